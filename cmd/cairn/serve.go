@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"cairn/ingest"
+	"cairn/query"
+	"cairn/storage"
+)
+
+// queryDrainTimeout bounds how long shutdown waits for open query streams.
+const queryDrainTimeout = 5 * time.Second
+
+type serverConfig struct {
+	dataDir       string
+	otlpAddr      string
+	queryAddr     string
+	maxRequest    int
+	flushInterval time.Duration
+	log           *slog.Logger
+}
+
+func serve(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg serverConfig
+	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the store")
+	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
+	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
+	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
+	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
+	verbose := fs.Bool("v", false, "log debug messages")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	cfg.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	s, err := startServer(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		cfg.log.Info("shutting down")
+	case serveErr = <-s.served:
+	}
+	return errors.Join(serveErr, s.shutdown())
+}
+
+// server is a running cairn: storage, the OTLP listener and the query
+// listener.
+type server struct {
+	db        *storage.DB
+	otlp      *grpc.Server
+	query     *grpc.Server
+	otlpAddr  net.Addr
+	queryAddr net.Addr
+	served    chan error
+}
+
+func startServer(cfg serverConfig) (*server, error) {
+	db, err := storage.Open(cfg.dataDir, &storage.Options{Logger: cfg.log, FlushInterval: cfg.flushInterval})
+	if err != nil {
+		return nil, err
+	}
+	otlpLis, err := net.Listen("tcp", cfg.otlpAddr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen for OTLP: %w", err), db.Close())
+	}
+	queryLis, err := net.Listen("tcp", cfg.queryAddr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("listen for queries: %w", err), otlpLis.Close(), db.Close())
+	}
+	s := &server{
+		db:        db,
+		otlp:      ingest.NewServer(ingest.NewService(db), grpc.MaxRecvMsgSize(cfg.maxRequest)),
+		query:     query.NewServer(db, nil),
+		otlpAddr:  otlpLis.Addr(),
+		queryAddr: queryLis.Addr(),
+		served:    make(chan error, 2),
+	}
+	go func() { s.served <- s.otlp.Serve(otlpLis) }()
+	go func() { s.served <- s.query.Serve(queryLis) }()
+	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(), "query", s.queryAddr.String())
+	return s, nil
+}
+
+// shutdown stops the listeners first, letting in-flight exports finish and
+// open query streams drain for a while, then flushes and closes storage.
+func (s *server) shutdown() error {
+	s.otlp.GracefulStop()
+	drained := make(chan struct{})
+	go func() { s.query.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(queryDrainTimeout):
+		s.query.Stop()
+		<-drained
+	}
+	return s.db.Close()
+}

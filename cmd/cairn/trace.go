@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"cairn/query/jaegerpb"
+)
+
+func trace(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "localhost:17271", "query address of a cairn (or any jaeger.storage.v2) server")
+	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: cairn trace TRACE_ID_HEX [--addr HOST:PORT] [--format waterfall|otlp-json]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("trace takes exactly one trace ID")
+	}
+	id, err := hex.DecodeString(pos[0])
+	if err != nil || len(id) != 16 {
+		return fmt.Errorf("trace ID %q is not 32 hex digits", pos[0])
+	}
+	if *format != "waterfall" && *format != "otlp-json" {
+		return fmt.Errorf("unknown format %q: want waterfall or otlp-json", *format)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	td, err := fetchTrace(ctx, *addr, id)
+	if err != nil {
+		return err
+	}
+	if len(td.ResourceSpans) == 0 {
+		return fmt.Errorf("trace %s not found", pos[0])
+	}
+	if *format == "otlp-json" {
+		return writeOTLPJSON(stdout, td)
+	}
+	return writeWaterfall(stdout, td)
+}
+
+// fetchTrace reads a trace through GetTraces and joins its chunks.
+func fetchTrace(ctx context.Context, addr string, id []byte) (*tracepb.TracesData, error) {
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	defer conn.Close()
+	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(ctx, &jaegerpb.GetTracesRequest{
+		Query: []*jaegerpb.GetTraceParams{{TraceId: id}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get trace: %w", err)
+	}
+	td := &tracepb.TracesData{}
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return td, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get trace from %s: %w", addr, err)
+		}
+		td.ResourceSpans = append(td.ResourceSpans, chunk.ResourceSpans...)
+	}
+}

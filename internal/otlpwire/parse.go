@@ -1,0 +1,363 @@
+package otlpwire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Field numbers of the OTLP messages that the walker reads. They are fixed by
+// opentelemetry-proto and never change.
+const (
+	exportResourceSpans = 1 // ExportTraceServiceRequest.resource_spans
+
+	resourceSpansResource   = 1
+	resourceSpansScopeSpans = 2
+	resourceSpansSchemaURL  = 3
+
+	scopeSpansScope     = 1
+	scopeSpansSpans     = 2
+	scopeSpansSchemaURL = 3
+
+	spanTraceID    = 1
+	spanSpanID     = 2
+	spanTraceState = 3
+	spanParentID   = 4
+	spanName       = 5
+	spanStart      = 7
+	spanEnd        = 8
+	spanAttributes = 9
+	spanEvents     = 11
+	spanLinks      = 13
+	spanStatus     = 15
+)
+
+// maxDepth bounds the nesting of AnyValue arrays and key-value lists. It keeps
+// a hostile request from exhausting the stack; real telemetry nests a few
+// levels at most.
+const maxDepth = 64
+
+// ErrMalformed is wrapped by every error that Parse returns for bytes that are
+// not a valid encoded ExportTraceServiceRequest.
+var ErrMalformed = errors.New("malformed OTLP trace request")
+
+// Resource is one ResourceSpans' resource, as encoded in the request.
+type Resource struct {
+	Raw       []byte // encoded opentelemetry.proto.resource.v1.Resource; nil if absent, non-nil if present
+	SchemaURL []byte
+}
+
+// Scope is one ScopeSpans' instrumentation scope, as encoded in the request.
+type Scope struct {
+	Raw       []byte // encoded opentelemetry.proto.common.v1.InstrumentationScope; nil if absent
+	SchemaURL []byte
+	Resource  int32 // index into Batch.Resources
+}
+
+// Span is one accepted span.
+type Span struct {
+	TraceID [16]byte
+	SpanID  [8]byte
+	Start   uint64 // start_time_unix_nano
+	End     uint64 // end_time_unix_nano
+	Scope   int32  // index into Batch.Scopes
+	Raw     []byte // the encoded span message, exactly as received
+}
+
+// Rejection counts spans that were dropped one by one, by reason.
+type Rejection struct {
+	BadTraceID int // trace_id not 16 bytes or all zero
+	BadSpanID  int // span_id not 8 bytes or all zero
+}
+
+// Total is the number of rejected spans.
+func (r Rejection) Total() int { return r.BadTraceID + r.BadSpanID }
+
+// Message describes the rejections for an OTLP partial_success, or is empty.
+func (r Rejection) Message() string {
+	var parts []string
+	if r.BadTraceID > 0 {
+		parts = append(parts, fmt.Sprintf("%d with invalid trace_id (must be 16 bytes, not all zero)", r.BadTraceID))
+	}
+	if r.BadSpanID > 0 {
+		parts = append(parts, fmt.Sprintf("%d with invalid span_id (must be 8 bytes, not all zero)", r.BadSpanID))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d spans rejected: %s", r.Total(), strings.Join(parts, ", "))
+}
+
+// Batch is a parsed Export request. Its slices alias the request bytes, so
+// the request must outlive the batch. A Batch can be reused with Reset.
+type Batch struct {
+	Resources []Resource
+	Scopes    []Scope
+	Spans     []Span
+	Rejected  Rejection
+}
+
+// Reset empties the batch, keeping its capacity.
+func (b *Batch) Reset() {
+	b.Resources = b.Resources[:0]
+	b.Scopes = b.Scopes[:0]
+	b.Spans = b.Spans[:0]
+	b.Rejected = Rejection{}
+}
+
+// Parse walks an encoded ExportTraceServiceRequest (or, identically on the
+// wire, a TracesData) into b, which it resets first. Spans with invalid IDs
+// are counted in b.Rejected and left out; any structural fault anywhere in the
+// request fails the whole request with an error wrapping ErrMalformed.
+func Parse(req []byte, b *Batch) error {
+	b.Reset()
+	err := walkFields(req, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != exportResourceSpans {
+			return nil
+		}
+		if typ != protowire.BytesType {
+			return wrongType("ExportTraceServiceRequest.resource_spans")
+		}
+		return b.parseResourceSpans(v)
+	})
+	if err != nil {
+		b.Reset()
+	}
+	return err
+}
+
+func (b *Batch) parseResourceSpans(rs []byte) error {
+	// The resource and schema_url may follow the scope spans on the wire, so
+	// they are located in a first pass.
+	res := Resource{}
+	err := walkFields(rs, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case resourceSpansResource:
+			if typ != protowire.BytesType {
+				return wrongType("ResourceSpans.resource")
+			}
+			if err := validateResource(v); err != nil {
+				return err
+			}
+			res.Raw = v[:len(v):len(v)]
+			if res.Raw == nil {
+				res.Raw = []byte{}
+			}
+		case resourceSpansSchemaURL:
+			if err := checkString(typ, v, "ResourceSpans.schema_url"); err != nil {
+				return err
+			}
+			res.SchemaURL = v
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	ri := int32(len(b.Resources))
+	b.Resources = append(b.Resources, res)
+	return walkFields(rs, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != resourceSpansScopeSpans {
+			return nil
+		}
+		if typ != protowire.BytesType {
+			return wrongType("ResourceSpans.scope_spans")
+		}
+		return b.parseScopeSpans(v, ri)
+	})
+}
+
+func (b *Batch) parseScopeSpans(ss []byte, resource int32) error {
+	sc := Scope{Resource: resource}
+	err := walkFields(ss, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case scopeSpansScope:
+			if typ != protowire.BytesType {
+				return wrongType("ScopeSpans.scope")
+			}
+			if err := validateScope(v); err != nil {
+				return err
+			}
+			sc.Raw = v[:len(v):len(v)]
+			if sc.Raw == nil {
+				sc.Raw = []byte{}
+			}
+		case scopeSpansSchemaURL:
+			if err := checkString(typ, v, "ScopeSpans.schema_url"); err != nil {
+				return err
+			}
+			sc.SchemaURL = v
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	si := int32(len(b.Scopes))
+	b.Scopes = append(b.Scopes, sc)
+	return walkFields(ss, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != scopeSpansSpans {
+			return nil
+		}
+		if typ != protowire.BytesType {
+			return wrongType("ScopeSpans.spans")
+		}
+		return b.parseSpan(v, si)
+	})
+}
+
+func (b *Batch) parseSpan(raw []byte, scope int32) error {
+	sp := Span{Scope: scope, Raw: raw}
+	var traceOK, spanOK bool
+	err := walkFields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch num {
+		case spanTraceID:
+			if typ != protowire.BytesType {
+				return wrongType("Span.trace_id")
+			}
+			traceOK = len(v) == 16 && !allZero(v)
+			if traceOK {
+				copy(sp.TraceID[:], v)
+			}
+		case spanSpanID:
+			if typ != protowire.BytesType {
+				return wrongType("Span.span_id")
+			}
+			spanOK = len(v) == 8 && !allZero(v)
+			if spanOK {
+				copy(sp.SpanID[:], v)
+			}
+		case spanParentID:
+			if typ != protowire.BytesType {
+				return wrongType("Span.parent_span_id")
+			}
+		case spanTraceState, spanName:
+			return checkString(typ, v, "Span string field")
+		case spanStart:
+			if typ == protowire.Fixed64Type {
+				sp.Start = binary.LittleEndian.Uint64(v)
+			}
+		case spanEnd:
+			if typ == protowire.Fixed64Type {
+				sp.End = binary.LittleEndian.Uint64(v)
+			}
+		case spanAttributes:
+			return validateKeyValue(typ, v, 0)
+		case spanEvents:
+			return validateMessage(typ, v, "Span.events", validateEvent)
+		case spanLinks:
+			return validateMessage(typ, v, "Span.links", validateLink)
+		case spanStatus:
+			return validateMessage(typ, v, "Span.status", validateStatus)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case !traceOK:
+		b.Rejected.BadTraceID++
+	case !spanOK:
+		b.Rejected.BadSpanID++
+	default:
+		b.Spans = append(b.Spans, sp)
+	}
+	return nil
+}
+
+func allZero(v []byte) bool {
+	for _, c := range v {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// walkFields calls fn for every field of an encoded message. For
+// length-delimited fields v is the payload; for fixed-width fields it is the
+// raw little-endian bytes; for varints it is nil.
+func walkFields(msg []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) error) error {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return malformed(protowire.ParseError(n))
+		}
+		msg = msg[n:]
+		var v []byte
+		switch typ {
+		case protowire.VarintType:
+			_, n = protowire.ConsumeVarint(msg)
+		case protowire.Fixed64Type:
+			n = 8
+			if len(msg) < 8 {
+				n = -1
+			} else {
+				v = msg[:8]
+			}
+		case protowire.Fixed32Type:
+			n = 4
+			if len(msg) < 4 {
+				n = -1
+			} else {
+				v = msg[:4]
+			}
+		case protowire.BytesType:
+			v, n = protowire.ConsumeBytes(msg)
+		default:
+			// Groups are not used by OTLP; proto3 parsers reject them too.
+			return fmt.Errorf("%w: field %d has unsupported wire type %d", ErrMalformed, num, typ)
+		}
+		if n < 0 {
+			return malformed(protowire.ParseError(n))
+		}
+		msg = msg[n:]
+		if err := fn(num, typ, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func malformed(err error) error { return fmt.Errorf("%w: %v", ErrMalformed, err) }
+
+func wrongType(field string) error {
+	return fmt.Errorf("%w: %s has the wrong wire type", ErrMalformed, field)
+}
+
+func checkString(typ protowire.Type, v []byte, field string) error {
+	if typ != protowire.BytesType {
+		return wrongType(field)
+	}
+	if !utf8.Valid(v) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrMalformed, field)
+	}
+	return nil
+}
+
+func validateMessage(typ protowire.Type, v []byte, field string, validate func([]byte) error) error {
+	if typ != protowire.BytesType {
+		return wrongType(field)
+	}
+	return validate(v)
+}
+
+// SpanOrder returns the start time and span ID of an encoded span that Parse
+// accepted, the keys by which cairn orders the spans of a trace.
+func SpanOrder(raw []byte) (start uint64, id [8]byte) {
+	_ = walkFields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		switch {
+		case num == spanStart && typ == protowire.Fixed64Type:
+			start = binary.LittleEndian.Uint64(v)
+		case num == spanSpanID && len(v) == 8:
+			copy(id[:], v)
+		}
+		return nil
+	})
+	return start, id
+}

@@ -1,0 +1,156 @@
+package query
+
+import (
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"cairn/storage"
+)
+
+// Field numbers of TracesData, ResourceSpans and ScopeSpans. They all fit a
+// one-byte tag.
+const (
+	tracesDataResourceSpans = 1
+	resourceSpansResource   = 1
+	resourceSpansScopeSpans = 2
+	resourceSpansSchemaURL  = 3
+	scopeSpansScope         = 1
+	scopeSpansSpans         = 2
+	scopeSpansSchemaURL     = 3
+)
+
+// embedded is the size of a length-delimited field with an n-byte payload.
+func embedded(n int) int { return 1 + protowire.SizeVarint(uint64(n)) + n }
+
+// optional is the size of a field that is present when v is non-nil.
+func optional(v []byte) int {
+	if v == nil {
+		return 0
+	}
+	return embedded(len(v))
+}
+
+// nonEmpty is the size of a proto3 string field, absent when empty.
+func nonEmpty(v []byte) int {
+	if len(v) == 0 {
+		return 0
+	}
+	return embedded(len(v))
+}
+
+// segment is a run of one group's spans that goes into one chunk.
+type segment struct {
+	g          *storage.Group
+	from, to   int
+	spansBytes int // the encoded spans fields of the run
+}
+
+// chunker splits a trace into TracesData messages of at most limit bytes
+// each. Spans keep their order; a chunk holds one or more runs of groups, and
+// a group that does not fit is continued in the next chunk under a repeated
+// resource and scope. A single span larger than the limit gets a chunk of its
+// own, which is then larger than the limit.
+type chunker struct {
+	limit int
+	emit  func([]byte) error
+
+	segs []segment
+}
+
+func (c *chunker) trace(t *storage.Trace) error {
+	for gi := range t.Groups {
+		g := &t.Groups[gi]
+		for i, s := range g.Spans {
+			if len(c.segs) == 0 || c.segs[len(c.segs)-1].g != g {
+				c.segs = append(c.segs, segment{g: g, from: i, to: i})
+			}
+			last := &c.segs[len(c.segs)-1]
+			add := embedded(len(s))
+			last.to++
+			last.spansBytes += add
+			if c.size() > c.limit && (len(c.segs) > 1 || last.to-last.from > 1) {
+				// Undo, ship what fits, and start the next chunk with s.
+				last.to--
+				last.spansBytes -= add
+				if last.to == last.from {
+					c.segs = c.segs[:len(c.segs)-1]
+				}
+				if err := c.flush(); err != nil {
+					return err
+				}
+				c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add})
+			}
+		}
+	}
+	return c.flush()
+}
+
+// resourceRuns calls fn for each run of consecutive segments that share a
+// resource: they become one ResourceSpans.
+func (c *chunker) resourceRuns(fn func(segs []segment)) {
+	for i := 0; i < len(c.segs); {
+		j := i + 1
+		for j < len(c.segs) && c.segs[j].g.ResourceID == c.segs[i].g.ResourceID {
+			j++
+		}
+		fn(c.segs[i:j])
+		i = j
+	}
+}
+
+func scopeSpansSize(s segment) int {
+	return optional(s.g.Scope) + s.spansBytes + nonEmpty(s.g.ScopeSchemaURL)
+}
+
+func resourceSpansSize(segs []segment) int {
+	n := optional(segs[0].g.Resource) + nonEmpty(segs[0].g.ResourceSchemaURL)
+	for _, s := range segs {
+		n += embedded(scopeSpansSize(s))
+	}
+	return n
+}
+
+func (c *chunker) size() int {
+	n := 0
+	c.resourceRuns(func(segs []segment) { n += embedded(resourceSpansSize(segs)) })
+	return n
+}
+
+func (c *chunker) flush() error {
+	if len(c.segs) == 0 {
+		return nil
+	}
+	// A fresh buffer each time: gRPC may still be writing the previous chunk
+	// after SendMsg returns.
+	b := make([]byte, 0, c.size())
+	c.resourceRuns(func(segs []segment) {
+		g := segs[0].g
+		b = protowire.AppendTag(b, tracesDataResourceSpans, protowire.BytesType)
+		b = protowire.AppendVarint(b, uint64(resourceSpansSize(segs)))
+		if g.Resource != nil {
+			b = protowire.AppendTag(b, resourceSpansResource, protowire.BytesType)
+			b = protowire.AppendBytes(b, g.Resource)
+		}
+		for _, s := range segs {
+			b = protowire.AppendTag(b, resourceSpansScopeSpans, protowire.BytesType)
+			b = protowire.AppendVarint(b, uint64(scopeSpansSize(s)))
+			if s.g.Scope != nil {
+				b = protowire.AppendTag(b, scopeSpansScope, protowire.BytesType)
+				b = protowire.AppendBytes(b, s.g.Scope)
+			}
+			for _, sp := range s.g.Spans[s.from:s.to] {
+				b = protowire.AppendTag(b, scopeSpansSpans, protowire.BytesType)
+				b = protowire.AppendBytes(b, sp)
+			}
+			if len(s.g.ScopeSchemaURL) > 0 {
+				b = protowire.AppendTag(b, scopeSpansSchemaURL, protowire.BytesType)
+				b = protowire.AppendBytes(b, s.g.ScopeSchemaURL)
+			}
+		}
+		if len(g.ResourceSchemaURL) > 0 {
+			b = protowire.AppendTag(b, resourceSpansSchemaURL, protowire.BytesType)
+			b = protowire.AppendBytes(b, g.ResourceSchemaURL)
+		}
+	})
+	c.segs = c.segs[:0]
+	return c.emit(b)
+}

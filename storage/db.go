@@ -1,0 +1,254 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/klauspost/compress/s2"
+
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+	"cairn/storage/internal/wal"
+)
+
+// FormatVersion is the version of the on-disk format this code reads and
+// writes. It is stored under the meta key "format" when a store is created.
+const FormatVersion = 1
+
+// TraceID is a 16-byte OTLP trace ID.
+type TraceID = [16]byte
+
+// ErrClosed is returned by operations on a closed DB.
+var ErrClosed = errors.New("storage: closed")
+
+// DB is an open cairn store. It is safe for concurrent use.
+type DB struct {
+	opts Options
+	dir  string
+	pdb  *pebble.DB
+	wal  *wal.Log
+	dict *dictCache
+
+	mu         sync.Mutex
+	live       *buffer
+	frozen     *buffer        // being cut into a block; nil when no cut runs
+	flushed    chan struct{}  // closed and replaced when a cut finishes
+	partitions map[uint32]bool // partitions that hold persisted data
+	closed     bool
+
+	kick      chan struct{}
+	stop      chan struct{}
+	flusherWG sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the store in dir, creating it if needed, and replays the
+// write-ahead log of spans acknowledged but not yet cut into blocks.
+func Open(dir string, o *Options) (*DB, error) {
+	opts := o.EnsureDefaults()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	pdb, err := pebble.Open(filepath.Join(dir, "pebble"), pebbleOptions(opts))
+	if err != nil {
+		return nil, fmt.Errorf("open pebble: %w", err)
+	}
+	db := &DB{
+		opts:       opts,
+		dir:        dir,
+		pdb:        pdb,
+		dict:       newDictCache(),
+		flushed:    make(chan struct{}),
+		partitions: make(map[uint32]bool),
+		kick:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+	}
+	if err := db.recover(); err != nil {
+		return nil, errors.Join(err, db.closeStores())
+	}
+	db.flusherWG.Add(1)
+	go db.flusher()
+	return db, nil
+}
+
+func pebbleOptions(o Options) *pebble.Options {
+	po := &pebble.Options{
+		Comparer:  keys.Comparer,
+		CacheSize: o.CacheBytes,
+		// Span data bypasses the memtable (cuts are ingested as sstables),
+		// so it only ever holds a few metadata keys.
+		MemTableSize:       4 << 20,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{o.Logger},
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.ZstdCompression }
+	}
+	return po
+}
+
+func (db *DB) recover() error {
+	if err := db.checkFormat(); err != nil {
+		return err
+	}
+	last, rec, err := db.lastBlock()
+	if err != nil {
+		return err
+	}
+	if err := db.loadPartitions(); err != nil {
+		return err
+	}
+	db.live = newBuffer(last + 1)
+	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal")); err != nil {
+		return err
+	}
+	if err := db.wal.RemoveThrough(rec.WALSegment); err != nil {
+		return err
+	}
+	var batch otlpwire.Batch
+	return db.wal.Replay(rec.WALSegment, func(seg uint64, payload []byte) error {
+		req, err := s2.Decode(nil, payload)
+		if err != nil {
+			return fmt.Errorf("replay wal segment %d: %w", seg, err)
+		}
+		if err := otlpwire.Parse(req, &batch); err != nil {
+			return fmt.Errorf("replay wal segment %d: %w", seg, err)
+		}
+		db.live.insert(req, &batch, groupsOf(&batch))
+		return nil
+	})
+}
+
+func (db *DB) checkFormat() error {
+	k := keys.Meta("format")
+	v, closer, err := db.pdb.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return db.pdb.Set(k, []byte{FormatVersion}, pebble.Sync)
+	}
+	if err != nil {
+		return fmt.Errorf("read format version: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 1 || v[0] != FormatVersion {
+		return fmt.Errorf("store has format version %v; this cairn reads version %d", v, FormatVersion)
+	}
+	return nil
+}
+
+func (db *DB) lastBlock() (uint64, codec.BlockRecord, error) {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{keys.KindBlock},
+		UpperBound: keys.KindEnd(keys.KindBlock),
+	})
+	if err != nil {
+		return 0, codec.BlockRecord{}, fmt.Errorf("find last block: %w", err)
+	}
+	defer it.Close()
+	if !it.Last() {
+		return 0, codec.BlockRecord{}, it.Error()
+	}
+	block, err := keys.ParseBlock(it.Key())
+	if err != nil {
+		return 0, codec.BlockRecord{}, err
+	}
+	rec, err := codec.DecodeBlockRecord(it.Value())
+	return block, rec, err
+}
+
+func (db *DB) loadPartitions() error {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{keys.KindPartition},
+		UpperBound: keys.KindEnd(keys.KindPartition),
+	})
+	if err != nil {
+		return fmt.Errorf("load partitions: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		p, err := keys.ParsePartition(it.Key())
+		if err != nil {
+			return err
+		}
+		db.partitions[p] = true
+	}
+	return it.Error()
+}
+
+// Write stores the spans of a parsed Export request and returns once they are
+// durable. req is the encoded request that batch was parsed from; the DB keeps
+// it, so the caller must not modify it afterwards.
+func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) error {
+	if len(batch.Spans) == 0 {
+		return nil
+	}
+	gs := groupsOf(batch)
+	rec := s2.Encode(nil, req)
+
+	db.mu.Lock()
+	for db.live.bytes >= db.opts.BufferBytes && db.frozen != nil && !db.closed {
+		flushed := db.flushed
+		db.mu.Unlock()
+		select {
+		case <-flushed:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for buffer space: %w", ctx.Err())
+		}
+		db.mu.Lock()
+	}
+	if db.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	w, err := db.wal.Append(rec)
+	if err != nil {
+		db.mu.Unlock()
+		return fmt.Errorf("append to wal: %w", err)
+	}
+	db.live.insert(req, batch, gs)
+	full := db.live.bytes >= db.opts.BufferBytes
+	db.mu.Unlock()
+
+	if full {
+		select {
+		case db.kick <- struct{}{}:
+		default:
+		}
+	}
+	if err := w.Wait(); err != nil {
+		return fmt.Errorf("sync wal: %w", err)
+	}
+	return nil
+}
+
+// Close cuts what is buffered into a block, then closes the write-ahead log
+// and Pebble. It is safe to call more than once.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		db.mu.Lock()
+		db.closed = true
+		db.mu.Unlock()
+		close(db.stop)
+		db.flusherWG.Wait()
+		db.closeErr = errors.Join(db.cut(), db.closeStores())
+	})
+	return db.closeErr
+}
+
+func (db *DB) closeStores() error {
+	var errs []error
+	if db.wal != nil {
+		errs = append(errs, db.wal.Close())
+	}
+	errs = append(errs, db.pdb.Close())
+	return errors.Join(errs...)
+}

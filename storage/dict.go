@@ -1,0 +1,83 @@
+package storage
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// maxDictCache bounds the dictionary cache. Stores see few distinct resources
+// and scopes; the bound only matters against clients that make every resource
+// unique, and then costs re-reads, not correctness.
+const maxDictCache = 1 << 16
+
+type dictKey [17]byte
+
+func newDictKey(kind byte, id dictID) dictKey {
+	var k dictKey
+	k[0] = kind
+	copy(k[1:], id[:])
+	return k
+}
+
+// dictCache remembers resources and scopes known to be persisted, so a cut
+// writes each only once and reads resolve them without touching Pebble.
+type dictCache struct {
+	mu sync.Mutex
+	m  map[dictKey]codec.Dict
+}
+
+func newDictCache() *dictCache { return &dictCache{m: make(map[dictKey]codec.Dict)} }
+
+func (c *dictCache) persisted(kind byte, id dictID) bool {
+	_, ok := c.get(newDictKey(kind, id))
+	return ok
+}
+
+func (c *dictCache) get(k dictKey) (codec.Dict, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, ok := c.m[k]
+	return d, ok
+}
+
+// put caches a copy of d, so that cached entries pin neither requests nor
+// Pebble's buffers, and returns the copy.
+func (c *dictCache) put(k dictKey, d codec.Dict) codec.Dict {
+	d = codec.Dict{Raw: bytes.Clone(d.Raw), SchemaURL: bytes.Clone(d.SchemaURL)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= maxDictCache {
+		clear(c.m)
+	}
+	c.m[k] = d
+	return d
+}
+
+func (c *dictCache) markPersisted(g *group) {
+	c.put(newDictKey(keys.KindResource, g.resID), g.res)
+	c.put(newDictKey(keys.KindScope, g.scopeID), g.scope)
+}
+
+// lookup resolves a dictionary entry through the cache, then the reader.
+func (c *dictCache) lookup(r pebble.Reader, kind byte, id dictID) (codec.Dict, error) {
+	k := newDictKey(kind, id)
+	if d, ok := c.get(k); ok {
+		return d, nil
+	}
+	v, closer, err := r.Get(keys.Dict(kind, id))
+	if err != nil {
+		return codec.Dict{}, fmt.Errorf("read dictionary entry %x: %w", id, err)
+	}
+	defer closer.Close()
+	d, err := codec.DecodeDict(v)
+	if err != nil {
+		return codec.Dict{}, fmt.Errorf("dictionary entry %x: %w", id, err)
+	}
+	return c.put(k, d), nil
+}

@@ -1,0 +1,309 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// dataBlockSize is the uncompressed size of the sstable blocks that hold span
+// data: large enough for zstd to find the repetition between neighbouring
+// traces, small enough that reading one trace decompresses little else.
+const dataBlockSize = 64 << 10
+
+func (db *DB) flusher() {
+	defer db.flusherWG.Done()
+	t := time.NewTicker(db.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+		case <-db.kick:
+		}
+		if err := db.cut(); err != nil {
+			db.opts.Logger.Error("cut block", "err", err)
+		}
+	}
+}
+
+// cut turns the live buffer into a block: it freezes the buffer and rotates
+// the write-ahead log under the lock, so that every record in the sealed
+// segments is in the frozen buffer or an older block, then writes the block
+// and removes the sealed segments. A frozen buffer whose write failed is
+// retried first.
+func (db *DB) cut() error {
+	db.mu.Lock()
+	if db.frozen == nil {
+		if db.live.spans == 0 {
+			db.mu.Unlock()
+			return nil
+		}
+		db.frozen = db.live
+		db.frozen.walSegment = db.wal.Rotate()
+		db.live = newBuffer(db.frozen.block + 1)
+	}
+	frozen := db.frozen
+	db.mu.Unlock()
+
+	parts, err := db.writeBlock(frozen)
+	if err != nil {
+		return fmt.Errorf("write block %d: %w", frozen.block, err)
+	}
+
+	db.mu.Lock()
+	for _, p := range parts {
+		db.partitions[p] = true
+	}
+	db.frozen = nil
+	close(db.flushed)
+	db.flushed = make(chan struct{})
+	db.mu.Unlock()
+
+	if err := db.wal.RemoveThrough(frozen.walSegment); err != nil {
+		return fmt.Errorf("block %d: %w", frozen.block, err)
+	}
+	return nil
+}
+
+// fragmentRef is what the index sstable needs of each fragment written.
+type fragmentRef struct {
+	id      TraceID
+	summary codec.Summary
+}
+
+// writeBlock builds the sstables of a frozen buffer and ingests them into
+// Pebble in one atomic step: one data sstable per partition the block's spans
+// fall in, and one index sstable with the block record, new partitions, new
+// dictionary entries and the trace index. It returns the partitions written.
+func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
+	dir := filepath.Join(db.dir, "ingest")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create ingest dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	data := map[uint32]*sstWriter{}
+	index := map[uint32][]fragmentRef{}
+	defer func() {
+		for _, w := range data {
+			w.abort()
+		}
+	}()
+
+	var (
+		byPart  = map[uint32][]liveSpan{}
+		groups  []codec.Group
+		frag    []byte
+		written = map[groupKey]*group{}
+	)
+	var werr error
+	buf.traces.Ascend(func(t *liveTrace) bool {
+		clear(byPart)
+		for _, s := range t.spans {
+			p := partitionOf(s.start)
+			byPart[p] = append(byPart[p], s)
+		}
+		for p, spans := range byPart {
+			w := data[p]
+			if w == nil {
+				w, werr = db.newSSTWriter(filepath.Join(dir, fmt.Sprintf("data-%d.sst", p)), dataBlockSize, false)
+				if werr != nil {
+					return false
+				}
+				data[p] = w
+			}
+			groups = groupSpans(groups[:0], spans, written)
+			frag = codec.AppendFragment(frag[:0], groups)
+			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
+				return false
+			}
+			index[p] = append(index[p], fragmentRef{id: t.id, summary: summarize(spans)})
+		}
+		return true
+	})
+	if werr != nil {
+		return nil, werr
+	}
+
+	parts := make([]uint32, 0, len(data))
+	for p := range data {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+
+	ipath := filepath.Join(dir, "index.sst")
+	iw, err := db.newSSTWriter(ipath, 0, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.writeIndex(iw, buf, parts, index, written); err != nil {
+		iw.abort()
+		return nil, err
+	}
+	paths := []string{ipath}
+	for _, p := range parts {
+		w := data[p]
+		delete(data, p)
+		if err := w.close(); err != nil {
+			return nil, err
+		}
+		paths = append(paths, w.path)
+	}
+	if err := db.pdb.Ingest(context.Background(), paths); err != nil {
+		return nil, fmt.Errorf("ingest: %w", err)
+	}
+	for _, g := range written {
+		db.dict.markPersisted(g)
+	}
+	return parts, nil
+}
+
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, index map[uint32][]fragmentRef, groups map[groupKey]*group) error {
+	rec := codec.BlockRecord{
+		WALSegment: buf.walSegment,
+		Spans:      uint64(buf.spans),
+		Created:    uint64(db.opts.Now().UnixNano()),
+	}
+	if err := iw.w.Set(keys.Block(buf.block), codec.AppendBlockRecord(nil, rec)); err != nil {
+		return err
+	}
+	db.mu.Lock()
+	var newParts []uint32
+	for _, p := range parts {
+		if !db.partitions[p] {
+			newParts = append(newParts, p)
+		}
+	}
+	db.mu.Unlock()
+	for _, p := range newParts {
+		if err := iw.w.Set(keys.Partition(p), nil); err != nil {
+			return err
+		}
+	}
+	if err := db.writeDict(iw, groups); err != nil {
+		return err
+	}
+	var v []byte
+	for _, p := range parts {
+		for _, f := range index[p] {
+			v = codec.AppendSummary(v[:0], f.summary)
+			if err := iw.w.Set(keys.Trace(p, f.id, buf.block), v); err != nil {
+				return err
+			}
+		}
+	}
+	return iw.close()
+}
+
+// writeDict writes the resources and scopes of the block that are not known
+// to be persisted already, in key order.
+func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
+	type entry struct {
+		key []byte
+		val codec.Dict
+	}
+	seen := map[string]bool{}
+	var entries []entry
+	add := func(kind byte, id dictID, d codec.Dict) {
+		k := keys.Dict(kind, id)
+		if seen[string(k)] || db.dict.persisted(kind, id) {
+			return
+		}
+		seen[string(k)] = true
+		entries = append(entries, entry{k, d})
+	}
+	for _, g := range groups {
+		add(keys.KindResource, g.resID, g.res)
+		add(keys.KindScope, g.scopeID, g.scope)
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.key, b.key) })
+	var v []byte
+	for _, e := range entries {
+		v = codec.AppendDict(v[:0], e.val)
+		if err := iw.w.Set(e.key, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// groupSpans groups a trace's spans in one partition by (resource, scope),
+// groups ordered by key and spans by start time, and records every group in
+// written.
+func groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
+	slices.SortStableFunc(spans, func(a, b liveSpan) int {
+		if c := bytes.Compare(a.group.resID[:], b.group.resID[:]); c != 0 {
+			return c
+		}
+		if c := bytes.Compare(a.group.scopeID[:], b.group.scopeID[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.start, b.start)
+	})
+	for i, s := range spans {
+		if i == 0 || s.group != spans[i-1].group {
+			written[s.group.key()] = s.group
+			dst = append(dst, codec.Group{Resource: s.group.resID, Scope: s.group.scopeID})
+		}
+		g := &dst[len(dst)-1]
+		g.Spans = append(g.Spans, s.raw)
+	}
+	return dst
+}
+
+func summarize(spans []liveSpan) codec.Summary {
+	s := codec.Summary{Spans: uint64(len(spans)), MinStart: spans[0].start, MaxEnd: spans[0].end}
+	for _, sp := range spans[1:] {
+		s.MinStart = min(s.MinStart, sp.start)
+		s.MaxEnd = max(s.MaxEnd, sp.end)
+	}
+	return s
+}
+
+type sstWriter struct {
+	path string
+	w    *sstable.Writer
+}
+
+func (db *DB) newSSTWriter(path string, blockSize int, filter bool) (*sstWriter, error) {
+	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, fmt.Errorf("create sstable: %w", err)
+	}
+	o := sstable.WriterOptions{
+		Comparer:    keys.Comparer,
+		TableFormat: db.pdb.TableFormat(),
+		BlockSize:   blockSize,
+		Compression: sstable.ZstdCompression,
+	}
+	if filter {
+		o.FilterPolicy = bloom.FilterPolicy(10)
+	}
+	return &sstWriter{path: path, w: sstable.NewWriter(objstorageprovider.NewFileWritable(f), o)}, nil
+}
+
+func (w *sstWriter) close() error {
+	if err := w.w.Close(); err != nil {
+		return fmt.Errorf("finish sstable: %w", err)
+	}
+	return nil
+}
+
+// abort closes a writer whose table will not be ingested; its file is removed
+// with the ingest directory.
+func (w *sstWriter) abort() { _ = w.w.Close() }

@@ -1,0 +1,151 @@
+// Package keys encodes and decodes cairn's Pebble keys. The layout is
+// described in storage/FORMAT.md; every integer is big-endian so that byte
+// order is numeric order.
+package keys
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Key kinds, the first byte of every key. Their order matters: everything a
+// cut writes besides span data sorts below KindData, so the index sstable and
+// the data sstables of one cut never overlap and can be ingested together.
+const (
+	KindMeta      byte = 0x01 // 0x01 name                       -> meta value
+	KindBlock     byte = 0x10 // 0x10 block                      -> block record
+	KindPartition byte = 0x11 // 0x11 partition                  -> empty
+	KindResource  byte = 0x20 // 0x20 id(16)                     -> resource record
+	KindScope     byte = 0x21 // 0x21 id(16)                     -> scope record
+	KindTrace     byte = 0x30 // 0x30 partition trace(16) block  -> fragment summary
+	KindData      byte = 0x40 // 0x40 partition block trace(16)  -> fragment
+)
+
+// Sizes of the fixed-width keys.
+const (
+	BlockLen       = 1 + 8
+	PartitionLen   = 1 + 4
+	DictLen        = 1 + 16
+	TracePrefixLen = 1 + 4 + 16
+	TraceLen       = TracePrefixLen + 8
+	DataLen        = 1 + 4 + 8 + 16
+)
+
+// ErrBadKey is wrapped by every decoding error.
+var ErrBadKey = errors.New("bad key")
+
+// TraceID is a 16-byte OTLP trace ID.
+type TraceID = [16]byte
+
+// Meta names a metadata key.
+func Meta(name string) []byte { return append([]byte{KindMeta}, name...) }
+
+// Block is the key of a block record.
+func Block(block uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{KindBlock}, block)
+}
+
+// ParseBlock decodes a block key.
+func ParseBlock(k []byte) (uint64, error) {
+	if len(k) != BlockLen || k[0] != KindBlock {
+		return 0, fmt.Errorf("%w: block key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint64(k[1:]), nil
+}
+
+// Partition is the key that records that a partition exists.
+func Partition(p uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{KindPartition}, p)
+}
+
+// ParsePartition decodes a partition key.
+func ParsePartition(k []byte) (uint32, error) {
+	if len(k) != PartitionLen || k[0] != KindPartition {
+		return 0, fmt.Errorf("%w: partition key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), nil
+}
+
+// Dict is the key of a resource (KindResource) or scope (KindScope) record.
+func Dict(kind byte, id [16]byte) []byte {
+	return append([]byte{kind}, id[:]...)
+}
+
+// TracePrefix is the prefix of every trace-index key of a trace in a
+// partition.
+func TracePrefix(p uint32, id TraceID) []byte {
+	k := make([]byte, 0, TraceLen)
+	k = append(binary.BigEndian.AppendUint32(append(k, KindTrace), p), id[:]...)
+	return k
+}
+
+// Trace is the trace-index key of the fragment of trace id in block.
+func Trace(p uint32, id TraceID, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(TracePrefix(p, id), block)
+}
+
+// ParseTrace decodes a trace-index key.
+func ParseTrace(k []byte) (p uint32, id TraceID, block uint64, err error) {
+	if len(k) != TraceLen || k[0] != KindTrace {
+		return 0, id, 0, fmt.Errorf("%w: trace key %x", ErrBadKey, k)
+	}
+	copy(id[:], k[5:21])
+	return binary.BigEndian.Uint32(k[1:]), id, binary.BigEndian.Uint64(k[21:]), nil
+}
+
+// Data is the key of the fragment of trace id in block of partition p.
+func Data(p uint32, block uint64, id TraceID) []byte {
+	k := make([]byte, 0, DataLen)
+	k = binary.BigEndian.AppendUint32(append(k, KindData), p)
+	k = binary.BigEndian.AppendUint64(k, block)
+	return append(k, id[:]...)
+}
+
+// ParseData decodes a data key.
+func ParseData(k []byte) (p uint32, block uint64, id TraceID, err error) {
+	if len(k) != DataLen || k[0] != KindData {
+		return 0, 0, id, fmt.Errorf("%w: data key %x", ErrBadKey, k)
+	}
+	copy(id[:], k[13:])
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), id, nil
+}
+
+// KindEnd is the exclusive upper bound of the keys of a kind.
+func KindEnd(kind byte) []byte { return []byte{kind + 1} }
+
+// Comparer orders keys bytewise, like Pebble's default, but splits trace-index
+// keys after the trace ID: Pebble's bloom filters then answer "does this
+// sstable hold any fragment of trace X in partition P", which is what
+// trace-by-ID asks of every partition.
+var Comparer = func() *pebble.Comparer {
+	c := *pebble.DefaultComparer
+	c.Name = "cairn.keys.v1"
+	c.Split = func(k []byte) int {
+		if len(k) == TraceLen && k[0] == KindTrace {
+			return TracePrefixLen
+		}
+		return len(k)
+	}
+	c.FormatKey = func(k []byte) fmt.Formatter { return formatted(k) }
+	return &c
+}()
+
+type formatted []byte
+
+func (k formatted) Format(s fmt.State, _ rune) {
+	if p, id, b, err := ParseTrace(k); err == nil {
+		fmt.Fprintf(s, "trace/%d/%x/%d", p, id, b)
+		return
+	}
+	if p, b, id, err := ParseData(k); err == nil {
+		fmt.Fprintf(s, "data/%d/%d/%x", p, b, id)
+		return
+	}
+	fmt.Fprintf(s, "%x", []byte(k))
+}
+
+// HasKind reports whether k is of kind.
+func HasKind(k []byte, kind byte) bool { return len(k) > 0 && k[0] == kind }

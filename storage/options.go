@@ -1,0 +1,64 @@
+package storage
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Options configures a DB. The zero value is valid: EnsureDefaults fills in
+// every field left zero.
+type Options struct {
+	// BufferBytes bounds the encoded requests held in the live buffer before
+	// it is cut into a block. While one cut is being written and the next
+	// buffer is full, writers wait: this is cairn's backpressure.
+	//
+	// The default is 64 MiB.
+	BufferBytes int
+
+	// FlushInterval is the longest a span stays in the live buffer (and
+	// write-ahead log) before it is cut into a block. Shorter means smaller
+	// blocks; longer means more memory and a longer replay after a crash.
+	//
+	// The default is 10s.
+	FlushInterval time.Duration
+
+	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
+	//
+	// The default is 64 MiB.
+	CacheBytes int64
+
+	// Logger receives background errors and Pebble's events.
+	//
+	// The default is slog.Default().
+	Logger *slog.Logger
+
+	// Now returns the current time; tests replace it.
+	//
+	// The default is time.Now.
+	Now func() time.Time
+}
+
+// EnsureDefaults returns a copy of o (which may be nil) with every zero field
+// set to its default.
+func (o *Options) EnsureDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.BufferBytes <= 0 {
+		c.BufferBytes = 64 << 20
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 10 * time.Second
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = 64 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}

@@ -1,0 +1,247 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// Group is the spans of a trace that share one resource and one scope, in
+// their encoded form.
+type Group struct {
+	ResourceID        [16]byte
+	Resource          []byte // encoded opentelemetry.proto.resource.v1.Resource
+	ResourceSchemaURL []byte
+	ScopeID           [16]byte
+	Scope             []byte // encoded opentelemetry.proto.common.v1.InstrumentationScope
+	ScopeSchemaURL    []byte
+	Spans             [][]byte // encoded spans, ordered by start time and span ID
+}
+
+// Trace is an assembled trace. Groups are ordered by resource, then scope.
+// Its byte slices must not be modified.
+type Trace struct {
+	ID     TraceID
+	Groups []Group
+	Spans  int
+}
+
+// TimeRange narrows a lookup to the partitions that spans starting within it
+// fall in. A zero bound is open.
+type TimeRange struct {
+	Start, End time.Time
+}
+
+func (r TimeRange) partitions(all []uint32) []uint32 {
+	lo, hi := uint32(0), ^uint32(0)
+	if !r.Start.IsZero() && r.Start.UnixNano() > 0 {
+		lo = partitionOf(uint64(r.Start.UnixNano()))
+	}
+	if !r.End.IsZero() && r.End.UnixNano() > 0 {
+		hi = partitionOf(uint64(r.End.UnixNano()))
+	}
+	var ps []uint32
+	for _, p := range all {
+		if p >= lo && p <= hi {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// snapshot is a consistent view across the live buffers and Pebble.
+type snapshot struct {
+	live     [][]liveSpan
+	minBlock uint64 // blocks at or above this are still in live buffers
+	parts    []uint32
+	iter     *pebble.Iterator
+}
+
+func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	s := &snapshot{minBlock: db.live.block}
+	if db.frozen != nil {
+		s.minBlock = db.frozen.block
+		if sp := db.frozen.trace(id); len(sp) > 0 {
+			s.live = append(s.live, sp)
+		}
+	}
+	if sp := db.live.trace(id); len(sp) > 0 {
+		s.live = append(s.live, sp)
+	}
+	all := make([]uint32, 0, len(db.partitions))
+	for p := range db.partitions {
+		all = append(all, p)
+	}
+	slices.Sort(all)
+	s.parts = tr.partitions(all)
+	// Pebble iterators are point-in-time views; created under the lock, this
+	// one agrees with the buffers captured above.
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return nil, fmt.Errorf("open iterator: %w", err)
+	}
+	s.iter = it
+	return s, nil
+}
+
+// Trace assembles the trace with the given ID from everything acknowledged so
+// far. It returns nil if no span of the trace is stored.
+func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, error) {
+	snap, err := db.snapshot(id, tr)
+	if err != nil {
+		return nil, err
+	}
+	defer snap.iter.Close()
+
+	asm := assembler{groups: map[groupKey]*Group{}}
+	for _, spans := range snap.live {
+		for _, s := range spans {
+			g := asm.group(s.group.resID, s.group.scopeID)
+			if g.Resource == nil {
+				g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
+				g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
+			}
+			g.Spans = append(g.Spans, s.raw)
+		}
+	}
+	var frags []codec.Group
+	for _, p := range snap.parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		blocks, err := fragmentBlocks(snap.iter, p, id, snap.minBlock)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range blocks {
+			k := keys.Data(p, b, id)
+			if !snap.iter.SeekGE(k) || !bytes.Equal(snap.iter.Key(), k) {
+				if err := snap.iter.Error(); err != nil {
+					return nil, fmt.Errorf("read fragment: %w", err)
+				}
+				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
+			}
+			// The value is only valid until the iterator moves; fragments
+			// keep sub-slices of it, so take a copy.
+			v := bytes.Clone(snap.iter.Value())
+			if frags, err = codec.DecodeFragment(frags[:0], v); err != nil {
+				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
+			}
+			for _, f := range frags {
+				g := asm.group(f.Resource, f.Scope)
+				g.Spans = append(g.Spans, f.Spans...)
+			}
+		}
+	}
+	if len(asm.groups) == 0 {
+		return nil, nil
+	}
+	return asm.finish(db, id)
+}
+
+// fragmentBlocks lists the blocks of partition p that hold a fragment of the
+// trace, skipping those that are still in live buffers.
+func fragmentBlocks(it *pebble.Iterator, p uint32, id TraceID, minBlock uint64) ([]uint64, error) {
+	prefix := keys.TracePrefix(p, id)
+	var blocks []uint64
+	for ok := it.SeekPrefixGE(prefix); ok; ok = it.Next() {
+		_, _, b, err := keys.ParseTrace(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		if b < minBlock {
+			blocks = append(blocks, b)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("read trace index: %w", err)
+	}
+	return blocks, nil
+}
+
+type assembler struct {
+	groups map[groupKey]*Group
+}
+
+func (a *assembler) group(res, scope dictID) *Group {
+	var k groupKey
+	copy(k[:16], res[:])
+	copy(k[16:], scope[:])
+	g := a.groups[k]
+	if g == nil {
+		g = &Group{ResourceID: res, ScopeID: scope}
+		a.groups[k] = g
+	}
+	return g
+}
+
+type orderedSpan struct {
+	start uint64
+	id    [8]byte
+	raw   []byte
+}
+
+func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
+	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
+	var ordered []orderedSpan
+	for _, g := range a.groups {
+		if g.Resource == nil {
+			res, err := db.dict.lookup(db.pdb, keys.KindResource, g.ResourceID)
+			if err != nil {
+				return nil, err
+			}
+			scope, err := db.dict.lookup(db.pdb, keys.KindScope, g.ScopeID)
+			if err != nil {
+				return nil, err
+			}
+			g.Resource, g.ResourceSchemaURL = res.Raw, res.SchemaURL
+			g.Scope, g.ScopeSchemaURL = scope.Raw, scope.SchemaURL
+		}
+		ordered = ordered[:0]
+		for _, raw := range g.Spans {
+			start, sid := otlpwire.SpanOrder(raw)
+			ordered = append(ordered, orderedSpan{start, sid, raw})
+		}
+		slices.SortFunc(ordered, func(x, y orderedSpan) int {
+			if c := cmp.Compare(x.start, y.start); c != 0 {
+				return c
+			}
+			if c := bytes.Compare(x.id[:], y.id[:]); c != 0 {
+				return c
+			}
+			return bytes.Compare(x.raw, y.raw)
+		})
+		// A client that retries an Export after a lost acknowledgement sends
+		// the same span twice; it is one span.
+		g.Spans = g.Spans[:0]
+		for i, s := range ordered {
+			if i > 0 && s.id == ordered[i-1].id && bytes.Equal(s.raw, ordered[i-1].raw) {
+				continue
+			}
+			g.Spans = append(g.Spans, s.raw)
+		}
+		t.Spans += len(g.Spans)
+		t.Groups = append(t.Groups, *g)
+	}
+	slices.SortFunc(t.Groups, func(x, y Group) int {
+		if c := bytes.Compare(x.ResourceID[:], y.ResourceID[:]); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.ScopeID[:], y.ScopeID[:])
+	})
+	return t, nil
+}

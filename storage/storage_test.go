@@ -1,0 +1,188 @@
+package storage
+
+import (
+	"context"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"cairn/bench"
+	"cairn/internal/otlptest"
+	"cairn/internal/otlpwire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// write parses and stores one encoded request.
+func write(t testing.TB, db *DB, req []byte) {
+	t.Helper()
+	var b otlpwire.Batch
+	if err := otlpwire.Parse(req, &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Write(context.Background(), req, &b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// decode turns an assembled trace back into OTLP resource spans.
+func decode(t testing.TB, tr *Trace) []*tracepb.ResourceSpans {
+	t.Helper()
+	var out []*tracepb.ResourceSpans
+	for _, g := range tr.Groups {
+		rs := &tracepb.ResourceSpans{SchemaUrl: string(g.ResourceSchemaURL)}
+		if g.Resource != nil {
+			rs.Resource = &resourcepb.Resource{}
+			if err := proto.Unmarshal(g.Resource, rs.Resource); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ss := &tracepb.ScopeSpans{SchemaUrl: string(g.ScopeSchemaURL)}
+		if g.Scope != nil {
+			ss.Scope = &commonpb.InstrumentationScope{}
+			if err := proto.Unmarshal(g.Scope, ss.Scope); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, raw := range g.Spans {
+			s := &tracepb.Span{}
+			if err := proto.Unmarshal(raw, s); err != nil {
+				t.Fatal(err)
+			}
+			ss.Spans = append(ss.Spans, s)
+		}
+		rs.ScopeSpans = []*tracepb.ScopeSpans{ss}
+		out = append(out, rs)
+	}
+	return out
+}
+
+// checkAll reads every trace of want and compares it.
+func checkAll(t *testing.T, db *DB, want otlptest.Traces) {
+	t.Helper()
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if err != nil {
+			t.Fatalf("trace %s: %v", id, err)
+		}
+		if tr == nil {
+			t.Fatalf("trace %s not found", id)
+		}
+		got := otlptest.Traces{}
+		got.Add(decode(t, tr))
+		if d := otlptest.DiffTrace(entries, got[id]); d != "" {
+			t.Fatalf("trace %s: %s", id, d)
+		}
+		if tr.Spans != len(entries) {
+			t.Fatalf("trace %s: Spans = %d, want %d", id, tr.Spans, len(entries))
+		}
+	}
+}
+
+func TestRoundTripAcrossCutsAndReopen(t *testing.T) {
+	dir := t.TempDir()
+	// A small buffer and interval make cuts happen while requests arrive, so
+	// traces end up split over the live buffer and several blocks.
+	opts := &Options{BufferBytes: 1 << 20, FlushInterval: 20 * time.Millisecond}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 200, LargeTraceEvery: 150})
+	want := otlptest.Traces{}
+	for range 60 {
+		req := gen.Next()
+		if err := want.AddRequest(req.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, req.Bytes)
+	}
+	checkAll(t, db, want)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if blocks := db.live.block - 1; blocks < 5 {
+		t.Fatalf("only %d blocks were cut; the test needs traces split over several", blocks)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+
+	db, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkAll(t, db, want)
+}
+
+// crash stops db as a killed process would: nothing buffered is cut.
+func crash(t *testing.T, db *DB) {
+	t.Helper()
+	db.mu.Lock()
+	db.closed = true
+	db.mu.Unlock()
+	close(db.stop)
+	db.flusherWG.Wait()
+	if err := db.closeStores(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplayAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 100})
+	want := otlptest.Traces{}
+	for i := range 20 {
+		req := gen.Next()
+		if err := want.AddRequest(req.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, req.Bytes)
+		if i == 9 {
+			if err := db.cut(); err != nil { // half in a block, half only in the WAL
+				t.Fatal(err)
+			}
+		}
+	}
+	crash(t, db)
+
+	db, err = Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, db, want)
+	// Replayed spans are cut like any others, and not duplicated.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkAll(t, db, want)
+}
+
+func TestUnknownTrace(t *testing.T) {
+	db, err := Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tr, err := db.Trace(context.Background(), TraceID{1}, TimeRange{})
+	if err != nil || tr != nil {
+		t.Fatalf("Trace(unknown) = %v, %v; want nil, nil", tr, err)
+	}
+}
