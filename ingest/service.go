@@ -22,6 +22,8 @@ type Writer interface {
 	Write(ctx context.Context, req []byte, batch *otlpwire.Batch) error
 }
 
+const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
 // Service implements TraceService/Export over a Writer.
 type Service struct {
 	w       Writer
@@ -41,12 +43,18 @@ func (svc *Service) register(s *grpc.Server) {
 		HandlerType: (*any)(nil),
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Export",
-			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 				var req rawcodec.Message
 				if err := dec(&req); err != nil {
 					return nil, err
 				}
-				return svc.Export(ctx, req)
+				if interceptor == nil {
+					return svc.Export(ctx, req)
+				}
+				info := &grpc.UnaryServerInfo{Server: svc, FullMethod: exportMethod}
+				return interceptor(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+					return svc.Export(ctx, req.(rawcodec.Message))
+				})
 			},
 		}},
 		Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",

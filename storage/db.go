@@ -39,8 +39,8 @@ type DB struct {
 
 	mu         sync.Mutex
 	live       *buffer
-	frozen     *buffer        // being cut into a block; nil when no cut runs
-	flushed    chan struct{}  // closed and replaced when a cut finishes
+	frozen     *buffer         // being cut into a block; nil when no cut runs
+	flushed    chan struct{}   // closed and replaced when a cut finishes
 	partitions map[uint32]bool // partitions that hold persisted data
 	closed     bool
 

@@ -72,10 +72,10 @@ func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 
 type buffer struct {
 	block      uint64 // the block this buffer becomes when cut
 	walSegment uint64 // set when frozen: the last segment whose records it holds
-	traces *btree.BTreeG[*liveTrace]
-	groups map[groupKey]*group
-	bytes  int // encoded request bytes held
-	spans  int
+	traces     *btree.BTreeG[*liveTrace]
+	groups     map[groupKey]*group
+	bytes      int // encoded request bytes held
+	spans      int
 }
 
 func newBuffer(block uint64) *buffer {

@@ -107,13 +107,14 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 	}
 	defer snap.iter.Close()
 
-	asm := assembler{groups: map[groupKey]*Group{}}
+	asm := assembler{groups: map[groupKey]*asmGroup{}}
 	for _, spans := range snap.live {
 		for _, s := range spans {
 			g := asm.group(s.group.resID, s.group.scopeID)
-			if g.Resource == nil {
+			if !g.resolved {
 				g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
 				g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
+				g.resolved = true
 			}
 			g.Spans = append(g.Spans, s.raw)
 		}
@@ -174,16 +175,21 @@ func fragmentBlocks(it *pebble.Iterator, p uint32, id TraceID, minBlock uint64) 
 }
 
 type assembler struct {
-	groups map[groupKey]*Group
+	groups map[groupKey]*asmGroup
 }
 
-func (a *assembler) group(res, scope dictID) *Group {
+type asmGroup struct {
+	Group
+	resolved bool // resource and scope are filled in
+}
+
+func (a *assembler) group(res, scope dictID) *asmGroup {
 	var k groupKey
 	copy(k[:16], res[:])
 	copy(k[16:], scope[:])
 	g := a.groups[k]
 	if g == nil {
-		g = &Group{ResourceID: res, ScopeID: scope}
+		g = &asmGroup{Group: Group{ResourceID: res, ScopeID: scope}}
 		a.groups[k] = g
 	}
 	return g
@@ -199,7 +205,7 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
 	var ordered []orderedSpan
 	for _, g := range a.groups {
-		if g.Resource == nil {
+		if !g.resolved {
 			res, err := db.dict.lookup(db.pdb, keys.KindResource, g.ResourceID)
 			if err != nil {
 				return nil, err
@@ -235,7 +241,7 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 			g.Spans = append(g.Spans, s.raw)
 		}
 		t.Spans += len(g.Spans)
-		t.Groups = append(t.Groups, *g)
+		t.Groups = append(t.Groups, g.Group)
 	}
 	slices.SortFunc(t.Groups, func(x, y Group) int {
 		if c := bytes.Compare(x.ResourceID[:], y.ResourceID[:]); c != 0 {

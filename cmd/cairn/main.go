@@ -36,9 +36,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "serve":
-		return serve(args[1:], stderr)
+		return serveCmd(args[1:], stderr)
 	case "trace":
-		return trace(args[1:], stdout, stderr)
+		return traceCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

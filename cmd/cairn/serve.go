@@ -30,9 +30,10 @@ type serverConfig struct {
 	maxRequest    int
 	flushInterval time.Duration
 	log           *slog.Logger
+	otlpOptions   []grpc.ServerOption // extra options of the OTLP server
 }
 
-func serve(args []string, stderr io.Writer) error {
+func serveCmd(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg serverConfig
@@ -96,7 +97,7 @@ func startServer(cfg serverConfig) (*server, error) {
 	}
 	s := &server{
 		db:        db,
-		otlp:      ingest.NewServer(ingest.NewService(db), grpc.MaxRecvMsgSize(cfg.maxRequest)),
+		otlp:      ingest.NewServer(ingest.NewService(db), append(cfg.otlpOptions, grpc.MaxRecvMsgSize(cfg.maxRequest))...),
 		query:     query.NewServer(db, nil),
 		otlpAddr:  otlpLis.Addr(),
 		queryAddr: queryLis.Addr(),

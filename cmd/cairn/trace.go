@@ -16,7 +16,7 @@ import (
 	"cairn/query/jaegerpb"
 )
 
-func trace(args []string, stdout, stderr io.Writer) error {
+func traceCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "localhost:17271", "query address of a cairn (or any jaeger.storage.v2) server")

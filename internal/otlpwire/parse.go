@@ -143,10 +143,7 @@ func (b *Batch) parseResourceSpans(rs []byte) error {
 			if err := validateResource(v); err != nil {
 				return err
 			}
-			res.Raw = v[:len(v):len(v)]
-			if res.Raw == nil {
-				res.Raw = []byte{}
-			}
+			res.Raw = mergeMessage(res.Raw, v)
 		case resourceSpansSchemaURL:
 			if err := checkString(typ, v, "ResourceSpans.schema_url"); err != nil {
 				return err
@@ -182,10 +179,7 @@ func (b *Batch) parseScopeSpans(ss []byte, resource int32) error {
 			if err := validateScope(v); err != nil {
 				return err
 			}
-			sc.Raw = v[:len(v):len(v)]
-			if sc.Raw == nil {
-				sc.Raw = []byte{}
-			}
+			sc.Raw = mergeMessage(sc.Raw, v)
 		case scopeSpansSchemaURL:
 			if err := checkString(typ, v, "ScopeSpans.schema_url"); err != nil {
 				return err
@@ -268,6 +262,21 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		b.Spans = append(b.Spans, sp)
 	}
 	return nil
+}
+
+// mergeMessage returns the encoding of a singular message field that has
+// occurred with encodings prev (nil before the first occurrence) and v.
+// Protobuf merges repeated occurrences, and the concatenation of two
+// encodings is the encoding of their merge. The result is never nil: a
+// present empty message differs from an absent one.
+func mergeMessage(prev, v []byte) []byte {
+	if prev == nil {
+		if v == nil {
+			return []byte{}
+		}
+		return v[:len(v):len(v)]
+	}
+	return append(append([]byte{}, prev...), v...)
 }
 
 func allZero(v []byte) bool {

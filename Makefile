@@ -1,0 +1,60 @@
+GO       ?= go
+FUZZTIME ?= 4s
+DATA_DIR ?= ./data
+
+# Versions of the protoc plugins that generated the committed code.
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+
+# Every fuzz target, as package:target. `make test` runs each for FUZZTIME.
+FUZZ_TARGETS := \
+	./internal/otlpwire:FuzzParse \
+	./storage/internal/keys:FuzzKeys \
+	./storage/internal/codec:FuzzFragment \
+	./storage/internal/codec:FuzzRecords \
+	./storage/internal/wal:FuzzReplay
+
+.PHONY: all build run test unit fuzz bench proto clean
+
+all: build
+
+## build: compile bin/cairn
+build:
+	$(GO) build -o bin/cairn ./cmd/cairn
+
+## run: build and serve with the store in $(DATA_DIR)
+run: build
+	./bin/cairn serve --data-dir $(DATA_DIR)
+
+## test: vet, every test with the race detector, then each fuzz target briefly
+test: unit fuzz
+
+unit:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+## bench: Go benchmarks of the hot paths (compare runs with benchstat)
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+## proto: regenerate query/jaegerpb from its .proto files (needs protoc)
+proto:
+	$(GO) install $(PROTOC_GEN_GO)
+	$(GO) install $(PROTOC_GEN_GO_GRPC)
+	$(GO) run ./query/jaegerpb/internal/otlpdesc > query/jaegerpb/otlp.binpb.tmp
+	cd query/jaegerpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc \
+		--descriptor_set_in=otlp.binpb.tmp -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		trace_storage.proto capabilities.proto
+	rm -f query/jaegerpb/otlp.binpb.tmp
+
+clean:
+	rm -rf bin

@@ -1,0 +1,68 @@
+package keys
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestRoundTrip(t *testing.T) {
+	id := TraceID{1, 2, 3, 15: 9}
+	if p, gotID, b, err := ParseTrace(Trace(7, id, 42)); err != nil || p != 7 || gotID != id || b != 42 {
+		t.Fatalf("ParseTrace(Trace) = %d %x %d %v", p, gotID, b, err)
+	}
+	if p, b, gotID, err := ParseData(Data(7, 42, id)); err != nil || p != 7 || gotID != id || b != 42 {
+		t.Fatalf("ParseData(Data) = %d %d %x %v", p, b, gotID, err)
+	}
+	if b, err := ParseBlock(Block(1 << 40)); err != nil || b != 1<<40 {
+		t.Fatalf("ParseBlock(Block) = %d %v", b, err)
+	}
+	if p, err := ParsePartition(Partition(493000)); err != nil || p != 493000 {
+		t.Fatalf("ParsePartition(Partition) = %d %v", p, err)
+	}
+}
+
+func TestOrder(t *testing.T) {
+	id := TraceID{15: 1}
+	// Everything an index sstable holds sorts before all span data.
+	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0))}
+	for _, k := range index {
+		if bytes.Compare(k, Data(0, 0, TraceID{})) >= 0 {
+			t.Fatalf("%x does not sort before data keys", k)
+		}
+	}
+	// Trace-index keys of a trace sort by block; numbers sort numerically.
+	if bytes.Compare(Trace(1, id, 255), Trace(1, id, 256)) >= 0 || bytes.Compare(Data(1, 255, id), Data(1, 256, id)) >= 0 {
+		t.Fatal("big-endian order broken")
+	}
+	if n := Comparer.Split(Trace(1, id, 9)); n != TracePrefixLen {
+		t.Fatalf("Split(trace key) = %d", n)
+	}
+	if k := Data(1, 2, id); Comparer.Split(k) != len(k) {
+		t.Fatal("data keys have no suffix")
+	}
+}
+
+func FuzzKeys(f *testing.F) {
+	f.Add(Trace(1, TraceID{3}, 4))
+	f.Add(Data(1, 2, TraceID{3}))
+	f.Add(Block(5))
+	f.Add(Partition(6))
+	f.Fuzz(func(t *testing.T, k []byte) {
+		if n := Comparer.Split(k); n < 0 || n > len(k) {
+			t.Fatalf("Split = %d for %d-byte key", n, len(k))
+		}
+		_ = Comparer.FormatKey(k)
+		if p, id, b, err := ParseTrace(k); err == nil && !bytes.Equal(Trace(p, id, b), k) {
+			t.Fatalf("trace key %x does not round-trip", k)
+		}
+		if p, b, id, err := ParseData(k); err == nil && !bytes.Equal(Data(p, b, id), k) {
+			t.Fatalf("data key %x does not round-trip", k)
+		}
+		if b, err := ParseBlock(k); err == nil && !bytes.Equal(Block(b), k) {
+			t.Fatalf("block key %x does not round-trip", k)
+		}
+		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
+			t.Fatalf("partition key %x does not round-trip", k)
+		}
+	})
+}
