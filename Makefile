@@ -10,6 +10,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse \
 	./storage/internal/keys:FuzzKeys \
+	./index:FuzzTraceSummary \
 	./storage/internal/codec:FuzzFragment \
 	./storage/internal/codec:FuzzRecords \
 	./storage/internal/wal:FuzzReplay

@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"cairn/index"
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
@@ -83,7 +84,7 @@ func (db *DB) cut() error {
 // fragmentRef is what the index sstable needs of each fragment written.
 type fragmentRef struct {
 	id      TraceID
-	summary codec.Summary
+	summary index.TraceSummary
 }
 
 // writeBlock builds the sstables of a frozen buffer and ingests them into
@@ -201,7 +202,7 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, index map[u
 	var v []byte
 	for _, p := range parts {
 		for _, f := range index[p] {
-			v = codec.AppendSummary(v[:0], f.summary)
+			v = f.summary.Append(v[:0])
 			if err := iw.w.Set(keys.Trace(p, f.id, buf.block), v); err != nil {
 				return err
 			}
@@ -266,11 +267,10 @@ func groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group
 	return dst
 }
 
-func summarize(spans []liveSpan) codec.Summary {
-	s := codec.Summary{Spans: uint64(len(spans)), MinStart: spans[0].start, MaxEnd: spans[0].end}
-	for _, sp := range spans[1:] {
-		s.MinStart = min(s.MinStart, sp.start)
-		s.MaxEnd = max(s.MaxEnd, sp.end)
+func summarize(spans []liveSpan) index.TraceSummary {
+	var s index.TraceSummary
+	for _, sp := range spans {
+		s.Add(sp.start, sp.end)
 	}
 	return s
 }

@@ -81,9 +81,9 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData) error {
 	}
 	total := end - start
 
-	fmt.Fprintf(w, "trace %x  %d spans  %d services  %s ms", spans[0].span.TraceId, len(spans), len(services), ms(total))
+	fmt.Fprintf(w, "trace %x  %s  %s  %s ms", spans[0].span.TraceId, count(len(spans), "span"), count(len(services), "service"), ms(total))
 	if errs > 0 {
-		fmt.Fprintf(w, "  %d errors", errs)
+		fmt.Fprintf(w, "  %s", count(errs, "error"))
 	}
 	fmt.Fprintln(w)
 
@@ -152,6 +152,13 @@ func serviceName(rs *tracepb.ResourceSpans) string {
 
 func isError(s *tracepb.Span) bool {
 	return s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR
+}
+
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func ms(nanos uint64) string { return fmt.Sprintf("%.3f", float64(nanos)/1e6) }

@@ -1,5 +1,5 @@
 // Package codec encodes the values of cairn's Pebble keys: trace fragments,
-// fragment summaries, block records and dictionary records. The formats are
+// block records and dictionary records (trace summaries are package index's). The formats are
 // described in storage/FORMAT.md.
 package codec
 
@@ -69,27 +69,6 @@ func DecodeFragment(dst []Group, src []byte) ([]Group, error) {
 		r.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(r.b))
 	}
 	return dst, r.err
-}
-
-// Summary describes one fragment: the value of a trace-index key.
-type Summary struct {
-	Spans    uint64
-	MinStart uint64 // unix nanoseconds
-	MaxEnd   uint64 // unix nanoseconds
-}
-
-// AppendSummary appends uvarint spans | uvarint min_start | uvarint max_end.
-func AppendSummary(dst []byte, s Summary) []byte {
-	dst = binary.AppendUvarint(dst, s.Spans)
-	dst = binary.AppendUvarint(dst, s.MinStart)
-	return binary.AppendUvarint(dst, s.MaxEnd)
-}
-
-// DecodeSummary decodes a summary.
-func DecodeSummary(src []byte) (Summary, error) {
-	r := reader{b: src}
-	s := Summary{Spans: r.uvarint(), MinStart: r.uvarint(), MaxEnd: r.uvarint()}
-	return s, r.done("summary")
 }
 
 // BlockRecord describes one cut, the value of a block key. Recovery reads the

@@ -28,10 +28,6 @@ func TestFragmentRoundTrip(t *testing.T) {
 }
 
 func TestRecordsRoundTrip(t *testing.T) {
-	s := Summary{Spans: 3, MinStart: 1 << 60, MaxEnd: 1<<60 + 5}
-	if got, err := DecodeSummary(AppendSummary(nil, s)); err != nil || got != s {
-		t.Fatalf("summary: %v %v", got, err)
-	}
 	b := BlockRecord{WALSegment: 9, Spans: 1000, Created: 123}
 	if got, err := DecodeBlockRecord(AppendBlockRecord(nil, b)); err != nil || got != b {
 		t.Fatalf("block record: %v %v", got, err)
@@ -60,15 +56,9 @@ func FuzzFragment(f *testing.F) {
 }
 
 func FuzzRecords(f *testing.F) {
-	f.Add(AppendSummary(nil, Summary{1, 2, 3}))
 	f.Add(AppendBlockRecord(nil, BlockRecord{1, 2, 3}))
 	f.Add(AppendDict(nil, Dict{Raw: []byte("r"), SchemaURL: []byte("s")}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if s, err := DecodeSummary(b); err == nil {
-			if again, err := DecodeSummary(AppendSummary(nil, s)); err != nil || again != s {
-				t.Fatalf("summary %v does not round-trip", s)
-			}
-		}
 		if r, err := DecodeBlockRecord(b); err == nil {
 			if again, err := DecodeBlockRecord(AppendBlockRecord(nil, r)); err != nil || again != r {
 				t.Fatalf("block record %v does not round-trip", r)

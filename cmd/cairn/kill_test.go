@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+
+	"cairn/bench"
+	"cairn/internal/otlptest"
+	"cairn/internal/rawcodec"
+)
+
+// buildCairn compiles the cairn binary for tests that need a real process.
+func buildCairn(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "cairn")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build cairn: %v\n%s", err, out)
+	}
+	return bin
+}
+
+var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) query=(\S+)`)
+
+type process struct {
+	cmd       *exec.Cmd
+	otlpAddr  string
+	queryAddr string
+}
+
+// startCairn runs `cairn serve` on loopback and waits until it listens.
+func startCairn(t *testing.T, bin, dir string, extra ...string) *process {
+	t.Helper()
+	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
+			go func() { // keep draining so the server never blocks on logging
+				for lines.Scan() {
+				}
+			}()
+			return &process{cmd: cmd, otlpAddr: m[1], queryAddr: m[2]}
+		}
+	}
+	t.Fatalf("cairn exited before serving: %v", cmd.Wait())
+	return nil
+}
+
+// TestSIGKILLLosesNoAcknowledgedSpans kills the server with SIGKILL while
+// clients export as fast as they can, restarts it, and checks that every span
+// of every acknowledged request is there, field for field.
+func TestSIGKILLLosesNoAcknowledgedSpans(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCairn(t)
+	dir := t.TempDir()
+	p := startCairn(t, bin, dir, "--flush-interval", "100ms")
+
+	const clients, perClient = 4, 60
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 256})
+	var reqs [clients][]bench.Request
+	for c := range clients {
+		for range perClient {
+			reqs[c] = append(reqs[c], gen.Next())
+		}
+	}
+	conn := dial(t, p.otlpAddr)
+	var (
+		mu    sync.Mutex
+		acked = otlptest.Traces{}
+		n     int
+		wg    sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, r := range reqs[c] {
+				var resp collectorpb.ExportTraceServiceResponse
+				err := conn.Invoke(ctx, exportMethod, rawcodec.Message(r.Bytes), &resp, grpc.ForceCodecV2(rawcodec.Codec{}))
+				if err != nil {
+					return // the server is gone
+				}
+				mu.Lock()
+				if err := acked.AddRequest(r.Bytes); err != nil {
+					t.Error(err)
+				}
+				n++
+				mu.Unlock()
+			}
+		}()
+	}
+	// Kill once a good share has been acknowledged, mid-stream.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		done := n
+		mu.Unlock()
+		if done >= clients*perClient/3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Wait()
+	wg.Wait()
+	if n == 0 || n == clients*perClient {
+		t.Fatalf("%d of %d requests acknowledged: the kill must land mid-ingest", n, clients*perClient)
+	}
+	t.Logf("killed after %d acknowledged requests (%d spans)", n, acked.Spans())
+
+	p = startCairn(t, bin, dir)
+	qconn := dial(t, p.queryAddr)
+	var ids []string
+	for id := range acked {
+		ids = append(ids, id)
+	}
+	got := getTraces(t, qconn, ids)
+	for id, want := range acked {
+		present := map[string]otlptest.Entry{}
+		for _, e := range got[id] {
+			present[string(e.Span.SpanId)] = e
+		}
+		for _, w := range want {
+			g, ok := present[string(w.Span.SpanId)]
+			if !ok {
+				t.Fatalf("acknowledged span %x of trace %s lost", w.Span.SpanId, id)
+			}
+			if d := otlptest.DiffTrace([]otlptest.Entry{w}, []otlptest.Entry{g}); d != "" {
+				t.Fatalf("trace %s: %s", id, d)
+			}
+		}
+	}
+
+	// A clean shutdown on SIGTERM exits 0.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("shutdown on SIGTERM: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pebble")); err != nil {
+		t.Fatal(fmt.Errorf("store missing after shutdown: %w", err))
+	}
+}

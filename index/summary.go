@@ -1,0 +1,55 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// ErrCorrupt is wrapped by every decoding error.
+var ErrCorrupt = errors.New("corrupt index value")
+
+// TraceSummary describes one fragment of a trace.
+type TraceSummary struct {
+	Spans    uint64
+	MinStart uint64 // unix nanoseconds
+	MaxEnd   uint64 // unix nanoseconds
+}
+
+// Add accounts for one span.
+func (s *TraceSummary) Add(start, end uint64) {
+	if s.Spans == 0 {
+		s.MinStart, s.MaxEnd = start, end
+	} else {
+		s.MinStart = min(s.MinStart, start)
+		s.MaxEnd = max(s.MaxEnd, end)
+	}
+	s.Spans++
+}
+
+// Append appends uvarint spans | uvarint min_start | uvarint max_end.
+func (s TraceSummary) Append(dst []byte) []byte {
+	dst = binary.AppendUvarint(dst, s.Spans)
+	dst = binary.AppendUvarint(dst, s.MinStart)
+	return binary.AppendUvarint(dst, s.MaxEnd)
+}
+
+// DecodeTraceSummary decodes a summary.
+func DecodeTraceSummary(b []byte) (TraceSummary, error) {
+	var (
+		s   TraceSummary
+		err error
+	)
+	for _, f := range []*uint64{&s.Spans, &s.MinStart, &s.MaxEnd} {
+		v, n := binary.Uvarint(b)
+		if n <= 0 {
+			err = fmt.Errorf("%w: truncated trace summary", ErrCorrupt)
+			break
+		}
+		*f, b = v, b[n:]
+	}
+	if err == nil && len(b) > 0 {
+		err = fmt.Errorf("%w: %d trailing bytes in trace summary", ErrCorrupt, len(b))
+	}
+	return s, err
+}

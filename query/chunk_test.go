@@ -1,0 +1,151 @@
+package query
+
+import (
+	"bytes"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"cairn/storage"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func mustMarshal(t testing.TB, m proto.Message) []byte {
+	t.Helper()
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// bigTrace builds a trace of n spans over 4 resources with 2 scopes each (one
+// scope absent), span sizes varying from ~100 bytes to ~2 KiB.
+func bigTrace(t testing.TB, n int) *storage.Trace {
+	tr := &storage.Trace{ID: storage.TraceID{0xab, 15: 1}, Spans: n}
+	per := n / 8
+	for g := range 8 {
+		res := mustMarshal(t, &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("svc-%d", g/2)}}},
+		}})
+		grp := storage.Group{
+			ResourceID:        [16]byte{byte(g / 2)},
+			Resource:          res,
+			ResourceSchemaURL: []byte("https://opentelemetry.io/schemas/1.26.0"),
+			ScopeID:           [16]byte{byte(g)},
+		}
+		if g%2 == 0 {
+			grp.Scope = mustMarshal(t, &commonpb.InstrumentationScope{Name: "lib", Version: "1"})
+			grp.ScopeSchemaURL = []byte("https://scope")
+		}
+		for i := range per {
+			k := g*per + i
+			sid := make([]byte, 8)
+			binary.BigEndian.PutUint64(sid, uint64(k+1))
+			grp.Spans = append(grp.Spans, mustMarshal(t, &tracepb.Span{
+				TraceId: tr.ID[:], SpanId: sid, Name: "op",
+				StartTimeUnixNano: uint64(k), EndTimeUnixNano: uint64(k + 10),
+				Attributes: []*commonpb.KeyValue{{Key: "pad", Value: &commonpb.AnyValue{
+					Value: &commonpb.AnyValue_StringValue{StringValue: strings.Repeat("x", 64+(k*7919)%1900)}}}},
+			}))
+		}
+		tr.Groups = append(tr.Groups, grp)
+	}
+	return tr
+}
+
+// describe checks each chunk and returns a line about it for the golden
+// file.
+func describe(t *testing.T, limit int, chunks [][]byte) (string, []uint64) {
+	var out strings.Builder
+	var order []uint64
+	for i, c := range chunks {
+		var td tracepb.TracesData
+		if err := proto.Unmarshal(c, &td); err != nil {
+			t.Fatalf("chunk %d does not decode: %v", i, err)
+		}
+		if len(td.ResourceSpans) == 0 {
+			t.Fatalf("chunk %d is empty", i)
+		}
+		if got := proto.Size(&td); got != len(c) {
+			t.Fatalf("chunk %d: %d bytes, re-encoded %d: sizes are miscounted", i, len(c), got)
+		}
+		scopes, spans := 0, 0
+		for _, rs := range td.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				scopes++
+				for _, s := range ss.Spans {
+					spans++
+					order = append(order, binary.BigEndian.Uint64(s.SpanId))
+				}
+			}
+		}
+		fmt.Fprintf(&out, "chunk %d: %d bytes, %d resource spans, %d scope spans, %d spans\n", i, len(c), len(td.ResourceSpans), scopes, spans)
+		if len(c) > limit && spans > 1 {
+			t.Fatalf("chunk %d is %d bytes, over the %d-byte limit", i, len(c), limit)
+		}
+	}
+	return out.String(), order
+}
+
+func TestChunkGolden(t *testing.T) {
+	tr := bigTrace(t, 20000)
+	var golden strings.Builder
+	for _, limit := range []int{4 << 20, 256 << 10} {
+		var chunks [][]byte
+		c := chunker{limit: limit, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+		if err := c.trace(tr); err != nil {
+			t.Fatal(err)
+		}
+		desc, order := describe(t, limit, chunks)
+		if len(order) != 20000 {
+			t.Fatalf("limit %d: %d spans in chunks, want 20000", limit, len(order))
+		}
+		for i, id := range order {
+			if id != uint64(i+1) {
+				t.Fatalf("limit %d: span %d is %d: order not kept", limit, i, id)
+			}
+		}
+		fmt.Fprintf(&golden, "limit %d bytes: %d chunks\n%s", limit, len(chunks), desc)
+	}
+	path := filepath.Join("testdata", "chunks-20000.golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(golden.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(want, []byte(golden.String())) {
+		t.Fatalf("chunks differ from %s (run with -update to accept):\n%s", path, golden.String())
+	}
+}
+
+func TestChunkSpanLargerThanLimit(t *testing.T) {
+	tr := bigTrace(t, 16)
+	var chunks [][]byte
+	c := chunker{limit: 200, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+	if err := c.trace(tr); err != nil {
+		t.Fatal(err)
+	}
+	// Every span is bigger than 200 bytes: one chunk each, none empty.
+	if len(chunks) != 16 {
+		t.Fatalf("%d chunks, want one per span", len(chunks))
+	}
+	_, order := describe(t, 200, chunks)
+	if len(order) != 16 {
+		t.Fatalf("%d spans", len(order))
+	}
+}

@@ -1,0 +1,79 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"testing"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"cairn/bench"
+)
+
+// BenchmarkTrace measures assembling a trace from disk, by trace size, in a
+// store that also holds a realistic background workload.
+func BenchmarkTrace(b *testing.B) {
+	db, err := Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{})
+	for range 100 {
+		write(b, db, gen.Next().Bytes)
+	}
+	sizes := []int{10, 200, 10000}
+	for i, n := range sizes {
+		writeTrace(b, db, byte(i+1), n)
+	}
+	if err := db.cut(); err != nil {
+		b.Fatal(err)
+	}
+	for i, n := range sizes {
+		b.Run(fmt.Sprintf("spans=%d", n), func(b *testing.B) {
+			id := TraceID{0xbe, 15: byte(i + 1)}
+			b.ReportAllocs()
+			for b.Loop() {
+				tr, err := db.Trace(context.Background(), id, TimeRange{})
+				if err != nil || tr == nil || tr.Spans != n {
+					b.Fatalf("trace: %v, %v", tr, err)
+				}
+			}
+		})
+	}
+}
+
+// writeTrace stores one trace of n spans over 5 services, in requests of up
+// to 1000 spans.
+func writeTrace(b *testing.B, db *DB, tag byte, n int) {
+	tid := []byte{0xbe, 15: tag}
+	for start := 0; start < n; start += 1000 {
+		req := &collectorpb.ExportTraceServiceRequest{}
+		for svc := range 5 {
+			rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+				{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("svc-%d", svc)}}},
+			}}}
+			ss := &tracepb.ScopeSpans{}
+			for i := start + svc; i < min(n, start+1000); i += 5 {
+				sid := make([]byte, 8)
+				binary.BigEndian.PutUint64(sid, uint64(i+1))
+				ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: tid, SpanId: sid, Name: "op", StartTimeUnixNano: 1_767_225_600_000_000_000 + uint64(i),
+					EndTimeUnixNano: 1_767_225_600_000_000_000 + uint64(i) + 1000,
+					Attributes:      []*commonpb.KeyValue{{Key: "k", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: strings.Repeat("v", 100)}}}}})
+			}
+			rs.ScopeSpans = []*tracepb.ScopeSpans{ss}
+			req.ResourceSpans = append(req.ResourceSpans, rs)
+		}
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		write(b, db, raw)
+	}
+}

@@ -1,0 +1,25 @@
+// Package storage is cairn's trace store: a write-ahead log, an in-memory
+// buffer of live traces, and Pebble on local disk.
+//
+// Write path. A parsed Export request is appended to the write-ahead log
+// (group-committed: one fsync per group of concurrent writers) and inserted
+// into the live buffer, a B-tree of traces by ID that reads see at once.
+// Write returns when the log is synced, so an acknowledged span survives
+// SIGKILL.
+//
+// Cuts. When the buffer reaches Options.BufferBytes or Options.FlushInterval
+// passes, it is frozen and the log rotated, and the frozen buffer is written
+// as a block: sstables built outside Pebble, one per hour partition of span
+// data sorted by trace ID plus one for the trace index, dictionary and block
+// record, ingested in one atomic step. Span data keys start with partition and
+// block number, which only grow, so their sstables go straight to the bottom
+// level and compaction never rewrites them. Then the sealed log segments are
+// deleted. Resources and scopes are stored once, content-addressed, not per
+// span.
+//
+// Read path. A trace is assembled from the live buffers and, per partition,
+// one prefix seek of the trace index (guarded by bloom filters) and one read
+// per fragment. Stored span bytes are exactly those the client sent.
+//
+// The on-disk format is versioned and documented in FORMAT.md.
+package storage
