@@ -41,21 +41,18 @@ type TimeRange struct {
 	Start, End time.Time
 }
 
-func (r TimeRange) partitions(all []uint32) []uint32 {
-	lo, hi := uint32(0), ^uint32(0)
+// bounds is the range of partitions the time range touches. Lookups in
+// memory and on disk apply the same bounds, so an answer does not depend on
+// whether spans have been cut into a block yet.
+func (r TimeRange) bounds() (lo, hi uint32) {
+	lo, hi = 0, ^uint32(0)
 	if !r.Start.IsZero() && r.Start.UnixNano() > 0 {
 		lo = partitionOf(uint64(r.Start.UnixNano()))
 	}
 	if !r.End.IsZero() && r.End.UnixNano() > 0 {
 		hi = partitionOf(uint64(r.End.UnixNano()))
 	}
-	var ps []uint32
-	for _, p := range all {
-		if p >= lo && p <= hi {
-			ps = append(ps, p)
-		}
-	}
-	return ps
+	return lo, hi
 }
 
 // snapshot is a consistent view across the live buffers and Pebble.
@@ -72,22 +69,29 @@ func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
 	if db.closed {
 		return nil, ErrClosed
 	}
+	lo, hi := tr.bounds()
 	s := &snapshot{minBlock: db.live.block}
-	if db.frozen != nil {
-		s.minBlock = db.frozen.block
-		if sp := db.frozen.trace(id); len(sp) > 0 {
-			s.live = append(s.live, sp)
+	for _, buf := range []*buffer{db.frozen, db.live} {
+		if buf == nil {
+			continue
+		}
+		s.minBlock = min(s.minBlock, buf.block)
+		var spans []liveSpan
+		for _, sp := range buf.trace(id) {
+			if p := partitionOf(sp.start); p >= lo && p <= hi {
+				spans = append(spans, sp)
+			}
+		}
+		if len(spans) > 0 {
+			s.live = append(s.live, spans)
 		}
 	}
-	if sp := db.live.trace(id); len(sp) > 0 {
-		s.live = append(s.live, sp)
-	}
-	all := make([]uint32, 0, len(db.partitions))
 	for p := range db.partitions {
-		all = append(all, p)
+		if p >= lo && p <= hi {
+			s.parts = append(s.parts, p)
+		}
 	}
-	slices.Sort(all)
-	s.parts = tr.partitions(all)
+	slices.Sort(s.parts)
 	// Pebble iterators are point-in-time views; created under the lock, this
 	// one agrees with the buffers captured above.
 	it, err := db.pdb.NewIter(nil)

@@ -21,6 +21,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -31,6 +32,8 @@ import (
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // tap records, decoded by the reference protobuf implementation, every
 // request the OTLP server acknowledges.

@@ -1,0 +1,174 @@
+package query
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/internal/otlpwire"
+	"cairn/query/jaegerpb"
+	"cairn/storage"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// start serves a store holding one two-span trace, 0x01…, whose spans start
+// at 2026-01-01T00:00Z and 01:30Z, in two hour partitions. The spans are in
+// the live buffer until the store is closed and reopened with serve.
+func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
+	t.Helper()
+	db, err := storage.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := uint64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	req := mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
+			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 1}, StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 1},
+			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 2}, StartTimeUnixNano: t0 + uint64(90*time.Minute), EndTimeUnixNano: t0 + uint64(91*time.Minute)},
+		}}},
+	}}})
+	var b otlpwire.Batch
+	if err := otlpwire.Parse(req, &b); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Write(context.Background(), req, &b); err != nil {
+		t.Fatal(err)
+	}
+	return db, serve(t, db)
+}
+
+func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
+	t.Helper()
+	t.Cleanup(func() { db.Close() })
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(db, nil)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func countSpans(t *testing.T, conn *grpc.ClientConn, q *jaegerpb.GetTraceParams) (int, error) {
+	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{q}})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for {
+		td, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		for _, rs := range td.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				n += len(ss.Spans)
+			}
+		}
+	}
+}
+
+func TestGetTracesTimeHints(t *testing.T) {
+	dir := t.TempDir()
+	db, conn := start(t, dir)
+	id := []byte{0: 1, 15: 1}
+	ts := func(h, m int) *timestamppb.Timestamp {
+		return timestamppb.New(time.Date(2026, 1, 1, h, m, 0, 0, time.UTC))
+	}
+	cases := []struct {
+		name  string
+		q     *jaegerpb.GetTraceParams
+		spans int
+	}{
+		{"no hints", &jaegerpb.GetTraceParams{TraceId: id}, 2},
+		{"trace extent", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(0, 0), EndTime: ts(1, 31)}, 2},
+		{"first hour only", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(0, 0), EndTime: ts(0, 30)}, 1},
+		{"start only", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(1, 0)}, 1},
+		{"later day", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(5, 0), EndTime: ts(6, 0)}, 0},
+	}
+	check := func(where string) {
+		for _, c := range cases {
+			n, err := countSpans(t, conn, c.q)
+			if err != nil || n != c.spans {
+				t.Errorf("%s, %s: %d spans, %v; want %d", where, c.name, n, err, c.spans)
+			}
+		}
+	}
+	check("live buffer")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn = serve(t, db)
+	check("blocks")
+	if _, err := countSpans(t, conn, &jaegerpb.GetTraceParams{TraceId: id[:8]}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("8-byte trace ID: %v, want InvalidArgument", err)
+	}
+}
+
+func TestServiceSurface(t *testing.T) {
+	_, conn := start(t, t.TempDir())
+	ctx := context.Background()
+	caps, err := jaegerpb.NewCapabilitiesClient(conn).GetCapabilities(ctx, &jaegerpb.GetCapabilitiesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := caps.GetSearch(); s.GetWithoutServiceName() || s.GetSameSpanConjunction() || s.GetSpanSearch() {
+		t.Fatalf("capabilities claim search: %v", s)
+	}
+	if _, err := jaegerpb.NewTraceReaderClient(conn).GetServices(ctx, &jaegerpb.GetServicesRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("GetServices: %v, want Unimplemented", err)
+	}
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "jaeger.storage.v2.TraceReader"})
+	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v, %v", h, err)
+	}
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	names := map[string]bool{}
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		names[s.Name] = true
+	}
+	for _, want := range []string{"jaeger.storage.v2.TraceReader", "jaeger.storage.v2.Capabilities", "grpc.health.v1.Health"} {
+		if !names[want] {
+			t.Errorf("reflection does not list %s: %v", want, names)
+		}
+	}
+}
