@@ -3,15 +3,14 @@ package ingest
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"cairn/bench"
+	"cairn/internal/grpctest"
 	"cairn/internal/rawcodec"
 	"cairn/storage"
 )
@@ -68,19 +67,10 @@ func BenchmarkExportGRPC(b *testing.B) {
 			reqs := requests(256, 1024)
 			db := openStore(b)
 			defer db.Close()
-			lis, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			srv := NewServer(NewService(db), grpc.MaxRecvMsgSize(64<<20))
-			go srv.Serve(lis)
-			defer srv.Stop()
+			addr := grpctest.Serve(b, NewServer(NewService(db)))
 			clients := make([]*grpc.ClientConn, conns)
 			for i := range clients {
-				if clients[i], err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-					b.Fatal(err)
-				}
-				defer clients[i].Close()
+				clients[i] = grpctest.Dial(b, addr)
 			}
 			var next atomic.Int64
 			b.ReportAllocs()

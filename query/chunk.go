@@ -3,22 +3,12 @@ package query
 import (
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"cairn/internal/otlpwire"
 	"cairn/storage"
 )
 
-// Field numbers of TracesData, ResourceSpans and ScopeSpans. They all fit a
-// one-byte tag.
-const (
-	tracesDataResourceSpans = 1
-	resourceSpansResource   = 1
-	resourceSpansScopeSpans = 2
-	resourceSpansSchemaURL  = 3
-	scopeSpansScope         = 1
-	scopeSpansSpans         = 2
-	scopeSpansSchemaURL     = 3
-)
-
-// embedded is the size of a length-delimited field with an n-byte payload.
+// embedded is the size of a length-delimited field with an n-byte payload. The
+// fields of TracesData, ResourceSpans and ScopeSpans all have one-byte tags.
 func embedded(n int) int { return 1 + protowire.SizeVarint(uint64(n)) + n }
 
 // optional is the size of a field that is present when v is non-nil.
@@ -124,30 +114,30 @@ func (c *chunker) flush() error {
 	b := make([]byte, 0, c.size())
 	c.resourceRuns(func(segs []segment) {
 		g := segs[0].g
-		b = protowire.AppendTag(b, tracesDataResourceSpans, protowire.BytesType)
+		b = protowire.AppendTag(b, otlpwire.TracesDataResourceSpans, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(resourceSpansSize(segs)))
 		if g.Resource != nil {
-			b = protowire.AppendTag(b, resourceSpansResource, protowire.BytesType)
+			b = protowire.AppendTag(b, otlpwire.ResourceSpansResource, protowire.BytesType)
 			b = protowire.AppendBytes(b, g.Resource)
 		}
 		for _, s := range segs {
-			b = protowire.AppendTag(b, resourceSpansScopeSpans, protowire.BytesType)
+			b = protowire.AppendTag(b, otlpwire.ResourceSpansScopeSpans, protowire.BytesType)
 			b = protowire.AppendVarint(b, uint64(scopeSpansSize(s)))
 			if s.g.Scope != nil {
-				b = protowire.AppendTag(b, scopeSpansScope, protowire.BytesType)
+				b = protowire.AppendTag(b, otlpwire.ScopeSpansScope, protowire.BytesType)
 				b = protowire.AppendBytes(b, s.g.Scope)
 			}
 			for _, sp := range s.g.Spans[s.from:s.to] {
-				b = protowire.AppendTag(b, scopeSpansSpans, protowire.BytesType)
+				b = protowire.AppendTag(b, otlpwire.ScopeSpansSpans, protowire.BytesType)
 				b = protowire.AppendBytes(b, sp)
 			}
 			if len(s.g.ScopeSchemaURL) > 0 {
-				b = protowire.AppendTag(b, scopeSpansSchemaURL, protowire.BytesType)
+				b = protowire.AppendTag(b, otlpwire.ScopeSpansSchemaURL, protowire.BytesType)
 				b = protowire.AppendBytes(b, s.g.ScopeSchemaURL)
 			}
 		}
 		if len(g.ResourceSchemaURL) > 0 {
-			b = protowire.AppendTag(b, resourceSpansSchemaURL, protowire.BytesType)
+			b = protowire.AppendTag(b, otlpwire.ResourceSpansSchemaURL, protowire.BytesType)
 			b = protowire.AppendBytes(b, g.ResourceSchemaURL)
 		}
 	})

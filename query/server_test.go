@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -13,12 +12,12 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"cairn/internal/grpctest"
 	"cairn/internal/otlpwire"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
@@ -55,19 +54,7 @@ func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
 	t.Helper()
 	t.Cleanup(func() { db.Close() })
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(db, nil)
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return grpctest.Dial(t, grpctest.Serve(t, NewServer(db, nil)))
 }
 
 func countSpans(t *testing.T, conn *grpc.ClientConn, q *jaegerpb.GetTraceParams) (int, error) {

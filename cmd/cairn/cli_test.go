@@ -16,11 +16,10 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"cairn/internal/grpctest"
 	"cairn/internal/otlptest"
 	"cairn/query/jaegerpb"
 )
@@ -58,7 +57,7 @@ func sampleTrace() *collectorpb.ExportTraceServiceRequest {
 
 func exportRequest(t *testing.T, addr string, req *collectorpb.ExportTraceServiceRequest) {
 	t.Helper()
-	if _, err := collectorpb.NewTraceServiceClient(dial(t, addr)).Export(context.Background(), req); err != nil {
+	if _, err := collectorpb.NewTraceServiceClient(grpctest.Dial(t, addr)).Export(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -157,7 +156,7 @@ func TestTraceCommandOTLPJSON(t *testing.T) {
 	}
 	got := otlptest.Traces{}
 	got.Add(fromOTLPJSON(t, out.Bytes()).ResourceSpans)
-	want := getTraces(t, dial(t, s.queryAddr.String()), []string{"deadbeef0102030405060708090a0b0c"})
+	want := getTraces(t, grpctest.Dial(t, s.queryAddr.String()), []string{"deadbeef0102030405060708090a0b0c"})
 	for id := range want {
 		if d := otlptest.DiffTrace(want[id], got[id]); d != "" {
 			t.Fatal(d)
@@ -189,11 +188,7 @@ func TestLargeTraceChunked(t *testing.T) {
 		sent.AddRequest(b)
 	}
 
-	conn, err := grpc.NewClient(s.queryAddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := grpctest.Dial(t, s.queryAddr.String()) // 4 MiB receive limit
 	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(context.Background(),
 		&jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: tid}}})
 	if err != nil {

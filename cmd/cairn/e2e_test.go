@@ -24,10 +24,10 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/status"
 
+	"cairn/internal/grpctest"
 	"cairn/internal/otlptest"
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
@@ -69,17 +69,6 @@ func startTestServer(t *testing.T, dir string, opts ...grpc.ServerOption) *serve
 		t.Fatal(err)
 	}
 	return s
-}
-
-func dial(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // getTraces reads traces through jaeger.storage.v2 GetTraces.
@@ -185,14 +174,14 @@ func TestSDKExportRoundTrip(t *testing.T) {
 	if len(tp.sent) != 30 || tp.sent.Spans() != 150 {
 		t.Fatalf("tap saw %d traces, %d spans; want 30, 150", len(tp.sent), tp.sent.Spans())
 	}
-	compareAll(t, dial(t, s.queryAddr.String()), tp.sent)
+	compareAll(t, grpctest.Dial(t, s.queryAddr.String()), tp.sent)
 
 	if err := s.shutdown(); err != nil {
 		t.Fatal(err)
 	}
 	s = startTestServer(t, dir)
 	defer s.shutdown()
-	compareAll(t, dial(t, s.queryAddr.String()), tp.sent)
+	compareAll(t, grpctest.Dial(t, s.queryAddr.String()), tp.sent)
 }
 
 func anyStr(v string) *commonpb.AnyValue {
@@ -271,7 +260,7 @@ func TestEveryFieldRoundTrip(t *testing.T) {
 	tp := &tap{sent: otlptest.Traces{}}
 	s := startTestServer(t, t.TempDir(), grpc.UnaryInterceptor(tp.intercept))
 	defer s.shutdown()
-	conn := dial(t, s.otlpAddr.String())
+	conn := grpctest.Dial(t, s.otlpAddr.String())
 	client := collectorpb.NewTraceServiceClient(conn)
 
 	resp, err := client.Export(context.Background(), everyField(), grpc.UseCompressor(gzip.Name))
@@ -298,7 +287,7 @@ func TestEveryFieldRoundTrip(t *testing.T) {
 	if len(want) != 1 || want.Spans() != 4 {
 		t.Fatalf("expected 4 valid spans, tap has %v", tp.sent)
 	}
-	compareAll(t, dial(t, s.queryAddr.String()), want)
+	compareAll(t, grpctest.Dial(t, s.queryAddr.String()), want)
 
 	// Bytes that are not an Export request are refused as a whole.
 	var out rawcodec.Message
@@ -307,7 +296,7 @@ func TestEveryFieldRoundTrip(t *testing.T) {
 		t.Fatalf("garbage request: %v, want InvalidArgument", err)
 	}
 	// Unknown trace IDs are skipped.
-	if got := getTraces(t, dial(t, s.queryAddr.String()), []string{"0102030405060708090a0b0c0d0e0f10"}); len(got) != 0 {
+	if got := getTraces(t, grpctest.Dial(t, s.queryAddr.String()), []string{"0102030405060708090a0b0c0d0e0f10"}); len(got) != 0 {
 		t.Fatalf("unknown trace returned %v", got)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"cairn/bench"
+	"cairn/internal/grpctest"
 	"cairn/internal/otlptest"
 	"cairn/internal/rawcodec"
 )
@@ -86,7 +87,7 @@ func TestSIGKILLLosesNoAcknowledgedSpans(t *testing.T) {
 			reqs[c] = append(reqs[c], gen.Next())
 		}
 	}
-	conn := dial(t, p.otlpAddr)
+	conn := grpctest.Dial(t, p.otlpAddr)
 	var (
 		mu    sync.Mutex
 		acked = otlptest.Traces{}
@@ -136,7 +137,7 @@ func TestSIGKILLLosesNoAcknowledgedSpans(t *testing.T) {
 	t.Logf("killed after %d acknowledged requests (%d spans)", n, acked.Spans())
 
 	p = startCairn(t, bin, dir)
-	qconn := dial(t, p.queryAddr)
+	qconn := grpctest.Dial(t, p.queryAddr)
 	var ids []string
 	for id := range acked {
 		ids = append(ids, id)

@@ -12,17 +12,23 @@ import (
 
 // Field numbers of the OTLP messages that the walker reads. They are fixed by
 // opentelemetry-proto and never change.
+//
+// ExportTraceServiceRequest and TracesData are the same message on the wire,
+// and ResourceSpans and ScopeSpans share a shape: a context message (resource
+// or scope), the repeated children, and a schema URL.
 const (
-	exportResourceSpans = 1 // ExportTraceServiceRequest.resource_spans
+	TracesDataResourceSpans = 1 // also ExportTraceServiceRequest.resource_spans
 
-	resourceSpansResource   = 1
-	resourceSpansScopeSpans = 2
-	resourceSpansSchemaURL  = 3
+	ResourceSpansResource   = 1
+	ResourceSpansScopeSpans = 2
+	ResourceSpansSchemaURL  = 3
 
-	scopeSpansScope     = 1
-	scopeSpansSpans     = 2
-	scopeSpansSchemaURL = 3
+	ScopeSpansScope     = 1
+	ScopeSpansSpans     = 2
+	ScopeSpansSchemaURL = 3
+)
 
+const (
 	spanTraceID    = 1
 	spanSpanID     = 2
 	spanTraceState = 3
@@ -116,7 +122,7 @@ func (b *Batch) Reset() {
 func Parse(req []byte, b *Batch) error {
 	b.Reset()
 	err := walkFields(req, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if num != exportResourceSpans {
+		if num != TracesDataResourceSpans {
 			return nil
 		}
 		if typ != protowire.BytesType {
@@ -131,76 +137,59 @@ func Parse(req []byte, b *Batch) error {
 }
 
 func (b *Batch) parseResourceSpans(rs []byte) error {
-	// The resource and schema_url may follow the scope spans on the wire, so
-	// they are located in a first pass.
-	res := Resource{}
-	err := walkFields(rs, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		switch num {
-		case resourceSpansResource:
-			if typ != protowire.BytesType {
-				return wrongType("ResourceSpans.resource")
-			}
-			if err := validateResource(v); err != nil {
-				return err
-			}
-			res.Raw = mergeMessage(res.Raw, v)
-		case resourceSpansSchemaURL:
-			if err := checkString(typ, v, "ResourceSpans.schema_url"); err != nil {
-				return err
-			}
-			res.SchemaURL = v
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
 	ri := int32(len(b.Resources))
-	b.Resources = append(b.Resources, res)
-	return walkFields(rs, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if num != resourceSpansScopeSpans {
-			return nil
-		}
-		if typ != protowire.BytesType {
-			return wrongType("ResourceSpans.scope_spans")
-		}
-		return b.parseScopeSpans(v, ri)
-	})
+	return walkContainer(rs, "ResourceSpans", validateResource,
+		func(raw, schemaURL []byte) {
+			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL})
+		},
+		func(ss []byte) error { return b.parseScopeSpans(ss, ri) })
 }
 
 func (b *Batch) parseScopeSpans(ss []byte, resource int32) error {
-	sc := Scope{Resource: resource}
-	err := walkFields(ss, func(num protowire.Number, typ protowire.Type, v []byte) error {
+	si := int32(len(b.Scopes))
+	return walkContainer(ss, "ScopeSpans", validateScope,
+		func(raw, schemaURL []byte) {
+			b.Scopes = append(b.Scopes, Scope{Raw: raw, SchemaURL: schemaURL, Resource: resource})
+		},
+		func(span []byte) error { return b.parseSpan(span, si) })
+}
+
+// walkContainer walks a ResourceSpans or ScopeSpans message. Its context
+// message and schema URL may follow the children on the wire, so a first pass
+// locates and validates them and hands them to open; a second pass calls child
+// for each child.
+func walkContainer(msg []byte, name string, validate func([]byte) error, open func(raw, schemaURL []byte), child func([]byte) error) error {
+	var raw, schemaURL []byte
+	err := walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
-		case scopeSpansScope:
+		case ResourceSpansResource: // = ScopeSpansScope
 			if typ != protowire.BytesType {
-				return wrongType("ScopeSpans.scope")
+				return wrongType(name + " context message")
 			}
-			if err := validateScope(v); err != nil {
+			if err := validate(v); err != nil {
 				return err
 			}
-			sc.Raw = mergeMessage(sc.Raw, v)
-		case scopeSpansSchemaURL:
-			if err := checkString(typ, v, "ScopeSpans.schema_url"); err != nil {
+			raw = mergeMessage(raw, v)
+		case ResourceSpansSchemaURL: // = ScopeSpansSchemaURL
+			if err := checkString(typ, v, name+".schema_url"); err != nil {
 				return err
 			}
-			sc.SchemaURL = v
+			schemaURL = v
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	si := int32(len(b.Scopes))
-	b.Scopes = append(b.Scopes, sc)
-	return walkFields(ss, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if num != scopeSpansSpans {
+	open(raw, schemaURL)
+	return walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num != ResourceSpansScopeSpans { // = ScopeSpansSpans
 			return nil
 		}
 		if typ != protowire.BytesType {
-			return wrongType("ScopeSpans.spans")
+			return wrongType(name + " children")
 		}
-		return b.parseSpan(v, si)
+		return child(v)
 	})
 }
 
