@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -25,6 +26,10 @@ const FormatVersion = 1
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
+
+// recordBufs recycles the buffers that requests are compressed into for the
+// write-ahead log: one per request would be the largest source of garbage.
+var recordBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // ErrClosed is returned by operations on a closed DB.
 var ErrClosed = errors.New("storage: closed")
@@ -192,7 +197,11 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		return nil
 	}
 	gs := groupsOf(batch)
-	rec := s2.Encode(nil, req)
+	// The log copies the record, so its buffer goes back to the pool at once.
+	encBuf := recordBufs.Get().(*[]byte)
+	defer recordBufs.Put(encBuf)
+	*encBuf = slices.Grow((*encBuf)[:0], s2.MaxEncodedLen(len(req)))
+	rec := s2.Encode((*encBuf)[:cap(*encBuf)], req)
 
 	db.mu.Lock()
 	for db.live.bytes >= db.opts.BufferBytes && db.frozen != nil && !db.closed {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
+	memLimit := fs.Int64("memory-limit-mib", 384, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -49,6 +51,13 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	// By default the collector lets the heap grow to twice what is live; under
+	// sustained ingest that is the difference between fitting a memory budget
+	// and not. The limit is soft: past it the collector works harder, it never
+	// fails an allocation.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit << 20)
 	}
 	level := slog.LevelInfo
 	if *verbose {

@@ -38,6 +38,10 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// bufs recycles group buffers: every group would otherwise allocate and grow
+// one the size of all its records.
+var bufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("wal: closed")
 
@@ -117,7 +121,7 @@ func (l *Log) Append(payload []byte) (Waiter, error) {
 	if n := len(l.queue); n > 0 && l.queue[n-1].seg == l.seg {
 		b = l.queue[n-1]
 	} else {
-		b = &batch{seg: l.seg, done: make(chan struct{})}
+		b = &batch{seg: l.seg, buf: (*bufs.Get().(*[]byte))[:0], done: make(chan struct{})}
 		l.queue = append(l.queue, b)
 	}
 	var h [headerSize]byte
@@ -204,6 +208,9 @@ func (l *Log) writer() {
 			l.mu.Unlock()
 		}
 		for _, b := range taken {
+			buf := b.buf
+			bufs.Put(&buf)
+			b.buf = nil
 			b.err = err
 			close(b.done)
 		}
