@@ -52,6 +52,7 @@ type DB struct {
 	kick      chan struct{}
 	stop      chan struct{}
 	flusherWG sync.WaitGroup
+	readers   sync.WaitGroup // reads holding a Pebble iterator; Close waits for them
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -82,6 +83,9 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	db.flusherWG.Add(1)
 	go db.flusher()
+	if db.live.spans > 0 {
+		db.kick <- struct{}{} // cut what was replayed without waiting for the interval
+	}
 	return db, nil
 }
 
@@ -105,6 +109,10 @@ func pebbleOptions(o Options) *pebble.Options {
 func (db *DB) recover() error {
 	if err := db.checkFormat(); err != nil {
 		return err
+	}
+	// Left by a cut that a crash interrupted; nothing in it was ingested.
+	if err := os.RemoveAll(filepath.Join(db.dir, "ingest")); err != nil {
+		return fmt.Errorf("remove interrupted cut: %w", err)
 	}
 	last, rec, err := db.lastBlock()
 	if err != nil {
@@ -248,6 +256,7 @@ func (db *DB) Close() error {
 		db.mu.Unlock()
 		close(db.stop)
 		db.flusherWG.Wait()
+		db.readers.Wait()
 		db.closeErr = errors.Join(db.cut(), db.closeStores())
 	})
 	return db.closeErr

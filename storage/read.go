@@ -99,7 +99,13 @@ func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
 		return nil, fmt.Errorf("open iterator: %w", err)
 	}
 	s.iter = it
+	db.readers.Add(1)
 	return s, nil
+}
+
+func (db *DB) release(s *snapshot) {
+	s.iter.Close()
+	db.readers.Done()
 }
 
 // Trace assembles the trace with the given ID from everything acknowledged so
@@ -109,7 +115,7 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 	if err != nil {
 		return nil, err
 	}
-	defer snap.iter.Close()
+	defer db.release(snap)
 
 	asm := assembler{groups: map[groupKey]*asmGroup{}}
 	for _, spans := range snap.live {
