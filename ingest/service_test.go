@@ -78,3 +78,42 @@ func TestStatusCodes(t *testing.T) {
 		t.Fatalf("export to a closed store: %v, want Unavailable", err)
 	}
 }
+
+// TestLargeRequests checks that requests far above gRPC's 4 MiB default are
+// accepted up to the configured limit and refused, whole, above it.
+func TestLargeRequests(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const limit = 64 << 20
+	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db), grpc.MaxRecvMsgSize(limit))))
+	client := collectorpb.NewTraceServiceClient(conn)
+
+	big := func(spans int, trace byte) *collectorpb.ExportTraceServiceRequest {
+		ss := &tracepb.ScopeSpans{}
+		name := string(make([]byte, 1000))
+		for i := range spans {
+			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: []byte{15: trace}, SpanId: []byte{0: 1, 6: byte(i >> 8), 7: byte(i)}, Name: name})
+		}
+		return &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{ss}}}}
+	}
+	ok := big(60_000, 1) // ~61 MB
+	if size := proto.Size(ok); size <= 32<<20 || size > limit {
+		t.Fatalf("test request is %d bytes", size)
+	}
+	if _, err := client.Export(context.Background(), ok); err != nil {
+		t.Fatalf("%d-byte request: %v", proto.Size(ok), err)
+	}
+	if tr, err := db.Trace(context.Background(), storage.TraceID{15: 1}, storage.TimeRange{}); err != nil || tr.Spans != 60_000 {
+		t.Fatalf("stored %v spans, %v", tr, err)
+	}
+	_, err = client.Export(context.Background(), big(70_000, 2))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("request over the limit: %v, want ResourceExhausted", err)
+	}
+	if tr, _ := db.Trace(context.Background(), storage.TraceID{15: 2}, storage.TimeRange{}); tr != nil {
+		t.Fatal("part of a refused request was stored")
+	}
+}
