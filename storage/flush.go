@@ -101,7 +101,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	defer os.RemoveAll(dir)
 
 	data := map[uint32]*sstWriter{}
-	index := map[uint32][]fragmentRef{}
+	traceIndex := map[uint32][]fragmentRef{}
 	defer func() {
 		for _, w := range data {
 			w.abort()
@@ -135,7 +135,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
 				return false
 			}
-			index[p] = append(index[p], fragmentRef{id: t.id, summary: summarize(spans)})
+			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id, summary: summarize(spans)})
 		}
 		return true
 	})
@@ -154,8 +154,11 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.writeIndex(iw, buf, parts, index, written); err != nil {
+	if err := db.writeIndex(iw, buf, parts, traceIndex, written); err != nil {
 		iw.abort()
+		return nil, err
+	}
+	if err := iw.close(); err != nil {
 		return nil, err
 	}
 	paths := []string{ipath}
@@ -176,7 +179,8 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	return parts, nil
 }
 
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, index map[uint32][]fragmentRef, groups map[groupKey]*group) error {
+// writeIndex fills the index sstable of a block, in key order.
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, groups map[groupKey]*group) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -203,14 +207,14 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, index map[u
 	}
 	var v []byte
 	for _, p := range parts {
-		for _, f := range index[p] {
+		for _, f := range traceIndex[p] {
 			v = f.summary.Append(v[:0])
 			if err := iw.w.Set(keys.Trace(p, f.id, buf.block), v); err != nil {
 				return err
 			}
 		}
 	}
-	return iw.close()
+	return nil
 }
 
 // writeDict writes the resources and scopes of the block that are not known
