@@ -34,6 +34,7 @@ const (
 	spanTraceState = 3
 	spanParentID   = 4
 	spanName       = 5
+	spanKind       = 6
 	spanStart      = 7
 	spanEnd        = 8
 	spanAttributes = 9
@@ -55,6 +56,7 @@ var ErrMalformed = errors.New("malformed OTLP trace request")
 type Resource struct {
 	Raw       []byte // encoded opentelemetry.proto.resource.v1.Resource; nil if absent, non-nil if present
 	SchemaURL []byte
+	Service   []byte // the string value of its service.name attribute, if any
 }
 
 // Scope is one ScopeSpans' instrumentation scope, as encoded in the request.
@@ -70,6 +72,8 @@ type Span struct {
 	SpanID  [8]byte
 	Start   uint64 // start_time_unix_nano
 	End     uint64 // end_time_unix_nano
+	Name    []byte
+	Kind    int32  // opentelemetry.proto.trace.v1.Span.SpanKind
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
 }
@@ -138,40 +142,51 @@ func Parse(req []byte, b *Batch) error {
 
 func (b *Batch) parseResourceSpans(rs []byte) error {
 	ri := int32(len(b.Resources))
-	return walkContainer(rs, "ResourceSpans", validateResource,
+	return walkContainer(rs, &resourceSpans,
 		func(raw, schemaURL []byte) {
-			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL})
+			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL, Service: serviceName(raw)})
 		},
 		func(ss []byte) error { return b.parseScopeSpans(ss, ri) })
 }
 
 func (b *Batch) parseScopeSpans(ss []byte, resource int32) error {
 	si := int32(len(b.Scopes))
-	return walkContainer(ss, "ScopeSpans", validateScope,
+	return walkContainer(ss, &scopeSpans,
 		func(raw, schemaURL []byte) {
 			b.Scopes = append(b.Scopes, Scope{Raw: raw, SchemaURL: schemaURL, Resource: resource})
 		},
 		func(span []byte) error { return b.parseSpan(span, si) })
 }
 
+// container describes ResourceSpans or ScopeSpans for walkContainer.
+type container struct {
+	context, schemaURL, children string // field names, for errors
+	validate                     func([]byte) error
+}
+
+var (
+	resourceSpans = container{"ResourceSpans.resource", "ResourceSpans.schema_url", "ResourceSpans.scope_spans", validateResource}
+	scopeSpans    = container{"ScopeSpans.scope", "ScopeSpans.schema_url", "ScopeSpans.spans", validateScope}
+)
+
 // walkContainer walks a ResourceSpans or ScopeSpans message. Its context
 // message and schema URL may follow the children on the wire, so a first pass
 // locates and validates them and hands them to open; a second pass calls child
 // for each child.
-func walkContainer(msg []byte, name string, validate func([]byte) error, open func(raw, schemaURL []byte), child func([]byte) error) error {
+func walkContainer(msg []byte, c *container, open func(raw, schemaURL []byte), child func([]byte) error) error {
 	var raw, schemaURL []byte
 	err := walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case ResourceSpansResource: // = ScopeSpansScope
 			if typ != protowire.BytesType {
-				return wrongType(name + " context message")
+				return wrongType(c.context)
 			}
-			if err := validate(v); err != nil {
+			if err := c.validate(v); err != nil {
 				return err
 			}
 			raw = mergeMessage(raw, v)
 		case ResourceSpansSchemaURL: // = ScopeSpansSchemaURL
-			if err := checkString(typ, v, name+".schema_url"); err != nil {
+			if err := checkString(typ, v, c.schemaURL); err != nil {
 				return err
 			}
 			schemaURL = v
@@ -187,7 +202,7 @@ func walkContainer(msg []byte, name string, validate func([]byte) error, open fu
 			return nil
 		}
 		if typ != protowire.BytesType {
-			return wrongType(name + " children")
+			return wrongType(c.children)
 		}
 		return child(v)
 	})
@@ -218,8 +233,18 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 			if typ != protowire.BytesType {
 				return wrongType("Span.parent_span_id")
 			}
-		case spanTraceState, spanName:
-			return checkString(typ, v, "Span string field")
+		case spanTraceState:
+			return checkString(typ, v, "Span.trace_state")
+		case spanName:
+			if err := checkString(typ, v, "Span.name"); err != nil {
+				return err
+			}
+			sp.Name = v
+		case spanKind:
+			if typ == protowire.VarintType {
+				k, _ := protowire.ConsumeVarint(v)
+				sp.Kind = int32(k)
+			}
 		case spanStart:
 			if typ == protowire.Fixed64Type {
 				sp.Start = binary.LittleEndian.Uint64(v)
@@ -268,6 +293,58 @@ func mergeMessage(prev, v []byte) []byte {
 	return append(append([]byte{}, prev...), v...)
 }
 
+// serviceName returns the string value of the service.name attribute of an
+// encoded, validated Resource; the last one wins, as in any attribute map.
+func serviceName(res []byte) []byte {
+	var name []byte
+	for attrs := res; len(attrs) > 0; {
+		num, kv, rest := nextBytesField(attrs)
+		attrs = rest
+		if num != 1 { // Resource.attributes
+			continue
+		}
+		var key, val []byte
+		for len(kv) > 0 {
+			var n protowire.Number
+			var v []byte
+			n, v, kv = nextBytesField(kv)
+			switch n {
+			case 1: // KeyValue.key
+				key = v
+			case 2: // KeyValue.value
+				val = v
+			}
+		}
+		if string(key) != "service.name" {
+			continue
+		}
+		name = nil
+		for len(val) > 0 {
+			var n protowire.Number
+			var v []byte
+			n, v, val = nextBytesField(val)
+			if n == 1 { // AnyValue.string_value
+				name = v
+			}
+		}
+	}
+	return name
+}
+
+// nextBytesField consumes one field of a message already validated by
+// walkFields and returns its number and, if length-delimited, its payload
+// (otherwise nil, with number 0).
+func nextBytesField(msg []byte) (protowire.Number, []byte, []byte) {
+	num, typ, n := protowire.ConsumeTag(msg)
+	msg = msg[n:]
+	if typ != protowire.BytesType {
+		n = protowire.ConsumeFieldValue(num, typ, msg)
+		return 0, nil, msg[n:]
+	}
+	v, n := protowire.ConsumeBytes(msg)
+	return num, v, msg[n:]
+}
+
 func allZero(v []byte) bool {
 	for _, c := range v {
 		if c != 0 {
@@ -279,7 +356,7 @@ func allZero(v []byte) bool {
 
 // walkFields calls fn for every field of an encoded message. For
 // length-delimited fields v is the payload; for fixed-width fields it is the
-// raw little-endian bytes; for varints it is nil.
+// raw little-endian bytes; for varints it is the encoded varint.
 func walkFields(msg []byte, fn func(num protowire.Number, typ protowire.Type, v []byte) error) error {
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
@@ -291,6 +368,9 @@ func walkFields(msg []byte, fn func(num protowire.Number, typ protowire.Type, v 
 		switch typ {
 		case protowire.VarintType:
 			_, n = protowire.ConsumeVarint(msg)
+			if n > 0 {
+				v = msg[:n]
+			}
 		case protowire.Fixed64Type:
 			n = 8
 			if len(msg) < 8 {

@@ -2,10 +2,12 @@ package otlpwire
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -97,6 +99,30 @@ func replaceOnce(b, old, new []byte) []byte {
 	panic("not found")
 }
 
+func TestServiceName(t *testing.T) {
+	req := &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
+		{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "host.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "h"}}},
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "cart"}}},
+		}}},
+		{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 3}}},
+		}}},
+		{},
+	}}
+	var b Batch
+	if err := Parse(marshal(t, req), &b); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range b.Resources {
+		got = append(got, string(r.Service))
+	}
+	if want := []string{"cart", "", ""}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("services %q, want %q", got, want)
+	}
+}
+
 func TestSpanOrder(t *testing.T) {
 	raw := marshal(t, span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8}))
 	start, id := SpanOrder(raw)
@@ -143,6 +169,9 @@ func FuzzParse(f *testing.F) {
 			}
 			if sp.StartTimeUnixNano != s.Start || sp.EndTimeUnixNano != s.End {
 				t.Fatalf("times %d-%d, decoded %d-%d", s.Start, s.End, sp.StartTimeUnixNano, sp.EndTimeUnixNano)
+			}
+			if sp.Name != string(s.Name) || int32(sp.Kind) != s.Kind {
+				t.Fatalf("name/kind %q/%d, decoded %q/%d", s.Name, s.Kind, sp.Name, sp.Kind)
 			}
 		}
 	})
