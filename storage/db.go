@@ -42,6 +42,9 @@ type DB struct {
 	wal  *wal.Log
 	dict *dictCache
 
+	// Guarded by mu.
+	catalog *catalog
+
 	mu         sync.Mutex
 	live       *buffer
 	frozen     *buffer         // being cut into a block; nil when no cut runs
@@ -73,6 +76,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		dir:        dir,
 		pdb:        pdb,
 		dict:       newDictCache(),
+		catalog:    newCatalog(),
 		flushed:    make(chan struct{}),
 		partitions: make(map[uint32]bool),
 		kick:       make(chan struct{}, 1),
@@ -121,6 +125,9 @@ func (db *DB) recover() error {
 	if err := db.loadPartitions(); err != nil {
 		return err
 	}
+	if err := db.catalog.load(db.pdb); err != nil {
+		return err
+	}
 	db.live = newBuffer(last + 1)
 	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal")); err != nil {
 		return err
@@ -137,7 +144,7 @@ func (db *DB) recover() error {
 		if err := otlpwire.Parse(req, &batch); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
-		db.live.insert(req, &batch, groupsOf(&batch))
+		db.live.insert(req, &batch, groupsOf(&batch), db.catalog)
 		return nil
 	})
 }
@@ -231,7 +238,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	db.live.insert(req, batch, gs)
+	db.live.insert(req, batch, gs, db.catalog)
 	full := db.live.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
 

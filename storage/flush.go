@@ -58,6 +58,7 @@ func (db *DB) cut() error {
 		}
 		db.frozen = db.live
 		db.frozen.walSegment = db.wal.Rotate()
+		db.frozen.catalog = db.catalog.takePending()
 		db.live = newBuffer(db.frozen.block + 1)
 	}
 	frozen := db.frozen
@@ -199,6 +200,11 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	db.mu.Unlock()
 	for _, p := range newParts {
 		if err := iw.w.Set(keys.Partition(p), nil); err != nil {
+			return err
+		}
+	}
+	for _, c := range buf.catalog {
+		if err := iw.w.Set(c.key, c.value); err != nil {
 			return err
 		}
 	}

@@ -70,8 +70,9 @@ func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 
 // buffer holds the spans acknowledged since the last cut, ordered by trace ID
 // so that a cut writes them as trace-sorted runs. It is guarded by DB.mu.
 type buffer struct {
-	block      uint64 // the block this buffer becomes when cut
-	walSegment uint64 // set when frozen: the last segment whose records it holds
+	block      uint64         // the block this buffer becomes when cut
+	walSegment uint64         // set when frozen: the last segment whose records it holds
+	catalog    []catalogWrite // set when frozen: catalog changes to persist with it
 	traces     *btree.BTreeG[*liveTrace]
 	groups     map[groupKey]*group
 	bytes      int // encoded request bytes held
@@ -106,9 +107,14 @@ func groupsOf(b *otlpwire.Batch) []group {
 	return gs
 }
 
-// insert adds the spans of a parsed request. req is the request the batch
-// aliases; it is counted against the buffer's size.
-func (buf *buffer) insert(req []byte, b *otlpwire.Batch, gs []group) {
+// insert adds the spans of a parsed request, and their services and
+// operations to cat. req is the request the batch aliases; it is counted
+// against the buffer's size.
+func (buf *buffer) insert(req []byte, b *otlpwire.Batch, gs []group, cat *catalog) {
+	services := make([]*serviceEntry, len(b.Resources))
+	for i, r := range b.Resources {
+		services[i] = cat.service(r.Service)
+	}
 	interned := make([]*group, len(gs))
 	for i := range gs {
 		k := gs[i].key()
@@ -136,6 +142,8 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, gs []group) {
 			last = t
 		}
 		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End})
+		res := b.Scopes[s.Scope].Resource
+		cat.see(b.Resources[res].Service, services[res], s.Kind, s.Name, partitionOf(s.Start))
 	}
 	buf.bytes += len(req)
 	buf.spans += len(b.Spans)

@@ -261,3 +261,24 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 	})
 	return t, nil
 }
+
+// Services lists the services that sent spans, sorted by name.
+func (db *DB) Services() ([]string, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	return db.catalog.listServices(0), nil
+}
+
+// Operations lists the span names and kinds a service used, sorted by name
+// then kind.
+func (db *DB) Operations(service string) ([]Operation, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil, ErrClosed
+	}
+	return db.catalog.listOperations(service, 0), nil
+}

@@ -3,11 +3,15 @@ package storage
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -250,5 +254,139 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 	}
 	if err := <-closed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// expectedCatalog computes services and operations from the requests
+// themselves, with the reference protobuf implementation.
+func expectedCatalog(t *testing.T, reqs [][]byte) map[string][]Operation {
+	t.Helper()
+	want := map[string]map[Operation]bool{}
+	for _, raw := range reqs {
+		var req collectorpb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(raw, &req); err != nil {
+			t.Fatal(err)
+		}
+		for _, rs := range req.ResourceSpans {
+			svc := ""
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.Key == "service.name" {
+					svc = kv.GetValue().GetStringValue()
+				}
+			}
+			if want[svc] == nil {
+				want[svc] = map[Operation]bool{}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					want[svc][Operation{Name: s.Name, Kind: int32(s.Kind)}] = true
+				}
+			}
+		}
+	}
+	out := map[string][]Operation{}
+	for svc, ops := range want {
+		for op := range ops {
+			out[svc] = append(out[svc], op)
+		}
+		slices.SortFunc(out[svc], func(a, b Operation) int {
+			if c := strings.Compare(a.Name, b.Name); c != 0 {
+				return c
+			}
+			return int(a.Kind - b.Kind)
+		})
+	}
+	return out
+}
+
+func checkCatalog(t *testing.T, db *DB, want map[string][]Operation) {
+	t.Helper()
+	services, err := db.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wantServices []string
+	for s := range want {
+		wantServices = append(wantServices, s)
+	}
+	slices.Sort(wantServices)
+	if !slices.Equal(services, wantServices) {
+		t.Fatalf("services %q, want %q", services, wantServices)
+	}
+	for _, s := range services {
+		ops, err := db.Operations(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(ops, want[s]) {
+			t.Fatalf("operations of %s: %v, want %v", s, ops, want[s])
+		}
+	}
+}
+
+// TestCatalogPersists checks services and operations against the requests,
+// while spans are only in memory, after a crash (replayed from the WAL), and
+// after a clean restart (loaded from their own keys).
+func TestCatalogPersists(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 500})
+	var reqs [][]byte
+	for i := range 30 {
+		r := gen.Next()
+		reqs = append(reqs, r.Bytes)
+		write(t, db, r.Bytes)
+		if i == 10 {
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := expectedCatalog(t, reqs)
+	if len(want) != 14 {
+		t.Fatalf("workload has %d services", len(want))
+	}
+	checkCatalog(t, db, want)
+	crash(t, db)
+
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCatalog(t, db, want)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if db.live.spans != 0 {
+		t.Fatal("clean restart replayed spans")
+	}
+	checkCatalog(t, db, want)
+	if ops, _ := db.Operations("no such service"); len(ops) != 0 {
+		t.Fatalf("operations of an unknown service: %v", ops)
+	}
+}
+
+func TestCatalogBoundsOperations(t *testing.T) {
+	c := newCatalog()
+	svc := c.service([]byte("s"))
+	for i := range maxOperationsPerService + 10 {
+		c.see([]byte("s"), svc, 2, []byte(fmt.Sprintf("GET /item/%d", i)), 1)
+	}
+	if n := len(c.listOperations("s", 0)); n != maxOperationsPerService {
+		t.Fatalf("%d operations remembered, want the bound %d", n, maxOperationsPerService)
+	}
+	if n := len(c.takePending()); n != maxOperationsPerService+1 {
+		t.Fatalf("%d pending writes, want %d", n, maxOperationsPerService+1)
+	}
+	if n := len(c.takePending()); n != 0 {
+		t.Fatalf("%d pending writes after taking them", n)
 	}
 }

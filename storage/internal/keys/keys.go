@@ -18,6 +18,8 @@ const (
 	KindMeta      byte = 0x01 // 0x01 name                       -> meta value
 	KindBlock     byte = 0x10 // 0x10 block                      -> block record
 	KindPartition byte = 0x11 // 0x11 partition                  -> empty
+	KindService   byte = 0x12 // 0x12 service                    -> newest partition
+	KindOperation byte = 0x13 // 0x13 uvarint(len(service)) service kind name -> newest partition
 	KindResource  byte = 0x20 // 0x20 id(16)                     -> resource record
 	KindScope     byte = 0x21 // 0x21 id(16)                     -> scope record
 	KindTrace     byte = 0x30 // 0x30 partition trace(16) block  -> fragment summary
@@ -67,6 +69,39 @@ func ParsePartition(k []byte) (uint32, error) {
 		return 0, fmt.Errorf("%w: partition key %x", ErrBadKey, k)
 	}
 	return binary.BigEndian.Uint32(k[1:]), nil
+}
+
+// Service is the catalog key of a service.
+func Service(name string) []byte { return append([]byte{KindService}, name...) }
+
+// ParseService decodes a service key.
+func ParseService(k []byte) (string, bool) {
+	if len(k) < 1 || k[0] != KindService {
+		return "", false
+	}
+	return string(k[1:]), true
+}
+
+// Operation is the catalog key of an operation of a service; op is the span
+// kind as one byte followed by the span name.
+func Operation(service, op string) []byte {
+	k := binary.AppendUvarint([]byte{KindOperation}, uint64(len(service)))
+	return append(append(k, service...), op...)
+}
+
+// ParseOperation decodes an operation key.
+func ParseOperation(k []byte) (service, op string, err error) {
+	if len(k) < 1 || k[0] != KindOperation {
+		return "", "", fmt.Errorf("%w: operation key %x", ErrBadKey, k)
+	}
+	n, m := binary.Uvarint(k[1:])
+	rest := k[1:]
+	// Only the shortest encoding of the length is a key cairn writes.
+	if m <= 0 || m != len(binary.AppendUvarint(nil, n)) || n >= uint64(len(rest)-m) {
+		return "", "", fmt.Errorf("%w: operation key %x", ErrBadKey, k)
+	}
+	rest = rest[m:]
+	return string(rest[:n]), string(rest[n:]), nil
 }
 
 // Dict is the key of a resource (KindResource) or scope (KindScope) record.

@@ -19,12 +19,15 @@ func TestRoundTrip(t *testing.T) {
 	if p, err := ParsePartition(Partition(493000)); err != nil || p != 493000 {
 		t.Fatalf("ParsePartition(Partition) = %d %v", p, err)
 	}
+	if svc, op, err := ParseOperation(Operation("a\x00b", "\x03x")); err != nil || svc != "a\x00b" || op != "\x03x" {
+		t.Fatalf("ParseOperation(Operation) = %q %q %v", svc, op, err)
+	}
 }
 
 func TestOrder(t *testing.T) {
 	id := TraceID{15: 1}
 	// Everything an index sstable holds sorts before all span data.
-	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0))}
+	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Service("\xff"), Operation("\xff", "\xff"), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0))}
 	for _, k := range index {
 		if bytes.Compare(k, Data(0, 0, TraceID{})) >= 0 {
 			t.Fatalf("%x does not sort before data keys", k)
@@ -47,6 +50,10 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Data(1, 2, TraceID{3}))
 	f.Add(Block(5))
 	f.Add(Partition(6))
+	f.Add(Operation("svc", "\x02GET /"))
+	f.Add(Service("svc"))
+	f.Add([]byte{KindOperation, 0x80, 0x00, 0x30}) // overlong length varint
+
 	f.Fuzz(func(t *testing.T, k []byte) {
 		if n := Comparer.Split(k); n < 0 || n > len(k) {
 			t.Fatalf("Split = %d for %d-byte key", n, len(k))
@@ -63,6 +70,12 @@ func FuzzKeys(f *testing.F) {
 		}
 		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
 			t.Fatalf("partition key %x does not round-trip", k)
+		}
+		if svc, ok := ParseService(k); ok && !bytes.Equal(Service(svc), k) {
+			t.Fatalf("service key %x does not round-trip", k)
+		}
+		if svc, op, err := ParseOperation(k); err == nil && (!bytes.Equal(Operation(svc, op), k) || op == "") {
+			t.Fatalf("operation key %x does not round-trip", k)
 		}
 	})
 }
