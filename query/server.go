@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -23,6 +24,10 @@ type Reader interface {
 	// Trace assembles a trace, or returns nil if none of its spans is
 	// stored.
 	Trace(ctx context.Context, id storage.TraceID, tr storage.TimeRange) (*storage.Trace, error)
+	// Services lists the services that sent spans, sorted.
+	Services() ([]string, error)
+	// Operations lists the span names and kinds of a service, sorted.
+	Operations(service string) ([]storage.Operation, error)
 }
 
 // Options configures the query service. The zero value is valid.
@@ -94,6 +99,64 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 		}
 	}
 	return nil
+}
+
+// GetServices lists the services that sent spans.
+func (s *service) GetServices(context.Context, *jaegerpb.GetServicesRequest) (*jaegerpb.GetServicesResponse, error) {
+	services, err := s.r.Services()
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "list services: %v", err)
+	}
+	return &jaegerpb.GetServicesResponse{Services: services}, nil
+}
+
+// GetOperations lists a service's operations, all of them or those of one
+// span kind.
+func (s *service) GetOperations(_ context.Context, req *jaegerpb.GetOperationsRequest) (*jaegerpb.GetOperationsResponse, error) {
+	want, ok := kindByName[req.GetSpanKind()]
+	if !ok && req.GetSpanKind() != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown span_kind %q: want one of server, client, producer, consumer, internal, or empty for all", req.GetSpanKind())
+	}
+	ops, err := s.r.Operations(req.GetService())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "list operations: %v", err)
+	}
+	resp := &jaegerpb.GetOperationsResponse{}
+	for _, op := range ops {
+		if req.GetSpanKind() == "" || op.Kind == want {
+			resp.Operations = append(resp.Operations, &jaegerpb.Operation{Name: op.Name, SpanKind: kindName(op.Kind)})
+		}
+	}
+	return resp, nil
+}
+
+// Span kinds are named as Jaeger names them; a span without a kind has the
+// empty name.
+var kindNames = [...]string{
+	tracepb.Span_SPAN_KIND_UNSPECIFIED: "",
+	tracepb.Span_SPAN_KIND_INTERNAL:    "internal",
+	tracepb.Span_SPAN_KIND_SERVER:      "server",
+	tracepb.Span_SPAN_KIND_CLIENT:      "client",
+	tracepb.Span_SPAN_KIND_PRODUCER:    "producer",
+	tracepb.Span_SPAN_KIND_CONSUMER:    "consumer",
+}
+
+var kindByName = func() map[string]int32 {
+	m := map[string]int32{}
+	for k, name := range kindNames {
+		if name != "" {
+			m[name] = int32(k)
+		}
+	}
+	return m
+}()
+
+// kindName is the Jaeger name of an OTLP span kind.
+func kindName(kind int32) string {
+	if kind >= 0 && int(kind) < len(kindNames) {
+		return kindNames[kind]
+	}
+	return fmt.Sprintf("kind-%d", kind)
 }
 
 func timeOf(ts *timestamppb.Timestamp) time.Time {

@@ -3,11 +3,14 @@ package query
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -36,9 +39,13 @@ func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 	}
 	t0 := uint64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
 	req := mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "shop"}}},
+		}},
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
-			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 1}, StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 1},
-			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 2}, StartTimeUnixNano: t0 + uint64(90*time.Minute), EndTimeUnixNano: t0 + uint64(91*time.Minute)},
+			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 1}, Name: "GET /", Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 1},
+			{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: 2}, Name: "GET /", Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: t0 + uint64(90*time.Minute), EndTimeUnixNano: t0 + uint64(91*time.Minute)},
+			{TraceId: []byte{0: 1, 15: 2}, SpanId: []byte{7: 3}, Name: "render", StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 1},
 		}}},
 	}}})
 	var b otlpwire.Batch
@@ -130,25 +137,29 @@ func TestServiceSurface(t *testing.T) {
 	if s := caps.GetSearch(); s.GetWithoutServiceName() || s.GetSameSpanConjunction() || s.GetSpanSearch() {
 		t.Fatalf("capabilities claim search: %v", s)
 	}
-	if _, err := jaegerpb.NewTraceReaderClient(conn).GetServices(ctx, &jaegerpb.GetServicesRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("GetServices: %v, want Unimplemented", err)
+	stream, err := jaegerpb.NewTraceReaderClient(conn).FindTraces(ctx, &jaegerpb.FindTracesRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("FindTraces: %v, want Unimplemented", err)
 	}
 	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "jaeger.storage.v2.TraceReader"})
 	if err != nil || h.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v, %v", h, err)
 	}
-	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := stream.Recv()
+	resp, err := refl.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream.CloseSend()
+	refl.CloseSend()
 	names := map[string]bool{}
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names[s.Name] = true
@@ -157,5 +168,35 @@ func TestServiceSurface(t *testing.T) {
 		if !names[want] {
 			t.Errorf("reflection does not list %s: %v", want, names)
 		}
+	}
+}
+
+func TestServicesAndOperations(t *testing.T) {
+	_, conn := start(t, t.TempDir())
+	client := jaegerpb.NewTraceReaderClient(conn)
+	ctx := context.Background()
+	svcs, err := client.GetServices(ctx, &jaegerpb.GetServicesRequest{})
+	if err != nil || fmt.Sprint(svcs.GetServices()) != "[shop]" {
+		t.Fatalf("GetServices = %v, %v", svcs.GetServices(), err)
+	}
+	for kind, want := range map[string]string{
+		"":         `[GET / (server) GET / (client) render ()]`,
+		"server":   `[GET / (server)]`,
+		"consumer": `[]`,
+	} {
+		resp, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: "shop", SpanKind: kind})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, op := range resp.GetOperations() {
+			got = append(got, fmt.Sprintf("%s (%s)", op.Name, op.SpanKind))
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("GetOperations(shop, %q) = %s, want %s", kind, got, want)
+		}
+	}
+	if _, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: "shop", SpanKind: "SERVER"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unknown kind: %v", err)
 	}
 }

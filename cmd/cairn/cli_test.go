@@ -216,3 +216,27 @@ func TestLargeTraceChunked(t *testing.T) {
 		}
 	}
 }
+
+func TestServicesAndOperationsCommands(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	exportRequest(t, s.otlpAddr.String(), sampleTrace())
+	var out, errOut bytes.Buffer
+	if err := run([]string{"services", "--addr", s.queryAddr.String()}, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	if out.String() != "frontend\npayment\n" {
+		t.Fatalf("services printed %q", out.String())
+	}
+	out.Reset()
+	if err := run([]string{"operations", "frontend", "--addr", s.queryAddr.String()}, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	const want = "KIND  OPERATION\n-     GET /checkout\n-     GetCart\n-     POST /pay\n"
+	if out.String() != want {
+		t.Fatalf("operations printed\n%s\nwant\n%s", out.String(), want)
+	}
+	if err := run([]string{"operations", "--addr", s.queryAddr.String()}, &out, &errOut); err == nil {
+		t.Fatal("operations without a service was accepted")
+	}
+}

@@ -16,6 +16,8 @@ const usage = `cairn — an embedded distributed-tracing store
 Usage:
   cairn serve [flags]                  ingest OTLP/gRPC and serve queries
   cairn trace TRACE_ID_HEX [flags]     print a trace
+  cairn services [flags]               list the services that sent spans
+  cairn operations SERVICE [flags]     list a service's operations and span kinds
 
 Run 'cairn COMMAND -h' for a command's flags.
 `
@@ -39,6 +41,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serveCmd(args[1:], stderr)
 	case "trace":
 		return traceCmd(args[1:], stdout, stderr)
+	case "services":
+		return servicesCmd(args[1:], stdout, stderr)
+	case "operations":
+		return operationsCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
@@ -19,9 +18,8 @@ import (
 func traceCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "localhost:17271", "query address of a cairn (or any jaeger.storage.v2) server")
+	qf := addQueryFlags(fs)
 	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
-	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: cairn trace TRACE_ID_HEX [--addr HOST:PORT] [--format waterfall|otlp-json]")
 		fs.PrintDefaults()
@@ -42,9 +40,9 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown format %q: want waterfall or otlp-json", *format)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
 	defer cancel()
-	td, err := fetchTrace(ctx, *addr, id)
+	td, err := fetchTrace(ctx, *qf.addr, id)
 	if err != nil {
 		return err
 	}
@@ -57,13 +55,24 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	return writeWaterfall(stdout, td)
 }
 
-// fetchTrace reads a trace through GetTraces and joins its chunks.
-func fetchTrace(ctx context.Context, addr string, id []byte) (*tracepb.TracesData, error) {
+// dialQuery connects to a query port. Chunks are at most 4 MiB, but a single
+// span larger than that comes in a chunk of its own, so the CLI accepts what
+// the server accepts on ingest.
+func dialQuery(addr string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// fetchTrace reads a trace through GetTraces and joins its chunks.
+func fetchTrace(ctx context.Context, addr string, id []byte) (*tracepb.TracesData, error) {
+	conn, err := dialQuery(addr)
+	if err != nil {
+		return nil, err
 	}
 	defer conn.Close()
 	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(ctx, &jaegerpb.GetTracesRequest{
