@@ -20,8 +20,9 @@ type Config struct {
 	// BatchSpans is the number of spans per Export request. The default is
 	// 1024.
 	BatchSpans int
-	// Start is the start time of the first trace. The default is a fixed
-	// instant, 2026-01-01T00:00:00Z.
+	// Start is the start time of the first trace. The default is the time
+	// NewGenerator is called, so that stores with a retention period accept
+	// the spans; with the same Start, a seed gives the same requests.
 	Start time.Time
 	// TracesPerSecond spaces trace start times. The default is 1000.
 	TracesPerSecond float64
@@ -38,7 +39,7 @@ func (c Config) withDefaults() Config {
 		c.BatchSpans = 1024
 	}
 	if c.Start.IsZero() {
-		c.Start = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		c.Start = time.Now()
 	}
 	if c.TracesPerSecond <= 0 {
 		c.TracesPerSecond = 1000

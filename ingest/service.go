@@ -15,11 +15,14 @@ import (
 	"cairn/internal/rawcodec"
 )
 
-// Writer is what ingest needs of storage: make a parsed request's spans
-// durable. req is the encoded request that batch aliases; the writer may keep
-// it.
+// Writer is what ingest needs of storage.
 type Writer interface {
+	// Write makes a parsed request's spans durable. req is the encoded
+	// request that batch aliases; the writer may keep it.
 	Write(ctx context.Context, req []byte, batch *otlpwire.Batch) error
+	// NotBefore is the start of the retention period in unix nanoseconds:
+	// spans that started earlier are rejected.
+	NotBefore() uint64
 }
 
 const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -65,7 +68,7 @@ func (svc *Service) register(s *grpc.Server) {
 func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportTraceServiceResponse, error) {
 	batch := svc.batches.Get().(*otlpwire.Batch)
 	defer svc.batches.Put(batch)
-	if err := otlpwire.Parse(req, batch); err != nil {
+	if err := otlpwire.Parse(req, batch, svc.w.NotBefore()); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := svc.w.Write(ctx, req, batch); err != nil {

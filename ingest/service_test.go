@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -24,11 +26,14 @@ func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
 	return grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db))))
 }
 
+var now = uint64(time.Now().UnixNano())
+
 func request(trace byte) *collectorpb.ExportTraceServiceRequest {
 	return &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
-			{TraceId: []byte{15: trace}, SpanId: []byte{7: 1}, Name: "ok"},
-			{TraceId: []byte{15: trace}, SpanId: []byte{7: 0}, Name: "zero span id"},
+			{TraceId: []byte{15: trace}, SpanId: []byte{7: 1}, Name: "ok", StartTimeUnixNano: now},
+			{TraceId: []byte{15: trace}, SpanId: []byte{7: 0}, Name: "zero span id", StartTimeUnixNano: now},
+			{TraceId: []byte{15: trace}, SpanId: []byte{7: 2}, Name: "too old", StartTimeUnixNano: now - uint64(73*time.Hour)},
 		}}},
 	}}}
 }
@@ -48,8 +53,10 @@ func TestStatusCodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ps := resp.GetPartialSuccess(); ps.GetRejectedSpans() != 1 || ps.GetErrorMessage() == "" {
-		t.Fatalf("partial success %v, want 1 rejected span with a message", ps)
+	ps := resp.GetPartialSuccess()
+	if ps.GetRejectedSpans() != 2 || !strings.Contains(ps.GetErrorMessage(), "1 with invalid span_id") ||
+		!strings.Contains(ps.GetErrorMessage(), "outside the retention period") {
+		t.Fatalf("partial success %v, want the zero span ID and the span older than 72h rejected", ps)
 	}
 	if tr, _ := db.Trace(context.Background(), storage.TraceID{15: 1}, storage.TimeRange{}); tr == nil || tr.Spans != 1 {
 		t.Fatalf("stored %v, want the one valid span", tr)
@@ -95,7 +102,7 @@ func TestLargeRequests(t *testing.T) {
 		ss := &tracepb.ScopeSpans{}
 		name := string(make([]byte, 1000))
 		for i := range spans {
-			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: []byte{15: trace}, SpanId: []byte{0: 1, 6: byte(i >> 8), 7: byte(i)}, Name: name})
+			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: []byte{15: trace}, SpanId: []byte{0: 1, 6: byte(i >> 8), 7: byte(i)}, Name: name, StartTimeUnixNano: now})
 		}
 		return &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{ss}}}}
 	}

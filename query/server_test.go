@@ -28,16 +28,21 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// start serves a store holding one two-span trace, 0x01…, whose spans start
-// at 2026-01-01T00:00Z and 01:30Z, in two hour partitions. The spans are in
-// the live buffer until the store is closed and reopened with serve.
+// hour0 is the start of the hour partition that test spans start in, two
+// hours ago: well inside the retention period.
+var hour0 = time.Now().Truncate(time.Hour).Add(-2 * time.Hour)
+
+// start serves a store holding a two-span trace, 0x01…01, whose spans start at
+// hour0 and 90 minutes later, in two hour partitions, and a one-span trace
+// 0x01…02. The spans are in the live buffer until the store is closed and
+// reopened with serve.
 func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 	t.Helper()
 	db, err := storage.Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := uint64(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	t0 := uint64(hour0.UnixNano())
 	req := mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
 		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
 			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "shop"}}},
@@ -49,7 +54,7 @@ func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 		}}},
 	}}})
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b); err != nil {
+	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Write(context.Background(), req, &b); err != nil {
@@ -91,7 +96,7 @@ func TestGetTracesTimeHints(t *testing.T) {
 	db, conn := start(t, dir)
 	id := []byte{0: 1, 15: 1}
 	ts := func(h, m int) *timestamppb.Timestamp {
-		return timestamppb.New(time.Date(2026, 1, 1, h, m, 0, 0, time.UTC))
+		return timestamppb.New(hour0.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute))
 	}
 	cases := []struct {
 		name  string
@@ -102,7 +107,7 @@ func TestGetTracesTimeHints(t *testing.T) {
 		{"trace extent", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(0, 0), EndTime: ts(1, 31)}, 2},
 		{"first hour only", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(0, 0), EndTime: ts(0, 30)}, 1},
 		{"start only", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(1, 0)}, 1},
-		{"later day", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(5, 0), EndTime: ts(6, 0)}, 0},
+		{"later hours", &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(3, 0), EndTime: ts(6, 0)}, 0},
 	}
 	check := func(where string) {
 		for _, c := range cases {

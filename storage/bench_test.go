@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -53,6 +54,7 @@ func BenchmarkTrace(b *testing.B) {
 // to 1000 spans.
 func writeTrace(b *testing.B, db *DB, tag byte, n int) {
 	tid := []byte{0xbe, 15: tag}
+	t0 := uint64(time.Now().Add(-time.Hour).UnixNano())
 	for start := 0; start < n; start += 1000 {
 		req := &collectorpb.ExportTraceServiceRequest{}
 		for svc := range 5 {
@@ -63,8 +65,8 @@ func writeTrace(b *testing.B, db *DB, tag byte, n int) {
 			for i := start + svc; i < min(n, start+1000); i += 5 {
 				sid := make([]byte, 8)
 				binary.BigEndian.PutUint64(sid, uint64(i+1))
-				ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: tid, SpanId: sid, Name: "op", StartTimeUnixNano: 1_767_225_600_000_000_000 + uint64(i),
-					EndTimeUnixNano: 1_767_225_600_000_000_000 + uint64(i) + 1000,
+				ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: tid, SpanId: sid, Name: "op", StartTimeUnixNano: t0 + uint64(i),
+					EndTimeUnixNano: t0 + uint64(i) + 1000,
 					Attributes:      []*commonpb.KeyValue{{Key: "k", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: strings.Repeat("v", 100)}}}}})
 			}
 			rs.ScopeSpans = []*tracepb.ScopeSpans{ss}

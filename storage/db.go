@@ -52,12 +52,13 @@ type DB struct {
 	partitions map[uint32]bool // partitions that hold persisted data
 	closed     bool
 
-	kick      chan struct{}
-	stop      chan struct{}
-	flusherWG sync.WaitGroup
-	readers   sync.WaitGroup // reads holding a Pebble iterator; Close waits for them
-	closeOnce sync.Once
-	closeErr  error
+	kick       chan struct{}
+	stop       chan struct{}
+	flusherWG  sync.WaitGroup
+	retainerWG sync.WaitGroup
+	readers    sync.WaitGroup // reads holding a Pebble iterator; Close waits for them
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // Open opens the store in dir, creating it if needed, and replays the
@@ -87,6 +88,8 @@ func Open(dir string, o *Options) (*DB, error) {
 	}
 	db.flusherWG.Add(1)
 	go db.flusher()
+	db.retainerWG.Add(1)
+	go db.retainer()
 	if db.live.spans > 0 {
 		db.kick <- struct{}{} // cut what was replayed without waiting for the interval
 	}
@@ -141,7 +144,9 @@ func (db *DB) recover() error {
 		if err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
-		if err := otlpwire.Parse(req, &batch); err != nil {
+		// Spans that have aged out of the retention period since they were
+		// acknowledged are dropped here as they would be at ingest.
+		if err := otlpwire.Parse(req, &batch, db.NotBefore()); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
 		db.live.insert(req, &batch, groupsOf(&batch), db.catalog)
@@ -263,6 +268,7 @@ func (db *DB) Close() error {
 		db.mu.Unlock()
 		close(db.stop)
 		db.flusherWG.Wait()
+		db.retainerWG.Wait()
 		db.readers.Wait()
 		db.closeErr = errors.Join(db.cut(), db.closeStores())
 	})

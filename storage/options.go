@@ -22,6 +22,21 @@ type Options struct {
 	// The default is 10s.
 	FlushInterval time.Duration
 
+	// Retention is how long spans are kept, by their start time. Spans that
+	// started longer ago are rejected at ingest and never returned, and the
+	// hour partitions that hold only such spans are dropped whole, so disk
+	// use stays flat under steady ingest.
+	//
+	// The default is 72h.
+	Retention time.Duration
+
+	// MaxDiskBytes, if positive, bounds the store's size on disk: past it,
+	// the oldest partitions are dropped, whatever their age, until it fits.
+	// The newest partition is never dropped.
+	//
+	// The default is 0: no bound.
+	MaxDiskBytes int64
+
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
 	// The default is 64 MiB.
@@ -50,6 +65,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 10 * time.Second
+	}
+	if c.Retention <= 0 {
+		c.Retention = 72 * time.Hour
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 64 << 20

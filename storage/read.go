@@ -57,10 +57,11 @@ func (r TimeRange) bounds() (lo, hi uint32) {
 
 // snapshot is a consistent view across the live buffers and Pebble.
 type snapshot struct {
-	live     [][]liveSpan
-	minBlock uint64 // blocks at or above this are still in live buffers
-	parts    []uint32
-	iter     *pebble.Iterator
+	live      [][]liveSpan
+	minBlock  uint64 // blocks at or above this are still in live buffers
+	parts     []uint32
+	notBefore uint64 // spans that started earlier are outside the retention period
+	iter      *pebble.Iterator
 }
 
 func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
@@ -70,7 +71,8 @@ func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
 		return nil, ErrClosed
 	}
 	lo, hi := tr.bounds()
-	s := &snapshot{minBlock: db.live.block}
+	s := &snapshot{minBlock: db.live.block, notBefore: db.NotBefore()}
+	lo = max(lo, partitionOf(s.notBefore))
 	for _, buf := range []*buffer{db.frozen, db.live} {
 		if buf == nil {
 			continue
@@ -78,7 +80,7 @@ func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
 		s.minBlock = min(s.minBlock, buf.block)
 		var spans []liveSpan
 		for _, sp := range buf.trace(id) {
-			if p := partitionOf(sp.start); p >= lo && p <= hi {
+			if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= s.notBefore {
 				spans = append(spans, sp)
 			}
 		}
@@ -158,10 +160,7 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 			}
 		}
 	}
-	if len(asm.groups) == 0 {
-		return nil, nil
-	}
-	return asm.finish(db, id)
+	return asm.finish(db, id, snap.notBefore)
 }
 
 // fragmentBlocks lists the blocks of partition p that hold a fragment of the
@@ -211,10 +210,23 @@ type orderedSpan struct {
 	raw   []byte
 }
 
-func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
+// finish orders, dedupes and resolves the spans collected, leaving out those
+// that started before notBefore; it returns nil if none is left.
+func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
 	var ordered []orderedSpan
 	for _, g := range a.groups {
+		ordered = ordered[:0]
+		for _, raw := range g.Spans {
+			// The boundary partition holds spans on both sides of the
+			// retention horizon.
+			if start, sid := otlpwire.SpanOrder(raw); start >= notBefore {
+				ordered = append(ordered, orderedSpan{start, sid, raw})
+			}
+		}
+		if len(ordered) == 0 {
+			continue
+		}
 		if !g.resolved {
 			res, err := db.dict.lookup(db.pdb, keys.KindResource, g.ResourceID)
 			if err != nil {
@@ -226,11 +238,6 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 			}
 			g.Resource, g.ResourceSchemaURL = res.Raw, res.SchemaURL
 			g.Scope, g.ScopeSchemaURL = scope.Raw, scope.SchemaURL
-		}
-		ordered = ordered[:0]
-		for _, raw := range g.Spans {
-			start, sid := otlpwire.SpanOrder(raw)
-			ordered = append(ordered, orderedSpan{start, sid, raw})
 		}
 		slices.SortFunc(ordered, func(x, y orderedSpan) int {
 			if c := cmp.Compare(x.start, y.start); c != 0 {
@@ -253,6 +260,9 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 		t.Spans += len(g.Spans)
 		t.Groups = append(t.Groups, g.Group)
 	}
+	if t.Spans == 0 {
+		return nil, nil
+	}
 	slices.SortFunc(t.Groups, func(x, y Group) int {
 		if c := bytes.Compare(x.ResourceID[:], y.ResourceID[:]); c != 0 {
 			return c
@@ -262,14 +272,15 @@ func (a *assembler) finish(db *DB, id TraceID) (*Trace, error) {
 	return t, nil
 }
 
-// Services lists the services that sent spans, sorted by name.
+// Services lists the services that sent spans within the retention period
+// (to the hour), sorted by name.
 func (db *DB) Services() ([]string, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {
 		return nil, ErrClosed
 	}
-	return db.catalog.listServices(0), nil
+	return db.catalog.listServices(partitionOf(db.NotBefore())), nil
 }
 
 // Operations lists the span names and kinds a service used, sorted by name
@@ -280,5 +291,5 @@ func (db *DB) Operations(service string) ([]Operation, error) {
 	if db.closed {
 		return nil, ErrClosed
 	}
-	return db.catalog.listOperations(service, 0), nil
+	return db.catalog.listOperations(service, partitionOf(db.NotBefore())), nil
 }

@@ -61,7 +61,8 @@ func startTestServer(t *testing.T, dir string, opts ...grpc.ServerOption) *serve
 		otlpAddr:      "127.0.0.1:0",
 		queryAddr:     "127.0.0.1:0",
 		maxRequest:    64 << 20,
-		flushInterval: 50 * time.Millisecond, // reads then span blocks and the live buffer
+		flushInterval: 50 * time.Millisecond,      // reads then span blocks and the live buffer
+		retention:     100 * 365 * 24 * time.Hour, // fixtures have fixed timestamps from 2023
 		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		otlpOptions:   opts,
 	})

@@ -30,6 +30,8 @@ type serverConfig struct {
 	queryAddr     string
 	maxRequest    int
 	flushInterval time.Duration
+	retention     time.Duration
+	maxDiskBytes  int64
 	log           *slog.Logger
 	otlpOptions   []grpc.ServerOption // extra options of the OTLP server
 }
@@ -43,6 +45,8 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
+	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
+	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
 	memLimit := fs.Int64("memory-limit-mib", 384, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterspersed(fs, args)
@@ -92,7 +96,12 @@ type server struct {
 }
 
 func startServer(cfg serverConfig) (*server, error) {
-	db, err := storage.Open(cfg.dataDir, &storage.Options{Logger: cfg.log, FlushInterval: cfg.flushInterval})
+	db, err := storage.Open(cfg.dataDir, &storage.Options{
+		Logger:        cfg.log,
+		FlushInterval: cfg.flushInterval,
+		Retention:     cfg.retention,
+		MaxDiskBytes:  cfg.maxDiskBytes,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -80,12 +81,14 @@ type Span struct {
 
 // Rejection counts spans that were dropped one by one, by reason.
 type Rejection struct {
-	BadTraceID int // trace_id not 16 bytes or all zero
-	BadSpanID  int // span_id not 8 bytes or all zero
+	BadTraceID int    // trace_id not 16 bytes or all zero
+	BadSpanID  int    // span_id not 8 bytes or all zero
+	TooOld     int    // started before NotBefore
+	NotBefore  uint64 // the notBefore that Parse was given
 }
 
 // Total is the number of rejected spans.
-func (r Rejection) Total() int { return r.BadTraceID + r.BadSpanID }
+func (r Rejection) Total() int { return r.BadTraceID + r.BadSpanID + r.TooOld }
 
 // Message describes the rejections for an OTLP partial_success, or is empty.
 func (r Rejection) Message() string {
@@ -95,6 +98,10 @@ func (r Rejection) Message() string {
 	}
 	if r.BadSpanID > 0 {
 		parts = append(parts, fmt.Sprintf("%d with invalid span_id (must be 8 bytes, not all zero)", r.BadSpanID))
+	}
+	if r.TooOld > 0 {
+		parts = append(parts, fmt.Sprintf("%d starting before %s, outside the retention period",
+			r.TooOld, time.Unix(0, int64(r.NotBefore)).UTC().Format(time.RFC3339)))
 	}
 	if len(parts) == 0 {
 		return ""
@@ -120,11 +127,13 @@ func (b *Batch) Reset() {
 }
 
 // Parse walks an encoded ExportTraceServiceRequest (or, identically on the
-// wire, a TracesData) into b, which it resets first. Spans with invalid IDs
+// wire, a TracesData) into b, which it resets first. Spans with invalid IDs,
+// and spans whose start_time_unix_nano is before notBefore (0 for no bound),
 // are counted in b.Rejected and left out; any structural fault anywhere in the
 // request fails the whole request with an error wrapping ErrMalformed.
-func Parse(req []byte, b *Batch) error {
+func Parse(req []byte, b *Batch, notBefore uint64) error {
 	b.Reset()
+	b.Rejected.NotBefore = notBefore
 	err := walkFields(req, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != TracesDataResourceSpans {
 			return nil
@@ -272,6 +281,8 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		b.Rejected.BadTraceID++
 	case !spanOK:
 		b.Rejected.BadSpanID++
+	case sp.Start < b.Rejected.NotBefore:
+		b.Rejected.TooOld++
 	default:
 		b.Spans = append(b.Spans, sp)
 	}

@@ -43,7 +43,7 @@ func TestParseRejectsInvalidIDsOneByOne(t *testing.T) {
 		}}},
 	}}}
 	var b Batch
-	if err := Parse(marshal(t, req), &b); err != nil {
+	if err := Parse(marshal(t, req), &b, 0); err != nil {
 		t.Fatal(err)
 	}
 	if len(b.Spans) != 2 {
@@ -78,7 +78,7 @@ func TestParseMalformed(t *testing.T) {
 		"resource spans as varint": {0x08, 0x01},
 	} {
 		var b Batch
-		err := Parse(req, &b)
+		err := Parse(req, &b, 0)
 		if !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
 		}
@@ -111,7 +111,7 @@ func TestServiceName(t *testing.T) {
 		{},
 	}}
 	var b Batch
-	if err := Parse(marshal(t, req), &b); err != nil {
+	if err := Parse(marshal(t, req), &b, 0); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -143,7 +143,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte{0x0a, 0x00})
 	f.Fuzz(func(t *testing.T, req []byte) {
 		var b Batch
-		if err := Parse(req, &b); err != nil {
+		if err := Parse(req, &b, 0); err != nil {
 			return
 		}
 		var ref collectorpb.ExportTraceServiceRequest

@@ -109,6 +109,16 @@ func Dict(kind byte, id [16]byte) []byte {
 	return append([]byte{kind}, id[:]...)
 }
 
+// TracePartition is the prefix of every trace-index key of a partition.
+func TracePartition(p uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{KindTrace}, p)
+}
+
+// DataPartition is the prefix of every data key of a partition.
+func DataPartition(p uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{KindData}, p)
+}
+
 // TracePrefix is the prefix of every trace-index key of a trace in a
 // partition.
 func TracePrefix(p uint32, id TraceID) []byte {
