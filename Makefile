@@ -11,6 +11,7 @@ FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse \
 	./storage/internal/keys:FuzzKeys \
 	./index:FuzzTraceSummary \
+	./index:FuzzSegment \
 	./storage/internal/codec:FuzzFragment \
 	./storage/internal/codec:FuzzRecords \
 	./storage/internal/wal:FuzzReplay

@@ -220,8 +220,8 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 		for _, raw := range g.Spans {
 			// The boundary partition holds spans on both sides of the
 			// retention horizon.
-			if start, sid := otlpwire.SpanOrder(raw); start >= notBefore {
-				ordered = append(ordered, orderedSpan{start, sid, raw})
+			if f := otlpwire.Facts(raw); f.Start >= notBefore {
+				ordered = append(ordered, orderedSpan{f.Start, f.ID, raw})
 			}
 		}
 		if len(ordered) == 0 {

@@ -435,18 +435,3 @@ func validateMessage(typ protowire.Type, v []byte, field string, validate func([
 	}
 	return validate(v)
 }
-
-// SpanOrder returns the start time and span ID of an encoded span that Parse
-// accepted, the keys by which cairn orders the spans of a trace.
-func SpanOrder(raw []byte) (start uint64, id [8]byte) {
-	_ = walkFields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		switch {
-		case num == spanStart && typ == protowire.Fixed64Type:
-			start = binary.LittleEndian.Uint64(v)
-		case num == spanSpanID && len(v) == 8:
-			copy(id[:], v)
-		}
-		return nil
-	})
-	return start, id
-}

@@ -123,11 +123,39 @@ func TestServiceName(t *testing.T) {
 	}
 }
 
-func TestSpanOrder(t *testing.T) {
-	raw := marshal(t, span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8}))
-	start, id := SpanOrder(raw)
-	if start != 5 || id != [8]byte{1, 2, 3, 4, 5, 6, 7, 8} {
-		t.Fatalf("SpanOrder = %d, %x", start, id)
+func TestFacts(t *testing.T) {
+	sp := span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	sp.Kind = tracepb.Span_SPAN_KIND_CONSUMER
+	sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+	f := Facts(marshal(t, sp))
+	want := SpanFacts{ID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, Name: []byte("op"), Kind: 5, Start: 5, End: 9, Error: true}
+	if fmt.Sprint(f) != fmt.Sprint(want) {
+		t.Fatalf("Facts = %+v, want %+v", f, want)
+	}
+	sp.Status.Code = tracepb.Status_STATUS_CODE_OK
+	if Facts(marshal(t, sp)).Error {
+		t.Fatal("an OK status reads as an error")
+	}
+}
+
+func TestAttributes(t *testing.T) {
+	kv := func(k string, v *commonpb.AnyValue) *commonpb.KeyValue { return &commonpb.KeyValue{Key: k, Value: v} }
+	sp := &tracepb.Span{Attributes: []*commonpb.KeyValue{
+		kv("s", &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "x"}}),
+		kv("b", &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}),
+		kv("i", &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: -2}}),
+		kv("d", &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: 1.5}}),
+		kv("y", &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte{9}}}),
+		kv("arr", &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{}}}),
+		kv("none", nil),
+	}}
+	var got []string
+	Attributes(marshal(t, sp), SpanAttributes, func(k []byte, typ ValueType, v []byte) {
+		got = append(got, fmt.Sprintf("%s:%d:%x", k, typ, v))
+	})
+	want := "[s:1:78 b:2:01 i:3:fffffffffffffffe d:4:3ff8000000000000 y:7:09]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("attributes %v, want %s", got, want)
 	}
 }
 

@@ -1,0 +1,264 @@
+package index
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+)
+
+// A segment is the spans of one block that fall in one partition. Its search
+// index is a rows record (one row per trace, newest first) and postings
+// sharded by the top byte of the term, so that a search reads the rows and
+// one small shard per term.
+
+const segmentV1 = 1
+
+// Shards is the number of postings shards of a segment.
+const Shards = 256
+
+// Shard is the postings shard that holds a term.
+func Shard(t Term) uint8 { return uint8(t >> 56) }
+
+// Row describes the fragment of one trace in a segment.
+type Row struct {
+	TraceID  [16]byte
+	MinStart uint64 // unix nanoseconds
+	MaxEnd   uint64 // unix nanoseconds
+	Spans    uint32
+	Errors   uint32 // spans with status ERROR
+}
+
+// SegmentBuilder collects the rows of a segment and their terms.
+type SegmentBuilder struct {
+	rows  []Row
+	pairs []posting
+}
+
+type posting struct {
+	term Term
+	row  uint32 // index into rows as added
+}
+
+// Add adds a row with its terms, which may repeat.
+func (b *SegmentBuilder) Add(r Row, terms []Term) {
+	i := uint32(len(b.rows))
+	b.rows = append(b.rows, r)
+	for _, t := range terms {
+		b.pairs = append(b.pairs, posting{t, i})
+	}
+}
+
+// Len is the number of rows added.
+func (b *SegmentBuilder) Len() int { return len(b.rows) }
+
+// Finish encodes the segment: the rows record, and each non-empty postings
+// shard by shard number.
+func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
+	// Rows newest first; a row's position is what postings refer to.
+	order := make([]uint32, len(b.rows))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	slices.SortFunc(order, func(x, y uint32) int {
+		if c := cmp.Compare(b.rows[y].MinStart, b.rows[x].MinStart); c != 0 {
+			return c
+		}
+		return slices.Compare(b.rows[x].TraceID[:], b.rows[y].TraceID[:])
+	})
+	pos := make([]uint32, len(b.rows))
+	for p, i := range order {
+		pos[i] = uint32(p)
+	}
+
+	rows = append(rows, segmentV1)
+	rows = binary.AppendUvarint(rows, uint64(len(order)))
+	var newest uint64
+	if len(order) > 0 {
+		newest = b.rows[order[0]].MinStart
+	}
+	rows = binary.AppendUvarint(rows, newest)
+	for _, i := range order {
+		r := b.rows[i]
+		rows = append(rows, r.TraceID[:]...)
+		rows = binary.AppendUvarint(rows, newest-r.MinStart)
+		rows = binary.AppendVarint(rows, int64(r.MaxEnd-r.MinStart))
+		rows = binary.AppendUvarint(rows, uint64(r.Spans))
+		rows = binary.AppendUvarint(rows, uint64(r.Errors))
+	}
+
+	for k := range b.pairs {
+		b.pairs[k].row = pos[b.pairs[k].row]
+	}
+	slices.SortFunc(b.pairs, func(x, y posting) int {
+		if c := cmp.Compare(x.term, y.term); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.row, y.row)
+	})
+	pairs := slices.Compact(b.pairs)
+	for len(pairs) > 0 {
+		shard := Shard(pairs[0].term)
+		n := 0
+		for n < len(pairs) && Shard(pairs[n].term) == shard {
+			n++
+		}
+		shards[shard] = appendShard(nil, pairs[:n])
+		pairs = pairs[n:]
+	}
+	return rows, shards
+}
+
+// appendShard encodes postings sorted by term then row:
+//
+//	version=1 | uvarint nterms | nterms × ( term:u64le | uvarint count | count × uvarint row delta )
+func appendShard(dst []byte, pairs []posting) []byte {
+	nterms := 0
+	for i := range pairs {
+		if i == 0 || pairs[i].term != pairs[i-1].term {
+			nterms++
+		}
+	}
+	dst = append(dst, segmentV1)
+	dst = binary.AppendUvarint(dst, uint64(nterms))
+	for len(pairs) > 0 {
+		t := pairs[0].term
+		n := 0
+		for n < len(pairs) && pairs[n].term == t {
+			n++
+		}
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
+		dst = binary.AppendUvarint(dst, uint64(n))
+		prev := uint32(0)
+		for _, p := range pairs[:n] {
+			dst = binary.AppendUvarint(dst, uint64(p.row-prev))
+			prev = p.row
+		}
+		pairs = pairs[n:]
+	}
+	return dst
+}
+
+// DecodeRows decodes a rows record.
+func DecodeRows(b []byte) ([]Row, error) {
+	r := reader{b: b}
+	if v := r.byte(); v != segmentV1 {
+		return nil, r.fail(fmt.Sprintf("rows record version %d", v))
+	}
+	n := r.count(20)
+	newest := r.uvarint()
+	rows := make([]Row, 0, n)
+	for range n {
+		var row Row
+		copy(row.TraceID[:], r.bytes(16))
+		row.MinStart = newest - r.uvarint()
+		row.MaxEnd = row.MinStart + uint64(r.varint())
+		row.Spans = uint32(r.uvarint())
+		row.Errors = uint32(r.uvarint())
+		rows = append(rows, row)
+	}
+	return rows, r.done("rows record")
+}
+
+// Postings returns the rows of a term, ascending (newest first), from the
+// shard that holds it. A term that is absent has no rows.
+func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
+	r := reader{b: shard}
+	if v := r.byte(); v != segmentV1 {
+		return nil, r.fail(fmt.Sprintf("postings version %d", v))
+	}
+	nterms := r.count(9) // a term and an empty count
+	for range nterms {
+		term := Term(binary.LittleEndian.Uint64(r.bytes(8)))
+		n := r.count(1)
+		if term != t {
+			for range n {
+				r.uvarint()
+			}
+			continue
+		}
+		rows := make([]uint32, 0, n)
+		row := uint64(0)
+		for range n {
+			row += r.uvarint()
+			if row >= uint64(nrows) {
+				return nil, r.fail("posting past the last row")
+			}
+			rows = append(rows, uint32(row))
+		}
+		return rows, r.err
+	}
+	return nil, r.err
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(what string) error {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
+	}
+	r.b = nil
+	return r.err
+}
+
+func (r *reader) byte() byte {
+	if len(r.b) < 1 {
+		r.fail("truncated")
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("truncated varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.fail("truncated varint")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) bytes(n int) []byte {
+	if len(r.b) < n {
+		r.fail("truncated")
+		return make([]byte, n)
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a count of elements of at least min bytes each, bounded by the
+// bytes left so that corrupt input cannot make a decoder allocate more than
+// its size.
+func (r *reader) count(min int) int {
+	v := r.uvarint()
+	if v > uint64(len(r.b)/min) {
+		r.fail("count larger than the record")
+		return 0
+	}
+	return int(v)
+}
+
+func (r *reader) done(what string) error {
+	if r.err == nil && len(r.b) > 0 {
+		return fmt.Errorf("%w: %d trailing bytes in %s", ErrCorrupt, len(r.b), what)
+	}
+	return r.err
+}

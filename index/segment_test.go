@@ -1,0 +1,102 @@
+package index
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+func TestSegmentRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b SegmentBuilder
+	want := map[Term][]Row{}
+	byID := map[[16]byte]Row{}
+	for i := range 500 {
+		r := Row{MinStart: 1_700_000_000_000_000_000 + uint64(rng.IntN(1e9)), Spans: uint32(1 + i%7), Errors: uint32(i % 2)}
+		r.MaxEnd = r.MinStart + uint64(rng.IntN(1e6))
+		if i%50 == 0 {
+			r.MaxEnd = r.MinStart - 5 // spans may end before they start
+		}
+		r.TraceID[0], r.TraceID[1] = byte(i), byte(i>>8)
+		byID[r.TraceID] = r
+		var terms []Term
+		for range 1 + rng.IntN(5) {
+			tm := Term(rng.Uint64()%40) << 56 // few shards, shared terms
+			terms = append(terms, tm, tm) // duplicates are harmless
+			want[tm] = append(want[tm], r)
+		}
+		b.Add(r, terms)
+	}
+	rowsRec, shards := b.Finish()
+	rows, err := DecodeRows(rowsRec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 500 {
+		t.Fatalf("%d rows", len(rows))
+	}
+	for i, r := range rows {
+		if byID[r.TraceID] != r {
+			t.Fatalf("row %d = %+v, added as %+v", i, r, byID[r.TraceID])
+		}
+		if i > 0 && rows[i-1].MinStart < r.MinStart {
+			t.Fatal("rows are not newest first")
+		}
+	}
+	for term, rs := range want {
+		got, err := Postings(shards[Shard(term)], term, len(rows))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids, wantIDs []string
+		for _, i := range got {
+			ids = append(ids, fmt.Sprintf("%x", rows[i].TraceID[:2]))
+		}
+		for _, r := range rs {
+			wantIDs = append(wantIDs, fmt.Sprintf("%x", r.TraceID[:2]))
+		}
+		slices.Sort(ids)
+		wantIDs = slices.Compact(slices.Sorted(slices.Values(wantIDs)))
+		if !slices.Equal(ids, wantIDs) {
+			t.Fatalf("term %x: rows %v, want %v", term, ids, wantIDs)
+		}
+		if !slices.IsSorted(got) {
+			t.Fatalf("postings not ascending: %v", got)
+		}
+	}
+	if got, err := Postings(shards[0], Term(12345), len(rows)); err != nil || len(got) != 0 {
+		t.Fatalf("absent term: %v, %v", got, err)
+	}
+}
+
+func FuzzSegment(f *testing.F) {
+	var b SegmentBuilder
+	b.Add(Row{MinStart: 10, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
+	b.Add(Row{MinStart: 12, MaxEnd: 11, Spans: 1, Errors: 1}, []Term{1})
+	rows, shards := b.Finish()
+	f.Add(rows, shards[0], uint64(1))
+	f.Add(rows, shards[2], uint64(2)<<56)
+	f.Fuzz(func(t *testing.T, rowsRec, shard []byte, term uint64) {
+		rows, err := DecodeRows(rowsRec)
+		if err == nil {
+			var b SegmentBuilder
+			for _, r := range rows {
+				b.Add(r, nil)
+			}
+			again, _ := b.Finish()
+			back, err := DecodeRows(again)
+			if err != nil || len(back) != len(rows) {
+				t.Fatalf("rows do not round-trip: %v", err)
+			}
+		}
+		got, err := Postings(shard, Term(term), len(rows))
+		if err == nil {
+			for i, r := range got {
+				if int(r) >= len(rows) || (i > 0 && r < got[i-1]) {
+					t.Fatalf("postings %v out of range or order for %d rows", got, len(rows))
+				}
+			}
+		}
+	})
+}
