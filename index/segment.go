@@ -24,33 +24,28 @@ func Shard(t Term) uint8 { return uint8(t >> 56) }
 type Row struct {
 	TraceID  [16]byte
 	MinStart uint64 // unix nanoseconds
+	MaxStart uint64 // unix nanoseconds
 	MaxEnd   uint64 // unix nanoseconds
 	Spans    uint32
 	Errors   uint32 // spans with status ERROR
+	// Split is set when the trace's spans in this block fall in more than
+	// one partition: its terms then also describe spans outside this
+	// segment, so a match must be verified.
+	Split bool
 }
 
 // SegmentBuilder collects the rows of a segment and their terms.
 type SegmentBuilder struct {
 	rows  []Row
-	pairs []posting
+	terms [][]Term // by row as added; kept, not copied
 }
 
-type posting struct {
-	term Term
-	row  uint32 // index into rows as added
-}
-
-// Add adds a row with its terms, which may repeat.
+// Add adds a row with its terms, which may repeat. The builder keeps terms
+// until Finish; the caller must not modify it before then.
 func (b *SegmentBuilder) Add(r Row, terms []Term) {
-	i := uint32(len(b.rows))
 	b.rows = append(b.rows, r)
-	for _, t := range terms {
-		b.pairs = append(b.pairs, posting{t, i})
-	}
+	b.terms = append(b.terms, terms)
 }
-
-// Len is the number of rows added.
-func (b *SegmentBuilder) Len() int { return len(b.rows) }
 
 // Finish encodes the segment: the rows record, and each non-empty postings
 // shard by shard number.
@@ -66,10 +61,6 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		}
 		return slices.Compare(b.rows[x].TraceID[:], b.rows[y].TraceID[:])
 	})
-	pos := make([]uint32, len(b.rows))
-	for p, i := range order {
-		pos[i] = uint32(p)
-	}
 
 	rows = append(rows, segmentV1)
 	rows = binary.AppendUvarint(rows, uint64(len(order)))
@@ -78,63 +69,63 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		newest = b.rows[order[0]].MinStart
 	}
 	rows = binary.AppendUvarint(rows, newest)
-	for _, i := range order {
+	// Visiting rows in position order appends each term's positions in
+	// ascending order, so postings need no sort, and a term repeated within
+	// a row is the list's last element.
+	postings := map[Term][]uint32{}
+	for pos, i := range order {
 		r := b.rows[i]
 		rows = append(rows, r.TraceID[:]...)
 		rows = binary.AppendUvarint(rows, newest-r.MinStart)
+		rows = binary.AppendUvarint(rows, r.MaxStart-r.MinStart)
 		rows = binary.AppendVarint(rows, int64(r.MaxEnd-r.MinStart))
 		rows = binary.AppendUvarint(rows, uint64(r.Spans))
 		rows = binary.AppendUvarint(rows, uint64(r.Errors))
+		split := byte(0)
+		if r.Split {
+			split = 1
+		}
+		rows = append(rows, split)
+		for _, t := range b.terms[i] {
+			l := postings[t]
+			if n := len(l); n == 0 || l[n-1] != uint32(pos) {
+				postings[t] = append(l, uint32(pos))
+			}
+		}
 	}
 
-	for k := range b.pairs {
-		b.pairs[k].row = pos[b.pairs[k].row]
+	terms := make([]Term, 0, len(postings))
+	for t := range postings {
+		terms = append(terms, t)
 	}
-	slices.SortFunc(b.pairs, func(x, y posting) int {
-		if c := cmp.Compare(x.term, y.term); c != 0 {
-			return c
-		}
-		return cmp.Compare(x.row, y.row)
-	})
-	pairs := slices.Compact(b.pairs)
-	for len(pairs) > 0 {
-		shard := Shard(pairs[0].term)
+	slices.Sort(terms)
+	for len(terms) > 0 {
+		shard := Shard(terms[0])
 		n := 0
-		for n < len(pairs) && Shard(pairs[n].term) == shard {
+		for n < len(terms) && Shard(terms[n]) == shard {
 			n++
 		}
-		shards[shard] = appendShard(nil, pairs[:n])
-		pairs = pairs[n:]
+		shards[shard] = appendShard(nil, terms[:n], postings)
+		terms = terms[n:]
 	}
 	return rows, shards
 }
 
-// appendShard encodes postings sorted by term then row:
+// appendShard encodes the postings of sorted terms:
 //
 //	version=1 | uvarint nterms | nterms × ( term:u64le | uvarint count | count × uvarint row delta )
-func appendShard(dst []byte, pairs []posting) []byte {
-	nterms := 0
-	for i := range pairs {
-		if i == 0 || pairs[i].term != pairs[i-1].term {
-			nterms++
-		}
-	}
+func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 	dst = append(dst, segmentV1)
-	dst = binary.AppendUvarint(dst, uint64(nterms))
-	for len(pairs) > 0 {
-		t := pairs[0].term
-		n := 0
-		for n < len(pairs) && pairs[n].term == t {
-			n++
-		}
+	dst = binary.AppendUvarint(dst, uint64(len(terms)))
+	for _, t := range terms {
+		rows := postings[t]
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
-		dst = binary.AppendUvarint(dst, uint64(n))
+		dst = binary.AppendUvarint(dst, uint64(len(rows)))
 		prev := uint32(0)
-		for _, p := range pairs[:n] {
-			dst = binary.AppendUvarint(dst, uint64(p.row-prev))
-			prev = p.row
+		for _, r := range rows {
+			dst = binary.AppendUvarint(dst, uint64(r-prev))
+			prev = r
 		}
-		pairs = pairs[n:]
 	}
 	return dst
 }
@@ -145,16 +136,24 @@ func DecodeRows(b []byte) ([]Row, error) {
 	if v := r.byte(); v != segmentV1 {
 		return nil, r.fail(fmt.Sprintf("rows record version %d", v))
 	}
-	n := r.count(20)
+	n := r.count(21)
 	newest := r.uvarint()
 	rows := make([]Row, 0, n)
 	for range n {
 		var row Row
 		copy(row.TraceID[:], r.bytes(16))
 		row.MinStart = newest - r.uvarint()
+		row.MaxStart = row.MinStart + r.uvarint()
 		row.MaxEnd = row.MinStart + uint64(r.varint())
 		row.Spans = uint32(r.uvarint())
 		row.Errors = uint32(r.uvarint())
+		switch r.byte() {
+		case 0:
+		case 1:
+			row.Split = true
+		default:
+			return nil, r.fail("row flags")
+		}
 		rows = append(rows, row)
 	}
 	return rows, r.done("rows record")

@@ -14,7 +14,9 @@ func TestSegmentRoundTrip(t *testing.T) {
 	byID := map[[16]byte]Row{}
 	for i := range 500 {
 		r := Row{MinStart: 1_700_000_000_000_000_000 + uint64(rng.IntN(1e9)), Spans: uint32(1 + i%7), Errors: uint32(i % 2)}
-		r.MaxEnd = r.MinStart + uint64(rng.IntN(1e6))
+		r.MaxStart = r.MinStart + uint64(rng.IntN(1e5))
+		r.MaxEnd = r.MaxStart + uint64(rng.IntN(1e6))
+		r.Split = i%3 == 0
 		if i%50 == 0 {
 			r.MaxEnd = r.MinStart - 5 // spans may end before they start
 		}
@@ -23,7 +25,7 @@ func TestSegmentRoundTrip(t *testing.T) {
 		var terms []Term
 		for range 1 + rng.IntN(5) {
 			tm := Term(rng.Uint64()%40) << 56 // few shards, shared terms
-			terms = append(terms, tm, tm) // duplicates are harmless
+			terms = append(terms, tm, tm)     // duplicates are harmless
 			want[tm] = append(want[tm], r)
 		}
 		b.Add(r, terms)
@@ -72,8 +74,8 @@ func TestSegmentRoundTrip(t *testing.T) {
 
 func FuzzSegment(f *testing.F) {
 	var b SegmentBuilder
-	b.Add(Row{MinStart: 10, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
-	b.Add(Row{MinStart: 12, MaxEnd: 11, Spans: 1, Errors: 1}, []Term{1})
+	b.Add(Row{MinStart: 10, MaxStart: 15, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
+	b.Add(Row{MinStart: 12, MaxStart: 12, MaxEnd: 11, Spans: 1, Errors: 1, Split: true}, []Term{1})
 	rows, shards := b.Finish()
 	f.Add(rows, shards[0], uint64(1))
 	f.Add(rows, shards[2], uint64(2)<<56)

@@ -149,7 +149,7 @@ func (db *DB) recover() error {
 		if err := otlpwire.Parse(req, &batch, db.NotBefore()); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
-		db.live.insert(req, &batch, groupsOf(&batch), db.catalog)
+		db.live.insert(req, &batch, prepare(&batch), db.catalog)
 		return nil
 	})
 }
@@ -216,7 +216,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	if len(batch.Spans) == 0 {
 		return nil
 	}
-	gs := groupsOf(batch)
+	prep := prepare(batch)
 	// The log copies the record, so its buffer goes back to the pool at once.
 	encBuf := recordBufs.Get().(*[]byte)
 	defer recordBufs.Put(encBuf)
@@ -243,7 +243,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	db.live.insert(req, batch, gs, db.catalog)
+	db.live.insert(req, batch, prep, db.catalog)
 	full := db.live.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
 

@@ -103,6 +103,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 
 	data := map[uint32]*sstWriter{}
 	traceIndex := map[uint32][]fragmentRef{}
+	segments := map[uint32]*index.SegmentBuilder{}
 	defer func() {
 		for _, w := range data {
 			w.abort()
@@ -136,7 +137,22 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
 				return false
 			}
-			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id, summary: summarize(spans)})
+			sum := summarize(spans)
+			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id, summary: sum})
+			seg := segments[p]
+			if seg == nil {
+				seg = new(index.SegmentBuilder)
+				segments[p] = seg
+			}
+			row := index.Row{TraceID: t.id, MinStart: sum.MinStart, MaxEnd: sum.MaxEnd, Spans: uint32(len(spans)), Split: len(byPart) > 1}
+			for _, sp := range spans {
+				row.MaxStart = max(row.MaxStart, sp.start)
+				if sp.err {
+					row.Errors++
+				}
+			}
+			// The trace's terms cover all its spans; a split row is verified.
+			seg.Add(row, t.terms)
 		}
 		return true
 	})
@@ -155,7 +171,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.writeIndex(iw, buf, parts, traceIndex, written); err != nil {
+	if err := db.writeIndex(iw, buf, parts, traceIndex, segments, written); err != nil {
 		iw.abort()
 		return nil, err
 	}
@@ -181,7 +197,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 }
 
 // writeIndex fills the index sstable of a block, in key order.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, groups map[groupKey]*group) error {
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, segments map[uint32]*index.SegmentBuilder, groups map[groupKey]*group) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -216,6 +232,24 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 		for _, f := range traceIndex[p] {
 			v = f.summary.Append(v[:0])
 			if err := iw.w.Set(keys.Trace(p, f.id, buf.block), v); err != nil {
+				return err
+			}
+		}
+	}
+	shards := make(map[uint32]*[index.Shards][]byte, len(parts))
+	for _, p := range parts {
+		rows, sh := segments[p].Finish()
+		shards[p] = &sh
+		if err := iw.w.Set(keys.Rows(p, buf.block), rows); err != nil {
+			return err
+		}
+	}
+	for _, p := range parts {
+		for i, sh := range shards[p] {
+			if sh == nil {
+				continue
+			}
+			if err := iw.w.Set(keys.Postings(p, buf.block, uint8(i)), sh); err != nil {
 				return err
 			}
 		}

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"slices"
+	"sync"
 
 	"github.com/google/btree"
 
+	"cairn/index"
 	"cairn/internal/otlpwire"
 	"cairn/storage/internal/codec"
 )
@@ -42,6 +45,8 @@ func hashDict(raw, schemaURL []byte) dictID {
 type group struct {
 	resID, scopeID dictID
 	res, scope     codec.Dict
+	service        []byte
+	resTerms       []index.Term // the resource's search terms
 }
 
 type groupKey [32]byte
@@ -58,11 +63,43 @@ type liveSpan struct {
 	raw   []byte // aliases the request it arrived in
 	start uint64
 	end   uint64
+	err   bool // status ERROR
 }
 
 type liveTrace struct {
 	id    TraceID
 	spans []liveSpan
+
+	// terms are the search terms of the trace's spans and resources;
+	// terms[:sorted] is sorted and unique, the rest is appended since.
+	terms     []index.Term
+	sorted    int
+	resources []dictID // resources whose terms are in terms
+}
+
+// addTerms adds terms, keeping the unsorted tail at most as long as the
+// sorted part (plus a little), so that lookups stay cheap and memory bounded.
+func (t *liveTrace) addTerms(ts []index.Term) {
+	t.terms = append(t.terms, ts...)
+	if len(t.terms)-t.sorted > max(64, t.sorted) {
+		slices.Sort(t.terms)
+		t.terms = slices.Compact(t.terms)
+		t.sorted = len(t.terms)
+	}
+}
+
+func (t *liveTrace) has(term index.Term) bool {
+	if _, ok := slices.BinarySearch(t.terms[:t.sorted], term); ok {
+		return true
+	}
+	return slices.Contains(t.terms[t.sorted:], term)
+}
+
+func (t *liveTrace) addResource(g *group) {
+	if !slices.Contains(t.resources, g.resID) {
+		t.resources = append(t.resources, g.resID)
+		t.addTerms(g.resTerms)
+	}
 }
 
 func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
@@ -87,40 +124,67 @@ func newBuffer(block uint64) *buffer {
 	}
 }
 
-// groupsOf interns the (resource, scope) pair of every scope in b. It hashes
-// outside any lock; intern then dedupes under it.
-func groupsOf(b *otlpwire.Batch) []group {
+// prepared is what a request needs computed before it is inserted, outside
+// any lock: content IDs of its resources and scopes, and search terms.
+type prepared struct {
+	groups    []group      // by scope index
+	terms     []index.Term // all spans' terms
+	termsFrom []int32      // span i's terms are terms[termsFrom[i]:termsFrom[i+1]]
+	errs      []bool       // by span index
+}
+
+var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
+
+func prepare(b *otlpwire.Batch) *prepared {
+	h := hashers.Get().(*index.Hasher)
+	defer hashers.Put(h)
 	resIDs := make([]dictID, len(b.Resources))
+	resTerms := make([][]index.Term, len(b.Resources))
 	for i, r := range b.Resources {
 		resIDs[i] = hashDict(r.Raw, r.SchemaURL)
+		resTerms[i] = h.ResourceTerms(nil, r.Service, r.Raw)
 	}
-	gs := make([]group, len(b.Scopes))
+	p := &prepared{
+		groups:    make([]group, len(b.Scopes)),
+		termsFrom: make([]int32, len(b.Spans)+1),
+		errs:      make([]bool, len(b.Spans)),
+		terms:     make([]index.Term, 0, 8*len(b.Spans)),
+	}
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]
-		gs[i] = group{
-			resID:   resIDs[s.Resource],
-			scopeID: hashDict(s.Raw, s.SchemaURL),
-			res:     codec.Dict{Raw: r.Raw, SchemaURL: r.SchemaURL},
-			scope:   codec.Dict{Raw: s.Raw, SchemaURL: s.SchemaURL},
+		p.groups[i] = group{
+			resID:    resIDs[s.Resource],
+			scopeID:  hashDict(s.Raw, s.SchemaURL),
+			res:      codec.Dict{Raw: r.Raw, SchemaURL: r.SchemaURL},
+			scope:    codec.Dict{Raw: s.Raw, SchemaURL: s.SchemaURL},
+			service:  r.Service,
+			resTerms: resTerms[s.Resource],
 		}
 	}
-	return gs
+	for i := range b.Spans {
+		s := &b.Spans[i]
+		f := otlpwire.Facts(s.Raw)
+		p.errs[i] = f.Error
+		p.terms = h.SpanTerms(p.terms, p.groups[s.Scope].service, s.Raw, f)
+		p.termsFrom[i+1] = int32(len(p.terms))
+	}
+	return p
 }
 
 // insert adds the spans of a parsed request, and their services and
 // operations to cat. req is the request the batch aliases; it is counted
 // against the buffer's size.
-func (buf *buffer) insert(req []byte, b *otlpwire.Batch, gs []group, cat *catalog) {
+func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *catalog) {
 	services := make([]*serviceEntry, len(b.Resources))
 	for i, r := range b.Resources {
 		services[i] = cat.service(r.Service)
 	}
-	interned := make([]*group, len(gs))
-	for i := range gs {
-		k := gs[i].key()
+	interned := make([]*group, len(prep.groups))
+	for i := range prep.groups {
+		k := prep.groups[i].key()
 		g, ok := buf.groups[k]
 		if !ok {
-			g = &gs[i]
+			g = &prep.groups[i]
 			buf.groups[k] = g
 		}
 		interned[i] = g
@@ -141,7 +205,10 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, gs []group, cat *catalo
 			}
 			last = t
 		}
-		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End})
+		g := interned[s.Scope]
+		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i]})
+		last.addResource(g)
+		last.addTerms(prep.terms[prep.termsFrom[i]:prep.termsFrom[i+1]])
 		res := b.Scopes[s.Scope].Resource
 		cat.see(b.Resources[res].Service, services[res], s.Kind, s.Name, partitionOf(s.Start))
 	}

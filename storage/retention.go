@@ -80,17 +80,17 @@ func (db *DB) enforceRetention() error {
 	return nil
 }
 
-// dropPartition deletes a partition's trace index and span data with range
-// deletions and compacts the ranges, so that their sstables are deleted, not
+// dropPartition deletes a partition's trace index, search index and span
+// data with range deletions and compacts the ranges, so that their sstables are deleted, not
 // rewritten, and the space is returned at once.
 func (db *DB) dropPartition(p uint32) error {
 	db.mu.Lock()
 	delete(db.partitions, p)
 	db.mu.Unlock()
 
-	ranges := [][2][]byte{
-		{keys.TracePartition(p), keys.TracePartition(p + 1)},
-		{keys.DataPartition(p), keys.DataPartition(p + 1)},
+	var ranges [][2][]byte
+	for _, kind := range []byte{keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindData} {
+		ranges = append(ranges, [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)})
 	}
 	b := db.pdb.NewBatch()
 	for _, r := range ranges {

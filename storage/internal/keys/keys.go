@@ -23,6 +23,8 @@ const (
 	KindResource  byte = 0x20 // 0x20 id(16)                     -> resource record
 	KindScope     byte = 0x21 // 0x21 id(16)                     -> scope record
 	KindTrace     byte = 0x30 // 0x30 partition trace(16) block  -> fragment summary
+	KindRows      byte = 0x31 // 0x31 partition block            -> segment rows
+	KindPostings  byte = 0x32 // 0x32 partition block shard      -> segment postings shard
 	KindData      byte = 0x40 // 0x40 partition block trace(16)  -> fragment
 )
 
@@ -109,14 +111,29 @@ func Dict(kind byte, id [16]byte) []byte {
 	return append([]byte{kind}, id[:]...)
 }
 
-// TracePartition is the prefix of every trace-index key of a partition.
-func TracePartition(p uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{KindTrace}, p)
+// PartitionPrefix is the prefix of the keys of a kind that a partition has:
+// trace index, segment rows and postings, and span data.
+func PartitionPrefix(kind byte, p uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{kind}, p)
 }
 
-// DataPartition is the prefix of every data key of a partition.
-func DataPartition(p uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{KindData}, p)
+// Rows is the key of the rows record of a segment.
+func Rows(p uint32, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(PartitionPrefix(KindRows, p), block)
+}
+
+// ParseRows decodes a rows key.
+func ParseRows(k []byte) (p uint32, block uint64, err error) {
+	if len(k) != 13 || k[0] != KindRows {
+		return 0, 0, fmt.Errorf("%w: rows key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+}
+
+// Postings is the key of a postings shard of a segment.
+func Postings(p uint32, block uint64, shard uint8) []byte {
+	k := binary.BigEndian.AppendUint64(PartitionPrefix(KindPostings, p), block)
+	return append(k, shard)
 }
 
 // TracePrefix is the prefix of every trace-index key of a trace in a

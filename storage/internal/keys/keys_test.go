@@ -27,7 +27,7 @@ func TestRoundTrip(t *testing.T) {
 func TestOrder(t *testing.T) {
 	id := TraceID{15: 1}
 	// Everything an index sstable holds sorts before all span data.
-	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Service("\xff"), Operation("\xff", "\xff"), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0))}
+	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Service("\xff"), Operation("\xff", "\xff"), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0)), Rows(^uint32(0), ^uint64(0)), Postings(^uint32(0), ^uint64(0), 0xff)}
 	for _, k := range index {
 		if bytes.Compare(k, Data(0, 0, TraceID{})) >= 0 {
 			t.Fatalf("%x does not sort before data keys", k)
@@ -52,6 +52,7 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Partition(6))
 	f.Add(Operation("svc", "\x02GET /"))
 	f.Add(Service("svc"))
+	f.Add(Rows(3, 4))
 	f.Add([]byte{KindOperation, 0x80, 0x00, 0x30}) // overlong length varint
 
 	f.Fuzz(func(t *testing.T, k []byte) {
@@ -70,6 +71,9 @@ func FuzzKeys(f *testing.F) {
 		}
 		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
 			t.Fatalf("partition key %x does not round-trip", k)
+		}
+		if p, b, err := ParseRows(k); err == nil && !bytes.Equal(Rows(p, b), k) {
+			t.Fatalf("rows key %x does not round-trip", k)
 		}
 		if svc, ok := ParseService(k); ok && !bytes.Equal(Service(svc), k) {
 			t.Fatalf("service key %x does not round-trip", k)
