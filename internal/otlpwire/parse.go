@@ -153,7 +153,7 @@ func (b *Batch) parseResourceSpans(rs []byte) error {
 	ri := int32(len(b.Resources))
 	return walkContainer(rs, &resourceSpans,
 		func(raw, schemaURL []byte) {
-			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL, Service: serviceName(raw)})
+			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL, Service: ServiceName(raw)})
 		},
 		func(ss []byte) error { return b.parseScopeSpans(ss, ri) })
 }
@@ -304,9 +304,9 @@ func mergeMessage(prev, v []byte) []byte {
 	return append(append([]byte{}, prev...), v...)
 }
 
-// serviceName returns the string value of the service.name attribute of an
+// ServiceName returns the string value of the service.name attribute of an
 // encoded, validated Resource; the last one wins, as in any attribute map.
-func serviceName(res []byte) []byte {
+func ServiceName(res []byte) []byte {
 	var name []byte
 	for attrs := res; len(attrs) > 0; {
 		num, kv, rest := nextBytesField(attrs)

@@ -1,0 +1,452 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/index"
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// Query selects the traces that have at least one span satisfying every
+// condition given; zero fields set no condition.
+type Query struct {
+	Service   string
+	Operation string // the span name
+	// Attributes must all hold on the span, as its own attributes or its
+	// resource's, with equal type and value. The attribute error=true (bool
+	// or string) selects spans with status ERROR instead.
+	Attributes []Attribute
+	// StartMin and StartMax bound the span's start time, inclusive.
+	StartMin, StartMax time.Time
+	// DurationMin and DurationMax bound the span's duration, inclusive.
+	DurationMin, DurationMax time.Duration
+	// Limit is the number of traces wanted, the most recent first.
+	Limit int
+}
+
+// Attribute is a typed attribute value, in otlpwire.Attributes' canonical
+// form.
+type Attribute struct {
+	Key   string
+	Type  otlpwire.ValueType
+	Value []byte
+}
+
+// Found is a trace that matched a query, with the extent of the spans seen
+// while searching: hints for reading it, not necessarily the whole trace.
+type Found struct {
+	ID    TraceID
+	Start uint64 // unix nanoseconds
+	End   uint64 // unix nanoseconds
+}
+
+// compiled is a query prepared for evaluation.
+type compiled struct {
+	svc, op            []byte // nil when not a condition
+	errors             bool
+	attrs              []Attribute
+	startMin, startMax uint64
+	durMin, durMax     uint64
+	groups             [][]index.Term // all groups must hold; a group holds if any of its terms does
+	exact              bool           // the terms alone decide a match, given the time window
+	limit              int
+}
+
+func compile(q Query, notBefore uint64) *compiled {
+	c := &compiled{startMin: notBefore, startMax: math.MaxUint64, durMax: math.MaxUint64, limit: q.Limit}
+	if q.Service != "" {
+		c.svc = []byte(q.Service)
+	}
+	if q.Operation != "" {
+		c.op = []byte(q.Operation)
+	}
+	for _, a := range q.Attributes {
+		if a.Key == "error" && ((a.Type == otlpwire.BoolValue && bytes.Equal(a.Value, []byte{1})) ||
+			(a.Type == otlpwire.StringValue && string(a.Value) == "true")) {
+			c.errors = true
+			continue
+		}
+		c.attrs = append(c.attrs, a)
+	}
+	if !q.StartMin.IsZero() {
+		c.startMin = max(c.startMin, uint64(max(0, q.StartMin.UnixNano())))
+	}
+	if !q.StartMax.IsZero() {
+		c.startMax = uint64(max(0, q.StartMax.UnixNano()))
+	}
+	if q.DurationMin > 0 {
+		c.durMin = uint64(q.DurationMin)
+	}
+	if q.DurationMax > 0 {
+		c.durMax = uint64(q.DurationMax)
+	}
+
+	var h index.Hasher
+	spanConds := 0 // conditions on the span beyond its service
+	switch {
+	case c.svc != nil && c.op != nil:
+		c.groups = append(c.groups, []index.Term{h.Operation(c.svc, c.op)})
+		spanConds++
+	case c.svc != nil:
+		c.groups = append(c.groups, []index.Term{h.Service(c.svc)})
+	case c.op != nil:
+		spanConds += 2 // no term: only verification can tell
+	}
+	if c.errors {
+		c.groups = append(c.groups, []index.Term{h.Error(c.svc)})
+		spanConds++
+	}
+	for _, a := range c.attrs {
+		c.groups = append(c.groups, []index.Term{h.Attribute([]byte(a.Key), a.Type, a.Value)})
+		spanConds += 2 // attribute terms are bucketed
+	}
+	if c.durMin > 0 || c.durMax < math.MaxUint64 {
+		spanConds += 2 // buckets are coarser than the bounds
+		if c.svc != nil {
+			var g []index.Term
+			for b := index.DurationBucket(c.durMin); b <= index.DurationBucket(c.durMax); b++ {
+				g = append(g, h.Duration(c.svc, b))
+			}
+			c.groups = append(c.groups, g)
+		}
+	}
+	c.exact = spanConds <= 1
+	return c
+}
+
+// within reports whether every span start in [lo, hi] lies in the window.
+func (c *compiled) within(lo, hi uint64) bool { return lo >= c.startMin && hi <= c.startMax }
+
+// overlaps reports whether some span start in [lo, hi] may lie in the window.
+func (c *compiled) overlaps(lo, hi uint64) bool { return hi >= c.startMin && lo <= c.startMax }
+
+// matchSpan evaluates every condition on one span of a service and resource.
+func (c *compiled) matchSpan(svc, resource, raw []byte) bool {
+	if c.svc != nil && !bytes.Equal(svc, c.svc) {
+		return false
+	}
+	f := otlpwire.Facts(raw)
+	if c.op != nil && !bytes.Equal(f.Name, c.op) {
+		return false
+	}
+	if f.Start < c.startMin || f.Start > c.startMax || (c.errors && !f.Error) {
+		return false
+	}
+	d := uint64(0)
+	if f.End > f.Start {
+		d = f.End - f.Start
+	}
+	if d < c.durMin || d > c.durMax {
+		return false
+	}
+	if len(c.attrs) == 0 {
+		return true
+	}
+	var held uint64 // bit i: attribute condition i holds
+	check := func(key []byte, t otlpwire.ValueType, v []byte) {
+		for i, a := range c.attrs {
+			if t == a.Type && string(key) == a.Key && bytes.Equal(v, a.Value) {
+				held |= 1 << i
+			}
+		}
+	}
+	otlpwire.Attributes(raw, otlpwire.SpanAttributes, check)
+	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, check)
+	return held == 1<<len(c.attrs)-1
+}
+
+// maxAttributeConditions bounds a query's attribute conditions (one bit each
+// in matchSpan).
+const maxAttributeConditions = 64
+
+// ErrBadQuery is wrapped by errors about queries that cannot be run.
+var ErrBadQuery = errors.New("bad query")
+
+// results collects matches by trace, keeping the extent seen.
+type results struct {
+	byID map[TraceID]int
+	list []Found
+}
+
+func (r *results) add(id TraceID, start, end uint64) {
+	if i, ok := r.byID[id]; ok {
+		f := &r.list[i]
+		f.Start, f.End = min(f.Start, start), max(f.End, end)
+		return
+	}
+	r.byID[id] = len(r.list)
+	r.list = append(r.list, Found{ID: id, Start: start, End: end})
+}
+
+// Find returns up to q.Limit traces matching q, the most recent first.
+//
+// Live buffers are searched first, then, newest partition first and newest
+// block first within it, each segment's index narrows the candidates, which
+// are checked against their spans unless the index alone decides. The search
+// stops once it has q.Limit traces, so its cost depends on how many matches
+// the newest data holds, not on the size of the store; a selective query pays
+// for the segments in its time window.
+func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
+	if q.Limit <= 0 {
+		return nil, fmt.Errorf("%w: limit must be positive", ErrBadQuery)
+	}
+	if len(q.Attributes) > maxAttributeConditions {
+		return nil, fmt.Errorf("%w: at most %d attribute conditions", ErrBadQuery, maxAttributeConditions)
+	}
+	if q.Operation != "" && q.Service == "" {
+		return nil, fmt.Errorf("%w: an operation needs a service", ErrBadQuery)
+	}
+	res := &results{byID: map[TraceID]int{}}
+
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c := compile(q, db.NotBefore())
+	minBlock := db.live.block
+	for _, buf := range []*buffer{db.live, db.frozen} {
+		if buf != nil {
+			minBlock = min(minBlock, buf.block)
+			c.searchBuffer(buf, res)
+		}
+	}
+	lo, hi := partitionOf(c.startMin), partitionOf(min(c.startMax, math.MaxUint64-1))
+	var parts []uint32
+	for p := range db.partitions {
+		if p >= lo && p <= hi {
+			parts = append(parts, p)
+		}
+	}
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		db.mu.Unlock()
+		return nil, fmt.Errorf("open iterator: %w", err)
+	}
+	db.readers.Add(1)
+	db.mu.Unlock()
+	defer func() {
+		it.Close()
+		db.readers.Done()
+	}()
+
+	slices.Sort(parts)
+	s := &segmentSearch{db: db, c: c, it: it, res: res}
+	for i := len(parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
+		if err := s.partition(ctx, parts[i], minBlock); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(res.list, func(a, b Found) int {
+		if c := cmp.Compare(b.Start, a.Start); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
+	if len(res.list) > c.limit {
+		res.list = res.list[:c.limit]
+	}
+	return res.list, nil
+}
+
+// searchBuffer adds the matching traces of a live buffer. Called with DB.mu
+// held; live traces are few enough to check all.
+func (c *compiled) searchBuffer(buf *buffer, res *results) {
+	buf.traces.Ascend(func(t *liveTrace) bool {
+		for _, g := range c.groups {
+			if !slices.ContainsFunc(g, t.has) {
+				return true
+			}
+		}
+		var (
+			matched    bool
+			start, end uint64 = math.MaxUint64, 0
+		)
+		for _, s := range t.spans {
+			if s.start < c.startMin {
+				continue
+			}
+			start, end = min(start, s.start), max(end, s.end)
+			matched = matched || c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
+		}
+		if matched {
+			res.add(t.id, start, end)
+		}
+		return true
+	})
+}
+
+// segmentSearch searches the segments of partitions on disk.
+type segmentSearch struct {
+	db  *DB
+	c   *compiled
+	it  *pebble.Iterator
+	res *results
+
+	services map[dictID][]byte // service names of resources, by resource ID
+	frags    []codec.Group
+}
+
+// partition searches a partition's segments, newest block first, skipping
+// blocks at or above minBlock, which live buffers hold.
+func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64) error {
+	prefix := keys.PartitionPrefix(keys.KindRows, p)
+	upper := keys.Rows(p, minBlock)
+	for ok := s.it.SeekLT(upper); ok && bytes.HasPrefix(s.it.Key(), prefix); ok = s.it.Prev() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		_, block, err := keys.ParseRows(s.it.Key())
+		if err != nil {
+			return err
+		}
+		rows, err := index.DecodeRows(s.it.Value())
+		if err != nil {
+			return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
+		}
+		if err := s.segment(p, block, rows); err != nil {
+			return err
+		}
+		if len(s.res.list) >= s.c.limit {
+			return nil
+		}
+		// segment moved the iterator; return it to this segment's key.
+		if !s.it.SeekGE(keys.Rows(p, block)) {
+			return s.it.Error()
+		}
+	}
+	return s.it.Error()
+}
+
+func (s *segmentSearch) segment(p uint32, block uint64, rows []index.Row) error {
+	cands, err := s.candidates(p, block, len(rows))
+	if err != nil {
+		return err
+	}
+	for _, i := range cands {
+		r := rows[i]
+		if !s.c.overlaps(r.MinStart, r.MaxStart) {
+			continue
+		}
+		ok := s.c.exact && !r.Split && s.c.within(r.MinStart, r.MaxStart)
+		if !ok {
+			if ok, err = s.verify(p, block, r.TraceID); err != nil {
+				return err
+			}
+		}
+		if ok {
+			s.res.add(r.TraceID, r.MinStart, r.MaxEnd)
+			if len(s.res.list) >= s.c.limit {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// candidates intersects the postings of the query's term groups: the rows,
+// newest first, that may match. Without terms every row is a candidate.
+func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) ([]uint32, error) {
+	var out []uint32
+	for gi, g := range s.c.groups {
+		var union []uint32
+		for _, t := range g {
+			rows, err := s.postings(p, block, t, nrows)
+			if err != nil {
+				return nil, err
+			}
+			union = append(union, rows...)
+		}
+		slices.Sort(union)
+		union = slices.Compact(union)
+		if gi == 0 {
+			out = union
+		} else {
+			out = intersect(out, union)
+		}
+		if len(out) == 0 {
+			return nil, nil
+		}
+	}
+	if len(s.c.groups) == 0 {
+		out = make([]uint32, nrows)
+		for i := range out {
+			out[i] = uint32(i)
+		}
+	}
+	return out, nil
+}
+
+func (s *segmentSearch) postings(p uint32, block uint64, t index.Term, nrows int) ([]uint32, error) {
+	k := keys.Postings(p, block, index.Shard(t))
+	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
+		return nil, s.it.Error()
+	}
+	rows, err := index.Postings(s.it.Value(), t, nrows)
+	if err != nil {
+		return nil, fmt.Errorf("postings of partition %d block %d: %w", p, block, err)
+	}
+	return rows, nil
+}
+
+func intersect(a, b []uint32) []uint32 {
+	var out []uint32
+	for len(a) > 0 && len(b) > 0 {
+		switch {
+		case a[0] < b[0]:
+			a = a[1:]
+		case a[0] > b[0]:
+			b = b[1:]
+		default:
+			out = append(out, a[0])
+			a, b = a[1:], b[1:]
+		}
+	}
+	return out
+}
+
+// verify checks the trace's spans in the segment against the query.
+func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error) {
+	k := keys.Data(p, block, id)
+	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
+		if err := s.it.Error(); err != nil {
+			return false, err
+		}
+		return false, fmt.Errorf("segment of partition %d block %d has no fragment of trace %x", p, block, id)
+	}
+	var err error
+	if s.frags, err = codec.DecodeFragment(s.frags[:0], s.it.Value()); err != nil {
+		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
+	}
+	for _, g := range s.frags {
+		res, err := s.db.dict.lookup(s.db.pdb, keys.KindResource, g.Resource)
+		if err != nil {
+			return false, err
+		}
+		svc, ok := s.services[g.Resource]
+		if !ok {
+			if s.services == nil {
+				s.services = map[dictID][]byte{}
+			}
+			svc = otlpwire.ServiceName(res.Raw)
+			s.services[g.Resource] = svc
+		}
+		for _, raw := range g.Spans {
+			if s.c.matchSpan(svc, res.Raw, raw) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
