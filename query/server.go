@@ -28,6 +28,8 @@ type Reader interface {
 	Services() ([]string, error)
 	// Operations lists the span names and kinds of a service, sorted.
 	Operations(service string) ([]storage.Operation, error)
+	// Find returns the traces that match a query, the most recent first.
+	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 }
 
 // Options configures the query service. The zero value is valid.
@@ -36,6 +38,12 @@ type Options struct {
 	//
 	// The default is 4 MiB, jaeger-query's default gRPC message limit.
 	MaxChunkBytes int
+
+	// MaxSearchDepth caps the number of traces a search returns, whatever
+	// search_depth asks for.
+	//
+	// The default is 1000.
+	MaxSearchDepth int
 }
 
 // EnsureDefaults returns a copy of o (which may be nil) with every zero field
@@ -47,6 +55,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.MaxChunkBytes <= 0 {
 		c.MaxChunkBytes = 4 << 20
+	}
+	if c.MaxSearchDepth <= 0 {
+		c.MaxSearchDepth = 1000
 	}
 	return c
 }
@@ -82,23 +93,29 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 	}
 	ctx := stream.Context()
 	for _, q := range req.GetQuery() {
-		id := storage.TraceID(q.GetTraceId())
-		t, err := s.r.Trace(ctx, id, storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())})
-		if err != nil {
-			if ctx.Err() != nil {
-				return status.FromContextError(ctx.Err()).Err()
-			}
-			return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
-		}
-		if t == nil {
-			continue
-		}
-		c := chunker{limit: s.opts.MaxChunkBytes, emit: func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }}
-		if err := c.trace(t); err != nil {
+		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
+		if err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), tr); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// sendTrace streams one trace as TracesData chunks; an unknown trace sends
+// nothing.
+func (s *service) sendTrace(ctx context.Context, stream grpc.ServerStream, id storage.TraceID, tr storage.TimeRange) error {
+	t, err := s.r.Trace(ctx, id, tr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
+	}
+	if t == nil {
+		return nil
+	}
+	c := chunker{limit: s.opts.MaxChunkBytes, emit: func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }}
+	return c.trace(t)
 }
 
 // GetServices lists the services that sent spans.
@@ -170,8 +187,12 @@ type capabilities struct {
 	jaegerpb.UnimplementedCapabilitiesServer
 }
 
-// GetCapabilities reports what this server answers: trace lookup by ID; no
-// search yet.
+// GetCapabilities reports what searches answer: queries without a service
+// name work, and all of a query's conditions must hold on the same span.
+// Expression filters, pagination and span search are not offered.
 func (capabilities) GetCapabilities(context.Context, *jaegerpb.GetCapabilitiesRequest) (*jaegerpb.GetCapabilitiesResponse, error) {
-	return &jaegerpb.GetCapabilitiesResponse{Search: &jaegerpb.SearchCapabilities{}}, nil
+	return &jaegerpb.GetCapabilitiesResponse{Search: &jaegerpb.SearchCapabilities{
+		WithoutServiceName:  true,
+		SameSpanConjunction: true,
+	}}, nil
 }

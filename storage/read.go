@@ -35,22 +35,24 @@ type Trace struct {
 	Spans  int
 }
 
-// TimeRange narrows a lookup to the partitions that spans starting within it
-// fall in. A zero bound is open.
+// TimeRange narrows a lookup to the hour partitions that spans starting
+// within it fall in, and their neighbours. A zero bound is open.
 type TimeRange struct {
 	Start, End time.Time
 }
 
-// bounds is the range of partitions the time range touches. Lookups in
+// bounds is the range of partitions a lookup reads: those the time range
+// touches and one on each side, since hints (such as those search returns)
+// may cover only part of a trace whose spans straddle an hour. Lookups in
 // memory and on disk apply the same bounds, so an answer does not depend on
 // whether spans have been cut into a block yet.
 func (r TimeRange) bounds() (lo, hi uint32) {
 	lo, hi = 0, ^uint32(0)
 	if !r.Start.IsZero() && r.Start.UnixNano() > 0 {
-		lo = partitionOf(uint64(r.Start.UnixNano()))
+		lo = max(partitionOf(uint64(r.Start.UnixNano())), 1) - 1
 	}
 	if !r.End.IsZero() && r.End.UnixNano() > 0 {
-		hi = partitionOf(uint64(r.End.UnixNano()))
+		hi = min(partitionOf(uint64(r.End.UnixNano())), ^uint32(0)-1) + 1
 	}
 	return lo, hi
 }

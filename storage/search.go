@@ -219,7 +219,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	for _, buf := range []*buffer{db.live, db.frozen} {
 		if buf != nil {
 			minBlock = min(minBlock, buf.block)
-			c.searchBuffer(buf, res)
+			c.searchBuffer(buf, db.NotBefore(), res)
 		}
 	}
 	lo, hi := partitionOf(c.startMin), partitionOf(min(c.startMax, math.MaxUint64-1))
@@ -262,26 +262,40 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 
 // searchBuffer adds the matching traces of a live buffer. Called with DB.mu
 // held; live traces are few enough to check all.
-func (c *compiled) searchBuffer(buf *buffer, res *results) {
+func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
 	buf.traces.Ascend(func(t *liveTrace) bool {
 		for _, g := range c.groups {
 			if !slices.ContainsFunc(g, t.has) {
 				return true
 			}
 		}
-		var (
+		// As on disk, a match is reported with the extent of the trace's
+		// spans in the partitions where it matched.
+		type extent struct {
+			start, end uint64
 			matched    bool
-			start, end uint64 = math.MaxUint64, 0
-		)
+		}
+		var parts map[uint32]*extent
 		for _, s := range t.spans {
-			if s.start < c.startMin {
+			if s.start < notBefore {
 				continue
 			}
-			start, end = min(start, s.start), max(end, s.end)
-			matched = matched || c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
+			if parts == nil {
+				parts = map[uint32]*extent{}
+			}
+			p := partitionOf(s.start)
+			e := parts[p]
+			if e == nil {
+				e = &extent{start: math.MaxUint64}
+				parts[p] = e
+			}
+			e.start, e.end = min(e.start, s.start), max(e.end, s.end)
+			e.matched = e.matched || c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
 		}
-		if matched {
-			res.add(t.id, start, end)
+		for _, e := range parts {
+			if e.matched {
+				res.add(t.id, e.start, e.end)
+			}
 		}
 		return true
 	})

@@ -98,12 +98,13 @@ func scalar(val []byte, scratch *[8]byte) (ValueType, []byte, bool) {
 
 // SpanFacts are the fields of an accepted span that search conditions read.
 type SpanFacts struct {
-	ID    [8]byte
-	Name  []byte
-	Kind  int32
-	Start uint64
-	End   uint64
-	Error bool // status code is STATUS_CODE_ERROR
+	ID     [8]byte
+	Parent []byte // empty for a root span
+	Name   []byte
+	Kind   int32
+	Start  uint64
+	End    uint64
+	Error  bool // status code is STATUS_CODE_ERROR
 }
 
 // Facts reads the searchable fields of an encoded span that Parse accepted.
@@ -120,6 +121,8 @@ func Facts(raw []byte) SpanFacts {
 			if id, _ := protowire.ConsumeBytes(v); len(id) == 8 {
 				f.ID = [8]byte(id)
 			}
+		case num == spanParentID && typ == protowire.BytesType:
+			f.Parent, _ = protowire.ConsumeBytes(v)
 		case num == spanName && typ == protowire.BytesType:
 			f.Name, _ = protowire.ConsumeBytes(v)
 		case num == spanKind && typ == protowire.VarintType:

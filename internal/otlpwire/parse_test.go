@@ -126,9 +126,10 @@ func TestServiceName(t *testing.T) {
 func TestFacts(t *testing.T) {
 	sp := span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8})
 	sp.Kind = tracepb.Span_SPAN_KIND_CONSUMER
+	sp.ParentSpanId = []byte{9, 9, 9, 9, 9, 9, 9, 9}
 	sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 	f := Facts(marshal(t, sp))
-	want := SpanFacts{ID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, Name: []byte("op"), Kind: 5, Start: 5, End: 9, Error: true}
+	want := SpanFacts{ID: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}, Parent: []byte{9, 9, 9, 9, 9, 9, 9, 9}, Name: []byte("op"), Kind: 5, Start: 5, End: 9, Error: true}
 	if fmt.Sprint(f) != fmt.Sprint(want) {
 		t.Fatalf("Facts = %+v, want %+v", f, want)
 	}
