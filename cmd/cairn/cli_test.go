@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -238,5 +239,72 @@ func TestServicesAndOperationsCommands(t *testing.T) {
 	}
 	if err := run([]string{"operations", "--addr", s.queryAddr.String()}, &out, &errOut); err == nil {
 		t.Fatal("operations without a service was accepted")
+	}
+}
+
+func TestSearchCommand(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	exportRequest(t, s.otlpAddr.String(), sampleTrace())
+	addr := s.queryAddr.String()
+	run1 := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if err := run(append([]string{"search"}, args...), &out, &errOut); err != nil {
+			t.Fatalf("search %v: %v: %s", args, err, errOut.String())
+		}
+		return out.String()
+	}
+
+	table := run1("--service", "payment", "--addr", addr)
+	for _, want := range []string{"START", "TRACE ID", "4bf92f3577b34da6a3ce929d0e0e4736", "frontend: GET /checkout", "200.000 ms", "2023-11-14 22:13:20.000"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+
+	var got []searchResult
+	if err := json.Unmarshal([]byte(run1("--errors", "--format", "json", "--addr", addr)), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []searchResult{{TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Start: "2023-11-14T22:13:20Z", DurationMS: 200,
+		RootService: "frontend", RootOperation: "GET /checkout", Spans: 5, Errors: 1}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("json %+v, want %+v", got, want)
+	}
+
+	// No span is that slow, none is that recent; an operation needs a service.
+	if out := run1("--min-duration", "1s", "--format", "json", "--addr", addr); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("--min-duration 1s found %s", out)
+	}
+	if out := run1("--since", "1h", "--format", "json", "--addr", addr); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("--since 1h found %s", out)
+	}
+	var out, errOut bytes.Buffer
+	if err := run([]string{"search", "--operation", "Charge", "--addr", addr}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "needs service_name") {
+		t.Fatalf("operation without service: %v", err)
+	}
+}
+
+func TestAttrFlagTyping(t *testing.T) {
+	for in, want := range map[string]string{
+		`code=200`:   "int_value:200",
+		`code="200"`: `string_value:"200"`,
+		`ratio=0.5`:  "double_value:0.5",
+		`retry=true`: "bool_value:true",
+		`path=/a/b`:  `string_value:"/a/b"`,
+		`name=True`:  `string_value:"True"`,
+	} {
+		var a attrFlags
+		if err := a.Set(in); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.ReplaceAll(a[0].Value.String(), "  ", " "); got != want {
+			t.Errorf("%s typed as %s, want %s", in, got, want)
+		}
+	}
+	var a attrFlags
+	if err := a.Set("novalue"); err == nil {
+		t.Error("an attribute without = was accepted")
 	}
 }

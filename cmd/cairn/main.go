@@ -16,6 +16,7 @@ const usage = `cairn — an embedded distributed-tracing store
 Usage:
   cairn serve [flags]                  ingest OTLP/gRPC and serve queries
   cairn trace TRACE_ID_HEX [flags]     print a trace
+  cairn search [flags]                 find traces by service, operation, attributes, duration, time
   cairn services [flags]               list the services that sent spans
   cairn operations SERVICE [flags]     list a service's operations and span kinds
 
@@ -41,6 +42,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return serveCmd(args[1:], stderr)
 	case "trace":
 		return traceCmd(args[1:], stdout, stderr)
+	case "search":
+		return searchCmd(args[1:], stdout, stderr)
 	case "services":
 		return servicesCmd(args[1:], stdout, stderr)
 	case "operations":

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/query/jaegerpb"
+)
+
+// attrFlags collects repeated --attr key=value conditions.
+type attrFlags []*jaegerpb.KeyValue
+
+func (a *attrFlags) String() string { return "" }
+
+// Set parses key=value. The value is an int, a double or a bool if it reads
+// as one, and a string otherwise; a value in double quotes is always a
+// string.
+func (a *attrFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("attribute %q is not key=value", s)
+	}
+	*a = append(*a, &jaegerpb.KeyValue{Key: k, Value: typedValue(v)})
+	return nil
+}
+
+func typedValue(v string) *jaegerpb.AnyValue {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v[1 : len(v)-1]}}
+	}
+	if i, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_IntValue{IntValue: i}}
+	}
+	if f, err := strconv.ParseFloat(v, 64); err == nil {
+		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_DoubleValue{DoubleValue: f}}
+	}
+	if b, err := strconv.ParseBool(v); err == nil && (v == "true" || v == "false") {
+		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BoolValue{BoolValue: b}}
+	}
+	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
+}
+
+// searchResult is one line of `cairn search --format json`.
+type searchResult struct {
+	TraceID       string  `json:"trace_id"`
+	Start         string  `json:"start"`
+	DurationMS    float64 `json:"duration_ms"`
+	RootService   string  `json:"root_service"`
+	RootOperation string  `json:"root_operation"`
+	Spans         int32   `json:"spans"`
+	Errors        int32   `json:"errors"`
+}
+
+func searchCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("search", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	qf := addQueryFlags(fs)
+	service := fs.String("service", "", "spans of this service")
+	operation := fs.String("operation", "", "spans with this name (needs --service)")
+	var attrs attrFlags
+	fs.Var(&attrs, "attr", `key=value that must hold on the same span, repeatable; "value" in quotes is a string, otherwise ints, doubles and true/false are typed`)
+	minDur := fs.Duration("min-duration", 0, "spans lasting at least this long")
+	maxDur := fs.Duration("max-duration", 0, "spans lasting at most this long")
+	errorsOnly := fs.Bool("errors", false, "spans with an error status")
+	since := fs.Duration("since", 0, "spans that started within this long before now")
+	start := fs.String("start", "", "spans that started at or after this RFC 3339 time")
+	end := fs.String("end", "", "spans that started at or before this RFC 3339 time")
+	limit := fs.Int("limit", 20, "most traces to list, the most recent first")
+	format := fs.String("format", "table", "output format: table or json")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("search takes no arguments, got %q", pos)
+	}
+	if *format != "table" && *format != "json" {
+		return fmt.Errorf("unknown format %q: want table or json", *format)
+	}
+	q := &jaegerpb.TraceQueryParameters{ServiceName: *service, OperationName: *operation, Attributes: attrs, SearchDepth: int32(*limit)}
+	if *errorsOnly {
+		q.Attributes = append(q.Attributes, &jaegerpb.KeyValue{Key: "error", Value: &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BoolValue{BoolValue: true}}})
+	}
+	if *minDur > 0 {
+		q.DurationMin = durationpb.New(*minDur)
+	}
+	if *maxDur > 0 {
+		q.DurationMax = durationpb.New(*maxDur)
+	}
+	switch {
+	case *since > 0 && (*start != "" || *end != ""):
+		return errors.New("give --since or --start/--end, not both")
+	case *since > 0:
+		now := time.Now()
+		q.StartTimeMin, q.StartTimeMax = timestamppb.New(now.Add(-*since)), timestamppb.New(now)
+	default:
+		for _, b := range []struct {
+			s   string
+			dst **timestamppb.Timestamp
+		}{{*start, &q.StartTimeMin}, {*end, &q.StartTimeMax}} {
+			if b.s == "" {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, b.s)
+			if err != nil {
+				return fmt.Errorf("time %q is not RFC 3339", b.s)
+			}
+			*b.dst = timestamppb.New(t)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
+	defer cancel()
+	conn, err := dialQuery(*qf.addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := jaegerpb.NewTraceReaderClient(conn).FindTraceSummaries(ctx, &jaegerpb.FindTraceSummariesRequest{Query: q})
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	var results []searchResult
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		for _, s := range resp.Summaries {
+			dur := 0.0
+			if s.MaxEndTimeUnixNano > s.MinStartTimeUnixNano {
+				dur = float64(s.MaxEndTimeUnixNano-s.MinStartTimeUnixNano) / 1e6
+			}
+			results = append(results, searchResult{
+				TraceID:       hex.EncodeToString(s.TraceId),
+				Start:         time.Unix(0, int64(s.MinStartTimeUnixNano)).UTC().Format(time.RFC3339Nano),
+				DurationMS:    dur,
+				RootService:   s.RootServiceName,
+				RootOperation: s.RootOperationName,
+				Spans:         s.SpanCount,
+				Errors:        s.ErrorSpanCount,
+			})
+		}
+	}
+	if *format == "json" {
+		if results == nil {
+			results = []searchResult{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(results)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "START\tTRACE ID\tROOT\tDURATION\tSPANS\tERRORS")
+	for _, r := range results {
+		start, _ := time.Parse(time.RFC3339Nano, r.Start)
+		root := r.RootService + ": " + r.RootOperation
+		if r.RootService == "" && r.RootOperation == "" {
+			root = "(no root span)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s ms\t%d\t%d\n", start.Format("2006-01-02 15:04:05.000"), r.TraceID, truncate(root, 60),
+			strconv.FormatFloat(r.DurationMS, 'f', 3, 64), r.Spans, r.Errors)
+	}
+	return tw.Flush()
+}
