@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
@@ -106,7 +107,7 @@ func operationsFor(svc string) []operation {
 		for i, r := range routes {
 			route, method := r, methods[i%len(methods)]
 			ops = append(ops, operation{
-				name: method + " " + route[:len(route)-3] + "{id}",
+				name: method + " " + strings.Replace(route, "%d", "{id}", 1),
 				kind: tracepb.Span_SPAN_KIND_SERVER,
 				attrs: func(rng *rand.Rand) []*commonpb.KeyValue {
 					status := int64(200)
@@ -117,7 +118,7 @@ func operationsFor(svc string) []operation {
 						str("http.request.method", method),
 						str("url.path", fmt.Sprintf(route, rng.IntN(100000))),
 						str("url.scheme", "https"),
-						str("http.route", route[:len(route)-3]+"{id}"),
+						str("http.route", strings.Replace(route, "%d", "{id}", 1)),
 						integer("http.response.status_code", status),
 						str("user_agent.original", userAgents[rng.IntN(len(userAgents))]),
 						str("client.address", fmt.Sprintf("10.%d.%d.%d", rng.IntN(256), rng.IntN(256), rng.IntN(256))),

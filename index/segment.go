@@ -111,52 +111,92 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	return rows, shards
 }
 
-// appendShard encodes the postings of sorted terms:
+// appendShard encodes the postings of sorted terms: a directory, so that a
+// lookup skips other terms without decoding them, then the row lists.
 //
-//	version=1 | uvarint nterms | nterms × ( term:u64le | uvarint count | count × uvarint row delta )
+//	version=1 | uvarint nterms | nterms × ( term:u64le | uvarint count | uvarint nbytes )
+//	          | nterms × ( count × uvarint row delta )   (nbytes bytes each)
 func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
+	var lists []byte
 	dst = append(dst, segmentV1)
 	dst = binary.AppendUvarint(dst, uint64(len(terms)))
 	for _, t := range terms {
 		rows := postings[t]
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
-		dst = binary.AppendUvarint(dst, uint64(len(rows)))
+		n := len(lists)
 		prev := uint32(0)
 		for _, r := range rows {
-			dst = binary.AppendUvarint(dst, uint64(r-prev))
+			lists = binary.AppendUvarint(lists, uint64(r-prev))
 			prev = r
 		}
+		dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
+		dst = binary.AppendUvarint(dst, uint64(len(rows)))
+		dst = binary.AppendUvarint(dst, uint64(len(lists)-n))
 	}
-	return dst
+	return append(dst, lists...)
 }
 
-// DecodeRows decodes a rows record.
-func DecodeRows(b []byte) ([]Row, error) {
-	r := reader{b: b}
-	if v := r.byte(); v != segmentV1 {
-		return nil, r.fail(fmt.Sprintf("rows record version %d", v))
+// RowReader decodes a rows record row by row, as far as a search needs.
+type RowReader struct {
+	r      reader
+	n      int
+	newest uint64
+	rows   []Row
+}
+
+// NewRowReader reads a rows record's header.
+func NewRowReader(b []byte) (*RowReader, error) {
+	rr := &RowReader{r: reader{b: b}}
+	if v := rr.r.byte(); v != segmentV1 {
+		return nil, rr.r.fail(fmt.Sprintf("rows record version %d", v))
 	}
-	n := r.count(21)
-	newest := r.uvarint()
-	rows := make([]Row, 0, n)
-	for range n {
+	rr.n = rr.r.count(21)
+	rr.newest = rr.r.uvarint()
+	return rr, rr.r.err
+}
+
+// Len is the number of rows.
+func (rr *RowReader) Len() int { return rr.n }
+
+// Row decodes rows up to i and returns row i.
+func (rr *RowReader) Row(i int) (Row, error) {
+	if i >= rr.n {
+		return Row{}, fmt.Errorf("%w: row %d of %d", ErrCorrupt, i, rr.n)
+	}
+	for len(rr.rows) <= i && rr.r.err == nil {
 		var row Row
-		copy(row.TraceID[:], r.bytes(16))
-		row.MinStart = newest - r.uvarint()
-		row.MaxStart = row.MinStart + r.uvarint()
-		row.MaxEnd = row.MinStart + uint64(r.varint())
-		row.Spans = uint32(r.uvarint())
-		row.Errors = uint32(r.uvarint())
-		switch r.byte() {
+		copy(row.TraceID[:], rr.r.bytes(16))
+		row.MinStart = rr.newest - rr.r.uvarint()
+		row.MaxStart = row.MinStart + rr.r.uvarint()
+		row.MaxEnd = row.MinStart + uint64(rr.r.varint())
+		row.Spans = uint32(rr.r.uvarint())
+		row.Errors = uint32(rr.r.uvarint())
+		switch rr.r.byte() {
 		case 0:
 		case 1:
 			row.Split = true
 		default:
-			return nil, r.fail("row flags")
+			rr.r.fail("row flags")
 		}
-		rows = append(rows, row)
+		rr.rows = append(rr.rows, row)
 	}
-	return rows, r.done("rows record")
+	if rr.r.err != nil {
+		return Row{}, rr.r.err
+	}
+	return rr.rows[i], nil
+}
+
+// DecodeRows decodes a whole rows record.
+func DecodeRows(b []byte) ([]Row, error) {
+	rr, err := NewRowReader(b)
+	if err != nil {
+		return nil, err
+	}
+	if rr.n > 0 {
+		if _, err := rr.Row(rr.n - 1); err != nil {
+			return nil, err
+		}
+	}
+	return rr.rows, rr.r.done("rows record")
 }
 
 // Postings returns the rows of a term, ascending (newest first), from the
@@ -166,28 +206,42 @@ func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 	if v := r.byte(); v != segmentV1 {
 		return nil, r.fail(fmt.Sprintf("postings version %d", v))
 	}
-	nterms := r.count(9) // a term and an empty count
+	nterms := r.count(10) // a term, a count and a length
+	var (
+		offset    uint64
+		found     bool
+		count, nb uint64
+	)
 	for range nterms {
 		term := Term(binary.LittleEndian.Uint64(r.bytes(8)))
-		n := r.count(1)
-		if term != t {
-			for range n {
-				r.uvarint()
-			}
-			continue
+		c, n := r.uvarint(), r.uvarint()
+		if term == t && !found {
+			found, count, nb = true, c, n
 		}
-		rows := make([]uint32, 0, n)
-		row := uint64(0)
-		for range n {
-			row += r.uvarint()
-			if row >= uint64(nrows) {
-				return nil, r.fail("posting past the last row")
-			}
-			rows = append(rows, uint32(row))
+		if !found {
+			offset += n
 		}
-		return rows, r.err
 	}
-	return nil, r.err
+	if r.err != nil || !found {
+		return nil, r.err
+	}
+	if offset+nb > uint64(len(r.b)) || count > nb {
+		return nil, r.fail("postings past the end of the shard")
+	}
+	r.b = r.b[offset : offset+nb]
+	rows := make([]uint32, 0, count)
+	row := uint64(0)
+	for range count {
+		row += r.uvarint()
+		if row >= uint64(nrows) {
+			return nil, r.fail("posting past the last row")
+		}
+		rows = append(rows, uint32(row))
+	}
+	if r.err == nil && len(r.b) > 0 {
+		return nil, r.fail("postings longer than their count")
+	}
+	return rows, r.err
 }
 
 type reader struct {

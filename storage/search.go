@@ -260,9 +260,19 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	return res.list, nil
 }
 
-// searchBuffer adds the matching traces of a live buffer. Called with DB.mu
-// held; live traces are few enough to check all.
+// liveCandidate is a live trace's spans in one partition, which the index
+// terms did not rule out.
+type liveCandidate struct {
+	t                    *liveTrace
+	p                    uint32
+	start, maxStart, end uint64
+	single               bool // the trace's spans all fall in this partition
+}
+
+// searchBuffer adds the matching traces of a live buffer, newest first, until
+// the limit. Called with DB.mu held.
 func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
+	var cands []liveCandidate
 	buf.traces.Ascend(func(t *liveTrace) bool {
 		for _, g := range c.groups {
 			if !slices.ContainsFunc(g, t.has) {
@@ -270,35 +280,48 @@ func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
 			}
 		}
 		// As on disk, a match is reported with the extent of the trace's
-		// spans in the partitions where it matched.
-		type extent struct {
-			start, end uint64
-			matched    bool
-		}
-		var parts map[uint32]*extent
+		// spans in the partition where it matched.
+		first := len(cands)
 		for _, s := range t.spans {
 			if s.start < notBefore {
 				continue
 			}
-			if parts == nil {
-				parts = map[uint32]*extent{}
-			}
 			p := partitionOf(s.start)
-			e := parts[p]
-			if e == nil {
-				e = &extent{start: math.MaxUint64}
-				parts[p] = e
+			k := first
+			for k < len(cands) && cands[k].p != p {
+				k++
 			}
-			e.start, e.end = min(e.start, s.start), max(e.end, s.end)
-			e.matched = e.matched || c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
+			if k == len(cands) {
+				cands = append(cands, liveCandidate{t: t, p: p, start: math.MaxUint64})
+			}
+			cd := &cands[k]
+			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
 		}
-		for _, e := range parts {
-			if e.matched {
-				res.add(t.id, e.start, e.end)
-			}
+		for k := first; k < len(cands); k++ {
+			cands[k].single = len(cands)-first == 1
 		}
 		return true
 	})
+	slices.SortFunc(cands, func(a, b liveCandidate) int { return cmp.Compare(b.start, a.start) })
+	for _, cd := range cands {
+		if len(res.list) >= c.limit {
+			return
+		}
+		if !c.overlaps(cd.start, cd.maxStart) {
+			continue
+		}
+		// Within one partition and the time window, terms that decide alone
+		// need no look at the spans, as for a segment row.
+		matched := c.exact && cd.single && c.within(cd.start, cd.maxStart)
+		for i := 0; !matched && i < len(cd.t.spans); i++ {
+			if s := cd.t.spans[i]; s.start >= notBefore && partitionOf(s.start) == cd.p {
+				matched = c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
+			}
+		}
+		if matched {
+			res.add(cd.t.id, cd.start, cd.end)
+		}
+	}
 }
 
 // segmentSearch searches the segments of partitions on disk.
@@ -325,11 +348,7 @@ func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64
 		if err != nil {
 			return err
 		}
-		rows, err := index.DecodeRows(s.it.Value())
-		if err != nil {
-			return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
-		}
-		if err := s.segment(p, block, rows); err != nil {
+		if err := s.segment(p, block); err != nil {
 			return err
 		}
 		if len(s.res.list) >= s.c.limit {
@@ -343,13 +362,31 @@ func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64
 	return s.it.Error()
 }
 
-func (s *segmentSearch) segment(p uint32, block uint64, rows []index.Row) error {
-	cands, err := s.candidates(p, block, len(rows))
+// segment searches one segment; the iterator is at its rows key. Postings
+// come first, so that a segment without candidates costs a few seeks, and
+// rows are decoded only as far as the candidates examined.
+func (s *segmentSearch) segment(p uint32, block uint64) error {
+	rr, err := index.NewRowReader(s.it.Value())
 	if err != nil {
+		return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
+	}
+	cands, err := s.candidates(p, block, rr.Len())
+	if err != nil || len(cands) == 0 {
+		return err
+	}
+	k := keys.Rows(p, block)
+	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
+		return fmt.Errorf("rows of partition %d block %d vanished: %w", p, block, s.it.Error())
+	}
+	// verify moves the iterator, so the rows are read from a copy.
+	if rr, err = index.NewRowReader(bytes.Clone(s.it.Value())); err != nil {
 		return err
 	}
 	for _, i := range cands {
-		r := rows[i]
+		r, err := rr.Row(int(i))
+		if err != nil {
+			return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
+		}
 		if !s.c.overlaps(r.MinStart, r.MaxStart) {
 			continue
 		}

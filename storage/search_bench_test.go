@@ -1,0 +1,89 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"cairn/bench"
+	"cairn/internal/otlpwire"
+)
+
+// benchStore fills a store with n spans of the bench workload, started over
+// the last 50 minutes, and leaves the last requests in the live buffer as a
+// running server would.
+func benchStore(b *testing.B, n int) *DB {
+	b.Helper()
+	db, err := Open(b.TempDir(), &Options{Logger: nil})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	const batch = 1024
+	rate := float64(n) / 29 / (50 * 60) // ~29 spans per trace over 50 minutes
+	gen := bench.NewGenerator(bench.Config{BatchSpans: batch, Start: time.Now().Add(-50 * time.Minute), TracesPerSecond: rate, LargeTraceEvery: 5000})
+	for written := 0; written < n; written += batch {
+		r := gen.Next()
+		var bt otlpwire.Batch
+		if err := otlpwire.Parse(r.Bytes, &bt, db.NotBefore()); err != nil {
+			b.Fatal(err)
+		}
+		if err := db.Write(context.Background(), r.Bytes, &bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return db
+}
+
+func intAttr(key string, v int64) Attribute {
+	return Attribute{Key: key, Type: otlpwire.IntValue, Value: binary.BigEndian.AppendUint64(nil, uint64(v))}
+}
+
+func strAttr(key, v string) Attribute {
+	return Attribute{Key: key, Type: otlpwire.StringValue, Value: []byte(v)}
+}
+
+// BenchmarkFind runs each query shape, limit 20, over the last hour, on
+// stores of growing size, and reports the latency percentiles.
+func BenchmarkFind(b *testing.B) {
+	shapes := []struct {
+		name string
+		q    Query
+	}{
+		{"service", Query{Service: "checkout"}},
+		{"service+operation", Query{Service: "frontend", Operation: "GET /api/cart/{id}"}},
+		{"service+attribute", Query{Service: "frontend", Attributes: []Attribute{intAttr("http.response.status_code", 404)}}},
+		{"service+min-duration", Query{Service: "payment", DurationMin: 20 * time.Millisecond}},
+		{"attribute", Query{Attributes: []Attribute{strAttr("db.system", "postgresql")}}},
+		{"errors", Query{Attributes: []Attribute{{Key: "error", Type: otlpwire.BoolValue, Value: []byte{1}}}}},
+		{"rare-attribute", Query{Service: "frontend", Attributes: []Attribute{strAttr("enduser.id", "user-4242")}}},
+		{"absent-operation", Query{Service: "frontend", Operation: "DELETE /nothing"}},
+	}
+	for _, n := range []int{1_000_000, 5_000_000} {
+		b.Run(fmt.Sprintf("spans=%d", n), func(b *testing.B) {
+			db := benchStore(b, n)
+			for _, s := range shapes {
+				b.Run("shape="+s.name, func(b *testing.B) {
+					q := s.q
+					q.Limit = 20
+					q.StartMin, q.StartMax = time.Now().Add(-time.Hour), time.Now()
+					var lat []time.Duration
+					b.ReportAllocs()
+					for b.Loop() {
+						t0 := time.Now()
+						if _, err := db.Find(context.Background(), q); err != nil {
+							b.Fatal(err)
+						}
+						lat = append(lat, time.Since(t0))
+					}
+					slices.Sort(lat)
+					b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+				})
+			}
+		})
+	}
+}
