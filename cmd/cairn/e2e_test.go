@@ -303,3 +303,31 @@ func TestEveryFieldRoundTrip(t *testing.T) {
 }
 
 const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+// TestVisibleOnAcknowledgement checks that a span can be read and searched
+// as soon as its export is acknowledged, before any cut.
+func TestVisibleOnAcknowledgement(t *testing.T) {
+	s, err := startServer(serverConfig{
+		dataDir: t.TempDir(), otlpAddr: "127.0.0.1:0", queryAddr: "127.0.0.1:0", maxRequest: 64 << 20,
+		flushInterval: time.Hour, retention: 100 * 365 * 24 * time.Hour,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.shutdown()
+	req := everyField()
+	if _, err := collectorpb.NewTraceServiceClient(grpctest.Dial(t, s.otlpAddr.String())).Export(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	conn := grpctest.Dial(t, s.queryAddr.String())
+	if got := getTraces(t, conn, []string{"deadbeef0102030405060708090a0b0c"}); got.Spans() != 4 {
+		t.Fatalf("GetTraces right after the acknowledgement: %d spans, want 4", got.Spans())
+	}
+	resp, err := jaegerpb.NewTraceReaderClient(conn).FindTraceIDs(context.Background(), &jaegerpb.FindTraceIDsRequest{
+		Query: &jaegerpb.TraceQueryParameters{Attributes: []*jaegerpb.KeyValue{{Key: "str", Value: &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: "héllo"}}}}},
+	})
+	if err != nil || len(resp.TraceIds) != 1 {
+		t.Fatalf("search right after the acknowledgement: %v, %v", resp, err)
+	}
+}
