@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+
+	"cairn/internal/binread"
 )
 
 // A segment is the spans of one block that fall in one partition. Its search
@@ -137,7 +139,7 @@ func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 
 // RowReader decodes a rows record row by row, as far as a search needs.
 type RowReader struct {
-	r      reader
+	r      *binread.Reader
 	n      int
 	newest uint64
 	rows   []Row
@@ -145,13 +147,13 @@ type RowReader struct {
 
 // NewRowReader reads a rows record's header.
 func NewRowReader(b []byte) (*RowReader, error) {
-	rr := &RowReader{r: reader{b: b}}
-	if v := rr.r.byte(); v != segmentV1 {
-		return nil, rr.r.fail(fmt.Sprintf("rows record version %d", v))
+	rr := &RowReader{r: binread.New(b, ErrCorrupt)}
+	if v := rr.r.Byte(); v != segmentV1 {
+		return nil, rr.r.Fail(fmt.Sprintf("rows record version %d", v))
 	}
-	rr.n = rr.r.count(21)
-	rr.newest = rr.r.uvarint()
-	return rr, rr.r.err
+	rr.n = rr.r.Count(21)
+	rr.newest = rr.r.Uvarint()
+	return rr, rr.r.Err
 }
 
 // Len is the number of rows.
@@ -162,25 +164,25 @@ func (rr *RowReader) Row(i int) (Row, error) {
 	if i >= rr.n {
 		return Row{}, fmt.Errorf("%w: row %d of %d", ErrCorrupt, i, rr.n)
 	}
-	for len(rr.rows) <= i && rr.r.err == nil {
+	for len(rr.rows) <= i && rr.r.Err == nil {
 		var row Row
-		copy(row.TraceID[:], rr.r.bytes(16))
-		row.MinStart = rr.newest - rr.r.uvarint()
-		row.MaxStart = row.MinStart + rr.r.uvarint()
-		row.MaxEnd = row.MinStart + uint64(rr.r.varint())
-		row.Spans = uint32(rr.r.uvarint())
-		row.Errors = uint32(rr.r.uvarint())
-		switch rr.r.byte() {
+		copy(row.TraceID[:], rr.r.Bytes(16))
+		row.MinStart = rr.newest - rr.r.Uvarint()
+		row.MaxStart = row.MinStart + rr.r.Uvarint()
+		row.MaxEnd = row.MinStart + uint64(rr.r.Varint())
+		row.Spans = uint32(rr.r.Uvarint())
+		row.Errors = uint32(rr.r.Uvarint())
+		switch rr.r.Byte() {
 		case 0:
 		case 1:
 			row.Split = true
 		default:
-			rr.r.fail("row flags")
+			rr.r.Fail("row flags")
 		}
 		rr.rows = append(rr.rows, row)
 	}
-	if rr.r.err != nil {
-		return Row{}, rr.r.err
+	if rr.r.Err != nil {
+		return Row{}, rr.r.Err
 	}
 	return rr.rows[i], nil
 }
@@ -196,25 +198,25 @@ func DecodeRows(b []byte) ([]Row, error) {
 			return nil, err
 		}
 	}
-	return rr.rows, rr.r.done("rows record")
+	return rr.rows, rr.r.Done("rows record")
 }
 
 // Postings returns the rows of a term, ascending (newest first), from the
 // shard that holds it. A term that is absent has no rows.
 func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
-	r := reader{b: shard}
-	if v := r.byte(); v != segmentV1 {
-		return nil, r.fail(fmt.Sprintf("postings version %d", v))
+	r := binread.New(shard, ErrCorrupt)
+	if v := r.Byte(); v != segmentV1 {
+		return nil, r.Fail(fmt.Sprintf("postings version %d", v))
 	}
-	nterms := r.count(10) // a term, a count and a length
+	nterms := r.Count(10) // a term, a count and a length
 	var (
 		offset    uint64
 		found     bool
 		count, nb uint64
 	)
 	for range nterms {
-		term := Term(binary.LittleEndian.Uint64(r.bytes(8)))
-		c, n := r.uvarint(), r.uvarint()
+		term := Term(binary.LittleEndian.Uint64(r.Bytes(8)))
+		c, n := r.Uvarint(), r.Uvarint()
 		if term == t && !found {
 			found, count, nb = true, c, n
 		}
@@ -222,96 +224,24 @@ func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 			offset += n
 		}
 	}
-	if r.err != nil || !found {
-		return nil, r.err
+	if r.Err != nil || !found {
+		return nil, r.Err
 	}
-	if offset+nb > uint64(len(r.b)) || count > nb {
-		return nil, r.fail("postings past the end of the shard")
+	if offset+nb > uint64(len(r.B)) || count > nb {
+		return nil, r.Fail("postings past the end of the shard")
 	}
-	r.b = r.b[offset : offset+nb]
+	r.B = r.B[offset : offset+nb]
 	rows := make([]uint32, 0, count)
 	row := uint64(0)
 	for range count {
-		row += r.uvarint()
+		row += r.Uvarint()
 		if row >= uint64(nrows) {
-			return nil, r.fail("posting past the last row")
+			return nil, r.Fail("posting past the last row")
 		}
 		rows = append(rows, uint32(row))
 	}
-	if r.err == nil && len(r.b) > 0 {
-		return nil, r.fail("postings longer than their count")
+	if r.Err == nil && len(r.B) > 0 {
+		return nil, r.Fail("postings longer than their count")
 	}
-	return rows, r.err
-}
-
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail(what string) error {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: %s", ErrCorrupt, what)
-	}
-	r.b = nil
-	return r.err
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) < 1 {
-		r.fail("truncated")
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("truncated varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.fail("truncated varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) bytes(n int) []byte {
-	if len(r.b) < n {
-		r.fail("truncated")
-		return make([]byte, n)
-	}
-	v := r.b[:n]
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads a count of elements of at least min bytes each, bounded by the
-// bytes left so that corrupt input cannot make a decoder allocate more than
-// its size.
-func (r *reader) count(min int) int {
-	v := r.uvarint()
-	if v > uint64(len(r.b)/min) {
-		r.fail("count larger than the record")
-		return 0
-	}
-	return int(v)
-}
-
-func (r *reader) done(what string) error {
-	if r.err == nil && len(r.b) > 0 {
-		return fmt.Errorf("%w: %d trailing bytes in %s", ErrCorrupt, len(r.b), what)
-	}
-	return r.err
+	return rows, r.Err
 }

@@ -3,7 +3,8 @@ package index
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
+
+	"cairn/internal/binread"
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -36,20 +37,7 @@ func (s TraceSummary) Append(dst []byte) []byte {
 
 // DecodeTraceSummary decodes a summary.
 func DecodeTraceSummary(b []byte) (TraceSummary, error) {
-	var (
-		s   TraceSummary
-		err error
-	)
-	for _, f := range []*uint64{&s.Spans, &s.MinStart, &s.MaxEnd} {
-		v, n := binary.Uvarint(b)
-		if n <= 0 {
-			err = fmt.Errorf("%w: truncated trace summary", ErrCorrupt)
-			break
-		}
-		*f, b = v, b[n:]
-	}
-	if err == nil && len(b) > 0 {
-		err = fmt.Errorf("%w: %d trailing bytes in trace summary", ErrCorrupt, len(b))
-	}
-	return s, err
+	r := binread.New(b, ErrCorrupt)
+	s := TraceSummary{Spans: r.Uvarint(), MinStart: r.Uvarint(), MaxEnd: r.Uvarint()}
+	return s, r.Done("trace summary")
 }

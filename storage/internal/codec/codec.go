@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"cairn/internal/binread"
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -43,32 +45,32 @@ func AppendFragment(dst []byte, groups []Group) []byte {
 // DecodeFragment decodes a fragment and appends its groups to dst. The spans
 // alias src.
 func DecodeFragment(dst []Group, src []byte) ([]Group, error) {
-	r := reader{b: src}
-	if v := r.byte(); v != fragmentV1 {
-		if r.err != nil {
+	r := binread.New(src, ErrCorrupt)
+	if v := r.Byte(); v != fragmentV1 {
+		if r.Err != nil {
 			return dst, fmt.Errorf("%w: empty fragment", ErrCorrupt)
 		}
 		return dst, fmt.Errorf("%w: fragment version %d", ErrCorrupt, v)
 	}
-	n := r.count(33)
+	n := r.Count(33)
 	for range n {
 		var g Group
-		copy(g.Resource[:], r.bytes(16))
-		copy(g.Scope[:], r.bytes(16))
-		ns := r.count(1)
+		copy(g.Resource[:], r.Bytes(16))
+		copy(g.Scope[:], r.Bytes(16))
+		ns := r.Count(1)
 		g.Spans = make([][]byte, 0, ns)
 		for range ns {
-			g.Spans = append(g.Spans, r.bytes(r.count(1)))
+			g.Spans = append(g.Spans, r.Bytes(r.Count(1)))
 		}
-		if r.err != nil {
+		if r.Err != nil {
 			break
 		}
 		dst = append(dst, g)
 	}
-	if r.err == nil && len(r.b) > 0 {
-		r.err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(r.b))
+	if r.Err == nil && len(r.B) > 0 {
+		r.Err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(r.B))
 	}
-	return dst, r.err
+	return dst, r.Err
 }
 
 // BlockRecord describes one cut, the value of a block key. Recovery reads the
@@ -88,9 +90,9 @@ func AppendBlockRecord(dst []byte, b BlockRecord) []byte {
 
 // DecodeBlockRecord decodes a block record.
 func DecodeBlockRecord(src []byte) (BlockRecord, error) {
-	r := reader{b: src}
-	b := BlockRecord{WALSegment: r.uvarint(), Spans: r.uvarint(), Created: r.uvarint()}
-	return b, r.done("block record")
+	r := binread.New(src, ErrCorrupt)
+	b := BlockRecord{WALSegment: r.Uvarint(), Spans: r.Uvarint(), Created: r.Uvarint()}
+	return b, r.Done("block record")
 }
 
 // Dict is a resource or a scope with its schema URL, the value of a dictionary
@@ -116,80 +118,16 @@ func AppendDict(dst []byte, d Dict) []byte {
 
 // DecodeDict decodes a dictionary record. Its slices alias src.
 func DecodeDict(src []byte) (Dict, error) {
-	r := reader{b: src}
+	r := binread.New(src, ErrCorrupt)
 	var d Dict
-	if n := r.uvarint(); n > 0 {
-		if n-1 > uint64(len(r.b)) {
-			r.fail("dictionary record")
+	if n := r.Uvarint(); n > 0 {
+		if n-1 > uint64(len(r.B)) {
+			r.Fail("dictionary record")
 		} else {
-			d.Raw = r.bytes(int(n - 1))
+			d.Raw = r.Bytes(int(n - 1))
 		}
 	}
-	d.SchemaURL = r.b
-	r.b = nil
-	return d, r.done("dictionary record")
-}
-
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail(what string) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: truncated %s", ErrCorrupt, what)
-	}
-	r.b = nil
-}
-
-func (r *reader) byte() byte {
-	if len(r.b) < 1 {
-		r.fail("byte")
-		return 0
-	}
-	c := r.b[0]
-	r.b = r.b[1:]
-	return c
-}
-
-func (r *reader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail("varint")
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
-
-// count reads a length or element count and checks it against the bytes
-// left, each element taking at least min bytes, so that corrupt input cannot
-// make a decoder allocate more than the input's size.
-func (r *reader) count(min int) int {
-	v := r.uvarint()
-	if v > uint64(len(r.b)/min) {
-		r.fail("count")
-		return 0
-	}
-	return int(v)
-}
-
-func (r *reader) bytes(n int) []byte {
-	if len(r.b) < n {
-		r.fail("bytes")
-		return nil
-	}
-	v := r.b[:n:n]
-	r.b = r.b[n:]
-	return v
-}
-
-func (r *reader) done(what string) error {
-	if r.err == nil && len(r.b) > 0 {
-		return fmt.Errorf("%w: %d trailing bytes in %s", ErrCorrupt, len(r.b), what)
-	}
-	if r.err != nil {
-		return fmt.Errorf("%s: %w", what, r.err)
-	}
-	return nil
+	d.SchemaURL = r.B
+	r.B = nil
+	return d, r.Done("dictionary record")
 }
