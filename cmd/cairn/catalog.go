@@ -25,6 +25,17 @@ func addQueryFlags(fs *flag.FlagSet) queryFlags {
 	}
 }
 
+// connect returns a TraceReader client of the server and a context bounded
+// by the timeout; done releases both.
+func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReaderClient, done func(), err error) {
+	conn, err := dialQuery(*qf.addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
+	return ctx, jaegerpb.NewTraceReaderClient(conn), func() { cancel(); conn.Close() }, nil
+}
+
 func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("services", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -36,14 +47,12 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("services takes no arguments, got %q", pos)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	defer cancel()
-	conn, err := dialQuery(*qf.addr)
+	ctx, client, done, err := qf.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	resp, err := jaegerpb.NewTraceReaderClient(conn).GetServices(ctx, &jaegerpb.GetServicesRequest{})
+	defer done()
+	resp, err := client.GetServices(ctx, &jaegerpb.GetServicesRequest{})
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)
 	}
@@ -65,14 +74,12 @@ func operationsCmd(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return errors.New("usage: cairn operations SERVICE [--addr HOST:PORT] [--kind KIND]")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	defer cancel()
-	conn, err := dialQuery(*qf.addr)
+	ctx, client, done, err := qf.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	resp, err := jaegerpb.NewTraceReaderClient(conn).GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: pos[0], SpanKind: *kind})
+	defer done()
+	resp, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: pos[0], SpanKind: *kind})
 	if err != nil {
 		return fmt.Errorf("list operations: %w", err)
 	}

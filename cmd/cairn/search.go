@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -121,14 +120,12 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	defer cancel()
-	conn, err := dialQuery(*qf.addr)
+	ctx, client, done, err := qf.connect()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	stream, err := jaegerpb.NewTraceReaderClient(conn).FindTraceSummaries(ctx, &jaegerpb.FindTraceSummariesRequest{Query: q})
+	defer done()
+	stream, err := client.FindTraceSummaries(ctx, &jaegerpb.FindTraceSummariesRequest{Query: q})
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}

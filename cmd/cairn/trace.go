@@ -40,11 +40,14 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unknown format %q: want waterfall or otlp-json", *format)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	defer cancel()
-	td, err := fetchTrace(ctx, *qf.addr, id)
+	ctx, client, done, err := qf.connect()
 	if err != nil {
 		return err
+	}
+	defer done()
+	td, err := fetchTrace(ctx, client, id)
+	if err != nil {
+		return fmt.Errorf("get trace from %s: %w", *qf.addr, err)
 	}
 	if len(td.ResourceSpans) == 0 {
 		return fmt.Errorf("trace %s not found", pos[0])
@@ -69,17 +72,12 @@ func dialQuery(addr string) (*grpc.ClientConn, error) {
 }
 
 // fetchTrace reads a trace through GetTraces and joins its chunks.
-func fetchTrace(ctx context.Context, addr string, id []byte) (*tracepb.TracesData, error) {
-	conn, err := dialQuery(addr)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(ctx, &jaegerpb.GetTracesRequest{
+func fetchTrace(ctx context.Context, client jaegerpb.TraceReaderClient, id []byte) (*tracepb.TracesData, error) {
+	stream, err := client.GetTraces(ctx, &jaegerpb.GetTracesRequest{
 		Query: []*jaegerpb.GetTraceParams{{TraceId: id}},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("get trace: %w", err)
+		return nil, err
 	}
 	td := &tracepb.TracesData{}
 	for {
@@ -88,7 +86,7 @@ func fetchTrace(ctx context.Context, addr string, id []byte) (*tracepb.TracesDat
 			return td, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("get trace from %s: %w", addr, err)
+			return nil, err
 		}
 		td.ResourceSpans = append(td.ResourceSpans, chunk.ResourceSpans...)
 	}
