@@ -34,7 +34,7 @@ const (
 
 // Hasher builds terms. Its scratch buffer makes it allocation-free and not
 // safe for concurrent use.
-type Hasher struct{ buf []byte }
+type Hasher struct{ buf, value []byte }
 
 func (h *Hasher) sum() Term { return Term(xxhash.Sum64(h.buf)) }
 
@@ -72,10 +72,10 @@ func (h *Hasher) Error(svc []byte) Term {
 }
 
 // Attribute is the term of spans with an attribute (their own or their
-// resource's) whose key, type and value bucket are these. v is in
-// otlpwire.Attributes' canonical form.
-func (h *Hasher) Attribute(key []byte, t otlpwire.ValueType, v []byte) Term {
-	bucket := xxhash.Sum64(v) % AttributeBuckets
+// resource's) whose key, type and value bucket are these; the value is in
+// otlpwire.AppendCanonical's form.
+func (h *Hasher) Attribute(key []byte, t otlpwire.ValueType, canonical []byte) Term {
+	bucket := xxhash.Sum64(canonical) % AttributeBuckets
 	h.buf = append(h.buf[:0], tagAttribute, byte(t))
 	h.buf = binary.BigEndian.AppendUint16(h.buf, uint16(bucket))
 	h.str(key)
@@ -105,8 +105,9 @@ func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []
 	if f.Error {
 		dst = append(dst, h.Error(svc), h.Error(nil))
 	}
-	otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, v []byte) {
-		dst = append(dst, h.Attribute(key, t, v))
+	otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
+		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
+		dst = append(dst, h.Attribute(key, t, h.value))
 	})
 	return dst
 }
@@ -115,8 +116,9 @@ func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []
 // service and its attributes.
 func (h *Hasher) ResourceTerms(dst []Term, svc, resource []byte) []Term {
 	dst = append(dst, h.Service(svc))
-	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, func(key []byte, t otlpwire.ValueType, v []byte) {
-		dst = append(dst, h.Attribute(key, t, v))
+	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
+		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
+		dst = append(dst, h.Attribute(key, t, h.value))
 	})
 	return dst
 }

@@ -61,6 +61,7 @@ type compiled struct {
 	groups             [][]index.Term // all groups must hold; a group holds if any of its terms does
 	exact              bool           // the terms alone decide a match, given the time window
 	limit              int
+	value              []byte // scratch for canonical values
 }
 
 func compile(q Query, notBefore uint64) *compiled {
@@ -154,10 +155,13 @@ func (c *compiled) matchSpan(svc, resource, raw []byte) bool {
 		return true
 	}
 	var held uint64 // bit i: attribute condition i holds
-	check := func(key []byte, t otlpwire.ValueType, v []byte) {
+	check := func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
 		for i, a := range c.attrs {
-			if t == a.Type && string(key) == a.Key && bytes.Equal(v, a.Value) {
-				held |= 1 << i
+			if t == a.Type && string(key) == a.Key {
+				c.value = otlpwire.AppendCanonical(c.value[:0], t, b, num)
+				if bytes.Equal(c.value, a.Value) {
+					held |= 1 << i
+				}
 			}
 		}
 	}

@@ -27,13 +27,11 @@ const (
 )
 
 // Attributes calls fn for each attribute with a scalar value of an encoded,
-// validated message whose attributes are field number field. The value is
-// in canonical form: string and bytes values as they are, bool as one byte
-// 0 or 1, int as 8 bytes big-endian, double as its 8 IEEE-754 bytes
-// big-endian. v is only valid during the call. Arrays, key-value lists and
-// empty values are skipped.
-func Attributes(msg []byte, field protowire.Number, fn func(key []byte, t ValueType, v []byte)) {
-	var scratch [8]byte
+// validated message whose attributes are field number field. String and
+// bytes values come as b; bool (0 or 1), int (two's complement) and double
+// (IEEE-754 bits) values as num, so that nothing is allocated. Arrays,
+// key-value lists and empty values are skipped.
+func Attributes(msg []byte, field protowire.Number, fn func(key []byte, t ValueType, b []byte, num uint64)) {
 	for len(msg) > 0 {
 		num, kv, rest := nextBytesField(msg)
 		msg = rest
@@ -52,48 +50,53 @@ func Attributes(msg []byte, field protowire.Number, fn func(key []byte, t ValueT
 				val = v
 			}
 		}
-		if t, v, ok := scalar(val, &scratch); ok {
-			fn(key, t, v)
+		if t, b, x, ok := scalar(val); ok {
+			fn(key, t, b, x)
 		}
 	}
 }
 
-// scalar returns the canonical form of an encoded AnyValue holding a scalar.
-func scalar(val []byte, scratch *[8]byte) (ValueType, []byte, bool) {
-	var (
-		t  ValueType
-		v  []byte
-		ok bool
-	)
+// AppendCanonical appends the canonical form of a scalar value, the form in
+// which search terms hash and compare it: strings and bytes as they are, bool
+// as one byte, int and double as 8 bytes big-endian.
+func AppendCanonical(dst []byte, t ValueType, b []byte, num uint64) []byte {
+	switch t {
+	case BoolValue:
+		return append(dst, byte(num))
+	case IntValue, DoubleValue:
+		return binary.BigEndian.AppendUint64(dst, num)
+	}
+	return append(dst, b...)
+}
+
+// scalar decodes an encoded AnyValue holding a scalar.
+func scalar(val []byte) (t ValueType, b []byte, num uint64, ok bool) {
 	for len(val) > 0 {
-		num, typ, n := protowire.ConsumeTag(val)
-		val = val[n:]
-		n = protowire.ConsumeFieldValue(num, typ, val)
-		field := val[:n]
-		val = val[n:]
+		n, typ, m := protowire.ConsumeTag(val)
+		val = val[m:]
+		m = protowire.ConsumeFieldValue(n, typ, val)
+		field := val[:m]
+		val = val[m:]
 		switch {
-		case (num == 1 || num == 7) && typ == protowire.BytesType:
-			b, _ := protowire.ConsumeBytes(field)
-			t, v, ok = ValueType(num), b, true
-		case num == 2 && typ == protowire.VarintType:
+		case (n == 1 || n == 7) && typ == protowire.BytesType:
+			b, _ = protowire.ConsumeBytes(field)
+			t, num, ok = ValueType(n), 0, true
+		case n == 2 && typ == protowire.VarintType:
 			x, _ := protowire.ConsumeVarint(field)
-			scratch[0] = 0
+			t, b, num, ok = BoolValue, nil, 0, true
 			if x != 0 {
-				scratch[0] = 1
+				num = 1
 			}
-			t, v, ok = BoolValue, scratch[:1], true
-		case num == 3 && typ == protowire.VarintType:
-			x, _ := protowire.ConsumeVarint(field)
-			binary.BigEndian.PutUint64(scratch[:], x)
-			t, v, ok = IntValue, scratch[:], true
-		case num == 4 && typ == protowire.Fixed64Type:
-			binary.BigEndian.PutUint64(scratch[:], binary.LittleEndian.Uint64(field))
-			t, v, ok = DoubleValue, scratch[:], true
-		case num == 5 || num == 6:
-			t, v, ok = 0, nil, false // array or kvlist: the last value field wins
+		case n == 3 && typ == protowire.VarintType:
+			num, _ = protowire.ConsumeVarint(field)
+			t, b, ok = IntValue, nil, true
+		case n == 4 && typ == protowire.Fixed64Type:
+			t, b, num, ok = DoubleValue, nil, binary.LittleEndian.Uint64(field), true
+		case n == 5 || n == 6:
+			t, b, num, ok = 0, nil, 0, false // array or kvlist: the last value field wins
 		}
 	}
-	return t, v, ok
+	return t, b, num, ok
 }
 
 // SpanFacts are the fields of an accepted span that search conditions read.

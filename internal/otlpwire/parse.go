@@ -308,37 +308,14 @@ func mergeMessage(prev, v []byte) []byte {
 // encoded, validated Resource; the last one wins, as in any attribute map.
 func ServiceName(res []byte) []byte {
 	var name []byte
-	for attrs := res; len(attrs) > 0; {
-		num, kv, rest := nextBytesField(attrs)
-		attrs = rest
-		if num != 1 { // Resource.attributes
-			continue
-		}
-		var key, val []byte
-		for len(kv) > 0 {
-			var n protowire.Number
-			var v []byte
-			n, v, kv = nextBytesField(kv)
-			switch n {
-			case 1: // KeyValue.key
-				key = v
-			case 2: // KeyValue.value
-				val = v
+	Attributes(res, ResourceAttributes, func(key []byte, t ValueType, b []byte, _ uint64) {
+		if string(key) == "service.name" {
+			name = nil
+			if t == StringValue {
+				name = b
 			}
 		}
-		if string(key) != "service.name" {
-			continue
-		}
-		name = nil
-		for len(val) > 0 {
-			var n protowire.Number
-			var v []byte
-			n, v, val = nextBytesField(val)
-			if n == 1 { // AnyValue.string_value
-				name = v
-			}
-		}
-	}
+	})
 	return name
 }
 

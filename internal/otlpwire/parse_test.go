@@ -151,8 +151,8 @@ func TestAttributes(t *testing.T) {
 		kv("none", nil),
 	}}
 	var got []string
-	Attributes(marshal(t, sp), SpanAttributes, func(k []byte, typ ValueType, v []byte) {
-		got = append(got, fmt.Sprintf("%s:%d:%x", k, typ, v))
+	Attributes(marshal(t, sp), SpanAttributes, func(k []byte, typ ValueType, b []byte, num uint64) {
+		got = append(got, fmt.Sprintf("%s:%d:%x", k, typ, AppendCanonical(nil, typ, b, num)))
 	})
 	want := "[s:1:78 b:2:01 i:3:fffffffffffffffe d:4:3ff8000000000000 y:7:09]"
 	if fmt.Sprint(got) != want {
