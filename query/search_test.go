@@ -22,7 +22,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"cairn/internal/otlpwire"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -229,23 +228,12 @@ func runGolden(t *testing.T, conn *grpc.ClientConn, where string) {
 // spans are in the live buffer and again from segments after a restart.
 func TestSearchGolden(t *testing.T) {
 	dir := t.TempDir()
-	db, err := storage.Open(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := corpusRequest(t)
-	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Write(context.Background(), req, &b); err != nil {
-		t.Fatal(err)
-	}
+	db := storeWith(t, dir, corpusRequest(t))
 	runGolden(t, serve(t, db), "live buffer")
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err = storage.Open(dir, nil)
+	db, err := storage.Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,19 +241,7 @@ func TestSearchGolden(t *testing.T) {
 }
 
 func TestFindTracesAndSummaries(t *testing.T) {
-	db, err := storage.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := corpusRequest(t)
-	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Write(context.Background(), req, &b); err != nil {
-		t.Fatal(err)
-	}
-	client := jaegerpb.NewTraceReaderClient(serve(t, db))
+	client := jaegerpb.NewTraceReaderClient(serve(t, storeWith(t, t.TempDir(), corpusRequest(t))))
 	q := &jaegerpb.TraceQueryParameters{ServiceName: "payment", SearchDepth: 10}
 
 	stream, err := client.FindTraces(context.Background(), &jaegerpb.FindTracesRequest{Query: q})

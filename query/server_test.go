@@ -53,6 +53,24 @@ func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 			{TraceId: []byte{0: 1, 15: 2}, SpanId: []byte{7: 3}, Name: "render", StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 1},
 		}}},
 	}}})
+	writeRequest(t, db, req)
+	return db, serve(t, db)
+}
+
+// storeWith opens a store in dir holding one encoded export request.
+func storeWith(t *testing.T, dir string, req []byte) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRequest(t, db, req)
+	return db
+}
+
+// writeRequest stores an encoded export request as ingest would.
+func writeRequest(t *testing.T, db *storage.DB, req []byte) {
+	t.Helper()
 	var b otlpwire.Batch
 	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
 		t.Fatal(err)
@@ -60,7 +78,6 @@ func start(t *testing.T, dir string) (*storage.DB, *grpc.ClientConn) {
 	if err := db.Write(context.Background(), req, &b); err != nil {
 		t.Fatal(err)
 	}
-	return db, serve(t, db)
 }
 
 func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
