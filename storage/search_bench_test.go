@@ -14,8 +14,8 @@ import (
 
 // benchStore fills a store with n spans of the bench workload, started over
 // the last 50 minutes, and leaves the last requests in the live buffer as a
-// running server would.
-func benchStore(b *testing.B, n int) *DB {
+// running server would. It returns a sample of the stored trace IDs.
+func benchStore(b *testing.B, n int) (*DB, []TraceID) {
 	b.Helper()
 	db, err := Open(b.TempDir(), &Options{Logger: nil})
 	if err != nil {
@@ -25,8 +25,12 @@ func benchStore(b *testing.B, n int) *DB {
 	const batch = 1024
 	rate := float64(n) / 29 / (50 * 60) // ~29 spans per trace over 50 minutes
 	gen := bench.NewGenerator(bench.Config{BatchSpans: batch, Start: time.Now().Add(-50 * time.Minute), TracesPerSecond: rate, LargeTraceEvery: 5000})
+	var sample []TraceID
 	for written := 0; written < n; written += batch {
 		r := gen.Next()
+		if written/batch%10 == 0 {
+			sample = append(sample, r.Traces[0])
+		}
 		var bt otlpwire.Batch
 		if err := otlpwire.Parse(r.Bytes, &bt, db.NotBefore()); err != nil {
 			b.Fatal(err)
@@ -35,7 +39,7 @@ func benchStore(b *testing.B, n int) *DB {
 			b.Fatal(err)
 		}
 	}
-	return db
+	return db, sample
 }
 
 func intAttr(key string, v int64) Attribute {
@@ -46,8 +50,9 @@ func strAttr(key, v string) Attribute {
 	return Attribute{Key: key, Type: otlpwire.StringValue, Value: []byte(v)}
 }
 
-// BenchmarkFind runs each query shape, limit 20, over the last hour, on
-// stores of growing size, and reports the latency percentiles.
+// BenchmarkFind runs each query shape, limit 20, over the last hour, and
+// trace-by-ID reads without time hints, on stores of growing size, and
+// reports the latency percentiles.
 func BenchmarkFind(b *testing.B) {
 	shapes := []struct {
 		name string
@@ -64,7 +69,22 @@ func BenchmarkFind(b *testing.B) {
 	}
 	for _, n := range []int{1_000_000, 5_000_000} {
 		b.Run(fmt.Sprintf("spans=%d", n), func(b *testing.B) {
-			db := benchStore(b, n)
+			db, sample := benchStore(b, n)
+			b.Run("shape=trace-by-id", func(b *testing.B) {
+				var lat []time.Duration
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					t0 := time.Now()
+					tr, err := db.Trace(context.Background(), sample[i%len(sample)], TimeRange{})
+					if err != nil || tr == nil {
+						b.Fatalf("trace: %v, %v", tr, err)
+					}
+					lat = append(lat, time.Since(t0))
+					i++
+				}
+				reportPercentiles(b, lat)
+			})
 			for _, s := range shapes {
 				b.Run("shape="+s.name, func(b *testing.B) {
 					q := s.q
@@ -79,11 +99,15 @@ func BenchmarkFind(b *testing.B) {
 						}
 						lat = append(lat, time.Since(t0))
 					}
-					slices.Sort(lat)
-					b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-					b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+					reportPercentiles(b, lat)
 				})
 			}
 		})
 	}
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration) {
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
