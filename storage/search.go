@@ -218,12 +218,14 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		db.mu.Unlock()
 		return nil, ErrClosed
 	}
-	c := compile(q, db.NotBefore())
+	notBefore := db.NotBefore()
+	c := compile(q, notBefore)
 	minBlock := db.live.block
+	var live []liveCandidate
 	for _, buf := range []*buffer{db.live, db.frozen} {
 		if buf != nil {
 			minBlock = min(minBlock, buf.block)
-			c.searchBuffer(buf, db.NotBefore(), res)
+			live = c.liveCandidates(live, buf, notBefore)
 		}
 	}
 	lo, hi := partitionOf(c.startMin), partitionOf(min(c.startMax, math.MaxUint64-1))
@@ -244,6 +246,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		it.Close()
 		db.readers.Done()
 	}()
+	c.verifyLive(live, notBefore, res)
 
 	slices.Sort(parts)
 	s := &segmentSearch{db: db, c: c, it: it, res: res}
@@ -267,16 +270,17 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 // liveCandidate is a live trace's spans in one partition, which the index
 // terms did not rule out.
 type liveCandidate struct {
-	t                    *liveTrace
+	id                   TraceID
+	spans                []liveSpan // the trace's spans when the candidate was taken
 	p                    uint32
 	start, maxStart, end uint64
 	single               bool // the trace's spans all fall in this partition
 }
 
-// searchBuffer adds the matching traces of a live buffer, newest first, until
-// the limit. Called with DB.mu held.
-func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
-	var cands []liveCandidate
+// liveCandidates appends the candidates of a live buffer. Called with DB.mu
+// held, since writers reorder term sets in place; the spans captured only
+// ever grow past their captured length, so verifyLive reads them unlocked.
+func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
 	buf.traces.Ascend(func(t *liveTrace) bool {
 		for _, g := range c.groups {
 			if !slices.ContainsFunc(g, t.has) {
@@ -296,7 +300,7 @@ func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
 				k++
 			}
 			if k == len(cands) {
-				cands = append(cands, liveCandidate{t: t, p: p, start: math.MaxUint64})
+				cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: p, start: math.MaxUint64})
 			}
 			cd := &cands[k]
 			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
@@ -306,6 +310,12 @@ func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
 		}
 		return true
 	})
+	return cands
+}
+
+// verifyLive adds the matching live candidates, newest first, until the
+// limit.
+func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *results) {
 	slices.SortFunc(cands, func(a, b liveCandidate) int { return cmp.Compare(b.start, a.start) })
 	for _, cd := range cands {
 		if len(res.list) >= c.limit {
@@ -317,13 +327,13 @@ func (c *compiled) searchBuffer(buf *buffer, notBefore uint64, res *results) {
 		// Within one partition and the time window, terms that decide alone
 		// need no look at the spans, as for a segment row.
 		matched := c.exact && cd.single && c.within(cd.start, cd.maxStart)
-		for i := 0; !matched && i < len(cd.t.spans); i++ {
-			if s := cd.t.spans[i]; s.start >= notBefore && partitionOf(s.start) == cd.p {
+		for i := 0; !matched && i < len(cd.spans); i++ {
+			if s := cd.spans[i]; s.start >= notBefore && partitionOf(s.start) == cd.p {
 				matched = c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
 			}
 		}
 		if matched {
-			res.add(cd.t.id, cd.start, cd.end)
+			res.add(cd.id, cd.start, cd.end)
 		}
 	}
 }

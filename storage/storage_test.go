@@ -205,7 +205,7 @@ func TestUnknownTrace(t *testing.T) {
 	}
 }
 
-// TestConcurrentReadsWritesAndClose reads and writes while cuts run and the
+// TestConcurrentReadsWritesAndClose reads, searches and writes while cuts run and the
 // store closes: nothing may race, panic, or leak an iterator, and every read
 // either succeeds or reports ErrClosed.
 func TestConcurrentReadsWritesAndClose(t *testing.T) {
@@ -238,6 +238,9 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 						return
 					}
 				} else if _, err := db.Trace(context.Background(), r.Traces[0], TimeRange{}); err != nil && err != ErrClosed {
+					errs <- err
+					return
+				} else if _, err := db.Find(context.Background(), Query{Service: "checkout", Limit: 5}); err != nil && err != ErrClosed {
 					errs <- err
 					return
 				}
