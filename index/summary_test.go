@@ -35,3 +35,17 @@ func FuzzTraceSummary(f *testing.F) {
 		}
 	})
 }
+
+func TestDurationRange(t *testing.T) {
+	for b := range 65 {
+		lo, hi := DurationRange(uint8(b))
+		if DurationBucket(lo) != uint8(b) || DurationBucket(hi) != uint8(b) {
+			t.Fatalf("bucket %d: range [%d, %d] maps to buckets %d and %d", b, lo, hi, DurationBucket(lo), DurationBucket(hi))
+		}
+		if b > 0 {
+			if _, prevHi := DurationRange(uint8(b - 1)); prevHi+1 != lo {
+				t.Fatalf("bucket %d starts at %d, after %d", b, lo, prevHi)
+			}
+		}
+	}
+}

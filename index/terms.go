@@ -86,6 +86,15 @@ func (h *Hasher) Attribute(key []byte, t otlpwire.ValueType, canonical []byte) T
 // b holds durations in [2^(b-1), 2^b) nanoseconds.
 func DurationBucket(d uint64) uint8 { return uint8(bits.Len64(d)) }
 
+// DurationRange is the range of durations, in nanoseconds and inclusive, that
+// a bucket holds.
+func DurationRange(bucket uint8) (lo, hi uint64) {
+	if bucket == 0 {
+		return 0, 0
+	}
+	return 1 << (bucket - 1), 1<<(bucket-1) - 1 + 1<<(bucket-1)
+}
+
 // Duration is the term of spans of a service whose duration falls in a
 // bucket.
 func (h *Hasher) Duration(svc []byte, bucket uint8) Term {

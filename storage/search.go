@@ -60,8 +60,13 @@ type compiled struct {
 	durMin, durMax     uint64
 	groups             [][]index.Term // all groups must hold; a group holds if any of its terms does
 	exact              bool           // the terms alone decide a match, given the time window
-	limit              int
-	value              []byte // scratch for canonical values
+	// A duration bucket that lies wholly within the duration bounds decides
+	// the duration condition: with exactInside, a row found through one of
+	// the inside terms is a match without looking at its spans.
+	exactInside bool
+	inside      map[index.Term]bool
+	limit       int
+	value       []byte // scratch for canonical values
 }
 
 func compile(q Query, notBefore uint64) *compiled {
@@ -113,17 +118,32 @@ func compile(q Query, notBefore uint64) *compiled {
 		spanConds += 2 // attribute terms are bucketed
 	}
 	if c.durMin > 0 || c.durMax < math.MaxUint64 {
-		spanConds += 2 // buckets are coarser than the bounds
+		// A duration term names the service too, so with no other
+		// condition on the span, an inside bucket decides.
+		c.exactInside = c.svc != nil && spanConds == 0
+		spanConds += 2 // boundary buckets are coarser than the bounds
 		if c.svc != nil {
 			var g []index.Term
+			c.inside = map[index.Term]bool{}
 			for b := index.DurationBucket(c.durMin); b <= index.DurationBucket(c.durMax); b++ {
-				g = append(g, h.Duration(c.svc, b))
+				t := h.Duration(c.svc, b)
+				g = append(g, t)
+				if lo, hi := index.DurationRange(b); lo >= c.durMin && hi <= c.durMax {
+					c.inside[t] = true
+				}
 			}
 			c.groups = append(c.groups, g)
 		}
 	}
 	c.exact = spanConds <= 1
 	return c
+}
+
+// decides reports whether the terms alone decide that a row (or a live
+// trace's spans in one partition) matches, given whether it was found
+// through an inside duration term.
+func (c *compiled) decides(inside, split bool, minStart, maxStart uint64) bool {
+	return (c.exact || c.exactInside && inside) && !split && c.within(minStart, maxStart)
 }
 
 // within reports whether every span start in [lo, hi] lies in the window.
@@ -275,6 +295,7 @@ type liveCandidate struct {
 	p                    uint32
 	start, maxStart, end uint64
 	single               bool // the trace's spans all fall in this partition
+	inside               bool // the trace has an inside duration term
 }
 
 // liveCandidates appends the candidates of a live buffer. Called with DB.mu
@@ -305,8 +326,13 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 			cd := &cands[k]
 			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
 		}
+		inside := false
+		for term := range c.inside {
+			inside = inside || t.has(term)
+		}
 		for k := first; k < len(cands); k++ {
 			cands[k].single = len(cands)-first == 1
+			cands[k].inside = inside
 		}
 		return true
 	})
@@ -326,7 +352,7 @@ func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *resu
 		}
 		// Within one partition and the time window, terms that decide alone
 		// need no look at the spans, as for a segment row.
-		matched := c.exact && cd.single && c.within(cd.start, cd.maxStart)
+		matched := c.decides(cd.inside, !cd.single, cd.start, cd.maxStart)
 		for i := 0; !matched && i < len(cd.spans); i++ {
 			if s := cd.spans[i]; s.start >= notBefore && partitionOf(s.start) == cd.p {
 				matched = c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
@@ -384,7 +410,7 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 	if err != nil {
 		return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
 	}
-	cands, err := s.candidates(p, block, rr.Len())
+	cands, inside, err := s.candidates(p, block, rr.Len())
 	if err != nil || len(cands) == 0 {
 		return err
 	}
@@ -404,7 +430,8 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 		if !s.c.overlaps(r.MinStart, r.MaxStart) {
 			continue
 		}
-		ok := s.c.exact && !r.Split && s.c.within(r.MinStart, r.MaxStart)
+		_, in := slices.BinarySearch(inside, i)
+		ok := s.c.decides(in, r.Split, r.MinStart, r.MaxStart)
 		if !ok {
 			if ok, err = s.verify(p, block, r.TraceID); err != nil {
 				return err
@@ -422,16 +449,19 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 
 // candidates intersects the postings of the query's term groups: the rows,
 // newest first, that may match. Without terms every row is a candidate.
-func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) ([]uint32, error) {
-	var out []uint32
+// inside lists, sorted, the rows found through inside duration terms.
+func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, inside []uint32, err error) {
 	for gi, g := range s.c.groups {
 		var union []uint32
 		for _, t := range g {
 			rows, err := s.postings(p, block, t, nrows)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			union = append(union, rows...)
+			if s.c.inside[t] {
+				inside = append(inside, rows...)
+			}
 		}
 		slices.Sort(union)
 		union = slices.Compact(union)
@@ -441,7 +471,7 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) ([]uint32,
 			out = intersect(out, union)
 		}
 		if len(out) == 0 {
-			return nil, nil
+			return nil, nil, nil
 		}
 	}
 	if len(s.c.groups) == 0 {
@@ -450,7 +480,8 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) ([]uint32,
 			out[i] = uint32(i)
 		}
 	}
-	return out, nil
+	slices.Sort(inside)
+	return out, slices.Compact(inside), nil
 }
 
 func (s *segmentSearch) postings(p uint32, block uint64, t index.Term, nrows int) ([]uint32, error) {
