@@ -64,19 +64,22 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		return slices.Compare(b.rows[x].TraceID[:], b.rows[y].TraceID[:])
 	})
 
-	rows = append(rows, segmentV1)
-	rows = binary.AppendUvarint(rows, uint64(len(order)))
 	var newest uint64
 	if len(order) > 0 {
 		newest = b.rows[order[0]].MinStart
 	}
-	rows = binary.AppendUvarint(rows, newest)
 	// Visiting rows in position order appends each term's positions in
 	// ascending order, so postings need no sort, and a term repeated within
 	// a row is the list's last element.
 	postings := map[Term][]uint32{}
+	var body []byte
+	checkpoints := make([]uint32, 0, (len(order)+rowCheckpoint-1)/rowCheckpoint)
 	for pos, i := range order {
 		r := b.rows[i]
+		if pos%rowCheckpoint == 0 {
+			checkpoints = append(checkpoints, uint32(len(body)))
+		}
+		rows := body
 		rows = append(rows, r.TraceID[:]...)
 		rows = binary.AppendUvarint(rows, newest-r.MinStart)
 		rows = binary.AppendUvarint(rows, r.MaxStart-r.MinStart)
@@ -88,6 +91,7 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 			split = 1
 		}
 		rows = append(rows, split)
+		body = rows
 		for _, t := range b.terms[i] {
 			l := postings[t]
 			if n := len(l); n == 0 || l[n-1] != uint32(pos) {
@@ -95,6 +99,14 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 			}
 		}
 	}
+
+	rows = append(rows, segmentV1)
+	rows = binary.AppendUvarint(rows, uint64(len(order)))
+	rows = binary.AppendUvarint(rows, newest)
+	for _, c := range checkpoints {
+		rows = binary.LittleEndian.AppendUint32(rows, c)
+	}
+	rows = append(rows, body...)
 
 	terms := make([]Term, 0, len(postings))
 	for t := range postings {
@@ -137,68 +149,99 @@ func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 	return append(dst, lists...)
 }
 
-// RowReader decodes a rows record row by row, as far as a search needs.
+// rowCheckpoint is how many rows lie between the offsets a rows record
+// keeps, so that reaching any row decodes at most rowCheckpoint-1 others.
+const rowCheckpoint = 32
+
+// RowReader decodes the rows of a rows record that a search asks for.
 type RowReader struct {
-	r      *binread.Reader
-	n      int
-	newest uint64
-	rows   []Row
+	n           int
+	newest      uint64
+	checkpoints []byte // n/rowCheckpoint rounded up, u32le offsets into body
+	body        []byte
+	next        int             // row the cursor decodes next
+	cursor      *binread.Reader // over body, at row next
 }
 
-// NewRowReader reads a rows record's header.
+// NewRowReader reads a rows record's header:
+//
+//	version=1 | uvarint nrows | uvarint newest | ceil(nrows/32) × u32le offset | rows
 func NewRowReader(b []byte) (*RowReader, error) {
-	rr := &RowReader{r: binread.New(b, ErrCorrupt)}
-	if v := rr.r.Byte(); v != segmentV1 {
-		return nil, rr.r.Fail(fmt.Sprintf("rows record version %d", v))
+	r := binread.New(b, ErrCorrupt)
+	if v := r.Byte(); v != segmentV1 {
+		return nil, r.Fail(fmt.Sprintf("rows record version %d", v))
 	}
-	rr.n = rr.r.Count(21)
-	rr.newest = rr.r.Uvarint()
-	return rr, rr.r.Err
+	rr := &RowReader{n: r.Count(22)} // a row and its share of the offsets
+	rr.newest = r.Uvarint()
+	rr.checkpoints = r.Bytes(4 * ((rr.n + rowCheckpoint - 1) / rowCheckpoint))
+	rr.body = r.B
+	rr.cursor = binread.New(rr.body, ErrCorrupt)
+	return rr, r.Err
 }
 
 // Len is the number of rows.
 func (rr *RowReader) Len() int { return rr.n }
 
-// Row decodes rows up to i and returns row i.
+// Row returns row i, decoding forward from the cursor or the nearest
+// checkpoint before i.
 func (rr *RowReader) Row(i int) (Row, error) {
-	if i >= rr.n {
+	if i < 0 || i >= rr.n {
 		return Row{}, fmt.Errorf("%w: row %d of %d", ErrCorrupt, i, rr.n)
 	}
-	for len(rr.rows) <= i && rr.r.Err == nil {
-		var row Row
-		copy(row.TraceID[:], rr.r.Bytes(16))
-		row.MinStart = rr.newest - rr.r.Uvarint()
-		row.MaxStart = row.MinStart + rr.r.Uvarint()
-		row.MaxEnd = row.MinStart + uint64(rr.r.Varint())
-		row.Spans = uint32(rr.r.Uvarint())
-		row.Errors = uint32(rr.r.Uvarint())
-		switch rr.r.Byte() {
-		case 0:
-		case 1:
-			row.Split = true
-		default:
-			rr.r.Fail("row flags")
+	if i < rr.next || i-rr.next >= rowCheckpoint {
+		c := i / rowCheckpoint
+		off := binary.LittleEndian.Uint32(rr.checkpoints[4*c:])
+		if int(off) > len(rr.body) {
+			return Row{}, fmt.Errorf("%w: row offset %d past the record", ErrCorrupt, off)
 		}
-		rr.rows = append(rr.rows, row)
+		rr.cursor = binread.New(rr.body[off:], ErrCorrupt)
+		rr.next = c * rowCheckpoint
 	}
-	if rr.r.Err != nil {
-		return Row{}, rr.r.Err
+	var row Row
+	for ; rr.next <= i; rr.next++ {
+		row = rr.decode()
 	}
-	return rr.rows[i], nil
+	return row, rr.cursor.Err
 }
 
-// DecodeRows decodes a whole rows record.
+func (rr *RowReader) decode() Row {
+	r := rr.cursor
+	var row Row
+	copy(row.TraceID[:], r.Bytes(16))
+	row.MinStart = rr.newest - r.Uvarint()
+	row.MaxStart = row.MinStart + r.Uvarint()
+	row.MaxEnd = row.MinStart + uint64(r.Varint())
+	row.Spans = uint32(r.Uvarint())
+	row.Errors = uint32(r.Uvarint())
+	switch r.Byte() {
+	case 0:
+	case 1:
+		row.Split = true
+	default:
+		r.Fail("row flags")
+	}
+	return row
+}
+
+// DecodeRows decodes a whole rows record, checking that its offsets agree
+// with its rows.
 func DecodeRows(b []byte) ([]Row, error) {
 	rr, err := NewRowReader(b)
 	if err != nil {
 		return nil, err
 	}
-	if rr.n > 0 {
-		if _, err := rr.Row(rr.n - 1); err != nil {
-			return nil, err
+	rows := make([]Row, 0, rr.n)
+	for i := range rr.n {
+		if i%rowCheckpoint == 0 {
+			want := len(rr.body) - len(rr.cursor.B)
+			if got := binary.LittleEndian.Uint32(rr.checkpoints[4*(i/rowCheckpoint):]); int(got) != want {
+				return nil, fmt.Errorf("%w: row %d at offset %d, recorded %d", ErrCorrupt, i, want, got)
+			}
 		}
+		rows = append(rows, rr.decode())
+		rr.next++
 	}
-	return rr.rows, rr.r.Done("rows record")
+	return rows, rr.cursor.Done("rows record")
 }
 
 // Postings returns the rows of a term, ascending (newest first), from the

@@ -46,6 +46,18 @@ func TestSegmentRoundTrip(t *testing.T) {
 			t.Fatal("rows are not newest first")
 		}
 	}
+	// Random access agrees with a full decode, whatever the order of reads.
+	rr, err := NewRowReader(rowsRec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2000 {
+		i := rng.IntN(len(rows))
+		r, err := rr.Row(i)
+		if err != nil || r != rows[i] {
+			t.Fatalf("Row(%d) = %+v, %v; want %+v", i, r, err, rows[i])
+		}
+	}
 	for term, rs := range want {
 		got, err := Postings(shards[Shard(term)], term, len(rows))
 		if err != nil {
@@ -80,6 +92,13 @@ func FuzzSegment(f *testing.F) {
 	f.Add(rows, shards[0], uint64(1))
 	f.Add(rows, shards[2], uint64(2)<<56)
 	f.Fuzz(func(t *testing.T, rowsRec, shard []byte, term uint64) {
+		if rr, err := NewRowReader(rowsRec); err == nil {
+			for i := range min(rr.Len(), 100) {
+				if _, err := rr.Row((i * 7) % rr.Len()); err != nil {
+					break
+				}
+			}
+		}
 		rows, err := DecodeRows(rowsRec)
 		if err == nil {
 			var b SegmentBuilder
