@@ -70,6 +70,12 @@ type liveTrace struct {
 	id    TraceID
 	spans []liveSpan
 
+	// The extent of the spans, kept at insert so that search can order
+	// traces without reading their spans.
+	minStart, maxStart, maxEnd uint64
+	partition                  uint32 // of the first span
+	multiPartition             bool   // spans fall in more than one partition
+
 	// terms are the search terms of the trace's spans and resources;
 	// terms[:sorted] is sorted and unique, the rest is appended since.
 	terms     []index.Term
@@ -86,6 +92,16 @@ func (t *liveTrace) addTerms(ts []index.Term) {
 		t.terms = slices.Compact(t.terms)
 		t.sorted = len(t.terms)
 	}
+}
+
+func (t *liveTrace) addExtent(start, end uint64) {
+	p := partitionOf(start)
+	if len(t.spans) == 0 {
+		t.minStart, t.maxStart, t.maxEnd, t.partition = start, start, end, p
+		return
+	}
+	t.minStart, t.maxStart, t.maxEnd = min(t.minStart, start), max(t.maxStart, start), max(t.maxEnd, end)
+	t.multiPartition = t.multiPartition || p != t.partition
 }
 
 func (t *liveTrace) has(term index.Term) bool {
@@ -206,6 +222,7 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 			last = t
 		}
 		g := interned[s.Scope]
+		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i]})
 		last.addResource(g)
 		last.addTerms(prep.terms[prep.termsFrom[i]:prep.termsFrom[i+1]])

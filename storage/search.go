@@ -308,6 +308,15 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 				return true
 			}
 		}
+		inside := false
+		for term := range c.inside {
+			inside = inside || t.has(term)
+		}
+		if !t.multiPartition && t.minStart >= notBefore {
+			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
+				start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
+			return true
+		}
 		// As on disk, a match is reported with the extent of the trace's
 		// spans in the partition where it matched.
 		first := len(cands)
@@ -325,10 +334,6 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 			}
 			cd := &cands[k]
 			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
-		}
-		inside := false
-		for term := range c.inside {
-			inside = inside || t.has(term)
 		}
 		for k := first; k < len(cands); k++ {
 			cands[k].single = len(cands)-first == 1
