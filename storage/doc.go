@@ -10,8 +10,8 @@
 // Cuts. When the buffer reaches Options.BufferBytes or Options.FlushInterval
 // passes, it is frozen and the log rotated, and the frozen buffer is written
 // as a block: sstables built outside Pebble, one per hour partition of span
-// data sorted by trace ID plus one for the trace index, dictionary and block
-// record, ingested in one atomic step. Span data keys start with partition and
+// data sorted by trace ID plus one for the trace index, search index,
+// catalogs, dictionary and block record, ingested in one atomic step. Span data keys start with partition and
 // block number, which only grow, so their sstables go straight to the bottom
 // level and compaction never rewrites them. Then the sealed log segments are
 // deleted. Resources and scopes are stored once, content-addressed, not per
@@ -20,6 +20,15 @@
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read
 // per fragment. Stored span bytes are exactly those the client sent.
+//
+// Search. Find looks through the live buffers' term sets, then through the
+// segments of the partitions in its time window, newest first, narrowing
+// candidates with the search index and checking them against their spans,
+// and stops at its limit. Services and operations come from an in-memory
+// catalog persisted with each block.
+//
+// Retention. Spans older than Options.Retention are rejected and never
+// returned; hour partitions that have aged out are dropped whole.
 //
 // The on-disk format is versioned and documented in FORMAT.md.
 package storage
