@@ -57,81 +57,84 @@ func (r TimeRange) bounds() (lo, hi uint32) {
 	return lo, hi
 }
 
-// snapshot is a consistent view across the live buffers and Pebble.
-type snapshot struct {
-	live      [][]liveSpan
-	minBlock  uint64 // blocks at or above this are still in live buffers
-	parts     []uint32
-	notBefore uint64 // spans that started earlier are outside the retention period
+// view is a consistent view across the live buffers and Pebble, for one
+// read: blocks at or above minBlock are still in live buffers and are skipped
+// on disk, so a cut in progress is read once.
+type view struct {
+	minBlock  uint64
+	parts     []uint32 // partitions with data on disk, within the read's bounds, ascending
+	notBefore uint64   // spans that started earlier are outside the retention period
 	iter      *pebble.Iterator
 }
 
-func (db *DB) snapshot(id TraceID, tr TimeRange) (*snapshot, error) {
+// openView takes a view of the partitions in [lo, hi] (lo raised to the
+// retention horizon). Under the same lock it calls capture with the live
+// buffers, newest first, so that what the caller takes from them agrees with
+// the iterator. The view must be released.
+func (db *DB) openView(lo, hi uint32, capture func(notBefore uint64, bufs ...*buffer)) (*view, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {
 		return nil, ErrClosed
 	}
-	lo, hi := tr.bounds()
-	s := &snapshot{minBlock: db.live.block, notBefore: db.NotBefore()}
-	lo = max(lo, partitionOf(s.notBefore))
-	for _, buf := range []*buffer{db.frozen, db.live} {
-		if buf == nil {
-			continue
-		}
-		s.minBlock = min(s.minBlock, buf.block)
-		var spans []liveSpan
-		for _, sp := range buf.trace(id) {
-			if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= s.notBefore {
-				spans = append(spans, sp)
-			}
-		}
-		if len(spans) > 0 {
-			s.live = append(s.live, spans)
-		}
+	v := &view{minBlock: db.live.block, notBefore: db.NotBefore()}
+	lo = max(lo, partitionOf(v.notBefore))
+	bufs := []*buffer{db.live}
+	if db.frozen != nil {
+		v.minBlock = db.frozen.block
+		bufs = append(bufs, db.frozen)
 	}
+	capture(v.notBefore, bufs...)
 	for p := range db.partitions {
 		if p >= lo && p <= hi {
-			s.parts = append(s.parts, p)
+			v.parts = append(v.parts, p)
 		}
 	}
-	slices.Sort(s.parts)
+	slices.Sort(v.parts)
 	// Pebble iterators are point-in-time views; created under the lock, this
 	// one agrees with the buffers captured above.
 	it, err := db.pdb.NewIter(nil)
 	if err != nil {
 		return nil, fmt.Errorf("open iterator: %w", err)
 	}
-	s.iter = it
+	v.iter = it
 	db.readers.Add(1)
-	return s, nil
+	return v, nil
 }
 
-func (db *DB) release(s *snapshot) {
-	s.iter.Close()
+func (db *DB) release(v *view) {
+	v.iter.Close()
 	db.readers.Done()
 }
 
 // Trace assembles the trace with the given ID from everything acknowledged so
 // far. It returns nil if no span of the trace is stored.
 func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, error) {
-	snap, err := db.snapshot(id, tr)
+	lo, hi := tr.bounds()
+	var live []liveSpan
+	snap, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
+		for _, buf := range bufs {
+			for _, sp := range buf.trace(id) {
+				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= notBefore {
+					live = append(live, sp)
+				}
+			}
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer db.release(snap)
 
 	asm := assembler{groups: map[groupKey]*asmGroup{}}
-	for _, spans := range snap.live {
-		for _, s := range spans {
-			g := asm.group(s.group.resID, s.group.scopeID)
-			if !g.resolved {
-				g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
-				g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
-				g.resolved = true
-			}
-			g.Spans = append(g.Spans, s.raw)
+	for _, s := range live {
+		g := asm.group(s.group.resID, s.group.scopeID)
+		if !g.resolved {
+			g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
+			g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
+			g.resolved = true
 		}
+		g.Spans = append(g.Spans, s.raw)
 	}
 	var frags []codec.Group
 	for _, p := range snap.parts {

@@ -233,45 +233,32 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	}
 	res := &results{byID: map[TraceID]int{}}
 
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
-		return nil, ErrClosed
+	lo, hi := uint32(0), ^uint32(0)
+	if !q.StartMin.IsZero() {
+		lo = partitionOf(uint64(max(0, q.StartMin.UnixNano())))
 	}
-	notBefore := db.NotBefore()
-	c := compile(q, notBefore)
-	minBlock := db.live.block
-	var live []liveCandidate
-	for _, buf := range []*buffer{db.live, db.frozen} {
-		if buf != nil {
-			minBlock = min(minBlock, buf.block)
+	if !q.StartMax.IsZero() {
+		hi = partitionOf(uint64(max(0, q.StartMax.UnixNano())))
+	}
+	var (
+		c    *compiled
+		live []liveCandidate
+	)
+	v, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
+		c = compile(q, notBefore)
+		for _, buf := range bufs {
 			live = c.liveCandidates(live, buf, notBefore)
 		}
-	}
-	lo, hi := partitionOf(c.startMin), partitionOf(min(c.startMax, math.MaxUint64-1))
-	var parts []uint32
-	for p := range db.partitions {
-		if p >= lo && p <= hi {
-			parts = append(parts, p)
-		}
-	}
-	it, err := db.pdb.NewIter(nil)
+	})
 	if err != nil {
-		db.mu.Unlock()
-		return nil, fmt.Errorf("open iterator: %w", err)
+		return nil, err
 	}
-	db.readers.Add(1)
-	db.mu.Unlock()
-	defer func() {
-		it.Close()
-		db.readers.Done()
-	}()
-	c.verifyLive(live, notBefore, res)
+	defer db.release(v)
+	c.verifyLive(live, v.notBefore, res)
 
-	slices.Sort(parts)
-	s := &segmentSearch{db: db, c: c, it: it, res: res}
-	for i := len(parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
-		if err := s.partition(ctx, parts[i], minBlock); err != nil {
+	s := &segmentSearch{db: db, c: c, it: v.iter, res: res}
+	for i := len(v.parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
+		if err := s.partition(ctx, v.parts[i], v.minBlock); err != nil {
 			return nil, err
 		}
 	}
