@@ -17,17 +17,6 @@ type TraceSummary struct {
 	MaxEnd   uint64 // unix nanoseconds
 }
 
-// Add accounts for one span.
-func (s *TraceSummary) Add(start, end uint64) {
-	if s.Spans == 0 {
-		s.MinStart, s.MaxEnd = start, end
-	} else {
-		s.MinStart = min(s.MinStart, start)
-		s.MaxEnd = max(s.MaxEnd, end)
-	}
-	s.Spans++
-}
-
 // Append appends uvarint spans | uvarint min_start | uvarint max_end.
 func (s TraceSummary) Append(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, s.Spans)

@@ -137,19 +137,13 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
 				return false
 			}
-			sum := summarize(spans)
-			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id, summary: sum})
+			row := fragmentRow(t.id, spans, len(byPart) > 1)
+			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id,
+				summary: index.TraceSummary{Spans: uint64(row.Spans), MinStart: row.MinStart, MaxEnd: row.MaxEnd}})
 			seg := segments[p]
 			if seg == nil {
 				seg = new(index.SegmentBuilder)
 				segments[p] = seg
-			}
-			row := index.Row{TraceID: t.id, MinStart: sum.MinStart, MaxEnd: sum.MaxEnd, Spans: uint32(len(spans)), Split: len(byPart) > 1}
-			for _, sp := range spans {
-				row.MaxStart = max(row.MaxStart, sp.start)
-				if sp.err {
-					row.Errors++
-				}
 			}
 			// The trace's terms cover all its spans; a split row is verified.
 			seg.Add(row, t.terms)
@@ -313,12 +307,18 @@ func groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group
 	return dst
 }
 
-func summarize(spans []liveSpan) index.TraceSummary {
-	var s index.TraceSummary
+// fragmentRow describes a trace's spans in one partition of a block, in one
+// pass: its search-index row, from which its trace summary also derives.
+func fragmentRow(id TraceID, spans []liveSpan, split bool) index.Row {
+	r := index.Row{TraceID: id, MinStart: spans[0].start, MaxStart: spans[0].start, MaxEnd: spans[0].end,
+		Spans: uint32(len(spans)), Split: split}
 	for _, sp := range spans {
-		s.Add(sp.start, sp.end)
+		r.MinStart, r.MaxStart, r.MaxEnd = min(r.MinStart, sp.start), max(r.MaxStart, sp.start), max(r.MaxEnd, sp.end)
+		if sp.err {
+			r.Errors++
+		}
 	}
-	return s
+	return r
 }
 
 type sstWriter struct {

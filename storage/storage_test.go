@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
+	"cairn/index"
 	"cairn/internal/otlptest"
 	"cairn/internal/otlpwire"
 )
@@ -393,5 +394,14 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	}
 	if n := len(c.takePending()); n != 0 {
 		t.Fatalf("%d pending writes after taking them", n)
+	}
+}
+
+func TestFragmentRow(t *testing.T) {
+	spans := []liveSpan{{start: 50, end: 90}, {start: 10, end: 60, err: true}, {start: 70, end: 120}}
+	got := fragmentRow(TraceID{1}, spans, true)
+	want := index.Row{TraceID: TraceID{1}, MinStart: 10, MaxStart: 70, MaxEnd: 120, Spans: 3, Errors: 1, Split: true}
+	if got != want {
+		t.Fatalf("row %+v, want %+v", got, want)
 	}
 }
