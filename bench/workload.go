@@ -208,6 +208,9 @@ func (tb *traceBuilder) serve(svc *service, parent []byte, start, dur int64, dep
 	tb.spans = append(tb.spans, genSpan{inst, server})
 	tb.budget--
 
+	if rng.IntN(3) == 0 {
+		tb.internal(inst, server.SpanId, start+dur/50, dur/10+1)
+	}
 	// Downstream calls, sequential within the parent's duration.
 	calls := len(svc.calls)
 	if calls == 0 || tb.budget <= 0 || depth > 8 {
@@ -275,6 +278,25 @@ func (tb *traceBuilder) finish(s *tracepb.Span, depth int) {
 		})
 	}
 }
+
+// internal emits in-process work of a handler, such as validation.
+func (tb *traceBuilder) internal(inst *instance, parent []byte, start, dur int64) {
+	fn := internalFuncs[tb.g.rng.IntN(len(internalFuncs))]
+	s := &tracepb.Span{
+		TraceId:           tb.id,
+		SpanId:            tb.newSpanID(),
+		ParentSpanId:      parent,
+		Name:              fn,
+		Kind:              tracepb.Span_SPAN_KIND_INTERNAL,
+		StartTimeUnixNano: uint64(start + inst.skew),
+		EndTimeUnixNano:   uint64(start + inst.skew + dur),
+		Attributes:        []*commonpb.KeyValue{str("code.function", fn), str("code.namespace", "main")},
+	}
+	tb.spans = append(tb.spans, genSpan{inst, s})
+	tb.budget--
+}
+
+var internalFuncs = []string{"validateRequest", "loadConfig", "renderResponse", "computePrice"}
 
 func (tb *traceBuilder) dbCall(inst *instance, parent []byte, start, dur int64) {
 	rng := tb.g.rng
@@ -345,3 +367,23 @@ func integer(k string, v int64) *commonpb.KeyValue {
 }
 
 var tables = []string{"products", "orders", "users", "carts", "payments", "inventory", "shipments"}
+
+// Service is a service of the workload and the names of its server
+// operations, from which benchmarks draw search queries.
+type Service struct {
+	Name       string
+	Operations []string
+}
+
+// Services lists the workload's services.
+func (g *Generator) Services() []Service {
+	out := make([]Service, 0, len(g.services))
+	for _, s := range g.services {
+		svc := Service{Name: s.name}
+		for _, op := range s.ops {
+			svc.Operations = append(svc.Operations, op.name)
+		}
+		out = append(out, svc)
+	}
+	return out
+}

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -33,39 +31,15 @@ func buildCairn(t *testing.T) string {
 	return bin
 }
 
-var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) query=(\S+)`)
-
-type process struct {
-	cmd       *exec.Cmd
-	otlpAddr  string
-	queryAddr string
-}
-
 // startCairn runs `cairn serve` on loopback and waits until it listens.
-func startCairn(t *testing.T, bin, dir string, extra ...string) *process {
+func startCairn(t *testing.T, bin, dir string, extra ...string) *child {
 	t.Helper()
-	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(bin, args...)
-	stderr, err := cmd.StderrPipe()
+	c, err := startChild(bin, dir, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lines := bufio.NewScanner(stderr)
-	for lines.Scan() {
-		if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
-			go func() { // keep draining so the server never blocks on logging
-				for lines.Scan() {
-				}
-			}()
-			return &process{cmd: cmd, otlpAddr: m[1], queryAddr: m[2]}
-		}
-	}
-	t.Fatalf("cairn exited before serving: %v", cmd.Wait())
-	return nil
+	t.Cleanup(c.kill)
+	return c
 }
 
 // TestSIGKILLLosesNoAcknowledgedSpans kills the server with SIGKILL while

@@ -19,6 +19,7 @@ Usage:
   cairn search [flags]                 find traces by service, operation, attributes, duration, time
   cairn services [flags]               list the services that sent spans
   cairn operations SERVICE [flags]     list a service's operations and span kinds
+  cairn bench [flags]                  measure ingest, reads and searches of cairn or any OTLP endpoint
 
 Run 'cairn COMMAND -h' for a command's flags.
 `
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return servicesCmd(args[1:], stdout, stderr)
 	case "operations":
 		return operationsCmd(args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

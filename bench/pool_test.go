@@ -1,0 +1,84 @@
+package bench
+
+import (
+	"testing"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// TestPoolRounds checks that every round is valid OTLP with the first round's
+// shape but IDs of its own, times shifted past the previous round's, and
+// parents still pointing at spans of the same trace.
+func TestPoolRounds(t *testing.T) {
+	p, err := NewPool(Config{BatchSpans: 100, LargeTraceEvery: 50}, 3000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := uint64(p.Requests())
+	seen := map[[8]byte]bool{}
+	var buf []byte
+	for round := range uint64(3) {
+		spans := map[[8]byte]bool{}
+		var parents [][8]byte
+		for i := range n {
+			seq := round*n + i
+			buf = p.Request(buf, seq)
+			var req collectorpb.ExportTraceServiceRequest
+			if err := proto.Unmarshal(buf, &req); err != nil {
+				t.Fatalf("round %d request %d: %v", round, i, err)
+			}
+			var first collectorpb.ExportTraceServiceRequest
+			if err := proto.Unmarshal(p.reqs[i].bytes, &first); err != nil {
+				t.Fatal(err)
+			}
+			count := 0
+			for ri, rs := range req.ResourceSpans {
+				for si, ss := range rs.ScopeSpans {
+					for k, s := range ss.Spans {
+						f := first.ResourceSpans[ri].ScopeSpans[si].Spans[k]
+						count++
+						if s.Name != f.Name || len(s.Attributes) != len(f.Attributes) {
+							t.Fatalf("round %d changed span content", round)
+						}
+						if want := TraceIDIn([16]byte(f.TraceId), round); [16]byte(s.TraceId) != want {
+							t.Fatalf("round %d trace ID %x, want %x", round, s.TraceId, want)
+						}
+						if got, want := s.StartTimeUnixNano-f.StartTimeUnixNano, round*p.period; got != want {
+							t.Fatalf("round %d start shifted by %d, want %d", round, got, want)
+						}
+						id := [8]byte(s.SpanId)
+						if seen[id] {
+							t.Fatalf("span ID %x repeats", id)
+						}
+						seen[id], spans[id] = true, true
+						if len(s.ParentSpanId) == 8 {
+							parents = append(parents, [8]byte(s.ParentSpanId))
+						}
+					}
+				}
+			}
+			if count != p.Spans(seq) {
+				t.Fatalf("request %d has %d spans, pool says %d", seq, count, p.Spans(seq))
+			}
+			probe := p.Probe(seq)
+			last := req.ResourceSpans[len(req.ResourceSpans)-1].ScopeSpans
+			ls := last[len(last)-1].Spans
+			if s := ls[len(ls)-1]; [16]byte(s.TraceId) != probe.TraceID || [8]byte(s.SpanId) != probe.SpanID {
+				t.Fatalf("probe of request %d is not its last span", seq)
+			}
+		}
+		for _, parent := range parents {
+			if !spans[parent] {
+				t.Fatalf("round %d: parent %x is not a span of the round", round, parent)
+			}
+		}
+	}
+	total := 0
+	for _, tr := range p.Traces() {
+		total += tr.Spans
+	}
+	if want := int(n) * 100; total != want {
+		t.Fatalf("traces hold %d spans, requests %d", total, want)
+	}
+}

@@ -1,0 +1,371 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"cairn/internal/rawcodec"
+)
+
+// exportMethod is OTLP's trace Export RPC.
+const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+// Options configures a run. The zero value is valid except for Target.
+type Options struct {
+	// Target is the OTLP/gRPC endpoint, host:port.
+	Target string
+
+	// Reader, if set, is a jaeger.storage.v2 endpoint that serves what Target
+	// stores; the run then measures visibility, trace reads, searches and
+	// completeness too.
+	Reader string
+
+	// Spans is how many spans to send. The default is 1,000,000, unless
+	// Duration is set.
+	Spans int64
+
+	// Duration, if set, sends for this long instead (bounded by Spans if
+	// that is set too).
+	Duration time.Duration
+
+	// Seed selects the workload. The default is 1.
+	Seed uint64
+
+	// Batch is the number of spans per Export request. The default is 1024.
+	Batch int
+
+	// Conns is the number of gRPC connections. The default is 4.
+	Conns int
+
+	// Inflight is the number of requests in flight per connection. The
+	// default is 4.
+	Inflight int
+
+	// Rate caps the spans sent per second; 0 sends as fast as they are
+	// acknowledged.
+	Rate float64
+
+	// PoolSpans is how many distinct spans are encoded before the run and
+	// replayed, with new IDs and times, in rounds. The default is
+	// min(Spans, 1,000,000).
+	PoolSpans int
+
+	// LargeTraceEvery makes every n-th trace one of 10,000+ spans. The
+	// default is 5000.
+	LargeTraceEvery int
+
+	// Queries is the number of reads timed per trace-size class and per
+	// search shape. The default is 300.
+	Queries int
+
+	// Progress, if set, is called about twice a second while spans are sent.
+	Progress func(Progress)
+}
+
+func (o *Options) withDefaults() Options {
+	c := *o
+	if c.Spans <= 0 && c.Duration <= 0 {
+		c.Spans = 1_000_000
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.Batch <= 0 {
+		c.Batch = 1024
+	}
+	if c.Conns <= 0 {
+		c.Conns = 4
+	}
+	if c.Inflight <= 0 {
+		c.Inflight = 4
+	}
+	if c.PoolSpans <= 0 {
+		c.PoolSpans = 1_000_000
+		if c.Spans > 0 && c.Spans < int64(c.PoolSpans) {
+			c.PoolSpans = int(c.Spans)
+		}
+	}
+	if c.LargeTraceEvery <= 0 {
+		c.LargeTraceEvery = 5000
+	}
+	if c.Queries <= 0 {
+		c.Queries = 300
+	}
+	return c
+}
+
+// Progress is a snapshot of a run while it sends.
+type Progress struct {
+	Acked       int64 // spans acknowledged
+	SpansPerSec float64
+	Errors      int64 // requests that failed or were retried
+	Elapsed     time.Duration
+}
+
+// Run generates the workload, sends it to o.Target and, if o.Reader is set,
+// reads it back. Only acknowledged spans count as ingested.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Target == "" {
+		return nil, errors.New("bench: no target")
+	}
+	o = o.withDefaults()
+	t0 := time.Now()
+	pool, err := NewPool(Config{Seed: o.Seed, BatchSpans: o.Batch, LargeTraceEvery: o.LargeTraceEvery,
+		TracesPerSecond: 10_000}, o.PoolSpans)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Target: o.Target, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
+		Inflight: o.Inflight, Rate: o.Rate, PoolSeconds: time.Since(t0).Seconds()}
+
+	var rd *reader
+	if o.Reader != "" {
+		if rd, err = newReader(o.Reader); err != nil {
+			return nil, err
+		}
+		defer rd.close()
+	}
+	sent, err := send(ctx, o, pool, rd, rep)
+	if err != nil {
+		return nil, err
+	}
+	if rd != nil {
+		if err := rd.measure(ctx, o, pool, sent, rep); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// sender holds what the senders share.
+type sender struct {
+	o        Options
+	pool     *Pool
+	conns    []*grpc.ClientConn
+	next     atomic.Uint64 // next request to send
+	unsent   atomic.Uint64 // the first request not sent: all below were
+	requests uint64        // requests to send; 0 for no bound
+	deadline time.Time     // zero for none
+	start    time.Time
+
+	acked, rejected, failed, retries, bytes atomic.Int64
+	errs                                    atomic.Int64
+
+	mu        sync.Mutex
+	latencies []time.Duration
+	lastAcked int64 // the latest request acknowledged, -1 before any
+	lastAck   time.Time
+	firstErr  error
+}
+
+func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (uint64, error) {
+	s := &sender{o: o, pool: pool, lastAcked: -1}
+	s.unsent.Store(^uint64(0))
+	if o.Spans > 0 {
+		s.requests = uint64((o.Spans + int64(o.Batch) - 1) / int64(o.Batch))
+	}
+	for range o.Conns {
+		// One connection each: gRPC would otherwise share a single one.
+		c, err := grpc.NewClient(o.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+		if err != nil {
+			return 0, fmt.Errorf("dial %s: %w", o.Target, err)
+		}
+		defer c.Close()
+		s.conns = append(s.conns, c)
+	}
+
+	s.start = time.Now()
+	if o.Duration > 0 {
+		s.deadline = s.start.Add(o.Duration)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	var bg sync.WaitGroup
+	stop := make(chan struct{})
+	var timeline []float64
+	bg.Add(1)
+	go func() {
+		defer bg.Done()
+		timeline = s.watch(stop)
+	}()
+	var lags []time.Duration
+	if rd != nil {
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			lags = rd.probeVisibility(ctx, s, stop)
+		}()
+	}
+
+	var wg sync.WaitGroup
+	for i := range o.Conns * o.Inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.worker(ctx, s.conns[i%len(s.conns)])
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(s.start)
+	close(stop)
+	bg.Wait()
+	if ctx.Err() != nil && s.acked.Load() == 0 {
+		return 0, ctx.Err()
+	}
+
+	sent := min(s.unsent.Load(), s.next.Load())
+	rep.Spans = s.acked.Load()
+	rep.Requests = int64(len(s.latencies))
+	rep.Seconds = elapsed.Seconds()
+	rep.SpansPerSec = float64(rep.Spans) / elapsed.Seconds()
+	rep.MBPerSec = float64(s.bytes.Load()) / 1e6 / elapsed.Seconds()
+	rep.RejectedSpans = s.rejected.Load()
+	rep.FailedSpans = s.failed.Load()
+	rep.Retries = s.retries.Load()
+	rep.ExportP50Ms, rep.ExportP99Ms, rep.ExportMaxMs = percentiles(s.latencies)
+	rep.exportLatencies = s.latencies
+	rep.Timeline = timeline
+	if s.firstErr != nil {
+		rep.FirstError = s.firstErr.Error()
+	}
+	if len(lags) > 0 {
+		rep.VisibilityProbes = len(lags)
+		rep.VisibilityP50Ms, rep.VisibilityP99Ms, rep.VisibilityMaxMs = percentiles(lags)
+	}
+	if rep.Spans == 0 {
+		return 0, fmt.Errorf("no span was acknowledged: %s", rep.FirstError)
+	}
+	return sent, nil
+}
+
+// worker sends requests until the run is over.
+func (s *sender) worker(ctx context.Context, conn *grpc.ClientConn) {
+	var buf []byte
+	var resp rawcodec.Message
+	for ctx.Err() == nil {
+		seq := s.next.Add(1) - 1
+		if s.requests > 0 && seq >= s.requests || !s.deadline.IsZero() && time.Now().After(s.deadline) {
+			for {
+				u := s.unsent.Load()
+				if seq >= u || s.unsent.CompareAndSwap(u, seq) {
+					return
+				}
+			}
+		}
+		spans := int64(s.pool.Spans(seq))
+		if s.o.Rate > 0 {
+			due := s.start.Add(time.Duration(float64(seq) * float64(s.o.Batch) / s.o.Rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+		buf = s.pool.Request(buf, seq)
+		backoff := 10 * time.Millisecond
+		for {
+			t := time.Now()
+			resp = resp[:0]
+			err := conn.Invoke(ctx, exportMethod, rawcodec.Message(buf), &resp)
+			lat := time.Since(t)
+			if err == nil {
+				rejected := rejectedSpans(resp)
+				s.acked.Add(spans - rejected)
+				s.rejected.Add(rejected)
+				s.bytes.Add(int64(len(buf)))
+				s.mu.Lock()
+				s.latencies = append(s.latencies, lat)
+				if int64(seq) > s.lastAcked {
+					s.lastAcked, s.lastAck = int64(seq), time.Now()
+				}
+				s.mu.Unlock()
+				break
+			}
+			s.errs.Add(1)
+			if c := status.Code(err); (c == codes.ResourceExhausted || c == codes.Unavailable) && ctx.Err() == nil {
+				s.retries.Add(1)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			s.failed.Add(spans)
+			s.mu.Lock()
+			if s.firstErr == nil {
+				s.firstErr = err
+			}
+			s.mu.Unlock()
+			break
+		}
+	}
+}
+
+// watch reports progress and records acknowledged spans per second until
+// stop closes.
+func (s *sender) watch(stop <-chan struct{}) []float64 {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var timeline []float64
+	var lastSecond int64
+	nextSecond := s.start.Add(time.Second)
+	prevAcked, prevAt := int64(0), s.start
+	for {
+		select {
+		case <-stop:
+			return timeline
+		case now := <-tick.C:
+			acked := s.acked.Load()
+			if !now.Before(nextSecond) {
+				timeline = append(timeline, float64(acked-lastSecond))
+				lastSecond = acked
+				nextSecond = nextSecond.Add(time.Second)
+			}
+			if s.o.Progress != nil {
+				s.o.Progress(Progress{Acked: acked, Errors: s.errs.Load(), Elapsed: now.Sub(s.start),
+					SpansPerSec: float64(acked-prevAcked) / now.Sub(prevAt).Seconds()})
+			}
+			prevAcked, prevAt = acked, now
+		}
+	}
+}
+
+// latestAck returns the latest request acknowledged and when.
+func (s *sender) latestAck() (int64, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastAcked, s.lastAck
+}
+
+// rejectedSpans reads partial_success.rejected_spans of an Export response.
+func rejectedSpans(resp []byte) int64 {
+	var n int64
+	_ = eachField(resp, 0, len(resp), func(num protowire.Number, typ protowire.Type, s, e int) error {
+		if num != 1 || typ != protowire.BytesType {
+			return nil
+		}
+		return eachField(resp, s, e, func(num protowire.Number, typ protowire.Type, s, e int) error {
+			if num == 1 && typ == protowire.VarintType {
+				v, _ := protowire.ConsumeVarint(resp[s:e])
+				n = int64(v)
+			}
+			return nil
+		})
+	})
+	return n
+}

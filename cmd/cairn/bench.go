@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+
+	"cairn/bench"
+)
+
+func benchCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bench.Options
+	fs.StringVar(&o.Target, "target", "", "OTLP/gRPC endpoint HOST:PORT to benchmark; empty starts an embedded cairn on a temporary directory")
+	fs.StringVar(&o.Reader, "reader", "", "jaeger.storage.v2 endpoint HOST:PORT of the target, to measure reads too")
+	fs.Int64Var(&o.Spans, "spans", 0, "spans to send (default 1,000,000 unless --duration is set)")
+	fs.DurationVar(&o.Duration, "duration", 0, "send for this long instead")
+	fs.Uint64Var(&o.Seed, "seed", 1, "workload seed")
+	fs.IntVar(&o.Batch, "batch", 1024, "spans per Export request")
+	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
+	fs.IntVar(&o.Inflight, "inflight", 4, "requests in flight per connection")
+	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
+	fs.IntVar(&o.Queries, "queries", 300, "reads timed per trace-size class and per search shape")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("bench takes no arguments, got %q", pos)
+	}
+	if o.Reader != "" && o.Target == "" {
+		return errors.New("--reader needs --target: the embedded cairn is its own reader")
+	}
+	if !*jsonOut && isTerminal(stderr) {
+		o.Progress = func(p bench.Progress) {
+			fmt.Fprintf(stderr, "\r\033[K%12d spans acknowledged  %9.0f spans/s  %d errors  %5.1fs",
+				p.Acked, p.SpansPerSec, p.Errors, p.Elapsed.Seconds())
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var rep *bench.Report
+	if o.Target == "" {
+		rep, err = benchEmbedded(ctx, o)
+	} else {
+		rep, err = bench.Run(ctx, o)
+	}
+	if o.Progress != nil {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		return err
+	}
+	if *htmlFile != "" {
+		if err := writeFile(*htmlFile, rep.WriteHTML); err != nil {
+			return err
+		}
+	}
+	if *jsonOut {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteTable(stdout)
+}
+
+// benchEmbedded runs `cairn serve` as a child process on a temporary
+// directory, so that its memory and disk are measured apart from the load
+// generator's, and benchmarks it over loopback.
+func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find cairn binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "cairn-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := startChild(bin, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.kill()
+	o.Target, o.Reader = c.otlpAddr, c.queryAddr
+	rep, err := bench.Run(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	rep.Embedded = true
+	// A graceful stop cuts the live buffer into a block: what remains is the
+	// store as it would stay on disk.
+	rss, err := c.stop()
+	if err != nil {
+		return nil, err
+	}
+	rep.PeakRSSMB = float64(rss) / (1 << 20)
+	if rep.DiskBytes, err = dirSize(dir); err != nil {
+		return nil, err
+	}
+	rep.DiskBytesPerSpan = float64(rep.DiskBytes) / float64(rep.Spans)
+	return rep, nil
+}
+
+// servingLine is the log line `cairn serve` prints once it listens.
+var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) query=(\S+)`)
+
+// child is a `cairn serve` process.
+type child struct {
+	cmd       *exec.Cmd
+	otlpAddr  string
+	queryAddr string
+	log       *tailBuffer
+	drained   chan struct{}
+}
+
+// startChild runs `cairn serve` on loopback ports and waits until it listens.
+func startChild(bin, dir string, extra ...string) (*child, error) {
+	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(bin, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start cairn serve: %w", err)
+	}
+	c := &child{cmd: cmd, log: &tailBuffer{}, drained: make(chan struct{})}
+	lines := bufio.NewScanner(stderr)
+	for lines.Scan() {
+		c.log.add(lines.Text())
+		if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
+			c.otlpAddr, c.queryAddr = m[1], m[2]
+			go func() { // keep draining so the server never blocks on logging
+				defer close(c.drained)
+				for lines.Scan() {
+					c.log.add(lines.Text())
+				}
+			}()
+			return c, nil
+		}
+	}
+	err = cmd.Wait()
+	return nil, fmt.Errorf("cairn serve exited before serving (%v):\n%s", err, c.log)
+}
+
+// stop shuts the server down gracefully and returns its peak resident set
+// size in bytes.
+func (c *child) stop() (int64, error) {
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return 0, fmt.Errorf("stop cairn serve: %w", err)
+	}
+	<-c.drained
+	if err := c.cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("cairn serve: %w\n%s", err, c.log)
+	}
+	ru, ok := c.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, errors.New("peak RSS is not reported on this platform")
+	}
+	return ru.Maxrss << 10, nil // Linux reports KiB
+}
+
+func (c *child) kill() {
+	if c.cmd.ProcessState == nil {
+		c.cmd.Process.Kill()
+		c.cmd.Wait()
+	}
+}
+
+// tailBuffer keeps the last lines a child logged, for error messages.
+type tailBuffer struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (t *tailBuffer) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == 20 {
+		t.lines = t.lines[1:]
+	}
+	t.lines = append(t.lines, line)
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}
+
+// dirSize sums the sizes of the files under dir.
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		n += info.Size()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("measure data directory: %w", err)
+	}
+	return n, nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

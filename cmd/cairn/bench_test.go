@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// benchReport is the part of `cairn bench --json` the tests check.
+type benchReport struct {
+	Spans            int64   `json:"spans"`
+	SpansPerSec      float64 `json:"spans_per_sec"`
+	ExportP99Ms      float64 `json:"export_p99_ms"`
+	FailedSpans      int64   `json:"failed_spans"`
+	PeakRSSMB        float64 `json:"peak_rss_mb"`
+	DiskBytesPerSpan float64 `json:"disk_bytes_per_span"`
+	VisibilityProbes int     `json:"visibility_probes"`
+	GetTraces        []struct {
+		Class   string `json:"class"`
+		Queries int    `json:"queries"`
+	} `json:"get_traces"`
+	Searches []struct {
+		Shape      string  `json:"shape"`
+		MeanTraces float64 `json:"mean_traces"`
+	} `json:"searches"`
+	TracesChecked    int     `json:"traces_checked"`
+	CompleteFraction float64 `json:"complete_fraction"`
+}
+
+// TestBenchEmbedded runs `cairn bench` as users do: it starts its own cairn
+// in a child process and reports every figure, as JSON with nothing else on
+// stdout, and as an HTML page.
+func TestBenchEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin := buildCairn(t)
+	html := filepath.Join(t.TempDir(), "report.html")
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(bin, "bench", "--spans", "40000", "--batch", "500", "--queries", "5", "--json", "--html", html)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("cairn bench: %v\n%s", err, stderr.String())
+	}
+	var r benchReport
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("stdout is not one JSON report: %v\n%s", err, stdout.String())
+	}
+	if r.Spans < 40000 || r.FailedSpans != 0 || r.SpansPerSec <= 0 || r.ExportP99Ms <= 0 {
+		t.Errorf("ingest figures: %+v", r)
+	}
+	if r.PeakRSSMB <= 0 || r.DiskBytesPerSpan <= 0 {
+		t.Errorf("embedded figures missing: rss %.1f MiB, disk %.1f B/span", r.PeakRSSMB, r.DiskBytesPerSpan)
+	}
+	if len(r.GetTraces) < 2 || len(r.Searches) != 4 {
+		t.Errorf("read figures missing: %+v", r)
+	}
+	for _, s := range r.Searches {
+		if s.MeanTraces == 0 {
+			t.Errorf("search %s found nothing", s.Shape)
+		}
+	}
+	if r.TracesChecked == 0 || r.CompleteFraction != 1 {
+		t.Errorf("%d traces checked, %.3f complete", r.TracesChecked, r.CompleteFraction)
+	}
+	page, err := os.ReadFile(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(page, []byte("<svg")) || !bytes.Contains(page, []byte("spans/s")) {
+		t.Errorf("HTML report lacks its charts")
+	}
+}
+
+// TestBenchTarget benchmarks a server it did not start, with and without a
+// reader, and checks the table.
+func TestBenchTarget(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+
+	var out, errOut bytes.Buffer
+	if err := run([]string{"bench", "--target", s.otlpAddr.String(), "--spans", "5000", "--batch", "100"}, &out, &errOut); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "spans/s") || strings.Contains(out.String(), "trace by ID") {
+		t.Errorf("ingest-only table:\n%s", out.String())
+	}
+	out.Reset()
+	err := run([]string{"bench", "--target", s.otlpAddr.String(), "--reader", s.queryAddr.String(),
+		"--spans", "5000", "--batch", "100", "--queries", "3", "--seed", "2"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	for _, want := range []string{"trace by ID, 11-200 spans", "search service+min-duration", "complete traces"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	if err := run([]string{"bench", "--reader", s.queryAddr.String()}, &out, &errOut); err == nil {
+		t.Error("--reader without --target was accepted")
+	}
+}
