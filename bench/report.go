@@ -22,6 +22,7 @@ type Report struct {
 	Conns    int     `json:"conns"`
 	Inflight int     `json:"inflight"`
 	Rate     float64 `json:"rate,omitempty"`
+	Settle   float64 `json:"settle_sec,omitempty"` // pause before reads
 
 	PoolSeconds   float64 `json:"pool_sec"` // encoding the workload, before the clock starts
 	Spans         int64   `json:"spans"`    // acknowledged
@@ -117,6 +118,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(r.GetTraces) > 0 {
 		fmt.Fprintf(tw, "\t\n")
+		if r.Settle > 0 {
+			fmt.Fprintf(tw, "reads from\t%.0fs after the last ack\n", r.Settle)
+		}
 		for _, c := range r.GetTraces {
 			fmt.Fprintf(tw, "trace by ID, %s\tp50 %.2f ms, p99 %.2f ms\t%d traces, %d reads\n", c.Class, c.P50Ms, c.P99Ms, c.Traces, c.Queries)
 		}

@@ -68,6 +68,12 @@ type Options struct {
 	// search shape. The default is 300.
 	Queries int
 
+	// Settle is the pause between sending and reading, so that reads are
+	// timed on a store that has absorbed the load: a store that cuts what it
+	// buffered into blocks, or compacts, right after a burst competes with
+	// the first reads for CPU. The default is 0: read at once.
+	Settle time.Duration
+
 	// Progress, if set, is called about twice a second while spans are sent.
 	Progress func(Progress)
 }
@@ -126,7 +132,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Target: o.Target, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
-		Inflight: o.Inflight, Rate: o.Rate, PoolSeconds: time.Since(t0).Seconds()}
+		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	var rd *reader
 	if o.Reader != "" {
@@ -140,6 +146,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	if rd != nil {
+		select {
+		case <-time.After(o.Settle):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		if err := rd.measure(ctx, o, pool, sent, rep); err != nil {
 			return nil, err
 		}

@@ -1,6 +1,9 @@
 package index
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestTraceSummary(t *testing.T) {
 	s := TraceSummary{Spans: 3, MinStart: 10, MaxEnd: 120}
@@ -30,15 +33,24 @@ func FuzzTraceSummary(f *testing.F) {
 }
 
 func TestDurationRange(t *testing.T) {
-	for b := range 65 {
-		lo, hi := DurationRange(uint8(b))
-		if DurationBucket(lo) != uint8(b) || DurationBucket(hi) != uint8(b) {
+	prevHi := uint64(0)
+	for b := uint16(1); b <= DurationBucket(math.MaxUint64); b++ {
+		lo, hi := DurationRange(b)
+		if lo > hi {
+			continue // an unused bucket
+		}
+		if DurationBucket(lo) != b || DurationBucket(hi) != b {
 			t.Fatalf("bucket %d: range [%d, %d] maps to buckets %d and %d", b, lo, hi, DurationBucket(lo), DurationBucket(hi))
 		}
-		if b > 0 {
-			if _, prevHi := DurationRange(uint8(b - 1)); prevHi+1 != lo {
-				t.Fatalf("bucket %d starts at %d, after %d", b, lo, prevHi)
-			}
+		if prevHi+1 != lo {
+			t.Fatalf("bucket %d starts at %d, after %d", b, lo, prevHi)
 		}
+		if lo >= 16 && hi != math.MaxUint64 && hi-lo+1 > lo/4 {
+			t.Fatalf("bucket %d: [%d, %d] is wider than a quarter of its start", b, lo, hi)
+		}
+		prevHi = hi
+	}
+	if prevHi != math.MaxUint64 {
+		t.Fatalf("buckets end at %d", prevHi)
 	}
 }

@@ -2,6 +2,7 @@ package index
 
 import (
 	"encoding/binary"
+	"math"
 	"math/bits"
 
 	"github.com/cespare/xxhash/v2"
@@ -71,36 +72,71 @@ func (h *Hasher) Error(svc []byte) Term {
 	return h.sum()
 }
 
-// Attribute is the term of spans with an attribute (their own or their
-// resource's) whose key, type and value bucket are these; the value is in
-// otlpwire.AppendCanonical's form.
-func (h *Hasher) Attribute(key []byte, t otlpwire.ValueType, canonical []byte) Term {
+// Attribute is the term of spans of a service with an attribute (their own
+// or their resource's) whose key, type and value bucket are these; the value
+// is in otlpwire.AppendCanonical's form. The service is part of the term
+// because searches ask for both on the same span: a trace-level term of the
+// attribute alone would let through every trace that has the attribute on
+// some other service's span, and only verification could reject them.
+func (h *Hasher) Attribute(svc, key []byte, t otlpwire.ValueType, canonical []byte) Term {
 	bucket := xxhash.Sum64(canonical) % AttributeBuckets
 	h.buf = append(h.buf[:0], tagAttribute, byte(t))
 	h.buf = binary.BigEndian.AppendUint16(h.buf, uint16(bucket))
+	h.str(svc)
 	h.str(key)
 	return h.sum()
 }
 
-// DurationBucket is the bucket of a span duration: its bit length, so bucket
-// b holds durations in [2^(b-1), 2^b) nanoseconds.
-func DurationBucket(d uint64) uint8 { return uint8(bits.Len64(d)) }
+// longDuration is where duration buckets stop: every duration of 2^36 ns
+// (about 69 s) or more shares one bucket. A search for spans longer than some
+// bound looks up every bucket above it, so the buckets above realistic span
+// durations would cost lookups and find nothing.
+const longDuration = 36
+
+// DurationBucket is the bucket of a span duration in nanoseconds. Buckets
+// split each power of two in four, so that a bound falls in a bucket at most
+// a quarter as wide as the durations above it: for n, the bit length of d,
+// from 3 to 36, bucket 4n+m holds [(4+m)·2^(n-3), (5+m)·2^(n-3)); durations
+// below 4 have buckets of their own, and those from 2^36 ns up share bucket
+// 148.
+func DurationBucket(d uint64) uint16 {
+	n := bits.Len64(d)
+	switch {
+	case n <= 2:
+		return uint16(d)
+	case n > longDuration:
+		return 4 * (longDuration + 1)
+	}
+	return uint16(4*n) + uint16(d>>(n-3)&3)
+}
 
 // DurationRange is the range of durations, in nanoseconds and inclusive, that
-// a bucket holds.
-func DurationRange(bucket uint8) (lo, hi uint64) {
-	if bucket == 0 {
-		return 0, 0
+// a bucket holds. Buckets that hold none (4 to 11, and above 148) return
+// lo > hi.
+func DurationRange(bucket uint16) (lo, hi uint64) {
+	n, m := uint(bucket/4), uint64(bucket%4)
+	switch {
+	case bucket < 4:
+		return uint64(bucket), uint64(bucket)
+	case n < 3 || n > longDuration+1 || n == longDuration+1 && m > 0:
+		return 1, 0
+	case n == longDuration+1:
+		return 1 << longDuration, math.MaxUint64
 	}
-	return 1 << (bucket - 1), 1<<(bucket-1) - 1 + 1<<(bucket-1)
+	lo = (4 + m) << (n - 3)
+	return lo, lo + 1<<(n-3) - 1
 }
 
 // Duration is the term of spans of a service whose duration falls in a
-// bucket.
-func (h *Hasher) Duration(svc []byte, bucket uint8) Term {
-	h.buf = append(h.buf[:0], tagDuration, bucket)
+// bucket. A duration search looks up many buckets of one service, so the
+// term's top byte, which picks its postings shard, comes from the service
+// alone: all of them are read from one shard.
+func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
+	h.buf = append(h.buf[:0], tagDuration)
 	h.str(svc)
-	return h.sum()
+	shard := xxhash.Sum64(h.buf) &^ (1<<56 - 1)
+	h.buf = binary.BigEndian.AppendUint16(h.buf, bucket)
+	return Term(shard | uint64(h.sum())&(1<<56-1))
 }
 
 // SpanTerms appends the terms of one span of a service, except those of its
@@ -116,7 +152,7 @@ func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []
 	}
 	otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
 		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
-		dst = append(dst, h.Attribute(key, t, h.value))
+		dst = append(dst, h.Attribute(svc, key, t, h.value))
 	})
 	return dst
 }
@@ -127,7 +163,7 @@ func (h *Hasher) ResourceTerms(dst []Term, svc, resource []byte) []Term {
 	dst = append(dst, h.Service(svc))
 	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
 		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
-		dst = append(dst, h.Attribute(key, t, h.value))
+		dst = append(dst, h.Attribute(svc, key, t, h.value))
 	})
 	return dst
 }

@@ -22,7 +22,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 1
+const FormatVersion = 2
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte

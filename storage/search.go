@@ -69,7 +69,9 @@ type compiled struct {
 	value       []byte // scratch for canonical values
 }
 
-func compile(q Query, notBefore uint64) *compiled {
+// compile turns a query into term groups. services lists the services in the
+// store, for attribute conditions of queries that name no service.
+func compile(q Query, notBefore uint64, services []string) *compiled {
 	c := &compiled{startMin: notBefore, startMax: math.MaxUint64, durMax: math.MaxUint64, limit: q.Limit}
 	if q.Service != "" {
 		c.svc = []byte(q.Service)
@@ -114,7 +116,15 @@ func compile(q Query, notBefore uint64) *compiled {
 		spanConds++
 	}
 	for _, a := range c.attrs {
-		c.groups = append(c.groups, []index.Term{h.Attribute([]byte(a.Key), a.Type, a.Value)})
+		// Attribute terms name the service: without one, any service will do.
+		var g []index.Term
+		if c.svc != nil {
+			g = append(g, h.Attribute(c.svc, []byte(a.Key), a.Type, a.Value))
+		}
+		for _, svc := range services {
+			g = append(g, h.Attribute([]byte(svc), []byte(a.Key), a.Type, a.Value))
+		}
+		c.groups = append(c.groups, g)
 		spanConds += 2 // attribute terms are bucketed
 	}
 	if c.durMin > 0 || c.durMax < math.MaxUint64 {
@@ -126,9 +136,13 @@ func compile(q Query, notBefore uint64) *compiled {
 			var g []index.Term
 			c.inside = map[index.Term]bool{}
 			for b := index.DurationBucket(c.durMin); b <= index.DurationBucket(c.durMax); b++ {
+				lo, hi := index.DurationRange(b)
+				if lo > hi {
+					continue
+				}
 				t := h.Duration(c.svc, b)
 				g = append(g, t)
-				if lo, hi := index.DurationRange(b); lo >= c.durMin && hi <= c.durMax {
+				if lo >= c.durMin && hi <= c.durMax {
 					c.inside[t] = true
 				}
 			}
@@ -245,7 +259,11 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		live []liveCandidate
 	)
 	v, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
-		c = compile(q, notBefore)
+		var services []string
+		if q.Service == "" && len(q.Attributes) > 0 {
+			services = db.catalog.listServices(partitionOf(notBefore))
+		}
+		c = compile(q, notBefore, services)
 		for _, buf := range bufs {
 			live = c.liveCandidates(live, buf, notBefore)
 		}
@@ -443,12 +461,26 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 // newest first, that may match. Without terms every row is a candidate.
 // inside lists, sorted, the rows found through inside duration terms.
 func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, inside []uint32, err error) {
+	// Consecutive terms in one shard, such as a service's duration buckets,
+	// share a seek.
+	shard, found := -1, false
 	for gi, g := range s.c.groups {
 		var union []uint32
 		for _, t := range g {
-			rows, err := s.postings(p, block, t, nrows)
+			if int(index.Shard(t)) != shard {
+				shard = int(index.Shard(t))
+				k := keys.Postings(p, block, index.Shard(t))
+				found = s.it.SeekGE(k) && bytes.Equal(s.it.Key(), k)
+				if err := s.it.Error(); err != nil {
+					return nil, nil, err
+				}
+			}
+			if !found {
+				continue // no term of the segment is in this shard
+			}
+			rows, err := index.Postings(s.it.Value(), t, nrows)
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, fmt.Errorf("postings of partition %d block %d: %w", p, block, err)
 			}
 			union = append(union, rows...)
 			if s.c.inside[t] {
@@ -474,18 +506,6 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 	}
 	slices.Sort(inside)
 	return out, slices.Compact(inside), nil
-}
-
-func (s *segmentSearch) postings(p uint32, block uint64, t index.Term, nrows int) ([]uint32, error) {
-	k := keys.Postings(p, block, index.Shard(t))
-	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
-		return nil, s.it.Error()
-	}
-	rows, err := index.Postings(s.it.Value(), t, nrows)
-	if err != nil {
-		return nil, fmt.Errorf("postings of partition %d block %d: %w", p, block, err)
-	}
-	return rows, nil
 }
 
 func intersect(a, b []uint32) []uint32 {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"cairn/bench"
 )
@@ -33,6 +34,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&o.Inflight, "inflight", 4, "requests in flight per connection")
 	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
+	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause between ingest and reads, for the store to finish the work the load left (cuts, compactions); 0 reads at once")
 	fs.IntVar(&o.Queries, "queries", 300, "reads timed per trace-size class and per search shape")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")

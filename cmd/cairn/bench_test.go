@@ -43,7 +43,7 @@ func TestBenchEmbedded(t *testing.T) {
 	bin := buildCairn(t)
 	html := filepath.Join(t.TempDir(), "report.html")
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(bin, "bench", "--spans", "40000", "--batch", "500", "--queries", "5", "--json", "--html", html)
+	cmd := exec.Command(bin, "bench", "--spans", "40000", "--batch", "500", "--queries", "5", "--settle", "0", "--json", "--html", html)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("cairn bench: %v\n%s", err, stderr.String())
@@ -94,7 +94,7 @@ func TestBenchTarget(t *testing.T) {
 	}
 	out.Reset()
 	err := run([]string{"bench", "--target", s.otlpAddr.String(), "--reader", s.queryAddr.String(),
-		"--spans", "5000", "--batch", "100", "--queries", "3", "--seed", "2"}, &out, &errOut)
+		"--spans", "5000", "--batch", "100", "--queries", "3", "--seed", "2", "--settle", "0"}, &out, &errOut)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, errOut.String())
 	}
