@@ -16,6 +16,9 @@ import (
 
 const segmentV1 = 1
 
+// shardV2 is the version byte of postings shards.
+const shardV2 = 2
+
 // Shards is the number of postings shards of a segment.
 const Shards = 256
 
@@ -126,27 +129,38 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 }
 
 // appendShard encodes the postings of sorted terms: a directory, so that a
-// lookup skips other terms without decoding them, then the row lists.
+// lookup skips other terms without decoding their rows, then the row lists.
+// Terms are delta-coded, which makes the buckets of one attribute key, which
+// share their top bits, cost a byte or two each; a term with one row keeps it
+// in the directory.
 //
-//	version=1 | uvarint nterms | nterms × ( term:u64le | uvarint count | uvarint nbytes )
-//	          | nterms × ( count × uvarint row delta )   (nbytes bytes each)
+//	version=2 | uvarint nterms | uvarint len(directory) | directory | lists
+//	directory := nterms × ( uvarint(term − previous term) uvarint count ( uvarint row | uvarint nbytes ) )
+//	lists     := for each term with count > 1: count × uvarint row delta (nbytes bytes)
 func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
-	var lists []byte
-	dst = append(dst, segmentV1)
-	dst = binary.AppendUvarint(dst, uint64(len(terms)))
+	var dir, lists []byte
+	prevTerm := Term(0)
 	for _, t := range terms {
 		rows := postings[t]
+		dir = binary.AppendUvarint(dir, uint64(t-prevTerm))
+		dir = binary.AppendUvarint(dir, uint64(len(rows)))
+		prevTerm = t
+		if len(rows) == 1 {
+			dir = binary.AppendUvarint(dir, uint64(rows[0]))
+			continue
+		}
 		n := len(lists)
 		prev := uint32(0)
 		for _, r := range rows {
 			lists = binary.AppendUvarint(lists, uint64(r-prev))
 			prev = r
 		}
-		dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
-		dst = binary.AppendUvarint(dst, uint64(len(rows)))
-		dst = binary.AppendUvarint(dst, uint64(len(lists)-n))
+		dir = binary.AppendUvarint(dir, uint64(len(lists)-n))
 	}
-	return append(dst, lists...)
+	dst = append(dst, shardV2)
+	dst = binary.AppendUvarint(dst, uint64(len(terms)))
+	dst = binary.AppendUvarint(dst, uint64(len(dir)))
+	return append(append(dst, dir...), lists...)
 }
 
 // rowCheckpoint is how many rows lie between the offsets a rows record
@@ -248,32 +262,47 @@ func DecodeRows(b []byte) ([]Row, error) {
 // shard that holds it. A term that is absent has no rows.
 func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 	r := binread.New(shard, ErrCorrupt)
-	if v := r.Byte(); v != segmentV1 {
+	if v := r.Byte(); v != shardV2 {
 		return nil, r.Fail(fmt.Sprintf("postings version %d", v))
 	}
-	nterms := r.Count(10) // a term, a count and a length
-	var (
-		offset    uint64
-		found     bool
-		count, nb uint64
-	)
-	for range nterms {
-		term := Term(binary.LittleEndian.Uint64(r.Bytes(8)))
-		c, n := r.Uvarint(), r.Uvarint()
-		if term == t && !found {
-			found, count, nb = true, c, n
-		}
-		if !found {
+	nterms := r.Count(3) // a delta, a count and a row or length
+	dir := binread.New(r.Bytes(r.Count(1)), ErrCorrupt)
+	lists := r.B
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	var term Term
+	var offset uint64
+	for i := range nterms {
+		delta, count, n := dir.Uvarint(), dir.Uvarint(), dir.Uvarint()
+		term += Term(delta)
+		switch {
+		case dir.Err != nil:
+			return nil, dir.Err
+		case count == 0 || i > 0 && delta == 0:
+			return nil, dir.Fail("postings directory")
+		case term > t:
+			return nil, nil // terms ascend: t is absent
+		case term == t && count == 1:
+			if n >= uint64(nrows) {
+				return nil, dir.Fail("posting past the last row")
+			}
+			return []uint32{uint32(n)}, nil
+		case term == t:
+			return decodeList(lists, offset, n, count, nrows)
+		case count > 1:
 			offset += n
 		}
 	}
-	if r.Err != nil || !found {
-		return nil, r.Err
+	return nil, nil
+}
+
+// decodeList decodes count row deltas from lists[offset:offset+n].
+func decodeList(lists []byte, offset, n, count uint64, nrows int) ([]uint32, error) {
+	if offset+n > uint64(len(lists)) || count > n {
+		return nil, fmt.Errorf("%w: postings past the end of the shard", ErrCorrupt)
 	}
-	if offset+nb > uint64(len(r.B)) || count > nb {
-		return nil, r.Fail("postings past the end of the shard")
-	}
-	r.B = r.B[offset : offset+nb]
+	r := binread.New(lists[offset:offset+n], ErrCorrupt)
 	rows := make([]uint32, 0, count)
 	row := uint64(0)
 	for range count {
@@ -283,8 +312,5 @@ func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 		}
 		rows = append(rows, uint32(row))
 	}
-	if r.Err == nil && len(r.B) > 0 {
-		return nil, r.Fail("postings longer than their count")
-	}
-	return rows, r.Err
+	return rows, r.Done("postings")
 }

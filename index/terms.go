@@ -81,10 +81,11 @@ func (h *Hasher) Error(svc []byte) Term {
 func (h *Hasher) Attribute(svc, key []byte, t otlpwire.ValueType, canonical []byte) Term {
 	bucket := xxhash.Sum64(canonical) % AttributeBuckets
 	h.buf = append(h.buf[:0], tagAttribute, byte(t))
-	h.buf = binary.BigEndian.AppendUint16(h.buf, uint16(bucket))
 	h.str(svc)
 	h.str(key)
-	return h.sum()
+	// The bucket takes the low bits, so that a key's buckets sort together
+	// in one postings shard, where they delta-code to a byte or two.
+	return Term(xxhash.Sum64(h.buf)&^(AttributeBuckets-1) | bucket)
 }
 
 // longDuration is where duration buckets stop: every duration of 2^36 ns

@@ -41,6 +41,8 @@ type DB struct {
 	pdb  *pebble.DB
 	wal  *wal.Log
 	dict *dictCache
+	// groups numbers the (resource, scope) pairs fragments refer to.
+	groups *groupTable
 
 	// Guarded by mu.
 	catalog *catalog
@@ -77,6 +79,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		dir:        dir,
 		pdb:        pdb,
 		dict:       newDictCache(),
+		groups:     newGroupTable(),
 		catalog:    newCatalog(),
 		flushed:    make(chan struct{}),
 		partitions: make(map[uint32]bool),
@@ -129,6 +132,9 @@ func (db *DB) recover() error {
 		return err
 	}
 	if err := db.catalog.load(db.pdb); err != nil {
+		return err
+	}
+	if err := db.groups.load(db.pdb); err != nil {
 		return err
 	}
 	db.live = newBuffer(last + 1)

@@ -19,7 +19,9 @@
 //
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read
-// per fragment. Stored span bytes are exactly those the client sent.
+// per fragment. Fragments store span IDs, parents and times apart from the
+// other fields, which compresses better, but only where the span's exact
+// bytes can be rebuilt: reads return exactly what the client sent.
 //
 // Search. Find looks through the live buffers' term sets, then through the
 // segments of the partitions in its time window, newest first, narrowing

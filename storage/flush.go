@@ -114,6 +114,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		byPart  = map[uint32][]liveSpan{}
 		groups  []codec.Group
 		frag    []byte
+		enc     codec.FragmentEncoder
 		written = map[groupKey]*group{}
 	)
 	var werr error
@@ -132,8 +133,8 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 				}
 				data[p] = w
 			}
-			groups = groupSpans(groups[:0], spans, written)
-			frag = codec.AppendFragment(frag[:0], groups)
+			groups = db.groupSpans(groups[:0], spans, written)
+			frag = enc.Append(frag[:0], t.id, groups)
 			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
 				return false
 			}
@@ -181,9 +182,11 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		}
 		paths = append(paths, w.path)
 	}
+	first, pending := db.groups.unpersisted()
 	if err := db.pdb.Ingest(context.Background(), paths); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
+	db.groups.markPersisted(int(first) + len(pending))
 	for _, g := range written {
 		db.dict.markPersisted(g)
 	}
@@ -220,6 +223,12 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	}
 	if err := db.writeDict(iw, groups); err != nil {
 		return err
+	}
+	first, pending := db.groups.unpersisted()
+	for i, k := range pending {
+		if err := iw.w.Set(keys.Group(first+uint32(i)), k[:]); err != nil {
+			return err
+		}
 	}
 	var v []byte
 	for _, p := range parts {
@@ -286,7 +295,7 @@ func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
 // groupSpans groups a trace's spans in one partition by (resource, scope),
 // groups ordered by key and spans by start time, and records every group in
 // written.
-func groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
+func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
 	slices.SortStableFunc(spans, func(a, b liveSpan) int {
 		if c := bytes.Compare(a.group.resID[:], b.group.resID[:]); c != 0 {
 			return c
@@ -299,7 +308,7 @@ func groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group
 	for i, s := range spans {
 		if i == 0 || s.group != spans[i-1].group {
 			written[s.group.key()] = s.group
-			dst = append(dst, codec.Group{Resource: s.group.resID, Scope: s.group.scopeID})
+			dst = append(dst, codec.Group{Num: db.groups.number(s.group.key())})
 		}
 		g := &dst[len(dst)-1]
 		g.Spans = append(g.Spans, s.raw)

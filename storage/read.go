@@ -153,14 +153,18 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 				}
 				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
 			}
-			// The value is only valid until the iterator moves; fragments
-			// keep sub-slices of it, so take a copy.
+			// The value is only valid until the iterator moves; spans stored
+			// whole are sub-slices of it, so take a copy.
 			v := bytes.Clone(snap.iter.Value())
-			if frags, err = codec.DecodeFragment(frags[:0], v); err != nil {
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, v, id); err != nil {
 				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
 			}
 			for _, f := range frags {
-				g := asm.group(f.Resource, f.Scope)
+				res, scope, err := db.groups.pair(f.Num)
+				if err != nil {
+					return nil, err
+				}
+				g := asm.group(res, scope)
 				g.Spans = append(g.Spans, f.Spans...)
 			}
 		}

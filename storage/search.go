@@ -383,6 +383,7 @@ type segmentSearch struct {
 
 	services map[dictID][]byte // service names of resources, by resource ID
 	frags    []codec.Group
+	spanBuf  []byte // spans of frags, rebuilt
 }
 
 // partition searches a partition's segments, newest block first, skipping
@@ -534,21 +535,25 @@ func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error)
 		return false, fmt.Errorf("segment of partition %d block %d has no fragment of trace %x", p, block, id)
 	}
 	var err error
-	if s.frags, err = codec.DecodeFragment(s.frags[:0], s.it.Value()); err != nil {
+	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.it.Value(), id); err != nil {
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}
 	for _, g := range s.frags {
-		res, err := s.db.dict.lookup(s.db.pdb, keys.KindResource, g.Resource)
+		resID, _, err := s.db.groups.pair(g.Num)
 		if err != nil {
 			return false, err
 		}
-		svc, ok := s.services[g.Resource]
+		res, err := s.db.dict.lookup(s.db.pdb, keys.KindResource, resID)
+		if err != nil {
+			return false, err
+		}
+		svc, ok := s.services[resID]
 		if !ok {
 			if s.services == nil {
 				s.services = map[dictID][]byte{}
 			}
 			svc = otlpwire.ServiceName(res.Raw)
-			s.services[g.Resource] = svc
+			s.services[resID] = svc
 		}
 		for _, raw := range g.Spans {
 			if s.c.matchSpan(svc, res.Raw, raw) {

@@ -7,6 +7,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"cairn/internal/binread"
 )
@@ -14,63 +18,352 @@ import (
 // ErrCorrupt is wrapped by every decoding error.
 var ErrCorrupt = errors.New("corrupt value")
 
-// fragmentV1 is the version byte that starts every fragment.
-const fragmentV1 = 1
+// fragmentV2 is the version byte that starts every fragment.
+const fragmentV2 = 2
 
-// Group is the spans of one trace that share a resource and a scope.
+// Group is the spans of one trace that share a resource and a scope, which
+// the store numbers.
 type Group struct {
-	Resource [16]byte
-	Scope    [16]byte
-	Spans    [][]byte // encoded opentelemetry.proto.trace.v1.Span messages
+	Num   uint32
+	Spans [][]byte // encoded opentelemetry.proto.trace.v1.Span messages
 }
 
-// AppendFragment appends the encoding of a trace fragment to dst.
+// Span field numbers that fragments store apart from the rest of the span.
+const (
+	fieldTraceID  = 1
+	fieldSpanID   = 2
+	fieldParentID = 4
+	fieldStart    = 7
+	fieldEnd      = 8
+)
+
+// Span references: how a span header says where its bytes and parent are.
+const (
+	refRaw       = 0 // the span is stored whole
+	refNoParent  = 1 // split, without parent_span_id
+	refOwnParent = 2 // split, parent_span_id follows
+	refSpan      = 3 // split, parent_span_id is that of span (ref − refSpan)
+)
+
+// FragmentEncoder encodes fragments. It keeps scratch space between calls and
+// is not safe for concurrent use.
+type FragmentEncoder struct {
+	ids     map[[8]byte]uint32
+	heads   []byte
+	bodies  []byte
+	rests   []byte // the rest of every split span, back to back
+	rebuilt []byte
+	split   []splitSpan
+}
+
+// splitSpan is a span taken apart: the fields stored on their own and the
+// rest of its fields, in their original order.
+type splitSpan struct {
+	ok         bool
+	spanID     [8]byte
+	parent     []byte // nil if absent
+	start, end uint64
+	rest       []byte // the other fields, in order; aliases the span or scratch
+}
+
+// Append appends the encoding of a fragment of trace to dst:
 //
-//	version=1 | uvarint ngroups | ngroups × ( resource(16) scope(16) uvarint nspans | nspans × ( uvarint len | span ) )
-func AppendFragment(dst []byte, groups []Group) []byte {
-	dst = append(dst, fragmentV1)
-	dst = binary.AppendUvarint(dst, uint64(len(groups)))
+//	version=2 | uvarint ngroups | uvarint min_start
+//	| ngroups × ( uvarint group uvarint nspans )
+//	| nspans_total × head | nspans_total × body
+//
+// A span whose fields are in field-number order, as every protobuf encoder
+// writes them, is split: its trace ID is implied by the key, its start is a
+// delta, its end a duration and its parent, usually, the index of another
+// span of the fragment; its other fields are kept byte for byte. A span is
+// split only if rebuilding it gives back its exact bytes; otherwise it is
+// stored whole.
+//
+//	head := uvarint ref                          ref = 0: whole span, body is the span
+//	        ( span_id(8) [parent(8) if ref = 2]  ref ≥ 1: split span, body is the rest
+//	          zigzag(start − previous start) uvarint(end − start) )
+//	        uvarint len(body)
+//
+// The previous start is that of the previous split span of the fragment,
+// min_start for the first.
+func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []byte {
+	if e.ids == nil {
+		e.ids = map[[8]byte]uint32{}
+	}
+	clear(e.ids)
+	e.split, e.rests = e.split[:0], e.rests[:0]
+	minStart := uint64(math.MaxUint64)
 	for _, g := range groups {
-		dst = append(dst, g.Resource[:]...)
-		dst = append(dst, g.Scope[:]...)
-		dst = binary.AppendUvarint(dst, uint64(len(g.Spans)))
-		for _, s := range g.Spans {
-			dst = binary.AppendUvarint(dst, uint64(len(s)))
-			dst = append(dst, s...)
+		for _, raw := range g.Spans {
+			sp := e.splitSpan(trace, raw)
+			if sp.ok {
+				minStart = min(minStart, sp.start)
+				if _, dup := e.ids[sp.spanID]; !dup {
+					e.ids[sp.spanID] = uint32(len(e.split))
+				}
+			}
+			e.split = append(e.split, sp)
 		}
 	}
-	return dst
+	if minStart == math.MaxUint64 {
+		minStart = 0
+	}
+	dst = append(dst, fragmentV2)
+	dst = binary.AppendUvarint(dst, uint64(len(groups)))
+	dst = binary.AppendUvarint(dst, minStart)
+	for _, g := range groups {
+		dst = binary.AppendUvarint(dst, uint64(g.Num))
+		dst = binary.AppendUvarint(dst, uint64(len(g.Spans)))
+	}
+	heads, bodies := e.heads[:0], e.bodies[:0]
+	prev := minStart
+	i := 0
+	for _, g := range groups {
+		for _, raw := range g.Spans {
+			sp := &e.split[i]
+			i++
+			if !sp.ok {
+				heads = append(heads, refRaw)
+				heads = binary.AppendUvarint(heads, uint64(len(raw)))
+				bodies = append(bodies, raw...)
+				continue
+			}
+			var k uint32
+			ok := false
+			if sp.parent != nil {
+				k, ok = e.ids[[8]byte(sp.parent)]
+			}
+			switch {
+			case sp.parent == nil:
+				heads = append(heads, refNoParent)
+				heads = append(heads, sp.spanID[:]...)
+			case ok:
+				heads = binary.AppendUvarint(heads, uint64(k)+refSpan)
+				heads = append(heads, sp.spanID[:]...)
+			default:
+				heads = append(heads, refOwnParent)
+				heads = append(heads, sp.spanID[:]...)
+				heads = append(heads, sp.parent...)
+			}
+			heads = binary.AppendVarint(heads, int64(sp.start-prev))
+			heads = binary.AppendUvarint(heads, sp.end-sp.start)
+			heads = binary.AppendUvarint(heads, uint64(len(sp.rest)))
+			bodies = append(bodies, sp.rest...)
+			prev = sp.start
+		}
+	}
+	e.heads, e.bodies = heads, bodies
+	return append(append(dst, heads...), bodies...)
 }
 
-// DecodeFragment decodes a fragment and appends its groups to dst. The spans
-// alias src.
-func DecodeFragment(dst []Group, src []byte) ([]Group, error) {
-	r := binread.New(src, ErrCorrupt)
-	if v := r.Byte(); v != fragmentV1 {
-		if r.Err != nil {
-			return dst, fmt.Errorf("%w: empty fragment", ErrCorrupt)
+// splitSpan takes a span apart, or reports !ok if the span cannot be rebuilt
+// from its parts byte for byte.
+func (e *FragmentEncoder) splitSpan(trace [16]byte, raw []byte) splitSpan {
+	var sp splitSpan
+	var seen [fieldEnd + 1]bool
+	rest := len(e.rests)
+	for i := 0; i < len(raw); {
+		num, typ, n := protowire.ConsumeTag(raw[i:])
+		if n < 0 {
+			return splitSpan{}
 		}
-		return dst, fmt.Errorf("%w: fragment version %d", ErrCorrupt, v)
+		m := protowire.ConsumeFieldValue(num, typ, raw[i+n:])
+		if m < 0 {
+			return splitSpan{}
+		}
+		v := raw[i+n : i+n+m]
+		switch num {
+		case fieldTraceID, fieldSpanID, fieldParentID, fieldStart, fieldEnd:
+			if seen[num] {
+				return splitSpan{}
+			}
+			seen[num] = true
+			switch {
+			case num == fieldTraceID && typ == protowire.BytesType && m == 17 && v[0] == 16 && [16]byte(v[1:]) == trace:
+			case num == fieldSpanID && typ == protowire.BytesType && m == 9 && v[0] == 8:
+				sp.spanID = [8]byte(v[1:])
+			case num == fieldParentID && typ == protowire.BytesType && m == 9 && v[0] == 8:
+				sp.parent = v[1:]
+			case num == fieldStart && typ == protowire.Fixed64Type:
+				sp.start = binary.LittleEndian.Uint64(v)
+			case num == fieldEnd && typ == protowire.Fixed64Type:
+				sp.end = binary.LittleEndian.Uint64(v)
+			default:
+				return splitSpan{}
+			}
+		default:
+			e.rests = append(e.rests, raw[i:i+n+m]...)
+		}
+		i += n + m
 	}
-	n := r.Count(33)
-	for range n {
-		var g Group
-		copy(g.Resource[:], r.Bytes(16))
-		copy(g.Scope[:], r.Bytes(16))
-		ns := r.Count(1)
-		g.Spans = make([][]byte, 0, ns)
-		for range ns {
-			g.Spans = append(g.Spans, r.Bytes(r.Count(1)))
+	if !seen[fieldTraceID] || !seen[fieldSpanID] || !seen[fieldStart] || !seen[fieldEnd] || sp.end < sp.start {
+		return splitSpan{}
+	}
+	// Earlier spans' rests stay valid if e.rests grows: they keep the old
+	// array.
+	sp.rest = e.rests[rest:len(e.rests):len(e.rests)]
+	e.rebuilt = rebuildSpan(e.rebuilt[:0], trace, &sp)
+	sp.ok = string(e.rebuilt) == string(raw)
+	return sp
+}
+
+// rebuildSpan appends the span whose parts sp holds: the split fields in
+// field-number order, each before the first field of the rest with a higher
+// number.
+func rebuildSpan(dst []byte, trace [16]byte, sp *splitSpan) []byte {
+	next := 0 // split fields written so far, in the order below
+	flush := func(dst []byte, below protowire.Number) []byte {
+		for ; next < 5; next++ {
+			switch next {
+			case 0:
+				if below <= fieldTraceID {
+					return dst
+				}
+				dst = protowire.AppendTag(dst, fieldTraceID, protowire.BytesType)
+				dst = append(append(dst, 16), trace[:]...)
+			case 1:
+				if below <= fieldSpanID {
+					return dst
+				}
+				dst = protowire.AppendTag(dst, fieldSpanID, protowire.BytesType)
+				dst = append(append(dst, 8), sp.spanID[:]...)
+			case 2:
+				if below <= fieldParentID {
+					return dst
+				}
+				if sp.parent != nil {
+					dst = protowire.AppendTag(dst, fieldParentID, protowire.BytesType)
+					dst = append(append(dst, 8), sp.parent...)
+				}
+			case 3:
+				if below <= fieldStart {
+					return dst
+				}
+				dst = protowire.AppendTag(dst, fieldStart, protowire.Fixed64Type)
+				dst = binary.LittleEndian.AppendUint64(dst, sp.start)
+			case 4:
+				if below <= fieldEnd {
+					return dst
+				}
+				dst = protowire.AppendTag(dst, fieldEnd, protowire.Fixed64Type)
+				dst = binary.LittleEndian.AppendUint64(dst, sp.end)
+			}
 		}
+		return dst
+	}
+	for rest := sp.rest; len(rest) > 0; {
+		num, typ, n := protowire.ConsumeTag(rest)
+		m := -1
+		if n > 0 {
+			m = protowire.ConsumeFieldValue(num, typ, rest[n:])
+		}
+		if m < 0 { // only a corrupt fragment has a rest that is not fields
+			return append(flush(dst, protowire.MaxValidNumber), rest...)
+		}
+		dst = flush(dst, num)
+		dst = append(dst, rest[:n+m]...)
+		rest = rest[n+m:]
+	}
+	return flush(dst, protowire.MaxValidNumber)
+}
+
+// DecodeFragment decodes a fragment of trace and appends its groups to dst.
+// Spans stored whole alias src; split spans are rebuilt into buf, which is
+// returned, grown, for reuse.
+func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []byte, error) {
+	r := binread.New(src, ErrCorrupt)
+	if v := r.Byte(); v != fragmentV2 {
 		if r.Err != nil {
-			break
+			return dst, buf, fmt.Errorf("%w: empty fragment", ErrCorrupt)
 		}
+		return dst, buf, fmt.Errorf("%w: fragment version %d", ErrCorrupt, v)
+	}
+	ngroups := r.Count(2)
+	prev := r.Uvarint()
+	first := len(dst)
+	total := 0
+	for range ngroups {
+		num := r.Uvarint()
+		if num > math.MaxUint32 {
+			r.Fail("group number")
+		}
+		g := Group{Num: uint32(num)}
+		n := r.Count(2) // a head and a body length at least
+		if r.Err != nil {
+			return dst[:first], buf, r.Err
+		}
+		total += n
+		if total > len(r.B) {
+			return dst[:first], buf, r.Fail("more spans than bytes")
+		}
+		g.Spans = make([][]byte, n)
 		dst = append(dst, g)
+	}
+	heads := make([]splitSpan, 0, total)
+	refs := make([]uint64, 0, total)
+	lens := make([]int, 0, total)
+	size := 0
+	for range total {
+		ref := r.Uvarint()
+		var sp splitSpan
+		if ref != refRaw {
+			sp.ok = true
+			sp.spanID = [8]byte(r.Bytes(8))
+			if ref == refOwnParent {
+				sp.parent = r.Bytes(8)
+			}
+			sp.start = prev + uint64(r.Varint())
+			sp.end = sp.start + r.Uvarint()
+			prev = sp.start
+		}
+		n := r.Uvarint()
+		if r.Err != nil {
+			return dst[:first], buf, r.Err
+		}
+		if n > uint64(len(r.B)) {
+			return dst[:first], buf, r.Fail("span body past the end")
+		}
+		heads, refs, lens = append(heads, sp), append(refs, ref), append(lens, int(n))
+		if sp.ok {
+			size += int(n) + 2*(9+2) + 2*9 + 17 + 2
+		}
+	}
+	if size > 0 && cap(buf)-len(buf) < size {
+		buf = slices.Grow(buf, size)
+	}
+	k := 0
+	for gi := first; gi < len(dst); gi++ {
+		for si := range dst[gi].Spans {
+			sp, ref := &heads[k], refs[k]
+			body := r.Bytes(lens[k])
+			k++
+			if r.Err != nil {
+				return dst[:first], buf, r.Err
+			}
+			if !sp.ok {
+				dst[gi].Spans[si] = body
+				continue
+			}
+			if ref >= refSpan {
+				p := ref - refSpan
+				if p >= uint64(len(heads)) || !heads[p].ok {
+					return dst[:first], buf, r.Fail("parent reference")
+				}
+				sp.parent = heads[p].spanID[:]
+			}
+			sp.rest = body
+			start := len(buf)
+			buf = rebuildSpan(buf, trace, sp)
+			dst[gi].Spans[si] = buf[start:len(buf):len(buf)]
+		}
 	}
 	if r.Err == nil && len(r.B) > 0 {
 		r.Err = fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(r.B))
 	}
-	return dst, r.Err
+	if r.Err != nil {
+		return dst[:first], buf, r.Err
+	}
+	return dst, buf, nil
 }
 
 // BlockRecord describes one cut, the value of a block key. Recovery reads the

@@ -5,23 +5,81 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
-func TestFragmentRoundTrip(t *testing.T) {
-	groups := []Group{
-		{Resource: [16]byte{1}, Scope: [16]byte{2}, Spans: [][]byte{[]byte("a"), {}, []byte("ccc")}},
-		{Resource: [16]byte{3}, Scope: [16]byte{4}, Spans: [][]byte{[]byte("d")}},
+var testTrace = [16]byte{0xaa, 1, 2, 3}
+
+func encSpan(t testing.TB, s *tracepb.Span) []byte {
+	t.Helper()
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	enc := AppendFragment(nil, groups)
-	got, err := DecodeFragment(nil, enc)
+	return b
+}
+
+// testGroups covers every way a span is stored: split with its parent in the
+// fragment, outside it or absent, and whole when its bytes could not be
+// rebuilt from parts.
+func testGroups(t testing.TB) []Group {
+	root := &tracepb.Span{TraceId: testTrace[:], SpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}, Name: "root",
+		StartTimeUnixNano: 1000, EndTimeUnixNano: 9000, TraceState: "k=v",
+		Attributes: []*commonpb.KeyValue{{Key: "a", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 7}}}},
+		Events:     []*tracepb.Span_Event{{TimeUnixNano: 1500, Name: "e"}}}
+	child := &tracepb.Span{TraceId: testTrace[:], SpanId: []byte{2, 2, 2, 2, 2, 2, 2, 2}, ParentSpanId: root.SpanId,
+		Name: "child", Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: 900, EndTimeUnixNano: 2000, Flags: 0x101}
+	orphan := &tracepb.Span{TraceId: testTrace[:], SpanId: []byte{3, 3, 3, 3, 3, 3, 3, 3}, ParentSpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9},
+		StartTimeUnixNano: 5000, EndTimeUnixNano: 5000}
+	// Fields out of order, a repeated field, an end before the start, an
+	// empty parent, and a foreign trace ID: kept whole.
+	outOfOrder := append(protowire.AppendTag(nil, 5, protowire.BytesType), 1, 'x')
+	outOfOrder = append(outOfOrder, encSpan(t, child)...)
+	repeated := append(encSpan(t, orphan), encSpan(t, &tracepb.Span{StartTimeUnixNano: 1})...)
+	backwards := encSpan(t, &tracepb.Span{TraceId: testTrace[:], SpanId: []byte{4, 4, 4, 4, 4, 4, 4, 4}, StartTimeUnixNano: 10, EndTimeUnixNano: 5})
+	emptyParent := append(encSpan(t, &tracepb.Span{TraceId: testTrace[:], SpanId: []byte{5, 5, 5, 5, 5, 5, 5, 5}}),
+		protowire.AppendTag(nil, 4, protowire.BytesType)...)
+	emptyParent = append(emptyParent, 0)
+	foreign := encSpan(t, &tracepb.Span{TraceId: make([]byte, 16), SpanId: []byte{6, 6, 6, 6, 6, 6, 6, 6}})
+	return []Group{
+		{Num: 0, Spans: [][]byte{encSpan(t, child), encSpan(t, root), outOfOrder}},
+		{Num: 300, Spans: [][]byte{encSpan(t, orphan), repeated, backwards, emptyParent, foreign, {}}},
+	}
+}
+
+func TestFragmentRoundTrip(t *testing.T) {
+	groups := testGroups(t)
+	var e FragmentEncoder
+	enc := e.Append(nil, testTrace, groups)
+	got, _, err := DecodeFragment(nil, nil, enc, testTrace)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, groups) {
-		t.Fatalf("got %v, want %v", got, groups)
+		t.Fatalf("got %x\nwant %x", got, groups)
+	}
+	split := 0
+	for _, g := range groups {
+		for _, raw := range g.Spans {
+			if e.splitSpan(testTrace, raw).ok {
+				split++
+			}
+		}
+	}
+	if split != 3 {
+		t.Errorf("%d spans split, want 3", split)
+	}
+	// The encoder's scratch space must not leak between fragments.
+	again := e.Append(nil, testTrace, groups)
+	if !bytes.Equal(again, enc) {
+		t.Fatal("second encoding differs")
 	}
 	for i := range enc {
-		if _, err := DecodeFragment(nil, enc[:i]); !errors.Is(err, ErrCorrupt) {
+		if _, _, err := DecodeFragment(nil, nil, enc[:i], testTrace); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("truncated to %d bytes: err = %v", i, err)
 		}
 	}
@@ -41,14 +99,16 @@ func TestRecordsRoundTrip(t *testing.T) {
 }
 
 func FuzzFragment(f *testing.F) {
-	f.Add(AppendFragment(nil, []Group{{Spans: [][]byte{[]byte("x")}}}))
-	f.Add([]byte{fragmentV1, 0})
+	var e FragmentEncoder
+	f.Add(e.Append(nil, testTrace, testGroups(f)))
+	f.Add([]byte{fragmentV2, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		groups, err := DecodeFragment(nil, b)
+		groups, _, err := DecodeFragment(nil, nil, b, testTrace)
 		if err != nil {
 			return
 		}
-		again, err := DecodeFragment(nil, AppendFragment(nil, groups))
+		var e FragmentEncoder
+		again, _, err := DecodeFragment(nil, nil, e.Append(nil, testTrace, groups), testTrace)
 		if err != nil || !reflect.DeepEqual(again, groups) {
 			t.Fatalf("re-encoded fragment differs: %v", err)
 		}

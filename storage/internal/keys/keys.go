@@ -22,6 +22,7 @@ const (
 	KindOperation byte = 0x13 // 0x13 uvarint(len(service)) service kind name -> newest partition
 	KindResource  byte = 0x20 // 0x20 id(16)                     -> resource record
 	KindScope     byte = 0x21 // 0x21 id(16)                     -> scope record
+	KindGroup     byte = 0x22 // 0x22 number:u32                 -> resource id(16) scope id(16)
 	KindTrace     byte = 0x30 // 0x30 partition trace(16) block  -> fragment summary
 	KindRows      byte = 0x31 // 0x31 partition block            -> segment rows
 	KindPostings  byte = 0x32 // 0x32 partition block shard      -> segment postings shard
@@ -33,6 +34,7 @@ const (
 	BlockLen       = 1 + 8
 	PartitionLen   = 1 + 4
 	DictLen        = 1 + 16
+	GroupLen       = 1 + 4
 	TracePrefixLen = 1 + 4 + 16
 	TraceLen       = TracePrefixLen + 8
 	DataLen        = 1 + 4 + 8 + 16
@@ -109,6 +111,19 @@ func ParseOperation(k []byte) (service, op string, err error) {
 // Dict is the key of a resource (KindResource) or scope (KindScope) record.
 func Dict(kind byte, id [16]byte) []byte {
 	return append([]byte{kind}, id[:]...)
+}
+
+// Group is the key of the (resource, scope) pair that fragments call n.
+func Group(n uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{KindGroup}, n)
+}
+
+// ParseGroup decodes a group key.
+func ParseGroup(k []byte) (uint32, error) {
+	if len(k) != GroupLen || k[0] != KindGroup {
+		return 0, fmt.Errorf("%w: group key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), nil
 }
 
 // PartitionPrefix is the prefix of the keys of a kind that a partition has:

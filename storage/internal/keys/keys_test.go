@@ -19,6 +19,9 @@ func TestRoundTrip(t *testing.T) {
 	if p, err := ParsePartition(Partition(493000)); err != nil || p != 493000 {
 		t.Fatalf("ParsePartition(Partition) = %d %v", p, err)
 	}
+	if n, err := ParseGroup(Group(1 << 30)); err != nil || n != 1<<30 {
+		t.Fatalf("ParseGroup(Group) = %d %v", n, err)
+	}
 	if svc, op, err := ParseOperation(Operation("a\x00b", "\x03x")); err != nil || svc != "a\x00b" || op != "\x03x" {
 		t.Fatalf("ParseOperation(Operation) = %q %q %v", svc, op, err)
 	}
@@ -27,7 +30,7 @@ func TestRoundTrip(t *testing.T) {
 func TestOrder(t *testing.T) {
 	id := TraceID{15: 1}
 	// Everything an index sstable holds sorts before all span data.
-	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Service("\xff"), Operation("\xff", "\xff"), Dict(KindScope, [16]byte{0: 0xff}), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0)), Rows(^uint32(0), ^uint64(0)), Postings(^uint32(0), ^uint64(0), 0xff)}
+	index := [][]byte{Block(^uint64(0)), Partition(^uint32(0)), Service("\xff"), Operation("\xff", "\xff"), Dict(KindScope, [16]byte{0: 0xff}), Group(^uint32(0)), Trace(^uint32(0), TraceID{0: 0xff}, ^uint64(0)), Rows(^uint32(0), ^uint64(0)), Postings(^uint32(0), ^uint64(0), 0xff)}
 	for _, k := range index {
 		if bytes.Compare(k, Data(0, 0, TraceID{})) >= 0 {
 			t.Fatalf("%x does not sort before data keys", k)
@@ -53,6 +56,7 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Operation("svc", "\x02GET /"))
 	f.Add(Service("svc"))
 	f.Add(Rows(3, 4))
+	f.Add(Group(7))
 	f.Add([]byte{KindOperation, 0x80, 0x00, 0x30}) // overlong length varint
 
 	f.Fuzz(func(t *testing.T, k []byte) {
@@ -69,6 +73,9 @@ func FuzzKeys(f *testing.F) {
 		if b, err := ParseBlock(k); err == nil && !bytes.Equal(Block(b), k) {
 			t.Fatalf("block key %x does not round-trip", k)
 		}
+		if n, err := ParseGroup(k); err == nil && !bytes.Equal(Group(n), k) {
+			t.Fatalf("group key %x does not round-trip", k)
+		}
 		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
 			t.Fatalf("partition key %x does not round-trip", k)
 		}
@@ -78,7 +85,10 @@ func FuzzKeys(f *testing.F) {
 		if svc, ok := ParseService(k); ok && !bytes.Equal(Service(svc), k) {
 			t.Fatalf("service key %x does not round-trip", k)
 		}
-		if svc, op, err := ParseOperation(k); err == nil && (!bytes.Equal(Operation(svc, op), k) || op == "") {
+		if n, err := ParseGroup(Group(1 << 30)); err != nil || n != 1<<30 {
+		t.Fatalf("ParseGroup(Group) = %d %v", n, err)
+	}
+	if svc, op, err := ParseOperation(k); err == nil && (!bytes.Equal(Operation(svc, op), k) || op == "") {
 			t.Fatalf("operation key %x does not round-trip", k)
 		}
 	})
