@@ -86,9 +86,9 @@ func FuzzKeys(f *testing.F) {
 			t.Fatalf("service key %x does not round-trip", k)
 		}
 		if n, err := ParseGroup(Group(1 << 30)); err != nil || n != 1<<30 {
-		t.Fatalf("ParseGroup(Group) = %d %v", n, err)
-	}
-	if svc, op, err := ParseOperation(k); err == nil && (!bytes.Equal(Operation(svc, op), k) || op == "") {
+			t.Fatalf("ParseGroup(Group) = %d %v", n, err)
+		}
+		if svc, op, err := ParseOperation(k); err == nil && (!bytes.Equal(Operation(svc, op), k) || op == "") {
 			t.Fatalf("operation key %x does not round-trip", k)
 		}
 	})
