@@ -13,6 +13,7 @@ FUZZ_TARGETS := \
 	./index:FuzzTraceSummary \
 	./index:FuzzSegment \
 	./storage/internal/codec:FuzzFragment \
+	./storage/internal/codec:FuzzSplitFields \
 	./storage/internal/codec:FuzzRecords \
 	./storage/internal/wal:FuzzReplay
 

@@ -15,14 +15,14 @@ import (
 	"cairn/storage"
 )
 
-// requests pre-encodes a workload so that generating it is not measured.
-func requests(n, batch int) []bench.Request {
-	g := bench.NewGenerator(bench.Config{BatchSpans: batch})
-	out := make([]bench.Request, n)
-	for i := range out {
-		out[i] = g.Next()
+// newPool pre-encodes a workload that replays as new traces in every round,
+// so that generating it is not measured and traces do not pile up.
+func newPool(b *testing.B) *bench.Pool {
+	p, err := bench.NewPool(bench.Config{BatchSpans: 1024, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, 200_000)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return out
+	return p
 }
 
 func openStore(b *testing.B) *storage.DB {
@@ -37,20 +37,19 @@ func openStore(b *testing.B) *storage.DB {
 // group-committed fsync, buffer insert, and the block cuts it causes) from
 // concurrent callers.
 func BenchmarkExport(b *testing.B) {
-	reqs := requests(256, 1024)
+	pool := newPool(b)
 	db := openStore(b)
 	defer db.Close()
 	svc := NewService(db)
-	var next atomic.Int64
+	var next atomic.Uint64
 	b.ReportAllocs()
-	b.SetBytes(int64(len(reqs[0].Bytes)))
-	b.SetParallelism(4)
+	b.SetBytes(int64(len(pool.Request(nil, 0))))
+	b.SetParallelism(8)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			r := reqs[next.Add(1)%int64(len(reqs))]
-			// Export keeps the request; give it its own copy.
-			if _, err := svc.Export(context.Background(), append([]byte(nil), r.Bytes...)); err != nil {
+			// Export keeps the request, so each gets its own buffer.
+			if _, err := svc.Export(context.Background(), pool.Request(nil, next.Add(1)-1)); err != nil {
 				b.Error(err)
 				return
 			}
@@ -64,7 +63,7 @@ func BenchmarkExport(b *testing.B) {
 func BenchmarkExportGRPC(b *testing.B) {
 	for _, conns := range []int{1, 4} {
 		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-			reqs := requests(256, 1024)
+			pool := newPool(b)
 			db := openStore(b)
 			defer db.Close()
 			addr := grpctest.Serve(b, NewServer(NewService(db)))
@@ -72,17 +71,19 @@ func BenchmarkExportGRPC(b *testing.B) {
 			for i := range clients {
 				clients[i] = grpctest.Dial(b, addr)
 			}
-			var next atomic.Int64
+			var next atomic.Uint64
 			b.ReportAllocs()
-			b.SetBytes(int64(len(reqs[0].Bytes)))
+			b.SetBytes(int64(len(pool.Request(nil, 0))))
 			b.SetParallelism(4 * conns)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
+				var buf []byte
 				for pb.Next() {
-					i := next.Add(1)
+					i := next.Add(1) - 1
+					buf = pool.Request(buf, i)
 					var resp collectorpb.ExportTraceServiceResponse
-					err := clients[i%int64(conns)].Invoke(context.Background(), exportMethod,
-						rawcodec.Message(reqs[i%int64(len(reqs))].Bytes), &resp, grpc.ForceCodecV2(rawcodec.Codec{}))
+					err := clients[i%uint64(conns)].Invoke(context.Background(), exportMethod,
+						rawcodec.Message(buf), &resp, grpc.ForceCodecV2(rawcodec.Codec{}))
 					if err != nil {
 						b.Error(err)
 						return

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -90,10 +94,20 @@ type fragmentRef struct {
 	summary index.TraceSummary
 }
 
+// minTracesPerWriter keeps a small block from being split among data
+// writers, where starting goroutines and files would cost more than it saves.
+const minTracesPerWriter = 2048
+
 // writeBlock builds the sstables of a frozen buffer and ingests them into
-// Pebble in one atomic step: one data sstable per partition the block's spans
-// fall in, and one index sstable with the block record, new partitions, new
-// dictionary entries and the trace index. It returns the partitions written.
+// Pebble in one atomic step: data sstables, and one index sstable with the
+// block record, new partitions, new dictionary entries and groups, the trace
+// index and the search index. It returns the partitions written.
+//
+// A cut is the one part of ingest that does not run on the writers'
+// goroutines, and writers wait for it when the next buffer fills, so it uses
+// every CPU: the traces are split into contiguous ranges, each written to
+// its own data sstables (one per partition) by its own goroutine, while the
+// search index is finished beside them.
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -101,43 +115,20 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	data := map[uint32]*sstWriter{}
+	traces := make([]*liveTrace, 0, buf.traces.Len())
+	buf.traces.Ascend(func(t *liveTrace) bool {
+		traces = append(traces, t)
+		return true
+	})
+
+	// The search index and trace summaries take one light pass; the index
+	// is then finished while the data is written.
 	traceIndex := map[uint32][]fragmentRef{}
 	segments := map[uint32]*index.SegmentBuilder{}
-	defer func() {
-		for _, w := range data {
-			w.abort()
-		}
-	}()
-
-	var (
-		byPart  = map[uint32][]liveSpan{}
-		groups  []codec.Group
-		frag    []byte
-		enc     codec.FragmentEncoder
-		written = map[groupKey]*group{}
-	)
-	var werr error
-	buf.traces.Ascend(func(t *liveTrace) bool {
-		clear(byPart)
-		for _, s := range t.spans {
-			p := partitionOf(s.start)
-			byPart[p] = append(byPart[p], s)
-		}
+	byPart := map[uint32][]liveSpan{}
+	for _, t := range traces {
+		splitByPartition(byPart, t.spans)
 		for p, spans := range byPart {
-			w := data[p]
-			if w == nil {
-				w, werr = db.newSSTWriter(filepath.Join(dir, fmt.Sprintf("data-%d.sst", p)), dataBlockSize, false)
-				if werr != nil {
-					return false
-				}
-				data[p] = w
-			}
-			groups = db.groupSpans(groups[:0], spans, written)
-			frag = enc.Append(frag[:0], t.id, groups)
-			if werr = w.w.Set(keys.Data(p, buf.block, t.id), frag); werr != nil {
-				return false
-			}
 			row := fragmentRow(t.id, spans, len(byPart) > 1)
 			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id,
 				summary: index.TraceSummary{Spans: uint64(row.Spans), MinStart: row.MinStart, MaxEnd: row.MaxEnd}})
@@ -149,41 +140,63 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			// The trace's terms cover all its spans; a split row is verified.
 			seg.Add(row, t.terms)
 		}
-		return true
-	})
-	if werr != nil {
-		return nil, werr
 	}
+	finished := make(map[uint32]finishedSegment, len(segments))
+	indexDone := make(chan struct{})
+	go func() {
+		defer close(indexDone)
+		for p, seg := range segments {
+			rows, shards := seg.Finish()
+			finished[p] = finishedSegment{rows, &shards}
+		}
+	}()
+	defer func() { <-indexDone }()
 
-	parts := make([]uint32, 0, len(data))
-	for p := range data {
-		parts = append(parts, p)
+	writers := min(runtime.GOMAXPROCS(0), max(1, len(traces)/minTracesPerWriter))
+	results := make([]dataResult, writers)
+	var wg sync.WaitGroup
+	for w, r := range splitTraces(traces, writers) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[w] = db.writeData(dir, w, buf.block, r)
+		}()
+	}
+	wg.Wait()
+	<-indexDone
+
+	var (
+		errs    []error
+		paths   []string
+		parts   []uint32
+		written = map[groupKey]*group{}
+	)
+	for _, r := range results {
+		errs = append(errs, r.err)
+		paths = append(paths, r.paths...)
+		parts = append(parts, r.parts...)
+		maps.Copy(written, r.written)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	slices.Sort(parts)
+	parts = slices.Compact(parts)
 
 	ipath := filepath.Join(dir, "index.sst")
 	iw, err := db.newSSTWriter(ipath, 0, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := db.writeIndex(iw, buf, parts, traceIndex, segments, written); err != nil {
+	if err := db.writeIndex(iw, buf, parts, traceIndex, finished, written); err != nil {
 		iw.abort()
 		return nil, err
 	}
 	if err := iw.close(); err != nil {
 		return nil, err
 	}
-	paths := []string{ipath}
-	for _, p := range parts {
-		w := data[p]
-		delete(data, p)
-		if err := w.close(); err != nil {
-			return nil, err
-		}
-		paths = append(paths, w.path)
-	}
 	first, pending := db.groups.unpersisted()
-	if err := db.pdb.Ingest(context.Background(), paths); err != nil {
+	if err := db.pdb.Ingest(context.Background(), append(paths, ipath)); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
 	db.groups.markPersisted(int(first) + len(pending))
@@ -193,8 +206,100 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	return parts, nil
 }
 
+// finishedSegment is a segment's encoded search index.
+type finishedSegment struct {
+	rows   []byte
+	shards *[index.Shards][]byte
+}
+
+// splitByPartition sets byPart to spans split by the partition they fall in.
+func splitByPartition(byPart map[uint32][]liveSpan, spans []liveSpan) {
+	for p, s := range byPart {
+		byPart[p] = s[:0]
+	}
+	for _, s := range spans {
+		p := partitionOf(s.start)
+		byPart[p] = append(byPart[p], s)
+	}
+	for p, s := range byPart {
+		if len(s) == 0 {
+			delete(byPart, p)
+		}
+	}
+}
+
+// splitTraces cuts traces, in order, into n ranges of about as many spans.
+func splitTraces(traces []*liveTrace, n int) [][]*liveTrace {
+	total := 0
+	for _, t := range traces {
+		total += len(t.spans)
+	}
+	out := make([][]*liveTrace, 0, n)
+	start, acc := 0, 0
+	for i, t := range traces {
+		acc += len(t.spans)
+		if len(out) < n-1 && acc >= total*(len(out)+1)/n {
+			out = append(out, traces[start:i+1])
+			start = i + 1
+		}
+	}
+	return append(out, traces[start:])
+}
+
+// dataResult is what one data writer produced.
+type dataResult struct {
+	paths   []string
+	parts   []uint32
+	written map[groupKey]*group
+	err     error
+}
+
+// writeData writes the fragments of a range of traces, in order, into data
+// sstables of their own, one per partition.
+func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
+	res := dataResult{written: map[groupKey]*group{}}
+	data := map[uint32]*sstWriter{}
+	defer func() {
+		for _, w := range data {
+			w.abort()
+		}
+	}()
+	var (
+		byPart = map[uint32][]liveSpan{}
+		groups []codec.Group
+		frag   []byte
+		enc    codec.FragmentEncoder
+	)
+	for _, t := range traces {
+		splitByPartition(byPart, t.spans)
+		for p, spans := range byPart {
+			w := data[p]
+			if w == nil {
+				if w, res.err = db.newSSTWriter(filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
+					return res
+				}
+				data[p] = w
+			}
+			groups = db.groupSpans(groups[:0], spans, res.written)
+			frag = enc.Append(frag[:0], t.id, groups)
+			if res.err = w.w.Set(keys.Data(p, block, t.id), frag); res.err != nil {
+				return res
+			}
+		}
+	}
+	for p, w := range data {
+		delete(data, p)
+		if res.err = w.close(); res.err != nil {
+			return res
+		}
+		res.paths = append(res.paths, w.path)
+		res.parts = append(res.parts, p)
+	}
+	return res
+}
+
 // writeIndex fills the index sstable of a block, in key order.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, segments map[uint32]*index.SegmentBuilder, groups map[groupKey]*group) error {
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, segments map[uint32]finishedSegment, groups map[groupKey]*group) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -239,16 +344,13 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 			}
 		}
 	}
-	shards := make(map[uint32]*[index.Shards][]byte, len(parts))
 	for _, p := range parts {
-		rows, sh := segments[p].Finish()
-		shards[p] = &sh
-		if err := iw.w.Set(keys.Rows(p, buf.block), rows); err != nil {
+		if err := iw.w.Set(keys.Rows(p, buf.block), segments[p].rows); err != nil {
 			return err
 		}
 	}
 	for _, p := range parts {
-		for i, sh := range shards[p] {
+		for i, sh := range segments[p].shards {
 			if sh == nil {
 				continue
 			}

@@ -48,12 +48,8 @@ const (
 // FragmentEncoder encodes fragments. It keeps scratch space between calls and
 // is not safe for concurrent use.
 type FragmentEncoder struct {
-	ids     map[[8]byte]uint32
-	heads   []byte
-	bodies  []byte
-	rests   []byte // the rest of every split span, back to back
-	rebuilt []byte
-	split   []splitSpan
+	ids   map[[8]byte]uint32
+	split []splitSpan
 }
 
 // splitSpan is a span taken apart: the fields stored on their own and the
@@ -63,7 +59,13 @@ type splitSpan struct {
 	spanID     [8]byte
 	parent     []byte // nil if absent
 	start, end uint64
-	rest       []byte // the other fields, in order; aliases the span or scratch
+	rest       []byte // the other fields, in order (decoding)
+
+	// The rest as runs of the span's bytes (encoding): the split fields
+	// cut it in at most six.
+	runs  [6][2]int32
+	nruns int
+	nrest int
 }
 
 // Append appends the encoding of a fragment of trace to dst:
@@ -91,11 +93,11 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 		e.ids = map[[8]byte]uint32{}
 	}
 	clear(e.ids)
-	e.split, e.rests = e.split[:0], e.rests[:0]
+	e.split = e.split[:0]
 	minStart := uint64(math.MaxUint64)
 	for _, g := range groups {
 		for _, raw := range g.Spans {
-			sp := e.splitSpan(trace, raw)
+			sp := splitFields(trace, raw)
 			if sp.ok {
 				minStart = min(minStart, sp.start)
 				if _, dup := e.ids[sp.spanID]; !dup {
@@ -115,7 +117,6 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 		dst = binary.AppendUvarint(dst, uint64(g.Num))
 		dst = binary.AppendUvarint(dst, uint64(len(g.Spans)))
 	}
-	heads, bodies := e.heads[:0], e.bodies[:0]
 	prev := minStart
 	i := 0
 	for _, g := range groups {
@@ -123,9 +124,8 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 			sp := &e.split[i]
 			i++
 			if !sp.ok {
-				heads = append(heads, refRaw)
-				heads = binary.AppendUvarint(heads, uint64(len(raw)))
-				bodies = append(bodies, raw...)
+				dst = append(dst, refRaw)
+				dst = binary.AppendUvarint(dst, uint64(len(raw)))
 				continue
 			}
 			var k uint32
@@ -135,36 +135,60 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 			}
 			switch {
 			case sp.parent == nil:
-				heads = append(heads, refNoParent)
-				heads = append(heads, sp.spanID[:]...)
+				dst = append(dst, refNoParent)
+				dst = append(dst, sp.spanID[:]...)
 			case ok:
-				heads = binary.AppendUvarint(heads, uint64(k)+refSpan)
-				heads = append(heads, sp.spanID[:]...)
+				dst = binary.AppendUvarint(dst, uint64(k)+refSpan)
+				dst = append(dst, sp.spanID[:]...)
 			default:
-				heads = append(heads, refOwnParent)
-				heads = append(heads, sp.spanID[:]...)
-				heads = append(heads, sp.parent...)
+				dst = append(dst, refOwnParent)
+				dst = append(dst, sp.spanID[:]...)
+				dst = append(dst, sp.parent...)
 			}
-			heads = binary.AppendVarint(heads, int64(sp.start-prev))
-			heads = binary.AppendUvarint(heads, sp.end-sp.start)
-			heads = binary.AppendUvarint(heads, uint64(len(sp.rest)))
-			bodies = append(bodies, sp.rest...)
+			dst = binary.AppendVarint(dst, int64(sp.start-prev))
+			dst = binary.AppendUvarint(dst, sp.end-sp.start)
+			dst = binary.AppendUvarint(dst, uint64(sp.nrest))
 			prev = sp.start
 		}
 	}
-	e.heads, e.bodies = heads, bodies
-	return append(append(dst, heads...), bodies...)
+	i = 0
+	for _, g := range groups {
+		for _, raw := range g.Spans {
+			sp := &e.split[i]
+			i++
+			if !sp.ok {
+				dst = append(dst, raw...)
+				continue
+			}
+			for _, r := range sp.runs[:sp.nruns] {
+				dst = append(dst, raw[r[0]:r[1]]...)
+			}
+		}
+	}
+	return dst
 }
 
-// splitSpan takes a span apart, or reports !ok if the span cannot be rebuilt
-// from its parts byte for byte.
-func (e *FragmentEncoder) splitSpan(trace [16]byte, raw []byte) splitSpan {
+// splitFields takes a span apart, or reports !ok if rebuildSpan would not
+// give back its exact bytes: the split fields must each appear once, in
+// their shortest encoding, in field-number order, and each must come after
+// every other field with a lower number and before any with a higher one
+// that follows it. Spans are checked by walking them once; rebuilding them
+// to compare would cost a third of a cut.
+func splitFields(trace [16]byte, raw []byte) splitSpan {
 	var sp splitSpan
 	var seen [fieldEnd + 1]bool
-	rest := len(e.rests)
+	lastSplit := protowire.Number(0) // the last split field
+	maxRest := protowire.Number(0)   // the highest other field so far
+	afterSplit := false              // the previous field was a split one
 	for i := 0; i < len(raw); {
-		num, typ, n := protowire.ConsumeTag(raw[i:])
-		if n < 0 {
+		var (
+			num protowire.Number
+			typ protowire.Type
+			n   int
+		)
+		if b := raw[i]; b < 0x80 && b>>3 != 0 {
+			num, typ, n = protowire.Number(b>>3), protowire.Type(b&7), 1
+		} else if num, typ, n = protowire.ConsumeTag(raw[i:]); n < 0 {
 			return splitSpan{}
 		}
 		m := protowire.ConsumeFieldValue(num, typ, raw[i+n:])
@@ -174,10 +198,10 @@ func (e *FragmentEncoder) splitSpan(trace [16]byte, raw []byte) splitSpan {
 		v := raw[i+n : i+n+m]
 		switch num {
 		case fieldTraceID, fieldSpanID, fieldParentID, fieldStart, fieldEnd:
-			if seen[num] {
+			if seen[num] || n != 1 || num < lastSplit || num < maxRest {
 				return splitSpan{}
 			}
-			seen[num] = true
+			seen[num], lastSplit, afterSplit = true, num, true
 			switch {
 			case num == fieldTraceID && typ == protowire.BytesType && m == 17 && v[0] == 16 && [16]byte(v[1:]) == trace:
 			case num == fieldSpanID && typ == protowire.BytesType && m == 9 && v[0] == 8:
@@ -192,18 +216,25 @@ func (e *FragmentEncoder) splitSpan(trace [16]byte, raw []byte) splitSpan {
 				return splitSpan{}
 			}
 		default:
-			e.rests = append(e.rests, raw[i:i+n+m]...)
+			if afterSplit && num < lastSplit {
+				return splitSpan{} // the rebuild would put this field first
+			}
+			if sp.nruns > 0 && !afterSplit {
+				sp.runs[sp.nruns-1][1] = int32(i + n + m)
+			} else {
+				sp.runs[sp.nruns] = [2]int32{int32(i), int32(i + n + m)}
+				sp.nruns++
+			}
+			sp.nrest += n + m
+			afterSplit = false
+			maxRest = max(maxRest, num)
 		}
 		i += n + m
 	}
 	if !seen[fieldTraceID] || !seen[fieldSpanID] || !seen[fieldStart] || !seen[fieldEnd] || sp.end < sp.start {
 		return splitSpan{}
 	}
-	// Earlier spans' rests stay valid if e.rests grows: they keep the old
-	// array.
-	sp.rest = e.rests[rest:len(e.rests):len(e.rests)]
-	e.rebuilt = rebuildSpan(e.rebuilt[:0], trace, &sp)
-	sp.ok = string(e.rebuilt) == string(raw)
+	sp.ok = true
 	return sp
 }
 

@@ -65,7 +65,7 @@ func TestFragmentRoundTrip(t *testing.T) {
 	split := 0
 	for _, g := range groups {
 		for _, raw := range g.Spans {
-			if e.splitSpan(testTrace, raw).ok {
+			if splitFields(testTrace, raw).ok {
 				split++
 			}
 		}
@@ -111,6 +111,28 @@ func FuzzFragment(f *testing.F) {
 		again, _, err := DecodeFragment(nil, nil, e.Append(nil, testTrace, groups), testTrace)
 		if err != nil || !reflect.DeepEqual(again, groups) {
 			t.Fatalf("re-encoded fragment differs: %v", err)
+		}
+	})
+}
+
+// FuzzSplitFields checks that a span is split only if it can be rebuilt
+// byte for byte from its parts.
+func FuzzSplitFields(f *testing.F) {
+	for _, g := range testGroups(f) {
+		for _, raw := range g.Spans {
+			f.Add(raw)
+		}
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		sp := splitFields(testTrace, raw)
+		if !sp.ok {
+			return
+		}
+		for _, r := range sp.runs[:sp.nruns] {
+			sp.rest = append(sp.rest, raw[r[0]:r[1]]...)
+		}
+		if got := rebuildSpan(nil, testTrace, &sp); !bytes.Equal(got, raw) {
+			t.Fatalf("split span rebuilds as %x, was %x", got, raw)
 		}
 	})
 }
