@@ -76,22 +76,17 @@ type liveTrace struct {
 	partition                  uint32 // of the first span
 	multiPartition             bool   // spans fall in more than one partition
 
-	// terms are the search terms of the trace's spans and resources;
-	// terms[:sorted] is sorted and unique, the rest is appended since.
-	terms     []index.Term
-	sorted    int
-	resources []dictID // resources whose terms are in terms
+	// terms are the search terms of the trace's spans and resources, in
+	// one sorted, unique run per request that brought spans of the trace:
+	// run i ends at runs[i]. Runs are sorted outside the lock, in prepare,
+	// so that inserting one is an append.
+	terms []index.Term
+	runs  []int32
 }
 
-// addTerms adds terms, keeping the unsorted tail at most as long as the
-// sorted part (plus a little), so that lookups stay cheap and memory bounded.
-func (t *liveTrace) addTerms(ts []index.Term) {
-	t.terms = append(t.terms, ts...)
-	if len(t.terms)-t.sorted > max(64, t.sorted) {
-		slices.Sort(t.terms)
-		t.terms = slices.Compact(t.terms)
-		t.sorted = len(t.terms)
-	}
+func (t *liveTrace) addTerms(run []index.Term) {
+	t.terms = append(t.terms, run...)
+	t.runs = append(t.runs, int32(len(t.terms)))
 }
 
 func (t *liveTrace) addExtent(start, end uint64) {
@@ -105,17 +100,14 @@ func (t *liveTrace) addExtent(start, end uint64) {
 }
 
 func (t *liveTrace) has(term index.Term) bool {
-	if _, ok := slices.BinarySearch(t.terms[:t.sorted], term); ok {
-		return true
+	start := int32(0)
+	for _, end := range t.runs {
+		if _, ok := slices.BinarySearch(t.terms[start:end], term); ok {
+			return true
+		}
+		start = end
 	}
-	return slices.Contains(t.terms[t.sorted:], term)
-}
-
-func (t *liveTrace) addResource(g *group) {
-	if !slices.Contains(t.resources, g.resID) {
-		t.resources = append(t.resources, g.resID)
-		t.addTerms(g.resTerms)
-	}
+	return false
 }
 
 func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
@@ -141,12 +133,13 @@ func newBuffer(block uint64) *buffer {
 }
 
 // prepared is what a request needs computed before it is inserted, outside
-// any lock: content IDs of its resources and scopes, and search terms.
+// any lock: content IDs of its resources and scopes, and the search terms of
+// each trace it has spans of.
 type prepared struct {
-	groups    []group      // by scope index
-	terms     []index.Term // all spans' terms
-	termsFrom []int32      // span i's terms are terms[termsFrom[i]:termsFrom[i+1]]
-	errs      []bool       // by span index
+	groups     []group        // by scope index
+	traceOf    []int32        // by span index: the span's trace in traceTerms
+	traceTerms [][]index.Term // sorted and unique: the terms of the trace's spans and their resources
+	errs       []bool         // by span index
 }
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
@@ -161,10 +154,9 @@ func prepare(b *otlpwire.Batch) *prepared {
 		resTerms[i] = h.ResourceTerms(nil, r.Service, r.Raw)
 	}
 	p := &prepared{
-		groups:    make([]group, len(b.Scopes)),
-		termsFrom: make([]int32, len(b.Spans)+1),
-		errs:      make([]bool, len(b.Spans)),
-		terms:     make([]index.Term, 0, 8*len(b.Spans)),
+		groups:  make([]group, len(b.Scopes)),
+		traceOf: make([]int32, len(b.Spans)),
+		errs:    make([]bool, len(b.Spans)),
 	}
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]
@@ -177,12 +169,30 @@ func prepare(b *otlpwire.Batch) *prepared {
 			resTerms: resTerms[s.Resource],
 		}
 	}
+	traces := make(map[TraceID]int32)
+	var resSeen [][]int32 // by trace: resources whose terms it has
 	for i := range b.Spans {
 		s := &b.Spans[i]
+		k, ok := traces[s.TraceID]
+		if !ok {
+			k = int32(len(p.traceTerms))
+			traces[s.TraceID] = k
+			p.traceTerms = append(p.traceTerms, nil)
+			resSeen = append(resSeen, nil)
+		}
+		p.traceOf[i] = k
 		f := otlpwire.Facts(s.Raw)
 		p.errs[i] = f.Error
-		p.terms = h.SpanTerms(p.terms, p.groups[s.Scope].service, s.Raw, f)
-		p.termsFrom[i+1] = int32(len(p.terms))
+		g := &p.groups[s.Scope]
+		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Raw, f)
+		if res := b.Scopes[s.Scope].Resource; !slices.Contains(resSeen[k], res) {
+			resSeen[k] = append(resSeen[k], res)
+			p.traceTerms[k] = append(p.traceTerms[k], g.resTerms...)
+		}
+	}
+	for k, ts := range p.traceTerms {
+		slices.Sort(ts)
+		p.traceTerms[k] = slices.Clip(slices.Compact(ts))
 	}
 	return p
 }
@@ -205,6 +215,7 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		}
 		interned[i] = g
 	}
+	termsAdded := make([]bool, len(prep.traceTerms))
 	var (
 		last  *liveTrace
 		probe liveTrace
@@ -224,8 +235,10 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i]})
-		last.addResource(g)
-		last.addTerms(prep.terms[prep.termsFrom[i]:prep.termsFrom[i+1]])
+		if k := prep.traceOf[i]; !termsAdded[k] {
+			termsAdded[k] = true
+			last.addTerms(prep.traceTerms[k])
+		}
 		res := b.Scopes[s.Scope].Resource
 		cat.see(b.Resources[res].Service, services[res], s.Kind, s.Name, partitionOf(s.Start))
 	}
