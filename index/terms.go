@@ -31,6 +31,7 @@ const (
 	tagError     = 'E'
 	tagAttribute = 'A'
 	tagDuration  = 'D'
+	tagResource  = 'R'
 )
 
 // Hasher builds terms. Its scratch buffer makes it allocation-free and not
@@ -141,7 +142,7 @@ func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
 }
 
 // SpanTerms appends the terms of one span of a service, except those of its
-// resource (see ResourceTerms), to dst.
+// resource (see Resource), to dst.
 func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []Term {
 	dur := uint64(0)
 	if f.End > f.Start {
@@ -158,10 +159,21 @@ func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []
 	return dst
 }
 
-// ResourceTerms appends the terms that every span of a resource has: its
-// service and its attributes.
-func (h *Hasher) ResourceTerms(dst []Term, svc, resource []byte) []Term {
-	dst = append(dst, h.Service(svc))
+// Resource is the term of spans of a resource, by its content ID. Spans are
+// indexed by their resource as a whole, not by each resource attribute: a
+// trace touches a dozen resources of a dozen attributes each, the same ones
+// in trace after trace, and posting every one of them would double the
+// index. A search for a resource attribute looks up which resources have it
+// (ResourceAttributeTerms) and then their Resource terms.
+func (h *Hasher) Resource(id [16]byte) Term {
+	h.buf = append(h.buf[:0], tagResource)
+	h.buf = append(h.buf, id[:]...)
+	return h.sum()
+}
+
+// ResourceAttributeTerms appends the Attribute terms of a resource's
+// attributes, for the service the resource names, to dst.
+func (h *Hasher) ResourceAttributeTerms(dst []Term, svc, resource []byte) []Term {
 	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
 		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
 		dst = append(dst, h.Attribute(svc, key, t, h.value))

@@ -43,6 +43,8 @@ type DB struct {
 	dict *dictCache
 	// groups numbers the (resource, scope) pairs fragments refer to.
 	groups *groupTable
+	// resources maps resource attributes to the resources that have them.
+	resources *resourceIndex
 
 	// Guarded by mu.
 	catalog *catalog
@@ -80,6 +82,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		pdb:        pdb,
 		dict:       newDictCache(),
 		groups:     newGroupTable(),
+		resources:  newResourceIndex(),
 		catalog:    newCatalog(),
 		flushed:    make(chan struct{}),
 		partitions: make(map[uint32]bool),
@@ -137,6 +140,9 @@ func (db *DB) recover() error {
 	if err := db.groups.load(db.pdb); err != nil {
 		return err
 	}
+	if err := db.resources.load(db.pdb); err != nil {
+		return err
+	}
 	db.live = newBuffer(last + 1)
 	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal")); err != nil {
 		return err
@@ -155,7 +161,7 @@ func (db *DB) recover() error {
 		if err := otlpwire.Parse(req, &batch, db.NotBefore()); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
-		db.live.insert(req, &batch, prepare(&batch), db.catalog)
+		db.live.insert(req, &batch, prepare(&batch, db.resources), db.catalog)
 		return nil
 	})
 }
@@ -222,7 +228,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	if len(batch.Spans) == 0 {
 		return nil
 	}
-	prep := prepare(batch)
+	prep := prepare(batch, db.resources)
 	// The log copies the record, so its buffer goes back to the pool at once.
 	encBuf := recordBufs.Get().(*[]byte)
 	defer recordBufs.Put(encBuf)

@@ -144,14 +144,15 @@ type prepared struct {
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
 
-func prepare(b *otlpwire.Batch) *prepared {
+func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	h := hashers.Get().(*index.Hasher)
 	defer hashers.Put(h)
 	resIDs := make([]dictID, len(b.Resources))
 	resTerms := make([][]index.Term, len(b.Resources))
 	for i, r := range b.Resources {
 		resIDs[i] = hashDict(r.Raw, r.SchemaURL)
-		resTerms[i] = h.ResourceTerms(nil, r.Service, r.Raw)
+		resTerms[i] = []index.Term{h.Service(r.Service), h.Resource(resIDs[i])}
+		resources.add(h, resIDs[i], r.Service, r.Raw)
 	}
 	p := &prepared{
 		groups:  make([]group, len(b.Scopes)),

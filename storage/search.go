@@ -70,8 +70,9 @@ type compiled struct {
 }
 
 // compile turns a query into term groups. services lists the services in the
-// store, for attribute conditions of queries that name no service.
-func compile(q Query, notBefore uint64, services []string) *compiled {
+// store, for attribute conditions of queries that name no service; resources
+// names the resources that may have an attribute.
+func compile(q Query, notBefore uint64, services []string, resources *resourceIndex) *compiled {
 	c := &compiled{startMin: notBefore, startMax: math.MaxUint64, durMax: math.MaxUint64, limit: q.Limit}
 	if q.Service != "" {
 		c.svc = []byte(q.Service)
@@ -117,12 +118,17 @@ func compile(q Query, notBefore uint64, services []string) *compiled {
 	}
 	for _, a := range c.attrs {
 		// Attribute terms name the service: without one, any service will do.
+		// A resource attribute is found through the resources that have it.
 		var g []index.Term
+		add := func(svc []byte) {
+			t := h.Attribute(svc, []byte(a.Key), a.Type, a.Value)
+			g = resources.resources(append(g, t), &h, t)
+		}
 		if c.svc != nil {
-			g = append(g, h.Attribute(c.svc, []byte(a.Key), a.Type, a.Value))
+			add(c.svc)
 		}
 		for _, svc := range services {
-			g = append(g, h.Attribute([]byte(svc), []byte(a.Key), a.Type, a.Value))
+			add([]byte(svc))
 		}
 		c.groups = append(c.groups, g)
 		spanConds += 2 // attribute terms are bucketed
@@ -263,7 +269,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		if q.Service == "" && len(q.Attributes) > 0 {
 			services = db.catalog.listServices(partitionOf(notBefore))
 		}
-		c = compile(q, notBefore, services)
+		c = compile(q, notBefore, services, db.resources)
 		for _, buf := range bufs {
 			live = c.liveCandidates(live, buf, notBefore)
 		}

@@ -92,11 +92,13 @@ func strV(s string) *commonpb.AnyValue {
 func TestFindAgainstModel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 11))
 	clk := &clock{t: time.Now().Truncate(time.Hour)}
-	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, Now: clk.now})
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, Now: clk.now}
+	db, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { db.Close() }()
 
 	services := []string{"api", "cart", "db", "mail"}
 	names := []string{"GET", "POST", "query", "send"}
@@ -198,8 +200,22 @@ func TestFindAgainstModel(t *testing.T) {
 
 	notBefore := db.NotBefore()
 	nonEmpty, partial := 0, 0
-	defer func() { t.Logf("%d of 400 queries match something; %d match fewer than all traces", nonEmpty, partial) }()
-	for i := range 400 {
+	defer func() { t.Logf("%d of 550 queries match something; %d match fewer than all traces", nonEmpty, partial) }()
+	check(t, db, 400, randomQuery, spans, notBefore, &nonEmpty, &partial)
+	// After a restart, the catalog, groups and resource index come from disk.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	check(t, db, 150, randomQuery, spans, notBefore, &nonEmpty, &partial)
+}
+
+// check compares n random queries' answers with the model's.
+func check(t *testing.T, db *DB, n int, randomQuery func() Query, spans []modelSpan, notBefore uint64, nonEmpty, partial *int) {
+	t.Helper()
+	for i := range n {
 		q := randomQuery()
 		want := map[TraceID]bool{}
 		for _, m := range spans {
@@ -208,10 +224,10 @@ func TestFindAgainstModel(t *testing.T) {
 			}
 		}
 		if len(want) > 0 {
-			nonEmpty++
+			*nonEmpty++
 		}
 		if len(want) > 0 && len(want) < 40 {
-			partial++
+			*partial++
 		}
 		got, err := db.Find(context.Background(), q)
 		if err != nil {
