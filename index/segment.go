@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
 
 	"cairn/internal/binread"
@@ -131,19 +132,33 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 // appendShard encodes the postings of sorted terms: a directory, so that a
 // lookup skips other terms without decoding their rows, then the row lists.
 // Terms are delta-coded, which makes the buckets of one attribute key, which
-// share their top bits, cost a byte or two each; a term with one row keeps it
-// in the directory.
+// share their top bits, cost a byte or two each. Terms of a shard share their
+// top byte, so deltas, the first one counted from the shard's base
+// (shard << 56), leave room for a flag bit: set for a term with a single row,
+// which the directory then holds (the common case for high-cardinality
+// values). A list is written as row deltas or, if smaller, as a bitmap from
+// its first row to its last (the common case for services, operations and
+// resources, which most rows have).
 //
 //	version=2 | uvarint nterms | uvarint len(directory) | directory | lists
-//	directory := nterms × ( uvarint(term − previous term) uvarint count ( uvarint row | uvarint nbytes ) )
-//	lists     := for each term with count > 1: count × uvarint row delta (nbytes bytes)
+//	directory := nterms × ( uvarint((term − previous term)·2 + single)
+//	                        ( single: uvarint row | uvarint(count·2 + bitmap) uvarint nbytes ) )
+//	lists     := for each term with count > 1, nbytes bytes of
+//	             bitmap=0: count × uvarint row delta
+//	             bitmap=1: uvarint first row, bits from it on, least significant first
 func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 	var dir, lists []byte
-	prevTerm := Term(0)
+	var prevTerm Term
+	if len(terms) > 0 {
+		prevTerm = shardBase(terms[0])
+	}
 	for _, t := range terms {
 		rows := postings[t]
-		dir = binary.AppendUvarint(dir, uint64(t-prevTerm))
-		dir = binary.AppendUvarint(dir, uint64(len(rows)))
+		single := uint64(0)
+		if len(rows) == 1 {
+			single = 1
+		}
+		dir = binary.AppendUvarint(dir, uint64(t-prevTerm)<<1|single)
 		prevTerm = t
 		if len(rows) == 1 {
 			dir = binary.AppendUvarint(dir, uint64(rows[0]))
@@ -155,6 +170,18 @@ func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 			lists = binary.AppendUvarint(lists, uint64(r-prev))
 			prev = r
 		}
+		first, last := rows[0], rows[len(rows)-1]
+		bitmap := uint64(0)
+		if bm := uvarintLen(uint64(first)) + int(last-first)/8 + 1; bm < len(lists)-n {
+			bitmap = 1
+			lists = binary.AppendUvarint(lists[:n], uint64(first))
+			bits := n + uvarintLen(uint64(first))
+			lists = append(lists, make([]byte, bm-(bits-n))...)
+			for _, r := range rows {
+				lists[bits+int(r-first)/8] |= 1 << ((r - first) % 8)
+			}
+		}
+		dir = binary.AppendUvarint(dir, uint64(len(rows))<<1|bitmap)
 		dir = binary.AppendUvarint(dir, uint64(len(lists)-n))
 	}
 	dst = append(dst, shardV2)
@@ -162,6 +189,8 @@ func appendShard(dst []byte, terms []Term, postings map[Term][]uint32) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(dir)))
 	return append(append(dst, dir...), lists...)
 }
+
+func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }
 
 // rowCheckpoint is how many rows lie between the offsets a rows record
 // keeps, so that reaching any row decodes at most rowCheckpoint-1 others.
@@ -271,31 +300,72 @@ func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 	if r.Err != nil {
 		return nil, r.Err
 	}
-	var term Term
+	term := shardBase(t)
 	var offset uint64
 	for i := range nterms {
-		delta, count, n := dir.Uvarint(), dir.Uvarint(), dir.Uvarint()
+		delta := dir.Uvarint()
+		single := delta&1 == 1
+		delta >>= 1
+		var count, n uint64
+		bitmap := false
+		if single {
+			count, n = 1, dir.Uvarint()
+		} else {
+			count, n = dir.Uvarint(), dir.Uvarint()
+			count, bitmap = count>>1, count&1 == 1
+		}
 		term += Term(delta)
 		switch {
 		case dir.Err != nil:
 			return nil, dir.Err
-		case count == 0 || i > 0 && delta == 0:
+		case count < 2 && !single || i > 0 && delta == 0 || Shard(term) != Shard(t):
 			return nil, dir.Fail("postings directory")
 		case term > t:
 			return nil, nil // terms ascend: t is absent
-		case term == t && count == 1:
+		case term == t && single:
 			if n >= uint64(nrows) {
 				return nil, dir.Fail("posting past the last row")
 			}
 			return []uint32{uint32(n)}, nil
+		case term == t && bitmap:
+			return decodeBitmap(lists, offset, n, count, nrows)
 		case term == t:
 			return decodeList(lists, offset, n, count, nrows)
-		case count > 1:
+		case !single:
 			offset += n
 		}
 	}
 	return nil, nil
 }
+
+// decodeBitmap decodes a bitmap list of count rows from lists[offset:offset+n].
+func decodeBitmap(lists []byte, offset, n, count uint64, nrows int) ([]uint32, error) {
+	if offset+n > uint64(len(lists)) || count > 8*n {
+		return nil, fmt.Errorf("%w: postings past the end of the shard", ErrCorrupt)
+	}
+	r := binread.New(lists[offset:offset+n], ErrCorrupt)
+	first := r.Uvarint()
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	rows := make([]uint32, 0, count)
+	for i, b := range r.B {
+		for ; b != 0; b &= b - 1 {
+			row := first + uint64(8*i+bits.TrailingZeros8(b))
+			if row >= uint64(nrows) {
+				return nil, r.Fail("posting past the last row")
+			}
+			rows = append(rows, uint32(row))
+		}
+	}
+	if uint64(len(rows)) != count {
+		return nil, r.Fail("bitmap count")
+	}
+	return rows, nil
+}
+
+// shardBase is the smallest term of t's shard.
+func shardBase(t Term) Term { return t &^ (1<<56 - 1) }
 
 // decodeList decodes count row deltas from lists[offset:offset+n].
 func decodeList(lists []byte, offset, n, count uint64, nrows int) ([]uint32, error) {
