@@ -10,7 +10,6 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse \
 	./storage/internal/keys:FuzzKeys \
-	./index:FuzzTraceSummary \
 	./index:FuzzSegment \
 	./storage/internal/codec:FuzzFragment \
 	./storage/internal/codec:FuzzSplitFields \

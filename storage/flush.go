@@ -88,12 +88,6 @@ func (db *DB) cut() error {
 	return nil
 }
 
-// fragmentRef is what the index sstable needs of each fragment written.
-type fragmentRef struct {
-	id      TraceID
-	summary index.TraceSummary
-}
-
 // minTracesPerWriter keeps a small block from being split among data
 // writers, where starting goroutines and files would cost more than it saves.
 const minTracesPerWriter = 2048
@@ -123,15 +117,14 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 
 	// The search index and trace summaries take one light pass; the index
 	// is then finished while the data is written.
-	traceIndex := map[uint32][]fragmentRef{}
+	traceIndex := map[uint32][]TraceID{} // by partition, ascending
 	segments := map[uint32]*index.SegmentBuilder{}
 	byPart := map[uint32][]liveSpan{}
 	for _, t := range traces {
 		splitByPartition(byPart, t.spans)
 		for p, spans := range byPart {
 			row := fragmentRow(t.id, spans, len(byPart) > 1)
-			traceIndex[p] = append(traceIndex[p], fragmentRef{id: t.id,
-				summary: index.TraceSummary{Spans: uint64(row.Spans), MinStart: row.MinStart, MaxEnd: row.MaxEnd}})
+			traceIndex[p] = append(traceIndex[p], t.id)
 			seg := segments[p]
 			if seg == nil {
 				seg = new(index.SegmentBuilder)
@@ -299,7 +292,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 }
 
 // writeIndex fills the index sstable of a block, in key order.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]fragmentRef, segments map[uint32]finishedSegment, groups map[groupKey]*group) error {
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, segments map[uint32]finishedSegment, groups map[groupKey]*group) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -335,11 +328,9 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 			return err
 		}
 	}
-	var v []byte
 	for _, p := range parts {
-		for _, f := range traceIndex[p] {
-			v = f.summary.Append(v[:0])
-			if err := iw.w.Set(keys.Trace(p, f.id, buf.block), v); err != nil {
+		for _, id := range traceIndex[p] {
+			if err := iw.w.Set(keys.Trace(p, id, buf.block), nil); err != nil {
 				return err
 			}
 		}
@@ -418,8 +409,8 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupK
 	return dst
 }
 
-// fragmentRow describes a trace's spans in one partition of a block, in one
-// pass: its search-index row, from which its trace summary also derives.
+// fragmentRow describes a trace's spans in one partition of a block: its
+// search-index row.
 func fragmentRow(id TraceID, spans []liveSpan, split bool) index.Row {
 	r := index.Row{TraceID: id, MinStart: spans[0].start, MaxStart: spans[0].start, MaxEnd: spans[0].end,
 		Spans: uint32(len(spans)), Split: split}

@@ -5,33 +5,6 @@ import (
 	"testing"
 )
 
-func TestTraceSummary(t *testing.T) {
-	s := TraceSummary{Spans: 3, MinStart: 10, MaxEnd: 120}
-	got, err := DecodeTraceSummary(s.Append(nil))
-	if err != nil || got != s {
-		t.Fatalf("round trip: %+v, %v", got, err)
-	}
-	enc := s.Append(nil)
-	for i := range enc {
-		if _, err := DecodeTraceSummary(enc[:i]); err == nil {
-			t.Fatalf("truncated to %d bytes: no error", i)
-		}
-	}
-}
-
-func FuzzTraceSummary(f *testing.F) {
-	f.Add(TraceSummary{1, 2, 3}.Append(nil))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := DecodeTraceSummary(b)
-		if err != nil {
-			return
-		}
-		if again, err := DecodeTraceSummary(s.Append(nil)); err != nil || again != s {
-			t.Fatalf("summary %+v does not round-trip", s)
-		}
-	})
-}
-
 func TestDurationRange(t *testing.T) {
 	prevHi := uint64(0)
 	for b := uint16(1); b <= DurationBucket(math.MaxUint64); b++ {
