@@ -386,7 +386,8 @@ func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
 }
 
 // groupSpans groups a trace's spans in one partition by (resource, scope),
-// groups ordered by key and spans by start time, and records every group in
+// groups ordered by key and spans by name, then start time (alike spans side
+// by side compress better), and records every group in
 // written.
 func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
 	slices.SortStableFunc(spans, func(a, b liveSpan) int {
@@ -394,6 +395,9 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupK
 			return c
 		}
 		if c := bytes.Compare(a.group.scopeID[:], b.group.scopeID[:]); c != 0 {
+			return c
+		}
+		if c := bytes.Compare(a.name, b.name); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.start, b.start)

@@ -61,6 +61,7 @@ func (g *group) key() groupKey {
 type liveSpan struct {
 	group *group
 	raw   []byte // aliases the request it arrived in
+	name  []byte // aliases raw
 	start uint64
 	end   uint64
 	err   bool // status ERROR
@@ -235,7 +236,7 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		}
 		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
-		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i]})
+		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i]})
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])
