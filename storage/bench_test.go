@@ -50,6 +50,37 @@ func BenchmarkTrace(b *testing.B) {
 	}
 }
 
+// BenchmarkCut measures turning a full live buffer into a block: grouping
+// and encoding fragments, zstd-compressing data sstables, building the search
+// index, and ingesting it all. Each block is 200k spans of the bench
+// workload, as a 64 MiB buffer holds.
+func BenchmarkCut(b *testing.B) {
+	const spans, batch = 200_000, 1024
+	pool, err := bench.NewPool(bench.Config{BatchSpans: batch, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, spans)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := Open(b.TempDir(), &Options{FlushInterval: time.Hour, BufferBytes: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	seq := uint64(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		for range pool.Requests() {
+			write(b, db, pool.Request(nil, seq))
+			seq++
+		}
+		b.StartTimer()
+		if err := db.cut(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(pool.Requests()*batch)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+}
+
 // writeTrace stores one trace of n spans over 5 services, in requests of up
 // to 1000 spans.
 func writeTrace(b *testing.B, db *DB, tag byte, n int) {
