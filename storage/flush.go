@@ -390,12 +390,14 @@ func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
 // by side compress better), and records every group in
 // written.
 func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
-	slices.SortStableFunc(spans, func(a, b liveSpan) int {
-		if c := bytes.Compare(a.group.resID[:], b.group.resID[:]); c != 0 {
-			return c
-		}
-		if c := bytes.Compare(a.group.scopeID[:], b.group.scopeID[:]); c != 0 {
-			return c
+	slices.SortFunc(spans, func(a, b liveSpan) int {
+		if a.group != b.group {
+			if c := bytes.Compare(a.group.resID[:], b.group.resID[:]); c != 0 {
+				return c
+			}
+			if c := bytes.Compare(a.group.scopeID[:], b.group.scopeID[:]); c != 0 {
+				return c
+			}
 		}
 		if c := bytes.Compare(a.name, b.name); c != 0 {
 			return c

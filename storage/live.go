@@ -183,7 +183,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 			resSeen = append(resSeen, nil)
 		}
 		p.traceOf[i] = k
-		f := otlpwire.Facts(s.Raw)
+		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Raw, f)

@@ -137,7 +137,9 @@ func Facts(raw []byte) SpanFacts {
 			f.End = binary.LittleEndian.Uint64(v)
 		case num == spanStatus && typ == protowire.BytesType:
 			status, _ := protowire.ConsumeBytes(v)
-			f.Error = statusCode(status) == statusCodeError
+			if code, ok := statusCode(status); ok {
+				f.Error = code == statusCodeError
+			}
 		}
 	}
 	return f
@@ -145,16 +147,19 @@ func Facts(raw []byte) SpanFacts {
 
 const statusCodeError = 2 // opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 
-func statusCode(status []byte) uint64 {
-	var code uint64
+// statusCode returns the code an encoded Status sets, if it sets one. A span
+// whose status field occurs more than once has the merge of them, where the
+// last code set wins.
+func statusCode(status []byte) (code uint64, ok bool) {
 	for len(status) > 0 {
 		num, typ, n := protowire.ConsumeTag(status)
 		status = status[n:]
 		n = protowire.ConsumeFieldValue(num, typ, status)
 		if num == 3 && typ == protowire.VarintType { // Status.code
 			code, _ = protowire.ConsumeVarint(status[:n])
+			ok = true
 		}
 		status = status[n:]
 	}
-	return code
+	return code, ok
 }

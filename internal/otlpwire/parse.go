@@ -75,6 +75,7 @@ type Span struct {
 	End     uint64 // end_time_unix_nano
 	Name    []byte
 	Kind    int32  // opentelemetry.proto.trace.v1.Span.SpanKind
+	Error   bool   // status code is STATUS_CODE_ERROR, as in Facts
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
 }
@@ -269,7 +270,12 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		case spanLinks:
 			return validateMessage(typ, v, "Span.links", validateLink)
 		case spanStatus:
-			return validateMessage(typ, v, "Span.status", validateStatus)
+			if err := validateMessage(typ, v, "Span.status", validateStatus); err != nil {
+				return err
+			}
+			if code, ok := statusCode(v); ok {
+				sp.Error = code == statusCodeError
+			}
 		}
 		return nil
 	})
