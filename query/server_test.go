@@ -69,7 +69,7 @@ func storeWith(t *testing.T, dir string, req []byte) *storage.DB {
 }
 
 // writeRequest stores an encoded export request as ingest would.
-func writeRequest(t *testing.T, db *storage.DB, req []byte) {
+func writeRequest(t testing.TB, db *storage.DB, req []byte) {
 	t.Helper()
 	var b otlpwire.Batch
 	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {

@@ -153,10 +153,9 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 				}
 				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
 			}
-			// The value is only valid until the iterator moves; spans stored
-			// whole are sub-slices of it, so take a copy.
-			v := bytes.Clone(snap.iter.Value())
-			if frags, _, err = codec.DecodeFragment(frags[:0], nil, v, id); err != nil {
+			// Spans are decoded into a buffer of their own: the value is
+			// only valid until the iterator moves.
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, snap.iter.Value(), id); err != nil {
 				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
 			}
 			for _, f := range frags {

@@ -299,8 +299,8 @@ func rebuildSpan(dst []byte, trace [16]byte, sp *splitSpan) []byte {
 }
 
 // DecodeFragment decodes a fragment of trace and appends its groups to dst.
-// Spans stored whole alias src; split spans are rebuilt into buf, which is
-// returned, grown, for reuse.
+// Every span is written into buf, which is returned, grown, for reuse: the
+// spans never alias src, which may be a Pebble iterator's buffer.
 func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []byte, error) {
 	r := binread.New(src, ErrCorrupt)
 	if v := r.Byte(); v != fragmentV2 {
@@ -355,8 +355,9 @@ func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []by
 			return dst[:first], buf, r.Fail("span body past the end")
 		}
 		heads, refs, lens = append(heads, sp), append(refs, ref), append(lens, int(n))
+		size += int(n)
 		if sp.ok {
-			size += int(n) + 2*(9+2) + 2*9 + 17 + 2
+			size += 2*(9+2) + 2*9 + 17 + 2 // the split fields, rebuilt
 		}
 	}
 	if size > 0 && cap(buf)-len(buf) < size {
@@ -372,7 +373,9 @@ func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []by
 				return dst[:first], buf, r.Err
 			}
 			if !sp.ok {
-				dst[gi].Spans[si] = body
+				start := len(buf)
+				buf = append(buf, body...)
+				dst[gi].Spans[si] = buf[start:len(buf):len(buf)]
 				continue
 			}
 			if ref >= refSpan {
