@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"cmp"
 	"context"
 	"fmt"
@@ -214,7 +215,7 @@ func (a *assembler) group(res, scope dictID) *asmGroup {
 
 type orderedSpan struct {
 	start uint64
-	id    [8]byte
+	id    uint64 // the span ID, big-endian
 	raw   []byte
 }
 
@@ -228,8 +229,8 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 		for _, raw := range g.Spans {
 			// The boundary partition holds spans on both sides of the
 			// retention horizon.
-			if f := otlpwire.Facts(raw); f.Start >= notBefore {
-				ordered = append(ordered, orderedSpan{f.Start, f.ID, raw})
+			if start, id := otlpwire.StartAndID(raw); start >= notBefore {
+				ordered = append(ordered, orderedSpan{start, binary.BigEndian.Uint64(id[:]), raw})
 			}
 		}
 		if len(ordered) == 0 {
@@ -251,7 +252,7 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 			if c := cmp.Compare(x.start, y.start); c != 0 {
 				return c
 			}
-			if c := bytes.Compare(x.id[:], y.id[:]); c != 0 {
+			if c := cmp.Compare(x.id, y.id); c != 0 {
 				return c
 			}
 			return bytes.Compare(x.raw, y.raw)
