@@ -121,6 +121,14 @@ func (p *Pool) Request(dst []byte, seq uint64) []byte {
 	return dst
 }
 
+// dropRequests frees the encoded requests; Request must not be called after.
+// Traces, probes and windows stay available.
+func (p *Pool) dropRequests() {
+	for i := range p.reqs {
+		p.reqs[i].bytes, p.reqs[i].traceIDs, p.reqs[i].spanIDs, p.reqs[i].times = nil, nil, nil, nil
+	}
+}
+
 // Probe returns the last span of request seq.
 func (p *Pool) Probe(seq uint64) Probe {
 	round := seq / uint64(len(p.reqs))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,6 +147,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	if rd != nil {
+		// The encoded requests are no longer needed; collect them now, so
+		// that the client's own garbage collection does not show in the
+		// read latencies.
+		pool.dropRequests()
+		runtime.GC()
 		select {
 		case <-time.After(o.Settle):
 		case <-ctx.Done():
