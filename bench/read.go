@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime/debug"
 	"sort"
 	"time"
 
@@ -153,7 +154,13 @@ type pick struct {
 
 // measure times trace reads by size class, checks that the traces read are
 // complete, and times searches.
+//
+// While it times reads, it lets its process's heap grow to nine times what is
+// live (GOGC 800): the live heap is then a few MiB, and the default would
+// collect every few reads and time the client's collector along with the
+// server.
 func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report) error {
+	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	rng := rand.New(rand.NewPCG(o.Seed, 0xbe7c4))
 	perRound := uint64(pool.Requests())
 	rounds := (sent + perRound - 1) / perRound

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -59,13 +61,19 @@ func BenchmarkGetTraces(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			req := &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: t.ID[:]}}}
+			var lat []time.Duration
 			b.ReportAllocs()
 			for b.Loop() {
+				t0 := time.Now()
 				if n, err := receive(conn, req); err != nil || n == 0 {
 					b.Fatalf("%d bytes, %v", n, err)
 				}
+				lat = append(lat, time.Since(t0))
 			}
 			b.ReportMetric(float64(t.Spans), "spans")
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
 }

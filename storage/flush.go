@@ -196,7 +196,25 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	for _, g := range written {
 		db.dict.markPersisted(g)
 	}
+	db.openTables(buf.block, results)
 	return parts, nil
+}
+
+// openTables reads one key of each sstable a cut ingested, so that Pebble
+// opens them (file, footer, index and filter blocks) now, in the background,
+// rather than on the first read that needs each of them.
+func (db *DB) openTables(block uint64, results []dataResult) {
+	it, err := db.pdb.NewIter(nil)
+	if err != nil {
+		return
+	}
+	defer it.Close()
+	it.SeekGE(keys.Block(block))
+	for _, r := range results {
+		for i, p := range r.parts {
+			it.SeekGE(keys.Data(p, block, r.first[i]))
+		}
+	}
 }
 
 // finishedSegment is a segment's encoded search index.
@@ -243,6 +261,7 @@ func splitTraces(traces []*liveTrace, n int) [][]*liveTrace {
 type dataResult struct {
 	paths   []string
 	parts   []uint32
+	first   []TraceID // by part: the first trace written
 	written map[groupKey]*group
 	err     error
 }
@@ -257,6 +276,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 			w.abort()
 		}
 	}()
+	first := map[uint32]TraceID{}
 	var (
 		byPart = map[uint32][]liveSpan{}
 		groups []codec.Group
@@ -268,6 +288,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		for p, spans := range byPart {
 			w := data[p]
 			if w == nil {
+				first[p] = t.id
 				if w, res.err = db.newSSTWriter(filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
 					return res
 				}
@@ -287,6 +308,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		}
 		res.paths = append(res.paths, w.path)
 		res.parts = append(res.parts, p)
+		res.first = append(res.first, first[p])
 	}
 	return res
 }

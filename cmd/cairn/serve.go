@@ -21,6 +21,9 @@ import (
 	"cairn/storage"
 )
 
+// gcPercent is the GOGC cairn serve runs with unless GOGC is set.
+const gcPercent = 800
+
 // queryDrainTimeout bounds how long shutdown waits for open query streams.
 const queryDrainTimeout = 5 * time.Second
 
@@ -47,7 +50,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
-	memLimit := fs.Int64("memory-limit-mib", 384, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
+	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -62,6 +65,13 @@ func serveCmd(args []string, stderr io.Writer) error {
 	// fails an allocation.
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit << 20)
+	}
+	// Between bursts of ingest the live heap is a few MiB, and the default
+	// GOGC of 100 then collects every few MiB allocated: several times per
+	// read of a large trace, each cycle taking CPU and pauses from the reads.
+	// Under load the memory limit paces the collector anyway.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(gcPercent)
 	}
 	level := slog.LevelInfo
 	if *verbose {
