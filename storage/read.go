@@ -2,9 +2,9 @@ package storage
 
 import (
 	"bytes"
-	"encoding/binary"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
