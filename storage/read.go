@@ -229,8 +229,8 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 		for _, raw := range g.Spans {
 			// The boundary partition holds spans on both sides of the
 			// retention horizon.
-			if start, id := otlpwire.StartAndID(raw); start >= notBefore {
-				ordered = append(ordered, orderedSpan{start, binary.BigEndian.Uint64(id[:]), raw})
+			if f := otlpwire.Facts(raw); f.Start >= notBefore {
+				ordered = append(ordered, orderedSpan{f.Start, binary.BigEndian.Uint64(f.ID[:]), raw})
 			}
 		}
 		if len(ordered) == 0 {

@@ -145,27 +145,6 @@ func Facts(raw []byte) SpanFacts {
 	return f
 }
 
-// StartAndID reads the start time and span ID of an encoded span that Parse
-// accepted, as Facts does, for the reads that need only those.
-func StartAndID(raw []byte) (start uint64, id [8]byte) {
-	for msg := raw; len(msg) > 0; {
-		num, typ, n := protowire.ConsumeTag(msg)
-		msg = msg[n:]
-		n = protowire.ConsumeFieldValue(num, typ, msg)
-		v := msg[:n]
-		msg = msg[n:]
-		switch {
-		case num == spanSpanID && typ == protowire.BytesType:
-			if b, _ := protowire.ConsumeBytes(v); len(b) == 8 {
-				id = [8]byte(b)
-			}
-		case num == spanStart && typ == protowire.Fixed64Type:
-			start = binary.LittleEndian.Uint64(v)
-		}
-	}
-	return start, id
-}
-
 const statusCodeError = 2 // opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 
 // statusCode returns the code an encoded Status sets, if it sets one. A span
