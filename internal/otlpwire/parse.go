@@ -357,6 +357,10 @@ func walkFields(msg []byte, fn func(num protowire.Number, typ protowire.Type, v 
 		if n < 0 {
 			return malformed(protowire.ParseError(n))
 		}
+		// ConsumeTag lets through numbers up to 2^31-1; protobuf's end at 2^29-1.
+		if num > protowire.MaxValidNumber {
+			return fmt.Errorf("%w: field number %d out of range", ErrMalformed, num)
+		}
 		msg = msg[n:]
 		var v []byte
 		switch typ {
