@@ -1,13 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime/debug"
-	"sort"
+	"slices"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -201,6 +202,10 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 		if c.lo >= 10000 {
 			n = min(n, 10*len(picks))
 		}
+		// Classes ascend, so the largest pick of the last class read is the
+		// largest trace.
+		biggest := slices.MaxFunc(picks, func(a, b pick) int { return cmp.Compare(a.spans, b.spans) })
+		var biggestTimes []time.Duration
 		var times []time.Duration
 		for q := range n {
 			p := picks[q%len(picks)]
@@ -221,13 +226,11 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 					rep.TracesComplete++
 				}
 			}
-			if p.spans >= largest.spans {
-				if p.id != largest.id {
-					largest, largestTimes = p, nil
-				}
-				largestTimes = append(largestTimes, d)
+			if p.id == biggest.id {
+				biggestTimes = append(biggestTimes, d)
 			}
 		}
+		largest, largestTimes = biggest, biggestTimes
 		cr := TraceReadReport{Class: c.name, Traces: len(picks), Queries: len(times)}
 		cr.P50Ms, cr.P99Ms, cr.MaxMs = percentiles(times)
 		rep.GetTraces = append(rep.GetTraces, cr)
@@ -323,8 +326,7 @@ func percentiles(ds []time.Duration) (p50, p99, max float64) {
 	if len(ds) == 0 {
 		return 0, 0, 0
 	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	s := slices.Sorted(slices.Values(ds))
 	at := func(q float64) float64 {
 		return float64(s[min(len(s)-1, int(q*float64(len(s))))]) / 1e6
 	}
