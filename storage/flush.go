@@ -115,8 +115,8 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		return true
 	})
 
-	// The search index and trace summaries take one light pass; the index
-	// is then finished while the data is written.
+	// The trace index and search index rows take one light pass; the
+	// search index is then finished while the data is written.
 	traceIndex := map[uint32][]TraceID{} // by partition, ascending
 	segments := map[uint32]*index.SegmentBuilder{}
 	byPart := map[uint32][]liveSpan{}
@@ -181,14 +181,15 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := db.writeIndex(iw, buf, parts, traceIndex, finished, written); err != nil {
+	// Only cuts number groups, so the snapshot holds until the ingest.
+	first, pending := db.groups.unpersisted()
+	if err := db.writeIndex(iw, buf, parts, traceIndex, finished, written, first, pending); err != nil {
 		iw.abort()
 		return nil, err
 	}
 	if err := iw.close(); err != nil {
 		return nil, err
 	}
-	first, pending := db.groups.unpersisted()
 	if err := db.pdb.Ingest(context.Background(), append(paths, ipath)); err != nil {
 		return nil, fmt.Errorf("ingest: %w", err)
 	}
@@ -314,7 +315,8 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 }
 
 // writeIndex fills the index sstable of a block, in key order.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, segments map[uint32]finishedSegment, groups map[groupKey]*group) error {
+// newGroups are the pairs numbered from firstGroup on that Pebble lacks.
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, segments map[uint32]finishedSegment, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -344,9 +346,8 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	if err := db.writeDict(iw, groups); err != nil {
 		return err
 	}
-	first, pending := db.groups.unpersisted()
-	for i, k := range pending {
-		if err := iw.w.Set(keys.Group(first+uint32(i)), k[:]); err != nil {
+	for i, k := range newGroups {
+		if err := iw.w.Set(keys.Group(firstGroup+uint32(i)), k[:]); err != nil {
 			return err
 		}
 	}
