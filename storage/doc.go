@@ -1,5 +1,6 @@
 // Package storage is cairn's trace store: a write-ahead log, an in-memory
-// buffer of live traces, and Pebble on local disk.
+// buffer of live traces, and two Pebble stores on local disk: one for span
+// data, one for everything that indexes it.
 //
 // Write path. A parsed Export request is appended to the write-ahead log
 // (group-committed: one fsync per group of concurrent writers) and inserted
@@ -9,13 +10,17 @@
 //
 // Cuts. When the buffer reaches Options.BufferBytes or Options.FlushInterval
 // passes, it is frozen and the log rotated, and the frozen buffer is written
-// as a block: sstables built outside Pebble, one per hour partition of span
-// data sorted by trace ID plus one for the trace index, search index,
-// catalogs, dictionary and block record, ingested in one atomic step. Span data keys start with partition and
-// block number, which only grow, so their sstables go straight to the bottom
-// level and compaction never rewrites them. Then the sealed log segments are
-// deleted. Resources and scopes are stored once, content-addressed, not per
-// span.
+// as a block: sstables built outside Pebble, per hour partition of span data
+// sorted by trace ID, ingested into the spans store, then one for the trace
+// index, search index, catalogs, dictionary and block record, ingested into
+// the index store. Span data keys start with partition and block number,
+// which only grow, so their sstables go straight to the bottom level. Then
+// the sealed log segments are deleted. Resources and scopes are stored once,
+// content-addressed, not per span.
+//
+// Recompression. Cuts compress span data at a level cheap enough for full
+// ingest rate. Once it has settled (ingest pauses, or its hour has passed)
+// Pebble rewrites it once at a stronger level, about an eighth smaller.
 //
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
@@ -75,7 +76,7 @@ func (db *DB) cut() error {
 
 	db.mu.Lock()
 	for _, p := range parts {
-		db.partitions[p] = true
+		db.partitions[p] = frozen.block
 	}
 	db.frozen = nil
 	close(db.flushed)
@@ -92,10 +93,12 @@ func (db *DB) cut() error {
 // writers, where starting goroutines and files would cost more than it saves.
 const minTracesPerWriter = 2048
 
-// writeBlock builds the sstables of a frozen buffer and ingests them into
-// Pebble in one atomic step: data sstables, and one index sstable with the
-// block record, new partitions, new dictionary entries and groups, the trace
-// index and the search index. It returns the partitions written.
+// writeBlock builds the sstables of a frozen buffer and ingests them: data
+// sstables into the spans store, then one index sstable with the block
+// record, new partitions, new dictionary entries and groups, the trace index
+// and the search index into the index store. The block exists once its
+// record does; span data a crash leaves without one is deleted at open. It
+// returns the partitions written.
 //
 // A cut is the one part of ingest that does not run on the writers'
 // goroutines, and writers wait for it when the next buffer fills, so it uses
@@ -177,7 +180,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	parts = slices.Compact(parts)
 
 	ipath := filepath.Join(dir, "index.sst")
-	iw, err := db.newSSTWriter(ipath, 0, true)
+	iw, err := newSSTWriter(db.idx, ipath, 0, true)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +193,11 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err := iw.close(); err != nil {
 		return nil, err
 	}
-	if err := db.pdb.Ingest(context.Background(), append(paths, ipath)); err != nil {
-		return nil, fmt.Errorf("ingest: %w", err)
+	if err := db.spans.Ingest(context.Background(), paths); err != nil {
+		return nil, fmt.Errorf("ingest span data: %w", err)
+	}
+	if err := db.idx.Ingest(context.Background(), []string{ipath}); err != nil {
+		return nil, fmt.Errorf("ingest index: %w", err)
 	}
 	db.groups.markPersisted(int(first) + len(pending))
 	for _, g := range written {
@@ -205,12 +211,15 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 // opens them (file, footer, index and filter blocks) now, in the background,
 // rather than on the first read that needs each of them.
 func (db *DB) openTables(block uint64, results []dataResult) {
-	it, err := db.pdb.NewIter(nil)
+	if it, err := db.idx.NewIter(nil); err == nil {
+		it.SeekGE(keys.Block(block))
+		it.Close()
+	}
+	it, err := db.spans.NewIter(nil)
 	if err != nil {
 		return
 	}
 	defer it.Close()
-	it.SeekGE(keys.Block(block))
 	for _, r := range results {
 		for i, p := range r.parts {
 			it.SeekGE(keys.Data(p, block, r.first[i]))
@@ -290,7 +299,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 			w := data[p]
 			if w == nil {
 				first[p] = t.id
-				if w, res.err = db.newSSTWriter(filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
+				if w, res.err = newSSTWriter(db.spans, filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
 					return res
 				}
 				data[p] = w
@@ -328,7 +337,7 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	db.mu.Lock()
 	var newParts []uint32
 	for _, p := range parts {
-		if !db.partitions[p] {
+		if _, ok := db.partitions[p]; !ok {
 			newParts = append(newParts, p)
 		}
 	}
@@ -457,14 +466,15 @@ type sstWriter struct {
 	w    *sstable.Writer
 }
 
-func (db *DB) newSSTWriter(path string, blockSize int, filter bool) (*sstWriter, error) {
+// newSSTWriter creates an sstable to be ingested into store.
+func newSSTWriter(store *pebble.DB, path string, blockSize int, filter bool) (*sstWriter, error) {
 	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("create sstable: %w", err)
 	}
 	o := sstable.WriterOptions{
 		Comparer:    keys.Comparer,
-		TableFormat: db.pdb.TableFormat(),
+		TableFormat: store.TableFormat(),
 		BlockSize:   blockSize,
 		Compression: sstable.ZstdCompression,
 	}

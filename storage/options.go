@@ -37,6 +37,15 @@ type Options struct {
 	// The default is 0: no bound.
 	MaxDiskBytes int64
 
+	// RecompressAfter is how long ingest must pause before span data cut
+	// since the last pause is recompressed, at a stronger compression level
+	// than cuts can afford at full rate. Under continuous load, a
+	// partition's span data is recompressed once its hour has passed. A
+	// negative value turns recompression off.
+	//
+	// The default is 2s.
+	RecompressAfter time.Duration
+
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
 	// The default is 64 MiB.
@@ -68,6 +77,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
+	}
+	if c.RecompressAfter == 0 {
+		c.RecompressAfter = 2 * time.Second
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 64 << 20

@@ -65,7 +65,8 @@ type view struct {
 	minBlock  uint64
 	parts     []uint32 // partitions with data on disk, within the read's bounds, ascending
 	notBefore uint64   // spans that started earlier are outside the retention period
-	iter      *pebble.Iterator
+	index     *pebble.Iterator
+	data      *pebble.Iterator
 }
 
 // openView takes a view of the partitions in [lo, hi] (lo raised to the
@@ -92,19 +93,25 @@ func (db *DB) openView(lo, hi uint32, capture func(notBefore uint64, bufs ...*bu
 		}
 	}
 	slices.Sort(v.parts)
-	// Pebble iterators are point-in-time views; created under the lock, this
-	// one agrees with the buffers captured above.
-	it, err := db.pdb.NewIter(nil)
-	if err != nil {
-		return nil, fmt.Errorf("open iterator: %w", err)
+	// Pebble iterators are point-in-time views; created under the lock,
+	// these agree with the buffers captured above and with each other, since
+	// cuts and partition drops change what they see only between one update
+	// of the buffers or partitions and the next.
+	var err error
+	if v.index, err = db.idx.NewIter(nil); err != nil {
+		return nil, fmt.Errorf("open index iterator: %w", err)
 	}
-	v.iter = it
+	if v.data, err = db.spans.NewIter(nil); err != nil {
+		v.index.Close()
+		return nil, fmt.Errorf("open spans iterator: %w", err)
+	}
 	db.readers.Add(1)
 	return v, nil
 }
 
 func (db *DB) release(v *view) {
-	v.iter.Close()
+	v.index.Close()
+	v.data.Close()
 	db.readers.Done()
 }
 
@@ -142,21 +149,21 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		blocks, err := fragmentBlocks(snap.iter, p, id, snap.minBlock)
+		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
 		if err != nil {
 			return nil, err
 		}
 		for _, b := range blocks {
 			k := keys.Data(p, b, id)
-			if !snap.iter.SeekGE(k) || !bytes.Equal(snap.iter.Key(), k) {
-				if err := snap.iter.Error(); err != nil {
+			if !snap.data.SeekGE(k) || !bytes.Equal(snap.data.Key(), k) {
+				if err := snap.data.Error(); err != nil {
 					return nil, fmt.Errorf("read fragment: %w", err)
 				}
 				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
 			}
 			// Spans are decoded into a buffer of their own: the value is
 			// only valid until the iterator moves.
-			if frags, _, err = codec.DecodeFragment(frags[:0], nil, snap.iter.Value(), id); err != nil {
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, snap.data.Value(), id); err != nil {
 				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
 			}
 			for _, f := range frags {
@@ -237,11 +244,11 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 			continue
 		}
 		if !g.resolved {
-			res, err := db.dict.lookup(db.pdb, keys.KindResource, g.ResourceID)
+			res, err := db.dict.lookup(db.idx, keys.KindResource, g.ResourceID)
 			if err != nil {
 				return nil, err
 			}
-			scope, err := db.dict.lookup(db.pdb, keys.KindScope, g.ScopeID)
+			scope, err := db.dict.lookup(db.idx, keys.KindScope, g.ScopeID)
 			if err != nil {
 				return nil, err
 			}

@@ -17,19 +17,37 @@ import (
 // retentionInterval is how often expired partitions are looked for.
 const retentionInterval = time.Minute
 
+// maintainInterval is how often the maintenance goroutine looks for span
+// data to recompress.
+const maintainInterval = time.Second
+
 // NotBefore is the start of the retention period, in unix nanoseconds: spans
 // that started earlier are not accepted and not returned.
 func (db *DB) NotBefore() uint64 {
 	return uint64(max(0, db.opts.Now().Add(-db.opts.Retention).UnixNano()))
 }
 
-func (db *DB) retainer() {
-	defer db.retainerWG.Done()
-	t := time.NewTicker(retentionInterval)
+// maintainer enforces retention and recompresses span data.
+func (db *DB) maintainer() {
+	defer db.maintainerWG.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-db.stop
+		cancel()
+	}()
+	t := time.NewTicker(maintainInterval)
 	defer t.Stop()
+	var retained time.Time
 	for {
-		if err := db.enforceRetention(); err != nil {
-			db.opts.Logger.Error("enforce retention", "err", err)
+		if now := db.opts.Now(); now.Sub(retained) >= retentionInterval {
+			retained = now
+			if err := db.enforceRetention(); err != nil {
+				db.opts.Logger.Error("enforce retention", "err", err)
+			}
+		}
+		if err := db.recompress(ctx); err != nil {
+			db.opts.Logger.Error("recompress span data", "err", err)
 		}
 		select {
 		case <-db.stop:
@@ -81,32 +99,50 @@ func (db *DB) enforceRetention() error {
 }
 
 // dropPartition deletes a partition's trace index, search index and span
-// data with range deletions and compacts the ranges, so that their sstables are deleted, not
-// rewritten, and the space is returned at once.
+// data with range deletions and compacts the ranges, so that their sstables
+// are deleted, not rewritten, and the space is returned at once. The index
+// goes first: span data that a crash leaves behind is unreachable, and is
+// deleted at the next open.
 func (db *DB) dropPartition(p uint32) error {
+	db.maintMu.Lock()
+	defer db.maintMu.Unlock()
 	db.mu.Lock()
 	delete(db.partitions, p)
 	db.mu.Unlock()
+	delete(db.recompressed, p)
 
-	var ranges [][2][]byte
-	for _, kind := range []byte{keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindData} {
-		ranges = append(ranges, [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)})
+	partition := func(kind byte) [2][]byte {
+		return [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)}
 	}
-	b := db.pdb.NewBatch()
+	indexRanges := [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings)}
+	if err := dropRanges(db.idx, indexRanges, keys.Partition(p)); err != nil {
+		return fmt.Errorf("drop partition %d: %w", p, err)
+	}
+	if err := dropRanges(db.spans, [][2][]byte{partition(keys.KindData)}, keys.Recompressed(p)); err != nil {
+		return fmt.Errorf("drop partition %d: %w", p, err)
+	}
+	return nil
+}
+
+// dropRanges deletes key ranges and one key of a store, then compacts the
+// ranges.
+func dropRanges(store *pebble.DB, ranges [][2][]byte, key []byte) error {
+	b := store.NewBatch()
+	defer b.Close()
 	for _, r := range ranges {
 		if err := b.DeleteRange(r[0], r[1], nil); err != nil {
-			return fmt.Errorf("drop partition %d: %w", p, err)
+			return err
 		}
 	}
-	if err := b.Delete(keys.Partition(p), nil); err != nil {
-		return fmt.Errorf("drop partition %d: %w", p, err)
+	if err := b.Delete(key, nil); err != nil {
+		return err
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("drop partition %d: %w", p, err)
+		return err
 	}
 	for _, r := range ranges {
-		if err := db.pdb.Compact(context.Background(), r[0], r[1], false); err != nil {
-			return fmt.Errorf("compact dropped partition %d: %w", p, err)
+		if err := store.Compact(context.Background(), r[0], r[1], false); err != nil {
+			return fmt.Errorf("compact: %w", err)
 		}
 	}
 	return nil
@@ -114,7 +150,7 @@ func (db *DB) dropPartition(p uint32) error {
 
 // diskBytes is the size of the store: Pebble's files and the write-ahead log.
 func (db *DB) diskBytes() (int64, error) {
-	size := int64(db.pdb.Metrics().DiskSpaceUsage())
+	size := int64(db.idx.Metrics().DiskSpaceUsage() + db.spans.Metrics().DiskSpaceUsage())
 	err := filepath.WalkDir(filepath.Join(db.dir, "wal"), func(_ string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err

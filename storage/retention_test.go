@@ -175,7 +175,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	after, _ := db.diskBytes()
 	db.mu.Lock()
 	parts := len(db.partitions)
-	newest := db.partitions[partitionOf(uint64(clk.now().Add(-time.Hour).UnixNano()))]
+	_, newest := db.partitions[partitionOf(uint64(clk.now().Add(-time.Hour).UnixNano()))]
 	db.mu.Unlock()
 	if after > size/2 || parts >= 5 || !newest {
 		t.Fatalf("%d -> %d bytes (bound %d), %d partitions left, newest kept: %v", size, after, size/2, parts, newest)

@@ -280,7 +280,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	defer db.release(v)
 	c.verifyLive(live, v.notBefore, res)
 
-	s := &segmentSearch{db: db, c: c, it: v.iter, res: res}
+	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}
 	for i := len(v.parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
 		if err := s.partition(ctx, v.parts[i], v.minBlock); err != nil {
 			return nil, err
@@ -382,10 +382,11 @@ func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *resu
 
 // segmentSearch searches the segments of partitions on disk.
 type segmentSearch struct {
-	db  *DB
-	c   *compiled
-	it  *pebble.Iterator
-	res *results
+	db   *DB
+	c    *compiled
+	it   *pebble.Iterator // index store
+	data *pebble.Iterator // spans store
+	res  *results
 
 	services map[dictID][]byte // service names of resources, by resource ID
 	frags    []codec.Group
@@ -411,7 +412,8 @@ func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64
 		if len(s.res.list) >= s.c.limit {
 			return nil
 		}
-		// segment moved the iterator; return it to this segment's key.
+		// segment moved the iterator among postings; return it to this
+		// segment's rows.
 		if !s.it.SeekGE(keys.Rows(p, block)) {
 			return s.it.Error()
 		}
@@ -435,8 +437,9 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
 		return fmt.Errorf("rows of partition %d block %d vanished: %w", p, block, s.it.Error())
 	}
-	// verify moves the iterator, so the rows are read from a copy.
-	if rr, err = index.NewRowReader(bytes.Clone(s.it.Value())); err != nil {
+	// verify reads spans through the other iterator, so this value stays
+	// valid.
+	if rr, err = index.NewRowReader(s.it.Value()); err != nil {
 		return err
 	}
 	for _, i := range cands {
@@ -534,14 +537,14 @@ func intersect(a, b []uint32) []uint32 {
 // verify checks the trace's spans in the segment against the query.
 func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error) {
 	k := keys.Data(p, block, id)
-	if !s.it.SeekGE(k) || !bytes.Equal(s.it.Key(), k) {
-		if err := s.it.Error(); err != nil {
+	if !s.data.SeekGE(k) || !bytes.Equal(s.data.Key(), k) {
+		if err := s.data.Error(); err != nil {
 			return false, err
 		}
 		return false, fmt.Errorf("segment of partition %d block %d has no fragment of trace %x", p, block, id)
 	}
 	var err error
-	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.it.Value(), id); err != nil {
+	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.data.Value(), id); err != nil {
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}
 	for _, g := range s.frags {
@@ -549,7 +552,7 @@ func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error)
 		if err != nil {
 			return false, err
 		}
-		res, err := s.db.dict.lookup(s.db.pdb, keys.KindResource, resID)
+		res, err := s.db.dict.lookup(s.db.idx, keys.KindResource, resID)
 		if err != nil {
 			return false, err
 		}

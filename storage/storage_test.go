@@ -138,7 +138,7 @@ func crash(t *testing.T, db *DB) {
 	db.mu.Unlock()
 	close(db.stop)
 	db.flusherWG.Wait()
-	db.retainerWG.Wait()
+	db.maintainerWG.Wait()
 	if err := db.closeStores(); err != nil {
 		t.Fatal(err)
 	}

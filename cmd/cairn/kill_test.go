@@ -140,7 +140,7 @@ func TestSIGKILLLosesNoAcknowledgedSpans(t *testing.T) {
 	if err := p.cmd.Wait(); err != nil {
 		t.Fatalf("shutdown on SIGTERM: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "pebble")); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "index")); err != nil {
 		t.Fatal(fmt.Errorf("store missing after shutdown: %w", err))
 	}
 }

@@ -28,15 +28,16 @@ const gcPercent = 800
 const queryDrainTimeout = 5 * time.Second
 
 type serverConfig struct {
-	dataDir       string
-	otlpAddr      string
-	queryAddr     string
-	maxRequest    int
-	flushInterval time.Duration
-	retention     time.Duration
-	maxDiskBytes  int64
-	log           *slog.Logger
-	otlpOptions   []grpc.ServerOption // extra options of the OTLP server
+	dataDir         string
+	otlpAddr        string
+	queryAddr       string
+	maxRequest      int
+	flushInterval   time.Duration
+	recompressAfter time.Duration
+	retention       time.Duration
+	maxDiskBytes    int64
+	log             *slog.Logger
+	otlpOptions     []grpc.ServerOption // extra options of the OTLP server
 }
 
 func serveCmd(args []string, stderr io.Writer) error {
@@ -48,6 +49,7 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
+	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
@@ -107,10 +109,11 @@ type server struct {
 
 func startServer(cfg serverConfig) (*server, error) {
 	db, err := storage.Open(cfg.dataDir, &storage.Options{
-		Logger:        cfg.log,
-		FlushInterval: cfg.flushInterval,
-		Retention:     cfg.retention,
-		MaxDiskBytes:  cfg.maxDiskBytes,
+		Logger:          cfg.log,
+		FlushInterval:   cfg.flushInterval,
+		RecompressAfter: cfg.recompressAfter,
+		Retention:       cfg.retention,
+		MaxDiskBytes:    cfg.maxDiskBytes,
 	})
 	if err != nil {
 		return nil, err

@@ -11,22 +11,23 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// Key kinds, the first byte of every key. Their order matters: everything a
-// cut writes besides span data sorts below KindData, so the index sstable and
-// the data sstables of one cut never overlap and can be ingested together.
+// Key kinds, the first byte of every key. Span data (KindData) and
+// recompression progress (KindRecompressed) live in the spans store, every
+// other kind in the index store.
 const (
-	KindMeta      byte = 0x01 // 0x01 name                       -> meta value
-	KindBlock     byte = 0x10 // 0x10 block                      -> block record
-	KindPartition byte = 0x11 // 0x11 partition                  -> empty
-	KindService   byte = 0x12 // 0x12 service                    -> newest partition
-	KindOperation byte = 0x13 // 0x13 uvarint(len(service)) service kind name -> newest partition
-	KindResource  byte = 0x20 // 0x20 id(16)                     -> resource record
-	KindScope     byte = 0x21 // 0x21 id(16)                     -> scope record
-	KindGroup     byte = 0x22 // 0x22 number:u32                 -> resource id(16) scope id(16)
-	KindTrace     byte = 0x30 // 0x30 partition trace(16) block  -> fragment summary
-	KindRows      byte = 0x31 // 0x31 partition block            -> segment rows
-	KindPostings  byte = 0x32 // 0x32 partition block shard      -> segment postings shard
-	KindData      byte = 0x40 // 0x40 partition block trace(16)  -> fragment
+	KindMeta         byte = 0x01 // 0x01 name                       -> meta value
+	KindBlock        byte = 0x10 // 0x10 block                      -> block record
+	KindPartition    byte = 0x11 // 0x11 partition                  -> empty
+	KindService      byte = 0x12 // 0x12 service                    -> newest partition
+	KindOperation    byte = 0x13 // 0x13 uvarint(len(service)) service kind name -> newest partition
+	KindRecompressed byte = 0x14 // 0x14 partition              -> newest block recompressed
+	KindResource     byte = 0x20 // 0x20 id(16)                     -> resource record
+	KindScope        byte = 0x21 // 0x21 id(16)                     -> scope record
+	KindGroup        byte = 0x22 // 0x22 number:u32                 -> resource id(16) scope id(16)
+	KindTrace        byte = 0x30 // 0x30 partition trace(16) block  -> empty
+	KindRows         byte = 0x31 // 0x31 partition block            -> segment rows
+	KindPostings     byte = 0x32 // 0x32 partition block shard      -> segment postings shard
+	KindData         byte = 0x40 // 0x40 partition block trace(16)  -> fragment
 )
 
 // Sizes of the fixed-width keys.
@@ -179,6 +180,25 @@ func Data(p uint32, block uint64, id TraceID) []byte {
 	k = binary.BigEndian.AppendUint32(append(k, KindData), p)
 	k = binary.BigEndian.AppendUint64(k, block)
 	return append(k, id[:]...)
+}
+
+// DataBlock is the prefix of the data keys of a block in partition p.
+func DataBlock(p uint32, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(PartitionPrefix(KindData, p), block)
+}
+
+// Recompressed is the key that records how far a partition's span data has
+// been recompressed.
+func Recompressed(p uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{KindRecompressed}, p)
+}
+
+// ParseRecompressed decodes a recompression progress key.
+func ParseRecompressed(k []byte) (uint32, error) {
+	if len(k) != PartitionLen || k[0] != KindRecompressed {
+		return 0, fmt.Errorf("%w: recompressed key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), nil
 }
 
 // ParseData decodes a data key.

@@ -22,6 +22,12 @@ func TestRoundTrip(t *testing.T) {
 	if n, err := ParseGroup(Group(1 << 30)); err != nil || n != 1<<30 {
 		t.Fatalf("ParseGroup(Group) = %d %v", n, err)
 	}
+	if p, err := ParseRecompressed(Recompressed(493000)); err != nil || p != 493000 {
+		t.Fatalf("ParseRecompressed(Recompressed) = %d %v", p, err)
+	}
+	if k := DataBlock(7, 42); !bytes.HasPrefix(Data(7, 42, id), k) || len(k) != DataLen-16 {
+		t.Fatalf("DataBlock(7, 42) = %x is not the prefix of Data(7, 42, id)", k)
+	}
 	if svc, op, err := ParseOperation(Operation("a\x00b", "\x03x")); err != nil || svc != "a\x00b" || op != "\x03x" {
 		t.Fatalf("ParseOperation(Operation) = %q %q %v", svc, op, err)
 	}
@@ -57,6 +63,7 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Service("svc"))
 	f.Add(Rows(3, 4))
 	f.Add(Group(7))
+	f.Add(Recompressed(8))
 	f.Add([]byte{KindOperation, 0x80, 0x00, 0x30}) // overlong length varint
 
 	f.Fuzz(func(t *testing.T, k []byte) {
@@ -75,6 +82,9 @@ func FuzzKeys(f *testing.F) {
 		}
 		if n, err := ParseGroup(k); err == nil && !bytes.Equal(Group(n), k) {
 			t.Fatalf("group key %x does not round-trip", k)
+		}
+		if p, err := ParseRecompressed(k); err == nil && !bytes.Equal(Recompressed(p), k) {
+			t.Fatalf("recompressed key %x does not round-trip", k)
 		}
 		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
 			t.Fatalf("partition key %x does not round-trip", k)

@@ -1,0 +1,227 @@
+package storage
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/bench"
+	"cairn/internal/otlptest"
+	"cairn/storage/internal/keys"
+)
+
+// writeBlocks writes n requests of gen, cutting a block after every few,
+// and returns what was written.
+func writeBlocks(t *testing.T, db *DB, gen *bench.Generator, n int) otlptest.Traces {
+	t.Helper()
+	want := otlptest.Traces{}
+	for i := range n {
+		req := gen.Next()
+		if err := want.AddRequest(req.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, req.Bytes)
+		if i%5 == 4 {
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
+var recompressQueries = []Query{
+	{Service: "checkout", Limit: 20},
+	{Service: "frontend", Attributes: []Attribute{intAttr("http.response.status_code", 404)}, Limit: 20},
+	{Service: "payment", DurationMin: 20 * time.Millisecond, Limit: 20},
+}
+
+func findAll(t *testing.T, db *DB) [][]Found {
+	t.Helper()
+	var out [][]Found
+	for _, q := range recompressQueries {
+		found, err := db.Find(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, found)
+	}
+	return out
+}
+
+// TestRecompressKeepsEverything recompresses span data while traces are
+// read, and checks that reads during and after it, and after a reopen,
+// return what was written, and that progress is kept.
+func TestRecompressKeepsEverything(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{t: time.Now()}
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeBlocks(t, db, bench.NewGenerator(bench.Config{BatchSpans: 300, LargeTraceEvery: 100}), 40)
+	before := findAll(t, db)
+
+	stop := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(readErr)
+		for {
+			for id, spans := range want {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				raw, _ := hex.DecodeString(id)
+				tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+				if err != nil || tr == nil || tr.Spans != len(spans) {
+					readErr <- fmt.Errorf("trace %s during recompression: %v, %v", id, tr, err)
+					return
+				}
+			}
+		}
+	}()
+	// Ingest has not paused long enough yet.
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.spans.Metrics().Compact.Count; n != 0 {
+		t.Fatalf("%d compactions before ingest paused", n)
+	}
+	clk.add(2 * time.Minute)
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	if err := <-readErr; err != nil {
+		t.Fatal(err)
+	}
+	if n := db.spans.Metrics().Compact.Count; n == 0 {
+		t.Fatal("no compaction rewrote the span data")
+	}
+	db.mu.Lock()
+	newest := maps.Clone(db.partitions)
+	db.mu.Unlock()
+	if !reflect.DeepEqual(db.recompressed, newest) {
+		t.Fatalf("recompressed %v, partitions hold blocks up to %v", db.recompressed, newest)
+	}
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed with recompression:\n%v\n%v", before, after)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if !reflect.DeepEqual(db.recompressed, newest) {
+		t.Fatalf("after reopen: recompressed %v, want %v", db.recompressed, newest)
+	}
+	checkAll(t, db, want)
+}
+
+// TestRecompressSealedPartition recompresses a partition whose hour has
+// passed although ingest never pauses.
+func TestRecompressSealedPartition(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour).Add(50 * time.Minute)}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 200, Start: clk.now(), TracesPerSecond: 1})
+	writeBlocks(t, db, gen, 5)
+	p := partitionOf(uint64(clk.now().UnixNano()))
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if db.recompressed[p] != 0 {
+		t.Fatal("an open partition was recompressed under load")
+	}
+	clk.add(10*time.Minute + sealDelay) // the hour has passed; the last write was 15 minutes ago
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if db.recompressed[p] == 0 {
+		t.Fatal("a sealed partition was not recompressed")
+	}
+}
+
+// TestOpenDeletesUnreachableSpanData leaves span data behind as a crash
+// would, between a cut's two ingests (a block newer than the last block
+// record) and between a partition drop's two deletions (a partition the
+// index does not list); Open deletes both.
+func TestOpenDeletesUnreachableSpanData(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeBlocks(t, db, bench.NewGenerator(bench.Config{BatchSpans: 200}), 10)
+	var p uint32
+	for q := range db.partitions {
+		p = q
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cache := pebble.NewCache(1 << 20)
+	spans, err := pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts.EnsureDefaults(), cache))
+	cache.Unref()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id TraceID
+	orphans := [][]byte{keys.Data(p, 1<<40, id), keys.Data(p+1000, 1, id), keys.Recompressed(p + 1000)}
+	for _, k := range orphans {
+		if err := spans.Set(k, []byte("orphan"), pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spans.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, k := range orphans {
+		if _, closer, err := db.spans.Get(k); err == nil {
+			closer.Close()
+			t.Fatalf("unreachable key %v survived Open", keys.Comparer.FormatKey(k))
+		}
+	}
+	checkAll(t, db, want)
+}
+
+func TestOpenRefusesOlderLayout(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pebble"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, nil); err == nil || !strings.Contains(err.Error(), "format version") {
+		t.Fatalf("Open of a version 2 layout: %v", err)
+	}
+}
