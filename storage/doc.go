@@ -11,16 +11,18 @@
 // Cuts. When the buffer reaches Options.BufferBytes or Options.FlushInterval
 // passes, it is frozen and the log rotated, and the frozen buffer is written
 // as a block: sstables built outside Pebble, per hour partition of span data
-// sorted by trace ID, ingested into the spans store, then one for the trace
-// index, search index, catalogs, dictionary and block record, ingested into
-// the index store. Span data keys start with partition and block number,
-// which only grow, so their sstables go straight to the bottom level. Then
+// sorted by trace ID, ingested into the spans store, then per partition its
+// search index, and one for the trace index, catalogs, dictionary and block
+// record, ingested into the index store. Span data and search-index keys
+// start with partition and block number, which only grow, so their sstables
+// go straight to the bottom level. Then
 // the sealed log segments are deleted. Resources and scopes are stored once,
 // content-addressed, not per span.
 //
 // Recompression. Cuts compress span data at a level cheap enough for full
 // ingest rate. Once it has settled (ingest pauses, or its hour has passed)
-// Pebble rewrites it once at a stronger level, about an eighth smaller.
+// Pebble rewrites it once at a stronger level, about an eighth smaller, and
+// merges the search-index sstables of its blocks.
 //
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read

@@ -137,14 +137,14 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			seg.Add(row, t.terms)
 		}
 	}
-	finished := make(map[uint32]finishedSegment, len(segments))
-	indexDone := make(chan struct{})
+	var (
+		segPaths  []string
+		segErr    error
+		indexDone = make(chan struct{})
+	)
 	go func() {
 		defer close(indexDone)
-		for p, seg := range segments {
-			rows, shards := seg.Finish()
-			finished[p] = finishedSegment{rows, &shards}
-		}
+		segPaths, segErr = writeSegments(db.idx, dir, buf.block, segments)
 	}()
 	defer func() { <-indexDone }()
 
@@ -162,7 +162,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	<-indexDone
 
 	var (
-		errs    []error
+		errs    = []error{segErr}
 		paths   []string
 		parts   []uint32
 		written = map[groupKey]*group{}
@@ -186,7 +186,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
-	if err := db.writeIndex(iw, buf, parts, traceIndex, finished, written, first, pending); err != nil {
+	if err := db.writeIndex(iw, buf, parts, traceIndex, written, first, pending); err != nil {
 		iw.abort()
 		return nil, err
 	}
@@ -196,7 +196,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err := db.spans.Ingest(context.Background(), paths); err != nil {
 		return nil, fmt.Errorf("ingest span data: %w", err)
 	}
-	if err := db.idx.Ingest(context.Background(), []string{ipath}); err != nil {
+	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath)); err != nil {
 		return nil, fmt.Errorf("ingest index: %w", err)
 	}
 	db.groups.markPersisted(int(first) + len(pending))
@@ -227,10 +227,51 @@ func (db *DB) openTables(block uint64, results []dataResult) {
 	}
 }
 
-// finishedSegment is a segment's encoded search index.
-type finishedSegment struct {
-	rows   []byte
-	shards *[index.Shards][]byte
+// writeSegments finishes the search index of each partition of a block and
+// writes its rows and its postings into two sstables of their own. Their
+// keys are new and sort after every key of their kind and partition, so
+// unlike the trace index, which spreads over all trace IDs, they do not
+// overlap anything already stored: Pebble ingests them into the bottom
+// level and compactions never rewrite them.
+func writeSegments(store *pebble.DB, dir string, block uint64, segments map[uint32]*index.SegmentBuilder) ([]string, error) {
+	var paths []string
+	for p, seg := range segments {
+		rows, shards := seg.Finish()
+		rw, err := newSSTWriter(store, filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p)), 0, false)
+		if err != nil {
+			return nil, err
+		}
+		if err := rw.w.Set(keys.Rows(p, block), rows); err != nil {
+			rw.abort()
+			return nil, err
+		}
+		if err := rw.close(); err != nil {
+			return nil, err
+		}
+		paths = append(paths, rw.path)
+		pw, err := newSSTWriter(store, filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p)), 0, false)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for i, sh := range shards {
+			if sh == nil {
+				continue
+			}
+			n++
+			if err := pw.w.Set(keys.Postings(p, block, uint8(i)), sh); err != nil {
+				pw.abort()
+				return nil, err
+			}
+		}
+		if err := pw.close(); err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			paths = append(paths, pw.path)
+		}
+	}
+	return paths, nil
 }
 
 // splitByPartition sets byPart to spans split by the partition they fall in.
@@ -323,9 +364,10 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 	return res
 }
 
-// writeIndex fills the index sstable of a block, in key order.
+// writeIndex fills the index sstable of a block, in key order: everything
+// but the search index.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, segments map[uint32]finishedSegment, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
+func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -363,21 +405,6 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	for _, p := range parts {
 		for _, id := range traceIndex[p] {
 			if err := iw.w.Set(keys.Trace(p, id, buf.block), nil); err != nil {
-				return err
-			}
-		}
-	}
-	for _, p := range parts {
-		if err := iw.w.Set(keys.Rows(p, buf.block), segments[p].rows); err != nil {
-			return err
-		}
-	}
-	for _, p := range parts {
-		for i, sh := range segments[p].shards {
-			if sh == nil {
-				continue
-			}
-			if err := iw.w.Set(keys.Postings(p, buf.block, uint8(i)), sh); err != nil {
 				return err
 			}
 		}

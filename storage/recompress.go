@@ -28,7 +28,7 @@ const sealDelay = 5 * time.Minute
 // Options.RecompressAfter, or whatever the load once the partition's hour
 // has passed. Cuts write at a compression level cheap enough for full-rate
 // ingest; this pass, which runs only then, takes span data about an eighth
-// smaller.
+// smaller, and merges the search-index sstables cuts wrote.
 func (db *DB) recompress(ctx context.Context) error {
 	if db.opts.RecompressAfter < 0 {
 		return nil
@@ -70,50 +70,72 @@ func (db *DB) recompress(ctx context.Context) error {
 	return nil
 }
 
-// recompressBlocks has Pebble rewrite the span data of blocks from..to of
-// partition p. Data sstables land in the bottom level when ingested, and
-// Pebble never compacts the bottom level into itself; so each of a few
-// contiguous ranges of those blocks gets its first and last key ingested
-// again, with the same values, which puts a small sstable spanning the range
-// one level up, and a compaction of the range then merges it with the data
-// below, writing the bottom level anew. The ranges are compacted in
-// parallel. Readers see the same keys and values throughout. The caller
-// holds maintMu.
+// recompressBlocks rewrites the span data of blocks from..to of partition
+// p, in one range per CPU, and merges their search-index sstables, which
+// cuts write one per partition and block, into a few. The caller holds
+// maintMu.
 func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) error {
+	var data [][2][]byte
+	for _, r := range splitBlocks(from, to, runtime.GOMAXPROCS(0)) {
+		data = append(data, [2][]byte{keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)})
+	}
+	if err := db.rewrite(ctx, db.spans, data); err != nil {
+		return fmt.Errorf("span data: %w", err)
+	}
+	search := [][2][]byte{
+		{keys.Rows(p, from), keys.Rows(p, to+1)},
+		{keys.Postings(p, from, 0), keys.Postings(p, to+1, 0)},
+	}
+	if err := db.rewrite(ctx, db.idx, search); err != nil {
+		return fmt.Errorf("search index: %w", err)
+	}
+	if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, to), pebble.Sync); err != nil {
+		return fmt.Errorf("record progress: %w", err)
+	}
+	db.recompressed[p] = to
+	return nil
+}
+
+// rewrite has Pebble rewrite, in parallel, the sstables that hold the keys
+// of each of ranges (disjoint, each from its start up to its end), with the
+// options of the store's bottom level. Ingested sstables whose keys sort
+// after everything stored land in the bottom level, and Pebble never
+// compacts the bottom level into itself; so each range gets its first and
+// last key ingested again, with the same values, which puts a small sstable
+// spanning the range one level up, and a compaction of the range then
+// merges it with the sstables below. Readers see the same keys and values
+// throughout.
+func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte) error {
 	dir := filepath.Join(db.dir, "recompress")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create recompress dir: %w", err)
 	}
 	defer os.RemoveAll(dir)
 
-	it, err := db.spans.NewIter(&pebble.IterOptions{
-		LowerBound: keys.DataBlock(p, from),
-		UpperBound: keys.DataBlock(p, to+1),
-	})
+	it, err := store.NewIter(nil)
 	if err != nil {
 		return err
 	}
 	defer it.Close()
 	var (
 		paths  []string
-		ranges [][2][]byte
+		lifted [][2][]byte
 	)
-	for i, r := range splitBlocks(from, to, runtime.GOMAXPROCS(0)) {
-		lo, hi := keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)
-		if !it.SeekGE(lo) || bytes.Compare(it.Key(), hi) >= 0 {
+	for i, r := range ranges {
+		if !it.SeekGE(r[0]) || bytes.Compare(it.Key(), r[1]) >= 0 {
 			if err := it.Error(); err != nil {
 				return err
 			}
 			continue
 		}
 		path := filepath.Join(dir, fmt.Sprintf("lift-%d.sst", i))
-		w, err := newSSTWriter(db.spans, path, dataBlockSize, false)
+		w, err := newSSTWriter(store, path, 0, false)
 		if err != nil {
 			return err
 		}
 		first := bytes.Clone(it.Key())
 		err = w.w.Set(first, it.Value())
-		if err == nil && it.SeekLT(hi) && !bytes.Equal(it.Key(), first) {
+		if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
 			err = w.w.Set(it.Key(), it.Value())
 		}
 		if err = errors.Join(err, it.Error()); err != nil {
@@ -124,30 +146,27 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 			return err
 		}
 		paths = append(paths, path)
-		ranges = append(ranges, [2][]byte{first, hi})
+		lifted = append(lifted, [2][]byte{first, r[1]})
 	}
-	if len(paths) > 0 {
-		if err := db.spans.Ingest(ctx, paths); err != nil {
-			return fmt.Errorf("ingest: %w", err)
-		}
-		errs := make([]error, len(ranges))
-		var wg sync.WaitGroup
-		for i, r := range ranges {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = db.spans.Compact(ctx, r[0], r[1], false)
-			}()
-		}
-		wg.Wait()
-		if err := errors.Join(errs...); err != nil {
-			return fmt.Errorf("compact: %w", err)
-		}
+	if len(paths) == 0 {
+		return nil
 	}
-	if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, to), pebble.Sync); err != nil {
-		return fmt.Errorf("record progress: %w", err)
+	if err := store.Ingest(ctx, paths); err != nil {
+		return fmt.Errorf("ingest: %w", err)
 	}
-	db.recompressed[p] = to
+	errs := make([]error, len(lifted))
+	var wg sync.WaitGroup
+	for i, r := range lifted {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = store.Compact(ctx, r[0], r[1], false)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("compact: %w", err)
+	}
 	return nil
 }
 

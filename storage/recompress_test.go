@@ -102,6 +102,7 @@ func TestRecompressKeepsEverything(t *testing.T) {
 	if n := db.spans.Metrics().Compact.Count; n != 0 {
 		t.Fatalf("%d compactions before ingest paused", n)
 	}
+	indexTables := db.idx.Metrics().Total().TablesCount
 	clk.add(2 * time.Minute)
 	if err := db.recompress(context.Background()); err != nil {
 		t.Fatal(err)
@@ -112,6 +113,11 @@ func TestRecompressKeepsEverything(t *testing.T) {
 	}
 	if n := db.spans.Metrics().Compact.Count; n == 0 {
 		t.Fatal("no compaction rewrote the span data")
+	}
+	t.Logf("index sstables: %d before recompression, %d after", indexTables, db.idx.Metrics().Total().TablesCount)
+	// Cuts wrote two search-index sstables per block; they are merged.
+	if after := db.idx.Metrics().Total().TablesCount; after > indexTables/2 {
+		t.Fatalf("index store: %d sstables before recompression, %d after", indexTables, after)
 	}
 	db.mu.Lock()
 	newest := maps.Clone(db.partitions)
