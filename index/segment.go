@@ -339,7 +339,7 @@ func Postings(shard []byte, t Term, nrows int) ([]uint32, error) {
 	if v := r.Byte(); v != shardV2 {
 		return nil, r.Fail(fmt.Sprintf("postings version %d", v))
 	}
-	nterms := r.Count(3) // a delta, a count and a row or length
+	nterms := r.Count(2) // a delta and a row, for a term with one row
 	dir := binread.New(r.Bytes(r.Count(1)), ErrCorrupt)
 	lists := r.B
 	if r.Err != nil {

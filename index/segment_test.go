@@ -84,6 +84,24 @@ func TestSegmentRoundTrip(t *testing.T) {
 	}
 }
 
+// TestPostingsOfSingleRowTerms covers the densest directory: terms one
+// apart (an attribute key's value buckets) that each have one row, so an
+// entry takes two bytes.
+func TestPostingsOfSingleRowTerms(t *testing.T) {
+	var b SegmentBuilder
+	const base = Term(7) << 56
+	for i := range 100 {
+		b.Add(Row{MinStart: uint64(1000 - i)}, []Term{base + Term(i)})
+	}
+	_, shards := b.Finish()
+	for i := range 100 {
+		got, err := Postings(shards[7], base+Term(i), 100)
+		if err != nil || !slices.Equal(got, []uint32{uint32(i)}) {
+			t.Fatalf("term %d: %v, %v", i, got, err)
+		}
+	}
+}
+
 func FuzzSegment(f *testing.F) {
 	var b SegmentBuilder
 	b.Add(Row{MinStart: 10, MaxStart: 15, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
