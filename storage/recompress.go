@@ -70,29 +70,49 @@ func (db *DB) recompress(ctx context.Context) error {
 	return nil
 }
 
-// recompressBlocks rewrites the span data of blocks from..to of partition
-// p, in one range per CPU, and merges their search-index sstables, which
-// cuts write one per partition and block, into a few. The caller holds
-// maintMu.
+// recompressBytes is about how much span data one compaction of a
+// recompression rewrites: a few seconds of work, which bounds how long Close
+// waits for compactions under way, since Pebble lets them finish.
+const recompressBytes = 32 << 20
+
+// recompressBlocks rewrites the span data of blocks from..to of partition p
+// and merges their search-index sstables, which cuts write one per
+// partition and block, into a few. It works through contiguous ranges of
+// blocks, as many at a time as there are CPUs, and records its progress
+// after each batch. The caller holds maintMu.
 func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) error {
-	var data [][2][]byte
-	for _, r := range splitBlocks(from, to, runtime.GOMAXPROCS(0)) {
-		data = append(data, [2][]byte{keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)})
+	size, err := db.spans.EstimateDiskUsage(keys.DataBlock(p, from), keys.DataBlock(p, to+1))
+	if err != nil {
+		return fmt.Errorf("estimate size: %w", err)
 	}
-	if err := db.rewrite(ctx, db.spans, data); err != nil {
-		return fmt.Errorf("span data: %w", err)
+	procs := runtime.GOMAXPROCS(0)
+	ranges := splitBlocks(from, to, max(procs, int(size/recompressBytes)+1))
+	for len(ranges) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch := ranges[:min(procs, len(ranges))]
+		ranges = ranges[len(batch):]
+		var data [][2][]byte
+		for _, r := range batch {
+			data = append(data, [2][]byte{keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)})
+		}
+		if err := db.rewrite(ctx, db.spans, data); err != nil {
+			return fmt.Errorf("span data: %w", err)
+		}
+		lo, hi := batch[0][0], batch[len(batch)-1][1]
+		search := [][2][]byte{
+			{keys.Rows(p, lo), keys.Rows(p, hi+1)},
+			{keys.Postings(p, lo, 0), keys.Postings(p, hi+1, 0)},
+		}
+		if err := db.rewrite(ctx, db.idx, search); err != nil {
+			return fmt.Errorf("search index: %w", err)
+		}
+		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, hi), pebble.Sync); err != nil {
+			return fmt.Errorf("record progress: %w", err)
+		}
+		db.recompressed[p] = hi
 	}
-	search := [][2][]byte{
-		{keys.Rows(p, from), keys.Rows(p, to+1)},
-		{keys.Postings(p, from, 0), keys.Postings(p, to+1, 0)},
-	}
-	if err := db.rewrite(ctx, db.idx, search); err != nil {
-		return fmt.Errorf("search index: %w", err)
-	}
-	if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, to), pebble.Sync); err != nil {
-		return fmt.Errorf("record progress: %w", err)
-	}
-	db.recompressed[p] = to
 	return nil
 }
 
