@@ -141,9 +141,9 @@ func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
 	return Term(shard | uint64(h.sum())&(1<<56-1))
 }
 
-// SpanTerms appends the terms of one span of a service, except those of its
-// resource (see Resource), to dst.
-func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []Term {
+// SpanTerms appends the terms of one span of a service, with its scalar
+// attributes, except those of its resource (see Resource), to dst.
+func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f otlpwire.SpanFacts) []Term {
 	dur := uint64(0)
 	if f.End > f.Start {
 		dur = f.End - f.Start
@@ -152,10 +152,10 @@ func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, f otlpwire.SpanFacts) []
 	if f.Error {
 		dst = append(dst, h.Error(svc), h.Error(nil))
 	}
-	otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
-		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
-		dst = append(dst, h.Attribute(svc, key, t, h.value))
-	})
+	for _, a := range attrs {
+		h.value = otlpwire.AppendCanonical(h.value[:0], a.Type, a.B, a.Num)
+		dst = append(dst, h.Attribute(svc, a.Key, a.Type, h.value))
+	}
 	return dst
 }
 

@@ -15,7 +15,30 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
+	"cairn/internal/otlpwire"
 )
+
+// BenchmarkPrepare measures what a writer does to a request before it takes
+// the buffer lock: parse it, then compute its traces' search terms.
+func BenchmarkPrepare(b *testing.B) {
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 1024})
+	var reqs [][]byte
+	for range 16 {
+		reqs = append(reqs, gen.Next().Bytes)
+	}
+	resources := newResourceIndex()
+	var batch otlpwire.Batch
+	b.Run("batch=1024", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if err := otlpwire.Parse(reqs[i%len(reqs)], &batch, 0); err != nil {
+				b.Fatal(err)
+			}
+			prepare(&batch, resources)
+		}
+		b.ReportMetric(float64(b.N)*1024/b.Elapsed().Seconds(), "spans/s")
+	})
+}
 
 // BenchmarkTrace measures assembling a trace from disk, by trace size, in a
 // store that also holds a realistic background workload.

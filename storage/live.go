@@ -186,7 +186,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
 		g := &p.groups[s.Scope]
-		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Raw, f)
+		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Attrs, f)
 		if res := b.Scopes[s.Scope].Resource; !slices.Contains(resSeen[k], res) {
 			resSeen[k] = append(resSeen[k], res)
 			p.traceTerms[k] = append(p.traceTerms[k], g.resTerms...)

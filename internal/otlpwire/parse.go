@@ -78,6 +78,19 @@ type Span struct {
 	Error   bool   // status code is STATUS_CODE_ERROR, as in Facts
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
+	// Attrs are the span's attributes with a scalar value, in order, as
+	// Attributes reports them; they alias Batch.Attrs.
+	Attrs []Attribute
+}
+
+// Attribute is a span attribute with a scalar value: strings and bytes in
+// B; bool (0 or 1), int (two's complement) and double (IEEE-754 bits) in
+// Num.
+type Attribute struct {
+	Key  []byte
+	Type ValueType
+	B    []byte
+	Num  uint64
 }
 
 // Rejection counts spans that were dropped one by one, by reason.
@@ -116,6 +129,7 @@ type Batch struct {
 	Resources []Resource
 	Scopes    []Scope
 	Spans     []Span
+	Attrs     []Attribute // of all spans, in order; see Span.Attrs
 	Rejected  Rejection
 }
 
@@ -124,6 +138,7 @@ func (b *Batch) Reset() {
 	b.Resources = b.Resources[:0]
 	b.Scopes = b.Scopes[:0]
 	b.Spans = b.Spans[:0]
+	b.Attrs = b.Attrs[:0]
 	b.Rejected = Rejection{}
 }
 
@@ -221,6 +236,9 @@ func walkContainer(msg []byte, c *container, open func(raw, schemaURL []byte), c
 func (b *Batch) parseSpan(raw []byte, scope int32) error {
 	sp := Span{Scope: scope, Raw: raw}
 	var traceOK, spanOK bool
+	// Attributes are read as they are validated, so that indexing the span
+	// does not walk it again.
+	firstAttr := len(b.Attrs)
 	err := walkFields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case spanTraceID:
@@ -264,7 +282,13 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 				sp.End = binary.LittleEndian.Uint64(v)
 			}
 		case spanAttributes:
-			return validateKeyValue(typ, v, 0)
+			key, val, err := keyValue(typ, v, 0)
+			if err != nil {
+				return err
+			}
+			if t, bs, num, ok := scalar(val); ok {
+				b.Attrs = append(b.Attrs, Attribute{Key: key, Type: t, B: bs, Num: num})
+			}
 		case spanEvents:
 			return validateMessage(typ, v, "Span.events", validateEvent)
 		case spanLinks:
@@ -290,8 +314,11 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 	case sp.Start < b.Rejected.NotBefore:
 		b.Rejected.TooOld++
 	default:
+		sp.Attrs = b.Attrs[firstAttr:len(b.Attrs):len(b.Attrs)]
 		b.Spans = append(b.Spans, sp)
+		return nil
 	}
+	b.Attrs = b.Attrs[:firstAttr]
 	return nil
 }
 

@@ -3,6 +3,7 @@ package otlpwire
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -204,6 +205,15 @@ func FuzzParse(f *testing.F) {
 			}
 			if want := sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; s.Error != want || Facts(s.Raw).Error != want {
 				t.Fatalf("error %v (facts %v), decoded status %v", s.Error, Facts(s.Raw).Error, sp.GetStatus())
+			}
+			// Ingest indexes the attributes Parse recorded; search checks
+			// those Attributes reads from the stored span. They must agree.
+			var walked []Attribute
+			Attributes(s.Raw, SpanAttributes, func(key []byte, t ValueType, b []byte, num uint64) {
+				walked = append(walked, Attribute{Key: key, Type: t, B: b, Num: num})
+			})
+			if !reflect.DeepEqual(s.Attrs, walked) && (len(s.Attrs) > 0 || len(walked) > 0) {
+				t.Fatalf("Parse recorded attributes %v, Attributes reads %v", s.Attrs, walked)
 			}
 		}
 	})

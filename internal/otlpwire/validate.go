@@ -83,18 +83,28 @@ func validateStatus(v []byte) error {
 }
 
 func validateKeyValue(typ protowire.Type, v []byte, depth int) error {
+	_, _, err := keyValue(typ, v, depth)
+	return err
+}
+
+// keyValue validates an encoded KeyValue and returns its key and its
+// encoded value, the last of each as Attributes reads them.
+func keyValue(typ protowire.Type, v []byte, depth int) (key, val []byte, err error) {
 	if typ != protowire.BytesType {
-		return wrongType("KeyValue")
+		return nil, nil, wrongType("KeyValue")
 	}
-	return walkFields(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
+	err = walkFields(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case 1: // key
+			key = v
 			return checkString(typ, v, "KeyValue.key")
 		case 2: // value
+			val = v
 			return validateAnyValue(typ, v, depth)
 		}
 		return nil
 	})
+	return key, val, err
 }
 
 func validateAnyValue(typ protowire.Type, v []byte, depth int) error {
