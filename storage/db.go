@@ -183,9 +183,12 @@ func (db *DB) recover() error {
 	if err := db.checkFormat(); err != nil {
 		return err
 	}
-	// Left by a cut that a crash interrupted; nothing in it was ingested.
-	if err := os.RemoveAll(filepath.Join(db.dir, "ingest")); err != nil {
-		return fmt.Errorf("remove interrupted cut: %w", err)
+	// Left by a cut or a recompression that a crash interrupted; whatever
+	// in them was ingested is in the stores already.
+	for _, d := range []string{"ingest", "recompress"} {
+		if err := os.RemoveAll(filepath.Join(db.dir, d)); err != nil {
+			return fmt.Errorf("remove interrupted %s: %w", d, err)
+		}
 	}
 	last, rec, err := db.lastBlock()
 	if err != nil {
