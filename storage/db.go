@@ -73,9 +73,11 @@ type DB struct {
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span
-	// data has been recompressed. It is taken before mu.
+	// data has been recompressed, and merged, the sealed partitions whose
+	// sstables need no merging. It is taken before mu.
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
+	merged       map[uint32]bool
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -106,6 +108,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		flushed:      make(chan struct{}),
 		partitions:   make(map[uint32]uint64),
 		recompressed: make(map[uint32]uint64),
+		merged:       make(map[uint32]bool),
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
@@ -174,6 +177,9 @@ func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
 	for i := range po.Levels {
 		po.Levels[i].BlockSize = dataBlockSize
 		po.Levels[i].Compression = func() *sstable.CompressionProfile { return sstable.ZstdCompression }
+		// One recompressed range, one file: span data is read by point
+		// lookups, which larger files do not slow down.
+		po.TargetFileSizes[i] = 2 * recompressBytes
 	}
 	po.Levels[len(po.Levels)-1].Compression = func() *sstable.CompressionProfile { return recompressedProfile }
 	return po

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -41,17 +42,30 @@ func (db *DB) recompress(ctx context.Context) error {
 	}
 	db.maintMu.Lock()
 	defer db.maintMu.Unlock()
-	var work []pending
+	var work, sealed []pending
 	db.mu.Lock()
 	for p, newest := range db.partitions {
 		done := db.recompressed[p]
-		sealed := uint64(now.UnixNano()) >= (uint64(p)+1)*partitionNanos+uint64(sealDelay)
-		if newest > done && (idle || sealed) {
+		isSealed := uint64(now.UnixNano()) >= (uint64(p)+1)*partitionNanos+uint64(sealDelay)
+		switch {
+		case newest > done && (idle || isSealed):
 			work = append(work, pending{p, done + 1, newest})
+		case newest == done && isSealed && !db.merged[p]:
+			sealed = append(sealed, pending{p, 1, newest})
 		}
 	}
 	db.mu.Unlock()
-	slices.SortFunc(work, func(a, b pending) int { return int(a.p) - int(b.p) })
+	byPartition := func(a, b pending) int { return cmp.Compare(a.p, b.p) }
+	slices.SortFunc(work, byPartition)
+	slices.SortFunc(sealed, byPartition)
+	for _, w := range sealed {
+		if err := db.mergeSealed(ctx, w.p, w.to); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("merge partition %d: %w", w.p, err)
+		}
+	}
 	for _, w := range work {
 		if err := ctx.Err(); err != nil {
 			return nil
@@ -67,6 +81,38 @@ func (db *DB) recompress(ctx context.Context) error {
 			time.Unix(0, int64(uint64(w.p)*partitionNanos)).UTC(), "blocks", fmt.Sprintf("%d-%d", w.from, w.to),
 			"took", time.Since(start).Round(time.Millisecond))
 	}
+	return nil
+}
+
+// mergeSealed rewrites the whole of a sealed, recompressed partition if its
+// span data lies in many more sstables than its size needs: passes after
+// short pauses in a trickle of ingest each recompress a block or two into
+// sstables of their own. Afterwards it holds about one sstable per
+// recompressBytes, and its search index as few.
+func (db *DB) mergeSealed(ctx context.Context, p uint32, newest uint64) error {
+	lo, hi := keys.PartitionPrefix(keys.KindData, p), keys.PartitionPrefix(keys.KindData, p+1)
+	levels, err := db.spans.SSTables(pebble.WithKeyRangeFilter(lo, hi))
+	if err != nil {
+		return err
+	}
+	tables := 0
+	for _, l := range levels {
+		tables += len(l)
+	}
+	size, err := db.spans.EstimateDiskUsage(lo, hi)
+	if err != nil {
+		return err
+	}
+	if need := int(size/recompressBytes) + 1; tables > 2*need+runtime.GOMAXPROCS(0) {
+		start := time.Now()
+		if err := db.recompressBlocks(ctx, p, 1, newest); err != nil {
+			return err
+		}
+		db.opts.Logger.Info("merged span data", "partition_start",
+			time.Unix(0, int64(uint64(p)*partitionNanos)).UTC(), "sstables", tables,
+			"took", time.Since(start).Round(time.Millisecond))
+	}
+	db.merged[p] = true
 	return nil
 }
 
@@ -108,10 +154,11 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.idx, search); err != nil {
 			return fmt.Errorf("search index: %w", err)
 		}
-		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, hi), pebble.Sync); err != nil {
+		done := max(db.recompressed[p], hi) // a merge rewrites blocks done before
+		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, done), pebble.Sync); err != nil {
 			return fmt.Errorf("record progress: %w", err)
 		}
-		db.recompressed[p] = hi
+		db.recompressed[p] = done
 	}
 	return nil
 }

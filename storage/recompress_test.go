@@ -171,6 +171,58 @@ func TestRecompressSealedPartition(t *testing.T) {
 	}
 }
 
+// TestMergeSealedPartition recompresses a trickle of blocks one pause at a
+// time, each into sstables of its own; once the partition is sealed, they
+// are merged.
+func TestMergeSealedPartition(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour).Add(10 * time.Minute)}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: time.Second, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 100, Start: clk.now(), TracesPerSecond: 1})
+	want := otlptest.Traces{}
+	for range 12 {
+		r := gen.Next()
+		if err := want.AddRequest(r.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, r.Bytes)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+		clk.add(2 * time.Second)
+		if err := db.recompress(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := partitionOf(uint64(clk.now().UnixNano()))
+	lo, hi := keys.PartitionPrefix(keys.KindData, p), keys.PartitionPrefix(keys.KindData, p+1)
+	tables := func() int {
+		levels, err := db.spans.SSTables(pebble.WithKeyRangeFilter(lo, hi))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range levels {
+			n += len(l)
+		}
+		return n
+	}
+	before := tables()
+	clk.add(time.Hour)
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	after := tables()
+	t.Logf("partition sstables: %d before sealing, %d after", before, after)
+	if before < 12 || after > 2 {
+		t.Fatalf("%d sstables before sealing, %d after: want one per pass, then merged", before, after)
+	}
+	checkAll(t, db, want)
+}
+
 // TestOpenDeletesUnreachableSpanData leaves span data behind as a crash
 // would, between a cut's two ingests (a block newer than the last block
 // record) and between a partition drop's two deletions (a partition the
