@@ -75,6 +75,13 @@ type Options struct {
 	// the first reads for CPU. The default is 0: read at once.
 	Settle time.Duration
 
+	// Activity, if set, measures the target's background work, such as the
+	// size of its store on disk; after a non-zero Settle, reads wait until it has not
+	// changed for QuietFor, for at most MaxSettle in all, so that they are
+	// timed on a store that has finished what the load left, however long
+	// that takes.
+	Activity func() (int64, error)
+
 	// Progress, if set, is called about twice a second while spans are sent.
 	Progress func(Progress)
 }
@@ -152,16 +159,62 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		// read latencies.
 		pool.dropRequests()
 		runtime.GC()
-		select {
-		case <-time.After(o.Settle):
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		settled := time.Now()
+		if err := settle(ctx, o); err != nil {
+			return nil, err
 		}
+		rep.Settle = time.Since(settled).Seconds()
 		if err := rd.measure(ctx, o, pool, sent, rep); err != nil {
 			return nil, err
 		}
 	}
 	return rep, nil
+}
+
+// QuietFor is how long Options.Activity must stay unchanged for the target
+// to count as settled, and MaxSettle the longest reads wait for it.
+const (
+	QuietFor  = 3 * time.Second
+	MaxSettle = 5 * time.Minute
+)
+
+// settle waits Settle, then until Activity has been quiet for QuietFor. A
+// zero Settle reads at once.
+func settle(ctx context.Context, o Options) error {
+	if o.Settle == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(MaxSettle)
+	select {
+	case <-time.After(o.Settle):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if o.Activity == nil {
+		return nil
+	}
+	last, err := o.Activity()
+	if err != nil {
+		return err
+	}
+	quiet := time.Now()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for time.Since(quiet) < QuietFor && time.Now().Before(deadline) {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		v, err := o.Activity()
+		if err != nil {
+			return err
+		}
+		if v != last {
+			last, quiet = v, time.Now()
+		}
+	}
+	return nil
 }
 
 // sender holds what the senders share.

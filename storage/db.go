@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -171,8 +170,8 @@ func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
 		MemTableSize:       4 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{o.Logger},
-		// Recompression runs one compaction per CPU.
-		CompactionConcurrencyRange: func() (int, int) { return 1, runtime.GOMAXPROCS(0) },
+		// Recompression's compactions are the only ones of note.
+		CompactionConcurrencyRange: func() (int, int) { n := recompressWorkers(); return n, n },
 	}
 	for i := range po.Levels {
 		po.Levels[i].BlockSize = dataBlockSize

@@ -124,20 +124,20 @@ const recompressBytes = 32 << 20
 // recompressBlocks rewrites the span data of blocks from..to of partition p
 // and merges their search-index sstables, which cuts write one per
 // partition and block, into a few. It works through contiguous ranges of
-// blocks, as many at a time as there are CPUs, and records its progress
-// after each batch. The caller holds maintMu.
+// blocks, recompressWorkers at a time, and records its progress after each
+// batch. The caller holds maintMu.
 func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) error {
 	size, err := db.spans.EstimateDiskUsage(keys.DataBlock(p, from), keys.DataBlock(p, to+1))
 	if err != nil {
 		return fmt.Errorf("estimate size: %w", err)
 	}
-	procs := runtime.GOMAXPROCS(0)
-	ranges := splitBlocks(from, to, max(procs, int(size/recompressBytes)+1))
+	workers := recompressWorkers()
+	ranges := splitBlocks(from, to, max(workers, int(size/recompressBytes)+1))
 	for len(ranges) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		batch := ranges[:min(procs, len(ranges))]
+		batch := ranges[:min(workers, len(ranges))]
 		ranges = ranges[len(batch):]
 		var data [][2][]byte
 		for _, r := range batch {
@@ -236,6 +236,10 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 	}
 	return nil
 }
+
+// recompressWorkers is how many compactions recompression runs at once: one
+// per two CPUs, so that half the machine stays with reads and ingest.
+func recompressWorkers() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // splitBlocks cuts blocks from..to into at most n contiguous ranges of about
 // as many blocks, each given by its first and last block.

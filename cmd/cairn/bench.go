@@ -34,7 +34,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
 	fs.IntVar(&o.Inflight, "inflight", 4, "requests in flight per connection")
 	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
-	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause between ingest and reads, for the store to finish the work the load left (cuts, compactions); 0 reads at once")
+	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause between ingest and reads, for the store to finish the work the load left (cuts, compactions, recompression); the embedded cairn is further waited for until its files have not changed for 3s; 0 reads at once")
 	fs.IntVar(&o.Queries, "queries", 300, "reads timed per trace-size class and per search shape")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
@@ -100,6 +100,9 @@ func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) 
 	}
 	defer c.kill()
 	o.Target, o.Reader = c.otlpAddr, c.queryAddr
+	// Once ingest pauses the store recompresses what it holds; reads are
+	// timed after that, when its files stop changing.
+	o.Activity = func() (int64, error) { return dirSize(dir) }
 	rep, err := bench.Run(ctx, o)
 	if err != nil {
 		return nil, err
