@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math/bits"
 	"slices"
 
@@ -15,7 +16,8 @@ import (
 // sharded by the top byte of the term, so that a search reads the rows and
 // one small shard per term.
 
-const segmentV1 = 1
+// rowsV2 is the version byte of rows records.
+const rowsV2 = 2
 
 // shardV2 is the version byte of postings shards.
 const shardV2 = 2
@@ -44,6 +46,21 @@ type Row struct {
 type SegmentBuilder struct {
 	rows  []Row
 	terms [][]Term // by row as added; kept, not copied
+	// maxDuration is, by Service term, the longest span of the service.
+	maxDuration map[Term]uint64
+}
+
+// SpanDuration records a span of the service whose Service term is given,
+// lasting d nanoseconds: the rows record keeps each service's longest, so
+// that a search for spans at least as long as a bound skips a segment whose
+// spans are all shorter without reading any of them.
+func (b *SegmentBuilder) SpanDuration(service Term, d uint64) {
+	if b.maxDuration == nil {
+		b.maxDuration = map[Term]uint64{}
+	}
+	if cur, ok := b.maxDuration[service]; !ok || d > cur {
+		b.maxDuration[service] = d
+	}
 }
 
 // Add adds a row with its terms, which may repeat. The builder keeps terms
@@ -105,9 +122,15 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		}
 	}
 
-	rows = append(rows, segmentV1)
+	rows = append(rows, rowsV2)
 	rows = binary.AppendUvarint(rows, uint64(len(order)))
 	rows = binary.AppendUvarint(rows, newest)
+	services := slices.Sorted(maps.Keys(b.maxDuration))
+	rows = binary.AppendUvarint(rows, uint64(len(services)))
+	for _, svc := range services {
+		rows = binary.BigEndian.AppendUint64(rows, uint64(svc))
+		rows = binary.AppendUvarint(rows, b.maxDuration[svc])
+	}
 	for _, c := range checkpoints {
 		rows = binary.LittleEndian.AppendUint32(rows, c)
 	}
@@ -245,6 +268,7 @@ const rowCheckpoint = 32
 type RowReader struct {
 	n           int
 	newest      uint64
+	durations   []byte // the longest span of each service
 	checkpoints []byte // n/rowCheckpoint rounded up, u32le offsets into body
 	body        []byte
 	next        int             // row the cursor decodes next
@@ -253,14 +277,23 @@ type RowReader struct {
 
 // NewRowReader reads a rows record's header:
 //
-//	version=1 | uvarint nrows | uvarint newest | ceil(nrows/32) × u32le offset | rows
+//	version=2 | uvarint nrows | uvarint newest
+//	| uvarint nservices | nservices × ( service:u64 uvarint(longest span) )
+//	| ceil(nrows/32) × u32le offset | rows
 func NewRowReader(b []byte) (*RowReader, error) {
 	r := binread.New(b, ErrCorrupt)
-	if v := r.Byte(); v != segmentV1 {
+	if v := r.Byte(); v != rowsV2 {
 		return nil, r.Fail(fmt.Sprintf("rows record version %d", v))
 	}
 	rr := &RowReader{n: r.Count(22)} // a row and its share of the offsets
 	rr.newest = r.Uvarint()
+	nsvc := r.Count(9)
+	table := r.B
+	for range nsvc {
+		r.Bytes(8)
+		r.Uvarint()
+	}
+	rr.durations = table[:len(table)-len(r.B)]
 	rr.checkpoints = r.Bytes(4 * ((rr.n + rowCheckpoint - 1) / rowCheckpoint))
 	rr.body = r.B
 	rr.cursor = binread.New(rr.body, ErrCorrupt)
@@ -269,6 +302,20 @@ func NewRowReader(b []byte) (*RowReader, error) {
 
 // Len is the number of rows.
 func (rr *RowReader) Len() int { return rr.n }
+
+// MaxDuration is the duration of the longest span in the segment of the
+// service whose Service term is given, and whether it has any span.
+func (rr *RowReader) MaxDuration(service Term) (uint64, bool) {
+	r := binread.New(rr.durations, ErrCorrupt)
+	for len(r.B) > 0 {
+		svc := Term(binary.BigEndian.Uint64(r.Bytes(8)))
+		d := r.Uvarint()
+		if svc == service {
+			return d, true
+		}
+	}
+	return 0, false
+}
 
 // Row returns row i, decoding forward from the cursor or the nearest
 // checkpoint before i.

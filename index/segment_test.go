@@ -30,6 +30,12 @@ func TestSegmentRoundTrip(t *testing.T) {
 		}
 		b.Add(r, terms)
 	}
+	longest := map[Term]uint64{}
+	for range 300 {
+		svc, d := Term(rng.IntN(5))<<56|7, uint64(rng.IntN(1e9))
+		b.SpanDuration(svc, d)
+		longest[svc] = max(longest[svc], d)
+	}
 	rowsRec, shards := b.Finish()
 	rows, err := DecodeRows(rowsRec)
 	if err != nil {
@@ -50,6 +56,14 @@ func TestSegmentRoundTrip(t *testing.T) {
 	rr, err := NewRowReader(rowsRec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for svc, want := range longest {
+		if got, ok := rr.MaxDuration(svc); !ok || got != want {
+			t.Fatalf("MaxDuration(%x) = %d, %v; want %d", svc, got, ok, want)
+		}
+	}
+	if _, ok := rr.MaxDuration(12345); ok {
+		t.Fatal("MaxDuration of a service without spans")
 	}
 	for range 2000 {
 		i := rng.IntN(len(rows))
@@ -106,11 +120,13 @@ func FuzzSegment(f *testing.F) {
 	var b SegmentBuilder
 	b.Add(Row{MinStart: 10, MaxStart: 15, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
 	b.Add(Row{MinStart: 12, MaxStart: 12, MaxEnd: 11, Spans: 1, Errors: 1, Split: true}, []Term{1})
+	b.SpanDuration(5<<56, 1e6)
 	rows, shards := b.Finish()
 	f.Add(rows, shards[0], uint64(1))
 	f.Add(rows, shards[2], uint64(2)<<56)
 	f.Fuzz(func(t *testing.T, rowsRec, shard []byte, term uint64) {
 		if rr, err := NewRowReader(rowsRec); err == nil {
+			rr.MaxDuration(Term(term))
 			for i := range min(rr.Len(), 100) {
 				if _, err := rr.Row((i * 7) % rr.Len()); err != nil {
 					break

@@ -135,6 +135,9 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			}
 			// The trace's terms cover all its spans; a split row is verified.
 			seg.Add(row, t.terms)
+			for _, s := range spans {
+				seg.SpanDuration(s.group.serviceTerm, s.duration())
+			}
 		}
 	}
 	var (

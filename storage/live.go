@@ -47,6 +47,7 @@ type group struct {
 	res, scope     codec.Dict
 	service        []byte
 	resTerms       []index.Term // the resource's search terms
+	serviceTerm    index.Term   // the Service term of the resource's service
 }
 
 type groupKey [32]byte
@@ -65,6 +66,14 @@ type liveSpan struct {
 	start uint64
 	end   uint64
 	err   bool // status ERROR
+}
+
+// duration is the span's end minus its start, 0 if it ends first.
+func (s liveSpan) duration() uint64 {
+	if s.end > s.start {
+		return s.end - s.start
+	}
+	return 0
 }
 
 type liveTrace struct {
@@ -163,12 +172,13 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]
 		p.groups[i] = group{
-			resID:    resIDs[s.Resource],
-			scopeID:  hashDict(s.Raw, s.SchemaURL),
-			res:      codec.Dict{Raw: r.Raw, SchemaURL: r.SchemaURL},
-			scope:    codec.Dict{Raw: s.Raw, SchemaURL: s.SchemaURL},
-			service:  r.Service,
-			resTerms: resTerms[s.Resource],
+			resID:       resIDs[s.Resource],
+			scopeID:     hashDict(s.Raw, s.SchemaURL),
+			res:         codec.Dict{Raw: r.Raw, SchemaURL: r.SchemaURL},
+			scope:       codec.Dict{Raw: s.Raw, SchemaURL: s.SchemaURL},
+			service:     r.Service,
+			resTerms:    resTerms[s.Resource],
+			serviceTerm: resTerms[s.Resource][0],
 		}
 	}
 	traces := make(map[TraceID]int32)

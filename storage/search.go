@@ -53,7 +53,8 @@ type Found struct {
 
 // compiled is a query prepared for evaluation.
 type compiled struct {
-	svc, op            []byte // nil when not a condition
+	svc, op            []byte     // nil when not a condition
+	svcTerm            index.Term // the Service term of svc
 	errors             bool
 	attrs              []Attribute
 	startMin, startMax uint64
@@ -102,13 +103,16 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 	}
 
 	var h index.Hasher
+	if c.svc != nil {
+		c.svcTerm = h.Service(c.svc)
+	}
 	spanConds := 0 // conditions on the span beyond its service
 	switch {
 	case c.svc != nil && c.op != nil:
 		c.groups = append(c.groups, []index.Term{h.Operation(c.svc, c.op)})
 		spanConds++
 	case c.svc != nil:
-		c.groups = append(c.groups, []index.Term{h.Service(c.svc)})
+		c.groups = append(c.groups, []index.Term{c.svcTerm})
 	case c.op != nil:
 		spanConds += 2 // no term: only verification can tell
 	}
@@ -428,6 +432,14 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 	rr, err := index.NewRowReader(s.it.Value())
 	if err != nil {
 		return fmt.Errorf("rows of partition %d block %d: %w", p, block, err)
+	}
+	// A match needs a span of the service in this segment at least durMin
+	// long: without one, candidates of the bucket that holds durMin would
+	// each be read only to be refused.
+	if s.c.svc != nil && s.c.durMin > 0 {
+		if longest, _ := rr.MaxDuration(s.c.svcTerm); longest < s.c.durMin {
+			return nil
+		}
 	}
 	cands, inside, err := s.candidates(p, block, rr.Len())
 	if err != nil || len(cands) == 0 {
