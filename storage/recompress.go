@@ -77,7 +77,7 @@ func (db *DB) recompress(ctx context.Context) error {
 			}
 			return fmt.Errorf("partition %d, blocks %d to %d: %w", w.p, w.from, w.to, err)
 		}
-		db.opts.Logger.Info("recompressed span data", "partition_start",
+		db.opts.Logger.Debug("recompressed span data", "partition_start",
 			time.Unix(0, int64(uint64(w.p)*partitionNanos)).UTC(), "blocks", fmt.Sprintf("%d-%d", w.from, w.to),
 			"took", time.Since(start).Round(time.Millisecond))
 	}
