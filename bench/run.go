@@ -76,10 +76,10 @@ type Options struct {
 	Settle time.Duration
 
 	// Activity, if set, measures the target's background work, such as the
-	// size of its store on disk; after a non-zero Settle, reads wait until it has not
-	// changed for QuietFor, for at most MaxSettle in all, so that they are
-	// timed on a store that has finished what the load left, however long
-	// that takes.
+	// size of its store on disk; after a non-zero Settle, reads wait until
+	// it has not changed for QuietFor, for at most MaxSettle in all, so that
+	// they are timed on a store that has finished what the load left,
+	// however long that takes.
 	Activity func() (int64, error)
 
 	// Progress, if set, is called about twice a second while spans are sent.
