@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -14,10 +15,12 @@ import (
 
 // benchStore fills a store with n spans of the bench workload, started over
 // the last 50 minutes, and leaves the last requests in the live buffer as a
-// running server would. It returns a sample of the stored trace IDs.
+// running server would. Its blocks are recompressed before it is returned,
+// as a server does once ingest pauses, and not while it is read. It returns
+// a sample of the stored trace IDs.
 func benchStore(b *testing.B, n int) (*DB, []TraceID) {
 	b.Helper()
-	db, err := Open(b.TempDir(), &Options{Logger: nil})
+	db, err := Open(b.TempDir(), &Options{RecompressAfter: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,6 +39,16 @@ func benchStore(b *testing.B, n int) (*DB, []TraceID) {
 			b.Fatal(err)
 		}
 		if err := db.Write(context.Background(), r.Bytes, &bt); err != nil {
+			b.Fatal(err)
+		}
+	}
+	db.maintMu.Lock()
+	defer db.maintMu.Unlock()
+	db.mu.Lock()
+	parts := maps.Clone(db.partitions)
+	db.mu.Unlock()
+	for p, newest := range parts {
+		if err := db.recompressBlocks(context.Background(), p, 1, newest); err != nil {
 			b.Fatal(err)
 		}
 	}
