@@ -94,11 +94,11 @@ func (db *DB) cut() error {
 const minTracesPerWriter = 2048
 
 // writeBlock builds the sstables of a frozen buffer and ingests them: data
-// sstables into the spans store, then one index sstable with the block
-// record, new partitions, new dictionary entries and groups, the trace index
-// and the search index into the index store. The block exists once its
-// record does; span data a crash leaves without one is deleted at open. It
-// returns the partitions written.
+// sstables into the spans store, then into the index store one sstable with
+// the block record, new partitions, new dictionary entries and groups and
+// the trace index, and per partition two with its search index. The block
+// exists once its record does; span data a crash leaves without one is
+// deleted at open. It returns the partitions written.
 //
 // A cut is the one part of ingest that does not run on the writers'
 // goroutines, and writers wait for it when the next buffer fills, so it uses
@@ -206,16 +206,20 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	for _, g := range written {
 		db.dict.markPersisted(g)
 	}
-	db.openTables(buf.block, results)
+	db.openTables(buf.block, parts, results)
 	return parts, nil
 }
 
 // openTables reads one key of each sstable a cut ingested, so that Pebble
 // opens them (file, footer, index and filter blocks) now, in the background,
 // rather than on the first read that needs each of them.
-func (db *DB) openTables(block uint64, results []dataResult) {
+func (db *DB) openTables(block uint64, parts []uint32, results []dataResult) {
 	if it, err := db.idx.NewIter(nil); err == nil {
 		it.SeekGE(keys.Block(block))
+		for _, p := range parts {
+			it.SeekGE(keys.Rows(p, block))
+			it.SeekGE(keys.Postings(p, block, 0))
+		}
 		it.Close()
 	}
 	it, err := db.spans.NewIter(nil)
@@ -235,7 +239,7 @@ func (db *DB) openTables(block uint64, results []dataResult) {
 // keys are new and sort after every key of their kind and partition, so
 // unlike the trace index, which spreads over all trace IDs, they do not
 // overlap anything already stored: Pebble ingests them into the bottom
-// level and compactions never rewrite them.
+// level, where only recompression rewrites them.
 func writeSegments(store *pebble.DB, dir string, block uint64, segments map[uint32]*index.SegmentBuilder) ([]string, error) {
 	var paths []string
 	for p, seg := range segments {
