@@ -257,10 +257,7 @@ func (db *DB) checkFormat() error {
 }
 
 func (db *DB) lastBlock() (uint64, codec.BlockRecord, error) {
-	it, err := db.idx.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{keys.KindBlock},
-		UpperBound: keys.KindEnd(keys.KindBlock),
-	})
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindBlock))
 	if err != nil {
 		return 0, codec.BlockRecord{}, fmt.Errorf("find last block: %w", err)
 	}
@@ -277,10 +274,7 @@ func (db *DB) lastBlock() (uint64, codec.BlockRecord, error) {
 }
 
 func (db *DB) loadPartitions() error {
-	it, err := db.idx.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{keys.KindPartition},
-		UpperBound: keys.KindEnd(keys.KindPartition),
-	})
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindPartition))
 	if err != nil {
 		return fmt.Errorf("load partitions: %w", err)
 	}
@@ -303,10 +297,7 @@ func (db *DB) loadPartitions() error {
 // under the same numbers) and partitions the index no longer lists. It is
 // deleted here. It also records the newest block of each partition.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
-	it, err := db.spans.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{keys.KindData},
-		UpperBound: keys.KindEnd(keys.KindData),
-	})
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
 		return fmt.Errorf("reconcile spans: %w", err)
 	}

@@ -183,17 +183,11 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	parts = slices.Compact(parts)
 
 	ipath := filepath.Join(dir, "index.sst")
-	iw, err := newSSTWriter(db.idx, ipath, 0, true)
-	if err != nil {
-		return nil, err
-	}
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
-	if err := db.writeIndex(iw, buf, parts, traceIndex, written, first, pending); err != nil {
-		iw.abort()
-		return nil, err
-	}
-	if err := iw.close(); err != nil {
+	if err := writeTable(db.idx, ipath, 0, true, func(w *sstable.Writer) error {
+		return db.writeIndex(w, buf, parts, traceIndex, written, first, pending)
+	}); err != nil {
 		return nil, err
 	}
 	if err := db.spans.Ingest(context.Background(), paths); err != nil {
@@ -244,39 +238,31 @@ func writeSegments(store *pebble.DB, dir string, block uint64, segments map[uint
 	var paths []string
 	for p, seg := range segments {
 		rows, shards := seg.Finish()
-		rw, err := newSSTWriter(store, filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p)), 0, false)
-		if err != nil {
+		rpath := filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p))
+		if err := writeTable(store, rpath, 0, false, func(w *sstable.Writer) error {
+			return w.Set(keys.Rows(p, block), rows)
+		}); err != nil {
 			return nil, err
 		}
-		if err := rw.w.Set(keys.Rows(p, block), rows); err != nil {
-			rw.abort()
-			return nil, err
+		paths = append(paths, rpath)
+		if !slices.ContainsFunc(shards[:], func(sh []byte) bool { return sh != nil }) {
+			continue
 		}
-		if err := rw.close(); err != nil {
-			return nil, err
-		}
-		paths = append(paths, rw.path)
-		pw, err := newSSTWriter(store, filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p)), 0, false)
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for i, sh := range shards {
-			if sh == nil {
-				continue
+		ppath := filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p))
+		if err := writeTable(store, ppath, 0, false, func(w *sstable.Writer) error {
+			for i, sh := range shards {
+				if sh == nil {
+					continue
+				}
+				if err := w.Set(keys.Postings(p, block, uint8(i)), sh); err != nil {
+					return err
+				}
 			}
-			n++
-			if err := pw.w.Set(keys.Postings(p, block, uint8(i)), sh); err != nil {
-				pw.abort()
-				return nil, err
-			}
-		}
-		if err := pw.close(); err != nil {
+			return nil
+		}); err != nil {
 			return nil, err
 		}
-		if n > 0 {
-			paths = append(paths, pw.path)
-		}
+		paths = append(paths, ppath)
 	}
 	return paths, nil
 }
@@ -374,13 +360,13 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 // writeIndex fills the index sstable of a block, in key order: everything
 // but the search index.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
-func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
+func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
 		Created:    uint64(db.opts.Now().UnixNano()),
 	}
-	if err := iw.w.Set(keys.Block(buf.block), codec.AppendBlockRecord(nil, rec)); err != nil {
+	if err := iw.Set(keys.Block(buf.block), codec.AppendBlockRecord(nil, rec)); err != nil {
 		return err
 	}
 	db.mu.Lock()
@@ -392,12 +378,12 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 	}
 	db.mu.Unlock()
 	for _, p := range newParts {
-		if err := iw.w.Set(keys.Partition(p), nil); err != nil {
+		if err := iw.Set(keys.Partition(p), nil); err != nil {
 			return err
 		}
 	}
 	for _, c := range buf.catalog {
-		if err := iw.w.Set(c.key, c.value); err != nil {
+		if err := iw.Set(c.key, c.value); err != nil {
 			return err
 		}
 	}
@@ -405,13 +391,13 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 		return err
 	}
 	for i, k := range newGroups {
-		if err := iw.w.Set(keys.Group(firstGroup+uint32(i)), k[:]); err != nil {
+		if err := iw.Set(keys.Group(firstGroup+uint32(i)), k[:]); err != nil {
 			return err
 		}
 	}
 	for _, p := range parts {
 		for _, id := range traceIndex[p] {
-			if err := iw.w.Set(keys.Trace(p, id, buf.block), nil); err != nil {
+			if err := iw.Set(keys.Trace(p, id, buf.block), nil); err != nil {
 				return err
 			}
 		}
@@ -421,7 +407,7 @@ func (db *DB) writeIndex(iw *sstWriter, buf *buffer, parts []uint32, traceIndex 
 
 // writeDict writes the resources and scopes of the block that are not known
 // to be persisted already, in key order.
-func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
+func (db *DB) writeDict(iw *sstable.Writer, groups map[groupKey]*group) error {
 	type entry struct {
 		key []byte
 		val codec.Dict
@@ -444,7 +430,7 @@ func (db *DB) writeDict(iw *sstWriter, groups map[groupKey]*group) error {
 	var v []byte
 	for _, e := range entries {
 		v = codec.AppendDict(v[:0], e.val)
-		if err := iw.w.Set(e.key, v); err != nil {
+		if err := iw.Set(e.key, v); err != nil {
 			return err
 		}
 	}
@@ -528,3 +514,17 @@ func (w *sstWriter) close() error {
 // abort closes a writer whose table will not be ingested; its file is removed
 // with the ingest directory.
 func (w *sstWriter) abort() { _ = w.w.Close() }
+
+// writeTable writes an sstable to be ingested into store, with the keys that
+// fill sets, in order.
+func writeTable(store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
+	w, err := newSSTWriter(store, path, blockSize, filter)
+	if err != nil {
+		return err
+	}
+	if err := fill(w.w); err != nil {
+		w.abort()
+		return err
+	}
+	return w.close()
+}

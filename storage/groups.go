@@ -26,7 +26,7 @@ type groupTable struct {
 func newGroupTable() *groupTable { return &groupTable{nums: map[groupKey]uint32{}} }
 
 func (t *groupTable) load(r pebble.Reader) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{keys.KindGroup}, UpperBound: []byte{keys.KindGroup + 1}})
+	it, err := r.NewIter(keys.KindRange(keys.KindGroup))
 	if err != nil {
 		return fmt.Errorf("read groups: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"cairn/storage/internal/keys"
 )
@@ -196,20 +197,14 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 			continue
 		}
 		path := filepath.Join(dir, fmt.Sprintf("lift-%d.sst", i))
-		w, err := newSSTWriter(store, path, 0, false)
-		if err != nil {
-			return err
-		}
 		first := bytes.Clone(it.Key())
-		err = w.w.Set(first, it.Value())
-		if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
-			err = w.w.Set(it.Key(), it.Value())
-		}
-		if err = errors.Join(err, it.Error()); err != nil {
-			w.abort()
-			return err
-		}
-		if err := w.close(); err != nil {
+		if err := writeTable(store, path, 0, false, func(w *sstable.Writer) error {
+			err := w.Set(first, it.Value())
+			if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
+				err = w.Set(it.Key(), it.Value())
+			}
+			return errors.Join(err, it.Error())
+		}); err != nil {
 			return err
 		}
 		paths = append(paths, path)
@@ -256,10 +251,7 @@ func splitBlocks(from, to uint64, n int) [][2]uint64 {
 // loadRecompressed reads how far each partition has been recompressed.
 // Partitions the index no longer lists were deleted by reconcileSpans.
 func (db *DB) loadRecompressed() error {
-	it, err := db.spans.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{keys.KindRecompressed},
-		UpperBound: keys.KindEnd(keys.KindRecompressed),
-	})
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindRecompressed))
 	if err != nil {
 		return fmt.Errorf("load recompression progress: %w", err)
 	}

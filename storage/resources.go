@@ -63,7 +63,7 @@ func (x *resourceIndex) resources(dst []index.Term, h *index.Hasher, attr index.
 
 // load indexes the resources of the dictionary.
 func (x *resourceIndex) load(r pebble.Reader) error {
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{keys.KindResource}, UpperBound: keys.KindEnd(keys.KindResource)})
+	it, err := r.NewIter(keys.KindRange(keys.KindResource))
 	if err != nil {
 		return fmt.Errorf("read resources: %w", err)
 	}

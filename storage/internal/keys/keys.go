@@ -213,6 +213,11 @@ func ParseData(k []byte) (p uint32, block uint64, id TraceID, err error) {
 // KindEnd is the exclusive upper bound of the keys of a kind.
 func KindEnd(kind byte) []byte { return []byte{kind + 1} }
 
+// KindRange bounds an iterator to the keys of a kind.
+func KindRange(kind byte) *pebble.IterOptions {
+	return &pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: KindEnd(kind)}
+}
+
 // Comparer orders keys bytewise, like Pebble's default, but splits trace-index
 // keys after the trace ID: Pebble's bloom filters then answer "does this
 // sstable hold any fragment of trace X in partition P", which is what
