@@ -2,6 +2,7 @@ GO       ?= go
 # FUZZTIME, if set (e.g. 1m), replaces every target's execution budget below.
 FUZZTIME ?=
 DATA_DIR ?= ./data
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 # Versions of the protoc plugins that generated the committed code.
 PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -25,7 +26,7 @@ all: build
 
 ## build: compile bin/cairn
 build:
-	$(GO) build -o bin/cairn ./cmd/cairn
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/cairn ./cmd/cairn
 
 ## run: build and serve with the store in $(DATA_DIR)
 run: build

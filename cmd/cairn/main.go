@@ -20,6 +20,7 @@ Usage:
   cairn services [flags]               list the services that sent spans
   cairn operations SERVICE [flags]     list a service's operations and span kinds
   cairn bench [flags]                  measure ingest, reads and searches of cairn or any OTLP endpoint
+  cairn version                        print the version and build information
 
 Run 'cairn COMMAND -h' for a command's flags.
 `
@@ -51,6 +52,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return operationsCmd(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		writeVersion(stdout)
+		return nil
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
