@@ -13,6 +13,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 # nothing when the deadline races a worker (go.dev/issue/75804, Go < 1.27).
 FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse:30000x \
+	./internal/otlpjson:FuzzDecodeRequest:20000x \
 	./storage/internal/keys:FuzzKeys:30000x \
 	./index:FuzzSegment:100000x \
 	./storage/internal/codec:FuzzFragment:30000x \

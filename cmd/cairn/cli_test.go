@@ -104,9 +104,11 @@ func TestTraceCommandWaterfall(t *testing.T) {
 	}
 }
 
-// fromOTLPJSON undoes the hex encoding of IDs so protojson can parse it.
+// fromOTLPJSON undoes the hex encoding of IDs so protojson can parse it. It
+// walks a decoded document, unlike the code under test.
 func fromOTLPJSON(t *testing.T, doc []byte) *tracepb.TracesData {
 	t.Helper()
+	idFields := map[string]bool{"traceId": true, "spanId": true, "parentSpanId": true}
 	var v any
 	if err := json.Unmarshal(doc, &v); err != nil {
 		t.Fatal(err)
@@ -143,7 +145,7 @@ func fromOTLPJSON(t *testing.T, doc []byte) *tracepb.TracesData {
 func TestTraceCommandOTLPJSON(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
-	req := everyField()
+	req := otlptest.EveryField()
 	exportRequest(t, s.otlpAddr.String(), req)
 
 	var out, errOut bytes.Buffer

@@ -18,9 +18,6 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
@@ -185,75 +182,6 @@ func TestSDKExportRoundTrip(t *testing.T) {
 	compareAll(t, grpctest.Dial(t, s.queryAddr.String()), tp.sent)
 }
 
-func anyStr(v string) *commonpb.AnyValue {
-	return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}
-}
-
-// everyField builds a request that sets every field OTLP defines for spans,
-// their resources and scopes, including those the Go SDK never emits.
-func everyField() *collectorpb.ExportTraceServiceRequest {
-	tid := []byte{0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
-	nested := &commonpb.AnyValue{Value: &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: []*commonpb.KeyValue{
-		{Key: "s", Value: anyStr("x")},
-		{Key: "arr", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{
-			{Value: &commonpb.AnyValue_IntValue{IntValue: -7}},
-			{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: math.NaN()}},
-			{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{}}},
-			{},
-		}}}}},
-	}}}}
-	attrs := []*commonpb.KeyValue{
-		{Key: "str", Value: anyStr("héllo")},
-		{Key: "bool", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}}},
-		{Key: "int", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: math.MinInt64}}},
-		{Key: "double", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: -0.5}}},
-		{Key: "bytes", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte{0, 1, 0xff}}}},
-		{Key: "kvlist", Value: nested},
-		{Key: "empty"},
-	}
-	span := func(id byte, parent []byte) *tracepb.Span {
-		return &tracepb.Span{
-			TraceId: tid, SpanId: []byte{0, 0, 0, 0, 0, 0, 0, id}, ParentSpanId: parent,
-			TraceState: "k=v", Flags: 0x301, Name: "op-" + string('a'+rune(id)),
-			Kind:              tracepb.Span_SpanKind(int32(id) % 6),
-			StartTimeUnixNano: 1_700_000_000_000_000_000 + uint64(id), EndTimeUnixNano: 1_700_000_000_500_000_000,
-			Attributes: attrs, DroppedAttributesCount: 3,
-			Events:             []*tracepb.Span_Event{{TimeUnixNano: 1_700_000_000_100_000_000, Name: "ev", Attributes: attrs, DroppedAttributesCount: 1}},
-			DroppedEventsCount: 4,
-			Links:              []*tracepb.Span_Link{{TraceId: tid, SpanId: []byte{9, 9, 9, 9, 9, 9, 9, 9}, TraceState: "l=1", Attributes: attrs, DroppedAttributesCount: 2, Flags: 0x100}},
-			DroppedLinksCount:  5,
-			Status:             &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: "boom"},
-		}
-	}
-	return &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{
-		{
-			Resource: &resourcepb.Resource{Attributes: attrs, DroppedAttributesCount: 6, EntityRefs: []*commonpb.EntityRef{
-				{SchemaUrl: "https://e", Type: "service", IdKeys: []string{"service.name"}, DescriptionKeys: []string{"service.version"}},
-			}},
-			SchemaUrl: "https://opentelemetry.io/schemas/1.26.0",
-			ScopeSpans: []*tracepb.ScopeSpans{
-				{
-					Scope:     &commonpb.InstrumentationScope{Name: "lib", Version: "1.0", Attributes: attrs, DroppedAttributesCount: 7},
-					SchemaUrl: "https://opentelemetry.io/schemas/1.25.0",
-					Spans:     []*tracepb.Span{span(1, nil), span(2, []byte{0, 0, 0, 0, 0, 0, 0, 1})},
-				},
-				{Spans: []*tracepb.Span{span(3, []byte{0, 0, 0, 0, 0, 0, 0, 1})}}, // no scope at all
-			},
-		},
-		{ // no resource at all, an empty scope
-			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{}, Spans: []*tracepb.Span{span(4, []byte{0, 0, 0, 0, 0, 0, 0, 2})}}},
-		},
-		{ // spans with invalid IDs, rejected one by one
-			Resource: &resourcepb.Resource{},
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
-				{TraceId: make([]byte, 16), SpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}},
-				{TraceId: tid[:8], SpanId: []byte{1, 1, 1, 1, 1, 1, 1, 1}},
-				{TraceId: tid, SpanId: make([]byte, 8)},
-			}}},
-		},
-	}}
-}
-
 // TestEveryFieldRoundTrip sends a hand-built request through a plain OTLP
 // gRPC client, with gzip, and checks every field comes back, that invalid
 // spans are rejected one by one, and that garbage is refused.
@@ -264,7 +192,7 @@ func TestEveryFieldRoundTrip(t *testing.T) {
 	conn := grpctest.Dial(t, s.otlpAddr.String())
 	client := collectorpb.NewTraceServiceClient(conn)
 
-	resp, err := client.Export(context.Background(), everyField(), grpc.UseCompressor(gzip.Name))
+	resp, err := client.Export(context.Background(), otlptest.EveryField(), grpc.UseCompressor(gzip.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +244,7 @@ func TestVisibleOnAcknowledgement(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.shutdown()
-	req := everyField()
+	req := otlptest.EveryField()
 	if _, err := collectorpb.NewTraceServiceClient(grpctest.Dial(t, s.otlpAddr.String())).Export(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,141 @@
+package otlpjson
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrMalformed wraps every reason a document does not decode.
+var ErrMalformed = errors.New("malformed OTLP/JSON")
+
+// DecodeRequest decodes an OTLP/JSON ExportTraceServiceRequest and returns
+// its binary protobuf encoding. Unknown fields are ignored, as the OTLP
+// specification requires of receivers, and so are original (snake_case)
+// field names accepted beside lowerCamelCase ones, as protojson does.
+func DecodeRequest(doc []byte) ([]byte, error) {
+	b64, err := rewriteIDs(doc, hexToBase64)
+	if err != nil {
+		return nil, err
+	}
+	var req collectorpb.ExportTraceServiceRequest
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b64, &req); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return proto.Marshal(&req)
+}
+
+// Marshal encodes m as OTLP/JSON.
+func Marshal(m proto.Message) ([]byte, error) {
+	b, err := protojson.MarshalOptions{UseEnumNumbers: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode OTLP/JSON: %w", err)
+	}
+	return rewriteIDs(b, base64ToHex)
+}
+
+// isIDField reports whether a JSON object key names a trace or span ID, in
+// either spelling protojson accepts.
+func isIDField(key []byte) bool {
+	switch string(key) {
+	case "traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id":
+		return true
+	}
+	return false
+}
+
+// rewriteIDs copies doc with the string value of every ID field passed
+// through conv. It relies on the JSON being well formed only as far as
+// finding strings goes; whatever else is wrong is left for protojson to
+// report.
+func rewriteIDs(doc []byte, conv func(dst, s []byte) ([]byte, error)) ([]byte, error) {
+	out := make([]byte, 0, len(doc)+len(doc)/8)
+	idValue := false // the next value is an ID field's
+	last := 0        // doc[last:i] is yet to be copied
+	for i := 0; i < len(doc); {
+		c := doc[i]
+		if c != '"' {
+			if idValue && c != ':' && !isSpace(c) {
+				idValue = false // the ID field's value is not a string
+			}
+			i++
+			continue
+		}
+		end, escaped := scanString(doc, i)
+		if end < 0 {
+			break // unterminated: protojson will say so
+		}
+		j := end
+		for j < len(doc) && isSpace(doc[j]) {
+			j++
+		}
+		raw := doc[i+1 : end-1]
+		if j < len(doc) && doc[j] == ':' { // a key
+			if escaped {
+				raw = unquote(doc[i:end])
+			}
+			idValue = isIDField(raw)
+		} else if idValue {
+			idValue = false
+			if escaped {
+				raw = unquote(doc[i:end])
+			}
+			out = append(out, doc[last:i+1]...)
+			var err error
+			if out, err = conv(out, raw); err != nil {
+				return nil, err
+			}
+			out = append(out, '"')
+			last = end
+		}
+		i = end
+	}
+	return append(out, doc[last:]...), nil
+}
+
+// scanString returns the offset just past the string that starts with the
+// quote at doc[i], and whether it holds escapes; -1 if it is unterminated.
+func scanString(doc []byte, i int) (end int, escaped bool) {
+	for j := i + 1; j < len(doc); j++ {
+		switch doc[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j + 1, escaped
+		}
+	}
+	return -1, escaped
+}
+
+func unquote(quoted []byte) []byte {
+	var s string
+	if json.Unmarshal(quoted, &s) != nil {
+		return quoted // left for protojson to reject
+	}
+	return []byte(s)
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func hexToBase64(dst, s []byte) ([]byte, error) {
+	raw := make([]byte, hex.DecodedLen(len(s)))
+	if _, err := hex.Decode(raw, s); err != nil {
+		return nil, fmt.Errorf("%w: ID %q is not hex", ErrMalformed, s)
+	}
+	return base64.StdEncoding.AppendEncode(dst, raw), nil
+}
+
+func base64ToHex(dst, s []byte) ([]byte, error) {
+	raw, err := base64.StdEncoding.AppendDecode(nil, s)
+	if err != nil {
+		return nil, fmt.Errorf("encode OTLP/JSON: ID %q is not base64", s)
+	}
+	return hex.AppendEncode(dst, raw), nil
+}
