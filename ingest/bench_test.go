@@ -40,7 +40,7 @@ func BenchmarkExport(b *testing.B) {
 	pool := newPool(b)
 	db := openStore(b)
 	defer db.Close()
-	svc := NewService(db)
+	svc := NewService(db, nil)
 	var next atomic.Uint64
 	b.ReportAllocs()
 	b.SetBytes(int64(len(pool.Request(nil, 0))))
@@ -66,7 +66,7 @@ func BenchmarkExportGRPC(b *testing.B) {
 			pool := newPool(b)
 			db := openStore(b)
 			defer db.Close()
-			addr := grpctest.Serve(b, NewServer(NewService(db)))
+			addr := grpctest.Serve(b, NewServer(NewService(db, nil)))
 			clients := make([]*grpc.ClientConn, conns)
 			for i := range clients {
 				clients[i] = grpctest.Dial(b, addr)

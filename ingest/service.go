@@ -3,13 +3,19 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed requests
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"cairn/internal/otlpwire"
 	"cairn/internal/rawcodec"
@@ -27,15 +33,31 @@ type Writer interface {
 
 const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
-// Service implements TraceService/Export over a Writer.
+// Service takes OTLP export requests, over gRPC and HTTP, into a Writer.
 type Service struct {
-	w       Writer
-	batches sync.Pool
+	w        Writer
+	opts     Options
+	batches  sync.Pool
+	inflight atomic.Int64 // bytes of requests admitted and not yet answered
+	metrics  *metrics
 }
 
 // NewService returns a Service that stores spans in w.
-func NewService(w Writer) *Service {
-	return &Service{w: w, batches: sync.Pool{New: func() any { return new(otlpwire.Batch) }}}
+func NewService(w Writer, o *Options) *Service {
+	svc := &Service{w: w, opts: o.EnsureDefaults(), batches: sync.Pool{New: func() any { return new(otlpwire.Batch) }}}
+	svc.metrics = newMetrics(&svc.inflight)
+	return svc
+}
+
+// Metrics returns the service's Prometheus metrics, to register.
+func (svc *Service) Metrics() prometheus.Collector { return svc.metrics }
+
+// NewServer returns a gRPC server that serves svc's TraceService, with
+// svc's request size limit. Options such as credentials are passed through.
+func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes))...)
+	svc.register(s)
+	return s
 }
 
 // register adds the TraceService to s, which must use rawcodec's server
@@ -49,6 +71,11 @@ func (svc *Service) register(s *grpc.Server) {
 			Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 				var req rawcodec.Message
 				if err := dec(&req); err != nil {
+					cause := causeMalformed
+					if status.Code(err) == codes.ResourceExhausted {
+						cause = causeTooLarge
+					}
+					svc.metrics.refused.WithLabelValues(protoGRPC, cause).Inc()
 					return nil, err
 				}
 				if interceptor == nil {
@@ -64,21 +91,73 @@ func (svc *Service) register(s *grpc.Server) {
 	}, svc)
 }
 
-// Export stores the spans of one encoded ExportTraceServiceRequest.
+// Export stores the spans of one encoded ExportTraceServiceRequest received
+// over gRPC. Errors are gRPC statuses.
 func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportTraceServiceResponse, error) {
+	r, err := svc.admit(protoGRPC, int64(len(req)))
+	if err != nil {
+		return nil, err
+	}
+	defer r.release()
+	svc.metrics.bytes.WithLabelValues(protoGRPC).Add(float64(len(req)))
+	return svc.export(ctx, protoGRPC, req, time.Now())
+}
+
+// reservation is a request's share of the in-flight bound.
+type reservation struct {
+	inflight *atomic.Int64
+	n        int64
+}
+
+// admit reserves n bytes of the in-flight bound for a request, or refuses
+// it as overload.
+func (svc *Service) admit(proto string, n int64) (*reservation, error) {
+	for {
+		used := svc.inflight.Load()
+		if used > 0 && used+n > svc.opts.MaxInflightBytes {
+			svc.metrics.refused.WithLabelValues(proto, causeOverloaded).Inc()
+			return nil, svc.retryable(codes.ResourceExhausted,
+				fmt.Sprintf("cairn is taking in %d MiB of requests already, its bound; retry later", used>>20))
+		}
+		if svc.inflight.CompareAndSwap(used, used+n) {
+			return &reservation{&svc.inflight, n}, nil
+		}
+	}
+}
+
+// grow raises the reservation to n bytes, once a request turns out larger
+// than its estimate: it is being read already, so it is not refused.
+func (r *reservation) grow(n int64) {
+	if n > r.n {
+		r.inflight.Add(n - r.n)
+		r.n = n
+	}
+}
+
+func (r *reservation) release() { r.inflight.Add(-r.n) }
+
+// export validates and stores one encoded request. received is when the
+// request arrived, for the latency histogram.
+func (svc *Service) export(ctx context.Context, proto string, req []byte, received time.Time) (*coltracepb.ExportTraceServiceResponse, error) {
 	batch := svc.batches.Get().(*otlpwire.Batch)
 	defer svc.batches.Put(batch)
 	if err := otlpwire.Parse(req, batch, svc.w.NotBefore()); err != nil {
+		svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := svc.w.Write(ctx, req, batch); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			svc.metrics.refused.WithLabelValues(proto, causeCanceled).Inc()
 			return nil, status.FromContextError(err).Err()
 		}
 		// Nothing of the request was acknowledged, and a store that is
 		// closing or out of disk may take it later: the client should retry.
-		return nil, status.Error(codes.Unavailable, err.Error())
+		svc.metrics.refused.WithLabelValues(proto, causeUnavailable).Inc()
+		return nil, svc.retryable(codes.Unavailable, err.Error())
 	}
+	svc.metrics.accepted.WithLabelValues(proto).Add(float64(len(batch.Spans)))
+	svc.metrics.countRejected(proto, batch.Rejected)
+	svc.metrics.duration.WithLabelValues(proto).Observe(time.Since(received).Seconds())
 	resp := &coltracepb.ExportTraceServiceResponse{}
 	if n := batch.Rejected.Total(); n > 0 {
 		resp.PartialSuccess = &coltracepb.ExportTracePartialSuccess{
@@ -89,10 +168,13 @@ func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportT
 	return resp, nil
 }
 
-// NewServer returns a gRPC server that serves svc's TraceService. Options such
-// as grpc.MaxRecvMsgSize are passed through.
-func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(opts, rawcodec.ServerOption())...)
-	svc.register(s)
-	return s
+// retryable is a status that tells OTLP clients to retry after
+// Options.RetryAfter: OTLP/gRPC clients retry ResourceExhausted only when
+// it carries RetryInfo.
+func (svc *Service) retryable(code codes.Code, msg string) error {
+	st, err := status.New(code, msg).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(svc.opts.RetryAfter)})
+	if err != nil {
+		return status.Error(code, msg)
+	}
+	return st.Err()
 }

@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
 	t.Helper()
-	return grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db))))
+	return grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db, nil))))
 }
 
 var now = uint64(time.Now().UnixNano())
@@ -95,7 +95,7 @@ func TestLargeRequests(t *testing.T) {
 	}
 	defer db.Close()
 	const limit = 64 << 20
-	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db), grpc.MaxRecvMsgSize(limit))))
+	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db, &Options{MaxRequestBytes: limit}))))
 	client := collectorpb.NewTraceServiceClient(conn)
 
 	big := func(spans int, trace byte) *collectorpb.ExportTraceServiceRequest {

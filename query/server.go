@@ -44,6 +44,9 @@ type Options struct {
 	//
 	// The default is 1000.
 	MaxSearchDepth int
+
+	// Metrics, if set, records the latency of every call.
+	Metrics *Metrics
 }
 
 // EnsureDefaults returns a copy of o (which may be nil) with every zero field
@@ -65,8 +68,12 @@ func (o *Options) EnsureDefaults() Options {
 // NewServer returns a gRPC server with the TraceReader and Capabilities
 // services of jaeger.storage.v2, gRPC health and server reflection.
 func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
+	c := o.EnsureDefaults()
+	if c.Metrics != nil {
+		opts = append(c.Metrics.serverOptions(), opts...)
+	}
 	s := grpc.NewServer(append(opts, rawcodec.ServerOption())...)
-	svc := &service{r: r, opts: o.EnsureDefaults()}
+	svc := &service{r: r, opts: c}
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	hs := health.NewServer()

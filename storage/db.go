@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -69,6 +70,10 @@ type DB struct {
 	// lastWrite is when Write was last called with spans, in unix
 	// nanoseconds.
 	lastWrite atomic.Int64
+	// backlog is the bytes of span data awaiting recompression, as the
+	// maintainer last estimated them.
+	backlog atomic.Int64
+	metrics *metrics
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span
@@ -111,6 +116,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
+	db.metrics = newMetrics(db)
 	// Both stores share one block cache, sized by Options.CacheBytes.
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
@@ -218,7 +224,8 @@ func (db *DB) recover() error {
 		return err
 	}
 	db.live = newBuffer(last + 1)
-	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal")); err != nil {
+	onSync := func(d time.Duration) { db.metrics.walSync.Observe(d.Seconds()) }
+	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), onSync); err != nil {
 		return err
 	}
 	if err := db.wal.RemoveThrough(rec.WALSegment); err != nil {

@@ -69,10 +69,13 @@ func (db *DB) cut() error {
 	frozen := db.frozen
 	db.mu.Unlock()
 
+	start := time.Now()
 	parts, err := db.writeBlock(frozen)
 	if err != nil {
 		return fmt.Errorf("write block %d: %w", frozen.block, err)
 	}
+	observeSince(db.metrics.cut, start)
+	db.metrics.cutSpans.Add(float64(frozen.spans))
 
 	db.mu.Lock()
 	for _, p := range parts {

@@ -43,11 +43,14 @@ func (db *DB) recompress(ctx context.Context) error {
 	}
 	db.maintMu.Lock()
 	defer db.maintMu.Unlock()
-	var work, sealed []pending
+	var behind, work, sealed []pending
 	db.mu.Lock()
 	for p, newest := range db.partitions {
 		done := db.recompressed[p]
 		isSealed := uint64(now.UnixNano()) >= (uint64(p)+1)*partitionNanos+uint64(sealDelay)
+		if newest > done {
+			behind = append(behind, pending{p, done + 1, newest})
+		}
 		switch {
 		case newest > done && (idle || isSealed):
 			work = append(work, pending{p, done + 1, newest})
@@ -56,6 +59,13 @@ func (db *DB) recompress(ctx context.Context) error {
 		}
 	}
 	db.mu.Unlock()
+	var backlog uint64
+	for _, b := range behind {
+		if n, err := db.spans.EstimateDiskUsage(keys.DataBlock(b.p, b.from), keys.DataBlock(b.p, b.to+1)); err == nil {
+			backlog += n
+		}
+	}
+	db.backlog.Store(int64(backlog))
 	byPartition := func(a, b pending) int { return cmp.Compare(a.p, b.p) }
 	slices.SortFunc(work, byPartition)
 	slices.SortFunc(sealed, byPartition)
@@ -155,6 +165,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.idx, search); err != nil {
 			return fmt.Errorf("search index: %w", err)
 		}
+		db.metrics.recompressed.Add(float64(size) * float64(hi-lo+1) / float64(to-from+1))
 		done := max(db.recompressed[p], hi) // a merge rewrites blocks done before
 		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, done), pebble.Sync); err != nil {
 			return fmt.Errorf("record progress: %w", err)

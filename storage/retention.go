@@ -151,7 +151,13 @@ func dropRanges(store *pebble.DB, ranges [][2][]byte, key []byte) error {
 
 // diskBytes is the size of the store: Pebble's files and the write-ahead log.
 func (db *DB) diskBytes() (int64, error) {
-	size := int64(db.idx.Metrics().DiskSpaceUsage() + db.spans.Metrics().DiskSpaceUsage())
+	wal, err := db.walBytes()
+	return int64(db.idx.Metrics().DiskSpaceUsage()+db.spans.Metrics().DiskSpaceUsage()) + wal, err
+}
+
+// walBytes is the size of the write-ahead log's segments.
+func (db *DB) walBytes() (int64, error) {
+	var size int64
 	err := filepath.WalkDir(filepath.Join(db.dir, "wal"), func(_ string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err

@@ -123,7 +123,7 @@ func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) 
 }
 
 // servingLine is the log line `cairn serve` prints once it listens.
-var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) query=(\S+)`)
+var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) .*query=(\S+)`)
 
 // child is a `cairn serve` process.
 type child struct {
@@ -136,7 +136,8 @@ type child struct {
 
 // startChild runs `cairn serve` on loopback ports and waits until it listens.
 func startChild(bin, dir string, extra ...string) (*child, error) {
-	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0"}, extra...)
+	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0",
+		"--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
 	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -53,16 +53,30 @@ func (tp *tap) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, 
 
 func startTestServer(t *testing.T, dir string, opts ...grpc.ServerOption) *server {
 	t.Helper()
-	s, err := startServer(serverConfig{
+	return startConfigured(t, testConfig(dir, opts...))
+}
+
+// testConfig is the configuration of test servers: every port on a free
+// loopback port, and cuts often, so that reads span blocks and the live
+// buffer.
+func testConfig(dir string, opts ...grpc.ServerOption) serverConfig {
+	return serverConfig{
 		dataDir:       dir,
 		otlpAddr:      "127.0.0.1:0",
+		otlpHTTPAddr:  "127.0.0.1:0",
 		queryAddr:     "127.0.0.1:0",
+		httpAddr:      "127.0.0.1:0",
 		maxRequest:    64 << 20,
-		flushInterval: 50 * time.Millisecond,      // reads then span blocks and the live buffer
+		flushInterval: 50 * time.Millisecond,
 		retention:     100 * 365 * 24 * time.Hour, // fixtures have fixed timestamps from 2023
 		log:           slog.New(slog.NewTextHandler(io.Discard, nil)),
 		otlpOptions:   opts,
-	})
+	}
+}
+
+func startConfigured(t *testing.T, cfg serverConfig) *server {
+	t.Helper()
+	s, err := startServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

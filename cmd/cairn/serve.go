@@ -2,21 +2,29 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"cairn/ingest"
+	"cairn/internal/access"
 	"cairn/query"
 	"cairn/storage"
 )
@@ -24,18 +32,26 @@ import (
 // gcPercent is the GOGC cairn serve runs with unless GOGC is set.
 const gcPercent = 800
 
-// queryDrainTimeout bounds how long shutdown waits for open query streams.
-const queryDrainTimeout = 5 * time.Second
+// drainTimeout bounds how long shutdown waits for in-flight OTLP/HTTP
+// exports and open query streams.
+const drainTimeout = 5 * time.Second
 
 type serverConfig struct {
 	dataDir         string
 	otlpAddr        string
+	otlpHTTPAddr    string // empty: no OTLP/HTTP receiver
 	queryAddr       string
+	httpAddr        string // empty: no HTTP port (metrics, pprof, health)
 	maxRequest      int
+	maxInflight     int64
+	corsOrigins     []string
 	flushInterval   time.Duration
 	recompressAfter time.Duration
 	retention       time.Duration
 	maxDiskBytes    int64
+	tls             access.ServerTLS
+	ingestTokenFile string // guards both OTLP ports
+	queryTokenFile  string // guards the query port and the HTTP port
 	log             *slog.Logger
 	otlpOptions     []grpc.ServerOption // extra options of the OTLP server
 }
@@ -46,12 +62,21 @@ func serveCmd(args []string, stderr io.Writer) error {
 	var cfg serverConfig
 	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the store")
 	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
+	fs.StringVar(&cfg.otlpHTTPAddr, "otlp-http-addr", "localhost:4318", "OTLP/HTTP listen address (POST /v1/traces); empty turns it off")
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
+	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
+	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "bytes of OTLP requests taken in at once; more are refused, to be retried")
+	cors := fs.String("otlp-http-cors-origins", "", "comma-separated origins whose web pages may export over OTLP/HTTP (https://app.example.com, https://*.example.com, or *)")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
+	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
+	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
+	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
+	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	pos, err := parseInterspersed(fs, args)
@@ -60,6 +85,11 @@ func serveCmd(args []string, stderr io.Writer) error {
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	}
+	if *cors != "" {
+		for _, o := range strings.Split(*cors, ",") {
+			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
+		}
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
@@ -96,19 +126,87 @@ func serveCmd(args []string, stderr io.Writer) error {
 	return errors.Join(serveErr, s.shutdown())
 }
 
-// server is a running cairn: storage, the OTLP listener and the query
-// listener.
+// server is a running cairn: storage and its listeners.
 type server struct {
-	db        *storage.DB
-	otlp      *grpc.Server
-	query     *grpc.Server
-	otlpAddr  net.Addr
-	queryAddr net.Addr
-	served    chan error
+	log      *slog.Logger
+	db       *storage.DB
+	otlp     *grpc.Server
+	otlpHTTP *http.Server // nil when off
+	query    *grpc.Server
+	admin    *http.Server // nil when off
+	ready    atomic.Bool
+
+	otlpAddr, otlpHTTPAddr, queryAddr, httpAddr net.Addr // the last two nil when off
+	served                                      chan error
+	shutdownOnce                                sync.Once
+	shutdownErr                                 error
 }
 
-func startServer(cfg serverConfig) (*server, error) {
-	db, err := storage.Open(cfg.dataDir, &storage.Options{
+// startServer opens the store and starts serving. The HTTP port comes up
+// first, so that health checks answer, and /readyz says why not yet, while
+// the write-ahead log replays.
+func startServer(cfg serverConfig) (s *server, err error) {
+	tlsConfig, err := cfg.tls.Config()
+	if err != nil {
+		return nil, err
+	}
+	ingestTokens, err := loadTokens(cfg.ingestTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	queryTokens, err := loadTokens(cfg.queryTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	s = &server{log: cfg.log, served: make(chan error, 4)}
+	var listeners []net.Listener
+	defer func() { // on failure, undo what was started
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			if s.admin != nil {
+				s.admin.Close()
+			}
+		}
+	}()
+	listen := func(port, addr string, tokens *access.Tokens) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s for %s: %w", addr, port, err)
+		}
+		listeners = append(listeners, l)
+		if tlsConfig == nil && tokens == nil && !loopback(l.Addr()) {
+			cfg.log.Warn("listening beyond this machine with neither TLS nor tokens: anyone who reaches the port can use it",
+				"port", port, "addr", l.Addr().String())
+		}
+		return l, nil
+	}
+	reg := prometheus.NewRegistry()
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_unauthenticated_requests_total",
+		Help: "Requests refused for a missing or invalid bearer token, by port and reason.",
+	}, []string{"port", "reason"})
+	guard := func(port string, tokens *access.Tokens) *access.Guard {
+		return &access.Guard{Tokens: tokens, Refused: func(reason string) { refused.WithLabelValues(port, reason).Inc() }}
+	}
+	if err := registerProcessMetrics(reg, refused); err != nil {
+		return nil, err
+	}
+
+	if cfg.httpAddr != "" {
+		l, err := listen("http", cfg.httpAddr, queryTokens)
+		if err != nil {
+			return nil, err
+		}
+		g := guard("http", queryTokens)
+		g.OpenRequest = func(r *http.Request) bool { return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" }
+		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness), denyPlain), tlsConfig, cfg.log)
+		s.httpAddr = l.Addr()
+		go s.serveHTTP(s.admin, l, tlsConfig)
+	}
+
+	s.db, err = storage.Open(cfg.dataDir, &storage.Options{
 		Logger:          cfg.log,
 		FlushInterval:   cfg.flushInterval,
 		RecompressAfter: cfg.recompressAfter,
@@ -118,39 +216,161 @@ func startServer(cfg serverConfig) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	otlpLis, err := net.Listen("tcp", cfg.otlpAddr)
+	defer func() {
+		if err != nil {
+			s.db.Close()
+		}
+	}()
+	svc := ingest.NewService(s.db, &ingest.Options{
+		MaxRequestBytes:    cfg.maxRequest,
+		MaxInflightBytes:   cfg.maxInflight,
+		CORSAllowedOrigins: cfg.corsOrigins,
+	})
+	queryMetrics := query.NewMetrics()
+	for _, c := range []prometheus.Collector{s.db.Metrics(), svc.Metrics(), queryMetrics} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+
+	otlpLis, err := listen("otlp_grpc", cfg.otlpAddr, ingestTokens)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen for OTLP: %w", err), db.Close())
+		return nil, err
 	}
-	queryLis, err := net.Listen("tcp", cfg.queryAddr)
+	queryLis, err := listen("query", cfg.queryAddr, queryTokens)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("listen for queries: %w", err), otlpLis.Close(), db.Close())
+		return nil, err
 	}
-	s := &server{
-		db:        db,
-		otlp:      ingest.NewServer(ingest.NewService(db), append(cfg.otlpOptions, grpc.MaxRecvMsgSize(cfg.maxRequest))...),
-		query:     query.NewServer(db, nil),
-		otlpAddr:  otlpLis.Addr(),
-		queryAddr: queryLis.Addr(),
-		served:    make(chan error, 2),
+	var otlpHTTPLis net.Listener
+	if cfg.otlpHTTPAddr != "" {
+		if otlpHTTPLis, err = listen("otlp_http", cfg.otlpHTTPAddr, ingestTokens); err != nil {
+			return nil, err
+		}
 	}
+
+	grpcOpts := func(g *access.Guard, extra ...grpc.ServerOption) []grpc.ServerOption {
+		opts := append(g.ServerOptions(), extra...)
+		if tlsConfig != nil {
+			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		}
+		return opts
+	}
+	s.otlp = ingest.NewServer(svc, grpcOpts(guard("otlp_grpc", ingestTokens), cfg.otlpOptions...)...)
+	queryGuard := guard("query", queryTokens)
+	queryGuard.OpenMethod = access.IsHealthMethod
+	s.query = query.NewServer(s.db, &query.Options{Metrics: queryMetrics}, grpcOpts(queryGuard)...)
+	s.otlpAddr, s.queryAddr = otlpLis.Addr(), queryLis.Addr()
 	go func() { s.served <- s.otlp.Serve(otlpLis) }()
 	go func() { s.served <- s.query.Serve(queryLis) }()
-	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(), "query", s.queryAddr.String())
+	if otlpHTTPLis != nil {
+		g := guard("otlp_http", ingestTokens)
+		g.OpenRequest = access.IsPreflight
+		s.otlpHTTP = newHTTPServer(g.HTTP(svc.HTTPHandler(), ingest.WriteUnauthenticated), tlsConfig, cfg.log)
+		s.otlpHTTPAddr = otlpHTTPLis.Addr()
+		go s.serveHTTP(s.otlpHTTP, otlpHTTPLis, tlsConfig)
+	}
+	s.ready.Store(true)
+	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(),
+		"otlp_http", addrString(s.otlpHTTPAddr), "query", s.queryAddr.String(), "http", addrString(s.httpAddr),
+		"tls", tlsConfig != nil, "mutual_tls", cfg.tls.ClientCAFile != "",
+		"ingest_tokens", ingestTokens != nil, "query_tokens", queryTokens != nil)
 	return s, nil
 }
 
-// shutdown stops the listeners first, letting in-flight exports finish and
-// open query streams drain for a while, then flushes and closes storage.
-func (s *server) shutdown() error {
-	s.otlp.GracefulStop()
-	drained := make(chan struct{})
-	go func() { s.query.GracefulStop(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(queryDrainTimeout):
-		s.query.Stop()
-		<-drained
+func loadTokens(path string) (*access.Tokens, error) {
+	if path == "" {
+		return nil, nil
 	}
-	return s.db.Close()
+	return access.LoadTokens(path)
+}
+
+// loopback reports whether a listener's address is reachable from this
+// machine only.
+func loopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return "off"
+	}
+	return a.String()
+}
+
+// newHTTPServer returns a server for h. Headers must arrive promptly; a
+// body may take as long as a large export needs. Connection errors, such as
+// failed TLS handshakes of port scanners, are logged at debug level.
+func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+	s := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	if tlsConfig != nil {
+		s.TLSConfig = tlsConfig.Clone()
+	}
+	return s
+}
+
+func (s *server) serveHTTP(hs *http.Server, l net.Listener, tlsConfig *tls.Config) {
+	var err error
+	if tlsConfig != nil {
+		err = hs.ServeTLS(l, "", "")
+	} else {
+		err = hs.Serve(l)
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
+		s.served <- err
+	}
+}
+
+// readiness reports whether the server takes requests, and if not, why.
+func (s *server) readiness() (bool, string) {
+	if s.ready.Load() {
+		return true, "ready"
+	}
+	if s.db == nil {
+		return false, "opening the store and replaying its write-ahead log"
+	}
+	return false, "not serving: starting or shutting down"
+}
+
+// shutdown stops in order: the OTLP listeners first, letting in-flight
+// exports finish, then queries, draining open streams for a while, then
+// storage, which flushes what is buffered; the HTTP port last, so that
+// health checks and metrics answer throughout. It is safe to call twice.
+func (s *server) shutdown() error {
+	s.shutdownOnce.Do(func() {
+		s.ready.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		var errs []error
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); s.otlp.GracefulStop() }()
+		if s.otlpHTTP != nil {
+			if err := s.otlpHTTP.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop OTLP/HTTP: %w", err))
+				s.otlpHTTP.Close()
+			}
+		}
+		wg.Wait()
+		drained := make(chan struct{})
+		go func() { s.query.GracefulStop(); close(drained) }()
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			s.query.Stop()
+			<-drained
+		}
+		errs = append(errs, s.db.Close())
+		if s.admin != nil {
+			s.admin.Close()
+		}
+		s.shutdownErr = errors.Join(errs...)
+	})
+	return s.shutdownErr
 }

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 const (
@@ -47,7 +48,8 @@ var ErrClosed = errors.New("wal: closed")
 
 // Log is an open write-ahead log.
 type Log struct {
-	dir string
+	dir    string
+	onSync func(time.Duration) // told each group sync's latency; may be nil
 
 	mu      sync.Mutex
 	wake    *sync.Cond
@@ -78,8 +80,10 @@ func (w Waiter) Wait() error {
 }
 
 // Open opens the log in dir, creating dir if needed. Existing segments are
-// left for Replay; new records go to a segment after all of them.
-func Open(dir string) (*Log, error) {
+// left for Replay; new records go to a segment after all of them. onSync, if
+// not nil, is told the latency of every sync that makes a group of appends
+// durable.
+func Open(dir string, onSync func(time.Duration)) (*Log, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create wal dir: %w", err)
 	}
@@ -87,7 +91,7 @@ func Open(dir string) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, seg: 1, stopped: make(chan struct{})}
+	l := &Log{dir: dir, onSync: onSync, seg: 1, stopped: make(chan struct{})}
 	if len(segs) > 0 {
 		l.seg = segs[len(segs)-1] + 1
 	}
@@ -233,7 +237,12 @@ func (l *Log) write(batches []*batch) error {
 			return fmt.Errorf("write wal segment: %w", err)
 		}
 	}
-	return syncFile(l.f)
+	start := time.Now()
+	err := syncFile(l.f)
+	if l.onSync != nil {
+		l.onSync(time.Since(start))
+	}
+	return err
 }
 
 func (l *Log) create(seg uint64) error {

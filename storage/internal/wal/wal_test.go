@@ -32,7 +32,7 @@ func replayAll(t testing.TB, l *Log, after uint64) []rec {
 
 func TestAppendRotateReplay(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir)
+	l, err := Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestAppendRotateReplay(t *testing.T) {
 		t.Fatalf("Append after Close: %v", err)
 	}
 
-	l, err = Open(dir)
+	l, err = Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestAppendRotateReplay(t *testing.T) {
 
 func TestTornTailIsTruncated(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir)
+	l, err := Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestTornTailIsTruncated(t *testing.T) {
 		if err := os.WriteFile(path, full[:cut], 0o644); err != nil {
 			t.Fatal(err)
 		}
-		l, _ := Open(dir)
+		l, _ := Open(dir, nil)
 		got := replayAll(t, l, 0)
 		l.Close()
 		if len(got) != 2 {
@@ -125,7 +125,7 @@ func TestTornTailIsTruncated(t *testing.T) {
 	bad := bytes.Clone(full)
 	bad[len(bad)-1] ^= 1
 	os.WriteFile(path, bad, 0o644)
-	l, _ = Open(dir)
+	l, _ = Open(dir, nil)
 	defer l.Close()
 	if got := replayAll(t, l, 0); len(got) != 2 {
 		t.Fatalf("corrupt tail: replayed %v", got)
@@ -143,7 +143,7 @@ func FuzzReplay(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d%s", 1, suffix)), seg, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		l, err := Open(dir)
+		l, err := Open(dir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

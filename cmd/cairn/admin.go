@@ -1,0 +1,61 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// adminHandler serves cairn's HTTP port: Prometheus metrics, Go's
+// profiler, liveness and readiness.
+func adminHandler(reg *prometheus.Registry, ready func() (bool, string)) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "alive")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		fmt.Fprintln(w, why)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "cairn\n\n/metrics        Prometheus metrics\n/debug/pprof/   Go profiles\n/healthz        alive\n/readyz         ready to take requests\n")
+	})
+	return mux
+}
+
+// denyPlain refuses a request to the HTTP port in plain text.
+func denyPlain(w http.ResponseWriter, _ *http.Request, msg string) {
+	http.Error(w, msg, http.StatusUnauthorized)
+}
+
+// registerProcessMetrics registers what every cairn process reports: the Go
+// runtime, the process, its build, and cs.
+func registerProcessMetrics(reg *prometheus.Registry, cs ...prometheus.Collector) error {
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "cairn_build_info",
+		Help:        "Always 1; its labels name the build.",
+		ConstLabels: prometheus.Labels{"version": cairnVersion(), "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	cs = append(cs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build)
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}
