@@ -16,9 +16,9 @@ func (db *DB) Metrics() prometheus.Collector { return db.metrics }
 type metrics struct {
 	db *DB
 
-	walSync     prometheus.Histogram
-	cut         prometheus.Histogram
-	cutSpans    prometheus.Counter
+	walSync      prometheus.Histogram
+	cut          prometheus.Histogram
+	cutSpans     prometheus.Counter
 	recompressed prometheus.Counter
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
