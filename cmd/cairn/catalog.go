@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,15 +36,10 @@ func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReader
 }
 
 func servicesCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("services", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("services")
 	qf := addQueryFlags(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("services takes no arguments, got %q", pos)
 	}
 	ctx, client, done, err := qf.connect()
 	if err != nil {
@@ -63,16 +57,12 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func operationsCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("operations", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("operations")
 	qf := addQueryFlags(fs)
 	kind := fs.String("kind", "", "only operations of this span kind: server, client, producer, consumer or internal")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("usage: cairn operations SERVICE [--addr HOST:PORT] [--kind KIND]")
 	}
 	ctx, client, done, err := qf.connect()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -63,8 +62,7 @@ type searchResult struct {
 }
 
 func searchCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("search", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("search")
 	qf := addQueryFlags(fs)
 	service := fs.String("service", "", "spans of this service")
 	operation := fs.String("operation", "", "spans with this name (needs --service)")
@@ -78,15 +76,11 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	end := fs.String("end", "", "spans that started at or before this RFC 3339 time")
 	limit := fs.Int("limit", 20, "most traces to list, the most recent first")
 	format := fs.String("format", "table", "output format: table or json")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("search takes no arguments, got %q", pos)
-	}
 	if *format != "table" && *format != "json" {
-		return fmt.Errorf("unknown format %q: want table or json", *format)
+		return usagef("unknown format %q: want table or json", *format)
 	}
 	q := &jaegerpb.TraceQueryParameters{ServiceName: *service, OperationName: *operation, Attributes: attrs, SearchDepth: int32(*limit)}
 	if *errorsOnly {
@@ -100,7 +94,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case *since > 0 && (*start != "" || *end != ""):
-		return errors.New("give --since or --start/--end, not both")
+		return usagef("give --since or --start/--end, not both")
 	case *since > 0:
 		now := time.Now()
 		q.StartTimeMin, q.StartTimeMax = timestamppb.New(now.Add(-*since)), timestamppb.New(now)
@@ -114,7 +108,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 			}
 			t, err := time.Parse(time.RFC3339Nano, b.s)
 			if err != nil {
-				return fmt.Errorf("time %q is not RFC 3339", b.s)
+				return usagef("time %q is not RFC 3339", b.s)
 			}
 			*b.dst = timestamppb.New(t)
 		}

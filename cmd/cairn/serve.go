@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,9 +39,8 @@ type serverConfig struct {
 	otlpOptions     []grpc.ServerOption // extra options of the OTLP server
 }
 
-func serveCmd(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func serveCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve")
 	var cfg serverConfig
 	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the store")
 	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
@@ -54,12 +52,8 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", pos)
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget

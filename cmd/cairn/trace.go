@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -16,28 +15,19 @@ import (
 )
 
 func traceCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("trace")
 	qf := addQueryFlags(fs)
 	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cairn trace TRACE_ID_HEX [--addr HOST:PORT] [--format waterfall|otlp-json]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("trace takes exactly one trace ID")
-	}
 	id, err := hex.DecodeString(pos[0])
 	if err != nil || len(id) != 16 {
-		return fmt.Errorf("trace ID %q is not 32 hex digits", pos[0])
+		return usagef("trace ID %q is not 32 hex digits", pos[0])
 	}
 	if *format != "waterfall" && *format != "otlp-json" {
-		return fmt.Errorf("unknown format %q: want waterfall or otlp-json", *format)
+		return usagef("unknown format %q: want waterfall or otlp-json", *format)
 	}
 
 	ctx, client, done, err := qf.connect()
