@@ -19,10 +19,13 @@ type queryFlags struct {
 
 func addQueryFlags(fs *flag.FlagSet) queryFlags {
 	return queryFlags{
-		addr:    fs.String("addr", "localhost:17271", "query address of a cairn (or any jaeger.storage.v2) server"),
+		addr:    fs.String("addr", "localhost:"+defaultQueryPort, "query address of a cairn (or any jaeger.storage.v2) server"),
 		timeout: fs.Duration("timeout", 30*time.Second, "give up after this long"),
 	}
 }
+
+// rpcError says in one line why a call to the server failed.
+func (qf queryFlags) rpcError(err error) error { return rpcError(*qf.addr, *qf.timeout, err) }
 
 // connect returns a TraceReader client of the server and a context bounded
 // by the timeout; done releases both.
@@ -48,7 +51,7 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	resp, err := client.GetServices(ctx, &jaegerpb.GetServicesRequest{})
 	if err != nil {
-		return fmt.Errorf("list services: %w", err)
+		return qf.rpcError(err)
 	}
 	for _, s := range resp.GetServices() {
 		fmt.Fprintln(stdout, s)
@@ -71,7 +74,7 @@ func operationsCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	resp, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: pos[0], SpanKind: *kind})
 	if err != nil {
-		return fmt.Errorf("list operations: %w", err)
+		return qf.rpcError(err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tOPERATION")

@@ -2,8 +2,15 @@ package main
 
 import (
 	"bytes"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // cairn runs the command line as main does and returns what it printed and
@@ -63,6 +70,74 @@ func TestUsageErrors(t *testing.T) {
 		out, errOut, exit := cairn(tc.args...)
 		if want := "cairn: " + tc.want + "\n"; exit != 2 || out != "" || errOut != want {
 			t.Errorf("cairn %s: exit %d, stdout %q, stderr\n%s\nwant\n%s", strings.Join(tc.args, " "), exit, out, errOut, want)
+		}
+	}
+}
+
+func TestRPCErrorMessages(t *testing.T) {
+	const addr = "localhost:17271"
+	for _, tc := range []struct {
+		code codes.Code
+		msg  string
+		want string
+	}{
+		{codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:17271: connect: connection refused"`,
+			"cannot reach cairn at localhost:17271 (connection refused); is 'cairn serve' running? (--addr sets the address)"},
+		{codes.Unavailable, "name resolver error: produced zero addresses",
+			"cannot reach cairn at localhost:17271 (no such host); is 'cairn serve' running? (--addr sets the address)"},
+		{codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial tcp 10.0.0.1:17271: i/o timeout"`,
+			"cannot reach cairn at localhost:17271 (i/o timeout); is 'cairn serve' running? (--addr sets the address)"},
+		{codes.DeadlineExceeded, "context deadline exceeded while waiting for connections to become ready",
+			"cannot reach cairn at localhost:17271 (no connection within 30s); is 'cairn serve' running? (--addr sets the address)"},
+		{codes.Unavailable, `connection error: desc = "error reading server preface: http2: failed reading the frame payload: http2: frame too large, note that the frame header looked like an HTTP/1.1 header"`,
+			"localhost:17271 is not a cairn query port (it does not speak gRPC); the query port is 17271 by default"},
+		{codes.Unimplemented, "unknown service jaeger.storage.v2.TraceReader",
+			"localhost:17271 is not a cairn query port (it does not serve jaeger.storage.v2); the query port is 17271 by default"},
+		{codes.InvalidArgument, "operation_name needs service_name", "operation_name needs service_name"},
+		{codes.NotFound, "no such thing", "no such thing"},
+		{codes.FailedPrecondition, "not yet", "not yet"},
+		{codes.Unauthenticated, "missing token", "localhost:17271 refused the request: missing token (pass a query token with --token-file)"},
+		{codes.PermissionDenied, "wrong token", "localhost:17271 refused the request: wrong token (pass a query token with --token-file)"},
+		{codes.DeadlineExceeded, "context deadline exceeded", "no answer from localhost:17271 within 30s (--timeout)"},
+		{codes.Unavailable, "list services: pebble: closed", "localhost:17271 failed the request: list services: pebble: closed"},
+		{codes.Internal, "read trace 01: corrupt", "localhost:17271 failed the request: read trace 01: corrupt"},
+	} {
+		if got := rpcError(addr, 30*time.Second, status.Error(tc.code, tc.msg)).Error(); got != tc.want {
+			t.Errorf("%v %q:\n got %s\nwant %s", tc.code, tc.msg, got, tc.want)
+		}
+	}
+}
+
+// TestReadingCommandsExplainFailures points every reading command at a
+// closed port, at an OTLP port and at an HTTP/1 server, and checks each says
+// so in one line and exits with status 1.
+func TestReadingCommandsExplainFailures(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	web := httptest.NewServer(http.NotFoundHandler())
+	defer web.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := lis.Addr().String()
+	lis.Close()
+	otlp, http1 := s.otlpAddr.String(), web.Listener.Addr().String()
+	for addr, want := range map[string]string{
+		closed: "cannot reach cairn at " + closed + " (connection refused); is 'cairn serve' running? (--addr sets the address)",
+		otlp:   otlp + " is not a cairn query port (it does not serve jaeger.storage.v2); the query port is 17271 by default",
+		http1:  http1 + " is not a cairn query port (it does not speak gRPC); the query port is 17271 by default",
+	} {
+		for _, args := range [][]string{
+			{"trace", "4bf92f3577b34da6a3ce929d0e0e4736"},
+			{"search", "--service", "frontend"},
+			{"services"},
+			{"operations", "frontend"},
+		} {
+			out, errOut, exit := cairn(append(args, "--addr", addr)...)
+			if exit != 1 || out != "" || errOut != "cairn: "+want+"\n" {
+				t.Errorf("cairn %s --addr %s: exit %d, stdout %q, stderr\n%s", strings.Join(args, " "), addr, exit, out, errOut)
+			}
 		}
 	}
 }

@@ -121,7 +121,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	stream, err := client.FindTraceSummaries(ctx, &jaegerpb.FindTraceSummariesRequest{Query: q})
 	if err != nil {
-		return fmt.Errorf("search: %w", err)
+		return qf.rpcError(err)
 	}
 	var results []searchResult
 	for {
@@ -130,7 +130,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("search: %w", err)
+			return qf.rpcError(err)
 		}
 		for _, s := range resp.Summaries {
 			dur := 0.0

@@ -44,7 +44,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	var cfg serverConfig
 	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the store")
 	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
-	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
+	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:"+defaultQueryPort, "query (jaeger.storage.v2) listen address")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")

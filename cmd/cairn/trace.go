@@ -37,7 +37,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	td, err := fetchTrace(ctx, client, id)
 	if err != nil {
-		return fmt.Errorf("get trace from %s: %w", *qf.addr, err)
+		return qf.rpcError(err)
 	}
 	if len(td.ResourceSpans) == 0 {
 		return fmt.Errorf("trace %s not found", pos[0])
