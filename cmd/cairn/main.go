@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 )
 
 // command is one of cairn's subcommands.
@@ -193,4 +194,26 @@ func writeUsage(w io.Writer, c command, fs *flag.FlagSet) {
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
+}
+
+// refuseNegative refuses a negative value of any of the named int, int64 or
+// duration flags of fs, which would otherwise be taken as their default or
+// as zero.
+func refuseNegative(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		f := fs.Lookup(name)
+		var negative bool
+		switch v := f.Value.(flag.Getter).Get().(type) {
+		case int:
+			negative = v < 0
+		case int64:
+			negative = v < 0
+		case time.Duration:
+			negative = v < 0
+		}
+		if negative {
+			return usagef("--%s %s is negative", name, f.Value)
+		}
+	}
+	return nil
 }

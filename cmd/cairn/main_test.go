@@ -2,9 +2,13 @@ package main
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +143,87 @@ func TestReadingCommandsExplainFailures(t *testing.T) {
 				t.Errorf("cairn %s --addr %s: exit %d, stdout %q, stderr\n%s", strings.Join(args, " "), addr, exit, out, errOut)
 			}
 		}
+	}
+}
+
+// listenCounting listens on loopback for commands that must not connect.
+// connections closes the listener and returns how many connections were
+// made to it.
+func listenCounting(t *testing.T) (addr string, connections func() int) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis.Addr().String(), func() int {
+		defer lis.Close()
+		// Connections are accepted in the order they were made: those
+		// before this one are the command's.
+		own, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer own.Close()
+		for n := 0; ; n++ {
+			c, err := lis.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			if c.RemoteAddr().String() == own.LocalAddr().String() {
+				return n
+			}
+		}
+	}
+}
+
+// TestNonsenseRefused checks that flag values that mean nothing are refused
+// in one line before anything is dialled, listened on or created.
+func TestNonsenseRefused(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"search", "--since", "-1h"}, "--since -1h0m0s is negative"},
+		{[]string{"search", "--start", "2026-11-21T11:00:00Z", "--end", "2026-11-21T10:00:00Z"},
+			"--start 2026-11-21T11:00:00Z is after --end 2026-11-21T10:00:00Z"},
+		{[]string{"search", "--start", "yesterday"}, `--start "yesterday" is not an RFC 3339 time such as 2026-11-21T10:00:00Z`},
+		{[]string{"search", "--since", "1h", "--end", "2026-11-21T10:00:00Z"}, "give --since or --start/--end, not both"},
+		{[]string{"search", "--limit", "0"}, "--limit 0 is under the minimum of 1"},
+		{[]string{"search", "--limit", "5000"}, "--limit 5000 is over the maximum of 1000"},
+		{[]string{"search", "--min-duration", "-5ms"}, "--min-duration -5ms is negative"},
+		{[]string{"search", "--max-duration", "-1s"}, "--max-duration -1s is negative"},
+		{[]string{"search", "--min-duration", "2s", "--max-duration", "1s"}, "--min-duration 2s is over --max-duration 1s"},
+		{[]string{"search", "--operation", "Charge"}, "--operation needs --service: operations are looked up within a service"},
+		{[]string{"search", "--format", "xml"}, `unknown format "xml": want table or json`},
+		{[]string{"trace", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
+		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "yaml"}, `unknown format "yaml": want waterfall or otlp-json`},
+		{[]string{"serve", "--otlp-max-request-bytes", "0"}, "--otlp-max-request-bytes 0 is not positive"},
+		{[]string{"serve", "--retention", "-24h"}, "--retention -24h0m0s is not positive"},
+		{[]string{"serve", "--retention", "0"}, "--retention 0s is not positive"},
+		{[]string{"serve", "--max-disk-bytes", "-1"}, "--max-disk-bytes -1 is negative"},
+		{[]string{"serve", "--memory-limit-mib", "-352"}, "--memory-limit-mib -352 is negative"},
+		{[]string{"serve", "--flush-interval", "-10s"}, "--flush-interval -10s is negative"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			addr, connections := listenCounting(t)
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := append(tc.args, "--addr", addr)
+			if tc.args[0] == "serve" {
+				args = append(tc.args, "--data-dir", dataDir, "--otlp-grpc-addr", addr, "--query-addr", addr)
+			}
+			var out, errOut bytes.Buffer
+			err := run(args, &out, &errOut)
+			var usage usageError
+			if err == nil || err.Error() != tc.want || !errors.As(err, &usage) {
+				t.Errorf("got %v, want usage error %q", err, tc.want)
+			}
+			if n := connections(); n != 0 {
+				t.Errorf("%d connections made", n)
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("data directory created: %v", err)
+			}
+		})
 	}
 }

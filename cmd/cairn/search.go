@@ -50,6 +50,10 @@ func typedValue(v string) *jaegerpb.AnyValue {
 	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
 }
 
+// maxSearchLimit is the most traces a cairn search returns: more than that
+// the server would silently cut.
+const maxSearchLimit = 1000
+
 // searchResult is one line of `cairn search --format json`.
 type searchResult struct {
 	TraceID       string  `json:"trace_id"`
@@ -79,8 +83,20 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
+	if err := refuseNegative(fs, "since", "min-duration", "max-duration"); err != nil {
+		return err
+	}
+	switch {
+	case *format != "table" && *format != "json":
 		return usagef("unknown format %q: want table or json", *format)
+	case *limit < 1:
+		return usagef("--limit %d is under the minimum of 1", *limit)
+	case *limit > maxSearchLimit:
+		return usagef("--limit %d is over the maximum of %d", *limit, maxSearchLimit)
+	case *maxDur > 0 && *minDur > *maxDur:
+		return usagef("--min-duration %v is over --max-duration %v", *minDur, *maxDur)
+	case *operation != "" && *service == "":
+		return usagef("--operation needs --service: operations are looked up within a service")
 	}
 	q := &jaegerpb.TraceQueryParameters{ServiceName: *service, OperationName: *operation, Attributes: attrs, SearchDepth: int32(*limit)}
 	if *errorsOnly {
@@ -100,17 +116,20 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 		q.StartTimeMin, q.StartTimeMax = timestamppb.New(now.Add(-*since)), timestamppb.New(now)
 	default:
 		for _, b := range []struct {
-			s   string
-			dst **timestamppb.Timestamp
-		}{{*start, &q.StartTimeMin}, {*end, &q.StartTimeMax}} {
+			flag, s string
+			dst     **timestamppb.Timestamp
+		}{{"start", *start, &q.StartTimeMin}, {"end", *end, &q.StartTimeMax}} {
 			if b.s == "" {
 				continue
 			}
 			t, err := time.Parse(time.RFC3339Nano, b.s)
 			if err != nil {
-				return usagef("time %q is not RFC 3339", b.s)
+				return usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", b.flag, b.s)
 			}
 			*b.dst = timestamppb.New(t)
+		}
+		if *start != "" && *end != "" && q.StartTimeMin.AsTime().After(q.StartTimeMax.AsTime()) {
+			return usagef("--start %s is after --end %s", *start, *end)
 		}
 	}
 

@@ -55,6 +55,15 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
+	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval"); err != nil {
+		return err
+	}
+	switch {
+	case cfg.maxRequest <= 0:
+		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
+	case cfg.retention <= 0: // storage would take zero for its default
+		return usagef("--retention %v is not positive", cfg.retention)
+	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
 	// and not. The limit is soft: past it the collector works harder, it never
