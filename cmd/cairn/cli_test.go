@@ -95,6 +95,21 @@ func TestTraceCommandWaterfall(t *testing.T) {
 		t.Errorf("orphan listed before the tree:\n%s", got)
 	}
 
+	// The header says what --max-spans left out, and the last line sums it up.
+	out.Reset()
+	if err := run([]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-spans", "2", "--addr", s.queryAddr.String()}, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	for _, want := range []string{
+		"(showing 2 spans: 3 past --max-spans 2; --max-spans 0 shows all)",
+		"… 3 more spans",
+		"(--max-spans 2)  ✗ 1 error",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("waterfall with --max-spans 2 lacks %q:\n%s", want, out.String())
+		}
+	}
+
 	err = run([]string{"trace", "--addr", s.queryAddr.String(), "00000000000000000000000000000001"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("unknown trace: %v", err)

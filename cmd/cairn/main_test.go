@@ -198,6 +198,8 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"search", "--format", "xml"}, `unknown format "xml": want table or json`},
 		{[]string{"trace", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "yaml"}, `unknown format "yaml": want waterfall or otlp-json`},
+		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-spans", "-1"}, "--max-spans -1 is negative"},
+		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--depth", "-2"}, "--depth -2 is negative"},
 		{[]string{"serve", "--otlp-max-request-bytes", "0"}, "--otlp-max-request-bytes 0 is not positive"},
 		{[]string{"serve", "--retention", "-24h"}, "--retention -24h0m0s is not positive"},
 		{[]string{"serve", "--retention", "0"}, "--retention 0s is not positive"},

@@ -18,6 +18,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("trace")
 	qf := addQueryFlags(fs)
 	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
+	wf := addWaterfallFlags(fs)
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -28,6 +29,9 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if *format != "waterfall" && *format != "otlp-json" {
 		return usagef("unknown format %q: want waterfall or otlp-json", *format)
+	}
+	if err := refuseNegative(fs, "max-spans", "depth"); err != nil {
+		return err
 	}
 
 	ctx, client, done, err := qf.connect()
@@ -45,7 +49,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	if *format == "otlp-json" {
 		return writeOTLPJSON(stdout, td)
 	}
-	return writeWaterfall(stdout, td)
+	return writeWaterfall(stdout, td, *wf)
 }
 
 // dialQuery connects to a query port. Chunks are at most 4 MiB, but a single
