@@ -38,7 +38,7 @@ func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReader
 	return ctx, jaegerpb.NewTraceReaderClient(conn), func() { cancel(); conn.Close() }, nil
 }
 
-func servicesCmd(args []string, stdout, stderr io.Writer) error {
+func servicesCmd(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("services")
 	qf := addQueryFlags(fs)
 	if _, err := parseFlags(fs, args, stdout); err != nil {
@@ -59,7 +59,7 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func operationsCmd(args []string, stdout, stderr io.Writer) error {
+func operationsCmd(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("operations")
 	qf := addQueryFlags(fs)
 	kind := fs.String("kind", "", "only operations of this span kind: server, client, producer, consumer or internal")

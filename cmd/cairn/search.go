@@ -65,7 +65,7 @@ type searchResult struct {
 	Errors        int32   `json:"errors"`
 }
 
-func searchCmd(args []string, stdout, stderr io.Writer) error {
+func searchCmd(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("search")
 	qf := addQueryFlags(fs)
 	service := fs.String("service", "", "spans of this service")

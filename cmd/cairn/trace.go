@@ -14,7 +14,7 @@ import (
 	"cairn/query/jaegerpb"
 )
 
-func traceCmd(args []string, stdout, stderr io.Writer) error {
+func traceCmd(args []string, stdout, _ io.Writer) error {
 	fs := newFlagSet("trace")
 	qf := addQueryFlags(fs)
 	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
