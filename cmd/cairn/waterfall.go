@@ -93,79 +93,19 @@ type wfLine struct {
 // roots, marked as orphans. What opts leaves out is summed up in lines of
 // its own, errors included, and named in the header.
 func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) error {
-	var spans []*wfSpan
-	byID := map[string]*wfSpan{}
-	services := map[string]bool{}
-	for _, rs := range td.ResourceSpans {
-		svc := serviceName(rs)
-		services[svc] = true
-		for _, ss := range rs.ScopeSpans {
-			for _, s := range ss.Spans {
-				n := &wfSpan{span: s, service: svc}
-				spans = append(spans, n)
-				byID[string(s.SpanId)] = n
-			}
-		}
-	}
+	spans, roots, services := spanTree(td)
 	if len(spans) == 0 {
 		return nil
 	}
-	var roots []*wfSpan
 	var whole tally
 	for _, n := range spans {
 		whole.add(own(n.span))
-		parent, ok := byID[string(n.span.ParentSpanId)]
-		switch {
-		case len(n.span.ParentSpanId) == 0:
-			roots = append(roots, n)
-		case ok && parent != n:
-			parent.children = append(parent.children, n)
-		default:
-			n.orphan = true
-			roots = append(roots, n)
-		}
 	}
-	byStart := func(a, b *wfSpan) int {
-		if a.orphan != b.orphan {
-			if a.orphan {
-				return 1
-			}
-			return -1
-		}
-		return cmp.Compare(a.span.StartTimeUnixNano, b.span.StartTimeUnixNano)
-	}
-	slices.SortStableFunc(roots, byStart)
-	for _, n := range spans {
-		slices.SortStableFunc(n.children, byStart)
-	}
-	// Every span has one parent, so what hangs from the roots is a forest.
-	shapes := map[string]int{}
-	for _, r := range roots {
-		measure(r, shapes)
-	}
-	// A span not measured yet is in a cycle of parent IDs, or below one.
-	// Each cycle is cut above a span of it, which is listed as a root.
-	for _, n := range spans {
-		if n.subtree.spans > 0 {
-			continue
-		}
-		up := map[*wfSpan]bool{}
-		for !up[n] {
-			up[n] = true
-			n = byID[string(n.span.ParentSpanId)]
-		}
-		parent := byID[string(n.span.ParentSpanId)]
-		parent.children = slices.DeleteFunc(parent.children, func(c *wfSpan) bool { return c == n })
-		n.cycle = true
-		measure(n, shapes)
-		roots = append(roots, n)
-	}
-
 	l := &wfLayout{opts: opts}
 	l.siblings(roots, "", 1)
 	lines, shown := l.cut()
 
-	fmt.Fprintf(w, "trace %x  %s  %s  %s ms", spans[0].span.TraceId, count(len(spans), "span"), count(len(services), "service"), ms(whole.to-whole.from))
+	fmt.Fprintf(w, "trace %x  %s  %s  %s ms", spans[0].span.TraceId, count(len(spans), "span"), count(services, "service"), ms(whole.to-whole.from))
 	if whole.errors > 0 {
 		fmt.Fprintf(w, "  %s", count(whole.errors, "error"))
 	}
@@ -214,6 +154,73 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 		fmt.Fprintln(w)
 	}
 	return nil
+}
+
+// spanTree returns the spans of a trace, the roots of their tree by parent,
+// children in order of start and every subtree measured, and the number of
+// services.
+func spanTree(td *tracepb.TracesData) (spans, roots []*wfSpan, services int) {
+	byID := map[string]*wfSpan{}
+	names := map[string]bool{}
+	for _, rs := range td.ResourceSpans {
+		svc := serviceName(rs)
+		names[svc] = true
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				n := &wfSpan{span: s, service: svc}
+				spans = append(spans, n)
+				byID[string(s.SpanId)] = n
+			}
+		}
+	}
+	for _, n := range spans {
+		parent, ok := byID[string(n.span.ParentSpanId)]
+		switch {
+		case len(n.span.ParentSpanId) == 0:
+			roots = append(roots, n)
+		case ok && parent != n:
+			parent.children = append(parent.children, n)
+		default:
+			n.orphan = true
+			roots = append(roots, n)
+		}
+	}
+	byStart := func(a, b *wfSpan) int {
+		if a.orphan != b.orphan {
+			if a.orphan {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Compare(a.span.StartTimeUnixNano, b.span.StartTimeUnixNano)
+	}
+	slices.SortStableFunc(roots, byStart)
+	for _, n := range spans {
+		slices.SortStableFunc(n.children, byStart)
+	}
+	// Every span has one parent, so what hangs from the roots is a forest.
+	shapes := map[string]int{}
+	for _, r := range roots {
+		measure(r, shapes)
+	}
+	// A span not measured yet is in a cycle of parent IDs, or below one.
+	// Each cycle is cut above a span of it, which is listed as a root.
+	for _, n := range spans {
+		if n.subtree.spans > 0 {
+			continue
+		}
+		up := map[*wfSpan]bool{}
+		for !up[n] {
+			up[n] = true
+			n = byID[string(n.span.ParentSpanId)]
+		}
+		parent := byID[string(n.span.ParentSpanId)]
+		parent.children = slices.DeleteFunc(parent.children, func(c *wfSpan) bool { return c == n })
+		n.cycle = true
+		measure(n, shapes)
+		roots = append(roots, n)
+	}
+	return spans, roots, len(names)
 }
 
 // measure fills in the shape and tally of n's subtree. Shapes are numbered
