@@ -49,7 +49,10 @@ type DB struct {
 	// harder than idx's, which keeps small blocks and fast compression.
 	spans *pebble.DB
 	wal   *wal.Log
-	dict  *dictCache
+	// lock keeps other processes off dir while the DB is open; nil where
+	// the platform has no flock.
+	lock *os.File
+	dict *dictCache
 	// groups numbers the (resource, scope) pairs fragments refer to.
 	groups *groupTable
 	// resources maps resource attributes to the resources that have them.
@@ -102,9 +105,14 @@ func Open(dir string, o *Options) (*DB, error) {
 	if _, err := os.Stat(filepath.Join(dir, "pebble")); err == nil {
 		return nil, fmt.Errorf("%s holds a store of format version 2 or older; this cairn reads version %d", dir, FormatVersion)
 	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
 	db := &DB{
 		opts:         opts,
 		dir:          dir,
+		lock:         lock,
 		dict:         newDictCache(),
 		groups:       newGroupTable(),
 		resources:    newResourceIndex(),
@@ -120,9 +128,8 @@ func Open(dir string, o *Options) (*DB, error) {
 	// Both stores share one block cache, sized by Options.CacheBytes.
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	var err error
 	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), indexOptions(opts, cache)); err != nil {
-		return nil, fmt.Errorf("open index store: %w", err)
+		return nil, errors.Join(fmt.Errorf("open index store: %w", err), db.closeStores())
 	}
 	if db.spans, err = pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts, cache)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open spans store: %w", err), db.closeStores())
@@ -411,7 +418,8 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log
-// and both Pebble stores. It is safe to call more than once.
+// and both Pebble stores, and releases the data directory last. It is safe to
+// call more than once.
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		db.mu.Lock()
@@ -426,6 +434,8 @@ func (db *DB) Close() error {
 	return db.closeErr
 }
 
+// closeStores closes what Open opened: the write-ahead log, both Pebble
+// stores, and last the directory's lock.
 func (db *DB) closeStores() error {
 	var errs []error
 	if db.wal != nil {
@@ -435,6 +445,10 @@ func (db *DB) closeStores() error {
 		if p != nil {
 			errs = append(errs, p.Close())
 		}
+	}
+	// Only once nothing writes to the directory may another process take it.
+	if db.lock != nil {
+		errs = append(errs, db.lock.Close())
 	}
 	return errors.Join(errs...)
 }

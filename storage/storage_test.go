@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -403,5 +404,38 @@ func TestFragmentRow(t *testing.T) {
 	want := index.Row{TraceID: TraceID{1}, MinStart: 10, MaxStart: 70, MaxEnd: 120, Spans: 3, Errors: 1, Split: true}
 	if got != want {
 		t.Fatalf("row %+v, want %+v", got, want)
+	}
+}
+
+// TestOpenRefusesDirectoryInUse opens a directory twice: the second Open
+// names the holder, and once the first DB is closed the directory opens
+// again.
+func TestOpenRefusesDirectoryInUse(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.lock == nil {
+		db.Close()
+		t.Skip("no flock on this platform")
+	}
+	_, err = Open(dir, nil)
+	want := fmt.Sprintf("data directory %s is in use by another cairn (pid %d)", dir, os.Getpid())
+	if !errors.Is(err, ErrLocked) || err.Error() != want {
+		t.Fatalf("second Open: %v, want %q", err, want)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	db, err = Open(dir, nil)
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -22,8 +21,7 @@ import (
 )
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench")
 	var o bench.Options
 	fs.StringVar(&o.Target, "target", "", "OTLP/gRPC endpoint HOST:PORT to benchmark; empty starts an embedded cairn on a temporary directory")
 	fs.StringVar(&o.Reader, "reader", "", "jaeger.storage.v2 endpoint HOST:PORT of the target, to measure reads too")
@@ -38,12 +36,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.Queries, "queries", 300, "reads timed per trace-size class and per search shape")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("bench takes no arguments, got %q", pos)
 	}
 	if o.Reader != "" && o.Target == "" {
 		return errors.New("--reader needs --target: the embedded cairn is its own reader")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,10 +19,13 @@ type queryFlags struct {
 
 func addQueryFlags(fs *flag.FlagSet) queryFlags {
 	return queryFlags{
-		addr:    fs.String("addr", "localhost:17271", "query address of a cairn (or any jaeger.storage.v2) server"),
+		addr:    fs.String("addr", "localhost:"+defaultQueryPort, "query address of a cairn (or any jaeger.storage.v2) server"),
 		timeout: fs.Duration("timeout", 30*time.Second, "give up after this long"),
 	}
 }
+
+// rpcError says in one line why a call to the server failed.
+func (qf queryFlags) rpcError(err error) error { return rpcError(*qf.addr, *qf.timeout, err) }
 
 // connect returns a TraceReader client of the server and a context bounded
 // by the timeout; done releases both.
@@ -36,16 +38,11 @@ func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReader
 	return ctx, jaegerpb.NewTraceReaderClient(conn), func() { cancel(); conn.Close() }, nil
 }
 
-func servicesCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("services", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func servicesCmd(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("services")
 	qf := addQueryFlags(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("services takes no arguments, got %q", pos)
 	}
 	ctx, client, done, err := qf.connect()
 	if err != nil {
@@ -54,7 +51,7 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	resp, err := client.GetServices(ctx, &jaegerpb.GetServicesRequest{})
 	if err != nil {
-		return fmt.Errorf("list services: %w", err)
+		return qf.rpcError(err)
 	}
 	for _, s := range resp.GetServices() {
 		fmt.Fprintln(stdout, s)
@@ -62,17 +59,13 @@ func servicesCmd(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func operationsCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("operations", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func operationsCmd(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("operations")
 	qf := addQueryFlags(fs)
 	kind := fs.String("kind", "", "only operations of this span kind: server, client, producer, consumer or internal")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("usage: cairn operations SERVICE [--addr HOST:PORT] [--kind KIND]")
 	}
 	ctx, client, done, err := qf.connect()
 	if err != nil {
@@ -81,7 +74,7 @@ func operationsCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	resp, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: pos[0], SpanKind: *kind})
 	if err != nil {
-		return fmt.Errorf("list operations: %w", err)
+		return qf.rpcError(err)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tOPERATION")

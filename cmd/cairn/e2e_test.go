@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"cairn/internal/otlptest"
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
+	"cairn/storage"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -271,5 +274,19 @@ func TestVisibleOnAcknowledgement(t *testing.T) {
 	})
 	if err != nil || len(resp.TraceIds) != 1 {
 		t.Fatalf("search right after the acknowledgement: %v, %v", resp, err)
+	}
+}
+
+// TestSecondServerOnDataDir starts a second server on a data directory in
+// use: it is refused in one line that names the first one's pid.
+func TestSecondServerOnDataDir(t *testing.T) {
+	dir := t.TempDir()
+	s := startTestServer(t, dir)
+	defer s.shutdown()
+	_, err := startServer(serverConfig{dataDir: dir, otlpAddr: "127.0.0.1:0", queryAddr: "127.0.0.1:0",
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	want := fmt.Sprintf("data directory %s is in use by another cairn (pid %d)", dir, os.Getpid())
+	if !errors.Is(err, storage.ErrLocked) || err.Error() != want {
+		t.Fatalf("second server: %v, want %q", err, want)
 	}
 }

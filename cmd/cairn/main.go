@@ -9,74 +9,211 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"time"
 )
 
-const usage = `cairn — an embedded distributed-tracing store
+// command is one of cairn's subcommands.
+type command struct {
+	name string
+	// args is what follows the name in the synopsis: positional arguments,
+	// then "[flags]" if the command has any.
+	args    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
 
-Usage:
-  cairn serve [flags]                  ingest OTLP/gRPC and serve queries
-  cairn trace TRACE_ID_HEX [flags]     print a trace
-  cairn search [flags]                 find traces by service, operation, attributes, duration, time
-  cairn services [flags]               list the services that sent spans
-  cairn operations SERVICE [flags]     list a service's operations and span kinds
-  cairn bench [flags]                  measure ingest, reads and searches of cairn or any OTLP endpoint
-  cairn version                        print the version and build information
+// commands lists the subcommands in the order the overview shows them. It
+// is a function rather than a variable because the commands look their own
+// synopses up in it.
+func commands() []command {
+	return []command{
+		{"serve", "[flags]", "ingest OTLP/gRPC and serve queries", serveCmd},
+		{"trace", "TRACE_ID_HEX [flags]", "print a trace", traceCmd},
+		{"search", "[flags]", "find traces by service, operation, attributes, duration, time", searchCmd},
+		{"services", "[flags]", "list the services that sent spans", servicesCmd},
+		{"operations", "SERVICE [flags]", "list a service's operations and span kinds", operationsCmd},
+		{"bench", "[flags]", "measure ingest, reads and searches of cairn or any OTLP endpoint", benchCmd},
+		{"version", "", "print the version and build information", versionCmd},
+	}
+}
 
-Run 'cairn COMMAND -h' for a command's flags.
-`
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands() {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+func (c command) synopsis() string { return strings.TrimSpace("cairn " + c.name + " " + c.args) }
+
+func writeOverview(w io.Writer) {
+	fmt.Fprint(w, "cairn — an embedded distributed-tracing store\n\nUsage:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-36s %s\n", c.synopsis(), c.summary)
+	}
+	fmt.Fprint(w, `
+Run 'cairn help COMMAND' or 'cairn COMMAND --help' for a command's flags.
+
+Exit status: 0 on success, 1 when a command fails, 2 when it is called wrongly.
+`)
+}
+
+// errNoCommand is returned by run without arguments, after the overview.
+var errNoCommand = errors.New("no command given")
+
+// usageError is a command called wrongly.
+type usageError struct {
+	command string // whose help to see; empty for cairn's own
+	err     error
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, a ...any) error { return usageError{err: fmt.Errorf(format, a...)} }
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "cairn:", err)
-		}
-		os.Exit(2)
+	os.Exit(exitStatus(run(os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
+}
+
+// exitStatus reports err on stderr, in one line and, for a command called
+// wrongly, a pointer to its help, and returns the status cairn exits with.
+func exitStatus(err error, stderr io.Writer) int {
+	var usage usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errNoCommand): // the overview said it
+		return 2
+	case errors.As(err, &usage):
+		fmt.Fprintf(stderr, "cairn: %v\nsee '%s --help'\n", err, strings.TrimSpace("cairn "+usage.command))
+		return 2
+	default:
+		fmt.Fprintln(stderr, "cairn:", err)
+		return 1
 	}
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return flag.ErrHelp
+		writeOverview(stderr)
+		return errNoCommand
 	}
-	switch args[0] {
-	case "serve":
-		return serveCmd(args[1:], stderr)
-	case "trace":
-		return traceCmd(args[1:], stdout, stderr)
-	case "search":
-		return searchCmd(args[1:], stdout, stderr)
-	case "services":
-		return servicesCmd(args[1:], stdout, stderr)
-	case "operations":
-		return operationsCmd(args[1:], stdout, stderr)
-	case "bench":
-		return benchCmd(args[1:], stdout, stderr)
-	case "version", "-version", "--version":
-		writeVersion(stdout)
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		writeOverview(stdout)
 		return nil
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown command %q", args[0])
+	case "help":
+		if len(args) == 1 {
+			writeOverview(stdout)
+			return nil
+		}
+		return run([]string{args[1], "--help"}, stdout, stderr)
+	case "-version", "--version":
+		name = "version"
 	}
+	c, ok := lookupCommand(name)
+	if !ok {
+		return usagef("unknown command %q", name)
+	}
+	err := c.run(args[1:], stdout, stderr)
+	var usage usageError
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil
+	case errors.As(err, &usage):
+		usage.command = c.name
+		return usage
+	}
+	return err
 }
 
-// parseInterspersed parses flags that may stand before, between or after
-// positional arguments, and returns the positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+// newFlagSet returns the flag set of the named command, for parseFlags. The
+// flag package itself reports nothing: it would print the whole usage after
+// every mistake.
+func newFlagSet(command string) *flag.FlagSet {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseFlags parses the arguments of the command fs belongs to, whose flags
+// may stand before, between or after its positional arguments, and returns
+// the positional arguments, as many as its synopsis names. Asked for help,
+// it prints the command's usage to stdout and returns flag.ErrHelp.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	c, _ := lookupCommand(fs.Name())
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			writeUsage(stdout, c, fs)
 			return nil, err
+		}
+		if err != nil {
+			return nil, usageError{err: err}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
-			return pos, nil
+			break
 		}
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+	var want []string
+	for _, a := range strings.Fields(c.args) {
+		if !strings.HasPrefix(a, "[") {
+			want = append(want, a)
+		}
+	}
+	switch {
+	case len(pos) == len(want):
+		return pos, nil
+	case len(want) == 0:
+		return nil, usagef("%s takes no arguments, got %q", c.name, pos)
+	case len(pos) < len(want):
+		return nil, usagef("%s needs %s", c.name, strings.Join(want[len(pos):], " "))
+	default:
+		return nil, usagef("%s takes only %s, got %q", c.name, strings.Join(want, " "), pos)
+	}
+}
+
+// writeUsage prints a command's synopsis, what it does, and its flags.
+func writeUsage(w io.Writer, c command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: %s\n\n%s%s.\n", c.synopsis(), strings.ToUpper(c.summary[:1]), c.summary[1:])
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		fmt.Fprint(w, "\nFlags:\n")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+}
+
+// refuseNegative refuses a negative value of any of the named int, int64 or
+// duration flags of fs, which would otherwise be taken as their default or
+// as zero.
+func refuseNegative(fs *flag.FlagSet, names ...string) error {
+	for _, name := range names {
+		f := fs.Lookup(name)
+		var negative bool
+		switch v := f.Value.(flag.Getter).Get().(type) {
+		case int:
+			negative = v < 0
+		case int64:
+			negative = v < 0
+		case time.Duration:
+			negative = v < 0
+		}
+		if negative {
+			return usagef("--%s %s is negative", name, f.Value)
+		}
+	}
+	return nil
 }

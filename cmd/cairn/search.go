@@ -4,7 +4,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -51,6 +50,10 @@ func typedValue(v string) *jaegerpb.AnyValue {
 	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
 }
 
+// maxSearchLimit is the most traces a cairn search returns: more than that
+// the server would silently cut.
+const maxSearchLimit = 1000
+
 // searchResult is one line of `cairn search --format json`.
 type searchResult struct {
 	TraceID       string  `json:"trace_id"`
@@ -62,9 +65,8 @@ type searchResult struct {
 	Errors        int32   `json:"errors"`
 }
 
-func searchCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("search", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func searchCmd(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("search")
 	qf := addQueryFlags(fs)
 	service := fs.String("service", "", "spans of this service")
 	operation := fs.String("operation", "", "spans with this name (needs --service)")
@@ -78,15 +80,23 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	end := fs.String("end", "", "spans that started at or before this RFC 3339 time")
 	limit := fs.Int("limit", 20, "most traces to list, the most recent first")
 	format := fs.String("format", "table", "output format: table or json")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("search takes no arguments, got %q", pos)
+	if err := refuseNegative(fs, "since", "min-duration", "max-duration"); err != nil {
+		return err
 	}
-	if *format != "table" && *format != "json" {
-		return fmt.Errorf("unknown format %q: want table or json", *format)
+	switch {
+	case *format != "table" && *format != "json":
+		return usagef("unknown format %q: want table or json", *format)
+	case *limit < 1:
+		return usagef("--limit %d is under the minimum of 1", *limit)
+	case *limit > maxSearchLimit:
+		return usagef("--limit %d is over the maximum of %d", *limit, maxSearchLimit)
+	case *maxDur > 0 && *minDur > *maxDur:
+		return usagef("--min-duration %v is over --max-duration %v", *minDur, *maxDur)
+	case *operation != "" && *service == "":
+		return usagef("--operation needs --service: operations are looked up within a service")
 	}
 	q := &jaegerpb.TraceQueryParameters{ServiceName: *service, OperationName: *operation, Attributes: attrs, SearchDepth: int32(*limit)}
 	if *errorsOnly {
@@ -100,23 +110,26 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case *since > 0 && (*start != "" || *end != ""):
-		return errors.New("give --since or --start/--end, not both")
+		return usagef("give --since or --start/--end, not both")
 	case *since > 0:
 		now := time.Now()
 		q.StartTimeMin, q.StartTimeMax = timestamppb.New(now.Add(-*since)), timestamppb.New(now)
 	default:
 		for _, b := range []struct {
-			s   string
-			dst **timestamppb.Timestamp
-		}{{*start, &q.StartTimeMin}, {*end, &q.StartTimeMax}} {
+			flag, s string
+			dst     **timestamppb.Timestamp
+		}{{"start", *start, &q.StartTimeMin}, {"end", *end, &q.StartTimeMax}} {
 			if b.s == "" {
 				continue
 			}
 			t, err := time.Parse(time.RFC3339Nano, b.s)
 			if err != nil {
-				return fmt.Errorf("time %q is not RFC 3339", b.s)
+				return usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", b.flag, b.s)
 			}
 			*b.dst = timestamppb.New(t)
+		}
+		if *start != "" && *end != "" && q.StartTimeMin.AsTime().After(q.StartTimeMax.AsTime()) {
+			return usagef("--start %s is after --end %s", *start, *end)
 		}
 	}
 
@@ -127,7 +140,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	stream, err := client.FindTraceSummaries(ctx, &jaegerpb.FindTraceSummariesRequest{Query: q})
 	if err != nil {
-		return fmt.Errorf("search: %w", err)
+		return qf.rpcError(err)
 	}
 	var results []searchResult
 	for {
@@ -136,7 +149,7 @@ func searchCmd(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("search: %w", err)
+			return qf.rpcError(err)
 		}
 		for _, s := range resp.Summaries {
 			dur := 0.0

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,14 +55,13 @@ type serverConfig struct {
 	otlpOptions     []grpc.ServerOption // extra options of the OTLP server
 }
 
-func serveCmd(args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func serveCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve")
 	var cfg serverConfig
 	fs.StringVar(&cfg.dataDir, "data-dir", "./data", "directory of the store")
 	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
 	fs.StringVar(&cfg.otlpHTTPAddr, "otlp-http-addr", "localhost:4318", "OTLP/HTTP listen address (POST /v1/traces); empty turns it off")
-	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:17271", "query (jaeger.storage.v2) listen address")
+	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:"+defaultQueryPort, "query (jaeger.storage.v2) listen address")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "bytes of OTLP requests taken in at once; more are refused, to be retried")
@@ -79,12 +77,17 @@ func serveCmd(args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("serve takes no arguments, got %q", pos)
+	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
+		return err
+	}
+	switch {
+	case cfg.maxRequest <= 0:
+		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
+	case cfg.retention <= 0: // storage would take zero for its default
+		return usagef("--retention %v is not positive", cfg.retention)
 	}
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
@@ -145,7 +148,7 @@ type server struct {
 // startServer opens the store and starts serving. The HTTP port comes up
 // first, so that health checks answer, and /readyz says why not yet, while
 // the write-ahead log replays.
-func startServer(cfg serverConfig) (s *server, err error) {
+func startServer(cfg serverConfig) (_ *server, err error) {
 	tlsConfig, err := cfg.tls.Config()
 	if err != nil {
 		return nil, err
@@ -158,7 +161,7 @@ func startServer(cfg serverConfig) (s *server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &server{log: cfg.log, served: make(chan error, 4)}
+	s := &server{log: cfg.log, served: make(chan error, 4)}
 	var listeners []net.Listener
 	defer func() { // on failure, undo what was started
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 
@@ -15,29 +14,24 @@ import (
 	"cairn/query/jaegerpb"
 )
 
-func traceCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func traceCmd(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("trace")
 	qf := addQueryFlags(fs)
 	format := fs.String("format", "waterfall", "output format: waterfall or otlp-json")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: cairn trace TRACE_ID_HEX [--addr HOST:PORT] [--format waterfall|otlp-json]")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
+	wf := addWaterfallFlags(fs)
+	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("trace takes exactly one trace ID")
-	}
 	id, err := hex.DecodeString(pos[0])
 	if err != nil || len(id) != 16 {
-		return fmt.Errorf("trace ID %q is not 32 hex digits", pos[0])
+		return usagef("trace ID %q is not 32 hex digits", pos[0])
 	}
 	if *format != "waterfall" && *format != "otlp-json" {
-		return fmt.Errorf("unknown format %q: want waterfall or otlp-json", *format)
+		return usagef("unknown format %q: want waterfall or otlp-json", *format)
+	}
+	if err := refuseNegative(fs, "max-spans", "depth"); err != nil {
+		return err
 	}
 
 	ctx, client, done, err := qf.connect()
@@ -47,7 +41,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	td, err := fetchTrace(ctx, client, id)
 	if err != nil {
-		return fmt.Errorf("get trace from %s: %w", *qf.addr, err)
+		return qf.rpcError(err)
 	}
 	if len(td.ResourceSpans) == 0 {
 		return fmt.Errorf("trace %s not found", pos[0])
@@ -55,7 +49,7 @@ func traceCmd(args []string, stdout, stderr io.Writer) error {
 	if *format == "otlp-json" {
 		return writeOTLPJSON(stdout, td)
 	}
-	return writeWaterfall(stdout, td)
+	return writeWaterfall(stdout, td, *wf)
 }
 
 // dialQuery connects to a query port. Chunks are at most 4 MiB, but a single

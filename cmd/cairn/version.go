@@ -60,3 +60,11 @@ func writeVersion(w io.Writer) {
 		}
 	}
 }
+
+func versionCmd(args []string, stdout, _ io.Writer) error {
+	if _, err := parseFlags(newFlagSet("version"), args, stdout); err != nil {
+		return err
+	}
+	writeVersion(stdout)
+	return nil
+}
