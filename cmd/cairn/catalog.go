@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"cairn/internal/access"
 	"cairn/query/jaegerpb"
 )
 
@@ -15,13 +16,26 @@ import (
 type queryFlags struct {
 	addr    *string
 	timeout *time.Duration
+	access  *access.Client
 }
 
 func addQueryFlags(fs *flag.FlagSet) queryFlags {
-	return queryFlags{
+	qf := queryFlags{
 		addr:    fs.String("addr", "localhost:"+defaultQueryPort, "query address of a cairn (or any jaeger.storage.v2) server"),
 		timeout: fs.Duration("timeout", 30*time.Second, "give up after this long"),
+		access:  &access.Client{},
 	}
+	addClientFlags(fs, qf.access, "query")
+	return qf
+}
+
+// addClientFlags adds the flags of how a client reaches a port that speaks
+// TLS or wants a token.
+func addClientFlags(fs *flag.FlagSet, c *access.Client, role string) {
+	fs.StringVar(&c.CAFile, "tls-ca-file", "", "PEM CA certificates that signed the server's: connect with TLS")
+	fs.StringVar(&c.CertFile, "tls-cert-file", "", "PEM client certificate, for servers that require one (mutual TLS)")
+	fs.StringVar(&c.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&c.TokenFile, "token-file", "", "file whose first line is a "+role+" token of the server")
 }
 
 // rpcError says in one line why a call to the server failed.
@@ -30,7 +44,7 @@ func (qf queryFlags) rpcError(err error) error { return rpcError(*qf.addr, *qf.t
 // connect returns a TraceReader client of the server and a context bounded
 // by the timeout; done releases both.
 func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReaderClient, done func(), err error) {
-	conn, err := dialQuery(*qf.addr)
+	conn, err := dialQuery(*qf.addr, *qf.access)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -24,8 +24,13 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		if cause, notGRPC, ok := connectFailure(msg, timeout); ok {
-			if notGRPC {
+			switch {
+			case notGRPC:
 				return notQueryPort(addr, "it does not speak gRPC")
+			case strings.Contains(cause, "tls:") || strings.Contains(cause, "x509:"):
+				return fmt.Errorf("TLS with %s failed (%s); %s", addr, cause, tlsHint(cause))
+			case strings.Contains(cause, "server preface"):
+				return fmt.Errorf("%s closed the connection (%s); if it speaks TLS, pass --tls-ca-file (and --tls-cert-file, --tls-key-file if it wants a client certificate)", addr, cause)
 			}
 			return fmt.Errorf("cannot reach cairn at %s (%s); is 'cairn serve' running? (--addr sets the address)", addr, cause)
 		}
@@ -40,6 +45,19 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 		return fmt.Errorf("%s refused the request: %s (pass a query token with --token-file)", addr, msg)
 	}
 	return fmt.Errorf("%s failed the request: %s", addr, msg)
+}
+
+// tlsHint says what to change when a TLS handshake fails for cause.
+func tlsHint(cause string) string {
+	switch {
+	case strings.Contains(cause, "does not look like a TLS handshake"):
+		return "the server does not speak TLS: leave out the --tls-* flags"
+	case strings.Contains(cause, "certificate required") || strings.Contains(cause, "bad certificate") || strings.Contains(cause, "unknown certificate authority"):
+		return "the server wants a client certificate its CA signed: pass --tls-cert-file and --tls-key-file"
+	case strings.Contains(cause, "x509:"):
+		return "--tls-ca-file must name the CA that signed the server's certificate, which must name the host of --addr"
+	}
+	return "check the --tls-* flags"
 }
 
 func notQueryPort(addr, why string) error {
@@ -67,6 +85,16 @@ func connectFailure(msg string, timeout time.Duration) (cause string, notGRPC, o
 	// gRPC reads as a frame header.
 	if strings.Contains(desc, "HTTP/1.1") {
 		return "", true, true
+	}
+	// TLS failures keep their reason, which names the layer.
+	if i := strings.Index(desc, "tls: "); i >= 0 {
+		return desc[i:], false, true
+	}
+	if i := strings.Index(desc, "x509: "); i >= 0 {
+		return desc[i:], false, true
+	}
+	if i := strings.Index(desc, "error reading server preface"); i >= 0 {
+		return desc[i:], false, true
 	}
 	return desc[strings.LastIndex(desc, ": ")+len(": "):], false, true
 }

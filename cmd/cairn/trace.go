@@ -9,8 +9,8 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"cairn/internal/access"
 	"cairn/query/jaegerpb"
 )
 
@@ -55,10 +55,12 @@ func traceCmd(args []string, stdout, _ io.Writer) error {
 // dialQuery connects to a query port. Chunks are at most 4 MiB, but a single
 // span larger than that comes in a chunk of its own, so the CLI accepts what
 // the server accepts on ingest.
-func dialQuery(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+func dialQuery(addr string, c access.Client) (*grpc.ClientConn, error) {
+	opts, err := c.DialOptions()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, append(opts, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
