@@ -1,16 +1,22 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"sync/atomic"
 	"testing"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
 	"cairn/internal/grpctest"
+	"cairn/internal/otlpjson"
 	"cairn/internal/rawcodec"
 	"cairn/storage"
 )
@@ -92,5 +98,64 @@ func BenchmarkExportGRPC(b *testing.B) {
 			})
 			b.ReportMetric(1024*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
 		})
+	}
+}
+
+// BenchmarkExportHTTP measures OTLP/HTTP ingest end to end over loopback,
+// comparable with BenchmarkExportGRPC: keep-alive connections, one request
+// in flight on each, into a real store. JSON bodies are encoded before the
+// clock starts, once per distinct request.
+func BenchmarkExportHTTP(b *testing.B) {
+	for _, content := range []string{contentProtobuf, contentJSON} {
+		for _, conns := range []int{1, 4} {
+			name := map[string]string{contentProtobuf: "protobuf", contentJSON: "json"}[content]
+			b.Run(fmt.Sprintf("encoding=%s/conns=%d", name, conns), func(b *testing.B) {
+				pool := newPool(b)
+				db := openStore(b)
+				defer db.Close()
+				srv := httptest.NewServer(NewService(db, nil).HTTPHandler())
+				defer srv.Close()
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4 * conns}}
+				bodies := func(i uint64) []byte { return pool.Request(nil, i) }
+				if content == contentJSON {
+					docs := make([][]byte, pool.Requests())
+					for i := range docs {
+						var req collectorpb.ExportTraceServiceRequest
+						if err := proto.Unmarshal(pool.Request(nil, uint64(i)), &req); err != nil {
+							b.Fatal(err)
+						}
+						var err error
+						if docs[i], err = otlpjson.Marshal(&req); err != nil {
+							b.Fatal(err)
+						}
+					}
+					// Rounds past the first would repeat IDs; JSON is
+					// measured on the first round's requests only.
+					bodies = func(i uint64) []byte { return docs[i%uint64(len(docs))] }
+				}
+				var next atomic.Uint64
+				b.ReportAllocs()
+				b.SetBytes(int64(len(bodies(0))))
+				b.SetParallelism(4 * conns)
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						body := bodies(next.Add(1) - 1)
+						resp, err := client.Post(srv.URL+TracesPath, content, bytes.NewReader(body))
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != http.StatusOK {
+							b.Errorf("status %d", resp.StatusCode)
+							return
+						}
+					}
+				})
+				b.ReportMetric(1024*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+			})
+		}
 	}
 }
