@@ -39,5 +39,9 @@
 // Retention. Spans older than Options.Retention are rejected and never
 // returned; hour partitions that have aged out are dropped whole.
 //
+// Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
+// cuts are timed as they happen, the rest (live buffers, disk, partitions,
+// recompression backlog, Pebble's shape) is read when scraped.
+//
 // The on-disk format is versioned and documented in FORMAT.md.
 package storage
