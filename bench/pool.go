@@ -2,9 +2,7 @@ package bench
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
-	"strconv"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -123,8 +121,9 @@ func (p *Pool) Request(dst []byte, seq uint64) []byte {
 		for _, off := range r.spanIDs {
 			xorHex(dst[off:off+16], smask)
 		}
+		digits, top := decimalDigits(shift)
 		for _, off := range r.times {
-			addDecimal(dst[off:off+jsonTimeDigits], shift)
+			addDecimal(dst[off:off+jsonTimeDigits], &digits, top)
 		}
 		return dst
 	}
@@ -143,23 +142,50 @@ func (p *Pool) Request(dst []byte, seq uint64) []byte {
 	return dst
 }
 
-// xorHex applies mask to the 64-bit value that the 16 hex digits of b spell.
+// xorHex applies mask to the 64-bit number the 16 lowercase hex digits of b
+// spell, a digit at a time.
 func xorHex(b []byte, mask uint64) {
-	var v [8]byte
-	hex.Decode(v[:], b)
-	binary.BigEndian.PutUint64(v[:], binary.BigEndian.Uint64(v[:])^mask)
-	hex.Encode(b, v[:])
+	_ = b[15]
+	for i := 15; i >= 0; i-- {
+		b[i] = hexDigits[hexValues[b[i]]^byte(mask&15)]
+		mask >>= 4
+	}
 }
 
-// addDecimal adds shift to the decimal number b spells, which keeps its
-// width: jsonTimeDigits digits hold nanosecond times from 2001 until 2286.
-func addDecimal(b []byte, shift uint64) {
-	var v uint64
-	for _, c := range b {
-		v = v*10 + uint64(c-'0')
+const hexDigits = "0123456789abcdef"
+
+// hexValues maps a hex digit to its value.
+var hexValues = func() (v [256]byte) {
+	for i := range hexDigits {
+		v[hexDigits[i]] = byte(i)
 	}
-	var out [20]byte
-	copy(b, strconv.AppendUint(out[:0], v+shift, 10))
+	return v
+}()
+
+// decimalDigits returns the digits of v, 0 to 9, right-aligned, and the
+// index of the first that is not a leading zero.
+func decimalDigits(v uint64) (d [jsonTimeDigits]byte, top int) {
+	top = jsonTimeDigits
+	for ; v > 0 && top > 0; v /= 10 {
+		top--
+		d[top] = byte(v % 10)
+	}
+	return d, top
+}
+
+// addDecimal adds the number of decimalDigits to the one b spells in ASCII.
+// The sum keeps b's width: times of jsonTimeDigits digits span 2001 to
+// 2286.
+func addDecimal(b []byte, shift *[jsonTimeDigits]byte, top int) {
+	carry := byte(0)
+	for i := len(b) - 1; i >= 0 && (i >= top || carry != 0); i-- {
+		d := b[i] - '0' + shift[i] + carry
+		carry = 0
+		if d >= 10 {
+			d, carry = d-10, 1
+		}
+		b[i] = '0' + d
+	}
 }
 
 // jsonTimeDigits is the width of every timestamp of an OTLP/JSON pool.

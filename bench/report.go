@@ -15,6 +15,7 @@ import (
 // were not measured are zero and left out of JSON.
 type Report struct {
 	Target   string  `json:"target"`
+	Protocol string  `json:"protocol"`
 	Reader   string  `json:"reader,omitempty"`
 	Embedded bool    `json:"embedded"`
 	Seed     uint64  `json:"seed"`
@@ -93,9 +94,9 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // WriteTable writes the report for people.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	mode := r.Target
+	mode := r.Target + " over " + r.Protocol
 	if r.Embedded {
-		mode = "embedded cairn at " + r.Target
+		mode = "embedded cairn at " + mode
 	}
 	fmt.Fprintf(tw, "target\t%s\n", mode)
 	if r.Reader != "" {

@@ -8,23 +8,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
-
-	"cairn/internal/rawcodec"
 )
-
-// exportMethod is OTLP's trace Export RPC.
-const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 // Options configures a run. The zero value is valid except for Target.
 type Options struct {
-	// Target is the OTLP/gRPC endpoint, host:port.
+	// Target is the OTLP endpoint: HOST:PORT for gRPC; for OTLP/HTTP,
+	// HOST:PORT too or an http or https URL, whose path defaults to
+	// /v1/traces.
 	Target string
+
+	// Protocol is how requests are sent: ProtocolGRPC (the default),
+	// ProtocolHTTPProtobuf or ProtocolHTTPJSON.
+	Protocol string
 
 	// Reader, if set, is a jaeger.storage.v2 endpoint that serves what Target
 	// stores; the run then measures visibility, trace reads, searches and
@@ -49,8 +44,15 @@ type Options struct {
 	Conns int
 
 	// Inflight is the number of requests in flight per connection. The
-	// default is 4.
+	// default is 4. Over OTLP/HTTP, which carries one request at a time per
+	// connection, Conns × Inflight requests are in flight on as many
+	// connections.
 	Inflight int
+
+	// StallTimeout is how long exports may keep failing, with none
+	// acknowledged, before the run gives up, and how long one attempt may
+	// go unanswered. The default is 30s.
+	StallTimeout time.Duration
 
 	// Rate caps the spans sent per second; 0 sends as fast as they are
 	// acknowledged.
@@ -88,6 +90,9 @@ type Options struct {
 
 func (o *Options) withDefaults() Options {
 	c := *o
+	if c.Protocol == "" {
+		c.Protocol = ProtocolGRPC
+	}
 	if c.Spans <= 0 && c.Duration <= 0 {
 		c.Spans = 1_000_000
 	}
@@ -115,6 +120,9 @@ func (o *Options) withDefaults() Options {
 	if c.Queries <= 0 {
 		c.Queries = 300
 	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 30 * time.Second
+	}
 	return c
 }
 
@@ -133,13 +141,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, errors.New("bench: no target")
 	}
 	o = o.withDefaults()
+	switch o.Protocol {
+	case ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON:
+	default:
+		return nil, fmt.Errorf("bench: unknown protocol %q: want %s, %s or %s", o.Protocol, ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
+	}
 	t0 := time.Now()
 	pool, err := NewPool(Config{Seed: o.Seed, BatchSpans: o.Batch, LargeTraceEvery: o.LargeTraceEvery,
 		TracesPerSecond: 10_000}, o.PoolSpans)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Target: o.Target, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
+	if o.Protocol == ProtocolHTTPJSON {
+		if err := pool.EncodeJSON(); err != nil {
+			return nil, err
+		}
+	}
+	rep := &Report{Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	var rd *reader
@@ -221,7 +239,6 @@ func settle(ctx context.Context, o Options) error {
 type sender struct {
 	o        Options
 	pool     *Pool
-	conns    []*grpc.ClientConn
 	next     atomic.Uint64 // next request to send
 	unsent   atomic.Uint64 // the first request not sent: all below were
 	requests uint64        // requests to send; 0 for no bound
@@ -244,16 +261,11 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 	if o.Spans > 0 {
 		s.requests = uint64((o.Spans + int64(o.Batch) - 1) / int64(o.Batch))
 	}
-	for range o.Conns {
-		// One connection each: gRPC would otherwise share a single one.
-		c, err := grpc.NewClient(o.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-		if err != nil {
-			return 0, fmt.Errorf("dial %s: %w", o.Target, err)
-		}
-		defer c.Close()
-		s.conns = append(s.conns, c)
+	exps, _, err := newExporters(o)
+	if err != nil {
+		return 0, err
 	}
+	defer closeAll(exps)
 
 	s.start = time.Now()
 	if o.Duration > 0 {
@@ -284,7 +296,7 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, s.conns[i%len(s.conns)])
+			s.worker(ctx, exps[i%len(exps)])
 		}()
 	}
 	wg.Wait()
@@ -321,9 +333,8 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 }
 
 // worker sends requests until the run is over.
-func (s *sender) worker(ctx context.Context, conn *grpc.ClientConn) {
+func (s *sender) worker(ctx context.Context, exp exporter) {
 	var buf []byte
-	var resp rawcodec.Message
 	for ctx.Err() == nil {
 		seq := s.next.Add(1) - 1
 		if s.requests > 0 && seq >= s.requests || !s.deadline.IsZero() && time.Now().After(s.deadline) {
@@ -349,11 +360,9 @@ func (s *sender) worker(ctx context.Context, conn *grpc.ClientConn) {
 		backoff := 10 * time.Millisecond
 		for {
 			t := time.Now()
-			resp = resp[:0]
-			err := conn.Invoke(ctx, exportMethod, rawcodec.Message(buf), &resp)
+			rejected, err := exp.export(ctx, buf)
 			lat := time.Since(t)
 			if err == nil {
-				rejected := rejectedSpans(resp)
 				s.acked.Add(spans - rejected)
 				s.rejected.Add(rejected)
 				s.bytes.Add(int64(len(buf)))
@@ -366,10 +375,14 @@ func (s *sender) worker(ctx context.Context, conn *grpc.ClientConn) {
 				break
 			}
 			s.errs.Add(1)
-			if c := status.Code(err); (c == codes.ResourceExhausted || c == codes.Unavailable) && ctx.Err() == nil {
+			if r := (*retryableError)(nil); errors.As(err, &r) && ctx.Err() == nil {
 				s.retries.Add(1)
+				wait := backoff
+				if r.after > 0 {
+					wait = r.after
+				}
 				select {
-				case <-time.After(backoff):
+				case <-time.After(wait):
 				case <-ctx.Done():
 				}
 				backoff = min(2*backoff, time.Second)
@@ -420,22 +433,4 @@ func (s *sender) latestAck() (int64, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastAcked, s.lastAck
-}
-
-// rejectedSpans reads partial_success.rejected_spans of an Export response.
-func rejectedSpans(resp []byte) int64 {
-	var n int64
-	_ = eachField(resp, 0, len(resp), func(num protowire.Number, typ protowire.Type, s, e int) error {
-		if num != 1 || typ != protowire.BytesType {
-			return nil
-		}
-		return eachField(resp, s, e, func(num protowire.Number, typ protowire.Type, s, e int) error {
-			if num == 1 && typ == protowire.VarintType {
-				v, _ := protowire.ConsumeVarint(resp[s:e])
-				n = int64(v)
-			}
-			return nil
-		})
-	})
-	return n
 }
