@@ -27,20 +27,29 @@ import (
 )
 
 // otlpHTTP is an OTLP/HTTP receiver for tests: it decodes every request,
-// protobuf or JSON, and answers what answer says for the n-th request with
-// spans (counting from 0); empty requests are acknowledged.
+// protobuf or JSON, acknowledges those without spans and has answer answer
+// the others.
 type otlpHTTP struct {
-	answer func(n int64, w http.ResponseWriter, asJSON bool, req *collectorpb.ExportTraceServiceRequest)
+	answer func(*httpExport)
 	n      atomic.Int64
-	conns  atomic.Int64 // connections opened
+	conns  sync.Map // connections that carried a request
 }
 
-func serveOTLPHTTP(t *testing.T, answer func(n int64, w http.ResponseWriter, asJSON bool, req *collectorpb.ExportTraceServiceRequest)) (*otlpHTTP, string) {
+// httpExport is an OTLP/HTTP request with spans to answer.
+type httpExport struct {
+	n    int64 // counts the requests with spans, from 0
+	w    http.ResponseWriter
+	r    *http.Request
+	json bool
+	req  *collectorpb.ExportTraceServiceRequest
+}
+
+func serveOTLPHTTP(t *testing.T, answer func(*httpExport)) (*otlpHTTP, string) {
 	o := &otlpHTTP{answer: answer}
 	srv := httptest.NewUnstartedServer(o)
-	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		if st == http.StateNew {
-			o.conns.Add(1)
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateActive {
+			o.conns.Store(c, true)
 		}
 	}
 	srv.Start()
@@ -54,30 +63,31 @@ func (o *otlpHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not an OTLP export", http.StatusNotFound)
 		return
 	}
-	asJSON := r.Header.Get("Content-Type") == "application/json"
-	if asJSON {
+	e := &httpExport{w: w, r: r, json: r.Header.Get("Content-Type") == "application/json",
+		req: &collectorpb.ExportTraceServiceRequest{}}
+	if e.json {
 		body, err = otlpjson.DecodeRequest(body)
 	} else if r.Header.Get("Content-Type") != "application/x-protobuf" {
 		err = fmt.Errorf("content type %q", r.Header.Get("Content-Type"))
 	}
-	var req collectorpb.ExportTraceServiceRequest
 	if err == nil {
-		err = proto.Unmarshal(body, &req)
+		err = proto.Unmarshal(body, e.req)
 	}
 	if err != nil {
-		writeStatus(w, asJSON, http.StatusBadRequest, err.Error())
+		e.fail(http.StatusBadRequest, err.Error())
 		return
 	}
-	if len(req.ResourceSpans) == 0 {
-		writeResponse(w, asJSON, &collectorpb.ExportTraceServiceResponse{})
+	if len(e.req.ResourceSpans) == 0 {
+		e.respond(&collectorpb.ExportTraceServiceResponse{})
 		return
 	}
-	o.answer(o.n.Add(1)-1, w, asJSON, &req)
+	e.n = o.n.Add(1) - 1
+	o.answer(e)
 }
 
-func spansIn(req *collectorpb.ExportTraceServiceRequest) int64 {
+func (e *httpExport) spans() int64 {
 	n := 0
-	for _, rs := range req.ResourceSpans {
+	for _, rs := range e.req.ResourceSpans {
 		for _, ss := range rs.ScopeSpans {
 			n += len(ss.Spans)
 		}
@@ -85,34 +95,34 @@ func spansIn(req *collectorpb.ExportTraceServiceRequest) int64 {
 	return int64(n)
 }
 
-func firstSpanID(req *collectorpb.ExportTraceServiceRequest) string {
-	return string(req.ResourceSpans[0].ScopeSpans[0].Spans[0].SpanId)
+func (e *httpExport) firstSpanID() string {
+	return string(e.req.ResourceSpans[0].ScopeSpans[0].Spans[0].SpanId)
 }
 
-// writeResponse writes m in the request's encoding.
-func writeResponse(w http.ResponseWriter, asJSON bool, m proto.Message) {
-	if asJSON {
+// respond writes m in the request's encoding.
+func (e *httpExport) respond(m proto.Message) {
+	if e.json {
 		b, _ := protojson.Marshal(m)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(b)
+		e.w.Header().Set("Content-Type", "application/json")
+		e.w.Write(b)
 		return
 	}
 	b, _ := proto.Marshal(m)
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.Write(b)
+	e.w.Header().Set("Content-Type", "application/x-protobuf")
+	e.w.Write(b)
 }
 
-// writeStatus answers a google.rpc.Status with code INVALID_ARGUMENT.
-func writeStatus(w http.ResponseWriter, asJSON bool, code int, msg string) {
+// fail answers code with a google.rpc.Status of code INVALID_ARGUMENT.
+func (e *httpExport) fail(code int, msg string) {
 	b := protowire.AppendString(protowire.AppendTag([]byte{8, 3}, 2, protowire.BytesType), msg)
 	ct := "application/x-protobuf"
-	if asJSON {
+	if e.json {
 		b, _ = json.Marshal(map[string]any{"code": 3, "message": msg})
 		ct = "application/json"
 	}
-	w.Header().Set("Content-Type", ct)
-	w.WriteHeader(code)
-	w.Write(b)
+	e.w.Header().Set("Content-Type", ct)
+	e.w.WriteHeader(code)
+	e.w.Write(b)
 }
 
 // TestHTTPExport sends over OTLP/HTTP, in both encodings, to a receiver that
@@ -127,34 +137,34 @@ func TestHTTPExport(t *testing.T) {
 			var throttled string // the first span ID of the request throttled
 			var throttledAt time.Time
 			var retryGap time.Duration
-			srv, addr := serveOTLPHTTP(t, func(n int64, w http.ResponseWriter, asJSON bool, req *collectorpb.ExportTraceServiceRequest) {
+			srv, addr := serveOTLPHTTP(t, func(e *httpExport) {
 				mu.Lock()
 				defer mu.Unlock()
-				spans := spansIn(req)
-				if firstSpanID(req) == throttled {
+				spans := e.spans()
+				if e.firstSpanID() == throttled {
 					retryGap = time.Since(throttledAt)
 				}
-				switch n {
+				switch e.n {
 				case 2:
-					w.Header().Set("Retry-After", "1")
-					writeStatus(w, asJSON, http.StatusTooManyRequests, "slow down")
-					throttled, throttledAt = firstSpanID(req), time.Now()
+					e.w.Header().Set("Retry-After", "1")
+					e.fail(http.StatusTooManyRequests, "slow down")
+					throttled, throttledAt = e.firstSpanID(), time.Now()
 					return
 				case 5:
-					http.Error(w, "<html>busy</html>", http.StatusServiceUnavailable)
+					http.Error(e.w, "<html>busy</html>", http.StatusServiceUnavailable)
 					return
 				case 9:
 					refused += spans
-					writeStatus(w, asJSON, http.StatusBadRequest, "span 7 has no name")
+					e.fail(http.StatusBadRequest, "span 7 has no name")
 					return
 				}
-				if asJSON && n%2 == 0 {
+				if e.json && e.n%2 == 0 {
 					// A number where protojson writes a string: receivers
 					// may do either.
-					w.Header().Set("Content-Type", "application/json")
-					fmt.Fprint(w, `{"partialSuccess":{"rejectedSpans":3,"errorMessage":"too old"}}`)
+					e.w.Header().Set("Content-Type", "application/json")
+					fmt.Fprint(e.w, `{"partialSuccess":{"rejectedSpans":3,"errorMessage":"too old"}}`)
 				} else {
-					writeResponse(w, asJSON, &collectorpb.ExportTraceServiceResponse{PartialSuccess: &collectorpb.ExportTracePartialSuccess{
+					e.respond(&collectorpb.ExportTraceServiceResponse{PartialSuccess: &collectorpb.ExportTracePartialSuccess{
 						RejectedSpans: 3, ErrorMessage: "too old"}})
 				}
 				acked += spans - 3
@@ -182,7 +192,9 @@ func TestHTTPExport(t *testing.T) {
 			if retryGap < 900*time.Millisecond {
 				t.Errorf("retried %s after a 429 with Retry-After: 1", retryGap)
 			}
-			if n := srv.conns.Load(); n > 4 {
+			n := 0
+			srv.conns.Range(func(any, any) bool { n++; return true })
+			if n > 4 {
 				t.Errorf("%d connections for 2 × 2 requests in flight", n)
 			}
 		})

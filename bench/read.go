@@ -55,6 +55,12 @@ func newReader(addr string) (*reader, error) {
 
 func (r *reader) close() { r.conn.Close() }
 
+// services calls GetServices, which every reader answers cheaply.
+func (r *reader) services(ctx context.Context) error {
+	var resp rawcodec.Message
+	return r.conn.Invoke(ctx, jaegerpb.TraceReader_GetServices_FullMethodName, &jaegerpb.GetServicesRequest{}, &resp)
+}
+
 // stream calls a server-streaming method and returns every message.
 func (r *reader) stream(ctx context.Context, method string, req proto.Message) ([][]byte, error) {
 	st, err := r.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,6 +147,32 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	default:
 		return nil, fmt.Errorf("bench: unknown protocol %q: want %s, %s or %s", o.Protocol, ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
 	}
+	// Probe before encoding the workload, which takes seconds, so that a
+	// wrong address fails at once.
+	exps, addr, err := newExporters(o)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(exps)
+	err = probe(ctx, fmt.Sprintf("OTLP endpoint %s over %s", o.Target, o.Protocol), addr, "an empty export",
+		func(ctx context.Context) error {
+			_, err := exps[0].export(ctx, emptyExport(o.Protocol))
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	var rd *reader
+	if o.Reader != "" {
+		if rd, err = newReader(o.Reader); err != nil {
+			return nil, err
+		}
+		defer rd.close()
+		if err := probe(ctx, "reader "+o.Reader, o.Reader, "GetServices", rd.services); err != nil {
+			return nil, err
+		}
+	}
+
 	t0 := time.Now()
 	pool, err := NewPool(Config{Seed: o.Seed, BatchSpans: o.Batch, LargeTraceEvery: o.LargeTraceEvery,
 		TracesPerSecond: 10_000}, o.PoolSpans)
@@ -160,14 +187,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep := &Report{Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
-	var rd *reader
-	if o.Reader != "" {
-		if rd, err = newReader(o.Reader); err != nil {
-			return nil, err
-		}
-		defer rd.close()
-	}
-	sent, err := send(ctx, o, pool, rd, rep)
+	sent, err := send(ctx, o, exps, pool, rd, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +255,11 @@ func settle(ctx context.Context, o Options) error {
 	return nil
 }
 
+// deadlineGrace is how long requests in flight when Duration is up may take
+// to be answered; those that take longer are cancelled and count for
+// nothing.
+const deadlineGrace = 2 * time.Second
+
 // sender holds what the senders share.
 type sender struct {
 	o        Options
@@ -242,37 +267,40 @@ type sender struct {
 	next     atomic.Uint64 // next request to send
 	unsent   atomic.Uint64 // the first request not sent: all below were
 	requests uint64        // requests to send; 0 for no bound
-	deadline time.Time     // zero for none
+	deadline time.Time     // when sending stops; zero for no bound
 	start    time.Time
 
 	acked, rejected, failed, retries, bytes atomic.Int64
 	errs                                    atomic.Int64
 
-	mu        sync.Mutex
-	latencies []time.Duration
-	lastAcked int64 // the latest request acknowledged, -1 before any
-	lastAck   time.Time
-	firstErr  error
+	mu           sync.Mutex
+	latencies    []time.Duration
+	lastAcked    int64 // the latest request acknowledged, -1 before any
+	lastAck      time.Time
+	firstErr     error
+	lastErr      error
+	ackedAt      time.Time // when an export was last acknowledged
+	failingSince time.Time // since when every export has failed; zero if none has since ackedAt
+	stalled      error     // why the run gave up, if it did
 }
 
-func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (uint64, error) {
+func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, rep *Report) (uint64, error) {
 	s := &sender{o: o, pool: pool, lastAcked: -1}
 	s.unsent.Store(^uint64(0))
 	if o.Spans > 0 {
 		s.requests = uint64((o.Spans + int64(o.Batch) - 1) / int64(o.Batch))
 	}
-	exps, _, err := newExporters(o)
-	if err != nil {
-		return 0, err
-	}
-	defer closeAll(exps)
 
 	s.start = time.Now()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sendCtx := runCtx
 	if o.Duration > 0 {
 		s.deadline = s.start.Add(o.Duration)
+		var cancelSend context.CancelFunc
+		sendCtx, cancelSend = context.WithDeadline(runCtx, s.deadline.Add(deadlineGrace))
+		defer cancelSend()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 
 	var bg sync.WaitGroup
 	stop := make(chan struct{})
@@ -280,14 +308,14 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
-		timeline = s.watch(stop)
+		timeline = s.watch(stop, cancel)
 	}()
 	var lags []time.Duration
 	if rd != nil {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
-			lags = rd.probeVisibility(ctx, s, stop)
+			lags = rd.probeVisibility(runCtx, s, stop)
 		}()
 	}
 
@@ -296,13 +324,16 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.worker(ctx, exps[i%len(exps)])
+			s.worker(sendCtx, exps[i%len(exps)])
 		}()
 	}
 	wg.Wait()
 	elapsed := time.Since(s.start)
 	close(stop)
 	bg.Wait()
+	if s.stalled != nil {
+		return 0, s.stalled
+	}
 	if ctx.Err() != nil && s.acked.Load() == 0 {
 		return 0, ctx.Err()
 	}
@@ -327,7 +358,10 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 		rep.VisibilityP50Ms, rep.VisibilityP99Ms, rep.VisibilityMaxMs = percentiles(lags)
 	}
 	if rep.Spans == 0 {
-		return 0, fmt.Errorf("no span was acknowledged: %s", rep.FirstError)
+		if rep.FirstError == "" && s.lastErr != nil {
+			rep.FirstError = s.lastErr.Error()
+		}
+		return 0, fmt.Errorf("no span was acknowledged in %.1fs: %s", rep.Seconds, cmp.Or(rep.FirstError, "no answer"))
 	}
 	return sent, nil
 }
@@ -335,73 +369,131 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 // worker sends requests until the run is over.
 func (s *sender) worker(ctx context.Context, exp exporter) {
 	var buf []byte
-	for ctx.Err() == nil {
-		seq := s.next.Add(1) - 1
-		if s.requests > 0 && seq >= s.requests || !s.deadline.IsZero() && time.Now().After(s.deadline) {
-			for {
-				u := s.unsent.Load()
-				if seq >= u || s.unsent.CompareAndSwap(u, seq) {
-					return
-				}
-			}
-		}
-		spans := int64(s.pool.Spans(seq))
-		if s.o.Rate > 0 {
-			due := s.start.Add(time.Duration(float64(seq) * float64(s.o.Batch) / s.o.Rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					return
-				}
-			}
+	for {
+		seq, ok := s.claim(ctx)
+		if !ok {
+			return
 		}
 		buf = s.pool.Request(buf, seq)
-		backoff := 10 * time.Millisecond
-		for {
-			t := time.Now()
-			rejected, err := exp.export(ctx, buf)
-			lat := time.Since(t)
-			if err == nil {
-				s.acked.Add(spans - rejected)
-				s.rejected.Add(rejected)
-				s.bytes.Add(int64(len(buf)))
-				s.mu.Lock()
-				s.latencies = append(s.latencies, lat)
-				if int64(seq) > s.lastAcked {
-					s.lastAcked, s.lastAck = int64(seq), time.Now()
-				}
-				s.mu.Unlock()
-				break
+		if !s.deliver(ctx, exp, seq, buf) {
+			s.markUnsent(seq)
+			return
+		}
+	}
+}
+
+// claim returns the next request to send once Rate allows, or false when
+// the run is over.
+func (s *sender) claim(ctx context.Context) (uint64, bool) {
+	seq := s.next.Add(1) - 1
+	if s.requests > 0 && seq >= s.requests || s.pastDeadline(time.Now()) {
+		s.markUnsent(seq)
+		return 0, false
+	}
+	if s.o.Rate > 0 {
+		due := s.start.Add(time.Duration(float64(seq) * float64(s.o.Batch) / s.o.Rate * float64(time.Second)))
+		if s.pastDeadline(due) || !sleep(ctx, time.Until(due)) {
+			s.markUnsent(seq)
+			return 0, false
+		}
+	}
+	return seq, true
+}
+
+// deliver sends request seq, again while it is refused for the time being,
+// until it is acknowledged or fails. It returns false if the run ended
+// first: the request then counts for nothing.
+func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []byte) bool {
+	spans := int64(s.pool.Spans(seq))
+	backoff := 10 * time.Millisecond
+	for {
+		t := time.Now()
+		attempt, cancel := context.WithTimeout(ctx, s.o.StallTimeout)
+		rejected, err := exp.export(attempt, req)
+		cancel()
+		lat := time.Since(t)
+		if err == nil {
+			s.acked.Add(spans - rejected)
+			s.rejected.Add(rejected)
+			s.bytes.Add(int64(len(req)))
+			s.mu.Lock()
+			s.latencies = append(s.latencies, lat)
+			if int64(seq) > s.lastAcked {
+				s.lastAcked, s.lastAck = int64(seq), time.Now()
 			}
-			s.errs.Add(1)
-			if r := (*retryableError)(nil); errors.As(err, &r) && ctx.Err() == nil {
-				s.retries.Add(1)
-				wait := backoff
-				if r.after > 0 {
-					wait = r.after
-				}
-				select {
-				case <-time.After(wait):
-				case <-ctx.Done():
-				}
-				backoff = min(2*backoff, time.Second)
-				continue
+			s.ackedAt, s.failingSince = time.Now(), time.Time{}
+			s.mu.Unlock()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.errs.Add(1)
+		s.mu.Lock()
+		s.lastErr = err
+		if s.failingSince.IsZero() {
+			s.failingSince = t
+			if t.Before(s.ackedAt) {
+				s.failingSince = s.ackedAt
 			}
+		}
+		s.mu.Unlock()
+		var r *retryableError
+		if !errors.As(err, &r) {
 			s.failed.Add(spans)
 			s.mu.Lock()
 			if s.firstErr == nil {
 				s.firstErr = err
 			}
 			s.mu.Unlock()
-			break
+			return true
+		}
+		wait := backoff
+		if r.after > 0 {
+			wait = r.after
+		}
+		if s.pastDeadline(time.Now().Add(wait)) || !sleep(ctx, wait) {
+			return false
+		}
+		s.retries.Add(1)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// markUnsent records that request seq was not sent, nor any after it that
+// was not sent before.
+func (s *sender) markUnsent(seq uint64) {
+	for {
+		u := s.unsent.Load()
+		if seq >= u || s.unsent.CompareAndSwap(u, seq) {
+			return
 		}
 	}
 }
 
-// watch reports progress and records acknowledged spans per second until
-// stop closes.
-func (s *sender) watch(stop <-chan struct{}) []float64 {
+func (s *sender) pastDeadline(t time.Time) bool {
+	return !s.deadline.IsZero() && !t.Before(s.deadline)
+}
+
+// sleep waits d, or returns false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// watch reports progress, records acknowledged spans per second, and gives
+// up the run, calling abort, once every export has failed for StallTimeout,
+// until stop closes.
+func (s *sender) watch(stop <-chan struct{}, abort func()) []float64 {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	var timeline []float64
@@ -424,6 +516,12 @@ func (s *sender) watch(stop <-chan struct{}) []float64 {
 					SpansPerSec: float64(acked-prevAcked) / now.Sub(prevAt).Seconds()})
 			}
 			prevAcked, prevAt = acked, now
+			s.mu.Lock()
+			if !s.failingSince.IsZero() && now.Sub(s.failingSince) >= s.o.StallTimeout && s.stalled == nil {
+				s.stalled = fmt.Errorf("gave up: no export acknowledged for %s, each failing; the last: %w", s.o.StallTimeout, s.lastErr)
+				abort()
+			}
+			s.mu.Unlock()
 		}
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,5 +106,21 @@ func TestBenchTarget(t *testing.T) {
 	}
 	if err := run([]string{"bench", "--reader", s.queryAddr.String()}, &out, &errOut); err == nil {
 		t.Error("--reader without --target was accepted")
+	}
+}
+
+// TestBenchUnreachable checks that a target nothing listens on fails the
+// bench at once, in one line.
+func TestBenchUnreachable(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	var out, errOut bytes.Buffer
+	err = run([]string{"bench", "--target", addr, "--protocol", "http/json"}, &out, &errOut)
+	if want := "cannot reach OTLP endpoint " + addr + " over http/json: connection refused"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
 	}
 }
