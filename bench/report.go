@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"html/template"
 	"io"
 	"math"
+	"os"
+	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +17,13 @@ import (
 // Report is what a run measured. Latencies are in milliseconds; fields that
 // were not measured are zero and left out of JSON.
 type Report struct {
+	Started time.Time `json:"started"` // UTC
+	// Version is the version of the cairn that ran the bench; its caller
+	// sets it, and Args, the bench's command-line arguments.
+	Version string   `json:"cairn_version,omitempty"`
+	Args    []string `json:"args,omitempty"`
+	Host    Host     `json:"host"`
+
 	Target   string  `json:"target"`
 	Protocol string  `json:"protocol"`
 	Reader   string  `json:"reader,omitempty"`
@@ -56,11 +66,82 @@ type Report struct {
 	TracesComplete    int               `json:"traces_complete,omitempty"`
 	CompleteFraction  float64           `json:"complete_fraction,omitempty"`
 
-	// Timeline is the spans acknowledged in each second of the run.
-	Timeline []float64 `json:"timeline_spans_per_sec"`
+	Timeline Timeline `json:"timeline"`
 
 	exportLatencies []time.Duration
 	readLatencies   []time.Duration
+}
+
+// Host is the machine a run sent from.
+type Host struct {
+	Name      string `json:"name"`
+	CPUModel  string `json:"cpu_model,omitempty"`
+	CPUs      int    `json:"cpus"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+	GoVersion string `json:"go"`
+}
+
+// thisHost describes the machine, its CPU as /proc/cpuinfo names it where
+// there is one.
+func thisHost() Host {
+	h := Host{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, GoVersion: runtime.Version()}
+	h.Name, _ = os.Hostname()
+	if info, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(info)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				h.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return h
+}
+
+// Timeline is the run in intervals of equal length, but for the last, which
+// ends with the run and may be up to half an interval shorter or longer:
+// the spans acknowledged per second in each, and the export latency of the
+// requests acknowledged in it (zero where none was).
+type Timeline struct {
+	IntervalSec float64   `json:"interval_sec"`
+	SpansPerSec []float64 `json:"spans_per_sec"`
+	ExportP50Ms []float64 `json:"export_p50_ms"`
+	ExportP99Ms []float64 `json:"export_p99_ms"`
+}
+
+// timelinePoints is the most intervals a timeline is cut into.
+const timelinePoints = 300
+
+// newTimeline cuts a run of the given length into intervals of at least
+// 100 ms, and longer ones of round lengths for long runs.
+func newTimeline(acks []ack, elapsed time.Duration) Timeline {
+	step := elapsed / timelinePoints
+	for _, s := range []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+		time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute} {
+		if elapsed <= s*timelinePoints {
+			step = s
+			break
+		}
+	}
+	n := max(1, int((elapsed+step/2)/step))
+	spans := make([]int64, n)
+	latencies := make([][]time.Duration, n)
+	for _, a := range acks {
+		i := min(n-1, int(a.at/step))
+		spans[i] += a.spans
+		latencies[i] = append(latencies[i], a.latency)
+	}
+	t := Timeline{IntervalSec: step.Seconds(), SpansPerSec: make([]float64, n),
+		ExportP50Ms: make([]float64, n), ExportP99Ms: make([]float64, n)}
+	for i := range n {
+		width := step
+		if i == n-1 {
+			width = elapsed - time.Duration(n-1)*step
+		}
+		t.SpansPerSec[i] = float64(spans[i]) / width.Seconds()
+		t.ExportP50Ms[i], t.ExportP99Ms[i], _ = percentiles(latencies[i])
+	}
+	return t
 }
 
 // TraceReadReport is the latency of reading whole traces by ID, without time
@@ -94,6 +175,8 @@ func (r *Report) WriteJSON(w io.Writer) error {
 // WriteTable writes the report for people.
 func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "run\t%s, cairn %s\n", r.Started.Format("2006-01-02 15:04:05 MST"), cmp.Or(r.Version, "(unknown version)"))
+	fmt.Fprintf(tw, "host\t%s\n", r.Host)
 	mode := r.Target + " over " + r.Protocol
 	if r.Embedded {
 		mode = "embedded cairn at " + mode
@@ -142,6 +225,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return tw.Flush()
 }
 
+// String describes h in a line.
+func (h Host) String() string {
+	cpu := fmt.Sprintf("%d CPUs", h.CPUs)
+	if h.CPUModel != "" {
+		cpu = fmt.Sprintf("%d × %s", h.CPUs, h.CPUModel)
+	}
+	return fmt.Sprintf("%s: %s, %s/%s, %s", cmp.Or(h.Name, "unnamed host"), cpu, h.OS, h.Arch, h.GoVersion)
+}
+
 func rateNote(rate float64) string {
 	if rate <= 0 {
 		return ""
@@ -176,7 +268,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		Read       template.HTML
 	}{
 		Table:      table.String(),
-		Throughput: lineChart(r.Timeline, "seconds", "spans/s"),
+		Throughput: lineChart(r.Timeline.SpansPerSec, "seconds", "spans/s"),
 		Export:     histogram(r.exportLatencies, "export latency, ms (log scale)"),
 	}
 	if len(r.readLatencies) > 0 {

@@ -184,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
+	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(), Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	sent, err := send(ctx, o, exps, pool, rd, rep)
@@ -255,6 +255,13 @@ func settle(ctx context.Context, o Options) error {
 	return nil
 }
 
+// ack is an acknowledged export.
+type ack struct {
+	at      time.Duration // since sending started
+	latency time.Duration
+	spans   int64 // acknowledged, not rejected
+}
+
 // deadlineGrace is how long requests in flight when Duration is up may take
 // to be answered; those that take longer are cancelled and count for
 // nothing.
@@ -274,7 +281,7 @@ type sender struct {
 	errs                                    atomic.Int64
 
 	mu           sync.Mutex
-	latencies    []time.Duration
+	acks         []ack
 	lastAcked    int64 // the latest request acknowledged, -1 before any
 	lastAck      time.Time
 	firstErr     error
@@ -304,12 +311,7 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 
 	var bg sync.WaitGroup
 	stop := make(chan struct{})
-	var timeline []float64
-	bg.Add(1)
-	go func() {
-		defer bg.Done()
-		timeline = s.watch(stop, cancel)
-	}()
+	bg.Go(func() { s.watch(stop, cancel) })
 	var lags []time.Duration
 	if rd != nil {
 		bg.Add(1)
@@ -340,16 +342,18 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 
 	sent := min(s.unsent.Load(), s.next.Load())
 	rep.Spans = s.acked.Load()
-	rep.Requests = int64(len(s.latencies))
+	rep.Requests = int64(len(s.acks))
 	rep.Seconds = elapsed.Seconds()
 	rep.SpansPerSec = float64(rep.Spans) / elapsed.Seconds()
 	rep.MBPerSec = float64(s.bytes.Load()) / 1e6 / elapsed.Seconds()
 	rep.RejectedSpans = s.rejected.Load()
 	rep.FailedSpans = s.failed.Load()
 	rep.Retries = s.retries.Load()
-	rep.ExportP50Ms, rep.ExportP99Ms, rep.ExportMaxMs = percentiles(s.latencies)
-	rep.exportLatencies = s.latencies
-	rep.Timeline = timeline
+	for _, a := range s.acks {
+		rep.exportLatencies = append(rep.exportLatencies, a.latency)
+	}
+	rep.ExportP50Ms, rep.ExportP99Ms, rep.ExportMaxMs = percentiles(rep.exportLatencies)
+	rep.Timeline = newTimeline(s.acks, elapsed)
 	if s.firstErr != nil {
 		rep.FirstError = s.firstErr.Error()
 	}
@@ -417,7 +421,7 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 			s.rejected.Add(rejected)
 			s.bytes.Add(int64(len(req)))
 			s.mu.Lock()
-			s.latencies = append(s.latencies, lat)
+			s.acks = append(s.acks, ack{at: time.Since(s.start), latency: lat, spans: spans - rejected})
 			if int64(seq) > s.lastAcked {
 				s.lastAcked, s.lastAck = int64(seq), time.Now()
 			}
@@ -490,27 +494,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// watch reports progress, records acknowledged spans per second, and gives
-// up the run, calling abort, once every export has failed for StallTimeout,
-// until stop closes.
-func (s *sender) watch(stop <-chan struct{}, abort func()) []float64 {
+// watch reports progress, and gives up the run, calling abort, once every
+// export has failed for StallTimeout, until stop closes.
+func (s *sender) watch(stop <-chan struct{}, abort func()) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var timeline []float64
-	var lastSecond int64
-	nextSecond := s.start.Add(time.Second)
 	prevAcked, prevAt := int64(0), s.start
 	for {
 		select {
 		case <-stop:
-			return timeline
+			return
 		case now := <-tick.C:
 			acked := s.acked.Load()
-			if !now.Before(nextSecond) {
-				timeline = append(timeline, float64(acked-lastSecond))
-				lastSecond = acked
-				nextSecond = nextSecond.Add(time.Second)
-			}
 			if s.o.Progress != nil {
 				s.o.Progress(Progress{Acked: acked, Errors: s.errs.Load(), Elapsed: now.Sub(s.start),
 					SpansPerSec: float64(acked-prevAcked) / now.Sub(prevAt).Seconds()})

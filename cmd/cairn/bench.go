@@ -72,6 +72,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rep.Version, rep.Args = cairnVersion(), args
 	if *htmlFile != "" {
 		if err := writeFile(*htmlFile, rep.WriteHTML); err != nil {
 			return err
