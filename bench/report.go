@@ -4,11 +4,10 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"io"
-	"math"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -153,6 +152,8 @@ type TraceReadReport struct {
 	P50Ms   float64 `json:"p50_ms"`
 	P99Ms   float64 `json:"p99_ms"`
 	MaxMs   float64 `json:"max_ms"`
+
+	TargetP99Ms float64 `json:"target_p99_ms,omitempty"` // cairn's goal
 }
 
 // SearchReport is the latency of one search shape, limit 20.
@@ -163,6 +164,8 @@ type SearchReport struct {
 	P50Ms      float64 `json:"p50_ms"`
 	P99Ms      float64 `json:"p99_ms"`
 	MaxMs      float64 `json:"max_ms"`
+
+	TargetP99Ms float64 `json:"target_p99_ms"` // cairn's goal
 }
 
 // WriteJSON writes the report as one JSON object.
@@ -172,55 +175,90 @@ func (r *Report) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// WriteTable writes the report for people.
-func (r *Report) WriteTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "run\t%s, cairn %s\n", r.Started.Format("2006-01-02 15:04:05 MST"), cmp.Or(r.Version, "(unknown version)"))
-	fmt.Fprintf(tw, "host\t%s\n", r.Host)
-	mode := r.Target + " over " + r.Protocol
-	if r.Embedded {
-		mode = "embedded cairn at " + mode
+// row is a line of the report for people: what, the figure, and details.
+// A zero row separates groups.
+type row struct{ What, Figure, Detail string }
+
+// runRows say how and where the run ran.
+func (r *Report) runRows() []row {
+	rows := []row{
+		{What: "run", Figure: fmt.Sprintf("%s, cairn %s", r.Started.Format("2006-01-02 15:04:05 MST"), cmp.Or(r.Version, "(unknown version)"))},
+		{What: "host", Figure: r.Host.String()},
+		{What: "target", Figure: r.targetLine()},
 	}
-	fmt.Fprintf(tw, "target\t%s\n", mode)
 	if r.Reader != "" {
-		fmt.Fprintf(tw, "reader\t%s\n", r.Reader)
+		rows = append(rows, row{What: "reader", Figure: r.Reader})
 	}
-	fmt.Fprintf(tw, "workload\tseed %d, %d spans/request, %d conns × %d in flight%s\n", r.Seed, r.Batch, r.Conns, r.Inflight, rateNote(r.Rate))
-	fmt.Fprintf(tw, "\t\n")
-	fmt.Fprintf(tw, "ingest\t%s spans/s, %.1f MB/s\t%s spans acknowledged in %.1fs\n", count(r.SpansPerSec), r.MBPerSec, count(float64(r.Spans)), r.Seconds)
-	fmt.Fprintf(tw, "export latency\tp50 %.1f ms, p99 %.1f ms\tmax %.1f ms\n", r.ExportP50Ms, r.ExportP99Ms, r.ExportMaxMs)
-	fmt.Fprintf(tw, "rejected / failed spans\t%d / %d\tretries %d\n", r.RejectedSpans, r.FailedSpans, r.Retries)
+	return append(rows, row{What: "workload", Figure: r.workloadLine()})
+}
+
+// figureRows are what the run measured.
+func (r *Report) figureRows() []row {
+	var rows []row
+	add := func(what, figure, detail string) { rows = append(rows, row{what, figure, detail}) }
+	add("ingest", fmt.Sprintf("%s spans/s, %.1f MB/s", count(r.SpansPerSec), r.MBPerSec),
+		fmt.Sprintf("%s spans acknowledged in %.1fs", count(float64(r.Spans)), r.Seconds))
+	add("export latency", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", r.ExportP50Ms, r.ExportP99Ms), fmt.Sprintf("max %.1f ms", r.ExportMaxMs))
+	add("rejected / failed spans", fmt.Sprintf("%d / %d", r.RejectedSpans, r.FailedSpans), fmt.Sprintf("retries %d", r.Retries))
 	if r.FirstError != "" {
-		fmt.Fprintf(tw, "first error\t%s\n", r.FirstError)
+		add("first error", r.FirstError, "")
 	}
 	if r.Embedded {
-		fmt.Fprintf(tw, "peak RSS\t%.0f MiB\n", r.PeakRSSMB)
-		fmt.Fprintf(tw, "disk after flush\t%.1f bytes/span\t%.1f MB\n", r.DiskBytesPerSpan, float64(r.DiskBytes)/1e6)
+		add("peak RSS", fmt.Sprintf("%.0f MiB", r.PeakRSSMB), "")
+		add("disk after flush", fmt.Sprintf("%.1f bytes/span", r.DiskBytesPerSpan), fmt.Sprintf("%.1f MB", float64(r.DiskBytes)/1e6))
 	}
 	if r.VisibilityProbes > 0 {
-		fmt.Fprintf(tw, "ack → visible\tp50 %.1f ms, p99 %.1f ms\tmax %.1f ms, %d probes\n", r.VisibilityP50Ms, r.VisibilityP99Ms, r.VisibilityMaxMs, r.VisibilityProbes)
+		add("ack → visible", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", r.VisibilityP50Ms, r.VisibilityP99Ms),
+			fmt.Sprintf("max %.1f ms, %d probes", r.VisibilityMaxMs, r.VisibilityProbes))
 	}
 	if len(r.GetTraces) > 0 {
-		fmt.Fprintf(tw, "\t\n")
+		rows = append(rows, row{})
 		if r.Settle > 0 {
-			fmt.Fprintf(tw, "reads from\t%.0fs after the last ack\n", r.Settle)
+			add("reads from", fmt.Sprintf("%.0fs after the last ack", r.Settle), "")
 		}
 		for _, c := range r.GetTraces {
-			fmt.Fprintf(tw, "trace by ID, %s\tp50 %.2f ms, p99 %.2f ms\t%d traces, %d reads\n", c.Class, c.P50Ms, c.P99Ms, c.Traces, c.Queries)
+			add("trace by ID, "+c.Class, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", c.P50Ms, c.P99Ms), fmt.Sprintf("%d traces, %d reads", c.Traces, c.Queries))
 		}
 		if r.LargestTraceSpans > 0 {
-			fmt.Fprintf(tw, "largest trace\t%.1f ms\t%s spans\n", r.LargestTraceMs, count(float64(r.LargestTraceSpans)))
+			add("largest trace", fmt.Sprintf("%.1f ms", r.LargestTraceMs), count(float64(r.LargestTraceSpans))+" spans")
 		}
 	}
 	if len(r.Searches) > 0 {
-		fmt.Fprintf(tw, "\t\n")
+		rows = append(rows, row{})
 		for _, s := range r.Searches {
-			fmt.Fprintf(tw, "search %s\tp50 %.2f ms, p99 %.2f ms\t%.1f traces/search, %d searches\n", s.Shape, s.P50Ms, s.P99Ms, s.MeanTraces, s.Queries)
+			add("search "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%.1f traces/search, %d searches", s.MeanTraces, s.Queries))
 		}
 	}
 	if r.TracesChecked > 0 {
-		fmt.Fprintf(tw, "\t\n")
-		fmt.Fprintf(tw, "complete traces\t%d of %d (%.1f%%)\n", r.TracesComplete, r.TracesChecked, 100*r.CompleteFraction)
+		rows = append(rows, row{})
+		add("complete traces", fmt.Sprintf("%d of %d (%.1f%%)", r.TracesComplete, r.TracesChecked, 100*r.CompleteFraction), "")
+	}
+	return rows
+}
+
+func (r *Report) targetLine() string {
+	if r.Embedded {
+		return fmt.Sprintf("embedded cairn at %s over %s", r.Target, r.Protocol)
+	}
+	return r.Target + " over " + r.Protocol
+}
+
+func (r *Report) workloadLine() string {
+	return fmt.Sprintf("seed %d, %d spans/request, %d conns × %d in flight%s", r.Seed, r.Batch, r.Conns, r.Inflight, rateNote(r.Rate))
+}
+
+// WriteTable writes the report for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, rw := range slices.Concat(r.runRows(), []row{{}}, r.figureRows()) {
+		switch {
+		case rw == row{}:
+			fmt.Fprint(tw, "\t\n") // a cell keeps the columns aligned across groups
+		case rw.Detail == "":
+			fmt.Fprintf(tw, "%s\t%s\n", rw.What, rw.Figure)
+		default:
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", rw.What, rw.Figure, rw.Detail)
+		}
 	}
 	return tw.Flush()
 }
@@ -252,109 +290,4 @@ func count(n float64) string {
 		b.WriteRune(c)
 	}
 	return b.String()
-}
-
-// WriteHTML writes a self-contained page: the report's figures, acknowledged
-// spans per second over time, and histograms of export and read latency.
-func (r *Report) WriteHTML(w io.Writer) error {
-	var table strings.Builder
-	if err := r.WriteTable(&table); err != nil {
-		return err
-	}
-	data := struct {
-		Table      string
-		Throughput template.HTML
-		Export     template.HTML
-		Read       template.HTML
-	}{
-		Table:      table.String(),
-		Throughput: lineChart(r.Timeline.SpansPerSec, "seconds", "spans/s"),
-		Export:     histogram(r.exportLatencies, "export latency, ms (log scale)"),
-	}
-	if len(r.readLatencies) > 0 {
-		data.Read = histogram(r.readLatencies, "trace-by-ID latency, ms (log scale)")
-	}
-	return reportPage.Execute(w, data)
-}
-
-var reportPage = template.Must(template.New("report").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>cairn bench</title>
-<style>
-body { font: 14px system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222 }
-pre { background: #f6f6f6; padding: 1em; overflow-x: auto }
-svg { background: #fbfbfb; border: 1px solid #ddd; margin: .5em 0 1.5em }
-svg text { font: 11px system-ui, sans-serif; fill: #555 }
-</style></head><body>
-<h1>cairn bench</h1>
-<pre>{{.Table}}</pre>
-<h2>Throughput</h2>
-{{.Throughput}}
-<h2>Export latency</h2>
-{{.Export}}
-{{if .Read}}<h2>Trace reads</h2>
-{{.Read}}{{end}}
-</body></html>
-`))
-
-const chartW, chartH, chartPad = 720.0, 240.0, 40.0
-
-// lineChart draws ys (one per second) as an SVG polyline.
-func lineChart(ys []float64, xlabel, ylabel string) template.HTML {
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" xmlns="http://www.w3.org/2000/svg">`, chartW, chartH)
-	top := 0.0
-	for _, y := range ys {
-		top = math.Max(top, y)
-	}
-	if len(ys) > 1 && top > 0 {
-		b.WriteString(`<polyline fill="none" stroke="#2a6fdb" stroke-width="2" points="`)
-		for i, y := range ys {
-			x := chartPad + float64(i)/float64(len(ys)-1)*(chartW-2*chartPad)
-			fmt.Fprintf(&b, "%.1f,%.1f ", x, chartH-chartPad-y/top*(chartH-2*chartPad))
-		}
-		b.WriteString(`"/>`)
-	}
-	axes(&b, fmt.Sprintf("%s (0–%d)", xlabel, len(ys)), fmt.Sprintf("%s (max %s)", ylabel, count(top)))
-	b.WriteString(`</svg>`)
-	return template.HTML(b.String())
-}
-
-// histogram draws the distribution of ds over log-spaced millisecond buckets.
-func histogram(ds []time.Duration, xlabel string) template.HTML {
-	const buckets = 40
-	var b strings.Builder
-	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" xmlns="http://www.w3.org/2000/svg">`, chartW, chartH)
-	if len(ds) > 0 {
-		lo, hi := math.Inf(1), 0.0
-		for _, d := range ds {
-			ms := math.Max(float64(d)/1e6, 0.001)
-			lo, hi = math.Min(lo, ms), math.Max(hi, ms)
-		}
-		span := math.Log(hi/lo) + 1e-9
-		var n [buckets]int
-		most := 0
-		for _, d := range ds {
-			ms := math.Max(float64(d)/1e6, 0.001)
-			i := min(buckets-1, int(math.Log(ms/lo)/span*buckets))
-			n[i]++
-			most = max(most, n[i])
-		}
-		bw := (chartW - 2*chartPad) / buckets
-		for i, c := range n {
-			h := float64(c) / float64(most) * (chartH - 2*chartPad)
-			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#2a6fdb"/>`,
-				chartPad+float64(i)*bw, chartH-chartPad-h, bw-1, h)
-		}
-		xlabel = fmt.Sprintf("%s: %.2f – %.1f", xlabel, lo, hi)
-	}
-	axes(&b, xlabel, fmt.Sprintf("count (%d)", len(ds)))
-	b.WriteString(`</svg>`)
-	return template.HTML(b.String())
-}
-
-func axes(b *strings.Builder, xlabel, ylabel string) {
-	fmt.Fprintf(b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#999"/>`, chartPad, chartH-chartPad, chartW-chartPad, chartH-chartPad)
-	fmt.Fprintf(b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#999"/>`, chartPad, chartPad, chartPad, chartH-chartPad)
-	fmt.Fprintf(b, `<text x="%.0f" y="%.0f">%s</text>`, chartPad, chartH-chartPad/3, template.HTMLEscapeString(xlabel))
-	fmt.Fprintf(b, `<text x="%.0f" y="%.0f">%s</text>`, chartPad, chartPad*0.7, template.HTMLEscapeString(ylabel))
 }
