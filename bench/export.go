@@ -81,7 +81,6 @@ func newExporters(o Options) ([]exporter, string, error) {
 	// open as there are requests in flight, so that none is dialled twice.
 	n := o.Conns * o.Inflight
 	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
 		DialContext:         (&net.Dialer{Timeout: probeTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: probeTimeout,
 		MaxIdleConns:        n,
@@ -216,7 +215,7 @@ func (e *httpExporter) rejectedSpans(b []byte) int64 {
 		return rejectedSpans(b)
 	}
 	var resp collectorpb.ExportTraceServiceResponse
-	if protojson.Unmarshal(b, &resp) != nil {
+	if (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, &resp) != nil {
 		return 0
 	}
 	return resp.GetPartialSuccess().GetRejectedSpans()

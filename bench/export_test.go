@@ -159,10 +159,10 @@ func TestHTTPExport(t *testing.T) {
 					return
 				}
 				if e.json && e.n%2 == 0 {
-					// A number where protojson writes a string: receivers
-					// may do either.
+					// A number where protojson writes a string, which
+					// receivers may do, and a field from a later OTLP.
 					e.w.Header().Set("Content-Type", "application/json")
-					fmt.Fprint(e.w, `{"partialSuccess":{"rejectedSpans":3,"errorMessage":"too old"}}`)
+					fmt.Fprint(e.w, `{"partialSuccess":{"rejectedSpans":3,"errorMessage":"too old"},"laterField":1}`)
 				} else {
 					e.respond(&collectorpb.ExportTraceServiceResponse{PartialSuccess: &collectorpb.ExportTracePartialSuccess{
 						RejectedSpans: 3, ErrorMessage: "too old"}})
