@@ -147,30 +147,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	default:
 		return nil, fmt.Errorf("bench: unknown protocol %q: want %s, %s or %s", o.Protocol, ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
 	}
-	// Probe before encoding the workload, which takes seconds, so that a
+	// Connect before encoding the workload, which takes seconds, so that a
 	// wrong address fails at once.
-	exps, addr, err := newExporters(o)
+	exps, rd, err := connect(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(exps)
-	err = probe(ctx, fmt.Sprintf("OTLP endpoint %s over %s", o.Target, o.Protocol), addr, "an empty export",
-		func(ctx context.Context) error {
-			_, err := exps[0].export(ctx, emptyExport(o.Protocol))
-			return err
-		})
-	if err != nil {
-		return nil, err
-	}
-	var rd *reader
-	if o.Reader != "" {
-		if rd, err = newReader(o.Reader); err != nil {
-			return nil, err
-		}
+	if rd != nil {
 		defer rd.close()
-		if err := probe(ctx, "reader "+o.Reader, o.Reader, "GetServices", rd.services); err != nil {
-			return nil, err
-		}
 	}
 
 	t0 := time.Now()
@@ -184,7 +169,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(), Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
+	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(),
+		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	sent, err := send(ctx, o, exps, pool, rd, rep)
@@ -207,6 +193,40 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// connect returns the exporters to o.Target and, if o.Reader is set, a
+// reader, once each has answered a probe.
+func connect(ctx context.Context, o Options) (_ []exporter, _ *reader, err error) {
+	exps, addr, err := newExporters(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			closeAll(exps)
+		}
+	}()
+	err = probe(ctx, fmt.Sprintf("OTLP endpoint %s over %s", o.Target, o.Protocol), addr, "an empty export",
+		func(ctx context.Context) error {
+			_, err := exps[0].export(ctx, emptyExport(o.Protocol))
+			return err
+		})
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Reader == "" {
+		return exps, nil, nil
+	}
+	rd, err := newReader(o.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err = probe(ctx, "reader "+o.Reader, o.Reader, "GetServices", rd.services); err != nil {
+		rd.close()
+		return nil, nil, err
+	}
+	return exps, rd, nil
 }
 
 // QuietFor is how long Options.Activity must stay unchanged for the target
@@ -282,12 +302,11 @@ type sender struct {
 
 	mu           sync.Mutex
 	acks         []ack
-	lastAcked    int64 // the latest request acknowledged, -1 before any
-	lastAck      time.Time
+	lastAcked    int64     // the latest request acknowledged, -1 before any
+	lastAck      time.Time // when it was
 	firstErr     error
 	lastErr      error
-	ackedAt      time.Time // when an export was last acknowledged
-	failingSince time.Time // since when every export has failed; zero if none has since ackedAt
+	failingSince time.Time // since when every export has failed; zero if none has since lastAck
 	stalled      error     // why the run gave up, if it did
 }
 
@@ -314,20 +333,12 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 	bg.Go(func() { s.watch(stop, cancel) })
 	var lags []time.Duration
 	if rd != nil {
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			lags = rd.probeVisibility(runCtx, s, stop)
-		}()
+		bg.Go(func() { lags = rd.probeVisibility(runCtx, s, stop) })
 	}
 
 	var wg sync.WaitGroup
 	for i := range o.Conns * o.Inflight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.worker(sendCtx, exps[i%len(exps)])
-		}()
+		wg.Go(func() { s.worker(sendCtx, exps[i%len(exps)]) })
 	}
 	wg.Wait()
 	elapsed := time.Since(s.start)
@@ -415,41 +426,17 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 		attempt, cancel := context.WithTimeout(ctx, s.o.StallTimeout)
 		rejected, err := exp.export(attempt, req)
 		cancel()
-		lat := time.Since(t)
 		if err == nil {
-			s.acked.Add(spans - rejected)
-			s.rejected.Add(rejected)
-			s.bytes.Add(int64(len(req)))
-			s.mu.Lock()
-			s.acks = append(s.acks, ack{at: time.Since(s.start), latency: lat, spans: spans - rejected})
-			if int64(seq) > s.lastAcked {
-				s.lastAcked, s.lastAck = int64(seq), time.Now()
-			}
-			s.ackedAt, s.failingSince = time.Now(), time.Time{}
-			s.mu.Unlock()
+			s.acknowledged(seq, spans, rejected, len(req), time.Since(t))
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.errs.Add(1)
-		s.mu.Lock()
-		s.lastErr = err
-		if s.failingSince.IsZero() {
-			s.failingSince = t
-			if t.Before(s.ackedAt) {
-				s.failingSince = s.ackedAt
-			}
-		}
-		s.mu.Unlock()
 		var r *retryableError
-		if !errors.As(err, &r) {
-			s.failed.Add(spans)
-			s.mu.Lock()
-			if s.firstErr == nil {
-				s.firstErr = err
-			}
-			s.mu.Unlock()
+		retry := errors.As(err, &r)
+		s.attemptFailed(t, err, spans, !retry)
+		if !retry {
 			return true
 		}
 		wait := backoff
@@ -461,6 +448,40 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 		}
 		s.retries.Add(1)
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *sender) acknowledged(seq uint64, spans, rejected int64, bytes int, latency time.Duration) {
+	s.acked.Add(spans - rejected)
+	s.rejected.Add(rejected)
+	s.bytes.Add(int64(bytes))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acks = append(s.acks, ack{at: time.Since(s.start), latency: latency, spans: spans - rejected})
+	if int64(seq) > s.lastAcked {
+		s.lastAcked, s.lastAck = int64(seq), time.Now()
+	}
+	s.failingSince = time.Time{}
+}
+
+// attemptFailed records an attempt, started at t, that failed; if final,
+// its request failed and its spans count as failed.
+func (s *sender) attemptFailed(t time.Time, err error, spans int64, final bool) {
+	s.errs.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
+	if s.failingSince.IsZero() {
+		s.failingSince = t
+		if t.Before(s.lastAck) {
+			s.failingSince = s.lastAck
+		}
+	}
+	if final {
+		s.failed.Add(spans)
+		if s.firstErr == nil {
+			s.firstErr = err
+		}
 	}
 }
 
