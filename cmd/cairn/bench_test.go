@@ -124,3 +124,19 @@ func TestBenchUnreachable(t *testing.T) {
 		t.Errorf("got %v, want %s", err, want)
 	}
 }
+
+// TestServingLine reads the listeners' addresses from the line `cairn serve`
+// logs, with and without OTLP/HTTP.
+func TestServingLine(t *testing.T) {
+	for line, want := range map[string][3]string{
+		`time=2026-03-01T12:00:00Z level=INFO msg="cairn serving" data_dir=/tmp/d otlp_grpc=127.0.0.1:4317 query=127.0.0.1:17271`: {
+			"127.0.0.1:4317", "", "127.0.0.1:17271"},
+		`level=INFO msg="cairn serving" data_dir="/tmp/a b" otlp_grpc=127.0.0.1:4317 otlp_http=127.0.0.1:4318 query=127.0.0.1:17271 http=127.0.0.1:8080`: {
+			"127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:17271"},
+	} {
+		m := servingLine.FindStringSubmatch(line)
+		if m == nil || [3]string(m[1:]) != want {
+			t.Errorf("%s: got %q, want %q", line, m, want)
+		}
+	}
+}
