@@ -154,7 +154,7 @@ var httpListenFlags = []string{"--otlp-http-addr", "127.0.0.1:0", "--http-addr",
 // started again without them.
 func startChild(bin, dir string, extra ...string) (*child, error) {
 	c, err := startServe(bin, dir, append(slices.Clone(httpListenFlags), extra...))
-	if err != nil && strings.Contains(err.Error(), "flag provided but not defined: -"+httpListenFlags[0][2:]) {
+	if err != nil && strings.Contains(err.Error(), "flag provided but not defined: -otlp-http-addr") {
 		return startServe(bin, dir, extra)
 	}
 	return c, err
