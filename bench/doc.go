@@ -8,8 +8,9 @@
 // encodes it ahead of time and replays it in rounds with fresh IDs and times,
 // so that generating load never limits what it measures.
 //
-// Run sends a pool to any OTLP/gRPC endpoint, counting only acknowledged
-// spans, and, given a jaeger.storage.v2 reader, measures how soon spans are
-// visible, how fast traces and searches come back, and whether every trace
-// sampled is complete. A Report prints as a table, JSON or an HTML page.
+// Run sends a pool to any OTLP endpoint, over gRPC or HTTP with protobuf or
+// JSON, counting only acknowledged spans, and, given a jaeger.storage.v2
+// reader, measures how soon spans are visible, how fast traces and searches
+// come back, and whether every trace sampled is complete. A Report prints
+// as a table, JSON or an HTML page.
 package bench

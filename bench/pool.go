@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"cairn/internal/otlpjson"
 )
 
 // Pool is a workload encoded ahead of time and replayed in rounds, so that
@@ -19,6 +23,7 @@ type Pool struct {
 	period   uint64 // nanoseconds between a round's first trace and the next round's
 	start    time.Time
 	services []Service
+	json     bool // requests are OTLP/JSON rather than protobuf
 }
 
 // PoolTrace is a trace of the pool's first round.
@@ -29,13 +34,16 @@ type PoolTrace struct {
 	Last  int // index of the last such request
 }
 
+// poolRequest is an encoded request and where its IDs and times lie: in
+// protobuf, 16- and 8-byte IDs and fixed64 times; in OTLP/JSON, 32- and
+// 16-digit hex IDs and 19-digit decimal times.
 type poolRequest struct {
 	bytes      []byte
 	spans      int
-	traceIDs   []int32 // offsets of 16-byte trace IDs, links' included
+	traceIDs   []int32 // offsets of trace IDs, links' included
 	spanTraces []int32 // offsets of the spans' own trace IDs, while pooling
-	spanIDs    []int32 // offsets of 8-byte span IDs, parents included
-	times      []int32 // offsets of fixed64 timestamps
+	spanIDs    []int32 // offsets of span IDs, parents included
+	times      []int32 // offsets of timestamps
 	probe      Probe   // the request's last span
 }
 
@@ -105,6 +113,20 @@ func (p *Pool) Request(dst []byte, seq uint64) []byte {
 		return dst
 	}
 	tmask, smask := roundMasks(round)
+	shift := round * p.period
+	if p.json {
+		for _, off := range r.traceIDs {
+			xorHex(dst[off+16:off+32], tmask)
+		}
+		for _, off := range r.spanIDs {
+			xorHex(dst[off:off+16], smask)
+		}
+		digits, top := decimalDigits(shift)
+		for _, off := range r.times {
+			addDecimal(dst[off:off+jsonTimeDigits], &digits, top)
+		}
+		return dst
+	}
 	for _, off := range r.traceIDs {
 		b := dst[off+8 : off+16]
 		binary.BigEndian.PutUint64(b, binary.BigEndian.Uint64(b)^tmask)
@@ -113,12 +135,107 @@ func (p *Pool) Request(dst []byte, seq uint64) []byte {
 		b := dst[off : off+8]
 		binary.BigEndian.PutUint64(b, binary.BigEndian.Uint64(b)^smask)
 	}
-	shift := round * p.period
 	for _, off := range r.times {
 		b := dst[off : off+8]
 		binary.LittleEndian.PutUint64(b, binary.LittleEndian.Uint64(b)+shift)
 	}
 	return dst
+}
+
+// xorHex applies mask to the 64-bit number the 16 lowercase hex digits of b
+// spell, a digit at a time.
+func xorHex(b []byte, mask uint64) {
+	_ = b[15]
+	for i := 15; i >= 0; i-- {
+		b[i] = hexDigits[hexValues[b[i]]^byte(mask&15)]
+		mask >>= 4
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// hexValues maps a hex digit to its value.
+var hexValues = func() (v [256]byte) {
+	for i := range hexDigits {
+		v[hexDigits[i]] = byte(i)
+	}
+	return v
+}()
+
+// decimalDigits returns the digits of v, 0 to 9, right-aligned, and the
+// index of the first that is not a leading zero.
+func decimalDigits(v uint64) (d [jsonTimeDigits]byte, top int) {
+	top = jsonTimeDigits
+	for ; v > 0 && top > 0; v /= 10 {
+		top--
+		d[top] = byte(v % 10)
+	}
+	return d, top
+}
+
+// addDecimal adds the number of decimalDigits to the one b spells in ASCII.
+// The sum keeps b's width: times of jsonTimeDigits digits span 2001 to
+// 2286.
+func addDecimal(b []byte, shift *[jsonTimeDigits]byte, top int) {
+	carry := byte(0)
+	for i := len(b) - 1; i >= 0 && (i >= top || carry != 0); i-- {
+		d := b[i] - '0' + shift[i] + carry
+		carry = 0
+		if d >= 10 {
+			d, carry = d-10, 1
+		}
+		b[i] = '0' + d
+	}
+}
+
+// jsonTimeDigits is the width of every timestamp of an OTLP/JSON pool.
+const jsonTimeDigits = 19
+
+// EncodeJSON re-encodes the pool's requests as OTLP/JSON, once, so that
+// Request returns OTLP/JSON for the same spans, IDs and times at the same
+// cost as protobuf: a copy and a few patches, rather than an encoding per
+// request.
+func (p *Pool) EncodeJSON() error {
+	for i := range p.reqs {
+		r := &p.reqs[i]
+		var req collectorpb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(r.bytes, &req); err != nil {
+			return fmt.Errorf("decode pool request %d: %w", i, err)
+		}
+		doc, err := otlpjson.Marshal(&req)
+		if err != nil {
+			return err
+		}
+		jr := poolRequest{bytes: doc, spans: r.spans, probe: r.probe}
+		if err := jr.locateJSON(); err != nil {
+			return fmt.Errorf("index OTLP/JSON pool request %d: %w", i, err)
+		}
+		*r = jr
+	}
+	p.json = true
+	return nil
+}
+
+// locateJSON records where the hex IDs and decimal times of r's spans lie.
+func (r *poolRequest) locateJSON() error {
+	return otlpjson.EachStringMember(r.bytes, func(key []byte, start, end int) error {
+		at, width := int32(start+1), end-start-2
+		want := 0
+		switch string(key) {
+		case "traceId":
+			want, r.traceIDs = 32, append(r.traceIDs, at)
+		case "spanId", "parentSpanId":
+			want, r.spanIDs = 16, append(r.spanIDs, at)
+		case "startTimeUnixNano", "endTimeUnixNano", "timeUnixNano":
+			want, r.times = jsonTimeDigits, append(r.times, at)
+		default:
+			return nil
+		}
+		if width != want {
+			return fmt.Errorf("%s %s is %d characters long, not %d", key, r.bytes[start:end], width, want)
+		}
+		return nil
+	})
 }
 
 // dropRequests frees the encoded requests; Request must not be called after.

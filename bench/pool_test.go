@@ -1,10 +1,14 @@
 package bench
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"cairn/internal/otlpjson"
 )
 
 // TestPoolRounds checks that every round is valid OTLP with the first round's
@@ -80,5 +84,55 @@ func TestPoolRounds(t *testing.T) {
 	}
 	if want := int(n) * 100; total != want {
 		t.Fatalf("traces hold %d spans, requests %d", total, want)
+	}
+}
+
+// TestPoolJSON checks that an OTLP/JSON pool sends, round after round, the
+// very requests the protobuf pool does.
+func TestPoolJSON(t *testing.T) {
+	cfg := Config{BatchSpans: 100, LargeTraceEvery: 50, Start: time.Unix(1_750_000_000, 0)}
+	pb, err := NewPool(cfg, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := NewPool(cfg, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := js.EncodeJSON(); err != nil {
+		t.Fatal(err)
+	}
+	var pbuf, jbuf []byte
+	for seq := range 3 * uint64(pb.Requests()) {
+		pbuf, jbuf = pb.Request(pbuf, seq), js.Request(jbuf, seq)
+		wire, err := otlpjson.DecodeRequest(jbuf)
+		if err != nil {
+			t.Fatalf("request %d: %v", seq, err)
+		}
+		var want, got collectorpb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(pbuf, &want); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Unmarshal(wire, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, &want) {
+			t.Fatalf("request %d differs between OTLP/JSON and protobuf", seq)
+		}
+		if js.Probe(seq) != pb.Probe(seq) || js.Spans(seq) != pb.Spans(seq) {
+			t.Fatalf("request %d: probes or span counts differ", seq)
+		}
+	}
+}
+
+// TestPoolJSONNeedsFixedWidthTimes checks that a pool whose times would not
+// keep their width in OTLP/JSON says so rather than sending garbled times.
+func TestPoolJSONNeedsFixedWidthTimes(t *testing.T) {
+	p, err := NewPool(Config{BatchSpans: 10, Start: time.Unix(900_000_000, 0)}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.EncodeJSON(); err == nil || !strings.Contains(err.Error(), "not 19") {
+		t.Fatalf("times of 1998 encoded: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,23 +9,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
-
-	"cairn/internal/rawcodec"
 )
-
-// exportMethod is OTLP's trace Export RPC.
-const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 // Options configures a run. The zero value is valid except for Target.
 type Options struct {
-	// Target is the OTLP/gRPC endpoint, host:port.
+	// Target is the OTLP endpoint: HOST:PORT for gRPC; for OTLP/HTTP,
+	// HOST:PORT too or an http or https URL, whose path defaults to
+	// /v1/traces.
 	Target string
+
+	// Protocol is how requests are sent: ProtocolGRPC (the default),
+	// ProtocolHTTPProtobuf or ProtocolHTTPJSON.
+	Protocol string
 
 	// Reader, if set, is a jaeger.storage.v2 endpoint that serves what Target
 	// stores; the run then measures visibility, trace reads, searches and
@@ -49,8 +45,15 @@ type Options struct {
 	Conns int
 
 	// Inflight is the number of requests in flight per connection. The
-	// default is 4.
+	// default is 4. Over OTLP/HTTP, which carries one request at a time per
+	// connection, Conns × Inflight requests are in flight on as many
+	// connections.
 	Inflight int
+
+	// StallTimeout is how long exports may keep failing, with none
+	// acknowledged, before the run gives up, and how long one attempt may
+	// go unanswered. The default is 30s.
+	StallTimeout time.Duration
 
 	// Rate caps the spans sent per second; 0 sends as fast as they are
 	// acknowledged.
@@ -88,6 +91,9 @@ type Options struct {
 
 func (o *Options) withDefaults() Options {
 	c := *o
+	if c.Protocol == "" {
+		c.Protocol = ProtocolGRPC
+	}
 	if c.Spans <= 0 && c.Duration <= 0 {
 		c.Spans = 1_000_000
 	}
@@ -115,6 +121,9 @@ func (o *Options) withDefaults() Options {
 	if c.Queries <= 0 {
 		c.Queries = 300
 	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = 30 * time.Second
+	}
 	return c
 }
 
@@ -133,23 +142,38 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, errors.New("bench: no target")
 	}
 	o = o.withDefaults()
+	switch o.Protocol {
+	case ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON:
+	default:
+		return nil, fmt.Errorf("bench: unknown protocol %q: want %s, %s or %s", o.Protocol, ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
+	}
+	// Connect before encoding the workload, which takes seconds, so that a
+	// wrong address fails at once.
+	exps, rd, err := connect(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(exps)
+	if rd != nil {
+		defer rd.close()
+	}
+
 	t0 := time.Now()
 	pool, err := NewPool(Config{Seed: o.Seed, BatchSpans: o.Batch, LargeTraceEvery: o.LargeTraceEvery,
 		TracesPerSecond: 10_000}, o.PoolSpans)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Target: o.Target, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
-		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
-
-	var rd *reader
-	if o.Reader != "" {
-		if rd, err = newReader(o.Reader); err != nil {
+	if o.Protocol == ProtocolHTTPJSON {
+		if err := pool.EncodeJSON(); err != nil {
 			return nil, err
 		}
-		defer rd.close()
 	}
-	sent, err := send(ctx, o, pool, rd, rep)
+	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(),
+		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
+		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
+
+	sent, err := send(ctx, o, exps, pool, rd, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -169,6 +193,40 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// connect returns the exporters to o.Target and, if o.Reader is set, a
+// reader, once each has answered a probe.
+func connect(ctx context.Context, o Options) (_ []exporter, _ *reader, err error) {
+	exps, addr, err := newExporters(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			closeAll(exps)
+		}
+	}()
+	err = probe(ctx, fmt.Sprintf("OTLP endpoint %s over %s", o.Target, o.Protocol), addr, "an empty export",
+		func(ctx context.Context) error {
+			_, err := exps[0].export(ctx, emptyExport(o.Protocol))
+			return err
+		})
+	if err != nil {
+		return nil, nil, err
+	}
+	if o.Reader == "" {
+		return exps, nil, nil
+	}
+	rd, err := newReader(o.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err = probe(ctx, "reader "+o.Reader, o.Reader, "GetServices", rd.services); err != nil {
+		rd.close()
+		return nil, nil, err
+	}
+	return exps, rd, nil
 }
 
 // QuietFor is how long Options.Activity must stay unchanged for the target
@@ -217,96 +275,96 @@ func settle(ctx context.Context, o Options) error {
 	return nil
 }
 
+// ack is an acknowledged export.
+type ack struct {
+	at      time.Duration // since sending started
+	latency time.Duration
+	spans   int64 // acknowledged, not rejected
+}
+
+// deadlineGrace is how long requests in flight when Duration is up may take
+// to be answered; those that take longer are cancelled and count for
+// nothing.
+const deadlineGrace = 2 * time.Second
+
 // sender holds what the senders share.
 type sender struct {
 	o        Options
 	pool     *Pool
-	conns    []*grpc.ClientConn
 	next     atomic.Uint64 // next request to send
 	unsent   atomic.Uint64 // the first request not sent: all below were
 	requests uint64        // requests to send; 0 for no bound
-	deadline time.Time     // zero for none
+	deadline time.Time     // when sending stops; zero for no bound
 	start    time.Time
 
 	acked, rejected, failed, retries, bytes atomic.Int64
 	errs                                    atomic.Int64
 
-	mu        sync.Mutex
-	latencies []time.Duration
-	lastAcked int64 // the latest request acknowledged, -1 before any
-	lastAck   time.Time
-	firstErr  error
+	mu           sync.Mutex
+	acks         []ack
+	lastAcked    int64     // the latest request acknowledged, -1 before any
+	lastAck      time.Time // when it was
+	firstErr     error
+	lastErr      error
+	failingSince time.Time // since when every export has failed; zero if none has since lastAck
+	stalled      error     // why the run gave up, if it did
 }
 
-func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (uint64, error) {
+func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, rep *Report) (uint64, error) {
 	s := &sender{o: o, pool: pool, lastAcked: -1}
 	s.unsent.Store(^uint64(0))
 	if o.Spans > 0 {
 		s.requests = uint64((o.Spans + int64(o.Batch) - 1) / int64(o.Batch))
 	}
-	for range o.Conns {
-		// One connection each: gRPC would otherwise share a single one.
-		c, err := grpc.NewClient(o.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
-		if err != nil {
-			return 0, fmt.Errorf("dial %s: %w", o.Target, err)
-		}
-		defer c.Close()
-		s.conns = append(s.conns, c)
-	}
 
 	s.start = time.Now()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sendCtx := runCtx
 	if o.Duration > 0 {
 		s.deadline = s.start.Add(o.Duration)
+		var cancelSend context.CancelFunc
+		sendCtx, cancelSend = context.WithDeadline(runCtx, s.deadline.Add(deadlineGrace))
+		defer cancelSend()
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 
 	var bg sync.WaitGroup
 	stop := make(chan struct{})
-	var timeline []float64
-	bg.Add(1)
-	go func() {
-		defer bg.Done()
-		timeline = s.watch(stop)
-	}()
+	bg.Go(func() { s.watch(stop, cancel) })
 	var lags []time.Duration
 	if rd != nil {
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			lags = rd.probeVisibility(ctx, s, stop)
-		}()
+		bg.Go(func() { lags = rd.probeVisibility(runCtx, s, stop) })
 	}
 
 	var wg sync.WaitGroup
 	for i := range o.Conns * o.Inflight {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.worker(ctx, s.conns[i%len(s.conns)])
-		}()
+		wg.Go(func() { s.worker(sendCtx, exps[i%len(exps)]) })
 	}
 	wg.Wait()
 	elapsed := time.Since(s.start)
 	close(stop)
 	bg.Wait()
+	if s.stalled != nil {
+		return 0, s.stalled
+	}
 	if ctx.Err() != nil && s.acked.Load() == 0 {
 		return 0, ctx.Err()
 	}
 
 	sent := min(s.unsent.Load(), s.next.Load())
 	rep.Spans = s.acked.Load()
-	rep.Requests = int64(len(s.latencies))
+	rep.Requests = int64(len(s.acks))
 	rep.Seconds = elapsed.Seconds()
 	rep.SpansPerSec = float64(rep.Spans) / elapsed.Seconds()
 	rep.MBPerSec = float64(s.bytes.Load()) / 1e6 / elapsed.Seconds()
 	rep.RejectedSpans = s.rejected.Load()
 	rep.FailedSpans = s.failed.Load()
 	rep.Retries = s.retries.Load()
-	rep.ExportP50Ms, rep.ExportP99Ms, rep.ExportMaxMs = percentiles(s.latencies)
-	rep.exportLatencies = s.latencies
-	rep.Timeline = timeline
+	for _, a := range s.acks {
+		rep.exportLatencies = append(rep.exportLatencies, a.latency)
+	}
+	rep.ExportP50Ms, rep.ExportP99Ms, rep.ExportMaxMs = percentiles(rep.exportLatencies)
+	rep.Timeline = newTimeline(s.acks, elapsed)
 	if s.firstErr != nil {
 		rep.FirstError = s.firstErr.Error()
 	}
@@ -315,102 +373,171 @@ func send(ctx context.Context, o Options, pool *Pool, rd *reader, rep *Report) (
 		rep.VisibilityP50Ms, rep.VisibilityP99Ms, rep.VisibilityMaxMs = percentiles(lags)
 	}
 	if rep.Spans == 0 {
-		return 0, fmt.Errorf("no span was acknowledged: %s", rep.FirstError)
+		if rep.FirstError == "" && s.lastErr != nil {
+			rep.FirstError = s.lastErr.Error()
+		}
+		return 0, fmt.Errorf("no span was acknowledged in %.1fs: %s", rep.Seconds, cmp.Or(rep.FirstError, "no answer"))
 	}
 	return sent, nil
 }
 
 // worker sends requests until the run is over.
-func (s *sender) worker(ctx context.Context, conn *grpc.ClientConn) {
+func (s *sender) worker(ctx context.Context, exp exporter) {
 	var buf []byte
-	var resp rawcodec.Message
-	for ctx.Err() == nil {
-		seq := s.next.Add(1) - 1
-		if s.requests > 0 && seq >= s.requests || !s.deadline.IsZero() && time.Now().After(s.deadline) {
-			for {
-				u := s.unsent.Load()
-				if seq >= u || s.unsent.CompareAndSwap(u, seq) {
-					return
-				}
-			}
-		}
-		spans := int64(s.pool.Spans(seq))
-		if s.o.Rate > 0 {
-			due := s.start.Add(time.Duration(float64(seq) * float64(s.o.Batch) / s.o.Rate * float64(time.Second)))
-			if d := time.Until(due); d > 0 {
-				select {
-				case <-time.After(d):
-				case <-ctx.Done():
-					return
-				}
-			}
+	for {
+		seq, ok := s.claim(ctx)
+		if !ok {
+			return
 		}
 		buf = s.pool.Request(buf, seq)
-		backoff := 10 * time.Millisecond
-		for {
-			t := time.Now()
-			resp = resp[:0]
-			err := conn.Invoke(ctx, exportMethod, rawcodec.Message(buf), &resp)
-			lat := time.Since(t)
-			if err == nil {
-				rejected := rejectedSpans(resp)
-				s.acked.Add(spans - rejected)
-				s.rejected.Add(rejected)
-				s.bytes.Add(int64(len(buf)))
-				s.mu.Lock()
-				s.latencies = append(s.latencies, lat)
-				if int64(seq) > s.lastAcked {
-					s.lastAcked, s.lastAck = int64(seq), time.Now()
-				}
-				s.mu.Unlock()
-				break
-			}
-			s.errs.Add(1)
-			if c := status.Code(err); (c == codes.ResourceExhausted || c == codes.Unavailable) && ctx.Err() == nil {
-				s.retries.Add(1)
-				select {
-				case <-time.After(backoff):
-				case <-ctx.Done():
-				}
-				backoff = min(2*backoff, time.Second)
-				continue
-			}
-			s.failed.Add(spans)
-			s.mu.Lock()
-			if s.firstErr == nil {
-				s.firstErr = err
-			}
-			s.mu.Unlock()
-			break
+		if !s.deliver(ctx, exp, seq, buf) {
+			s.markUnsent(seq)
+			return
 		}
 	}
 }
 
-// watch reports progress and records acknowledged spans per second until
-// stop closes.
-func (s *sender) watch(stop <-chan struct{}) []float64 {
+// claim returns the next request to send once Rate allows, or false when
+// the run is over.
+func (s *sender) claim(ctx context.Context) (uint64, bool) {
+	seq := s.next.Add(1) - 1
+	if s.requests > 0 && seq >= s.requests || s.pastDeadline(time.Now()) {
+		s.markUnsent(seq)
+		return 0, false
+	}
+	if s.o.Rate > 0 {
+		due := s.start.Add(time.Duration(float64(seq) * float64(s.o.Batch) / s.o.Rate * float64(time.Second)))
+		if s.pastDeadline(due) || !sleep(ctx, time.Until(due)) {
+			s.markUnsent(seq)
+			return 0, false
+		}
+	}
+	return seq, true
+}
+
+// deliver sends request seq, again while it is refused for the time being,
+// until it is acknowledged or fails. It returns false if the run ended
+// first: the request then counts for nothing.
+func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []byte) bool {
+	spans := int64(s.pool.Spans(seq))
+	backoff := 10 * time.Millisecond
+	for {
+		t := time.Now()
+		attempt, cancel := context.WithTimeout(ctx, s.o.StallTimeout)
+		rejected, err := exp.export(attempt, req)
+		cancel()
+		if err == nil {
+			s.acknowledged(seq, spans, rejected, len(req), time.Since(t))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		var r *retryableError
+		retry := errors.As(err, &r)
+		s.attemptFailed(t, err, spans, !retry)
+		if !retry {
+			return true
+		}
+		wait := backoff
+		if r.after > 0 {
+			wait = r.after
+		}
+		if s.pastDeadline(time.Now().Add(wait)) || !sleep(ctx, wait) {
+			return false
+		}
+		s.retries.Add(1)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (s *sender) acknowledged(seq uint64, spans, rejected int64, bytes int, latency time.Duration) {
+	s.acked.Add(spans - rejected)
+	s.rejected.Add(rejected)
+	s.bytes.Add(int64(bytes))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acks = append(s.acks, ack{at: time.Since(s.start), latency: latency, spans: spans - rejected})
+	if int64(seq) > s.lastAcked {
+		s.lastAcked, s.lastAck = int64(seq), time.Now()
+	}
+	s.failingSince = time.Time{}
+}
+
+// attemptFailed records an attempt, started at t, that failed; if final,
+// its request failed and its spans count as failed.
+func (s *sender) attemptFailed(t time.Time, err error, spans int64, final bool) {
+	s.errs.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastErr = err
+	if s.failingSince.IsZero() {
+		s.failingSince = t
+		if t.Before(s.lastAck) {
+			s.failingSince = s.lastAck
+		}
+	}
+	if final {
+		s.failed.Add(spans)
+		if s.firstErr == nil {
+			s.firstErr = err
+		}
+	}
+}
+
+// markUnsent records that request seq was not sent, nor any after it that
+// was not sent before.
+func (s *sender) markUnsent(seq uint64) {
+	for {
+		u := s.unsent.Load()
+		if seq >= u || s.unsent.CompareAndSwap(u, seq) {
+			return
+		}
+	}
+}
+
+func (s *sender) pastDeadline(t time.Time) bool {
+	return !s.deadline.IsZero() && !t.Before(s.deadline)
+}
+
+// sleep waits d, or returns false if ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// watch reports progress, and gives up the run, calling abort, once every
+// export has failed for StallTimeout, until stop closes.
+func (s *sender) watch(stop <-chan struct{}, abort func()) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var timeline []float64
-	var lastSecond int64
-	nextSecond := s.start.Add(time.Second)
 	prevAcked, prevAt := int64(0), s.start
 	for {
 		select {
 		case <-stop:
-			return timeline
+			return
 		case now := <-tick.C:
 			acked := s.acked.Load()
-			if !now.Before(nextSecond) {
-				timeline = append(timeline, float64(acked-lastSecond))
-				lastSecond = acked
-				nextSecond = nextSecond.Add(time.Second)
-			}
 			if s.o.Progress != nil {
 				s.o.Progress(Progress{Acked: acked, Errors: s.errs.Load(), Elapsed: now.Sub(s.start),
 					SpansPerSec: float64(acked-prevAcked) / now.Sub(prevAt).Seconds()})
 			}
 			prevAcked, prevAt = acked, now
+			s.mu.Lock()
+			if !s.failingSince.IsZero() && now.Sub(s.failingSince) >= s.o.StallTimeout && s.stalled == nil {
+				s.stalled = fmt.Errorf("gave up: no export acknowledged for %s, each failing; the last: %w", s.o.StallTimeout, s.lastErr)
+				abort()
+			}
+			s.mu.Unlock()
 		}
 	}
 }
@@ -420,22 +547,4 @@ func (s *sender) latestAck() (int64, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.lastAcked, s.lastAck
-}
-
-// rejectedSpans reads partial_success.rejected_spans of an Export response.
-func rejectedSpans(resp []byte) int64 {
-	var n int64
-	_ = eachField(resp, 0, len(resp), func(num protowire.Number, typ protowire.Type, s, e int) error {
-		if num != 1 || typ != protowire.BytesType {
-			return nil
-		}
-		return eachField(resp, s, e, func(num protowire.Number, typ protowire.Type, s, e int) error {
-			if num == 1 && typ == protowire.VarintType {
-				v, _ := protowire.ConsumeVarint(resp[s:e])
-				n = int64(v)
-			}
-			return nil
-		})
-	})
-	return n
 }

@@ -23,13 +23,14 @@ import (
 func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench")
 	var o bench.Options
-	fs.StringVar(&o.Target, "target", "", "OTLP/gRPC endpoint HOST:PORT to benchmark; empty starts an embedded cairn on a temporary directory")
+	fs.StringVar(&o.Target, "target", "", "OTLP endpoint to benchmark: HOST:PORT, or for OTLP/HTTP an http(s) URL (path /v1/traces unless given); empty starts an embedded cairn on a temporary directory")
+	fs.StringVar(&o.Protocol, "protocol", bench.ProtocolGRPC, "OTLP protocol: grpc, http/protobuf or http/json")
 	fs.StringVar(&o.Reader, "reader", "", "jaeger.storage.v2 endpoint HOST:PORT of the target, to measure reads too")
 	fs.Int64Var(&o.Spans, "spans", 0, "spans to send (default 1,000,000 unless --duration is set)")
 	fs.DurationVar(&o.Duration, "duration", 0, "send for this long instead")
 	fs.Uint64Var(&o.Seed, "seed", 1, "workload seed")
 	fs.IntVar(&o.Batch, "batch", 1024, "spans per Export request")
-	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections")
+	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections; over HTTP, conns × inflight connections carry a request each")
 	fs.IntVar(&o.Inflight, "inflight", 4, "requests in flight per connection")
 	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
 	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause between ingest and reads, for the store to finish the work the load left (cuts, compactions, recompression); the embedded cairn is further waited for until its files have not changed for 3s; 0 reads at once")
@@ -65,6 +66,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	rep.Version, rep.Args = cairnVersion(), args
 	if *htmlFile != "" {
 		if err := writeFile(*htmlFile, rep.WriteHTML); err != nil {
 			return err
@@ -95,6 +97,9 @@ func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) 
 	}
 	defer c.kill()
 	o.Target, o.Reader = c.otlpAddr, c.queryAddr
+	if o.Protocol != bench.ProtocolGRPC && o.Protocol != "" {
+		o.Target = c.otlpHTTPAddr
+	}
 	// Once ingest pauses the store recompresses what it holds; reads are
 	// timed after that, when its files stop changing.
 	o.Activity = func() (int64, error) { return dirSize(dir) }
@@ -118,18 +123,20 @@ func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) 
 }
 
 // servingLine is the log line `cairn serve` prints once it listens.
-var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) .*query=(\S+)`)
+var servingLine = regexp.MustCompile(`otlp_grpc=(\S+) otlp_http=(\S+) query=(\S+)`)
 
 // child is a `cairn serve` process.
 type child struct {
-	cmd       *exec.Cmd
-	otlpAddr  string
-	queryAddr string
-	log       *tailBuffer
-	drained   chan struct{}
+	cmd          *exec.Cmd
+	otlpAddr     string
+	otlpHTTPAddr string
+	queryAddr    string
+	log          *tailBuffer
+	drained      chan struct{}
 }
 
-// startChild runs `cairn serve` on loopback ports and waits until it listens.
+// startChild runs `cairn serve` on free loopback ports, away from any other
+// cairn or collector on the host, and waits until it listens.
 func startChild(bin, dir string, extra ...string) (*child, error) {
 	args := append([]string{"serve", "--data-dir", dir, "--otlp-grpc-addr", "127.0.0.1:0", "--query-addr", "127.0.0.1:0",
 		"--otlp-http-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
@@ -146,7 +153,7 @@ func startChild(bin, dir string, extra ...string) (*child, error) {
 	for lines.Scan() {
 		c.log.add(lines.Text())
 		if m := servingLine.FindStringSubmatch(lines.Text()); m != nil {
-			c.otlpAddr, c.queryAddr = m[1], m[2]
+			c.otlpAddr, c.otlpHTTPAddr, c.queryAddr = m[1], m[2], m[3]
 			go func() { // keep draining so the server never blocks on logging
 				defer close(c.drained)
 				for lines.Scan() {

@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,5 +107,59 @@ func TestBenchTarget(t *testing.T) {
 	}
 	if err := run([]string{"bench", "--reader", s.queryAddr.String()}, &out, &errOut); err == nil {
 		t.Error("--reader without --target was accepted")
+	}
+}
+
+// TestBenchOverHTTP benchmarks cairn's OTLP/HTTP receiver with each
+// encoding, and reads back: every trace sampled must be complete, so what
+// the JSON encoding carried was stored whole.
+func TestBenchOverHTTP(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	for i, protocol := range []string{"http/protobuf", "http/json"} {
+		var out, errOut bytes.Buffer
+		err := run([]string{"bench", "--protocol", protocol, "--target", s.otlpHTTPAddr.String(), "--reader", s.queryAddr.String(),
+			"--spans", "5000", "--batch", "100", "--queries", "3", "--seed", strconv.Itoa(3 + i), "--settle", "0", "--json"}, &out, &errOut)
+		if err != nil {
+			t.Fatalf("bench %s: %v\n%s", protocol, err, errOut.String())
+		}
+		var r benchReport
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Spans < 5000 || r.FailedSpans != 0 || r.TracesChecked == 0 || r.CompleteFraction != 1 {
+			t.Errorf("%s: %d spans, %d failed, %d traces checked, %.3f complete", protocol, r.Spans, r.FailedSpans, r.TracesChecked, r.CompleteFraction)
+		}
+	}
+}
+
+// TestBenchUnreachable checks that a target nothing listens on fails the
+// bench at once, in one line.
+func TestBenchUnreachable(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close()
+	var out, errOut bytes.Buffer
+	err = run([]string{"bench", "--target", addr, "--protocol", "http/json"}, &out, &errOut)
+	if want := "cannot reach OTLP endpoint " + addr + " over http/json: connection refused"; err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// TestServingLine reads the listeners' addresses from the line `cairn serve`
+// logs.
+func TestServingLine(t *testing.T) {
+	for line, want := range map[string][3]string{
+		`level=INFO msg="cairn serving" data_dir="/tmp/a b" otlp_grpc=127.0.0.1:4317 otlp_http=127.0.0.1:4318 query=127.0.0.1:17271 http=127.0.0.1:8080`: {
+			"127.0.0.1:4317", "127.0.0.1:4318", "127.0.0.1:17271"},
+	} {
+		m := servingLine.FindStringSubmatch(line)
+		if m == nil || [3]string(m[1:]) != want {
+			t.Errorf("%s: got %q, want %q", line, m, want)
+		}
 	}
 }

@@ -37,6 +37,12 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 		if st.Code() == codes.DeadlineExceeded {
 			return fmt.Errorf("no answer from %s within %v (--timeout)", addr, timeout)
 		}
+		// A TLS 1.3 server checks the client's certificate after the client
+		// has finished its handshake, so a client without one may see only
+		// the connection closing under its first write.
+		if strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") {
+			return fmt.Errorf("%s closed the connection (%s); if it wants a client certificate, pass --tls-cert-file and --tls-key-file", addr, msg[strings.LastIndex(msg, ": ")+2:])
+		}
 	case codes.Unimplemented:
 		return notQueryPort(addr, "it does not serve jaeger.storage.v2")
 	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition:

@@ -1,6 +1,7 @@
 package otlpjson
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -51,52 +52,71 @@ func isIDField(key []byte) bool {
 }
 
 // rewriteIDs copies doc with the string value of every ID field passed
-// through conv. It relies on the JSON being well formed only as far as
-// finding strings goes; whatever else is wrong is left for protojson to
-// report.
+// through conv.
 func rewriteIDs(doc []byte, conv func(dst, s []byte) ([]byte, error)) ([]byte, error) {
 	out := make([]byte, 0, len(doc)+len(doc)/8)
-	idValue := false // the next value is an ID field's
-	last := 0        // doc[last:i] is yet to be copied
+	last := 0 // doc[last:] is yet to be copied
+	err := EachStringMember(doc, func(key []byte, start, end int) error {
+		if !isIDField(key) {
+			return nil
+		}
+		raw := doc[start+1 : end-1]
+		if bytes.IndexByte(raw, '\\') >= 0 {
+			raw = unquote(doc[start:end])
+		}
+		out = append(out, doc[last:start+1]...)
+		var err error
+		if out, err = conv(out, raw); err != nil {
+			return err
+		}
+		out = append(out, '"')
+		last = end
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return append(out, doc[last:]...), nil
+}
+
+// EachStringMember calls fn for every object member of doc whose value is a
+// string, with the member's key, unescaped, and the offsets of the value's
+// opening quote and just past its closing one; an error from fn stops the
+// scan. It relies on the JSON being well formed only as far as finding
+// strings goes: whatever else is wrong is left for a parser to report.
+func EachStringMember(doc []byte, fn func(key []byte, start, end int) error) error {
+	var key []byte // the key of the member whose value comes next, if any
 	for i := 0; i < len(doc); {
 		c := doc[i]
 		if c != '"' {
-			if idValue && c != ':' && !isSpace(c) {
-				idValue = false // the ID field's value is not a string
+			if c != ':' && !isSpace(c) {
+				key = nil // the member's value is not a string
 			}
 			i++
 			continue
 		}
 		end, escaped := scanString(doc, i)
 		if end < 0 {
-			break // unterminated: protojson will say so
+			return nil // unterminated
 		}
 		j := end
 		for j < len(doc) && isSpace(doc[j]) {
 			j++
 		}
-		raw := doc[i+1 : end-1]
-		if j < len(doc) && doc[j] == ':' { // a key
+		if j < len(doc) && doc[j] == ':' {
+			key = doc[i+1 : end-1]
 			if escaped {
-				raw = unquote(doc[i:end])
+				key = unquote(doc[i:end])
 			}
-			idValue = isIDField(raw)
-		} else if idValue {
-			idValue = false
-			if escaped {
-				raw = unquote(doc[i:end])
+		} else if key != nil {
+			if err := fn(key, i, end); err != nil {
+				return err
 			}
-			out = append(out, doc[last:i+1]...)
-			var err error
-			if out, err = conv(out, raw); err != nil {
-				return nil, err
-			}
-			out = append(out, '"')
-			last = end
+			key = nil
 		}
 		i = end
 	}
-	return append(out, doc[last:]...), nil
+	return nil
 }
 
 // scanString returns the offset just past the string that starts with the
