@@ -19,7 +19,6 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -59,12 +58,24 @@ func (e *retryableError) Unwrap() error { return e.err }
 // newExporters returns the exporters of o's protocol for the senders to
 // share round-robin, and the TCP address they reach.
 func newExporters(o Options) ([]exporter, string, error) {
+	tlsConfig, err := o.TargetAccess.TLS()
+	if err != nil {
+		return nil, "", err
+	}
+	token, err := o.TargetAccess.Token()
+	if err != nil {
+		return nil, "", err
+	}
 	if o.Protocol == ProtocolGRPC {
+		opts, err := o.TargetAccess.DialOptions()
+		if err != nil {
+			return nil, "", err
+		}
+		opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
 		var exps []exporter
 		for range o.Conns {
 			// One connection each: gRPC would otherwise share a single one.
-			c, err := grpc.NewClient(o.Target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+			c, err := grpc.NewClient(o.Target, opts...)
 			if err != nil {
 				closeAll(exps)
 				return nil, "", fmt.Errorf("dial %s: %w", o.Target, err)
@@ -73,7 +84,7 @@ func newExporters(o Options) ([]exporter, string, error) {
 		}
 		return exps, o.Target, nil
 	}
-	u, err := exportURL(o.Target)
+	u, err := exportURL(o.Target, tlsConfig != nil)
 	if err != nil {
 		return nil, "", err
 	}
@@ -87,8 +98,12 @@ func newExporters(o Options) ([]exporter, string, error) {
 		MaxIdleConnsPerHost: n,
 		MaxConnsPerHost:     n,
 		IdleConnTimeout:     90 * time.Second,
+		TLSClientConfig:     tlsConfig,
 	}
 	e := &httpExporter{client: &http.Client{Transport: tr}, url: u.String(), json: o.Protocol == ProtocolHTTPJSON}
+	if token != "" {
+		e.authorization = "Bearer " + token
+	}
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
@@ -102,11 +117,16 @@ func closeAll(exps []exporter) {
 	}
 }
 
-// exportURL is the OTLP/HTTP trace endpoint of target: HOST:PORT, or an
-// http or https URL whose path defaults to /v1/traces.
-func exportURL(target string) (*url.URL, error) {
+// exportURL is the OTLP/HTTP trace endpoint of target: HOST:PORT, which
+// is https if secure, or an http or https URL whose path defaults to
+// /v1/traces.
+func exportURL(target string, secure bool) (*url.URL, error) {
 	if !strings.Contains(target, "://") {
-		target = "http://" + target
+		if secure {
+			target = "https://" + target
+		} else {
+			target = "http://" + target
+		}
 	}
 	u, err := url.Parse(target)
 	if err != nil {
@@ -140,9 +160,10 @@ func (e grpcExporter) close() { e.conn.Close() }
 // an ExportTraceServiceResponse in the request's encoding, or with a
 // google.rpc.Status.
 type httpExporter struct {
-	client *http.Client
-	url    string
-	json   bool
+	client        *http.Client
+	url           string
+	json          bool
+	authorization string // the Authorization header, if any
 }
 
 // maxResponseBytes bounds what is read of a response: OTLP's are a few
@@ -158,6 +179,9 @@ func (e *httpExporter) export(ctx context.Context, req []byte) (int64, error) {
 	}
 	hr.ContentLength = int64(len(req))
 	hr.Header.Set("Content-Type", e.contentType())
+	if e.authorization != "" {
+		hr.Header.Set("Authorization", e.authorization)
+	}
 	resp, err := e.client.Do(hr)
 	// The transport may close the body after Do returns; until then it may
 	// still read req, which the caller reuses.

@@ -204,13 +204,15 @@ func TestHTTPExport(t *testing.T) {
 func TestExportURL(t *testing.T) {
 	for target, want := range map[string]string{
 		"localhost:4318":               "http://localhost:4318/v1/traces",
+		"secure localhost:4318":        "https://localhost:4318/v1/traces",
 		"http://127.0.0.1:4318":        "http://127.0.0.1:4318/v1/traces",
 		"https://otel.example:443/":    "https://otel.example:443/v1/traces",
 		"http://gateway/otlp/v1/spans": "http://gateway/otlp/v1/spans",
 		"ftp://host:21":                "error",
 		"http://":                      "error",
 	} {
-		u, err := exportURL(target)
+		host, secure := strings.CutPrefix(target, "secure ")
+		u, err := exportURL(host, secure)
 		got := "error"
 		if err == nil {
 			got = u.String()

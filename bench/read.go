@@ -13,11 +13,11 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"cairn/internal/access"
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 )
@@ -49,9 +49,13 @@ type reader struct {
 	conn *grpc.ClientConn
 }
 
-func newReader(addr string) (*reader, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}), grpc.MaxCallRecvMsgSize(64<<20)))
+func newReader(addr string, c access.Client) (*reader, error) {
+	opts, err := c.DialOptions()
+	if err != nil {
+		return nil, fmt.Errorf("reader: %w", err)
+	}
+	conn, err := grpc.NewClient(addr, append(opts,
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{}), grpc.MaxCallRecvMsgSize(64<<20)))...)
 	if err != nil {
 		return nil, fmt.Errorf("dial reader %s: %w", addr, err)
 	}

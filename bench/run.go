@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"cairn/internal/access"
 )
 
 // Options configures a run. The zero value is valid except for Target.
@@ -26,6 +28,11 @@ type Options struct {
 	// stores; the run then measures visibility, trace reads, searches and
 	// completeness too.
 	Reader string
+
+	// TargetAccess and ReaderAccess are how to reach Target and Reader when
+	// they speak TLS or want a token. The zero value is plaintext without a
+	// token.
+	TargetAccess, ReaderAccess access.Client
 
 	// Spans is how many spans to send. The default is 1,000,000, unless
 	// Duration is set.
@@ -218,7 +225,7 @@ func connect(ctx context.Context, o Options) (_ []exporter, _ *reader, err error
 	if o.Reader == "" {
 		return exps, nil, nil
 	}
-	rd, err := newReader(o.Reader)
+	rd, err := newReader(o.Reader, o.ReaderAccess)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -430,7 +437,7 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 			s.acknowledged(seq, spans, rejected, len(req), time.Since(t))
 			return true
 		}
-		if ctx.Err() != nil {
+		if ended(ctx) {
 			return false
 		}
 		var r *retryableError
@@ -449,6 +456,14 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 		s.retries.Add(1)
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// ended reports whether the run's context is done or past its deadline: a
+// gRPC server told the deadline times the call out itself, and its answer
+// may arrive before the client's own timer fires.
+func ended(ctx context.Context) bool {
+	deadline, ok := ctx.Deadline()
+	return ctx.Err() != nil || ok && !time.Now().Before(deadline)
 }
 
 func (s *sender) acknowledged(seq uint64, spans, rejected int64, bytes int, latency time.Duration) {

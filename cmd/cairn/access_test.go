@@ -249,6 +249,16 @@ func TestTLSAndTokens(t *testing.T) {
 	if n := metricValue(t, m, "cairn_ingest_accepted_spans_total"); n != 4*5 {
 		t.Errorf("accepted %v spans, want 20 (two gRPC and two HTTP exports of 5)", n)
 	}
+
+	// cairn bench reaches a secured cairn with the same flags.
+	for _, c := range []struct{ protocol, target string }{{"grpc", s.otlpAddr.String()}, {"http/protobuf", s.otlpHTTPAddr.String()}} {
+		out.Reset()
+		err := run([]string{"bench", "--protocol", c.protocol, "--target", c.target, "--reader", query, "--tls-ca-file", p.ca,
+			"--token-file", ingestToken, "--reader-token-file", queryToken, "--spans", "2000", "--batch", "100", "--queries", "2", "--settle", "0"}, &out, &errOut)
+		if err != nil || !strings.Contains(out.String(), "complete traces") {
+			t.Fatalf("bench over %s with TLS and tokens: %v\n%s", c.protocol, err, out.String())
+		}
+	}
 }
 
 // TestMutualTLS checks that a server with a client CA takes only clients

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"cairn/bench"
+	"cairn/internal/access"
 )
 
 func benchCmd(args []string, stdout, stderr io.Writer) error {
@@ -35,15 +36,25 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
 	fs.DurationVar(&o.Settle, "settle", 15*time.Second, "pause between ingest and reads, for the store to finish the work the load left (cuts, compactions, recompression); the embedded cairn is further waited for until its files have not changed for 3s; 0 reads at once")
 	fs.IntVar(&o.Queries, "queries", 300, "reads timed per trace-size class and per search shape")
+	addClientFlags(fs, &o.TargetAccess, "ingest")
+	readerToken := fs.String("reader-token-file", "", "file whose first line is a query token of --reader")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
 	_, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
-	if o.Reader != "" && o.Target == "" {
-		return errors.New("--reader needs --target: the embedded cairn is its own reader")
+	if o.Target == "" {
+		if o.Reader != "" {
+			return usagef("--reader needs --target: the embedded cairn is its own reader")
+		}
+		if o.TargetAccess != (access.Client{}) || *readerToken != "" {
+			return usagef("the TLS and token flags need --target: the embedded cairn has neither")
+		}
 	}
+	// The reader is the target's query port: the same TLS, its own token.
+	o.ReaderAccess = o.TargetAccess
+	o.ReaderAccess.TokenFile = *readerToken
 	if !*jsonOut && isTerminal(stderr) {
 		o.Progress = func(p bench.Progress) {
 			fmt.Fprintf(stderr, "\r\033[K%12d spans acknowledged  %9.0f spans/s  %d errors  %5.1fs",
