@@ -57,13 +57,15 @@ func (p corsPolicy) handle(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Add("Vary", "Origin")
 	if !p.allows(origin) {
 		if preflight {
-			http.Error(w, "origin "+origin+" may not export to cairn (--otlp-http-cors-origins)", http.StatusForbidden)
+			http.Error(w, "origin "+origin+" is not among the origins allowed to export to this cairn", http.StatusForbidden)
 			return true
 		}
 		return false
 	}
 	w.Header().Set("Access-Control-Allow-Origin", origin)
 	if !preflight {
+		// Browser SDKs honour Retry-After only if they may read it.
+		w.Header().Set("Access-Control-Expose-Headers", "Retry-After")
 		return false
 	}
 	w.Header().Set("Access-Control-Allow-Methods", http.MethodPost)

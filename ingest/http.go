@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,12 +32,17 @@ const (
 	contentJSON     = "application/json"
 )
 
+// protoHTTPUnknown labels the refusals of requests whose Content-Type is
+// neither of OTLP's.
+const protoHTTPUnknown = "http"
+
 // HTTPHandler returns the OTLP/HTTP receiver: POST /v1/traces with a
 // binary protobuf or JSON ExportTraceServiceRequest, optionally gzip-, zstd-
 // or deflate-compressed. Responses follow the OTLP/HTTP specification: 200
 // with an ExportTraceServiceResponse (carrying partial_success), or a
-// google.rpc.Status with 400, 405, 413, 415, 429 or 503, in the encoding of
-// the request.
+// google.rpc.Status with 400, 401, 404, 405, 408, 413, 415, 429 or 503, in
+// the encoding of the request, binary protobuf when that is neither of
+// OTLP's.
 func (svc *Service) HTTPHandler() http.Handler {
 	return &httpHandler{svc: svc, cors: newCORSPolicy(svc.opts.CORSAllowedOrigins)}
 }
@@ -47,45 +53,59 @@ type httpHandler struct {
 }
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The body must arrive in time, also when the request is refused
+	// before it is read: the server reads what is left of it before it
+	// takes the connection's next request.
+	rc := http.NewResponseController(w)
+	timeout := h.bodyTimeout(r)
+	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
+	content := responseType(mediaType(r.Header.Get("Content-Type")))
 	if r.URL.Path != TracesPath {
-		writeStatus(w, contentProtobuf, http.StatusNotFound, status.New(codes.NotFound,
+		writeStatus(w, content, http.StatusNotFound, status.New(codes.NotFound,
 			fmt.Sprintf("cairn receives OTLP traces at %s; it keeps no metrics or logs", TracesPath)))
 		return
 	}
+	// CORS goes first, so that a browser can read every answer, refusals
+	// included; a preflight is answered here.
 	if h.cors.handle(w, r) {
 		return
 	}
-	content := mediaType(r.Header.Get("Content-Type"))
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeStatus(w, responseType(content), http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented,
+		writeStatus(w, content, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented,
 			"%s %s is not allowed: OTLP/HTTP exports with POST", r.Method, TracesPath))
 		return
 	}
-	var proto string
-	switch content {
-	case contentProtobuf:
-		proto = protoHTTPProtobuf
-	case contentJSON:
-		proto = protoHTTPJSON
-	default:
-		h.svc.metrics.refused.WithLabelValues("http", causeUnsupported).Inc()
-		writeStatus(w, contentProtobuf, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
+	if authorize := h.svc.opts.Authorize; authorize != nil {
+		if err := authorize(r); err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
+			writeStatus(w, content, http.StatusUnauthorized, status.New(codes.Unauthenticated, err.Error()))
+			return
+		}
+	}
+	proto := map[string]string{contentProtobuf: protoHTTPProtobuf, contentJSON: protoHTTPJSON}[mediaType(r.Header.Get("Content-Type"))]
+	if proto == "" {
+		h.svc.metrics.refused.WithLabelValues(protoHTTPUnknown, causeUnsupported).Inc()
+		writeStatus(w, content, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,
 			"Content-Type %q is not supported: send %s or %s", r.Header.Get("Content-Type"), contentProtobuf, contentJSON))
 		return
 	}
-	received := time.Now()
-	body, res, err := h.read(proto, r)
+	res := h.svc.reserve(proto)
+	defer res.release()
+	req, err := h.read(w, r, res, timeout)
 	if err != nil {
 		h.fail(w, proto, content, err)
 		return
 	}
-	defer res.release()
-	req := body
+	if deadline {
+		// The body is in; its deadline must not cut the connection while
+		// the export waits to be durable.
+		rc.SetReadDeadline(time.Time{})
+	}
+	received := time.Now()
 	if proto == protoHTTPJSON {
-		if req, err = otlpjson.DecodeRequest(body); err != nil {
-			h.svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
-			h.fail(w, proto, content, status.Error(codes.InvalidArgument, err.Error()))
+		if req, err = h.decodeJSON(req, res); err != nil {
+			h.fail(w, proto, content, err)
 			return
 		}
 	}
@@ -98,7 +118,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // httpError is a refusal decided before the request reaches export, with
-// its HTTP status.
+// its HTTP status and the cause metrics count it under.
 type httpError struct {
 	code  int
 	cause string
@@ -107,42 +127,69 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.st.Message() }
 
-// read admits the request and reads its body, decompressed and within
-// Options.MaxRequestBytes.
-func (h *httpHandler) read(proto string, r *http.Request) ([]byte, *reservation, error) {
+// minBodyRate is the slowest, in bytes per second, a large body may arrive
+// on average; see Options.BodyTimeout.
+const minBodyRate = 1 << 20
+
+// bodyTimeout is how long r's body may take to arrive.
+func (h *httpHandler) bodyTimeout(r *http.Request) time.Duration {
+	expect := r.ContentLength
+	if expect < 0 {
+		expect = int64(h.svc.opts.MaxRequestBytes)
+	}
+	return h.svc.opts.BodyTimeout + time.Duration(expect)*time.Second/minBodyRate
+}
+
+// read reads the request's body, decompressed and within
+// Options.MaxRequestBytes, growing res with the memory it takes.
+func (h *httpHandler) read(w http.ResponseWriter, r *http.Request, res *reservation, timeout time.Duration) ([]byte, error) {
 	limit := h.svc.opts.MaxRequestBytes
 	tooLarge := &httpError{http.StatusRequestEntityTooLarge, causeTooLarge,
-		status.Newf(codes.ResourceExhausted, "request body is larger than the limit of %d bytes (--otlp-max-request-bytes)", limit)}
+		status.Newf(codes.ResourceExhausted, "request body is larger than the limit of %d bytes", limit)}
 	if r.ContentLength > int64(limit) {
-		return nil, nil, tooLarge
+		return nil, tooLarge
 	}
 	decode, err := decompressor(r.Header.Get("Content-Encoding"))
 	if err != nil {
-		return nil, nil, &httpError{http.StatusUnsupportedMediaType, causeUnsupported, status.New(codes.InvalidArgument, err.Error())}
+		return nil, &httpError{http.StatusUnsupportedMediaType, causeUnsupported, status.New(codes.InvalidArgument, err.Error())}
 	}
-	// Until the body is read, its length on the wire is the best guess of
-	// its size; a compressed one grows the reservation as it decompresses.
-	guess := r.ContentLength
-	if guess < 0 {
-		guess = 1 << 20
+	// Compressed bytes count against the limit too: a stream of empty
+	// compressed frames would otherwise be read without end.
+	body := http.MaxBytesReader(w, r.Body, int64(limit))
+	b, err := decode(body, int(r.ContentLength), limit, res)
+	switch {
+	case err == nil:
+		h.svc.metrics.bytes.WithLabelValues(res.proto).Add(float64(len(b)))
+		return b, nil
+	case errors.Is(err, errTooLarge) || errors.As(err, new(*http.MaxBytesError)):
+		return nil, tooLarge
+	case status.Code(err) == codes.ResourceExhausted: // the in-flight bound
+		return nil, err
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, &httpError{http.StatusRequestTimeout, causeTimeout,
+			status.Newf(codes.DeadlineExceeded, "request body did not arrive within %v", timeout.Round(time.Second))}
+	case r.Context().Err() != nil:
+		return nil, &httpError{http.StatusServiceUnavailable, causeCanceled, status.FromContextError(r.Context().Err())}
 	}
-	res, err := h.svc.admit(proto, guess)
+	return nil, &httpError{http.StatusBadRequest, causeMalformed, status.Newf(codes.InvalidArgument, "read request body: %v", err)}
+}
+
+// jsonDecodeFactor is about how many times its size decoding an OTLP/JSON
+// body allocates: the rewritten document, the message tree protojson
+// builds, and the protobuf encoding.
+const jsonDecodeFactor = 8
+
+// decodeJSON decodes an OTLP/JSON body into binary protobuf, reserving the
+// memory that takes first.
+func (h *httpHandler) decodeJSON(body []byte, res *reservation) ([]byte, error) {
+	if err := res.grow(len(body) * jsonDecodeFactor); err != nil {
+		return nil, err
+	}
+	req, err := otlpjson.DecodeRequest(body)
 	if err != nil {
-		return nil, nil, err
+		return nil, &httpError{http.StatusBadRequest, causeMalformed, status.New(codes.InvalidArgument, err.Error())}
 	}
-	body, err := decode(r.Body, int(guess), limit, res)
-	if err != nil {
-		res.release()
-		switch {
-		case errors.Is(err, errTooLarge):
-			return nil, nil, tooLarge
-		case r.Context().Err() != nil:
-			return nil, nil, &httpError{http.StatusServiceUnavailable, causeCanceled, status.FromContextError(r.Context().Err())}
-		}
-		return nil, nil, &httpError{http.StatusBadRequest, causeMalformed, status.Newf(codes.InvalidArgument, "read request body: %v", err)}
-	}
-	h.svc.metrics.bytes.WithLabelValues(proto).Add(float64(len(body)))
-	return body, res, nil
+	return req, nil
 }
 
 // fail answers a refused request with its status, counting refusals that
@@ -169,12 +216,6 @@ func (h *httpHandler) fail(w http.ResponseWriter, proto, content string, err err
 	writeStatus(w, content, code, st)
 }
 
-// WriteUnauthenticated answers an OTLP/HTTP request refused for its
-// bearer token: 401, with a google.rpc.Status in the request's encoding.
-func WriteUnauthenticated(w http.ResponseWriter, r *http.Request, msg string) {
-	writeStatus(w, mediaType(r.Header.Get("Content-Type")), http.StatusUnauthorized, status.New(codes.Unauthenticated, msg))
-}
-
 // mediaType is a Content-Type header's media type, without parameters.
 func mediaType(header string) string {
 	mt, _, err := mime.ParseMediaType(header)
@@ -195,7 +236,7 @@ func responseType(content string) string {
 }
 
 func writeStatus(w http.ResponseWriter, content string, code int, st *status.Status) {
-	writeMessage(w, responseType(content), code, st.Proto())
+	writeMessage(w, content, code, st.Proto())
 }
 
 func writeMessage(w http.ResponseWriter, content string, code int, m proto.Message) {
@@ -219,9 +260,10 @@ func writeMessage(w http.ResponseWriter, content string, code int, m proto.Messa
 var errTooLarge = errors.New("request body too large")
 
 // readFunc reads a body, decompressing it, into a buffer of its own: the
-// store keeps request bytes, so they are never pooled. guess is the size to
-// start from; more than limit bytes is errTooLarge; res grows with the body.
-type readFunc func(body io.Reader, guess, limit int, res *reservation) ([]byte, error)
+// store keeps request bytes, so they are never pooled. wireLength is the
+// body's Content-Length, or -1; more than limit bytes decompressed is
+// errTooLarge; res grows with the buffer.
+type readFunc func(body io.Reader, wireLength, limit int, res *reservation) ([]byte, error)
 
 // decompressor returns the reader for a Content-Encoding.
 func decompressor(encoding string) (readFunc, error) {
@@ -238,19 +280,35 @@ func decompressor(encoding string) (readFunc, error) {
 	return nil, fmt.Errorf("Content-Encoding %q is not supported: send gzip, zstd, deflate or none", encoding)
 }
 
-// readAll reads up to limit bytes of r into a buffer of guess bytes, grown
-// as needed. A byte to spare lets a body of exactly the guessed length reach
-// EOF without growing.
-func readAll(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
-	buf := make([]byte, 0, min(max(guess, 512)+1, limit+1))
-	res.grow(int64(cap(buf)))
+// firstRead bounds the buffer a body starts in: memory is taken as bytes
+// arrive, not as a client declares them.
+const firstRead = 1 << 20
+
+// readAll reads up to limit bytes of r. The buffer starts at size (if
+// known, else small), at most firstRead, and doubles as needed, up to size
+// when that is known; a byte to spare lets a body of exactly that size
+// reach EOF without growing.
+func readAll(r io.Reader, size, limit int, res *reservation) ([]byte, error) {
+	if size < 0 {
+		size = 64 << 10
+	}
+	var buf []byte
 	for {
 		if len(buf) == cap(buf) {
 			if len(buf) > limit {
 				return nil, errTooLarge
 			}
-			buf = slices.Grow(buf, min(cap(buf), limit+1-len(buf)))
-			res.grow(int64(cap(buf)))
+			next := min(max(2*cap(buf), 512), limit+1)
+			switch {
+			case cap(buf) == 0:
+				next = min(size, firstRead, limit) + 1
+			case size >= len(buf) && size+1 < next:
+				next = size + 1
+			}
+			if err := res.grow(next); err != nil {
+				return nil, err
+			}
+			buf = slices.Grow(buf, next-len(buf))
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -276,9 +334,17 @@ func readAll(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
 // have; OTLP spans compress four to ten times.
 const compressionRatio = 6
 
+// decompressedSize is the first guess of a compressed body's size.
+func decompressedSize(wireLength int) int {
+	if wireLength < 0 {
+		return -1
+	}
+	return wireLength * compressionRatio
+}
+
 var gzipReaders sync.Pool
 
-func readGzip(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
+func readGzip(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
 	zr, _ := gzipReaders.Get().(*gzip.Reader)
 	var err error
 	if zr == nil {
@@ -290,12 +356,12 @@ func readGzip(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
 		return nil, fmt.Errorf("gzip: %w", err)
 	}
 	defer gzipReaders.Put(zr)
-	return readAll(zr, guess*compressionRatio, limit, res)
+	return readAll(zr, decompressedSize(wireLength), limit, res)
 }
 
 var zlibReaders sync.Pool
 
-func readZlib(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
+func readZlib(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
 	zr, _ := zlibReaders.Get().(io.ReadCloser)
 	var err error
 	if zr == nil {
@@ -307,7 +373,7 @@ func readZlib(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
 		return nil, fmt.Errorf("deflate: %w", err)
 	}
 	defer zlibReaders.Put(zr)
-	return readAll(zr, guess*compressionRatio, limit, res)
+	return readAll(zr, decompressedSize(wireLength), limit, res)
 }
 
 // zstdMaxWindow bounds the history a zstd stream may ask the decoder to
@@ -316,7 +382,7 @@ const zstdMaxWindow = 8 << 20
 
 var zstdReaders sync.Pool
 
-func readZstd(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
+func readZstd(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
 	zr, _ := zstdReaders.Get().(*zstd.Decoder)
 	var err error
 	if zr == nil {
@@ -328,6 +394,9 @@ func readZstd(r io.Reader, guess, limit int, res *reservation) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	defer zstdReaders.Put(zr)
-	return readAll(zr, guess*compressionRatio, limit, res)
+	defer func() {
+		zr.Reset(nil) // a pooled decoder keeps no body, nor its window
+		zstdReaders.Put(zr)
+	}()
+	return readAll(zr, decompressedSize(wireLength), limit, res)
 }

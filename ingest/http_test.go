@@ -5,12 +5,14 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -257,6 +259,94 @@ func TestHTTPRefusals(t *testing.T) {
 	if tr, _ := db.Trace(context.Background(), storage.TraceID{15: 1}, storage.TimeRange{}); tr != nil {
 		t.Fatal("a span of a refused request was stored")
 	}
+	// The pooled decompressors that met the bombs decode the next body.
+	for _, enc := range []string{"gzip", "zstd"} {
+		if r := post(t, url, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": enc}, compress(t, enc, valid)); r.code != http.StatusOK {
+			t.Fatalf("a %s body after the bombs: %d %q", enc, r.code, r.body)
+		}
+	}
+	if n := svc.inflight.Load(); n != 0 {
+		t.Fatalf("%d bytes still reserved once every request is answered", n)
+	}
+}
+
+// chunked hides a body's length, so that the client sends it chunked.
+type chunked struct{ io.Reader }
+
+// TestHTTPChunkedBodies checks bodies whose length is not declared: taken
+// within the limit, refused past it, compressed or not.
+func TestHTTPChunkedBodies(t *testing.T) {
+	db := openDB(t)
+	const limit = 256 << 10
+	svc := NewService(db, &Options{MaxRequestBytes: limit})
+	url := httpReceiver(t, svc)
+	send := func(encoding string, body []byte) reply {
+		req, _ := http.NewRequest(http.MethodPost, url, chunked{bytes.NewReader(body)})
+		req.Header.Set("Content-Type", contentProtobuf)
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
+		if req.ContentLength != -1 && req.ContentLength != 0 {
+			t.Fatalf("request declares its length %d", req.ContentLength)
+		}
+		return do(t, req)
+	}
+	valid := protobuf(t, request(1))
+	if r := send("", valid); r.code != http.StatusOK {
+		t.Fatalf("chunked body: %d %q", r.code, r.body)
+	}
+	if r := send("gzip", compress(t, "gzip", protobuf(t, request(2)))); r.code != http.StatusOK {
+		t.Fatalf("chunked gzip body: %d %q", r.code, r.body)
+	}
+	if r := send("", make([]byte, limit+1)); r.code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked body over the limit: %d", r.code)
+	}
+	// Empty gzip members decompress to nothing, however many arrive.
+	empty := compress(t, "gzip", nil)
+	if r := send("gzip", bytes.Repeat(empty, limit/len(empty)+1)); r.code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("endless empty gzip members: %d", r.code)
+	}
+	if n := svc.inflight.Load(); n != 0 {
+		t.Fatalf("%d bytes still reserved", n)
+	}
+}
+
+// stalled sends part of a body and then nothing, until closed.
+type stalled struct {
+	sent   bool
+	closed chan struct{}
+}
+
+func (s *stalled) Read(p []byte) (int, error) {
+	if !s.sent {
+		s.sent = true
+		return copy(p, "\x0a\x05"), nil
+	}
+	<-s.closed
+	return 0, io.EOF
+}
+
+// TestHTTPStalledBody checks that a body that stops arriving is given up on,
+// and its reservation returned.
+func TestHTTPStalledBody(t *testing.T) {
+	db := openDB(t)
+	svc := NewService(db, &Options{BodyTimeout: 200 * time.Millisecond})
+	url := httpReceiver(t, svc)
+	body := &stalled{closed: make(chan struct{})}
+	defer close(body.closed)
+	req, _ := http.NewRequest(http.MethodPost, url, body)
+	req.ContentLength = 1000
+	req.Header.Set("Content-Type", contentJSON)
+	r := do(t, req)
+	if r.code != http.StatusRequestTimeout {
+		t.Fatalf("stalled body: %d %q, want 408", r.code, r.body)
+	}
+	if st := r.rpcStatus(t); !strings.Contains(st.GetMessage(), "did not arrive") {
+		t.Fatalf("408 status %q", st.GetMessage())
+	}
+	if n := svc.inflight.Load(); n != 0 {
+		t.Fatalf("%d bytes still reserved", n)
+	}
 }
 
 // gate holds every Write until it is opened, so that requests stay in
@@ -313,6 +403,86 @@ func TestHTTPRetryable(t *testing.T) {
 	}
 }
 
+// TestHTTPInflightBound checks that the bound counts what a request takes
+// as it decompresses, not what it declares: while one request is held in
+// flight, a small compressed body that inflates past the bound is refused
+// with 429, and a request alone is taken whatever its size.
+func TestHTTPInflightBound(t *testing.T) {
+	db := openDB(t)
+	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
+	const bound = 4 << 20
+	svc := NewService(g, &Options{MaxInflightBytes: bound})
+	url := httpReceiver(t, svc)
+	header := map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "gzip"}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		if r := post(t, url, header, compress(t, "gzip", protobuf(t, request(1)))); r.code != http.StatusOK {
+			t.Errorf("held request: %d %q", r.code, r.body)
+		}
+	})
+	<-g.entered
+	inflate := bigRequest(5<<20, 2) // over the bound once inflated, a few KiB on the wire
+	r := post(t, url, header, compress(t, "gzip", inflate))
+	if r.code != http.StatusTooManyRequests {
+		t.Fatalf("inflating request while another is held: %d %q, want 429", r.code, r.body)
+	}
+	close(g.open)
+	wg.Wait()
+	if r := post(t, url, header, compress(t, "gzip", inflate)); r.code != http.StatusOK {
+		t.Fatalf("the same request alone: %d %q", r.code, r.body)
+	}
+	if n := svc.inflight.Load(); n != 0 {
+		t.Fatalf("%d bytes still reserved", n)
+	}
+}
+
+// bigRequest is a request of one span whose name makes it size bytes.
+func bigRequest(size int, trace byte) []byte {
+	m := request(trace)
+	m.ResourceSpans[0].ScopeSpans[0].Spans = m.ResourceSpans[0].ScopeSpans[0].Spans[:1]
+	m.ResourceSpans[0].ScopeSpans[0].Spans[0].Name = strings.Repeat("a", size)
+	b, _ := proto.Marshal(m)
+	return b
+}
+
+// TestHTTPUnauthorized checks the answer to a request Authorize refuses:
+// 401, a google.rpc.Status in the request's encoding, WWW-Authenticate,
+// and CORS headers for an allowed origin, so that a browser can tell.
+func TestHTTPUnauthorized(t *testing.T) {
+	db := openDB(t)
+	url := httpReceiver(t, NewService(db, &Options{
+		CORSAllowedOrigins: []string{"https://shop.example.com"},
+		Authorize: func(r *http.Request) error {
+			if r.Header.Get("Authorization") != "Bearer right" {
+				return errors.New("no entry")
+			}
+			return nil
+		},
+	}))
+	for _, content := range []string{contentProtobuf, contentJSON} {
+		r := post(t, url, map[string]string{"Content-Type": content, "Origin": "https://shop.example.com"}, []byte("{}"))
+		if r.code != http.StatusUnauthorized || r.content != content || r.header.Get("WWW-Authenticate") == "" ||
+			r.header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" {
+			t.Fatalf("%s without a token: %d %s %v", content, r.code, r.content, r.header)
+		}
+		if st := r.rpcStatus(t); st.GetMessage() != "no entry" {
+			t.Fatalf("401 status %q", st.GetMessage())
+		}
+	}
+	if r := post(t, url, map[string]string{"Content-Type": contentJSON, "Authorization": "Bearer right"}, []byte("{}")); r.code != http.StatusOK {
+		t.Fatalf("with the token: %d %q", r.code, r.body)
+	}
+	// A preflight carries no token, by design.
+	req, _ := http.NewRequest(http.MethodOptions, url, nil)
+	req.Header.Set("Origin", "https://shop.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	if r := do(t, req); r.code != http.StatusNoContent {
+		t.Fatalf("preflight: %d", r.code)
+	}
+}
+
 // TestCORS checks preflight answers and headers for allowed and other
 // origins.
 func TestCORS(t *testing.T) {
@@ -338,7 +508,30 @@ func TestCORS(t *testing.T) {
 		}
 	}
 	r := post(t, url, map[string]string{"Content-Type": contentJSON, "Origin": "https://shop.example.com"}, otlpJSON(t, request(1)))
-	if r.code != http.StatusOK || r.header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" {
+	if r.code != http.StatusOK || r.header.Get("Access-Control-Allow-Origin") != "https://shop.example.com" ||
+		r.header.Get("Access-Control-Expose-Headers") != "Retry-After" {
 		t.Fatalf("export from an allowed origin: %d %v", r.code, r.header)
+	}
+}
+
+// TestCORSOriginsValidated checks which allowed origins Validate takes.
+func TestCORSOriginsValidated(t *testing.T) {
+	for origin, ok := range map[string]bool{
+		"*": true, "https://shop.example.com": true, "http://localhost:3000": true, "https://*.example.com": true,
+		"https://*.example.com:8443": true,
+		"shop.example.com":           false, "https://shop.example.com/": false, "https://shop.example.com/app": false,
+		"https://*example.com": false, "https://*.*.example.com": false, "https://shop.*.com": false, "*.example.com": false,
+	} {
+		err := (&Options{CORSAllowedOrigins: []string{origin}}).Validate()
+		if (err == nil) != ok {
+			t.Errorf("%q: %v", origin, err)
+		}
+	}
+	p := newCORSPolicy([]string{"https://*.example.com"})
+	for origin, want := range map[string]bool{"https://a.example.com": true, "https://a.b.example.com": true,
+		"https://evilexample.com": false, "http://a.example.com": false, "https://example.com": false} {
+		if p.allows(origin) != want {
+			t.Errorf("allows(%q) = %v", origin, !want)
+		}
 	}
 }

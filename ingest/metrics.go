@@ -23,6 +23,7 @@ const (
 	causeOverloaded  = "overloaded"
 	causeUnavailable = "unavailable"
 	causeCanceled    = "canceled"
+	causeTimeout     = "timeout"
 )
 
 // metrics are what ingest counts, per protocol.

@@ -1,6 +1,12 @@
 package ingest
 
-import "time"
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
 
 // Options configures a Service. The zero value is valid: EnsureDefaults
 // fills in every field left zero.
@@ -12,15 +18,25 @@ type Options struct {
 	// The default is 64 MiB.
 	MaxRequestBytes int
 
-	// MaxInflightBytes bounds the bytes of the requests being decoded and
-	// stored at once. A request that would go over it is refused with a
-	// code clients retry after RetryAfter (gRPC ResourceExhausted with
-	// RetryInfo, HTTP 429 with Retry-After), instead of queueing in memory
-	// while the store is behind. A request is always admitted when none is
-	// in flight, so the bound refuses nothing MaxRequestBytes allows.
+	// MaxInflightBytes bounds the memory of the requests being taken in at
+	// once: their bodies as they arrive and decompress, and their decoding.
+	// A request that would go over it is refused with a code clients retry
+	// after RetryAfter (gRPC ResourceExhausted with RetryInfo, HTTP 429 with
+	// Retry-After), instead of queueing in memory while the store is
+	// behind. A request alone in flight is never refused, so the bound
+	// refuses nothing MaxRequestBytes allows.
 	//
 	// The default is 128 MiB.
 	MaxInflightBytes int64
+
+	// BodyTimeout is how long an OTLP/HTTP request body may take to
+	// arrive, plus a second per MiB of its declared length (or of
+	// MaxRequestBytes, if it declares none). A client that sends headers
+	// and then stalls would otherwise hold its connection, and its share of
+	// MaxInflightBytes, for ever; one that takes longer gets 408.
+	//
+	// The default is 10s.
+	BodyTimeout time.Duration
 
 	// RetryAfter is the delay suggested to clients that were refused for a
 	// reason that passes: overload, or a store that cannot write just now.
@@ -35,6 +51,29 @@ type Options struct {
 	//
 	// The default is none: browsers may not export across origins.
 	CORSAllowedOrigins []string
+
+	// Authorize, if set, vets each OTLP/HTTP export before its body is
+	// read; one it refuses is answered 401 with the error's message, with
+	// CORS headers, so that browsers can tell. (Over gRPC, the server's
+	// options do this.)
+	Authorize func(*http.Request) error
+}
+
+// Validate reports an option that cannot work: an allowed origin that no
+// browser would send.
+func (o *Options) Validate() error {
+	for _, origin := range o.CORSAllowedOrigins {
+		if origin == "*" {
+			continue
+		}
+		u, err := url.Parse(strings.Replace(origin, "*.", "wildcard.", 1))
+		if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil ||
+			strings.Contains(u.Host, "*") || strings.Count(origin, "*") > 1 ||
+			strings.Contains(origin, "*") && !strings.HasPrefix(origin, u.Scheme+"://*.") {
+			return fmt.Errorf("CORS origin %q is not SCHEME://HOST[:PORT], *, or SCHEME://*.DOMAIN[:PORT]", origin)
+		}
+	}
+	return nil
 }
 
 // EnsureDefaults returns a copy of o (which may be nil) with every zero field
@@ -49,6 +88,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.MaxInflightBytes <= 0 {
 		c.MaxInflightBytes = 128 << 20
+	}
+	if c.BodyTimeout <= 0 {
+		c.BodyTimeout = 10 * time.Second
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second

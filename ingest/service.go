@@ -94,47 +94,48 @@ func (svc *Service) register(s *grpc.Server) {
 // Export stores the spans of one encoded ExportTraceServiceRequest received
 // over gRPC. Errors are gRPC statuses.
 func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportTraceServiceResponse, error) {
-	r, err := svc.admit(protoGRPC, int64(len(req)))
-	if err != nil {
+	r := svc.reserve(protoGRPC)
+	defer r.release()
+	if err := r.grow(len(req)); err != nil {
 		return nil, err
 	}
-	defer r.release()
 	svc.metrics.bytes.WithLabelValues(protoGRPC).Add(float64(len(req)))
 	return svc.export(ctx, protoGRPC, req, time.Now())
 }
 
-// reservation is a request's share of the in-flight bound.
+// reservation is a request's share of the in-flight bound, which grows
+// with the memory the request takes as it is read and decoded.
 type reservation struct {
-	inflight *atomic.Int64
-	n        int64
+	svc   *Service
+	proto string
+	n     int64
 }
 
-// admit reserves n bytes of the in-flight bound for a request, or refuses
-// it as overload.
-func (svc *Service) admit(proto string, n int64) (*reservation, error) {
-	for {
-		used := svc.inflight.Load()
-		if used > 0 && used+n > svc.opts.MaxInflightBytes {
-			svc.metrics.refused.WithLabelValues(proto, causeOverloaded).Inc()
-			return nil, svc.retryable(codes.ResourceExhausted,
-				fmt.Sprintf("cairn is taking in %d MiB of requests already, its bound; retry later", used>>20))
+func (svc *Service) reserve(proto string) *reservation { return &reservation{svc: svc, proto: proto} }
+
+// grow raises the reservation to n bytes, or refuses the request as
+// overload if that would take the bound past MaxInflightBytes while other
+// requests hold part of it.
+func (r *reservation) grow(n int) error {
+	inflight, limit := &r.svc.inflight, r.svc.opts.MaxInflightBytes
+	for int64(n) > r.n {
+		used := inflight.Load()
+		if used > r.n && used-r.n+int64(n) > limit {
+			r.svc.metrics.refused.WithLabelValues(r.proto, causeOverloaded).Inc()
+			return r.svc.retryable(codes.ResourceExhausted,
+				fmt.Sprintf("cairn is taking in as many requests as its memory bound allows (%d MiB); retry later", limit>>20))
 		}
-		if svc.inflight.CompareAndSwap(used, used+n) {
-			return &reservation{&svc.inflight, n}, nil
+		if inflight.CompareAndSwap(used, used-r.n+int64(n)) {
+			r.n = int64(n)
 		}
 	}
+	return nil
 }
 
-// grow raises the reservation to n bytes, once a request turns out larger
-// than its estimate: it is being read already, so it is not refused.
-func (r *reservation) grow(n int64) {
-	if n > r.n {
-		r.inflight.Add(n - r.n)
-		r.n = n
-	}
+func (r *reservation) release() {
+	r.svc.inflight.Add(-r.n)
+	r.n = 0
 }
-
-func (r *reservation) release() { r.inflight.Add(-r.n) }
 
 // export validates and stores one encoded request. received is when the
 // request arrived, for the latency histogram.

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -95,7 +97,8 @@ func TestLargeRequests(t *testing.T) {
 	}
 	defer db.Close()
 	const limit = 64 << 20
-	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(NewService(db, &Options{MaxRequestBytes: limit}))))
+	svc := NewService(db, &Options{MaxRequestBytes: limit})
+	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(svc)))
 	client := collectorpb.NewTraceServiceClient(conn)
 
 	big := func(spans int, trace byte) *collectorpb.ExportTraceServiceRequest {
@@ -122,5 +125,42 @@ func TestLargeRequests(t *testing.T) {
 	}
 	if tr, _ := db.Trace(context.Background(), storage.TraceID{15: 2}, storage.TimeRange{}); tr != nil {
 		t.Fatal("part of a refused request was stored")
+	}
+	if n := testutil.ToFloat64(svc.metrics.refused.WithLabelValues(protoGRPC, causeTooLarge)); n != 1 {
+		t.Fatalf("%v requests counted as too large, want 1", n)
+	}
+}
+
+// TestGRPCOverload checks that a request that would take the in-flight
+// bound past its limit is refused with ResourceExhausted and the RetryInfo
+// OTLP clients need to retry it, while another is held in flight.
+func TestGRPCOverload(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
+	first, _ := proto.Marshal(request(1))
+	svc := NewService(g, &Options{MaxInflightBytes: int64(len(first)) + 10, RetryAfter: 3 * time.Second})
+	client := collectorpb.NewTraceServiceClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(svc))))
+
+	done := make(chan error)
+	go func() { _, err := client.Export(context.Background(), request(1)); done <- err }()
+	<-g.entered
+	_, err = client.Export(context.Background(), request(2))
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted || len(st.Details()) != 1 {
+		t.Fatalf("export while the bound is taken: %v, want ResourceExhausted with RetryInfo", err)
+	}
+	if ri, ok := st.Details()[0].(*errdetails.RetryInfo); !ok || ri.GetRetryDelay().AsDuration() != 3*time.Second {
+		t.Fatalf("details %v, want RetryInfo of 3s", st.Details())
+	}
+	close(g.open)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := svc.inflight.Load(); n != 0 {
+		t.Fatalf("%d bytes still reserved", n)
 	}
 }

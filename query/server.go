@@ -47,6 +47,12 @@ type Options struct {
 
 	// Metrics, if set, records the latency of every call.
 	Metrics *Metrics
+
+	// Health, if set, is the gRPC health service to serve, so that its
+	// owner can report NOT_SERVING while shutting down.
+	//
+	// The default is a health service that reports SERVING.
+	Health *health.Server
 }
 
 // EnsureDefaults returns a copy of o (which may be nil) with every zero field
@@ -76,7 +82,10 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	svc := &service{r: r, opts: c}
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
-	hs := health.NewServer()
+	hs := c.Health
+	if hs == nil {
+		hs = health.NewServer()
+	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(jaegerpb.TraceReader_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)

@@ -46,7 +46,7 @@ func newMetrics(db *DB) *metrics {
 		}),
 		recompressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_storage_recompressed_bytes_total",
-			Help: "Bytes of span data recompressed, as they were before.",
+			Help: "Bytes of span data rewritten by recompression, as they were before, merges of recompressed data included.",
 		}),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
@@ -57,7 +57,7 @@ func newMetrics(db *DB) *metrics {
 		partitions: prometheus.NewDesc("cairn_storage_partitions",
 			"Hour partitions holding data on disk.", nil, nil),
 		backlog: prometheus.NewDesc("cairn_storage_recompression_backlog_bytes",
-			"Bytes of span data cut but not yet recompressed.", nil, nil),
+			"Bytes of span data cut but not yet recompressed, as of the last maintenance pass; 0 when recompression is off.", nil, nil),
 		compactions: prometheus.NewDesc("cairn_pebble_compactions_total",
 			"Compactions Pebble ran, by store.", store, nil),
 		compactionDebt: prometheus.NewDesc("cairn_pebble_compaction_debt_bytes",

@@ -292,6 +292,10 @@ func TestMutualTLS(t *testing.T) {
 		if (code == http.StatusOK) != c.ok {
 			t.Fatalf("/metrics with %s: %d", c.name, code)
 		}
+		// Probes of health present no certificate.
+		if code := httpStatus(t, httpsClient(t, c.client), "GET", "https://"+s.httpAddr.String()+"/healthz", "", nil); code != http.StatusOK {
+			t.Fatalf("/healthz with %s: %d", c.name, code)
+		}
 		args := []string{"services", "--addr", s.queryAddr.String(), "--tls-ca-file", p.ca, "--timeout", "5s"}
 		if c.client.CertFile != "" {
 			args = append(args, "--tls-cert-file", c.client.CertFile, "--tls-key-file", c.client.KeyFile)

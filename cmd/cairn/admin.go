@@ -37,11 +37,6 @@ func adminHandler(reg *prometheus.Registry, ready func() (bool, string)) http.Ha
 	return mux
 }
 
-// denyPlain refuses a request to the HTTP port in plain text.
-func denyPlain(w http.ResponseWriter, _ *http.Request, msg string) {
-	http.Error(w, msg, http.StatusUnauthorized)
-}
-
 // registerProcessMetrics registers what every cairn process reports: the Go
 // runtime, the process, its build, and cs.
 func registerProcessMetrics(reg *prometheus.Registry, cs ...prometheus.Collector) error {

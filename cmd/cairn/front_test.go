@@ -293,8 +293,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestReadyOnlyOnceOpen checks that /readyz answers 503 until the store is
-// open and after shutdown begins, while /healthz answers throughout.
+// TestReadyOnlyOnceOpen checks what /readyz reports in each phase: not
+// ready while the store opens, ready while serving, not ready once shutdown
+// has begun. (TestHTTPPort reads it over HTTP.)
 func TestReadyOnlyOnceOpen(t *testing.T) {
 	s := &server{}
 	if ok, why := s.readiness(); ok || !strings.Contains(why, "replaying") {

@@ -1,6 +1,7 @@
 // Command cairn is an embedded, single-binary distributed-tracing store: it
-// ingests OTLP/gRPC, stores spans in Pebble on local disk, and serves them over
-// the Jaeger remote-storage API.
+// ingests OTLP over gRPC and HTTP, stores spans in Pebble on local disk, and
+// serves them over the Jaeger remote-storage API, with its own metrics on an
+// HTTP port. The flags of every component live here.
 package main
 
 import (
@@ -28,7 +29,7 @@ type command struct {
 // synopses up in it.
 func commands() []command {
 	return []command{
-		{"serve", "[flags]", "ingest OTLP/gRPC and serve queries", serveCmd},
+		{"serve", "[flags]", "ingest OTLP over gRPC and HTTP, and serve queries and metrics", serveCmd},
 		{"trace", "TRACE_ID_HEX [flags]", "print a trace", traceCmd},
 		{"search", "[flags]", "find traces by service, operation, attributes, duration, time", searchCmd},
 		{"services", "[flags]", "list the services that sent spans", servicesCmd},

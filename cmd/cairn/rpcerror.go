@@ -41,7 +41,7 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 		// has finished its handshake, so a client without one may see only
 		// the connection closing under its first write.
 		if strings.Contains(msg, "broken pipe") || strings.Contains(msg, "connection reset") {
-			return fmt.Errorf("%s closed the connection (%s); if it wants a client certificate, pass --tls-cert-file and --tls-key-file", addr, msg[strings.LastIndex(msg, ": ")+2:])
+			return fmt.Errorf("%s closed the connection (%s); if it wants a client certificate, pass --tls-cert-file and --tls-key-file", addr, lastPart(msg))
 		}
 	case codes.Unimplemented:
 		return notQueryPort(addr, "it does not serve jaeger.storage.v2")
@@ -102,5 +102,14 @@ func connectFailure(msg string, timeout time.Duration) (cause string, notGRPC, o
 	if i := strings.Index(desc, "error reading server preface"); i >= 0 {
 		return desc[i:], false, true
 	}
-	return desc[strings.LastIndex(desc, ": ")+len(": "):], false, true
+	return lastPart(desc), false, true
+}
+
+// lastPart is what follows the last ": " of an error's text, its most
+// specific part, or all of it.
+func lastPart(msg string) string {
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		return msg[i+len(": "):]
+	}
+	return msg
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
 
 	"cairn/ingest"
 	"cairn/internal/access"
@@ -64,7 +65,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:"+defaultQueryPort, "query (jaeger.storage.v2) listen address")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
-	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "bytes of OTLP requests taken in at once; more are refused, to be retried")
+	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "memory that OTLP requests being taken in may hold at once; more are refused, to be retried")
 	cors := fs.String("otlp-http-cors-origins", "", "comma-separated origins whose web pages may export over OTLP/HTTP (https://app.example.com, https://*.example.com, or *)")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
@@ -136,14 +137,25 @@ type server struct {
 	otlp     *grpc.Server
 	otlpHTTP *http.Server // nil when off
 	query    *grpc.Server
-	admin    *http.Server // nil when off
-	ready    atomic.Bool
+	health   *health.Server // the query port's
+	admin    *http.Server   // nil when off
+	phase    atomic.Int32
+	// exports counts the OTLP/HTTP requests being handled, which shutdown
+	// waits for before it closes the store.
+	exports sync.WaitGroup
 
 	otlpAddr, otlpHTTPAddr, queryAddr, httpAddr net.Addr // the last two nil when off
 	served                                      chan error
 	shutdownOnce                                sync.Once
 	shutdownErr                                 error
 }
+
+// A server's phases, as /readyz reports them.
+const (
+	phaseOpening = iota
+	phaseServing
+	phaseStopping
+)
 
 // startServer opens the store and starts serving. The HTTP port comes up
 // first, so that health checks answer, and /readyz says why not yet, while
@@ -159,6 +171,14 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 	queryTokens, err := loadTokens(cfg.queryTokenFile)
 	if err != nil {
+		return nil, err
+	}
+	ingestOpts := &ingest.Options{
+		MaxRequestBytes:    cfg.maxRequest,
+		MaxInflightBytes:   cfg.maxInflight,
+		CORSAllowedOrigins: cfg.corsOrigins,
+	}
+	if err := ingestOpts.Validate(); err != nil {
 		return nil, err
 	}
 	s := &server{log: cfg.log, served: make(chan error, 4)}
@@ -179,8 +199,13 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			return nil, fmt.Errorf("listen on %s for %s: %w", addr, port, err)
 		}
 		listeners = append(listeners, l)
-		if tlsConfig == nil && tokens == nil && !loopback(l.Addr()) {
+		switch {
+		case loopback(l.Addr()) || tlsConfig != nil:
+		case tokens == nil:
 			cfg.log.Warn("listening beyond this machine with neither TLS nor tokens: anyone who reaches the port can use it",
+				"port", port, "addr", l.Addr().String())
+		default:
+			cfg.log.Warn("listening beyond this machine without TLS: tokens cross the network in the clear",
 				"port", port, "addr", l.Addr().String())
 		}
 		return l, nil
@@ -188,7 +213,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	reg := prometheus.NewRegistry()
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cairn_unauthenticated_requests_total",
-		Help: "Requests refused for a missing or invalid bearer token, by port and reason.",
+		Help: "Requests refused for a missing or invalid bearer token or client certificate, by port and reason.",
 	}, []string{"port", "reason"})
 	guard := func(port string, tokens *access.Tokens) *access.Guard {
 		return &access.Guard{Tokens: tokens, Refused: func(reason string) { refused.WithLabelValues(port, reason).Inc() }}
@@ -203,10 +228,18 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			return nil, err
 		}
 		g := guard("http", queryTokens)
-		g.OpenRequest = func(r *http.Request) bool { return r.URL.Path == "/healthz" || r.URL.Path == "/readyz" }
-		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness), denyPlain), tlsConfig, cfg.log)
+		g.OpenPath = func(path string) bool { return path == "/healthz" || path == "/readyz" }
+		adminTLS := tlsConfig
+		if tlsConfig != nil && tlsConfig.ClientAuth == tls.RequireAndVerifyClientCert {
+			// Probes of health present no certificate; the guard asks one of
+			// every other request.
+			adminTLS = tlsConfig.Clone()
+			adminTLS.ClientAuth = tls.VerifyClientCertIfGiven
+			g.RequireClientCert = true
+		}
+		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness)), adminTLS, cfg.log)
 		s.httpAddr = l.Addr()
-		go s.serveHTTP(s.admin, l, tlsConfig)
+		go s.serveHTTP(s.admin, l, adminTLS)
 	}
 
 	s.db, err = storage.Open(cfg.dataDir, &storage.Options{
@@ -224,11 +257,11 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			s.db.Close()
 		}
 	}()
-	svc := ingest.NewService(s.db, &ingest.Options{
-		MaxRequestBytes:    cfg.maxRequest,
-		MaxInflightBytes:   cfg.maxInflight,
-		CORSAllowedOrigins: cfg.corsOrigins,
-	})
+	if ingestTokens != nil {
+		g := guard("otlp_http", ingestTokens)
+		ingestOpts.Authorize = func(r *http.Request) error { return g.Check(r.Header.Get("Authorization")) }
+	}
+	svc := ingest.NewService(s.db, ingestOpts)
 	queryMetrics := query.NewMetrics()
 	for _, c := range []prometheus.Collector{s.db.Metrics(), svc.Metrics(), queryMetrics} {
 		if err := reg.Register(c); err != nil {
@@ -252,7 +285,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 
 	grpcOpts := func(g *access.Guard, extra ...grpc.ServerOption) []grpc.ServerOption {
-		opts := append(g.ServerOptions(), extra...)
+		opts := append([]grpc.ServerOption{g.ServerOption()}, extra...)
 		if tlsConfig != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
@@ -261,23 +294,31 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	s.otlp = ingest.NewServer(svc, grpcOpts(guard("otlp_grpc", ingestTokens), cfg.otlpOptions...)...)
 	queryGuard := guard("query", queryTokens)
 	queryGuard.OpenMethod = access.IsHealthMethod
-	s.query = query.NewServer(s.db, &query.Options{Metrics: queryMetrics}, grpcOpts(queryGuard)...)
+	s.health = health.NewServer()
+	s.query = query.NewServer(s.db, &query.Options{Metrics: queryMetrics, Health: s.health}, grpcOpts(queryGuard)...)
 	s.otlpAddr, s.queryAddr = otlpLis.Addr(), queryLis.Addr()
 	go func() { s.served <- s.otlp.Serve(otlpLis) }()
 	go func() { s.served <- s.query.Serve(queryLis) }()
 	if otlpHTTPLis != nil {
-		g := guard("otlp_http", ingestTokens)
-		g.OpenRequest = access.IsPreflight
-		s.otlpHTTP = newHTTPServer(g.HTTP(svc.HTTPHandler(), ingest.WriteUnauthenticated), tlsConfig, cfg.log)
+		s.otlpHTTP = newHTTPServer(s.counted(svc.HTTPHandler()), tlsConfig, cfg.log)
 		s.otlpHTTPAddr = otlpHTTPLis.Addr()
 		go s.serveHTTP(s.otlpHTTP, otlpHTTPLis, tlsConfig)
 	}
-	s.ready.Store(true)
+	s.phase.Store(phaseServing)
 	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(),
 		"otlp_http", addrString(s.otlpHTTPAddr), "query", s.queryAddr.String(), "http", addrString(s.httpAddr),
 		"tls", tlsConfig != nil, "mutual_tls", cfg.tls.ClientCAFile != "",
 		"ingest_tokens", ingestTokens != nil, "query_tokens", queryTokens != nil)
 	return s, nil
+}
+
+// counted wraps h so that shutdown can wait for the requests it handles.
+func (s *server) counted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.exports.Add(1)
+		defer s.exports.Done()
+		h.ServeHTTP(w, r)
+	})
 }
 
 func loadTokens(path string) (*access.Tokens, error) {
@@ -332,43 +373,40 @@ func (s *server) serveHTTP(hs *http.Server, l net.Listener, tlsConfig *tls.Confi
 
 // readiness reports whether the server takes requests, and if not, why.
 func (s *server) readiness() (bool, string) {
-	if s.ready.Load() {
+	switch s.phase.Load() {
+	case phaseServing:
 		return true, "ready"
-	}
-	if s.db == nil {
+	case phaseOpening:
 		return false, "opening the store and replaying its write-ahead log"
 	}
-	return false, "not serving: starting or shutting down"
+	return false, "shutting down"
 }
 
 // shutdown stops in order: the OTLP listeners first, letting in-flight
-// exports finish, then queries, draining open streams for a while, then
-// storage, which flushes what is buffered; the HTTP port last, so that
-// health checks and metrics answer throughout. It is safe to call twice.
+// exports finish for up to drainTimeout, then queries, draining open
+// streams for as long, then storage, which flushes what is buffered; the
+// HTTP port last, so that health checks and metrics answer throughout. It is
+// safe to call twice.
 func (s *server) shutdown() error {
 	s.shutdownOnce.Do(func() {
-		s.ready.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-		defer cancel()
+		s.phase.Store(phaseStopping)
+		s.health.Shutdown() // NOT_SERVING, to load balancers and Watch streams
 		var errs []error
 		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); s.otlp.GracefulStop() }()
+		wg.Go(func() { drain(s.otlp) })
 		if s.otlpHTTP != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 			if err := s.otlpHTTP.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop OTLP/HTTP: %w", err))
 				s.otlpHTTP.Close()
 			}
+			cancel()
+			// Close leaves handlers running; with their connections gone,
+			// their reads and waits end at once.
+			s.exports.Wait()
 		}
 		wg.Wait()
-		drained := make(chan struct{})
-		go func() { s.query.GracefulStop(); close(drained) }()
-		select {
-		case <-drained:
-		case <-ctx.Done():
-			s.query.Stop()
-			<-drained
-		}
+		drain(s.query)
 		errs = append(errs, s.db.Close())
 		if s.admin != nil {
 			s.admin.Close()
@@ -376,4 +414,16 @@ func (s *server) shutdown() error {
 		s.shutdownErr = errors.Join(errs...)
 	})
 	return s.shutdownErr
+}
+
+// drain stops a gRPC server gracefully, or at once after drainTimeout.
+func drain(g *grpc.Server) {
+	drained := make(chan struct{})
+	go func() { g.GracefulStop(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainTimeout):
+		g.Stop()
+		<-drained
+	}
 }
