@@ -206,13 +206,16 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"serve", "--max-disk-bytes", "-1"}, "--max-disk-bytes -1 is negative"},
 		{[]string{"serve", "--memory-limit-mib", "-352"}, "--memory-limit-mib -352 is negative"},
 		{[]string{"serve", "--flush-interval", "-10s"}, "--flush-interval -10s is negative"},
+		{[]string{"serve", "--otlp-max-inflight-bytes", "-1"}, "--otlp-max-inflight-bytes -1 is negative"},
+		{[]string{"serve", "--otlp-http-cors-origins", "https://ok.example.com,https://*example.com"},
+			`--otlp-http-cors-origins: CORS origin "https://*example.com" is not SCHEME://HOST[:PORT], *, or SCHEME://*.DOMAIN[:PORT]`},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			addr, connections := listenCounting(t)
 			dataDir := filepath.Join(t.TempDir(), "data")
 			args := append(tc.args, "--addr", addr)
 			if tc.args[0] == "serve" {
-				args = append(tc.args, "--data-dir", dataDir, "--otlp-grpc-addr", addr, "--query-addr", addr)
+				args = append(tc.args, "--data-dir", dataDir, "--otlp-grpc-addr", addr, "--query-addr", addr, "--otlp-http-addr", addr, "--http-addr", addr)
 			}
 			var out, errOut bytes.Buffer
 			err := run(args, &out, &errOut)

@@ -94,6 +94,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
 		}
+		if err := (&ingest.Options{CORSAllowedOrigins: cfg.corsOrigins}).Validate(); err != nil {
+			return usageError{err: fmt.Errorf("--otlp-http-cors-origins: %w", err)}
+		}
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
