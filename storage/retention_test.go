@@ -149,11 +149,26 @@ func TestRetentionKeepsDiskFlat(t *testing.T) {
 
 func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	clk := &clock{t: time.Now().Truncate(time.Hour)}
-	db, err := Open(t.TempDir(), &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now})
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	// The bound is an option of Open, read by the maintainer goroutine:
+	// the store is reopened with each bound rather than changed under it.
+	open := func(maxDisk int64) *DB {
+		db, err := Open(dir, &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now, MaxDiskBytes: maxDisk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
 	}
-	defer db.Close()
+	// enforced waits for the maintainer to have enforced the bound: until
+	// done holds.
+	enforced := func(done func() bool) {
+		for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the maintainer did not enforce the bound within 10s")
+			}
+		}
+	}
+	db := open(0)
 	for hour := range 5 {
 		gen := bench.NewGenerator(bench.Config{Seed: uint64(hour + 1), Start: clk.now(), BatchSpans: 1000, TracesPerSecond: 0.2})
 		for range 10 {
@@ -168,10 +183,11 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.opts.MaxDiskBytes = size / 2
-	if err := db.enforceRetention(); err != nil {
+	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	db = open(size / 2)
+	enforced(func() bool { n, _ := db.diskBytes(); return n <= size/2 })
 	after, _ := db.diskBytes()
 	db.mu.Lock()
 	parts := len(db.partitions)
@@ -181,10 +197,10 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 		t.Fatalf("%d -> %d bytes (bound %d), %d partitions left, newest kept: %v", size, after, size/2, parts, newest)
 	}
 	// Nothing is ever dropped below one partition.
-	db.opts.MaxDiskBytes = 1
-	if err := db.enforceRetention(); err != nil {
-		t.Fatal(err)
-	}
+	db.Close()
+	db = open(1)
+	defer db.Close()
+	enforced(func() bool { db.mu.Lock(); defer db.mu.Unlock(); return len(db.partitions) <= 1 })
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if len(db.partitions) != 1 {
