@@ -58,14 +58,6 @@ func (e *retryableError) Unwrap() error { return e.err }
 // newExporters returns the exporters of o's protocol for the senders to
 // share round-robin, and the TCP address they reach.
 func newExporters(o Options) ([]exporter, string, error) {
-	tlsConfig, err := o.TargetAccess.TLS()
-	if err != nil {
-		return nil, "", err
-	}
-	token, err := o.TargetAccess.Token()
-	if err != nil {
-		return nil, "", err
-	}
 	if o.Protocol == ProtocolGRPC {
 		opts, err := o.TargetAccess.DialOptions()
 		if err != nil {
@@ -83,6 +75,14 @@ func newExporters(o Options) ([]exporter, string, error) {
 			exps = append(exps, grpcExporter{c})
 		}
 		return exps, o.Target, nil
+	}
+	tlsConfig, err := o.TargetAccess.TLS()
+	if err != nil {
+		return nil, "", err
+	}
+	token, err := o.TargetAccess.Token()
+	if err != nil {
+		return nil, "", err
 	}
 	u, err := exportURL(o.Target, tlsConfig != nil)
 	if err != nil {

@@ -59,7 +59,8 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	timeout := h.bodyTimeout(r)
 	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
-	content := responseType(mediaType(r.Header.Get("Content-Type")))
+	media := mediaType(r.Header.Get("Content-Type"))
+	content := responseType(media)
 	if r.URL.Path != TracesPath {
 		writeStatus(w, content, http.StatusNotFound, status.New(codes.NotFound,
 			fmt.Sprintf("cairn receives OTLP traces at %s; it keeps no metrics or logs", TracesPath)))
@@ -83,7 +84,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	proto := map[string]string{contentProtobuf: protoHTTPProtobuf, contentJSON: protoHTTPJSON}[mediaType(r.Header.Get("Content-Type"))]
+	proto := map[string]string{contentProtobuf: protoHTTPProtobuf, contentJSON: protoHTTPJSON}[media]
 	if proto == "" {
 		h.svc.metrics.refused.WithLabelValues(protoHTTPUnknown, causeUnsupported).Inc()
 		writeStatus(w, content, http.StatusUnsupportedMediaType, status.Newf(codes.InvalidArgument,

@@ -61,7 +61,7 @@ func newMetrics(inflight *atomic.Int64) *metrics {
 		}, []string{"protocol"}),
 		inflight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cairn_ingest_inflight_bytes",
-			Help: "Bytes of export requests being decoded and stored now.",
+			Help: "Memory held by export requests being taken in now: bodies as they arrive and decompress, and their decoding.",
 		}, func() float64 { return float64(inflight.Load()) }),
 	}
 }

@@ -32,6 +32,10 @@ type Reader interface {
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 }
 
+// DefaultMaxSearchDepth is the most traces a search returns unless
+// Options.MaxSearchDepth says otherwise.
+const DefaultMaxSearchDepth = 1000
+
 // Options configures the query service. The zero value is valid.
 type Options struct {
 	// MaxChunkBytes bounds each streamed TracesData message.
@@ -66,7 +70,7 @@ func (o *Options) EnsureDefaults() Options {
 		c.MaxChunkBytes = 4 << 20
 	}
 	if c.MaxSearchDepth <= 0 {
-		c.MaxSearchDepth = 1000
+		c.MaxSearchDepth = DefaultMaxSearchDepth
 	}
 	return c
 }

@@ -74,7 +74,7 @@ func (db *DB) cut() error {
 	if err != nil {
 		return fmt.Errorf("write block %d: %w", frozen.block, err)
 	}
-	observeSince(db.metrics.cut, start)
+	db.metrics.cut.Observe(time.Since(start).Seconds())
 	db.metrics.cutSpans.Add(float64(frozen.spans))
 
 	db.mu.Lock()

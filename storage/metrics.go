@@ -1,8 +1,6 @@
 package storage
 
 import (
-	"time"
-
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -139,6 +137,3 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
-
-// observeSince records a latency in h.
-func observeSince(h prometheus.Histogram, start time.Time) { h.Observe(time.Since(start).Seconds()) }

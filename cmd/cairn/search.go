@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"cairn/query"
 	"cairn/query/jaegerpb"
 )
 
@@ -49,10 +50,6 @@ func typedValue(v string) *jaegerpb.AnyValue {
 	}
 	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
 }
-
-// maxSearchLimit is the most traces a cairn search returns: more than that
-// the server would silently cut.
-const maxSearchLimit = 1000
 
 // searchResult is one line of `cairn search --format json`.
 type searchResult struct {
@@ -91,8 +88,8 @@ func searchCmd(args []string, stdout, _ io.Writer) error {
 		return usagef("unknown format %q: want table or json", *format)
 	case *limit < 1:
 		return usagef("--limit %d is under the minimum of 1", *limit)
-	case *limit > maxSearchLimit:
-		return usagef("--limit %d is over the maximum of %d", *limit, maxSearchLimit)
+	case *limit > query.DefaultMaxSearchDepth: // more, the server would silently cut
+		return usagef("--limit %d is over the maximum of %d", *limit, query.DefaultMaxSearchDepth)
 	case *maxDur > 0 && *minDur > *maxDur:
 		return usagef("--min-duration %v is over --max-duration %v", *minDur, *maxDur)
 	case *operation != "" && *service == "":

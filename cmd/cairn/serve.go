@@ -94,9 +94,6 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
 		}
-		if err := (&ingest.Options{CORSAllowedOrigins: cfg.corsOrigins}).Validate(); err != nil {
-			return usageError{err: fmt.Errorf("--otlp-http-cors-origins: %w", err)}
-		}
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
@@ -135,7 +132,6 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 
 // server is a running cairn: storage and its listeners.
 type server struct {
-	log      *slog.Logger
 	db       *storage.DB
 	otlp     *grpc.Server
 	otlpHTTP *http.Server // nil when off
@@ -182,9 +178,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		CORSAllowedOrigins: cfg.corsOrigins,
 	}
 	if err := ingestOpts.Validate(); err != nil {
-		return nil, err
+		return nil, usageError{err: fmt.Errorf("--otlp-http-cors-origins: %w", err)}
 	}
-	s := &server{log: cfg.log, served: make(chan error, 4)}
+	s := &server{served: make(chan error, 4)}
 	var listeners []net.Listener
 	defer func() { // on failure, undo what was started
 		if err != nil {
