@@ -77,6 +77,7 @@ type DB struct {
 	// maintainer last estimated them.
 	backlog atomic.Int64
 	metrics *metrics
+	faults  faults
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span

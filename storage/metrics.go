@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"slices"
+
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -22,6 +24,7 @@ type metrics struct {
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
 	cacheHits, cacheMisses, cacheBytes                   *prometheus.Desc
+	fault                                                *prometheus.Desc
 }
 
 func newMetrics(db *DB) *metrics {
@@ -70,6 +73,8 @@ func newMetrics(db *DB) *metrics {
 			"Block cache misses.", nil, nil),
 		cacheBytes: prometheus.NewDesc("cairn_pebble_block_cache_bytes",
 			"Bytes held in the block cache.", nil, nil),
+		fault: prometheus.NewDesc("cairn_storage_fault",
+			"1 for each fault the store is in now, by kind: wal (the write-ahead log cannot be written), cut (blocks cannot be written), corruption (data on disk failed its checksums).", []string{"kind"}, nil),
 	}
 }
 
@@ -79,7 +84,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
-		m.compactions, m.compactionDebt, m.l0Files, m.readAmp, m.cacheHits, m.cacheMisses, m.cacheBytes} {
+		m.compactions, m.compactionDebt, m.l0Files, m.readAmp, m.cacheHits, m.cacheMisses, m.cacheBytes, m.fault} {
 		ch <- d
 	}
 }
@@ -91,6 +96,14 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		c.Collect(ch)
 	}
 	db := m.db
+	active := db.Faults()
+	for _, kind := range []string{FaultWAL, FaultCut, FaultCorruption} {
+		v := 0.0
+		if slices.ContainsFunc(active, func(f Fault) bool { return f.Kind == kind }) {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.fault, prometheus.GaugeValue, v, kind)
+	}
 	db.mu.Lock()
 	if db.closed {
 		db.mu.Unlock()

@@ -374,6 +374,13 @@ func (s *server) serveHTTP(hs *http.Server, l net.Listener, tlsConfig *tls.Confi
 func (s *server) readiness() (bool, string) {
 	switch s.phase.Load() {
 	case phaseServing:
+		if faults := s.db.Faults(); len(faults) > 0 {
+			why := make([]string, len(faults))
+			for i, f := range faults {
+				why[i] = f.Kind + ": " + f.Why
+			}
+			return false, strings.Join(why, "\n")
+		}
 		return true, "ready"
 	case phaseOpening:
 		return false, "opening the store and replaying its write-ahead log"
