@@ -95,7 +95,7 @@ func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([
 	case errors.Is(err, storage.ErrBadQuery):
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	case err != nil && ctx.Err() != nil:
-		return nil, status.FromContextError(ctx.Err()).Err()
+		return nil, ctxStatus(ctx)
 	case err != nil:
 		return nil, status.Errorf(codes.Internal, "search: %v", err)
 	}
@@ -105,6 +105,11 @@ func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([
 // FindTraceIDs returns the IDs of matching traces, the most recent first,
 // with the extent of their spans seen while searching as time hints.
 func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRequest) (*jaegerpb.FindTraceIDsResponse, error) {
+	ctx, done, err := s.admit(ctx, s.searches)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return nil, err
@@ -123,13 +128,18 @@ func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRe
 // FindTraces streams the matching traces, whole, the most recent first,
 // chunked as GetTraces chunks them.
 func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.ServerStreamingServer[tracepb.TracesData]) error {
-	ctx := stream.Context()
+	ctx, done, err := s.admit(stream.Context(), s.searches)
+	if err != nil {
+		return err
+	}
+	defer done()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err
 	}
+	out := &sender{s: s, ctx: ctx, stream: stream, heavy: true}
 	for _, f := range found {
-		if err := s.sendTrace(ctx, stream, f.ID, storage.TimeRange{}); err != nil {
+		if err := s.sendTrace(ctx, out, f.ID, storage.TimeRange{}); err != nil {
 			return err
 		}
 	}
@@ -139,7 +149,11 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 // FindTraceSummaries streams a summary of each matching trace, the most
 // recent first.
 func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
-	ctx := stream.Context()
+	ctx, done, err := s.admit(stream.Context(), s.searches)
+	if err != nil {
+		return err
+	}
+	defer done()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err
@@ -148,6 +162,9 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	for _, f := range found {
 		t, err := s.r.Trace(ctx, f.ID, storage.TimeRange{})
 		if err != nil {
+			if ctx.Err() != nil {
+				return ctxStatus(ctx)
+			}
 			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
 		}
 		if t != nil {

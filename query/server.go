@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -36,18 +37,62 @@ type Reader interface {
 // Options.MaxSearchDepth says otherwise.
 const DefaultMaxSearchDepth = 1000
 
+// DefaultMaxTraceIDs is the most trace IDs a GetTraces request may name unless
+// Options.MaxTraceIDs says otherwise.
+const DefaultMaxTraceIDs = 1000
+
 // Options configures the query service. The zero value is valid.
 type Options struct {
-	// MaxChunkBytes bounds each streamed TracesData message.
+	// MaxMessageBytes bounds every response message: each streamed
+	// TracesData chunk, and the lists of services and operations, which are
+	// cut short with a notice past it. A span too large for a message of its
+	// own is sent with its largest attribute values truncated and a
+	// cairn.truncated attribute.
 	//
 	// The default is 4 MiB, jaeger-query's default gRPC message limit.
-	MaxChunkBytes int
+	MaxMessageBytes int
 
 	// MaxSearchDepth caps the number of traces a search returns, whatever
 	// search_depth asks for.
 	//
 	// The default is 1000.
 	MaxSearchDepth int
+
+	// MaxTraceIDs bounds the trace IDs one GetTraces request may name; a
+	// request with more is refused with InvalidArgument. Repeated IDs are
+	// read once.
+	//
+	// The default is 1000.
+	MaxTraceIDs int
+
+	// MaxReads bounds the GetTraces, GetServices and GetOperations calls
+	// served at once.
+	//
+	// The default is 32.
+	MaxReads int
+
+	// MaxSearches bounds the searches (FindTraces, FindTraceIDs,
+	// FindTraceSummaries) served at once. A GetTraces call that has streamed
+	// more than MaxMessageBytes, a huge trace or many traces, takes one of
+	// these slots too before it goes on: it costs what a search costs. Kept
+	// below the number of CPUs, searches leave ingest room.
+	//
+	// The default is half of GOMAXPROCS, at least 1.
+	MaxSearches int
+
+	// MaxQueueWait is how long a call waits for a slot when MaxReads or
+	// MaxSearches are taken; then it fails with ResourceExhausted.
+	//
+	// The default is 2s.
+	MaxQueueWait time.Duration
+
+	// Timeout bounds each call on the server, whatever deadline the client
+	// set; past it the call fails with DeadlineExceeded. It bounds the
+	// server's work: a stream whose client stops reading holds its slot until
+	// the client's own deadline or its connection ends.
+	//
+	// The default is 30s.
+	Timeout time.Duration
 
 	// Metrics, if set, records the latency of every call.
 	Metrics *Metrics
@@ -66,11 +111,26 @@ func (o *Options) EnsureDefaults() Options {
 	if o != nil {
 		c = *o
 	}
-	if c.MaxChunkBytes <= 0 {
-		c.MaxChunkBytes = 4 << 20
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 4 << 20
 	}
 	if c.MaxSearchDepth <= 0 {
 		c.MaxSearchDepth = DefaultMaxSearchDepth
+	}
+	if c.MaxTraceIDs <= 0 {
+		c.MaxTraceIDs = DefaultMaxTraceIDs
+	}
+	if c.MaxReads <= 0 {
+		c.MaxReads = 32
+	}
+	if c.MaxSearches <= 0 {
+		c.MaxSearches = max(1, runtime.GOMAXPROCS(0)/2)
+	}
+	if c.MaxQueueWait <= 0 {
+		c.MaxQueueWait = 2 * time.Second
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 30 * time.Second
 	}
 	return c
 }
@@ -83,7 +143,12 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 		opts = append(c.Metrics.serverOptions(), opts...)
 	}
 	s := grpc.NewServer(append(opts, rawcodec.ServerOption())...)
-	svc := &service{r: r, opts: c}
+	svc := &service{
+		r:        r,
+		opts:     c,
+		reads:    newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
+		searches: newGate(c.MaxSearches, "searches or large reads", "--query-max-searches", c.MaxQueueWait),
+	}
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	hs := c.Health
@@ -99,47 +164,139 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 
 type service struct {
 	jaegerpb.UnimplementedTraceReaderServer
-	r    Reader
-	opts Options
+	r        Reader
+	opts     Options
+	reads    *gate
+	searches *gate
 }
 
 // GetTraces streams each requested trace as one or more TracesData chunks.
-// Unknown trace IDs are skipped.
+// Unknown trace IDs are skipped; a repeated ID is read once.
 func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerStreamingServer[tracepb.TracesData]) error {
-	for _, q := range req.GetQuery() {
-		if len(q.GetTraceId()) != 16 {
-			return status.Errorf(codes.InvalidArgument, "trace_id must be 16 bytes, got %d", len(q.GetTraceId()))
-		}
+	wanted, err := s.wantedTraces(req.GetQuery())
+	if err != nil {
+		return err
 	}
-	ctx := stream.Context()
-	for _, q := range req.GetQuery() {
-		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
-		if err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), tr); err != nil {
+	ctx, done, err := s.admit(stream.Context(), s.reads)
+	if err != nil {
+		return err
+	}
+	defer done()
+	out := &sender{s: s, ctx: ctx, stream: stream}
+	defer out.close()
+	for _, w := range wanted {
+		if err := s.sendTrace(ctx, out, w.id, w.tr); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+type wantedTrace struct {
+	id storage.TraceID
+	tr storage.TimeRange
+}
+
+// wantedTraces validates the trace IDs of a GetTraces request and merges
+// repeated ones, widening their time hints to cover each: a request that
+// names one trace many times must not cost many reads.
+func (s *service) wantedTraces(params []*jaegerpb.GetTraceParams) ([]wantedTrace, error) {
+	if len(params) > s.opts.MaxTraceIDs {
+		return nil, status.Errorf(codes.InvalidArgument, "%d trace IDs in one request; at most %d are served (--query-max-trace-ids)", len(params), s.opts.MaxTraceIDs)
+	}
+	var wanted []wantedTrace
+	at := make(map[storage.TraceID]int, len(params))
+	for _, q := range params {
+		if len(q.GetTraceId()) != 16 {
+			return nil, status.Errorf(codes.InvalidArgument, "trace_id must be 16 bytes, got %d", len(q.GetTraceId()))
+		}
+		id := storage.TraceID(q.GetTraceId())
+		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
+		i, seen := at[id]
+		if !seen {
+			at[id] = len(wanted)
+			wanted = append(wanted, wantedTrace{id, tr})
+			continue
+		}
+		wanted[i].tr = widen(wanted[i].tr, tr)
+	}
+	return wanted, nil
+}
+
+// widen returns the smallest time range covering a and b; a zero bound is
+// open.
+func widen(a, b storage.TimeRange) storage.TimeRange {
+	if a.Start.IsZero() || b.Start.IsZero() {
+		a.Start = time.Time{}
+	} else if b.Start.Before(a.Start) {
+		a.Start = b.Start
+	}
+	if a.End.IsZero() || b.End.IsZero() {
+		a.End = time.Time{}
+	} else if b.End.After(a.End) {
+		a.End = b.End
+	}
+	return a
+}
+
+// sender streams a call's chunks. Once a read has sent more than one
+// message's worth, it takes a search slot before sending more: a huge trace,
+// or many traces, cost what a search costs, and must not crowd out ingest
+// any more than searches may.
+type sender struct {
+	s      *service
+	ctx    context.Context
+	stream grpc.ServerStream
+	sent   int
+	heavy  bool   // holds a search slot, or runs under one
+	leave  func() // gives back the slot this sender took
+}
+
+func (o *sender) send(b []byte) error {
+	if err := o.ctx.Err(); err != nil {
+		return ctxStatus(o.ctx)
+	}
+	if !o.heavy && o.sent+len(b) > o.s.opts.MaxMessageBytes {
+		leave, err := o.s.searches.enter(o.ctx)
+		if err != nil {
+			return err
+		}
+		o.heavy, o.leave = true, leave
+	}
+	o.sent += len(b)
+	return o.stream.SendMsg(rawcodec.Message(b))
+}
+
+func (o *sender) close() {
+	if o.leave != nil {
+		o.leave()
+	}
+}
+
 // sendTrace streams one trace as TracesData chunks; an unknown trace sends
 // nothing.
-func (s *service) sendTrace(ctx context.Context, stream grpc.ServerStream, id storage.TraceID, tr storage.TimeRange) error {
+func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID, tr storage.TimeRange) error {
 	t, err := s.r.Trace(ctx, id, tr)
 	if err != nil {
 		if ctx.Err() != nil {
-			return status.FromContextError(ctx.Err()).Err()
+			return ctxStatus(ctx)
 		}
 		return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
 	}
 	if t == nil {
 		return nil
 	}
-	c := chunker{limit: s.opts.MaxChunkBytes, emit: func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }}
+	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send}
 	return c.trace(t)
 }
 
 // GetServices lists the services that sent spans.
-func (s *service) GetServices(context.Context, *jaegerpb.GetServicesRequest) (*jaegerpb.GetServicesResponse, error) {
+func (s *service) GetServices(ctx context.Context, _ *jaegerpb.GetServicesRequest) (*jaegerpb.GetServicesResponse, error) {
+	_, done, err := s.admit(ctx, s.reads)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	services, err := s.r.Services()
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list services: %v", err)
@@ -149,11 +306,16 @@ func (s *service) GetServices(context.Context, *jaegerpb.GetServicesRequest) (*j
 
 // GetOperations lists a service's operations, all of them or those of one
 // span kind.
-func (s *service) GetOperations(_ context.Context, req *jaegerpb.GetOperationsRequest) (*jaegerpb.GetOperationsResponse, error) {
+func (s *service) GetOperations(ctx context.Context, req *jaegerpb.GetOperationsRequest) (*jaegerpb.GetOperationsResponse, error) {
 	want, ok := kindByName[req.GetSpanKind()]
 	if !ok && req.GetSpanKind() != "" {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown span_kind %q: want one of server, client, producer, consumer, internal, or empty for all", req.GetSpanKind())
 	}
+	_, done, err := s.admit(ctx, s.reads)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	ops, err := s.r.Operations(req.GetService())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list operations: %v", err)

@@ -91,6 +91,11 @@ func countSpans(t *testing.T, conn *grpc.ClientConn, q *jaegerpb.GetTraceParams)
 	if err != nil {
 		return 0, err
 	}
+	return drainSpans(stream)
+}
+
+// drainSpans counts the spans of a stream of chunks until it ends.
+func drainSpans(stream grpc.ServerStreamingClient[tracepb.TracesData]) (int, error) {
 	n := 0
 	for {
 		td, err := stream.Recv()
@@ -98,7 +103,7 @@ func countSpans(t *testing.T, conn *grpc.ClientConn, q *jaegerpb.GetTraceParams)
 			return n, nil
 		}
 		if err != nil {
-			return 0, err
+			return n, err
 		}
 		for _, rs := range td.ResourceSpans {
 			for _, ss := range rs.ScopeSpans {

@@ -52,6 +52,7 @@ type serverConfig struct {
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
+	query           query.Options
 	log             *slog.Logger
 	otlpOptions     []grpc.ServerOption // extra options of the OTLP server
 }
@@ -76,12 +77,18 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
 	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
+	fs.IntVar(&cfg.query.MaxReads, "query-max-reads", 0, "GetTraces, GetServices and GetOperations calls served at once; more wait --query-queue-wait, then are refused (default 32)")
+	fs.IntVar(&cfg.query.MaxSearches, "query-max-searches", 0, "searches, and reads past 4 MiB of response, served at once; more wait --query-queue-wait, then are refused (default half the CPUs, at least 1)")
+	fs.DurationVar(&cfg.query.MaxQueueWait, "query-queue-wait", 0, "how long a query waits for a slot before it is refused with RESOURCE_EXHAUSTED (default 2s)")
+	fs.DurationVar(&cfg.query.Timeout, "query-timeout", 0, "longest a query runs on the server, whatever the client's deadline (default 30s)")
+	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
+	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes",
+		"query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
 		return err
 	}
 	switch {
@@ -294,7 +301,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	queryGuard := guard("query", queryTokens)
 	queryGuard.OpenMethod = access.IsHealthMethod
 	s.health = health.NewServer()
-	s.query = query.NewServer(s.db, &query.Options{Metrics: queryMetrics, Health: s.health}, grpcOpts(queryGuard)...)
+	queryOpts := cfg.query
+	queryOpts.Metrics, queryOpts.Health = queryMetrics, s.health
+	s.query = query.NewServer(s.db, &queryOpts, grpcOpts(queryGuard)...)
 	s.otlpAddr, s.queryAddr = otlpLis.Addr(), queryLis.Addr()
 	go func() { s.served <- s.otlp.Serve(otlpLis) }()
 	go func() { s.served <- s.query.Serve(queryLis) }()

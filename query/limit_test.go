@@ -1,0 +1,154 @@
+package query
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/internal/grpctest"
+	"cairn/query/jaegerpb"
+	"cairn/storage"
+)
+
+// heldStore is the real store whose searches and service lists, once begun,
+// wait until the test releases them or their context ends: stand-ins for
+// slow queries.
+type heldStore struct {
+	*storage.DB
+	begun   chan struct{}
+	release chan struct{}
+}
+
+func (h *heldStore) hold(ctx context.Context) error {
+	h.begun <- struct{}{}
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *heldStore) Find(ctx context.Context, q storage.Query) ([]storage.Found, error) {
+	if err := h.hold(ctx); err != nil {
+		return nil, err
+	}
+	return h.DB.Find(ctx, q)
+}
+
+func (h *heldStore) Services() ([]string, error) {
+	if err := h.hold(context.Background()); err != nil {
+		return nil, err
+	}
+	return h.DB.Services()
+}
+
+// serveHeld serves the store of start, with searches and service lists held,
+// under o.
+func serveHeld(t *testing.T, o *Options) (*heldStore, jaegerpb.TraceReaderClient) {
+	t.Helper()
+	db, _ := start(t, t.TempDir())
+	h := &heldStore{DB: db, begun: make(chan struct{}, 16), release: make(chan struct{})}
+	conn := grpctest.Dial(t, grpctest.Serve(t, NewServer(h, o)))
+	return h, jaegerpb.NewTraceReaderClient(conn)
+}
+
+func findIDs(ctx context.Context, c jaegerpb.TraceReaderClient) error {
+	_, err := c.FindTraceIDs(ctx, &jaegerpb.FindTraceIDsRequest{Query: &jaegerpb.TraceQueryParameters{ServiceName: "shop"}})
+	return err
+}
+
+func wantCode(t *testing.T, what string, err error, code codes.Code, mention string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), mention) {
+		t.Fatalf("%s: %v; want %v mentioning %q", what, err, code, mention)
+	}
+}
+
+func TestSearchLimitRefusesAndSparesReads(t *testing.T) {
+	// At 120 bytes a message holds one span of the two-span trace 0x01…01.
+	h, client := serveHeld(t, &Options{MaxSearches: 1, MaxQueueWait: 20 * time.Millisecond, MaxMessageBytes: 120})
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() { first <- findIDs(ctx, client) }()
+	<-h.begun
+
+	wantCode(t, "second search", findIDs(ctx, client), codes.ResourceExhausted, "--query-max-searches")
+	// A small trace is read while the search slot is taken...
+	id := []byte{0: 1, 15: 2}
+	if n, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: id}); err != nil || n != 1 {
+		t.Fatalf("small read while a search runs: %d spans, %v", n, err)
+	}
+	// ...but a read that outgrows one message needs a search slot to go on.
+	_, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: []byte{0: 1, 15: 1}})
+	wantCode(t, "large read while a search runs", err, codes.ResourceExhausted, "--query-max-searches")
+
+	close(h.release)
+	if err := <-first; err != nil {
+		t.Fatalf("held search: %v", err)
+	}
+	if n, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: []byte{0: 1, 15: 1}}); err != nil || n != 2 {
+		t.Fatalf("large read once the search ended: %d spans, %v", n, err)
+	}
+}
+
+func TestReadLimitRefuses(t *testing.T) {
+	h, client := serveHeld(t, &Options{MaxReads: 1, MaxQueueWait: 20 * time.Millisecond})
+	ctx := context.Background()
+	first := make(chan error, 1)
+	go func() {
+		_, err := client.GetServices(ctx, &jaegerpb.GetServicesRequest{})
+		first <- err
+	}()
+	<-h.begun
+	_, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: "shop"})
+	wantCode(t, "operations while services are listed", err, codes.ResourceExhausted, "--query-max-reads")
+	_, err = countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: []byte{0: 1, 15: 2}})
+	wantCode(t, "trace while services are listed", err, codes.ResourceExhausted, "--query-max-reads")
+	close(h.release)
+	if err := <-first; err != nil {
+		t.Fatalf("held GetServices: %v", err)
+	}
+	if _, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: "shop"}); err != nil {
+		t.Fatalf("operations once the slot is free: %v", err)
+	}
+}
+
+func TestQueryTimeout(t *testing.T) {
+	_, client := serveHeld(t, &Options{Timeout: 20 * time.Millisecond})
+	wantCode(t, "held search", findIDs(context.Background(), client), codes.DeadlineExceeded, "--query-timeout")
+}
+
+func TestGetTracesDedupesAndBoundsIDs(t *testing.T) {
+	_, client := serveHeld(t, &Options{MaxTraceIDs: 3})
+	two := []byte{0: 1, 15: 1}
+	ts := func(h int) *timestamppb.Timestamp { return timestamppb.New(hour0.Add(time.Duration(h) * time.Hour)) }
+	// Each hint alone reaches one of the trace's spans; merged, both.
+	n, err := countSpansIn(client, []*jaegerpb.GetTraceParams{
+		{TraceId: two, StartTime: ts(-1), EndTime: ts(-1)},
+		{TraceId: two, StartTime: ts(3), EndTime: ts(3)},
+		{TraceId: two, StartTime: ts(-1), EndTime: ts(-1)},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("one trace named three times: %d spans, %v; want its 2 spans once", n, err)
+	}
+	_, err = countSpansIn(client, []*jaegerpb.GetTraceParams{{TraceId: two}, {TraceId: two}, {TraceId: two}, {TraceId: two}})
+	wantCode(t, "four IDs", err, codes.InvalidArgument, "--query-max-trace-ids")
+}
+
+func countSpansWith(c jaegerpb.TraceReaderClient, q *jaegerpb.GetTraceParams) (int, error) {
+	return countSpansIn(c, []*jaegerpb.GetTraceParams{q})
+}
+
+func countSpansIn(c jaegerpb.TraceReaderClient, qs []*jaegerpb.GetTraceParams) (int, error) {
+	stream, err := c.GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: qs})
+	if err != nil {
+		return 0, err
+	}
+	return drainSpans(stream)
+}
