@@ -27,18 +27,29 @@ func nonEmpty(v []byte) int {
 	return embedded(len(v))
 }
 
-// segment is a run of one group's spans that goes into one chunk.
+// segment is a run of one group's spans that goes into one chunk, or one
+// span of it cut to fit a chunk.
 type segment struct {
 	g          *storage.Group
 	from, to   int
-	spansBytes int // the encoded spans fields of the run
+	spansBytes int    // the encoded spans fields of the run
+	fitted     []byte // the span from, cut to fit
+}
+
+func (s segment) spans() [][]byte {
+	if s.fitted != nil {
+		return [][]byte{s.fitted}
+	}
+	return s.g.Spans[s.from:s.to]
 }
 
 // chunker splits a trace into TracesData messages of at most limit bytes
 // each. Spans keep their order; a chunk holds one or more runs of groups, and
 // a group that does not fit is continued in the next chunk under a repeated
-// resource and scope. A single span larger than the limit gets a chunk of its
-// own, which is then larger than the limit.
+// resource and scope. A span too large for a chunk of its own has its
+// attribute values cut (see fit), as have a resource or scope larger than a
+// quarter of the limit; only one whose IDs and name alone would not fit is
+// sent whole, over the limit.
 type chunker struct {
 	limit int
 	emit  func([]byte) error
@@ -48,30 +59,72 @@ type chunker struct {
 
 func (c *chunker) trace(t *storage.Trace) error {
 	for gi := range t.Groups {
-		g := &t.Groups[gi]
+		g := c.fitGroup(&t.Groups[gi])
+		room := c.room(g)
 		for i, s := range g.Spans {
-			if len(c.segs) == 0 || c.segs[len(c.segs)-1].g != g {
-				c.segs = append(c.segs, segment{g: g, from: i, to: i})
+			var fitted []byte
+			if len(s) > room {
+				if fitted = fit(s, &spanShape, room); fitted != nil {
+					s = fitted
+				}
 			}
-			last := &c.segs[len(c.segs)-1]
 			add := embedded(len(s))
-			last.to++
-			last.spansBytes += add
-			if c.size() > c.limit && (len(c.segs) > 1 || last.to-last.from > 1) {
-				// Undo, ship what fits, and start the next chunk with s.
-				last.to--
-				last.spansBytes -= add
-				if last.to == last.from {
-					c.segs = c.segs[:len(c.segs)-1]
-				}
-				if err := c.flush(); err != nil {
-					return err
-				}
-				c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add})
+			last := len(c.segs) - 1
+			extend := last >= 0 && c.segs[last].g == g && c.segs[last].fitted == nil && fitted == nil
+			if extend {
+				c.segs[last].to++
+				c.segs[last].spansBytes += add
+			} else {
+				c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
 			}
+			if c.size() <= c.limit || len(c.segs) == 1 && c.segs[0].to-c.segs[0].from == 1 {
+				continue
+			}
+			// Undo, ship what fits, and start the next chunk with s.
+			if extend {
+				c.segs[last].to--
+				c.segs[last].spansBytes -= add
+			} else {
+				c.segs = c.segs[:last+1]
+			}
+			if err := c.flush(); err != nil {
+				return err
+			}
+			c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
 		}
 	}
 	return c.flush()
+}
+
+// fitGroup returns g, or a copy of it whose resource and scope are cut to a
+// quarter of the limit each, and whose schema URLs are dropped, where they
+// are longer: what is left is room for spans.
+func (c *chunker) fitGroup(g *storage.Group) *storage.Group {
+	quarter := c.limit / 4
+	if len(g.Resource) <= quarter && len(g.Scope) <= quarter && len(g.ResourceSchemaURL) <= quarter && len(g.ScopeSchemaURL) <= quarter {
+		return g
+	}
+	f := *g
+	if r := fit(f.Resource, &resourceShape, quarter); r != nil {
+		f.Resource = r
+	}
+	if s := fit(f.Scope, &scopeShape, quarter); s != nil {
+		f.Scope = s
+	}
+	if len(f.ResourceSchemaURL) > quarter {
+		f.ResourceSchemaURL = nil
+	}
+	if len(f.ScopeSchemaURL) > quarter {
+		f.ScopeSchemaURL = nil
+	}
+	return &f
+}
+
+// room is the size of the largest span that fits in a chunk of its own
+// under g's resource and scope. 16 bytes cover the span's tag and length and
+// the growth of the enclosing lengths.
+func (c *chunker) room(g *storage.Group) int {
+	return c.limit - embedded(resourceSpansSize([]segment{{g: g}})) - 16
 }
 
 // resourceRuns calls fn for each run of consecutive segments that share a
@@ -127,7 +180,7 @@ func (c *chunker) flush() error {
 				b = protowire.AppendTag(b, otlpwire.ScopeSpansScope, protowire.BytesType)
 				b = protowire.AppendBytes(b, s.g.Scope)
 			}
-			for _, sp := range s.g.Spans[s.from:s.to] {
+			for _, sp := range s.spans() {
 				b = protowire.AppendTag(b, otlpwire.ScopeSpansSpans, protowire.BytesType)
 				b = protowire.AppendBytes(b, sp)
 			}

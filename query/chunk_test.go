@@ -140,12 +140,30 @@ func TestChunkSpanLargerThanLimit(t *testing.T) {
 	if err := c.trace(tr); err != nil {
 		t.Fatal(err)
 	}
-	// Every span is bigger than 200 bytes: one chunk each, none empty.
+	// At 200 bytes not even a span's IDs and name fit beside its resource
+	// and scope: each span is sent whole, in a chunk of its own, none empty.
 	if len(chunks) != 16 {
 		t.Fatalf("%d chunks, want one per span", len(chunks))
 	}
 	_, order := describe(t, 200, chunks)
 	if len(order) != 16 {
 		t.Fatalf("%d spans", len(order))
+	}
+}
+
+func TestChunkCutsSpansLargerThanLimit(t *testing.T) {
+	tr := bigTrace(t, 64)
+	var chunks [][]byte
+	c := chunker{limit: 1000, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+	if err := c.trace(tr); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range chunks {
+		if len(b) > 1000 {
+			t.Fatalf("chunk %d: %d bytes, over the limit", i, len(b))
+		}
+	}
+	if _, order := describe(t, 1000, chunks); len(order) != 64 {
+		t.Fatalf("%d spans, want 64", len(order))
 	}
 }

@@ -301,8 +301,24 @@ func (s *service) GetServices(ctx context.Context, _ *jaegerpb.GetServicesReques
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list services: %v", err)
 	}
-	return &jaegerpb.GetServicesResponse{Services: services}, nil
+	return &jaegerpb.GetServicesResponse{Services: s.fitServices(services)}, nil
 }
+
+// fitServices cuts a list of services short, with a notice in its place, if
+// its response would be larger than a message may be. Jaeger's API has no
+// way to ask for part of the list.
+func (s *service) fitServices(services []string) []string {
+	room := s.opts.MaxMessageBytes - noticeMax
+	for i, name := range services {
+		if room -= embedded(len(name)); room < 0 {
+			return append(services[:i:i], fmt.Sprintf("cairn: %d more services not listed, over the %d-byte response limit", len(services)-i, s.opts.MaxMessageBytes))
+		}
+	}
+	return services
+}
+
+// noticeMax bounds the size of the entry that says a list was cut short.
+const noticeMax = 128
 
 // GetOperations lists a service's operations, all of them or those of one
 // span kind.
@@ -320,13 +336,25 @@ func (s *service) GetOperations(ctx context.Context, req *jaegerpb.GetOperations
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list operations: %v", err)
 	}
-	resp := &jaegerpb.GetOperationsResponse{}
+	var matching []*jaegerpb.Operation
 	for _, op := range ops {
 		if req.GetSpanKind() == "" || op.Kind == want {
-			resp.Operations = append(resp.Operations, &jaegerpb.Operation{Name: op.Name, SpanKind: kindName(op.Kind)})
+			matching = append(matching, &jaegerpb.Operation{Name: op.Name, SpanKind: kindName(op.Kind)})
 		}
 	}
-	return resp, nil
+	return &jaegerpb.GetOperationsResponse{Operations: s.fitOperations(matching)}, nil
+}
+
+// fitOperations cuts a list of operations short, as fitServices does.
+func (s *service) fitOperations(ops []*jaegerpb.Operation) []*jaegerpb.Operation {
+	room := s.opts.MaxMessageBytes - noticeMax
+	for i, op := range ops {
+		if room -= embedded(embedded(len(op.Name)) + nonEmpty([]byte(op.SpanKind))); room < 0 {
+			name := fmt.Sprintf("cairn: %d more operations not listed, over the %d-byte response limit", len(ops)-i, s.opts.MaxMessageBytes)
+			return append(ops[:i:i], &jaegerpb.Operation{Name: name})
+		}
+	}
+	return ops
 }
 
 // Span kinds are named as Jaeger names them; a span without a kind has the
