@@ -1,0 +1,184 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/maphash"
+
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// TracePieces reads the trace with the given ID as Trace does, but hands it
+// to fn a piece at a time, so that a huge trace is never held whole. Spans
+// are collected from the live buffers, then fragment by fragment from disk,
+// and once they reach pieceBytes they are ordered and passed to fn as a
+// Trace of their own; a trace smaller than that comes as one piece, the
+// Trace that Trace returns. A piece holds at most pieceBytes and one
+// fragment's spans. Pieces of one trace may repeat its groups; a span stored
+// twice (an Export retried after a lost acknowledgement) comes once over all
+// of them. fn may keep the pieces, and its error is returned as it is. The
+// read sees one consistent view of the store, held until it returns, so fn
+// should not block long.
+//
+// It reports whether any span was found.
+func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBytes int, fn func(*Trace) error) (found bool, err error) {
+	lo, hi := tr.bounds()
+	var live []liveSpan
+	snap, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
+		for _, buf := range bufs {
+			for _, sp := range buf.trace(id) {
+				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= notBefore {
+					live = append(live, sp)
+				}
+			}
+		}
+	})
+	if err != nil {
+		return false, err
+	}
+	defer db.release(snap)
+
+	pc := piecer{db: db, id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn}
+	pc.reset()
+	for _, s := range live {
+		g := pc.asm.group(s.group.resID, s.group.scopeID)
+		if !g.resolved {
+			g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
+			g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
+			g.resolved = true
+		}
+		g.Spans = append(g.Spans, s.raw)
+		pc.bytes += len(s.raw)
+	}
+	if err := pc.emitIfFull(); err != nil {
+		return pc.found, err
+	}
+	var frags []codec.Group
+	for _, p := range snap.parts {
+		if err := ctx.Err(); err != nil {
+			return pc.found, err
+		}
+		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
+		if err != nil {
+			return pc.found, err
+		}
+		for _, b := range blocks {
+			k := keys.Data(p, b, id)
+			if !snap.data.SeekGE(k) || !bytes.Equal(snap.data.Key(), k) {
+				if err := snap.data.Error(); err != nil {
+					return pc.found, fmt.Errorf("read fragment: %w", err)
+				}
+				return pc.found, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
+			}
+			// Spans are decoded into a buffer of their own: the value is
+			// only valid until the iterator moves, and fn may keep them.
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, snap.data.Value(), id); err != nil {
+				return pc.found, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
+			}
+			for _, f := range frags {
+				res, scope, err := db.groups.pair(f.Num)
+				if err != nil {
+					return pc.found, err
+				}
+				g := pc.asm.group(res, scope)
+				g.Spans = append(g.Spans, f.Spans...)
+				for _, s := range f.Spans {
+					pc.bytes += len(s)
+				}
+			}
+			if err := pc.emitIfFull(); err != nil {
+				return pc.found, err
+			}
+			if err := ctx.Err(); err != nil {
+				return pc.found, err
+			}
+		}
+	}
+	return pc.found, pc.emit(true)
+}
+
+// piecer gathers a trace's spans into pieces of about limit bytes.
+type piecer struct {
+	db        *DB
+	id        TraceID
+	notBefore uint64
+	limit     int
+	fn        func(*Trace) error
+
+	asm   assembler
+	bytes int // of the spans gathered in asm
+	found bool
+	// seen holds the spans passed on, once a trace turns out to take more
+	// than one piece, so that a span stored twice comes once.
+	seen map[spanKey]struct{}
+}
+
+// spanKey identifies a span by its ID and a hash of its bytes.
+type spanKey struct{ id, sum uint64 }
+
+var spanHashSeed = maphash.MakeSeed()
+
+func (pc *piecer) reset() {
+	pc.asm = assembler{groups: map[groupKey]*asmGroup{}}
+	pc.bytes = 0
+}
+
+func (pc *piecer) emitIfFull() error {
+	if pc.bytes < pc.limit {
+		return nil
+	}
+	return pc.emit(false)
+}
+
+// emit orders and passes on the spans gathered; last says that no more
+// follow.
+func (pc *piecer) emit(last bool) error {
+	t, err := pc.asm.finish(pc.db, pc.id, pc.notBefore)
+	pc.reset()
+	if err != nil || t == nil {
+		return err
+	}
+	if !last && pc.seen == nil {
+		pc.seen = map[spanKey]struct{}{}
+	}
+	if pc.seen != nil {
+		if t = pc.unseen(t); t == nil {
+			return nil
+		}
+	}
+	pc.found = true
+	return pc.fn(t)
+}
+
+// unseen removes from t the spans of earlier pieces, and records its own; it
+// returns nil if none is left.
+func (pc *piecer) unseen(t *Trace) *Trace {
+	groups := t.Groups[:0]
+	t.Spans = 0
+	for _, g := range t.Groups {
+		spans := g.Spans[:0]
+		for _, raw := range g.Spans {
+			f := otlpwire.Facts(raw)
+			k := spanKey{id: binary.BigEndian.Uint64(f.ID[:]), sum: maphash.Bytes(spanHashSeed, raw)}
+			if _, dup := pc.seen[k]; dup {
+				continue
+			}
+			pc.seen[k] = struct{}{}
+			spans = append(spans, raw)
+		}
+		if len(spans) > 0 {
+			g.Spans = spans
+			groups = append(groups, g)
+			t.Spans += len(spans)
+		}
+	}
+	if t.Spans == 0 {
+		return nil
+	}
+	t.Groups = groups
+	return t
+}

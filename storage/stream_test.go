@@ -1,0 +1,125 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"cairn/bench"
+	"cairn/internal/otlpwire"
+)
+
+// TestTracePiecesAgainstTrace reads traces split over the live buffer and
+// many blocks, some of whose requests were written twice (retries), piece by
+// piece with random piece sizes, and checks that the pieces hold exactly the
+// spans of Trace, each once, and that a piece size larger than the trace gives
+// Trace's answer itself.
+func TestTracePiecesAgainstTrace(t *testing.T) {
+	db, err := Open(t.TempDir(), &Options{BufferBytes: 256 << 10, FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 100, LargeTraceEvery: 40})
+	ids := map[TraceID]bool{}
+	var retries [][]byte
+	for i := range 30 {
+		req := gen.Next()
+		write(t, db, req.Bytes)
+		if i%5 == 0 {
+			retries = append(retries, slices.Clone(req.Bytes))
+		}
+		for _, id := range traceIDs(t, req.Bytes) {
+			ids[id] = true
+		}
+	}
+	for _, req := range retries {
+		write(t, db, req)
+	}
+	if db.live.block < 5 {
+		t.Fatalf("only %d blocks were cut; the test needs traces split over several", db.live.block-1)
+	}
+
+	r := rand.New(rand.NewPCG(5, 6))
+	ctx := context.Background()
+	multi := 0
+	for id := range ids {
+		whole, err := db.Trace(ctx, id, TimeRange{})
+		if err != nil || whole == nil {
+			t.Fatalf("trace %x: %v, %v", id, whole, err)
+		}
+		want := map[string]int{}
+		for _, g := range whole.Groups {
+			for _, s := range g.Spans {
+				want[string(s)]++
+			}
+		}
+		var pieces []*Trace
+		pieceBytes := 1 + r.IntN(20_000)
+		found, err := db.TracePieces(ctx, id, TimeRange{}, pieceBytes, func(p *Trace) error {
+			pieces = append(pieces, p)
+			return nil
+		})
+		if err != nil || !found {
+			t.Fatalf("trace %x in pieces: found %v, %v", id, found, err)
+		}
+		got := map[string]int{}
+		n := 0
+		for _, p := range pieces {
+			n += p.Spans
+			for _, g := range p.Groups {
+				for _, s := range g.Spans {
+					got[string(s)]++
+				}
+			}
+		}
+		if n != whole.Spans || !reflect.DeepEqual(got, want) {
+			t.Fatalf("trace %x in pieces of %d bytes: %d spans in %d pieces, want %d each once", id, pieceBytes, n, len(pieces), whole.Spans)
+		}
+		if len(pieces) > 1 {
+			multi++
+		}
+
+		pieces = pieces[:0]
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1<<30, func(p *Trace) error { pieces = append(pieces, p); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if len(pieces) != 1 || !reflect.DeepEqual(pieces[0], whole) {
+			t.Fatalf("trace %x in one piece differs from Trace", id)
+		}
+	}
+	if multi == 0 {
+		t.Fatal("no trace came in more than one piece")
+	}
+
+	stop := errors.New("stop")
+	var unknown TraceID
+	found, err := db.TracePieces(ctx, unknown, TimeRange{}, 1, func(*Trace) error { return stop })
+	if found || err != nil {
+		t.Fatalf("unknown trace: found %v, %v", found, err)
+	}
+	for id := range ids {
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1, func(*Trace) error { return stop }); err != stop {
+			t.Fatalf("fn's error came back as %v", err)
+		}
+		break
+	}
+}
+
+// traceIDs lists the traces of an encoded request's spans.
+func traceIDs(t *testing.T, req []byte) []TraceID {
+	t.Helper()
+	var b otlpwire.Batch
+	if err := otlpwire.Parse(req, &b, 0); err != nil {
+		t.Fatal(err)
+	}
+	var ids []TraceID
+	for _, s := range b.Spans {
+		ids = append(ids, TraceID(s.TraceID))
+	}
+	return ids
+}
