@@ -57,7 +57,17 @@ type chunker struct {
 	segs []segment
 }
 
+// trace chunks a whole trace.
 func (c *chunker) trace(t *storage.Trace) error {
+	if err := c.add(t); err != nil {
+		return err
+	}
+	return c.flush()
+}
+
+// add chunks a piece of a trace, shipping every chunk it fills; the rest
+// waits for more pieces or flush.
+func (c *chunker) add(t *storage.Trace) error {
 	for gi := range t.Groups {
 		g := c.fitGroup(&t.Groups[gi])
 		room := c.room(g)
@@ -93,7 +103,7 @@ func (c *chunker) trace(t *storage.Trace) error {
 			c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
 		}
 	}
-	return c.flush()
+	return nil
 }
 
 // fitGroup returns g, or a copy of it whose resource and scope are cut to a

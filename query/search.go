@@ -160,15 +160,19 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	}
 	resp := &jaegerpb.FindTraceSummariesResponse{}
 	for _, f := range found {
-		t, err := s.r.Trace(ctx, f.ID, storage.TimeRange{})
+		sum := newSummary(f.ID)
+		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, func(t *storage.Trace) error {
+			sum.add(t)
+			return nil
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctxStatus(ctx)
 			}
 			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
 		}
-		if t != nil {
-			resp.Summaries = append(resp.Summaries, summarize(t))
+		if ok {
+			resp.Summaries = append(resp.Summaries, sum.finish())
 		}
 	}
 	if len(resp.Summaries) == 0 {
@@ -177,25 +181,43 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	return stream.Send(resp)
 }
 
-// summarize computes a trace's summary from its spans.
-func summarize(t *storage.Trace) *jaegerpb.TraceSummary {
-	sum := &jaegerpb.TraceSummary{TraceId: t.ID[:], MinStartTimeUnixNano: math.MaxUint64}
-	ids := map[[8]byte]bool{}
-	var parents [][]byte
-	services := map[string]*jaegerpb.ServiceSummary{}
-	var root *otlpwire.SpanFacts
-	var rootService string
+// summary computes a trace's summary from its spans, a piece at a time. It
+// keeps nothing of the pieces, so that they can be freed.
+type summary struct {
+	sum       *jaegerpb.TraceSummary
+	ids       map[[8]byte]bool
+	parents   [][8]byte // of spans whose parent_span_id is 8 bytes
+	services  map[string]*jaegerpb.ServiceSummary
+	hasRoot   bool
+	rootStart uint64
+}
+
+func newSummary(id storage.TraceID) *summary {
+	return &summary{
+		sum:      &jaegerpb.TraceSummary{TraceId: id[:], MinStartTimeUnixNano: math.MaxUint64},
+		ids:      map[[8]byte]bool{},
+		services: map[string]*jaegerpb.ServiceSummary{},
+	}
+}
+
+func (s *summary) add(t *storage.Trace) {
+	sum := s.sum
 	for _, g := range t.Groups {
 		svc := string(otlpwire.ServiceName(g.Resource))
-		ss := services[svc]
+		ss := s.services[svc]
 		if ss == nil {
 			ss = &jaegerpb.ServiceSummary{Name: svc}
-			services[svc] = ss
+			s.services[svc] = ss
 		}
 		for _, raw := range g.Spans {
 			f := otlpwire.Facts(raw)
-			ids[f.ID] = true
-			parents = append(parents, f.Parent)
+			s.ids[f.ID] = true
+			switch {
+			case len(f.Parent) == 8:
+				s.parents = append(s.parents, [8]byte(f.Parent))
+			case len(f.Parent) > 0: // names no span
+				sum.OrphanSpanCount++
+			}
 			sum.SpanCount++
 			ss.SpanCount++
 			if f.Error {
@@ -204,24 +226,25 @@ func summarize(t *storage.Trace) *jaegerpb.TraceSummary {
 			}
 			sum.MinStartTimeUnixNano = min(sum.MinStartTimeUnixNano, f.Start)
 			sum.MaxEndTimeUnixNano = max(sum.MaxEndTimeUnixNano, f.End)
-			if len(f.Parent) == 0 && (root == nil || f.Start < root.Start) {
-				root, rootService = &f, svc
+			if len(f.Parent) == 0 && (!s.hasRoot || f.Start < s.rootStart) {
+				s.hasRoot, s.rootStart = true, f.Start
+				sum.RootServiceName, sum.RootOperationName = svc, string(f.Name)
 			}
 		}
 	}
-	for _, p := range parents {
-		if len(p) > 0 && (len(p) != 8 || !ids[[8]byte(p)]) {
-			sum.OrphanSpanCount++
+}
+
+func (s *summary) finish() *jaegerpb.TraceSummary {
+	for _, p := range s.parents {
+		if !s.ids[p] {
+			s.sum.OrphanSpanCount++
 		}
 	}
-	if root != nil {
-		sum.RootServiceName, sum.RootOperationName = rootService, string(root.Name)
+	for _, ss := range s.services {
+		s.sum.Services = append(s.sum.Services, ss)
 	}
-	for _, ss := range services {
-		sum.Services = append(sum.Services, ss)
-	}
-	slices.SortFunc(sum.Services, func(a, b *jaegerpb.ServiceSummary) int { return cmp.Compare(a.Name, b.Name) })
-	return sum
+	slices.SortFunc(s.sum.Services, func(a, b *jaegerpb.ServiceSummary) int { return cmp.Compare(a.Name, b.Name) })
+	return s.sum
 }
 
 func unixNano(n uint64) time.Time { return time.Unix(0, int64(min(n, math.MaxInt64))) }

@@ -22,9 +22,9 @@ import (
 
 // Reader is what the query service needs of storage.
 type Reader interface {
-	// Trace assembles a trace, or returns nil if none of its spans is
-	// stored.
-	Trace(ctx context.Context, id storage.TraceID, tr storage.TimeRange) (*storage.Trace, error)
+	// TracePieces reads a trace a piece of about pieceBytes at a time, and
+	// reports whether any of its spans is stored.
+	TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, fn func(*storage.Trace) error) (bool, error)
 	// Services lists the services that sent spans, sorted.
 	Services() ([]string, error)
 	// Operations lists the span names and kinds of a service, sorted.
@@ -274,20 +274,24 @@ func (o *sender) close() {
 }
 
 // sendTrace streams one trace as TracesData chunks; an unknown trace sends
-// nothing.
+// nothing. The trace is read a message's worth at a time, so that a huge
+// one is never held whole.
 func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID, tr storage.TimeRange) error {
-	t, err := s.r.Trace(ctx, id, tr)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctxStatus(ctx)
-		}
+	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send}
+	var sendErr error
+	_, err := s.r.TracePieces(ctx, id, tr, s.opts.MaxMessageBytes, func(t *storage.Trace) error {
+		sendErr = c.add(t)
+		return sendErr
+	})
+	switch {
+	case sendErr != nil:
+		return sendErr
+	case err != nil && ctx.Err() != nil:
+		return ctxStatus(ctx)
+	case err != nil:
 		return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
 	}
-	if t == nil {
-		return nil
-	}
-	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send}
-	return c.trace(t)
+	return c.flush()
 }
 
 // GetServices lists the services that sent spans.
