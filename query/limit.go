@@ -39,7 +39,7 @@ func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 		return g.leave, nil
 	case <-timer.C:
 		return nil, status.Errorf(codes.ResourceExhausted,
-			"%d %s are running already and none finished within %v (%s): retry later", cap(g.slots), g.what, g.wait, g.flag)
+			"%s: at most %d at once (%s), and none finished within %v; retry later", g.what, cap(g.slots), g.flag, g.wait)
 	case <-ctx.Done():
 		return nil, ctxStatus(ctx)
 	}

@@ -147,7 +147,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 		r:        r,
 		opts:     c,
 		reads:    newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
-		searches: newGate(c.MaxSearches, "searches or large reads", "--query-max-searches", c.MaxQueueWait),
+		searches: newGate(c.MaxSearches, "searches and large reads", "--query-max-searches", c.MaxQueueWait),
 	}
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})

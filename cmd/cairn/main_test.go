@@ -103,6 +103,10 @@ func TestRPCErrorMessages(t *testing.T) {
 		{codes.Unauthenticated, "missing token", "localhost:17271 refused the request: missing token (pass a query token with --token-file)"},
 		{codes.PermissionDenied, "wrong token", "localhost:17271 refused the request: wrong token (pass a query token with --token-file)"},
 		{codes.DeadlineExceeded, "context deadline exceeded", "no answer from localhost:17271 within 30s (--timeout)"},
+		{codes.DeadlineExceeded, "query timeout: the query ran past the server's limit of 30s (--query-timeout)",
+			"localhost:17271 stopped the query: query timeout: the query ran past the server's limit of 30s (--query-timeout)"},
+		{codes.ResourceExhausted, "searches and large reads: at most 1 at once (--query-max-searches), and none finished within 2s; retry later",
+			"localhost:17271 is busy: searches and large reads: at most 1 at once (--query-max-searches), and none finished within 2s; retry later"},
 		{codes.Unavailable, "list services: pebble: closed", "localhost:17271 failed the request: list services: pebble: closed"},
 		{codes.Internal, "read trace 01: corrupt", "localhost:17271 failed the request: read trace 01: corrupt"},
 	} {
@@ -207,6 +211,8 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"serve", "--memory-limit-mib", "-352"}, "--memory-limit-mib -352 is negative"},
 		{[]string{"serve", "--flush-interval", "-10s"}, "--flush-interval -10s is negative"},
 		{[]string{"serve", "--otlp-max-inflight-bytes", "-1"}, "--otlp-max-inflight-bytes -1 is negative"},
+		{[]string{"serve", "--query-max-searches", "-1"}, "--query-max-searches -1 is negative"},
+		{[]string{"serve", "--query-timeout", "-1s"}, "--query-timeout -1s is negative"},
 		{[]string{"serve", "--otlp-http-cors-origins", "https://ok.example.com,https://*example.com"},
 			`--otlp-http-cors-origins: CORS origin "https://*example.com" is not SCHEME://HOST[:PORT], *, or SCHEME://*.DOMAIN[:PORT]`},
 	} {

@@ -22,7 +22,13 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 	st := status.Convert(err)
 	msg := st.Message()
 	switch st.Code() {
+	case codes.ResourceExhausted:
+		return fmt.Errorf("%s is busy: %s", addr, msg)
 	case codes.Unavailable, codes.DeadlineExceeded:
+		// The server's own time limit names the flag that sets it.
+		if strings.Contains(msg, "--query-timeout") {
+			return fmt.Errorf("%s stopped the query: %s", addr, msg)
+		}
 		if cause, notGRPC, ok := connectFailure(msg, timeout); ok {
 			switch {
 			case notGRPC:
