@@ -161,7 +161,7 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	resp := &jaegerpb.FindTraceSummariesResponse{}
 	for _, f := range found {
 		sum := newSummary(f.ID)
-		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, func(t *storage.Trace) error {
+		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, nil, func(t *storage.Trace) error {
 			sum.add(t)
 			return nil
 		})

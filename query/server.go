@@ -22,9 +22,10 @@ import (
 
 // Reader is what the query service needs of storage.
 type Reader interface {
-	// TracePieces reads a trace a piece of about pieceBytes at a time, and
-	// reports whether any of its spans is stored.
-	TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, fn func(*storage.Trace) error) (bool, error)
+	// TracePieces reads a trace a piece of about pieceBytes at a time,
+	// calling admit before it decodes each stored fragment, and reports
+	// whether any of its spans is stored.
+	TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(fragmentBytes int) error, fn func(*storage.Trace) error) (bool, error)
 	// Services lists the services that sent spans, sorted.
 	Services() ([]string, error)
 	// Operations lists the span names and kinds of a service, sorted.
@@ -239,10 +240,10 @@ func widen(a, b storage.TimeRange) storage.TimeRange {
 	return a
 }
 
-// sender streams a call's chunks. Once a read has sent more than one
-// message's worth, it takes a search slot before sending more: a huge trace,
-// or many traces, cost what a search costs, and must not crowd out ingest
-// any more than searches may.
+// sender streams a call's chunks. A read that sends more than one message,
+// or decodes a stored fragment larger than one, takes a search slot before
+// it goes on: a huge trace, or many traces, cost what a search costs, and
+// must not crowd out ingest or take memory any more than searches may.
 type sender struct {
 	s      *service
 	ctx    context.Context
@@ -256,15 +257,25 @@ func (o *sender) send(b []byte) error {
 	if err := o.ctx.Err(); err != nil {
 		return ctxStatus(o.ctx)
 	}
-	if !o.heavy && o.sent+len(b) > o.s.opts.MaxMessageBytes {
-		leave, err := o.s.searches.enter(o.ctx)
-		if err != nil {
-			return err
-		}
-		o.heavy, o.leave = true, leave
+	if err := o.weigh(o.sent + len(b)); err != nil {
+		return err
 	}
 	o.sent += len(b)
 	return o.stream.SendMsg(rawcodec.Message(b))
+}
+
+// weigh takes a search slot if a read is about to handle more than a
+// message's worth of bytes at once.
+func (o *sender) weigh(bytes int) error {
+	if o.heavy || bytes <= o.s.opts.MaxMessageBytes {
+		return nil
+	}
+	leave, err := o.s.searches.enter(o.ctx)
+	if err != nil {
+		return err
+	}
+	o.heavy, o.leave = true, leave
+	return nil
 }
 
 func (o *sender) close() {
@@ -279,7 +290,11 @@ func (o *sender) close() {
 func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID, tr storage.TimeRange) error {
 	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send}
 	var sendErr error
-	_, err := s.r.TracePieces(ctx, id, tr, s.opts.MaxMessageBytes, func(t *storage.Trace) error {
+	admit := func(n int) error {
+		sendErr = out.weigh(n)
+		return sendErr
+	}
+	_, err := s.r.TracePieces(ctx, id, tr, s.opts.MaxMessageBytes, admit, func(t *storage.Trace) error {
 		sendErr = c.add(t)
 		return sendErr
 	})

@@ -25,8 +25,8 @@ type pieceSizes struct {
 	largest, pieces int
 }
 
-func (p *pieceSizes) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, fn func(*storage.Trace) error) (bool, error) {
-	return p.DB.TracePieces(ctx, id, tr, pieceBytes, func(t *storage.Trace) error {
+func (p *pieceSizes) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
+	return p.DB.TracePieces(ctx, id, tr, pieceBytes, admit, func(t *storage.Trace) error {
 		n := 0
 		for _, g := range t.Groups {
 			for _, s := range g.Spans {

@@ -24,8 +24,12 @@ import (
 // read sees one consistent view of the store, held until it returns, so fn
 // should not block long.
 //
+// admit, if not nil, is called with the size of each stored fragment before
+// it is decoded, so that the caller can bound how many large fragments are
+// decoded at once; an error from it ends the read and is returned as it is.
+//
 // It reports whether any span was found.
-func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBytes int, fn func(*Trace) error) (found bool, err error) {
+func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBytes int, admit func(fragmentBytes int) error, fn func(*Trace) error) (found bool, err error) {
 	lo, hi := tr.bounds()
 	var live []liveSpan
 	snap, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
@@ -73,6 +77,11 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 					return pc.found, fmt.Errorf("read fragment: %w", err)
 				}
 				return pc.found, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
+			}
+			if admit != nil {
+				if err := admit(len(snap.data.Value())); err != nil {
+					return pc.found, err
+				}
 			}
 			// Spans are decoded into a buffer of their own: the value is
 			// only valid until the iterator moves, and fn may keep them.

@@ -46,7 +46,7 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 
 	r := rand.New(rand.NewPCG(5, 6))
 	ctx := context.Background()
-	multi := 0
+	multi, admitted := 0, 0
 	for id := range ids {
 		whole, err := db.Trace(ctx, id, TimeRange{})
 		if err != nil || whole == nil {
@@ -60,7 +60,14 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 		}
 		var pieces []*Trace
 		pieceBytes := 1 + r.IntN(20_000)
-		found, err := db.TracePieces(ctx, id, TimeRange{}, pieceBytes, func(p *Trace) error {
+		admit := func(n int) error {
+			if n <= 0 {
+				t.Fatalf("fragment of %d bytes admitted", n)
+			}
+			admitted++
+			return nil
+		}
+		found, err := db.TracePieces(ctx, id, TimeRange{}, pieceBytes, admit, func(p *Trace) error {
 			pieces = append(pieces, p)
 			return nil
 		})
@@ -85,26 +92,29 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 		}
 
 		pieces = pieces[:0]
-		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1<<30, func(p *Trace) error { pieces = append(pieces, p); return nil }); err != nil {
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1<<30, nil, func(p *Trace) error { pieces = append(pieces, p); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(pieces) != 1 || !reflect.DeepEqual(pieces[0], whole) {
 			t.Fatalf("trace %x in one piece differs from Trace", id)
 		}
 	}
-	if multi == 0 {
-		t.Fatal("no trace came in more than one piece")
+	if multi == 0 || admitted == 0 {
+		t.Fatalf("%d traces came in more than one piece, %d fragments were admitted; want some of each", multi, admitted)
 	}
 
 	stop := errors.New("stop")
 	var unknown TraceID
-	found, err := db.TracePieces(ctx, unknown, TimeRange{}, 1, func(*Trace) error { return stop })
+	found, err := db.TracePieces(ctx, unknown, TimeRange{}, 1, nil, func(*Trace) error { return stop })
 	if found || err != nil {
 		t.Fatalf("unknown trace: found %v, %v", found, err)
 	}
 	for id := range ids {
-		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1, func(*Trace) error { return stop }); err != stop {
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1, nil, func(*Trace) error { return stop }); err != stop {
 			t.Fatalf("fn's error came back as %v", err)
+		}
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1, func(int) error { return stop }, func(*Trace) error { return nil }); err != stop {
+			t.Fatalf("admit's error came back as %v", err)
 		}
 		break
 	}
