@@ -74,9 +74,10 @@ type Options struct {
 
 	// MaxSearches bounds the searches (FindTraces, FindTraceIDs,
 	// FindTraceSummaries) served at once. A GetTraces call that has streamed
-	// more than MaxMessageBytes, a huge trace or many traces, takes one of
-	// these slots too before it goes on: it costs what a search costs. Kept
-	// below the number of CPUs, searches leave ingest room.
+	// more than MaxMessageBytes, a huge trace or many traces, or is about to
+	// decode a stored fragment larger than that, takes one of these slots
+	// too before it goes on: it costs what a search costs. Kept below the
+	// number of CPUs, searches leave ingest room.
 	//
 	// The default is half of GOMAXPROCS, at least 1.
 	MaxSearches int
