@@ -107,11 +107,11 @@ func (c *chunker) add(t *storage.Trace) error {
 }
 
 // fitGroup returns g, or a copy of it whose resource and scope are cut to a
-// quarter of the limit each, and whose schema URLs are dropped, where they
-// are longer: what is left is room for spans.
+// quarter of the limit each, and whose schema URLs are dropped past a
+// sixteenth, where they are longer: at least a third is left for spans.
 func (c *chunker) fitGroup(g *storage.Group) *storage.Group {
-	quarter := c.limit / 4
-	if len(g.Resource) <= quarter && len(g.Scope) <= quarter && len(g.ResourceSchemaURL) <= quarter && len(g.ScopeSchemaURL) <= quarter {
+	quarter, url := c.limit/4, c.limit/16
+	if len(g.Resource) <= quarter && len(g.Scope) <= quarter && len(g.ResourceSchemaURL) <= url && len(g.ScopeSchemaURL) <= url {
 		return g
 	}
 	f := *g
@@ -121,10 +121,10 @@ func (c *chunker) fitGroup(g *storage.Group) *storage.Group {
 	if s := fit(f.Scope, &scopeShape, quarter); s != nil {
 		f.Scope = s
 	}
-	if len(f.ResourceSchemaURL) > quarter {
+	if len(f.ResourceSchemaURL) > url {
 		f.ResourceSchemaURL = nil
 	}
-	if len(f.ScopeSchemaURL) > quarter {
+	if len(f.ScopeSchemaURL) > url {
 		f.ScopeSchemaURL = nil
 	}
 	return &f
