@@ -52,9 +52,9 @@ func traceCmd(args []string, stdout, _ io.Writer) error {
 	return writeWaterfall(stdout, td, *wf)
 }
 
-// dialQuery connects to a query port. Chunks are at most 4 MiB, but a single
-// span larger than that comes in a chunk of its own, so the CLI accepts what
-// the server accepts on ingest.
+// dialQuery connects to a query port. Chunks are at most 4 MiB, but a span
+// whose IDs and name alone are larger still comes whole, in a chunk of its
+// own, so the CLI accepts what the server accepts on ingest.
 func dialQuery(addr string, c access.Client) (*grpc.ClientConn, error) {
 	opts, err := c.DialOptions()
 	if err != nil {
