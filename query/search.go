@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/otlpwire"
@@ -158,7 +159,8 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	if err != nil {
 		return err
 	}
-	resp := &jaegerpb.FindTraceSummariesResponse{}
+	// Summaries go out in as many messages as keep each within the limit.
+	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
 	for _, f := range found {
 		sum := newSummary(f.ID)
 		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, nil, func(t *storage.Trace) error {
@@ -171,9 +173,18 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 			}
 			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
 		}
-		if ok {
-			resp.Summaries = append(resp.Summaries, sum.finish())
+		if !ok {
+			continue
 		}
+		ts := sum.finish()
+		n := embedded(proto.Size(ts))
+		if size+n > s.opts.MaxMessageBytes && len(resp.Summaries) > 0 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			resp, size = &jaegerpb.FindTraceSummariesResponse{}, 0
+		}
+		resp.Summaries, size = append(resp.Summaries, ts), size+n
 	}
 	if len(resp.Summaries) == 0 {
 		return nil
