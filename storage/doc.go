@@ -29,6 +29,8 @@
 // per fragment. Fragments store span IDs, parents and times apart from the
 // other fields, which compresses better, but only where the span's exact
 // bytes can be rebuilt: reads return exactly what the client sent.
+// TracePieces reads a trace the same way but hands it on a piece at a time,
+// so that a huge trace is never held whole.
 //
 // Search. Find looks through the live buffers' term sets, then through the
 // segments of the partitions in its time window, newest first, narrowing
