@@ -7,11 +7,13 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"cairn/internal/grpctest"
@@ -19,14 +21,14 @@ import (
 	"cairn/storage"
 )
 
-// pieceSizes is the real store, recording the largest piece a read held.
+// pieceSizes is a store, recording the largest piece a read held.
 type pieceSizes struct {
-	*storage.DB
+	Reader
 	largest, pieces int
 }
 
 func (p *pieceSizes) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
-	return p.DB.TracePieces(ctx, id, tr, pieceBytes, admit, func(t *storage.Trace) error {
+	return p.Reader.TracePieces(ctx, id, tr, pieceBytes, admit, func(t *storage.Trace) error {
 		n := 0
 		for _, g := range t.Groups {
 			for _, s := range g.Spans {
@@ -38,28 +40,25 @@ func (p *pieceSizes) TracePieces(ctx context.Context, id storage.TraceID, tr sto
 	})
 }
 
-// TestHugeTraceStreamsInPieces reads a trace of 360 KiB, cut into blocks of
-// at most 32 KiB of requests, through 8 KiB messages: the read holds a
-// message's worth of spans and a fragment at a time, never the trace.
-func TestHugeTraceStreamsInPieces(t *testing.T) {
-	const (
-		spans       = 1200
-		bufferBytes = 32 << 10
-		limit       = 8 << 10
-	)
+const (
+	hugeSpans       = 1200
+	hugeBufferBytes = 32 << 10
+)
+
+// hugeTraceStore returns a store on disk holding a trace of 360 KiB, trace
+// 0x05…05, in blocks of at most about 32 KiB of requests.
+func hugeTraceStore(t *testing.T) *storage.DB {
 	dir := t.TempDir()
-	db, err := storage.Open(dir, &storage.Options{BufferBytes: bufferBytes})
+	db, err := storage.Open(dir, &storage.Options{BufferBytes: hugeBufferBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	id := []byte{0: 5, 15: 5}
 	t0 := uint64(hour0.UnixNano())
-	for batch := range spans / 50 {
+	for batch := range hugeSpans / 50 {
 		ss := &tracepb.ScopeSpans{}
 		for i := range 50 {
 			k := batch*50 + i + 1
-			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: id, SpanId: []byte{6: byte(k >> 8), 7: byte(k)}, Name: fmt.Sprintf("step-%d", k),
+			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: hugeID, SpanId: []byte{6: byte(k >> 8), 7: byte(k)}, Name: fmt.Sprintf("step-%d", k),
 				StartTimeUnixNano: t0 + uint64(k), EndTimeUnixNano: t0 + uint64(k) + 1,
 				Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 250))}})
 		}
@@ -72,10 +71,25 @@ func TestHugeTraceStreamsInPieces(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if db, err = storage.Open(dir, &storage.Options{BufferBytes: bufferBytes}); err != nil {
+	if db, err = storage.Open(dir, &storage.Options{BufferBytes: hugeBufferBytes}); err != nil {
 		t.Fatal(err)
 	}
-	rec := &pieceSizes{DB: db}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var hugeID = []byte{0: 5, 15: 5}
+
+// TestHugeTraceStreamsInPieces reads the huge trace through 8 KiB messages:
+// the read holds a message's worth of spans and a fragment at a time, never
+// the trace.
+func TestHugeTraceStreamsInPieces(t *testing.T) {
+	const (
+		spans = hugeSpans
+		limit = 8 << 10
+	)
+	id := hugeID
+	rec := &pieceSizes{Reader: hugeTraceStore(t)}
 	client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(rec, &Options{MaxMessageBytes: limit}))))
 	stream, err := client.GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: id}}})
 	if err != nil {
@@ -112,5 +126,29 @@ func TestHugeTraceStreamsInPieces(t *testing.T) {
 	// go): the read never held much of the trace at once.
 	if rec.pieces < 4 || rec.largest > spans*300/4 {
 		t.Fatalf("a %d-byte trace read in %d pieces, the largest %d bytes", spans*300, rec.pieces, rec.largest)
+	}
+}
+
+// TestLargeFragmentWaitsForSearchSlot reads the huge trace, whose fragments
+// are larger than a message, while a search holds the only search slot: the
+// read is refused before it decodes anything.
+func TestLargeFragmentWaitsForSearchSlot(t *testing.T) {
+	h := &heldStore{DB: hugeTraceStore(t), begun: make(chan struct{}, 1), release: make(chan struct{})}
+	rec := &pieceSizes{Reader: h}
+	client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(rec, &Options{MaxMessageBytes: 8 << 10, MaxSearches: 1, MaxQueueWait: 20 * time.Millisecond}))))
+	search := make(chan error, 1)
+	go func() { search <- findIDs(context.Background(), client) }()
+	<-h.begun
+	n, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: hugeID})
+	wantCode(t, "huge trace while a search runs", err, codes.ResourceExhausted, "--query-max-searches")
+	if n != 0 || rec.pieces != 0 {
+		t.Fatalf("%d spans sent, %d pieces decoded before the refusal; want none", n, rec.pieces)
+	}
+	close(h.release)
+	if err := <-search; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: hugeID}); err != nil || n != hugeSpans {
+		t.Fatalf("huge trace once the search ended: %d spans, %v", n, err)
 	}
 }
