@@ -41,23 +41,35 @@ func (p *pieceSizes) TracePieces(ctx context.Context, id storage.TraceID, tr sto
 }
 
 const (
-	hugeSpans       = 1200
-	hugeBufferBytes = 32 << 10
+	hugeSpans      = 600
+	hugeBatchSpans = 50 // per request
+	hugeBlockSpans = 150
 )
 
-// hugeTraceStore returns a store on disk holding a trace of 360 KiB, trace
-// 0x05…05, in blocks of at most about 32 KiB of requests.
+// hugeTraceStore returns a store on disk holding a trace of 600 spans,
+// 190 KiB, trace 0x05…05, in blocks of 150 spans, 48 KiB: the store is
+// closed, which cuts its buffer into a block, and reopened every three
+// requests.
 func hugeTraceStore(t *testing.T) *storage.DB {
 	dir := t.TempDir()
-	db, err := storage.Open(dir, &storage.Options{BufferBytes: hugeBufferBytes})
-	if err != nil {
-		t.Fatal(err)
+	var db *storage.DB
+	reopen := func() {
+		if db != nil {
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var err error
+		if db, err = storage.Open(dir, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
+	reopen()
 	t0 := uint64(hour0.UnixNano())
-	for batch := range hugeSpans / 50 {
+	for batch := range hugeSpans / hugeBatchSpans {
 		ss := &tracepb.ScopeSpans{}
-		for i := range 50 {
-			k := batch*50 + i + 1
+		for i := range hugeBatchSpans {
+			k := batch*hugeBatchSpans + i + 1
 			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: hugeID, SpanId: []byte{6: byte(k >> 8), 7: byte(k)}, Name: fmt.Sprintf("step-%d", k),
 				StartTimeUnixNano: t0 + uint64(k), EndTimeUnixNano: t0 + uint64(k) + 1,
 				Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 250))}})
@@ -66,13 +78,9 @@ func hugeTraceStore(t *testing.T) *storage.DB {
 			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{stringAttr("service.name", "batch")}},
 			ScopeSpans: []*tracepb.ScopeSpans{ss},
 		}}}))
-	}
-	// Reopened, the store reads the trace from blocks on disk.
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = storage.Open(dir, &storage.Options{BufferBytes: hugeBufferBytes}); err != nil {
-		t.Fatal(err)
+		if (batch+1)*hugeBatchSpans%hugeBlockSpans == 0 {
+			reopen()
+		}
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
@@ -81,8 +89,8 @@ func hugeTraceStore(t *testing.T) *storage.DB {
 var hugeID = []byte{0: 5, 15: 5}
 
 // TestHugeTraceStreamsInPieces reads the huge trace through 8 KiB messages:
-// the read holds a message's worth of spans and a fragment at a time, never
-// the trace.
+// the read holds a message's worth of spans and a block's fragment at a
+// time, never the trace.
 func TestHugeTraceStreamsInPieces(t *testing.T) {
 	const (
 		spans = hugeSpans
@@ -121,11 +129,10 @@ func TestHugeTraceStreamsInPieces(t *testing.T) {
 		t.Fatalf("%d spans, %d distinct; want %d", total, len(got), spans)
 	}
 	// A piece stops growing at the first fragment that takes it past a
-	// message, and a fragment holds at most a block's worth of requests, a
-	// tenth of the trace here (how much exactly depends on how fast cuts
-	// go): the read never held much of the trace at once.
-	if rec.pieces < 4 || rec.largest > spans*300/4 {
-		t.Fatalf("a %d-byte trace read in %d pieces, the largest %d bytes", spans*300, rec.pieces, rec.largest)
+	// message, and a fragment holds a block's spans of the trace: the read
+	// never held more than a message and a block of it.
+	if most := (limit + hugeBlockSpans*330) * 11 / 10; rec.largest > most || rec.pieces < hugeSpans/hugeBlockSpans-1 {
+		t.Fatalf("a %d-byte trace read in %d pieces, the largest %d bytes; want pieces of at most %d", spans*330, rec.pieces, rec.largest, most)
 	}
 }
 
