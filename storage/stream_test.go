@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
+
 	"cairn/bench"
-	"cairn/internal/otlpwire"
 )
 
 // TestTracePiecesAgainstTrace reads traces split over the live buffer and
@@ -123,13 +125,17 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 // traceIDs lists the traces of an encoded request's spans.
 func traceIDs(t *testing.T, req []byte) []TraceID {
 	t.Helper()
-	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, 0); err != nil {
+	var r collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(req, &r); err != nil {
 		t.Fatal(err)
 	}
 	var ids []TraceID
-	for _, s := range b.Spans {
-		ids = append(ids, TraceID(s.TraceID))
+	for _, rs := range r.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			for _, s := range ss.Spans {
+				ids = append(ids, TraceID(s.TraceId))
+			}
+		}
 	}
 	return ids
 }
