@@ -64,6 +64,11 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.otlpAddr, "otlp-grpc-addr", "localhost:4317", "OTLP/gRPC listen address")
 	fs.StringVar(&cfg.otlpHTTPAddr, "otlp-http-addr", "localhost:4318", "OTLP/HTTP listen address (POST /v1/traces); empty turns it off")
 	fs.StringVar(&cfg.queryAddr, "query-addr", "localhost:"+defaultQueryPort, "query (jaeger.storage.v2) listen address")
+	fs.IntVar(&cfg.query.MaxReads, "query-max-reads", 0, "GetTraces, GetServices and GetOperations calls served at once; more wait --query-queue-wait, then are refused (default 32)")
+	fs.IntVar(&cfg.query.MaxSearches, "query-max-searches", 0, "searches, and reads past 4 MiB of response, served at once; more wait --query-queue-wait, then are refused (default half the CPUs, at least 1)")
+	fs.DurationVar(&cfg.query.MaxQueueWait, "query-queue-wait", 0, "how long a query waits for a slot before it is refused with RESOURCE_EXHAUSTED (default 2s)")
+	fs.DurationVar(&cfg.query.Timeout, "query-timeout", 0, "longest a query runs on the server, whatever the client's deadline (default 30s)")
+	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
 	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "memory that OTLP requests being taken in may hold at once; more are refused, to be retried")
@@ -77,18 +82,12 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
 	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
-	fs.IntVar(&cfg.query.MaxReads, "query-max-reads", 0, "GetTraces, GetServices and GetOperations calls served at once; more wait --query-queue-wait, then are refused (default 32)")
-	fs.IntVar(&cfg.query.MaxSearches, "query-max-searches", 0, "searches, and reads past 4 MiB of response, served at once; more wait --query-queue-wait, then are refused (default half the CPUs, at least 1)")
-	fs.DurationVar(&cfg.query.MaxQueueWait, "query-queue-wait", 0, "how long a query waits for a slot before it is refused with RESOURCE_EXHAUSTED (default 2s)")
-	fs.DurationVar(&cfg.query.Timeout, "query-timeout", 0, "longest a query runs on the server, whatever the client's deadline (default 30s)")
-	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes",
-		"query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
+	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
 		return err
 	}
 	switch {
@@ -96,6 +95,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
+	}
+	if err := refuseNegative(fs, "query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
+		return err
 	}
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
