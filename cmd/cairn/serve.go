@@ -96,13 +96,13 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
 	}
-	if err := refuseNegative(fs, "query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
-		return err
-	}
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
 		}
+	}
+	if err := refuseNegative(fs, "query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
+		return err
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
