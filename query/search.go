@@ -1,19 +1,16 @@
 package query
 
 import (
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"math"
-	"slices"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/otlpwire"
@@ -145,117 +142,6 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 		}
 	}
 	return nil
-}
-
-// FindTraceSummaries streams a summary of each matching trace, the most
-// recent first.
-func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
-	ctx, done, err := s.admit(stream.Context(), s.searches)
-	if err != nil {
-		return err
-	}
-	defer done()
-	found, err := s.find(ctx, req.GetQuery())
-	if err != nil {
-		return err
-	}
-	// Summaries go out in as many messages as keep each within the limit.
-	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
-	for _, f := range found {
-		sum := newSummary(f.ID)
-		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, nil, func(t *storage.Trace) error {
-			sum.add(t)
-			return nil
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctxStatus(ctx)
-			}
-			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
-		}
-		if !ok {
-			continue
-		}
-		ts := sum.finish()
-		n := embedded(proto.Size(ts))
-		if size+n > s.opts.MaxMessageBytes && len(resp.Summaries) > 0 {
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			resp, size = &jaegerpb.FindTraceSummariesResponse{}, 0
-		}
-		resp.Summaries, size = append(resp.Summaries, ts), size+n
-	}
-	if len(resp.Summaries) == 0 {
-		return nil
-	}
-	return stream.Send(resp)
-}
-
-// summary computes a trace's summary from its spans, a piece at a time. It
-// keeps nothing of the pieces, so that they can be freed.
-type summary struct {
-	sum       *jaegerpb.TraceSummary
-	ids       map[[8]byte]bool
-	parents   [][8]byte // of spans whose parent_span_id is 8 bytes
-	services  map[string]*jaegerpb.ServiceSummary
-	hasRoot   bool
-	rootStart uint64
-}
-
-func newSummary(id storage.TraceID) *summary {
-	return &summary{
-		sum:      &jaegerpb.TraceSummary{TraceId: id[:], MinStartTimeUnixNano: math.MaxUint64},
-		ids:      map[[8]byte]bool{},
-		services: map[string]*jaegerpb.ServiceSummary{},
-	}
-}
-
-func (s *summary) add(t *storage.Trace) {
-	sum := s.sum
-	for _, g := range t.Groups {
-		svc := string(otlpwire.ServiceName(g.Resource))
-		ss := s.services[svc]
-		if ss == nil {
-			ss = &jaegerpb.ServiceSummary{Name: svc}
-			s.services[svc] = ss
-		}
-		for _, raw := range g.Spans {
-			f := otlpwire.Facts(raw)
-			s.ids[f.ID] = true
-			switch {
-			case len(f.Parent) == 8:
-				s.parents = append(s.parents, [8]byte(f.Parent))
-			case len(f.Parent) > 0: // names no span
-				sum.OrphanSpanCount++
-			}
-			sum.SpanCount++
-			ss.SpanCount++
-			if f.Error {
-				sum.ErrorSpanCount++
-				ss.ErrorSpanCount++
-			}
-			sum.MinStartTimeUnixNano = min(sum.MinStartTimeUnixNano, f.Start)
-			sum.MaxEndTimeUnixNano = max(sum.MaxEndTimeUnixNano, f.End)
-			if len(f.Parent) == 0 && (!s.hasRoot || f.Start < s.rootStart) {
-				s.hasRoot, s.rootStart = true, f.Start
-				sum.RootServiceName, sum.RootOperationName = svc, string(f.Name)
-			}
-		}
-	}
-}
-
-func (s *summary) finish() *jaegerpb.TraceSummary {
-	for _, p := range s.parents {
-		if !s.ids[p] {
-			s.sum.OrphanSpanCount++
-		}
-	}
-	for _, ss := range s.services {
-		s.sum.Services = append(s.sum.Services, ss)
-	}
-	slices.SortFunc(s.sum.Services, func(a, b *jaegerpb.ServiceSummary) int { return cmp.Compare(a.Name, b.Name) })
-	return s.sum
 }
 
 func unixNano(n uint64) time.Time { return time.Unix(0, int64(min(n, math.MaxInt64))) }

@@ -19,11 +19,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"cairn/internal/grpctest"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -301,39 +299,5 @@ func TestFindTracesAndSummaries(t *testing.T) {
 	// The refund of two-services names a parent that never arrived.
 	if s := byName["two-services"]; s.RootServiceName != "cart" || s.RootOperationName != "GetCart" || s.OrphanSpanCount != 1 {
 		t.Fatalf("summary of a trace with an orphan %v", s)
-	}
-}
-
-// TestFindTraceSummariesSplitsMessages asks for every summary of the corpus
-// through messages of at most 300 bytes, and gets them all, in order, over
-// several messages.
-func TestFindTraceSummariesSplitsMessages(t *testing.T) {
-	db := storeWith(t, t.TempDir(), corpusRequest(t))
-	const limit = 300
-	whole := jaegerpb.NewTraceReaderClient(serve(t, db))
-	split := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(db, &Options{MaxMessageBytes: limit}))))
-	summaries := func(c jaegerpb.TraceReaderClient, limit int) (all []*jaegerpb.TraceSummary, messages int) {
-		stream, err := c.FindTraceSummaries(context.Background(), &jaegerpb.FindTraceSummariesRequest{Query: &jaegerpb.TraceQueryParameters{SearchDepth: 20}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			resp, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				return all, messages
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := proto.Size(resp); n > limit && len(resp.Summaries) > 1 {
-				t.Fatalf("a %d-byte message of %d summaries", n, len(resp.Summaries))
-			}
-			all, messages = append(all, resp.Summaries...), messages+1
-		}
-	}
-	want, _ := summaries(whole, 4<<20)
-	got, messages := summaries(split, limit)
-	if len(got) != len(corpus) || messages < 2 || !proto.Equal(&jaegerpb.FindTraceSummariesResponse{Summaries: got}, &jaegerpb.FindTraceSummariesResponse{Summaries: want}) {
-		t.Fatalf("%d summaries in %d messages; want the %d of one message, in several", len(got), messages, len(want))
 	}
 }

@@ -312,3 +312,37 @@ func checkCut(t *testing.T, what string, size, limit int, names []string, total 
 		t.Fatalf("%s: %d bytes, %d names ending %q; want at most %d bytes ending %q", what, size, len(names), names[max(last, 0)], limit, notice)
 	}
 }
+
+// TestFindTraceSummariesSplitsMessages asks for every summary of the corpus
+// through messages of at most 300 bytes, and gets them all, in order, over
+// several messages.
+func TestFindTraceSummariesSplitsMessages(t *testing.T) {
+	db := storeWith(t, t.TempDir(), corpusRequest(t))
+	const limit = 300
+	whole := jaegerpb.NewTraceReaderClient(serve(t, db))
+	split := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(db, &Options{MaxMessageBytes: limit}))))
+	summaries := func(c jaegerpb.TraceReaderClient, limit int) (all []*jaegerpb.TraceSummary, messages int) {
+		stream, err := c.FindTraceSummaries(context.Background(), &jaegerpb.FindTraceSummariesRequest{Query: &jaegerpb.TraceQueryParameters{SearchDepth: 20}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return all, messages
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := proto.Size(resp); n > limit && len(resp.Summaries) > 1 {
+				t.Fatalf("a %d-byte message of %d summaries", n, len(resp.Summaries))
+			}
+			all, messages = append(all, resp.Summaries...), messages+1
+		}
+	}
+	want, _ := summaries(whole, 4<<20)
+	got, messages := summaries(split, limit)
+	if len(got) != len(corpus) || messages < 2 || !proto.Equal(&jaegerpb.FindTraceSummariesResponse{Summaries: got}, &jaegerpb.FindTraceSummariesResponse{Summaries: want}) {
+		t.Fatalf("%d summaries in %d messages; want the %d of one message, in several", len(got), messages, len(want))
+	}
+}
