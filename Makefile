@@ -16,11 +16,11 @@ FUZZ_TARGETS := \
 	./internal/otlpjson:FuzzDecodeRequest:20000x \
 	./storage/internal/keys:FuzzKeys:30000x \
 	./index:FuzzSegment:100000x \
+	./query:FuzzFit:30000x \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
-	./storage/internal/wal:FuzzReplay:2000x \
-	./query:FuzzFit:30000x
+	./storage/internal/wal:FuzzReplay:2000x
 
 .PHONY: all build run test unit fuzz bench proto clean
 
