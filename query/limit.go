@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"cairn/query/jaegerpb"
 )
 
 // gate admits a bounded number of queries of one class at once. Reads of
@@ -51,17 +55,60 @@ func (g *gate) leave() { <-g.slots }
 // timeout ends it.
 var errQueryTimeout = errors.New("query timeout")
 
-// admit waits for a slot of g and bounds the query's context by the
-// server-side timeout. done releases both.
-func (s *service) admit(ctx context.Context, g *gate) (_ context.Context, done func(), _ error) {
-	leave, err := g.enter(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
+// withTimeout bounds a call's context by the server-side timeout.
+func (s *service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	cause := fmt.Errorf("%w: the query ran past the server's limit of %v (--query-timeout)", errQueryTimeout, s.opts.Timeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, s.opts.Timeout, cause)
-	return ctx, func() { cancel(); leave() }, nil
+	return context.WithTimeoutCause(ctx, s.opts.Timeout, cause)
 }
+
+// isTraceReader reports whether a method is one of TraceReader's, which the
+// timeout bounds; health watches and reflection streams run for as long as
+// their clients want.
+func isTraceReader(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/"+jaegerpb.TraceReader_ServiceDesc.ServiceName+"/")
+}
+
+// unaryTimeout runs a unary TraceReader call under the server-side timeout,
+// its wait for a slot included.
+func (s *service) unaryTimeout(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !isTraceReader(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	ctx, cancel := s.withTimeout(ctx)
+	defer cancel()
+	return handler(ctx, req)
+}
+
+// streamTimeout runs a streaming TraceReader call under the server-side
+// timeout, its wait for a slot included. The handler runs in a goroutine of
+// its own, and the call ends at the limit even while the handler is blocked
+// sending to a client that stopped reading: ending the call closes the
+// stream, which unblocks the send, and the handler then gives back its
+// slots.
+func (s *service) streamTimeout(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !isTraceReader(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	ctx, cancel := s.withTimeout(ss.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- handler(srv, timedStream{ServerStream: ss, ctx: ctx}) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctxStatus(ctx)
+	}
+}
+
+// timedStream is a server stream whose context carries the server-side
+// timeout.
+type timedStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (t timedStream) Context() context.Context { return t.ctx }
 
 // ctxStatus is the status of a query whose context has ended: the client's
 // cancellation or deadline, or the server's timeout.

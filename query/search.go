@@ -103,11 +103,11 @@ func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([
 // FindTraceIDs returns the IDs of matching traces, the most recent first,
 // with the extent of their spans seen while searching as time hints.
 func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRequest) (*jaegerpb.FindTraceIDsResponse, error) {
-	ctx, done, err := s.admit(ctx, s.searches)
+	leave, err := s.searches.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return nil, err
@@ -126,11 +126,12 @@ func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRe
 // FindTraces streams the matching traces, whole, the most recent first,
 // chunked as GetTraces chunks them.
 func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.ServerStreamingServer[tracepb.TracesData]) error {
-	ctx, done, err := s.admit(stream.Context(), s.searches)
+	ctx := stream.Context()
+	leave, err := s.searches.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err

@@ -88,10 +88,10 @@ type Options struct {
 	// The default is 2s.
 	MaxQueueWait time.Duration
 
-	// Timeout bounds each call on the server, whatever deadline the client
-	// set; past it the call fails with DeadlineExceeded. It bounds the
-	// server's work: a stream whose client stops reading holds its slot until
-	// the client's own deadline or its connection ends.
+	// Timeout bounds each call on the server, its wait for a slot included,
+	// whatever deadline the client set; past it the call fails with
+	// DeadlineExceeded, also when it is blocked sending to a client that
+	// stopped reading.
 	//
 	// The default is 30s.
 	Timeout time.Duration
@@ -144,13 +144,15 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	if c.Metrics != nil {
 		opts = append(c.Metrics.serverOptions(), opts...)
 	}
-	s := grpc.NewServer(append(opts, rawcodec.ServerOption())...)
 	svc := &service{
 		r:        r,
 		opts:     c,
 		reads:    newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
 		searches: newGate(c.MaxSearches, "searches and large reads", "--query-max-searches", c.MaxQueueWait),
 	}
+	opts = append(opts, rawcodec.ServerOption(),
+		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
+	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	hs := c.Health
@@ -179,11 +181,12 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 	if err != nil {
 		return err
 	}
-	ctx, done, err := s.admit(stream.Context(), s.reads)
+	ctx := stream.Context()
+	leave, err := s.reads.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	out := &sender{s: s, ctx: ctx, stream: stream}
 	defer out.close()
 	for _, w := range wanted {
@@ -312,11 +315,11 @@ func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID
 
 // GetServices lists the services that sent spans.
 func (s *service) GetServices(ctx context.Context, _ *jaegerpb.GetServicesRequest) (*jaegerpb.GetServicesResponse, error) {
-	_, done, err := s.admit(ctx, s.reads)
+	leave, err := s.reads.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	services, err := s.r.Services()
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list services: %v", err)
@@ -347,11 +350,11 @@ func (s *service) GetOperations(ctx context.Context, req *jaegerpb.GetOperations
 	if !ok && req.GetSpanKind() != "" {
 		return nil, status.Errorf(codes.InvalidArgument, "unknown span_kind %q: want one of server, client, producer, consumer, internal, or empty for all", req.GetSpanKind())
 	}
-	_, done, err := s.admit(ctx, s.reads)
+	leave, err := s.reads.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer done()
+	defer leave()
 	ops, err := s.r.Operations(req.GetService())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list operations: %v", err)

@@ -13,7 +13,10 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"cairn/internal/grpctest"
@@ -157,5 +160,46 @@ func TestLargeFragmentWaitsForSearchSlot(t *testing.T) {
 	}
 	if n, err := countSpansWith(client, &jaegerpb.GetTraceParams{TraceId: hugeID}); err != nil || n != hugeSpans {
 		t.Fatalf("huge trace once the search ended: %d spans, %v", n, err)
+	}
+}
+
+// TestTimeoutEndsStalledStream starts reading the huge trace without taking
+// any message, so that the server blocks sending once flow control allows no
+// more, and checks that the server's timeout ends the call, and frees its
+// slot for the next read, though the client never reads.
+func TestTimeoutEndsStalledStream(t *testing.T) {
+	db := hugeTraceStore(t)
+	opts := &Options{MaxMessageBytes: 8 << 10, MaxReads: 1, Timeout: 300 * time.Millisecond}
+	// Fixed 64 KiB windows, which turn off gRPC's growing them: the server
+	// can have at most about 128 KiB of the 190 KiB trace in flight.
+	conn, err := grpc.NewClient(grpctest.Serve(t, NewServer(db, opts)), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := jaegerpb.NewTraceReaderClient(conn)
+	stalled, err := client.GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: hugeID}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stalled.Header(); err != nil { // the server has begun
+		t.Fatal(err)
+	}
+	// Reads queued behind the stalled stream time out with it, until its
+	// timeout frees its slot.
+	for give := time.Now().Add(10 * time.Second); ; {
+		_, err := client.GetServices(context.Background(), &jaegerpb.GetServicesRequest{})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.DeadlineExceeded || time.Now().After(give) {
+			t.Fatalf("read queued behind a stalled stream: %v", err)
+		}
+	}
+	n, err := drainSpans(stalled)
+	wantCode(t, "stalled stream", err, codes.DeadlineExceeded, "--query-timeout")
+	if n >= hugeSpans {
+		t.Fatalf("the stalled stream sent all %d spans", n)
 	}
 }

@@ -18,11 +18,12 @@ import (
 // FindTraceSummaries streams a summary of each matching trace, the most
 // recent first.
 func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
-	ctx, done, err := s.admit(stream.Context(), s.searches)
+	ctx := stream.Context()
+	leave, err := s.searches.enter(ctx)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer leave()
 	found, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err

@@ -67,7 +67,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.query.MaxReads, "query-max-reads", 0, "GetTraces, GetServices and GetOperations calls served at once; more wait --query-queue-wait, then are refused (default 32)")
 	fs.IntVar(&cfg.query.MaxSearches, "query-max-searches", 0, "searches, and reads past 4 MiB of response, served at once; more wait --query-queue-wait, then are refused (default half the CPUs, at least 1)")
 	fs.DurationVar(&cfg.query.MaxQueueWait, "query-queue-wait", 0, "how long a query waits for a slot before it is refused with RESOURCE_EXHAUSTED (default 2s)")
-	fs.DurationVar(&cfg.query.Timeout, "query-timeout", 0, "longest a query runs on the server, whatever the client's deadline (default 30s)")
+	fs.DurationVar(&cfg.query.Timeout, "query-timeout", 0, "longest a query runs on the server, its wait for a slot included, whatever the client's deadline (default 30s)")
 	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
