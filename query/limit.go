@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -57,8 +56,7 @@ var errQueryTimeout = errors.New("query timeout")
 
 // withTimeout bounds a call's context by the server-side timeout.
 func (s *service) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	cause := fmt.Errorf("%w: the query ran past the server's limit of %v (--query-timeout)", errQueryTimeout, s.opts.Timeout)
-	return context.WithTimeoutCause(ctx, s.opts.Timeout, cause)
+	return context.WithTimeoutCause(ctx, s.opts.Timeout, s.timeoutCause)
 }
 
 // isTraceReader reports whether a method is one of TraceReader's, which the

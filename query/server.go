@@ -145,10 +145,11 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 		opts = append(c.Metrics.serverOptions(), opts...)
 	}
 	svc := &service{
-		r:        r,
-		opts:     c,
-		reads:    newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
-		searches: newGate(c.MaxSearches, "searches and large reads", "--query-max-searches", c.MaxQueueWait),
+		r:            r,
+		opts:         c,
+		reads:        newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
+		searches:     newGate(c.MaxSearches, "searches and large reads", "--query-max-searches", c.MaxQueueWait),
+		timeoutCause: fmt.Errorf("%w: the query ran past the server's limit of %v (--query-timeout)", errQueryTimeout, c.Timeout),
 	}
 	opts = append(opts, rawcodec.ServerOption(),
 		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
@@ -172,6 +173,9 @@ type service struct {
 	opts     Options
 	reads    *gate
 	searches *gate
+	// timeoutCause is the cause of the contexts of calls that ran past
+	// Options.Timeout.
+	timeoutCause error
 }
 
 // GetTraces streams each requested trace as one or more TracesData chunks.
