@@ -3,6 +3,8 @@ package storage
 import (
 	"log/slog"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Options configures a DB. The zero value is valid: EnsureDefaults fills in
@@ -56,6 +58,15 @@ type Options struct {
 	// The default is slog.Default().
 	Logger *slog.Logger
 
+	// FS is the file system that the write-ahead log, both Pebble stores
+	// and the sstables of cuts and recompression are written through. It
+	// must store files where the operating system's file system has them:
+	// the directory lock and the disk usage metric use that directly. Tests
+	// wrap vfs.Default to inject write errors.
+	//
+	// The default is vfs.Default.
+	FS vfs.FS
+
 	// Now returns the current time; tests replace it.
 	//
 	// The default is time.Now.
@@ -86,6 +97,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
 	}
 	if c.Now == nil {
 		c.Now = time.Now
