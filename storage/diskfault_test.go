@@ -121,7 +121,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // that exports fail with a message that says so while the fault lasts, that
 // the store reports the fault and logs it once, and that once the fault is
 // gone writes succeed again without a restart and nothing acknowledged is
-// lost, whether the store is then closed or crashes.
+// lost, whether the store is then closed or crashes. The store finds out
+// that the fault is gone without an export to try.
 func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 	for _, tc := range []struct {
 		err   error
@@ -182,6 +183,9 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 			checkAll(t, db, written) // reads are unaffected
 
 			flt.on.Store(false)
+			// Readiness is false, so exports may not come: the store finds
+			// out by itself that its log can be written again.
+			waitFor(t, "the fault clears", func() bool { return !hasFault(db, FaultWAL) })
 			for range 3 {
 				req := gen.Next()
 				write(t, db, req.Bytes)

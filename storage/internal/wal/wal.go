@@ -20,6 +20,10 @@
 // is written from the end of the last good one, over whatever the failed
 // write left, so a segment holds only records of groups that were written
 // whole, then possibly the remains of a failed or torn write at its end.
+// After a failure the log also tries the disk by itself, every second, by
+// writing and syncing zeros where the next group goes, so that it finds out
+// it has recovered without waiting for an append; zeros at the end of a
+// segment are therefore not a loss.
 //
 // Version 1 segments (no segment header; record headers of length and payload
 // checksum only) are replayed up to their first damaged record.
@@ -93,6 +97,10 @@ type Log struct {
 	seg     uint64   // segment that new appends go to
 	closed  bool
 	stopped chan struct{}
+	// probeDue is set by retry, a timer started after a failed write, to
+	// have the writer try the disk again although nothing is appended.
+	probeDue bool
+	retry    *time.Timer
 	// closeErr is the writer's error closing the last segment, read after
 	// stopped is closed.
 	closeErr error
@@ -216,6 +224,9 @@ func (l *Log) Close() error {
 	l.mu.Lock()
 	if !l.closed {
 		l.closed = true
+		if l.retry != nil {
+			l.retry.Stop()
+		}
 		l.wake.Signal()
 	}
 	l.mu.Unlock()
@@ -223,25 +234,45 @@ func (l *Log) Close() error {
 	return l.closeErr
 }
 
+// probeInterval is how soon after a failed write the log tries the disk
+// again by itself, and then how often while it keeps failing: a store whose
+// readiness is false may get no appends to find out it has recovered.
+const probeInterval = time.Second
+
+// probeSize is how many zero bytes a probe writes and syncs.
+const probeSize = 4 << 10
+
+var zeros [probeSize]byte
+
 func (l *Log) writer() {
 	defer close(l.stopped)
 	for {
 		l.mu.Lock()
-		for len(l.queue) == 0 && !l.closed {
+		for len(l.queue) == 0 && !l.closed && !l.probeDue {
 			l.wake.Wait()
 		}
-		taken := l.queue
-		l.queue = nil
+		taken, seg := l.queue, l.seg
+		l.queue, l.probeDue = nil, false
+		closed := l.closed
 		l.mu.Unlock()
-		if len(taken) == 0 {
+		if len(taken) == 0 && closed {
 			l.closeErr = l.closeFile()
 			return
 		}
 
-		took, err := l.write(taken)
+		var (
+			took time.Duration
+			err  error
+		)
+		if len(taken) > 0 {
+			took, err = l.write(taken)
+		} else {
+			took, err = l.probe(seg)
+		}
 		if l.onWrite != nil {
 			l.onWrite(took, err)
 		}
+		l.scheduleProbe(err != nil)
 		for _, b := range taken {
 			buf := b.buf
 			bufs.Put(&buf)
@@ -250,6 +281,51 @@ func (l *Log) writer() {
 			close(b.done)
 		}
 	}
+}
+
+// scheduleProbe arms the probe timer after a failure and disarms it after a
+// success.
+func (l *Log) scheduleProbe(failed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case !failed || l.closed:
+		if l.retry != nil {
+			l.retry.Stop()
+		}
+	case l.retry == nil:
+		l.retry = time.AfterFunc(probeInterval, l.dueProbe)
+	default:
+		l.retry.Reset(probeInterval)
+	}
+}
+
+func (l *Log) dueProbe() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.probeDue = true
+	l.wake.Signal()
+}
+
+// probe finds out whether a group can be written again: it writes zeros
+// where the next group goes, in the segment appends go to, and syncs them.
+// Replay takes zeros at the end of a segment for space nothing was written
+// to.
+func (l *Log) probe(seg uint64) (time.Duration, error) {
+	if l.f == nil || l.fseg != seg {
+		if err := l.closeFile(); err != nil {
+			return 0, err
+		}
+		if err := l.create(seg); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := l.f.WriteAt(zeros[:], l.off); err != nil {
+		return 0, fmt.Errorf("write wal segment: %w", err)
+	}
+	start := time.Now()
+	err := syncFile(l.f)
+	return time.Since(start), err
 }
 
 // write appends the batches in order, switching segment files as needed, and
@@ -422,7 +498,9 @@ func scanRecords(data []byte, off int, fn func([]byte) error) ([]Loss, error) {
 		}
 		loss.Bytes = int64(next - off)
 		loss.Tail = next == len(data)
-		losses = append(losses, loss)
+		if !loss.Tail || slices.ContainsFunc(data[off:], func(b byte) bool { return b != 0 }) {
+			losses = append(losses, loss)
+		}
 		off = next
 	}
 	return losses, nil

@@ -152,6 +152,20 @@ func TestTornTailIsReported(t *testing.T) {
 	}
 }
 
+// Zeros after the last record are where a probe wrote, not a loss.
+func TestZerosAtTheEndAreNoLoss(t *testing.T) {
+	dir := t.TempDir()
+	path, _ := writeSegment(t, dir, []string{"one", "two"})
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, append(data, make([]byte, probeSize)...), 0o644)
+	l := open(t, dir, Options{})
+	defer l.Close()
+	got, losses := replayAll(t, l, 0)
+	if !slices.Equal(payloadsOf(got), []string{"one", "two"}) || len(losses) > 0 {
+		t.Fatalf("replayed %v, losses %+v", payloadsOf(got), losses)
+	}
+}
+
 func TestDamagedRecordIsSkipped(t *testing.T) {
 	var payloads []string
 	for i := range 20 {
@@ -275,6 +289,10 @@ func TestFailedWritesAreNotSticky(t *testing.T) {
 				}
 			}
 			fs.on.Store(false)
+			// The log finds out by itself that it can write again.
+			for successes.Load() == 3 {
+				time.Sleep(time.Millisecond)
+			}
 			if err := write("after"); err != nil {
 				t.Fatalf("write after the fault cleared: %v", err)
 			}
@@ -291,7 +309,7 @@ func TestFailedWritesAreNotSticky(t *testing.T) {
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if failures.Load() != 4 || successes.Load() != 5 {
+			if failures.Load() < 4 || successes.Load() < 6 {
 				t.Fatalf("OnWrite saw %d failures and %d successes", failures.Load(), successes.Load())
 			}
 			l = open(t, dir, Options{})
@@ -300,8 +318,9 @@ func TestFailedWritesAreNotSticky(t *testing.T) {
 			if !slices.Equal(payloadsOf(got), acked) {
 				t.Fatalf("replayed %v, acknowledged %v", payloadsOf(got), acked)
 			}
-			// The remains of the failed writes past the last good record.
-			if len(losses) != 1 || !losses[0].Tail {
+			// At most the remains of the failed writes past the last good
+			// record.
+			if len(losses) > 1 || len(losses) == 1 && !losses[0].Tail {
 				t.Fatalf("losses %+v", losses)
 			}
 		})
@@ -399,7 +418,8 @@ func FuzzReplay(f *testing.F) {
 		for _, l := range losses {
 			accounted += int(l.Bytes)
 		}
-		if accounted != len(seg) {
+		// Zeros at the end are space nothing was written to, not a loss.
+		if accounted > len(seg) || slices.ContainsFunc(seg[accounted:], func(b byte) bool { return b != 0 }) {
 			t.Fatalf("%d bytes of %d accounted for: losses %+v", accounted, len(seg), losses)
 		}
 	})
