@@ -241,7 +241,7 @@ func (db *DB) recover() error {
 		return err
 	}
 	db.live = newBuffer(last + 1)
-	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), wal.Options{FS: db.opts.FS, OnWrite: db.walWritten}); err != nil {
+	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), wal.Options{FS: db.opts.FS, KeepFree: db.opts.DiskReserveBytes, OnWrite: db.walWritten}); err != nil {
 		return err
 	}
 	if err := db.wal.RemoveThrough(rec.WALSegment); err != nil {
@@ -313,6 +313,21 @@ func (db *DB) walWritten(sync time.Duration, err error) {
 	if db.faults.clear(FaultWAL) {
 		db.opts.Logger.Info("write-ahead log is written again; exports are accepted")
 	}
+}
+
+// checkSpace fails, as a full disk would, when writing need bytes would
+// leave less than keep free. A file system that cannot tell is let be: the
+// write finds out.
+func (db *DB) checkSpace(need, keep int64) error {
+	if keep <= 0 {
+		return nil
+	}
+	u, err := db.opts.FS.GetDiskUsage(db.dir)
+	if err != nil || int64(u.AvailBytes) >= need+keep {
+		return nil
+	}
+	return fmt.Errorf("%d MiB free, under the %d MiB needed and the %d MiB kept free: %w",
+		u.AvailBytes>>20, need>>20, keep>>20, syscall.ENOSPC)
 }
 
 // cause names, for people, the condition behind a write error when it is

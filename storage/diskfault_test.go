@@ -409,3 +409,79 @@ func TestReplaySkipsDamagedRecords(t *testing.T) {
 }
 
 func itoa(n int) string { return slog.IntValue(n).String() }
+
+// smallDisk reports avail bytes free.
+type smallDisk struct {
+	vfs.FS
+	avail atomic.Int64
+}
+
+func (d *smallDisk) GetDiskUsage(string) (vfs.DiskUsage, error) {
+	return vfs.DiskUsage{AvailBytes: uint64(d.avail.Load()), TotalBytes: 1 << 40}, nil
+}
+
+// TestDiskReserve fills the disk down to the reserve that Pebble's own
+// writes need: appends, cuts and recompression stop as if the disk were
+// full, and resume by themselves once it has room, with nothing
+// acknowledged lost.
+func TestDiskReserve(t *testing.T) {
+	dir := t.TempDir()
+	disk := &smallDisk{FS: vfs.Default}
+	disk.avail.Store(1 << 40)
+	log := &logs{}
+	clk := &clock{t: time.Now()}
+	db, err := Open(dir, &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute,
+		Now: clk.now, FS: disk, Logger: slog.New(log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 50})
+	acked := writeBlocks(t, db, gen, 10)
+
+	disk.avail.Store(60 << 20) // under half the default reserve of 128 MiB
+	if err := tryWrite(t, db, gen.Next().Bytes); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("write with the disk at its reserve: %v", err)
+	}
+	db.kick <- struct{}{} // a cut, as a full buffer asks for
+	waitFor(t, "the cut fails", func() bool { return hasFault(db, FaultCut) })
+	if why := db.Faults()[0].Why; !strings.HasPrefix(why, "disk full") {
+		t.Fatalf("cut fault: %s", why)
+	}
+	clk.add(2 * time.Minute)
+	waitFor(t, "recompression stops", func() bool { return log.count("recompress span data") > 0 })
+	if !hasFault(db, FaultWAL) || !hasFault(db, FaultCut) {
+		t.Fatalf("faults %v", db.Faults())
+	}
+	checkHas(t, db, acked)
+
+	disk.avail.Store(1 << 40)
+	waitFor(t, "the faults clear", func() bool { return len(db.Faults()) == 0 })
+	for range 5 {
+		req := gen.Next()
+		write(t, db, req.Bytes)
+		if err := acked.AddRequest(req.Bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "recompression resumes", func() bool { return log.count("span data is recompressed again") > 0 })
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkHas(t, db, acked)
+}
+
+// checkHas checks that db holds at least the spans of want: a refused
+// write's spans may be stored too, as a failed export's may.
+func checkHas(t *testing.T, db *DB, want otlptest.Traces) {
+	t.Helper()
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		if tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{}); err != nil || tr == nil || tr.Spans < len(entries) {
+			t.Fatalf("trace %s: %v, %v; want %d spans", id, tr, err, len(entries))
+		}
+	}
+}

@@ -94,7 +94,14 @@ func (db *DB) cut() error {
 	db.mu.Unlock()
 
 	start := time.Now()
-	parts, err := db.writeBlock(frozen)
+	// The buffer's requests are an upper bound on the sstables they make.
+	// A cut may use half the reserve, which the log has stopped short of:
+	// it frees more, the log segments it replaces, than it writes.
+	err := db.checkSpace(int64(frozen.bytes), db.opts.DiskReserveBytes/2)
+	var parts []uint32
+	if err == nil {
+		parts, err = db.writeBlock(frozen)
+	}
 	if err != nil {
 		err = fmt.Errorf("write block %d: %w", frozen.block, err)
 		db.mu.Lock()

@@ -39,6 +39,16 @@ type Options struct {
 	// The default is 0: no bound.
 	MaxDiskBytes int64
 
+	// DiskReserveBytes is how much of its file system the store leaves free.
+	// Write-ahead log appends and recompression that would leave less, and
+	// cuts that would leave less than half, fail as if the disk were full,
+	// and are retried, so that what Pebble must still write (its manifest
+	// and log, whose failed writes it takes for fatal) has room. A negative
+	// value reserves nothing.
+	//
+	// The default is 128 MiB.
+	DiskReserveBytes int64
+
 	// RecompressAfter is how long ingest must pause before span data cut
 	// since the last pause is recompressed, at a stronger compression level
 	// than cuts can afford at full rate. Under continuous load, a
@@ -88,6 +98,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
+	}
+	if c.DiskReserveBytes == 0 {
+		c.DiskReserveBytes = 128 << 20
 	}
 	if c.RecompressAfter == 0 {
 		c.RecompressAfter = 2 * time.Second

@@ -180,6 +180,12 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		}
 		batch := ranges[:min(workers, len(ranges))]
 		ranges = ranges[len(batch):]
+		lo, hi := batch[0][0], batch[len(batch)-1][1]
+		batchBytes := size * (hi - lo + 1) / (to - from + 1)
+		// Compactions write a batch anew before they delete it.
+		if err := db.checkSpace(int64(batchBytes), db.opts.DiskReserveBytes); err != nil {
+			return err
+		}
 		var data [][2][]byte
 		for _, r := range batch {
 			data = append(data, [2][]byte{keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)})
@@ -187,7 +193,6 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.spans, data); err != nil {
 			return fmt.Errorf("span data: %w", err)
 		}
-		lo, hi := batch[0][0], batch[len(batch)-1][1]
 		search := [][2][]byte{
 			{keys.Rows(p, lo), keys.Rows(p, hi+1)},
 			{keys.Postings(p, lo, 0), keys.Postings(p, hi+1, 0)},
@@ -195,7 +200,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.idx, search); err != nil {
 			return fmt.Errorf("search index: %w", err)
 		}
-		db.metrics.recompressed.Add(float64(size) * float64(hi-lo+1) / float64(to-from+1))
+		db.metrics.recompressed.Add(float64(batchBytes))
 		done := max(db.recompressed[p], hi) // a merge rewrites blocks done before
 		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, done), pebble.Sync); err != nil {
 			return fmt.Errorf("record progress: %w", err)

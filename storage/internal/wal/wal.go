@@ -41,6 +41,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -79,6 +80,14 @@ type Options struct {
 	// The default is vfs.Default.
 	FS vfs.FS
 
+	// KeepFree is how many bytes of its file system the log leaves free: a
+	// group that would leave less fails as if the disk were full, so that
+	// what must still be written when it is (Pebble's metadata, whose
+	// failed writes Pebble takes for fatal) has room.
+	//
+	// The default is 0.
+	KeepFree int64
+
 	// OnWrite, if not nil, is told, from one goroutine and in order, how
 	// each group of appends fared: the latency of the sync that made it
 	// durable, or the error that failed it.
@@ -87,9 +96,10 @@ type Options struct {
 
 // Log is an open write-ahead log.
 type Log struct {
-	dir     string
-	fs      vfs.FS
-	onWrite func(time.Duration, error)
+	dir      string
+	fs       vfs.FS
+	keepFree int64
+	onWrite  func(time.Duration, error)
 
 	mu      sync.Mutex
 	wake    *sync.Cond
@@ -142,7 +152,7 @@ func Open(dir string, o Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, fs: o.FS, onWrite: o.OnWrite, seg: 1, stopped: make(chan struct{})}
+	l := &Log{dir: dir, fs: o.FS, keepFree: o.KeepFree, onWrite: o.OnWrite, seg: 1, stopped: make(chan struct{})}
 	if len(segs) > 0 {
 		l.seg = segs[len(segs)-1] + 1
 	}
@@ -312,6 +322,9 @@ func (l *Log) dueProbe() {
 // Replay takes zeros at the end of a segment for space nothing was written
 // to.
 func (l *Log) probe(seg uint64) (time.Duration, error) {
+	if err := l.checkSpace(probeSize); err != nil {
+		return 0, err
+	}
 	if l.f == nil || l.fseg != seg {
 		if err := l.closeFile(); err != nil {
 			return 0, err
@@ -334,6 +347,13 @@ func (l *Log) probe(seg uint64) (time.Duration, error) {
 // is durable, so that after a failure the next group overwrites what this
 // one left.
 func (l *Log) write(batches []*batch) (time.Duration, error) {
+	size := 0
+	for _, b := range batches {
+		size += len(b.buf)
+	}
+	if err := l.checkSpace(size); err != nil {
+		return 0, err
+	}
 	pos := l.off
 	for _, b := range batches {
 		if l.f == nil || b.seg != l.fseg {
@@ -356,6 +376,20 @@ func (l *Log) write(batches []*batch) (time.Duration, error) {
 	}
 	l.off = pos
 	return time.Since(start), nil
+}
+
+// checkSpace fails, as a full disk would, if writing n bytes would leave
+// less than keepFree free. A file system that cannot tell is let be.
+func (l *Log) checkSpace(n int) error {
+	if l.keepFree <= 0 {
+		return nil
+	}
+	u, err := l.fs.GetDiskUsage(l.dir)
+	if err != nil || int64(u.AvailBytes) >= int64(n)+l.keepFree {
+		return nil
+	}
+	return fmt.Errorf("write wal segment: %d MiB free, under the %d MiB kept free: %w",
+		u.AvailBytes>>20, l.keepFree>>20, syscall.ENOSPC)
 }
 
 // create starts segment seg with its header. A file left by an earlier
