@@ -219,13 +219,25 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 }
 
 // TestFailedCutsAreRetried fails cuts (a full disk under the sstables they
-// write) while exports go on: the fault is reported and logged once, reads
+// write, or no file descriptors to open them) while exports go on: the fault is reported and logged once, reads
 // keep working, exports are refused with a clear message once the next
 // buffer fills, and once the disk has room the cut is retried without a
 // trigger and everything acknowledged is stored.
 func TestFailedCutsAreRetried(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{syscall.ENOSPC, "disk full"},
+		{syscall.EMFILE, "out of file descriptors"},
+	} {
+		t.Run(tc.err.Error(), func(t *testing.T) { testFailedCuts(t, tc.err, tc.want) })
+	}
+}
+
+func testFailedCuts(t *testing.T, errno error, want string) {
 	dir := t.TempDir()
-	flt := &fault{dir: filepath.Join(dir, "ingest"), kinds: []errorfs.OpKind{errorfs.OpCreate, errorfs.OpFileWrite}, err: syscall.ENOSPC}
+	flt := &fault{dir: filepath.Join(dir, "ingest"), kinds: []errorfs.OpKind{errorfs.OpCreate, errorfs.OpFileWrite}, err: errno}
 	log := &logs{}
 	opts := &Options{BufferBytes: 64 << 10, FlushInterval: time.Hour, FS: errorfs.Wrap(vfs.Default, flt), Logger: slog.New(log)}
 	db, err := Open(dir, opts)
@@ -245,7 +257,7 @@ func TestFailedCutsAreRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if refused == nil || !errors.Is(refused, syscall.ENOSPC) || !strings.Contains(refused.Error(), "disk full") {
+	if refused == nil || !errors.Is(refused, errno) || !strings.Contains(refused.Error(), want) {
 		t.Fatalf("export with the buffers full and cuts failing: %v", refused)
 	}
 	if !hasFault(db, FaultCut) {
