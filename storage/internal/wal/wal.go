@@ -12,8 +12,9 @@
 // next intact frame: it tries each following byte offset in turn. The header
 // checksum makes each try cost one checksum of 8 bytes, so a scan is linear in
 // the bytes skipped; without it, every offset whose 4 bytes read as a
-// plausible length would cost a checksum of up to that many bytes, about
-// 2^45 bytes of checksumming to cross a damaged 64 MiB segment. A false frame
+// plausible length would cost a checksum of up to that many bytes: for
+// random bytes, about 2^45 bytes of checksumming to cross a damaged 64 MiB
+// segment. A false frame
 // in damaged bytes must match both checksums: 2^-64 per offset tried.
 //
 // A failed write or sync fails the appends of its group only: the next group
@@ -85,7 +86,7 @@ type Options struct {
 	// what must still be written when it is (Pebble's metadata, whose
 	// failed writes Pebble takes for fatal) has room.
 	//
-	// The default is 0.
+	// The default is 0: the log writes until the disk is full.
 	KeepFree int64
 
 	// OnWrite, if not nil, is told, from one goroutine and in order, how
