@@ -521,9 +521,15 @@ func scanRecords(data []byte, off int, fn func([]byte) error) ([]Loss, error) {
 			continue
 		}
 		loss := Loss{Offset: int64(off), Why: damage(data, off)}
-		next := off
+		if headerIntact(data, off) {
+			loss.Records++
+		}
+		next := off + 1
 		for ; next < len(data); next++ {
-			if !headerIntact(data, next) {
+			// Most offsets of damaged bytes give a length past the end,
+			// which is cheaper to rule out than a header checksum.
+			if n := len(data) - next - headerSize; n <= 0 || int(binary.LittleEndian.Uint32(data[next:])) > n ||
+				!headerIntact(data, next) {
 				continue
 			}
 			if _, ok := frame(data, next); ok {
