@@ -51,12 +51,23 @@ func (db *DB) flusher() {
 		} else if !db.sleep(backoff) {
 			return
 		}
-		if db.cut() == nil {
-			backoff = 0
-		} else {
+		err := db.cut()
+		if db.cutFailing() {
 			backoff = min(max(2*backoff, cutRetry), max(db.opts.FlushInterval, cutRetry))
+			continue // cut logged it
+		}
+		backoff = 0
+		if err != nil {
+			db.opts.Logger.Error("cut block", "err", err)
 		}
 	}
+}
+
+// cutFailing reports whether the last cut failed to write its block.
+func (db *DB) cutFailing() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.cutErr != nil
 }
 
 // sleep waits for d, and reports false if the store closes first.
