@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -64,7 +65,8 @@ type DB struct {
 	mu      sync.Mutex
 	live    *buffer
 	frozen  *buffer       // being cut into a block; nil when no cut runs
-	flushed chan struct{} // closed and replaced when a cut finishes
+	flushed chan struct{} // closed and replaced when a cut succeeds or fails
+	cutErr  error         // why the last cut failed; nil once one succeeds
 	// partitions maps each partition that holds persisted data to the
 	// newest block with data in it.
 	partitions map[uint32]uint64
@@ -86,6 +88,11 @@ type DB struct {
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
 	merged       map[uint32]bool
+	// recompressBackoff is the wait after the last failed recompression,
+	// 0 once one succeeds; no pass starts before recompressAt. Only the
+	// maintainer uses them.
+	recompressBackoff time.Duration
+	recompressAt      time.Time
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -100,10 +107,10 @@ type DB struct {
 // write-ahead log of spans acknowledged but not yet cut into blocks.
 func Open(dir string, o *Options) (*DB, error) {
 	opts := o.EnsureDefaults()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "pebble")); err == nil {
+	if _, err := opts.FS.Stat(filepath.Join(dir, "pebble")); err == nil {
 		return nil, fmt.Errorf("%s holds a store of format version 2 or older; this cairn reads version %d", dir, FormatVersion)
 	}
 	lock, err := lockDir(dir)
@@ -158,6 +165,7 @@ func indexOptions(o Options, cache *pebble.Cache) *pebble.Options {
 		MemTableSize:       4 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{o.Logger},
+		FS:                 o.FS,
 	}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
@@ -184,6 +192,7 @@ func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
 		MemTableSize:       4 << 20,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{o.Logger},
+		FS:                 o.FS,
 		// Recompression's compactions are the only ones of note.
 		CompactionConcurrencyRange: func() (int, int) { n := recompressWorkers(); return n, n },
 	}
@@ -205,7 +214,7 @@ func (db *DB) recover() error {
 	// Left by a cut or a recompression that a crash interrupted; whatever
 	// in them was ingested is in the stores already.
 	for _, d := range []string{"ingest", "recompress"} {
-		if err := os.RemoveAll(filepath.Join(db.dir, d)); err != nil {
+		if err := db.opts.FS.RemoveAll(filepath.Join(db.dir, d)); err != nil {
 			return fmt.Errorf("remove interrupted %s: %w", d, err)
 		}
 	}
@@ -232,27 +241,107 @@ func (db *DB) recover() error {
 		return err
 	}
 	db.live = newBuffer(last + 1)
-	onSync := func(d time.Duration) { db.metrics.walSync.Observe(d.Seconds()) }
-	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), onSync); err != nil {
+	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), wal.Options{FS: db.opts.FS, KeepFree: db.opts.DiskReserveBytes, OnWrite: db.walWritten}); err != nil {
 		return err
 	}
 	if err := db.wal.RemoveThrough(rec.WALSegment); err != nil {
 		return err
 	}
-	var batch otlpwire.Batch
-	return db.wal.Replay(rec.WALSegment, func(seg uint64, payload []byte) error {
+	return db.replay(rec.WALSegment)
+}
+
+// replay puts the records of the write-ahead log after segment after back
+// into the live buffer. Damage costs only the records it touches: replay
+// resumes at the next intact record, and every stretch skipped is logged
+// with the segment file, how many bytes, at least how many records and why.
+func (db *DB) replay(after uint64) error {
+	var (
+		batch   otlpwire.Batch
+		records int
+	)
+	losses, err := db.wal.Replay(after, func(seg uint64, payload []byte) error {
 		req, err := s2.Decode(nil, payload)
+		if err == nil {
+			// Spans that have aged out of the retention period since they
+			// were acknowledged are dropped here as they would be at ingest.
+			err = otlpwire.Parse(req, &batch, db.NotBefore())
+		}
 		if err != nil {
-			return fmt.Errorf("replay wal segment %d: %w", seg, err)
+			// The record passed its checksum, so this cairn cannot read
+			// what an earlier one wrote: refusing to start would not help.
+			db.opts.Logger.Error("write-ahead log record cannot be read; its spans are lost",
+				"segment", seg, "err", err)
+			return nil
 		}
-		// Spans that have aged out of the retention period since they were
-		// acknowledged are dropped here as they would be at ingest.
-		if err := otlpwire.Parse(req, &batch, db.NotBefore()); err != nil {
-			return fmt.Errorf("replay wal segment %d: %w", seg, err)
-		}
+		records++
 		db.live.insert(req, &batch, prepare(&batch, db.resources), db.catalog)
 		return nil
 	})
+	for _, l := range losses {
+		attrs := []any{"segment", l.Segment, "offset", l.Offset, "bytes", l.Bytes, "why", l.Why}
+		if l.Tail {
+			// What a crash or a failed write leaves; it was not acknowledged
+			// unless the disk lost synced data.
+			db.opts.Logger.Warn("write-ahead log ends in a partial or damaged write; skipped",
+				append(attrs, "records_lost_at_least", l.Records)...)
+			continue
+		}
+		db.opts.Logger.Error("write-ahead log damaged; skipped to the next intact record, acknowledged spans may be lost",
+			append(attrs, "records_lost_at_least", max(1, l.Records))...)
+	}
+	if err != nil {
+		return fmt.Errorf("replay wal: %w", err)
+	}
+	if records > 0 {
+		db.opts.Logger.Info("replayed write-ahead log", "records", records, "spans", db.live.spans)
+	}
+	return nil
+}
+
+// walWritten follows the write-ahead log's health from the outcome of each
+// group of appends: a failure sets FaultWAL and is logged once, the first
+// write that succeeds again clears it.
+func (db *DB) walWritten(sync time.Duration, err error) {
+	if err != nil {
+		if db.faults.set(FaultWAL, cause(err)+err.Error()) {
+			db.opts.Logger.Error("write-ahead log cannot be written; exports fail with a retryable error until a write succeeds",
+				"err", err)
+		}
+		return
+	}
+	db.metrics.walSync.Observe(sync.Seconds())
+	if db.faults.clear(FaultWAL) {
+		db.opts.Logger.Info("write-ahead log is written again; exports are accepted")
+	}
+}
+
+// checkSpace fails, as a full disk would, when writing need bytes would
+// leave less than keep free. A file system that cannot tell is let be: the
+// write finds out.
+func (db *DB) checkSpace(need, keep int64) error {
+	if keep <= 0 {
+		return nil
+	}
+	u, err := db.opts.FS.GetDiskUsage(db.dir)
+	if err != nil || int64(u.AvailBytes) >= need+keep {
+		return nil
+	}
+	return fmt.Errorf("%d MiB free, under the %d MiB needed and the %d MiB kept free: %w",
+		u.AvailBytes>>20, need>>20, keep>>20, syscall.ENOSPC)
+}
+
+// cause names, for people, the condition behind a write error when it is
+// one they can act on, as a prefix for its message.
+func cause(err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC):
+		return "disk full: "
+	case errors.Is(err, syscall.EDQUOT):
+		return "disk quota exceeded: "
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "out of file descriptors: "
+	}
+	return ""
 }
 
 func (db *DB) checkFormat() error {
@@ -384,6 +473,12 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 
 	db.mu.Lock()
 	for db.live.bytes >= db.opts.BufferBytes && db.frozen != nil && !db.closed {
+		if db.cutErr != nil {
+			// Waiting would only run into the client's deadline.
+			err := db.cutErr
+			db.mu.Unlock()
+			return fmt.Errorf("buffer full while blocks cannot be written: %s%w", cause(err), err)
+		}
 		flushed := db.flushed
 		db.mu.Unlock()
 		select {
@@ -413,7 +508,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		}
 	}
 	if err := w.Wait(); err != nil {
-		return fmt.Errorf("sync wal: %w", err)
+		return fmt.Errorf("write-ahead log: %s%w", cause(err), err)
 	}
 	return nil
 }

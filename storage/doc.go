@@ -41,6 +41,14 @@
 // Retention. Spans older than Options.Retention are rejected and never
 // returned; hour partitions that have aged out are dropped whole.
 //
+// Write errors. No failure is kept: a failed log write fails the writes of
+// its group, and the log tries again with the next group, or by itself a
+// second later; a failed cut keeps its buffer and log segments and is
+// retried with backoff; a failed recompression leaves span data as it was.
+// While the log or cuts fail, DB.Faults reports it; each failure is logged
+// once, and its end too. Replay skips damaged log records and keeps the
+// intact ones after them.
+//
 // Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
 // cuts are timed as they happen, the rest (live buffers, disk, partitions,
 // recompression backlog, Pebble's shape) is read when scraped.

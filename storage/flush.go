@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -32,20 +31,54 @@ import (
 // decompresses one block, about 0.2 ms at 256 KiB.
 const dataBlockSize = 256 << 10
 
+// cutRetry is how long after a failed cut the first retry comes; each
+// further failure doubles it, up to the flush interval.
+const cutRetry = 100 * time.Millisecond
+
 func (db *DB) flusher() {
 	defer db.flusherWG.Done()
 	t := time.NewTicker(db.opts.FlushInterval)
 	defer t.Stop()
+	var backoff time.Duration // while cuts fail
 	for {
-		select {
-		case <-db.stop:
+		if backoff == 0 {
+			select {
+			case <-db.stop:
+				return
+			case <-t.C:
+			case <-db.kick:
+			}
+		} else if !db.sleep(backoff) {
 			return
-		case <-t.C:
-		case <-db.kick:
 		}
-		if err := db.cut(); err != nil {
+		err := db.cut()
+		if db.cutFailing() {
+			backoff = min(max(2*backoff, cutRetry), max(db.opts.FlushInterval, cutRetry))
+			continue // cut logged it
+		}
+		backoff = 0
+		if err != nil {
 			db.opts.Logger.Error("cut block", "err", err)
 		}
+	}
+}
+
+// cutFailing reports whether the last cut failed to write its block.
+func (db *DB) cutFailing() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.cutErr != nil
+}
+
+// sleep waits for d, and reports false if the store closes first.
+func (db *DB) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-db.stop:
+		return false
+	case <-t.C:
+		return true
 	}
 }
 
@@ -53,7 +86,9 @@ func (db *DB) flusher() {
 // the write-ahead log under the lock, so that every record in the sealed
 // segments is in the frozen buffer or an older block, then writes the block
 // and removes the sealed segments. A frozen buffer whose write failed is
-// retried first.
+// kept, with its segments, and retried first: a failed cut loses nothing.
+// While cuts fail, FaultCut is set and writers that find the next buffer
+// full are refused rather than kept waiting.
 func (db *DB) cut() error {
 	db.mu.Lock()
 	if db.frozen == nil {
@@ -70,9 +105,25 @@ func (db *DB) cut() error {
 	db.mu.Unlock()
 
 	start := time.Now()
-	parts, err := db.writeBlock(frozen)
+	// The buffer's requests are an upper bound on the sstables they make.
+	// A cut may use half the reserve, which the log has stopped short of:
+	// it frees more, the log segments it replaces, than it writes.
+	err := db.checkSpace(int64(frozen.bytes), db.opts.DiskReserveBytes/2)
+	var parts []uint32
+	if err == nil {
+		parts, err = db.writeBlock(frozen)
+	}
 	if err != nil {
-		return fmt.Errorf("write block %d: %w", frozen.block, err)
+		err = fmt.Errorf("write block %d: %w", frozen.block, err)
+		db.mu.Lock()
+		db.cutErr = err
+		db.finishCut()
+		db.mu.Unlock()
+		if db.faults.set(FaultCut, cause(err)+err.Error()) {
+			db.opts.Logger.Error("cannot cut the live buffer into a block; retrying, and refusing exports once the next buffer is full",
+				"err", err)
+		}
+		return err
 	}
 	db.metrics.cut.Observe(time.Since(start).Seconds())
 	db.metrics.cutSpans.Add(float64(frozen.spans))
@@ -82,14 +133,23 @@ func (db *DB) cut() error {
 		db.partitions[p] = frozen.block
 	}
 	db.frozen = nil
-	close(db.flushed)
-	db.flushed = make(chan struct{})
+	db.cutErr = nil
+	db.finishCut()
 	db.mu.Unlock()
+	if db.faults.clear(FaultCut) {
+		db.opts.Logger.Info("blocks are cut again", "block", frozen.block)
+	}
 
 	if err := db.wal.RemoveThrough(frozen.walSegment); err != nil {
 		return fmt.Errorf("block %d: %w", frozen.block, err)
 	}
 	return nil
+}
+
+// finishCut wakes the writers waiting for a cut. The caller holds mu.
+func (db *DB) finishCut() {
+	close(db.flushed)
+	db.flushed = make(chan struct{})
 }
 
 // minTracesPerWriter keeps a small block from being split among data
@@ -110,10 +170,10 @@ const minTracesPerWriter = 2048
 // search index is finished beside them.
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := db.opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create ingest dir: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer db.opts.FS.RemoveAll(dir)
 
 	traces := make([]*liveTrace, 0, buf.traces.Len())
 	buf.traces.Ascend(func(t *liveTrace) bool {
@@ -150,7 +210,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	)
 	go func() {
 		defer close(indexDone)
-		segPaths, segErr = writeSegments(db.idx, dir, buf.block, segments)
+		segPaths, segErr = db.writeSegments(dir, buf.block, segments)
 	}()
 	defer func() { <-indexDone }()
 
@@ -188,7 +248,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	ipath := filepath.Join(dir, "index.sst")
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
-	if err := writeTable(db.idx, ipath, 0, true, func(w *sstable.Writer) error {
+	if err := db.writeTable(db.idx, ipath, 0, true, func(w *sstable.Writer) error {
 		return db.writeIndex(w, buf, parts, traceIndex, written, first, pending)
 	}); err != nil {
 		return nil, err
@@ -237,12 +297,12 @@ func (db *DB) openTables(block uint64, parts []uint32, results []dataResult) {
 // unlike the trace index, which spreads over all trace IDs, they do not
 // overlap anything already stored: Pebble ingests them into the bottom
 // level, where only recompression rewrites them.
-func writeSegments(store *pebble.DB, dir string, block uint64, segments map[uint32]*index.SegmentBuilder) ([]string, error) {
+func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index.SegmentBuilder) ([]string, error) {
 	var paths []string
 	for p, seg := range segments {
 		rows, shards := seg.Finish()
 		rpath := filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p))
-		if err := writeTable(store, rpath, 0, false, func(w *sstable.Writer) error {
+		if err := db.writeTable(db.idx, rpath, 0, false, func(w *sstable.Writer) error {
 			return w.Set(keys.Rows(p, block), rows)
 		}); err != nil {
 			return nil, err
@@ -252,7 +312,7 @@ func writeSegments(store *pebble.DB, dir string, block uint64, segments map[uint
 			continue
 		}
 		ppath := filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p))
-		if err := writeTable(store, ppath, 0, false, func(w *sstable.Writer) error {
+		if err := db.writeTable(db.idx, ppath, 0, false, func(w *sstable.Writer) error {
 			for i, sh := range shards {
 				if sh == nil {
 					continue
@@ -336,7 +396,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 			w := data[p]
 			if w == nil {
 				first[p] = t.id
-				if w, res.err = newSSTWriter(db.spans, filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
+				if w, res.err = db.newSSTWriter(db.spans, filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
 					return res
 				}
 				data[p] = w
@@ -490,8 +550,8 @@ type sstWriter struct {
 }
 
 // newSSTWriter creates an sstable to be ingested into store.
-func newSSTWriter(store *pebble.DB, path string, blockSize int, filter bool) (*sstWriter, error) {
-	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
+func (db *DB) newSSTWriter(store *pebble.DB, path string, blockSize int, filter bool) (*sstWriter, error) {
+	f, err := db.opts.FS.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("create sstable: %w", err)
 	}
@@ -520,8 +580,8 @@ func (w *sstWriter) abort() { _ = w.w.Close() }
 
 // writeTable writes an sstable to be ingested into store, with the keys that
 // fill sets, in order.
-func writeTable(store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
-	w, err := newSSTWriter(store, path, blockSize, filter)
+func (db *DB) writeTable(store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
+	w, err := db.newSSTWriter(store, path, blockSize, filter)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package storage
 import (
 	"log/slog"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Options configures a DB. The zero value is valid: EnsureDefaults fills in
@@ -37,6 +39,16 @@ type Options struct {
 	// The default is 0: no bound.
 	MaxDiskBytes int64
 
+	// DiskReserveBytes is how much of its file system the store leaves free.
+	// Write-ahead log appends and recompression that would leave less, and
+	// cuts that would leave less than half, fail as if the disk were full,
+	// and are retried, so that what Pebble must still write (its manifest
+	// and log, whose failed writes it takes for fatal) has room. A negative
+	// value reserves nothing.
+	//
+	// The default is 128 MiB.
+	DiskReserveBytes int64
+
 	// RecompressAfter is how long ingest must pause before span data cut
 	// since the last pause is recompressed, at a stronger compression level
 	// than cuts can afford at full rate. Under continuous load, a
@@ -55,6 +67,15 @@ type Options struct {
 	//
 	// The default is slog.Default().
 	Logger *slog.Logger
+
+	// FS is the file system that the write-ahead log, both Pebble stores
+	// and the sstables of cuts and recompression are written through. It
+	// must store files where the operating system's file system has them:
+	// the directory lock and the disk usage metric use that directly. Tests
+	// wrap vfs.Default to inject write errors.
+	//
+	// The default is vfs.Default.
+	FS vfs.FS
 
 	// Now returns the current time; tests replace it.
 	//
@@ -78,6 +99,9 @@ func (o *Options) EnsureDefaults() Options {
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
 	}
+	if c.DiskReserveBytes == 0 {
+		c.DiskReserveBytes = 128 << 20
+	}
 	if c.RecompressAfter == 0 {
 		c.RecompressAfter = 2 * time.Second
 	}
@@ -86,6 +110,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -23,6 +22,37 @@ import (
 // sealDelay is how long after its hour ends a partition is taken to receive
 // no more spans, so that its blocks are recompressed even under load.
 const sealDelay = 5 * time.Minute
+
+// recompressRetry is how long the maintainer waits after a failed
+// recompression before it tries again; each further failure doubles it, up to
+// maxRecompressRetry.
+const (
+	recompressRetry    = 2 * time.Second
+	maxRecompressRetry = time.Minute
+)
+
+// recompressPass runs a recompression pass unless one failed too recently.
+// Span data stays readable whatever a failed pass left, so failures cost only
+// disk space: they are retried with backoff, logged once, and their end is
+// logged too. Only the maintainer calls it.
+func (db *DB) recompressPass(ctx context.Context) {
+	if time.Now().Before(db.recompressAt) {
+		return
+	}
+	err := db.recompress(ctx)
+	if err == nil {
+		if db.recompressBackoff > 0 {
+			db.opts.Logger.Info("span data is recompressed again")
+		}
+		db.recompressBackoff, db.recompressAt = 0, time.Time{}
+		return
+	}
+	if db.recompressBackoff == 0 {
+		db.opts.Logger.Error("recompress span data; retrying with backoff", "err", err)
+	}
+	db.recompressBackoff = min(max(2*db.recompressBackoff, recompressRetry), maxRecompressRetry)
+	db.recompressAt = time.Now().Add(db.recompressBackoff)
+}
 
 // recompress rewrites span data at the spans store's bottom-level
 // compression once it has settled: the blocks of each partition cut since
@@ -150,6 +180,12 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		}
 		batch := ranges[:min(workers, len(ranges))]
 		ranges = ranges[len(batch):]
+		lo, hi := batch[0][0], batch[len(batch)-1][1]
+		batchBytes := size * (hi - lo + 1) / (to - from + 1)
+		// Compactions write a batch anew before they delete it.
+		if err := db.checkSpace(int64(batchBytes), db.opts.DiskReserveBytes); err != nil {
+			return err
+		}
 		var data [][2][]byte
 		for _, r := range batch {
 			data = append(data, [2][]byte{keys.DataBlock(p, r[0]), keys.DataBlock(p, r[1]+1)})
@@ -157,7 +193,6 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.spans, data); err != nil {
 			return fmt.Errorf("span data: %w", err)
 		}
-		lo, hi := batch[0][0], batch[len(batch)-1][1]
 		search := [][2][]byte{
 			{keys.Rows(p, lo), keys.Rows(p, hi+1)},
 			{keys.Postings(p, lo, 0), keys.Postings(p, hi+1, 0)},
@@ -165,7 +200,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 		if err := db.rewrite(ctx, db.idx, search); err != nil {
 			return fmt.Errorf("search index: %w", err)
 		}
-		db.metrics.recompressed.Add(float64(size) * float64(hi-lo+1) / float64(to-from+1))
+		db.metrics.recompressed.Add(float64(batchBytes))
 		done := max(db.recompressed[p], hi) // a merge rewrites blocks done before
 		if err := db.spans.Set(keys.Recompressed(p), binary.AppendUvarint(nil, done), pebble.Sync); err != nil {
 			return fmt.Errorf("record progress: %w", err)
@@ -186,10 +221,10 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 // throughout.
 func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte) error {
 	dir := filepath.Join(db.dir, "recompress")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := db.opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create recompress dir: %w", err)
 	}
-	defer os.RemoveAll(dir)
+	defer db.opts.FS.RemoveAll(dir)
 
 	it, err := store.NewIter(nil)
 	if err != nil {
@@ -209,7 +244,7 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 		}
 		path := filepath.Join(dir, fmt.Sprintf("lift-%d.sst", i))
 		first := bytes.Clone(it.Key())
-		if err := writeTable(store, path, 0, false, func(w *sstable.Writer) error {
+		if err := db.writeTable(store, path, 0, false, func(w *sstable.Writer) error {
 			err := w.Set(first, it.Value())
 			if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
 				err = w.Set(it.Key(), it.Value())

@@ -46,9 +46,7 @@ func (db *DB) maintainer() {
 				db.opts.Logger.Error("enforce retention", "err", err)
 			}
 		}
-		if err := db.recompress(ctx); err != nil {
-			db.opts.Logger.Error("recompress span data", "err", err)
-		}
+		db.recompressPass(ctx)
 		select {
 		case <-db.stop:
 			return

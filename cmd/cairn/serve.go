@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -49,6 +50,7 @@ type serverConfig struct {
 	recompressAfter time.Duration
 	retention       time.Duration
 	maxDiskBytes    int64
+	diskReserve     int64
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -77,6 +79,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
+	fs.Int64Var(&cfg.diskReserve, "disk-reserve-bytes", 128<<20, "disk space kept free for the stores' own metadata: writes that would leave less are refused, to be retried; 0 for none")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -87,7 +90,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
+	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
 		return err
 	}
 	switch {
@@ -256,6 +259,8 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		RecompressAfter: cfg.recompressAfter,
 		Retention:       cfg.retention,
 		MaxDiskBytes:    cfg.maxDiskBytes,
+		// Zero is the storage default; none is negative.
+		DiskReserveBytes: cmp.Or(cfg.diskReserve, -1),
 	})
 	if err != nil {
 		return nil, err
