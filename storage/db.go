@@ -246,8 +246,10 @@ func (db *DB) recover() error {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
 		// Spans that have aged out of the retention period since they were
-		// acknowledged are dropped here as they would be at ingest.
-		if err := otlpwire.Parse(req, &batch, db.NotBefore()); err != nil {
+		// acknowledged are dropped here as they would be at ingest, and so
+		// are spans too far in the future, which a log written before they
+		// were rejected may hold.
+		if err := otlpwire.Parse(req, &batch, db.Accepts()); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
 		db.live.insert(req, &batch, prepare(&batch, db.resources), db.catalog)

@@ -30,6 +30,15 @@ type Options struct {
 	// The default is 72h.
 	Retention time.Duration
 
+	// FutureTolerance is how far in the future a span may start: spans
+	// that start later are rejected at ingest and dropped at replay, as
+	// spans older than Retention are, so that a sender with a wrong clock
+	// cannot create partitions that retention and MaxDiskBytes would
+	// treat as the newest data.
+	//
+	// The default is 1h.
+	FutureTolerance time.Duration
+
 	// MaxDiskBytes, if positive, bounds the store's size on disk: past it,
 	// the oldest partitions are dropped, whatever their age, until it fits.
 	// The newest partition is never dropped.
@@ -77,6 +86,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.Retention <= 0 {
 		c.Retention = 72 * time.Hour
+	}
+	if c.FutureTolerance <= 0 {
+		c.FutureTolerance = time.Hour
 	}
 	if c.RecompressAfter == 0 {
 		c.RecompressAfter = 2 * time.Second

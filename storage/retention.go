@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"cairn/internal/otlpwire"
 	"cairn/storage/internal/keys"
 )
 
@@ -24,7 +26,26 @@ const maintainInterval = time.Second
 // NotBefore is the start of the retention period, in unix nanoseconds: spans
 // that started earlier are not accepted and not returned.
 func (db *DB) NotBefore() uint64 {
-	return uint64(max(0, db.opts.Now().Add(-db.opts.Retention).UnixNano()))
+	return unixNanos(db.opts.Now().Add(-db.opts.Retention))
+}
+
+// Accepts is the window of span start times the store takes: from the
+// start of the retention period to Options.FutureTolerance from now.
+func (db *DB) Accepts() otlpwire.Window {
+	now := db.opts.Now()
+	return otlpwire.Window{NotBefore: db.NotBefore(), NotAfter: unixNanos(now.Add(db.opts.FutureTolerance))}
+}
+
+// unixNanos is t in unix nanoseconds, clamped to what a uint64 of them
+// holds from 1970 on and time.Time's UnixNano does not overflow on.
+func unixNanos(t time.Time) uint64 {
+	switch {
+	case t.Before(time.Unix(0, 0)):
+		return 0
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	}
+	return uint64(t.UnixNano())
 }
 
 // maintainer enforces retention and recompresses span data.

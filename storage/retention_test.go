@@ -36,7 +36,7 @@ func (c *clock) add(d time.Duration) {
 func writeAt(t testing.TB, db *DB, req []byte) otlpwire.Rejection {
 	t.Helper()
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
+	if err := otlpwire.Parse(req, &b, db.Accepts()); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Write(context.Background(), req, &b); err != nil {

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func write(t testing.TB, db *DB, req []byte) {
 	t.Helper()
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, 0); err != nil {
+	if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Write(context.Background(), req, &b); err != nil {
@@ -234,7 +234,7 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 				r := reqs[i%len(reqs)]
 				if w%2 == 0 {
 					var b otlpwire.Batch
-					otlpwire.Parse(r.Bytes, &b, 0)
+					otlpwire.Parse(r.Bytes, &b, otlpwire.Window{})
 					if err := db.Write(context.Background(), r.Bytes, &b); err != nil && err != ErrClosed {
 						errs <- err
 						return
