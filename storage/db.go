@@ -86,6 +86,14 @@ type DB struct {
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
 	merged       map[uint32]bool
+	// partMu serializes cuts with partition drops: a cut decides which
+	// partitions are new before it ingests their data, and a drop in
+	// between would delete the key of a partition the cut then writes
+	// into. It is taken after maintMu, before mu.
+	partMu sync.Mutex
+	// boundStuck is set while the store is over MaxDiskBytes with nothing
+	// it may drop, so that this is logged once.
+	boundStuck atomic.Bool
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -311,8 +319,9 @@ func (db *DB) loadPartitions() error {
 // loses its index before its span data, so a crash between the two leaves
 // span data that nothing refers to: blocks newer than the last block record
 // (the write-ahead log still holds their spans, and replay cuts them again
-// under the same numbers) and partitions the index no longer lists. It is
-// deleted here. It also records the newest block of each partition.
+// under the same numbers), partitions the index no longer lists, and blocks
+// of a partition older than its oldest search index, which a drop of its
+// oldest blocks removed. It is deleted here. It also records the newest block of each partition.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
@@ -354,6 +363,15 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 				return err
 			}
 		}
+		first, err := db.firstBlock(p)
+		if err != nil {
+			return fmt.Errorf("reconcile spans: %w", err)
+		}
+		if first > 0 {
+			if err := b.DeleteRange(keys.DataBlock(p, 0), keys.DataBlock(p, first), nil); err != nil {
+				return err
+			}
+		}
 		ok = it.SeekGE(end)
 	}
 	if err := it.Error(); err != nil {
@@ -366,6 +384,22 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 		return fmt.Errorf("reconcile spans: %w", err)
 	}
 	return nil
+}
+
+// firstBlock is the oldest block of partition p that has a search index,
+// 0 if none has: a drop of the oldest blocks deletes their index before
+// their span data.
+func (db *DB) firstBlock(p uint32) (uint64, error) {
+	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: keys.Rows(p, 0), UpperBound: keys.PartitionPrefix(keys.KindRows, p+1)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.First() {
+		return 0, it.Error()
+	}
+	_, b, err := keys.ParseRows(it.Key())
+	return b, err
 }
 
 // Write stores the spans of a parsed Export request and returns once they are

@@ -70,6 +70,8 @@ func (db *DB) cut() error {
 	db.mu.Unlock()
 
 	start := time.Now()
+	db.partMu.Lock()
+	defer db.partMu.Unlock()
 	parts, err := db.writeBlock(frozen)
 	if err != nil {
 		return fmt.Errorf("write block %d: %w", frozen.block, err)

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"math"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/btree"
 
@@ -14,10 +16,33 @@ import (
 	"cairn/storage/internal/codec"
 )
 
-// PartitionSpan is the span of start time covered by one partition.
+// partitionNanos is the span of start time covered by one partition.
 const partitionNanos = uint64(3600 * 1e9)
 
+// partitionOf is the partition of a start time. Every uint64 of
+// nanoseconds has one: the last is partition 5124095, in the year 2554.
 func partitionOf(startNanos uint64) uint32 { return uint32(startNanos / partitionNanos) }
+
+// partitionStart is the first start time of partition p, saturating for
+// partitions past the last start time.
+func partitionStart(p uint32) uint64 {
+	if uint64(p) > math.MaxUint64/partitionNanos {
+		return math.MaxUint64
+	}
+	return uint64(p) * partitionNanos
+}
+
+// partitionEnd is the first start time after partition p, saturating.
+func partitionEnd(p uint32) uint64 {
+	s := partitionStart(p)
+	if s > math.MaxUint64-partitionNanos {
+		return math.MaxUint64
+	}
+	return s + partitionNanos
+}
+
+// partitionTime is when partition p starts, for logs.
+func partitionTime(p uint32) time.Time { return time.Unix(int64(p)*3600, 0).UTC() }
 
 // dictID identifies a resource or scope by content: a truncated SHA-256 of
 // its encoding and schema URL. 128 bits make collisions between distinct

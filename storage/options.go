@@ -39,9 +39,17 @@ type Options struct {
 	// The default is 1h.
 	FutureTolerance time.Duration
 
-	// MaxDiskBytes, if positive, bounds the store's size on disk: past it,
-	// the oldest partitions are dropped, whatever their age, until it fits.
-	// The newest partition is never dropped.
+	// MaxDiskBytes, if positive, bounds the store's size on disk. Every
+	// second, while the store retains more (Pebble's live files and the
+	// write-ahead log), its oldest data is dropped, whatever its age: whole
+	// blocks, oldest hour partition first and within a partition oldest
+	// block first, so that no span is dropped while an older one is kept,
+	// and the current hour is dropped from if it is all there is. The newest
+	// block is never dropped. The store thus stays within MaxDiskBytes plus
+	// about one cut's worth (the newest block and the write-ahead log up to
+	// BufferBytes of requests, compressed), once the second's check has run;
+	// a trace whose spans were cut into a dropped and a kept block keeps the
+	// latter, as at the retention horizon. Each drop is logged and counted.
 	//
 	// The default is 0: no bound.
 	MaxDiskBytes int64

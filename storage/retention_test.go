@@ -2,9 +2,17 @@ package storage
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -124,7 +132,7 @@ func TestRetentionKeepsDiskFlat(t *testing.T) {
 		if err := db.enforceRetention(); err != nil {
 			t.Fatal(err)
 		}
-		size, err := db.diskBytes()
+		size, err := db.retainedBytes() // files Pebble has let go of are deleted asynchronously
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +187,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	size, err := db.diskBytes()
+	size, err := db.retainedBytes()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +195,8 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 		t.Fatal(err)
 	}
 	db = open(size / 2)
-	enforced(func() bool { n, _ := db.diskBytes(); return n <= size/2 })
-	after, _ := db.diskBytes()
+	enforced(func() bool { n, _ := db.retainedBytes(); return n <= size/2 })
+	after, _ := db.retainedBytes()
 	db.mu.Lock()
 	parts := len(db.partitions)
 	_, newest := db.partitions[partitionOf(uint64(clk.now().Add(-time.Hour).UnixNano()))]
@@ -196,14 +204,220 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	if after > size/2 || parts >= 5 || !newest {
 		t.Fatalf("%d -> %d bytes (bound %d), %d partitions left, newest kept: %v", size, after, size/2, parts, newest)
 	}
-	// Nothing is ever dropped below one partition.
+	// The newest block is never dropped: only the partitions it has data in
+	// are left under an impossible bound.
 	db.Close()
 	db = open(1)
 	defer db.Close()
-	enforced(func() bool { db.mu.Lock(); defer db.mu.Unlock(); return len(db.partitions) <= 1 })
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if len(db.partitions) != 1 {
-		t.Fatalf("%d partitions left under an impossible bound", len(db.partitions))
+	holdsNewest := func() bool {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		var newest uint64
+		for _, b := range db.partitions {
+			newest = max(newest, b)
+		}
+		for _, b := range db.partitions {
+			if b != newest {
+				return false
+			}
+		}
+		return len(db.partitions) > 0
+	}
+	enforced(holdsNewest)
+	if err := db.enforceDiskBound(); err != nil {
+		t.Fatal(err)
+	}
+	if !holdsNewest() {
+		t.Fatal("the newest block was dropped under an impossible bound")
+	}
+}
+
+// TestMaxDiskBytesWithinOneHour holds the bound when all the data is in
+// the current hour: the oldest blocks go first, the newest stays, every
+// drop is counted, and a reopened store agrees.
+func TestMaxDiskBytesWithinOneHour(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	dir := t.TempDir()
+	open := func(maxDisk int64) *DB {
+		db, err := Open(dir, &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now, MaxDiskBytes: maxDisk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	}
+	db := open(0)
+	gen := bench.NewGenerator(bench.Config{Start: clk.now(), BatchSpans: 1000, TracesPerSecond: 0.2})
+	var batches [][][16]byte
+	for range 12 {
+		r := gen.Next()
+		batches = append(batches, r.Traces)
+		writeAt(t, db, r.Bytes)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.add(50 * time.Minute) // every span is still in the current hour
+	if parts := db.sortedPartitions(); len(parts) != 1 || parts[0] != partitionOf(uint64(clk.now().UnixNano())) {
+		t.Fatalf("partitions %v, want the current hour's alone", parts)
+	}
+	size, err := db.retainedBytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	bound := size / 2
+	db = open(bound)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		// The drop is counted once its space is returned.
+		if n, _ := db.retainedBytes(); n <= bound && testutil.ToFloat64(db.metrics.droppedBlocks.WithLabelValues(dropDiskBound)) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the maintainer did not get the store under its bound within 10s")
+		}
+	}
+	if n := testutil.ToFloat64(db.metrics.droppedBlocks.WithLabelValues(dropDiskBound)); n < 1 || n > 11 {
+		t.Fatalf("%v blocks counted as dropped, want 1 to 11", n)
+	}
+	if n := testutil.ToFloat64(db.metrics.droppedBytes.WithLabelValues(dropDiskBound)); n <= 0 {
+		t.Fatalf("%v bytes counted as dropped", n)
+	}
+	// present reports for each batch whether all, some or none of its traces
+	// can be read.
+	present := func(db *DB) []string {
+		var out []string
+		for _, ids := range batches {
+			found := 0
+			for _, id := range ids {
+				tr, err := db.Trace(context.Background(), id, TimeRange{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tr != nil {
+					found++
+				}
+			}
+			out = append(out, map[bool]string{true: "some", false: map[bool]string{true: "none", false: "all"}[found == 0]}[found > 0 && found < len(ids)])
+		}
+		return out
+	}
+	got := present(db)
+	// Oldest first: none of the first batches, then at most one batch cut
+	// on both sides of the boundary (a trace whose spans came in two
+	// requests), then all of the rest, the newest included.
+	want := regexp.MustCompile(`^(none )+(some )?(all )+$`)
+	if s := strings.Join(got, " ") + " "; !want.MatchString(s) {
+		t.Fatalf("traces left by batch: %s", s)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(0)
+	defer db.Close()
+	if again := present(db); fmt.Sprint(again) != fmt.Sprint(got) {
+		t.Fatalf("after reopening, traces left by batch %v, before %v", again, got)
+	}
+}
+
+// TestFutureSpansNeverSteerRetention rejects spans far in the future at
+// ingest and at replay; a partition in the future that an older store
+// holds is never taken for the newest data by the disk bound, and
+// retention drops it.
+func TestFutureSpansNeverSteerRetention(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour).Add(30 * time.Minute)}
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	y2200 := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+	span := func(id byte, start time.Time) *tracepb.Span {
+		return &tracepb.Span{TraceId: []byte{15: id}, SpanId: []byte{7: 1}, StartTimeUnixNano: uint64(start.UnixNano()), EndTimeUnixNano: uint64(start.UnixNano())}
+	}
+	request := func(spans ...*tracepb.Span) []byte {
+		req, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return req
+	}
+	found := func(db *DB, id byte) bool {
+		tr, err := db.Trace(context.Background(), TraceID{15: id}, TimeRange{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr != nil
+	}
+	// At ingest: the tolerance is an hour.
+	rej := writeAt(t, db, request(span(1, clk.now()), span(2, clk.now().Add(59*time.Minute)), span(3, clk.now().Add(61*time.Minute)), span(4, y2200)))
+	if rej.TooNew != 2 || rej.Total() != 2 {
+		t.Fatalf("rejected %+v, want the spans 61 minutes and 175 years ahead", rej)
+	}
+
+	// At replay: a log written before such spans were rejected.
+	var b otlpwire.Batch
+	old := request(span(5, clk.now()), span(6, y2200))
+	if err := otlpwire.Parse(old, &b, otlpwire.Window{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Write(context.Background(), old, &b); err != nil {
+		t.Fatal(err)
+	}
+	replayed := t.TempDir()
+	if err := os.CopyFS(filepath.Join(replayed, "wal"), os.DirFS(filepath.Join(dir, "wal"))); err != nil {
+		t.Fatal(err)
+	}
+	db2, err := Open(replayed, &Options{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !found(db2, 5) || found(db2, 6) {
+		t.Fatalf("replay kept the span of now: %v, of 2200: %v", found(db2, 5), found(db2, 6))
+	}
+	if err := db2.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// On disk, as an older cairn would have stored them.
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	current, future := partitionOf(uint64(clk.now().UnixNano())), partitionOf(uint64(y2200.UnixNano()))
+	if parts := db.sortedPartitions(); fmt.Sprint(parts) != fmt.Sprint([]uint32{current, current + 1, future}) {
+		t.Fatalf("partitions %v, want %d, the next and %d", parts, current, future)
+	}
+	writeAt(t, db, request(span(7, clk.now())))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	plan, _, err := db.planDrops(math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []dropTo{{current, 1}}; fmt.Sprint(plan) != fmt.Sprint(want) {
+		t.Fatalf("disk bound would drop %v, want %v: the current hour's older block", plan, want)
+	}
+	if err := db.enforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if parts := db.sortedPartitions(); fmt.Sprint(parts) != fmt.Sprint([]uint32{current, current + 1}) {
+		t.Fatalf("after retention, partitions %v, want %d and the next", parts, current)
+	}
+	if n := testutil.ToFloat64(db.metrics.droppedBlocks.WithLabelValues(dropFuture)); n != 1 {
+		t.Fatalf("%v future blocks counted as dropped, want 1", n)
+	}
+	for _, id := range []byte{1, 2, 5, 7} {
+		if !found(db, id) {
+			t.Fatalf("trace %d of the current hour lost", id)
+		}
+	}
+	if found(db, 6) {
+		t.Fatal("the span of 2200 is still read")
 	}
 }
