@@ -106,9 +106,14 @@ type DB struct {
 
 // Open opens the store in dir, creating it if needed, and replays the
 // write-ahead log of spans acknowledged but not yet cut into blocks.
+//
+// Spans are often sensitive, so the directories the store creates are
+// mode 0700 and its own files 0600; Pebble creates its files 0666 less the
+// process umask (cairn serve sets it to 077), inside those directories.
+// An existing directory keeps its mode.
 func Open(dir string, o *Options) (*DB, error) {
 	opts := o.EnsureDefaults()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pebble")); err == nil {

@@ -112,7 +112,7 @@ const minTracesPerWriter = 2048
 // search index is finished beside them.
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create ingest dir: %w", err)
 	}
 	defer os.RemoveAll(dir)

@@ -186,7 +186,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 // throughout.
 func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte) error {
 	dir := filepath.Join(db.dir, "recompress")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create recompress dir: %w", err)
 	}
 	defer os.RemoveAll(dir)

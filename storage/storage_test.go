@@ -439,3 +439,33 @@ func TestOpenRefusesDirectoryInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFileModes checks that what the store creates is private to its
+// owner: directories 0700, its own files 0600, and Pebble's files, whatever
+// the umask, inside a directory no one else may enter.
+func TestFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, bench.NewGenerator(bench.Config{BatchSpans: 100}).Next().Bytes)
+	walFiles, _ := filepath.Glob(filepath.Join(dir, "wal", "*"))
+	if len(walFiles) == 0 {
+		t.Fatal("no write-ahead log segment")
+	}
+	own := append(walFiles, filepath.Join(dir, "LOCK"))
+	for _, d := range []string{dir, filepath.Join(dir, "wal")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v, mode %v; want 0700", d, err, fi.Mode().Perm())
+		}
+	}
+	for _, f := range own {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want 0600", f, err, fi.Mode().Perm())
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -49,6 +49,7 @@ type serverConfig struct {
 	recompressAfter time.Duration
 	retention       time.Duration
 	maxDiskBytes    int64
+	futureTolerance time.Duration
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -70,7 +71,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
-	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
+	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest data while the store is larger, down to its newest block (checked every second)")
+	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -84,12 +86,16 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if err := refuseNegative(fs, "max-disk-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
 		return err
 	}
+	if cfg.futureTolerance <= 0 { // storage would take zero for its default
+		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
+	}
 	switch {
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
 	}
+	restrictFileModes()
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
@@ -247,6 +253,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		RecompressAfter: cfg.recompressAfter,
 		Retention:       cfg.retention,
 		MaxDiskBytes:    cfg.maxDiskBytes,
+		FutureTolerance: cfg.futureTolerance,
 	})
 	if err != nil {
 		return nil, err

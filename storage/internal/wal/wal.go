@@ -84,7 +84,7 @@ func (w Waiter) Wait() error {
 // not nil, is told the latency of every sync that makes a group of appends
 // durable.
 func Open(dir string, onSync func(time.Duration)) (*Log, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create wal dir: %w", err)
 	}
 	segs, err := segments(dir)
@@ -246,7 +246,7 @@ func (l *Log) write(batches []*batch) error {
 }
 
 func (l *Log) create(seg uint64) error {
-	f, err := os.OpenFile(l.path(seg), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(l.path(seg), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("create wal segment: %w", err)
 	}
