@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"fmt"
-	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
@@ -12,7 +11,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
@@ -106,15 +104,22 @@ type service struct {
 // GetTraces streams each requested trace as one or more TracesData chunks.
 // Unknown trace IDs are skipped.
 func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerStreamingServer[tracepb.TracesData]) error {
-	for _, q := range req.GetQuery() {
+	ranges := make([]storage.TimeRange, len(req.GetQuery()))
+	for i, q := range req.GetQuery() {
 		if len(q.GetTraceId()) != 16 {
 			return status.Errorf(codes.InvalidArgument, "trace_id must be 16 bytes, got %d", len(q.GetTraceId()))
 		}
+		var err error
+		if ranges[i].Start, err = timeArg(q.GetStartTime(), "start_time"); err != nil {
+			return err
+		}
+		if ranges[i].End, err = timeArg(q.GetEndTime(), "end_time"); err != nil {
+			return err
+		}
 	}
 	ctx := stream.Context()
-	for _, q := range req.GetQuery() {
-		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
-		if err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), tr); err != nil {
+	for i, q := range req.GetQuery() {
+		if err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), ranges[i]); err != nil {
 			return err
 		}
 	}
@@ -194,13 +199,6 @@ func kindName(kind int32) string {
 		return kindNames[kind]
 	}
 	return fmt.Sprintf("kind-%d", kind)
-}
-
-func timeOf(ts *timestamppb.Timestamp) time.Time {
-	if ts == nil {
-		return time.Time{}
-	}
-	return ts.AsTime()
 }
 
 type capabilities struct {

@@ -49,11 +49,11 @@ type TimeRange struct {
 // whether spans have been cut into a block yet.
 func (r TimeRange) bounds() (lo, hi uint32) {
 	lo, hi = 0, ^uint32(0)
-	if !r.Start.IsZero() && r.Start.UnixNano() > 0 {
-		lo = max(partitionOf(uint64(r.Start.UnixNano())), 1) - 1
+	if !r.Start.IsZero() {
+		lo = max(partitionOf(unixNanos(r.Start)), 1) - 1
 	}
-	if !r.End.IsZero() && r.End.UnixNano() > 0 {
-		hi = min(partitionOf(uint64(r.End.UnixNano())), ^uint32(0)-1) + 1
+	if !r.End.IsZero() {
+		hi = partitionOf(unixNanos(r.End)) + 1
 	}
 	return lo, hi
 }

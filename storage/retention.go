@@ -49,16 +49,18 @@ func (db *DB) Accepts() otlpwire.Window {
 	return otlpwire.Window{NotBefore: db.NotBefore(), NotAfter: unixNanos(now.Add(db.opts.FutureTolerance))}
 }
 
-// unixNanos is t in unix nanoseconds, clamped to what a uint64 of them
-// holds from 1970 on and time.Time's UnixNano does not overflow on.
+// unixNanos is t in unix nanoseconds as span times count them, clamped to
+// what a uint64 holds: 0 before 1970, the largest value after 2554.
+// time.Time.UnixNano wraps past 2262.
 func unixNanos(t time.Time) uint64 {
+	sec, ns := t.Unix(), uint64(t.Nanosecond())
 	switch {
-	case t.Before(time.Unix(0, 0)):
+	case sec < 0:
 		return 0
-	case t.After(time.Unix(0, math.MaxInt64)):
-		return math.MaxInt64
+	case uint64(sec) > (math.MaxUint64-ns)/1e9:
+		return math.MaxUint64
 	}
-	return uint64(t.UnixNano())
+	return uint64(sec)*1e9 + ns
 }
 
 // maintainer enforces retention and the disk bound, and recompresses span

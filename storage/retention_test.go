@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -419,5 +420,118 @@ func TestFutureSpansNeverSteerRetention(t *testing.T) {
 	}
 	if found(db, 6) {
 		t.Fatal("the span of 2200 is still read")
+	}
+}
+
+func TestTimeConversionsAtTheEdges(t *testing.T) {
+	const maxU64 = uint64(math.MaxUint64)
+	for _, c := range []struct {
+		t    time.Time
+		want uint64
+	}{
+		{time.Unix(0, 0), 0},
+		{time.Unix(-1, 999_999_999), 0},
+		{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), 0},
+		{time.Unix(0, math.MaxInt64), math.MaxInt64},
+		{time.Unix(0, math.MaxInt64).Add(1), math.MaxInt64 + 1}, // where UnixNano wraps
+		{time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), uint64(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC).Unix()) * 1e9},
+		{time.Unix(int64(maxU64/1e9), int64(maxU64%1e9)), maxU64},
+		{time.Unix(int64(maxU64/1e9), int64(maxU64%1e9)+1), maxU64},
+		{time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC), maxU64},
+	} {
+		if got := unixNanos(c.t); got != c.want {
+			t.Errorf("unixNanos(%v) = %d, want %d", c.t, got, c.want)
+		}
+	}
+	last := partitionOf(maxU64)
+	if partitionOf(partitionStart(last)) != last || partitionEnd(last) != maxU64 || partitionEnd(last-1) != partitionStart(last) {
+		t.Errorf("last partition %d: [%d, %d)", last, partitionStart(last), partitionEnd(last))
+	}
+	if partitionStart(math.MaxUint32) != maxU64 || partitionEnd(math.MaxUint32) != maxU64 {
+		t.Errorf("partition %d: [%d, %d), want saturated", uint32(math.MaxUint32), partitionStart(math.MaxUint32), partitionEnd(math.MaxUint32))
+	}
+	for _, c := range []struct {
+		r      TimeRange
+		lo, hi uint32
+	}{
+		{TimeRange{}, 0, math.MaxUint32},
+		{TimeRange{Start: time.Unix(-100, 0), End: time.Unix(0, 0)}, 0, 1},
+		{TimeRange{Start: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), End: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)},
+			partitionOf(unixNanos(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))) - 1, last + 1},
+	} {
+		if lo, hi := c.r.bounds(); lo != c.lo || hi != c.hi {
+			t.Errorf("bounds of %v–%v = [%d, %d], want [%d, %d]", c.r.Start, c.r.End, lo, hi, c.lo, c.hi)
+		}
+	}
+}
+
+// TestSpanTimesAtTheEdges stores spans starting at 0, at the largest
+// uint64 and past 2262, and ending before they start, and reads and finds
+// them in the live buffer and in a block alike.
+func TestSpanTimesAtTheEdges(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	db, err := Open(t.TempDir(), &Options{Retention: math.MaxInt64, FlushInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	y2300 := uint64(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC).Unix()) * 1e9
+	starts := map[byte][2]uint64{ // trace → start, end
+		1: {0, 0},
+		2: {math.MaxUint64, 0},
+		3: {y2300, y2300 - 1},
+		4: {uint64(clk.now().UnixNano()), 5},
+	}
+	var spans []*tracepb.Span
+	for id, se := range starts {
+		spans = append(spans, &tracepb.Span{TraceId: []byte{15: id}, SpanId: []byte{7: 1}, Name: "edge", StartTimeUnixNano: se[0], EndTimeUnixNano: se[1]})
+	}
+	req, _ := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+	var b otlpwire.Batch
+	if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil { // as if there were no tolerance
+		t.Fatal(err)
+	}
+	if err := db.Write(context.Background(), req, &b); err != nil {
+		t.Fatal(err)
+	}
+	find := func(from, to time.Time) []byte {
+		found, err := db.Find(context.Background(), Query{StartMin: from, StartMax: to, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []byte
+		for _, f := range found {
+			ids = append(ids, f.ID[15])
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	for _, cut := range []bool{false, true} {
+		if cut {
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for id, se := range starts {
+			tr, err := db.Trace(context.Background(), TraceID{15: id}, TimeRange{})
+			if err != nil || tr == nil || tr.Spans != 1 {
+				t.Fatalf("cut %v: trace %d (start %d, end %d): %v, %v", cut, id, se[0], se[1], tr, err)
+			}
+		}
+		y9999 := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
+		for _, c := range []struct {
+			from, to time.Time
+			want     []byte
+		}{
+			{time.Time{}, time.Time{}, []byte{1, 2, 3, 4}},
+			{time.Unix(0, 0), y9999, []byte{1, 2, 3, 4}},
+			{time.Date(2262, 4, 12, 0, 0, 0, 0, time.UTC), y9999, []byte{2, 3}},
+			{time.Time{}, time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), []byte{1, 3, 4}},
+			{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Unix(0, 0), []byte{1}},
+		} {
+			if got := find(c.from, c.to); fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("cut %v: find %v–%v: %v, want %v", cut, c.from, c.to, got, c.want)
+			}
+		}
 	}
 }

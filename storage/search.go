@@ -90,10 +90,10 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 		c.attrs = append(c.attrs, a)
 	}
 	if !q.StartMin.IsZero() {
-		c.startMin = max(c.startMin, uint64(max(0, q.StartMin.UnixNano())))
+		c.startMin = max(c.startMin, unixNanos(q.StartMin))
 	}
 	if !q.StartMax.IsZero() {
-		c.startMax = uint64(max(0, q.StartMax.UnixNano()))
+		c.startMax = unixNanos(q.StartMax)
 	}
 	if q.DurationMin > 0 {
 		c.durMin = uint64(q.DurationMin)
@@ -259,10 +259,10 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 
 	lo, hi := uint32(0), ^uint32(0)
 	if !q.StartMin.IsZero() {
-		lo = partitionOf(uint64(max(0, q.StartMin.UnixNano())))
+		lo = partitionOf(unixNanos(q.StartMin))
 	}
 	if !q.StartMax.IsZero() {
-		hi = partitionOf(uint64(max(0, q.StartMax.UnixNano())))
+		hi = partitionOf(unixNanos(q.StartMax))
 	}
 	var (
 		c    *compiled
