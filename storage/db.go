@@ -25,7 +25,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -94,6 +94,9 @@ type DB struct {
 	// boundStuck is set while the store is over MaxDiskBytes with nothing
 	// it may drop, so that this is logged once.
 	boundStuck atomic.Bool
+	// partitionDropped is set when a partition is dropped whole, for the
+	// maintainer to evict the resources only it used.
+	partitionDropped atomic.Bool
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -127,8 +130,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		opts:         opts,
 		dir:          dir,
 		lock:         lock,
-		dict:         newDictCache(),
-		groups:       newGroupTable(),
+		dict:         newDictCache(opts.DictionaryCache),
 		resources:    newResourceIndex(),
 		catalog:      newCatalog(),
 		flushed:      make(chan struct{}),
@@ -145,6 +147,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), indexOptions(opts, cache)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open index store: %w", err), db.closeStores())
 	}
+	db.groups = newGroupTable(db.idx, opts.DictionaryCache)
 	if db.spans, err = pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts, cache)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open spans store: %w", err), db.closeStores())
 	}
@@ -212,7 +215,8 @@ func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
 }
 
 func (db *DB) recover() error {
-	if err := db.checkFormat(); err != nil {
+	version, err := db.checkFormat()
+	if err != nil {
 		return err
 	}
 	// Left by a cut or a recompression that a crash interrupted; whatever
@@ -238,10 +242,12 @@ func (db *DB) recover() error {
 	if err := db.catalog.load(db.idx); err != nil {
 		return err
 	}
-	if err := db.groups.load(db.idx); err != nil {
-		return err
+	if version == 3 {
+		if err := db.upgradeFrom3(); err != nil {
+			return fmt.Errorf("upgrade store from format version 3: %w", err)
+		}
 	}
-	if err := db.resources.load(db.idx); err != nil {
+	if err := db.groups.open(); err != nil {
 		return err
 	}
 	db.live = newBuffer(last + 1)
@@ -265,25 +271,28 @@ func (db *DB) recover() error {
 		if err := otlpwire.Parse(req, &batch, db.Accepts()); err != nil {
 			return fmt.Errorf("replay wal segment %d: %w", seg, err)
 		}
-		db.live.insert(req, &batch, prepare(&batch, db.resources), db.catalog)
+		db.insert(req, &batch, prepare(&batch, db.resources))
 		return nil
 	})
 }
 
-func (db *DB) checkFormat() error {
+// checkFormat returns the format version of the store, creating a new
+// store at the current one. It refuses versions it cannot read; version 3
+// is upgraded once the store is open.
+func (db *DB) checkFormat() (byte, error) {
 	k := keys.Meta("format")
 	v, closer, err := db.idx.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return db.idx.Set(k, []byte{FormatVersion}, pebble.Sync)
+		return FormatVersion, db.idx.Set(k, []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
-		return fmt.Errorf("read format version: %w", err)
+		return 0, fmt.Errorf("read format version: %w", err)
 	}
 	defer closer.Close()
-	if len(v) != 1 || v[0] != FormatVersion {
-		return fmt.Errorf("store has format version %v; this cairn reads version %d", v, FormatVersion)
+	if len(v) != 1 || (v[0] != FormatVersion && v[0] != 3) {
+		return 0, fmt.Errorf("store has format version %v; this cairn reads versions 3 and %d", v, FormatVersion)
 	}
-	return nil
+	return v[0], nil
 }
 
 func (db *DB) lastBlock() (uint64, codec.BlockRecord, error) {
@@ -443,7 +452,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	db.live.insert(req, batch, prep, db.catalog)
+	db.insert(req, batch, prep)
 	full := db.live.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
 
@@ -457,6 +466,12 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		return fmt.Errorf("sync wal: %w", err)
 	}
 	return nil
+}
+
+// insert adds a prepared request to the live buffer. The caller holds mu.
+func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
+	db.live.insert(req, batch, prep, db.catalog)
+	db.resources.use(db.live.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log

@@ -11,11 +11,6 @@ import (
 	"cairn/storage/internal/keys"
 )
 
-// maxDictCache bounds the dictionary cache. Stores see few distinct resources
-// and scopes; the bound only matters against clients that make every resource
-// unique, and then costs re-reads, not correctness.
-const maxDictCache = 1 << 16
-
 type dictKey [17]byte
 
 func newDictKey(kind byte, id dictID) dictKey {
@@ -27,12 +22,16 @@ func newDictKey(kind byte, id dictID) dictKey {
 
 // dictCache remembers resources and scopes known to be persisted, so a cut
 // writes each only once and reads resolve them without touching Pebble.
+// Stores see few distinct resources and scopes; its bound only matters
+// against clients that make every resource unique, and then costs
+// re-reads, not correctness.
 type dictCache struct {
-	mu sync.Mutex
-	m  map[dictKey]codec.Dict
+	max int
+	mu  sync.Mutex
+	m   map[dictKey]codec.Dict
 }
 
-func newDictCache() *dictCache { return &dictCache{m: make(map[dictKey]codec.Dict)} }
+func newDictCache(max int) *dictCache { return &dictCache{max: max, m: make(map[dictKey]codec.Dict)} }
 
 func (c *dictCache) persisted(kind byte, id dictID) bool {
 	_, ok := c.get(newDictKey(kind, id))
@@ -52,7 +51,7 @@ func (c *dictCache) put(k dictKey, d codec.Dict) codec.Dict {
 	d = codec.Dict{Raw: bytes.Clone(d.Raw), SchemaURL: bytes.Clone(d.SchemaURL)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= maxDictCache {
+	if len(c.m) >= c.max {
 		clear(c.m)
 	}
 	c.m[k] = d
@@ -80,4 +79,14 @@ func (c *dictCache) lookup(r pebble.Reader, kind byte, id dictID) (codec.Dict, e
 		return codec.Dict{}, fmt.Errorf("dictionary entry %x: %w", id, err)
 	}
 	return c.put(k, d), nil
+}
+
+// forget drops evicted resources, so that a cut that meets one again
+// stores it again.
+func (c *dictCache) forget(evicted map[dictID]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range evicted {
+		delete(c.m, newDictKey(keys.KindResource, id))
+	}
 }

@@ -171,10 +171,11 @@ func newBuffer(block uint64) *buffer {
 // any lock: content IDs of its resources and scopes, and the search terms of
 // each trace it has spans of.
 type prepared struct {
-	groups     []group        // by scope index
-	traceOf    []int32        // by span index: the span's trace in traceTerms
-	traceTerms [][]index.Term // sorted and unique: the terms of the trace's spans and their resources
-	errs       []bool         // by span index
+	resources  []resourceFacts // by resource index
+	groups     []group         // by scope index
+	traceOf    []int32         // by span index: the span's trace in traceTerms
+	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
+	errs       []bool          // by span index
 }
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
@@ -187,12 +188,15 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	for i, r := range b.Resources {
 		resIDs[i] = hashDict(r.Raw, r.SchemaURL)
 		resTerms[i] = []index.Term{h.Service(r.Service), h.Resource(resIDs[i])}
-		resources.add(h, resIDs[i], r.Service, r.Raw)
 	}
 	p := &prepared{
-		groups:  make([]group, len(b.Scopes)),
-		traceOf: make([]int32, len(b.Spans)),
-		errs:    make([]bool, len(b.Spans)),
+		resources: make([]resourceFacts, len(b.Resources)),
+		groups:    make([]group, len(b.Scopes)),
+		traceOf:   make([]int32, len(b.Spans)),
+		errs:      make([]bool, len(b.Spans)),
+	}
+	for i, r := range b.Resources {
+		p.resources[i] = resources.facts(h, resIDs[i], r.Service, r.Raw)
 	}
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]

@@ -24,6 +24,7 @@ type metrics struct {
 	// bound delete, by reason (dropReasons); a block counts once per
 	// partition it has data in.
 	droppedBytes, droppedBlocks *prometheus.CounterVec
+	evictedResources            prometheus.Counter
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
@@ -61,6 +62,10 @@ func newMetrics(db *DB) *metrics {
 			Name: "cairn_storage_dropped_blocks_total",
 			Help: "Blocks of one hour partition deleted, by reason, as cairn_storage_dropped_bytes_total.",
 		}, []string{"reason"}),
+		evictedResources: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_storage_evicted_resources_total",
+			Help: "Resources deleted from the dictionary because no retained partition has spans of them.",
+		}),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
 		liveSpans: prometheus.NewDesc("cairn_storage_live_buffer_spans",
@@ -97,7 +102,7 @@ func newMetrics(db *DB) *metrics {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
@@ -109,7 +114,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Pebble's figures are read only
 // while the store is open.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
 		c.Collect(ch)
 	}
 	db := m.db

@@ -63,6 +63,14 @@ type Options struct {
 	// The default is 2s.
 	RecompressAfter time.Duration
 
+	// DictionaryCache is how many resources, scopes and (resource, scope)
+	// pairs are kept in memory, each; the others are read from the index
+	// store when needed. Resources are stored once, and dropped once no
+	// retained partition has spans of them.
+	//
+	// The default is 65536.
+	DictionaryCache int
+
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
 	// The default is 64 MiB.
@@ -100,6 +108,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.RecompressAfter == 0 {
 		c.RecompressAfter = 2 * time.Second
+	}
+	if c.DictionaryCache <= 0 {
+		c.DictionaryCache = 1 << 16
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 64 << 20

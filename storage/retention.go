@@ -86,6 +86,12 @@ func (db *DB) maintainer() {
 		if err := db.enforceDiskBound(); err != nil {
 			db.opts.Logger.Error("enforce disk bound", "err", err)
 		}
+		if db.partitionDropped.Swap(false) {
+			if err := db.evictResources(); err != nil {
+				db.partitionDropped.Store(true) // try again
+				db.opts.Logger.Error("evict resources", "err", err)
+			}
+		}
 		if err := db.recompress(ctx); err != nil {
 			db.opts.Logger.Error("recompress span data", "err", err)
 		}
@@ -289,6 +295,7 @@ func (db *DB) drop(p uint32, through uint64, reason string) error {
 		delete(db.recompressed, p)
 		delete(db.merged, p)
 		err = db.deletePartition(p, &ranges)
+		db.partitionDropped.Store(true)
 	default:
 		err = db.deleteBlocks(p, through, traces, &ranges)
 	}

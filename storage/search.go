@@ -68,6 +68,33 @@ type compiled struct {
 	inside      map[index.Term]bool
 	limit       int
 	value       []byte // scratch for canonical values
+	// resourceAttrs are the attribute conditions that resources of blocks
+	// may satisfy, which addStoredResources adds to their groups.
+	resourceAttrs []resourceAttr
+}
+
+// resourceAttr is an attribute condition as resources answer it.
+type resourceAttr struct {
+	group   int        // its index in compiled.groups
+	term    index.Term // its service-less attribute term
+	service index.Term // the Service term the resources must have; 0 for any
+}
+
+// addStoredResources adds to the attribute conditions' groups the Resource
+// terms of the stored resources that may satisfy them, read through it: an
+// iterator of the same view as the live buffers compile saw, so that a
+// resource a cut has just persisted is found here if it had left them.
+func (c *compiled) addStoredResources(it *pebble.Iterator) error {
+	var h index.Hasher
+	for _, ra := range c.resourceAttrs {
+		g, err := storedWith(c.groups[ra.group], it, &h, ra.term, ra.service)
+		if err != nil {
+			return fmt.Errorf("look up resources: %w", err)
+		}
+		slices.Sort(g)
+		c.groups[ra.group] = slices.Compact(g)
+	}
+	return nil
 }
 
 // compile turns a query into term groups. services lists the services in the
@@ -122,18 +149,22 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 	}
 	for _, a := range c.attrs {
 		// Attribute terms name the service: without one, any service will do.
-		// A resource attribute is found through the resources that have it.
 		var g []index.Term
-		add := func(svc []byte) {
-			t := h.Attribute(svc, []byte(a.Key), a.Type, a.Value)
-			g = resources.resources(append(g, t), &h, t)
-		}
 		if c.svc != nil {
-			add(c.svc)
+			g = append(g, h.Attribute(c.svc, []byte(a.Key), a.Type, a.Value))
 		}
 		for _, svc := range services {
-			add([]byte(svc))
+			g = append(g, h.Attribute([]byte(svc), []byte(a.Key), a.Type, a.Value))
 		}
+		// A resource attribute is found through the resources that have
+		// it: here those of the live buffers, in addStoredResources those
+		// of blocks.
+		ra := resourceAttr{group: len(c.groups), term: h.Attribute(nil, []byte(a.Key), a.Type, a.Value)}
+		if c.svc != nil {
+			ra.service = c.svcTerm
+		}
+		g = resources.pendingWith(g, &h, ra.term, ra.service)
+		c.resourceAttrs = append(c.resourceAttrs, ra)
 		c.groups = append(c.groups, g)
 		spanConds += 2 // attribute terms are bucketed
 	}
@@ -282,6 +313,9 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		return nil, err
 	}
 	defer db.release(v)
+	if err := c.addStoredResources(v.index); err != nil {
+		return nil, err
+	}
 	c.verifyLive(live, v.notBefore, res)
 
 	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}

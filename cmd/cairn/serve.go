@@ -50,6 +50,7 @@ type serverConfig struct {
 	retention       time.Duration
 	maxDiskBytes    int64
 	futureTolerance time.Duration
+	dictionaryCache int
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -73,6 +74,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
 	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest data while the store is larger, down to its newest block (checked every second)")
 	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
+	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -88,6 +90,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.futureTolerance <= 0 { // storage would take zero for its default
 		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
+	}
+	if cfg.dictionaryCache <= 0 {
+		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
 	}
 	switch {
 	case cfg.maxRequest <= 0:
@@ -254,6 +259,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		Retention:       cfg.retention,
 		MaxDiskBytes:    cfg.maxDiskBytes,
 		FutureTolerance: cfg.futureTolerance,
+		DictionaryCache: cfg.dictionaryCache,
 	})
 	if err != nil {
 		return nil, err
