@@ -402,13 +402,14 @@ func commitDeletes(store *pebble.DB, ranges [][2][]byte, points [][]byte) error 
 }
 
 // retainedBytes is the size of what the store keeps: its Pebble files
-// and write-ahead log, less the files Pebble has let go of, which are
-// deleted as soon as no read holds them.
+// and write-ahead log, less what is on its way out: files Pebble has let
+// go of, deleted as soon as no read holds them, and the sstables that
+// compactions (recompression) are writing, which replace others.
 func (db *DB) retainedBytes() (int64, error) {
 	size, err := db.diskBytes()
 	for _, store := range []*pebble.DB{db.idx, db.spans} {
 		m := store.Metrics()
-		size -= int64(m.Table.Local.ObsoleteSize + m.Table.Local.ZombieSize + m.WAL.ObsoletePhysicalSize)
+		size -= int64(m.Table.Local.ObsoleteSize+m.Table.Local.ZombieSize+m.WAL.ObsoletePhysicalSize) + m.Compact.InProgressBytes
 	}
 	return size, err
 }
