@@ -235,7 +235,7 @@ func (b *Batch) rejectContainer(c *container, err error, msg []byte, spans func(
 		n += k
 		return err
 	})
-	b.Rejected.badUTF8(n, c.contextField+": "+field)
+	b.Rejected.badUTF8(n, c.what+": "+field)
 	return err
 }
 
@@ -250,13 +250,14 @@ func countScopeSpans(ss []byte) (int, error) {
 // context message (resource or scope), the repeated children, and a schema
 // URL.
 type container struct {
+	what                                  string // of the context, for rejections
 	contextField, schemaField, childField string // field names, for errors
 	validate                              func([]byte) error
 }
 
 var (
-	resourceSpans = container{"ResourceSpans.resource", "ResourceSpans.schema_url", "ResourceSpans.scope_spans", validateResource}
-	scopeSpans    = container{"ScopeSpans.scope", "ScopeSpans.schema_url", "ScopeSpans.spans", validateScope}
+	resourceSpans = container{"resource", "ResourceSpans.resource", "ResourceSpans.schema_url", "ResourceSpans.scope_spans", validateResource}
+	scopeSpans    = container{"scope", "ScopeSpans.scope", "ScopeSpans.schema_url", "ScopeSpans.spans", validateScope}
 )
 
 // context returns the validated context message and schema URL of a
@@ -372,7 +373,7 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		if !ok {
 			return err
 		}
-		b.Rejected.badUTF8(1, "Span: "+field)
+		b.Rejected.badUTF8(1, "span: "+field)
 	case !traceOK:
 		b.Rejected.BadTraceID++
 	case !spanOK:

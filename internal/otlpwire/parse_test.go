@@ -135,41 +135,41 @@ func TestParseRejectsInvalidUTF8WhereItIs(t *testing.T) {
 		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(100, func(s *tracepb.Span) {
 			s.Name = placeholder
 		})}}}},
-		accepted: 99, field: "Span: Span.name",
+		accepted: 99, field: "span: Span.name",
 	}, {
 		name: "span attribute in an array",
 		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, func(s *tracepb.Span) {
 			s.Attributes = []*commonpb.KeyValue{{Key: "k", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{
 				ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{str("ok"), str(placeholder)}}}}}}
 		})}}}},
-		accepted: 2, field: "Span: AnyValue.string_value",
+		accepted: 2, field: "span: AnyValue.string_value",
 	}, {
 		name: "event name",
 		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, func(s *tracepb.Span) {
 			s.Events = []*tracepb.Span_Event{{Name: placeholder}}
 		})}}}},
-		accepted: 2, field: "Span: Span.Event.name",
+		accepted: 2, field: "span: Span.Event.name",
 	}, {
 		name: "resource attribute key",
 		rs: []*tracepb.ResourceSpans{
 			{Resource: &resourcepb.Resource{Attributes: kv(placeholder, "x")}, ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, nil)}, {Spans: spans(2, nil)}}},
 			{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(4, nil)}}},
 		},
-		accepted: 4, field: "ResourceSpans.resource: KeyValue.key",
+		accepted: 4, field: "resource: KeyValue.key",
 	}, {
 		name: "resource schema URL",
 		rs: []*tracepb.ResourceSpans{
 			{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(4, nil)}}},
 			{SchemaUrl: placeholder, ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, nil)}}},
 		},
-		accepted: 4, field: "ResourceSpans.resource: ResourceSpans.schema_url",
+		accepted: 4, field: "resource: ResourceSpans.schema_url",
 	}, {
 		name: "scope name",
 		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{
 			{Scope: &commonpb.InstrumentationScope{Name: placeholder}, Spans: spans(3, nil)},
 			{Spans: spans(5, nil)},
 		}}},
-		accepted: 5, field: "ScopeSpans.scope: InstrumentationScope string field",
+		accepted: 5, field: "scope: InstrumentationScope string field",
 	}} {
 		t.Run(c.name, func(t *testing.T) {
 			req := withBadUTF8(marshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: c.rs}))
