@@ -335,7 +335,8 @@ func (db *DB) loadPartitions() error {
 // (the write-ahead log still holds their spans, and replay cuts them again
 // under the same numbers), partitions the index no longer lists, and blocks
 // of a partition older than its oldest search index, which a drop of its
-// oldest blocks removed. It is deleted here. It also records the newest block of each partition.
+// oldest blocks removed. It is deleted here. It also records the newest
+// block of each partition.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
