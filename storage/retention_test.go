@@ -21,6 +21,7 @@ import (
 
 	"cairn/bench"
 	"cairn/internal/otlpwire"
+	"cairn/storage/internal/keys"
 )
 
 // clock is a settable time source for Options.Now.
@@ -533,5 +534,57 @@ func TestSpanTimesAtTheEdges(t *testing.T) {
 				t.Errorf("cut %v: find %v–%v: %v, want %v", cut, c.from, c.to, got, c.want)
 			}
 		}
+	}
+}
+
+// TestOpenDeletesSpanDataOfDroppedBlocks crashes a drop of a partition's
+// oldest blocks between its two stores: the next open deletes the span data
+// that the index no longer refers to, and keeps the rest.
+func TestOpenDeletesSpanDataOfDroppedBlocks(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, Now: clk.now}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{Start: clk.now(), BatchSpans: 200, TracesPerSecond: 0.2})
+	for range 4 {
+		writeAt(t, db, gen.Next().Bytes)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := partitionOf(uint64(clk.now().UnixNano()))
+	_, traces, err := db.survey(p, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index store's half of dropping blocks 1 and 2, and no more.
+	if err := commitDeletes(db.idx, [][2][]byte{{keys.Rows(p, 0), keys.Rows(p, 3)}, {keys.Postings(p, 0, 0), keys.Postings(p, 3, 0)}}, traces); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	blocks := map[uint64]bool{}
+	for ok := it.First(); ok; ok = it.Next() {
+		_, b, _, err := keys.ParseData(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks[b] = true
+	}
+	if fmt.Sprint(blocks) != fmt.Sprint(map[uint64]bool{3: true, 4: true}) {
+		t.Fatalf("span data of blocks %v after reopening, want 3 and 4", blocks)
 	}
 }
