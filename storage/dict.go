@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
@@ -63,17 +61,20 @@ func (c *dictCache) markPersisted(g *group) {
 	c.put(newDictKey(keys.KindScope, g.scopeID), g.scope)
 }
 
-// lookup resolves a dictionary entry through the cache, then the reader.
-func (c *dictCache) lookup(r pebble.Reader, kind byte, id dictID) (codec.Dict, error) {
+// lookup resolves a dictionary entry through the cache, then get: as of
+// the reader's view, in which no entry it needs has been evicted.
+func (c *dictCache) lookup(get viewGetter, kind byte, id dictID) (codec.Dict, error) {
 	k := newDictKey(kind, id)
 	if d, ok := c.get(k); ok {
 		return d, nil
 	}
-	v, closer, err := r.Get(keys.Dict(kind, id))
-	if err != nil {
+	v, found, err := get(keys.Dict(kind, id))
+	switch {
+	case err != nil:
 		return codec.Dict{}, fmt.Errorf("read dictionary entry %x: %w", id, err)
+	case !found:
+		return codec.Dict{}, fmt.Errorf("dictionary entry %x is not stored: %w", id, codec.ErrCorrupt)
 	}
-	defer closer.Close()
 	d, err := codec.DecodeDict(v)
 	if err != nil {
 		return codec.Dict{}, fmt.Errorf("dictionary entry %x: %w", id, err)

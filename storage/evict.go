@@ -20,11 +20,9 @@ const evictBatch = 4096
 
 // evictResources deletes the resources that no retained partition has
 // spans of and no live buffer holds: their dictionary entries, attribute
-// index keys and groups. Scopes stay: stores see few distinct scopes.
-//
-// A read that opened its view before the partitions with spans of them
-// were dropped may still need them; it fails with an error naming the
-// missing entry, as a read of a dropped partition's data would.
+// index keys and groups. Scopes stay: stores see few distinct scopes. A
+// read that opened its view before the partitions with spans of them were
+// dropped resolves them as of that view.
 func (db *DB) evictResources() error {
 	oldest := db.oldestPartition()
 	it, err := db.idx.NewIter(keys.KindRange(keys.KindResourceUse))

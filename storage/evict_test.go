@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -278,5 +279,60 @@ func TestUpgradeFromFormat3(t *testing.T) {
 	}
 	if tr, err := db.Trace(context.Background(), TraceID{15: 1}, TimeRange{}); err != nil || tr == nil || len(tr.Groups) != 2 {
 		t.Fatalf("trace 1 with a new resource: %v, %v", tr, err)
+	}
+}
+
+// TestReadsKeepTheirViewOfEvictedResources evicts a resource while a read
+// that began before its partition was dropped is still under way: the
+// read resolves its groups and dictionary entries as of its view.
+func TestReadsKeepTheirViewOfEvictedResources(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	db, err := Open(t.TempDir(), &Options{Retention: 2 * time.Hour, FlushInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := uint64(clk.now().UnixNano())
+	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, StartTimeUnixNano: start}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, raw)
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := db.openView(0, math.MaxUint32, func(uint64, ...*buffer) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.release(v)
+	res, _, err := db.groups.pair(iterGetter(v.index), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.add(3 * time.Hour)
+	if err := db.enforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.evictResources(); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.ToFloat64(db.metrics.evictedResources); n != 1 {
+		t.Fatalf("%v resources evicted, want 1", n)
+	}
+	if got, _, err := db.groups.pair(iterGetter(v.index), 0); err != nil || got != res {
+		t.Fatalf("group 0 as of the view: %x, %v", got, err)
+	}
+	if _, err := db.dict.lookup(iterGetter(v.index), keys.KindResource, res); err != nil {
+		t.Fatalf("resource as of the view: %v", err)
+	}
+	now, err := db.idx.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer now.Close()
+	if _, found, err := iterGetter(now)(keys.Dict(keys.KindResource, res)); found || err != nil {
+		t.Fatalf("resource still stored (%v, %v) after eviction", found, err)
 	}
 }

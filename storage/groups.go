@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -125,8 +126,10 @@ func (t *groupTable) markPersisted(n uint32) {
 	}
 }
 
-// pair returns the resource and scope IDs of group n.
-func (t *groupTable) pair(n uint32) (res, scope dictID, err error) {
+// pair returns the resource and scope IDs of group n, read through get if
+// not cached: as of the reader's view, in which no group it needs has been
+// evicted.
+func (t *groupTable) pair(get viewGetter, n uint32) (res, scope dictID, err error) {
 	t.mu.RLock()
 	k, ok := t.keys[n]
 	if !ok && n >= t.persisted && n < t.next {
@@ -134,15 +137,13 @@ func (t *groupTable) pair(n uint32) (res, scope dictID, err error) {
 	}
 	t.mu.RUnlock()
 	if !ok {
-		v, closer, err := t.store.Get(keys.Group(n))
+		v, found, err := get(keys.Group(n))
 		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-			return res, scope, fmt.Errorf("fragment names group %d, which is not stored: %w", n, codec.ErrCorrupt)
 		case err != nil:
 			return res, scope, fmt.Errorf("read group %d: %w", n, err)
-		}
-		defer closer.Close()
-		if len(v) != len(k) {
+		case !found:
+			return res, scope, fmt.Errorf("fragment names group %d, which is not stored: %w", n, codec.ErrCorrupt)
+		case len(v) != len(k):
 			return res, scope, fmt.Errorf("group %d: %w: %d-byte value", n, codec.ErrCorrupt, len(v))
 		}
 		k = groupKey(v)
@@ -151,6 +152,20 @@ func (t *groupTable) pair(n uint32) (res, scope dictID, err error) {
 		t.mu.Unlock()
 	}
 	return dictID(k[:16]), dictID(k[16:]), nil
+}
+
+// viewGetter reads a key of the index store as of a read's view; the value
+// is valid until the next call.
+type viewGetter func(key []byte) (value []byte, found bool, err error)
+
+// iterGetter reads through an iterator, which it moves.
+func iterGetter(it *pebble.Iterator) viewGetter {
+	return func(k []byte) ([]byte, bool, error) {
+		if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
+			return it.Value(), true, nil
+		}
+		return nil, false, it.Error()
+	}
 }
 
 // forget drops the cached pairs of evicted resources.

@@ -319,6 +319,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	c.verifyLive(live, v.notBefore, res)
 
 	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}
+	defer s.close()
 	for i := len(v.parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
 		if err := s.partition(ctx, v.parts[i], v.minBlock); err != nil {
 			return nil, err
@@ -427,8 +428,29 @@ type segmentSearch struct {
 	res  *results
 
 	services map[dictID][]byte // service names of resources, by resource ID
-	frags    []codec.Group
-	spanBuf  []byte // spans of frags, rebuilt
+	// dictIt reads the dictionary as of it's view; cloned from it on the
+	// first cache miss, since verify runs while it holds a rows value.
+	dictIt  *pebble.Iterator
+	frags   []codec.Group
+	spanBuf []byte // spans of frags, rebuilt
+}
+
+// dictGet reads a dictionary or group key as of the search's view.
+func (s *segmentSearch) dictGet(k []byte) ([]byte, bool, error) {
+	if s.dictIt == nil {
+		it, err := s.it.Clone(pebble.CloneOptions{})
+		if err != nil {
+			return nil, false, err
+		}
+		s.dictIt = it
+	}
+	return iterGetter(s.dictIt)(k)
+}
+
+func (s *segmentSearch) close() {
+	if s.dictIt != nil {
+		s.dictIt.Close()
+	}
 }
 
 // partition searches a partition's segments, newest block first, skipping
@@ -594,11 +616,11 @@ func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error)
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}
 	for _, g := range s.frags {
-		resID, _, err := s.db.groups.pair(g.Num)
+		resID, _, err := s.db.groups.pair(s.dictGet, g.Num)
 		if err != nil {
 			return false, err
 		}
-		res, err := s.db.dict.lookup(s.db.idx, keys.KindResource, resID)
+		res, err := s.db.dict.lookup(s.dictGet, keys.KindResource, resID)
 		if err != nil {
 			return false, err
 		}
