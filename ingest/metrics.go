@@ -89,7 +89,8 @@ func (m *metrics) countRejected(proto string, r otlpwire.Rejection) {
 	for _, c := range []struct {
 		reason string
 		n      int
-	}{{"invalid_trace_id", r.BadTraceID}, {"invalid_span_id", r.BadSpanID}, {"outside_retention", r.TooOld}} {
+	}{{"invalid_trace_id", r.BadTraceID}, {"invalid_span_id", r.BadSpanID}, {"invalid_utf8", r.BadUTF8},
+		{"outside_retention", r.TooOld}, {"in_future", r.TooNew}} {
 		if c.n > 0 {
 			m.rejected.WithLabelValues(proto, c.reason).Add(float64(c.n))
 		}

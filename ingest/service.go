@@ -26,9 +26,9 @@ type Writer interface {
 	// Write makes a parsed request's spans durable. req is the encoded
 	// request that batch aliases; the writer may keep it.
 	Write(ctx context.Context, req []byte, batch *otlpwire.Batch) error
-	// NotBefore is the start of the retention period in unix nanoseconds:
-	// spans that started earlier are rejected.
-	NotBefore() uint64
+	// Accepts is the window of span start times the writer takes: spans
+	// outside it are rejected.
+	Accepts() otlpwire.Window
 }
 
 const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -142,7 +142,7 @@ func (r *reservation) release() {
 func (svc *Service) export(ctx context.Context, proto string, req []byte, received time.Time) (*coltracepb.ExportTraceServiceResponse, error) {
 	batch := svc.batches.Get().(*otlpwire.Batch)
 	defer svc.batches.Put(batch)
-	if err := otlpwire.Parse(req, batch, svc.w.NotBefore()); err != nil {
+	if err := otlpwire.Parse(req, batch, svc.w.Accepts()); err != nil {
 		svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

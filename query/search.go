@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/otlpwire"
@@ -27,13 +28,26 @@ func (s *service) toQuery(p *jaegerpb.TraceQueryParameters) (storage.Query, erro
 		return storage.Query{}, status.Error(codes.InvalidArgument, "query is required")
 	}
 	q := storage.Query{
-		Service:     p.GetServiceName(),
-		Operation:   p.GetOperationName(),
-		StartMin:    timeOf(p.GetStartTimeMin()),
-		StartMax:    timeOf(p.GetStartTimeMax()),
-		DurationMin: p.GetDurationMin().AsDuration(),
-		DurationMax: p.GetDurationMax().AsDuration(),
-		Limit:       int(p.GetSearchDepth()),
+		Service:   p.GetServiceName(),
+		Operation: p.GetOperationName(),
+		Limit:     int(p.GetSearchDepth()),
+	}
+	var err error
+	if q.StartMin, err = timeArg(p.GetStartTimeMin(), "start_time_min"); err != nil {
+		return q, err
+	}
+	if q.StartMax, err = timeArg(p.GetStartTimeMax(), "start_time_max"); err != nil {
+		return q, err
+	}
+	if q.DurationMin, err = durationArg(p.GetDurationMin(), "duration_min"); err != nil {
+		return q, err
+	}
+	if q.DurationMax, err = durationArg(p.GetDurationMax(), "duration_max"); err != nil {
+		return q, err
+	}
+	if !q.StartMin.IsZero() && !q.StartMax.IsZero() && q.StartMin.After(q.StartMax) {
+		return q, status.Errorf(codes.InvalidArgument, "start_time_min %v is after start_time_max %v",
+			q.StartMin.UTC().Format(time.RFC3339Nano), q.StartMax.UTC().Format(time.RFC3339Nano))
 	}
 	switch {
 	case q.Limit < 0:
@@ -146,3 +160,33 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 }
 
 func unixNano(n uint64) time.Time { return time.Unix(0, int64(min(n, math.MaxInt64))) }
+
+// timeArg is a request's timestamp, the zero time if it has none. One that
+// is not valid (nanos outside [0, 1e9), or outside the years 1 to 9999) is
+// refused; valid times before 1970 or after 2262, which nanoseconds since
+// 1970 cannot hold as an int64, are clamped by storage, never wrapped.
+func timeArg(ts *timestamppb.Timestamp, field string) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
+	}
+	return ts.AsTime(), nil
+}
+
+// durationArg is a request's duration, 0 if it has none. One that is not
+// valid or is negative is refused; those past time.Duration's ±292 years
+// saturate.
+func durationArg(d *durationpb.Duration, field string) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, status.Errorf(codes.InvalidArgument, "%s: %v", field, err)
+	}
+	if d.AsDuration() < 0 {
+		return 0, status.Errorf(codes.InvalidArgument, "%s %v is negative", field, d.AsDuration())
+	}
+	return d.AsDuration(), nil
+}

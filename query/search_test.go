@@ -18,6 +18,7 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -299,5 +300,79 @@ func TestFindTracesAndSummaries(t *testing.T) {
 	// The refund of two-services names a parent that never arrived.
 	if s := byName["two-services"]; s.RootServiceName != "cart" || s.RootOperationName != "GetCart" || s.OrphanSpanCount != 1 {
 		t.Fatalf("summary of a trace with an orphan %v", s)
+	}
+}
+
+// TestTimeArguments refuses timestamps and durations that are not valid
+// and answers those past 2262, where nanoseconds since 1970 overflow an
+// int64, as any other.
+func TestTimeArguments(t *testing.T) {
+	conn := serve(t, storeWith(t, t.TempDir(), corpusRequest(t)))
+	client := jaegerpb.NewTraceReaderClient(conn)
+	y2300 := timestamppb.New(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))
+	find := func(q *jaegerpb.TraceQueryParameters) (int, error) {
+		q.ServiceName, q.SearchDepth = "payment", 10
+		stream, err := client.FindTraceSummaries(context.Background(), &jaegerpb.FindTraceSummariesRequest{Query: q})
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for {
+			resp, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+			n += len(resp.Summaries)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		q    *jaegerpb.TraceQueryParameters
+		want int // traces, or -1 for InvalidArgument
+	}{
+		{"no bounds", &jaegerpb.TraceQueryParameters{}, 3},
+		{"max in 2300", &jaegerpb.TraceQueryParameters{StartTimeMax: y2300}, 3},
+		{"max in 9999", &jaegerpb.TraceQueryParameters{StartTimeMax: &timestamppb.Timestamp{Seconds: 253402300799, Nanos: 999_999_999}}, 3},
+		{"min at 0", &jaegerpb.TraceQueryParameters{StartTimeMin: &timestamppb.Timestamp{}, StartTimeMax: y2300}, 3},
+		{"min before 1970", &jaegerpb.TraceQueryParameters{StartTimeMin: &timestamppb.Timestamp{Seconds: -86400}}, 3},
+		{"min in 2300", &jaegerpb.TraceQueryParameters{StartTimeMin: y2300}, 0},
+		{"negative nanos", &jaegerpb.TraceQueryParameters{StartTimeMax: &timestamppb.Timestamp{Seconds: 2e9, Nanos: -1}}, -1},
+		{"nanos of a second or more", &jaegerpb.TraceQueryParameters{StartTimeMin: &timestamppb.Timestamp{Nanos: 1e9}}, -1},
+		{"past 9999", &jaegerpb.TraceQueryParameters{StartTimeMax: &timestamppb.Timestamp{Seconds: 253402300800}}, -1},
+		{"min after max", &jaegerpb.TraceQueryParameters{StartTimeMin: y2300, StartTimeMax: timestamppb.New(hour0)}, -1},
+		{"negative duration", &jaegerpb.TraceQueryParameters{DurationMin: durationpb.New(-time.Second)}, -1},
+		{"duration with mixed signs", &jaegerpb.TraceQueryParameters{DurationMax: &durationpb.Duration{Seconds: 1, Nanos: -1}}, -1},
+		{"duration past 292 years", &jaegerpb.TraceQueryParameters{DurationMax: &durationpb.Duration{Seconds: 315576000000}}, 3},
+	} {
+		n, err := find(c.q)
+		switch {
+		case c.want < 0 && status.Code(err) != codes.InvalidArgument:
+			t.Errorf("%s: %d traces, %v; want InvalidArgument", c.name, n, err)
+		case c.want >= 0 && (err != nil || n != c.want):
+			t.Errorf("%s: %d traces, %v; want %d", c.name, n, err, c.want)
+		}
+	}
+
+	id := [16]byte(traceID("checkout-ok"))
+	for _, c := range []struct {
+		name       string
+		start, end *timestamppb.Timestamp
+		want       int // spans, or -1 for InvalidArgument
+	}{
+		{"end in 2300", nil, y2300, 3},
+		{"from 0 to 9999", &timestamppb.Timestamp{}, &timestamppb.Timestamp{Seconds: 253402300799}, 3},
+		{"negative nanos", &timestamppb.Timestamp{Nanos: -5}, nil, -1},
+		{"past 9999", nil, &timestamppb.Timestamp{Seconds: 1 << 40}, -1},
+	} {
+		n, err := countSpans(t, conn, &jaegerpb.GetTraceParams{TraceId: id[:], StartTime: c.start, EndTime: c.end})
+		switch {
+		case c.want < 0 && status.Code(err) != codes.InvalidArgument:
+			t.Errorf("GetTraces, %s: %d spans, %v; want InvalidArgument", c.name, n, err)
+		case c.want >= 0 && (err != nil || n != c.want):
+			t.Errorf("GetTraces, %s: %d spans, %v; want %d", c.name, n, err, c.want)
+		}
 	}
 }

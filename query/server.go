@@ -13,7 +13,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
@@ -220,7 +219,14 @@ func (s *service) wantedTraces(params []*jaegerpb.GetTraceParams) ([]wantedTrace
 			return nil, status.Errorf(codes.InvalidArgument, "trace_id must be 16 bytes, got %d", len(q.GetTraceId()))
 		}
 		id := storage.TraceID(q.GetTraceId())
-		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
+		var tr storage.TimeRange
+		var err error
+		if tr.Start, err = timeArg(q.GetStartTime(), "start_time"); err != nil {
+			return nil, err
+		}
+		if tr.End, err = timeArg(q.GetEndTime(), "end_time"); err != nil {
+			return nil, err
+		}
 		i, seen := at[id]
 		if !seen {
 			at[id] = len(wanted)
@@ -411,13 +417,6 @@ func kindName(kind int32) string {
 		return kindNames[kind]
 	}
 	return fmt.Sprintf("kind-%d", kind)
-}
-
-func timeOf(ts *timestamppb.Timestamp) time.Time {
-	if ts == nil {
-		return time.Time{}
-	}
-	return ts.AsTime()
 }
 
 type capabilities struct {

@@ -72,7 +72,7 @@ func storeWith(t *testing.T, dir string, req []byte) *storage.DB {
 func writeRequest(t testing.TB, db *storage.DB, req []byte) {
 	t.Helper()
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, db.NotBefore()); err != nil {
+	if err := otlpwire.Parse(req, &b, db.Accepts()); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Write(context.Background(), req, &b); err != nil {

@@ -31,7 +31,7 @@ func BenchmarkPrepare(b *testing.B) {
 	b.Run("batch=1024", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			if err := otlpwire.Parse(reqs[i%len(reqs)], &batch, 0); err != nil {
+			if err := otlpwire.Parse(reqs[i%len(reqs)], &batch, otlpwire.Window{}); err != nil {
 				b.Fatal(err)
 			}
 			prepare(&batch, resources)

@@ -26,7 +26,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -93,6 +93,17 @@ type DB struct {
 	// maintainer uses them.
 	recompressBackoff time.Duration
 	recompressAt      time.Time
+	// partMu serializes cuts with partition drops: a cut decides which
+	// partitions are new before it ingests their data, and a drop in
+	// between would delete the key of a partition the cut then writes
+	// into. It is taken after maintMu, before mu.
+	partMu sync.Mutex
+	// boundStuck is set while the store is over MaxDiskBytes with nothing
+	// it may drop, so that this is logged once.
+	boundStuck atomic.Bool
+	// partitionDropped is set when a partition is dropped whole, for the
+	// maintainer to evict the resources only it used.
+	partitionDropped atomic.Bool
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -105,9 +116,14 @@ type DB struct {
 
 // Open opens the store in dir, creating it if needed, and replays the
 // write-ahead log of spans acknowledged but not yet cut into blocks.
+//
+// Spans are often sensitive, so the directories the store creates are
+// mode 0700 and its own files 0600; Pebble creates its files 0666 less the
+// process umask (cairn serve sets it to 077), inside those directories.
+// An existing directory keeps its mode.
 func Open(dir string, o *Options) (*DB, error) {
 	opts := o.EnsureDefaults()
-	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+	if err := opts.FS.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	if _, err := opts.FS.Stat(filepath.Join(dir, "pebble")); err == nil {
@@ -121,8 +137,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		opts:         opts,
 		dir:          dir,
 		lock:         lock,
-		dict:         newDictCache(),
-		groups:       newGroupTable(),
+		dict:         newDictCache(opts.DictionaryCache),
 		resources:    newResourceIndex(),
 		catalog:      newCatalog(),
 		flushed:      make(chan struct{}),
@@ -139,6 +154,7 @@ func Open(dir string, o *Options) (*DB, error) {
 	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), indexOptions(opts, cache)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open index store: %w", err), db.closeStores())
 	}
+	db.groups = newGroupTable(db.idx, opts.DictionaryCache)
 	if db.spans, err = pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts, cache)); err != nil {
 		return nil, errors.Join(fmt.Errorf("open spans store: %w", err), db.closeStores())
 	}
@@ -208,7 +224,8 @@ func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
 }
 
 func (db *DB) recover() error {
-	if err := db.checkFormat(); err != nil {
+	version, err := db.checkFormat()
+	if err != nil {
 		return err
 	}
 	// Left by a cut or a recompression that a crash interrupted; whatever
@@ -234,10 +251,12 @@ func (db *DB) recover() error {
 	if err := db.catalog.load(db.idx); err != nil {
 		return err
 	}
-	if err := db.groups.load(db.idx); err != nil {
-		return err
+	if version == 3 {
+		if err := db.upgradeFrom3(); err != nil {
+			return fmt.Errorf("upgrade store from format version 3: %w", err)
+		}
 	}
-	if err := db.resources.load(db.idx); err != nil {
+	if err := db.groups.open(); err != nil {
 		return err
 	}
 	db.live = newBuffer(last + 1)
@@ -263,8 +282,10 @@ func (db *DB) replay(after uint64) error {
 		req, err := s2.Decode(nil, payload)
 		if err == nil {
 			// Spans that have aged out of the retention period since they
-			// were acknowledged are dropped here as they would be at ingest.
-			err = otlpwire.Parse(req, &batch, db.NotBefore())
+			// were acknowledged are dropped here as they would be at
+			// ingest, and so are spans too far in the future, which a log
+			// written before they were rejected may hold.
+			err = otlpwire.Parse(req, &batch, db.Accepts())
 		}
 		if err != nil {
 			// The record passed its checksum, so this cairn cannot read
@@ -274,7 +295,7 @@ func (db *DB) replay(after uint64) error {
 			return nil
 		}
 		records++
-		db.live.insert(req, &batch, prepare(&batch, db.resources), db.catalog)
+		db.insert(req, &batch, prepare(&batch, db.resources))
 		return nil
 	})
 	for _, l := range losses {
@@ -344,20 +365,23 @@ func cause(err error) string {
 	return ""
 }
 
-func (db *DB) checkFormat() error {
+// checkFormat returns the format version of the store, creating a new
+// store at the current one. It refuses versions it cannot read; version 3
+// is upgraded once the store is open.
+func (db *DB) checkFormat() (byte, error) {
 	k := keys.Meta("format")
 	v, closer, err := db.idx.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return db.idx.Set(k, []byte{FormatVersion}, pebble.Sync)
+		return FormatVersion, db.idx.Set(k, []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
-		return fmt.Errorf("read format version: %w", err)
+		return 0, fmt.Errorf("read format version: %w", err)
 	}
 	defer closer.Close()
-	if len(v) != 1 || v[0] != FormatVersion {
-		return fmt.Errorf("store has format version %v; this cairn reads version %d", v, FormatVersion)
+	if len(v) != 1 || (v[0] != FormatVersion && v[0] != 3) {
+		return 0, fmt.Errorf("store has format version %v; this cairn reads versions 3 and %d", v, FormatVersion)
 	}
-	return nil
+	return v[0], nil
 }
 
 func (db *DB) lastBlock() (uint64, codec.BlockRecord, error) {
@@ -398,8 +422,10 @@ func (db *DB) loadPartitions() error {
 // loses its index before its span data, so a crash between the two leaves
 // span data that nothing refers to: blocks newer than the last block record
 // (the write-ahead log still holds their spans, and replay cuts them again
-// under the same numbers) and partitions the index no longer lists. It is
-// deleted here. It also records the newest block of each partition.
+// under the same numbers), partitions the index no longer lists, and blocks
+// of a partition older than its oldest search index, which a drop of its
+// oldest blocks removed. It is deleted here. It also records the newest
+// block of each partition.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
@@ -441,6 +467,15 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 				return err
 			}
 		}
+		first, err := db.firstBlock(p)
+		if err != nil {
+			return fmt.Errorf("reconcile spans: %w", err)
+		}
+		if first > 0 {
+			if err := b.DeleteRange(keys.DataBlock(p, 0), keys.DataBlock(p, first), nil); err != nil {
+				return err
+			}
+		}
 		ok = it.SeekGE(end)
 	}
 	if err := it.Error(); err != nil {
@@ -453,6 +488,22 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 		return fmt.Errorf("reconcile spans: %w", err)
 	}
 	return nil
+}
+
+// firstBlock is the oldest block of partition p that has a search index,
+// 0 if none has: a drop of the oldest blocks deletes their index before
+// their span data.
+func (db *DB) firstBlock(p uint32) (uint64, error) {
+	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: keys.Rows(p, 0), UpperBound: keys.PartitionPrefix(keys.KindRows, p+1)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.First() {
+		return 0, it.Error()
+	}
+	_, b, err := keys.ParseRows(it.Key())
+	return b, err
 }
 
 // Write stores the spans of a parsed Export request and returns once they are
@@ -497,7 +548,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	db.live.insert(req, batch, prep, db.catalog)
+	db.insert(req, batch, prep)
 	full := db.live.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
 
@@ -511,6 +562,12 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		return fmt.Errorf("write-ahead log: %s%w", cause(err), err)
 	}
 	return nil
+}
+
+// insert adds a prepared request to the live buffer. The caller holds mu.
+func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
+	db.live.insert(req, batch, prep, db.catalog)
+	db.resources.use(db.live.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log

@@ -5,16 +5,9 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
-
-// maxDictCache bounds the dictionary cache. Stores see few distinct resources
-// and scopes; the bound only matters against clients that make every resource
-// unique, and then costs re-reads, not correctness.
-const maxDictCache = 1 << 16
 
 type dictKey [17]byte
 
@@ -27,12 +20,16 @@ func newDictKey(kind byte, id dictID) dictKey {
 
 // dictCache remembers resources and scopes known to be persisted, so a cut
 // writes each only once and reads resolve them without touching Pebble.
+// Stores see few distinct resources and scopes; its bound only matters
+// against clients that make every resource unique, and then costs
+// re-reads, not correctness.
 type dictCache struct {
-	mu sync.Mutex
-	m  map[dictKey]codec.Dict
+	max int
+	mu  sync.Mutex
+	m   map[dictKey]codec.Dict
 }
 
-func newDictCache() *dictCache { return &dictCache{m: make(map[dictKey]codec.Dict)} }
+func newDictCache(max int) *dictCache { return &dictCache{max: max, m: make(map[dictKey]codec.Dict)} }
 
 func (c *dictCache) persisted(kind byte, id dictID) bool {
 	_, ok := c.get(newDictKey(kind, id))
@@ -52,7 +49,7 @@ func (c *dictCache) put(k dictKey, d codec.Dict) codec.Dict {
 	d = codec.Dict{Raw: bytes.Clone(d.Raw), SchemaURL: bytes.Clone(d.SchemaURL)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= maxDictCache {
+	if len(c.m) >= c.max {
 		clear(c.m)
 	}
 	c.m[k] = d
@@ -64,20 +61,33 @@ func (c *dictCache) markPersisted(g *group) {
 	c.put(newDictKey(keys.KindScope, g.scopeID), g.scope)
 }
 
-// lookup resolves a dictionary entry through the cache, then the reader.
-func (c *dictCache) lookup(r pebble.Reader, kind byte, id dictID) (codec.Dict, error) {
+// lookup resolves a dictionary entry through the cache, then get: as of
+// the reader's view, in which no entry it needs has been evicted.
+func (c *dictCache) lookup(get viewGetter, kind byte, id dictID) (codec.Dict, error) {
 	k := newDictKey(kind, id)
 	if d, ok := c.get(k); ok {
 		return d, nil
 	}
-	v, closer, err := r.Get(keys.Dict(kind, id))
-	if err != nil {
+	v, found, err := get(keys.Dict(kind, id))
+	switch {
+	case err != nil:
 		return codec.Dict{}, fmt.Errorf("read dictionary entry %x: %w", id, err)
+	case !found:
+		return codec.Dict{}, fmt.Errorf("dictionary entry %x is not stored: %w", id, codec.ErrCorrupt)
 	}
-	defer closer.Close()
 	d, err := codec.DecodeDict(v)
 	if err != nil {
 		return codec.Dict{}, fmt.Errorf("dictionary entry %x: %w", id, err)
 	}
 	return c.put(k, d), nil
+}
+
+// forget drops evicted resources, so that a cut that meets one again
+// stores it again.
+func (c *dictCache) forget(evicted map[dictID]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range evicted {
+		delete(c.m, newDictKey(keys.KindResource, id))
+	}
 }

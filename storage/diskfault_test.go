@@ -96,7 +96,7 @@ func (f *fault) String() string { return "test fault" }
 func tryWrite(t *testing.T, db *DB, req []byte) error {
 	t.Helper()
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, 0); err != nil {
+	if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil {
 		t.Fatal(err)
 	}
 	return db.Write(context.Background(), req, &b)

@@ -38,8 +38,13 @@
 // and stops at its limit. Services and operations come from an in-memory
 // catalog persisted with each block.
 //
-// Retention. Spans older than Options.Retention are rejected and never
-// returned; hour partitions that have aged out are dropped whole.
+// Retention. Spans older than Options.Retention, or starting more than
+// Options.FutureTolerance ahead, are rejected and never returned; hour
+// partitions that have aged out are dropped whole. Past
+// Options.MaxDiskBytes the oldest blocks are dropped, oldest hour first,
+// down to the newest block. Resources that no retained partition uses are
+// then deleted from the dictionary, which is read from disk as needed,
+// through bounded caches, rather than loaded at open.
 //
 // Write errors. No failure is kept: a failed log write fails the writes of
 // its group, and the log tries again with the next group, or by itself a

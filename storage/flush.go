@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -111,6 +112,10 @@ func (db *DB) cut() error {
 	err := db.checkSpace(int64(frozen.bytes), db.opts.DiskReserveBytes/2)
 	var parts []uint32
 	if err == nil {
+		// Held to the end of the cut: a partition drop must not delete
+		// the key of a partition this block is writing into.
+		db.partMu.Lock()
+		defer db.partMu.Unlock()
 		parts, err = db.writeBlock(frozen)
 	}
 	if err != nil {
@@ -128,6 +133,7 @@ func (db *DB) cut() error {
 	db.metrics.cut.Observe(time.Since(start).Seconds())
 	db.metrics.cutSpans.Add(float64(frozen.spans))
 
+	db.resources.persisted(frozen.block)
 	db.mu.Lock()
 	for _, p := range parts {
 		db.partitions[p] = frozen.block
@@ -170,7 +176,7 @@ const minTracesPerWriter = 2048
 // search index is finished beside them.
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
-	if err := db.opts.FS.MkdirAll(dir, 0o755); err != nil {
+	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create ingest dir: %w", err)
 	}
 	defer db.opts.FS.RemoveAll(dir)
@@ -232,12 +238,14 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		paths   []string
 		parts   []uint32
 		written = map[groupKey]*group{}
+		uses    = map[resourceUse]bool{}
 	)
 	for _, r := range results {
 		errs = append(errs, r.err)
 		paths = append(paths, r.paths...)
 		parts = append(parts, r.parts...)
 		maps.Copy(written, r.written)
+		maps.Copy(uses, r.uses)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -249,7 +257,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
 	if err := db.writeTable(db.idx, ipath, 0, true, func(w *sstable.Writer) error {
-		return db.writeIndex(w, buf, parts, traceIndex, written, first, pending)
+		return db.writeIndex(w, buf, parts, traceIndex, written, uses, first, pending)
 	}); err != nil {
 		return nil, err
 	}
@@ -259,7 +267,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath)); err != nil {
 		return nil, fmt.Errorf("ingest index: %w", err)
 	}
-	db.groups.markPersisted(int(first) + len(pending))
+	db.groups.markPersisted(first + uint32(len(pending)))
 	for _, g := range written {
 		db.dict.markPersisted(g)
 	}
@@ -370,13 +378,14 @@ type dataResult struct {
 	parts   []uint32
 	first   []TraceID // by part: the first trace written
 	written map[groupKey]*group
+	uses    map[resourceUse]bool
 	err     error
 }
 
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
 func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
-	res := dataResult{written: map[groupKey]*group{}}
+	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}}
 	data := map[uint32]*sstWriter{}
 	defer func() {
 		for _, w := range data {
@@ -401,7 +410,9 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 				}
 				data[p] = w
 			}
-			groups = db.groupSpans(groups[:0], spans, res.written)
+			if groups, res.err = db.groupSpans(groups[:0], spans, p, &res); res.err != nil {
+				return res
+			}
 			frag = enc.Append(frag[:0], t.id, groups)
 			if res.err = w.w.Set(keys.Data(p, block, t.id), frag); res.err != nil {
 				return res
@@ -423,7 +434,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 // writeIndex fills the index sstable of a block, in key order: everything
 // but the search index.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
-func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, firstGroup uint32, newGroups []groupKey) error {
+func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, uses map[resourceUse]bool, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -450,11 +461,35 @@ func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceI
 			return err
 		}
 	}
-	if err := db.writeDict(iw, groups); err != nil {
+	newResources, err := db.writeDict(iw, groups)
+	if err != nil {
 		return err
 	}
 	for i, k := range newGroups {
 		if err := iw.Set(keys.Group(firstGroup+uint32(i)), k[:]); err != nil {
+			return err
+		}
+	}
+	byPair := make([]uint32, len(newGroups)) // indexes into newGroups
+	for i := range byPair {
+		byPair[i] = uint32(i)
+	}
+	slices.SortFunc(byPair, func(a, b uint32) int { return bytes.Compare(newGroups[a][:], newGroups[b][:]) })
+	for _, i := range byPair {
+		if err := iw.Set(keys.GroupNumber(newGroups[i]), binary.BigEndian.AppendUint32(nil, firstGroup+i)); err != nil {
+			return err
+		}
+	}
+	if err := writeResourceAttrs(iw, newResources); err != nil {
+		return err
+	}
+	useKeys := make([][]byte, 0, len(uses))
+	for u := range uses {
+		useKeys = append(useKeys, keys.ResourceUse(u.id, u.p))
+	}
+	slices.SortFunc(useKeys, bytes.Compare)
+	for _, k := range useKeys {
+		if err := iw.Set(k, nil); err != nil {
 			return err
 		}
 	}
@@ -469,24 +504,31 @@ func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceI
 }
 
 // writeDict writes the resources and scopes of the block that are not known
-// to be persisted already, in key order.
-func (db *DB) writeDict(iw *sstable.Writer, groups map[groupKey]*group) error {
+// to be persisted already, in key order, and returns the groups of the
+// resources it wrote.
+func (db *DB) writeDict(iw *sstable.Writer, groups map[groupKey]*group) ([]*group, error) {
 	type entry struct {
 		key []byte
 		val codec.Dict
 	}
 	seen := map[string]bool{}
-	var entries []entry
-	add := func(kind byte, id dictID, d codec.Dict) {
+	var (
+		entries   []entry
+		resources []*group
+	)
+	add := func(kind byte, id dictID, d codec.Dict) bool {
 		k := keys.Dict(kind, id)
 		if seen[string(k)] || db.dict.persisted(kind, id) {
-			return
+			return false
 		}
 		seen[string(k)] = true
 		entries = append(entries, entry{k, d})
+		return true
 	}
 	for _, g := range groups {
-		add(keys.KindResource, g.resID, g.res)
+		if add(keys.KindResource, g.resID, g.res) {
+			resources = append(resources, g)
+		}
 		add(keys.KindScope, g.scopeID, g.scope)
 	}
 	slices.SortFunc(entries, func(a, b entry) int { return bytes.Compare(a.key, b.key) })
@@ -494,17 +536,52 @@ func (db *DB) writeDict(iw *sstable.Writer, groups map[groupKey]*group) error {
 	for _, e := range entries {
 		v = codec.AppendDict(v[:0], e.val)
 		if err := iw.Set(e.key, v); err != nil {
+			return nil, err
+		}
+	}
+	return resources, nil
+}
+
+// writeResourceAttrs writes the attribute index keys of new resources, in
+// key order.
+func writeResourceAttrs(iw *sstable.Writer, resources []*group) error {
+	type attr struct {
+		key     []byte
+		service index.Term
+	}
+	var (
+		h     index.Hasher
+		attrs []attr
+	)
+	for _, g := range resources {
+		svc := h.Service(g.service)
+		for _, t := range resourceTerms(&h, g.res.Raw) {
+			attrs = append(attrs, attr{keys.ResourceAttr(uint64(t), g.resID), svc})
+		}
+	}
+	slices.SortFunc(attrs, func(a, b attr) int { return bytes.Compare(a.key, b.key) })
+	for i, a := range attrs {
+		if i > 0 && bytes.Equal(a.key, attrs[i-1].key) {
+			continue // a resource with an attribute twice
+		}
+		if err := iw.Set(a.key, binary.BigEndian.AppendUint64(nil, uint64(a.service))); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// groupSpans groups a trace's spans in one partition by (resource, scope),
+// resourceUse is a resource with spans in a partition.
+type resourceUse struct {
+	id dictID
+	p  uint32
+}
+
+// groupSpans groups a trace's spans in partition p by (resource, scope),
 // groups ordered by key and spans by name, then start time (alike spans side
-// by side compress better), and records every group in
-// written.
-func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupKey]*group) []codec.Group {
+// by side compress better), and records every group and resource use in
+// res.
+func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, p uint32, res *dataResult) ([]codec.Group, error) {
 	slices.SortFunc(spans, func(a, b liveSpan) int {
 		if a.group != b.group {
 			if c := bytes.Compare(a.group.resID[:], b.group.resID[:]); c != 0 {
@@ -521,13 +598,19 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, written map[groupK
 	})
 	for i, s := range spans {
 		if i == 0 || s.group != spans[i-1].group {
-			written[s.group.key()] = s.group
-			dst = append(dst, codec.Group{Num: db.groups.number(s.group.key())})
+			k := s.group.key()
+			res.written[k] = s.group
+			res.uses[resourceUse{s.group.resID, p}] = true
+			n, err := db.groups.number(k)
+			if err != nil {
+				return dst, err
+			}
+			dst = append(dst, codec.Group{Num: n})
 		}
 		g := &dst[len(dst)-1]
 		g.Spans = append(g.Spans, s.raw)
 	}
-	return dst
+	return dst, nil
 }
 
 // fragmentRow describes a trace's spans in one partition of a block: its

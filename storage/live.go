@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"math"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/google/btree"
 
@@ -14,10 +16,33 @@ import (
 	"cairn/storage/internal/codec"
 )
 
-// PartitionSpan is the span of start time covered by one partition.
+// partitionNanos is the span of start time covered by one partition.
 const partitionNanos = uint64(3600 * 1e9)
 
+// partitionOf is the partition of a start time. Every uint64 of
+// nanoseconds has one: the last is partition 5124095, in the year 2554.
 func partitionOf(startNanos uint64) uint32 { return uint32(startNanos / partitionNanos) }
+
+// partitionStart is the first start time of partition p, saturating for
+// partitions past the last start time.
+func partitionStart(p uint32) uint64 {
+	if uint64(p) > math.MaxUint64/partitionNanos {
+		return math.MaxUint64
+	}
+	return uint64(p) * partitionNanos
+}
+
+// partitionEnd is the first start time after partition p, saturating.
+func partitionEnd(p uint32) uint64 {
+	s := partitionStart(p)
+	if s > math.MaxUint64-partitionNanos {
+		return math.MaxUint64
+	}
+	return s + partitionNanos
+}
+
+// partitionTime is when partition p starts, for logs.
+func partitionTime(p uint32) time.Time { return time.Unix(int64(p)*3600, 0).UTC() }
 
 // dictID identifies a resource or scope by content: a truncated SHA-256 of
 // its encoding and schema URL. 128 bits make collisions between distinct
@@ -146,10 +171,11 @@ func newBuffer(block uint64) *buffer {
 // any lock: content IDs of its resources and scopes, and the search terms of
 // each trace it has spans of.
 type prepared struct {
-	groups     []group        // by scope index
-	traceOf    []int32        // by span index: the span's trace in traceTerms
-	traceTerms [][]index.Term // sorted and unique: the terms of the trace's spans and their resources
-	errs       []bool         // by span index
+	resources  []resourceFacts // by resource index
+	groups     []group         // by scope index
+	traceOf    []int32         // by span index: the span's trace in traceTerms
+	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
+	errs       []bool          // by span index
 }
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
@@ -162,12 +188,15 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	for i, r := range b.Resources {
 		resIDs[i] = hashDict(r.Raw, r.SchemaURL)
 		resTerms[i] = []index.Term{h.Service(r.Service), h.Resource(resIDs[i])}
-		resources.add(h, resIDs[i], r.Service, r.Raw)
 	}
 	p := &prepared{
-		groups:  make([]group, len(b.Scopes)),
-		traceOf: make([]int32, len(b.Spans)),
-		errs:    make([]bool, len(b.Spans)),
+		resources: make([]resourceFacts, len(b.Resources)),
+		groups:    make([]group, len(b.Scopes)),
+		traceOf:   make([]int32, len(b.Spans)),
+		errs:      make([]bool, len(b.Spans)),
+	}
+	for i, r := range b.Resources {
+		p.resources[i] = resources.facts(h, resIDs[i], r.Service, r.Raw)
 	}
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]

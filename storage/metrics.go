@@ -20,6 +20,11 @@ type metrics struct {
 	cut          prometheus.Histogram
 	cutSpans     prometheus.Counter
 	recompressed prometheus.Counter
+	// droppedBytes and droppedBlocks count what retention and the disk
+	// bound delete, by reason (dropReasons); a block counts once per
+	// partition it has data in.
+	droppedBytes, droppedBlocks *prometheus.CounterVec
+	evictedResources            prometheus.Counter
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
@@ -29,7 +34,7 @@ type metrics struct {
 
 func newMetrics(db *DB) *metrics {
 	store := []string{"store"}
-	return &metrics{
+	m := &metrics{
 		db: db,
 		walSync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cairn_storage_wal_fsync_duration_seconds",
@@ -48,6 +53,18 @@ func newMetrics(db *DB) *metrics {
 		recompressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_storage_recompressed_bytes_total",
 			Help: "Bytes of span data rewritten by recompression, as they were before, merges of recompressed data included.",
+		}),
+		droppedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_storage_dropped_bytes_total",
+			Help: "Bytes on disk of the data deleted, as estimated before deletion, by reason: retention (older than the retention period), disk_bound (oldest data past --max-disk-bytes), future (partitions too far in the future, from before such spans were rejected).",
+		}, []string{"reason"}),
+		droppedBlocks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_storage_dropped_blocks_total",
+			Help: "Blocks of one hour partition deleted, by reason, as cairn_storage_dropped_bytes_total.",
+		}, []string{"reason"}),
+		evictedResources: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_storage_evicted_resources_total",
+			Help: "Resources deleted from the dictionary because no retained partition has spans of them.",
 		}),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
@@ -76,11 +93,16 @@ func newMetrics(db *DB) *metrics {
 		fault: prometheus.NewDesc("cairn_storage_fault",
 			"1 for each fault the store is in now, by kind: wal (the write-ahead log cannot be written), cut (blocks cannot be written), corruption (data on disk failed its checksums).", []string{"kind"}, nil),
 	}
+	for _, r := range dropReasons {
+		m.droppedBytes.WithLabelValues(r)
+		m.droppedBlocks.WithLabelValues(r)
+	}
+	return m
 }
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
@@ -92,7 +114,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Pebble's figures are read only
 // while the store is open.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
 		c.Collect(ch)
 	}
 	db := m.db

@@ -32,9 +32,26 @@ type Options struct {
 	// The default is 72h.
 	Retention time.Duration
 
-	// MaxDiskBytes, if positive, bounds the store's size on disk: past it,
-	// the oldest partitions are dropped, whatever their age, until it fits.
-	// The newest partition is never dropped.
+	// FutureTolerance is how far in the future a span may start: spans
+	// that start later are rejected at ingest and dropped at replay, as
+	// spans older than Retention are, so that a sender with a wrong clock
+	// cannot create partitions that retention and MaxDiskBytes would
+	// treat as the newest data.
+	//
+	// The default is 1h.
+	FutureTolerance time.Duration
+
+	// MaxDiskBytes, if positive, bounds the store's size on disk. Every
+	// second, while the store retains more (Pebble's live files and the
+	// write-ahead log), its oldest data is dropped, whatever its age: whole
+	// blocks, oldest hour partition first and within a partition oldest
+	// block first, so that no span is dropped while an older one is kept,
+	// and the current hour is dropped from if it is all there is. The newest
+	// block is never dropped. The store thus stays within MaxDiskBytes plus
+	// about one cut's worth (the newest block and the write-ahead log up to
+	// BufferBytes of requests, compressed), once the second's check has run;
+	// a trace whose spans were cut into a dropped and a kept block keeps the
+	// latter, as at the retention horizon. Each drop is logged and counted.
 	//
 	// The default is 0: no bound.
 	MaxDiskBytes int64
@@ -57,6 +74,14 @@ type Options struct {
 	//
 	// The default is 2s.
 	RecompressAfter time.Duration
+
+	// DictionaryCache is how many resources, scopes and (resource, scope)
+	// pairs are kept in memory, each; the others are read from the index
+	// store when needed. Resources are stored once, and dropped once no
+	// retained partition has spans of them.
+	//
+	// The default is 65536.
+	DictionaryCache int
 
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
@@ -102,8 +127,14 @@ func (o *Options) EnsureDefaults() Options {
 	if c.DiskReserveBytes == 0 {
 		c.DiskReserveBytes = 128 << 20
 	}
+	if c.FutureTolerance <= 0 {
+		c.FutureTolerance = time.Hour
+	}
 	if c.RecompressAfter == 0 {
 		c.RecompressAfter = 2 * time.Second
+	}
+	if c.DictionaryCache <= 0 {
+		c.DictionaryCache = 1 << 16
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 64 << 20

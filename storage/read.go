@@ -49,11 +49,11 @@ type TimeRange struct {
 // whether spans have been cut into a block yet.
 func (r TimeRange) bounds() (lo, hi uint32) {
 	lo, hi = 0, ^uint32(0)
-	if !r.Start.IsZero() && r.Start.UnixNano() > 0 {
-		lo = max(partitionOf(uint64(r.Start.UnixNano())), 1) - 1
+	if !r.Start.IsZero() {
+		lo = max(partitionOf(unixNanos(r.Start)), 1) - 1
 	}
-	if !r.End.IsZero() && r.End.UnixNano() > 0 {
-		hi = min(partitionOf(uint64(r.End.UnixNano())), ^uint32(0)-1) + 1
+	if !r.End.IsZero() {
+		hi = partitionOf(unixNanos(r.End)) + 1
 	}
 	return lo, hi
 }
@@ -167,7 +167,7 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
 			}
 			for _, f := range frags {
-				res, scope, err := db.groups.pair(f.Num)
+				res, scope, err := db.groups.pair(iterGetter(snap.index), f.Num)
 				if err != nil {
 					return nil, err
 				}
@@ -176,7 +176,7 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 			}
 		}
 	}
-	return asm.finish(db, id, snap.notBefore)
+	return asm.finish(db, iterGetter(snap.index), id, snap.notBefore)
 }
 
 // fragmentBlocks lists the blocks of partition p that hold a fragment of the
@@ -228,7 +228,7 @@ type orderedSpan struct {
 
 // finish orders, dedupes and resolves the spans collected, leaving out those
 // that started before notBefore; it returns nil if none is left.
-func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error) {
+func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
 	var ordered []orderedSpan
 	for _, g := range a.groups {
@@ -244,11 +244,11 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 			continue
 		}
 		if !g.resolved {
-			res, err := db.dict.lookup(db.idx, keys.KindResource, g.ResourceID)
+			res, err := db.dict.lookup(get, keys.KindResource, g.ResourceID)
 			if err != nil {
 				return nil, err
 			}
-			scope, err := db.dict.lookup(db.idx, keys.KindScope, g.ScopeID)
+			scope, err := db.dict.lookup(get, keys.KindScope, g.ScopeID)
 			if err != nil {
 				return nil, err
 			}

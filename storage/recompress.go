@@ -77,7 +77,7 @@ func (db *DB) recompress(ctx context.Context) error {
 	db.mu.Lock()
 	for p, newest := range db.partitions {
 		done := db.recompressed[p]
-		isSealed := uint64(now.UnixNano()) >= (uint64(p)+1)*partitionNanos+uint64(sealDelay)
+		isSealed := unixNanos(now) >= partitionEnd(p) && unixNanos(now)-partitionEnd(p) >= uint64(sealDelay)
 		if newest > done {
 			behind = append(behind, pending{p, done + 1, newest})
 		}
@@ -119,7 +119,7 @@ func (db *DB) recompress(ctx context.Context) error {
 			return fmt.Errorf("partition %d, blocks %d to %d: %w", w.p, w.from, w.to, err)
 		}
 		db.opts.Logger.Debug("recompressed span data", "partition_start",
-			time.Unix(0, int64(uint64(w.p)*partitionNanos)).UTC(), "blocks", fmt.Sprintf("%d-%d", w.from, w.to),
+			partitionTime(w.p), "blocks", fmt.Sprintf("%d-%d", w.from, w.to),
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
@@ -150,7 +150,7 @@ func (db *DB) mergeSealed(ctx context.Context, p uint32, newest uint64) error {
 			return err
 		}
 		db.opts.Logger.Info("merged span data", "partition_start",
-			time.Unix(0, int64(uint64(p)*partitionNanos)).UTC(), "sstables", tables,
+			partitionTime(p), "sstables", tables,
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	db.merged[p] = true
@@ -221,7 +221,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 // throughout.
 func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte) error {
 	dir := filepath.Join(db.dir, "recompress")
-	if err := db.opts.FS.MkdirAll(dir, 0o755); err != nil {
+	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create recompress dir: %w", err)
 	}
 	defer db.opts.FS.RemoveAll(dir)

@@ -68,6 +68,33 @@ type compiled struct {
 	inside      map[index.Term]bool
 	limit       int
 	value       []byte // scratch for canonical values
+	// resourceAttrs are the attribute conditions that resources of blocks
+	// may satisfy, which addStoredResources adds to their groups.
+	resourceAttrs []resourceAttr
+}
+
+// resourceAttr is an attribute condition as resources answer it.
+type resourceAttr struct {
+	group   int        // its index in compiled.groups
+	term    index.Term // its service-less attribute term
+	service index.Term // the Service term the resources must have; 0 for any
+}
+
+// addStoredResources adds to the attribute conditions' groups the Resource
+// terms of the stored resources that may satisfy them, read through it: an
+// iterator of the same view as the live buffers compile saw, so that a
+// resource a cut has just persisted is found here if it had left them.
+func (c *compiled) addStoredResources(it *pebble.Iterator) error {
+	var h index.Hasher
+	for _, ra := range c.resourceAttrs {
+		g, err := storedWith(c.groups[ra.group], it, &h, ra.term, ra.service)
+		if err != nil {
+			return fmt.Errorf("look up resources: %w", err)
+		}
+		slices.Sort(g)
+		c.groups[ra.group] = slices.Compact(g)
+	}
+	return nil
 }
 
 // compile turns a query into term groups. services lists the services in the
@@ -90,10 +117,10 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 		c.attrs = append(c.attrs, a)
 	}
 	if !q.StartMin.IsZero() {
-		c.startMin = max(c.startMin, uint64(max(0, q.StartMin.UnixNano())))
+		c.startMin = max(c.startMin, unixNanos(q.StartMin))
 	}
 	if !q.StartMax.IsZero() {
-		c.startMax = uint64(max(0, q.StartMax.UnixNano()))
+		c.startMax = unixNanos(q.StartMax)
 	}
 	if q.DurationMin > 0 {
 		c.durMin = uint64(q.DurationMin)
@@ -122,18 +149,22 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 	}
 	for _, a := range c.attrs {
 		// Attribute terms name the service: without one, any service will do.
-		// A resource attribute is found through the resources that have it.
 		var g []index.Term
-		add := func(svc []byte) {
-			t := h.Attribute(svc, []byte(a.Key), a.Type, a.Value)
-			g = resources.resources(append(g, t), &h, t)
-		}
 		if c.svc != nil {
-			add(c.svc)
+			g = append(g, h.Attribute(c.svc, []byte(a.Key), a.Type, a.Value))
 		}
 		for _, svc := range services {
-			add([]byte(svc))
+			g = append(g, h.Attribute([]byte(svc), []byte(a.Key), a.Type, a.Value))
 		}
+		// A resource attribute is found through the resources that have
+		// it: here those of the live buffers, in addStoredResources those
+		// of blocks.
+		ra := resourceAttr{group: len(c.groups), term: h.Attribute(nil, []byte(a.Key), a.Type, a.Value)}
+		if c.svc != nil {
+			ra.service = c.svcTerm
+		}
+		g = resources.pendingWith(g, &h, ra.term, ra.service)
+		c.resourceAttrs = append(c.resourceAttrs, ra)
 		c.groups = append(c.groups, g)
 		spanConds += 2 // attribute terms are bucketed
 	}
@@ -259,10 +290,10 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 
 	lo, hi := uint32(0), ^uint32(0)
 	if !q.StartMin.IsZero() {
-		lo = partitionOf(uint64(max(0, q.StartMin.UnixNano())))
+		lo = partitionOf(unixNanos(q.StartMin))
 	}
 	if !q.StartMax.IsZero() {
-		hi = partitionOf(uint64(max(0, q.StartMax.UnixNano())))
+		hi = partitionOf(unixNanos(q.StartMax))
 	}
 	var (
 		c    *compiled
@@ -282,9 +313,13 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		return nil, err
 	}
 	defer db.release(v)
+	if err := c.addStoredResources(v.index); err != nil {
+		return nil, err
+	}
 	c.verifyLive(live, v.notBefore, res)
 
 	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}
+	defer s.close()
 	for i := len(v.parts) - 1; i >= 0 && len(res.list) < c.limit; i-- {
 		if err := s.partition(ctx, v.parts[i], v.minBlock); err != nil {
 			return nil, err
@@ -393,8 +428,29 @@ type segmentSearch struct {
 	res  *results
 
 	services map[dictID][]byte // service names of resources, by resource ID
-	frags    []codec.Group
-	spanBuf  []byte // spans of frags, rebuilt
+	// dictIt reads the dictionary as of it's view; cloned from it on the
+	// first cache miss, since verify runs while it holds a rows value.
+	dictIt  *pebble.Iterator
+	frags   []codec.Group
+	spanBuf []byte // spans of frags, rebuilt
+}
+
+// dictGet reads a dictionary or group key as of the search's view.
+func (s *segmentSearch) dictGet(k []byte) ([]byte, bool, error) {
+	if s.dictIt == nil {
+		it, err := s.it.Clone(pebble.CloneOptions{})
+		if err != nil {
+			return nil, false, err
+		}
+		s.dictIt = it
+	}
+	return iterGetter(s.dictIt)(k)
+}
+
+func (s *segmentSearch) close() {
+	if s.dictIt != nil {
+		s.dictIt.Close()
+	}
 }
 
 // partition searches a partition's segments, newest block first, skipping
@@ -560,11 +616,11 @@ func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error)
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}
 	for _, g := range s.frags {
-		resID, _, err := s.db.groups.pair(g.Num)
+		resID, _, err := s.db.groups.pair(s.dictGet, g.Num)
 		if err != nil {
 			return false, err
 		}
-		res, err := s.db.dict.lookup(s.db.idx, keys.KindResource, resID)
+		res, err := s.db.dict.lookup(s.dictGet, keys.KindResource, resID)
 		if err != nil {
 			return false, err
 		}

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func write(t testing.TB, db *DB, req []byte) {
 	t.Helper()
 	var b otlpwire.Batch
-	if err := otlpwire.Parse(req, &b, 0); err != nil {
+	if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Write(context.Background(), req, &b); err != nil {
@@ -234,7 +234,7 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 				r := reqs[i%len(reqs)]
 				if w%2 == 0 {
 					var b otlpwire.Batch
-					otlpwire.Parse(r.Bytes, &b, 0)
+					otlpwire.Parse(r.Bytes, &b, otlpwire.Window{})
 					if err := db.Write(context.Background(), r.Bytes, &b); err != nil && err != ErrClosed {
 						errs <- err
 						return
@@ -434,6 +434,36 @@ func TestOpenRefusesDirectoryInUse(t *testing.T) {
 	db, err = Open(dir, nil)
 	if err != nil {
 		t.Fatalf("Open after Close: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFileModes checks that what the store creates is private to its
+// owner: directories 0700, its own files 0600, and Pebble's files, whatever
+// the umask, inside a directory no one else may enter.
+func TestFileModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, bench.NewGenerator(bench.Config{BatchSpans: 100}).Next().Bytes)
+	walFiles, _ := filepath.Glob(filepath.Join(dir, "wal", "*"))
+	if len(walFiles) == 0 {
+		t.Fatal("no write-ahead log segment")
+	}
+	own := append(walFiles, filepath.Join(dir, "LOCK"))
+	for _, d := range []string{dir, filepath.Join(dir, "wal")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v, mode %v; want 0700", d, err, fi.Mode().Perm())
+		}
+	}
+	for _, f := range own {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v, mode %v; want 0600", f, err, fi.Mode().Perm())
+		}
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)

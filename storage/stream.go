@@ -46,7 +46,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 	}
 	defer db.release(snap)
 
-	pc := piecer{db: db, id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn}
+	pc := piecer{db: db, get: iterGetter(snap.index), id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn}
 	pc.reset()
 	for _, s := range live {
 		g := pc.asm.group(s.group.resID, s.group.scopeID)
@@ -89,7 +89,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 				return pc.found, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
 			}
 			for _, f := range frags {
-				res, scope, err := db.groups.pair(f.Num)
+				res, scope, err := db.groups.pair(pc.get, f.Num)
 				if err != nil {
 					return pc.found, err
 				}
@@ -113,6 +113,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 // piecer gathers a trace's spans into pieces of about limit bytes.
 type piecer struct {
 	db        *DB
+	get       viewGetter // of the read's view of the index store
 	id        TraceID
 	notBefore uint64
 	limit     int
@@ -146,7 +147,7 @@ func (pc *piecer) emitIfFull() error {
 // emit orders and passes on the spans gathered; last says that no more
 // follow.
 func (pc *piecer) emit(last bool) error {
-	t, err := pc.asm.finish(pc.db, pc.id, pc.notBefore)
+	t, err := pc.asm.finish(pc.db, pc.get, pc.id, pc.notBefore)
 	pc.reset()
 	if err != nil || t == nil {
 		return err

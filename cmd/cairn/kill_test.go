@@ -144,6 +144,20 @@ func TestSIGKILLLosesNoAcknowledgedSpans(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "index")); err != nil {
 		t.Fatal(fmt.Errorf("store missing after shutdown: %w", err))
 	}
+	// Everything serve created, Pebble's files included, is its user's alone.
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil && info.Mode().Perm()&0o077 != 0 {
+			err = fmt.Errorf("%s has mode %v", path, info.Mode().Perm())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestSIGKILLDuringRecompression kills the server while it recompresses span

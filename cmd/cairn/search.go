@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -155,7 +156,7 @@ func searchCmd(args []string, stdout, _ io.Writer) error {
 			}
 			results = append(results, searchResult{
 				TraceID:       hex.EncodeToString(s.TraceId),
-				Start:         time.Unix(0, int64(s.MinStartTimeUnixNano)).UTC().Format(time.RFC3339Nano),
+				Start:         time.Unix(0, int64(min(s.MinStartTimeUnixNano, math.MaxInt64))).UTC().Format(time.RFC3339Nano),
 				DurationMS:    dur,
 				RootService:   s.RootServiceName,
 				RootOperation: s.RootOperationName,

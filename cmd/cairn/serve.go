@@ -51,6 +51,8 @@ type serverConfig struct {
 	retention       time.Duration
 	maxDiskBytes    int64
 	diskReserve     int64
+	futureTolerance time.Duration
+	dictionaryCache int
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -78,8 +80,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
 	fs.DurationVar(&cfg.retention, "retention", 72*time.Hour, "how long spans are kept, by start time; older spans are rejected, and expired hour partitions dropped")
-	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest partitions while the store is larger")
+	fs.Int64Var(&cfg.maxDiskBytes, "max-disk-bytes", 0, "if positive, drop the oldest data while the store is larger, down to its newest block (checked every second)")
 	fs.Int64Var(&cfg.diskReserve, "disk-reserve-bytes", 128<<20, "disk space kept free for the stores' own metadata: writes that would leave less are refused, to be retried; 0 for none")
+	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
+	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -93,12 +97,19 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
 		return err
 	}
+	if cfg.futureTolerance <= 0 { // storage would take zero for its default
+		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
+	}
+	if cfg.dictionaryCache <= 0 {
+		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
+	}
 	switch {
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
 	}
+	restrictFileModes()
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
@@ -261,6 +272,8 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		MaxDiskBytes:    cfg.maxDiskBytes,
 		// Zero is the storage default; none is negative.
 		DiskReserveBytes: cmp.Or(cfg.diskReserve, -1),
+		FutureTolerance:  cfg.futureTolerance,
+		DictionaryCache:  cfg.dictionaryCache,
 	})
 	if err != nil {
 		return nil, err

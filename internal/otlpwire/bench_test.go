@@ -15,7 +15,7 @@ func BenchmarkParse(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(req.Bytes)))
 			for b.Loop() {
-				if err := Parse(req.Bytes, &bt, 0); err != nil {
+				if err := Parse(req.Bytes, &bt, Window{}); err != nil {
 					b.Fatal(err)
 				}
 			}

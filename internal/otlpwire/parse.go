@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -93,16 +94,28 @@ type Attribute struct {
 	Num  uint64
 }
 
+// Window is the span start times a store accepts, in unix nanoseconds.
+type Window struct {
+	NotBefore uint64 // spans that started earlier are too old; 0 for no bound
+	NotAfter  uint64 // spans that start later are too far in the future; 0 for no bound
+}
+
 // Rejection counts spans that were dropped one by one, by reason.
 type Rejection struct {
-	BadTraceID int    // trace_id not 16 bytes or all zero
-	BadSpanID  int    // span_id not 8 bytes or all zero
-	TooOld     int    // started before NotBefore
-	NotBefore  uint64 // the notBefore that Parse was given
+	BadTraceID int // trace_id not 16 bytes or all zero
+	BadSpanID  int // span_id not 8 bytes or all zero
+	TooOld     int // started before Window.NotBefore
+	TooNew     int // starts after Window.NotAfter
+	// BadUTF8 counts spans with a string that is not valid UTF-8, in the
+	// span itself or in its resource or scope; BadUTF8Field names the first
+	// such field, even in a resource or scope without spans.
+	BadUTF8      int
+	BadUTF8Field string
+	Window       Window // the window that Parse was given
 }
 
 // Total is the number of rejected spans.
-func (r Rejection) Total() int { return r.BadTraceID + r.BadSpanID + r.TooOld }
+func (r Rejection) Total() int { return r.BadTraceID + r.BadSpanID + r.TooOld + r.TooNew + r.BadUTF8 }
 
 // Message describes the rejections for an OTLP partial_success, or is empty.
 func (r Rejection) Message() string {
@@ -113,14 +126,36 @@ func (r Rejection) Message() string {
 	if r.BadSpanID > 0 {
 		parts = append(parts, fmt.Sprintf("%d with invalid span_id (must be 8 bytes, not all zero)", r.BadSpanID))
 	}
+	if r.BadUTF8 > 0 {
+		parts = append(parts, fmt.Sprintf("%d with a string that is not valid UTF-8 (first: %s)", r.BadUTF8, r.BadUTF8Field))
+	}
 	if r.TooOld > 0 {
 		parts = append(parts, fmt.Sprintf("%d starting before %s, outside the retention period",
-			r.TooOld, time.Unix(0, int64(r.NotBefore)).UTC().Format(time.RFC3339)))
+			r.TooOld, formatNanos(r.Window.NotBefore)))
+	}
+	if r.TooNew > 0 {
+		parts = append(parts, fmt.Sprintf("%d starting after %s, too far in the future (check the sender's clock)",
+			r.TooNew, formatNanos(r.Window.NotAfter)))
 	}
 	if len(parts) == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%d spans rejected: %s", r.Total(), strings.Join(parts, ", "))
+}
+
+// formatNanos formats unix nanoseconds as RFC 3339, clamped to the times
+// that time.Time holds as nanoseconds.
+func formatNanos(ns uint64) string {
+	return time.Unix(0, int64(min(ns, math.MaxInt64))).UTC().Format(time.RFC3339)
+}
+
+// badUTF8 counts n spans rejected for invalid UTF-8 in field. The field is
+// named even if it rejected no span (a resource without spans).
+func (r *Rejection) badUTF8(n int, field string) {
+	if r.BadUTF8Field == "" {
+		r.BadUTF8Field = field
+	}
+	r.BadUTF8 += n
 }
 
 // Batch is a parsed Export request. Its slices alias the request bytes, so
@@ -144,12 +179,13 @@ func (b *Batch) Reset() {
 
 // Parse walks an encoded ExportTraceServiceRequest (or, identically on the
 // wire, a TracesData) into b, which it resets first. Spans with invalid IDs,
-// and spans whose start_time_unix_nano is before notBefore (0 for no bound),
-// are counted in b.Rejected and left out; any structural fault anywhere in the
+// spans that start outside accept, and spans with a string that is not valid
+// UTF-8 are counted in b.Rejected and left out; invalid UTF-8 in a resource
+// or scope leaves out all of its spans. Any other fault anywhere in the
 // request fails the whole request with an error wrapping ErrMalformed.
-func Parse(req []byte, b *Batch, notBefore uint64) error {
+func Parse(req []byte, b *Batch, accept Window) error {
 	b.Reset()
-	b.Rejected.NotBefore = notBefore
+	b.Rejected.Window = accept
 	err := walkFields(req, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != TracesDataResourceSpans {
 			return nil
@@ -166,73 +202,101 @@ func Parse(req []byte, b *Batch, notBefore uint64) error {
 }
 
 func (b *Batch) parseResourceSpans(rs []byte) error {
+	raw, schemaURL, err := resourceSpans.context(rs)
+	if err != nil {
+		return b.rejectContainer(&resourceSpans, err, rs, countScopeSpans)
+	}
 	ri := int32(len(b.Resources))
-	return walkContainer(rs, &resourceSpans,
-		func(raw, schemaURL []byte) {
-			b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL, Service: ServiceName(raw)})
-		},
-		func(ss []byte) error { return b.parseScopeSpans(ss, ri) })
+	b.Resources = append(b.Resources, Resource{Raw: raw, SchemaURL: schemaURL, Service: ServiceName(raw)})
+	return resourceSpans.children(rs, func(ss []byte) error { return b.parseScopeSpans(ss, ri) })
 }
 
 func (b *Batch) parseScopeSpans(ss []byte, resource int32) error {
+	raw, schemaURL, err := scopeSpans.context(ss)
+	if err != nil {
+		return b.rejectContainer(&scopeSpans, err, ss, func([]byte) (int, error) { return 1, nil })
+	}
 	si := int32(len(b.Scopes))
-	return walkContainer(ss, &scopeSpans,
-		func(raw, schemaURL []byte) {
-			b.Scopes = append(b.Scopes, Scope{Raw: raw, SchemaURL: schemaURL, Resource: resource})
-		},
-		func(span []byte) error { return b.parseSpan(span, si) })
+	b.Scopes = append(b.Scopes, Scope{Raw: raw, SchemaURL: schemaURL, Resource: resource})
+	return scopeSpans.children(ss, func(span []byte) error { return b.parseSpan(span, si) })
 }
 
-// container describes ResourceSpans or ScopeSpans for walkContainer.
+// rejectContainer handles the fault err found in the context of a
+// ResourceSpans or ScopeSpans message: invalid UTF-8 rejects the spans
+// under it, whose children count, and anything else fails the request.
+func (b *Batch) rejectContainer(c *container, err error, msg []byte, spans func(child []byte) (int, error)) error {
+	field, ok := utf8Field(err)
+	if !ok {
+		return err
+	}
+	n := 0
+	err = c.children(msg, func(child []byte) error {
+		k, err := spans(child)
+		n += k
+		return err
+	})
+	b.Rejected.badUTF8(n, c.what+": "+field)
+	return err
+}
+
+// countScopeSpans counts the spans of an encoded ScopeSpans.
+func countScopeSpans(ss []byte) (int, error) {
+	n := 0
+	err := scopeSpans.children(ss, func([]byte) error { n++; return nil })
+	return n, err
+}
+
+// container describes ResourceSpans or ScopeSpans, which share a shape: a
+// context message (resource or scope), the repeated children, and a schema
+// URL.
 type container struct {
-	context, schemaURL, children string // field names, for errors
-	validate                     func([]byte) error
+	what                                  string // of the context, for rejections
+	contextField, schemaField, childField string // field names, for errors
+	validate                              func([]byte) error
 }
 
 var (
-	resourceSpans = container{"ResourceSpans.resource", "ResourceSpans.schema_url", "ResourceSpans.scope_spans", validateResource}
-	scopeSpans    = container{"ScopeSpans.scope", "ScopeSpans.schema_url", "ScopeSpans.spans", validateScope}
+	resourceSpans = container{"resource", "ResourceSpans.resource", "ResourceSpans.schema_url", "ResourceSpans.scope_spans", validateResource}
+	scopeSpans    = container{"scope", "ScopeSpans.scope", "ScopeSpans.schema_url", "ScopeSpans.spans", validateScope}
 )
 
-// walkContainer walks a ResourceSpans or ScopeSpans message. Its context
-// message and schema URL may follow the children on the wire, so a first pass
-// locates and validates them and hands them to open; a second pass calls child
-// for each child.
-func walkContainer(msg []byte, c *container, open func(raw, schemaURL []byte), child func([]byte) error) error {
-	var raw, schemaURL []byte
-	err := walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
+// context returns the validated context message and schema URL of a
+// container. They may follow the children on the wire, so this is a pass
+// of its own, before the children are walked.
+func (c *container) context(msg []byte) (raw, schemaURL []byte, err error) {
+	err = walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		switch num {
 		case ResourceSpansResource: // = ScopeSpansScope
 			if typ != protowire.BytesType {
-				return wrongType(c.context)
+				return wrongType(c.contextField)
 			}
 			if err := c.validate(v); err != nil {
 				return err
 			}
 			raw = mergeMessage(raw, v)
 		case ResourceSpansSchemaURL: // = ScopeSpansSchemaURL
-			if err := checkString(typ, v, c.schemaURL); err != nil {
+			if err := checkString(typ, v, c.schemaField); err != nil {
 				return err
 			}
 			schemaURL = v
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	open(raw, schemaURL)
+	return raw, schemaURL, err
+}
+
+// children calls child for each child of a container.
+func (c *container) children(msg []byte, child func([]byte) error) error {
 	return walkFields(msg, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != ResourceSpansScopeSpans { // = ScopeSpansSpans
 			return nil
 		}
 		if typ != protowire.BytesType {
-			return wrongType(c.children)
+			return wrongType(c.childField)
 		}
 		return child(v)
 	})
 }
-
 func (b *Batch) parseSpan(raw []byte, scope int32) error {
 	sp := Span{Scope: scope, Raw: raw}
 	var traceOK, spanOK bool
@@ -303,16 +367,21 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
 	switch {
+	case err != nil:
+		field, ok := utf8Field(err)
+		if !ok {
+			return err
+		}
+		b.Rejected.badUTF8(1, "span: "+field)
 	case !traceOK:
 		b.Rejected.BadTraceID++
 	case !spanOK:
 		b.Rejected.BadSpanID++
-	case sp.Start < b.Rejected.NotBefore:
+	case sp.Start < b.Rejected.Window.NotBefore:
 		b.Rejected.TooOld++
+	case b.Rejected.Window.NotAfter > 0 && sp.Start > b.Rejected.Window.NotAfter:
+		b.Rejected.TooNew++
 	default:
 		sp.Attrs = b.Attrs[firstAttr:len(b.Attrs):len(b.Attrs)]
 		b.Spans = append(b.Spans, sp)
@@ -438,9 +507,29 @@ func checkString(typ protowire.Type, v []byte, field string) error {
 		return wrongType(field)
 	}
 	if !utf8.Valid(v) {
-		return fmt.Errorf("%w: %s is not valid UTF-8", ErrMalformed, field)
+		return &utf8Error{field}
 	}
 	return nil
+}
+
+// utf8Error is a string field that is not valid UTF-8. Unlike other
+// faults, it leaves the message around it well formed, so only the span,
+// or the resource or scope, that holds it is rejected.
+type utf8Error struct{ field string }
+
+func (e *utf8Error) Error() string {
+	return fmt.Sprintf("%v: %s is not valid UTF-8", ErrMalformed, e.field)
+}
+
+func (e *utf8Error) Unwrap() error { return ErrMalformed }
+
+// utf8Field returns the field that err, if a utf8Error, names.
+func utf8Field(err error) (string, bool) {
+	var bad *utf8Error
+	if !errors.As(err, &bad) {
+		return "", false
+	}
+	return bad.field, true
 }
 
 func validateMessage(typ protowire.Type, v []byte, field string, validate func([]byte) error) error {

@@ -1,15 +1,18 @@
 package otlpwire
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"reflect"
 	"testing"
+	"unicode/utf8"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
@@ -44,7 +47,7 @@ func TestParseRejectsInvalidIDsOneByOne(t *testing.T) {
 		}}},
 	}}}
 	var b Batch
-	if err := Parse(marshal(t, req), &b, 0); err != nil {
+	if err := Parse(marshal(t, req), &b, Window{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(b.Spans) != 2 {
@@ -74,18 +77,175 @@ func TestParseMalformed(t *testing.T) {
 	for name, req := range map[string][]byte{
 		"truncated":                valid[:len(valid)-1],
 		"garbage":                  []byte{0xff, 0xff, 0xff},
-		"bad utf8":                 replaceOnce(valid, []byte("ok"), []byte{0xc3, 0x28}),
+		"bad utf8 and truncated":   func() []byte { b := replaceOnce(valid, []byte("ok"), []byte(badString)); return b[:len(b)-1] }(),
 		"group":                    {0x0b},
 		"resource spans as varint": {0x08, 0x01},
 	} {
 		var b Batch
-		err := Parse(req, &b, 0)
+		err := Parse(req, &b, Window{})
 		if !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: err = %v, want ErrMalformed", name, err)
 		}
 		if len(b.Spans) != 0 {
 			t.Errorf("%s: batch keeps %d spans after an error", name, len(b.Spans))
 		}
+	}
+}
+
+// badString is not valid UTF-8: 0xc3 starts a two-byte sequence that 0x28
+// does not continue. proto.Marshal refuses it, so requests are marshalled
+// with placeholder in its place, which withBadUTF8 then replaces: both are
+// two bytes long, so the encoding stays valid.
+const (
+	badString   = "\xc3\x28"
+	placeholder = "~~"
+)
+
+func withBadUTF8(req []byte) []byte {
+	return bytes.ReplaceAll(req, []byte(placeholder), []byte(badString))
+}
+
+func TestParseRejectsInvalidUTF8WhereItIs(t *testing.T) {
+	str := func(s string) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s}}
+	}
+	kv := func(k, v string) []*commonpb.KeyValue { return []*commonpb.KeyValue{{Key: k, Value: str(v)}} }
+	named := func(name string) *tracepb.Span {
+		sp := span([]byte{15: 1}, []byte{7: 1})
+		sp.Name = name
+		return sp
+	}
+	spans := func(n int, edit func(*tracepb.Span)) []*tracepb.Span {
+		out := make([]*tracepb.Span, n)
+		for i := range out {
+			out[i] = named("op")
+			if edit != nil && i == 0 {
+				edit(out[i])
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name     string
+		rs       []*tracepb.ResourceSpans
+		accepted int
+		field    string
+	}{{
+		name: "span name",
+		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(100, func(s *tracepb.Span) {
+			s.Name = placeholder
+		})}}}},
+		accepted: 99, field: "span: Span.name",
+	}, {
+		name: "span attribute in an array",
+		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, func(s *tracepb.Span) {
+			s.Attributes = []*commonpb.KeyValue{{Key: "k", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{
+				ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{str("ok"), str(placeholder)}}}}}}
+		})}}}},
+		accepted: 2, field: "span: AnyValue.string_value",
+	}, {
+		name: "event name",
+		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, func(s *tracepb.Span) {
+			s.Events = []*tracepb.Span_Event{{Name: placeholder}}
+		})}}}},
+		accepted: 2, field: "span: Span.Event.name",
+	}, {
+		name: "resource attribute key",
+		rs: []*tracepb.ResourceSpans{
+			{Resource: &resourcepb.Resource{Attributes: kv(placeholder, "x")}, ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, nil)}, {Spans: spans(2, nil)}}},
+			{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(4, nil)}}},
+		},
+		accepted: 4, field: "resource: KeyValue.key",
+	}, {
+		name: "resource schema URL",
+		rs: []*tracepb.ResourceSpans{
+			{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(4, nil)}}},
+			{SchemaUrl: placeholder, ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans(3, nil)}}},
+		},
+		accepted: 4, field: "resource: ResourceSpans.schema_url",
+	}, {
+		name: "scope name",
+		rs: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{
+			{Scope: &commonpb.InstrumentationScope{Name: placeholder}, Spans: spans(3, nil)},
+			{Spans: spans(5, nil)},
+		}}},
+		accepted: 5, field: "scope: InstrumentationScope string field",
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			req := withBadUTF8(marshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: c.rs}))
+			var b Batch
+			if err := Parse(req, &b, Window{}); err != nil {
+				t.Fatal(err)
+			}
+			total := 0
+			for _, rs := range c.rs {
+				for _, ss := range rs.ScopeSpans {
+					total += len(ss.Spans)
+				}
+			}
+			want := Rejection{BadUTF8: total - c.accepted, BadUTF8Field: c.field}
+			if len(b.Spans) != c.accepted || b.Rejected != want {
+				t.Fatalf("accepted %d, rejected %+v; want %d, %+v", len(b.Spans), b.Rejected, c.accepted, want)
+			}
+			for _, s := range b.Spans {
+				if string(s.Name) != "op" {
+					t.Fatalf("accepted span named %q", s.Name)
+				}
+				if sc := b.Scopes[s.Scope]; int(sc.Resource) >= len(b.Resources) {
+					t.Fatalf("scope names resource %d of %d", sc.Resource, len(b.Resources))
+				}
+			}
+			msg := fmt.Sprintf("%d spans rejected: %d with a string that is not valid UTF-8 (first: %s)", want.BadUTF8, want.BadUTF8, c.field)
+			if got := b.Rejected.Message(); got != msg {
+				t.Fatalf("message %q, want %q", got, msg)
+			}
+		})
+	}
+}
+
+func TestParseWindow(t *testing.T) {
+	const maxU64 = ^uint64(0)
+	at := func(start uint64) *tracepb.Span {
+		sp := span([]byte{15: 1}, []byte{7: 1})
+		sp.StartTimeUnixNano, sp.EndTimeUnixNano = start, 0 // an end before the start is kept as sent
+		return sp
+	}
+	req := marshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{at(0), at(99), at(100), at(200), at(201), at(maxU64)}}},
+	}}})
+	for _, c := range []struct {
+		w            Window
+		accepted     []uint64
+		tooOld, tooN int
+	}{
+		{Window{}, []uint64{0, 99, 100, 200, 201, maxU64}, 0, 0},
+		{Window{NotBefore: 100, NotAfter: 200}, []uint64{100, 200}, 2, 2},
+		{Window{NotAfter: maxU64}, []uint64{0, 99, 100, 200, 201, maxU64}, 0, 0},
+		{Window{NotBefore: maxU64}, []uint64{maxU64}, 5, 0},
+	} {
+		var b Batch
+		if err := Parse(req, &b, c.w); err != nil {
+			t.Fatal(err)
+		}
+		var got []uint64
+		for _, s := range b.Spans {
+			got = append(got, s.Start)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.accepted) || b.Rejected.TooOld != c.tooOld || b.Rejected.TooNew != c.tooN {
+			t.Errorf("window %+v: accepted %v, rejected %+v; want %v, %d too old, %d too new", c.w, got, b.Rejected, c.accepted, c.tooOld, c.tooN)
+		}
+	}
+	var b Batch
+	if err := Parse(req, &b, Window{NotBefore: 100, NotAfter: 200}); err != nil {
+		t.Fatal(err)
+	}
+	const msg = "4 spans rejected: 2 starting before 1970-01-01T00:00:00Z, outside the retention period, " +
+		"2 starting after 1970-01-01T00:00:00Z, too far in the future (check the sender's clock)"
+	if got := b.Rejected.Message(); got != msg {
+		t.Fatalf("message %q, want %q", got, msg)
+	}
+	if got := (Rejection{TooNew: 1, Window: Window{NotAfter: maxU64}}).Message(); got != "1 spans rejected: 1 starting after 2262-04-11T23:47:16Z, too far in the future (check the sender's clock)" {
+		t.Fatalf("message past int64 nanoseconds: %q", got)
 	}
 }
 
@@ -112,7 +272,7 @@ func TestServiceName(t *testing.T) {
 		{},
 	}}
 	var b Batch
-	if err := Parse(marshal(t, req), &b, 0); err != nil {
+	if err := Parse(marshal(t, req), &b, Window{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -171,23 +331,44 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x00})
+	bad := marshal(f, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource:  &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "s1"}}}}},
+		SchemaUrl: "r1",
+		ScopeSpans: []*tracepb.ScopeSpans{{
+			Scope: &commonpb.InstrumentationScope{Name: "c1"}, SchemaUrl: "u1",
+			Spans: []*tracepb.Span{span([]byte{15: 1}, []byte{7: 1}), span([]byte{15: 2}, []byte{7: 2})},
+		}},
+	}}})
+	f.Add(bad)
+	for _, s := range []string{"s1", "r1", "c1", "u1", "op"} {
+		f.Add(replaceOnce(bad, []byte(s), []byte(badString)))
+	}
 	f.Fuzz(func(t *testing.T, req []byte) {
 		var b Batch
-		if err := Parse(req, &b, 0); err != nil {
+		if err := Parse(req, &b, Window{NotBefore: 1, NotAfter: 1 << 62}); err != nil {
 			return
 		}
 		var ref collectorpb.ExportTraceServiceRequest
-		if err := proto.Unmarshal(req, &ref); err != nil {
-			t.Fatalf("Parse accepted what proto.Unmarshal rejects: %v", err)
+		total, err := countSpans(req)
+		if err != nil {
+			t.Fatalf("Parse accepted a request whose structure does not walk: %v", err)
 		}
-		total := 0
-		for _, rs := range ref.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				total += len(ss.Spans)
-			}
+		// Invalid UTF-8, which proto.Unmarshal refuses, only rejects spans.
+		if err := proto.Unmarshal(req, &ref); err != nil && b.Rejected.BadUTF8Field == "" {
+			t.Fatalf("Parse accepted what proto.Unmarshal rejects: %v", err)
 		}
 		if got := len(b.Spans) + b.Rejected.Total(); got != total {
 			t.Fatalf("accepted+rejected = %d, request has %d spans", got, total)
+		}
+		for _, r := range b.Resources {
+			if err := proto.Unmarshal(r.Raw, &resourcepb.Resource{}); err != nil || !utf8.Valid(r.SchemaURL) {
+				t.Fatalf("accepted resource does not decode (%v) or has a schema URL %q", err, r.SchemaURL)
+			}
+		}
+		for _, sc := range b.Scopes {
+			if err := proto.Unmarshal(sc.Raw, &commonpb.InstrumentationScope{}); err != nil || !utf8.Valid(sc.SchemaURL) {
+				t.Fatalf("accepted scope does not decode (%v) or has a schema URL %q", err, sc.SchemaURL)
+			}
 		}
 		for _, s := range b.Spans {
 			var sp tracepb.Span
@@ -206,6 +387,9 @@ func FuzzParse(f *testing.F) {
 			if want := sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; s.Error != want || Facts(s.Raw).Error != want {
 				t.Fatalf("error %v (facts %v), decoded status %v", s.Error, Facts(s.Raw).Error, sp.GetStatus())
 			}
+			if s.Start < 1 || s.Start > 1<<62 {
+				t.Fatalf("accepted a span starting at %d, outside the window", s.Start)
+			}
 			// Ingest indexes the attributes Parse recorded; search checks
 			// those Attributes reads from the stored span. They must agree.
 			var walked []Attribute
@@ -217,4 +401,41 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// countSpans counts the spans of an encoded request by its wire structure
+// alone, for requests that proto.Unmarshal refuses for their strings.
+func countSpans(req []byte) (int, error) {
+	n := 0
+	var walk func(msg []byte, depth int) error
+	walk = func(msg []byte, depth int) error {
+		for len(msg) > 0 {
+			num, typ, k := protowire.ConsumeTag(msg)
+			if k < 0 {
+				return protowire.ParseError(k)
+			}
+			msg = msg[k:]
+			k = protowire.ConsumeFieldValue(num, typ, msg)
+			if k < 0 {
+				return protowire.ParseError(k)
+			}
+			field := msg[:k]
+			msg = msg[k:]
+			// resource_spans, scope_spans and spans are each field 1 or 2
+			// of their parent.
+			if typ != protowire.BytesType || num != map[int]protowire.Number{0: 1, 1: 2, 2: 2}[depth] {
+				continue
+			}
+			if depth == 2 {
+				n++
+				continue
+			}
+			v, _ := protowire.ConsumeBytes(field)
+			if err := walk(v, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return n, walk(req, 0)
 }

@@ -12,7 +12,7 @@ import (
 func benchFragments(b *testing.B) (ids [][16]byte, frags [][]Group, spans int) {
 	req := bench.NewGenerator(bench.Config{BatchSpans: 4096}).Next()
 	var bt otlpwire.Batch
-	if err := otlpwire.Parse(req.Bytes, &bt, 0); err != nil {
+	if err := otlpwire.Parse(req.Bytes, &bt, otlpwire.Window{}); err != nil {
 		b.Fatal(err)
 	}
 	byTrace := map[[16]byte]int{}

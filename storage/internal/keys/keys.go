@@ -24,6 +24,9 @@ const (
 	KindResource     byte = 0x20 // 0x20 id(16)                     -> resource record
 	KindScope        byte = 0x21 // 0x21 id(16)                     -> scope record
 	KindGroup        byte = 0x22 // 0x22 number:u32                 -> resource id(16) scope id(16)
+	KindGroupNumber  byte = 0x23 // 0x23 resource id(16) scope id(16) -> number:u32
+	KindResourceAttr byte = 0x24 // 0x24 attribute term:u64 resource id(16) -> service term:u64
+	KindResourceUse  byte = 0x25 // 0x25 resource id(16) partition:u32 -> empty
 	KindTrace        byte = 0x30 // 0x30 partition trace(16) block  -> empty
 	KindRows         byte = 0x31 // 0x31 partition block            -> segment rows
 	KindPostings     byte = 0x32 // 0x32 partition block shard      -> segment postings shard
@@ -32,13 +35,16 @@ const (
 
 // Sizes of the fixed-width keys.
 const (
-	BlockLen       = 1 + 8
-	PartitionLen   = 1 + 4
-	DictLen        = 1 + 16
-	GroupLen       = 1 + 4
-	TracePrefixLen = 1 + 4 + 16
-	TraceLen       = TracePrefixLen + 8
-	DataLen        = 1 + 4 + 8 + 16
+	BlockLen        = 1 + 8
+	PartitionLen    = 1 + 4
+	DictLen         = 1 + 16
+	GroupLen        = 1 + 4
+	GroupNumberLen  = 1 + 32
+	ResourceAttrLen = 1 + 8 + 16
+	ResourceUseLen  = 1 + 16 + 4
+	TracePrefixLen  = 1 + 4 + 16
+	TraceLen        = TracePrefixLen + 8
+	DataLen         = 1 + 4 + 8 + 16
 )
 
 // ErrBadKey is wrapped by every decoding error.
@@ -125,6 +131,51 @@ func ParseGroup(k []byte) (uint32, error) {
 		return 0, fmt.Errorf("%w: group key %x", ErrBadKey, k)
 	}
 	return binary.BigEndian.Uint32(k[1:]), nil
+}
+
+// GroupNumber is the key of the number of the (resource, scope) pair k.
+func GroupNumber(k [32]byte) []byte {
+	return append([]byte{KindGroupNumber}, k[:]...)
+}
+
+// ParseGroupNumber decodes a group number key.
+func ParseGroupNumber(k []byte) ([32]byte, error) {
+	if len(k) != GroupNumberLen || k[0] != KindGroupNumber {
+		return [32]byte{}, fmt.Errorf("%w: group number key %x", ErrBadKey, k)
+	}
+	return [32]byte(k[1:]), nil
+}
+
+// ResourceAttrPrefix is the prefix of the keys of the resources that have
+// an attribute, given as its service-less attribute term.
+func ResourceAttrPrefix(term uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{KindResourceAttr}, term)
+}
+
+// ResourceAttr is the key that says resource id has the attribute of term.
+func ResourceAttr(term uint64, id [16]byte) []byte {
+	return append(ResourceAttrPrefix(term), id[:]...)
+}
+
+// ParseResourceAttr decodes a resource attribute key.
+func ParseResourceAttr(k []byte) (term uint64, id [16]byte, err error) {
+	if len(k) != ResourceAttrLen || k[0] != KindResourceAttr {
+		return 0, id, fmt.Errorf("%w: resource attribute key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint64(k[1:]), [16]byte(k[9:]), nil
+}
+
+// ResourceUse is the key that says partition p holds spans of resource id.
+func ResourceUse(id [16]byte, p uint32) []byte {
+	return binary.BigEndian.AppendUint32(append([]byte{KindResourceUse}, id[:]...), p)
+}
+
+// ParseResourceUse decodes a resource use key.
+func ParseResourceUse(k []byte) (id [16]byte, p uint32, err error) {
+	if len(k) != ResourceUseLen || k[0] != KindResourceUse {
+		return id, 0, fmt.Errorf("%w: resource use key %x", ErrBadKey, k)
+	}
+	return [16]byte(k[1:17]), binary.BigEndian.Uint32(k[17:]), nil
 }
 
 // PartitionPrefix is the prefix of the keys of a kind that a partition has:

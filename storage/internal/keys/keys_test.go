@@ -22,6 +22,15 @@ func TestRoundTrip(t *testing.T) {
 	if n, err := ParseGroup(Group(1 << 30)); err != nil || n != 1<<30 {
 		t.Fatalf("ParseGroup(Group) = %d %v", n, err)
 	}
+	if k, err := ParseGroupNumber(GroupNumber([32]byte{1, 31: 2})); err != nil || k != [32]byte{1, 31: 2} {
+		t.Fatalf("ParseGroupNumber(GroupNumber) = %x %v", k, err)
+	}
+	if term, rid, err := ParseResourceAttr(ResourceAttr(1<<60, [16]byte{3})); err != nil || term != 1<<60 || rid != [16]byte{3} {
+		t.Fatalf("ParseResourceAttr(ResourceAttr) = %x %x %v", term, rid, err)
+	}
+	if rid, p, err := ParseResourceUse(ResourceUse([16]byte{4}, 493000)); err != nil || p != 493000 || rid != [16]byte{4} {
+		t.Fatalf("ParseResourceUse(ResourceUse) = %x %d %v", rid, p, err)
+	}
 	if p, err := ParseRecompressed(Recompressed(493000)); err != nil || p != 493000 {
 		t.Fatalf("ParseRecompressed(Recompressed) = %d %v", p, err)
 	}
@@ -64,6 +73,9 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Rows(3, 4))
 	f.Add(Group(7))
 	f.Add(Recompressed(8))
+	f.Add(GroupNumber([32]byte{9}))
+	f.Add(ResourceAttr(10, [16]byte{11}))
+	f.Add(ResourceUse([16]byte{12}, 13))
 	f.Add([]byte{KindOperation, 0x80, 0x00, 0x30}) // overlong length varint
 
 	f.Fuzz(func(t *testing.T, k []byte) {
@@ -85,6 +97,15 @@ func FuzzKeys(f *testing.F) {
 		}
 		if p, err := ParseRecompressed(k); err == nil && !bytes.Equal(Recompressed(p), k) {
 			t.Fatalf("recompressed key %x does not round-trip", k)
+		}
+		if g, err := ParseGroupNumber(k); err == nil && !bytes.Equal(GroupNumber(g), k) {
+			t.Fatalf("group number key %x does not round-trip", k)
+		}
+		if term, id, err := ParseResourceAttr(k); err == nil && !bytes.Equal(ResourceAttr(term, id), k) {
+			t.Fatalf("resource attribute key %x does not round-trip", k)
+		}
+		if id, p, err := ParseResourceUse(k); err == nil && !bytes.Equal(ResourceUse(id, p), k) {
+			t.Fatalf("resource use key %x does not round-trip", k)
 		}
 		if p, err := ParsePartition(k); err == nil && !bytes.Equal(Partition(p), k) {
 			t.Fatalf("partition key %x does not round-trip", k)

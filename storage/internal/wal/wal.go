@@ -146,7 +146,7 @@ func Open(dir string, o Options) (*Log, error) {
 	if o.FS == nil {
 		o.FS = vfs.Default
 	}
-	if err := o.FS.MkdirAll(dir, 0o755); err != nil {
+	if err := o.FS.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create wal dir: %w", err)
 	}
 	segs, err := segments(o.FS, dir)

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package main
+
+// restrictFileModes does nothing where there is no umask.
+func restrictFileModes() {}
