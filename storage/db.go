@@ -118,8 +118,9 @@ type DB struct {
 // write-ahead log of spans acknowledged but not yet cut into blocks.
 //
 // Spans are often sensitive, so the directories the store creates are
-// mode 0700 and its own files 0600; Pebble creates its files 0666 less the
-// process umask (cairn serve sets it to 077), inside those directories.
+// mode 0700 and its lock file 0600; the write-ahead log's and Pebble's
+// files, created through Options.FS, are 0666 less the process umask (cairn
+// serve sets it to 077), inside those directories.
 // An existing directory keeps its mode.
 func Open(dir string, o *Options) (*DB, error) {
 	opts := o.EnsureDefaults()
