@@ -18,9 +18,14 @@
 // in damaged bytes must match both checksums: 2^-64 per offset tried.
 //
 // A failed write or sync fails the appends of its group only: the next group
-// is written from the end of the last good one, over whatever the failed
-// write left, so a segment holds only records of groups that were written
-// whole, then possibly the remains of a failed or torn write at its end.
+// is written from the end of the last good one, over whatever failed writes
+// left, and zeros what they left beyond it. A segment thus holds records of
+// groups that were written whole, then possibly the remains of failed or
+// torn writes since the last good one. Those may hold whole records that
+// were never acknowledged, after partial ones: replay returns them, as it
+// would any write the disk kept but the writer never heard was durable
+// (a client that retries such an export has it stored twice, and reads
+// drop the duplicate spans).
 // After a failure the log also tries the disk by itself, every second, by
 // writing and syncing zeros where the next group goes, so that it finds out
 // it has recovered without waiting for an append; zeros at the end of a
@@ -120,6 +125,8 @@ type Log struct {
 	f    vfs.File
 	fseg uint64
 	off  int64 // where the next group is written in f: the end of the last good one
+	// dirty is how far failed writes may have left bytes in f past off.
+	dirty int64
 }
 
 type batch struct {
@@ -346,7 +353,8 @@ func (l *Log) probe(seg uint64) (time.Duration, error) {
 // syncs every file it wrote to before returning the latency of its last
 // sync. It advances the offset of the next group only once the whole group
 // is durable, so that after a failure the next group overwrites what this
-// one left.
+// one left, and zeros what it left beyond, so that unacknowledged records
+// do not outlive a recovery.
 func (l *Log) write(batches []*batch) (time.Duration, error) {
 	size := 0
 	for _, b := range batches {
@@ -366,16 +374,26 @@ func (l *Log) write(batches []*batch) (time.Duration, error) {
 			}
 			pos = l.off
 		}
-		if _, err := l.f.WriteAt(b.buf, pos); err != nil {
+		n, err := l.f.WriteAt(b.buf, pos)
+		if err != nil {
+			l.dirty = max(l.dirty, pos+int64(n))
 			return 0, fmt.Errorf("write wal segment: %w", err)
 		}
 		pos += int64(len(b.buf))
 	}
+	if l.dirty > pos {
+		n, err := l.f.WriteAt(make([]byte, l.dirty-pos), pos)
+		if err != nil {
+			l.dirty = max(l.dirty, pos+int64(n))
+			return 0, fmt.Errorf("write wal segment: %w", err)
+		}
+	}
 	start := time.Now()
 	if err := syncFile(l.f); err != nil {
+		l.dirty = max(l.dirty, pos)
 		return 0, err
 	}
-	l.off = pos
+	l.off, l.dirty = pos, 0
 	return time.Since(start), nil
 }
 
@@ -411,7 +429,7 @@ func (l *Log) create(seg uint64) error {
 		f.Close()
 		return err
 	}
-	l.f, l.fseg, l.off = f, seg, segmentStart
+	l.f, l.fseg, l.off, l.dirty = f, seg, segmentStart, 0
 	return nil
 }
 
