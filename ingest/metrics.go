@@ -1,8 +1,6 @@
 package ingest
 
 import (
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cairn/internal/otlpwire"
@@ -36,7 +34,7 @@ type metrics struct {
 	inflight prometheus.GaugeFunc
 }
 
-func newMetrics(inflight *atomic.Int64) *metrics {
+func newMetrics(inflight func() int64) *metrics {
 	return &metrics{
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_ingest_accepted_spans_total",
@@ -62,7 +60,7 @@ func newMetrics(inflight *atomic.Int64) *metrics {
 		inflight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cairn_ingest_inflight_bytes",
 			Help: "Memory held by export requests being taken in now: bodies as they arrive and decompress, and their decoding.",
-		}, func() float64 { return float64(inflight.Load()) }),
+		}, func() float64 { return float64(inflight()) }),
 	}
 }
 

@@ -160,7 +160,7 @@ func TestGRPCOverload(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved", n)
 	}
 }
