@@ -16,6 +16,7 @@ type budget struct {
 	limit int64
 	mu    sync.Mutex
 	used  int64
+	ahead int64 // the part of used reserved for messages not yet read
 	// freed is closed, and replaced, whenever part of the budget is given
 	// back, waking the requests that wait for it.
 	freed chan struct{}
@@ -30,6 +31,14 @@ func (b *budget) inUse() int64 {
 	return b.used
 }
 
+// held is the memory reserved now for what requests hold, rather than for
+// what messages not yet read might take.
+func (b *budget) held() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used - b.ahead
+}
+
 // reservation is a request's share of the budget. It grows before the
 // request takes memory, and shrinks to what the request still holds.
 type reservation struct {
@@ -37,6 +46,7 @@ type reservation struct {
 	ctx   context.Context // the request's
 	proto string
 	n     int64
+	ahead bool // n is reserved for a message not yet read
 }
 
 func (svc *Service) reserve(ctx context.Context, proto string) *reservation {
@@ -61,6 +71,9 @@ func (r *reservation) grow(n int64) error {
 		others := b.used - r.n
 		if others == 0 || others+n <= b.limit {
 			b.used += n - r.n
+			if r.ahead {
+				b.ahead += n - r.n
+			}
 			b.mu.Unlock()
 			r.n = n
 			return nil
@@ -85,13 +98,27 @@ func (r *reservation) grow(n int64) error {
 	}
 }
 
-// shrink lowers the reservation to n bytes, if it is larger.
+// growAhead is grow for memory a message may take as it is read, which
+// it may well not: it counts in the budget, but not in what requests hold,
+// until shrink sets the reservation to what the message took.
+func (r *reservation) growAhead(n int64) error {
+	r.ahead = true
+	return r.grow(n)
+}
+
+// shrink lowers the reservation to n bytes, if it is larger; either way
+// the reservation no longer stands for a message not yet read.
 func (r *reservation) shrink(n int64) {
-	if n >= r.n {
-		return
-	}
 	b := r.svc.budget
 	b.mu.Lock()
+	if r.ahead {
+		b.ahead -= r.n
+		r.ahead = false
+	}
+	if n >= r.n {
+		b.mu.Unlock()
+		return
+	}
 	b.used -= r.n - n
 	close(b.freed)
 	b.freed = make(chan struct{})

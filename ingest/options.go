@@ -54,6 +54,20 @@ type Options struct {
 	// The default is 10s.
 	BodyTimeout time.Duration
 
+	// MaxStreamsPerConn bounds the Export calls one gRPC connection may
+	// have open at once. Each may have buffered 64 KiB (its flow-control
+	// window) before it is admitted. OpenTelemetry Collectors export with
+	// 10 at once by default.
+	//
+	// The default is 32.
+	MaxStreamsPerConn int
+
+	// IdleTimeout is how long a gRPC connection with no call open stays
+	// open. (An idle OTLP/HTTP connection is its server's business.)
+	//
+	// The default is 5m.
+	IdleTimeout time.Duration
+
 	// RetryAfter is the delay suggested to clients that were refused for a
 	// reason that passes: overload, or a store that cannot write just now.
 	//
@@ -110,6 +124,12 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.BodyTimeout <= 0 {
 		c.BodyTimeout = 10 * time.Second
+	}
+	if c.MaxStreamsPerConn <= 0 {
+		c.MaxStreamsPerConn = 32
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed requests
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -52,14 +53,28 @@ func NewService(w Writer, o *Options) *Service {
 // Metrics returns the service's Prometheus metrics, to register.
 func (svc *Service) Metrics() prometheus.Collector { return svc.metrics }
 
-// InflightBytes is the memory that requests being taken in hold now, by
+// InflightBytes is the memory reserved now by requests being taken in, by
 // MaxInflightBytes's account.
 func (svc *Service) InflightBytes() int64 { return svc.budget.inUse() }
+
+// HeldBytes is the part of InflightBytes that requests hold: what is
+// reserved for gRPC messages still being read, which may be far smaller
+// than the worst case reserved for them, is left out.
+func (svc *Service) HeldBytes() int64 { return svc.budget.held() }
 
 // NewServer returns a gRPC server that serves svc's TraceService, with
 // svc's request size limit. Options such as credentials are passed through.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes))...)
+	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes),
+		// A call buffers at most its stream's window before Export takes
+		// its share of the in-flight bound; fixed windows turn off gRPC's
+		// estimate of bandwidth-delay, which grows them to 16 MiB. Reading
+		// a message asks for a window of its whole size anyway.
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		grpc.MaxConcurrentStreams(uint32(svc.opts.MaxStreamsPerConn)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: svc.opts.IdleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)...)
 	svc.register(s)
 	return s
 }
@@ -82,7 +97,7 @@ func (svc *Service) register(s *grpc.Server) {
 			Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 				res := svc.reserve(ctx, protoGRPC)
 				defer res.release()
-				if err := res.grow(grpcReadFactor * int64(svc.opts.MaxRequestBytes)); err != nil {
+				if err := res.growAhead(grpcReadFactor * int64(svc.opts.MaxRequestBytes)); err != nil {
 					return nil, err
 				}
 				req, err := svc.receive(dec, res)
@@ -103,6 +118,13 @@ func (svc *Service) register(s *grpc.Server) {
 		Metadata: "opentelemetry/proto/collector/trace/v1/trace_service.proto",
 	}, svc)
 }
+
+// Flow-control windows of the gRPC server: gRPC's least for a stream, and
+// for the connection enough that its updates are rare.
+const (
+	streamWindow = 64 << 10
+	connWindow   = 8 << 20
+)
 
 // grpcReadFactor is how many times MaxRequestBytes reading one gRPC message
 // may take: gRPC holds what arrives, and then what it inflates to, in
@@ -147,9 +169,9 @@ func (svc *Service) receive(dec func(any) error, res *reservation) ([]byte, erro
 		res.shrink(decodeFactor * int64(len(r.req)))
 		return r.req, nil
 	case <-t.C:
-		held := *res
+		reading := *res
 		res.n = 0 // the caller's release leaves this share to the read
-		go func() { <-got; held.release() }()
+		go func() { <-got; reading.release() }()
 		svc.metrics.refused.WithLabelValues(protoGRPC, causeTimeout).Inc()
 		return nil, status.Errorf(codes.DeadlineExceeded, "request message did not arrive within %v", timeout.Round(time.Second))
 	}
