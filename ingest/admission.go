@@ -17,6 +17,7 @@ type budget struct {
 	mu    sync.Mutex
 	used  int64
 	ahead int64 // the part of used reserved for messages not yet read
+	wait  int   // requests waiting for budget
 	// freed is closed, and replaced, whenever part of the budget is given
 	// back, waking the requests that wait for it.
 	freed chan struct{}
@@ -37,6 +38,13 @@ func (b *budget) held() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.used - b.ahead
+}
+
+// waiters is the number of requests waiting for budget now.
+func (b *budget) waiters() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.wait
 }
 
 // reservation is a request's share of the budget. It grows before the
@@ -79,12 +87,14 @@ func (r *reservation) grow(n int64) error {
 			return nil
 		}
 		freed := b.freed
-		b.mu.Unlock()
 		if expired == nil {
+			b.wait++
+			defer b.stopWaiting()
 			t := time.NewTimer(r.svc.admitWait(ctx))
 			defer t.Stop()
 			expired = t.C
 		}
+		b.mu.Unlock()
 		select {
 		case <-freed:
 		case <-expired:
@@ -104,6 +114,12 @@ func (r *reservation) grow(n int64) error {
 func (r *reservation) growAhead(n int64) error {
 	r.ahead = true
 	return r.grow(n)
+}
+
+func (b *budget) stopWaiting() {
+	b.mu.Lock()
+	b.wait--
+	b.mu.Unlock()
 }
 
 // shrink lowers the reservation to n bytes, if it is larger; either way

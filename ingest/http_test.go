@@ -370,7 +370,7 @@ func TestHTTPRetryable(t *testing.T) {
 	db := openDB(t)
 	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
 	body := protobuf(t, request(1))
-	url := httpReceiver(t, NewService(g, &Options{MaxInflightBytes: int64(len(body)) + 10}))
+	url := httpReceiver(t, NewService(g, &Options{MaxInflightBytes: int64(len(body)) + 10, AdmitWait: 10 * time.Millisecond}))
 	header := map[string]string{"Content-Type": contentProtobuf}
 
 	var wg sync.WaitGroup
@@ -411,7 +411,7 @@ func TestHTTPInflightBound(t *testing.T) {
 	db := openDB(t)
 	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
 	const bound = 4 << 20
-	svc := NewService(g, &Options{MaxInflightBytes: bound})
+	svc := NewService(g, &Options{MaxInflightBytes: bound, AdmitWait: 10 * time.Millisecond})
 	url := httpReceiver(t, svc)
 	header := map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "gzip"}
 

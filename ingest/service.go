@@ -46,7 +46,7 @@ type Service struct {
 func NewService(w Writer, o *Options) *Service {
 	svc := &Service{w: w, opts: o.EnsureDefaults(), batches: sync.Pool{New: func() any { return new(otlpwire.Batch) }}}
 	svc.budget = newBudget(svc.opts.MaxInflightBytes)
-	svc.metrics = newMetrics(svc.budget.inUse)
+	svc.metrics = newMetrics(svc.budget)
 	return svc
 }
 
