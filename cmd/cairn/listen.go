@@ -58,9 +58,9 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if reason := l.refuse(c); reason != "" {
-			c.Close()
 			l.refused(reason)
 			l.warn(reason)
+			c.Close()
 			continue
 		}
 		return &guardedConn{Conn: c, l: l}, nil
