@@ -108,6 +108,23 @@ func (r *reservation) grow(n int64) error {
 	}
 }
 
+// force raises the reservation to n bytes at once, fit or not: it accounts
+// for memory the request has taken already, so that later requests wait
+// for it.
+func (r *reservation) force(n int64) {
+	if n <= r.n {
+		return
+	}
+	b := r.svc.budget
+	b.mu.Lock()
+	b.used += n - r.n
+	if r.ahead {
+		b.ahead += n - r.n
+	}
+	b.mu.Unlock()
+	r.n = n
+}
+
 // growAhead is grow for memory a message may take as it is read, which
 // it may well not: it counts in the budget, but not in what requests hold,
 // until shrink sets the reservation to what the message took.

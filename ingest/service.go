@@ -216,6 +216,12 @@ func (svc *Service) export(ctx context.Context, proto string, req []byte, res *r
 		svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
+	// A request of many small spans and attributes parses into a batch
+	// larger than itself (27,000 spans of 300 bytes: twice their size), and
+	// the store copies the request into its log: the reservation holds all
+	// three from here, so that the next requests wait for it and the memory
+	// limit follows it.
+	res.force(2*int64(len(req)) + batchBytes(batch))
 	if err := svc.gone(ctx, proto); err != nil {
 		return nil, err
 	}
@@ -253,10 +259,17 @@ func (svc *Service) gone(ctx context.Context, proto string) error {
 
 // recycle returns batch to the pool, unless it grew too large to keep.
 func (svc *Service) recycle(batch *otlpwire.Batch) {
-	size := cap(batch.Spans)*int(unsafe.Sizeof(otlpwire.Span{})) + cap(batch.Attrs)*int(unsafe.Sizeof(otlpwire.Attribute{}))
-	if size <= maxPooledBatch {
+	if batchBytes(batch) <= maxPooledBatch {
 		svc.batches.Put(batch)
 	}
+}
+
+// batchBytes is about the memory a parsed batch holds.
+func batchBytes(b *otlpwire.Batch) int64 {
+	return int64(cap(b.Spans))*int64(unsafe.Sizeof(otlpwire.Span{})) +
+		int64(cap(b.Attrs))*int64(unsafe.Sizeof(otlpwire.Attribute{})) +
+		int64(cap(b.Resources))*int64(unsafe.Sizeof(otlpwire.Resource{})) +
+		int64(cap(b.Scopes))*int64(unsafe.Sizeof(otlpwire.Scope{}))
 }
 
 // retryable is a status that tells OTLP clients to retry after

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -451,24 +452,34 @@ func (s *server) shutdown() error {
 	return s.shutdownErr
 }
 
-// memoryLimitPeriod is how often the soft memory limit follows what
-// requests in flight hold.
-const memoryLimitPeriod = 100 * time.Millisecond
+// memoryLimitPeriod is how often the soft memory limit is set, and
+// memoryLimitWindow how long it keeps to the most requests held.
+const (
+	memoryLimitPeriod = 100 * time.Millisecond
+	memoryLimitWindow = 2 * time.Second
+)
 
-// followInflight keeps the Go runtime's soft memory limit at base plus what
-// OTLP requests in flight hold, until the server stops. A fixed limit made
-// the collector thrash without bounding memory under large requests: the
-// heap they keep alive, waiting for the store, took it to the limit, and
-// the collector ran back to back (8 MiB requests: 295k spans/s fell to
-// 91k). The in-flight bound holds that memory instead; the limit only
-// paces the collector above it. Without large requests the limit stays
-// near base, and the heap with it.
+// followInflight sets the Go runtime's soft memory limit, every
+// memoryLimitPeriod until the server stops, to base plus the most that OTLP
+// requests in flight held over the last memoryLimitWindow.
+//
+// A fixed limit made the collector thrash without bounding memory under
+// large requests: the heap they kept alive took it to the limit, and the
+// collector ran back to back (8 MiB requests: 295k spans/s fell to 91k).
+// The in-flight bound holds that memory instead; the limit only paces the
+// collector above it. It follows the most held lately rather than what is
+// held now, because a request's memory stays on the heap, as garbage, until
+// the collector runs: a limit that fell as soon as requests were answered
+// would start it at once (that alone halved large-request throughput).
+// Without large requests the limit stays near base, and the heap with it.
 func (s *server) followInflight(base int64, svc *ingest.Service) {
 	t := time.NewTicker(memoryLimitPeriod)
 	defer t.Stop()
 	defer debug.SetMemoryLimit(base)
-	for {
-		debug.SetMemoryLimit(base + svc.HeldBytes())
+	recent := make([]int64, memoryLimitWindow/memoryLimitPeriod)
+	for i := 0; ; i++ {
+		recent[i%len(recent)] = svc.HeldBytes()
+		debug.SetMemoryLimit(base + slices.Max(recent))
 		select {
 		case <-t.C:
 		case <-s.stop:
