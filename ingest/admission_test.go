@@ -97,6 +97,10 @@ func TestOverloadLosesNothingAcknowledged(t *testing.T) {
 	// Writes are held until something is refused: the admitted requests
 	// then hold the bound, so that refusals must happen.
 	refuse := func() { refused.Add(1); openOnce.Do(func() { close(w.open) }) }
+	// Were nothing refused, the writes would be held for ever: give up on
+	// that after a while, which the check below then reports.
+	giveUp := time.AfterFunc(time.Minute, func() { openOnce.Do(func() { close(w.open) }) })
+	defer giveUp.Stop()
 	acked := make(chan byte, 64)
 	var wg sync.WaitGroup
 	for i := range 32 {
@@ -227,6 +231,50 @@ func TestGoneClientNotStored(t *testing.T) {
 	for _, trace := range []byte{1, 2} {
 		if tr, _ := db.Trace(context.Background(), storage.TraceID{15: trace}, storage.TimeRange{}); tr != nil {
 			t.Fatalf("trace %d of a gone client was stored", trace)
+		}
+	}
+}
+
+// TestWaitForBudget checks that a request that does not fit waits for the
+// bound to be given back, and is then taken, over both protocols, rather
+// than refused.
+func TestWaitForBudget(t *testing.T) {
+	db := openDB(t)
+	w := &held{Writer: db, open: make(chan struct{})}
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(w.open) }) }
+	defer open() // a failed test must not leave a write held
+	// A bound of one byte: the first request, alone, is taken; no other
+	// fits while it is in.
+	svc := NewService(w, &Options{MaxInflightBytes: 1, AdmitWait: time.Minute})
+	client := collectorpb.NewTraceServiceClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(svc))))
+	url := httpReceiver(t, svc)
+
+	first := make(chan error, 1)
+	go func() { _, err := client.Export(context.Background(), request(1)); first <- err }()
+	waitFor(t, "the first request in the store", func() bool { return w.writes.Load() == 1 })
+	second := make(chan error, 1)
+	go func() { _, err := client.Export(context.Background(), request(2)); second <- err }()
+	third := make(chan reply, 1)
+	go func() {
+		third <- post(t, url, map[string]string{"Content-Type": contentProtobuf}, protobuf(t, request(3)))
+	}()
+	waitFor(t, "two requests waiting", func() bool { return svc.budget.waiters() == 2 })
+	if w.writes.Load() != 1 {
+		t.Fatal("a request that does not fit went on")
+	}
+	open()
+	for _, c := range []chan error{first, second} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := <-third; r.code != http.StatusOK {
+		t.Fatalf("waiting HTTP request: %d %q", r.code, r.body)
+	}
+	for _, trace := range []byte{1, 2, 3} {
+		if tr, err := db.Trace(context.Background(), storage.TraceID{15: trace}, storage.TimeRange{}); err != nil || tr == nil {
+			t.Fatalf("trace %d: %v, %v", trace, tr, err)
 		}
 	}
 }
