@@ -63,15 +63,15 @@ func (svc *Service) reserve(ctx context.Context, proto string) *reservation {
 
 // grow raises the reservation to n bytes. If that does not fit while other
 // requests hold part of the budget, it waits for them to give enough back,
-// for Options.AdmitWait or until the request's deadline, whichever comes first, and
-// then refuses the request as overload. A request alone in flight always
-// fits, so the budget refuses nothing MaxRequestBytes allows. A request
-// whose client has gone ends with its context's error.
+// for as long as admitWait allows, and then refuses the request as
+// overload. A request alone in flight always fits, so the budget refuses
+// nothing MaxRequestBytes allows. A request whose client has gone ends
+// with its context's error.
 func (r *reservation) grow(n int64) error {
-	ctx := r.ctx
 	if n <= r.n {
 		return nil
 	}
+	ctx := r.ctx
 	b := r.svc.budget
 	var expired <-chan time.Time
 	for {
