@@ -1,8 +1,14 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,6 +16,8 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -277,4 +285,70 @@ func TestWaitForBudget(t *testing.T) {
 			t.Fatalf("trace %d: %v, %v", trace, tr, err)
 		}
 	}
+}
+
+// TestStalledMessage checks that a call whose message stops arriving one
+// byte short is answered DeadlineExceeded once the body timeout passes,
+// and gives its share of the bound back. The call is made over raw HTTP/2,
+// as no gRPC client sends part of a message.
+func TestStalledMessage(t *testing.T) {
+	db := openDB(t)
+	svc := NewService(db, &Options{MaxRequestBytes: 64 << 10, BodyTimeout: 100 * time.Millisecond})
+	c, err := net.Dial("tcp", grpctest.Serve(t, NewServer(svc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", exportMethod}, {":authority", "cairn"},
+		{"content-type", "application/grpc"}, {"te", "trailers"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	const length = 4096
+	msg := make([]byte, 5+length-1) // one byte short
+	binary.BigEndian.PutUint32(msg[1:5], length)
+	if err := errors.Join(fr.WriteSettings(),
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true}),
+		fr.WriteData(1, false, msg)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the call admitted", func() bool { return svc.InflightBytes() > 0 })
+
+	// Read until the call's trailers, which carry its status.
+	dec := hpack.NewDecoder(4096, nil)
+	grpcStatus := ""
+	for grpcStatus == "" {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no status for the stalled call: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			fields, err := dec.DecodeFull(f.HeaderBlockFragment())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, hf := range fields {
+				if hf.Name == "grpc-status" {
+					grpcStatus = hf.Value
+				}
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("stream reset (%v) without a status", f.ErrCode)
+		}
+	}
+	if want := strconv.Itoa(int(codes.DeadlineExceeded)); grpcStatus != want {
+		t.Fatalf("grpc-status %s, want %s (DeadlineExceeded)", grpcStatus, want)
+	}
+	waitFor(t, "the stalled call's share given back", func() bool { return svc.InflightBytes() == 0 })
 }
