@@ -5,7 +5,9 @@
 // request is validated, spans with invalid IDs or outside retention are
 // rejected one by one through partial_success, and the request is
 // acknowledged only once the storage layer reports its spans durable. It
-// bounds the request bytes it takes in at once, refusing excess requests
-// with codes clients retry, and counts what it takes and refuses in
-// Prometheus metrics.
+// bounds the memory of the requests it takes in at once, over both
+// protocols, taking a request's share before reading it (admission.go);
+// a request that does not fit waits briefly, and is then refused with a
+// code clients retry. It drops requests whose clients have gone, and
+// counts what it takes and refuses in Prometheus metrics.
 package ingest

@@ -91,7 +91,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"Content-Type %q is not supported: send %s or %s", r.Header.Get("Content-Type"), contentProtobuf, contentJSON))
 		return
 	}
-	res := h.svc.reserve(proto)
+	res := h.svc.reserve(r.Context(), proto)
 	defer res.release()
 	req, err := h.read(w, r, res, timeout)
 	if err != nil {
@@ -110,7 +110,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	resp, err := h.svc.export(r.Context(), proto, req, received)
+	resp, err := h.svc.export(r.Context(), proto, req, res, received)
 	if err != nil {
 		h.fail(w, proto, content, err)
 		return
@@ -164,7 +164,8 @@ func (h *httpHandler) read(w http.ResponseWriter, r *http.Request, res *reservat
 		return b, nil
 	case errors.Is(err, errTooLarge) || errors.As(err, new(*http.MaxBytesError)):
 		return nil, tooLarge
-	case status.Code(err) == codes.ResourceExhausted: // the in-flight bound
+	case status.Code(err) == codes.ResourceExhausted || status.Code(err) == codes.Canceled ||
+		status.Code(err) == codes.DeadlineExceeded: // refused, and counted, by the in-flight bound
 		return nil, err
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, &httpError{http.StatusRequestTimeout, causeTimeout,
@@ -183,7 +184,7 @@ const jsonDecodeFactor = 8
 // decodeJSON decodes an OTLP/JSON body into binary protobuf, reserving the
 // memory that takes first.
 func (h *httpHandler) decodeJSON(body []byte, res *reservation) ([]byte, error) {
-	if err := res.grow(len(body) * jsonDecodeFactor); err != nil {
+	if err := res.grow(int64(len(body)) * jsonDecodeFactor); err != nil {
 		return nil, err
 	}
 	req, err := otlpjson.DecodeRequest(body)
@@ -306,7 +307,7 @@ func readAll(r io.Reader, size, limit int, res *reservation) ([]byte, error) {
 			case size >= len(buf) && size+1 < next:
 				next = size + 1
 			}
-			if err := res.grow(next); err != nil {
+			if err := res.grow(int64(next)); err != nil {
 				return nil, err
 			}
 			buf = slices.Grow(buf, next-len(buf))

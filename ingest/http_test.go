@@ -265,7 +265,7 @@ func TestHTTPRefusals(t *testing.T) {
 			t.Fatalf("a %s body after the bombs: %d %q", enc, r.code, r.body)
 		}
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved once every request is answered", n)
 	}
 }
@@ -306,7 +306,7 @@ func TestHTTPChunkedBodies(t *testing.T) {
 	if r := send("gzip", bytes.Repeat(empty, limit/len(empty)+1)); r.code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("endless empty gzip members: %d", r.code)
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved", n)
 	}
 }
@@ -344,7 +344,7 @@ func TestHTTPStalledBody(t *testing.T) {
 	if st := r.rpcStatus(t); !strings.Contains(st.GetMessage(), "did not arrive") {
 		t.Fatalf("408 status %q", st.GetMessage())
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved", n)
 	}
 }
@@ -370,7 +370,7 @@ func TestHTTPRetryable(t *testing.T) {
 	db := openDB(t)
 	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
 	body := protobuf(t, request(1))
-	url := httpReceiver(t, NewService(g, &Options{MaxInflightBytes: int64(len(body)) + 10}))
+	url := httpReceiver(t, NewService(g, &Options{MaxInflightBytes: int64(len(body)) + 10, AdmitWait: 10 * time.Millisecond}))
 	header := map[string]string{"Content-Type": contentProtobuf}
 
 	var wg sync.WaitGroup
@@ -411,7 +411,7 @@ func TestHTTPInflightBound(t *testing.T) {
 	db := openDB(t)
 	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
 	const bound = 4 << 20
-	svc := NewService(g, &Options{MaxInflightBytes: bound})
+	svc := NewService(g, &Options{MaxInflightBytes: bound, AdmitWait: 10 * time.Millisecond})
 	url := httpReceiver(t, svc)
 	header := map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "gzip"}
 
@@ -433,7 +433,7 @@ func TestHTTPInflightBound(t *testing.T) {
 	if r := post(t, url, header, compress(t, "gzip", inflate)); r.code != http.StatusOK {
 		t.Fatalf("the same request alone: %d %q", r.code, r.body)
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved", n)
 	}
 }

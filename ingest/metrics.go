@@ -1,8 +1,6 @@
 package ingest
 
 import (
-	"sync/atomic"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"cairn/internal/otlpwire"
@@ -34,9 +32,10 @@ type metrics struct {
 	bytes    *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.GaugeFunc
+	waiting  prometheus.GaugeFunc
 }
 
-func newMetrics(inflight *atomic.Int64) *metrics {
+func newMetrics(b *budget) *metrics {
 	return &metrics{
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_ingest_accepted_spans_total",
@@ -61,13 +60,17 @@ func newMetrics(inflight *atomic.Int64) *metrics {
 		}, []string{"protocol"}),
 		inflight: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cairn_ingest_inflight_bytes",
-			Help: "Memory held by export requests being taken in now: bodies as they arrive and decompress, and their decoding.",
-		}, func() float64 { return float64(inflight.Load()) }),
+			Help: "Memory reserved by export requests being taken in now: bodies as they arrive and decompress, their decoding, and their wait for the store.",
+		}, func() float64 { return float64(b.inUse()) }),
+		waiting: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cairn_ingest_waiting_requests",
+			Help: "Export requests waiting for a share of the in-flight bound now.",
+		}, func() float64 { return float64(b.waiters()) }),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.accepted, m.rejected, m.refused, m.bytes, m.duration, m.inflight}
+	return []prometheus.Collector{m.accepted, m.rejected, m.refused, m.bytes, m.duration, m.inflight, m.waiting}
 }
 
 // Describe implements prometheus.Collector.

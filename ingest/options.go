@@ -19,24 +19,58 @@ type Options struct {
 	MaxRequestBytes int
 
 	// MaxInflightBytes bounds the memory of the requests being taken in at
-	// once: their bodies as they arrive and decompress, and their decoding.
-	// A request that would go over it is refused with a code clients retry
-	// after RetryAfter (gRPC ResourceExhausted with RetryInfo, HTTP 429 with
-	// Retry-After), instead of queueing in memory while the store is
-	// behind. A request alone in flight is never refused, so the bound
-	// refuses nothing MaxRequestBytes allows.
+	// once, over every protocol: their bodies as they arrive and decompress,
+	// their decoding, and their wait for the store. A gRPC request reserves
+	// twice MaxRequestBytes before its message is read, since neither its
+	// size nor what it inflates to is known until then, and gives back all
+	// but what its decoded message holds once that is in; an OTLP/HTTP
+	// request grows its reservation as its body arrives and inflates. A
+	// request that does not fit waits up to AdmitWait for others to finish,
+	// and is then refused with a code clients retry after RetryAfter (gRPC
+	// ResourceExhausted with RetryInfo, HTTP 429 with Retry-After), instead
+	// of queueing in memory while the store is behind. A request alone in
+	// flight is never refused, so the bound refuses nothing MaxRequestBytes
+	// allows.
 	//
-	// The default is 128 MiB.
+	// The default is 256 MiB: a 64 MiB gRPC request being read, and as
+	// much again of requests waiting for the store.
 	MaxInflightBytes int64
 
-	// BodyTimeout is how long an OTLP/HTTP request body may take to
-	// arrive, plus a second per MiB of its declared length (or of
-	// MaxRequestBytes, if it declares none). A client that sends headers
-	// and then stalls would otherwise hold its connection, and its share of
-	// MaxInflightBytes, for ever; one that takes longer gets 408.
+	// AdmitWait is the longest a request that does not fit in
+	// MaxInflightBytes waits for others to finish before it is refused; no
+	// more than half of what is left of its deadline, if it has one. A
+	// client that keeps a few large requests in flight is better served by
+	// a wait as long as the store takes to drain them than by a refusal and
+	// its retry delay: with 8 MiB requests, 1s refused one request in ten
+	// and cost a third of the throughput.
+	//
+	// The default is 5s.
+	AdmitWait time.Duration
+
+	// BodyTimeout is how long a request body may take to arrive once it is
+	// admitted, plus a second per MiB of its declared length (OTLP/HTTP) or
+	// of MaxRequestBytes (gRPC, whose messages declare none before they are
+	// read, and OTLP/HTTP bodies that declare none). A client that sends
+	// headers and then stalls would otherwise hold its stream or
+	// connection, and its share of MaxInflightBytes, for ever; one that
+	// takes longer gets 408 or DeadlineExceeded.
 	//
 	// The default is 10s.
 	BodyTimeout time.Duration
+
+	// MaxStreamsPerConn bounds the Export calls one gRPC connection may
+	// have open at once. Each may have buffered 64 KiB (its flow-control
+	// window) before it is admitted. OpenTelemetry Collectors export with
+	// 10 at once by default.
+	//
+	// The default is 32.
+	MaxStreamsPerConn int
+
+	// IdleTimeout is how long a gRPC connection with no call open stays
+	// open. (An idle OTLP/HTTP connection is its server's business.)
+	//
+	// The default is 5m.
+	IdleTimeout time.Duration
 
 	// RetryAfter is the delay suggested to clients that were refused for a
 	// reason that passes: overload, or a store that cannot write just now.
@@ -87,10 +121,19 @@ func (o *Options) EnsureDefaults() Options {
 		c.MaxRequestBytes = 64 << 20
 	}
 	if c.MaxInflightBytes <= 0 {
-		c.MaxInflightBytes = 128 << 20
+		c.MaxInflightBytes = 256 << 20
+	}
+	if c.AdmitWait <= 0 {
+		c.AdmitWait = 5 * time.Second
 	}
 	if c.BodyTimeout <= 0 {
 		c.BodyTimeout = 10 * time.Second
+	}
+	if c.MaxStreamsPerConn <= 0 {
+		c.MaxStreamsPerConn = 32
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
 	}
 	if c.RetryAfter <= 0 {
 		c.RetryAfter = time.Second

@@ -3,10 +3,9 @@ package ingest
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed requests
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -35,33 +35,59 @@ const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Expor
 
 // Service takes OTLP export requests, over gRPC and HTTP, into a Writer.
 type Service struct {
-	w        Writer
-	opts     Options
-	batches  sync.Pool
-	inflight atomic.Int64 // bytes of requests admitted and not yet answered
-	metrics  *metrics
+	w       Writer
+	opts    Options
+	batches sync.Pool
+	budget  *budget
+	metrics *metrics
 }
 
 // NewService returns a Service that stores spans in w.
 func NewService(w Writer, o *Options) *Service {
 	svc := &Service{w: w, opts: o.EnsureDefaults(), batches: sync.Pool{New: func() any { return new(otlpwire.Batch) }}}
-	svc.metrics = newMetrics(&svc.inflight)
+	svc.budget = newBudget(svc.opts.MaxInflightBytes)
+	svc.metrics = newMetrics(svc.budget)
 	return svc
 }
 
 // Metrics returns the service's Prometheus metrics, to register.
 func (svc *Service) Metrics() prometheus.Collector { return svc.metrics }
 
+// InflightBytes is the memory reserved now by requests being taken in, by
+// MaxInflightBytes's account.
+func (svc *Service) InflightBytes() int64 { return svc.budget.inUse() }
+
+// HeldBytes is the part of InflightBytes that requests hold: what is
+// reserved for gRPC messages still being read, which may be far smaller
+// than the worst case reserved for them, is left out.
+func (svc *Service) HeldBytes() int64 { return svc.budget.held() }
+
 // NewServer returns a gRPC server that serves svc's TraceService, with
 // svc's request size limit. Options such as credentials are passed through.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes))...)
+	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes),
+		// A call buffers at most its stream's window before Export takes
+		// its share of the in-flight bound; fixed windows turn off gRPC's
+		// estimate of bandwidth-delay, which grows them to 16 MiB. Reading
+		// a message asks for a window of its whole size anyway.
+		grpc.InitialWindowSize(streamWindow), grpc.InitialConnWindowSize(connWindow),
+		grpc.MaxConcurrentStreams(uint32(svc.opts.MaxStreamsPerConn)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: svc.opts.IdleTimeout, Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)...)
 	svc.register(s)
 	return s
 }
 
 // register adds the TraceService to s, which must use rawcodec's server
 // option.
+//
+// gRPC calls a unary handler as soon as a call's headers arrive, and reads
+// the message only when the handler decodes it; until then a call has
+// buffered at most its stream's flow-control window. So Export takes its
+// share of the in-flight bound before it decodes: what it reads, and
+// inflates, is then within the bound, at whatever speed it arrives.
+// (TestStalledStream checks that gRPC still works this way.)
 func (svc *Service) register(s *grpc.Server) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -69,21 +95,23 @@ func (svc *Service) register(s *grpc.Server) {
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Export",
 			Handler: func(_ any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-				var req rawcodec.Message
-				if err := dec(&req); err != nil {
-					cause := causeMalformed
-					if status.Code(err) == codes.ResourceExhausted {
-						cause = causeTooLarge
-					}
-					svc.metrics.refused.WithLabelValues(protoGRPC, cause).Inc()
+				res := svc.reserve(ctx, protoGRPC)
+				defer res.release()
+				if err := res.growAhead(grpcReadFactor * int64(svc.opts.MaxRequestBytes)); err != nil {
 					return nil, err
 				}
+				req, err := svc.receive(dec, res)
+				if err != nil {
+					return nil, err
+				}
+				svc.metrics.bytes.WithLabelValues(protoGRPC).Add(float64(len(req)))
+				received := time.Now()
 				if interceptor == nil {
-					return svc.Export(ctx, req)
+					return svc.export(ctx, protoGRPC, req, res, received)
 				}
 				info := &grpc.UnaryServerInfo{Server: svc, FullMethod: exportMethod}
-				return interceptor(ctx, req, info, func(ctx context.Context, req any) (any, error) {
-					return svc.Export(ctx, req.(rawcodec.Message))
+				return interceptor(ctx, rawcodec.Message(req), info, func(ctx context.Context, req any) (any, error) {
+					return svc.export(ctx, protoGRPC, req.(rawcodec.Message), res, received)
 				})
 			},
 		}},
@@ -91,60 +119,111 @@ func (svc *Service) register(s *grpc.Server) {
 	}, svc)
 }
 
-// Export stores the spans of one encoded ExportTraceServiceRequest received
-// over gRPC. Errors are gRPC statuses.
+// Flow-control windows of the gRPC server: gRPC's least for a stream, and
+// for the connection enough that its updates are rare.
+const (
+	streamWindow = 64 << 10
+	connWindow   = 8 << 20
+)
+
+// grpcReadFactor is how many times MaxRequestBytes reading one gRPC message
+// may take: gRPC holds what arrives, and then what it inflates to, in
+// buffers of its own, which the codec copies into one slice; an inflating
+// message frees its compressed buffers before that copy.
+const grpcReadFactor = 2
+
+// receive decodes the request's message with dec, which reads it; it must
+// arrive within the body timeout. It shrinks res to what the message takes
+// to decode and store. If the message does not arrive in time, the
+// reservation is handed to the read, which keeps it until it returns.
+func (svc *Service) receive(dec func(any) error, res *reservation) ([]byte, error) {
+	type received struct {
+		req rawcodec.Message
+		err error
+	}
+	got := make(chan received, 1)
+	// The read cannot be given a deadline: it runs apart, and a stream that
+	// stalls is ended by returning, which makes gRPC close the stream and
+	// the read return.
+	go func() {
+		var r received
+		r.err = dec(&r.req)
+		got <- r
+	}()
+	timeout := svc.opts.BodyTimeout + time.Duration(svc.opts.MaxRequestBytes)*time.Second/minBodyRate
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			cause := causeMalformed
+			switch status.Code(r.err) {
+			case codes.ResourceExhausted:
+				cause = causeTooLarge
+			case codes.Canceled, codes.DeadlineExceeded:
+				cause = causeCanceled
+			}
+			svc.metrics.refused.WithLabelValues(protoGRPC, cause).Inc()
+			return nil, r.err
+		}
+		res.shrink(decodeFactor * int64(len(r.req)))
+		return r.req, nil
+	case <-t.C:
+		reading := *res
+		res.n = 0 // the caller's release leaves this share to the read
+		go func() { <-got; reading.release() }()
+		svc.metrics.refused.WithLabelValues(protoGRPC, causeTimeout).Inc()
+		return nil, status.Errorf(codes.DeadlineExceeded, "request message did not arrive within %v", timeout.Round(time.Second))
+	}
+}
+
+// Export stores the spans of one encoded ExportTraceServiceRequest, as if
+// received over gRPC. Errors are gRPC statuses.
 func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportTraceServiceResponse, error) {
-	r := svc.reserve(protoGRPC)
-	defer r.release()
-	if err := r.grow(len(req)); err != nil {
+	res := svc.reserve(ctx, protoGRPC)
+	defer res.release()
+	if err := res.grow(int64(len(req))); err != nil {
 		return nil, err
 	}
 	svc.metrics.bytes.WithLabelValues(protoGRPC).Add(float64(len(req)))
-	return svc.export(ctx, protoGRPC, req, time.Now())
+	return svc.export(ctx, protoGRPC, req, res, time.Now())
 }
 
-// reservation is a request's share of the in-flight bound, which grows
-// with the memory the request takes as it is read and decoded.
-type reservation struct {
-	svc   *Service
-	proto string
-	n     int64
-}
+// decodeFactor is about how many times its size a request takes while it is
+// decoded and stored: the request itself, its parsed batch, and the copy the
+// store compresses into its log.
+const decodeFactor = 2
 
-func (svc *Service) reserve(proto string) *reservation { return &reservation{svc: svc, proto: proto} }
+// maxPooledBatch bounds the memory of a parsed batch kept for reuse: a
+// request of many tiny spans or attributes parses into a batch several
+// times its size, which should go with it.
+const maxPooledBatch = 8 << 20
 
-// grow raises the reservation to n bytes, or refuses the request as
-// overload if that would take the bound past MaxInflightBytes while other
-// requests hold part of it.
-func (r *reservation) grow(n int) error {
-	inflight, limit := &r.svc.inflight, r.svc.opts.MaxInflightBytes
-	for int64(n) > r.n {
-		used := inflight.Load()
-		if used > r.n && used-r.n+int64(n) > limit {
-			r.svc.metrics.refused.WithLabelValues(r.proto, causeOverloaded).Inc()
-			return r.svc.retryable(codes.ResourceExhausted,
-				fmt.Sprintf("cairn is taking in as many requests as its memory bound allows (%d MiB); retry later", limit>>20))
-		}
-		if inflight.CompareAndSwap(used, used-r.n+int64(n)) {
-			r.n = int64(n)
-		}
+// export validates and stores one encoded request, holding res, which it
+// grows to what decoding takes. received is when the request arrived, for
+// the latency histogram. A request whose client has gone, or whose
+// deadline has passed, is dropped before each costly step.
+func (svc *Service) export(ctx context.Context, proto string, req []byte, res *reservation, received time.Time) (*coltracepb.ExportTraceServiceResponse, error) {
+	if err := res.grow(decodeFactor * int64(len(req))); err != nil {
+		return nil, err
 	}
-	return nil
-}
-
-func (r *reservation) release() {
-	r.svc.inflight.Add(-r.n)
-	r.n = 0
-}
-
-// export validates and stores one encoded request. received is when the
-// request arrived, for the latency histogram.
-func (svc *Service) export(ctx context.Context, proto string, req []byte, received time.Time) (*coltracepb.ExportTraceServiceResponse, error) {
+	if err := svc.gone(ctx, proto); err != nil {
+		return nil, err
+	}
 	batch := svc.batches.Get().(*otlpwire.Batch)
-	defer svc.batches.Put(batch)
+	defer svc.recycle(batch)
 	if err := otlpwire.Parse(req, batch, svc.w.Accepts()); err != nil {
 		svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	// A request of many small spans and attributes parses into a batch
+	// larger than itself (27,000 spans of 300 bytes: twice their size), and
+	// the store copies the request into its log: the reservation holds all
+	// three from here, so that the next requests wait for it and the memory
+	// limit follows it.
+	res.force(2*int64(len(req)) + batchBytes(batch))
+	if err := svc.gone(ctx, proto); err != nil {
+		return nil, err
 	}
 	if err := svc.w.Write(ctx, req, batch); err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -167,6 +246,30 @@ func (svc *Service) export(ctx context.Context, proto string, req []byte, receiv
 		}
 	}
 	return resp, nil
+}
+
+// gone refuses a request whose client no longer waits for the answer.
+func (svc *Service) gone(ctx context.Context, proto string) error {
+	if err := ctx.Err(); err != nil {
+		svc.metrics.refused.WithLabelValues(proto, causeCanceled).Inc()
+		return status.FromContextError(err).Err()
+	}
+	return nil
+}
+
+// recycle returns batch to the pool, unless it grew too large to keep.
+func (svc *Service) recycle(batch *otlpwire.Batch) {
+	if batchBytes(batch) <= maxPooledBatch {
+		svc.batches.Put(batch)
+	}
+}
+
+// batchBytes is about the memory a parsed batch holds.
+func batchBytes(b *otlpwire.Batch) int64 {
+	return int64(cap(b.Spans))*int64(unsafe.Sizeof(otlpwire.Span{})) +
+		int64(cap(b.Attrs))*int64(unsafe.Sizeof(otlpwire.Attribute{})) +
+		int64(cap(b.Resources))*int64(unsafe.Sizeof(otlpwire.Resource{})) +
+		int64(cap(b.Scopes))*int64(unsafe.Sizeof(otlpwire.Scope{}))
 }
 
 // retryable is a status that tells OTLP clients to retry after

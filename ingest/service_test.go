@@ -142,7 +142,7 @@ func TestGRPCOverload(t *testing.T) {
 	defer db.Close()
 	g := &gate{Writer: db, entered: make(chan struct{}, 8), open: make(chan struct{})}
 	first, _ := proto.Marshal(request(1))
-	svc := NewService(g, &Options{MaxInflightBytes: int64(len(first)) + 10, RetryAfter: 3 * time.Second})
+	svc := NewService(g, &Options{MaxInflightBytes: int64(len(first)) + 10, RetryAfter: 3 * time.Second, AdmitWait: 10 * time.Millisecond})
 	client := collectorpb.NewTraceServiceClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(svc))))
 
 	done := make(chan error)
@@ -160,7 +160,7 @@ func TestGRPCOverload(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := svc.inflight.Load(); n != 0 {
+	if n := svc.InflightBytes(); n != 0 {
 		t.Fatalf("%d bytes still reserved", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -40,9 +41,39 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	readerToken := fs.String("reader-token-file", "", "file whose first line is a query token of --reader")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	htmlFile := fs.String("html", "", "also write a self-contained HTML report to this file")
+	overload := fs.Bool("overload", false, "instead of the workload, overload the target with large requests, 64 conns × 8 in flight unless --conns and --inflight say otherwise, for --duration (default 30s); report how each ended, peak RSS, and whether every acknowledged one reads back whole")
+	minMiB := fs.Int("overload-min-mib", 8, "with --overload, the smallest request in MiB")
+	maxMiB := fs.Int("overload-max-mib", 60, "with --overload, the largest request in MiB")
+	gzipped := fs.Bool("overload-gzip", false, "with --overload, gzip every request; the bodies compress some thousand times")
 	_, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
+	}
+	if *overload {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if *htmlFile != "" {
+			return usagef("--html does not report --overload runs")
+		}
+		if o.Protocol != bench.ProtocolGRPC {
+			return usagef("--overload sends over grpc only")
+		}
+		if *minMiB <= 0 || *maxMiB < *minMiB {
+			return usagef("--overload-min-mib %d and --overload-max-mib %d are not 0 < min ≤ max", *minMiB, *maxMiB)
+		}
+		ov := bench.OverloadOptions{Target: o.Target, Reader: o.Reader, TargetAccess: o.TargetAccess,
+			MinBytes: *minMiB << 20, MaxBytes: *maxMiB << 20, Gzip: *gzipped, Duration: o.Duration, Seed: o.Seed}
+		ov.ReaderAccess, ov.ReaderAccess.TokenFile = o.TargetAccess, *readerToken
+		if set["conns"] {
+			ov.Conns = o.Conns
+		}
+		if set["inflight"] {
+			ov.Inflight = o.Inflight
+		}
+		if !set["seed"] {
+			ov.Seed = 0
+		}
+		return benchOverload(ov, args, *jsonOut, stdout)
 	}
 	if o.Target == "" {
 		if o.Reader != "" {
@@ -87,6 +118,62 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		return rep.WriteJSON(stdout)
 	}
 	return rep.WriteTable(stdout)
+}
+
+// benchOverload runs an overload, against an embedded cairn unless o names
+// a target, and prints its report.
+func benchOverload(o bench.OverloadOptions, args []string, jsonOut bool, stdout io.Writer) error {
+	if o.Target != "" && o.Reader == "" {
+		return usagef("--overload needs --reader, to read back what was acknowledged")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var rep *bench.OverloadReport
+	var err error
+	if o.Target == "" {
+		rep, err = overloadEmbedded(ctx, o)
+	} else {
+		rep, err = bench.Overload(ctx, o)
+	}
+	if err != nil {
+		return err
+	}
+	rep.Version, rep.Args = cairnVersion(), args
+	if jsonOut {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteTable(stdout)
+}
+
+// overloadEmbedded overloads a `cairn serve` child on a temporary
+// directory, with its default limits, and measures its peak RSS.
+func overloadEmbedded(ctx context.Context, o bench.OverloadOptions) (*bench.OverloadReport, error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find cairn binary: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "cairn-overload-")
+	if err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	c, err := startChild(bin, dir)
+	if err != nil {
+		return nil, err
+	}
+	defer c.kill()
+	o.Target, o.Reader = c.otlpAddr, c.queryAddr
+	rep, err := bench.Overload(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	rep.Embedded = true
+	rss, err := c.stop()
+	if err != nil {
+		return nil, err
+	}
+	rep.PeakRSSMB = float64(rss) / (1 << 20)
+	return rep, nil
 }
 
 // benchEmbedded runs `cairn serve` as a child process on a temporary

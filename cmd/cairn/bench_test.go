@@ -163,3 +163,34 @@ func TestServingLine(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchOverload overloads a server with a small in-flight bound, with
+// gzip, and checks that every request was acknowledged or refused with a
+// retryable code, and every acknowledged one read back whole.
+func TestBenchOverload(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	cfg := testConfig(t.TempDir())
+	cfg.maxRequest, cfg.maxInflight = 2<<20, 6<<20
+	s := startConfigured(t, cfg)
+	defer s.shutdown()
+	var out, errOut bytes.Buffer
+	err := run([]string{"bench", "--overload", "--overload-gzip", "--target", s.otlpAddr.String(), "--reader", s.queryAddr.String(),
+		"--conns", "2", "--inflight", "4", "--overload-min-mib", "1", "--overload-max-mib", "1", "--duration", "1s", "--json"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, errOut.String())
+	}
+	var r struct {
+		Acknowledged  int64            `json:"acknowledged"`
+		Refused       int64            `json:"refused_retryable"`
+		Failed        map[string]int64 `json:"failed"`
+		TracesChecked int              `json:"traces_checked"`
+		TracesMissing int              `json:"traces_missing"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Acknowledged == 0 || len(r.Failed) != 0 || r.TracesChecked != int(r.Acknowledged) || r.TracesMissing != 0 {
+		t.Errorf("report %+v\n%s", r, out.String())
+	}
+	t.Logf("%d acknowledged, %d refused", r.Acknowledged, r.Refused)
+}

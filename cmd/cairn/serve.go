@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,9 @@ type serverConfig struct {
 	httpAddr        string // empty: no HTTP port (metrics, pprof, health)
 	maxRequest      int
 	maxInflight     int64
+	maxConns        int   // per OTLP port; 0 for no cap
+	maxStreams      int   // per OTLP/gRPC connection
+	memoryLimit     int64 // soft limit of the Go heap without requests in flight; 0 for none
 	corsOrigins     []string
 	flushInterval   time.Duration
 	recompressAfter time.Duration
@@ -75,7 +79,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
-	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 128<<20, "memory that OTLP requests being taken in may hold at once; more are refused, to be retried")
+	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 256<<20, "memory that OTLP requests being taken in may hold at once; more wait up to 5s, then are refused, to be retried")
+	fs.IntVar(&cfg.maxConns, "otlp-max-conns", 512, "open connections each OTLP port accepts; more are closed at once; 0 for no cap")
+	fs.IntVar(&cfg.maxStreams, "otlp-grpc-max-streams", 32, "Export calls one OTLP/gRPC connection may have open at once")
 	cors := fs.String("otlp-http-cors-origins", "", "comma-separated origins whose web pages may export over OTLP/HTTP (https://app.example.com, https://*.example.com, or *)")
 	fs.DurationVar(&cfg.flushInterval, "flush-interval", 0, "longest a span stays in the write-ahead log before it is cut into a block (default 10s)")
 	fs.DurationVar(&cfg.recompressAfter, "recompress-after", 0, "pause in ingest after which span data is recompressed, smaller on disk; negative turns recompression off (default 2s)")
@@ -89,12 +95,12 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
 	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
-	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
+	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes"); err != nil {
+	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns"); err != nil {
 		return err
 	}
 	if cfg.futureTolerance <= 0 { // storage would take zero for its default
@@ -106,6 +112,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
+	case cfg.maxStreams <= 0:
+		return usagef("--otlp-grpc-max-streams %d is not positive", cfg.maxStreams)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
 	}
@@ -121,9 +129,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
 	// and not. The limit is soft: past it the collector works harder, it never
-	// fails an allocation.
+	// fails an allocation. It is raised by what requests in flight hold (see
+	// followInflight).
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
-		debug.SetMemoryLimit(*memLimit << 20)
+		cfg.memoryLimit = *memLimit << 20
 	}
 	// Between bursts of ingest the live heap is a few MiB, and the default
 	// GOGC of 100 then collects every few MiB allocated: several times per
@@ -165,6 +174,8 @@ type server struct {
 	// exports counts the OTLP/HTTP requests being handled, which shutdown
 	// waits for before it closes the store.
 	exports sync.WaitGroup
+	stop    chan struct{} // closed to end loops
+	loops   sync.WaitGroup
 
 	otlpAddr, otlpHTTPAddr, queryAddr, httpAddr net.Addr // the last two nil when off
 	served                                      chan error
@@ -198,12 +209,13 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	ingestOpts := &ingest.Options{
 		MaxRequestBytes:    cfg.maxRequest,
 		MaxInflightBytes:   cfg.maxInflight,
+		MaxStreamsPerConn:  cfg.maxStreams,
 		CORSAllowedOrigins: cfg.corsOrigins,
 	}
 	if err := ingestOpts.Validate(); err != nil {
 		return nil, usageError{err: fmt.Errorf("--otlp-http-cors-origins: %w", err)}
 	}
-	s := &server{served: make(chan error, 4)}
+	s := &server{served: make(chan error, 4), stop: make(chan struct{})}
 	var listeners []net.Listener
 	defer func() { // on failure, undo what was started
 		if err != nil {
@@ -215,10 +227,23 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			}
 		}
 	}()
+	refusedConns := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_refused_connections_total",
+		Help: "Connections closed as soon as accepted: past a port's cap, or taking a file descriptor kept for the store, by port and reason.",
+	}, []string{"port", "reason"})
+	var fdLimit uint64
+	if limit := openFileLimit(); limit > 0 {
+		fdLimit = limit - fdHeadroom(limit)
+	}
 	listen := func(port, addr string, tokens *access.Tokens) (net.Listener, error) {
-		l, err := net.Listen("tcp", addr)
+		raw, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s for %s: %w", addr, port, err)
+		}
+		l := &guardedListener{Listener: raw, port: port, fdLimit: fdLimit, log: cfg.log,
+			refused: func(reason string) { refusedConns.WithLabelValues(port, reason).Inc() }}
+		if port == "otlp_grpc" || port == "otlp_http" {
+			l.maxConns = int64(cfg.maxConns)
 		}
 		listeners = append(listeners, l)
 		switch {
@@ -240,7 +265,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	guard := func(port string, tokens *access.Tokens) *access.Guard {
 		return &access.Guard{Tokens: tokens, Refused: func(reason string) { refused.WithLabelValues(port, reason).Inc() }}
 	}
-	if err := registerProcessMetrics(reg, refused); err != nil {
+	if err := registerProcessMetrics(reg, refused, refusedConns); err != nil {
 		return nil, err
 	}
 
@@ -331,6 +356,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		s.otlpHTTP = newHTTPServer(s.counted(svc.HTTPHandler()), tlsConfig, cfg.log)
 		s.otlpHTTPAddr = otlpHTTPLis.Addr()
 		go s.serveHTTP(s.otlpHTTP, otlpHTTPLis, tlsConfig)
+	}
+	if cfg.memoryLimit > 0 {
+		s.loops.Go(func() { s.followInflight(cfg.memoryLimit, svc) })
 	}
 	s.phase.Store(phaseServing)
 	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(),
@@ -443,12 +471,50 @@ func (s *server) shutdown() error {
 		wg.Wait()
 		drain(s.query)
 		errs = append(errs, s.db.Close())
+		close(s.stop)
+		s.loops.Wait()
 		if s.admin != nil {
 			s.admin.Close()
 		}
 		s.shutdownErr = errors.Join(errs...)
 	})
 	return s.shutdownErr
+}
+
+// memoryLimitPeriod is how often the soft memory limit is set, and
+// memoryLimitWindow how long it keeps to the most requests held.
+const (
+	memoryLimitPeriod = 100 * time.Millisecond
+	memoryLimitWindow = 2 * time.Second
+)
+
+// followInflight sets the Go runtime's soft memory limit, every
+// memoryLimitPeriod until the server stops, to base plus the most that OTLP
+// requests in flight held over the last memoryLimitWindow.
+//
+// A fixed limit made the collector thrash without bounding memory under
+// large requests: the heap they kept alive took it to the limit, and the
+// collector ran back to back (8 MiB requests: 295k spans/s fell to 91k).
+// The in-flight bound holds that memory instead; the limit only paces the
+// collector above it. It follows the most held lately rather than what is
+// held now, because a request's memory stays on the heap, as garbage, until
+// the collector runs: a limit that fell as soon as requests were answered
+// would start it at once (that alone halved large-request throughput).
+// Without large requests the limit stays near base, and the heap with it.
+func (s *server) followInflight(base int64, svc *ingest.Service) {
+	t := time.NewTicker(memoryLimitPeriod)
+	defer t.Stop()
+	defer debug.SetMemoryLimit(base)
+	recent := make([]int64, memoryLimitWindow/memoryLimitPeriod)
+	for i := 0; ; i++ {
+		recent[i%len(recent)] = svc.HeldBytes()
+		debug.SetMemoryLimit(base + slices.Max(recent))
+		select {
+		case <-t.C:
+		case <-s.stop:
+			return
+		}
+	}
 }
 
 // drain stops a gRPC server gracefully, or at once after drainTimeout.
