@@ -78,6 +78,8 @@ type DB struct {
 	backlog atomic.Int64
 	metrics *metrics
 	faults  faults
+	// damage lists the files Pebble found damaged since Open.
+	damage damage
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span
@@ -129,11 +131,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	// Both stores share one block cache, sized by Options.CacheBytes.
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), indexOptions(opts, cache)); err != nil {
-		return nil, errors.Join(fmt.Errorf("open index store: %w", err), db.closeStores())
+	if db.idx, err = db.openStore("index", indexOptions(opts, cache, db.listener("index"))); err != nil {
+		return nil, errors.Join(err, db.closeStores())
 	}
-	if db.spans, err = pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts, cache)); err != nil {
-		return nil, errors.Join(fmt.Errorf("open spans store: %w", err), db.closeStores())
+	if db.spans, err = db.openStore("spans", spansOptions(opts, cache, db.listener("spans"))); err != nil {
+		return nil, errors.Join(err, db.closeStores())
 	}
 	if err := db.recover(); err != nil {
 		return nil, errors.Join(err, db.closeStores())
@@ -149,10 +151,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	return db, nil
 }
 
-func indexOptions(o Options, cache *pebble.Cache) *pebble.Options {
+func indexOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebble.Options {
 	po := &pebble.Options{
-		Comparer: keys.Comparer,
-		Cache:    cache,
+		EventListener: l,
+		Comparer:      keys.Comparer,
+		Cache:         cache,
 		// Cuts are ingested as sstables, so the memtable only ever holds a
 		// few metadata keys.
 		MemTableSize:       4 << 20,
@@ -177,8 +180,9 @@ var recompressedProfile = func() *sstable.CompressionProfile {
 	return &p
 }()
 
-func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
+func spansOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebble.Options {
 	po := &pebble.Options{
+		EventListener:      l,
 		Comparer:           keys.Comparer,
 		Cache:              cache,
 		MemTableSize:       4 << 20,
@@ -311,6 +315,10 @@ func (db *DB) loadPartitions() error {
 // (the write-ahead log still holds their spans, and replay cuts them again
 // under the same numbers) and partitions the index no longer lists. It is
 // deleted here. It also records the newest block of each partition.
+//
+// Partitions whose span data a damaged file holds are passed over, so that
+// the store opens and serves the rest; their newest block stays unknown
+// (0), which only keeps them from being recompressed.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
@@ -319,7 +327,29 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 	defer it.Close()
 	b := db.spans.NewBatch()
 	defer b.Close()
-	for ok := it.First(); ok; {
+	// pass moves the iterator past the partitions that a damaged file
+	// holds keys of; it fails for other errors.
+	pass := func() (bool, error) {
+		err := it.Error()
+		info := pebble.ExtractDataCorruptionInfo(err)
+		if info == nil {
+			return false, fmt.Errorf("reconcile spans: %w", err)
+		}
+		last, _, _, perr := keys.ParseData(info.Bounds.End.Key)
+		if perr != nil {
+			return false, fmt.Errorf("reconcile spans: %w", err)
+		}
+		db.opts.Logger.Warn("span data of damaged partitions not reconciled", "through_partition", partitionName(last), "err", firstLine(err))
+		return it.SeekGE(keys.PartitionPrefix(keys.KindData, last+1)), nil
+	}
+	ok := it.First()
+	for ok || it.Error() != nil {
+		if !ok {
+			if ok, err = pass(); err != nil {
+				return err
+			}
+			continue
+		}
 		p, _, _, err := keys.ParseData(it.Key())
 		if err != nil {
 			return fmt.Errorf("reconcile spans: %w", err)
@@ -335,8 +365,11 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 			ok = it.SeekGE(end)
 			continue
 		}
-		if !it.SeekLT(keys.DataBlock(p, lastBlock+1)) {
-			return fmt.Errorf("reconcile spans: %w", it.Error())
+		if ok = it.SeekLT(keys.DataBlock(p, lastBlock+1)); !ok {
+			if it.Error() != nil {
+				continue
+			}
+			return fmt.Errorf("reconcile spans: partition %d lost its span data", p)
 		}
 		q, newest, _, err := keys.ParseData(it.Key())
 		if err != nil {
@@ -351,11 +384,11 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 			if err := b.DeleteRange(orphans, end, nil); err != nil {
 				return err
 			}
+		} else if it.Error() != nil {
+			ok = false
+			continue
 		}
 		ok = it.SeekGE(end)
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("reconcile spans: %w", err)
 	}
 	if b.Empty() {
 		return nil

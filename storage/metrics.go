@@ -20,6 +20,7 @@ type metrics struct {
 	cut          prometheus.Histogram
 	cutSpans     prometheus.Counter
 	recompressed prometheus.Counter
+	corruptions  *prometheus.CounterVec
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
@@ -49,6 +50,10 @@ func newMetrics(db *DB) *metrics {
 			Name: "cairn_storage_recompressed_bytes_total",
 			Help: "Bytes of span data rewritten by recompression, as they were before, merges of recompressed data included.",
 		}),
+		corruptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_storage_corruption_errors_total",
+			Help: "Reads and compactions that met data failing its checksums, by store; each failed the read, not the process.",
+		}, store),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
 		liveSpans: prometheus.NewDesc("cairn_storage_live_buffer_spans",
@@ -80,7 +85,7 @@ func newMetrics(db *DB) *metrics {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.corruptions} {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
@@ -92,7 +97,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Pebble's figures are read only
 // while the store is open.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.corruptions} {
 		c.Collect(ch)
 	}
 	db := m.db

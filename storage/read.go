@@ -151,15 +151,20 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 		}
 		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
 		if err != nil {
-			return nil, err
+			return nil, contain(err, fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 		}
 		for _, b := range blocks {
-			k := keys.Data(p, b, id)
-			if !snap.data.SeekGE(k) || !bytes.Equal(snap.data.Key(), k) {
-				if err := snap.data.Error(); err != nil {
-					return nil, fmt.Errorf("read fragment: %w", err)
-				}
-				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
+			found, err := db.seekFragment(snap.data, keys.Data(p, b, id), func() string {
+				return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
+			})
+			if err != nil {
+				return nil, err
+			}
+			if !found {
+				// cairn repair drops span data that cannot be read, and
+				// leaves the trace index naming it; the rest of the trace
+				// is still served.
+				continue
 			}
 			// Spans are decoded into a buffer of their own: the value is
 			// only valid until the iterator moves.
@@ -246,11 +251,11 @@ func (a *assembler) finish(db *DB, id TraceID, notBefore uint64) (*Trace, error)
 		if !g.resolved {
 			res, err := db.dict.lookup(db.idx, keys.KindResource, g.ResourceID)
 			if err != nil {
-				return nil, err
+				return nil, contain(err, fmt.Sprintf("trace %x (resource %x)", id, g.ResourceID))
 			}
 			scope, err := db.dict.lookup(db.idx, keys.KindScope, g.ScopeID)
 			if err != nil {
-				return nil, err
+				return nil, contain(err, fmt.Sprintf("trace %x (scope %x)", id, g.ScopeID))
 			}
 			g.Resource, g.ResourceSchemaURL = res.Raw, res.SchemaURL
 			g.Scope, g.ScopeSchemaURL = scope.Raw, scope.SchemaURL
