@@ -44,7 +44,14 @@ type Damage struct {
 	Traces []TraceID
 
 	lo, hi []byte // the keys the damage may cover, from lo up to hi
-	table  table  // the sstable damaged
+	// dropLo and dropHi bound what repair drops: the damaged block and
+	// its neighbours, whose readable keys it writes back. An iterator that
+	// leaves the last block in a table's bounds reads the next before it
+	// looks at the bounds, so the block on either side of a damaged one
+	// must not be the edge of what is left of the table.
+	dropLo, dropHi []byte
+	block          int   // the damaged data block; -1 for a whole table
+	table          table // the sstable damaged
 }
 
 func (d Damage) String() string {
@@ -253,8 +260,9 @@ func (c *checker) check(progress func(done, total int)) (*CheckReport, error) {
 // trying each in turn: seconds of CPU a block.
 func checkTable(t table) []Damage {
 	whole := func(err error) []Damage {
+		hi := append(slices.Clone(t.largest), 0)
 		return []Damage{{Store: t.store, File: t.path, Whole: true, Start: t.smallest, End: t.largest,
-			Err: firstLine(err), lo: t.smallest, hi: append(slices.Clone(t.largest), 0), table: t}}
+			Err: firstLine(err), lo: t.smallest, hi: hi, dropLo: t.smallest, dropHi: hi, block: -1, table: t}}
 	}
 	r, err := openTable(t.path)
 	if err != nil {
@@ -296,10 +304,16 @@ func checkTable(t table) []Damage {
 		if err := checksum(data, h.Handle); err == nil {
 			continue
 		} else {
-			d := Damage{Store: t.store, File: t.path, Err: err.Error(), Start: prev, End: seps[i], table: t,
-				lo: t.smallest, hi: append(slices.Clone(seps[i]), 0)}
+			d := Damage{Store: t.store, File: t.path, Err: err.Error(), Start: prev, End: seps[i], table: t, block: i,
+				lo: t.smallest, hi: append(slices.Clone(seps[i]), 0), dropLo: t.smallest, dropHi: append(slices.Clone(t.largest), 0)}
 			if prev != nil {
 				d.lo = prev
+			}
+			if i >= 2 {
+				d.dropLo = seps[i-2]
+			}
+			if i+1 < len(seps)-1 {
+				d.dropHi = append(slices.Clone(seps[i+1]), 0)
 			}
 			out = append(out, d)
 		}

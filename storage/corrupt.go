@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -60,11 +61,13 @@ func contain(err error, what string) error {
 }
 
 // damage is what has been found damaged since the store opened: files,
-// and in the spans store the keys of their damaged blocks.
+// and the keys of their damaged blocks.
 type damage struct {
-	mu     sync.Mutex
-	files  []string // sorted
-	blocks []damagedBlock
+	mu    sync.Mutex
+	files []string // sorted
+	// blocks is read on every seek that could meet damage, so it is
+	// replaced, not changed, under mu, and loaded without it.
+	blocks atomic.Pointer[[]damagedBlock]
 }
 
 type damagedBlock struct {
@@ -85,31 +88,67 @@ func (d *damage) add(path string) (fresh bool, files []string) {
 	return !found, slices.Clone(d.files)
 }
 
-// covering returns the file and cause of the damaged block that holds key
-// k, if any.
-func (d *damage) covering(k []byte) (string, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, b := range d.blocks {
-		if bytes.Compare(k, b.lo) >= 0 && bytes.Compare(k, b.hi) < 0 {
-			return b.path, b.cause
+// covering returns the damaged block that holds key k, if any.
+func (d *damage) covering(k []byte) *damagedBlock {
+	if bs := d.blocks.Load(); bs != nil {
+		for i, b := range *bs {
+			if bytes.Compare(k, b.lo) >= 0 && bytes.Compare(k, b.hi) < 0 {
+				return &(*bs)[i]
+			}
 		}
 	}
-	return "", nil
+	return nil
 }
 
-// findBlocks records the damaged data blocks of a file of span data, so
-// that reads of their keys fail at once. Pebble, on each read of a damaged
-// block, looks for the one flipped bit that would explain it by trying
-// every bit of the block, about a second of CPU for a block of span data;
-// without this each read of a trace the block held would cost that again.
-func (d *damage) findBlocks(path string, lo, hi []byte, cause error) {
-	found := checkTable(table{store: "spans", path: path, smallest: lo, largest: hi})
+// overlapping returns a damaged block that holds keys in [lo, hi), if any.
+func (d *damage) overlapping(lo, hi []byte) *damagedBlock {
+	if bs := d.blocks.Load(); bs != nil {
+		for i, b := range *bs {
+			if bytes.Compare(b.lo, hi) < 0 && bytes.Compare(lo, b.hi) < 0 {
+				return &(*bs)[i]
+			}
+		}
+	}
+	return nil
+}
+
+// below returns the damaged block that a reverse seek from k would read
+// first, if any: one holding keys just below k.
+func (d *damage) below(k []byte) *damagedBlock {
+	if bs := d.blocks.Load(); bs != nil {
+		for i, b := range *bs {
+			if bytes.Compare(b.lo, k) < 0 && bytes.Compare(k, b.hi) <= 0 {
+				return &(*bs)[i]
+			}
+		}
+	}
+	return nil
+}
+
+// findBlocks records the damaged data blocks of a file, so that reads of
+// their keys fail at once. Pebble, on each read of a damaged block, looks
+// for the one flipped bit that would explain it by trying every bit of the
+// block: about a second of CPU for a block of span data or a large
+// postings list, which every read that meets the block would cost again.
+func (d *damage) findBlocks(store, path string, lo, hi []byte, cause error) {
+	found := checkTable(table{store: store, path: path, smallest: lo, largest: hi})
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, f := range found {
-		d.blocks = append(d.blocks, damagedBlock{lo: f.lo, hi: f.hi, path: path, cause: cause})
+	var bs []damagedBlock
+	if old := d.blocks.Load(); old != nil {
+		bs = slices.Clone(*old)
 	}
+	for _, f := range found {
+		if !f.Whole {
+			bs = append(bs, damagedBlock{lo: f.lo, hi: f.hi, path: path, cause: cause})
+		}
+	}
+	d.blocks.Store(&bs)
+}
+
+// err is the error of a read that would meet the block.
+func (b *damagedBlock) err(what string) error {
+	return &CorruptionError{What: what, Path: b.path, Err: b.cause}
 }
 
 // listener is the event listener of one of the Pebble stores. Pebble's
@@ -121,8 +160,8 @@ func (db *DB) listener(store string) *pebble.EventListener {
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
 			db.metrics.corruptions.WithLabelValues(store).Inc()
 			bounds := fmt.Sprintf("%v to %v", keys.Comparer.FormatKey(info.Bounds.Start), keys.Comparer.FormatKey(info.Bounds.End.Key))
-			if db.noteDamage(store, info.Path, bounds, info.Details) && store == "spans" && !info.IsRemote {
-				db.damage.findBlocks(info.Path, info.Bounds.Start, info.Bounds.End.Key, info.Details)
+			if db.noteDamage(store, info.Path, bounds, info.Details) && !info.IsRemote {
+				db.damage.findBlocks(store, info.Path, info.Bounds.Start, info.Bounds.End.Key, info.Details)
 			}
 		},
 		// Compactions that meet a damaged block fail and are retried
@@ -164,8 +203,8 @@ func (db *DB) noteDamage(store, path, bounds string, err error) bool {
 // seekFragment positions it at the fragment with key k, and reports
 // whether it is there; what names the fragment in a CorruptionError.
 func (db *DB) seekFragment(it *pebble.Iterator, k []byte, what func() string) (bool, error) {
-	if path, cause := db.damage.covering(k); cause != nil {
-		return false, &CorruptionError{What: what(), Path: path, Err: cause}
+	if b := db.damage.covering(k); b != nil {
+		return false, b.err(what())
 	}
 	if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
 		return true, nil

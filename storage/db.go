@@ -83,11 +83,12 @@ type DB struct {
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span
-	// data has been recompressed, and merged, the sealed partitions whose
-	// sstables need no merging. It is taken before mu.
+	// data has been recompressed, merged, the sealed partitions whose
+	// sstables need no merging, and damaged. It is taken before mu.
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
 	merged       map[uint32]bool
+	damaged      map[uint32]bool // partitions recompression failed on for damage
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -124,6 +125,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		partitions:   make(map[uint32]uint64),
 		recompressed: make(map[uint32]uint64),
 		merged:       make(map[uint32]bool),
+		damaged:      make(map[uint32]bool),
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
@@ -138,6 +140,12 @@ func Open(dir string, o *Options) (*DB, error) {
 		return nil, errors.Join(err, db.closeStores())
 	}
 	if err := db.recover(); err != nil {
+		if IsCorruption(err) {
+			// The block records, partition list, catalog and dictionary
+			// groups are read whole at open; without them nothing is
+			// served right.
+			err = fmt.Errorf("%w; the store is damaged where it must be read to open: run cairn check %s, then cairn repair %[2]s", err, dir)
+		}
 		return nil, errors.Join(err, db.closeStores())
 	}
 	db.lastWrite.Store(opts.Now().UnixNano())

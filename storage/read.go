@@ -149,6 +149,10 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		prefix := keys.TracePrefix(p, id)
+		if b := db.damage.overlapping(prefix, append(prefix, 0xff)); b != nil {
+			return nil, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
+		}
 		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
 		if err != nil {
 			return nil, contain(err, fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))

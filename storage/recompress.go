@@ -46,6 +46,9 @@ func (db *DB) recompress(ctx context.Context) error {
 	var behind, work, sealed []pending
 	db.mu.Lock()
 	for p, newest := range db.partitions {
+		if db.damaged[p] {
+			continue
+		}
 		done := db.recompressed[p]
 		isSealed := uint64(now.UnixNano()) >= (uint64(p)+1)*partitionNanos+uint64(sealDelay)
 		if newest > done {
@@ -74,6 +77,10 @@ func (db *DB) recompress(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if IsCorruption(err) {
+				db.leaveDamaged(w.p, err)
+				continue
+			}
 			return fmt.Errorf("merge partition %d: %w", w.p, err)
 		}
 	}
@@ -86,6 +93,10 @@ func (db *DB) recompress(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if IsCorruption(err) {
+				db.leaveDamaged(w.p, err)
+				continue
+			}
 			return fmt.Errorf("partition %d, blocks %d to %d: %w", w.p, w.from, w.to, err)
 		}
 		db.opts.Logger.Debug("recompressed span data", "partition_start",
@@ -93,6 +104,17 @@ func (db *DB) recompress(ctx context.Context) error {
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// leaveDamaged stops recompressing a partition whose span data a damaged
+// file holds: each attempt would fail on the same block, after Pebble spent
+// a second of CPU looking for the flipped bit. cairn repair, on a stopped
+// store, drops the damaged block; the partition is recompressed after the
+// next start. The caller holds maintMu.
+func (db *DB) leaveDamaged(p uint32, err error) {
+	db.damaged[p] = true
+	db.opts.Logger.Warn("span data of a partition is damaged: it is not recompressed until the store is repaired",
+		"partition_start", partitionName(p), "err", firstLine(err))
 }
 
 // mergeSealed rewrites the whole of a sealed, recompressed partition if its

@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
@@ -60,10 +63,10 @@ func Repair(dir string, o *CheckOptions) (*RepairReport, error) {
 	var excised []pebble.KeyRange // in the index store
 	for _, d := range found.Damage {
 		db := c.stores[d.Store]
-		if d.Store == "wal" || db == nil || d.lo == nil {
+		if d.Store == "wal" || db == nil || d.dropLo == nil {
 			continue
 		}
-		span, err := excise(db, d)
+		span, err := excise(dir, db, d)
 		if err != nil {
 			return r, fmt.Errorf("drop damaged keys of %s: %w", d.File, err)
 		}
@@ -96,17 +99,80 @@ func Repair(dir string, o *CheckOptions) (*RepairReport, error) {
 }
 
 // excise removes a damaged range of keys from a store, and returns the
-// range removed. Pebble excises only whole prefixes, so a trace-index key
-// at either end widens it to its trace. If the narrow excision around a
-// damaged block has to read that block, the whole table goes.
-func excise(db *pebble.DB, d Damage) (pebble.KeyRange, error) {
-	span := prefixSpan(d.lo, d.hi)
-	err := db.Excise(context.Background(), span)
-	if err != nil && pebble.IsCorruptionError(err) && !d.Whole {
-		span = prefixSpan(d.table.smallest, append(slices.Clone(d.table.largest), 0))
-		err = db.Excise(context.Background(), span)
+// range removed. Around a damaged data block, it removes the block and its
+// neighbours, and writes back, in the same atomic ingest, what of the
+// neighbours' keys the damaged table held. Pebble excises only whole
+// prefixes, so a trace-index key at either end widens it to its trace.
+func excise(dir string, db *pebble.DB, d Damage) (pebble.KeyRange, error) {
+	span := prefixSpan(d.dropLo, d.dropHi)
+	if d.Whole {
+		return span, db.Excise(context.Background(), span)
 	}
+	path := filepath.Join(dir, "salvage.sst")
+	defer os.Remove(path)
+	n, err := salvage(db, path, d, span)
+	if err != nil {
+		return span, err
+	}
+	if n == 0 {
+		return span, db.Excise(context.Background(), span)
+	}
+	_, err = db.IngestAndExcise(context.Background(), []string{path}, nil, nil, span)
 	return span, err
+}
+
+// salvage writes to path the keys of span that the damaged table holds
+// outside its damaged block, and returns how many there are. Reading
+// forward from the span's start stops with an error at the damaged block;
+// reading resumes after it.
+func salvage(db *pebble.DB, path string, d Damage, span pebble.KeyRange) (int, error) {
+	r, err := openTable(d.table.path)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	it, err := r.NewPointIter(context.Background(), sstable.IterOptions{Lower: span.Start, Upper: span.End})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	blockSize, filter := dataBlockSize, false
+	if d.Store == "index" {
+		blockSize, filter = 0, true
+	}
+	err = writeTable(db, path, blockSize, filter, func(w *sstable.Writer) error {
+		add := func(k, v []byte) error {
+			n++
+			return w.Set(k, v)
+		}
+		copyFrom := func(from []byte, until []byte) error {
+			for kv := it.SeekGE(from, 0); kv != nil; kv = it.Next() {
+				if until != nil && bytes.Compare(kv.K.UserKey, until) > 0 {
+					return nil
+				}
+				if kv.Kind() != pebble.InternalKeyKindSet && kv.Kind() != pebble.InternalKeyKindSetWithDelete {
+					continue
+				}
+				v, _, err := kv.Value(nil)
+				if err != nil {
+					return err
+				}
+				if err := add(kv.K.UserKey, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if d.Start != nil {
+			// Up to the damaged block, whose error ends this pass.
+			if err := copyFrom(span.Start, d.Start); err != nil {
+				return err
+			}
+		}
+		return copyFrom(d.hi, nil)
+	})
+	return n, err
 }
 
 // prefixSpan is the smallest range of whole prefixes that holds [lo, hi).

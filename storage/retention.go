@@ -111,6 +111,7 @@ func (db *DB) dropPartition(p uint32) error {
 	db.mu.Unlock()
 	delete(db.recompressed, p)
 	delete(db.merged, p)
+	delete(db.damaged, p)
 
 	partition := func(kind byte) [2][]byte {
 		return [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)}

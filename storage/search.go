@@ -412,6 +412,15 @@ func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if b := s.db.damage.below(upper); b != nil {
+			// The seek would meet a damaged block of rows.
+			s.note(b.err("search index of partition " + partitionName(p)))
+			if bytes.Compare(b.lo, prefix) <= 0 {
+				return nil
+			}
+			upper = b.lo
+			continue
+		}
 		if !s.it.SeekLT(upper) {
 			err := s.it.Error()
 			if err == nil || !IsCorruption(err) {
@@ -521,6 +530,9 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 			if int(index.Shard(t)) != shard {
 				shard = int(index.Shard(t))
 				k := keys.Postings(p, block, index.Shard(t))
+				if b := s.db.damage.covering(k); b != nil {
+					return nil, nil, b.err("postings")
+				}
 				found = s.it.SeekGE(k) && bytes.Equal(s.it.Key(), k)
 				if err := s.it.Error(); err != nil {
 					return nil, nil, err
