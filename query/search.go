@@ -129,7 +129,9 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 		return err
 	}
 	for _, f := range found {
-		if err := s.sendTrace(ctx, stream, f.ID, storage.TimeRange{}); err != nil {
+		// A trace that a damaged file holds is left out, as search leaves
+		// out what it cannot read.
+		if err := s.sendTrace(ctx, stream, f.ID, storage.TimeRange{}); err != nil && status.Code(err) != codes.DataLoss {
 			return err
 		}
 	}
@@ -147,8 +149,11 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 	resp := &jaegerpb.FindTraceSummariesResponse{}
 	for _, f := range found {
 		t, err := s.r.Trace(ctx, f.ID, storage.TimeRange{})
+		if storage.IsCorruption(err) {
+			continue
+		}
 		if err != nil {
-			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
+			return readError(ctx, f.ID, err)
 		}
 		if t != nil {
 			resp.Summaries = append(resp.Summaries, summarize(t))

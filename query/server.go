@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -112,11 +113,21 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 		}
 	}
 	ctx := stream.Context()
+	var damaged []string
 	for _, q := range req.GetQuery() {
 		tr := storage.TimeRange{Start: timeOf(q.GetStartTime()), End: timeOf(q.GetEndTime())}
-		if err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), tr); err != nil {
+		err := s.sendTrace(ctx, stream, storage.TraceID(q.GetTraceId()), tr)
+		if status.Code(err) == codes.DataLoss {
+			// The other traces are still sent.
+			damaged = append(damaged, status.Convert(err).Message())
+			continue
+		}
+		if err != nil {
 			return err
 		}
+	}
+	if len(damaged) > 0 {
+		return status.Error(codes.DataLoss, strings.Join(damaged, "; "))
 	}
 	return nil
 }
@@ -126,16 +137,25 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 func (s *service) sendTrace(ctx context.Context, stream grpc.ServerStream, id storage.TraceID, tr storage.TimeRange) error {
 	t, err := s.r.Trace(ctx, id, tr)
 	if err != nil {
-		if ctx.Err() != nil {
-			return status.FromContextError(ctx.Err()).Err()
-		}
-		return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
+		return readError(ctx, id, err)
 	}
 	if t == nil {
 		return nil
 	}
 	c := chunker{limit: s.opts.MaxChunkBytes, emit: func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }}
 	return c.trace(t)
+}
+
+// readError is the status of a failed read of a trace: DataLoss if a
+// damaged file held it, naming the file.
+func readError(ctx context.Context, id storage.TraceID, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	case storage.IsCorruption(err):
+		return status.Error(codes.DataLoss, err.Error())
+	}
+	return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
 }
 
 // GetServices lists the services that sent spans.
