@@ -449,22 +449,33 @@ func (c *checker) held(d *Damage) string {
 	if d.lo == nil || d.hi == nil || d.Store == "wal" {
 		return ""
 	}
+	// The damage holds only keys of the table, which separators may
+	// overshoot.
+	lo, hi := d.lo, d.hi
+	if t := d.table; t.smallest != nil {
+		if bytes.Compare(lo, t.smallest) < 0 {
+			lo = t.smallest
+		}
+		if end := append(slices.Clone(t.largest), 0); bytes.Compare(hi, end) > 0 {
+			hi = end
+		}
+	}
 	var parts []string
-	for kind := d.lo[0]; kind <= d.hi[0] && kind < 0xff; kind++ {
+	for kind := lo[0]; kind <= hi[0] && kind < 0xff; kind++ {
 		name, ok := kindNames[kind]
 		if !ok {
 			continue
 		}
-		lo, hi := []byte{kind}, keys.KindEnd(kind)
-		if kind == d.lo[0] {
-			lo = d.lo
+		klo, khi := []byte{kind}, keys.KindEnd(kind)
+		if kind == lo[0] {
+			klo = lo
 		}
-		if kind == d.hi[0] {
-			hi = d.hi
+		if kind == hi[0] {
+			khi = hi
 		}
 		switch kind {
 		case keys.KindData, keys.KindTrace, keys.KindRows, keys.KindPostings:
-			p1, p2 := partitionIn(lo, 0), partitionIn(hi, ^uint32(0))
+			p1, p2 := partitionIn(klo, 0), partitionIn(khi, ^uint32(0))
 			name += " of partition " + partitionName(p1)
 			if p2 != p1 {
 				name += " to " + partitionName(p2)
@@ -472,7 +483,7 @@ func (c *checker) held(d *Damage) string {
 		}
 		parts = append(parts, name)
 		if kind == keys.KindData {
-			d.Traces = c.tracesIn(d.lo, d.hi)
+			d.Traces = c.tracesIn(lo, hi)
 			if len(d.Traces) > 0 {
 				parts = append(parts, fmt.Sprintf("%d trace(s): %s", len(d.Traces), traceList(d.Traces, 10)))
 			}
@@ -498,10 +509,11 @@ func (c *checker) tracesIn(lo, hi []byte) []TraceID {
 		return nil
 	}
 	p1, p2 := partitionIn(lo, 0), partitionIn(hi, ^uint32(0))
-	it, err := idx.NewIter(&pebble.IterOptions{
-		LowerBound: keys.PartitionPrefix(keys.KindTrace, p1),
-		UpperBound: keys.PartitionPrefix(keys.KindTrace, p2+1),
-	})
+	upper := keys.KindEnd(keys.KindTrace)
+	if p2 < ^uint32(0) {
+		upper = keys.PartitionPrefix(keys.KindTrace, p2+1)
+	}
+	it, err := idx.NewIter(&pebble.IterOptions{LowerBound: keys.PartitionPrefix(keys.KindTrace, p1), UpperBound: upper})
 	if err != nil {
 		return nil
 	}

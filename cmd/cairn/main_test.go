@@ -32,7 +32,7 @@ func TestHelp(t *testing.T) {
 			if exit != 0 || errOut != "" || !strings.HasPrefix(out, "Usage: "+c.synopsis()+"\n") {
 				t.Errorf("cairn %s: exit %d, stderr %q, stdout:\n%s", strings.Join(args, " "), exit, errOut, out)
 			}
-			if c.name != "version" && !strings.Contains(out, "\nFlags:\n") {
+			if strings.Contains(c.args, "[flags]") && !strings.Contains(out, "\nFlags:\n") {
 				t.Errorf("cairn %s lists no flags:\n%s", strings.Join(args, " "), out)
 			}
 		}
