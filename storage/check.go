@@ -387,43 +387,80 @@ func separators(data []byte, l *sstable.Layout) ([][]byte, error) {
 func checkSegment(path string) (Damage, bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return Damage{Store: "wal", File: path, Lost: -1, Err: err.Error()}, false
+		return Damage{Store: "wal", File: path, Err: err.Error()}, false
 	}
-	for off := 0; off < len(data); {
+	off, lost, ok := checkRecords(data)
+	if ok {
+		return Damage{}, true
+	}
+	return Damage{Store: "wal", File: path, Offset: int64(off), Lost: int64(lost),
+		Err: "a record fails its checksum, with intact records after it", Held: "acknowledged spans"}, false
+}
+
+// resyncWindow bounds how far past a damaged record the next intact one is
+// looked for, byte by byte, when the damaged record's length is damaged too.
+const resyncWindow = 1 << 20
+
+// checkRecords reads the records of a segment, and returns where the first
+// damaged one starts and how many bytes to the next intact record; ok if
+// there is none, or nothing intact follows it.
+func checkRecords(data []byte) (off, lost int, ok bool) {
+	for off < len(data) {
 		n, ok := walRecord(data[off:])
 		if ok {
 			off += n
 			continue
 		}
-		for next := off + 1; next < len(data); next++ {
+		// Most likely only the payload is damaged, and its length leads
+		// to the next record.
+		if n := walLength(data[off:]); n > 0 {
+			next := off + n
 			if _, ok := walRecord(data[next:]); ok {
-				return Damage{Store: "wal", File: path, Offset: int64(off), Lost: int64(next - off),
-					Err: "a record fails its checksum, with intact records after it", Held: "acknowledged spans"}, false
+				return off, n, false
 			}
 		}
-		return Damage{}, true // a torn tail
+		for next := off + 1; next < len(data) && next <= off+resyncWindow; next++ {
+			if _, ok := walRecord(data[next:]); ok {
+				return off, next - off, false
+			}
+		}
+		return 0, 0, true // a torn tail
 	}
-	return Damage{}, true
+	return 0, 0, true
+}
+
+const walHeader = 8
+
+// walLength is the length of the record at the start of b as its header
+// gives it, or 0 if it does not fit in b.
+func walLength(b []byte) int {
+	if len(b) < walHeader {
+		return 0
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if n == 0 || n > len(b)-walHeader {
+		return 0
+	}
+	return walHeader + n
 }
 
 // walRecord checks the record at the start of b and returns its length.
+// Its payload is S2-compressed: a decoded length that compression could not
+// give rules out most false starts before the checksum is computed.
 func walRecord(b []byte) (int, bool) {
-	const header = 8
-	if len(b) < header {
+	n := walLength(b)
+	if n == 0 {
 		return 0, false
 	}
-	n := int(binary.LittleEndian.Uint32(b))
-	if n == 0 || n > len(b)-header {
+	payload := b[walHeader:n]
+	dl, err := s2.DecodedLen(payload)
+	if err != nil || s2.MaxEncodedLen(dl) < len(payload) || dl > 256*len(payload) {
 		return 0, false
 	}
-	payload := b[header : header+n]
 	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) {
 		return 0, false
 	}
-	if _, err := s2.DecodedLen(payload); err != nil {
-		return 0, false
-	}
-	return header + n, true
+	return n, true
 }
 
 // kindNames name the kinds of keys of the index store, for people.

@@ -3,8 +3,10 @@ package storage
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"hash/crc32"
 	"log/slog"
 	"maps"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"testing"
 
@@ -355,4 +358,60 @@ func TestDamagedPostings(t *testing.T) {
 		t.Fatal(err)
 	}
 	repairAndRead(t, dir, want, nil)
+}
+
+// walRecords frames payloads as write-ahead-log records.
+func walRecords(payloads ...[]byte) []byte {
+	var out []byte
+	for _, p := range payloads {
+		enc := s2.Encode(nil, p)
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(enc)))
+		out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(enc, castagnoli))
+		out = append(out, enc...)
+	}
+	return out
+}
+
+func TestCheckRecords(t *testing.T) {
+	a, b, c := bytes.Repeat([]byte("a"), 300), bytes.Repeat([]byte("bc"), 500), []byte("c")
+	seg := walRecords(a, b, c)
+	second := len(walRecords(a))
+	third := len(walRecords(a, b))
+	flipPayload := slices.Clone(seg)
+	flipPayload[second+walHeader+3] ^= 1
+	flipLength := slices.Clone(seg)
+	flipLength[second+1] ^= 0x40
+	for _, tc := range []struct {
+		name      string
+		seg       []byte
+		off, lost int
+		ok        bool
+	}{
+		{"intact", seg, 0, 0, true},
+		{"torn tail", seg[:len(seg)-1], 0, 0, true},
+		{"damaged payload", flipPayload, second, third - second, false},
+		{"damaged length", flipLength, second, third - second, false},
+	} {
+		off, lost, ok := checkRecords(tc.seg)
+		if off != tc.off || lost != tc.lost || ok != tc.ok {
+			t.Errorf("%s: got %d, %d, %v; want %d, %d, %v", tc.name, off, lost, ok, tc.off, tc.lost, tc.ok)
+		}
+	}
+}
+
+func FuzzCheckRecords(f *testing.F) {
+	f.Add(walRecords([]byte("span"), []byte("more spans")))
+	f.Fuzz(func(t *testing.T, seg []byte) {
+		off, lost, ok := checkRecords(seg)
+		if ok {
+			return
+		}
+		// The damage ends where an intact record starts.
+		if lost <= 0 || off+lost >= len(seg) {
+			t.Fatalf("damage at %d, %d bytes, in %d", off, lost, len(seg))
+		}
+		if _, intact := walRecord(seg[off+lost:]); !intact {
+			t.Fatalf("no intact record after the damage at %d+%d", off, lost)
+		}
+	})
 }
