@@ -80,6 +80,8 @@ type DB struct {
 	faults  faults
 	// damage lists the files Pebble found damaged since Open.
 	damage damage
+	// searchSkipped is set once a search has passed over damage.
+	searchSkipped atomic.Bool
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span

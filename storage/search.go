@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"time"
@@ -291,7 +292,13 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		}
 	}
 	if len(s.damaged) > 0 {
-		db.opts.Logger.Warn("search skipped what damaged files hold", "skipped", len(s.damaged), "first", s.damaged[0])
+		// Once at warning level: every search that meets the damage skips
+		// it, and the corruption fault already says it is there.
+		level := slog.LevelDebug
+		if db.searchSkipped.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		db.opts.Logger.Log(ctx, level, "search skipped what damaged files hold", "skipped", len(s.damaged), "first", s.damaged[0])
 	}
 	slices.SortFunc(res.list, func(a, b Found) int {
 		if c := cmp.Compare(b.Start, a.Start); c != 0 {
