@@ -50,7 +50,6 @@ type Damage struct {
 	// looks at the bounds, so the block on either side of a damaged one
 	// must not be the edge of what is left of the table.
 	dropLo, dropHi []byte
-	block          int   // the damaged data block; -1 for a whole table
 	table          table // the sstable damaged
 }
 
@@ -103,7 +102,7 @@ func Check(dir string, o *CheckOptions) (*CheckReport, error) {
 	if o == nil {
 		o = &CheckOptions{}
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockStore(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +113,15 @@ func Check(dir string, o *CheckOptions) (*CheckReport, error) {
 	}
 	defer c.close()
 	return c.check(o.Progress)
+}
+
+// lockStore takes the lock of an existing store's directory, as Open does,
+// so that no cairn opens it meanwhile.
+func lockStore(dir string) (*os.File, error) {
+	if _, err := os.Stat(filepath.Join(dir, "index")); err != nil {
+		return nil, fmt.Errorf("%s holds no cairn store: %w", dir, err)
+	}
+	return lockDir(dir)
 }
 
 // checker checks a store whose directory it holds the lock of.
@@ -129,9 +137,6 @@ var storeNames = []string{"index", "spans"}
 // statistics: Pebble retries a table it cannot read them from without end.
 // A store that fails to open is reported as damage.
 func openChecker(dir string, readOnly bool) (*checker, error) {
-	if _, err := os.Stat(filepath.Join(dir, "index")); err != nil {
-		return nil, fmt.Errorf("%s holds no cairn store: %w", dir, err)
-	}
 	c := &checker{dir: dir, stores: map[string]*pebble.DB{}}
 	opts := (&Options{Logger: slog.New(slog.DiscardHandler)}).EnsureDefaults()
 	cache := pebble.NewCache(opts.CacheBytes)
@@ -262,7 +267,7 @@ func checkTable(t table) []Damage {
 	whole := func(err error) []Damage {
 		hi := append(slices.Clone(t.largest), 0)
 		return []Damage{{Store: t.store, File: t.path, Whole: true, Start: t.smallest, End: t.largest,
-			Err: firstLine(err), lo: t.smallest, hi: hi, dropLo: t.smallest, dropHi: hi, block: -1, table: t}}
+			Err: firstLine(err), lo: t.smallest, hi: hi, dropLo: t.smallest, dropHi: hi, table: t}}
 	}
 	r, err := openTable(t.path)
 	if err != nil {
@@ -301,22 +306,22 @@ func checkTable(t table) []Damage {
 		if t.virtual && (bytes.Compare(seps[i], t.smallest) < 0 || prev != nil && bytes.Compare(prev, t.largest) >= 0) {
 			continue
 		}
-		if err := checksum(data, h.Handle); err == nil {
+		err := checksum(data, h.Handle)
+		if err == nil {
 			continue
-		} else {
-			d := Damage{Store: t.store, File: t.path, Err: err.Error(), Start: prev, End: seps[i], table: t, block: i,
-				lo: t.smallest, hi: append(slices.Clone(seps[i]), 0), dropLo: t.smallest, dropHi: append(slices.Clone(t.largest), 0)}
-			if prev != nil {
-				d.lo = prev
-			}
-			if i >= 2 {
-				d.dropLo = seps[i-2]
-			}
-			if i+1 < len(seps)-1 {
-				d.dropHi = append(slices.Clone(seps[i+1]), 0)
-			}
-			out = append(out, d)
 		}
+		d := Damage{Store: t.store, File: t.path, Err: err.Error(), Start: prev, End: seps[i], table: t,
+			lo: t.smallest, hi: append(slices.Clone(seps[i]), 0), dropLo: t.smallest, dropHi: append(slices.Clone(t.largest), 0)}
+		if prev != nil {
+			d.lo = prev
+		}
+		if i >= 2 {
+			d.dropLo = seps[i-2]
+		}
+		if i+1 < len(seps)-1 {
+			d.dropHi = append(slices.Clone(seps[i+1]), 0)
+		}
+		out = append(out, d)
 	}
 	return out
 }

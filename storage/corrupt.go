@@ -164,8 +164,8 @@ func (db *DB) listener(store string) *pebble.EventListener {
 				db.damage.findBlocks(store, info.Path, info.Bounds.Start, info.Bounds.End.Key, info.Details)
 			}
 		},
-		// Compactions that meet a damaged block fail and are retried
-		// later; their error is Pebble's to log.
+		// A compaction that meets a damaged block fails, and Pebble tries
+		// its tables again minutes later.
 		BackgroundError: func(err error) {
 			db.opts.Logger.Error("pebble background error", "store", store, "err", firstLine(err))
 		},

@@ -45,7 +45,7 @@ func Repair(dir string, o *CheckOptions) (*RepairReport, error) {
 	if o == nil {
 		o = &CheckOptions{}
 	}
-	lock, err := lockDir(dir)
+	lock, err := lockStore(dir)
 	if err != nil {
 		return nil, err
 	}
