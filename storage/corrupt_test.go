@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -25,12 +24,23 @@ import (
 	"cairn/storage/internal/keys"
 )
 
-// tables lists the sstables of a store directory, largest first.
-func tables(t *testing.T, dir string) []string {
+// tables lists the sstables that a store of the closed store in dir uses,
+// largest first: the directory may also hold some it no longer does.
+func tables(t *testing.T, dir, store string) []string {
 	t.Helper()
-	paths, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+	c, err := openChecker(dir, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	all, err := c.tables()
+	if err := errors.Join(err, c.close()); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, tb := range all {
+		if tb.store == store && !slices.Contains(paths, tb.path) {
+			paths = append(paths, tb.path)
+		}
 	}
 	size := func(p string) int64 {
 		fi, err := os.Stat(p)
@@ -126,7 +136,7 @@ func readAll(t *testing.T, db *DB, want otlptest.Traces, file string) map[TraceI
 
 func TestDamagedSpanData(t *testing.T) {
 	dir, want := damagedStore(t, 6)
-	file := tables(t, filepath.Join(dir, "spans"))[0]
+	file := tables(t, dir, "spans")[0]
 	flipDataBlock(t, file, 1)
 
 	db, err := Open(dir, corruptOpts)
@@ -170,7 +180,7 @@ func TestDamagedSpanData(t *testing.T) {
 
 func TestRecompressionPassesOverDamage(t *testing.T) {
 	dir, want := damagedStore(t, 6)
-	file := tables(t, filepath.Join(dir, "spans"))[0]
+	file := tables(t, dir, "spans")[0]
 	flipDataBlock(t, file, 1)
 
 	opts := *corruptOpts
@@ -202,7 +212,7 @@ func TestRecompressionPassesOverDamage(t *testing.T) {
 
 func TestDamagedFooterAtOpen(t *testing.T) {
 	dir, want := damagedStore(t, 6)
-	file := tables(t, filepath.Join(dir, "spans"))[0]
+	file := tables(t, dir, "spans")[0]
 	fi, err := os.Stat(file)
 	if err != nil {
 		t.Fatal(err)
@@ -280,9 +290,9 @@ func repairAndRead(t *testing.T, dir string, want otlptest.Traces, failed map[Tr
 
 // blockOf returns an sstable of a store directory and one of its data
 // blocks that holds keys of kind only, or from kind from to kind.
-func blockOf(t *testing.T, dir string, from, kind byte) (string, int) {
+func blockOf(t *testing.T, dir, store string, from, kind byte) (string, int) {
 	t.Helper()
-	for _, path := range tables(t, dir) {
+	for _, path := range tables(t, dir, store) {
 		r, err := openTable(path)
 		if err != nil {
 			t.Fatal(err)
@@ -307,13 +317,13 @@ func blockOf(t *testing.T, dir string, from, kind byte) (string, int) {
 			}
 		}
 	}
-	t.Fatalf("no data block in %s holds only keys of kind %#x", dir, kind)
+	t.Fatalf("no data block in the %s store holds only keys of kind %#x", store, kind)
 	return "", 0
 }
 
 func TestDamagedTraceIndex(t *testing.T) {
 	dir, want := damagedStore(t, 30)
-	file, block := blockOf(t, filepath.Join(dir, "index"), keys.KindGroup+1, keys.KindTrace)
+	file, block := blockOf(t, dir, "index", keys.KindGroup+1, keys.KindTrace)
 	flipDataBlock(t, file, block)
 
 	db, err := Open(dir, corruptOpts)
@@ -340,7 +350,7 @@ func TestDamagedTraceIndex(t *testing.T) {
 
 func TestDamagedPostings(t *testing.T) {
 	dir, want := damagedStore(t, 6)
-	file, block := blockOf(t, filepath.Join(dir, "index"), keys.KindPostings, keys.KindPostings)
+	file, block := blockOf(t, dir, "index", keys.KindPostings, keys.KindPostings)
 	flipDataBlock(t, file, block)
 
 	db, err := Open(dir, corruptOpts)
@@ -414,4 +424,78 @@ func FuzzCheckRecords(f *testing.F) {
 			t.Fatalf("no intact record after the damage at %d+%d", off, lost)
 		}
 	})
+}
+
+// TestDamagedGroups damages the block of the index store that holds the
+// resource and scope groups, which Open loads whole: Open refuses, naming
+// repair; after it, the store opens, and every trace either reads back
+// exactly or fails, none with spans of another resource.
+func TestDamagedGroups(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file, block := "", -1
+	for _, path := range tables(t, dir, "index") {
+		r, err := openTable(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.Layout()
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seps, err := separators(data, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(seps); i++ {
+			if bytes.Compare(seps[i], []byte{keys.KindGroup}) >= 0 && bytes.Compare(seps[i-1], keys.KindEnd(keys.KindGroup)) < 0 {
+				file, block = path, i
+				break
+			}
+		}
+		if file != "" {
+			break
+		}
+	}
+	if file == "" {
+		t.Fatal("no block holds groups")
+	}
+	flipDataBlock(t, file, block)
+	if db, err := Open(dir, corruptOpts); err == nil || !strings.Contains(err.Error(), "cairn repair") {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("open: %v, want a refusal naming cairn repair", err)
+	}
+	repaired, err := Repair(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repaired.After.Damage) != 0 {
+		t.Fatalf("repair left %v", repaired.After.Damage)
+	}
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	read := 0
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if err != nil || tr == nil {
+			continue
+		}
+		got := otlptest.Traces{}
+		got.Add(decode(t, tr))
+		if d := otlptest.DiffTrace(entries, got[id]); d != "" {
+			t.Fatalf("trace %s: %s", id, d)
+		}
+		read++
+	}
+	t.Logf("%d of %d traces read back; lost %v", read, len(want), repaired.Lost)
 }
