@@ -52,7 +52,7 @@ func newMetrics(db *DB) *metrics {
 		}),
 		corruptions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_storage_corruption_errors_total",
-			Help: "Reads and compactions that met data failing its checksums, by store; each failed the read, not the process.",
+			Help: "Times Pebble found data failing its checksums, in reads and compactions, by store; each failed the read or compaction, not the process.",
 		}, store),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
