@@ -105,6 +105,8 @@ func TestRPCErrorMessages(t *testing.T) {
 		{codes.DeadlineExceeded, "context deadline exceeded", "no answer from localhost:17271 within 30s (--timeout)"},
 		{codes.Unavailable, "list services: pebble: closed", "localhost:17271 failed the request: list services: pebble: closed"},
 		{codes.Internal, "read trace 01: corrupt", "localhost:17271 failed the request: read trace 01: corrupt"},
+		{codes.DataLoss, "trace 01 is unreadable: data/spans/000042.sst is damaged: checksum mismatch",
+			"trace 01 is unreadable: data/spans/000042.sst is damaged: checksum mismatch (stop cairn, then run cairn check and cairn repair on its data directory)"},
 	} {
 		if got := rpcError(addr, 30*time.Second, status.Error(tc.code, tc.msg)).Error(); got != tc.want {
 			t.Errorf("%v %q:\n got %s\nwant %s", tc.code, tc.msg, got, tc.want)
