@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"testing"
@@ -498,4 +499,52 @@ func TestDamagedGroups(t *testing.T) {
 		read++
 	}
 	t.Logf("%d of %d traces read back; lost %v", read, len(want), repaired.Lost)
+}
+
+func TestDamagedRows(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	var file string
+	for _, path := range tables(t, dir, "index") {
+		r, err := openTable(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := r.NewPointIter(context.Background(), sstable.IterOptions{Lower: []byte{keys.KindRows}, Upper: keys.KindEnd(keys.KindRows)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := it.First()
+		it.Close()
+		r.Close()
+		if kv != nil {
+			file = path
+			break
+		}
+	}
+	flipDataBlock(t, file, 0)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Search passes over the segments whose rows it cannot read, twice:
+	// the second time without reading the damaged block.
+	for range 2 {
+		for _, q := range recompressQueries {
+			if _, err := db.Find(context.Background(), q); err != nil {
+				t.Fatalf("find %+v: %v", q, err)
+			}
+		}
+	}
+	if f := db.Faults(); len(f) != 1 || !strings.Contains(f[0].Why, file) {
+		t.Fatalf("faults %v, want corruption naming %s", f, file)
+	}
+	if n := testutil.ToFloat64(db.metrics.corruptions.WithLabelValues("index")); n != 1 {
+		t.Fatalf("Pebble met the damaged block %v times, want once", n)
+	}
+	checkAll(t, db, want)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repairAndRead(t, dir, want, nil)
 }
