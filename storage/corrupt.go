@@ -71,6 +71,7 @@ type damage struct {
 }
 
 type damagedBlock struct {
+	store  string
 	lo, hi []byte // keys from lo up to hi
 	path   string
 	cause  error // a Pebble corruption error
@@ -88,11 +89,11 @@ func (d *damage) add(path string) (fresh bool, files []string) {
 	return !found, slices.Clone(d.files)
 }
 
-// covering returns the damaged block that holds key k, if any.
-func (d *damage) covering(k []byte) *damagedBlock {
+// covering returns the damaged block of a store that holds key k, if any.
+func (d *damage) covering(store string, k []byte) *damagedBlock {
 	if bs := d.blocks.Load(); bs != nil {
 		for i, b := range *bs {
-			if bytes.Compare(k, b.lo) >= 0 && bytes.Compare(k, b.hi) < 0 {
+			if b.store == store && bytes.Compare(k, b.lo) >= 0 && bytes.Compare(k, b.hi) < 0 {
 				return &(*bs)[i]
 			}
 		}
@@ -100,11 +101,12 @@ func (d *damage) covering(k []byte) *damagedBlock {
 	return nil
 }
 
-// overlapping returns a damaged block that holds keys in [lo, hi), if any.
-func (d *damage) overlapping(lo, hi []byte) *damagedBlock {
+// overlapping returns a damaged block of a store that holds keys in
+// [lo, hi), if any.
+func (d *damage) overlapping(store string, lo, hi []byte) *damagedBlock {
 	if bs := d.blocks.Load(); bs != nil {
 		for i, b := range *bs {
-			if bytes.Compare(b.lo, hi) < 0 && bytes.Compare(lo, b.hi) < 0 {
+			if b.store == store && bytes.Compare(b.lo, hi) < 0 && bytes.Compare(lo, b.hi) < 0 {
 				return &(*bs)[i]
 			}
 		}
@@ -112,12 +114,12 @@ func (d *damage) overlapping(lo, hi []byte) *damagedBlock {
 	return nil
 }
 
-// below returns the damaged block that a reverse seek from k would read
-// first, if any: one holding keys just below k.
-func (d *damage) below(k []byte) *damagedBlock {
+// below returns the damaged block of a store that a reverse seek from k
+// would read first, if any: one holding keys just below k.
+func (d *damage) below(store string, k []byte) *damagedBlock {
 	if bs := d.blocks.Load(); bs != nil {
 		for i, b := range *bs {
-			if bytes.Compare(b.lo, k) < 0 && bytes.Compare(k, b.hi) <= 0 {
+			if b.store == store && bytes.Compare(b.lo, k) < 0 && bytes.Compare(k, b.hi) <= 0 {
 				return &(*bs)[i]
 			}
 		}
@@ -140,7 +142,7 @@ func (d *damage) findBlocks(store, path string, lo, hi []byte, cause error) {
 	}
 	for _, f := range found {
 		if !f.Whole {
-			bs = append(bs, damagedBlock{lo: f.lo, hi: f.hi, path: path, cause: cause})
+			bs = append(bs, damagedBlock{store: store, lo: f.lo, hi: f.hi, path: path, cause: cause})
 		}
 	}
 	d.blocks.Store(&bs)
@@ -203,7 +205,7 @@ func (db *DB) noteDamage(store, path, bounds string, err error) bool {
 // seekFragment positions it at the fragment with key k, and reports
 // whether it is there; what names the fragment in a CorruptionError.
 func (db *DB) seekFragment(it *pebble.Iterator, k []byte, what func() string) (bool, error) {
-	if b := db.damage.covering(k); b != nil {
+	if b := db.damage.covering("spans", k); b != nil {
 		return false, b.err(what())
 	}
 	if it.SeekGE(k) && bytes.Equal(it.Key(), k) {

@@ -150,7 +150,7 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 			return nil, err
 		}
 		prefix := keys.TracePrefix(p, id)
-		if b := db.damage.overlapping(prefix, append(prefix, 0xff)); b != nil {
+		if b := db.damage.overlapping("index", prefix, append(prefix, 0xff)); b != nil {
 			return nil, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 		}
 		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)

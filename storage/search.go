@@ -419,7 +419,7 @@ func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if b := s.db.damage.below(upper); b != nil {
+		if b := s.db.damage.below("index", upper); b != nil {
 			// The seek would meet a damaged block of rows.
 			s.note(b.err("search index of partition " + partitionName(p)))
 			if bytes.Compare(b.lo, prefix) <= 0 {
@@ -537,7 +537,7 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 			if int(index.Shard(t)) != shard {
 				shard = int(index.Shard(t))
 				k := keys.Postings(p, block, index.Shard(t))
-				if b := s.db.damage.covering(k); b != nil {
+				if b := s.db.damage.covering("index", k); b != nil {
 					return nil, nil, b.err("postings")
 				}
 				found = s.it.SeekGE(k) && bytes.Equal(s.it.Key(), k)
