@@ -152,7 +152,9 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 	}
 	out := &sender{s: s, ctx: ctx, stream: stream, heavy: true}
 	for _, f := range found {
-		if err := s.sendTrace(ctx, out, f.ID, storage.TimeRange{}); err != nil {
+		// A trace that a damaged file holds is left out, as search leaves
+		// out what it cannot read.
+		if err := s.sendTrace(ctx, out, f.ID, storage.TimeRange{}); err != nil && status.Code(err) != codes.DataLoss {
 			return err
 		}
 	}

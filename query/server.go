@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -192,10 +193,20 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 	defer leave()
 	out := &sender{s: s, ctx: ctx, stream: stream}
 	defer out.close()
+	var damaged []string
 	for _, w := range wanted {
-		if err := s.sendTrace(ctx, out, w.id, w.tr); err != nil {
+		err := s.sendTrace(ctx, out, w.id, w.tr)
+		if status.Code(err) == codes.DataLoss {
+			// The other traces are still sent.
+			damaged = append(damaged, status.Convert(err).Message())
+			continue
+		}
+		if err != nil {
 			return err
 		}
+	}
+	if len(damaged) > 0 {
+		return status.Error(codes.DataLoss, strings.Join(damaged, "; "))
 	}
 	return nil
 }
@@ -318,9 +329,18 @@ func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID
 	case err != nil && ctx.Err() != nil:
 		return ctxStatus(ctx)
 	case err != nil:
-		return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
+		return readError(id, err)
 	}
 	return c.flush()
+}
+
+// readError is the status of a failed read of a trace: DataLoss if a
+// damaged file held it, naming the file.
+func readError(id storage.TraceID, err error) error {
+	if storage.IsCorruption(err) {
+		return status.Error(codes.DataLoss, err.Error())
+	}
+	return status.Errorf(codes.Internal, "read trace %x: %v", id, err)
 }
 
 // GetServices lists the services that sent spans.

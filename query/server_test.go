@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,5 +222,16 @@ func TestServicesAndOperations(t *testing.T) {
 	}
 	if _, err := client.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: "shop", SpanKind: "SERVER"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("unknown kind: %v", err)
+	}
+}
+
+func TestReadErrorOfDamagedTrace(t *testing.T) {
+	cause := &storage.CorruptionError{What: "trace 0101", Path: "/data/spans/000042.sst", Err: errors.New("checksum mismatch")}
+	err := readError(storage.TraceID{}, fmt.Errorf("read: %w", cause))
+	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), "000042.sst") || !strings.Contains(err.Error(), "trace 0101") {
+		t.Fatalf("got %v, want DataLoss naming the trace and the file", err)
+	}
+	if err := readError(storage.TraceID{}, errors.New("disk on fire")); status.Code(err) != codes.Internal {
+		t.Fatalf("got %v, want Internal", err)
 	}
 }

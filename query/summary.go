@@ -6,8 +6,6 @@ import (
 	"slices"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"cairn/internal/otlpwire"
@@ -36,13 +34,15 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 			sum.add(t)
 			return nil
 		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctxStatus(ctx)
-			}
-			return status.Errorf(codes.Internal, "read trace %x: %v", f.ID, err)
-		}
-		if !ok {
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return ctxStatus(ctx)
+		case storage.IsCorruption(err):
+			// Left out, as search leaves out what it cannot read.
+			continue
+		case err != nil:
+			return readError(f.ID, err)
+		case !ok:
 			continue
 		}
 		ts := sum.finish()

@@ -80,11 +80,15 @@ type DB struct {
 	backlog atomic.Int64
 	metrics *metrics
 	faults  faults
+	// damage lists the files Pebble found damaged since Open.
+	damage damage
+	// searchSkipped is set once a search has passed over damage.
+	searchSkipped atomic.Bool
 	// maintMu serializes recompression with partition drops, which would
 	// otherwise race to rewrite and delete the same span data. It guards
 	// recompressed, which maps partitions to the newest block whose span
-	// data has been recompressed, and merged, the sealed partitions whose
-	// sstables need no merging. It is taken before mu.
+	// data has been recompressed, merged, the sealed partitions whose
+	// sstables need no merging, and damaged. It is taken before mu.
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
 	merged       map[uint32]bool
@@ -104,6 +108,7 @@ type DB struct {
 	// partitionDropped is set when a partition is dropped whole, for the
 	// maintainer to evict the resources only it used.
 	partitionDropped atomic.Bool
+	damaged          map[uint32]bool // partitions recompression failed on for damage
 
 	kick         chan struct{}
 	stop         chan struct{}
@@ -145,6 +150,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		partitions:   make(map[uint32]uint64),
 		recompressed: make(map[uint32]uint64),
 		merged:       make(map[uint32]bool),
+		damaged:      make(map[uint32]bool),
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
@@ -152,14 +158,20 @@ func Open(dir string, o *Options) (*DB, error) {
 	// Both stores share one block cache, sized by Options.CacheBytes.
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
-	if db.idx, err = pebble.Open(filepath.Join(dir, "index"), indexOptions(opts, cache)); err != nil {
-		return nil, errors.Join(fmt.Errorf("open index store: %w", err), db.closeStores())
+	if db.idx, err = db.openStore("index", indexOptions(opts, cache, db.listener("index"))); err != nil {
+		return nil, errors.Join(err, db.closeStores())
 	}
 	db.groups = newGroupTable(db.idx, opts.DictionaryCache)
-	if db.spans, err = pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts, cache)); err != nil {
-		return nil, errors.Join(fmt.Errorf("open spans store: %w", err), db.closeStores())
+	if db.spans, err = db.openStore("spans", spansOptions(opts, cache, db.listener("spans"))); err != nil {
+		return nil, errors.Join(err, db.closeStores())
 	}
 	if err := db.recover(); err != nil {
+		if IsCorruption(err) {
+			// The block records, partition list, catalog and dictionary
+			// groups are read whole at open; without them nothing is
+			// served right.
+			err = fmt.Errorf("%w; the store is damaged where it must be read to open: run cairn check %s, then cairn repair %[2]s", err, dir)
+		}
 		return nil, errors.Join(err, db.closeStores())
 	}
 	db.lastWrite.Store(opts.Now().UnixNano())
@@ -173,10 +185,11 @@ func Open(dir string, o *Options) (*DB, error) {
 	return db, nil
 }
 
-func indexOptions(o Options, cache *pebble.Cache) *pebble.Options {
+func indexOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebble.Options {
 	po := &pebble.Options{
-		Comparer: keys.Comparer,
-		Cache:    cache,
+		EventListener: l,
+		Comparer:      keys.Comparer,
+		Cache:         cache,
 		// Cuts are ingested as sstables, so the memtable only ever holds a
 		// few metadata keys.
 		MemTableSize:       4 << 20,
@@ -202,8 +215,9 @@ var recompressedProfile = func() *sstable.CompressionProfile {
 	return &p
 }()
 
-func spansOptions(o Options, cache *pebble.Cache) *pebble.Options {
+func spansOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebble.Options {
 	po := &pebble.Options{
+		EventListener:      l,
 		Comparer:           keys.Comparer,
 		Cache:              cache,
 		MemTableSize:       4 << 20,
@@ -423,10 +437,15 @@ func (db *DB) loadPartitions() error {
 // loses its index before its span data, so a crash between the two leaves
 // span data that nothing refers to: blocks newer than the last block record
 // (the write-ahead log still holds their spans, and replay cuts them again
-// under the same numbers), partitions the index no longer lists, and blocks
-// of a partition older than its oldest search index, which a drop of its
-// oldest blocks removed. It is deleted here. It also records the newest
-// block of each partition.
+// under the same numbers) and partitions the index no longer lists. It is
+// deleted here. (Span data of the oldest blocks of a partition whose drop a
+// crash interrupted is deleted by the partition's next drop, which deletes
+// span data from its first block.) It also records the newest block of each
+// partition.
+//
+// Partitions whose span data a damaged file holds are passed over, so that
+// the store opens and serves the rest; their newest block stays unknown
+// (0), which only keeps them from being recompressed.
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {
@@ -435,7 +454,29 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 	defer it.Close()
 	b := db.spans.NewBatch()
 	defer b.Close()
-	for ok := it.First(); ok; {
+	// pass moves the iterator past the partitions that a damaged file
+	// holds keys of; it fails for other errors.
+	pass := func() (bool, error) {
+		err := it.Error()
+		info := pebble.ExtractDataCorruptionInfo(err)
+		if info == nil {
+			return false, fmt.Errorf("reconcile spans: %w", err)
+		}
+		last, _, _, perr := keys.ParseData(info.Bounds.End.Key)
+		if perr != nil {
+			return false, fmt.Errorf("reconcile spans: %w", err)
+		}
+		db.opts.Logger.Warn("span data of damaged partitions not reconciled", "through_partition", partitionName(last), "err", firstLine(err))
+		return it.SeekGE(keys.PartitionPrefix(keys.KindData, last+1)), nil
+	}
+	ok := it.First()
+	for ok || it.Error() != nil {
+		if !ok {
+			if ok, err = pass(); err != nil {
+				return err
+			}
+			continue
+		}
 		p, _, _, err := keys.ParseData(it.Key())
 		if err != nil {
 			return fmt.Errorf("reconcile spans: %w", err)
@@ -451,8 +492,11 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 			ok = it.SeekGE(end)
 			continue
 		}
-		if !it.SeekLT(keys.DataBlock(p, lastBlock+1)) {
-			return fmt.Errorf("reconcile spans: %w", it.Error())
+		if ok = it.SeekLT(keys.DataBlock(p, lastBlock+1)); !ok {
+			if it.Error() != nil {
+				continue
+			}
+			return fmt.Errorf("reconcile spans: partition %d lost its span data", p)
 		}
 		q, newest, _, err := keys.ParseData(it.Key())
 		if err != nil {
@@ -467,20 +511,11 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 			if err := b.DeleteRange(orphans, end, nil); err != nil {
 				return err
 			}
-		}
-		first, err := db.firstBlock(p)
-		if err != nil {
-			return fmt.Errorf("reconcile spans: %w", err)
-		}
-		if first > 0 {
-			if err := b.DeleteRange(keys.DataBlock(p, 0), keys.DataBlock(p, first), nil); err != nil {
-				return err
-			}
+		} else if it.Error() != nil {
+			ok = false
+			continue
 		}
 		ok = it.SeekGE(end)
-	}
-	if err := it.Error(); err != nil {
-		return fmt.Errorf("reconcile spans: %w", err)
 	}
 	if b.Empty() {
 		return nil
@@ -489,22 +524,6 @@ func (db *DB) reconcileSpans(lastBlock uint64) error {
 		return fmt.Errorf("reconcile spans: %w", err)
 	}
 	return nil
-}
-
-// firstBlock is the oldest block of partition p that has a search index,
-// 0 if none has: a drop of the oldest blocks deletes their index before
-// their span data.
-func (db *DB) firstBlock(p uint32) (uint64, error) {
-	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: keys.Rows(p, 0), UpperBound: keys.PartitionPrefix(keys.KindRows, p+1)})
-	if err != nil {
-		return 0, err
-	}
-	defer it.Close()
-	if !it.First() {
-		return 0, it.Error()
-	}
-	_, b, err := keys.ParseRows(it.Key())
-	return b, err
 }
 
 // Write stores the spans of a parsed Export request and returns once they are

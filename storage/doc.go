@@ -54,6 +54,15 @@
 // once, and its end too. Replay skips damaged log records and keeps the
 // intact ones after them.
 //
+// Corruption. A block that fails its checksum fails the reads that need it,
+// with a CorruptionError naming what it held and the file, not the process:
+// each store's event listener records the damaged file (the corruption
+// fault) and, with one CRC pass over the file, its damaged blocks, so that
+// later reads of their keys fail without reading them again. Search passes
+// over what it cannot read; recompression leaves a damaged partition alone.
+// Check and Repair, on a stopped store, find every damaged block and drop
+// it, rebuilding what span data can give back (FORMAT.md, Repair).
+//
 // Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
 // cuts are timed as they happen, the rest (live buffers, disk, partitions,
 // recompression backlog, Pebble's shape) is read when scraped.

@@ -256,7 +256,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	ipath := filepath.Join(dir, "index.sst")
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
-	if err := db.writeTable(db.idx, ipath, 0, true, func(w *sstable.Writer) error {
+	if err := writeTable(db.opts.FS, db.idx, ipath, 0, true, func(w *sstable.Writer) error {
 		return db.writeIndex(w, buf, parts, traceIndex, written, uses, first, pending)
 	}); err != nil {
 		return nil, err
@@ -310,7 +310,7 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 	for p, seg := range segments {
 		rows, shards := seg.Finish()
 		rpath := filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p))
-		if err := db.writeTable(db.idx, rpath, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, db.idx, rpath, 0, false, func(w *sstable.Writer) error {
 			return w.Set(keys.Rows(p, block), rows)
 		}); err != nil {
 			return nil, err
@@ -320,7 +320,7 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 			continue
 		}
 		ppath := filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p))
-		if err := db.writeTable(db.idx, ppath, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, db.idx, ppath, 0, false, func(w *sstable.Writer) error {
 			for i, sh := range shards {
 				if sh == nil {
 					continue
@@ -405,7 +405,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 			w := data[p]
 			if w == nil {
 				first[p] = t.id
-				if w, res.err = db.newSSTWriter(db.spans, filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
+				if w, res.err = newSSTWriter(db.opts.FS, db.spans, filepath.Join(dir, fmt.Sprintf("data-%d-%d.sst", p, worker)), dataBlockSize, false); res.err != nil {
 					return res
 				}
 				data[p] = w
@@ -633,8 +633,8 @@ type sstWriter struct {
 }
 
 // newSSTWriter creates an sstable to be ingested into store.
-func (db *DB) newSSTWriter(store *pebble.DB, path string, blockSize int, filter bool) (*sstWriter, error) {
-	f, err := db.opts.FS.Create(path, vfs.WriteCategoryUnspecified)
+func newSSTWriter(fs vfs.FS, store *pebble.DB, path string, blockSize int, filter bool) (*sstWriter, error) {
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("create sstable: %w", err)
 	}
@@ -663,8 +663,8 @@ func (w *sstWriter) abort() { _ = w.w.Close() }
 
 // writeTable writes an sstable to be ingested into store, with the keys that
 // fill sets, in order.
-func (db *DB) writeTable(store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
-	w, err := db.newSSTWriter(store, path, blockSize, filter)
+func writeTable(fs vfs.FS, store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
+	w, err := newSSTWriter(fs, store, path, blockSize, filter)
 	if err != nil {
 		return err
 	}

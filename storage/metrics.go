@@ -25,6 +25,7 @@ type metrics struct {
 	// partition it has data in.
 	droppedBytes, droppedBlocks *prometheus.CounterVec
 	evictedResources            prometheus.Counter
+	corruptions                 *prometheus.CounterVec
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
@@ -66,6 +67,10 @@ func newMetrics(db *DB) *metrics {
 			Name: "cairn_storage_evicted_resources_total",
 			Help: "Resources deleted from the dictionary because no retained partition has spans of them.",
 		}),
+		corruptions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cairn_storage_corruption_errors_total",
+			Help: "Times Pebble found data failing its checksums, in reads and compactions, by store; each failed the read or compaction, not the process.",
+		}, store),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
 			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
 		liveSpans: prometheus.NewDesc("cairn_storage_live_buffer_spans",
@@ -102,7 +107,7 @@ func newMetrics(db *DB) *metrics {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions} {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
@@ -114,7 +119,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Pebble's figures are read only
 // while the store is open.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources} {
+	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions} {
 		c.Collect(ch)
 	}
 	db := m.db

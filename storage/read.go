@@ -6,13 +6,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
 	"cairn/internal/otlpwire"
-	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
 
@@ -118,65 +118,15 @@ func (db *DB) release(v *view) {
 // Trace assembles the trace with the given ID from everything acknowledged so
 // far. It returns nil if no span of the trace is stored.
 func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, error) {
-	lo, hi := tr.bounds()
-	var live []liveSpan
-	snap, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
-		for _, buf := range bufs {
-			for _, sp := range buf.trace(id) {
-				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= notBefore {
-					live = append(live, sp)
-				}
-			}
-		}
+	var t *Trace
+	_, err := db.TracePieces(ctx, id, tr, math.MaxInt, nil, func(whole *Trace) error {
+		t = whole
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	defer db.release(snap)
-
-	asm := assembler{groups: map[groupKey]*asmGroup{}}
-	for _, s := range live {
-		g := asm.group(s.group.resID, s.group.scopeID)
-		if !g.resolved {
-			g.Resource, g.ResourceSchemaURL = s.group.res.Raw, s.group.res.SchemaURL
-			g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
-			g.resolved = true
-		}
-		g.Spans = append(g.Spans, s.raw)
-	}
-	var frags []codec.Group
-	for _, p := range snap.parts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range blocks {
-			k := keys.Data(p, b, id)
-			if !snap.data.SeekGE(k) || !bytes.Equal(snap.data.Key(), k) {
-				if err := snap.data.Error(); err != nil {
-					return nil, fmt.Errorf("read fragment: %w", err)
-				}
-				return nil, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
-			}
-			// Spans are decoded into a buffer of their own: the value is
-			// only valid until the iterator moves.
-			if frags, _, err = codec.DecodeFragment(frags[:0], nil, snap.data.Value(), id); err != nil {
-				return nil, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
-			}
-			for _, f := range frags {
-				res, scope, err := db.groups.pair(iterGetter(snap.index), f.Num)
-				if err != nil {
-					return nil, err
-				}
-				g := asm.group(res, scope)
-				g.Spans = append(g.Spans, f.Spans...)
-			}
-		}
-	}
-	return asm.finish(db, iterGetter(snap.index), id, snap.notBefore)
+	return t, nil
 }
 
 // fragmentBlocks lists the blocks of partition p that hold a fragment of the
@@ -246,11 +196,11 @@ func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64)
 		if !g.resolved {
 			res, err := db.dict.lookup(get, keys.KindResource, g.ResourceID)
 			if err != nil {
-				return nil, err
+				return nil, contain(err, fmt.Sprintf("trace %x (resource %x)", id, g.ResourceID))
 			}
 			scope, err := db.dict.lookup(get, keys.KindScope, g.ScopeID)
 			if err != nil {
-				return nil, err
+				return nil, contain(err, fmt.Sprintf("trace %x (scope %x)", id, g.ScopeID))
 			}
 			g.Resource, g.ResourceSchemaURL = res.Raw, res.SchemaURL
 			g.Scope, g.ScopeSchemaURL = scope.Raw, scope.SchemaURL

@@ -76,6 +76,9 @@ func (db *DB) recompress(ctx context.Context) error {
 	var behind, work, sealed []pending
 	db.mu.Lock()
 	for p, newest := range db.partitions {
+		if db.damaged[p] {
+			continue
+		}
 		done := db.recompressed[p]
 		isSealed := unixNanos(now) >= partitionEnd(p) && unixNanos(now)-partitionEnd(p) >= uint64(sealDelay)
 		if newest > done {
@@ -104,6 +107,10 @@ func (db *DB) recompress(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if IsCorruption(err) {
+				db.leaveDamaged(w.p, err)
+				continue
+			}
 			return fmt.Errorf("merge partition %d: %w", w.p, err)
 		}
 	}
@@ -116,6 +123,10 @@ func (db *DB) recompress(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if IsCorruption(err) {
+				db.leaveDamaged(w.p, err)
+				continue
+			}
 			return fmt.Errorf("partition %d, blocks %d to %d: %w", w.p, w.from, w.to, err)
 		}
 		db.opts.Logger.Debug("recompressed span data", "partition_start",
@@ -123,6 +134,17 @@ func (db *DB) recompress(ctx context.Context) error {
 			"took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// leaveDamaged stops recompressing a partition whose span data a damaged
+// file holds: each attempt would fail on the same block, after Pebble spent
+// a second of CPU looking for the flipped bit. cairn repair, on a stopped
+// store, drops the damaged block; the partition is recompressed after the
+// next start. The caller holds maintMu.
+func (db *DB) leaveDamaged(p uint32, err error) {
+	db.damaged[p] = true
+	db.opts.Logger.Warn("span data of a partition is damaged: it is not recompressed until the store is repaired",
+		"partition_start", partitionName(p), "err", firstLine(err))
 }
 
 // mergeSealed rewrites the whole of a sealed, recompressed partition if its
@@ -244,7 +266,7 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 		}
 		path := filepath.Join(dir, fmt.Sprintf("lift-%d.sst", i))
 		first := bytes.Clone(it.Key())
-		if err := db.writeTable(store, path, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, store, path, 0, false, func(w *sstable.Writer) error {
 			err := w.Set(first, it.Value())
 			if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
 				err = w.Set(it.Key(), it.Value())

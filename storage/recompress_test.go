@@ -244,7 +244,7 @@ func TestOpenDeletesUnreachableSpanData(t *testing.T) {
 	}
 
 	cache := pebble.NewCache(1 << 20)
-	spans, err := pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts.EnsureDefaults(), cache))
+	spans, err := pebble.Open(filepath.Join(dir, "spans"), spansOptions(opts.EnsureDefaults(), cache, nil))
 	cache.Unref()
 	if err != nil {
 		t.Fatal(err)

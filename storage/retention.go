@@ -292,6 +292,7 @@ func (db *DB) drop(p uint32, through uint64, reason string) error {
 	case whole:
 		delete(db.recompressed, p)
 		delete(db.merged, p)
+		delete(db.damaged, p)
 		err = db.deletePartition(p, &ranges)
 		db.partitionDropped.Store(true)
 	default:

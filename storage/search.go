@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"slices"
 	"time"
@@ -325,6 +326,15 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 			return nil, err
 		}
 	}
+	if len(s.damaged) > 0 {
+		// Once at warning level: every search that meets the damage skips
+		// it, and the corruption fault already says it is there.
+		level := slog.LevelDebug
+		if db.searchSkipped.CompareAndSwap(false, true) {
+			level = slog.LevelWarn
+		}
+		db.opts.Logger.Log(ctx, level, "search skipped what damaged files hold", "skipped", len(s.damaged), "first", s.damaged[0])
+	}
 	slices.SortFunc(res.list, func(a, b Found) int {
 		if c := cmp.Compare(b.Start, a.Start); c != 0 {
 			return c
@@ -431,6 +441,7 @@ type segmentSearch struct {
 	// dictIt reads the dictionary as of it's view; cloned from it on the
 	// first cache miss, since verify runs while it holds a rows value.
 	dictIt  *pebble.Iterator
+	damaged []error // what was skipped because damaged files hold it
 	frags   []codec.Group
 	spanBuf []byte // spans of frags, rebuilt
 }
@@ -454,32 +465,62 @@ func (s *segmentSearch) close() {
 }
 
 // partition searches a partition's segments, newest block first, skipping
-// blocks at or above minBlock, which live buffers hold.
+// blocks at or above minBlock, which live buffers hold. A segment that a
+// damaged file holds is skipped, and noted in s.damaged: search serves what
+// it can read.
 func (s *segmentSearch) partition(ctx context.Context, p uint32, minBlock uint64) error {
 	prefix := keys.PartitionPrefix(keys.KindRows, p)
 	upper := keys.Rows(p, minBlock)
-	for ok := s.it.SeekLT(upper); ok && bytes.HasPrefix(s.it.Key(), prefix); ok = s.it.Prev() {
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if b := s.db.damage.below("index", upper); b != nil {
+			// The seek would meet a damaged block of rows.
+			s.note(b.err("search index of partition " + partitionName(p)))
+			if bytes.Compare(b.lo, prefix) <= 0 {
+				return nil
+			}
+			upper = b.lo
+			continue
+		}
+		if !s.it.SeekLT(upper) {
+			err := s.it.Error()
+			if err == nil || !IsCorruption(err) {
+				return err
+			}
+			// The rows of some segment below upper are unreadable; which
+			// one is unknown, so the damaged file's keys are passed over.
+			s.note(contain(err, "search index of partition "+partitionName(p)))
+			info := pebble.ExtractDataCorruptionInfo(err)
+			if info == nil || bytes.Compare(info.Bounds.Start, prefix) <= 0 {
+				return nil
+			}
+			upper = bytes.Clone(info.Bounds.Start)
+			continue
+		}
+		if !bytes.HasPrefix(s.it.Key(), prefix) {
+			return nil
 		}
 		_, block, err := keys.ParseRows(s.it.Key())
 		if err != nil {
 			return err
 		}
 		if err := s.segment(p, block); err != nil {
-			return err
+			if !IsCorruption(err) {
+				return err
+			}
+			s.note(contain(err, fmt.Sprintf("search index of partition %s, block %d", partitionName(p), block)))
 		}
 		if len(s.res.list) >= s.c.limit {
 			return nil
 		}
-		// segment moved the iterator among postings; return it to this
-		// segment's rows.
-		if !s.it.SeekGE(keys.Rows(p, block)) {
-			return s.it.Error()
-		}
+		upper = keys.Rows(p, block)
 	}
-	return s.it.Error()
 }
+
+// note records a part of the store that search could not read.
+func (s *segmentSearch) note(err error) { s.damaged = append(s.damaged, err) }
 
 // segment searches one segment; the iterator is at its rows key. Postings
 // come first, so that a segment without candidates costs a few seeks, and
@@ -521,7 +562,11 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 		_, in := slices.BinarySearch(inside, i)
 		ok := s.c.decides(in, r.Split, r.MinStart, r.MaxStart)
 		if !ok {
-			if ok, err = s.verify(p, block, r.TraceID); err != nil {
+			if ok, err = s.verify(p, block, r.TraceID); IsCorruption(err) {
+				// Its spans are unreadable, and so is the trace.
+				s.note(err)
+				continue
+			} else if err != nil {
 				return err
 			}
 		}
@@ -548,6 +593,9 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 			if int(index.Shard(t)) != shard {
 				shard = int(index.Shard(t))
 				k := keys.Postings(p, block, index.Shard(t))
+				if b := s.db.damage.covering("index", k); b != nil {
+					return nil, nil, b.err("postings")
+				}
 				found = s.it.SeekGE(k) && bytes.Equal(s.it.Key(), k)
 				if err := s.it.Error(); err != nil {
 					return nil, nil, err
@@ -604,14 +652,14 @@ func intersect(a, b []uint32) []uint32 {
 
 // verify checks the trace's spans in the segment against the query.
 func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error) {
-	k := keys.Data(p, block, id)
-	if !s.data.SeekGE(k) || !bytes.Equal(s.data.Key(), k) {
-		if err := s.data.Error(); err != nil {
-			return false, err
-		}
-		return false, fmt.Errorf("segment of partition %d block %d has no fragment of trace %x", p, block, id)
+	found, err := s.db.seekFragment(s.data, keys.Data(p, block, id), func() string {
+		return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), block)
+	})
+	if !found {
+		// Without an error, cairn repair dropped the fragment, which could
+		// not be read, and left the segment's index naming it.
+		return false, err
 	}
-	var err error
 	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.data.Value(), id); err != nil {
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -66,17 +65,26 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 		if err := ctx.Err(); err != nil {
 			return pc.found, err
 		}
+		prefix := keys.TracePrefix(p, id)
+		if b := db.damage.overlapping("index", prefix, append(prefix, 0xff)); b != nil {
+			return pc.found, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
+		}
 		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
 		if err != nil {
-			return pc.found, err
+			return pc.found, contain(err, fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 		}
 		for _, b := range blocks {
-			k := keys.Data(p, b, id)
-			if !snap.data.SeekGE(k) || !bytes.Equal(snap.data.Key(), k) {
-				if err := snap.data.Error(); err != nil {
-					return pc.found, fmt.Errorf("read fragment: %w", err)
-				}
-				return pc.found, fmt.Errorf("trace index names block %d of partition %d, which has no fragment of trace %x", b, p, id)
+			found, err := db.seekFragment(snap.data, keys.Data(p, b, id), func() string {
+				return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
+			})
+			if err != nil {
+				return pc.found, err
+			}
+			if !found {
+				// cairn repair drops span data that cannot be read, and
+				// leaves the trace index naming it; the rest of the trace
+				// is still served.
+				continue
 			}
 			if admit != nil {
 				if err := admit(len(snap.data.Value())); err != nil {
@@ -91,7 +99,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 			for _, f := range frags {
 				res, scope, err := db.groups.pair(pc.get, f.Num)
 				if err != nil {
-					return pc.found, err
+					return pc.found, contain(err, fmt.Sprintf("trace %x (its resource and scope group %d)", id, f.Num))
 				}
 				g := pc.asm.group(res, scope)
 				g.Spans = append(g.Spans, f.Spans...)

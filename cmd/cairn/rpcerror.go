@@ -53,6 +53,8 @@ func rpcError(addr string, timeout time.Duration, err error) error {
 		return notQueryPort(addr, "it does not serve jaeger.storage.v2")
 	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition:
 		return errors.New(msg)
+	case codes.DataLoss:
+		return fmt.Errorf("%s (stop cairn, then run cairn check and cairn repair on its data directory)", msg)
 	case codes.Unauthenticated, codes.PermissionDenied:
 		return fmt.Errorf("%s refused the request: %s (pass a query token with --token-file)", addr, msg)
 	}

@@ -1,0 +1,572 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"hash/crc32"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"testing"
+
+	"cairn/bench"
+	"cairn/internal/otlptest"
+	"cairn/storage/internal/keys"
+)
+
+// tables lists the sstables that a store of the closed store in dir uses,
+// largest first: the directory may also hold some it no longer does.
+func tables(t *testing.T, dir, store string) []string {
+	t.Helper()
+	c, err := openChecker(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.tables()
+	if err := errors.Join(err, c.close()); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, tb := range all {
+		if tb.store == store && !slices.Contains(paths, tb.path) {
+			paths = append(paths, tb.path)
+		}
+	}
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	slices.SortFunc(paths, func(a, b string) int { return int(size(b) - size(a)) })
+	return paths
+}
+
+// flipDataBlock flips one bit in the middle of data block i of an sstable.
+func flipDataBlock(t *testing.T, path string, i int) {
+	t.Helper()
+	r, err := openTable(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Layout()
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i >= len(l.Data) {
+		t.Fatalf("%s has %d data blocks, not %d", path, len(l.Data), i+1)
+	}
+	h := l.Data[i].Handle
+	flipAt(t, path, int64(h.Offset+h.Length/2))
+}
+
+func flipAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x10
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// damagedStore writes a store of a few blocks from n requests, closes it,
+// and returns its directory and traces. The spans start at the top of the
+// hour, so that the store's layout does not depend on the time of day.
+func damagedStore(t *testing.T, n int) (string, otlptest.Traces) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 500, Start: time.Now().Truncate(time.Hour)})
+	want := writeBlocks(t, db, gen, n)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, want
+}
+
+var corruptOpts = &Options{RecompressAfter: -1, Logger: slog.New(slog.DiscardHandler)}
+
+// readAll reads every trace of want, compares those that read, and returns
+// those that fail, which must fail as damaged, naming the file.
+func readAll(t *testing.T, db *DB, want otlptest.Traces, file string) map[TraceID]bool {
+	t.Helper()
+	failed := map[TraceID]bool{}
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if err != nil {
+			var ce *CorruptionError
+			if errors.As(err, &ce); ce == nil || ce.Path != file || !strings.Contains(err.Error(), id) {
+				t.Fatalf("trace %s: %v, want a CorruptionError naming it and %s (got %q)", id, err, file, ce.Path)
+			}
+			failed[TraceID(raw)] = true
+			continue
+		}
+		got := otlptest.Traces{}
+		got.Add(decode(t, tr))
+		if d := otlptest.DiffTrace(entries, got[id]); d != "" {
+			t.Fatalf("trace %s: %s", id, d)
+		}
+	}
+	return failed
+}
+
+func TestDamagedSpanData(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file := tables(t, dir, "spans")[0]
+	flipDataBlock(t, file, 1)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := readAll(t, db, want, file)
+	if len(failed) == 0 || len(failed) == len(want) {
+		t.Fatalf("%d of %d traces failed; want those of one block", len(failed), len(want))
+	}
+	if f := db.Faults(); len(f) != 1 || f[0].Kind != FaultCorruption || !strings.Contains(f[0].Why, file) {
+		t.Fatalf("faults %v, want corruption naming %s", f, file)
+	}
+	// Search passes over the traces it cannot read.
+	for _, q := range recompressQueries {
+		if _, err := db.Find(context.Background(), q); err != nil {
+			t.Fatalf("find %+v: %v", q, err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	report, err := Check(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Damage) != 1 || report.Damage[0].File != file {
+		t.Fatalf("check found %v, want one damaged block of %s", report.Damage, file)
+	}
+	listed := map[TraceID]bool{}
+	for _, id := range report.Damage[0].Traces {
+		listed[id] = true
+	}
+	if !maps.Equal(listed, failed) {
+		t.Fatalf("check names %d traces, reads failed for %d", len(listed), len(failed))
+	}
+
+	repairAndRead(t, dir, want, failed)
+}
+
+func TestRecompressionPassesOverDamage(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file := tables(t, dir, "spans")[0]
+	flipDataBlock(t, file, 1)
+
+	opts := *corruptOpts
+	opts.RecompressAfter = time.Nanosecond
+	db, err := Open(dir, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Twice: the second pass must not try the damaged partition again.
+	for range 2 {
+		if err := db.recompress(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(db.damaged) != 1 {
+		t.Fatalf("damaged partitions %v, want the one recompression failed on", db.damaged)
+	}
+	if got := testutil.ToFloat64(db.metrics.corruptions.WithLabelValues("spans")); got != 1 {
+		t.Fatalf("%v corruption errors, want the one of the first pass", got)
+	}
+	if f := db.Faults(); len(f) != 1 || f[0].Kind != FaultCorruption {
+		t.Fatalf("faults %v, want corruption", f)
+	}
+	if failed := readAll(t, db, want, file); len(failed) == 0 || len(failed) == len(want) {
+		t.Fatalf("%d of %d traces failed; want those of one block", len(failed), len(want))
+	}
+}
+
+func TestDamagedFooterAtOpen(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file := tables(t, dir, "spans")[0]
+	fi, err := os.Stat(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipAt(t, file, fi.Size()-20)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := db.Faults(); len(f) != 1 || !strings.Contains(f[0].Why, file) {
+		t.Fatalf("faults at open %v, want corruption naming %s", f, file)
+	}
+	failed := readAll(t, db, want, file)
+	if len(failed) == 0 || len(failed) == len(want) {
+		t.Fatalf("%d of %d traces failed; want those of one sstable", len(failed), len(want))
+	}
+	// Pebble would retry loading the table's statistics without end, each
+	// time a corruption error.
+	if n := testutil.ToFloat64(db.metrics.corruptions.WithLabelValues("spans")); n > float64(2*len(failed)) {
+		t.Fatalf("%v corruption errors for %d failed reads", n, len(failed))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	report, err := Check(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Damage) != 1 || !report.Damage[0].Whole || len(report.Damage[0].Traces) != len(failed) {
+		t.Fatalf("check found %v, want the whole of %s, with %d traces", report.Damage, file, len(failed))
+	}
+	repairAndRead(t, dir, want, failed)
+}
+
+// repairAndRead repairs the store in dir, and checks that everything but
+// the failed traces reads back.
+func repairAndRead(t *testing.T, dir string, want otlptest.Traces, failed map[TraceID]bool) {
+	t.Helper()
+	repaired, err := Repair(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repaired.Dropped) == 0 || len(repaired.After.Damage) != 0 {
+		t.Fatalf("repair dropped %v and left %v", repaired.Dropped, repaired.After.Damage)
+	}
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// Compactions read what is left of a damaged table to its edges.
+	stores := map[string]*pebble.DB{"index": db.idx, "spans": db.spans}
+	for _, d := range repaired.Dropped {
+		if err := stores[d.Store].Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+			t.Fatalf("compact after repair: %v", err)
+		}
+	}
+	intact := otlptest.Traces{}
+	for id, entries := range want {
+		if raw, _ := hex.DecodeString(id); !failed[TraceID(raw)] {
+			intact[id] = entries
+		}
+	}
+	checkAll(t, db, intact)
+	for _, q := range recompressQueries {
+		if _, err := db.Find(context.Background(), q); err != nil {
+			t.Fatalf("find %+v after repair: %v", q, err)
+		}
+	}
+	if f := db.Faults(); len(f) != 0 {
+		t.Fatalf("faults %v after repair", f)
+	}
+}
+
+// blockOf returns an sstable of a store directory and one of its data
+// blocks that holds keys of kind only, or from kind from to kind.
+func blockOf(t *testing.T, dir, store string, from, kind byte) (string, int) {
+	t.Helper()
+	for _, path := range tables(t, dir, store) {
+		r, err := openTable(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.Layout()
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seps, err := separators(data, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Block i holds keys above separator i-1 up to separator i.
+		for i := 1; i < len(seps); i++ {
+			if bytes.Compare(seps[i-1], []byte{from}) >= 0 && bytes.Compare(seps[i], keys.KindEnd(kind)) < 0 {
+				return path, i
+			}
+		}
+	}
+	t.Fatalf("no data block in the %s store holds only keys of kind %#x", store, kind)
+	return "", 0
+}
+
+func TestDamagedTraceIndex(t *testing.T) {
+	dir, want := damagedStore(t, 12)
+	file, block := blockOf(t, dir, "index", keys.KindTrace, keys.KindTrace)
+	flipDataBlock(t, file, block)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := readAll(t, db, want, file)
+	if len(failed) == 0 || len(failed) == len(want) {
+		t.Fatalf("%d of %d traces failed; want those the block indexes", len(failed), len(want))
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	report, err := Check(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Damage) != 1 || !strings.Contains(report.Damage[0].Held, "trace index") {
+		t.Fatalf("check found %v, want a block of the trace index", report.Damage)
+	}
+	// The trace index is rebuilt from span data: every trace reads back.
+	repairAndRead(t, dir, want, nil)
+}
+
+func TestDamagedPostings(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file, block := blockOf(t, dir, "index", keys.KindPostings, keys.KindPostings)
+	flipDataBlock(t, file, block)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Search passes over the segment; every trace still reads by ID.
+	for _, q := range recompressQueries {
+		if _, err := db.Find(context.Background(), q); err != nil {
+			t.Fatalf("find %+v: %v", q, err)
+		}
+	}
+	checkAll(t, db, want)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repairAndRead(t, dir, want, nil)
+}
+
+// walRecords frames payloads as write-ahead-log records.
+func walRecords(payloads ...[]byte) []byte {
+	var out []byte
+	for _, p := range payloads {
+		enc := s2.Encode(nil, p)
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(enc)))
+		out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(enc, castagnoli))
+		out = append(out, enc...)
+	}
+	return out
+}
+
+func TestCheckRecords(t *testing.T) {
+	a, b, c := bytes.Repeat([]byte("a"), 300), bytes.Repeat([]byte("bc"), 500), []byte("c")
+	seg := walRecords(a, b, c)
+	second := len(walRecords(a))
+	third := len(walRecords(a, b))
+	flipPayload := slices.Clone(seg)
+	flipPayload[second+walHeader+3] ^= 1
+	flipLength := slices.Clone(seg)
+	flipLength[second+1] ^= 0x40
+	for _, tc := range []struct {
+		name      string
+		seg       []byte
+		off, lost int
+		ok        bool
+	}{
+		{"intact", seg, 0, 0, true},
+		{"torn tail", seg[:len(seg)-1], 0, 0, true},
+		{"damaged payload", flipPayload, second, third - second, false},
+		{"damaged length", flipLength, second, third - second, false},
+	} {
+		off, lost, ok := checkRecords(tc.seg)
+		if off != tc.off || lost != tc.lost || ok != tc.ok {
+			t.Errorf("%s: got %d, %d, %v; want %d, %d, %v", tc.name, off, lost, ok, tc.off, tc.lost, tc.ok)
+		}
+	}
+}
+
+func FuzzCheckRecords(f *testing.F) {
+	f.Add(walRecords([]byte("span"), []byte("more spans")))
+	f.Fuzz(func(t *testing.T, seg []byte) {
+		off, lost, ok := checkRecords(seg)
+		if ok {
+			return
+		}
+		// The damage ends where an intact record starts.
+		if lost <= 0 || off+lost >= len(seg) {
+			t.Fatalf("damage at %d, %d bytes, in %d", off, lost, len(seg))
+		}
+		if _, intact := walRecord(seg[off+lost:]); !intact {
+			t.Fatalf("no intact record after the damage at %d+%d", off, lost)
+		}
+	})
+}
+
+// TestDamagedGroups damages the block of the index store that holds the
+// resource and scope groups, which reads look up as they need them: the
+// store opens, and the traces whose groups the block holds fail as damaged
+// while the rest read back; after repair, every trace either reads back
+// exactly or fails, none with spans of another resource.
+func TestDamagedGroups(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file, block := "", -1
+	for _, path := range tables(t, dir, "index") {
+		r, err := openTable(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := r.Layout()
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seps, err := separators(data, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(seps); i++ {
+			if bytes.Compare(seps[i], []byte{keys.KindGroup}) >= 0 && bytes.Compare(seps[i-1], keys.KindEnd(keys.KindGroup)) < 0 {
+				file, block = path, i
+				break
+			}
+		}
+		if file != "" {
+			break
+		}
+	}
+	if file == "" {
+		t.Fatal("no block holds groups")
+	}
+	flipDataBlock(t, file, block)
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := 0
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if IsCorruption(err) {
+			failed++
+			continue
+		}
+		if err != nil || tr == nil {
+			t.Fatalf("trace %s: %v, %v", id, tr, err)
+		}
+		got := otlptest.Traces{}
+		got.Add(decode(t, tr))
+		if d := otlptest.DiffTrace(entries, got[id]); d != "" {
+			t.Fatalf("trace %s: %s", id, d)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no trace failed, though their groups are damaged")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repaired, err := Repair(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repaired.After.Damage) != 0 {
+		t.Fatalf("repair left %v", repaired.After.Damage)
+	}
+	if db, err = Open(dir, corruptOpts); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	read := 0
+	for id, entries := range want {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if err != nil || tr == nil {
+			continue
+		}
+		got := otlptest.Traces{}
+		got.Add(decode(t, tr))
+		if d := otlptest.DiffTrace(entries, got[id]); d != "" {
+			t.Fatalf("trace %s: %s", id, d)
+		}
+		read++
+	}
+	t.Logf("%d of %d traces read back; lost %v", read, len(want), repaired.Lost)
+}
+
+func TestDamagedRows(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	var file string
+	for _, path := range tables(t, dir, "index") {
+		r, err := openTable(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := r.NewPointIter(context.Background(), sstable.IterOptions{Lower: []byte{keys.KindRows}, Upper: keys.KindEnd(keys.KindRows)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := it.First()
+		it.Close()
+		r.Close()
+		if kv != nil {
+			file = path
+			break
+		}
+	}
+	flipDataBlock(t, file, 0)
+
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Search passes over the segments whose rows it cannot read, twice:
+	// the second time without reading the damaged block.
+	for range 2 {
+		for _, q := range recompressQueries {
+			if _, err := db.Find(context.Background(), q); err != nil {
+				t.Fatalf("find %+v: %v", q, err)
+			}
+		}
+	}
+	if f := db.Faults(); len(f) != 1 || !strings.Contains(f[0].Why, file) {
+		t.Fatalf("faults %v, want corruption naming %s", f, file)
+	}
+	if n := testutil.ToFloat64(db.metrics.corruptions.WithLabelValues("index")); n != 1 {
+		t.Fatalf("Pebble met the damaged block %v times, want once", n)
+	}
+	checkAll(t, db, want)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	repairAndRead(t, dir, want, nil)
+}
