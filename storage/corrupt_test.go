@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"maps"
@@ -54,18 +55,25 @@ func tables(t *testing.T, dir, store string) []string {
 	return paths
 }
 
-// flipDataBlock flips one bit in the middle of data block i of an sstable.
-func flipDataBlock(t *testing.T, path string, i int) {
+// tableLayout returns where the blocks of an sstable are.
+func tableLayout(t *testing.T, path string) *sstable.Layout {
 	t.Helper()
 	r, err := openTable(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
 	l, err := r.Layout()
-	r.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return l
+}
+
+// flipDataBlock flips one bit in the middle of data block i of an sstable.
+func flipDataBlock(t *testing.T, path string, i int) {
+	t.Helper()
+	l := tableLayout(t, path)
 	if i >= len(l.Data) {
 		t.Fatalf("%s has %d data blocks, not %d", path, len(l.Data), i+1)
 	}
@@ -294,32 +302,33 @@ func repairAndRead(t *testing.T, dir string, want otlptest.Traces, failed map[Tr
 // blocks that holds keys of kind only, or from kind from to kind.
 func blockOf(t *testing.T, dir, store string, from, kind byte) (string, int) {
 	t.Helper()
+	return findBlock(t, dir, store, fmt.Sprintf("holds only keys of kind %#x", kind), func(lo, hi []byte) bool {
+		return bytes.Compare(lo, []byte{from}) >= 0 && bytes.Compare(hi, keys.KindEnd(kind)) < 0
+	})
+}
+
+// findBlock returns an sstable of a store directory and the first of its
+// data blocks whose bounds suit, or fails the test saying what no block
+// does. Block i holds keys above separator i-1 up to separator i, which
+// are the bounds passed.
+func findBlock(t *testing.T, dir, store, what string, suits func(lo, hi []byte) bool) (string, int) {
+	t.Helper()
 	for _, path := range tables(t, dir, store) {
-		r, err := openTable(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := r.Layout()
-		r.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		seps, err := separators(data, l)
+		seps, err := separators(data, tableLayout(t, path))
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Block i holds keys above separator i-1 up to separator i.
 		for i := 1; i < len(seps); i++ {
-			if bytes.Compare(seps[i-1], []byte{from}) >= 0 && bytes.Compare(seps[i], keys.KindEnd(kind)) < 0 {
+			if suits(seps[i-1], seps[i]) {
 				return path, i
 			}
 		}
 	}
-	t.Fatalf("no data block in the %s store holds only keys of kind %#x", store, kind)
+	t.Fatalf("no data block in the %s store %s", store, what)
 	return "", 0
 }
 
@@ -435,38 +444,9 @@ func FuzzCheckRecords(f *testing.F) {
 // exactly or fails, none with spans of another resource.
 func TestDamagedGroups(t *testing.T) {
 	dir, want := damagedStore(t, 6)
-	file, block := "", -1
-	for _, path := range tables(t, dir, "index") {
-		r, err := openTable(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := r.Layout()
-		r.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seps, err := separators(data, l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 1; i < len(seps); i++ {
-			if bytes.Compare(seps[i], []byte{keys.KindGroup}) >= 0 && bytes.Compare(seps[i-1], keys.KindEnd(keys.KindGroup)) < 0 {
-				file, block = path, i
-				break
-			}
-		}
-		if file != "" {
-			break
-		}
-	}
-	if file == "" {
-		t.Fatal("no block holds groups")
-	}
+	file, block := findBlock(t, dir, "index", "holds groups", func(lo, hi []byte) bool {
+		return bytes.Compare(hi, []byte{keys.KindGroup}) >= 0 && bytes.Compare(lo, keys.KindEnd(keys.KindGroup)) < 0
+	})
 	flipDataBlock(t, file, block)
 	db, err := Open(dir, corruptOpts)
 	if err != nil {
