@@ -116,6 +116,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// writeAcked writes n requests of gen, each of which the store must
+// acknowledge, and adds them to every model.
+func writeAcked(t *testing.T, db *DB, gen *bench.Generator, n int, models ...otlptest.Traces) {
+	t.Helper()
+	for range n {
+		req := gen.Next()
+		write(t, db, req.Bytes)
+		for _, m := range models {
+			if err := m.AddRequest(req.Bytes); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
 // TestWALWriteErrorsAreNotSticky fails the write-ahead log's writes (a full
 // disk) and its segment creation (no file descriptors left), and checks
 // that exports fail with a message that says so while the fault lasts, that
@@ -143,16 +158,7 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 			}
 			gen := bench.NewGenerator(bench.Config{BatchSpans: 50})
 			acked := otlptest.Traces{}
-			writeAcked := func() {
-				req := gen.Next()
-				write(t, db, req.Bytes)
-				if err := acked.AddRequest(req.Bytes); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for range 3 {
-				writeAcked()
-			}
+			writeAcked(t, db, gen, 3, acked)
 			// A cut makes the next write start a segment.
 			if err := db.cut(); err != nil {
 				t.Fatal(err)
@@ -186,15 +192,7 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 			// Readiness is false, so exports may not come: the store finds
 			// out by itself that its log can be written again.
 			waitFor(t, "the fault clears", func() bool { return !hasFault(db, FaultWAL) })
-			for range 3 {
-				req := gen.Next()
-				write(t, db, req.Bytes)
-				for _, m := range []otlptest.Traces{acked, written} {
-					if err := m.AddRequest(req.Bytes); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
+			writeAcked(t, db, gen, 3, acked, written)
 			if hasFault(db, FaultWAL) || log.count("write-ahead log is written again") != 1 {
 				t.Fatalf("after recovery: faults %v, recovery logged %d times", db.Faults(), log.count("write-ahead log is written again"))
 			}
@@ -206,14 +204,7 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkAll(t, db, acked)
-			if err := db.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if db, err = Open(dir, nil); err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			checkAll(t, db, acked)
+			checkAll(t, reopen(t, db, dir, nil), acked)
 		})
 	}
 }
@@ -274,22 +265,9 @@ func testFailedCuts(t *testing.T, errno error, want string) {
 	if log.count("blocks are cut again") != 1 {
 		t.Fatal("recovery not logged")
 	}
-	for range 20 {
-		req := gen.Next()
-		write(t, db, req.Bytes)
-		if err := acked.AddRequest(req.Bytes); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeAcked(t, db, gen, 20, acked)
 	checkAll(t, db, acked)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	checkAll(t, db, acked)
+	checkAll(t, reopen(t, db, dir, nil), acked)
 }
 
 // TestFailedRecompressionIsRetried fails the compactions that recompress
@@ -332,14 +310,7 @@ func TestFailedRecompressionIsRetried(t *testing.T) {
 		t.Fatalf("faults %v", db.Faults())
 	}
 	checkAll(t, db, want)
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	checkAll(t, db, want)
+	checkAll(t, reopen(t, db, dir, nil), want)
 }
 
 // TestReplaySkipsDamagedRecords damages the write-ahead log of a crashed
@@ -468,22 +439,9 @@ func TestDiskReserve(t *testing.T) {
 
 	disk.avail.Store(1 << 40)
 	waitFor(t, "the faults clear", func() bool { return len(db.Faults()) == 0 })
-	for range 5 {
-		req := gen.Next()
-		write(t, db, req.Bytes)
-		if err := acked.AddRequest(req.Bytes); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeAcked(t, db, gen, 5, acked)
 	waitFor(t, "recompression resumes", func() bool { return log.count("span data is recompressed again") > 0 })
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	checkHas(t, db, acked)
+	checkHas(t, reopen(t, db, dir, nil), acked)
 }
 
 // checkHas checks that db holds at least the spans of want: a refused

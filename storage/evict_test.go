@@ -239,14 +239,8 @@ func TestUpgradeFromFormat3(t *testing.T) {
 	if err := b.Commit(nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
 
-	if db, err = Open(dir, nil); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir, nil)
 	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || fmt.Sprint(v) != fmt.Sprint([]byte{FormatVersion}) {
 		t.Fatalf("format after upgrade: %v, %v", v, err)
 	} else {

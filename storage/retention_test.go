@@ -157,18 +157,22 @@ func TestRetentionKeepsDiskFlat(t *testing.T) {
 	}
 }
 
+// openBounded opens the store in dir with a day's retention and a bound of
+// maxDisk bytes. The bound is an option of Open, read by the maintainer
+// goroutine: tests reopen the store with each bound rather than change it
+// under the store.
+func openBounded(t *testing.T, dir string, clk *clock, maxDisk int64) *DB {
+	t.Helper()
+	db, err := Open(dir, &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now, MaxDiskBytes: maxDisk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	clk := &clock{t: time.Now().Truncate(time.Hour)}
 	dir := t.TempDir()
-	// The bound is an option of Open, read by the maintainer goroutine:
-	// the store is reopened with each bound rather than changed under it.
-	open := func(maxDisk int64) *DB {
-		db, err := Open(dir, &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now, MaxDiskBytes: maxDisk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return db
-	}
 	// enforced waits for the maintainer to have enforced the bound: until
 	// done holds.
 	enforced := func(done func() bool) {
@@ -178,7 +182,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 			}
 		}
 	}
-	db := open(0)
+	db := openBounded(t, dir, clk, 0)
 	for hour := range 5 {
 		gen := bench.NewGenerator(bench.Config{Seed: uint64(hour + 1), Start: clk.now(), BatchSpans: 1000, TracesPerSecond: 0.2})
 		for range 10 {
@@ -196,7 +200,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db = open(size / 2)
+	db = openBounded(t, dir, clk, size/2)
 	enforced(func() bool { n, _ := db.retainedBytes(); return n <= size/2 })
 	after, _ := db.retainedBytes()
 	db.mu.Lock()
@@ -209,7 +213,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 	// The newest block is never dropped: only the partitions it has data in
 	// are left under an impossible bound.
 	db.Close()
-	db = open(1)
+	db = openBounded(t, dir, clk, 1)
 	defer db.Close()
 	holdsNewest := func() bool {
 		db.mu.Lock()
@@ -240,14 +244,7 @@ func TestMaxDiskBytesDropsOldestPartitions(t *testing.T) {
 func TestMaxDiskBytesWithinOneHour(t *testing.T) {
 	clk := &clock{t: time.Now().Truncate(time.Hour)}
 	dir := t.TempDir()
-	open := func(maxDisk int64) *DB {
-		db, err := Open(dir, &Options{Retention: 24 * time.Hour, FlushInterval: time.Hour, Now: clk.now, MaxDiskBytes: maxDisk})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return db
-	}
-	db := open(0)
+	db := openBounded(t, dir, clk, 0)
 	gen := bench.NewGenerator(bench.Config{Start: clk.now(), BatchSpans: 1000, TracesPerSecond: 0.2})
 	var batches [][][16]byte
 	for range 12 {
@@ -271,7 +268,7 @@ func TestMaxDiskBytesWithinOneHour(t *testing.T) {
 	}
 
 	bound := size / 2
-	db = open(bound)
+	db = openBounded(t, dir, clk, bound)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		// The drop is counted once its space is returned.
 		if n, _ := db.retainedBytes(); n <= bound && testutil.ToFloat64(db.metrics.droppedBlocks.WithLabelValues(dropDiskBound)) > 0 {
@@ -317,7 +314,7 @@ func TestMaxDiskBytesWithinOneHour(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db = open(0)
+	db = openBounded(t, dir, clk, 0)
 	defer db.Close()
 	if again := present(db); fmt.Sprint(again) != fmt.Sprint(got) {
 		t.Fatalf("after reopening, traces left by batch %v, before %v", again, got)
@@ -565,13 +562,7 @@ func TestNextDropDeletesSpanDataOfInterruptedDrop(t *testing.T) {
 	if err := commitDeletes(db.idx, [][2][]byte{{keys.Rows(p, 0), keys.Rows(p, 3)}, {keys.Postings(p, 0, 0), keys.Postings(p, 3, 0)}}, traces); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir, opts)
 	if err := db.drop(p, 3, dropDiskBound); err != nil {
 		t.Fatal(err)
 	}

@@ -145,6 +145,20 @@ func crash(t *testing.T, db *DB) {
 	}
 }
 
+// reopen closes db and opens the store in dir again, until the test ends.
+func reopen(t *testing.T, db *DB, dir string, opts *Options) *DB {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
 func TestReplayAfterCrash(t *testing.T) {
 	dir := t.TempDir()
 	db, err := Open(dir, &Options{FlushInterval: time.Hour})
