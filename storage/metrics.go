@@ -105,9 +105,15 @@ func newMetrics(db *DB) *metrics {
 	return m
 }
 
+// recorded returns the metrics recorded as they happen, rather than read
+// from the store when scraped.
+func (m *metrics) recorded() []prometheus.Collector {
+	return []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions}
+}
+
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions} {
+	for _, c := range m.recorded() {
 		c.Describe(ch)
 	}
 	for _, d := range []*prometheus.Desc{m.liveBytes, m.liveSpans, m.diskBytes, m.partitions, m.backlog,
@@ -119,7 +125,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector. Pebble's figures are read only
 // while the store is open.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions} {
+	for _, c := range m.recorded() {
 		c.Collect(ch)
 	}
 	db := m.db
