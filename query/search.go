@@ -97,7 +97,20 @@ func attribute(kv *jaegerpb.KeyValue) (storage.Attribute, error) {
 	return a, nil
 }
 
-func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([]storage.Found, error) {
+// find admits a search and runs it. The search keeps its place among the
+// searches until the caller, having sent what it found, calls leave.
+func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) (found []storage.Found, leave func(), err error) {
+	if leave, err = s.searches.enter(ctx); err != nil {
+		return nil, nil, err
+	}
+	if found, err = s.search(ctx, p); err != nil {
+		leave()
+		return nil, nil, err
+	}
+	return found, leave, nil
+}
+
+func (s *service) search(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([]storage.Found, error) {
 	q, err := s.toQuery(p)
 	if err != nil {
 		return nil, err
@@ -117,15 +130,11 @@ func (s *service) find(ctx context.Context, p *jaegerpb.TraceQueryParameters) ([
 // FindTraceIDs returns the IDs of matching traces, the most recent first,
 // with the extent of their spans seen while searching as time hints.
 func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRequest) (*jaegerpb.FindTraceIDsResponse, error) {
-	leave, err := s.searches.enter(ctx)
+	found, leave, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return nil, err
 	}
 	defer leave()
-	found, err := s.find(ctx, req.GetQuery())
-	if err != nil {
-		return nil, err
-	}
 	resp := &jaegerpb.FindTraceIDsResponse{}
 	for _, f := range found {
 		resp.TraceIds = append(resp.TraceIds, &jaegerpb.FoundTraceID{
@@ -141,15 +150,11 @@ func (s *service) FindTraceIDs(ctx context.Context, req *jaegerpb.FindTraceIDsRe
 // chunked as GetTraces chunks them.
 func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.ServerStreamingServer[tracepb.TracesData]) error {
 	ctx := stream.Context()
-	leave, err := s.searches.enter(ctx)
+	found, leave, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err
 	}
 	defer leave()
-	found, err := s.find(ctx, req.GetQuery())
-	if err != nil {
-		return err
-	}
 	out := &sender{s: s, ctx: ctx, stream: stream, heavy: true}
 	for _, f := range found {
 		// A trace that a damaged file holds is left out, as search leaves

@@ -17,15 +17,11 @@ import (
 // recent first.
 func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
 	ctx := stream.Context()
-	leave, err := s.searches.enter(ctx)
+	found, leave, err := s.find(ctx, req.GetQuery())
 	if err != nil {
 		return err
 	}
 	defer leave()
-	found, err := s.find(ctx, req.GetQuery())
-	if err != nil {
-		return err
-	}
 	// Summaries go out in as many messages as keep each within the limit.
 	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
 	for _, f := range found {
