@@ -148,31 +148,20 @@ func benchOverload(o bench.OverloadOptions, args []string, jsonOut bool, stdout 
 // overloadEmbedded overloads a `cairn serve` child on a temporary
 // directory, with its default limits, and measures its peak RSS.
 func overloadEmbedded(ctx context.Context, o bench.OverloadOptions) (*bench.OverloadReport, error) {
-	bin, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find cairn binary: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "cairn-overload-")
-	if err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := startChild(bin, dir)
+	c, _, done, err := startEmbedded("cairn-overload-")
 	if err != nil {
 		return nil, err
 	}
-	defer c.kill()
+	defer done()
 	o.Target, o.Reader = c.otlpAddr, c.queryAddr
 	rep, err := bench.Overload(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	rep.Embedded = true
-	rss, err := c.stop()
-	if err != nil {
+	if rep.PeakRSSMB, err = c.stop(); err != nil {
 		return nil, err
 	}
-	rep.PeakRSSMB = float64(rss) / (1 << 20)
 	return rep, nil
 }
 
@@ -180,20 +169,11 @@ func overloadEmbedded(ctx context.Context, o bench.OverloadOptions) (*bench.Over
 // directory, so that its memory and disk are measured apart from the load
 // generator's, and benchmarks it over loopback.
 func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) {
-	bin, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find cairn binary: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "cairn-bench-")
-	if err != nil {
-		return nil, fmt.Errorf("create data directory: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	c, err := startChild(bin, dir)
+	c, dir, done, err := startEmbedded("cairn-bench-")
 	if err != nil {
 		return nil, err
 	}
-	defer c.kill()
+	defer done()
 	o.Target, o.Reader = c.otlpAddr, c.queryAddr
 	if o.Protocol != bench.ProtocolGRPC && o.Protocol != "" {
 		o.Target = c.otlpHTTPAddr
@@ -208,16 +188,32 @@ func benchEmbedded(ctx context.Context, o bench.Options) (*bench.Report, error) 
 	rep.Embedded = true
 	// A graceful stop cuts the live buffer into a block: what remains is the
 	// store as it would stay on disk.
-	rss, err := c.stop()
-	if err != nil {
+	if rep.PeakRSSMB, err = c.stop(); err != nil {
 		return nil, err
 	}
-	rep.PeakRSSMB = float64(rss) / (1 << 20)
 	if rep.DiskBytes, err = dirSize(dir); err != nil {
 		return nil, err
 	}
 	rep.DiskBytesPerSpan = float64(rep.DiskBytes) / float64(rep.Spans)
 	return rep, nil
+}
+
+// startEmbedded runs this binary's `cairn serve` as a child on a new
+// temporary data directory, named from prefix. done kills the child if it
+// still runs and removes the directory.
+func startEmbedded(prefix string) (c *child, dir string, done func(), err error) {
+	bin, err := os.Executable()
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("find cairn binary: %w", err)
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return nil, "", nil, fmt.Errorf("create data directory: %w", err)
+	}
+	if c, err = startChild(bin, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	return c, dir, func() { c.kill(); os.RemoveAll(dir) }, nil
 }
 
 // servingLine is the log line `cairn serve` prints once it listens.
@@ -266,8 +262,8 @@ func startChild(bin, dir string, extra ...string) (*child, error) {
 }
 
 // stop shuts the server down gracefully and returns its peak resident set
-// size in bytes.
-func (c *child) stop() (int64, error) {
+// size in MiB.
+func (c *child) stop() (float64, error) {
 	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		return 0, fmt.Errorf("stop cairn serve: %w", err)
 	}
@@ -279,7 +275,7 @@ func (c *child) stop() (int64, error) {
 	if !ok {
 		return 0, errors.New("peak RSS is not reported on this platform")
 	}
-	return ru.Maxrss << 10, nil // Linux reports KiB
+	return float64(ru.Maxrss) / (1 << 10), nil // Linux reports KiB
 }
 
 func (c *child) kill() {
