@@ -92,6 +92,19 @@ func (db *DB) cut() error {
 	return nil
 }
 
+// cutProcs is how many goroutines a cut writes span data with. A cut of a
+// full buffer races the next one to fill, which writers would then wait
+// for, so it takes every CPU; one that the flush interval brought about,
+// under light load or once ingest pauses, leaves one to reads, which would
+// otherwise queue behind the cut's goroutines.
+func cutProcs(full bool) int {
+	n := runtime.GOMAXPROCS(0)
+	if !full {
+		n--
+	}
+	return max(1, n)
+}
+
 // minTracesPerWriter keeps a small block from being split among data
 // writers, where starting goroutines and files would cost more than it saves.
 const minTracesPerWriter = 2048
@@ -154,7 +167,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}()
 	defer func() { <-indexDone }()
 
-	writers := min(runtime.GOMAXPROCS(0), max(1, len(traces)/minTracesPerWriter))
+	writers := min(cutProcs(buf.bytes >= db.opts.BufferBytes), max(1, len(traces)/minTracesPerWriter))
 	results := make([]dataResult, writers)
 	var wg sync.WaitGroup
 	for w, r := range splitTraces(traces, writers) {
