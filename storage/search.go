@@ -265,8 +265,9 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 		hi = partitionOf(uint64(max(0, q.StartMax.UnixNano())))
 	}
 	var (
-		c    *compiled
-		live []liveCandidate
+		c      *compiled
+		live   []liveCandidate
+		frozen *buffer
 	)
 	v, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
 		var services []string
@@ -274,14 +275,21 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 			services = db.catalog.listServices(partitionOf(notBefore))
 		}
 		c = compile(q, notBefore, services, db.resources)
-		for _, buf := range bufs {
-			live = c.liveCandidates(live, buf, notBefore)
+		live = c.liveCandidates(live, bufs[0], notBefore)
+		if len(bufs) > 1 {
+			frozen = bufs[1]
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer db.release(v)
+	// A buffer being cut takes no more spans, so it is scanned without the
+	// lock, which every write takes: under full load one is nearly always
+	// being cut, and scanning it is most of a search's time under the lock.
+	if frozen != nil {
+		live = c.liveCandidates(live, frozen, v.notBefore)
+	}
 	c.verifyLive(live, v.notBefore, res)
 
 	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}
