@@ -417,29 +417,38 @@ type timedRead struct {
 	found int      // traces a search found
 }
 
-// background reads traces and searches while the target does other work,
-// one reader per size class and per search shape, each at its own pace with
-// random gaps, so that reads arrive at any moment of what the target does,
-// as users' do, rather than in step with it.
+// background reads traces and searches while the target does other work:
+// each size class and search shape at its own pace, with exponentially
+// distributed gaps, so that reads arrive at any moment of what the target
+// does, as users' do, rather than in step with it. One goroutine makes
+// them all, one at a time, as one person browsing would: reads made
+// at once would each hold their trace's megabytes at the same moment.
 type background struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	traces   [][]timedRead // by size class
 	searches [][]timedRead // by search shape
-
-	mu       sync.Mutex
 	failed   int
 	firstErr error
 }
 
+// readKind is one size class or search shape that background reads: it
+// reads one, or reports false if there is none to read yet.
+type readKind struct {
+	every time.Duration
+	out   *[]timedRead
+	read  func(*rand.Rand) (timedRead, bool, error)
+}
+
 // readInBackground starts reading what the first sent() requests held,
-// until stop is called.
+// until finish is called.
 func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, sent func() uint64) *background {
 	b := &background{stop: make(chan struct{}), traces: make([][]timedRead, len(sizeClasses)),
 		searches: make([][]timedRead, len(searchShapes))}
 	s := newSampler(pool)
+	var kinds []readKind
 	for c, class := range sizeClasses {
-		b.loop(seed, uint64(c), class.every, &b.traces[c], func(rng *rand.Rand) (timedRead, bool, error) {
+		kinds = append(kinds, readKind{class.every, &b.traces[c], func(rng *rand.Rand) (timedRead, bool, error) {
 			p, ok := s.pick(rng, c, sent())
 			if !ok {
 				return timedRead{}, false, nil
@@ -447,10 +456,10 @@ func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, 
 			t := time.Now()
 			_, err := r.getTrace(ctx, p.id)
 			return timedRead{at: t, d: time.Since(t), id: p.id}, true, err
-		})
+		}})
 	}
 	for i := range searchShapes {
-		b.loop(seed, uint64(len(sizeClasses)+i), searchEvery, &b.searches[i], func(rng *rand.Rand) (timedRead, bool, error) {
+		kinds = append(kinds, readKind{searchEvery, &b.searches[i], func(rng *rand.Rand) (timedRead, bool, error) {
 			n := sent()
 			if n == 0 {
 				return timedRead{}, false, nil
@@ -458,46 +467,53 @@ func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, 
 			t := time.Now()
 			d, found, err := r.searchOnce(ctx, i, pool, n, rng)
 			return timedRead{at: t, d: d, found: found}, true, err
-		})
+		}})
 	}
+	rng := rand.New(rand.NewPCG(seed, 0xb5ead))
+	b.wg.Go(func() { b.loop(rng, kinds) })
 	return b
 }
 
-// loop calls read every so often on average, with exponentially distributed
-// gaps, and records what it timed in out, until stop.
-func (b *background) loop(seed, stream uint64, every time.Duration, out *[]timedRead, read func(*rand.Rand) (timedRead, bool, error)) {
-	rng := rand.New(rand.NewPCG(seed, 0xb5ead+stream))
-	b.wg.Go(func() {
-		next := time.Now()
-		for {
-			next = next.Add(time.Duration(rng.ExpFloat64() * float64(every)))
-			select {
-			case <-b.stop:
-				return
-			case <-time.After(time.Until(next)):
-			}
-			tr, ok, err := read(rng)
-			switch {
-			case err != nil:
-				b.mu.Lock()
-				b.failed++
-				if b.firstErr == nil {
-					b.firstErr = err
-				}
-				b.mu.Unlock()
-			case ok:
-				*out = append(*out, tr)
-			}
-			// A read that took longer than the gap delays the next, rather
-			// than piling reads up behind it.
-			if now := time.Now(); next.Before(now) {
-				next = now
+// loop makes the reads of every kind, each due after a random gap of
+// every on average, until stop.
+func (b *background) loop(rng *rand.Rand, kinds []readKind) {
+	gap := func(k readKind) time.Duration { return time.Duration(rng.ExpFloat64() * float64(k.every)) }
+	next := make([]time.Time, len(kinds))
+	for i, k := range kinds {
+		next[i] = time.Now().Add(gap(k))
+	}
+	for {
+		i := 0
+		for j := range next {
+			if next[j].Before(next[i]) {
+				i = j
 			}
 		}
-	})
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(time.Until(next[i])):
+		}
+		tr, ok, err := kinds[i].read(rng)
+		switch {
+		case err != nil:
+			b.failed++
+			if b.firstErr == nil {
+				b.firstErr = err
+			}
+		case ok:
+			*kinds[i].out = append(*kinds[i].out, tr)
+		}
+		// A read that took longer than the gap delays the next of its kind,
+		// rather than piling reads up behind it.
+		next[i] = next[i].Add(gap(kinds[i]))
+		if now := time.Now(); next[i].Before(now) {
+			next[i] = now
+		}
+	}
 }
 
-// finish stops the readers and reports the reads that started in [from,
+// finish stops reading and reports the reads that started in [from,
 // to); start is when sending started, which the phase's bounds count from.
 func (b *background) finish(start, from, to time.Time) *PhaseReads {
 	close(b.stop)
