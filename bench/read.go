@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -27,20 +27,30 @@ import (
 const visibilityTimeout = 30 * time.Second
 
 // sizeClasses group traces by span count for trace-read latencies, with
-// cairn's goal for the p99 of each, where it has one.
+// cairn's goal for the p99 of each, where it has one, and how often a
+// trace of the class is read while the target is busy: in all, with a
+// search of each shape every searchEvery, the reads take the target about
+// a tenth of a CPU, as a few people browsing traces would. Large traces
+// and searches, which take milliseconds and megabytes each, are read the
+// least often.
 var sizeClasses = []struct {
 	name        string
 	lo, hi      int
 	targetP99Ms float64
+	every       time.Duration
 }{
-	{"1-10 spans", 1, 10, 2},
-	{"11-200 spans", 11, 200, 2},
-	{"201-9999 spans", 201, 9999, 0},
-	{"10000+ spans", 10000, int(^uint(0) >> 1), 50},
+	{"1-10 spans", 1, 10, 2, 20 * time.Millisecond},
+	{"11-200 spans", 11, 200, 2, 20 * time.Millisecond},
+	{"201-9999 spans", 201, 9999, 0, 50 * time.Millisecond},
+	{"10000+ spans", 10000, int(^uint(0) >> 1), 50, time.Second},
 }
 
 // searchTargetP99Ms is cairn's goal for the p99 of every search shape.
 const searchTargetP99Ms = 20
+
+// searchEvery is how often a search of each shape is made while the target
+// is busy.
+const searchEvery = 500 * time.Millisecond
 
 // reader times reads from a jaeger.storage.v2 endpoint. Responses are
 // received encoded, so that the timings are the server's and the network's,
@@ -168,8 +178,69 @@ type pick struct {
 	spans int
 }
 
-// measure times trace reads by size class, checks that the traces read are
-// complete, and times searches.
+// sampler draws traces of a size class at random from those sent whole:
+// any pool trace of the class, in any round that was sent whole, so that
+// reads reach back into blocks cut long ago as well as into the live
+// buffer.
+type sampler struct {
+	pool     *Pool
+	perRound uint64
+	byClass  [][]int // indices into pool.traces, by size class
+}
+
+func newSampler(pool *Pool) *sampler {
+	s := &sampler{pool: pool, perRound: uint64(pool.Requests()), byClass: make([][]int, len(sizeClasses))}
+	for i, t := range pool.traces {
+		for c, class := range sizeClasses {
+			if t.Spans >= class.lo && t.Spans <= class.hi {
+				s.byClass[c] = append(s.byClass[c], i)
+			}
+		}
+	}
+	return s
+}
+
+// fullRounds returns how many rounds of t were sent whole when the first
+// sent requests were.
+func (s *sampler) fullRounds(t PoolTrace, sent uint64) uint64 {
+	full := (sent + s.perRound - 1) / s.perRound
+	if full > 0 && (full-1)*s.perRound+uint64(t.Last) >= sent {
+		full--
+	}
+	return full
+}
+
+// pick returns a random trace of class c among those the first sent
+// requests held whole, or false if it finds none.
+func (s *sampler) pick(rng *rand.Rand, c int, sent uint64) (pick, bool) {
+	traces := s.byClass[c]
+	if len(traces) == 0 {
+		return pick{}, false
+	}
+	// Early in a run only the traces of the first requests are whole: a few
+	// tries find one often enough.
+	for range 8 {
+		t := s.pool.traces[traces[rng.IntN(len(traces))]]
+		if full := s.fullRounds(t, sent); full > 0 {
+			return pick{TraceIDIn(t.ID, rng.Uint64N(full)), t.Spans}, true
+		}
+	}
+	return pick{}, false
+}
+
+// count returns how many traces of class c the first sent requests held
+// whole.
+func (s *sampler) count(c int, sent uint64) uint64 {
+	n := uint64(0)
+	for _, i := range s.byClass[c] {
+		n += s.fullRounds(s.pool.traces[i], sent)
+	}
+	return n
+}
+
+// measure times trace reads by size class, each of a trace drawn at random,
+// checks that the traces read are complete, and times searches: the
+// settled phase, with nothing else running.
 //
 // While it times reads, it lets its process's heap grow to nine times what is
 // live (GOGC 800): the live heap is then a few MiB, and the default would
@@ -178,52 +249,23 @@ type pick struct {
 func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report) error {
 	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	rng := rand.New(rand.NewPCG(o.Seed, 0xbe7c4))
-	perRound := uint64(pool.Requests())
-	rounds := (sent + perRound - 1) / perRound
-	// sentRound returns a random round in which the trace was sent whole.
-	sentRound := func(t PoolTrace) (uint64, bool) {
-		full := rounds
-		if full > 0 && (full-1)*perRound+uint64(t.Last) >= sent {
-			full--
+	s := newSampler(pool)
+	var (
+		largest      pick
+		largestTimes []time.Duration
+	)
+	for c, class := range sizeClasses {
+		n := o.Queries
+		if class.lo >= 10000 {
+			n = int(min(uint64(n), 10*s.count(c, sent)))
 		}
-		if full == 0 {
-			return 0, false
-		}
-		return rng.Uint64N(full), true
-	}
-
-	largest := pick{}
-	var largestTimes []time.Duration
-	for _, c := range sizeClasses {
-		var picks []pick
-		for _, i := range rng.Perm(len(pool.traces)) {
-			t := pool.traces[i]
-			if t.Spans < c.lo || t.Spans > c.hi {
-				continue
-			}
-			round, ok := sentRound(t)
+		var times []time.Duration
+		read := map[[16]byte]bool{}
+		for q := range n {
+			p, ok := s.pick(rng, c, sent)
 			if !ok {
-				continue
-			}
-			picks = append(picks, pick{TraceIDIn(t.ID, round), t.Spans})
-			if len(picks) == 100 {
 				break
 			}
-		}
-		if len(picks) == 0 {
-			continue
-		}
-		n := o.Queries
-		if c.lo >= 10000 {
-			n = min(n, 10*len(picks))
-		}
-		// Classes ascend, so the largest pick of the last class read is the
-		// largest trace.
-		biggest := slices.MaxFunc(picks, func(a, b pick) int { return cmp.Compare(a.spans, b.spans) })
-		var biggestTimes []time.Duration
-		var times []time.Duration
-		for q := range n {
-			p := picks[q%len(picks)]
 			t := time.Now()
 			chunks, err := r.getTrace(ctx, p.id)
 			d := time.Since(t)
@@ -231,7 +273,8 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 				return fmt.Errorf("get trace %x: %w", p.id, err)
 			}
 			times = append(times, d)
-			if q < len(picks) {
+			read[p.id] = true
+			if q < completenessChecks {
 				ids, err := spansOf(chunks, p.id)
 				if err != nil {
 					return err
@@ -241,14 +284,17 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 					rep.TracesComplete++
 				}
 			}
-			if p.id == biggest.id {
-				biggestTimes = append(biggestTimes, d)
+			if p.spans > largest.spans {
+				largest, largestTimes = p, nil
+			}
+			if p.id == largest.id {
+				largestTimes = append(largestTimes, d)
 			}
 		}
-		largest, largestTimes = biggest, biggestTimes
-		cr := TraceReadReport{Class: c.name, Traces: len(picks), Queries: len(times), TargetP99Ms: c.targetP99Ms}
-		cr.P50Ms, cr.P99Ms, cr.MaxMs = percentiles(times)
-		rep.GetTraces = append(rep.GetTraces, cr)
+		if len(times) == 0 {
+			continue
+		}
+		rep.GetTraces = append(rep.GetTraces, traceReads(c, len(read), times))
 		rep.readLatencies = append(rep.readLatencies, times...)
 	}
 	if rep.TracesChecked > 0 {
@@ -259,6 +305,17 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 		rep.LargestTraceMs, _, _ = percentiles(largestTimes)
 	}
 	return r.search(ctx, o, pool, sent, rep, rng)
+}
+
+// completenessChecks is how many of the settled reads of each size class
+// are checked for every span of their trace.
+const completenessChecks = 100
+
+func traceReads(class, traces int, times []time.Duration) TraceReadReport {
+	c := sizeClasses[class]
+	tr := TraceReadReport{Class: c.name, Traces: traces, Queries: len(times), TargetP99Ms: c.targetP99Ms}
+	tr.P50Ms, tr.P99Ms, tr.MaxMs = percentiles(times)
+	return tr
 }
 
 // searchShapes are the searches timed, each drawing its parameters from the
@@ -292,28 +349,44 @@ var searchShapes = []struct {
 // search times FindTraces, which returns whole traces as the Jaeger UI asks
 // for them, 20 at most, over the run's time window.
 func (r *reader) search(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report, rng *rand.Rand) error {
-	from, to := pool.Window(sent)
-	for _, shape := range searchShapes {
+	for i := range searchShapes {
 		var times []time.Duration
 		found := 0
 		for range o.Queries {
-			q := shape.query(rng, pool.services)
-			q.StartTimeMin, q.StartTimeMax, q.SearchDepth = timestamppb.New(from), timestamppb.New(to), 20
-			t := time.Now()
-			chunks, err := r.stream(ctx, jaegerpb.TraceReader_FindTraces_FullMethodName, &jaegerpb.FindTracesRequest{Query: q})
-			d := time.Since(t)
+			d, n, err := r.searchOnce(ctx, i, pool, sent, rng)
 			if err != nil {
-				return fmt.Errorf("search %s: %w", shape.name, err)
+				return err
 			}
 			times = append(times, d)
-			found += tracesIn(chunks)
+			found += n
 		}
-		sr := SearchReport{Shape: shape.name, Queries: len(times), MeanTraces: float64(found) / float64(len(times)),
-			TargetP99Ms: searchTargetP99Ms}
-		sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
-		rep.Searches = append(rep.Searches, sr)
+		rep.Searches = append(rep.Searches, searchReads(i, found, times))
 	}
 	return nil
+}
+
+// searchOnce times a search of shape i over the time window of the first
+// sent requests, and returns how many traces it found.
+func (r *reader) searchOnce(ctx context.Context, i int, pool *Pool, sent uint64, rng *rand.Rand) (time.Duration, int, error) {
+	from, to := pool.Window(sent)
+	q := searchShapes[i].query(rng, pool.services)
+	q.StartTimeMin, q.StartTimeMax, q.SearchDepth = timestamppb.New(from), timestamppb.New(to), 20
+	t := time.Now()
+	chunks, err := r.stream(ctx, jaegerpb.TraceReader_FindTraces_FullMethodName, &jaegerpb.FindTracesRequest{Query: q})
+	d := time.Since(t)
+	if err != nil {
+		return 0, 0, fmt.Errorf("search %s: %w", searchShapes[i].name, err)
+	}
+	return d, tracesIn(chunks), nil
+}
+
+func searchReads(shape, found int, times []time.Duration) SearchReport {
+	sr := SearchReport{Shape: searchShapes[shape].name, Queries: len(times), TargetP99Ms: searchTargetP99Ms}
+	if len(times) > 0 {
+		sr.MeanTraces = float64(found) / float64(len(times))
+	}
+	sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
+	return sr
 }
 
 // tracesIn counts the distinct traces in FindTraces chunks; a chunk never
@@ -334,6 +407,145 @@ func tracesIn(chunks [][]byte) int {
 		}
 	}
 	return n
+}
+
+// timedRead is a read made while the target was busy.
+type timedRead struct {
+	at    time.Time
+	d     time.Duration
+	id    [16]byte // of the trace read; zero for a search
+	found int      // traces a search found
+}
+
+// background reads traces and searches while the target does other work:
+// each size class and search shape at its own pace, with exponentially
+// distributed gaps, so that reads arrive at any moment of what the target
+// does, as users' do, rather than in step with it. One goroutine makes
+// them all, one at a time, as one person browsing would: reads made
+// at once would each hold their trace's megabytes at the same moment.
+type background struct {
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	traces   [][]timedRead // by size class
+	searches [][]timedRead // by search shape
+	failed   int
+	firstErr error
+}
+
+// readKind is one size class or search shape that background reads: it
+// reads one, or reports false if there is none to read yet.
+type readKind struct {
+	every time.Duration
+	out   *[]timedRead
+	read  func(*rand.Rand) (timedRead, bool, error)
+}
+
+// readInBackground starts reading what the first sent() requests held,
+// until finish is called.
+func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, sent func() uint64) *background {
+	b := &background{stop: make(chan struct{}), traces: make([][]timedRead, len(sizeClasses)),
+		searches: make([][]timedRead, len(searchShapes))}
+	s := newSampler(pool)
+	var kinds []readKind
+	for c, class := range sizeClasses {
+		kinds = append(kinds, readKind{class.every, &b.traces[c], func(rng *rand.Rand) (timedRead, bool, error) {
+			p, ok := s.pick(rng, c, sent())
+			if !ok {
+				return timedRead{}, false, nil
+			}
+			t := time.Now()
+			_, err := r.getTrace(ctx, p.id)
+			return timedRead{at: t, d: time.Since(t), id: p.id}, true, err
+		}})
+	}
+	for i := range searchShapes {
+		kinds = append(kinds, readKind{searchEvery, &b.searches[i], func(rng *rand.Rand) (timedRead, bool, error) {
+			n := sent()
+			if n == 0 {
+				return timedRead{}, false, nil
+			}
+			t := time.Now()
+			d, found, err := r.searchOnce(ctx, i, pool, n, rng)
+			return timedRead{at: t, d: d, found: found}, true, err
+		}})
+	}
+	rng := rand.New(rand.NewPCG(seed, 0xb5ead))
+	b.wg.Go(func() { b.loop(rng, kinds) })
+	return b
+}
+
+// loop makes the reads of every kind, each due after a random gap of
+// every on average, until stop.
+func (b *background) loop(rng *rand.Rand, kinds []readKind) {
+	gap := func(k readKind) time.Duration { return time.Duration(rng.ExpFloat64() * float64(k.every)) }
+	next := make([]time.Time, len(kinds))
+	for i, k := range kinds {
+		next[i] = time.Now().Add(gap(k))
+	}
+	for {
+		i := 0
+		for j := range next {
+			if next[j].Before(next[i]) {
+				i = j
+			}
+		}
+		select {
+		case <-b.stop:
+			return
+		case <-time.After(time.Until(next[i])):
+		}
+		tr, ok, err := kinds[i].read(rng)
+		switch {
+		case err != nil:
+			b.failed++
+			if b.firstErr == nil {
+				b.firstErr = err
+			}
+		case ok:
+			*kinds[i].out = append(*kinds[i].out, tr)
+		}
+		// A read that took longer than the gap delays the next of its kind,
+		// rather than piling reads up behind it.
+		next[i] = next[i].Add(gap(kinds[i]))
+		if now := time.Now(); next[i].Before(now) {
+			next[i] = now
+		}
+	}
+}
+
+// finish stops reading and reports the reads that started in [from,
+// to); start is when sending started, which the phase's bounds count from.
+func (b *background) finish(start, from, to time.Time) *PhaseReads {
+	close(b.stop)
+	b.wg.Wait()
+	ph := &PhaseReads{FromSec: from.Sub(start).Seconds(), ToSec: to.Sub(start).Seconds(), Failed: b.failed}
+	if b.firstErr != nil {
+		ph.FirstError = b.firstErr.Error()
+	}
+	within := func(reads []timedRead) ([]time.Duration, map[[16]byte]bool, int) {
+		var times []time.Duration
+		ids := map[[16]byte]bool{}
+		found := 0
+		for _, r := range reads {
+			if !r.at.Before(from) && r.at.Before(to) {
+				times = append(times, r.d)
+				ids[r.id] = true
+				found += r.found
+			}
+		}
+		return times, ids, found
+	}
+	for c, reads := range b.traces {
+		if times, ids, _ := within(reads); len(times) > 0 {
+			ph.GetTraces = append(ph.GetTraces, traceReads(c, len(ids), times))
+		}
+	}
+	for i, reads := range b.searches {
+		if times, _, found := within(reads); len(times) > 0 {
+			ph.Searches = append(ph.Searches, searchReads(i, found, times))
+		}
+	}
+	return ph
 }
 
 // percentiles returns the 50th and 99th percentiles and the maximum, in

@@ -57,6 +57,16 @@ type Report struct {
 	VisibilityP99Ms  float64 `json:"visibility_p99_ms,omitempty"`
 	VisibilityMaxMs  float64 `json:"visibility_max_ms,omitempty"`
 
+	// ReadsDuringIngest are reads made while spans were sent, and
+	// ReadsAfterIngest those made from the last acknowledgement until the
+	// target had finished the work the load left (cuts, compactions,
+	// recompression), or for Settle if how busy it is cannot be seen.
+	ReadsDuringIngest *PhaseReads `json:"reads_during_ingest,omitempty"`
+	ReadsAfterIngest  *PhaseReads `json:"reads_after_ingest,omitempty"`
+
+	// GetTraces, Searches and the figures between them are the settled
+	// phase: reads timed one at a time, with nothing else sent, after
+	// Settle.
 	GetTraces         []TraceReadReport `json:"get_traces,omitempty"`
 	LargestTraceSpans int               `json:"largest_trace_spans,omitempty"`
 	LargestTraceMs    float64           `json:"largest_trace_ms,omitempty"`
@@ -168,6 +178,54 @@ type SearchReport struct {
 	TargetP99Ms float64 `json:"target_p99_ms"` // cairn's goal
 }
 
+// PhaseReads are the reads of a phase in which the target was busy with
+// other work. Traces of each size class are read at random, and each search
+// shape made, at a steady pace that leaves the target most of its CPU, so
+// the latencies are what a user browsing traces meanwhile would see. The
+// phase ran from FromSec to ToSec, counted from the first request.
+type PhaseReads struct {
+	FromSec    float64           `json:"from_sec"`
+	ToSec      float64           `json:"to_sec"`
+	GetTraces  []TraceReadReport `json:"get_traces,omitempty"`
+	Searches   []SearchReport    `json:"searches,omitempty"`
+	Failed     int               `json:"failed,omitempty"` // reads that returned an error
+	FirstError string            `json:"first_error,omitempty"`
+}
+
+// readPhase is a phase's reads as the reports show them.
+type readPhase struct {
+	name, when string
+	traces     []TraceReadReport
+	searches   []SearchReport
+	failed     int
+	firstError string
+}
+
+// readPhases returns the phases in which reads were timed, in order.
+func (r *Report) readPhases() []readPhase {
+	var phases []readPhase
+	if p := r.ReadsDuringIngest; p != nil {
+		phases = append(phases, readPhase{"during ingest", fmt.Sprintf("%.1f–%.1f s, while spans were sent", p.FromSec, p.ToSec),
+			p.GetTraces, p.Searches, p.Failed, p.FirstError})
+	}
+	if p := r.ReadsAfterIngest; p != nil {
+		what := "until the target's files stopped changing"
+		if !r.Embedded {
+			what = "during the settle pause"
+		}
+		phases = append(phases, readPhase{"after ingest, store busy", fmt.Sprintf("%.1f–%.1f s, %s", p.FromSec, p.ToSec, what),
+			p.GetTraces, p.Searches, p.Failed, p.FirstError})
+	}
+	if len(r.GetTraces) > 0 || len(r.Searches) > 0 {
+		when := "at once after the last acknowledgement"
+		if r.Settle > 0 {
+			when = fmt.Sprintf("from %.0f s after the last acknowledgement, one read at a time", r.Settle)
+		}
+		phases = append(phases, readPhase{"settled", when, r.GetTraces, r.Searches, 0, ""})
+	}
+	return phases
+}
+
 // WriteJSON writes the report as one JSON object.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -211,22 +269,20 @@ func (r *Report) figureRows() []row {
 		add("ack → visible", fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", r.VisibilityP50Ms, r.VisibilityP99Ms),
 			fmt.Sprintf("max %.1f ms, %d probes", r.VisibilityMaxMs, r.VisibilityProbes))
 	}
-	if len(r.GetTraces) > 0 {
+	for _, ph := range r.readPhases() {
 		rows = append(rows, row{})
-		if r.Settle > 0 {
-			add("reads from", fmt.Sprintf("%.0fs after the last ack", r.Settle), "")
-		}
-		for _, c := range r.GetTraces {
+		add("reads "+ph.name, ph.when, "")
+		for _, c := range ph.traces {
 			add("trace by ID, "+c.Class, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", c.P50Ms, c.P99Ms), fmt.Sprintf("%d traces, %d reads", c.Traces, c.Queries))
 		}
-		if r.LargestTraceSpans > 0 {
+		if ph.name == "settled" && r.LargestTraceSpans > 0 {
 			add("largest trace", fmt.Sprintf("%.1f ms", r.LargestTraceMs), count(float64(r.LargestTraceSpans))+" spans")
 		}
-	}
-	if len(r.Searches) > 0 {
-		rows = append(rows, row{})
-		for _, s := range r.Searches {
+		for _, s := range ph.searches {
 			add("search "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%.1f traces/search, %d searches", s.MeanTraces, s.Queries))
+		}
+		if ph.failed > 0 {
+			add("failed reads", fmt.Sprint(ph.failed), ph.firstError)
 		}
 	}
 	if r.TracesChecked > 0 {

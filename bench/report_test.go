@@ -162,3 +162,84 @@ func TestScales(t *testing.T) {
 		}
 	}
 }
+
+// phasedReport is oneSecondReport with reads during ingest and while the
+// store was busy after it, as Run makes it against an embedded cairn.
+func phasedReport() *Report {
+	r := oneSecondReport()
+	r.Embedded, r.Settle = true, 15
+	r.LargestTraceSpans, r.LargestTraceMs = 11794, 14
+	r.ReadsDuringIngest = &PhaseReads{FromSec: 0, ToSec: 1,
+		GetTraces: []TraceReadReport{
+			{Class: "1-10 spans", Traces: 40, Queries: 41, P50Ms: 0.8, P99Ms: 7.5, MaxMs: 9, TargetP99Ms: 2},
+			{Class: "10000+ spans", Traces: 2, Queries: 2, P50Ms: 30, P99Ms: 45, MaxMs: 45, TargetP99Ms: 50},
+		},
+		Searches: []SearchReport{{Shape: "service", Queries: 5, MeanTraces: 20, P50Ms: 9, P99Ms: 31, MaxMs: 31, TargetP99Ms: 20}},
+		Failed:   1, FirstError: "rpc error: code = Unavailable",
+	}
+	r.ReadsAfterIngest = &PhaseReads{FromSec: 1, ToSec: 9.5,
+		GetTraces: []TraceReadReport{{Class: "1-10 spans", Traces: 300, Queries: 310, P50Ms: 0.4, P99Ms: 1.9, MaxMs: 3, TargetP99Ms: 2}},
+		Searches:  []SearchReport{{Shape: "service", Queries: 40, MeanTraces: 20, P50Ms: 5, P99Ms: 12, MaxMs: 14, TargetP99Ms: 20}},
+	}
+	return r
+}
+
+// TestReadPhasesTable checks that the table gives each phase's reads under
+// a heading saying when they were made, in order, and its failed reads.
+func TestReadPhasesTable(t *testing.T) {
+	var b strings.Builder
+	if err := phasedReport().WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	table := strings.Join(strings.Fields(strings.ReplaceAll(b.String(), "\n", " | ")), " ")
+	pos := 0
+	for _, want := range []string{
+		"reads during ingest 0.0–1.0 s, while spans were sent",
+		"trace by ID, 1-10 spans p50 0.80 ms, p99 7.50 ms 40 traces, 41 reads",
+		"search service p50 9.00 ms, p99 31.00 ms 20.0 traces/search, 5 searches",
+		"failed reads 1 rpc error: code = Unavailable",
+		"reads after ingest, store busy 1.0–9.5 s, until the target's files stopped changing",
+		"trace by ID, 1-10 spans p50 0.40 ms, p99 1.90 ms",
+		"reads settled from 15 s after the last acknowledgement, one read at a time",
+		"trace by ID, 1-10 spans p50 0.30 ms, p99 0.90 ms",
+		"search service p50 4.00 ms, p99 6.00 ms",
+		"complete traces",
+	} {
+		i := strings.Index(table[pos:], want)
+		if i < 0 {
+			t.Errorf("table lacks %q after the lines before it:\n%s", want, table)
+			continue
+		}
+		pos += i + len(want)
+	}
+	if strings.Count(table, "largest trace 14.0 ms 11,794 spans") != 1 {
+		t.Errorf("the largest trace is not given once, for the settled reads:\n%s", table)
+	}
+}
+
+// TestReadPhasesHTML checks that the page charts each phase's reads and
+// that each goal's card shows the worst phase, with every phase's p99.
+func TestReadPhasesHTML(t *testing.T) {
+	var b strings.Builder
+	if err := phasedReport().WriteHTML(&b); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	if n := strings.Count(page, "<svg"); n != 10 {
+		t.Errorf("%d charts, want 10: 3 of ingest, 2 per phase of reads, the histogram", n)
+	}
+	for _, want := range []string{
+		"Trace by ID, by trace size, during ingest", "Search, limit 20, whole traces, after ingest, store busy",
+		"Trace by ID, by trace size, settled", "Trace-by-ID latency, all sizes, settled",
+		`<div class="card miss"><div class="v">7.5 ms</div><div class="k">trace by ID p99, 1-10 spans</div>` +
+			`<div class="n">during ingest 7.5 ms · after ingest, store busy 1.9 ms · settled 0.9 ms; goal ≤ 2 ms</div>`,
+		`<div class="card miss"><div class="v">31 ms</div><div class="k">search p99, slowest shape</div>` +
+			`<div class="n">service, during ingest 31 ms · after ingest, store busy 12 ms · settled 6 ms; goal ≤ 20 ms</div>`,
+		// The largest class was not read while the store was busy.
+		`<div class="v">61 ms</div><div class="k">trace by ID p99, 10000&#43; spans</div><div class="n">during ingest 45 ms · settled 61 ms;`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}

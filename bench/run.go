@@ -180,7 +180,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
-	sent, err := send(ctx, o, exps, pool, rd, rep)
+	sent, start, err := send(ctx, o, exps, pool, rd, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +190,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		// read latencies.
 		pool.dropRequests()
 		runtime.GC()
+		sendEnd := start.Add(time.Duration(rep.Seconds * float64(time.Second)))
 		settled := time.Now()
-		if err := settle(ctx, o); err != nil {
+		var bg *background
+		if o.Settle > 0 {
+			bg = rd.readInBackground(ctx, o.Seed, pool, func() uint64 { return sent })
+		}
+		busyUntil, err := settle(ctx, o)
+		if bg != nil {
+			if ph := bg.finish(start, sendEnd, busyUntil); len(ph.GetTraces) > 0 || ph.Failed > 0 {
+				rep.ReadsAfterIngest = ph
+			}
+		}
+		if err != nil {
 			return nil, err
 		}
 		rep.Settle = time.Since(settled).Seconds()
@@ -243,43 +254,49 @@ const (
 	MaxSettle = 5 * time.Minute
 )
 
-// settle waits Settle, then until Activity has been quiet for QuietFor. A
-// zero Settle reads at once.
-func settle(ctx context.Context, o Options) error {
+// settle waits Settle, then until Activity has been quiet for QuietFor. It
+// returns when the target was last seen busy: when Activity last changed,
+// or the end of the pause if there is no Activity to watch. A zero Settle
+// reads at once.
+func settle(ctx context.Context, o Options) (time.Time, error) {
+	start := time.Now()
 	if o.Settle == 0 {
-		return nil
+		return start, nil
 	}
-	deadline := time.Now().Add(MaxSettle)
-	select {
-	case <-time.After(o.Settle):
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	pause := time.After(o.Settle)
 	if o.Activity == nil {
-		return nil
+		select {
+		case <-pause:
+			return time.Now(), nil
+		case <-ctx.Done():
+			return time.Now(), ctx.Err()
+		}
 	}
+	deadline := start.Add(MaxSettle)
 	last, err := o.Activity()
 	if err != nil {
-		return err
+		return start, err
 	}
-	quiet := time.Now()
+	changed, paused := start, false
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
-	for time.Since(quiet) < QuietFor && time.Now().Before(deadline) {
+	for !paused || time.Since(changed) < QuietFor && time.Now().Before(deadline) {
 		select {
 		case <-t.C:
+		case <-pause:
+			paused = true
 		case <-ctx.Done():
-			return ctx.Err()
+			return changed, ctx.Err()
 		}
 		v, err := o.Activity()
 		if err != nil {
-			return err
+			return changed, err
 		}
 		if v != last {
-			last, quiet = v, time.Now()
+			last, changed = v, time.Now()
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // ack is an acknowledged export.
@@ -317,7 +334,9 @@ type sender struct {
 	stalled      error     // why the run gave up, if it did
 }
 
-func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, rep *Report) (uint64, error) {
+// send sends the workload, and reads meanwhile if rd is set; it returns how
+// many requests were sent and when sending started.
+func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, rep *Report) (uint64, time.Time, error) {
 	s := &sender{o: o, pool: pool, lastAcked: -1}
 	s.unsent.Store(^uint64(0))
 	if o.Spans > 0 {
@@ -338,9 +357,13 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 	var bg sync.WaitGroup
 	stop := make(chan struct{})
 	bg.Go(func() { s.watch(stop, cancel) })
-	var lags []time.Duration
+	var (
+		lags  []time.Duration
+		reads *background
+	)
 	if rd != nil {
 		bg.Go(func() { lags = rd.probeVisibility(runCtx, s, stop) })
+		reads = rd.readInBackground(runCtx, o.Seed, pool, s.wholeRequests)
 	}
 
 	var wg sync.WaitGroup
@@ -351,11 +374,14 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 	elapsed := time.Since(s.start)
 	close(stop)
 	bg.Wait()
+	if reads != nil {
+		rep.ReadsDuringIngest = reads.finish(s.start, s.start, s.start.Add(elapsed))
+	}
 	if s.stalled != nil {
-		return 0, s.stalled
+		return 0, s.start, s.stalled
 	}
 	if ctx.Err() != nil && s.acked.Load() == 0 {
-		return 0, ctx.Err()
+		return 0, s.start, ctx.Err()
 	}
 
 	sent := min(s.unsent.Load(), s.next.Load())
@@ -383,9 +409,9 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 		if rep.FirstError == "" && s.lastErr != nil {
 			rep.FirstError = s.lastErr.Error()
 		}
-		return 0, fmt.Errorf("no span was acknowledged in %.1fs: %s", rep.Seconds, cmp.Or(rep.FirstError, "no answer"))
+		return 0, s.start, fmt.Errorf("no span was acknowledged in %.1fs: %s", rep.Seconds, cmp.Or(rep.FirstError, "no answer"))
 	}
-	return sent, nil
+	return sent, s.start, nil
 }
 
 // worker sends requests until the run is over.
@@ -555,6 +581,14 @@ func (s *sender) watch(stop <-chan struct{}, abort func()) {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// wholeRequests returns how many of the first requests are all but surely
+// acknowledged: those below the latest acknowledged but for as many as can
+// be in flight at once, which may be acknowledged out of order.
+func (s *sender) wholeRequests() uint64 {
+	latest, _ := s.latestAck()
+	return uint64(max(0, latest+1-int64(s.o.Conns*s.o.Inflight)))
 }
 
 // latestAck returns the latest request acknowledged and when.

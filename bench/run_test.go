@@ -18,7 +18,8 @@ import (
 )
 
 // TestSettleWaitsForQuiet checks that reads wait, after Settle, until the
-// target's activity has stopped changing, and not at all with a zero Settle.
+// target's activity has stopped changing, and not at all with a zero Settle,
+// and that settle says when the target was last seen busy.
 func TestSettleWaitsForQuiet(t *testing.T) {
 	var calls atomic.Int64
 	busyUntil := time.Now().Add(time.Second)
@@ -29,23 +30,29 @@ func TestSettleWaitsForQuiet(t *testing.T) {
 		}
 		return 0, nil
 	}}
-	if err := settle(context.Background(), o); err != nil {
+	changed, err := settle(context.Background(), o)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if time.Now().Before(busyUntil.Add(QuietFor)) {
 		t.Fatal("settle returned while the target was busy or before it was quiet long enough")
 	}
+	// Activity is polled every 250 ms: the last change seen is the last poll
+	// before busyUntil or the first after.
+	if changed.Before(busyUntil.Add(-time.Second)) || time.Since(changed) < QuietFor {
+		t.Errorf("last seen busy %s before busyUntil, %s ago", busyUntil.Sub(changed), time.Since(changed))
+	}
 
 	calls.Store(0)
 	o.Settle = 0
-	if err := settle(context.Background(), o); err != nil || calls.Load() != 0 {
+	if _, err := settle(context.Background(), o); err != nil || calls.Load() != 0 {
 		t.Fatalf("a zero Settle: %v, %d activity calls", err, calls.Load())
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	o.Settle = time.Hour
-	if err := settle(ctx, o); !errors.Is(err, context.Canceled) {
+	if _, err := settle(ctx, o); !errors.Is(err, context.Canceled) {
 		t.Fatalf("settle with a cancelled context: %v", err)
 	}
 }

@@ -158,6 +158,19 @@ func (db *DB) finishCut() {
 	db.flushed = make(chan struct{})
 }
 
+// cutProcs is how many goroutines a cut writes span data with. A cut of a
+// full buffer races the next one to fill, which writers would then wait
+// for, so it takes every CPU; one that the flush interval brought about,
+// under light load or once ingest pauses, leaves one to reads, which would
+// otherwise queue behind the cut's goroutines for up to a time slice each.
+func cutProcs(full bool) int {
+	n := runtime.GOMAXPROCS(0)
+	if !full {
+		n--
+	}
+	return max(1, n)
+}
+
 // minTracesPerWriter keeps a small block from being split among data
 // writers, where starting goroutines and files would cost more than it saves.
 const minTracesPerWriter = 2048
@@ -170,10 +183,11 @@ const minTracesPerWriter = 2048
 // deleted at open. It returns the partitions written.
 //
 // A cut is the one part of ingest that does not run on the writers'
-// goroutines, and writers wait for it when the next buffer fills, so it uses
-// every CPU: the traces are split into contiguous ranges, each written to
-// its own data sstables (one per partition) by its own goroutine, while the
-// search index is finished beside them.
+// goroutines, and writers wait for it when the next buffer fills, so a cut
+// of a full buffer uses every CPU: the traces are split into contiguous
+// ranges, each written to its own data sstables (one per partition) by its
+// own goroutine, while the search index is finished beside them. Any other
+// cut leaves a CPU to reads (see cutProcs).
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
 	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
@@ -214,13 +228,21 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		segErr    error
 		indexDone = make(chan struct{})
 	)
-	go func() {
+	finishIndex := func() {
 		defer close(indexDone)
 		segPaths, segErr = db.writeSegments(dir, buf.block, segments)
-	}()
+	}
+	// A cut that leaves a processor to reads finishes the search index
+	// first rather than beside the data writers.
+	full := buf.bytes >= db.opts.BufferBytes
+	if full {
+		go finishIndex()
+	} else {
+		finishIndex()
+	}
 	defer func() { <-indexDone }()
 
-	writers := min(runtime.GOMAXPROCS(0), max(1, len(traces)/minTracesPerWriter))
+	writers := min(cutProcs(full), max(1, len(traces)/minTracesPerWriter))
 	results := make([]dataResult, writers)
 	var wg sync.WaitGroup
 	for w, r := range splitTraces(traces, writers) {

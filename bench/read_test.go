@@ -1,0 +1,71 @@
+package bench
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// TestSamplerPicksWholeTraces checks that a sampler draws only traces whose
+// every request was among those sent, from every round sent whole, and
+// from every size class the pool has.
+func TestSamplerPicksWholeTraces(t *testing.T) {
+	pool, err := NewPool(Config{Seed: 3, BatchSpans: 100, LargeTraceEvery: 50, TracesPerSecond: 10_000}, 30_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSampler(pool)
+	per := uint64(pool.Requests())
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, sent := range []uint64{0, 1, per / 2, per, per + 7, 3 * per} {
+		whole := map[[16]byte]int{} // trace ID in its round: size class
+		for c := range sizeClasses {
+			for _, i := range s.byClass[c] {
+				tr := pool.traces[i]
+				for round := uint64(0); round*per+uint64(tr.Last) < sent; round++ {
+					whole[TraceIDIn(tr.ID, round)] = c
+				}
+			}
+		}
+		for c := range sizeClasses {
+			rounds := map[[16]byte]bool{}
+			for range 200 {
+				p, ok := s.pick(rng, c, sent)
+				if !ok {
+					continue
+				}
+				if got, sentWhole := whole[p.id]; !sentWhole || got != c {
+					t.Fatalf("sent %d: picked %x, class %d, which was not sent whole in class %d", sent, p.id, got, c)
+				}
+				rounds[p.id] = true
+			}
+			if n := s.count(c, sent); n > 0 && len(rounds) == 0 {
+				t.Errorf("sent %d: no pick of class %d among %d whole traces", sent, c, n)
+			}
+		}
+	}
+}
+
+// TestBackgroundPhaseWindow checks that a phase reports the reads that
+// started within its bounds, by size class and search shape.
+func TestBackgroundPhaseWindow(t *testing.T) {
+	start := time.Now()
+	at := func(sec float64) time.Time { return start.Add(time.Duration(sec * float64(time.Second))) }
+	b := &background{stop: make(chan struct{}), traces: make([][]timedRead, len(sizeClasses)),
+		searches: make([][]timedRead, len(searchShapes))}
+	for i := range 10 {
+		b.traces[1] = append(b.traces[1], timedRead{at: at(float64(i)), d: time.Duration(i+1) * time.Millisecond, id: [16]byte{byte(i % 3)}})
+		b.searches[2] = append(b.searches[2], timedRead{at: at(float64(i) + 0.5), d: time.Millisecond, found: 20})
+	}
+	ph := b.finish(start, at(2), at(6))
+	if ph.FromSec != 2 || ph.ToSec != 6 {
+		t.Errorf("phase from %gs to %gs, want 2 to 6", ph.FromSec, ph.ToSec)
+	}
+	if len(ph.GetTraces) != 1 || ph.GetTraces[0].Class != sizeClasses[1].name || ph.GetTraces[0].Queries != 4 ||
+		ph.GetTraces[0].Traces != 3 || ph.GetTraces[0].P50Ms != 5 || ph.GetTraces[0].MaxMs != 6 {
+		t.Errorf("trace reads %+v, want 4 of class %s, of 3 traces, 3 to 6 ms", ph.GetTraces, sizeClasses[1].name)
+	}
+	if len(ph.Searches) != 1 || ph.Searches[0].Shape != searchShapes[2].name || ph.Searches[0].Queries != 4 || ph.Searches[0].MeanTraces != 20 {
+		t.Errorf("searches %+v, want 4 of shape %s", ph.Searches, searchShapes[2].name)
+	}
+}
