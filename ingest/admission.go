@@ -17,13 +17,78 @@ type budget struct {
 	mu    sync.Mutex
 	used  int64
 	ahead int64 // the part of used reserved for messages not yet read
-	wait  int   // requests waiting for budget
-	// freed is closed, and replaced, whenever part of the budget is given
-	// back, waking the requests that wait for it.
-	freed chan struct{}
+	// queue holds the requests waiting for budget, in arrival order. A
+	// release wakes only those it admits: waking every waiter on every
+	// release had a dozen goroutines run for nothing each time, and the
+	// reads and exports queued behind them waited for processors.
+	queue []*waiter
 }
 
-func newBudget(limit int64) *budget { return &budget{limit: limit, freed: make(chan struct{})} }
+// waiter is a request waiting for its reservation r to grow to n bytes;
+// ready is closed once it has.
+type waiter struct {
+	r     *reservation
+	n     int64
+	ready chan struct{}
+}
+
+func newBudget(limit int64) *budget { return &budget{limit: limit} }
+
+// fits reports whether r may grow to n bytes now: it may if the budget has
+// room, or if it is alone in flight. The caller holds mu.
+func (b *budget) fits(r *reservation, n int64) bool {
+	others := b.used - r.n
+	return others == 0 || others+n <= b.limit
+}
+
+// grant grows r to n bytes. The caller holds mu.
+func (b *budget) grant(r *reservation, n int64) {
+	b.used += n - r.n
+	if r.ahead {
+		b.ahead += n - r.n
+	}
+	r.n = n
+}
+
+// admit grants what now fits to the waiting requests, first come first
+// served among new requests, so that a large one is not passed over for
+// ever; a request already holding part of the budget, growing as its body
+// arrives, is granted whenever it fits, since finishing it frees memory
+// soonest. The caller holds mu.
+func (b *budget) admit() {
+	blocked := false // a new request that does not fit: new ones after it wait
+	kept := b.queue[:0]
+	for _, w := range b.queue {
+		if (w.r.n > 0 || !blocked) && b.fits(w.r, w.n) {
+			b.grant(w.r, w.n)
+			close(w.ready)
+			continue
+		}
+		blocked = blocked || w.r.n == 0
+		kept = append(kept, w)
+	}
+	clear(b.queue[len(kept):])
+	b.queue = kept
+}
+
+// leave takes w out of the queue, unless it was granted meanwhile, and
+// reports whether it was.
+func (b *budget) leave(w *waiter) (granted bool) {
+	select {
+	case <-w.ready:
+		return true
+	default:
+	}
+	for i, q := range b.queue {
+		if q == w {
+			b.queue = append(b.queue[:i], b.queue[i+1:]...)
+			break
+		}
+	}
+	// A new request that blocked the ones behind it no longer does.
+	b.admit()
+	return false
+}
 
 // inUse is the memory reserved now.
 func (b *budget) inUse() int64 {
@@ -44,7 +109,7 @@ func (b *budget) held() int64 {
 func (b *budget) waiters() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.wait
+	return len(b.queue)
 }
 
 // reservation is a request's share of the budget. It grows before the
@@ -71,41 +136,41 @@ func (r *reservation) grow(n int64) error {
 	if n <= r.n {
 		return nil
 	}
-	ctx := r.ctx
 	b := r.svc.budget
-	var expired <-chan time.Time
-	for {
-		b.mu.Lock()
-		others := b.used - r.n
-		if others == 0 || others+n <= b.limit {
-			b.used += n - r.n
-			if r.ahead {
-				b.ahead += n - r.n
-			}
-			b.mu.Unlock()
-			r.n = n
-			return nil
-		}
-		freed := b.freed
-		if expired == nil {
-			b.wait++
-			defer b.stopWaiting()
-			t := time.NewTimer(r.svc.admitWait(ctx))
-			defer t.Stop()
-			expired = t.C
-		}
+	b.mu.Lock()
+	if (r.n > 0 || len(b.queue) == 0) && b.fits(r, n) {
+		b.grant(r, n)
 		b.mu.Unlock()
-		select {
-		case <-freed:
-		case <-expired:
-			r.svc.metrics.refused.WithLabelValues(r.proto, causeOverloaded).Inc()
-			return r.svc.retryable(codes.ResourceExhausted,
-				fmt.Sprintf("cairn is taking in as many requests as its memory bound allows (%d MiB); retry later", b.limit>>20))
-		case <-ctx.Done():
-			r.svc.metrics.refused.WithLabelValues(r.proto, causeCanceled).Inc()
-			return status.FromContextError(ctx.Err()).Err()
-		}
+		return nil
 	}
+	w := &waiter{r: r, n: n, ready: make(chan struct{})}
+	b.queue = append(b.queue, w)
+	b.mu.Unlock()
+
+	t := time.NewTimer(r.svc.admitWait(r.ctx))
+	defer t.Stop()
+	var err error
+	select {
+	case <-w.ready:
+		return nil
+	case <-t.C:
+		err = r.svc.retryable(codes.ResourceExhausted,
+			fmt.Sprintf("cairn is taking in as many requests as its memory bound allows (%d MiB); retry later", b.limit>>20))
+	case <-r.ctx.Done():
+		err = status.FromContextError(r.ctx.Err()).Err()
+	}
+	b.mu.Lock()
+	granted := b.leave(w)
+	b.mu.Unlock()
+	if granted {
+		return nil
+	}
+	cause := causeOverloaded
+	if r.ctx.Err() != nil {
+		cause = causeCanceled
+	}
+	r.svc.metrics.refused.WithLabelValues(r.proto, cause).Inc()
+	return err
 }
 
 // force raises the reservation to n bytes at once, fit or not: it accounts
@@ -133,12 +198,6 @@ func (r *reservation) growAhead(n int64) error {
 	return r.grow(n)
 }
 
-func (b *budget) stopWaiting() {
-	b.mu.Lock()
-	b.wait--
-	b.mu.Unlock()
-}
-
 // shrink lowers the reservation to n bytes, if it is larger; either way
 // the reservation no longer stands for a message not yet read.
 func (r *reservation) shrink(n int64) {
@@ -153,10 +212,9 @@ func (r *reservation) shrink(n int64) {
 		return
 	}
 	b.used -= r.n - n
-	close(b.freed)
-	b.freed = make(chan struct{})
-	b.mu.Unlock()
 	r.n = n
+	b.admit()
+	b.mu.Unlock()
 }
 
 func (r *reservation) release() { r.shrink(0) }
