@@ -88,11 +88,7 @@ func serve(t *testing.T, db *storage.DB) *grpc.ClientConn {
 }
 
 func countSpans(t *testing.T, conn *grpc.ClientConn, q *jaegerpb.GetTraceParams) (int, error) {
-	stream, err := jaegerpb.NewTraceReaderClient(conn).GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{q}})
-	if err != nil {
-		return 0, err
-	}
-	return drainSpans(stream)
+	return countSpansWith(jaegerpb.NewTraceReaderClient(conn), q)
 }
 
 // drainSpans counts the spans of a stream of chunks until it ends.
