@@ -38,10 +38,6 @@ type Reader interface {
 // Options.MaxSearchDepth says otherwise.
 const DefaultMaxSearchDepth = 1000
 
-// DefaultMaxTraceIDs is the most trace IDs a GetTraces request may name unless
-// Options.MaxTraceIDs says otherwise.
-const DefaultMaxTraceIDs = 1000
-
 // Options configures the query service. The zero value is valid.
 type Options struct {
 	// MaxMessageBytes bounds every response message: each streamed
@@ -120,7 +116,7 @@ func (o *Options) EnsureDefaults() Options {
 		c.MaxSearchDepth = DefaultMaxSearchDepth
 	}
 	if c.MaxTraceIDs <= 0 {
-		c.MaxTraceIDs = DefaultMaxTraceIDs
+		c.MaxTraceIDs = 1000
 	}
 	if c.MaxReads <= 0 {
 		c.MaxReads = 32
