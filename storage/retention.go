@@ -405,18 +405,12 @@ func commitDeletes(store *pebble.DB, ranges [][2][]byte, points [][]byte) error 
 // go of, deleted as soon as no read holds them, and the sstables that
 // compactions (recompression) are writing, which replace others.
 func (db *DB) retainedBytes() (int64, error) {
-	size, err := db.diskBytes()
+	size, err := db.walBytes()
 	for _, store := range []*pebble.DB{db.idx, db.spans} {
 		m := store.Metrics()
-		size -= int64(m.Table.Local.ObsoleteSize+m.Table.Local.ZombieSize+m.WAL.ObsoletePhysicalSize) + m.Compact.InProgressBytes
+		size += int64(m.DiskSpaceUsage()) - int64(m.Table.Local.ObsoleteSize+m.Table.Local.ZombieSize+m.WAL.ObsoletePhysicalSize) - m.Compact.InProgressBytes
 	}
 	return size, err
-}
-
-// diskBytes is the size of the store: Pebble's files and the write-ahead log.
-func (db *DB) diskBytes() (int64, error) {
-	wal, err := db.walBytes()
-	return int64(db.idx.Metrics().DiskSpaceUsage()+db.spans.Metrics().DiskSpaceUsage()) + wal, err
 }
 
 // walBytes is the size of the write-ahead log's segments.
