@@ -182,12 +182,8 @@ func (r *reservation) force(n int64) {
 	}
 	b := r.svc.budget
 	b.mu.Lock()
-	b.used += n - r.n
-	if r.ahead {
-		b.ahead += n - r.n
-	}
+	b.grant(r, n)
 	b.mu.Unlock()
-	r.n = n
 }
 
 // growAhead is grow for memory a message may take as it is read, which

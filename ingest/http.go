@@ -57,7 +57,7 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// before it is read: the server reads what is left of it before it
 	// takes the connection's next request.
 	rc := http.NewResponseController(w)
-	timeout := h.bodyTimeout(r)
+	timeout := h.svc.bodyTimeout(r.ContentLength)
 	deadline := rc.SetReadDeadline(time.Now().Add(timeout)) == nil
 	media := mediaType(r.Header.Get("Content-Type"))
 	content := responseType(media)
@@ -132,13 +132,13 @@ func (e *httpError) Error() string { return e.st.Message() }
 // on average; see Options.BodyTimeout.
 const minBodyRate = 1 << 20
 
-// bodyTimeout is how long r's body may take to arrive.
-func (h *httpHandler) bodyTimeout(r *http.Request) time.Duration {
-	expect := r.ContentLength
-	if expect < 0 {
-		expect = int64(h.svc.opts.MaxRequestBytes)
+// bodyTimeout is how long a body of size bytes may take to arrive; a size
+// that is not known (negative) may be as large as MaxRequestBytes.
+func (svc *Service) bodyTimeout(size int64) time.Duration {
+	if size < 0 {
+		size = int64(svc.opts.MaxRequestBytes)
 	}
-	return h.svc.opts.BodyTimeout + time.Duration(expect)*time.Second/minBodyRate
+	return svc.opts.BodyTimeout + time.Duration(size)*time.Second/minBodyRate
 }
 
 // read reads the request's body, decompressed and within

@@ -150,7 +150,7 @@ func (svc *Service) receive(dec func(any) error, res *reservation) ([]byte, erro
 		r.err = dec(&r.req)
 		got <- r
 	}()
-	timeout := svc.opts.BodyTimeout + time.Duration(svc.opts.MaxRequestBytes)*time.Second/minBodyRate
+	timeout := svc.bodyTimeout(-1) // the size is known only once the message is read
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {

@@ -100,16 +100,15 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns"); err != nil {
+	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns",
+		"query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
 		return err
 	}
-	if cfg.futureTolerance <= 0 { // storage would take zero for its default
-		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
-	}
-	if cfg.dictionaryCache <= 0 {
-		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
-	}
 	switch {
+	case cfg.futureTolerance <= 0: // storage would take zero for its default
+		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
+	case cfg.dictionaryCache <= 0:
+		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.maxStreams <= 0:
@@ -122,9 +121,6 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
 		}
-	}
-	if err := refuseNegative(fs, "query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
-		return err
 	}
 	// By default the collector lets the heap grow to twice what is live; under
 	// sustained ingest that is the difference between fitting a memory budget
