@@ -80,11 +80,16 @@ func (db *DB) openStore(name string, po *pebble.Options) (*pebble.DB, error) {
 		}
 	}
 	if len(damaged) == 0 {
+		// The store no longer uses any of them, so its statistics can be
+		// loaded; the tables need no second look.
 		if err := store.Close(); err != nil {
 			return nil, fmt.Errorf("open %s store: %w", name, err)
 		}
 		po.DisableTableStats = false
-		return db.openStore(name, po)
+		if store, err = pebble.Open(dir, po); err != nil {
+			return nil, fmt.Errorf("open %s store: %w", name, err)
+		}
+		return store, nil
 	}
 	slices.Sort(damaged)
 	for _, path := range slices.Compact(damaged) {
