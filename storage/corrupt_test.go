@@ -3,27 +3,26 @@ package storage
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
-	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"testing"
 
 	"cairn/bench"
 	"cairn/internal/otlptest"
 	"cairn/storage/internal/keys"
+	"cairn/storage/internal/wal"
 )
 
 // tables lists the sstables that a store of the closed store in dir uses,
@@ -381,60 +380,58 @@ func TestDamagedPostings(t *testing.T) {
 	repairAndRead(t, dir, want, nil)
 }
 
-// walRecords frames payloads as write-ahead-log records.
-func walRecords(payloads ...[]byte) []byte {
-	var out []byte
-	for _, p := range payloads {
-		enc := s2.Encode(nil, p)
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(enc)))
-		out = binary.LittleEndian.AppendUint32(out, crc32.Checksum(enc, castagnoli))
-		out = append(out, enc...)
+// TestCheckSegment checks that check reads the write-ahead log as replay
+// does: a damaged record with intact ones after it is damage, named with
+// where it is and how much replay skips; a partial record at the end is a
+// write never acknowledged.
+func TestCheckSegment(t *testing.T) {
+	dir := t.TempDir()
+	l, err := wal.Open(dir, wal.Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
-}
-
-func TestCheckRecords(t *testing.T) {
-	a, b, c := bytes.Repeat([]byte("a"), 300), bytes.Repeat([]byte("bc"), 500), []byte("c")
-	seg := walRecords(a, b, c)
-	second := len(walRecords(a))
-	third := len(walRecords(a, b))
-	flipPayload := slices.Clone(seg)
-	flipPayload[second+walHeader+3] ^= 1
-	flipLength := slices.Clone(seg)
-	flipLength[second+1] ^= 0x40
-	for _, tc := range []struct {
-		name      string
-		seg       []byte
-		off, lost int
-		ok        bool
-	}{
-		{"intact", seg, 0, 0, true},
-		{"torn tail", seg[:len(seg)-1], 0, 0, true},
-		{"damaged payload", flipPayload, second, third - second, false},
-		{"damaged length", flipLength, second, third - second, false},
-	} {
-		off, lost, ok := checkRecords(tc.seg)
-		if off != tc.off || lost != tc.lost || ok != tc.ok {
-			t.Errorf("%s: got %d, %d, %v; want %d, %d, %v", tc.name, off, lost, ok, tc.off, tc.lost, tc.ok)
+	for _, p := range [][]byte{bytes.Repeat([]byte("a"), 300), bytes.Repeat([]byte("bc"), 500), []byte("c")} {
+		w, err := l.Append(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Wait(); err != nil {
+			t.Fatal(err)
 		}
 	}
-}
-
-func FuzzCheckRecords(f *testing.F) {
-	f.Add(walRecords([]byte("span"), []byte("more spans")))
-	f.Fuzz(func(t *testing.T, seg []byte) {
-		off, lost, ok := checkRecords(seg)
-		if ok {
-			return
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	paths, err := filepath.Glob(filepath.Join(dir, "*.wal"))
+	if err != nil || len(paths) != 1 {
+		t.Fatalf("segments %v, %v", paths, err)
+	}
+	seg, err := os.ReadFile(paths[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := checkSegment(paths[0]); !ok {
+		t.Fatal("an intact segment reported damaged")
+	}
+	write := func(b []byte) string {
+		if err := os.WriteFile(paths[0], b, 0o600); err != nil {
+			t.Fatal(err)
 		}
-		// The damage ends where an intact record starts.
-		if lost <= 0 || off+lost >= len(seg) {
-			t.Fatalf("damage at %d, %d bytes, in %d", off, lost, len(seg))
-		}
-		if _, intact := walRecord(seg[off+lost:]); !intact {
-			t.Fatalf("no intact record after the damage at %d+%d", off, lost)
-		}
-	})
+		return paths[0]
+	}
+	if d, ok := checkSegment(write(seg[:len(seg)-1])); !ok {
+		t.Fatalf("a partial last record reported as damage: %+v", d)
+	}
+	// A byte in the middle of the second record's payload.
+	flipped := slices.Clone(seg)
+	flipped[len(seg)/2] ^= 1
+	d, ok := checkSegment(write(flipped))
+	if ok {
+		t.Fatal("a damaged record went unreported")
+	}
+	if d.Offset <= 0 || d.Offset > int64(len(seg)/2) || d.Lost <= 0 || d.Offset+d.Lost >= int64(len(seg)) {
+		t.Fatalf("damage at %d, %d bytes, in a segment of %d with the flip at %d", d.Offset, d.Lost, len(seg), len(seg)/2)
+	}
 }
 
 // TestDamagedGroups damages the block of the index store that holds the

@@ -509,6 +509,13 @@ func (l *Log) read(seg uint64) ([]byte, error) {
 	return data, nil
 }
 
+// Check returns the stretches of a segment's contents that Replay would
+// skip, and why, without replaying them: for checking a log offline.
+func Check(data []byte) []Loss {
+	losses, _ := scan(data, func([]byte) error { return nil })
+	return losses
+}
+
 // scan calls fn for each intact record of a segment's contents and returns
 // the stretches it skipped. A segment without an intact header of this
 // version is read as version 1 if its first record is an intact version 1
