@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -184,7 +183,7 @@ func firstLine(err error) string {
 
 // partitionName is the hour a partition holds, for messages.
 func partitionName(p uint32) string {
-	return time.Unix(0, int64(uint64(p)*partitionNanos)).UTC().Format("2006-01-02T15Z")
+	return partitionTime(p).Format("2006-01-02T15Z")
 }
 
 // noteDamage records a damaged file: the corruption fault names every
