@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cairn/internal/bulk"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -85,6 +86,11 @@ type Options struct {
 	//
 	// The default is none: browsers may not export across origins.
 	CORSAllowedOrigins []string
+
+	// Bulk parses requests, at a priority below reads'.
+	//
+	// The default, nil, parses them on the handling goroutine.
+	Bulk *bulk.Pool
 
 	// Authorize, if set, vets each OTLP/HTTP export before its body is
 	// read; one it refuses is answered 401 with the error's message, with

@@ -217,7 +217,9 @@ func (svc *Service) export(ctx context.Context, proto string, req []byte, res *r
 	}
 	batch := svc.batches.Get().(*otlpwire.Batch)
 	defer svc.recycle(batch)
-	if err := otlpwire.Parse(req, batch, svc.w.Accepts()); err != nil {
+	var err error
+	svc.opts.Bulk.Do(func() { err = otlpwire.Parse(req, batch, svc.w.Accepts()) })
+	if err != nil {
 		svc.metrics.refused.WithLabelValues(proto, causeMalformed).Inc()
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -535,12 +535,18 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	}
 	// A writer waiting for buffer space is load too.
 	db.lastWrite.Store(db.opts.Now().UnixNano())
-	prep := prepare(batch, db.resources)
 	// The log copies the record, so its buffer goes back to the pool at once.
 	encBuf := recordBufs.Get().(*[]byte)
 	defer recordBufs.Put(encBuf)
-	*encBuf = slices.Grow((*encBuf)[:0], s2.MaxEncodedLen(len(req)))
-	rec := s2.Encode((*encBuf)[:cap(*encBuf)], req)
+	var (
+		prep *prepared
+		rec  []byte
+	)
+	db.opts.Bulk.Do(func() {
+		prep = prepare(batch, db.resources)
+		*encBuf = slices.Grow((*encBuf)[:0], s2.MaxEncodedLen(len(req)))
+		rec = s2.Encode((*encBuf)[:cap(*encBuf)], req)
+	})
 
 	db.mu.Lock()
 	for db.live.bytes >= db.opts.BufferBytes && db.frozen != nil && !db.closed {

@@ -163,8 +163,11 @@ func (db *DB) finishCut() {
 // for, so it takes every CPU; one that the flush interval brought about,
 // under light load or once ingest pauses, leaves one to reads, which would
 // otherwise queue behind the cut's goroutines for up to a time slice each.
-func cutProcs(full bool) int {
+func (db *DB) cutProcs(full bool) int {
 	n := runtime.GOMAXPROCS(0)
+	if db.opts.Bulk != nil {
+		n = db.opts.Bulk.Workers()
+	}
 	if !full {
 		n--
 	}
@@ -187,7 +190,8 @@ const minTracesPerWriter = 2048
 // of a full buffer uses every CPU: the traces are split into contiguous
 // ranges, each written to its own data sstables (one per partition) by its
 // own goroutine, while the search index is finished beside them. Any other
-// cut leaves a CPU to reads (see cutProcs).
+// cut leaves a CPU to reads (see cutProcs). The sstables are built on the
+// bulk pool's workers, if there is one.
 func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	dir := filepath.Join(db.dir, "ingest")
 	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
@@ -230,7 +234,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	)
 	finishIndex := func() {
 		defer close(indexDone)
-		segPaths, segErr = db.writeSegments(dir, buf.block, segments)
+		db.opts.Bulk.Do(func() { segPaths, segErr = db.writeSegments(dir, buf.block, segments) })
 	}
 	// A cut that leaves a processor to reads finishes the search index
 	// first rather than beside the data writers.
@@ -242,14 +246,14 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}
 	defer func() { <-indexDone }()
 
-	writers := min(cutProcs(full), max(1, len(traces)/minTracesPerWriter))
+	writers := min(db.cutProcs(full), max(1, len(traces)/minTracesPerWriter))
 	results := make([]dataResult, writers)
 	var wg sync.WaitGroup
 	for w, r := range splitTraces(traces, writers) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[w] = db.writeData(dir, w, buf.block, r)
+			db.opts.Bulk.Do(func() { results[w] = db.writeData(dir, w, buf.block, r) })
 		}()
 	}
 	wg.Wait()

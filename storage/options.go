@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cairn/internal/bulk"
 	"log/slog"
 	"time"
 
@@ -101,6 +102,15 @@ type Options struct {
 	//
 	// The default is vfs.Default.
 	FS vfs.FS
+
+	// Bulk runs the CPU-heavy parts of writes (preparing a request for the
+	// buffer and compressing it for the log) and of cuts (building data and
+	// index sstables), at a priority below reads'. A cut writes with as
+	// many goroutines as it has workers.
+	//
+	// The default, nil, runs them on the calling goroutines, and cuts with
+	// GOMAXPROCS goroutines.
+	Bulk *bulk.Pool
 
 	// Now returns the current time; tests replace it.
 	//

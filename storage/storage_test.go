@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cairn/internal/bulk"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -225,7 +226,10 @@ func TestUnknownTrace(t *testing.T) {
 // store closes: nothing may race, panic, or leak an iterator, and every read
 // either succeeds or reports ErrClosed.
 func TestConcurrentReadsWritesAndClose(t *testing.T) {
-	db, err := Open(t.TempDir(), &Options{BufferBytes: 256 << 10, FlushInterval: 5 * time.Millisecond})
+	// Writes and cuts run their heavy parts on a bulk pool, as in a server.
+	pool := bulk.New(&bulk.Options{Workers: 2})
+	t.Cleanup(pool.Close)
+	db, err := Open(t.TempDir(), &Options{BufferBytes: 256 << 10, FlushInterval: 5 * time.Millisecond, Bulk: pool})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cairn/internal/bulk"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -57,6 +59,7 @@ type serverConfig struct {
 	diskReserve     int64
 	futureTolerance time.Duration
 	dictionaryCache int
+	bulk            bulk.Options
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -95,12 +98,13 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
 	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
+	fs.IntVar(&cfg.bulk.Nice, "ingest-nice", 10, "how much lower than a read's the scheduling priority of ingest's CPU-heavy work is (parsing, cuts), as a nice value up to 19; 0 for the same")
 	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns",
+	if err := refuseNegative(fs, "ingest-nice", "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns",
 		"query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
 		return err
 	}
@@ -113,10 +117,21 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.maxStreams <= 0:
 		return usagef("--otlp-grpc-max-streams %d is not positive", cfg.maxStreams)
+	case cfg.bulk.Nice > 19:
+		return usagef("--ingest-nice %d is above 19, the lowest priority", cfg.bulk.Nice)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
 	}
 	restrictFileModes()
+	if cfg.bulk.Nice == 0 {
+		cfg.bulk.Nice = -1 // bulk.Options takes 0 for its default
+	}
+	// Ingest's heavy work runs on one worker per CPU; one processor more
+	// than that is left to everything else, reads first (see package bulk).
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		cfg.bulk.Workers = runtime.GOMAXPROCS(0)
+		runtime.GOMAXPROCS(cfg.bulk.Workers + 1)
+	}
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {
 			cfg.corsOrigins = append(cfg.corsOrigins, strings.TrimSpace(o))
@@ -161,6 +176,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 // server is a running cairn: storage and its listeners.
 type server struct {
 	db       *storage.DB
+	bulk     *bulk.Pool // ingest's heavy work, closed after db
 	otlp     *grpc.Server
 	otlpHTTP *http.Server // nil when off
 	query    *grpc.Server
@@ -285,7 +301,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		go s.serveHTTP(s.admin, l, adminTLS)
 	}
 
+	s.bulk = bulk.New(&cfg.bulk)
+	ingestOpts.Bulk = s.bulk
 	s.db, err = storage.Open(cfg.dataDir, &storage.Options{
+		Bulk:            s.bulk,
 		Logger:          cfg.log,
 		FlushInterval:   cfg.flushInterval,
 		RecompressAfter: cfg.recompressAfter,
@@ -297,11 +316,13 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		DictionaryCache:  cfg.dictionaryCache,
 	})
 	if err != nil {
+		s.bulk.Close()
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			s.db.Close()
+			s.bulk.Close()
 		}
 	}()
 	if ingestTokens != nil {
@@ -467,6 +488,7 @@ func (s *server) shutdown() error {
 		wg.Wait()
 		drain(s.query)
 		errs = append(errs, s.db.Close())
+		s.bulk.Close()
 		close(s.stop)
 		s.loops.Wait()
 		if s.admin != nil {
