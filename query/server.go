@@ -133,19 +133,36 @@ func (o *Options) EnsureDefaults() Options {
 	return c
 }
 
-// NewServer returns a gRPC server with the TraceReader and Capabilities
-// services of jaeger.storage.v2, gRPC health and server reflection.
-func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
+// Service answers queries, over gRPC (Server) and over HTTP (HTTPHandler),
+// both within one set of bounds: its slots for reads and searches are
+// shared.
+type Service struct{ svc *service }
+
+// NewService returns a query service reading from r.
+func NewService(r Reader, o *Options) *Service {
 	c := o.EnsureDefaults()
-	if c.Metrics != nil {
-		opts = append(c.Metrics.serverOptions(), opts...)
-	}
-	svc := &service{
+	return &Service{svc: &service{
 		r:            r,
 		opts:         c,
 		reads:        newGate(c.MaxReads, "reads", "--query-max-reads", c.MaxQueueWait),
 		searches:     newGate(c.MaxSearches, "searches and large reads", "--query-max-searches", c.MaxQueueWait),
 		timeoutCause: fmt.Errorf("%w: the query ran past the server's limit of %v (--query-timeout)", errQueryTimeout, c.Timeout),
+	}}
+}
+
+// NewServer returns the gRPC server of a query service of its own; see
+// Service.Server.
+func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
+	return NewService(r, o).Server(opts...)
+}
+
+// Server returns a gRPC server with the TraceReader and Capabilities
+// services of jaeger.storage.v2, gRPC health and server reflection.
+func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
+	svc := q.svc
+	c := svc.opts
+	if c.Metrics != nil {
+		opts = append(c.Metrics.serverOptions(), opts...)
 	}
 	opts = append(opts, rawcodec.ServerOption(),
 		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
@@ -187,7 +204,7 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 		return err
 	}
 	defer leave()
-	out := &sender{s: s, ctx: ctx, stream: stream}
+	out := &sender{s: s, ctx: ctx, emit: rawSender(stream)}
 	defer out.close()
 	var damaged []string
 	for _, w := range wanted {
@@ -266,12 +283,17 @@ func widen(a, b storage.TimeRange) storage.TimeRange {
 // it goes on: a huge trace, or many traces, cost what a search costs, and
 // must not crowd out ingest or take memory any more than searches may.
 type sender struct {
-	s      *service
-	ctx    context.Context
-	stream grpc.ServerStream
-	sent   int
-	heavy  bool   // holds a search slot, or runs under one
-	leave  func() // gives back the slot this sender took
+	s     *service
+	ctx   context.Context
+	emit  func(chunk []byte) error // an encoded TracesData
+	sent  int
+	heavy bool   // holds a search slot, or runs under one
+	leave func() // gives back the slot this sender took
+}
+
+// rawSender sends encoded chunks on a gRPC stream as they are.
+func rawSender(stream grpc.ServerStream) func([]byte) error {
+	return func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }
 }
 
 func (o *sender) send(b []byte) error {
@@ -282,7 +304,7 @@ func (o *sender) send(b []byte) error {
 		return err
 	}
 	o.sent += len(b)
-	return o.stream.SendMsg(rawcodec.Message(b))
+	return o.emit(b)
 }
 
 // weigh takes a search slot if a read is about to handle more than a

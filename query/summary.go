@@ -2,6 +2,7 @@ package query
 
 import (
 	"cmp"
+	"context"
 	"math"
 	"slices"
 
@@ -16,14 +17,33 @@ import (
 // FindTraceSummaries streams a summary of each matching trace, the most
 // recent first.
 func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
-	ctx := stream.Context()
-	found, leave, err := s.find(ctx, req.GetQuery())
+	// Summaries go out in as many messages as keep each within the limit.
+	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
+	err := s.summaries(stream.Context(), req.GetQuery(), func(ts *jaegerpb.TraceSummary) error {
+		n := embedded(proto.Size(ts))
+		if size+n > s.opts.MaxMessageBytes && len(resp.Summaries) > 0 {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+			resp, size = &jaegerpb.FindTraceSummariesResponse{}, 0
+		}
+		resp.Summaries, size = append(resp.Summaries, ts), size+n
+		return nil
+	})
+	if err != nil || len(resp.Summaries) == 0 {
+		return err
+	}
+	return stream.Send(resp)
+}
+
+// summaries searches and calls fn with a summary of each matching trace,
+// the most recent first.
+func (s *service) summaries(ctx context.Context, p *jaegerpb.TraceQueryParameters, fn func(*jaegerpb.TraceSummary) error) error {
+	found, leave, err := s.find(ctx, p)
 	if err != nil {
 		return err
 	}
 	defer leave()
-	// Summaries go out in as many messages as keep each within the limit.
-	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
 	for _, f := range found {
 		sum := newSummary(f.ID)
 		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, nil, func(t *storage.Trace) error {
@@ -41,20 +61,11 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 		case !ok:
 			continue
 		}
-		ts := sum.finish()
-		n := embedded(proto.Size(ts))
-		if size+n > s.opts.MaxMessageBytes && len(resp.Summaries) > 0 {
-			if err := stream.Send(resp); err != nil {
-				return err
-			}
-			resp, size = &jaegerpb.FindTraceSummariesResponse{}, 0
+		if err := fn(sum.finish()); err != nil {
+			return err
 		}
-		resp.Summaries, size = append(resp.Summaries, ts), size+n
 	}
-	if len(resp.Summaries) == 0 {
-		return nil
-	}
-	return stream.Send(resp)
+	return nil
 }
 
 // summary computes a trace's summary from its spans, a piece at a time. It

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -24,32 +23,14 @@ type attrFlags []*jaegerpb.KeyValue
 
 func (a *attrFlags) String() string { return "" }
 
-// Set parses key=value. The value is an int, a double or a bool if it reads
-// as one, and a string otherwise; a value in double quotes is always a
-// string.
+// Set parses a condition as query.ParseAttribute does.
 func (a *attrFlags) Set(s string) error {
-	k, v, ok := strings.Cut(s, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("attribute %q is not key=value", s)
+	kv, err := query.ParseAttribute(s)
+	if err != nil {
+		return err
 	}
-	*a = append(*a, &jaegerpb.KeyValue{Key: k, Value: typedValue(v)})
+	*a = append(*a, kv)
 	return nil
-}
-
-func typedValue(v string) *jaegerpb.AnyValue {
-	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v[1 : len(v)-1]}}
-	}
-	if i, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_IntValue{IntValue: i}}
-	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil {
-		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_DoubleValue{DoubleValue: f}}
-	}
-	if b, err := strconv.ParseBool(v); err == nil && (v == "true" || v == "false") {
-		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BoolValue{BoolValue: b}}
-	}
-	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
 }
 
 // searchResult is one line of `cairn search --format json`.
