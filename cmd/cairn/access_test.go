@@ -238,6 +238,9 @@ func TestTLSAndTokens(t *testing.T) {
 		{"/healthz", "", 200}, {"/readyz", "", 200},
 		{"/metrics", "", 401}, {"/metrics", "ingest-secret", 401}, {"/metrics", "query-secret", 200},
 		{"/debug/pprof/", "", 401}, {"/debug/pprof/", "query-secret", 200},
+		// The UI's page and scripts hold no data; the API they call does.
+		{"/", "", 200}, {"/assets/app.js", "", 200},
+		{"/api/v1/services", "", 401}, {"/api/v1/services", "ingest-secret", 401}, {"/api/v1/services", "query-secret", 200},
 	} {
 		if code := httpStatus(t, tlsClient, "GET", admin+c.path, c.token, nil); code != c.want {
 			t.Fatalf("GET %s with token %q: %d, want %d", c.path, c.token, code, c.want)

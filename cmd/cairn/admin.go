@@ -9,11 +9,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"cairn/ui"
 )
 
-// adminHandler serves cairn's HTTP port: Prometheus metrics, Go's
-// profiler, liveness and readiness.
-func adminHandler(reg *prometheus.Registry, ready func() (bool, string)) http.Handler {
+// adminHandler serves cairn's HTTP port: the web UI and the query API it
+// calls, Prometheus metrics, Go's profiler, liveness and readiness.
+func adminHandler(reg *prometheus.Registry, ready func() (bool, string), api http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -31,9 +33,8 @@ func adminHandler(reg *prometheus.Registry, ready func() (bool, string)) http.Ha
 		}
 		fmt.Fprintln(w, why)
 	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "cairn\n\n/metrics        Prometheus metrics\n/debug/pprof/   Go profiles\n/healthz        alive\n/readyz         ready to take requests\n")
-	})
+	mux.Handle("/api/", api)
+	mux.Handle("/", ui.Handler())
 	return mux
 }
 

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"cairn/internal/access"
 	"cairn/query"
 	"cairn/storage"
+	"cairn/ui"
 )
 
 // gcPercent is the GOGC cairn serve runs with unless GOGC is set.
@@ -180,8 +182,9 @@ type server struct {
 	otlp     *grpc.Server
 	otlpHTTP *http.Server // nil when off
 	query    *grpc.Server
-	health   *health.Server // the query port's
-	admin    *http.Server   // nil when off
+	health   *health.Server               // the query port's
+	admin    *http.Server                 // nil when off
+	api      atomic.Pointer[http.Handler] // the HTTP query API, once the store is open
 	phase    atomic.Int32
 	// exports counts the OTLP/HTTP requests being handled, which shutdown
 	// waits for before it closes the store.
@@ -287,7 +290,9 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			return nil, err
 		}
 		g := guard("http", queryTokens)
-		g.OpenPath = func(path string) bool { return path == "/healthz" || path == "/readyz" }
+		// The web UI's page and scripts hold no data; the API they call
+		// asks for a token like any other client.
+		g.OpenPath = func(path string) bool { return path == "/healthz" || path == "/readyz" || ui.IsAsset(path) }
 		adminTLS := tlsConfig
 		if tlsConfig != nil && tlsConfig.ClientAuth == tls.RequireAndVerifyClientCert {
 			// Probes of health present no certificate; the guard asks one of
@@ -296,7 +301,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			adminTLS.ClientAuth = tls.VerifyClientCertIfGiven
 			g.RequireClientCert = true
 		}
-		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness)), adminTLS, cfg.log)
+		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness, s.apiHandler())), adminTLS, cfg.log)
 		s.httpAddr = l.Addr()
 		go s.serveHTTP(s.admin, l, adminTLS)
 	}
@@ -365,7 +370,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	s.health = health.NewServer()
 	queryOpts := cfg.query
 	queryOpts.Metrics, queryOpts.Health = queryMetrics, s.health
-	s.query = query.NewServer(s.db, &queryOpts, grpcOpts(queryGuard)...)
+	qs := query.NewService(s.db, &queryOpts)
+	s.query = qs.Server(grpcOpts(queryGuard)...)
+	api := qs.HTTPHandler()
+	s.api.Store(&api)
 	s.otlpAddr, s.queryAddr = otlpLis.Addr(), queryLis.Addr()
 	go func() { s.served <- s.otlp.Serve(otlpLis) }()
 	go func() { s.served <- s.query.Serve(queryLis) }()
@@ -442,6 +450,23 @@ func (s *server) serveHTTP(hs *http.Server, l net.Listener, tlsConfig *tls.Confi
 	if !errors.Is(err, http.ErrServerClosed) {
 		s.served <- err
 	}
+}
+
+// apiHandler serves the HTTP query API while the server is serving, and
+// answers 503 with the reason before and during shutdown.
+func (s *server) apiHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api := s.api.Load()
+		if api == nil || s.phase.Load() != phaseServing {
+			_, why := s.readiness()
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			json.NewEncoder(w).Encode(map[string]string{"error": why, "code": "Unavailable"})
+			return
+		}
+		(*api).ServeHTTP(w, r)
+	})
 }
 
 // readiness reports whether the server takes requests, and if not, why.

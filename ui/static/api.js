@@ -1,0 +1,65 @@
+// The HTTP query API (see the README, "The HTTP API"). Calls carry the
+// query token the user gave, if any; the server asks for one with 401.
+
+const tokenKey = 'cairn.token';
+
+export class APIError extends Error {
+  constructor(status, message, code) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export function token() {
+  return sessionStorage.getItem(tokenKey) || '';
+}
+
+export function setToken(t) {
+  if (t) sessionStorage.setItem(tokenKey, t);
+  else sessionStorage.removeItem(tokenKey);
+}
+
+function headers() {
+  const t = token();
+  return t ? { Authorization: 'Bearer ' + t } : {};
+}
+
+// url builds an API URL; a parameter whose value is an array is repeated.
+export function url(path, params = {}) {
+  const u = new URL(path, location.origin);
+  for (const [k, v] of Object.entries(params)) {
+    for (const one of [].concat(v)) {
+      if (one !== '' && one !== undefined && one !== null) u.searchParams.append(k, one);
+    }
+  }
+  return u;
+}
+
+export async function get(path, params) {
+  const resp = await fetch(url(path, params), { headers: headers() });
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+    // not JSON: a proxy's page, or a server too old for this API
+  }
+  if (!resp.ok) {
+    const msg = body?.error || (resp.status === 401 ? 'this server needs a query token' : `HTTP ${resp.status}`);
+    throw new APIError(resp.status, msg, body?.code);
+  }
+  return body;
+}
+
+// download saves an API answer as a file, through fetch so that the token
+// goes with it.
+export async function download(path, filename) {
+  const resp = await fetch(url(path), { headers: headers() });
+  if (!resp.ok) throw new APIError(resp.status, `HTTP ${resp.status}`);
+  const blob = await resp.blob();
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = filename;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}

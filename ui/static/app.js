@@ -1,0 +1,60 @@
+// The shell: a page per route of the URL's fragment (#/search?…,
+// #/trace/ID). A page is a module whose render(main, route) draws into
+// main and may return a function that undoes what it set up outside main.
+import { APIError, setToken, token } from './api.js';
+import { h } from './format.js';
+import * as search from './search.js';
+import * as trace from './trace.js';
+
+// routes map a fragment's first path segment to its page; nav lists those
+// in the header.
+const routes = { search, trace };
+const nav = [['search', 'Search']];
+
+let cleanup = null;
+
+export function parseRoute(hash) {
+  const [path, query = ''] = hash.replace(/^#\/?/, '').split('?');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  return { page: parts[0] || 'search', args: parts.slice(1), params: new URLSearchParams(query) };
+}
+
+async function show() {
+  const route = parseRoute(location.hash);
+  const page = routes[route.page] || search;
+  for (const a of document.querySelectorAll('#nav a')) {
+    a.classList.toggle('active', a.dataset.page === route.page);
+  }
+  if (cleanup) cleanup();
+  cleanup = null;
+  const main = document.getElementById('main');
+  main.replaceChildren();
+  try {
+    cleanup = (await page.render(main, route)) || null;
+  } catch (err) {
+    showError(main, err);
+  }
+}
+
+// showError says why a page has no data; for a missing or wrong token, it
+// asks for one.
+export function showError(el, err) {
+  if (err instanceof APIError && err.status === 401) {
+    const input = h('input', { type: 'password', name: 'token', placeholder: 'query token', value: token() });
+    el.replaceChildren(h('form', {
+      class: 'token',
+      onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); show(); },
+    }, h('p', {}, 'This cairn wants a query token (--query-token-file).'), input, h('button', {}, 'Use token')));
+    return;
+  }
+  el.replaceChildren(h('p', { class: 'error' }, err.message || String(err)));
+}
+
+function init() {
+  document.getElementById('nav').replaceChildren(...nav.map(([page, label]) =>
+    h('a', { href: '#/' + page, 'data-page': page }, label)));
+  window.addEventListener('hashchange', show);
+  show();
+}
+
+init();
