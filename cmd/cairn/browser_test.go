@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// browser is a headless Chromium tab, and what the pages it shows write to
+// the console.
+type browser struct {
+	t    *testing.T
+	ctx  context.Context
+	base string // the server's HTTP port
+
+	mu       sync.Mutex
+	messages []chromedp.ConsoleMessage
+}
+
+// newBrowser starts Chromium, from Debian's chromium package, which .ci/run
+// installs. Without it the test is skipped, except in CI, where it fails.
+func newBrowser(t *testing.T, s *server, width, height int) *browser {
+	t.Helper()
+	path := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no Chromium to test the web UI in: .ci/run installs it (apt-get install chromium)")
+		}
+		t.Skip("no Chromium (apt-get install chromium) to test the web UI in")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+		chromedp.WindowSize(width, height), chromedp.Flag("hide-scrollbars", true))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 30*time.Second)
+	b := &browser{t: t, ctx: ctx, base: "http://" + s.httpAddr.String()}
+	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		t.Fatalf("start Chromium: %v", err)
+	}
+	listen, stopListening := context.WithCancel(ctx)
+	messages := chromedp.Console(listen)
+	var done sync.WaitGroup
+	done.Go(func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			b.messages = append(b.messages, m)
+			b.mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		stopListening()
+		done.Wait()
+		cancelTimeout()
+		cancelTab()
+		cancelAlloc()
+	})
+	return b
+}
+
+func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](b *browser, expr string) T {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// open loads a page of the UI and waits until sel is visible.
+func (b *browser) open(fragment, sel string) {
+	b.t.Helper()
+	b.do("open "+fragment, chromedp.Navigate(b.base+"/"+fragment), chromedp.WaitVisible(sel))
+}
+
+// noConsoleErrors fails the test if a page wrote an error or a warning to
+// the console, or threw.
+func (b *browser) noConsoleErrors() {
+	b.t.Helper()
+	eval[int](b, "1") // the messages of what ran before have arrived
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, m := range b.messages {
+		if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning || m.IsException() {
+			b.t.Errorf("console: %s", m)
+		}
+	}
+}
+
+type tableRow struct {
+	Href   string
+	Spans  string
+	Errors string
+}
+
+// TestBrowserSearchToTrace loads the search page and the trace view in
+// Chromium against a server holding the shop's traces, checks that they
+// show what the API answers, and goes from a search to a trace.
+func TestBrowserSearchToTrace(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	shop := writeShop(t, s, true)
+	b := newBrowser(t, s, 1400, 900)
+
+	b.open("#/search?service=checkout&range=1h&limit=20", "table.traces tbody tr")
+	var api apiSearch
+	apiGet(t, s, "/api/v1/search?service=checkout&since=1h&limit=20", &api)
+	if len(api.Traces) != shopCount+1 {
+		t.Fatalf("API found %d traces, want %d", len(api.Traces), shopCount+1)
+	}
+	rows := eval[[]tableRow](b, `[...document.querySelectorAll('table.traces tbody tr')].map(r =>
+		({Href: r.querySelector('a').getAttribute('href'), Spans: r.cells[3].textContent, Errors: r.cells[4].textContent}))`)
+	var want []tableRow
+	for _, tr := range api.Traces {
+		want = append(want, tableRow{"#/trace/" + tr.TraceID, fmt.Sprint(tr.Spans), fmt.Sprint(tr.Errors)})
+	}
+	if !slices.Equal(rows, want) {
+		t.Fatalf("search table:\n%v\nAPI:\n%v", rows, want)
+	}
+	if n := eval[int](b, `document.querySelectorAll('svg.scatter circle').length`); n != len(api.Traces) {
+		t.Errorf("%d dots in the scatter plot, want %d", n, len(api.Traces))
+	}
+	if n := eval[int](b, `document.querySelectorAll('svg.scatter circle.err').length`); n != 3 {
+		t.Errorf("%d red dots, want 3", n)
+	}
+	if got := eval[string](b, `document.querySelector('.results .count').textContent`); !strings.HasPrefix(got, "13 traces") {
+		t.Errorf("count line %q", got)
+	}
+
+	// The form holds the search, and a new one goes through the URL.
+	b.do("search for errors", chromedp.WaitReady(`select[name=service] option[value=payments]`),
+		chromedp.SetValue(`select[name=service]`, "payments"), chromedp.Click(`input[name=errors]`),
+		chromedp.Click(`.search-form button[type=submit]`),
+		chromedp.Poll[chromedp.Void](`location.hash.includes('errors=true') && document.querySelectorAll('table.traces tbody tr').length === 3`, chromedp.WithPollingTimeout(10*time.Second)))
+
+	// From the search to the trace with the failed payment.
+	failed := shop.ids[7]
+	b.do("click the failed trace", chromedp.Click(`table.traces a[href="#/trace/`+failed+`"]`), chromedp.WaitVisible(`.trace .span-count`))
+	var tr apiTrace
+	apiGet(t, s, "/api/v1/traces/"+failed, &tr)
+	if got := eval[string](b, `document.querySelector('.span-count').textContent`); got != fmt.Sprint(tr.SpanCount) {
+		t.Errorf("trace view says %s spans, the API %d", got, tr.SpanCount)
+	}
+	if got := eval[string](b, `document.querySelector('.error-count').textContent`); got != "1" {
+		t.Errorf("trace view says %s errors, want 1", got)
+	}
+	names := eval[[]string](b, `[...document.querySelectorAll('.row')].map(r => r.querySelector('.svc').textContent + ': ' + r.querySelector('.op').textContent)`)
+	if want := []string{"checkout: GET /checkout", "checkout: charge", "payments: Charge"}; !slices.Equal(names, want) {
+		t.Errorf("waterfall rows %v, want %v", names, want)
+	}
+	b.do("open the failed span", chromedp.Click(`.row.err .op`), chromedp.WaitVisible(`.detail h2`))
+	detail := eval[string](b, `document.querySelector('.detail').textContent`)
+	for _, want := range []string{"Charge", "error: card declined", "exception", "exception.message", "service.name", "payments", "shop/payments"} {
+		if !strings.Contains(detail, want) {
+			t.Errorf("span details lack %q: %s", want, detail)
+		}
+	}
+	if href := eval[string](b, `document.querySelector('a.otlp').getAttribute('href')`); href != "/api/v1/traces/"+failed+"/otlp" {
+		t.Errorf("OTLP JSON link %q", href)
+	}
+
+	// An orphan is among the roots, marked.
+	b.open("#/trace/"+shop.ids[5], ".row .orphan")
+	if got := eval[string](b, `document.querySelector('.orphan-count').textContent`); got != "1" {
+		t.Errorf("orphans: %s, want 1", got)
+	}
+
+	// A trace of 10,000 spans: all counted, few drawn, the last reachable.
+	b.open("#/trace/"+shop.big, ".trace .row")
+	if got := eval[string](b, `document.querySelector('.span-count').textContent`); got != fmt.Sprint(bigSpans) {
+		t.Errorf("large trace: %s spans, want %d", got, bigSpans)
+	}
+	if n := eval[int](b, `document.querySelectorAll('.row').length`); n > 100 {
+		t.Errorf("%d rows in the page for a trace of %d spans: not only those in sight", n, bigSpans)
+	}
+	b.do("scroll to the end", chromedp.Evaluate[chromedp.Void](`(s => s.scrollTop = s.scrollHeight)(document.querySelector('.wf-scroll'))`),
+		chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector('.row[data-row="%d"]')`, bigSpans-1)))
+	b.do("collapse all", chromedp.Click(`.wf-ruler button:nth-child(2)`), chromedp.Poll[chromedp.Void](`document.querySelectorAll('.row').length === 1`))
+	if got := eval[string](b, `document.querySelector('.hidden-count').textContent`); got != fmt.Sprintf("+%d", bigSpans-1) {
+		t.Errorf("collapsed root hides %s, want +%d", got, bigSpans-1)
+	}
+	// The root's 100 children come back, collapsed: 101 rows, 22 pixels each.
+	b.do("expand the root", chromedp.Click(`.row [data-toggle]`), chromedp.Poll[chromedp.Void](`document.querySelector('.spacer').style.height === '2222px'`))
+	b.noConsoleErrors()
+}
+
+// TestBrowserToken checks that with query tokens the page asks for one,
+// and with it shows the services.
+func TestBrowserToken(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.queryTokenFile = writeTestFile(t, t.TempDir(), "query.tokens", "ui-secret\n")
+	s := startConfigured(t, cfg)
+	defer s.shutdown()
+	b := newBrowser(t, s, 1000, 700)
+	b.open("#/search", "form.token")
+	b.do("give the token", chromedp.SendKeys(`form.token input`, "ui-secret"), chromedp.Click(`form.token button`),
+		chromedp.WaitVisible(`.search-form`), chromedp.WaitVisible(`.results .count`))
+	if got := eval[string](b, `document.querySelector('.results .count').textContent`); !strings.HasPrefix(got, "0 traces") {
+		t.Errorf("with the token: %q", got)
+	}
+}
