@@ -22,7 +22,7 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzRecords:30000x \
 	./storage/internal/wal:FuzzReplay:30000x
 
-.PHONY: all build run test unit fuzz bench proto clean
+.PHONY: all build run test unit fuzz bench proto screenshots clean
 
 all: build
 
@@ -64,6 +64,11 @@ proto:
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		trace_storage.proto capabilities.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
+
+## screenshots: PNGs of the web UI's pages, over bench data, into docs/screenshots (needs chromium)
+screenshots:
+	mkdir -p docs/screenshots
+	CAIRN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' ./cmd/cairn
 
 clean:
 	rm -rf bin

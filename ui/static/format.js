@@ -60,11 +60,17 @@ export function dateTime(unixNanoString) {
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
-// serviceColor gives each service a stable hue.
-export function serviceColor(name) {
-  let hash = 0;
-  for (const c of name) hash = (hash * 31 + c.codePointAt(0)) >>> 0;
-  return `hsl(${hash % 360} 55% 52%)`;
+// palette holds colours far apart from one another, for the services of a
+// trace.
+const palette = ['#4e79a7', '#f28e2b', '#59a14f', '#b07aa1', '#76b7b2', '#edc948', '#9c755f', '#ff9da7', '#86bcb6', '#8cd17d', '#a0cbe8', '#d37295'];
+
+// serviceColors gives each of the services a colour of its own, in the
+// order of their names, so that a trace's few services never share one
+// (up to 12; past that they repeat).
+export function serviceColors(names) {
+  const colors = new Map();
+  [...new Set(names)].sort().forEach((name, i) => colors.set(name, palette[i % palette.length]));
+  return colors;
 }
 
 // attrValue renders a typed attribute value of the API as text.

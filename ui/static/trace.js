@@ -4,7 +4,7 @@
 // the page, so a trace of 10,000 spans or more scrolls as freely as a small
 // one.
 import { download, get } from './api.js';
-import { attrValue, dateTime, duration, h, nanosSince, niceStep, serviceColor } from './format.js';
+import { attrValue, dateTime, duration, h, nanosSince, niceStep, serviceColors } from './format.js';
 
 const rowHeight = 22;
 const overscan = 8;
@@ -89,6 +89,7 @@ class Waterfall {
     this.roots = roots;
     this.total = total;
     this.window = [0, total]; // the time window shown, in ns from the start
+    this.colors = serviceColors(trace.spans.map((sp) => sp.service));
     this.collapsed = new Set();
     this.selected = null;
     this.rows = [];
@@ -138,7 +139,7 @@ class Waterfall {
           onclick: (e) => { e.preventDefault(); download(otlp, `trace-${t.trace_id}.json`); },
         }, 'OTLP JSON')),
       h('div', { class: 'legend' }, [...services].map(([name, n]) =>
-        h('span', {}, h('i', { style: `background:${serviceColor(name)}` }), `${name} (${n})`))),
+        h('span', {}, h('i', { style: `background:${this.colors.get(name)}` }), `${name} (${n})`))),
       t.truncated ? h('p', { class: 'error' }, `This trace is too large to show whole: the first ${t.span_count} spans are shown. OTLP JSON has all of it.`) : null);
 
     this.minimap = h('canvas', { class: 'minimap', height: 60 });
@@ -250,7 +251,7 @@ class Waterfall {
     if (this.critical.has(span.span_id)) classes.push('crit');
     const left = this.x(span.offset);
     const width = Math.max(span.duration_ns / (this.window[1] - this.window[0]) * 100, 0.15);
-    const color = serviceColor(span.service);
+    const color = this.colors.get(span.service);
     const label = duration(span.duration_ns);
     return h('div', { class: classes.join(' '), style: `top:${i * rowHeight}px`, 'data-row': i },
       h('div', { class: 'names', style: `padding-left:${6 + Math.min(depth, 40) * 14}px`, title: `${span.service}: ${span.name}` },
@@ -294,7 +295,7 @@ class Waterfall {
     const hgt = Math.max(60 / n, 0.5);
     for (let i = 0; i < n; i++) {
       const sp = this.rows[i].span;
-      ctx.fillStyle = sp.status.code === 'error' ? '#d33' : serviceColor(sp.service);
+      ctx.fillStyle = sp.status.code === 'error' ? '#d33' : this.colors.get(sp.service);
       ctx.fillRect(sp.offset / this.total * w, i / n * 60, Math.max(sp.duration_ns / this.total * w, 1), hgt);
     }
   }
