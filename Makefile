@@ -17,6 +17,7 @@ FUZZ_TARGETS := \
 	./storage/internal/keys:FuzzKeys:30000x \
 	./index:FuzzSegment:100000x \
 	./query:FuzzFit:30000x \
+	./query:FuzzAppendString:20000x \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \

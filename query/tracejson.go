@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+	"unicode/utf8"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -20,95 +21,28 @@ const traceJSONLimit = 64 << 20
 // traceJSON is a trace as the HTTP API answers it: spans flattened, each
 // naming its resource and scope by index. Times are unix nanoseconds in
 // decimal strings, which JavaScript numbers cannot hold exactly.
+//
+// Spans are written with append functions rather than encoding/json: on a
+// trace of 10,000 spans, reflection took half the time of the answer.
 type traceJSON struct {
-	TraceID   string         `json:"trace_id"`
-	Start     string         `json:"start_unix_nano"`
-	End       string         `json:"end_unix_nano"`
-	SpanCount int            `json:"span_count"`
-	Truncated bool           `json:"truncated"`
-	Resources []resourceJSON `json:"resources"`
-	Scopes    []scopeJSON    `json:"scopes"`
+	TraceID   string            `json:"trace_id"`
+	Start     string            `json:"start_unix_nano"`
+	End       string            `json:"end_unix_nano"`
+	SpanCount int               `json:"span_count"`
+	Truncated bool              `json:"truncated"`
+	Resources []json.RawMessage `json:"resources"`
+	Scopes    []json.RawMessage `json:"scopes"`
 
 	start, end uint64
 	spans      []byte // encoded spans, comma-separated
+	services   []string
 	resources  map[string]int
 	scopes     map[string]int
 }
 
-type resourceJSON struct {
-	Service    string     `json:"service"`
-	Attributes []attrJSON `json:"attributes"`
-	SchemaURL  string     `json:"schema_url,omitempty"`
-}
-
-type scopeJSON struct {
-	Name       string     `json:"name"`
-	Version    string     `json:"version,omitempty"`
-	Attributes []attrJSON `json:"attributes"`
-	SchemaURL  string     `json:"schema_url,omitempty"`
-}
-
-type spanJSON struct {
-	SpanID       string       `json:"span_id"`
-	ParentSpanID string       `json:"parent_span_id"`
-	Name         string       `json:"name"`
-	Kind         string       `json:"kind"`
-	Service      string       `json:"service"`
-	Resource     int          `json:"resource"`
-	Scope        int          `json:"scope"`
-	Start        string       `json:"start_unix_nano"`
-	End          string       `json:"end_unix_nano"`
-	DurationNS   uint64       `json:"duration_ns"`
-	Status       statusJSON   `json:"status"`
-	TraceState   string       `json:"trace_state,omitempty"`
-	Flags        uint32       `json:"flags,omitempty"`
-	Attributes   []attrJSON   `json:"attributes"`
-	Events       []eventJSON  `json:"events"`
-	Links        []linkJSON   `json:"links"`
-	Dropped      *droppedJSON `json:"dropped,omitempty"`
-}
-
-type statusJSON struct {
-	Code    string `json:"code"` // unset, ok or error
-	Message string `json:"message,omitempty"`
-}
-
-type eventJSON struct {
-	Name       string     `json:"name"`
-	Time       string     `json:"time_unix_nano"`
-	Attributes []attrJSON `json:"attributes"`
-}
-
-type linkJSON struct {
-	TraceID    string     `json:"trace_id"`
-	SpanID     string     `json:"span_id"`
-	TraceState string     `json:"trace_state,omitempty"`
-	Attributes []attrJSON `json:"attributes"`
-}
-
-// droppedJSON counts what the sender dropped from a span.
-type droppedJSON struct {
-	Attributes uint32 `json:"attributes"`
-	Events     uint32 `json:"events"`
-	Links      uint32 `json:"links"`
-}
-
-// attrJSON is an attribute with its value typed: string, bool, int (a
-// decimal string, exact), double (a number, or "NaN", "Infinity",
-// "-Infinity"), bytes (base64), array (a list of valueJSON), kvlist (a list
-// of attrJSON), or empty (null).
-type attrJSON struct {
-	Key string `json:"key"`
-	valueJSON
-}
-
-type valueJSON struct {
-	Type  string `json:"type"`
-	Value any    `json:"value"`
-}
-
 func newTraceJSON(id string) *traceJSON {
-	return &traceJSON{TraceID: id, start: math.MaxUint64, resources: map[string]int{}, scopes: map[string]int{}}
+	return &traceJSON{TraceID: id, start: math.MaxUint64, Resources: []json.RawMessage{}, Scopes: []json.RawMessage{},
+		resources: map[string]int{}, scopes: map[string]int{}}
 }
 
 // add takes a chunk of the trace; it fails with errTraceJSONFull once the
@@ -122,14 +56,10 @@ func (t *traceJSON) add(td *tracepb.TracesData) error {
 				if len(t.spans) > traceJSONLimit {
 					return errTraceJSONFull
 				}
-				b, err := json.Marshal(t.span(sp, res, scope))
-				if err != nil {
-					return err
-				}
 				if len(t.spans) > 0 {
 					t.spans = append(t.spans, ',')
 				}
-				t.spans = append(t.spans, b...)
+				t.spans = t.appendSpan(t.spans, sp, res, scope)
 			}
 		}
 	}
@@ -143,14 +73,18 @@ func (t *traceJSON) resource(rs *tracepb.ResourceSpans) int {
 	if i, ok := t.resources[key]; ok {
 		return i
 	}
-	r := resourceJSON{Attributes: attrsJSON(rs.GetResource().GetAttributes()), SchemaURL: rs.SchemaUrl}
+	service := ""
 	for _, kv := range rs.GetResource().GetAttributes() {
 		if kv.Key == "service.name" {
-			r.Service = kv.GetValue().GetStringValue()
+			service = kv.GetValue().GetStringValue()
 		}
 	}
+	b := appendString(append([]byte(nil), `{"service":`...), service)
+	b = appendAttrs(append(b, `,"attributes":`...), rs.GetResource().GetAttributes())
+	b = appendOptional(b, "schema_url", rs.SchemaUrl)
 	t.resources[key] = len(t.Resources)
-	t.Resources = append(t.Resources, r)
+	t.Resources = append(t.Resources, append(b, '}'))
+	t.services = append(t.services, service)
 	return len(t.Resources) - 1
 }
 
@@ -160,8 +94,12 @@ func (t *traceJSON) scope(ss *tracepb.ScopeSpans) int {
 		return i
 	}
 	sc := ss.GetScope()
+	b := appendString(append([]byte(nil), `{"name":`...), sc.GetName())
+	b = appendOptional(b, "version", sc.GetVersion())
+	b = appendAttrs(append(b, `,"attributes":`...), sc.GetAttributes())
+	b = appendOptional(b, "schema_url", ss.SchemaUrl)
 	t.scopes[key] = len(t.Scopes)
-	t.Scopes = append(t.Scopes, scopeJSON{Name: sc.GetName(), Version: sc.GetVersion(), Attributes: attrsJSON(sc.GetAttributes()), SchemaURL: ss.SchemaUrl})
+	t.Scopes = append(t.Scopes, append(b, '}'))
 	return len(t.Scopes) - 1
 }
 
@@ -176,84 +114,144 @@ var statusNames = map[tracepb.Status_StatusCode]string{
 	tracepb.Status_STATUS_CODE_ERROR: "error",
 }
 
-func (t *traceJSON) span(sp *tracepb.Span, res, scope int) spanJSON {
+func (t *traceJSON) appendSpan(b []byte, sp *tracepb.Span, res, scope int) []byte {
 	t.SpanCount++
 	t.start = min(t.start, sp.StartTimeUnixNano)
 	t.end = max(t.end, sp.EndTimeUnixNano)
-	s := spanJSON{
-		SpanID:       hex.EncodeToString(sp.SpanId),
-		ParentSpanID: hex.EncodeToString(sp.ParentSpanId),
-		Name:         sp.Name,
-		Kind:         kindName(int32(sp.Kind)),
-		Service:      t.Resources[res].Service,
-		Resource:     res,
-		Scope:        scope,
-		Start:        strconv.FormatUint(sp.StartTimeUnixNano, 10),
-		End:          strconv.FormatUint(sp.EndTimeUnixNano, 10),
-		Status:       statusJSON{Code: statusNames[sp.GetStatus().GetCode()], Message: sp.GetStatus().GetMessage()},
-		TraceState:   sp.TraceState,
-		Flags:        sp.Flags,
-		Attributes:   attrsJSON(sp.Attributes),
-		Events:       []eventJSON{},
-		Links:        []linkJSON{},
-	}
-	if s.Status.Code == "" {
-		s.Status.Code = strconv.Itoa(int(sp.GetStatus().GetCode()))
-	}
+	b = append(b, `{"span_id":"`...)
+	b = hex.AppendEncode(b, sp.SpanId)
+	b = append(b, `","parent_span_id":"`...)
+	b = hex.AppendEncode(b, sp.ParentSpanId)
+	b = appendString(append(b, `","name":`...), sp.Name)
+	b = appendString(append(b, `,"kind":`...), kindName(int32(sp.Kind)))
+	b = appendString(append(b, `,"service":`...), t.services[res])
+	b = strconv.AppendInt(append(b, `,"resource":`...), int64(res), 10)
+	b = strconv.AppendInt(append(b, `,"scope":`...), int64(scope), 10)
+	b = appendNanos(append(b, `,"start_unix_nano":`...), sp.StartTimeUnixNano)
+	b = appendNanos(append(b, `,"end_unix_nano":`...), sp.EndTimeUnixNano)
+	var d uint64
 	if sp.EndTimeUnixNano > sp.StartTimeUnixNano {
-		s.DurationNS = sp.EndTimeUnixNano - sp.StartTimeUnixNano
+		d = sp.EndTimeUnixNano - sp.StartTimeUnixNano
 	}
-	for _, e := range sp.Events {
-		s.Events = append(s.Events, eventJSON{Name: e.Name, Time: strconv.FormatUint(e.TimeUnixNano, 10), Attributes: attrsJSON(e.Attributes)})
+	b = strconv.AppendUint(append(b, `,"duration_ns":`...), d, 10)
+	code, ok := statusNames[sp.GetStatus().GetCode()]
+	if !ok {
+		code = strconv.Itoa(int(sp.GetStatus().GetCode()))
 	}
-	for _, l := range sp.Links {
-		s.Links = append(s.Links, linkJSON{TraceID: hex.EncodeToString(l.TraceId), SpanID: hex.EncodeToString(l.SpanId), TraceState: l.TraceState, Attributes: attrsJSON(l.Attributes)})
+	b = appendString(append(b, `,"status":{"code":`...), code)
+	b = appendOptional(b, "message", sp.GetStatus().GetMessage())
+	b = append(b, '}')
+	b = appendOptional(b, "trace_state", sp.TraceState)
+	if sp.Flags != 0 {
+		b = strconv.AppendUint(append(b, `,"flags":`...), uint64(sp.Flags), 10)
 	}
+	b = appendAttrs(append(b, `,"attributes":`...), sp.Attributes)
+	b = append(b, `,"events":[`...)
+	for i, e := range sp.Events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(append(b, `{"name":`...), e.Name)
+		b = appendNanos(append(b, `,"time_unix_nano":`...), e.TimeUnixNano)
+		b = append(appendAttrs(append(b, `,"attributes":`...), e.Attributes), '}')
+	}
+	b = append(b, `],"links":[`...)
+	for i, l := range sp.Links {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = hex.AppendEncode(append(b, `{"trace_id":"`...), l.TraceId)
+		b = hex.AppendEncode(append(b, `","span_id":"`...), l.SpanId)
+		b = appendOptional(append(b, '"'), "trace_state", l.TraceState)
+		b = append(appendAttrs(append(b, `,"attributes":`...), l.Attributes), '}')
+	}
+	b = append(b, ']')
 	if sp.DroppedAttributesCount+sp.DroppedEventsCount+sp.DroppedLinksCount > 0 {
-		s.Dropped = &droppedJSON{sp.DroppedAttributesCount, sp.DroppedEventsCount, sp.DroppedLinksCount}
+		b = strconv.AppendUint(append(b, `,"dropped":{"attributes":`...), uint64(sp.DroppedAttributesCount), 10)
+		b = strconv.AppendUint(append(b, `,"events":`...), uint64(sp.DroppedEventsCount), 10)
+		b = strconv.AppendUint(append(b, `,"links":`...), uint64(sp.DroppedLinksCount), 10)
+		b = append(b, '}')
 	}
-	return s
+	return append(b, '}')
 }
 
-func attrsJSON(kvs []*commonpb.KeyValue) []attrJSON {
-	out := make([]attrJSON, len(kvs))
+func appendNanos(b []byte, ns uint64) []byte {
+	return append(strconv.AppendUint(append(b, '"'), ns, 10), '"')
+}
+
+// appendOptional appends ,"name":"value" unless value is empty.
+func appendOptional(b []byte, name, value string) []byte {
+	if value == "" {
+		return b
+	}
+	return appendString(append(append(append(b, `,"`...), name...), `":`...), value)
+}
+
+// appendAttrs appends attributes as a list of {"key", "type", "value"},
+// the value typed: string, bool, int (a decimal string, exact), double (a
+// number, or "NaN", "Infinity", "-Infinity"), bytes (base64), array (a
+// list of {"type", "value"}), kvlist (a list of attributes), or empty
+// (null).
+func appendAttrs(b []byte, kvs []*commonpb.KeyValue) []byte {
+	b = append(b, '[')
 	for i, kv := range kvs {
-		out[i] = attrJSON{Key: kv.Key, valueJSON: anyJSON(kv.Value)}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(append(b, `{"key":`...), kv.Key)
+		b = append(appendValue(append(b, ','), kv.Value), '}')
 	}
-	return out
+	return append(b, ']')
 }
 
-func anyJSON(v *commonpb.AnyValue) valueJSON {
+// appendValue appends the "type" and "value" members of a value.
+func appendValue(b []byte, v *commonpb.AnyValue) []byte {
 	switch v := v.GetValue().(type) {
 	case *commonpb.AnyValue_StringValue:
-		return valueJSON{"string", v.StringValue}
+		return appendString(append(b, `"type":"string","value":`...), v.StringValue)
 	case *commonpb.AnyValue_BoolValue:
-		return valueJSON{"bool", v.BoolValue}
+		return strconv.AppendBool(append(b, `"type":"bool","value":`...), v.BoolValue)
 	case *commonpb.AnyValue_IntValue:
-		return valueJSON{"int", strconv.FormatInt(v.IntValue, 10)}
+		return append(strconv.AppendInt(append(b, `"type":"int","value":"`...), v.IntValue, 10), '"')
 	case *commonpb.AnyValue_DoubleValue:
+		b = append(b, `"type":"double","value":`...)
 		switch f := v.DoubleValue; {
 		case math.IsNaN(f):
-			return valueJSON{"double", "NaN"}
+			return append(b, `"NaN"`...)
 		case math.IsInf(f, 1):
-			return valueJSON{"double", "Infinity"}
+			return append(b, `"Infinity"`...)
 		case math.IsInf(f, -1):
-			return valueJSON{"double", "-Infinity"}
+			return append(b, `"-Infinity"`...)
 		default:
-			return valueJSON{"double", f}
+			return strconv.AppendFloat(b, f, 'g', -1, 64)
 		}
 	case *commonpb.AnyValue_BytesValue:
-		return valueJSON{"bytes", base64.StdEncoding.EncodeToString(v.BytesValue)}
+		return append(base64.StdEncoding.AppendEncode(append(b, `"type":"bytes","value":"`...), v.BytesValue), '"')
 	case *commonpb.AnyValue_ArrayValue:
-		vals := make([]valueJSON, len(v.ArrayValue.GetValues()))
+		b = append(b, `"type":"array","value":[`...)
 		for i, e := range v.ArrayValue.GetValues() {
-			vals[i] = anyJSON(e)
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendValue(append(b, '{'), e), '}')
 		}
-		return valueJSON{"array", vals}
+		return append(b, ']')
 	case *commonpb.AnyValue_KvlistValue:
-		return valueJSON{"kvlist", attrsJSON(v.KvlistValue.GetValues())}
+		return appendAttrs(append(b, `"type":"kvlist","value":`...), v.KvlistValue.GetValues())
 	}
-	return valueJSON{"empty", nil}
+	return append(b, `"type":"empty","value":null`...)
+}
+
+// appendString appends s as a JSON string. What needs escaping is rare in
+// span data, and left to encoding/json.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
 }
 
 // marshal encodes the trace, its spans last.
