@@ -190,12 +190,16 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	}
 
 	// A trace of 10,000 spans: all counted, few drawn, the last reachable.
+	began := time.Now()
 	b.open("#/trace/"+shop.big, ".trace .row")
+	t.Logf("the trace of %d spans was drawn %v after it was asked for", bigSpans, time.Since(began))
 	if got := eval[string](b, `document.querySelector('.span-count').textContent`); got != fmt.Sprint(bigSpans) {
 		t.Errorf("large trace: %s spans, want %d", got, bigSpans)
 	}
 	if n := eval[int](b, `document.querySelectorAll('.row').length`); n > 100 {
 		t.Errorf("%d rows in the page for a trace of %d spans: not only those in sight", n, bigSpans)
+	} else {
+		t.Logf("%d rows in the page", n)
 	}
 	b.do("scroll to the end", chromedp.Evaluate[chromedp.Void](`(s => s.scrollTop = s.scrollHeight)(document.querySelector('.wf-scroll'))`),
 		chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector('.row[data-row="%d"]')`, bigSpans-1)))
