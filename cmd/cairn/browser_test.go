@@ -226,4 +226,13 @@ func TestBrowserToken(t *testing.T) {
 	if got := eval[string](b, `document.querySelector('.results .count').textContent`); !strings.HasPrefix(got, "0 traces") {
 		t.Errorf("with the token: %q", got)
 	}
+	// A search the API refuses says why under the form, which stays.
+	b.do("search for nonsense", chromedp.SendKeys(`input[name=min_duration]`, "fast"), chromedp.Click(`.search-form button[type=submit]`),
+		chromedp.WaitVisible(`.results .error`))
+	if got := eval[string](b, `document.querySelector('.results .error').textContent`); got != `min_duration "fast" is not a duration such as 250ms or 1h` {
+		t.Errorf("refused search: %q", got)
+	}
+	if got := eval[string](b, `document.querySelector('input[name=min_duration]').value`); got != "fast" {
+		t.Errorf("the form lost what was typed: %q", got)
+	}
 }

@@ -7,7 +7,8 @@ import * as search from './search.js';
 import * as trace from './trace.js';
 
 // routes map a fragment's first path segment to its page; nav lists those
-// in the header.
+// in the header. A new page is a module here and, if it is a place to start
+// from, an entry of nav.
 const routes = { search, trace };
 const nav = [['search', 'Search']];
 

@@ -1,7 +1,7 @@
 // Search: the form, the traces found as a duration-over-time scatter plot
 // and a table; each trace links to its view. The form's fields live in the
 // URL's fragment, so a search can be shared and gone back to.
-import { get } from './api.js';
+import { APIError, get } from './api.js';
 import { dateTime, duration, h, niceStep, s } from './format.js';
 
 const ranges = [['15m', 'last 15 minutes'], ['1h', 'last hour'], ['6h', 'last 6 hours'], ['24h', 'last 24 hours'], ['72h', 'last 3 days'], ['custom', 'custom']];
@@ -15,7 +15,15 @@ export async function render(main, route) {
   fillServices(form, services, p.get('service') || '', p.get('operation') || '');
   await services;
   results.append(h('p', { class: 'muted' }, 'Searching…'));
-  const found = await get('/api/v1/search', apiParams(p));
+  let found;
+  try {
+    found = await get('/api/v1/search', apiParams(p));
+  } catch (err) {
+    if (err instanceof APIError && err.status === 401) throw err;
+    // The form stays, to be corrected.
+    results.replaceChildren(h('p', { class: 'error' }, err.message));
+    return;
+  }
   showResults(results, found.traces, p);
 }
 

@@ -14,7 +14,9 @@ export async function render(main, route) {
   main.append(h('p', { class: 'muted' }, 'Loading trace…'));
   const trace = await get('/api/v1/traces/' + encodeURIComponent(id));
   main.replaceChildren();
-  // The critical path (issue 13) marks its spans by passing their IDs here.
+  // critical holds the IDs of the spans on the trace's critical path, whose
+  // bars are outlined (.row.crit). Nothing serves the critical path yet;
+  // once the analysis API does, its span IDs go here.
   const view = new Waterfall(trace, { critical: new Set() });
   main.append(view.el);
   view.start();
