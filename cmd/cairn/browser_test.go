@@ -201,6 +201,18 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	} else {
 		t.Logf("%d rows in the page", n)
 	}
+	// Dragging across the minimap zooms into that time window; a double
+	// click shows the whole trace again.
+	b.do("zoom", chromedp.Evaluate[chromedp.Void](`(() => {
+		const mm = document.querySelector('.mm'), r = mm.getBoundingClientRect(), y = r.top + 10;
+		const at = (type, f) => mm.dispatchEvent(new MouseEvent(type, {bubbles: true, clientX: r.left + f * r.width, clientY: y}));
+		at('mousedown', 0.1); at('mousemove', 0.2); at('mouseup', 0.2);
+	})()`), chromedp.Poll[chromedp.Void](`document.querySelector('.zoom').textContent.startsWith('zoomed')`))
+	if got := eval[string](b, `document.querySelector('.ticks span:last-child').textContent`); got == "5 s" {
+		t.Errorf("zoomed into a tenth of the trace, the ruler still ends at %s", got)
+	}
+	b.do("unzoom", chromedp.Evaluate[chromedp.Void](`document.querySelector('.mm').dispatchEvent(new MouseEvent('dblclick', {bubbles: true}))`),
+		chromedp.Poll[chromedp.Void](`document.querySelector('.zoom').textContent === ''`))
 	b.do("scroll to the end", chromedp.Evaluate[chromedp.Void](`(s => s.scrollTop = s.scrollHeight)(document.querySelector('.wf-scroll'))`),
 		chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector('.row[data-row="%d"]')`, bigSpans-1)))
 	b.do("collapse all", chromedp.Click(`.wf-ruler button:nth-child(2)`), chromedp.Poll[chromedp.Void](`document.querySelectorAll('.row').length === 1`))
