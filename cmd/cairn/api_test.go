@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"testing"
@@ -387,6 +388,14 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	}
 
+	// Calls are timed as the gRPC methods are.
+	m := scrape(t, http.DefaultClient, "http://"+s.httpAddr.String(), nil)
+	for _, method := range []string{"http_services", "http_operations", "http_search", "http_trace", "http_trace_otlp"} {
+		if metricValue(t, m, "cairn_query_duration_seconds", "method", method, "code", "OK") == 0 {
+			t.Errorf("no call of %s timed", method)
+		}
+	}
+
 	// Failures are JSON with an HTTP status.
 	for _, c := range []struct {
 		path string
@@ -410,6 +419,18 @@ func TestHTTPAPI(t *testing.T) {
 		if code := apiGet(t, s, c.path, &got); code != c.code || got != c.want {
 			t.Errorf("GET %s: %d %+v, want %d %+v", c.path, code, got, c.code, c.want)
 		}
+	}
+}
+
+// TestHTTPAPIUnavailable checks that the API answers 503 with the reason
+// while the store opens, before the query service exists.
+func TestHTTPAPIUnavailable(t *testing.T) {
+	w := httptest.NewRecorder()
+	(&server{}).apiHandler().ServeHTTP(w, httptest.NewRequest("GET", "/api/v1/services", nil))
+	var got apiError
+	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || w.Code != 503 || w.Header().Get("Retry-After") != "1" ||
+		got != (apiError{"opening the store and replaying its write-ahead log", "Unavailable"}) {
+		t.Fatalf("API of an opening server: %d %s (%v)", w.Code, w.Body, err)
 	}
 }
 
