@@ -54,7 +54,9 @@ func (s *service) toQuery(p *jaegerpb.TraceQueryParameters) (storage.Query, erro
 	case q.Limit == 0:
 		q.Limit = defaultSearchDepth
 	case q.Limit > s.opts.MaxSearchDepth:
-		q.Limit = s.opts.MaxSearchDepth
+		// Never a silent cut: a caller given fewer traces than it asked for
+		// would take them for all there are.
+		return q, status.Errorf(codes.InvalidArgument, "search_depth %d is over the maximum of %d", q.Limit, s.opts.MaxSearchDepth)
 	}
 	if q.Operation != "" && q.Service == "" {
 		return q, status.Error(codes.InvalidArgument, "operation_name needs service_name")

@@ -398,3 +398,14 @@ func TestTimeArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchDepthOverMaximum refuses a search_depth over the maximum with a
+// message naming it, rather than answering with fewer traces.
+func TestSearchDepthOverMaximum(t *testing.T) {
+	client := jaegerpb.NewTraceReaderClient(serve(t, storeWith(t, t.TempDir(), corpusRequest(t))))
+	_, err := client.FindTraceIDs(context.Background(), &jaegerpb.FindTraceIDsRequest{
+		Query: &jaegerpb.TraceQueryParameters{ServiceName: "frontend", SearchDepth: DefaultMaxSearchDepth + 1}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "search_depth 10001 is over the maximum of 10000") {
+		t.Fatalf("search_depth over the maximum: %v", err)
+	}
+}
