@@ -114,12 +114,12 @@ func appendDouble(dst []byte, f float64) []byte {
 		return append(dst, "-Infinity"...)
 	}
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		start := len(dst)
 		dst = strconv.AppendFloat(dst, f, 'e', -1, 64)
-		// e-07 → e-7, e+21 stays.
-		if n := len(dst) - start; n >= 4 && dst[len(dst)-4] == 'e' && dst[len(dst)-2] == '0' {
-			dst[len(dst)-2] = dst[len(dst)-1]
-			dst = dst[:len(dst)-1]
+		// Go pads the exponent to two digits (1e-07), JavaScript does not;
+		// exponents of 21 and up need no padding.
+		if n := len(dst); dst[n-4] == 'e' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
 		}
 		return dst
 	}

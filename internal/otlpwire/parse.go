@@ -80,8 +80,8 @@ type Span struct {
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
 	// Attrs are the scalar attributes of the span and of its events, which
-	// search looks for alike, in order, as Attributes reports them; they
-	// alias Batch.Attrs.
+	// search looks for alike, in order, as SpanAndEventAttributes reports
+	// them; they alias Batch.Attrs.
 	Attrs []Attribute
 }
 

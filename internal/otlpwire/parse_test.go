@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -341,6 +342,10 @@ func TestAppendText(t *testing.T) {
 	doubles := []float64{0, math.Copysign(0, -1), 1, 123, 72.5, -0.1, 1e-6, 1e-7, 1.5e-300, 1e20, 1e21, 123456789e15,
 		1 << 60, math.MaxFloat64, math.SmallestNonzeroFloat64, math.NaN(), math.Inf(1), math.Inf(-1)}
 	var values []*commonpb.AnyValue
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		doubles = append(doubles, math.Float64frombits(rng.Uint64()), float64(rng.Int64N(1<<60))/float64(rng.Int64N(1<<20)+1))
+	}
 	for _, d := range doubles {
 		values = append(values, &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: d}})
 	}
