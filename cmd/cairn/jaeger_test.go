@@ -131,6 +131,11 @@ func TestJaegerOnCairn(t *testing.T) {
 			t.Errorf("tags %s: traces %v, want %v", tags, got, c.want)
 		}
 	}
+	// A limit over the maximum reaches the UI as an error that names it.
+	q := url.Values{"service": {"shop"}, "lookback": {"1h"}, "limit": {"10001"}}
+	if ids, err := getTraceIDs(api + "traces?" + q.Encode()); err == nil || !strings.Contains(err.Error(), "maximum of 10000") {
+		t.Errorf("limit 10001: traces %v, error %v; want one naming the maximum", ids, err)
+	}
 }
 
 // sendThroughJaeger sends two traces of service shop with the OTel SDK to
