@@ -245,16 +245,7 @@ func TestUpgradeFromFormat3(t *testing.T) {
 	} else {
 		closer.Close()
 	}
-	found, err := db.Find(context.Background(), Query{Service: "svc1", Limit: 10,
-		Attributes: []Attribute{{Key: "zone", Value: "z1"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	for _, f := range found {
-		got = append(got, f.ID[15])
-	}
-	slices.Sort(got)
+	got := lastIDBytes(t, db, Query{Service: "svc1", Limit: 10, Attributes: []Attribute{{Key: "zone", Value: "z1"}}})
 	if fmt.Sprint(got) != "[2]" { // resources 1 and 4 have service svc1; 1 and 5 zone z1
 		t.Fatalf("search after upgrade found traces %v, want [2]", got)
 	}

@@ -390,19 +390,26 @@ func TestUpgradeFromFormat4(t *testing.T) {
 		{Query{Attributes: []Attribute{{Key: "zone", Value: "z0"}}}, "[2]"},
 	} {
 		c.q.Limit = 10
-		found, err := db.Find(context.Background(), c.q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []byte
-		for _, f := range found {
-			got = append(got, f.ID[15])
-		}
-		slices.Sort(got)
-		if fmt.Sprint(got) != c.want {
+		if got := lastIDBytes(t, db, c.q); fmt.Sprint(got) != c.want {
 			t.Errorf("%+v after upgrade: traces %v, want %s", c.q.Attributes, got, c.want)
 		}
 	}
+}
+
+// lastIDBytes returns the last byte of the ID of each trace that q finds,
+// sorted: tests name their traces by it.
+func lastIDBytes(t *testing.T, db *DB, q Query) []byte {
+	t.Helper()
+	found, err := db.Find(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []byte
+	for _, f := range found {
+		ids = append(ids, f.ID[15])
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // storedResourceAttrs lists the resource attribute keys (0x24) of a store.
