@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzRecords:30000x \
 	./storage/internal/wal:FuzzReplay:30000x
 
-.PHONY: all build run test unit fuzz bench proto screenshots clean
+.PHONY: all build run test unit fuzz bench proto screenshots clean test-jaeger
 
 all: build
 
@@ -49,6 +49,12 @@ fuzz:
 		echo "fuzz $$pkg $$name ($$budget)"; \
 		$(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$$budget $$pkg; \
 	done
+
+## test-jaeger: build Jaeger v2 from its Go module (.ci/jaeger; minutes the
+## first time) and run README.md's Jaeger configuration against cairn
+test-jaeger:
+	cd .ci/jaeger && $(GO) build -o ../../bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+	CAIRN_JAEGER=$(CURDIR)/bin/jaeger $(GO) test -tags jaeger -count=1 -run '^TestJaegerOnCairn$$' -v ./cmd/cairn
 
 ## bench: Go benchmarks of the hot paths (compare runs with benchstat)
 bench:

@@ -209,8 +209,11 @@ func TestStallGivesUp(t *testing.T) {
 	})
 	_, err := Run(context.Background(), Options{Target: target, Protocol: ProtocolHTTPJSON, StallTimeout: time.Second,
 		Batch: 100, PoolSpans: 1000})
-	want := "gave up: no export acknowledged for 1s, each failing; the last: HTTP 503 Service Unavailable: store closing"
-	if err == nil || err.Error() != want {
-		t.Errorf("got %v, want %s", err, want)
+	// On a machine too busy to get the answer within an attempt's timeout
+	// (the stall timeout), the last failure is that timeout.
+	const gaveUp = "gave up: no export acknowledged for 1s, each failing; the last: "
+	if err == nil || !strings.HasPrefix(err.Error(), gaveUp) ||
+		!strings.HasSuffix(err.Error(), "HTTP 503 Service Unavailable: store closing") && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("got %v, want %sHTTP 503 Service Unavailable: store closing", err, gaveUp)
 	}
 }

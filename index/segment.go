@@ -16,8 +16,11 @@ import (
 // sharded by the top byte of the term, so that a search reads the rows and
 // one small shard per term.
 
-// rowsV2 is the version byte of rows records.
-const rowsV2 = 2
+// rowsVersion is the version byte of rows records. Version 3 has the
+// layout of version 2; it marks segments whose attribute terms hash values
+// as text and include events' attributes (Hasher.Attribute), which version 2
+// segments, of cairn before format version 5, do not.
+const rowsVersion = 3
 
 // shardV2 is the version byte of postings shards.
 const shardV2 = 2
@@ -122,7 +125,7 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		}
 	}
 
-	rows = append(rows, rowsV2)
+	rows = append(rows, rowsVersion)
 	rows = binary.AppendUvarint(rows, uint64(len(order)))
 	rows = binary.AppendUvarint(rows, newest)
 	services := slices.Sorted(maps.Keys(b.maxDuration))
@@ -266,6 +269,7 @@ const rowCheckpoint = 32
 
 // RowReader decodes the rows of a rows record that a search asks for.
 type RowReader struct {
+	version     byte
 	n           int
 	newest      uint64
 	durations   []byte // the longest span of each service
@@ -277,15 +281,16 @@ type RowReader struct {
 
 // NewRowReader reads a rows record's header:
 //
-//	version=2 | uvarint nrows | uvarint newest
+//	version=3 (or 2) | uvarint nrows | uvarint newest
 //	| uvarint nservices | nservices × ( service:u64 uvarint(longest span) )
 //	| ceil(nrows/32) × u32le offset | rows
 func NewRowReader(b []byte) (*RowReader, error) {
 	r := binread.New(b, ErrCorrupt)
-	if v := r.Byte(); v != rowsV2 {
+	v := r.Byte()
+	if v != rowsVersion && v != 2 {
 		return nil, r.Fail(fmt.Sprintf("rows record version %d", v))
 	}
-	rr := &RowReader{n: r.Count(22)} // a row and its share of the offsets
+	rr := &RowReader{version: v, n: r.Count(22)} // a row and its share of the offsets
 	rr.newest = r.Uvarint()
 	nsvc := r.Count(9)
 	table := r.B
@@ -302,6 +307,12 @@ func NewRowReader(b []byte) (*RowReader, error) {
 
 // Len is the number of rows.
 func (rr *RowReader) Len() int { return rr.n }
+
+// TextAttributes reports whether the segment's attribute terms are those
+// Hasher.Attribute makes. A segment written before them (rows version 2)
+// has terms of typed values and none of events' attributes, which searches
+// cannot look up: its rows must be checked against their spans instead.
+func (rr *RowReader) TextAttributes() bool { return rr.version >= rowsVersion }
 
 // MaxDuration is the duration of the longest span in the segment of the
 // service whose Service term is given, and whether it has any span.

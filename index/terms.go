@@ -73,15 +73,17 @@ func (h *Hasher) Error(svc []byte) Term {
 	return h.sum()
 }
 
-// Attribute is the term of spans of a service with an attribute (their own
-// or their resource's) whose key, type and value bucket are these; the value
-// is in otlpwire.AppendCanonical's form. The service is part of the term
-// because searches ask for both on the same span: a trace-level term of the
-// attribute alone would let through every trace that has the attribute on
-// some other service's span, and only verification could reject them.
-func (h *Hasher) Attribute(svc, key []byte, t otlpwire.ValueType, canonical []byte) Term {
-	bucket := xxhash.Sum64(canonical) % AttributeBuckets
-	h.buf = append(h.buf[:0], tagAttribute, byte(t))
+// Attribute is the term of spans of a service with an attribute (their own,
+// their events' or their resource's) whose key and value bucket are these;
+// the value is in otlpwire.AppendText's form, whatever its type, so that
+// conditions match values of any type with the same text. The service is
+// part of the term because searches ask for both on the same span: a
+// trace-level term of the attribute alone would let through every trace
+// that has the attribute on some other service's span, and only
+// verification could reject them.
+func (h *Hasher) Attribute(svc, key, text []byte) Term {
+	bucket := xxhash.Sum64(text) % AttributeBuckets
+	h.buf = append(h.buf[:0], tagAttribute)
 	h.str(svc)
 	h.str(key)
 	// The bucket takes the low bits, so that a key's buckets sort together
@@ -141,8 +143,9 @@ func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
 	return Term(shard | uint64(h.sum())&(1<<56-1))
 }
 
-// SpanTerms appends the terms of one span of a service, with its scalar
-// attributes, except those of its resource (see Resource), to dst.
+// SpanTerms appends the terms of one span of a service, with the scalar
+// attributes of the span and its events (otlpwire.Span.Attrs), except those
+// of its resource (see Resource), to dst.
 func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f otlpwire.SpanFacts) []Term {
 	dur := uint64(0)
 	if f.End > f.Start {
@@ -153,8 +156,8 @@ func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f
 		dst = append(dst, h.Error(svc), h.Error(nil))
 	}
 	for _, a := range attrs {
-		h.value = otlpwire.AppendCanonical(h.value[:0], a.Type, a.B, a.Num)
-		dst = append(dst, h.Attribute(svc, a.Key, a.Type, h.value))
+		h.value = otlpwire.AppendText(h.value[:0], a.Type, a.B, a.Num)
+		dst = append(dst, h.Attribute(svc, a.Key, h.value))
 	}
 	return dst
 }
@@ -175,8 +178,8 @@ func (h *Hasher) Resource(id [16]byte) Term {
 // attributes, for the service the resource names, to dst.
 func (h *Hasher) ResourceAttributeTerms(dst []Term, svc, resource []byte) []Term {
 	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
-		h.value = otlpwire.AppendCanonical(h.value[:0], t, b, num)
-		dst = append(dst, h.Attribute(svc, key, t, h.value))
+		h.value = otlpwire.AppendText(h.value[:0], t, b, num)
+		dst = append(dst, h.Attribute(svc, key, h.value))
 	})
 	return dst
 }

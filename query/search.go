@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"math"
 	"time"
@@ -55,7 +54,9 @@ func (s *service) toQuery(p *jaegerpb.TraceQueryParameters) (storage.Query, erro
 	case q.Limit == 0:
 		q.Limit = defaultSearchDepth
 	case q.Limit > s.opts.MaxSearchDepth:
-		q.Limit = s.opts.MaxSearchDepth
+		// Never a silent cut: a caller given fewer traces than it asked for
+		// would take them for all there are.
+		return q, status.Errorf(codes.InvalidArgument, "search_depth %d is over the maximum of %d", q.Limit, s.opts.MaxSearchDepth)
 	}
 	if q.Operation != "" && q.Service == "" {
 		return q, status.Error(codes.InvalidArgument, "operation_name needs service_name")
@@ -73,28 +74,32 @@ func (s *service) toQuery(p *jaegerpb.TraceQueryParameters) (storage.Query, erro
 	return q, nil
 }
 
-// attribute converts a typed attribute condition to otlpwire's canonical
-// form.
+// attribute converts an attribute condition to its text, as OTLP JSON
+// writes the value: storage matches attributes of any type by it.
 func attribute(kv *jaegerpb.KeyValue) (storage.Attribute, error) {
-	a := storage.Attribute{Key: kv.GetKey()}
+	var text []byte
 	switch v := kv.GetValue().GetValue().(type) {
 	case *jaegerpb.AnyValue_StringValue:
-		a.Type, a.Value = otlpwire.StringValue, []byte(v.StringValue)
+		text = []byte(v.StringValue)
 	case *jaegerpb.AnyValue_BoolValue:
-		a.Type, a.Value = otlpwire.BoolValue, []byte{0}
-		if v.BoolValue {
-			a.Value[0] = 1
-		}
+		text = otlpwire.AppendText(nil, otlpwire.BoolValue, nil, boolNum(v.BoolValue))
 	case *jaegerpb.AnyValue_IntValue:
-		a.Type, a.Value = otlpwire.IntValue, binary.BigEndian.AppendUint64(nil, uint64(v.IntValue))
+		text = otlpwire.AppendText(nil, otlpwire.IntValue, nil, uint64(v.IntValue))
 	case *jaegerpb.AnyValue_DoubleValue:
-		a.Type, a.Value = otlpwire.DoubleValue, binary.BigEndian.AppendUint64(nil, math.Float64bits(v.DoubleValue))
+		text = otlpwire.AppendText(nil, otlpwire.DoubleValue, nil, math.Float64bits(v.DoubleValue))
 	case *jaegerpb.AnyValue_BytesValue:
-		a.Type, a.Value = otlpwire.BytesValue, v.BytesValue
+		text = otlpwire.AppendText(nil, otlpwire.BytesValue, v.BytesValue, 0)
 	default:
-		return a, status.Errorf(codes.InvalidArgument, "attribute %q: conditions take a string, bool, int, double or bytes value", kv.GetKey())
+		return storage.Attribute{}, status.Errorf(codes.InvalidArgument, "attribute %q: conditions take a string, bool, int, double or bytes value", kv.GetKey())
 	}
-	return a, nil
+	return storage.Attribute{Key: kv.GetKey(), Value: string(text)}, nil
+}
+
+func boolNum(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // find admits a search and runs it. The search keeps its place among the

@@ -28,9 +28,11 @@ import (
 )
 
 // The search corpus: named traces whose spans are given as
-// service/name@start+duration [error] [orphan] [key=value ...], start and duration in
-// minutes and milliseconds from hour0, "_" standing for a space in names. Values are typed as in the golden
-// file: s:string, i:int, b:bool, d:double.
+// service/name@start+duration [error] [orphan] [key=value ...] [ev:key=value ...],
+// start and duration in minutes and milliseconds from hour0, "_" standing
+// for a space in names, ev: marking an attribute of the span's one event.
+// Values are typed as in the golden file: s:string, i:int, b:bool,
+// d:double, y:bytes (of the text after it).
 var corpus = map[string][]string{
 	"checkout-ok":   {"frontend/GET_/checkout@10+120 http.status_code=i:200", "cart/GetCart@10+30", "payment/Charge@11+60 card=s:visa"},
 	"checkout-fail": {"frontend/GET_/checkout@20+900 http.status_code=i:500", "payment/Charge@20+800 error card=s:amex retry=b:true"},
@@ -39,6 +41,12 @@ var corpus = map[string][]string{
 	"status-string": {"frontend/GET_/legacy@50+20 http.status_code=s:200"},
 	"cart-only":     {"cart/GetCart@55+5"},
 	"two-services":  {"cart/GetCart@5+40 card=s:visa", "payment/Refund@70+40 orphan"},
+	// Jaeger's UI sends every tag value as a string.
+	"ui-tags": {"frontend/GET_/cart@56+12 http.response.status_code=i:404 app.cache.hit=b:true app.ratio=d:72.5 blob=y:hello"},
+	"numbers": {"catalog/Count@57+1 size=i:123 weight=d:123 big=i:1152921504606846976 tiny=d:1e-7 label=s:123.0"},
+	// The exception is an event of the frontend span; the cart span has
+	// the flag.
+	"exception": {"frontend/GET_/pay@58+30 error ev:exception.type=s:Timeout ev:retries=i:3", "cart/GetCart@58+3 flag=s:on"},
 }
 
 func corpusRequest(t *testing.T) []byte {
@@ -59,7 +67,17 @@ func corpusRequest(t *testing.T) []byte {
 			if i > 0 {
 				sp.ParentSpanId = []byte{7: 1}
 			}
+			var event *tracepb.Span_Event
 			for _, f := range fields[1:] {
+				if kv, ok := strings.CutPrefix(f, "ev:"); ok {
+					if event == nil {
+						event = &tracepb.Span_Event{Name: "exception", TimeUnixNano: start}
+						sp.Events = append(sp.Events, event)
+					}
+					k, v, _ := strings.Cut(kv, "=")
+					event.Attributes = append(event.Attributes, &commonpb.KeyValue{Key: k, Value: otlpValue(t, v)})
+					continue
+				}
 				switch f {
 				case "error":
 					sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
@@ -116,6 +134,8 @@ func otlpValue(t *testing.T, typed string) *commonpb.AnyValue {
 	case "d":
 		f, _ := strconv.ParseFloat(v, 64)
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: f}}
+	case "y":
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte(v)}}
 	}
 	t.Fatalf("bad typed value %q", typed)
 	return nil
@@ -130,6 +150,8 @@ func jaegerValue(t *testing.T, typed string) *jaegerpb.AnyValue {
 		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_IntValue{IntValue: x.IntValue}}
 	case *commonpb.AnyValue_BoolValue:
 		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BoolValue{BoolValue: x.BoolValue}}
+	case *commonpb.AnyValue_BytesValue:
+		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BytesValue{BytesValue: x.BytesValue}}
 	default:
 		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_DoubleValue{DoubleValue: x.(*commonpb.AnyValue_DoubleValue).DoubleValue}}
 	}
@@ -374,5 +396,16 @@ func TestTimeArguments(t *testing.T) {
 		case c.want >= 0 && (err != nil || n != c.want):
 			t.Errorf("GetTraces, %s: %d spans, %v; want %d", c.name, n, err, c.want)
 		}
+	}
+}
+
+// TestSearchDepthOverMaximum refuses a search_depth over the maximum with a
+// message naming it, rather than answering with fewer traces.
+func TestSearchDepthOverMaximum(t *testing.T) {
+	client := jaegerpb.NewTraceReaderClient(serve(t, storeWith(t, t.TempDir(), corpusRequest(t))))
+	_, err := client.FindTraceIDs(context.Background(), &jaegerpb.FindTraceIDsRequest{
+		Query: &jaegerpb.TraceQueryParameters{ServiceName: "frontend", SearchDepth: DefaultMaxSearchDepth + 1}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "search_depth 10001 is over the maximum of 10000") {
+		t.Fatalf("search_depth over the maximum: %v", err)
 	}
 }

@@ -34,9 +34,11 @@ type Reader interface {
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 }
 
-// DefaultMaxSearchDepth is the most traces a search returns unless
-// Options.MaxSearchDepth says otherwise.
-const DefaultMaxSearchDepth = 1000
+// DefaultMaxSearchDepth is the most traces a search may ask for unless
+// Options.MaxSearchDepth says otherwise: well above the limits Jaeger's UI
+// is used with, while a search's matches, 32 bytes each, are held until it
+// ends and its traces are streamed one at a time.
+const DefaultMaxSearchDepth = 10000
 
 // Options configures the query service. The zero value is valid.
 type Options struct {
@@ -49,10 +51,10 @@ type Options struct {
 	// The default is 4 MiB, jaeger-query's default gRPC message limit.
 	MaxMessageBytes int
 
-	// MaxSearchDepth caps the number of traces a search returns, whatever
-	// search_depth asks for.
+	// MaxSearchDepth is the most traces a search may ask for; a larger
+	// search_depth is refused with InvalidArgument, never cut silently.
 	//
-	// The default is 1000.
+	// The default is DefaultMaxSearchDepth, 10,000.
 	MaxSearchDepth int
 
 	// MaxTraceIDs bounds the trace IDs one GetTraces request may name; a

@@ -241,8 +241,8 @@ func (c *checker) check(progress func(done, total int)) (*CheckReport, error) {
 		v, closer, err := idx.Get(keys.Meta("format"))
 		switch {
 		case err == nil:
-			if len(v) != 1 || v[0] != FormatVersion {
-				err = fmt.Errorf("format version %v; this cairn reads version %d", v, FormatVersion)
+			if len(v) != 1 || v[0] < 3 || v[0] > FormatVersion {
+				err = fmt.Errorf("format version %v; this cairn reads versions 3 to %d", v, FormatVersion)
 			}
 			closer.Close()
 		case errors.Is(err, pebble.ErrNotFound):

@@ -200,9 +200,10 @@ func deleteResource(b *pebble.Batch, it *pebble.Iterator, h *index.Hasher, id di
 // upgradeFrom3 adds what format version 4 keeps and version 3 did not: the
 // number of each group by its pair, the attribute index of each resource,
 // and, for each resource, a use by the newest partition, so that it stays
-// until every partition stored before the upgrade is dropped. Then it
-// records version 4. A crash before that repeats the upgrade, whose keys
-// are the same.
+// until every partition stored before the upgrade is dropped. Its attribute
+// index has the terms of version 5, so it then records version 5 (see
+// upgradeFrom4). A crash before that repeats the upgrade, whose keys are
+// the same.
 func (db *DB) upgradeFrom3() error {
 	var newest uint32
 	has := len(db.partitions) > 0
@@ -230,7 +231,46 @@ func (db *DB) upgradeFrom3() error {
 	if err := it.Close(); err != nil {
 		return err
 	}
-	if it, err = db.idx.NewIter(keys.KindRange(keys.KindResource)); err != nil {
+	err = db.indexResources(w, func(id dictID) error {
+		if !has {
+			return nil
+		}
+		return w.set(keys.ResourceUse(id, newest), nil)
+	})
+	if err != nil {
+		return err
+	}
+	if err := w.set(keys.Meta("format"), []byte{FormatVersion}); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// upgradeFrom4 rewrites the attribute index of resources, whose terms
+// format version 5 hashes from the value's text rather than its type and
+// bytes, and records version 5. Segments keep the terms they were written
+// with; search tells them apart by their rows version. A crash before the
+// version is recorded repeats the upgrade from the start.
+func (db *DB) upgradeFrom4() error {
+	w := &batchWriter{store: db.idx, b: db.idx.NewBatch()}
+	if err := w.b.DeleteRange([]byte{keys.KindResourceAttr}, keys.KindEnd(keys.KindResourceAttr), nil); err != nil {
+		w.b.Close()
+		return err
+	}
+	if err := db.indexResources(w, func(dictID) error { return nil }); err != nil {
+		return err
+	}
+	if err := w.set(keys.Meta("format"), []byte{FormatVersion}); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// indexResources writes the attribute index keys (0x24) of every resource
+// in the dictionary through w, and calls also for each resource.
+func (db *DB) indexResources(w *batchWriter, also func(dictID) error) error {
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindResource))
+	if err != nil {
 		return err
 	}
 	defer it.Close()
@@ -250,19 +290,11 @@ func (db *DB) upgradeFrom3() error {
 				return err
 			}
 		}
-		if has {
-			if err := w.set(keys.ResourceUse(id, newest), nil); err != nil {
-				return err
-			}
+		if err := also(id); err != nil {
+			return err
 		}
 	}
-	if err := it.Error(); err != nil {
-		return err
-	}
-	if err := w.set(keys.Meta("format"), []byte{FormatVersion}); err != nil {
-		return err
-	}
-	return w.flush()
+	return it.Error()
 }
 
 // batchWriter writes keys in batches of a bounded size.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -493,16 +492,7 @@ func TestSpanTimesAtTheEdges(t *testing.T) {
 		t.Fatal(err)
 	}
 	find := func(from, to time.Time) []byte {
-		found, err := db.Find(context.Background(), Query{StartMin: from, StartMax: to, Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []byte
-		for _, f := range found {
-			ids = append(ids, f.ID[15])
-		}
-		slices.Sort(ids)
-		return ids
+		return lastIDBytes(t, db, Query{StartMin: from, StartMax: to, Limit: 10})
 	}
 	for _, cut := range []bool{false, true} {
 		if cut {

@@ -24,9 +24,9 @@ import (
 type Query struct {
 	Service   string
 	Operation string // the span name
-	// Attributes must all hold on the span, as its own attributes or its
-	// resource's, with equal type and value. The attribute error=true (bool
-	// or string) selects spans with status ERROR instead.
+	// Attributes must all hold on the span, as its own attributes, its
+	// events' or its resource's. The attribute error=true selects spans
+	// with status ERROR instead.
 	Attributes []Attribute
 	// StartMin and StartMax bound the span's start time, inclusive.
 	StartMin, StartMax time.Time
@@ -36,12 +36,13 @@ type Query struct {
 	Limit int
 }
 
-// Attribute is a typed attribute value, in otlpwire.Attributes' canonical
-// form.
+// Attribute is an attribute condition. It holds for a scalar attribute of
+// the key whose value, in otlpwire.AppendText's form, is Value, whatever its
+// type: "404" holds for the int 404, the double 404.0 and the string "404",
+// as in Jaeger's own stores. Arrays and key-value lists never match.
 type Attribute struct {
 	Key   string
-	Type  otlpwire.ValueType
-	Value []byte
+	Value string
 }
 
 // Found is a trace that matched a query, with the extent of the spans seen
@@ -68,7 +69,10 @@ type compiled struct {
 	exactInside bool
 	inside      map[index.Term]bool
 	limit       int
-	value       []byte // scratch for canonical values
+	value       []byte // scratch for values' text
+	// attrGroups is the index of the attribute conditions' groups, one per
+	// condition in order, in groups.
+	attrGroups int
 	// resourceAttrs are the attribute conditions that resources of blocks
 	// may satisfy, which addStoredResources adds to their groups.
 	resourceAttrs []resourceAttr
@@ -110,8 +114,7 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 		c.op = []byte(q.Operation)
 	}
 	for _, a := range q.Attributes {
-		if a.Key == "error" && ((a.Type == otlpwire.BoolValue && bytes.Equal(a.Value, []byte{1})) ||
-			(a.Type == otlpwire.StringValue && string(a.Value) == "true")) {
+		if a.Key == "error" && a.Value == "true" {
 			c.errors = true
 			continue
 		}
@@ -148,19 +151,21 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 		c.groups = append(c.groups, []index.Term{h.Error(c.svc)})
 		spanConds++
 	}
+	c.attrGroups = len(c.groups)
 	for _, a := range c.attrs {
 		// Attribute terms name the service: without one, any service will do.
+		key, value := []byte(a.Key), []byte(a.Value)
 		var g []index.Term
 		if c.svc != nil {
-			g = append(g, h.Attribute(c.svc, []byte(a.Key), a.Type, a.Value))
+			g = append(g, h.Attribute(c.svc, key, value))
 		}
 		for _, svc := range services {
-			g = append(g, h.Attribute([]byte(svc), []byte(a.Key), a.Type, a.Value))
+			g = append(g, h.Attribute([]byte(svc), key, value))
 		}
 		// A resource attribute is found through the resources that have
 		// it: here those of the live buffers, in addStoredResources those
 		// of blocks.
-		ra := resourceAttr{group: len(c.groups), term: h.Attribute(nil, []byte(a.Key), a.Type, a.Value)}
+		ra := resourceAttr{group: len(c.groups), term: h.Attribute(nil, key, value)}
 		if c.svc != nil {
 			ra.service = c.svcTerm
 		}
@@ -233,15 +238,15 @@ func (c *compiled) matchSpan(svc, resource, raw []byte) bool {
 	var held uint64 // bit i: attribute condition i holds
 	check := func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
 		for i, a := range c.attrs {
-			if t == a.Type && string(key) == a.Key {
-				c.value = otlpwire.AppendCanonical(c.value[:0], t, b, num)
-				if bytes.Equal(c.value, a.Value) {
+			if string(key) == a.Key {
+				c.value = otlpwire.AppendText(c.value[:0], t, b, num)
+				if string(c.value) == a.Value {
 					held |= 1 << i
 				}
 			}
 		}
 	}
-	otlpwire.Attributes(raw, otlpwire.SpanAttributes, check)
+	otlpwire.SpanAndEventAttributes(raw, check)
 	otlpwire.Attributes(resource, otlpwire.ResourceAttributes, check)
 	return held == 1<<len(c.attrs)-1
 }
@@ -546,7 +551,7 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 			return nil
 		}
 	}
-	cands, inside, err := s.candidates(p, block, rr.Len())
+	cands, inside, err := s.candidates(p, block, rr.Len(), rr.TextAttributes())
 	if err != nil || len(cands) == 0 {
 		return err
 	}
@@ -590,12 +595,18 @@ func (s *segmentSearch) segment(p uint32, block uint64) error {
 
 // candidates intersects the postings of the query's term groups: the rows,
 // newest first, that may match. Without terms every row is a candidate.
-// inside lists, sorted, the rows found through inside duration terms.
-func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, inside []uint32, err error) {
+// inside lists, sorted, the rows found through inside duration terms. A
+// segment without textAttributes has no terms the attribute conditions can
+// look up, so they narrow nothing there.
+func (s *segmentSearch) candidates(p uint32, block uint64, nrows int, textAttributes bool) (out, inside []uint32, err error) {
 	// Consecutive terms in one shard, such as a service's duration buckets,
 	// share a seek.
 	shard, found := -1, false
+	narrowed := false
 	for gi, g := range s.c.groups {
+		if !textAttributes && gi >= s.c.attrGroups && gi < s.c.attrGroups+len(s.c.attrs) {
+			continue
+		}
 		var union []uint32
 		for _, t := range g {
 			if int(index.Shard(t)) != shard {
@@ -623,8 +634,8 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 		}
 		slices.Sort(union)
 		union = slices.Compact(union)
-		if gi == 0 {
-			out = union
+		if !narrowed {
+			out, narrowed = union, true
 		} else {
 			out = intersect(out, union)
 		}
@@ -632,7 +643,7 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int) (out, insi
 			return nil, nil, nil
 		}
 	}
-	if len(s.c.groups) == 0 {
+	if !narrowed {
 		out = make([]uint32, nrows)
 		for i := range out {
 			out[i] = uint32(i)

@@ -2,10 +2,10 @@ package storage
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -56,12 +56,10 @@ func benchStore(b *testing.B, n int) (*DB, []TraceID) {
 }
 
 func intAttr(key string, v int64) Attribute {
-	return Attribute{Key: key, Type: otlpwire.IntValue, Value: binary.BigEndian.AppendUint64(nil, uint64(v))}
+	return Attribute{Key: key, Value: strconv.FormatInt(v, 10)}
 }
 
-func strAttr(key, v string) Attribute {
-	return Attribute{Key: key, Type: otlpwire.StringValue, Value: []byte(v)}
-}
+func strAttr(key, v string) Attribute { return Attribute{Key: key, Value: v} }
 
 // BenchmarkFind runs each query shape, limit 20, over the last hour, and
 // trace-by-ID reads without time hints, on stores of growing size, and
@@ -76,7 +74,7 @@ func BenchmarkFind(b *testing.B) {
 		{"service+attribute", Query{Service: "frontend", Attributes: []Attribute{intAttr("http.response.status_code", 404)}}},
 		{"service+min-duration", Query{Service: "payment", DurationMin: 20 * time.Millisecond}},
 		{"attribute", Query{Attributes: []Attribute{strAttr("db.system", "postgresql")}}},
-		{"errors", Query{Attributes: []Attribute{{Key: "error", Type: otlpwire.BoolValue, Value: []byte{1}}}}},
+		{"errors", Query{Attributes: []Attribute{{Key: "error", Value: "true"}}}},
 		{"rare-attribute", Query{Service: "frontend", Attributes: []Attribute{strAttr("enduser.id", "user-4242")}}},
 		{"absent-operation", Query{Service: "frontend", Operation: "DELETE /nothing"}},
 	}

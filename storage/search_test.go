@@ -1,12 +1,16 @@
 package storage
 
 import (
+	"cairn/index"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,9 +18,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-
-	"cairn/internal/otlpwire"
 )
 
 // modelSpan is a span as the brute-force model sees it.
@@ -26,9 +29,14 @@ type modelSpan struct {
 	name       string
 	start, end uint64
 	err        bool
-	attrs      map[string]*commonpb.AnyValue // span and resource attributes
+	// attrs holds, by key, the text of every scalar value the span, its
+	// events and its resource give the key.
+	attrs map[string][]string
 }
 
+// matches decides as Jaeger's memory store does: an attribute condition
+// holds if the span, one of its events or its resource has the key with a
+// value of the same text.
 func (m modelSpan) matches(q Query, notBefore uint64) bool {
 	if q.Service != "" && m.service != q.Service || q.Operation != "" && m.name != q.Operation {
 		return false
@@ -45,41 +53,50 @@ func (m modelSpan) matches(q Query, notBefore uint64) bool {
 		return false
 	}
 	for _, a := range q.Attributes {
-		if a.Key == "error" && a.Type == otlpwire.BoolValue {
+		if a.Key == "error" && a.Value == "true" {
 			if !m.err {
 				return false
 			}
 			continue
 		}
-		v, ok := m.attrs[a.Key]
-		if !ok {
-			return false
-		}
-		t, canon := canonical(v)
-		if t != a.Type || string(canon) != string(a.Value) {
+		if !slices.Contains(m.attrs[a.Key], a.Value) {
 			return false
 		}
 	}
 	return true
 }
 
-// canonical is the model's own encoding of an attribute value, written from
-// the documented canonical form rather than shared with the code under test.
-func canonical(v *commonpb.AnyValue) (otlpwire.ValueType, []byte) {
-	switch x := v.Value.(type) {
-	case *commonpb.AnyValue_StringValue:
-		return otlpwire.StringValue, []byte(x.StringValue)
-	case *commonpb.AnyValue_BoolValue:
-		if x.BoolValue {
-			return otlpwire.BoolValue, []byte{1}
+// addAttrs records the text of scalar attributes in the model.
+func (m modelSpan) addAttrs(t testing.TB, kvs []*commonpb.KeyValue) {
+	for _, kv := range kvs {
+		if text, ok := jsonText(t, kv.Value); ok {
+			m.attrs[kv.Key] = append(m.attrs[kv.Key], text)
 		}
-		return otlpwire.BoolValue, []byte{0}
-	case *commonpb.AnyValue_IntValue:
-		return otlpwire.IntValue, binary.BigEndian.AppendUint64(nil, uint64(x.IntValue))
-	case *commonpb.AnyValue_DoubleValue:
-		return otlpwire.DoubleValue, binary.BigEndian.AppendUint64(nil, math.Float64bits(x.DoubleValue))
 	}
-	return 0, nil
+}
+
+// jsonText is a scalar value's text as OTLP JSON writes it, taken from
+// protobuf's JSON encoding rather than from the code under test.
+func jsonText(t testing.TB, v *commonpb.AnyValue) (string, bool) {
+	j, err := protojson.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var field map[string]json.RawMessage
+	if err := json.Unmarshal(j, &field); err != nil {
+		t.Fatal(err)
+	}
+	for name, raw := range field {
+		if name == "arrayValue" || name == "kvlistValue" {
+			return "", false
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s, true
+		}
+		return string(raw), true
+	}
+	return "", false
 }
 
 func strV(s string) *commonpb.AnyValue {
@@ -104,16 +121,19 @@ func TestFindAgainstModel(t *testing.T) {
 	names := []string{"GET", "POST", "query", "send"}
 	base := uint64(clk.now().Add(-5 * time.Hour).UnixNano())
 	var spans []modelSpan
-	// Values drawn from small sets, so that queries hit; ints and strings
-	// share spellings, so that types must be told apart.
+	// Values drawn from small sets, so that queries hit; ints, doubles,
+	// bools and strings share spellings (1, 1.0 and "1"; true and "true"),
+	// so that values of different types must match by their text.
 	attrValue := func() *commonpb.AnyValue {
-		switch rng.IntN(4) {
+		switch rng.IntN(5) {
 		case 0:
 			return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(rng.IntN(3))}}
 		case 1:
 			return strV(fmt.Sprint(rng.IntN(3)))
 		case 2:
 			return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: rng.IntN(2) == 0}}
+		case 3:
+			return strV([]string{"true", "0.5", "1.0"}[rng.IntN(3)])
 		}
 		return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: float64(rng.IntN(3)) / 2}}
 	}
@@ -137,14 +157,25 @@ func TestFindAgainstModel(t *testing.T) {
 					sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
 				}
 				m := modelSpan{trace: tid, service: svc, name: sp.Name, start: start, end: start + dur, err: sp.Status != nil,
-					attrs: map[string]*commonpb.AnyValue{"tier": strV(tier)}}
+					attrs: map[string][]string{}}
+				m.addAttrs(t, rs.Resource.Attributes)
 				for _, k := range []string{"a", "b"} {
 					if rng.IntN(3) > 0 {
-						v := attrValue()
-						sp.Attributes = append(sp.Attributes, &commonpb.KeyValue{Key: k, Value: v})
-						m.attrs[k] = v
+						sp.Attributes = append(sp.Attributes, &commonpb.KeyValue{Key: k, Value: attrValue()})
 					}
 				}
+				// Events have keys of their own and the span's.
+				for range rng.IntN(3) {
+					ev := &tracepb.Span_Event{Name: "ev", TimeUnixNano: start}
+					for _, k := range []string{"a", "e"} {
+						if rng.IntN(2) > 0 {
+							ev.Attributes = append(ev.Attributes, &commonpb.KeyValue{Key: k, Value: attrValue()})
+						}
+					}
+					sp.Events = append(sp.Events, ev)
+					m.addAttrs(t, ev.Attributes)
+				}
+				m.addAttrs(t, sp.Attributes)
 				ss.Spans = append(ss.Spans, sp)
 				spans = append(spans, m)
 			}
@@ -174,13 +205,12 @@ func TestFindAgainstModel(t *testing.T) {
 		for range rng.IntN(3) {
 			switch rng.IntN(4) {
 			case 0:
-				q.Attributes = append(q.Attributes, Attribute{Key: "error", Type: otlpwire.BoolValue, Value: []byte{1}})
+				q.Attributes = append(q.Attributes, Attribute{Key: "error", Value: "true"})
 			case 1:
-				tp, v := canonical(strV(fmt.Sprint("t", rng.IntN(2))))
-				q.Attributes = append(q.Attributes, Attribute{Key: "tier", Type: tp, Value: v})
+				q.Attributes = append(q.Attributes, Attribute{Key: "tier", Value: fmt.Sprint("t", rng.IntN(2))})
 			default:
-				tp, v := canonical(attrValue())
-				q.Attributes = append(q.Attributes, Attribute{Key: []string{"a", "b"}[rng.IntN(2)], Type: tp, Value: v})
+				text, _ := jsonText(t, attrValue())
+				q.Attributes = append(q.Attributes, Attribute{Key: []string{"a", "b", "e"}[rng.IntN(3)], Value: text})
 			}
 		}
 		if rng.IntN(2) == 0 {
@@ -278,4 +308,143 @@ func sortedIDs(m map[TraceID]bool) []TraceID {
 	}
 	slices.SortFunc(ids, func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
 	return ids
+}
+
+// TestUpgradeFromFormat4 opens a store as format version 4 left it: rows
+// records of version 2, whose segments' attribute terms search cannot look
+// up, and resource attribute keys of old terms. Its segments are searched
+// through their spans, its resource attribute keys are rebuilt, and
+// segments cut after the upgrade are found through their terms.
+func TestUpgradeFromFormat4(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(id byte, res int) {
+		start := uint64(time.Now().UnixNano())
+		sp := &tracepb.Span{TraceId: []byte{15: id}, SpanId: []byte{7: 1}, Name: "op", StartTimeUnixNano: start, EndTimeUnixNano: start,
+			Attributes: []*commonpb.KeyValue{{Key: "code", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(id)}}}},
+			Events:     []*tracepb.Span_Event{{Name: "exception", Attributes: []*commonpb.KeyValue{{Key: "exception.type", Value: strV(fmt.Sprint("E", id))}}}}}
+		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+			Resource: modelResource(res), ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{sp}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, raw)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(1, 1)
+	write(2, 2)
+
+	// What version 4 wrote differs from what version 5 writes in the rows
+	// version and the terms; with the first set back, the segments' terms
+	// go unread, so it does not matter that they are version 5's.
+	b := db.idx.NewBatch()
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindRows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v := slices.Clone(it.Value())
+		v[0] = 2
+		if err := b.Set(it.Key(), v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteRange([]byte{keys.KindResourceAttr}, keys.KindEnd(keys.KindResourceAttr), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(keys.Meta("format"), []byte{4}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour})
+	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || fmt.Sprint(v) != fmt.Sprint([]byte{FormatVersion}) {
+		t.Fatalf("format after upgrade: %v, %v", v, err)
+	} else {
+		closer.Close()
+	}
+	if got, want := storedResourceAttrs(t, db), resourceAttrsOfDict(t, db); got != want || want == "" {
+		t.Fatalf("resource attribute keys after upgrade:\n%s\nwant\n%s", got, want)
+	}
+	write(3, 1) // cut after the upgrade, of a resource stored before it
+	for _, c := range []struct {
+		q    Query
+		want string
+	}{
+		{Query{Attributes: []Attribute{{Key: "code", Value: "2"}}}, "[2]"},
+		{Query{Attributes: []Attribute{{Key: "code", Value: "3"}}}, "[3]"},
+		{Query{Service: "svc1", Attributes: []Attribute{{Key: "exception.type", Value: "E1"}}}, "[1]"},
+		{Query{Attributes: []Attribute{{Key: "exception.type", Value: "E3"}}}, "[3]"},
+		{Query{Attributes: []Attribute{{Key: "host", Value: "h1"}}}, "[1 3]"},
+		{Query{Service: "svc1", Attributes: []Attribute{{Key: "zone", Value: "z1"}}}, "[1 3]"},
+		{Query{Attributes: []Attribute{{Key: "zone", Value: "z0"}}}, "[2]"},
+	} {
+		c.q.Limit = 10
+		if got := lastIDBytes(t, db, c.q); fmt.Sprint(got) != c.want {
+			t.Errorf("%+v after upgrade: traces %v, want %s", c.q.Attributes, got, c.want)
+		}
+	}
+}
+
+// lastIDBytes returns the last byte of the ID of each trace that q finds,
+// sorted: tests name their traces by it.
+func lastIDBytes(t *testing.T, db *DB, q Query) []byte {
+	t.Helper()
+	found, err := db.Find(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []byte
+	for _, f := range found {
+		ids = append(ids, f.ID[15])
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// storedResourceAttrs lists the resource attribute keys (0x24) of a store.
+func storedResourceAttrs(t *testing.T, db *DB) string {
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindResourceAttr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var out []string
+	for ok := it.First(); ok; ok = it.Next() {
+		out = append(out, fmt.Sprintf("%x", it.Key()))
+	}
+	return strings.Join(out, "\n")
+}
+
+// resourceAttrsOfDict lists the resource attribute keys that the resources
+// of a store's dictionary have.
+func resourceAttrsOfDict(t *testing.T, db *DB) string {
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindResource))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var out []string
+	var h index.Hasher
+	for ok := it.First(); ok; ok = it.Next() {
+		d, err := codec.DecodeDict(it.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, term := range resourceTerms(&h, d.Raw) {
+			out = append(out, fmt.Sprintf("%x", keys.ResourceAttr(uint64(term), dictID(it.Key()[1:]))))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(slices.Compact(out), "\n")
 }

@@ -265,7 +265,8 @@ func TestHTTPAPI(t *testing.T) {
 		{"service=checkout&operation=GET+/checkout&limit=100", newest(all...)},
 		{"service=payments&errors=true", newest(3, 7, 11)},
 		{"attr=http.response.status_code=500", newest(3, 7, 11)},
-		{`attr=http.response.status_code="500"`, nil}, // a string is not the int
+		{`attr=http.response.status_code="500"`, newest(3, 7, 11)}, // as text, as Jaeger's UI sends it
+		{`attr=http.response.status_code="500.0"`, nil},            // a string is compared as it is
 		{"attr=cache.hit=true&attr=sample.ratio=0.5", newest(0, 2, 4, 6, 8, 10)},
 		{"service=checkout&min_duration=100ms", newest(8, 9, 10, 11)},
 		{"service=checkout&min_duration=50ms&max_duration=70ms", newest(3, 4, 5, 8, 9, 10, 11)}, // roots of 50–70 ms, charges of 100–140 ms

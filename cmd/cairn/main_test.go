@@ -196,7 +196,7 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"search", "--start", "yesterday"}, `--start "yesterday" is not an RFC 3339 time such as 2026-11-21T10:00:00Z`},
 		{[]string{"search", "--since", "1h", "--end", "2026-11-21T10:00:00Z"}, "give --since or --start/--end, not both"},
 		{[]string{"search", "--limit", "0"}, "--limit 0 is under the minimum of 1"},
-		{[]string{"search", "--limit", "5000"}, "--limit 5000 is over the maximum of 1000"},
+		{[]string{"search", "--limit", "10001"}, "--limit 10001 is over the maximum of 10000"},
 		{[]string{"search", "--min-duration", "-5ms"}, "--min-duration -5ms is negative"},
 		{[]string{"search", "--max-duration", "-1s"}, "--max-duration -1s is negative"},
 		{[]string{"search", "--min-duration", "2s", "--max-duration", "1s"}, "--min-duration 2s is over --max-duration 1s"},

@@ -17,7 +17,8 @@ type Options struct {
 	// thread's own priority needs no privilege, and where it fails the
 	// workers run at normal priority.
 	// The default is 10: a normal thread then gets about ten times a
-	// worker's share of a contended core.
+	// worker's share of a contended core. A negative value keeps the
+	// workers at normal priority.
 	Nice int
 }
 

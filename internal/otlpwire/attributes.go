@@ -1,13 +1,16 @@
 package otlpwire
 
 import (
+	"encoding/base64"
 	"encoding/binary"
+	"math"
+	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
-// ValueType is the type of a scalar attribute value. Values of different
-// types never compare equal: the integer 5 is not the string "5".
+// ValueType is the type of a scalar attribute value. Search compares values
+// by their text (AppendText), whatever their types.
 type ValueType uint8
 
 // Scalar AnyValue types, numbered as AnyValue's oneof fields.
@@ -24,6 +27,7 @@ const (
 const (
 	ResourceAttributes protowire.Number = 1
 	SpanAttributes     protowire.Number = spanAttributes
+	eventAttributes    protowire.Number = 3
 )
 
 // Attributes calls fn for each attribute with a scalar value of an encoded,
@@ -35,38 +39,91 @@ func Attributes(msg []byte, field protowire.Number, fn func(key []byte, t ValueT
 	for len(msg) > 0 {
 		num, kv, rest := nextBytesField(msg)
 		msg = rest
-		if num != field {
-			continue
-		}
-		var key, val []byte
-		for len(kv) > 0 {
-			var n protowire.Number
-			var v []byte
-			n, v, kv = nextBytesField(kv)
-			switch n {
-			case 1:
-				key = v
-			case 2:
-				val = v
-			}
-		}
-		if t, b, x, ok := scalar(val); ok {
-			fn(key, t, b, x)
+		if num == field {
+			scalarKeyValue(kv, fn)
 		}
 	}
 }
 
-// AppendCanonical appends the canonical form of a scalar value, the form in
-// which search terms hash and compare it: strings and bytes as they are, bool
-// as one byte, int and double as 8 bytes big-endian.
-func AppendCanonical(dst []byte, t ValueType, b []byte, num uint64) []byte {
+// scalarKeyValue calls fn for an encoded KeyValue if its value is a scalar.
+func scalarKeyValue(kv []byte, fn func(key []byte, t ValueType, b []byte, num uint64)) {
+	var key, val []byte
+	for len(kv) > 0 {
+		var n protowire.Number
+		var v []byte
+		n, v, kv = nextBytesField(kv)
+		switch n {
+		case 1:
+			key = v
+		case 2:
+			val = v
+		}
+	}
+	if t, b, x, ok := scalar(val); ok {
+		fn(key, t, b, x)
+	}
+}
+
+// SpanAndEventAttributes calls fn, as Attributes does, for each scalar
+// attribute of an encoded, validated span and of its events, in the order
+// they are encoded: the attributes Parse records in Span.Attrs.
+func SpanAndEventAttributes(span []byte, fn func(key []byte, t ValueType, b []byte, num uint64)) {
+	for len(span) > 0 {
+		num, v, rest := nextBytesField(span)
+		switch num {
+		case spanAttributes:
+			scalarKeyValue(v, fn)
+		case spanEvents:
+			Attributes(v, eventAttributes, fn)
+		}
+		span = rest
+	}
+}
+
+// AppendText appends a scalar value as OTLP JSON writes it, unquoted: a
+// string as it is, bytes in base64, a bool as true or false, an int in
+// decimal, a double as JavaScript writes numbers (72.5, 123 for 123.0,
+// 1e+21), or NaN, Infinity, -Infinity. Search terms hash values in this form
+// and search compares them in it, as Jaeger's own stores compare values: a
+// Jaeger UI sends every tag value as a string, and the int 404 must match
+// its "404"; the int 123 and the double 123.0 then match too.
+func AppendText(dst []byte, t ValueType, b []byte, num uint64) []byte {
 	switch t {
 	case BoolValue:
-		return append(dst, byte(num))
-	case IntValue, DoubleValue:
-		return binary.BigEndian.AppendUint64(dst, num)
+		return strconv.AppendBool(dst, num != 0)
+	case IntValue:
+		return strconv.AppendInt(dst, int64(num), 10)
+	case DoubleValue:
+		return appendDouble(dst, math.Float64frombits(num))
+	case BytesValue:
+		return base64.StdEncoding.AppendEncode(dst, b)
 	}
 	return append(dst, b...)
+}
+
+// appendDouble writes f as ECMAScript's Number::toString does, which is
+// also how protobuf's JSON encoding writes doubles: plain decimals from
+// 1e-6 up to 1e21, exponents (without a leading zero) outside.
+func appendDouble(dst []byte, f float64) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(dst, "NaN"...)
+	case math.IsInf(f, 1):
+		return append(dst, "Infinity"...)
+	case math.IsInf(f, -1):
+		return append(dst, "-Infinity"...)
+	}
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		dst = strconv.AppendFloat(dst, f, 'e', -1, 64)
+		// Go pads the exponent to two digits (1e-07), JavaScript does not;
+		// exponents of 21 and up need no padding.
+		if n := len(dst); dst[n-4] == 'e' && dst[n-2] == '0' {
+			dst[n-2] = dst[n-1]
+			dst = dst[:n-1]
+		}
+		return dst
+	}
+	return strconv.AppendFloat(dst, f, 'f', -1, 64)
 }
 
 // scalar decodes an encoded AnyValue holding a scalar.

@@ -79,8 +79,9 @@ type Span struct {
 	Error   bool   // status code is STATUS_CODE_ERROR, as in Facts
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
-	// Attrs are the span's attributes with a scalar value, in order, as
-	// Attributes reports them; they alias Batch.Attrs.
+	// Attrs are the scalar attributes of the span and of its events, which
+	// search looks for alike, in order, as SpanAndEventAttributes reports
+	// them; they alias Batch.Attrs.
 	Attrs []Attribute
 }
 
@@ -354,7 +355,12 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 				b.Attrs = append(b.Attrs, Attribute{Key: key, Type: t, B: bs, Num: num})
 			}
 		case spanEvents:
-			return validateMessage(typ, v, "Span.events", validateEvent)
+			if err := validateMessage(typ, v, "Span.events", validateEvent); err != nil {
+				return err
+			}
+			Attributes(v, eventAttributes, func(key []byte, t ValueType, bs []byte, num uint64) {
+				b.Attrs = append(b.Attrs, Attribute{Key: key, Type: t, B: bs, Num: num})
+			})
 		case spanLinks:
 			return validateMessage(typ, v, "Span.links", validateLink)
 		case spanStatus:

@@ -2,9 +2,13 @@ package otlpwire
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -12,6 +16,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
@@ -311,13 +316,74 @@ func TestAttributes(t *testing.T) {
 		kv("arr", &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{}}}),
 		kv("none", nil),
 	}}
+	sp.Events = []*tracepb.Span_Event{{Name: "e", Attributes: []*commonpb.KeyValue{
+		kv("ev", &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 7}}),
+	}}}
 	var got []string
 	Attributes(marshal(t, sp), SpanAttributes, func(k []byte, typ ValueType, b []byte, num uint64) {
-		got = append(got, fmt.Sprintf("%s:%d:%x", k, typ, AppendCanonical(nil, typ, b, num)))
+		got = append(got, fmt.Sprintf("%s:%d:%s", k, typ, AppendText(nil, typ, b, num)))
 	})
-	want := "[s:1:78 b:2:01 i:3:fffffffffffffffe d:4:3ff8000000000000 y:7:09]"
+	want := "[s:1:x b:2:true i:3:-2 d:4:1.5 y:7:CQ==]"
 	if fmt.Sprint(got) != want {
 		t.Fatalf("attributes %v, want %s", got, want)
+	}
+	got = got[:0]
+	SpanAndEventAttributes(marshal(t, sp), func(k []byte, typ ValueType, b []byte, num uint64) {
+		got = append(got, fmt.Sprintf("%s:%s", k, AppendText(nil, typ, b, num)))
+	})
+	if want := "[s:x b:true i:-2 d:1.5 y:CQ== ev:7]"; fmt.Sprint(got) != want {
+		t.Fatalf("span and event attributes %v, want %s", got, want)
+	}
+}
+
+// TestAppendText checks values against the text protobuf's JSON encoding
+// gives them, the form OTLP JSON writes.
+func TestAppendText(t *testing.T) {
+	doubles := []float64{0, math.Copysign(0, -1), 1, 123, 72.5, -0.1, 1e-6, 1e-7, 1.5e-300, 1e20, 1e21, 123456789e15,
+		1 << 60, math.MaxFloat64, math.SmallestNonzeroFloat64, math.NaN(), math.Inf(1), math.Inf(-1)}
+	var values []*commonpb.AnyValue
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 300 {
+		doubles = append(doubles, math.Float64frombits(rng.Uint64()), float64(rng.Int64N(1<<60))/float64(rng.Int64N(1<<20)+1))
+	}
+	for _, d := range doubles {
+		values = append(values, &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: d}})
+	}
+	for _, i := range []int64{0, -1, 404, math.MaxInt64, math.MinInt64} {
+		values = append(values, &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: i}})
+	}
+	values = append(values,
+		&commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: true}},
+		&commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: false}},
+		&commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "a \"b\" ü"}},
+		&commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte{0xff, 0, 1}}},
+	)
+	for _, v := range values {
+		j, err := protojson.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// {"doubleValue":72.5}: the value is the field's JSON, unquoted.
+		var field map[string]any
+		if err := json.Unmarshal(j, &field); err != nil {
+			t.Fatal(err)
+		}
+		var want string
+		for _, raw := range field {
+			switch raw := raw.(type) {
+			case string:
+				want = raw
+			default:
+				_, rest, _ := strings.Cut(string(j), ":")
+				want = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "}"))
+			}
+		}
+		kv := marshal(t, &tracepb.Span{Attributes: []*commonpb.KeyValue{{Key: "k", Value: v}}})
+		Attributes(kv, SpanAttributes, func(_ []byte, typ ValueType, b []byte, num uint64) {
+			if got := string(AppendText(nil, typ, b, num)); got != want {
+				t.Errorf("%v: text %q, OTLP JSON writes %q", v, got, want)
+			}
+		})
 	}
 }
 
@@ -393,7 +459,7 @@ func FuzzParse(f *testing.F) {
 			// Ingest indexes the attributes Parse recorded; search checks
 			// those Attributes reads from the stored span. They must agree.
 			var walked []Attribute
-			Attributes(s.Raw, SpanAttributes, func(key []byte, t ValueType, b []byte, num uint64) {
+			SpanAndEventAttributes(s.Raw, func(key []byte, t ValueType, b []byte, num uint64) {
 				walked = append(walked, Attribute{Key: key, Type: t, B: b, Num: num})
 			})
 			if !reflect.DeepEqual(s.Attrs, walked) && (len(s.Attrs) > 0 || len(walked) > 0) {
