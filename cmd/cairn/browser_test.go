@@ -221,6 +221,16 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	}
 	// The root's 100 children come back, collapsed: 101 rows, 22 pixels each.
 	b.do("expand the root", chromedp.Click(`.row [data-toggle]`), chromedp.Poll[chromedp.Void](`document.querySelector('.spacer').style.height === '2222px'`))
+	// Finding a span hidden under a collapsed one shows it, selected, and
+	// only it.
+	b.do("find a batch", chromedp.Click(`.wf-ruler button:nth-child(2)`), chromedp.SendKeys(`input.find`, "batch 42"), chromedp.Poll[chromedp.Void](`document.querySelector('.find-count').textContent === '1 found'`),
+		chromedp.SendKeys(`input.find`, "\r"), chromedp.WaitVisible(`.row.match.selected`))
+	if got := eval[string](b, `document.querySelector('.row.match.selected .op').textContent + ' / ' + document.querySelector('.detail h2').textContent`); got != "batch 42 / batch 42" {
+		t.Errorf("found and selected: %q", got)
+	}
+	if got := eval[string](b, `document.querySelector('.spacer').style.height`); got != "2222px" {
+		t.Errorf("after finding a batch under the collapsed root, the rows take %s, want 2222px (the root and its 100 batches)", got)
+	}
 	b.noConsoleErrors()
 }
 

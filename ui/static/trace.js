@@ -37,7 +37,10 @@ export function model(trace) {
   const roots = [];
   for (const sp of trace.spans) {
     const parent = sp.parent_span_id ? byId.get(sp.parent_span_id) : undefined;
-    if (parent && parent !== sp) parent.children.push(sp);
+    if (parent && parent !== sp) {
+      parent.children.push(sp);
+      sp.parent = parent;
+    }
     else {
       sp.orphan = sp.parent_span_id !== '';
       roots.push(sp);
@@ -60,6 +63,7 @@ export function model(trace) {
   for (const sp of trace.spans) {
     if (!seen.has(sp) && byId.get(sp.span_id) === sp) {
       sp.orphan = true;
+      sp.parent = undefined;
       roots.push(sp);
       walk([sp]);
     }
@@ -93,6 +97,9 @@ class Waterfall {
     this.window = [0, total]; // the time window shown, in ns from the start
     this.colors = serviceColors(trace.spans.map((sp) => sp.service));
     this.collapsed = new Set();
+    this.matches = []; // spans that the find box's text matches, in tree order
+    this.matched = new Set();
+    this.matchAt = -1;
     this.selected = null;
     this.rows = [];
     this.build();
@@ -152,11 +159,17 @@ class Waterfall {
 
     this.ticks = h('div', { class: 'ticks' });
     this.zoomNote = h('span', { class: 'zoom' });
+    this.findCount = h('span', { class: 'find-count' });
+    const find = h('input', {
+      type: 'search', class: 'find', placeholder: 'find spans', title: 'name, service or attribute; Enter goes to the next',
+      oninput: (e) => this.find(e.target.value),
+      onkeydown: (e) => { if (e.key === 'Enter') this.nextMatch(); },
+    });
     const ruler = h('div', { class: 'wf-ruler' },
       h('div', { class: 'names' },
         h('button', { type: 'button', onclick: () => this.setCollapsed(false) }, 'Expand all'),
         h('button', { type: 'button', onclick: () => this.setCollapsed(true) }, 'Collapse all'),
-        this.zoomNote),
+        find, this.findCount, this.zoomNote),
       this.ticks);
     this.grid = h('div', { class: 'grid' });
     this.rowLayer = h('div', { class: 'rows' });
@@ -231,7 +244,7 @@ class Waterfall {
     }
     this.ticks.replaceChildren(...ticks);
     this.grid.replaceChildren(...lines);
-    this.zoomNote.textContent = a > 0 || b < this.total ? 'zoomed: double-click the minimap to reset' : '';
+    this.zoomNote.textContent = a > 0 || b < this.total ? 'zoomed: double-click the minimap for all' : '';
   }
 
   drawRows() {
@@ -251,6 +264,7 @@ class Waterfall {
     if (span.status.code === 'error') classes.push('err');
     if (span === this.selected) classes.push('selected');
     if (this.critical.has(span.span_id)) classes.push('crit');
+    if (this.matched.has(span)) classes.push('match');
     const left = this.x(span.offset);
     const width = Math.max(span.duration_ns / (this.window[1] - this.window[0]) * 100, 0.15);
     const color = this.colors.get(span.service);
@@ -268,6 +282,43 @@ class Waterfall {
       h('div', { class: 'bar-cell' },
         h('div', { class: 'bar', style: `left:${left}%;width:${width}%;background:${color}` }),
         h('span', { class: 'bar-label', style: labelPlace(left, width) }, label)));
+  }
+
+  // find marks the spans whose service, name or an attribute's key or value
+  // holds the text, ignoring case.
+  find(text) {
+    const needle = text.trim().toLowerCase();
+    const hit = (sp) => sp.name.toLowerCase().includes(needle) || sp.service.toLowerCase().includes(needle) ||
+      sp.attributes.some((a) => a.key.toLowerCase().includes(needle) || attrValue(a).toLowerCase().includes(needle));
+    this.matches = [];
+    if (needle) {
+      const stack = this.roots.slice().reverse();
+      while (stack.length) {
+        const sp = stack.pop();
+        if (hit(sp)) this.matches.push(sp);
+        for (let i = sp.children.length - 1; i >= 0; i--) stack.push(sp.children[i]);
+      }
+    }
+    this.matched = new Set(this.matches);
+    this.matchAt = -1;
+    this.findCount.textContent = needle ? `${this.matches.length} found` : '';
+    this.first = -1;
+    this.drawRows();
+  }
+
+  // nextMatch shows the next span found, expanding what hides it.
+  nextMatch() {
+    if (!this.matches.length) return;
+    this.matchAt = (this.matchAt + 1) % this.matches.length;
+    const span = this.matches[this.matchAt];
+    for (let p = span.parent; p; p = p.parent) this.collapsed.delete(p);
+    this.layout();
+    this.selected = span;
+    this.showDetail(span);
+    const i = this.rows.findIndex((r) => r.span === span);
+    this.scroller.scrollTop = i * rowHeight - this.scroller.clientHeight / 2;
+    this.findCount.textContent = `${this.matchAt + 1} of ${this.matches.length}`;
+    this.draw(true);
   }
 
   click(e) {
