@@ -344,6 +344,8 @@ func (s *service) httpTraceOTLP(ctx context.Context, w http.ResponseWriter, r *h
 	if err := allowParams(r); err != nil {
 		return err
 	}
+	// The document opens with the first resource's spans, so that a trace
+	// not found, or failing at once, is answered with a status instead.
 	sep := []byte(`{"resourceSpans":[`)
 	found, err := s.readTrace(ctx, r, func(td *tracepb.TracesData) error {
 		for _, rs := range td.ResourceSpans {
@@ -351,10 +353,8 @@ func (s *service) httpTraceOTLP(ctx context.Context, w http.ResponseWriter, r *h
 			if err != nil {
 				return err
 			}
-			if sep[0] == '{' {
-				w.Header().Set("Content-Type", "application/json")
-				w.Header().Set("Cache-Control", "no-store")
-			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
 			if _, err := w.Write(append(sep, b...)); err != nil {
 				return err
 			}
