@@ -72,10 +72,10 @@ proto:
 		trace_storage.proto capabilities.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
-## screenshots: PNGs of the web UI's pages, over bench data, into docs/screenshots (needs chromium)
+## screenshots: PNGs of the web UI's pages, over bench data, into internal/ui/screenshots (needs chromium)
 screenshots:
-	mkdir -p docs/screenshots
-	CAIRN_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' ./cmd/cairn
+	mkdir -p internal/ui/screenshots
+	CAIRN_SCREENSHOTS=$(CURDIR)/internal/ui/screenshots $(GO) test -count=1 -run '^TestScreenshots$$' ./cmd/cairn
 
 clean:
 	rm -rf bin

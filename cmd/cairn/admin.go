@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"cairn/ui"
+	"cairn/internal/ui"
 )
 
 // adminHandler serves cairn's HTTP port: the web UI and the query API it

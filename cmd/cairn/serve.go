@@ -30,9 +30,9 @@ import (
 
 	"cairn/ingest"
 	"cairn/internal/access"
+	"cairn/internal/ui"
 	"cairn/query"
 	"cairn/storage"
-	"cairn/ui"
 )
 
 // gcPercent is the GOGC cairn serve runs with unless GOGC is set.
