@@ -88,8 +88,8 @@ type wfLine struct {
 }
 
 // writeWaterfall prints a trace as a tree of spans by parent, each line with
-// its start offset and duration in milliseconds and a bar on a shared time
-// axis. Errors are marked; spans whose parent is missing are shown as extra
+// its start offset and duration in milliseconds, its own time on the
+// trace's critical path, and a bar on a shared time axis. Errors are marked; spans whose parent is missing are shown as extra
 // roots, marked as orphans. What opts leaves out is summed up in lines of
 // its own, errors included, and named in the header.
 func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) error {
@@ -101,6 +101,7 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 	for _, n := range spans {
 		whole.add(own(n.span))
 	}
+	onPath := criticalSelf(td)
 	l := &wfLayout{opts: opts}
 	l.siblings(roots, "", 1)
 	lines, shown := l.cut()
@@ -124,12 +125,12 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 		labels[i] = truncate(ln.prefix+label, maxNameWidth)
 		width = max(width, utf8.RuneCountInString(labels[i]))
 	}
-	fmt.Fprintf(w, "\n%12s %12s  %-*s  %s\n", "start ms", "duration ms", width, "span", "timeline")
+	fmt.Fprintf(w, "\n%12s %12s %9s  %-*s  %s\n", "start ms", "duration ms", "path ms", width, "span", "timeline")
 	for i, ln := range lines {
 		pad := strings.Repeat(" ", width-utf8.RuneCountInString(labels[i]))
 		if ln.kind != spanLine {
 			t := ln.tally
-			fmt.Fprintf(w, "%12s %12s  %s%s  %s  %s", "", "", labels[i], pad, bar(t.from-whole.from, t.to-t.from, whole.to-whole.from, "░"), ln.note)
+			fmt.Fprintf(w, "%12s %12s %9s  %s%s  %s  %s", "", "", "", labels[i], pad, bar(t.from-whole.from, t.to-t.from, whole.to-whole.from, "░"), ln.note)
 			if t.errors > 0 {
 				fmt.Fprintf(w, "  ✗ %s", count(t.errors, "error"))
 			}
@@ -138,7 +139,11 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 		}
 		s := ln.span.span
 		off := s.StartTimeUnixNano - whole.from
-		fmt.Fprintf(w, "%12s %12s  %s%s  %s", ms(off), ms(duration(s)), labels[i], pad, bar(off, duration(s), whole.to-whole.from, "█"))
+		path := ""
+		if d := onPath[s]; d > 0 {
+			path = ms(d)
+		}
+		fmt.Fprintf(w, "%12s %12s %9s  %s%s  %s", ms(off), ms(duration(s)), path, labels[i], pad, bar(off, duration(s), whole.to-whole.from, "█"))
 		if isError(s) {
 			fmt.Fprint(w, "  ✗ error")
 			if m := s.GetStatus().GetMessage(); m != "" {
