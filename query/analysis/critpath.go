@@ -78,16 +78,32 @@ type OperationTime struct {
 // and a clock other than the parent's timed one of the two. Each child on
 // the path is walked the same way over its part of the path.
 func CriticalPath(t *Trace, opts *Options) Path {
-	tr := buildTree(t, opts.EnsureDefaults())
+	return criticalPath(t, opts.EnsureDefaults(), -1)
+}
+
+// CriticalPathFrom returns the critical path below span root of t, as
+// CriticalPath would if root were the root: the time root's end waits on.
+func CriticalPathFrom(t *Trace, root int, opts *Options) Path {
+	return criticalPath(t, opts.EnsureDefaults(), int32(root))
+}
+
+// criticalPath walks the path from root, or from the root CriticalPath
+// chooses if root is negative.
+func criticalPath(t *Trace, opts Options, root int32) Path {
+	return buildTree(t, opts, root).path()
+}
+
+func (tr *tree) path() Path {
+	t := tr.t
 	p := Path{Root: tr.root}
 	if tr.root < 0 {
 		return p
 	}
-	root := &tr.nodes[tr.root]
-	p.Start, p.End = root.start, root.end
-	tr.walk(int32(tr.root), root.end)
-	slices.Reverse(tr.segments)
-	p.Segments = tr.segments
+	rn := &tr.nodes[tr.root]
+	p.Start, p.End = rn.start, rn.end
+	tr.walk(int32(tr.root), rn.end)
+	p.Segments = slices.Clone(tr.segments)
+	slices.Reverse(p.Segments)
 	p.Operations = operationTimes(t, p)
 	return p
 }
@@ -109,7 +125,9 @@ type tree struct {
 	segments []Segment // in reverse while walking
 }
 
-func buildTree(t *Trace, opts Options) *tree {
+// buildTree places the spans under root, or under the root it chooses if
+// root is negative.
+func buildTree(t *Trace, opts Options, root int32) *tree {
 	tr := &tree{t: t, opts: opts, nodes: make([]node, len(t.Spans)), root: -1}
 	ids := make(map[SpanID]int32, len(t.Spans))
 	for i := range t.Spans {
@@ -131,22 +149,34 @@ func buildTree(t *Trace, opts Options) *tree {
 			orphans = append(orphans, int32(i))
 		}
 	}
-	candidates := parentless
-	if len(candidates) == 0 {
-		candidates = orphans
+	above := root // the top of the tree root is in: not to adopt
+	if root < 0 {
+		candidates := parentless
+		if len(candidates) == 0 {
+			candidates = orphans
+		}
+		if len(candidates) == 0 {
+			return tr // every span is in a cycle, or there are none
+		}
+		root = slices.MinFunc(candidates, func(a, b int32) int {
+			sa, sb := &t.Spans[a], &t.Spans[b]
+			return cmp.Or(cmp.Compare(sb.Duration(), sa.Duration()), cmp.Compare(sa.Start, sb.Start), cmp.Compare(a, b))
+		})
+		above = root
+	} else {
+		for range t.Spans { // at most as many steps, in case of a cycle
+			p, ok := ids[t.Spans[above].Parent]
+			if !ok || p == above {
+				break
+			}
+			above = p
+		}
 	}
-	if len(candidates) == 0 {
-		return tr // every span is in a cycle, or there are none
-	}
-	root := slices.MinFunc(candidates, func(a, b int32) int {
-		sa, sb := &t.Spans[a], &t.Spans[b]
-		return cmp.Or(cmp.Compare(sb.Duration(), sa.Duration()), cmp.Compare(sa.Start, sb.Start), cmp.Compare(a, b))
-	})
 	tr.root = int(root)
 	s := &t.Spans[root]
 	tr.place(root, children, 0, s.Start, s.Start+s.Duration())
 	for _, top := range slices.Concat(parentless, orphans) {
-		if top != root {
+		if top != above && !tr.nodes[top].placed {
 			tr.adopt(top, children)
 		}
 	}

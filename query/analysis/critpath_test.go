@@ -86,7 +86,7 @@ func checkTiles(t *testing.T, tr *Trace, p Path) {
 		}
 		return
 	}
-	placed := buildTree(tr, (*Options)(nil).EnsureDefaults())
+	placed := buildTree(tr, (*Options)(nil).EnsureDefaults(), int32(p.Root))
 	at := p.Start
 	for i, s := range p.Segments {
 		if s.Start != at || s.End <= s.Start {
@@ -112,12 +112,14 @@ func checkTiles(t *testing.T, tr *Trace, p Path) {
 
 // TestCriticalPathTiles checks on random traces, skewed, concurrent, with
 // orphans, async children and several roots, that the path tiles the root
-// exactly with spans active where they are on it.
+// exactly with spans active where they are on it, from the root or from
+// any span.
 func TestCriticalPathTiles(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
 		tr := randomTrace(rng, 1+rng.IntN(40))
 		checkTiles(t, tr, CriticalPath(tr, nil))
+		checkTiles(t, tr, CriticalPathFrom(tr, rng.IntN(len(tr.Spans)), nil))
 	}
 }
 
