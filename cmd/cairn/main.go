@@ -32,6 +32,7 @@ func commands() []command {
 		{"serve", "[flags]", "ingest OTLP over gRPC and HTTP, and serve queries and metrics", serveCmd},
 		{"trace", "TRACE_ID_HEX [flags]", "print a trace", traceCmd},
 		{"critical-path", "TRACE_ID_HEX [flags]", "print where a trace's time went: the spans its end waited on", criticalPathCmd},
+		{"diagnose", "[flags]", "name the operation and attributes most likely behind a regression", diagnoseCmd},
 		{"search", "[flags]", "find traces by service, operation, attributes, duration, time", searchCmd},
 		{"services", "[flags]", "list the services that sent spans", servicesCmd},
 		{"operations", "SERVICE [flags]", "list a service's operations and span kinds", operationsCmd},

@@ -46,17 +46,30 @@ func (s *Span) Duration() uint64 {
 // ResourceSpans, as chunked reads split it, is one resource: spans are
 // grouped by the content of their resource's attributes, not by message.
 func FromOTLP(td *tracepb.TracesData) Trace {
-	var t Trace
-	byKey := map[string]int{}
+	var c Collector
+	c.Add(td)
+	if len(c.traces) == 0 {
+		return Trace{}
+	}
+	return *c.traces[0]
+}
+
+// Collector sorts the spans of many traces into traces.
+type Collector struct {
+	traces []*Trace
+	byID   map[[16]byte]int
+	// resources numbers the resources of each trace by their key.
+	resources []map[string]int
+}
+
+// Add adds the spans of td to their traces.
+func (c *Collector) Add(td *tracepb.TracesData) {
+	if c.byID == nil {
+		c.byID = map[[16]byte]int{}
+	}
 	for _, rs := range td.GetResourceSpans() {
 		attrs := rs.GetResource().GetAttributes()
 		key := resourceKey(attrs)
-		res, ok := byKey[key]
-		if !ok {
-			res = len(t.Resources)
-			byKey[key] = res
-			t.Resources = append(t.Resources, attrs)
-		}
 		service := "unknown_service"
 		for _, kv := range attrs {
 			if kv.Key == "service.name" {
@@ -65,7 +78,13 @@ func FromOTLP(td *tracepb.TracesData) Trace {
 		}
 		for _, ss := range rs.GetScopeSpans() {
 			for _, s := range ss.GetSpans() {
-				copy(t.ID[:], s.TraceId)
+				t, resources := c.trace(s.TraceId)
+				res, ok := resources[key]
+				if !ok {
+					res = len(t.Resources)
+					resources[key] = res
+					t.Resources = append(t.Resources, attrs)
+				}
 				sp := Span{
 					Service:  service,
 					Name:     s.Name,
@@ -82,8 +101,23 @@ func FromOTLP(td *tracepb.TracesData) Trace {
 			}
 		}
 	}
-	return t
 }
+
+func (c *Collector) trace(id []byte) (*Trace, map[string]int) {
+	var key [16]byte
+	copy(key[:], id)
+	i, ok := c.byID[key]
+	if !ok {
+		i = len(c.traces)
+		c.byID[key] = i
+		c.traces = append(c.traces, &Trace{ID: key})
+		c.resources = append(c.resources, map[string]int{})
+	}
+	return c.traces[i], c.resources[i]
+}
+
+// Traces returns the traces added, in the order their first spans came.
+func (c *Collector) Traces() []*Trace { return c.traces }
 
 // resourceKey is the same for resources with the same attributes in any
 // order.
