@@ -53,3 +53,23 @@ func valueText(v *commonpb.AnyValue) string {
 	}
 	return v.GetStringValue()
 }
+
+// BenchmarkDiagnose times a diagnosis of 2,000 traces a window, as read.
+func BenchmarkDiagnose(b *testing.B) {
+	s := RCAScenarios()[0]
+	start := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	collect := func(rss []*tracepb.ResourceSpans) []*analysis.Trace {
+		var c analysis.Collector
+		c.Add(&tracepb.TracesData{ResourceSpans: rss})
+		return c.Traces()
+	}
+	const traces = 2000
+	base := collect(s.RCATraffic(1, traces, start, start.Add(10*time.Minute), false))
+	win := collect(s.RCATraffic(2, traces, start.Add(10*time.Minute), start.Add(20*time.Minute), true))
+	b.Run(fmt.Sprintf("traces=%d", traces), func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			analysis.Diagnose(win, base, &analysis.DiagnoseOptions{Service: RCARootService, Operation: RCARootOperation})
+		}
+	})
+}

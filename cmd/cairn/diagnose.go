@@ -116,16 +116,10 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	defer done()
-	var w, b []*analysis.Trace
-	for _, side := range []struct {
-		span timeRange
-		into *[]*analysis.Trace
-	}{{window, &w}, {baseline, &b}} {
-		if *side.into, err = sampleTraces(ctx, client, *service, *operation, side.span, *sample); err != nil {
-			return qf.rpcError(err)
-		}
+	d, err := diagnose(ctx, client, &analysis.DiagnoseOptions{Service: *service, Operation: *operation, Errors: *errorsMode}, window, baseline, *sample)
+	if err != nil {
+		return qf.rpcError(err)
 	}
-	d := analysis.Diagnose(w, b, &analysis.DiagnoseOptions{Service: *service, Operation: *operation, Errors: *errorsMode})
 	out := diagnosisJSON(d, window, baseline, *errorsMode)
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
@@ -134,6 +128,20 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 	}
 	writeDiagnosis(stdout, out, *service, *operation, *errorsMode, *sample)
 	return nil
+}
+
+// diagnose samples up to sample traces of the window and of the baseline
+// and diagnoses them.
+func diagnose(ctx context.Context, client jaegerpb.TraceReaderClient, o *analysis.DiagnoseOptions, window, baseline timeRange, sample int) (analysis.Diagnosis, error) {
+	w, err := sampleTraces(ctx, client, o.Service, o.Operation, window, sample)
+	if err != nil {
+		return analysis.Diagnosis{}, err
+	}
+	b, err := sampleTraces(ctx, client, o.Service, o.Operation, baseline, sample)
+	if err != nil {
+		return analysis.Diagnosis{}, err
+	}
+	return analysis.Diagnose(w, b, o), nil
 }
 
 // diagnoseWindows returns the regression window and the baseline the flags

@@ -85,49 +85,66 @@ type feature struct {
 type featureSet struct {
 	features []feature
 	index    map[string]int32
+	// resources caches the features of resources by their attributes'
+	// first element and service: traces read together share the resource
+	// messages of their chunk.
+	resources map[resourceRef][]int32
+	buf       []byte
+}
+
+type resourceRef struct {
+	first   *commonpb.KeyValue
+	service string
+}
+
+// id returns the number of the feature keyed by fs.buf, numbering it f if
+// it has none yet.
+func (fs *featureSet) id(f feature) int32 {
+	if id, ok := fs.index[string(fs.buf)]; ok {
+		return id
+	}
+	id := int32(len(fs.features))
+	fs.index[string(fs.buf)] = id
+	fs.features = append(fs.features, f)
+	return id
+}
+
+func (fs *featureSet) attr(service string, kv *commonpb.KeyValue) int32 {
+	fs.buf = append(append(append(append(fs.buf[:0], service...), 0), kv.Key...), 0)
+	fs.buf = appendValue(fs.buf, kv.GetValue())
+	return fs.id(feature{service: service, key: kv.Key, value: kv.GetValue()})
 }
 
 // of returns the features of t, each once.
 func (fs *featureSet) of(t *Trace, into []int32) []int32 {
 	if fs.index == nil {
 		fs.index = map[string]int32{}
+		fs.resources = map[resourceRef][]int32{}
 	}
 	into = into[:0]
-	add := func(key string, f feature) {
-		id, ok := fs.index[key]
-		if !ok {
-			id = int32(len(fs.features))
-			fs.index[key] = id
-			fs.features = append(fs.features, f)
-		}
-		into = append(into, id)
-	}
-	var b strings.Builder
-	attr := func(service string, kv *commonpb.KeyValue) {
-		b.Reset()
-		b.WriteString(service)
-		b.WriteByte(0)
-		b.WriteString(kv.Key)
-		b.WriteByte(0)
-		b.WriteString(valueString(kv.GetValue()))
-		add(b.String(), feature{service: service, key: kv.Key, value: kv.GetValue()})
-	}
 	resourceService := make([]string, len(t.Resources))
 	for i := range t.Spans {
 		s := &t.Spans[i]
 		resourceService[s.Resource] = s.Service
-		add(s.Service+"\x01"+s.Name, feature{service: s.Service, operation: s.Name})
+		fs.buf = append(append(append(fs.buf[:0], s.Service...), 1), s.Name...)
+		into = append(into, fs.id(feature{service: s.Service, operation: s.Name}))
 		for _, kv := range s.Attrs {
-			attr(s.Service, kv)
+			into = append(into, fs.attr(s.Service, kv))
 		}
 	}
 	for i, attrs := range t.Resources {
-		if resourceService[i] == "" {
-			continue // no span of the trace is on it
+		if resourceService[i] == "" || len(attrs) == 0 {
+			continue // no span of the trace is on it, or it has no attributes
 		}
-		for _, kv := range attrs {
-			attr(resourceService[i], kv)
+		ref := resourceRef{attrs[0], resourceService[i]}
+		ids, ok := fs.resources[ref]
+		if !ok {
+			for _, kv := range attrs {
+				ids = append(ids, fs.attr(resourceService[i], kv))
+			}
+			fs.resources[ref] = ids
 		}
+		into = append(into, ids...)
 	}
 	slices.Sort(into)
 	return slices.Compact(into)

@@ -11,22 +11,25 @@ import (
 
 // valueString is a key of an attribute value that tells types apart: the
 // string "1" and the int 1 are different values.
-func valueString(v *commonpb.AnyValue) string {
+func valueString(v *commonpb.AnyValue) string { return string(appendValue(nil, v)) }
+
+// appendValue appends the key valueString returns to b.
+func appendValue(b []byte, v *commonpb.AnyValue) []byte {
 	switch x := v.GetValue().(type) {
 	case *commonpb.AnyValue_StringValue:
-		return "s" + x.StringValue
+		return append(append(b, 's'), x.StringValue...)
 	case *commonpb.AnyValue_IntValue:
-		return "i" + strconv.FormatInt(x.IntValue, 10)
+		return strconv.AppendInt(append(b, 'i'), x.IntValue, 10)
 	case *commonpb.AnyValue_DoubleValue:
-		return "d" + strconv.FormatUint(math.Float64bits(x.DoubleValue), 16)
+		return strconv.AppendUint(append(b, 'd'), math.Float64bits(x.DoubleValue), 16)
 	case *commonpb.AnyValue_BoolValue:
-		return "b" + strconv.FormatBool(x.BoolValue)
+		return strconv.AppendBool(append(b, 'b'), x.BoolValue)
 	case *commonpb.AnyValue_BytesValue:
-		return "x" + hex.EncodeToString(x.BytesValue)
+		return hex.AppendEncode(append(b, 'x'), x.BytesValue)
 	case nil:
-		return ""
+		return b
 	default: // arrays and maps: their encoding, deterministic for one value
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(v)
-		return "m" + string(b)
+		m, _ := proto.MarshalOptions{Deterministic: true}.Marshal(v)
+		return append(append(b, 'm'), m...)
 	}
 }
