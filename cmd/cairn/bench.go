@@ -47,7 +47,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	gzipped := fs.Bool("overload-gzip", false, "with --overload, gzip every request; the bodies compress some thousand times")
 	rca := fs.Bool("rca", false, "instead of the workload, measure how well cairn diagnose names injected faults: write a baseline and a fault window of checkouts per scenario, diagnose each, and report where the culprit operation and attribute ranked; needs --reader with --target")
 	rcaTraces := fs.Int("rca-traces", 2000, "with --rca, traces written per window and scenario")
-	rcaSample := fs.Int("rca-sample", 2000, "with --rca, most traces each diagnosis reads of a window (cairn diagnose --sample)")
+	rcaSample := fs.Int("rca-sample", 1000, "with --rca, most traces each diagnosis reads of a window (cairn diagnose --sample)")
 	_, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -59,7 +59,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		if *rcaTraces < 10 || *rcaSample < 10 {
 			return usagef("--rca-traces and --rca-sample must be at least 10")
 		}
-		ro := rcaOptions{target: o.Target, reader: o.Reader, targetAccess: o.TargetAccess, traces: *rcaTraces, sample: *rcaSample, seed: o.Seed}
+		ro := rcaOptions{target: o.Target, reader: o.Reader, targetAccess: o.TargetAccess, traces: *rcaTraces, sample: *rcaSample, seed: o.Seed, settle: o.Settle}
 		ro.readerAccess, ro.readerAccess.TokenFile = o.TargetAccess, *readerToken
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

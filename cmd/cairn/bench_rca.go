@@ -23,6 +23,7 @@ type rcaOptions struct {
 	traces                     int // per window and scenario
 	sample                     int // traces a diagnosis reads of each window
 	seed                       uint64
+	settle                     time.Duration // pause before the diagnoses
 }
 
 // rcaRow is one scenario's line of the report.
@@ -57,13 +58,15 @@ type rcaReport struct {
 // an embedded one unless o names one, diagnoses each through the query
 // port as `cairn diagnose` does, and reports how well each was named.
 func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer) error {
+	var activity func() (int64, error)
 	if o.target == "" {
-		c, _, done, err := startEmbedded("cairn-rca-")
+		c, dir, done, err := startEmbedded("cairn-rca-")
 		if err != nil {
 			return err
 		}
 		defer done()
 		o.target, o.reader = c.otlpAddr, c.queryAddr
+		activity = func() (int64, error) { return dirSize(dir) }
 	}
 	ingest, err := dialQuery(o.target, o.targetAccess)
 	if err != nil {
@@ -94,6 +97,11 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		}
 	}
 	if err := awaitSearchable(ctx, reader, spans[len(spans)-1][1]); err != nil {
+		return err
+	}
+	// Diagnoses are timed once the store has done the work the writes
+	// left, as settled reads are.
+	if err := bench.Settle(ctx, o.settle, activity); err != nil {
 		return err
 	}
 

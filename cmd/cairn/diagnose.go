@@ -90,7 +90,7 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 	baseStart := fs.String("baseline-start", "", "the baseline's start, an RFC 3339 time; default: as long as the window, right before it")
 	baseEnd := fs.String("baseline-end", "", "the baseline's end, an RFC 3339 time; default: the window's start")
 	errorsMode := fs.Bool("errors", false, "diagnose a rise of the error rate rather than of latency")
-	sample := fs.Int("sample", 2000, "most traces read of each window, spread over it")
+	sample := fs.Int("sample", 1000, "most traces read of each window, spread over it")
 	format := fs.String("format", "table", "output format: table or json")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
