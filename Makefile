@@ -55,7 +55,7 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
-## proto: regenerate query/jaegerpb from its .proto files (needs protoc)
+## proto: regenerate query/jaegerpb and query/analysispb from their .proto files (needs protoc)
 proto:
 	$(GO) install $(PROTOC_GEN_GO)
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
@@ -65,6 +65,11 @@ proto:
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		trace_storage.proto capabilities.proto
+	cd query/analysispb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc \
+		--descriptor_set_in=../jaegerpb/otlp.binpb.tmp -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		analysis.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
 clean:
