@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"cairn/internal/rawcodec"
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -32,6 +33,9 @@ type Reader interface {
 	Operations(service string) ([]storage.Operation, error)
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
+	// SpanMetrics merges the span metrics of the series keep accepts over
+	// the minutes in [from, to), by series and minute.
+	SpanMetrics(ctx context.Context, from, to time.Time, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search returns unless
@@ -134,7 +138,8 @@ func (o *Options) EnsureDefaults() Options {
 }
 
 // NewServer returns a gRPC server with the TraceReader and Capabilities
-// services of jaeger.storage.v2, gRPC health and server reflection.
+// services of jaeger.storage.v2, cairn.analysis.v1's Analysis, gRPC health
+// and server reflection.
 func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	c := o.EnsureDefaults()
 	if c.Metrics != nil {
@@ -152,6 +157,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
+	analysispb.RegisterAnalysisServer(s, analysis{service: svc})
 	hs := c.Health
 	if hs == nil {
 		hs = health.NewServer()
