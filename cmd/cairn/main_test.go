@@ -143,6 +143,8 @@ func TestReadingCommandsExplainFailures(t *testing.T) {
 			{"search", "--service", "frontend"},
 			{"services"},
 			{"operations", "frontend"},
+			{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736"},
+			{"diagnose", "--service", "web", "--operation", "POST /checkout", "--since", "1h"},
 		} {
 			out, errOut, exit := cairn(append(args, "--addr", addr)...)
 			if exit != 1 || out != "" || errOut != "cairn: "+want+"\n" {
@@ -203,6 +205,12 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"search", "--operation", "Charge"}, "--operation needs --service: operations are looked up within a service"},
 		{[]string{"search", "--format", "xml"}, `unknown format "xml": want table or json`},
 		{[]string{"trace", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
+		{[]string{"critical-path", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
+		{[]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "xml"}, `unknown format "xml": want table or json`},
+		{[]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-segments", "-1"}, "--max-segments -1 is negative"},
+		{[]string{"diagnose", "--service", "web", "--operation", "x", "--since", "1h", "--sample", "5"}, "--sample 5 is under the minimum of 10"},
+		{[]string{"diagnose", "--service", "web", "--operation", "x", "--since", "1h", "--format", "xml"}, `unknown format "xml": want table or json`},
+		{[]string{"diagnose", "--service", "web", "--operation", "x"}, "give the regression window: --since, or --start and --end"},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "yaml"}, `unknown format "yaml": want waterfall or otlp-json`},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-spans", "-1"}, "--max-spans -1 is negative"},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--depth", "-2"}, "--depth -2 is negative"},
