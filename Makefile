@@ -69,7 +69,7 @@ proto:
 		--descriptor_set_in=../jaegerpb/otlp.binpb.tmp -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		analysis.proto
+		analysis.proto rootcause.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
 clean:

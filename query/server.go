@@ -158,6 +158,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	analysispb.RegisterAnalysisServer(s, analysis{service: svc})
+	analysispb.RegisterRootCauseServer(s, rootCause{service: svc})
 	hs := c.Health
 	if hs == nil {
 		hs = health.NewServer()
