@@ -55,8 +55,9 @@ type rcaReport struct {
 }
 
 // benchRCA writes each scenario's baseline and fault window into a cairn,
-// an embedded one unless o names one, diagnoses each through the query
-// port as `cairn diagnose` does, and reports how well each was named.
+// an embedded one unless o names one, diagnoses each as `cairn diagnose`
+// does (on the server, if it serves cairn.analysis.v1.RootCause), and
+// reports how well each was named.
 func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer) error {
 	var activity func() (int64, error)
 	if o.target == "" {
@@ -108,13 +109,12 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 	rep := rcaReport{TracesPerWindow: o.traces, Sample: o.sample}
 	for i, s := range scenarios {
 		began := time.Now()
-		d, err := diagnose(ctx, reader, &analysis.DiagnoseOptions{Service: bench.RCARootService, Operation: bench.RCARootOperation, Errors: s.Errors},
+		out, err := diagnoseOn(ctx, read, &analysis.DiagnoseOptions{Service: bench.RCARootService, Operation: bench.RCARootOperation, Errors: s.Errors},
 			spans[i][0], spans[i][1], o.sample)
 		if err != nil {
 			return fmt.Errorf("diagnose %s: %w", s.Name, err)
 		}
 		took := time.Since(began)
-		out := diagnosisJSON(d, spans[i][0], spans[i][1], s.Errors)
 		var ops []bench.RCAOperation
 		for _, c := range out.Operations {
 			ops = append(ops, bench.RCAOperation{Service: c.Service, Operation: c.Operation})
@@ -126,7 +126,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		r := s.Evaluate(ops, attrs)
 		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: s.CulpritService + ": " + s.CulpritOperation,
 			OperationRank: r.OperationRank, AttributeRank: r.AttributeRank, FalseAttribute: r.FalseAttribute,
-			WindowTraces: d.Window.Traces, BaselineTraces: d.Baseline.Traces, Seconds: took.Seconds()}
+			WindowTraces: out.Window.Traces, BaselineTraces: out.Baseline.Traces, Seconds: took.Seconds()}
 		if s.Errors {
 			row.Mode = "errors"
 		}

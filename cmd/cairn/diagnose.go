@@ -16,10 +16,14 @@ import (
 	"unicode/utf8"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/query"
 	"cairn/query/analysis"
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 )
 
@@ -111,16 +115,16 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 		return err
 	}
 
-	ctx, client, done, err := qf.connect()
+	ctx, conn, done, err := qf.connectConn()
 	if err != nil {
 		return err
 	}
 	defer done()
-	d, err := diagnose(ctx, client, &analysis.DiagnoseOptions{Service: *service, Operation: *operation, Errors: *errorsMode}, window, baseline, *sample)
+	o := &analysis.DiagnoseOptions{Service: *service, Operation: *operation, Errors: *errorsMode}
+	out, err := diagnoseOn(ctx, conn, o, window, baseline, *sample)
 	if err != nil {
 		return qf.rpcError(err)
 	}
-	out := diagnosisJSON(d, window, baseline, *errorsMode)
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -128,6 +132,26 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 	}
 	writeDiagnosis(stdout, out, *service, *operation, *errorsMode, *sample)
 	return nil
+}
+
+// diagnoseOn diagnoses a regression on the server, through
+// cairn.analysis.v1.RootCause, or, if the server does not serve it (a
+// jaeger.storage.v2 server that is not cairn), here from traces read
+// through its TraceReader.
+func diagnoseOn(ctx context.Context, conn grpc.ClientConnInterface, o *analysis.DiagnoseOptions, window, baseline timeRange, sample int) (diagnoseJSON, error) {
+	resp, err := analysispb.NewRootCauseClient(conn).Diagnose(ctx, &analysispb.DiagnoseRequest{
+		Service: o.Service, Operation: o.Operation, Errors: o.Errors, Sample: int32(sample),
+		StartTime: timestamppb.New(window.start), EndTime: timestamppb.New(window.end),
+		BaselineStartTime: timestamppb.New(baseline.start), BaselineEndTime: timestamppb.New(baseline.end),
+	})
+	if status.Code(err) == codes.Unimplemented {
+		d, err := diagnose(ctx, jaegerpb.NewTraceReaderClient(conn), o, window, baseline, sample)
+		return diagnosisJSON(d, window, baseline, o.Errors), err
+	}
+	if err != nil {
+		return diagnoseJSON{}, err
+	}
+	return diagnosisFromAPI(resp, o.Errors), nil
 }
 
 // diagnose samples up to sample traces of the window and of the baseline
@@ -299,6 +323,45 @@ func diagnosisJSON(d analysis.Diagnosis, window, baseline timeRange, errorsMode 
 		out.Operations = append(out.Operations, cj)
 	}
 	return out
+}
+
+func diagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) diagnoseJSON {
+	side := func(w *analysispb.DiagnoseWindow) windowJSON {
+		return windowJSON{Start: w.GetStartTime().AsTime().Format(time.RFC3339Nano), End: w.GetEndTime().AsTime().Format(time.RFC3339Nano),
+			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
+	}
+	out := diagnoseJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []culpritJSON{},
+		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
+	for _, c := range resp.Operations {
+		cj := culpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{}}
+		if errorsMode {
+			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
+		}
+		for _, id := range c.Exemplars {
+			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
+		}
+		out.Operations = append(out.Operations, cj)
+	}
+	return out
+}
+
+func attributesFromAPI(as []*analysispb.AttributeScore) []attributeJSON {
+	out := []attributeJSON{}
+	for _, a := range as {
+		out = append(out, attributeJSON{Key: a.Key, Value: anyJSON(a.Value), Service: a.Service, Score: a.Score,
+			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare})
+	}
+	return out
+}
+
+// connectConn returns a connection to the server and a context bounded by
+// the timeout; done releases both.
+func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, done func(), err error) {
+	if conn, err = dialQuery(*qf.addr, *qf.access); err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
+	return ctx, conn, func() { cancel(); conn.Close() }, nil
 }
 
 func attributesJSON(cs []analysis.Correlation) []attributeJSON {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -11,6 +12,9 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"cairn/bench"
+	"cairn/internal/grpctest"
+	"cairn/query/analysis"
+	"cairn/query/jaegerpb"
 )
 
 // TestDiagnoseCommand writes a baseline and a window of checkouts in which
@@ -50,6 +54,19 @@ func TestDiagnoseCommand(t *testing.T) {
 		t.Fatalf("attributes %+v, want service.version=2.9.0 first", d.Attributes)
 	}
 
+	// Computed here from traces read through TraceReader, as against a
+	// server without cairn.analysis.v1.RootCause, the diagnosis is the
+	// server's.
+	conn := grpctest.Dial(t, s.queryAddr.String())
+	local, err := diagnose(context.Background(), jaegerpb.NewTraceReaderClient(conn),
+		&analysis.DiagnoseOptions{Service: "web", Operation: "POST /checkout"}, timeRange{mid, end}, timeRange{start, mid}, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := mustJSON(t, diagnosisJSON(local, timeRange{mid, end}, timeRange{start, mid}, false)), mustJSON(t, d); got != want {
+		t.Errorf("diagnosed in the CLI:\n%s\non the server:\n%s", got, want)
+	}
+
 	out.Reset()
 	if err := run(args, &out, &errOut); err != nil {
 		t.Fatalf("%v: %s", err, errOut.String())
@@ -72,4 +89,13 @@ func TestDiagnoseCommand(t *testing.T) {
 			t.Errorf("%q: %v, want a usage error", bad, err)
 		}
 	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
