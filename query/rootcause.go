@@ -169,27 +169,83 @@ func (r rootCause) Diagnose(ctx context.Context, req *analysispb.DiagnoseRequest
 	return diagnoseResponse(d, window, baseline), nil
 }
 
+// CriticalPaths aggregates the critical paths from an operation's spans in
+// a sample of a window's traces.
+func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPathsRequest) (*analysispb.CriticalPathsResponse, error) {
+	if req.GetService() == "" || req.GetOperation() == "" {
+		return nil, status.Error(codes.InvalidArgument, "service and operation are required")
+	}
+	window, err := windowArg(req.GetStartTime(), req.GetEndTime())
+	if err != nil {
+		return nil, err
+	}
+	sample, err := sampleArg(req.GetSample())
+	if err != nil {
+		return nil, err
+	}
+	leave, err := r.searches.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	traces, err := r.sample(ctx, req.Service, req.Operation, window, sample)
+	if err != nil {
+		return nil, err
+	}
+	paths := traceanalysis.CriticalPaths(traces, req.Service, req.Operation, nil)
+	resp := &analysispb.CriticalPathsResponse{Traces: int32(len(paths))}
+	for _, p := range paths {
+		resp.MeanMs += float64(p.End-p.Start) / 1e6 / float64(len(paths))
+	}
+	for _, o := range traceanalysis.AggregatePaths(paths) {
+		resp.Operations = append(resp.Operations, &analysispb.OperationPathStats{Service: o.Service, Operation: o.Operation,
+			Traces: int32(o.Traces), MeanMs: o.Mean / 1e6, P50Ms: o.P50 / 1e6, P95Ms: o.P95 / 1e6, Share: o.Share})
+	}
+	return resp, nil
+}
+
 // timeWindow is [start, end).
 type timeWindow struct{ start, end time.Time }
+
+// windowArg is the window [start, end) a request names; both are required.
+func windowArg(start, end *timestamppb.Timestamp) (timeWindow, error) {
+	var w timeWindow
+	var err error
+	if w.start, err = timeArg(start, "start_time"); err != nil {
+		return w, err
+	}
+	if w.end, err = timeArg(end, "end_time"); err != nil {
+		return w, err
+	}
+	if w.start.IsZero() || w.end.IsZero() || !w.start.Before(w.end) {
+		return w, status.Error(codes.InvalidArgument, "start_time and end_time are required, start_time before end_time")
+	}
+	return w, nil
+}
+
+// sampleArg is how many traces of a window a request may read.
+func sampleArg(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "sample %d is negative", n)
+	case n == 0:
+		return defaultSample, nil
+	}
+	return min(int(n), maxSample), nil
+}
 
 func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow, sample int, err error) {
 	if req.GetService() == "" || req.GetOperation() == "" {
 		return window, baseline, 0, status.Error(codes.InvalidArgument, "service and operation are required")
 	}
-	for _, a := range []struct {
-		ts    *timestamppb.Timestamp
-		field string
-		dst   *time.Time
-	}{
-		{req.GetStartTime(), "start_time", &window.start}, {req.GetEndTime(), "end_time", &window.end},
-		{req.GetBaselineStartTime(), "baseline_start_time", &baseline.start}, {req.GetBaselineEndTime(), "baseline_end_time", &baseline.end},
-	} {
-		if *a.dst, err = timeArg(a.ts, a.field); err != nil {
-			return window, baseline, 0, err
-		}
+	if window, err = windowArg(req.GetStartTime(), req.GetEndTime()); err != nil {
+		return window, baseline, 0, err
 	}
-	if window.start.IsZero() || window.end.IsZero() || !window.start.Before(window.end) {
-		return window, baseline, 0, status.Error(codes.InvalidArgument, "start_time and end_time are required, start_time before end_time")
+	if baseline.start, err = timeArg(req.GetBaselineStartTime(), "baseline_start_time"); err != nil {
+		return window, baseline, 0, err
+	}
+	if baseline.end, err = timeArg(req.GetBaselineEndTime(), "baseline_end_time"); err != nil {
+		return window, baseline, 0, err
 	}
 	if baseline.end.IsZero() {
 		baseline.end = window.start
@@ -200,15 +256,8 @@ func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow,
 	if !baseline.start.Before(baseline.end) {
 		return window, baseline, 0, status.Error(codes.InvalidArgument, "baseline_start_time is not before baseline_end_time")
 	}
-	switch sample = int(req.GetSample()); {
-	case sample < 0:
-		return window, baseline, 0, status.Errorf(codes.InvalidArgument, "sample %d is negative", sample)
-	case sample == 0:
-		sample = defaultSample
-	case sample > maxSample:
-		sample = maxSample
-	}
-	return window, baseline, sample, nil
+	sample, err = sampleArg(req.GetSample())
+	return window, baseline, sample, err
 }
 
 // sample reads up to n traces with a span of the operation that started

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -87,6 +88,24 @@ func TestDiagnoseRPC(t *testing.T) {
 	}
 	if len(resp.Attributes) == 0 || resp.Attributes[0].Key != "service.version" || resp.Attributes[0].Value.GetStringValue() != "2.9.0" {
 		t.Fatalf("attributes %v, want service.version 2.9.0 first", resp.Attributes)
+	}
+
+	// Where the window's checkouts spend their time: in SELECT most, and
+	// every operation's mean self time sums to the mean duration.
+	paths, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation,
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, o := range paths.Operations {
+		sum += o.MeanMs
+	}
+	if paths.Traces != 200 || paths.Operations[0].Operation != "SELECT inventory.stock" || math.Abs(sum-paths.MeanMs) > 1e-6 {
+		t.Errorf("%d traces, first %v, means summing to %.6f of %.6f ms; want 200, SELECT inventory.stock, the mean", paths.Traces, paths.Operations[0], sum, paths.MeanMs)
+	}
+	if _, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: "web", Operation: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("CriticalPaths without a window: %v, want InvalidArgument", err)
 	}
 
 	for _, req := range []*analysispb.DiagnoseRequest{

@@ -171,39 +171,17 @@ func diagnose(ctx context.Context, client jaegerpb.TraceReaderClient, o *analysi
 // diagnoseWindows returns the regression window and the baseline the flags
 // give, the baseline by default as long as the window and right before it.
 func diagnoseWindows(since time.Duration, start, end, baseStart, baseEnd string, now time.Time) (window, baseline timeRange, err error) {
-	parse := func(flag, s string) (time.Time, error) {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			return t, usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", flag, s)
-		}
-		return t, nil
-	}
-	switch {
-	case since > 0 && (start != "" || end != ""):
-		return window, baseline, usagef("give --since or --start and --end, not both")
-	case since > 0:
-		window = timeRange{now.Add(-since), now}
-	case start == "" || end == "":
-		return window, baseline, usagef("give the regression window: --since, or --start and --end")
-	default:
-		if window.start, err = parse("start", start); err != nil {
-			return
-		}
-		if window.end, err = parse("end", end); err != nil {
-			return
-		}
-	}
-	if !window.start.Before(window.end) {
-		return window, baseline, usagef("the window's start %s is not before its end %s", window.start.Format(time.RFC3339), window.end.Format(time.RFC3339))
+	if window, err = parseWindow(since, start, end, now); err != nil {
+		return window, baseline, err
 	}
 	baseline = timeRange{window.start.Add(-window.end.Sub(window.start)), window.start}
 	if baseStart != "" {
-		if baseline.start, err = parse("baseline-start", baseStart); err != nil {
+		if baseline.start, err = parseTime("baseline-start", baseStart); err != nil {
 			return
 		}
 	}
 	if baseEnd != "" {
-		if baseline.end, err = parse("baseline-end", baseEnd); err != nil {
+		if baseline.end, err = parseTime("baseline-end", baseEnd); err != nil {
 			return
 		}
 	}
@@ -211,6 +189,37 @@ func diagnoseWindows(since time.Duration, start, end, baseStart, baseEnd string,
 		return window, baseline, usagef("the baseline's start %s is not before its end %s", baseline.start.Format(time.RFC3339), baseline.end.Format(time.RFC3339))
 	}
 	return window, baseline, nil
+}
+
+// parseWindow returns the window --since or --start and --end give.
+func parseWindow(since time.Duration, start, end string, now time.Time) (window timeRange, err error) {
+	switch {
+	case since > 0 && (start != "" || end != ""):
+		return window, usagef("give --since or --start and --end, not both")
+	case since > 0:
+		window = timeRange{now.Add(-since), now}
+	case start == "" || end == "":
+		return window, usagef("give the window: --since, or --start and --end")
+	default:
+		if window.start, err = parseTime("start", start); err != nil {
+			return
+		}
+		if window.end, err = parseTime("end", end); err != nil {
+			return
+		}
+	}
+	if !window.start.Before(window.end) {
+		return window, usagef("the window's start %s is not before its end %s", window.start.Format(time.RFC3339), window.end.Format(time.RFC3339))
+	}
+	return window, nil
+}
+
+func parseTime(flag, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return t, usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", flag, s)
+	}
+	return t, nil
 }
 
 // sampleTraces reads up to n traces with a span of the operation that

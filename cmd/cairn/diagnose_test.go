@@ -2,9 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +12,6 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"cairn/bench"
-	"cairn/internal/grpctest"
-	"cairn/query/analysis"
-	"cairn/query/jaegerpb"
 )
 
 // TestDiagnoseCommand writes a baseline and a window of checkouts in which
@@ -54,17 +51,27 @@ func TestDiagnoseCommand(t *testing.T) {
 		t.Fatalf("attributes %+v, want service.version=2.9.0 first", d.Attributes)
 	}
 
-	// Computed here from traces read through TraceReader, as against a
-	// server without cairn.analysis.v1.RootCause, the diagnosis is the
-	// server's.
-	conn := grpctest.Dial(t, s.queryAddr.String())
-	local, err := diagnose(context.Background(), jaegerpb.NewTraceReaderClient(conn),
-		&analysis.DiagnoseOptions{Service: "web", Operation: "POST /checkout"}, timeRange{mid, end}, timeRange{start, mid}, 1000)
-	if err != nil {
+	// Against a server without cairn.analysis.v1.RootCause, the CLI
+	// computes the same diagnosis from traces read through TraceReader.
+	readerOnly := serveReaderOnly(t, s.queryAddr.String())
+	local := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", readerOnly)...)
+	if want := mustJSON(t, d); local != want {
+		t.Errorf("diagnosed in the CLI:\n%s\non the server:\n%s", local, want)
+	}
+
+	// Where the window's checkouts spent their time, on the server and in
+	// the CLI.
+	paths := []string{"critical-path", "--service", "web", "--operation", "POST /checkout", "--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339), "--format", "json"}
+	var agg criticalPathsJSON
+	remote := runJSON(t, append(slices.Clone(paths), "--addr", s.queryAddr.String())...)
+	if err := json.Unmarshal([]byte(remote), &agg); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := mustJSON(t, diagnosisJSON(local, timeRange{mid, end}, timeRange{start, mid}, false)), mustJSON(t, d); got != want {
-		t.Errorf("diagnosed in the CLI:\n%s\non the server:\n%s", got, want)
+	if agg.Traces != 200 || len(agg.Operations) == 0 || agg.Operations[0].Operation != "SELECT inventory.stock" {
+		t.Errorf("critical paths %+v, want 200 traces, SELECT inventory.stock first", agg)
+	}
+	if local := runJSON(t, append(slices.Clone(paths), "--addr", readerOnly)...); local != remote {
+		t.Errorf("aggregated in the CLI:\n%s\non the server:\n%s", local, remote)
 	}
 
 	out.Reset()
@@ -91,10 +98,34 @@ func TestDiagnoseCommand(t *testing.T) {
 	}
 }
 
+// runJSON runs cairn with args and returns what it printed, as mustJSON
+// prints it.
+func runJSON(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(args, &out, &errOut); err != nil {
+		t.Fatalf("cairn %q: %v: %s", args, err, errOut.String())
+	}
+	var v any
+	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+		t.Fatalf("cairn %q: %v:\n%s", args, err, out.String())
+	}
+	return mustJSON(t, v)
+}
+
+// mustJSON writes v as indented JSON with the keys of its objects sorted,
+// so that structs and what they decode to compare equal.
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
-	b, err := json.MarshalIndent(v, "", "  ")
+	b, err := json.Marshal(v)
 	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = json.MarshalIndent(generic, "", "  "); err != nil {
 		t.Fatal(err)
 	}
 	return string(b)

@@ -84,31 +84,3 @@ func TestCorrelateMinShare(t *testing.T) {
 		}
 	}
 }
-
-// TestAggregatePaths sums up three paths by hand.
-func TestAggregatePaths(t *testing.T) {
-	path := func(ms ...uint64) Path {
-		p := Path{End: 0}
-		for i, d := range ms {
-			if d > 0 {
-				p.Operations = append(p.Operations, OperationTime{Service: "s", Operation: string(rune('a' + i)), Self: d})
-			}
-			p.End += d
-		}
-		return p
-	}
-	// a: 10, 20, 30; b: 0, 0, 60.
-	stats := AggregatePaths([]Path{path(10, 0), path(20, 0), path(30, 60)})
-	want := []OperationStats{
-		{Service: "s", Operation: "a", Traces: 3, Mean: 20, P50: 20, P95: 30, Share: 60.0 / 120},
-		{Service: "s", Operation: "b", Traces: 1, Mean: 20, P50: 0, P95: 60, Share: 60.0 / 120},
-	}
-	if len(stats) != len(want) {
-		t.Fatalf("stats %+v", stats)
-	}
-	for i := range want {
-		if stats[i] != want[i] {
-			t.Errorf("stats %d: %+v, want %+v", i, stats[i], want[i])
-		}
-	}
-}

@@ -116,16 +116,7 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 func (o *DiagnoseOptions) facts(traces []*Trace) []facts {
 	fs := make([]facts, 0, len(traces))
 	for _, t := range traces {
-		anchor := -1
-		for i := range t.Spans {
-			s := &t.Spans[i]
-			if s.Service != o.Service || s.Name != o.Operation {
-				continue
-			}
-			if anchor < 0 || s.Duration() > t.Spans[anchor].Duration() {
-				anchor = i
-			}
-		}
+		anchor := anchorOf(t, o.Service, o.Operation)
 		if anchor < 0 {
 			continue
 		}
@@ -138,6 +129,32 @@ func (o *DiagnoseOptions) facts(traces []*Trace) []facts {
 		fs = append(fs, f)
 	}
 	return fs
+}
+
+// anchorOf returns the index of the longest span of service's operation in
+// t, -1 if it has none.
+func anchorOf(t *Trace, service, operation string) int {
+	anchor := -1
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		if s.Service == service && s.Name == operation && (anchor < 0 || s.Duration() > t.Spans[anchor].Duration()) {
+			anchor = i
+		}
+	}
+	return anchor
+}
+
+// CriticalPaths returns, for each trace with a span of service's
+// operation, the critical path from its longest such span.
+func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []Path {
+	o := opts.EnsureDefaults()
+	var paths []Path
+	for _, t := range traces {
+		if anchor := anchorOf(t, service, operation); anchor >= 0 {
+			paths = append(paths, criticalPath(t, o, int32(anchor)))
+		}
+	}
+	return paths
 }
 
 // failureOrigin returns the deepest failed span placed under the root, the

@@ -306,6 +306,246 @@ func (x *OperationSelfTime) GetShare() float64 {
 	return 0
 }
 
+type CriticalPathsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The operation: in each trace, its longest span is where the path
+	// starts.
+	Service   string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Operation string `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	// The window, [start_time, end_time). Required.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Most traces read, spread over the window; default 1000, at most 10000.
+	Sample        int32 `protobuf:"varint,5,opt,name=sample,proto3" json:"sample,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CriticalPathsRequest) Reset() {
+	*x = CriticalPathsRequest{}
+	mi := &file_rootcause_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CriticalPathsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CriticalPathsRequest) ProtoMessage() {}
+
+func (x *CriticalPathsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rootcause_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CriticalPathsRequest.ProtoReflect.Descriptor instead.
+func (*CriticalPathsRequest) Descriptor() ([]byte, []int) {
+	return file_rootcause_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CriticalPathsRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *CriticalPathsRequest) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *CriticalPathsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *CriticalPathsRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *CriticalPathsRequest) GetSample() int32 {
+	if x != nil {
+		return x.Sample
+	}
+	return 0
+}
+
+type CriticalPathsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Traces of the sample with a span of the operation.
+	Traces int32 `protobuf:"varint,1,opt,name=traces,proto3" json:"traces,omitempty"`
+	// The mean duration of the operation's spans.
+	MeanMs float64 `protobuf:"fixed64,2,opt,name=mean_ms,json=meanMs,proto3" json:"mean_ms,omitempty"`
+	// The most mean self time first.
+	Operations    []*OperationPathStats `protobuf:"bytes,3,rep,name=operations,proto3" json:"operations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CriticalPathsResponse) Reset() {
+	*x = CriticalPathsResponse{}
+	mi := &file_rootcause_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CriticalPathsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CriticalPathsResponse) ProtoMessage() {}
+
+func (x *CriticalPathsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rootcause_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CriticalPathsResponse.ProtoReflect.Descriptor instead.
+func (*CriticalPathsResponse) Descriptor() ([]byte, []int) {
+	return file_rootcause_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CriticalPathsResponse) GetTraces() int32 {
+	if x != nil {
+		return x.Traces
+	}
+	return 0
+}
+
+func (x *CriticalPathsResponse) GetMeanMs() float64 {
+	if x != nil {
+		return x.MeanMs
+	}
+	return 0
+}
+
+func (x *CriticalPathsResponse) GetOperations() []*OperationPathStats {
+	if x != nil {
+		return x.Operations
+	}
+	return nil
+}
+
+type OperationPathStats struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Operation string                 `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	// The traces on whose critical path it is.
+	Traces int32 `protobuf:"varint,3,opt,name=traces,proto3" json:"traces,omitempty"`
+	// Its self time on the path per trace, over every trace of the sample,
+	// those whose path it is not on counting as 0: the means of all
+	// operations sum to mean_ms.
+	MeanMs float64 `protobuf:"fixed64,4,opt,name=mean_ms,json=meanMs,proto3" json:"mean_ms,omitempty"`
+	P50Ms  float64 `protobuf:"fixed64,5,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
+	P95Ms  float64 `protobuf:"fixed64,6,opt,name=p95_ms,json=p95Ms,proto3" json:"p95_ms,omitempty"`
+	// Its part of the time of all the paths together.
+	Share         float64 `protobuf:"fixed64,7,opt,name=share,proto3" json:"share,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OperationPathStats) Reset() {
+	*x = OperationPathStats{}
+	mi := &file_rootcause_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OperationPathStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OperationPathStats) ProtoMessage() {}
+
+func (x *OperationPathStats) ProtoReflect() protoreflect.Message {
+	mi := &file_rootcause_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OperationPathStats.ProtoReflect.Descriptor instead.
+func (*OperationPathStats) Descriptor() ([]byte, []int) {
+	return file_rootcause_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *OperationPathStats) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *OperationPathStats) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *OperationPathStats) GetTraces() int32 {
+	if x != nil {
+		return x.Traces
+	}
+	return 0
+}
+
+func (x *OperationPathStats) GetMeanMs() float64 {
+	if x != nil {
+		return x.MeanMs
+	}
+	return 0
+}
+
+func (x *OperationPathStats) GetP50Ms() float64 {
+	if x != nil {
+		return x.P50Ms
+	}
+	return 0
+}
+
+func (x *OperationPathStats) GetP95Ms() float64 {
+	if x != nil {
+		return x.P95Ms
+	}
+	return 0
+}
+
+func (x *OperationPathStats) GetShare() float64 {
+	if x != nil {
+		return x.Share
+	}
+	return 0
+}
+
 type DiagnoseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The operation that regressed: in each trace, its longest span.
@@ -328,7 +568,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_rootcause_proto_msgTypes[4]
+	mi := &file_rootcause_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +580,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_rootcause_proto_msgTypes[4]
+	mi := &file_rootcause_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +593,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_rootcause_proto_rawDescGZIP(), []int{4}
+	return file_rootcause_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DiagnoseRequest) GetService() string {
@@ -430,7 +670,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_rootcause_proto_msgTypes[5]
+	mi := &file_rootcause_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +682,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_rootcause_proto_msgTypes[5]
+	mi := &file_rootcause_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +695,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_rootcause_proto_rawDescGZIP(), []int{5}
+	return file_rootcause_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DiagnoseResponse) GetWindow() *DiagnoseWindow {
@@ -508,7 +748,7 @@ type DiagnoseWindow struct {
 
 func (x *DiagnoseWindow) Reset() {
 	*x = DiagnoseWindow{}
-	mi := &file_rootcause_proto_msgTypes[6]
+	mi := &file_rootcause_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +760,7 @@ func (x *DiagnoseWindow) String() string {
 func (*DiagnoseWindow) ProtoMessage() {}
 
 func (x *DiagnoseWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_rootcause_proto_msgTypes[6]
+	mi := &file_rootcause_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +773,7 @@ func (x *DiagnoseWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseWindow.ProtoReflect.Descriptor instead.
 func (*DiagnoseWindow) Descriptor() ([]byte, []int) {
-	return file_rootcause_proto_rawDescGZIP(), []int{6}
+	return file_rootcause_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DiagnoseWindow) GetStartTime() *timestamppb.Timestamp {
@@ -602,7 +842,7 @@ type Culprit struct {
 
 func (x *Culprit) Reset() {
 	*x = Culprit{}
-	mi := &file_rootcause_proto_msgTypes[7]
+	mi := &file_rootcause_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +854,7 @@ func (x *Culprit) String() string {
 func (*Culprit) ProtoMessage() {}
 
 func (x *Culprit) ProtoReflect() protoreflect.Message {
-	mi := &file_rootcause_proto_msgTypes[7]
+	mi := &file_rootcause_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +867,7 @@ func (x *Culprit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Culprit.ProtoReflect.Descriptor instead.
 func (*Culprit) Descriptor() ([]byte, []int) {
-	return file_rootcause_proto_rawDescGZIP(), []int{7}
+	return file_rootcause_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Culprit) GetService() string {
@@ -702,7 +942,7 @@ type AttributeScore struct {
 
 func (x *AttributeScore) Reset() {
 	*x = AttributeScore{}
-	mi := &file_rootcause_proto_msgTypes[8]
+	mi := &file_rootcause_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +954,7 @@ func (x *AttributeScore) String() string {
 func (*AttributeScore) ProtoMessage() {}
 
 func (x *AttributeScore) ProtoReflect() protoreflect.Message {
-	mi := &file_rootcause_proto_msgTypes[8]
+	mi := &file_rootcause_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +967,7 @@ func (x *AttributeScore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttributeScore.ProtoReflect.Descriptor instead.
 func (*AttributeScore) Descriptor() ([]byte, []int) {
-	return file_rootcause_proto_rawDescGZIP(), []int{8}
+	return file_rootcause_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AttributeScore) GetKey() string {
@@ -800,7 +1040,28 @@ const file_rootcause_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x17\n" +
 	"\aself_ms\x18\x03 \x01(\x01R\x06selfMs\x12\x14\n" +
-	"\x05share\x18\x04 \x01(\x01R\x05share\"\xff\x02\n" +
+	"\x05share\x18\x04 \x01(\x01R\x05share\"\xd8\x01\n" +
+	"\x14CriticalPathsRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x129\n" +
+	"\n" +
+	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x16\n" +
+	"\x06sample\x18\x05 \x01(\x05R\x06sample\"\x8f\x01\n" +
+	"\x15CriticalPathsResponse\x12\x16\n" +
+	"\x06traces\x18\x01 \x01(\x05R\x06traces\x12\x17\n" +
+	"\amean_ms\x18\x02 \x01(\x01R\x06meanMs\x12E\n" +
+	"\n" +
+	"operations\x18\x03 \x03(\v2%.cairn.analysis.v1.OperationPathStatsR\n" +
+	"operations\"\xc1\x01\n" +
+	"\x12OperationPathStats\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x16\n" +
+	"\x06traces\x18\x03 \x01(\x05R\x06traces\x12\x17\n" +
+	"\amean_ms\x18\x04 \x01(\x01R\x06meanMs\x12\x15\n" +
+	"\x06p50_ms\x18\x05 \x01(\x01R\x05p50Ms\x12\x15\n" +
+	"\x06p95_ms\x18\x06 \x01(\x01R\x05p95Ms\x12\x14\n" +
+	"\x05share\x18\a \x01(\x01R\x05share\"\xff\x02\n" +
 	"\x0fDiagnoseRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x129\n" +
@@ -846,9 +1107,10 @@ const file_rootcause_proto_rawDesc = "" +
 	"\aservice\x18\x03 \x01(\tR\aservice\x12\x14\n" +
 	"\x05score\x18\x04 \x01(\x01R\x05score\x12!\n" +
 	"\fwindow_share\x18\x05 \x01(\x01R\vwindowShare\x12%\n" +
-	"\x0ebaseline_share\x18\x06 \x01(\x01R\rbaselineShare2\xc5\x01\n" +
+	"\x0ebaseline_share\x18\x06 \x01(\x01R\rbaselineShare2\xab\x02\n" +
 	"\tRootCause\x12a\n" +
-	"\fCriticalPath\x12&.cairn.analysis.v1.CriticalPathRequest\x1a'.cairn.analysis.v1.CriticalPathResponse\"\x00\x12U\n" +
+	"\fCriticalPath\x12&.cairn.analysis.v1.CriticalPathRequest\x1a'.cairn.analysis.v1.CriticalPathResponse\"\x00\x12d\n" +
+	"\rCriticalPaths\x12'.cairn.analysis.v1.CriticalPathsRequest\x1a(.cairn.analysis.v1.CriticalPathsResponse\"\x00\x12U\n" +
 	"\bDiagnose\x12\".cairn.analysis.v1.DiagnoseRequest\x1a#.cairn.analysis.v1.DiagnoseResponse\"\x00B\x18Z\x16cairn/query/analysispbb\x06proto3"
 
 var (
@@ -863,46 +1125,54 @@ func file_rootcause_proto_rawDescGZIP() []byte {
 	return file_rootcause_proto_rawDescData
 }
 
-var file_rootcause_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_rootcause_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_rootcause_proto_goTypes = []any{
 	(*CriticalPathRequest)(nil),   // 0: cairn.analysis.v1.CriticalPathRequest
 	(*CriticalPathResponse)(nil),  // 1: cairn.analysis.v1.CriticalPathResponse
 	(*PathSegment)(nil),           // 2: cairn.analysis.v1.PathSegment
 	(*OperationSelfTime)(nil),     // 3: cairn.analysis.v1.OperationSelfTime
-	(*DiagnoseRequest)(nil),       // 4: cairn.analysis.v1.DiagnoseRequest
-	(*DiagnoseResponse)(nil),      // 5: cairn.analysis.v1.DiagnoseResponse
-	(*DiagnoseWindow)(nil),        // 6: cairn.analysis.v1.DiagnoseWindow
-	(*Culprit)(nil),               // 7: cairn.analysis.v1.Culprit
-	(*AttributeScore)(nil),        // 8: cairn.analysis.v1.AttributeScore
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*v1.AnyValue)(nil),           // 10: opentelemetry.proto.common.v1.AnyValue
+	(*CriticalPathsRequest)(nil),  // 4: cairn.analysis.v1.CriticalPathsRequest
+	(*CriticalPathsResponse)(nil), // 5: cairn.analysis.v1.CriticalPathsResponse
+	(*OperationPathStats)(nil),    // 6: cairn.analysis.v1.OperationPathStats
+	(*DiagnoseRequest)(nil),       // 7: cairn.analysis.v1.DiagnoseRequest
+	(*DiagnoseResponse)(nil),      // 8: cairn.analysis.v1.DiagnoseResponse
+	(*DiagnoseWindow)(nil),        // 9: cairn.analysis.v1.DiagnoseWindow
+	(*Culprit)(nil),               // 10: cairn.analysis.v1.Culprit
+	(*AttributeScore)(nil),        // 11: cairn.analysis.v1.AttributeScore
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*v1.AnyValue)(nil),           // 13: opentelemetry.proto.common.v1.AnyValue
 }
 var file_rootcause_proto_depIdxs = []int32{
-	9,  // 0: cairn.analysis.v1.CriticalPathRequest.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 1: cairn.analysis.v1.CriticalPathRequest.end_time:type_name -> google.protobuf.Timestamp
+	12, // 0: cairn.analysis.v1.CriticalPathRequest.start_time:type_name -> google.protobuf.Timestamp
+	12, // 1: cairn.analysis.v1.CriticalPathRequest.end_time:type_name -> google.protobuf.Timestamp
 	2,  // 2: cairn.analysis.v1.CriticalPathResponse.segments:type_name -> cairn.analysis.v1.PathSegment
 	3,  // 3: cairn.analysis.v1.CriticalPathResponse.operations:type_name -> cairn.analysis.v1.OperationSelfTime
-	9,  // 4: cairn.analysis.v1.DiagnoseRequest.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 5: cairn.analysis.v1.DiagnoseRequest.end_time:type_name -> google.protobuf.Timestamp
-	9,  // 6: cairn.analysis.v1.DiagnoseRequest.baseline_start_time:type_name -> google.protobuf.Timestamp
-	9,  // 7: cairn.analysis.v1.DiagnoseRequest.baseline_end_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: cairn.analysis.v1.DiagnoseResponse.window:type_name -> cairn.analysis.v1.DiagnoseWindow
-	6,  // 9: cairn.analysis.v1.DiagnoseResponse.baseline:type_name -> cairn.analysis.v1.DiagnoseWindow
-	7,  // 10: cairn.analysis.v1.DiagnoseResponse.operations:type_name -> cairn.analysis.v1.Culprit
-	8,  // 11: cairn.analysis.v1.DiagnoseResponse.attributes:type_name -> cairn.analysis.v1.AttributeScore
-	8,  // 12: cairn.analysis.v1.DiagnoseResponse.symptoms:type_name -> cairn.analysis.v1.AttributeScore
-	9,  // 13: cairn.analysis.v1.DiagnoseWindow.start_time:type_name -> google.protobuf.Timestamp
-	9,  // 14: cairn.analysis.v1.DiagnoseWindow.end_time:type_name -> google.protobuf.Timestamp
-	10, // 15: cairn.analysis.v1.AttributeScore.value:type_name -> opentelemetry.proto.common.v1.AnyValue
-	0,  // 16: cairn.analysis.v1.RootCause.CriticalPath:input_type -> cairn.analysis.v1.CriticalPathRequest
-	4,  // 17: cairn.analysis.v1.RootCause.Diagnose:input_type -> cairn.analysis.v1.DiagnoseRequest
-	1,  // 18: cairn.analysis.v1.RootCause.CriticalPath:output_type -> cairn.analysis.v1.CriticalPathResponse
-	5,  // 19: cairn.analysis.v1.RootCause.Diagnose:output_type -> cairn.analysis.v1.DiagnoseResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 4: cairn.analysis.v1.CriticalPathsRequest.start_time:type_name -> google.protobuf.Timestamp
+	12, // 5: cairn.analysis.v1.CriticalPathsRequest.end_time:type_name -> google.protobuf.Timestamp
+	6,  // 6: cairn.analysis.v1.CriticalPathsResponse.operations:type_name -> cairn.analysis.v1.OperationPathStats
+	12, // 7: cairn.analysis.v1.DiagnoseRequest.start_time:type_name -> google.protobuf.Timestamp
+	12, // 8: cairn.analysis.v1.DiagnoseRequest.end_time:type_name -> google.protobuf.Timestamp
+	12, // 9: cairn.analysis.v1.DiagnoseRequest.baseline_start_time:type_name -> google.protobuf.Timestamp
+	12, // 10: cairn.analysis.v1.DiagnoseRequest.baseline_end_time:type_name -> google.protobuf.Timestamp
+	9,  // 11: cairn.analysis.v1.DiagnoseResponse.window:type_name -> cairn.analysis.v1.DiagnoseWindow
+	9,  // 12: cairn.analysis.v1.DiagnoseResponse.baseline:type_name -> cairn.analysis.v1.DiagnoseWindow
+	10, // 13: cairn.analysis.v1.DiagnoseResponse.operations:type_name -> cairn.analysis.v1.Culprit
+	11, // 14: cairn.analysis.v1.DiagnoseResponse.attributes:type_name -> cairn.analysis.v1.AttributeScore
+	11, // 15: cairn.analysis.v1.DiagnoseResponse.symptoms:type_name -> cairn.analysis.v1.AttributeScore
+	12, // 16: cairn.analysis.v1.DiagnoseWindow.start_time:type_name -> google.protobuf.Timestamp
+	12, // 17: cairn.analysis.v1.DiagnoseWindow.end_time:type_name -> google.protobuf.Timestamp
+	13, // 18: cairn.analysis.v1.AttributeScore.value:type_name -> opentelemetry.proto.common.v1.AnyValue
+	0,  // 19: cairn.analysis.v1.RootCause.CriticalPath:input_type -> cairn.analysis.v1.CriticalPathRequest
+	4,  // 20: cairn.analysis.v1.RootCause.CriticalPaths:input_type -> cairn.analysis.v1.CriticalPathsRequest
+	7,  // 21: cairn.analysis.v1.RootCause.Diagnose:input_type -> cairn.analysis.v1.DiagnoseRequest
+	1,  // 22: cairn.analysis.v1.RootCause.CriticalPath:output_type -> cairn.analysis.v1.CriticalPathResponse
+	5,  // 23: cairn.analysis.v1.RootCause.CriticalPaths:output_type -> cairn.analysis.v1.CriticalPathsResponse
+	8,  // 24: cairn.analysis.v1.RootCause.Diagnose:output_type -> cairn.analysis.v1.DiagnoseResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_rootcause_proto_init() }
@@ -916,7 +1186,7 @@ func file_rootcause_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rootcause_proto_rawDesc), len(file_rootcause_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,8 +23,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RootCause_CriticalPath_FullMethodName = "/cairn.analysis.v1.RootCause/CriticalPath"
-	RootCause_Diagnose_FullMethodName     = "/cairn.analysis.v1.RootCause/Diagnose"
+	RootCause_CriticalPath_FullMethodName  = "/cairn.analysis.v1.RootCause/CriticalPath"
+	RootCause_CriticalPaths_FullMethodName = "/cairn.analysis.v1.RootCause/CriticalPaths"
+	RootCause_Diagnose_FullMethodName      = "/cairn.analysis.v1.RootCause/Diagnose"
 )
 
 // RootCauseClient is the client API for RootCause service.
@@ -35,6 +36,10 @@ type RootCauseClient interface {
 	// waited on, each attributed to the span working then, tiling the
 	// root's interval exactly; and each operation's self time on it.
 	CriticalPath(ctx context.Context, in *CriticalPathRequest, opts ...grpc.CallOption) (*CriticalPathResponse, error)
+	// Where an operation's time goes in a window: each operation's self
+	// time on the critical paths from the operation's spans, over a sample
+	// of the window's traces.
+	CriticalPaths(ctx context.Context, in *CriticalPathsRequest, opts ...grpc.CallOption) (*CriticalPathsResponse, error)
 	// The operations and attribute values most likely behind a regression of
 	// an operation's latency or error rate from a baseline to a window,
 	// computed over a sample of each window's traces.
@@ -59,6 +64,16 @@ func (c *rootCauseClient) CriticalPath(ctx context.Context, in *CriticalPathRequ
 	return out, nil
 }
 
+func (c *rootCauseClient) CriticalPaths(ctx context.Context, in *CriticalPathsRequest, opts ...grpc.CallOption) (*CriticalPathsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CriticalPathsResponse)
+	err := c.cc.Invoke(ctx, RootCause_CriticalPaths_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *rootCauseClient) Diagnose(ctx context.Context, in *DiagnoseRequest, opts ...grpc.CallOption) (*DiagnoseResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DiagnoseResponse)
@@ -77,6 +92,10 @@ type RootCauseServer interface {
 	// waited on, each attributed to the span working then, tiling the
 	// root's interval exactly; and each operation's self time on it.
 	CriticalPath(context.Context, *CriticalPathRequest) (*CriticalPathResponse, error)
+	// Where an operation's time goes in a window: each operation's self
+	// time on the critical paths from the operation's spans, over a sample
+	// of the window's traces.
+	CriticalPaths(context.Context, *CriticalPathsRequest) (*CriticalPathsResponse, error)
 	// The operations and attribute values most likely behind a regression of
 	// an operation's latency or error rate from a baseline to a window,
 	// computed over a sample of each window's traces.
@@ -93,6 +112,9 @@ type UnimplementedRootCauseServer struct{}
 
 func (UnimplementedRootCauseServer) CriticalPath(context.Context, *CriticalPathRequest) (*CriticalPathResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CriticalPath not implemented")
+}
+func (UnimplementedRootCauseServer) CriticalPaths(context.Context, *CriticalPathsRequest) (*CriticalPathsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CriticalPaths not implemented")
 }
 func (UnimplementedRootCauseServer) Diagnose(context.Context, *DiagnoseRequest) (*DiagnoseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Diagnose not implemented")
@@ -136,6 +158,24 @@ func _RootCause_CriticalPath_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RootCause_CriticalPaths_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CriticalPathsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RootCauseServer).CriticalPaths(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RootCause_CriticalPaths_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RootCauseServer).CriticalPaths(ctx, req.(*CriticalPathsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RootCause_Diagnose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DiagnoseRequest)
 	if err := dec(in); err != nil {
@@ -164,6 +204,10 @@ var RootCause_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CriticalPath",
 			Handler:    _RootCause_CriticalPath_Handler,
+		},
+		{
+			MethodName: "CriticalPaths",
+			Handler:    _RootCause_CriticalPaths_Handler,
 		},
 		{
 			MethodName: "Diagnose",
