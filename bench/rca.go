@@ -2,8 +2,10 @@ package bench
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -137,21 +139,25 @@ type checkout struct {
 var rcaVersions = map[string]string{"web": "1.8.0", "auth": "4.2.1", "cart": "3.0.4", "inventory": "2.8.0",
 	"recommendations": "0.9.7", "pricing": "3.1.0", "payment": "1.4.2", "fraud": "2.0.0", "bank": "7.1.0", "mailer": "1.1.0"}
 
+// rcaSelf is the mean own time of each operation, ms.
+var rcaSelf = map[string]float64{"POST /checkout": 2, "Check": 3, "Get": 2, "GET": 2, "Reserve": 2,
+	"SELECT inventory.stock": 6, "Recommend": 5, "Quote": 5, "Charge": 4, "Authorize": 12, "Score": 6,
+	"SendConfirmation": 40}
+
 func newCheckout(rng *rand.Rand) *checkout {
 	c := &checkout{pod: map[string]int{}, version: map[string]string{}, self: map[string]float64{},
 		fail: map[string]bool{}, skew: map[string]float64{}}
-	for svc, v := range rcaVersions {
+	// In a fixed order, so that a seed gives the same traces.
+	for _, svc := range slices.Sorted(maps.Keys(rcaVersions)) {
 		c.pod[svc] = rng.IntN(3)
-		c.version[svc] = v
+		c.version[svc] = rcaVersions[svc]
 	}
 	c.card = []string{"visa", "mastercard", "amex", "visa"}[rng.IntN(4)]
 	c.region = []string{"eu-west", "us-east", "ap-south"}[rng.IntN(3)]
 	c.newPricing = rng.IntN(5) == 0
 	jitter := func(ms float64) float64 { return ms * math.Exp(0.25*rng.NormFloat64()) }
-	for op, ms := range map[string]float64{"POST /checkout": 2, "Check": 3, "Get": 2, "GET": 2, "Reserve": 2,
-		"SELECT inventory.stock": 6, "Recommend": 5, "Quote": 5, "Charge": 4, "Authorize": 12, "Score": 6,
-		"SendConfirmation": 40} {
-		c.self[op] = jitter(ms)
+	for _, op := range slices.Sorted(maps.Keys(rcaSelf)) {
+		c.self[op] = jitter(rcaSelf[op])
 	}
 	// Rare failures, anywhere, in both windows.
 	if rng.IntN(200) == 0 {
