@@ -14,6 +14,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse:30000x \
 	./internal/otlpjson:FuzzDecodeRequest:20000x \
+	./internal/histogram:FuzzDecode:30000x \
 	./storage/internal/keys:FuzzKeys:30000x \
 	./index:FuzzSegment:100000x \
 	./query:FuzzFit:30000x \
@@ -21,6 +22,7 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
+	./storage/internal/codec:FuzzAggregate:30000x \
 	./storage/internal/wal:FuzzReplay:30000x
 
 .PHONY: all build run test unit fuzz bench proto screenshots clean test-jaeger
@@ -60,7 +62,7 @@ test-jaeger:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
-## proto: regenerate query/jaegerpb from its .proto files (needs protoc)
+## proto: regenerate query/jaegerpb and query/analysispb from their .proto files (needs protoc)
 proto:
 	$(GO) install $(PROTOC_GEN_GO)
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
@@ -70,6 +72,11 @@ proto:
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		trace_storage.proto capabilities.proto
+	cd query/analysispb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc \
+		--descriptor_set_in=../jaegerpb/otlp.binpb.tmp -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		analysis.proto rootcause.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
 ## screenshots: PNGs of the web UI's pages, over bench data, into internal/ui/screenshots (needs chromium)

@@ -254,6 +254,13 @@ const (
 	MaxSettle = 5 * time.Minute
 )
 
+// Settle waits pause, then until activity, if not nil, has been quiet for
+// QuietFor, as Run does before its settled reads.
+func Settle(ctx context.Context, pause time.Duration, activity func() (int64, error)) error {
+	_, err := settle(ctx, Options{Settle: pause, Activity: activity})
+	return err
+}
+
 // settle waits Settle, then until Activity has been quiet for QuietFor. It
 // returns when the target was last seen busy: when Activity last changed,
 // or the end of the pause if there is no Activity to watch. A zero Settle

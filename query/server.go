@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"cairn/internal/rawcodec"
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -32,6 +33,9 @@ type Reader interface {
 	Operations(service string) ([]storage.Operation, error)
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
+	// SpanMetrics merges the span metrics of the series keep accepts over
+	// the minutes in [from, to), by series and minute.
+	SpanMetrics(ctx context.Context, from, to time.Time, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search may ask for unless
@@ -159,7 +163,8 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 }
 
 // Server returns a gRPC server with the TraceReader and Capabilities
-// services of jaeger.storage.v2, gRPC health and server reflection.
+// services of jaeger.storage.v2, cairn.analysis.v1's Analysis and
+// RootCause, gRPC health and server reflection.
 func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	svc := q.svc
 	c := svc.opts
@@ -171,6 +176,8 @@ func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
+	analysispb.RegisterAnalysisServer(s, analysis{service: svc})
+	analysispb.RegisterRootCauseServer(s, rootCause{service: svc})
 	hs := c.Health
 	if hs == nil {
 		hs = health.NewServer()

@@ -26,7 +26,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 5
+const FormatVersion = 6
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -271,6 +271,9 @@ func (db *DB) recover() error {
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
+	case 5:
+		// Version 6 only adds aggregates, which blocks cut before have not.
+		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
 		return fmt.Errorf("upgrade store from format version %d: %w", version, err)

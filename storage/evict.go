@@ -201,9 +201,9 @@ func deleteResource(b *pebble.Batch, it *pebble.Iterator, h *index.Hasher, id di
 // number of each group by its pair, the attribute index of each resource,
 // and, for each resource, a use by the newest partition, so that it stays
 // until every partition stored before the upgrade is dropped. Its attribute
-// index has the terms of version 5, so it then records version 5 (see
-// upgradeFrom4). A crash before that repeats the upgrade, whose keys are
-// the same.
+// index has the terms of version 5, and version 6 adds nothing a store must
+// have, so it then records the current version (see upgradeFrom4). A crash
+// before that repeats the upgrade, whose keys are the same.
 func (db *DB) upgradeFrom3() error {
 	var newest uint32
 	has := len(db.partitions) > 0

@@ -265,6 +265,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		parts   []uint32
 		written = map[groupKey]*group{}
 		uses    = map[resourceUse]bool{}
+		metrics = map[uint32]*spanMetrics{}
 	)
 	for _, r := range results {
 		errs = append(errs, r.err)
@@ -272,6 +273,12 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		parts = append(parts, r.parts...)
 		maps.Copy(written, r.written)
 		maps.Copy(uses, r.uses)
+		for p, m := range r.metrics {
+			if metrics[p] == nil {
+				metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+			}
+			metrics[p].merge(m)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -287,15 +294,34 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}); err != nil {
 		return nil, err
 	}
+	// Aggregates go into the index store in the same ingest as the block
+	// record, so that they are stored exactly when the block is: a span
+	// replayed from the log after a crash counts once, when its block is
+	// cut. Their keys follow the search index's, so they take an sstable
+	// of their own, as sstables ingested together must not overlap.
+	apath := filepath.Join(dir, "aggregates.sst")
+	if err := writeTable(db.opts.FS, db.idx, apath, 0, false, func(w *sstable.Writer) error {
+		for _, p := range parts {
+			if err := w.Set(keys.Aggregate(p, buf.block), aggregateRecord(metrics[p])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
 	if err := db.spans.Ingest(context.Background(), paths); err != nil {
 		return nil, fmt.Errorf("ingest span data: %w", err)
 	}
-	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath)); err != nil {
+	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath, apath)); err != nil {
 		return nil, fmt.Errorf("ingest index: %w", err)
 	}
 	db.groups.markPersisted(first + uint32(len(pending)))
 	for _, g := range written {
 		db.dict.markPersisted(g)
+	}
+	for _, m := range metrics {
+		db.metrics.spanTotals.add(m)
 	}
 	db.openTables(buf.block, parts, results)
 	return parts, nil
@@ -405,13 +431,14 @@ type dataResult struct {
 	first   []TraceID // by part: the first trace written
 	written map[groupKey]*group
 	uses    map[resourceUse]bool
+	metrics map[uint32]*spanMetrics // by partition
 	err     error
 }
 
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
 func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
-	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}}
+	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}, metrics: map[uint32]*spanMetrics{}}
 	data := map[uint32]*sstWriter{}
 	defer func() {
 		for _, w := range data {
@@ -435,6 +462,11 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 					return res
 				}
 				data[p] = w
+				res.metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+			}
+			m := res.metrics[p]
+			for i := range spans {
+				m.add(t.id, &spans[i])
 			}
 			if groups, res.err = db.groupSpans(groups[:0], spans, p, &res); res.err != nil {
 				return res
@@ -458,7 +490,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 }
 
 // writeIndex fills the index sstable of a block, in key order: everything
-// but the search index.
+// but the search index and aggregates.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
 func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, uses map[resourceUse]bool, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{

@@ -45,9 +45,25 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	minMiB := fs.Int("overload-min-mib", 8, "with --overload, the smallest request in MiB")
 	maxMiB := fs.Int("overload-max-mib", 60, "with --overload, the largest request in MiB")
 	gzipped := fs.Bool("overload-gzip", false, "with --overload, gzip every request; the bodies compress some thousand times")
+	rca := fs.Bool("rca", false, "instead of the workload, measure how well cairn diagnose names injected faults: write a baseline and a fault window of checkouts per scenario, diagnose each, and report where the culprit operation and attribute ranked; needs --reader with --target")
+	rcaTraces := fs.Int("rca-traces", 2000, "with --rca, traces written per window and scenario")
+	rcaSample := fs.Int("rca-sample", 1000, "with --rca, most traces each diagnosis reads of a window (cairn diagnose --sample)")
 	_, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
+	}
+	if *rca {
+		if (o.Target == "") != (o.Reader == "") {
+			return usagef("--rca needs --target and --reader together, or neither for an embedded cairn")
+		}
+		if *rcaTraces < 10 || *rcaSample < 10 {
+			return usagef("--rca-traces and --rca-sample must be at least 10")
+		}
+		ro := rcaOptions{target: o.Target, reader: o.Reader, targetAccess: o.TargetAccess, traces: *rcaTraces, sample: *rcaSample, seed: o.Seed, settle: o.Settle}
+		ro.readerAccess, ro.readerAccess.TokenFile = o.TargetAccess, *readerToken
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return benchRCA(ctx, ro, *jsonOut, stdout)
 	}
 	if *overload {
 		set := map[string]bool{}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // command is one of cairn's subcommands.
@@ -31,9 +32,12 @@ func commands() []command {
 	return []command{
 		{"serve", "[flags]", "ingest OTLP over gRPC and HTTP, and serve queries and metrics", serveCmd},
 		{"trace", "TRACE_ID_HEX [flags]", "print a trace", traceCmd},
+		{"critical-path", "[TRACE_ID_HEX] [flags]", "print where a trace's time went, or an operation's in a window: the work its end waited on", criticalPathCmd},
+		{"diagnose", "[flags]", "name the operation and attributes most likely behind a regression", diagnoseCmd},
 		{"search", "[flags]", "find traces by service, operation, attributes, duration, time", searchCmd},
 		{"services", "[flags]", "list the services that sent spans", servicesCmd},
 		{"operations", "SERVICE [flags]", "list a service's operations and span kinds", operationsCmd},
+		{"metrics", "SERVICE [flags]", "a service's calls, errors and latency per step, from span metrics", metricsCmd},
 		{"check", "DATA_DIR", "verify every file of a stopped store and report damage", checkCmd},
 		{"repair", "DATA_DIR", "drop what a stopped store cannot read, so the rest serves normally", repairCmd},
 		{"bench", "[flags]", "measure ingest, reads and searches of cairn or any OTLP endpoint", benchCmd},
@@ -54,8 +58,12 @@ func (c command) synopsis() string { return strings.TrimSpace("cairn " + c.name 
 
 func writeOverview(w io.Writer) {
 	fmt.Fprint(w, "cairn — an embedded distributed-tracing store\n\nUsage:\n")
+	width := 0
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-36s %s\n", c.synopsis(), c.summary)
+		width = max(width, utf8.RuneCountInString(c.synopsis()))
+	}
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-*s %s\n", width, c.synopsis(), c.summary)
 	}
 	fmt.Fprint(w, `
 Run 'cairn help COMMAND' or 'cairn COMMAND --help' for a command's flags.
@@ -148,7 +156,8 @@ func newFlagSet(command string) *flag.FlagSet {
 // parseFlags parses the arguments of the command fs belongs to, whose flags
 // may stand before, between or after its positional arguments, and returns
 // the positional arguments, as many as its synopsis names. Asked for help,
-// it prints the command's usage to stdout and returns flag.ErrHelp.
+// it prints the command's usage to stdout and returns flag.ErrHelp. An
+// argument the synopsis names in brackets may be left out.
 func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
 	c, _ := lookupCommand(fs.Name())
 	var pos []string
@@ -168,21 +177,25 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, er
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	var want []string
+	var want, optional []string
 	for _, a := range strings.Fields(c.args) {
-		if !strings.HasPrefix(a, "[") {
+		switch {
+		case a == "[flags]":
+		case strings.HasPrefix(a, "["):
+			optional = append(optional, strings.Trim(a, "[]"))
+		default:
 			want = append(want, a)
 		}
 	}
 	switch {
-	case len(pos) == len(want):
+	case len(pos) >= len(want) && len(pos) <= len(want)+len(optional):
 		return pos, nil
-	case len(want) == 0:
+	case len(want)+len(optional) == 0:
 		return nil, usagef("%s takes no arguments, got %q", c.name, pos)
 	case len(pos) < len(want):
 		return nil, usagef("%s needs %s", c.name, strings.Join(want[len(pos):], " "))
 	default:
-		return nil, usagef("%s takes only %s, got %q", c.name, strings.Join(want, " "), pos)
+		return nil, usagef("%s takes only %s, got %q", c.name, strings.Join(append(want, optional...), " "), pos)
 	}
 }
 

@@ -143,6 +143,8 @@ func TestReadingCommandsExplainFailures(t *testing.T) {
 			{"search", "--service", "frontend"},
 			{"services"},
 			{"operations", "frontend"},
+			{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736"},
+			{"diagnose", "--service", "web", "--operation", "POST /checkout", "--since", "1h"},
 		} {
 			out, errOut, exit := cairn(append(args, "--addr", addr)...)
 			if exit != 1 || out != "" || errOut != "cairn: "+want+"\n" {
@@ -203,6 +205,16 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"search", "--operation", "Charge"}, "--operation needs --service: operations are looked up within a service"},
 		{[]string{"search", "--format", "xml"}, `unknown format "xml": want table or json`},
 		{[]string{"trace", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
+		{[]string{"critical-path", "xyz"}, `trace ID "xyz" is not 32 hex digits`},
+		{[]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "xml"}, `unknown format "xml": want table or json`},
+		{[]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-segments", "-1"}, "--max-segments -1 is negative"},
+		{[]string{"critical-path", "--service", "web"}, "give a trace ID, or --service and --operation and a window"},
+		{[]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--service", "web"}, "give a trace ID, or --service and --operation, not both"},
+		{[]string{"critical-path", "--service", "web", "--operation", "x"}, "give the window: --since, or --start and --end"},
+		{[]string{"critical-path", "a", "b"}, `critical-path takes only TRACE_ID_HEX, got ["a" "b"]`},
+		{[]string{"diagnose", "--service", "web", "--operation", "x", "--since", "1h", "--sample", "5"}, "--sample 5 is under the minimum of 10"},
+		{[]string{"diagnose", "--service", "web", "--operation", "x", "--since", "1h", "--format", "xml"}, `unknown format "xml": want table or json`},
+		{[]string{"diagnose", "--service", "web", "--operation", "x"}, "give the window: --since, or --start and --end"},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "yaml"}, `unknown format "yaml": want waterfall or otlp-json`},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-spans", "-1"}, "--max-spans -1 is negative"},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--depth", "-2"}, "--depth -2 is negative"},
@@ -213,6 +225,7 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"serve", "--disk-reserve-bytes", "-1"}, "--disk-reserve-bytes -1 is negative"},
 		{[]string{"serve", "--future-tolerance", "0"}, "--future-tolerance 0s is not positive"},
 		{[]string{"serve", "--dictionary-cache", "0"}, "--dictionary-cache 0 is not positive"},
+		{[]string{"serve", "--span-metrics-max-series", "0"}, "--span-metrics-max-series 0 is not positive"},
 		{[]string{"serve", "--memory-limit-mib", "-352"}, "--memory-limit-mib -352 is negative"},
 		{[]string{"serve", "--flush-interval", "-10s"}, "--flush-interval -10s is negative"},
 		{[]string{"serve", "--otlp-max-inflight-bytes", "-1"}, "--otlp-max-inflight-bytes -1 is negative"},

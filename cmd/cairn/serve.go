@@ -62,6 +62,7 @@ type serverConfig struct {
 	futureTolerance time.Duration
 	dictionaryCache int
 	bulk            bulk.Options
+	maxSeries       int // span metrics series per block, answer and Prometheus totals
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -95,6 +96,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.diskReserve, "disk-reserve-bytes", 128<<20, "disk space kept free for the stores' own metadata: writes that would leave less are refused, to be retried; 0 for none")
 	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
 	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
+	fs.IntVar(&cfg.maxSeries, "span-metrics-max-series", 10000, "span metrics series (service, span name, kind, status code) kept per block, per query answer and in /metrics; spans of further series count into an overflow series")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -115,6 +117,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
 	case cfg.dictionaryCache <= 0:
 		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
+	case cfg.maxSeries <= 0:
+		return usagef("--span-metrics-max-series %d is not positive", cfg.maxSeries)
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.maxStreams <= 0:
@@ -316,9 +320,10 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		Retention:       cfg.retention,
 		MaxDiskBytes:    cfg.maxDiskBytes,
 		// Zero is the storage default; none is negative.
-		DiskReserveBytes: cmp.Or(cfg.diskReserve, -1),
-		FutureTolerance:  cfg.futureTolerance,
-		DictionaryCache:  cfg.dictionaryCache,
+		DiskReserveBytes:     cmp.Or(cfg.diskReserve, -1),
+		FutureTolerance:      cfg.futureTolerance,
+		DictionaryCache:      cfg.dictionaryCache,
+		SpanMetricsMaxSeries: cfg.maxSeries,
 	})
 	if err != nil {
 		s.bulk.Close()

@@ -46,12 +46,15 @@ type wfSpan struct {
 	// names and root marks, in the same tree shape.
 	shape   int
 	subtree tally
+	path    uint64 // own time on the critical path, nanoseconds
 }
 
-// tally sums up spans: how many, how many failed, and their extent.
+// tally sums up spans: how many, how many failed, their extent, and their
+// time on the critical path.
 type tally struct {
 	spans, errors int
 	from, to      uint64 // unix nanoseconds
+	path          uint64
 }
 
 func (t *tally) add(u tally) {
@@ -62,6 +65,7 @@ func (t *tally) add(u tally) {
 	default:
 		t.spans += u.spans
 		t.errors += u.errors
+		t.path += u.path
 		t.from, t.to = min(t.from, u.from), max(t.to, u.to)
 	}
 }
@@ -88,18 +92,18 @@ type wfLine struct {
 }
 
 // writeWaterfall prints a trace as a tree of spans by parent, each line with
-// its start offset and duration in milliseconds and a bar on a shared time
-// axis. Errors are marked; spans whose parent is missing are shown as extra
+// its start offset and duration in milliseconds, its own time on the
+// trace's critical path, and a bar on a shared time axis. Errors are marked; spans whose parent is missing are shown as extra
 // roots, marked as orphans. What opts leaves out is summed up in lines of
 // its own, errors included, and named in the header.
 func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) error {
-	spans, roots, services := spanTree(td)
+	spans, roots, services := spanTree(td, criticalSelf(td))
 	if len(spans) == 0 {
 		return nil
 	}
 	var whole tally
 	for _, n := range spans {
-		whole.add(own(n.span))
+		whole.add(n.own())
 	}
 	l := &wfLayout{opts: opts}
 	l.siblings(roots, "", 1)
@@ -124,12 +128,12 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 		labels[i] = truncate(ln.prefix+label, maxNameWidth)
 		width = max(width, utf8.RuneCountInString(labels[i]))
 	}
-	fmt.Fprintf(w, "\n%12s %12s  %-*s  %s\n", "start ms", "duration ms", width, "span", "timeline")
+	fmt.Fprintf(w, "\n%12s %12s %9s  %-*s  %s\n", "start ms", "duration ms", "path ms", width, "span", "timeline")
 	for i, ln := range lines {
 		pad := strings.Repeat(" ", width-utf8.RuneCountInString(labels[i]))
 		if ln.kind != spanLine {
 			t := ln.tally
-			fmt.Fprintf(w, "%12s %12s  %s%s  %s  %s", "", "", labels[i], pad, bar(t.from-whole.from, t.to-t.from, whole.to-whole.from, "░"), ln.note)
+			fmt.Fprintf(w, "%12s %12s %9s  %s%s  %s  %s", "", "", pathMS(t.path), labels[i], pad, bar(t.from-whole.from, t.to-t.from, whole.to-whole.from, "░"), ln.note)
 			if t.errors > 0 {
 				fmt.Fprintf(w, "  ✗ %s", count(t.errors, "error"))
 			}
@@ -138,7 +142,7 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 		}
 		s := ln.span.span
 		off := s.StartTimeUnixNano - whole.from
-		fmt.Fprintf(w, "%12s %12s  %s%s  %s", ms(off), ms(duration(s)), labels[i], pad, bar(off, duration(s), whole.to-whole.from, "█"))
+		fmt.Fprintf(w, "%12s %12s %9s  %s%s  %s", ms(off), ms(duration(s)), pathMS(ln.span.path), labels[i], pad, bar(off, duration(s), whole.to-whole.from, "█"))
 		if isError(s) {
 			fmt.Fprint(w, "  ✗ error")
 			if m := s.GetStatus().GetMessage(); m != "" {
@@ -156,10 +160,10 @@ func writeWaterfall(w io.Writer, td *tracepb.TracesData, opts waterfallOptions) 
 	return nil
 }
 
-// spanTree returns the spans of a trace, the roots of their tree by parent,
-// children in order of start and every subtree measured, and the number of
-// services.
-func spanTree(td *tracepb.TracesData) (spans, roots []*wfSpan, services int) {
+// spanTree returns the spans of a trace, with their time on the critical
+// path, the roots of their tree by parent, children in order of start and
+// every subtree measured, and the number of services.
+func spanTree(td *tracepb.TracesData, onPath map[*tracepb.Span]uint64) (spans, roots []*wfSpan, services int) {
 	byID := map[string]*wfSpan{}
 	names := map[string]bool{}
 	for _, rs := range td.ResourceSpans {
@@ -167,7 +171,7 @@ func spanTree(td *tracepb.TracesData) (spans, roots []*wfSpan, services int) {
 		names[svc] = true
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
-				n := &wfSpan{span: s, service: svc}
+				n := &wfSpan{span: s, service: svc, path: onPath[s]}
 				spans = append(spans, n)
 				byID[string(s.SpanId)] = n
 			}
@@ -227,7 +231,7 @@ func spanTree(td *tracepb.TracesData) (spans, roots []*wfSpan, services int) {
 // by a key of the span's own fields and its children's shapes, so that
 // alike subtrees are told apart from others exactly, in one pass.
 func measure(n *wfSpan, shapes map[string]int) {
-	n.subtree = own(n.span)
+	n.subtree = n.own()
 	key := []string{n.service, n.span.Name, strconv.FormatBool(n.orphan), strconv.FormatBool(n.cycle)}
 	for _, c := range n.children {
 		measure(c, shapes)
@@ -338,7 +342,7 @@ func (l *wfLayout) cut() ([]wfLine, int) {
 			var rest tally
 			for _, r := range l.lines[i:] {
 				if r.kind == spanLine {
-					rest.add(own(r.span.span))
+					rest.add(r.span.own())
 				} else {
 					rest.add(r.tally)
 				}
@@ -403,9 +407,18 @@ func duration(s *tracepb.Span) uint64 {
 	return 0
 }
 
+// pathMS is a time on the critical path in milliseconds, blank if none.
+func pathMS(nanos uint64) string {
+	if nanos == 0 {
+		return ""
+	}
+	return ms(nanos)
+}
+
 // own is the tally of one span.
-func own(s *tracepb.Span) tally {
-	t := tally{spans: 1, from: s.StartTimeUnixNano, to: s.StartTimeUnixNano + duration(s)}
+func (n *wfSpan) own() tally {
+	s := n.span
+	t := tally{spans: 1, from: s.StartTimeUnixNano, to: s.StartTimeUnixNano + duration(s), path: n.path}
 	if isError(s) {
 		t.errors = 1
 	}

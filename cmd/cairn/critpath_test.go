@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCriticalPathGolden prints the critical path of the trace each
+// testdata/critical-path/*.golden file's first line names, "$ cairn
+// critical-path NAME.trace FLAGS…", the trace being a spec of
+// testdata/waterfall, and compares it with the rest of the file.
+func TestCriticalPathGolden(t *testing.T) {
+	goldens, err := filepath.Glob("testdata/critical-path/*.golden")
+	if err != nil || len(goldens) == 0 {
+		t.Fatalf("no golden files: %v", err)
+	}
+	for _, path := range goldens {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".golden"), func(t *testing.T) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			command, want, _ := strings.Cut(string(b), "\n")
+			args, ok := strings.CutPrefix(command, "$ cairn critical-path ")
+			if !ok {
+				t.Fatalf("first line %q is not a cairn critical-path command", command)
+			}
+			fs := newFlagSet("critical-path")
+			format := fs.String("format", "table", "")
+			maxSegments := fs.Int("max-segments", 100, "")
+			pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if err := writeCriticalPath(&got, criticalPathOf(td), *format, *maxSegments); err != nil {
+				t.Fatal(err)
+			}
+			if *update {
+				if err := os.WriteFile(path, []byte(command+"\n"+got.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if got.String() != want {
+				t.Errorf("%s printed\n%s\nwant\n%s", command, got.String(), want)
+			}
+		})
+	}
+}
+
+// TestCriticalPathCommand reads a trace from a server and prints its
+// critical path as JSON.
+func TestCriticalPathCommand(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	exportRequest(t, s.otlpAddr.String(), sampleTrace())
+
+	var out, errOut bytes.Buffer
+	err := run([]string{"critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "json", "--addr", s.queryAddr.String()}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	var got criticalPathJSON
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, out.String())
+	}
+	if got.TraceID != "4bf92f3577b34da6a3ce929d0e0e4736" || got.DurationMS != 200 || len(got.Segments) == 0 {
+		t.Fatalf("critical path %+v", got)
+	}
+	if first, last := got.Segments[0], got.Segments[len(got.Segments)-1]; last.EndUnixNano-first.StartUnixNano != 200e6 {
+		t.Errorf("segments span %d ns, the trace 200 ms", last.EndUnixNano-first.StartUnixNano)
+	}
+	// Against a server without cairn.analysis.v1.RootCause, the CLI
+	// computes the same path from the trace.
+	local := runJSON(t, "critical-path", "4bf92f3577b34da6a3ce929d0e0e4736", "--format", "json", "--addr", serveReaderOnly(t, s.queryAddr.String()))
+	if want := mustJSON(t, got); local != want {
+		t.Errorf("computed in the CLI:\n%s\non the server:\n%s", local, want)
+	}
+	err = run([]string{"critical-path", "--addr", s.queryAddr.String(), "00000000000000000000000000000001"}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("unknown trace: %v", err)
+	}
+}

@@ -1,0 +1,541 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/query"
+	"cairn/query/analysis"
+	"cairn/query/analysispb"
+	"cairn/query/jaegerpb"
+)
+
+const (
+	// sliceTraces is the most trace IDs one search of a window asks for:
+	// a window is searched in slices so that a sample spreads over it,
+	// where one search would return its most recent traces only.
+	sliceTraces = 100
+	// readBatch is the most traces one GetTraces call reads.
+	readBatch = 100
+	// fetchers is how many calls run at once.
+	fetchers = 4
+	// tableRows is the most rows each table of the table format prints.
+	tableRows = 10
+)
+
+// diagnoseJSON is the output of `cairn diagnose --format json`.
+type diagnoseJSON struct {
+	Window     windowJSON      `json:"window"`
+	Baseline   windowJSON      `json:"baseline"`
+	Operations []culpritJSON   `json:"operations"`
+	Attributes []attributeJSON `json:"attributes"`
+	Symptoms   []attributeJSON `json:"symptoms"`
+}
+
+type windowJSON struct {
+	Start     string  `json:"start"`
+	End       string  `json:"end"`
+	Traces    int     `json:"traces"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	ErrorRate float64 `json:"error_rate"`
+}
+
+type culpritJSON struct {
+	Service    string   `json:"service"`
+	Operation  string   `json:"operation"`
+	Score      float64  `json:"score"`
+	BaselineMS float64  `json:"baseline_ms"`
+	WindowMS   float64  `json:"window_ms"`
+	Exemplars  []string `json:"exemplars"`
+	// Diagnosing errors: the shares of traces whose failure originates in
+	// the operation.
+	BaselineOriginRate *float64 `json:"baseline_origin_rate,omitempty"`
+	WindowOriginRate   *float64 `json:"window_origin_rate,omitempty"`
+}
+
+type attributeJSON struct {
+	Key           string  `json:"key"`
+	Value         any     `json:"value"`
+	Service       string  `json:"service"`
+	Score         float64 `json:"score"`
+	WindowShare   float64 `json:"window_share"`
+	BaselineShare float64 `json:"baseline_share"`
+}
+
+// timeRange is a time range [start, end).
+type timeRange struct{ start, end time.Time }
+
+func diagnoseCmd(args []string, stdout, _ io.Writer) error {
+	fs := newFlagSet("diagnose")
+	qf := addQueryFlags(fs)
+	service := fs.String("service", "", "service of the operation that regressed (required)")
+	operation := fs.String("operation", "", "the operation that regressed (required)")
+	since := fs.Duration("since", 0, "the regression window: this long before now")
+	start := fs.String("start", "", "the regression window's start, an RFC 3339 time")
+	end := fs.String("end", "", "the regression window's end, an RFC 3339 time")
+	baseStart := fs.String("baseline-start", "", "the baseline's start, an RFC 3339 time; default: as long as the window, right before it")
+	baseEnd := fs.String("baseline-end", "", "the baseline's end, an RFC 3339 time; default: the window's start")
+	errorsMode := fs.Bool("errors", false, "diagnose a rise of the error rate rather than of latency")
+	sample := fs.Int("sample", 1000, "most traces read of each window, spread over it")
+	format := fs.String("format", "table", "output format: table or json")
+	if _, err := parseFlags(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := refuseNegative(fs, "since"); err != nil {
+		return err
+	}
+	switch {
+	case *service == "" || *operation == "":
+		return usagef("--service and --operation name the operation to diagnose")
+	case *format != "table" && *format != "json":
+		return usagef("unknown format %q: want table or json", *format)
+	case *sample < 10:
+		return usagef("--sample %d is under the minimum of 10", *sample)
+	}
+	window, baseline, err := diagnoseWindows(*since, *start, *end, *baseStart, *baseEnd, time.Now())
+	if err != nil {
+		return err
+	}
+
+	ctx, conn, done, err := qf.connectConn()
+	if err != nil {
+		return err
+	}
+	defer done()
+	o := &analysis.DiagnoseOptions{Service: *service, Operation: *operation, Errors: *errorsMode}
+	out, err := diagnoseOn(ctx, conn, o, window, baseline, *sample)
+	if err != nil {
+		return qf.rpcError(err)
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	writeDiagnosis(stdout, out, *service, *operation, *errorsMode, *sample)
+	return nil
+}
+
+// diagnoseOn diagnoses a regression on the server, through
+// cairn.analysis.v1.RootCause, or, if the server does not serve it (a
+// jaeger.storage.v2 server that is not cairn), here from traces read
+// through its TraceReader.
+func diagnoseOn(ctx context.Context, conn grpc.ClientConnInterface, o *analysis.DiagnoseOptions, window, baseline timeRange, sample int) (diagnoseJSON, error) {
+	resp, err := analysispb.NewRootCauseClient(conn).Diagnose(ctx, &analysispb.DiagnoseRequest{
+		Service: o.Service, Operation: o.Operation, Errors: o.Errors, Sample: int32(sample),
+		StartTime: timestamppb.New(window.start), EndTime: timestamppb.New(window.end),
+		BaselineStartTime: timestamppb.New(baseline.start), BaselineEndTime: timestamppb.New(baseline.end),
+	})
+	if status.Code(err) == codes.Unimplemented {
+		d, err := diagnose(ctx, jaegerpb.NewTraceReaderClient(conn), o, window, baseline, sample)
+		return diagnosisJSON(d, window, baseline, o.Errors), err
+	}
+	if err != nil {
+		return diagnoseJSON{}, err
+	}
+	return diagnosisFromAPI(resp, o.Errors), nil
+}
+
+// diagnose samples up to sample traces of the window and of the baseline
+// and diagnoses them.
+func diagnose(ctx context.Context, client jaegerpb.TraceReaderClient, o *analysis.DiagnoseOptions, window, baseline timeRange, sample int) (analysis.Diagnosis, error) {
+	w, err := sampleTraces(ctx, client, o.Service, o.Operation, window, sample)
+	if err != nil {
+		return analysis.Diagnosis{}, err
+	}
+	b, err := sampleTraces(ctx, client, o.Service, o.Operation, baseline, sample)
+	if err != nil {
+		return analysis.Diagnosis{}, err
+	}
+	return analysis.Diagnose(w, b, o), nil
+}
+
+// diagnoseWindows returns the regression window and the baseline the flags
+// give, the baseline by default as long as the window and right before it.
+func diagnoseWindows(since time.Duration, start, end, baseStart, baseEnd string, now time.Time) (window, baseline timeRange, err error) {
+	if window, err = parseWindow(since, start, end, now); err != nil {
+		return window, baseline, err
+	}
+	baseline = timeRange{window.start.Add(-window.end.Sub(window.start)), window.start}
+	if baseStart != "" {
+		if baseline.start, err = parseTime("baseline-start", baseStart); err != nil {
+			return
+		}
+	}
+	if baseEnd != "" {
+		if baseline.end, err = parseTime("baseline-end", baseEnd); err != nil {
+			return
+		}
+	}
+	if !baseline.start.Before(baseline.end) {
+		return window, baseline, usagef("the baseline's start %s is not before its end %s", baseline.start.Format(time.RFC3339), baseline.end.Format(time.RFC3339))
+	}
+	return window, baseline, nil
+}
+
+// parseWindow returns the window --since or --start and --end give.
+func parseWindow(since time.Duration, start, end string, now time.Time) (window timeRange, err error) {
+	switch {
+	case since > 0 && (start != "" || end != ""):
+		return window, usagef("give --since or --start and --end, not both")
+	case since > 0:
+		window = timeRange{now.Add(-since), now}
+	case start == "" || end == "":
+		return window, usagef("give the window: --since, or --start and --end")
+	default:
+		if window.start, err = parseTime("start", start); err != nil {
+			return
+		}
+		if window.end, err = parseTime("end", end); err != nil {
+			return
+		}
+	}
+	if !window.start.Before(window.end) {
+		return window, usagef("the window's start %s is not before its end %s", window.start.Format(time.RFC3339), window.end.Format(time.RFC3339))
+	}
+	return window, nil
+}
+
+func parseTime(flag, s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return t, usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", flag, s)
+	}
+	return t, nil
+}
+
+// sampleTraces reads up to n traces with a span of the operation that
+// started in s: it searches s in slices, each for at most sliceTraces
+// traces, so that the sample spreads over s, then reads the traces found,
+// several calls at once.
+func sampleTraces(ctx context.Context, client jaegerpb.TraceReaderClient, service, operation string, s timeRange, n int) ([]*analysis.Trace, error) {
+	parts := (n + sliceTraces - 1) / sliceTraces
+	per := (n + parts - 1) / parts
+	step := s.end.Sub(s.start) / time.Duration(parts)
+	found := make([][]*jaegerpb.FoundTraceID, parts)
+	err := parallel(parts, func(i int) error {
+		from := s.start.Add(time.Duration(i) * step)
+		to := from.Add(step)
+		if i == parts-1 {
+			to = s.end
+		}
+		resp, err := client.FindTraceIDs(ctx, &jaegerpb.FindTraceIDsRequest{Query: &jaegerpb.TraceQueryParameters{
+			ServiceName: service, OperationName: operation, SearchDepth: int32(min(per, query.DefaultMaxSearchDepth)),
+			// Search bounds are inclusive; windows are not at their end.
+			StartTimeMin: timestamppb.New(from), StartTimeMax: timestamppb.New(to.Add(-time.Nanosecond)),
+		}})
+		found[i] = resp.GetTraceIds()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ids []*jaegerpb.GetTraceParams
+	seen := map[string]bool{}
+	for _, f := range found {
+		for _, id := range f {
+			if !seen[string(id.TraceId)] && len(ids) < n {
+				seen[string(id.TraceId)] = true
+				ids = append(ids, &jaegerpb.GetTraceParams{TraceId: id.TraceId, StartTime: id.Start, EndTime: id.End})
+			}
+		}
+	}
+	batches := (len(ids) + readBatch - 1) / readBatch
+	collectors := make([]analysis.Collector, batches)
+	err = parallel(batches, func(i int) error {
+		stream, err := client.GetTraces(ctx, &jaegerpb.GetTracesRequest{Query: ids[i*readBatch : min(len(ids), (i+1)*readBatch)]})
+		if err != nil {
+			return err
+		}
+		for {
+			chunk, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			collectors[i].Add(chunk)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	var traces []*analysis.Trace
+	for i := range collectors {
+		traces = append(traces, collectors[i].Traces()...)
+	}
+	return traces, nil
+}
+
+// parallel runs f(0) to f(n-1), fetchers at a time, and returns the first
+// error.
+func parallel(n int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	next := make(chan int)
+	for range min(n, fetchers) {
+		wg.Go(func() {
+			for i := range next {
+				if err := f(i); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+func diagnosisJSON(d analysis.Diagnosis, window, baseline timeRange, errorsMode bool) diagnoseJSON {
+	side := func(s timeRange, st analysis.WindowStats) windowJSON {
+		return windowJSON{Start: s.start.UTC().Format(time.RFC3339Nano), End: s.end.UTC().Format(time.RFC3339Nano), Traces: st.Traces,
+			P50MS: float64(st.P50) / 1e6, P99MS: float64(st.P99) / 1e6, ErrorRate: st.ErrorRate}
+	}
+	out := diagnoseJSON{Window: side(window, d.Window), Baseline: side(baseline, d.Baseline),
+		Operations: []culpritJSON{}, Attributes: attributesJSON(d.Attributes), Symptoms: attributesJSON(d.Symptoms)}
+	for _, c := range d.Operations {
+		cj := culpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.Baseline / 1e6, WindowMS: c.Window / 1e6, Exemplars: []string{}}
+		if errorsMode {
+			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOrigin, &c.WindowOrigin
+		}
+		for _, id := range c.Exemplars {
+			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id[:]))
+		}
+		out.Operations = append(out.Operations, cj)
+	}
+	return out
+}
+
+func diagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) diagnoseJSON {
+	side := func(w *analysispb.DiagnoseWindow) windowJSON {
+		return windowJSON{Start: w.GetStartTime().AsTime().Format(time.RFC3339Nano), End: w.GetEndTime().AsTime().Format(time.RFC3339Nano),
+			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
+	}
+	out := diagnoseJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []culpritJSON{},
+		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
+	for _, c := range resp.Operations {
+		cj := culpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{}}
+		if errorsMode {
+			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
+		}
+		for _, id := range c.Exemplars {
+			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
+		}
+		out.Operations = append(out.Operations, cj)
+	}
+	return out
+}
+
+func attributesFromAPI(as []*analysispb.AttributeScore) []attributeJSON {
+	out := []attributeJSON{}
+	for _, a := range as {
+		out = append(out, attributeJSON{Key: a.Key, Value: anyJSON(a.Value), Service: a.Service, Score: a.Score,
+			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare})
+	}
+	return out
+}
+
+// connectConn returns a connection to the server and a context bounded by
+// the timeout; done releases both.
+func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, done func(), err error) {
+	if conn, err = dialQuery(*qf.addr, *qf.access); err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
+	return ctx, conn, func() { cancel(); conn.Close() }, nil
+}
+
+func attributesJSON(cs []analysis.Correlation) []attributeJSON {
+	out := []attributeJSON{}
+	for _, c := range cs {
+		out = append(out, attributeJSON{Key: c.Key, Value: anyJSON(c.Value), Service: c.Service, Score: c.Score,
+			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare})
+	}
+	return out
+}
+
+// anyJSON is an attribute value as JSON of its own type: a string, a number
+// or a bool; bytes in base64, arrays and key-value lists as JSON's own.
+func anyJSON(v *commonpb.AnyValue) any {
+	switch x := v.GetValue().(type) {
+	case *commonpb.AnyValue_StringValue:
+		return x.StringValue
+	case *commonpb.AnyValue_IntValue:
+		return x.IntValue
+	case *commonpb.AnyValue_DoubleValue:
+		if math.IsInf(x.DoubleValue, 0) || math.IsNaN(x.DoubleValue) {
+			return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64) // JSON has no such numbers
+		}
+		return x.DoubleValue
+	case *commonpb.AnyValue_BoolValue:
+		return x.BoolValue
+	case *commonpb.AnyValue_BytesValue:
+		return base64.StdEncoding.EncodeToString(x.BytesValue)
+	case *commonpb.AnyValue_ArrayValue:
+		a := []any{}
+		for _, e := range x.ArrayValue.GetValues() {
+			a = append(a, anyJSON(e))
+		}
+		return a
+	case *commonpb.AnyValue_KvlistValue:
+		m := map[string]any{}
+		for _, kv := range x.KvlistValue.GetValues() {
+			m[kv.Key] = anyJSON(kv.Value)
+		}
+		return m
+	}
+	return nil
+}
+
+// writeDiagnosis prints a diagnosis: one sentence naming the most likely
+// cause and its evidence, the two windows, then the ranked operations,
+// attributes and symptoms.
+func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, errorsMode bool, sample int) {
+	fmt.Fprintln(w, causeSentence(d, errorsMode))
+	fmt.Fprintf(w, "\n%s: %s\n%-9s %-41s %8s %10s %10s %8s\n", service, operation, "", "from – to", "traces", "p50 ms", "p99 ms", "errors")
+	for _, s := range []struct {
+		name string
+		w    windowJSON
+	}{{"baseline", d.Baseline}, {"window", d.Window}} {
+		note := ""
+		if s.w.Traces >= sample {
+			note = fmt.Sprintf("  (a sample: --sample %d)", sample)
+		}
+		fmt.Fprintf(w, "%-9s %-41s %8d %10.3f %10.3f %7.1f%%%s\n", s.name, shortTime(s.w.Start)+" – "+shortTime(s.w.End), s.w.Traces, s.w.P50MS, s.w.P99MS, 100*s.w.ErrorRate, note)
+	}
+	if len(d.Operations) > 0 {
+		what := "self ms on the critical path per trace"
+		if errorsMode {
+			what = "failures originating in it, share of traces"
+		}
+		shown := d.Operations[:min(len(d.Operations), tableRows)]
+		width := len("operation")
+		for _, c := range shown {
+			width = max(width, utf8.RuneCountInString(truncate(c.Service+": "+c.Operation, maxNameWidth)))
+		}
+		fmt.Fprintf(w, "\nOperations, the most likely cause first (%s):\n%8s %12s %12s  %-*s  %s\n", what, "score", "baseline", "window", width, "operation", "exemplars")
+		for i, c := range d.Operations {
+			if i == tableRows {
+				fmt.Fprintf(w, "… %s (--format json lists all)\n", count(len(d.Operations)-i, "more operation"))
+				break
+			}
+			base, win := fmt.Sprintf("%.3f", c.BaselineMS), fmt.Sprintf("%.3f", c.WindowMS)
+			if errorsMode {
+				base, win = fmt.Sprintf("%.1f%%", 100**c.BaselineOriginRate), fmt.Sprintf("%.1f%%", 100**c.WindowOriginRate)
+			}
+			name := truncate(c.Service+": "+c.Operation, maxNameWidth)
+			fmt.Fprintf(w, "%8.3f %12s %12s  %s%s  %s\n", c.Score, base, win, name, strings.Repeat(" ", width-utf8.RuneCountInString(name)), strings.Join(c.Exemplars, " "))
+		}
+	}
+	selection := "slow traces"
+	if errorsMode {
+		selection = "failed traces"
+	}
+	for _, list := range []struct {
+		title string
+		attrs []attributeJSON
+	}{
+		{"Attributes of " + selection + ", the most likely cause first", d.Attributes},
+		{"Symptoms, which restate the failure and are not ranked as causes", d.Symptoms},
+	} {
+		if len(list.attrs) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s:\n%8s %8s %9s  %s\n", list.title, "score", "window", "baseline", "attribute")
+		for i, a := range list.attrs {
+			if i == tableRows {
+				fmt.Fprintf(w, "… %s (--format json lists all)\n", count(len(list.attrs)-i, "more attribute"))
+				break
+			}
+			fmt.Fprintf(w, "%8.3f %7.1f%% %8.1f%%  %s\n", a.Score, 100*a.WindowShare, 100*a.BaselineShare, truncate(attributeName(a), 2*maxNameWidth))
+		}
+	}
+}
+
+// causeSentence names the most likely cause and its evidence.
+func causeSentence(d diagnoseJSON, errorsMode bool) string {
+	if d.Window.Traces == 0 || d.Baseline.Traces == 0 {
+		return fmt.Sprintf("Too few traces to compare: %d in the window, %d in the baseline.", d.Window.Traces, d.Baseline.Traces)
+	}
+	if len(d.Operations) == 0 {
+		if errorsMode {
+			return "No operation is where failures originate more often than in the baseline."
+		}
+		return "No operation's time on the critical path grew from the baseline."
+	}
+	c := d.Operations[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s is the most likely cause: ", c.Service, c.Operation)
+	if errorsMode {
+		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
+	} else {
+		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
+	}
+	if len(d.Attributes) > 0 {
+		a := d.Attributes[0]
+		selection := "slow"
+		if errorsMode {
+			selection = "failed"
+		}
+		fmt.Fprintf(&b, "; %.0f%% of %s traces have %s (%.0f%% before)", 100*a.WindowShare, selection, attributeName(a), 100*a.BaselineShare)
+	}
+	b.WriteString(".")
+	return b.String()
+}
+
+func attributeName(a attributeJSON) string {
+	v, _ := json.Marshal(a.Value)
+	if s, ok := a.Value.(string); ok {
+		v = []byte(s)
+	}
+	return fmt.Sprintf("%s=%s on %s", a.Key, v, a.Service)
+}
+
+// roundMS writes milliseconds with three significant digits, or more
+// where the number needs them.
+func roundMS(ms float64) string {
+	switch {
+	case ms >= 100:
+		return strconv.FormatFloat(ms, 'f', 0, 64)
+	case ms >= 10:
+		return strconv.FormatFloat(ms, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(ms, 'f', 2, 64)
+	}
+}
+
+func shortTime(s string) string {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return s
+	}
+	return t.Format("2006-01-02 15:04:05")
+}

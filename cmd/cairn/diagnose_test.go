@@ -1,0 +1,132 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+
+	"cairn/bench"
+)
+
+// TestDiagnoseCommand writes a baseline and a window of checkouts in which
+// inventory's stock query slowed down on the pod running 2.9.0, and wants
+// cairn diagnose to name that query and that version, in JSON and in the
+// table's first sentence.
+func TestDiagnoseCommand(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	scenario := bench.RCAScenarios()[0]
+	end := time.Now().Truncate(time.Second)
+	mid := end.Add(-10 * time.Minute)
+	start := mid.Add(-10 * time.Minute)
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(1, 200, start, mid, false)})
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(2, 200, mid, end, true)})
+
+	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
+		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	var out, errOut bytes.Buffer
+	if err := run(append(args, "--format", "json"), &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	var d diagnoseJSON
+	if err := json.Unmarshal(out.Bytes(), &d); err != nil {
+		t.Fatalf("%v:\n%s", err, out.String())
+	}
+	if d.Window.Traces != 200 || d.Baseline.Traces != 200 {
+		t.Errorf("%d traces in the window, %d in the baseline, want 200 each", d.Window.Traces, d.Baseline.Traces)
+	}
+	if d.Baseline.Start != start.UTC().Format(time.RFC3339Nano) || d.Window.End != end.UTC().Format(time.RFC3339Nano) {
+		t.Errorf("baseline from %s, window to %s, want %s and %s", d.Baseline.Start, d.Window.End, start, end)
+	}
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT inventory.stock" || len(d.Operations[0].Exemplars) != 3 {
+		t.Fatalf("operations %+v, want SELECT inventory.stock first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || d.Attributes[0].Key != "service.version" || d.Attributes[0].Value != "2.9.0" {
+		t.Fatalf("attributes %+v, want service.version=2.9.0 first", d.Attributes)
+	}
+
+	// Against a server without cairn.analysis.v1.RootCause, the CLI
+	// computes the same diagnosis from traces read through TraceReader.
+	readerOnly := serveReaderOnly(t, s.queryAddr.String())
+	local := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", readerOnly)...)
+	if want := mustJSON(t, d); local != want {
+		t.Errorf("diagnosed in the CLI:\n%s\non the server:\n%s", local, want)
+	}
+
+	// Where the window's checkouts spent their time, on the server and in
+	// the CLI.
+	paths := []string{"critical-path", "--service", "web", "--operation", "POST /checkout", "--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339), "--format", "json"}
+	var agg criticalPathsJSON
+	remote := runJSON(t, append(slices.Clone(paths), "--addr", s.queryAddr.String())...)
+	if err := json.Unmarshal([]byte(remote), &agg); err != nil {
+		t.Fatal(err)
+	}
+	if agg.Traces != 200 || len(agg.Operations) == 0 || agg.Operations[0].Operation != "SELECT inventory.stock" {
+		t.Errorf("critical paths %+v, want 200 traces, SELECT inventory.stock first", agg)
+	}
+	if local := runJSON(t, append(slices.Clone(paths), "--addr", readerOnly)...); local != remote {
+		t.Errorf("aggregated in the CLI:\n%s\non the server:\n%s", local, remote)
+	}
+
+	out.Reset()
+	if err := run(args, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	first, _, _ := strings.Cut(out.String(), "\n")
+	for _, want := range []string{"inventory: SELECT inventory.stock is the most likely cause", "service.version=2.9.0 on inventory"} {
+		if !strings.Contains(first, want) {
+			t.Errorf("first line %q lacks %q", first, want)
+		}
+	}
+
+	for _, bad := range [][]string{
+		{"diagnose", "--service", "web"},
+		{"diagnose", "--service", "web", "--operation", "x"},
+		{"diagnose", "--service", "web", "--operation", "x", "--since", "1h", "--start", mid.Format(time.RFC3339)},
+		{"diagnose", "--service", "web", "--operation", "x", "--start", end.Format(time.RFC3339), "--end", mid.Format(time.RFC3339)},
+	} {
+		var usage usageError
+		if err := run(bad, &out, &errOut); !errors.As(err, &usage) {
+			t.Errorf("%q: %v, want a usage error", bad, err)
+		}
+	}
+}
+
+// runJSON runs cairn with args and returns what it printed, as mustJSON
+// prints it.
+func runJSON(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if err := run(args, &out, &errOut); err != nil {
+		t.Fatalf("cairn %q: %v: %s", args, err, errOut.String())
+	}
+	var v any
+	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+		t.Fatalf("cairn %q: %v:\n%s", args, err, out.String())
+	}
+	return mustJSON(t, v)
+}
+
+// mustJSON writes v as indented JSON with the keys of its objects sorted,
+// so that structs and what they decode to compare equal.
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generic any
+	if err := json.Unmarshal(b, &generic); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = json.MarshalIndent(generic, "", "  "); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

@@ -1,0 +1,86 @@
+package analysis
+
+import (
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+)
+
+// TestCorrelate scores values against hand-computed ones. Of 4 selected
+// traces, 3 run version 2.9.0 on inventory's resource, 1 of 6 baseline
+// traces does: 3/4 - 1/6. Each trace has a user ID of its own: one
+// selected trace each, under the support of 2, so none ranks, though each
+// would score 1/4, above real signals weaker than that.
+func TestCorrelate(t *testing.T) {
+	trace := func(id int, version string, region string, status int) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "GET /", server, 0, 10, nil, kv("user.id", id), kv("region", region))
+		b.span(2, 1, "inventory", "SELECT", client, 1, 9, []*commonpb.KeyValue{kv("service.version", version)})
+		if status != 0 {
+			b.t.Spans[0].Attrs = append(b.t.Spans[0].Attrs, kv("http.status_code", status))
+		}
+		return b.t
+	}
+	selected := []*Trace{trace(1, "2.9.0", "eu", 500), trace(2, "2.9.0", "eu", 500), trace(3, "2.9.0", "us", 0), trace(4, "2.8.0", "us", 0)}
+	var baseline []*Trace
+	for i := range 6 {
+		v := "2.8.0"
+		if i == 0 {
+			v = "2.9.0"
+		}
+		region := "us"
+		if i < 3 {
+			region = "eu"
+		}
+		baseline = append(baseline, trace(10+i, v, region, 0))
+	}
+	attrs, ops := Correlate(selected, baseline, &CorrelationOptions{MinTraces: 2})
+	type want struct {
+		service, key, value string
+		score               float64
+		sel, base           int
+		symptom             bool
+	}
+	wants := []want{
+		{"inventory", "service.version", "s2.9.0", 3.0/4 - 1.0/6, 3, 1, false},
+		{"web", "http.status_code", "i500", 2.0 / 4, 2, 0, true},
+		// Ties: on more selected traces first, then by service and key.
+		{"inventory", "service.name", "sinventory", 0, 4, 6, false},
+		{"web", "service.name", "sweb", 0, 4, 6, false},
+		{"web", "region", "seu", 2.0/4 - 3.0/6, 2, 3, false},
+		{"web", "region", "sus", 2.0/4 - 3.0/6, 2, 3, false},
+	}
+	// 2.8.0 is on one selected trace, under the support of 2.
+	if len(attrs) != len(wants) {
+		t.Fatalf("%d attributes ranked, want %d: %+v", len(attrs), len(wants), attrs)
+	}
+	for i, w := range wants {
+		a := attrs[i]
+		if a.Service != w.service || a.Key != w.key || valueString(a.Value) != w.value || !near(a.Score, w.score) ||
+			a.Selected != w.sel || a.Baseline != w.base || a.Symptom != w.symptom ||
+			!near(a.SelectedShare, float64(w.sel)/4) || !near(a.BaselineShare, float64(w.base)/6) {
+			t.Errorf("attribute %d: %+v, want %+v", i, a, w)
+		}
+	}
+	// Both operations are on every trace.
+	if len(ops) != 2 || ops[0].Score != 0 || ops[1].Score != 0 || ops[0].Selected != 4 {
+		t.Errorf("operations %+v, want both at 0", ops)
+	}
+}
+
+// TestCorrelateMinShare ranks no value seen on fewer than 5% of the
+// selected traces, however many traces that is.
+func TestCorrelateMinShare(t *testing.T) {
+	var selected []*Trace
+	for i := range 200 {
+		b := newTrace(i)
+		b.span(1, 0, "web", "GET /", server, 0, 10, nil, kv("customer", i%25))
+		selected = append(selected, b.t)
+	}
+	attrs, _ := Correlate(selected, nil, nil)
+	for _, a := range attrs {
+		if a.Key == "customer" {
+			t.Fatalf("customer %v ranked on 8 of 200 traces, under 5%%: %+v", valueString(a.Value), a)
+		}
+	}
+}

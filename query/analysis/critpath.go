@@ -1,0 +1,347 @@
+package analysis
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Options tune the analyses. The zero value is ready to use.
+type Options struct {
+	// SkewFraction bounds what is taken for clock skew rather than
+	// concurrency, as a fraction of a span's duration: how far two siblings
+	// timed by different clocks may overlap (of the shorter) and still be
+	// taken as one after the other, and how far a child may outlast its
+	// parent (of the child) and still be taken as awaited by it. Default
+	// 0.05.
+	SkewFraction float64
+}
+
+// EnsureDefaults returns a copy of o (which may be nil) with every zero field
+// set to its default.
+func (o *Options) EnsureDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.SkewFraction <= 0 {
+		c.SkewFraction = 0.05
+	}
+	return c
+}
+
+// Path is the critical path of a trace: the intervals on which the end of
+// its root span waits, each attributed to the span doing the work then.
+type Path struct {
+	// Root indexes the root span in Trace.Spans; -1 for a trace without
+	// spans.
+	Root       int
+	Start, End uint64 // the root's interval, which Segments tile exactly
+	Segments   []Segment
+	// Operations sums the segments per operation, the most time first.
+	Operations []OperationTime
+}
+
+// Segment is an interval of the critical path and the span working in it.
+type Segment struct {
+	Span       int // index in Trace.Spans
+	Start, End uint64
+}
+
+// OperationTime is an operation's self time on a critical path.
+type OperationTime struct {
+	Service, Operation string
+	Self               uint64  // nanoseconds
+	Share              float64 // of the root's duration
+}
+
+// CriticalPath returns the critical path of t.
+//
+// The root is the longest span without a parent; failing that, the longest
+// span whose parent is missing. Other spans without a parent, and spans
+// whose parent is missing (orphans), are adopted by the deepest span whose
+// interval holds theirs, as the nearest account of where their lost parent
+// ran. Spans in a cycle of parent IDs are left out.
+//
+// Times are first made consistent. A synchronous call into another process
+// (a server span, or any child of a client span, on another resource) that
+// lies partly outside its caller was timed by a skewed clock: it is moved,
+// with its subtree, by the least that puts it inside, if it fits. A child
+// that outlasts its parent by more than the skew allowance was not awaited
+// (a message consumer, a fire-and-forget task) and is off the path; any
+// other child is clipped to its parent.
+//
+// The path then runs backward from the root's end: the child that finished
+// last is on it, then, from that child's start, the sibling that finished
+// latest before it, and so on; the parent's own time fills what its
+// children on the path leave. A sibling that overlaps the one after it on
+// the path is off the path, unless the overlap is within the skew allowance
+// and a clock other than the parent's timed one of the two. Each child on
+// the path is walked the same way over its part of the path.
+func CriticalPath(t *Trace, opts *Options) Path {
+	return criticalPath(t, opts.EnsureDefaults(), -1)
+}
+
+// CriticalPathFrom returns the critical path below span root of t, as
+// CriticalPath would if root were the root: the time root's end waits on.
+func CriticalPathFrom(t *Trace, root int, opts *Options) Path {
+	return criticalPath(t, opts.EnsureDefaults(), int32(root))
+}
+
+// criticalPath walks the path from root, or from the root CriticalPath
+// chooses if root is negative.
+func criticalPath(t *Trace, opts Options, root int32) Path {
+	return buildTree(t, opts, root).path()
+}
+
+func (tr *tree) path() Path {
+	t := tr.t
+	p := Path{Root: tr.root}
+	if tr.root < 0 {
+		return p
+	}
+	rn := &tr.nodes[tr.root]
+	p.Start, p.End = rn.start, rn.end
+	tr.walk(int32(tr.root), rn.end)
+	p.Segments = slices.Clone(tr.segments)
+	slices.Reverse(p.Segments)
+	p.Operations = operationTimes(t, p)
+	return p
+}
+
+// node is a span placed on the tree the path is walked on.
+type node struct {
+	start, end uint64 // corrected for skew, clipped to the parent
+	placed     bool
+	// children are the children placed under this span, the last to end
+	// first once the tree is built.
+	children []int32
+}
+
+type tree struct {
+	t        *Trace
+	opts     Options
+	nodes    []node
+	root     int
+	segments []Segment // in reverse while walking
+}
+
+// buildTree places the spans under root, or under the root it chooses if
+// root is negative.
+func buildTree(t *Trace, opts Options, root int32) *tree {
+	tr := &tree{t: t, opts: opts, nodes: make([]node, len(t.Spans)), root: -1}
+	ids := make(map[SpanID]int32, len(t.Spans))
+	for i := range t.Spans {
+		if _, dup := ids[t.Spans[i].ID]; !dup {
+			ids[t.Spans[i].ID] = int32(i)
+		}
+	}
+	children := make([][]int32, len(t.Spans))
+	var parentless, orphans []int32
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		p, ok := ids[s.Parent]
+		switch {
+		case s.Parent == SpanID{}:
+			parentless = append(parentless, int32(i))
+		case ok && p != int32(i):
+			children[p] = append(children[p], int32(i))
+		default:
+			orphans = append(orphans, int32(i))
+		}
+	}
+	above := root // the top of the tree root is in: not to adopt
+	if root < 0 {
+		candidates := parentless
+		if len(candidates) == 0 {
+			candidates = orphans
+		}
+		if len(candidates) == 0 {
+			return tr // every span is in a cycle, or there are none
+		}
+		root = slices.MinFunc(candidates, func(a, b int32) int {
+			sa, sb := &t.Spans[a], &t.Spans[b]
+			return cmp.Or(cmp.Compare(sb.Duration(), sa.Duration()), cmp.Compare(sa.Start, sb.Start), cmp.Compare(a, b))
+		})
+		above = root
+	} else {
+		for range t.Spans { // at most as many steps, in case of a cycle
+			p, ok := ids[t.Spans[above].Parent]
+			if !ok || p == above {
+				break
+			}
+			above = p
+		}
+	}
+	tr.root = int(root)
+	s := &t.Spans[root]
+	tr.place(root, children, 0, s.Start, s.Start+s.Duration())
+	for _, top := range slices.Concat(parentless, orphans) {
+		if top != above && !tr.nodes[top].placed {
+			tr.adopt(top, children)
+		}
+	}
+	for i := range tr.nodes {
+		n := &tr.nodes[i]
+		slices.SortFunc(n.children, func(a, b int32) int {
+			na, nb := &tr.nodes[a], &tr.nodes[b]
+			return cmp.Or(cmp.Compare(nb.end, na.end), cmp.Compare(na.start, nb.start), cmp.Compare(a, b))
+		})
+	}
+	return tr
+}
+
+// place puts span i and its subtree on the tree with its times shifted by
+// offset and clipped to [from, to], its parent's interval.
+func (tr *tree) place(i int32, children [][]int32, offset int64, from, to uint64) {
+	s := &tr.t.Spans[i]
+	n := &tr.nodes[i]
+	n.placed = true
+	n.start = max(shift(s.Start, offset), from)
+	n.end = max(min(shift(s.Start+s.Duration(), offset), to), n.start)
+	for _, c := range children[i] {
+		if tr.nodes[c].placed {
+			continue // a duplicate span ID's children, placed already
+		}
+		if off, ok := tr.fit(i, c, offset, false); ok {
+			tr.place(c, children, off, n.start, n.end)
+			n.children = append(n.children, c)
+		}
+	}
+}
+
+// fit returns the offset that corrects child c of placed span p for skew,
+// given the offset of p's clock, and whether c can be on the path at all.
+// A child adopted by p, its parent being unknown, is never taken for a
+// remote call.
+func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
+	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
+	pn := &tr.nodes[p]
+	start, end := shift(cs.Start, offset), shift(cs.Start+cs.Duration(), offset)
+	if !adopted && tr.synchronousRemote(ps, cs) {
+		switch {
+		case cs.Duration() > pn.end-pn.start: // no shift fits it: clip it
+			offset += int64(pn.start) - int64(start)
+		case start < pn.start:
+			offset += int64(pn.start - start)
+		case end > pn.end:
+			offset -= int64(end - pn.end)
+		}
+		return offset, true
+	}
+	awaited := end <= pn.end || float64(end-pn.end) <= tr.opts.SkewFraction*float64(cs.Duration())
+	return offset, awaited && end > pn.start && start < pn.end
+}
+
+// synchronousRemote says whether c is a call that p waits on, timed by
+// another clock than p's.
+func (tr *tree) synchronousRemote(p, c *Span) bool {
+	return p.Resource != c.Resource && (c.Kind == kindServer || p.Kind == kindClient)
+}
+
+// adopt places span i, whose parent is unknown, under the deepest placed
+// span whose interval holds its own, or under the root if none does. A span
+// that the root would not await stays off the tree.
+func (tr *tree) adopt(i int32, children [][]int32) {
+	s := &tr.t.Spans[i]
+	start, end := s.Start, s.Start+s.Duration()
+	host := int32(tr.root)
+	for {
+		inner := slices.IndexFunc(tr.nodes[host].children, func(c int32) bool {
+			cn := &tr.nodes[c]
+			return cn.start <= start && end <= cn.end
+		})
+		if inner < 0 {
+			break
+		}
+		host = tr.nodes[host].children[inner]
+	}
+	if _, ok := tr.fit(host, i, 0, true); !ok {
+		return
+	}
+	h := &tr.nodes[host]
+	tr.place(i, children, 0, h.start, h.end)
+	h.children = append(h.children, i)
+}
+
+// walk emits, in reverse, the segments of the path through placed span n
+// over [n.start, to], to being at most n's end.
+func (tr *tree) walk(n int32, to uint64) {
+	nd := &tr.nodes[n]
+	cursor := to
+	prev := int32(-1)
+	for _, c := range nd.children {
+		if cursor <= nd.start {
+			break
+		}
+		cn := &tr.nodes[c]
+		if cn.end <= cn.start || cn.start >= cursor || cn.end > cursor+tr.allowance(n, c, prev, nd.end-to) {
+			continue
+		}
+		end := min(cn.end, cursor)
+		tr.emit(n, end, cursor)
+		tr.walk(c, end)
+		cursor = cn.start
+		prev = c
+	}
+	tr.emit(n, nd.start, cursor)
+}
+
+// allowance is how far child c of n may end past the start of prev, the
+// child after it on the path, and still be taken to end before it. Before
+// the first child on the path it is cut, what of n's end lies past the part
+// of the path n is walked over.
+func (tr *tree) allowance(n, c, prev int32, cut uint64) uint64 {
+	if prev < 0 {
+		return cut
+	}
+	res := tr.t.Spans[n].Resource
+	if tr.t.Spans[c].Resource == res && tr.t.Spans[prev].Resource == res {
+		return 0 // one clock timed all three: an overlap is real
+	}
+	cn, pn := &tr.nodes[c], &tr.nodes[prev]
+	return uint64(tr.opts.SkewFraction * float64(min(cn.end-cn.start, pn.end-pn.start)))
+}
+
+// emit adds n's own time over [start, end], joined to the segment emitted
+// before it if that is n's too.
+func (tr *tree) emit(n int32, start, end uint64) {
+	if end <= start {
+		return
+	}
+	if k := len(tr.segments) - 1; k >= 0 && tr.segments[k].Span == int(n) && tr.segments[k].Start == end {
+		tr.segments[k].Start = start
+		return
+	}
+	tr.segments = append(tr.segments, Segment{Span: int(n), Start: start, End: end})
+}
+
+func operationTimes(t *Trace, p Path) []OperationTime {
+	type op struct{ service, name string }
+	self := map[op]uint64{}
+	for _, s := range p.Segments {
+		sp := &t.Spans[s.Span]
+		self[op{sp.Service, sp.Name}] += s.End - s.Start
+	}
+	ops := make([]OperationTime, 0, len(self))
+	for o, d := range self {
+		ops = append(ops, OperationTime{Service: o.service, Operation: o.name, Self: d, Share: float64(d) / float64(p.End-p.Start)})
+	}
+	slices.SortFunc(ops, func(a, b OperationTime) int {
+		return cmp.Or(cmp.Compare(b.Self, a.Self), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Operation, b.Operation))
+	})
+	return ops
+}
+
+// shift adds a signed offset to a time, saturating at the ends of uint64.
+func shift(t uint64, offset int64) uint64 {
+	if offset >= 0 {
+		if t+uint64(offset) < t {
+			return ^uint64(0)
+		}
+		return t + uint64(offset)
+	}
+	if uint64(-offset) > t {
+		return 0
+	}
+	return t - uint64(-offset)
+}

@@ -1,0 +1,150 @@
+package analysis
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+var kinds = []tracepb.Span_SpanKind{kindServer, kindClient, tracepb.Span_SPAN_KIND_INTERNAL,
+	tracepb.Span_SPAN_KIND_PRODUCER, tracepb.Span_SPAN_KIND_CONSUMER}
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata")
+
+// TestCriticalPathGolden computes the critical path of each
+// testdata/criticalpath/*.trace and compares it with the .golden file beside
+// it.
+func TestCriticalPathGolden(t *testing.T) {
+	traces, err := filepath.Glob("testdata/criticalpath/*.trace")
+	if err != nil || len(traces) == 0 {
+		t.Fatalf("no traces: %v", err)
+	}
+	for _, path := range traces {
+		t.Run(strings.TrimSuffix(filepath.Base(path), ".trace"), func(t *testing.T) {
+			tr, _, err := readTrace(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := CriticalPath(tr, nil)
+			checkTiles(t, tr, p)
+			golden(t, strings.TrimSuffix(path, ".trace")+".golden", formatPath(tr, p))
+		})
+	}
+}
+
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// formatPath writes a path with times in milliseconds from the root's start.
+func formatPath(tr *Trace, p Path) string {
+	var b strings.Builder
+	if p.Root < 0 {
+		return "no root\n"
+	}
+	label := func(i int) string { return strings.TrimRight(string(tr.Spans[i].ID[:]), "\x00") }
+	ms := func(t uint64) string { return fmt.Sprintf("%8.3f", float64(t-p.Start)/1e6) }
+	fmt.Fprintf(&b, "root %s %s..%s\n", label(p.Root), ms(p.Start), ms(p.End))
+	for _, s := range p.Segments {
+		sp := &tr.Spans[s.Span]
+		fmt.Fprintf(&b, "%s %s  %-6s %s: %s\n", ms(s.Start), ms(s.End), label(s.Span), sp.Service, sp.Name)
+	}
+	for _, o := range p.Operations {
+		fmt.Fprintf(&b, "self %8.3f ms %5.1f%%  %s: %s\n", float64(o.Self)/1e6, 100*o.Share, o.Service, o.Operation)
+	}
+	return b.String()
+}
+
+// checkTiles checks that p's segments tile the root's interval exactly,
+// each attributed to a span placed on the root's tree over all of it, and
+// that the operations sum them up.
+func checkTiles(t *testing.T, tr *Trace, p Path) {
+	t.Helper()
+	if p.Root < 0 {
+		if len(tr.Spans) > 0 && len(p.Segments) > 0 {
+			t.Fatalf("segments without a root")
+		}
+		return
+	}
+	placed := buildTree(tr, (*Options)(nil).EnsureDefaults(), int32(p.Root))
+	at := p.Start
+	for i, s := range p.Segments {
+		if s.Start != at || s.End <= s.Start {
+			t.Fatalf("segment %d [%d, %d] does not follow the one before, which ends at %d", i, s.Start, s.End, at)
+		}
+		n := &placed.nodes[s.Span]
+		if !n.placed || s.Start < n.start || s.End > n.end {
+			t.Fatalf("segment %d [%d, %d] is attributed to span %d, placed %v over [%d, %d]", i, s.Start, s.End, s.Span, n.placed, n.start, n.end)
+		}
+		at = s.End
+	}
+	if at != p.End && p.End > p.Start {
+		t.Fatalf("segments end at %d, the root at %d", at, p.End)
+	}
+	var sum uint64
+	for _, o := range p.Operations {
+		sum += o.Self
+	}
+	if sum != p.End-p.Start {
+		t.Fatalf("operations sum up to %d ns of the root's %d", sum, p.End-p.Start)
+	}
+}
+
+// TestCriticalPathTiles checks on random traces, skewed, concurrent, with
+// orphans, async children and several roots, that the path tiles the root
+// exactly with spans active where they are on it, from the root or from
+// any span.
+func TestCriticalPathTiles(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		tr := randomTrace(rng, 1+rng.IntN(40))
+		checkTiles(t, tr, CriticalPath(tr, nil))
+		checkTiles(t, tr, CriticalPathFrom(tr, rng.IntN(len(tr.Spans)), nil))
+	}
+}
+
+func randomTrace(rng *rand.Rand, n int) *Trace {
+	tr := &Trace{Resources: make([][]*commonpb.KeyValue, 3)}
+	for i := range n {
+		s := Span{Service: fmt.Sprint("svc", rng.IntN(3)), Name: fmt.Sprint("op", rng.IntN(4)), Resource: rng.IntN(3)}
+		s.ID[0], s.ID[1] = byte(i>>8)+1, byte(i)
+		switch r := rng.IntN(10); {
+		case i == 0 || r == 0: // another root
+		case r == 1: // an orphan
+			s.Parent[0] = 0xff
+		case r == 2: // the next span, which may close a cycle
+			s.Parent[0], s.Parent[1] = byte((i+1)>>8)+1, byte(i+1)
+		default:
+			p := tr.Spans[rng.IntN(i)]
+			s.Parent = p.ID
+		}
+		s.Kind = kinds[rng.IntN(len(kinds))]
+		s.Start = uint64(rng.IntN(1000))
+		s.End = s.Start + uint64(rng.IntN(500))
+		if rng.IntN(20) == 0 {
+			s.End = s.Start // zero length
+		}
+		tr.Spans = append(tr.Spans, s)
+	}
+	return tr
+}

@@ -1,0 +1,379 @@
+package analysis
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+// DiagnoseOptions say what to diagnose and how.
+type DiagnoseOptions struct {
+	// Service and Operation name the operation whose regression to
+	// explain; in each trace, its longest span.
+	Service, Operation string
+	// Errors diagnoses a rise of failures rather than of latency.
+	Errors bool
+	// Exemplars is how many trace IDs each culprit carries. Default 3.
+	Exemplars int
+	// Correlation bounds which attribute values may rank.
+	Correlation CorrelationOptions
+	// Path tunes the critical paths.
+	Path Options
+}
+
+// EnsureDefaults returns a copy of o (which may be nil) with every zero field
+// set to its default.
+func (o *DiagnoseOptions) EnsureDefaults() DiagnoseOptions {
+	var c DiagnoseOptions
+	if o != nil {
+		c = *o
+	}
+	if c.Exemplars <= 0 {
+		c.Exemplars = 3
+	}
+	c.Correlation = c.Correlation.EnsureDefaults()
+	c.Path = c.Path.EnsureDefaults()
+	return c
+}
+
+// Diagnosis explains a regression of an operation between a baseline and a
+// window: the operations and the attribute values most likely to have
+// caused it, the most likely first.
+type Diagnosis struct {
+	Window, Baseline WindowStats
+	Operations       []Culprit
+	// Attributes are the values that set the slow traces of the window
+	// (failed ones, diagnosing errors) apart from the baseline, scored as
+	// Correlate scores them; only values seen more often, that do not
+	// restate the failure.
+	Attributes []Correlation
+	// Symptoms are the values that restate the failure, such as status
+	// codes and exceptions, scored alike but never ranked as causes.
+	Symptoms []Correlation
+}
+
+// WindowStats sums up the operation's spans in one window.
+type WindowStats struct {
+	Traces    int
+	P50, P99  uint64 // nanoseconds
+	ErrorRate float64
+}
+
+// Culprit is an operation ranked as a cause, with its evidence.
+type Culprit struct {
+	Service, Operation string
+	// Score, diagnosing latency, is the part of the growth of the mean
+	// duration that the growth of the operation's mean self time on the
+	// critical path accounts for: the scores of all operations sum to 1.
+	// Diagnosing errors, it is WindowOrigin - BaselineOrigin.
+	Score float64
+	// Baseline and Window are its mean self time on the critical path per
+	// trace, in nanoseconds.
+	Baseline, Window float64
+	// BaselineOrigin and WindowOrigin are the shares of traces that failed
+	// with the failure originating in it: it is the deepest failed span.
+	BaselineOrigin, WindowOrigin float64
+	// Exemplars are traces of the window that show it best: where its
+	// self time is longest, or where the failure originates in it.
+	Exemplars [][16]byte
+}
+
+// facts are what a diagnosis reads of one trace.
+type facts struct {
+	trace    *Trace
+	duration uint64
+	failed   bool
+	self     []OperationTime
+	origin   op // of the failure; zero if the operation did not fail
+}
+
+type op struct{ service, name string }
+
+// Diagnose explains the regression of opts.Service's opts.Operation from
+// the baseline traces to the window's.
+//
+// Diagnosing latency, operations rank by how much their self time on the
+// critical path grew per trace: work that slowed down off the path, beside
+// slower work or in an asynchronous consumer, held nothing up and is not
+// blamed. Diagnosing errors, they rank by how much more often the failure
+// originates in them. Attribute values rank as Correlate ranks them, the
+// slow traces of the window (slower than the baseline's p95) or its failed
+// ones being the selection against every baseline trace; between values
+// that score alike, one on a culprit's service comes first.
+func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
+	o := opts.EnsureDefaults()
+	w, b := o.facts(window), o.facts(baseline)
+	d := Diagnosis{Window: stats(w), Baseline: stats(b)}
+	if o.Errors {
+		d.Operations = errorCulprits(w, b, o.Exemplars)
+	} else {
+		d.Operations = latencyCulprits(w, b, o.Exemplars)
+	}
+	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
+	return d
+}
+
+func (o *DiagnoseOptions) facts(traces []*Trace) []facts {
+	fs := make([]facts, 0, len(traces))
+	for _, t := range traces {
+		anchor := anchorOf(t, o.Service, o.Operation)
+		if anchor < 0 {
+			continue
+		}
+		tr := buildTree(t, o.Path, int32(anchor))
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations}
+		if f.failed {
+			s := &t.Spans[tr.failureOrigin()]
+			f.origin = op{s.Service, s.Name}
+		}
+		fs = append(fs, f)
+	}
+	return fs
+}
+
+// anchorOf returns the index of the longest span of service's operation in
+// t, -1 if it has none.
+func anchorOf(t *Trace, service, operation string) int {
+	anchor := -1
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		if s.Service == service && s.Name == operation && (anchor < 0 || s.Duration() > t.Spans[anchor].Duration()) {
+			anchor = i
+		}
+	}
+	return anchor
+}
+
+// CriticalPaths returns, for each trace with a span of service's
+// operation, the critical path from its longest such span.
+func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []Path {
+	o := opts.EnsureDefaults()
+	var paths []Path
+	for _, t := range traces {
+		if anchor := anchorOf(t, service, operation); anchor >= 0 {
+			paths = append(paths, criticalPath(t, o, int32(anchor)))
+		}
+	}
+	return paths
+}
+
+// failureOrigin returns the deepest failed span placed under the root, the
+// first to end between those as deep, or the root if none below it failed.
+func (tr *tree) failureOrigin() int {
+	best, bestDepth := tr.root, 0
+	var visit func(n int32, depth int)
+	visit = func(n int32, depth int) {
+		for _, c := range tr.nodes[n].children {
+			if tr.t.Spans[c].Failed && (depth+1 > bestDepth || depth+1 == bestDepth && tr.t.Spans[c].End < tr.t.Spans[best].End) {
+				best, bestDepth = int(c), depth+1
+			}
+			visit(c, depth+1)
+		}
+	}
+	visit(int32(tr.root), 0)
+	return best
+}
+
+func stats(fs []facts) WindowStats {
+	s := WindowStats{Traces: len(fs)}
+	if len(fs) == 0 {
+		return s
+	}
+	durations := make([]uint64, len(fs))
+	failed := 0
+	for i, f := range fs {
+		durations[i] = f.duration
+		if f.failed {
+			failed++
+		}
+	}
+	slices.Sort(durations)
+	s.P50, s.P99 = quantile(durations, 0.5), quantile(durations, 0.99)
+	s.ErrorRate = float64(failed) / float64(len(fs))
+	return s
+}
+
+// quantile is the nearest-rank quantile of sorted values.
+func quantile(sorted []uint64, q float64) uint64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(math.Ceil(q*float64(len(sorted))))-1)]
+}
+
+// meanSelf returns each operation's mean self time per trace on the paths.
+func meanSelf(fs []facts) map[op]float64 {
+	m := map[op]float64{}
+	for _, f := range fs {
+		for _, o := range f.self {
+			m[op{o.Service, o.Operation}] += float64(o.Self) / float64(len(fs))
+		}
+	}
+	return m
+}
+
+func meanDuration(fs []facts) float64 {
+	var sum float64
+	for _, f := range fs {
+		sum += float64(f.duration)
+	}
+	return sum / float64(max(len(fs), 1))
+}
+
+func latencyCulprits(w, b []facts, exemplars int) []Culprit {
+	mw, mb := meanSelf(w), meanSelf(b)
+	growth := meanDuration(w) - meanDuration(b)
+	if growth <= 0 { // no regression: scores say growth against the baseline
+		growth = max(meanDuration(b), 1)
+	}
+	var cs []Culprit
+	for k, win := range mw {
+		base := mb[k]
+		if win <= base {
+			continue
+		}
+		c := Culprit{Service: k.service, Operation: k.name, Score: (win - base) / growth, Baseline: base, Window: win}
+		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
+			for _, o := range f.self {
+				if o.Service == k.service && o.Operation == k.name {
+					return float64(o.Self)
+				}
+			}
+			return 0
+		})
+		cs = append(cs, c)
+	}
+	return rank(cs)
+}
+
+func errorCulprits(w, b []facts, exemplars int) []Culprit {
+	rate := func(fs []facts) map[op]float64 {
+		m := map[op]float64{}
+		for _, f := range fs {
+			if f.failed {
+				m[f.origin] += 1 / float64(len(fs))
+			}
+		}
+		return m
+	}
+	rw, rb := rate(w), rate(b)
+	mw, mb := meanSelf(w), meanSelf(b)
+	var cs []Culprit
+	for k, win := range rw {
+		if win <= rb[k] {
+			continue
+		}
+		c := Culprit{Service: k.service, Operation: k.name, Score: win - rb[k], Baseline: mb[k], Window: mw[k],
+			BaselineOrigin: rb[k], WindowOrigin: win}
+		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
+			if f.failed && f.origin == k {
+				return float64(f.duration)
+			}
+			return 0
+		})
+		cs = append(cs, c)
+	}
+	return rank(cs)
+}
+
+func rank(cs []Culprit) []Culprit {
+	slices.SortFunc(cs, func(a, b Culprit) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Operation, b.Operation))
+	})
+	return cs
+}
+
+// topTraces returns the IDs of the n traces that weigh most, leaving out
+// those that weigh nothing.
+func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
+	type weighed struct {
+		id [16]byte
+		w  float64
+	}
+	var top []weighed
+	for i := range fs {
+		wt := weight(&fs[i])
+		if wt <= 0 {
+			continue
+		}
+		if len(top) == n && wt <= top[n-1].w {
+			continue
+		}
+		at, _ := slices.BinarySearchFunc(top, wt, func(x weighed, w float64) int { return cmp.Compare(w, x.w) })
+		top = slices.Insert(top, at, weighed{fs[i].trace.ID, wt})
+		if len(top) > n {
+			top = top[:n]
+		}
+	}
+	ids := make([][16]byte, len(top))
+	for i, t := range top {
+		ids[i] = t.id
+	}
+	return ids
+}
+
+// attributeCauses scores the attribute values of the window's slow or
+// failed traces against the baseline's, and splits them into causes and
+// symptoms, both only those seen more often in the selection.
+func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (causes, symptoms []Correlation) {
+	selected := make([]*Trace, 0, len(w))
+	if o.Errors {
+		for _, f := range w {
+			if f.failed {
+				selected = append(selected, f.trace)
+			}
+		}
+	} else {
+		ref := b
+		if len(ref) == 0 {
+			ref = w
+		}
+		durations := make([]uint64, len(ref))
+		for i, f := range ref {
+			durations[i] = f.duration
+		}
+		slices.Sort(durations)
+		slow := quantile(durations, 0.95)
+		for _, f := range w {
+			if f.duration > slow {
+				selected = append(selected, f.trace)
+			}
+		}
+	}
+	if len(selected) == 0 {
+		return nil, nil
+	}
+	base := make([]*Trace, len(b))
+	for i, f := range b {
+		base[i] = f.trace
+	}
+	attrs, _ := Correlate(selected, base, &o.Correlation)
+	culpritService := map[string]bool{}
+	for _, c := range culprits[:min(len(culprits), 1)] {
+		culpritService[c.Service] = true
+	}
+	slices.SortStableFunc(attrs, func(a, b Correlation) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(culpritService[b.Service], culpritService[a.Service]))
+	})
+	for _, a := range attrs {
+		switch {
+		case a.Score <= 0:
+		case a.Symptom:
+			symptoms = append(symptoms, a)
+		default:
+			causes = append(causes, a)
+		}
+	}
+	return causes, symptoms
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
+	}
+}

@@ -1,0 +1,182 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+// traceBuilder builds traces for the tests, one span at a time.
+type traceBuilder struct {
+	t         *Trace
+	resources map[string]int
+}
+
+func newTrace(id int) *traceBuilder {
+	b := &traceBuilder{t: &Trace{}, resources: map[string]int{}}
+	b.t.ID[15] = byte(id)
+	b.t.ID[14] = byte(id >> 8)
+	return b
+}
+
+// span adds a span of service, on the resource its service and resAttrs
+// name, from start to end milliseconds, under parent (0 for none).
+func (b *traceBuilder) span(id, parent byte, service, name string, kind tracepb.Span_SpanKind, start, end float64, resAttrs []*commonpb.KeyValue, attrs ...*commonpb.KeyValue) {
+	key := service + fmt.Sprint(resAttrs)
+	res, ok := b.resources[key]
+	if !ok {
+		res = len(b.t.Resources)
+		b.resources[key] = res
+		b.t.Resources = append(b.t.Resources, append([]*commonpb.KeyValue{kv("service.name", service)}, resAttrs...))
+	}
+	s := Span{Service: service, Name: name, Kind: kind, Resource: res, Attrs: attrs,
+		Start: 1e18 + uint64(start*1e6), End: 1e18 + uint64(end*1e6)}
+	s.ID[7] = id
+	s.Parent[7] = parent
+	b.t.Spans = append(b.t.Spans, s)
+}
+
+func kv(k string, v any) *commonpb.KeyValue {
+	switch x := v.(type) {
+	case string:
+		return &commonpb.KeyValue{Key: k, Value: str(x)}
+	case int:
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(x)}}}
+	case bool:
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: x}}}
+	}
+	panic(v)
+}
+
+const (
+	server   = tracepb.Span_SPAN_KIND_SERVER
+	client   = tracepb.Span_SPAN_KIND_CLIENT
+	consumer = tracepb.Span_SPAN_KIND_CONSUMER
+	producer = tracepb.Span_SPAN_KIND_PRODUCER
+)
+
+// checkout builds a checkout trace: web calls inventory's SELECT, then pay
+// and, beside pay, a shorter fraud check; it publishes an event a mailer
+// consumes after the request ended. slow says how long SELECT takes, fraud
+// and mail how long those take; version and host are inventory's.
+func checkout(id int, selectMS, fraudMS, mailMS float64, version, host string, userID int) *Trace {
+	b := newTrace(id)
+	inv := []*commonpb.KeyValue{kv("service.version", version), kv("host.name", host)}
+	end := 10 + selectMS + 30
+	b.span(1, 0, "web", "POST /checkout", server, 0, end, nil, kv("user.id", userID))
+	b.span(2, 1, "inventory", "SELECT stock", client, 5, 5+selectMS, inv)
+	b.span(3, 1, "pay", "Charge", server, 5+selectMS+2, 5+selectMS+22, nil)
+	b.span(4, 1, "fraud", "Score", server, 5+selectMS+2, 5+selectMS+2+fraudMS, nil)
+	b.span(5, 1, "web", "publish", producer, end-3, end-2, nil)
+	b.span(6, 5, "mailer", "send", consumer, end+5, end+5+mailMS, nil)
+	return b.t
+}
+
+// TestDiagnoseLatency diagnoses a window in which half the checkouts ran
+// on inventory 2.9.0 and spent 100 ms more in SELECT, while the fraud check
+// beside pay and the mailer after the request slowed down more, off the
+// critical path. Every figure is worked out by hand.
+func TestDiagnoseLatency(t *testing.T) {
+	var baseline, window []*Trace
+	for i := range 10 {
+		baseline = append(baseline, checkout(i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 100+i))
+	}
+	for i := range 10 {
+		if i%2 == 0 {
+			window = append(window, checkout(100+i, 110, 15, 900, "2.9.0", "pod-2", 200+i))
+		} else {
+			window = append(window, checkout(100+i, 10, 15, 900, "2.8.0", fmt.Sprint("pod-", i%2), 200+i))
+		}
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+
+	// Baseline: every checkout 50 ms. Window: five of 50 ms, five of 150.
+	wantStats(t, "baseline", d.Baseline, WindowStats{Traces: 10, P50: 50e6, P99: 50e6})
+	wantStats(t, "window", d.Window, WindowStats{Traces: 10, P50: 50e6, P99: 150e6})
+
+	// SELECT's mean self time grew from 10 to 60 ms, all of the mean
+	// duration's growth from 50 to 100 ms: score 1. Nothing else grew on
+	// the path.
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want SELECT alone", d.Operations)
+	}
+	c := d.Operations[0]
+	if c.Service != "inventory" || c.Operation != "SELECT stock" || !near(c.Score, 1) || !near(c.Baseline, 10e6) || !near(c.Window, 60e6) {
+		t.Errorf("culprit %+v, want inventory SELECT stock, score 1, 10 ms to 60 ms", c)
+	}
+	if len(c.Exemplars) != 3 || c.Exemplars[0][15] < 100 || c.Exemplars[0][15]%2 != 0 {
+		t.Errorf("exemplars %v, want three slow window traces", c.Exemplars)
+	}
+
+	// The five slow traces, against the ten of the baseline: 2.9.0 and
+	// pod-2 are on all of them and none before, score 1; user IDs are on
+	// one trace each and do not rank; nothing else is on more of them.
+	if len(d.Attributes) != 2 {
+		t.Fatalf("attributes %+v, want service.version and host.name", d.Attributes)
+	}
+	for i, want := range []string{"host.name", "service.version"} {
+		a := d.Attributes[i]
+		if a.Key != want || a.Service != "inventory" || a.Score != 1 || a.Selected != 5 || a.Baseline != 0 {
+			t.Errorf("attribute %d %+v, want %s on inventory, 5 of 5 against 0 of 10", i, a, want)
+		}
+	}
+}
+
+// TestDiagnoseErrors diagnoses failures that originate in a card check
+// deep under pay, for one card type, and are reported by every span above
+// it with a status code.
+func TestDiagnoseErrors(t *testing.T) {
+	trace := func(id int, card string, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /checkout", server, 0, 100, nil)
+		b.span(2, 1, "pay", "Charge", server, 10, 90, nil, kv("card.type", card))
+		b.span(3, 2, "bank", "CheckCard", client, 20, 80, nil)
+		b.span(4, 3, "bank", "lookup", client, 30, 40, nil)
+		if fail {
+			for i := range 3 {
+				b.t.Spans[i].Failed = true
+			}
+			b.t.Spans[0].Attrs = append(b.t.Spans[0].Attrs, kv("http.status_code", 500))
+		}
+		return b.t
+	}
+	var baseline, window []*Trace
+	cards := []string{"visa", "amex", "mc", "visa"}
+	for i := range 20 {
+		baseline = append(baseline, trace(i, cards[i%4], false))
+		// Amex fails in the window, on every fourth trace.
+		window = append(window, trace(100+i, cards[i%4], cards[i%4] == "amex"))
+	}
+	// One failure in the baseline originated in web itself.
+	baseline[0].Spans[0].Failed = true
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout", Errors: true})
+	if !near(d.Window.ErrorRate, 0.25) || !near(d.Baseline.ErrorRate, 0.05) {
+		t.Errorf("error rates %v, %v, want 0.25, 0.05", d.Window.ErrorRate, d.Baseline.ErrorRate)
+	}
+	// CheckCard is the deepest failed span of five of 20 window traces.
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want CheckCard alone", d.Operations)
+	}
+	if c := d.Operations[0]; c.Operation != "CheckCard" || !near(c.Score, 0.25) || !near(c.WindowOrigin, 0.25) || c.BaselineOrigin != 0 || len(c.Exemplars) != 3 {
+		t.Errorf("culprit %+v, want CheckCard, score 0.25", c)
+	}
+	// Amex: on all five failed traces, 5 of 20 before: 1 - 0.25.
+	if len(d.Attributes) != 1 || d.Attributes[0].Key != "card.type" || !near(d.Attributes[0].Score, 0.75) {
+		t.Errorf("attributes %+v, want card.type=amex, 0.75", d.Attributes)
+	}
+	if len(d.Symptoms) != 1 || d.Symptoms[0].Key != "http.status_code" || !near(d.Symptoms[0].Score, 1) {
+		t.Errorf("symptoms %+v, want http.status_code=500, 1", d.Symptoms)
+	}
+}
+
+func wantStats(t *testing.T, name string, got, want WindowStats) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s %+v, want %+v", name, got, want)
+	}
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-9*math.Max(1, math.Abs(b)) }

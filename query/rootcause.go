@@ -1,0 +1,338 @@
+package query
+
+import (
+	"context"
+	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	traceanalysis "cairn/query/analysis"
+	"cairn/query/analysispb"
+	"cairn/storage"
+)
+
+// Bounds of the root-cause analyses.
+const (
+	// maxAnalysisBytes bounds the encoded spans of one trace an analysis
+	// decodes and holds whole.
+	maxAnalysisBytes = 64 << 20
+	// defaultSample and maxSample bound the traces a diagnosis reads of
+	// each window.
+	defaultSample = 1000
+	maxSample     = 10_000
+	// sliceTraces is the most traces one search of a diagnosis asks for:
+	// a window is searched in slices so that a sample spreads over it.
+	sliceTraces = 100
+)
+
+// rootCause serves cairn.analysis.v1's RootCause.
+type rootCause struct {
+	analysispb.UnimplementedRootCauseServer
+	*service
+}
+
+// CriticalPath returns the critical path of a trace.
+func (r rootCause) CriticalPath(ctx context.Context, req *analysispb.CriticalPathRequest) (*analysispb.CriticalPathResponse, error) {
+	if len(req.GetTraceId()) != 16 {
+		return nil, status.Errorf(codes.InvalidArgument, "trace_id has %d bytes, not 16", len(req.GetTraceId()))
+	}
+	var tr storage.TimeRange
+	var err error
+	if tr.Start, err = timeArg(req.GetStartTime(), "start_time"); err != nil {
+		return nil, err
+	}
+	if tr.End, err = timeArg(req.GetEndTime(), "end_time"); err != nil {
+		return nil, err
+	}
+	leave, err := r.reads.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	var c traceanalysis.Collector
+	var id storage.TraceID
+	copy(id[:], req.TraceId)
+	var release func() // the search slot a large trace takes
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
+	weight := 0
+	admit := func(n int) error {
+		weight += n
+		switch {
+		case weight > maxAnalysisBytes:
+			return status.Errorf(codes.ResourceExhausted, "trace %x holds more than the %d MiB of spans an analysis reads", id, maxAnalysisBytes>>20)
+		case weight > r.opts.MaxMessageBytes && release == nil:
+			// As a large GetTraces does, a large trace takes a search slot.
+			l, err := r.searches.enter(ctx)
+			if err != nil {
+				return err
+			}
+			release = l
+		}
+		return nil
+	}
+	found, err := r.readTrace(ctx, id, tr, &c, admit)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, status.Errorf(codes.NotFound, "trace %x not found", id)
+	}
+	t := c.Traces()[0]
+	p := traceanalysis.CriticalPath(t, nil)
+	resp := &analysispb.CriticalPathResponse{TraceId: req.TraceId, DurationMs: float64(p.End-p.Start) / 1e6}
+	for _, s := range p.Segments {
+		sp := &t.Spans[s.Span]
+		resp.Segments = append(resp.Segments, &analysispb.PathSegment{SpanId: sp.ID[:], Service: sp.Service, Operation: sp.Name,
+			StartUnixNano: s.Start, EndUnixNano: s.End})
+	}
+	for _, o := range p.Operations {
+		resp.Operations = append(resp.Operations, &analysispb.OperationSelfTime{Service: o.Service, Operation: o.Operation,
+			SelfMs: float64(o.Self) / 1e6, Share: o.Share})
+	}
+	return resp, nil
+}
+
+// readTrace decodes trace id's stored spans into c and reports whether
+// any is stored. admit is called before each stored fragment is decoded.
+func (r rootCause) readTrace(ctx context.Context, id storage.TraceID, tr storage.TimeRange, c *traceanalysis.Collector, admit func(int) error) (bool, error) {
+	var decodeErr error
+	found, err := r.r.TracePieces(ctx, id, tr, r.opts.MaxMessageBytes, admit, func(t *storage.Trace) error {
+		decodeErr = addPieces(c, t)
+		return decodeErr
+	})
+	switch {
+	case decodeErr != nil:
+		return false, status.Errorf(codes.Internal, "decode trace %x: %v", id, decodeErr)
+	case err != nil && status.Code(err) != codes.Unknown:
+		return false, err // from admit
+	case err != nil && ctx.Err() != nil:
+		return false, ctxStatus(ctx)
+	case err != nil:
+		return false, readError(id, err)
+	}
+	return found, nil
+}
+
+// addPieces decodes a piece of a trace into c.
+func addPieces(c *traceanalysis.Collector, t *storage.Trace) error {
+	td := &tracepb.TracesData{}
+	for _, g := range t.Groups {
+		rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{}, ScopeSpans: []*tracepb.ScopeSpans{{}}}
+		if err := proto.Unmarshal(g.Resource, rs.Resource); err != nil {
+			return err
+		}
+		for _, b := range g.Spans {
+			s := &tracepb.Span{}
+			if err := proto.Unmarshal(b, s); err != nil {
+				return err
+			}
+			rs.ScopeSpans[0].Spans = append(rs.ScopeSpans[0].Spans, s)
+		}
+		td.ResourceSpans = append(td.ResourceSpans, rs)
+	}
+	c.Add(td)
+	return nil
+}
+
+// Diagnose explains a regression of an operation from a baseline to a
+// window, from a sample of each window's traces.
+func (r rootCause) Diagnose(ctx context.Context, req *analysispb.DiagnoseRequest) (*analysispb.DiagnoseResponse, error) {
+	window, baseline, sample, err := diagnoseArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	// A diagnosis searches and reads much: it holds a search slot.
+	leave, err := r.searches.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	w, err := r.sample(ctx, req.Service, req.Operation, window, sample)
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.sample(ctx, req.Service, req.Operation, baseline, sample)
+	if err != nil {
+		return nil, err
+	}
+	d := traceanalysis.Diagnose(w, b, &traceanalysis.DiagnoseOptions{Service: req.Service, Operation: req.Operation, Errors: req.Errors})
+	return diagnoseResponse(d, window, baseline), nil
+}
+
+// CriticalPaths aggregates the critical paths from an operation's spans in
+// a sample of a window's traces.
+func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPathsRequest) (*analysispb.CriticalPathsResponse, error) {
+	if req.GetService() == "" || req.GetOperation() == "" {
+		return nil, status.Error(codes.InvalidArgument, "service and operation are required")
+	}
+	window, err := windowArg(req.GetStartTime(), req.GetEndTime())
+	if err != nil {
+		return nil, err
+	}
+	sample, err := sampleArg(req.GetSample())
+	if err != nil {
+		return nil, err
+	}
+	leave, err := r.searches.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	traces, err := r.sample(ctx, req.Service, req.Operation, window, sample)
+	if err != nil {
+		return nil, err
+	}
+	paths := traceanalysis.CriticalPaths(traces, req.Service, req.Operation, nil)
+	resp := &analysispb.CriticalPathsResponse{Traces: int32(len(paths))}
+	for _, p := range paths {
+		resp.MeanMs += float64(p.End-p.Start) / 1e6 / float64(len(paths))
+	}
+	for _, o := range traceanalysis.AggregatePaths(paths) {
+		resp.Operations = append(resp.Operations, &analysispb.OperationPathStats{Service: o.Service, Operation: o.Operation,
+			Traces: int32(o.Traces), MeanMs: o.Mean / 1e6, P50Ms: o.P50 / 1e6, P95Ms: o.P95 / 1e6, Share: o.Share})
+	}
+	return resp, nil
+}
+
+// timeWindow is [start, end).
+type timeWindow struct{ start, end time.Time }
+
+// windowArg is the window [start, end) a request names; both are required.
+func windowArg(start, end *timestamppb.Timestamp) (timeWindow, error) {
+	var w timeWindow
+	var err error
+	if w.start, err = timeArg(start, "start_time"); err != nil {
+		return w, err
+	}
+	if w.end, err = timeArg(end, "end_time"); err != nil {
+		return w, err
+	}
+	if w.start.IsZero() || w.end.IsZero() || !w.start.Before(w.end) {
+		return w, status.Error(codes.InvalidArgument, "start_time and end_time are required, start_time before end_time")
+	}
+	return w, nil
+}
+
+// sampleArg is how many traces of a window a request may read.
+func sampleArg(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "sample %d is negative", n)
+	case n == 0:
+		return defaultSample, nil
+	}
+	return min(int(n), maxSample), nil
+}
+
+func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow, sample int, err error) {
+	if req.GetService() == "" || req.GetOperation() == "" {
+		return window, baseline, 0, status.Error(codes.InvalidArgument, "service and operation are required")
+	}
+	if window, err = windowArg(req.GetStartTime(), req.GetEndTime()); err != nil {
+		return window, baseline, 0, err
+	}
+	if baseline.start, err = timeArg(req.GetBaselineStartTime(), "baseline_start_time"); err != nil {
+		return window, baseline, 0, err
+	}
+	if baseline.end, err = timeArg(req.GetBaselineEndTime(), "baseline_end_time"); err != nil {
+		return window, baseline, 0, err
+	}
+	if baseline.end.IsZero() {
+		baseline.end = window.start
+	}
+	if baseline.start.IsZero() {
+		baseline.start = baseline.end.Add(-window.end.Sub(window.start))
+	}
+	if !baseline.start.Before(baseline.end) {
+		return window, baseline, 0, status.Error(codes.InvalidArgument, "baseline_start_time is not before baseline_end_time")
+	}
+	sample, err = sampleArg(req.GetSample())
+	return window, baseline, sample, err
+}
+
+// sample reads up to n traces with a span of the operation that started
+// in w, searching w in slices of at most sliceTraces so that they spread
+// over it.
+func (r rootCause) sample(ctx context.Context, service, operation string, w timeWindow, n int) ([]*traceanalysis.Trace, error) {
+	parts := (n + sliceTraces - 1) / sliceTraces
+	per := (n + parts - 1) / parts
+	step := w.end.Sub(w.start) / time.Duration(parts)
+	var c traceanalysis.Collector
+	read := 0
+	for i := range parts {
+		from := w.start.Add(time.Duration(i) * step)
+		to := from.Add(step)
+		if i == parts-1 {
+			to = w.end
+		}
+		// Search bounds are inclusive; windows are not at their end.
+		found, err := r.r.Find(ctx, storage.Query{Service: service, Operation: operation, StartMin: from, StartMax: to.Add(-time.Nanosecond), Limit: per})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctxStatus(ctx)
+			}
+			return nil, status.Errorf(codes.Internal, "search: %v", err)
+		}
+		for _, f := range found {
+			if read == n {
+				break
+			}
+			weight := 0
+			admit := func(b int) error {
+				if weight += b; weight > maxAnalysisBytes {
+					return status.Errorf(codes.ResourceExhausted, "trace %x holds more than the %d MiB of spans an analysis reads", f.ID, maxAnalysisBytes>>20)
+				}
+				return nil
+			}
+			// A trace a damaged file holds is left out of the sample, as
+			// search leaves out what it cannot read.
+			tr := storage.TimeRange{Start: unixNano(f.Start), End: unixNano(f.End)}
+			if _, err := r.readTrace(ctx, f.ID, tr, &c, admit); err != nil && status.Code(err) != codes.DataLoss {
+				return nil, err
+			}
+			read++
+		}
+	}
+	return c.Traces(), nil
+}
+
+func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *analysispb.DiagnoseResponse {
+	side := func(w timeWindow, s traceanalysis.WindowStats) *analysispb.DiagnoseWindow {
+		return &analysispb.DiagnoseWindow{StartTime: timestamppb.New(w.start), EndTime: timestamppb.New(w.end), Traces: int32(s.Traces),
+			P50Ms: float64(s.P50) / 1e6, P99Ms: float64(s.P99) / 1e6, ErrorRate: s.ErrorRate}
+	}
+	resp := &analysispb.DiagnoseResponse{Window: side(window, d.Window), Baseline: side(baseline, d.Baseline),
+		Attributes: attributeScores(d.Attributes), Symptoms: attributeScores(d.Symptoms)}
+	for _, c := range d.Operations {
+		cp := &analysispb.Culprit{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMs: c.Baseline / 1e6,
+			WindowMs: c.Window / 1e6, BaselineOriginRate: c.BaselineOrigin, WindowOriginRate: c.WindowOrigin}
+		for _, id := range c.Exemplars {
+			cp.Exemplars = append(cp.Exemplars, id[:])
+		}
+		resp.Operations = append(resp.Operations, cp)
+	}
+	return resp
+}
+
+func attributeScores(cs []traceanalysis.Correlation) []*analysispb.AttributeScore {
+	var out []*analysispb.AttributeScore
+	for _, c := range cs {
+		v := c.Value
+		if v == nil {
+			v = &commonpb.AnyValue{}
+		}
+		out = append(out, &analysispb.AttributeScore{Key: c.Key, Value: v, Service: c.Service, Score: c.Score,
+			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare})
+	}
+	return out
+}

@@ -1,0 +1,120 @@
+package query
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/bench"
+	traceanalysis "cairn/query/analysis"
+	"cairn/query/analysispb"
+	"cairn/storage"
+)
+
+// rcaStore stores checkouts of the slow-db-version scenario: n before mid
+// without the fault, n after it with.
+func rcaStore(t *testing.T, start, mid, end time.Time, n int) (analysispb.RootCauseClient, []*tracepb.ResourceSpans) {
+	t.Helper()
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := bench.RCAScenarios()[0]
+	base, win := s.RCATraffic(1, n, start, mid, false), s.RCATraffic(2, n, mid, end, true)
+	for _, rss := range [][]*tracepb.ResourceSpans{base, win} {
+		writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: rss}))
+	}
+	return analysispb.NewRootCauseClient(serve(t, db)), win
+}
+
+// TestCriticalPathRPC reads a stored trace's critical path, which must be
+// the one computed from the spans as written.
+func TestCriticalPathRPC(t *testing.T) {
+	end := time.Now().Truncate(time.Second)
+	client, win := rcaStore(t, end.Add(-2*time.Minute), end.Add(-time.Minute), end, 5)
+	var c traceanalysis.Collector
+	c.Add(&tracepb.TracesData{ResourceSpans: win})
+	want := c.Traces()[0]
+	p := traceanalysis.CriticalPath(want, nil)
+
+	resp, err := client.CriticalPath(context.Background(), &analysispb.CriticalPathRequest{TraceId: want.ID[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.DurationMs != float64(p.End-p.Start)/1e6 || len(resp.Segments) != len(p.Segments) || len(resp.Operations) != len(p.Operations) {
+		t.Fatalf("critical path of %.3f ms, %d segments, %d operations; want %.3f, %d, %d",
+			resp.DurationMs, len(resp.Segments), len(resp.Operations), float64(p.End-p.Start)/1e6, len(p.Segments), len(p.Operations))
+	}
+	for i, s := range p.Segments {
+		got, sp := resp.Segments[i], &want.Spans[s.Span]
+		if string(got.SpanId) != string(sp.ID[:]) || got.StartUnixNano != s.Start || got.EndUnixNano != s.End || got.Operation != sp.Name {
+			t.Errorf("segment %d: %v, want %s %d..%d", i, got, sp.Name, s.Start, s.End)
+		}
+	}
+
+	for _, tc := range []struct {
+		id   []byte
+		code codes.Code
+	}{{[]byte{15: 0xee}, codes.NotFound}, {[]byte{1, 2}, codes.InvalidArgument}} {
+		if _, err := client.CriticalPath(context.Background(), &analysispb.CriticalPathRequest{TraceId: tc.id}); status.Code(err) != tc.code {
+			t.Errorf("trace %x: %v, want %v", tc.id, err, tc.code)
+		}
+	}
+}
+
+// TestDiagnoseRPC diagnoses the scenario over the API, on a sample of each
+// window, and wants the query and the version named.
+func TestDiagnoseRPC(t *testing.T) {
+	end := time.Now().Truncate(time.Second)
+	mid, start := end.Add(-10*time.Minute), end.Add(-20*time.Minute)
+	client, _ := rcaStore(t, start, mid, end, 300)
+	resp, err := client.Diagnose(context.Background(), &analysispb.DiagnoseRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation,
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Window.Traces != 200 || resp.Baseline.Traces != 200 || !resp.Baseline.StartTime.AsTime().Equal(start) {
+		t.Errorf("window %v, baseline %v: want 200 traces each, the baseline from %v", resp.Window, resp.Baseline, start)
+	}
+	if len(resp.Operations) == 0 || resp.Operations[0].Operation != "SELECT inventory.stock" || len(resp.Operations[0].Exemplars) != 3 {
+		t.Fatalf("operations %v, want SELECT inventory.stock first", resp.Operations)
+	}
+	if len(resp.Attributes) == 0 || resp.Attributes[0].Key != "service.version" || resp.Attributes[0].Value.GetStringValue() != "2.9.0" {
+		t.Fatalf("attributes %v, want service.version 2.9.0 first", resp.Attributes)
+	}
+
+	// Where the window's checkouts spend their time: in SELECT most, and
+	// every operation's mean self time sums to the mean duration.
+	paths, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation,
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, o := range paths.Operations {
+		sum += o.MeanMs
+	}
+	if paths.Traces != 200 || paths.Operations[0].Operation != "SELECT inventory.stock" || math.Abs(sum-paths.MeanMs) > 1e-6 {
+		t.Errorf("%d traces, first %v, means summing to %.6f of %.6f ms; want 200, SELECT inventory.stock, the mean", paths.Traces, paths.Operations[0], sum, paths.MeanMs)
+	}
+	if _, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: "web", Operation: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("CriticalPaths without a window: %v, want InvalidArgument", err)
+	}
+
+	for _, req := range []*analysispb.DiagnoseRequest{
+		{Service: "web", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end)},
+		{Service: "web", Operation: "x", StartTime: timestamppb.New(end), EndTime: timestamppb.New(mid)},
+		{Service: "web", Operation: "x", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: -1},
+	} {
+		if _, err := client.Diagnose(context.Background(), req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%v: %v, want InvalidArgument", req, err)
+		}
+	}
+}
