@@ -1,0 +1,338 @@
+// Package pairing finds the edges of the service graph as blocks are cut.
+//
+// A span whose parent belongs to another service is a call from the
+// parent's service to the span's: one edge, with the child's start, latency
+// and status. A client or producer span that names its peer and gets no
+// child in another service within the window is a call to that peer, which
+// sends no spans of its own: an edge to a virtual node.
+//
+// The two spans of a pair may arrive in either order, in requests and cuts
+// far apart. Each cut is one generation: the IDs and services of its spans,
+// and its client and producer spans still waiting for a child. A span
+// whose parent is in neither its own cut nor a generation still held waits
+// as an orphan for its parent. Every edge is emitted once, at the cut
+// that completes it, so summing what the cuts emit counts each pair
+// exactly once, whatever the order and the number of cuts in between.
+//
+// A generation is held for the window, measured in cut times; then its
+// unanswered clients become virtual edges and its orphans stragglers. A
+// pairer's state is a function of the cuts of the last two windows: feeding
+// those again to an empty pairer, in order and with their times, and
+// dropping what it emits, rebuilds the state a restart lost (see Replay).
+package pairing
+
+import (
+	"encoding/binary"
+	"math/bits"
+	"slices"
+)
+
+// Span kinds that can call a peer which sends no spans.
+const (
+	kindClient   = 3
+	kindProducer = 4
+)
+
+// Span is what pairing needs of one span.
+type Span struct {
+	ID       [8]byte
+	Parent   [8]byte // all zero for a root span
+	Service  uint32  // a name number from Pairer.Intern
+	Kind     int32   // opentelemetry.proto.trace.v1.Span.SpanKind
+	Start    uint64  // unix nanoseconds
+	Duration uint64  // nanoseconds
+	Err      bool    // status ERROR
+}
+
+// Edge is one call of the service graph.
+type Edge struct {
+	Parent, Child uint32 // name numbers
+	// Virtual marks a call to a peer named by a client or producer span
+	// that got no child from another service.
+	Virtual  bool
+	Start    uint64 // of the child span, or of the client span if Virtual
+	Duration uint64
+	Err      bool
+}
+
+// Stats counts what pairing gave up on.
+type Stats struct {
+	// Stragglers are spans whose parent did not arrive within the window.
+	// A root span has no parent and is not one.
+	Stragglers uint64
+	// Evicted are spans forgotten before their window passed, to keep
+	// within Options.MaxSpans.
+	Evicted uint64
+}
+
+// Options configures a Pairer.
+type Options struct {
+	// Window is how far apart, in cut times, the two spans of a pair may
+	// arrive. Required.
+	Window uint64
+	// MaxSpans bounds the spans held for pairing; past it the oldest
+	// generations are let go early, counted in Stats.Evicted. Required.
+	MaxSpans int
+}
+
+// Pairer holds the spans of recent cuts that a later span may pair with.
+// It is not safe for concurrent use: cuts run one at a time.
+type Pairer struct {
+	opts    Options
+	names   []string
+	ids     map[string]uint32
+	gens    []*generation // oldest first
+	held    int           // spans in gens
+	orphans map[uint64][]orphan
+	seq     uint64 // of the next generation
+	stats   Stats
+}
+
+// generation is what one cut left for later cuts to pair with.
+type generation struct {
+	seq, at  uint64
+	keys     []uint64 // span keys, ascending
+	services []uint32 // by keys
+	clients  []client // ascending by key
+	orphans  []uint64 // keys of the parents its orphans wait for
+}
+
+// client is a client or producer span naming a peer, until it gets a
+// child from another service.
+type client struct {
+	key             uint64
+	service, peer   uint32
+	start, duration uint64
+	err, answered   bool
+}
+
+// orphan is a span waiting for its parent.
+type orphan struct {
+	gen             uint64 // seq of the generation it arrived with
+	service         uint32
+	start, duration uint64
+	err             bool
+}
+
+// New returns an empty Pairer.
+func New(o Options) *Pairer {
+	return &Pairer{opts: o, ids: map[string]uint32{}, orphans: map[uint64][]orphan{}}
+}
+
+// Intern returns the number of a service or peer name.
+func (p *Pairer) Intern(name []byte) uint32 {
+	if n, ok := p.ids[string(name)]; ok {
+		return n
+	}
+	n := uint32(len(p.names))
+	p.names = append(p.names, string(name))
+	p.ids[p.names[n]] = n
+	return n
+}
+
+// Name returns the name numbered n.
+func (p *Pairer) Name(n uint32) string { return p.names[n] }
+
+// Stats returns what pairing gave up on so far.
+func (p *Pairer) Stats() Stats { return p.stats }
+
+// Held is the number of spans held for pairing and of those waiting.
+func (p *Pairer) Held() (spans, orphans int) {
+	for _, os := range p.orphans {
+		orphans += len(os)
+	}
+	return p.held, orphans
+}
+
+// key identifies a span of a trace.
+func key(trace [16]byte, id [8]byte) uint64 {
+	a := binary.LittleEndian.Uint64(trace[:8]) * 0x9e3779b97f4a7c15
+	b := bits.RotateLeft64(binary.LittleEndian.Uint64(trace[8:])*0xc2b2ae3d27d4eb4f, 31)
+	h := a ^ b ^ binary.LittleEndian.Uint64(id[:])
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	return h ^ h>>32
+}
+
+// Cut pairs the spans of one cut. Traces are added with Trace, then End
+// keeps what later cuts may pair with.
+type Cut struct {
+	p    *Pairer
+	emit func(Edge)
+	gen  *generation
+	byID []int32 // scratch: a trace's spans by ID
+	seen []bool  // scratch: by span, got a child from another service
+}
+
+// Cut starts the cut made at time now, which must not be before the last
+// cut's. Generations whose window has passed let go first: their
+// unanswered clients are emitted as virtual edges. A nil emit drops the
+// edges, to replay cuts whose edges are stored already.
+func (p *Pairer) Cut(now uint64, emit func(Edge)) *Cut {
+	if emit == nil {
+		emit = func(Edge) {}
+	}
+	for len(p.gens) > 0 && now-p.gens[0].at >= p.opts.Window {
+		p.expire(emit, false)
+	}
+	g := &generation{seq: p.seq, at: now}
+	p.seq++
+	return &Cut{p: p, emit: emit, gen: g}
+}
+
+// expire lets go of the oldest generation.
+func (p *Pairer) expire(emit func(Edge), early bool) {
+	g := p.gens[0]
+	p.gens[0] = nil
+	p.gens = p.gens[1:]
+	p.held -= len(g.keys)
+	if early {
+		p.stats.Evicted += uint64(len(g.keys))
+	}
+	for _, c := range g.clients {
+		if !c.answered {
+			emit(Edge{Parent: c.service, Child: c.peer, Virtual: true, Start: c.start, Duration: c.duration, Err: c.err})
+		}
+	}
+	for _, k := range g.orphans {
+		os := p.orphans[k]
+		kept := os[:0]
+		for _, o := range os {
+			if o.gen > g.seq {
+				kept = append(kept, o)
+			} else {
+				p.stats.Stragglers++
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.orphans, k)
+		} else {
+			p.orphans[k] = kept
+		}
+	}
+}
+
+// Trace pairs the spans of one trace in the cut; a trace is added once per
+// cut. peer returns the peer that span i names, nil if none; it is asked
+// only of client and producer spans that got no child from another service.
+func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
+	p, g := c.p, c.gen
+	c.byID = c.byID[:0]
+	for i := range spans {
+		c.byID = append(c.byID, int32(i))
+	}
+	slices.SortFunc(c.byID, func(a, b int32) int { return compareIDs(spans[a].ID, spans[b].ID) })
+	c.seen = slices.Grow(c.seen[:0], len(spans))[:len(spans)]
+	clear(c.seen)
+
+	for i := range spans {
+		s := &spans[i]
+		if s.Parent == ([8]byte{}) {
+			continue
+		}
+		if j, ok := slices.BinarySearchFunc(c.byID, s.Parent, func(k int32, id [8]byte) int { return compareIDs(spans[k].ID, id) }); ok {
+			parent := &spans[c.byID[j]]
+			if parent.Service != s.Service {
+				c.emit(Edge{Parent: parent.Service, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
+				c.seen[c.byID[j]] = true
+			}
+			continue
+		}
+		k := key(trace, s.Parent)
+		if svc, ok := p.answer(k, s.Service); ok {
+			if svc != s.Service {
+				c.emit(Edge{Parent: svc, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
+			}
+			continue
+		}
+		p.orphans[k] = append(p.orphans[k], orphan{gen: g.seq, service: s.Service, start: s.Start, duration: s.Duration, err: s.Err})
+		g.orphans = append(g.orphans, k)
+	}
+
+	for i := range spans {
+		s := &spans[i]
+		k := key(trace, s.ID)
+		if os, ok := p.orphans[k]; ok {
+			for _, o := range os {
+				if o.service != s.Service {
+					c.emit(Edge{Parent: s.Service, Child: o.service, Start: o.start, Duration: o.duration, Err: o.err})
+					c.seen[i] = true
+				}
+			}
+			delete(p.orphans, k)
+		}
+		g.keys = append(g.keys, k)
+		g.services = append(g.services, s.Service)
+		if c.seen[i] || (s.Kind != kindClient && s.Kind != kindProducer) {
+			continue
+		}
+		if name := peer(i); len(name) > 0 {
+			g.clients = append(g.clients, client{key: k, service: s.Service, peer: p.Intern(name),
+				start: s.Start, duration: s.Duration, err: s.Err})
+		}
+	}
+}
+
+// answer finds the service of the span with key k in the generations held,
+// newest first, and marks it answered if it is a client waiting for a
+// child and child is another service.
+func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
+	for i := len(p.gens) - 1; i >= 0; i-- {
+		g := p.gens[i]
+		j, ok := slices.BinarySearch(g.keys, k)
+		if !ok {
+			continue
+		}
+		svc := g.services[j]
+		if svc != child {
+			if c, ok := slices.BinarySearchFunc(g.clients, k, func(c client, k uint64) int { return cmpUint(c.key, k) }); ok {
+				g.clients[c].answered = true
+			}
+		}
+		return svc, true
+	}
+	return 0, false
+}
+
+// End keeps the cut's spans for later cuts to pair with, letting go of the
+// oldest generations early if more than Options.MaxSpans would be held.
+func (c *Cut) End() {
+	p, g := c.p, c.gen
+	sortParallel(g.keys, g.services)
+	slices.SortFunc(g.clients, func(a, b client) int { return cmpUint(a.key, b.key) })
+	p.gens = append(p.gens, g)
+	p.held += len(g.keys)
+	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
+		p.expire(c.emit, true)
+	}
+}
+
+func compareIDs(a, b [8]byte) int {
+	return cmpUint(binary.BigEndian.Uint64(a[:]), binary.BigEndian.Uint64(b[:]))
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// sortParallel sorts keys ascending and vals along with them.
+func sortParallel(keys []uint64, vals []uint32) {
+	idx := make([]int32, len(keys))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int { return cmpUint(keys[a], keys[b]) })
+	k2 := make([]uint64, len(keys))
+	v2 := make([]uint32, len(vals))
+	for i, j := range idx {
+		k2[i], v2[i] = keys[j], vals[j]
+	}
+	copy(keys, k2)
+	copy(vals, v2)
+}
