@@ -1,0 +1,215 @@
+// Package histogram is a latency histogram that merges exactly: durations
+// in nanoseconds are counted in log-linear buckets, 64 to each power of two,
+// so that adding the counts of two histograms gives the histogram of both
+// sets of durations, whatever minutes, blocks or machines they came from.
+//
+// Durations below 128 ns have a bucket each. Above, a bucket spans 1/64 to
+// 1/128 of its lower bound; a quantile is reported as the middle of the
+// bucket that holds it, so it is within 1/128 (0.8%) of the exact quantile
+// of the durations counted.
+package histogram
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/bits"
+
+	"cairn/internal/binread"
+)
+
+// subBits is log2 of the buckets per power of two.
+const subBits = 6
+
+// exactBelow is the first duration whose bucket holds more than one value.
+const exactBelow = 2 << subBits
+
+// Buckets is the number of buckets: the index of the one of math.MaxUint64,
+// plus one.
+const Buckets = (64-subBits-1)<<subBits + exactBelow
+
+// ErrCorrupt is wrapped by every decoding error.
+var ErrCorrupt = errors.New("corrupt histogram")
+
+// Histogram counts durations. The zero value is empty and ready to use.
+type Histogram struct {
+	first  int      // bucket index of counts[0]
+	counts []uint64 // from first to the highest bucket used
+	count  uint64
+	sum    uint64 // saturates at math.MaxUint64
+}
+
+// Bucket is the index of the bucket that counts ns.
+func Bucket(ns uint64) int {
+	if ns < exactBelow {
+		return int(ns)
+	}
+	shift := bits.Len64(ns) - subBits - 1
+	return shift<<subBits + int(ns>>shift)
+}
+
+// Lower is the least duration that bucket i counts.
+func Lower(i int) uint64 {
+	if i < exactBelow {
+		return uint64(i)
+	}
+	shift := i>>subBits - 1
+	return uint64(i-shift<<subBits) << shift
+}
+
+// width is how many durations bucket i counts.
+func width(i int) float64 {
+	if i < exactBelow {
+		return 1
+	}
+	return math.Ldexp(1, i>>subBits-1)
+}
+
+// Add counts one duration.
+func (h *Histogram) Add(ns uint64) {
+	h.AddN(Bucket(ns), 1)
+	h.count++
+	h.sum = addSat(h.sum, ns)
+}
+
+// AddN adds n to the count of bucket i, leaving count and sum alone.
+func (h *Histogram) AddN(i int, n uint64) {
+	switch {
+	case len(h.counts) == 0:
+		h.first = i
+		h.counts = append(h.counts[:0], n)
+		return
+	case i < h.first:
+		grown := make([]uint64, h.first-i+len(h.counts), h.first-i+cap(h.counts))
+		copy(grown[h.first-i:], h.counts)
+		h.counts, h.first = grown, i
+	case i >= h.first+len(h.counts):
+		h.counts = append(h.counts, make([]uint64, i-h.first-len(h.counts)+1)...)
+	}
+	h.counts[i-h.first] += n
+}
+
+// Merge adds the counts of o to h.
+func (h *Histogram) Merge(o *Histogram) {
+	for j, n := range o.counts {
+		if n > 0 {
+			h.AddN(o.first+j, n)
+		}
+	}
+	h.count += o.count
+	h.sum = addSat(h.sum, o.sum)
+}
+
+// Reset empties h, keeping its memory.
+func (h *Histogram) Reset() {
+	clear(h.counts)
+	h.counts = h.counts[:0]
+	h.first, h.count, h.sum = 0, 0, 0
+}
+
+// Count is the number of durations counted.
+func (h *Histogram) Count() uint64 { return h.count }
+
+// Sum is the sum of the durations counted, in nanoseconds; math.MaxUint64
+// if it overflowed.
+func (h *Histogram) Sum() uint64 { return h.sum }
+
+// Quantile estimates the q-quantile (0 ≤ q ≤ 1) of the durations counted in
+// nanoseconds: the middle of the bucket holding the duration of rank
+// ⌈q·count⌉ (the least for q = 0). It is 0 for an empty histogram.
+func (h *Histogram) Quantile(q float64) float64 {
+	if h.count == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(max(0, min(1, q)) * float64(h.count)))
+	rank = max(rank, 1)
+	var seen uint64
+	for j, n := range h.counts {
+		seen += n
+		if seen >= rank {
+			i := h.first + j
+			return float64(Lower(i)) + (width(i)-1)/2
+		}
+	}
+	return 0 // counts disagree with count: not reached for histograms built here
+}
+
+func addSat(a, b uint64) uint64 {
+	s, carry := bits.Add64(a, b, 0)
+	if carry != 0 {
+		return math.MaxUint64
+	}
+	return s
+}
+
+// maxZeroRun is the longest run of empty buckets written inside a run of
+// counts: an empty bucket costs a byte there, a new run two.
+const maxZeroRun = 2
+
+// Append appends the encoding of h to dst:
+//
+//	uvarint(sum) uvarint(nruns) nruns × ( uvarint(gap) uvarint(n) n × uvarint(count) )
+//
+// A run is n consecutive buckets; gap is its first bucket's index, less the
+// index after the previous run's last. The count is the sum of the bucket
+// counts.
+func (h *Histogram) Append(dst []byte) []byte {
+	dst = binary.AppendUvarint(dst, h.sum)
+	type run struct{ start, end int } // indexes into counts
+	var runs []run
+	for j := 0; j < len(h.counts); j++ {
+		if h.counts[j] == 0 {
+			continue
+		}
+		if n := len(runs); n > 0 && j-runs[n-1].end <= maxZeroRun {
+			runs[n-1].end = j + 1
+			continue
+		}
+		runs = append(runs, run{j, j + 1})
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(runs)))
+	next := 0
+	for _, r := range runs {
+		dst = binary.AppendUvarint(dst, uint64(h.first+r.start-next))
+		dst = binary.AppendUvarint(dst, uint64(r.end-r.start))
+		for _, n := range h.counts[r.start:r.end] {
+			dst = binary.AppendUvarint(dst, n)
+		}
+		next = h.first + r.end
+	}
+	return dst
+}
+
+// Decode reads a histogram that Append wrote from r into h, which it
+// resets first. Corrupt input fails r; it never makes h hold more than
+// Buckets counts.
+func (h *Histogram) Decode(r *binread.Reader) {
+	h.Reset()
+	h.sum = r.Uvarint()
+	runs := r.Count(3)
+	next := uint64(0)
+	for range runs {
+		gap := r.Uvarint()
+		n := uint64(r.Count(1))
+		if r.Err != nil {
+			return
+		}
+		start := next + gap
+		if gap >= Buckets || start >= Buckets || n > Buckets-start {
+			r.Fail("histogram bucket out of range")
+			return
+		}
+		for i := range n {
+			c := r.Uvarint()
+			var carry uint64
+			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
+				r.Fail("histogram count overflows")
+				return
+			}
+			if c > 0 {
+				h.AddN(int(start+i), c)
+			}
+		}
+		next = start + n
+	}
+}

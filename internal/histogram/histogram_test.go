@@ -1,0 +1,186 @@
+package histogram
+
+import (
+	"errors"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"cairn/internal/binread"
+)
+
+// maxRelErr is the bound the package promises on any quantile.
+const maxRelErr = 1.0 / 128
+
+func TestBucketBounds(t *testing.T) {
+	for i := range Buckets {
+		lo := Lower(i)
+		if Bucket(lo) != i {
+			t.Fatalf("Bucket(Lower(%d) = %d) = %d", i, lo, Bucket(lo))
+		}
+		if i > 0 && Bucket(lo-1) != i-1 {
+			t.Fatalf("Bucket(%d) = %d, want %d", lo-1, Bucket(lo-1), i-1)
+		}
+	}
+	if Bucket(math.MaxUint64) != Buckets-1 {
+		t.Fatalf("Bucket(MaxUint64) = %d, want %d", Bucket(math.MaxUint64), Buckets-1)
+	}
+}
+
+// randomDurations draws n durations from one of several shapes: latencies
+// over many orders of magnitude, tight clusters, tiny and extreme values.
+func randomDurations(r *rand.Rand, n int) []uint64 {
+	shape := r.IntN(4)
+	out := make([]uint64, n)
+	for i := range out {
+		switch shape {
+		case 0: // log-uniform from 1 ns to 100 s
+			out[i] = uint64(math.Exp(r.Float64() * math.Log(1e11)))
+		case 1: // clustered around 5 ms
+			out[i] = uint64(5e6 + r.NormFloat64()*2e5)
+		case 2: // tiny
+			out[i] = r.Uint64N(300)
+		default: // anything
+			out[i] = r.Uint64() >> r.UintN(64)
+		}
+	}
+	return out
+}
+
+// exactQuantile is the duration of rank ⌈q·n⌉ (at least 1) of sorted.
+func exactQuantile(sorted []uint64, q float64) uint64 {
+	rank := max(1, int(math.Ceil(q*float64(len(sorted)))))
+	return sorted[rank-1]
+}
+
+func checkQuantiles(t *testing.T, h *Histogram, values []uint64) {
+	t.Helper()
+	sorted := slices.Clone(values)
+	slices.Sort(sorted)
+	if h.Count() != uint64(len(values)) {
+		t.Fatalf("count %d, want %d", h.Count(), len(values))
+	}
+	var sum uint64
+	for _, v := range values {
+		sum = addSat(sum, v)
+	}
+	if h.Sum() != sum {
+		t.Fatalf("sum %d, want %d", h.Sum(), sum)
+	}
+	for _, q := range []float64{0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1} {
+		want := float64(exactQuantile(sorted, q))
+		got := h.Quantile(q)
+		if math.Abs(got-want) > maxRelErr*want {
+			t.Fatalf("q%v = %v, exact %v: relative error %v over %v", q, got, want, math.Abs(got-want)/want, maxRelErr)
+		}
+	}
+}
+
+func TestQuantilesAgainstExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		values := randomDurations(r, 1+r.IntN(3000))
+		var h Histogram
+		for _, v := range values {
+			h.Add(v)
+		}
+		checkQuantiles(t, &h, values)
+	}
+}
+
+// TestMergeIsExact splits random durations among histograms, merges them
+// in a random order, round-trips through the encoding on the way, and
+// compares with one histogram of them all, bucket for bucket.
+func TestMergeIsExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		values := randomDurations(r, 1+r.IntN(2000))
+		var whole Histogram
+		parts := make([]Histogram, 1+r.IntN(8))
+		for _, v := range values {
+			whole.Add(v)
+			parts[r.IntN(len(parts))].Add(v)
+		}
+		var merged Histogram
+		for _, i := range r.Perm(len(parts)) {
+			var back Histogram
+			rd := binread.New(parts[i].Append(nil), ErrCorrupt)
+			back.Decode(rd)
+			if err := rd.Done("histogram"); err != nil {
+				t.Fatal(err)
+			}
+			merged.Merge(&back)
+		}
+		if !equal(&merged, &whole) {
+			t.Fatalf("merged %+v, want %+v", merged, whole)
+		}
+		checkQuantiles(t, &merged, values)
+	}
+}
+
+// equal compares what histograms count, not how their memory is laid out.
+func equal(a, b *Histogram) bool {
+	return a.count == b.count && a.sum == b.sum && slices.Equal(a.Append(nil), b.Append(nil))
+}
+
+func TestEmpty(t *testing.T) {
+	var h Histogram
+	if h.Quantile(0.5) != 0 || h.Count() != 0 {
+		t.Fatalf("empty histogram: q50 %v, count %d", h.Quantile(0.5), h.Count())
+	}
+	var back Histogram
+	rd := binread.New(h.Append(nil), ErrCorrupt)
+	back.Decode(rd)
+	if err := rd.Done("histogram"); err != nil || !equal(&h, &back) {
+		t.Fatalf("empty histogram does not round-trip: %v", err)
+	}
+}
+
+func TestSumSaturates(t *testing.T) {
+	var h Histogram
+	h.Add(math.MaxUint64)
+	h.Add(1)
+	if h.Sum() != math.MaxUint64 {
+		t.Fatalf("sum %d, want it saturated", h.Sum())
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	for name, b := range map[string][]byte{
+		"truncated":       {0, 1, 5},
+		"past last":       {0, 1, 0xc0, 0x1d, 1, 1}, // bucket 3776
+		"count overflows": {0, 1, 0, 2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 1},
+	} {
+		var h Histogram
+		rd := binread.New(b, ErrCorrupt)
+		h.Decode(rd)
+		if err := rd.Done("histogram"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", name, err)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	var h Histogram
+	for _, v := range []uint64{0, 1, 127, 128, 5e6, 5e6 + 1, 7e9, math.MaxUint64} {
+		h.Add(v)
+	}
+	f.Add(h.Append(nil))
+	f.Add([]byte{0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h Histogram
+		rd := binread.New(b, ErrCorrupt)
+		h.Decode(rd)
+		if rd.Err != nil {
+			return
+		}
+		h.Quantile(0.5)
+		var back Histogram
+		rd = binread.New(h.Append(nil), ErrCorrupt)
+		back.Decode(rd)
+		if err := rd.Done("histogram"); err != nil || !equal(&h, &back) {
+			t.Fatalf("decoded histogram does not round-trip: %v", err)
+		}
+	})
+}
