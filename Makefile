@@ -63,7 +63,7 @@ proto:
 		--descriptor_set_in=otlp.binpb.tmp -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		trace_storage.proto capabilities.proto
+		trace_storage.proto capabilities.proto dependency_storage.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
 clean:
