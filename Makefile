@@ -21,6 +21,7 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
+	./storage/internal/codec:FuzzServiceGraph:30000x \
 	./storage/internal/wal:FuzzReplay:30000x
 
 .PHONY: all build run test unit fuzz bench proto clean

@@ -157,6 +157,12 @@ type buffer struct {
 	groups     map[groupKey]*group
 	bytes      int // encoded request bytes held
 	spans      int
+
+	// Set by the first attempt to cut it: when, and the service graph
+	// edges its spans completed.
+	created uint64
+	edges   blockEdges
+	paired  bool
 }
 
 func newBuffer(block uint64) *buffer {

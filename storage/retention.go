@@ -360,7 +360,7 @@ func (db *DB) deletePartition(p uint32, ranges *[2][][2][]byte) error {
 	partition := func(kind byte) [2][]byte {
 		return [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)}
 	}
-	ranges[0] = [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings)}
+	ranges[0] = [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings), partition(keys.KindAggregate)}
 	ranges[1] = [][2][]byte{partition(keys.KindData)}
 	if err := commitDeletes(db.idx, ranges[0], [][]byte{keys.Partition(p)}); err != nil {
 		return err
@@ -375,6 +375,7 @@ func (db *DB) deleteBlocks(p uint32, through uint64, traces [][]byte, ranges *[2
 	ranges[0] = [][2][]byte{
 		{keys.Rows(p, 0), keys.Rows(p, through+1)},
 		{keys.Postings(p, 0, 0), keys.Postings(p, through+1, 0)},
+		{keys.Aggregate(p, 0), keys.Aggregate(p, through+1)},
 	}
 	ranges[1] = [][2][]byte{{keys.DataBlock(p, 0), keys.DataBlock(p, through+1)}}
 	if err := commitDeletes(db.idx, ranges[0], traces); err != nil {

@@ -30,6 +30,7 @@ const (
 	KindTrace        byte = 0x30 // 0x30 partition trace(16) block  -> empty
 	KindRows         byte = 0x31 // 0x31 partition block            -> segment rows
 	KindPostings     byte = 0x32 // 0x32 partition block shard      -> segment postings shard
+	KindAggregate    byte = 0x33 // 0x33 partition block            -> aggregate record
 	KindData         byte = 0x40 // 0x40 partition block trace(16)  -> fragment
 )
 
@@ -195,6 +196,11 @@ func ParseRows(k []byte) (p uint32, block uint64, err error) {
 		return 0, 0, fmt.Errorf("%w: rows key %x", ErrBadKey, k)
 	}
 	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+}
+
+// Aggregate is the key of the aggregate record of a block in partition p.
+func Aggregate(p uint32, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(PartitionPrefix(KindAggregate, p), block)
 }
 
 // Postings is the key of a postings shard of a segment.

@@ -1,0 +1,352 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/internal/histogram"
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+	"cairn/storage/internal/pairing"
+)
+
+// Edge is the calls of one edge of the service graph over a time range.
+type Edge struct {
+	Parent, Child string
+	// Virtual marks a call to a peer that sends no spans, named by client
+	// or producer spans that got no child from another service.
+	Virtual bool
+	Calls   uint64
+	Errors  uint64 // calls whose child (or, if Virtual, client) span failed
+	Latency histogram.Histogram
+}
+
+// minuteNanos is the resolution of stored aggregates.
+const minuteNanos = uint64(60e9)
+
+// serviceGraph pairs the spans of each cut into edges (package pairing),
+// which the cut stores with its block, in the aggregate of the partition
+// of each edge's minute. Only cuts, one at a time, and Open use pairer.
+type serviceGraph struct {
+	pairer   *pairing.Pairer
+	services map[*group]uint32 // of the cut in progress
+	spans    []pairing.Span    // scratch: one trace's
+	raws     [][]byte
+
+	mu       sync.Mutex
+	totals   map[[2]string]*[2]uint64 // calls and failed calls since start, by (client, server)
+	stats    pairing.Stats            // of cuts since start, replay left out
+	replayed pairing.Stats
+}
+
+func newServiceGraph(o *Options) *serviceGraph {
+	return &serviceGraph{
+		pairer:   pairing.New(pairing.Options{Window: uint64(o.PairingWindow), MaxSpans: o.PairingMaxSpans}),
+		services: map[*group]uint32{},
+		totals:   map[[2]string]*[2]uint64{},
+	}
+}
+
+// blockEdges are the edges a cut emits, by partition and then edge and
+// minute.
+type blockEdges map[uint32]map[edgeMinute]*codec.GraphEdge
+
+type edgeMinute struct {
+	parent, child uint32 // name numbers
+	virtual       bool
+	minute        uint64
+}
+
+func (b blockEdges) add(p *pairing.Pairer, e pairing.Edge) {
+	part := partitionOf(e.Start)
+	m := b[part]
+	if m == nil {
+		m = map[edgeMinute]*codec.GraphEdge{}
+		b[part] = m
+	}
+	k := edgeMinute{e.Parent, e.Child, e.Virtual, e.Start / minuteNanos}
+	g := m[k]
+	if g == nil {
+		g = &codec.GraphEdge{Parent: p.Name(e.Parent), Child: p.Name(e.Child), Virtual: e.Virtual, Minute: k.minute}
+		m[k] = g
+	}
+	g.Latency.Add(e.Duration)
+	if e.Err {
+		g.Errors++
+	}
+}
+
+// section encodes the edges of partition p, ordered.
+func (b blockEdges) section(p uint32) []byte {
+	m := b[p]
+	if len(m) == 0 {
+		return nil
+	}
+	edges := make([]codec.GraphEdge, 0, len(m))
+	for _, e := range m {
+		edges = append(edges, *e)
+	}
+	slices.SortFunc(edges, func(x, y codec.GraphEdge) int {
+		return cmp.Or(cmp.Compare(x.Minute, y.Minute), cmp.Compare(x.Parent, y.Parent), cmp.Compare(x.Child, y.Child))
+	})
+	return codec.AppendServiceGraph(nil, edges)
+}
+
+// cut pairs the spans of a frozen buffer, whose traces are in ID order, at
+// time now, the block's creation time.
+func (g *serviceGraph) cut(now uint64, traces []*liveTrace) blockEdges {
+	edges := blockEdges{}
+	c := g.pairer.Cut(now, func(e pairing.Edge) { edges.add(g.pairer, e) })
+	clear(g.services)
+	for _, t := range traces {
+		g.spans, g.raws = g.spans[:0], g.raws[:0]
+		for i := range t.spans {
+			s := &t.spans[i]
+			svc, ok := g.services[s.group]
+			if !ok {
+				svc = g.pairer.Intern(s.group.service)
+				g.services[s.group] = svc
+			}
+			g.add(s.raw, svc, s.start, s.duration(), s.err)
+		}
+		c.Trace(t.id, g.spans, g.peer)
+	}
+	c.End()
+	return edges
+}
+
+// add appends a span to the trace being paired.
+func (g *serviceGraph) add(raw []byte, service uint32, start, duration uint64, err bool) {
+	f := otlpwire.Facts(raw)
+	var parent [8]byte
+	if len(f.Parent) == 8 {
+		parent = [8]byte(f.Parent)
+	}
+	g.spans = append(g.spans, pairing.Span{ID: f.ID, Parent: parent, Service: service, Kind: f.Kind,
+		Start: start, Duration: duration, Err: err})
+	g.raws = append(g.raws, raw)
+}
+
+// peerAttributes name the peer of a client or producer span, most
+// specific first.
+var peerAttributes = []string{"peer.service", "db.system.name", "db.system", "messaging.system", "server.address"}
+
+// peer returns the peer span i of the trace being paired names, nil if none.
+func (g *serviceGraph) peer(i int) []byte {
+	best, name := len(peerAttributes), []byte(nil)
+	otlpwire.Attributes(g.raws[i], otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, _ uint64) {
+		if t != otlpwire.StringValue || len(b) == 0 {
+			return
+		}
+		for j := range best {
+			if string(key) == peerAttributes[j] {
+				best, name = j, b
+				return
+			}
+		}
+	})
+	return name
+}
+
+// stored counts the edges of a block once it is stored, for Prometheus.
+func (g *serviceGraph) stored(edges blockEdges) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range edges {
+		for _, e := range m {
+			k := [2]string{e.Parent, e.Child}
+			t := g.totals[k]
+			if t == nil {
+				t = new([2]uint64)
+				g.totals[k] = t
+			}
+			t[0] += e.Latency.Count()
+			t[1] += e.Errors
+		}
+	}
+	s := g.pairer.Stats()
+	g.stats = pairing.Stats{Stragglers: s.Stragglers - g.replayed.Stragglers, Evicted: s.Evicted - g.replayed.Evicted}
+}
+
+// replay rebuilds the pairer after a restart by pairing again the blocks
+// cut within two pairing windows of the last, in order and at the times
+// they were cut, dropping the edges, which their aggregates hold already
+// (package pairing explains why two windows give back the state exactly).
+func (db *DB) replayPairing() error {
+	g := db.graph
+	window := uint64(db.opts.PairingWindow)
+	type cutBlock struct{ block, created uint64 }
+	var blocks []cutBlock
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindBlock))
+	if err != nil {
+		return fmt.Errorf("replay pairing: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		b, err := keys.ParseBlock(it.Key())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("replay pairing: %w", err)
+		}
+		rec, err := codec.DecodeBlockRecord(it.Value())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("replay pairing: block %d: %w", b, err)
+		}
+		blocks = append(blocks, cutBlock{b, rec.Created})
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("replay pairing: %w", err)
+	}
+	if len(blocks) == 0 {
+		return nil
+	}
+	last := blocks[len(blocks)-1].created
+	for _, b := range blocks {
+		if b.created+2*window <= last {
+			continue
+		}
+		if err := db.replayBlock(b.block, b.created); err != nil {
+			return fmt.Errorf("replay pairing: block %d: %w", b.block, err)
+		}
+	}
+	g.replayed = g.pairer.Stats()
+	return nil
+}
+
+// replayBlock pairs the spans of one stored block again, each trace whole
+// as its cut had it, though its spans are stored per partition.
+func (db *DB) replayBlock(block, created uint64) error {
+	g := db.graph
+	get := func(k []byte) ([]byte, bool, error) {
+		v, closer, err := db.idx.Get(k)
+		if err == pebble.ErrNotFound {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		defer closer.Close()
+		return slices.Clone(v), true, nil
+	}
+	traces := map[TraceID][]pairing.Span{}
+	raws := map[TraceID][][]byte{}
+	services := map[uint32]uint32{} // group number → name number
+	it, err := db.spans.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var frags []codec.Group
+	for p := range db.partitions {
+		lo, hi := keys.DataBlock(p, block), keys.DataBlock(p, block+1)
+		for it.SeekGE(lo); it.Valid() && keys.Comparer.Compare(it.Key(), hi) < 0; it.Next() {
+			_, _, id, err := keys.ParseData(it.Key())
+			if err != nil {
+				return err
+			}
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, it.Value(), id); err != nil {
+				return err
+			}
+			for _, fr := range frags {
+				svc, ok := services[fr.Num]
+				if !ok {
+					res, _, err := db.groups.pair(get, fr.Num)
+					if err != nil {
+						return err
+					}
+					d, err := db.dict.lookup(get, keys.KindResource, res)
+					if err != nil {
+						return err
+					}
+					svc = g.pairer.Intern(otlpwire.ServiceName(d.Raw))
+					services[fr.Num] = svc
+				}
+				for _, raw := range fr.Spans {
+					f := otlpwire.Facts(raw)
+					g.spans, g.raws = traces[id], raws[id]
+					g.add(raw, svc, f.Start, max(f.End, f.Start)-f.Start, f.Error)
+					traces[id], raws[id] = g.spans, g.raws
+				}
+			}
+		}
+		if err := it.Error(); err != nil {
+			return err
+		}
+	}
+	ids := make([]TraceID, 0, len(traces))
+	for id := range traces {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
+	c := g.pairer.Cut(created, nil)
+	for _, id := range ids {
+		g.spans, g.raws = traces[id], raws[id]
+		c.Trace(id, g.spans, g.peer)
+	}
+	c.End()
+	return nil
+}
+
+// ServiceGraph returns the edges of the service graph whose calls started
+// in the minutes from start's to end's, both included, as stored with the
+// blocks cut so far: sums of per-minute aggregates, nothing read from spans.
+func (db *DB) ServiceGraph(ctx context.Context, start, end time.Time) ([]Edge, error) {
+	lo, hi := uint64(max(start.UnixNano(), 0)), uint64(max(end.UnixNano(), 0))
+	v, err := db.openView(partitionOf(lo), partitionOf(hi), func(uint64, ...*buffer) {})
+	if err != nil {
+		return nil, err
+	}
+	defer db.release(v)
+	type key struct {
+		parent, child string
+		virtual       bool
+	}
+	sums := map[key]*Edge{}
+	first, last := lo/minuteNanos, hi/minuteNanos
+	for _, p := range v.parts {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		prefix := keys.PartitionPrefix(keys.KindAggregate, p)
+		for ok := v.index.SeekGE(prefix); ok && keys.Comparer.Compare(v.index.Key(), keys.PartitionPrefix(keys.KindAggregate, p+1)) < 0; ok = v.index.Next() {
+			sec, err := codec.AggregateSection(v.index.Value(), codec.SectionServiceGraph)
+			if err == nil {
+				err = codec.DecodeServiceGraph(sec, func(e *codec.GraphEdge) {
+					if e.Minute < first || e.Minute > last {
+						return
+					}
+					k := key{e.Parent, e.Child, e.Virtual}
+					s := sums[k]
+					if s == nil {
+						s = &Edge{Parent: e.Parent, Child: e.Child, Virtual: e.Virtual}
+						sums[k] = s
+					}
+					s.Calls += e.Latency.Count()
+					s.Errors += e.Errors
+					s.Latency.Merge(&e.Latency)
+				})
+			}
+			if err != nil {
+				return nil, contain(err, fmt.Sprintf("aggregate %x", v.index.Key()))
+			}
+		}
+		if err := v.index.Error(); err != nil {
+			return nil, fmt.Errorf("read aggregates: %w", err)
+		}
+	}
+	out := make([]Edge, 0, len(sums))
+	for _, e := range sums {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b Edge) int {
+		return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child))
+	})
+	return out, nil
+}
