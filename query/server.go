@@ -32,6 +32,9 @@ type Reader interface {
 	Operations(service string) ([]storage.Operation, error)
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
+	// ServiceGraph returns the service graph's edges with the calls that
+	// started in the minutes from start's to end's.
+	ServiceGraph(ctx context.Context, start, end time.Time) ([]storage.Edge, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search returns unless
@@ -133,8 +136,9 @@ func (o *Options) EnsureDefaults() Options {
 	return c
 }
 
-// NewServer returns a gRPC server with the TraceReader and Capabilities
-// services of jaeger.storage.v2, gRPC health and server reflection.
+// NewServer returns a gRPC server with the TraceReader, DependencyReader and
+// Capabilities services of jaeger.storage.v2, gRPC health and server
+// reflection.
 func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	c := o.EnsureDefaults()
 	if c.Metrics != nil {
@@ -151,6 +155,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
 	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)
+	jaegerpb.RegisterDependencyReaderServer(s, dependencies{s: svc})
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	hs := c.Health
 	if hs == nil {
@@ -158,6 +163,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(jaegerpb.TraceReader_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(jaegerpb.DependencyReader_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return s
@@ -441,7 +447,9 @@ type capabilities struct {
 
 // GetCapabilities reports what searches answer: queries without a service
 // name work, and all of a query's conditions must hold on the same span.
-// Expression filters, pagination and span search are not offered.
+// Expression filters, pagination and span search are not offered. The
+// message has no field for dependencies: GetDependencies is served, and a
+// client finds that out by calling it.
 func (capabilities) GetCapabilities(context.Context, *jaegerpb.GetCapabilitiesRequest) (*jaegerpb.GetCapabilitiesResponse, error) {
 	return &jaegerpb.GetCapabilitiesResponse{Search: &jaegerpb.SearchCapabilities{
 		WithoutServiceName:  true,

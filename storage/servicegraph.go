@@ -297,6 +297,8 @@ func (db *DB) replayBlock(block, created uint64) error {
 // ServiceGraph returns the edges of the service graph whose calls started
 // in the minutes from start's to end's, both included, as stored with the
 // blocks cut so far: sums of per-minute aggregates, nothing read from spans.
+// They are ordered by parent, then child, an edge to a virtual node after
+// the real one of the same names.
 func (db *DB) ServiceGraph(ctx context.Context, start, end time.Time) ([]Edge, error) {
 	lo, hi := uint64(max(start.UnixNano(), 0)), uint64(max(end.UnixNano(), 0))
 	v, err := db.openView(partitionOf(lo), partitionOf(hi), func(uint64, ...*buffer) {})
@@ -346,7 +348,18 @@ func (db *DB) ServiceGraph(ctx context.Context, start, end time.Time) ([]Edge, e
 		out = append(out, *e)
 	}
 	slices.SortFunc(out, func(a, b Edge) int {
-		return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child))
+		return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child), compareBool(a.Virtual, b.Virtual))
 	})
 	return out, nil
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }
