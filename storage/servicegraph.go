@@ -44,6 +44,7 @@ type serviceGraph struct {
 	totals   map[[2]string]*[2]uint64 // calls and failed calls since start, by (client, server)
 	stats    pairing.Stats            // of cuts since start, replay left out
 	replayed pairing.Stats
+	held     int // spans held for pairing
 }
 
 func newServiceGraph(o *Options) *serviceGraph {
@@ -171,6 +172,7 @@ func (g *serviceGraph) stored(edges blockEdges) {
 			t[1] += e.Errors
 		}
 	}
+	g.held, _ = g.pairer.Held()
 	s := g.pairer.Stats()
 	g.stats = pairing.Stats{Stragglers: s.Stragglers - g.replayed.Stragglers, Evicted: s.Evicted - g.replayed.Evicted}
 }
