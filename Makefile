@@ -21,7 +21,11 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
+<<<<<<< HEAD
 	./storage/internal/codec:FuzzServiceGraph:30000x \
+=======
+	./storage/internal/codec:FuzzAggregate:30000x \
+>>>>>>> spanm
 	./storage/internal/wal:FuzzReplay:30000x
 
 .PHONY: all build run test unit fuzz bench proto clean

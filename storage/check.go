@@ -417,6 +417,7 @@ var kindNames = map[byte]string{
 	keys.KindTrace:        "the trace index",
 	keys.KindRows:         "the search index (rows)",
 	keys.KindPostings:     "the search index (postings)",
+	keys.KindAggregate:    "aggregates (span metrics)",
 	keys.KindData:         "span data",
 	keys.KindRecompressed: "recompression progress",
 }
@@ -452,7 +453,7 @@ func (c *checker) held(d *Damage) string {
 			khi = hi
 		}
 		switch kind {
-		case keys.KindData, keys.KindTrace, keys.KindRows, keys.KindPostings:
+		case keys.KindData, keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindAggregate:
 			p1, p2 := partitionIn(klo, 0), partitionIn(khi, ^uint32(0))
 			name += " of partition " + partitionName(p1)
 			if p2 != p1 {

@@ -26,7 +26,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 4
+const FormatVersion = 5
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -269,9 +269,15 @@ func (db *DB) recover() error {
 	if err := db.catalog.load(db.idx); err != nil {
 		return err
 	}
-	if version == 3 {
+	switch version {
+	case 3:
 		if err := db.upgradeFrom3(); err != nil {
 			return fmt.Errorf("upgrade store from format version 3: %w", err)
+		}
+	case 4:
+		// Version 5 only adds aggregates, which blocks cut before have not.
+		if err := db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync); err != nil {
+			return fmt.Errorf("upgrade store from format version 4: %w", err)
 		}
 	}
 	if err := db.groups.open(); err != nil {
@@ -387,8 +393,8 @@ func cause(err error) string {
 }
 
 // checkFormat returns the format version of the store, creating a new
-// store at the current one. It refuses versions it cannot read; version 3
-// is upgraded once the store is open.
+// store at the current one. It refuses versions it cannot read; versions 3
+// and 4 are upgraded once the store is open.
 func (db *DB) checkFormat() (byte, error) {
 	k := keys.Meta("format")
 	v, closer, err := db.idx.Get(k)
@@ -399,8 +405,8 @@ func (db *DB) checkFormat() (byte, error) {
 		return 0, fmt.Errorf("read format version: %w", err)
 	}
 	defer closer.Close()
-	if len(v) != 1 || (v[0] != FormatVersion && v[0] != 3) {
-		return 0, fmt.Errorf("store has format version %v; this cairn reads versions 3 and %d", v, FormatVersion)
+	if len(v) != 1 || v[0] < 3 || v[0] > FormatVersion {
+		return 0, fmt.Errorf("store has format version %v; this cairn reads versions 3 to %d", v, FormatVersion)
 	}
 	return v[0], nil
 }

@@ -12,8 +12,11 @@
 // passes, it is frozen and the log rotated, and the frozen buffer is written
 // as a block: sstables built outside Pebble, per hour partition of span data
 // sorted by trace ID, ingested into the spans store, then per partition its
-// search index, and one for the trace index, catalogs, dictionary and block
-// record, ingested into the index store. Span data and search-index keys
+// search index, one for the trace index, catalogs, dictionary and block
+// record, and one for the block's aggregates (span metrics by series and
+// minute, with latency histograms that merge exactly), ingested into the
+// index store together, so that aggregates count each span once, even one
+// replayed from the log. Span data and search-index keys
 // start with partition and block number, which only grow, so their sstables
 // go straight to the bottom level. Then
 // the sealed log segments are deleted. Resources and scopes are stored once,
@@ -62,6 +65,9 @@
 // over what it cannot read; recompression leaves a damaged partition alone.
 // Check and Repair, on a stopped store, find every damaged block and drop
 // it, rebuilding what span data can give back (FORMAT.md, Repair).
+//
+// Span metrics. DB.SpanMetrics merges the aggregates of the blocks in a
+// window, never reading spans; spans count once cut.
 //
 // Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
 // cuts are timed as they happen, the rest (live buffers, disk, partitions,

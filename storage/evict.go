@@ -201,7 +201,7 @@ func deleteResource(b *pebble.Batch, it *pebble.Iterator, h *index.Hasher, id di
 // number of each group by its pair, the attribute index of each resource,
 // and, for each resource, a use by the newest partition, so that it stays
 // until every partition stored before the upgrade is dropped. Then it
-// records version 4. A crash before that repeats the upgrade, whose keys
+// records the current version, which adds nothing else a store must have. A crash before that repeats the upgrade, whose keys
 // are the same.
 func (db *DB) upgradeFrom3() error {
 	var newest uint32

@@ -274,6 +274,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		parts   []uint32
 		written = map[groupKey]*group{}
 		uses    = map[resourceUse]bool{}
+		metrics = map[uint32]*spanMetrics{}
 	)
 	for _, r := range results {
 		errs = append(errs, r.err)
@@ -281,6 +282,12 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		parts = append(parts, r.parts...)
 		maps.Copy(written, r.written)
 		maps.Copy(uses, r.uses)
+		for p, m := range r.metrics {
+			if metrics[p] == nil {
+				metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+			}
+			metrics[p].merge(m)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -297,18 +304,20 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		return nil, err
 	}
 	<-paired
+	// Aggregates go into the index store in the same ingest as the block
+	// record, so that they are stored exactly when the block is: a span
+	// replayed from the log after a crash counts once, when its block is
+	// cut. Their keys follow the search index's, so they take an sstable
+	// of their own, as sstables ingested together must not overlap.
 	apath := filepath.Join(dir, "aggregates.sst")
 	if err := writeTable(db.opts.FS, db.idx, apath, 0, false, func(w *sstable.Writer) error {
-		return db.writeAggregates(w, buf, parts)
+		return db.writeAggregates(w, buf, parts, metrics)
 	}); err != nil {
 		return nil, err
 	}
 	if err := db.spans.Ingest(context.Background(), paths); err != nil {
 		return nil, fmt.Errorf("ingest span data: %w", err)
 	}
-	// Aggregates go in the same ingest as the block record, so that they
-	// are stored exactly when the block is. Their keys follow the search
-	// index's, so they take an sstable of their own.
 	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath, apath)); err != nil {
 		return nil, fmt.Errorf("ingest index: %w", err)
 	}
@@ -316,6 +325,9 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	db.groups.markPersisted(first + uint32(len(pending)))
 	for _, g := range written {
 		db.dict.markPersisted(g)
+	}
+	for _, m := range metrics {
+		db.metrics.spanTotals.add(m)
 	}
 	db.openTables(buf.block, parts, results)
 	return parts, nil
@@ -425,13 +437,14 @@ type dataResult struct {
 	first   []TraceID // by part: the first trace written
 	written map[groupKey]*group
 	uses    map[resourceUse]bool
+	metrics map[uint32]*spanMetrics // by partition
 	err     error
 }
 
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
 func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
-	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}}
+	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}, metrics: map[uint32]*spanMetrics{}}
 	data := map[uint32]*sstWriter{}
 	defer func() {
 		for _, w := range data {
@@ -455,6 +468,11 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 					return res
 				}
 				data[p] = w
+				res.metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+			}
+			m := res.metrics[p]
+			for i := range spans {
+				m.add(t.id, &spans[i])
 			}
 			if groups, res.err = db.groupSpans(groups[:0], spans, p, &res); res.err != nil {
 				return res
@@ -480,7 +498,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 // writeAggregates writes the aggregate records of a block, in key order: one
 // per partition it has spans in or service graph edges of. Edges whose
 // partition has been dropped are left out.
-func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32) error {
+func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32, metrics map[uint32]*spanMetrics) error {
 	all := slices.Clone(parts)
 	db.mu.Lock()
 	for p := range buf.edges {
@@ -491,14 +509,7 @@ func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32) er
 	db.mu.Unlock()
 	slices.Sort(all)
 	for _, p := range slices.Compact(all) {
-		var sections []codec.Section
-		if sec := buf.edges.section(p); sec != nil {
-			sections = append(sections, codec.Section{Type: codec.SectionServiceGraph, Payload: sec})
-		}
-		if len(sections) == 0 {
-			continue
-		}
-		if err := w.Set(keys.Aggregate(p, buf.block), codec.AppendAggregate(nil, sections...)); err != nil {
+		if err := w.Set(keys.Aggregate(p, buf.block), aggregateRecord(metrics[p], buf.edges.section(p))); err != nil {
 			return err
 		}
 	}
@@ -506,7 +517,7 @@ func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32) er
 }
 
 // writeIndex fills the index sstable of a block, in key order: everything
-// but the search index.
+// but the search index and aggregates.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
 func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, uses map[resourceUse]bool, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{

@@ -85,12 +85,14 @@ func (g *group) key() groupKey {
 }
 
 type liveSpan struct {
-	group *group
-	raw   []byte // aliases the request it arrived in
-	name  []byte // aliases raw
-	start uint64
-	end   uint64
-	err   bool // status ERROR
+	group  *group
+	raw    []byte // aliases the request it arrived in
+	name   []byte // aliases raw
+	start  uint64
+	end    uint64
+	err    bool  // status ERROR
+	kind   uint8 // span kind; kinds OTLP does not define count as unspecified
+	status uint8 // status code, as otlpwire.Span.Status
 }
 
 // duration is the span's end minus its start, 0 if it ends first.
@@ -281,7 +283,8 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		}
 		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
-		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i]})
+		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
+			kind: spanKind(s.Kind), status: s.Status})
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])
@@ -292,6 +295,18 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 	buf.bytes += len(req)
 	buf.spans += len(b.Spans)
 }
+
+// spanKind narrows an OTLP span kind to a byte, unspecified if OTLP does
+// not define it.
+func spanKind(k int32) uint8 {
+	if k < 0 || k > maxSpanKind {
+		return 0
+	}
+	return uint8(k)
+}
+
+// maxSpanKind is SPAN_KIND_CONSUMER, the last kind OTLP defines.
+const maxSpanKind = 5
 
 func (buf *buffer) trace(id TraceID) []liveSpan {
 	t, ok := buf.traces.Get(&liveTrace{id: id})

@@ -26,6 +26,7 @@ type metrics struct {
 	droppedBytes, droppedBlocks *prometheus.CounterVec
 	evictedResources            prometheus.Counter
 	corruptions                 *prometheus.CounterVec
+	spanTotals                  *spanTotals
 
 	liveBytes, liveSpans, diskBytes, partitions, backlog *prometheus.Desc
 	compactions, compactionDebt, l0Files, readAmp        *prometheus.Desc
@@ -36,7 +37,8 @@ type metrics struct {
 func newMetrics(db *DB) *metrics {
 	store := []string{"store"}
 	m := &metrics{
-		db: db,
+		db:         db,
+		spanTotals: newSpanTotals(db.opts.SpanMetricsMaxSeries),
 		walSync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cairn_storage_wal_fsync_duration_seconds",
 			Help:    "Latency of the write-ahead log's group-commit fsyncs, each of which acknowledges every export of its group.",
@@ -120,6 +122,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.compactions, m.compactionDebt, m.l0Files, m.readAmp, m.cacheHits, m.cacheMisses, m.cacheBytes, m.fault} {
 		ch <- d
 	}
+	m.spanTotals.describe(ch)
 }
 
 // Collect implements prometheus.Collector. Pebble's figures are read only
@@ -128,6 +131,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range m.recorded() {
 		c.Collect(ch)
 	}
+	m.spanTotals.collect(ch)
 	db := m.db
 	active := db.Faults()
 	for _, kind := range []string{FaultWAL, FaultCut, FaultCorruption} {

@@ -83,6 +83,15 @@ type Options struct {
 	// The default is 65536.
 	DictionaryCache int
 
+	// SpanMetricsMaxSeries bounds the span metrics series (service, span
+	// name, kind, status code) of one block's partition, of the answer to
+	// one SpanMetrics call and of the process's Prometheus totals; spans of
+	// further series count into one overflow series per status code, and
+	// in cairn_span_metrics_overflow_spans_total.
+	//
+	// The default is 10000.
+	SpanMetricsMaxSeries int
+
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
 	// The default is 64 MiB.
@@ -152,6 +161,9 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.DictionaryCache <= 0 {
 		c.DictionaryCache = 1 << 16
+	}
+	if c.SpanMetricsMaxSeries <= 0 {
+		c.SpanMetricsMaxSeries = 10000
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 64 << 20

@@ -227,7 +227,7 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 			return err
 		}
 	}
-	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings} {
+	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
 		if lost[kind] {
 			r.Lost = append(r.Lost, lostMessages[kind])
 		}
@@ -245,6 +245,7 @@ var lostMessages = map[byte]string{
 	keys.KindOperation: "operations of the catalog: listed again once they are used",
 	keys.KindRows:      "search-index rows: search passes over the segments they described; their traces still read by ID",
 	keys.KindPostings:  "search-index postings: search passes over the segments they described; their traces still read by ID",
+	keys.KindAggregate: "aggregates: span metrics leave out the spans of the blocks they described",
 }
 
 // rebuildTraceIndex writes the trace-index keys of span that span data

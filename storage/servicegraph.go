@@ -28,9 +28,6 @@ type Edge struct {
 	Latency histogram.Histogram
 }
 
-// minuteNanos is the resolution of stored aggregates.
-const minuteNanos = uint64(60e9)
-
 // serviceGraph pairs the spans of each cut into edges (package pairing),
 // which the cut stores with its block, in the aggregate of the partition
 // of each edge's minute. Only cuts, one at a time, and Open use pairer.
@@ -177,20 +174,25 @@ func (g *serviceGraph) stored(edges blockEdges) {
 	g.stats = pairing.Stats{Stragglers: s.Stragglers - g.replayed.Stragglers, Evicted: s.Evicted - g.replayed.Evicted}
 }
 
-// replay rebuilds the pairer after a restart by pairing again the blocks
-// cut within two pairing windows of the last, in order and at the times
-// they were cut, dropping the edges, which their aggregates hold already
-// (package pairing explains why two windows give back the state exactly).
+// replayPairing rebuilds the pairer after a restart by pairing again the
+// blocks cut within two pairing windows of the last, in order and at the
+// times they were cut, dropping the edges, which their aggregates hold
+// already (package pairing explains why two windows give back the state
+// exactly). It reads no more blocks than the pairer would hold spans of,
+// so that a restart reads at most Options.PairingMaxSpans spans.
 func (db *DB) replayPairing() error {
-	g := db.graph
 	window := uint64(db.opts.PairingWindow)
 	type cutBlock struct{ block, created uint64 }
-	var blocks []cutBlock
+	var (
+		blocks []cutBlock // newest first
+		spans  uint64
+		last   uint64
+	)
 	it, err := db.idx.NewIter(keys.KindRange(keys.KindBlock))
 	if err != nil {
 		return fmt.Errorf("replay pairing: %w", err)
 	}
-	for it.First(); it.Valid(); it.Next() {
+	for it.Last(); it.Valid(); it.Prev() {
 		b, err := keys.ParseBlock(it.Key())
 		if err != nil {
 			it.Close()
@@ -201,24 +203,28 @@ func (db *DB) replayPairing() error {
 			it.Close()
 			return fmt.Errorf("replay pairing: block %d: %w", b, err)
 		}
+		if len(blocks) == 0 {
+			last = rec.Created
+		}
+		spans += rec.Spans
+		if rec.Created+2*window <= last || spans > uint64(db.opts.PairingMaxSpans) {
+			break
+		}
 		blocks = append(blocks, cutBlock{b, rec.Created})
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("replay pairing: %w", err)
 	}
-	if len(blocks) == 0 {
-		return nil
-	}
-	last := blocks[len(blocks)-1].created
-	for _, b := range blocks {
-		if b.created+2*window <= last {
-			continue
-		}
+	for _, b := range slices.Backward(blocks) {
+		// Edges already stored are not at stake, only pairs split across
+		// this block and the restart: a block that cannot be read costs
+		// those, not the open.
 		if err := db.replayBlock(b.block, b.created); err != nil {
-			return fmt.Errorf("replay pairing: block %d: %w", b.block, err)
+			db.opts.Logger.Warn("cannot pair the spans of a block again after the restart; calls split across it and the restart may be missed",
+				"block", b.block, "err", err)
 		}
 	}
-	g.replayed = g.pairer.Stats()
+	db.graph.replayed = db.graph.pairer.Stats()
 	return nil
 }
 
@@ -297,53 +303,37 @@ func (db *DB) replayBlock(block, created uint64) error {
 }
 
 // ServiceGraph returns the edges of the service graph whose calls started
-// in the minutes from start's to end's, both included, as stored with the
-// blocks cut so far: sums of per-minute aggregates, nothing read from spans.
-// They are ordered by parent, then child, an edge to a virtual node after
-// the real one of the same names.
+// in the minutes from start's to end's, both included, and within the
+// retention period, as stored with the blocks cut so far: sums of
+// per-minute aggregates, nothing read from spans. They are ordered by
+// parent, then child, an edge to a virtual node after the real one of the
+// same names.
 func (db *DB) ServiceGraph(ctx context.Context, start, end time.Time) ([]Edge, error) {
-	lo, hi := uint64(max(start.UnixNano(), 0)), uint64(max(end.UnixNano(), 0))
-	v, err := db.openView(partitionOf(lo), partitionOf(hi), func(uint64, ...*buffer) {})
-	if err != nil {
-		return nil, err
-	}
-	defer db.release(v)
+	first, last := unixNanos(start)/minuteNanos, unixNanos(end)/minuteNanos
 	type key struct {
 		parent, child string
 		virtual       bool
 	}
 	sums := map[key]*Edge{}
-	first, last := lo/minuteNanos, hi/minuteNanos
-	for _, p := range v.parts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		prefix := keys.PartitionPrefix(keys.KindAggregate, p)
-		for ok := v.index.SeekGE(prefix); ok && keys.Comparer.Compare(v.index.Key(), keys.PartitionPrefix(keys.KindAggregate, p+1)) < 0; ok = v.index.Next() {
-			sec, err := codec.AggregateSection(v.index.Value(), codec.SectionServiceGraph)
-			if err == nil {
-				err = codec.DecodeServiceGraph(sec, func(e *codec.GraphEdge) {
-					if e.Minute < first || e.Minute > last {
-						return
-					}
-					k := key{e.Parent, e.Child, e.Virtual}
-					s := sums[k]
-					if s == nil {
-						s = &Edge{Parent: e.Parent, Child: e.Child, Virtual: e.Virtual}
-						sums[k] = s
-					}
-					s.Calls += e.Latency.Count()
-					s.Errors += e.Errors
-					s.Latency.Merge(&e.Latency)
-				})
+	err := db.scanAggregates(ctx, first*minuteNanos, (last+1)*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
+		from := max(first, (notBefore+minuteNanos-1)/minuteNanos)
+		return codec.DecodeServiceGraph(payload, func(e *codec.GraphEdge) {
+			if e.Minute < from || e.Minute > last {
+				return
 			}
-			if err != nil {
-				return nil, contain(err, fmt.Sprintf("aggregate %x", v.index.Key()))
+			k := key{e.Parent, e.Child, e.Virtual}
+			s := sums[k]
+			if s == nil {
+				s = &Edge{Parent: e.Parent, Child: e.Child, Virtual: e.Virtual}
+				sums[k] = s
 			}
-		}
-		if err := v.index.Error(); err != nil {
-			return nil, fmt.Errorf("read aggregates: %w", err)
-		}
+			s.Calls += e.Latency.Count()
+			s.Errors += e.Errors
+			s.Latency.Merge(&e.Latency)
+		})
+	})
+	if err != nil {
+		return nil, err
 	}
 	out := make([]Edge, 0, len(sums))
 	for _, e := range sums {

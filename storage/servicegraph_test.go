@@ -104,9 +104,9 @@ func genGraphTraces(rng *rand.Rand, n, cuts int, start time.Time) [][]*graphSpan
 	return out
 }
 
-// graphRequests encodes the spans that arrive before cut i as a few
+// exportRequests encodes the spans that arrive before cut i as a few
 // requests, each span alone in a resource of its service, in random order.
-func graphRequests(rng *rand.Rand, traces [][]*graphSpan, i int) [][]byte {
+func exportRequests(rng *rand.Rand, traces [][]*graphSpan, i int) [][]byte {
 	var spans []*graphSpan
 	for _, tr := range traces {
 		for _, s := range tr {
@@ -164,8 +164,8 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 			db := open()
 			restart := 2 + rng.IntN(cuts-4)
 			for i := range cuts {
-				clk.t = at[i]
-				for _, req := range graphRequests(rng, traces, i) {
+				clk.set(at[i])
+				for _, req := range exportRequests(rng, traces, i) {
 					write(t, db, req)
 				}
 				if i == restart {
@@ -180,8 +180,8 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 				}
 			}
 			// One more cut, past every window, lets the last clients go.
-			clk.t = at[cuts-1].Add(window)
-			write(t, db, graphRequests(rng, [][]*graphSpan{{{span: &tracepb.Span{TraceId: []byte("0123456789abcdef"),
+			clk.set(at[cuts-1].Add(window))
+			write(t, db, exportRequests(rng, [][]*graphSpan{{{span: &tracepb.Span{TraceId: []byte("0123456789abcdef"),
 				SpanId: []byte("01234567"), StartTimeUnixNano: uint64(start.UnixNano())}, service: "web"}}}, 0)[0])
 			if err := db.cut(); err != nil {
 				t.Fatal(err)
@@ -212,4 +212,10 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 			}
 		})
 	}
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
 }

@@ -77,6 +77,7 @@ type Span struct {
 	Name    []byte
 	Kind    int32  // opentelemetry.proto.trace.v1.Span.SpanKind
 	Error   bool   // status code is STATUS_CODE_ERROR, as in Facts
+	Status  uint8  // status code: 0 unset, 1 ok, 2 error; codes OTLP does not define count as unset
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
 	// Attrs are the span's attributes with a scalar value, in order, as
@@ -363,6 +364,9 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 			}
 			if code, ok := statusCode(v); ok {
 				sp.Error = code == statusCodeError
+				if code <= statusCodeError {
+					sp.Status = uint8(code)
+				}
 			}
 		}
 		return nil

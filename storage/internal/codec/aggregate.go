@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"cairn/internal/binread"
+	"cairn/internal/histogram"
 )
 
 // Section types of an aggregate record, ascending in a record. Readers skip
@@ -61,4 +62,123 @@ func AggregateSection(src []byte, typ byte) ([]byte, error) {
 		}
 	}
 	return nil, r.Done("aggregate record")
+}
+
+// MaxExemplars is how many exemplars a span metrics minute keeps.
+const MaxExemplars = 2
+
+// SpanSeries names a span metrics series: spans of one service, name, kind
+// and status code. Spans past a block's bound on series count into an
+// overflow series of their status code, with no service, name or kind.
+type SpanSeries struct {
+	Service, Name string
+	Kind          uint8 // opentelemetry.proto.trace.v1.Span.SpanKind
+	Status        uint8 // opentelemetry.proto.trace.v1.Status.StatusCode
+	Overflow      bool
+}
+
+// SpanMinute is a series' spans that started in one minute: their count
+// and latencies, and the slowest of them.
+type SpanMinute struct {
+	Minute  uint64 // since the Unix epoch
+	Latency histogram.Histogram
+	Slowest []Exemplar // at most MaxExemplars, slowest first
+}
+
+// Exemplar is one span: its trace and duration.
+type Exemplar struct {
+	TraceID  [16]byte
+	Duration uint64 // nanoseconds
+}
+
+// SpanMetricsSeries is a series and its minutes.
+type SpanMetricsSeries struct {
+	SpanSeries
+	Minutes []SpanMinute
+}
+
+// AppendSpanMetrics appends the payload of a span metrics section:
+//
+//	uvarint(nseries) series*
+//	series  := str(service) str(name) kind:u8 status:u8 flags:u8 uvarint(len(minutes)) minutes
+//	minutes := uvarint(nminutes) ( uvarint(minute) histogram uvarint(nexemplars) ( trace_id[16] uvarint(duration) )* )*
+//
+// flags bit 0 marks the overflow series; str(s) is uvarint(len(s)) s. The
+// length before the minutes lets a reader skip the series it does not want.
+func AppendSpanMetrics(dst []byte, series []SpanMetricsSeries) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(series)))
+	var minutes []byte
+	for _, s := range series {
+		dst = appendStr(dst, s.Service)
+		dst = appendStr(dst, s.Name)
+		flags := byte(0)
+		if s.Overflow {
+			flags = 1
+		}
+		dst = append(dst, s.Kind, s.Status, flags)
+		minutes = binary.AppendUvarint(minutes[:0], uint64(len(s.Minutes)))
+		for i := range s.Minutes {
+			m := &s.Minutes[i]
+			minutes = binary.AppendUvarint(minutes, m.Minute)
+			minutes = m.Latency.Append(minutes)
+			minutes = binary.AppendUvarint(minutes, uint64(len(m.Slowest)))
+			for _, e := range m.Slowest {
+				minutes = append(minutes, e.TraceID[:]...)
+				minutes = binary.AppendUvarint(minutes, e.Duration)
+			}
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(minutes)))
+		dst = append(dst, minutes...)
+	}
+	return dst
+}
+
+func appendStr(dst []byte, s string) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(s))), s...)
+}
+
+// DecodeSpanMetrics decodes the payload of a span metrics section. For each
+// series that keep accepts, it calls fn with each of its minutes, whose
+// memory it reuses for the next.
+func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, fn func(*SpanSeries, *SpanMinute)) error {
+	r := binread.New(src, ErrCorrupt)
+	n := r.Count(6)
+	var m SpanMinute
+	for range n {
+		s := SpanSeries{
+			Service: string(r.Bytes(r.Count(1))),
+			Name:    string(r.Bytes(r.Count(1))),
+			Kind:    r.Byte(),
+			Status:  r.Byte(),
+		}
+		flags := r.Byte()
+		s.Overflow = flags&1 != 0
+		minutes := r.Bytes(r.Count(1))
+		if r.Err == nil && (s.Kind > 5 || s.Status > 2 || flags > 1) {
+			r.Fail("span metrics series")
+		}
+		if r.Err != nil {
+			break
+		}
+		if !keep(&s) {
+			continue
+		}
+		mr := binread.New(minutes, ErrCorrupt)
+		for range mr.Count(3) {
+			m.Minute = mr.Uvarint()
+			m.Latency.Decode(mr)
+			m.Slowest = m.Slowest[:0]
+			for range mr.Count(17) {
+				m.Slowest = append(m.Slowest, Exemplar{TraceID: [16]byte(mr.Bytes(16)), Duration: mr.Uvarint()})
+			}
+			if mr.Err != nil {
+				break
+			}
+			fn(&s, &m)
+		}
+		if err := mr.Done("span metrics minutes"); err != nil {
+			return err
+		}
+	}
+	return r.Done("span metrics")
 }

@@ -1,0 +1,303 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// Span metrics, as stored with each block and merged by SpanMetrics.
+type (
+	SpanSeries        = codec.SpanSeries
+	SpanMinute        = codec.SpanMinute
+	Exemplar          = codec.Exemplar
+	SpanMetricsSeries = codec.SpanMetricsSeries
+)
+
+// MaxExemplars is how many exemplars, the slowest spans, a series keeps
+// per minute.
+const MaxExemplars = codec.MaxExemplars
+
+// minuteNanos is the resolution of aggregates.
+const minuteNanos = uint64(60 * 1e9)
+
+// spanMetrics aggregates spans by series and minute, with at most maxSeries
+// series; spans of any further series count into the overflow series of
+// their status code. Cuts build one per partition of a block, and merge the
+// builders of their data writers; reads merge stored ones into one.
+type spanMetrics struct {
+	maxSeries int
+	index     map[string]int // seriesKey → series
+	series    []*seriesMetrics
+	overflow  [3]int // by status code: index in series + 1; 0 for none yet
+	// overflowed counts spans that went to an overflow series because
+	// their own would have passed maxSeries.
+	overflowed uint64
+	key        []byte // scratch
+}
+
+// seriesMetrics is one series: its minutes, and its spans by Prometheus
+// bucket (promBucketsMs) for the process's totals.
+type seriesMetrics struct {
+	SpanMetricsSeries
+	prom [len(promBucketsMs) + 1]uint64
+}
+
+func newSpanMetrics(maxSeries int) *spanMetrics {
+	return &spanMetrics{maxSeries: maxSeries, index: map[string]int{}}
+}
+
+// seriesKey identifies a series in spanMetrics.index.
+func seriesKey(dst []byte, service, name []byte, kind, status uint8) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(service)))
+	dst = append(append(dst, service...), kind, status)
+	return append(dst, name...)
+}
+
+// find returns the series of a key, creating it with what series returns,
+// or, past maxSeries, the overflow series of its status code, reporting
+// that it overflowed.
+func (m *spanMetrics) find(key []byte, status uint8, series func() SpanSeries) (sm *seriesMetrics, overflowed bool) {
+	if i, ok := m.index[string(key)]; ok {
+		return m.series[i], false
+	}
+	if len(m.index) >= m.maxSeries {
+		return m.overflowSeries(status), true
+	}
+	m.index[string(key)] = len(m.series)
+	sm = &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: series()}}
+	m.series = append(m.series, sm)
+	return sm, false
+}
+
+func (m *spanMetrics) overflowSeries(status uint8) *seriesMetrics {
+	if i := m.overflow[status]; i > 0 {
+		return m.series[i-1]
+	}
+	sm := &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: SpanSeries{Status: status, Overflow: true}}}
+	m.series = append(m.series, sm)
+	m.overflow[status] = len(m.series)
+	return sm
+}
+
+// add counts a span of trace id.
+func (m *spanMetrics) add(id TraceID, s *liveSpan) {
+	m.key = seriesKey(m.key[:0], s.group.service, s.name, s.kind, s.status)
+	series, over := m.find(m.key, s.status, func() SpanSeries {
+		return SpanSeries{Service: string(s.group.service), Name: string(s.name), Kind: s.kind, Status: s.status}
+	})
+	if over {
+		m.overflowed++
+	}
+	d := s.duration()
+	mi := series.minute(s.start / minuteNanos)
+	mi.Latency.Add(d)
+	mi.Slowest = keepSlowest(mi.Slowest, Exemplar{TraceID: id, Duration: d})
+	series.prom[promBucket(d)]++
+}
+
+// minute returns the series' minute, adding it if new. A block's spans
+// mostly started in its last minute or two, so the search starts there.
+func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
+	for i := len(sm.Minutes) - 1; i >= 0; i-- {
+		if sm.Minutes[i].Minute == minute {
+			return &sm.Minutes[i]
+		}
+	}
+	sm.Minutes = append(sm.Minutes, SpanMinute{Minute: minute})
+	return &sm.Minutes[len(sm.Minutes)-1]
+}
+
+// addMinute merges a minute of a series into m, and returns the series it
+// went to.
+func (m *spanMetrics) addMinute(s *SpanSeries, mi *SpanMinute) *seriesMetrics {
+	series := m.seriesOf(s, mi.Latency.Count())
+	mergeMinute(series.minute(mi.Minute), mi)
+	return series
+}
+
+// seriesOf returns m's series for s, to which n spans go.
+func (m *spanMetrics) seriesOf(s *SpanSeries, n uint64) *seriesMetrics {
+	if s.Overflow {
+		return m.overflowSeries(s.Status)
+	}
+	m.key = seriesKey(m.key[:0], []byte(s.Service), []byte(s.Name), s.Kind, s.Status)
+	series, over := m.find(m.key, s.Status, func() SpanSeries { return *s })
+	if over {
+		m.overflowed += n
+	}
+	return series
+}
+
+// merge adds the series of o into m.
+func (m *spanMetrics) merge(o *spanMetrics) {
+	m.overflowed += o.overflowed
+	for _, os := range o.series {
+		var series *seriesMetrics
+		for i := range os.Minutes {
+			series = m.addMinute(&os.SpanSeries, &os.Minutes[i])
+		}
+		for b, n := range os.prom {
+			series.prom[b] += n
+		}
+	}
+}
+
+// mergeMinute adds the spans of src to dst, a minute of the same series.
+func mergeMinute(dst, src *SpanMinute) {
+	dst.Latency.Merge(&src.Latency)
+	for _, e := range src.Slowest {
+		dst.Slowest = keepSlowest(dst.Slowest, e)
+	}
+}
+
+// keepSlowest adds e to ex, the slowest spans, slowest first, of distinct
+// traces, if it is among the MaxExemplars slowest; ties keep the earlier.
+func keepSlowest(ex []Exemplar, e Exemplar) []Exemplar {
+	for i := range ex {
+		if ex[i].TraceID == e.TraceID {
+			ex[i].Duration = max(ex[i].Duration, e.Duration)
+			sortSlowest(ex)
+			return ex
+		}
+	}
+	switch {
+	case len(ex) < MaxExemplars:
+		ex = append(ex, e)
+	case e.Duration > ex[len(ex)-1].Duration:
+		ex[len(ex)-1] = e
+	default:
+		return ex
+	}
+	sortSlowest(ex)
+	return ex
+}
+
+func sortSlowest(ex []Exemplar) {
+	slices.SortStableFunc(ex, func(a, b Exemplar) int { return cmp.Compare(b.Duration, a.Duration) })
+}
+
+// sorted returns the series ordered by service, name, kind and status,
+// overflow series last, with their minutes ascending.
+func (m *spanMetrics) sorted() []SpanMetricsSeries {
+	out := make([]SpanMetricsSeries, len(m.series))
+	for i, s := range m.series {
+		slices.SortFunc(s.Minutes, func(a, b SpanMinute) int { return cmp.Compare(a.Minute, b.Minute) })
+		out[i] = s.SpanMetricsSeries
+	}
+	slices.SortFunc(out, func(a, b SpanMetricsSeries) int { return compareSeries(&a.SpanSeries, &b.SpanSeries) })
+	return out
+}
+
+func compareSeries(a, b *SpanSeries) int {
+	if a.Overflow != b.Overflow {
+		if a.Overflow {
+			return 1
+		}
+		return -1
+	}
+	return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.Name, b.Name),
+		cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Status, b.Status))
+}
+
+// aggregateRecord encodes a partition's aggregates of a block: its span
+// metrics, if it has spans, and its encoded service graph edges, if any.
+func aggregateRecord(sm *spanMetrics, edges []byte) []byte {
+	var sections []codec.Section
+	if sm != nil {
+		sections = append(sections, codec.Section{Type: codec.SectionSpanMetrics, Payload: codec.AppendSpanMetrics(nil, sm.sorted())})
+	}
+	if edges != nil {
+		sections = append(sections, codec.Section{Type: codec.SectionServiceGraph, Payload: edges})
+	}
+	return codec.AppendAggregate(nil, sections...)
+}
+
+// SpanMetrics returns the span metrics of the series keep accepts, by
+// series and minute, over the minutes that start in [from, to) and within
+// the retention period, merged from the aggregates stored with each block:
+// spans count once their block is cut, at most Options.FlushInterval after
+// they were acknowledged. The series are ordered by service, name, kind and
+// status, overflow series last, their minutes ascending; at most
+// Options.SpanMetricsMaxSeries of them, past which the rest merge into
+// overflow series.
+func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
+	lo, hi := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
+	merged := newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, func(notBefore uint64, payload []byte) error {
+		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
+		return codec.DecodeSpanMetrics(payload, keep, func(s *SpanSeries, mi *SpanMinute) {
+			if mi.Minute >= first && mi.Minute < hi {
+				merged.addMinute(s, mi)
+			}
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return merged.sorted(), nil
+}
+
+// scanAggregates calls fn with the payload of the section of type typ of
+// the aggregate record of every block with spans in a partition that
+// [from, to) (unix nanoseconds) overlaps, oldest partition first, and the
+// retention horizon: what fn takes from them must start at or after it.
+func (db *DB) scanAggregates(ctx context.Context, from, to uint64, typ byte, fn func(notBefore uint64, payload []byte) error) error {
+	if to <= from {
+		return nil
+	}
+	db.mu.Lock()
+	if db.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	notBefore := db.NotBefore()
+	lo, hi := max(partitionOf(from), partitionOf(notBefore)), partitionOf(to-1)
+	var parts []uint32
+	for p := range db.partitions {
+		if p >= lo && p <= hi {
+			parts = append(parts, p)
+		}
+	}
+	it, err := db.idx.NewIter(nil)
+	if err != nil {
+		db.mu.Unlock()
+		return fmt.Errorf("open index iterator: %w", err)
+	}
+	db.readers.Add(1)
+	db.mu.Unlock()
+	defer db.readers.Done()
+	defer it.Close()
+	slices.Sort(parts)
+	for _, p := range parts {
+		prefix := keys.PartitionPrefix(keys.KindAggregate, p)
+		for ok := it.SeekGE(prefix); ok && bytes.HasPrefix(it.Key(), prefix); ok = it.Next() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			v, err := it.ValueAndErr()
+			if err != nil {
+				return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
+			}
+			payload, err := codec.AggregateSection(v, typ)
+			if err == nil && payload != nil {
+				err = fn(notBefore, payload)
+			}
+			if err != nil {
+				return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
+			}
+		}
+		if err := it.Error(); err != nil {
+			return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,262 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// metricSpan is a generated span and what span metrics should make of it.
+type metricSpan struct {
+	trace   TraceID
+	service string
+	span    *tracepb.Span
+}
+
+func (s metricSpan) series() SpanSeries {
+	return SpanSeries{Service: s.service, Name: s.span.Name, Kind: uint8(s.span.Kind), Status: uint8(s.span.GetStatus().GetCode())}
+}
+
+// generateSpans makes spans of random traces: services, names, kinds,
+// status codes, start times over a few minutes and durations over many
+// orders of magnitude.
+func generateSpans(r *rand.Rand, base time.Time, traces int) []metricSpan {
+	var out []metricSpan
+	for ti := range traces {
+		var id TraceID
+		id[0], id[15] = byte(ti>>8)+1, byte(ti)
+		for si := range 1 + r.IntN(12) {
+			start := uint64(base.UnixNano()) + r.Uint64N(uint64(5*time.Minute))
+			span := &tracepb.Span{
+				TraceId: id[:], SpanId: []byte{0, 0, 0, 0, 0, byte(si), byte(ti >> 8), byte(ti) + 1},
+				Name:              fmt.Sprintf("op%d", r.IntN(4)),
+				Kind:              tracepb.Span_SpanKind(r.IntN(6)),
+				StartTimeUnixNano: start,
+				EndTimeUnixNano:   start + uint64(math.Exp(r.Float64()*math.Log(1e10))),
+			}
+			if c := r.IntN(3); c > 0 {
+				span.Status = &tracepb.Status{Code: tracepb.Status_StatusCode(c)}
+			}
+			out = append(out, metricSpan{trace: id, service: fmt.Sprintf("svc%d", r.IntN(3)), span: span})
+		}
+	}
+	return out
+}
+
+// encodeSpans makes one export request of spans, a resource per service.
+func encodeSpans(t *testing.T, spans []metricSpan) []byte {
+	t.Helper()
+	byService := map[string]*tracepb.ResourceSpans{}
+	req := &collectorpb.ExportTraceServiceRequest{}
+	for _, s := range spans {
+		rs := byService[s.service]
+		if rs == nil {
+			rs = &tracepb.ResourceSpans{
+				Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+					Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s.service}}}}},
+				ScopeSpans: []*tracepb.ScopeSpans{{}},
+			}
+			byService[s.service] = rs
+			req.ResourceSpans = append(req.ResourceSpans, rs)
+		}
+		rs.ScopeSpans[0].Spans = append(rs.ScopeSpans[0].Spans, s.span)
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+type seriesMinute struct {
+	series SpanSeries
+	minute uint64
+}
+
+// checkSpanMetrics compares span metrics with what the spans make: every
+// count exact, every quantile within the histogram's bound, the exemplars
+// the slowest of distinct traces.
+func checkSpanMetrics(t *testing.T, got []SpanMetricsSeries, spans []metricSpan) {
+	t.Helper()
+	want := map[seriesMinute][]metricSpan{}
+	for _, s := range spans {
+		k := seriesMinute{s.series(), s.span.StartTimeUnixNano / minuteNanos}
+		want[k] = append(want[k], s)
+	}
+	seen := 0
+	for _, gs := range got {
+		for i := range gs.Minutes {
+			m := &gs.Minutes[i]
+			k := seriesMinute{gs.SpanSeries, m.Minute}
+			ws, ok := want[k]
+			if !ok {
+				t.Fatalf("series %+v minute %d: not in the model", gs.SpanSeries, m.Minute)
+			}
+			seen++
+			checkMinute(t, k, m, ws)
+		}
+	}
+	if seen != len(want) {
+		t.Fatalf("%d series minutes, model has %d", seen, len(want))
+	}
+}
+
+func checkMinute(t *testing.T, k seriesMinute, m *SpanMinute, spans []metricSpan) {
+	t.Helper()
+	durations := make([]uint64, len(spans))
+	slowest := map[TraceID]uint64{}
+	var sum uint64
+	for i, s := range spans {
+		durations[i] = s.span.EndTimeUnixNano - s.span.StartTimeUnixNano
+		sum += durations[i]
+		slowest[s.trace] = max(slowest[s.trace], durations[i])
+	}
+	if m.Latency.Count() != uint64(len(spans)) || m.Latency.Sum() != sum {
+		t.Fatalf("%+v: %d calls summing %d ns, want %d summing %d", k, m.Latency.Count(), m.Latency.Sum(), len(spans), sum)
+	}
+	slices.Sort(durations)
+	for _, q := range []float64{0.5, 0.95, 0.99, 1} {
+		exact := float64(durations[max(1, int(math.Ceil(q*float64(len(durations)))))-1])
+		if got := m.Latency.Quantile(q); math.Abs(got-exact) > exact/128 {
+			t.Fatalf("%+v: q%v = %v, exact %v", k, q, got, exact)
+		}
+	}
+	var top []uint64
+	for _, d := range slowest {
+		top = append(top, d)
+	}
+	slices.SortFunc(top, func(a, b uint64) int { return cmp.Compare(b, a) })
+	top = top[:min(len(top), MaxExemplars)]
+	for i, e := range m.Slowest {
+		if i >= len(top) || e.Duration != top[i] || slowest[e.TraceID] != e.Duration {
+			t.Fatalf("%+v: exemplars %v, want durations %v", k, m.Slowest, top)
+		}
+	}
+	if len(m.Slowest) != len(top) {
+		t.Fatalf("%+v: %d exemplars, want %d", k, len(m.Slowest), len(top))
+	}
+}
+
+func allSeries(*SpanSeries) bool { return true }
+
+// TestSpanMetricsAgainstModel sends the spans of random traces shuffled
+// across many requests, cut into several blocks, with a crash that leaves
+// some in the write-ahead log to be replayed and a clean reopen: span
+// metrics count every span exactly once.
+func TestSpanMetricsAgainstModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	spans := generateSpans(r, base, 150)
+	r.Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
+
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const requests = 40
+	for i := range requests {
+		write(t, db, encodeSpans(t, spans[i*len(spans)/requests:(i+1)*len(spans)/requests]))
+		switch i {
+		case 9, 17, 25:
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+		case 21:
+			crash(t, db) // requests 18-21 are replayed
+			if db, err = Open(dir, opts); err != nil {
+				t.Fatal(err)
+			}
+		case 30:
+			db = reopen(t, db, dir, opts)
+		}
+	}
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSpanMetrics(t, got, spans)
+
+	// A window and a filter narrow it to their minutes and series.
+	from, to := base.Add(time.Minute), base.Add(3*time.Minute)
+	got, err = db.SpanMetrics(context.Background(), from, to, func(s *SpanSeries) bool { return s.Service == "svc1" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var narrowed []metricSpan
+	for _, s := range spans {
+		if start := time.Unix(0, int64(s.span.StartTimeUnixNano)); s.service == "svc1" && !start.Before(from) && start.Before(to) {
+			narrowed = append(narrowed, s)
+		}
+	}
+	checkSpanMetrics(t, got, narrowed)
+}
+
+// TestSpanMetricsBoundSeries counts spans past the bound on series into
+// overflow series, by status code, losing none.
+func TestSpanMetricsBoundSeries(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	spans := generateSpans(r, base, 60)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	write(t, db, encodeSpans(t, spans[:len(spans)/2]))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, db, encodeSpans(t, spans[len(spans)/2:]))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls, overflowed, named uint64
+	byStatus := map[uint8]uint64{}
+	for _, s := range got {
+		for i := range s.Minutes {
+			n := s.Minutes[i].Latency.Count()
+			calls += n
+			byStatus[s.Status] += n
+			if s.Overflow {
+				overflowed += n
+			}
+		}
+		if !s.Overflow {
+			named++
+		}
+	}
+	if calls != uint64(len(spans)) || named != 5 || overflowed == 0 {
+		t.Fatalf("%d calls in %d named series, %d overflowed; want %d calls in 5 named series, some overflowed", calls, named, overflowed, len(spans))
+	}
+	for st, n := range byStatus {
+		var want uint64
+		for _, s := range spans {
+			if uint8(s.span.GetStatus().GetCode()) == st {
+				want++
+			}
+		}
+		if n != want {
+			t.Fatalf("status %d: %d calls, want %d", st, n, want)
+		}
+	}
+}
