@@ -57,6 +57,8 @@ type serverConfig struct {
 	diskReserve     int64
 	futureTolerance time.Duration
 	dictionaryCache int
+	pairingWindow   time.Duration
+	pairingMaxSpans int
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -90,6 +92,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.diskReserve, "disk-reserve-bytes", 128<<20, "disk space kept free for the stores' own metadata: writes that would leave less are refused, to be retried; 0 for none")
 	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
 	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
+	fs.DurationVar(&cfg.pairingWindow, "pairing-window", 5*time.Minute, "how far apart a span and its parent may arrive and still make a service graph edge; a client naming an uninstrumented peer becomes an edge to it once this passes with no child")
+	fs.IntVar(&cfg.pairingMaxSpans, "pairing-max-spans", 1_000_000, "spans held in memory for service graph pairing (about 12 bytes each, 40 more for a client awaiting its server); past it the oldest are let go early")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -115,6 +119,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--otlp-grpc-max-streams %d is not positive", cfg.maxStreams)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
+	case cfg.pairingWindow <= 0:
+		return usagef("--pairing-window %v is not positive", cfg.pairingWindow)
+	case cfg.pairingMaxSpans <= 0:
+		return usagef("--pairing-max-spans %d is not positive", cfg.pairingMaxSpans)
 	}
 	restrictFileModes()
 	if *cors != "" {
@@ -295,6 +303,8 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		DiskReserveBytes: cmp.Or(cfg.diskReserve, -1),
 		FutureTolerance:  cfg.futureTolerance,
 		DictionaryCache:  cfg.dictionaryCache,
+		PairingWindow:    cfg.pairingWindow,
+		PairingMaxSpans:  cfg.pairingMaxSpans,
 	})
 	if err != nil {
 		return nil, err
