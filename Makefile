@@ -21,11 +21,8 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
-<<<<<<< HEAD
 	./storage/internal/codec:FuzzServiceGraph:30000x \
-=======
 	./storage/internal/codec:FuzzAggregate:30000x \
->>>>>>> spanm
 	./storage/internal/wal:FuzzReplay:30000x
 
 .PHONY: all build run test unit fuzz bench proto clean
@@ -59,7 +56,7 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
 
-## proto: regenerate query/jaegerpb from its .proto files (needs protoc)
+## proto: regenerate query/jaegerpb and query/analysispb from their .proto files (needs protoc)
 proto:
 	$(GO) install $(PROTOC_GEN_GO)
 	$(GO) install $(PROTOC_GEN_GO_GRPC)
@@ -69,6 +66,11 @@ proto:
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		trace_storage.proto capabilities.proto dependency_storage.proto
+	cd query/analysispb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc \
+		--descriptor_set_in=../jaegerpb/otlp.binpb.tmp -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		analysis.proto
 	rm -f query/jaegerpb/otlp.binpb.tmp
 
 clean:

@@ -1,6 +1,7 @@
 // Package query serves cairn's read API: the Jaeger remote-storage API
-// jaeger.storage.v2 (TraceReader and Capabilities) over gRPC, plus gRPC health
-// and server reflection. Traces are streamed as
+// jaeger.storage.v2 (TraceReader and Capabilities) over gRPC, cairn's own
+// analysis API cairn.analysis.v1 (span metrics, from the aggregates stored
+// with each block), plus gRPC health and server reflection. Traces are streamed as
 // opentelemetry.proto.trace.v1.TracesData chunks assembled from the stored
 // encoded spans without re-encoding them, a message's worth at a time. Calls
 // are bounded so that queries cannot starve ingest: reads and searches each

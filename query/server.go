@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"cairn/internal/rawcodec"
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -35,6 +36,9 @@ type Reader interface {
 	// ServiceGraph returns the service graph's edges with the calls that
 	// started in the minutes from start's to end's.
 	ServiceGraph(ctx context.Context, start, end time.Time) ([]storage.Edge, error)
+	// SpanMetrics merges the span metrics of the series keep accepts over
+	// the minutes in [from, to), by series and minute.
+	SpanMetrics(ctx context.Context, from, to time.Time, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search returns unless
@@ -137,8 +141,8 @@ func (o *Options) EnsureDefaults() Options {
 }
 
 // NewServer returns a gRPC server with the TraceReader, DependencyReader and
-// Capabilities services of jaeger.storage.v2, gRPC health and server
-// reflection.
+// Capabilities services of jaeger.storage.v2, cairn.analysis.v1's Analysis,
+// gRPC health and server reflection.
 func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	c := o.EnsureDefaults()
 	if c.Metrics != nil {
@@ -157,6 +161,7 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	jaegerpb.RegisterTraceReaderServer(s, svc)
 	jaegerpb.RegisterDependencyReaderServer(s, dependencies{s: svc})
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
+	analysispb.RegisterAnalysisServer(s, analysis{service: svc})
 	hs := c.Health
 	if hs == nil {
 		hs = health.NewServer()

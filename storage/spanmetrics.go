@@ -120,7 +120,7 @@ func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
 // went to.
 func (m *spanMetrics) addMinute(s *SpanSeries, mi *SpanMinute) *seriesMetrics {
 	series := m.seriesOf(s, mi.Latency.Count())
-	mergeMinute(series.minute(mi.Minute), mi)
+	MergeMinute(series.minute(mi.Minute), mi)
 	return series
 }
 
@@ -151,8 +151,9 @@ func (m *spanMetrics) merge(o *spanMetrics) {
 	}
 }
 
-// mergeMinute adds the spans of src to dst, a minute of the same series.
-func mergeMinute(dst, src *SpanMinute) {
+// MergeMinute adds the spans of src to dst: their latencies, and the
+// slowest of their exemplars.
+func MergeMinute(dst, src *SpanMinute) {
 	dst.Latency.Merge(&src.Latency)
 	for _, e := range src.Slowest {
 		dst.Slowest = keepSlowest(dst.Slowest, e)

@@ -59,6 +59,7 @@ type serverConfig struct {
 	dictionaryCache int
 	pairingWindow   time.Duration
 	pairingMaxSpans int
+	maxSeries       int // span metrics series per block, answer and Prometheus totals
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
 	queryTokenFile  string // guards the query port and the HTTP port
@@ -94,6 +95,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
 	fs.DurationVar(&cfg.pairingWindow, "pairing-window", 5*time.Minute, "how far apart a span and its parent may arrive and still make a service graph edge; a client naming an uninstrumented peer becomes an edge to it once this passes with no child")
 	fs.IntVar(&cfg.pairingMaxSpans, "pairing-max-spans", 1_000_000, "spans held in memory for service graph pairing (about 12 bytes each, 40 more for a client awaiting its server); past it the oldest are let go early")
+	fs.IntVar(&cfg.maxSeries, "span-metrics-max-series", 10000, "span metrics series (service, span name, kind, status code) kept per block, per query answer and in /metrics; spans of further series count into an overflow series")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")
@@ -113,6 +115,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--future-tolerance %v is not positive", cfg.futureTolerance)
 	case cfg.dictionaryCache <= 0:
 		return usagef("--dictionary-cache %d is not positive", cfg.dictionaryCache)
+	case cfg.maxSeries <= 0:
+		return usagef("--span-metrics-max-series %d is not positive", cfg.maxSeries)
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
 	case cfg.maxStreams <= 0:
@@ -300,11 +304,12 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		Retention:       cfg.retention,
 		MaxDiskBytes:    cfg.maxDiskBytes,
 		// Zero is the storage default; none is negative.
-		DiskReserveBytes: cmp.Or(cfg.diskReserve, -1),
-		FutureTolerance:  cfg.futureTolerance,
-		DictionaryCache:  cfg.dictionaryCache,
-		PairingWindow:    cfg.pairingWindow,
-		PairingMaxSpans:  cfg.pairingMaxSpans,
+		DiskReserveBytes:     cmp.Or(cfg.diskReserve, -1),
+		FutureTolerance:      cfg.futureTolerance,
+		DictionaryCache:      cfg.dictionaryCache,
+		SpanMetricsMaxSeries: cfg.maxSeries,
+		PairingWindow:        cfg.pairingWindow,
+		PairingMaxSpans:      cfg.pairingMaxSpans,
 	})
 	if err != nil {
 		return nil, err

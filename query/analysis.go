@@ -1,0 +1,205 @@
+package query
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/query/analysispb"
+	"cairn/storage"
+)
+
+// analysis serves cairn.analysis.v1.
+type analysis struct {
+	analysispb.UnimplementedAnalysisServer
+	*service
+}
+
+// Bounds of a span metrics request.
+const (
+	maxQuantiles = 16
+	// maxPoints bounds the steps of a span metrics answer: a week of
+	// minutes, so that a huge window asks for a coarser step.
+	maxPoints = 7 * 24 * 60
+)
+
+var defaultQuantiles = []float64{0.5, 0.95, 0.99}
+
+// spanMetricsArgs is a validated GetSpanMetrics request.
+type spanMetricsArgs struct {
+	from, to  time.Time // whole minutes
+	step      time.Duration
+	quantiles []float64
+	keep      func(*storage.SpanSeries) bool
+}
+
+func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMetricsArgs, error) {
+	var args spanMetricsArgs
+	start, err := timeArg(req.GetStartTime(), "start_time")
+	if err != nil {
+		return args, err
+	}
+	end, err := timeArg(req.GetEndTime(), "end_time")
+	if err != nil {
+		return args, err
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	if start.IsZero() {
+		start = end.Add(-time.Hour)
+	}
+	args.from = start.Truncate(time.Minute)
+	if args.to = end.Truncate(time.Minute); args.to.Before(end) {
+		args.to = args.to.Add(time.Minute)
+	}
+	if !args.from.Before(args.to) {
+		return args, status.Errorf(codes.InvalidArgument, "start_time %v is not before end_time %v", start, end)
+	}
+	if args.step, err = durationArg(req.GetStep(), "step"); err != nil {
+		return args, err
+	}
+	switch {
+	case args.step == 0:
+		args.step = time.Minute
+	case args.step%time.Minute != 0:
+		return args, status.Errorf(codes.InvalidArgument, "step %v is not a whole number of minutes", args.step)
+	}
+	if n := args.to.Sub(args.from) / args.step; n > maxPoints {
+		return args, status.Errorf(codes.InvalidArgument, "step %v gives %d points over the window, more than %d", args.step, n, maxPoints)
+	}
+	args.quantiles = req.GetQuantiles()
+	if len(args.quantiles) == 0 {
+		args.quantiles = defaultQuantiles
+	}
+	if len(args.quantiles) > maxQuantiles {
+		return args, status.Errorf(codes.InvalidArgument, "%d quantiles asked, at most %d", len(args.quantiles), maxQuantiles)
+	}
+	for _, q := range args.quantiles {
+		if !(q >= 0 && q <= 1) {
+			return args, status.Errorf(codes.InvalidArgument, "quantile %v is not in [0, 1]", q)
+		}
+	}
+	var kinds [6]bool
+	for _, k := range req.GetSpanKinds() {
+		if k < 0 || int(k) >= len(kinds) {
+			return args, status.Errorf(codes.InvalidArgument, "span kind %d is not one OTLP defines", k)
+		}
+		kinds[k] = true
+	}
+	anyKind := len(req.GetSpanKinds()) == 0
+	service, operation := req.GetService(), req.GetOperation()
+	args.keep = func(s *storage.SpanSeries) bool {
+		if s.Overflow {
+			return service == "" && operation == "" && anyKind
+		}
+		return (service == "" || s.Service == service) && (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
+	}
+	return args, nil
+}
+
+// GetSpanMetrics merges the stored span metrics of a window into steps.
+func (a analysis) GetSpanMetrics(ctx context.Context, req *analysispb.GetSpanMetricsRequest) (*analysispb.GetSpanMetricsResponse, error) {
+	args, err := a.spanMetricsArgs(req)
+	if err != nil {
+		return nil, err
+	}
+	leave, err := a.reads.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	stored, err := a.r.SpanMetrics(ctx, args.from, args.to, args.keep)
+	if err != nil {
+		if storage.IsCorruption(err) {
+			return nil, status.Error(codes.DataLoss, err.Error())
+		}
+		return nil, status.Errorf(codes.Internal, "span metrics: %v", err)
+	}
+	return &analysispb.GetSpanMetricsResponse{Series: args.steps(stored)}, nil
+}
+
+// step is what one step of a series adds up to: all its calls, and those
+// that failed.
+type step struct {
+	all, failed storage.SpanMinute
+}
+
+// steps merges stored series, which differ by status code, into series by
+// service, operation and kind, and their minutes into steps.
+func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysispb.SpanMetricsSeries {
+	type seriesKey struct {
+		service, operation string
+		kind               uint8
+		overflow           bool
+	}
+	var (
+		out   []*analysispb.SpanMetricsSeries
+		steps [][]*step // by series in out, by step
+		index = map[seriesKey]int{}
+	)
+	first := uint64(args.from.Unix() / 60)
+	perStep := uint64(args.step / time.Minute)
+	nsteps := int((args.to.Sub(args.from) + args.step - 1) / args.step)
+	for _, s := range stored {
+		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			out = append(out, &analysispb.SpanMetricsSeries{Service: s.Service, Operation: s.Name,
+				SpanKind: analysispb.SpanKind(s.Kind), Overflow: s.Overflow})
+			steps = append(steps, make([]*step, nsteps))
+		}
+		for m := range s.Minutes {
+			mi := &s.Minutes[m]
+			j := (mi.Minute - first) / perStep
+			st := steps[i][j]
+			if st == nil {
+				st = new(step)
+				steps[i][j] = st
+			}
+			storage.MergeMinute(&st.all, mi)
+			if s.Status == statusError {
+				storage.MergeMinute(&st.failed, mi)
+			}
+		}
+	}
+	for i, series := range out {
+		for j, st := range steps[i] {
+			if st != nil {
+				series.Points = append(series.Points, args.point(args.from.Add(time.Duration(j)*args.step), st))
+			}
+		}
+	}
+	return out
+}
+
+// statusError is opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR.
+const statusError = 2
+
+func (args spanMetricsArgs) point(t time.Time, st *step) *analysispb.SpanMetricsPoint {
+	p := &analysispb.SpanMetricsPoint{
+		Time:          timestamppb.New(t),
+		Calls:         st.all.Latency.Count(),
+		Errors:        st.failed.Latency.Count(),
+		DurationSumMs: float64(st.all.Latency.Sum()) / 1e6,
+		Slowest:       exemplars(st.all.Slowest),
+		Failing:       exemplars(st.failed.Slowest),
+	}
+	for _, q := range args.quantiles {
+		p.Quantiles = append(p.Quantiles, &analysispb.Quantile{Quantile: q, DurationMs: st.all.Latency.Quantile(q) / 1e6})
+	}
+	return p
+}
+
+func exemplars(ex []storage.Exemplar) []*analysispb.Exemplar {
+	out := make([]*analysispb.Exemplar, len(ex))
+	for i, e := range ex {
+		out[i] = &analysispb.Exemplar{TraceId: e.TraceID[:], DurationMs: float64(e.Duration) / 1e6}
+	}
+	return out
+}

@@ -1,0 +1,134 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"cairn/query/analysispb"
+	"cairn/storage"
+)
+
+// metricsStore stores, for web's "GET /" server spans, one call a minute
+// for six minutes from minute0, of 1..6 ms, the third and sixth failing,
+// each in a trace of its own (trace i+1), and a client span of another
+// operation; then reopens the store so that they are cut.
+func metricsStore(t *testing.T, minute0 time.Time) analysispb.AnalysisClient {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := storage.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spans []*tracepb.Span
+	for i := range 6 {
+		start := uint64(minute0.Add(time.Duration(i)*time.Minute + time.Second).UnixNano())
+		s := &tracepb.Span{TraceId: []byte{15: byte(i + 1)}, SpanId: []byte{7: byte(i + 1)}, Name: "GET /",
+			Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: start, EndTimeUnixNano: start + uint64(i+1)*1e6}
+		if i%3 == 2 {
+			s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+		}
+		spans = append(spans, s)
+	}
+	t0 := uint64(minute0.UnixNano())
+	spans = append(spans, &tracepb.Span{TraceId: []byte{15: 9}, SpanId: []byte{7: 9}, Name: "SELECT",
+		Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: t0, EndTimeUnixNano: t0 + 5e6})
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "web"}}},
+		}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+	}}}))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = storage.Open(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	return analysispb.NewAnalysisClient(serve(t, db))
+}
+
+func TestGetSpanMetrics(t *testing.T) {
+	minute0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	client := metricsStore(t, minute0)
+	ctx := context.Background()
+	resp, err := client.GetSpanMetrics(ctx, &analysispb.GetSpanMetricsRequest{
+		Service: "web", SpanKinds: []analysispb.SpanKind{analysispb.SpanKind_SPAN_KIND_SERVER},
+		StartTime: timestamppb.New(minute0.Add(30 * time.Second)), EndTime: timestamppb.New(minute0.Add(6 * time.Minute)),
+		Step: durationpb.New(2 * time.Minute), Quantiles: []float64{0.5, 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Series) != 1 {
+		t.Fatalf("%d series, want 1: %v", len(resp.Series), resp.Series)
+	}
+	s := resp.Series[0]
+	if s.Service != "web" || s.Operation != "GET /" || s.SpanKind != analysispb.SpanKind_SPAN_KIND_SERVER || len(s.Points) != 3 {
+		t.Fatalf("series %v", s)
+	}
+	for j, p := range s.Points {
+		// Step j holds the calls of minutes 2j and 2j+1: of 2j+1 and 2j+2 ms.
+		slow := float64(2*j + 2)
+		var failing []string
+		if j > 0 {
+			failing = []string{fmt.Sprintf("%d ms in trace %d", 2*j+2-j%2, 2*j+2-j%2)}
+		}
+		var gotFailing []string
+		for _, e := range p.Failing {
+			gotFailing = append(gotFailing, fmt.Sprintf("%g ms in trace %d", e.DurationMs, e.TraceId[15]))
+		}
+		switch {
+		case !p.Time.AsTime().Equal(minute0.Add(time.Duration(2*j) * time.Minute)):
+			t.Errorf("point %d at %v", j, p.Time.AsTime())
+		case p.Calls != 2 || p.Errors != uint64(min(j, 1)):
+			t.Errorf("point %d: %d calls, %d errors", j, p.Calls, p.Errors)
+		case len(p.Quantiles) != 2 || p.Quantiles[1].Quantile != 1 || p.Quantiles[1].DurationMs < slow*0.99 || p.Quantiles[1].DurationMs > slow*1.01:
+			t.Errorf("point %d: quantiles %v, want the max %g ms", j, p.Quantiles, slow)
+		case len(p.Slowest) != 2 || p.Slowest[0].DurationMs != slow || p.Slowest[0].TraceId[15] != byte(2*j+2):
+			t.Errorf("point %d: slowest %v", j, p.Slowest)
+		case fmt.Sprint(gotFailing) != fmt.Sprint(failing):
+			t.Errorf("point %d: failing %v, want %v", j, gotFailing, failing)
+		case p.DurationSumMs != float64(4*j+3):
+			t.Errorf("point %d: sum %g ms", j, p.DurationSumMs)
+		}
+	}
+
+	// Without a kind, both operations; a step as long as the window gives
+	// one point.
+	resp, err = client.GetSpanMetrics(ctx, &analysispb.GetSpanMetricsRequest{Service: "web",
+		StartTime: timestamppb.New(minute0), EndTime: timestamppb.New(minute0.Add(10 * time.Minute)), Step: durationpb.New(10 * time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Series) != 2 || resp.Series[0].Operation != "GET /" || len(resp.Series[0].Points) != 1 || resp.Series[0].Points[0].Calls != 6 ||
+		resp.Series[1].Operation != "SELECT" || resp.Series[1].Points[0].Calls != 1 {
+		t.Fatalf("all kinds: %v", resp.Series)
+	}
+}
+
+func TestGetSpanMetricsRefuses(t *testing.T) {
+	client := metricsStore(t, time.Now().Add(-time.Hour).Truncate(time.Minute))
+	now := time.Now()
+	for name, req := range map[string]*analysispb.GetSpanMetricsRequest{
+		"step not whole minutes": {Step: durationpb.New(90 * time.Second)},
+		"too many points":        {StartTime: timestamppb.New(now.Add(-30 * 24 * time.Hour))},
+		"quantile over 1":        {Quantiles: []float64{1.5}},
+		"unknown kind":           {SpanKinds: []analysispb.SpanKind{9}},
+		"start after end":        {StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))},
+	} {
+		if _, err := client.GetSpanMetrics(context.Background(), req); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("%s: %v, want InvalidArgument", name, err)
+		}
+	}
+}
