@@ -21,8 +21,9 @@ type dependencies struct {
 }
 
 // GetDependencies returns the service graph's edges with the calls that
-// started in the minutes from start_time's to end_time's, both included:
-// exact counts, summed from what each cut stored. Edges to peers that send
+// started in the minutes from start_time's to end_time's, the latter
+// excluded unless end_time is past its start: exact counts, summed from
+// what each cut stored. Edges to peers that send
 // no spans of their own (a database named by its clients' db.system) are
 // among them. A missing end_time is now; a missing start_time, the
 // beginning of retention.

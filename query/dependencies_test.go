@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -81,7 +83,8 @@ func TestGetDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := jaegerpb.NewDependencyReaderClient(serve(t, db))
+	conn := serve(t, db)
+	client := jaegerpb.NewDependencyReaderClient(conn)
 	ctx := context.Background()
 
 	get := func(start, end time.Time) map[string]uint64 {
@@ -119,5 +122,23 @@ func TestGetDependencies(t *testing.T) {
 	_, err = client.GetDependencies(ctx, &jaegerpb.GetDependenciesRequest{StartTime: timestamppb.New(at), EndTime: timestamppb.New(hour0)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("start after end: %v, want InvalidArgument", err)
+	}
+
+	// cairn.analysis.v1 has the same graph, with errors, latencies and
+	// the database marked as a virtual node.
+	graph, err := analysispb.NewAnalysisClient(conn).GetServiceGraph(ctx, &analysispb.GetServiceGraphRequest{
+		StartTime: timestamppb.New(hour0), EndTime: timestamppb.New(hour0.Add(time.Hour)), Quantiles: []float64{0.5}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"orders->postgresql virtual=true calls=3 errors=0 p50=1.0ms", "web->orders virtual=false calls=3 errors=1 p50=9.0ms"}
+	if len(graph.Edges) != len(want) {
+		t.Fatalf("edges %v, want %v", graph.Edges, want)
+	}
+	for i, e := range graph.Edges {
+		got := fmt.Sprintf("%s->%s virtual=%v calls=%d errors=%d p50=%.1fms", e.Parent, e.Child, e.Virtual, e.Calls, e.Errors, e.Quantiles[0].DurationMs)
+		if got != want[i] {
+			t.Errorf("edge %d: %s, want %s", i, got, want[i])
+		}
 	}
 }

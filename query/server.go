@@ -34,8 +34,8 @@ type Reader interface {
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 	// ServiceGraph returns the service graph's edges with the calls that
-	// started in the minutes from start's to end's.
-	ServiceGraph(ctx context.Context, start, end time.Time) ([]storage.Edge, error)
+	// started in the minutes that [from, to) overlaps.
+	ServiceGraph(ctx context.Context, from, to time.Time) ([]storage.Edge, error)
 	// SpanMetrics merges the span metrics of the series keep accepts over
 	// the minutes in [from, to), by series and minute.
 	SpanMetrics(ctx context.Context, from, to time.Time, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)

@@ -303,22 +303,21 @@ func (db *DB) replayBlock(block, created uint64) error {
 }
 
 // ServiceGraph returns the edges of the service graph whose calls started
-// in the minutes from start's to end's, both included, and within the
-// retention period, as stored with the blocks cut so far: sums of
-// per-minute aggregates, nothing read from spans. They are ordered by
-// parent, then child, an edge to a virtual node after the real one of the
-// same names.
-func (db *DB) ServiceGraph(ctx context.Context, start, end time.Time) ([]Edge, error) {
-	first, last := unixNanos(start)/minuteNanos, unixNanos(end)/minuteNanos
+// in the minutes that [from, to) overlaps, within the retention period, as
+// stored with the blocks cut so far: sums of per-minute aggregates, nothing
+// read from spans. They are ordered by parent, then child, an edge to a
+// virtual node after the real one of the same names.
+func (db *DB) ServiceGraph(ctx context.Context, from, to time.Time) ([]Edge, error) {
+	first, end := unixNanos(from)/minuteNanos, (unixNanos(to)+minuteNanos-1)/minuteNanos
 	type key struct {
 		parent, child string
 		virtual       bool
 	}
 	sums := map[key]*Edge{}
-	err := db.scanAggregates(ctx, first*minuteNanos, (last+1)*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
-		from := max(first, (notBefore+minuteNanos-1)/minuteNanos)
+	err := db.scanAggregates(ctx, first*minuteNanos, end*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
+		lo := max(first, (notBefore+minuteNanos-1)/minuteNanos)
 		return codec.DecodeServiceGraph(payload, func(e *codec.GraphEdge) {
-			if e.Minute < from || e.Minute > last {
+			if e.Minute < lo || e.Minute >= end {
 				return
 			}
 			k := key{e.Parent, e.Child, e.Virtual}
