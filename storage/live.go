@@ -93,6 +93,34 @@ type liveSpan struct {
 	err    bool  // status ERROR
 	kind   uint8 // span kind; kinds OTLP does not define count as unspecified
 	status uint8 // status code, as otlpwire.Span.Status
+
+	// For the service graph: the IDs of the span and of its parent, and
+	// where in raw the peer that a client or producer span names is.
+	id, parent      [8]byte
+	peerAt, peerLen uint32
+}
+
+// peer is the peer the span names, nil if none.
+func (s *liveSpan) peer() []byte {
+	if s.peerLen == 0 {
+		return nil
+	}
+	return s.raw[s.peerAt : s.peerAt+s.peerLen]
+}
+
+// setPeer records which attribute value of raw, if any, names the peer of a
+// client or producer span.
+func (s *liveSpan) setPeer(attrs []otlpwire.Attribute) {
+	if s.kind != kindClient && s.kind != kindProducer {
+		return
+	}
+	name := peerOf(attrs)
+	// The value is a slice of raw: both run to the end of the request.
+	at := cap(s.raw) - cap(name)
+	if len(name) == 0 || at < 0 || at+len(name) > len(s.raw) || !bytes.Equal(s.raw[at:at+len(name)], name) {
+		return
+	}
+	s.peerAt, s.peerLen = uint32(at), uint32(len(name))
 }
 
 // duration is the span's end minus its start, 0 if it ends first.
@@ -284,7 +312,8 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status})
+			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent})
+		last.spans[len(last.spans)-1].setPeer(s.Attrs)
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])

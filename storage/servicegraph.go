@@ -35,7 +35,8 @@ type serviceGraph struct {
 	pairer   *pairing.Pairer
 	services map[*group]uint32 // of the cut in progress
 	spans    []pairing.Span    // scratch: one trace's
-	raws     [][]byte
+	peers    [][]byte          // by span in spans
+	attrs    []otlpwire.Attribute
 
 	mu       sync.Mutex
 	totals   map[[2]string]*[2]uint64 // calls and failed calls since start, by (client, server)
@@ -99,12 +100,12 @@ func (b blockEdges) section(p uint32) []byte {
 
 // cut pairs the spans of a frozen buffer, whose traces are in ID order, at
 // time now, the block's creation time.
-func (g *serviceGraph) cut(now uint64, traces []*liveTrace) blockEdges {
+func (g *serviceGraph) cut(now uint64, spans int, traces []*liveTrace) blockEdges {
 	edges := blockEdges{}
-	c := g.pairer.Cut(now, func(e pairing.Edge) { edges.add(g.pairer, e) })
+	c := g.pairer.Cut(now, spans, func(e pairing.Edge) { edges.add(g.pairer, e) })
 	clear(g.services)
 	for _, t := range traces {
-		g.spans, g.raws = g.spans[:0], g.raws[:0]
+		g.spans, g.peers = g.spans[:0], g.peers[:0]
 		for i := range t.spans {
 			s := &t.spans[i]
 			svc, ok := g.services[s.group]
@@ -112,7 +113,9 @@ func (g *serviceGraph) cut(now uint64, traces []*liveTrace) blockEdges {
 				svc = g.pairer.Intern(s.group.service)
 				g.services[s.group] = svc
 			}
-			g.add(s.raw, svc, s.start, s.duration(), s.err)
+			g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
+				Start: s.start, Duration: s.duration(), Err: s.err})
+			g.peers = append(g.peers, s.peer())
 		}
 		c.Trace(t.id, g.spans, g.peer)
 	}
@@ -120,36 +123,54 @@ func (g *serviceGraph) cut(now uint64, traces []*liveTrace) blockEdges {
 	return edges
 }
 
-// add appends a span to the trace being paired.
-func (g *serviceGraph) add(raw []byte, service uint32, start, duration uint64, err bool) {
+// peer returns the peer that span i of the trace being paired names.
+func (g *serviceGraph) peer(i int) []byte { return g.peers[i] }
+
+// addStored appends a span read back from a block to the trace being
+// paired, as cut would have had it.
+func (g *serviceGraph) addStored(raw []byte, service uint32) {
 	f := otlpwire.Facts(raw)
-	var parent [8]byte
+	s := liveSpan{raw: raw, start: f.Start, end: f.End, err: f.Error, kind: spanKind(f.Kind), id: f.ID}
 	if len(f.Parent) == 8 {
-		parent = [8]byte(f.Parent)
+		s.parent = [8]byte(f.Parent)
 	}
-	g.spans = append(g.spans, pairing.Span{ID: f.ID, Parent: parent, Service: service, Kind: f.Kind,
-		Start: start, Duration: duration, Err: err})
-	g.raws = append(g.raws, raw)
+	var peer []byte
+	if s.kind == kindClient || s.kind == kindProducer {
+		g.attrs = g.attrs[:0]
+		otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
+			g.attrs = append(g.attrs, otlpwire.Attribute{Key: key, Type: t, B: b, Num: num})
+		})
+		peer = peerOf(g.attrs)
+	}
+	g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
+		Start: s.start, Duration: s.duration(), Err: s.err})
+	g.peers = append(g.peers, peer)
 }
+
+// Span kinds that name peers.
+const (
+	kindClient   = 3
+	kindProducer = 4
+)
 
 // peerAttributes name the peer of a client or producer span, most
 // specific first.
 var peerAttributes = []string{"peer.service", "db.system.name", "db.system", "messaging.system", "server.address"}
 
-// peer returns the peer span i of the trace being paired names, nil if none.
-func (g *serviceGraph) peer(i int) []byte {
+// peerOf returns the peer that a span's attributes name, nil if none.
+func peerOf(attrs []otlpwire.Attribute) []byte {
 	best, name := len(peerAttributes), []byte(nil)
-	otlpwire.Attributes(g.raws[i], otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, _ uint64) {
-		if t != otlpwire.StringValue || len(b) == 0 {
-			return
+	for _, a := range attrs {
+		if a.Type != otlpwire.StringValue || len(a.B) == 0 {
+			continue
 		}
 		for j := range best {
-			if string(key) == peerAttributes[j] {
-				best, name = j, b
-				return
+			if string(a.Key) == peerAttributes[j] {
+				best, name = j, a.B
+				break
 			}
 		}
-	})
+	}
 	return name
 }
 
@@ -244,7 +265,7 @@ func (db *DB) replayBlock(block, created uint64) error {
 		return slices.Clone(v), true, nil
 	}
 	traces := map[TraceID][]pairing.Span{}
-	raws := map[TraceID][][]byte{}
+	peers := map[TraceID][][]byte{}
 	services := map[uint32]uint32{} // group number → name number
 	it, err := db.spans.NewIter(nil)
 	if err != nil {
@@ -276,12 +297,11 @@ func (db *DB) replayBlock(block, created uint64) error {
 					svc = g.pairer.Intern(otlpwire.ServiceName(d.Raw))
 					services[fr.Num] = svc
 				}
+				g.spans, g.peers = traces[id], peers[id]
 				for _, raw := range fr.Spans {
-					f := otlpwire.Facts(raw)
-					g.spans, g.raws = traces[id], raws[id]
-					g.add(raw, svc, f.Start, max(f.End, f.Start)-f.Start, f.Error)
-					traces[id], raws[id] = g.spans, g.raws
+					g.addStored(raw, svc)
 				}
+				traces[id], peers[id] = g.spans, g.peers
 			}
 		}
 		if err := it.Error(); err != nil {
@@ -293,9 +313,13 @@ func (db *DB) replayBlock(block, created uint64) error {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
-	c := g.pairer.Cut(created, nil)
+	n := 0
+	for _, spans := range traces {
+		n += len(spans)
+	}
+	c := g.pairer.Cut(created, n, nil)
 	for _, id := range ids {
-		g.spans, g.raws = traces[id], raws[id]
+		g.spans, g.peers = traces[id], peers[id]
 		c.Trace(id, g.spans, g.peer)
 	}
 	c.End()

@@ -22,6 +22,7 @@
 package pairing
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/bits"
 	"slices"
@@ -86,21 +87,31 @@ type Pairer struct {
 	orphans map[uint64][]orphan
 	seq     uint64 // of the next generation
 	stats   Stats
+	scratch []entry // of the cuts' radix sorts
+	// lastPeer and lastPeerN remember the peer interned last: most client
+	// spans of a cut name a few peers, and comparing spares hashing.
+	lastPeer  []byte
+	lastPeerN uint32
 }
 
 // generation is what one cut left for later cuts to pair with.
 type generation struct {
-	seq, at  uint64
-	keys     []uint64 // span keys, ascending
-	services []uint32 // by keys
-	clients  []client // ascending by key
-	orphans  []uint64 // keys of the parents its orphans wait for
+	seq, at uint64
+	spans   []entry  // ascending by key
+	clients []client // in no order; entries point into it
+	orphans []uint64 // keys of the parents its orphans wait for
+}
+
+// entry is a span of a generation.
+type entry struct {
+	key     uint64
+	service uint32
+	client  int32 // index into clients, or -1
 }
 
 // client is a client or producer span naming a peer, until it gets a
 // child from another service.
 type client struct {
-	key             uint64
 	service, peer   uint32
 	start, duration uint64
 	err, answered   bool
@@ -128,6 +139,15 @@ func (p *Pairer) Intern(name []byte) uint32 {
 	p.names = append(p.names, string(name))
 	p.ids[p.names[n]] = n
 	return n
+}
+
+// internPeer interns a peer name, comparing it with the last first.
+func (p *Pairer) internPeer(name []byte) uint32 {
+	if p.lastPeer == nil || !bytes.Equal(name, p.lastPeer) {
+		p.lastPeerN = p.Intern(name)
+		p.lastPeer = append(p.lastPeer[:0], name...)
+	}
+	return p.lastPeerN
 }
 
 // Name returns the name numbered n.
@@ -160,22 +180,22 @@ type Cut struct {
 	p    *Pairer
 	emit func(Edge)
 	gen  *generation
-	byID []int32 // scratch: a trace's spans by ID
+	byID []int32 // scratch: a trace's spans by ID, an open-addressing table of index+1
 	seen []bool  // scratch: by span, got a child from another service
 }
 
 // Cut starts the cut made at time now, which must not be before the last
-// cut's. Generations whose window has passed let go first: their
-// unanswered clients are emitted as virtual edges. A nil emit drops the
-// edges, to replay cuts whose edges are stored already.
-func (p *Pairer) Cut(now uint64, emit func(Edge)) *Cut {
+// cut's, of about spans spans. Generations whose window has passed let go
+// first: their unanswered clients are emitted as virtual edges. A nil emit
+// drops the edges, to replay cuts whose edges are stored already.
+func (p *Pairer) Cut(now uint64, spans int, emit func(Edge)) *Cut {
 	if emit == nil {
 		emit = func(Edge) {}
 	}
 	for len(p.gens) > 0 && now-p.gens[0].at >= p.opts.Window {
 		p.expire(emit, false)
 	}
-	g := &generation{seq: p.seq, at: now}
+	g := &generation{seq: p.seq, at: now, spans: make([]entry, 0, spans)}
 	p.seq++
 	return &Cut{p: p, emit: emit, gen: g}
 }
@@ -185,9 +205,9 @@ func (p *Pairer) expire(emit func(Edge), early bool) {
 	g := p.gens[0]
 	p.gens[0] = nil
 	p.gens = p.gens[1:]
-	p.held -= len(g.keys)
+	p.held -= len(g.spans)
 	if early {
-		p.stats.Evicted += uint64(len(g.keys))
+		p.stats.Evicted += uint64(len(g.spans))
 	}
 	for _, c := range g.clients {
 		if !c.answered {
@@ -217,11 +237,7 @@ func (p *Pairer) expire(emit func(Edge), early bool) {
 // only of client and producer spans that got no child from another service.
 func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 	p, g := c.p, c.gen
-	c.byID = c.byID[:0]
-	for i := range spans {
-		c.byID = append(c.byID, int32(i))
-	}
-	slices.SortFunc(c.byID, func(a, b int32) int { return compareIDs(spans[a].ID, spans[b].ID) })
+	c.index(spans)
 	c.seen = slices.Grow(c.seen[:0], len(spans))[:len(spans)]
 	clear(c.seen)
 
@@ -230,11 +246,11 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 		if s.Parent == ([8]byte{}) {
 			continue
 		}
-		if j, ok := slices.BinarySearchFunc(c.byID, s.Parent, func(k int32, id [8]byte) int { return compareIDs(spans[k].ID, id) }); ok {
-			parent := &spans[c.byID[j]]
+		if j := c.find(spans, s.Parent); j >= 0 {
+			parent := &spans[j]
 			if parent.Service != s.Service {
 				c.emit(Edge{Parent: parent.Service, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
-				c.seen[c.byID[j]] = true
+				c.seen[j] = true
 			}
 			continue
 		}
@@ -252,23 +268,57 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 	for i := range spans {
 		s := &spans[i]
 		k := key(trace, s.ID)
-		if os, ok := p.orphans[k]; ok {
-			for _, o := range os {
-				if o.service != s.Service {
-					c.emit(Edge{Parent: s.Service, Child: o.service, Start: o.start, Duration: o.duration, Err: o.err})
-					c.seen[i] = true
+		if len(p.orphans) > 0 {
+			if os, ok := p.orphans[k]; ok {
+				for _, o := range os {
+					if o.service != s.Service {
+						c.emit(Edge{Parent: s.Service, Child: o.service, Start: o.start, Duration: o.duration, Err: o.err})
+						c.seen[i] = true
+					}
 				}
+				delete(p.orphans, k)
 			}
-			delete(p.orphans, k)
 		}
-		g.keys = append(g.keys, k)
-		g.services = append(g.services, s.Service)
-		if c.seen[i] || (s.Kind != kindClient && s.Kind != kindProducer) {
-			continue
+		e := entry{key: k, service: s.Service, client: -1}
+		if !c.seen[i] && (s.Kind == kindClient || s.Kind == kindProducer) {
+			if name := peer(i); len(name) > 0 {
+				e.client = int32(len(g.clients))
+				g.clients = append(g.clients, client{service: s.Service, peer: p.internPeer(name),
+					start: s.Start, duration: s.Duration, err: s.Err})
+			}
 		}
-		if name := peer(i); len(name) > 0 {
-			g.clients = append(g.clients, client{key: k, service: s.Service, peer: p.Intern(name),
-				start: s.Start, duration: s.Duration, err: s.Err})
+		g.spans = append(g.spans, e)
+	}
+}
+
+// index fills byID with a table of the trace's spans by ID: open
+// addressing, twice as many slots as spans. IDs are random, so their low
+// bits spread well.
+func (c *Cut) index(spans []Span) {
+	size := 1 << bits.Len(uint(2*len(spans)))
+	c.byID = slices.Grow(c.byID[:0], size)[:size]
+	clear(c.byID)
+	mask := uint64(size - 1)
+	for i := range spans {
+		for h := binary.LittleEndian.Uint64(spans[i].ID[:]) & mask; ; h = (h + 1) & mask {
+			if c.byID[h] == 0 {
+				c.byID[h] = int32(i + 1)
+				break
+			}
+		}
+	}
+}
+
+// find returns the index of the span with ID id in the trace indexed, or -1.
+func (c *Cut) find(spans []Span, id [8]byte) int {
+	mask := uint64(len(c.byID) - 1)
+	for h := binary.LittleEndian.Uint64(id[:]) & mask; ; h = (h + 1) & mask {
+		j := c.byID[h]
+		if j == 0 {
+			return -1
+		}
+		if spans[j-1].ID == id {
+			return int(j - 1)
 		}
 	}
 }
@@ -279,17 +329,15 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 	for i := len(p.gens) - 1; i >= 0; i-- {
 		g := p.gens[i]
-		j, ok := slices.BinarySearch(g.keys, k)
+		j, ok := slices.BinarySearchFunc(g.spans, k, func(e entry, k uint64) int { return cmpUint(e.key, k) })
 		if !ok {
 			continue
 		}
-		svc := g.services[j]
-		if svc != child {
-			if c, ok := slices.BinarySearchFunc(g.clients, k, func(c client, k uint64) int { return cmpUint(c.key, k) }); ok {
-				g.clients[c].answered = true
-			}
+		e := g.spans[j]
+		if e.service != child && e.client >= 0 {
+			g.clients[e.client].answered = true
 		}
-		return svc, true
+		return e.service, true
 	}
 	return 0, false
 }
@@ -298,17 +346,12 @@ func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 // oldest generations early if more than Options.MaxSpans would be held.
 func (c *Cut) End() {
 	p, g := c.p, c.gen
-	sortParallel(g.keys, g.services)
-	slices.SortFunc(g.clients, func(a, b client) int { return cmpUint(a.key, b.key) })
+	p.scratch = radixSort(g.spans, p.scratch)
 	p.gens = append(p.gens, g)
-	p.held += len(g.keys)
+	p.held += len(g.spans)
 	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
 		p.expire(c.emit, true)
 	}
-}
-
-func compareIDs(a, b [8]byte) int {
-	return cmpUint(binary.BigEndian.Uint64(a[:]), binary.BigEndian.Uint64(b[:]))
 }
 
 func cmpUint(a, b uint64) int {
@@ -321,18 +364,29 @@ func cmpUint(a, b uint64) int {
 	return 0
 }
 
-// sortParallel sorts keys ascending and vals along with them.
-func sortParallel(keys []uint64, vals []uint32) {
-	idx := make([]int32, len(keys))
-	for i := range idx {
-		idx[i] = int32(i)
+// radixSort sorts entries by key, a byte at a time, with scratch of the
+// same length, which it returns for reuse. A cut sorts hundreds of
+// thousands of random keys; comparison sorts take several times longer.
+func radixSort(entries, scratch []entry) []entry {
+	scratch = slices.Grow(scratch[:0], len(entries))[:len(entries)]
+	src, dst := entries, scratch
+	for shift := 0; shift < 64; shift += 8 {
+		var counts [256]int
+		for _, e := range src {
+			counts[byte(e.key>>shift)]++
+		}
+		sum := 0
+		for i, n := range counts {
+			counts[i] = sum
+			sum += n
+		}
+		for _, e := range src {
+			b := byte(e.key >> shift)
+			dst[counts[b]] = e
+			counts[b]++
+		}
+		src, dst = dst, src
 	}
-	slices.SortFunc(idx, func(a, b int32) int { return cmpUint(keys[a], keys[b]) })
-	k2 := make([]uint64, len(keys))
-	v2 := make([]uint32, len(vals))
-	for i, j := range idx {
-		k2[i], v2[i] = keys[j], vals[j]
-	}
-	copy(keys, k2)
-	copy(vals, v2)
+	// Eight passes leave the sorted entries back in entries.
+	return scratch
 }

@@ -131,7 +131,7 @@ func model(traces []genTrace, at []uint64, window uint64, name func(uint32) stri
 // feed runs cut number i through p: every trace's spans that arrive then,
 // shuffled.
 func feed(p *Pairer, rng *rand.Rand, traces []genTrace, i int, at uint64, emit func(Edge)) {
-	c := p.Cut(at, emit)
+	c := p.Cut(at, 0, emit)
 	for _, tr := range traces {
 		var spans []Span
 		var peers []string
@@ -200,7 +200,7 @@ func TestPairingMatchesModel(t *testing.T) {
 				stragglers -= q.Stats().Stragglers
 				p = q
 			}
-			p.Cut(at[cuts-1]+window, emit(p)).End()
+			p.Cut(at[cuts-1]+window, 0, emit(p)).End()
 			stragglers += p.Stats().Stragglers
 
 			want, wantStragglers := model(traces, at, window, p.Name)
@@ -241,7 +241,7 @@ func TestMaxSpans(t *testing.T) {
 	web, db := p.Intern([]byte("web")), p.Intern([]byte("postgresql"))
 	var virtual int
 	for i := range 5 {
-		c := p.Cut(uint64(i), func(e Edge) {
+		c := p.Cut(uint64(i), 4, func(e Edge) {
 			if e.Virtual && e.Parent == web && e.Child == db {
 				virtual++
 			}
