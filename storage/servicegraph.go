@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
@@ -333,26 +334,25 @@ func (db *DB) replayBlock(block, created uint64) error {
 // virtual node after the real one of the same names.
 func (db *DB) ServiceGraph(ctx context.Context, from, to time.Time) ([]Edge, error) {
 	first, end := unixNanos(from)/minuteNanos, (unixNanos(to)+minuteNanos-1)/minuteNanos
-	type key struct {
-		parent, child string
-		virtual       bool
-	}
-	sums := map[key]*Edge{}
+	// Sums by parent, child and virtual, joined in one key: looking a
+	// key up from bytes allocates nothing.
+	sums := map[string]*Edge{}
+	var key []byte
 	err := db.scanAggregates(ctx, first*minuteNanos, end*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
 		lo := max(first, (notBefore+minuteNanos-1)/minuteNanos)
-		return codec.DecodeServiceGraph(payload, func(e *codec.GraphEdge) {
+		return codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) *histogram.Histogram {
 			if e.Minute < lo || e.Minute >= end {
-				return
+				return nil
 			}
-			k := key{e.Parent, e.Child, e.Virtual}
-			s := sums[k]
+			key = append(binary.AppendUvarint(key[:0], uint64(len(e.Parent))), e.Parent...)
+			key = append(append(key, e.Child...), boolByte(e.Virtual))
+			s := sums[string(key)]
 			if s == nil {
-				s = &Edge{Parent: e.Parent, Child: e.Child, Virtual: e.Virtual}
-				sums[k] = s
+				s = &Edge{Parent: string(e.Parent), Child: string(e.Child), Virtual: e.Virtual}
+				sums[string(key)] = s
 			}
-			s.Calls += e.Latency.Count()
 			s.Errors += e.Errors
-			s.Latency.Merge(&e.Latency)
+			return &s.Latency
 		})
 	})
 	if err != nil {
@@ -360,12 +360,20 @@ func (db *DB) ServiceGraph(ctx context.Context, from, to time.Time) ([]Edge, err
 	}
 	out := make([]Edge, 0, len(sums))
 	for _, e := range sums {
+		e.Calls = e.Latency.Count()
 		out = append(out, *e)
 	}
 	slices.SortFunc(out, func(a, b Edge) int {
 		return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child), compareBool(a.Virtual, b.Virtual))
 	})
 	return out, nil
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // compareBool orders false before true.
