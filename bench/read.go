@@ -13,12 +13,15 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/access"
 	"cairn/internal/rawcodec"
+	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
 )
 
@@ -304,7 +307,37 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 		rep.LargestTraceSpans = largest.spans
 		rep.LargestTraceMs, _, _ = percentiles(largestTimes)
 	}
-	return r.search(ctx, o, pool, sent, rep, rng)
+	if err := r.search(ctx, o, pool, sent, rep, rng); err != nil {
+		return err
+	}
+	return r.spanMetrics(ctx, o, pool, sent, rep, rng)
+}
+
+// spanMetrics times cairn.analysis.v1 GetSpanMetrics of a random service
+// over the hour up to the end of the run's window, at one-minute steps. A
+// reader that does not serve it, not being cairn, is passed over.
+func (r *reader) spanMetrics(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report, rng *rand.Rand) error {
+	_, to := pool.Window(sent)
+	var times []time.Duration
+	for range o.Queries {
+		req := &analysispb.GetSpanMetricsRequest{Service: pool.services[rng.IntN(len(pool.services))].Name,
+			StartTime: timestamppb.New(to.Add(-time.Hour)), EndTime: timestamppb.New(to), Step: durationpb.New(time.Minute)}
+		var resp rawcodec.Message
+		t := time.Now()
+		err := r.conn.Invoke(ctx, analysispb.Analysis_GetSpanMetrics_FullMethodName, req, &resp)
+		d := time.Since(t)
+		if status.Code(err) == codes.Unimplemented {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("span metrics: %w", err)
+		}
+		times = append(times, d)
+	}
+	sr := SearchReport{Shape: "span metrics, 1 h at 1 min", Queries: len(times), TargetP99Ms: searchTargetP99Ms}
+	sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
+	rep.SpanMetrics = &sr
+	return nil
 }
 
 // completenessChecks is how many of the settled reads of each size class

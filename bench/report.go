@@ -71,9 +71,12 @@ type Report struct {
 	LargestTraceSpans int               `json:"largest_trace_spans,omitempty"`
 	LargestTraceMs    float64           `json:"largest_trace_ms,omitempty"`
 	Searches          []SearchReport    `json:"searches,omitempty"`
-	TracesChecked     int               `json:"traces_checked,omitempty"`
-	TracesComplete    int               `json:"traces_complete,omitempty"`
-	CompleteFraction  float64           `json:"complete_fraction,omitempty"`
+	// SpanMetrics times span metrics queries of one service, settled; nil
+	// if the reader does not serve them.
+	SpanMetrics      *SearchReport `json:"span_metrics,omitempty"`
+	TracesChecked    int           `json:"traces_checked,omitempty"`
+	TracesComplete   int           `json:"traces_complete,omitempty"`
+	CompleteFraction float64       `json:"complete_fraction,omitempty"`
 
 	Timeline Timeline `json:"timeline"`
 
@@ -280,6 +283,9 @@ func (r *Report) figureRows() []row {
 		}
 		for _, s := range ph.searches {
 			add("search "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%.1f traces/search, %d searches", s.MeanTraces, s.Queries))
+		}
+		if s := r.SpanMetrics; ph.name == "settled" && s != nil {
+			add(s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries of one service", s.Queries))
 		}
 		if ph.failed > 0 {
 			add("failed reads", fmt.Sprint(ph.failed), ph.firstError)

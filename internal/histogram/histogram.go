@@ -73,21 +73,29 @@ func (h *Histogram) Add(ns uint64) {
 }
 
 // AddN adds n to the count of bucket i, leaving count and sum alone.
+// counts grow a power of two's buckets at a time, so that durations
+// arriving in any order reallocate them once per power they reach.
 func (h *Histogram) AddN(i int, n uint64) {
 	switch {
 	case len(h.counts) == 0:
-		h.first = i
-		h.counts = append(h.counts[:0], n)
-		return
+		h.first = rowStart(i)
+		h.counts = append(h.counts[:0], make([]uint64, rowEnd(i)-h.first)...)
 	case i < h.first:
-		grown := make([]uint64, h.first-i+len(h.counts), h.first-i+cap(h.counts))
-		copy(grown[h.first-i:], h.counts)
-		h.counts, h.first = grown, i
+		first := rowStart(i)
+		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
+		copy(grown[h.first-first:], h.counts)
+		h.counts, h.first = grown, first
 	case i >= h.first+len(h.counts):
-		h.counts = append(h.counts, make([]uint64, i-h.first-len(h.counts)+1)...)
+		h.counts = append(h.counts, make([]uint64, rowEnd(i)-h.first-len(h.counts))...)
 	}
 	h.counts[i-h.first] += n
 }
+
+// rowStart and rowEnd bound the buckets of i's power of two (its row of
+// 64; the first row holds the 128 exact buckets).
+func rowStart(i int) int { return max(i>>subBits, 1)<<subBits - 1<<subBits }
+
+func rowEnd(i int) int { return max(i>>subBits, 1)<<subBits + 1<<subBits }
 
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
