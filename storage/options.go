@@ -112,7 +112,7 @@ type Options struct {
 	PairingWindow time.Duration
 
 	// PairingMaxSpans bounds the spans held in memory for pairing, about
-	// 12 bytes each (client and producer spans waiting for a child about 40
+	// 16 bytes each (client and producer spans waiting for a child 32
 	// more). Past it the oldest cuts' spans are let go before their window
 	// passes, and counted.
 	//
