@@ -16,9 +16,12 @@
 //
 // A generation is held for the window, measured in cut times; then its
 // unanswered clients become virtual edges and its orphans stragglers. A
-// pairer's state is a function of the cuts of the last two windows: feeding
-// those again to an empty pairer, in order and with their times, and
-// dropping what it emits, rebuilds the state a restart lost (see Replay).
+// pairer's state is a function of the cuts of the last two windows (while
+// Options.MaxSpans lets none go early): a span pairs only with spans of
+// cuts less than a window before or after its own, so feeding those cuts
+// again to an empty pairer, in order and with their times, and dropping
+// what it emits, rebuilds the state a restart lost. What the first window
+// of them gets wrong, lacking older cuts, has expired by the last cut.
 package pairing
 
 import (
