@@ -89,6 +89,7 @@ type Pairer struct {
 	held    int           // spans in gens
 	orphans map[uint64][]orphan
 	seq     uint64 // of the next generation
+	last    uint64 // time of the last cut
 	stats   Stats
 	scratch []entry // of the cuts' radix sorts
 	// lastPeer and lastPeerN remember the peer interned last: most client
@@ -187,14 +188,17 @@ type Cut struct {
 	seen []bool  // scratch: by span, got a child from another service
 }
 
-// Cut starts the cut made at time now, which must not be before the last
-// cut's, of about spans spans. Generations whose window has passed let go
-// first: their unanswered clients are emitted as virtual edges. A nil emit
-// drops the edges, to replay cuts whose edges are stored already.
+// Cut starts the cut made at time now, of about spans spans; a time before
+// the last cut's, from a clock set back, counts as the last cut's.
+// Generations whose window has passed let go first: their unanswered
+// clients are emitted as virtual edges. A nil emit drops the edges, to
+// replay cuts whose edges are stored already.
 func (p *Pairer) Cut(now uint64, spans int, emit func(Edge)) *Cut {
 	if emit == nil {
 		emit = func(Edge) {}
 	}
+	now = max(now, p.last)
+	p.last = now
 	for len(p.gens) > 0 && now-p.gens[0].at >= p.opts.Window {
 		p.expire(emit, false)
 	}

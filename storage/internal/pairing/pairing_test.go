@@ -260,3 +260,21 @@ func TestMaxSpans(t *testing.T) {
 		t.Errorf("evicted %d, virtual edges %d; want 12 and 12", s.Evicted, virtual)
 	}
 }
+
+// TestClockSetBack checks that a cut timed before the last, as a clock set
+// back gives, counts as made at the last cut's time rather than letting
+// every generation go.
+func TestClockSetBack(t *testing.T) {
+	p := New(Options{Window: 100, MaxSpans: 100})
+	web, orders := p.Intern([]byte("web")), p.Intern([]byte("orders"))
+	c := p.Cut(1000, 1, nil)
+	c.Trace([16]byte{1}, []Span{{ID: [8]byte{1}, Service: web, Kind: kindClient}}, func(int) []byte { return []byte("orders") })
+	c.End()
+	var edges []Edge
+	c = p.Cut(10, 1, func(e Edge) { edges = append(edges, e) })
+	c.Trace([16]byte{1}, []Span{{ID: [8]byte{2}, Parent: [8]byte{1}, Service: orders}}, func(int) []byte { return nil })
+	c.End()
+	if len(edges) != 1 || edges[0].Virtual || edges[0].Parent != web || edges[0].Child != orders {
+		t.Fatalf("edges %+v, want web -> orders", edges)
+	}
+}
