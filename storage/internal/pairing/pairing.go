@@ -354,6 +354,10 @@ func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 func (c *Cut) End() {
 	p, g := c.p, c.gen
 	p.scratch = radixSort(g.spans, p.scratch)
+	// Held for a window: what append left spare would be held too.
+	if cap(g.clients) > len(g.clients)+len(g.clients)/8 {
+		g.clients = slices.Clone(g.clients)
+	}
 	p.gens = append(p.gens, g)
 	p.held += len(g.spans)
 	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
