@@ -94,7 +94,8 @@ func (b blockEdges) section(p uint32) []byte {
 		edges = append(edges, *e)
 	}
 	slices.SortFunc(edges, func(x, y codec.GraphEdge) int {
-		return cmp.Or(cmp.Compare(x.Minute, y.Minute), cmp.Compare(x.Parent, y.Parent), cmp.Compare(x.Child, y.Child))
+		return cmp.Or(cmp.Compare(x.Minute, y.Minute), cmp.Compare(x.Parent, y.Parent), cmp.Compare(x.Child, y.Child),
+			compareBool(x.Virtual, y.Virtual))
 	})
 	return codec.AppendServiceGraph(nil, edges)
 }
