@@ -138,7 +138,8 @@ func exportRequests(rng *rand.Rand, traces [][]*graphSpan, i int) [][]byte {
 }
 
 // TestServiceGraphMatchesModel stores generated traces whose spans arrive
-// shuffled over many requests and cuts, with a restart among them, and
+// shuffled over many requests and cuts, with a restart among them (a
+// graceful stop, or a crash whose last requests the log gives back), and
 // checks every edge's calls and errors against the brute-force model.
 func TestServiceGraphMatchesModel(t *testing.T) {
 	for seed := uint64(1); seed <= 3; seed++ {
@@ -168,12 +169,19 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 				for _, req := range exportRequests(rng, traces, i) {
 					write(t, db, req)
 				}
-				if i == restart {
-					// The last requests are replayed from the log.
+				if i == restart && seed%2 == 0 {
+					// A graceful stop cuts the live buffer.
 					if err := db.Close(); err != nil {
 						t.Fatal(err)
 					}
 					db = open()
+				}
+				if i == restart && seed%2 == 1 {
+					// After a crash the live buffer's spans are replayed
+					// from the log and cut at once, by the flusher.
+					crash(t, db)
+					db = open()
+					waitCut(t, db)
 				}
 				if err := db.cut(); err != nil {
 					t.Fatal(err)
@@ -211,6 +219,22 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 				t.Errorf("only %d edges: the test pairs too little", len(want))
 			}
 		})
+	}
+}
+
+// waitCut waits for the flusher to have cut what the live buffer holds.
+func waitCut(t *testing.T, db *DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		db.mu.Lock()
+		done := db.live.spans == 0 && db.frozen == nil
+		db.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed spans were not cut within 10s")
+		}
 	}
 }
 
