@@ -117,7 +117,7 @@ func (g *serviceGraph) cut(now uint64, spans int, traces []*liveTrace) blockEdge
 			}
 			g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
 				Start: s.start, Duration: s.duration(), Err: s.err})
-			g.peers = append(g.peers, s.peer())
+			g.peers = append(g.peers, s.peerName())
 		}
 		c.Trace(t.id, g.spans, g.peer)
 	}
