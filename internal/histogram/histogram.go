@@ -73,31 +73,59 @@ func (h *Histogram) Add(ns uint64) {
 }
 
 // AddN adds n to the count of bucket i, leaving count and sum alone.
+// counts grow a power of two's buckets at a time, so that durations
+// arriving in any order reallocate them once per power they reach.
 func (h *Histogram) AddN(i int, n uint64) {
 	switch {
 	case len(h.counts) == 0:
-		h.first = i
-		h.counts = append(h.counts[:0], n)
-		return
+		h.first = rowStart(i)
+		h.counts = append(h.counts[:0], make([]uint64, rowEnd(i)-h.first)...)
 	case i < h.first:
-		grown := make([]uint64, h.first-i+len(h.counts), h.first-i+cap(h.counts))
-		copy(grown[h.first-i:], h.counts)
-		h.counts, h.first = grown, i
+		first := rowStart(i)
+		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
+		copy(grown[h.first-first:], h.counts)
+		h.counts, h.first = grown, first
 	case i >= h.first+len(h.counts):
-		h.counts = append(h.counts, make([]uint64, i-h.first-len(h.counts)+1)...)
+		h.counts = append(h.counts, make([]uint64, rowEnd(i)-h.first-len(h.counts))...)
 	}
 	h.counts[i-h.first] += n
 }
 
+// rowStart and rowEnd bound the buckets of i's power of two (its row of
+// 64; the first row holds the 128 exact buckets).
+func rowStart(i int) int { return max(i>>subBits, 1)<<subBits - 1<<subBits }
+
+func rowEnd(i int) int { return max(i>>subBits, 1)<<subBits + 1<<subBits }
+
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
-	for j, n := range o.counts {
-		if n > 0 {
-			h.AddN(o.first+j, n)
+	if len(o.counts) > 0 {
+		// Growing h once to o's range, rather than bucket by bucket,
+		// spares a copy for each bucket of o below h's.
+		h.cover(o.first, o.first+len(o.counts)-1)
+		for j, n := range o.counts {
+			h.counts[o.first+j-h.first] += n
 		}
 	}
 	h.count += o.count
 	h.sum = addSat(h.sum, o.sum)
+}
+
+// cover grows counts to hold buckets lo to hi.
+func (h *Histogram) cover(lo, hi int) {
+	if len(h.counts) == 0 {
+		h.first = lo
+		h.counts = append(h.counts[:0], make([]uint64, hi-lo+1)...)
+		return
+	}
+	if lo < h.first {
+		grown := make([]uint64, h.first-lo+len(h.counts), h.first-lo+max(cap(h.counts), hi-h.first+1))
+		copy(grown[h.first-lo:], h.counts)
+		h.counts, h.first = grown, lo
+	}
+	if hi >= h.first+len(h.counts) {
+		h.counts = append(h.counts, make([]uint64, hi-h.first-len(h.counts)+1)...)
+	}
 }
 
 // Reset empties h, keeping its memory.
@@ -185,26 +213,33 @@ func (h *Histogram) Append(dst []byte) []byte {
 // Buckets counts.
 func (h *Histogram) Decode(r *binread.Reader) {
 	h.Reset()
-	h.sum = r.Uvarint()
+	h.DecodeAdd(r)
+}
+
+// DecodeAdd reads a histogram that Append wrote from r and adds its counts
+// to h, touching only the buckets it has counts in, and returns how many
+// durations it held. Corrupt input fails r and may leave part of it added.
+func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
+	h.sum = addSat(h.sum, r.Uvarint())
 	runs := r.Count(3)
-	next := uint64(0)
+	next, added := uint64(0), uint64(0)
 	for range runs {
 		gap := r.Uvarint()
 		n := uint64(r.Count(1))
 		if r.Err != nil {
-			return
+			return added
 		}
 		start := next + gap
 		if gap >= Buckets || start >= Buckets || n > Buckets-start {
 			r.Fail("histogram bucket out of range")
-			return
+			return added
 		}
 		for i := range n {
 			c := r.Uvarint()
 			var carry uint64
-			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
+			if added, carry = bits.Add64(added, c, 0); carry != 0 {
 				r.Fail("histogram count overflows")
-				return
+				return added
 			}
 			if c > 0 {
 				h.AddN(int(start+i), c)
@@ -212,4 +247,6 @@ func (h *Histogram) Decode(r *binread.Reader) {
 		}
 		next = start + n
 	}
+	h.count += added
+	return added
 }
