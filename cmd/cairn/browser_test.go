@@ -172,9 +172,26 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	if want := []string{"checkout: GET /checkout", "checkout: charge", "payments: Charge"}; !slices.Equal(names, want) {
 		t.Errorf("waterfall rows %v, want %v", names, want)
 	}
+	// The critical path's spans are outlined, as the API answers them.
+	var path struct {
+		Segments []struct {
+			SpanID string `json:"span_id"`
+		} `json:"segments"`
+	}
+	apiGet(t, s, "/api/v1/traces/"+failed+"/critical-path", &path)
+	onPath := map[string]bool{}
+	for _, sg := range path.Segments {
+		onPath[sg.SpanID] = true
+	}
+	if got := eval[string](b, `document.querySelector('.crit-count').textContent`); len(onPath) == 0 || got != fmt.Sprintf("%d spans", len(onPath)) {
+		t.Errorf("trace view says the critical path has %s, the API %d", got, len(onPath))
+	}
+	if n := eval[int](b, `document.querySelectorAll('.row.crit').length`); n != len(onPath) {
+		t.Errorf("%d rows outlined as on the critical path, want %d", n, len(onPath))
+	}
 	b.do("open the failed span", chromedp.Click(`.row.err .op`), chromedp.WaitVisible(`.detail h2`))
 	detail := eval[string](b, `document.querySelector('.detail').textContent`)
-	for _, want := range []string{"Charge", "error: card declined", "exception", "exception.message", "service.name", "payments", "shop/payments"} {
+	for _, want := range []string{"Charge", "error: card declined", "Critical path", "of self time on it", "% of the path", "exception", "exception.message", "service.name", "payments", "shop/payments"} {
 		if !strings.Contains(detail, want) {
 			t.Errorf("span details lack %q: %s", want, detail)
 		}

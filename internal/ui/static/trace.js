@@ -12,15 +12,29 @@ const overscan = 8;
 export async function render(main, route) {
   const id = route.args[0] || '';
   main.append(h('p', { class: 'muted' }, 'Loading trace…'));
-  const trace = await get('/api/v1/traces/' + encodeURIComponent(id));
-  main.replaceChildren();
-  // critical holds the IDs of the spans on the trace's critical path, whose
-  // bars are outlined (.row.crit). Nothing serves the critical path yet;
-  // once the analysis API does, its span IDs go here.
-  const view = new Waterfall(trace, { critical: new Set() });
-  main.append(view.el);
+  const base = '/api/v1/traces/' + encodeURIComponent(id);
+  // The critical path is asked for with the trace; a trace it cannot be
+  // found for (too large to analyse, say) is still shown, without it.
+  const path = get(base + '/critical-path').catch(() => null);
+  const trace = await get(base);
+  const view = new Waterfall(trace, criticalPath(await path));
+  main.replaceChildren(view.el);
   view.start();
   return () => view.stop();
+}
+
+// criticalPath turns the API's critical path into the IDs of the spans on
+// it and the self time on it of each span and of each operation.
+export function criticalPath(p) {
+  const critical = new Set();
+  const selfBySpan = new Map();
+  const selfByOp = new Map();
+  for (const sg of p?.segments || []) {
+    critical.add(sg.span_id);
+    selfBySpan.set(sg.span_id, (selfBySpan.get(sg.span_id) || 0) + nanosSince(sg.end_unix_nano, sg.start_unix_nano));
+  }
+  for (const o of p?.operations || []) selfByOp.set(o.service + '\u0000' + o.operation, o);
+  return { critical, selfBySpan, selfByOp, found: !!p };
 }
 
 // model links the spans into trees: roots are spans without a parent, and
@@ -88,9 +102,11 @@ function countDescendants(roots) {
 }
 
 class Waterfall {
-  constructor(trace, { critical }) {
+  constructor(trace, { critical = new Set(), selfBySpan = new Map(), selfByOp = new Map() } = {}) {
     this.trace = trace;
     this.critical = critical;
+    this.selfBySpan = selfBySpan;
+    this.selfByOp = selfByOp;
     const { roots, total } = model(trace);
     this.roots = roots;
     this.total = total;
@@ -142,6 +158,7 @@ class Waterfall {
         fact('Spans', h('span', { class: 'span-count' }, t.span_count)),
         fact('Services', services.size),
         fact('Errors', h('span', { class: errors ? 'error-count err' : 'error-count' }, errors)),
+        this.critical.size ? fact('Critical path', h('span', { class: 'crit-count', title: 'outlined bars' }, `${this.critical.size} spans`)) : null,
         orphans ? fact('Orphans', h('span', { class: 'orphan-count' }, orphans)) : null,
         h('a', {
           class: 'otlp', href: otlp,
@@ -420,6 +437,7 @@ class Waterfall {
         dd('Parent', span.parent_span_id ? h('code', {}, span.parent_span_id + (span.orphan ? ' (not in the trace)' : '')) : 'none: a root'),
         dd('Start', `${since(span.start_unix_nano)} after the trace's start`),
         dd('Duration', duration(span.duration_ns)),
+        this.critical.has(span.span_id) ? dd('Critical path', this.pathNote(span)) : null,
         dd('Status', h('span', { class: span.status.code === 'error' ? 'err' : '' }, span.status.code + (span.status.message ? `: ${span.status.message}` : ''))),
         span.trace_state ? dd('Trace state', span.trace_state) : null,
         span.dropped ? dd('Dropped', `${span.dropped.attributes} attributes, ${span.dropped.events} events, ${span.dropped.links} links`) : null),
@@ -430,6 +448,15 @@ class Waterfall {
         h('div', { class: 'link' }, h('a', { href: '#/trace/' + l.trace_id }, h('code', {}, `${l.trace_id} / ${l.span_id}`)), attrTable(l.attributes))) : null),
       section('Resource', attrTable(res.attributes)),
       section('Scope', h('p', {}, scope.name ? `${scope.name} ${scope.version || ''}` : '(none)'), scope.attributes.length ? attrTable(scope.attributes) : null));
+  }
+
+  // pathNote says how long the span holds the critical path up, and how
+  // long its operation does in all.
+  pathNote(span) {
+    const own = duration(this.selfBySpan.get(span.span_id) || 0);
+    const op = this.selfByOp.get(span.service + '\u0000' + span.name);
+    const note = op ? `; ${span.name} in all: ${duration(op.self_ms * 1e6)}, ${(op.share * 100).toFixed(1)}% of the path` : '';
+    return h('span', { class: 'crit-note' }, `this span: ${own} of self time on it${note}`);
   }
 }
 
