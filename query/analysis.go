@@ -34,6 +34,9 @@ type spanMetricsArgs struct {
 	step      time.Duration
 	quantiles []float64
 	keep      func(*storage.SpanSeries) bool
+	// byService merges the series of each service into one, of all its
+	// operations and kinds kept; the web UI's services page asks for it.
+	byService bool
 }
 
 func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMetricsArgs, error) {
@@ -127,6 +130,14 @@ func (a analysis) GetSpanMetrics(ctx context.Context, req *analysispb.GetSpanMet
 	if err != nil {
 		return nil, err
 	}
+	series, err := a.spanMetrics(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	return &analysispb.GetSpanMetricsResponse{Series: series}, nil
+}
+
+func (a analysis) spanMetrics(ctx context.Context, args spanMetricsArgs) ([]*analysispb.SpanMetricsSeries, error) {
 	leave, err := a.reads.enter(ctx)
 	if err != nil {
 		return nil, err
@@ -139,7 +150,7 @@ func (a analysis) GetSpanMetrics(ctx context.Context, req *analysispb.GetSpanMet
 		}
 		return nil, status.Errorf(codes.Internal, "span metrics: %v", err)
 	}
-	return &analysispb.GetSpanMetricsResponse{Series: args.steps(stored)}, nil
+	return args.steps(stored), nil
 }
 
 // step is what one step of a series adds up to: all its calls, and those
@@ -166,12 +177,15 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	nsteps := int((args.to.Sub(args.from) + args.step - 1) / args.step)
 	for _, s := range stored {
 		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
+		if args.byService {
+			k.operation, k.kind = "", 0
+		}
 		i, ok := index[k]
 		if !ok {
 			i = len(out)
 			index[k] = i
-			out = append(out, &analysispb.SpanMetricsSeries{Service: s.Service, Operation: s.Name,
-				SpanKind: analysispb.SpanKind(s.Kind), Overflow: s.Overflow})
+			out = append(out, &analysispb.SpanMetricsSeries{Service: k.service, Operation: k.operation,
+				SpanKind: analysispb.SpanKind(k.kind), Overflow: s.Overflow})
 			steps = append(steps, make([]*step, nsteps))
 		}
 		for m := range s.Minutes {

@@ -36,6 +36,8 @@ func (q *Service) HTTPHandler() http.Handler {
 	mux.Handle("GET /api/v1/traces/{id}", s.api("http_trace", s.httpTrace))
 	mux.Handle("GET /api/v1/traces/{id}/otlp", s.api("http_trace_otlp", s.httpTraceOTLP))
 	mux.Handle("GET /api/v1/traces/{id}/critical-path", s.api("http_critical_path", s.httpCriticalPath))
+	mux.Handle("GET /api/v1/span-metrics", s.api("http_span_metrics", s.httpSpanMetrics))
+	mux.Handle("GET /api/v1/service-graph", s.api("http_service_graph", s.httpServiceGraph))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API call %s %s", r.Method, r.URL.Path))
 	})

@@ -5,6 +5,10 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strconv"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/query/analysispb"
 )
@@ -56,4 +60,188 @@ func (s *service) httpCriticalPath(ctx context.Context, w http.ResponseWriter, r
 		out.Operations = append(out.Operations, operationSelfJSON{o.Service, o.Operation, o.SelfMs, o.Share})
 	}
 	return writeJSON(w, http.StatusOK, out)
+}
+
+// timeParam reads an RFC 3339 time parameter; nil if absent.
+func timeParam(r *http.Request, name string) (*timestamppb.Timestamp, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return nil, nil
+	}
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, badRequest("%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", name, v)
+	}
+	return timestamppb.New(at), nil
+}
+
+// windowParams reads a window given as start and end, or as since, the
+// time before now.
+func windowParams(r *http.Request, now time.Time) (start, end *timestamppb.Timestamp, err error) {
+	if since := r.URL.Query().Get("since"); since != "" {
+		if r.URL.Query().Get("start") != "" || r.URL.Query().Get("end") != "" {
+			return nil, nil, badRequest("give since or start/end, not both")
+		}
+		d, err := time.ParseDuration(since)
+		if err != nil || d <= 0 {
+			return nil, nil, badRequest("since %q is not a positive duration such as 15m or 1h", since)
+		}
+		return timestamppb.New(now.Add(-d)), timestamppb.New(now), nil
+	}
+	if start, err = timeParam(r, "start"); err != nil {
+		return nil, nil, err
+	}
+	end, err = timeParam(r, "end")
+	return start, end, err
+}
+
+// quantileParams reads the repeated quantile parameter.
+func quantileParams(r *http.Request) ([]float64, error) {
+	var qs []float64
+	for _, v := range r.URL.Query()["quantile"] {
+		q, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, badRequest("quantile %q is not a number", v)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
+}
+
+type quantileJSON struct {
+	Quantile   float64 `json:"quantile"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+func quantilesJSON(qs []*analysispb.Quantile) []quantileJSON {
+	out := []quantileJSON{}
+	for _, q := range qs {
+		out = append(out, quantileJSON{q.Quantile, q.DurationMs})
+	}
+	return out
+}
+
+type exemplarJSON struct {
+	TraceID    string  `json:"trace_id"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+func exemplarsJSON(es []*analysispb.Exemplar) []exemplarJSON {
+	out := []exemplarJSON{}
+	for _, e := range es {
+		out = append(out, exemplarJSON{hex.EncodeToString(e.TraceId), e.DurationMs})
+	}
+	return out
+}
+
+type spanMetricsSeriesJSON struct {
+	Service   string                 `json:"service"`
+	Operation string                 `json:"operation"`
+	SpanKind  string                 `json:"span_kind"`
+	Overflow  bool                   `json:"overflow"`
+	Points    []spanMetricsPointJSON `json:"points"`
+}
+
+type spanMetricsPointJSON struct {
+	Time          string         `json:"time"`
+	Calls         uint64         `json:"calls"`
+	Errors        uint64         `json:"errors"`
+	DurationSumMS float64        `json:"duration_sum_ms"`
+	Quantiles     []quantileJSON `json:"quantiles"`
+	Slowest       []exemplarJSON `json:"slowest"`
+	Failing       []exemplarJSON `json:"failing"`
+}
+
+func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := allowParams(r, "service", "operation", "span_kind", "start", "end", "since", "step", "quantile", "by"); err != nil {
+		return err
+	}
+	v := r.URL.Query()
+	req := &analysispb.GetSpanMetricsRequest{Service: v.Get("service"), Operation: v.Get("operation")}
+	var err error
+	if req.StartTime, req.EndTime, err = windowParams(r, time.Now()); err != nil {
+		return err
+	}
+	for _, k := range v["span_kind"] {
+		kind, ok := kindByName[k]
+		if !ok || k == "" {
+			return badRequest("unknown span_kind %q: want server, client, producer, consumer or internal", k)
+		}
+		req.SpanKinds = append(req.SpanKinds, analysispb.SpanKind(kind))
+	}
+	if st := v.Get("step"); st != "" {
+		d, err := time.ParseDuration(st)
+		if err != nil {
+			return badRequest("step %q is not a duration such as 1m or 1h", st)
+		}
+		req.Step = durationpb.New(d)
+	}
+	if req.Quantiles, err = quantileParams(r); err != nil {
+		return err
+	}
+	a := analysis{service: s}
+	args, err := a.spanMetricsArgs(req)
+	if err != nil {
+		return err
+	}
+	switch v.Get("by") {
+	case "", "operation":
+	case "service":
+		args.byService = true
+	default:
+		return badRequest("by %q is not service or operation", v.Get("by"))
+	}
+	series, err := a.spanMetrics(ctx, args)
+	if err != nil {
+		return err
+	}
+	out := []spanMetricsSeriesJSON{}
+	for _, se := range series {
+		sj := spanMetricsSeriesJSON{Service: se.Service, Operation: se.Operation, SpanKind: kindName(int32(se.SpanKind)),
+			Overflow: se.Overflow, Points: []spanMetricsPointJSON{}}
+		for _, p := range se.Points {
+			sj.Points = append(sj.Points, spanMetricsPointJSON{Time: p.Time.AsTime().UTC().Format(time.RFC3339), Calls: p.Calls,
+				Errors: p.Errors, DurationSumMS: p.DurationSumMs, Quantiles: quantilesJSON(p.Quantiles),
+				Slowest: exemplarsJSON(p.Slowest), Failing: exemplarsJSON(p.Failing)})
+		}
+		out = append(out, sj)
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Series []spanMetricsSeriesJSON `json:"series"`
+	}{out})
+}
+
+type serviceGraphEdgeJSON struct {
+	Parent        string         `json:"parent"`
+	Child         string         `json:"child"`
+	Virtual       bool           `json:"virtual"`
+	Calls         uint64         `json:"calls"`
+	Errors        uint64         `json:"errors"`
+	DurationSumMS float64        `json:"duration_sum_ms"`
+	Quantiles     []quantileJSON `json:"quantiles"`
+}
+
+func (s *service) httpServiceGraph(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := allowParams(r, "start", "end", "since", "quantile"); err != nil {
+		return err
+	}
+	req := &analysispb.GetServiceGraphRequest{}
+	var err error
+	if req.StartTime, req.EndTime, err = windowParams(r, time.Now()); err != nil {
+		return err
+	}
+	if req.Quantiles, err = quantileParams(r); err != nil {
+		return err
+	}
+	resp, err := analysis{service: s}.GetServiceGraph(ctx, req)
+	if err != nil {
+		return err
+	}
+	edges := []serviceGraphEdgeJSON{}
+	for _, e := range resp.Edges {
+		edges = append(edges, serviceGraphEdgeJSON{e.Parent, e.Child, e.Virtual, e.Calls, e.Errors, e.DurationSumMs, quantilesJSON(e.Quantiles)})
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Edges []serviceGraphEdgeJSON `json:"edges"`
+	}{edges})
 }

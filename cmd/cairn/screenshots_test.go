@@ -59,6 +59,10 @@ func TestScreenshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	b.open("#/services?range=1h", "table.metrics svg.spark")
+	shot("services.png")
+	b.open("#/services/frontend?range=1h", "table.metrics svg.spark")
+	shot("operations.png")
 	b.open("#/search?service=frontend&range=1h&limit=100", "svg.scatter")
 	shot("search.png")
 	b.open("#/trace/"+id, ".trace .row")

@@ -1,28 +1,30 @@
-// The shell: a page per route of the URL's fragment (#/search?…,
-// #/trace/ID). A page is a module whose render(main, route) draws into
-// main and may return a function that undoes what it set up outside main.
+// The shell: a page per route of the URL's fragment (#/services,
+// #/search?…, #/trace/ID…). A page is a module whose render(main, route)
+// draws into main and may return a function that undoes what it set up
+// outside main.
 import { APIError, setToken, token } from './api.js';
 import { h } from './format.js';
 import * as search from './search.js';
+import * as services from './services.js';
 import * as trace from './trace.js';
 
 // routes map a fragment's first path segment to its page; nav lists those
 // in the header. A new page is a module here and, if it is a place to start
 // from, an entry of nav.
-const routes = { search, trace };
-const nav = [['search', 'Search']];
+const routes = { services, search, trace };
+const nav = [['services', 'Services'], ['search', 'Search']];
 
 let cleanup = null;
 
 export function parseRoute(hash) {
   const [path, query = ''] = hash.replace(/^#\/?/, '').split('?');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
-  return { page: parts[0] || 'search', args: parts.slice(1), params: new URLSearchParams(query) };
+  return { page: parts[0] || 'services', args: parts.slice(1), params: new URLSearchParams(query) };
 }
 
 async function show() {
   const route = parseRoute(location.hash);
-  const page = routes[route.page] || search;
+  const page = routes[route.page] || services;
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.page === route.page);
   }
