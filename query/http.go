@@ -38,6 +38,7 @@ func (q *Service) HTTPHandler() http.Handler {
 	mux.Handle("GET /api/v1/traces/{id}/critical-path", s.api("http_critical_path", s.httpCriticalPath))
 	mux.Handle("GET /api/v1/span-metrics", s.api("http_span_metrics", s.httpSpanMetrics))
 	mux.Handle("GET /api/v1/service-graph", s.api("http_service_graph", s.httpServiceGraph))
+	mux.Handle("GET /api/v1/diagnose", s.api("http_diagnose", s.httpDiagnose))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API call %s %s", r.Method, r.URL.Path))
 	})

@@ -3,13 +3,16 @@ package query
 import (
 	"context"
 	"encoding/hex"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	traceanalysis "cairn/query/analysis"
 	"cairn/query/analysispb"
 )
 
@@ -244,4 +247,105 @@ func (s *service) httpServiceGraph(ctx context.Context, w http.ResponseWriter, r
 	return writeJSON(w, http.StatusOK, struct {
 		Edges []serviceGraphEdgeJSON `json:"edges"`
 	}{edges})
+}
+
+// diagnoseHTTPJSON is a diagnosis as `cairn diagnose --format json` writes
+// it, with the sentence naming its cause and the latencies of the
+// operation in each window's sample.
+type diagnoseHTTPJSON struct {
+	DiagnosisJSON
+	Cause   string            `json:"cause"`
+	Latency latencyHistograms `json:"latency"`
+}
+
+// latencyHistograms counts the durations of an operation's spans in the
+// two samples, in buckets common to both.
+type latencyHistograms struct {
+	// BoundsMS are the buckets' bounds: bucket i holds durations from
+	// BoundsMS[i] up to BoundsMS[i+1].
+	BoundsMS []float64 `json:"bounds_ms"`
+	Window   []int     `json:"window"`
+	Baseline []int     `json:"baseline"`
+}
+
+// histogramBuckets is how many buckets the latency histograms have,
+// spaced evenly on a log scale between the shortest and longest span.
+const histogramBuckets = 30
+
+func histograms(window, baseline []*traceanalysis.Trace, service, operation string) latencyHistograms {
+	durations := func(ts []*traceanalysis.Trace) []uint64 {
+		var out []uint64
+		for _, t := range ts {
+			for i := range t.Spans {
+				if sp := &t.Spans[i]; sp.Service == service && sp.Name == operation {
+					out = append(out, sp.Duration())
+				}
+			}
+		}
+		return out
+	}
+	w, b := durations(window), durations(baseline)
+	h := latencyHistograms{BoundsMS: []float64{}, Window: []int{}, Baseline: []int{}}
+	if len(w)+len(b) == 0 {
+		return h
+	}
+	lo, hi := uint64(math.MaxUint64), uint64(0)
+	for _, d := range append(slices.Clip(w), b...) {
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	// Durations are at least 1µs here, so that the log scale has a floor.
+	from, to := math.Log(float64(max(lo, 1000))), math.Log(float64(max(hi, 1000))*1.0001)
+	if to-from < 1e-9 {
+		to = from + 1e-3
+	}
+	for i := 0; i <= histogramBuckets; i++ {
+		h.BoundsMS = append(h.BoundsMS, math.Exp(from+(to-from)*float64(i)/histogramBuckets)/1e6)
+	}
+	count := func(ds []uint64) []int {
+		n := make([]int, histogramBuckets)
+		for _, d := range ds {
+			i := int((math.Log(float64(max(d, 1000))) - from) / (to - from) * histogramBuckets)
+			n[min(max(i, 0), histogramBuckets-1)]++
+		}
+		return n
+	}
+	h.Window, h.Baseline = count(w), count(b)
+	return h
+}
+
+func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := allowParams(r, "service", "operation", "start", "end", "since", "baseline_start", "baseline_end", "errors", "sample"); err != nil {
+		return err
+	}
+	v := r.URL.Query()
+	req := &analysispb.DiagnoseRequest{Service: v.Get("service"), Operation: v.Get("operation")}
+	var err error
+	if req.StartTime, req.EndTime, err = windowParams(r, time.Now()); err != nil {
+		return err
+	}
+	if req.BaselineStartTime, err = timeParam(r, "baseline_start"); err != nil {
+		return err
+	}
+	if req.BaselineEndTime, err = timeParam(r, "baseline_end"); err != nil {
+		return err
+	}
+	if e := v.Get("errors"); e != "" {
+		if req.Errors, err = strconv.ParseBool(e); err != nil {
+			return badRequest("errors %q is not true or false", e)
+		}
+	}
+	if n := v.Get("sample"); n != "" {
+		sample, err := strconv.ParseInt(n, 10, 32)
+		if err != nil || sample < 1 {
+			return badRequest("sample %q is not a positive number", n)
+		}
+		req.Sample = int32(sample)
+	}
+	dg, err := rootCause{service: s}.diagnose(ctx, req)
+	if err != nil {
+		return err
+	}
+	d := DiagnosisFromAPI(diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), req.Errors)
+	return writeJSON(w, http.StatusOK, diagnoseHTTPJSON{DiagnosisJSON: d, Cause: d.Cause(req.Errors),
+		Latency: histograms(dg.windowTraces, dg.baselineTraces, req.Service, req.Operation)})
 }

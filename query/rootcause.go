@@ -147,26 +147,42 @@ func addPieces(c *traceanalysis.Collector, t *storage.Trace) error {
 // Diagnose explains a regression of an operation from a baseline to a
 // window, from a sample of each window's traces.
 func (r rootCause) Diagnose(ctx context.Context, req *analysispb.DiagnoseRequest) (*analysispb.DiagnoseResponse, error) {
-	window, baseline, sample, err := diagnoseArgs(req)
+	dg, err := r.diagnose(ctx, req)
 	if err != nil {
 		return nil, err
+	}
+	return diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), nil
+}
+
+// diagnosis is a diagnosis with its windows and the traces sampled of
+// each.
+type diagnosis struct {
+	traceanalysis.Diagnosis
+	window, baseline             timeWindow
+	windowTraces, baselineTraces []*traceanalysis.Trace
+}
+
+func (r rootCause) diagnose(ctx context.Context, req *analysispb.DiagnoseRequest) (diagnosis, error) {
+	var dg diagnosis
+	var sample int
+	var err error
+	if dg.window, dg.baseline, sample, err = diagnoseArgs(req); err != nil {
+		return dg, err
 	}
 	// A diagnosis searches and reads much: it holds a search slot.
 	leave, err := r.searches.enter(ctx)
 	if err != nil {
-		return nil, err
+		return dg, err
 	}
 	defer leave()
-	w, err := r.sample(ctx, req.Service, req.Operation, window, sample)
-	if err != nil {
-		return nil, err
+	if dg.windowTraces, err = r.sample(ctx, req.Service, req.Operation, dg.window, sample); err != nil {
+		return dg, err
 	}
-	b, err := r.sample(ctx, req.Service, req.Operation, baseline, sample)
-	if err != nil {
-		return nil, err
+	if dg.baselineTraces, err = r.sample(ctx, req.Service, req.Operation, dg.baseline, sample); err != nil {
+		return dg, err
 	}
-	d := traceanalysis.Diagnose(w, b, &traceanalysis.DiagnoseOptions{Service: req.Service, Operation: req.Operation, Errors: req.Errors})
-	return diagnoseResponse(d, window, baseline), nil
+	dg.Diagnosis = traceanalysis.Diagnose(dg.windowTraces, dg.baselineTraces, &traceanalysis.DiagnoseOptions{Service: req.Service, Operation: req.Operation, Errors: req.Errors})
+	return dg, nil
 }
 
 // CriticalPaths aggregates the critical paths from an operation's spans in

@@ -2,20 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -40,45 +36,13 @@ const (
 	tableRows = 10
 )
 
-// diagnoseJSON is the output of `cairn diagnose --format json`.
-type diagnoseJSON struct {
-	Window     windowJSON      `json:"window"`
-	Baseline   windowJSON      `json:"baseline"`
-	Operations []culpritJSON   `json:"operations"`
-	Attributes []attributeJSON `json:"attributes"`
-	Symptoms   []attributeJSON `json:"symptoms"`
-}
-
-type windowJSON struct {
-	Start     string  `json:"start"`
-	End       string  `json:"end"`
-	Traces    int     `json:"traces"`
-	P50MS     float64 `json:"p50_ms"`
-	P99MS     float64 `json:"p99_ms"`
-	ErrorRate float64 `json:"error_rate"`
-}
-
-type culpritJSON struct {
-	Service    string   `json:"service"`
-	Operation  string   `json:"operation"`
-	Score      float64  `json:"score"`
-	BaselineMS float64  `json:"baseline_ms"`
-	WindowMS   float64  `json:"window_ms"`
-	Exemplars  []string `json:"exemplars"`
-	// Diagnosing errors: the shares of traces whose failure originates in
-	// the operation.
-	BaselineOriginRate *float64 `json:"baseline_origin_rate,omitempty"`
-	WindowOriginRate   *float64 `json:"window_origin_rate,omitempty"`
-}
-
-type attributeJSON struct {
-	Key           string  `json:"key"`
-	Value         any     `json:"value"`
-	Service       string  `json:"service"`
-	Score         float64 `json:"score"`
-	WindowShare   float64 `json:"window_share"`
-	BaselineShare float64 `json:"baseline_share"`
-}
+// The JSON of a diagnosis is the HTTP API's.
+type (
+	diagnoseJSON  = query.DiagnosisJSON
+	windowJSON    = query.DiagnosisWindowJSON
+	culpritJSON   = query.CulpritJSON
+	attributeJSON = query.AttributeScoreJSON
+)
 
 // timeRange is a time range [start, end).
 type timeRange struct{ start, end time.Time }
@@ -151,7 +115,7 @@ func diagnoseOn(ctx context.Context, conn grpc.ClientConnInterface, o *analysis.
 	if err != nil {
 		return diagnoseJSON{}, err
 	}
-	return diagnosisFromAPI(resp, o.Errors), nil
+	return query.DiagnosisFromAPI(resp, o.Errors), nil
 }
 
 // diagnose samples up to sample traces of the window and of the baseline
@@ -334,35 +298,6 @@ func diagnosisJSON(d analysis.Diagnosis, window, baseline timeRange, errorsMode 
 	return out
 }
 
-func diagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) diagnoseJSON {
-	side := func(w *analysispb.DiagnoseWindow) windowJSON {
-		return windowJSON{Start: w.GetStartTime().AsTime().Format(time.RFC3339Nano), End: w.GetEndTime().AsTime().Format(time.RFC3339Nano),
-			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
-	}
-	out := diagnoseJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []culpritJSON{},
-		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
-	for _, c := range resp.Operations {
-		cj := culpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{}}
-		if errorsMode {
-			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
-		}
-		for _, id := range c.Exemplars {
-			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
-		}
-		out.Operations = append(out.Operations, cj)
-	}
-	return out
-}
-
-func attributesFromAPI(as []*analysispb.AttributeScore) []attributeJSON {
-	out := []attributeJSON{}
-	for _, a := range as {
-		out = append(out, attributeJSON{Key: a.Key, Value: anyJSON(a.Value), Service: a.Service, Score: a.Score,
-			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare})
-	}
-	return out
-}
-
 // connectConn returns a connection to the server and a context bounded by
 // the timeout; done releases both.
 func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, done func(), err error) {
@@ -376,50 +311,17 @@ func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, 
 func attributesJSON(cs []analysis.Correlation) []attributeJSON {
 	out := []attributeJSON{}
 	for _, c := range cs {
-		out = append(out, attributeJSON{Key: c.Key, Value: anyJSON(c.Value), Service: c.Service, Score: c.Score,
+		out = append(out, attributeJSON{Key: c.Key, Value: query.AnyJSON(c.Value), Service: c.Service, Score: c.Score,
 			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare})
 	}
 	return out
-}
-
-// anyJSON is an attribute value as JSON of its own type: a string, a number
-// or a bool; bytes in base64, arrays and key-value lists as JSON's own.
-func anyJSON(v *commonpb.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_IntValue:
-		return x.IntValue
-	case *commonpb.AnyValue_DoubleValue:
-		if math.IsInf(x.DoubleValue, 0) || math.IsNaN(x.DoubleValue) {
-			return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64) // JSON has no such numbers
-		}
-		return x.DoubleValue
-	case *commonpb.AnyValue_BoolValue:
-		return x.BoolValue
-	case *commonpb.AnyValue_BytesValue:
-		return base64.StdEncoding.EncodeToString(x.BytesValue)
-	case *commonpb.AnyValue_ArrayValue:
-		a := []any{}
-		for _, e := range x.ArrayValue.GetValues() {
-			a = append(a, anyJSON(e))
-		}
-		return a
-	case *commonpb.AnyValue_KvlistValue:
-		m := map[string]any{}
-		for _, kv := range x.KvlistValue.GetValues() {
-			m[kv.Key] = anyJSON(kv.Value)
-		}
-		return m
-	}
-	return nil
 }
 
 // writeDiagnosis prints a diagnosis: one sentence naming the most likely
 // cause and its evidence, the two windows, then the ranked operations,
 // attributes and symptoms.
 func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, errorsMode bool, sample int) {
-	fmt.Fprintln(w, causeSentence(d, errorsMode))
+	fmt.Fprintln(w, d.Cause(errorsMode))
 	fmt.Fprintf(w, "\n%s: %s\n%-9s %-41s %8s %10s %10s %8s\n", service, operation, "", "from – to", "traces", "p50 ms", "p99 ms", "errors")
 	for _, s := range []struct {
 		name string
@@ -475,60 +377,8 @@ func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, erro
 				fmt.Fprintf(w, "… %s (--format json lists all)\n", count(len(list.attrs)-i, "more attribute"))
 				break
 			}
-			fmt.Fprintf(w, "%8.3f %7.1f%% %8.1f%%  %s\n", a.Score, 100*a.WindowShare, 100*a.BaselineShare, truncate(attributeName(a), 2*maxNameWidth))
+			fmt.Fprintf(w, "%8.3f %7.1f%% %8.1f%%  %s\n", a.Score, 100*a.WindowShare, 100*a.BaselineShare, truncate(a.Name(), 2*maxNameWidth))
 		}
-	}
-}
-
-// causeSentence names the most likely cause and its evidence.
-func causeSentence(d diagnoseJSON, errorsMode bool) string {
-	if d.Window.Traces == 0 || d.Baseline.Traces == 0 {
-		return fmt.Sprintf("Too few traces to compare: %d in the window, %d in the baseline.", d.Window.Traces, d.Baseline.Traces)
-	}
-	if len(d.Operations) == 0 {
-		if errorsMode {
-			return "No operation is where failures originate more often than in the baseline."
-		}
-		return "No operation's time on the critical path grew from the baseline."
-	}
-	c := d.Operations[0]
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %s is the most likely cause: ", c.Service, c.Operation)
-	if errorsMode {
-		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
-	} else {
-		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
-	}
-	if len(d.Attributes) > 0 {
-		a := d.Attributes[0]
-		selection := "slow"
-		if errorsMode {
-			selection = "failed"
-		}
-		fmt.Fprintf(&b, "; %.0f%% of %s traces have %s (%.0f%% before)", 100*a.WindowShare, selection, attributeName(a), 100*a.BaselineShare)
-	}
-	b.WriteString(".")
-	return b.String()
-}
-
-func attributeName(a attributeJSON) string {
-	v, _ := json.Marshal(a.Value)
-	if s, ok := a.Value.(string); ok {
-		v = []byte(s)
-	}
-	return fmt.Sprintf("%s=%s on %s", a.Key, v, a.Service)
-}
-
-// roundMS writes milliseconds with three significant digits, or more
-// where the number needs them.
-func roundMS(ms float64) string {
-	switch {
-	case ms >= 100:
-		return strconv.FormatFloat(ms, 'f', 0, 64)
-	case ms >= 10:
-		return strconv.FormatFloat(ms, 'f', 1, 64)
-	default:
-		return strconv.FormatFloat(ms, 'f', 2, 64)
 	}
 }
 

@@ -4,6 +4,7 @@
 // outside main.
 import { APIError, setToken, token } from './api.js';
 import { h } from './format.js';
+import * as diagnose from './diagnose.js';
 import * as map from './map.js';
 import * as search from './search.js';
 import * as services from './services.js';
@@ -12,8 +13,8 @@ import * as trace from './trace.js';
 // routes map a fragment's first path segment to its page; nav lists those
 // in the header. A new page is a module here and, if it is a place to start
 // from, an entry of nav.
-const routes = { services, map, search, trace };
-const nav = [['services', 'Services'], ['map', 'Service map'], ['search', 'Search']];
+const routes = { services, map, search, trace, diagnose };
+const nav = [['services', 'Services'], ['map', 'Service map'], ['search', 'Search'], ['diagnose', 'Diagnose']];
 
 let cleanup = null;
 

@@ -1,0 +1,177 @@
+package query
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+
+	"cairn/query/analysispb"
+)
+
+// DiagnosisJSON is a diagnosis as GET /api/v1/diagnose and `cairn diagnose
+// --format json` write it.
+type DiagnosisJSON struct {
+	Window     DiagnosisWindowJSON  `json:"window"`
+	Baseline   DiagnosisWindowJSON  `json:"baseline"`
+	Operations []CulpritJSON        `json:"operations"`
+	Attributes []AttributeScoreJSON `json:"attributes"`
+	Symptoms   []AttributeScoreJSON `json:"symptoms"`
+}
+
+// DiagnosisWindowJSON is one of a diagnosis' two windows.
+type DiagnosisWindowJSON struct {
+	Start     string  `json:"start"`
+	End       string  `json:"end"`
+	Traces    int     `json:"traces"`
+	P50MS     float64 `json:"p50_ms"`
+	P99MS     float64 `json:"p99_ms"`
+	ErrorRate float64 `json:"error_rate"`
+}
+
+// CulpritJSON is an operation ranked as a cause.
+type CulpritJSON struct {
+	Service    string   `json:"service"`
+	Operation  string   `json:"operation"`
+	Score      float64  `json:"score"`
+	BaselineMS float64  `json:"baseline_ms"`
+	WindowMS   float64  `json:"window_ms"`
+	Exemplars  []string `json:"exemplars"`
+	// Diagnosing errors: the shares of traces whose failure originates in
+	// the operation.
+	BaselineOriginRate *float64 `json:"baseline_origin_rate,omitempty"`
+	WindowOriginRate   *float64 `json:"window_origin_rate,omitempty"`
+}
+
+// AttributeScoreJSON is an attribute ranked as a cause, or a symptom.
+type AttributeScoreJSON struct {
+	Key           string  `json:"key"`
+	Value         any     `json:"value"`
+	Service       string  `json:"service"`
+	Score         float64 `json:"score"`
+	WindowShare   float64 `json:"window_share"`
+	BaselineShare float64 `json:"baseline_share"`
+}
+
+// DiagnosisFromAPI writes RootCause/Diagnose's answer as JSON; errorsMode
+// is the request's errors.
+func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) DiagnosisJSON {
+	side := func(w *analysispb.DiagnoseWindow) DiagnosisWindowJSON {
+		return DiagnosisWindowJSON{Start: w.GetStartTime().AsTime().Format(time.RFC3339Nano), End: w.GetEndTime().AsTime().Format(time.RFC3339Nano),
+			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
+	}
+	out := DiagnosisJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []CulpritJSON{},
+		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
+	for _, c := range resp.Operations {
+		cj := CulpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{}}
+		if errorsMode {
+			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
+		}
+		for _, id := range c.Exemplars {
+			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
+		}
+		out.Operations = append(out.Operations, cj)
+	}
+	return out
+}
+
+func attributesFromAPI(as []*analysispb.AttributeScore) []AttributeScoreJSON {
+	out := []AttributeScoreJSON{}
+	for _, a := range as {
+		out = append(out, AttributeScoreJSON{Key: a.Key, Value: AnyJSON(a.Value), Service: a.Service, Score: a.Score,
+			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare})
+	}
+	return out
+}
+
+// AnyJSON is an attribute value as JSON of its own type: a string, a number
+// or a bool; bytes in base64, arrays and key-value lists as JSON's own.
+func AnyJSON(v *commonpb.AnyValue) any {
+	switch x := v.GetValue().(type) {
+	case *commonpb.AnyValue_StringValue:
+		return x.StringValue
+	case *commonpb.AnyValue_IntValue:
+		return x.IntValue
+	case *commonpb.AnyValue_DoubleValue:
+		if math.IsInf(x.DoubleValue, 0) || math.IsNaN(x.DoubleValue) {
+			return strconv.FormatFloat(x.DoubleValue, 'g', -1, 64) // JSON has no such numbers
+		}
+		return x.DoubleValue
+	case *commonpb.AnyValue_BoolValue:
+		return x.BoolValue
+	case *commonpb.AnyValue_BytesValue:
+		return base64.StdEncoding.EncodeToString(x.BytesValue)
+	case *commonpb.AnyValue_ArrayValue:
+		a := []any{}
+		for _, e := range x.ArrayValue.GetValues() {
+			a = append(a, AnyJSON(e))
+		}
+		return a
+	case *commonpb.AnyValue_KvlistValue:
+		m := map[string]any{}
+		for _, kv := range x.KvlistValue.GetValues() {
+			m[kv.Key] = AnyJSON(kv.Value)
+		}
+		return m
+	}
+	return nil
+}
+
+// Cause is one sentence naming the most likely cause and its evidence.
+func (d DiagnosisJSON) Cause(errorsMode bool) string {
+	if d.Window.Traces == 0 || d.Baseline.Traces == 0 {
+		return fmt.Sprintf("Too few traces to compare: %d in the window, %d in the baseline.", d.Window.Traces, d.Baseline.Traces)
+	}
+	if len(d.Operations) == 0 {
+		if errorsMode {
+			return "No operation is where failures originate more often than in the baseline."
+		}
+		return "No operation's time on the critical path grew from the baseline."
+	}
+	c := d.Operations[0]
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s is the most likely cause: ", c.Service, c.Operation)
+	if errorsMode {
+		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
+	} else {
+		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
+	}
+	if len(d.Attributes) > 0 {
+		a := d.Attributes[0]
+		selection := "slow"
+		if errorsMode {
+			selection = "failed"
+		}
+		fmt.Fprintf(&b, "; %.0f%% of %s traces have %s (%.0f%% before)", 100*a.WindowShare, selection, a.Name(), 100*a.BaselineShare)
+	}
+	b.WriteString(".")
+	return b.String()
+}
+
+// Name is the attribute as key=value on service.
+func (a AttributeScoreJSON) Name() string {
+	v, _ := json.Marshal(a.Value)
+	if s, ok := a.Value.(string); ok {
+		v = []byte(s)
+	}
+	return fmt.Sprintf("%s=%s on %s", a.Key, v, a.Service)
+}
+
+// roundMS writes milliseconds with three significant digits, or more
+// where the number needs them.
+func roundMS(ms float64) string {
+	switch {
+	case ms >= 100:
+		return strconv.FormatFloat(ms, 'f', 0, 64)
+	case ms >= 10:
+		return strconv.FormatFloat(ms, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(ms, 'f', 2, 64)
+	}
+}
