@@ -275,3 +275,126 @@ func TestBrowserToken(t *testing.T) {
 		t.Errorf("the form lost what was typed: %q", got)
 	}
 }
+
+// TestBrowserServicesMapDiagnose goes from the services page to a
+// service's operations, to the service map, to the diagnosis of an
+// operation and to an exemplar trace, checking the figures of each page
+// against the API's.
+func TestBrowserServicesMapDiagnose(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	shop := writeShop(t, s, false)
+	waitFor(t, "the shop's span metrics", func() bool {
+		var m struct{ Series []struct{ Points []struct{ Calls int } } }
+		apiGet(t, s, "/api/v1/span-metrics?since=1h&by=service&span_kind=server&step=61m", &m)
+		calls := 0
+		for _, se := range m.Series {
+			for _, p := range se.Points {
+				calls += p.Calls
+			}
+		}
+		var g struct{ Edges []struct{} }
+		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
+		return calls == 2*shopCount && len(g.Edges) > 0
+	})
+	b := newBrowser(t, s, 1400, 900)
+
+	type row struct{ Name, Calls, Errors string }
+	rows := func() []row {
+		return eval[[]row](b, `[...document.querySelectorAll('table.metrics tbody tr')].map(r => ({Name: r.dataset.name, Calls: r.dataset.calls || '', Errors: r.dataset.errors || ''}))`)
+	}
+	// The landing page is the services page.
+	b.open("", "table.metrics svg.spark")
+	if got := eval[string](b, `location.hash + ' ' + document.querySelector('#nav a.active').textContent`); got != " Services" {
+		t.Errorf("landing page: %q", got)
+	}
+	var byService struct {
+		Series []struct {
+			Service string
+			Points  []struct{ Calls, Errors int }
+		}
+	}
+	apiGet(t, s, "/api/v1/span-metrics?since=1h&by=service&span_kind=server&span_kind=consumer&step=61m", &byService)
+	var want []row
+	for _, se := range byService.Series {
+		want = append(want, row{se.Service, fmt.Sprint(se.Points[0].Calls), fmt.Sprint(se.Points[0].Errors)})
+	}
+	slices.SortFunc(want, func(a, b row) int { return strings.Compare(a.Name, b.Name) })
+	if got := rows(); !slices.Equal(got, want) || len(got) != 2 {
+		t.Errorf("services page: %v, API %v", got, want)
+	}
+	// Sorting by rate, then to checkout's operations.
+	b.do("sort by p99", chromedp.Click(`th[data-sort=p99] a`), chromedp.Poll[chromedp.Void](`location.hash.includes('sort=p99')`),
+		chromedp.WaitVisible(`th[data-sort=p99]`))
+	if got := rows(); len(got) != 2 || got[0].Name != "checkout" {
+		t.Errorf("by p99, slowest first: %v", got)
+	}
+	b.do("open checkout", chromedp.Click(`table.metrics a[href^="#/services/checkout"]`), chromedp.WaitVisible(`td.kind`))
+	var ops struct {
+		Series []struct {
+			Operation string
+			Points    []struct{ Calls, Errors int }
+		}
+	}
+	apiGet(t, s, "/api/v1/span-metrics?since=1h&service=checkout&step=61m", &ops)
+	want = nil
+	for _, se := range ops.Series {
+		want = append(want, row{se.Operation, fmt.Sprint(se.Points[0].Calls), fmt.Sprint(se.Points[0].Errors)})
+	}
+	if got := rows(); !sameElements(got, want) || len(got) != 2 {
+		t.Errorf("checkout's operations: %v, want %v", got, want)
+	}
+
+	// To the map: the two services and the edge between them.
+	b.do("to the map", chromedp.Click(`.actions a[href^="#/map"]`), chromedp.WaitVisible(`svg.map .node.selected`), chromedp.WaitVisible(`.map-panel .node-rate`))
+	nodes := eval[[]string](b, `[...document.querySelectorAll('svg.map .node')].map(n => n.dataset.name).sort()`)
+	if !slices.Equal(nodes, []string{"checkout", "payments"}) {
+		t.Errorf("map nodes %v", nodes)
+	}
+	var graph struct{ Edges []struct{ Parent, Child string } }
+	apiGet(t, s, "/api/v1/service-graph?since=1h", &graph)
+	if n := eval[int](b, `document.querySelectorAll('svg.map .edge').length`); n != len(graph.Edges) {
+		t.Errorf("%d edges drawn, the API has %d", n, len(graph.Edges))
+	}
+	b.do("click the edge", chromedp.Evaluate[chromedp.Void](`document.querySelector('svg.map .edge[data-parent=checkout][data-child=payments]').dispatchEvent(new MouseEvent('click', {bubbles: true}))`),
+		chromedp.WaitVisible(`.map-panel a.edge-search`))
+	if got := eval[string](b, `document.querySelector('.map-panel a.edge-search').getAttribute('href')`); got != "#/search?service=payments&range=1h" {
+		t.Errorf("the edge's search: %q", got)
+	}
+	b.do("click checkout", chromedp.Evaluate[chromedp.Void](`document.querySelector('svg.map .node[data-name=checkout]').dispatchEvent(new MouseEvent('click', {bubbles: true}))`),
+		chromedp.WaitVisible(`.map-panel a[href^="#/diagnose"]`))
+
+	// To diagnose checkout's GET /checkout: dragging over the second half
+	// of the shop's two minutes makes it the window, the first the
+	// baseline.
+	b.do("to diagnose", chromedp.Click(`.map-panel a[href^="#/diagnose"]`), chromedp.WaitReady(`select[name=operation] option[value="GET /checkout"]`),
+		chromedp.SetValue(`select[name=operation]`, "GET /checkout"), chromedp.WaitVisible(`svg.chart.latency`))
+	mid := shop.base.Add(60 * time.Second)
+	b.do("drag", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+		const svg = document.querySelector('svg.chart.latency'), r = svg.getBoundingClientRect();
+		const t0 = Date.now() - 3600e3, t1 = Date.now();
+		const at = (t) => r.left + (64 + (t - t0) / (t1 - t0) * (1000 - 76)) / 1000 * r.width;
+		const ev = (type, t) => svg.dispatchEvent(new MouseEvent(type, {bubbles: true, clientX: at(t), clientY: r.top + 40}));
+		ev('mousedown', %d); ev('mousemove', %d); ev('mouseup', %d);
+	})()`, mid.UnixMilli(), mid.Add(time.Minute).UnixMilli(), mid.Add(time.Minute).UnixMilli())),
+		chromedp.WaitVisible(`.diagnosis .cause`))
+	params := eval[string](b, `(p => 'service=' + encodeURIComponent(p.get('service')) + '&operation=' + encodeURIComponent(p.get('operation')) +
+		'&start=' + p.get('window_start') + '&end=' + p.get('window_end'))(new URLSearchParams(location.hash.split('?')[1]))`)
+	var diag struct {
+		Cause  string
+		Window struct{ Traces int }
+	}
+	apiGet(t, s, "/api/v1/diagnose?"+params, &diag)
+	if got := eval[string](b, `document.querySelector('.diagnosis .cause').textContent`); got != diag.Cause || diag.Window.Traces < 4 {
+		t.Errorf("diagnosis says %q, the API %q (of %d traces)", got, diag.Cause, diag.Window.Traces)
+	}
+	if got := eval[string](b, `document.querySelector('table.windows tr.window .traces').textContent`); got != fmt.Sprint(diag.Window.Traces) {
+		t.Errorf("window of %s traces, the API %d", got, diag.Window.Traces)
+	}
+	if n := eval[int](b, `document.querySelectorAll('svg.histogram rect.window').length`); n == 0 {
+		t.Error("no histogram of the window's latencies")
+	}
+	// An exemplar trace opens with its critical path.
+	b.do("open an exemplar", chromedp.Click(`table.ranked.ops td.exemplars a`), chromedp.WaitVisible(`.trace .row.crit`), chromedp.WaitVisible(`.crit-count`))
+	b.noConsoleErrors()
+}
