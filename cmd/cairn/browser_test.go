@@ -285,7 +285,9 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	defer s.shutdown()
 	shop := writeShop(t, s, false)
 	waitFor(t, "the shop's span metrics", func() bool {
-		var m struct{ Series []struct{ Points []struct{ Calls int } } }
+		var m struct {
+			Series []struct{ Points []struct{ Calls int } }
+		}
 		apiGet(t, s, "/api/v1/span-metrics?since=1h&by=service&span_kind=server&step=61m", &m)
 		calls := 0
 		for _, se := range m.Series {
@@ -351,7 +353,9 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	if !slices.Equal(nodes, []string{"checkout", "payments"}) {
 		t.Errorf("map nodes %v", nodes)
 	}
-	var graph struct{ Edges []struct{ Parent, Child string } }
+	var graph struct {
+		Edges []struct{ Parent, Child string }
+	}
 	apiGet(t, s, "/api/v1/service-graph?since=1h", &graph)
 	if n := eval[int](b, `document.querySelectorAll('svg.map .edge').length`); n != len(graph.Edges) {
 		t.Errorf("%d edges drawn, the API has %d", n, len(graph.Edges))
