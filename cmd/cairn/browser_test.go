@@ -383,7 +383,7 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	})()`, mid.UnixMilli(), mid.Add(time.Minute).UnixMilli(), mid.Add(time.Minute).UnixMilli())),
 		chromedp.WaitVisible(`.diagnosis .cause`))
 	params := eval[string](b, `(p => 'service=' + encodeURIComponent(p.get('service')) + '&operation=' + encodeURIComponent(p.get('operation')) +
-		'&start=' + p.get('window_start') + '&end=' + p.get('window_end'))(new URLSearchParams(location.hash.split('?')[1]))`)
+		'&start=' + p.get('window_start') + '&end=' + p.get('window_end') + '&sample=' + document.querySelector('select[name=sample]').value)(new URLSearchParams(location.hash.split('?')[1]))`)
 	var diag struct {
 		Cause  string
 		Window struct{ Traces int }
