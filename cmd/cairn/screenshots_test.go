@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
 	"cairn/bench"
@@ -77,4 +83,68 @@ func TestScreenshots(t *testing.T) {
 	b.do("open a failed span", chromedp.Evaluate[chromedp.Void](`[...document.querySelectorAll('.row.err')].pop().querySelector('.op').click()`), chromedp.WaitVisible(`.detail h2`))
 	shot("trace.png")
 	b.noConsoleErrors()
+
+	// The map of a fleet of 200 services.
+	fleet := startTestServer(t, t.TempDir())
+	defer fleet.shutdown()
+	exportRequest(t, fleet.otlpAddr.String(), graphRequest(200))
+	waitFor(t, "the fleet's service graph", func() bool {
+		var g struct{ Edges []struct{} }
+		apiGet(t, fleet, "/api/v1/service-graph?since=1h", &g)
+		return len(g.Edges) > 300
+	})
+	fb := newBrowser(t, fleet, 1280, 800)
+	fb.open("#/map?range=1h", "svg.map .node")
+	png, err := chromedp.Run(fb.ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "map-200.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fb.noConsoleErrors()
+}
+
+// graphRequest makes a call between services of a fleet of n in tiers,
+// each calling two or three of the next tier: a trace of a client span
+// and the server span it calls per edge, starting a minute ago, so that
+// the service map has n services to lay out.
+func graphRequest(n int) *collectorpb.ExportTraceServiceRequest {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	tiers := []int{n / 20, n / 5, n * 2 / 5}
+	tiers = append(tiers, n-tiers[0]-tiers[1]-tiers[2])
+	var names [][]string
+	for ti, size := range tiers {
+		var tier []string
+		for i := range size {
+			tier = append(tier, fmt.Sprintf("%s-%d", []string{"edge", "api", "svc", "store"}[ti], i))
+		}
+		names = append(names, tier)
+	}
+	resource := func(service string) *resourcepb.Resource {
+		return &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: service}}}}}
+	}
+	req := &collectorpb.ExportTraceServiceRequest{}
+	start := uint64(time.Now().Add(-time.Minute).UnixNano())
+	id := 0
+	for ti := 0; ti+1 < len(names); ti++ {
+		for _, parent := range names[ti] {
+			for range 2 + rnd.IntN(2) {
+				child := names[ti+1][rnd.IntN(len(names[ti+1]))]
+				id++
+				tid := []byte{0: 9, 14: byte(id >> 8), 15: byte(id)}
+				client := &tracepb.Span{TraceId: tid, SpanId: []byte{7: 1}, Name: "call " + child, Kind: tracepb.Span_SPAN_KIND_CLIENT,
+					StartTimeUnixNano: start, EndTimeUnixNano: start + uint64(1+rnd.IntN(50))*1e6}
+				server := &tracepb.Span{TraceId: tid, SpanId: []byte{7: 2}, ParentSpanId: []byte{7: 1}, Name: "serve", Kind: tracepb.Span_SPAN_KIND_SERVER,
+					StartTimeUnixNano: start, EndTimeUnixNano: client.EndTimeUnixNano}
+				if rnd.IntN(8) == 0 {
+					server.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+				}
+				req.ResourceSpans = append(req.ResourceSpans,
+					&tracepb.ResourceSpans{Resource: resource(parent), ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{client}}}},
+					&tracepb.ResourceSpans{Resource: resource(child), ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{server}}}})
+			}
+		}
+	}
+	return req
 }

@@ -91,13 +91,21 @@ export function layout(names, edges) {
   for (const n of sorted) if (!inn.get(n).length && !state.has(n)) visit(n);
   for (const n of sorted) if (!state.has(n)) visit(n);
   const layer = new Map();
+  const forward = (p, n) => !back.has(p + '\u0000' + n);
   for (const n of order.reverse()) { // callers before callees
     let l = 0;
-    for (const p of inn.get(n)) if (!back.has(p + '\u0000' + n)) l = Math.max(l, layer.get(p) + 1);
+    for (const p of inn.get(n)) if (forward(p, n)) l = Math.max(l, layer.get(p) + 1);
     layer.set(n, l);
+  }
+  // A service nothing calls sits right before the first it calls, not
+  // with the fleet's entry points far to the left.
+  for (const n of [...order].reverse()) {
+    const kids = out.get(n).filter((k) => forward(n, k));
+    if (kids.length && !inn.get(n).some((p) => forward(p, n))) layer.set(n, Math.min(...kids.map((k) => layer.get(k))) - 1);
   }
   const layers = [];
   for (const n of sorted) (layers[layer.get(n)] ||= []).push(n);
+  for (let i = layers.length - 1; i >= 0; i--) if (!layers[i]) layers.splice(i, 1);
   const pos = new Map();
   const index = () => layers.forEach((ns) => ns.forEach((n, i) => pos.set(n, i - ns.length / 2)));
   index();
@@ -182,7 +190,7 @@ function drawing(edges, w, route, panel) {
         return [u * u * u * x1 + 3 * u * t * mid + t * t * t * x2, (u * u * u + 3 * u * u * t) * y1 + (3 * u * t * t + t * t * t) * y2 - 4];
       };
     }
-    const text = `${fixed(e.calls / seconds)}/s · ${(rate * 100).toFixed(1)}%${p99 !== undefined ? ' · p99 ' + duration(p99 * 1e6) : ''}`;
+    const text = `${callRate(e.calls, seconds)} · ${(rate * 100).toFixed(1)}%${p99 !== undefined ? ' · p99 ' + duration(p99 * 1e6) : ''}`;
     const g = s('g', { class: 'edge' + (e.errors ? ' has-err' : ''), 'data-parent': e.parent, 'data-child': e.child },
       s('path', { d, class: 'hit' }),
       s('path', { d, class: 'line', stroke: errorColor(rate), 'stroke-width': 1 + 5 * Math.log1p(e.calls) / Math.log1p(maxCalls), 'marker-end': 'url(#arrow)' }),
@@ -207,6 +215,11 @@ function drawing(edges, w, route, panel) {
 
 function fixed(x) {
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
+}
+
+// rate is calls per second, or for rare calls their number.
+function callRate(calls, seconds) {
+  return calls / seconds >= 0.01 ? `${fixed(calls / seconds)}/s` : `${calls} call${calls === 1 ? '' : 's'}`;
 }
 
 function closeButton(panel) {
