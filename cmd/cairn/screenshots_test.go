@@ -85,16 +85,29 @@ func TestScreenshots(t *testing.T) {
 	b.noConsoleErrors()
 
 	// The map of a fleet of 200 services.
-	fleet := startTestServer(t, t.TempDir())
+	cfg := testConfig(t.TempDir())
+	cfg.pairingWindow = 100 * time.Millisecond // the databases become peers at once
+	fleet := startConfigured(t, cfg)
 	defer fleet.shutdown()
 	exportRequest(t, fleet.otlpAddr.String(), graphRequest(200))
+	// A cut after the pairing window makes the unanswered calls edges to
+	// peers; a span more makes a cut.
+	time.Sleep(200 * time.Millisecond)
+	exportRequest(t, fleet.otlpAddr.String(), metricsRequest([]metricsSpan{{service: "edge-0", name: "tick", duration: time.Millisecond}}))
 	waitFor(t, "the fleet's service graph", func() bool {
-		var g struct{ Edges []struct{} }
+		var g struct{ Edges []struct{ Virtual bool } }
 		apiGet(t, fleet, "/api/v1/service-graph?since=1h", &g)
-		return len(g.Edges) > 300
+		virtual := 0
+		for _, e := range g.Edges {
+			if e.Virtual {
+				virtual++
+			}
+		}
+		return len(g.Edges) > 300 && virtual > 0
 	})
 	fb := newBrowser(t, fleet, 1280, 800)
-	fb.open("#/map?range=1h", "svg.map .node")
+	fb.open("#/map?range=1h", "svg.map .node.virtual")
+	fb.do("scroll to the databases", chromedp.Evaluate[chromedp.Void](`(a => a.scrollTo(a.scrollWidth, (a.scrollHeight - a.clientHeight) / 2))(document.querySelector('.map-area'))`))
 	png, err := chromedp.Run(fb.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		t.Fatal(err)
@@ -145,6 +158,16 @@ func graphRequest(n int) *collectorpb.ExportTraceServiceRequest {
 					&tracepb.ResourceSpans{Resource: resource(child), ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{server}}}})
 			}
 		}
+	}
+	// The last tier queries databases that send no spans: peers the
+	// service graph names from their callers' peer.service.
+	for i, store := range names[len(names)-1] {
+		id++
+		tid := []byte{0: 9, 14: byte(id >> 8), 15: byte(id)}
+		query := &tracepb.Span{TraceId: tid, SpanId: []byte{7: 1}, Name: "SELECT", Kind: tracepb.Span_SPAN_KIND_CLIENT,
+			StartTimeUnixNano: start, EndTimeUnixNano: start + uint64(1+rnd.IntN(5))*1e6,
+			Attributes: []*commonpb.KeyValue{{Key: "peer.service", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprintf("db-%d", i%6)}}}}}
+		req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{Resource: resource(store), ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{query}}}})
 	}
 	return req
 }
