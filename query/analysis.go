@@ -162,9 +162,9 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 				st = new(step)
 				steps[i][j] = st
 			}
-			storage.MergeMinute(&st.all, mi)
+			st.all.Merge(mi)
 			if s.Status == statusError {
-				storage.MergeMinute(&st.failed, mi)
+				st.failed.Merge(mi)
 			}
 		}
 	}

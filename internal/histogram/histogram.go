@@ -73,22 +73,29 @@ func (h *Histogram) Add(ns uint64) {
 }
 
 // AddN adds n to the count of bucket i, leaving count and sum alone.
-// counts grow a power of two's buckets at a time, so that durations
-// arriving in any order reallocate them once per power they reach.
 func (h *Histogram) AddN(i int, n uint64) {
+	h.cover(i, i+1)
+	h.counts[i-h.first] += n
+}
+
+// cover grows counts to hold buckets [lo, hi), a power of two's buckets
+// at a time, so that durations arriving in any order reallocate them once
+// per power they reach.
+func (h *Histogram) cover(lo, hi int) {
 	switch {
 	case len(h.counts) == 0:
-		h.first = rowStart(i)
-		h.counts = append(h.counts[:0], make([]uint64, rowEnd(i)-h.first)...)
-	case i < h.first:
-		first := rowStart(i)
+		h.first = rowStart(lo)
+		h.counts = append(h.counts[:0], make([]uint64, rowEnd(hi-1)-h.first)...)
+		return
+	case lo < h.first:
+		first := rowStart(lo)
 		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
 		copy(grown[h.first-first:], h.counts)
 		h.counts, h.first = grown, first
-	case i >= h.first+len(h.counts):
-		h.counts = append(h.counts, make([]uint64, rowEnd(i)-h.first-len(h.counts))...)
 	}
-	h.counts[i-h.first] += n
+	if hi > h.first+len(h.counts) {
+		h.counts = append(h.counts, make([]uint64, rowEnd(hi-1)-h.first-len(h.counts))...)
+	}
 }
 
 // rowStart and rowEnd bound the buckets of i's power of two (its row of
@@ -99,9 +106,11 @@ func rowEnd(i int) int { return max(i>>subBits, 1)<<subBits + 1<<subBits }
 
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
-	for j, n := range o.counts {
-		if n > 0 {
-			h.AddN(o.first+j, n)
+	if len(o.counts) > 0 {
+		h.cover(o.first, o.first+len(o.counts))
+		dst := h.counts[o.first-h.first:]
+		for j, n := range o.counts {
+			dst[j] += n
 		}
 	}
 	h.count += o.count
@@ -193,7 +202,13 @@ func (h *Histogram) Append(dst []byte) []byte {
 // Buckets counts.
 func (h *Histogram) Decode(r *binread.Reader) {
 	h.Reset()
-	h.sum = r.Uvarint()
+	h.DecodeMerge(r)
+}
+
+// DecodeMerge reads a histogram that Append wrote from r and adds it to h.
+// Corrupt input fails r, leaving h with part of it added.
+func (h *Histogram) DecodeMerge(r *binread.Reader) {
+	h.sum = addSat(h.sum, r.Uvarint())
 	runs := r.Count(3)
 	next := uint64(0)
 	for range runs {
@@ -203,21 +218,32 @@ func (h *Histogram) Decode(r *binread.Reader) {
 			return
 		}
 		start := next + gap
-		if gap >= Buckets || start >= Buckets || n > Buckets-start {
+		if gap >= Buckets || start >= Buckets || n > Buckets-start || n == 0 {
 			r.Fail("histogram bucket out of range")
 			return
 		}
-		for i := range n {
-			c := r.Uvarint()
+		h.cover(int(start), int(start+n))
+		dst := h.counts[int(start)-h.first:][:n]
+		// Counts are most of a histogram's bytes, and most take one:
+		// they are read here rather than through r, a call each.
+		b := r.B
+		for i := range dst {
+			c, k := uint64(0), 1
+			if len(b) > 0 && b[0] < 0x80 {
+				c = uint64(b[0])
+			} else if c, k = binary.Uvarint(b); k <= 0 {
+				r.Fail("truncated varint")
+				return
+			}
+			b = b[k:]
 			var carry uint64
 			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
 				r.Fail("histogram count overflows")
 				return
 			}
-			if c > 0 {
-				h.AddN(int(start+i), c)
-			}
+			dst[i] += c
 		}
+		r.B = b
 		next = start + n
 	}
 }
