@@ -167,7 +167,7 @@ const maxZeroRun = 2
 //
 //	uvarint(sum) uvarint(nruns) nruns × ( uvarint(gap) uvarint(n) n × uvarint(count) )
 //
-// A run is n consecutive buckets; gap is its first bucket's index, less the
+// A run is n ≥ 1 consecutive buckets; gap is its first bucket's index, less the
 // index after the previous run's last. The count is the sum of the bucket
 // counts.
 func (h *Histogram) Append(dst []byte) []byte {
