@@ -24,9 +24,9 @@ const subBits = 6
 // exactBelow is the first duration whose bucket holds more than one value.
 const exactBelow = 2 << subBits
 
-// Buckets is the number of buckets: the index of the one of math.MaxUint64,
+// numBuckets is the number of buckets: the index of the one of math.MaxUint64,
 // plus one.
-const Buckets = (64-subBits-1)<<subBits + exactBelow
+const numBuckets = (64-subBits-1)<<subBits + exactBelow
 
 // ErrCorrupt is wrapped by every decoding error.
 var ErrCorrupt = errors.New("corrupt histogram")
@@ -39,8 +39,8 @@ type Histogram struct {
 	sum    uint64 // saturates at math.MaxUint64
 }
 
-// Bucket is the index of the bucket that counts ns.
-func Bucket(ns uint64) int {
+// bucketOf is the index of the bucket that counts ns.
+func bucketOf(ns uint64) int {
 	if ns < exactBelow {
 		return int(ns)
 	}
@@ -48,8 +48,8 @@ func Bucket(ns uint64) int {
 	return shift<<subBits + int(ns>>shift)
 }
 
-// Lower is the least duration that bucket i counts.
-func Lower(i int) uint64 {
+// lower is the least duration that bucket i counts.
+func lower(i int) uint64 {
 	if i < exactBelow {
 		return uint64(i)
 	}
@@ -67,13 +67,13 @@ func width(i int) float64 {
 
 // Add counts one duration.
 func (h *Histogram) Add(ns uint64) {
-	h.AddN(Bucket(ns), 1)
+	h.addN(bucketOf(ns), 1)
 	h.count++
 	h.sum = addSat(h.sum, ns)
 }
 
-// AddN adds n to the count of bucket i, leaving count and sum alone.
-func (h *Histogram) AddN(i int, n uint64) {
+// addN adds n to the count of bucket i, leaving count and sum alone.
+func (h *Histogram) addN(i int, n uint64) {
 	h.cover(i, i+1)
 	h.counts[i-h.first] += n
 }
@@ -145,7 +145,7 @@ func (h *Histogram) Quantile(q float64) float64 {
 		seen += n
 		if seen >= rank {
 			i := h.first + j
-			return float64(Lower(i)) + (width(i)-1)/2
+			return float64(lower(i)) + (width(i)-1)/2
 		}
 	}
 	return 0 // counts disagree with count: not reached for histograms built here
@@ -199,7 +199,7 @@ func (h *Histogram) Append(dst []byte) []byte {
 
 // Decode reads a histogram that Append wrote from r into h, which it
 // resets first. Corrupt input fails r; it never makes h hold more than
-// Buckets counts.
+// numBuckets counts.
 func (h *Histogram) Decode(r *binread.Reader) {
 	h.Reset()
 	h.DecodeMerge(r)
@@ -218,7 +218,7 @@ func (h *Histogram) DecodeMerge(r *binread.Reader) {
 			return
 		}
 		start := next + gap
-		if gap >= Buckets || start >= Buckets || n > Buckets-start || n == 0 {
+		if gap >= numBuckets || start >= numBuckets || n > numBuckets-start || n == 0 {
 			r.Fail("histogram bucket out of range")
 			return
 		}
