@@ -202,25 +202,26 @@ func (h *Histogram) Append(dst []byte) []byte {
 // numBuckets counts.
 func (h *Histogram) Decode(r *binread.Reader) {
 	h.Reset()
-	h.DecodeMerge(r)
+	h.DecodeAdd(r)
 }
 
-// DecodeMerge reads a histogram that Append wrote from r and adds it to h.
-// Corrupt input fails r, leaving h with part of it added.
-func (h *Histogram) DecodeMerge(r *binread.Reader) {
+// DecodeAdd reads a histogram that Append wrote from r, adds its counts to
+// h and returns how many durations it held. Corrupt input fails r and may
+// leave part of it added.
+func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
 	h.sum = addSat(h.sum, r.Uvarint())
 	runs := r.Count(3)
-	next := uint64(0)
+	next, added := uint64(0), uint64(0)
 	for range runs {
 		gap := r.Uvarint()
 		n := uint64(r.Count(1))
 		if r.Err != nil {
-			return
+			return added
 		}
 		start := next + gap
 		if gap >= numBuckets || start >= numBuckets || n > numBuckets-start || n == 0 {
 			r.Fail("histogram bucket out of range")
-			return
+			return added
 		}
 		h.cover(int(start), int(start+n))
 		dst := h.counts[int(start)-h.first:][:n]
@@ -233,17 +234,19 @@ func (h *Histogram) DecodeMerge(r *binread.Reader) {
 				c = uint64(b[0])
 			} else if c, k = binary.Uvarint(b); k <= 0 {
 				r.Fail("truncated varint")
-				return
+				return added
 			}
 			b = b[k:]
 			var carry uint64
 			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
 				r.Fail("histogram count overflows")
-				return
+				return added
 			}
+			added += c
 			dst[i] += c
 		}
 		r.B = b
 		next = start + n
 	}
+	return added
 }

@@ -116,6 +116,18 @@ func TestMergeIsExact(t *testing.T) {
 			t.Fatalf("merged %+v, want %+v", merged, whole)
 		}
 		checkQuantiles(t, &merged, values)
+
+		// Decoding each part straight into one histogram adds up alike.
+		var added Histogram
+		for i := range parts {
+			rd := binread.New(parts[i].Append(nil), ErrCorrupt)
+			if n := added.DecodeAdd(rd); n != parts[i].Count() || rd.Done("histogram") != nil {
+				t.Fatalf("DecodeAdd of %d durations added %d: %v", parts[i].Count(), n, rd.Err)
+			}
+		}
+		if !equal(&added, &whole) {
+			t.Fatalf("decoded into one %+v, want %+v", added, whole)
+		}
 	}
 }
 

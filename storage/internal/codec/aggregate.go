@@ -216,7 +216,7 @@ func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *Span
 			if m == nil {
 				m = &skipped
 			}
-			m.Latency.DecodeMerge(mr)
+			m.Latency.DecodeAdd(mr)
 			for range mr.Count(17) {
 				m.AddExemplar(Exemplar{TraceID: [16]byte(mr.Bytes(16)), Duration: mr.Uvarint()})
 			}
