@@ -168,7 +168,7 @@ func BenchmarkSpanMetrics(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		service := services[i%len(services)]
-		if _, err := db.SpanMetrics(context.Background(), from, to, func(s *SpanSeries) bool { return s.Service == service }); err != nil {
+		if _, err := db.SpanMetrics(context.Background(), from, to, time.Minute, func(s *SpanSeries) bool { return s.Service == service }); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -104,16 +104,19 @@ func (m *spanMetrics) add(id TraceID, s *liveSpan) {
 	series.prom[promBucket(d)]++
 }
 
-// minute returns the series' minute, adding it if new. A block's spans
-// mostly started in its last minute or two, so the search starts there.
+// minute returns the series' minute, adding it in order if new. A block's
+// spans mostly started in its last minute or two, and reads take blocks
+// oldest first, so the search starts at the end.
 func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
-	for i := len(sm.Minutes) - 1; i >= 0; i-- {
-		if sm.Minutes[i].Minute == minute {
-			return &sm.Minutes[i]
-		}
+	i := len(sm.Minutes)
+	for i > 0 && sm.Minutes[i-1].Minute > minute {
+		i--
 	}
-	sm.Minutes = append(sm.Minutes, SpanMinute{Minute: minute})
-	return &sm.Minutes[len(sm.Minutes)-1]
+	if i > 0 && sm.Minutes[i-1].Minute == minute {
+		return &sm.Minutes[i-1]
+	}
+	sm.Minutes = slices.Insert(sm.Minutes, i, SpanMinute{Minute: minute})
+	return &sm.Minutes[i]
 }
 
 // seriesOf returns m's series for s, creating it, or, past maxSeries, the
@@ -145,11 +148,10 @@ func (m *spanMetrics) merge(o *spanMetrics) {
 }
 
 // sorted returns the series ordered by service, name, kind and status,
-// overflow series last, with their minutes ascending.
+// overflow series last; their minutes ascend already.
 func (m *spanMetrics) sorted() []SpanMetricsSeries {
 	out := make([]SpanMetricsSeries, len(m.series))
 	for i, s := range m.series {
-		slices.SortFunc(s.Minutes, func(a, b SpanMinute) int { return cmp.Compare(a.Minute, b.Minute) })
 		out[i] = s.SpanMetricsSeries
 	}
 	slices.SortFunc(out, func(a, b SpanMetricsSeries) int { return compareSeries(&a.SpanSeries, &b.SpanSeries) })
@@ -173,15 +175,19 @@ func aggregateRecord(sm *spanMetrics) []byte {
 }
 
 // SpanMetrics returns the span metrics of the series keep accepts, by
-// series and minute, over the minutes that start in [from, to) and within
+// series and step, over the minutes that start in [from, to) and within
 // the retention period, merged from the aggregates stored with each block:
 // spans count once their block is cut, at most Options.FlushInterval after
-// they were acknowledged. The series are ordered by service, name, kind and
-// status, overflow series last, their minutes ascending; at most
+// they were acknowledged. Steps are step long (whole minutes, at least
+// one) from the minute of from; each SpanMinute is a step, named by its
+// first minute, so that an answer holds a histogram per series and step,
+// not per minute. The series are ordered by service, name, kind and
+// status, overflow series last, their steps ascending; at most
 // Options.SpanMetricsMaxSeries of them, past which the rest merge into
 // overflow series.
-func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
+func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
 	lo, hi := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
+	perStep := max(uint64(step/time.Minute), 1)
 	merged := newSpanMetrics(db.opts.SpanMetricsMaxSeries)
 	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, func(notBefore uint64, payload []byte) error {
 		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
@@ -190,7 +196,7 @@ func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, keep func(*Sp
 				return nil
 			}
 			series, _ := merged.seriesOf(s)
-			return series.minute(minute)
+			return series.minute(minute - (minute-lo)%perStep)
 		})
 	})
 	if err != nil {

@@ -87,14 +87,16 @@ type seriesMinute struct {
 	minute uint64
 }
 
-// checkSpanMetrics compares span metrics with what the spans make: every
-// count exact, every quantile within the histogram's bound, the exemplars
-// the slowest of distinct traces.
-func checkSpanMetrics(t *testing.T, got []SpanMetricsSeries, spans []metricSpan) {
+// checkSpanMetrics compares span metrics in steps of step minutes from
+// minute first with what the spans make: every count exact, every quantile
+// within the histogram's bound, the exemplars the slowest of distinct
+// traces.
+func checkSpanMetrics(t *testing.T, got []SpanMetricsSeries, spans []metricSpan, first, step uint64) {
 	t.Helper()
 	want := map[seriesMinute][]metricSpan{}
 	for _, s := range spans {
-		k := seriesMinute{s.series(), s.span.StartTimeUnixNano / minuteNanos}
+		m := s.span.StartTimeUnixNano / minuteNanos
+		k := seriesMinute{s.series(), m - (m-first)%step}
 		want[k] = append(want[k], s)
 	}
 	seen := 0
@@ -189,15 +191,16 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSpanMetrics(t, got, spans)
+	checkSpanMetrics(t, got, spans, 0, 1)
 
-	// A window and a filter narrow it to their minutes and series.
-	from, to := base.Add(time.Minute), base.Add(3*time.Minute)
-	got, err = db.SpanMetrics(context.Background(), from, to, func(s *SpanSeries) bool { return s.Service == "svc1" })
+	// A window and a filter narrow it to their minutes and series, and
+	// steps merge minutes.
+	from, to := base.Add(time.Minute), base.Add(4*time.Minute)
+	got, err = db.SpanMetrics(context.Background(), from, to, 2*time.Minute, func(s *SpanSeries) bool { return s.Service == "svc1" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +210,7 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 			narrowed = append(narrowed, s)
 		}
 	}
-	checkSpanMetrics(t, got, narrowed)
+	checkSpanMetrics(t, got, narrowed, uint64(from.Unix()/60), 2)
 }
 
 // TestSpanMetricsBoundSeries counts spans past the bound on series into
@@ -229,7 +232,7 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +270,7 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 // totalCalls is the calls of every series and minute.
 func totalCalls(t *testing.T, db *DB, from, to time.Time) uint64 {
 	t.Helper()
-	got, err := db.SpanMetrics(context.Background(), from, to, allSeries)
+	got, err := db.SpanMetrics(context.Background(), from, to, time.Minute, allSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
