@@ -51,6 +51,9 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		if len(ph.searches) > 0 {
 			data.Reads = append(data.Reads, searchChart("Search, limit 20, whole traces"+title, ph.searches))
 		}
+		if ph.name == "settled" && r.SpanMetrics != nil {
+			data.Reads = append(data.Reads, searchChart("Span metrics of one service"+title, []SearchReport{*r.SpanMetrics}))
+		}
 	}
 	if len(r.GetTraces) > 0 {
 		title := "Trace-by-ID latency, all sizes"

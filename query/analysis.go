@@ -21,9 +21,10 @@ type analysis struct {
 // Bounds of a span metrics request.
 const (
 	maxQuantiles = 16
-	// maxPoints bounds the steps of a span metrics answer: a week of
-	// minutes, so that a huge window asks for a coarser step.
-	maxPoints = 7 * 24 * 60
+	// maxPoints bounds the steps of a span metrics answer, which holds a
+	// histogram (a few KiB) per series and step: a day of minutes, so that
+	// a longer window asks for a coarser step.
+	maxPoints = 24 * 60
 )
 
 var defaultQuantiles = []float64{0.5, 0.95, 0.99}
@@ -112,7 +113,7 @@ func (a analysis) GetSpanMetrics(ctx context.Context, req *analysispb.GetSpanMet
 		return nil, err
 	}
 	defer leave()
-	stored, err := a.r.SpanMetrics(ctx, args.from, args.to, args.keep)
+	stored, err := a.r.SpanMetrics(ctx, args.from, args.to, args.step, args.keep)
 	if err != nil {
 		if storage.IsCorruption(err) {
 			return nil, status.Error(codes.DataLoss, err.Error())
@@ -129,7 +130,7 @@ type step struct {
 }
 
 // steps merges stored series, which differ by status code, into series by
-// service, operation and kind, and their minutes into steps.
+// service, operation and kind.
 func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysispb.SpanMetricsSeries {
 	type seriesKey struct {
 		service, operation string
@@ -162,9 +163,9 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 				st = new(step)
 				steps[i][j] = st
 			}
-			storage.MergeMinute(&st.all, mi)
+			st.all.Merge(mi)
 			if s.Status == statusError {
-				storage.MergeMinute(&st.failed, mi)
+				st.failed.Merge(mi)
 			}
 		}
 	}

@@ -34,8 +34,8 @@ type Reader interface {
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 	// SpanMetrics merges the span metrics of the series keep accepts over
-	// the minutes in [from, to), by series and minute.
-	SpanMetrics(ctx context.Context, from, to time.Time, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
+	// the minutes in [from, to), by series and step.
+	SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search may ask for unless

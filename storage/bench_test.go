@@ -134,3 +134,42 @@ func writeTrace(b *testing.B, db *DB, tag byte, n int) {
 		write(b, db, raw)
 	}
 }
+
+// BenchmarkSpanMetrics measures span metrics of one service over the hour
+// of a store of 1M bench spans in five blocks, at minute resolution, as
+// the analysis API asks for them.
+func BenchmarkSpanMetrics(b *testing.B) {
+	const spans, batch, blocks = 200_000, 1024, 5
+	pool, err := bench.NewPool(bench.Config{BatchSpans: batch, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, spans)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := Open(b.TempDir(), &Options{FlushInterval: time.Hour, BufferBytes: 1 << 30, RecompressAfter: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	seq := uint64(0)
+	for range blocks {
+		for range pool.Requests() {
+			write(b, db, pool.Request(nil, seq))
+			seq++
+		}
+		if err := db.cut(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	_, to := pool.Window(seq)
+	from := to.Add(-time.Hour)
+	services, err := db.Services()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		service := services[i%len(services)]
+		if _, err := db.SpanMetrics(context.Background(), from, to, time.Minute, func(s *SpanSeries) bool { return s.Service == service }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

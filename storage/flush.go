@@ -275,7 +275,8 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		maps.Copy(uses, r.uses)
 		for p, m := range r.metrics {
 			if metrics[p] == nil {
-				metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+				metrics[p] = m
+				continue
 			}
 			metrics[p].merge(m)
 		}
@@ -464,16 +465,18 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 				data[p] = w
 				res.metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
 			}
-			m := res.metrics[p]
-			for i := range spans {
-				m.add(t.id, &spans[i])
-			}
 			if groups, res.err = db.groupSpans(groups[:0], spans, p, &res); res.err != nil {
 				return res
 			}
 			frag = enc.Append(frag[:0], t.id, groups)
 			if res.err = w.w.Set(keys.Data(p, block, t.id), frag); res.err != nil {
 				return res
+			}
+			// After the fragment, which brought the spans' names into
+			// the cache.
+			m := res.metrics[p]
+			for i := range spans {
+				m.add(t.id, &spans[i])
 			}
 		}
 	}

@@ -100,50 +100,46 @@ func (m *spanMetrics) add(id TraceID, s *liveSpan) {
 	d := s.duration()
 	mi := series.minute(s.start / minuteNanos)
 	mi.Latency.Add(d)
-	mi.Slowest = keepSlowest(mi.Slowest, Exemplar{TraceID: id, Duration: d})
+	mi.AddExemplar(Exemplar{TraceID: id, Duration: d})
 	series.prom[promBucket(d)]++
 }
 
-// minute returns the series' minute, adding it if new. A block's spans
-// mostly started in its last minute or two, so the search starts there.
+// minute returns the series' minute, adding it in order if new. A block's
+// spans mostly started in its last minute or two, and reads take blocks
+// oldest first, so the search starts at the end.
 func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
-	for i := len(sm.Minutes) - 1; i >= 0; i-- {
-		if sm.Minutes[i].Minute == minute {
-			return &sm.Minutes[i]
-		}
+	i := len(sm.Minutes)
+	for i > 0 && sm.Minutes[i-1].Minute > minute {
+		i--
 	}
-	sm.Minutes = append(sm.Minutes, SpanMinute{Minute: minute})
-	return &sm.Minutes[len(sm.Minutes)-1]
+	if i > 0 && sm.Minutes[i-1].Minute == minute {
+		return &sm.Minutes[i-1]
+	}
+	sm.Minutes = slices.Insert(sm.Minutes, i, SpanMinute{Minute: minute})
+	return &sm.Minutes[i]
 }
 
-// addMinute merges a minute of a series into m, and returns the series it
-// went to.
-func (m *spanMetrics) addMinute(s *SpanSeries, mi *SpanMinute) *seriesMetrics {
-	series := m.seriesOf(s, mi.Latency.Count())
-	MergeMinute(series.minute(mi.Minute), mi)
-	return series
-}
-
-// seriesOf returns m's series for s, to which n spans go.
-func (m *spanMetrics) seriesOf(s *SpanSeries, n uint64) *seriesMetrics {
+// seriesOf returns m's series for s, creating it, or, past maxSeries, the
+// overflow series of its status code; over reports the latter for a
+// series that was not an overflow series.
+func (m *spanMetrics) seriesOf(s *SpanSeries) (series *seriesMetrics, over bool) {
 	if s.Overflow {
-		return m.overflowSeries(s.Status)
+		return m.overflowSeries(s.Status), false
 	}
 	m.key = seriesKey(m.key[:0], []byte(s.Service), []byte(s.Name), s.Kind, s.Status)
-	series, over := m.find(m.key, s.Status, func() SpanSeries { return *s })
-	if over {
-		m.overflowed += n
-	}
-	return series
+	return m.find(m.key, s.Status, func() SpanSeries { return *s })
 }
 
 // merge adds the series of o into m.
 func (m *spanMetrics) merge(o *spanMetrics) {
 	m.overflowed += o.overflowed
 	for _, os := range o.series {
-		var series *seriesMetrics
+		series, over := m.seriesOf(&os.SpanSeries)
 		for i := range os.Minutes {
-			series = m.addMinute(&os.SpanSeries, &os.Minutes[i])
+			series.minute(os.Minutes[i].Minute).Merge(&os.Minutes[i])
+			if over {
+				m.overflowed += os.Minutes[i].Latency.Count()
+			}
 		}
 		for b, n := range os.prom {
 			series.prom[b] += n
@@ -151,47 +147,11 @@ func (m *spanMetrics) merge(o *spanMetrics) {
 	}
 }
 
-// MergeMinute adds the spans of src to dst: their latencies, and the
-// slowest of their exemplars.
-func MergeMinute(dst, src *SpanMinute) {
-	dst.Latency.Merge(&src.Latency)
-	for _, e := range src.Slowest {
-		dst.Slowest = keepSlowest(dst.Slowest, e)
-	}
-}
-
-// keepSlowest adds e to ex, the slowest spans, slowest first, of distinct
-// traces, if it is among the MaxExemplars slowest; ties keep the earlier.
-func keepSlowest(ex []Exemplar, e Exemplar) []Exemplar {
-	for i := range ex {
-		if ex[i].TraceID == e.TraceID {
-			ex[i].Duration = max(ex[i].Duration, e.Duration)
-			sortSlowest(ex)
-			return ex
-		}
-	}
-	switch {
-	case len(ex) < MaxExemplars:
-		ex = append(ex, e)
-	case e.Duration > ex[len(ex)-1].Duration:
-		ex[len(ex)-1] = e
-	default:
-		return ex
-	}
-	sortSlowest(ex)
-	return ex
-}
-
-func sortSlowest(ex []Exemplar) {
-	slices.SortStableFunc(ex, func(a, b Exemplar) int { return cmp.Compare(b.Duration, a.Duration) })
-}
-
 // sorted returns the series ordered by service, name, kind and status,
-// overflow series last, with their minutes ascending.
+// overflow series last; their minutes ascend already.
 func (m *spanMetrics) sorted() []SpanMetricsSeries {
 	out := make([]SpanMetricsSeries, len(m.series))
 	for i, s := range m.series {
-		slices.SortFunc(s.Minutes, func(a, b SpanMinute) int { return cmp.Compare(a.Minute, b.Minute) })
 		out[i] = s.SpanMetricsSeries
 	}
 	slices.SortFunc(out, func(a, b SpanMetricsSeries) int { return compareSeries(&a.SpanSeries, &b.SpanSeries) })
@@ -215,22 +175,28 @@ func aggregateRecord(sm *spanMetrics) []byte {
 }
 
 // SpanMetrics returns the span metrics of the series keep accepts, by
-// series and minute, over the minutes that start in [from, to) and within
+// series and step, over the minutes that start in [from, to) and within
 // the retention period, merged from the aggregates stored with each block:
 // spans count once their block is cut, at most Options.FlushInterval after
-// they were acknowledged. The series are ordered by service, name, kind and
-// status, overflow series last, their minutes ascending; at most
+// they were acknowledged. Steps are step long (whole minutes, at least
+// one) from the minute of from; each SpanMinute is a step, named by its
+// first minute, so that an answer holds a histogram per series and step,
+// not per minute. The series are ordered by service, name, kind and
+// status, overflow series last, their steps ascending; at most
 // Options.SpanMetricsMaxSeries of them, past which the rest merge into
 // overflow series.
-func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
+func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
 	lo, hi := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
+	perStep := max(uint64(step/time.Minute), 1)
 	merged := newSpanMetrics(db.opts.SpanMetricsMaxSeries)
 	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, func(notBefore uint64, payload []byte) error {
 		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
-		return codec.DecodeSpanMetrics(payload, keep, func(s *SpanSeries, mi *SpanMinute) {
-			if mi.Minute >= first && mi.Minute < hi {
-				merged.addMinute(s, mi)
+		return codec.DecodeSpanMetrics(payload, keep, func(s *SpanSeries, minute uint64) *SpanMinute {
+			if minute < first || minute >= hi {
+				return nil
 			}
+			series, _ := merged.seriesOf(s)
+			return series.minute(minute - (minute-lo)%perStep)
 		})
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -15,6 +16,8 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"cairn/storage/internal/keys"
 )
 
 // metricSpan is a generated span and what span metrics should make of it.
@@ -84,14 +87,16 @@ type seriesMinute struct {
 	minute uint64
 }
 
-// checkSpanMetrics compares span metrics with what the spans make: every
-// count exact, every quantile within the histogram's bound, the exemplars
-// the slowest of distinct traces.
-func checkSpanMetrics(t *testing.T, got []SpanMetricsSeries, spans []metricSpan) {
+// checkSpanMetrics compares span metrics in steps of step minutes from
+// minute first with what the spans make: every count exact, every quantile
+// within the histogram's bound, the exemplars the slowest of distinct
+// traces.
+func checkSpanMetrics(t *testing.T, got []SpanMetricsSeries, spans []metricSpan, first, step uint64) {
 	t.Helper()
 	want := map[seriesMinute][]metricSpan{}
 	for _, s := range spans {
-		k := seriesMinute{s.series(), s.span.StartTimeUnixNano / minuteNanos}
+		m := s.span.StartTimeUnixNano / minuteNanos
+		k := seriesMinute{s.series(), m - (m-first)%step}
 		want[k] = append(want[k], s)
 	}
 	seen := 0
@@ -186,15 +191,16 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkSpanMetrics(t, got, spans)
+	checkSpanMetrics(t, got, spans, 0, 1)
 
-	// A window and a filter narrow it to their minutes and series.
-	from, to := base.Add(time.Minute), base.Add(3*time.Minute)
-	got, err = db.SpanMetrics(context.Background(), from, to, func(s *SpanSeries) bool { return s.Service == "svc1" })
+	// A window and a filter narrow it to their minutes and series, and
+	// steps merge minutes.
+	from, to := base.Add(time.Minute), base.Add(4*time.Minute)
+	got, err = db.SpanMetrics(context.Background(), from, to, 2*time.Minute, func(s *SpanSeries) bool { return s.Service == "svc1" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +210,7 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 			narrowed = append(narrowed, s)
 		}
 	}
-	checkSpanMetrics(t, got, narrowed)
+	checkSpanMetrics(t, got, narrowed, uint64(from.Unix()/60), 2)
 }
 
 // TestSpanMetricsBoundSeries counts spans past the bound on series into
@@ -226,7 +232,7 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), allSeries)
+	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,5 +264,98 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 		if n != want {
 			t.Fatalf("status %d: %d calls, want %d", st, n, want)
 		}
+	}
+}
+
+// totalCalls is the calls of every series and minute.
+func totalCalls(t *testing.T, db *DB, from, to time.Time) uint64 {
+	t.Helper()
+	got, err := db.SpanMetrics(context.Background(), from, to, time.Minute, allSeries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	for _, s := range got {
+		for i := range s.Minutes {
+			n += s.Minutes[i].Latency.Count()
+		}
+	}
+	return n
+}
+
+// TestSpanMetricsFollowRetention drops span metrics with their partition,
+// and counts within the retention period only.
+func TestSpanMetricsFollowRetention(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	db, err := Open(t.TempDir(), &Options{Retention: 3 * time.Hour, Now: clk.now, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	old := clk.now().Add(-2 * time.Hour).Truncate(time.Hour) // 2 to 3 hours ago
+	var spans []metricSpan
+	for i, start := range []time.Time{old.Add(time.Minute), clk.now()} {
+		ns := uint64(start.UnixNano())
+		spans = append(spans, metricSpan{trace: TraceID{15: byte(i + 1)}, service: "svc",
+			span: &tracepb.Span{TraceId: []byte{15: byte(i + 1)}, SpanId: []byte{7: 1}, Name: "op", StartTimeUnixNano: ns, EndTimeUnixNano: ns + 1}})
+	}
+	writeAt(t, db, encodeSpans(t, spans))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	from, to := old.Add(-time.Hour), old.Add(6*time.Hour)
+	if n := totalCalls(t, db, from, to); n != 2 {
+		t.Fatalf("%d calls, want 2", n)
+	}
+	clk.add(2 * time.Hour) // the first span's partition ages out
+	if err := db.enforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	if n := totalCalls(t, db, from, to); n != 1 {
+		t.Fatalf("%d calls after the drop, want 1", n)
+	}
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	kept := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		if p := binary.BigEndian.Uint32(it.Key()[1:]); p == partitionOf(uint64(old.UnixNano())) {
+			t.Fatalf("aggregate key %x of the dropped partition survived", it.Key())
+		}
+		kept++
+	}
+	if kept != 1 {
+		t.Fatalf("%d aggregate keys left, want the other partition's", kept)
+	}
+}
+
+// TestUpgradeFromFormat5 opens a store of version 5, which has no
+// aggregates: it becomes version 6 and its new blocks have span metrics.
+func TestUpgradeFromFormat5(t *testing.T) {
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.idx.Set(keys.Meta("format"), []byte{5}, nil); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour})
+	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
+		t.Fatalf("format after upgrade: %v, %v", v, err)
+	} else {
+		closer.Close()
+	}
+	start := time.Now().Add(-time.Minute)
+	ns := uint64(start.UnixNano())
+	write(t, db, encodeSpans(t, []metricSpan{{trace: TraceID{15: 1}, service: "svc",
+		span: &tracepb.Span{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, Name: "op", StartTimeUnixNano: ns, EndTimeUnixNano: ns + 1}}}))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	if n := totalCalls(t, db, start.Add(-time.Hour), start.Add(time.Hour)); n != 1 {
+		t.Fatalf("%d calls, want 1", n)
 	}
 }

@@ -24,9 +24,9 @@ const subBits = 6
 // exactBelow is the first duration whose bucket holds more than one value.
 const exactBelow = 2 << subBits
 
-// Buckets is the number of buckets: the index of the one of math.MaxUint64,
+// numBuckets is the number of buckets: the index of the one of math.MaxUint64,
 // plus one.
-const Buckets = (64-subBits-1)<<subBits + exactBelow
+const numBuckets = (64-subBits-1)<<subBits + exactBelow
 
 // ErrCorrupt is wrapped by every decoding error.
 var ErrCorrupt = errors.New("corrupt histogram")
@@ -39,8 +39,8 @@ type Histogram struct {
 	sum    uint64 // saturates at math.MaxUint64
 }
 
-// Bucket is the index of the bucket that counts ns.
-func Bucket(ns uint64) int {
+// bucketOf is the index of the bucket that counts ns.
+func bucketOf(ns uint64) int {
 	if ns < exactBelow {
 		return int(ns)
 	}
@@ -48,8 +48,8 @@ func Bucket(ns uint64) int {
 	return shift<<subBits + int(ns>>shift)
 }
 
-// Lower is the least duration that bucket i counts.
-func Lower(i int) uint64 {
+// lower is the least duration that bucket i counts.
+func lower(i int) uint64 {
 	if i < exactBelow {
 		return uint64(i)
 	}
@@ -67,33 +67,50 @@ func width(i int) float64 {
 
 // Add counts one duration.
 func (h *Histogram) Add(ns uint64) {
-	h.AddN(Bucket(ns), 1)
+	h.addN(bucketOf(ns), 1)
 	h.count++
 	h.sum = addSat(h.sum, ns)
 }
 
-// AddN adds n to the count of bucket i, leaving count and sum alone.
-func (h *Histogram) AddN(i int, n uint64) {
-	switch {
-	case len(h.counts) == 0:
-		h.first = i
-		h.counts = append(h.counts[:0], n)
-		return
-	case i < h.first:
-		grown := make([]uint64, h.first-i+len(h.counts), h.first-i+cap(h.counts))
-		copy(grown[h.first-i:], h.counts)
-		h.counts, h.first = grown, i
-	case i >= h.first+len(h.counts):
-		h.counts = append(h.counts, make([]uint64, i-h.first-len(h.counts)+1)...)
-	}
+// addN adds n to the count of bucket i, leaving count and sum alone.
+func (h *Histogram) addN(i int, n uint64) {
+	h.cover(i, i+1)
 	h.counts[i-h.first] += n
 }
 
+// cover grows counts to hold buckets [lo, hi), a power of two's buckets
+// at a time, so that durations arriving in any order reallocate them once
+// per power they reach.
+func (h *Histogram) cover(lo, hi int) {
+	switch {
+	case len(h.counts) == 0:
+		h.first = rowStart(lo)
+		h.counts = append(h.counts[:0], make([]uint64, rowEnd(hi-1)-h.first)...)
+		return
+	case lo < h.first:
+		first := rowStart(lo)
+		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
+		copy(grown[h.first-first:], h.counts)
+		h.counts, h.first = grown, first
+	}
+	if hi > h.first+len(h.counts) {
+		h.counts = append(h.counts, make([]uint64, rowEnd(hi-1)-h.first-len(h.counts))...)
+	}
+}
+
+// rowStart and rowEnd bound the buckets of i's power of two (its row of
+// 64; the first row holds the 128 exact buckets).
+func rowStart(i int) int { return max(i>>subBits, 1)<<subBits - 1<<subBits }
+
+func rowEnd(i int) int { return max(i>>subBits, 1)<<subBits + 1<<subBits }
+
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
-	for j, n := range o.counts {
-		if n > 0 {
-			h.AddN(o.first+j, n)
+	if len(o.counts) > 0 {
+		h.cover(o.first, o.first+len(o.counts))
+		dst := h.counts[o.first-h.first:]
+		for j, n := range o.counts {
+			dst[j] += n
 		}
 	}
 	h.count += o.count
@@ -128,7 +145,7 @@ func (h *Histogram) Quantile(q float64) float64 {
 		seen += n
 		if seen >= rank {
 			i := h.first + j
-			return float64(Lower(i)) + (width(i)-1)/2
+			return float64(lower(i)) + (width(i)-1)/2
 		}
 	}
 	return 0 // counts disagree with count: not reached for histograms built here
@@ -150,7 +167,7 @@ const maxZeroRun = 2
 //
 //	uvarint(sum) uvarint(nruns) nruns × ( uvarint(gap) uvarint(n) n × uvarint(count) )
 //
-// A run is n consecutive buckets; gap is its first bucket's index, less the
+// A run is n ≥ 1 consecutive buckets; gap is its first bucket's index, less the
 // index after the previous run's last. The count is the sum of the bucket
 // counts.
 func (h *Histogram) Append(dst []byte) []byte {
@@ -182,34 +199,54 @@ func (h *Histogram) Append(dst []byte) []byte {
 
 // Decode reads a histogram that Append wrote from r into h, which it
 // resets first. Corrupt input fails r; it never makes h hold more than
-// Buckets counts.
+// numBuckets counts.
 func (h *Histogram) Decode(r *binread.Reader) {
 	h.Reset()
-	h.sum = r.Uvarint()
+	h.DecodeAdd(r)
+}
+
+// DecodeAdd reads a histogram that Append wrote from r, adds its counts to
+// h and returns how many durations it held. Corrupt input fails r and may
+// leave part of it added.
+func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
+	h.sum = addSat(h.sum, r.Uvarint())
 	runs := r.Count(3)
-	next := uint64(0)
+	next, added := uint64(0), uint64(0)
 	for range runs {
 		gap := r.Uvarint()
 		n := uint64(r.Count(1))
 		if r.Err != nil {
-			return
+			return added
 		}
 		start := next + gap
-		if gap >= Buckets || start >= Buckets || n > Buckets-start {
+		if gap >= numBuckets || start >= numBuckets || n > numBuckets-start || n == 0 {
 			r.Fail("histogram bucket out of range")
-			return
+			return added
 		}
-		for i := range n {
-			c := r.Uvarint()
+		h.cover(int(start), int(start+n))
+		dst := h.counts[int(start)-h.first:][:n]
+		// Counts are most of a histogram's bytes, and most take one:
+		// they are read here rather than through r, a call each.
+		b := r.B
+		for i := range dst {
+			c, k := uint64(0), 1
+			if len(b) > 0 && b[0] < 0x80 {
+				c = uint64(b[0])
+			} else if c, k = binary.Uvarint(b); k <= 0 {
+				r.Fail("truncated varint")
+				return added
+			}
+			b = b[k:]
 			var carry uint64
 			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
 				r.Fail("histogram count overflows")
-				return
+				return added
 			}
-			if c > 0 {
-				h.AddN(int(start+i), c)
-			}
+			added += c
+			dst[i] += c
 		}
+		r.B = b
 		next = start + n
 	}
+	return added
 }

@@ -14,17 +14,17 @@ import (
 const maxRelErr = 1.0 / 128
 
 func TestBucketBounds(t *testing.T) {
-	for i := range Buckets {
-		lo := Lower(i)
-		if Bucket(lo) != i {
-			t.Fatalf("Bucket(Lower(%d) = %d) = %d", i, lo, Bucket(lo))
+	for i := range numBuckets {
+		lo := lower(i)
+		if bucketOf(lo) != i {
+			t.Fatalf("bucketOf(lower(%d) = %d) = %d", i, lo, bucketOf(lo))
 		}
-		if i > 0 && Bucket(lo-1) != i-1 {
-			t.Fatalf("Bucket(%d) = %d, want %d", lo-1, Bucket(lo-1), i-1)
+		if i > 0 && bucketOf(lo-1) != i-1 {
+			t.Fatalf("bucketOf(%d) = %d, want %d", lo-1, bucketOf(lo-1), i-1)
 		}
 	}
-	if Bucket(math.MaxUint64) != Buckets-1 {
-		t.Fatalf("Bucket(MaxUint64) = %d, want %d", Bucket(math.MaxUint64), Buckets-1)
+	if bucketOf(math.MaxUint64) != numBuckets-1 {
+		t.Fatalf("bucketOf(MaxUint64) = %d, want %d", bucketOf(math.MaxUint64), numBuckets-1)
 	}
 }
 
@@ -116,6 +116,18 @@ func TestMergeIsExact(t *testing.T) {
 			t.Fatalf("merged %+v, want %+v", merged, whole)
 		}
 		checkQuantiles(t, &merged, values)
+
+		// Decoding each part straight into one histogram adds up alike.
+		var added Histogram
+		for i := range parts {
+			rd := binread.New(parts[i].Append(nil), ErrCorrupt)
+			if n := added.DecodeAdd(rd); n != parts[i].Count() || rd.Done("histogram") != nil {
+				t.Fatalf("DecodeAdd of %d durations added %d: %v", parts[i].Count(), n, rd.Err)
+			}
+		}
+		if !equal(&added, &whole) {
+			t.Fatalf("decoded into one %+v, want %+v", added, whole)
+		}
 	}
 }
 

@@ -1,8 +1,10 @@
 package codec
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"cairn/internal/binread"
 	"cairn/internal/histogram"
@@ -85,6 +87,43 @@ type SpanMinute struct {
 	Slowest []Exemplar // at most MaxExemplars, slowest first
 }
 
+// Merge adds the spans of o, a minute of the same series, to m: their
+// latencies, and the slowest of their exemplars.
+func (m *SpanMinute) Merge(o *SpanMinute) {
+	m.Latency.Merge(&o.Latency)
+	for _, e := range o.Slowest {
+		m.AddExemplar(e)
+	}
+}
+
+// AddExemplar keeps e among the minute's exemplars if it is one of the
+// MaxExemplars slowest spans of distinct traces; a trace keeps the
+// duration of its slowest span, and ties keep the earlier.
+func (m *SpanMinute) AddExemplar(e Exemplar) {
+	ex := m.Slowest
+	for i := range ex {
+		if ex[i].TraceID == e.TraceID {
+			ex[i].Duration = max(ex[i].Duration, e.Duration)
+			sortSlowest(ex)
+			return
+		}
+	}
+	switch {
+	case len(ex) < MaxExemplars:
+		ex = append(ex, e)
+	case e.Duration > ex[len(ex)-1].Duration:
+		ex[len(ex)-1] = e
+	default:
+		return
+	}
+	sortSlowest(ex)
+	m.Slowest = ex
+}
+
+func sortSlowest(ex []Exemplar) {
+	slices.SortStableFunc(ex, func(a, b Exemplar) int { return cmp.Compare(b.Duration, a.Duration) })
+}
+
 // Exemplar is one span: its trace and duration.
 type Exemplar struct {
 	TraceID  [16]byte
@@ -138,15 +177,23 @@ func appendStr(dst []byte, s string) []byte {
 }
 
 // DecodeSpanMetrics decodes the payload of a span metrics section. For each
-// series that keep accepts, it calls fn with each of its minutes, whose
-// memory it reuses for the next.
-func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, fn func(*SpanSeries, *SpanMinute)) error {
+// minute of each series that keep accepts, it adds the minute's spans to
+// the minute that dst returns for it, unless that is nil. Corrupt input
+// fails, leaving part of it added.
+func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *SpanSeries, minute uint64) *SpanMinute) error {
 	r := binread.New(src, ErrCorrupt)
 	n := r.Count(6)
-	var m SpanMinute
+	var (
+		skipped SpanMinute
+		service string
+	)
 	for range n {
+		// Series are sorted by service: most share the previous one's.
+		if b := r.Bytes(r.Count(1)); string(b) != service {
+			service = string(b)
+		}
 		s := SpanSeries{
-			Service: string(r.Bytes(r.Count(1))),
+			Service: service,
 			Name:    string(r.Bytes(r.Count(1))),
 			Kind:    r.Byte(),
 			Status:  r.Byte(),
@@ -165,16 +212,17 @@ func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, fn func(*SpanSer
 		}
 		mr := binread.New(minutes, ErrCorrupt)
 		for range mr.Count(3) {
-			m.Minute = mr.Uvarint()
-			m.Latency.Decode(mr)
-			m.Slowest = m.Slowest[:0]
+			m := dst(&s, mr.Uvarint())
+			if m == nil {
+				m = &skipped
+			}
+			m.Latency.DecodeAdd(mr)
 			for range mr.Count(17) {
-				m.Slowest = append(m.Slowest, Exemplar{TraceID: [16]byte(mr.Bytes(16)), Duration: mr.Uvarint()})
+				m.AddExemplar(Exemplar{TraceID: [16]byte(mr.Bytes(16)), Duration: mr.Uvarint()})
 			}
 			if mr.Err != nil {
 				break
 			}
-			fn(&s, &m)
 		}
 		if err := mr.Done("span metrics minutes"); err != nil {
 			return err

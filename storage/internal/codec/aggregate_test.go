@@ -24,14 +24,13 @@ func sampleSpanMetrics() []SpanMetricsSeries {
 // decodeAll decodes a span metrics section whole.
 func decodeAll(payload []byte) ([]SpanMetricsSeries, error) {
 	var out []SpanMetricsSeries
-	err := DecodeSpanMetrics(payload, func(*SpanSeries) bool { return true }, func(s *SpanSeries, m *SpanMinute) {
+	err := DecodeSpanMetrics(payload, func(*SpanSeries) bool { return true }, func(s *SpanSeries, minute uint64) *SpanMinute {
 		if len(out) == 0 || out[len(out)-1].SpanSeries != *s {
 			out = append(out, SpanMetricsSeries{SpanSeries: *s})
 		}
-		c := SpanMinute{Minute: m.Minute, Slowest: append([]Exemplar(nil), m.Slowest...)}
-		c.Latency.Merge(&m.Latency)
 		last := &out[len(out)-1]
-		last.Minutes = append(last.Minutes, c)
+		last.Minutes = append(last.Minutes, SpanMinute{Minute: minute})
+		return &last.Minutes[len(last.Minutes)-1]
 	})
 	return out, err
 }
@@ -57,8 +56,9 @@ func TestAggregateRoundTrip(t *testing.T) {
 		t.Fatalf("absent section: %q, %v", none, err)
 	}
 	var kept []string
-	err = DecodeSpanMetrics(payload, func(s *SpanSeries) bool { return s.Overflow }, func(s *SpanSeries, _ *SpanMinute) {
+	err = DecodeSpanMetrics(payload, func(s *SpanSeries) bool { return s.Overflow }, func(s *SpanSeries, _ uint64) *SpanMinute {
 		kept = append(kept, s.Service+"/"+s.Name)
+		return nil
 	})
 	if err != nil || !reflect.DeepEqual(kept, []string{"/"}) {
 		t.Fatalf("filtered: %v, %v", kept, err)
