@@ -284,13 +284,18 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 	if err := store.Ingest(ctx, paths); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	// A manual compaction is never cancelled: Pebble (v2.1.7) panics when
+	// one is cancelled after its scheduler picked it and before it runs
+	// ("did not find manual compaction"). Close waits for this batch instead;
+	// recompressBlocks checks ctx between batches.
+	compactCtx := context.WithoutCancel(ctx)
 	errs := make([]error, len(lifted))
 	var wg sync.WaitGroup
 	for i, r := range lifted {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = store.Compact(ctx, r[0], r[1], false)
+			errs[i] = store.Compact(compactCtx, r[0], r[1], false)
 		}()
 	}
 	wg.Wait()

@@ -331,15 +331,15 @@ func TestSpanMetricsFollowRetention(t *testing.T) {
 	}
 }
 
-// TestUpgradeFromFormat4 opens a store of version 4, which has no
-// aggregates: it becomes version 5 and its new blocks have span metrics.
-func TestUpgradeFromFormat4(t *testing.T) {
+// TestUpgradeFromFormat5 opens a store of version 5, which has no
+// aggregates: it becomes version 6 and its new blocks have span metrics.
+func TestUpgradeFromFormat5(t *testing.T) {
 	dir := t.TempDir()
 	db, err := Open(dir, &Options{FlushInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.idx.Set(keys.Meta("format"), []byte{4}, nil); err != nil {
+	if err := db.idx.Set(keys.Meta("format"), []byte{5}, nil); err != nil {
 		t.Fatal(err)
 	}
 	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour})
