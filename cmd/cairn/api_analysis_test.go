@@ -170,6 +170,20 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 	if fmt.Sprint(diag.DiagnosisJSON) != fmt.Sprint(wantDiag) || diag.Cause != wantDiag.Cause(false) {
 		t.Errorf("diagnosis:\n%+v\n%q\ngRPC:\n%+v", diag.DiagnosisJSON, diag.Cause, wantDiag)
 	}
+	// And of failures: the origin rates are there, and the sentence says so.
+	var failing struct {
+		query.DiagnosisJSON
+		Cause string
+	}
+	apiGet(t, s, "/api/v1/diagnose?service=checkout&operation=GET+/checkout&errors=true&start="+rfc(mid)+"&end="+rfc(mid.Add(time.Minute)), &failing)
+	resp, err = analysispb.NewRootCauseClient(conn).Diagnose(ctx, &analysispb.DiagnoseRequest{Service: "checkout", Operation: "GET /checkout", Errors: true,
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(mid.Add(time.Minute))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wantDiag := query.DiagnosisFromAPI(resp, true); fmt.Sprint(failing.DiagnosisJSON) != fmt.Sprint(wantDiag) || failing.Cause != wantDiag.Cause(true) {
+		t.Errorf("diagnosis of failures:\n%+v\n%q\ngRPC:\n%+v", failing.DiagnosisJSON, failing.Cause, wantDiag)
+	}
 	sum := func(xs []int) (n int) {
 		for _, x := range xs {
 			n += x

@@ -306,7 +306,9 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 		return eval[[]row](b, `[...document.querySelectorAll('table.metrics tbody tr')].map(r => ({Name: r.dataset.name, Calls: r.dataset.calls || '', Errors: r.dataset.errors || ''}))`)
 	}
 	// The landing page is the services page.
+	began := time.Now()
 	b.open("", "table.metrics svg.spark")
+	t.Logf("the services page was drawn %v after it was asked for", time.Since(began))
 	if got := eval[string](b, `location.hash + ' ' + document.querySelector('#nav a.active').textContent`); got != " Services" {
 		t.Errorf("landing page: %q", got)
 	}
@@ -382,6 +384,7 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 		ev('mousedown', %d); ev('mousemove', %d); ev('mouseup', %d);
 	})()`, mid.UnixMilli(), mid.Add(time.Minute).UnixMilli(), mid.Add(time.Minute).UnixMilli())),
 		chromedp.WaitVisible(`.diagnosis .cause`))
+	t.Logf("diagnosed: %q", eval[string](b, `document.querySelector('.diagnosis .cause').textContent`))
 	params := eval[string](b, `(p => 'service=' + encodeURIComponent(p.get('service')) + '&operation=' + encodeURIComponent(p.get('operation')) +
 		'&start=' + p.get('window_start') + '&end=' + p.get('window_end') + '&sample=' + document.querySelector('select[name=sample]').value)(new URLSearchParams(location.hash.split('?')[1]))`)
 	var diag struct {
