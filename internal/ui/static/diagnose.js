@@ -1,4 +1,5 @@
-// Diagnose: an operation's latency and error rate over the range; drag
+// Diagnose: an operation's latency and error rate over the range (not
+// refreshed: a diagnosis reads much, and is of a window picked); drag
 // across either chart to pick the regression window (the baseline is the
 // window as long right before it, unless the URL names another), and the
 // diagnosis shows: the sentence naming the likely cause, the two windows,
@@ -15,7 +16,7 @@ export async function render(main, route) {
   const errors = p.get('errors') === 'true';
   const sample = p.get('sample') || defaultSample;
   const form = h('form', { class: 'diagnose-form', onsubmit: (e) => e.preventDefault() });
-  main.append(h('div', { class: 'page-head' }, h('h1', {}, 'Diagnose'), form, picker(route)));
+  main.append(h('div', { class: 'page-head' }, h('h1', {}, 'Diagnose'), form, picker(route, { refresh: false })));
   const [names, ops] = await Promise.all([
     get('/api/v1/services'),
     service ? get('/api/v1/operations', { service }) : { operations: [] },

@@ -35,9 +35,10 @@ function localInput(d) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-// picker returns the range picker of a page whose route is route; a
-// change goes through the URL.
-export function picker(route) {
+// picker returns the range picker of a page whose route is route, with
+// the auto-refresh box if the page refreshes; a change goes through the
+// URL.
+export function picker(route, { refresh = true } = {}) {
   const p = route.params;
   const r = p.get('range') || '1h';
   const w = window(p);
@@ -64,7 +65,7 @@ export function picker(route) {
     type: 'checkbox', name: 'refresh', checked: p.get('refresh') === 'on',
     onchange: (e) => go({ refresh: e.target.checked ? 'on' : '' }),
   }), 'auto-refresh');
-  return h('div', { class: 'range-picker' }, select, custom, r === 'custom' ? null : auto);
+  return h('div', { class: 'range-picker' }, select, custom, r === 'custom' || !refresh ? null : auto);
 }
 
 // autoRefresh calls fn every refreshEvery if the route asks for it; it
