@@ -398,6 +398,9 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	if got := eval[string](b, `document.querySelector('table.windows tr.window .traces').textContent`); got != fmt.Sprint(diag.Window.Traces) {
 		t.Errorf("window of %s traces, the API %d", got, diag.Window.Traces)
 	}
+	if got := eval[string](b, `document.querySelector('.diagnosis').textContent`); strings.Contains(got, "null") || strings.Contains(got, "undefined") {
+		t.Errorf("the diagnosis shows a missing value: %s", got)
+	}
 	if n := eval[int](b, `document.querySelectorAll('svg.histogram rect.window').length`); n == 0 {
 		t.Error("no histogram of the window's latencies")
 	}

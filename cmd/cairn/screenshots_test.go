@@ -56,8 +56,13 @@ func TestScreenshots(t *testing.T) {
 	}
 
 	b := newBrowser(t, s, 1280, 800)
-	shot := func(name string) {
-		png, err := chromedp.Run(b.ctx, chromedp.CaptureScreenshot())
+	// shot captures the window; full, the whole page.
+	capture := func(name string, full bool) {
+		action := chromedp.CaptureScreenshot()
+		if full {
+			action = chromedp.FullScreenshot(100)
+		}
+		png, err := chromedp.Run(b.ctx, action)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,6 +70,7 @@ func TestScreenshots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	shot := func(name string) { capture(name, false) }
 	b.open("#/services?range=1h", "table.metrics svg.spark")
 	shot("services.png")
 	b.open("#/services/frontend?range=1h", "table.metrics svg.spark")
@@ -76,7 +82,7 @@ func TestScreenshots(t *testing.T) {
 	ws := time.Now().Add(-15 * time.Minute).UTC().Format(time.RFC3339)
 	we := time.Now().Add(-5 * time.Minute).UTC().Format(time.RFC3339)
 	b.open("#/diagnose?range=1h&service=frontend&operation=GET+/api/checkout/{id}&window_start="+ws+"&window_end="+we, ".diagnosis .cause")
-	shot("diagnose.png")
+	capture("diagnose.png", true)
 	b.open("#/search?service=frontend&range=1h&limit=100", "svg.scatter")
 	shot("search.png")
 	b.open("#/trace/"+id, ".trace .row")

@@ -44,7 +44,7 @@ export async function render(main, route) {
     start: sel.start.toISOString(), end: sel.end.toISOString(),
     baseline_start: p.get('baseline_start') || '', baseline_end: p.get('baseline_end') || '', sample,
   });
-  result.replaceChildren(...showDiagnosis(d, errors, route));
+  result.replaceChildren(...showDiagnosis(d, errors, route).filter(Boolean));
 }
 
 // defaultSample is how many traces of each window a diagnosis reads
@@ -236,7 +236,7 @@ function histogram(lat) {
     });
   }
   for (let i = 0; i <= n; i += Math.max(1, Math.round(n / 6))) {
-    svg.append(s('text', { x: left + i * bw, y: H - 6, 'text-anchor': 'middle' }, duration(lat.bounds_ms[i] * 1e6)));
+    svg.append(s('text', { x: left + i * bw, y: H - 6, 'text-anchor': i + Math.round(n / 6) > n ? 'end' : 'middle' }, duration(lat.bounds_ms[i] * 1e6)));
   }
   svg.append(s('text', { x: left - 4, y: top + 8, 'text-anchor': 'end' }, Math.round(max * 100) + '%'));
   return h('figure', { class: 'histogram-box' }, svg,
