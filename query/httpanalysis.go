@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -290,8 +289,10 @@ func histograms(window, baseline []*traceanalysis.Trace, service, operation stri
 		return h
 	}
 	lo, hi := uint64(math.MaxUint64), uint64(0)
-	for _, d := range append(slices.Clip(w), b...) {
-		lo, hi = min(lo, d), max(hi, d)
+	for _, ds := range [][]uint64{w, b} {
+		for _, d := range ds {
+			lo, hi = min(lo, d), max(hi, d)
+		}
 	}
 	// Durations are at least 1µs here, so that the log scale has a floor.
 	from, to := math.Log(float64(max(lo, 1000))), math.Log(float64(max(hi, 1000))*1.0001)
