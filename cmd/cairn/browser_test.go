@@ -327,7 +327,10 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	if got := rows(); !slices.Equal(got, want) || len(got) != 2 {
 		t.Errorf("services page: %v, API %v", got, want)
 	}
-	// Sorting by rate, then to checkout's operations.
+	// Auto-refresh is kept in the URL, as the range is.
+	b.do("auto-refresh", chromedp.Click(`input[name=refresh]`), chromedp.Poll[chromedp.Void](`location.hash.includes('refresh=on')`),
+		chromedp.WaitVisible(`table.metrics svg.spark`), chromedp.Poll[chromedp.Void](`document.querySelector('input[name=refresh]').checked`))
+	// Sorting by p99, then to checkout's operations.
 	b.do("sort by p99", chromedp.Click(`th[data-sort=p99] a`), chromedp.Poll[chromedp.Void](`location.hash.includes('sort=p99')`),
 		chromedp.WaitVisible(`th[data-sort=p99]`))
 	if got := rows(); len(got) != 2 || got[0].Name != "checkout" {
