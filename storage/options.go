@@ -117,7 +117,7 @@ type Options struct {
 	// more). Past it the oldest cuts' spans are let go before their window
 	// passes, and counted.
 	//
-	// The default is 1,000,000.
+	// The default is 250,000.
 	PairingMaxSpans int
 
 	// FS is the file system that the write-ahead log, both Pebble stores
@@ -182,7 +182,7 @@ func (o *Options) EnsureDefaults() Options {
 		c.PairingWindow = 5 * time.Minute
 	}
 	if c.PairingMaxSpans <= 0 {
-		c.PairingMaxSpans = 1_000_000
+		c.PairingMaxSpans = 250_000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
