@@ -22,6 +22,7 @@ FUZZ_TARGETS := \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \
+	./storage/internal/codec:FuzzServiceGraph:30000x \
 	./storage/internal/codec:FuzzAggregate:30000x \
 	./storage/internal/wal:FuzzReplay:30000x
 
@@ -71,7 +72,7 @@ proto:
 		--descriptor_set_in=otlp.binpb.tmp -I . \
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		trace_storage.proto capabilities.proto
+		trace_storage.proto capabilities.proto dependency_storage.proto
 	cd query/analysispb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc \
 		--descriptor_set_in=../jaegerpb/otlp.binpb.tmp -I . \
 		--go_out=. --go_opt=paths=source_relative \

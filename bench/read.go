@@ -310,7 +310,36 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 	if err := r.search(ctx, o, pool, sent, rep, rng); err != nil {
 		return err
 	}
-	return r.spanMetrics(ctx, o, pool, sent, rep, rng)
+	if err := r.spanMetrics(ctx, o, pool, sent, rep, rng); err != nil {
+		return err
+	}
+	return r.dependencies(ctx, o, pool, sent, rep)
+}
+
+// dependencies times jaeger.storage.v2 GetDependencies over the day up to
+// the end of the run's window, as the Jaeger UI's System Architecture page
+// asks by default. A reader that does not serve it is passed over.
+func (r *reader) dependencies(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report) error {
+	_, to := pool.Window(sent)
+	req := &jaegerpb.GetDependenciesRequest{StartTime: timestamppb.New(to.Add(-24 * time.Hour)), EndTime: timestamppb.New(to)}
+	var times []time.Duration
+	for range o.Queries {
+		var resp rawcodec.Message
+		t := time.Now()
+		err := r.conn.Invoke(ctx, jaegerpb.DependencyReader_GetDependencies_FullMethodName, req, &resp)
+		d := time.Since(t)
+		if status.Code(err) == codes.Unimplemented {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("dependencies: %w", err)
+		}
+		times = append(times, d)
+	}
+	sr := SearchReport{Shape: "dependencies, 24 h", Queries: len(times), TargetP99Ms: searchTargetP99Ms}
+	sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
+	rep.Dependencies = &sr
+	return nil
 }
 
 // spanMetrics times cairn.analysis.v1 GetSpanMetrics of a random service

@@ -73,7 +73,10 @@ type Report struct {
 	Searches          []SearchReport    `json:"searches,omitempty"`
 	// SpanMetrics times span metrics queries of one service, settled; nil
 	// if the reader does not serve them.
-	SpanMetrics      *SearchReport `json:"span_metrics,omitempty"`
+	SpanMetrics *SearchReport `json:"span_metrics,omitempty"`
+	// Dependencies times GetDependencies over a day, settled; nil if the
+	// reader does not serve it.
+	Dependencies     *SearchReport `json:"dependencies,omitempty"`
 	TracesChecked    int           `json:"traces_checked,omitempty"`
 	TracesComplete   int           `json:"traces_complete,omitempty"`
 	CompleteFraction float64       `json:"complete_fraction,omitempty"`
@@ -286,6 +289,9 @@ func (r *Report) figureRows() []row {
 		}
 		if s := r.SpanMetrics; ph.name == "settled" && s != nil {
 			add(s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries of one service", s.Queries))
+		}
+		if s := r.Dependencies; ph.name == "settled" && s != nil {
+			add(s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries", s.Queries))
 		}
 		if ph.failed > 0 {
 			add("failed reads", fmt.Sprint(ph.failed), ph.firstError)

@@ -38,27 +38,12 @@ type spanMetricsArgs struct {
 }
 
 func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMetricsArgs, error) {
-	var args spanMetricsArgs
-	start, err := timeArg(req.GetStartTime(), "start_time")
-	if err != nil {
+	var (
+		args spanMetricsArgs
+		err  error
+	)
+	if args.from, args.to, err = windowArgs(req.GetStartTime(), req.GetEndTime()); err != nil {
 		return args, err
-	}
-	end, err := timeArg(req.GetEndTime(), "end_time")
-	if err != nil {
-		return args, err
-	}
-	if end.IsZero() {
-		end = time.Now()
-	}
-	if start.IsZero() {
-		start = end.Add(-time.Hour)
-	}
-	args.from = start.Truncate(time.Minute)
-	if args.to = end.Truncate(time.Minute); args.to.Before(end) {
-		args.to = args.to.Add(time.Minute)
-	}
-	if !args.from.Before(args.to) {
-		return args, status.Errorf(codes.InvalidArgument, "start_time %v is not before end_time %v", start, end)
 	}
 	if args.step, err = durationArg(req.GetStep(), "step"); err != nil {
 		return args, err
@@ -72,17 +57,8 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 	if n := args.to.Sub(args.from) / args.step; n > maxPoints {
 		return args, status.Errorf(codes.InvalidArgument, "step %v gives %d points over the window, more than %d", args.step, n, maxPoints)
 	}
-	args.quantiles = req.GetQuantiles()
-	if len(args.quantiles) == 0 {
-		args.quantiles = defaultQuantiles
-	}
-	if len(args.quantiles) > maxQuantiles {
-		return args, status.Errorf(codes.InvalidArgument, "%d quantiles asked, at most %d", len(args.quantiles), maxQuantiles)
-	}
-	for _, q := range args.quantiles {
-		if !(q >= 0 && q <= 1) {
-			return args, status.Errorf(codes.InvalidArgument, "quantile %v is not in [0, 1]", q)
-		}
+	if args.quantiles, err = quantileArgs(req.GetQuantiles()); err != nil {
+		return args, err
 	}
 	var kinds [6]bool
 	for _, k := range req.GetSpanKinds() {
@@ -100,6 +76,50 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 		return (service == "" || s.Service == service) && (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
 	}
 	return args, nil
+}
+
+// windowArgs is the window of a request, in whole minutes: from the minute
+// start falls in to the minute end falls in, excluded unless end is past
+// its start. Default: the hour before end; end defaults to now.
+func windowArgs(startTS, endTS *timestamppb.Timestamp) (from, to time.Time, err error) {
+	start, err := timeArg(startTS, "start_time")
+	if err != nil {
+		return from, to, err
+	}
+	end, err := timeArg(endTS, "end_time")
+	if err != nil {
+		return from, to, err
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	if start.IsZero() {
+		start = end.Add(-time.Hour)
+	}
+	from = start.Truncate(time.Minute)
+	if to = end.Truncate(time.Minute); to.Before(end) {
+		to = to.Add(time.Minute)
+	}
+	if !from.Before(to) {
+		return from, to, status.Errorf(codes.InvalidArgument, "start_time %v is not before end_time %v", start, end)
+	}
+	return from, to, nil
+}
+
+// quantileArgs are the quantiles a request asks for, or the default ones.
+func quantileArgs(qs []float64) ([]float64, error) {
+	if len(qs) == 0 {
+		return defaultQuantiles, nil
+	}
+	if len(qs) > maxQuantiles {
+		return nil, status.Errorf(codes.InvalidArgument, "%d quantiles asked, at most %d", len(qs), maxQuantiles)
+	}
+	for _, q := range qs {
+		if !(q >= 0 && q <= 1) {
+			return nil, status.Errorf(codes.InvalidArgument, "quantile %v is not in [0, 1]", q)
+		}
+	}
+	return qs, nil
 }
 
 // GetSpanMetrics merges the stored span metrics of a window into steps.
@@ -203,4 +223,39 @@ func exemplars(ex []storage.Exemplar) []*analysispb.Exemplar {
 		out[i] = &analysispb.Exemplar{TraceId: e.TraceID[:], DurationMs: float64(e.Duration) / 1e6}
 	}
 	return out
+}
+
+// GetServiceGraph sums the stored service graph edges of a window.
+func (a analysis) GetServiceGraph(ctx context.Context, req *analysispb.GetServiceGraphRequest) (*analysispb.GetServiceGraphResponse, error) {
+	from, to, err := windowArgs(req.GetStartTime(), req.GetEndTime())
+	if err != nil {
+		return nil, err
+	}
+	quantiles, err := quantileArgs(req.GetQuantiles())
+	if err != nil {
+		return nil, err
+	}
+	leave, err := a.reads.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	edges, err := a.r.ServiceGraph(ctx, from, to)
+	if err != nil {
+		if storage.IsCorruption(err) {
+			return nil, status.Error(codes.DataLoss, err.Error())
+		}
+		return nil, status.Errorf(codes.Internal, "service graph: %v", err)
+	}
+	resp := &analysispb.GetServiceGraphResponse{Edges: make([]*analysispb.ServiceGraphEdge, len(edges))}
+	for i := range edges {
+		e := &edges[i]
+		out := &analysispb.ServiceGraphEdge{Parent: e.Parent, Child: e.Child, Virtual: e.Virtual,
+			Calls: e.Calls, Errors: e.Errors, DurationSumMs: float64(e.Latency.Sum()) / 1e6}
+		for _, q := range quantiles {
+			out.Quantiles = append(out.Quantiles, &analysispb.Quantile{Quantile: q, DurationMs: e.Latency.Quantile(q) / 1e6})
+		}
+		resp.Edges[i] = out
+	}
+	return resp, nil
 }

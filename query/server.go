@@ -33,6 +33,9 @@ type Reader interface {
 	Operations(service string) ([]storage.Operation, error)
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
+	// ServiceGraph returns the service graph's edges with the calls that
+	// started in the minutes that [from, to) overlaps.
+	ServiceGraph(ctx context.Context, from, to time.Time) ([]storage.Edge, error)
 	// SpanMetrics merges the span metrics of the series keep accepts over
 	// the minutes in [from, to), by series and step.
 	SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
@@ -162,9 +165,9 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 	return NewService(r, o).Server(opts...)
 }
 
-// Server returns a gRPC server with the TraceReader and Capabilities
-// services of jaeger.storage.v2, cairn.analysis.v1's Analysis and
-// RootCause, gRPC health and server reflection.
+// Server returns a gRPC server with the TraceReader, DependencyReader and
+// Capabilities services of jaeger.storage.v2, cairn.analysis.v1's Analysis
+// and RootCause, gRPC health and server reflection.
 func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	svc := q.svc
 	c := svc.opts
@@ -175,6 +178,7 @@ func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
 	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)
+	jaegerpb.RegisterDependencyReaderServer(s, dependencies{s: svc})
 	jaegerpb.RegisterCapabilitiesServer(s, capabilities{})
 	analysispb.RegisterAnalysisServer(s, analysis{service: svc})
 	analysispb.RegisterRootCauseServer(s, rootCause{service: svc})
@@ -184,6 +188,7 @@ func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	}
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(jaegerpb.TraceReader_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(jaegerpb.DependencyReader_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	reflection.Register(s)
 	return s
@@ -472,7 +477,9 @@ type capabilities struct {
 
 // GetCapabilities reports what searches answer: queries without a service
 // name work, and all of a query's conditions must hold on the same span.
-// Expression filters, pagination and span search are not offered.
+// Expression filters, pagination and span search are not offered. The
+// message has no field for dependencies: GetDependencies is served, and a
+// client finds that out by calling it.
 func (capabilities) GetCapabilities(context.Context, *jaegerpb.GetCapabilitiesRequest) (*jaegerpb.GetCapabilitiesResponse, error) {
 	return &jaegerpb.GetCapabilitiesResponse{Search: &jaegerpb.SearchCapabilities{
 		WithoutServiceName:  true,

@@ -184,7 +184,7 @@ func TestServiceSurface(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names[s.Name] = true
 	}
-	for _, want := range []string{"jaeger.storage.v2.TraceReader", "jaeger.storage.v2.Capabilities", "cairn.analysis.v1.Analysis", "grpc.health.v1.Health"} {
+	for _, want := range []string{"jaeger.storage.v2.TraceReader", "jaeger.storage.v2.DependencyReader", "jaeger.storage.v2.Capabilities", "cairn.analysis.v1.Analysis", "grpc.health.v1.Health"} {
 		if !names[want] {
 			t.Errorf("reflection does not list %s: %v", want, names)
 		}

@@ -135,6 +135,67 @@ func writeTrace(b *testing.B, db *DB, tag byte, n int) {
 	}
 }
 
+// BenchmarkPairing measures pairing the spans of a full buffer, 200k spans
+// of the bench workload, into service graph edges, as each cut does beside
+// its data writers.
+func BenchmarkPairing(b *testing.B) {
+	const spans, batch = 200_000, 1024
+	pool, err := bench.NewPool(bench.Config{BatchSpans: batch, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, spans)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db, err := Open(b.TempDir(), &Options{FlushInterval: time.Hour, BufferBytes: 1 << 30, RecompressAfter: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	for i := range pool.Requests() {
+		write(b, db, pool.Request(nil, uint64(i)))
+	}
+	var traces []*liveTrace
+	db.live.traces.Ascend(func(t *liveTrace) bool {
+		traces = append(traces, t)
+		return true
+	})
+	now := uint64(time.Now().UnixNano())
+	b.ReportAllocs()
+	for b.Loop() {
+		// A window apart, each cut lets the last go, as in steady ingest.
+		now += uint64(db.opts.PairingWindow)
+		db.graph.cut(now, db.live.spans, traces)
+	}
+	b.ReportMetric(float64(db.live.spans)*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+}
+
+// BenchmarkServiceGraph measures reading the service graph of a day from
+// the aggregates of 240 blocks of 1024 bench spans, one every six minutes.
+// It reads every block's aggregate record of the window: the time grows
+// with the blocks cut in it.
+func BenchmarkServiceGraph(b *testing.B) {
+	const blocks = 240
+	db, err := Open(b.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	end := time.Now().Truncate(time.Minute)
+	start := end.Add(-24 * time.Hour)
+	for i := range blocks {
+		gen := bench.NewGenerator(bench.Config{BatchSpans: 1024, Start: start.Add(time.Duration(i) * 24 * time.Hour / blocks), TracesPerSecond: 0.1})
+		write(b, db, gen.Next().Bytes)
+		if err := db.cut(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		edges, err := db.ServiceGraph(context.Background(), start, end)
+		if err != nil || len(edges) == 0 {
+			b.Fatalf("%d edges, %v", len(edges), err)
+		}
+	}
+}
+
 // BenchmarkSpanMetrics measures span metrics of one service over the hour
 // of a store of 1M bench spans in five blocks, at minute resolution, as
 // the analysis API asks for them.

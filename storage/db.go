@@ -61,6 +61,8 @@ type DB struct {
 
 	// Guarded by mu.
 	catalog *catalog
+	// graph pairs the spans of cuts into service graph edges.
+	graph *serviceGraph
 
 	mu      sync.Mutex
 	live    *buffer
@@ -154,6 +156,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
+	db.graph = newServiceGraph(&opts)
 	db.metrics = newMetrics(db)
 	// Both stores share one block cache, sized by Options.CacheBytes.
 	cache := pebble.NewCache(opts.CacheBytes)
@@ -279,6 +282,9 @@ func (db *DB) recover() error {
 		return fmt.Errorf("upgrade store from format version %d: %w", version, err)
 	}
 	if err := db.groups.open(); err != nil {
+		return err
+	}
+	if err := db.replayPairing(); err != nil {
 		return err
 	}
 	db.live = newBuffer(last + 1)

@@ -69,6 +69,13 @@
 // Span metrics. DB.SpanMetrics merges the aggregates of the blocks in a
 // window, never reading spans; spans count once cut.
 //
+// Service graph. Each cut pairs its spans with their parents beside its
+// data writers (package pairing): spans of recent cuts are held in memory
+// for a pairing window, so that the two spans of a call pair whatever order
+// and cuts they arrive in, and the calls a cut completes are stored in its
+// aggregates. Open rebuilds what pairing held by pairing the spans of the
+// last two windows' blocks again. DB.ServiceGraph sums a window's calls.
+//
 // Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
 // cuts are timed as they happen, the rest (live buffers, disk, partitions,
 // recompression backlog, Pebble's shape) is read when scraped.

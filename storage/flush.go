@@ -204,6 +204,19 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		traces = append(traces, t)
 		return true
 	})
+	// Pairing runs beside the writers. A retried cut reuses what the first
+	// attempt paired: the pairer has taken the block's spans in already.
+	paired := make(chan struct{})
+	if buf.paired {
+		close(paired)
+	} else {
+		buf.created = uint64(db.opts.Now().UnixNano())
+		go func() {
+			defer close(paired)
+			db.opts.Bulk.Do(func() { buf.edges = db.graph.cut(buf.created, buf.spans, traces) })
+		}()
+		defer func() { <-paired; buf.paired = true }()
+	}
 
 	// The trace index and search index rows take one light pass; the
 	// search index is then finished while the data is written.
@@ -295,6 +308,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}); err != nil {
 		return nil, err
 	}
+	<-paired
 	// Aggregates go into the index store in the same ingest as the block
 	// record, so that they are stored exactly when the block is: a span
 	// replayed from the log after a crash counts once, when its block is
@@ -302,12 +316,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// of their own, as sstables ingested together must not overlap.
 	apath := filepath.Join(dir, "aggregates.sst")
 	if err := writeTable(db.opts.FS, db.idx, apath, 0, false, func(w *sstable.Writer) error {
-		for _, p := range parts {
-			if err := w.Set(keys.Aggregate(p, buf.block), aggregateRecord(metrics[p])); err != nil {
-				return err
-			}
-		}
-		return nil
+		return db.writeAggregates(w, buf, parts, metrics)
 	}); err != nil {
 		return nil, err
 	}
@@ -317,6 +326,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	if err := db.idx.Ingest(context.Background(), append(segPaths, ipath, apath)); err != nil {
 		return nil, fmt.Errorf("ingest index: %w", err)
 	}
+	db.graph.stored(buf.edges)
 	db.groups.markPersisted(first + uint32(len(pending)))
 	for _, g := range written {
 		db.dict.markPersisted(g)
@@ -492,6 +502,27 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 	return res
 }
 
+// writeAggregates writes the aggregate records of a block, in key order: one
+// per partition it has spans in or service graph edges of. Edges whose
+// partition has been dropped are left out.
+func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32, metrics map[uint32]*spanMetrics) error {
+	all := slices.Clone(parts)
+	db.mu.Lock()
+	for p := range buf.edges {
+		if _, ok := db.partitions[p]; ok {
+			all = append(all, p)
+		}
+	}
+	db.mu.Unlock()
+	slices.Sort(all)
+	for _, p := range slices.Compact(all) {
+		if err := w.Set(keys.Aggregate(p, buf.block), aggregateRecord(metrics[p], buf.edges.section(p))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // writeIndex fills the index sstable of a block, in key order: everything
 // but the search index and aggregates.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
@@ -499,7 +530,7 @@ func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceI
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
-		Created:    uint64(db.opts.Now().UnixNano()),
+		Created:    buf.created,
 	}
 	if err := iw.Set(keys.Block(buf.block), codec.AppendBlockRecord(nil, rec)); err != nil {
 		return err

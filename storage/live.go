@@ -93,6 +93,38 @@ type liveSpan struct {
 	err    bool  // status ERROR
 	kind   uint8 // span kind; kinds OTLP does not define count as unspecified
 	status uint8 // status code, as otlpwire.Span.Status
+
+	// For the service graph: the IDs of the span and of its parent, and
+	// where in raw the peer that a client or producer span names is.
+	id, parent [8]byte
+	peer       peerRef
+}
+
+// peerName is the peer the span names, nil if none.
+func (s *liveSpan) peerName() []byte {
+	if s.peer.len == 0 {
+		return nil
+	}
+	return s.raw[s.peer.at : s.peer.at+s.peer.len]
+}
+
+// peerRef says where in a span's bytes the name of the peer it calls is.
+type peerRef struct{ at, len uint32 }
+
+// findPeer finds the attribute value of a client or producer span that
+// names the peer it calls, if any.
+func findPeer(s *otlpwire.Span) peerRef {
+	if k := spanKind(s.Kind); k != kindClient && k != kindProducer {
+		return peerRef{}
+	}
+	name := peerOf(s.Attrs)
+	// The value is a slice of the span's bytes: both run to the end of
+	// the request.
+	at := cap(s.Raw) - cap(name)
+	if len(name) == 0 || at < 0 || at+len(name) > len(s.Raw) || !bytes.Equal(s.Raw[at:at+len(name)], name) {
+		return peerRef{}
+	}
+	return peerRef{uint32(at), uint32(len(name))}
 }
 
 // duration is the span's end minus its start, 0 if it ends first.
@@ -159,6 +191,12 @@ type buffer struct {
 	groups     map[groupKey]*group
 	bytes      int // encoded request bytes held
 	spans      int
+
+	// Set by the first attempt to cut it: when, and the service graph
+	// edges its spans completed.
+	created uint64
+	edges   blockEdges
+	paired  bool
 }
 
 func newBuffer(block uint64) *buffer {
@@ -178,6 +216,7 @@ type prepared struct {
 	traceOf    []int32         // by span index: the span's trace in traceTerms
 	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
 	errs       []bool          // by span index
+	peers      []peerRef       // by span index
 }
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
@@ -196,6 +235,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		groups:    make([]group, len(b.Scopes)),
 		traceOf:   make([]int32, len(b.Spans)),
 		errs:      make([]bool, len(b.Spans)),
+		peers:     make([]peerRef, len(b.Spans)),
 	}
 	for i, r := range b.Resources {
 		p.resources[i] = resources.facts(h, resIDs[i], r.Service, r.Raw)
@@ -226,6 +266,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		p.traceOf[i] = k
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
+		p.peers[i] = findPeer(s)
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Attrs, f)
 		if res := b.Scopes[s.Scope].Resource; !slices.Contains(resSeen[k], res) {
@@ -278,7 +319,7 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status})
+			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])

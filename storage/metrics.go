@@ -110,7 +110,7 @@ func newMetrics(db *DB) *metrics {
 // recorded returns the metrics recorded as they happen, rather than read
 // from the store when scraped.
 func (m *metrics) recorded() []prometheus.Collector {
-	return []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions}
+	return []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions, m.db.graph}
 }
 
 // Describe implements prometheus.Collector.

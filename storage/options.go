@@ -103,6 +103,23 @@ type Options struct {
 	// The default is slog.Default().
 	Logger *slog.Logger
 
+	// PairingWindow is how far apart, in the times of the cuts that bring
+	// them, a span and its parent may arrive and still make an edge of the
+	// service graph; a span whose parent comes later is a straggler. A
+	// client or producer span naming its peer becomes an edge to that peer
+	// once the window passes with no child from another service.
+	//
+	// The default is 5m.
+	PairingWindow time.Duration
+
+	// PairingMaxSpans bounds the spans held in memory for pairing, about
+	// 16 bytes each (client and producer spans waiting for a child 32
+	// more). Past it the oldest cuts' spans are let go before their window
+	// passes, and counted.
+	//
+	// The default is 250,000.
+	PairingMaxSpans int
+
 	// FS is the file system that the write-ahead log, both Pebble stores
 	// and the sstables of cuts and recompression are written through. It
 	// must store files where the operating system's file system has them:
@@ -160,6 +177,12 @@ func (o *Options) EnsureDefaults() Options {
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 32 << 20
+	}
+	if c.PairingWindow <= 0 {
+		c.PairingWindow = 5 * time.Minute
+	}
+	if c.PairingMaxSpans <= 0 {
+		c.PairingMaxSpans = 250_000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -169,9 +169,17 @@ func compareSeries(a, b *SpanSeries) int {
 		cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Status, b.Status))
 }
 
-// aggregateRecord encodes a partition's aggregates of a block.
-func aggregateRecord(sm *spanMetrics) []byte {
-	return codec.AppendAggregate(nil, codec.Section{Type: codec.SectionSpanMetrics, Payload: codec.AppendSpanMetrics(nil, sm.sorted())})
+// aggregateRecord encodes a partition's aggregates of a block: its span
+// metrics, if it has spans, and its encoded service graph edges, if any.
+func aggregateRecord(sm *spanMetrics, edges []byte) []byte {
+	var sections []codec.Section
+	if sm != nil {
+		sections = append(sections, codec.Section{Type: codec.SectionSpanMetrics, Payload: codec.AppendSpanMetrics(nil, sm.sorted())})
+	}
+	if edges != nil {
+		sections = append(sections, codec.Section{Type: codec.SectionServiceGraph, Payload: edges})
+	}
+	return codec.AppendAggregate(nil, sections...)
 }
 
 // SpanMetrics returns the span metrics of the series keep accepts, by

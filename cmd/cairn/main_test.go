@@ -225,6 +225,8 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"serve", "--disk-reserve-bytes", "-1"}, "--disk-reserve-bytes -1 is negative"},
 		{[]string{"serve", "--future-tolerance", "0"}, "--future-tolerance 0s is not positive"},
 		{[]string{"serve", "--dictionary-cache", "0"}, "--dictionary-cache 0 is not positive"},
+		{[]string{"serve", "--pairing-window", "0s"}, "--pairing-window 0s is not positive"},
+		{[]string{"serve", "--pairing-max-spans", "0"}, "--pairing-max-spans 0 is not positive"},
 		{[]string{"serve", "--span-metrics-max-series", "0"}, "--span-metrics-max-series 0 is not positive"},
 		{[]string{"serve", "--memory-limit-mib", "-352"}, "--memory-limit-mib -352 is negative"},
 		{[]string{"serve", "--flush-interval", "-10s"}, "--flush-interval -10s is negative"},

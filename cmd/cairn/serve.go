@@ -62,6 +62,8 @@ type serverConfig struct {
 	futureTolerance time.Duration
 	dictionaryCache int
 	bulk            bulk.Options
+	pairingWindow   time.Duration
+	pairingMaxSpans int
 	maxSeries       int // span metrics series per block, answer and Prometheus totals
 	tls             access.ServerTLS
 	ingestTokenFile string // guards both OTLP ports
@@ -96,6 +98,8 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.diskReserve, "disk-reserve-bytes", 128<<20, "disk space kept free for the stores' own metadata: writes that would leave less are refused, to be retried; 0 for none")
 	fs.DurationVar(&cfg.futureTolerance, "future-tolerance", time.Hour, "how far in the future a span may start; later spans are rejected")
 	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
+	fs.DurationVar(&cfg.pairingWindow, "pairing-window", 5*time.Minute, "how far apart a span and its parent may arrive and still make a service graph edge; a client naming an uninstrumented peer becomes an edge to it once this passes with no child")
+	fs.IntVar(&cfg.pairingMaxSpans, "pairing-max-spans", 250_000, "spans held in memory for service graph pairing (about 16 bytes each, 32 more for a client awaiting its server); past it the oldest are let go early")
 	fs.IntVar(&cfg.maxSeries, "span-metrics-max-series", 10000, "span metrics series (service, span name, kind, status code) kept per block, per query answer and in /metrics; spans of further series count into an overflow series")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
@@ -127,6 +131,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--ingest-nice %d is above 19, the lowest priority", cfg.bulk.Nice)
 	case cfg.retention <= 0: // storage would take zero for its default
 		return usagef("--retention %v is not positive", cfg.retention)
+	case cfg.pairingWindow <= 0:
+		return usagef("--pairing-window %v is not positive", cfg.pairingWindow)
+	case cfg.pairingMaxSpans <= 0:
+		return usagef("--pairing-max-spans %d is not positive", cfg.pairingMaxSpans)
 	}
 	restrictFileModes()
 	if cfg.bulk.Nice == 0 {
@@ -324,6 +332,8 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		FutureTolerance:      cfg.futureTolerance,
 		DictionaryCache:      cfg.dictionaryCache,
 		SpanMetricsMaxSeries: cfg.maxSeries,
+		PairingWindow:        cfg.pairingWindow,
+		PairingMaxSpans:      cfg.pairingMaxSpans,
 	})
 	if err != nil {
 		s.bulk.Close()

@@ -72,8 +72,9 @@ type Scope struct {
 type Span struct {
 	TraceID [16]byte
 	SpanID  [8]byte
-	Start   uint64 // start_time_unix_nano
-	End     uint64 // end_time_unix_nano
+	Parent  [8]byte // parent_span_id; zero for a root, or if not 8 bytes
+	Start   uint64  // start_time_unix_nano
+	End     uint64  // end_time_unix_nano
 	Name    []byte
 	Kind    int32  // opentelemetry.proto.trace.v1.Span.SpanKind
 	Error   bool   // status code is STATUS_CODE_ERROR, as in Facts
@@ -326,6 +327,9 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 		case spanParentID:
 			if typ != protowire.BytesType {
 				return wrongType("Span.parent_span_id")
+			}
+			if len(v) == 8 {
+				copy(sp.Parent[:], v)
 			}
 		case spanTraceState:
 			return checkString(typ, v, "Span.trace_state")

@@ -515,6 +515,214 @@ func (x *Exemplar) GetDurationMs() float64 {
 	return 0
 }
 
+type GetServiceGraphRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The window, as GetSpanMetricsRequest's.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	EndTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	// Latency quantiles of each edge, as GetSpanMetricsRequest's.
+	Quantiles     []float64 `protobuf:"fixed64,3,rep,packed,name=quantiles,proto3" json:"quantiles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceGraphRequest) Reset() {
+	*x = GetServiceGraphRequest{}
+	mi := &file_analysis_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceGraphRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceGraphRequest) ProtoMessage() {}
+
+func (x *GetServiceGraphRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_analysis_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceGraphRequest.ProtoReflect.Descriptor instead.
+func (*GetServiceGraphRequest) Descriptor() ([]byte, []int) {
+	return file_analysis_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetServiceGraphRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetServiceGraphRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+func (x *GetServiceGraphRequest) GetQuantiles() []float64 {
+	if x != nil {
+		return x.Quantiles
+	}
+	return nil
+}
+
+type GetServiceGraphResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// By parent, then child, an edge to a virtual node after the real one of
+	// the same names.
+	Edges         []*ServiceGraphEdge `protobuf:"bytes,1,rep,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetServiceGraphResponse) Reset() {
+	*x = GetServiceGraphResponse{}
+	mi := &file_analysis_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetServiceGraphResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetServiceGraphResponse) ProtoMessage() {}
+
+func (x *GetServiceGraphResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_analysis_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetServiceGraphResponse.ProtoReflect.Descriptor instead.
+func (*GetServiceGraphResponse) Descriptor() ([]byte, []int) {
+	return file_analysis_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GetServiceGraphResponse) GetEdges() []*ServiceGraphEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+type ServiceGraphEdge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calling service.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The called service, or peer if virtual.
+	Child string `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	// child is a peer that sends no spans, named by the parent's client or
+	// producer spans (peer.service, db.system.name, db.system,
+	// messaging.system or server.address, the first set).
+	Virtual bool   `protobuf:"varint,3,opt,name=virtual,proto3" json:"virtual,omitempty"`
+	Calls   uint64 `protobuf:"varint,4,opt,name=calls,proto3" json:"calls,omitempty"`
+	// Calls whose child span (if virtual, client span) has status ERROR.
+	Errors uint64 `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`
+	// Latencies of the child spans (if virtual, of the client spans), in the
+	// order requested.
+	Quantiles     []*Quantile `protobuf:"bytes,6,rep,name=quantiles,proto3" json:"quantiles,omitempty"`
+	DurationSumMs float64     `protobuf:"fixed64,7,opt,name=duration_sum_ms,json=durationSumMs,proto3" json:"duration_sum_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceGraphEdge) Reset() {
+	*x = ServiceGraphEdge{}
+	mi := &file_analysis_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceGraphEdge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceGraphEdge) ProtoMessage() {}
+
+func (x *ServiceGraphEdge) ProtoReflect() protoreflect.Message {
+	mi := &file_analysis_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceGraphEdge.ProtoReflect.Descriptor instead.
+func (*ServiceGraphEdge) Descriptor() ([]byte, []int) {
+	return file_analysis_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ServiceGraphEdge) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ServiceGraphEdge) GetChild() string {
+	if x != nil {
+		return x.Child
+	}
+	return ""
+}
+
+func (x *ServiceGraphEdge) GetVirtual() bool {
+	if x != nil {
+		return x.Virtual
+	}
+	return false
+}
+
+func (x *ServiceGraphEdge) GetCalls() uint64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *ServiceGraphEdge) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *ServiceGraphEdge) GetQuantiles() []*Quantile {
+	if x != nil {
+		return x.Quantiles
+	}
+	return nil
+}
+
+func (x *ServiceGraphEdge) GetDurationSumMs() float64 {
+	if x != nil {
+		return x.DurationSumMs
+	}
+	return 0
+}
+
 var File_analysis_proto protoreflect.FileDescriptor
 
 const file_analysis_proto_rawDesc = "" +
@@ -553,16 +761,32 @@ const file_analysis_proto_rawDesc = "" +
 	"\bExemplar\x12\x19\n" +
 	"\btrace_id\x18\x01 \x01(\fR\atraceId\x12\x1f\n" +
 	"\vduration_ms\x18\x02 \x01(\x01R\n" +
-	"durationMs*\x99\x01\n" +
+	"durationMs\"\xa8\x01\n" +
+	"\x16GetServiceGraphRequest\x129\n" +
+	"\n" +
+	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x1c\n" +
+	"\tquantiles\x18\x03 \x03(\x01R\tquantiles\"T\n" +
+	"\x17GetServiceGraphResponse\x129\n" +
+	"\x05edges\x18\x01 \x03(\v2#.cairn.analysis.v1.ServiceGraphEdgeR\x05edges\"\xeb\x01\n" +
+	"\x10ServiceGraphEdge\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05child\x18\x02 \x01(\tR\x05child\x12\x18\n" +
+	"\avirtual\x18\x03 \x01(\bR\avirtual\x12\x14\n" +
+	"\x05calls\x18\x04 \x01(\x04R\x05calls\x12\x16\n" +
+	"\x06errors\x18\x05 \x01(\x04R\x06errors\x129\n" +
+	"\tquantiles\x18\x06 \x03(\v2\x1b.cairn.analysis.v1.QuantileR\tquantiles\x12&\n" +
+	"\x0fduration_sum_ms\x18\a \x01(\x01R\rdurationSumMs*\x99\x01\n" +
 	"\bSpanKind\x12\x19\n" +
 	"\x15SPAN_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12SPAN_KIND_INTERNAL\x10\x01\x12\x14\n" +
 	"\x10SPAN_KIND_SERVER\x10\x02\x12\x14\n" +
 	"\x10SPAN_KIND_CLIENT\x10\x03\x12\x16\n" +
 	"\x12SPAN_KIND_PRODUCER\x10\x04\x12\x16\n" +
-	"\x12SPAN_KIND_CONSUMER\x10\x052s\n" +
+	"\x12SPAN_KIND_CONSUMER\x10\x052\xdf\x01\n" +
 	"\bAnalysis\x12g\n" +
-	"\x0eGetSpanMetrics\x12(.cairn.analysis.v1.GetSpanMetricsRequest\x1a).cairn.analysis.v1.GetSpanMetricsResponse\"\x00B\x18Z\x16cairn/query/analysispbb\x06proto3"
+	"\x0eGetSpanMetrics\x12(.cairn.analysis.v1.GetSpanMetricsRequest\x1a).cairn.analysis.v1.GetSpanMetricsResponse\"\x00\x12j\n" +
+	"\x0fGetServiceGraph\x12).cairn.analysis.v1.GetServiceGraphRequest\x1a*.cairn.analysis.v1.GetServiceGraphResponse\"\x00B\x18Z\x16cairn/query/analysispbb\x06proto3"
 
 var (
 	file_analysis_proto_rawDescOnce sync.Once
@@ -577,37 +801,46 @@ func file_analysis_proto_rawDescGZIP() []byte {
 }
 
 var file_analysis_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_analysis_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_analysis_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_analysis_proto_goTypes = []any{
-	(SpanKind)(0),                  // 0: cairn.analysis.v1.SpanKind
-	(*GetSpanMetricsRequest)(nil),  // 1: cairn.analysis.v1.GetSpanMetricsRequest
-	(*GetSpanMetricsResponse)(nil), // 2: cairn.analysis.v1.GetSpanMetricsResponse
-	(*SpanMetricsSeries)(nil),      // 3: cairn.analysis.v1.SpanMetricsSeries
-	(*SpanMetricsPoint)(nil),       // 4: cairn.analysis.v1.SpanMetricsPoint
-	(*Quantile)(nil),               // 5: cairn.analysis.v1.Quantile
-	(*Exemplar)(nil),               // 6: cairn.analysis.v1.Exemplar
-	(*timestamppb.Timestamp)(nil),  // 7: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 8: google.protobuf.Duration
+	(SpanKind)(0),                   // 0: cairn.analysis.v1.SpanKind
+	(*GetSpanMetricsRequest)(nil),   // 1: cairn.analysis.v1.GetSpanMetricsRequest
+	(*GetSpanMetricsResponse)(nil),  // 2: cairn.analysis.v1.GetSpanMetricsResponse
+	(*SpanMetricsSeries)(nil),       // 3: cairn.analysis.v1.SpanMetricsSeries
+	(*SpanMetricsPoint)(nil),        // 4: cairn.analysis.v1.SpanMetricsPoint
+	(*Quantile)(nil),                // 5: cairn.analysis.v1.Quantile
+	(*Exemplar)(nil),                // 6: cairn.analysis.v1.Exemplar
+	(*GetServiceGraphRequest)(nil),  // 7: cairn.analysis.v1.GetServiceGraphRequest
+	(*GetServiceGraphResponse)(nil), // 8: cairn.analysis.v1.GetServiceGraphResponse
+	(*ServiceGraphEdge)(nil),        // 9: cairn.analysis.v1.ServiceGraphEdge
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 11: google.protobuf.Duration
 }
 var file_analysis_proto_depIdxs = []int32{
 	0,  // 0: cairn.analysis.v1.GetSpanMetricsRequest.span_kinds:type_name -> cairn.analysis.v1.SpanKind
-	7,  // 1: cairn.analysis.v1.GetSpanMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
-	7,  // 2: cairn.analysis.v1.GetSpanMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
-	8,  // 3: cairn.analysis.v1.GetSpanMetricsRequest.step:type_name -> google.protobuf.Duration
+	10, // 1: cairn.analysis.v1.GetSpanMetricsRequest.start_time:type_name -> google.protobuf.Timestamp
+	10, // 2: cairn.analysis.v1.GetSpanMetricsRequest.end_time:type_name -> google.protobuf.Timestamp
+	11, // 3: cairn.analysis.v1.GetSpanMetricsRequest.step:type_name -> google.protobuf.Duration
 	3,  // 4: cairn.analysis.v1.GetSpanMetricsResponse.series:type_name -> cairn.analysis.v1.SpanMetricsSeries
 	0,  // 5: cairn.analysis.v1.SpanMetricsSeries.span_kind:type_name -> cairn.analysis.v1.SpanKind
 	4,  // 6: cairn.analysis.v1.SpanMetricsSeries.points:type_name -> cairn.analysis.v1.SpanMetricsPoint
-	7,  // 7: cairn.analysis.v1.SpanMetricsPoint.time:type_name -> google.protobuf.Timestamp
+	10, // 7: cairn.analysis.v1.SpanMetricsPoint.time:type_name -> google.protobuf.Timestamp
 	5,  // 8: cairn.analysis.v1.SpanMetricsPoint.quantiles:type_name -> cairn.analysis.v1.Quantile
 	6,  // 9: cairn.analysis.v1.SpanMetricsPoint.slowest:type_name -> cairn.analysis.v1.Exemplar
 	6,  // 10: cairn.analysis.v1.SpanMetricsPoint.failing:type_name -> cairn.analysis.v1.Exemplar
-	1,  // 11: cairn.analysis.v1.Analysis.GetSpanMetrics:input_type -> cairn.analysis.v1.GetSpanMetricsRequest
-	2,  // 12: cairn.analysis.v1.Analysis.GetSpanMetrics:output_type -> cairn.analysis.v1.GetSpanMetricsResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 11: cairn.analysis.v1.GetServiceGraphRequest.start_time:type_name -> google.protobuf.Timestamp
+	10, // 12: cairn.analysis.v1.GetServiceGraphRequest.end_time:type_name -> google.protobuf.Timestamp
+	9,  // 13: cairn.analysis.v1.GetServiceGraphResponse.edges:type_name -> cairn.analysis.v1.ServiceGraphEdge
+	5,  // 14: cairn.analysis.v1.ServiceGraphEdge.quantiles:type_name -> cairn.analysis.v1.Quantile
+	1,  // 15: cairn.analysis.v1.Analysis.GetSpanMetrics:input_type -> cairn.analysis.v1.GetSpanMetricsRequest
+	7,  // 16: cairn.analysis.v1.Analysis.GetServiceGraph:input_type -> cairn.analysis.v1.GetServiceGraphRequest
+	2,  // 17: cairn.analysis.v1.Analysis.GetSpanMetrics:output_type -> cairn.analysis.v1.GetSpanMetricsResponse
+	8,  // 18: cairn.analysis.v1.Analysis.GetServiceGraph:output_type -> cairn.analysis.v1.GetServiceGraphResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_analysis_proto_init() }
@@ -621,7 +854,7 @@ func file_analysis_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_analysis_proto_rawDesc), len(file_analysis_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

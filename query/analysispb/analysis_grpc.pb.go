@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Analysis_GetSpanMetrics_FullMethodName = "/cairn.analysis.v1.Analysis/GetSpanMetrics"
+	Analysis_GetSpanMetrics_FullMethodName  = "/cairn.analysis.v1.Analysis/GetSpanMetrics"
+	Analysis_GetServiceGraph_FullMethodName = "/cairn.analysis.v1.Analysis/GetServiceGraph"
 )
 
 // AnalysisClient is the client API for Analysis service.
@@ -34,6 +35,13 @@ type AnalysisClient interface {
 	// kind and step. Spans count once their block is cut, within
 	// --flush-interval of their export.
 	GetSpanMetrics(ctx context.Context, in *GetSpanMetricsRequest, opts ...grpc.CallOption) (*GetSpanMetricsResponse, error)
+	// The service graph of the calls that started in a window: an edge from
+	// the parent's service to the child's for every span whose parent is in
+	// another service, and to a virtual node for a peer that sends no spans
+	// of its own, named by client and producer spans that got no child
+	// within the server's --pairing-window. Calls count once the cut that
+	// pairs their spans is stored.
+	GetServiceGraph(ctx context.Context, in *GetServiceGraphRequest, opts ...grpc.CallOption) (*GetServiceGraphResponse, error)
 }
 
 type analysisClient struct {
@@ -54,6 +62,16 @@ func (c *analysisClient) GetSpanMetrics(ctx context.Context, in *GetSpanMetricsR
 	return out, nil
 }
 
+func (c *analysisClient) GetServiceGraph(ctx context.Context, in *GetServiceGraphRequest, opts ...grpc.CallOption) (*GetServiceGraphResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetServiceGraphResponse)
+	err := c.cc.Invoke(ctx, Analysis_GetServiceGraph_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AnalysisServer is the server API for Analysis service.
 // All implementations must embed UnimplementedAnalysisServer
 // for forward compatibility.
@@ -62,6 +80,13 @@ type AnalysisServer interface {
 	// kind and step. Spans count once their block is cut, within
 	// --flush-interval of their export.
 	GetSpanMetrics(context.Context, *GetSpanMetricsRequest) (*GetSpanMetricsResponse, error)
+	// The service graph of the calls that started in a window: an edge from
+	// the parent's service to the child's for every span whose parent is in
+	// another service, and to a virtual node for a peer that sends no spans
+	// of its own, named by client and producer spans that got no child
+	// within the server's --pairing-window. Calls count once the cut that
+	// pairs their spans is stored.
+	GetServiceGraph(context.Context, *GetServiceGraphRequest) (*GetServiceGraphResponse, error)
 	mustEmbedUnimplementedAnalysisServer()
 }
 
@@ -74,6 +99,9 @@ type UnimplementedAnalysisServer struct{}
 
 func (UnimplementedAnalysisServer) GetSpanMetrics(context.Context, *GetSpanMetricsRequest) (*GetSpanMetricsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSpanMetrics not implemented")
+}
+func (UnimplementedAnalysisServer) GetServiceGraph(context.Context, *GetServiceGraphRequest) (*GetServiceGraphResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetServiceGraph not implemented")
 }
 func (UnimplementedAnalysisServer) mustEmbedUnimplementedAnalysisServer() {}
 func (UnimplementedAnalysisServer) testEmbeddedByValue()                  {}
@@ -114,6 +142,24 @@ func _Analysis_GetSpanMetrics_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Analysis_GetServiceGraph_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetServiceGraphRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AnalysisServer).GetServiceGraph(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Analysis_GetServiceGraph_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AnalysisServer).GetServiceGraph(ctx, req.(*GetServiceGraphRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Analysis_ServiceDesc is the grpc.ServiceDesc for Analysis service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +170,10 @@ var Analysis_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSpanMetrics",
 			Handler:    _Analysis_GetSpanMetrics_Handler,
+		},
+		{
+			MethodName: "GetServiceGraph",
+			Handler:    _Analysis_GetServiceGraph_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

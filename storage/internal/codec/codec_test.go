@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 
+	"cairn/internal/histogram"
+
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -151,6 +153,36 @@ func FuzzRecords(f *testing.F) {
 			if err != nil || !bytes.Equal(again.Raw, d.Raw) || (again.Raw == nil) != (d.Raw == nil) || !bytes.Equal(again.SchemaURL, d.SchemaURL) {
 				t.Fatalf("dict %v does not round-trip", d)
 			}
+		}
+	})
+}
+
+// FuzzServiceGraph checks that the decoder of service graph sections fails
+// cleanly on any input, and that what it accepts encodes back to itself.
+func FuzzServiceGraph(f *testing.F) {
+	var h histogram.Histogram
+	h.Add(1500)
+	h.Add(2e6)
+	f.Add(AppendServiceGraph(nil, []GraphEdge{{Parent: "web", Child: "orders", Minute: 29000000, Errors: 1, Latency: h},
+		{Parent: "orders", Child: "postgresql", Virtual: true, Minute: 29000001, Latency: h}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var edges []GraphEdge
+		err := DecodeServiceGraph(b, func(e *EdgeHeader) *histogram.Histogram {
+			edges = append(edges, GraphEdge{Parent: string(e.Parent), Child: string(e.Child), Virtual: e.Virtual, Minute: e.Minute, Errors: e.Errors})
+			return &edges[len(edges)-1].Latency
+		})
+		if err != nil {
+			return
+		}
+		var again []GraphEdge
+		if err := DecodeServiceGraph(AppendServiceGraph(nil, edges), func(e *EdgeHeader) *histogram.Histogram {
+			again = append(again, GraphEdge{Parent: string(e.Parent), Child: string(e.Child)})
+			return nil
+		}); err != nil {
+			t.Fatalf("re-encoded section fails: %v", err)
+		}
+		if len(again) != len(edges) {
+			t.Fatalf("%d edges after re-encoding, want %d", len(again), len(edges))
 		}
 	})
 }

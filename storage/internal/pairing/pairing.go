@@ -1,0 +1,403 @@
+// Package pairing finds the edges of the service graph as blocks are cut.
+//
+// A span whose parent belongs to another service is a call from the
+// parent's service to the span's: one edge, with the child's start, latency
+// and status. A client or producer span that names its peer and gets no
+// child in another service within the window is a call to that peer, which
+// sends no spans of its own: an edge to a virtual node.
+//
+// The two spans of a pair may arrive in either order, in requests and cuts
+// far apart. Each cut is one generation: the IDs and services of its spans,
+// and its client and producer spans still waiting for a child. A span
+// whose parent is in neither its own cut nor a generation still held waits
+// as an orphan for its parent. Every edge is emitted once, at the cut
+// that completes it, so summing what the cuts emit counts each pair
+// exactly once, whatever the order and the number of cuts in between.
+//
+// A generation is held for the window, measured in cut times; then its
+// unanswered clients become virtual edges and its orphans stragglers. A
+// pairer's state is a function of the cuts of the last two windows (while
+// Options.MaxSpans lets none go early): a span pairs only with spans of
+// cuts less than a window before or after its own, so feeding those cuts
+// again to an empty pairer, in order and with their times, and dropping
+// what it emits, rebuilds the state a restart lost. What the first window
+// of them gets wrong, lacking older cuts, has expired by the last cut.
+package pairing
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+	"slices"
+)
+
+// Span kinds that can call a peer which sends no spans.
+const (
+	kindClient   = 3
+	kindProducer = 4
+)
+
+// Span is what pairing needs of one span.
+type Span struct {
+	ID       [8]byte
+	Parent   [8]byte // all zero for a root span
+	Service  uint32  // a name number from Pairer.Intern
+	Kind     int32   // opentelemetry.proto.trace.v1.Span.SpanKind
+	Start    uint64  // unix nanoseconds
+	Duration uint64  // nanoseconds
+	Err      bool    // status ERROR
+}
+
+// Edge is one call of the service graph.
+type Edge struct {
+	Parent, Child uint32 // name numbers
+	// Virtual marks a call to a peer named by a client or producer span
+	// that got no child from another service.
+	Virtual  bool
+	Start    uint64 // of the child span, or of the client span if Virtual
+	Duration uint64
+	Err      bool
+}
+
+// Stats counts what pairing gave up on.
+type Stats struct {
+	// Stragglers are spans whose parent did not arrive within the window.
+	// A root span has no parent and is not one.
+	Stragglers uint64
+	// Evicted are spans forgotten before their window passed, to keep
+	// within Options.MaxSpans.
+	Evicted uint64
+}
+
+// Options configures a Pairer.
+type Options struct {
+	// Window is how far apart, in cut times, the two spans of a pair may
+	// arrive. Required.
+	Window uint64
+	// MaxSpans bounds the spans held for pairing; past it the oldest
+	// generations are let go early, counted in Stats.Evicted. Required.
+	MaxSpans int
+}
+
+// Pairer holds the spans of recent cuts that a later span may pair with.
+// It is not safe for concurrent use: cuts run one at a time.
+type Pairer struct {
+	opts    Options
+	names   []string
+	ids     map[string]uint32
+	gens    []*generation // oldest first
+	held    int           // spans in gens
+	orphans map[uint64][]orphan
+	seq     uint64 // of the next generation
+	last    uint64 // time of the last cut
+	stats   Stats
+	scratch []entry // of the cuts' radix sorts
+	// lastPeer and lastPeerN remember the peer interned last: most client
+	// spans of a cut name a few peers, and comparing spares hashing.
+	lastPeer  []byte
+	lastPeerN uint32
+}
+
+// generation is what one cut left for later cuts to pair with.
+type generation struct {
+	seq, at uint64
+	spans   []entry  // ascending by key
+	clients []client // in no order; entries point into it
+	orphans []uint64 // keys of the parents its orphans wait for
+}
+
+// entry is a span of a generation.
+type entry struct {
+	key     uint64
+	service uint32
+	client  int32 // index into clients, or -1
+}
+
+// client is a client or producer span naming a peer, until it gets a
+// child from another service.
+type client struct {
+	service, peer   uint32
+	start, duration uint64
+	err, answered   bool
+}
+
+// orphan is a span waiting for its parent.
+type orphan struct {
+	gen             uint64 // seq of the generation it arrived with
+	service         uint32
+	start, duration uint64
+	err             bool
+}
+
+// New returns an empty Pairer.
+func New(o Options) *Pairer {
+	return &Pairer{opts: o, ids: map[string]uint32{}, orphans: map[uint64][]orphan{}}
+}
+
+// Intern returns the number of a service or peer name.
+func (p *Pairer) Intern(name []byte) uint32 {
+	if n, ok := p.ids[string(name)]; ok {
+		return n
+	}
+	n := uint32(len(p.names))
+	p.names = append(p.names, string(name))
+	p.ids[p.names[n]] = n
+	return n
+}
+
+// internPeer interns a peer name, comparing it with the last first.
+func (p *Pairer) internPeer(name []byte) uint32 {
+	if p.lastPeer == nil || !bytes.Equal(name, p.lastPeer) {
+		p.lastPeerN = p.Intern(name)
+		p.lastPeer = append(p.lastPeer[:0], name...)
+	}
+	return p.lastPeerN
+}
+
+// Name returns the name numbered n.
+func (p *Pairer) Name(n uint32) string { return p.names[n] }
+
+// Stats returns what pairing gave up on so far.
+func (p *Pairer) Stats() Stats { return p.stats }
+
+// Held is the number of spans held for pairing and of those waiting.
+func (p *Pairer) Held() (spans, orphans int) {
+	for _, os := range p.orphans {
+		orphans += len(os)
+	}
+	return p.held, orphans
+}
+
+// key identifies a span of a trace.
+func key(trace [16]byte, id [8]byte) uint64 {
+	a := binary.LittleEndian.Uint64(trace[:8]) * 0x9e3779b97f4a7c15
+	b := bits.RotateLeft64(binary.LittleEndian.Uint64(trace[8:])*0xc2b2ae3d27d4eb4f, 31)
+	h := a ^ b ^ binary.LittleEndian.Uint64(id[:])
+	h ^= h >> 29
+	h *= 0xbf58476d1ce4e5b9
+	return h ^ h>>32
+}
+
+// Cut pairs the spans of one cut. Traces are added with Trace, then End
+// keeps what later cuts may pair with.
+type Cut struct {
+	p    *Pairer
+	emit func(Edge)
+	gen  *generation
+	byID []int32 // scratch: a trace's spans by ID, an open-addressing table of index+1
+	seen []bool  // scratch: by span, got a child from another service
+}
+
+// Cut starts the cut made at time now, of about spans spans; a time before
+// the last cut's, from a clock set back, counts as the last cut's.
+// Generations whose window has passed let go first: their unanswered
+// clients are emitted as virtual edges. A nil emit drops the edges, to
+// replay cuts whose edges are stored already.
+func (p *Pairer) Cut(now uint64, spans int, emit func(Edge)) *Cut {
+	if emit == nil {
+		emit = func(Edge) {}
+	}
+	now = max(now, p.last)
+	p.last = now
+	for len(p.gens) > 0 && now-p.gens[0].at >= p.opts.Window {
+		p.expire(emit, false)
+	}
+	g := &generation{seq: p.seq, at: now, spans: make([]entry, 0, spans)}
+	p.seq++
+	return &Cut{p: p, emit: emit, gen: g}
+}
+
+// expire lets go of the oldest generation.
+func (p *Pairer) expire(emit func(Edge), early bool) {
+	g := p.gens[0]
+	p.gens[0] = nil
+	p.gens = p.gens[1:]
+	p.held -= len(g.spans)
+	if early {
+		p.stats.Evicted += uint64(len(g.spans))
+	}
+	for _, c := range g.clients {
+		if !c.answered {
+			emit(Edge{Parent: c.service, Child: c.peer, Virtual: true, Start: c.start, Duration: c.duration, Err: c.err})
+		}
+	}
+	for _, k := range g.orphans {
+		os := p.orphans[k]
+		kept := os[:0]
+		for _, o := range os {
+			if o.gen > g.seq {
+				kept = append(kept, o)
+			} else {
+				p.stats.Stragglers++
+			}
+		}
+		if len(kept) == 0 {
+			delete(p.orphans, k)
+		} else {
+			p.orphans[k] = kept
+		}
+	}
+}
+
+// Trace pairs the spans of one trace in the cut; a trace is added once per
+// cut. peer returns the peer that span i names, nil if none; it is asked
+// only of client and producer spans that got no child from another service.
+func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
+	p, g := c.p, c.gen
+	c.index(spans)
+	c.seen = slices.Grow(c.seen[:0], len(spans))[:len(spans)]
+	clear(c.seen)
+
+	for i := range spans {
+		s := &spans[i]
+		if s.Parent == ([8]byte{}) {
+			continue
+		}
+		if j := c.find(spans, s.Parent); j >= 0 {
+			parent := &spans[j]
+			if parent.Service != s.Service {
+				c.emit(Edge{Parent: parent.Service, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
+				c.seen[j] = true
+			}
+			continue
+		}
+		k := key(trace, s.Parent)
+		if svc, ok := p.answer(k, s.Service); ok {
+			if svc != s.Service {
+				c.emit(Edge{Parent: svc, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
+			}
+			continue
+		}
+		p.orphans[k] = append(p.orphans[k], orphan{gen: g.seq, service: s.Service, start: s.Start, duration: s.Duration, err: s.Err})
+		g.orphans = append(g.orphans, k)
+	}
+
+	for i := range spans {
+		s := &spans[i]
+		k := key(trace, s.ID)
+		if len(p.orphans) > 0 {
+			if os, ok := p.orphans[k]; ok {
+				for _, o := range os {
+					if o.service != s.Service {
+						c.emit(Edge{Parent: s.Service, Child: o.service, Start: o.start, Duration: o.duration, Err: o.err})
+						c.seen[i] = true
+					}
+				}
+				delete(p.orphans, k)
+			}
+		}
+		e := entry{key: k, service: s.Service, client: -1}
+		if !c.seen[i] && (s.Kind == kindClient || s.Kind == kindProducer) {
+			if name := peer(i); len(name) > 0 {
+				e.client = int32(len(g.clients))
+				g.clients = append(g.clients, client{service: s.Service, peer: p.internPeer(name),
+					start: s.Start, duration: s.Duration, err: s.Err})
+			}
+		}
+		g.spans = append(g.spans, e)
+	}
+}
+
+// index fills byID with a table of the trace's spans by ID: open
+// addressing, twice as many slots as spans. IDs are random, so their low
+// bits spread well.
+func (c *Cut) index(spans []Span) {
+	size := 1 << bits.Len(uint(2*len(spans)))
+	c.byID = slices.Grow(c.byID[:0], size)[:size]
+	clear(c.byID)
+	mask := uint64(size - 1)
+	for i := range spans {
+		for h := binary.LittleEndian.Uint64(spans[i].ID[:]) & mask; ; h = (h + 1) & mask {
+			if c.byID[h] == 0 {
+				c.byID[h] = int32(i + 1)
+				break
+			}
+		}
+	}
+}
+
+// find returns the index of the span with ID id in the trace indexed, or -1.
+func (c *Cut) find(spans []Span, id [8]byte) int {
+	mask := uint64(len(c.byID) - 1)
+	for h := binary.LittleEndian.Uint64(id[:]) & mask; ; h = (h + 1) & mask {
+		j := c.byID[h]
+		if j == 0 {
+			return -1
+		}
+		if spans[j-1].ID == id {
+			return int(j - 1)
+		}
+	}
+}
+
+// answer finds the service of the span with key k in the generations held,
+// newest first, and marks it answered if it is a client waiting for a
+// child and child is another service.
+func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
+	for i := len(p.gens) - 1; i >= 0; i-- {
+		g := p.gens[i]
+		j, ok := slices.BinarySearchFunc(g.spans, k, func(e entry, k uint64) int { return cmpUint(e.key, k) })
+		if !ok {
+			continue
+		}
+		e := g.spans[j]
+		if e.service != child && e.client >= 0 {
+			g.clients[e.client].answered = true
+		}
+		return e.service, true
+	}
+	return 0, false
+}
+
+// End keeps the cut's spans for later cuts to pair with, letting go of the
+// oldest generations early if more than Options.MaxSpans would be held.
+func (c *Cut) End() {
+	p, g := c.p, c.gen
+	p.scratch = radixSort(g.spans, p.scratch)
+	// Held for a window: what append left spare would be held too.
+	if cap(g.clients) > len(g.clients)+len(g.clients)/8 {
+		g.clients = slices.Clone(g.clients)
+	}
+	p.gens = append(p.gens, g)
+	p.held += len(g.spans)
+	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
+		p.expire(c.emit, true)
+	}
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// radixSort sorts entries by key, a byte at a time, with scratch of the
+// same length, which it returns for reuse. A cut sorts hundreds of
+// thousands of random keys; comparison sorts take several times longer.
+func radixSort(entries, scratch []entry) []entry {
+	scratch = slices.Grow(scratch[:0], len(entries))[:len(entries)]
+	src, dst := entries, scratch
+	for shift := 0; shift < 64; shift += 8 {
+		var counts [256]int
+		for _, e := range src {
+			counts[byte(e.key>>shift)]++
+		}
+		sum := 0
+		for i, n := range counts {
+			counts[i] = sum
+			sum += n
+		}
+		for _, e := range src {
+			b := byte(e.key >> shift)
+			dst[counts[b]] = e
+			counts[b]++
+		}
+		src, dst = dst, src
+	}
+	// Eight passes leave the sorted entries back in entries.
+	return scratch
+}

@@ -1,0 +1,389 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/internal/histogram"
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+	"cairn/storage/internal/pairing"
+)
+
+// Edge is the calls of one edge of the service graph over a time range.
+type Edge struct {
+	Parent, Child string
+	// Virtual marks a call to a peer that sends no spans, named by client
+	// or producer spans that got no child from another service.
+	Virtual bool
+	Calls   uint64
+	Errors  uint64 // calls whose child (or, if Virtual, client) span failed
+	Latency histogram.Histogram
+}
+
+// serviceGraph pairs the spans of each cut into edges (package pairing),
+// which the cut stores with its block, in the aggregate of the partition
+// of each edge's minute. Only cuts, one at a time, and Open use pairer.
+type serviceGraph struct {
+	pairer   *pairing.Pairer
+	services map[*group]uint32 // of the cut in progress
+	spans    []pairing.Span    // scratch: one trace's
+	peers    [][]byte          // by span in spans
+	attrs    []otlpwire.Attribute
+
+	mu       sync.Mutex
+	totals   map[[2]string]*[2]uint64 // calls and failed calls since start, by (client, server)
+	stats    pairing.Stats            // of cuts since start, replay left out
+	replayed pairing.Stats
+	held     int // spans held for pairing
+}
+
+func newServiceGraph(o *Options) *serviceGraph {
+	return &serviceGraph{
+		pairer:   pairing.New(pairing.Options{Window: uint64(o.PairingWindow), MaxSpans: o.PairingMaxSpans}),
+		services: map[*group]uint32{},
+		totals:   map[[2]string]*[2]uint64{},
+	}
+}
+
+// blockEdges are the edges a cut emits, by partition and then edge and
+// minute.
+type blockEdges map[uint32]map[edgeMinute]*codec.GraphEdge
+
+type edgeMinute struct {
+	parent, child uint32 // name numbers
+	virtual       bool
+	minute        uint64
+}
+
+func (b blockEdges) add(p *pairing.Pairer, e pairing.Edge) {
+	part := partitionOf(e.Start)
+	m := b[part]
+	if m == nil {
+		m = map[edgeMinute]*codec.GraphEdge{}
+		b[part] = m
+	}
+	k := edgeMinute{e.Parent, e.Child, e.Virtual, e.Start / minuteNanos}
+	g := m[k]
+	if g == nil {
+		g = &codec.GraphEdge{Parent: p.Name(e.Parent), Child: p.Name(e.Child), Virtual: e.Virtual, Minute: k.minute}
+		m[k] = g
+	}
+	g.Latency.Add(e.Duration)
+	if e.Err {
+		g.Errors++
+	}
+}
+
+// section encodes the edges of partition p, ordered.
+func (b blockEdges) section(p uint32) []byte {
+	m := b[p]
+	if len(m) == 0 {
+		return nil
+	}
+	edges := make([]codec.GraphEdge, 0, len(m))
+	for _, e := range m {
+		edges = append(edges, *e)
+	}
+	slices.SortFunc(edges, func(x, y codec.GraphEdge) int {
+		return cmp.Or(cmp.Compare(x.Minute, y.Minute), cmp.Compare(x.Parent, y.Parent), cmp.Compare(x.Child, y.Child),
+			compareBool(x.Virtual, y.Virtual))
+	})
+	return codec.AppendServiceGraph(nil, edges)
+}
+
+// cut pairs the spans of a frozen buffer, whose traces are in ID order, at
+// time now, the block's creation time.
+func (g *serviceGraph) cut(now uint64, spans int, traces []*liveTrace) blockEdges {
+	edges := blockEdges{}
+	c := g.pairer.Cut(now, spans, func(e pairing.Edge) { edges.add(g.pairer, e) })
+	clear(g.services)
+	for _, t := range traces {
+		g.spans, g.peers = g.spans[:0], g.peers[:0]
+		for i := range t.spans {
+			s := &t.spans[i]
+			svc, ok := g.services[s.group]
+			if !ok {
+				svc = g.pairer.Intern(s.group.service)
+				g.services[s.group] = svc
+			}
+			g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
+				Start: s.start, Duration: s.duration(), Err: s.err})
+			g.peers = append(g.peers, s.peerName())
+		}
+		c.Trace(t.id, g.spans, g.peer)
+	}
+	c.End()
+	return edges
+}
+
+// peer returns the peer that span i of the trace being paired names.
+func (g *serviceGraph) peer(i int) []byte { return g.peers[i] }
+
+// addStored appends a span read back from a block to the trace being
+// paired, as cut would have had it.
+func (g *serviceGraph) addStored(raw []byte, service uint32) {
+	f := otlpwire.Facts(raw)
+	s := liveSpan{raw: raw, start: f.Start, end: f.End, err: f.Error, kind: spanKind(f.Kind), id: f.ID}
+	if len(f.Parent) == 8 {
+		s.parent = [8]byte(f.Parent)
+	}
+	var peer []byte
+	if s.kind == kindClient || s.kind == kindProducer {
+		g.attrs = g.attrs[:0]
+		otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
+			g.attrs = append(g.attrs, otlpwire.Attribute{Key: key, Type: t, B: b, Num: num})
+		})
+		peer = peerOf(g.attrs)
+	}
+	g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
+		Start: s.start, Duration: s.duration(), Err: s.err})
+	g.peers = append(g.peers, peer)
+}
+
+// Span kinds that name peers.
+const (
+	kindClient   = 3
+	kindProducer = 4
+)
+
+// peerAttributes name the peer of a client or producer span, most
+// specific first.
+var peerAttributes = []string{"peer.service", "db.system.name", "db.system", "messaging.system", "server.address"}
+
+// peerOf returns the peer that a span's attributes name, nil if none.
+func peerOf(attrs []otlpwire.Attribute) []byte {
+	best, name := len(peerAttributes), []byte(nil)
+	for _, a := range attrs {
+		if a.Type != otlpwire.StringValue || len(a.B) == 0 {
+			continue
+		}
+		for j := range best {
+			if string(a.Key) == peerAttributes[j] {
+				best, name = j, a.B
+				break
+			}
+		}
+	}
+	return name
+}
+
+// stored counts the edges of a block once it is stored, for Prometheus.
+func (g *serviceGraph) stored(edges blockEdges) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, m := range edges {
+		for _, e := range m {
+			k := [2]string{e.Parent, e.Child}
+			t := g.totals[k]
+			if t == nil {
+				t = new([2]uint64)
+				g.totals[k] = t
+			}
+			t[0] += e.Latency.Count()
+			t[1] += e.Errors
+		}
+	}
+	g.held, _ = g.pairer.Held()
+	s := g.pairer.Stats()
+	g.stats = pairing.Stats{Stragglers: s.Stragglers - g.replayed.Stragglers, Evicted: s.Evicted - g.replayed.Evicted}
+}
+
+// replayPairing rebuilds the pairer after a restart by pairing again the
+// blocks cut within two pairing windows of the last, in order and at the
+// times they were cut, dropping the edges, which their aggregates hold
+// already (package pairing explains why two windows give back the state
+// exactly). It reads no more blocks than the pairer would hold spans of,
+// so that a restart reads at most Options.PairingMaxSpans spans.
+func (db *DB) replayPairing() error {
+	window := uint64(db.opts.PairingWindow)
+	type cutBlock struct{ block, created uint64 }
+	var (
+		blocks []cutBlock // newest first
+		spans  uint64
+		last   uint64
+	)
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindBlock))
+	if err != nil {
+		return fmt.Errorf("replay pairing: %w", err)
+	}
+	for it.Last(); it.Valid(); it.Prev() {
+		b, err := keys.ParseBlock(it.Key())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("replay pairing: %w", err)
+		}
+		rec, err := codec.DecodeBlockRecord(it.Value())
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("replay pairing: block %d: %w", b, err)
+		}
+		if len(blocks) == 0 {
+			last = rec.Created
+		}
+		spans += rec.Spans
+		if rec.Created+2*window <= last || spans > uint64(db.opts.PairingMaxSpans) {
+			break
+		}
+		blocks = append(blocks, cutBlock{b, rec.Created})
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("replay pairing: %w", err)
+	}
+	for _, b := range slices.Backward(blocks) {
+		// Edges already stored are not at stake, only pairs split across
+		// this block and the restart: a block that cannot be read costs
+		// those, not the open.
+		if err := db.replayBlock(b.block, b.created); err != nil {
+			db.opts.Logger.Warn("cannot pair the spans of a block again after the restart; calls split across it and the restart may be missed",
+				"block", b.block, "err", err)
+		}
+	}
+	db.graph.replayed = db.graph.pairer.Stats()
+	return nil
+}
+
+// replayBlock pairs the spans of one stored block again, each trace whole
+// as its cut had it, though its spans are stored per partition.
+func (db *DB) replayBlock(block, created uint64) error {
+	g := db.graph
+	get := func(k []byte) ([]byte, bool, error) {
+		v, closer, err := db.idx.Get(k)
+		if err == pebble.ErrNotFound {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		defer closer.Close()
+		return slices.Clone(v), true, nil
+	}
+	traces := map[TraceID][]pairing.Span{}
+	peers := map[TraceID][][]byte{}
+	services := map[uint32]uint32{} // group number → name number
+	it, err := db.spans.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var frags []codec.Group
+	for p := range db.partitions {
+		lo, hi := keys.DataBlock(p, block), keys.DataBlock(p, block+1)
+		for it.SeekGE(lo); it.Valid() && keys.Comparer.Compare(it.Key(), hi) < 0; it.Next() {
+			_, _, id, err := keys.ParseData(it.Key())
+			if err != nil {
+				return err
+			}
+			if frags, _, err = codec.DecodeFragment(frags[:0], nil, it.Value(), id); err != nil {
+				return err
+			}
+			for _, fr := range frags {
+				svc, ok := services[fr.Num]
+				if !ok {
+					res, _, err := db.groups.pair(get, fr.Num)
+					if err != nil {
+						return err
+					}
+					d, err := db.dict.lookup(get, keys.KindResource, res)
+					if err != nil {
+						return err
+					}
+					svc = g.pairer.Intern(otlpwire.ServiceName(d.Raw))
+					services[fr.Num] = svc
+				}
+				g.spans, g.peers = traces[id], peers[id]
+				for _, raw := range fr.Spans {
+					g.addStored(raw, svc)
+				}
+				traces[id], peers[id] = g.spans, g.peers
+			}
+		}
+		if err := it.Error(); err != nil {
+			return err
+		}
+	}
+	ids := make([]TraceID, 0, len(traces))
+	for id := range traces {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
+	n := 0
+	for _, spans := range traces {
+		n += len(spans)
+	}
+	c := g.pairer.Cut(created, n, nil)
+	for _, id := range ids {
+		g.spans, g.peers = traces[id], peers[id]
+		c.Trace(id, g.spans, g.peer)
+	}
+	c.End()
+	return nil
+}
+
+// ServiceGraph returns the edges of the service graph whose calls started
+// in the minutes that [from, to) overlaps, within the retention period, as
+// stored with the blocks cut so far: sums of per-minute aggregates, nothing
+// read from spans. They are ordered by parent, then child, an edge to a
+// virtual node after the real one of the same names.
+func (db *DB) ServiceGraph(ctx context.Context, from, to time.Time) ([]Edge, error) {
+	first, end := unixNanos(from)/minuteNanos, (unixNanos(to)+minuteNanos-1)/minuteNanos
+	// Sums by parent, child and virtual, joined in one key: looking a
+	// key up from bytes allocates nothing.
+	sums := map[string]*Edge{}
+	var key []byte
+	err := db.scanAggregates(ctx, first*minuteNanos, end*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
+		lo := max(first, (notBefore+minuteNanos-1)/minuteNanos)
+		return codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) *histogram.Histogram {
+			if e.Minute < lo || e.Minute >= end {
+				return nil
+			}
+			key = append(binary.AppendUvarint(key[:0], uint64(len(e.Parent))), e.Parent...)
+			key = append(append(key, e.Child...), boolByte(e.Virtual))
+			s := sums[string(key)]
+			if s == nil {
+				s = &Edge{Parent: string(e.Parent), Child: string(e.Child), Virtual: e.Virtual}
+				sums[string(key)] = s
+			}
+			s.Errors += e.Errors
+			return &s.Latency
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Edge, 0, len(sums))
+	for _, e := range sums {
+		e.Calls = e.Latency.Count()
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b Edge) int {
+		return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child), compareBool(a.Virtual, b.Virtual))
+	})
+	return out, nil
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}

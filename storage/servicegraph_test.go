@@ -1,0 +1,245 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+type graphSpan struct {
+	span    *tracepb.Span
+	service string
+	peer    string
+	cut     int // the cut it arrives before
+}
+
+// graphModel is the brute-force service graph of spans that arrive in
+// cuts at times at: a span and its parent pair if their cuts are less than
+// window apart; an unanswered client or producer naming its peer is a
+// virtual edge.
+func graphModel(traces [][]*graphSpan, at []time.Time, window time.Duration) map[string][2]uint64 {
+	out := map[string][2]uint64{}
+	within := func(a, b *graphSpan) bool {
+		d := at[a.cut].Sub(at[b.cut])
+		return d < window && -d < window
+	}
+	count := func(k string, s *tracepb.Span) {
+		v := out[k]
+		v[0]++
+		if s.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
+			v[1]++
+		}
+		out[k] = v
+	}
+	for _, tr := range traces {
+		for _, c := range tr {
+			for _, p := range tr {
+				if string(p.span.SpanId) == string(c.span.ParentSpanId) && p.service != c.service && within(p, c) {
+					count(p.service+"->"+c.service, c.span)
+				}
+			}
+			if c.peer == "" {
+				continue
+			}
+			answered := false
+			for _, ch := range tr {
+				if string(ch.span.ParentSpanId) == string(c.span.SpanId) && ch.service != c.service && within(ch, c) {
+					answered = true
+				}
+			}
+			if !answered {
+				count(c.service+"->"+c.peer+" (virtual)", c.span)
+			}
+		}
+	}
+	return out
+}
+
+func genGraphTraces(rng *rand.Rand, n, cuts int, start time.Time) [][]*graphSpan {
+	services := []string{"web", "orders", "payments", "stock"}
+	peers := map[string]string{"peer.service": "billing", "db.system": "postgresql", "messaging.system": "kafka"}
+	var out [][]*graphSpan
+	for range n {
+		tid := make([]byte, 16)
+		binary.BigEndian.PutUint64(tid, rng.Uint64()|1)
+		base := rng.IntN(cuts)
+		var tr []*graphSpan
+		for i := range 1 + rng.IntN(12) {
+			s := &tracepb.Span{TraceId: tid, SpanId: binary.BigEndian.AppendUint64(nil, rng.Uint64()|1), Name: "op",
+				Kind:              tracepb.Span_SpanKind(rng.IntN(6)),
+				StartTimeUnixNano: uint64(start.Add(time.Duration(rng.IntN(120)) * time.Second).UnixNano())}
+			s.EndTimeUnixNano = s.StartTimeUnixNano + uint64(rng.IntN(1e9))
+			if rng.IntN(8) == 0 {
+				s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+			}
+			g := &graphSpan{span: s, service: services[rng.IntN(len(services))],
+				cut: min(cuts-1, max(0, base+rng.IntN(5)-2))}
+			if i > 0 {
+				p := tr[rng.IntN(i)]
+				s.ParentSpanId = p.span.SpanId
+				if rng.IntN(2) == 0 {
+					g.service = p.service
+				}
+			}
+			if (s.Kind == tracepb.Span_SPAN_KIND_CLIENT || s.Kind == tracepb.Span_SPAN_KIND_PRODUCER) && rng.IntN(2) == 0 {
+				for k, v := range peers {
+					s.Attributes = []*commonpb.KeyValue{{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}}
+					g.peer = v
+					break
+				}
+			}
+			tr = append(tr, g)
+		}
+		out = append(out, tr)
+	}
+	return out
+}
+
+// exportRequests encodes the spans that arrive before cut i as a few
+// requests, each span alone in a resource of its service, in random order.
+func exportRequests(rng *rand.Rand, traces [][]*graphSpan, i int) [][]byte {
+	var spans []*graphSpan
+	for _, tr := range traces {
+		for _, s := range tr {
+			if s.cut == i {
+				spans = append(spans, s)
+			}
+		}
+	}
+	rng.Shuffle(len(spans), func(a, b int) { spans[a], spans[b] = spans[b], spans[a] })
+	var reqs [][]byte
+	for len(spans) > 0 {
+		n := min(len(spans), 1+rng.IntN(20))
+		req := &collectorpb.ExportTraceServiceRequest{}
+		for _, s := range spans[:n] {
+			req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
+				Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+					Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: s.service}}}}},
+				ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{s.span}}},
+			})
+		}
+		b, err := proto.Marshal(req)
+		if err != nil {
+			panic(err)
+		}
+		reqs = append(reqs, b)
+		spans = spans[n:]
+	}
+	return reqs
+}
+
+// TestServiceGraphMatchesModel stores generated traces whose spans arrive
+// shuffled over many requests and cuts, with a restart among them (a
+// graceful stop, or a crash whose last requests the log gives back), and
+// checks every edge's calls and errors against the brute-force model.
+func TestServiceGraphMatchesModel(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 12))
+			const cuts = 12
+			window := 5 * time.Minute
+			clk := &clock{t: time.Now().Truncate(time.Hour)}
+			start := clk.now()
+			at := make([]time.Time, cuts+1)
+			for i := range at {
+				at[i] = start.Add(time.Duration(i) * 2 * time.Minute)
+			}
+			traces := genGraphTraces(rng, 150, cuts, start)
+			dir := t.TempDir()
+			open := func() *DB {
+				db, err := Open(dir, &Options{FlushInterval: time.Hour, Now: clk.now, PairingWindow: window})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return db
+			}
+			db := open()
+			restart := 2 + rng.IntN(cuts-4)
+			for i := range cuts {
+				clk.set(at[i])
+				for _, req := range exportRequests(rng, traces, i) {
+					write(t, db, req)
+				}
+				if i == restart && seed%2 == 0 {
+					// A graceful stop cuts the live buffer.
+					if err := db.Close(); err != nil {
+						t.Fatal(err)
+					}
+					db = open()
+				}
+				if i == restart && seed%2 == 1 {
+					// After a crash the live buffer's spans are replayed
+					// from the log and cut at once, by the flusher.
+					crash(t, db)
+					db = open()
+					waitCut(t, db)
+				}
+				if err := db.cut(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// One more cut, past every window, lets the last clients go.
+			clk.set(at[cuts-1].Add(window))
+			write(t, db, exportRequests(rng, [][]*graphSpan{{{span: &tracepb.Span{TraceId: []byte("0123456789abcdef"),
+				SpanId: []byte("01234567"), StartTimeUnixNano: uint64(start.UnixNano())}, service: "web"}}}, 0)[0])
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+
+			edges, err := db.ServiceGraph(context.Background(), start, start.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][2]uint64{}
+			for _, e := range edges {
+				k := e.Parent + "->" + e.Child
+				if e.Virtual {
+					k += " (virtual)"
+				}
+				got[k] = [2]uint64{e.Calls, e.Errors}
+				if e.Latency.Count() != e.Calls {
+					t.Errorf("%s: %d latencies, %d calls", k, e.Latency.Count(), e.Calls)
+				}
+			}
+			want := graphModel(traces, at, window)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("edges (calls, errors):\n got %v\nwant %v", got, want)
+			}
+			if len(want) < 10 {
+				t.Errorf("only %d edges: the test pairs too little", len(want))
+			}
+		})
+	}
+}
+
+// waitCut waits for the flusher to have cut what the live buffer holds.
+func waitCut(t *testing.T, db *DB) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		db.mu.Lock()
+		done := db.live.spans == 0 && db.frozen == nil
+		db.mu.Unlock()
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replayed spans were not cut within 10s")
+		}
+	}
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
