@@ -166,8 +166,8 @@ func NewServer(r Reader, o *Options, opts ...grpc.ServerOption) *grpc.Server {
 }
 
 // Server returns a gRPC server with the TraceReader, DependencyReader and
-// Capabilities services of jaeger.storage.v2, cairn.analysis.v1's Analysis and
-// RootCause, gRPC health and server reflection.
+// Capabilities services of jaeger.storage.v2, cairn.analysis.v1's Analysis
+// and RootCause, gRPC health and server reflection.
 func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	svc := q.svc
 	c := svc.opts

@@ -213,7 +213,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		buf.created = uint64(db.opts.Now().UnixNano())
 		go func() {
 			defer close(paired)
-			buf.edges = db.graph.cut(buf.created, buf.spans, traces)
+			db.opts.Bulk.Do(func() { buf.edges = db.graph.cut(buf.created, buf.spans, traces) })
 		}()
 		defer func() { <-paired; buf.paired = true }()
 	}

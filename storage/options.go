@@ -95,7 +95,7 @@ type Options struct {
 
 	// CacheBytes is the size of Pebble's block cache, shared by trace reads.
 	//
-	// The default is 64 MiB.
+	// The default is 32 MiB.
 	CacheBytes int64
 
 	// Logger receives background errors and Pebble's events.
@@ -176,7 +176,7 @@ func (o *Options) EnsureDefaults() Options {
 		c.SpanMetricsMaxSeries = 10000
 	}
 	if c.CacheBytes <= 0 {
-		c.CacheBytes = 64 << 20
+		c.CacheBytes = 32 << 20
 	}
 	if c.PairingWindow <= 0 {
 		c.PairingWindow = 5 * time.Minute
