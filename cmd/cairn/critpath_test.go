@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,47 +14,24 @@ import (
 // critical-path NAME.trace FLAGS…", the trace being a spec of
 // testdata/waterfall, and compares it with the rest of the file.
 func TestCriticalPathGolden(t *testing.T) {
-	goldens, err := filepath.Glob("testdata/critical-path/*.golden")
-	if err != nil || len(goldens) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range goldens {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".golden"), func(t *testing.T) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			command, want, _ := strings.Cut(string(b), "\n")
-			args, ok := strings.CutPrefix(command, "$ cairn critical-path ")
-			if !ok {
-				t.Fatalf("first line %q is not a cairn critical-path command", command)
-			}
-			fs := newFlagSet("critical-path")
-			format := fs.String("format", "table", "")
-			maxSegments := fs.Int("max-segments", 100, "")
-			pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got bytes.Buffer
-			if err := writeCriticalPath(&got, criticalPathOf(td), *format, *maxSegments); err != nil {
-				t.Fatal(err)
-			}
-			if *update {
-				if err := os.WriteFile(path, []byte(command+"\n"+got.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if got.String() != want {
-				t.Errorf("%s printed\n%s\nwant\n%s", command, got.String(), want)
-			}
-		})
-	}
+	checkGoldens(t, "testdata/critical-path", "critical-path", func(t *testing.T, args string) string {
+		fs := newFlagSet("critical-path")
+		format := fs.String("format", "table", "")
+		maxSegments := fs.Int("max-segments", 100, "")
+		pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		if err := writeCriticalPath(&got, criticalPathOf(td), *format, *maxSegments); err != nil {
+			t.Fatal(err)
+		}
+		return got.String()
+	})
 }
 
 // TestCriticalPathCommand reads a trace from a server and prints its

@@ -4,9 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -97,36 +94,13 @@ func TestDepsGolden(t *testing.T) {
 			StartTimeUnixNano: later, EndTimeUnixNano: later}}}}}}})
 	waitFor(t, "the edges to virtual nodes", func() bool { return edges() == 5 })
 
-	goldens, err := filepath.Glob("testdata/deps/*.golden")
-	if err != nil || len(goldens) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range goldens {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".golden"), func(t *testing.T) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			command, want, _ := strings.Cut(string(b), "\n")
-			args, ok := strings.CutPrefix(command, "$ cairn ")
-			if !ok {
-				t.Fatalf("first line %q is not a cairn command", command)
-			}
-			var out, errOut bytes.Buffer
-			if err := run(append(splitCommand(args), "--addr", s.queryAddr.String()), &out, &errOut); err != nil {
-				t.Fatalf("%v: %s", err, errOut.String())
-			}
-			if *update {
-				if err := os.WriteFile(path, []byte(command+"\n"+out.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if out.String() != want {
-				t.Errorf("%s printed\n%s\nwant\n%s", command, out.String(), want)
-			}
-		})
-	}
+	checkGoldens(t, "testdata/deps", "", func(t *testing.T, args string) string {
+		var out, errOut bytes.Buffer
+		if err := run(append(splitCommand(args), "--addr", s.queryAddr.String()), &out, &errOut); err != nil {
+			t.Fatalf("%v: %s", err, errOut.String())
+		}
+		return out.String()
+	})
 
 	m := scrape(t, http.DefaultClient, "http://"+s.httpAddr.String(), nil)
 	for _, c := range []struct {

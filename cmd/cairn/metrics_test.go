@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,36 +107,13 @@ func TestMetricsGolden(t *testing.T) {
 		}
 		return calls == 36
 	})
-	goldens, err := filepath.Glob("testdata/metrics/*.golden")
-	if err != nil || len(goldens) == 0 {
-		t.Fatalf("no golden files: %v", err)
-	}
-	for _, path := range goldens {
-		t.Run(strings.TrimSuffix(filepath.Base(path), ".golden"), func(t *testing.T) {
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			command, want, _ := strings.Cut(string(b), "\n")
-			args, ok := strings.CutPrefix(command, "$ cairn ")
-			if !ok {
-				t.Fatalf("first line %q is not a cairn command", command)
-			}
-			var out, errOut bytes.Buffer
-			if err := run(append(splitCommand(args), "--addr", s.queryAddr.String()), &out, &errOut); err != nil {
-				t.Fatalf("%v: %s", err, errOut.String())
-			}
-			if *update {
-				if err := os.WriteFile(path, []byte(command+"\n"+out.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if out.String() != want {
-				t.Errorf("%s printed\n%s\nwant\n%s", command, out.String(), want)
-			}
-		})
-	}
+	checkGoldens(t, "testdata/metrics", "", func(t *testing.T, args string) string {
+		var out, errOut bytes.Buffer
+		if err := run(append(splitCommand(args), "--addr", s.queryAddr.String()), &out, &errOut); err != nil {
+			t.Fatalf("%v: %s", err, errOut.String())
+		}
+		return out.String()
+	})
 }
 
 func TestMetricsRefusesWrongCalls(t *testing.T) {

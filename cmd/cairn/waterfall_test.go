@@ -18,15 +18,17 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden files of testdata/waterfall")
+var update = flag.Bool("update", false, "rewrite the golden files of testdata")
 
-// TestWaterfallGolden renders each testdata/waterfall/*.golden file's trace
-// with the flags its first line gives, "$ cairn trace NAME.trace FLAGS…",
-// and compares the output with the rest of the file.
-func TestWaterfallGolden(t *testing.T) {
-	goldens, err := filepath.Glob("testdata/waterfall/*.golden")
+// checkGoldens runs each golden file of dir as a subtest: its first line is
+// "$ cairn " followed by command and then args, which print returns the
+// output of; the rest of the file is the output expected. With -update,
+// the files are rewritten instead.
+func checkGoldens(t *testing.T, dir, command string, print func(t *testing.T, args string) string) {
+	t.Helper()
+	goldens, err := filepath.Glob(filepath.Join(dir, "*.golden"))
 	if err != nil || len(goldens) == 0 {
-		t.Fatalf("no golden files: %v", err)
+		t.Fatalf("no golden files in %s: %v", dir, err)
 	}
 	for _, path := range goldens {
 		t.Run(strings.TrimSuffix(filepath.Base(path), ".golden"), func(t *testing.T) {
@@ -34,36 +36,46 @@ func TestWaterfallGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			command, want, _ := strings.Cut(string(b), "\n")
-			args, ok := strings.CutPrefix(command, "$ cairn trace ")
+			first, want, _ := strings.Cut(string(b), "\n")
+			args, ok := strings.CutPrefix(first, "$ cairn "+command)
 			if !ok {
-				t.Fatalf("first line %q is not a cairn trace command", command)
+				t.Fatalf("first line %q is not a cairn %s command", first, command)
 			}
-			fs := newFlagSet("trace")
-			opts := addWaterfallFlags(fs)
-			pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
-			if err != nil {
-				t.Fatal(err)
-			}
-			td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got bytes.Buffer
-			if err := writeWaterfall(&got, td, *opts); err != nil {
-				t.Fatal(err)
-			}
+			got := print(t, strings.TrimSpace(args))
 			if *update {
-				if err := os.WriteFile(path, []byte(command+"\n"+got.String()), 0o644); err != nil {
+				if err := os.WriteFile(path, []byte(first+"\n"+got), 0o644); err != nil {
 					t.Fatal(err)
 				}
 				return
 			}
-			if got.String() != want {
-				t.Errorf("%s printed\n%s\nwant\n%s", command, got.String(), want)
+			if got != want {
+				t.Errorf("%s printed\n%s\nwant\n%s", first, got, want)
 			}
 		})
 	}
+}
+
+// TestWaterfallGolden renders each testdata/waterfall/*.golden file's trace
+// with the flags its first line gives, "$ cairn trace NAME.trace FLAGS…",
+// and compares the output with the rest of the file.
+func TestWaterfallGolden(t *testing.T) {
+	checkGoldens(t, "testdata/waterfall", "trace", func(t *testing.T, args string) string {
+		fs := newFlagSet("trace")
+		opts := addWaterfallFlags(fs)
+		pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got bytes.Buffer
+		if err := writeWaterfall(&got, td, *opts); err != nil {
+			t.Fatal(err)
+		}
+		return got.String()
+	})
 }
 
 // A trace spec describes a trace in a line per span, or per run of alike
