@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"io"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -18,14 +16,7 @@ func TestCriticalPathGolden(t *testing.T) {
 		fs := newFlagSet("critical-path")
 		format := fs.String("format", "table", "")
 		maxSegments := fs.Int("max-segments", 100, "")
-		pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
-		if err != nil {
-			t.Fatal(err)
-		}
+		td := specOf(t, fs, args)
 		var got bytes.Buffer
 		if err := writeCriticalPath(&got, criticalPathOf(td), *format, *maxSegments); err != nil {
 			t.Fatal(err)

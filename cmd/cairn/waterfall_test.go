@@ -62,20 +62,28 @@ func TestWaterfallGolden(t *testing.T) {
 	checkGoldens(t, "testdata/waterfall", "trace", func(t *testing.T, args string) string {
 		fs := newFlagSet("trace")
 		opts := addWaterfallFlags(fs)
-		pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
-		if err != nil {
-			t.Fatal(err)
-		}
+		td := specOf(t, fs, args)
 		var got bytes.Buffer
 		if err := writeWaterfall(&got, td, *opts); err != nil {
 			t.Fatal(err)
 		}
 		return got.String()
 	})
+}
+
+// specOf parses args with fs and reads the trace spec of testdata/waterfall
+// that the first argument names.
+func specOf(t *testing.T, fs *flag.FlagSet, args string) *tracepb.TracesData {
+	t.Helper()
+	pos, err := parseFlags(fs, strings.Fields(args), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	td, err := readTraceSpec(filepath.Join("testdata/waterfall", pos[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return td
 }
 
 // A trace spec describes a trace in a line per span, or per run of alike
