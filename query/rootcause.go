@@ -87,9 +87,14 @@ func (r rootCause) CriticalPath(ctx context.Context, req *analysispb.CriticalPat
 	if !found {
 		return nil, status.Errorf(codes.NotFound, "trace %x not found", id)
 	}
-	t := c.Traces()[0]
+	return CriticalPathResponse(c.Traces()[0]), nil
+}
+
+// CriticalPathResponse computes the critical path of t as RootCause
+// answers it; the CLI computes it so for servers that lack RootCause.
+func CriticalPathResponse(t *traceanalysis.Trace) *analysispb.CriticalPathResponse {
 	p := traceanalysis.CriticalPath(t, nil)
-	resp := &analysispb.CriticalPathResponse{TraceId: req.TraceId, DurationMs: float64(p.End-p.Start) / 1e6}
+	resp := &analysispb.CriticalPathResponse{TraceId: t.ID[:], DurationMs: float64(p.End-p.Start) / 1e6}
 	for _, s := range p.Segments {
 		sp := &t.Spans[s.Span]
 		resp.Segments = append(resp.Segments, &analysispb.PathSegment{SpanId: sp.ID[:], Service: sp.Service, Operation: sp.Name,
@@ -99,7 +104,7 @@ func (r rootCause) CriticalPath(ctx context.Context, req *analysispb.CriticalPat
 		resp.Operations = append(resp.Operations, &analysispb.OperationSelfTime{Service: o.Service, Operation: o.Operation,
 			SelfMs: float64(o.Self) / 1e6, Share: o.Share})
 	}
-	return resp, nil
+	return resp
 }
 
 // readTrace decodes trace id's stored spans into c and reports whether

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"cairn/query"
 	"cairn/query/analysis"
 	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
@@ -210,19 +211,7 @@ func criticalPathOn(ctx context.Context, conn grpc.ClientConnInterface, id []byt
 // criticalPathOf computes the critical path of a trace.
 func criticalPathOf(td *tracepb.TracesData) criticalPathJSON {
 	t := analysis.FromOTLP(td)
-	p := analysis.CriticalPath(&t, nil)
-	out := criticalPathJSON{TraceID: hex.EncodeToString(t.ID[:]), DurationMS: float64(p.End-p.Start) / 1e6,
-		Segments: []segmentJSON{}, Operations: []operationSelfJSON{}}
-	for _, s := range p.Segments {
-		sp := &t.Spans[s.Span]
-		out.Segments = append(out.Segments, segmentJSON{SpanID: hex.EncodeToString(sp.ID[:]), Service: sp.Service,
-			Operation: sp.Name, StartUnixNano: s.Start, EndUnixNano: s.End})
-	}
-	for _, o := range p.Operations {
-		out.Operations = append(out.Operations, operationSelfJSON{Service: o.Service, Operation: o.Operation,
-			SelfMS: float64(o.Self) / 1e6, Share: o.Share})
-	}
-	return out
+	return criticalPathFromAPI(query.CriticalPathResponse(&t))
 }
 
 func criticalPathFromAPI(resp *analysispb.CriticalPathResponse) criticalPathJSON {
