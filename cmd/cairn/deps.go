@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -71,8 +70,7 @@ func toDepsJSON(resp *analysispb.GetServiceGraphResponse) depsJSON {
 	for _, e := range resp.GetEdges() {
 		ej := edgeJSON{Parent: e.Parent, Child: e.Child, Calls: e.Calls, Errors: e.Errors, Virtual: e.Virtual}
 		for _, q := range e.Quantiles {
-			// Quantiles are within 1%: microseconds are plenty.
-			v := math.Round(q.DurationMs*1000) / 1000
+			v := quantileMS(q)
 			switch q.Quantile {
 			case 0.5:
 				ej.P50MS = v

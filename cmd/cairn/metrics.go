@@ -68,11 +68,9 @@ func (w windowFlags) window(fs *flag.FlagSet, now time.Time) (start, end time.Ti
 		if b.s == "" {
 			continue
 		}
-		t, err := time.Parse(time.RFC3339Nano, b.s)
-		if err != nil {
-			return start, end, usagef("--%s %q is not an RFC 3339 time such as 2026-11-21T10:00:00Z", b.flag, b.s)
+		if *b.dst, err = parseTime(b.flag, b.s); err != nil {
+			return start, end, err
 		}
-		*b.dst = t
 	}
 	if *w.start == "" {
 		start = end.Add(-*w.since)
@@ -82,6 +80,10 @@ func (w windowFlags) window(fs *flag.FlagSet, now time.Time) (start, end time.Ti
 	}
 	return start, end, nil
 }
+
+// quantileMS is a quantile's duration in milliseconds, to the
+// microsecond: quantiles are within 1%, so finer digits would be noise.
+func quantileMS(q *analysispb.Quantile) float64 { return math.Round(q.DurationMs*1000) / 1000 }
 
 // kindNames are Jaeger's lower-case names of OTLP span kinds.
 var kindNames = [...]string{"unspecified", "internal", "server", "client", "producer", "consumer"}
@@ -171,8 +173,7 @@ func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse) metricsJSON {
 		for _, p := range s.Points {
 			pj := pointJSON{Time: p.Time.AsTime().UTC().Format(time.RFC3339), Calls: p.Calls, Errors: p.Errors, Exemplars: []string{}}
 			for _, q := range p.Quantiles {
-				// Quantiles are within 1%: microseconds are plenty.
-				v := math.Round(q.DurationMs*1000) / 1000
+				v := quantileMS(q)
 				switch q.Quantile {
 				case 0.5:
 					pj.P50MS = v
