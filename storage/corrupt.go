@@ -170,6 +170,11 @@ func (db *DB) listener(store string) *pebble.EventListener {
 		BackgroundError: func(err error) {
 			db.opts.Logger.Error("pebble background error", "store", store, "err", firstLine(err))
 		},
+		// Pebble calls these on the goroutine that then does the work and
+		// ends with it: flushes and compactions, recompression's included,
+		// run below reads as ingest's heavy work does.
+		FlushBegin:      func(pebble.FlushInfo) { db.opts.Bulk.Demote() },
+		CompactionBegin: func(pebble.CompactionInfo) { db.opts.Bulk.Demote() },
 	}
 }
 

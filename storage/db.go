@@ -233,7 +233,7 @@ func spansOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebb
 		Logger:             pebbleLogger{o.Logger},
 		FS:                 o.FS,
 		// Recompression's compactions are the only ones of note.
-		CompactionConcurrencyRange: func() (int, int) { n := recompressWorkers(); return n, n },
+		CompactionConcurrencyRange: func() (int, int) { n := recompressWorkers(&o); return n, n },
 	}
 	for i := range po.Levels {
 		po.Levels[i].BlockSize = dataBlockSize
@@ -592,9 +592,13 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	db.insert(req, batch, prep)
-	full := db.live.bytes >= db.opts.BufferBytes
+	// The spans go into the buffer outside mu, which reads take too.
+	buf := db.live
+	db.account(buf, req, batch, prep)
+	full := buf.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
+	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
+	buf.writers.Done()
 
 	if full {
 		select {
@@ -615,10 +619,29 @@ func (db *DB) lockForWrite() {
 	db.writerTurn.Unlock()
 }
 
-// insert adds a prepared request to the live buffer. The caller holds mu.
+// account records a prepared request in buf, the live buffer: its size,
+// its services and operations, and its resources. The caller holds mu, and
+// then inserts the spans into buf and calls buf.writers.Done.
+func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prepared) {
+	services := make([]*serviceEntry, len(batch.Resources))
+	for i, r := range batch.Resources {
+		services[i] = db.catalog.service(r.Service)
+	}
+	for _, o := range prep.ops {
+		db.catalog.see(batch.Resources[o.resource].Service, services[o.resource], o.kind, o.name, o.partition)
+	}
+	db.resources.use(buf.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
+	buf.bytes += len(req)
+	buf.spans += len(batch.Spans)
+	buf.writers.Add(1)
+}
+
+// insert adds a prepared request to the live buffer while nothing else
+// runs: at open, replaying the log.
 func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
-	db.live.insert(req, batch, prep, db.catalog)
-	db.resources.use(db.live.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
+	db.account(db.live, req, batch, prep)
+	db.live.insert(batch, prep)
+	db.live.writers.Done()
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log

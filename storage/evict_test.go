@@ -286,7 +286,7 @@ func TestReadsKeepTheirViewOfEvictedResources(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := db.openView(0, math.MaxUint32, func(uint64, ...*buffer) {})
+	v, err := db.openView(0, math.MaxUint32)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -104,6 +103,7 @@ func (db *DB) cut() error {
 	}
 	frozen := db.frozen
 	db.mu.Unlock()
+	frozen.writers.Wait()
 
 	start := time.Now()
 	// The buffer's requests are an upper bound on the sstables they make.
@@ -164,10 +164,7 @@ func (db *DB) finishCut() {
 // under light load or once ingest pauses, leaves one to reads, which would
 // otherwise queue behind the cut's goroutines for up to a time slice each.
 func (db *DB) cutProcs(full bool) int {
-	n := runtime.GOMAXPROCS(0)
-	if db.opts.Bulk != nil {
-		n = db.opts.Bulk.Workers()
-	}
+	n := db.opts.cpus()
 	if !full {
 		n--
 	}

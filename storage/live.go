@@ -182,15 +182,27 @@ func (t *liveTrace) has(term index.Term) bool {
 func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
 
 // buffer holds the spans acknowledged since the last cut, ordered by trace ID
-// so that a cut writes them as trace-sorted runs. It is guarded by DB.mu.
+// so that a cut writes them as trace-sorted runs.
+//
+// Its counts and identity are guarded by DB.mu; its traces by its own lock,
+// which writers take for a chunk of spans at a time (see insert) and reads
+// share. A read therefore never waits for a whole request to be inserted,
+// only for the chunk in progress.
 type buffer struct {
 	block      uint64         // the block this buffer becomes when cut
 	walSegment uint64         // set when frozen: the last segment whose records it holds
 	catalog    []catalogWrite // set when frozen: catalog changes to persist with it
-	traces     *btree.BTreeG[*liveTrace]
-	groups     map[groupKey]*group
-	bytes      int // encoded request bytes held
+	bytes      int            // encoded request bytes held, counted by DB.account
 	spans      int
+
+	// writers counts the writers accounted for under DB.mu that are still
+	// inserting their spans; a cut waits for them once it has frozen the
+	// buffer, so that everything the sealed log segments hold is in it.
+	writers sync.WaitGroup
+
+	mu     sync.RWMutex
+	traces *btree.BTreeG[*liveTrace]
+	groups map[groupKey]*group
 
 	// Set by the first attempt to cut it: when, and the service graph
 	// edges its spans completed.
@@ -217,6 +229,22 @@ type prepared struct {
 	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
 	errs       []bool          // by span index
 	peers      []peerRef       // by span index
+	ops        []opSeen        // the operations the spans used, each once
+}
+
+// opSeen is an operation that spans of a request used, with the newest
+// partition they used it in: all the catalog needs to know of them.
+type opSeen struct {
+	resource  int32
+	kind      int32
+	name      []byte
+	partition uint32
+}
+
+// opOf keys opSeen within one request.
+type opOf struct {
+	resource, kind int32
+	name           string
 }
 
 var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
@@ -253,9 +281,17 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		}
 	}
 	traces := make(map[TraceID]int32)
+	ops := make(map[opOf]int)
 	var resSeen [][]int32 // by trace: resources whose terms it has
 	for i := range b.Spans {
 		s := &b.Spans[i]
+		res := b.Scopes[s.Scope].Resource
+		if o, ok := ops[opOf{int32(res), s.Kind, string(s.Name)}]; ok {
+			p.ops[o].partition = max(p.ops[o].partition, partitionOf(s.Start))
+		} else {
+			ops[opOf{int32(res), s.Kind, string(s.Name)}] = len(p.ops)
+			p.ops = append(p.ops, opSeen{resource: int32(res), kind: s.Kind, name: s.Name, partition: partitionOf(s.Start)})
+		}
 		k, ok := traces[s.TraceID]
 		if !ok {
 			k = int32(len(p.traceTerms))
@@ -269,7 +305,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		p.peers[i] = findPeer(s)
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Attrs, f)
-		if res := b.Scopes[s.Scope].Resource; !slices.Contains(resSeen[k], res) {
+		if !slices.Contains(resSeen[k], res) {
 			resSeen[k] = append(resSeen[k], res)
 			p.traceTerms[k] = append(p.traceTerms[k], g.resTerms...)
 		}
@@ -281,14 +317,16 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	return p
 }
 
-// insert adds the spans of a parsed request, and their services and
-// operations to cat. req is the request the batch aliases; it is counted
-// against the buffer's size.
-func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *catalog) {
-	services := make([]*serviceEntry, len(b.Resources))
-	for i, r := range b.Resources {
-		services[i] = cat.service(r.Service)
-	}
+// insertChunk is how many spans an insert adds per hold of the buffer's
+// lock: about 20 µs of work, which is the longest a read of the buffer
+// waits for a writer.
+const insertChunk = 128
+
+// insert adds the spans of a parsed request, a chunk at a time. The caller
+// has accounted for them (DB.account).
+func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
+	buf.mu.Lock()
+	defer buf.mu.Unlock()
 	interned := make([]*group, len(prep.groups))
 	for i := range prep.groups {
 		k := prep.groups[i].key()
@@ -305,6 +343,11 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 		probe liveTrace
 	)
 	for i := range b.Spans {
+		if i > 0 && i%insertChunk == 0 {
+			// Traces are never removed from a buffer: last stays valid.
+			buf.mu.Unlock()
+			buf.mu.Lock()
+		}
 		s := &b.Spans[i]
 		// Spans of one trace usually arrive together; skip the lookup then.
 		if last == nil || last.id != s.TraceID {
@@ -316,19 +359,51 @@ func (buf *buffer) insert(req []byte, b *otlpwire.Batch, prep *prepared, cat *ca
 			}
 			last = t
 		}
-		g := interned[s.Scope]
 		last.addExtent(s.Start, s.End)
-		last.spans = append(last.spans, liveSpan{group: g, raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
+		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
 			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])
 		}
-		res := b.Scopes[s.Scope].Resource
-		cat.see(b.Resources[res].Service, services[res], s.Kind, s.Name, partitionOf(s.Start))
 	}
-	buf.bytes += len(req)
-	buf.spans += len(b.Spans)
+}
+
+// scanChunk is how many traces a scan of a buffer visits per hold of its
+// lock, so that writers, and the reads queued behind them, wait for a
+// chunk rather than the whole scan.
+const scanChunk = 1024
+
+// ascend calls fn with each trace of the buffer in ID order, holding the
+// buffer's read lock a chunk of traces at a time. Traces inserted while it
+// runs may or may not be visited.
+func (buf *buffer) ascend(fn func(*liveTrace)) {
+	var from *liveTrace // the last trace visited
+	for {
+		n, more := 0, false
+		visit := func(t *liveTrace) bool {
+			if t == from {
+				return true
+			}
+			if n == scanChunk {
+				more = true
+				return false
+			}
+			fn(t)
+			from, n = t, n+1
+			return true
+		}
+		buf.mu.RLock()
+		if from == nil {
+			buf.traces.Ascend(visit)
+		} else {
+			buf.traces.AscendGreaterOrEqual(from, visit)
+		}
+		buf.mu.RUnlock()
+		if !more {
+			return
+		}
+	}
 }
 
 // spanKind narrows an OTLP span kind to a byte, unspecified if OTLP does
@@ -343,7 +418,11 @@ func spanKind(k int32) uint8 {
 // maxSpanKind is SPAN_KIND_CONSUMER, the last kind OTLP defines.
 const maxSpanKind = 5
 
+// trace returns the spans of a trace in the buffer. Spans inserted later
+// go past the slice's end: the caller may read it without the lock.
 func (buf *buffer) trace(id TraceID) []liveSpan {
+	buf.mu.RLock()
+	defer buf.mu.RUnlock()
 	t, ok := buf.traces.Get(&liveTrace{id: id})
 	if !ok {
 		return nil

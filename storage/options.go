@@ -1,11 +1,13 @@
 package storage
 
 import (
-	"cairn/internal/bulk"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"cairn/internal/bulk"
 )
 
 // Options configures a DB. The zero value is valid: EnsureDefaults fills in
@@ -130,12 +132,14 @@ type Options struct {
 	FS vfs.FS
 
 	// Bulk runs the CPU-heavy parts of writes (preparing a request for the
-	// buffer and compressing it for the log) and of cuts (building data and
-	// index sstables), at a priority below reads'. A cut writes with as
-	// many goroutines as it has workers.
+	// buffer, compressing it for the log, inserting it into the buffer) and
+	// of cuts (building data and index sstables), at a priority below
+	// reads'; Pebble's flushes and compactions run at its priority too. Its
+	// workers are taken for the number of CPUs: a cut writes with as many
+	// goroutines, recompression compacts with half as many.
 	//
-	// The default, nil, runs them on the calling goroutines, and cuts with
-	// GOMAXPROCS goroutines.
+	// The default, nil, runs them on the calling goroutines, at normal
+	// priority, and takes GOMAXPROCS for the number of CPUs.
 	Bulk *bulk.Pool
 
 	// Now returns the current time; tests replace it.
@@ -194,4 +198,12 @@ func (o *Options) EnsureDefaults() Options {
 		c.Now = time.Now
 	}
 	return c
+}
+
+// cpus is how many CPUs the store's background work may spread over.
+func (o *Options) cpus() int {
+	if o.Bulk != nil {
+		return o.Bulk.Workers()
+	}
+	return runtime.GOMAXPROCS(0)
 }

@@ -63,30 +63,31 @@ func (r TimeRange) bounds() (lo, hi uint32) {
 // on disk, so a cut in progress is read once.
 type view struct {
 	minBlock  uint64
-	parts     []uint32 // partitions with data on disk, within the read's bounds, ascending
-	notBefore uint64   // spans that started earlier are outside the retention period
+	bufs      []*buffer // the live buffers, newest first
+	parts     []uint32  // partitions with data on disk, within the read's bounds, ascending
+	notBefore uint64    // spans that started earlier are outside the retention period
 	index     *pebble.Iterator
 	data      *pebble.Iterator
 }
 
 // openView takes a view of the partitions in [lo, hi] (lo raised to the
-// retention horizon). Under the same lock it calls capture with the live
-// buffers, newest first, so that what the caller takes from them agrees with
-// the iterator. The view must be released.
-func (db *DB) openView(lo, hi uint32, capture func(notBefore uint64, bufs ...*buffer)) (*view, error) {
+// retention horizon). The view must be released.
+//
+// Its buffers are read after the lock is released, under their own: they
+// then hold at least what they held when the iterators were made, and what
+// writers added since belongs to blocks the iterators skip.
+func (db *DB) openView(lo, hi uint32) (*view, error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {
 		return nil, ErrClosed
 	}
-	v := &view{minBlock: db.live.block, notBefore: db.NotBefore()}
+	v := &view{minBlock: db.live.block, notBefore: db.NotBefore(), bufs: []*buffer{db.live}}
 	lo = max(lo, partitionOf(v.notBefore))
-	bufs := []*buffer{db.live}
 	if db.frozen != nil {
 		v.minBlock = db.frozen.block
-		bufs = append(bufs, db.frozen)
+		v.bufs = append(v.bufs, db.frozen)
 	}
-	capture(v.notBefore, bufs...)
 	for p := range db.partitions {
 		if p >= lo && p <= hi {
 			v.parts = append(v.parts, p)
@@ -94,9 +95,9 @@ func (db *DB) openView(lo, hi uint32, capture func(notBefore uint64, bufs ...*bu
 	}
 	slices.Sort(v.parts)
 	// Pebble iterators are point-in-time views; created under the lock,
-	// these agree with the buffers captured above and with each other, since
-	// cuts and partition drops change what they see only between one update
-	// of the buffers or partitions and the next.
+	// these agree with the buffers above and with each other, since cuts and
+	// partition drops change what they see only between one update of the
+	// buffers or partitions and the next.
 	var err error
 	if v.index, err = db.idx.NewIter(nil); err != nil {
 		return nil, fmt.Errorf("open index iterator: %w", err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -166,7 +165,7 @@ func (db *DB) mergeSealed(ctx context.Context, p uint32, newest uint64) error {
 	if err != nil {
 		return err
 	}
-	if need := int(size/recompressBytes) + 1; tables > 2*need+runtime.GOMAXPROCS(0) {
+	if need := int(size/recompressBytes) + 1; tables > 2*need+db.opts.cpus() {
 		start := time.Now()
 		if err := db.recompressBlocks(ctx, p, 1, newest); err != nil {
 			return err
@@ -194,7 +193,7 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 	if err != nil {
 		return fmt.Errorf("estimate size: %w", err)
 	}
-	workers := recompressWorkers()
+	workers := recompressWorkers(&db.opts)
 	ranges := splitBlocks(from, to, max(workers, int(size/recompressBytes)+1))
 	for len(ranges) > 0 {
 		if err := ctx.Err(); err != nil {
@@ -307,7 +306,7 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 
 // recompressWorkers is how many compactions recompression runs at once: one
 // per two CPUs, so that half the machine stays with reads and ingest.
-func recompressWorkers() int { return max(1, runtime.GOMAXPROCS(0)/2) }
+func recompressWorkers(o *Options) int { return max(1, o.cpus()/2) }
 
 // splitBlocks cuts blocks from..to into at most n contiguous ranges of about
 // as many blocks, each given by its first and last block.

@@ -217,7 +217,7 @@ func TestMergeSealedPartition(t *testing.T) {
 	}
 	after := tables()
 	t.Logf("partition sstables: %d before sealing, %d after", before, after)
-	if before < 12 || after > recompressWorkers() {
+	if before < 12 || after > recompressWorkers(&db.opts) {
 		t.Fatalf("%d sstables before sealing, %d after: want one per pass, then one per range", before, after)
 	}
 	checkAll(t, db, want)

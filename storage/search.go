@@ -301,34 +301,24 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	if !q.StartMax.IsZero() {
 		hi = partitionOf(unixNanos(q.StartMax))
 	}
-	var (
-		c      *compiled
-		live   []liveCandidate
-		frozen *buffer
-	)
-	v, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
-		var services []string
-		if q.Service == "" && len(q.Attributes) > 0 {
-			services = db.catalog.listServices(partitionOf(notBefore))
-		}
-		c = compile(q, notBefore, services, db.resources)
-		live = c.liveCandidates(live, bufs[0], notBefore)
-		if len(bufs) > 1 {
-			frozen = bufs[1]
-		}
-	})
+	v, err := db.openView(lo, hi)
 	if err != nil {
 		return nil, err
 	}
 	defer db.release(v)
+	var services []string
+	if q.Service == "" && len(q.Attributes) > 0 {
+		db.mu.Lock()
+		services = db.catalog.listServices(partitionOf(v.notBefore))
+		db.mu.Unlock()
+	}
+	c := compile(q, v.notBefore, services, db.resources)
 	if err := c.addStoredResources(v.index); err != nil {
 		return nil, err
 	}
-	// A buffer being cut takes no more spans, so it is scanned without the
-	// lock, which every write takes: under full load one is nearly always
-	// being cut, and scanning it is most of a search's time under the lock.
-	if frozen != nil {
-		live = c.liveCandidates(live, frozen, v.notBefore)
+	var live []liveCandidate
+	for _, buf := range v.bufs {
+		live = c.liveCandidates(live, buf, v.notBefore)
 	}
 	c.verifyLive(live, v.notBefore, res)
 
@@ -371,14 +361,14 @@ type liveCandidate struct {
 	inside               bool // the trace has an inside duration term
 }
 
-// liveCandidates appends the candidates of a live buffer. Called with DB.mu
-// held, since writers reorder term sets in place; the spans captured only
-// ever grow past their captured length, so verifyLive reads them unlocked.
+// liveCandidates appends the candidates of a live buffer. The spans taken
+// only ever grow past their length when taken, so verifyLive reads them
+// unlocked.
 func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
-	buf.traces.Ascend(func(t *liveTrace) bool {
+	buf.ascend(func(t *liveTrace) {
 		for _, g := range c.groups {
 			if !slices.ContainsFunc(g, t.has) {
-				return true
+				return
 			}
 		}
 		inside := false
@@ -388,7 +378,7 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 		if !t.multiPartition && t.minStart >= notBefore {
 			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
 				start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
-			return true
+			return
 		}
 		// As on disk, a match is reported with the extent of the trace's
 		// spans in the partition where it matched.
@@ -412,7 +402,6 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 			cands[k].single = len(cands)-first == 1
 			cands[k].inside = inside
 		}
-		return true
 	})
 	return cands
 }

@@ -1,15 +1,16 @@
 package storage
 
 import (
-	"cairn/internal/bulk"
 	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"cairn/bench"
 	"cairn/index"
+	"cairn/internal/bulk"
 	"cairn/internal/otlptest"
 	"cairn/internal/otlpwire"
 )
@@ -279,6 +281,113 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 	}
 	if err := <-closed; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAcknowledgedVisibleWhileBuffersTurnOver reads traces back while
+// writers insert in chunks and cuts freeze the buffers they insert into:
+// every span acknowledged before a read starts must be in it, and all of
+// them once the store is reopened.
+func TestAcknowledgedVisibleWhileBuffersTurnOver(t *testing.T) {
+	pool := bulk.New(&bulk.Options{Workers: 2})
+	t.Cleanup(pool.Close)
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{BufferBytes: 128 << 10, FlushInterval: 2 * time.Millisecond, Bulk: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Requests of several insert chunks each.
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 3*insertChunk + 17})
+	var (
+		mu    sync.Mutex
+		acked = map[TraceID]int{} // spans of the trace acknowledged
+		ids   []TraceID
+	)
+	const writers, readers, requests = 3, 2, 40
+	var wg sync.WaitGroup
+	reqs := make(chan []byte)
+	go func() {
+		for range requests {
+			reqs <- gen.Next().Bytes
+		}
+		close(reqs)
+	}()
+	for range writers {
+		wg.Go(func() {
+			for req := range reqs {
+				var b otlpwire.Batch
+				if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := db.Write(context.Background(), req, &b); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				for _, s := range b.Spans {
+					if acked[s.TraceID] == 0 {
+						ids = append(ids, s.TraceID)
+					}
+					acked[s.TraceID]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var rwg sync.WaitGroup
+	for r := range readers {
+		rwg.Go(func() {
+			for i := r; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				mu.Lock()
+				if len(ids) == 0 {
+					mu.Unlock()
+					runtime.Gosched()
+					continue
+				}
+				id := ids[(i*7919)%len(ids)]
+				want := acked[id]
+				mu.Unlock()
+				tr, err := db.Trace(context.Background(), id, TimeRange{})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if tr == nil || tr.Spans < want {
+					got := 0
+					if tr != nil {
+						got = tr.Spans
+					}
+					t.Errorf("trace %x: %d spans read, %d acknowledged before", id, got, want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	rwg.Wait()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, &Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for id, want := range acked {
+		tr, err := db.Trace(context.Background(), id, TimeRange{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tr == nil || tr.Spans != want {
+			t.Fatalf("after reopening, trace %x: %v, want %d spans", id, tr, want)
+		}
 	}
 }
 

@@ -30,20 +30,19 @@ import (
 // It reports whether any span was found.
 func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBytes int, admit func(fragmentBytes int) error, fn func(*Trace) error) (found bool, err error) {
 	lo, hi := tr.bounds()
-	var live []liveSpan
-	snap, err := db.openView(lo, hi, func(notBefore uint64, bufs ...*buffer) {
-		for _, buf := range bufs {
-			for _, sp := range buf.trace(id) {
-				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= notBefore {
-					live = append(live, sp)
-				}
-			}
-		}
-	})
+	snap, err := db.openView(lo, hi)
 	if err != nil {
 		return false, err
 	}
 	defer db.release(snap)
+	var live []liveSpan
+	for _, buf := range snap.bufs {
+		for _, sp := range buf.trace(id) {
+			if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= snap.notBefore {
+				live = append(live, sp)
+			}
+		}
+	}
 
 	pc := piecer{db: db, get: iterGetter(snap.index), id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn}
 	pc.reset()

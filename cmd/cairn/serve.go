@@ -140,11 +140,20 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if cfg.bulk.Nice == 0 {
 		cfg.bulk.Nice = -1 // bulk.Options takes 0 for its default
 	}
-	// Ingest's heavy work runs on one worker per CPU; one processor more
-	// than that is left to everything else, reads first (see package bulk).
+	// Ingest's heavy work runs on one worker per CPU, and Pebble's flushes
+	// and compactions, up to one per CPU, at the same low priority. Each
+	// holds a processor (GOMAXPROCS) while it runs, so there are two more
+	// than those: a read then finds one free at once, and a free processor
+	// is one whose thread waits on the network, so requests are noticed at
+	// once too rather than at the runtime's next poll, up to 10 ms later
+	// (see package bulk).
+	cpus := runtime.GOMAXPROCS(0) // the CPUs, or the container's CPU limit
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
-		cfg.bulk.Workers = runtime.GOMAXPROCS(0)
-		runtime.GOMAXPROCS(cfg.bulk.Workers + 1)
+		cfg.bulk.Workers = cpus
+		runtime.GOMAXPROCS(2*cpus + 2)
+	}
+	if cfg.query.MaxSearches == 0 {
+		cfg.query.MaxSearches = max(1, cpus/2)
 	}
 	if *cors != "" {
 		for _, o := range strings.Split(*cors, ",") {

@@ -41,6 +41,7 @@ func (o *Options) EnsureDefaults() Options {
 type Pool struct {
 	jobs    chan job
 	workers int
+	nice    int
 	wg      sync.WaitGroup
 	once    sync.Once
 }
@@ -53,7 +54,7 @@ type job struct {
 // New starts a pool's workers. Close stops them.
 func New(o *Options) *Pool {
 	opts := o.EnsureDefaults()
-	p := &Pool{jobs: make(chan job), workers: opts.Workers}
+	p := &Pool{jobs: make(chan job), workers: opts.Workers, nice: opts.Nice}
 	p.wg.Add(opts.Workers)
 	for range opts.Workers {
 		go p.work(opts.Nice)
@@ -104,4 +105,18 @@ func (p *Pool) Close() {
 		close(p.jobs)
 		p.wg.Wait()
 	})
+}
+
+// Demote moves the calling goroutine's thread to the workers' priority for
+// the rest of the goroutine's life. It is for background work that runs on
+// goroutines the pool does not start, such as Pebble's compactions: the
+// goroutine is locked to its thread, which the runtime ends when the
+// goroutine ends, so the lowered priority never passes to other work. A
+// nil pool, or one at normal priority, does nothing.
+func (p *Pool) Demote() {
+	if p == nil || p.nice == 0 {
+		return
+	}
+	runtime.LockOSThread()
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), p.nice)
 }

@@ -76,3 +76,33 @@ func TestCloseTwice(t *testing.T) {
 	p.Close()
 	p.Close()
 }
+
+func TestDemoteLowersOnlyTheGoroutinesThread(t *testing.T) {
+	p := New(&Options{Workers: 1, Nice: 5})
+	defer p.Close()
+	nice := func() int {
+		prio, err := unix.Getpriority(unix.PRIO_PROCESS, 0)
+		if err != nil {
+			t.Errorf("getpriority: %v", err)
+		}
+		return 20 - prio
+	}
+	before := nice()
+	done := make(chan int)
+	go func() {
+		p.Demote()
+		done <- nice()
+	}()
+	if got := <-done; got != 5 {
+		t.Errorf("demoted goroutine runs at nice %d, want 5", got)
+	}
+	// The demoted thread ended with its goroutine; no goroutine runs on it.
+	for range 100 {
+		runtime.Gosched()
+		if got := nice(); got != before {
+			t.Fatalf("after the demoted goroutine ended, a goroutine runs at nice %d, want %d", got, before)
+		}
+	}
+	var none *Pool
+	none.Demote()
+}
