@@ -227,6 +227,7 @@ type prepared struct {
 	groups     []group         // by scope index
 	traceOf    []int32         // by span index: the span's trace in traceTerms
 	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
+	traceSpans []int32         // by trace in traceTerms: how many spans of it the request has
 	errs       []bool          // by span index
 	peers      []peerRef       // by span index
 	ops        []opSeen        // the operations the spans used, each once
@@ -297,9 +298,11 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 			k = int32(len(p.traceTerms))
 			traces[s.TraceID] = k
 			p.traceTerms = append(p.traceTerms, nil)
+			p.traceSpans = append(p.traceSpans, 0)
 			resSeen = append(resSeen, nil)
 		}
 		p.traceOf[i] = k
+		p.traceSpans[k]++
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
 		p.peers[i] = findPeer(s)
@@ -359,13 +362,16 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 			}
 			last = t
 		}
-		last.addExtent(s.Start, s.End)
-		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
 		if k := prep.traceOf[i]; !termsAdded[k] {
 			termsAdded[k] = true
 			last.addTerms(prep.traceTerms[k])
+			// Room for all the request's spans of the trace at once: growing
+			// span by span allocated twice what the buffer holds.
+			last.spans = slices.Grow(last.spans, int(prep.traceSpans[k]))
 		}
+		last.addExtent(s.Start, s.End)
+		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
+			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
 	}
 }
 
