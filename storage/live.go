@@ -168,13 +168,30 @@ func (t *liveTrace) addExtent(start, end uint64) {
 	t.multiPartition = t.multiPartition || p != t.partition
 }
 
-func (t *liveTrace) has(term index.Term) bool {
+// hasAny reports whether the trace has any of terms, which are sorted.
+// A term alone is looked up; more are merged with each run, which for the
+// dozens of a duration range is several times cheaper than a lookup each.
+func (t *liveTrace) hasAny(terms []index.Term) bool {
 	start := int32(0)
 	for _, end := range t.runs {
-		if _, ok := slices.BinarySearch(t.terms[start:end], term); ok {
-			return true
-		}
+		run := t.terms[start:end]
 		start = end
+		if len(terms) == 1 {
+			if _, ok := slices.BinarySearch(run, terms[0]); ok {
+				return true
+			}
+			continue
+		}
+		for i, j := 0, 0; i < len(run) && j < len(terms); {
+			switch {
+			case run[i] < terms[j]:
+				i++
+			case run[i] > terms[j]:
+				j++
+			default:
+				return true
+			}
+		}
 	}
 	return false
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -365,16 +366,18 @@ type liveCandidate struct {
 // only ever grow past their length when taken, so verifyLive reads them
 // unlocked.
 func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
+	groups := make([][]index.Term, len(c.groups))
+	for i, g := range c.groups {
+		groups[i] = slices.Sorted(slices.Values(g))
+	}
+	insideTerms := slices.Sorted(maps.Keys(c.inside))
 	buf.ascend(func(t *liveTrace) {
-		for _, g := range c.groups {
-			if !slices.ContainsFunc(g, t.has) {
+		for _, g := range groups {
+			if !t.hasAny(g) {
 				return
 			}
 		}
-		inside := false
-		for term := range c.inside {
-			inside = inside || t.has(term)
-		}
+		inside := len(insideTerms) > 0 && t.hasAny(insideTerms)
 		if !t.multiPartition && t.minStart >= notBefore {
 			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
 				start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
