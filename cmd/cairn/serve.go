@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cairn/internal/bulk"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -30,6 +29,7 @@ import (
 
 	"cairn/ingest"
 	"cairn/internal/access"
+	"cairn/internal/bulk"
 	"cairn/internal/ui"
 	"cairn/query"
 	"cairn/storage"
@@ -137,6 +137,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--pairing-max-spans %d is not positive", cfg.pairingMaxSpans)
 	}
 	restrictFileModes()
+	limitMallocArenas()
 	if cfg.bulk.Nice == 0 {
 		cfg.bulk.Nice = -1 // bulk.Options takes 0 for its default
 	}
