@@ -65,9 +65,10 @@ type DB struct {
 	graph *serviceGraph
 
 	// writerTurn lets one writer at a time wait for mu: a reader then
-	// queues behind at most one writer's insert, not behind every request
-	// in flight (sync.Mutex hands over in arrival order once waiters have
-	// waited 1 ms, and reads waited 8-15 ms behind writers at full ingest).
+	// queues behind at most one writer's log append, not behind every
+	// request in flight (sync.Mutex hands over in arrival order once
+	// waiters have waited 1 ms, and reads waited 8-15 ms behind writers at
+	// full ingest). Writers insert their spans outside mu (see buffer).
 	writerTurn sync.Mutex
 	mu         sync.Mutex
 	live       *buffer
