@@ -302,18 +302,22 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	if !q.StartMax.IsZero() {
 		hi = partitionOf(unixNanos(q.StartMax))
 	}
+	// Compiled before the view is taken, the query names the resources of
+	// every buffer the view will hold: a cut forgets a buffer's resources
+	// only once it has stored them, where the view's iterators find them.
+	notBefore := db.NotBefore()
+	var services []string
+	if q.Service == "" && len(q.Attributes) > 0 {
+		db.mu.Lock()
+		services = db.catalog.listServices(partitionOf(notBefore))
+		db.mu.Unlock()
+	}
+	c := compile(q, notBefore, services, db.resources)
 	v, err := db.openView(lo, hi)
 	if err != nil {
 		return nil, err
 	}
 	defer db.release(v)
-	var services []string
-	if q.Service == "" && len(q.Attributes) > 0 {
-		db.mu.Lock()
-		services = db.catalog.listServices(partitionOf(v.notBefore))
-		db.mu.Unlock()
-	}
-	c := compile(q, v.notBefore, services, db.resources)
 	if err := c.addStoredResources(v.index); err != nil {
 		return nil, err
 	}
