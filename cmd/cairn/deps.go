@@ -68,17 +68,8 @@ func depsCmd(args []string, stdout, _ io.Writer) error {
 func toDepsJSON(resp *analysispb.GetServiceGraphResponse) depsJSON {
 	out := depsJSON{Edges: []edgeJSON{}}
 	for _, e := range resp.GetEdges() {
-		ej := edgeJSON{Parent: e.Parent, Child: e.Child, Calls: e.Calls, Errors: e.Errors, Virtual: e.Virtual}
-		for _, q := range e.Quantiles {
-			v := quantileMS(q)
-			switch q.Quantile {
-			case 0.5:
-				ej.P50MS = v
-			case 0.99:
-				ej.P99MS = v
-			}
-		}
-		out.Edges = append(out.Edges, ej)
+		out.Edges = append(out.Edges, edgeJSON{Parent: e.Parent, Child: e.Child, Calls: e.Calls, Errors: e.Errors, Virtual: e.Virtual,
+			P50MS: quantileMS(e.Quantiles, 0.5), P99MS: quantileMS(e.Quantiles, 0.99)})
 	}
 	return out
 }

@@ -81,9 +81,17 @@ func (w windowFlags) window(fs *flag.FlagSet, now time.Time) (start, end time.Ti
 	return start, end, nil
 }
 
-// quantileMS is a quantile's duration in milliseconds, to the
-// microsecond: quantiles are within 1%, so finer digits would be noise.
-func quantileMS(q *analysispb.Quantile) float64 { return math.Round(q.DurationMs*1000) / 1000 }
+// quantileMS is the duration of quantile q among qs in milliseconds, to
+// the microsecond (quantiles are within 1%, so finer digits would be
+// noise), or 0 if qs has none for q.
+func quantileMS(qs []*analysispb.Quantile, q float64) float64 {
+	for _, x := range qs {
+		if x.Quantile == q {
+			return math.Round(x.DurationMs*1000) / 1000
+		}
+	}
+	return 0
+}
 
 // kindNames are Jaeger's lower-case names of OTLP span kinds.
 var kindNames = [...]string{"unspecified", "internal", "server", "client", "producer", "consumer"}
@@ -172,17 +180,7 @@ func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse) metricsJSON {
 		}
 		for _, p := range s.Points {
 			pj := pointJSON{Time: p.Time.AsTime().UTC().Format(time.RFC3339), Calls: p.Calls, Errors: p.Errors, Exemplars: []string{}}
-			for _, q := range p.Quantiles {
-				v := quantileMS(q)
-				switch q.Quantile {
-				case 0.5:
-					pj.P50MS = v
-				case 0.95:
-					pj.P95MS = v
-				case 0.99:
-					pj.P99MS = v
-				}
-			}
+			pj.P50MS, pj.P95MS, pj.P99MS = quantileMS(p.Quantiles, 0.5), quantileMS(p.Quantiles, 0.95), quantileMS(p.Quantiles, 0.99)
 			for _, e := range append(p.Slowest, p.Failing...) {
 				if id := hex.EncodeToString(e.TraceId); !slices.Contains(pj.Exemplars, id) {
 					pj.Exemplars = append(pj.Exemplars, id)
