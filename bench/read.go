@@ -322,24 +322,10 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 func (r *reader) dependencies(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report) error {
 	_, to := pool.Window(sent)
 	req := &jaegerpb.GetDependenciesRequest{StartTime: timestamppb.New(to.Add(-24 * time.Hour)), EndTime: timestamppb.New(to)}
-	var times []time.Duration
-	for range o.Queries {
-		var resp rawcodec.Message
-		t := time.Now()
-		err := r.conn.Invoke(ctx, jaegerpb.DependencyReader_GetDependencies_FullMethodName, req, &resp)
-		d := time.Since(t)
-		if status.Code(err) == codes.Unimplemented {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("dependencies: %w", err)
-		}
-		times = append(times, d)
-	}
-	sr := SearchReport{Shape: "dependencies, 24 h", Queries: len(times), TargetP99Ms: searchTargetP99Ms}
-	sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
-	rep.Dependencies = &sr
-	return nil
+	var err error
+	rep.Dependencies, err = r.timeCalls(ctx, o.Queries, jaegerpb.DependencyReader_GetDependencies_FullMethodName, "dependencies", "dependencies, 24 h",
+		func() proto.Message { return req })
+	return err
 }
 
 // spanMetrics times cairn.analysis.v1 GetSpanMetrics of a random service
@@ -347,26 +333,37 @@ func (r *reader) dependencies(ctx context.Context, o Options, pool *Pool, sent u
 // reader that does not serve it, not being cairn, is passed over.
 func (r *reader) spanMetrics(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report, rng *rand.Rand) error {
 	_, to := pool.Window(sent)
+	var err error
+	rep.SpanMetrics, err = r.timeCalls(ctx, o.Queries, analysispb.Analysis_GetSpanMetrics_FullMethodName, "span metrics", "span metrics, 1 h at 1 min",
+		func() proto.Message {
+			return &analysispb.GetSpanMetricsRequest{Service: pool.services[rng.IntN(len(pool.services))].Name,
+				StartTime: timestamppb.New(to.Add(-time.Hour)), EndTime: timestamppb.New(to), Step: durationpb.New(time.Minute)}
+		})
+	return err
+}
+
+// timeCalls times n calls of a unary method, each with the request next
+// returns, and reports them under shape; nil if the reader does not serve
+// the method. what names the method in an error.
+func (r *reader) timeCalls(ctx context.Context, n int, method, what, shape string, next func() proto.Message) (*SearchReport, error) {
 	var times []time.Duration
-	for range o.Queries {
-		req := &analysispb.GetSpanMetricsRequest{Service: pool.services[rng.IntN(len(pool.services))].Name,
-			StartTime: timestamppb.New(to.Add(-time.Hour)), EndTime: timestamppb.New(to), Step: durationpb.New(time.Minute)}
+	for range n {
+		req := next()
 		var resp rawcodec.Message
 		t := time.Now()
-		err := r.conn.Invoke(ctx, analysispb.Analysis_GetSpanMetrics_FullMethodName, req, &resp)
+		err := r.conn.Invoke(ctx, method, req, &resp)
 		d := time.Since(t)
 		if status.Code(err) == codes.Unimplemented {
-			return nil
+			return nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("span metrics: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 		times = append(times, d)
 	}
-	sr := SearchReport{Shape: "span metrics, 1 h at 1 min", Queries: len(times), TargetP99Ms: searchTargetP99Ms}
+	sr := SearchReport{Shape: shape, Queries: len(times), TargetP99Ms: searchTargetP99Ms}
 	sr.P50Ms, sr.P99Ms, sr.MaxMs = percentiles(times)
-	rep.SpanMetrics = &sr
-	return nil
+	return &sr, nil
 }
 
 // completenessChecks is how many of the settled reads of each size class
