@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math"
 	"slices"
 	"time"
@@ -62,13 +61,13 @@ type compiled struct {
 	attrs              []Attribute
 	startMin, startMax uint64
 	durMin, durMax     uint64
-	groups             [][]index.Term // all groups must hold; a group holds if any of its terms does
+	groups             [][]index.Term // all groups must hold; a group holds if any of its terms does; each sorted
 	exact              bool           // the terms alone decide a match, given the time window
 	// A duration bucket that lies wholly within the duration bounds decides
 	// the duration condition: with exactInside, a row found through one of
 	// the inside terms is a match without looking at its spans.
 	exactInside bool
-	inside      map[index.Term]bool
+	inside      []index.Term // sorted
 	limit       int
 	value       []byte // scratch for values' text
 	// attrGroups is the index of the attribute conditions' groups, one per
@@ -182,7 +181,6 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 		spanConds += 2 // boundary buckets are coarser than the bounds
 		if c.svc != nil {
 			var g []index.Term
-			c.inside = map[index.Term]bool{}
 			for b := index.DurationBucket(c.durMin); b <= index.DurationBucket(c.durMax); b++ {
 				lo, hi := index.DurationRange(b)
 				if lo > hi {
@@ -191,13 +189,19 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 				t := h.Duration(c.svc, b)
 				g = append(g, t)
 				if lo >= c.durMin && hi <= c.durMax {
-					c.inside[t] = true
+					c.inside = append(c.inside, t)
 				}
 			}
 			c.groups = append(c.groups, g)
+			slices.Sort(c.inside)
 		}
 	}
 	c.exact = spanConds <= 1
+	// Sorted, a group meets a live trace's sorted terms by merging (see
+	// liveTrace.hasAny), and the terms of one postings shard come together.
+	for _, g := range c.groups {
+		slices.Sort(g)
+	}
 	return c
 }
 
@@ -370,18 +374,13 @@ type liveCandidate struct {
 // only ever grow past their length when taken, so verifyLive reads them
 // unlocked.
 func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
-	groups := make([][]index.Term, len(c.groups))
-	for i, g := range c.groups {
-		groups[i] = slices.Sorted(slices.Values(g))
-	}
-	insideTerms := slices.Sorted(maps.Keys(c.inside))
 	buf.ascend(func(t *liveTrace) {
-		for _, g := range groups {
+		for _, g := range c.groups {
 			if !t.hasAny(g) {
 				return
 			}
 		}
-		inside := len(insideTerms) > 0 && t.hasAny(insideTerms)
+		inside := len(c.inside) > 0 && t.hasAny(c.inside)
 		if !t.multiPartition && t.minStart >= notBefore {
 			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
 				start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
@@ -624,7 +623,7 @@ func (s *segmentSearch) candidates(p uint32, block uint64, nrows int, textAttrib
 				return nil, nil, fmt.Errorf("postings of partition %d block %d: %w", p, block, err)
 			}
 			union = append(union, rows...)
-			if s.c.inside[t] {
+			if _, in := slices.BinarySearch(s.c.inside, t); in {
 				inside = append(inside, rows...)
 			}
 		}
