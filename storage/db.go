@@ -596,6 +596,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	// The spans go into the buffer outside mu, which reads take too.
 	buf := db.live
 	db.account(buf, req, batch, prep)
+	buf.writers.Add(1) // a cut of buf waits for the insert
 	full := buf.bytes >= db.opts.BufferBytes
 	db.mu.Unlock()
 	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
@@ -622,7 +623,7 @@ func (db *DB) lockForWrite() {
 
 // account records a prepared request in buf, the live buffer: its size,
 // its services and operations, and its resources. The caller holds mu, and
-// then inserts the spans into buf and calls buf.writers.Done.
+// then inserts the spans into buf.
 func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prepared) {
 	services := make([]*serviceEntry, len(batch.Resources))
 	for i, r := range batch.Resources {
@@ -634,7 +635,6 @@ func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prep
 	db.resources.use(buf.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
 	buf.bytes += len(req)
 	buf.spans += len(batch.Spans)
-	buf.writers.Add(1)
 }
 
 // insert adds a prepared request to the live buffer while nothing else
@@ -642,7 +642,6 @@ func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prep
 func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
 	db.account(db.live, req, batch, prep)
 	db.live.insert(batch, prep)
-	db.live.writers.Done()
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log
