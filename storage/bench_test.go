@@ -40,6 +40,35 @@ func BenchmarkPrepare(b *testing.B) {
 	})
 }
 
+// BenchmarkInsert measures adding prepared requests to a live buffer, a
+// buffer's worth (about 64k spans) at a time.
+func BenchmarkInsert(b *testing.B) {
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 1024})
+	resources := newResourceIndex()
+	type request struct {
+		batch *otlpwire.Batch
+		prep  *prepared
+	}
+	var reqs []request
+	for range 64 {
+		var batch otlpwire.Batch
+		if err := otlpwire.Parse(gen.Next().Bytes, &batch, otlpwire.Window{}); err != nil {
+			b.Fatal(err)
+		}
+		reqs = append(reqs, request{&batch, prepare(&batch, resources)})
+	}
+	b.Run("batch=1024", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf := newBuffer(1)
+			for _, r := range reqs {
+				buf.insert(r.batch, r.prep)
+			}
+		}
+		b.ReportMetric(float64(b.N)*float64(len(reqs))*1024/b.Elapsed().Seconds(), "spans/s")
+	})
+}
+
 // BenchmarkTrace measures assembling a trace from disk, by trace size, in a
 // store that also holds a realistic background workload.
 func BenchmarkTrace(b *testing.B) {

@@ -122,9 +122,12 @@ type DB struct {
 	stop         chan struct{}
 	flusherWG    sync.WaitGroup
 	maintainerWG sync.WaitGroup
-	readers      sync.WaitGroup // reads holding a Pebble iterator; Close waits for them
-	closeOnce    sync.Once
-	closeErr     error
+	// reading is read-locked by each read that holds Pebble iterators;
+	// Close write-locks it, for good, to wait for them and refuse new ones.
+	reading   sync.RWMutex
+	layout    atomic.Pointer[layout]
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open opens the store in dir, creating it if needed, and replays the
@@ -183,6 +186,9 @@ func Open(dir string, o *Options) (*DB, error) {
 		}
 		return nil, errors.Join(err, db.closeStores())
 	}
+	db.mu.Lock()
+	db.setLayout()
+	db.mu.Unlock()
 	db.lastWrite.Store(opts.Now().UnixNano())
 	db.flusherWG.Add(1)
 	go db.flusher()
@@ -655,7 +661,7 @@ func (db *DB) Close() error {
 		close(db.stop)
 		db.flusherWG.Wait()
 		db.maintainerWG.Wait()
-		db.readers.Wait()
+		db.reading.Lock()
 		db.closeErr = errors.Join(db.cut(), db.closeStores())
 	})
 	return db.closeErr

@@ -100,6 +100,7 @@ func (db *DB) cut() error {
 		db.frozen.walSegment = db.wal.Rotate()
 		db.frozen.catalog = db.catalog.takePending()
 		db.live = newBuffer(db.frozen.block + 1)
+		db.setLayout()
 	}
 	frozen := db.frozen
 	db.mu.Unlock()
@@ -139,6 +140,7 @@ func (db *DB) cut() error {
 		db.partitions[p] = frozen.block
 	}
 	db.frozen = nil
+	db.setLayout()
 	db.cutErr = nil
 	db.finishCut()
 	db.mu.Unlock()

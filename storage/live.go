@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -137,7 +138,12 @@ func (s liveSpan) duration() uint64 {
 
 type liveTrace struct {
 	id    TraceID
-	spans []liveSpan
+	spans []liveSpan // written by inserts, under the buffer's lock
+	// shown is the spans that inserts have finished adding, which reads
+	// take without the buffer's lock (see traceTable): a copy of the
+	// slice header, replaced as each insert returns, before its spans are
+	// acknowledged.
+	shown atomic.Pointer[[]liveSpan]
 
 	// The extent of the spans, kept at insert so that search can order
 	// traces without reading their spans.
@@ -196,15 +202,29 @@ func (t *liveTrace) hasAny(terms []index.Term) bool {
 	return false
 }
 
+// publish shows the spans inserted so far to reads.
+func (t *liveTrace) publish() {
+	shown := t.spans
+	t.shown.Store(&shown)
+}
+
+// visible is the spans of the trace that reads may see.
+func (t *liveTrace) visible() []liveSpan {
+	if p := t.shown.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
 
 // buffer holds the spans acknowledged since the last cut, ordered by trace ID
 // so that a cut writes them as trace-sorted runs.
 //
 // Its counts and identity are guarded by DB.mu; its traces by its own lock,
-// which writers take for a chunk of spans at a time (see insert) and reads
-// share. A read therefore never waits for a whole request to be inserted,
-// only for the chunk in progress.
+// which writers take for a chunk of spans at a time (see insert) and
+// searches share, so that a search waits for the chunk in progress rather
+// than a whole request. Reads of a trace by ID take no lock (see byID).
 type buffer struct {
 	block      uint64         // the block this buffer becomes when cut
 	walSegment uint64         // set when frozen: the last segment whose records it holds
@@ -218,7 +238,8 @@ type buffer struct {
 	writers sync.WaitGroup
 
 	mu     sync.RWMutex
-	traces *btree.BTreeG[*liveTrace]
+	traces *btree.BTreeG[*liveTrace] // in ID order, for cuts and searches
+	byID   traceTable                // the same traces, for reads by ID
 	groups map[groupKey]*group
 
 	// Set by the first attempt to cut it: when, and the service graph
@@ -338,8 +359,8 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 }
 
 // insertChunk is how many spans an insert adds per hold of the buffer's
-// lock: about 20 µs of work, which is the longest a read of the buffer
-// waits for a writer.
+// lock: about 20 µs of work, which is the longest a search's scan of the
+// buffer waits for a writer.
 const insertChunk = 128
 
 // insert adds the spans of a parsed request, a chunk at a time. The caller
@@ -357,11 +378,10 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		}
 		interned[i] = g
 	}
-	termsAdded := make([]bool, len(prep.traceTerms))
-	var (
-		last  *liveTrace
-		probe liveTrace
-	)
+	// The request's traces, by their index in prep, once their spans are
+	// being added.
+	touched := make([]*liveTrace, len(prep.traceTerms))
+	var last *liveTrace
 	for i := range b.Spans {
 		if i > 0 && i%insertChunk == 0 {
 			// Traces are never removed from a buffer: last stays valid.
@@ -371,16 +391,16 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		s := &b.Spans[i]
 		// Spans of one trace usually arrive together; skip the lookup then.
 		if last == nil || last.id != s.TraceID {
-			probe.id = s.TraceID
-			t, ok := buf.traces.Get(&probe)
-			if !ok {
+			t := buf.byID.get(s.TraceID)
+			if t == nil {
 				t = &liveTrace{id: s.TraceID}
 				buf.traces.ReplaceOrInsert(t)
+				buf.byID.add(t)
 			}
 			last = t
 		}
-		if k := prep.traceOf[i]; !termsAdded[k] {
-			termsAdded[k] = true
+		if k := prep.traceOf[i]; touched[k] == nil {
+			touched[k] = last
 			last.addTerms(prep.traceTerms[k])
 			// Room for all the request's spans of the trace at once: growing
 			// span by span allocated twice what the buffer holds.
@@ -389,6 +409,14 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
 			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
+	}
+	// Once per trace rather than whenever the spans move on to another:
+	// spans come grouped by resource and scope, so a request's traces
+	// interleave.
+	for _, t := range touched {
+		if t != nil {
+			t.publish()
+		}
 	}
 }
 
@@ -441,14 +469,11 @@ func spanKind(k int32) uint8 {
 // maxSpanKind is SPAN_KIND_CONSUMER, the last kind OTLP defines.
 const maxSpanKind = 5
 
-// trace returns the spans of a trace in the buffer. Spans inserted later
-// go past the slice's end: the caller may read it without the lock.
+// trace returns the spans of a trace in the buffer that inserts have
+// finished adding, without waiting for an insert in progress.
 func (buf *buffer) trace(id TraceID) []liveSpan {
-	buf.mu.RLock()
-	defer buf.mu.RUnlock()
-	t, ok := buf.traces.Get(&liveTrace{id: id})
-	if !ok {
-		return nil
+	if t := buf.byID.get(id); t != nil {
+		return t.visible()
 	}
-	return t.spans
+	return nil
 }

@@ -153,9 +153,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	partitions := len(db.partitions)
 	// Close waits for readers before closing the stores.
-	db.readers.Add(1)
+	if !db.reading.TryRLock() {
+		db.mu.Unlock()
+		return
+	}
 	db.mu.Unlock()
-	defer db.readers.Done()
+	defer db.reading.RUnlock()
 
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)

@@ -70,50 +70,69 @@ type view struct {
 	data      *pebble.Iterator
 }
 
+// layout is where reads find the store's spans: the buffers, and the
+// partitions on disk. It is replaced whole, under mu, whenever one of them
+// changes, and reads take it without mu, so that a read never waits for a
+// writer's log append, nor for a cut or a partition drop updating the
+// store's state (at full ingest, reads waited up to 7 ms for mu).
+type layout struct {
+	live, frozen *buffer
+	parts        []uint32 // partitions holding persisted data, ascending
+}
+
+// setLayout publishes the buffers and partitions as they are now. The
+// caller holds mu.
+func (db *DB) setLayout() {
+	parts := make([]uint32, 0, len(db.partitions))
+	for p := range db.partitions {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	db.layout.Store(&layout{live: db.live, frozen: db.frozen, parts: parts})
+}
+
 // openView takes a view of the partitions in [lo, hi] (lo raised to the
 // retention horizon). The view must be released.
-//
-// Its buffers are read after the lock is released, under their own: they
-// then hold at least what they held when the iterators were made, and what
-// writers added since belongs to blocks the iterators skip.
 func (db *DB) openView(lo, hi uint32) (*view, error) {
-	db.mu.Lock()
-	defer db.mu.Unlock()
-	if db.closed {
+	if !db.reading.TryRLock() {
 		return nil, ErrClosed
 	}
-	v := &view{minBlock: db.live.block, notBefore: db.NotBefore(), bufs: []*buffer{db.live}}
+	l := db.layout.Load()
+	v := &view{minBlock: l.live.block, notBefore: db.NotBefore(), bufs: []*buffer{l.live}}
 	lo = max(lo, partitionOf(v.notBefore))
-	if db.frozen != nil {
-		v.minBlock = db.frozen.block
-		v.bufs = append(v.bufs, db.frozen)
+	if l.frozen != nil {
+		v.minBlock = l.frozen.block
+		v.bufs = append(v.bufs, l.frozen)
 	}
-	for p := range db.partitions {
-		if p >= lo && p <= hi {
-			v.parts = append(v.parts, p)
-		}
+	from, _ := slices.BinarySearch(l.parts, lo)
+	to := from
+	for to < len(l.parts) && l.parts[to] <= hi {
+		to++
 	}
-	slices.Sort(v.parts)
-	// Pebble iterators are point-in-time views; created under the lock,
-	// these agree with the buffers above and with each other, since cuts and
-	// partition drops change what they see only between one update of the
-	// buffers or partitions and the next.
+	v.parts = l.parts[from:to]
+	// Pebble iterators are point-in-time views. Made after the layout was
+	// taken, they hold at least the blocks it says are on disk, and what a
+	// cut has stored since of a buffer it still lists is skipped
+	// (minBlock). The buffers hold at least what they held when the layout
+	// was taken; what writers add later belongs to blocks the iterators
+	// skip too.
 	var err error
 	if v.index, err = db.idx.NewIter(nil); err != nil {
+		db.reading.RUnlock()
 		return nil, fmt.Errorf("open index iterator: %w", err)
 	}
 	if v.data, err = db.spans.NewIter(nil); err != nil {
 		v.index.Close()
+		db.reading.RUnlock()
 		return nil, fmt.Errorf("open spans iterator: %w", err)
 	}
-	db.readers.Add(1)
 	return v, nil
 }
 
 func (db *DB) release(v *view) {
 	v.index.Close()
 	v.data.Close()
-	db.readers.Done()
+	db.reading.RUnlock()
 }
 
 // Trace assembles the trace with the given ID from everything acknowledged so

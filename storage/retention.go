@@ -280,6 +280,7 @@ func (db *DB) drop(p uint32, through uint64, reason string) error {
 	whole := through >= newest
 	if whole {
 		delete(db.partitions, p)
+		db.setLayout()
 	}
 	db.mu.Unlock()
 	var ranges [2][][2][]byte // of the index store, then of the spans store

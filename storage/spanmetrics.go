@@ -239,9 +239,13 @@ func (db *DB) scanAggregates(ctx context.Context, from, to uint64, typ byte, fn 
 		db.mu.Unlock()
 		return fmt.Errorf("open index iterator: %w", err)
 	}
-	db.readers.Add(1)
+	if !db.reading.TryRLock() {
+		db.mu.Unlock()
+		it.Close()
+		return ErrClosed
+	}
 	db.mu.Unlock()
-	defer db.readers.Done()
+	defer db.reading.RUnlock()
 	defer it.Close()
 	slices.Sort(parts)
 	for _, p := range parts {
