@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/btree"
@@ -136,14 +135,17 @@ func (s liveSpan) duration() uint64 {
 	return 0
 }
 
+// liveTrace is a trace as inserts build it, under the buffer's lock. Reads
+// see copies of its state that inserts publish in the buffer's traceTable.
 type liveTrace struct {
+	traceState
+}
+
+// traceState is a live trace's spans, and what searches match and order it
+// by.
+type traceState struct {
 	id    TraceID
-	spans []liveSpan // written by inserts, under the buffer's lock
-	// shown is the spans that inserts have finished adding, which reads
-	// take without the buffer's lock (see traceTable): a copy of the
-	// slice header, replaced as each insert returns, before its spans are
-	// acknowledged.
-	shown atomic.Pointer[[]liveSpan]
+	spans []liveSpan
 
 	// The extent of the spans, kept at insert so that search can order
 	// traces without reading their spans.
@@ -177,7 +179,7 @@ func (t *liveTrace) addExtent(start, end uint64) {
 // hasAny reports whether the trace has any of terms, which are sorted.
 // A term alone is looked up; more are merged with each run, which for the
 // dozens of a duration range is several times cheaper than a lookup each.
-func (t *liveTrace) hasAny(terms []index.Term) bool {
+func (t *traceState) hasAny(terms []index.Term) bool {
 	start := int32(0)
 	for _, end := range t.runs {
 		run := t.terms[start:end]
@@ -202,29 +204,14 @@ func (t *liveTrace) hasAny(terms []index.Term) bool {
 	return false
 }
 
-// publish shows the spans inserted so far to reads.
-func (t *liveTrace) publish() {
-	shown := t.spans
-	t.shown.Store(&shown)
-}
-
-// visible is the spans of the trace that reads may see.
-func (t *liveTrace) visible() []liveSpan {
-	if p := t.shown.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
 func lessTrace(a, b *liveTrace) bool { return bytes.Compare(a.id[:], b.id[:]) < 0 }
 
 // buffer holds the spans acknowledged since the last cut, ordered by trace ID
 // so that a cut writes them as trace-sorted runs.
 //
-// Its counts and identity are guarded by DB.mu; its traces by its own lock,
-// which writers take for a chunk of spans at a time (see insert) and
-// searches share, so that a search waits for the chunk in progress rather
-// than a whole request. Reads of a trace by ID take no lock (see byID).
+// Its counts and identity are guarded by DB.mu. Its traces are written
+// under its own lock and read without one, as each insert that added to a
+// trace left it (see byID).
 type buffer struct {
 	block      uint64         // the block this buffer becomes when cut
 	walSegment uint64         // set when frozen: the last segment whose records it holds
@@ -237,9 +224,9 @@ type buffer struct {
 	// buffer, so that everything the sealed log segments hold is in it.
 	writers sync.WaitGroup
 
-	mu     sync.RWMutex
-	traces *btree.BTreeG[*liveTrace] // in ID order, for cuts and searches
-	byID   traceTable                // the same traces, for reads by ID
+	mu     sync.Mutex                // serializes inserts
+	traces *btree.BTreeG[*liveTrace] // in ID order, for inserts and the cut
+	byID   traceTable                // the traces as reads see them
 	groups map[groupKey]*group
 
 	// Set by the first attempt to cut it: when, and the service graph
@@ -358,13 +345,8 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	return p
 }
 
-// insertChunk is how many spans an insert adds per hold of the buffer's
-// lock: about 20 µs of work, which is the longest a search's scan of the
-// buffer waits for a writer.
-const insertChunk = 128
-
-// insert adds the spans of a parsed request, a chunk at a time. The caller
-// has accounted for them (DB.account).
+// insert adds the spans of a parsed request and publishes the traces it
+// added to. The caller has accounted for them (DB.account).
 func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	buf.mu.Lock()
 	defer buf.mu.Unlock()
@@ -381,21 +363,19 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	// The request's traces, by their index in prep, once their spans are
 	// being added.
 	touched := make([]*liveTrace, len(prep.traceTerms))
-	var last *liveTrace
+	var (
+		last  *liveTrace
+		probe liveTrace
+	)
 	for i := range b.Spans {
-		if i > 0 && i%insertChunk == 0 {
-			// Traces are never removed from a buffer: last stays valid.
-			buf.mu.Unlock()
-			buf.mu.Lock()
-		}
 		s := &b.Spans[i]
 		// Spans of one trace usually arrive together; skip the lookup then.
 		if last == nil || last.id != s.TraceID {
-			t := buf.byID.get(s.TraceID)
-			if t == nil {
-				t = &liveTrace{id: s.TraceID}
+			probe.id = s.TraceID
+			t, ok := buf.traces.Get(&probe)
+			if !ok {
+				t = &liveTrace{traceState{id: s.TraceID}}
 				buf.traces.ReplaceOrInsert(t)
-				buf.byID.add(t)
 			}
 			last = t
 		}
@@ -415,44 +395,8 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	// interleave.
 	for _, t := range touched {
 		if t != nil {
-			t.publish()
-		}
-	}
-}
-
-// scanChunk is how many traces a scan of a buffer visits per hold of its
-// lock, so that writers, and the reads queued behind them, wait for a
-// chunk rather than the whole scan.
-const scanChunk = 1024
-
-// ascend calls fn with each trace of the buffer in ID order, holding the
-// buffer's read lock a chunk of traces at a time. Traces inserted while it
-// runs may or may not be visited.
-func (buf *buffer) ascend(fn func(*liveTrace)) {
-	var from *liveTrace // the last trace visited
-	for {
-		n, more := 0, false
-		visit := func(t *liveTrace) bool {
-			if t == from {
-				return true
-			}
-			if n == scanChunk {
-				more = true
-				return false
-			}
-			fn(t)
-			from, n = t, n+1
-			return true
-		}
-		buf.mu.RLock()
-		if from == nil {
-			buf.traces.Ascend(visit)
-		} else {
-			buf.traces.AscendGreaterOrEqual(from, visit)
-		}
-		buf.mu.RUnlock()
-		if !more {
-			return
+			shown := t.traceState
+			buf.byID.put(&shown)
 		}
 	}
 }
@@ -473,7 +417,7 @@ const maxSpanKind = 5
 // finished adding, without waiting for an insert in progress.
 func (buf *buffer) trace(id TraceID) []liveSpan {
 	if t := buf.byID.get(id); t != nil {
-		return t.visible()
+		return t.spans
 	}
 	return nil
 }

@@ -374,7 +374,7 @@ type liveCandidate struct {
 // only ever grow past their length when taken, so verifyLive reads them
 // unlocked.
 func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
-	buf.ascend(func(t *liveTrace) {
+	buf.byID.each(func(t *traceState) {
 		for _, g := range c.groups {
 			if !t.hasAny(g) {
 				return
@@ -415,7 +415,11 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 // verifyLive adds the matching live candidates, newest first, until the
 // limit.
 func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *results) {
-	slices.SortFunc(cands, func(a, b liveCandidate) int { return cmp.Compare(b.start, a.start) })
+	// Buffers are scanned in no particular order: ties are broken by ID
+	// and partition, so that the answer does not depend on it.
+	slices.SortFunc(cands, func(a, b liveCandidate) int {
+		return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p))
+	})
 	for _, cd := range cands {
 		if len(res.list) >= c.limit {
 			return

@@ -284,10 +284,11 @@ func TestConcurrentReadsWritesAndClose(t *testing.T) {
 	}
 }
 
-// TestAcknowledgedVisibleWhileBuffersTurnOver reads traces back while
-// writers insert in chunks and cuts freeze the buffers they insert into:
-// every span acknowledged before a read starts must be in it, and all of
-// them once the store is reopened.
+// TestAcknowledgedVisibleWhileBuffersTurnOver reads traces back, and
+// searches, while writers insert and cuts freeze the buffers they insert
+// into: every span acknowledged before a read starts must be in it, and
+// all of them once the store is reopened. Run with -race, it also checks
+// that reads, which take no lock on the buffers, race with no insert.
 func TestAcknowledgedVisibleWhileBuffersTurnOver(t *testing.T) {
 	pool := bulk.New(&bulk.Options{Workers: 2})
 	t.Cleanup(pool.Close)
@@ -296,8 +297,7 @@ func TestAcknowledgedVisibleWhileBuffersTurnOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Requests of several insert chunks each.
-	gen := bench.NewGenerator(bench.Config{BatchSpans: 3*insertChunk + 17})
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 401})
 	var (
 		mu    sync.Mutex
 		acked = map[TraceID]int{} // spans of the trace acknowledged
@@ -370,6 +370,27 @@ func TestAcknowledgedVisibleWhileBuffersTurnOver(t *testing.T) {
 			}
 		})
 	}
+	rwg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			services, err := db.Services()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, svc := range services {
+				if _, err := db.Find(context.Background(), Query{Service: svc, DurationMin: time.Millisecond, Limit: 20}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			runtime.Gosched()
+		}
+	})
 	wg.Wait()
 	close(stop)
 	rwg.Wait()

@@ -6,24 +6,26 @@ import (
 	"sync/atomic"
 )
 
-// traceTable finds a buffer's traces by ID without a lock. One writer at a
-// time, the holder of the buffer's lock, adds traces; any number of readers
-// look them up meanwhile. A read of a trace therefore never waits for an
-// insert: at full ingest, reads queued on the buffer's lock behind writers
-// whose threads the kernel had preempted (they run at the bulk pool's lower
-// priority) for up to 9 ms.
+// traceTable holds what reads see of a buffer's traces: for each, a copy of
+// its state that the last insert adding to it published before its spans
+// were acknowledged. One writer at a time, the holder of the buffer's lock,
+// publishes; any number of readers look traces up and scan them meanwhile,
+// with no lock. Reads therefore never wait for inserts: at full ingest,
+// reads queued on the buffer's lock behind writers whose threads the kernel
+// had preempted (they run at the bulk pool's lower priority) for up to 9 ms.
 //
 // It is an open-addressing hash table of atomic pointers, at most half
 // full, that the writer replaces with one twice the size when it fills.
-// Traces are never removed from a buffer, so a slot once set stays set.
+// Traces are never removed from a buffer, so a slot once set stays set,
+// to newer states of the same trace.
 type traceTable struct {
 	slots atomic.Pointer[traceSlots]
-	n     int // traces added; the writer's
+	n     int // traces held; the writer's
 }
 
 type traceSlots struct {
 	shift uint // 64 - log2(len(s))
-	s     []atomic.Pointer[liveTrace]
+	s     []atomic.Pointer[traceState]
 }
 
 // minTraceSlots is the size of a table's first slots.
@@ -37,52 +39,78 @@ func (ts *traceSlots) slot(id TraceID) uint64 {
 	return (h * 0x9e3779b97f4a7c15) >> ts.shift
 }
 
-// get returns the trace with the given ID, nil if the table has none. It
-// may miss a trace being added while it runs.
-func (tt *traceTable) get(id TraceID) *liveTrace {
+// get returns the trace with the given ID as last published, nil if the
+// table has none.
+func (tt *traceTable) get(id TraceID) *traceState {
 	ts := tt.slots.Load()
 	if ts == nil {
 		return nil
 	}
-	mask := uint64(len(ts.s) - 1)
-	for i := ts.slot(id); ; i = (i + 1) & mask {
-		t := ts.s[i].Load()
-		if t == nil || t.id == id {
-			return t
+	if i, ok := ts.find(id); ok {
+		return ts.s[i].Load()
+	}
+	return nil
+}
+
+// each calls fn with every trace of the table as last published, in no
+// particular order. It may miss traces first published while it runs.
+func (tt *traceTable) each(fn func(*traceState)) {
+	ts := tt.slots.Load()
+	if ts == nil {
+		return
+	}
+	for i := range ts.s {
+		if t := ts.s[i].Load(); t != nil {
+			fn(t)
 		}
 	}
 }
 
-// add adds t, whose ID the table does not hold. Only the writer calls it.
-func (tt *traceTable) add(t *liveTrace) {
+// put publishes t, replacing what the table held of its trace. Only the
+// writer calls it, and t must not change afterwards.
+func (tt *traceTable) put(t *traceState) {
 	ts := tt.slots.Load()
+	if ts != nil {
+		if i, ok := ts.find(t.id); ok {
+			ts.s[i].Store(t)
+			return
+		}
+	}
 	if ts == nil || 2*(tt.n+1) > len(ts.s) {
 		size := minTraceSlots
 		if ts != nil {
 			size = 2 * len(ts.s)
 		}
-		grown := &traceSlots{shift: uint(64 - bits.TrailingZeros(uint(size))), s: make([]atomic.Pointer[liveTrace], size)}
+		grown := &traceSlots{shift: uint(64 - bits.TrailingZeros(uint(size))), s: make([]atomic.Pointer[traceState], size)}
 		if ts != nil {
 			for i := range ts.s {
 				if old := ts.s[i].Load(); old != nil {
-					grown.place(old)
+					j, _ := grown.find(old.id)
+					grown.s[j].Store(old)
 				}
 			}
 		}
-		// Readers that loaded the old slots still find every trace added
-		// before this one.
+		// Readers that loaded the old slots still find every trace
+		// published before this one.
 		tt.slots.Store(grown)
 		ts = grown
 	}
-	ts.place(t)
+	i, _ := ts.find(t.id)
+	ts.s[i].Store(t)
 	tt.n++
 }
 
-func (ts *traceSlots) place(t *liveTrace) {
+// find returns the slot that holds the trace with the given ID and true,
+// or the empty slot where it would go and false. Slots are never full.
+func (ts *traceSlots) find(id TraceID) (uint64, bool) {
 	mask := uint64(len(ts.s) - 1)
-	i := ts.slot(t.id)
-	for ts.s[i].Load() != nil {
-		i = (i + 1) & mask
+	for i := ts.slot(id); ; i = (i + 1) & mask {
+		t := ts.s[i].Load()
+		if t == nil {
+			return i, false
+		}
+		if t.id == id {
+			return i, true
+		}
 	}
-	ts.s[i].Store(t)
 }

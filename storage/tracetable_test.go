@@ -39,11 +39,17 @@ func TestTraceTableAgainstMap(t *testing.T) {
 		ids := randomTraceIDs(rng, 2*n)
 		held, absent := ids[:n], ids[n:]
 		var tt traceTable
-		model := map[TraceID]*liveTrace{}
+		model := map[TraceID]*traceState{}
 		for i, id := range held {
-			lt := &liveTrace{id: id}
-			tt.add(lt)
-			model[id] = lt
+			st := &traceState{id: id}
+			tt.put(st)
+			model[id] = st
+			// A newer state of a trace replaces the old one.
+			if i%3 == 0 {
+				st = &traceState{id: id}
+				tt.put(st)
+				model[id] = st
+			}
 			// Everything added so far stays findable as the table grows.
 			if i%997 == 0 {
 				for id, want := range model {
@@ -66,8 +72,9 @@ func TestTraceTableAgainstMap(t *testing.T) {
 	}
 }
 
-// Readers find every trace added before they look, while the writer adds
-// more and the table grows under them; run with -race.
+// Readers find every trace published before they look, while the writer
+// publishes new traces and newer states of old ones and the table grows
+// under them; run with -race.
 func TestTraceTableReadsWhileWriterAdds(t *testing.T) {
 	ids := randomTraceIDs(rand.New(rand.NewPCG(3, 4)), 50000)
 	var (
@@ -92,8 +99,10 @@ func TestTraceTableReadsWhileWriterAdds(t *testing.T) {
 		})
 	}
 	for i, id := range ids {
-		tt.add(&liveTrace{id: id})
+		tt.put(&traceState{id: id})
 		added.Store(int64(i + 1))
+		// Republish an earlier trace, as a later insert would.
+		tt.put(&traceState{id: ids[i/2]})
 	}
 	wg.Wait()
 }
@@ -103,7 +112,7 @@ func BenchmarkTraceTable(b *testing.B) {
 		ids := randomTraceIDs(rand.New(rand.NewPCG(6, 7)), n)
 		var tt traceTable
 		for _, id := range ids {
-			tt.add(&liveTrace{id: id})
+			tt.put(&traceState{id: id})
 		}
 		b.Run("op=get/traces="+itoa(n), func(b *testing.B) {
 			b.ReportAllocs()
