@@ -599,7 +599,8 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	// The spans go into the buffer outside mu, which reads take too.
+	// The spans go into the buffer outside mu, which the next writer waits
+	// for.
 	buf := db.live
 	db.account(buf, req, batch, prep)
 	buf.writers.Add(1) // a cut of buf waits for the insert

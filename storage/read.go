@@ -91,6 +91,17 @@ func (db *DB) setLayout() {
 	db.layout.Store(&layout{live: db.live, frozen: db.frozen, parts: parts})
 }
 
+// partsWithin returns the partitions in [lo, hi], ascending. The caller
+// must not modify them.
+func (l *layout) partsWithin(lo, hi uint32) []uint32 {
+	from, _ := slices.BinarySearch(l.parts, lo)
+	to := from
+	for to < len(l.parts) && l.parts[to] <= hi {
+		to++
+	}
+	return l.parts[from:to]
+}
+
 // openView takes a view of the partitions in [lo, hi] (lo raised to the
 // retention horizon). The view must be released.
 func (db *DB) openView(lo, hi uint32) (*view, error) {
@@ -104,12 +115,7 @@ func (db *DB) openView(lo, hi uint32) (*view, error) {
 		v.minBlock = l.frozen.block
 		v.bufs = append(v.bufs, l.frozen)
 	}
-	from, _ := slices.BinarySearch(l.parts, lo)
-	to := from
-	for to < len(l.parts) && l.parts[to] <= hi {
-		to++
-	}
-	v.parts = l.parts[from:to]
+	v.parts = l.partsWithin(lo, hi)
 	// Pebble iterators are point-in-time views. Made after the layout was
 	// taken, they hold at least the blocks it says are on disk, and what a
 	// cut has stored since of a buffer it still lists is skipped

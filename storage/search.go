@@ -198,7 +198,7 @@ func compile(q Query, notBefore uint64, services []string, resources *resourceIn
 	}
 	c.exact = spanConds <= 1
 	// Sorted, a group meets a live trace's sorted terms by merging (see
-	// liveTrace.hasAny), and the terms of one postings shard come together.
+	// traceState.hasAny), and the terms of one postings shard come together.
 	for _, g := range c.groups {
 		slices.Sort(g)
 	}
@@ -370,9 +370,9 @@ type liveCandidate struct {
 	inside               bool // the trace has an inside duration term
 }
 
-// liveCandidates appends the candidates of a live buffer. The spans taken
-// only ever grow past their length when taken, so verifyLive reads them
-// unlocked.
+// liveCandidates appends the candidates of a live buffer, from the trace
+// states its inserts published, which never change: verifyLive reads their
+// spans with no lock.
 func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
 	buf.byID.each(func(t *traceState) {
 		for _, g := range c.groups {

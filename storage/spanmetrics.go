@@ -221,33 +221,20 @@ func (db *DB) scanAggregates(ctx context.Context, from, to uint64, typ byte, fn 
 	if to <= from {
 		return nil
 	}
-	db.mu.Lock()
-	if db.closed {
-		db.mu.Unlock()
+	if !db.reading.TryRLock() {
 		return ErrClosed
 	}
+	defer db.reading.RUnlock()
 	notBefore := db.NotBefore()
 	lo, hi := max(partitionOf(from), partitionOf(notBefore)), partitionOf(to-1)
-	var parts []uint32
-	for p := range db.partitions {
-		if p >= lo && p <= hi {
-			parts = append(parts, p)
-		}
-	}
+	parts := db.layout.Load().partsWithin(lo, hi)
+	// Made after the layout was taken, the iterator holds the aggregates
+	// of every block of the partitions it lists (see openView).
 	it, err := db.idx.NewIter(nil)
 	if err != nil {
-		db.mu.Unlock()
 		return fmt.Errorf("open index iterator: %w", err)
 	}
-	if !db.reading.TryRLock() {
-		db.mu.Unlock()
-		it.Close()
-		return ErrClosed
-	}
-	db.mu.Unlock()
-	defer db.reading.RUnlock()
 	defer it.Close()
-	slices.Sort(parts)
 	for _, p := range parts {
 		prefix := keys.PartitionPrefix(keys.KindAggregate, p)
 		for ok := it.SeekGE(prefix); ok && bytes.HasPrefix(it.Key(), prefix); ok = it.Next() {
