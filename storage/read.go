@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
 
@@ -181,7 +181,8 @@ type assembler struct {
 
 type asmGroup struct {
 	Group
-	resolved bool // resource and scope are filled in
+	spans    []orderedSpan // gathered; finish orders them into Group.Spans
+	resolved bool          // resource and scope are filled in
 }
 
 func (a *assembler) group(res, scope dictID) *asmGroup {
@@ -196,27 +197,51 @@ func (a *assembler) group(res, scope dictID) *asmGroup {
 	return g
 }
 
+// orderedSpan is a span with the start and ID it is ordered by, which the
+// live buffers and fragments know without parsing the span.
 type orderedSpan struct {
-	start uint64
-	id    uint64 // the span ID, big-endian
-	raw   []byte
+	codec.SpanKey
+	raw []byte
 }
 
 // finish orders, dedupes and resolves the spans collected, leaving out those
-// that started before notBefore; it returns nil if none is left.
-func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64) (*Trace, error) {
+// that started before notBefore, and those that seen, if not nil, holds
+// (which it then records); it returns nil if none is left.
+func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64, seen map[spanKey]struct{}) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
-	var ordered []orderedSpan
 	for _, g := range a.groups {
-		ordered = ordered[:0]
-		for _, raw := range g.Spans {
-			// The boundary partition holds spans on both sides of the
-			// retention horizon.
-			if f := otlpwire.Facts(raw); f.Start >= notBefore {
-				ordered = append(ordered, orderedSpan{f.Start, binary.BigEndian.Uint64(f.ID[:]), raw})
-			}
-		}
+		// The boundary partition holds spans on both sides of the
+		// retention horizon.
+		ordered := slices.DeleteFunc(g.spans, func(s orderedSpan) bool { return s.Start < notBefore })
 		if len(ordered) == 0 {
+			continue
+		}
+		slices.SortFunc(ordered, func(x, y orderedSpan) int {
+			if c := cmp.Compare(x.Start, y.Start); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(x.ID, y.ID); c != 0 {
+				return c
+			}
+			return bytes.Compare(x.raw, y.raw)
+		})
+		// A client that retries an Export after a lost acknowledgement sends
+		// the same span twice; it is one span.
+		g.Spans = make([][]byte, 0, len(ordered))
+		for i, s := range ordered {
+			if i > 0 && s.ID == ordered[i-1].ID && bytes.Equal(s.raw, ordered[i-1].raw) {
+				continue
+			}
+			if seen != nil {
+				k := spanKey{id: s.ID, sum: maphash.Bytes(spanHashSeed, s.raw)}
+				if _, dup := seen[k]; dup {
+					continue
+				}
+				seen[k] = struct{}{}
+			}
+			g.Spans = append(g.Spans, s.raw)
+		}
+		if len(g.Spans) == 0 {
 			continue
 		}
 		if !g.resolved {
@@ -230,24 +255,6 @@ func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64)
 			}
 			g.Resource, g.ResourceSchemaURL = res.Raw, res.SchemaURL
 			g.Scope, g.ScopeSchemaURL = scope.Raw, scope.SchemaURL
-		}
-		slices.SortFunc(ordered, func(x, y orderedSpan) int {
-			if c := cmp.Compare(x.start, y.start); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(x.id, y.id); c != 0 {
-				return c
-			}
-			return bytes.Compare(x.raw, y.raw)
-		})
-		// A client that retries an Export after a lost acknowledgement sends
-		// the same span twice; it is one span.
-		g.Spans = g.Spans[:0]
-		for i, s := range ordered {
-			if i > 0 && s.id == ordered[i-1].id && bytes.Equal(s.raw, ordered[i-1].raw) {
-				continue
-			}
-			g.Spans = append(g.Spans, s.raw)
 		}
 		t.Spans += len(g.Spans)
 		t.Groups = append(t.Groups, g.Group)

@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"slices"
 
-	"cairn/internal/otlpwire"
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
@@ -53,7 +53,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 			g.Scope, g.ScopeSchemaURL = s.group.scope.Raw, s.group.scope.SchemaURL
 			g.resolved = true
 		}
-		g.Spans = append(g.Spans, s.raw)
+		g.spans = append(g.spans, orderedSpan{codec.SpanKey{Start: s.start, ID: binary.BigEndian.Uint64(s.id[:])}, s.raw})
 		pc.bytes += len(s.raw)
 	}
 	if err := pc.emitIfFull(); err != nil {
@@ -101,8 +101,9 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 					return pc.found, contain(err, fmt.Sprintf("trace %x (its resource and scope group %d)", id, f.Num))
 				}
 				g := pc.asm.group(res, scope)
-				g.Spans = append(g.Spans, f.Spans...)
-				for _, s := range f.Spans {
+				g.spans = slices.Grow(g.spans, len(f.Spans))
+				for i, s := range f.Spans {
+					g.spans = append(g.spans, orderedSpan{f.Keys[i], s})
 					pc.bytes += len(s)
 				}
 			}
@@ -154,48 +155,14 @@ func (pc *piecer) emitIfFull() error {
 // emit orders and passes on the spans gathered; last says that no more
 // follow.
 func (pc *piecer) emit(last bool) error {
-	t, err := pc.asm.finish(pc.db, pc.get, pc.id, pc.notBefore)
+	if !last && pc.seen == nil {
+		pc.seen = map[spanKey]struct{}{}
+	}
+	t, err := pc.asm.finish(pc.db, pc.get, pc.id, pc.notBefore, pc.seen)
 	pc.reset()
 	if err != nil || t == nil {
 		return err
 	}
-	if !last && pc.seen == nil {
-		pc.seen = map[spanKey]struct{}{}
-	}
-	if pc.seen != nil {
-		if t = pc.unseen(t); t == nil {
-			return nil
-		}
-	}
 	pc.found = true
 	return pc.fn(t)
-}
-
-// unseen removes from t the spans of earlier pieces, and records its own; it
-// returns nil if none is left.
-func (pc *piecer) unseen(t *Trace) *Trace {
-	groups := t.Groups[:0]
-	t.Spans = 0
-	for _, g := range t.Groups {
-		spans := g.Spans[:0]
-		for _, raw := range g.Spans {
-			f := otlpwire.Facts(raw)
-			k := spanKey{id: binary.BigEndian.Uint64(f.ID[:]), sum: maphash.Bytes(spanHashSeed, raw)}
-			if _, dup := pc.seen[k]; dup {
-				continue
-			}
-			pc.seen[k] = struct{}{}
-			spans = append(spans, raw)
-		}
-		if len(spans) > 0 {
-			g.Spans = spans
-			groups = append(groups, g)
-			t.Spans += len(spans)
-		}
-	}
-	if t.Spans == 0 {
-		return nil
-	}
-	t.Groups = groups
-	return t
 }
