@@ -4,6 +4,11 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestSamplerPicksWholeTraces checks that a sampler draws only traces whose
@@ -67,5 +72,44 @@ func TestBackgroundPhaseWindow(t *testing.T) {
 	}
 	if len(ph.Searches) != 1 || ph.Searches[0].Shape != searchShapes[2].name || ph.Searches[0].Queries != 4 || ph.Searches[0].MeanTraces != 20 {
 		t.Errorf("searches %+v, want 4 of shape %s", ph.Searches, searchShapes[2].name)
+	}
+}
+
+// TestTracesIn checks the count of traces in FindTraces chunks against the
+// trace IDs the chunks were built with: a trace split over chunks counts
+// once, and chunks without spans, or malformed, count for none.
+func TestTracesIn(t *testing.T) {
+	chunk := func(id byte) []byte {
+		span := &tracepb.Span{TraceId: []byte{id, 15: id}, SpanId: []byte{1, 7: 1}, Name: "op"}
+		// Fields before those walked, as a chunk from another encoder
+		// might put them.
+		td := &tracepb.TracesData{ResourceSpans: []*tracepb.ResourceSpans{{
+			Resource:   &resourcepb.Resource{DroppedAttributesCount: 1},
+			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: "s"}, Spans: []*tracepb.Span{span}}},
+		}}}
+		b, err := proto.Marshal(td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	empty, err := proto.Marshal(&tracepb.TracesData{ResourceSpans: []*tracepb.ResourceSpans{{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := chunk(1), chunk(2)
+	for _, c := range []struct {
+		chunks [][]byte
+		want   int
+	}{
+		{nil, 0},
+		{[][]byte{a}, 1},
+		{[][]byte{a, a, b}, 2},
+		{[][]byte{a, b, a}, 3},
+		{[][]byte{empty, a, {0xff}, a[:len(a)-3], b}, 2},
+	} {
+		if got := tracesIn(c.chunks); got != c.want {
+			t.Errorf("%d chunks: %d traces, want %d", len(c.chunks), got, c.want)
+		}
 	}
 }
