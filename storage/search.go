@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -415,15 +416,15 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 // verifyLive adds the matching live candidates, newest first, until the
 // limit.
 func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *results) {
-	// Buffers are scanned in no particular order: ties are broken by ID
-	// and partition, so that the answer does not depend on it.
-	slices.SortFunc(cands, func(a, b liveCandidate) int {
-		return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p))
-	})
-	for _, cd := range cands {
+	// Most candidates usually match, and only the newest few are wanted:
+	// a heap hands them out in order without sorting thousands.
+	h := newestFirst(cands)
+	heap.Init(&h)
+	for h.Len() > 0 {
 		if len(res.list) >= c.limit {
 			return
 		}
+		cd := heap.Pop(&h).(liveCandidate)
 		if !c.overlaps(cd.start, cd.maxStart) {
 			continue
 		}
@@ -439,6 +440,25 @@ func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *resu
 			res.add(cd.id, cd.start, cd.end)
 		}
 	}
+}
+
+// newestFirst orders live candidates by start, the newest first. Buffers
+// are scanned in no particular order: ties are broken by ID and
+// partition, so that the answer does not depend on it.
+type newestFirst []liveCandidate
+
+func (h newestFirst) Len() int { return len(h) }
+func (h newestFirst) Less(i, j int) bool {
+	a, b := &h[i], &h[j]
+	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p)) < 0
+}
+func (h newestFirst) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *newestFirst) Push(x any)   { *h = append(*h, x.(liveCandidate)) }
+func (h *newestFirst) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // segmentSearch searches the segments of partitions on disk.
