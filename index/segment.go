@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"cairn/internal/binread"
+	"cairn/internal/radix"
 )
 
 // A segment is the spans of one block that fall in one partition. Its search
@@ -139,7 +140,8 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	}
 	rows = append(rows, body...)
 
-	postings = sortPostings(postings)
+	// By term, stably, so that rows stay ascending within a term.
+	postings, _ = radix.Sort(postings, nil)
 	var scratch []uint32
 	for len(postings) > 0 {
 		shard := Shard(postings[0].term)
@@ -155,39 +157,8 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 
 // posting says that a term holds for a row.
 type posting struct {
-	term Term
+	term Term // first: radix.Sort orders postings by it
 	row  uint32
-}
-
-// sortPostings sorts postings by term, stably, with a least-significant-digit
-// radix sort: a segment has about a million postings, and this is several
-// times faster than building lists in a map or sorting by comparison.
-func sortPostings(ps []posting) []posting {
-	if len(ps) < 2 {
-		return ps
-	}
-	tmp := make([]posting, len(ps))
-	for shift := uint(0); shift < 64; shift += 8 {
-		var count [256]int
-		for _, p := range ps {
-			count[byte(p.term>>shift)]++
-		}
-		if count[byte(ps[0].term>>shift)] == len(ps) {
-			continue // every term has this digit
-		}
-		sum := 0
-		for d, c := range count {
-			count[d] = sum
-			sum += c
-		}
-		for _, p := range ps {
-			d := byte(p.term >> shift)
-			tmp[count[d]] = p
-			count[d]++
-		}
-		ps, tmp = tmp, ps
-	}
-	return ps
 }
 
 // appendShard encodes a shard's postings, sorted by term: a directory, so that a

@@ -26,6 +26,7 @@ package pairing
 
 import (
 	"bytes"
+	"cairn/internal/radix"
 	"encoding/binary"
 	"math/bits"
 	"slices"
@@ -108,7 +109,7 @@ type generation struct {
 
 // entry is a span of a generation.
 type entry struct {
-	key     uint64
+	key     uint64 // first: radix.Sort orders entries by it
 	service uint32
 	client  int32 // index into clients, or -1
 }
@@ -353,7 +354,7 @@ func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 // oldest generations early if more than Options.MaxSpans would be held.
 func (c *Cut) End() {
 	p, g := c.p, c.gen
-	p.scratch = radixSort(g.spans, p.scratch)
+	g.spans, p.scratch = radix.Sort(g.spans, p.scratch)
 	// Held for a window: what append left spare would be held too.
 	if cap(g.clients) > len(g.clients)+len(g.clients)/8 {
 		g.clients = slices.Clone(g.clients)
@@ -373,31 +374,4 @@ func cmpUint(a, b uint64) int {
 		return 1
 	}
 	return 0
-}
-
-// radixSort sorts entries by key, a byte at a time, with scratch of the
-// same length, which it returns for reuse. A cut sorts hundreds of
-// thousands of random keys; comparison sorts take several times longer.
-func radixSort(entries, scratch []entry) []entry {
-	scratch = slices.Grow(scratch[:0], len(entries))[:len(entries)]
-	src, dst := entries, scratch
-	for shift := 0; shift < 64; shift += 8 {
-		var counts [256]int
-		for _, e := range src {
-			counts[byte(e.key>>shift)]++
-		}
-		sum := 0
-		for i, n := range counts {
-			counts[i] = sum
-			sum += n
-		}
-		for _, e := range src {
-			b := byte(e.key >> shift)
-			dst[counts[b]] = e
-			counts[b]++
-		}
-		src, dst = dst, src
-	}
-	// Eight passes leave the sorted entries back in entries.
-	return scratch
 }

@@ -1,0 +1,59 @@
+package radix
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"unsafe"
+)
+
+// Sort sorts s by key, stably, a byte at a time from the lowest, using
+// scratch, which it grows to the length of s. T's key is its first eight
+// bytes, which must be a field of uint64 kind first in T (or first in
+// T's first field, and so on), or T itself; Sort panics if they are not. The key is read from there rather than through a function, which
+// a sort of a million records would call sixteen million times.
+//
+// Passes over a byte that every key shares are skipped, so the sorted
+// records end up in whichever of s and scratch the last pass filled: Sort
+// returns them, and the other buffer for reuse.
+func Sort[T any](s, scratch []T) (sorted, spare []T) {
+	mustBeKeyed[T]()
+	scratch = slices.Grow(scratch[:0], len(s))[:len(s)]
+	src, dst := s, scratch
+	for shift := 0; shift < 64 && len(src) > 1; shift += 8 {
+		var counts [256]int
+		for _, r := range src {
+			counts[byte(key(&r)>>shift)]++
+		}
+		if counts[byte(key(&src[0])>>shift)] == len(src) {
+			continue
+		}
+		sum := 0
+		for d, n := range counts {
+			counts[d] = sum
+			sum += n
+		}
+		for _, r := range src {
+			d := byte(key(&r) >> shift)
+			dst[counts[d]] = r
+			counts[d]++
+		}
+		src, dst = dst, src
+	}
+	return src, dst
+}
+
+// key is a record's first field.
+func key[T any](r *T) uint64 { return *(*uint64)(unsafe.Pointer(r)) }
+
+// mustBeKeyed panics unless T is a uint64 kind or starts with one, at any
+// depth of first fields.
+func mustBeKeyed[T any]() {
+	t := reflect.TypeFor[T]()
+	for t.Kind() == reflect.Struct && t.NumField() > 0 {
+		t = t.Field(0).Type
+	}
+	if t.Kind() != reflect.Uint64 {
+		panic(fmt.Sprintf("radix: %v does not start with a uint64 key", reflect.TypeFor[T]()))
+	}
+}
