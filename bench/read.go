@@ -470,7 +470,9 @@ func tracesIn(chunks [][]byte) int {
 }
 
 // firstTraceID returns the trace ID of the first span of an encoded
-// TracesData, or nil if it has none.
+// TracesData, or nil if it has none. Unlike a protobuf decoder it takes the
+// first of repeated fields and ignores what follows them; cairn's chunks
+// repeat none.
 func firstTraceID(b []byte) []byte {
 	// TracesData.resource_spans, ResourceSpans.scope_spans, ScopeSpans.spans,
 	// Span.trace_id.

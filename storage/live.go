@@ -165,8 +165,9 @@ type traceState struct {
 	termBits [4]uint64
 }
 
-// termBit is the bit of termBits that term sets: terms are hashes, but
-// whose low and high bits some kinds of term share.
+// termBit is the bit of termBits that term sets. Terms are hashes, but some
+// kinds of term share their low bits (an attribute's buckets) or their high
+// bits (a duration's shard), so all bits are mixed and the top eight taken.
 func termBit(term index.Term) (word int, bit uint64) {
 	h := uint64(term) * 0x9e3779b97f4a7c15 >> 56
 	return int(h >> 6), 1 << (h & 63)
@@ -222,8 +223,8 @@ func (t *traceState) hasAny(terms []index.Term) bool {
 	return false
 }
 
-// mayHaveAny reports whether the trace may have any of terms: false if it
-// has none of them.
+// mayHaveAny reports whether the trace may have any of terms: false only
+// if it has none of them, true possibly when it has none.
 func (t *traceState) mayHaveAny(terms []index.Term) bool {
 	for _, term := range terms {
 		if w, b := termBit(term); t.termBits[w]&b != 0 {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -218,6 +219,11 @@ func orderSpans(spans []orderedSpan) []orderedSpan {
 		slices.SortFunc(spans, byKey)
 		return spans
 	}
+	// Spans that came in order, as a trace cut whole often has them, take
+	// a comparison each.
+	if slices.IsSortedFunc(spans, byKey) {
+		return spans
+	}
 	spans, _ = radix.Sort(spans, nil)
 	// Spans that start in the same nanosecond are few.
 	for i := 0; i < len(spans); {
@@ -238,7 +244,11 @@ func orderSpans(spans []orderedSpan) []orderedSpan {
 // (which it then records); it returns nil if none is left.
 func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64, seen map[spanKey]struct{}) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
-	for _, g := range a.groups {
+	// In the order of resource and scope, which is the answer's, so that
+	// which group keeps a span that two hold is decided the same each time.
+	order := slices.SortedFunc(maps.Keys(a.groups), func(x, y groupKey) int { return bytes.Compare(x[:], y[:]) })
+	for _, k := range order {
+		g := a.groups[k]
 		// The boundary partition holds spans on both sides of the
 		// retention horizon.
 		ordered := slices.DeleteFunc(g.spans, func(s orderedSpan) bool { return s.Start < notBefore })
@@ -283,12 +293,6 @@ func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64,
 	if t.Spans == 0 {
 		return nil, nil
 	}
-	slices.SortFunc(t.Groups, func(x, y Group) int {
-		if c := bytes.Compare(x.ResourceID[:], y.ResourceID[:]); c != 0 {
-			return c
-		}
-		return bytes.Compare(x.ScopeID[:], y.ScopeID[:])
-	})
 	return t, nil
 }
 

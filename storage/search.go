@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"cmp"
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -419,12 +418,12 @@ func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *resu
 	// Most candidates usually match, and only the newest few are wanted:
 	// a heap hands them out in order without sorting thousands.
 	h := newestFirst(cands)
-	heap.Init(&h)
-	for h.Len() > 0 {
+	h.init()
+	for len(h) > 0 {
 		if len(res.list) >= c.limit {
 			return
 		}
-		cd := heap.Pop(&h).(liveCandidate)
+		cd := h.pop()
 		if !c.overlaps(cd.start, cd.maxStart) {
 			continue
 		}
@@ -442,23 +441,49 @@ func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *resu
 	}
 }
 
-// newestFirst orders live candidates by start, the newest first. Buffers
-// are scanned in no particular order: ties are broken by ID and
+// newestFirst is a heap of live candidates, the newest start on top. It is
+// typed rather than a container/heap, whose Pop boxed every candidate.
+// Buffers are scanned in no particular order: ties are broken by ID and
 // partition, so that the answer does not depend on it.
 type newestFirst []liveCandidate
 
-func (h newestFirst) Len() int { return len(h) }
-func (h newestFirst) Less(i, j int) bool {
+func (h newestFirst) less(i, j int) bool {
 	a, b := &h[i], &h[j]
 	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p)) < 0
 }
-func (h newestFirst) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *newestFirst) Push(x any)   { *h = append(*h, x.(liveCandidate)) }
-func (h *newestFirst) Pop() any {
+
+// down moves the candidate at i down to its place.
+func (h newestFirst) down(i int) {
+	for {
+		m := 2*i + 1
+		if m >= len(h) {
+			return
+		}
+		if r := m + 1; r < len(h) && h.less(r, m) {
+			m = r
+		}
+		if !h.less(m, i) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h newestFirst) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// pop removes and returns the newest candidate.
+func (h *newestFirst) pop() liveCandidate {
 	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+	top, n := old[0], len(old)-1
+	old[0] = old[n]
+	*h = old[:n]
+	h.down(0)
+	return top
 }
 
 // segmentSearch searches the segments of partitions on disk.

@@ -9,9 +9,10 @@ import (
 
 // Sort sorts s by key, stably, a byte at a time from the lowest, using
 // scratch, which it grows to the length of s. T's key is its first eight
-// bytes, which must be a field of uint64 kind first in T (or first in
-// T's first field, and so on), or T itself; Sort panics if they are not. The key is read from there rather than through a function, which
-// a sort of a million records would call sixteen million times.
+// bytes, which must be a field of uint64 kind first in T (or first in T's
+// first field, and so on), or T itself; Sort panics if they are not. The
+// key is read from there rather than through a function, which a sort of
+// a million records would call sixteen million times.
 //
 // Passes over a byte that every key shares are skipped, so the sorted
 // records end up in whichever of s and scratch the last pass filled: Sort

@@ -34,7 +34,7 @@ type Group struct {
 
 // SpanKey is what a trace's spans are ordered by.
 type SpanKey struct {
-	Start uint64
+	Start uint64 // first: storage orders spans with radix.Sort by it
 	ID    uint64 // the span ID, big-endian
 }
 

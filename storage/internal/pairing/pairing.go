@@ -26,10 +26,11 @@ package pairing
 
 import (
 	"bytes"
-	"cairn/internal/radix"
 	"encoding/binary"
 	"math/bits"
 	"slices"
+
+	"cairn/internal/radix"
 )
 
 // Span kinds that can call a peer which sends no spans.
@@ -355,7 +356,11 @@ func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 func (c *Cut) End() {
 	p, g := c.p, c.gen
 	g.spans, p.scratch = radix.Sort(g.spans, p.scratch)
-	// Held for a window: what append left spare would be held too.
+	// Held for a window: what append left spare would be held too, and the
+	// sorted spans may be in the scratch, as long as the largest cut's.
+	if cap(g.spans) > len(g.spans)+len(g.spans)/8 {
+		g.spans = slices.Clone(g.spans)
+	}
 	if cap(g.clients) > len(g.clients)+len(g.clients)/8 {
 		g.clients = slices.Clone(g.clients)
 	}
