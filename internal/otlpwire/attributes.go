@@ -168,12 +168,20 @@ type SpanFacts struct {
 }
 
 // Facts reads the searchable fields of an encoded span that Parse accepted.
+// Spans are read back from disk, where damage that checksums miss is rare
+// but possible: of a malformed span it reads the fields before the first
+// bad one.
 func Facts(raw []byte) SpanFacts {
 	var f SpanFacts
 	for msg := raw; len(msg) > 0; {
 		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			break
+		}
 		msg = msg[n:]
-		n = protowire.ConsumeFieldValue(num, typ, msg)
+		if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
+			break
+		}
 		v := msg[:n]
 		msg = msg[n:]
 		switch {
@@ -210,8 +218,13 @@ const statusCodeError = 2 // opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERR
 func statusCode(status []byte) (code uint64, ok bool) {
 	for len(status) > 0 {
 		num, typ, n := protowire.ConsumeTag(status)
+		if n < 0 {
+			break
+		}
 		status = status[n:]
-		n = protowire.ConsumeFieldValue(num, typ, status)
+		if n = protowire.ConsumeFieldValue(num, typ, status); n < 0 {
+			break
+		}
 		if num == 3 && typ == protowire.VarintType { // Status.code
 			code, _ = protowire.ConsumeVarint(status[:n])
 			ok = true

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -302,6 +303,33 @@ func TestFacts(t *testing.T) {
 	sp.Status.Code = tracepb.Status_STATUS_CODE_OK
 	if Facts(marshal(t, sp)).Error {
 		t.Fatal("an OK status reads as an error")
+	}
+}
+
+// TestFactsOfDamagedSpans reads every truncation of a span, and the span
+// with each byte replaced by one that makes a bad length or wire type:
+// Facts must not panic, and a truncation keeps the fields wholly before
+// the cut.
+func TestFactsOfDamagedSpans(t *testing.T) {
+	sp := span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+	sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+	raw := marshal(t, sp)
+	whole := Facts(raw)
+	for n := range raw {
+		f := Facts(raw[:n])
+		if f.ID != whole.ID && f.ID != ([8]byte{}) {
+			t.Fatalf("cut at %d: ID %x", n, f.ID)
+		}
+		if f.Start != whole.Start && f.Start != 0 {
+			t.Fatalf("cut at %d: start %d", n, f.Start)
+		}
+	}
+	for i := range raw {
+		for _, b := range []byte{0xff, 0x07, 0x7f} {
+			damaged := slices.Clone(raw)
+			damaged[i] = b
+			Facts(damaged)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"cairn/internal/binread"
+	"cairn/internal/otlpwire"
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -391,7 +392,8 @@ func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []by
 				start := len(buf)
 				buf = append(buf, body...)
 				dst[gi].Spans[si] = buf[start:len(buf):len(buf)]
-				dst[gi].Keys[si] = rawKey(body)
+				f := otlpwire.Facts(body)
+				dst[gi].Keys[si] = SpanKey{f.Start, binary.BigEndian.Uint64(f.ID[:])}
 				continue
 			}
 			if ref >= refSpan {
@@ -474,34 +476,4 @@ func DecodeDict(src []byte) (Dict, error) {
 	d.SchemaURL = r.B
 	r.B = nil
 	return d, r.Done("dictionary record")
-}
-
-// rawKey reads the key of a span stored whole, as the last start time and
-// 8-byte span ID it sets, the values a protobuf decoder would keep. Stored
-// spans were parsed at ingest; what a damaged one holds past its first bad
-// field only orders it.
-func rawKey(raw []byte) SpanKey {
-	var k SpanKey
-	for len(raw) > 0 {
-		num, typ, n := protowire.ConsumeTag(raw)
-		if n < 0 {
-			return k
-		}
-		raw = raw[n:]
-		n = protowire.ConsumeFieldValue(num, typ, raw)
-		if n < 0 {
-			return k
-		}
-		v := raw[:n]
-		raw = raw[n:]
-		switch {
-		case num == fieldSpanID && typ == protowire.BytesType:
-			if id, _ := protowire.ConsumeBytes(v); len(id) == 8 {
-				k.ID = binary.BigEndian.Uint64(id)
-			}
-		case num == fieldStart && typ == protowire.Fixed64Type:
-			k.Start = binary.LittleEndian.Uint64(v)
-		}
-	}
-	return k
 }
