@@ -167,9 +167,9 @@ type traceState struct {
 
 // termBit is the bit of termBits that term sets. Terms are hashes, but some
 // kinds of term share their low bits (an attribute's buckets) or their high
-// bits (a duration's shard), so all bits are mixed and the top eight taken.
+// bits (a duration's shard), so all bits are spread and the top eight taken.
 func termBit(term index.Term) (word int, bit uint64) {
-	h := uint64(term) * 0x9e3779b97f4a7c15 >> 56
+	h := spread(uint64(term)) >> 56
 	return int(h >> 6), 1 << (h & 63)
 }
 

@@ -32,12 +32,14 @@ type traceSlots struct {
 const minTraceSlots = 64
 
 // slot is where the search for id starts. Trace IDs are random, but some
-// clients fill only their low half, so both halves are mixed, and
-// multiplied so that the high bits taken depend on all of them.
+// clients fill only their low half, so both halves are mixed.
 func (ts *traceSlots) slot(id TraceID) uint64 {
-	h := binary.LittleEndian.Uint64(id[:8]) ^ binary.LittleEndian.Uint64(id[8:])
-	return (h * 0x9e3779b97f4a7c15) >> ts.shift
+	return spread(binary.LittleEndian.Uint64(id[:8])^binary.LittleEndian.Uint64(id[8:])) >> ts.shift
 }
+
+// spread multiplies h by 2^64 divided by the golden ratio, so that its high
+// bits, which callers take, depend on all of h's.
+func spread(h uint64) uint64 { return h * 0x9e3779b97f4a7c15 }
 
 // get returns the trace with the given ID as last published, nil if the
 // table has none.
