@@ -14,30 +14,45 @@ import (
 // key is read from there rather than through a function, which a sort of
 // a million records would call sixteen million times.
 //
-// Passes over a byte that every key shares are skipped, so the sorted
-// records end up in whichever of s and scratch the last pass filled: Sort
-// returns them, and the other buffer for reuse.
+// One read of the keys counts all eight bytes, and a pass over a byte
+// that every key shares is skipped (a trace's span starts share their
+// high bytes), so the sorted records end up in whichever of s and
+// scratch the last pass filled: Sort returns them, and the other buffer
+// for reuse.
 func Sort[T any](s, scratch []T) (sorted, spare []T) {
 	mustBeKeyed[T]()
 	scratch = slices.Grow(scratch[:0], len(s))[:len(s)]
+	if len(s) < 2 {
+		return s, scratch
+	}
+	var counts [8][256]int
+	for i := range s {
+		k := key(&s[i])
+		counts[0][byte(k)]++
+		counts[1][byte(k>>8)]++
+		counts[2][byte(k>>16)]++
+		counts[3][byte(k>>24)]++
+		counts[4][byte(k>>32)]++
+		counts[5][byte(k>>40)]++
+		counts[6][byte(k>>48)]++
+		counts[7][byte(k>>56)]++
+	}
 	src, dst := s, scratch
-	for shift := 0; shift < 64 && len(src) > 1; shift += 8 {
-		var counts [256]int
-		for _, r := range src {
-			counts[byte(key(&r)>>shift)]++
-		}
-		if counts[byte(key(&src[0])>>shift)] == len(src) {
+	for pass := range counts {
+		shift := 8 * pass
+		offsets := &counts[pass]
+		if offsets[byte(key(&src[0])>>shift)] == len(src) {
 			continue
 		}
 		sum := 0
-		for d, n := range counts {
-			counts[d] = sum
+		for d, n := range offsets {
+			offsets[d] = sum
 			sum += n
 		}
-		for _, r := range src {
-			d := byte(key(&r) >> shift)
-			dst[counts[d]] = r
-			counts[d]++
+		for i := range src {
+			d := byte(key(&src[i]) >> shift)
+			dst[offsets[d]] = src[i]
+			offsets[d]++
 		}
 		src, dst = dst, src
 	}

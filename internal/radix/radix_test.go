@@ -92,19 +92,26 @@ func TestSortRefusesUnkeyedTypes(t *testing.T) {
 }
 
 func BenchmarkSort(b *testing.B) {
-	for _, n := range []int{256, 10_000, 1_000_000} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			rng := rand.New(rand.NewPCG(1, 2))
-			orig := make([]record, n)
-			for i := range orig {
-				orig[i] = record{rng.Uint64(), int32(i)}
-			}
-			s, scratch := make([]record, n), make([]record, n)
-			b.ReportAllocs()
-			for b.Loop() {
-				copy(s, orig)
-				s, scratch = Sort(s, scratch)
-			}
-		})
+	// A trace's span starts share their high bytes; random keys share none.
+	keys := map[string]func(*rand.Rand) uint64{
+		"random": (*rand.Rand).Uint64,
+		"trace":  func(rng *rand.Rand) uint64 { return 1_700_000_000_000_000_000 + rng.Uint64N(5e9) },
+	}
+	for _, shape := range []string{"random", "trace"} {
+		for _, n := range []int{256, 10_000, 1_000_000} {
+			b.Run(fmt.Sprintf("keys=%s/n=%d", shape, n), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 2))
+				orig := make([]record, n)
+				for i := range orig {
+					orig[i] = record{keys[shape](rng), int32(i)}
+				}
+				s, scratch := make([]record, n), make([]record, n)
+				b.ReportAllocs()
+				for b.Loop() {
+					copy(s, orig)
+					s, scratch = Sort(s, scratch)
+				}
+			})
+		}
 	}
 }
