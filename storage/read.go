@@ -242,7 +242,7 @@ func orderSpans(spans []orderedSpan) []orderedSpan {
 // finish orders, dedupes and resolves the spans collected, leaving out those
 // that started before notBefore, and those that seen, if not nil, holds
 // (which it then records); it returns nil if none is left.
-func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64, seen map[spanKey]struct{}) (*Trace, error) {
+func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64, seen map[spanDigest]struct{}) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
 	// In the order of resource and scope, which is the answer's, so that
 	// which group keeps a span that two hold is decided the same each time.
@@ -264,7 +264,7 @@ func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64,
 				continue
 			}
 			if seen != nil {
-				k := spanKey{id: s.ID, sum: maphash.Bytes(spanHashSeed, s.raw)}
+				k := spanDigest{id: s.ID, sum: maphash.Bytes(spanHashSeed, s.raw)}
 				if _, dup := seen[k]; dup {
 					continue
 				}

@@ -132,11 +132,11 @@ type piecer struct {
 	found bool
 	// seen holds the spans passed on, once a trace turns out to take more
 	// than one piece, so that a span stored twice comes once.
-	seen map[spanKey]struct{}
+	seen map[spanDigest]struct{}
 }
 
-// spanKey identifies a span by its ID and a hash of its bytes.
-type spanKey struct{ id, sum uint64 }
+// spanDigest identifies a span by its ID and a hash of its bytes.
+type spanDigest struct{ id, sum uint64 }
 
 var spanHashSeed = maphash.MakeSeed()
 
@@ -156,7 +156,7 @@ func (pc *piecer) emitIfFull() error {
 // follow.
 func (pc *piecer) emit(last bool) error {
 	if !last && pc.seen == nil {
-		pc.seen = map[spanKey]struct{}{}
+		pc.seen = map[spanDigest]struct{}{}
 	}
 	t, err := pc.asm.finish(pc.db, pc.get, pc.id, pc.notBefore, pc.seen)
 	pc.reset()
