@@ -485,28 +485,25 @@ func firstTraceID(b []byte) []byte {
 }
 
 // firstField returns the first length-delimited field numbered num of an
-// encoded message, or nil if there is none or the message is malformed.
+// encoded message, or nil if there is none or the message is malformed
+// before it.
 func firstField(msg []byte, num protowire.Number) []byte {
-	for len(msg) > 0 {
-		n, typ, l := protowire.ConsumeTag(msg)
-		if l < 0 {
-			return nil
-		}
-		msg = msg[l:]
+	var v []byte
+	err := eachField(msg, 0, len(msg), func(n protowire.Number, typ protowire.Type, start, end int) error {
 		if n == num && typ == protowire.BytesType {
-			v, l := protowire.ConsumeBytes(msg)
-			if l < 0 {
-				return nil
-			}
-			return v
+			v = msg[start:end]
+			return errFieldFound
 		}
-		if l = protowire.ConsumeFieldValue(n, typ, msg); l < 0 {
-			return nil
-		}
-		msg = msg[l:]
+		return nil
+	})
+	if err != errFieldFound {
+		return nil
 	}
-	return nil
+	return v
 }
+
+// errFieldFound stops eachField at the field firstField looks for.
+var errFieldFound = errors.New("field found")
 
 // timedRead is a read made while the target was busy.
 type timedRead struct {
