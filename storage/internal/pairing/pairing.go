@@ -26,6 +26,7 @@ package pairing
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/bits"
 	"slices"
@@ -338,7 +339,7 @@ func (c *Cut) find(spans []Span, id [8]byte) int {
 func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 	for i := len(p.gens) - 1; i >= 0; i-- {
 		g := p.gens[i]
-		j, ok := slices.BinarySearchFunc(g.spans, k, func(e entry, k uint64) int { return cmpUint(e.key, k) })
+		j, ok := slices.BinarySearchFunc(g.spans, k, func(e entry, k uint64) int { return cmp.Compare(e.key, k) })
 		if !ok {
 			continue
 		}
@@ -369,14 +370,4 @@ func (c *Cut) End() {
 	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
 		p.expire(c.emit, true)
 	}
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
