@@ -93,14 +93,25 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	if len(order) > 0 {
 		newest = b.rows[order[0]].MinStart
 	}
-	// Postings are (term, row) pairs, generated in row order and then
-	// radix-sorted by term, which keeps rows ascending within a term; a
-	// term repeated within a row gives equal neighbours.
-	npostings := 0
+	// Postings are (term, row) pairs, generated in row order into their
+	// shard's part of one array and then radix-sorted by term within each
+	// shard, which keeps rows ascending within a term; a term repeated
+	// within a row gives equal neighbours. Sorting them all at once took
+	// scratch as large as the postings, a tenth of what ingest allocated;
+	// a shard's sort takes only as much as that shard.
+	var starts, next [Shards + 1]int
 	for _, ts := range b.terms {
-		npostings += len(ts)
+		for _, t := range ts {
+			starts[int(Shard(t))+1]++
+		}
 	}
-	postings := make([]posting, 0, npostings)
+	largest := 0
+	for sh := range Shards {
+		largest = max(largest, starts[sh+1])
+		starts[sh+1] += starts[sh]
+	}
+	next = starts
+	postings := make([]posting, starts[Shards])
 	var body []byte
 	checkpoints := make([]uint32, 0, (len(order)+rowCheckpoint-1)/rowCheckpoint)
 	for pos, i := range order {
@@ -122,7 +133,9 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		rows = append(rows, split)
 		body = rows
 		for _, t := range b.terms[i] {
-			postings = append(postings, posting{t, uint32(pos)})
+			sh := Shard(t)
+			postings[next[sh]] = posting{t, uint32(pos)}
+			next[sh]++
 		}
 	}
 
@@ -141,19 +154,26 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	rows = append(rows, body...)
 
 	// By term, stably, so that rows stay ascending within a term.
-	postings, _ = radix.Sort(postings, nil)
-	var scratch []uint32
-	for len(postings) > 0 {
-		shard := Shard(postings[0].term)
-		n := 0
-		for n < len(postings) && Shard(postings[n].term) == shard {
-			n++
+	sortScratch := make([]posting, largest)
+	var rowScratch []uint32
+	for sh := range Shards {
+		if starts[sh] == starts[sh+1] {
+			continue
 		}
-		shards[shard], scratch = appendShard(nil, postings[:n], scratch)
-		postings = postings[n:]
+		part := postings[starts[sh]:starts[sh+1]:starts[sh+1]]
+		if len(part) < smallShard {
+			slices.SortStableFunc(part, func(x, y posting) int { return cmp.Compare(x.term, y.term) })
+		} else {
+			part, _ = radix.Sort(part, sortScratch)
+		}
+		shards[sh], rowScratch = appendShard(nil, part, rowScratch)
 	}
 	return rows, shards
 }
+
+// smallShard is the fewest postings a shard's sort gives to radix.Sort,
+// whose eight counting passes cost more than a comparison sort of fewer.
+const smallShard = 256
 
 // posting says that a term holds for a row.
 type posting struct {

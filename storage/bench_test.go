@@ -34,7 +34,7 @@ func BenchmarkPrepare(b *testing.B) {
 			if err := otlpwire.Parse(reqs[i%len(reqs)], &batch, otlpwire.Window{}); err != nil {
 				b.Fatal(err)
 			}
-			prepare(&batch, resources)
+			prepare(&batch, resources).release()
 		}
 		b.ReportMetric(float64(b.N)*1024/b.Elapsed().Seconds(), "spans/s")
 	})

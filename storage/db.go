@@ -118,6 +118,12 @@ type DB struct {
 	partitionDropped atomic.Bool
 	damaged          map[uint32]bool // partitions recompression failed on for damage
 
+	// scratch keeps data writers' buffers from one cut to the next (see
+	// dataScratch): a cut comes about every second under load, after the
+	// collector has emptied a sync.Pool.
+	scratchMu sync.Mutex
+	scratch   []*dataScratch
+
 	kick         chan struct{}
 	stop         chan struct{}
 	flusherWG    sync.WaitGroup
@@ -608,6 +614,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	db.mu.Unlock()
 	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
 	buf.writers.Done()
+	prep.release()
 
 	if full {
 		select {
@@ -649,6 +656,7 @@ func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prep
 func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
 	db.account(db.live, req, batch, prep)
 	db.live.insert(batch, prep)
+	prep.release()
 }
 
 // Close cuts what is buffered into a block, then closes the write-ahead log

@@ -229,22 +229,29 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// search index is then finished while the data is written.
 	traceIndex := map[uint32][]TraceID{} // by partition, ascending
 	segments := map[uint32]*index.SegmentBuilder{}
+	addRow := func(t *liveTrace, p uint32, spans []liveSpan) {
+		traceIndex[p] = append(traceIndex[p], t.id)
+		seg := segments[p]
+		if seg == nil {
+			seg = new(index.SegmentBuilder)
+			segments[p] = seg
+		}
+		// The trace's terms cover all its spans; a split row is verified.
+		seg.Add(fragmentRow(t.id, spans, t.multiPartition), t.terms)
+		for _, s := range spans {
+			seg.SpanDuration(s.group.serviceTerm, s.duration())
+		}
+	}
 	byPart := map[uint32][]liveSpan{}
 	for _, t := range traces {
+		// Nearly every trace lies in one partition: its spans need no copy.
+		if !t.multiPartition {
+			addRow(t, t.partition, t.spans)
+			continue
+		}
 		splitByPartition(byPart, t.spans)
 		for p, spans := range byPart {
-			row := fragmentRow(t.id, spans, len(byPart) > 1)
-			traceIndex[p] = append(traceIndex[p], t.id)
-			seg := segments[p]
-			if seg == nil {
-				seg = new(index.SegmentBuilder)
-				segments[p] = seg
-			}
-			// The trace's terms cover all its spans; a split row is verified.
-			seg.Add(row, t.terms)
-			for _, s := range spans {
-				seg.SpanDuration(s.group.serviceTerm, s.duration())
-			}
+			addRow(t, p, spans)
 		}
 	}
 	var (
@@ -453,6 +460,63 @@ type dataResult struct {
 	err     error
 }
 
+// dataScratch is what a data writer reuses from trace to trace, and from
+// cut to cut: buffers as large as the largest trace, which cuts otherwise
+// allocated again and again.
+type dataScratch struct {
+	byPart map[uint32][]liveSpan
+	groups []codec.Group
+	frag   []byte
+	enc    codec.FragmentEncoder
+}
+
+// maxScratchSpans bounds the spans a kept dataScratch has room for, so that
+// one huge trace does not hold its buffers' memory for good.
+const maxScratchSpans = 1 << 16
+
+// takeScratch returns a data writer's buffers, kept from an earlier cut if
+// there are any.
+func (db *DB) takeScratch() *dataScratch {
+	db.scratchMu.Lock()
+	defer db.scratchMu.Unlock()
+	if n := len(db.scratch); n > 0 {
+		sc := db.scratch[n-1]
+		db.scratch = db.scratch[:n-1]
+		return sc
+	}
+	return &dataScratch{byPart: map[uint32][]liveSpan{}}
+}
+
+// keepScratch takes sc back for the next cut, without the references to
+// requests its buffers hold, which would keep them alive, and without the
+// buffers a huge trace grew.
+func (db *DB) keepScratch(sc *dataScratch) {
+	for p, spans := range sc.byPart {
+		if cap(spans) > maxScratchSpans {
+			delete(sc.byPart, p)
+			continue
+		}
+		clear(spans[:cap(spans)])
+		sc.byPart[p] = spans[:0]
+	}
+	all := sc.groups[:cap(sc.groups)]
+	for i := range all {
+		if g := &all[i]; cap(g.Spans) > maxScratchSpans {
+			g.Spans = nil
+		} else {
+			clear(g.Spans[:cap(g.Spans)])
+		}
+	}
+	sc.groups = sc.groups[:0]
+	sc.enc.Reset(maxScratchSpans)
+	if cap(sc.frag) > maxScratchSpans*256 { // bytes of as many typical spans
+		sc.frag = nil
+	}
+	db.scratchMu.Lock()
+	db.scratch = append(db.scratch, sc)
+	db.scratchMu.Unlock()
+}
+
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
 func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
@@ -464,13 +528,12 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		}
 	}()
 	first := map[uint32]TraceID{}
-	var (
-		byPart = map[uint32][]liveSpan{}
-		groups []codec.Group
-		frag   []byte
-		enc    codec.FragmentEncoder
-	)
+	sc := db.takeScratch()
+	defer db.keepScratch(sc)
+	byPart := sc.byPart
 	for _, t := range traces {
+		// A copy, even of a trace in one partition: groupSpans orders the
+		// spans, and reads may be looking at the trace's own.
 		splitByPartition(byPart, t.spans)
 		for p, spans := range byPart {
 			w := data[p]
@@ -482,11 +545,11 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 				data[p] = w
 				res.metrics[p] = newSpanMetrics(db.opts.SpanMetricsMaxSeries)
 			}
-			if groups, res.err = db.groupSpans(groups[:0], spans, p, &res); res.err != nil {
+			if sc.groups, res.err = db.groupSpans(sc.groups[:0], spans, p, &res); res.err != nil {
 				return res
 			}
-			frag = enc.Append(frag[:0], t.id, groups)
-			if res.err = w.w.Set(keys.Data(p, block, t.id), frag); res.err != nil {
+			sc.frag = sc.enc.Append(sc.frag[:0], t.id, sc.groups)
+			if res.err = w.w.Set(keys.Data(p, block, t.id), sc.frag); res.err != nil {
 				return res
 			}
 			// After the fragment, which brought the spans' names into
@@ -690,7 +753,7 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, p uint32, res *dat
 				return c
 			}
 		}
-		if c := bytes.Compare(a.name, b.name); c != 0 {
+		if c := bytes.Compare(a.spanName(), b.spanName()); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.start, b.start)
@@ -704,7 +767,13 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, p uint32, res *dat
 			if err != nil {
 				return dst, err
 			}
-			dst = append(dst, codec.Group{Num: n})
+			// The next group's span list, reused if dst has held one.
+			if len(dst) < cap(dst) {
+				dst = dst[:len(dst)+1]
+				dst[len(dst)-1] = codec.Group{Num: n, Spans: dst[len(dst)-1].Spans[:0]}
+			} else {
+				dst = append(dst, codec.Group{Num: n})
+			}
 		}
 		g := &dst[len(dst)-1]
 		g.Spans = append(g.Spans, s.raw)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash/maphash"
 	"math"
 	"slices"
 	"sync"
@@ -71,8 +72,7 @@ type group struct {
 	resID, scopeID dictID
 	res, scope     codec.Dict
 	service        []byte
-	resTerms       []index.Term // the resource's search terms
-	serviceTerm    index.Term   // the Service term of the resource's service
+	serviceTerm    index.Term // the Service term of the resource's service
 }
 
 type groupKey [32]byte
@@ -86,8 +86,8 @@ func (g *group) key() groupKey {
 
 type liveSpan struct {
 	group  *group
-	raw    []byte // aliases the request it arrived in
-	name   []byte // aliases raw
+	raw    []byte   // aliases the request it arrived in
+	name   rawRange // in raw
 	start  uint64
 	end    uint64
 	err    bool  // status ERROR
@@ -97,34 +97,46 @@ type liveSpan struct {
 	// For the service graph: the IDs of the span and of its parent, and
 	// where in raw the peer that a client or producer span names is.
 	id, parent [8]byte
-	peer       peerRef
+	peer       rawRange
 }
+
+// spanName is the span's name.
+func (s *liveSpan) spanName() []byte { return s.name.of(s.raw) }
 
 // peerName is the peer the span names, nil if none.
-func (s *liveSpan) peerName() []byte {
-	if s.peer.len == 0 {
-		return nil
+func (s *liveSpan) peerName() []byte { return s.peer.of(s.raw) }
+
+// rawRange says where in a span's bytes a field's value is. A live buffer
+// holds one per field it reads again rather than a slice, which is two
+// words larger and one more pointer for the collector to follow.
+type rawRange struct{ at, len uint32 }
+
+// rangeIn finds field, a slice of raw's bytes, in raw. Both run to the
+// end of the request they were parsed from.
+func rangeIn(raw, field []byte) (rawRange, bool) {
+	at := cap(raw) - cap(field)
+	if at < 0 || at+len(field) > len(raw) || !bytes.Equal(raw[at:at+len(field)], field) {
+		return rawRange{}, false
 	}
-	return s.raw[s.peer.at : s.peer.at+s.peer.len]
+	return rawRange{uint32(at), uint32(len(field))}, true
 }
 
-// peerRef says where in a span's bytes the name of the peer it calls is.
-type peerRef struct{ at, len uint32 }
+// of is the range's bytes in raw, nil if it is empty.
+func (r rawRange) of(raw []byte) []byte {
+	if r.len == 0 {
+		return nil
+	}
+	return raw[r.at : r.at+r.len]
+}
 
 // findPeer finds the attribute value of a client or producer span that
 // names the peer it calls, if any.
-func findPeer(s *otlpwire.Span) peerRef {
+func findPeer(s *otlpwire.Span) rawRange {
 	if k := spanKind(s.Kind); k != kindClient && k != kindProducer {
-		return peerRef{}
+		return rawRange{}
 	}
-	name := peerOf(s.Attrs)
-	// The value is a slice of the span's bytes: both run to the end of
-	// the request.
-	at := cap(s.Raw) - cap(name)
-	if len(name) == 0 || at < 0 || at+len(name) > len(s.Raw) || !bytes.Equal(s.Raw[at:at+len(name)], name) {
-		return peerRef{}
-	}
-	return peerRef{uint32(at), uint32(len(name))}
+	r, _ := rangeIn(s.Raw, peerOf(s.Attrs))
+	return r
 }
 
 // duration is the span's end minus its start, 0 if it ends first.
@@ -276,7 +288,9 @@ func newBuffer(block uint64) *buffer {
 
 // prepared is what a request needs computed before it is inserted, outside
 // any lock: content IDs of its resources and scopes, and the search terms of
-// each trace it has spans of.
+// each trace it has spans of. Preparing a request allocated a fifth of what
+// ingest did, so prepared values and their slices are pooled: get one from
+// prepare, and release it once the request is inserted.
 type prepared struct {
 	resources  []resourceFacts // by resource index
 	groups     []group         // by scope index
@@ -284,8 +298,16 @@ type prepared struct {
 	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
 	traceSpans []int32         // by trace in traceTerms: how many spans of it the request has
 	errs       []bool          // by span index
-	peers      []peerRef       // by span index
+	peers      []rawRange      // by span index
+	names      []rawRange      // by span index
 	ops        []opSeen        // the operations the spans used, each once
+
+	// Scratch that only prepare reads.
+	resIDs   []dictID
+	resTerms [][2]index.Term // by resource: its Service and Resource terms
+	resSeen  [][]int32       // by trace in traceTerms: resources whose terms it has
+	traces   map[TraceID]int32
+	opIndex  map[opOf]int32
 }
 
 // opSeen is an operation that spans of a request used, with the newest
@@ -297,82 +319,131 @@ type opSeen struct {
 	partition uint32
 }
 
-// opOf keys opSeen within one request.
+// opOf keys opSeen within one request by a hash of the name, so that
+// finding an operation allocates nothing; a hit is checked against the name.
 type opOf struct {
 	resource, kind int32
-	name           string
+	name           uint64
 }
 
-var hashers = sync.Pool{New: func() any { return new(index.Hasher) }}
+var (
+	hashers   = sync.Pool{New: func() any { return new(index.Hasher) }}
+	prepareds = sync.Pool{New: func() any {
+		return &prepared{traces: make(map[TraceID]int32), opIndex: make(map[opOf]int32)}
+	}}
+	opSeed = maphash.MakeSeed()
+)
+
+// reuse returns s resized to n, reusing its array if it is large enough.
+// The elements are not cleared.
+func reuse[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// grow appends an empty slice to s, reusing the array that the element past
+// its end held before s was truncated.
+func grow[T any](s [][]T) [][]T {
+	if len(s) < cap(s) {
+		s = s[:len(s)+1]
+		s[len(s)-1] = s[len(s)-1][:0]
+		return s
+	}
+	return append(s, nil)
+}
 
 func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	h := hashers.Get().(*index.Hasher)
 	defer hashers.Put(h)
-	resIDs := make([]dictID, len(b.Resources))
-	resTerms := make([][]index.Term, len(b.Resources))
+	p := prepareds.Get().(*prepared)
+	p.resIDs = reuse(p.resIDs, len(b.Resources))
+	p.resTerms = reuse(p.resTerms, len(b.Resources))
+	p.resources = reuse(p.resources, len(b.Resources))
 	for i, r := range b.Resources {
-		resIDs[i] = hashDict(r.Raw, r.SchemaURL)
-		resTerms[i] = []index.Term{h.Service(r.Service), h.Resource(resIDs[i])}
+		p.resIDs[i] = hashDict(r.Raw, r.SchemaURL)
+		p.resTerms[i] = [2]index.Term{h.Service(r.Service), h.Resource(p.resIDs[i])}
+		p.resources[i] = resources.facts(h, p.resIDs[i], r.Service, r.Raw)
 	}
-	p := &prepared{
-		resources: make([]resourceFacts, len(b.Resources)),
-		groups:    make([]group, len(b.Scopes)),
-		traceOf:   make([]int32, len(b.Spans)),
-		errs:      make([]bool, len(b.Spans)),
-		peers:     make([]peerRef, len(b.Spans)),
-	}
-	for i, r := range b.Resources {
-		p.resources[i] = resources.facts(h, resIDs[i], r.Service, r.Raw)
-	}
+	p.groups = reuse(p.groups, len(b.Scopes))
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]
 		p.groups[i] = group{
-			resID:       resIDs[s.Resource],
+			resID:       p.resIDs[s.Resource],
 			scopeID:     hashDict(s.Raw, s.SchemaURL),
 			res:         codec.Dict{Raw: r.Raw, SchemaURL: r.SchemaURL},
 			scope:       codec.Dict{Raw: s.Raw, SchemaURL: s.SchemaURL},
 			service:     r.Service,
-			resTerms:    resTerms[s.Resource],
-			serviceTerm: resTerms[s.Resource][0],
+			serviceTerm: p.resTerms[s.Resource][0],
 		}
 	}
-	traces := make(map[TraceID]int32)
-	ops := make(map[opOf]int)
-	var resSeen [][]int32 // by trace: resources whose terms it has
+	p.traceOf = reuse(p.traceOf, len(b.Spans))
+	p.errs = reuse(p.errs, len(b.Spans))
+	p.peers = reuse(p.peers, len(b.Spans))
+	p.names = reuse(p.names, len(b.Spans))
 	for i := range b.Spans {
 		s := &b.Spans[i]
 		res := b.Scopes[s.Scope].Resource
-		if o, ok := ops[opOf{int32(res), s.Kind, string(s.Name)}]; ok {
-			p.ops[o].partition = max(p.ops[o].partition, partitionOf(s.Start))
-		} else {
-			ops[opOf{int32(res), s.Kind, string(s.Name)}] = len(p.ops)
-			p.ops = append(p.ops, opSeen{resource: int32(res), kind: s.Kind, name: s.Name, partition: partitionOf(s.Start)})
-		}
-		k, ok := traces[s.TraceID]
+		p.seeOp(int32(res), s.Kind, s.Name, partitionOf(s.Start))
+		k, ok := p.traces[s.TraceID]
 		if !ok {
 			k = int32(len(p.traceTerms))
-			traces[s.TraceID] = k
-			p.traceTerms = append(p.traceTerms, nil)
+			p.traces[s.TraceID] = k
+			p.traceTerms = grow(p.traceTerms)
 			p.traceSpans = append(p.traceSpans, 0)
-			resSeen = append(resSeen, nil)
+			p.resSeen = grow(p.resSeen)
 		}
 		p.traceOf[i] = k
 		p.traceSpans[k]++
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
 		p.peers[i] = findPeer(s)
+		p.names[i], _ = rangeIn(s.Raw, s.Name) // the parser slices it from Raw
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Attrs, f)
-		if !slices.Contains(resSeen[k], res) {
-			resSeen[k] = append(resSeen[k], res)
-			p.traceTerms[k] = append(p.traceTerms[k], g.resTerms...)
+		if !slices.Contains(p.resSeen[k], int32(res)) {
+			p.resSeen[k] = append(p.resSeen[k], int32(res))
+			p.traceTerms[k] = append(p.traceTerms[k], p.resTerms[res][:]...)
 		}
 	}
 	for k, ts := range p.traceTerms {
 		slices.Sort(ts)
-		p.traceTerms[k] = slices.Clip(slices.Compact(ts))
+		p.traceTerms[k] = slices.Compact(ts)
 	}
 	return p
+}
+
+// seeOp records that a span of the request used an operation.
+func (p *prepared) seeOp(res, kind int32, name []byte, partition uint32) {
+	key := opOf{res, kind, maphash.Bytes(opSeed, name)}
+	if o, ok := p.opIndex[key]; ok {
+		if op := &p.ops[o]; bytes.Equal(op.name, name) {
+			op.partition = max(op.partition, partition)
+			return
+		}
+		// Another name with the same hash: listing an operation twice
+		// only tells the catalog twice.
+	} else {
+		p.opIndex[key] = int32(len(p.ops))
+	}
+	p.ops = append(p.ops, opSeen{resource: res, kind: kind, name: name, partition: partition})
+}
+
+// release returns p to the pool once its request is inserted. Nothing may
+// use it afterwards. References into the request are dropped so that the
+// pool does not keep requests alive.
+func (p *prepared) release() {
+	clear(p.resources)
+	clear(p.groups)
+	clear(p.ops)
+	p.ops = p.ops[:0]
+	p.traceTerms = p.traceTerms[:0]
+	p.traceSpans = p.traceSpans[:0]
+	p.resSeen = p.resSeen[:0]
+	clear(p.traces)
+	clear(p.opIndex)
+	prepareds.Put(p)
 }
 
 // insert adds the spans of a parsed request and publishes the traces it
@@ -385,7 +456,9 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		k := prep.groups[i].key()
 		g, ok := buf.groups[k]
 		if !ok {
-			g = &prep.groups[i]
+			// A copy, as prep goes back to its pool.
+			g = new(group)
+			*g = prep.groups[i]
 			buf.groups[k] = g
 		}
 		interned[i] = g
@@ -417,8 +490,8 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 			last.spans = slices.Grow(last.spans, int(prep.traceSpans[k]))
 		}
 		last.addExtent(s.Start, s.End)
-		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, name: s.Name, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i]})
+		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i],
+			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i], name: prep.names[i]})
 	}
 	// Once per trace rather than whenever the spans move on to another:
 	// spans come grouped by resource and scope, so a request's traces

@@ -90,9 +90,9 @@ func (m *spanMetrics) overflowSeries(status uint8) *seriesMetrics {
 
 // add counts a span of trace id.
 func (m *spanMetrics) add(id TraceID, s *liveSpan) {
-	m.key = seriesKey(m.key[:0], s.group.service, s.name, s.kind, s.status)
+	m.key = seriesKey(m.key[:0], s.group.service, s.spanName(), s.kind, s.status)
 	series, over := m.find(m.key, s.status, func() SpanSeries {
-		return SpanSeries{Service: string(s.group.service), Name: string(s.name), Kind: s.kind, Status: s.status}
+		return SpanSeries{Service: string(s.group.service), Name: string(s.spanName()), Kind: s.kind, Status: s.status}
 	})
 	if over {
 		m.overflowed++

@@ -78,9 +78,8 @@ func (h *Histogram) addN(i int, n uint64) {
 	h.counts[i-h.first] += n
 }
 
-// cover grows counts to hold buckets [lo, hi), a power of two's buckets
-// at a time, so that durations arriving in any order reallocate them once
-// per power they reach.
+// cover grows counts to hold buckets [lo, hi), at least a power of two's
+// buckets at a time.
 func (h *Histogram) cover(lo, hi int) {
 	switch {
 	case len(h.counts) == 0:
@@ -88,7 +87,9 @@ func (h *Histogram) cover(lo, hi int) {
 		h.counts = append(h.counts[:0], make([]uint64, rowEnd(hi-1)-h.first)...)
 		return
 	case lo < h.first:
-		first := rowStart(lo)
+		// As many rows again below as are held, so that ever shorter
+		// durations reallocate once per doubling, as longer ones do.
+		first := rowStart(max(0, rowStart(lo)-len(h.counts)))
 		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
 		copy(grown[h.first-first:], h.counts)
 		h.counts, h.first = grown, first

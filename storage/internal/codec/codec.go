@@ -79,6 +79,18 @@ type splitSpan struct {
 	nrest int
 }
 
+// Reset drops what e holds of the spans it last encoded, keeping its memory
+// for the next fragment if it has room for no more than keep spans.
+func (e *FragmentEncoder) Reset(keep int) {
+	if cap(e.split) > keep {
+		*e = FragmentEncoder{}
+		return
+	}
+	clear(e.split[:cap(e.split)])
+	e.split = e.split[:0]
+	clear(e.ids)
+}
+
 // Append appends the encoding of a fragment of trace to dst:
 //
 //	version=2 | uvarint ngroups | uvarint min_start
