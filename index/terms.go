@@ -144,7 +144,7 @@ func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
 }
 
 // SpanTerms appends the terms of one span of a service, with the scalar
-// attributes of the span and its events (otlpwire.Span.Attrs), except those
+// attributes of the span and its events (otlpwire.Batch.SpanAttrs), except those
 // of its resource (see Resource), to dst.
 func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f otlpwire.SpanFacts) []Term {
 	dur := uint64(0)

@@ -37,14 +37,14 @@ const exportMethod = "/opentelemetry.proto.collector.trace.v1.TraceService/Expor
 type Service struct {
 	w       Writer
 	opts    Options
-	batches sync.Pool
+	batches batchPool
 	budget  *budget
 	metrics *metrics
 }
 
 // NewService returns a Service that stores spans in w.
 func NewService(w Writer, o *Options) *Service {
-	svc := &Service{w: w, opts: o.EnsureDefaults(), batches: sync.Pool{New: func() any { return new(otlpwire.Batch) }}}
+	svc := &Service{w: w, opts: o.EnsureDefaults(), batches: newBatchPool()}
 	svc.budget = newBudget(svc.opts.MaxInflightBytes)
 	svc.metrics = newMetrics(svc.budget)
 	return svc
@@ -194,15 +194,67 @@ func (svc *Service) Export(ctx context.Context, req []byte) (*coltracepb.ExportT
 // store compresses into its log.
 const decodeFactor = 2
 
-// maxPooledBatch bounds the memory of a parsed batch kept for reuse. Batches
-// of large requests are worth keeping: an 8 MiB request of 27,000 spans
-// parses into 16 MiB of pointers, and allocating that afresh for each such
-// request had the garbage collector, paced by the memory limit, take a
-// third of the CPU (large-batch ingest ran at 250k-260k spans/s against
-// 375k for 1,024-span requests; with this bound at 64 MiB, 336k-411k). A
-// pathological request of tiny spans parsing into more than this goes with
-// its request.
-const maxPooledBatch = 64 << 20
+// batchPool keeps parsed batches for reuse. Batches of large requests are
+// worth keeping: an 8 MiB request of 27,000 spans parses into 16 MiB of
+// pointers, and allocating that afresh for each such request had the
+// garbage collector, paced by the memory limit, take a third of the CPU.
+// But a sync.Pool keeps as many as were ever in flight at once, and as many
+// again in its victim cache, each with pointers into the request it last
+// held, none of which the memory limit follows (it follows what requests
+// in flight hold). So only small batches go to a sync.Pool, and at most
+// maxLargeBatches large ones are kept, their pointers cleared.
+type batchPool struct {
+	small sync.Pool
+	large chan *otlpwire.Batch
+}
+
+const (
+	// smallBatch is the most memory a batch in the sync.Pool holds: a
+	// 1,024-span request parses into well under 1 MiB.
+	smallBatch = 4 << 20
+	// maxLargeBatches is how many larger batches are kept.
+	maxLargeBatches = 2
+	// maxPooledBatch bounds the memory of a batch kept at all. A
+	// pathological request of tiny spans parsing into more than this goes
+	// with its request.
+	maxPooledBatch = 64 << 20
+)
+
+func newBatchPool() batchPool {
+	return batchPool{
+		small: sync.Pool{New: func() any { return new(otlpwire.Batch) }},
+		large: make(chan *otlpwire.Batch, maxLargeBatches),
+	}
+}
+
+// get returns a batch to parse a request of n bytes into.
+func (p *batchPool) get(n int) *otlpwire.Batch {
+	if n > smallBatch/4 { // about the size of request that fills a small batch
+		select {
+		case b := <-p.large:
+			return b
+		default:
+		}
+	}
+	return p.small.Get().(*otlpwire.Batch)
+}
+
+// put takes b back once its request is stored, unless it is too large.
+func (p *batchPool) put(b *otlpwire.Batch) {
+	switch size := batchBytes(b); {
+	case size <= smallBatch:
+		p.small.Put(b)
+	case size <= maxPooledBatch:
+		clear(b.Resources[:cap(b.Resources)])
+		clear(b.Scopes[:cap(b.Scopes)])
+		clear(b.Spans[:cap(b.Spans)])
+		clear(b.Attrs[:cap(b.Attrs)])
+		select {
+		case p.large <- b:
+		default:
+		}
+	}
+}
 
 // export validates and stores one encoded request, holding res, which it
 // grows to what decoding takes. received is when the request arrived, for
@@ -215,8 +267,8 @@ func (svc *Service) export(ctx context.Context, proto string, req []byte, res *r
 	if err := svc.gone(ctx, proto); err != nil {
 		return nil, err
 	}
-	batch := svc.batches.Get().(*otlpwire.Batch)
-	defer svc.recycle(batch)
+	batch := svc.batches.get(len(req))
+	defer svc.batches.put(batch)
 	var err error
 	svc.opts.Bulk.Do(func() { err = otlpwire.Parse(req, batch, svc.w.Accepts()) })
 	if err != nil {
@@ -262,13 +314,6 @@ func (svc *Service) gone(ctx context.Context, proto string) error {
 		return status.FromContextError(err).Err()
 	}
 	return nil
-}
-
-// recycle returns batch to the pool, unless it grew too large to keep.
-func (svc *Service) recycle(batch *otlpwire.Batch) {
-	if batchBytes(batch) <= maxPooledBatch {
-		svc.batches.Put(batch)
-	}
 }
 
 // batchBytes is about the memory a parsed batch holds.

@@ -107,7 +107,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.ingestTokenFile, "ingest-token-file", "", "file of bearer tokens (one per line) that OTLP exports must carry")
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	fs.IntVar(&cfg.bulk.Nice, "ingest-nice", 10, "how much lower than a read's the scheduling priority of ingest's CPU-heavy work is (parsing, cuts), as a nice value up to 19; 0 for the same")
-	memLimit := fs.Int64("memory-limit-mib", 352, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
+	memLimit := fs.Int64("memory-limit-mib", 320, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err

@@ -66,7 +66,7 @@ func scalarKeyValue(kv []byte, fn func(key []byte, t ValueType, b []byte, num ui
 
 // SpanAndEventAttributes calls fn, as Attributes does, for each scalar
 // attribute of an encoded, validated span and of its events, in the order
-// they are encoded: the attributes Parse records in Span.Attrs.
+// they are encoded: the attributes Parse records for a span (Batch.SpanAttrs).
 func SpanAndEventAttributes(span []byte, fn func(key []byte, t ValueType, b []byte, num uint64)) {
 	for len(span) > 0 {
 		num, v, rest := nextBytesField(span)

@@ -81,11 +81,17 @@ type Span struct {
 	Status  uint8  // status code: 0 unset, 1 ok, 2 error; codes OTLP does not define count as unset
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
-	// Attrs are the scalar attributes of the span and of its events, which
-	// search looks for alike, in order, as SpanAndEventAttributes reports
-	// them; they alias Batch.Attrs.
-	Attrs []Attribute
+	// AttrFrom and AttrTo bound, in Batch.Attrs, the scalar attributes of
+	// the span and of its events, which search looks for alike, in order,
+	// as SpanAndEventAttributes reports them (see Batch.SpanAttrs). Indexes
+	// rather than a slice: a span's slice kept alive each array that
+	// Batch.Attrs outgrew, which for a large request doubled its memory.
+	AttrFrom, AttrTo int32
 }
+
+// SpanAttrs returns the attributes of s, a span of b, as Span.AttrFrom
+// describes them.
+func (b *Batch) SpanAttrs(s *Span) []Attribute { return b.Attrs[s.AttrFrom:s.AttrTo:s.AttrTo] }
 
 // Attribute is a span attribute with a scalar value: strings and bytes in
 // B; bool (0 or 1), int (two's complement) and double (IEEE-754 bits) in
@@ -167,7 +173,7 @@ type Batch struct {
 	Resources []Resource
 	Scopes    []Scope
 	Spans     []Span
-	Attrs     []Attribute // of all spans, in order; see Span.Attrs
+	Attrs     []Attribute // of all spans, in order; see Span.AttrFrom
 	Rejected  Rejection
 }
 
@@ -397,7 +403,7 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 	case b.Rejected.Window.NotAfter > 0 && sp.Start > b.Rejected.Window.NotAfter:
 		b.Rejected.TooNew++
 	default:
-		sp.Attrs = b.Attrs[firstAttr:len(b.Attrs):len(b.Attrs)]
+		sp.AttrFrom, sp.AttrTo = int32(firstAttr), int32(len(b.Attrs))
 		b.Spans = append(b.Spans, sp)
 		return nil
 	}
