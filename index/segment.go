@@ -94,11 +94,11 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		newest = b.rows[order[0]].MinStart
 	}
 	// Postings are (term, row) pairs, generated in row order into their
-	// shard's part of one array and then radix-sorted by term within each
+	// shard's part of one array and then sorted stably by term within each
 	// shard, which keeps rows ascending within a term; a term repeated
-	// within a row gives equal neighbours. Sorting them all at once took
-	// scratch as large as the postings, a tenth of what ingest allocated;
-	// a shard's sort takes only as much as that shard.
+	// within a row gives equal neighbours. Radix-sorting them all at once
+	// took scratch as large as the postings, a tenth of what ingest
+	// allocated; a shard's sort takes only as much as that shard.
 	var starts, next [Shards + 1]int
 	for _, ts := range b.terms {
 		for _, t := range ts {
@@ -154,7 +154,10 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	rows = append(rows, body...)
 
 	// By term, stably, so that rows stay ascending within a term.
-	sortScratch := make([]posting, largest)
+	var sortScratch []posting
+	if largest >= smallShard {
+		sortScratch = make([]posting, largest)
+	}
 	var rowScratch []uint32
 	for sh := range Shards {
 		if starts[sh] == starts[sh+1] {

@@ -470,9 +470,9 @@ type dataScratch struct {
 	enc    codec.FragmentEncoder
 }
 
-// maxScratchSpans bounds the spans a kept dataScratch has room for, so that
-// one huge trace does not hold its buffers' memory for good.
-const maxScratchSpans = 1 << 16
+// maxScratchSpans bounds the spans a kept dataScratch has room for, a few
+// MiB, so that one huge trace does not hold its buffers' memory for good.
+const maxScratchSpans = 1 << 14
 
 // takeScratch returns a data writer's buffers, kept from an earlier cut if
 // there are any.
@@ -499,15 +499,20 @@ func (db *DB) keepScratch(sc *dataScratch) {
 		clear(spans[:cap(spans)])
 		sc.byPart[p] = spans[:0]
 	}
-	all := sc.groups[:cap(sc.groups)]
+	// Group span lists grow each to the largest group at its place in a
+	// trace: bounded together.
+	all, room := sc.groups[:cap(sc.groups)], 0
 	for i := range all {
-		if g := &all[i]; cap(g.Spans) > maxScratchSpans {
-			g.Spans = nil
-		} else {
-			clear(g.Spans[:cap(g.Spans)])
-		}
+		room += cap(all[i].Spans)
 	}
-	sc.groups = sc.groups[:0]
+	if room > maxScratchSpans {
+		sc.groups = nil
+	} else {
+		for i := range all {
+			clear(all[i].Spans[:cap(all[i].Spans)])
+		}
+		sc.groups = sc.groups[:0]
+	}
 	sc.enc.Reset(maxScratchSpans)
 	if cap(sc.frag) > maxScratchSpans*256 { // bytes of as many typical spans
 		sc.frag = nil

@@ -62,7 +62,7 @@ const (
 type FragmentEncoder struct {
 	split []splitSpan
 	// slots is an open-addressing table of the split spans by span ID,
-	// index+1 in split, twice as many slots as spans. A map kept from
+	// index+1 in split, more than twice as many slots as spans. A map kept from
 	// trace to trace cost a clear the size of the largest trace it had
 	// held for every small trace after it.
 	slots []int32

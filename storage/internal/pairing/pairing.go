@@ -206,11 +206,13 @@ func (p *Pairer) Cut(now uint64, spans int, emit func(Edge)) *Cut {
 		p.expire(emit, false)
 	}
 	g := &generation{seq: p.seq, at: now, spans: make([]entry, 0, spans)}
-	// About as many clients as the last cut had: growing the list from
-	// nothing allocated twice what it kept.
+	// About as many clients for its spans as the last cut had: growing the
+	// list from nothing allocated twice what it kept. The slack stays under
+	// what End would trim with a copy.
 	if n := len(p.gens); n > 0 {
 		last := p.gens[n-1]
-		g.clients = make([]client, 0, len(last.clients)*spans/max(1, len(last.spans))+len(last.clients)/8)
+		want := len(last.clients) * spans / max(1, len(last.spans))
+		g.clients = make([]client, 0, want+want/16)
 	}
 	p.seq++
 	return &Cut{p: p, emit: emit, gen: g}
