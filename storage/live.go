@@ -334,15 +334,6 @@ var (
 	opSeed = maphash.MakeSeed()
 )
 
-// reuse returns s resized to n, reusing its array if it is large enough.
-// The elements are not cleared.
-func reuse[T any](s []T, n int) []T {
-	if cap(s) < n {
-		return make([]T, n)
-	}
-	return s[:n]
-}
-
 // grow appends an empty slice to s, reusing the array that the element past
 // its end held before s was truncated.
 func grow[T any](s [][]T) [][]T {
@@ -358,15 +349,17 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	h := hashers.Get().(*index.Hasher)
 	defer hashers.Put(h)
 	p := prepareds.Get().(*prepared)
-	p.resIDs = reuse(p.resIDs, len(b.Resources))
-	p.resTerms = reuse(p.resTerms, len(b.Resources))
-	p.resources = reuse(p.resources, len(b.Resources))
+	// Its slices are resized to this request, keeping their arrays.
+	nres, nscopes, nspans := len(b.Resources), len(b.Scopes), len(b.Spans)
+	p.resIDs = slices.Grow(p.resIDs[:0], nres)[:nres]
+	p.resTerms = slices.Grow(p.resTerms[:0], nres)[:nres]
+	p.resources = slices.Grow(p.resources[:0], nres)[:nres]
 	for i, r := range b.Resources {
 		p.resIDs[i] = hashDict(r.Raw, r.SchemaURL)
 		p.resTerms[i] = [2]index.Term{h.Service(r.Service), h.Resource(p.resIDs[i])}
 		p.resources[i] = resources.facts(h, p.resIDs[i], r.Service, r.Raw)
 	}
-	p.groups = reuse(p.groups, len(b.Scopes))
+	p.groups = slices.Grow(p.groups[:0], nscopes)[:nscopes]
 	for i, s := range b.Scopes {
 		r := b.Resources[s.Resource]
 		p.groups[i] = group{
@@ -378,10 +371,10 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 			serviceTerm: p.resTerms[s.Resource][0],
 		}
 	}
-	p.traceOf = reuse(p.traceOf, len(b.Spans))
-	p.errs = reuse(p.errs, len(b.Spans))
-	p.peers = reuse(p.peers, len(b.Spans))
-	p.names = reuse(p.names, len(b.Spans))
+	p.traceOf = slices.Grow(p.traceOf[:0], nspans)[:nspans]
+	p.errs = slices.Grow(p.errs[:0], nspans)[:nspans]
+	p.peers = slices.Grow(p.peers[:0], nspans)[:nspans]
+	p.names = slices.Grow(p.names[:0], nspans)[:nspans]
 	for i := range b.Spans {
 		s := &b.Spans[i]
 		res := b.Scopes[s.Scope].Resource
