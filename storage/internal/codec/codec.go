@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/bits"
 	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"cairn/internal/binread"
 	"cairn/internal/otlpwire"
+	"cairn/storage/internal/spanindex"
 )
 
 // ErrCorrupt is wrapped by every decoding error.
@@ -61,11 +61,7 @@ const (
 // is not safe for concurrent use.
 type FragmentEncoder struct {
 	split []splitSpan
-	// slots is an open-addressing table of the split spans by span ID,
-	// index+1 in split, more than twice as many slots as spans. A map kept from
-	// trace to trace cost a clear the size of the largest trace it had
-	// held for every small trace after it.
-	slots []int32
+	ids   spanindex.Index // positions in split by span ID
 }
 
 // splitSpan is a span taken apart: the fields stored on their own and the
@@ -93,54 +89,6 @@ func (e *FragmentEncoder) Reset(keep int) {
 	}
 	clear(e.split[:cap(e.split)])
 	e.split = e.split[:0]
-}
-
-// slot is where in slots a span ID's probe starts: all of the ID's bits
-// mixed (MurmurHash3's finalizer), since IDs need not be random.
-func slot(id [8]byte, mask uint64) uint64 {
-	x := binary.LittleEndian.Uint64(id[:])
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x & mask
-}
-
-// index fills slots with the split spans, the first of each ID.
-func (e *FragmentEncoder) index() {
-	size := 1 << bits.Len(uint(2*len(e.split)))
-	e.slots = slices.Grow(e.slots[:0], size)[:size]
-	clear(e.slots)
-	mask := uint64(size - 1)
-	for i := range e.split {
-		sp := &e.split[i]
-		if !sp.ok {
-			continue
-		}
-		for h := slot(sp.spanID, mask); ; h = (h + 1) & mask {
-			if k := e.slots[h]; k == 0 {
-				e.slots[h] = int32(i + 1)
-				break
-			} else if e.split[k-1].spanID == sp.spanID {
-				break
-			}
-		}
-	}
-}
-
-// find returns the index in split of the first span with the given ID.
-func (e *FragmentEncoder) find(id [8]byte) (uint32, bool) {
-	mask := uint64(len(e.slots) - 1)
-	for h := slot(id, mask); ; h = (h + 1) & mask {
-		k := e.slots[h]
-		if k == 0 {
-			return 0, false
-		}
-		if e.split[k-1].spanID == id {
-			return uint32(k - 1), true
-		}
-	}
 }
 
 // Append appends the encoding of a fragment of trace to dst:
@@ -178,7 +126,12 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 	if minStart == math.MaxUint64 {
 		minStart = 0
 	}
-	e.index()
+	e.ids.Reset(len(e.split))
+	for i := range e.split {
+		if e.split[i].ok {
+			e.ids.Add(e.split[i].spanID, i)
+		}
+	}
 	dst = append(dst, fragmentV2)
 	dst = binary.AppendUvarint(dst, uint64(len(groups)))
 	dst = binary.AppendUvarint(dst, minStart)
@@ -197,10 +150,10 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 				dst = binary.AppendUvarint(dst, uint64(len(raw)))
 				continue
 			}
-			var k uint32
+			var k int
 			ok := false
 			if sp.parent != nil {
-				k, ok = e.find([8]byte(sp.parent))
+				k, ok = e.ids.Find([8]byte(sp.parent))
 			}
 			switch {
 			case sp.parent == nil:

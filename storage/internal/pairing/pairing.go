@@ -32,6 +32,7 @@ import (
 	"slices"
 
 	"cairn/internal/radix"
+	"cairn/storage/internal/spanindex"
 )
 
 // Span kinds that can call a peer which sends no spans.
@@ -187,8 +188,8 @@ type Cut struct {
 	p    *Pairer
 	emit func(Edge)
 	gen  *generation
-	byID []int32 // scratch: a trace's spans by ID, an open-addressing table of index+1
-	seen []bool  // scratch: by span, got a child from another service
+	byID spanindex.Index // scratch: a trace's spans by ID
+	seen []bool          // scratch: by span, got a child from another service
 }
 
 // Cut starts the cut made at time now, of about spans spans; a time before
@@ -255,7 +256,10 @@ func (p *Pairer) expire(emit func(Edge), early bool) {
 // only of client and producer spans that got no child from another service.
 func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 	p, g := c.p, c.gen
-	c.index(spans)
+	c.byID.Reset(len(spans))
+	for i := range spans {
+		c.byID.Add(spans[i].ID, i)
+	}
 	c.seen = slices.Grow(c.seen[:0], len(spans))[:len(spans)]
 	clear(c.seen)
 
@@ -264,7 +268,7 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 		if s.Parent == ([8]byte{}) {
 			continue
 		}
-		if j := c.find(spans, s.Parent); j >= 0 {
+		if j, ok := c.byID.Find(s.Parent); ok {
 			parent := &spans[j]
 			if parent.Service != s.Service {
 				c.emit(Edge{Parent: parent.Service, Child: s.Service, Start: s.Start, Duration: s.Duration, Err: s.Err})
@@ -306,38 +310,6 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 			}
 		}
 		g.spans = append(g.spans, e)
-	}
-}
-
-// index fills byID with a table of the trace's spans by ID: open
-// addressing, twice as many slots as spans. IDs are random, so their low
-// bits spread well.
-func (c *Cut) index(spans []Span) {
-	size := 1 << bits.Len(uint(2*len(spans)))
-	c.byID = slices.Grow(c.byID[:0], size)[:size]
-	clear(c.byID)
-	mask := uint64(size - 1)
-	for i := range spans {
-		for h := binary.LittleEndian.Uint64(spans[i].ID[:]) & mask; ; h = (h + 1) & mask {
-			if c.byID[h] == 0 {
-				c.byID[h] = int32(i + 1)
-				break
-			}
-		}
-	}
-}
-
-// find returns the index of the span with ID id in the trace indexed, or -1.
-func (c *Cut) find(spans []Span, id [8]byte) int {
-	mask := uint64(len(c.byID) - 1)
-	for h := binary.LittleEndian.Uint64(id[:]) & mask; ; h = (h + 1) & mask {
-		j := c.byID[h]
-		if j == 0 {
-			return -1
-		}
-		if spans[j-1].ID == id {
-			return int(j - 1)
-		}
 	}
 }
 
