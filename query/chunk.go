@@ -55,6 +55,11 @@ type chunker struct {
 	emit  func([]byte) error
 
 	segs []segment
+	// size is the encoded size of segs as a chunk, and run the
+	// ResourceSpans size of their last run of one resource: both are kept
+	// as spans are added, as recounting the chunk for each span made
+	// chunking a 10,000-span trace quadratic in its groups.
+	size, run int
 }
 
 // trace chunks a whole trace.
@@ -79,28 +84,24 @@ func (c *chunker) add(t *storage.Trace) error {
 				}
 			}
 			add := embedded(len(s))
-			last := len(c.segs) - 1
-			extend := last >= 0 && c.segs[last].g == g && c.segs[last].fitted == nil && fitted == nil
-			if extend {
-				c.segs[last].to++
-				c.segs[last].spansBytes += add
-			} else {
-				c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
+			n, size, run := len(c.segs), c.size, c.run
+			var last segment
+			if n > 0 {
+				last = c.segs[n-1]
 			}
-			if c.size() <= c.limit || len(c.segs) == 1 && c.segs[0].to-c.segs[0].from == 1 {
+			c.push(g, i, add, fitted)
+			if c.size <= c.limit || len(c.segs) == 1 && c.segs[0].to-c.segs[0].from == 1 {
 				continue
 			}
 			// Undo, ship what fits, and start the next chunk with s.
-			if extend {
-				c.segs[last].to--
-				c.segs[last].spansBytes -= add
-			} else {
-				c.segs = c.segs[:last+1]
+			c.segs, c.size, c.run = c.segs[:n], size, run
+			if n > 0 {
+				c.segs[n-1] = last
 			}
 			if err := c.flush(); err != nil {
 				return err
 			}
-			c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
+			c.push(g, i, add, fitted)
 		}
 	}
 	return nil
@@ -128,6 +129,34 @@ func (c *chunker) fitGroup(g *storage.Group) *storage.Group {
 		f.ScopeSchemaURL = nil
 	}
 	return &f
+}
+
+// push adds span i of g, add bytes as a field, to the chunk: to the last
+// segment if it runs on in g, or as a new one.
+func (c *chunker) push(g *storage.Group, i, add int, fitted []byte) {
+	n := len(c.segs)
+	if n > 0 && c.segs[n-1].g == g && c.segs[n-1].fitted == nil && fitted == nil {
+		last := &c.segs[n-1]
+		before := embedded(scopeSpansSize(*last))
+		last.to++
+		last.spansBytes += add
+		c.growRun(embedded(scopeSpansSize(*last)) - before)
+		return
+	}
+	c.segs = append(c.segs, segment{g: g, from: i, to: i + 1, spansBytes: add, fitted: fitted})
+	if n > 0 && c.segs[n-1].g.ResourceID == g.ResourceID {
+		c.growRun(embedded(scopeSpansSize(c.segs[n])))
+		return
+	}
+	c.run = resourceSpansSize(c.segs[n:])
+	c.size += embedded(c.run)
+}
+
+// growRun adds d bytes to the last ResourceSpans.
+func (c *chunker) growRun(d int) {
+	before := embedded(c.run)
+	c.run += d
+	c.size += embedded(c.run) - before
 }
 
 // room is the size of the largest span that fits in a chunk of its own
@@ -162,19 +191,13 @@ func resourceSpansSize(segs []segment) int {
 	return n
 }
 
-func (c *chunker) size() int {
-	n := 0
-	c.resourceRuns(func(segs []segment) { n += embedded(resourceSpansSize(segs)) })
-	return n
-}
-
 func (c *chunker) flush() error {
 	if len(c.segs) == 0 {
 		return nil
 	}
 	// A fresh buffer each time: gRPC may still be writing the previous chunk
 	// after SendMsg returns.
-	b := make([]byte, 0, c.size())
+	b := make([]byte, 0, c.size)
 	c.resourceRuns(func(segs []segment) {
 		g := segs[0].g
 		b = protowire.AppendTag(b, otlpwire.TracesDataResourceSpans, protowire.BytesType)
@@ -204,6 +227,6 @@ func (c *chunker) flush() error {
 			b = protowire.AppendBytes(b, g.ResourceSchemaURL)
 		}
 	})
-	c.segs = c.segs[:0]
+	c.segs, c.size, c.run = c.segs[:0], 0, 0
 	return c.emit(b)
 }

@@ -80,6 +80,9 @@ func describe(t *testing.T, limit int, chunks [][]byte) (string, []uint64) {
 		if got := proto.Size(&td); got != len(c) {
 			t.Fatalf("chunk %d: %d bytes, re-encoded %d: sizes are miscounted", i, len(c), got)
 		}
+		if len(c) != cap(c) { // the chunker allocates what it counted
+			t.Fatalf("chunk %d: %d bytes, counted %d as it was filled", i, len(c), cap(c))
+		}
 		scopes, spans := 0, 0
 		for _, rs := range td.ResourceSpans {
 			for _, ss := range rs.ScopeSpans {

@@ -313,7 +313,10 @@ func rebuildSpan(dst []byte, trace [16]byte, sp *splitSpan) []byte {
 		if m < 0 { // only a corrupt fragment has a rest that is not fields
 			return append(flush(dst, protowire.MaxValidNumber), rest...)
 		}
-		dst = flush(dst, num)
+		if dst = flush(dst, num); next == 5 {
+			// Every split field is back; the rest follows as it is.
+			return append(dst, rest...)
+		}
 		dst = append(dst, rest[:n+m]...)
 		rest = rest[n+m:]
 	}
