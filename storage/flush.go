@@ -775,13 +775,15 @@ func (db *DB) groupSpans(dst []codec.Group, spans []liveSpan, p uint32, res *dat
 			// The next group's span list, reused if dst has held one.
 			if len(dst) < cap(dst) {
 				dst = dst[:len(dst)+1]
-				dst[len(dst)-1] = codec.Group{Num: n, Spans: dst[len(dst)-1].Spans[:0]}
+				prev := &dst[len(dst)-1]
+				*prev = codec.Group{Num: n, Spans: prev.Spans[:0], Ordered: prev.Ordered[:0]}
 			} else {
 				dst = append(dst, codec.Group{Num: n})
 			}
 		}
 		g := &dst[len(dst)-1]
 		g.Spans = append(g.Spans, s.raw)
+		g.Ordered = append(g.Ordered, s.ordered)
 	}
 	return dst, nil
 }

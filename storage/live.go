@@ -94,6 +94,9 @@ type liveSpan struct {
 	err    bool  // status ERROR
 	kind   uint8 // span kind; kinds OTLP does not define count as unspecified
 	status uint8 // status code, as otlpwire.Span.Status
+	// ordered is otlpwire.Span.Ordered, which spares a cut walking the
+	// whole span to take its IDs and times out.
+	ordered bool
 
 	// For the service graph: the IDs of the span and of its parent, and
 	// where in raw the peer that a client or producer span names is.
@@ -496,7 +499,7 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		}
 		last.addExtent(s.Start, s.End)
 		last.spans = append(last.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status, id: s.SpanID, parent: s.Parent, peer: prep.peers[i], name: prep.names[i]})
+			kind: spanKind(s.Kind), status: s.Status, ordered: s.Ordered, id: s.SpanID, parent: s.Parent, peer: prep.peers[i], name: prep.names[i]})
 	}
 	// Once per trace rather than whenever the spans move on to another:
 	// spans come grouped by resource and scope, so a request's traces

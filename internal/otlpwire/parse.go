@@ -81,6 +81,10 @@ type Span struct {
 	Status  uint8  // status code: 0 unset, 1 ok, 2 error; codes OTLP does not define count as unset
 	Scope   int32  // index into Batch.Scopes
 	Raw     []byte // the encoded span message, exactly as received
+	// Ordered reports that Raw's fields come in non-decreasing number
+	// order, as protobuf encoders write them, so that a store taking
+	// fields out of the span can stop looking once it is past them.
+	Ordered bool
 	// AttrFrom and AttrTo bound, in Batch.Attrs, the scalar attributes of
 	// the span and of its events, which search looks for alike, in order,
 	// as SpanAndEventAttributes reports them (see Batch.SpanAttrs). Indexes
@@ -312,7 +316,13 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 	// Attributes are read as they are validated, so that indexing the span
 	// does not walk it again.
 	firstAttr := len(b.Attrs)
+	sp.Ordered = true
+	var prev protowire.Number
 	err := walkFields(raw, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if num < prev {
+			sp.Ordered = false
+		}
+		prev = num
 		switch num {
 		case spanTraceID:
 			if typ != protowire.BytesType {

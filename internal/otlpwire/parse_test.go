@@ -72,6 +72,33 @@ func TestParseRejectsInvalidIDsOneByOne(t *testing.T) {
 	}
 }
 
+func TestParseOrdered(t *testing.T) {
+	trace, sid := []byte{1, 15: 1}, []byte{1, 7: 1}
+	ordered := marshal(t, span(trace, sid))
+	withAttrs := marshal(t, &tracepb.Span{TraceId: trace, SpanId: sid, StartTimeUnixNano: 1, EndTimeUnixNano: 2,
+		Attributes: []*commonpb.KeyValue{{Key: "a"}, {Key: "b"}}}) // a repeated field: still in order
+	nameLast := append(marshal(t, &tracepb.Span{TraceId: trace, SpanId: sid, StartTimeUnixNano: 1, EndTimeUnixNano: 2, Kind: 2}),
+		protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), "op")...)
+	scope := protowire.AppendTag(nil, 2, protowire.BytesType) // ScopeSpans.spans
+	var spans []byte
+	for _, s := range [][]byte{ordered, withAttrs, nameLast} {
+		spans = protowire.AppendBytes(append(spans, scope...), s)
+	}
+	rs := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), spans) // ResourceSpans.scope_spans
+	req := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs)   // resource_spans
+	var b Batch
+	if err := Parse(req, &b, Window{}); err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for _, s := range b.Spans {
+		got = append(got, s.Ordered)
+	}
+	if want := []bool{true, true, false}; !slices.Equal(got, want) {
+		t.Fatalf("Ordered %v, want %v", got, want)
+	}
+}
+
 func TestParseMalformed(t *testing.T) {
 	badUTF8 := &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{

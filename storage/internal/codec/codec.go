@@ -32,6 +32,11 @@ type Group struct {
 	// which reads order and deduplicate a trace's spans by; parsing every
 	// span again for them was a fifth of reading a large trace.
 	Keys []SpanKey
+	// Ordered, for encoding, says of each span that its fields come in
+	// non-decreasing number order (otlpwire.Span.Ordered): its split
+	// fields are then all found before the first field numbered above
+	// them, and the rest of it need not be walked. Nil says nothing.
+	Ordered []bool
 }
 
 // SpanKey is what a trace's spans are ordered by.
@@ -115,8 +120,8 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 	e.split = e.split[:0]
 	minStart := uint64(math.MaxUint64)
 	for _, g := range groups {
-		for _, raw := range g.Spans {
-			sp := splitFields(trace, raw)
+		for j, raw := range g.Spans {
+			sp := splitFields(trace, raw, g.Ordered != nil && g.Ordered[j])
 			if sp.ok {
 				minStart = min(minStart, sp.start)
 			}
@@ -195,8 +200,10 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 // their shortest encoding, in field-number order, and each must come after
 // every other field with a lower number and before any with a higher one
 // that follows it. Spans are checked by walking them once; rebuilding them
-// to compare would cost a third of a cut.
-func splitFields(trace [16]byte, raw []byte) splitSpan {
+// to compare would cost a third of a cut. A span whose fields are ordered
+// is walked only as far as its first field numbered above the split ones,
+// which with the rest of it is one run: nothing after it can be split.
+func splitFields(trace [16]byte, raw []byte, ordered bool) splitSpan {
 	var sp splitSpan
 	var seen [fieldEnd + 1]bool
 	lastSplit := protowire.Number(0) // the last split field
@@ -212,6 +219,16 @@ func splitFields(trace [16]byte, raw []byte) splitSpan {
 			num, typ, n = protowire.Number(b>>3), protowire.Type(b&7), 1
 		} else if num, typ, n = protowire.ConsumeTag(raw[i:]); n < 0 {
 			return splitSpan{}
+		}
+		if ordered && num > fieldEnd {
+			if sp.nruns > 0 && !afterSplit {
+				sp.runs[sp.nruns-1][1] = int32(len(raw))
+			} else {
+				sp.runs[sp.nruns] = [2]int32{int32(i), int32(len(raw))}
+				sp.nruns++
+			}
+			sp.nrest += len(raw) - i
+			break
 		}
 		m := protowire.ConsumeFieldValue(num, typ, raw[i+n:])
 		if m < 0 {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"reflect"
+	"slices"
 	"testing"
 
 	"cairn/internal/histogram"
@@ -67,12 +68,12 @@ func TestFragmentRoundTrip(t *testing.T) {
 		got[i].Keys = nil
 	}
 	if !reflect.DeepEqual(got, groups) {
-		t.Fatalf("got %x\nwant %x", got, groups)
+		t.Fatalf("got %v\nwant %v", got, groups)
 	}
 	split := 0
 	for _, g := range groups {
 		for _, raw := range g.Spans {
-			if splitFields(testTrace, raw).ok {
+			if splitFields(testTrace, raw, false).ok {
 				split++
 			}
 		}
@@ -84,6 +85,9 @@ func TestFragmentRoundTrip(t *testing.T) {
 	again := e.Append(nil, testTrace, groups)
 	if !bytes.Equal(again, enc) {
 		t.Fatal("second encoding differs")
+	}
+	if hinted := e.Append(nil, testTrace, withOrder(groups)); !bytes.Equal(hinted, enc) {
+		t.Fatal("the encoding of spans said to be ordered differs")
 	}
 	for i := range enc {
 		if _, _, err := DecodeFragment(nil, nil, enc[:i], testTrace); !errors.Is(err, ErrCorrupt) {
@@ -115,7 +119,11 @@ func FuzzFragment(f *testing.F) {
 			return
 		}
 		var e FragmentEncoder
-		again, _, err := DecodeFragment(nil, nil, e.Append(nil, testTrace, groups), testTrace)
+		enc := e.Append(nil, testTrace, groups)
+		if hinted := e.Append(nil, testTrace, withOrder(groups)); !bytes.Equal(hinted, enc) {
+			t.Fatal("the encoding of spans said to be ordered differs")
+		}
+		again, _, err := DecodeFragment(nil, nil, enc, testTrace)
 		// Keys are compared by TestFragmentRoundTrip: a damaged split span
 		// may hold fields that its key, taken from the split, does not
 		// show.
@@ -160,17 +168,58 @@ func FuzzSplitFields(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		sp := splitFields(testTrace, raw)
-		if !sp.ok {
-			return
+		// Whatever a caller says of the fields' order, a split span must
+		// rebuild exactly.
+		for _, ordered := range []bool{false, true} {
+			sp := splitFields(testTrace, raw, ordered)
+			if !sp.ok {
+				continue
+			}
+			for _, r := range sp.runs[:sp.nruns] {
+				sp.rest = append(sp.rest, raw[r[0]:r[1]]...)
+			}
+			if got := rebuildSpan(nil, testTrace, &sp); !bytes.Equal(got, raw) {
+				t.Fatalf("split span (ordered %v) rebuilds as %x, was %x", ordered, got, raw)
+			}
 		}
-		for _, r := range sp.runs[:sp.nruns] {
-			sp.rest = append(sp.rest, raw[r[0]:r[1]]...)
-		}
-		if got := rebuildSpan(nil, testTrace, &sp); !bytes.Equal(got, raw) {
-			t.Fatalf("split span rebuilds as %x, was %x", got, raw)
+		// Where it is right, it must not change the split.
+		if fieldsOrdered(raw) {
+			if walked, skipped := splitFields(testTrace, raw, false), splitFields(testTrace, raw, true); !reflect.DeepEqual(walked, skipped) {
+				t.Fatalf("ordered span split as %+v, walked whole as %+v", skipped, walked)
+			}
 		}
 	})
+}
+
+// withOrder returns a copy of groups that says which of their spans have
+// their fields in order.
+func withOrder(groups []Group) []Group {
+	out := slices.Clone(groups)
+	for i, g := range out {
+		out[i].Ordered = make([]bool, len(g.Spans))
+		for j, raw := range g.Spans {
+			out[i].Ordered[j] = fieldsOrdered(raw)
+		}
+	}
+	return out
+}
+
+// fieldsOrdered reports whether msg is well-formed protobuf with fields in
+// non-decreasing number order, as otlpwire.Span.Ordered says of a span.
+func fieldsOrdered(msg []byte) bool {
+	var prev protowire.Number
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 || num < prev {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, msg[n:])
+		if m < 0 {
+			return false
+		}
+		prev, msg = num, msg[n+m:]
+	}
+	return true
 }
 
 func FuzzRecords(f *testing.F) {
