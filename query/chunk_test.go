@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,6 +134,49 @@ func TestChunkGolden(t *testing.T) {
 	}
 	if !bytes.Equal(want, []byte(golden.String())) {
 		t.Fatalf("chunks differ from %s (run with -update to accept):\n%s", path, golden.String())
+	}
+}
+
+// TestChunkRandom chunks random traces, whose groups often share a
+// resource, at small limits, where the lengths the chunker keeps count of
+// cross their one- and two-byte varint bounds as spans are added.
+func TestChunkRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 300 {
+		tr := &storage.Trace{ID: storage.TraceID{0xcd, 15: byte(round)}}
+		k := 0
+		for range 1 + rng.IntN(6) {
+			res := byte(rng.IntN(3))
+			grp := storage.Group{ResourceID: [16]byte{res}, ScopeID: [16]byte{byte(rng.IntN(4))},
+				Resource: mustMarshal(t, &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "r", Value: &commonpb.AnyValue{
+					Value: &commonpb.AnyValue_StringValue{StringValue: strings.Repeat("r", int(res)*40)}}}}})}
+			if rng.IntN(2) == 0 {
+				grp.Scope = mustMarshal(t, &commonpb.InstrumentationScope{Name: strings.Repeat("s", rng.IntN(60))})
+			}
+			for range 1 + rng.IntN(30) {
+				k++
+				sid := make([]byte, 8)
+				binary.BigEndian.PutUint64(sid, uint64(k))
+				grp.Spans = append(grp.Spans, mustMarshal(t, &tracepb.Span{TraceId: tr.ID[:], SpanId: sid, Name: strings.Repeat("n", rng.IntN(400))}))
+			}
+			tr.Groups = append(tr.Groups, grp)
+		}
+		tr.Spans = k
+		limit := 150 + rng.IntN(5000)
+		var chunks [][]byte
+		c := chunker{limit: limit, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+		if err := c.trace(tr); err != nil {
+			t.Fatal(err)
+		}
+		_, order := describe(t, limit, chunks)
+		if len(order) != k {
+			t.Fatalf("round %d: %d spans in chunks, want %d", round, len(order), k)
+		}
+		for i, id := range order {
+			if id != uint64(i+1) {
+				t.Fatalf("round %d: span %d is %d: order not kept", round, i, id)
+			}
+		}
 	}
 }
 
