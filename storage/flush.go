@@ -229,7 +229,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// search index is then finished while the data is written.
 	traceIndex := map[uint32][]TraceID{} // by partition, ascending
 	segments := map[uint32]*index.SegmentBuilder{}
-	addRow := func(t *liveTrace, p uint32, spans []liveSpan) {
+	addRow := func(t *liveTrace, p uint32, spans []liveSpan) error {
 		traceIndex[p] = append(traceIndex[p], t.id)
 		seg := segments[p]
 		if seg == nil {
@@ -241,18 +241,11 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		for _, s := range spans {
 			seg.SpanDuration(s.group.serviceTerm, s.duration())
 		}
+		return nil
 	}
 	byPart := map[uint32][]liveSpan{}
 	for _, t := range traces {
-		// Nearly every trace lies in one partition: its spans need no copy.
-		if !t.multiPartition {
-			addRow(t, t.partition, t.spans)
-			continue
-		}
-		splitByPartition(byPart, t.spans)
-		for p, spans := range byPart {
-			addRow(t, p, spans)
-		}
+		_ = eachPartition(byPart, t, addRow) // addRow does not fail
 	}
 	var (
 		segPaths  []string
@@ -415,20 +408,31 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 	return paths, nil
 }
 
-// splitByPartition sets byPart to spans split by the partition they fall in.
-func splitByPartition(byPart map[uint32][]liveSpan, spans []liveSpan) {
+// eachPartition calls fn with t's spans in each partition they fall in,
+// until it fails. Nearly every trace lies in one partition: its own spans
+// are passed, uncopied, and fn must not change them. Those of the others
+// are split into byPart, scratch kept between calls.
+func eachPartition(byPart map[uint32][]liveSpan, t *liveTrace, fn func(t *liveTrace, p uint32, spans []liveSpan) error) error {
+	if !t.multiPartition {
+		return fn(t, t.partition, t.spans)
+	}
 	for p, s := range byPart {
 		byPart[p] = s[:0]
 	}
-	for _, s := range spans {
+	for _, s := range t.spans {
 		p := partitionOf(s.start)
 		byPart[p] = append(byPart[p], s)
 	}
-	for p, s := range byPart {
-		if len(s) == 0 {
+	for p, spans := range byPart {
+		if len(spans) == 0 {
 			delete(byPart, p)
+			continue
+		}
+		if err := fn(t, p, spans); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
 // splitTraces cuts traces, in order, into n ranges of about as many spans.
@@ -568,19 +572,8 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		return nil
 	}
 	for _, t := range traces {
-		// Nearly every trace lies in one partition: its spans need no
-		// copy, as nothing here changes them.
-		if !t.multiPartition {
-			if res.err = write(t, t.partition, t.spans); res.err != nil {
-				return res
-			}
-			continue
-		}
-		splitByPartition(byPart, t.spans)
-		for p, spans := range byPart {
-			if res.err = write(t, p, spans); res.err != nil {
-				return res
-			}
+		if res.err = eachPartition(byPart, t, write); res.err != nil {
+			return res
 		}
 	}
 	for p, w := range data {
