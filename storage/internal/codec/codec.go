@@ -221,13 +221,7 @@ func splitFields(trace [16]byte, raw []byte, ordered bool) splitSpan {
 			return splitSpan{}
 		}
 		if ordered && num > fieldEnd {
-			if sp.nruns > 0 && !afterSplit {
-				sp.runs[sp.nruns-1][1] = int32(len(raw))
-			} else {
-				sp.runs[sp.nruns] = [2]int32{int32(i), int32(len(raw))}
-				sp.nruns++
-			}
-			sp.nrest += len(raw) - i
+			sp.keep(i, len(raw))
 			break
 		}
 		m := protowire.ConsumeFieldValue(num, typ, raw[i+n:])
@@ -258,13 +252,7 @@ func splitFields(trace [16]byte, raw []byte, ordered bool) splitSpan {
 			if afterSplit && num < lastSplit {
 				return splitSpan{} // the rebuild would put this field first
 			}
-			if sp.nruns > 0 && !afterSplit {
-				sp.runs[sp.nruns-1][1] = int32(i + n + m)
-			} else {
-				sp.runs[sp.nruns] = [2]int32{int32(i), int32(i + n + m)}
-				sp.nruns++
-			}
-			sp.nrest += n + m
+			sp.keep(i, i+n+m)
 			afterSplit = false
 			maxRest = max(maxRest, num)
 		}
@@ -275,6 +263,18 @@ func splitFields(trace [16]byte, raw []byte, ordered bool) splitSpan {
 	}
 	sp.ok = true
 	return sp
+}
+
+// keep adds raw[from:to], fields other than the split ones, to the rest:
+// to its last run if that ends at from.
+func (sp *splitSpan) keep(from, to int) {
+	if n := sp.nruns; n > 0 && sp.runs[n-1][1] == int32(from) {
+		sp.runs[n-1][1] = int32(to)
+	} else {
+		sp.runs[n] = [2]int32{int32(from), int32(to)}
+		sp.nruns++
+	}
+	sp.nrest += to - from
 }
 
 // rebuildSpan appends the span whose parts sp holds: the split fields in
