@@ -306,7 +306,7 @@ func (db *DB) recover() error {
 		return err
 	}
 	db.live = newBuffer(last + 1)
-	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), wal.Options{FS: db.opts.FS, KeepFree: db.opts.DiskReserveBytes, OnWrite: db.walWritten}); err != nil {
+	if db.wal, err = wal.Open(filepath.Join(db.dir, "wal"), wal.Options{FS: db.opts.FS, KeepFree: db.opts.DiskReserveBytes, OnWrite: db.walWritten, After: rec.WALSegment}); err != nil {
 		return err
 	}
 	if err := db.wal.RemoveThrough(rec.WALSegment); err != nil {

@@ -212,6 +212,55 @@ func TestReplayAfterCrash(t *testing.T) {
 	checkAll(t, db, want)
 }
 
+// TestCrashAfterCleanRestart crashes a store reopened after a clean close,
+// which cut everything and removed the whole log: what it acknowledged
+// since must still be replayed, although the log's directory was empty when
+// it opened and the newest block names a segment the log no longer has.
+func TestCrashAfterCleanRestart(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 100})
+	want := otlptest.Traces{}
+	add := func(db *DB) {
+		req := gen.Next()
+		if err := want.AddRequest(req.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		write(t, db, req.Bytes)
+	}
+	for range 3 {
+		add(db)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add(db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := os.ReadDir(filepath.Join(dir, "wal")); err != nil || len(left) != 0 {
+		t.Fatalf("a clean close left %d log segments (%v); the test needs none", len(left), err)
+	}
+
+	for range 2 { // the second time, after a crash that left a segment
+		if db, err = Open(dir, opts); err != nil {
+			t.Fatal(err)
+		}
+		add(db)
+		crash(t, db)
+	}
+	db, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkAll(t, db, want)
+}
+
 func TestUnknownTrace(t *testing.T) {
 	db, err := Open(t.TempDir(), nil)
 	if err != nil {

@@ -98,6 +98,16 @@ type Options struct {
 	// each group of appends fared: the latency of the sync that made it
 	// durable, or the error that failed it.
 	OnWrite func(sync time.Duration, err error)
+
+	// After is the newest segment number the log's owner has recorded as
+	// done with (replayed into durable storage, or removed), whose file may
+	// be gone: new segments are numbered after it as well as after every
+	// segment in the directory. Without it, a log whose owner removed every
+	// segment would number the next one 1 again, and the owner, which
+	// takes records of segments up to After as done, would drop them.
+	//
+	// The default is 0.
+	After uint64
 }
 
 // Log is an open write-ahead log.
@@ -148,7 +158,8 @@ func (w Waiter) Wait() error {
 }
 
 // Open opens the log in dir, creating dir if needed. Existing segments are
-// left for Replay; new records go to a segment after all of them.
+// left for Replay; new records go to a segment after all of them and after
+// o.After.
 func Open(dir string, o Options) (*Log, error) {
 	if o.FS == nil {
 		o.FS = vfs.Default
@@ -164,6 +175,7 @@ func Open(dir string, o Options) (*Log, error) {
 	if len(segs) > 0 {
 		l.seg = segs[len(segs)-1] + 1
 	}
+	l.seg = max(l.seg, o.After+1)
 	l.wake = sync.NewCond(&l.mu)
 	go l.writer()
 	return l, nil

@@ -104,6 +104,31 @@ func TestAppendRotateReplay(t *testing.T) {
 	}
 }
 
+// TestNumbersFollowAfter checks that new segments come after Options.After
+// even when the directory holds none, or only older ones: an owner that
+// removed every segment it had replayed must not see their numbers again.
+func TestNumbersFollowAfter(t *testing.T) {
+	dir := t.TempDir()
+	l := open(t, dir, Options{After: 5})
+	if err := appendWait(l, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Segment(); got != 6 {
+		t.Fatalf("empty log with After 5 appends to segment %d, want 6", got)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open(t, dir, Options{After: 3}) // segment 6 is on disk
+	defer l.Close()
+	if got := l.Segment(); got != 7 {
+		t.Fatalf("log holding segment 6, After 3, appends to segment %d, want 7", got)
+	}
+	if got, _ := replayAll(t, l, 5); len(got) != 1 || got[0] != (rec{6, "a"}) {
+		t.Fatalf("replay after 5: %v", got)
+	}
+}
+
 // writeSegment writes records, one append each, and returns the segment's
 // path and where each record starts.
 func writeSegment(t *testing.T, dir string, payloads []string) (string, []int) {
