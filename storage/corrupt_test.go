@@ -334,6 +334,84 @@ func findBlock(t *testing.T, dir, store, what string, suits func(lo, hi []byte) 
 	return "", 0
 }
 
+// TestDiskBoundSparesDamagedPartition damages the newest span data of a
+// partition, which leaves its newest block unknown after Open, and drops
+// its oldest block as the disk bound plans: the blocks after it must stay.
+func TestDiskBoundSparesDamagedPartition(t *testing.T) {
+	h0 := time.Now().Truncate(time.Hour).Add(-2 * time.Hour)
+	clk := &clock{t: h0.Add(90 * time.Minute)}
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, Now: clk.now, Logger: slog.New(slog.DiscardHandler)}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, hour := range []time.Duration{0, 0, 0, time.Hour, time.Hour} { // blocks 1-3 in one partition, 4-5 in the next
+		gen := bench.NewGenerator(bench.Config{Start: h0.Add(hour + time.Duration(i)*time.Minute), BatchSpans: 200, TracesPerSecond: 0.2, Seed: uint64(i + 1)})
+		writeAt(t, db, gen.Next().Bytes)
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := partitionOf(uint64(h0.UnixNano()))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Block 3's span data is an sstable of its own: damage its last block.
+	c, err := openChecker(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.tables()
+	if err := errors.Join(err, c.close()); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(all, func(tb table) bool {
+		return tb.store == "spans" && bytes.HasPrefix(tb.smallest, keys.DataBlock(p, 3))
+	})
+	if i < 0 {
+		t.Fatal("no sstable holds block 3's span data")
+	}
+	flipDataBlock(t, all[i].path, len(tableLayout(t, all[i].path).Data)-1)
+
+	db, err = Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fragments := func(block uint64) (n int) {
+		it, err := db.spans.NewIter(&pebble.IterOptions{LowerBound: keys.DataBlock(p, block), UpperBound: keys.DataBlock(p, block+1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		for ok := it.First(); ok; ok = it.Next() {
+			n++
+		}
+		return n
+	}
+	before := fragments(2)
+	if before == 0 {
+		t.Fatal("block 2 holds no span data")
+	}
+	plan, _, err := db.planDrops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan) != 1 || plan[0] != (dropTo{p, 1}) {
+		t.Fatalf("the disk bound plans %v for a small excess, want the oldest block", plan)
+	}
+	if err := db.drop(p, 1, dropDiskBound); err != nil {
+		t.Error(err)
+	}
+	if n := fragments(1); n != 0 {
+		t.Errorf("block 1 keeps %d fragments after its drop", n)
+	}
+	if n := fragments(2); n != before {
+		t.Fatalf("dropping block 1 left block 2 %d of its %d fragments", n, before)
+	}
+}
+
 func TestDamagedTraceIndex(t *testing.T) {
 	dir, want := damagedStore(t, 12)
 	file, block := blockOf(t, dir, "index", keys.KindTrace, keys.KindTrace)

@@ -476,7 +476,8 @@ func (db *DB) loadPartitions() error {
 //
 // Partitions whose span data a damaged file holds are passed over, so that
 // the store opens and serves the rest; their newest block stays unknown
-// (0), which only keeps them from being recompressed.
+// (0), which keeps them from being recompressed, and the disk bound from
+// dropping them whole (see drop).
 func (db *DB) reconcileSpans(lastBlock uint64) error {
 	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
 	if err != nil {

@@ -277,7 +277,9 @@ func (db *DB) drop(p uint32, through uint64, reason string) error {
 	db.partMu.Lock()
 	db.mu.Lock()
 	newest, listed := db.partitions[p]
-	whole := through >= newest
+	// A partition whose span data was damaged at open has no known newest
+	// block (0): only retention, which drops all of it, drops it whole.
+	whole := through == math.MaxUint64 || newest != 0 && through >= newest
 	if whole {
 		delete(db.partitions, p)
 		db.setLayout()
