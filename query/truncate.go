@@ -18,7 +18,7 @@ const TruncatedKey = "cairn.truncated"
 type shape struct {
 	children map[protowire.Number]*shape
 	values   map[protowire.Number]bool // string or bytes values
-	strings  map[protowire.Number]bool // of values, those that must stay UTF-8
+	strings  map[protowire.Number]bool // string fields, cut at a character boundary
 	attrs    protowire.Number          // the attributes field, where the marker goes
 	// keep lists, for messages that do not fit even with every value cut to
 	// nothing, the length-delimited fields kept, with the length each is
@@ -44,6 +44,7 @@ func init() {
 	// events 11, links 13.
 	spanShape = shape{
 		children: map[protowire.Number]*shape{9: &keyValue, 11: &event, 13: &link},
+		strings:  map[protowire.Number]bool{5: true},
 		attrs:    9,
 		keep:     map[protowire.Number]int{1: 16, 2: 8, 4: 8, 5: 256},
 	}
@@ -51,6 +52,7 @@ func init() {
 	// InstrumentationScope: name 1, version 2, attributes 3.
 	scopeShape = shape{
 		children: map[protowire.Number]*shape{3: &keyValue},
+		strings:  map[protowire.Number]bool{1: true, 2: true},
 		attrs:    3,
 		keep:     map[protowire.Number]int{1: 256, 2: 256},
 	}
@@ -216,9 +218,9 @@ func skeleton(msg []byte, sh *shape) []byte {
 		}
 		v, _ := protowire.ConsumeBytes(field[n:])
 		dst = protowire.AppendTag(dst, num, protowire.BytesType)
-		// Kept fields are names (strings) and IDs, which are never longer
-		// than their limit.
-		dst = protowire.AppendBytes(dst, shorten(v, min(limit, len(v)), true))
+		// Kept fields are names, cut at a character boundary, and IDs,
+		// bytes never longer than their limit.
+		dst = protowire.AppendBytes(dst, shorten(v, min(limit, len(v)), sh.strings[num]))
 	}
 	return dst
 }

@@ -58,9 +58,19 @@ func randomAttrs(r *rand.Rand, depth int) []*commonpb.KeyValue {
 	return kvs
 }
 
+// randomID returns n random bytes: IDs are binary, and most end in a byte
+// that is not valid UTF-8 on its own.
+func randomID(r *rand.Rand, n int) []byte {
+	id := make([]byte, n)
+	for i := range id {
+		id[i] = byte(r.Uint32())
+	}
+	return id
+}
+
 func randomSpan(r *rand.Rand) *tracepb.Span {
 	sp := &tracepb.Span{
-		TraceId: bytes.Repeat([]byte{1}, 16), SpanId: bytes.Repeat([]byte{2}, 8), ParentSpanId: bytes.Repeat([]byte{3}, 8),
+		TraceId: randomID(r, 16), SpanId: randomID(r, 8), ParentSpanId: randomID(r, 8),
 		Name: "op", Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: 1e18, EndTimeUnixNano: 1e18 + 5,
 		Attributes: randomAttrs(r, 3),
 		Status:     &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR},
