@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -161,12 +162,24 @@ func (s *service) FindTraces(req *jaegerpb.FindTracesRequest, stream grpc.Server
 	}
 	defer leave()
 	out := &sender{s: s, ctx: ctx, emit: rawSender(stream), heavy: true}
+	var partial []string
 	for _, f := range found {
-		// A trace that a damaged file holds is left out, as search leaves
-		// out what it cannot read.
-		if err := s.sendTrace(ctx, out, f.ID, storage.TimeRange{}); err != nil && status.Code(err) != codes.DataLoss {
+		before := out.sent
+		err := s.sendTrace(ctx, out, f.ID, storage.TimeRange{})
+		switch {
+		case status.Code(err) == codes.DataLoss && out.sent == before:
+			// A trace that a damaged file holds is left out, as search
+			// leaves out what it cannot read.
+		case status.Code(err) == codes.DataLoss:
+			// Part of it went out before the damage: the caller must not
+			// take it for whole. The other traces are still sent.
+			partial = append(partial, status.Convert(err).Message())
+		case err != nil:
 			return err
 		}
+	}
+	if len(partial) > 0 {
+		return status.Error(codes.DataLoss, strings.Join(partial, "; "))
 	}
 	return nil
 }

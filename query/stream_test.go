@@ -203,3 +203,50 @@ func TestTimeoutEndsStalledStream(t *testing.T) {
 		t.Fatalf("the stalled stream sent all %d spans", n)
 	}
 }
+
+// damagedAfter reads from a real store but fails a trace's read with a
+// corruption error after n of its pieces, as a damaged block met part-way
+// through a trace does.
+type damagedAfter struct {
+	Reader
+	n int
+}
+
+func (d damagedAfter) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
+	damaged := &storage.CorruptionError{What: fmt.Sprintf("trace %x", id), Path: "/data/spans/000042.sst", Err: errors.New("checksum mismatch")}
+	pieces := 0
+	found, err := d.Reader.TracePieces(ctx, id, tr, pieceBytes, admit, func(t *storage.Trace) error {
+		if pieces == d.n {
+			return damaged
+		}
+		pieces++
+		return fn(t)
+	})
+	return found, err
+}
+
+// TestFindTracesNeverPassesPartOfATraceForWhole damages the huge trace
+// before any of it is sent, and after two of its pieces: search leaves the
+// first out, but must not end a stream that carried part of a trace as if
+// nothing were missing.
+func TestFindTracesNeverPassesPartOfATraceForWhole(t *testing.T) {
+	db := hugeTraceStore(t)
+	for _, tc := range []struct {
+		pieces   int
+		wantCode codes.Code
+	}{{0, codes.OK}, {2, codes.DataLoss}} {
+		srv := NewServer(damagedAfter{Reader: db, n: tc.pieces}, &Options{MaxMessageBytes: 8 << 10})
+		client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, srv)))
+		stream, err := client.FindTraces(context.Background(), &jaegerpb.FindTracesRequest{Query: &jaegerpb.TraceQueryParameters{ServiceName: "batch"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := drainSpans(stream)
+		if status.Code(err) != tc.wantCode || tc.pieces == 0 && n != 0 || tc.pieces > 0 && (n == 0 || n >= hugeSpans) {
+			t.Errorf("damaged after %d pieces: FindTraces sent %d of %d spans and ended with %v, want %v", tc.pieces, n, hugeSpans, err, tc.wantCode)
+		}
+		if tc.wantCode == codes.DataLoss && err != nil && !strings.Contains(err.Error(), "000042.sst") {
+			t.Errorf("DataLoss does not name the file: %v", err)
+		}
+	}
+}
