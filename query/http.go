@@ -56,6 +56,11 @@ func (s *service) api(name string, fn apiFunc) http.Handler {
 		start := time.Now()
 		ctx, cancel := s.withTimeout(r.Context())
 		defer cancel()
+		// The timeout ends a call that waits for a client that stopped
+		// reading too: a blocked write does not see the context end.
+		if d, ok := ctx.Deadline(); ok {
+			_ = http.NewResponseController(w).SetWriteDeadline(d)
+		}
 		tw := &trackedWriter{ResponseWriter: w}
 		err := fn(ctx, tw, r)
 		if err != nil && ctx.Err() != nil && status.Code(err) == codes.Unknown {

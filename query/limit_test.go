@@ -2,9 +2,17 @@ package query
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -122,6 +130,85 @@ func TestReadLimitRefuses(t *testing.T) {
 func TestQueryTimeout(t *testing.T) {
 	_, client := serveHeld(t, &Options{Timeout: 20 * time.Millisecond})
 	wantCode(t, "held search", findIDs(context.Background(), client), codes.DeadlineExceeded, "--query-timeout")
+}
+
+// endlessTrace is the real store, but for trace 0x0e…0e, which it reads
+// as pieces of 1,000 spans of 1 KiB each for as long as its reader takes
+// them: a trace larger than any client's receive buffer.
+type endlessTrace struct {
+	*storage.DB
+	piece *storage.Trace
+}
+
+var endlessID = storage.TraceID{0: 0x0e, 15: 0x0e}
+
+func newEndlessTrace(t *testing.T) *endlessTrace {
+	db, _ := start(t, t.TempDir())
+	piece := &storage.Trace{ID: endlessID, Groups: []storage.Group{{}}}
+	for i := range 1000 {
+		piece.Groups[0].Spans = append(piece.Groups[0].Spans, mustMarshal(t, &tracepb.Span{TraceId: endlessID[:], SpanId: []byte{6: byte(i >> 8), 7: byte(i)},
+			Name: "step", Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 1000))}}))
+	}
+	piece.Spans = 1000
+	return &endlessTrace{DB: db, piece: piece}
+}
+
+func (e *endlessTrace) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
+	if id != endlessID {
+		return e.DB.TracePieces(ctx, id, tr, pieceBytes, admit, fn)
+	}
+	for ctx.Err() == nil {
+		// Pieces are the reader's to keep: each is new.
+		g := e.piece.Groups[0]
+		g.Spans = slices.Clone(g.Spans)
+		if err := fn(&storage.Trace{ID: endlessID, Spans: e.piece.Spans, Groups: []storage.Group{g}}); err != nil {
+			return true, err
+		}
+	}
+	return true, ctx.Err()
+}
+
+// TestHTTPTimeoutEndsStalledDownloads asks the HTTP API for a trace larger
+// than any receive buffer and never reads the answer: once --query-timeout
+// has passed, the read must give its slot back, as over gRPC.
+func TestHTTPTimeoutEndsStalledDownloads(t *testing.T) {
+	svc := NewService(newEndlessTrace(t), &Options{MaxReads: 1, Timeout: 200 * time.Millisecond, MaxQueueWait: 20 * time.Millisecond})
+	srv := httptest.NewServer(svc.HTTPHandler())
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /api/v1/traces/%x/otlp HTTP/1.1\r\nHost: cairn\r\n\r\n", endlessID); err != nil {
+		t.Fatal(err)
+	}
+	services := func() int {
+		resp, err := http.Get(srv.URL + "/api/v1/services")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// Once the download holds the slot, the slot must come back well
+	// within fifty times the query timeout.
+	deadline := time.Now().Add(10 * time.Second)
+	for services() == http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("the download never took the read slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for deadline = time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		code := services()
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("services: HTTP %d 10 s after a download stalled, with a 200 ms query timeout: the download holds its read slot", code)
+		}
+	}
 }
 
 func TestGetTracesDedupesAndBoundsIDs(t *testing.T) {
