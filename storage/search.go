@@ -366,7 +366,7 @@ type liveCandidate struct {
 	spans                []liveSpan // the trace's spans when the candidate was taken
 	p                    uint32
 	start, maxStart, end uint64
-	single               bool // the trace's spans all fall in this partition
+	single               bool // the trace's spans all fall in this partition, none aged out
 	inside               bool // the trace has an inside duration term
 }
 
@@ -404,8 +404,9 @@ func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore 
 			cd := &cands[k]
 			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
 		}
+		// The trace's terms are those of spans in other partitions, or aged
+		// out, too: the index alone never decides these candidates.
 		for k := first; k < len(cands); k++ {
-			cands[k].single = len(cands)-first == 1
 			cands[k].inside = inside
 		}
 	})

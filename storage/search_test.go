@@ -494,3 +494,53 @@ func TestHasAnyAgainstScan(t *testing.T) {
 		}
 	}
 }
+
+// TestAgedOutSpansNeverMatch writes a trace with a span of service a that is
+// about to age out of retention and one of service b within it, and
+// searches for service a once it has: live or cut, the trace must not be
+// found, as no span of a is left.
+func TestAgedOutSpansNeverMatch(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		clk := &clock{t: time.Now().Truncate(time.Hour).Add(30 * time.Minute)}
+		db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, Now: clk.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := uint64(clk.now().UnixNano())
+		old := now - uint64(db.opts.Retention) + uint64(time.Minute)
+		req := &collectorpb.ExportTraceServiceRequest{}
+		for i, sp := range []struct {
+			service    string
+			start, end uint64
+		}{{"a", old, old + 1000}, {"b", now - uint64(10*time.Minute), now}} {
+			req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
+				Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: strV(sp.service)}}},
+				ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: byte(i + 1)},
+					Name: "op", StartTimeUnixNano: sp.start, EndTimeUnixNano: sp.end}}}},
+			})
+		}
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, raw)
+		if cut {
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.add(2 * time.Minute)
+		for service, want := range map[string]int{"a": 0, "b": 1} {
+			got, err := db.Find(context.Background(), Query{Service: service, Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != want {
+				t.Errorf("cut %v: service %s finds %d traces, want %d", cut, service, len(got), want)
+			}
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
