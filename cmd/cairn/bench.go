@@ -52,6 +52,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseNegative(fs, "spans", "duration", "batch", "conns", "inflight", "rate", "settle", "queries"); err != nil {
+		return err
+	}
 	if *rca {
 		if (o.Target == "") != (o.Reader == "") {
 			return usagef("--rca needs --target and --reader together, or neither for an embedded cairn")
@@ -80,6 +83,11 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 		ov := bench.OverloadOptions{Target: o.Target, Reader: o.Reader, TargetAccess: o.TargetAccess,
 			MinBytes: *minMiB << 20, MaxBytes: *maxMiB << 20, Gzip: *gzipped, Duration: o.Duration, Seed: o.Seed}
 		ov.ReaderAccess, ov.ReaderAccess.TokenFile = o.TargetAccess, *readerToken
+		for _, name := range []string{"conns", "inflight"} {
+			if set[name] && fs.Lookup(name).Value.String() == "0" {
+				return usagef("--overload needs --%s of at least 1", name)
+			}
+		}
 		if set["conns"] {
 			ov.Conns = o.Conns
 		}

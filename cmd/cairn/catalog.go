@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"cairn/internal/access"
 	"cairn/query/jaegerpb"
 )
@@ -44,12 +46,24 @@ func (qf queryFlags) rpcError(err error) error { return rpcError(*qf.addr, *qf.t
 // connect returns a TraceReader client of the server and a context bounded
 // by the timeout; done releases both.
 func (qf queryFlags) connect() (ctx context.Context, client jaegerpb.TraceReaderClient, done func(), err error) {
-	conn, err := dialQuery(*qf.addr, *qf.access)
+	ctx, conn, done, err := qf.connectConn()
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	return ctx, jaegerpb.NewTraceReaderClient(conn), done, nil
+}
+
+// connectConn returns a connection to the server and a context bounded by
+// the timeout; done releases both.
+func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, done func(), err error) {
+	if *qf.timeout <= 0 {
+		return nil, nil, nil, usagef("--timeout %v is not positive", *qf.timeout)
+	}
+	if conn, err = dialQuery(*qf.addr, *qf.access); err != nil {
+		return nil, nil, nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	return ctx, jaegerpb.NewTraceReaderClient(conn), func() { cancel(); conn.Close() }, nil
+	return ctx, conn, func() { cancel(); conn.Close() }, nil
 }
 
 func servicesCmd(args []string, stdout, _ io.Writer) error {

@@ -71,8 +71,8 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 		return usagef("--service and --operation name the operation to diagnose")
 	case *format != "table" && *format != "json":
 		return usagef("unknown format %q: want table or json", *format)
-	case *sample < 10:
-		return usagef("--sample %d is under the minimum of 10", *sample)
+	case *sample < 10 || *sample > maxSample:
+		return usagef("--sample %d is not between 10 and %d", *sample, maxSample)
 	}
 	window, baseline, err := diagnoseWindows(*since, *start, *end, *baseStart, *baseEnd, time.Now())
 	if err != nil {
@@ -97,6 +97,10 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 	writeDiagnosis(stdout, out, *service, *operation, *errorsMode, *sample)
 	return nil
 }
+
+// maxSample is the most traces of a window a diagnosis or a critical path
+// of an operation reads, which the server's analysis API also holds to.
+const maxSample = 10_000
 
 // diagnoseOn diagnoses a regression on the server, through
 // cairn.analysis.v1.RootCause, or, if the server does not serve it (a
@@ -296,16 +300,6 @@ func diagnosisJSON(d analysis.Diagnosis, window, baseline timeRange, errorsMode 
 		out.Operations = append(out.Operations, cj)
 	}
 	return out
-}
-
-// connectConn returns a connection to the server and a context bounded by
-// the timeout; done releases both.
-func (qf queryFlags) connectConn() (ctx context.Context, conn *grpc.ClientConn, done func(), err error) {
-	if conn, err = dialQuery(*qf.addr, *qf.access); err != nil {
-		return nil, nil, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *qf.timeout)
-	return ctx, conn, func() { cancel(); conn.Close() }, nil
 }
 
 func attributesJSON(cs []analysis.Correlation) []attributeJSON {

@@ -111,3 +111,23 @@ func TestDescriptorHeadroom(t *testing.T) {
 		t.Fatalf("headroom of 300 descriptors: %d", h)
 	}
 }
+
+// TestShutdownCutsOffSlowExports starts an OTLP/HTTP export that never
+// sends its body and shuts the server down: the export is cut off after
+// the drain timeout, and shutdown, which lost nothing acknowledged, reports
+// no error.
+func TestShutdownCutsOffSlowExports(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	conn, err := net.Dial("tcp", s.otlpHTTPAddr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST /v1/traces HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // for the handler to start reading the body
+	if err := s.shutdown(); err != nil {
+		t.Fatalf("shutdown with a slow export: %v", err)
+	}
+}

@@ -227,6 +227,8 @@ func refuseNegative(fs *flag.FlagSet, names ...string) error {
 			negative = v < 0
 		case time.Duration:
 			negative = v < 0
+		case float64:
+			negative = v < 0
 		}
 		if negative {
 			return usagef("--%s %s is negative", name, f.Value)
