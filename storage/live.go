@@ -135,11 +135,11 @@ func (r rawRange) of(raw []byte) []byte {
 
 // findPeer finds the attribute value of a client or producer span that
 // names the peer it calls, if any.
-func findPeer(b *otlpwire.Batch, s *otlpwire.Span) rawRange {
+func findPeer(s *otlpwire.Span) rawRange {
 	if k := spanKind(s.Kind); k != kindClient && k != kindProducer {
 		return rawRange{}
 	}
-	r, _ := rangeIn(s.Raw, peerOf(b.SpanAttrs(s)))
+	r, _ := rangeIn(s.Raw, peerOf(s.Raw))
 	return r
 }
 
@@ -402,7 +402,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		p.traceSpans[k]++
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
-		p.peers[i] = findPeer(b, s)
+		p.peers[i] = findPeer(s)
 		p.names[i], _ = rangeIn(s.Raw, s.Name) // the parser slices it from Raw
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, b.SpanAttrs(s), f)

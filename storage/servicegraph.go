@@ -37,7 +37,6 @@ type serviceGraph struct {
 	services map[*group]uint32 // of the cut in progress
 	spans    []pairing.Span    // scratch: one trace's
 	peers    [][]byte          // by span in spans
-	attrs    []otlpwire.Attribute
 
 	mu       sync.Mutex
 	totals   map[[2]string]*[2]uint64 // calls and failed calls since start, by (client, server)
@@ -138,11 +137,7 @@ func (g *serviceGraph) addStored(raw []byte, service uint32) {
 	}
 	var peer []byte
 	if s.kind == kindClient || s.kind == kindProducer {
-		g.attrs = g.attrs[:0]
-		otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, num uint64) {
-			g.attrs = append(g.attrs, otlpwire.Attribute{Key: key, Type: t, B: b, Num: num})
-		})
-		peer = peerOf(g.attrs)
+		peer = peerOf(raw)
 	}
 	g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
 		Start: s.start, Duration: s.duration(), Err: s.err})
@@ -159,20 +154,23 @@ const (
 // specific first.
 var peerAttributes = []string{"peer.service", "db.system.name", "db.system", "messaging.system", "server.address"}
 
-// peerOf returns the peer that a span's attributes name, nil if none.
-func peerOf(attrs []otlpwire.Attribute) []byte {
+// peerOf returns the peer that an encoded span's own attributes name, nil
+// if none. Its events' attributes are not the span's: an event's
+// peer.service must not rename the call, and a span read back after a
+// restart has only its own to go by.
+func peerOf(raw []byte) []byte {
 	best, name := len(peerAttributes), []byte(nil)
-	for _, a := range attrs {
-		if a.Type != otlpwire.StringValue || len(a.B) == 0 {
-			continue
+	otlpwire.Attributes(raw, otlpwire.SpanAttributes, func(key []byte, t otlpwire.ValueType, b []byte, _ uint64) {
+		if t != otlpwire.StringValue || len(b) == 0 {
+			return
 		}
 		for j := range best {
-			if string(a.Key) == peerAttributes[j] {
-				best, name = j, a.B
-				break
+			if string(key) == peerAttributes[j] {
+				best, name = j, b
+				return
 			}
 		}
-	}
+	})
 	return name
 }
 

@@ -243,3 +243,62 @@ func (c *clock) set(t time.Time) {
 	defer c.mu.Unlock()
 	c.t = t
 }
+
+// TestPeerIsTheSpansOwn writes a client span that names its peer by
+// server.address, with an event that carries peer.service, and pairs it
+// once in one run and once across a restart: either way the call goes to
+// the address, as an event's attributes are not the span's.
+func TestPeerIsTheSpansOwn(t *testing.T) {
+	strKV := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: strV(v)}
+	}
+	graph := func(restart bool) string {
+		clk := &clock{t: time.Now().Truncate(time.Minute)}
+		start := clk.now().Add(-time.Minute)
+		dir := t.TempDir()
+		opts := &Options{FlushInterval: time.Hour, Now: clk.now, PairingWindow: 5 * time.Minute}
+		db, err := Open(dir, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns := uint64(start.UnixNano())
+		client := &tracepb.Span{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, Name: "GET",
+			Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: ns, EndTimeUnixNano: ns + 1e6,
+			Attributes: []*commonpb.KeyValue{strKV("server.address", "10.0.0.7")},
+			Events: []*tracepb.Span_Event{{Name: "retry", TimeUnixNano: ns, Attributes: []*commonpb.KeyValue{strKV("peer.service", "billing")}}}}
+		write(t, db, encodeSpans(t, []metricSpan{{trace: TraceID{15: 1}, service: "web", span: client}}))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+		if restart {
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if db, err = Open(dir, opts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		defer db.Close()
+		// Past the pairing window, the next cut lets the client go.
+		clk.add(6 * time.Minute)
+		later := uint64(clk.now().Add(-time.Second).UnixNano())
+		other := &tracepb.Span{TraceId: []byte{15: 2}, SpanId: []byte{7: 2}, Name: "op", StartTimeUnixNano: later, EndTimeUnixNano: later + 1e6}
+		write(t, db, encodeSpans(t, []metricSpan{{trace: TraceID{15: 2}, service: "other", span: other}}))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+		edges, err := db.ServiceGraph(context.Background(), start.Add(-time.Hour), start.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out string
+		for _, e := range edges {
+			out += fmt.Sprintf("%s->%s virtual=%v calls=%d; ", e.Parent, e.Child, e.Virtual, e.Calls)
+		}
+		return out
+	}
+	const want = "web->10.0.0.7 virtual=true calls=1; "
+	if live, restarted := graph(false), graph(true); live != want || restarted != want {
+		t.Fatalf("service graph %q in one run, %q across a restart; want %q both ways", live, restarted, want)
+	}
+}
