@@ -388,8 +388,11 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 			if err := validateMessage(typ, v, "Span.status", validateStatus); err != nil {
 				return err
 			}
+			// A later status merges over an earlier one, its code
+			// included: a code OTLP does not define counts as unset.
 			if code, ok := statusCode(v); ok {
 				sp.Error = code == statusCodeError
+				sp.Status = 0
 				if code <= statusCodeError {
 					sp.Status = uint8(code)
 				}

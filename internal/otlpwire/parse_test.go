@@ -72,6 +72,17 @@ func TestParseRejectsInvalidIDsOneByOne(t *testing.T) {
 	}
 }
 
+// wireRequest is an Export request of encoded spans, in one scope of one
+// resource, encoded by hand so that the spans stay byte for byte.
+func wireRequest(spans ...[]byte) []byte {
+	var ss []byte
+	for _, s := range spans {
+		ss = protowire.AppendBytes(protowire.AppendTag(ss, 2, protowire.BytesType), s) // ScopeSpans.spans
+	}
+	rs := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), ss)  // ResourceSpans.scope_spans
+	return protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs) // resource_spans
+}
+
 func TestParseOrdered(t *testing.T) {
 	trace, sid := []byte{1, 15: 1}, []byte{1, 7: 1}
 	ordered := marshal(t, span(trace, sid))
@@ -79,15 +90,8 @@ func TestParseOrdered(t *testing.T) {
 		Attributes: []*commonpb.KeyValue{{Key: "a"}, {Key: "b"}}}) // a repeated field: still in order
 	nameLast := append(marshal(t, &tracepb.Span{TraceId: trace, SpanId: sid, StartTimeUnixNano: 1, EndTimeUnixNano: 2, Kind: 2}),
 		protowire.AppendString(protowire.AppendTag(nil, 5, protowire.BytesType), "op")...)
-	scope := protowire.AppendTag(nil, 2, protowire.BytesType) // ScopeSpans.spans
-	var spans []byte
-	for _, s := range [][]byte{ordered, withAttrs, nameLast} {
-		spans = protowire.AppendBytes(append(spans, scope...), s)
-	}
-	rs := protowire.AppendBytes(protowire.AppendTag(nil, 2, protowire.BytesType), spans) // ResourceSpans.scope_spans
-	req := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), rs)   // resource_spans
 	var b Batch
-	if err := Parse(req, &b, Window{}); err != nil {
+	if err := Parse(wireRequest(ordered, withAttrs, nameLast), &b, Window{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []bool
@@ -317,6 +321,39 @@ func TestServiceName(t *testing.T) {
 	}
 }
 
+// statusOf is the status a span counts under: its code, or unset for a
+// code OTLP does not define.
+func statusOf(sp *tracepb.Span) uint8 {
+	if c := sp.GetStatus().GetCode(); c <= tracepb.Status_STATUS_CODE_ERROR {
+		return uint8(c)
+	}
+	return 0
+}
+
+// TestParseMergedStatus sends a span whose status field comes twice, as
+// protobuf allows: the second merges over the first, so an error followed
+// by a code OTLP does not define leaves the span unset, not an error.
+func TestParseMergedStatus(t *testing.T) {
+	for _, second := range []tracepb.Status_StatusCode{tracepb.Status_STATUS_CODE_OK, 3} {
+		sp := span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8})
+		sp.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR}
+		raw := marshal(t, sp)
+		raw = protowire.AppendTag(raw, 15, protowire.BytesType) // Span.status again
+		raw = protowire.AppendBytes(raw, marshal(t, &tracepb.Status{Code: second}))
+		var decoded tracepb.Span
+		if err := proto.Unmarshal(raw, &decoded); err != nil {
+			t.Fatal(err)
+		}
+		var b Batch
+		if err := Parse(wireRequest(raw), &b, Window{}); err != nil || len(b.Spans) != 1 {
+			t.Fatalf("parse: %v, %d spans", err, len(b.Spans))
+		}
+		if got := b.Spans[0]; got.Status != statusOf(&decoded) || got.Error {
+			t.Errorf("error then %v: status %d, error %v; protobuf decodes %v", second, got.Status, got.Error, decoded.GetStatus())
+		}
+	}
+}
+
 func TestFacts(t *testing.T) {
 	sp := span([]byte{15: 1}, []byte{1, 2, 3, 4, 5, 6, 7, 8})
 	sp.Kind = tracepb.Span_SPAN_KIND_CONSUMER
@@ -507,6 +544,9 @@ func FuzzParse(f *testing.F) {
 			}
 			if want := sp.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; s.Error != want || Facts(s.Raw).Error != want {
 				t.Fatalf("error %v (facts %v), decoded status %v", s.Error, Facts(s.Raw).Error, sp.GetStatus())
+			}
+			if want := statusOf(&sp); s.Status != want {
+				t.Fatalf("status %d, decoded %v", s.Status, sp.GetStatus())
 			}
 			if s.Start < 1 || s.Start > 1<<62 {
 				t.Fatalf("accepted a span starting at %d, outside the window", s.Start)
