@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime/debug"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -185,15 +186,17 @@ type pick struct {
 // sampler draws traces of a size class at random from those sent whole:
 // any pool trace of the class, in any round that was sent whole, so that
 // reads reach back into blocks cut long ago as well as into the live
-// buffer.
+// buffer. A trace any of whose requests was not acknowledged whole is
+// never drawn: reading it back would measure what the target refused.
 type sampler struct {
 	pool     *Pool
 	perRound uint64
-	byClass  [][]int // indices into pool.traces, by size class
+	byClass  [][]int // indices into pool.traces, by size class, by Last
+	unacked  *unacked
 }
 
-func newSampler(pool *Pool) *sampler {
-	s := &sampler{pool: pool, perRound: uint64(pool.Requests()), byClass: make([][]int, len(sizeClasses))}
+func newSampler(pool *Pool, u *unacked) *sampler {
+	s := &sampler{pool: pool, perRound: uint64(pool.Requests()), byClass: make([][]int, len(sizeClasses)), unacked: u}
 	for i, t := range pool.traces {
 		for c, class := range sizeClasses {
 			if t.Spans >= class.lo && t.Spans <= class.hi {
@@ -201,7 +204,46 @@ func newSampler(pool *Pool) *sampler {
 			}
 		}
 	}
+	for _, traces := range s.byClass {
+		slices.SortStableFunc(traces, func(a, b int) int { return pool.traces[a].Last - pool.traces[b].Last })
+	}
 	return s
+}
+
+// unacked records the requests that were sent but not acknowledged whole:
+// refused, cut short by the end of the run, or acknowledged with spans
+// rejected.
+type unacked struct {
+	mu   sync.Mutex
+	seqs map[uint64]bool
+}
+
+func (u *unacked) add(seq uint64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.seqs == nil {
+		u.seqs = map[uint64]bool{}
+	}
+	u.seqs[seq] = true
+}
+
+// any reports whether a request from lo to hi was not acknowledged whole.
+// A nil unacked holds none.
+func (u *unacked) any(lo, hi uint64) bool {
+	if u == nil {
+		return false
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.seqs) == 0 {
+		return false
+	}
+	for seq := lo; seq <= hi; seq++ {
+		if u.seqs[seq] {
+			return true
+		}
+	}
+	return false
 }
 
 // fullRounds returns how many rounds of t were sent whole when the first
@@ -218,16 +260,28 @@ func (s *sampler) fullRounds(t PoolTrace, sent uint64) uint64 {
 // requests held whole, or false if it finds none.
 func (s *sampler) pick(rng *rand.Rand, c int, sent uint64) (pick, bool) {
 	traces := s.byClass[c]
+	if sent < s.perRound {
+		// In the first round only the traces whose last request was sent
+		// are whole: those first in Last order.
+		traces = traces[:sort.Search(len(traces), func(i int) bool { return uint64(s.pool.traces[traces[i]].Last) >= sent })]
+	}
 	if len(traces) == 0 {
 		return pick{}, false
 	}
-	// Early in a run only the traces of the first requests are whole: a few
-	// tries find one often enough.
+	// Late in a round, the traces of its last requests are whole one round
+	// fewer times, and some requests may not have been acknowledged: a few
+	// tries find a trace often enough.
 	for range 8 {
 		t := s.pool.traces[traces[rng.IntN(len(traces))]]
-		if full := s.fullRounds(t, sent); full > 0 {
-			return pick{TraceIDIn(t.ID, rng.Uint64N(full)), t.Spans}, true
+		full := s.fullRounds(t, sent)
+		if full == 0 {
+			continue
 		}
+		round := rng.Uint64N(full)
+		if s.unacked.any(round*s.perRound+uint64(t.First), round*s.perRound+uint64(t.Last)) {
+			continue
+		}
+		return pick{TraceIDIn(t.ID, round), t.Spans}, true
 	}
 	return pick{}, false
 }
@@ -250,10 +304,10 @@ func (s *sampler) count(c int, sent uint64) uint64 {
 // live (GOGC 800): the live heap is then a few MiB, and the default would
 // collect every few reads and time the client's collector along with the
 // server.
-func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report) error {
+func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64, u *unacked, rep *Report) error {
 	defer debug.SetGCPercent(debug.SetGCPercent(800))
 	rng := rand.New(rand.NewPCG(o.Seed, 0xbe7c4))
-	s := newSampler(pool)
+	s := newSampler(pool, u)
 	var (
 		largest      pick
 		largestTimes []time.Duration
@@ -268,7 +322,7 @@ func (r *reader) measure(ctx context.Context, o Options, pool *Pool, sent uint64
 		for q := range n {
 			p, ok := s.pick(rng, c, sent)
 			if !ok {
-				break
+				continue // none whole, or a few draws met unacknowledged requests
 			}
 			t := time.Now()
 			chunks, err := r.getTrace(ctx, p.id)
@@ -538,10 +592,10 @@ type readKind struct {
 
 // readInBackground starts reading what the first sent() requests held,
 // until finish is called.
-func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, sent func() uint64) *background {
+func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, sent func() uint64, u *unacked) *background {
 	b := &background{stop: make(chan struct{}), traces: make([][]timedRead, len(sizeClasses)),
 		searches: make([][]timedRead, len(searchShapes))}
-	s := newSampler(pool)
+	s := newSampler(pool, u)
 	var kinds []readKind
 	for c, class := range sizeClasses {
 		kinds = append(kinds, readKind{class.every, &b.traces[c], func(rng *rand.Rand) (timedRead, bool, error) {

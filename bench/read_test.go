@@ -12,40 +12,57 @@ import (
 )
 
 // TestSamplerPicksWholeTraces checks that a sampler draws only traces whose
-// every request was among those sent, from every round sent whole, and
-// from every size class the pool has.
+// every request was among those sent and acknowledged whole, from every
+// round sent whole, and from every size class the pool has; and that
+// without unacknowledged requests every draw finds one, however few
+// requests were sent.
 func TestSamplerPicksWholeTraces(t *testing.T) {
 	pool, err := NewPool(Config{Seed: 3, BatchSpans: 100, LargeTraceEvery: 50, TracesPerSecond: 10_000}, 30_000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSampler(pool)
 	per := uint64(pool.Requests())
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, sent := range []uint64{0, 1, per / 2, per, per + 7, 3 * per} {
-		whole := map[[16]byte]int{} // trace ID in its round: size class
-		for c := range sizeClasses {
-			for _, i := range s.byClass[c] {
-				tr := pool.traces[i]
-				for round := uint64(0); round*per+uint64(tr.Last) < sent; round++ {
-					whole[TraceIDIn(tr.ID, round)] = c
-				}
+	for _, lossy := range []bool{false, true} {
+		u := &unacked{}
+		if lossy {
+			for seq := uint64(3); seq < 4*per; seq += 10 {
+				u.add(seq)
 			}
 		}
-		for c := range sizeClasses {
-			rounds := map[[16]byte]bool{}
-			for range 200 {
-				p, ok := s.pick(rng, c, sent)
-				if !ok {
-					continue
+		s := newSampler(pool, u)
+		for _, sent := range []uint64{0, 1, 2, per / 2, per, per + 7, 3 * per} {
+			whole := map[[16]byte]int{} // trace ID in its round: size class
+			wholeIn := make([]int, len(sizeClasses))
+			for c := range sizeClasses {
+				for _, i := range s.byClass[c] {
+					tr := pool.traces[i]
+					for round := uint64(0); round*per+uint64(tr.Last) < sent; round++ {
+						if !u.any(round*per+uint64(tr.First), round*per+uint64(tr.Last)) {
+							whole[TraceIDIn(tr.ID, round)] = c
+							wholeIn[c]++
+						}
+					}
 				}
-				if got, sentWhole := whole[p.id]; !sentWhole || got != c {
-					t.Fatalf("sent %d: picked %x, class %d, which was not sent whole in class %d", sent, p.id, got, c)
-				}
-				rounds[p.id] = true
 			}
-			if n := s.count(c, sent); n > 0 && len(rounds) == 0 {
-				t.Errorf("sent %d: no pick of class %d among %d whole traces", sent, c, n)
+			for c := range sizeClasses {
+				picked := 0
+				for range 200 {
+					p, ok := s.pick(rng, c, sent)
+					if !ok {
+						continue
+					}
+					if got, sentWhole := whole[p.id]; !sentWhole || got != c {
+						t.Fatalf("sent %d: picked %x, class %d, which was not sent whole in class %d", sent, p.id, got, c)
+					}
+					picked++
+				}
+				switch {
+				case wholeIn[c] > 0 && picked == 0:
+					t.Errorf("lossy %v, sent %d: no pick of class %d among %d whole traces", lossy, sent, c, wholeIn[c])
+				case !lossy && wholeIn[c] > 0 && sent < per && picked < 200:
+					t.Errorf("sent %d of a round: %d of 200 picks of class %d found one of its %d whole traces", sent, picked, c, wholeIn[c])
+				}
 			}
 		}
 	}

@@ -180,7 +180,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
 		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
-	sent, start, err := send(ctx, o, exps, pool, rd, rep)
+	u := &unacked{}
+	sent, start, err := send(ctx, o, exps, pool, rd, u, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -194,11 +195,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		settled := time.Now()
 		var bg *background
 		if o.Settle > 0 {
-			bg = rd.readInBackground(ctx, o.Seed, pool, func() uint64 { return sent })
+			bg = rd.readInBackground(ctx, o.Seed, pool, func() uint64 { return sent }, u)
 		}
 		busyUntil, err := settle(ctx, o)
 		if bg != nil {
-			if ph := bg.finish(start, sendEnd, busyUntil); len(ph.GetTraces) > 0 || ph.Failed > 0 {
+			if ph := bg.finish(start, sendEnd, busyUntil); len(ph.GetTraces) > 0 || len(ph.Searches) > 0 || ph.Failed > 0 {
 				rep.ReadsAfterIngest = ph
 			}
 		}
@@ -206,7 +207,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 			return nil, err
 		}
 		rep.Settle = time.Since(settled).Seconds()
-		if err := rd.measure(ctx, o, pool, sent, rep); err != nil {
+		if err := rd.measure(ctx, o, pool, sent, u, rep); err != nil {
 			return nil, err
 		}
 	}
@@ -330,6 +331,7 @@ type sender struct {
 
 	acked, rejected, failed, retries, bytes atomic.Int64
 	errs                                    atomic.Int64
+	unacked                                 *unacked // requests sent but not acknowledged whole
 
 	mu           sync.Mutex
 	acks         []ack
@@ -343,8 +345,8 @@ type sender struct {
 
 // send sends the workload, and reads meanwhile if rd is set; it returns how
 // many requests were sent and when sending started.
-func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, rep *Report) (uint64, time.Time, error) {
-	s := &sender{o: o, pool: pool, lastAcked: -1}
+func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reader, u *unacked, rep *Report) (uint64, time.Time, error) {
+	s := &sender{o: o, pool: pool, lastAcked: -1, unacked: u}
 	s.unsent.Store(^uint64(0))
 	if o.Spans > 0 {
 		s.requests = uint64((o.Spans + int64(o.Batch) - 1) / int64(o.Batch))
@@ -370,7 +372,7 @@ func send(ctx context.Context, o Options, exps []exporter, pool *Pool, rd *reade
 	)
 	if rd != nil {
 		bg.Go(func() { lags = rd.probeVisibility(runCtx, s, stop) })
-		reads = rd.readInBackground(runCtx, o.Seed, pool, s.wholeRequests)
+		reads = rd.readInBackground(runCtx, o.Seed, pool, s.wholeRequests, u)
 	}
 
 	var wg sync.WaitGroup
@@ -468,15 +470,22 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 		cancel()
 		if err == nil {
 			s.acknowledged(seq, spans, rejected, len(req), time.Since(t))
+			if rejected > 0 {
+				s.unacked.add(seq)
+			}
 			return true
 		}
+		// A request given up on may be stored in part, whole, or not at
+		// all.
 		if ended(ctx) {
+			s.unacked.add(seq)
 			return false
 		}
 		var r *retryableError
 		retry := errors.As(err, &r)
 		s.attemptFailed(t, err, spans, !retry)
 		if !retry {
+			s.unacked.add(seq)
 			return true
 		}
 		wait := backoff
@@ -484,6 +493,7 @@ func (s *sender) deliver(ctx context.Context, exp exporter, seq uint64, req []by
 			wait = r.after
 		}
 		if s.pastDeadline(time.Now().Add(wait)) || !sleep(ctx, wait) {
+			s.unacked.add(seq)
 			return false
 		}
 		s.retries.Add(1)
