@@ -26,39 +26,52 @@ func newDictKey(kind byte, id dictID) dictKey {
 type dictCache struct {
 	max int
 	mu  sync.Mutex
-	m   map[dictKey]codec.Dict
+	m   map[dictKey]codec.Dict // persisted, as cuts know
+	// read holds entries that reads resolved through their views. A view
+	// may predate an eviction, so they say nothing of what is stored now,
+	// which is what a cut asks: mixed into m, an evicted resource that a
+	// read brought back would never be stored again.
+	read map[dictKey]codec.Dict
 }
 
-func newDictCache(max int) *dictCache { return &dictCache{max: max, m: make(map[dictKey]codec.Dict)} }
+func newDictCache(max int) *dictCache {
+	return &dictCache{max: max, m: make(map[dictKey]codec.Dict), read: make(map[dictKey]codec.Dict)}
+}
 
 func (c *dictCache) persisted(kind byte, id dictID) bool {
-	_, ok := c.get(newDictKey(kind, id))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m[newDictKey(kind, id)]
 	return ok
 }
 
+// get returns a cached entry, persisted or read.
 func (c *dictCache) get(k dictKey) (codec.Dict, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	d, ok := c.m[k]
+	if d, ok := c.m[k]; ok {
+		return d, true
+	}
+	d, ok := c.read[k]
 	return d, ok
 }
 
-// put caches a copy of d, so that cached entries pin neither requests nor
-// Pebble's buffers, and returns the copy.
-func (c *dictCache) put(k dictKey, d codec.Dict) codec.Dict {
+// put caches a copy of d in m, so that cached entries pin neither requests
+// nor Pebble's buffers, and returns the copy.
+func (c *dictCache) put(m map[dictKey]codec.Dict, k dictKey, d codec.Dict) codec.Dict {
 	d = codec.Dict{Raw: bytes.Clone(d.Raw), SchemaURL: bytes.Clone(d.SchemaURL)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		clear(c.m)
+	if len(m) >= c.max {
+		clear(m)
 	}
-	c.m[k] = d
+	m[k] = d
 	return d
 }
 
 func (c *dictCache) markPersisted(g *group) {
-	c.put(newDictKey(keys.KindResource, g.resID), g.res)
-	c.put(newDictKey(keys.KindScope, g.scopeID), g.scope)
+	c.put(c.m, newDictKey(keys.KindResource, g.resID), g.res)
+	c.put(c.m, newDictKey(keys.KindScope, g.scopeID), g.scope)
 }
 
 // lookup resolves a dictionary entry through the cache, then get: as of
@@ -79,7 +92,7 @@ func (c *dictCache) lookup(get viewGetter, kind byte, id dictID) (codec.Dict, er
 	if err != nil {
 		return codec.Dict{}, fmt.Errorf("dictionary entry %x: %w", id, err)
 	}
-	return c.put(k, d), nil
+	return c.put(c.read, k, d), nil
 }
 
 // forget drops evicted resources, so that a cut that meets one again

@@ -320,3 +320,55 @@ func TestReadsKeepTheirViewOfEvictedResources(t *testing.T) {
 		t.Fatalf("resource still stored (%v, %v) after eviction", found, err)
 	}
 }
+
+// TestStaleReadsNeverMarkEvictedResourcesStored drops and evicts a
+// resource in the middle of a read that began before, which resolves it
+// through its view; the same resource then comes again: the cut must store
+// it again, and its trace must read back after a restart, when no cache
+// holds it.
+func TestStaleReadsNeverMarkEvictedResourcesStored(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	dir := t.TempDir()
+	opts := &Options{Retention: 2 * time.Hour, FlushInterval: time.Hour, Now: clk.now}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(trace byte) []byte {
+		start := uint64(clk.now().UnixNano())
+		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{15: trace}, SpanId: []byte{7: 1}, Name: "op",
+				StartTimeUnixNano: start, EndTimeUnixNano: start + 1}}}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	writeAt(t, db, request(1))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	evicted := false
+	found, err := db.TracePieces(context.Background(), TraceID{15: 1}, TimeRange{}, 1<<20, func(int) error {
+		if evicted { // the read has its view; its fragment is about to be decoded
+			return nil
+		}
+		evicted = true
+		clk.add(3 * time.Hour)
+		if err := db.enforceRetention(); err != nil {
+			return err
+		}
+		return db.evictResources()
+	}, func(*Trace) error { return nil })
+	if err != nil || !found || testutil.ToFloat64(db.metrics.evictedResources) != 1 {
+		t.Fatalf("read across the eviction: found %v, %v, %v resources evicted", found, err, testutil.ToFloat64(db.metrics.evictedResources))
+	}
+	writeAt(t, db, request(2))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts)
+	if tr, err := db.Trace(context.Background(), TraceID{15: 2}, TimeRange{}); err != nil || tr == nil {
+		t.Fatalf("trace of the resource stored again, after a restart: %v, %v", tr, err)
+	}
+}

@@ -146,9 +146,15 @@ func (t *groupTable) pair(get viewGetter, n uint32) (res, scope dictID, err erro
 		case len(v) != len(k):
 			return res, scope, fmt.Errorf("group %d: %w: %d-byte value", n, codec.ErrCorrupt, len(v))
 		}
+		// Only number → pair: the read's view may predate an eviction,
+		// and a pair cached the other way is one a cut takes for stored.
+		// Numbers are never given again while the process runs.
 		k = groupKey(v)
 		t.mu.Lock()
-		t.cache(k, n)
+		if len(t.keys) >= t.maxCache {
+			clear(t.keys)
+		}
+		t.keys[n] = k
 		t.mu.Unlock()
 	}
 	return dictID(k[:16]), dictID(k[16:]), nil

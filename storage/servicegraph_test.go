@@ -265,7 +265,7 @@ func TestPeerIsTheSpansOwn(t *testing.T) {
 		client := &tracepb.Span{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, Name: "GET",
 			Kind: tracepb.Span_SPAN_KIND_CLIENT, StartTimeUnixNano: ns, EndTimeUnixNano: ns + 1e6,
 			Attributes: []*commonpb.KeyValue{strKV("server.address", "10.0.0.7")},
-			Events: []*tracepb.Span_Event{{Name: "retry", TimeUnixNano: ns, Attributes: []*commonpb.KeyValue{strKV("peer.service", "billing")}}}}
+			Events:     []*tracepb.Span_Event{{Name: "retry", TimeUnixNano: ns, Attributes: []*commonpb.KeyValue{strKV("peer.service", "billing")}}}}
 		write(t, db, encodeSpans(t, []metricSpan{{trace: TraceID{15: 1}, service: "web", span: client}}))
 		if err := db.cut(); err != nil {
 			t.Fatal(err)
