@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -72,18 +73,31 @@ func (c *catalog) service(name []byte) *serviceEntry {
 	return c.entry(string(name))
 }
 
-// see records that service used an operation in partition p.
-func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte, p uint32) {
+// see records that service used an operation in partition p. Operations
+// last seen before partition retained, which retention has dropped, give
+// their room to new ones once the service has maxOperationsPerService.
+func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte, p, retained uint32) {
 	if p > svc.last {
 		svc.last = p
 		c.pending[catalogKey{service: string(svcName)}] = true
 	}
 	c.scratch = opKey(c.scratch, kind, name)
 	last, ok := svc.ops[string(c.scratch)]
-	switch {
-	case !ok && len(svc.ops) >= maxOperationsPerService:
-		return
-	case ok && p <= last:
+	if !ok && len(svc.ops) >= maxOperationsPerService {
+		// Their keys stay on disk, and come back at the next start, to be
+		// passed over again; listings skip them meanwhile.
+		maps.DeleteFunc(svc.ops, func(op string, last uint32) bool {
+			if last >= retained {
+				return false
+			}
+			delete(c.pending, catalogKey{string(svcName), op})
+			return true
+		})
+		if len(svc.ops) >= maxOperationsPerService {
+			return
+		}
+	}
+	if ok && p <= last {
 		return
 	}
 	svc.ops[string(c.scratch)] = p

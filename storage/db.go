@@ -644,8 +644,9 @@ func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prep
 	for i, r := range batch.Resources {
 		services[i] = db.catalog.service(r.Service)
 	}
+	retained := partitionOf(db.NotBefore())
 	for _, o := range prep.ops {
-		db.catalog.see(batch.Resources[o.resource].Service, services[o.resource], o.kind, o.name, o.partition)
+		db.catalog.see(batch.Resources[o.resource].Service, services[o.resource], o.kind, o.name, o.partition, retained)
 	}
 	db.resources.use(buf.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
 	buf.bytes += len(req)

@@ -389,7 +389,9 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	for i := range b.Spans {
 		s := &b.Spans[i]
 		res := b.Scopes[s.Scope].Resource
-		p.seeOp(int32(res), s.Kind, s.Name, partitionOf(s.Start))
+		// A kind OTLP does not define is listed as unspecified, as span
+		// metrics count it.
+		p.seeOp(int32(res), int32(spanKind(s.Kind)), s.Name, partitionOf(s.Start))
 		k, ok := p.traces[s.TraceID]
 		if !ok {
 			k = int32(len(p.traceTerms))

@@ -582,7 +582,7 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	c := newCatalog()
 	svc := c.service([]byte("s"))
 	for i := range maxOperationsPerService + 10 {
-		c.see([]byte("s"), svc, 2, []byte(fmt.Sprintf("GET /item/%d", i)), 1)
+		c.see([]byte("s"), svc, 2, []byte(fmt.Sprintf("GET /item/%d", i)), 1, 0)
 	}
 	if n := len(c.listOperations("s", 0)); n != maxOperationsPerService {
 		t.Fatalf("%d operations remembered, want the bound %d", n, maxOperationsPerService)
@@ -592,6 +592,87 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	}
 	if n := len(c.takePending()); n != 0 {
 		t.Fatalf("%d pending writes after taking them", n)
+	}
+	// Once partition 1 has aged out, its operations make room.
+	c.see([]byte("s"), svc, 2, []byte("GET /fresh"), 3, 2)
+	if ops := c.listOperations("s", 2); len(ops) != 1 || ops[0].Name != "GET /fresh" {
+		t.Fatalf("operations after the others aged out: %v", ops)
+	}
+}
+
+// TestAgedOutOperationsMakeRoom fills a service's operations to the bound
+// in one hour, lets the hour age out, and sends a new operation: it must be
+// listed, as the old ones, all gone, no longer take room.
+func TestAgedOutOperationsMakeRoom(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	db, err := Open(t.TempDir(), &Options{Retention: 2 * time.Hour, FlushInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	request := func(names []string) []byte {
+		start := uint64(clk.now().UnixNano())
+		var spans []*tracepb.Span
+		for i, n := range names {
+			spans = append(spans, &tracepb.Span{TraceId: []byte{0: 1, 14: byte(i >> 8), 15: byte(i)}, SpanId: []byte{7: 1}, Name: n,
+				StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
+		}
+		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	var names []string
+	for i := range maxOperationsPerService {
+		names = append(names, fmt.Sprint("op-", i))
+	}
+	writeAt(t, db, request(names))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(3 * time.Hour)
+	if err := db.enforceRetention(); err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, request([]string{"fresh"}))
+	ops, err := db.Operations("svc0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 || ops[0].Name != "fresh" {
+		t.Fatalf("operations of a service whose only retained span is named fresh: %v", ops)
+	}
+}
+
+// TestUndefinedKindListsAsUnspecified sends spans of kinds OTLP does not
+// define, which a kind byte would wrap onto defined ones (258 onto
+// SERVER): they are listed as unspecified, as span metrics count them.
+func TestUndefinedKindListsAsUnspecified(t *testing.T) {
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := uint64(time.Now().UnixNano())
+	var spans []*tracepb.Span
+	for i, kind := range []int32{258, -1, 6} {
+		spans = append(spans, &tracepb.Span{TraceId: []byte{15: byte(i + 1)}, SpanId: []byte{7: 1}, Name: "op",
+			Kind: tracepb.Span_SpanKind(kind), StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
+	}
+	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, raw)
+	ops, err := db.Operations("svc0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Operation{{Name: "op", Kind: 0}}; !slices.Equal(ops, want) {
+		t.Fatalf("operations %v, want %v", ops, want)
 	}
 }
 
