@@ -290,6 +290,9 @@ func (r rootCause) sample(ctx context.Context, service, operation string, w time
 	step := w.end.Sub(w.start) / time.Duration(parts)
 	var c traceanalysis.Collector
 	read := 0
+	// A trace with spans of the operation in two slices is found by both:
+	// read twice, its spans would come twice.
+	seen := map[storage.TraceID]bool{}
 	for i := range parts {
 		from := w.start.Add(time.Duration(i) * step)
 		to := from.Add(step)
@@ -308,6 +311,10 @@ func (r rootCause) sample(ctx context.Context, service, operation string, w time
 			if read == n {
 				break
 			}
+			if seen[f.ID] {
+				continue
+			}
+			seen[f.ID] = true
 			weight := 0
 			admit := func(b int) error {
 				if weight += b; weight > maxAnalysisBytes {

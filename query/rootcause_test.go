@@ -3,10 +3,13 @@ package query
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -116,5 +119,42 @@ func TestDiagnoseRPC(t *testing.T) {
 		if _, err := client.Diagnose(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%v: %v, want InvalidArgument", req, err)
 		}
+	}
+}
+
+// TestSampleReadsATraceOnce stores a trace with spans of the operation in
+// both slices a sample of 200 searches: it is one trace of the sample, read
+// once, and its query is on its path.
+func TestSampleReadsATraceOnce(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
+	span := func(id, parent byte, name string, kind tracepb.Span_SpanKind, from, to time.Duration) *tracepb.Span {
+		s := &tracepb.Span{TraceId: []byte{0: 1, 15: 1}, SpanId: []byte{7: id}, Name: name, Kind: kind,
+			StartTimeUnixNano: uint64(t0.Add(from).UnixNano()), EndTimeUnixNano: uint64(t0.Add(to).UnixNano())}
+		if parent != 0 {
+			s.ParentSpanId = []byte{7: parent}
+		}
+		return s
+	}
+	ms := time.Millisecond
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{stringAttr("service.name", "web")}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
+			span(1, 0, "GET /a", tracepb.Span_SPAN_KIND_SERVER, 900*ms, 1300*ms),
+			span(2, 1, "SELECT", tracepb.Span_SPAN_KIND_CLIENT, 950*ms, 1050*ms),
+			span(3, 1, "GET /a", tracepb.Span_SPAN_KIND_INTERNAL, 1100*ms, 1200*ms),
+		}}},
+	}}}))
+	resp, err := analysispb.NewRootCauseClient(serve(t, db)).CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{
+		Service: "web", Operation: "GET /a", StartTime: timestamppb.New(t0), EndTime: timestamppb.New(t0.Add(2 * time.Second)), Sample: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onPath := slices.ContainsFunc(resp.GetOperations(), func(o *analysispb.OperationPathStats) bool { return o.GetOperation() == "SELECT" })
+	if resp.GetTraces() != 1 || !onPath {
+		t.Fatalf("%d traces in the sample, SELECT on the path: %v; want 1, true", resp.GetTraces(), onPath)
 	}
 }

@@ -139,6 +139,11 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 	var parentless, orphans []int32
 	for i := range t.Spans {
 		s := &t.Spans[i]
+		if ids[s.ID] != int32(i) {
+			// A span ID twice is one span: the second copy of a root
+			// would otherwise be adopted as a child spanning all of it.
+			continue
+		}
 		p, ok := ids[s.Parent]
 		switch {
 		case s.Parent == SpanID{}:
@@ -228,8 +233,39 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 		}
 		return offset, true
 	}
-	awaited := end <= pn.end || float64(end-pn.end) <= tr.opts.SkewFraction*float64(cs.Duration())
+	// Whether p waited for c is judged by p's own end, not the one its
+	// parent clipped it to: p's last child ends with p.
+	pend := pn.end
+	if !adopted {
+		pend = max(pend, shift(ps.Start+ps.Duration(), offset))
+	}
+	awaited := end <= pend || float64(end-pend) <= tr.opts.SkewFraction*float64(cs.Duration())
 	return offset, awaited && end > pn.start && start < pn.end
+}
+
+// deepestHolding returns the deepest placed span under n, n included,
+// whose interval holds [start, end]: of two as deep, the first found.
+func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
+	best, bestDepth := n, 0
+	type at struct {
+		n     int32
+		depth int
+	}
+	stack := []at{{n, 0}}
+	for len(stack) > 0 {
+		top := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if top.depth > bestDepth {
+			best, bestDepth = top.n, top.depth
+		}
+		children := tr.nodes[top.n].children
+		for k := len(children) - 1; k >= 0; k-- { // first child on top
+			if cn := &tr.nodes[children[k]]; cn.start <= start && end <= cn.end {
+				stack = append(stack, at{children[k], top.depth + 1})
+			}
+		}
+	}
+	return best
 }
 
 // synchronousRemote says whether c is a call that p waits on, timed by
@@ -244,17 +280,7 @@ func (tr *tree) synchronousRemote(p, c *Span) bool {
 func (tr *tree) adopt(i int32, children [][]int32) {
 	s := &tr.t.Spans[i]
 	start, end := s.Start, s.Start+s.Duration()
-	host := int32(tr.root)
-	for {
-		inner := slices.IndexFunc(tr.nodes[host].children, func(c int32) bool {
-			cn := &tr.nodes[c]
-			return cn.start <= start && end <= cn.end
-		})
-		if inner < 0 {
-			break
-		}
-		host = tr.nodes[host].children[inner]
-	}
+	host := tr.deepestHolding(int32(tr.root), start, end)
 	if _, ok := tr.fit(host, i, 0, true); !ok {
 		return
 	}
