@@ -12,6 +12,12 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"cairn/internal/grpctest"
 )
 
 // browser is a headless Chromium tab, and what the pages it shows write to
@@ -204,6 +210,14 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	b.open("#/trace/"+shop.ids[5], ".row .orphan")
 	if got := eval[string](b, `document.querySelector('.orphan-count').textContent`); got != "1" {
 		t.Errorf("orphans: %s, want 1", got)
+	}
+
+	// Two spans that name each other as parent: the cycle is broken at one
+	// of them, shown as an orphan, and every span is drawn once.
+	cycle := writeCycle(t, s)
+	b.open("#/trace/"+cycle, ".row .orphan")
+	if rows, orphans := eval[int](b, `document.querySelectorAll('.trace .row').length`), eval[string](b, `document.querySelector('.orphan-count').textContent`); rows != 3 || orphans != "1" {
+		t.Errorf("a trace with a cycle of parents: %d rows and %s orphans, want 3 and 1", rows, orphans)
 	}
 
 	// A trace of 10,000 spans: all counted, few drawn, the last reachable.
@@ -410,4 +424,28 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	// An exemplar trace opens with its critical path.
 	b.do("open an exemplar", chromedp.Click(`table.ranked.ops td.exemplars a`), chromedp.WaitVisible(`.trace .row.crit`), chromedp.WaitVisible(`.crit-count`))
 	b.noConsoleErrors()
+}
+
+// writeCycle stores a trace of a root and two spans whose parents are each
+// other, which no SDK makes but any client may send, and returns its ID.
+func writeCycle(t *testing.T, s *server) string {
+	t.Helper()
+	id := []byte{0: 0xc0, 15: 0xc0}
+	start := uint64(time.Now().Add(-time.Minute).UnixNano())
+	span := func(sid, parent byte, name string) *tracepb.Span {
+		sp := &tracepb.Span{TraceId: id, SpanId: []byte{7: sid}, Name: name, StartTimeUnixNano: start + uint64(sid), EndTimeUnixNano: start + 1e6}
+		if parent != 0 {
+			sp.ParentSpanId = []byte{7: parent}
+		}
+		return sp
+	}
+	req := &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "cycle"}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{span(1, 0, "root"), span(2, 3, "A"), span(3, 2, "B")}}},
+	}}}
+	if _, err := collectorpb.NewTraceServiceClient(grpctest.Dial(t, s.otlpAddr.String())).Export(context.Background(), req); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", id)
 }

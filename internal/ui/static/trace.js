@@ -76,6 +76,8 @@ export function model(trace) {
   walk(roots);
   for (const sp of trace.spans) {
     if (!seen.has(sp) && byId.get(sp.span_id) === sp) {
+      // Out of its parent's children too, or the cycle stays in the tree.
+      sp.parent.children.splice(sp.parent.children.indexOf(sp), 1);
       sp.orphan = true;
       sp.parent = undefined;
       roots.push(sp);
@@ -166,7 +168,7 @@ class Waterfall {
         }, 'OTLP JSON')),
       h('div', { class: 'legend' }, [...services].map(([name, n]) =>
         h('span', {}, h('i', { style: `background:${this.colors.get(name)}` }), `${name} (${n})`))),
-      t.truncated ? h('p', { class: 'error' }, `This trace is too large to show whole: the first ${t.span_count} spans are shown. OTLP JSON has all of it.`) : null);
+      t.truncated ? h('p', { class: 'error' }, `This trace is too large to show whole: the first ${t.span_count} spans are shown. OTLP JSON has every span.`) : null);
 
     this.minimap = h('canvas', { class: 'minimap', height: 60 });
     this.mmWindow = h('div', { class: 'mm-window' });
