@@ -251,8 +251,12 @@ func sampleArg(n int32) (int, error) {
 		return 0, status.Errorf(codes.InvalidArgument, "sample %d is negative", n)
 	case n == 0:
 		return defaultSample, nil
+	case n > maxSample:
+		// Refused rather than cut to fewer traces than asked without a
+		// word, as search_depth is.
+		return 0, status.Errorf(codes.InvalidArgument, "sample %d is over the maximum of %d", n, maxSample)
 	}
-	return min(int(n), maxSample), nil
+	return int(n), nil
 }
 
 func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow, sample int, err error) {

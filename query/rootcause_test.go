@@ -115,6 +115,7 @@ func TestDiagnoseRPC(t *testing.T) {
 		{Service: "web", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end)},
 		{Service: "web", Operation: "x", StartTime: timestamppb.New(end), EndTime: timestamppb.New(mid)},
 		{Service: "web", Operation: "x", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: -1},
+		{Service: "web", Operation: "x", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), Sample: 10_001},
 	} {
 		if _, err := client.Diagnose(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%v: %v, want InvalidArgument", req, err)

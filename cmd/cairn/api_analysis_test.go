@@ -214,6 +214,7 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		{"/api/v1/service-graph?quantile=high", 400, apiError{`quantile "high" is not a number`, "InvalidArgument"}},
 		{"/api/v1/diagnose?service=checkout", 400, apiError{"service and operation are required", "InvalidArgument"}},
 		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=0", 400, apiError{`sample "0" is not a positive number`, "InvalidArgument"}},
+		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=10001", 400, apiError{"sample 10001 is over the maximum of 10000", "InvalidArgument"}},
 	} {
 		var got apiError
 		if code := apiGet(t, s, c.path, &got); code != c.code || got != c.want {
