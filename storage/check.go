@@ -414,6 +414,8 @@ var kindNames = map[byte]string{
 	keys.KindResource:     "resources of the dictionary",
 	keys.KindScope:        "scopes of the dictionary",
 	keys.KindGroup:        "resource and scope groups",
+	keys.KindResourceAttr: "the resource-attribute index",
+	keys.KindResourceUse:  "resource uses",
 	keys.KindTrace:        "the trace index",
 	keys.KindRows:         "the search index (rows)",
 	keys.KindPostings:     "the search index (postings)",

@@ -628,3 +628,48 @@ func TestDamagedRows(t *testing.T) {
 	}
 	repairAndRead(t, dir, want, nil)
 }
+
+// TestRepairRebuildsResourceUses damages the index block that holds
+// resource uses, and repairs the store: every use must be back, or eviction
+// would later take a resource whose spans are still retained.
+func TestRepairRebuildsResourceUses(t *testing.T) {
+	dir, _ := damagedStore(t, 6)
+	uses := func() []string {
+		db, err := Open(dir, corruptOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		it, err := db.idx.NewIter(keys.KindRange(keys.KindResourceUse))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		var out []string
+		for ok := it.First(); ok; ok = it.Next() {
+			out = append(out, hex.EncodeToString(it.Key()))
+		}
+		if err := it.Error(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	before := uses()
+	if len(before) == 0 {
+		t.Fatal("the store records no resource use")
+	}
+	file, block := findBlock(t, dir, "index", "holds resource uses", func(lo, hi []byte) bool {
+		return bytes.Compare(hi, []byte{keys.KindResourceUse}) >= 0 && bytes.Compare(lo, keys.KindEnd(keys.KindResourceUse)) < 0
+	})
+	flipDataBlock(t, file, block)
+	repaired, err := Repair(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repaired.After.Damage) != 0 {
+		t.Fatalf("repair left %v", repaired.After.Damage)
+	}
+	if after := uses(); !slices.Equal(after, before) {
+		t.Fatalf("after repair %d resource uses, before the damage %d (rebuilt: %v)", len(after), len(before), repaired.Rebuilt)
+	}
+}

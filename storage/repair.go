@@ -227,7 +227,14 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 			return err
 		}
 	}
-	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
+	if lost[keys.KindResourceUse] {
+		n, err := rebuildResourceUses(idx, spans, b)
+		if err != nil {
+			return err
+		}
+		r.Rebuilt = append(r.Rebuilt, fmt.Sprintf("%d resource uses from span data", n))
+	}
+	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindResourceAttr, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
 		if lost[kind] {
 			r.Lost = append(r.Lost, lostMessages[kind])
 		}
@@ -239,13 +246,14 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 }
 
 var lostMessages = map[byte]string{
-	keys.KindResource:  "resources of the dictionary: traces whose spans name one fail to read",
-	keys.KindScope:     "scopes of the dictionary: traces whose spans name one fail to read",
-	keys.KindService:   "services of the catalog: listed again once they send spans",
-	keys.KindOperation: "operations of the catalog: listed again once they are used",
-	keys.KindRows:      "search-index rows: search passes over the segments they described; their traces still read by ID",
-	keys.KindPostings:  "search-index postings: search passes over the segments they described; their traces still read by ID",
-	keys.KindAggregate: "aggregates: span metrics leave out the spans of the blocks they described",
+	keys.KindResource:     "resources of the dictionary: traces whose spans name one fail to read",
+	keys.KindScope:        "scopes of the dictionary: traces whose spans name one fail to read",
+	keys.KindService:      "services of the catalog: listed again once they send spans",
+	keys.KindOperation:    "operations of the catalog: listed again once they are used",
+	keys.KindResourceAttr: "the resource-attribute index: a search by a resource attribute misses the resources it held until they send spans after a restart",
+	keys.KindRows:         "search-index rows: search passes over the segments they described; their traces still read by ID",
+	keys.KindPostings:     "search-index postings: search passes over the segments they described; their traces still read by ID",
+	keys.KindAggregate:    "aggregates: span metrics leave out the spans of the blocks they described",
 }
 
 // rebuildTraceIndex writes the trace-index keys of span that span data
@@ -338,6 +346,62 @@ func newestBlock(idx *pebble.DB) (uint64, error) {
 		return 0, it.Error()
 	}
 	return keys.ParseBlock(it.Key())
+}
+
+// rebuildResourceUses writes again the resource use (0x25) of every
+// resource and partition that span data has spans of. Eviction keeps a
+// resource while a retained partition uses it: a use lost with a damaged
+// table would let it evict a resource whose spans are still retained, and
+// they would no longer read. Writing uses that were not lost only rewrites
+// them.
+func rebuildResourceUses(idx, spans *pebble.DB, b *pebble.Batch) (int, error) {
+	it, err := spans.NewIter(keys.KindRange(keys.KindData))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	resourceOf := map[uint32]dictID{} // by group number; absent: the group is lost
+	uses := map[resourceUse]bool{}
+	var (
+		frags []codec.Group
+		buf   []byte
+	)
+	for ok := it.First(); ok; ok = it.Next() {
+		p, _, id, err := keys.ParseData(it.Key())
+		if err != nil {
+			return 0, err
+		}
+		if frags, buf, err = codec.DecodeFragment(frags[:0], buf[:0], it.Value(), id); err != nil {
+			return 0, err
+		}
+		for _, g := range frags {
+			res, ok := resourceOf[g.Num]
+			if !ok {
+				v, closer, err := idx.Get(keys.Group(g.Num))
+				switch {
+				case errors.Is(err, pebble.ErrNotFound):
+					continue // its spans do not read either
+				case err != nil:
+					return 0, fmt.Errorf("group %d: %w", g.Num, err)
+				}
+				copy(res[:], v)
+				closer.Close()
+				resourceOf[g.Num] = res
+			}
+			if res != (dictID{}) { // a lost group's placeholder names none
+				uses[resourceUse{res, p}] = true
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	for u := range uses {
+		if err := b.Set(keys.ResourceUse(u.id, u.p), nil, nil); err != nil {
+			return 0, err
+		}
+	}
+	return len(uses), nil
 }
 
 // restoreGroups fills the numbers of lost resource and scope groups, up to
