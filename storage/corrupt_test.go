@@ -631,32 +631,33 @@ func TestDamagedRows(t *testing.T) {
 
 // TestRepairRebuildsResourceUses damages the index block that holds
 // resource uses, and repairs the store: every use must be back, or eviction
-// would later take a resource whose spans are still retained.
+// would later take a resource whose spans are still retained, and so must
+// the resource-attribute index of the table it shares.
 func TestRepairRebuildsResourceUses(t *testing.T) {
 	dir, _ := damagedStore(t, 6)
-	uses := func() []string {
+	stored := func(kind byte) []string {
 		db, err := Open(dir, corruptOpts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		it, err := db.idx.NewIter(keys.KindRange(keys.KindResourceUse))
+		it, err := db.idx.NewIter(keys.KindRange(kind))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer it.Close()
 		var out []string
 		for ok := it.First(); ok; ok = it.Next() {
-			out = append(out, hex.EncodeToString(it.Key()))
+			out = append(out, hex.EncodeToString(it.Key())+"="+hex.EncodeToString(it.Value()))
 		}
 		if err := it.Error(); err != nil {
 			t.Fatal(err)
 		}
 		return out
 	}
-	before := uses()
-	if len(before) == 0 {
-		t.Fatal("the store records no resource use")
+	uses, attrs := stored(keys.KindResourceUse), stored(keys.KindResourceAttr)
+	if len(uses) == 0 || len(attrs) == 0 {
+		t.Fatalf("the store records %d resource uses and %d resource attributes", len(uses), len(attrs))
 	}
 	file, block := findBlock(t, dir, "index", "holds resource uses", func(lo, hi []byte) bool {
 		return bytes.Compare(hi, []byte{keys.KindResourceUse}) >= 0 && bytes.Compare(lo, keys.KindEnd(keys.KindResourceUse)) < 0
@@ -669,7 +670,10 @@ func TestRepairRebuildsResourceUses(t *testing.T) {
 	if len(repaired.After.Damage) != 0 {
 		t.Fatalf("repair left %v", repaired.After.Damage)
 	}
-	if after := uses(); !slices.Equal(after, before) {
-		t.Fatalf("after repair %d resource uses, before the damage %d (rebuilt: %v)", len(after), len(before), repaired.Rebuilt)
+	if after := stored(keys.KindResourceUse); !slices.Equal(after, uses) {
+		t.Errorf("after repair %d resource uses, before the damage %d (rebuilt: %v)", len(after), len(uses), repaired.Rebuilt)
+	}
+	if after := stored(keys.KindResourceAttr); !slices.Equal(after, attrs) {
+		t.Errorf("after repair %d resource-attribute keys, before the damage %d (rebuilt: %v, lost: %v)", len(after), len(attrs), repaired.Rebuilt, repaired.Lost)
 	}
 }

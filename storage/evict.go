@@ -231,7 +231,7 @@ func (db *DB) upgradeFrom3() error {
 	if err := it.Close(); err != nil {
 		return err
 	}
-	err = db.indexResources(w, func(id dictID) error {
+	err = indexResources(db.idx, w, func(id dictID) error {
 		if !has {
 			return nil
 		}
@@ -257,7 +257,7 @@ func (db *DB) upgradeFrom4() error {
 		w.b.Close()
 		return err
 	}
-	if err := db.indexResources(w, func(dictID) error { return nil }); err != nil {
+	if err := indexResources(db.idx, w, func(dictID) error { return nil }); err != nil {
 		return err
 	}
 	if err := w.set(keys.Meta("format"), []byte{FormatVersion}); err != nil {
@@ -267,9 +267,10 @@ func (db *DB) upgradeFrom4() error {
 }
 
 // indexResources writes the attribute index keys (0x24) of every resource
-// in the dictionary through w, and calls also for each resource.
-func (db *DB) indexResources(w *batchWriter, also func(dictID) error) error {
-	it, err := db.idx.NewIter(keys.KindRange(keys.KindResource))
+// in the dictionary of the index store idx through w, and calls also for
+// each resource.
+func indexResources(idx *pebble.DB, w *batchWriter, also func(dictID) error) error {
+	it, err := idx.NewIter(keys.KindRange(keys.KindResource))
 	if err != nil {
 		return err
 	}

@@ -234,7 +234,20 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 		}
 		r.Rebuilt = append(r.Rebuilt, fmt.Sprintf("%d resource uses from span data", n))
 	}
-	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindResourceAttr, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
+	if lost[keys.KindResourceAttr] {
+		// From the dictionary, as an upgrade from format version 4 does;
+		// a resource the dictionary lost is reported lost below.
+		w := &batchWriter{store: idx}
+		n := 0
+		if err := indexResources(idx, w, func(dictID) error { n++; return nil }); err != nil {
+			return fmt.Errorf("rebuild the resource-attribute index: %w", err)
+		}
+		if err := w.flush(); err != nil {
+			return fmt.Errorf("rebuild the resource-attribute index: %w", err)
+		}
+		r.Rebuilt = append(r.Rebuilt, fmt.Sprintf("the resource-attribute index of %d resources from the dictionary", n))
+	}
+	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
 		if lost[kind] {
 			r.Lost = append(r.Lost, lostMessages[kind])
 		}
@@ -246,14 +259,13 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 }
 
 var lostMessages = map[byte]string{
-	keys.KindResource:     "resources of the dictionary: traces whose spans name one fail to read",
-	keys.KindScope:        "scopes of the dictionary: traces whose spans name one fail to read",
-	keys.KindService:      "services of the catalog: listed again once they send spans",
-	keys.KindOperation:    "operations of the catalog: listed again once they are used",
-	keys.KindResourceAttr: "the resource-attribute index: a search by a resource attribute misses the resources it held until they send spans after a restart",
-	keys.KindRows:         "search-index rows: search passes over the segments they described; their traces still read by ID",
-	keys.KindPostings:     "search-index postings: search passes over the segments they described; their traces still read by ID",
-	keys.KindAggregate:    "aggregates: span metrics leave out the spans of the blocks they described",
+	keys.KindResource:  "resources of the dictionary: traces whose spans name one fail to read",
+	keys.KindScope:     "scopes of the dictionary: traces whose spans name one fail to read",
+	keys.KindService:   "services of the catalog: listed again once they send spans",
+	keys.KindOperation: "operations of the catalog: listed again once they are used",
+	keys.KindRows:      "search-index rows: search passes over the segments they described; their traces still read by ID",
+	keys.KindPostings:  "search-index postings: search passes over the segments they described; their traces still read by ID",
+	keys.KindAggregate: "aggregates: span metrics leave out the spans of the blocks they described",
 }
 
 // rebuildTraceIndex writes the trace-index keys of span that span data
