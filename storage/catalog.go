@@ -39,6 +39,9 @@ type catalog struct {
 type serviceEntry struct {
 	last uint32
 	ops  map[string]uint32 // opKey → newest partition
+	// pruned is the retention horizon (a partition) that ops was last
+	// cleared of older operations for: at the bound, once per horizon.
+	pruned uint32
 }
 
 // catalogKey names a service (op == "") or one of its operations.
@@ -84,15 +87,18 @@ func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte
 	c.scratch = opKey(c.scratch, kind, name)
 	last, ok := svc.ops[string(c.scratch)]
 	if !ok && len(svc.ops) >= maxOperationsPerService {
-		// Their keys stay on disk, and come back at the next start, to be
-		// passed over again; listings skip them meanwhile.
-		maps.DeleteFunc(svc.ops, func(op string, last uint32) bool {
-			if last >= retained {
-				return false
-			}
-			delete(c.pending, catalogKey{string(svcName), op})
-			return true
-		})
+		if retained > svc.pruned {
+			// Deleted on disk too, with the next block, or a restart
+			// would load them all back.
+			svc.pruned = retained
+			maps.DeleteFunc(svc.ops, func(op string, last uint32) bool {
+				if last >= retained {
+					return false
+				}
+				c.pending[catalogKey{string(svcName), op}] = true
+				return true
+			})
+		}
 		if len(svc.ops) >= maxOperationsPerService {
 			return
 		}
@@ -104,7 +110,8 @@ func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte
 	c.pending[catalogKey{string(svcName), string(c.scratch)}] = true
 }
 
-// catalogWrite is one catalog key and value to persist.
+// catalogWrite is one catalog key and value to persist; a nil value
+// deletes the key (values are never empty).
 type catalogWrite struct{ key, value []byte }
 
 // takePending returns the changes since the last call, as sorted keys and
@@ -116,7 +123,11 @@ func (c *catalog) takePending() []catalogWrite {
 		if k.op == "" {
 			out = append(out, catalogWrite{keys.Service(k.service), binary.AppendUvarint(nil, uint64(svc.last))})
 		} else {
-			out = append(out, catalogWrite{keys.Operation(k.service, k.op), binary.AppendUvarint(nil, uint64(svc.ops[k.op]))})
+			w := catalogWrite{key: keys.Operation(k.service, k.op)}
+			if p, ok := svc.ops[k.op]; ok {
+				w.value = binary.AppendUvarint(nil, uint64(p))
+			}
+			out = append(out, w)
 		}
 	}
 	clear(c.pending)

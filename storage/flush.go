@@ -635,7 +635,11 @@ func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceI
 		}
 	}
 	for _, c := range buf.catalog {
-		if err := iw.Set(c.key, c.value); err != nil {
+		set := iw.Set
+		if c.value == nil {
+			set = func(k, _ []byte) error { return iw.Delete(k) }
+		}
+		if err := set(c.key, c.value); err != nil {
 			return err
 		}
 	}

@@ -593,10 +593,26 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	if n := len(c.takePending()); n != 0 {
 		t.Fatalf("%d pending writes after taking them", n)
 	}
-	// Once partition 1 has aged out, its operations make room.
+	// While none has aged out, a new name is passed over without going
+	// through them all again for the same horizon.
+	c.see([]byte("s"), svc, 2, []byte("GET /late"), 1, 1)
+	if svc.pruned != 1 || len(svc.ops) != maxOperationsPerService {
+		t.Fatalf("pruned for horizon %d, %d operations", svc.pruned, len(svc.ops))
+	}
+	// Once partition 1 has aged out, its operations make room, and are
+	// deleted on disk with the next block.
 	c.see([]byte("s"), svc, 2, []byte("GET /fresh"), 3, 2)
 	if ops := c.listOperations("s", 2); len(ops) != 1 || ops[0].Name != "GET /fresh" {
 		t.Fatalf("operations after the others aged out: %v", ops)
+	}
+	deletes := 0
+	for _, w := range c.takePending() {
+		if w.value == nil {
+			deletes++
+		}
+	}
+	if deletes != maxOperationsPerService {
+		t.Fatalf("%d operation keys to delete, want %d", deletes, maxOperationsPerService)
 	}
 }
 
@@ -605,11 +621,13 @@ func TestCatalogBoundsOperations(t *testing.T) {
 // listed, as the old ones, all gone, no longer take room.
 func TestAgedOutOperationsMakeRoom(t *testing.T) {
 	clk := &clock{t: time.Now().Truncate(time.Hour)}
-	db, err := Open(t.TempDir(), &Options{Retention: 2 * time.Hour, FlushInterval: time.Hour, Now: clk.now})
+	dir := t.TempDir()
+	opts := &Options{Retention: 2 * time.Hour, FlushInterval: time.Hour, Now: clk.now}
+	db, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { db.Close() }()
 	request := func(names []string) []byte {
 		start := uint64(clk.now().UnixNano())
 		var spans []*tracepb.Span
@@ -643,6 +661,15 @@ func TestAgedOutOperationsMakeRoom(t *testing.T) {
 	}
 	if len(ops) != 1 || ops[0].Name != "fresh" {
 		t.Fatalf("operations of a service whose only retained span is named fresh: %v", ops)
+	}
+	// The old ones are gone from disk too: a restart does not load them
+	// back past the bound.
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts)
+	if n := len(db.catalog.services["svc0"].ops); n != 1 {
+		t.Fatalf("%d operations of svc0 loaded after a restart, want 1", n)
 	}
 }
 
