@@ -76,12 +76,16 @@ export function model(trace) {
   walk(roots);
   for (const sp of trace.spans) {
     if (!seen.has(sp) && byId.get(sp.span_id) === sp) {
+      // A span no root reaches hangs from a cycle of parents: climb to it
+      // and break it there, so that the spans below keep their parents.
+      let top = sp;
+      for (const climbed = new Set(); !climbed.has(top); top = top.parent) climbed.add(top);
       // Out of its parent's children too, or the cycle stays in the tree.
-      sp.parent.children.splice(sp.parent.children.indexOf(sp), 1);
-      sp.orphan = true;
-      sp.parent = undefined;
-      roots.push(sp);
-      walk([sp]);
+      top.parent.children.splice(top.parent.children.indexOf(top), 1);
+      top.orphan = true;
+      top.parent = undefined;
+      roots.push(top);
+      walk([top]);
     }
   }
   countDescendants(roots);
