@@ -455,3 +455,31 @@ func checkHas(t *testing.T, db *DB, want otlptest.Traces) {
 		}
 	}
 }
+
+// TestWALFaultHoldsWhileExportsDoNotFit leaves room for a probe of the log
+// but not for an export: the fault must hold, and be logged once, for as
+// long as exports fail with a full disk.
+func TestWALFaultHoldsWhileExportsDoNotFit(t *testing.T) {
+	disk := &smallDisk{FS: vfs.Default}
+	disk.avail.Store(1 << 40)
+	log := &logs{}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, FS: disk, Logger: slog.New(log)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 500})
+	disk.avail.Store(db.opts.DiskReserveBytes + 8<<10) // a probe fits, an export does not
+	for i := range 3 {
+		if err := tryWrite(t, db, gen.Next().Bytes); err == nil {
+			t.Fatalf("export %d fit", i)
+		}
+		time.Sleep(1500 * time.Millisecond) // a probe runs within a second
+		if len(db.Faults()) == 0 {
+			t.Fatalf("after failed export %d: no fault reported", i)
+		}
+	}
+	if n := log.count("write-ahead log cannot be written"); n != 1 {
+		t.Errorf("failure logged %d times, want once; recovery logged %d times", n, log.count("write-ahead log is written again"))
+	}
+}

@@ -137,6 +137,9 @@ type Log struct {
 	off  int64 // where the next group is written in f: the end of the last good one
 	// dirty is how far failed writes may have left bytes in f past off.
 	dirty int64
+	// need is the size of the last group that found too little space: a
+	// probe must find room for it before the log counts as writable again.
+	need int
 }
 
 type batch struct {
@@ -342,7 +345,7 @@ func (l *Log) dueProbe() {
 // Replay takes zeros at the end of a segment for space nothing was written
 // to.
 func (l *Log) probe(seg uint64) (time.Duration, error) {
-	if err := l.checkSpace(probeSize); err != nil {
+	if err := l.checkSpace(max(probeSize, l.need)); err != nil {
 		return 0, err
 	}
 	if l.f == nil || l.fseg != seg {
@@ -353,12 +356,22 @@ func (l *Log) probe(seg uint64) (time.Duration, error) {
 			return 0, err
 		}
 	}
-	if _, err := l.f.WriteAt(zeros[:], l.off); err != nil {
+	// Zeros over all that failed writes left too, so that replay after a
+	// crash takes it for space nothing was written to, not damage.
+	z := zeros[:]
+	if l.dirty-l.off > int64(len(z)) {
+		z = make([]byte, l.dirty-l.off)
+	}
+	if n, err := l.f.WriteAt(z, l.off); err != nil {
+		l.dirty = max(l.dirty, l.off+int64(n))
 		return 0, fmt.Errorf("write wal segment: %w", err)
 	}
 	start := time.Now()
-	err := syncFile(l.f)
-	return time.Since(start), err
+	if err := syncFile(l.f); err != nil {
+		return 0, err
+	}
+	l.dirty, l.need = 0, 0
+	return time.Since(start), nil
 }
 
 // write appends the batches in order, switching segment files as needed, and
@@ -373,8 +386,10 @@ func (l *Log) write(batches []*batch) (time.Duration, error) {
 		size += len(b.buf)
 	}
 	if err := l.checkSpace(size); err != nil {
+		l.need = size
 		return 0, err
 	}
+	l.need = 0
 	pos := l.off
 	for _, b := range batches {
 		if l.f == nil || b.seg != l.fseg {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -549,4 +550,61 @@ func isSubsequence(want, got [][]byte) bool {
 		}
 	}
 	return i == len(want)
+}
+
+// TestProbeZerosWhatFailedWritesLeft fails the syncs of two groups, the
+// second of them over 8 KiB, then lets a probe succeed and closes the log:
+// replay must find no damage, since nothing acknowledged was lost, only
+// zeros and the end of the segment where the failed groups were.
+func TestProbeZerosWhatFailedWritesLeft(t *testing.T) {
+	dir := t.TempDir()
+	var fail, blocking atomic.Bool
+	block := make(chan struct{})
+	recovered := make(chan struct{}, 16)
+	l := open(t, dir, Options{
+		FS: errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if op.Kind != errorfs.OpFileSyncData || !fail.Load() {
+				return nil
+			}
+			if blocking.CompareAndSwap(true, false) {
+				<-block
+			}
+			return errorfs.ErrInjected
+		})),
+		OnWrite: func(_ time.Duration, err error) {
+			if err == nil {
+				recovered <- struct{}{}
+			}
+		},
+	})
+	if err := appendWait(l, "acked"); err != nil {
+		t.Fatal(err)
+	}
+	<-recovered
+	fail.Store(true)
+	blocking.Store(true)
+	first, _ := l.Append([]byte("first failed"))
+	time.Sleep(100 * time.Millisecond) // the writer waits in its sync
+	big, _ := l.Append([]byte(strings.Repeat("b", 8<<10)))
+	after, _ := l.Append([]byte("after the big one")) // the same group
+	close(block)
+	if first.Wait() == nil || big.Wait() == nil || after.Wait() == nil {
+		t.Fatal("acknowledged despite failed syncs")
+	}
+	fail.Store(false)
+	<-recovered // a probe
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = open(t, dir, Options{})
+	defer l.Close()
+	got, losses := replayAll(t, l, 0)
+	if len(got) == 0 || got[0].payload != "acked" {
+		t.Fatalf("replayed %v", payloadsOf(got))
+	}
+	for _, loss := range losses {
+		if !loss.Tail {
+			t.Errorf("replay reports damage %+v, though nothing acknowledged was lost", loss)
+		}
+	}
 }
