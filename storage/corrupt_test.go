@@ -29,16 +29,8 @@ import (
 // largest first: the directory may also hold some it no longer does.
 func tables(t *testing.T, dir, store string) []string {
 	t.Helper()
-	c, err := openChecker(dir, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := c.tables()
-	if err := errors.Join(err, c.close()); err != nil {
-		t.Fatal(err)
-	}
 	var paths []string
-	for _, tb := range all {
+	for _, tb := range storeTables(t, dir) {
 		if tb.store == store && !slices.Contains(paths, tb.path) {
 			paths = append(paths, tb.path)
 		}
@@ -52,6 +44,21 @@ func tables(t *testing.T, dir, store string) []string {
 	}
 	slices.SortFunc(paths, func(a, b string) int { return int(size(b) - size(a)) })
 	return paths
+}
+
+// storeTables lists the sstables of both stores of a closed store
+// directory, as check reads them.
+func storeTables(t *testing.T, dir string) []table {
+	t.Helper()
+	c, err := openChecker(dir, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := c.tables()
+	if err := errors.Join(err, c.close()); err != nil {
+		t.Fatal(err)
+	}
+	return all
 }
 
 // tableLayout returns where the blocks of an sstable are.
@@ -358,14 +365,7 @@ func TestDiskBoundSparesDamagedPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Block 3's span data is an sstable of its own: damage its last block.
-	c, err := openChecker(dir, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := c.tables()
-	if err := errors.Join(err, c.close()); err != nil {
-		t.Fatal(err)
-	}
+	all := storeTables(t, dir)
 	i := slices.IndexFunc(all, func(tb table) bool {
 		return tb.store == "spans" && bytes.HasPrefix(tb.smallest, keys.DataBlock(p, 3))
 	})

@@ -34,6 +34,17 @@ type dictSpan struct {
 
 // modelResource is resource i of the test's pool: three services, two
 // zones, a host each.
+// modelRequest is an encoded Export request of spans, all of resource 0.
+func modelRequest(t *testing.T, spans []*tracepb.Span) []byte {
+	t.Helper()
+	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
 func modelResource(i int) *resourcepb.Resource {
 	str := func(k, v string) *commonpb.KeyValue {
 		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
@@ -277,12 +288,7 @@ func TestReadsKeepTheirViewOfEvictedResources(t *testing.T) {
 	}
 	defer db.Close()
 	start := uint64(clk.now().UnixNano())
-	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, StartTimeUnixNano: start}}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAt(t, db, raw)
+	writeAt(t, db, modelRequest(t, []*tracepb.Span{{TraceId: []byte{15: 1}, SpanId: []byte{7: 1}, StartTimeUnixNano: start}}))
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
@@ -336,13 +342,8 @@ func TestStaleReadsNeverMarkEvictedResourcesStored(t *testing.T) {
 	}
 	request := func(trace byte) []byte {
 		start := uint64(clk.now().UnixNano())
-		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{15: trace}, SpanId: []byte{7: 1}, Name: "op",
-				StartTimeUnixNano: start, EndTimeUnixNano: start + 1}}}}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
+		return modelRequest(t, []*tracepb.Span{{TraceId: []byte{15: trace}, SpanId: []byte{7: 1}, Name: "op",
+			StartTimeUnixNano: start, EndTimeUnixNano: start + 1}})
 	}
 	writeAt(t, db, request(1))
 	if err := db.cut(); err != nil {

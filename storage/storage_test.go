@@ -635,12 +635,7 @@ func TestAgedOutOperationsMakeRoom(t *testing.T) {
 			spans = append(spans, &tracepb.Span{TraceId: []byte{0: 1, 14: byte(i >> 8), 15: byte(i)}, SpanId: []byte{7: 1}, Name: n,
 				StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
 		}
-		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
+		return modelRequest(t, spans)
 	}
 	var names []string
 	for i := range maxOperationsPerService {
@@ -688,12 +683,7 @@ func TestUndefinedKindListsAsUnspecified(t *testing.T) {
 		spans = append(spans, &tracepb.Span{TraceId: []byte{15: byte(i + 1)}, SpanId: []byte{7: 1}, Name: "op",
 			Kind: tracepb.Span_SpanKind(kind), StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
 	}
-	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{Resource: modelResource(0),
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAt(t, db, raw)
+	writeAt(t, db, modelRequest(t, spans))
 	ops, err := db.Operations("svc0")
 	if err != nil {
 		t.Fatal(err)
