@@ -22,10 +22,9 @@ const (
 	// maxAnalysisBytes bounds the encoded spans of one trace an analysis
 	// decodes and holds whole.
 	maxAnalysisBytes = 64 << 20
-	// defaultSample and maxSample bound the traces a diagnosis reads of
-	// each window.
+	// defaultSample is how many traces of each window a diagnosis reads
+	// unless asked otherwise, and MaxSample the most.
 	defaultSample = 1000
-	maxSample     = 10_000
 	// sliceTraces is the most traces one search of a diagnosis asks for:
 	// a window is searched in slices so that a sample spreads over it.
 	sliceTraces = 100
@@ -244,6 +243,10 @@ func windowArg(start, end *timestamppb.Timestamp) (timeWindow, error) {
 	return w, nil
 }
 
+// MaxSample is the most traces of a window a diagnosis or a critical path
+// of an operation reads, here and in the CLI.
+const MaxSample = 10_000
+
 // sampleArg is how many traces of a window a request may read.
 func sampleArg(n int32) (int, error) {
 	switch {
@@ -251,10 +254,10 @@ func sampleArg(n int32) (int, error) {
 		return 0, status.Errorf(codes.InvalidArgument, "sample %d is negative", n)
 	case n == 0:
 		return defaultSample, nil
-	case n > maxSample:
+	case n > MaxSample:
 		// Refused rather than cut to fewer traces than asked without a
 		// word, as search_depth is.
-		return 0, status.Errorf(codes.InvalidArgument, "sample %d is over the maximum of %d", n, maxSample)
+		return 0, status.Errorf(codes.InvalidArgument, "sample %d is over the maximum of %d", n, MaxSample)
 	}
 	return int(n), nil
 }

@@ -68,8 +68,8 @@ func criticalPathCmd(args []string, stdout, _ io.Writer) error {
 		switch {
 		case *service == "" || *operation == "":
 			return usagef("give a trace ID, or --service and --operation and a window")
-		case *sample < 10 || *sample > maxSample:
-			return usagef("--sample %d is not between 10 and %d", *sample, maxSample)
+		case *sample < 10 || *sample > query.MaxSample:
+			return usagef("--sample %d is not between 10 and %d", *sample, query.MaxSample)
 		}
 		window, err := parseWindow(*since, *start, *end, time.Now())
 		if err != nil {

@@ -71,8 +71,8 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 		return usagef("--service and --operation name the operation to diagnose")
 	case *format != "table" && *format != "json":
 		return usagef("unknown format %q: want table or json", *format)
-	case *sample < 10 || *sample > maxSample:
-		return usagef("--sample %d is not between 10 and %d", *sample, maxSample)
+	case *sample < 10 || *sample > query.MaxSample:
+		return usagef("--sample %d is not between 10 and %d", *sample, query.MaxSample)
 	}
 	window, baseline, err := diagnoseWindows(*since, *start, *end, *baseStart, *baseEnd, time.Now())
 	if err != nil {
@@ -97,10 +97,6 @@ func diagnoseCmd(args []string, stdout, _ io.Writer) error {
 	writeDiagnosis(stdout, out, *service, *operation, *errorsMode, *sample)
 	return nil
 }
-
-// maxSample is the most traces of a window a diagnosis or a critical path
-// of an operation reads, which the server's analysis API also holds to.
-const maxSample = 10_000
 
 // diagnoseOn diagnoses a regression on the server, through
 // cairn.analysis.v1.RootCause, or, if the server does not serve it (a
