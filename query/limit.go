@@ -9,7 +9,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
+	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 )
 
@@ -78,35 +80,66 @@ func (s *service) unaryTimeout(ctx context.Context, req any, info *grpc.UnarySer
 }
 
 // streamTimeout runs a streaming TraceReader call under the server-side
-// timeout, its wait for a slot included. The handler runs in a goroutine of
-// its own, and the call ends at the limit even while the handler is blocked
-// sending to a client that stopped reading: ending the call closes the
-// stream, which unblocks the send, and the handler then gives back its
-// slots.
+// timeout, its wait for a slot included, on the call's own goroutine: a
+// second goroutine would cost every read another wakeup, which on a busy
+// machine is where the tail of a small read's latency lies. What the
+// timeout must still end is a send blocked on a client that stopped
+// reading; see timedStream.SendMsg.
 func (s *service) streamTimeout(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if !isTraceReader(info.FullMethod) {
 		return handler(srv, ss)
 	}
 	ctx, cancel := s.withTimeout(ss.Context())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- handler(srv, timedStream{ServerStream: ss, ctx: ctx}) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctxStatus(ctx)
-	}
+	return handler(srv, &timedStream{ServerStream: ss, ctx: ctx})
 }
+
+// inlineSendBytes is how much of a stream is sent from the handler's own
+// goroutine. gRPC lets a server stream have 64 KiB queued that the client
+// has not taken, and a send blocks only once that is spent; until then a
+// send cannot wait on the client, whatever the client does.
+const inlineSendBytes = 32 << 10
 
 // timedStream is a server stream whose context carries the server-side
 // timeout.
 type timedStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx  context.Context
+	sent int // bytes sent so far
 }
 
-func (t timedStream) Context() context.Context { return t.ctx }
+func (t *timedStream) Context() context.Context { return t.ctx }
+
+// SendMsg sends m, and once the stream is past what can be queued without
+// the client, sends it from a goroutine of its own, so that the timeout
+// ends the call even while the send waits on a client that stopped
+// reading: ending the call closes the stream, which ends the send.
+func (t *timedStream) SendMsg(m any) error {
+	before := t.sent
+	t.sent += messageSize(m)
+	if before < inlineSendBytes {
+		return t.ServerStream.SendMsg(m)
+	}
+	done := make(chan error, 1)
+	go func() { done <- t.ServerStream.SendMsg(m) }()
+	select {
+	case err := <-done:
+		return err
+	case <-t.ctx.Done():
+		return ctxStatus(t.ctx)
+	}
+}
+
+// messageSize is the encoded size of a message sent on a stream.
+func messageSize(m any) int {
+	switch m := m.(type) {
+	case rawcodec.Message:
+		return len(m)
+	case proto.Message:
+		return proto.Size(m)
+	}
+	return inlineSendBytes // unknown: never sent inline past the first
+}
 
 // ctxStatus is the status of a query whose context has ended: the client's
 // cancellation or deadline, or the server's timeout.
