@@ -84,14 +84,15 @@ func (s *service) unaryTimeout(ctx context.Context, req any, info *grpc.UnarySer
 // second goroutine would cost every read another wakeup, which on a busy
 // machine is where the tail of a small read's latency lies. What the
 // timeout must still end is a send blocked on a client that stopped
-// reading; see timedStream.SendMsg.
+// reading; see timedStream.
 func (s *service) streamTimeout(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if !isTraceReader(info.FullMethod) {
 		return handler(srv, ss)
 	}
 	ctx, cancel := s.withTimeout(ss.Context())
 	defer cancel()
-	return handler(srv, &timedStream{ServerStream: ss, ctx: ctx})
+	ts := &timedStream{ServerStream: ss, ctx: ctx}
+	return ts.finish(handler(srv, ts))
 }
 
 // inlineSendBytes is how much of a stream is sent from the handler's own
@@ -101,29 +102,73 @@ func (s *service) streamTimeout(srv any, ss grpc.ServerStream, info *grpc.Stream
 const inlineSendBytes = 32 << 10
 
 // timedStream is a server stream whose context carries the server-side
-// timeout.
+// timeout. Its first 32 KiB are sent from the handler's goroutine, which is
+// all a small read sends; the rest go to a sender goroutine the stream then
+// starts, so that the timeout ends the call even while a send waits on a
+// client that stopped reading: ending the call closes the stream, which
+// ends the send. The handler goes on building the next message while the
+// sender sends, and waits only when the sender is two messages behind: a
+// wakeup per message in its path would cost a search of many traces as
+// much as a small read's goroutine cost each read. A stream past 32 KiB so
+// holds at most two messages more than gRPC has queued and the handler
+// builds, each within the message limit.
 type timedStream struct {
 	grpc.ServerStream
 	ctx  context.Context
-	sent int // bytes sent so far
+	sent int // bytes sent from the handler's goroutine
+
+	out  chan any      // messages to the sender; nil until it starts
+	done chan struct{} // closed when the sender ends
+	err  error         // why the sender ended early; read once done is closed
 }
 
 func (t *timedStream) Context() context.Context { return t.ctx }
 
-// SendMsg sends m, and once the stream is past what can be queued without
-// the client, sends it from a goroutine of its own, so that the timeout
-// ends the call even while the send waits on a client that stopped
-// reading: ending the call closes the stream, which ends the send.
 func (t *timedStream) SendMsg(m any) error {
-	before := t.sent
-	t.sent += messageSize(m)
-	if before < inlineSendBytes {
-		return t.ServerStream.SendMsg(m)
+	if t.out == nil {
+		before := t.sent
+		t.sent += messageSize(m)
+		if before < inlineSendBytes {
+			return t.ServerStream.SendMsg(m)
+		}
+		t.out, t.done = make(chan any, 1), make(chan struct{})
+		go t.send()
 	}
-	done := make(chan error, 1)
-	go func() { done <- t.ServerStream.SendMsg(m) }()
 	select {
-	case err := <-done:
+	case t.out <- m:
+		return nil
+	case <-t.done:
+		return t.err
+	case <-t.ctx.Done():
+		return ctxStatus(t.ctx)
+	}
+}
+
+// send sends what the handler hands over until the handler ends or a send
+// fails.
+func (t *timedStream) send() {
+	defer close(t.done)
+	for m := range t.out {
+		if err := t.ServerStream.SendMsg(m); err != nil {
+			t.err = err
+			return
+		}
+	}
+}
+
+// finish waits, within the timeout, for the sender to send what it was
+// handed, so that the call's status follows its last message; err is what
+// the handler returned.
+func (t *timedStream) finish(err error) error {
+	if t.out == nil {
+		return err
+	}
+	close(t.out)
+	select {
+	case <-t.done:
+		if err == nil {
+			err = t.err
+		}
 		return err
 	case <-t.ctx.Done():
 		return ctxStatus(t.ctx)

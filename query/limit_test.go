@@ -1,8 +1,11 @@
 package query
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,11 +17,13 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/grpctest"
+	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -238,4 +243,70 @@ func countSpansIn(c jaegerpb.TraceReaderClient, qs []*jaegerpb.GetTraceParams) (
 		return 0, err
 	}
 	return drainSpans(stream)
+}
+
+// recordingStream is a server stream that records what is sent on it,
+// taking a random while for each send, and fails the send numbered failAt.
+type recordingStream struct {
+	grpc.ServerStream
+	rng    *rand.Rand
+	failAt int
+	sent   [][]byte
+}
+
+var errSendFailed = errors.New("send failed")
+
+func (r *recordingStream) SendMsg(m any) error {
+	time.Sleep(time.Duration(r.rng.IntN(200)) * time.Microsecond)
+	if len(r.sent) == r.failAt {
+		return errSendFailed
+	}
+	r.sent = append(r.sent, m.(rawcodec.Message))
+	return nil
+}
+
+// TestTimedStreamSendsInOrder sends random runs of messages of random
+// sizes through the stream the server-side timeout wraps around a call:
+// those sent on the handler's goroutine and those handed to its sender
+// must arrive whole and in order, before the call ends, and a failed send
+// must end the call with its error.
+func TestTimedStreamSendsInOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		n := rng.IntN(20)
+		failAt := -1
+		if rng.IntN(4) == 0 && n > 0 {
+			failAt = rng.IntN(n)
+		}
+		rec := &recordingStream{rng: rand.New(rand.NewPCG(uint64(round), 3)), failAt: failAt}
+		ts := &timedStream{ServerStream: rec, ctx: context.Background()}
+		var want [][]byte
+		err := ts.finish(func() error {
+			for i := range n {
+				m := make(rawcodec.Message, 1+rng.IntN(20<<10))
+				m[0] = byte(i)
+				if err := ts.SendMsg(m); err != nil {
+					return err
+				}
+				want = append(want, m)
+			}
+			return nil
+		}())
+		if failAt >= 0 {
+			if !errors.Is(err, errSendFailed) {
+				t.Fatalf("round %d: send %d of %d failed, the call ended with %v", round, failAt, n, err)
+			}
+			want = want[:min(len(want), failAt)]
+		} else if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if len(rec.sent) != len(want) {
+			t.Fatalf("round %d: %d messages arrived, want %d", round, len(rec.sent), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(rec.sent[i], want[i]) {
+				t.Fatalf("round %d: message %d is not the one sent %d-th", round, i, i)
+			}
+		}
+	}
 }
