@@ -34,14 +34,14 @@ func newGate(n int, what, flag string, wait time.Duration) *gate {
 func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 	select {
 	case g.slots <- struct{}{}:
-		return g.leave, nil
+		return g.leaveFor(ctx), nil
 	default:
 	}
 	timer := time.NewTimer(g.wait)
 	defer timer.Stop()
 	select {
 	case g.slots <- struct{}{}:
-		return g.leave, nil
+		return g.leaveFor(ctx), nil
 	case <-timer.C:
 		return nil, status.Errorf(codes.ResourceExhausted,
 			"%s: at most %d at once (%s), and none finished within %v; retry later", g.what, cap(g.slots), g.flag, g.wait)
@@ -51,6 +51,17 @@ func (g *gate) enter(ctx context.Context) (leave func(), err error) {
 }
 
 func (g *gate) leave() { <-g.slots }
+
+// leaveFor is the function that gives back a slot taken under ctx. A slot a
+// streaming call takes is given back only once its stream has finished (see
+// timedStream.finish): until then its sender may still hold messages the
+// slot answers for.
+func (g *gate) leaveFor(ctx context.Context) func() {
+	if t, ok := ctx.Value(streamKey{}).(*timedStream); ok {
+		return func() { t.leaves = append(t.leaves, g.leave) }
+	}
+	return g.leave
+}
 
 // errQueryTimeout is the cause of a query's context when the server-side
 // timeout ends it.
@@ -91,9 +102,14 @@ func (s *service) streamTimeout(srv any, ss grpc.ServerStream, info *grpc.Stream
 	}
 	ctx, cancel := s.withTimeout(ss.Context())
 	defer cancel()
-	ts := &timedStream{ServerStream: ss, ctx: ctx}
+	ts := &timedStream{ServerStream: ss}
+	ts.ctx = context.WithValue(ctx, streamKey{}, ts)
+	defer ts.release()
 	return ts.finish(handler(srv, ts))
 }
+
+// streamKey is the context key of the timedStream a call runs on.
+type streamKey struct{}
 
 // inlineSendBytes is how much of a stream is sent from the handler's own
 // goroutine. gRPC lets a server stream have 64 KiB queued that the client
@@ -120,6 +136,16 @@ type timedStream struct {
 	out  chan any      // messages to the sender; nil until it starts
 	done chan struct{} // closed when the sender ends
 	err  error         // why the sender ended early; read once done is closed
+
+	leaves []func() // give back the slots the handler took and left
+}
+
+// release gives back the slots the handler left, once the stream is
+// finished.
+func (t *timedStream) release() {
+	for _, leave := range t.leaves {
+		leave()
+	}
 }
 
 func (t *timedStream) Context() context.Context { return t.ctx }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -248,5 +249,71 @@ func TestFindTracesNeverPassesPartOfATraceForWhole(t *testing.T) {
 		if tc.wantCode == codes.DataLoss && err != nil && !strings.Contains(err.Error(), "000042.sst") {
 			t.Errorf("DataLoss does not name the file: %v", err)
 		}
+	}
+}
+
+// threeChunkTrace is the real store, but for trace 0x0d…0d, which it reads
+// as one piece of 700 spans of about 1 KiB: three 256 KiB messages.
+type threeChunkTrace struct {
+	*storage.DB
+	piece *storage.Trace
+	begun atomic.Int32 // reads of the trace admitted (past their slots)
+	ended atomic.Int32 // reads of the trace whose handler has read it all
+}
+
+var threeChunkID = storage.TraceID{0: 0x0d, 15: 0x0d}
+
+func (c *threeChunkTrace) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
+	if id != threeChunkID {
+		return c.DB.TracePieces(ctx, id, tr, pieceBytes, admit, fn)
+	}
+	c.begun.Add(1)
+	defer c.ended.Add(1)
+	g := c.piece.Groups[0]
+	return true, fn(&storage.Trace{ID: threeChunkID, Spans: c.piece.Spans, Groups: []storage.Group{{Resource: g.Resource, Scope: g.Scope, Spans: append([][]byte(nil), g.Spans...)}}})
+}
+
+// TestStalledStreamsStayWithinSlots opens, one after another, four reads of
+// a 700 KiB trace from a client that never reads, with one read slot and
+// one search slot. While a stalled stream's messages are still to be sent
+// (the server holds them until --query-timeout), it must keep its slots:
+// otherwise every stalled stream pins its unsent messages outside any
+// slot, and the memory a server holds for clients that stopped reading
+// grows with the number of such streams rather than with
+// --query-max-reads and --query-max-searches.
+func TestStalledStreamsStayWithinSlots(t *testing.T) {
+	db, _ := start(t, t.TempDir())
+	piece := &storage.Trace{ID: threeChunkID, Groups: []storage.Group{{}}}
+	for i := range 700 {
+		piece.Groups[0].Spans = append(piece.Groups[0].Spans, mustMarshal(t, &tracepb.Span{TraceId: threeChunkID[:], SpanId: []byte{6: byte(i >> 8), 7: byte(i)},
+			Name: "step", Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 1000))}}))
+	}
+	piece.Spans = 700
+	store := &threeChunkTrace{DB: db, piece: piece}
+	opts := &Options{MaxMessageBytes: 256 << 10, MaxReads: 1, MaxSearches: 1, Timeout: 5 * time.Second, MaxQueueWait: 20 * time.Millisecond}
+	// Fixed 64 KiB windows, as in TestTimeoutEndsStalledStream.
+	conn, err := grpc.NewClient(grpctest.Serve(t, NewServer(store, opts)), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := jaegerpb.NewTraceReaderClient(conn)
+	const streams = 4
+	for range streams {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stalled, err := client.GetTraces(ctx, &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: threeChunkID[:]}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stalled.Header(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // the handler, if it can, hands everything off and returns
+	}
+	if n := store.begun.Load(); n != 1 {
+		t.Fatalf("%d of %d stalled reads of a 3-message trace were admitted with --query-max-reads=1 (%d handlers returned and gave back their slots with messages still unsent); want 1",
+			n, streams, store.ended.Load())
 	}
 }
