@@ -149,13 +149,18 @@ var endlessID = storage.TraceID{0: 0x0e, 15: 0x0e}
 
 func newEndlessTrace(t *testing.T) *endlessTrace {
 	db, _ := start(t, t.TempDir())
-	piece := &storage.Trace{ID: endlessID, Groups: []storage.Group{{}}}
-	for i := range 1000 {
-		piece.Groups[0].Spans = append(piece.Groups[0].Spans, mustMarshal(t, &tracepb.Span{TraceId: endlessID[:], SpanId: []byte{6: byte(i >> 8), 7: byte(i)},
+	return &endlessTrace{DB: db, piece: paddedPiece(t, endlessID, 1000)}
+}
+
+// paddedPiece is a piece of trace id of n spans of about 1 KiB each, in one
+// group.
+func paddedPiece(t *testing.T, id storage.TraceID, n int) *storage.Trace {
+	piece := &storage.Trace{ID: id, Spans: n, Groups: []storage.Group{{}}}
+	for i := range n {
+		piece.Groups[0].Spans = append(piece.Groups[0].Spans, mustMarshal(t, &tracepb.Span{TraceId: id[:], SpanId: []byte{6: byte(i >> 8), 7: byte(i)},
 			Name: "step", Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 1000))}}))
 	}
-	piece.Spans = 1000
-	return &endlessTrace{DB: db, piece: piece}
+	return piece
 }
 
 func (e *endlessTrace) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {

@@ -16,7 +16,6 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -164,6 +163,11 @@ func TestLargeFragmentWaitsForSearchSlot(t *testing.T) {
 	}
 }
 
+// fixedWindows are a client's fixed 64 KiB flow-control windows, which turn
+// off gRPC's growing them: a client that takes no message then stalls its
+// server once little more than that is in flight.
+var fixedWindows = []grpc.DialOption{grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 10)}
+
 // TestTimeoutEndsStalledStream starts reading the huge trace without taking
 // any message, so that the server blocks sending once flow control allows no
 // more, and checks that the server's timeout ends the call, and frees its
@@ -171,15 +175,9 @@ func TestLargeFragmentWaitsForSearchSlot(t *testing.T) {
 func TestTimeoutEndsStalledStream(t *testing.T) {
 	db := hugeTraceStore(t)
 	opts := &Options{MaxMessageBytes: 8 << 10, MaxReads: 1, Timeout: 300 * time.Millisecond}
-	// Fixed 64 KiB windows, which turn off gRPC's growing them: the server
-	// can have at most about 128 KiB of the 190 KiB trace in flight.
-	conn, err := grpc.NewClient(grpctest.Serve(t, NewServer(db, opts)), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := jaegerpb.NewTraceReaderClient(conn)
+	// With fixed windows the server can have at most about 128 KiB of the
+	// 190 KiB trace in flight.
+	client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(db, opts)), fixedWindows...))
 	stalled, err := client.GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: hugeID}}})
 	if err != nil {
 		t.Fatal(err)
@@ -283,22 +281,9 @@ func (c *threeChunkTrace) TracePieces(ctx context.Context, id storage.TraceID, t
 // --query-max-reads and --query-max-searches.
 func TestStalledStreamsStayWithinSlots(t *testing.T) {
 	db, _ := start(t, t.TempDir())
-	piece := &storage.Trace{ID: threeChunkID, Groups: []storage.Group{{}}}
-	for i := range 700 {
-		piece.Groups[0].Spans = append(piece.Groups[0].Spans, mustMarshal(t, &tracepb.Span{TraceId: threeChunkID[:], SpanId: []byte{6: byte(i >> 8), 7: byte(i)},
-			Name: "step", Attributes: []*commonpb.KeyValue{stringAttr("pad", strings.Repeat("p", 1000))}}))
-	}
-	piece.Spans = 700
-	store := &threeChunkTrace{DB: db, piece: piece}
+	store := &threeChunkTrace{DB: db, piece: paddedPiece(t, threeChunkID, 700)}
 	opts := &Options{MaxMessageBytes: 256 << 10, MaxReads: 1, MaxSearches: 1, Timeout: 5 * time.Second, MaxQueueWait: 20 * time.Millisecond}
-	// Fixed 64 KiB windows, as in TestTimeoutEndsStalledStream.
-	conn, err := grpc.NewClient(grpctest.Serve(t, NewServer(store, opts)), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := jaegerpb.NewTraceReaderClient(conn)
+	client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(store, opts)), fixedWindows...))
 	const streams = 4
 	for range streams {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -23,10 +23,11 @@ func Serve(tb testing.TB, s *grpc.Server) string {
 }
 
 // Dial connects to addr without TLS, with gRPC's default message limits (those
-// of jaeger-query and the OpenTelemetry exporters), until the test ends.
-func Dial(tb testing.TB, addr string) *grpc.ClientConn {
+// of jaeger-query and the OpenTelemetry exporters) and any further options,
+// until the test ends.
+func Dial(tb testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	tb.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
