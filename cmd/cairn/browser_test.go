@@ -165,7 +165,9 @@ func TestBrowserSearchToTrace(t *testing.T) {
 
 	// From the search to the trace with the failed payment.
 	failed := shop.ids[7]
-	b.do("click the failed trace", chromedp.Click(`table.traces a[href="#/trace/`+failed+`"]`), chromedp.WaitVisible(`.trace .span-count`))
+	// The waterfall's rows are drawn after the trace's header.
+	b.do("click the failed trace", chromedp.Click(`table.traces a[href="#/trace/`+failed+`"]`), chromedp.WaitVisible(`.trace .span-count`),
+		chromedp.WaitVisible(`.row .op`))
 	var tr apiTrace
 	apiGet(t, s, "/api/v1/traces/"+failed, &tr)
 	if got := eval[string](b, `document.querySelector('.span-count').textContent`); got != fmt.Sprint(tr.SpanCount) {
