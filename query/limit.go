@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
@@ -203,11 +202,8 @@ func (t *timedStream) finish(err error) error {
 
 // messageSize is the encoded size of a message sent on a stream.
 func messageSize(m any) int {
-	switch m := m.(type) {
-	case rawcodec.Message:
-		return len(m)
-	case proto.Message:
-		return proto.Size(m)
+	if n, ok := rawcodec.Size(m); ok {
+		return n
 	}
 	return inlineSendBytes // unknown: never sent inline past the first
 }

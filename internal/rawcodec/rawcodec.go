@@ -42,6 +42,18 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	}
 }
 
+// Size is the encoded size of v, and whether Codec encodes values of its
+// type at all.
+func Size(v any) (n int, ok bool) {
+	switch m := v.(type) {
+	case Message:
+		return len(m), true
+	case proto.Message:
+		return proto.Size(m), true
+	}
+	return 0, false
+}
+
 // Unmarshal decodes data into v. Into a *Message it copies the bytes out of
 // gRPC's recycled buffers.
 func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
