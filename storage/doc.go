@@ -35,11 +35,12 @@
 // TracePieces reads a trace the same way but hands it on a piece at a time,
 // so that a huge trace is never held whole.
 //
-// Search. Find looks through the live buffers' term sets, then through the
-// segments of the partitions in its time window, newest first, narrowing
-// candidates with the search index and checking them against their spans,
-// and stops at its limit. Services and operations come from an in-memory
-// catalog persisted with each block.
+// Search. Find looks through the live buffers' term sets, in chunks of
+// their arrival order whose start-time bounds say which may hold the newest
+// matches, then through the segments of the partitions in its time window,
+// newest first, narrowing candidates with the search index and checking
+// them against their spans, and stops at its limit. Services and operations
+// come from an in-memory catalog persisted with each block.
 //
 // Retention. Spans older than Options.Retention, or starting more than
 // Options.FutureTolerance ahead, are rejected and never returned; hour

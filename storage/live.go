@@ -167,6 +167,7 @@ type traceState struct {
 	// traces without reading their spans.
 	minStart, maxStart, maxEnd uint64
 	partition                  uint32 // of the first span
+	arrival                    int32  // the trace's place in its table's arrival order, which put sets
 	multiPartition             bool   // spans fall in more than one partition
 
 	// terms are the search terms of the trace's spans and resources, in
@@ -175,7 +176,7 @@ type traceState struct {
 	// so that inserting one is an append.
 	terms []index.Term
 	runs  []int32
-	// termBits has termBit of every term set: a search scanning the
+	// termBits has termBit of every term set: a search reading the
 	// buffers rules most traces out on it, without reading their terms,
 	// which were two more cache misses a trace.
 	termBits [4]uint64

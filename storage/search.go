@@ -325,11 +325,7 @@ func (db *DB) Find(ctx context.Context, q Query) ([]Found, error) {
 	if err := c.addStoredResources(v.index); err != nil {
 		return nil, err
 	}
-	var live []liveCandidate
-	for _, buf := range v.bufs {
-		live = c.liveCandidates(live, buf, v.notBefore)
-	}
-	c.verifyLive(live, v.notBefore, res)
+	c.searchLive(v.bufs, v.notBefore, res)
 
 	s := &segmentSearch{db: db, c: c, it: v.index, data: v.data, res: res}
 	defer s.close()
@@ -370,121 +366,139 @@ type liveCandidate struct {
 	inside               bool // the trace has an inside duration term
 }
 
-// liveCandidates appends the candidates of a live buffer, from the trace
-// states its inserts published, which never change: verifyLive reads their
-// spans with no lock.
-func (c *compiled) liveCandidates(cands []liveCandidate, buf *buffer, notBefore uint64) []liveCandidate {
-	buf.byID.each(func(t *traceState) {
-		for _, g := range c.groups {
-			if !t.hasAny(g) {
-				return
+// searchLive adds the newest matching traces of the live buffers, up to the
+// limit: the first matches in newest-first order (see newestFirst), as a
+// look at every trace would find them. It reads the buffers' arrival chunks
+// (see traceTable), the one whose traces may start latest first, and stops
+// at a chunk that can hold nothing in the time window, or nothing newer than
+// the limit-th trace found. Traces arrive roughly in start order, so a
+// search for what many traces have reads a few chunks, whatever the buffers
+// hold.
+func (c *compiled) searchLive(bufs []*buffer, notBefore uint64, res *results) {
+	var chunks []arrivals
+	for _, buf := range bufs {
+		chunks = buf.byID.appendArrivals(chunks)
+	}
+	slices.SortFunc(chunks, func(a, b arrivals) int { return cmp.Compare(b.bound, a.bound) })
+	m := liveMatches{limit: c.limit}
+	var cands []liveCandidate
+	for _, ch := range chunks {
+		if ch.bound < c.startMin || (m.full && ch.bound < m.last.start) {
+			break
+		}
+		for i := range ch.states {
+			cands = c.candidates(cands[:0], ch.states[i].Load(), notBefore)
+			for i := range cands {
+				cd := &cands[i]
+				if m.full && newestFirst(cd, &m.last) >= 0 {
+					continue // after the limit-th trace
+				}
+				if c.overlaps(cd.start, cd.maxStart) && c.verifyLive(cd, notBefore) {
+					m.list = append(m.list, *cd)
+				}
 			}
 		}
-		inside := len(c.inside) > 0 && t.hasAny(c.inside)
-		if !t.multiPartition && t.minStart >= notBefore {
-			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
-				start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
-			return
-		}
-		// As on disk, a match is reported with the extent of the trace's
-		// spans in the partition where it matched.
-		first := len(cands)
-		for _, s := range t.spans {
-			if s.start < notBefore {
-				continue
-			}
-			p := partitionOf(s.start)
-			k := first
-			for k < len(cands) && cands[k].p != p {
-				k++
-			}
-			if k == len(cands) {
-				cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: p, start: math.MaxUint64})
-			}
-			cd := &cands[k]
-			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
-		}
-		// The trace's terms are those of spans in other partitions, or aged
-		// out, too: the index alone never decides these candidates.
-		for k := first; k < len(cands); k++ {
-			cands[k].inside = inside
-		}
-	})
-	return cands
-}
-
-// verifyLive adds the matching live candidates, newest first, until the
-// limit.
-func (c *compiled) verifyLive(cands []liveCandidate, notBefore uint64, res *results) {
-	// Most candidates usually match, and only the newest few are wanted:
-	// a heap hands them out in order without sorting thousands.
-	h := newestFirst(cands)
-	h.init()
-	for len(h) > 0 {
+		m.trim(false)
+	}
+	m.trim(true)
+	for i := range m.list {
 		if len(res.list) >= c.limit {
 			return
 		}
-		cd := h.pop()
-		if !c.overlaps(cd.start, cd.maxStart) {
+		res.add(m.list[i].id, m.list[i].start, m.list[i].end)
+	}
+}
+
+// candidates appends the candidates of a live trace: none if its terms rule
+// it out, else one per partition its spans fall in.
+func (c *compiled) candidates(cands []liveCandidate, t *traceState, notBefore uint64) []liveCandidate {
+	for _, g := range c.groups {
+		if !t.hasAny(g) {
+			return cands
+		}
+	}
+	inside := len(c.inside) > 0 && t.hasAny(c.inside)
+	if !t.multiPartition && t.minStart >= notBefore {
+		return append(cands, liveCandidate{id: t.id, spans: t.spans, p: t.partition,
+			start: t.minStart, maxStart: t.maxStart, end: t.maxEnd, single: true, inside: inside})
+	}
+	// As on disk, a match is reported with the extent of the trace's
+	// spans in the partition where it matched.
+	first := len(cands)
+	for _, s := range t.spans {
+		if s.start < notBefore {
 			continue
 		}
-		// Within one partition and the time window, terms that decide alone
-		// need no look at the spans, as for a segment row.
-		matched := c.decides(cd.inside, !cd.single, cd.start, cd.maxStart)
-		for i := 0; !matched && i < len(cd.spans); i++ {
-			if s := cd.spans[i]; s.start >= notBefore && partitionOf(s.start) == cd.p {
-				matched = c.matchSpan(s.group.service, s.group.res.Raw, s.raw)
-			}
+		p := partitionOf(s.start)
+		k := first
+		for k < len(cands) && cands[k].p != p {
+			k++
 		}
-		if matched {
-			res.add(cd.id, cd.start, cd.end)
+		if k == len(cands) {
+			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: p, start: math.MaxUint64})
+		}
+		cd := &cands[k]
+		cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
+	}
+	// The trace's terms are those of spans in other partitions, or aged
+	// out, too: the index alone never decides these candidates.
+	for k := first; k < len(cands); k++ {
+		cands[k].inside = inside
+	}
+	return cands
+}
+
+// verifyLive reports whether a candidate within the time window matches.
+func (c *compiled) verifyLive(cd *liveCandidate, notBefore uint64) bool {
+	// Within one partition and the time window, terms that decide alone
+	// need no look at the spans, as for a segment row.
+	if c.decides(cd.inside, !cd.single, cd.start, cd.maxStart) {
+		return true
+	}
+	for _, s := range cd.spans {
+		if s.start >= notBefore && partitionOf(s.start) == cd.p && c.matchSpan(s.group.service, s.group.res.Raw, s.raw) {
+			return true
 		}
 	}
+	return false
 }
 
-// newestFirst is a heap of live candidates, the newest start on top. It is
-// typed rather than a container/heap, whose Pop boxed every candidate.
-// Buffers are scanned in no particular order: ties are broken by ID and
-// partition, so that the answer does not depend on it.
-type newestFirst []liveCandidate
-
-func (h newestFirst) less(i, j int) bool {
-	a, b := &h[i], &h[j]
-	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p)) < 0
+// newestFirst orders live candidates by start, newest first. Buffers are
+// read in no particular order: ties are broken by ID and partition, so that
+// the answer does not depend on it.
+func newestFirst(a, b *liveCandidate) int {
+	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p))
 }
 
-// down moves the candidate at i down to its place.
-func (h newestFirst) down(i int) {
-	for {
-		m := 2*i + 1
-		if m >= len(h) {
-			return
-		}
-		if r := m + 1; r < len(h) && h.less(r, m) {
-			m = r
-		}
-		if !h.less(m, i) {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
+// liveMatches collects a search's matching live candidates, keeping those up
+// to the one that brings the limit-th distinct trace: a search answers no
+// later ones.
+type liveMatches struct {
+	limit int
+	list  []liveCandidate
+	kept  int           // len(list) after the last trim
+	full  bool          // list holds limit traces
+	last  liveCandidate // if full, the one that brought the limit-th
+}
+
+// trim sorts the matches and drops those after the limit-th trace: always
+// if final, else once the list has doubled since the last trim, so that
+// sorting costs a logarithm per match.
+func (m *liveMatches) trim(final bool) {
+	if !final && len(m.list) < max(m.limit, 2*m.kept) {
+		return
 	}
-}
-
-func (h newestFirst) init() {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		h.down(i)
+	slices.SortFunc(m.list, func(a, b liveCandidate) int { return newestFirst(&a, &b) })
+	seen := make(map[TraceID]bool, min(m.limit, len(m.list)))
+	for i := range m.list {
+		seen[m.list[i].id] = true
+		if len(seen) == m.limit {
+			m.list = m.list[:i+1]
+			m.full, m.last = true, m.list[i]
+			break
+		}
 	}
-}
-
-// pop removes and returns the newest candidate.
-func (h *newestFirst) pop() liveCandidate {
-	old := *h
-	top, n := old[0], len(old)-1
-	old[0] = old[n]
-	*h = old[:n]
-	h.down(0)
-	return top
+	m.kept = len(m.list)
 }
 
 // segmentSearch searches the segments of partitions on disk.

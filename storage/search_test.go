@@ -544,3 +544,112 @@ func TestAgedOutSpansNeverMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchLiveAgainstScan checks that searchLive, which stops reading a
+// buffer's arrival chunks once the rest cannot hold newer matches, answers
+// as a look at every live trace does: the matches in newest-first order, up
+// to the limit-th trace, with the same extents. Start times run against
+// arrival order by up to an hour, so that chunks' bounds interleave and
+// some traces span two partitions.
+func TestSearchLiveAgainstScan(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	clk := &clock{t: time.Now().Truncate(time.Hour)}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	services := []string{"api", "cart", "db"}
+	base := uint64(clk.now().Add(-3 * time.Hour).UnixNano())
+	const batches, perBatch = 20, 150
+	for b := range batches {
+		req := &collectorpb.ExportTraceServiceRequest{}
+		for _, svc := range services {
+			rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+				{Key: "service.name", Value: strV(svc)}}}}
+			ss := &tracepb.ScopeSpans{}
+			for range perBatch / len(services) {
+				var tid TraceID
+				binary.BigEndian.PutUint64(tid[8:], uint64(rng.IntN(batches*perBatch/2))) // traces recur
+				// Arrival order, give or take up to an hour.
+				start := base + uint64(b)*uint64(5*time.Minute) + uint64(rng.Int64N(int64(time.Hour)))
+				sp := &tracepb.Span{TraceId: tid[:], SpanId: binary.BigEndian.AppendUint64(nil, rng.Uint64()|1),
+					Name: []string{"GET", "POST"}[rng.IntN(2)], StartTimeUnixNano: start,
+					EndTimeUnixNano: start + uint64(rng.IntN(1000))*uint64(time.Millisecond)}
+				if rng.IntN(3) == 0 {
+					sp.Attributes = []*commonpb.KeyValue{{Key: "a", Value: strV(fmt.Sprint(rng.IntN(4)))}}
+				}
+				ss.Spans = append(ss.Spans, sp)
+			}
+			rs.ScopeSpans = []*tracepb.ScopeSpans{ss}
+			req.ResourceSpans = append(req.ResourceSpans, rs)
+		}
+		raw, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, raw)
+	}
+	v, err := db.openView(0, ^uint32(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.release(v)
+	var chunks []arrivals
+	for _, buf := range v.bufs {
+		chunks = buf.byID.appendArrivals(chunks)
+	}
+	if len(chunks) < 4 {
+		t.Fatalf("%d arrival chunks; the test wants several", len(chunks))
+	}
+
+	// scan is searchLive as a look at every trace: all candidates, in order.
+	scan := func(c *compiled) []Found {
+		var cands []liveCandidate
+		for _, ch := range chunks {
+			for i := range ch.states {
+				cands = c.candidates(cands, ch.states[i].Load(), v.notBefore)
+			}
+		}
+		slices.SortFunc(cands, func(a, b liveCandidate) int { return newestFirst(&a, &b) })
+		res := &results{byID: map[TraceID]int{}}
+		for i := range cands {
+			if len(res.list) >= c.limit {
+				break
+			}
+			if c.overlaps(cands[i].start, cands[i].maxStart) && c.verifyLive(&cands[i], v.notBefore) {
+				res.add(cands[i].id, cands[i].start, cands[i].end)
+			}
+		}
+		return res.list
+	}
+	partial := 0
+	for i := range 400 {
+		q := Query{Limit: []int{1, 2, 3, 20, 100, 5000}[rng.IntN(6)]}
+		if rng.IntN(4) > 0 {
+			q.Service = services[rng.IntN(len(services))]
+		}
+		if rng.IntN(3) == 0 {
+			q.Attributes = []Attribute{{Key: "a", Value: fmt.Sprint(rng.IntN(4))}}
+		}
+		if rng.IntN(3) == 0 {
+			q.StartMin = time.Unix(0, int64(base+uint64(rng.Int64N(int64(2*time.Hour)))))
+		}
+		if rng.IntN(3) == 0 {
+			q.StartMax = time.Unix(0, int64(base+uint64(rng.Int64N(int64(3*time.Hour)))))
+		}
+		c := compile(q, v.notBefore, services, db.resources)
+		want := scan(c)
+		res := &results{byID: map[TraceID]int{}}
+		c.searchLive(v.bufs, v.notBefore, res)
+		if !slices.Equal(res.list, want) {
+			t.Fatalf("query %d %+v:\n got  %v\n want %v", i, q, res.list, want)
+		}
+		if len(want) == q.Limit {
+			partial++
+		}
+	}
+	if partial < 100 {
+		t.Fatalf("only %d of 400 queries met their limit; the test wants early stops", partial)
+	}
+}

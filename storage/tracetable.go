@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"math/bits"
+	"slices"
 	"sync/atomic"
 )
 
@@ -18,9 +19,37 @@ import (
 // full, that the writer replaces with one twice the size when it fills.
 // Traces are never removed from a buffer, so a slot once set stays set,
 // to newer states of the same trace.
+//
+// It also lists its traces in the order they were first published, in
+// chunks that each bound the start times of their traces' spans, so that a
+// search wanting the newest few matches reads the chunks that may hold them
+// rather than every trace (see DB.searchLive): scanning all of a buffer's
+// traces took a search 3-4 ms of CPU at full ingest.
 type traceTable struct {
 	slots atomic.Pointer[traceSlots]
 	n     int // traces held; the writer's
+
+	chunks  atomic.Pointer[[]*arrivalChunk] // replaced whole when one is added
+	arrived atomic.Int64                    // IDs the chunks hold, in order
+}
+
+// arrivalChunkLen is how many traces one arrival chunk lists: a search reads
+// at least one chunk, and compares a bound per chunk.
+const arrivalChunkLen = 256
+
+// arrivalChunk lists traces in the order they were first published.
+type arrivalChunk struct {
+	// bound is at least the start of every span its traces' published states
+	// hold. The writer raises it before it publishes a state, so a reader
+	// that reads the bound after a state has been published finds it holds.
+	bound  atomic.Uint64
+	states [arrivalChunkLen]atomic.Pointer[traceState] // as the table's slots hold them
+}
+
+// arrivals is a chunk of a table's arrival order as a reader took it.
+type arrivals struct {
+	states []atomic.Pointer[traceState] // filled entries only
+	bound  uint64
 }
 
 type traceSlots struct {
@@ -54,30 +83,39 @@ func (tt *traceTable) get(id TraceID) *traceState {
 	return nil
 }
 
-// each calls fn with every trace of the table as last published, in no
-// particular order. It may miss traces first published while it runs.
-func (tt *traceTable) each(fn func(*traceState)) {
-	ts := tt.slots.Load()
-	if ts == nil {
-		return
+// appendArrivals appends the table's arrival chunks as published now, each
+// with its bound as of now. Their states are never nil. It misses traces
+// first published while it runs.
+func (tt *traceTable) appendArrivals(out []arrivals) []arrivals {
+	n := int(tt.arrived.Load())
+	if n == 0 {
+		return out
 	}
-	for i := range ts.s {
-		if t := ts.s[i].Load(); t != nil {
-			fn(t)
-		}
+	chunks := *tt.chunks.Load()
+	for i, c := range chunks[:(n+arrivalChunkLen-1)/arrivalChunkLen] {
+		filled := min(arrivalChunkLen, n-i*arrivalChunkLen)
+		out = append(out, arrivals{states: c.states[:filled], bound: c.bound.Load()})
 	}
+	return out
 }
 
 // put publishes t, replacing what the table held of its trace. Only the
-// writer calls it, and t must not change afterwards.
+// writer calls it, and t must not change afterwards; put sets t.arrival.
 func (tt *traceTable) put(t *traceState) {
 	ts := tt.slots.Load()
 	if ts != nil {
 		if i, ok := ts.find(t.id); ok {
+			t.arrival = ts.s[i].Load().arrival
+			c := tt.raiseBound(t)
 			ts.s[i].Store(t)
+			c.states[t.arrival%arrivalChunkLen].Store(t)
 			return
 		}
 	}
+	t.arrival = int32(tt.n)
+	tt.chunkFor(tt.n)
+	c := tt.raiseBound(t)
+	c.states[t.arrival%arrivalChunkLen].Store(t)
 	if ts == nil || 2*(tt.n+1) > len(ts.s) {
 		size := minTraceSlots
 		if ts != nil {
@@ -100,6 +138,32 @@ func (tt *traceTable) put(t *traceState) {
 	i, _ := ts.find(t.id)
 	ts.s[i].Store(t)
 	tt.n++
+	tt.arrived.Store(int64(tt.n)) // after the state, which readers then find
+}
+
+// raiseBound raises the bound of t's arrival chunk to t's latest start,
+// and returns the chunk.
+func (tt *traceTable) raiseBound(t *traceState) *arrivalChunk {
+	c := (*tt.chunks.Load())[t.arrival/arrivalChunkLen]
+	if c.bound.Load() < t.maxStart {
+		c.bound.Store(t.maxStart)
+	}
+	return c
+}
+
+// chunkFor adds the arrival chunk of the i-th trace if i is the first it
+// lists.
+func (tt *traceTable) chunkFor(i int) {
+	var chunks []*arrivalChunk
+	if p := tt.chunks.Load(); p != nil {
+		chunks = *p
+	}
+	if i/arrivalChunkLen < len(chunks) {
+		return
+	}
+	// A new slice: readers may hold the old one.
+	grown := append(slices.Clip(chunks), new(arrivalChunk))
+	tt.chunks.Store(&grown)
 }
 
 // find returns the slot that holds the trace with the given ID and true,

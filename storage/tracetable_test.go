@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,12 +42,13 @@ func TestTraceTableAgainstMap(t *testing.T) {
 		var tt traceTable
 		model := map[TraceID]*traceState{}
 		for i, id := range held {
-			st := &traceState{id: id}
+			st := &traceState{id: id, maxStart: rng.Uint64N(1 << 40)}
 			tt.put(st)
 			model[id] = st
-			// A newer state of a trace replaces the old one.
+			// A newer state of a trace replaces the old one, keeping its
+			// place in arrival order.
 			if i%3 == 0 {
-				st = &traceState{id: id}
+				st = &traceState{id: id, maxStart: rng.Uint64N(1 << 40)}
 				tt.put(st)
 				model[id] = st
 			}
@@ -68,6 +70,24 @@ func TestTraceTableAgainstMap(t *testing.T) {
 			if got := tt.get(id); got != nil {
 				t.Fatalf("n=%d: get(%x) of an absent ID = %p", n, id, got)
 			}
+		}
+		// The arrival chunks list every trace once, in the order first
+		// published, each chunk bounding its traces' latest maxStart.
+		var order []TraceID
+		for _, ch := range tt.appendArrivals(nil) {
+			for i := range ch.states {
+				s := ch.states[i].Load()
+				if s != model[s.id] {
+					t.Fatalf("n=%d: arrivals hold a state of %x that is not its latest", n, s.id)
+				}
+				if s.maxStart > ch.bound {
+					t.Fatalf("n=%d: %x has maxStart %d past its chunk's bound %d", n, s.id, s.maxStart, ch.bound)
+				}
+				order = append(order, s.id)
+			}
+		}
+		if !slices.Equal(order, held) {
+			t.Fatalf("n=%d: arrival order lists %d traces, not the %d in the order put", n, len(order), len(held))
 		}
 	}
 }
@@ -94,6 +114,17 @@ func TestTraceTableReadsWhileWriterAdds(t *testing.T) {
 				if got := tt.get(id); got == nil || got.id != id {
 					t.Errorf("get(%x) = %v after it was added", id, got)
 					return
+				}
+				// Every trace the arrival chunks list has a state, which get finds.
+				if r == 0 {
+					for _, ch := range tt.appendArrivals(nil) {
+						for i := range ch.states {
+							if s := ch.states[i].Load(); s == nil || tt.get(s.id) == nil {
+								t.Errorf("arrivals list a trace that get does not find: %v", s)
+								return
+							}
+						}
+					}
 				}
 			}
 		})
