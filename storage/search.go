@@ -387,7 +387,11 @@ func (c *compiled) searchLive(bufs []*buffer, notBefore uint64, res *results) {
 			break
 		}
 		for i := range ch.states {
-			cands = c.candidates(cands[:0], ch.states[i].Load(), notBefore)
+			t := ch.states[i].Load()
+			if m.full && t.maxStart < m.last.start {
+				continue // every candidate of it starts after the limit-th trace's
+			}
+			cands = c.candidates(cands[:0], t, notBefore)
 			for i := range cands {
 				cd := &cands[i]
 				if m.full && newestFirst(cd, &m.last) >= 0 {
@@ -464,10 +468,11 @@ func (c *compiled) verifyLive(cd *liveCandidate, notBefore uint64) bool {
 }
 
 // newestFirst orders live candidates by start, newest first. Buffers are
-// read in no particular order: ties are broken by ID and partition, so that
-// the answer does not depend on it.
+// read in no particular order: ties are broken by ID, partition and end, so
+// that the answer does not depend on it (a trace that two buffers hold has
+// a candidate in each, which may differ in their end alone).
 func newestFirst(a, b *liveCandidate) int {
-	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p))
+	return cmp.Or(cmp.Compare(b.start, a.start), bytes.Compare(a.id[:], b.id[:]), cmp.Compare(a.p, b.p), cmp.Compare(b.end, a.end))
 }
 
 // liveMatches collects a search's matching live candidates, keeping those up

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"cairn/index"
+	"cairn/internal/otlpwire"
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 	"context"
@@ -545,22 +546,20 @@ func TestAgedOutSpansNeverMatch(t *testing.T) {
 	}
 }
 
-// TestSearchLiveAgainstScan checks that searchLive, which stops reading a
-// buffer's arrival chunks once the rest cannot hold newer matches, answers
+// TestSearchLiveAgainstScan checks that searchLive, which stops reading the
+// buffers' arrival chunks once the rest cannot hold newer matches, answers
 // as a look at every live trace does: the matches in newest-first order, up
 // to the limit-th trace, with the same extents. Start times run against
-// arrival order by up to an hour, so that chunks' bounds interleave and
-// some traces span two partitions.
+// arrival order by up to an hour, so that chunks' bounds interleave and some
+// traces span two partitions; they fall on whole minutes, so that starts
+// tie; and traces recur in both buffers, live and frozen, with different
+// ends.
 func TestSearchLiveAgainstScan(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	clk := &clock{t: time.Now().Truncate(time.Hour)}
-	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, Now: clk.now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	resources := newResourceIndex()
+	bufs := []*buffer{newBuffer(2), newBuffer(1)}
 	services := []string{"api", "cart", "db"}
-	base := uint64(clk.now().Add(-3 * time.Hour).UnixNano())
+	base := uint64(time.Now().Add(-3 * time.Hour).Truncate(time.Hour).UnixNano())
 	const batches, perBatch = 20, 150
 	for b := range batches {
 		req := &collectorpb.ExportTraceServiceRequest{}
@@ -572,7 +571,7 @@ func TestSearchLiveAgainstScan(t *testing.T) {
 				var tid TraceID
 				binary.BigEndian.PutUint64(tid[8:], uint64(rng.IntN(batches*perBatch/2))) // traces recur
 				// Arrival order, give or take up to an hour.
-				start := base + uint64(b)*uint64(5*time.Minute) + uint64(rng.Int64N(int64(time.Hour)))
+				start := base + uint64(b)*uint64(5*time.Minute) + uint64(rng.IntN(60))*uint64(time.Minute)
 				sp := &tracepb.Span{TraceId: tid[:], SpanId: binary.BigEndian.AppendUint64(nil, rng.Uint64()|1),
 					Name: []string{"GET", "POST"}[rng.IntN(2)], StartTimeUnixNano: start,
 					EndTimeUnixNano: start + uint64(rng.IntN(1000))*uint64(time.Millisecond)}
@@ -588,27 +587,30 @@ func TestSearchLiveAgainstScan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeAt(t, db, raw)
+		var batch otlpwire.Batch
+		if err := otlpwire.Parse(raw, &batch, otlpwire.Window{}); err != nil {
+			t.Fatal(err)
+		}
+		prep := prepare(&batch, resources)
+		bufs[b*2/batches].insert(&batch, prep) // the older half went to the frozen buffer
+		prep.release()
 	}
-	v, err := db.openView(0, ^uint32(0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.release(v)
 	var chunks []arrivals
-	for _, buf := range v.bufs {
+	for _, buf := range bufs {
 		chunks = buf.byID.appendArrivals(chunks)
 	}
 	if len(chunks) < 4 {
 		t.Fatalf("%d arrival chunks; the test wants several", len(chunks))
 	}
+	// Spans of the first ten minutes have aged out.
+	notBefore := base + uint64(10*time.Minute)
 
 	// scan is searchLive as a look at every trace: all candidates, in order.
 	scan := func(c *compiled) []Found {
 		var cands []liveCandidate
 		for _, ch := range chunks {
 			for i := range ch.states {
-				cands = c.candidates(cands, ch.states[i].Load(), v.notBefore)
+				cands = c.candidates(cands, ch.states[i].Load(), notBefore)
 			}
 		}
 		slices.SortFunc(cands, func(a, b liveCandidate) int { return newestFirst(&a, &b) })
@@ -617,13 +619,13 @@ func TestSearchLiveAgainstScan(t *testing.T) {
 			if len(res.list) >= c.limit {
 				break
 			}
-			if c.overlaps(cands[i].start, cands[i].maxStart) && c.verifyLive(&cands[i], v.notBefore) {
+			if c.overlaps(cands[i].start, cands[i].maxStart) && c.verifyLive(&cands[i], notBefore) {
 				res.add(cands[i].id, cands[i].start, cands[i].end)
 			}
 		}
 		return res.list
 	}
-	partial := 0
+	full := 0
 	for i := range 400 {
 		q := Query{Limit: []int{1, 2, 3, 20, 100, 5000}[rng.IntN(6)]}
 		if rng.IntN(4) > 0 {
@@ -638,18 +640,18 @@ func TestSearchLiveAgainstScan(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			q.StartMax = time.Unix(0, int64(base+uint64(rng.Int64N(int64(3*time.Hour)))))
 		}
-		c := compile(q, v.notBefore, services, db.resources)
+		c := compile(q, notBefore, services, resources)
 		want := scan(c)
 		res := &results{byID: map[TraceID]int{}}
-		c.searchLive(v.bufs, v.notBefore, res)
+		c.searchLive(bufs, notBefore, res)
 		if !slices.Equal(res.list, want) {
 			t.Fatalf("query %d %+v:\n got  %v\n want %v", i, q, res.list, want)
 		}
 		if len(want) == q.Limit {
-			partial++
+			full++
 		}
 	}
-	if partial < 100 {
-		t.Fatalf("only %d of 400 queries met their limit; the test wants early stops", partial)
+	if full < 100 {
+		t.Fatalf("only %d of 400 queries met their limit; the test wants early stops", full)
 	}
 }
