@@ -392,8 +392,8 @@ func (c *compiled) searchLive(bufs []*buffer, notBefore uint64, res *results) {
 				continue // every candidate of it starts after the limit-th trace's
 			}
 			cands = c.candidates(cands[:0], t, notBefore)
-			for i := range cands {
-				cd := &cands[i]
+			for j := range cands {
+				cd := &cands[j]
 				if m.full && newestFirst(cd, &m.last) >= 0 {
 					continue // after the limit-th trace
 				}

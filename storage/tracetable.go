@@ -23,14 +23,14 @@ import (
 // It also lists its traces in the order they were first published, in
 // chunks that each bound the start times of their traces' spans, so that a
 // search wanting the newest few matches reads the chunks that may hold them
-// rather than every trace (see DB.searchLive): scanning all of a buffer's
+// rather than every trace (see compiled.searchLive): scanning all of a buffer's
 // traces took a search 3-4 ms of CPU at full ingest.
 type traceTable struct {
 	slots atomic.Pointer[traceSlots]
 	n     int // traces held; the writer's
 
 	chunks  atomic.Pointer[[]*arrivalChunk] // replaced whole when one is added
-	arrived atomic.Int64                    // IDs the chunks hold, in order
+	arrived atomic.Int64                    // entries the chunks hold, in order
 }
 
 // arrivalChunkLen is how many traces one arrival chunk lists: a search reads
@@ -106,16 +106,14 @@ func (tt *traceTable) put(t *traceState) {
 	if ts != nil {
 		if i, ok := ts.find(t.id); ok {
 			t.arrival = ts.s[i].Load().arrival
-			c := tt.raiseBound(t)
+			tt.list(t)
 			ts.s[i].Store(t)
-			c.states[t.arrival%arrivalChunkLen].Store(t)
 			return
 		}
 	}
 	t.arrival = int32(tt.n)
 	tt.chunkFor(tt.n)
-	c := tt.raiseBound(t)
-	c.states[t.arrival%arrivalChunkLen].Store(t)
+	tt.list(t)
 	if ts == nil || 2*(tt.n+1) > len(ts.s) {
 		size := minTraceSlots
 		if ts != nil {
@@ -141,14 +139,14 @@ func (tt *traceTable) put(t *traceState) {
 	tt.arrived.Store(int64(tt.n)) // after the state, which readers then find
 }
 
-// raiseBound raises the bound of t's arrival chunk to t's latest start,
-// and returns the chunk.
-func (tt *traceTable) raiseBound(t *traceState) *arrivalChunk {
+// list puts t in its place in the arrival chunks, raising the chunk's bound
+// to t's latest start first.
+func (tt *traceTable) list(t *traceState) {
 	c := (*tt.chunks.Load())[t.arrival/arrivalChunkLen]
 	if c.bound.Load() < t.maxStart {
 		c.bound.Store(t.maxStart)
 	}
-	return c
+	c.states[t.arrival%arrivalChunkLen].Store(t)
 }
 
 // chunkFor adds the arrival chunk of the i-th trace if i is the first it
