@@ -68,7 +68,9 @@ func New(o *Options) *Pool {
 func (p *Pool) work(nice int) {
 	defer p.wg.Done()
 	runtime.LockOSThread()
-	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
+	if unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice) == nil && nice > 0 {
+		lowered.Store(true)
+	}
 	for j := range p.jobs {
 		j.f()
 		close(j.done)
