@@ -20,7 +20,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"cairn/index"
-	"cairn/internal/bulk"
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
@@ -572,12 +571,10 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		}
 		return nil
 	}
-	var yield bulk.Yielder // a worker's share of a cut runs for a second or more
 	for _, t := range traces {
 		if res.err = eachPartition(byPart, t, write); res.err != nil {
 			return res
 		}
-		yield.Step(len(t.spans))
 	}
 	for p, w := range data {
 		delete(data, p)

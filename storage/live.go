@@ -13,7 +13,6 @@ import (
 	"github.com/google/btree"
 
 	"cairn/index"
-	"cairn/internal/bulk"
 	"cairn/internal/otlpwire"
 	"cairn/internal/radix"
 	"cairn/storage/internal/codec"
@@ -388,9 +387,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 	p.errs = slices.Grow(p.errs[:0], nspans)[:nspans]
 	p.peers = slices.Grow(p.peers[:0], nspans)[:nspans]
 	p.names = slices.Grow(p.names[:0], nspans)[:nspans]
-	var yield bulk.Yielder // this loop is most of a request's preparing
 	for i := range b.Spans {
-		yield.Step(1)
 		s := &b.Spans[i]
 		res := b.Scopes[s.Scope].Resource
 		// A kind OTLP does not define is listed as unspecified, as span

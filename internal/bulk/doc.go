@@ -15,8 +15,5 @@
 // run on at once, whose thread polls the network while it is idle; the
 // lower priority makes the kernel give that thread a core at once too.
 // Ingest loses nothing while nothing else wants the CPU: priority only
-// decides who waits. Priority does not decide when, though: the kernel lets
-// a running thread use up its slice before a woken one takes the core, so
-// the long loops of bulk work yield the core every few dozen spans
-// (Yielder).
+// decides who waits.
 package bulk

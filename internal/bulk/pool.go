@@ -68,9 +68,7 @@ func New(o *Options) *Pool {
 func (p *Pool) work(nice int) {
 	defer p.wg.Done()
 	runtime.LockOSThread()
-	if unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice) == nil && nice > 0 {
-		lowered.Store(true)
-	}
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), nice)
 	for j := range p.jobs {
 		j.f()
 		close(j.done)

@@ -106,21 +106,3 @@ func TestDemoteLowersOnlyTheGoroutinesThread(t *testing.T) {
 	var none *Pool
 	none.Demote()
 }
-
-func TestYielderCountsToItsPeriod(t *testing.T) {
-	var y Yielder
-	for i := 1; i < yieldEvery; i++ {
-		y.Step(1)
-		if y.n != i {
-			t.Fatalf("after %d steps the count is %d", i, y.n)
-		}
-	}
-	y.Step(1)
-	if y.n != 0 {
-		t.Fatalf("the count is %d after a whole period, want 0", y.n)
-	}
-	y.Step(3 * yieldEvery) // a long step yields once and starts over
-	if y.n != 0 {
-		t.Fatalf("the count is %d after a long step, want 0", y.n)
-	}
-}

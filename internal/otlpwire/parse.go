@@ -10,8 +10,6 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
-
-	"cairn/internal/bulk"
 )
 
 // Field numbers of the OTLP messages that the walker reads. They are fixed by
@@ -181,9 +179,6 @@ type Batch struct {
 	Spans     []Span
 	Attrs     []Attribute // of all spans, in order; see Span.AttrFrom
 	Rejected  Rejection
-
-	// Parsing a large request runs for milliseconds on a bulk thread.
-	yield bulk.Yielder
 }
 
 // Reset empties the batch, keeping its capacity.
@@ -316,7 +311,6 @@ func (c *container) children(msg []byte, child func([]byte) error) error {
 	})
 }
 func (b *Batch) parseSpan(raw []byte, scope int32) error {
-	b.yield.Step(1)
 	sp := Span{Scope: scope, Raw: raw}
 	var traceOK, spanOK bool
 	// Attributes are read as they are validated, so that indexing the span
