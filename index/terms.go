@@ -145,8 +145,8 @@ func (h *Hasher) Duration(svc []byte, bucket uint16) Term {
 
 // SpanTerms appends the terms of one span of a service, with the scalar
 // attributes of the span and its events (otlpwire.Batch.SpanAttrs), except those
-// of its resource (see Resource), to dst.
-func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f otlpwire.SpanFacts) []Term {
+// of its resource (see Resource), to dst. raw is the encoded span.
+func (h *Hasher) SpanTerms(dst []Term, svc, raw []byte, attrs []otlpwire.Attribute, f otlpwire.SpanFacts) []Term {
 	dur := uint64(0)
 	if f.End > f.Start {
 		dur = f.End - f.Start
@@ -155,9 +155,10 @@ func (h *Hasher) SpanTerms(dst []Term, svc []byte, attrs []otlpwire.Attribute, f
 	if f.Error {
 		dst = append(dst, h.Error(svc), h.Error(nil))
 	}
-	for _, a := range attrs {
-		h.value = otlpwire.AppendText(h.value[:0], a.Type, a.B, a.Num)
-		dst = append(dst, h.Attribute(svc, a.Key, h.value))
+	for i := range attrs {
+		a := &attrs[i]
+		h.value = otlpwire.AppendText(h.value[:0], a.Type, a.B(raw), a.Num)
+		dst = append(dst, h.Attribute(svc, a.Key(raw), h.value))
 	}
 	return dst
 }

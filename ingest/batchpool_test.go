@@ -13,21 +13,21 @@ import (
 func TestBatchPoolBoundsLargeBatches(t *testing.T) {
 	p := newBatchPool()
 	req := []byte("a request whose bytes a parsed batch points into")
-	large := func(attrs int) *otlpwire.Batch {
-		b := &otlpwire.Batch{Attrs: make([]otlpwire.Attribute, attrs)}
-		b.Attrs[len(b.Attrs)-1].Key = req
-		b.Attrs = b.Attrs[:1]
+	large := func(spans int) *otlpwire.Batch {
+		b := &otlpwire.Batch{Spans: make([]otlpwire.Span, spans)}
+		b.Spans[len(b.Spans)-1].Raw = req
+		b.Spans = b.Spans[:1]
 		return b
 	}
-	perAttr := batchBytes(&otlpwire.Batch{Attrs: make([]otlpwire.Attribute, 1)})
-	n := int(smallBatch/perAttr) + 1 // just over a small batch
+	perSpan := batchBytes(&otlpwire.Batch{Spans: make([]otlpwire.Span, 1)})
+	n := int(smallBatch/perSpan) + 1 // just over a small batch
 	var kept []*otlpwire.Batch
 	for range maxLargeBatches + 2 {
 		b := large(n)
 		kept = append(kept, b)
 		p.put(b)
 	}
-	p.put(large(int(maxPooledBatch/perAttr) + 1)) // too large to keep
+	p.put(large(int(maxPooledBatch/perSpan) + 1)) // too large to keep
 	if got := len(p.large); got != maxLargeBatches {
 		t.Fatalf("%d large batches kept, want %d", got, maxLargeBatches)
 	}
@@ -39,7 +39,7 @@ func TestBatchPoolBoundsLargeBatches(t *testing.T) {
 		if b != kept[0] && b != kept[1] {
 			t.Fatal("a large request did not get a kept large batch")
 		}
-		if all := b.Attrs[:cap(b.Attrs)]; all[len(all)-1].Key != nil {
+		if all := b.Spans[:cap(b.Spans)]; all[len(all)-1].Raw != nil {
 			t.Fatal("a kept batch still points into its last request")
 		}
 	}

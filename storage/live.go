@@ -408,7 +408,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		p.peers[i] = findPeer(s)
 		p.names[i], _ = rangeIn(s.Raw, s.Name) // the parser slices it from Raw
 		g := &p.groups[s.Scope]
-		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, b.SpanAttrs(s), f)
+		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Raw, b.SpanAttrs(s), f)
 		if !slices.Contains(p.resSeen[k], int32(res)) {
 			p.resSeen[k] = append(p.resSeen[k], int32(res))
 			p.traceTerms[k] = append(p.traceTerms[k], p.resTerms[res][:]...)

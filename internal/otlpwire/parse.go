@@ -99,12 +99,36 @@ func (b *Batch) SpanAttrs(s *Span) []Attribute { return b.Attrs[s.AttrFrom:s.Att
 
 // Attribute is a span attribute with a scalar value: strings and bytes in
 // B; bool (0 or 1), int (two's complement) and double (IEEE-754 bits) in
-// Num.
+// Num. Its key and bytes are found in the encoded span it belongs to
+// (Span.Raw) rather than held as slices: a large request parses into more
+// attributes than spans, and slices made them twice the size, and two
+// pointers each for the collector to follow.
 type Attribute struct {
-	Key  []byte
-	Type ValueType
-	B    []byte
-	Num  uint64
+	key, b rawField
+	Num    uint64
+	Type   ValueType
+}
+
+// rawField is where a field's bytes are in an encoded span.
+type rawField struct{ at, len uint32 }
+
+// Key is the attribute's key; raw is its span's Span.Raw.
+func (a *Attribute) Key(raw []byte) []byte { return a.key.of(raw) }
+
+// B is the attribute's string or bytes value; raw is its span's Span.Raw.
+func (a *Attribute) B(raw []byte) []byte { return a.b.of(raw) }
+
+func (f rawField) of(raw []byte) []byte { return raw[f.at : f.at+f.len : f.at+f.len] }
+
+// fieldIn locates sub, a slice of raw's bytes, in raw. The parser slices
+// both from the request, so both run to its end.
+func fieldIn(raw, sub []byte) rawField {
+	return rawField{uint32(cap(raw) - cap(sub)), uint32(len(sub))}
+}
+
+// attribute records an attribute of the span raw.
+func attribute(raw, key []byte, t ValueType, b []byte, num uint64) Attribute {
+	return Attribute{key: fieldIn(raw, key), b: fieldIn(raw, b), Num: num, Type: t}
 }
 
 // Window is the span start times a store accepts, in unix nanoseconds.
@@ -373,14 +397,14 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 				return err
 			}
 			if t, bs, num, ok := scalar(val); ok {
-				b.Attrs = append(b.Attrs, Attribute{Key: key, Type: t, B: bs, Num: num})
+				b.Attrs = append(b.Attrs, attribute(raw, key, t, bs, num))
 			}
 		case spanEvents:
 			if err := validateMessage(typ, v, "Span.events", validateEvent); err != nil {
 				return err
 			}
 			Attributes(v, eventAttributes, func(key []byte, t ValueType, bs []byte, num uint64) {
-				b.Attrs = append(b.Attrs, Attribute{Key: key, Type: t, B: bs, Num: num})
+				b.Attrs = append(b.Attrs, attribute(raw, key, t, bs, num))
 			})
 		case spanLinks:
 			return validateMessage(typ, v, "Span.links", validateLink)

@@ -553,12 +553,20 @@ func FuzzParse(f *testing.F) {
 			}
 			// Ingest indexes the attributes Parse recorded; search checks
 			// those Attributes reads from the stored span. They must agree.
-			var walked []Attribute
+			type attr struct {
+				Key, B string
+				Type   ValueType
+				Num    uint64
+			}
+			var walked, recorded []attr
 			SpanAndEventAttributes(s.Raw, func(key []byte, t ValueType, b []byte, num uint64) {
-				walked = append(walked, Attribute{Key: key, Type: t, B: b, Num: num})
+				walked = append(walked, attr{string(key), string(b), t, num})
 			})
-			if attrs := b.SpanAttrs(&s); !reflect.DeepEqual(attrs, walked) && (len(attrs) > 0 || len(walked) > 0) {
-				t.Fatalf("Parse recorded attributes %v, Attributes reads %v", attrs, walked)
+			for _, a := range b.SpanAttrs(&s) {
+				recorded = append(recorded, attr{string(a.Key(s.Raw)), string(a.B(s.Raw)), a.Type, a.Num})
+			}
+			if !reflect.DeepEqual(recorded, walked) && (len(recorded) > 0 || len(walked) > 0) {
+				t.Fatalf("Parse recorded attributes %v, Attributes reads %v", recorded, walked)
 			}
 		}
 	})
