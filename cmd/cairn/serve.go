@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,6 +52,7 @@ type serverConfig struct {
 	maxConns        int   // per OTLP port; 0 for no cap
 	maxStreams      int   // per OTLP/gRPC connection
 	memoryLimit     int64 // soft limit of the Go heap without requests in flight; 0 for none
+	memoryCeiling   int64 // resident memory that requests in flight do not raise the limit past; 0 for none
 	corsOrigins     []string
 	flushInterval   time.Duration
 	recompressAfter time.Duration
@@ -108,11 +108,12 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	fs.IntVar(&cfg.bulk.Nice, "ingest-nice", 10, "how much lower than a read's the scheduling priority of ingest's CPU-heavy work is (parsing, cuts), as a nice value up to 19; 0 for the same")
 	memLimit := fs.Int64("memory-limit-mib", 320, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
+	memCeiling := fs.Int64("memory-ceiling-mib", 480, "resident memory in MiB that what OTLP requests hold does not raise the heap's soft limit past, counting the memory outside Go's heap (Pebble's cache and memtables, zstd); the limit stays above the live heap by a quarter whatever this says; 0 for none")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
-	if err := refuseNegative(fs, "ingest-nice", "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns",
+	if err := refuseNegative(fs, "ingest-nice", "max-disk-bytes", "disk-reserve-bytes", "memory-limit-mib", "memory-ceiling-mib", "flush-interval", "otlp-max-inflight-bytes", "otlp-max-conns",
 		"query-max-reads", "query-max-searches", "query-queue-wait", "query-timeout", "query-max-trace-ids"); err != nil {
 		return err
 	}
@@ -168,6 +169,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	// followInflight).
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
 		cfg.memoryLimit = *memLimit << 20
+		cfg.memoryCeiling = *memCeiling << 20
 	}
 	// Between bursts of ingest the live heap is a few MiB, and the default
 	// GOGC of 100 then collects every few MiB allocated: several times per
@@ -408,7 +410,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 		go s.serveHTTP(s.otlpHTTP, otlpHTTPLis, tlsConfig)
 	}
 	if cfg.memoryLimit > 0 {
-		s.loops.Go(func() { s.followInflight(cfg.memoryLimit, svc) })
+		s.loops.Go(func() { s.followInflight(cfg.memoryLimit, cfg.memoryCeiling, svc) })
 	}
 	s.phase.Store(phaseServing)
 	cfg.log.Info("cairn serving", "data_dir", cfg.dataDir, "otlp_grpc", s.otlpAddr.String(),
@@ -549,42 +551,6 @@ func (s *server) shutdown() error {
 		s.shutdownErr = errors.Join(errs...)
 	})
 	return s.shutdownErr
-}
-
-// memoryLimitPeriod is how often the soft memory limit is set, and
-// memoryLimitWindow how long it keeps to the most requests held.
-const (
-	memoryLimitPeriod = 100 * time.Millisecond
-	memoryLimitWindow = 2 * time.Second
-)
-
-// followInflight sets the Go runtime's soft memory limit, every
-// memoryLimitPeriod until the server stops, to base plus the most that OTLP
-// requests in flight held over the last memoryLimitWindow.
-//
-// A fixed limit made the collector thrash without bounding memory under
-// large requests: the heap they kept alive took it to the limit, and the
-// collector ran back to back (8 MiB requests: 295k spans/s fell to 91k).
-// The in-flight bound holds that memory instead; the limit only paces the
-// collector above it. It follows the most held lately rather than what is
-// held now, because a request's memory stays on the heap, as garbage, until
-// the collector runs: a limit that fell as soon as requests were answered
-// would start it at once (that alone halved large-request throughput).
-// Without large requests the limit stays near base, and the heap with it.
-func (s *server) followInflight(base int64, svc *ingest.Service) {
-	t := time.NewTicker(memoryLimitPeriod)
-	defer t.Stop()
-	defer debug.SetMemoryLimit(base)
-	recent := make([]int64, memoryLimitWindow/memoryLimitPeriod)
-	for i := 0; ; i++ {
-		recent[i%len(recent)] = svc.HeldBytes()
-		debug.SetMemoryLimit(base + slices.Max(recent))
-		select {
-		case <-t.C:
-		case <-s.stop:
-			return
-		}
-	}
 }
 
 // drain stops a gRPC server gracefully, or at once after drainTimeout.
