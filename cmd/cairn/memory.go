@@ -74,6 +74,11 @@ func softLimit(base, held, ceiling, outside, live int64) int64 {
 	return max(capped, min(live+max(live/4, minHeadroom), limit))
 }
 
+// defaultCeilingAbove is how far above --memory-limit-mib the memory
+// ceiling is unless set: 480 MiB with the default limit, which keeps the
+// process within 512 MiB with what lives outside Go's heap.
+const defaultCeilingAbove = 160 << 20
+
 // minHeadroom is the least the soft limit leaves above the live heap.
 const minHeadroom = 64 << 20
 

@@ -29,6 +29,7 @@ import (
 	"cairn/ingest"
 	"cairn/internal/access"
 	"cairn/internal/bulk"
+	"cairn/internal/otlpwire"
 	"cairn/internal/ui"
 	"cairn/query"
 	"cairn/storage"
@@ -52,7 +53,7 @@ type serverConfig struct {
 	maxConns        int   // per OTLP port; 0 for no cap
 	maxStreams      int   // per OTLP/gRPC connection
 	memoryLimit     int64 // soft limit of the Go heap without requests in flight; 0 for none
-	memoryCeiling   int64 // resident memory that requests in flight do not raise the limit past; 0 for none
+	memoryCeiling   int64 // resident memory that requests in flight do not raise the limit past
 	corsOrigins     []string
 	flushInterval   time.Duration
 	recompressAfter time.Duration
@@ -108,7 +109,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	fs.IntVar(&cfg.bulk.Nice, "ingest-nice", 10, "how much lower than a read's the scheduling priority of ingest's CPU-heavy work is (parsing, cuts), as a nice value up to 19; 0 for the same")
 	memLimit := fs.Int64("memory-limit-mib", 320, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
-	memCeiling := fs.Int64("memory-ceiling-mib", 480, "resident memory in MiB that what OTLP requests hold does not raise the heap's soft limit past, counting the memory outside Go's heap (Pebble's cache and memtables, zstd); the limit stays above the live heap by a quarter whatever this says; 0 for none")
+	memCeiling := fs.Int64("memory-ceiling-mib", 0, "resident memory in MiB past which what OTLP requests hold no longer raises the heap's soft limit, counting the memory outside Go's heap (Pebble's cache and memtables, zstd); the limit is still kept a quarter above the heap the last collection found live, up to what requests ask for; 0 for 160 MiB above --memory-limit-mib")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
@@ -126,6 +127,10 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 		return usagef("--span-metrics-max-series %d is not positive", cfg.maxSeries)
 	case cfg.maxRequest <= 0:
 		return usagef("--otlp-max-request-bytes %d is not positive", cfg.maxRequest)
+	case cfg.maxRequest > otlpwire.MaxRequestBytes:
+		return usagef("--otlp-max-request-bytes %d is above %d, the most a protobuf message may have", cfg.maxRequest, otlpwire.MaxRequestBytes)
+	case *memCeiling != 0 && *memCeiling <= *memLimit:
+		return usagef("--memory-ceiling-mib %d is not above --memory-limit-mib %d", *memCeiling, *memLimit)
 	case cfg.maxStreams <= 0:
 		return usagef("--otlp-grpc-max-streams %d is not positive", cfg.maxStreams)
 	case cfg.bulk.Nice > 19:
@@ -170,6 +175,9 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && *memLimit > 0 {
 		cfg.memoryLimit = *memLimit << 20
 		cfg.memoryCeiling = *memCeiling << 20
+		if *memCeiling == 0 {
+			cfg.memoryCeiling = cfg.memoryLimit + defaultCeilingAbove
+		}
 	}
 	// Between bursts of ingest the live heap is a few MiB, and the default
 	// GOGC of 100 then collects every few MiB allocated: several times per

@@ -121,8 +121,13 @@ func (a *Attribute) B(raw []byte) []byte { return a.b.of(raw) }
 func (f rawField) of(raw []byte) []byte { return raw[f.at : f.at+f.len : f.at+f.len] }
 
 // fieldIn locates sub, a slice of raw's bytes, in raw. The parser slices
-// both from the request, so both run to its end.
+// both from the request, so both run to its end. An empty sub, which may
+// be nil, is recorded at raw's start, so that the field is within any
+// copy of raw.
 func fieldIn(raw, sub []byte) rawField {
+	if len(sub) == 0 {
+		return rawField{}
+	}
 	return rawField{uint32(cap(raw) - cap(sub)), uint32(len(sub))}
 }
 
@@ -195,6 +200,11 @@ func (r *Rejection) badUTF8(n int, field string) {
 	r.BadUTF8 += n
 }
 
+// MaxRequestBytes is the largest request Parse takes: 2 GiB, the most a
+// protobuf message may have. Attributes record where their bytes are in
+// 32 bits.
+const MaxRequestBytes = math.MaxInt32
+
 // Batch is a parsed Export request. Its slices alias the request bytes, so
 // the request must outlive the batch. A Batch can be reused with Reset.
 type Batch struct {
@@ -219,9 +229,13 @@ func (b *Batch) Reset() {
 // spans that start outside accept, and spans with a string that is not valid
 // UTF-8 are counted in b.Rejected and left out; invalid UTF-8 in a resource
 // or scope leaves out all of its spans. Any other fault anywhere in the
-// request fails the whole request with an error wrapping ErrMalformed.
+// request fails the whole request with an error wrapping ErrMalformed, as
+// does a request larger than MaxRequestBytes.
 func Parse(req []byte, b *Batch, accept Window) error {
 	b.Reset()
+	if len(req) > MaxRequestBytes {
+		return fmt.Errorf("%w: %d bytes, more than the %d a protobuf message may have", ErrMalformed, len(req), MaxRequestBytes)
+	}
 	b.Rejected.Window = accept
 	err := walkFields(req, func(num protowire.Number, typ protowire.Type, v []byte) error {
 		if num != TracesDataResourceSpans {
