@@ -226,7 +226,7 @@ func TestNonsenseRefused(t *testing.T) {
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--max-spans", "-1"}, "--max-spans -1 is negative"},
 		{[]string{"trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--depth", "-2"}, "--depth -2 is negative"},
 		{[]string{"serve", "--otlp-max-request-bytes", "0"}, "--otlp-max-request-bytes 0 is not positive"},
-		{[]string{"serve", "--otlp-max-request-bytes", "4294967296"}, "--otlp-max-request-bytes 4294967296 is above 2147483647"},
+		{[]string{"serve", "--otlp-max-request-bytes", "4294967296"}, "--otlp-max-request-bytes 4294967296 is above 2147483647, the most a protobuf message may have"},
 		{[]string{"serve", "--memory-ceiling-mib", "300"}, "--memory-ceiling-mib 300 is not above --memory-limit-mib 320"},
 		{[]string{"serve", "--retention", "-24h"}, "--retention -24h0m0s is not positive"},
 		{[]string{"serve", "--retention", "0"}, "--retention 0s is not positive"},
