@@ -87,8 +87,8 @@ func (g *group) key() groupKey {
 
 type liveSpan struct {
 	group  *group
-	raw    []byte   // aliases the request it arrived in
-	name   rawRange // in raw
+	raw    []byte         // aliases the request it arrived in
+	name   otlpwire.Range // in raw
 	start  uint64
 	end    uint64
 	err    bool  // status ERROR
@@ -99,48 +99,25 @@ type liveSpan struct {
 	ordered bool
 
 	// For the service graph: the IDs of the span and of its parent, and
-	// where in raw the peer that a client or producer span names is.
+	// where in raw the peer that a client or producer span names is. A live
+	// buffer holds a range per field it reads again rather than a slice.
 	id, parent [8]byte
-	peer       rawRange
+	peer       otlpwire.Range
 }
 
 // spanName is the span's name.
-func (s *liveSpan) spanName() []byte { return s.name.of(s.raw) }
+func (s *liveSpan) spanName() []byte { return s.name.Of(s.raw) }
 
 // peerName is the peer the span names, nil if none.
-func (s *liveSpan) peerName() []byte { return s.peer.of(s.raw) }
-
-// rawRange says where in a span's bytes a field's value is. A live buffer
-// holds one per field it reads again rather than a slice, which is two
-// words larger and one more pointer for the collector to follow.
-type rawRange struct{ at, len uint32 }
-
-// rangeIn finds field, a slice of raw's bytes, in raw. Both run to the
-// end of the request they were parsed from.
-func rangeIn(raw, field []byte) (rawRange, bool) {
-	at := cap(raw) - cap(field)
-	if at < 0 || at+len(field) > len(raw) || !bytes.Equal(raw[at:at+len(field)], field) {
-		return rawRange{}, false
-	}
-	return rawRange{uint32(at), uint32(len(field))}, true
-}
-
-// of is the range's bytes in raw, nil if it is empty.
-func (r rawRange) of(raw []byte) []byte {
-	if r.len == 0 {
-		return nil
-	}
-	return raw[r.at : r.at+r.len]
-}
+func (s *liveSpan) peerName() []byte { return s.peer.Of(s.raw) }
 
 // findPeer finds the attribute value of a client or producer span that
 // names the peer it calls, if any.
-func findPeer(s *otlpwire.Span) rawRange {
+func findPeer(s *otlpwire.Span) otlpwire.Range {
 	if k := spanKind(s.Kind); k != kindClient && k != kindProducer {
-		return rawRange{}
+		return otlpwire.Range{}
 	}
-	r, _ := rangeIn(s.Raw, peerOf(s.Raw))
-	return r
+	return otlpwire.RangeIn(s.Raw, peerOf(s.Raw))
 }
 
 // duration is the span's end minus its start, 0 if it ends first.
@@ -297,15 +274,15 @@ func newBuffer(block uint64) *buffer {
 // ingest did, so prepared values and their slices are pooled: get one from
 // prepare, and release it once the request is inserted.
 type prepared struct {
-	resources  []resourceFacts // by resource index
-	groups     []group         // by scope index
-	traceOf    []int32         // by span index: the span's trace in traceTerms
-	traceTerms [][]index.Term  // sorted and unique: the terms of the trace's spans and their resources
-	traceSpans []int32         // by trace in traceTerms: how many spans of it the request has
-	errs       []bool          // by span index
-	peers      []rawRange      // by span index
-	names      []rawRange      // by span index
-	ops        []opSeen        // the operations the spans used, each once
+	resources  []resourceFacts  // by resource index
+	groups     []group          // by scope index
+	traceOf    []int32          // by span index: the span's trace in traceTerms
+	traceTerms [][]index.Term   // sorted and unique: the terms of the trace's spans and their resources
+	traceSpans []int32          // by trace in traceTerms: how many spans of it the request has
+	errs       []bool           // by span index
+	peers      []otlpwire.Range // by span index
+	names      []otlpwire.Range // by span index
+	ops        []opSeen         // the operations the spans used, each once
 
 	// Scratch that only prepare reads.
 	resIDs      []dictID
@@ -406,7 +383,7 @@ func prepare(b *otlpwire.Batch, resources *resourceIndex) *prepared {
 		f := otlpwire.SpanFacts{Name: s.Name, Kind: s.Kind, Start: s.Start, End: s.End, Error: s.Error}
 		p.errs[i] = f.Error
 		p.peers[i] = findPeer(s)
-		p.names[i], _ = rangeIn(s.Raw, s.Name) // the parser slices it from Raw
+		p.names[i] = otlpwire.RangeIn(s.Raw, s.Name)
 		g := &p.groups[s.Scope]
 		p.traceTerms[k] = h.SpanTerms(p.traceTerms[k], g.service, s.Raw, b.SpanAttrs(s), f)
 		if !slices.Contains(p.resSeen[k], int32(res)) {

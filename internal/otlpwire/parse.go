@@ -104,36 +104,46 @@ func (b *Batch) SpanAttrs(s *Span) []Attribute { return b.Attrs[s.AttrFrom:s.Att
 // attributes than spans, and slices made them twice the size, and two
 // pointers each for the collector to follow.
 type Attribute struct {
-	key, b rawField
+	key, b Range
 	Num    uint64
 	Type   ValueType
 }
 
-// rawField is where a field's bytes are in an encoded span.
-type rawField struct{ at, len uint32 }
-
 // Key is the attribute's key; raw is its span's Span.Raw.
-func (a *Attribute) Key(raw []byte) []byte { return a.key.of(raw) }
+func (a *Attribute) Key(raw []byte) []byte { return a.key.Of(raw) }
 
 // B is the attribute's string or bytes value; raw is its span's Span.Raw.
-func (a *Attribute) B(raw []byte) []byte { return a.b.of(raw) }
-
-func (f rawField) of(raw []byte) []byte { return raw[f.at : f.at+f.len : f.at+f.len] }
-
-// fieldIn locates sub, a slice of raw's bytes, in raw. The parser slices
-// both from the request, so both run to its end. An empty sub, which may
-// be nil, is recorded at raw's start, so that the field is within any
-// copy of raw.
-func fieldIn(raw, sub []byte) rawField {
-	if len(sub) == 0 {
-		return rawField{}
-	}
-	return rawField{uint32(cap(raw) - cap(sub)), uint32(len(sub))}
-}
+func (a *Attribute) B(raw []byte) []byte { return a.b.Of(raw) }
 
 // attribute records an attribute of the span raw.
 func attribute(raw, key []byte, t ValueType, b []byte, num uint64) Attribute {
-	return Attribute{key: fieldIn(raw, key), b: fieldIn(raw, b), Num: num, Type: t}
+	return Attribute{key: RangeIn(raw, key), b: RangeIn(raw, b), Num: num, Type: t}
+}
+
+// Range says where in a span's bytes a field's value is: held instead of a
+// slice, it is two words smaller and no pointer for the collector to
+// follow.
+type Range struct{ at, len uint32 }
+
+// RangeIn finds field, a slice of raw's bytes as the parser makes them,
+// in raw: both run to the end of the request they were parsed from, so
+// their capacities differ by field's offset. An empty field, or one that
+// is not those very bytes of raw, is the empty range, which is within any
+// copy of raw.
+func RangeIn(raw, field []byte) Range {
+	at := cap(raw) - cap(field)
+	if len(field) == 0 || at < 0 || at+len(field) > len(raw) || &raw[at] != &field[0] {
+		return Range{}
+	}
+	return Range{uint32(at), uint32(len(field))}
+}
+
+// Of is the range's bytes in raw, nil if it is empty.
+func (r Range) Of(raw []byte) []byte {
+	if r.len == 0 {
+		return nil
+	}
+	return raw[r.at : r.at+r.len : r.at+r.len]
 }
 
 // Window is the span start times a store accepts, in unix nanoseconds.
