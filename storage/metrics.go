@@ -20,6 +20,9 @@ type metrics struct {
 	cut          prometheus.Histogram
 	cutSpans     prometheus.Counter
 	recompressed prometheus.Counter
+	// fragmentsMerged counts fragments recompression merged into another
+	// block's fragment of their trace.
+	fragmentsMerged prometheus.Counter
 	// droppedBytes and droppedBlocks count what retention and the disk
 	// bound delete, by reason (dropReasons); a block counts once per
 	// partition it has data in.
@@ -56,6 +59,10 @@ func newMetrics(db *DB) *metrics {
 		recompressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cairn_storage_recompressed_bytes_total",
 			Help: "Bytes of span data rewritten by recompression, as they were before, merges of recompressed data included.",
+		}),
+		fragmentsMerged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cairn_storage_merged_fragments_total",
+			Help: "Fragments of a trace that recompression merged into the trace's fragment of a later block: its spans that arrived in earlier cuts.",
 		}),
 		droppedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cairn_storage_dropped_bytes_total",
@@ -110,7 +117,7 @@ func newMetrics(db *DB) *metrics {
 // recorded returns the metrics recorded as they happen, rather than read
 // from the store when scraped.
 func (m *metrics) recorded() []prometheus.Collector {
-	return []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions, m.db.graph}
+	return []prometheus.Collector{m.walSync, m.cut, m.cutSpans, m.recompressed, m.fragmentsMerged, m.droppedBytes, m.droppedBlocks, m.evictedResources, m.corruptions, m.db.graph}
 }
 
 // Describe implements prometheus.Collector.

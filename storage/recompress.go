@@ -193,6 +193,13 @@ func (db *DB) recompressBlocks(ctx context.Context, p uint32, from, to uint64) e
 	if err != nil {
 		return fmt.Errorf("estimate size: %w", err)
 	}
+	// Before the ranges are rewritten, so that traces that straddle two
+	// ranges are merged too.
+	merged, err := db.mergeFragments(ctx, p, from, to)
+	db.metrics.fragmentsMerged.Add(float64(merged))
+	if err != nil {
+		return fmt.Errorf("merge fragments: %w", err)
+	}
 	workers := recompressWorkers(&db.opts)
 	ranges := splitBlocks(from, to, max(workers, int(size/recompressBytes)+1))
 	for len(ranges) > 0 {

@@ -517,7 +517,10 @@ type segmentSearch struct {
 	services map[dictID][]byte // service names of resources, by resource ID
 	// dictIt reads the dictionary as of it's view; cloned from it on the
 	// first cache miss, since verify runs while it holds a rows value.
-	dictIt  *pebble.Iterator
+	dictIt *pebble.Iterator
+	// traceIt reads the trace index as of it's view, for verify; cloned
+	// on first use, like dictIt.
+	traceIt *pebble.Iterator
 	damaged []error // what was skipped because damaged files hold it
 	frags   []codec.Group
 	spanBuf []byte // spans of frags, rebuilt
@@ -538,6 +541,9 @@ func (s *segmentSearch) dictGet(k []byte) ([]byte, bool, error) {
 func (s *segmentSearch) close() {
 	if s.dictIt != nil {
 		s.dictIt.Close()
+	}
+	if s.traceIt != nil {
+		s.traceIt.Close()
 	}
 }
 
@@ -733,14 +739,43 @@ func intersect(a, b []uint32) []uint32 {
 	return out
 }
 
+// laterFragment positions s.data on the trace's first fragment in partition
+// p after block, which the trace index names, and returns its block.
+func (s *segmentSearch) laterFragment(p uint32, block uint64, id TraceID) (uint64, bool, error) {
+	if s.traceIt == nil {
+		it, err := s.it.Clone(pebble.CloneOptions{})
+		if err != nil {
+			return 0, false, err
+		}
+		s.traceIt = it
+	}
+	prefix := keys.TracePrefix(p, id)
+	for ok := s.traceIt.SeekGE(keys.Trace(p, id, block+1)); ok && bytes.HasPrefix(s.traceIt.Key(), prefix); ok = s.traceIt.Next() {
+		_, _, b, err := keys.ParseTrace(s.traceIt.Key())
+		if err != nil {
+			return 0, false, err
+		}
+		found, err := s.db.seekFragment(s.data, keys.Data(p, b, id), func() string {
+			return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
+		})
+		if found || err != nil {
+			return b, found, err
+		}
+	}
+	return 0, false, s.traceIt.Error()
+}
+
 // verify checks the trace's spans in the segment against the query.
 func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error) {
 	found, err := s.db.seekFragment(s.data, keys.Data(p, block, id), func() string {
 		return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), block)
 	})
+	if !found && err == nil {
+		// Recompression merged the fragment into the trace's fragment of a
+		// later block (or cairn repair dropped it, which could not be read).
+		block, found, err = s.laterFragment(p, block, id)
+	}
 	if !found {
-		// Without an error, cairn repair dropped the fragment, which could
-		// not be read, and left the segment's index naming it.
 		return false, err
 	}
 	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.data.Value(), id); err != nil {

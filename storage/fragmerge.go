@@ -1,0 +1,296 @@
+package storage
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
+
+	"cairn/index"
+	"cairn/internal/otlpwire"
+	"cairn/storage/internal/codec"
+	"cairn/storage/internal/keys"
+)
+
+// mergeGroupBlocks is how many consecutive blocks mergeFragments merges
+// across at once, with an iterator, and so a decompressed sstable block of
+// 128 or 256 KiB, on each. Traces that arrive spread over seconds land in a
+// few consecutive cuts (at full rate, one every second or so); one that
+// straddles two groups keeps a fragment in each.
+const mergeGroupBlocks = 64
+
+// mergeMaxBytes bounds the fragments of one trace that are merged: larger
+// traces keep their fragments, so that no read must decode one huge value.
+const mergeMaxBytes = 1 << 20
+
+// mergeFragments gives each trace whose spans in partition p lie in more
+// than one of blocks from..to a single fragment, under the newest of those
+// blocks, and deletes the others. A trace that arrived over seconds, one
+// service's export at a time, otherwise keeps a fragment per cut it
+// reached: each stores the full IDs of parents another fragment holds, and
+// its spans compress apart from their siblings'.
+//
+// The merged fragments and the deletions of a group of blocks are written
+// into sstables, one per block, and ingested together: they go in
+// atomically, through no log or memtable, and the recompression that
+// follows rewrites them into the bottom level with the rest. The trace index still names the blocks whose
+// fragment was merged away; reads skip a block without a fragment, and a
+// search that finds the trace there verifies it against the fragment that
+// took its spans (segmentSearch.laterFragment). It returns how many
+// fragments it removed.
+func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (int, error) {
+	dir := filepath.Join(db.dir, "recompress")
+	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
+		return 0, fmt.Errorf("create recompress dir: %w", err)
+	}
+	removed := 0
+	for lo := from; lo <= to; lo += mergeGroupBlocks {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		var paths []string
+		n, err := db.mergeGroup(dir, p, lo, min(to, lo+mergeGroupBlocks-1), &paths)
+		if err != nil {
+			return removed, err
+		}
+		if len(paths) > 0 {
+			if err := db.spans.Ingest(ctx, paths); err != nil {
+				return removed, fmt.Errorf("ingest: %w", err)
+			}
+		}
+		removed += n
+	}
+	return removed, nil
+}
+
+// mergeGroup merges the fragments of blocks lo..hi of partition p, and
+// appends the sstables it wrote to paths. The blocks' rows records say
+// which traces have spans in more than one of them; only those fragments are
+// read, through one iterator per block that seeks forward in trace-ID order.
+func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (removed int, err error) {
+	split, err := db.splitTraces(p, lo, hi)
+	if err != nil || len(split) == 0 {
+		return 0, err
+	}
+	type cursor struct {
+		it    *pebble.Iterator
+		block uint64
+		out   *sstWriter // the block's merges, once it has one
+	}
+	curs := make([]*cursor, hi-lo+1)
+	defer func() {
+		for _, c := range curs {
+			if c == nil {
+				continue
+			}
+			c.it.Close()
+			if c.out == nil {
+				continue
+			}
+			if err != nil {
+				c.out.abort()
+			} else if err = c.out.close(); err == nil {
+				*paths = append(*paths, c.out.path)
+			}
+		}
+	}()
+	cursorOf := func(b uint64) (*cursor, error) {
+		if c := curs[b-lo]; c != nil {
+			return c, nil
+		}
+		it, err := db.spans.NewIter(&pebble.IterOptions{LowerBound: keys.DataBlock(p, b), UpperBound: keys.DataBlock(p, b+1)})
+		if err != nil {
+			return nil, err
+		}
+		curs[b-lo] = &cursor{it: it, block: b}
+		return curs[b-lo], nil
+	}
+	writer := func(c *cursor) (*sstable.Writer, error) {
+		if c.out == nil {
+			path := filepath.Join(dir, fmt.Sprintf("merge-%d-%d.sst", p, c.block))
+			w, err := newSSTWriter(db.opts.FS, db.spans, path, dataBlockSize, false)
+			if err != nil {
+				return nil, err
+			}
+			c.out = w
+		}
+		return c.out.w, nil
+	}
+	var (
+		m  fragmentMerger
+		at []*cursor // the blocks that hold a fragment of the trace, oldest first
+	)
+	for _, t := range split {
+		at = at[:0]
+		size := 0
+		for _, b := range t.blocks {
+			c, err := cursorOf(b)
+			if err != nil {
+				return 0, err
+			}
+			k := keys.Data(p, b, t.id)
+			if c.it.SeekGE(k) && bytes.Equal(c.it.Key(), k) {
+				at = append(at, c)
+				size += len(c.it.Value())
+			} else if err := c.it.Error(); err != nil {
+				return 0, fmt.Errorf("read block %d: %w", b, err)
+			}
+		}
+		if len(at) < 2 || size > mergeMaxBytes {
+			continue
+		}
+		m.reset()
+		for _, c := range at {
+			if err := m.add(c.it.Value(), t.id); err != nil {
+				return 0, fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
+			}
+		}
+		for _, c := range at[:len(at)-1] {
+			w, err := writer(c)
+			if err == nil {
+				err = w.Delete(keys.Data(p, c.block, t.id))
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+		newest := at[len(at)-1]
+		w, err := writer(newest)
+		if err == nil {
+			err = w.Set(keys.Data(p, newest.block, t.id), m.encode(t.id))
+		}
+		if err != nil {
+			return 0, err
+		}
+		removed += len(at) - 1
+	}
+	return removed, nil
+}
+
+// splitTrace is a trace with rows in more than one block of a group.
+type splitTrace struct {
+	id     TraceID
+	blocks []uint64 // ascending
+}
+
+// splitTraces lists, by ascending trace ID, the traces that the rows
+// records of blocks lo..hi of partition p name more than once.
+func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
+	type row struct {
+		id    TraceID
+		block uint64
+	}
+	var rows []row
+	for b := lo; b <= hi; b++ {
+		v, closer, err := db.idx.Get(keys.Rows(p, b))
+		if errors.Is(err, pebble.ErrNotFound) {
+			continue // the block has no spans in p
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rows of block %d: %w", b, err)
+		}
+		rr, err := index.NewRowReader(v)
+		for i := 0; err == nil && i < rr.Len(); i++ {
+			var r index.Row
+			if r, err = rr.Row(i); err == nil {
+				rows = append(rows, row{r.TraceID, b})
+			}
+		}
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("rows of block %d: %w", b, err)
+		}
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		if c := bytes.Compare(a.id[:], b.id[:]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.block, b.block)
+	})
+	var out []splitTrace
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].id == rows[i].id {
+			j++
+		}
+		if j-i > 1 {
+			t := splitTrace{id: rows[i].id}
+			for _, r := range rows[i:j] {
+				t.blocks = append(t.blocks, r.block)
+			}
+			out = append(out, t)
+		}
+		i = j
+	}
+	return out, nil
+}
+
+// fragmentMerger gathers the spans of a trace's fragments and encodes them
+// as one.
+type fragmentMerger struct {
+	groups []codec.Group
+	spans  []mergedSpan
+	buf    []byte // the decoded spans' bytes
+	enc    codec.FragmentEncoder
+	out    []codec.Group
+	frag   []byte
+}
+
+type mergedSpan struct {
+	group uint32
+	name  []byte
+	start uint64
+	raw   []byte
+}
+
+func (m *fragmentMerger) reset() {
+	m.spans, m.buf = m.spans[:0], m.buf[:0]
+}
+
+// add decodes a fragment's spans. They are copied out of src, which the
+// caller's iterator owns.
+func (m *fragmentMerger) add(src []byte, id TraceID) error {
+	var err error
+	if m.groups, m.buf, err = codec.DecodeFragment(m.groups[:0], m.buf, src, id); err != nil {
+		return err
+	}
+	for _, g := range m.groups {
+		for _, raw := range g.Spans {
+			f := otlpwire.Facts(raw)
+			m.spans = append(m.spans, mergedSpan{g.Num, f.Name, f.Start, raw})
+		}
+	}
+	return nil
+}
+
+// encode returns the merged fragment, its spans grouped and ordered as a
+// cut orders them: by group, then name, then start. The result is valid
+// until the next call.
+func (m *fragmentMerger) encode(id TraceID) []byte {
+	slices.SortStableFunc(m.spans, func(a, b mergedSpan) int {
+		if c := cmp.Compare(a.group, b.group); c != 0 {
+			return c
+		}
+		if c := bytes.Compare(a.name, b.name); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.start, b.start)
+	})
+	m.out = m.out[:0]
+	for _, s := range m.spans {
+		if n := len(m.out); n == 0 || m.out[n-1].Num != s.group {
+			m.out = append(m.out, codec.Group{Num: s.group})
+		}
+		g := &m.out[len(m.out)-1]
+		g.Spans = append(g.Spans, s.raw)
+	}
+	m.frag = m.enc.Append(m.frag[:0], id, m.out)
+	m.enc.Reset(4096)
+	return m.frag
+}

@@ -1,0 +1,153 @@
+package storage
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"cairn/bench"
+	"cairn/internal/otlptest"
+	"cairn/storage/internal/keys"
+)
+
+// splitRequest splits a request in two: the first half of each scope's
+// spans, and the rest, as a service's exporter sends a trace's spans in
+// batches seconds apart.
+func splitRequest(t *testing.T, raw []byte) (first, second []byte) {
+	t.Helper()
+	var req collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(raw, &req); err != nil {
+		t.Fatal(err)
+	}
+	a, b := proto.Clone(&req).(*collectorpb.ExportTraceServiceRequest), proto.Clone(&req).(*collectorpb.ExportTraceServiceRequest)
+	for i, rs := range req.ResourceSpans {
+		for j, ss := range rs.ScopeSpans {
+			half := len(ss.Spans) / 2
+			a.ResourceSpans[i].ScopeSpans[j].Spans = append([]*tracepb.Span(nil), a.ResourceSpans[i].ScopeSpans[j].Spans[:half]...)
+			b.ResourceSpans[i].ScopeSpans[j].Spans = append([]*tracepb.Span(nil), b.ResourceSpans[i].ScopeSpans[j].Spans[half:]...)
+		}
+	}
+	var err error
+	if first, err = proto.Marshal(a); err != nil {
+		t.Fatal(err)
+	}
+	if second, err = proto.Marshal(b); err != nil {
+		t.Fatal(err)
+	}
+	return first, second
+}
+
+// fragments lists the span data keys of each (partition, trace) pair, with
+// the size of their values.
+func fragments(t *testing.T, db *DB) map[partTrace][]int {
+	t.Helper()
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	out := map[partTrace][]int{}
+	for it.First(); it.Valid(); it.Next() {
+		p, _, id, err := keys.ParseData(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[partTrace{p, id}] = append(out[partTrace{p, id}], len(it.Value()))
+	}
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type partTrace struct {
+	p  uint32
+	id TraceID
+}
+
+// TestRecompressMergesSplitTraces writes every trace's spans in two cuts and
+// checks that recompression leaves one fragment per trace and partition,
+// and that reads and searches, including those whose matching spans were in
+// a fragment merged away, return what they did before.
+func TestRecompressMergesSplitTraces(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{t: time.Now()}
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 300, LargeTraceEvery: 100})
+	want := otlptest.Traces{}
+	for range 8 {
+		var seconds [][]byte
+		for range 4 {
+			req := gen.Next()
+			if err := want.AddRequest(req.Bytes); err != nil {
+				t.Fatal(err)
+			}
+			first, second := splitRequest(t, req.Bytes)
+			writeAt(t, db, first)
+			seconds = append(seconds, second)
+		}
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+		for _, second := range seconds {
+			writeAt(t, db, second)
+		}
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkAll(t, db, want)
+	before := findAll(t, db)
+	split := 0
+	for _, sizes := range fragments(t, db) {
+		if len(sizes) > 1 {
+			split++
+		}
+	}
+	if split < 50 {
+		t.Fatalf("%d traces in more than one fragment before recompression, want most of 100", split)
+	}
+
+	clk.add(2 * time.Minute)
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Traces too large to merge keep their fragments.
+	for pt, sizes := range fragments(t, db) {
+		if total := sum(sizes); len(sizes) > 1 && total <= mergeMaxBytes {
+			t.Errorf("trace %x: %d fragments after recompression, %d bytes in all", pt.id, len(sizes), total)
+		}
+	}
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed with the merge:\n%v\n%v", before, after)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed after reopen:\n%v\n%v", before, after)
+	}
+}
+
+func sum(s []int) int {
+	n := 0
+	for _, v := range s {
+		n += v
+	}
+	return n
+}
