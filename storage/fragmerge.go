@@ -39,11 +39,11 @@ const mergeMaxBytes = 1 << 20
 // The merged fragments and the deletions of a group of blocks are written
 // into sstables, one per block, and ingested together: they go in
 // atomically, through no log or memtable, and the recompression that
-// follows rewrites them into the bottom level with the rest. The trace index still names the blocks whose
-// fragment was merged away; reads skip a block without a fragment, and a
-// search that finds the trace there verifies it against the fragment that
-// took its spans (segmentSearch.laterFragment). It returns how many
-// fragments it removed.
+// follows rewrites them into the bottom level with the rest. The trace
+// index still names the blocks whose fragment was merged away; reads skip a
+// block without a fragment, and a search that finds the trace there
+// verifies it against the fragment that took its spans
+// (segmentSearch.laterFragment). It returns how many fragments it removed.
 func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (int, error) {
 	dir := filepath.Join(db.dir, "recompress")
 	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
@@ -122,10 +122,19 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 		}
 		return c.out.w, nil
 	}
-	var (
-		m  fragmentMerger
-		at []*cursor // the blocks that hold a fragment of the trace, oldest first
-	)
+	// Group numbers are looked up in the index store for their keys, by
+	// which a fragment orders its groups.
+	idxIt, err := db.idx.NewIter(keys.KindRange(keys.KindGroup))
+	if err != nil {
+		return 0, err
+	}
+	defer idxIt.Close()
+	get := iterGetter(idxIt)
+	m := fragmentMerger{keyOf: func(n uint32) (groupKey, error) {
+		res, scope, err := db.groups.pair(get, n)
+		return groupKey(append(res[:], scope[:]...)), err
+	}}
+	var at []*cursor // the blocks that hold a fragment of the trace, oldest first
 	for _, t := range split {
 		at = at[:0]
 		size := 0
@@ -234,6 +243,7 @@ func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
 // fragmentMerger gathers the spans of a trace's fragments and encodes them
 // as one.
 type fragmentMerger struct {
+	keyOf  func(group uint32) (groupKey, error)
 	groups []codec.Group
 	spans  []mergedSpan
 	buf    []byte // the decoded spans' bytes
@@ -243,6 +253,7 @@ type fragmentMerger struct {
 }
 
 type mergedSpan struct {
+	key   groupKey
 	group uint32
 	name  []byte
 	start uint64
@@ -261,20 +272,24 @@ func (m *fragmentMerger) add(src []byte, id TraceID) error {
 		return err
 	}
 	for _, g := range m.groups {
+		key, err := m.keyOf(g.Num)
+		if err != nil {
+			return err
+		}
 		for _, raw := range g.Spans {
 			f := otlpwire.Facts(raw)
-			m.spans = append(m.spans, mergedSpan{g.Num, f.Name, f.Start, raw})
+			m.spans = append(m.spans, mergedSpan{key, g.Num, f.Name, f.Start, raw})
 		}
 	}
 	return nil
 }
 
 // encode returns the merged fragment, its spans grouped and ordered as a
-// cut orders them: by group, then name, then start. The result is valid
-// until the next call.
+// cut orders them (groupSpans): groups by key, spans by name, then start.
+// The result is valid until the next call.
 func (m *fragmentMerger) encode(id TraceID) []byte {
 	slices.SortStableFunc(m.spans, func(a, b mergedSpan) int {
-		if c := cmp.Compare(a.group, b.group); c != 0 {
+		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
 			return c
 		}
 		if c := bytes.Compare(a.name, b.name); c != 0 {

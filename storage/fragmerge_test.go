@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"reflect"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"cairn/bench"
 	"cairn/internal/otlptest"
+	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
 
@@ -127,6 +129,7 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 			t.Errorf("trace %x: %d fragments after recompression, %d bytes in all", pt.id, len(sizes), total)
 		}
 	}
+	checkGroupOrder(t, db)
 	checkAll(t, db, want)
 	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
 		t.Fatalf("searches changed with the merge:\n%v\n%v", before, after)
@@ -150,4 +153,46 @@ func sum(s []int) int {
 		n += v
 	}
 	return n
+}
+
+// checkGroupOrder checks that every fragment lists its groups in key order,
+// as the format has it, merged ones included.
+func checkGroupOrder(t *testing.T, db *DB) {
+	t.Helper()
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	idx, err := db.idx.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	get := iterGetter(idx)
+	var groups []codec.Group
+	for it.First(); it.Valid(); it.Next() {
+		_, b, id, err := keys.ParseData(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if groups, _, err = codec.DecodeFragment(groups[:0], nil, it.Value(), id); err != nil {
+			t.Fatal(err)
+		}
+		var prev []byte
+		for _, g := range groups {
+			res, scope, err := db.groups.pair(get, g.Num)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key := append(res[:], scope[:]...)
+			if prev != nil && bytes.Compare(prev, key) >= 0 {
+				t.Fatalf("trace %x, block %d: group %d is out of key order", id, b, g.Num)
+			}
+			prev = key
+		}
+	}
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
 }
