@@ -206,11 +206,15 @@ func (db *DB) noteDamage(store, path, bounds string, err error) bool {
 	return true
 }
 
-// seekFragment positions it at the fragment with key k, and reports
-// whether it is there; what names the fragment in a CorruptionError.
-func (db *DB) seekFragment(it *pebble.Iterator, k []byte, what func() string) (bool, error) {
-	if b := db.damage.covering("spans", k); b != nil {
-		return false, b.err(what())
+// seekFragment positions it at the fragment of trace id in block b of
+// partition p, and reports whether it is there.
+func (db *DB) seekFragment(it *pebble.Iterator, p uint32, b uint64, id TraceID) (bool, error) {
+	k := keys.Data(p, b, id)
+	what := func() string {
+		return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
+	}
+	if d := db.damage.covering("spans", k); d != nil {
+		return false, d.err(what())
 	}
 	if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
 		return true, nil

@@ -755,9 +755,7 @@ func (s *segmentSearch) laterFragment(p uint32, block uint64, id TraceID) (uint6
 		if err != nil {
 			return 0, false, err
 		}
-		found, err := s.db.seekFragment(s.data, keys.Data(p, b, id), func() string {
-			return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
-		})
+		found, err := s.db.seekFragment(s.data, p, b, id)
 		if found || err != nil {
 			return b, found, err
 		}
@@ -767,9 +765,7 @@ func (s *segmentSearch) laterFragment(p uint32, block uint64, id TraceID) (uint6
 
 // verify checks the trace's spans in the segment against the query.
 func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error) {
-	found, err := s.db.seekFragment(s.data, keys.Data(p, block, id), func() string {
-		return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), block)
-	})
+	found, err := s.db.seekFragment(s.data, p, block, id)
 	if !found && err == nil {
 		// Recompression merged the fragment into the trace's fragment of a
 		// later block (or cairn repair dropped it, which could not be read).

@@ -73,9 +73,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 			return pc.found, contain(err, fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 		}
 		for _, b := range blocks {
-			found, err := db.seekFragment(snap.data, keys.Data(p, b, id), func() string {
-				return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
-			})
+			found, err := db.seekFragment(snap.data, p, b, id)
 			if err != nil {
 				return pc.found, err
 			}
