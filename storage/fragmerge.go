@@ -39,11 +39,16 @@ const mergeMaxBytes = 1 << 20
 // The merged fragments and the deletions of a group of blocks are written
 // into sstables, one per block, and ingested together: they go in
 // atomically, through no log or memtable, and the recompression that
-// follows rewrites them into the bottom level with the rest. The trace
-// index still names the blocks whose fragment was merged away; reads skip a
-// block without a fragment, and a search that finds the trace there
-// verifies it against the fragment that took its spans
-// (segmentSearch.laterFragment). It returns how many fragments it removed.
+// follows rewrites them into the bottom level with the rest. Then the
+// trace index keys naming the blocks whose fragment was merged away are
+// deleted, so that a read of the trace seeks one block, not one per cut
+// it reached: each seek that finds no fragment still loads and
+// decompresses the block where the fragment would be. Until then, and for
+// good if the process stops in between, reads skip a block without a
+// fragment. A search finds the trace through the rows records of every
+// block it had spans in, and verifies it against the fragment that took
+// its spans (segmentSearch.laterFragment). It returns how many fragments
+// it removed.
 func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (int, error) {
 	dir := filepath.Join(db.dir, "recompress")
 	if err := db.opts.FS.MkdirAll(dir, 0o700); err != nil {
@@ -54,29 +59,39 @@ func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (in
 		if err := ctx.Err(); err != nil {
 			return removed, err
 		}
-		var paths []string
-		n, err := db.mergeGroup(dir, p, lo, min(to, lo+mergeGroupBlocks-1), &paths)
-		if err != nil {
+		var out mergeOutput
+		if err := db.mergeGroup(dir, p, lo, min(to, lo+mergeGroupBlocks-1), &out); err != nil {
 			return removed, err
 		}
-		if len(paths) > 0 {
-			if err := db.spans.Ingest(ctx, paths); err != nil {
-				return removed, fmt.Errorf("ingest: %w", err)
-			}
+		if len(out.paths) == 0 {
+			continue
 		}
-		removed += n
+		if err := db.spans.Ingest(ctx, out.paths); err != nil {
+			return removed, fmt.Errorf("ingest: %w", err)
+		}
+		removed += len(out.emptied)
+		if err := commitDeletes(db.idx, nil, out.emptied); err != nil {
+			return removed, fmt.Errorf("delete the trace index keys of merged fragments: %w", err)
+		}
 	}
 	return removed, nil
 }
 
-// mergeGroup merges the fragments of blocks lo..hi of partition p, and
-// appends the sstables it wrote to paths. The blocks' rows records say
-// which traces have spans in more than one of them; only those fragments are
-// read, through one iterator per block that seeks forward in trace-ID order.
-func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (removed int, err error) {
+// mergeOutput is what mergeGroup wrote: the sstables to ingest, and the
+// trace index keys of the fragments they delete.
+type mergeOutput struct {
+	paths   []string
+	emptied [][]byte
+}
+
+// mergeGroup merges the fragments of blocks lo..hi of partition p into out.
+// The blocks' rows records say which traces have spans in more than one of
+// them; only those fragments are read, through one iterator per block that
+// seeks forward in trace-ID order.
+func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) (err error) {
 	split, err := db.splitTraces(p, lo, hi)
 	if err != nil || len(split) == 0 {
-		return 0, err
+		return err
 	}
 	type cursor struct {
 		it    *pebble.Iterator
@@ -96,7 +111,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 			if err != nil {
 				c.out.abort()
 			} else if err = c.out.close(); err == nil {
-				*paths = append(*paths, c.out.path)
+				out.paths = append(out.paths, c.out.path)
 			}
 		}
 	}()
@@ -126,7 +141,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 	// which a fragment orders its groups.
 	idxIt, err := db.idx.NewIter(keys.KindRange(keys.KindGroup))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer idxIt.Close()
 	get := iterGetter(idxIt)
@@ -141,14 +156,14 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 		for _, b := range t.blocks {
 			c, err := cursorOf(b)
 			if err != nil {
-				return 0, err
+				return err
 			}
 			k := keys.Data(p, b, t.id)
 			if c.it.SeekGE(k) && bytes.Equal(c.it.Key(), k) {
 				at = append(at, c)
 				size += len(c.it.Value())
 			} else if err := c.it.Error(); err != nil {
-				return 0, fmt.Errorf("read block %d: %w", b, err)
+				return fmt.Errorf("read block %d: %w", b, err)
 			}
 		}
 		if len(at) < 2 || size > mergeMaxBytes {
@@ -157,7 +172,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 		m.reset()
 		for _, c := range at {
 			if err := m.add(c.it.Value(), t.id); err != nil {
-				return 0, fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
+				return fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
 			}
 		}
 		for _, c := range at[:len(at)-1] {
@@ -166,8 +181,9 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 				err = w.Delete(keys.Data(p, c.block, t.id))
 			}
 			if err != nil {
-				return 0, err
+				return err
 			}
+			out.emptied = append(out.emptied, keys.Trace(p, t.id, c.block))
 		}
 		newest := at[len(at)-1]
 		w, err := writer(newest)
@@ -175,11 +191,10 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, paths *[]string) (
 			err = w.Set(keys.Data(p, newest.block, t.id), m.encode(t.id))
 		}
 		if err != nil {
-			return 0, err
+			return err
 		}
-		removed += len(at) - 1
 	}
-	return removed, nil
+	return nil
 }
 
 // splitTrace is a trace with rows in more than one block of a group.

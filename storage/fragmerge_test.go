@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -67,6 +68,29 @@ func fragments(t *testing.T, db *DB) map[partTrace][]int {
 	return out
 }
 
+// traceIndex lists the blocks the trace index names for each (partition,
+// trace) pair.
+func traceIndex(t *testing.T, db *DB) map[partTrace][]uint64 {
+	t.Helper()
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindTrace))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	out := map[partTrace][]uint64{}
+	for it.First(); it.Valid(); it.Next() {
+		p, id, b, err := keys.ParseTrace(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[partTrace{p, id}] = append(out[partTrace{p, id}], b)
+	}
+	if err := it.Error(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 type partTrace struct {
 	p  uint32
 	id TraceID
@@ -84,9 +108,79 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	want := writeSplit(t, db, 8)
+	checkAll(t, db, want)
+	before := findAll(t, db)
+	if split := splitCount(t, db); split < 50 {
+		t.Fatalf("%d traces in more than one fragment before recompression, want most of 100", split)
+	}
+
+	indexBefore := traceIndex(t, db)
+	clk.add(2 * time.Minute)
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Traces too large to merge keep their fragments.
+	for pt, sizes := range fragments(t, db) {
+		if total := sum(sizes); len(sizes) > 1 && total <= mergeMaxBytes {
+			t.Errorf("trace %x: %d fragments after recompression, %d bytes in all", pt.id, len(sizes), total)
+		}
+	}
+	// The trace index names only blocks that hold a fragment.
+	frags := fragments(t, db)
+	after := traceIndex(t, db)
+	for pt, blocks := range after {
+		if len(blocks) != len(frags[pt]) {
+			t.Errorf("trace %x: the trace index names %d blocks, %d hold a fragment", pt.id, len(blocks), len(frags[pt]))
+		}
+	}
+	checkGroupOrder(t, db)
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed with the merge:\n%v\n%v", before, after)
+	}
+	// A process that stops between the merge and the deletion of the keys
+	// leaves them naming emptied blocks: reads and searches are the same.
+	b := db.idx.NewBatch()
+	for pt, blocks := range indexBefore {
+		for _, blk := range blocks {
+			if !slices.Contains(after[pt], blk) {
+				if err := b.Set(keys.Trace(pt.p, pt.id, blk), nil, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	if b.Empty() {
+		t.Fatal("the merge deleted no trace index key")
+	}
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed with stale trace index keys:\n%v\n%v", before, after)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if db, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkAll(t, db, want)
+	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
+		t.Fatalf("searches changed after reopen:\n%v\n%v", before, after)
+	}
+}
+
+// writeSplit writes rounds of four requests, each in two cuts, and returns
+// what it wrote.
+func writeSplit(t *testing.T, db *DB, rounds int) otlptest.Traces {
+	t.Helper()
 	gen := bench.NewGenerator(bench.Config{BatchSpans: 300, LargeTraceEvery: 100})
 	want := otlptest.Traces{}
-	for range 8 {
+	for range rounds {
 		var seconds [][]byte
 		for range 4 {
 			req := gen.Next()
@@ -107,44 +201,19 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkAll(t, db, want)
-	before := findAll(t, db)
-	split := 0
+	return want
+}
+
+// splitCount is how many traces have more than one fragment in a partition.
+func splitCount(t *testing.T, db *DB) int {
+	t.Helper()
+	n := 0
 	for _, sizes := range fragments(t, db) {
 		if len(sizes) > 1 {
-			split++
+			n++
 		}
 	}
-	if split < 50 {
-		t.Fatalf("%d traces in more than one fragment before recompression, want most of 100", split)
-	}
-
-	clk.add(2 * time.Minute)
-	if err := db.recompress(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	// Traces too large to merge keep their fragments.
-	for pt, sizes := range fragments(t, db) {
-		if total := sum(sizes); len(sizes) > 1 && total <= mergeMaxBytes {
-			t.Errorf("trace %x: %d fragments after recompression, %d bytes in all", pt.id, len(sizes), total)
-		}
-	}
-	checkGroupOrder(t, db)
-	checkAll(t, db, want)
-	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
-		t.Fatalf("searches changed with the merge:\n%v\n%v", before, after)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	checkAll(t, db, want)
-	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
-		t.Fatalf("searches changed after reopen:\n%v\n%v", before, after)
-	}
+	return n
 }
 
 func sum(s []int) int {
