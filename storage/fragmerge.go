@@ -59,8 +59,18 @@ func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (in
 		if err := ctx.Err(); err != nil {
 			return removed, err
 		}
+		hi := min(to, lo+mergeGroupBlocks-1)
+		// At most the group's span data is written anew, as the rewrite
+		// that follows checks for its ranges.
+		need, err := db.spans.EstimateDiskUsage(keys.DataBlock(p, lo), keys.DataBlock(p, hi+1))
+		if err != nil {
+			return removed, fmt.Errorf("estimate size: %w", err)
+		}
+		if err := db.checkSpace(int64(need), db.opts.DiskReserveBytes); err != nil {
+			return removed, err
+		}
 		var out mergeOutput
-		if err := db.mergeGroup(dir, p, lo, min(to, lo+mergeGroupBlocks-1), &out); err != nil {
+		if err := db.mergeGroup(dir, p, lo, hi, &out); err != nil {
 			return removed, err
 		}
 		if len(out.paths) == 0 {

@@ -3,10 +3,14 @@ package storage
 import (
 	"bytes"
 	"context"
+	"errors"
 	"reflect"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -214,6 +218,38 @@ func splitCount(t *testing.T, db *DB) int {
 		}
 	}
 	return n
+}
+
+// TestMergeChecksSpace has recompression find the disk at its reserve: the
+// merge writes nothing and fails as a full disk would, and merges once
+// there is room.
+func TestMergeChecksSpace(t *testing.T) {
+	disk := &smallDisk{FS: vfs.Default}
+	disk.avail.Store(1 << 40)
+	clk := &clock{t: time.Now()}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now, FS: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	want := writeSplit(t, db, 2)
+	split := splitCount(t, db)
+	clk.add(2 * time.Minute)
+	disk.avail.Store(db.opts.DiskReserveBytes)
+	if err := db.recompress(context.Background()); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("recompression with the disk at its reserve: %v", err)
+	}
+	if n := splitCount(t, db); n != split {
+		t.Fatalf("%d split traces after a merge refused, want %d", n, split)
+	}
+	disk.avail.Store(1 << 40)
+	if err := db.recompress(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := splitCount(t, db); n >= split {
+		t.Fatalf("%d split traces after the merge, %d before", n, split)
+	}
+	checkAll(t, db, want)
 }
 
 func sum(s []int) int {
