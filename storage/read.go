@@ -212,8 +212,17 @@ type orderedSpan struct {
 // comparison sort took 2.1 ms, two fifths of the server's time to read the
 // trace.
 func orderSpans(spans []orderedSpan) []orderedSpan {
+	// Not cmp.Or, which would compare the bytes of every pair: they begin
+	// with the trace ID, the same for all, and are needed only for a span
+	// stored twice.
 	byKey := func(x, y orderedSpan) int {
-		return cmp.Or(cmp.Compare(x.Start, y.Start), cmp.Compare(x.ID, y.ID), bytes.Compare(x.raw, y.raw))
+		if c := cmp.Compare(x.Start, y.Start); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(x.ID, y.ID); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.raw, y.raw)
 	}
 	if len(spans) < 256 {
 		slices.SortFunc(spans, byKey)
