@@ -134,7 +134,8 @@ type Options struct {
 	// Bulk runs the CPU-heavy parts of writes (preparing a request for the
 	// buffer, compressing it for the log, inserting it into the buffer) and
 	// of cuts (building data and index sstables), at a priority below
-	// reads'; Pebble's flushes and compactions run at its priority too. Its
+	// reads'; Pebble's flushes and compactions, and the store's maintenance
+	// (retention, the disk bound, recompression), run at its priority too. Its
 	// workers are taken for the number of CPUs: a cut writes with as many
 	// goroutines, recompression compacts with half as many.
 	//

@@ -67,6 +67,11 @@ func unixNanos(t time.Time) uint64 {
 // data.
 func (db *DB) maintainer() {
 	defer db.maintainerWG.Done()
+	// Maintenance is background work, below reads as Pebble's compactions
+	// are: recompression's merge decodes and encodes every trace it finds
+	// split, for seconds of CPU on a workload whose exporters send a
+	// trace's spans apart, right while people read what was just sent.
+	db.opts.Bulk.Demote()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

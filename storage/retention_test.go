@@ -1,12 +1,14 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
+	"cairn/internal/bulk"
 	"cairn/internal/otlpwire"
 	"cairn/storage/internal/keys"
 )
@@ -572,4 +575,44 @@ func TestNextDropDeletesSpanDataOfInterruptedDrop(t *testing.T) {
 	if fmt.Sprint(blocks) != fmt.Sprint(map[uint64]bool{4: true}) {
 		t.Fatalf("span data of blocks %v after the next drop, want 4 alone", blocks)
 	}
+}
+
+// TestMaintenanceRunsBelowReads checks that the maintainer runs on a thread
+// at the bulk pool's priority: recompression's merge is seconds of CPU
+// that reads must not wait behind.
+func TestMaintenanceRunsBelowReads(t *testing.T) {
+	const nice = 3
+	pool := bulk.New(&bulk.Options{Workers: 1, Nice: nice})
+	t.Cleanup(pool.Close)
+	db, err := Open(t.TempDir(), &Options{Bulk: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The pool's worker, and the maintainer once it has started. An empty
+	// store has nothing for Pebble to flush or compact.
+	waitFor(t, "the maintainer's thread is lowered", func() bool { return threadsAtNice(t, nice) == 2 })
+}
+
+// threadsAtNice counts the process's threads at a nice value.
+func threadsAtNice(t *testing.T, nice int) int {
+	t.Helper()
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	n := 0
+	for _, task := range tasks {
+		stat, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		// The command, in parentheses, may hold spaces: the nice value is
+		// the 19th field of the line, the 17th after the command.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 16 && fields[16] == strconv.Itoa(nice) {
+			n++
+		}
+	}
+	return n
 }
