@@ -43,9 +43,11 @@ const mergeMaxBytes = 1 << 20
 // trace index keys naming the blocks whose fragment was merged away are
 // deleted, so that a read of the trace seeks one block, not one per cut
 // it reached: each seek that finds no fragment still loads and
-// decompresses the block where the fragment would be. Until then, and for
-// good if the process stops in between, reads skip a block without a
-// fragment. A search finds the trace through the rows records of every
+// decompresses the block where the fragment would be. Until then reads
+// skip a block without a fragment; a process that stops in between, or a
+// deletion that fails, leaves the keys to the next pass over the blocks,
+// which deletes the key of every block whose rows name a trace it holds no
+// fragment of. A search finds the trace through the rows records of every
 // block it had spans in, and verifies it against the fragment that took
 // its spans (segmentSearch.laterFragment). It returns how many fragments
 // it removed.
@@ -59,27 +61,16 @@ func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (in
 		if err := ctx.Err(); err != nil {
 			return removed, err
 		}
-		hi := min(to, lo+mergeGroupBlocks-1)
-		// At most the group's span data is written anew, as the rewrite
-		// that follows checks for its ranges.
-		need, err := db.spans.EstimateDiskUsage(keys.DataBlock(p, lo), keys.DataBlock(p, hi+1))
-		if err != nil {
-			return removed, fmt.Errorf("estimate size: %w", err)
-		}
-		if err := db.checkSpace(int64(need), db.opts.DiskReserveBytes); err != nil {
-			return removed, err
-		}
 		var out mergeOutput
-		if err := db.mergeGroup(dir, p, lo, hi, &out); err != nil {
+		if err := db.mergeGroup(dir, p, lo, min(to, lo+mergeGroupBlocks-1), &out); err != nil {
 			return removed, err
 		}
-		if len(out.paths) == 0 {
-			continue
+		if len(out.paths) > 0 {
+			if err := db.spans.Ingest(ctx, out.paths); err != nil {
+				return removed, fmt.Errorf("ingest: %w", err)
+			}
+			removed += out.removed
 		}
-		if err := db.spans.Ingest(ctx, out.paths); err != nil {
-			return removed, fmt.Errorf("ingest: %w", err)
-		}
-		removed += len(out.emptied)
 		if err := commitDeletes(db.idx, nil, out.emptied); err != nil {
 			return removed, fmt.Errorf("delete the trace index keys of merged fragments: %w", err)
 		}
@@ -87,12 +78,18 @@ func (db *DB) mergeFragments(ctx context.Context, p uint32, from, to uint64) (in
 	return removed, nil
 }
 
-// mergeOutput is what mergeGroup wrote: the sstables to ingest, and the
-// trace index keys of the fragments they delete.
+// mergeOutput is what mergeGroup wrote: the sstables to ingest, how many
+// fragments they delete, and the trace index keys of blocks left without
+// a fragment of their trace.
 type mergeOutput struct {
 	paths   []string
+	removed int
 	emptied [][]byte
 }
+
+// mergeSpaceStep is how much merged span data mergeGroup writes between
+// checks for free space: more than the largest trace it merges.
+const mergeSpaceStep = 16 << 20
 
 // mergeGroup merges the fragments of blocks lo..hi of partition p into out.
 // The blocks' rows records say which traces have spans in more than one of
@@ -160,6 +157,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		return groupKey(append(res[:], scope[:]...)), err
 	}}
 	var at []*cursor // the blocks that hold a fragment of the trace, oldest first
+	var written, room int
 	for _, t := range split {
 		at = at[:0]
 		size := 0
@@ -174,11 +172,26 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 				size += len(c.it.Value())
 			} else if err := c.it.Error(); err != nil {
 				return fmt.Errorf("read block %d: %w", b, err)
+			} else {
+				// An earlier merge took the fragment and stopped, or
+				// failed, before it deleted the key; or cairn repair
+				// dropped it.
+				out.emptied = append(out.emptied, keys.Trace(p, t.id, b))
 			}
 		}
 		if len(at) < 2 || size > mergeMaxBytes {
 			continue
 		}
+		// Free space is checked as the rewrite that follows checks it for
+		// each batch, but for what the merge writes: the fragments of
+		// split traces, at most their size again.
+		if written+size > room {
+			if err := db.checkSpace(mergeSpaceStep, db.opts.DiskReserveBytes); err != nil {
+				return err
+			}
+			room = written + mergeSpaceStep
+		}
+		written += size
 		m.reset()
 		for _, c := range at {
 			if err := m.add(c.it.Value(), t.id); err != nil {
@@ -194,6 +207,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 				return err
 			}
 			out.emptied = append(out.emptied, keys.Trace(p, t.id, c.block))
+			out.removed++
 		}
 		newest := at[len(at)-1]
 		w, err := writer(newest)
