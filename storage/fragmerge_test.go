@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -317,4 +318,46 @@ func checkGroupOrder(t *testing.T, db *DB) {
 	if err := it.Error(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestViewSeesMergeIntoBlockItSkips cuts a block and merges into it the
+// fragments of an older block while a read is between its layout, which
+// still holds the block as the live buffer, and its iterators: the read
+// must still return every span.
+func TestViewSeesMergeIntoBlockItSkips(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 300})
+	req := gen.Next()
+	want := otlptest.Traces{}
+	if err := want.AddRequest(req.Bytes); err != nil {
+		t.Fatal(err)
+	}
+	first, second := splitRequest(t, req.Bytes)
+	writeAt(t, db, first)
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, db, second) // in the live buffer, the next block
+	var once sync.Once
+	viewHook = func() {
+		once.Do(func() {
+			if err := db.cut(); err != nil {
+				t.Error(err)
+			}
+			db.maintMu.Lock()
+			defer db.maintMu.Unlock()
+			for _, p := range db.layout.Load().parts {
+				if n, err := db.mergeFragments(context.Background(), p, 1, 2); err != nil || n == 0 {
+					t.Errorf("merge: %d fragments, %v", n, err)
+				}
+			}
+		})
+	}
+	t.Cleanup(func() { viewHook = nil })
+	checkAll(t, db, want)
 }

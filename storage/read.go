@@ -110,32 +110,50 @@ func (db *DB) openView(lo, hi uint32) (*view, error) {
 	if !db.reading.TryRLock() {
 		return nil, ErrClosed
 	}
-	l := db.layout.Load()
-	v := &view{minBlock: l.live.block, notBefore: db.NotBefore(), bufs: []*buffer{l.live}}
-	lo = max(lo, partitionOf(v.notBefore))
-	if l.frozen != nil {
-		v.minBlock = l.frozen.block
-		v.bufs = append(v.bufs, l.frozen)
-	}
-	v.parts = l.partsWithin(lo, hi)
-	// Pebble iterators are point-in-time views. Made after the layout was
-	// taken, they hold at least the blocks it says are on disk, and what a
-	// cut has stored since of a buffer it still lists is skipped
-	// (minBlock). The buffers hold at least what they held when the layout
-	// was taken; what writers add later belongs to blocks the iterators
-	// skip too.
-	var err error
-	if v.index, err = db.idx.NewIter(nil); err != nil {
-		db.reading.RUnlock()
-		return nil, fmt.Errorf("open index iterator: %w", err)
-	}
-	if v.data, err = db.spans.NewIter(nil); err != nil {
+	for {
+		l := db.layout.Load()
+		v := &view{minBlock: l.live.block, notBefore: db.NotBefore(), bufs: []*buffer{l.live}}
+		lo := max(lo, partitionOf(v.notBefore))
+		if l.frozen != nil {
+			v.minBlock = l.frozen.block
+			v.bufs = append(v.bufs, l.frozen)
+		}
+		v.parts = l.partsWithin(lo, hi)
+		if viewHook != nil {
+			viewHook()
+		}
+		// Pebble iterators are point-in-time views. Made after the layout
+		// was taken, they hold at least the blocks it says are on disk, and
+		// what a cut has stored since of a buffer it still lists is skipped
+		// (minBlock). The buffers hold at least what they held when the
+		// layout was taken; what writers add later belongs to blocks the
+		// iterators skip too.
+		var err error
+		if v.index, err = db.idx.NewIter(nil); err != nil {
+			db.reading.RUnlock()
+			return nil, fmt.Errorf("open index iterator: %w", err)
+		}
+		if v.data, err = db.spans.NewIter(nil); err != nil {
+			v.index.Close()
+			db.reading.RUnlock()
+			return nil, fmt.Errorf("open spans iterator: %w", err)
+		}
+		// Unless a cut stored a block the view skips before the iterators
+		// were made: recompression may since have merged fragments of a
+		// block the view reads into it (mergeFragments), which no view
+		// then shows. Recompression learns of a block with the layout that
+		// shows it on disk, so a view that saw no new layout is whole.
+		if db.layout.Load() == l {
+			return v, nil
+		}
 		v.index.Close()
-		db.reading.RUnlock()
-		return nil, fmt.Errorf("open spans iterator: %w", err)
+		v.data.Close()
 	}
-	return v, nil
 }
+
+// viewHook, if set, runs between a view's layout and its iterators. Tests
+// set it to change the store in between.
+var viewHook func()
 
 func (db *DB) release(v *view) {
 	v.index.Close()
