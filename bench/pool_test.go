@@ -136,3 +136,51 @@ func TestPoolJSONNeedsFixedWidthTimes(t *testing.T) {
 		t.Fatalf("times of 1998 encoded: %v", err)
 	}
 }
+
+// TestExporters checks that with Config.Exporters every request holds one
+// service instance's spans, a full batch of them, each span once, and that
+// traces arrive in more requests than whole-trace batching sends them in.
+func TestExporters(t *testing.T) {
+	requestsPerTrace := func(exporters bool) float64 {
+		g := NewGenerator(Config{BatchSpans: 100, Exporters: exporters})
+		spans := map[[8]byte]bool{}
+		requests := map[[16]byte]int{}
+		for range 200 {
+			r := g.Next()
+			var req collectorpb.ExportTraceServiceRequest
+			if err := proto.Unmarshal(r.Bytes, &req); err != nil {
+				t.Fatal(err)
+			}
+			if exporters && len(req.ResourceSpans) != 1 {
+				t.Fatalf("a request of %d resources, want one instance's", len(req.ResourceSpans))
+			}
+			n := 0
+			for _, rs := range req.ResourceSpans {
+				for _, ss := range rs.ScopeSpans {
+					for _, s := range ss.Spans {
+						if spans[[8]byte(s.SpanId)] {
+							t.Fatalf("span %x sent twice", s.SpanId)
+						}
+						spans[[8]byte(s.SpanId)] = true
+						n++
+					}
+				}
+			}
+			if n != 100 || r.Spans != 100 {
+				t.Fatalf("a request of %d spans (%d counted), want 100", n, r.Spans)
+			}
+			for _, id := range r.Traces {
+				requests[id]++
+			}
+		}
+		total := 0
+		for _, n := range requests {
+			total += n
+		}
+		return float64(total) / float64(len(requests))
+	}
+	whole, apart := requestsPerTrace(false), requestsPerTrace(true)
+	if whole > 1.5 || apart < 3 {
+		t.Fatalf("requests per trace: %.2f in whole traces, %.2f by exporter; want about 1 and several", whole, apart)
+	}
+}

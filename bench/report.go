@@ -23,16 +23,18 @@ type Report struct {
 	Args    []string `json:"args,omitempty"`
 	Host    Host     `json:"host"`
 
-	Target   string  `json:"target"`
-	Protocol string  `json:"protocol"`
-	Reader   string  `json:"reader,omitempty"`
-	Embedded bool    `json:"embedded"`
-	Seed     uint64  `json:"seed"`
-	Batch    int     `json:"batch"`
-	Conns    int     `json:"conns"`
-	Inflight int     `json:"inflight"`
-	Rate     float64 `json:"rate,omitempty"`
-	Settle   float64 `json:"settle_sec,omitempty"` // pause before reads
+	Target   string `json:"target"`
+	Protocol string `json:"protocol"`
+	Reader   string `json:"reader,omitempty"`
+	Embedded bool   `json:"embedded"`
+	Seed     uint64 `json:"seed"`
+	Batch    int    `json:"batch"`
+	// Exporters: each request held one service instance's spans.
+	Exporters bool    `json:"exporters,omitempty"`
+	Conns     int     `json:"conns"`
+	Inflight  int     `json:"inflight"`
+	Rate      float64 `json:"rate,omitempty"`
+	Settle    float64 `json:"settle_sec,omitempty"` // pause before reads
 
 	PoolSeconds   float64 `json:"pool_sec"` // encoding the workload, before the clock starts
 	Spans         int64   `json:"spans"`    // acknowledged
@@ -312,7 +314,11 @@ func (r *Report) targetLine() string {
 }
 
 func (r *Report) workloadLine() string {
-	return fmt.Sprintf("seed %d, %d spans/request, %d conns × %d in flight%s", r.Seed, r.Batch, r.Conns, r.Inflight, rateNote(r.Rate))
+	per := ""
+	if r.Exporters {
+		per = " of one service instance"
+	}
+	return fmt.Sprintf("seed %d, %d spans/request%s, %d conns × %d in flight%s", r.Seed, r.Batch, per, r.Conns, r.Inflight, rateNote(r.Rate))
 }
 
 // WriteTable writes the report for people.

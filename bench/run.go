@@ -48,6 +48,10 @@ type Options struct {
 	// Batch is the number of spans per Export request. The default is 1024.
 	Batch int
 
+	// Exporters sends the workload as SDK exporters would, each request one
+	// service instance's spans (see Config.Exporters).
+	Exporters bool
+
 	// Conns is the number of gRPC connections. The default is 4.
 	Conns int
 
@@ -167,7 +171,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	t0 := time.Now()
 	pool, err := NewPool(Config{Seed: o.Seed, BatchSpans: o.Batch, LargeTraceEvery: o.LargeTraceEvery,
-		TracesPerSecond: 10_000}, o.PoolSpans)
+		TracesPerSecond: 10_000, Exporters: o.Exporters}, o.PoolSpans)
 	if err != nil {
 		return nil, err
 	}
@@ -177,8 +181,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(),
-		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Conns: o.Conns,
-		Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
+		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Exporters: o.Exporters,
+		Conns: o.Conns, Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	u := &unacked{}
 	sent, start, err := send(ctx, o, exps, pool, rd, u, rep)

@@ -29,6 +29,13 @@ type Config struct {
 	// LargeTraceEvery makes every n-th trace a large one of 10,000+ spans;
 	// 0 means never.
 	LargeTraceEvery int
+	// Exporters sends spans as each service instance's OpenTelemetry SDK
+	// exporter would: a request holds BatchSpans spans of one instance, so
+	// a trace's spans arrive in many requests, as many as the instances
+	// it passed through or more, and those of its first services long
+	// before its last ones'. By default a request holds whole traces of
+	// every service.
+	Exporters bool
 }
 
 func (c Config) withDefaults() Config {
@@ -62,6 +69,11 @@ type Generator struct {
 	services []*service
 	traceN   int
 	pending  []genSpan // generated, not yet put in a request
+	// With Config.Exporters: each instance's spans not yet sent, and the
+	// instances in the order they were first seen, in which full queues
+	// are sent.
+	queues map[*instance][]genSpan
+	order  []*instance
 }
 
 type genSpan struct {
@@ -79,11 +91,45 @@ func NewGenerator(cfg Config) *Generator {
 
 // Next returns the next request.
 func (g *Generator) Next() Request {
+	if g.cfg.Exporters {
+		return g.nextExporter()
+	}
 	for len(g.pending) < g.cfg.BatchSpans {
 		g.generateTrace()
 	}
-	batch := g.pending[:g.cfg.BatchSpans]
-	req := encode(batch)
+	req := newRequest(g.pending[:g.cfg.BatchSpans])
+	g.pending = append(g.pending[:0:0], g.pending[g.cfg.BatchSpans:]...)
+	return req
+}
+
+// nextExporter returns the next request of one instance's exporter: the
+// first instance, in the order they were first seen, whose queue holds a
+// batch once a trace has been generated.
+func (g *Generator) nextExporter() Request {
+	if g.queues == nil {
+		g.queues = map[*instance][]genSpan{}
+	}
+	for {
+		for _, inst := range g.order {
+			if q := g.queues[inst]; len(q) >= g.cfg.BatchSpans {
+				req := newRequest(q[:g.cfg.BatchSpans])
+				g.queues[inst] = append(q[:0:0], q[g.cfg.BatchSpans:]...)
+				return req
+			}
+		}
+		g.generateTrace()
+		for _, s := range g.pending {
+			if _, ok := g.queues[s.inst]; !ok {
+				g.order = append(g.order, s.inst)
+			}
+			g.queues[s.inst] = append(g.queues[s.inst], s)
+		}
+		g.pending = g.pending[:0]
+	}
+}
+
+// newRequest encodes spans as a request.
+func newRequest(batch []genSpan) Request {
 	seen := map[[16]byte]bool{}
 	var traces [][16]byte
 	for _, s := range batch {
@@ -93,8 +139,7 @@ func (g *Generator) Next() Request {
 			traces = append(traces, id)
 		}
 	}
-	g.pending = append(g.pending[:0:0], g.pending[g.cfg.BatchSpans:]...)
-	return Request{Bytes: req, Spans: len(batch), Traces: traces}
+	return Request{Bytes: encode(batch), Spans: len(batch), Traces: traces}
 }
 
 // encode groups spans by resource instance and scope into an Export request.

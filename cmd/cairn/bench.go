@@ -32,6 +32,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.Duration, "duration", 0, "send for this long instead")
 	fs.Uint64Var(&o.Seed, "seed", 1, "workload seed")
 	fs.IntVar(&o.Batch, "batch", 1024, "spans per Export request")
+	fs.BoolVar(&o.Exporters, "exporters", false, "send the workload as each service instance's SDK exporter would: a request holds one instance's spans, so a trace's spans arrive in many requests, seconds apart at low rates; without it a request holds whole traces of every service")
 	fs.IntVar(&o.Conns, "conns", 4, "gRPC connections; over HTTP, conns × inflight connections carry a request each")
 	fs.IntVar(&o.Inflight, "inflight", 4, "requests in flight per connection")
 	fs.Float64Var(&o.Rate, "rate", 0, "spans per second to send at most; 0 sends as fast as they are acknowledged")
@@ -54,6 +55,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := refuseNegative(fs, "spans", "duration", "batch", "conns", "inflight", "rate", "settle", "queries"); err != nil {
 		return err
+	}
+	if o.Exporters && (*rca || *overload) {
+		return usagef("--exporters shapes the workload; --rca and --overload send their own")
 	}
 	if *rca {
 		if (o.Target == "") != (o.Reader == "") {

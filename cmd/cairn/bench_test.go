@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"cairn/bench"
 )
 
 // benchReport is the part of `cairn bench --json` the tests check.
@@ -107,6 +109,28 @@ func TestBenchTarget(t *testing.T) {
 	}
 	if err := run([]string{"bench", "--reader", s.queryAddr.String()}, &out, &errOut); err == nil {
 		t.Error("--reader without --target was accepted")
+	}
+	// Each service instance's spans in requests of their own: traces
+	// arrive in pieces, and read back whole. A seed of its own, as the
+	// runs above stored seeds 1 and 2's traces.
+	out.Reset()
+	err = run([]string{"bench", "--target", s.otlpAddr.String(), "--reader", s.queryAddr.String(), "--exporters",
+		"--spans", "5000", "--batch", "100", "--queries", "3", "--seed", "3", "--settle", "0", "--json"}, &out, &errOut)
+	if err != nil {
+		t.Fatalf("bench --exporters: %v\n%s", err, errOut.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Exporters || rep.TracesChecked == 0 || rep.TracesComplete != rep.TracesChecked {
+		t.Errorf("--exporters: exporters %v, %d of %d traces complete", rep.Exporters, rep.TracesComplete, rep.TracesChecked)
+	}
+	for _, other := range []string{"--overload", "--rca"} {
+		err := run([]string{"bench", "--exporters", other}, &out, &errOut)
+		if want := "--exporters shapes the workload; --rca and --overload send their own"; err == nil || err.Error() != want {
+			t.Errorf("--exporters %s: %v, want %q", other, err, want)
+		}
 	}
 }
 
