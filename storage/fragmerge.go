@@ -166,13 +166,14 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 			if err != nil {
 				return err
 			}
-			k := keys.Data(p, b, t.id)
-			if c.it.SeekGE(k) && bytes.Equal(c.it.Key(), k) {
+			found, err := db.seekFragment(c.it, p, b, t.id)
+			switch {
+			case err != nil:
+				return err
+			case found:
 				at = append(at, c)
 				size += len(c.it.Value())
-			} else if err := c.it.Error(); err != nil {
-				return fmt.Errorf("read block %d: %w", b, err)
-			} else {
+			default:
 				// An earlier merge took the fragment and stopped, or
 				// failed, before it deleted the key; or cairn repair
 				// dropped it.
@@ -243,16 +244,13 @@ func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rows of block %d: %w", b, err)
 		}
-		rr, err := index.NewRowReader(v)
-		for i := 0; err == nil && i < rr.Len(); i++ {
-			var r index.Row
-			if r, err = rr.Row(i); err == nil {
-				rows = append(rows, row{r.TraceID, b})
-			}
-		}
+		rs, err := index.DecodeRows(v)
 		closer.Close()
 		if err != nil {
 			return nil, fmt.Errorf("rows of block %d: %w", b, err)
+		}
+		for _, r := range rs {
+			rows = append(rows, row{r.TraceID, b})
 		}
 	}
 	slices.SortFunc(rows, func(a, b row) int {

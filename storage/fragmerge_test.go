@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -53,42 +54,37 @@ func splitRequest(t *testing.T, raw []byte) (first, second []byte) {
 // fragments lists the span data keys of each (partition, trace) pair, with
 // the size of their values.
 func fragments(t *testing.T, db *DB) map[partTrace][]int {
-	t.Helper()
-	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	out := map[partTrace][]int{}
-	for it.First(); it.Valid(); it.Next() {
-		p, _, id, err := keys.ParseData(it.Key())
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[partTrace{p, id}] = append(out[partTrace{p, id}], len(it.Value()))
-	}
-	if err := it.Error(); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return byTrace(t, db.spans, keys.KindData, func(k, v []byte) (partTrace, int, error) {
+		p, _, id, err := keys.ParseData(k)
+		return partTrace{p, id}, len(v), err
+	})
 }
 
 // traceIndex lists the blocks the trace index names for each (partition,
 // trace) pair.
 func traceIndex(t *testing.T, db *DB) map[partTrace][]uint64 {
+	return byTrace(t, db.idx, keys.KindTrace, func(k, _ []byte) (partTrace, uint64, error) {
+		p, id, b, err := keys.ParseTrace(k)
+		return partTrace{p, id}, b, err
+	})
+}
+
+// byTrace gathers, in key order, what entry makes of each key of a kind in
+// store, by the (partition, trace) pair it names.
+func byTrace[T any](t *testing.T, store *pebble.DB, kind byte, entry func(k, v []byte) (partTrace, T, error)) map[partTrace][]T {
 	t.Helper()
-	it, err := db.idx.NewIter(keys.KindRange(keys.KindTrace))
+	it, err := store.NewIter(keys.KindRange(kind))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	out := map[partTrace][]uint64{}
+	out := map[partTrace][]T{}
 	for it.First(); it.Valid(); it.Next() {
-		p, id, b, err := keys.ParseTrace(it.Key())
+		pt, v, err := entry(it.Key(), it.Value())
 		if err != nil {
 			t.Fatal(err)
 		}
-		out[partTrace{p, id}] = append(out[partTrace{p, id}], b)
+		out[pt] = append(out[pt], v)
 	}
 	if err := it.Error(); err != nil {
 		t.Fatal(err)

@@ -749,18 +749,20 @@ func (s *segmentSearch) laterFragment(p uint32, block uint64, id TraceID) (uint6
 		}
 		s.traceIt = it
 	}
-	prefix := keys.TracePrefix(p, id)
-	for ok := s.traceIt.SeekGE(keys.Trace(p, id, block+1)); ok && bytes.HasPrefix(s.traceIt.Key(), prefix); ok = s.traceIt.Next() {
-		_, _, b, err := keys.ParseTrace(s.traceIt.Key())
-		if err != nil {
-			return 0, false, err
+	blocks, err := fragmentBlocks(s.traceIt, p, id, math.MaxUint64)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, b := range blocks {
+		if b <= block {
+			continue
 		}
 		found, err := s.db.seekFragment(s.data, p, b, id)
 		if found || err != nil {
 			return b, found, err
 		}
 	}
-	return 0, false, s.traceIt.Error()
+	return 0, false, nil
 }
 
 // verify checks the trace's spans in the segment against the query.
