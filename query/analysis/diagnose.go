@@ -62,10 +62,10 @@ type WindowStats struct {
 // Culprit is an operation ranked as a cause, with its evidence.
 type Culprit struct {
 	Service, Operation string
-	// Score, diagnosing latency, is the part of the growth of the mean
-	// duration that the growth of the operation's mean self time on the
-	// critical path accounts for: the scores of all operations sum to 1.
-	// Diagnosing errors, it is WindowOrigin - BaselineOrigin.
+	// Score, diagnosing latency, is the growth of the operation's mean self
+	// time on the critical path, counted no further than its own time (on
+	// the path or off it) grew, as a part of the growth of the mean
+	// duration. Diagnosing errors, it is WindowOrigin - BaselineOrigin.
 	Score float64
 	// Baseline and Window are its mean self time on the critical path per
 	// trace, in nanoseconds.
@@ -83,8 +83,9 @@ type facts struct {
 	trace    *Trace
 	duration uint64
 	failed   bool
-	self     []OperationTime
-	origin   op // of the failure; zero if the operation did not fail
+	self     []OperationTime // on the critical path
+	own      map[op]uint64   // every awaited span's own time, on the path or not
+	origin   op              // of the failure; zero if the operation did not fail
 }
 
 type op struct{ service, name string }
@@ -121,7 +122,7 @@ func (o *DiagnoseOptions) facts(traces []*Trace) []facts {
 			continue
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
-		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations}
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations, own: tr.ownTimes()}
 		if f.failed {
 			s := &t.Spans[tr.failureOrigin()]
 			f.origin = op{s.Service, s.Name}
@@ -212,6 +213,18 @@ func meanSelf(fs []facts) map[op]float64 {
 	return m
 }
 
+// meanOwn returns each operation's mean own time per trace, on the paths or
+// off them.
+func meanOwn(fs []facts) map[op]float64 {
+	m := map[op]float64{}
+	for _, f := range fs {
+		for k, d := range f.own {
+			m[k] += float64(d) / float64(len(fs))
+		}
+	}
+	return m
+}
+
 func meanDuration(fs []facts) float64 {
 	var sum float64
 	for _, f := range fs {
@@ -220,8 +233,15 @@ func meanDuration(fs []facts) float64 {
 	return sum / float64(max(len(fs), 1))
 }
 
+// latencyCulprits ranks operations by how much their self time on the
+// critical path grew, counted only as far as their own time grew too: when
+// one branch of parallel calls slows down past the others, the path moves
+// into it, and the operations under the slow one that did not slow down
+// join the path with all of their time. Their own time did not grow, so
+// they are not blamed.
 func latencyCulprits(w, b []facts, exemplars int) []Culprit {
 	mw, mb := meanSelf(w), meanSelf(b)
+	ow, ob := meanOwn(w), meanOwn(b)
 	growth := meanDuration(w) - meanDuration(b)
 	if growth <= 0 { // no regression: scores say growth against the baseline
 		growth = max(meanDuration(b), 1)
@@ -229,10 +249,11 @@ func latencyCulprits(w, b []facts, exemplars int) []Culprit {
 	var cs []Culprit
 	for k, win := range mw {
 		base := mb[k]
-		if win <= base {
+		grew := min(win-base, ow[k]-ob[k])
+		if grew <= 0 {
 			continue
 		}
-		c := Culprit{Service: k.service, Operation: k.name, Score: (win - base) / growth, Baseline: base, Window: win}
+		c := Culprit{Service: k.service, Operation: k.name, Score: grew / growth, Baseline: base, Window: win}
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
 			for _, o := range f.self {
 				if o.Service == k.service && o.Operation == k.name {

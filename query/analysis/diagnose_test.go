@@ -180,3 +180,41 @@ func wantStats(t *testing.T, name string, got, want WindowStats) {
 }
 
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9*math.Max(1, math.Abs(b)) }
+
+// TestDiagnoseBranchTakesOverPath diagnoses a slowdown of a call made
+// beside a longer one: its own time grows by 20 ms, which makes its branch
+// outlast the other, and the critical path moves into it, through a step
+// under it that did not change. The step joins the path with all its 30
+// ms, more than the slow call's own growth, and is not to blame for it.
+func TestDiagnoseBranchTakesOverPath(t *testing.T) {
+	// web calls quote (50 ms) and, beside it, rank, whose own 4 ms (in
+	// the window 24) surround a 30 ms score step.
+	trace := func(id int, rankOwn float64) *Trace {
+		b := newTrace(id)
+		rankEnd := 5 + rankOwn + 30
+		end := max(55, rankEnd) + 5
+		b.span(1, 0, "web", "GET /offers", server, 0, end, nil)
+		b.span(2, 1, "quote", "Quote", server, 5, 55, nil)
+		b.span(3, 1, "rank", "Rank", server, 5, rankEnd, nil)
+		b.span(4, 3, "rank", "score", client, 5+rankOwn/2, 5+rankOwn/2+30, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 10 {
+		baseline = append(baseline, trace(i, 4))
+		window = append(window, trace(100+i, 24))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "GET /offers"})
+
+	// Baseline 60 ms, window 64: rank's branch ends at 59 against quote's
+	// 55. On the path, Rank's self time went from 0 to 24 ms and score's
+	// from 0 to 30, Quote's from 50 to 0 and web's from 10 to 10. Rank's
+	// own time grew by 20 ms, score's not at all: Rank alone is blamed, for
+	// 20 ms of the 4 ms growth, score 5.
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want Rank alone", d.Operations)
+	}
+	if c := d.Operations[0]; c.Operation != "Rank" || !near(c.Score, 5) || !near(c.Baseline, 0) || !near(c.Window, 24e6) {
+		t.Errorf("culprit %+v, want Rank, score 5, 0 to 24 ms on the path", c)
+	}
+}

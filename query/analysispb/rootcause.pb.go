@@ -822,10 +822,10 @@ type Culprit struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	Operation string                 `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
-	// Diagnosing latency: the part of the growth of the mean duration that
-	// the growth of the operation's mean self time on the critical path
-	// accounts for. Diagnosing errors: window_origin_rate -
-	// baseline_origin_rate.
+	// Diagnosing latency: the growth of the operation's mean self time on
+	// the critical path, counted no further than its own time (on the path
+	// or off it) grew, as a part of the growth of the mean duration.
+	// Diagnosing errors: window_origin_rate - baseline_origin_rate.
 	Score float64 `protobuf:"fixed64,3,opt,name=score,proto3" json:"score,omitempty"`
 	// Its mean self time on the critical path per trace.
 	BaselineMs float64 `protobuf:"fixed64,4,opt,name=baseline_ms,json=baselineMs,proto3" json:"baseline_ms,omitempty"`

@@ -1,0 +1,420 @@
+package analysis
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+)
+
+// TestDiagnoseRandomTopologies injects one fault into call graphs drawn at
+// random (services calling services in sequence and in parallel, database
+// and in-process steps, consumers of events after the request, pods,
+// versions and request attributes) and checks that Diagnose names the
+// faulty operation first and the attribute that sets the faulty traces
+// apart among its first three, as `cairn bench --rca` checks for its fixed
+// call graph. Beside the fault, a service's clock may be skewed, the
+// window's operations all take up to 5% longer, an asynchronous consumer
+// off the critical path takes six times as long, and one request in a
+// hundred fails at a random place, in both windows.
+//
+// A fault that does not account for most of the window's slowdown (it
+// struck a call beside a longer one, or too few requests) is no scenario:
+// the window is drawn again without it, from the same seed, to tell.
+func TestDiagnoseRandomTopologies(t *testing.T) {
+	n := 150
+	if testing.Short() {
+		n = 20
+	}
+	failed, skipped := 0, 0
+	for seed := range uint64(n) {
+		sc := newRandomScenario(seed)
+		window := sc.traffic(400, true, true, 2*seed+1)
+		healthy := sc.traffic(400, true, false, 2*seed+1) // the same requests without the fault
+		baseline := sc.traffic(400, false, false, 2*seed+2)
+		if !sc.regressed(window, healthy, baseline) {
+			skipped++ // the fault fell off the critical path, or too few requests met it
+			continue
+		}
+		d := Diagnose(window, baseline, &DiagnoseOptions{Service: sc.root.service, Operation: sc.root.op, Errors: sc.errors})
+		opRank, attrRank := sc.ranks(d)
+		if opRank != 1 || sc.attrKey != "" && (attrRank < 1 || attrRank > 3) {
+			failed++
+			t.Errorf("seed %d: %s: operation rank %d, attribute rank %d\n%s", seed, sc, opRank, attrRank, describe(d))
+		}
+	}
+	t.Logf("%d of %d scenarios misdiagnosed, %d without a regression to diagnose", failed, n, skipped)
+}
+
+// regressed reports whether the fault made the root operation measurably
+// slower, and accounts for most of its slowdown from the baseline, or made
+// it fail measurably more often.
+func (sc *randomScenario) regressed(window, healthy, baseline []*Trace) bool {
+	mean := func(ts []*Trace) (dur, failed float64) {
+		for _, t := range ts {
+			dur += float64(t.Spans[0].Duration()) / float64(len(ts))
+			if t.Spans[0].Failed {
+				failed += 1 / float64(len(ts))
+			}
+		}
+		return dur, failed
+	}
+	wd, wf := mean(window)
+	hd, _ := mean(healthy)
+	bd, bf := mean(baseline)
+	if sc.errors {
+		return wf-bf >= 0.05
+	}
+	return wd-hd >= 0.02*bd && wd-hd >= 0.5*(wd-bd)
+}
+
+// rNode is an operation of the drawn call graph.
+type rNode struct {
+	service, op string
+	kind        tracepb.Span_SpanKind
+	self        float64 // mean own time, ms
+	calls       []rCall
+	async       bool // a consumer of an event, run after its parent ends
+}
+
+type rCall struct {
+	n *rNode
+	// parallel: the call starts with the one before it instead of after.
+	parallel bool
+	// repeat: how many times in a row the call is made, as in a loop.
+	repeat int
+}
+
+type randomScenario struct {
+	rng      *rand.Rand
+	seed     uint64
+	services []string
+	pods     map[string]int
+	root     *rNode
+	nodes    []*rNode
+
+	culprit *rNode
+	errors  bool
+	// The fault strikes traces whose cond holds.
+	condKind         string // "pod", "version", "request", "all"
+	condService      string
+	condPod          int
+	condValue        string
+	delta, failShare float64
+	// The attribute the fault's traces carry, on attrService's spans or
+	// resources.
+	attrService, attrKey, attrValue string
+	slowConsumer                    *rNode
+	// skewService's clock is off by skew ms, in both windows.
+	skewService string
+	skew        float64
+	// drift scales every operation's own time in the window.
+	drift float64
+}
+
+func newRandomScenario(seed uint64) *randomScenario {
+	rng := rand.New(rand.NewPCG(seed, 0xd1a9))
+	sc := &randomScenario{rng: rng, seed: seed, pods: map[string]int{}}
+	for i := range 4 + rng.IntN(7) {
+		s := fmt.Sprint("svc", i)
+		sc.services = append(sc.services, s)
+		sc.pods[s] = 2 + rng.IntN(5)
+	}
+	sc.root = sc.node(sc.services[0], "GET /api/"+fmt.Sprint(rng.IntN(100)), tracepb.Span_SPAN_KIND_SERVER)
+	sc.grow(sc.root, []string{sc.services[0]}, 0)
+	consumer := sc.node(sc.services[1+rng.IntN(len(sc.services)-1)], "consume event", tracepb.Span_SPAN_KIND_CONSUMER)
+	consumer.async, consumer.self = true, 20
+	sc.root.calls = append(sc.root.calls, rCall{n: consumer})
+	sc.slowConsumer = consumer
+
+	var candidates []*rNode
+	var walk func(n *rNode)
+	walk = func(n *rNode) {
+		if n.async {
+			return
+		}
+		if n != sc.root {
+			candidates = append(candidates, n)
+		}
+		for _, c := range n.calls {
+			walk(c.n)
+		}
+	}
+	walk(sc.root)
+	sc.culprit = candidates[rng.IntN(len(candidates))]
+	sc.errors = rng.IntN(3) == 0
+	sc.delta = 5 + 35*rng.Float64()
+	sc.drift = 1 + 0.05*rng.Float64()
+	if rng.IntN(10) < 3 {
+		sc.skewService = sc.services[1+rng.IntN(len(sc.services)-1)]
+		sc.skew = (5 + 35*rng.Float64()) * float64(1-2*rng.IntN(2))
+	}
+	sc.failShare = 0.3 + 0.7*rng.Float64()
+	switch rng.IntN(4) {
+	case 0:
+		sc.condKind, sc.condService, sc.condPod = "pod", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
+		sc.attrService, sc.attrKey, sc.attrValue = sc.condService, "host.name", fmt.Sprintf("%s-%d", sc.condService, sc.condPod)
+	case 1:
+		sc.condKind, sc.condService, sc.condPod = "version", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
+		sc.attrService, sc.attrKey, sc.attrValue = sc.condService, "service.version", "9.9.9"
+	case 2:
+		sc.condKind, sc.condValue = "request", []string{"free", "pro", "enterprise"}[rng.IntN(3)]
+		sc.attrService, sc.attrKey, sc.attrValue = sc.root.service, "user.tier", sc.condValue
+	default:
+		sc.condKind = "all"
+	}
+	return sc
+}
+
+func (sc *randomScenario) node(service, op string, kind tracepb.Span_SpanKind) *rNode {
+	n := &rNode{service: service, op: op, kind: kind, self: 1 + 9*sc.rng.Float64()}
+	sc.nodes = append(sc.nodes, n)
+	return n
+}
+
+// grow gives a service's operation its calls: other services not on its
+// path, databases, in-process steps.
+func (sc *randomScenario) grow(n *rNode, path []string, depth int) {
+	if depth >= 4 {
+		return
+	}
+	calls := sc.rng.IntN(4)
+	if depth == 0 {
+		calls = 2 + sc.rng.IntN(3)
+	}
+	for i := range calls {
+		var c *rNode
+		switch k := sc.rng.IntN(5); {
+		case k < 3:
+			var callees []string
+			for _, s := range sc.services {
+				if !slices.Contains(path, s) {
+					callees = append(callees, s)
+				}
+			}
+			if len(callees) == 0 {
+				continue
+			}
+			s := callees[sc.rng.IntN(len(callees))]
+			c = sc.node(s, fmt.Sprintf("%s.Op%d", s, len(sc.nodes)), tracepb.Span_SPAN_KIND_SERVER)
+			sc.grow(c, append(slices.Clone(path), s), depth+1)
+		case k == 3:
+			c = sc.node(n.service, fmt.Sprintf("SELECT t%d", len(sc.nodes)), tracepb.Span_SPAN_KIND_CLIENT)
+		default:
+			c = sc.node(n.service, fmt.Sprintf("step%d", len(sc.nodes)), tracepb.Span_SPAN_KIND_INTERNAL)
+		}
+		repeat := 1
+		if c.kind != tracepb.Span_SPAN_KIND_SERVER && sc.rng.IntN(4) == 0 {
+			repeat = 2 + sc.rng.IntN(4)
+		}
+		n.calls = append(n.calls, rCall{n: c, parallel: i > 0 && sc.rng.IntN(3) == 0, repeat: repeat})
+	}
+}
+
+func (sc *randomScenario) String() string {
+	kind := "latency +" + fmt.Sprint(math.Round(sc.delta), " ms")
+	if sc.errors {
+		kind = fmt.Sprintf("errors %.0f%%", 100*sc.failShare)
+	}
+	return fmt.Sprintf("%d services, %d operations; %s in %s %q when %s %s%d%s; want %s=%s on %s; %s skewed %.0f ms",
+		len(sc.services), len(sc.nodes), kind, sc.culprit.service, sc.culprit.op, sc.condKind, sc.condService, sc.condPod, sc.condValue,
+		sc.attrKey, sc.attrValue, sc.attrService, sc.skewService, sc.skew)
+}
+
+// request is one request's draws.
+type request struct {
+	pod   map[string]int
+	tier  string
+	fault bool
+}
+
+// traffic returns n requests drawn from seed: the window's, slowed by its
+// drift and its slow consumer, with the fault or without it, or the
+// baseline's.
+func (sc *randomScenario) traffic(n int, window, fault bool, seed uint64) []*Trace {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	frng := rand.New(rand.NewPCG(seed, 11)) // the fault's own draws, so that the rest are the same without it
+	traces := make([]*Trace, n)
+	for i := range traces {
+		r := request{pod: map[string]int{}, tier: []string{"free", "pro", "enterprise"}[rng.IntN(3)]}
+		for _, s := range sc.services {
+			r.pod[s] = rng.IntN(sc.pods[s])
+		}
+		if fault {
+			switch sc.condKind {
+			case "pod", "version":
+				r.fault = r.pod[sc.condService] == sc.condPod
+			case "request":
+				r.fault = r.tier == sc.condValue
+			default:
+				r.fault = true
+			}
+		}
+		m := &traceMaker{sc: sc, rng: rng, frng: frng, r: r, window: window, t: &Trace{}, resources: map[resKey]int{}}
+		traces[i] = m.trace(i)
+	}
+	return traces
+}
+
+type traceMaker struct {
+	sc        *randomScenario
+	rng, frng *rand.Rand
+	r         request
+	window    bool
+	t         *Trace
+	resources map[resKey]int
+}
+
+type resKey struct {
+	service, version string
+	pod              int
+}
+
+func (m *traceMaker) trace(i int) *Trace {
+	sc, r := m.sc, m.r
+	m.t.ID[0] = byte(sc.seed)
+	m.t.ID[14], m.t.ID[15] = byte(i>>8), byte(i)
+	if m.window {
+		m.t.ID[13] = 1
+	}
+	root, _ := m.span(sc.root, SpanID{}, 0)
+	m.t.Spans[root].Attrs = append(m.t.Spans[root].Attrs,
+		kv("user.tier", r.tier), kv("request.id", fmt.Sprintf("%x", m.rng.Uint64())))
+	for j := range m.t.Spans {
+		if s := &m.t.Spans[j]; s.Service == sc.skewService {
+			s.Start, s.End = uint64(float64(s.Start)+sc.skew*1e6), uint64(float64(s.End)+sc.skew*1e6)
+		}
+	}
+	// A few requests fail anywhere, in both windows.
+	if m.rng.IntN(100) == 0 {
+		s := &m.t.Spans[m.rng.IntN(len(m.t.Spans))]
+		s.Failed = true
+	}
+	return m.t
+}
+
+func (m *traceMaker) resource(service string) int {
+	pod := m.r.pod[service]
+	version := "1.0.0"
+	if m.r.fault && m.sc.condKind == "version" && service == m.sc.condService {
+		version = "9.9.9"
+	}
+	key := resKey{service, version, pod}
+	res, ok := m.resources[key]
+	if !ok {
+		res = len(m.t.Resources)
+		m.resources[key] = res
+		m.t.Resources = append(m.t.Resources, []*commonpb.KeyValue{kv("service.name", service),
+			kv("host.name", fmt.Sprintf("%s-%d", service, pod)), kv("service.version", version)})
+	}
+	return res
+}
+
+// span adds the spans of n started at start ms, and returns its index and
+// its end. A call to another service is a client span around the callee's
+// server span.
+func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64) {
+	sc := m.sc
+	self := n.self * math.Exp(0.25*m.rng.NormFloat64())
+	fails := false
+	if m.r.fault && n == sc.culprit {
+		if sc.errors {
+			fails = m.frng.Float64() < sc.failShare
+		} else {
+			self += sc.delta
+		}
+	}
+	if m.window && n == sc.slowConsumer {
+		self *= 6
+	}
+	if m.window {
+		self *= sc.drift
+	}
+	idx := len(m.t.Spans)
+	var id SpanID
+	id[0], id[1] = byte(idx>>8), byte(idx)
+	m.t.Spans = append(m.t.Spans, Span{ID: id, Parent: parent, Service: n.service, Name: n.op, Kind: n.kind,
+		Resource: m.resource(n.service)})
+	at := start + self/2
+	prevStart, end := at, at
+	failed := fails
+	for _, c := range n.calls {
+		for k := range max(c.repeat, 1) {
+			if c.n.async {
+				continue
+			}
+			callStart := end
+			if c.parallel && k == 0 {
+				callStart = prevStart
+			}
+			prevStart = callStart
+			var cEnd float64
+			var cFailed bool
+			if c.n.kind == tracepb.Span_SPAN_KIND_SERVER {
+				// The caller's client span, 0.3 ms each way around the callee.
+				ci := len(m.t.Spans)
+				var cid SpanID
+				cid[0], cid[1] = byte(ci>>8), byte(ci)
+				m.t.Spans = append(m.t.Spans, Span{ID: cid, Parent: id, Service: n.service, Name: "call " + c.n.op,
+					Kind: tracepb.Span_SPAN_KIND_CLIENT, Resource: m.resource(n.service)})
+				si, sEnd := m.span(c.n, cid, callStart+0.3)
+				cEnd = sEnd + 0.3
+				cFailed = m.t.Spans[si].Failed
+				m.t.Spans[ci].Start, m.t.Spans[ci].End = ms(callStart), ms(cEnd)
+				m.t.Spans[ci].Failed = cFailed
+			} else {
+				ci, e := m.span(c.n, id, callStart)
+				cEnd, cFailed = e, m.t.Spans[ci].Failed
+			}
+			end = max(end, cEnd)
+			failed = failed || cFailed
+		}
+	}
+	end += self / 2
+	m.t.Spans[idx].Start, m.t.Spans[idx].End, m.t.Spans[idx].Failed = ms(start), ms(end), failed
+	for _, c := range n.calls {
+		if c.n.async {
+			// Published at the end, consumed 5 ms later.
+			pi := len(m.t.Spans)
+			var pid SpanID
+			pid[0], pid[1] = byte(pi>>8), byte(pi)
+			m.t.Spans = append(m.t.Spans, Span{ID: pid, Parent: id, Service: n.service, Name: "publish", Kind: tracepb.Span_SPAN_KIND_PRODUCER,
+				Start: ms(end - 0.5), End: ms(end - 0.2), Resource: m.resource(n.service)})
+			m.span(c.n, pid, end+5)
+		}
+	}
+	return idx, end
+}
+
+func ms(v float64) uint64 { return 1e18 + uint64(v*1e6) }
+
+func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
+	for i, c := range d.Operations {
+		if c.Service == sc.culprit.service && c.Operation == sc.culprit.op {
+			op = i + 1
+			break
+		}
+	}
+	for i, a := range d.Attributes {
+		if a.Service == sc.attrService && a.Key == sc.attrKey && valueString(a.Value) == "s"+sc.attrValue {
+			attr = i + 1
+			break
+		}
+	}
+	return op, attr
+}
+
+func describe(d Diagnosis) string {
+	s := fmt.Sprintf("  window %+v baseline %+v\n", d.Window, d.Baseline)
+	for _, c := range d.Operations[:min(4, len(d.Operations))] {
+		s += fmt.Sprintf("  op %s %q score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
+	}
+	for _, a := range d.Attributes[:min(5, len(d.Attributes))] {
+		s += fmt.Sprintf("  attr %s %s=%s score %.3f (%d/%d)\n", a.Service, a.Key, valueString(a.Value), a.Score, a.Selected, a.Baseline)
+	}
+	return s
+}
