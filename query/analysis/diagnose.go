@@ -71,7 +71,7 @@ type Culprit struct {
 	// trace, in nanoseconds.
 	Baseline, Window float64
 	// BaselineOrigin and WindowOrigin are the shares of traces that failed
-	// with the failure originating in it: it is the deepest failed span.
+	// with the failure originating in it (see tree.failureOrigin).
 	BaselineOrigin, WindowOrigin float64
 	// Exemplars are traces of the window that show it best: where its
 	// self time is longest, or where the failure originates in it.
@@ -158,17 +158,29 @@ func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []
 	return paths
 }
 
-// failureOrigin returns the deepest failed span placed under the root, the
-// first to end between those as deep, or the root if none below it failed.
+// failureOrigin returns the span a failed trace's failure started in: of
+// the failed spans placed under the root that no failed child of theirs
+// explains, the first to end (by the tree's times, corrected for skew), the
+// deeper of two that end together; the root if nothing below it failed. A
+// failure comes back up through its callers, each failing in turn, and once
+// it does, the calls still running beside it are often canceled and end
+// failed too, some deeper in the tree than where it started but all after
+// it.
 func (tr *tree) failureOrigin() int {
-	best, bestDepth := tr.root, 0
+	best, bestDepth := tr.root, -1
 	var visit func(n int32, depth int)
 	visit = func(n int32, depth int) {
+		explained := false
 		for _, c := range tr.nodes[n].children {
-			if tr.t.Spans[c].Failed && (depth+1 > bestDepth || depth+1 == bestDepth && tr.t.Spans[c].End < tr.t.Spans[best].End) {
-				best, bestDepth = int(c), depth+1
-			}
+			explained = explained || tr.t.Spans[c].Failed
 			visit(c, depth+1)
+		}
+		if depth == 0 || explained || !tr.t.Spans[n].Failed {
+			return
+		}
+		end := tr.nodes[n].end
+		if bestDepth < 0 || end < tr.nodes[best].end || end == tr.nodes[best].end && depth > bestDepth {
+			best, bestDepth = int(n), depth
 		}
 	}
 	visit(int32(tr.root), 0)

@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -114,6 +115,8 @@ type randomScenario struct {
 	skew        float64
 	// drift scales every operation's own time in the window.
 	drift float64
+	// cancels: a failure cancels the calls running beside it.
+	cancels bool
 }
 
 func newRandomScenario(seed uint64) *randomScenario {
@@ -154,6 +157,7 @@ func newRandomScenario(seed uint64) *randomScenario {
 		sc.skew = (5 + 35*rng.Float64()) * float64(1-2*rng.IntN(2))
 	}
 	sc.failShare = 0.3 + 0.7*rng.Float64()
+	sc.cancels = sc.errors && rng.IntN(2) == 0
 	switch rng.IntN(4) {
 	case 0:
 		sc.condKind, sc.condService, sc.condPod = "pod", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
@@ -284,6 +288,9 @@ func (m *traceMaker) trace(i int) *Trace {
 	root, _ := m.span(sc.root, SpanID{}, 0)
 	m.t.Spans[root].Attrs = append(m.t.Spans[root].Attrs,
 		kv("user.tier", r.tier), kv("request.id", fmt.Sprintf("%x", m.rng.Uint64())))
+	if sc.cancels {
+		m.cancelInFlight()
+	}
 	for j := range m.t.Spans {
 		if s := &m.t.Spans[j]; s.Service == sc.skewService {
 			s.Start, s.End = uint64(float64(s.Start)+sc.skew*1e6), uint64(float64(s.End)+sc.skew*1e6)
@@ -295,6 +302,64 @@ func (m *traceMaker) trace(i int) *Trace {
 		s.Failed = true
 	}
 	return m.t
+}
+
+// cancelInFlight ends, failed, every span still running when the fault's
+// first failure ended, but those it failed into: the request's context is
+// canceled once the error comes back, and calls made beside the failed one
+// stop with an error of their own, some deeper in the tree than it.
+func (m *traceMaker) cancelInFlight() {
+	spans := m.t.Spans
+	first := -1
+	for i := range spans {
+		s := &spans[i]
+		if s.Failed && s.Service == m.sc.culprit.service && s.Name == m.sc.culprit.op && (first < 0 || s.End < spans[first].End) {
+			first = i
+		}
+	}
+	if first < 0 {
+		return
+	}
+	byID := map[SpanID]int{}
+	for i := range spans {
+		byID[spans[i].ID] = i
+	}
+	failedInto := map[int]bool{}
+	for i, ok := first, true; ok && !failedInto[i]; i, ok = byID[spans[i].Parent] {
+		failedInto[i] = true
+	}
+	at := spans[first].End
+	for i := range spans {
+		s := &spans[i]
+		if failedInto[i] || s.Kind == tracepb.Span_SPAN_KIND_CONSUMER || s.Kind == tracepb.Span_SPAN_KIND_PRODUCER || s.Start >= at || at >= s.End {
+			continue
+		}
+		// The failure goes back up to where the two calls meet, and the
+		// cancellation down: 0.05 ms, and 0.3 ms more for each call
+		// between processes on the way.
+		lca := i
+		for !failedInto[lca] {
+			lca = byID[spans[lca].Parent]
+		}
+		after := uint64(50_000 + 300_000*(remoteHops(spans, byID, i, lca)+remoteHops(spans, byID, first, lca)))
+		if s.End > at+after {
+			s.End, s.Failed = at+after, true
+		}
+	}
+}
+
+// remoteHops counts the calls between processes from span i up to its
+// ancestor a.
+func remoteHops(spans []Span, byID map[SpanID]int, i, a int) int {
+	n := 0
+	for i != a {
+		p := byID[spans[i].Parent]
+		if spans[p].Resource != spans[i].Resource {
+			n++
+		}
+		i = p
+	}
+	return n
 }
 
 func (m *traceMaker) resource(service string) int {
@@ -335,8 +400,7 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 		self *= sc.drift
 	}
 	idx := len(m.t.Spans)
-	var id SpanID
-	id[0], id[1] = byte(idx>>8), byte(idx)
+	id := spanIDOf(idx)
 	m.t.Spans = append(m.t.Spans, Span{ID: id, Parent: parent, Service: n.service, Name: n.op, Kind: n.kind,
 		Resource: m.resource(n.service)})
 	at := start + self/2
@@ -380,8 +444,7 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 		if c.n.async {
 			// Published at the end, consumed 5 ms later.
 			pi := len(m.t.Spans)
-			var pid SpanID
-			pid[0], pid[1] = byte(pi>>8), byte(pi)
+			pid := spanIDOf(pi)
 			m.t.Spans = append(m.t.Spans, Span{ID: pid, Parent: id, Service: n.service, Name: "publish", Kind: tracepb.Span_SPAN_KIND_PRODUCER,
 				Start: ms(end - 0.5), End: ms(end - 0.2), Resource: m.resource(n.service)})
 			m.span(c.n, pid, end+5)
@@ -391,6 +454,14 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 }
 
 func ms(v float64) uint64 { return 1e18 + uint64(v*1e6) }
+
+// spanIDOf is the ID of the i-th span of a trace, never the zero ID, which
+// means none.
+func spanIDOf(i int) SpanID {
+	var id SpanID
+	binary.BigEndian.PutUint64(id[:], uint64(i)+1)
+	return id
+}
 
 func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
 	for i, c := range d.Operations {

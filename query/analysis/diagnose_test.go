@@ -218,3 +218,44 @@ func TestDiagnoseBranchTakesOverPath(t *testing.T) {
 		t.Errorf("culprit %+v, want Rank, score 5, 0 to 24 ms on the path", c)
 	}
 }
+
+// TestDiagnoseErrorsCancelBeside diagnoses failures of a stock check that
+// cancel the price lookup running beside it: the lookup's database query,
+// deeper in the tree than the check, ends failed 0.6 ms after the check
+// failed, once the failure has come back to web and the cancellation gone
+// down. The failure started in the check, the first to end of the failed
+// spans that no failed child explains.
+func TestDiagnoseErrorsCancelBeside(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "GET /item", server, 0, 40, nil)
+		b.span(2, 1, "stock", "Check", server, 2, 20, nil)
+		b.span(3, 1, "price", "Lookup", server, 2, 30, nil)
+		b.span(4, 3, "price", "call db", client, 5, 28, nil)
+		b.span(5, 4, "db", "SELECT price", server, 6, 27, nil)
+		if fail {
+			// Check fails at 20 ms; web ends at 21 and cancels Lookup,
+			// whose spans all end failed at 20.6.
+			b.t.Spans[0].End = b.t.Spans[0].Start + 21e6
+			for _, i := range []int{2, 3, 4} {
+				b.t.Spans[i].End = b.t.Spans[0].Start + 20.6e6
+			}
+			for i := range b.t.Spans {
+				b.t.Spans[i].Failed = true
+			}
+		}
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 20 {
+		baseline = append(baseline, trace(i, false))
+		window = append(window, trace(100+i, i%4 == 0))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "GET /item", Errors: true})
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want stock Check alone", d.Operations)
+	}
+	if c := d.Operations[0]; c.Service != "stock" || c.Operation != "Check" || !near(c.Score, 0.25) {
+		t.Errorf("culprit %+v, want stock Check, score 0.25", c)
+	}
+}
