@@ -15,7 +15,7 @@ import (
 // TestDiagnoseRandomTopologies injects one fault into call graphs drawn at
 // random (services calling services in sequence and in parallel, database
 // and in-process steps, consumers of events after the request, pods,
-// versions and request attributes) and checks that Diagnose names the
+// versions, request attributes and span attributes) and checks that Diagnose names the
 // faulty operation first and the attribute that sets the faulty traces
 // apart among its first three, as `cairn bench --rca` checks for its fixed
 // call graph. Beside the fault, a service's clock may be skewed, the
@@ -100,8 +100,12 @@ type randomScenario struct {
 
 	culprit *rNode
 	errors  bool
+	// wide: every operation of the culprit's service slows down, as when
+	// its CPU is starved, and the diagnosis must name one of them first.
+	wide   bool
+	factor float64
 	// The fault strikes traces whose cond holds.
-	condKind         string // "pod", "version", "request", "all"
+	condKind         string // "pod", "version", "request", "span", "all"
 	condService      string
 	condPod          int
 	condValue        string
@@ -158,7 +162,9 @@ func newRandomScenario(seed uint64) *randomScenario {
 	}
 	sc.failShare = 0.3 + 0.7*rng.Float64()
 	sc.cancels = sc.errors && rng.IntN(2) == 0
-	switch rng.IntN(4) {
+	sc.wide = !sc.errors && rng.IntN(4) == 0
+	sc.factor = 1.5 + 1.5*rng.Float64()
+	switch rng.IntN(5) {
 	case 0:
 		sc.condKind, sc.condService, sc.condPod = "pod", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
 		sc.attrService, sc.attrKey, sc.attrValue = sc.condService, "host.name", fmt.Sprintf("%s-%d", sc.condService, sc.condPod)
@@ -168,6 +174,9 @@ func newRandomScenario(seed uint64) *randomScenario {
 	case 2:
 		sc.condKind, sc.condValue = "request", []string{"free", "pro", "enterprise"}[rng.IntN(3)]
 		sc.attrService, sc.attrKey, sc.attrValue = sc.root.service, "user.tier", sc.condValue
+	case 3:
+		sc.condKind = "span"
+		sc.attrService, sc.attrKey, sc.attrValue = sc.culprit.service, "cache.hit", "false"
 	default:
 		sc.condKind = "all"
 	}
@@ -221,6 +230,9 @@ func (sc *randomScenario) grow(n *rNode, path []string, depth int) {
 
 func (sc *randomScenario) String() string {
 	kind := "latency +" + fmt.Sprint(math.Round(sc.delta), " ms")
+	if sc.wide {
+		kind = fmt.Sprintf("every operation of the service ×%.1f, as", sc.factor)
+	}
 	if sc.errors {
 		kind = fmt.Sprintf("errors %.0f%%", 100*sc.failShare)
 	}
@@ -231,8 +243,11 @@ func (sc *randomScenario) String() string {
 
 // request is one request's draws.
 type request struct {
-	pod   map[string]int
-	tier  string
+	pod  map[string]int
+	tier string
+	// miss: the faulty operation's spans say cache.hit=false, as three
+	// requests in ten do, in both windows.
+	miss  bool
 	fault bool
 }
 
@@ -248,12 +263,15 @@ func (sc *randomScenario) traffic(n int, window, fault bool, seed uint64) []*Tra
 		for _, s := range sc.services {
 			r.pod[s] = rng.IntN(sc.pods[s])
 		}
+		r.miss = rng.IntN(10) < 3
 		if fault {
 			switch sc.condKind {
 			case "pod", "version":
 				r.fault = r.pod[sc.condService] == sc.condPod
 			case "request":
 				r.fault = r.tier == sc.condValue
+			case "span":
+				r.fault = r.miss
 			default:
 				r.fault = true
 			}
@@ -386,12 +404,15 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 	sc := m.sc
 	self := n.self * math.Exp(0.25*m.rng.NormFloat64())
 	fails := false
-	if m.r.fault && n == sc.culprit {
-		if sc.errors {
-			fails = m.frng.Float64() < sc.failShare
-		} else {
-			self += sc.delta
-		}
+	switch {
+	case !m.r.fault:
+	case sc.wide && n.service == sc.culprit.service:
+		self *= sc.factor
+	case sc.wide:
+	case n == sc.culprit && sc.errors:
+		fails = m.frng.Float64() < sc.failShare
+	case n == sc.culprit:
+		self += sc.delta
 	}
 	if m.window && n == sc.slowConsumer {
 		self *= 6
@@ -403,6 +424,9 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 	id := spanIDOf(idx)
 	m.t.Spans = append(m.t.Spans, Span{ID: id, Parent: parent, Service: n.service, Name: n.op, Kind: n.kind,
 		Resource: m.resource(n.service)})
+	if n == sc.culprit {
+		m.t.Spans[idx].Attrs = []*commonpb.KeyValue{kv("cache.hit", fmt.Sprint(!m.r.miss))}
+	}
 	at := start + self/2
 	prevStart, end := at, at
 	failed := fails
@@ -465,7 +489,7 @@ func spanIDOf(i int) SpanID {
 
 func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
 	for i, c := range d.Operations {
-		if c.Service == sc.culprit.service && c.Operation == sc.culprit.op {
+		if c.Service == sc.culprit.service && (c.Operation == sc.culprit.op || sc.wide) {
 			op = i + 1
 			break
 		}
