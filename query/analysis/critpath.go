@@ -372,32 +372,30 @@ func shift(t uint64, offset int64) uint64 {
 	return t - uint64(-offset)
 }
 
-// ownTimes sums, per operation, the time each placed span spends on its
-// own, on the path or off it: its interval less what its children's cover.
-func (tr *tree) ownTimes() map[op]uint64 {
-	own := map[op]uint64{}
-	var spans [][2]uint64
+// addOwnTimes adds to own, per operation, the time each placed span spends
+// on its own, on the path or off it: its interval less what its children's
+// cover. Children come last to end first, so one pass joins their
+// intervals from the right.
+func (tr *tree) addOwnTimes(own map[op]uint64) {
 	for i := range tr.nodes {
 		n := &tr.nodes[i]
 		if !n.placed {
 			continue
 		}
-		spans = spans[:0]
+		covered, from := uint64(0), n.end // from: where the intervals joined so far start
 		for _, c := range n.children {
-			if cn := &tr.nodes[c]; cn.end > cn.start {
-				spans = append(spans, [2]uint64{cn.start, cn.end})
-			}
-		}
-		slices.SortFunc(spans, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
-		covered, reach := uint64(0), n.start
-		for _, s := range spans {
-			if s[1] > reach {
-				covered += s[1] - max(s[0], reach)
-				reach = s[1]
+			cn := &tr.nodes[c]
+			switch {
+			case cn.end <= cn.start:
+			case cn.end <= from:
+				covered += cn.end - cn.start
+				from = cn.start
+			case cn.start < from:
+				covered += from - cn.start
+				from = cn.start
 			}
 		}
 		s := &tr.t.Spans[i]
 		own[op{s.Service, s.Name}] += n.end - n.start - covered
 	}
-	return own
 }

@@ -84,7 +84,6 @@ type facts struct {
 	duration uint64
 	failed   bool
 	self     []OperationTime // on the critical path
-	own      map[op]uint64   // every awaited span's own time, on the path or not
 	origin   op              // of the failure; zero if the operation did not fail
 }
 
@@ -94,42 +93,54 @@ type op struct{ service, name string }
 // the baseline traces to the window's.
 //
 // Diagnosing latency, operations rank by how much their self time on the
-// critical path grew per trace: work that slowed down off the path, beside
+// critical path grew per trace, counted no further than their own time
+// grew, on the path or off it: work that slowed down off the path, beside
 // slower work or in an asynchronous consumer, held nothing up and is not
-// blamed. Diagnosing errors, they rank by how much more often the failure
-// originates in them. Attribute values rank as Correlate ranks them, the
+// blamed, nor is an operation that joined the path without taking longer
+// itself. Diagnosing errors, they rank by how much more often the failure
+// originates in them (see tree.failureOrigin). Attribute values rank as Correlate ranks them, the
 // slow traces of the window (slower than the baseline's p95) or its failed
 // ones being the selection against every baseline trace; between values
 // that score alike, one on a culprit's service comes first.
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
-	w, b := o.facts(window), o.facts(baseline)
+	w, wOwn := o.facts(window)
+	b, bOwn := o.facts(baseline)
 	d := Diagnosis{Window: stats(w), Baseline: stats(b)}
 	if o.Errors {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
-		d.Operations = latencyCulprits(w, b, o.Exemplars)
+		d.Operations = latencyCulprits(w, b, wOwn, bOwn, o.Exemplars)
 	}
 	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
 	return d
 }
 
-func (o *DiagnoseOptions) facts(traces []*Trace) []facts {
+// facts reads the traces that have the diagnosed operation, and returns
+// with them each operation's mean own time per trace, on the paths or off
+// them, in the tree the paths are walked on.
+func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 	fs := make([]facts, 0, len(traces))
+	own := map[op]uint64{}
 	for _, t := range traces {
 		anchor := anchorOf(t, o.Service, o.Operation)
 		if anchor < 0 {
 			continue
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
-		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations, own: tr.ownTimes()}
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations}
+		tr.addOwnTimes(own)
 		if f.failed {
 			s := &t.Spans[tr.failureOrigin()]
 			f.origin = op{s.Service, s.Name}
 		}
 		fs = append(fs, f)
 	}
-	return fs
+	mean := make(map[op]float64, len(own))
+	for k, d := range own {
+		mean[k] = float64(d) / float64(len(fs))
+	}
+	return fs, mean
 }
 
 // anchorOf returns the index of the longest span of service's operation in
@@ -158,33 +169,43 @@ func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []
 	return paths
 }
 
-// failureOrigin returns the span a failed trace's failure started in: of
-// the failed spans placed under the root that no failed child of theirs
-// explains, the first to end (by the tree's times, corrected for skew), the
-// deeper of two that end together; the root if nothing below it failed. A
-// failure comes back up through its callers, each failing in turn, and once
-// it does, the calls still running beside it are often canceled and end
-// failed too, some deeper in the tree than where it started but all after
-// it.
+// failureOrigin returns the span a failed trace's failure started in, the
+// root if nothing below it failed. A failed span passed on the failure of
+// a failed child, unless it went on past that child (another failed child
+// started after it ended: a retry, a fallback, an error it handled). The
+// failure started in a failed span that passed on none; of several, in
+// the first to end, by the tree's times, corrected for skew: once its
+// failure came back, the calls still running beside it were often
+// canceled and ended failed after it, however deep they lie. Only spans
+// placed on the tree count.
 func (tr *tree) failureOrigin() int {
-	best, bestDepth := tr.root, -1
+	best := int32(tr.root)
+	bestDepth := -1
 	var visit func(n int32, depth int)
 	visit = func(n int32, depth int) {
-		explained := false
+		lastStart := uint64(0)
 		for _, c := range tr.nodes[n].children {
-			explained = explained || tr.t.Spans[c].Failed
-			visit(c, depth+1)
+			if tr.t.Spans[c].Failed {
+				lastStart = max(lastStart, tr.nodes[c].start)
+			}
 		}
-		if depth == 0 || explained || !tr.t.Spans[n].Failed {
+		passedOn := false
+		for _, c := range tr.nodes[n].children {
+			if cn := &tr.nodes[c]; tr.t.Spans[c].Failed && (cn.end > lastStart || cn.start >= lastStart) {
+				passedOn = true
+				visit(c, depth+1)
+			}
+		}
+		if passedOn || depth == 0 {
 			return
 		}
 		end := tr.nodes[n].end
 		if bestDepth < 0 || end < tr.nodes[best].end || end == tr.nodes[best].end && depth > bestDepth {
-			best, bestDepth = int(n), depth
+			best, bestDepth = n, depth
 		}
 	}
-	visit(int32(tr.root), 0)
-	return best
+	visit(best, 0)
+	return int(best)
 }
 
 func stats(fs []facts) WindowStats {
@@ -225,18 +246,6 @@ func meanSelf(fs []facts) map[op]float64 {
 	return m
 }
 
-// meanOwn returns each operation's mean own time per trace, on the paths or
-// off them.
-func meanOwn(fs []facts) map[op]float64 {
-	m := map[op]float64{}
-	for _, f := range fs {
-		for k, d := range f.own {
-			m[k] += float64(d) / float64(len(fs))
-		}
-	}
-	return m
-}
-
 func meanDuration(fs []facts) float64 {
 	var sum float64
 	for _, f := range fs {
@@ -251,9 +260,8 @@ func meanDuration(fs []facts) float64 {
 // into it, and the operations under the slow one that did not slow down
 // join the path with all of their time. Their own time did not grow, so
 // they are not blamed.
-func latencyCulprits(w, b []facts, exemplars int) []Culprit {
+func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culprit {
 	mw, mb := meanSelf(w), meanSelf(b)
-	ow, ob := meanOwn(w), meanOwn(b)
 	growth := meanDuration(w) - meanDuration(b)
 	if growth <= 0 { // no regression: scores say growth against the baseline
 		growth = max(meanDuration(b), 1)

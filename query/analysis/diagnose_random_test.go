@@ -323,15 +323,17 @@ func (m *traceMaker) trace(i int) *Trace {
 }
 
 // cancelInFlight ends, failed, every span still running when the fault's
-// first failure ended, but those it failed into: the request's context is
+// failure came back, but those it failed into: the request's context is
 // canceled once the error comes back, and calls made beside the failed one
-// stop with an error of their own, some deeper in the tree than it.
+// stop with an error of their own, some deeper in the tree than it. A
+// faulty call made in a loop, which goes on past a failed call, comes back
+// with the failure of its last failed call.
 func (m *traceMaker) cancelInFlight() {
 	spans := m.t.Spans
-	first := -1
+	first := -1 // the failed call whose failure came back
 	for i := range spans {
 		s := &spans[i]
-		if s.Failed && s.Service == m.sc.culprit.service && s.Name == m.sc.culprit.op && (first < 0 || s.End < spans[first].End) {
+		if s.Failed && s.Service == m.sc.culprit.service && s.Name == m.sc.culprit.op && (first < 0 || s.End > spans[first].End) {
 			first = i
 		}
 	}
@@ -445,8 +447,7 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 			if c.n.kind == tracepb.Span_SPAN_KIND_SERVER {
 				// The caller's client span, 0.3 ms each way around the callee.
 				ci := len(m.t.Spans)
-				var cid SpanID
-				cid[0], cid[1] = byte(ci>>8), byte(ci)
+				cid := spanIDOf(ci)
 				m.t.Spans = append(m.t.Spans, Span{ID: cid, Parent: id, Service: n.service, Name: "call " + c.n.op,
 					Kind: tracepb.Span_SPAN_KIND_CLIENT, Resource: m.resource(n.service)})
 				si, sEnd := m.span(c.n, cid, callStart+0.3)

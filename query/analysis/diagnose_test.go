@@ -259,3 +259,40 @@ func TestDiagnoseErrorsCancelBeside(t *testing.T) {
 		t.Errorf("culprit %+v, want stock Check, score 0.25", c)
 	}
 }
+
+// TestDiagnoseErrorsAfterRetriedFailure diagnoses failures of a payment's
+// INSERT in checkouts whose first inventory call always fails and is
+// retried: web went on past that failure, so it is not where the
+// checkouts' failures started, though it is the first failure to end.
+func TestDiagnoseErrorsAfterRetriedFailure(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+		b.span(2, 1, "web", "call inventory", client, 1, 3, nil)
+		b.span(3, 2, "inventory", "Get", server, 1.3, 2.7, nil)
+		b.span(4, 1, "web", "call inventory", client, 4, 8, nil)
+		b.span(5, 4, "inventory", "Get", server, 4.3, 7.7, nil)
+		b.span(6, 1, "web", "call pay", client, 10, 35, nil)
+		b.span(7, 6, "pay", "Charge", server, 10.3, 34.7, nil)
+		b.span(8, 7, "pay", "INSERT", client, 12, 30, nil)
+		b.t.Spans[1].Failed, b.t.Spans[2].Failed = true, true // the first attempt, retried
+		if fail {
+			for _, i := range []int{0, 5, 6, 7} {
+				b.t.Spans[i].Failed = true
+			}
+		}
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 20 {
+		baseline = append(baseline, trace(i, false))
+		window = append(window, trace(100+i, i%2 == 0))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /order", Errors: true})
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want pay INSERT alone", d.Operations)
+	}
+	if c := d.Operations[0]; c.Service != "pay" || c.Operation != "INSERT" || !near(c.Score, 0.5) {
+		t.Errorf("culprit %+v, want pay INSERT, score 0.5", c)
+	}
+}
