@@ -246,18 +246,7 @@ func TestDiagnoseErrorsCancelBeside(t *testing.T) {
 		}
 		return b.t
 	}
-	var baseline, window []*Trace
-	for i := range 20 {
-		baseline = append(baseline, trace(i, false))
-		window = append(window, trace(100+i, i%4 == 0))
-	}
-	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "GET /item", Errors: true})
-	if len(d.Operations) != 1 {
-		t.Fatalf("culprits %+v, want stock Check alone", d.Operations)
-	}
-	if c := d.Operations[0]; c.Service != "stock" || c.Operation != "Check" || !near(c.Score, 0.25) {
-		t.Errorf("culprit %+v, want stock Check, score 0.25", c)
-	}
+	wantErrorCulprit(t, trace, 4, "GET /item", "stock", "Check")
 }
 
 // TestDiagnoseErrorsAfterRetriedFailure diagnoses failures of a payment's
@@ -283,16 +272,25 @@ func TestDiagnoseErrorsAfterRetriedFailure(t *testing.T) {
 		}
 		return b.t
 	}
+	wantErrorCulprit(t, trace, 2, "POST /order", "pay", "INSERT")
+}
+
+// wantErrorCulprit diagnoses the failures of web's operation in a window
+// of 20 traces, every nth of which failed, against 20 that did not, and
+// wants service's operation op as the only culprit, with the window's
+// whole error rate as its score.
+func wantErrorCulprit(t *testing.T, trace func(id int, fail bool) *Trace, nth int, operation, service, op string) {
+	t.Helper()
 	var baseline, window []*Trace
 	for i := range 20 {
 		baseline = append(baseline, trace(i, false))
-		window = append(window, trace(100+i, i%2 == 0))
+		window = append(window, trace(100+i, i%nth == 0))
 	}
-	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /order", Errors: true})
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: operation, Errors: true})
 	if len(d.Operations) != 1 {
-		t.Fatalf("culprits %+v, want pay INSERT alone", d.Operations)
+		t.Fatalf("culprits %+v, want %s %s alone", d.Operations, service, op)
 	}
-	if c := d.Operations[0]; c.Service != "pay" || c.Operation != "INSERT" || !near(c.Score, 0.5) {
-		t.Errorf("culprit %+v, want pay INSERT, score 0.5", c)
+	if c := d.Operations[0]; c.Service != service || c.Operation != op || !near(c.Score, 1/float64(nth)) {
+		t.Errorf("culprit %+v, want %s %s, score %v", c, service, op, 1/float64(nth))
 	}
 }
