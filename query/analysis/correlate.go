@@ -59,7 +59,9 @@ type Correlation struct {
 
 // Correlate scores every attribute value on any span or resource of the
 // traces, and every operation, by how much more often the selected traces
-// than the baseline traces carry it, the highest score first.
+// than the baseline traces carry it, the highest score first; of values
+// that score alike on as many selected traces, readable ones come before
+// opaque identifiers (see opaque).
 //
 // A value seen on fewer selected traces than the larger of
 // opts.MinTraces and opts.MinShare of them does not rank: its share of the
@@ -199,12 +201,37 @@ func (fs *featureSet) correlate(sel []int, nSel int, base []int, nBase int, opts
 		attributes = append(attributes, c)
 	}
 	byScore := func(a, b Correlation) int {
-		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), cmp.Compare(a.Service, b.Service),
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected),
+			compareBool(opaque(a.Key, a.Value), opaque(b.Key, b.Value)), cmp.Compare(a.Service, b.Service),
 			cmp.Compare(a.Key, b.Key), cmp.Compare(a.Operation, b.Operation), cmp.Compare(valueString(a.Value), valueString(b.Value)))
 	}
 	slices.SortFunc(attributes, byScore)
 	slices.SortFunc(operations, byScore)
 	return attributes, operations
+}
+
+// opaque says whether an attribute value is an identifier a person cannot
+// read: a key ending in .id, .uid or .pid, or a value of 16 or more hex
+// digits and dashes. A new pod, or a new version's pods, bring a new
+// instance ID, pod UID, container ID and process ID along with their new
+// name and version; all are on the same traces and score alike, and the
+// readable ones should rank first.
+func opaque(key string, v *commonpb.AnyValue) bool {
+	for _, suffix := range []string{".id", ".uid", ".pid", "_id"} {
+		if strings.HasSuffix(key, suffix) {
+			return true
+		}
+	}
+	x := v.GetStringValue()
+	if len(x) < 16 {
+		return false
+	}
+	for _, c := range x {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // isSymptom says whether an attribute key restates that a request failed,

@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"fmt"
 	"testing"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -82,5 +83,32 @@ func TestCorrelateMinShare(t *testing.T) {
 		if a.Key == "customer" {
 			t.Fatalf("customer %v ranked on 8 of 200 traces, under 5%%: %+v", valueString(a.Value), a)
 		}
+	}
+}
+
+// TestCorrelateReadableFirst ranks the values of a new pod: its name and
+// version, the same traces' instance ID, pod UID and process ID score
+// alike, and the readable ones come first, whatever their keys' order.
+func TestCorrelateReadableFirst(t *testing.T) {
+	trace := func(id int, pod string) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "cart", "GET", server, 0, 10, []*commonpb.KeyValue{kv("container.id", "4f9c2d0e1b7a6c35"+pod),
+			kv("k8s.pod.name", "cart-"+pod), kv("k8s.pod.uid", "0c1d2e3f-aaaa-bbbb-cccc-"+pod), kv("process.pid", int(pod[0])),
+			kv("service.version", "v-"+pod)})
+		return b.t
+	}
+	var selected, baseline []*Trace
+	for i := range 10 {
+		selected = append(selected, trace(i, "ddddeeeeffff"))
+		baseline = append(baseline, trace(100+i, "000011112222"))
+	}
+	attrs, _ := Correlate(selected, baseline, nil)
+	var keys []string
+	for _, a := range attrs {
+		keys = append(keys, a.Key)
+	}
+	// service.name, on every trace, scores 0.
+	if want := "[k8s.pod.name service.version container.id k8s.pod.uid process.pid service.name]"; fmt.Sprint(keys) != want {
+		t.Errorf("ranked %v, want %s", keys, want)
 	}
 }

@@ -101,7 +101,8 @@ type op struct{ service, name string }
 // originates in them (see tree.failureOrigin). Attribute values rank as Correlate ranks them, the
 // slow traces of the window (slower than the baseline's p95) or its failed
 // ones being the selection against every baseline trace; between values
-// that score alike, one on a culprit's service comes first.
+// that score alike, one on a culprit's service comes first, then readable
+// ones before opaque identifiers.
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
 	w, wOwn := o.facts(window)

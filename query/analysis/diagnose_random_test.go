@@ -3,6 +3,7 @@ package analysis
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -393,10 +394,29 @@ func (m *traceMaker) resource(service string) int {
 	if !ok {
 		res = len(m.t.Resources)
 		m.resources[key] = res
-		m.t.Resources = append(m.t.Resources, []*commonpb.KeyValue{kv("service.name", service),
-			kv("host.name", fmt.Sprintf("%s-%d", service, pod)), kv("service.version", version)})
+		m.t.Resources = append(m.t.Resources, podResource(service, version, pod))
 	}
 	return res
+}
+
+// podResource is the resource of a service's pod as the OpenTelemetry SDKs
+// and the Kubernetes attributes processor describe it: besides its host
+// and version, the pod's name, which changes with its version, and the
+// identifiers of its pod, instance, container and process, all new for a
+// new version.
+func podResource(service, version string, pod int) []*commonpb.KeyValue {
+	h := fnv.New64a()
+	fmt.Fprint(h, service, version, pod)
+	id := h.Sum64()
+	uuid := func(salt uint64) string {
+		x, y := id*0x9e3779b97f4a7c15^salt, id^salt*0xc2b2ae3d27d4eb4f
+		return fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", uint32(x), uint16(x>>32), uint16(x>>48), uint16(y), y>>16)
+	}
+	return []*commonpb.KeyValue{kv("service.name", service), kv("host.name", fmt.Sprintf("%s-%d", service, pod)),
+		kv("service.version", version), kv("k8s.namespace.name", "shop"), kv("telemetry.sdk.language", "go"),
+		kv("k8s.pod.name", fmt.Sprintf("%s-%04x-%d", service, uint16(id), pod)), kv("k8s.pod.uid", uuid(1)),
+		kv("service.instance.id", uuid(2)), kv("container.id", fmt.Sprintf("%016x%016x%016x%016x", id, id^3, id^5, id^7)),
+		kv("process.pid", int(1+id%32768))}
 }
 
 // span adds the spans of n started at start ms, and returns its index and
