@@ -98,11 +98,13 @@ type op struct{ service, name string }
 // slower work or in an asynchronous consumer, held nothing up and is not
 // blamed, nor is an operation that joined the path without taking longer
 // itself. Diagnosing errors, they rank by how much more often the failure
-// originates in them (see tree.failureOrigin). Attribute values rank as Correlate ranks them, the
-// slow traces of the window (slower than the baseline's p95) or its failed
-// ones being the selection against every baseline trace; between values
-// that score alike, one on a culprit's service comes first, then readable
-// ones before opaque identifiers.
+// originates in them (see tree.failureOrigin).
+//
+// Attribute values rank as Correlate ranks them, the slow traces of the
+// window (slower than the baseline's p95) or its failed ones being the
+// selection against every baseline trace; between values that score
+// alike, one on a culprit's service comes first, then readable ones before
+// opaque identifiers.
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
 	w, wOwn := o.facts(window)
