@@ -120,8 +120,8 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 }
 
 // facts reads the traces that have the diagnosed operation, and returns
-// with them each operation's mean own time per trace, on the paths or off
-// them, in the tree the paths are walked on.
+// with them, diagnosing latency, each operation's mean own time per trace,
+// on the paths or off them, in the tree the paths are walked on.
 func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 	fs := make([]facts, 0, len(traces))
 	own := map[op]uint64{}
@@ -132,7 +132,9 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
 		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations}
-		tr.addOwnTimes(own)
+		if !o.Errors { // only latency culprits read own times
+			tr.addOwnTimes(own)
+		}
 		if f.failed {
 			s := &t.Spans[tr.failureOrigin()]
 			f.origin = op{s.Service, s.Name}
