@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -347,16 +348,43 @@ func (e *emitter) resource(service string) *tracepb.ResourceSpans {
 	rs, ok := e.resources[key]
 	if !ok {
 		rs = &tracepb.ResourceSpans{
-			Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
-				kv("service.name", service), kv("service.version", e.c.version[service]),
-				kv("host.name", fmt.Sprintf("%s-%d", service, pod)), kv("deployment.environment.name", "production"),
-			}},
+			Resource:   &resourcepb.Resource{Attributes: podAttributes(service, e.c.version[service], pod)},
 			ScopeSpans: []*tracepb.ScopeSpans{{Scope: &commonpb.InstrumentationScope{Name: "cairn/bench/rca"}}},
 		}
 		e.resources[key] = rs
 		e.out = append(e.out, rs)
 	}
 	return rs
+}
+
+// podAttributes describes a service's pod as OpenTelemetry's SDKs and the
+// Kubernetes attributes processor do. Its name changes with its version, as
+// a Deployment's pods' names change with their ReplicaSet; its pod UID,
+// instance, container and process IDs are new for every version too. All of
+// them are on exactly the same traces, and a diagnosis should name them as
+// one finding.
+func podAttributes(service, version string, pod int) []*commonpb.KeyValue {
+	h := fnv.New64a()
+	fmt.Fprint(h, service, "/", version, "/", pod)
+	seed := rand.New(rand.NewPCG(h.Sum64(), 0))
+	hex := func(n int) string {
+		var out []byte
+		for len(out) < n {
+			out = fmt.Appendf(out, "%016x", seed.Uint64())
+		}
+		return string(out[:n])
+	}
+	replicaSet := hex(10)
+	uid := func() string { return hex(8) + "-" + hex(4) + "-" + hex(4) + "-" + hex(4) + "-" + hex(12) }
+	return []*commonpb.KeyValue{
+		kv("service.name", service), kv("service.version", version), kv("service.namespace", "shop"),
+		kv("host.name", fmt.Sprintf("%s-%d", service, pod)), kv("deployment.environment.name", "production"),
+		kv("k8s.namespace.name", "shop"), kv("k8s.deployment.name", service),
+		kv("k8s.pod.name", fmt.Sprintf("%s-%s-%d", service, replicaSet, pod)), kv("k8s.pod.uid", uid()),
+		kv("service.instance.id", uid()), kv("container.id", hex(64)),
+		{Key: "process.pid", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 1 + int64(seed.IntN(32767))}}},
+		kv("telemetry.sdk.language", "go"), kv("telemetry.sdk.name", "opentelemetry"),
+	}
 }
 
 func (e *emitter) id(n int) []byte {
@@ -405,6 +433,8 @@ type (
 	RCAAttribute struct {
 		Service, Key, Value string
 		Score               float64
+		// Aliases are the key=value pairs folded into this one.
+		Aliases []string
 	}
 )
 
@@ -421,7 +451,7 @@ func (s RCAScenario) Evaluate(ops []RCAOperation, attrs []RCAAttribute) RCAResul
 	if s.AttrKey != "" {
 		r.AttributeRank = 0
 		for i, a := range attrs {
-			if a.Service == s.AttrService && a.Key == s.AttrKey && a.Value == s.AttrValue {
+			if a.Service == s.AttrService && (a.Key == s.AttrKey && a.Value == s.AttrValue || slices.Contains(a.Aliases, s.AttrKey+"="+s.AttrValue)) {
 				r.AttributeRank = i + 1
 				break
 			}

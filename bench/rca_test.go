@@ -42,7 +42,11 @@ func diagnosisOf(d analysis.Diagnosis) ([]RCAOperation, []RCAAttribute) {
 	}
 	var attrs []RCAAttribute
 	for _, a := range d.Attributes {
-		attrs = append(attrs, RCAAttribute{a.Service, a.Key, valueText(a.Value), a.Score})
+		ra := RCAAttribute{Service: a.Service, Key: a.Key, Value: valueText(a.Value), Score: a.Score}
+		for _, alias := range a.Aliases {
+			ra.Aliases = append(ra.Aliases, alias.Key+"="+valueText(alias.Value))
+		}
+		attrs = append(attrs, ra)
 	}
 	return ops, attrs
 }

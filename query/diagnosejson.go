@@ -12,6 +12,7 @@ import (
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 
+	traceanalysis "cairn/query/analysis"
 	"cairn/query/analysispb"
 )
 
@@ -57,6 +58,22 @@ type AttributeScoreJSON struct {
 	Score         float64 `json:"score"`
 	WindowShare   float64 `json:"window_share"`
 	BaselineShare float64 `json:"baseline_share"`
+	// Other values of the service on exactly the same traces, folded into
+	// this one.
+	Aliases []AliasJSON `json:"aliases"`
+}
+
+// AliasJSON is a value an attribute's entry stands for too.
+type AliasJSON struct {
+	Key   string `json:"key"`
+	Value any    `json:"value"`
+}
+
+// DiagnosisToJSON writes a diagnosis of the window [windowStart,
+// windowEnd) against the baseline [baselineStart, baselineEnd) as the API
+// would answer it.
+func DiagnosisToJSON(d traceanalysis.Diagnosis, windowStart, windowEnd, baselineStart, baselineEnd time.Time, errorsMode bool) DiagnosisJSON {
+	return DiagnosisFromAPI(diagnoseResponse(d, timeWindow{windowStart, windowEnd}, timeWindow{baselineStart, baselineEnd}), errorsMode)
 }
 
 // DiagnosisFromAPI writes RootCause/Diagnose's answer as JSON; errorsMode
@@ -84,8 +101,12 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 func attributesFromAPI(as []*analysispb.AttributeScore) []AttributeScoreJSON {
 	out := []AttributeScoreJSON{}
 	for _, a := range as {
-		out = append(out, AttributeScoreJSON{Key: a.Key, Value: AnyJSON(a.Value), Service: a.Service, Score: a.Score,
-			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare})
+		aj := AttributeScoreJSON{Key: a.Key, Value: AnyJSON(a.Value), Service: a.Service, Score: a.Score,
+			WindowShare: a.WindowShare, BaselineShare: a.BaselineShare, Aliases: []AliasJSON{}}
+		for _, kv := range a.Aliases {
+			aj.Aliases = append(aj.Aliases, AliasJSON{Key: kv.Key, Value: AnyJSON(kv.Value)})
+		}
+		out = append(out, aj)
 	}
 	return out
 }
@@ -156,11 +177,26 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 
 // Name is the attribute as key=value on service.
 func (a AttributeScoreJSON) Name() string {
-	v, _ := json.Marshal(a.Value)
-	if s, ok := a.Value.(string); ok {
-		v = []byte(s)
+	return fmt.Sprintf("%s=%s on %s", a.Key, valueText(a.Value), a.Service)
+}
+
+// AliasNames lists the attribute's aliases as key=value, comma-separated.
+func (a AttributeScoreJSON) AliasNames() string {
+	names := make([]string, len(a.Aliases))
+	for i, alias := range a.Aliases {
+		names[i] = alias.Key + "=" + valueText(alias.Value)
 	}
-	return fmt.Sprintf("%s=%s on %s", a.Key, v, a.Service)
+	return strings.Join(names, ", ")
+}
+
+// valueText writes a value of AnyJSON's as a person reads it: a string as
+// itself, anything else as JSON.
+func valueText(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
 }
 
 // roundMS writes milliseconds with three significant digits, or more

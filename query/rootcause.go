@@ -367,7 +367,7 @@ func attributeScores(cs []traceanalysis.Correlation) []*analysispb.AttributeScor
 			v = &commonpb.AnyValue{}
 		}
 		out = append(out, &analysispb.AttributeScore{Key: c.Key, Value: v, Service: c.Service, Score: c.Score,
-			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare})
+			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare, Aliases: c.Aliases})
 	}
 	return out
 }

@@ -121,7 +121,11 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		}
 		var attrs []bench.RCAAttribute
 		for _, a := range out.Attributes {
-			attrs = append(attrs, bench.RCAAttribute{Service: a.Service, Key: a.Key, Value: fmt.Sprint(a.Value), Score: a.Score})
+			ra := bench.RCAAttribute{Service: a.Service, Key: a.Key, Value: fmt.Sprint(a.Value), Score: a.Score}
+			for _, alias := range a.Aliases {
+				ra.Aliases = append(ra.Aliases, alias.Key+"="+fmt.Sprint(alias.Value))
+			}
+			attrs = append(attrs, ra)
 		}
 		r := s.Evaluate(ops, attrs)
 		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: s.CulpritService + ": " + s.CulpritOperation,

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"cairn/bench"
 	"cairn/internal/grpctest"
 )
 
@@ -429,6 +431,40 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 	}
 	// An exemplar trace opens with its critical path.
 	b.do("open an exemplar", chromedp.Click(`table.ranked.ops td.exemplars a`), chromedp.WaitVisible(`.trace .row.crit`), chromedp.WaitVisible(`.crit-count`))
+	b.noConsoleErrors()
+}
+
+// TestBrowserDiagnoseAliases diagnoses the bench's upgraded pod: the
+// version ranks first, and the pod's name and identifiers, on exactly the
+// same traces, are listed under it as its aliases, as the API gives them.
+func TestBrowserDiagnoseAliases(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	_, mid, end := writeUpgradedPod(t, s)
+
+	b := newBrowser(t, s, 1280, 900)
+	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
+	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, "table.ranked.attrs .aliases")
+	var diag diagnoseJSON
+	apiGet(t, s, "/api/v1/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&start="+mid.UTC().Format(time.RFC3339)+
+		"&end="+end.UTC().Format(time.RFC3339)+"&sample=100", &diag)
+	if len(diag.Attributes) == 0 || len(diag.Attributes[0].Aliases) == 0 {
+		t.Fatalf("the API's attributes %+v, want the version first, with aliases", diag.Attributes)
+	}
+	first := diag.Attributes[0]
+	row := eval[string](b, `document.querySelector('table.ranked.attrs tbody tr').textContent`)
+	if want := "service.version=2.9.0 on inventoryalias " + first.AliasNames(); !strings.HasSuffix(row, want) {
+		t.Errorf("first attribute row %q, want it to end %q", row, want)
+	}
+	shown, want := eval[int](b, `document.querySelectorAll('table.ranked.attrs .aliases').length`), 0
+	for _, a := range diag.Attributes[:min(15, len(diag.Attributes))] {
+		if len(a.Aliases) > 0 {
+			want++
+		}
+	}
+	if shown != want {
+		t.Errorf("%d attributes shown with aliases, the API has %d", shown, want)
+	}
 	b.noConsoleErrors()
 }
 

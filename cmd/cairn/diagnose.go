@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,7 +39,6 @@ const (
 type (
 	diagnoseJSON  = query.DiagnosisJSON
 	windowJSON    = query.DiagnosisWindowJSON
-	culpritJSON   = query.CulpritJSON
 	attributeJSON = query.AttributeScoreJSON
 )
 
@@ -110,7 +108,7 @@ func diagnoseOn(ctx context.Context, conn grpc.ClientConnInterface, o *analysis.
 	})
 	if status.Code(err) == codes.Unimplemented {
 		d, err := diagnose(ctx, jaegerpb.NewTraceReaderClient(conn), o, window, baseline, sample)
-		return diagnosisJSON(d, window, baseline, o.Errors), err
+		return query.DiagnosisToJSON(d, window.start, window.end, baseline.start, baseline.end, o.Errors), err
 	}
 	if err != nil {
 		return diagnoseJSON{}, err
@@ -278,35 +276,6 @@ func parallel(n int, f func(i int) error) error {
 	return first
 }
 
-func diagnosisJSON(d analysis.Diagnosis, window, baseline timeRange, errorsMode bool) diagnoseJSON {
-	side := func(s timeRange, st analysis.WindowStats) windowJSON {
-		return windowJSON{Start: s.start.UTC().Format(time.RFC3339Nano), End: s.end.UTC().Format(time.RFC3339Nano), Traces: st.Traces,
-			P50MS: float64(st.P50) / 1e6, P99MS: float64(st.P99) / 1e6, ErrorRate: st.ErrorRate}
-	}
-	out := diagnoseJSON{Window: side(window, d.Window), Baseline: side(baseline, d.Baseline),
-		Operations: []culpritJSON{}, Attributes: attributesJSON(d.Attributes), Symptoms: attributesJSON(d.Symptoms)}
-	for _, c := range d.Operations {
-		cj := culpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.Baseline / 1e6, WindowMS: c.Window / 1e6, Exemplars: []string{}}
-		if errorsMode {
-			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOrigin, &c.WindowOrigin
-		}
-		for _, id := range c.Exemplars {
-			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id[:]))
-		}
-		out.Operations = append(out.Operations, cj)
-	}
-	return out
-}
-
-func attributesJSON(cs []analysis.Correlation) []attributeJSON {
-	out := []attributeJSON{}
-	for _, c := range cs {
-		out = append(out, attributeJSON{Key: c.Key, Value: query.AnyJSON(c.Value), Service: c.Service, Score: c.Score,
-			WindowShare: c.SelectedShare, BaselineShare: c.BaselineShare})
-	}
-	return out
-}
-
 // writeDiagnosis prints a diagnosis: one sentence naming the most likely
 // cause and its evidence, the two windows, then the ranked operations,
 // attributes and symptoms.
@@ -368,6 +337,10 @@ func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, erro
 				break
 			}
 			fmt.Fprintf(w, "%8.3f %7.1f%% %8.1f%%  %s\n", a.Score, 100*a.WindowShare, 100*a.BaselineShare, truncate(a.Name(), 2*maxNameWidth))
+			if len(a.Aliases) > 0 {
+				// Values on exactly the same traces: the same finding.
+				fmt.Fprintf(w, "%29s%s\n", "", truncate("alias "+a.AliasNames(), 2*maxNameWidth))
+			}
 		}
 	}
 }

@@ -21,12 +21,7 @@ import (
 func TestDiagnoseCommand(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
-	scenario := bench.RCAScenarios()[0]
-	end := time.Now().Truncate(time.Second)
-	mid := end.Add(-10 * time.Minute)
-	start := mid.Add(-10 * time.Minute)
-	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(1, 200, start, mid, false)})
-	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(2, 200, mid, end, true)})
+	start, mid, end := writeUpgradedPod(t, s)
 
 	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
 		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
@@ -49,6 +44,18 @@ func TestDiagnoseCommand(t *testing.T) {
 	}
 	if len(d.Attributes) == 0 || d.Attributes[0].Key != "service.version" || d.Attributes[0].Value != "2.9.0" {
 		t.Fatalf("attributes %+v, want service.version=2.9.0 first", d.Attributes)
+	}
+	// The upgraded pod's name and identifiers are on the same traces as
+	// its version: aliases of it, keeping their types.
+	aliases := map[string]any{}
+	for _, a := range d.Attributes[0].Aliases {
+		aliases[a.Key] = a.Value
+	}
+	if name, _ := aliases["k8s.pod.name"].(string); !strings.HasPrefix(name, "inventory-") || len(aliases) != 5 {
+		t.Errorf("aliases %v, want the pod's name, pod UID, instance, container and process IDs", aliases)
+	}
+	if _, ok := aliases["process.pid"].(float64); !ok {
+		t.Errorf("process.pid alias %#v, want a number", aliases["process.pid"])
 	}
 
 	// Against a server without cairn.analysis.v1.RootCause, the CLI
@@ -78,6 +85,9 @@ func TestDiagnoseCommand(t *testing.T) {
 	if err := run(args, &out, &errOut); err != nil {
 		t.Fatalf("%v: %s", err, errOut.String())
 	}
+	if !strings.Contains(out.String(), "service.version=2.9.0 on inventory\n"+strings.Repeat(" ", 29)+"alias k8s.pod.name=inventory-") {
+		t.Errorf("the table does not list the version's aliases under it:\n%s", out.String())
+	}
 	first, _, _ := strings.Cut(out.String(), "\n")
 	for _, want := range []string{"inventory: SELECT inventory.stock is the most likely cause", "service.version=2.9.0 on inventory"} {
 		if !strings.Contains(first, want) {
@@ -96,6 +106,20 @@ func TestDiagnoseCommand(t *testing.T) {
 			t.Errorf("%q: %v, want a usage error", bad, err)
 		}
 	}
+}
+
+// writeUpgradedPod writes the bench's first fault: a baseline of 200
+// checkouts in [start, mid), then 200 in [mid, end) whose stock query takes
+// 80 ms more on the inventory pod upgraded to 2.9.0.
+func writeUpgradedPod(t *testing.T, s *server) (start, mid, end time.Time) {
+	t.Helper()
+	scenario := bench.RCAScenarios()[0]
+	end = time.Now().Truncate(time.Second)
+	mid = end.Add(-10 * time.Minute)
+	start = mid.Add(-10 * time.Minute)
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(1, 200, start, mid, false)})
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: scenario.RCATraffic(2, 200, mid, end, true)})
+	return start, mid, end
 }
 
 // runJSON runs cairn with args and returns what it printed, as mustJSON

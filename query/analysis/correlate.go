@@ -55,13 +55,19 @@ type Correlation struct {
 	// Symptom marks an attribute that restates a failure, such as a status
 	// code or an exception, rather than telling what led to it.
 	Symptom bool
+	// Aliases are the other values of Service on exactly the same selected
+	// and baseline traces as this one, folded into it: a pod's name, UID,
+	// instance, container and process IDs say the same thing, and would
+	// otherwise take five ranks, pushing the values after them down.
+	Aliases []*commonpb.KeyValue
 }
 
 // Correlate scores every attribute value on any span or resource of the
 // traces, and every operation, by how much more often the selected traces
 // than the baseline traces carry it, the highest score first; of values
-// that score alike on as many selected traces, readable ones come before
-// opaque identifiers (see opaque).
+// that score alike on as many selected traces, versions come first and
+// opaque identifiers last (see legibility). Values of a service on exactly the same
+// traces are one entry, the first of them, listing the others as Aliases.
 //
 // A value seen on fewer selected traces than the larger of
 // opts.MinTraces and opts.MinShare of them does not rank: its share of the
@@ -73,7 +79,7 @@ func Correlate(selected, baseline []*Trace, opts *CorrelationOptions) (attribute
 	var fs featureSet
 	sel := fs.tally(selected)
 	base := fs.tally(baseline)
-	return fs.correlate(sel, len(selected), base, len(baseline), opts.EnsureDefaults())
+	return fs.correlate(sel, base, opts.EnsureDefaults())
 }
 
 // feature is an attribute value, or an operation, of a service.
@@ -92,6 +98,8 @@ type featureSet struct {
 	// messages of their chunk.
 	resources map[resourceRef][]int32
 	buf       []byte
+	// traces counts the traces tallied, to give each its own token.
+	traces uint64
 }
 
 type resourceRef struct {
@@ -152,45 +160,74 @@ func (fs *featureSet) of(t *Trace, into []int32) []int32 {
 	return slices.Compact(into)
 }
 
+// tally is what a set of traces holds of each feature.
+type tally struct {
+	traces int
+	// counts is the number of traces each feature is on.
+	counts []int
+	// prints sums a pseudo-random token of each trace into every feature
+	// on it: features on the same traces have the same sum, and features
+	// on different ones almost surely different sums.
+	prints []uint64
+}
+
+func (t tally) of(id int) (count int, print uint64) {
+	if id < len(t.counts) {
+		return t.counts[id], t.prints[id]
+	}
+	return 0, 0
+}
+
 // tally counts the traces each feature is on.
-func (fs *featureSet) tally(traces []*Trace) []int {
-	var counts []int
+func (fs *featureSet) tally(traces []*Trace) tally {
+	t := tally{traces: len(traces)}
 	var ids []int32
-	for _, t := range traces {
-		ids = fs.of(t, ids)
-		counts = count(counts, ids, len(fs.features))
+	for _, tr := range traces {
+		ids = fs.of(tr, ids)
+		if n := len(fs.features); len(t.counts) < n {
+			t.counts = append(t.counts, make([]int, n-len(t.counts))...)
+			t.prints = append(t.prints, make([]uint64, n-len(t.prints))...)
+		}
+		fs.traces++
+		token := splitmix64(fs.traces)
+		for _, id := range ids {
+			t.counts[id]++
+			t.prints[id] += token
+		}
 	}
-	return counts
+	return t
 }
 
-func count(counts []int, ids []int32, n int) []int {
-	if len(counts) < n {
-		counts = append(counts, make([]int, n-len(counts))...)
-	}
-	for _, id := range ids {
-		counts[id]++
-	}
-	return counts
+// splitmix64 is SplitMix64's output function: distinct inputs give
+// distinct, well-mixed outputs.
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
-// correlate scores the features counted in sel over nSel selected traces
-// against those in base over nBase baseline traces.
-func (fs *featureSet) correlate(sel []int, nSel int, base []int, nBase int, opts CorrelationOptions) (attributes, operations []Correlation) {
-	minTraces := max(opts.MinTraces, int(math.Ceil(opts.MinShare*float64(nSel))))
+// correlate scores the features tallied in sel against those in base.
+func (fs *featureSet) correlate(sel, base tally, opts CorrelationOptions) (attributes, operations []Correlation) {
+	minTraces := max(opts.MinTraces, int(math.Ceil(opts.MinShare*float64(sel.traces))))
+	type traceSet struct {
+		service                  string
+		symptom                  bool
+		selected, baseline       int
+		selectedPrint, basePrint uint64
+	}
+	var sets []traceSet // of each of attributes
 	for id, f := range fs.features {
 		c := Correlation{Service: f.service, Key: f.key, Value: f.value, Operation: f.operation}
-		if id < len(sel) {
-			c.Selected = sel[id]
-		}
-		if id < len(base) {
-			c.Baseline = base[id]
-		}
+		var ts traceSet
+		c.Selected, ts.selectedPrint = sel.of(id)
+		c.Baseline, ts.basePrint = base.of(id)
 		if c.Selected < minTraces {
 			continue
 		}
-		c.SelectedShare = float64(c.Selected) / float64(nSel)
-		if nBase > 0 {
-			c.BaselineShare = float64(c.Baseline) / float64(nBase)
+		c.SelectedShare = float64(c.Selected) / float64(sel.traces)
+		if base.traces > 0 {
+			c.BaselineShare = float64(c.Baseline) / float64(base.traces)
 		}
 		c.Score = c.SelectedShare - c.BaselineShare
 		if f.key == "" {
@@ -198,16 +235,48 @@ func (fs *featureSet) correlate(sel []int, nSel int, base []int, nBase int, opts
 			continue
 		}
 		c.Symptom = isSymptom(f.key)
+		ts.service, ts.symptom, ts.selected, ts.baseline = c.Service, c.Symptom, c.Selected, c.Baseline
+		sets = append(sets, ts)
 		attributes = append(attributes, c)
 	}
 	byScore := func(a, b Correlation) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected),
-			compareBool(opaque(a.Key, a.Value), opaque(b.Key, b.Value)), cmp.Compare(a.Service, b.Service),
+			cmp.Compare(legibility(a.Key, a.Value), legibility(b.Key, b.Value)), cmp.Compare(a.Service, b.Service),
 			cmp.Compare(a.Key, b.Key), cmp.Compare(a.Operation, b.Operation), cmp.Compare(valueString(a.Value), valueString(b.Value)))
 	}
-	slices.SortFunc(attributes, byScore)
+	order := make([]int, len(attributes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int { return byScore(attributes[i], attributes[j]) })
+	first := map[traceSet]int{} // index in folded
+	folded := make([]Correlation, 0, len(attributes))
+	for _, i := range order {
+		c := attributes[i]
+		if at, ok := first[sets[i]]; ok {
+			folded[at].Aliases = append(folded[at].Aliases, &commonpb.KeyValue{Key: c.Key, Value: c.Value})
+			continue
+		}
+		first[sets[i]] = len(folded)
+		folded = append(folded, c)
+	}
 	slices.SortFunc(operations, byScore)
-	return attributes, operations
+	return folded, operations
+}
+
+// legibility orders values that score alike on as many traces, which are
+// often aliases (see Correlation.Aliases): versions first, since a version
+// names a change someone made and a new version's pods bring new names and
+// identifiers with it; then other readable values; then opaque
+// identifiers.
+func legibility(key string, v *commonpb.AnyValue) int {
+	switch {
+	case key == "version" || strings.HasSuffix(key, ".version"):
+		return 0
+	case opaque(key, v):
+		return 2
+	}
+	return 1
 }
 
 // opaque says whether an attribute value is an identifier a person cannot

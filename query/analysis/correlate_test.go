@@ -2,6 +2,7 @@ package analysis
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -86,29 +87,42 @@ func TestCorrelateMinShare(t *testing.T) {
 	}
 }
 
-// TestCorrelateReadableFirst ranks the values of a new pod: its name and
-// version, the same traces' instance ID, pod UID and process ID score
-// alike, and the readable ones come first, whatever their keys' order.
-func TestCorrelateReadableFirst(t *testing.T) {
-	trace := func(id int, pod string) *Trace {
+// TestCorrelateAliases ranks the values of a new pod of a new version: its
+// version, name, instance ID, pod UID and process ID are on exactly the same
+// traces, and rank as one entry, named by the version, listing the others
+// readable first. The host, which the new pod shares with an old one, is on
+// more traces and ranks on its own; so do two zones on as many traces as
+// each other, but not the same ones.
+func TestCorrelateAliases(t *testing.T) {
+	trace := func(id int, host, pod, zone string) *Trace {
 		b := newTrace(id)
 		b.span(1, 0, "cart", "GET", server, 0, 10, []*commonpb.KeyValue{kv("container.id", "4f9c2d0e1b7a6c35"+pod),
-			kv("k8s.pod.name", "cart-"+pod), kv("k8s.pod.uid", "0c1d2e3f-aaaa-bbbb-cccc-"+pod), kv("process.pid", int(pod[0])),
-			kv("service.version", "v-"+pod)})
+			kv("host.name", host), kv("k8s.pod.name", "cart-"+pod), kv("k8s.pod.uid", "0c1d2e3f-aaaa-bbbb-cccc-"+pod),
+			kv("process.pid", int(pod[0])), kv("service.version", "v-"+pod)}, kv("zone", zone))
 		return b.t
 	}
 	var selected, baseline []*Trace
 	for i := range 10 {
-		selected = append(selected, trace(i, "ddddeeeeffff"))
-		baseline = append(baseline, trace(100+i, "000011112222"))
+		zone := []string{"a", "b"}[i%2]
+		selected = append(selected, trace(i, "node-1", "ddddeeeeffff", zone))
+		baseline = append(baseline, trace(100+i, "node-1", "000011112222", zone), trace(200+i, "node-2", "999988887777", "c"))
 	}
 	attrs, _ := Correlate(selected, baseline, nil)
-	var keys []string
+	var got []string
 	for _, a := range attrs {
-		keys = append(keys, a.Key)
+		entry := fmt.Sprintf("%s=%s", a.Key, valueString(a.Value))
+		for _, alias := range a.Aliases {
+			entry += fmt.Sprintf("|%s=%s", alias.Key, valueString(alias.Value))
+		}
+		got = append(got, fmt.Sprintf("%s %.2f", entry, a.Score))
 	}
-	// service.name, on every trace, scores 0.
-	if want := "[k8s.pod.name service.version container.id k8s.pod.uid process.pid service.name]"; fmt.Sprint(keys) != want {
-		t.Errorf("ranked %v, want %s", keys, want)
+	want := []string{
+		"service.version=sv-ddddeeeeffff|k8s.pod.name=scart-ddddeeeeffff|container.id=s4f9c2d0e1b7a6c35ddddeeeeffff|k8s.pod.uid=s0c1d2e3f-aaaa-bbbb-cccc-ddddeeeeffff|process.pid=i100 1.00",
+		"host.name=snode-1 0.50",
+		"zone=sa 0.25", "zone=sb 0.25",
+		"service.name=scart 0.00",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ranked\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

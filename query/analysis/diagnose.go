@@ -103,8 +103,9 @@ type op struct{ service, name string }
 // Attribute values rank as Correlate ranks them, the slow traces of the
 // window (slower than the baseline's p95) or its failed ones being the
 // selection against every baseline trace; between values that score
-// alike, one on a culprit's service comes first, then readable ones before
-// opaque identifiers.
+// alike, one on a culprit's service comes first, then as legibility orders
+// them. Values of a service on exactly the same traces are one entry (see
+// Correlation.Aliases).
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
 	w, wOwn := o.facts(window)

@@ -516,7 +516,7 @@ func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
 		}
 	}
 	for i, a := range d.Attributes {
-		if a.Service == sc.attrService && a.Key == sc.attrKey && valueString(a.Value) == "s"+sc.attrValue {
+		if a.Service == sc.attrService && names(a, sc.attrKey, "s"+sc.attrValue) {
 			attr = i + 1
 			break
 		}
@@ -530,7 +530,7 @@ func describe(d Diagnosis) string {
 		s += fmt.Sprintf("  op %s %q score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
 	}
 	for _, a := range d.Attributes[:min(5, len(d.Attributes))] {
-		s += fmt.Sprintf("  attr %s %s=%s score %.3f (%d/%d)\n", a.Service, a.Key, valueString(a.Value), a.Score, a.Selected, a.Baseline)
+		s += fmt.Sprintf("  attr %s %s=%s score %.3f (%d/%d) aliases %v\n", a.Service, a.Key, valueString(a.Value), a.Score, a.Selected, a.Baseline, a.Aliases)
 	}
 	return s
 }

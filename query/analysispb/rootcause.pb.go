@@ -832,8 +832,8 @@ type Culprit struct {
 	WindowMs   float64 `protobuf:"fixed64,5,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
 	// Traces of the window that show it best.
 	Exemplars [][]byte `protobuf:"bytes,6,rep,name=exemplars,proto3" json:"exemplars,omitempty"`
-	// The shares of traces whose failure originates in it (its span is the
-	// deepest that failed).
+	// The shares of traces whose failure originates in it: of the failed
+	// spans that did not pass on a failed child's failure, its ended first.
 	BaselineOriginRate float64 `protobuf:"fixed64,7,opt,name=baseline_origin_rate,json=baselineOriginRate,proto3" json:"baseline_origin_rate,omitempty"`
 	WindowOriginRate   float64 `protobuf:"fixed64,8,opt,name=window_origin_rate,json=windowOriginRate,proto3" json:"window_origin_rate,omitempty"`
 	unknownFields      protoimpl.UnknownFields
@@ -936,6 +936,12 @@ type AttributeScore struct {
 	Score         float64 `protobuf:"fixed64,4,opt,name=score,proto3" json:"score,omitempty"`
 	WindowShare   float64 `protobuf:"fixed64,5,opt,name=window_share,json=windowShare,proto3" json:"window_share,omitempty"`
 	BaselineShare float64 `protobuf:"fixed64,6,opt,name=baseline_share,json=baselineShare,proto3" json:"baseline_share,omitempty"`
+	// Other values of the service on exactly the same traces of both
+	// windows, folded into this one: a new pod's name, UID, instance,
+	// container and process IDs, or a version on that pod alone, say the
+	// same thing. The value named is the most legible: a version first,
+	// opaque identifiers last.
+	Aliases       []*v1.KeyValue `protobuf:"bytes,7,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1010,6 +1016,13 @@ func (x *AttributeScore) GetBaselineShare() float64 {
 		return x.BaselineShare
 	}
 	return 0
+}
+
+func (x *AttributeScore) GetAliases() []*v1.KeyValue {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
 }
 
 var File_rootcause_proto protoreflect.FileDescriptor
@@ -1100,14 +1113,15 @@ const file_rootcause_proto_rawDesc = "" +
 	"\twindow_ms\x18\x05 \x01(\x01R\bwindowMs\x12\x1c\n" +
 	"\texemplars\x18\x06 \x03(\fR\texemplars\x120\n" +
 	"\x14baseline_origin_rate\x18\a \x01(\x01R\x12baselineOriginRate\x12,\n" +
-	"\x12window_origin_rate\x18\b \x01(\x01R\x10windowOriginRate\"\xdb\x01\n" +
+	"\x12window_origin_rate\x18\b \x01(\x01R\x10windowOriginRate\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +
 	"\aservice\x18\x03 \x01(\tR\aservice\x12\x14\n" +
 	"\x05score\x18\x04 \x01(\x01R\x05score\x12!\n" +
 	"\fwindow_share\x18\x05 \x01(\x01R\vwindowShare\x12%\n" +
-	"\x0ebaseline_share\x18\x06 \x01(\x01R\rbaselineShare2\xab\x02\n" +
+	"\x0ebaseline_share\x18\x06 \x01(\x01R\rbaselineShare\x12A\n" +
+	"\aaliases\x18\a \x03(\v2'.opentelemetry.proto.common.v1.KeyValueR\aaliases2\xab\x02\n" +
 	"\tRootCause\x12a\n" +
 	"\fCriticalPath\x12&.cairn.analysis.v1.CriticalPathRequest\x1a'.cairn.analysis.v1.CriticalPathResponse\"\x00\x12d\n" +
 	"\rCriticalPaths\x12'.cairn.analysis.v1.CriticalPathsRequest\x1a(.cairn.analysis.v1.CriticalPathsResponse\"\x00\x12U\n" +
@@ -1141,6 +1155,7 @@ var file_rootcause_proto_goTypes = []any{
 	(*AttributeScore)(nil),        // 11: cairn.analysis.v1.AttributeScore
 	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 	(*v1.AnyValue)(nil),           // 13: opentelemetry.proto.common.v1.AnyValue
+	(*v1.KeyValue)(nil),           // 14: opentelemetry.proto.common.v1.KeyValue
 }
 var file_rootcause_proto_depIdxs = []int32{
 	12, // 0: cairn.analysis.v1.CriticalPathRequest.start_time:type_name -> google.protobuf.Timestamp
@@ -1162,17 +1177,18 @@ var file_rootcause_proto_depIdxs = []int32{
 	12, // 16: cairn.analysis.v1.DiagnoseWindow.start_time:type_name -> google.protobuf.Timestamp
 	12, // 17: cairn.analysis.v1.DiagnoseWindow.end_time:type_name -> google.protobuf.Timestamp
 	13, // 18: cairn.analysis.v1.AttributeScore.value:type_name -> opentelemetry.proto.common.v1.AnyValue
-	0,  // 19: cairn.analysis.v1.RootCause.CriticalPath:input_type -> cairn.analysis.v1.CriticalPathRequest
-	4,  // 20: cairn.analysis.v1.RootCause.CriticalPaths:input_type -> cairn.analysis.v1.CriticalPathsRequest
-	7,  // 21: cairn.analysis.v1.RootCause.Diagnose:input_type -> cairn.analysis.v1.DiagnoseRequest
-	1,  // 22: cairn.analysis.v1.RootCause.CriticalPath:output_type -> cairn.analysis.v1.CriticalPathResponse
-	5,  // 23: cairn.analysis.v1.RootCause.CriticalPaths:output_type -> cairn.analysis.v1.CriticalPathsResponse
-	8,  // 24: cairn.analysis.v1.RootCause.Diagnose:output_type -> cairn.analysis.v1.DiagnoseResponse
-	22, // [22:25] is the sub-list for method output_type
-	19, // [19:22] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	14, // 19: cairn.analysis.v1.AttributeScore.aliases:type_name -> opentelemetry.proto.common.v1.KeyValue
+	0,  // 20: cairn.analysis.v1.RootCause.CriticalPath:input_type -> cairn.analysis.v1.CriticalPathRequest
+	4,  // 21: cairn.analysis.v1.RootCause.CriticalPaths:input_type -> cairn.analysis.v1.CriticalPathsRequest
+	7,  // 22: cairn.analysis.v1.RootCause.Diagnose:input_type -> cairn.analysis.v1.DiagnoseRequest
+	1,  // 23: cairn.analysis.v1.RootCause.CriticalPath:output_type -> cairn.analysis.v1.CriticalPathResponse
+	5,  // 24: cairn.analysis.v1.RootCause.CriticalPaths:output_type -> cairn.analysis.v1.CriticalPathsResponse
+	8,  // 25: cairn.analysis.v1.RootCause.Diagnose:output_type -> cairn.analysis.v1.DiagnoseResponse
+	23, // [23:26] is the sub-list for method output_type
+	20, // [20:23] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_rootcause_proto_init() }

@@ -196,10 +196,15 @@ function showDiagnosis(d, errors, route) {
     h('td', { class: 'num' }, errors ? pct(c.baseline_origin_rate) : duration(c.baseline_ms * 1e6)),
     h('td', { class: 'num' }, errors ? pct(c.window_origin_rate) : duration(c.window_ms * 1e6)),
     h('td', { class: 'exemplars' }, c.exemplars.map((id) => h('a', { href: '#/trace/' + id, title: id }, id.slice(0, 8))))));
+  const text = (v) => (typeof v === 'string' ? v : JSON.stringify(v));
   const attrs = (list) => list.slice(0, 15).map((a) => h('tr', {},
     h('td', { class: 'num' }, a.score.toFixed(3)),
     h('td', { class: 'num' }, pct(a.window_share)), h('td', { class: 'num' }, pct(a.baseline_share)),
-    h('td', {}, `${a.key}=${typeof a.value === 'string' ? a.value : JSON.stringify(a.value)}`, h('span', { class: 'muted' }, ` on ${a.service}`))));
+    h('td', {}, `${a.key}=${text(a.value)}`, h('span', { class: 'muted' }, ` on ${a.service}`),
+      // Values on exactly the same traces: the same finding, named once.
+      a.aliases.length ? aliases(a.aliases.map((x) => `${x.key}=${text(x.value)}`).join(', ')) : null)));
+  // One line, cut to the column; all of it in its tooltip.
+  const aliases = (list) => h('div', { class: 'muted aliases', title: list }, 'alias ' + list);
   const what = errors ? 'failures originating in it, share of traces' : 'self time on the critical path per trace';
   const selection = errors ? 'failed traces' : 'slow traces';
   return [
