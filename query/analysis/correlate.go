@@ -65,9 +65,11 @@ type Correlation struct {
 // Correlate scores every attribute value on any span or resource of the
 // traces, and every operation, by how much more often the selected traces
 // than the baseline traces carry it, the highest score first; of values
-// that score alike on as many selected traces, versions come first and
-// opaque identifiers last (see legibility). Values of a service on exactly the same
-// traces are one entry, the first of them, listing the others as Aliases.
+// that score alike on as many selected traces, the service's version comes
+// first and opaque identifiers last (see legibility). Attribute values of
+// a service on exactly the same traces of both sets, symptoms or not
+// alike, are one entry, the first of them, listing the others as Aliases;
+// operations are never folded.
 //
 // A value seen on fewer selected traces than the larger of
 // opts.MinTraces and opts.MinShare of them does not rank: its share of the
@@ -265,13 +267,14 @@ func (fs *featureSet) correlate(sel, base tally, opts CorrelationOptions) (attri
 }
 
 // legibility orders values that score alike on as many traces, which are
-// often aliases (see Correlation.Aliases): versions first, since a version
-// names a change someone made and a new version's pods bring new names and
-// identifiers with it; then other readable values; then opaque
-// identifiers.
+// often aliases (see Correlation.Aliases): the service's version first,
+// since it names a change someone made and a new version's pods bring new
+// names and identifiers with it (and may bring a new runtime or OS
+// version, which is why only the service's ranks first); then other
+// readable values; then opaque identifiers.
 func legibility(key string, v *commonpb.AnyValue) int {
 	switch {
-	case key == "version" || strings.HasSuffix(key, ".version"):
+	case key == "service.version" || key == "version":
 		return 0
 	case opaque(key, v):
 		return 2
@@ -280,11 +283,9 @@ func legibility(key string, v *commonpb.AnyValue) int {
 }
 
 // opaque says whether an attribute value is an identifier a person cannot
-// read: a key ending in .id, .uid or .pid, or a value of 16 or more hex
-// digits and dashes. A new pod, or a new version's pods, bring a new
-// instance ID, pod UID, container ID and process ID along with their new
-// name and version; all are on the same traces and score alike, and the
-// readable ones should rank first.
+// read: a key ending in .id, .uid, .pid or _id, or a value of 16 or more
+// hex digits and dashes. Such values name an alias group last (see
+// legibility).
 func opaque(key string, v *commonpb.AnyValue) bool {
 	for _, suffix := range []string{".id", ".uid", ".pid", "_id"} {
 		if strings.HasSuffix(key, suffix) {

@@ -88,41 +88,90 @@ func TestCorrelateMinShare(t *testing.T) {
 }
 
 // TestCorrelateAliases ranks the values of a new pod of a new version: its
-// version, name, instance ID, pod UID and process ID are on exactly the same
-// traces, and rank as one entry, named by the version, listing the others
-// readable first. The host, which the new pod shares with an old one, is on
+// version, name, runtime version, container ID, pod UID and process ID are
+// on exactly the same traces, and rank as one entry, named by the
+// service's version, listing the others readable first. The host, which the new pod shares with an old one, is on
 // more traces and ranks on its own; so do two zones on as many traces as
 // each other, but not the same ones.
 func TestCorrelateAliases(t *testing.T) {
-	trace := func(id int, host, pod, zone string) *Trace {
+	trace := func(id int, host, pod, runtime, zone string) *Trace {
 		b := newTrace(id)
 		b.span(1, 0, "cart", "GET", server, 0, 10, []*commonpb.KeyValue{kv("container.id", "4f9c2d0e1b7a6c35"+pod),
 			kv("host.name", host), kv("k8s.pod.name", "cart-"+pod), kv("k8s.pod.uid", "0c1d2e3f-aaaa-bbbb-cccc-"+pod),
-			kv("process.pid", int(pod[0])), kv("service.version", "v-"+pod)}, kv("zone", zone))
+			kv("process.pid", int(pod[0])), kv("process.runtime.version", runtime), kv("service.version", "v-"+pod)}, kv("zone", zone))
 		return b.t
 	}
 	var selected, baseline []*Trace
 	for i := range 10 {
 		zone := []string{"a", "b"}[i%2]
-		selected = append(selected, trace(i, "node-1", "ddddeeeeffff", zone))
-		baseline = append(baseline, trace(100+i, "node-1", "000011112222", zone), trace(200+i, "node-2", "999988887777", "c"))
+		selected = append(selected, trace(i, "node-1", "ddddeeeeffff", "go1.26", zone))
+		baseline = append(baseline, trace(100+i, "node-1", "000011112222", "go1.25", zone), trace(200+i, "node-2", "999988887777", "go1.25", "c"))
 	}
 	attrs, _ := Correlate(selected, baseline, nil)
-	var got []string
+	want := []string{
+		"service.version=sv-ddddeeeeffff|k8s.pod.name=scart-ddddeeeeffff|process.runtime.version=sgo1.26|container.id=s4f9c2d0e1b7a6c35ddddeeeeffff|k8s.pod.uid=s0c1d2e3f-aaaa-bbbb-cccc-ddddeeeeffff|process.pid=i100 1.00",
+		"host.name=snode-1 0.50",
+		"zone=sa 0.25", "zone=sb 0.25",
+		"service.name=scart 0.00",
+	}
+	if got := entries(attrs); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ranked\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestCorrelateAliasesNeedSameTraces folds no values that are on the same
+// selected traces but not the same baseline ones, or the reverse, though
+// they score alike; nor a symptom and a cause on the same traces.
+func TestCorrelateAliasesNeedSameTraces(t *testing.T) {
+	var selected, baseline []*Trace
+	for i := range 10 {
+		b := newTrace(i)
+		attrs := []*commonpb.KeyValue{kv("queue", "q1"), kv("shard", "s1"), kv("http.response.status_code", 503), kv("retry.exhausted", "yes")}
+		if i < 5 {
+			attrs = append(attrs, kv("tier", "t1"))
+		} else {
+			attrs = append(attrs, kv("lane", "l1"))
+		}
+		b.span(1, 0, "cart", "GET", server, 0, 10, nil, attrs...)
+		selected = append(selected, b.t)
+	}
+	for j := range 20 {
+		b := newTrace(100 + j)
+		var attrs []*commonpb.KeyValue
+		switch {
+		case j < 5:
+			attrs = append(attrs, kv("queue", "q1"))
+		case j < 10:
+			attrs = append(attrs, kv("shard", "s1"))
+		}
+		if j < 3 {
+			attrs = append(attrs, kv("tier", "t1"), kv("lane", "l1"))
+		}
+		b.span(1, 0, "cart", "GET", server, 0, 10, nil, attrs...)
+		baseline = append(baseline, b.t)
+	}
+	attrs, _ := Correlate(selected, baseline, nil)
+	want := []string{
+		"http.response.status_code=i503 1.00", "retry.exhausted=syes 1.00",
+		"queue=sq1 0.75", "shard=ss1 0.75",
+		"lane=sl1 0.35", "tier=st1 0.35",
+		"service.name=scart 0.00",
+	}
+	if got := entries(attrs); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ranked\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// entries writes ranked values as key=value, their aliases after a |, and
+// their scores.
+func entries(attrs []Correlation) []string {
+	var out []string
 	for _, a := range attrs {
 		entry := fmt.Sprintf("%s=%s", a.Key, valueString(a.Value))
 		for _, alias := range a.Aliases {
 			entry += fmt.Sprintf("|%s=%s", alias.Key, valueString(alias.Value))
 		}
-		got = append(got, fmt.Sprintf("%s %.2f", entry, a.Score))
+		out = append(out, fmt.Sprintf("%s %.2f", entry, a.Score))
 	}
-	want := []string{
-		"service.version=sv-ddddeeeeffff|k8s.pod.name=scart-ddddeeeeffff|container.id=s4f9c2d0e1b7a6c35ddddeeeeffff|k8s.pod.uid=s0c1d2e3f-aaaa-bbbb-cccc-ddddeeeeffff|process.pid=i100 1.00",
-		"host.name=snode-1 0.50",
-		"zone=sa 0.25", "zone=sb 0.25",
-		"service.name=scart 0.00",
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("ranked\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	return out
 }

@@ -939,8 +939,8 @@ type AttributeScore struct {
 	// Other values of the service on exactly the same traces of both
 	// windows, folded into this one: a new pod's name, UID, instance,
 	// container and process IDs, or a version on that pod alone, say the
-	// same thing. The value named is the most legible: a version first,
-	// opaque identifiers last.
+	// same thing. The value named is the most legible: the service's
+	// version first, opaque identifiers last.
 	Aliases       []*v1.KeyValue `protobuf:"bytes,7,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
