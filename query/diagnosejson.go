@@ -170,6 +170,18 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 			selection = "failed"
 		}
 		fmt.Fprintf(&b, "; %.0f%% of %s traces have %s (%.0f%% before)", 100*a.WindowShare, selection, a.Name(), 100*a.BaselineShare)
+		// Which of a version and a pod to suspect is the reader's call: say
+		// when they coincide.
+		if len(a.Aliases) > 0 {
+			x := a.Aliases[0]
+			fmt.Fprintf(&b, ", exactly the traces with %s=%s", x.Key, valueText(x.Value))
+			switch more := len(a.Aliases) - 1; {
+			case more == 1:
+				b.WriteString(" and 1 other value")
+			case more > 1:
+				fmt.Fprintf(&b, " and %d other values", more)
+			}
+		}
 	}
 	b.WriteString(".")
 	return b.String()

@@ -89,7 +89,8 @@ func TestDiagnoseCommand(t *testing.T) {
 		t.Errorf("the table does not list the version's aliases under it:\n%s", out.String())
 	}
 	first, _, _ := strings.Cut(out.String(), "\n")
-	for _, want := range []string{"inventory: SELECT inventory.stock is the most likely cause", "service.version=2.9.0 on inventory"} {
+	for _, want := range []string{"inventory: SELECT inventory.stock is the most likely cause", "service.version=2.9.0 on inventory",
+		"exactly the traces with k8s.pod.name=inventory-", "and 4 other values."} {
 		if !strings.Contains(first, want) {
 			t.Errorf("first line %q lacks %q", first, want)
 		}
