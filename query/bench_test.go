@@ -67,7 +67,7 @@ func BenchmarkGetTraces(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				t0 := time.Now()
-				if n, err := receive(conn, req); err != nil || n == 0 {
+				if n, err := receive(conn, req, nil); err != nil || n == 0 {
 					b.Fatalf("%d bytes, %v", n, err)
 				}
 				lat = append(lat, time.Since(t0))
@@ -80,8 +80,9 @@ func BenchmarkGetTraces(b *testing.B) {
 	}
 }
 
-// receive reads a GetTraces stream to its end, encoded, and returns its size.
-func receive(conn *grpc.ClientConn, req *jaegerpb.GetTracesRequest) (int, error) {
+// receive reads a GetTraces stream to its end, encoded, and returns its
+// size; keep, if not nil, is given each message.
+func receive(conn *grpc.ClientConn, req *jaegerpb.GetTracesRequest, keep func(rawcodec.Message)) (int, error) {
 	st, err := conn.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true},
 		jaegerpb.TraceReader_GetTraces_FullMethodName, grpc.ForceCodecV2(rawcodec.Codec{}), grpc.MaxCallRecvMsgSize(64<<20))
 	if err != nil {
@@ -104,5 +105,8 @@ func receive(conn *grpc.ClientConn, req *jaegerpb.GetTracesRequest) (int, error)
 			return n, fmt.Errorf("receive: %w", err)
 		}
 		n += len(m)
+		if keep != nil {
+			keep(m)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package query
 
 import (
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"cairn/internal/otlpwire"
@@ -43,6 +44,12 @@ func (s segment) spans() [][]byte {
 	return s.g.Spans[s.from:s.to]
 }
 
+// chunkBuffers holds the buffers chunks are encoded into, for reuse: they
+// were a third of what a read allocated (3.2 of the server's 9.4 MB for a
+// 10,000-span trace), and what reads allocate during ingest they pay for in
+// the collector's mark assists.
+var chunkBuffers = mem.DefaultBufferPool()
+
 // chunker splits a trace into TracesData messages of at most limit bytes
 // each. Spans keep their order; a chunk holds one or more runs of groups, and
 // a group that does not fit is continued in the next chunk under a repeated
@@ -53,6 +60,8 @@ func (s segment) spans() [][]byte {
 type chunker struct {
 	limit int
 	emit  func([]byte) error
+	// buffers gives each chunk its buffer; nil is chunkBuffers.
+	buffers mem.BufferPool
 
 	segs []segment
 	// size is the encoded size of segs as a chunk, and run the
@@ -195,9 +204,14 @@ func (c *chunker) flush() error {
 	if len(c.segs) == 0 {
 		return nil
 	}
-	// A fresh buffer each time: gRPC may still be writing the previous chunk
-	// after SendMsg returns.
-	b := make([]byte, 0, c.size)
+	// A buffer of its own each time, which emit owns: gRPC may still be
+	// writing the previous chunk after SendMsg returns, and gives the buffer
+	// back to chunkBuffers once it has (see rawSender).
+	buffers := c.buffers
+	if buffers == nil {
+		buffers = chunkBuffers
+	}
+	b := (*buffers.Get(c.size))[:0]
 	c.resourceRuns(func(segs []segment) {
 		g := segs[0].g
 		b = protowire.AppendTag(b, otlpwire.TracesDataResourceSpans, protowire.BytesType)

@@ -67,6 +67,17 @@ func bigTrace(t testing.TB, n int) *storage.Trace {
 
 // describe checks each chunk and returns a line about it for the golden
 // file.
+// exactBuffers allocates exactly the bytes asked for, so that a chunk's
+// capacity tells what the chunker counted.
+type exactBuffers struct{}
+
+func (exactBuffers) Get(n int) *[]byte {
+	b := make([]byte, n)
+	return &b
+}
+
+func (exactBuffers) Put(*[]byte) {}
+
 func describe(t *testing.T, limit int, chunks [][]byte) (string, []uint64) {
 	var out strings.Builder
 	var order []uint64
@@ -107,7 +118,7 @@ func TestChunkGolden(t *testing.T) {
 	var golden strings.Builder
 	for _, limit := range []int{4 << 20, 256 << 10} {
 		var chunks [][]byte
-		c := chunker{limit: limit, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+		c := chunker{limit: limit, buffers: exactBuffers{}, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
 		if err := c.trace(tr); err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +175,7 @@ func TestChunkRandom(t *testing.T) {
 		tr.Spans = k
 		limit := 150 + rng.IntN(5000)
 		var chunks [][]byte
-		c := chunker{limit: limit, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+		c := chunker{limit: limit, buffers: exactBuffers{}, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
 		if err := c.trace(tr); err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +194,7 @@ func TestChunkRandom(t *testing.T) {
 func TestChunkSpanLargerThanLimit(t *testing.T) {
 	tr := bigTrace(t, 16)
 	var chunks [][]byte
-	c := chunker{limit: 200, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+	c := chunker{limit: 200, buffers: exactBuffers{}, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
 	if err := c.trace(tr); err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +212,7 @@ func TestChunkSpanLargerThanLimit(t *testing.T) {
 func TestChunkCutsSpansLargerThanLimit(t *testing.T) {
 	tr := bigTrace(t, 64)
 	var chunks [][]byte
-	c := chunker{limit: 1000, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
+	c := chunker{limit: 1000, buffers: exactBuffers{}, emit: func(b []byte) error { chunks = append(chunks, b); return nil }}
 	if err := c.trace(tr); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -305,9 +306,10 @@ type sender struct {
 	leave func() // gives back the slot this sender took
 }
 
-// rawSender sends encoded chunks on a gRPC stream as they are.
+// rawSender sends encoded chunks on a gRPC stream as they are. gRPC gives
+// each chunk's buffer back to chunkBuffers once it has written it.
 func rawSender(stream grpc.ServerStream) func([]byte) error {
-	return func(b []byte) error { return stream.SendMsg(rawcodec.Message(b)) }
+	return func(b []byte) error { return stream.SendMsg(mem.NewBuffer(&b, chunkBuffers)) }
 }
 
 func (o *sender) send(b []byte) error {

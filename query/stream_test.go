@@ -1,11 +1,13 @@
 package query
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +21,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"cairn/bench"
 	"cairn/internal/grpctest"
+	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -301,4 +305,66 @@ func TestStalledStreamsStayWithinSlots(t *testing.T) {
 		t.Fatalf("%d of %d stalled reads of a 3-message trace were admitted with --query-max-reads=1 (%d handlers returned and gave back their slots with messages still unsent); want 1",
 			n, streams, store.ended.Load())
 	}
+}
+
+// TestConcurrentReadsKeepTheirBytes reads traces of every size at once, over
+// and over: each answer must be byte for byte the one read alone. Chunk
+// buffers go back to a pool once gRPC has written them; one reused too soon
+// would show here as another read's bytes.
+func TestConcurrentReadsKeepTheirBytes(t *testing.T) {
+	pool, err := bench.NewPool(bench.Config{BatchSpans: 1024, LargeTraceEvery: 20, TracesPerSecond: 10_000}, 40_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(t.TempDir(), &storage.Options{RecompressAfter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := range uint64(pool.Requests()) {
+		writeRequest(t, db, pool.Request(nil, seq))
+	}
+	conn := serve(t, db)
+	read := func(id [16]byte) ([]byte, error) {
+		var all []byte
+		_, err := receive(conn, &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: id[:]}}},
+			func(m rawcodec.Message) { all = append(all, m...) })
+		return all, err
+	}
+	var traces []bench.PoolTrace
+	small := 0
+	for _, tr := range pool.Traces() {
+		if tr.Spans > 2000 || small < 40 {
+			traces = append(traces, tr)
+		}
+		if tr.Spans <= 2000 {
+			small++
+		}
+	}
+	want := make([][]byte, len(traces))
+	large := 0
+	for i, tr := range traces {
+		if want[i], err = read(tr.ID); err != nil || len(want[i]) == 0 {
+			t.Fatalf("trace %x alone: %d bytes, %v", tr.ID, len(want[i]), err)
+		}
+		if len(want[i]) > 1<<20 {
+			large++
+		}
+	}
+	if large == 0 {
+		t.Fatal("no trace over a megabyte: the pool's large buffers go untested")
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for k := range 40 {
+				i := (w*7 + k*13) % len(traces)
+				got, err := read(traces[i].ID)
+				if err != nil || !bytes.Equal(got, want[i]) {
+					t.Errorf("trace %x read beside others: %d bytes, %v; alone %d bytes", traces[i].ID, len(got), err, len(want[i]))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -14,7 +14,8 @@ import (
 
 // Message is an encoded protobuf message. A *Message passed to a stream's
 // RecvMsg receives the encoded bytes; a Message passed to SendMsg is sent as
-// is. Every other value must be a proto.Message.
+// is, as is a mem.Buffer, which gRPC frees once it has written it. Every
+// other value must be a proto.Message.
 type Message []byte
 
 // Codec is the codec; install it with ServerOption.
@@ -31,6 +32,8 @@ func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	switch m := v.(type) {
 	case Message:
 		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
+	case mem.Buffer:
+		return mem.BufferSlice{m}, nil
 	case proto.Message:
 		b, err := proto.Marshal(m)
 		if err != nil {
@@ -48,6 +51,8 @@ func Size(v any) (n int, ok bool) {
 	switch m := v.(type) {
 	case Message:
 		return len(m), true
+	case mem.Buffer:
+		return m.Len(), true
 	case proto.Message:
 		return proto.Size(m), true
 	}
