@@ -312,7 +312,7 @@ func TestStalledStreamsStayWithinSlots(t *testing.T) {
 // buffers go back to a pool once gRPC has written them; one reused too soon
 // would show here as another read's bytes.
 func TestConcurrentReadsKeepTheirBytes(t *testing.T) {
-	pool, err := bench.NewPool(bench.Config{BatchSpans: 1024, LargeTraceEvery: 20, TracesPerSecond: 10_000}, 40_000)
+	pool, err := bench.NewPool(bench.Config{BatchSpans: 1024, LargeTraceEvery: 20, TracesPerSecond: 10_000}, 25_000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func TestConcurrentReadsKeepTheirBytes(t *testing.T) {
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
-			for k := range 40 {
+			for k := range 15 {
 				i := (w*7 + k*13) % len(traces)
 				got, err := read(traces[i].ID)
 				if err != nil || !bytes.Equal(got, want[i]) {
