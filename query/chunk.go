@@ -60,7 +60,8 @@ var chunkBuffers = mem.DefaultBufferPool()
 type chunker struct {
 	limit int
 	emit  func([]byte) error
-	// buffers gives each chunk its buffer; nil is chunkBuffers.
+	// buffers gives each chunk its buffer: chunkBuffers, when emit sends
+	// chunks with rawSender.
 	buffers mem.BufferPool
 
 	segs []segment
@@ -207,11 +208,7 @@ func (c *chunker) flush() error {
 	// A buffer of its own each time, which emit owns: gRPC may still be
 	// writing the previous chunk after SendMsg returns, and gives the buffer
 	// back to chunkBuffers once it has (see rawSender).
-	buffers := c.buffers
-	if buffers == nil {
-		buffers = chunkBuffers
-	}
-	b := (*buffers.Get(c.size))[:0]
+	b := (*c.buffers.Get(c.size))[:0]
 	c.resourceRuns(func(segs []segment) {
 		g := segs[0].g
 		b = protowire.AppendTag(b, otlpwire.TracesDataResourceSpans, protowire.BytesType)

@@ -173,8 +173,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		// Which of a version and a pod to suspect is the reader's call: say
 		// when they coincide.
 		if len(a.Aliases) > 0 {
-			x := a.Aliases[0]
-			fmt.Fprintf(&b, ", exactly the traces with %s=%s", x.Key, valueText(x.Value))
+			fmt.Fprintf(&b, ", exactly the traces with %s", a.Aliases[0])
 			switch more := len(a.Aliases) - 1; {
 			case more == 1:
 				b.WriteString(" and 1 other value")
@@ -196,10 +195,13 @@ func (a AttributeScoreJSON) Name() string {
 func (a AttributeScoreJSON) AliasNames() string {
 	names := make([]string, len(a.Aliases))
 	for i, alias := range a.Aliases {
-		names[i] = alias.Key + "=" + valueText(alias.Value)
+		names[i] = alias.String()
 	}
 	return strings.Join(names, ", ")
 }
+
+// String is the alias as key=value.
+func (a AliasJSON) String() string { return a.Key + "=" + valueText(a.Value) }
 
 // valueText writes a value of AnyJSON's as a person reads it: a string as
 // itself, anything else as JSON.

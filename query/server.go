@@ -347,7 +347,7 @@ func (o *sender) close() {
 // nothing. The trace is read a message's worth at a time, so that a huge
 // one is never held whole.
 func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID, tr storage.TimeRange) error {
-	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send}
+	c := chunker{limit: s.opts.MaxMessageBytes, emit: out.send, buffers: chunkBuffers}
 	var sendErr error
 	admit := func(n int) error {
 		sendErr = out.weigh(n)
