@@ -475,8 +475,9 @@ type dataScratch struct {
 	enc    codec.FragmentEncoder
 }
 
-// maxScratchSpans bounds the spans a kept dataScratch has room for, a few
-// MiB, so that one huge trace does not hold its buffers' memory for good.
+// maxScratchSpans bounds the spans a kept dataScratch or asmScratch has
+// room for, a few MiB, so that one huge trace does not hold its buffers'
+// memory for good.
 const maxScratchSpans = 1 << 14
 
 // takeScratch returns a data writer's buffers, kept from an earlier cut if

@@ -45,6 +45,8 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 	}
 
 	pc := piecer{db: db, get: iterGetter(snap.index), id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn}
+	pc.asm.asmScratch = asmScratches.Get().(*asmScratch)
+	defer pc.asm.release()
 	pc.reset()
 	for _, s := range live {
 		g := pc.asm.group(s.group.resID, s.group.scopeID)
@@ -139,7 +141,7 @@ type spanDigest struct{ id, sum uint64 }
 var spanHashSeed = maphash.MakeSeed()
 
 func (pc *piecer) reset() {
-	pc.asm = assembler{groups: map[groupKey]*asmGroup{}}
+	pc.asm.groups = map[groupKey]*asmGroup{}
 	pc.bytes = 0
 }
 

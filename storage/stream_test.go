@@ -22,7 +22,8 @@ import (
 // many blocks, some of whose requests were written twice (retries), piece by
 // piece with random piece sizes, and checks that the pieces hold exactly the
 // spans of Trace, each once, and that a piece size larger than the trace gives
-// Trace's answer itself.
+// Trace's answer itself. The traces read are kept to the end, and must not
+// change as the reads after them reuse the read path's scratch.
 func TestTracePiecesAgainstTrace(t *testing.T) {
 	db, err := Open(t.TempDir(), &Options{BufferBytes: 256 << 10, FlushInterval: 10 * time.Millisecond})
 	if err != nil {
@@ -55,11 +56,13 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	ctx := context.Background()
 	multi, admitted := 0, 0
+	kept := map[*Trace]*Trace{} // each trace read, and a copy of it then
 	for id := range ids {
 		whole, err := db.Trace(ctx, id, TimeRange{})
 		if err != nil || whole == nil {
 			t.Fatalf("trace %x: %v, %v", id, whole, err)
 		}
+		kept[whole] = deepCopy(whole)
 		want := map[string]int{}
 		for _, g := range whole.Groups {
 			for _, s := range g.Spans {
@@ -110,6 +113,11 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 	if multi == 0 || admitted == 0 {
 		t.Fatalf("%d traces came in more than one piece, %d fragments were admitted; want some of each", multi, admitted)
 	}
+	for tr, was := range kept {
+		if !reflect.DeepEqual(tr, was) {
+			t.Fatalf("trace %x changed after it was read", tr.ID)
+		}
+	}
 
 	stop := errors.New("stop")
 	var unknown TraceID
@@ -126,6 +134,22 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 		}
 		break
 	}
+}
+
+// deepCopy copies a trace and every byte it holds.
+func deepCopy(t *Trace) *Trace {
+	c := *t
+	c.Groups = slices.Clone(t.Groups)
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		g.Resource, g.ResourceSchemaURL = bytes.Clone(g.Resource), bytes.Clone(g.ResourceSchemaURL)
+		g.Scope, g.ScopeSchemaURL = bytes.Clone(g.Scope), bytes.Clone(g.ScopeSchemaURL)
+		g.Spans = slices.Clone(g.Spans)
+		for j, s := range g.Spans {
+			g.Spans[j] = bytes.Clone(s)
+		}
+	}
+	return &c
 }
 
 // traceIDs lists the traces of an encoded request's spans.
@@ -149,9 +173,11 @@ func traceIDs(t *testing.T, req []byte) []TraceID {
 // TestOrderSpansAgainstSort checks orderSpans against a comparison sort,
 // for groups below and above the size where it sorts by start with a radix
 // sort, with starts that share their high bytes as a trace's do, and ties
-// on start, and on start and ID, that the bytes decide.
+// on start, and on start and ID, that the bytes decide. The sort's second
+// buffer is carried from one group to the next, as reads keep it.
 func TestOrderSpansAgainstSort(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 9))
+	var spare []orderedSpan
 	for _, n := range []int{0, 1, 2, 255, 256, 257, 3000, 20_000} {
 		for _, spread := range []uint64{1, 4, 1e9} {
 			spans := make([]orderedSpan, n)
@@ -163,7 +189,8 @@ func TestOrderSpansAgainstSort(t *testing.T) {
 			slices.SortFunc(want, func(x, y orderedSpan) int {
 				return cmp.Or(cmp.Compare(x.Start, y.Start), cmp.Compare(x.ID, y.ID), bytes.Compare(x.raw, y.raw))
 			})
-			got := orderSpans(spans)
+			var got []orderedSpan
+			got, spare = orderSpans(spans, spare)
 			for i := range got {
 				if got[i].SpanKey != want[i].SpanKey || !bytes.Equal(got[i].raw, want[i].raw) {
 					t.Fatalf("%d spans over %d ns: span %d is %+v %x, want %+v %x", n, spread, i, got[i].SpanKey, got[i].raw, want[i].SpanKey, want[i].raw)
