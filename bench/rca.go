@@ -24,6 +24,9 @@ type RCAScenario struct {
 	Errors bool
 	// CulpritService and CulpritOperation name the operation at fault.
 	CulpritService, CulpritOperation string
+	// CulpritCaller, if set, says the time is not the culprit's own but
+	// the wait of this service's calls on it outside its spans.
+	CulpritCaller string
 	// AttrService, AttrKey and AttrValue name the attribute the faulty
 	// traces carry; AttrKey is empty if none sets them apart.
 	AttrService, AttrKey, AttrValue string
@@ -110,6 +113,13 @@ func RCAScenarios() []RCAScenario {
 					c.self["Quote"] += 30
 				}
 			}},
+		{Name: "network-delay", Description: "the network to one payment pod adds 30 ms to each call",
+			CulpritService: "payment", CulpritOperation: "Charge", CulpritCaller: "web", AttrService: "payment", AttrKey: "host.name", AttrValue: "payment-1",
+			fault: func(c *checkout, _ *rand.Rand) {
+				if c.pod["payment"] == 1 {
+					c.net["payment"] = 30
+				}
+			}},
 		{Name: "errors-version", Description: "auth 5.0.0 on one pod rejects a third of its requests, which web reports as 500s", Errors: true,
 			CulpritService: "auth", CulpritOperation: "Check", AttrService: "auth", AttrKey: "service.version", AttrValue: "5.0.0",
 			fault: func(c *checkout, rng *rand.Rand) {
@@ -131,6 +141,7 @@ type checkout struct {
 	self       map[string]float64 // operation: its own time, ms
 	fail       map[string]bool    // operation: it failed
 	skew       map[string]float64 // service: how far its clock is off, ms
+	net        map[string]float64 // service: what the network adds to each call to it, ms
 	card       string
 	region     string
 	newPricing bool
@@ -147,7 +158,7 @@ var rcaSelf = map[string]float64{"POST /checkout": 2, "Check": 3, "Get": 2, "GET
 
 func newCheckout(rng *rand.Rand) *checkout {
 	c := &checkout{pod: map[string]int{}, version: map[string]string{}, self: map[string]float64{},
-		fail: map[string]bool{}, skew: map[string]float64{}}
+		fail: map[string]bool{}, skew: map[string]float64{}, net: map[string]float64{}}
 	// In a fixed order, so that a seed gives the same traces.
 	for _, svc := range slices.Sorted(maps.Keys(rcaVersions)) {
 		c.pod[svc] = rng.IntN(3)
@@ -298,7 +309,7 @@ func (sp *spanOf) close(e *emitter) float64 {
 func (sp *spanOf) call(e *emitter, service, name string, body func(*spanOf)) {
 	cl := e.open(sp, sp.service, service+"."+name, tracepb.Span_SPAN_KIND_CLIENT, sp.origin, sp.at,
 		kv("rpc.service", service), kv("server.address", service))
-	cl.work(0.4)
+	cl.work(0.4 + e.c.net[service]/2)
 	srv := e.open(cl, service, name, tracepb.Span_SPAN_KIND_SERVER, sp.origin, cl.at)
 	srv.work(e.c.self[name] / 2)
 	if body != nil {
@@ -306,7 +317,7 @@ func (sp *spanOf) call(e *emitter, service, name string, body func(*spanOf)) {
 	}
 	srv.work(e.c.self[name] / 2)
 	cl.at = srv.close(e)
-	cl.work(0.4)
+	cl.work(0.4 + e.c.net[service]/2)
 	if srv.s.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
 		cl.s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: srv.s.Status.Message}
 		if srv.s.Status.Message != "deadline exceeded" {
@@ -429,7 +440,12 @@ const MinCauseScore = 0.1
 
 // RCAOperation and RCAAttribute are a diagnosis as Evaluate reads it.
 type (
-	RCAOperation struct{ Service, Operation string }
+	RCAOperation struct {
+		Service, Operation string
+		// CallerService is set when the time is the wait of its calls on
+		// the operation outside its spans.
+		CallerService string
+	}
 	RCAAttribute struct {
 		Service, Key, Value string
 		Score               float64
@@ -443,7 +459,7 @@ type (
 func (s RCAScenario) Evaluate(ops []RCAOperation, attrs []RCAAttribute) RCAResult {
 	r := RCAResult{Scenario: s.Name, AttributeRank: -1}
 	for i, o := range ops {
-		if o.Service == s.CulpritService && o.Operation == s.CulpritOperation {
+		if o.Service == s.CulpritService && o.Operation == s.CulpritOperation && o.CallerService == s.CulpritCaller {
 			r.OperationRank = i + 1
 			break
 		}

@@ -12,6 +12,7 @@ import (
 
 	"cairn/bench"
 	"cairn/internal/access"
+	"cairn/query"
 	"cairn/query/analysis"
 	"cairn/query/jaegerpb"
 )
@@ -117,7 +118,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		took := time.Since(began)
 		var ops []bench.RCAOperation
 		for _, c := range out.Operations {
-			ops = append(ops, bench.RCAOperation{Service: c.Service, Operation: c.Operation})
+			ops = append(ops, bench.RCAOperation{Service: c.Service, Operation: c.Operation, CallerService: c.CallerService})
 		}
 		var attrs []bench.RCAAttribute
 		for _, a := range out.Attributes {
@@ -128,7 +129,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 			attrs = append(attrs, ra)
 		}
 		r := s.Evaluate(ops, attrs)
-		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: s.CulpritService + ": " + s.CulpritOperation,
+		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: query.CulpritJSON{Service: s.CulpritService, Operation: s.CulpritOperation, CallerService: s.CulpritCaller}.Name(),
 			OperationRank: r.OperationRank, AttributeRank: r.AttributeRank, FalseAttribute: r.FalseAttribute,
 			WindowTraces: out.Window.Traces, BaselineTraces: out.Baseline.Traces, Seconds: took.Seconds()}
 		if s.Errors {

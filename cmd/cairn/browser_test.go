@@ -440,7 +440,7 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 func TestBrowserDiagnoseAliases(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
-	_, mid, end := writeUpgradedPod(t, s)
+	_, mid, end := writeScenario(t, s, "slow-db-version")
 
 	b := newBrowser(t, s, 1280, 900)
 	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
@@ -464,6 +464,27 @@ func TestBrowserDiagnoseAliases(t *testing.T) {
 	}
 	if shown != want {
 		t.Errorf("%d attributes shown with aliases, the API has %d", shown, want)
+	}
+	b.noConsoleErrors()
+}
+
+// TestBrowserDiagnoseCall diagnoses calls to one payment pod that are slow
+// on the network, and wants the page to name payment's Charge as the call
+// from web, as the API does.
+func TestBrowserDiagnoseCall(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	_, mid, end := writeScenario(t, s, "network-delay")
+
+	b := newBrowser(t, s, 1280, 900)
+	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
+	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, "table.ranked.ops")
+	row := eval[string](b, `document.querySelector('table.ranked.ops tbody tr td:nth-child(2)').textContent`)
+	if want := "payment: Charge (the call from web)"; row != want {
+		t.Errorf("first operation %q, want %q", row, want)
+	}
+	if cause := eval[string](b, `document.querySelector('p.cause').textContent`); !strings.Contains(cause, "the wait of web's calls (payment.Charge) outside its spans") {
+		t.Errorf("cause %q does not say where the time went", cause)
 	}
 	b.noConsoleErrors()
 }

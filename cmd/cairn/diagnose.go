@@ -300,7 +300,7 @@ func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, erro
 		shown := d.Operations[:min(len(d.Operations), tableRows)]
 		width := len("operation")
 		for _, c := range shown {
-			width = max(width, utf8.RuneCountInString(truncate(c.Service+": "+c.Operation, maxNameWidth)))
+			width = max(width, utf8.RuneCountInString(truncate(c.Name(), maxNameWidth)))
 		}
 		fmt.Fprintf(w, "\nOperations, the most likely cause first (%s):\n%8s %12s %12s  %-*s  %s\n", what, "score", "baseline", "window", width, "operation", "exemplars")
 		for i, c := range d.Operations {
@@ -312,7 +312,7 @@ func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, erro
 			if errorsMode {
 				base, win = fmt.Sprintf("%.1f%%", 100**c.BaselineOriginRate), fmt.Sprintf("%.1f%%", 100**c.WindowOriginRate)
 			}
-			name := truncate(c.Service+": "+c.Operation, maxNameWidth)
+			name := truncate(c.Name(), maxNameWidth)
 			fmt.Fprintf(w, "%8.3f %12s %12s  %s%s  %s\n", c.Score, base, win, name, strings.Repeat(" ", width-utf8.RuneCountInString(name)), strings.Join(c.Exemplars, " "))
 		}
 	}

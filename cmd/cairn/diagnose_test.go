@@ -21,7 +21,7 @@ import (
 func TestDiagnoseCommand(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
-	start, mid, end := writeUpgradedPod(t, s)
+	start, mid, end := writeScenario(t, s, "slow-db-version")
 
 	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
 		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
@@ -109,12 +109,53 @@ func TestDiagnoseCommand(t *testing.T) {
 	}
 }
 
-// writeUpgradedPod writes the bench's first fault: a baseline of 200
-// checkouts in [start, mid), then 200 in [mid, end) whose stock query takes
-// 80 ms more on the inventory pod upgraded to 2.9.0.
-func writeUpgradedPod(t *testing.T, s *server) (start, mid, end time.Time) {
+// TestDiagnoseCommandCall writes checkouts whose calls to one payment pod
+// take 30 ms longer on the network, and wants the table and JSON to name
+// payment's Charge as called by web, in its first sentence too, on the
+// server and computed in the CLI alike.
+func TestDiagnoseCommandCall(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	_, mid, end := writeScenario(t, s, "network-delay")
+	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
+		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	var d diagnoseJSON
+	remote := runJSON(t, append(slices.Clone(args), "--format", "json")...)
+	if err := json.Unmarshal([]byte(remote), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Operations) == 0 || d.Operations[0].Name() != "payment: Charge (the call from web)" || d.Operations[0].CallerOperation != "payment.Charge" {
+		t.Fatalf("operations %+v, want payment's Charge called by web's payment.Charge first", d.Operations)
+	}
+	local := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", serveReaderOnly(t, s.queryAddr.String()))...)
+	if local != remote {
+		t.Errorf("diagnosed in the CLI:\n%s\non the server:\n%s", local, remote)
+	}
+
+	var out, errOut bytes.Buffer
+	if err := run(args, &out, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	first, rest, _ := strings.Cut(out.String(), "\n")
+	if want := "payment: Charge (the call from web) is the most likely cause: the wait of web's calls (payment.Charge) outside its spans"; !strings.HasPrefix(first, want) {
+		t.Errorf("first line %q, want it to start %q", first, want)
+	}
+	if !strings.Contains(rest, "  payment: Charge (the call from web)  ") {
+		t.Errorf("the table does not name the call:\n%s", rest)
+	}
+}
+
+// writeScenario writes one of the bench's faults by name: a baseline of 200
+// checkouts in [start, mid), then 200 in [mid, end) with the fault. The
+// first, "slow-db-version", has the stock query take 80 ms more on the
+// inventory pod upgraded to 2.9.0.
+func writeScenario(t *testing.T, s *server, name string) (start, mid, end time.Time) {
 	t.Helper()
-	scenario := bench.RCAScenarios()[0]
+	i := slices.IndexFunc(bench.RCAScenarios(), func(sc bench.RCAScenario) bool { return sc.Name == name })
+	if i < 0 {
+		t.Fatalf("no scenario %q", name)
+	}
+	scenario := bench.RCAScenarios()[i]
 	end = time.Now().Truncate(time.Second)
 	mid = end.Add(-10 * time.Minute)
 	start = mid.Add(-10 * time.Minute)

@@ -372,7 +372,7 @@ func shift(t uint64, offset int64) uint64 {
 	return t - uint64(-offset)
 }
 
-// addOwnTimes adds to own, per operation, the time each placed span spends
+// addOwnTimes adds to own, per op (see opOf), the time each placed span spends
 // on its own, on the path or off it: its interval less what its children's
 // cover. Children come last to end first, so one pass joins their
 // intervals from the right.
@@ -395,7 +395,6 @@ func (tr *tree) addOwnTimes(own map[op]uint64) {
 				from = cn.start
 			}
 		}
-		s := &tr.t.Spans[i]
-		own[op{s.Service, s.Name}] += n.end - n.start - covered
+		own[tr.opOf(int32(i))] += n.end - n.start - covered
 	}
 }

@@ -62,6 +62,14 @@ type WindowStats struct {
 // Culprit is an operation ranked as a cause, with its evidence.
 type Culprit struct {
 	Service, Operation string
+	// CallerService and CallerOperation, diagnosing latency, are set when
+	// the time is not the operation's own but its callers' wait on it
+	// outside its server spans: the client spans of CallerOperation in
+	// CallerService, each counted for the server span under it. That time
+	// is the network's, or a queue's on either side; a delay injected
+	// into the network to one pod shows there, and its pod among the
+	// attributes.
+	CallerService, CallerOperation string
 	// Score, diagnosing latency, is the growth of the operation's mean self
 	// time on the critical path, counted no further than its own time (on
 	// the path or off it) grew, as a part of the growth of the mean
@@ -83,11 +91,60 @@ type facts struct {
 	trace    *Trace
 	duration uint64
 	failed   bool
-	self     []OperationTime // on the critical path
-	origin   op              // of the failure; zero if the operation did not fail
+	self     []opTime // on the critical path
+	origin   op       // of the failure; zero if the operation did not fail
 }
 
-type op struct{ service, name string }
+// op is what time is counted for: an operation's own time, or with a
+// caller, the time its callers' client spans waited on it outside its
+// server spans.
+type op struct {
+	service, name                  string
+	callerService, callerOperation string
+}
+
+type opTime struct {
+	op
+	self uint64
+}
+
+// opOf is what the own time of span i counts for: its operation, or for a
+// client span with a server span under it, that server's operation as
+// called by it. A client span's own time around the server's is the
+// call's time on the wire and in queues, which the caller waits for but
+// does not spend; counted for the caller's operation, a delay in the
+// network to one service named the operation of each of its callers.
+func (tr *tree) opOf(i int32) op {
+	s := &tr.t.Spans[i]
+	if s.Kind == kindClient {
+		for _, c := range tr.nodes[i].children {
+			if callee := &tr.t.Spans[c]; callee.Kind == kindServer {
+				return op{callee.Service, callee.Name, s.Service, s.Name}
+			}
+		}
+	}
+	return op{service: s.Service, name: s.Name}
+}
+
+// selfTimes walks the path from the tree's root, once per tree, and sums
+// its segments per op.
+func (tr *tree) selfTimes() []opTime {
+	if tr.root < 0 {
+		return nil
+	}
+	tr.walk(int32(tr.root), tr.nodes[tr.root].end)
+	var ts []opTime
+	for _, seg := range tr.segments {
+		k := tr.opOf(int32(seg.Span))
+		at := slices.IndexFunc(ts, func(t opTime) bool { return t.op == k })
+		if at < 0 {
+			at = len(ts)
+			ts = append(ts, opTime{op: k})
+		}
+		ts[at].self += seg.End - seg.Start
+	}
+	return ts
+}
 
 // Diagnose explains the regression of opts.Service's opts.Operation from
 // the baseline traces to the window's.
@@ -97,8 +154,10 @@ type op struct{ service, name string }
 // grew, on the path or off it: work that slowed down off the path, beside
 // slower work or in an asynchronous consumer, held nothing up and is not
 // blamed, nor is an operation that joined the path without taking longer
-// itself. Diagnosing errors, they rank by how much more often the failure
-// originates in them (see tree.failureOrigin).
+// itself. A client span's own time around the server span under it is
+// counted for the server's operation, as called from the client's service
+// (see Culprit.CallerService). Diagnosing errors, operations rank by how
+// much more often the failure originates in them (see tree.failureOrigin).
 //
 // Attribute values rank as Correlate ranks them, the slow traces of the
 // window (slower than the baseline's p95) or its failed ones being the
@@ -132,13 +191,13 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 			continue
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
-		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.path().Operations}
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes()}
 		if !o.Errors { // only latency culprits read own times
 			tr.addOwnTimes(own)
 		}
 		if f.failed {
 			s := &t.Spans[tr.failureOrigin()]
-			f.origin = op{s.Service, s.Name}
+			f.origin = op{service: s.Service, name: s.Name}
 		}
 		fs = append(fs, f)
 	}
@@ -246,7 +305,7 @@ func meanSelf(fs []facts) map[op]float64 {
 	m := map[op]float64{}
 	for _, f := range fs {
 		for _, o := range f.self {
-			m[op{o.Service, o.Operation}] += float64(o.Self) / float64(len(fs))
+			m[o.op] += float64(o.self) / float64(len(fs))
 		}
 	}
 	return m
@@ -279,11 +338,12 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 		if grew <= 0 {
 			continue
 		}
-		c := Culprit{Service: k.service, Operation: k.name, Score: grew / growth, Baseline: base, Window: win}
+		c := Culprit{Service: k.service, Operation: k.name, CallerService: k.callerService, CallerOperation: k.callerOperation,
+			Score: grew / growth, Baseline: base, Window: win}
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
 			for _, o := range f.self {
-				if o.Service == k.service && o.Operation == k.name {
-					return float64(o.Self)
+				if o.op == k {
+					return float64(o.self)
 				}
 			}
 			return 0
@@ -325,7 +385,8 @@ func errorCulprits(w, b []facts, exemplars int) []Culprit {
 
 func rank(cs []Culprit) []Culprit {
 	slices.SortFunc(cs, func(a, b Culprit) int {
-		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Operation, b.Operation))
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Operation, b.Operation),
+			cmp.Compare(a.CallerService, b.CallerService), cmp.Compare(a.CallerOperation, b.CallerOperation))
 	})
 	return cs
 }

@@ -19,7 +19,10 @@ import (
 // versions, request attributes and span attributes) and checks that Diagnose names the
 // faulty operation first and the attribute that sets the faulty traces
 // apart among its first three, as `cairn bench --rca` checks for its fixed
-// call graph. Beside the fault, a service's clock may be skewed, the
+// call graph. A quarter of the latency faults in an operation called from
+// another service are in the network to it instead, which the diagnosis
+// must name as that operation called from its caller's service. Beside the
+// fault, a service's clock may be skewed, the
 // window's operations all take up to 5% longer, an asynchronous consumer
 // off the critical path takes six times as long, and one request in a
 // hundred fails at a random place, in both windows.
@@ -80,7 +83,8 @@ type rNode struct {
 	kind        tracepb.Span_SpanKind
 	self        float64 // mean own time, ms
 	calls       []rCall
-	async       bool // a consumer of an event, run after its parent ends
+	async       bool   // a consumer of an event, run after its parent ends
+	caller      *rNode // the operation that calls it
 }
 
 type rCall struct {
@@ -105,6 +109,10 @@ type randomScenario struct {
 	// its CPU is starved, and the diagnosis must name one of them first.
 	wide   bool
 	factor float64
+	// network: the delta is in the network to the culprit, a server
+	// operation, half each way, and the diagnosis must name it as called
+	// by its caller's service.
+	network bool
 	// The fault strikes traces whose cond holds.
 	condKind         string // "pod", "version", "request", "span", "all"
 	condService      string
@@ -165,6 +173,8 @@ func newRandomScenario(seed uint64) *randomScenario {
 	sc.cancels = sc.errors && rng.IntN(2) == 0
 	sc.wide = !sc.errors && rng.IntN(4) == 0
 	sc.factor = 1.5 + 1.5*rng.Float64()
+	// Drawn apart, so that the other draws of a seed stay what they were.
+	sc.network = !sc.errors && !sc.wide && sc.culprit.kind == tracepb.Span_SPAN_KIND_SERVER && rand.New(rand.NewPCG(seed, 0x4e7)).IntN(4) == 0
 	switch rng.IntN(5) {
 	case 0:
 		sc.condKind, sc.condService, sc.condPod = "pod", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
@@ -225,6 +235,7 @@ func (sc *randomScenario) grow(n *rNode, path []string, depth int) {
 		if c.kind != tracepb.Span_SPAN_KIND_SERVER && sc.rng.IntN(4) == 0 {
 			repeat = 2 + sc.rng.IntN(4)
 		}
+		c.caller = n
 		n.calls = append(n.calls, rCall{n: c, parallel: i > 0 && sc.rng.IntN(3) == 0, repeat: repeat})
 	}
 }
@@ -233,6 +244,9 @@ func (sc *randomScenario) String() string {
 	kind := "latency +" + fmt.Sprint(math.Round(sc.delta), " ms")
 	if sc.wide {
 		kind = fmt.Sprintf("every operation of the service ×%.1f, as", sc.factor)
+	}
+	if sc.network {
+		kind = fmt.Sprintf("the network +%.0f ms to", sc.delta)
 	}
 	if sc.errors {
 		kind = fmt.Sprintf("errors %.0f%%", 100*sc.failShare)
@@ -433,7 +447,7 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 	case sc.wide:
 	case n == sc.culprit && sc.errors:
 		fails = m.frng.Float64() < sc.failShare
-	case n == sc.culprit:
+	case n == sc.culprit && !sc.network:
 		self += sc.delta
 	}
 	if m.window && n == sc.slowConsumer {
@@ -465,13 +479,18 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 			var cEnd float64
 			var cFailed bool
 			if c.n.kind == tracepb.Span_SPAN_KIND_SERVER {
-				// The caller's client span, 0.3 ms each way around the callee.
+				// The caller's client span, 0.3 ms each way around the
+				// callee, more when the network to it is at fault.
+				wire := 0.3
+				if m.r.fault && sc.network && c.n == sc.culprit {
+					wire += sc.delta / 2
+				}
 				ci := len(m.t.Spans)
 				cid := spanIDOf(ci)
 				m.t.Spans = append(m.t.Spans, Span{ID: cid, Parent: id, Service: n.service, Name: "call " + c.n.op,
 					Kind: tracepb.Span_SPAN_KIND_CLIENT, Resource: m.resource(n.service)})
-				si, sEnd := m.span(c.n, cid, callStart+0.3)
-				cEnd = sEnd + 0.3
+				si, sEnd := m.span(c.n, cid, callStart+wire)
+				cEnd = sEnd + wire
 				cFailed = m.t.Spans[si].Failed
 				m.t.Spans[ci].Start, m.t.Spans[ci].End = ms(callStart), ms(cEnd)
 				m.t.Spans[ci].Failed = cFailed
@@ -509,8 +528,12 @@ func spanIDOf(i int) SpanID {
 }
 
 func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
+	caller := ""
+	if sc.network {
+		caller = sc.culprit.caller.service
+	}
 	for i, c := range d.Operations {
-		if c.Service == sc.culprit.service && (c.Operation == sc.culprit.op || sc.wide) {
+		if c.Service == sc.culprit.service && (c.Operation == sc.culprit.op || sc.wide) && c.CallerService == caller {
 			op = i + 1
 			break
 		}
@@ -527,7 +550,7 @@ func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
 func describe(d Diagnosis) string {
 	s := fmt.Sprintf("  window %+v baseline %+v\n", d.Window, d.Baseline)
 	for _, c := range d.Operations[:min(4, len(d.Operations))] {
-		s += fmt.Sprintf("  op %s %q score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
+		s += fmt.Sprintf("  op %s %q from %q score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.CallerService, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
 	}
 	for _, a := range d.Attributes[:min(5, len(d.Attributes))] {
 		s += fmt.Sprintf("  attr %s %s=%s score %.3f (%d/%d) aliases %v\n", a.Service, a.Key, valueString(a.Value), a.Score, a.Selected, a.Baseline, a.Aliases)

@@ -232,6 +232,59 @@ func TestDiagnoseBranchTakesOverPath(t *testing.T) {
 	}
 }
 
+// TestDiagnoseNetworkDelay diagnoses calls to one inventory pod that take
+// 40 ms longer on the network, 20 ms each way, while the inventory's own
+// span does not change: the time is the callers' wait outside it, counted
+// for inventory's operation as called by web. A call whose callee sends no
+// spans (a database) stays its caller's operation.
+func TestDiagnoseNetworkDelay(t *testing.T) {
+	trace := func(id int, wire, dbMS float64, host string) *Trace {
+		b := newTrace(id)
+		inv := []*commonpb.KeyValue{kv("host.name", host)}
+		callEnd := 5 + 2*wire + 10
+		end := callEnd + dbMS + 5
+		b.span(1, 0, "web", "POST /checkout", server, 0, end, nil)
+		b.span(2, 1, "web", "GET /stock", client, 5, callEnd, nil)
+		b.span(3, 2, "inventory", "Stock", server, 5+wire, 5+wire+10, inv)
+		b.span(4, 1, "web", "SELECT orders", client, callEnd, callEnd+dbMS, nil)
+		return b.t
+	}
+	var baseline, window, dbWindow []*Trace
+	for i := range 10 {
+		host := fmt.Sprint("pod-", i%2+1)
+		baseline = append(baseline, trace(i, 1, 3, host))
+		wire := 1.0
+		if i%2 == 1 {
+			wire = 21 // pod-2
+		}
+		window = append(window, trace(100+i, wire, 3, host))
+		dbWindow = append(dbWindow, trace(100+i, 1, 23, host))
+	}
+
+	// Baseline 25 ms, window 45 on average: the calls' time outside
+	// Stock went from 2 to 22 ms per trace, all of the growth.
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want the calls to Stock alone", d.Operations)
+	}
+	c := d.Operations[0]
+	if c.Service != "inventory" || c.Operation != "Stock" || c.CallerService != "web" || c.CallerOperation != "GET /stock" ||
+		!near(c.Score, 1) || !near(c.Baseline, 2e6) || !near(c.Window, 22e6) {
+		t.Errorf("culprit %+v, want inventory Stock called by web's GET /stock, score 1, 2 ms to 22 ms", c)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "spod-2") {
+		t.Errorf("attributes %+v, want host.name=pod-2 first", d.Attributes)
+	}
+
+	d = Diagnose(dbWindow, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) != 1 {
+		t.Fatalf("culprits %+v, want SELECT orders alone", d.Operations)
+	}
+	if c := d.Operations[0]; c.Service != "web" || c.Operation != "SELECT orders" || c.CallerService != "" || !near(c.Score, 1) {
+		t.Errorf("culprit %+v, want web's SELECT orders, score 1", c)
+	}
+}
+
 // TestDiagnoseErrorsCancelBeside diagnoses failures of a stock check that
 // cancel the price lookup running beside it: the lookup's database query,
 // deeper in the tree than the check, ends failed 0.6 ms after the check

@@ -192,7 +192,9 @@ function showDiagnosis(d, errors, route) {
       h('td', { class: 'num' }, duration(x.p50_ms * 1e6)), h('td', { class: 'num' }, duration(x.p99_ms * 1e6)), h('td', { class: 'num' }, pct(x.error_rate))))));
   const ops = d.operations.slice(0, 15).map((c) => h('tr', {},
     h('td', { class: 'num' }, c.score.toFixed(3)),
-    h('td', {}, `${c.service}: ${c.operation}`),
+    h('td', {}, `${c.service}: ${c.operation}`,
+      // The callers' wait on it outside its spans: the network, or a queue.
+      c.caller_service ? h('span', { class: 'muted', title: `${c.caller_service}'s client spans ${c.caller_operation} waited for it outside its server spans: the network, or a queue on either side` }, ` (the call from ${c.caller_service})`) : null),
     h('td', { class: 'num' }, errors ? pct(c.baseline_origin_rate) : duration(c.baseline_ms * 1e6)),
     h('td', { class: 'num' }, errors ? pct(c.window_origin_rate) : duration(c.window_ms * 1e6)),
     h('td', { class: 'exemplars' }, c.exemplars.map((id) => h('a', { href: '#/trace/' + id, title: id }, id.slice(0, 8))))));
