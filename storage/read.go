@@ -208,7 +208,7 @@ type assembler struct {
 type asmScratch struct {
 	lists [][]orderedSpan
 	spare []orderedSpan
-	spans int // the capacity of lists and spare, in spans
+	spans int // the capacity of lists, in spans; spare is bounded apart
 }
 
 var asmScratches = sync.Pool{New: func() any { return new(asmScratch) }}
@@ -218,8 +218,9 @@ func (sc *asmScratch) recycle(list []orderedSpan) {
 	if cap(list) == 0 || sc.spans+cap(list) > maxScratchSpans {
 		return
 	}
-	// The spans point into decoded fragments and live buffers.
-	clear(list)
+	// The spans point into decoded fragments and live buffers; a list
+	// the radix sort filled may hold them past its length.
+	clear(list[:cap(list)])
 	sc.lists = append(sc.lists, list[:0])
 	sc.spans += cap(list)
 }
@@ -229,7 +230,7 @@ func (a *assembler) release() {
 	if cap(a.spare) > maxScratchSpans {
 		a.spare = nil
 	}
-	clear(a.spare)
+	clear(a.spare[:cap(a.spare)])
 	a.spare = a.spare[:0]
 	asmScratches.Put(a.asmScratch)
 	a.asmScratch = nil

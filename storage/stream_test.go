@@ -199,3 +199,35 @@ func TestOrderSpansAgainstSort(t *testing.T) {
 		}
 	}
 }
+
+// TestAssemblerScratchKeepsNoSpans assembles groups that the radix sort
+// orders, the larger first, and wants the scratch it keeps for later reads
+// to point at no span, to its capacity: a smaller group sorted in a larger
+// group's buffers leaves the larger's spans past its length.
+func TestAssemblerScratchKeepsNoSpans(t *testing.T) {
+	sc := &asmScratch{}
+	a := assembler{groups: map[groupKey]*asmGroup{}, asmScratch: sc}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for gi, n := range []int{3000, 1000, 300} {
+		g := a.group(dictID{byte(gi)}, dictID{})
+		g.resolved = true
+		for range n {
+			g.spans = append(g.spans, orderedSpan{codec.SpanKey{Start: rng.Uint64N(1e9), ID: rng.Uint64()}, []byte{1}})
+		}
+	}
+	tr, err := a.finish(nil, nil, TraceID{}, 0, nil)
+	if err != nil || tr.Spans != 4300 {
+		t.Fatalf("finish: %v spans, %v", tr, err)
+	}
+	a.release()
+	for i, l := range append(sc.lists, sc.spare) {
+		for j, s := range l[:cap(l)] {
+			if s.raw != nil {
+				t.Fatalf("kept list %d holds a span at %d of %d (length %d)", i, j, cap(l), len(l))
+			}
+		}
+	}
+	if len(sc.lists) == 0 || cap(sc.spare) == 0 {
+		t.Fatalf("%d lists and a spare of %d kept, want both", len(sc.lists), cap(sc.spare))
+	}
+}

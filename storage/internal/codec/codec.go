@@ -463,9 +463,9 @@ type decodeScratch struct {
 
 var decodeScratches = sync.Pool{New: func() any { return new(decodeScratch) }}
 
-// maxScratchSpans bounds the scratch kept for later calls, so that one huge
-// trace's read does not leave its heads in the pool.
-const maxScratchSpans = 1 << 16
+// maxScratchSpans bounds the scratch kept for later calls, 2.4 MiB, so that
+// one huge trace's read does not leave its heads in the pool.
+const maxScratchSpans = 1 << 14
 
 // keep puts the scratch back in the pool with the slices a call grew.
 func (sc *decodeScratch) keep(heads []splitSpan, refs []uint64, lens []int) {
