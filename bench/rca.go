@@ -24,9 +24,9 @@ type RCAScenario struct {
 	Errors bool
 	// CulpritService and CulpritOperation name the operation at fault.
 	CulpritService, CulpritOperation string
-	// CulpritCaller, if set, says the time is not the culprit's own but
-	// the wait of this service's calls on it outside its spans.
-	CulpritCaller string
+	// CulpritCall says the time is not the culprit's own but its callers'
+	// wait on it outside its spans.
+	CulpritCall bool
 	// AttrService, AttrKey and AttrValue name the attribute the faulty
 	// traces carry; AttrKey is empty if none sets them apart.
 	AttrService, AttrKey, AttrValue string
@@ -114,7 +114,7 @@ func RCAScenarios() []RCAScenario {
 				}
 			}},
 		{Name: "network-delay", Description: "the network to one payment pod adds 30 ms to each call",
-			CulpritService: "payment", CulpritOperation: "Charge", CulpritCaller: "web", AttrService: "payment", AttrKey: "host.name", AttrValue: "payment-1",
+			CulpritService: "payment", CulpritOperation: "Charge", CulpritCall: true, AttrService: "payment", AttrKey: "host.name", AttrValue: "payment-1",
 			fault: func(c *checkout, _ *rand.Rand) {
 				if c.pod["payment"] == 1 {
 					c.net["payment"] = 30
@@ -442,9 +442,8 @@ const MinCauseScore = 0.1
 type (
 	RCAOperation struct {
 		Service, Operation string
-		// CallerService is set when the time is the wait of its calls on
-		// the operation outside its spans.
-		CallerService string
+		// Call: the time is its callers' wait on it outside its spans.
+		Call bool
 	}
 	RCAAttribute struct {
 		Service, Key, Value string
@@ -459,7 +458,7 @@ type (
 func (s RCAScenario) Evaluate(ops []RCAOperation, attrs []RCAAttribute) RCAResult {
 	r := RCAResult{Scenario: s.Name, AttributeRank: -1}
 	for i, o := range ops {
-		if o.Service == s.CulpritService && o.Operation == s.CulpritOperation && o.CallerService == s.CulpritCaller {
+		if o.Service == s.CulpritService && o.Operation == s.CulpritOperation && o.Call == s.CulpritCall {
 			r.OperationRank = i + 1
 			break
 		}

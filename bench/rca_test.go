@@ -38,7 +38,7 @@ func TestRCAScenarios(t *testing.T) {
 func diagnosisOf(d analysis.Diagnosis) ([]RCAOperation, []RCAAttribute) {
 	var ops []RCAOperation
 	for _, o := range d.Operations {
-		ops = append(ops, RCAOperation{o.Service, o.Operation, o.CallerService})
+		ops = append(ops, RCAOperation{o.Service, o.Operation, o.Call})
 	}
 	var attrs []RCAAttribute
 	for _, a := range d.Attributes {

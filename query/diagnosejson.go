@@ -48,19 +48,18 @@ type CulpritJSON struct {
 	// the operation.
 	BaselineOriginRate *float64 `json:"baseline_origin_rate,omitempty"`
 	WindowOriginRate   *float64 `json:"window_origin_rate,omitempty"`
-	// Set when the time is the callers' wait on the operation outside its
-	// server spans: the calling service and its client operation.
-	CallerService   string `json:"caller_service,omitempty"`
-	CallerOperation string `json:"caller_operation,omitempty"`
+	// Call: the time is the callers' wait on the operation outside its
+	// server spans.
+	Call bool `json:"call,omitempty"`
 }
 
-// Name is the operation as service: operation, and for the callers' wait
-// on it, which callers.
+// Name is the operation as service: operation, marked when the time is
+// its callers' wait on it.
 func (c CulpritJSON) Name() string {
-	if c.CallerService == "" {
-		return c.Service + ": " + c.Operation
+	if c.Call {
+		return c.Service + ": " + c.Operation + " (calls to it)"
 	}
-	return fmt.Sprintf("%s: %s (the call from %s)", c.Service, c.Operation, c.CallerService)
+	return c.Service + ": " + c.Operation
 }
 
 // AttributeScoreJSON is an attribute ranked as a cause, or a symptom.
@@ -100,7 +99,7 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
 	for _, c := range resp.Operations {
 		cj := CulpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{},
-			CallerService: c.CallerService, CallerOperation: c.CallerOperation}
+			Call: c.Call}
 		if errorsMode {
 			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
 		}
@@ -175,9 +174,9 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	switch {
 	case errorsMode:
 		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
-	case c.CallerService != "":
-		fmt.Fprintf(&b, "the wait of %s's calls (%s) outside its spans, on the network or in a queue on either side, grew on the critical path from %s ms to %s ms per trace",
-			c.CallerService, c.CallerOperation, roundMS(c.BaselineMS), roundMS(c.WindowMS))
+	case c.Call:
+		fmt.Fprintf(&b, "its callers' wait on it outside its spans, on the network or in a queue on either side, grew on the critical path from %s ms to %s ms per trace",
+			roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	default:
 		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	}

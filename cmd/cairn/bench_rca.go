@@ -118,7 +118,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		took := time.Since(began)
 		var ops []bench.RCAOperation
 		for _, c := range out.Operations {
-			ops = append(ops, bench.RCAOperation{Service: c.Service, Operation: c.Operation, CallerService: c.CallerService})
+			ops = append(ops, bench.RCAOperation{Service: c.Service, Operation: c.Operation, Call: c.Call})
 		}
 		var attrs []bench.RCAAttribute
 		for _, a := range out.Attributes {
@@ -129,7 +129,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 			attrs = append(attrs, ra)
 		}
 		r := s.Evaluate(ops, attrs)
-		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: query.CulpritJSON{Service: s.CulpritService, Operation: s.CulpritOperation, CallerService: s.CulpritCaller}.Name(),
+		row := rcaRow{Scenario: s.Name, Description: s.Description, Mode: "latency", Culprit: query.CulpritJSON{Service: s.CulpritService, Operation: s.CulpritOperation, Call: s.CulpritCall}.Name(),
 			OperationRank: r.OperationRank, AttributeRank: r.AttributeRank, FalseAttribute: r.FalseAttribute,
 			WindowTraces: out.Window.Traces, BaselineTraces: out.Baseline.Traces, Seconds: took.Seconds()}
 		if s.Errors {

@@ -469,8 +469,8 @@ func TestBrowserDiagnoseAliases(t *testing.T) {
 }
 
 // TestBrowserDiagnoseCall diagnoses calls to one payment pod that are slow
-// on the network, and wants the page to name payment's Charge as the call
-// from web, as the API does.
+// on the network, and wants the page to name the calls to payment's
+// Charge, as the API does.
 func TestBrowserDiagnoseCall(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
@@ -480,10 +480,10 @@ func TestBrowserDiagnoseCall(t *testing.T) {
 	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
 	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, "table.ranked.ops")
 	row := eval[string](b, `document.querySelector('table.ranked.ops tbody tr td:nth-child(2)').textContent`)
-	if want := "payment: Charge (the call from web)"; row != want {
+	if want := "payment: Charge (calls to it)"; row != want {
 		t.Errorf("first operation %q, want %q", row, want)
 	}
-	if cause := eval[string](b, `document.querySelector('p.cause').textContent`); !strings.Contains(cause, "the wait of web's calls (payment.Charge) outside its spans") {
+	if cause := eval[string](b, `document.querySelector('p.cause').textContent`); !strings.Contains(cause, "its callers' wait on it outside its spans") {
 		t.Errorf("cause %q does not say where the time went", cause)
 	}
 	b.noConsoleErrors()

@@ -111,8 +111,8 @@ func TestDiagnoseCommand(t *testing.T) {
 
 // TestDiagnoseCommandCall writes checkouts whose calls to one payment pod
 // take 30 ms longer on the network, and wants the table and JSON to name
-// payment's Charge as called by web, in its first sentence too, on the
-// server and computed in the CLI alike.
+// the calls to payment's Charge, in its first sentence too, on the server
+// and computed in the CLI alike.
 func TestDiagnoseCommandCall(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
@@ -124,8 +124,8 @@ func TestDiagnoseCommandCall(t *testing.T) {
 	if err := json.Unmarshal([]byte(remote), &d); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Operations) == 0 || d.Operations[0].Name() != "payment: Charge (the call from web)" || d.Operations[0].CallerOperation != "payment.Charge" {
-		t.Fatalf("operations %+v, want payment's Charge called by web's payment.Charge first", d.Operations)
+	if len(d.Operations) == 0 || d.Operations[0].Name() != "payment: Charge (calls to it)" || !d.Operations[0].Call {
+		t.Fatalf("operations %+v, want the calls to payment's Charge first", d.Operations)
 	}
 	local := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", serveReaderOnly(t, s.queryAddr.String()))...)
 	if local != remote {
@@ -137,10 +137,10 @@ func TestDiagnoseCommandCall(t *testing.T) {
 		t.Fatalf("%v: %s", err, errOut.String())
 	}
 	first, rest, _ := strings.Cut(out.String(), "\n")
-	if want := "payment: Charge (the call from web) is the most likely cause: the wait of web's calls (payment.Charge) outside its spans"; !strings.HasPrefix(first, want) {
+	if want := "payment: Charge (calls to it) is the most likely cause: its callers' wait on it outside its spans"; !strings.HasPrefix(first, want) {
 		t.Errorf("first line %q, want it to start %q", first, want)
 	}
-	if !strings.Contains(rest, "  payment: Charge (the call from web)  ") {
+	if !strings.Contains(rest, "  payment: Charge (calls to it)  ") {
 		t.Errorf("the table does not name the call:\n%s", rest)
 	}
 }

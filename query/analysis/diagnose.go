@@ -62,14 +62,13 @@ type WindowStats struct {
 // Culprit is an operation ranked as a cause, with its evidence.
 type Culprit struct {
 	Service, Operation string
-	// CallerService and CallerOperation, diagnosing latency, are set when
-	// the time is not the operation's own but its callers' wait on it
-	// outside its server spans: the client spans of CallerOperation in
-	// CallerService, each counted for the server span under it. That time
-	// is the network's, or a queue's on either side; a delay injected
-	// into the network to one pod shows there, and its pod among the
-	// attributes.
-	CallerService, CallerOperation string
+	// Call, diagnosing latency, says the time is not the operation's own
+	// but its callers' wait on it outside its server spans: the own time
+	// of each client span with one server span of the operation under it,
+	// from any caller. That time is the network's, or a queue's on either
+	// side; a delay in the network to one pod shows there, and the pod
+	// among the attributes.
+	Call bool
 	// Score, diagnosing latency, is the growth of the operation's mean self
 	// time on the critical path, counted no further than its own time (on
 	// the path or off it) grew, as a part of the growth of the mean
@@ -95,12 +94,12 @@ type facts struct {
 	origin   op       // of the failure; zero if the operation did not fail
 }
 
-// op is what time is counted for: an operation's own time, or with a
-// caller, the time its callers' client spans waited on it outside its
-// server spans.
+// op is what time is counted for: an operation's own time, or with call,
+// the time its callers' client spans waited on it outside its server
+// spans.
 type op struct {
-	service, name                  string
-	callerService, callerOperation string
+	service, name string
+	call          bool
 }
 
 type opTime struct {
@@ -109,39 +108,58 @@ type opTime struct {
 }
 
 // opOf is what the own time of span i counts for: its operation, or for a
-// client span with a server span under it, that server's operation as
-// called by it. A client span's own time around the server's is the
-// call's time on the wire and in queues, which the caller waits for but
-// does not spend; counted for the caller's operation, a delay in the
-// network to one service named the operation of each of its callers.
+// client span with one server span under it, the calls to that server's
+// operation. A client span's own time around the server's is the call's
+// time on the wire and in queues, which the caller waits for but does not
+// spend; counted for the client's operation, a delay in the network to
+// one service named the client operation of each of its callers. Several
+// server spans under one client span are attempts of a retry, whose time
+// between them is the client's.
 func (tr *tree) opOf(i int32) op {
 	s := &tr.t.Spans[i]
-	if s.Kind == kindClient {
-		for _, c := range tr.nodes[i].children {
-			if callee := &tr.t.Spans[c]; callee.Kind == kindServer {
-				return op{callee.Service, callee.Name, s.Service, s.Name}
-			}
-		}
+	if s.Kind != kindClient {
+		return op{service: s.Service, name: s.Name}
 	}
-	return op{service: s.Service, name: s.Name}
+	callee := int32(-1)
+	for _, c := range tr.nodes[i].children {
+		if tr.t.Spans[c].Kind != kindServer {
+			continue
+		}
+		if callee >= 0 {
+			return op{service: s.Service, name: s.Name}
+		}
+		callee = c
+	}
+	if callee < 0 {
+		return op{service: s.Service, name: s.Name}
+	}
+	return op{tr.t.Spans[callee].Service, tr.t.Spans[callee].Name, true}
 }
 
 // selfTimes walks the path from the tree's root, once per tree, and sums
-// its segments per op.
-func (tr *tree) selfTimes() []opTime {
+// its segments per op (see opOf), or if plain per span's own operation, as
+// a diagnosis of errors reports self times.
+func (tr *tree) selfTimes(plain bool) []opTime {
 	if tr.root < 0 {
 		return nil
 	}
 	tr.walk(int32(tr.root), tr.nodes[tr.root].end)
 	var ts []opTime
+	at := map[op]int{}
 	for _, seg := range tr.segments {
-		k := tr.opOf(int32(seg.Span))
-		at := slices.IndexFunc(ts, func(t opTime) bool { return t.op == k })
-		if at < 0 {
-			at = len(ts)
+		var k op
+		if s := &tr.t.Spans[seg.Span]; plain {
+			k = op{service: s.Service, name: s.Name}
+		} else {
+			k = tr.opOf(int32(seg.Span))
+		}
+		i, ok := at[k]
+		if !ok {
+			i = len(ts)
+			at[k] = i
 			ts = append(ts, opTime{op: k})
 		}
-		ts[at].self += seg.End - seg.Start
+		ts[i].self += seg.End - seg.Start
 	}
 	return ts
 }
@@ -155,8 +173,8 @@ func (tr *tree) selfTimes() []opTime {
 // slower work or in an asynchronous consumer, held nothing up and is not
 // blamed, nor is an operation that joined the path without taking longer
 // itself. A client span's own time around the server span under it is
-// counted for the server's operation, as called from the client's service
-// (see Culprit.CallerService). Diagnosing errors, operations rank by how
+// counted for the calls to the server's operation (see Culprit.Call).
+// Diagnosing errors, operations rank by how
 // much more often the failure originates in them (see tree.failureOrigin).
 //
 // Attribute values rank as Correlate ranks them, the slow traces of the
@@ -191,7 +209,7 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 			continue
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
-		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes()}
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors)}
 		if !o.Errors { // only latency culprits read own times
 			tr.addOwnTimes(own)
 		}
@@ -338,8 +356,7 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 		if grew <= 0 {
 			continue
 		}
-		c := Culprit{Service: k.service, Operation: k.name, CallerService: k.callerService, CallerOperation: k.callerOperation,
-			Score: grew / growth, Baseline: base, Window: win}
+		c := Culprit{Service: k.service, Operation: k.name, Call: k.call, Score: grew / growth, Baseline: base, Window: win}
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
 			for _, o := range f.self {
 				if o.op == k {
@@ -386,7 +403,7 @@ func errorCulprits(w, b []facts, exemplars int) []Culprit {
 func rank(cs []Culprit) []Culprit {
 	slices.SortFunc(cs, func(a, b Culprit) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Operation, b.Operation),
-			cmp.Compare(a.CallerService, b.CallerService), cmp.Compare(a.CallerOperation, b.CallerOperation))
+			compareBool(a.Call, b.Call))
 	})
 	return cs
 }

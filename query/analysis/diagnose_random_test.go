@@ -21,11 +21,10 @@ import (
 // apart among its first three, as `cairn bench --rca` checks for its fixed
 // call graph. A quarter of the latency faults in an operation called from
 // another service are in the network to it instead, which the diagnosis
-// must name as that operation called from its caller's service. Beside the
-// fault, a service's clock may be skewed, the
-// window's operations all take up to 5% longer, an asynchronous consumer
-// off the critical path takes six times as long, and one request in a
-// hundred fails at a random place, in both windows.
+// must name as the calls to that operation. Beside the fault, a service's
+// clock may be skewed, the window's operations all take up to 5% longer,
+// an asynchronous consumer off the critical path takes six times as long,
+// and one request in a hundred fails at a random place, in both windows.
 //
 // A fault that does not account for most of the window's slowdown (it
 // struck a call beside a longer one, or too few requests) is no scenario:
@@ -83,8 +82,7 @@ type rNode struct {
 	kind        tracepb.Span_SpanKind
 	self        float64 // mean own time, ms
 	calls       []rCall
-	async       bool   // a consumer of an event, run after its parent ends
-	caller      *rNode // the operation that calls it
+	async       bool // a consumer of an event, run after its parent ends
 }
 
 type rCall struct {
@@ -110,8 +108,8 @@ type randomScenario struct {
 	wide   bool
 	factor float64
 	// network: the delta is in the network to the culprit, a server
-	// operation, half each way, and the diagnosis must name it as called
-	// by its caller's service.
+	// operation, half each way, and the diagnosis must name the calls to
+	// it.
 	network bool
 	// The fault strikes traces whose cond holds.
 	condKind         string // "pod", "version", "request", "span", "all"
@@ -235,7 +233,6 @@ func (sc *randomScenario) grow(n *rNode, path []string, depth int) {
 		if c.kind != tracepb.Span_SPAN_KIND_SERVER && sc.rng.IntN(4) == 0 {
 			repeat = 2 + sc.rng.IntN(4)
 		}
-		c.caller = n
 		n.calls = append(n.calls, rCall{n: c, parallel: i > 0 && sc.rng.IntN(3) == 0, repeat: repeat})
 	}
 }
@@ -528,12 +525,8 @@ func spanIDOf(i int) SpanID {
 }
 
 func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
-	caller := ""
-	if sc.network {
-		caller = sc.culprit.caller.service
-	}
 	for i, c := range d.Operations {
-		if c.Service == sc.culprit.service && (c.Operation == sc.culprit.op || sc.wide) && c.CallerService == caller {
+		if c.Service == sc.culprit.service && (c.Operation == sc.culprit.op || sc.wide) && c.Call == sc.network {
 			op = i + 1
 			break
 		}
@@ -550,7 +543,7 @@ func (sc *randomScenario) ranks(d Diagnosis) (op, attr int) {
 func describe(d Diagnosis) string {
 	s := fmt.Sprintf("  window %+v baseline %+v\n", d.Window, d.Baseline)
 	for _, c := range d.Operations[:min(4, len(d.Operations))] {
-		s += fmt.Sprintf("  op %s %q from %q score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.CallerService, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
+		s += fmt.Sprintf("  op %s %q call %v score %.3f base %.2f win %.2f origin %.3f→%.3f\n", c.Service, c.Operation, c.Call, c.Score, c.Baseline/1e6, c.Window/1e6, c.BaselineOrigin, c.WindowOrigin)
 	}
 	for _, a := range d.Attributes[:min(5, len(d.Attributes))] {
 		s += fmt.Sprintf("  attr %s %s=%s score %.3f (%d/%d) aliases %v\n", a.Service, a.Key, valueString(a.Value), a.Score, a.Selected, a.Baseline, a.Aliases)

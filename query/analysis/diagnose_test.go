@@ -233,55 +233,90 @@ func TestDiagnoseBranchTakesOverPath(t *testing.T) {
 }
 
 // TestDiagnoseNetworkDelay diagnoses calls to one inventory pod that take
-// 40 ms longer on the network, 20 ms each way, while the inventory's own
-// span does not change: the time is the callers' wait outside it, counted
-// for inventory's operation as called by web. A call whose callee sends no
-// spans (a database) stays its caller's operation.
+// 40 ms longer on the network, 20 ms each way, from web and from cart,
+// while inventory's own span does not change: the time is the callers'
+// wait outside it, one entry for the calls to inventory's Stock from both.
+// A client span whose time is not a call's keeps it: one with no server
+// span under it (a database), one with two (a retry, whose backoff grew),
+// one with an in-process step under it.
 func TestDiagnoseNetworkDelay(t *testing.T) {
-	trace := func(id int, wire, dbMS float64, host string) *Trace {
+	type shape struct{ wire, backoff, step, db float64 }
+	trace := func(id int, host string, s shape) *Trace {
 		b := newTrace(id)
 		inv := []*commonpb.KeyValue{kv("host.name", host)}
-		callEnd := 5 + 2*wire + 10
-		end := callEnd + dbMS + 5
-		b.span(1, 0, "web", "POST /checkout", server, 0, end, nil)
-		b.span(2, 1, "web", "GET /stock", client, 5, callEnd, nil)
-		b.span(3, 2, "inventory", "Stock", server, 5+wire, 5+wire+10, inv)
-		b.span(4, 1, "web", "SELECT orders", client, callEnd, callEnd+dbMS, nil)
+		// web calls inventory, then cart, which calls inventory too.
+		c1 := 5 + 2*s.wire + 10
+		b.span(2, 1, "web", "GET /stock", client, 5, c1, nil)
+		b.span(3, 2, "inventory", "Stock", server, 5+s.wire, 5+s.wire+10, inv)
+		c2 := c1 + 1 + 2*s.wire + 10
+		b.span(4, 1, "web", "cart.Get", client, c1, c2+1, nil)
+		b.span(5, 4, "cart", "Get", server, c1+0.5, c2+0.5, nil)
+		b.span(6, 5, "cart", "GET /stock", client, c1+1, c2, nil)
+		b.span(7, 6, "inventory", "Stock", server, c1+1+s.wire, c1+1+s.wire+10, inv)
+		// Two attempts at pricing under one client span.
+		r := c2 + 1 + 2 + 5 + s.backoff + 5
+		b.span(8, 1, "web", "pricing.Quote", client, c2+1, r, nil)
+		b.span(9, 8, "pricing", "Quote", server, c2+2, c2+7, nil)
+		b.span(10, 8, "pricing", "Quote", server, r-6, r-1, nil)
+		// A client span around an in-process step, and a database call.
+		e := r + 2 + s.step
+		b.span(11, 1, "web", "encode", client, r, e, nil)
+		b.span(12, 11, "web", "marshal", tracepb.Span_SPAN_KIND_INTERNAL, r+1, r+2, nil)
+		b.span(13, 1, "web", "SELECT orders", client, e, e+s.db, nil)
+		b.span(1, 0, "web", "POST /checkout", server, 0, e+s.db+5, nil)
 		return b.t
 	}
-	var baseline, window, dbWindow []*Trace
+	base := shape{wire: 1, backoff: 2, step: 1, db: 3}
+	var baseline []*Trace
 	for i := range 10 {
-		host := fmt.Sprint("pod-", i%2+1)
-		baseline = append(baseline, trace(i, 1, 3, host))
-		wire := 1.0
-		if i%2 == 1 {
-			wire = 21 // pod-2
+		baseline = append(baseline, trace(i, fmt.Sprint("pod-", i%2+1), base))
+	}
+	window := func(pod2 shape) []*Trace {
+		var w []*Trace
+		for i := range 10 {
+			s := base
+			if i%2 == 1 {
+				s = pod2
+			}
+			w = append(w, trace(100+i, fmt.Sprint("pod-", i%2+1), s))
 		}
-		window = append(window, trace(100+i, wire, 3, host))
-		dbWindow = append(dbWindow, trace(100+i, 1, 23, host))
+		return w
+	}
+	diagnose := func(w []*Trace) Culprit {
+		t.Helper()
+		d := Diagnose(w, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+		if len(d.Operations) != 1 {
+			t.Fatalf("culprits %+v, want one", d.Operations)
+		}
+		return d.Operations[0]
 	}
 
-	// Baseline 25 ms, window 45 on average: the calls' time outside
-	// Stock went from 2 to 22 ms per trace, all of the growth.
-	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	// The network: the calls' time outside Stock went from 4 ms (1 ms each
+	// way, two calls) to 84 ms on half the traces, 44 on average: all of
+	// the 40 ms growth of the mean duration.
+	d := Diagnose(window(shape{wire: 21, backoff: 2, step: 1, db: 3}), baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
 	if len(d.Operations) != 1 {
 		t.Fatalf("culprits %+v, want the calls to Stock alone", d.Operations)
 	}
-	c := d.Operations[0]
-	if c.Service != "inventory" || c.Operation != "Stock" || c.CallerService != "web" || c.CallerOperation != "GET /stock" ||
-		!near(c.Score, 1) || !near(c.Baseline, 2e6) || !near(c.Window, 22e6) {
-		t.Errorf("culprit %+v, want inventory Stock called by web's GET /stock, score 1, 2 ms to 22 ms", c)
+	if c := d.Operations[0]; c.Service != "inventory" || c.Operation != "Stock" || !c.Call || !near(c.Score, 1) || !near(c.Baseline, 4e6) || !near(c.Window, 44e6) {
+		t.Errorf("culprit %+v, want the calls to inventory's Stock, score 1, 4 ms to 44 ms", c)
 	}
 	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "spod-2") {
 		t.Errorf("attributes %+v, want host.name=pod-2 first", d.Attributes)
 	}
 
-	d = Diagnose(dbWindow, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
-	if len(d.Operations) != 1 {
-		t.Fatalf("culprits %+v, want SELECT orders alone", d.Operations)
-	}
-	if c := d.Operations[0]; c.Service != "web" || c.Operation != "SELECT orders" || c.CallerService != "" || !near(c.Score, 1) {
-		t.Errorf("culprit %+v, want web's SELECT orders, score 1", c)
+	for _, c := range []struct {
+		name string
+		s    shape
+		want string
+	}{
+		{"a retry's backoff", shape{wire: 1, backoff: 42, step: 1, db: 3}, "pricing.Quote"},
+		{"an in-process step's wait", shape{wire: 1, backoff: 2, step: 41, db: 3}, "encode"},
+		{"a database", shape{wire: 1, backoff: 2, step: 1, db: 43}, "SELECT orders"},
+	} {
+		if got := diagnose(window(c.s)); got.Service != "web" || got.Operation != c.want || got.Call || !near(got.Score, 1) {
+			t.Errorf("%s: culprit %+v, want web's %s, score 1", c.name, got, c.want)
+		}
 	}
 }
 

@@ -836,14 +836,13 @@ type Culprit struct {
 	// spans that did not pass on a failed child's failure, its ended first.
 	BaselineOriginRate float64 `protobuf:"fixed64,7,opt,name=baseline_origin_rate,json=baselineOriginRate,proto3" json:"baseline_origin_rate,omitempty"`
 	WindowOriginRate   float64 `protobuf:"fixed64,8,opt,name=window_origin_rate,json=windowOriginRate,proto3" json:"window_origin_rate,omitempty"`
-	// Diagnosing latency, set when the time is not the operation's own but
-	// its callers' wait on it outside its server spans (the network, or a
-	// queue on either side): the client operation of the calling service
-	// whose spans waited.
-	CallerService   string `protobuf:"bytes,9,opt,name=caller_service,json=callerService,proto3" json:"caller_service,omitempty"`
-	CallerOperation string `protobuf:"bytes,10,opt,name=caller_operation,json=callerOperation,proto3" json:"caller_operation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Diagnosing latency: the time is not the operation's own but its
+	// callers' wait on it outside its server spans (the network, or a queue
+	// on either side), from the client spans with one of its server spans
+	// under them.
+	Call          bool `protobuf:"varint,9,opt,name=call,proto3" json:"call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Culprit) Reset() {
@@ -932,18 +931,11 @@ func (x *Culprit) GetWindowOriginRate() float64 {
 	return 0
 }
 
-func (x *Culprit) GetCallerService() string {
+func (x *Culprit) GetCall() bool {
 	if x != nil {
-		return x.CallerService
+		return x.Call
 	}
-	return ""
-}
-
-func (x *Culprit) GetCallerOperation() string {
-	if x != nil {
-		return x.CallerOperation
-	}
-	return ""
+	return false
 }
 
 type AttributeScore struct {
@@ -1123,7 +1115,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xe5\x02\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xa7\x02\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
@@ -1133,10 +1125,8 @@ const file_rootcause_proto_rawDesc = "" +
 	"\twindow_ms\x18\x05 \x01(\x01R\bwindowMs\x12\x1c\n" +
 	"\texemplars\x18\x06 \x03(\fR\texemplars\x120\n" +
 	"\x14baseline_origin_rate\x18\a \x01(\x01R\x12baselineOriginRate\x12,\n" +
-	"\x12window_origin_rate\x18\b \x01(\x01R\x10windowOriginRate\x12%\n" +
-	"\x0ecaller_service\x18\t \x01(\tR\rcallerService\x12)\n" +
-	"\x10caller_operation\x18\n" +
-	" \x01(\tR\x0fcallerOperation\"\x9e\x02\n" +
+	"\x12window_origin_rate\x18\b \x01(\x01R\x10windowOriginRate\x12\x12\n" +
+	"\x04call\x18\t \x01(\bR\x04call\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +
