@@ -164,14 +164,22 @@ func peerOf(raw []byte) []byte {
 		if t != otlpwire.StringValue || len(b) == 0 {
 			return
 		}
-		for j := range best {
-			if string(key) == peerAttributes[j] {
-				best, name = j, b
-				return
-			}
+		if j := peerRank(key, best); j < best {
+			best, name = j, b
 		}
 	})
 	return name
+}
+
+// peerRank is the rank of key in peerAttributes if it ranks before best,
+// best otherwise.
+func peerRank(key []byte, best int) int {
+	for j := range best {
+		if string(key) == peerAttributes[j] {
+			return j
+		}
+	}
+	return best
 }
 
 // stored counts the edges of a block once it is stored, for Prometheus.

@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"cairn/internal/otlpwire"
 )
 
 type graphSpan struct {
@@ -300,5 +304,70 @@ func TestPeerIsTheSpansOwn(t *testing.T) {
 	const want = "web->10.0.0.7 virtual=true calls=1; "
 	if live, restarted := graph(false), graph(true); live != want || restarted != want {
 		t.Fatalf("service graph %q in one run, %q across a restart; want %q both ways", live, restarted, want)
+	}
+}
+
+// TestFindPeerMatchesPeerOf checks that ingest, which finds a span's peer
+// among the attributes Parse recorded, names the peer that peerOf finds in
+// the span's bytes (as a span read back after a restart is paired): over
+// random spans of every kind whose own attributes and events' attributes
+// repeat the peer keys with string, empty, bytes and int values.
+func TestFindPeerMatchesPeerOf(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 2))
+	keys := append(slices.Clone(peerAttributes), "http.route", "peer")
+	value := func() *commonpb.AnyValue {
+		switch rng.IntN(5) {
+		case 0:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{}}
+		case 1:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: []byte("bytes")}}
+		case 2:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: 7}}
+		}
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: fmt.Sprint("v", rng.IntN(100))}}
+	}
+	attrs := func() []*commonpb.KeyValue {
+		var kvs []*commonpb.KeyValue
+		for range rng.IntN(5) {
+			kvs = append(kvs, &commonpb.KeyValue{Key: keys[rng.IntN(len(keys))], Value: value()})
+		}
+		return kvs
+	}
+	named := 0
+	for range 200 {
+		var spans []*tracepb.Span
+		for range 20 {
+			s := &tracepb.Span{TraceId: binary.BigEndian.AppendUint64(make([]byte, 8), rng.Uint64()|1),
+				SpanId: binary.BigEndian.AppendUint64(nil, rng.Uint64()|1), Name: "op", Kind: tracepb.Span_SpanKind(rng.IntN(6)),
+				StartTimeUnixNano: 1_700_000_000_000_000_000, EndTimeUnixNano: 1_700_000_000_001_000_000, Attributes: attrs()}
+			for range rng.IntN(3) {
+				s.Events = append(s.Events, &tracepb.Span_Event{Name: "e", Attributes: attrs()})
+			}
+			spans = append(spans, s)
+		}
+		req, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b otlpwire.Batch
+		if err := otlpwire.Parse(req, &b, otlpwire.Window{}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range b.Spans {
+			s := &b.Spans[i]
+			var want []byte
+			if k := spanKind(s.Kind); k == kindClient || k == kindProducer {
+				want = peerOf(s.Raw)
+			}
+			if got := findPeer(s, b.SpanAttrs(s)).Of(s.Raw); !bytes.Equal(got, want) {
+				t.Fatalf("span %x: found peer %q, peerOf %q", s.SpanID, got, want)
+			}
+			if want != nil {
+				named++
+			}
+		}
+	}
+	if named == 0 {
+		t.Fatal("no span named a peer")
 	}
 }

@@ -107,6 +107,8 @@ type Attribute struct {
 	key, b Range
 	Num    uint64
 	Type   ValueType
+	// Event says the attribute is an event's, not the span's own.
+	Event bool
 }
 
 // Key is the attribute's key; raw is its span's Span.Raw.
@@ -114,6 +116,9 @@ func (a *Attribute) Key(raw []byte) []byte { return a.key.Of(raw) }
 
 // B is the attribute's string or bytes value; raw is its span's Span.Raw.
 func (a *Attribute) B(raw []byte) []byte { return a.b.Of(raw) }
+
+// BRange is where B is in the span's bytes.
+func (a *Attribute) BRange() Range { return a.b }
 
 // attribute records an attribute of the span raw.
 func attribute(raw, key []byte, t ValueType, b []byte, num uint64) Attribute {
@@ -428,7 +433,9 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 				return err
 			}
 			Attributes(v, eventAttributes, func(key []byte, t ValueType, bs []byte, num uint64) {
-				b.Attrs = append(b.Attrs, attribute(raw, key, t, bs, num))
+				a := attribute(raw, key, t, bs, num)
+				a.Event = true
+				b.Attrs = append(b.Attrs, a)
 			})
 		case spanLinks:
 			return validateMessage(typ, v, "Span.links", validateLink)
