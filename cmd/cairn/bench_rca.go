@@ -124,7 +124,7 @@ func benchRCA(ctx context.Context, o rcaOptions, jsonOut bool, stdout io.Writer)
 		for _, a := range out.Attributes {
 			ra := bench.RCAAttribute{Service: a.Service, Key: a.Key, Value: fmt.Sprint(a.Value), Score: a.Score}
 			for _, alias := range a.Aliases {
-				ra.Aliases = append(ra.Aliases, alias.Key+"="+fmt.Sprint(alias.Value))
+				ra.Aliases = append(ra.Aliases, alias.String())
 			}
 			attrs = append(attrs, ra)
 		}

@@ -438,13 +438,7 @@ func TestBrowserServicesMapDiagnose(t *testing.T) {
 // version ranks first, and the pod's name and identifiers, on exactly the
 // same traces, are listed under it as its aliases, as the API gives them.
 func TestBrowserDiagnoseAliases(t *testing.T) {
-	s := startTestServer(t, t.TempDir())
-	defer s.shutdown()
-	_, mid, end := writeScenario(t, s, "slow-db-version")
-
-	b := newBrowser(t, s, 1280, 900)
-	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
-	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, "table.ranked.attrs .aliases")
+	s, b, mid, end := openDiagnosis(t, "slow-db-version", "table.ranked.attrs .aliases")
 	var diag diagnoseJSON
 	apiGet(t, s, "/api/v1/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&start="+mid.UTC().Format(time.RFC3339)+
 		"&end="+end.UTC().Format(time.RFC3339)+"&sample=100", &diag)
@@ -472,13 +466,7 @@ func TestBrowserDiagnoseAliases(t *testing.T) {
 // on the network, and wants the page to name the calls to payment's
 // Charge, as the API does.
 func TestBrowserDiagnoseCall(t *testing.T) {
-	s := startTestServer(t, t.TempDir())
-	defer s.shutdown()
-	_, mid, end := writeScenario(t, s, "network-delay")
-
-	b := newBrowser(t, s, 1280, 900)
-	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
-	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, "table.ranked.ops")
+	_, b, _, _ := openDiagnosis(t, "network-delay", "table.ranked.ops")
 	row := eval[string](b, `document.querySelector('table.ranked.ops tbody tr td:nth-child(2)').textContent`)
 	if want := "payment: Charge (calls to it)"; row != want {
 		t.Errorf("first operation %q, want %q", row, want)
@@ -487,6 +475,20 @@ func TestBrowserDiagnoseCall(t *testing.T) {
 		t.Errorf("cause %q does not say where the time went", cause)
 	}
 	b.noConsoleErrors()
+}
+
+// openDiagnosis writes one of the bench's faults (see writeScenario) to a
+// server of its own, stopped when the test ends, and opens the web UI's
+// diagnosis of the fault's window once ready is on the page.
+func openDiagnosis(t *testing.T, scenario, ready string) (s *server, b *browser, mid, end time.Time) {
+	t.Helper()
+	s = startTestServer(t, t.TempDir())
+	t.Cleanup(func() { s.shutdown() })
+	_, mid, end = writeScenario(t, s, scenario)
+	b = newBrowser(t, s, 1280, 900)
+	window := "window_start=" + mid.UTC().Format(time.RFC3339) + "&window_end=" + end.UTC().Format(time.RFC3339)
+	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window, ready)
+	return s, b, mid, end
 }
 
 // writeCycle stores a trace of a root, two spans whose parents are each

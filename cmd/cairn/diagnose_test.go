@@ -23,8 +23,7 @@ func TestDiagnoseCommand(t *testing.T) {
 	defer s.shutdown()
 	start, mid, end := writeScenario(t, s, "slow-db-version")
 
-	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
-		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	args := diagnoseArgs(s, mid, end)
 	var out, errOut bytes.Buffer
 	if err := run(append(args, "--format", "json"), &out, &errOut); err != nil {
 		t.Fatalf("%v: %s", err, errOut.String())
@@ -117,8 +116,7 @@ func TestDiagnoseCommandCall(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
 	_, mid, end := writeScenario(t, s, "network-delay")
-	args := []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
-		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	args := diagnoseArgs(s, mid, end)
 	var d diagnoseJSON
 	remote := runJSON(t, append(slices.Clone(args), "--format", "json")...)
 	if err := json.Unmarshal([]byte(remote), &d); err != nil {
@@ -143,6 +141,13 @@ func TestDiagnoseCommandCall(t *testing.T) {
 	if !strings.Contains(rest, "  payment: Charge (calls to it)  ") {
 		t.Errorf("the table does not name the call:\n%s", rest)
 	}
+}
+
+// diagnoseArgs runs cairn diagnose on the checkouts of [mid, end), as
+// writeScenario writes them, through s.
+func diagnoseArgs(s *server, mid, end time.Time) []string {
+	return []string{"diagnose", "--addr", s.queryAddr.String(), "--service", "web", "--operation", "POST /checkout",
+		"--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
 }
 
 // writeScenario writes one of the bench's faults by name: a baseline of 200

@@ -117,23 +117,28 @@ type opTime struct {
 // between them is the client's.
 func (tr *tree) opOf(i int32) op {
 	s := &tr.t.Spans[i]
-	if s.Kind != kindClient {
-		return op{service: s.Service, name: s.Name}
+	if s.Kind == kindClient {
+		if c := tr.onlyServerChild(i); c >= 0 {
+			return op{tr.t.Spans[c].Service, tr.t.Spans[c].Name, true}
+		}
 	}
-	callee := int32(-1)
+	return op{service: s.Service, name: s.Name}
+}
+
+// onlyServerChild returns the one server span among span i's children, -1
+// if there is none or more than one.
+func (tr *tree) onlyServerChild(i int32) int32 {
+	only := int32(-1)
 	for _, c := range tr.nodes[i].children {
 		if tr.t.Spans[c].Kind != kindServer {
 			continue
 		}
-		if callee >= 0 {
-			return op{service: s.Service, name: s.Name}
+		if only >= 0 {
+			return -1
 		}
-		callee = c
+		only = c
 	}
-	if callee < 0 {
-		return op{service: s.Service, name: s.Name}
-	}
-	return op{tr.t.Spans[callee].Service, tr.t.Spans[callee].Name, true}
+	return only
 }
 
 // selfTimes walks the path from the tree's root, once per tree, and sums
@@ -174,8 +179,8 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // blamed, nor is an operation that joined the path without taking longer
 // itself. A client span's own time around the server span under it is
 // counted for the calls to the server's operation (see Culprit.Call).
-// Diagnosing errors, operations rank by how
-// much more often the failure originates in them (see tree.failureOrigin).
+// Diagnosing errors, operations rank by how much more often the failure
+// originates in them (see tree.failureOrigin).
 //
 // Attribute values rank as Correlate ranks them, the slow traces of the
 // window (slower than the baseline's p95) or its failed ones being the
