@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/sstable/block"
 	"github.com/cockroachdb/pebble/v2/sstable/colblk"
 
+	"cairn/index"
 	"cairn/storage/internal/keys"
 	"cairn/storage/internal/wal"
 )
@@ -416,6 +417,7 @@ var kindNames = map[byte]string{
 	keys.KindGroup:        "resource and scope groups",
 	keys.KindResourceAttr: "the resource-attribute index",
 	keys.KindResourceUse:  "resource uses",
+	keys.KindTraceV6:      "the trace index (format 6)",
 	keys.KindTrace:        "the trace index",
 	keys.KindRows:         "the search index (rows)",
 	keys.KindPostings:     "the search index (postings)",
@@ -455,7 +457,7 @@ func (c *checker) held(d *Damage) string {
 			khi = hi
 		}
 		switch kind {
-		case keys.KindData, keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindAggregate:
+		case keys.KindData, keys.KindTraceV6, keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindAggregate:
 			p1, p2 := partitionIn(klo, 0), partitionIn(khi, ^uint32(0))
 			name += " of partition " + partitionName(p1)
 			if p2 != p1 {
@@ -483,31 +485,43 @@ func partitionIn(k []byte, def uint32) uint32 {
 }
 
 // tracesIn lists the traces whose span data keys lie in [lo, hi), from the
-// trace index.
+// rows records of their blocks, which hold whole trace IDs.
 func (c *checker) tracesIn(lo, hi []byte) []TraceID {
 	idx := c.stores["index"]
 	if idx == nil {
 		return nil
 	}
-	p1, p2 := partitionIn(lo, 0), partitionIn(hi, ^uint32(0))
-	upper := keys.KindEnd(keys.KindTrace)
-	if p2 < ^uint32(0) {
-		upper = keys.PartitionPrefix(keys.KindTrace, p2+1)
+	// Rows keys share the partition and block of the data keys of their
+	// block; the bounds include the blocks of lo and hi, whose rows are
+	// then checked one by one.
+	rowsBound := func(k []byte, def []byte) []byte {
+		if len(k) == 0 || k[0] != keys.KindData {
+			return def
+		}
+		return append(append([]byte{keys.KindRows}, k[1:min(len(k), keys.DataLen-16)]...), 0)
 	}
-	it, err := idx.NewIter(&pebble.IterOptions{LowerBound: keys.PartitionPrefix(keys.KindTrace, p1), UpperBound: upper})
+	lower := []byte{keys.KindRows}
+	if len(lo) > 0 && lo[0] == keys.KindData {
+		lower = append([]byte{keys.KindRows}, lo[1:min(len(lo), keys.DataLen-16)]...)
+	}
+	it, err := idx.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: rowsBound(hi, keys.KindEnd(keys.KindRows))})
 	if err != nil {
 		return nil
 	}
 	defer it.Close()
 	var out []TraceID
 	for ok := it.First(); ok; ok = it.Next() {
-		p, id, b, err := keys.ParseTrace(it.Key())
+		p, b, err := keys.ParseRows(it.Key())
 		if err != nil {
 			continue
 		}
-		if k := keys.Data(p, b, id); bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0 {
-			if len(out) == 0 || out[len(out)-1] != id {
-				out = append(out, id)
+		rows, err := index.DecodeRows(it.Value())
+		if err != nil {
+			continue
+		}
+		for _, r := range rows {
+			if k := keys.Data(p, b, r.TraceID); bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0 {
+				out = append(out, r.TraceID)
 			}
 		}
 	}

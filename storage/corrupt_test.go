@@ -413,7 +413,7 @@ func TestDiskBoundSparesDamagedPartition(t *testing.T) {
 }
 
 func TestDamagedTraceIndex(t *testing.T) {
-	dir, want := damagedStore(t, 12)
+	dir, want := damagedStore(t, 20)
 	file, block := blockOf(t, dir, "index", keys.KindTrace, keys.KindTrace)
 	flipDataBlock(t, file, block)
 

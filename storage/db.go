@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -26,7 +27,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 6
+const FormatVersion = 7
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -79,6 +80,11 @@ type DB struct {
 	// newest block with data in it.
 	partitions map[uint32]uint64
 	closed     bool
+	// v6Traces is one past the newest partition that may hold trace-index
+	// keys of format version 6 (whole trace IDs), which reads of it look
+	// up too; 0 if none does. It is set when the store is upgraded and
+	// never changes.
+	v6Traces uint64
 
 	// lastWrite is when Write was last called with spans, in unix
 	// nanoseconds.
@@ -287,13 +293,18 @@ func (db *DB) recover() error {
 	if err := db.catalog.load(db.idx); err != nil {
 		return err
 	}
+	if err := db.loadV6Traces(version); err != nil {
+		return err
+	}
 	switch version {
 	case 3:
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
-	case 5:
-		// Version 6 only adds aggregates, which blocks cut before have not.
+	case 5, 6:
+		// Version 6 only adds aggregates, which blocks cut before have
+		// not; version 7 keys the trace index by fingerprint, and
+		// loadV6Traces has recorded which partitions have the old keys.
 		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
@@ -410,6 +421,47 @@ func cause(err error) string {
 	}
 	return ""
 }
+
+// v6TraceMeta names the meta key that records, in stores upgraded from
+// format version 6 or older, one past the newest partition that may hold
+// their trace-index keys, as a uvarint.
+const v6TraceMeta = "v6-trace-index"
+
+// loadV6Traces reads which partitions have trace-index keys of format
+// version 6, recording them first if the store is of an older version.
+// Those keys stay until retention drops their partitions, rather than be
+// rewritten at open, which on a large store would hold startup for
+// minutes and fail on any damage they lie in.
+func (db *DB) loadV6Traces(version byte) error {
+	k := keys.Meta(v6TraceMeta)
+	if version < 7 {
+		var end uint64
+		for p := range db.partitions {
+			end = max(end, uint64(p)+1)
+		}
+		if err := db.idx.Set(k, binary.AppendUvarint(nil, end), pebble.Sync); err != nil {
+			return fmt.Errorf("record the partitions of the format 6 trace index: %w", err)
+		}
+	}
+	v, closer, err := db.idx.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the partitions of the format 6 trace index: %w", err)
+	}
+	defer closer.Close()
+	end, n := binary.Uvarint(v)
+	if n != len(v) {
+		return fmt.Errorf("meta %q: %w", v6TraceMeta, codec.ErrCorrupt)
+	}
+	db.v6Traces = end
+	return nil
+}
+
+// v6TraceIndex reports whether partition p may hold trace-index keys of
+// format version 6.
+func (db *DB) v6TraceIndex(p uint32) bool { return uint64(p) < db.v6Traces }
 
 // checkFormat returns the format version of the store, creating a new
 // store at the current one. It refuses versions it cannot read; versions 3

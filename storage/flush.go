@@ -227,10 +227,10 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 
 	// The trace index and search index rows take one light pass; the
 	// search index is then finished while the data is written.
-	traceIndex := map[uint32][]TraceID{} // by partition, ascending
+	traceIndex := map[uint32][]uint64{} // fingerprints by partition
 	segments := map[uint32]*index.SegmentBuilder{}
 	addRow := func(t *liveTrace, p uint32, spans []liveSpan) error {
-		traceIndex[p] = append(traceIndex[p], t.id)
+		traceIndex[p] = append(traceIndex[p], keys.Fingerprint(t.id))
 		seg := segments[p]
 		if seg == nil {
 			seg = new(index.SegmentBuilder)
@@ -613,7 +613,7 @@ func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32, me
 // writeIndex fills the index sstable of a block, in key order: everything
 // but the search index and aggregates.
 // newGroups are the pairs numbered from firstGroup on that Pebble lacks.
-func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]TraceID, groups map[groupKey]*group, uses map[resourceUse]bool, firstGroup uint32, newGroups []groupKey) error {
+func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceIndex map[uint32][]uint64, groups map[groupKey]*group, uses map[resourceUse]bool, firstGroup uint32, newGroups []groupKey) error {
 	rec := codec.BlockRecord{
 		WALSegment: buf.walSegment,
 		Spans:      uint64(buf.spans),
@@ -677,8 +677,10 @@ func (db *DB) writeIndex(iw *sstable.Writer, buf *buffer, parts []uint32, traceI
 		}
 	}
 	for _, p := range parts {
-		for _, id := range traceIndex[p] {
-			if err := iw.Set(keys.Trace(p, id, buf.block), nil); err != nil {
+		fps := traceIndex[p]
+		slices.Sort(fps)
+		for _, fp := range slices.Compact(fps) {
+			if err := iw.Set(keys.TraceKey(p, fp, buf.block), nil); err != nil {
 				return err
 			}
 		}

@@ -96,9 +96,18 @@ const mergeSpaceStep = 16 << 20
 // them; only those fragments are read, through one iterator per block that
 // seeks forward in trace-ID order.
 func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) (err error) {
-	split, err := db.splitTraces(p, lo, hi)
+	split, shared, err := db.splitTraces(p, lo, hi)
 	if err != nil || len(split) == 0 {
 		return err
+	}
+	empty := func(id TraceID, b uint64) {
+		if shared[fingerprintBlock{keys.Fingerprint(id), b}] {
+			return // the key also names another trace's fragment in b
+		}
+		out.emptied = append(out.emptied, keys.Trace(p, id, b))
+		if db.v6TraceIndex(p) {
+			out.emptied = append(out.emptied, keys.TraceV6(p, id, b))
+		}
 	}
 	type cursor struct {
 		it    *pebble.Iterator
@@ -177,7 +186,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 				// An earlier merge took the fragment and stopped, or
 				// failed, before it deleted the key; or cairn repair
 				// dropped it.
-				out.emptied = append(out.emptied, keys.Trace(p, t.id, b))
+				empty(t.id, b)
 			}
 		}
 		if len(at) < 2 || size > mergeMaxBytes {
@@ -207,7 +216,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 			if err != nil {
 				return err
 			}
-			out.emptied = append(out.emptied, keys.Trace(p, t.id, c.block))
+			empty(t.id, c.block)
 			out.removed++
 		}
 		newest := at[len(at)-1]
@@ -228,9 +237,16 @@ type splitTrace struct {
 	blocks []uint64 // ascending
 }
 
+// fingerprintBlock is a trace-index key of a partition: a fingerprint and
+// a block.
+type fingerprintBlock struct{ fp, block uint64 }
+
 // splitTraces lists, by ascending trace ID, the traces that the rows
-// records of blocks lo..hi of partition p name more than once.
-func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
+// records of blocks lo..hi of partition p name more than once. It also
+// returns the trace-index keys of those traces that name another trace's
+// fragment too, which a merge must keep: two traces of a block that share
+// a fingerprint share its key.
+func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, map[fingerprintBlock]bool, error) {
 	type row struct {
 		id    TraceID
 		block uint64
@@ -242,12 +258,12 @@ func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
 			continue // the block has no spans in p
 		}
 		if err != nil {
-			return nil, fmt.Errorf("rows of block %d: %w", b, err)
+			return nil, nil, fmt.Errorf("rows of block %d: %w", b, err)
 		}
 		rs, err := index.DecodeRows(v)
 		closer.Close()
 		if err != nil {
-			return nil, fmt.Errorf("rows of block %d: %w", b, err)
+			return nil, nil, fmt.Errorf("rows of block %d: %w", b, err)
 		}
 		for _, r := range rs {
 			rows = append(rows, row{r.TraceID, b})
@@ -260,6 +276,7 @@ func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
 		return cmp.Compare(a.block, b.block)
 	})
 	var out []splitTrace
+	splitBy := map[uint64]TraceID{} // the split traces by fingerprint
 	for i := 0; i < len(rows); {
 		j := i + 1
 		for j < len(rows) && rows[j].id == rows[i].id {
@@ -271,10 +288,21 @@ func (db *DB) splitTraces(p uint32, lo, hi uint64) ([]splitTrace, error) {
 				t.blocks = append(t.blocks, r.block)
 			}
 			out = append(out, t)
+			splitBy[keys.Fingerprint(t.id)] = t.id
 		}
 		i = j
 	}
-	return out, nil
+	var shared map[fingerprintBlock]bool
+	for _, r := range rows {
+		fp := keys.Fingerprint(r.id)
+		if id, ok := splitBy[fp]; ok && id != r.id {
+			if shared == nil {
+				shared = map[fingerprintBlock]bool{}
+			}
+			shared[fingerprintBlock{fp, r.block}] = true
+		}
+	}
+	return out, shared, nil
 }
 
 // fragmentMerger gathers the spans of a trace's fragments and encodes them

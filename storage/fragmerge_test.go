@@ -61,24 +61,24 @@ func fragments(t *testing.T, db *DB) map[partTrace][]int {
 }
 
 // traceIndex lists the blocks the trace index names for each (partition,
-// trace) pair.
-func traceIndex(t *testing.T, db *DB) map[partTrace][]uint64 {
-	return byTrace(t, db.idx, keys.KindTrace, func(k, _ []byte) (partTrace, uint64, error) {
-		p, id, b, err := keys.ParseTrace(k)
-		return partTrace{p, id}, b, err
+// fingerprint) pair.
+func traceIndex(t *testing.T, db *DB) map[partFP][]uint64 {
+	return byTrace(t, db.idx, keys.KindTrace, func(k, _ []byte) (partFP, uint64, error) {
+		p, fp, b, err := keys.ParseTrace(k)
+		return partFP{p, fp}, b, err
 	})
 }
 
 // byTrace gathers, in key order, what entry makes of each key of a kind in
 // store, by the (partition, trace) pair it names.
-func byTrace[T any](t *testing.T, store *pebble.DB, kind byte, entry func(k, v []byte) (partTrace, T, error)) map[partTrace][]T {
+func byTrace[K comparable, T any](t *testing.T, store *pebble.DB, kind byte, entry func(k, v []byte) (K, T, error)) map[K][]T {
 	t.Helper()
 	it, err := store.NewIter(keys.KindRange(kind))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer it.Close()
-	out := map[partTrace][]T{}
+	out := map[K][]T{}
 	for it.First(); it.Valid(); it.Next() {
 		pt, v, err := entry(it.Key(), it.Value())
 		if err != nil {
@@ -97,18 +97,17 @@ type partTrace struct {
 	id TraceID
 }
 
+type partFP struct {
+	p  uint32
+	fp uint64
+}
+
 // TestRecompressMergesSplitTraces writes every trace's spans in two cuts and
 // checks that recompression leaves one fragment per trace and partition,
 // and that reads and searches, including those whose matching spans were in
 // a fragment merged away, return what they did before.
 func TestRecompressMergesSplitTraces(t *testing.T) {
-	dir := t.TempDir()
-	clk := &clock{t: time.Now()}
-	opts := &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now}
-	db, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, clk, opts, db := openRecompressing(t)
 	want := writeSplit(t, db, 8)
 	checkAll(t, db, want)
 	before := findAll(t, db)
@@ -130,10 +129,13 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 	// The trace index names only blocks that hold a fragment.
 	frags := fragments(t, db)
 	after := traceIndex(t, db)
-	for pt, blocks := range after {
-		if len(blocks) != len(frags[pt]) {
-			t.Errorf("trace %x: the trace index names %d blocks, %d hold a fragment", pt.id, len(blocks), len(frags[pt]))
+	for pt, sizes := range frags {
+		if blocks := after[partFP{pt.p, keys.Fingerprint(pt.id)}]; len(blocks) != len(sizes) {
+			t.Errorf("trace %x: the trace index names %d blocks, %d hold a fragment", pt.id, len(blocks), len(sizes))
 		}
+	}
+	if len(after) != len(frags) {
+		t.Errorf("the trace index names %d traces, %d have fragments", len(after), len(frags))
 	}
 	checkGroupOrder(t, db)
 	checkAll(t, db, want)
@@ -146,7 +148,7 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 	for pt, blocks := range indexBefore {
 		for _, blk := range blocks {
 			if !slices.Contains(after[pt], blk) {
-				if err := b.Set(keys.Trace(pt.p, pt.id, blk), nil, nil); err != nil {
+				if err := b.Set(keys.TraceKey(pt.p, pt.fp, blk), nil, nil); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -179,17 +181,26 @@ func TestRecompressMergesSplitTraces(t *testing.T) {
 	if got := traceIndex(t, db); !reflect.DeepEqual(got, after) {
 		t.Fatal("a second pass left trace index keys of emptied blocks")
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if db, err = Open(dir, opts); err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir, opts)
 	checkAll(t, db, want)
 	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
 		t.Fatalf("searches changed after reopen:\n%v\n%v", before, after)
 	}
+}
+
+// openRecompressing opens a store in a new directory, on a clock the test
+// moves, that recompresses what has been left a minute.
+func openRecompressing(t *testing.T) (string, *clock, *Options, *DB) {
+	t.Helper()
+	dir := t.TempDir()
+	clk := &clock{t: time.Now()}
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return dir, clk, opts, db
 }
 
 // writeSplit writes rounds of four requests, each in two cuts, and returns

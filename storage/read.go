@@ -176,24 +176,40 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 	return t, nil
 }
 
-// fragmentBlocks lists the blocks of partition p that hold a fragment of the
-// trace, skipping those that are still in live buffers.
-func fragmentBlocks(it *pebble.Iterator, p uint32, id TraceID, minBlock uint64) ([]uint64, error) {
-	prefix := keys.TracePrefix(p, id)
+// fragmentBlocks lists the blocks of partition p that may hold a fragment of
+// the trace, skipping those that are still in live buffers. They include
+// the blocks of traces that share its fingerprint, which hold no fragment
+// of it: callers skip a block without one.
+func (db *DB) fragmentBlocks(it *pebble.Iterator, p uint32, id TraceID, minBlock uint64) ([]uint64, error) {
 	var blocks []uint64
-	for ok := it.SeekPrefixGE(prefix); ok; ok = it.Next() {
-		_, _, b, err := keys.ParseTrace(it.Key())
-		if err != nil {
-			return nil, err
+	scan := func(prefix []byte, block func([]byte) (uint64, error)) error {
+		for ok := it.SeekPrefixGE(prefix); ok; ok = it.Next() {
+			b, err := block(it.Key())
+			if err != nil {
+				return err
+			}
+			if b < minBlock {
+				blocks = append(blocks, b)
+			}
 		}
-		if b < minBlock {
-			blocks = append(blocks, b)
+		if err := it.Error(); err != nil {
+			return fmt.Errorf("read trace index: %w", err)
 		}
+		return nil
 	}
-	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("read trace index: %w", err)
+	err := scan(keys.TracePrefix(p, id), func(k []byte) (uint64, error) {
+		_, _, b, err := keys.ParseTrace(k)
+		return b, err
+	})
+	if err == nil && db.v6TraceIndex(p) {
+		err = scan(keys.TraceV6Prefix(p, id), func(k []byte) (uint64, error) {
+			_, _, b, err := keys.ParseTraceV6(k)
+			return b, err
+		})
+		slices.Sort(blocks)
+		blocks = slices.Compact(blocks)
 	}
-	return blocks, nil
+	return blocks, err
 }
 
 type assembler struct {

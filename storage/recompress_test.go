@@ -65,13 +65,7 @@ func findAll(t *testing.T, db *DB) [][]Found {
 // read, and checks that reads during and after it, and after a reopen,
 // return what was written, and that progress is kept.
 func TestRecompressKeepsEverything(t *testing.T) {
-	dir := t.TempDir()
-	clk := &clock{t: time.Now()}
-	opts := &Options{FlushInterval: time.Hour, RecompressAfter: time.Minute, Now: clk.now}
-	db, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, clk, opts, db := openRecompressing(t)
 	want := writeBlocks(t, db, bench.NewGenerator(bench.Config{BatchSpans: 300, LargeTraceEvery: 100}), 40)
 	before := findAll(t, db)
 
@@ -129,15 +123,7 @@ func TestRecompressKeepsEverything(t *testing.T) {
 	if after := findAll(t, db); !reflect.DeepEqual(after, before) {
 		t.Fatalf("searches changed with recompression:\n%v\n%v", before, after)
 	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	db, err = Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db = reopen(t, db, dir, opts)
 	if !reflect.DeepEqual(db.recompressed, newest) {
 		t.Fatalf("after reopen: recompressed %v, want %v", db.recompressed, newest)
 	}

@@ -209,8 +209,11 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 				lost[kind] = true
 			}
 		}
-		if overlaps(span, keys.KindTrace) {
-			n, err := rebuildTraceIndex(spans, b, span)
+		for _, kind := range []byte{keys.KindTrace, keys.KindTraceV6} {
+			if !overlaps(span, kind) {
+				continue
+			}
+			n, err := rebuildTraceIndex(spans, b, span, kind)
 			if err != nil {
 				return err
 			}
@@ -268,14 +271,15 @@ var lostMessages = map[byte]string{
 	keys.KindAggregate: "aggregates: span metrics leave out the spans of the blocks they described",
 }
 
-// rebuildTraceIndex writes the trace-index keys of span that span data
-// names.
-func rebuildTraceIndex(spans *pebble.DB, b *pebble.Batch, span pebble.KeyRange) (int, error) {
+// rebuildTraceIndex writes the trace-index keys that span data names and
+// that the trace index of kind (this version's, or version 6's, whose
+// partitions reads also look up in this version's) had in span.
+func rebuildTraceIndex(spans *pebble.DB, b *pebble.Batch, span pebble.KeyRange, kind byte) (int, error) {
 	lo, hi := uint32(0), ^uint32(0)
-	if span.Start[0] == keys.KindTrace {
+	if span.Start[0] == kind {
 		lo = partitionIn(span.Start, 0)
 	}
-	if span.End[0] == keys.KindTrace {
+	if span.End[0] == kind {
 		hi = partitionIn(span.End, hi)
 	}
 	it, err := spans.NewIter(&pebble.IterOptions{
@@ -295,9 +299,12 @@ func rebuildTraceIndex(spans *pebble.DB, b *pebble.Batch, span pebble.KeyRange) 
 		if p > hi {
 			break
 		}
-		k := keys.Trace(p, id, block)
-		if bytes.Compare(k, span.Start) >= 0 && bytes.Compare(k, span.End) < 0 {
-			if err := b.Set(k, nil, nil); err != nil {
+		had := keys.Trace(p, id, block)
+		if kind == keys.KindTraceV6 {
+			had = keys.TraceV6(p, id, block)
+		}
+		if bytes.Compare(had, span.Start) >= 0 && bytes.Compare(had, span.End) < 0 {
+			if err := b.Set(keys.Trace(p, id, block), nil, nil); err != nil {
 				return n, err
 			}
 			n++

@@ -357,6 +357,9 @@ func (db *DB) survey(p uint32, through uint64, withTraces bool) (blocks int, tra
 		}
 		for _, r := range rows {
 			traces = append(traces, keys.Trace(p, r.TraceID, b))
+			if db.v6TraceIndex(p) {
+				traces = append(traces, keys.TraceV6(p, r.TraceID, b))
+			}
 		}
 	}
 	return blocks, traces, it.Error()
@@ -369,6 +372,9 @@ func (db *DB) deletePartition(p uint32, ranges *[2][][2][]byte) error {
 		return [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)}
 	}
 	ranges[0] = [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings), partition(keys.KindAggregate)}
+	if db.v6TraceIndex(p) {
+		ranges[0] = append(ranges[0], partition(keys.KindTraceV6))
+	}
 	ranges[1] = [][2][]byte{partition(keys.KindData)}
 	if err := commitDeletes(db.idx, ranges[0], [][]byte{keys.Partition(p)}); err != nil {
 		return err

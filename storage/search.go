@@ -749,7 +749,7 @@ func (s *segmentSearch) laterFragment(p uint32, block uint64, id TraceID) (uint6
 		}
 		s.traceIt = it
 	}
-	blocks, err := fragmentBlocks(s.traceIt, p, id, math.MaxUint64)
+	blocks, err := s.db.fragmentBlocks(s.traceIt, p, id, math.MaxUint64)
 	if err != nil {
 		return 0, false, err
 	}

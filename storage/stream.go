@@ -66,11 +66,16 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 		if err := ctx.Err(); err != nil {
 			return pc.found, err
 		}
-		prefix := keys.TracePrefix(p, id)
-		if b := db.damage.overlapping("index", prefix, append(prefix, 0xff)); b != nil {
-			return pc.found, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
+		prefixes := [][]byte{keys.TracePrefix(p, id)}
+		if db.v6TraceIndex(p) {
+			prefixes = append(prefixes, keys.TraceV6Prefix(p, id))
 		}
-		blocks, err := fragmentBlocks(snap.index, p, id, snap.minBlock)
+		for _, prefix := range prefixes {
+			if b := db.damage.overlapping("index", prefix, append(prefix, 0xff)); b != nil {
+				return pc.found, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
+			}
+		}
+		blocks, err := db.fragmentBlocks(snap.index, p, id, snap.minBlock)
 		if err != nil {
 			return pc.found, contain(err, fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 		}

@@ -7,8 +7,14 @@ import (
 
 func TestRoundTrip(t *testing.T) {
 	id := TraceID{1, 2, 3, 15: 9}
-	if p, gotID, b, err := ParseTrace(Trace(7, id, 42)); err != nil || p != 7 || gotID != id || b != 42 {
-		t.Fatalf("ParseTrace(Trace) = %d %x %d %v", p, gotID, b, err)
+	if p, fp, b, err := ParseTrace(Trace(7, id, 42)); err != nil || p != 7 || fp != Fingerprint(id) || b != 42 {
+		t.Fatalf("ParseTrace(Trace) = %d %x %d %v", p, fp, b, err)
+	}
+	if p, gotID, b, err := ParseTraceV6(TraceV6(7, id, 42)); err != nil || p != 7 || gotID != id || b != 42 {
+		t.Fatalf("ParseTraceV6(TraceV6) = %d %x %d %v", p, gotID, b, err)
+	}
+	if !bytes.HasPrefix(Trace(7, id, 42), TracePrefix(7, id)) || !bytes.HasPrefix(TraceV6(7, id, 42), TraceV6Prefix(7, id)) {
+		t.Fatal("a trace prefix is not the prefix of its keys")
 	}
 	if p, b, gotID, err := ParseData(Data(7, 42, id)); err != nil || p != 7 || gotID != id || b != 42 {
 		t.Fatalf("ParseData(Data) = %d %d %x %v", p, b, gotID, err)
@@ -58,6 +64,9 @@ func TestOrder(t *testing.T) {
 	if n := Comparer.Split(Trace(1, id, 9)); n != TracePrefixLen {
 		t.Fatalf("Split(trace key) = %d", n)
 	}
+	if n := Comparer.Split(TraceV6(1, id, 9)); n != TraceV6Len-8 {
+		t.Fatalf("Split(format 6 trace key) = %d", n)
+	}
 	if k := Data(1, 2, id); Comparer.Split(k) != len(k) {
 		t.Fatal("data keys have no suffix")
 	}
@@ -65,6 +74,7 @@ func TestOrder(t *testing.T) {
 
 func FuzzKeys(f *testing.F) {
 	f.Add(Trace(1, TraceID{3}, 4))
+	f.Add(TraceV6(1, TraceID{3}, 4))
 	f.Add(Data(1, 2, TraceID{3}))
 	f.Add(Block(5))
 	f.Add(Partition(6))
@@ -83,8 +93,11 @@ func FuzzKeys(f *testing.F) {
 			t.Fatalf("Split = %d for %d-byte key", n, len(k))
 		}
 		_ = Comparer.FormatKey(k)
-		if p, id, b, err := ParseTrace(k); err == nil && !bytes.Equal(Trace(p, id, b), k) {
+		if p, fp, b, err := ParseTrace(k); err == nil && !bytes.Equal(TraceKey(p, fp, b), k) {
 			t.Fatalf("trace key %x does not round-trip", k)
+		}
+		if p, id, b, err := ParseTraceV6(k); err == nil && !bytes.Equal(TraceV6(p, id, b), k) {
+			t.Fatalf("format 6 trace key %x does not round-trip", k)
 		}
 		if p, b, id, err := ParseData(k); err == nil && !bytes.Equal(Data(p, b, id), k) {
 			t.Fatalf("data key %x does not round-trip", k)
