@@ -633,7 +633,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	})
 
 	db.lockForWrite()
-	for db.live.bytes >= db.opts.BufferBytes && db.frozen != nil && !db.closed {
+	for db.live.size() >= db.opts.BufferBytes && db.frozen != nil && !db.closed {
 		if db.cutErr != nil {
 			// Waiting would only run into the client's deadline.
 			err := db.cutErr
@@ -663,7 +663,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	buf := db.live
 	db.account(buf, req, batch, prep)
 	buf.writers.Add(1) // a cut of buf waits for the insert
-	full := buf.bytes >= db.opts.BufferBytes
+	full := buf.size() >= db.opts.BufferBytes
 	db.mu.Unlock()
 	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
 	buf.writers.Done()

@@ -258,7 +258,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}
 	// A cut that leaves a processor to reads finishes the search index
 	// first rather than beside the data writers.
-	full := buf.bytes >= db.opts.BufferBytes
+	full := buf.size() >= db.opts.BufferBytes
 	if full {
 		go finishIndex()
 	} else {

@@ -81,7 +81,7 @@ func newMetrics(db *DB) *metrics {
 			Help: "Times Pebble found data failing its checksums, in reads and compactions, by store; each failed the read or compaction, not the process.",
 		}, store),
 		liveBytes: prometheus.NewDesc("cairn_storage_live_buffer_bytes",
-			"Encoded request bytes held in the live buffers, the one filling and the one being cut.", nil, nil),
+			"Memory held in the live buffers, the one filling and the one being cut: their requests' encoded bytes and their spans' and traces' in-memory form.", nil, nil),
 		liveSpans: prometheus.NewDesc("cairn_storage_live_buffer_spans",
 			"Spans held in the live buffers.", nil, nil),
 		diskBytes: prometheus.NewDesc("cairn_storage_disk_bytes",
@@ -153,9 +153,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		db.mu.Unlock()
 		return
 	}
-	liveBytes, liveSpans := db.live.bytes, db.live.spans
+	liveBytes, liveSpans := db.live.size(), db.live.spans
 	if db.frozen != nil {
-		liveBytes += db.frozen.bytes
+		liveBytes += db.frozen.size()
 		liveSpans += db.frozen.spans
 	}
 	partitions := len(db.partitions)

@@ -13,11 +13,14 @@ import (
 // Options configures a DB. The zero value is valid: EnsureDefaults fills in
 // every field left zero.
 type Options struct {
-	// BufferBytes bounds the encoded requests held in the live buffer before
-	// it is cut into a block. While one cut is being written and the next
-	// buffer is full, writers wait: this is cairn's backpressure.
+	// BufferBytes bounds the memory the live buffer holds before it is cut
+	// into a block: its requests' encoded bytes and its spans' and traces'
+	// in-memory form, which for traces of a few spans is more than the
+	// requests. While one cut is being written and the next buffer is
+	// full, writers wait: this is cairn's backpressure.
 	//
-	// The default is 64 MiB.
+	// The default is 96 MiB, about 64 MiB of requests of the bench's
+	// workload and 30 of two-span traces.
 	BufferBytes int
 
 	// FlushInterval is the longest a span stays in the live buffer (and
@@ -51,7 +54,7 @@ type Options struct {
 	// block first, so that no span is dropped while an older one is kept,
 	// and the current hour is dropped from if it is all there is. The newest
 	// block is never dropped. The store thus stays within MaxDiskBytes plus
-	// about one cut's worth (the newest block and the write-ahead log up to
+	// about one cut's worth (the newest block and the write-ahead log, under
 	// BufferBytes of requests, compressed), once the second's check has run;
 	// a trace whose spans were cut into a dropped and a kept block keeps the
 	// latter, as at the retention horizon. Each drop is logged and counted.
@@ -157,7 +160,7 @@ func (o *Options) EnsureDefaults() Options {
 		c = *o
 	}
 	if c.BufferBytes <= 0 {
-		c.BufferBytes = 64 << 20
+		c.BufferBytes = 96 << 20
 	}
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 10 * time.Second

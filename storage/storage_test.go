@@ -765,3 +765,50 @@ func TestFileModes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBufferCountsItsHeap writes two-span traces, whose in-memory form
+// takes more than their requests: the buffer counts it, and is cut once
+// requests and heap together reach BufferBytes, with a fraction of that
+// in requests.
+func TestBufferCountsItsHeap(t *testing.T) {
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, BufferBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := uint64(time.Now().UnixNano())
+	var id uint32
+	request := func() []byte {
+		ss := &tracepb.ScopeSpans{}
+		for range 512 {
+			id++
+			tid := []byte{0: 1, 12: byte(id >> 24), 13: byte(id >> 16), 14: byte(id >> 8), 15: byte(id)}
+			parent := []byte{7: 1}
+			ss.Spans = append(ss.Spans,
+				&tracepb.Span{TraceId: tid, SpanId: parent, Name: "lets-go", StartTimeUnixNano: start, EndTimeUnixNano: start + 2000},
+				&tracepb.Span{TraceId: tid, SpanId: []byte{7: 2}, ParentSpanId: parent, Name: "okey-dokey", StartTimeUnixNano: start + 50, EndTimeUnixNano: start + 1000})
+		}
+		raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "gen"}}}}},
+			ScopeSpans: []*tracepb.ScopeSpans{ss},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	write(t, db, request())
+	db.mu.Lock()
+	bytes, heap, spans := db.live.bytes, int(db.live.heap.Load()), db.live.spans
+	db.mu.Unlock()
+	if min := spans*liveSpanSize + spans/2*newTraceSize; heap < min || heap < 2*bytes {
+		t.Fatalf("%d spans in %d request bytes counted %d bytes of heap, want at least %d and twice the requests", spans, bytes, heap, min)
+	}
+	for range 3 {
+		write(t, db, request())
+	}
+	waitFor(t, "a cut", func() bool {
+		block, _, err := db.lastBlock()
+		return err == nil && block > 0
+	})
+}
