@@ -494,17 +494,17 @@ func (c *checker) tracesIn(lo, hi []byte) []TraceID {
 	// Rows keys share the partition and block of the data keys of their
 	// block; the bounds include the blocks of lo and hi, whose rows are
 	// then checked one by one.
-	rowsBound := func(k []byte, def []byte) []byte {
-		if len(k) == 0 || k[0] != keys.KindData {
-			return def
-		}
-		return append(append([]byte{keys.KindRows}, k[1:min(len(k), keys.DataLen-16)]...), 0)
+	rowsKey := func(data []byte) []byte {
+		return append([]byte{keys.KindRows}, data[1:min(len(data), keys.DataLen-16)]...)
 	}
-	lower := []byte{keys.KindRows}
-	if len(lo) > 0 && lo[0] == keys.KindData {
-		lower = append([]byte{keys.KindRows}, lo[1:min(len(lo), keys.DataLen-16)]...)
+	lower, upper := []byte{keys.KindRows}, keys.KindEnd(keys.KindRows)
+	if keys.HasKind(lo, keys.KindData) {
+		lower = rowsKey(lo)
 	}
-	it, err := idx.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: rowsBound(hi, keys.KindEnd(keys.KindRows))})
+	if keys.HasKind(hi, keys.KindData) {
+		upper = append(rowsKey(hi), 0)
+	}
+	it, err := idx.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil
 	}

@@ -442,6 +442,8 @@ func (db *DB) loadV6Traces(version byte) error {
 		if err := db.idx.Set(k, binary.AppendUvarint(nil, end), pebble.Sync); err != nil {
 			return fmt.Errorf("record the partitions of the format 6 trace index: %w", err)
 		}
+		db.v6Traces = end
+		return nil
 	}
 	v, closer, err := db.idx.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -462,6 +464,26 @@ func (db *DB) loadV6Traces(version byte) error {
 // v6TraceIndex reports whether partition p may hold trace-index keys of
 // format version 6.
 func (db *DB) v6TraceIndex(p uint32) bool { return uint64(p) < db.v6Traces }
+
+// tracePrefixes are the prefixes of the trace-index keys that may name the
+// blocks of trace id in partition p: this version's, and version 6's in a
+// partition that may have them.
+func (db *DB) tracePrefixes(p uint32, id TraceID) [][]byte {
+	if db.v6TraceIndex(p) {
+		return [][]byte{keys.TracePrefix(p, id), keys.TraceV6Prefix(p, id)}
+	}
+	return [][]byte{keys.TracePrefix(p, id)}
+}
+
+// appendTraceKeys appends to dst the trace-index keys that may name block
+// b for trace id in partition p, as tracePrefixes their prefixes.
+func (db *DB) appendTraceKeys(dst [][]byte, p uint32, id TraceID, b uint64) [][]byte {
+	dst = append(dst, keys.Trace(p, id, b))
+	if db.v6TraceIndex(p) {
+		dst = append(dst, keys.TraceV6(p, id, b))
+	}
+	return dst
+}
 
 // checkFormat returns the format version of the store, creating a new
 // store at the current one. It refuses versions it cannot read; versions 3

@@ -104,10 +104,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		if shared[fingerprintBlock{keys.Fingerprint(id), b}] {
 			return // the key also names another trace's fragment in b
 		}
-		out.emptied = append(out.emptied, keys.Trace(p, id, b))
-		if db.v6TraceIndex(p) {
-			out.emptied = append(out.emptied, keys.TraceV6(p, id, b))
-		}
+		out.emptied = db.appendTraceKeys(out.emptied, p, id, b)
 	}
 	type cursor struct {
 		it    *pebble.Iterator

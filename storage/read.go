@@ -182,34 +182,26 @@ func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, erro
 // of it: callers skip a block without one.
 func (db *DB) fragmentBlocks(it *pebble.Iterator, p uint32, id TraceID, minBlock uint64) ([]uint64, error) {
 	var blocks []uint64
-	scan := func(prefix []byte, block func([]byte) (uint64, error)) error {
+	prefixes := db.tracePrefixes(p, id)
+	for _, prefix := range prefixes {
 		for ok := it.SeekPrefixGE(prefix); ok; ok = it.Next() {
-			b, err := block(it.Key())
+			b, err := keys.TraceBlock(it.Key())
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if b < minBlock {
 				blocks = append(blocks, b)
 			}
 		}
 		if err := it.Error(); err != nil {
-			return fmt.Errorf("read trace index: %w", err)
+			return nil, fmt.Errorf("read trace index: %w", err)
 		}
-		return nil
 	}
-	err := scan(keys.TracePrefix(p, id), func(k []byte) (uint64, error) {
-		_, _, b, err := keys.ParseTrace(k)
-		return b, err
-	})
-	if err == nil && db.v6TraceIndex(p) {
-		err = scan(keys.TraceV6Prefix(p, id), func(k []byte) (uint64, error) {
-			_, _, b, err := keys.ParseTraceV6(k)
-			return b, err
-		})
+	if len(prefixes) > 1 {
 		slices.Sort(blocks)
 		blocks = slices.Compact(blocks)
 	}
-	return blocks, err
+	return blocks, nil
 }
 
 type assembler struct {

@@ -356,10 +356,7 @@ func (db *DB) survey(p uint32, through uint64, withTraces bool) (blocks int, tra
 			return 0, nil, fmt.Errorf("rows of block %d: %w", b, err)
 		}
 		for _, r := range rows {
-			traces = append(traces, keys.Trace(p, r.TraceID, b))
-			if db.v6TraceIndex(p) {
-				traces = append(traces, keys.TraceV6(p, r.TraceID, b))
-			}
+			traces = db.appendTraceKeys(traces, p, r.TraceID, b)
 		}
 	}
 	return blocks, traces, it.Error()

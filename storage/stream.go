@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"cairn/storage/internal/codec"
-	"cairn/storage/internal/keys"
 )
 
 // TracePieces reads the trace with the given ID as Trace does, but hands it
@@ -66,11 +65,7 @@ func (db *DB) TracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 		if err := ctx.Err(); err != nil {
 			return pc.found, err
 		}
-		prefixes := [][]byte{keys.TracePrefix(p, id)}
-		if db.v6TraceIndex(p) {
-			prefixes = append(prefixes, keys.TraceV6Prefix(p, id))
-		}
-		for _, prefix := range prefixes {
+		for _, prefix := range db.tracePrefixes(p, id) {
 			if b := db.damage.overlapping("index", prefix, append(prefix, 0xff)); b != nil {
 				return pc.found, b.err(fmt.Sprintf("trace %x (its index in partition %s)", id, partitionName(p)))
 			}

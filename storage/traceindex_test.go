@@ -89,6 +89,8 @@ func TestUpgradeFromFormat6(t *testing.T) {
 	} else {
 		closer.Close()
 	}
+	// The partitions recorded at the upgrade are read back at the next open.
+	db = reopen(t, db, dir, opts)
 	p := onlyPartition(t, db)
 	if !db.v6TraceIndex(p) || db.v6TraceIndex(p+1) {
 		t.Fatalf("format 6 trace index through %d, want partition %d", db.v6Traces, p)

@@ -252,6 +252,16 @@ func ParseTrace(k []byte) (p uint32, fp, block uint64, err error) {
 	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), binary.BigEndian.Uint64(k[13:]), nil
 }
 
+// TraceBlock is the block that a trace-index key of this version or of
+// version 6 names: both end with it.
+func TraceBlock(k []byte) (uint64, error) {
+	if _, _, b, err := ParseTrace(k); err == nil {
+		return b, nil
+	}
+	_, _, b, err := ParseTraceV6(k)
+	return b, err
+}
+
 // TraceV6Prefix is the prefix of the trace-index keys of format version 6
 // or older of a trace in a partition.
 func TraceV6Prefix(p uint32, id TraceID) []byte {

@@ -13,6 +13,14 @@ func TestRoundTrip(t *testing.T) {
 	if p, gotID, b, err := ParseTraceV6(TraceV6(7, id, 42)); err != nil || p != 7 || gotID != id || b != 42 {
 		t.Fatalf("ParseTraceV6(TraceV6) = %d %x %d %v", p, gotID, b, err)
 	}
+	for _, k := range [][]byte{Trace(7, id, 42), TraceV6(7, id, 42)} {
+		if b, err := TraceBlock(k); err != nil || b != 42 {
+			t.Fatalf("TraceBlock(%x) = %d %v", k, b, err)
+		}
+	}
+	if _, err := TraceBlock(Data(7, 42, id)); err == nil {
+		t.Fatal("TraceBlock took a data key")
+	}
 	if !bytes.HasPrefix(Trace(7, id, 42), TracePrefix(7, id)) || !bytes.HasPrefix(TraceV6(7, id, 42), TraceV6Prefix(7, id)) {
 		t.Fatal("a trace prefix is not the prefix of its keys")
 	}
