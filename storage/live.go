@@ -261,7 +261,7 @@ type buffer struct {
 	// it is more than the requests (about 330 bytes a span of two-span
 	// traces, against 140 of request): a buffer cut at 64 MiB of requests
 	// alone held 545k such spans, whose collection took half the CPU
-	// (65k-96k spans/s; 172k-262k once counted).
+	// (65k-96k spans/s; 193k-287k once counted).
 	heap atomic.Int64
 
 	// writers counts the writers accounted for under DB.mu that are still
