@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -40,33 +41,79 @@ func BenchmarkPrepare(b *testing.B) {
 	})
 }
 
-// BenchmarkInsert measures adding prepared requests to a live buffer, a
-// buffer's worth (about 64k spans) at a time.
+// BenchmarkInsert measures adding prepared requests to a live buffer, 64
+// requests of 1,024 spans at a time: the bench workload, whose traces have
+// dozens of spans, and traces of two spans, where inserts cost per trace.
 func BenchmarkInsert(b *testing.B) {
 	gen := bench.NewGenerator(bench.Config{BatchSpans: 1024})
+	workloads := []struct {
+		name string
+		next func(i int) []byte
+	}{
+		{"shop", func(int) []byte { return gen.Next().Bytes }},
+		{"two-span", func(i int) []byte { return twoSpanRequest(b, i, 512) }},
+	}
 	resources := newResourceIndex()
-	type request struct {
-		batch *otlpwire.Batch
-		prep  *prepared
-	}
-	var reqs []request
-	for range 64 {
-		var batch otlpwire.Batch
-		if err := otlpwire.Parse(gen.Next().Bytes, &batch, otlpwire.Window{}); err != nil {
-			b.Fatal(err)
+	for _, w := range workloads {
+		type request struct {
+			batch *otlpwire.Batch
+			prep  *prepared
 		}
-		reqs = append(reqs, request{&batch, prepare(&batch, resources)})
-	}
-	b.Run("batch=1024", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			buf := newBuffer(1)
-			for _, r := range reqs {
-				buf.insert(r.batch, r.prep)
+		var reqs []request
+		spans := 0
+		for i := range 64 {
+			var batch otlpwire.Batch
+			if err := otlpwire.Parse(w.next(i), &batch, otlpwire.Window{}); err != nil {
+				b.Fatal(err)
 			}
+			spans += len(batch.Spans)
+			reqs = append(reqs, request{&batch, prepare(&batch, resources)})
 		}
-		b.ReportMetric(float64(b.N)*float64(len(reqs))*1024/b.Elapsed().Seconds(), "spans/s")
-	})
+		b.Run("workload="+w.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				buf := newBuffer(1)
+				for _, r := range reqs {
+					buf.insert(r.batch, r.prep)
+				}
+			}
+			b.ReportMetric(float64(b.N)*float64(spans)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// twoSpanRequest encodes request seq: traces of a server span and its
+// client child, of one service, with random IDs, as load generators make
+// them.
+func twoSpanRequest(b *testing.B, seq, traces int) []byte {
+	rng := rand.New(rand.NewPCG(uint64(seq), 1))
+	t0 := uint64(time.Now().Add(-time.Minute).UnixNano())
+	str := func(k, v string) *commonpb.KeyValue {
+		return &commonpb.KeyValue{Key: k, Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}}
+	}
+	ss := &tracepb.ScopeSpans{}
+	for i := range traces {
+		tid := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, rng.Uint64()), rng.Uint64())
+		parent := binary.BigEndian.AppendUint64(nil, rng.Uint64())
+		start := t0 + uint64(seq*traces+i)*1000
+		ss.Spans = append(ss.Spans,
+			&tracepb.Span{TraceId: tid, SpanId: parent, Name: "lets-go", Kind: tracepb.Span_SPAN_KIND_SERVER,
+				StartTimeUnixNano: start, EndTimeUnixNano: start + 123_000,
+				Attributes: []*commonpb.KeyValue{str("net.peer.ip", "1.2.3.4"), str("peer.service", "telemetrygen-client")}},
+			&tracepb.Span{TraceId: tid, SpanId: binary.BigEndian.AppendUint64(nil, rng.Uint64()), ParentSpanId: parent,
+				Name: "okey-dokey", Kind: tracepb.Span_SPAN_KIND_CLIENT,
+				StartTimeUnixNano: start + 1_000, EndTimeUnixNano: start + 120_000,
+				Attributes: []*commonpb.KeyValue{str("net.peer.ip", "1.2.3.4"), str("peer.service", "telemetrygen-server")}})
+	}
+	req := &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{str("service.name", "telemetrygen")}},
+		ScopeSpans: []*tracepb.ScopeSpans{ss},
+	}}}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw
 }
 
 // BenchmarkTrace measures assembling a trace from disk, by trace size, in a
@@ -182,8 +229,8 @@ func BenchmarkPairing(b *testing.B) {
 		write(b, db, pool.Request(nil, uint64(i)))
 	}
 	var traces []*liveTrace
-	db.live.traces.Ascend(func(t *liveTrace) bool {
-		traces = append(traces, t)
+	db.live.traces.Ascend(func(k traceKey) bool {
+		traces = append(traces, k.t)
 		return true
 	})
 	now := uint64(time.Now().UnixNano())

@@ -207,8 +207,8 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	defer db.opts.FS.RemoveAll(dir)
 
 	traces := make([]*liveTrace, 0, buf.traces.Len())
-	buf.traces.Ascend(func(t *liveTrace) bool {
-		traces = append(traces, t)
+	buf.traces.Ascend(func(k traceKey) bool {
+		traces = append(traces, k.t)
 		return true
 	})
 	// Pairing runs beside the writers. A retried cut reuses what the first
