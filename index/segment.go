@@ -67,6 +67,14 @@ func (b *SegmentBuilder) SpanDuration(service Term, d uint64) {
 	}
 }
 
+// Grow makes room for n more rows, so that adding them does not copy the
+// rows added before: for a cut of small traces, growing row by row was a
+// twentieth of ingest's CPU.
+func (b *SegmentBuilder) Grow(n int) {
+	b.rows = slices.Grow(b.rows, n)
+	b.terms = slices.Grow(b.terms, n)
+}
+
 // Add adds a row with its terms, which may repeat. The builder keeps terms
 // until Finish; the caller must not modify it before then.
 func (b *SegmentBuilder) Add(r Row, terms []Term) {
@@ -112,7 +120,9 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 	}
 	next = starts
 	postings := make([]posting, starts[Shards])
-	var body []byte
+	// Most rows take under 32 bytes: growing it as they were encoded was
+	// a fifth of the time Finish took for small traces.
+	body := make([]byte, 0, 32*len(order))
 	checkpoints := make([]uint32, 0, (len(order)+rowCheckpoint-1)/rowCheckpoint)
 	for pos, i := range order {
 		r := b.rows[i]

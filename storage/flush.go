@@ -227,13 +227,23 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 
 	// The trace index and search index rows take one light pass; the
 	// search index is then finished while the data is written.
+	// Each partition's rows are counted first, by the partition of each
+	// trace's first span, as almost all traces lie in one.
+	rowsIn := map[uint32]int{}
+	for _, t := range traces {
+		rowsIn[t.partition]++
+	}
 	traceIndex := map[uint32][]uint64{} // fingerprints by partition
 	segments := map[uint32]*index.SegmentBuilder{}
 	addRow := func(t *liveTrace, p uint32, spans []liveSpan) error {
+		if traceIndex[p] == nil {
+			traceIndex[p] = make([]uint64, 0, rowsIn[p])
+		}
 		traceIndex[p] = append(traceIndex[p], keys.Fingerprint(t.id))
 		seg := segments[p]
 		if seg == nil {
 			seg = new(index.SegmentBuilder)
+			seg.Grow(rowsIn[p])
 			segments[p] = seg
 		}
 		// The trace's terms cover all its spans; a split row is verified.
