@@ -414,10 +414,23 @@ func TestDiskBoundSparesDamagedPartition(t *testing.T) {
 
 func TestDamagedTraceIndex(t *testing.T) {
 	dir, want := damagedStore(t, 20)
+	// Twenty cuts' keys gather in level 0, each cut's in one block with
+	// its other keys, until a compaction merges them into blocks of the
+	// trace index alone.
+	db, err := Open(dir, corruptOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.idx.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
 	file, block := blockOf(t, dir, "index", keys.KindTrace, keys.KindTrace)
 	flipDataBlock(t, file, block)
 
-	db, err := Open(dir, corruptOpts)
+	db, err = Open(dir, corruptOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
