@@ -27,7 +27,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 7
+const FormatVersion = 8
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -310,10 +310,11 @@ func (db *DB) recover() error {
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
-	case 5, 6:
+	case 5, 6, 7:
 		// Version 6 only adds aggregates, which blocks cut before have
 		// not; version 7 keys the trace index by fingerprint, and
-		// loadV6Traces has recorded which partitions have the old keys.
+		// loadV6Traces has recorded which partitions have the old keys;
+		// version 8 writes rows records of version 4, and reads both.
 		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"cairn/index"
 	"cairn/internal/otlpwire"
 	"cairn/storage/internal/codec"
@@ -9,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -340,18 +342,16 @@ func TestUpgradeFromFormat4(t *testing.T) {
 	write(1, 1)
 	write(2, 2)
 
-	// What version 4 wrote differs from what version 5 writes in the rows
-	// version and the terms; with the first set back, the segments' terms
-	// go unread, so it does not matter that they are version 5's.
+	// What version 4 wrote differs from what this version writes in the
+	// rows records and the terms; with the rows as version 2, the
+	// segments' terms go unread, so it does not matter that they are new.
 	b := db.idx.NewBatch()
 	it, err := db.idx.NewIter(keys.KindRange(keys.KindRows))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
-		v := slices.Clone(it.Value())
-		v[0] = 2
-		if err := b.Set(it.Key(), v, nil); err != nil {
+		if err := b.Set(it.Key(), rowsVersion2(t, it.Value()), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -395,6 +395,48 @@ func TestUpgradeFromFormat4(t *testing.T) {
 			t.Errorf("%+v after upgrade: traces %v, want %s", c.q.Attributes, got, c.want)
 		}
 	}
+}
+
+// rowsVersion2 rewrites a rows record as cairn before format version 5
+// wrote it: version 2, each row's min start coded from the newest, and its
+// errors and split flag apart.
+func rowsVersion2(t *testing.T, rec []byte) []byte {
+	t.Helper()
+	rows, err := index.DecodeRows(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The header up to the offsets is the same.
+	r := bytes.NewReader(rec[1:])
+	n, _ := binary.ReadUvarint(r)
+	newest, _ := binary.ReadUvarint(r)
+	nsvc, _ := binary.ReadUvarint(r)
+	for range nsvc {
+		r.Seek(8, io.SeekCurrent)
+		binary.ReadUvarint(r)
+	}
+	out := append([]byte{2}, rec[1:len(rec)-r.Len()]...)
+	var body, offsets []byte
+	for i, row := range rows {
+		if i%32 == 0 {
+			offsets = binary.LittleEndian.AppendUint32(offsets, uint32(len(body)))
+		}
+		body = append(body, row.TraceID[:]...)
+		body = binary.AppendUvarint(body, newest-row.MinStart)
+		body = binary.AppendUvarint(body, row.MaxStart-row.MinStart)
+		body = binary.AppendVarint(body, int64(row.MaxEnd-row.MinStart))
+		body = binary.AppendUvarint(body, uint64(row.Spans))
+		body = binary.AppendUvarint(body, uint64(row.Errors))
+		split := byte(0)
+		if row.Split {
+			split = 1
+		}
+		body = append(body, split)
+	}
+	if uint64(len(rows)) != n {
+		t.Fatalf("%d rows, header says %d", len(rows), n)
+	}
+	return append(append(out, offsets...), body...)
 }
 
 // lastIDBytes returns the last byte of the ID of each trace that q finds,
