@@ -82,8 +82,11 @@ func TestUnreachable(t *testing.T) {
 		}
 	}
 	target := serveOTLPGRPC(t, func(context.Context, []byte) (rawcodec.Message, error) { return nil, nil })
-	_, err := Run(context.Background(), Options{Target: target, Reader: addr})
-	if want := fmt.Sprintf("cannot reach reader %s: connection refused", addr); err == nil || err.Error() != want {
+	// Taken after the target listens, which may have been given addr's
+	// port once it was free.
+	reader := closedPort(t)
+	_, err := Run(context.Background(), Options{Target: target, Reader: reader})
+	if want := fmt.Sprintf("cannot reach reader %s: connection refused", reader); err == nil || err.Error() != want {
 		t.Errorf("got %v, want %s", err, want)
 	}
 }
