@@ -399,7 +399,7 @@ func (rr *RowReader) Row(i int) (Row, error) {
 	}
 	if rr.version >= 4 {
 		if c := i / rowCheckpoint; c != rr.runAt {
-			if err := rr.decodeRun(c); err != nil {
+			if _, err := rr.decodeRun(c); err != nil {
 				return Row{}, err
 			}
 		}
@@ -407,12 +407,11 @@ func (rr *RowReader) Row(i int) (Row, error) {
 	}
 	if i < rr.next || i-rr.next >= rowCheckpoint {
 		c := i / rowCheckpoint
-		off := binary.LittleEndian.Uint32(rr.checkpoints[4*c:])
-		if int(off) > len(rr.body) {
-			return Row{}, fmt.Errorf("%w: row offset %d past the record", ErrCorrupt, off)
+		cursor, err := rr.checkpoint(c)
+		if err != nil {
+			return Row{}, err
 		}
-		rr.cursor = binread.New(rr.body[off:], ErrCorrupt)
-		rr.next = c * rowCheckpoint
+		rr.cursor, rr.next = cursor, c*rowCheckpoint
 	}
 	var row Row
 	for ; rr.next <= i; rr.next++ {
@@ -421,14 +420,24 @@ func (rr *RowReader) Row(i int) (Row, error) {
 	return row, rr.cursor.Err
 }
 
-// decodeRun decodes run c of a version 4 record into rr.run.
-func (rr *RowReader) decodeRun(c int) error {
-	rr.runAt = -1
-	off := int(binary.LittleEndian.Uint32(rr.checkpoints[4*c:]))
-	if off > len(rr.body) {
-		return fmt.Errorf("%w: row offset %d past the record", ErrCorrupt, off)
+// checkpoint reads body from where offset c points: run c of a version 4
+// record, row 32·c of an older one.
+func (rr *RowReader) checkpoint(c int) (*binread.Reader, error) {
+	off := binary.LittleEndian.Uint32(rr.checkpoints[4*c:])
+	if int(off) > len(rr.body) {
+		return nil, fmt.Errorf("%w: row offset %d past the record", ErrCorrupt, off)
 	}
-	r := binread.New(rr.body[off:], ErrCorrupt)
+	return binread.New(rr.body[off:], ErrCorrupt), nil
+}
+
+// decodeRun decodes run c of a version 4 record into rr.run, and returns
+// its rows there.
+func (rr *RowReader) decodeRun(c int) ([]Row, error) {
+	rr.runAt = -1
+	r, err := rr.checkpoint(c)
+	if err != nil {
+		return nil, err
+	}
 	run := rr.run[:min(rowCheckpoint, rr.n-c*rowCheckpoint)]
 	uniform := r.Byte()
 	if uniform > 7 {
@@ -468,10 +477,10 @@ func (rr *RowReader) decodeRun(c int) error {
 		run[k].Errors, run[k].Split = uint32(v>>1), v&1 == 1
 	}
 	if r.Err != nil {
-		return r.Err
+		return nil, r.Err
 	}
 	rr.runAt, rr.runEnd = c, len(rr.body)-len(r.B)
-	return nil
+	return run, nil
 }
 
 // decode decodes the row at the cursor of a version 2 or 3 record.
@@ -508,10 +517,11 @@ func DecodeRows(b []byte) ([]Row, error) {
 			if got := binary.LittleEndian.Uint32(rr.checkpoints[4*c:]); int(got) != end {
 				return nil, fmt.Errorf("%w: row %d at offset %d, recorded %d", ErrCorrupt, c*rowCheckpoint, end, got)
 			}
-			if err := rr.decodeRun(c); err != nil {
+			run, err := rr.decodeRun(c)
+			if err != nil {
 				return nil, err
 			}
-			rows = append(rows, rr.run[:min(rowCheckpoint, rr.n-c*rowCheckpoint)]...)
+			rows = append(rows, run...)
 			end = rr.runEnd
 		}
 		if end != len(rr.body) {

@@ -225,14 +225,14 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 		defer func() { <-paired; buf.paired = true }()
 	}
 
-	// The trace index and search index rows take one light pass; the
-	// search index is then finished while the data is written.
 	// Each partition's rows are counted first, by the partition of each
-	// trace's first span, as almost all traces lie in one.
+	// trace's first span, where almost all traces lie, to size their lists.
 	rowsIn := map[uint32]int{}
 	for _, t := range traces {
 		rowsIn[t.partition]++
 	}
+	// The trace index and search index rows take one light pass; the
+	// search index is then finished while the data is written.
 	traceIndex := map[uint32][]uint64{} // fingerprints by partition
 	segments := map[uint32]*index.SegmentBuilder{}
 	addRow := func(t *liveTrace, p uint32, spans []liveSpan) error {

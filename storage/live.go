@@ -254,8 +254,8 @@ type traceKey struct {
 	t      *liveTrace
 }
 
-func keyOf(id TraceID) traceKey {
-	return traceKey{hi: binary.BigEndian.Uint64(id[:8]), lo: binary.BigEndian.Uint64(id[8:])}
+func keyOf(t *liveTrace) traceKey {
+	return traceKey{hi: binary.BigEndian.Uint64(t.id[:8]), lo: binary.BigEndian.Uint64(t.id[8:]), t: t}
 }
 
 func lessTrace(a, b traceKey) bool { return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo }
@@ -519,9 +519,7 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 			} else {
 				t = &liveTrace{traceState{id: s.TraceID}}
 				t.live = t
-				key := keyOf(s.TraceID)
-				key.t = t
-				buf.traces.ReplaceOrInsert(key)
+				buf.traces.ReplaceOrInsert(keyOf(t))
 				heap += newTraceSize
 			}
 			touched[k] = t
