@@ -4,6 +4,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"cairn/internal/freelist"
 	"cairn/internal/otlpwire"
 	"cairn/storage"
 )
@@ -48,7 +49,45 @@ func (s segment) spans() [][]byte {
 // were a third of what a read allocated (3.2 of the server's 9.4 MB for a
 // 10,000-span trace), and what reads allocate during ingest they pay for in
 // the collector's mark assists.
-var chunkBuffers = mem.DefaultBufferPool()
+var chunkBuffers mem.BufferPool = chunkPool{mem.DefaultBufferPool(), freelist.New(2, func(b *[]byte) bool { return cap(*b) <= maxKeptChunk })}
+
+// chunkPool keeps the buffers of large chunks apart from gRPC's pool,
+// which holds them in a sync.Pool: dropped at each collection, a chunk of
+// megabytes would take fresh memory, and pay a page fault for each of its
+// pages, at nearly every read of a large trace during ingest.
+type chunkPool struct {
+	small mem.BufferPool
+	large *freelist.List[*[]byte]
+}
+
+// largeChunk is the size from which chunk buffers are kept apart, and
+// maxKeptChunk the largest kept.
+const (
+	largeChunk   = 256 << 10
+	maxKeptChunk = 8 << 20
+)
+
+func (p chunkPool) Get(n int) *[]byte {
+	if n < largeChunk {
+		return p.small.Get(n)
+	}
+	if b, ok := p.large.Get(); ok {
+		if cap(*b) >= n {
+			*b = (*b)[:n]
+			return b
+		}
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func (p chunkPool) Put(b *[]byte) {
+	if cap(*b) < largeChunk {
+		p.small.Put(b)
+		return
+	}
+	p.large.Put(b)
+}
 
 // chunker splits a trace into TracesData messages of at most limit bytes
 // each. Spans keep their order; a chunk holds one or more runs of groups, and

@@ -14,8 +14,10 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
+	"cairn/internal/freelist"
 	"cairn/storage"
 )
 
@@ -223,5 +225,31 @@ func TestChunkCutsSpansLargerThanLimit(t *testing.T) {
 	}
 	if _, order := describe(t, 1000, chunks); len(order) != 64 {
 		t.Fatalf("%d spans, want 64", len(order))
+	}
+}
+
+// TestChunkPoolKeepsLargeBuffers checks that a large chunk's buffer, given
+// back, serves the next large chunk that fits in it, and that the
+// largest are not kept.
+func TestChunkPoolKeepsLargeBuffers(t *testing.T) {
+	p := chunkPool{mem.DefaultBufferPool(), freelist.New(1, func(b *[]byte) bool { return cap(*b) <= maxKeptChunk })}
+	b := p.Get(2 << 20)
+	if len(*b) != 2<<20 {
+		t.Fatalf("Get(2 MiB) gave %d bytes", len(*b))
+	}
+	first := &(*b)[0]
+	p.Put(b)
+	if c := p.Get(1 << 20); &(*c)[0] != first || len(*c) != 1<<20 {
+		t.Fatalf("a 1 MiB chunk did not reuse the 2 MiB buffer given back")
+	} else {
+		p.Put(c)
+	}
+	if c := p.Get(3 << 20); &(*c)[0] == first || len(*c) != 3<<20 {
+		t.Fatalf("a 3 MiB chunk was given the 2 MiB buffer")
+	}
+	huge := p.Get(maxKeptChunk + 1)
+	p.Put(huge)
+	if c := p.Get(maxKeptChunk + 1); &(*c)[0] == &(*huge)[0] {
+		t.Fatalf("a buffer past maxKeptChunk was kept")
 	}
 }

@@ -26,7 +26,8 @@ import (
 type Reader interface {
 	// TracePieces reads a trace a piece of about pieceBytes at a time,
 	// calling admit before it decodes each stored fragment, and reports
-	// whether any of its spans is stored.
+	// whether any of its spans is stored. A piece's spans are valid only
+	// until fn returns.
 	TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(fragmentBytes int) error, fn func(*storage.Trace) error) (bool, error)
 	// Services lists the services that sent spans, sorted.
 	Services() ([]string, error)
@@ -354,7 +355,11 @@ func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID
 		return sendErr
 	}
 	_, err := s.r.TracePieces(ctx, id, tr, s.opts.MaxMessageBytes, admit, func(t *storage.Trace) error {
-		sendErr = c.add(t)
+		// The piece's spans are reused once fn returns, so what add
+		// left for the next chunk is sent now.
+		if sendErr = c.add(t); sendErr == nil {
+			sendErr = c.flush()
+		}
 		return sendErr
 	})
 	switch {
@@ -365,7 +370,7 @@ func (s *service) sendTrace(ctx context.Context, out *sender, id storage.TraceID
 	case err != nil:
 		return readError(id, err)
 	}
-	return c.flush()
+	return nil
 }
 
 // readError is the status of a failed read of a trace: DataLoss if a

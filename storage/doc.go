@@ -33,7 +33,8 @@
 // other fields, which compresses better, but only where the span's exact
 // bytes can be rebuilt: reads return exactly what the client sent.
 // TracePieces reads a trace the same way but hands it on a piece at a time,
-// so that a huge trace is never held whole.
+// so that a huge trace is never held whole, decoding each piece over the
+// last into a buffer kept for later reads.
 //
 // Search. Find looks through the live buffers' term sets, in chunks of
 // their arrival order whose start-time bounds say which may hold the newest

@@ -166,10 +166,10 @@ func (db *DB) release(v *view) {
 // far. It returns nil if no span of the trace is stored.
 func (db *DB) Trace(ctx context.Context, id TraceID, tr TimeRange) (*Trace, error) {
 	var t *Trace
-	_, err := db.TracePieces(ctx, id, tr, math.MaxInt, nil, func(whole *Trace) error {
+	_, err := db.tracePieces(ctx, id, tr, math.MaxInt, nil, func(whole *Trace) error {
 		t = whole
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -22,8 +22,9 @@ import (
 // many blocks, some of whose requests were written twice (retries), piece by
 // piece with random piece sizes, and checks that the pieces hold exactly the
 // spans of Trace, each once, and that a piece size larger than the trace gives
-// Trace's answer itself. The traces read are kept to the end, and must not
-// change as the reads after them reuse the read path's scratch.
+// Trace's answer itself. The traces Trace returns are kept to the end, and
+// must not change as the reads after them reuse the read path's scratch and
+// TracePieces' arenas.
 func TestTracePiecesAgainstTrace(t *testing.T) {
 	db, err := Open(t.TempDir(), &Options{BufferBytes: 256 << 10, FlushInterval: 10 * time.Millisecond})
 	if err != nil {
@@ -79,7 +80,7 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 			return nil
 		}
 		found, err := db.TracePieces(ctx, id, TimeRange{}, pieceBytes, admit, func(p *Trace) error {
-			pieces = append(pieces, p)
+			pieces = append(pieces, deepCopy(p)) // p's spans are reused once fn returns
 			return nil
 		})
 		if err != nil || !found {
@@ -103,7 +104,7 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 		}
 
 		pieces = pieces[:0]
-		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1<<30, nil, func(p *Trace) error { pieces = append(pieces, p); return nil }); err != nil {
+		if _, err := db.TracePieces(ctx, id, TimeRange{}, 1<<30, nil, func(p *Trace) error { pieces = append(pieces, deepCopy(p)); return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(pieces) != 1 || !reflect.DeepEqual(pieces[0], whole) {
