@@ -28,7 +28,7 @@ func TestBatchPoolBoundsLargeBatches(t *testing.T) {
 		p.put(b)
 	}
 	p.put(large(int(maxPooledBatch/perSpan) + 1)) // too large to keep
-	if got := len(p.large); got != maxLargeBatches {
+	if got := p.large.Len(); got != maxLargeBatches {
 		t.Fatalf("%d large batches kept, want %d", got, maxLargeBatches)
 	}
 	if b := p.get(100); b == kept[0] || b == kept[1] {

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"cairn/internal/freelist"
 	"cairn/internal/otlpwire"
 	"cairn/internal/rawcodec"
 )
@@ -205,7 +206,7 @@ const decodeFactor = 2
 // maxLargeBatches large ones are kept, their pointers cleared.
 type batchPool struct {
 	small sync.Pool
-	large chan *otlpwire.Batch
+	large *freelist.List[*otlpwire.Batch]
 }
 
 const (
@@ -223,17 +224,15 @@ const (
 func newBatchPool() batchPool {
 	return batchPool{
 		small: sync.Pool{New: func() any { return new(otlpwire.Batch) }},
-		large: make(chan *otlpwire.Batch, maxLargeBatches),
+		large: freelist.New[*otlpwire.Batch](maxLargeBatches, nil),
 	}
 }
 
 // get returns a batch to parse a request of n bytes into.
 func (p *batchPool) get(n int) *otlpwire.Batch {
 	if n > smallBatch/4 { // about the size of request that fills a small batch
-		select {
-		case b := <-p.large:
+		if b, ok := p.large.Get(); ok {
 			return b
-		default:
 		}
 	}
 	return p.small.Get().(*otlpwire.Batch)
@@ -248,10 +247,7 @@ func (p *batchPool) put(b *otlpwire.Batch) {
 		clear(b.Resources[:cap(b.Resources)])
 		clear(b.Scopes[:cap(b.Scopes)])
 		clear(b.Spans[:cap(b.Spans)])
-		select {
-		case p.large <- b:
-		default:
-		}
+		p.large.Put(b)
 	}
 }
 

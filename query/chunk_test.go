@@ -14,10 +14,8 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 
-	"cairn/internal/freelist"
 	"cairn/storage"
 )
 
@@ -232,7 +230,7 @@ func TestChunkCutsSpansLargerThanLimit(t *testing.T) {
 // back, serves the next large chunk that fits in it, and that the
 // largest are not kept.
 func TestChunkPoolKeepsLargeBuffers(t *testing.T) {
-	p := chunkPool{mem.DefaultBufferPool(), freelist.New(1, func(b *[]byte) bool { return cap(*b) <= maxKeptChunk })}
+	p := newChunkPool(1)
 	b := p.Get(2 << 20)
 	if len(*b) != 2<<20 {
 		t.Fatalf("Get(2 MiB) gave %d bytes", len(*b))

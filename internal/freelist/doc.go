@@ -1,5 +1,7 @@
-// Package freelist keeps a few large scratch buffers for reuse across
-// garbage collections, where a sync.Pool would drop them. Reads of large
-// traces keep their decoding and encoding buffers in them: megabytes of
-// fresh memory cost a page fault for each page first written.
+// Package freelist keeps a few large scratch values for reuse across
+// garbage collections, where a sync.Pool would drop them, and a bounded
+// number of them, where a sync.Pool keeps as many as were ever in use at
+// once: the batches of large requests, and reads' buffers for large
+// traces, whose megabytes of fresh memory cost a page fault for each page
+// first written.
 package freelist

@@ -37,3 +37,6 @@ func (l *List[T]) Put(v T) {
 	default:
 	}
 }
+
+// Len is how many values are kept.
+func (l *List[T]) Len() int { return len(l.free) }

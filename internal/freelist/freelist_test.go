@@ -14,6 +14,9 @@ func TestList(t *testing.T) {
 	for i := range 3 {
 		l.Put(make([]byte, i, 8))
 	}
+	if l.Len() != 2 {
+		t.Fatalf("Len %d after three Puts, want the list's 2", l.Len())
+	}
 	got := 0
 	for {
 		b, ok := l.Get()
