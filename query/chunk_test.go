@@ -226,24 +226,28 @@ func TestChunkCutsSpansLargerThanLimit(t *testing.T) {
 	}
 }
 
-// TestChunkPoolKeepsLargeBuffers checks that a large chunk's buffer, given
-// back, serves the next large chunk that fits in it, and that the
-// largest are not kept.
-func TestChunkPoolKeepsLargeBuffers(t *testing.T) {
+// TestChunkPoolKeepsBuffersBySize checks that a chunk's buffer is sized
+// to the chunk's power of two, not gRPC's next tier, and that one given
+// back serves the next chunk of its size, not one of another size, and
+// that the largest are not kept.
+func TestChunkPoolKeepsBuffersBySize(t *testing.T) {
 	p := newChunkPool(1)
-	b := p.Get(2 << 20)
-	if len(*b) != 2<<20 {
-		t.Fatalf("Get(2 MiB) gave %d bytes", len(*b))
+	if b := p.Get(60_000); len(*b) != 60_000 || cap(*b) != 64<<10 {
+		t.Fatalf("Get(60,000) gave %d bytes of %d, want 60,000 of 64 KiB", len(*b), cap(*b))
+	}
+	b := p.Get(3 << 20)
+	if len(*b) != 3<<20 {
+		t.Fatalf("Get(3 MiB) gave %d bytes", len(*b))
 	}
 	first := &(*b)[0]
 	p.Put(b)
-	if c := p.Get(1 << 20); &(*c)[0] != first || len(*c) != 1<<20 {
-		t.Fatalf("a 1 MiB chunk did not reuse the 2 MiB buffer given back")
+	if c := p.Get(2<<20 + 1); &(*c)[0] != first || len(*c) != 2<<20+1 {
+		t.Fatalf("a chunk of just over 2 MiB did not reuse the 3 MiB one's buffer")
 	} else {
 		p.Put(c)
 	}
-	if c := p.Get(3 << 20); &(*c)[0] == first || len(*c) != 3<<20 {
-		t.Fatalf("a 3 MiB chunk was given the 2 MiB buffer")
+	if c := p.Get(1 << 20); &(*c)[0] == first || len(*c) != 1<<20 {
+		t.Fatalf("a 1 MiB chunk was given the 4 MiB buffer")
 	}
 	huge := p.Get(maxKeptChunk + 1)
 	p.Put(huge)
