@@ -31,12 +31,13 @@ func BenchmarkSegment(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("rows=%d/op=build", rows), func(b *testing.B) {
 			b.ReportAllocs()
+			var s Scratch
 			for b.Loop() {
-				sb.Finish()
+				sb.Finish(&s)
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 		})
-		_, shards := sb.Finish()
+		_, shards := sb.Finish(nil)
 		for _, c := range []struct {
 			name string
 			t    Term

@@ -87,13 +87,18 @@ func (b *SegmentBuilder) Add(r Row, terms []Term) {
 }
 
 // Finish encodes the segment: the rows record, and each non-empty postings
-// shard by shard number.
-func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
-	// Rows newest first; a row's position is what postings refer to.
-	order := make([]uint32, len(b.rows))
-	for i := range order {
-		order[i] = uint32(i)
+// shard by shard number. Both are built in s, and valid until s is next
+// used; with s nil they are the caller's.
+func (b *SegmentBuilder) Finish(s *Scratch) (rows []byte, shards [Shards][]byte) {
+	if s == nil {
+		s = new(Scratch)
 	}
+	// Rows newest first; a row's position is what postings refer to.
+	order := s.order[:0]
+	for i := range b.rows {
+		order = append(order, uint32(i))
+	}
+	s.order = order
 	slices.SortFunc(order, func(x, y uint32) int {
 		if c := cmp.Compare(b.rows[y].MinStart, b.rows[x].MinStart); c != 0 {
 			return c
@@ -123,11 +128,11 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		starts[sh+1] += starts[sh]
 	}
 	next = starts
-	postings := make([]posting, starts[Shards])
+	postings := resize(&s.postings, starts[Shards])
 	// Most rows take under 32 bytes: growing it as they were encoded was
 	// a fifth of the time Finish took for small traces.
-	body := make([]byte, 0, 32*len(order))
-	checkpoints := make([]uint32, 0, (len(order)+rowCheckpoint-1)/rowCheckpoint)
+	body := slices.Grow(s.body[:0], 32*len(order))
+	checkpoints := s.checkpoints[:0]
 	for pos, i := range order {
 		if pos%rowCheckpoint == 0 {
 			checkpoints = append(checkpoints, uint32(len(body)))
@@ -140,8 +145,9 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 			next[sh]++
 		}
 	}
+	s.body, s.checkpoints = body, checkpoints
 
-	rows = append(rows, rowsVersion)
+	rows = append(s.rows[:0], rowsVersion)
 	rows = binary.AppendUvarint(rows, uint64(len(order)))
 	rows = binary.AppendUvarint(rows, newest)
 	services := slices.Sorted(maps.Keys(b.maxDuration))
@@ -154,14 +160,19 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		rows = binary.LittleEndian.AppendUint32(rows, c)
 	}
 	rows = append(rows, body...)
+	s.rows = rows
 
 	// By term, stably, so that rows stay ascending within a term.
 	var sortScratch []posting
 	if largest >= smallShard {
-		sortScratch = make([]posting, largest)
+		sortScratch = resize(&s.sorted, largest)
 	}
-	var rowScratch []uint32
+	// The shards are encoded one after another into one buffer, and sliced
+	// once it has stopped growing.
+	var ends [Shards]int
+	all := s.shards[:0]
 	for sh := range Shards {
+		ends[sh] = len(all)
 		if starts[sh] == starts[sh+1] {
 			continue
 		}
@@ -171,9 +182,43 @@ func (b *SegmentBuilder) Finish() (rows []byte, shards [Shards][]byte) {
 		} else {
 			part, _ = radix.Sort(part, sortScratch)
 		}
-		shards[sh], rowScratch = appendShard(nil, part, rowScratch)
+		all = s.appendShard(all, part)
+		ends[sh] = len(all)
+	}
+	s.shards = all
+	begin := 0
+	for sh := range Shards {
+		if ends[sh] > begin {
+			shards[sh] = all[begin:ends[sh]:ends[sh]]
+		}
+		begin = ends[sh]
 	}
 	return rows, shards
+}
+
+// Scratch is the memory Finish works in. A cut finishes a segment of tens
+// of thousands of traces: kept from one to the next, the megabytes of its
+// postings and encodings do not come fresh from the kernel, at a page fault
+// for every 4 KiB, at every cut.
+type Scratch struct {
+	order       []uint32
+	postings    []posting
+	sorted      []posting // the radix sort's
+	rowsOf      []uint32  // a term's rows, by appendShard
+	body        []byte
+	checkpoints []uint32
+	rows        []byte
+	shards      []byte
+	dir, lists  []byte
+}
+
+// resize sets *v to n elements, reusing its array when it has room.
+func resize[T any](v *[]T, n int) []T {
+	if cap(*v) < n {
+		*v = make([]T, n)
+	}
+	*v = (*v)[:n]
+	return *v
 }
 
 // appendRun appends the rows of one run, rows[run[0]], rows[run[1]], …,
@@ -260,8 +305,8 @@ type posting struct {
 //	lists     := for each term with count > 1, nbytes bytes of
 //	             bitmap=0: count × uvarint row delta
 //	             bitmap=1: uvarint first row, bits from it on, least significant first
-func appendShard(dst []byte, postings []posting, scratch []uint32) ([]byte, []uint32) {
-	var dir, lists []byte
+func (s *Scratch) appendShard(dst []byte, postings []posting) []byte {
+	dir, lists, scratch := s.dir[:0], s.lists[:0], s.rowsOf
 	var prevTerm Term
 	nterms := 0
 	if len(postings) > 0 {
@@ -308,10 +353,11 @@ func appendShard(dst []byte, postings []posting, scratch []uint32) ([]byte, []ui
 		dir = binary.AppendUvarint(dir, uint64(len(rows))<<1|bitmap)
 		dir = binary.AppendUvarint(dir, uint64(len(lists)-n))
 	}
+	s.dir, s.lists, s.rowsOf = dir, lists, scratch
 	dst = append(dst, shardV2)
 	dst = binary.AppendUvarint(dst, uint64(nterms))
 	dst = binary.AppendUvarint(dst, uint64(len(dir)))
-	return append(append(dst, dir...), lists...), scratch
+	return append(append(dst, dir...), lists...)
 }
 
 func uvarintLen(v uint64) int { return (bits.Len64(v|1) + 6) / 7 }

@@ -41,7 +41,7 @@ func TestSegmentRoundTrip(t *testing.T) {
 		b.SpanDuration(svc, d)
 		longest[svc] = max(longest[svc], d)
 	}
-	rowsRec, shards := b.Finish()
+	rowsRec, shards := b.Finish(nil)
 	rows, err := DecodeRows(rowsRec)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestPostingsOfSingleRowTerms(t *testing.T) {
 	for i := range 100 {
 		b.Add(Row{MinStart: uint64(1000 - i)}, []Term{base + Term(i)})
 	}
-	_, shards := b.Finish()
+	_, shards := b.Finish(nil)
 	for i := range 100 {
 		got, err := Postings(shards[7], base+Term(i), 100)
 		if err != nil || !slices.Equal(got, []uint32{uint32(i)}) {
@@ -126,7 +126,7 @@ func FuzzSegment(f *testing.F) {
 	b.Add(Row{MinStart: 10, MaxStart: 15, MaxEnd: 20, Spans: 2}, []Term{1, 2 << 56})
 	b.Add(Row{MinStart: 12, MaxStart: 12, MaxEnd: 11, Spans: 1, Errors: 1, Split: true}, []Term{1})
 	b.SpanDuration(5<<56, 1e6)
-	rows, shards := b.Finish()
+	rows, shards := b.Finish(nil)
 	f.Add(rows, shards[0], uint64(1))
 	f.Add(rows, shards[2], uint64(2)<<56)
 	f.Fuzz(func(t *testing.T, rowsRec, shard []byte, term uint64) {
@@ -144,7 +144,7 @@ func FuzzSegment(f *testing.F) {
 			for _, r := range rows {
 				b.Add(r, nil)
 			}
-			again, _ := b.Finish()
+			again, _ := b.Finish(nil)
 			back, err := DecodeRows(again)
 			if err != nil || len(back) != len(rows) {
 				t.Fatalf("rows do not round-trip: %v", err)
@@ -218,7 +218,7 @@ func TestRowsVersions(t *testing.T) {
 			b.Add(r, nil)
 		}
 		b.SpanDuration(3<<56, 12345)
-		again, _ := b.Finish()
+		again, _ := b.Finish(nil)
 		if name == "rows-v4.txt" && !bytes.Equal(again, rec) {
 			t.Fatalf("Finish wrote %x, want %x", again, rec)
 		}
@@ -247,7 +247,7 @@ func TestUniformColumns(t *testing.T) {
 		want = append(want, r)
 		b.Add(r, nil)
 	}
-	rec, _ := b.Finish()
+	rec, _ := b.Finish(nil)
 	got, err := DecodeRows(rec)
 	if err != nil || !slices.Equal(got, want) {
 		t.Fatalf("decoded %v, %v; want %v", got, err, want)
@@ -263,5 +263,43 @@ func TestUniformColumns(t *testing.T) {
 	}
 	if per := float64(len(rec)) / 200; per > 21 {
 		t.Fatalf("%.1f bytes a row, want uniform columns to take almost nothing", per)
+	}
+}
+
+// TestScratchReuse finishes segments of random sizes, large and small in
+// turn, with one kept scratch and with none: the records must be the same
+// bytes, so nothing of a larger segment before leaks into a smaller one.
+func TestScratchReuse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var s Scratch
+	for round, n := range []int{3000, 10, 0, 2500, 1, 400, 3000} {
+		var b SegmentBuilder
+		for i := range n {
+			var terms []Term
+			for range rng.IntN(40) {
+				// Few shards and dense terms give shards past the radix
+				// sort's threshold; the rest spread over all of them.
+				if rng.IntN(2) == 0 {
+					terms = append(terms, Term(rng.Uint64N(4))<<56|Term(rng.Uint64N(50)))
+				} else {
+					terms = append(terms, Term(rng.Uint64()))
+				}
+			}
+			r := Row{MinStart: rng.Uint64N(1e6), Spans: uint32(1 + rng.IntN(5))}
+			r.MaxStart, r.MaxEnd = r.MinStart+rng.Uint64N(10), r.MinStart+rng.Uint64N(1000)
+			r.TraceID[0], r.TraceID[1], r.TraceID[2] = byte(i), byte(i>>8), byte(round)
+			b.Add(r, terms)
+			b.SpanDuration(Term(rng.Uint64N(3))<<56, rng.Uint64N(1e6))
+		}
+		wantRows, wantShards := b.Finish(nil)
+		gotRows, gotShards := b.Finish(&s)
+		if !bytes.Equal(gotRows, wantRows) {
+			t.Fatalf("round %d (%d rows): rows record differs with a kept scratch", round, n)
+		}
+		for sh := range Shards {
+			if !bytes.Equal(gotShards[sh], wantShards[sh]) || (gotShards[sh] == nil) != (wantShards[sh] == nil) {
+				t.Fatalf("round %d (%d rows): shard %d differs with a kept scratch", round, n, sh)
+			}
+		}
 	}
 }

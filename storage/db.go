@@ -19,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/klauspost/compress/s2"
 
+	"cairn/index"
 	"cairn/internal/otlpwire"
 	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
@@ -129,6 +130,9 @@ type DB struct {
 	// collector has emptied a sync.Pool.
 	scratchMu sync.Mutex
 	scratch   []*dataScratch
+	// segScratch is what cuts finish their search index segments in, one
+	// after another; cuts are serial (the flusher's, then Close's).
+	segScratch index.Scratch
 
 	kick         chan struct{}
 	stop         chan struct{}

@@ -388,7 +388,7 @@ func (db *DB) openTables(block uint64, parts []uint32, results []dataResult) {
 func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index.SegmentBuilder) ([]string, error) {
 	var paths []string
 	for p, seg := range segments {
-		rows, shards := seg.Finish()
+		rows, shards := seg.Finish(&db.segScratch)
 		rpath := filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p))
 		if err := writeTable(db.opts.FS, db.idx, rpath, 0, false, func(w *sstable.Writer) error {
 			return w.Set(keys.Rows(p, block), rows)
