@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/access"
+	"cairn/internal/freelist"
 	"cairn/internal/rawcodec"
 	"cairn/query/analysispb"
 	"cairn/query/jaegerpb"
@@ -59,9 +61,11 @@ const searchEvery = 500 * time.Millisecond
 
 // reader times reads from a jaeger.storage.v2 endpoint. Responses are
 // received encoded, so that the timings are the server's and the network's,
-// not the client's decoding.
+// not the client's decoding, and the timed reads that keep none of them
+// receive them into buffers kept from one read to the next.
 type reader struct {
 	conn *grpc.ClientConn
+	bufs *freelist.List[*rawcodec.Reused]
 }
 
 func newReader(addr string, c access.Client) (*reader, error) {
@@ -74,7 +78,7 @@ func newReader(addr string, c access.Client) (*reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial reader %s: %w", addr, err)
 	}
-	return &reader{conn: conn}, nil
+	return &reader{conn: conn, bufs: freelist.New[*rawcodec.Reused](2, func(b *rawcodec.Reused) bool { return cap(b.B) <= maxKeptMessage })}, nil
 }
 
 func (r *reader) close() { r.conn.Close() }
@@ -111,9 +115,47 @@ func (r *reader) stream(ctx context.Context, method string, req proto.Message) (
 	}
 }
 
+// maxKeptMessage bounds the receive buffers a reader keeps.
+const maxKeptMessage = 8 << 20
+
+// each calls a server-streaming method and passes every message to fn, if
+// not nil; a message is valid only until fn returns.
+func (r *reader) each(ctx context.Context, method string, req proto.Message, fn func([]byte)) error {
+	st, err := r.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method)
+	if err != nil {
+		return err
+	}
+	if err := st.SendMsg(req); err != nil {
+		return err
+	}
+	if err := st.CloseSend(); err != nil {
+		return err
+	}
+	buf, ok := r.bufs.Get()
+	if !ok {
+		buf = new(rawcodec.Reused)
+	}
+	defer r.bufs.Put(buf)
+	for {
+		err := st.RecvMsg(buf)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fn != nil {
+			fn(buf.B)
+		}
+	}
+}
+
+func getTraceRequest(id [16]byte) *jaegerpb.GetTracesRequest {
+	return &jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: id[:]}}}
+}
+
 func (r *reader) getTrace(ctx context.Context, id [16]byte) ([][]byte, error) {
-	return r.stream(ctx, jaegerpb.TraceReader_GetTraces_FullMethodName,
-		&jaegerpb.GetTracesRequest{Query: []*jaegerpb.GetTraceParams{{TraceId: id[:]}}})
+	return r.stream(ctx, jaegerpb.TraceReader_GetTraces_FullMethodName, getTraceRequest(id))
 }
 
 // spansOf decodes chunks and returns the span IDs of trace id in them.
@@ -485,13 +527,14 @@ func (r *reader) searchOnce(ctx context.Context, i int, pool *Pool, sent uint64,
 	from, to := pool.Window(sent)
 	q := searchShapes[i].query(rng, pool.services)
 	q.StartTimeMin, q.StartTimeMax, q.SearchDepth = timestamppb.New(from), timestamppb.New(to), 20
+	var traces traceCounter
 	t := time.Now()
-	chunks, err := r.stream(ctx, jaegerpb.TraceReader_FindTraces_FullMethodName, &jaegerpb.FindTracesRequest{Query: q})
+	err := r.each(ctx, jaegerpb.TraceReader_FindTraces_FullMethodName, &jaegerpb.FindTracesRequest{Query: q}, traces.add)
 	d := time.Since(t)
 	if err != nil {
 		return 0, 0, fmt.Errorf("search %s: %w", searchShapes[i].name, err)
 	}
-	return d, tracesIn(chunks), nil
+	return d, traces.n, nil
 }
 
 func searchReads(shape, found int, times []time.Duration) SearchReport {
@@ -503,24 +546,22 @@ func searchReads(shape, found int, times []time.Duration) SearchReport {
 	return sr
 }
 
-// tracesIn counts the distinct traces in FindTraces chunks; a chunk never
-// mixes traces, so counting changes of trace is enough. Only the first span
-// of each chunk is looked at: decoding whole chunks took a quarter of the
-// bench's CPU while it timed reads beside the target.
-func tracesIn(chunks [][]byte) int {
-	n := 0
-	var last []byte
-	for _, c := range chunks {
-		id := firstTraceID(c)
-		if id == nil {
-			continue
-		}
-		if string(id) != string(last) {
-			n++
-			last = id
-		}
+// traceCounter counts the distinct traces in FindTraces chunks; a chunk
+// never mixes traces, so counting changes of trace is enough. Only the
+// first span of each chunk is looked at: decoding whole chunks took a
+// quarter of the bench's CPU while it timed reads beside the target.
+type traceCounter struct {
+	n    int
+	last []byte // the trace ID of the chunk before
+}
+
+func (c *traceCounter) add(chunk []byte) {
+	id := firstTraceID(chunk)
+	if id == nil || bytes.Equal(id, c.last) {
+		return
 	}
-	return n
+	c.n++
+	c.last = append(c.last[:0], id...)
 }
 
 // firstTraceID returns the trace ID of the first span of an encoded
@@ -604,7 +645,7 @@ func (r *reader) readInBackground(ctx context.Context, seed uint64, pool *Pool, 
 				return timedRead{}, false, nil
 			}
 			t := time.Now()
-			_, err := r.getTrace(ctx, p.id)
+			err := r.each(ctx, jaegerpb.TraceReader_GetTraces_FullMethodName, getTraceRequest(p.id), nil)
 			return timedRead{at: t, d: time.Since(t), id: p.id}, true, err
 		}})
 	}

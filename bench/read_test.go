@@ -125,7 +125,11 @@ func TestTracesIn(t *testing.T) {
 		{[][]byte{a, b, a}, 3},
 		{[][]byte{empty, a, {0xff}, a[:len(a)-3], b}, 2},
 	} {
-		if got := tracesIn(c.chunks); got != c.want {
+		var traces traceCounter
+		for _, ch := range c.chunks {
+			traces.add(ch)
+		}
+		if got := traces.n; got != c.want {
 			t.Errorf("%d chunks: %d traces, want %d", len(c.chunks), got, c.want)
 		}
 	}

@@ -6,6 +6,7 @@ package rawcodec
 
 import (
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
@@ -17,6 +18,13 @@ import (
 // is, as is a mem.Buffer, which gRPC frees once it has written it. Every
 // other value must be a proto.Message.
 type Message []byte
+
+// Reused is a buffer that a stream's RecvMsg copies each message into, over
+// the message before, so that a client reading many messages of megabytes
+// does not take fresh memory for each: on a virtual machine, whose page
+// faults cost about 14 µs, copying a 10,000-span trace into fresh memory
+// took milliseconds.
+type Reused struct{ B []byte }
 
 // Codec is the codec; install it with ServerOption.
 type Codec struct{}
@@ -65,6 +73,10 @@ func (Codec) Unmarshal(data mem.BufferSlice, v any) error {
 	switch m := v.(type) {
 	case *Message:
 		*m = data.Materialize()
+		return nil
+	case *Reused:
+		m.B = slices.Grow(m.B[:0], data.Len())[:data.Len()]
+		data.CopyTo(m.B)
 		return nil
 	case proto.Message:
 		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
