@@ -62,7 +62,8 @@ const searchEvery = 500 * time.Millisecond
 // reader times reads from a jaeger.storage.v2 endpoint. Responses are
 // received encoded, so that the timings are the server's and the network's,
 // not the client's decoding, and the timed reads that keep none of them
-// receive them into buffers kept from one read to the next.
+// receive them into buffers kept from one read to the next; a search's
+// timing includes finding the trace ID at the head of each chunk.
 type reader struct {
 	conn *grpc.ClientConn
 	bufs *freelist.List[*rawcodec.Reused]

@@ -212,6 +212,13 @@ type Scratch struct {
 	dir, lists  []byte
 }
 
+// Bytes is the memory the scratch holds.
+func (s *Scratch) Bytes() int {
+	const u32, posting = 4, 16
+	return u32*(cap(s.order)+cap(s.rowsOf)+cap(s.checkpoints)) + posting*(cap(s.postings)+cap(s.sorted)) +
+		cap(s.body) + cap(s.rows) + cap(s.shards) + cap(s.dir) + cap(s.lists)
+}
+
 // resize sets *v to n elements, reusing its array when it has room.
 func resize[T any](v *[]T, n int) []T {
 	if cap(*v) < n {

@@ -53,7 +53,7 @@ func (s segment) spans() [][]byte {
 // the collector's mark assists.
 var chunkBuffers mem.BufferPool = newChunkPool(2)
 
-// chunkPool keeps the buffers of chunks from 4 KiB up apart from gRPC's
+// chunkPool keeps the buffers of chunks larger than 4 KiB apart from gRPC's
 // pool, in free lists by power-of-two size. gRPC's pool holds them in
 // sync.Pools, which each collection empties, and rounds every size between
 // 32 KiB and 1 MiB up to 1 MiB: a 200-span trace's 60 KB chunk took a fresh
@@ -73,10 +73,12 @@ func newChunkPool(n int) chunkPool {
 	return p
 }
 
-// minKeptChunk is the smallest chunk buffer kept apart from gRPC's pool,
-// and maxKeptChunk the largest kept.
+// Chunks of up to smallChunk bytes take gRPC's buffers, whose tier of
+// that size holds them exactly and goes back to gRPC; minKeptChunk is the
+// smallest buffer kept apart, and maxKeptChunk the largest.
 const (
-	minKeptChunk = 4 << 10
+	smallChunk   = 4 << 10
+	minKeptChunk = 2 * smallChunk
 	maxKeptChunk = 8 << 20
 )
 
@@ -84,7 +86,7 @@ const (
 func class(n int) int { return bits.Len(uint(n-1)) - bits.Len(minKeptChunk-1) }
 
 func (p chunkPool) Get(n int) *[]byte {
-	if n < minKeptChunk {
+	if n <= smallChunk {
 		return p.small.Get(n)
 	}
 	i := class(n)
@@ -102,7 +104,7 @@ func (p chunkPool) Get(n int) *[]byte {
 
 func (p chunkPool) Put(b *[]byte) {
 	c := cap(*b)
-	if c < minKeptChunk {
+	if c <= smallChunk {
 		p.small.Put(b)
 		return
 	}

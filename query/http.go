@@ -332,6 +332,7 @@ func (s *service) readTrace(ctx context.Context, r *http.Request, fn func(*trace
 	defer leave()
 	found := false
 	out := &sender{s: s, ctx: ctx, emit: func(b []byte) error {
+		defer chunkBuffers.Put(&b) // Unmarshal copies what it keeps
 		td := &tracepb.TracesData{}
 		if err := proto.Unmarshal(b, td); err != nil {
 			return status.Errorf(codes.Internal, "decode stored spans: %v", err)

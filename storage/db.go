@@ -131,7 +131,7 @@ type DB struct {
 	scratchMu sync.Mutex
 	scratch   []*dataScratch
 	// segScratch is what cuts finish their search index segments in, one
-	// after another; cuts are serial (the flusher's, then Close's).
+	// after another; a cut holds partMu while it writes them.
 	segScratch index.Scratch
 
 	kick         chan struct{}

@@ -415,8 +415,16 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 		}
 		paths = append(paths, ppath)
 	}
+	// One cut of huge traces' terms is not kept for every cut after it.
+	if db.segScratch.Bytes() > maxSegScratch {
+		db.segScratch = index.Scratch{}
+	}
 	return paths, nil
 }
+
+// maxSegScratch bounds the scratch kept from one cut's search index
+// segments to the next; the bench's cuts take about 16 MiB.
+const maxSegScratch = 64 << 20
 
 // eachPartition calls fn with t's spans in each partition they fall in,
 // until it fails. Nearly every trace lies in one partition: its own spans

@@ -15,8 +15,8 @@ import (
 
 // Message is an encoded protobuf message. A *Message passed to a stream's
 // RecvMsg receives the encoded bytes; a Message passed to SendMsg is sent as
-// is, as is a mem.Buffer, which gRPC frees once it has written it. Every
-// other value must be a proto.Message.
+// is, as is a mem.Buffer, which gRPC frees once it has written it. RecvMsg
+// also takes a *Reused. Every other value must be a proto.Message.
 type Message []byte
 
 // Reused is a buffer that a stream's RecvMsg copies each message into, over
