@@ -92,28 +92,14 @@ func (r *reader) services(ctx context.Context) error {
 
 // stream calls a server-streaming method and returns every message.
 func (r *reader) stream(ctx context.Context, method string, req proto.Message) ([][]byte, error) {
-	st, err := r.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method)
-	if err != nil {
+	var (
+		out [][]byte
+		m   rawcodec.Message // each message received is a copy of its own
+	)
+	if err := r.recv(ctx, method, req, &m, func() { out = append(out, m) }); err != nil {
 		return nil, err
 	}
-	if err := st.SendMsg(req); err != nil {
-		return nil, err
-	}
-	if err := st.CloseSend(); err != nil {
-		return nil, err
-	}
-	var out [][]byte
-	for {
-		var m rawcodec.Message
-		err := st.RecvMsg(&m)
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
+	return out, nil
 }
 
 // maxKeptMessage bounds the receive buffers a reader keeps.
@@ -122,6 +108,21 @@ const maxKeptMessage = 8 << 20
 // each calls a server-streaming method and passes every message to fn, if
 // not nil; a message is valid only until fn returns.
 func (r *reader) each(ctx context.Context, method string, req proto.Message, fn func([]byte)) error {
+	buf, ok := r.bufs.Get()
+	if !ok {
+		buf = new(rawcodec.Reused)
+	}
+	defer r.bufs.Put(buf)
+	return r.recv(ctx, method, req, buf, func() {
+		if fn != nil {
+			fn(buf.B)
+		}
+	})
+}
+
+// recv calls a server-streaming method, receiving each message into m and
+// then calling got, until the stream ends.
+func (r *reader) recv(ctx context.Context, method string, req proto.Message, m any, got func()) error {
 	st, err := r.conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, method)
 	if err != nil {
 		return err
@@ -132,22 +133,15 @@ func (r *reader) each(ctx context.Context, method string, req proto.Message, fn 
 	if err := st.CloseSend(); err != nil {
 		return err
 	}
-	buf, ok := r.bufs.Get()
-	if !ok {
-		buf = new(rawcodec.Reused)
-	}
-	defer r.bufs.Put(buf)
 	for {
-		err := st.RecvMsg(buf)
+		err := st.RecvMsg(m)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if fn != nil {
-			fn(buf.B)
-		}
+		got()
 	}
 }
 

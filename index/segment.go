@@ -128,7 +128,8 @@ func (b *SegmentBuilder) Finish(s *Scratch) (rows []byte, shards [Shards][]byte)
 		starts[sh+1] += starts[sh]
 	}
 	next = starts
-	postings := resize(&s.postings, starts[Shards])
+	postings := slices.Grow(s.postings[:0], starts[Shards])[:starts[Shards]]
+	s.postings = postings
 	// Most rows take under 32 bytes: growing it as they were encoded was
 	// a fifth of the time Finish took for small traces.
 	body := slices.Grow(s.body[:0], 32*len(order))
@@ -165,7 +166,8 @@ func (b *SegmentBuilder) Finish(s *Scratch) (rows []byte, shards [Shards][]byte)
 	// By term, stably, so that rows stay ascending within a term.
 	var sortScratch []posting
 	if largest >= smallShard {
-		sortScratch = resize(&s.sorted, largest)
+		sortScratch = slices.Grow(s.sorted[:0], largest)[:largest]
+		s.sorted = sortScratch
 	}
 	// The shards are encoded one after another into one buffer, and sliced
 	// once it has stopped growing.
@@ -217,15 +219,6 @@ func (s *Scratch) Bytes() int {
 	const u32, posting = 4, 16
 	return u32*(cap(s.order)+cap(s.rowsOf)+cap(s.checkpoints)) + posting*(cap(s.postings)+cap(s.sorted)) +
 		cap(s.body) + cap(s.rows) + cap(s.shards) + cap(s.dir) + cap(s.lists)
-}
-
-// resize sets *v to n elements, reusing its array when it has room.
-func resize[T any](v *[]T, n int) []T {
-	if cap(*v) < n {
-		*v = make([]T, n)
-	}
-	*v = (*v)[:n]
-	return *v
 }
 
 // appendRun appends the rows of one run, rows[run[0]], rows[run[1]], …,
