@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -484,7 +485,7 @@ func partitionIn(k []byte, def uint32) uint32 {
 	return binary.BigEndian.Uint32(k[1:5])
 }
 
-// tracesIn lists the traces whose span data keys lie in [lo, hi), from the
+// tracesIn lists the traces with span data keys in [lo, hi), from the
 // rows records of their blocks, which hold whole trace IDs.
 func (c *checker) tracesIn(lo, hi []byte) []TraceID {
 	idx := c.stores["index"]
@@ -520,7 +521,11 @@ func (c *checker) tracesIn(lo, hi []byte) []TraceID {
 			continue
 		}
 		for _, r := range rows {
-			if k := keys.Data(p, b, r.TraceID); bytes.Compare(k, lo) >= 0 && bytes.Compare(k, hi) < 0 {
+			// The fragment's keys, its parts' included, run from first to
+			// last.
+			first := keys.Data(p, b, r.TraceID)
+			last := keys.DataPart(p, b, r.TraceID, math.MaxUint32)
+			if bytes.Compare(first, hi) < 0 && bytes.Compare(last, lo) >= 0 {
 				out = append(out, r.TraceID)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"cairn/storage/internal/codec"
 	"cairn/storage/internal/keys"
 )
 
@@ -206,22 +207,53 @@ func (db *DB) noteDamage(store, path, bounds string, err error) bool {
 	return true
 }
 
-// seekFragment positions it at the fragment of trace id in block b of
-// partition p, and reports whether it is there.
+// seekFragment positions it at the first part of the fragment of trace id
+// in block b of partition p, and reports whether there is one; nextPart
+// then moves to each later part. A part after the first counts as the
+// start when the first is gone (cairn repair drops what it cannot read), so
+// that the rest is still served.
 func (db *DB) seekFragment(it *pebble.Iterator, p uint32, b uint64, id TraceID) (bool, error) {
 	k := keys.Data(p, b, id)
-	what := func() string {
-		return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
-	}
 	if d := db.damage.covering("spans", k); d != nil {
-		return false, d.err(what())
+		return false, d.err(fragmentName(p, b, id))
 	}
-	if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
-		return true, nil
+	if it.SeekGE(k) && (bytes.Equal(it.Key(), k) || keys.IsLaterPart(it.Key(), k)) {
+		return db.partReadable(it, p, b, id)
 	}
-	err := it.Error()
-	if err == nil {
+	return false, containIter(it, p, b, id)
+}
+
+// nextPart moves it, positioned at a part of the fragment of trace id in
+// block b of partition p, to the fragment's next part, and reports
+// whether there is one. It does not move past a part that says no other
+// follows (codec.Continued): the next key may be in a block that is
+// damaged, which this trace's read has no need of.
+func (db *DB) nextPart(it *pebble.Iterator, p uint32, b uint64, id TraceID) (bool, error) {
+	if !codec.Continued(it.Value()) {
 		return false, nil
 	}
-	return false, contain(err, what())
+	if it.Next() && keys.IsLaterPart(it.Key(), keys.Data(p, b, id)) {
+		return db.partReadable(it, p, b, id)
+	}
+	return false, containIter(it, p, b, id)
+}
+
+// partReadable checks the part it is at against the damage known.
+func (db *DB) partReadable(it *pebble.Iterator, p uint32, b uint64, id TraceID) (bool, error) {
+	if d := db.damage.covering("spans", it.Key()); d != nil {
+		return false, d.err(fragmentName(p, b, id))
+	}
+	return true, nil
+}
+
+// containIter returns it's error, if any, as a read of the fragment's.
+func containIter(it *pebble.Iterator, p uint32, b uint64, id TraceID) error {
+	if err := it.Error(); err != nil {
+		return contain(err, fragmentName(p, b, id))
+	}
+	return nil
+}
+
+func fragmentName(p uint32, b uint64, id TraceID) string {
+	return fmt.Sprintf("trace %x (its spans in partition %s, block %d)", id, partitionName(p), b)
 }

@@ -28,7 +28,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 8
+const FormatVersion = 9
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -314,11 +314,12 @@ func (db *DB) recover() error {
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
-	case 5, 6, 7:
+	case 5, 6, 7, 8:
 		// Version 6 only adds aggregates, which blocks cut before have
 		// not; version 7 keys the trace index by fingerprint, and
 		// loadV6Traces has recorded which partitions have the old keys;
-		// version 8 writes rows records of version 4, and reads both.
+		// version 8 writes rows records of version 4, and reads both;
+		// version 9 stores large fragments in parts, and reads whole ones.
 		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {

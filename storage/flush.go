@@ -549,6 +549,84 @@ func (db *DB) keepScratch(sc *dataScratch) {
 	db.scratchMu.Unlock()
 }
 
+// partBytes bounds the spans of one value of span data: a larger fragment
+// is stored as parts of about this size, each a fragment of its own, under
+// keys.DataPart. Pebble keeps a value whole in one block, and decompresses
+// a block whole into memory allocated for it; the few megabytes of a large
+// trace's fragment in one value made each read of it allocate that much at
+// once, all of it fresh pages (on this kind of machine, 14 µs of page fault
+// per 4 KiB) whenever the C allocator had given its memory back.
+const partBytes = 64 << 10
+
+// appendParts encodes the spans of groups, trace id's, as one fragment or,
+// over partBytes, as consecutive parts of about partBytes each, and
+// calls set with each part's number and encoding, which is valid until set
+// returns. A group whose spans straddle two parts is in both. The
+// encodings are built in buf, which it returns for reuse.
+func appendParts(enc *codec.FragmentEncoder, buf []byte, id TraceID, groups []codec.Group, set func(n uint32, frag []byte) error) ([]byte, error) {
+	total := 0
+	for _, g := range groups {
+		for _, raw := range g.Spans {
+			total += len(raw)
+		}
+	}
+	if total <= partBytes {
+		buf = enc.Append(buf[:0], id, groups)
+		return buf, set(0, buf)
+	}
+	var (
+		part []codec.Group
+		n    uint32
+		size int
+		left = total // bytes of spans not yet in a part
+	)
+	flush := func() error {
+		buf = enc.Append(buf[:0], id, part)
+		if left -= size; left > 0 {
+			codec.MarkContinued(buf)
+		}
+		err := set(n, buf)
+		part, size = part[:0], 0
+		n++
+		return err
+	}
+	for _, g := range groups {
+		from := 0
+		for i, raw := range g.Spans {
+			size += len(raw)
+			if size < partBytes {
+				continue
+			}
+			part = append(part, subGroup(g, from, i+1))
+			from = i + 1
+			if err := flush(); err != nil {
+				return buf, err
+			}
+		}
+		if from < len(g.Spans) {
+			part = append(part, subGroup(g, from, len(g.Spans)))
+		}
+	}
+	if len(part) > 0 {
+		if err := flush(); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// subGroup is spans i..j of g.
+func subGroup(g codec.Group, i, j int) codec.Group {
+	s := codec.Group{Num: g.Num, Spans: g.Spans[i:j]}
+	if g.Ordered != nil {
+		s.Ordered = g.Ordered[i:j]
+	}
+	if g.Keys != nil {
+		s.Keys = g.Keys[i:j]
+	}
+	return s
+}
+
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
 func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
@@ -578,8 +656,9 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 		if sc.groups, sc.order, err = db.groupSpans(sc.groups[:0], sc.order, spans, p, &res); err != nil {
 			return err
 		}
-		sc.frag = sc.enc.Append(sc.frag[:0], t.id, sc.groups)
-		if err := w.w.Set(keys.Data(p, block, t.id), sc.frag); err != nil {
+		if sc.frag, err = appendParts(&sc.enc, sc.frag[:0], t.id, sc.groups, func(n uint32, frag []byte) error {
+			return w.w.Set(keys.DataPart(p, block, t.id, n), frag)
+		}); err != nil {
 			return err
 		}
 		// After the fragment, which brought the spans' names into the

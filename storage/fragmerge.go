@@ -167,6 +167,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 	for _, t := range split {
 		at = at[:0]
 		size := 0
+		parted := false // a fragment is stored in parts: too large to merge
 		for _, b := range t.blocks {
 			c, err := cursorOf(b)
 			if err != nil {
@@ -179,6 +180,11 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 			case found:
 				at = append(at, c)
 				size += len(c.it.Value())
+				more, err := db.nextPart(c.it, p, b, t.id)
+				if err != nil {
+					return err
+				}
+				parted = parted || more || len(c.it.Key()) != keys.DataLen
 			default:
 				// An earlier merge took the fragment and stopped, or
 				// failed, before it deleted the key; or cairn repair
@@ -186,7 +192,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 				empty(t.id, b)
 			}
 		}
-		if len(at) < 2 || size > mergeMaxBytes {
+		if len(at) < 2 || size > mergeMaxBytes || parted {
 			continue
 		}
 		// Free space is checked as the rewrite that follows checks it for
@@ -201,6 +207,9 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		written += size
 		m.reset()
 		for _, c := range at {
+			if _, err := db.seekFragment(c.it, p, c.block, t.id); err != nil {
+				return err
+			}
 			if err := m.add(c.it.Value(), t.id); err != nil {
 				return fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
 			}
@@ -219,7 +228,9 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		newest := at[len(at)-1]
 		w, err := writer(newest)
 		if err == nil {
-			err = w.Set(keys.Data(p, newest.block, t.id), m.encode(t.id))
+			err = m.encode(t.id, func(n uint32, frag []byte) error {
+				return w.Set(keys.DataPart(p, newest.block, t.id, n), frag)
+			})
 		}
 		if err != nil {
 			return err
@@ -346,10 +357,11 @@ func (m *fragmentMerger) add(src []byte, id TraceID) error {
 	return nil
 }
 
-// encode returns the merged fragment, its spans grouped and ordered as a
-// cut orders them (groupSpans): groups by key, spans by name, then start.
-// The result is valid until the next call.
-func (m *fragmentMerger) encode(id TraceID) []byte {
+// encode encodes the merged fragment, its spans grouped and ordered as a
+// cut orders them (groupSpans): groups by key, spans by name, then start;
+// in parts if it is large, as a cut writes them (appendParts), each passed
+// to set.
+func (m *fragmentMerger) encode(id TraceID, set func(n uint32, frag []byte) error) error {
 	slices.SortStableFunc(m.spans, func(a, b mergedSpan) int {
 		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
 			return c
@@ -367,7 +379,8 @@ func (m *fragmentMerger) encode(id TraceID) []byte {
 		g := &m.out[len(m.out)-1]
 		g.Spans = append(g.Spans, s.raw)
 	}
-	m.frag = m.enc.Append(m.frag[:0], id, m.out)
+	var err error
+	m.frag, err = appendParts(&m.enc, m.frag[:0], id, m.out, set)
 	m.enc.Reset(4096)
-	return m.frag
+	return err
 }

@@ -51,13 +51,22 @@ func splitRequest(t *testing.T, raw []byte) (first, second []byte) {
 	return first, second
 }
 
-// fragments lists the span data keys of each (partition, trace) pair, with
-// the size of their values.
+// fragments lists the fragments of each (partition, trace) pair, a block's
+// each, with the size of their values (of all its parts together).
 func fragments(t *testing.T, db *DB) map[partTrace][]int {
-	return byTrace(t, db.spans, keys.KindData, func(k, v []byte) (partTrace, int, error) {
-		p, _, id, err := keys.ParseData(k)
-		return partTrace{p, id}, len(v), err
+	type fragment struct {
+		partTrace
+		block uint64
+	}
+	parts := byTrace(t, db.spans, keys.KindData, func(k, v []byte) (fragment, int, error) {
+		p, b, id, err := keys.ParseData(k)
+		return fragment{partTrace{p, id}, b}, len(v), err
 	})
+	out := map[partTrace][]int{}
+	for f, sizes := range parts {
+		out[f.partTrace] = append(out[f.partTrace], sum(sizes))
+	}
+	return out
 }
 
 // traceIndex lists the blocks the trace index names for each (partition,

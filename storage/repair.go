@@ -291,6 +291,7 @@ func rebuildTraceIndex(spans *pebble.DB, b *pebble.Batch, span pebble.KeyRange, 
 	}
 	defer it.Close()
 	n := 0
+	var last []byte // data key without its part number, of the key before
 	for ok := it.First(); ok; ok = it.Next() {
 		p, block, id, err := keys.ParseData(it.Key())
 		if err != nil {
@@ -299,6 +300,10 @@ func rebuildTraceIndex(spans *pebble.DB, b *pebble.Batch, span pebble.KeyRange, 
 		if p > hi {
 			break
 		}
+		if bytes.Equal(it.Key()[:keys.DataLen], last) {
+			continue // a later part of the fragment before
+		}
+		last = append(last[:0], it.Key()[:keys.DataLen]...)
 		had := keys.Trace(p, id, block)
 		if kind == keys.KindTraceV6 {
 			had = keys.TraceV6(p, id, block)

@@ -776,6 +776,22 @@ func (s *segmentSearch) verify(p uint32, block uint64, id TraceID) (bool, error)
 	if !found {
 		return false, err
 	}
+	for found {
+		match, err := s.matchFragment(block, id)
+		if match || err != nil {
+			return match, err
+		}
+		if found, err = s.db.nextPart(s.data, p, block, id); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}
+
+// matchFragment reports whether a span of the fragment (or part of one)
+// that s.data is at matches the query.
+func (s *segmentSearch) matchFragment(block uint64, id TraceID) (bool, error) {
+	var err error
 	if s.frags, s.spanBuf, err = codec.DecodeFragment(s.frags[:0], s.spanBuf[:0], s.data.Value(), id); err != nil {
 		return false, fmt.Errorf("fragment of trace %x in block %d: %w", id, block, err)
 	}

@@ -96,30 +96,21 @@ func (db *DB) tracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 				// is still served.
 				continue
 			}
-			if admit != nil {
-				if err := admit(len(snap.data.Value())); err != nil {
+			for more := true; more; {
+				if admit != nil {
+					if err := admit(len(snap.data.Value())); err != nil {
+						return pc.found, err
+					}
+				}
+				if frags, err = pc.add(frags, snap.data.Value(), b); err != nil {
 					return pc.found, err
 				}
-			}
-			// Spans are copied out of the value, which is only valid
-			// until the iterator moves.
-			if frags, err = pc.decode(frags[:0], snap.data.Value()); err != nil {
-				return pc.found, fmt.Errorf("fragment of trace %x in block %d: %w", id, b, err)
-			}
-			for _, f := range frags {
-				res, scope, err := db.groups.pair(pc.get, f.Num)
-				if err != nil {
-					return pc.found, contain(err, fmt.Sprintf("trace %x (its resource and scope group %d)", id, f.Num))
+				if err := pc.emitIfFull(); err != nil {
+					return pc.found, err
 				}
-				g := pc.asm.group(res, scope)
-				g.spans = slices.Grow(g.spans, len(f.Spans))
-				for i, s := range f.Spans {
-					g.spans = append(g.spans, orderedSpan{f.Keys[i], s})
-					pc.bytes += len(s)
+				if more, err = db.nextPart(snap.data, p, b, id); err != nil {
+					return pc.found, err
 				}
-			}
-			if err := pc.emitIfFull(); err != nil {
-				return pc.found, err
 			}
 			if err := ctx.Err(); err != nil {
 				return pc.found, err
@@ -151,6 +142,29 @@ type piecer struct {
 type spanDigest struct{ id, sum uint64 }
 
 var spanHashSeed = maphash.MakeSeed()
+
+// add gathers the spans of a fragment (or a piece of one) of block b.
+// Spans are copied out of it, which is only valid until the iterator
+// moves.
+func (pc *piecer) add(frags []codec.Group, fragment []byte, b uint64) ([]codec.Group, error) {
+	frags, err := pc.decode(frags[:0], fragment)
+	if err != nil {
+		return frags, fmt.Errorf("fragment of trace %x in block %d: %w", pc.id, b, err)
+	}
+	for _, f := range frags {
+		res, scope, err := pc.db.groups.pair(pc.get, f.Num)
+		if err != nil {
+			return frags, contain(err, fmt.Sprintf("trace %x (its resource and scope group %d)", pc.id, f.Num))
+		}
+		g := pc.asm.group(res, scope)
+		g.spans = slices.Grow(g.spans, len(f.Spans))
+		for i, s := range f.Spans {
+			g.spans = append(g.spans, orderedSpan{f.Keys[i], s})
+			pc.bytes += len(s)
+		}
+	}
+	return frags, nil
+}
 
 // decode decodes a fragment of the trace into the piece's arena, or into a
 // buffer of its own if fn keeps the pieces.

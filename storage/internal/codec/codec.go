@@ -21,8 +21,28 @@ import (
 // ErrCorrupt is wrapped by every decoding error.
 var ErrCorrupt = errors.New("corrupt value")
 
-// fragmentV2 is the version byte that starts every fragment.
-const fragmentV2 = 2
+// fragmentV2 is the version byte that starts every fragment, but for a
+// part of one that another part follows, which fragmentV2Continued starts.
+const (
+	fragmentV2          = 2
+	fragmentV2Continued = 3
+)
+
+// MarkContinued marks an encoded fragment as a part of a fragment that
+// another part follows, in the key after its own.
+func MarkContinued(fragment []byte) {
+	if len(fragment) > 0 {
+		fragment[0] = fragmentV2Continued
+	}
+}
+
+// Continued reports whether another part of the fragment follows this one:
+// a reader that finds none has lost it. A reader stops at a part that is not
+// continued without stepping past it, into keys that another trace's read
+// may find damaged.
+func Continued(fragment []byte) bool {
+	return len(fragment) > 0 && fragment[0] == fragmentV2Continued
+}
 
 // Group is the spans of one trace that share a resource and a scope, which
 // the store numbers.
@@ -346,7 +366,7 @@ func rebuildSpan(dst []byte, trace [16]byte, sp *splitSpan) []byte {
 // spans never alias src, which may be a Pebble iterator's buffer.
 func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []byte, error) {
 	r := binread.New(src, ErrCorrupt)
-	if v := r.Byte(); v != fragmentV2 {
+	if v := r.Byte(); v != fragmentV2 && v != fragmentV2Continued {
 		if r.Err != nil {
 			return dst, buf, fmt.Errorf("%w: empty fragment", ErrCorrupt)
 		}

@@ -113,6 +113,7 @@ func FuzzFragment(f *testing.F) {
 	var e FragmentEncoder
 	f.Add(e.Append(nil, testTrace, testGroups(f)))
 	f.Add([]byte{fragmentV2, 0, 0})
+	f.Add([]byte{fragmentV2Continued, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		groups, _, err := DecodeFragment(nil, nil, b, testTrace)
 		if err != nil {

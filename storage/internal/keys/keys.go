@@ -4,6 +4,7 @@
 package keys
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ const (
 	TraceLen        = TracePrefixLen + 8
 	TraceV6Len      = 1 + 4 + 16 + 8
 	DataLen         = 1 + 4 + 8 + 16
+	DataPartLen     = DataLen + 4
 )
 
 // ErrBadKey is wrapped by every decoding error.
@@ -294,6 +296,23 @@ func Data(p uint32, block uint64, id TraceID) []byte {
 	return append(k, id[:]...)
 }
 
+// DataPart is the key of part n of the fragment of trace id in block of
+// partition p: Data's key for part 0, with n appended for the others, so
+// that a fragment's parts follow each other in order.
+func DataPart(p uint32, block uint64, id TraceID, n uint32) []byte {
+	k := Data(p, block, id)
+	if n == 0 {
+		return k
+	}
+	return binary.BigEndian.AppendUint32(k, n)
+}
+
+// IsLaterPart reports whether k is the key of a part after the first of
+// the fragment whose first part's key is first.
+func IsLaterPart(k, first []byte) bool {
+	return len(k) == DataPartLen && len(first) == DataLen && bytes.HasPrefix(k, first)
+}
+
 // DataBlock is the prefix of the data keys of a block in partition p.
 func DataBlock(p uint32, block uint64) []byte {
 	return binary.BigEndian.AppendUint64(PartitionPrefix(KindData, p), block)
@@ -313,13 +332,22 @@ func ParseRecompressed(k []byte) (uint32, error) {
 	return binary.BigEndian.Uint32(k[1:]), nil
 }
 
-// ParseData decodes a data key.
+// ParseData decodes a data key, of any part.
 func ParseData(k []byte) (p uint32, block uint64, id TraceID, err error) {
-	if len(k) != DataLen || k[0] != KindData {
-		return 0, 0, id, fmt.Errorf("%w: data key %x", ErrBadKey, k)
+	p, block, id, _, err = ParseDataPart(k)
+	return p, block, id, err
+}
+
+// ParseDataPart decodes a data key and its part number.
+func ParseDataPart(k []byte) (p uint32, block uint64, id TraceID, n uint32, err error) {
+	if (len(k) != DataLen && len(k) != DataPartLen) || k[0] != KindData {
+		return 0, 0, id, 0, fmt.Errorf("%w: data key %x", ErrBadKey, k)
 	}
-	copy(id[:], k[13:])
-	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), id, nil
+	copy(id[:], k[13:DataLen])
+	if len(k) == DataPartLen {
+		n = binary.BigEndian.Uint32(k[DataLen:])
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), id, n, nil
 }
 
 // KindEnd is the exclusive upper bound of the keys of a kind.
@@ -358,8 +386,11 @@ func (k formatted) Format(s fmt.State, _ rune) {
 		fmt.Fprintf(s, "trace/%d/%016x/%d", p, fp, b)
 		return
 	}
-	if p, b, id, err := ParseData(k); err == nil {
+	if p, b, id, n, err := ParseDataPart(k); err == nil {
 		fmt.Fprintf(s, "data/%d/%d/%x", p, b, id)
+		if n > 0 {
+			fmt.Fprintf(s, "/%d", n)
+		}
 		return
 	}
 	fmt.Fprintf(s, "%x", []byte(k))
