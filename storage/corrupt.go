@@ -232,6 +232,14 @@ func (db *DB) nextPart(it *pebble.Iterator, p uint32, b uint64, id TraceID) (boo
 	if !codec.Continued(it.Value()) {
 		return false, nil
 	}
+	// A block known to be damaged is not read again.
+	_, _, _, n, err := keys.ParseDataPart(it.Key())
+	if err != nil {
+		return false, err
+	}
+	if d := db.damage.covering("spans", keys.DataPart(p, b, id, n+1)); d != nil {
+		return false, d.err(fragmentName(p, b, id))
+	}
 	if it.Next() && keys.IsLaterPart(it.Key(), keys.Data(p, b, id)) {
 		return db.partReadable(it, p, b, id)
 	}

@@ -564,8 +564,9 @@ const partBytes = 64 << 10
 // returns. A group whose spans straddle two parts is in both. The
 // encodings are built in buf, which it returns for reuse.
 func appendParts(enc *codec.FragmentEncoder, buf []byte, id TraceID, groups []codec.Group, set func(n uint32, frag []byte) error) ([]byte, error) {
-	total := 0
+	total, spans := 0, 0
 	for _, g := range groups {
+		spans += len(g.Spans)
 		for _, raw := range g.Spans {
 			total += len(raw)
 		}
@@ -578,11 +579,14 @@ func appendParts(enc *codec.FragmentEncoder, buf []byte, id TraceID, groups []co
 		part []codec.Group
 		n    uint32
 		size int
-		left = total // bytes of spans not yet in a part
+		left = spans // not yet in a part
 	)
 	flush := func() error {
 		buf = enc.Append(buf[:0], id, part)
-		if left -= size; left > 0 {
+		for _, g := range part {
+			left -= len(g.Spans)
+		}
+		if left > 0 {
 			codec.MarkContinued(buf)
 		}
 		err := set(n, buf)

@@ -180,11 +180,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 			case found:
 				at = append(at, c)
 				size += len(c.it.Value())
-				more, err := db.nextPart(c.it, p, b, t.id)
-				if err != nil {
-					return err
-				}
-				parted = parted || more || len(c.it.Key()) != keys.DataLen
+				parted = parted || codec.Continued(c.it.Value()) || len(c.it.Key()) != keys.DataLen
 			default:
 				// An earlier merge took the fragment and stopped, or
 				// failed, before it deleted the key; or cairn repair
@@ -207,9 +203,6 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		written += size
 		m.reset()
 		for _, c := range at {
-			if _, err := db.seekFragment(c.it, p, c.block, t.id); err != nil {
-				return err
-			}
 			if err := m.add(c.it.Value(), t.id); err != nil {
 				return fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
 			}

@@ -345,7 +345,9 @@ func ParseDataPart(k []byte) (p uint32, block uint64, id TraceID, n uint32, err 
 	}
 	copy(id[:], k[13:DataLen])
 	if len(k) == DataPartLen {
-		n = binary.BigEndian.Uint32(k[DataLen:])
+		if n = binary.BigEndian.Uint32(k[DataLen:]); n == 0 {
+			return 0, 0, id, 0, fmt.Errorf("%w: data key %x numbers part 0", ErrBadKey, k)
+		}
 	}
 	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), id, n, nil
 }

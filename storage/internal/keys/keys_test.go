@@ -84,6 +84,8 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Trace(1, TraceID{3}, 4))
 	f.Add(TraceV6(1, TraceID{3}, 4))
 	f.Add(Data(1, 2, TraceID{3}))
+	f.Add(DataPart(1, 2, TraceID{3}, 4))
+	f.Add(append(Data(1, 2, TraceID{3}), 0, 0, 0, 0)) // part 0 has no number
 	f.Add(Block(5))
 	f.Add(Partition(6))
 	f.Add(Operation("svc", "\x02GET /"))
@@ -107,7 +109,7 @@ func FuzzKeys(f *testing.F) {
 		if p, id, b, err := ParseTraceV6(k); err == nil && !bytes.Equal(TraceV6(p, id, b), k) {
 			t.Fatalf("format 6 trace key %x does not round-trip", k)
 		}
-		if p, b, id, err := ParseData(k); err == nil && !bytes.Equal(Data(p, b, id), k) {
+		if p, b, id, n, err := ParseDataPart(k); err == nil && !bytes.Equal(DataPart(p, b, id, n), k) {
 			t.Fatalf("data key %x does not round-trip", k)
 		}
 		if b, err := ParseBlock(k); err == nil && !bytes.Equal(Block(b), k) {
