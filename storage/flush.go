@@ -556,7 +556,7 @@ func (db *DB) keepScratch(sc *dataScratch) {
 // trace's fragment in one value made each read of it allocate that much at
 // once, all of it fresh pages (on this kind of machine, 14 µs of page fault
 // per 4 KiB) whenever the C allocator had given its memory back.
-const partBytes = 64 << 10
+var partBytes = 64 << 10 // a variable for tests that write a store as version 8 did
 
 // appendParts encodes the spans of groups, trace id's, as one fragment or,
 // over partBytes, as consecutive parts of about partBytes each, and

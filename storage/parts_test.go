@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -32,58 +33,30 @@ func TestLargeFragmentsStoredInParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 1000
-	tid := []byte{0x1a, 15: 0x7e}
 	t0 := uint64(time.Now().Add(-time.Minute).UnixNano())
-	str := func(v string) *commonpb.AnyValue {
-		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}
-	}
-	req := &collectorpb.ExportTraceServiceRequest{}
-	for svc := range 2 {
-		ss := &tracepb.ScopeSpans{}
-		for i := svc; i < n; i += 2 {
-			attrs := []*commonpb.KeyValue{{Key: "pad", Value: str(strings.Repeat(fmt.Sprint(i%10), 300))}}
-			if i == n-1 {
-				attrs = append(attrs, &commonpb.KeyValue{Key: "marker", Value: str("last")})
-			}
-			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: tid, SpanId: binary.BigEndian.AppendUint64(nil, uint64(i+1)),
-				ParentSpanId: binary.BigEndian.AppendUint64(nil, uint64(i/2+1)), Name: fmt.Sprintf("op-%04d", i),
-				StartTimeUnixNano: t0 + uint64(i)*uint64(time.Millisecond), EndTimeUnixNano: t0 + uint64(i+1)*uint64(time.Millisecond),
-				Attributes: attrs})
-		}
-		req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
-			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: str(fmt.Sprint("svc-", svc))}}},
-			ScopeSpans: []*tracepb.ScopeSpans{ss}})
-	}
-	raw, err := proto.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := largeTrace(t, 0, n, t0)
 	want := otlptest.Traces{}
 	if err := want.AddRequest(raw); err != nil {
 		t.Fatal(err)
 	}
 	write(t, db, raw)
 	db = reopen(t, db, dir, opts) // cut
+	tid := largeTraceID[:]
 
 	parts, continued := 0, 0
-	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for ok := it.First(); ok; ok = it.Next() {
-		_, _, id, part, err := keys.ParseDataPart(it.Key())
+	if err := forEachData(db, func(k, v []byte) {
+		_, _, id, part, err := keys.ParseDataPart(k)
 		if err != nil || id != TraceID(tid) || part != uint32(parts) {
-			t.Fatalf("key %x: part %d of %x, %v; want part %d of %x", it.Key(), part, id, err, parts, tid)
+			t.Fatalf("key %x: part %d of %x, %v; want part %d of %x", k, part, id, err, parts, tid)
 		}
-		if len(it.Value()) > 2*partBytes {
-			t.Fatalf("part %d is %d bytes", part, len(it.Value()))
+		if len(v) > 2*partBytes {
+			t.Fatalf("part %d is %d bytes", part, len(v))
 		}
-		if codec.Continued(it.Value()) {
+		if codec.Continued(v) {
 			continued++
 		}
 		parts++
-	}
-	if err := it.Close(); err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if min := len(raw) / partBytes; parts < min || continued != parts-1 {
@@ -108,4 +81,99 @@ func TestLargeFragmentsStoredInParts(t *testing.T) {
 		t.Fatal(err)
 	}
 	check()
+}
+
+var largeTraceID = TraceID{0x1a, 15: 0x7e}
+
+// largeTrace is a request of spans from..to-1 of a trace of two services,
+// about 330 bytes each, the last with the attribute marker=last.
+func largeTrace(t *testing.T, from, to int, t0 uint64) []byte {
+	t.Helper()
+	str := func(v string) *commonpb.AnyValue {
+		return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: v}}
+	}
+	req := &collectorpb.ExportTraceServiceRequest{}
+	for svc := range 2 {
+		ss := &tracepb.ScopeSpans{}
+		for i := from + svc; i < to; i += 2 {
+			attrs := []*commonpb.KeyValue{{Key: "pad", Value: str(strings.Repeat(fmt.Sprint(i%10), 300))}}
+			if i == to-1 {
+				attrs = append(attrs, &commonpb.KeyValue{Key: "marker", Value: str("last")})
+			}
+			ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: largeTraceID[:], SpanId: binary.BigEndian.AppendUint64(nil, uint64(i+1)),
+				ParentSpanId: binary.BigEndian.AppendUint64(nil, uint64(i/2+1)), Name: fmt.Sprintf("op-%04d", i),
+				StartTimeUnixNano: t0 + uint64(i)*uint64(time.Millisecond), EndTimeUnixNano: t0 + uint64(i+1)*uint64(time.Millisecond),
+				Attributes: attrs})
+		}
+		req.ResourceSpans = append(req.ResourceSpans, &tracepb.ResourceSpans{
+			Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name", Value: str(fmt.Sprint("svc-", svc))}}},
+			ScopeSpans: []*tracepb.ScopeSpans{ss}})
+	}
+	raw, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestUpgradeFromFormat8 writes a large fragment whole, as version 8 did,
+// then checks that the upgraded store reads it, and reads it with a later
+// fragment of the same trace that is stored in parts.
+func TestUpgradeFromFormat8(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{RecompressAfter: -1}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := uint64(time.Now().Add(-time.Minute).UnixNano())
+	want := otlptest.Traces{}
+	first, second := largeTrace(t, 0, 1000, t0), largeTrace(t, 1000, 2000, t0)
+	for _, raw := range [][]byte{first, second} {
+		if err := want.AddRequest(raw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func(n int) { partBytes = n }(partBytes)
+	partBytes = 1 << 30
+	write(t, db, first)
+	if err := db.idx.Set(keys.Meta("format"), []byte{8}, nil); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts) // cuts the fragment whole
+	partBytes = 64 << 10
+	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
+		t.Fatalf("format after upgrade: %v, %v", v, err)
+	} else {
+		closer.Close()
+	}
+	write(t, db, second)
+	db = reopen(t, db, dir, opts)
+	whole, parts := 0, 0
+	if err := forEachData(db, func(k, v []byte) {
+		switch {
+		case len(k) == keys.DataPartLen:
+			parts++
+		case len(v) > 2*partBytes:
+			whole++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if whole != 1 || parts == 0 {
+		t.Fatalf("%d values over %d bytes, %d later parts; want the whole fragment and one in parts", whole, 2*partBytes, parts)
+	}
+	checkAll(t, db, want)
+}
+
+// forEachData calls fn with each span data key and value.
+func forEachData(db *DB, fn func(k, v []byte)) error {
+	it, err := db.spans.NewIter(keys.KindRange(keys.KindData))
+	if err != nil {
+		return err
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		fn(it.Key(), it.Value())
+	}
+	return errors.Join(it.Error(), it.Close())
 }
