@@ -26,12 +26,7 @@ import (
 // search that must check its spans finds the one span that matches, in the
 // last part.
 func TestLargeFragmentsStoredInParts(t *testing.T) {
-	dir := t.TempDir()
-	opts := &Options{RecompressAfter: -1}
-	db, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, clk, opts, db := openRecompressing(t)
 	const n = 1000
 	t0 := uint64(time.Now().Add(-time.Minute).UnixNano())
 	raw := largeTrace(t, 0, n, t0)
@@ -76,7 +71,7 @@ func TestLargeFragmentsStoredInParts(t *testing.T) {
 		}
 	}
 	check()
-	db.opts.RecompressAfter = time.Millisecond
+	clk.add(2 * time.Minute)
 	if err := db.recompress(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +117,6 @@ func largeTrace(t *testing.T, from, to int, t0 uint64) []byte {
 func TestUpgradeFromFormat8(t *testing.T) {
 	dir := t.TempDir()
 	opts := &Options{RecompressAfter: -1}
-	db, err := Open(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	t0 := uint64(time.Now().Add(-time.Minute).UnixNano())
 	want := otlptest.Traces{}
 	first, second := largeTrace(t, 0, 1000, t0), largeTrace(t, 1000, 2000, t0)
@@ -134,14 +125,26 @@ func TestUpgradeFromFormat8(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	defer func(n int) { partBytes = n }(partBytes)
+	// Cuts read partBytes: it changes only while no store is open, and is
+	// given back after the stores this test leaves open are closed.
+	old := partBytes
+	t.Cleanup(func() { partBytes = old })
 	partBytes = 1 << 30
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	write(t, db, first)
 	if err := db.idx.Set(keys.Meta("format"), []byte{8}, nil); err != nil {
 		t.Fatal(err)
 	}
-	db = reopen(t, db, dir, opts) // cuts the fragment whole
-	partBytes = 64 << 10
+	if err := db.Close(); err != nil { // cuts the fragment whole
+		t.Fatal(err)
+	}
+	partBytes = old
+	if db, err = Open(dir, opts); err != nil {
+		t.Fatal(err)
+	}
 	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
 		t.Fatalf("format after upgrade: %v, %v", v, err)
 	} else {
