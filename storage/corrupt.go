@@ -237,10 +237,11 @@ func (db *DB) nextPart(it *pebble.Iterator, p uint32, b uint64, id TraceID) (boo
 	if err != nil {
 		return false, err
 	}
-	if d := db.damage.covering("spans", keys.DataPart(p, b, id, n+1)); d != nil {
+	next := keys.DataPart(p, b, id, n+1)
+	if d := db.damage.covering("spans", next); d != nil {
 		return false, d.err(fragmentName(p, b, id))
 	}
-	if it.Next() && keys.IsLaterPart(it.Key(), keys.Data(p, b, id)) {
+	if it.Next() && keys.IsLaterPart(it.Key(), next[:keys.DataLen]) {
 		return db.partReadable(it, p, b, id)
 	}
 	return false, containIter(it, p, b, id)

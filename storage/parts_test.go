@@ -36,13 +36,12 @@ func TestLargeFragmentsStoredInParts(t *testing.T) {
 	}
 	write(t, db, raw)
 	db = reopen(t, db, dir, opts) // cut
-	tid := largeTraceID[:]
 
 	parts, continued := 0, 0
 	if err := forEachData(db, func(k, v []byte) {
 		_, _, id, part, err := keys.ParseDataPart(k)
-		if err != nil || id != TraceID(tid) || part != uint32(parts) {
-			t.Fatalf("key %x: part %d of %x, %v; want part %d of %x", k, part, id, err, parts, tid)
+		if err != nil || id != largeTraceID || part != uint32(parts) {
+			t.Fatalf("key %x: part %d of %x, %v; want part %d of %x", k, part, id, err, parts, largeTraceID)
 		}
 		if len(v) > 2*partBytes {
 			t.Fatalf("part %d is %d bytes", part, len(v))
@@ -66,7 +65,7 @@ func TestLargeFragmentsStoredInParts(t *testing.T) {
 		found, err := db.Find(context.Background(), Query{
 			Attributes: []Attribute{{Key: "marker", Value: "last"}},
 			StartMin:   time.Unix(0, int64(t0+n/2*uint64(time.Millisecond))), StartMax: time.Now(), Limit: 20})
-		if err != nil || len(found) != 1 || found[0].ID != TraceID(tid) {
+		if err != nil || len(found) != 1 || found[0].ID != largeTraceID {
 			t.Fatalf("search found %v, %v; want the trace", found, err)
 		}
 	}

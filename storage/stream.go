@@ -143,7 +143,7 @@ type spanDigest struct{ id, sum uint64 }
 
 var spanHashSeed = maphash.MakeSeed()
 
-// add gathers the spans of a fragment (or a piece of one) of block b.
+// add gathers the spans of a fragment (or a part of one) of block b.
 // Spans are copied out of it, which is only valid until the iterator
 // moves.
 func (pc *piecer) add(frags []codec.Group, fragment []byte, b uint64) ([]codec.Group, error) {
