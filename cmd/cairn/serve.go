@@ -109,7 +109,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.queryTokenFile, "query-token-file", "", "file of bearer tokens (one per line) that queries, /metrics and /debug/pprof/ must carry")
 	fs.IntVar(&cfg.bulk.Nice, "ingest-nice", 10, "how much lower than a read's the scheduling priority of ingest's CPU-heavy work is (parsing, cuts), as a nice value up to 19; 0 for the same")
 	memLimit := fs.Int64("memory-limit-mib", 320, "soft limit of the Go heap in MiB, raised by what OTLP requests being taken in hold, paced by the garbage collector (GOMEMLIMIT, if set, wins); 0 for none")
-	memCeiling := fs.Int64("memory-ceiling-mib", 0, "resident memory in MiB past which what OTLP requests hold no longer raises the heap's soft limit, counting the memory outside Go's heap (Pebble's cache and memtables, zstd); the limit is still kept a quarter above the heap the last collection found live, up to what requests ask for; 0 for 160 MiB above --memory-limit-mib")
+	memCeiling := fs.Int64("memory-ceiling-mib", 0, "resident memory in MiB that the heap's soft limit keeps the process within, counting the memory outside Go's heap (Pebble's cache and memtables, zstd): past it, what OTLP requests hold no longer raises the limit, and the limit falls below --memory-limit-mib; it is still kept a quarter above the heap the last collection found live, up to what requests ask for; 0 for 160 MiB above --memory-limit-mib")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if _, err := parseFlags(fs, args, stdout); err != nil {
 		return err
