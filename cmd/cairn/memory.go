@@ -66,8 +66,8 @@ func (s *server) followInflight(base, ceiling int64, svc *ingest.Service) {
 // flight, raised it to 466 MiB, which with about 90 MiB outside took the
 // process to 560 MiB. The ceiling takes the limit below base too when
 // what lives outside grows: after a burst of SDK-exporter ingest, reads and
-// recompression took the C heap from about 90 to 200 MiB, and a limit held
-// at base let the process reach 495–517 MiB. It never takes the limit below
+// recompression took it from about 90 to 200 MiB (the block cache staying
+// at 32 MiB), and a limit held at base let the process reach 495–517 MiB. It never takes the limit below
 // a quarter above the live heap, where the collector would run back to
 // back: past the ceiling, memory comes before throughput, but not at any
 // price.
