@@ -1,7 +1,9 @@
 package otlpwire
 
 import (
+	"encoding/binary"
 	"fmt"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -83,6 +85,11 @@ func validateStatus(v []byte) error {
 }
 
 func validateKeyValue(typ protowire.Type, v []byte, depth int) error {
+	if typ == protowire.BytesType {
+		if _, _, _, _, ok := plainKeyValue(v); ok {
+			return nil
+		}
+	}
 	_, _, err := keyValue(typ, v, depth)
 	return err
 }
@@ -105,6 +112,69 @@ func keyValue(typ protowire.Type, v []byte, depth int) (key, val []byte, err err
 		return nil
 	})
 	return key, val, err
+}
+
+// Wire tags of the fields a scalar attribute holds: KeyValue's key and value,
+// and AnyValue's scalar oneof fields.
+const (
+	tagKey    = 1<<3 | byte(protowire.BytesType)
+	tagValue  = 2<<3 | byte(protowire.BytesType)
+	tagString = byte(StringValue)<<3 | byte(protowire.BytesType)
+	tagBool   = byte(BoolValue)<<3 | byte(protowire.VarintType)
+	tagInt    = byte(IntValue)<<3 | byte(protowire.VarintType)
+	tagDouble = byte(DoubleValue)<<3 | byte(protowire.Fixed64Type)
+	tagBytes  = byte(BytesValue)<<3 | byte(protowire.BytesType)
+)
+
+// plainKeyValue reads an encoded KeyValue laid out as every OTLP encoder
+// writes one with a scalar value: its key, then a value of one field. It
+// returns what keyValue and then scalar would, and ok false for any other
+// layout, invalid UTF-8 included, which they then read and validate field by
+// field. Span attributes are most of what a request holds, and most of
+// Parse's time went into walking them twice through callbacks.
+func plainKeyValue(kv []byte) (key []byte, t ValueType, b []byte, num uint64, ok bool) {
+	if len(kv) == 0 || kv[0] != tagKey {
+		return nil, 0, nil, 0, false
+	}
+	key, n := protowire.ConsumeBytes(kv[1:])
+	if n < 0 {
+		return nil, 0, nil, 0, false
+	}
+	kv = kv[1+n:]
+	if len(kv) == 0 || kv[0] != tagValue {
+		return nil, 0, nil, 0, false
+	}
+	val, n := protowire.ConsumeBytes(kv[1:])
+	if n < 0 || 1+n != len(kv) || len(val) == 0 {
+		return nil, 0, nil, 0, false
+	}
+	tag, val := val[0], val[1:]
+	switch tag {
+	case tagString, tagBytes:
+		b, n = protowire.ConsumeBytes(val)
+		if tag == tagString && n >= 0 && !utf8.Valid(b) {
+			return nil, 0, nil, 0, false
+		}
+		t = ValueType(tag >> 3)
+	case tagBool, tagInt:
+		num, n = protowire.ConsumeVarint(val)
+		t = ValueType(tag >> 3)
+		if t == BoolValue && num != 0 {
+			num = 1
+		}
+	case tagDouble:
+		n = -1
+		if len(val) >= 8 {
+			num, n = binary.LittleEndian.Uint64(val), 8
+		}
+		t = DoubleValue
+	default:
+		return nil, 0, nil, 0, false
+	}
+	if n != len(val) || !utf8.Valid(key) {
+		return nil, 0, nil, 0, false
+	}
+	return key, t, b, num, true
 }
 
 func validateAnyValue(typ protowire.Type, v []byte, depth int) error {
