@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
-	"slices"
 
 	"cairn/internal/freelist"
 	"cairn/storage/internal/codec"
@@ -55,7 +54,7 @@ func (db *DB) tracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 	}
 
 	pc := piecer{db: db, get: iterGetter(snap.index), id: id, notBefore: snap.notBefore, limit: pieceBytes, fn: fn, arena: arena}
-	pc.asm.asmScratch = asmScratches.Get().(*asmScratch)
+	pc.asm.asmScratch = takeAsmScratch()
 	defer pc.asm.release()
 	pc.reset()
 	for _, s := range live {
@@ -157,7 +156,7 @@ func (pc *piecer) add(frags []codec.Group, fragment []byte, b uint64) ([]codec.G
 			return frags, contain(err, fmt.Sprintf("trace %x (its resource and scope group %d)", pc.id, f.Num))
 		}
 		g := pc.asm.group(res, scope)
-		g.spans = slices.Grow(g.spans, len(f.Spans))
+		g.spans = pc.asm.grow(g.spans, len(f.Spans))
 		for i, s := range f.Spans {
 			g.spans = append(g.spans, orderedSpan{f.Keys[i], s})
 			pc.bytes += len(s)

@@ -232,3 +232,37 @@ func TestAssemblerScratchKeepsNoSpans(t *testing.T) {
 		t.Fatalf("%d lists and a spare of %d kept, want both", len(sc.lists), cap(sc.spare))
 	}
 }
+
+// TestAssemblerGrowTakesTheFittingList checks that a group growing past its
+// list takes the smallest kept list that holds it, its spans copied over,
+// and that a read's largest group ends up with the largest list whatever
+// order groups ask in.
+func TestAssemblerGrowTakesTheFittingList(t *testing.T) {
+	sc := &asmScratch{}
+	for _, n := range []int{1000, 2, 50} {
+		sc.recycle(make([]orderedSpan, 0, n))
+	}
+	small := sc.grow(nil, 1)
+	if cap(small) != 2 {
+		t.Fatalf("a one-span group took a list of %d, want the kept 2", cap(small))
+	}
+	large := sc.grow(nil, 30)
+	for i := range 30 {
+		large = append(large, orderedSpan{codec.SpanKey{Start: uint64(i)}, []byte{1}})
+	}
+	large = sc.grow(large, 100)
+	if cap(large) != 1000 || len(large) != 30 || large[29].Start != 29 {
+		t.Fatalf("grown to a list of length %d, capacity %d, want the kept 1000 with the 30 spans", len(large), cap(large))
+	}
+	if len(sc.lists) != 1 || cap(sc.lists[0]) != 50 || sc.spans != 50 {
+		t.Fatalf("kept %d lists, %d spans, want the list of 50 given back", len(sc.lists), sc.spans)
+	}
+	for _, s := range sc.lists[0][:cap(sc.lists[0])] {
+		if s.raw != nil {
+			t.Fatal("a list given back still holds spans")
+		}
+	}
+	if huge := sc.grow(large, 5000); cap(huge) < 5030 || huge[29].Start != 29 {
+		t.Fatalf("grown past every kept list to %d, want room for 5,030", cap(huge))
+	}
+}
