@@ -421,17 +421,11 @@ func (b *Batch) parseSpan(raw []byte, scope int32) error {
 				sp.End = binary.LittleEndian.Uint64(v)
 			}
 		case spanAttributes:
-			if typ == protowire.BytesType {
-				if key, t, bs, num, ok := plainKeyValue(v); ok {
-					b.Attrs = append(b.Attrs, attribute(raw, key, t, bs, num))
-					break
-				}
-			}
-			key, val, err := keyValue(typ, v, 0)
+			key, t, bs, num, ok, err := scalarAttribute(typ, v, 0)
 			if err != nil {
 				return err
 			}
-			if t, bs, num, ok := scalar(val); ok {
+			if ok {
 				b.Attrs = append(b.Attrs, attribute(raw, key, t, bs, num))
 			}
 		case spanEvents:

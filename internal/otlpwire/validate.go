@@ -85,13 +85,25 @@ func validateStatus(v []byte) error {
 }
 
 func validateKeyValue(typ protowire.Type, v []byte, depth int) error {
+	_, _, _, _, _, err := scalarAttribute(typ, v, depth)
+	return err
+}
+
+// scalarAttribute validates an encoded KeyValue and reads its key and, as
+// scalar does, its value if scalar (ok false otherwise): in one pass if it
+// is laid out as encoders write it (plainKeyValue), else field by field.
+func scalarAttribute(typ protowire.Type, v []byte, depth int) (key []byte, t ValueType, b []byte, num uint64, ok bool, err error) {
 	if typ == protowire.BytesType {
-		if _, _, _, _, ok := plainKeyValue(v); ok {
-			return nil
+		if key, t, b, num, ok = plainKeyValue(v); ok {
+			return key, t, b, num, true, nil
 		}
 	}
-	_, _, err := keyValue(typ, v, depth)
-	return err
+	key, val, err := keyValue(typ, v, depth)
+	if err != nil {
+		return nil, 0, nil, 0, false, err
+	}
+	t, b, num, ok = scalar(val)
+	return key, t, b, num, ok, nil
 }
 
 // keyValue validates an encoded KeyValue and returns its key and its
