@@ -126,8 +126,13 @@ func BenchmarkTrace(b *testing.B) {
 	}
 	defer db.Close()
 	gen := bench.NewGenerator(bench.Config{})
+	var workload []TraceID
 	for range 100 {
-		write(b, db, gen.Next().Bytes)
+		req := gen.Next()
+		write(b, db, req.Bytes)
+		for _, id := range req.Traces {
+			workload = append(workload, TraceID(id))
+		}
 	}
 	sizes := []int{10, 200, 10000}
 	for i, n := range sizes {
@@ -148,6 +153,19 @@ func BenchmarkTrace(b *testing.B) {
 			}
 		})
 	}
+	// The workload's traces in turn, as a search reads them: many small
+	// groups, whose span lists the read's scratch keeps for the next.
+	b.Run("spans=workload", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			tr, err := db.Trace(context.Background(), workload[i%len(workload)], TimeRange{})
+			if err != nil || tr == nil {
+				b.Fatalf("trace: %v, %v", tr, err)
+			}
+			i++
+		}
+	})
 }
 
 // BenchmarkCut measures turning a full live buffer into a block: grouping

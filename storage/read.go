@@ -8,6 +8,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"math"
+	"math/bits"
 	"slices"
 	"time"
 
@@ -214,10 +215,19 @@ type assembler struct {
 // 10,000-span trace they were 1.3 MB of the 8 MB a read allocated, which
 // reads during ingest pay for in the collector's mark assists.
 type asmScratch struct {
-	lists [][]orderedSpan
+	// lists[c] holds kept lists of capacity 2^c up to 2^(c+1)-1, at most
+	// listsPerClass of each: a search's traces give back thousands of
+	// small lists, and grow looked at every one of them for each fragment
+	// (half the server's read time right after a burst of ingest).
+	lists [listClasses][][]orderedSpan
 	spare []orderedSpan
 	spans int // the capacity of lists, in spans; spare is bounded apart
 }
+
+const (
+	listClasses   = 15 // bits.Len(maxScratchSpans)
+	listsPerClass = 8
+)
 
 // asmScratches keeps scratch across collections, which a sync.Pool would
 // drop: its lists for a large trace are megabytes that each read would
@@ -237,10 +247,14 @@ func (sc *asmScratch) recycle(list []orderedSpan) {
 	if cap(list) == 0 || sc.spans+cap(list) > maxScratchSpans {
 		return
 	}
+	c := bits.Len(uint(cap(list))) - 1
+	if len(sc.lists[c]) == listsPerClass {
+		return
+	}
 	// The spans point into decoded fragments and live buffers; a list
 	// the radix sort filled may hold them past its length.
 	clear(list[:cap(list)])
-	sc.lists = append(sc.lists, list[:0])
+	sc.lists[c] = append(sc.lists[c], list[:0])
 	sc.spans += cap(list)
 }
 
@@ -264,20 +278,25 @@ func (sc *asmScratch) grow(list []orderedSpan, n int) []orderedSpan {
 	if cap(list)-len(list) >= n {
 		return list
 	}
-	best := -1
-	for i, l := range sc.lists {
-		if cap(l) >= len(list)+n && (best < 0 || cap(l) < cap(sc.lists[best])) {
-			best = i
+	need := len(list) + n
+	for c := bits.Len(uint(need)) - 1; c < listClasses; c++ {
+		kept := sc.lists[c]
+		best := -1
+		for i, l := range kept {
+			if cap(l) >= need && (best < 0 || cap(l) < cap(kept[best])) {
+				best = i
+			}
 		}
+		if best < 0 {
+			continue
+		}
+		larger := append(kept[best], list...)
+		sc.spans -= cap(larger)
+		sc.lists[c] = slices.Delete(kept, best, best+1)
+		sc.recycle(list)
+		return larger
 	}
-	if best < 0 {
-		return slices.Grow(list, n)
-	}
-	larger := append(sc.lists[best], list...)
-	sc.spans -= cap(larger)
-	sc.lists = slices.Delete(sc.lists, best, best+1)
-	sc.recycle(list)
-	return larger
+	return slices.Grow(list, n)
 }
 
 type asmGroup struct {

@@ -221,16 +221,24 @@ func TestAssemblerScratchKeepsNoSpans(t *testing.T) {
 		t.Fatalf("finish: %v spans, %v", tr, err)
 	}
 	a.release()
-	for i, l := range append(sc.lists, sc.spare) {
+	for i, l := range append(keptLists(sc), sc.spare) {
 		for j, s := range l[:cap(l)] {
 			if s.raw != nil {
 				t.Fatalf("kept list %d holds a span at %d of %d (length %d)", i, j, cap(l), len(l))
 			}
 		}
 	}
-	if len(sc.lists) == 0 || cap(sc.spare) == 0 {
-		t.Fatalf("%d lists and a spare of %d kept, want both", len(sc.lists), cap(sc.spare))
+	if len(keptLists(sc)) == 0 || cap(sc.spare) == 0 {
+		t.Fatalf("%d lists and a spare of %d kept, want both", len(keptLists(sc)), cap(sc.spare))
 	}
+}
+
+func keptLists(sc *asmScratch) [][]orderedSpan {
+	var kept [][]orderedSpan
+	for _, class := range sc.lists {
+		kept = append(kept, class...)
+	}
+	return kept
 }
 
 // TestAssemblerGrowTakesTheFittingList checks that a group growing past its
@@ -254,15 +262,41 @@ func TestAssemblerGrowTakesTheFittingList(t *testing.T) {
 	if cap(large) != 1000 || len(large) != 30 || large[29].Start != 29 {
 		t.Fatalf("grown to a list of length %d, capacity %d, want the kept 1000 with the 30 spans", len(large), cap(large))
 	}
-	if len(sc.lists) != 1 || cap(sc.lists[0]) != 50 || sc.spans != 50 {
-		t.Fatalf("kept %d lists, %d spans, want the list of 50 given back", len(sc.lists), sc.spans)
+	kept := keptLists(sc)
+	if len(kept) != 1 || cap(kept[0]) != 50 || sc.spans != 50 {
+		t.Fatalf("kept %d lists, %d spans, want the list of 50 given back", len(kept), sc.spans)
 	}
-	for _, s := range sc.lists[0][:cap(sc.lists[0])] {
+	for _, s := range kept[0][:cap(kept[0])] {
 		if s.raw != nil {
 			t.Fatal("a list given back still holds spans")
 		}
 	}
 	if huge := sc.grow(large, 5000); cap(huge) < 5030 || huge[29].Start != 29 {
 		t.Fatalf("grown past every kept list to %d, want room for 5,030", cap(huge))
+	}
+}
+
+// TestAssemblerKeepsFewListsOfASize checks that a search's many small
+// groups do not pile up lists that every later grow would look through,
+// and that a list from a class above the need is taken when its own class
+// has none that fits.
+func TestAssemblerKeepsFewListsOfASize(t *testing.T) {
+	sc := &asmScratch{}
+	for range 1000 {
+		sc.recycle(make([]orderedSpan, 0, 3))
+	}
+	if n := len(sc.lists[1]); n != listsPerClass || sc.spans != 3*listsPerClass {
+		t.Fatalf("kept %d lists of 3 spans (%d spans), want %d", n, sc.spans, listsPerClass)
+	}
+	sc.recycle(make([]orderedSpan, 0, 40))
+	sc.recycle(make([]orderedSpan, 0, 33))
+	if l := sc.grow(nil, 35); cap(l) != 40 {
+		t.Fatalf("a 35-span group took a list of %d, want the kept 40", cap(l))
+	}
+	if l := sc.grow(nil, 20); cap(l) != 33 {
+		t.Fatalf("a 20-span group took a list of %d, want the kept 33 from the class above", cap(l))
+	}
+	if l := sc.grow(nil, 2); cap(l) != 3 {
+		t.Fatalf("a 2-span group took a list of %d, want a kept 3", cap(l))
 	}
 }
