@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math/bits"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -298,5 +299,62 @@ func TestAssemblerKeepsFewListsOfASize(t *testing.T) {
 	}
 	if l := sc.grow(nil, 2); cap(l) != 3 {
 		t.Fatalf("a 2-span group took a list of %d, want a kept 3", cap(l))
+	}
+}
+
+// TestAssemblerGrowRandomized grows, fills and gives back lists in random
+// order against a model of what each group holds, and checks the bounds on
+// what the scratch keeps after every step.
+func TestAssemblerGrowRandomized(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	sc := &asmScratch{}
+	groups := make([][]orderedSpan, 8)
+	model := make([][]uint64, len(groups))
+	next := uint64(1)
+	for step := range 20000 {
+		g := rng.IntN(len(groups))
+		switch {
+		case rng.IntN(8) == 0: // the group finishes and gives its list back
+			sc.recycle(groups[g])
+			groups[g], model[g] = nil, nil
+		case rng.IntN(4) == 0: // a list from elsewhere, as a sort's spare
+			sc.recycle(make([]orderedSpan, 0, 1+rng.IntN(64)))
+		default:
+			n := 1 + rng.IntN(1<<rng.IntN(12))
+			groups[g] = sc.grow(groups[g], n)
+			if cap(groups[g])-len(groups[g]) < n {
+				t.Fatalf("step %d: grow(%d) left room for %d", step, n, cap(groups[g])-len(groups[g]))
+			}
+			for range n {
+				groups[g] = append(groups[g], orderedSpan{codec.SpanKey{Start: next}, []byte{1}})
+				model[g] = append(model[g], next)
+				next++
+			}
+		}
+		for i, l := range groups {
+			if len(l) != len(model[i]) {
+				t.Fatalf("step %d: group %d holds %d spans, want %d", step, i, len(l), len(model[i]))
+			}
+			for j, s := range l {
+				if s.Start != model[i][j] {
+					t.Fatalf("step %d: group %d span %d is %d, want %d", step, i, j, s.Start, model[i][j])
+				}
+			}
+		}
+		kept := 0
+		for c, class := range sc.lists {
+			if len(class) > listsPerClass {
+				t.Fatalf("step %d: %d lists kept in class %d", step, len(class), c)
+			}
+			for _, l := range class {
+				if bits.Len(uint(cap(l)))-1 != c || len(l) != 0 {
+					t.Fatalf("step %d: a list of length %d, capacity %d kept in class %d", step, len(l), cap(l), c)
+				}
+				kept += cap(l)
+			}
+		}
+		if kept != sc.spans || kept > maxScratchSpans {
+			t.Fatalf("step %d: kept lists hold %d spans, counted %d, bound %d", step, kept, sc.spans, maxScratchSpans)
+		}
 	}
 }
