@@ -216,18 +216,22 @@ type assembler struct {
 // reads during ingest pay for in the collector's mark assists.
 type asmScratch struct {
 	// lists[c] holds kept lists of capacity 2^c up to 2^(c+1)-1, at most
-	// listsPerClass of each: a search's traces give back thousands of
-	// small lists, and grow looked at every one of them for each fragment
-	// (half the server's read time right after a burst of ingest).
+	// listsPerClass of each, so that grow looks at a few lists. It looked
+	// at every kept list for each fragment a read added, which right after
+	// a burst of ingest, traces split over many cuts, was half of reads'
+	// CPU.
 	lists [listClasses][][]orderedSpan
 	spare []orderedSpan
 	spans int // the capacity of lists, in spans; spare is bounded apart
 }
 
 const (
-	listClasses   = 15 // bits.Len(maxScratchSpans)
+	listClasses   = 15
 	listsPerClass = 8
 )
+
+// A kept list holds at most maxScratchSpans, so its class must exist.
+const _ = uint(1<<listClasses - 1 - maxScratchSpans)
 
 // asmScratches keeps scratch across collections, which a sync.Pool would
 // drop: its lists for a large trace are megabytes that each read would
