@@ -246,8 +246,9 @@ func indexOptions(o Options, cache *pebble.Cache, l *pebble.EventListener) *pebb
 
 // recompressedProfile compresses the bottom level of the spans store: zstd
 // level 7 on whole 256 KiB blocks takes span data of the bench workload from
-// about 38 (level 3 in the cuts' 128 KiB blocks) to 32 bytes per span, at
-// four times the CPU of level 3, which is why cuts do not use it.
+// about 43 (MinLZ in the cuts' 128 KiB blocks; zstd level 3 there, 38) to 32
+// bytes per span, at four times the CPU of level 3, which is why cuts do not
+// use it.
 var recompressedProfile = func() *sstable.CompressionProfile {
 	p := *sstable.ZstdCompression
 	p.Name = "cairn-recompressed"

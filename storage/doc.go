@@ -22,10 +22,11 @@
 // the sealed log segments are deleted. Resources and scopes are stored once,
 // content-addressed, not per span.
 //
-// Recompression. Cuts compress span data at a level cheap enough for full
-// ingest rate. Once it has settled (ingest pauses, or its hour has passed)
-// Pebble rewrites it once at a stronger level, about an eighth smaller, and
-// merges the search-index sstables of its blocks.
+// Recompression. Cuts compress span data with MinLZ, cheap enough for full
+// ingest rate and to read back while ingest runs. Once it has settled
+// (ingest pauses, or its hour has passed) Pebble rewrites it once with zstd,
+// about a quarter smaller, and merges the search-index sstables of its
+// blocks.
 //
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read

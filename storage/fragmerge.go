@@ -142,7 +142,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 	writer := func(c *cursor) (*sstable.Writer, error) {
 		if c.out == nil {
 			path := filepath.Join(dir, fmt.Sprintf("merge-%d-%d.sst", p, c.block))
-			w, err := newSSTWriter(db.opts.FS, db.spans, path, dataBlockSize, false)
+			w, err := newSSTWriter(db.opts.FS, db.spans, path, dataBlockSize, false, cutCompression)
 			if err != nil {
 				return nil, err
 			}

@@ -57,8 +57,8 @@ func (db *DB) recompressPass(ctx context.Context) {
 // compression once it has settled: the blocks of each partition cut since
 // its last recompression, when ingest has paused for
 // Options.RecompressAfter, or whatever the load once the partition's hour
-// has passed. Cuts write at a compression level cheap enough for full-rate
-// ingest; this pass, which runs only then, takes span data about an eighth
+// has passed. Cuts write a compression cheap enough for full-rate ingest;
+// this pass, which runs only then, takes span data about a quarter
 // smaller, and merges the search-index sstables cuts wrote.
 func (db *DB) recompress(ctx context.Context) error {
 	if db.opts.RecompressAfter < 0 {

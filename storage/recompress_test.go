@@ -97,6 +97,9 @@ func TestRecompressKeepsEverything(t *testing.T) {
 		t.Fatalf("%d compactions before ingest paused", n)
 	}
 	indexTables := db.idx.Metrics().Total().TablesCount
+	if m := db.spans.Metrics().Table; m.CompressedCountMinLZ == 0 {
+		t.Fatalf("no sstable of cuts' compression before recompression (zstd %d)", m.CompressedCountZstd)
+	}
 	clk.add(2 * time.Minute)
 	if err := db.recompress(context.Background()); err != nil {
 		t.Fatal(err)
@@ -107,6 +110,9 @@ func TestRecompressKeepsEverything(t *testing.T) {
 	}
 	if n := db.spans.Metrics().Compact.Count; n == 0 {
 		t.Fatal("no compaction rewrote the span data")
+	}
+	if m := db.spans.Metrics().Table; m.CompressedCountMinLZ != 0 {
+		t.Fatalf("%d sstables left in cuts' compression after recompression", m.CompressedCountMinLZ)
 	}
 	t.Logf("index sstables: %d before recompression, %d after", indexTables, db.idx.Metrics().Total().TablesCount)
 	// Cuts wrote two search-index sstables per block; they are merged.
