@@ -40,14 +40,16 @@ const dataBlockSize = 256 << 10
 // the bench workload).
 const cutBlockSize = 128 << 10
 
-// cutCompression compresses the span data that recompression rewrites:
-// cuts' blocks and the fragments a merge writes. A read during ingest
-// mostly misses the cache on a fresh cut's blocks; MinLZ decompresses one
-// in Go, twice as fast as zstd level 3 (a 128 KiB block of the bench
-// workload: 40 against 77 us), where zstd's cgo call may leave the read
-// waiting for a processor afterwards. It compresses 1.8 times as fast, and
-// span data waiting for recompression is about an eighth larger (38.4 ->
-// 43.5 bytes/span); what recompression writes is the same.
+// cutCompression compresses what cuts write and is rewritten later: span
+// data and the fragments a merge writes, the search index's rows and
+// postings (both rewritten by recompression), and the trace-index sstable,
+// which compactions merge down. A read during ingest mostly misses the
+// cache on a fresh cut's blocks; MinLZ decompresses one in Go, twice as
+// fast as zstd level 3 (a 128 KiB block of the bench workload: 40 against
+// 77 us), where zstd's cgo call may leave the read waiting for a processor
+// afterwards. It compresses 1.8 times as fast. Until rewritten, span data is
+// about an eighth larger (38.4 -> 43.5 bytes/span) and indexes a sixth (5.4
+// -> 6.2); what recompression and compactions write is the same.
 var cutCompression = sstable.MinLZCompression
 
 // cutRetry is how long after a failed cut the first retry comes; each
@@ -331,7 +333,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	ipath := filepath.Join(dir, "index.sst")
 	// Only cuts number groups, so the snapshot holds until the ingest.
 	first, pending := db.groups.unpersisted()
-	if err := writeTable(db.opts.FS, db.idx, ipath, 0, true, func(w *sstable.Writer) error {
+	if err := writeTable(db.opts.FS, db.idx, ipath, 0, true, cutCompression, func(w *sstable.Writer) error {
 		return db.writeIndex(w, buf, parts, traceIndex, written, uses, first, pending)
 	}); err != nil {
 		return nil, err
@@ -343,7 +345,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// cut. Their keys follow the search index's, so they take an sstable
 	// of their own, as sstables ingested together must not overlap.
 	apath := filepath.Join(dir, "aggregates.sst")
-	if err := writeTable(db.opts.FS, db.idx, apath, 0, false, func(w *sstable.Writer) error {
+	if err := writeTable(db.opts.FS, db.idx, apath, 0, false, sstable.ZstdCompression, func(w *sstable.Writer) error {
 		return db.writeAggregates(w, buf, parts, metrics)
 	}); err != nil {
 		return nil, err
@@ -401,7 +403,7 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 	for p, seg := range segments {
 		rows, shards := seg.Finish(&db.segScratch)
 		rpath := filepath.Join(dir, fmt.Sprintf("rows-%d.sst", p))
-		if err := writeTable(db.opts.FS, db.idx, rpath, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, db.idx, rpath, 0, false, cutCompression, func(w *sstable.Writer) error {
 			return w.Set(keys.Rows(p, block), rows)
 		}); err != nil {
 			return nil, err
@@ -411,7 +413,7 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 			continue
 		}
 		ppath := filepath.Join(dir, fmt.Sprintf("postings-%d.sst", p))
-		if err := writeTable(db.opts.FS, db.idx, ppath, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, db.idx, ppath, 0, false, cutCompression, func(w *sstable.Writer) error {
 			for i, sh := range shards {
 				if sh == nil {
 					continue
@@ -978,8 +980,8 @@ func (w *sstWriter) abort() { _ = w.w.Close() }
 
 // writeTable writes an sstable to be ingested into store, with the keys that
 // fill sets, in order.
-func writeTable(fs vfs.FS, store *pebble.DB, path string, blockSize int, filter bool, fill func(*sstable.Writer) error) error {
-	w, err := newSSTWriter(fs, store, path, blockSize, filter, sstable.ZstdCompression)
+func writeTable(fs vfs.FS, store *pebble.DB, path string, blockSize int, filter bool, compression *sstable.CompressionProfile, fill func(*sstable.Writer) error) error {
+	w, err := newSSTWriter(fs, store, path, blockSize, filter, compression)
 	if err != nil {
 		return err
 	}

@@ -272,7 +272,7 @@ func (db *DB) rewrite(ctx context.Context, store *pebble.DB, ranges [][2][]byte)
 		}
 		path := filepath.Join(dir, fmt.Sprintf("lift-%d.sst", i))
 		first := bytes.Clone(it.Key())
-		if err := writeTable(db.opts.FS, store, path, 0, false, func(w *sstable.Writer) error {
+		if err := writeTable(db.opts.FS, store, path, 0, false, sstable.ZstdCompression, func(w *sstable.Writer) error {
 			err := w.Set(first, it.Value())
 			if err == nil && it.SeekLT(r[1]) && !bytes.Equal(it.Key(), first) {
 				err = w.Set(it.Key(), it.Value())

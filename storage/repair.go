@@ -142,7 +142,7 @@ func salvage(db *pebble.DB, path string, d Damage, span pebble.KeyRange) (int, e
 	if d.Store == "index" {
 		blockSize, filter = 0, true
 	}
-	err = writeTable(vfs.Default, db, path, blockSize, filter, func(w *sstable.Writer) error {
+	err = writeTable(vfs.Default, db, path, blockSize, filter, sstable.ZstdCompression, func(w *sstable.Writer) error {
 		add := func(k, v []byte) error {
 			n++
 			return w.Set(k, v)
