@@ -135,7 +135,7 @@ func BenchmarkFindLive(b *testing.B) {
 	}
 	b.Cleanup(func() { db.Close() })
 	gen := bench.NewGenerator(bench.Config{BatchSpans: 1024, Start: time.Now().Add(-time.Minute), LargeTraceEvery: 5000})
-	for db.live.bytes < db.opts.BufferBytes*9/10 {
+	for db.live.size() < db.opts.BufferBytes*9/10 {
 		r := gen.Next()
 		var bt otlpwire.Batch
 		if err := otlpwire.Parse(r.Bytes, &bt, db.Accepts()); err != nil {
