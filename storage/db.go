@@ -107,6 +107,11 @@ type DB struct {
 	maintMu      sync.Mutex
 	recompressed map[uint32]uint64
 	merged       map[uint32]bool
+	// waitingSince maps partitions with blocks not yet recompressed to
+	// when recompression first saw them waiting; maintMu guards it too.
+	waitingSince map[uint32]time.Time
+	// cpuRoom is the maintainer's measure of the process's CPU use.
+	cpuRoom cpuRoom
 	// recompressBackoff is the wait after the last failed recompression,
 	// 0 once one succeeds; no pass starts before recompressAt. Only the
 	// maintainer uses them.
@@ -177,6 +182,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		partitions:   make(map[uint32]uint64),
 		recompressed: make(map[uint32]uint64),
 		merged:       make(map[uint32]bool),
+		waitingSince: make(map[uint32]time.Time),
 		damaged:      make(map[uint32]bool),
 		kick:         make(chan struct{}, 1),
 		stop:         make(chan struct{}),

@@ -24,9 +24,9 @@
 //
 // Recompression. Cuts compress span data with MinLZ, cheap enough for full
 // ingest rate and to read back while ingest runs. Once it has settled
-// (ingest pauses, or its hour has passed) Pebble rewrites it once with zstd,
-// about a quarter smaller, and merges the search-index sstables of its
-// blocks.
+// (ingest pauses; it has waited two minutes while the CPUs have room; or
+// its hour has passed) Pebble rewrites it once with zstd, about a quarter
+// smaller, and merges the search-index sstables of its blocks.
 //
 // Read path. A trace is assembled from the live buffers and, per partition,
 // one prefix seek of the trace index (guarded by bloom filters) and one read

@@ -77,9 +77,11 @@ type Options struct {
 
 	// RecompressAfter is how long ingest must pause before span data cut
 	// since the last pause is recompressed, at a stronger compression level
-	// than cuts can afford at full rate. Under continuous load, a
-	// partition's span data is recompressed once its hour has passed. A
-	// negative value turns recompression off.
+	// than cuts can afford at full rate. Under ingest that never pauses,
+	// blocks that have waited two minutes are recompressed while the
+	// process leaves half the CPUs free, and whatever the load once their
+	// partition's hour has passed. A negative value turns recompression
+	// off.
 	//
 	// The default is 2s.
 	RecompressAfter time.Duration

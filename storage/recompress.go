@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -21,6 +22,41 @@ import (
 // sealDelay is how long after its hour ends a partition is taken to receive
 // no more spans, so that its blocks are recompressed even under load.
 const sealDelay = 5 * time.Minute
+
+// backlogAge is how long a partition's blocks wait for a pause in ingest
+// before they are recompressed anyway, if the process has left the CPUs
+// room (see cpuRoom). Under a steady load below what the machine takes,
+// ingest may never pause, and span data would stay in the cuts' larger
+// form until its hour had passed.
+const backlogAge = 2 * time.Minute
+
+// roomWindow is how long cpuRoom measures the process's CPU use over.
+const roomWindow = 30 * time.Second
+
+// cpuRoom tells whether the process left its CPUs room over the last
+// window it measured: whether it used at most half of them, so that a
+// recompression pass, one compaction per two CPUs, can run beside ingest
+// without taking what ingest needs. At full rate ingest uses more, and
+// recompression waits for a pause or the hour's end as before.
+type cpuRoom struct {
+	start time.Time
+	used  time.Duration // the process's CPU time at start
+	room  atomic.Bool
+}
+
+// sample closes the window once it is roomWindow long, given the time and
+// the process's CPU time. Only the maintainer calls it.
+func (c *cpuRoom) sample(now time.Time, used time.Duration, cpus int) {
+	elapsed := now.Sub(c.start)
+	switch {
+	case c.start.IsZero() || elapsed < 0:
+	case elapsed < roomWindow:
+		return
+	default:
+		c.room.Store(2*(used-c.used) <= time.Duration(cpus)*elapsed)
+	}
+	c.start, c.used = now, used
+}
 
 // recompressRetry is how long the maintainer waits after a failed
 // recompression before it tries again; each further failure doubles it, up to
@@ -56,16 +92,18 @@ func (db *DB) recompressPass(ctx context.Context) {
 // recompress rewrites span data at the spans store's bottom-level
 // compression once it has settled: the blocks of each partition cut since
 // its last recompression, when ingest has paused for
-// Options.RecompressAfter, or whatever the load once the partition's hour
-// has passed. Cuts write a compression cheap enough for full-rate ingest;
-// this pass, which runs only then, takes span data about a quarter
-// smaller, and merges the search-index sstables cuts wrote.
+// Options.RecompressAfter, when they have waited backlogAge and the CPUs
+// have room, or whatever the load once the partition's hour has passed.
+// Cuts write a compression cheap enough for full-rate ingest; this pass
+// takes span data about a quarter smaller, and merges the search-index
+// sstables cuts wrote.
 func (db *DB) recompress(ctx context.Context) error {
 	if db.opts.RecompressAfter < 0 {
 		return nil
 	}
 	now := db.opts.Now()
 	idle := now.Sub(time.Unix(0, db.lastWrite.Load())) >= db.opts.RecompressAfter
+	room := db.cpuRoom.room.Load()
 	type pending struct {
 		p        uint32
 		from, to uint64
@@ -80,14 +118,25 @@ func (db *DB) recompress(ctx context.Context) error {
 		}
 		done := db.recompressed[p]
 		isSealed := unixNanos(now) >= partitionEnd(p) && unixNanos(now)-partitionEnd(p) >= uint64(sealDelay)
+		since, waiting := db.waitingSince[p]
 		if newest > done {
 			behind = append(behind, pending{p, done + 1, newest})
+			if !waiting {
+				since = now
+				db.waitingSince[p] = now
+			}
 		}
+		aged := room && now.Sub(since) >= backlogAge
 		switch {
-		case newest > done && (idle || isSealed):
+		case newest > done && (idle || isSealed || aged):
 			work = append(work, pending{p, done + 1, newest})
 		case newest == done && isSealed && !db.merged[p]:
 			sealed = append(sealed, pending{p, 1, newest})
+		}
+	}
+	for p := range db.waitingSince {
+		if newest, ok := db.partitions[p]; !ok || newest <= db.recompressed[p] {
+			delete(db.waitingSince, p)
 		}
 	}
 	db.mu.Unlock()
@@ -128,6 +177,8 @@ func (db *DB) recompress(ctx context.Context) error {
 			}
 			return fmt.Errorf("partition %d, blocks %d to %d: %w", w.p, w.from, w.to, err)
 		}
+		// Blocks cut while the pass ran wait from its end.
+		delete(db.waitingSince, w.p)
 		db.opts.Logger.Debug("recompressed span data", "partition_start",
 			partitionTime(w.p), "blocks", fmt.Sprintf("%d-%d", w.from, w.to),
 			"took", time.Since(start).Round(time.Millisecond))

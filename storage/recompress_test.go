@@ -163,6 +163,78 @@ func TestRecompressSealedPartition(t *testing.T) {
 	}
 }
 
+// TestRecompressBacklogUnderLoad recompresses blocks that have waited
+// backlogAge under ingest that never pauses, once the CPUs have room, and
+// only then.
+func TestRecompressBacklogUnderLoad(t *testing.T) {
+	clk := &clock{t: time.Now().Truncate(time.Hour).Add(10 * time.Minute)}
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: time.Hour, Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 200, Start: clk.now(), TracesPerSecond: 1})
+	want := writeBlocks(t, db, gen, 5)
+	p := partitionOf(uint64(clk.now().UnixNano()))
+	pass := func(wantDone uint64, why string) {
+		t.Helper()
+		db.lastWrite.Store(clk.now().UnixNano()) // ingest goes on
+		if err := db.recompress(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if db.recompressed[p] != wantDone {
+			t.Fatalf("%s: recompressed up to block %d, want %d", why, db.recompressed[p], wantDone)
+		}
+	}
+	pass(0, "blocks just cut")
+	clk.add(backlogAge)
+	pass(0, "CPUs busy")
+	db.cpuRoom.room.Store(true)
+	clk.add(time.Second)
+	pass(db.partitions[p], "waited with room")
+
+	for range 5 {
+		r := gen.Next()
+		if err := want.AddRequest(r.Bytes); err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, db, r.Bytes)
+	}
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	done := db.recompressed[p]
+	pass(done, "blocks cut after the pass")
+	clk.add(backlogAge - time.Second)
+	pass(done, "not waited long enough")
+	clk.add(time.Second)
+	pass(db.partitions[p], "waited again")
+	checkAll(t, db, want)
+}
+
+// TestCPURoom has room while the process used at most half the CPUs over
+// the last window.
+func TestCPURoom(t *testing.T) {
+	var c cpuRoom
+	t0 := time.Now()
+	for _, s := range []struct {
+		at, used time.Duration
+		room     bool
+	}{
+		{0, time.Minute, false},                      // opens the first window
+		{roomWindow / 2, time.Minute, false},         // before it closes
+		{roomWindow, time.Minute + roomWindow, true}, // one of two CPUs
+		{2 * roomWindow, time.Minute + 2*roomWindow + time.Second, false},
+		{3 * roomWindow, time.Minute + 2*roomWindow + time.Second, true},
+		{2 * roomWindow, time.Minute + 3*roomWindow, true}, // the clock went back: a new window
+	} {
+		c.sample(t0.Add(s.at), s.used, 2)
+		if c.room.Load() != s.room {
+			t.Fatalf("at %v, %v used: room %v, want %v", s.at, s.used, c.room.Load(), s.room)
+		}
+	}
+}
+
 // TestMergeSealedPartition recompresses a trickle of blocks one pause at a
 // time, each into sstables of its own; once the partition is sealed, they
 // are merged.

@@ -97,6 +97,9 @@ func (db *DB) maintainer() {
 				db.opts.Logger.Error("evict resources", "err", err)
 			}
 		}
+		if used, ok := processCPU(); ok {
+			db.cpuRoom.sample(db.opts.Now(), used, db.opts.cpus())
+		}
 		db.recompressPass(ctx)
 		select {
 		case <-db.stop:
