@@ -24,6 +24,14 @@ import (
 func writeBlocks(t *testing.T, db *DB, gen *bench.Generator, n int) otlptest.Traces {
 	t.Helper()
 	want := otlptest.Traces{}
+	addBlocks(t, db, gen, n, want)
+	return want
+}
+
+// addBlocks is writeBlocks adding what it writes to want, whose traces may
+// have spans in them.
+func addBlocks(t *testing.T, db *DB, gen *bench.Generator, n int, want otlptest.Traces) {
+	t.Helper()
 	for i := range n {
 		req := gen.Next()
 		if err := want.AddRequest(req.Bytes); err != nil {
@@ -39,7 +47,6 @@ func writeBlocks(t *testing.T, db *DB, gen *bench.Generator, n int) otlptest.Tra
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	return want
 }
 
 var recompressQueries = []Query{
@@ -193,16 +200,7 @@ func TestRecompressBacklogUnderLoad(t *testing.T) {
 	clk.add(time.Second)
 	pass(db.partitions[p], "waited with room")
 
-	for range 5 {
-		r := gen.Next()
-		if err := want.AddRequest(r.Bytes); err != nil {
-			t.Fatal(err)
-		}
-		writeAt(t, db, r.Bytes)
-	}
-	if err := db.cut(); err != nil {
-		t.Fatal(err)
-	}
+	addBlocks(t, db, gen, 5, want)
 	done := db.recompressed[p]
 	pass(done, "blocks cut after the pass")
 	clk.add(backlogAge - time.Second)
