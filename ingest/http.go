@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +14,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zlib"
-	"github.com/klauspost/compress/zstd"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -37,8 +37,8 @@ const (
 const protoHTTPUnknown = "http"
 
 // HTTPHandler returns the OTLP/HTTP receiver: POST /v1/traces with a
-// binary protobuf or JSON ExportTraceServiceRequest, optionally gzip-, zstd-
-// or deflate-compressed. Responses follow the OTLP/HTTP specification: 200
+// binary protobuf or JSON ExportTraceServiceRequest, optionally gzip-, zstd-,
+// snappy- or deflate-compressed. Responses follow the OTLP/HTTP specification: 200
 // with an ExportTraceServiceResponse (carrying partial_success), or a
 // google.rpc.Status with 400, 401, 404, 405, 408, 413, 415, 429 or 503, in
 // the encoding of the request, binary protobuf when that is neither of
@@ -276,10 +276,12 @@ func decompressor(encoding string) (readFunc, error) {
 		return readGzip, nil
 	case "zstd":
 		return readZstd, nil
+	case "snappy", "x-snappy-framed":
+		return readSnappy, nil
 	case "deflate", "zlib":
 		return readZlib, nil
 	}
-	return nil, fmt.Errorf("Content-Encoding %q is not supported: send gzip, zstd, deflate or none", encoding)
+	return nil, fmt.Errorf("Content-Encoding %q is not supported: send gzip, zstd, snappy, deflate or none", encoding)
 }
 
 // firstRead bounds the buffer a body starts in: memory is taken as bytes
@@ -344,20 +346,12 @@ func decompressedSize(wireLength int) int {
 	return wireLength * compressionRatio
 }
 
-var gzipReaders sync.Pool
-
 func readGzip(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
-	zr, _ := gzipReaders.Get().(*gzip.Reader)
-	var err error
-	if zr == nil {
-		zr, err = gzip.NewReader(r)
-	} else {
-		err = zr.Reset(r)
-	}
+	zr, err := newGzipReader(r)
 	if err != nil {
 		return nil, fmt.Errorf("gzip: %w", err)
 	}
-	defer gzipReaders.Put(zr)
+	defer zr.Close()
 	return readAll(zr, decompressedSize(wireLength), limit, res)
 }
 
@@ -378,27 +372,50 @@ func readZlib(r io.Reader, wireLength, limit int, res *reservation) ([]byte, err
 	return readAll(zr, decompressedSize(wireLength), limit, res)
 }
 
-// zstdMaxWindow bounds the history a zstd stream may ask the decoder to
-// keep; encoders use 8 MiB or less unless told otherwise.
-const zstdMaxWindow = 8 << 20
-
-var zstdReaders sync.Pool
-
 func readZstd(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
-	zr, _ := zstdReaders.Get().(*zstd.Decoder)
-	var err error
-	if zr == nil {
-		// One goroutine: a pooled decoder starts none of its own.
-		zr, err = zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
-	} else {
-		err = zr.Reset(r)
-	}
+	zr, err := newZstdReader(r)
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	defer func() {
-		zr.Reset(nil) // a pooled decoder keeps no body, nor its window
-		zstdReaders.Put(zr)
-	}()
+	defer zr.Close()
 	return readAll(zr, decompressedSize(wireLength), limit, res)
+}
+
+// snappyStreamMagic opens snappy's framed stream format.
+const snappyStreamMagic = "\xff\x06\x00\x00sNaPpY"
+
+// readSnappy reads snappy's block format, which the Collector's exporters
+// send as "snappy", or its framed stream format, which they send as
+// "x-snappy-framed" and older clients as "snappy". Either name takes both:
+// a stream opens with a 10-byte magic chunk that no encoder's block starts
+// with. The compressed body is read whole first, as a block must be.
+func readSnappy(r io.Reader, wireLength, limit int, res *reservation) ([]byte, error) {
+	compressed, err := readAll(r, wireLength, limit, res)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasPrefix(string(compressed[:min(len(compressed), len(snappyStreamMagic))]), snappyStreamMagic) {
+		zr := newSnappyReader(bytes.NewReader(compressed))
+		defer zr.Close()
+		b, err := readAll(zr, decompressedSize(len(compressed)), limit, res)
+		if err != nil && !errors.Is(err, errTooLarge) {
+			return nil, fmt.Errorf("snappy: %w", err)
+		}
+		return b, err
+	}
+	n, err := snappy.DecodedLen(compressed)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("snappy: %w", err)
+	case n > limit:
+		return nil, errTooLarge
+	}
+	if err := res.grow(int64(n)); err != nil {
+		return nil, err
+	}
+	b, err := snappy.Decode(make([]byte, n), compressed)
+	if err != nil {
+		return nil, fmt.Errorf("snappy: %w", err)
+	}
+	return b, nil
 }

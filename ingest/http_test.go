@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
 	"github.com/klauspost/compress/zstd"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -93,7 +94,7 @@ func (r reply) rpcStatus(t *testing.T) *spb.Status {
 	return st
 }
 
-func compress(t *testing.T, encoding string, b []byte) []byte {
+func compress(t testing.TB, encoding string, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var w io.WriteCloser
@@ -108,6 +109,10 @@ func compress(t *testing.T, encoding string, b []byte) []byte {
 			t.Fatal(err)
 		}
 		w = zw
+	case "x-snappy-framed":
+		w = snappy.NewBufferedWriter(&buf)
+	case "snappy": // the block format
+		return snappy.Encode(nil, b)
 	}
 	if _, err := w.Write(b); err != nil {
 		t.Fatal(err)
@@ -146,6 +151,7 @@ func TestHTTPExport(t *testing.T) {
 		content, encoding string
 	}{
 		{contentProtobuf, ""}, {contentProtobuf, "gzip"}, {contentProtobuf, "zstd"}, {contentProtobuf, "deflate"},
+		{contentProtobuf, "snappy"}, {contentProtobuf, "x-snappy-framed"},
 		{contentJSON, ""}, {contentJSON + "; charset=utf-8", "gzip"},
 	} {
 		trace := byte(10 + i)
@@ -210,6 +216,7 @@ func TestHTTPRefusals(t *testing.T) {
 	url := httpReceiver(t, svc)
 	valid := protobuf(t, request(1))
 	huge := bytes.Repeat([]byte{0}, 64<<20) // compresses to about 64 KiB
+	large := huge[:4<<20]                   // snappy compresses it to about 200 KiB
 	for _, c := range []struct {
 		name    string
 		method  string
@@ -229,6 +236,9 @@ func TestHTTPRefusals(t *testing.T) {
 		{"corrupt gzip", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "gzip"}, valid, 400, contentProtobuf, "gzip"},
 		{"gzip bomb", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "gzip"}, compress(t, "gzip", huge), 413, contentProtobuf, "larger than the limit"},
 		{"zstd bomb", "POST", TracesPath, map[string]string{"Content-Type": contentJSON, "Content-Encoding": "zstd"}, compress(t, "zstd", huge), 413, contentJSON, "larger than the limit"},
+		{"corrupt snappy", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "snappy"}, valid, 400, contentProtobuf, "snappy"},
+		{"snappy bomb", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "snappy"}, compress(t, "snappy", large), 413, contentProtobuf, "larger than the limit"},
+		{"framed snappy bomb", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "snappy"}, compress(t, "x-snappy-framed", large), 413, contentProtobuf, "larger than the limit"},
 		{"body over the limit", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf}, make([]byte, limit+1), 413, contentProtobuf, "larger than the limit"},
 		{"unknown encoding", "POST", TracesPath, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": "br"}, valid, 415, contentProtobuf, `Content-Encoding "br"`},
 		{"text", "POST", TracesPath, map[string]string{"Content-Type": "text/plain"}, valid, 415, contentProtobuf, `Content-Type "text/plain"`},
@@ -260,7 +270,7 @@ func TestHTTPRefusals(t *testing.T) {
 		t.Fatal("a span of a refused request was stored")
 	}
 	// The pooled decompressors that met the bombs decode the next body.
-	for _, enc := range []string{"gzip", "zstd"} {
+	for _, enc := range []string{"gzip", "zstd", "snappy", "x-snappy-framed"} {
 		if r := post(t, url, map[string]string{"Content-Type": contentProtobuf, "Content-Encoding": enc}, compress(t, enc, valid)); r.code != http.StatusOK {
 			t.Fatalf("a %s body after the bombs: %d %q", enc, r.code, r.body)
 		}
