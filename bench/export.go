@@ -63,7 +63,11 @@ func newExporters(o Options) ([]exporter, string, error) {
 		if err != nil {
 			return nil, "", err
 		}
-		opts = append(opts, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawcodec.Codec{})))
+		call := []grpc.CallOption{grpc.ForceCodecV2(rawcodec.Codec{})}
+		if o.Compression != CompressionNone {
+			call = append(call, grpc.UseCompressor(o.Compression))
+		}
+		opts = append(opts, grpc.WithDefaultCallOptions(call...))
 		var exps []exporter
 		for range o.Conns {
 			// One connection each: gRPC would otherwise share a single one.
@@ -100,7 +104,11 @@ func newExporters(o Options) ([]exporter, string, error) {
 		IdleConnTimeout:     90 * time.Second,
 		TLSClientConfig:     tlsConfig,
 	}
-	e := &httpExporter{client: &http.Client{Transport: tr}, url: u.String(), json: o.Protocol == ProtocolHTTPJSON}
+	compressor, err := newBodyCompressor(o.Compression)
+	if err != nil {
+		return nil, "", err
+	}
+	e := &httpExporter{client: &http.Client{Transport: tr}, url: u.String(), json: o.Protocol == ProtocolHTTPJSON, compressor: compressor}
 	if token != "" {
 		e.authorization = "Bearer " + token
 	}
@@ -163,7 +171,8 @@ type httpExporter struct {
 	client        *http.Client
 	url           string
 	json          bool
-	authorization string // the Authorization header, if any
+	authorization string          // the Authorization header, if any
+	compressor    *bodyCompressor // nil sends bodies as they are
 }
 
 // maxResponseBytes bounds what is read of a response: OTLP's are a few
@@ -171,6 +180,15 @@ type httpExporter struct {
 const maxResponseBytes = 64 << 10
 
 func (e *httpExporter) export(ctx context.Context, req []byte) (int64, error) {
+	if e.compressor != nil {
+		compressed, err := e.compressor.body(req)
+		if err != nil {
+			return 0, err
+		}
+		// export returns once the transport is done with the body.
+		defer e.compressor.put(compressed)
+		req = compressed.Bytes()
+	}
 	body := &requestBody{Reader: bytes.NewReader(req)}
 	body.open.Add(1)
 	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, body)
@@ -179,6 +197,9 @@ func (e *httpExporter) export(ctx context.Context, req []byte) (int64, error) {
 	}
 	hr.ContentLength = int64(len(req))
 	hr.Header.Set("Content-Type", e.contentType())
+	if e.compressor != nil {
+		hr.Header.Set("Content-Encoding", e.compressor.name)
+	}
 	if e.authorization != "" {
 		hr.Header.Set("Authorization", e.authorization)
 	}

@@ -25,10 +25,12 @@ type Report struct {
 
 	Target   string `json:"target"`
 	Protocol string `json:"protocol"`
-	Reader   string `json:"reader,omitempty"`
-	Embedded bool   `json:"embedded"`
-	Seed     uint64 `json:"seed"`
-	Batch    int    `json:"batch"`
+	// Compression of the requests, unless none.
+	Compression string `json:"compression,omitempty"`
+	Reader      string `json:"reader,omitempty"`
+	Embedded    bool   `json:"embedded"`
+	Seed        uint64 `json:"seed"`
+	Batch       int    `json:"batch"`
 	// Exporters: each request held one service instance's spans.
 	Exporters bool    `json:"exporters,omitempty"`
 	Conns     int     `json:"conns"`
@@ -308,9 +310,17 @@ func (r *Report) figureRows() []row {
 
 func (r *Report) targetLine() string {
 	if r.Embedded {
-		return fmt.Sprintf("embedded cairn at %s over %s", r.Target, r.Protocol)
+		return fmt.Sprintf("embedded cairn at %s over %s", r.Target, r.protocolLine())
 	}
-	return r.Target + " over " + r.Protocol
+	return r.Target + " over " + r.protocolLine()
+}
+
+// protocolLine is the protocol, and the compression if any.
+func (r *Report) protocolLine() string {
+	if r.Compression == "" || r.Compression == CompressionNone {
+		return r.Protocol
+	}
+	return r.Protocol + ", " + r.Compression
 }
 
 func (r *Report) workloadLine() string {

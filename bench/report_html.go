@@ -28,6 +28,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		Reads            []template.HTML // per phase: trace reads, then searches
 		TraceReadLatency template.HTML
 		StartedAt, Spans string
+		Protocol         string
 	}{
 		R:               r,
 		Cards:           r.cards(),
@@ -38,6 +39,7 @@ func (r *Report) WriteHTML(w io.Writer) error {
 		ExportHistogram: histogramChart("Export latency", "requests", r.exportLatencies),
 		StartedAt:       r.Started.Format("2006-01-02 15:04 MST"),
 		Spans:           siLabel(r.SpansPerSec),
+		Protocol:        r.protocolLine(),
 	}
 	phases := r.readPhases()
 	for _, ph := range phases {
@@ -94,7 +96,7 @@ code { font: 12.5px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: 
 .error { color: #b91c1c }
 </style></head><body><main>
 <h1>cairn bench</h1>
-<p class="sub">{{.StartedAt}} · cairn {{or .R.Version "(unknown version)"}} · {{.R.Protocol}} to {{if .R.Embedded}}an embedded cairn{{else}}{{.R.Target}}{{end}} · {{.R.Host.Name}}</p>
+<p class="sub">{{.StartedAt}} · cairn {{or .R.Version "(unknown version)"}} · {{.Protocol}} to {{if .R.Embedded}}an embedded cairn{{else}}{{.R.Target}}{{end}} · {{.R.Host.Name}}</p>
 <div class="cards">{{range .Cards}}
 <div class="card {{.Class}}"><div class="v">{{.Value}}</div><div class="k">{{.Label}}</div>{{if .Note}}<div class="n">{{.Note}}</div>{{end}}</div>{{end}}
 </div>
@@ -207,7 +209,7 @@ func (r *Report) meta() []row {
 		{What: "started", Figure: r.Started.Format("2006-01-02 15:04:05 MST")},
 		{What: "cairn", Figure: cmp.Or(r.Version, "(unknown version)")},
 		{What: "command", Figure: commandLine(r.Args)},
-		{What: "protocol", Figure: r.Protocol},
+		{What: "protocol", Figure: r.protocolLine()},
 		{What: "target", Figure: r.targetLine()},
 	}
 	if r.Reader != "" {

@@ -24,6 +24,12 @@ type Options struct {
 	// ProtocolHTTPProtobuf or ProtocolHTTPJSON.
 	Protocol string
 
+	// Compression is how requests are compressed: CompressionNone (the
+	// default), CompressionGzip, CompressionZstd or CompressionSnappy, as
+	// the Collector's exporters offer them. The run compresses each request
+	// as it sends it, on the machine it measures.
+	Compression string
+
 	// Reader, if set, is a jaeger.storage.v2 endpoint that serves what Target
 	// stores; the run then measures visibility, trace reads, searches and
 	// completeness too.
@@ -105,6 +111,9 @@ func (o *Options) withDefaults() Options {
 	if c.Protocol == "" {
 		c.Protocol = ProtocolGRPC
 	}
+	if c.Compression == "" {
+		c.Compression = CompressionNone
+	}
 	if c.Spans <= 0 && c.Duration <= 0 {
 		c.Spans = 1_000_000
 	}
@@ -158,6 +167,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	default:
 		return nil, fmt.Errorf("bench: unknown protocol %q: want %s, %s or %s", o.Protocol, ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON)
 	}
+	if err := checkCompression(o); err != nil {
+		return nil, err
+	}
 	// Connect before encoding the workload, which takes seconds, so that a
 	// wrong address fails at once.
 	exps, rd, err := connect(ctx, o)
@@ -181,7 +193,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	rep := &Report{Started: t0.UTC().Truncate(time.Second), Host: thisHost(),
-		Target: o.Target, Protocol: o.Protocol, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Exporters: o.Exporters,
+		Target: o.Target, Protocol: o.Protocol, Compression: o.Compression, Reader: o.Reader, Seed: o.Seed, Batch: o.Batch, Exporters: o.Exporters,
 		Conns: o.Conns, Inflight: o.Inflight, Rate: o.Rate, Settle: o.Settle.Seconds(), PoolSeconds: time.Since(t0).Seconds()}
 
 	u := &unacked{}

@@ -27,6 +27,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	var o bench.Options
 	fs.StringVar(&o.Target, "target", "", "OTLP endpoint to benchmark: HOST:PORT, or for OTLP/HTTP an http(s) URL (path /v1/traces unless given); empty starts an embedded cairn on a temporary directory")
 	fs.StringVar(&o.Protocol, "protocol", bench.ProtocolGRPC, "OTLP protocol: grpc, http/protobuf or http/json")
+	fs.StringVar(&o.Compression, "compression", bench.CompressionNone, "how requests are compressed, as the Collector's exporters' compression setting: none, gzip, zstd or snappy (over HTTP the block format); the bench compresses as it sends, on the machine it measures")
 	fs.StringVar(&o.Reader, "reader", "", "jaeger.storage.v2 endpoint HOST:PORT of the target, to measure reads too")
 	fs.Int64Var(&o.Spans, "spans", 0, "spans to send (default 1,000,000 unless --duration is set)")
 	fs.DurationVar(&o.Duration, "duration", 0, "send for this long instead")
@@ -55,6 +56,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	if err := refuseNegative(fs, "spans", "duration", "batch", "conns", "inflight", "rate", "settle", "queries"); err != nil {
 		return err
+	}
+	if o.Compression != bench.CompressionNone && (*rca || *overload) {
+		return usagef("--compression applies to the workload; --rca and --overload send their own (--overload-gzip)")
 	}
 	if o.Exporters && (*rca || *overload) {
 		return usagef("--exporters shapes the workload; --rca and --overload send their own")

@@ -158,6 +158,44 @@ func TestBenchOverHTTP(t *testing.T) {
 	}
 }
 
+// TestBenchCompressed benchmarks cairn's receivers with requests in each
+// compression the Collector's exporters offer, and reads back: every trace
+// sampled must be complete.
+func TestBenchCompressed(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	seed := 10
+	for _, protocol := range []string{"grpc", "http/protobuf", "http/json"} {
+		target := s.otlpAddr.String()
+		if protocol != "grpc" {
+			target = s.otlpHTTPAddr.String()
+		}
+		for _, compression := range []string{"gzip", "zstd", "snappy"} {
+			seed++
+			var out, errOut bytes.Buffer
+			err := run([]string{"bench", "--protocol", protocol, "--compression", compression, "--target", target, "--reader", s.queryAddr.String(),
+				"--spans", "3000", "--batch", "100", "--queries", "3", "--seed", strconv.Itoa(seed), "--settle", "0", "--json"}, &out, &errOut)
+			if err != nil {
+				t.Fatalf("bench %s %s: %v\n%s", protocol, compression, err, errOut.String())
+			}
+			var r bench.Report
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Compression != compression || r.Spans < 3000 || r.FailedSpans != 0 || r.TracesChecked == 0 || r.TracesComplete != r.TracesChecked {
+				t.Errorf("%s %s: compression %q, %d spans, %d failed, %d of %d traces complete",
+					protocol, compression, r.Compression, r.Spans, r.FailedSpans, r.TracesComplete, r.TracesChecked)
+			}
+		}
+	}
+	var out, errOut bytes.Buffer
+	err := run([]string{"bench", "--compression", "lz4", "--target", s.otlpAddr.String()}, &out, &errOut)
+	if want := `bench: unknown compression "lz4": want none, gzip, zstd or snappy`; err == nil || err.Error() != want {
+		t.Errorf("--compression lz4: %v, want %s", err, want)
+	}
+}
+
 // TestBenchUnreachable checks that a target nothing listens on fails the
 // bench at once, in one line.
 func TestBenchUnreachable(t *testing.T) {
