@@ -14,6 +14,7 @@ PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 FUZZ_TARGETS := \
 	./internal/otlpwire:FuzzParse:30000x \
 	./internal/otlpjson:FuzzDecodeRequest:20000x \
+	./internal/otlpjson:FuzzTranscode:30000x \
 	./ingest:FuzzDecompress:20000x \
 	./internal/histogram:FuzzDecode:30000x \
 	./storage/internal/keys:FuzzKeys:30000x \

@@ -21,6 +21,23 @@ var ErrMalformed = errors.New("malformed OTLP/JSON")
 // specification requires of receivers, and so are original (snake_case)
 // field names accepted beside lowerCamelCase ones, as protojson does.
 func DecodeRequest(doc []byte) ([]byte, error) {
+	if wire, ok := Transcode(doc); ok {
+		return wire, nil
+	}
+	return decodeThroughProtojson(doc)
+}
+
+// Transcode is DecodeRequest for the documents SDKs and the Collector
+// write, in a pass over doc that takes about its size in memory; false
+// leaves doc to DecodeRequest, which takes several times that.
+func Transcode(doc []byte) ([]byte, bool) {
+	wire, err := transcode(doc)
+	return wire, err == nil
+}
+
+// decodeThroughProtojson is DecodeRequest for every document: the IDs
+// rewritten to base64, the rest protojson's.
+func decodeThroughProtojson(doc []byte) ([]byte, error) {
 	b64, err := rewriteIDs(doc, hexToBase64)
 	if err != nil {
 		return nil, err

@@ -5,13 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"cairn/internal/otlptest"
 )
@@ -165,4 +173,209 @@ func FuzzDecodeRequest(f *testing.F) {
 			t.Fatalf("decode(encode(decode(doc))) differs from decode(doc)")
 		}
 	})
+}
+
+// TestTranscodeTakesCommonShapes checks that what SDKs, the Collector and
+// Marshal write takes the direct path, and decodes as through protojson.
+func TestTranscodeTakesCommonShapes(t *testing.T) {
+	every, err := Marshal(otlptest.EveryField())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// protojson writes non-finite doubles as strings, which are left to it.
+	every = bytes.ReplaceAll(every, []byte(`"NaN"`), []byte(`-1.25e-3`))
+	docs := map[string][]byte{"every field": every}
+	// testdata/request.json holds what is left to protojson: NaN, an
+	// unknown field, an enum by name, an escaped ID.
+	for _, name := range []string{"empty.json"} {
+		doc, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[name] = doc
+	}
+	docs["escapes"] = []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"caf\u00e9 \"q\" \\ \/ \n\t\ud83d\ude00 ü",` +
+		`"attributes":[{"key":"k","value":{"stringValue":""}},{"key":"b","value":{"boolValue":false}},` +
+		`{"key":"i","value":{"intValue":-7}},{"key":"d","value":{"doubleValue":0}}]}]}]}]}`)
+	for name, doc := range docs {
+		fast, err := transcode(doc)
+		if err != nil {
+			t.Errorf("%s: left to protojson", name)
+			continue
+		}
+		if diff := sameRequest(t, fast, doc); diff != "" {
+			t.Errorf("%s: %s", name, diff)
+		}
+	}
+}
+
+// sameRequest compares what transcode made of doc with what protojson
+// makes of it.
+func sameRequest(t *testing.T, fast, doc []byte) string {
+	slow, err := decodeThroughProtojson(doc)
+	if err != nil {
+		return "transcoded a document protojson refuses: " + err.Error()
+	}
+	var a, b collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(fast, &a); err != nil {
+		return "transcoded into invalid protobuf: " + err.Error()
+	}
+	if err := proto.Unmarshal(slow, &b); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&a, &b) {
+		return fmt.Sprintf("transcoded\n%v\nprotojson decoded\n%v", &a, &b)
+	}
+	return ""
+}
+
+// FuzzTranscode checks that whatever transcode takes, protojson takes too,
+// to the same request.
+func FuzzTranscode(f *testing.F) {
+	docs, _ := filepath.Glob("testdata/*.json")
+	for _, path := range docs {
+		doc, err := os.ReadFile(path)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(doc)
+	}
+	every, _ := Marshal(otlptest.EveryField())
+	f.Add(bytes.ReplaceAll(every, []byte(`"NaN"`), []byte(`2.5`)))
+	f.Add([]byte(`{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"00","name":"\u00e9\ud83d\ude00","kind":2,"flags":"1"}]}]}]}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		fast, err := transcode(doc)
+		if err != nil {
+			return
+		}
+		if diff := sameRequest(t, fast, doc); diff != "" {
+			t.Fatal(diff)
+		}
+	})
+}
+
+// TestTranscodeRandomRequests encodes random requests as protojson writes
+// them, in both spellings of field names, and checks that each takes the
+// direct path to the same request, encoded as protobuf's encoder does.
+func TestTranscodeRandomRequests(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	runes := []rune{'a', 'Z', '0', ' ', '"', '\\', '/', '\n', '\t', 0x01, 0x7f, 'é', '€', '😀', 0xfffd, 0x2028}
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteRune(runes[rng.IntN(len(runes))])
+		}
+		return b.String()
+	}
+	id := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	var value func(depth int) *commonpb.AnyValue
+	attrs := func(depth int) []*commonpb.KeyValue {
+		var kvs []*commonpb.KeyValue
+		for range rng.IntN(4) {
+			kvs = append(kvs, &commonpb.KeyValue{Key: str(), Value: value(depth + 1)})
+		}
+		return kvs
+	}
+	value = func(depth int) *commonpb.AnyValue {
+		switch n := rng.IntN(7); {
+		case n == 0:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: str()}}
+		case n == 1:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_BoolValue{BoolValue: rng.IntN(2) == 0}}
+		case n == 2:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(rng.Uint64())}}
+		case n == 3:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: rng.NormFloat64() * math.Pow(10, float64(rng.IntN(40)-20))}}
+		case n == 4:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_BytesValue{BytesValue: id(rng.IntN(9))}}
+		case n == 5 && depth < 4:
+			var vs []*commonpb.AnyValue
+			for range rng.IntN(3) {
+				vs = append(vs, value(depth+1))
+			}
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: vs}}}
+		case n == 6 && depth < 4:
+			return &commonpb.AnyValue{Value: &commonpb.AnyValue_KvlistValue{KvlistValue: &commonpb.KeyValueList{Values: attrs(depth)}}}
+		}
+		return &commonpb.AnyValue{}
+	}
+	for i := range 300 {
+		req := &collectorpb.ExportTraceServiceRequest{}
+		for range 1 + rng.IntN(2) {
+			rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{Attributes: attrs(0), DroppedAttributesCount: rng.Uint32()}, SchemaUrl: str()}
+			for range 1 + rng.IntN(2) {
+				ss := &tracepb.ScopeSpans{Scope: &commonpb.InstrumentationScope{Name: str(), Version: str(), Attributes: attrs(0)}}
+				for range rng.IntN(4) {
+					start := rng.Uint64()
+					ss.Spans = append(ss.Spans, &tracepb.Span{TraceId: id(16), SpanId: id(8), ParentSpanId: id(8 * rng.IntN(2)),
+						TraceState: str(), Flags: rng.Uint32(), Name: str(), Kind: tracepb.Span_SpanKind(rng.IntN(6)),
+						StartTimeUnixNano: start, EndTimeUnixNano: start + uint64(rng.IntN(1e9)), Attributes: attrs(0),
+						DroppedAttributesCount: uint32(rng.IntN(3)), DroppedEventsCount: uint32(rng.IntN(3)), DroppedLinksCount: uint32(rng.IntN(3)),
+						Events: []*tracepb.Span_Event{{TimeUnixNano: rng.Uint64(), Name: str(), Attributes: attrs(0)}},
+						Links:  []*tracepb.Span_Link{{TraceId: id(16), SpanId: id(8), TraceState: str(), Attributes: attrs(0), Flags: rng.Uint32()}},
+						Status: &tracepb.Status{Code: tracepb.Status_StatusCode(rng.IntN(3)), Message: str()}})
+				}
+				rs.ScopeSpans = append(rs.ScopeSpans, ss)
+			}
+			req.ResourceSpans = append(req.ResourceSpans, rs)
+		}
+		b, err := protojson.MarshalOptions{UseEnumNumbers: true, UseProtoNames: i%2 == 1, Multiline: i%3 == 0}.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := rewriteIDs(b, base64ToHex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast, err := transcode(doc)
+		if err != nil {
+			t.Fatalf("request %d left to protojson:\n%s", i, doc)
+		}
+		var got collectorpb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(fast, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&got, req) {
+			t.Fatalf("request %d transcoded\n%v\nwant\n%v", i, &got, req)
+		}
+		// Fields in number order, as protobuf's encoder writes them.
+		if want, _ := proto.Marshal(req); !bytes.Equal(fast, want) {
+			t.Fatalf("request %d: the encoding is not protobuf's", i)
+		}
+	}
+}
+
+// TestTranscodeKnowsEveryField checks that the direct path knows every
+// field of the OTLP messages cairn is built with, by both names: a field
+// it did not know would send every document that has it to protojson.
+func TestTranscodeKnowsEveryField(t *testing.T) {
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(md protoreflect.MessageDescriptor, s *schema)
+	walk = func(md protoreflect.MessageDescriptor, s *schema) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		for i := range md.Fields().Len() {
+			fd := md.Fields().Get(i)
+			f, g := s.byName[fd.JSONName()], s.byName[string(fd.Name())]
+			if f == nil || f != g || f.num != fd.Number() {
+				t.Errorf("%s: field %s is not known by both names", md.FullName(), fd.Name())
+				continue
+			}
+			if f.message != nil {
+				walk(fd.Message(), f.message)
+			}
+		}
+	}
+	walk((&collectorpb.ExportTraceServiceRequest{}).ProtoReflect().Descriptor(), requestSchema)
+	if len(seen) < 10 {
+		t.Errorf("walked %d messages", len(seen))
+	}
 }
