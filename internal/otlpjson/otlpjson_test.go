@@ -197,6 +197,10 @@ func TestTranscodeTakesCommonShapes(t *testing.T) {
 	docs["escapes"] = []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"caf\u00e9 \"q\" \\ \/ \n\t\ud83d\ude00 ü",` +
 		`"attributes":[{"key":"k","value":{"stringValue":""}},{"key":"b","value":{"boolValue":false}},` +
 		`{"key":"i","value":{"intValue":-7}},{"key":"d","value":{"doubleValue":0}}]}]}]}]}`)
+	// Defaults written out, as OpenTelemetry JS writes the dropped counts.
+	docs["zeros"] = []byte(`{"resourceSpans":[{"resource":{"droppedAttributesCount":0},"schemaUrl":"","scopeSpans":[{"spans":[` +
+		`{"traceId":"","name":"","kind":0,"flags":0,"startTimeUnixNano":"0","endTimeUnixNano":0,"droppedAttributesCount":0,` +
+		`"droppedEventsCount":0,"droppedLinksCount":0,"events":[],"links":[],"status":{"code":0,"message":""}}]}]}]}`)
 	for name, doc := range docs {
 		fast, err := transcode(doc)
 		if err != nil {
@@ -210,7 +214,7 @@ func TestTranscodeTakesCommonShapes(t *testing.T) {
 }
 
 // sameRequest compares what transcode made of doc with what protojson
-// makes of it.
+// makes of it, and with protobuf's encoding of that.
 func sameRequest(t *testing.T, fast, doc []byte) string {
 	slow, err := decodeThroughProtojson(doc)
 	if err != nil {
@@ -225,6 +229,9 @@ func sameRequest(t *testing.T, fast, doc []byte) string {
 	}
 	if !proto.Equal(&a, &b) {
 		return fmt.Sprintf("transcoded\n%v\nprotojson decoded\n%v", &a, &b)
+	}
+	if want, _ := proto.Marshal(&b); !bytes.Equal(fast, want) {
+		return fmt.Sprintf("transcoded into %x, not protobuf's encoding %x", fast, want)
 	}
 	return ""
 }

@@ -178,7 +178,8 @@ func (t *transcoder) object(s *schema, depth int) error {
 			oneof = f.oneof
 		}
 		t.space()
-		t.members = append(t.members, member{f.num, len(t.out)})
+		mark := len(t.out)
+		t.members = append(t.members, member{f.num, mark})
 		if f.list {
 			err = t.list(f, depth)
 		} else {
@@ -186,6 +187,9 @@ func (t *transcoder) object(s *schema, depth int) error {
 		}
 		if err != nil {
 			return err
+		}
+		if !f.list && f.oneof == nil && f.message == nil && isZero(f.wireType, t.out[mark+protowire.SizeTag(f.num):]) {
+			t.out = t.out[:mark] // as protobuf's encoder leaves out a proto3 field at its default
 		}
 		if t.next('}') {
 			t.order(t.members[base:])
@@ -379,6 +383,18 @@ func (t *transcoder) order(ms []member) {
 	for _, c := range t.chunks {
 		t.out = append(t.out, t.scratch[c.start:c.end]...)
 	}
+}
+
+// isZero reports whether a scalar field's encoded value is its default:
+// 0, false, or empty.
+func isZero(typ protowire.Type, value []byte) bool {
+	switch typ {
+	case protowire.Fixed64Type:
+		return string(value) == "\x00\x00\x00\x00\x00\x00\x00\x00"
+	case protowire.Fixed32Type:
+		return string(value) == "\x00\x00\x00\x00"
+	}
+	return string(value) == "\x00" // a varint 0, or a length 0
 }
 
 // closeLength writes the length of what follows the 5 bytes reserved at
