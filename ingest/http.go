@@ -404,7 +404,7 @@ func readSnappy(r io.Reader, wireLength, limit int, res *reservation) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	if strings.HasPrefix(string(compressed[:min(len(compressed), len(snappyStreamMagic))]), snappyStreamMagic) {
+	if bytes.HasPrefix(compressed, []byte(snappyStreamMagic)) {
 		zr := newSnappyReader(bytes.NewReader(compressed))
 		defer zr.Close()
 		b, err := readAll(zr, decompressedSize(len(compressed)), limit, res)

@@ -19,25 +19,11 @@ var ErrMalformed = errors.New("malformed OTLP/JSON")
 // DecodeRequest decodes an OTLP/JSON ExportTraceServiceRequest and returns
 // its binary protobuf encoding. Unknown fields are ignored, as the OTLP
 // specification requires of receivers, and so are original (snake_case)
-// field names accepted beside lowerCamelCase ones, as protojson does.
+// field names accepted beside lowerCamelCase ones, as protojson does. It
+// takes any document, through protojson's message tree, several times the
+// document's size; Transcode takes the common ones faster, to the same
+// bytes.
 func DecodeRequest(doc []byte) ([]byte, error) {
-	if wire, ok := Transcode(doc); ok {
-		return wire, nil
-	}
-	return decodeThroughProtojson(doc)
-}
-
-// Transcode is DecodeRequest for the documents SDKs and the Collector
-// write, in a pass over doc that takes about its size in memory; false
-// leaves doc to DecodeRequest, which takes several times that.
-func Transcode(doc []byte) ([]byte, bool) {
-	wire, err := transcode(doc)
-	return wire, err == nil
-}
-
-// decodeThroughProtojson is DecodeRequest for every document: the IDs
-// rewritten to base64, the rest protojson's.
-func decodeThroughProtojson(doc []byte) ([]byte, error) {
 	b64, err := rewriteIDs(doc, hexToBase64)
 	if err != nil {
 		return nil, err
@@ -47,6 +33,14 @@ func decodeThroughProtojson(doc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	return proto.Marshal(&req)
+}
+
+// Transcode is DecodeRequest for the documents SDKs and the Collector
+// write, in one pass over doc that takes about its size in memory; false
+// leaves doc to DecodeRequest.
+func Transcode(doc []byte) ([]byte, bool) {
+	wire, err := transcode(doc)
+	return wire, err == nil
 }
 
 // Marshal encodes m as OTLP/JSON.

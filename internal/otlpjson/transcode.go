@@ -230,8 +230,7 @@ func (t *transcoder) value(f *field, depth int) error {
 	switch f.kind {
 	case protoreflect.MessageKind:
 		t.out = protowire.AppendTag(t.out, f.num, protowire.BytesType)
-		mark := len(t.out)
-		t.out = append(t.out, 0, 0, 0, 0, 0) // room for the length, 5 bytes at most
+		mark := t.openLength()
 		if err := t.object(f.message, depth+1); err != nil {
 			return err
 		}
@@ -261,8 +260,7 @@ func (t *transcoder) value(f *field, depth int) error {
 		// protojson also takes URL-safe and unpadded base64; those are
 		// left to it.
 		n := base64.StdEncoding.DecodedLen(len(s))
-		mark := len(t.out)
-		t.out = append(t.out, 0, 0, 0, 0, 0)
+		mark := t.openLength()
 		t.out = append(t.out, make([]byte, n)...)
 		got, err := base64.StdEncoding.Decode(t.out[mark+5:], s)
 		if err != nil {
@@ -397,6 +395,14 @@ func isZero(typ protowire.Type, value []byte) bool {
 	return string(value) == "\x00" // a varint 0, or a length 0
 }
 
+// openLength reserves room for the length of what follows, 5 bytes at
+// most, and returns where it is, for closeLength.
+func (t *transcoder) openLength() int {
+	mark := len(t.out)
+	t.out = append(t.out, 0, 0, 0, 0, 0)
+	return mark
+}
+
 // closeLength writes the length of what follows the 5 bytes reserved at
 // mark into them, and moves it up behind the varint.
 func (t *transcoder) closeLength(mark int) {
@@ -478,20 +484,22 @@ func (t *transcoder) rawString() ([]byte, error) {
 		return nil, errLeft
 	}
 	start := t.i + 1
-	for j := start; j < len(t.doc); j++ {
-		switch c := t.doc[j]; {
-		case c == '"':
-			t.i = j + 1
-			s := t.doc[start:j]
-			if !utf8.Valid(s) {
-				return nil, errLeft
-			}
-			return s, nil
-		case c == '\\' || c < 0x20:
-			return nil, errLeft
-		}
+	j := t.plainEnd(start)
+	if j == len(t.doc) || t.doc[j] != '"' || !utf8.Valid(t.doc[start:j]) {
+		return nil, errLeft
 	}
-	return nil, errLeft
+	t.i = j + 1
+	return t.doc[start:j], nil
+}
+
+// plainEnd is the offset of the first quote, backslash or control
+// character from start on, or the document's end.
+func (t *transcoder) plainEnd(start int) int {
+	j := start
+	for j < len(t.doc) && t.doc[j] != '"' && t.doc[j] != '\\' && t.doc[j] >= 0x20 {
+		j++
+	}
+	return j
 }
 
 // stringValue appends the string at t.i, unescaped, with its length.
@@ -500,10 +508,7 @@ func (t *transcoder) stringValue() error {
 		return errLeft
 	}
 	start := t.i + 1
-	j := start
-	for j < len(t.doc) && t.doc[j] != '"' && t.doc[j] != '\\' && t.doc[j] >= 0x20 {
-		j++
-	}
+	j := t.plainEnd(start)
 	if j < len(t.doc) && t.doc[j] == '"' {
 		s := t.doc[start:j]
 		if !utf8.Valid(s) {
@@ -514,8 +519,7 @@ func (t *transcoder) stringValue() error {
 		return nil
 	}
 	// Escapes: unescape into the output behind room for the length.
-	mark := len(t.out)
-	t.out = append(t.out, 0, 0, 0, 0, 0)
+	mark := t.openLength()
 	t.out = append(t.out, t.doc[start:j]...)
 	for j < len(t.doc) {
 		c := t.doc[j]
