@@ -52,8 +52,11 @@ type Row struct {
 
 // SegmentBuilder collects the rows of a segment and their terms.
 type SegmentBuilder struct {
-	rows  []Row
-	terms [][]Term // by row as added; kept, not copied
+	rows []Row
+	// terms are the rows' terms in runs, kept, not copied: row i's are
+	// the runs from firstRun[i] to the next row's first.
+	terms    [][]Term
+	firstRun []int32
 	// maxDuration is, by Service term, the longest span of the service.
 	maxDuration map[Term]uint64
 }
@@ -76,6 +79,7 @@ func (b *SegmentBuilder) SpanDuration(service Term, d uint64) {
 // twentieth of ingest's CPU.
 func (b *SegmentBuilder) Grow(n int) {
 	b.rows = slices.Grow(b.rows, n)
+	b.firstRun = slices.Grow(b.firstRun, n)
 	b.terms = slices.Grow(b.terms, n)
 }
 
@@ -83,7 +87,24 @@ func (b *SegmentBuilder) Grow(n int) {
 // until Finish; the caller must not modify it before then.
 func (b *SegmentBuilder) Add(r Row, terms []Term) {
 	b.rows = append(b.rows, r)
-	b.terms = append(b.terms, terms)
+	b.firstRun = append(b.firstRun, int32(len(b.terms)))
+	b.AddTerms(terms)
+}
+
+// AddTerms adds more terms to the row added last, kept as Add keeps them.
+func (b *SegmentBuilder) AddTerms(terms []Term) {
+	if len(terms) > 0 {
+		b.terms = append(b.terms, terms)
+	}
+}
+
+// rowTerms are the runs of row i's terms.
+func (b *SegmentBuilder) rowTerms(i uint32) [][]Term {
+	end := len(b.terms)
+	if int(i)+1 < len(b.firstRun) {
+		end = int(b.firstRun[i+1])
+	}
+	return b.terms[b.firstRun[i]:end]
 }
 
 // Finish encodes the segment: the rows record, and each non-empty postings
@@ -140,10 +161,12 @@ func (b *SegmentBuilder) Finish(s *Scratch) (rows []byte, shards [Shards][]byte)
 			run := order[pos:min(pos+rowCheckpoint, len(order))]
 			body = appendRun(body, b.rows, run, newest)
 		}
-		for _, t := range b.terms[i] {
-			sh := Shard(t)
-			postings[next[sh]] = posting{t, uint32(pos)}
-			next[sh]++
+		for _, ts := range b.rowTerms(i) {
+			for _, t := range ts {
+				sh := Shard(t)
+				postings[next[sh]] = posting{t, uint32(pos)}
+				next[sh]++
+			}
 		}
 	}
 	s.body, s.checkpoints = body, checkpoints

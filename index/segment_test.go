@@ -33,7 +33,16 @@ func TestSegmentRoundTrip(t *testing.T) {
 			terms = append(terms, tm, tm)     // duplicates are harmless
 			want[tm] = append(want[tm], r)
 		}
-		b.Add(r, terms)
+		// A row's terms may come in runs, empty ones among them.
+		cut := rng.IntN(len(terms) + 1)
+		b.Add(r, terms[:cut])
+		for len(terms) > cut && rng.IntN(2) == 0 {
+			b.AddTerms(nil)
+			next := cut + rng.IntN(len(terms)-cut+1)
+			b.AddTerms(terms[cut:next])
+			cut = next
+		}
+		b.AddTerms(terms[cut:])
 	}
 	longest := map[Term]uint64{}
 	for range 300 {

@@ -46,11 +46,14 @@ func BenchmarkPrepare(b *testing.B) {
 // dozens of spans, and traces of two spans, where inserts cost per trace.
 func BenchmarkInsert(b *testing.B) {
 	gen := bench.NewGenerator(bench.Config{BatchSpans: 1024})
+	// The SDKs' exporters bring a trace's spans in many requests.
+	exporters := bench.NewGenerator(bench.Config{BatchSpans: 512, Exporters: true})
 	workloads := []struct {
 		name string
 		next func(i int) []byte
 	}{
 		{"shop", func(int) []byte { return gen.Next().Bytes }},
+		{"exporters", func(int) []byte { return exporters.Next().Bytes }},
 		{"two-span", func(i int) []byte { return twoSpanRequest(b, i, 512) }},
 	}
 	resources := newResourceIndex()
@@ -61,7 +64,7 @@ func BenchmarkInsert(b *testing.B) {
 		}
 		var reqs []request
 		spans := 0
-		for i := range 64 {
+		for i := range 128 {
 			var batch otlpwire.Batch
 			if err := otlpwire.Parse(w.next(i), &batch, otlpwire.Window{}); err != nil {
 				b.Fatal(err)

@@ -260,7 +260,10 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 			segments[p] = seg
 		}
 		// The trace's terms cover all its spans; a split row is verified.
-		seg.Add(fragmentRow(t.id, spans, t.multiPartition), t.terms)
+		seg.Add(fragmentRow(t.id, spans, t.multiPartition), nil)
+		for run := range t.terms.all {
+			seg.AddTerms(run)
+		}
 		for _, s := range spans {
 			seg.SpanDuration(s.group.serviceTerm, s.duration())
 		}
@@ -440,19 +443,26 @@ func (db *DB) writeSegments(dir string, block uint64, segments map[uint32]*index
 const maxSegScratch = 64 << 20
 
 // eachPartition calls fn with t's spans in each partition they fall in,
-// until it fails. Nearly every trace lies in one partition: its own spans
-// are passed, uncopied, and fn must not change them. Those of the others
-// are split into byPart, scratch kept between calls.
+// until it fails. Nearly every trace lies in one partition, and most came
+// in one request: their run is passed, uncopied, and fn must not change
+// it. The spans of the others are gathered into byPart, scratch kept
+// between calls.
 func eachPartition(byPart map[uint32][]liveSpan, t *liveTrace, fn func(t *liveTrace, p uint32, spans []liveSpan) error) error {
-	if !t.multiPartition {
-		return fn(t, t.partition, t.spans)
+	if !t.multiPartition && t.spans.more == nil {
+		return fn(t, t.partition, t.spans.first)
 	}
 	for p, s := range byPart {
 		byPart[p] = s[:0]
 	}
-	for _, s := range t.spans {
-		p := partitionOf(s.start)
-		byPart[p] = append(byPart[p], s)
+	if !t.multiPartition {
+		byPart[t.partition] = t.spans.flat(byPart[t.partition])
+	} else {
+		for run := range t.spans.all {
+			for _, s := range run {
+				p := partitionOf(s.start)
+				byPart[p] = append(byPart[p], s)
+			}
+		}
 	}
 	for p, spans := range byPart {
 		if len(spans) == 0 {
@@ -470,12 +480,12 @@ func eachPartition(byPart map[uint32][]liveSpan, t *liveTrace, fn func(t *liveTr
 func splitTraces(traces []*liveTrace, n int) [][]*liveTrace {
 	total := 0
 	for _, t := range traces {
-		total += len(t.spans)
+		total += int(t.count)
 	}
 	out := make([][]*liveTrace, 0, n)
 	start, acc := 0, 0
 	for i, t := range traces {
-		acc += len(t.spans)
+		acc += int(t.count)
 		if len(out) < n-1 && acc >= total*(len(out)+1)/n {
 			out = append(out, traces[start:i+1])
 			start = i + 1

@@ -107,6 +107,46 @@ type liveSpan struct {
 	peer       otlpwire.Range
 }
 
+// runs are what a live trace gathers from the requests that bring its
+// spans, a run from each, in the order they came, never changed once
+// published. Most traces come in one request, and their run is kept in
+// place, which allocates nothing more.
+type runs[T any] struct {
+	first []T
+	more  [][]T
+}
+
+// add appends a run, and returns the memory it took besides the run.
+func (r *runs[T]) add(run []T) (heap int) {
+	if r.first == nil {
+		r.first = run
+		return 0
+	}
+	c := cap(r.more)
+	r.more = append(r.more, run)
+	return (cap(r.more) - c) * runHeaderSize
+}
+
+// all yields each run, in the order they came; none if r is nil.
+func (r *runs[T]) all(yield func([]T) bool) {
+	if r == nil || r.first == nil || !yield(r.first) {
+		return
+	}
+	for _, run := range r.more {
+		if !yield(run) {
+			return
+		}
+	}
+}
+
+// flat appends the elements of every run to dst.
+func (r *runs[T]) flat(dst []T) []T {
+	for run := range r.all {
+		dst = append(dst, run...)
+	}
+	return dst
+}
+
 // spanName is the span's name.
 func (s *liveSpan) spanName() []byte { return s.name.Of(s.raw) }
 
@@ -151,8 +191,14 @@ type liveTrace struct {
 // traceState is a live trace's spans, and what searches match and order it
 // by.
 type traceState struct {
-	id    TraceID
-	spans []liveSpan
+	id TraceID
+	// spans are the trace's spans, a run for each request that brought
+	// some. An insert writes all its request's spans into one array, and
+	// its traces' terms into another, and hands each trace its part of
+	// them: a trace whose spans arrive in many requests, as the SDKs'
+	// exporters send them, grew and copied arrays of its own at each,
+	// which was a tenth of the server's CPU.
+	spans runs[liveSpan]
 	// live is the trace this state was published from, by which inserts
 	// find a trace of an earlier request; reads never follow it.
 	live *liveTrace
@@ -162,14 +208,13 @@ type traceState struct {
 	minStart, maxStart, maxEnd uint64
 	partition                  uint32 // of the first span
 	arrival                    int32  // the trace's place in its table's arrival order, which put sets
+	count                      int32  // spans in all runs
 	multiPartition             bool   // spans fall in more than one partition
 
 	// terms are the search terms of the trace's spans and resources, in
-	// one sorted, unique run per request that brought spans of the trace:
-	// run i ends at runs[i]. Runs are sorted outside the lock, in prepare,
-	// so that inserting one is an append.
-	terms []index.Term
-	runs  []int32
+	// one sorted, unique run per request that brought spans of the trace.
+	// Runs are sorted outside the lock, in prepare.
+	terms runs[index.Term]
 	// termBits has termBit of every term set: a search reading the
 	// buffers rules most traces out on it, without reading their terms,
 	// which were two more cache misses a trace.
@@ -184,18 +229,19 @@ func termBit(term index.Term) (word int, bit uint64) {
 	return int(h >> 6), 1 << (h & 63)
 }
 
-func (t *liveTrace) addTerms(run []index.Term) {
-	t.terms = append(t.terms, run...)
-	t.runs = append(t.runs, int32(len(t.terms)))
+// addTerms adds a run of terms, which the trace keeps, and returns the
+// memory it took besides the run.
+func (t *liveTrace) addTerms(run []index.Term) (heap int) {
 	for _, term := range run {
 		w, b := termBit(term)
 		t.termBits[w] |= b
 	}
+	return t.terms.add(run)
 }
 
 func (t *liveTrace) addExtent(start, end uint64) {
 	p := partitionOf(start)
-	if len(t.spans) == 0 {
+	if t.count == 0 {
 		t.minStart, t.maxStart, t.maxEnd, t.partition = start, start, end, p
 		return
 	}
@@ -210,10 +256,7 @@ func (t *traceState) hasAny(terms []index.Term) bool {
 	if !t.mayHaveAny(terms) {
 		return false
 	}
-	start := int32(0)
-	for _, end := range t.runs {
-		run := t.terms[start:end]
-		start = end
+	for run := range t.terms.all {
 		if len(terms) == 1 {
 			if _, ok := slices.BinarySearch(run, terms[0]); ok {
 				return true
@@ -304,8 +347,8 @@ func (buf *buffer) size() int { return buf.bytes + int(buf.heap.Load()) }
 // Sizes of what an insert allocates, for buffer.heap.
 const (
 	liveSpanSize  = int(unsafe.Sizeof(liveSpan{}))
+	runHeaderSize = int(unsafe.Sizeof([]liveSpan(nil)))
 	termSize      = int(unsafe.Sizeof(index.Term(0)))
-	runSize       = int(unsafe.Sizeof(int32(0)))
 	liveTraceSize = int(unsafe.Sizeof(liveTrace{}))
 	// newTraceSize is a new trace: its liveTrace, the copy of its state
 	// that reads see, and their places in the tree and the trace table.
@@ -331,6 +374,7 @@ type prepared struct {
 	traceOf    []int32          // by span index: the span's trace in traceTerms
 	traceTerms [][]index.Term   // sorted and unique: the terms of the trace's spans and their resources
 	traceSpans []int32          // by trace in traceTerms: how many spans of it the request has
+	runEnd     []int32          // by trace in traceTerms: insert's, where its run ends so far
 	errs       []bool           // by span index
 	peers      []otlpwire.Range // by span index
 	names      []otlpwire.Range // by span index
@@ -506,7 +550,22 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	// The request's traces, by their index in prep, once their spans are
 	// being added.
 	touched := make([]*liveTrace, len(prep.traceTerms))
-	heap := 0
+	// Each trace's run of the request's spans, in the order of their
+	// traces' first spans.
+	spans := make([]liveSpan, len(b.Spans))
+	end := slices.Grow(prep.runEnd[:0], len(prep.traceSpans))[:len(prep.traceSpans)]
+	prep.runEnd = end
+	at := int32(0)
+	for k, n := range prep.traceSpans {
+		end[k] = at
+		at += n
+	}
+	nterms := 0
+	for _, ts := range prep.traceTerms {
+		nterms += len(ts)
+	}
+	terms := make([]index.Term, 0, nterms)
+	heap := len(spans)*liveSpanSize + nterms*termSize
 	for i := range b.Spans {
 		s := &b.Spans[i]
 		k := prep.traceOf[i]
@@ -523,22 +582,22 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 				heap += newTraceSize
 			}
 			touched[k] = t
-			spans, terms, runs := cap(t.spans), cap(t.terms), cap(t.runs)
-			t.addTerms(prep.traceTerms[k])
-			// Room for all the request's spans of the trace at once: growing
-			// span by span allocated twice what the buffer holds.
-			t.spans = slices.Grow(t.spans, int(prep.traceSpans[k]))
-			heap += (cap(t.spans)-spans)*liveSpanSize + (cap(t.terms)-terms)*termSize + (cap(t.runs)-runs)*runSize
+			from := len(terms)
+			terms = append(terms, prep.traceTerms[k]...)
+			heap += t.addTerms(terms[from:len(terms):len(terms)])
 		}
 		t.addExtent(s.Start, s.End)
-		t.spans = append(t.spans, liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i],
-			kind: spanKind(s.Kind), status: s.Status, ordered: s.Ordered, id: s.SpanID, parent: s.Parent, peer: prep.peers[i], name: prep.names[i]})
+		t.count++
+		spans[end[k]] = liveSpan{group: interned[s.Scope], raw: s.Raw, start: s.Start, end: s.End, err: prep.errs[i],
+			kind: spanKind(s.Kind), status: s.Status, ordered: s.Ordered, id: s.SpanID, parent: s.Parent, peer: prep.peers[i], name: prep.names[i]}
+		end[k]++
 	}
 	// Once per trace rather than whenever the spans move on to another:
 	// spans come grouped by resource and scope, so a request's traces
 	// interleave.
-	for _, t := range touched {
+	for k, t := range touched {
 		if t != nil {
+			heap += t.spans.add(spans[end[k]-prep.traceSpans[k] : end[k] : end[k]])
 			shown := t.traceState
 			buf.byID.put(&shown)
 		}
@@ -560,9 +619,9 @@ const maxSpanKind = 5
 
 // trace returns the spans of a trace in the buffer that inserts have
 // finished adding, without waiting for an insert in progress.
-func (buf *buffer) trace(id TraceID) []liveSpan {
+func (buf *buffer) trace(id TraceID) *runs[liveSpan] {
 	if t := buf.byID.get(id); t != nil {
-		return t.spans
+		return &t.spans
 	}
 	return nil
 }

@@ -107,16 +107,18 @@ func (g *serviceGraph) cut(now uint64, spans int, traces []*liveTrace) blockEdge
 	clear(g.services)
 	for _, t := range traces {
 		g.spans, g.peers = g.spans[:0], g.peers[:0]
-		for i := range t.spans {
-			s := &t.spans[i]
-			svc, ok := g.services[s.group]
-			if !ok {
-				svc = g.pairer.Intern(s.group.service)
-				g.services[s.group] = svc
+		for run := range t.spans.all {
+			for i := range run {
+				s := &run[i]
+				svc, ok := g.services[s.group]
+				if !ok {
+					svc = g.pairer.Intern(s.group.service)
+					g.services[s.group] = svc
+				}
+				g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
+					Start: s.start, Duration: s.duration(), Err: s.err})
+				g.peers = append(g.peers, s.peerName())
 			}
-			g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
-				Start: s.start, Duration: s.duration(), Err: s.err})
-			g.peers = append(g.peers, s.peerName())
 		}
 		c.Trace(t.id, g.spans, g.peer)
 	}

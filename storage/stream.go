@@ -46,9 +46,11 @@ func (db *DB) tracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 	defer db.release(snap)
 	var live []liveSpan
 	for _, buf := range snap.bufs {
-		for _, sp := range buf.trace(id) {
-			if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= snap.notBefore {
-				live = append(live, sp)
+		for run := range buf.trace(id).all {
+			for _, sp := range run {
+				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= snap.notBefore {
+					live = append(live, sp)
+				}
 			}
 		}
 	}
