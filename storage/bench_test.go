@@ -249,11 +249,7 @@ func BenchmarkPairing(b *testing.B) {
 	for i := range pool.Requests() {
 		write(b, db, pool.Request(nil, uint64(i)))
 	}
-	var traces []*liveTrace
-	db.live.traces.Ascend(func(k traceKey) bool {
-		traces = append(traces, k.t)
-		return true
-	})
+	traces := db.live.inOrder()
 	now := uint64(time.Now().UnixNano())
 	b.ReportAllocs()
 	for b.Loop() {

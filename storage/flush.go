@@ -219,11 +219,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	}
 	defer db.opts.FS.RemoveAll(dir)
 
-	traces := make([]*liveTrace, 0, buf.traces.Len())
-	buf.traces.Ascend(func(k traceKey) bool {
-		traces = append(traces, k.t)
-		return true
-	})
+	traces := buf.inOrder()
 	// Pairing runs beside the writers. A retried cut reuses what the first
 	// attempt paired: the pairer has taken the block's spans in already.
 	paired := make(chan struct{})
@@ -248,7 +244,7 @@ func (db *DB) writeBlock(buf *buffer) ([]uint32, error) {
 	// search index is then finished while the data is written.
 	traceIndex := map[uint32][]uint64{} // fingerprints by partition
 	segments := map[uint32]*index.SegmentBuilder{}
-	addRow := func(t *liveTrace, p uint32, spans []liveSpan) error {
+	addRow := func(t *traceState, p uint32, spans []liveSpan) error {
 		if traceIndex[p] == nil {
 			traceIndex[p] = make([]uint64, 0, rowsIn[p])
 		}
@@ -447,7 +443,7 @@ const maxSegScratch = 64 << 20
 // in one request: their run is passed, uncopied, and fn must not change
 // it. The spans of the others are gathered into byPart, scratch kept
 // between calls.
-func eachPartition(byPart map[uint32][]liveSpan, t *liveTrace, fn func(t *liveTrace, p uint32, spans []liveSpan) error) error {
+func eachPartition(byPart map[uint32][]liveSpan, t *traceState, fn func(t *traceState, p uint32, spans []liveSpan) error) error {
 	if !t.multiPartition && t.spans.more == nil {
 		return fn(t, t.partition, t.spans.first)
 	}
@@ -477,12 +473,12 @@ func eachPartition(byPart map[uint32][]liveSpan, t *liveTrace, fn func(t *liveTr
 }
 
 // splitTraces cuts traces, in order, into n ranges of about as many spans.
-func splitTraces(traces []*liveTrace, n int) [][]*liveTrace {
+func splitTraces(traces []*traceState, n int) [][]*traceState {
 	total := 0
 	for _, t := range traces {
 		total += int(t.count)
 	}
-	out := make([][]*liveTrace, 0, n)
+	out := make([][]*traceState, 0, n)
 	start, acc := 0, 0
 	for i, t := range traces {
 		acc += int(t.count)
@@ -656,7 +652,7 @@ func subGroup(g codec.Group, i, j int) codec.Group {
 
 // writeData writes the fragments of a range of traces, in order, into data
 // sstables of their own, one per partition.
-func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrace) dataResult {
+func (db *DB) writeData(dir string, worker int, block uint64, traces []*traceState) dataResult {
 	res := dataResult{written: map[groupKey]*group{}, uses: map[resourceUse]bool{}, metrics: map[uint32]*spanMetrics{}}
 	data := map[uint32]*sstWriter{}
 	defer func() {
@@ -668,7 +664,7 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*liveTrac
 	sc := db.takeScratch()
 	defer db.keepScratch(sc)
 	byPart := sc.byPart
-	write := func(t *liveTrace, p uint32, spans []liveSpan) error {
+	write := func(t *traceState, p uint32, spans []liveSpan) error {
 		w := data[p]
 		if w == nil {
 			var err error

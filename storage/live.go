@@ -182,14 +182,11 @@ func (s liveSpan) duration() uint64 {
 	return 0
 }
 
-// liveTrace is a trace as inserts build it, under the buffer's lock. Reads
-// see copies of its state that inserts publish in the buffer's traceTable.
-type liveTrace struct {
-	traceState
-}
-
 // traceState is a live trace's spans, and what searches match and order it
-// by.
+// by, as an insert published it in the buffer's traceTable, where reads
+// find it with no lock. A published state never changes: an insert that
+// adds to a trace publishes a new state, copied from the last and added
+// to, which the next insert then copies in turn.
 type traceState struct {
 	id TraceID
 	// spans are the trace's spans, a run for each request that brought
@@ -199,9 +196,6 @@ type traceState struct {
 	// exporters send them, grew and copied arrays of its own at each,
 	// which was a tenth of the server's CPU.
 	spans runs[liveSpan]
-	// live is the trace this state was published from, by which inserts
-	// find a trace of an earlier request; reads never follow it.
-	live *liveTrace
 
 	// The extent of the spans, kept at insert so that search can order
 	// traces without reading their spans.
@@ -231,7 +225,7 @@ func termBit(term index.Term) (word int, bit uint64) {
 
 // addTerms adds a run of terms, which the trace keeps, and returns the
 // memory it took besides the run.
-func (t *liveTrace) addTerms(run []index.Term) (heap int) {
+func (t *traceState) addTerms(run []index.Term) (heap int) {
 	for _, term := range run {
 		w, b := termBit(term)
 		t.termBits[w] |= b
@@ -239,7 +233,7 @@ func (t *liveTrace) addTerms(run []index.Term) (heap int) {
 	return t.terms.add(run)
 }
 
-func (t *liveTrace) addExtent(start, end uint64) {
+func (t *traceState) addExtent(start, end uint64) {
 	p := partitionOf(start)
 	if t.count == 0 {
 		t.minStart, t.maxStart, t.maxEnd, t.partition = start, start, end, p
@@ -292,13 +286,19 @@ func (t *traceState) mayHaveAny(terms []index.Term) bool {
 // words, so that a descent compares the keys in the nodes it reads rather
 // than the IDs of traces all over the heap. With pointers to the traces and
 // bytes.Compare, descents were a tenth of ingest's CPU for two-span traces.
-type traceKey struct {
-	hi, lo uint64
-	t      *liveTrace
+// The cut finds each trace's state in the trace table.
+type traceKey struct{ hi, lo uint64 }
+
+func keyOf(id TraceID) traceKey {
+	return traceKey{hi: binary.BigEndian.Uint64(id[:8]), lo: binary.BigEndian.Uint64(id[8:])}
 }
 
-func keyOf(t *liveTrace) traceKey {
-	return traceKey{hi: binary.BigEndian.Uint64(t.id[:8]), lo: binary.BigEndian.Uint64(t.id[8:]), t: t}
+// id is the trace ID k holds.
+func (k traceKey) id() TraceID {
+	var id TraceID
+	binary.BigEndian.PutUint64(id[:8], k.hi)
+	binary.BigEndian.PutUint64(id[8:], k.lo)
+	return id
 }
 
 func lessTrace(a, b traceKey) bool { return a.hi < b.hi || a.hi == b.hi && a.lo < b.lo }
@@ -346,13 +346,13 @@ func (buf *buffer) size() int { return buf.bytes + int(buf.heap.Load()) }
 
 // Sizes of what an insert allocates, for buffer.heap.
 const (
-	liveSpanSize  = int(unsafe.Sizeof(liveSpan{}))
-	runHeaderSize = int(unsafe.Sizeof([]liveSpan(nil)))
-	termSize      = int(unsafe.Sizeof(index.Term(0)))
-	liveTraceSize = int(unsafe.Sizeof(liveTrace{}))
-	// newTraceSize is a new trace: its liveTrace, the copy of its state
-	// that reads see, and their places in the tree and the trace table.
-	newTraceSize = 2*liveTraceSize + 48
+	liveSpanSize   = int(unsafe.Sizeof(liveSpan{}))
+	runHeaderSize  = int(unsafe.Sizeof([]liveSpan(nil)))
+	termSize       = int(unsafe.Sizeof(index.Term(0)))
+	traceStateSize = int(unsafe.Sizeof(traceState{}))
+	// newTraceSize is a new trace: its state, and its places in the tree
+	// and the trace table.
+	newTraceSize = traceStateSize + 48
 )
 
 func newBuffer(block uint64) *buffer {
@@ -549,7 +549,7 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	}
 	// The request's traces, by their index in prep, once their spans are
 	// being added.
-	touched := make([]*liveTrace, len(prep.traceTerms))
+	touched := make([]*traceState, len(prep.traceTerms))
 	// Each trace's run of the request's spans, in the order of their
 	// traces' first spans.
 	spans := make([]liveSpan, len(b.Spans))
@@ -573,12 +573,12 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 		if t == nil {
 			// A trace of an earlier request is found by hash; only a new
 			// one descends the tree, once, to be inserted.
+			t = new(traceState)
 			if st := buf.byID.get(s.TraceID); st != nil {
-				t = st.live
+				*t = *st
 			} else {
-				t = &liveTrace{traceState{id: s.TraceID}}
-				t.live = t
-				buf.traces.ReplaceOrInsert(keyOf(t))
+				t.id = s.TraceID
+				buf.traces.ReplaceOrInsert(keyOf(s.TraceID))
 				heap += newTraceSize
 			}
 			touched[k] = t
@@ -598,8 +598,7 @@ func (buf *buffer) insert(b *otlpwire.Batch, prep *prepared) {
 	for k, t := range touched {
 		if t != nil {
 			heap += t.spans.add(spans[end[k]-prep.traceSpans[k] : end[k] : end[k]])
-			shown := t.traceState
-			buf.byID.put(&shown)
+			buf.byID.put(t)
 		}
 	}
 	buf.heap.Add(int64(heap))
@@ -616,6 +615,16 @@ func spanKind(k int32) uint8 {
 
 // maxSpanKind is SPAN_KIND_CONSUMER, the last kind OTLP defines.
 const maxSpanKind = 5
+
+// inOrder returns the buffer's traces in ID order, as last published.
+func (buf *buffer) inOrder() []*traceState {
+	traces := make([]*traceState, 0, buf.traces.Len())
+	buf.traces.Ascend(func(k traceKey) bool {
+		traces = append(traces, buf.byID.get(k.id()))
+		return true
+	})
+	return traces
+}
 
 // trace returns the spans of a trace in the buffer that inserts have
 // finished adding, without waiting for an insert in progress.

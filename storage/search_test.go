@@ -510,7 +510,7 @@ func TestHasAnyAgainstScan(t *testing.T) {
 		return index.Term(rng.Uint64())
 	}
 	for range 2000 {
-		var tr liveTrace
+		var tr traceState
 		var all []index.Term
 		for range 1 + rng.IntN(4) {
 			run := make([]index.Term, 1+rng.IntN(40))

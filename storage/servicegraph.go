@@ -101,7 +101,7 @@ func (b blockEdges) section(p uint32) []byte {
 
 // cut pairs the spans of a frozen buffer, whose traces are in ID order, at
 // time now, the block's creation time.
-func (g *serviceGraph) cut(now uint64, spans int, traces []*liveTrace) blockEdges {
+func (g *serviceGraph) cut(now uint64, spans int, traces []*traceState) blockEdges {
 	edges := blockEdges{}
 	c := g.pairer.Cut(now, spans, func(e pairing.Edge) { edges.add(g.pairer, e) })
 	clear(g.services)
