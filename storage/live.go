@@ -317,7 +317,7 @@ type buffer struct {
 	spans      int
 	// heap is what the spans and traces take in memory besides their
 	// requests' bytes, which inserts add as they make it. For small traces
-	// it is more than the requests (about 330 bytes a span of two-span
+	// it is more than the requests (about 230 bytes a span of two-span
 	// traces, against 140 of request): a buffer cut at 64 MiB of requests
 	// alone held 545k such spans, whose collection took half the CPU
 	// (65k-96k spans/s; 193k-287k once counted).
