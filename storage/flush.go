@@ -441,8 +441,8 @@ const maxSegScratch = 64 << 20
 // eachPartition calls fn with t's spans in each partition they fall in,
 // until it fails. Nearly every trace lies in one partition, and most came
 // in one request: their run is passed, uncopied, and fn must not change
-// it. The spans of the others are gathered into byPart, scratch kept
-// between calls.
+// it. The spans of the others are gathered by partition into byPart,
+// scratch kept between calls.
 func eachPartition(byPart map[uint32][]liveSpan, t *traceState, fn func(t *traceState, p uint32, spans []liveSpan) error) error {
 	if !t.multiPartition && t.spans.more == nil {
 		return fn(t, t.partition, t.spans.first)
@@ -450,15 +450,9 @@ func eachPartition(byPart map[uint32][]liveSpan, t *traceState, fn func(t *trace
 	for p, s := range byPart {
 		byPart[p] = s[:0]
 	}
-	if !t.multiPartition {
-		byPart[t.partition] = t.spans.flat(byPart[t.partition])
-	} else {
-		for run := range t.spans.all {
-			for _, s := range run {
-				p := partitionOf(s.start)
-				byPart[p] = append(byPart[p], s)
-			}
-		}
+	for s := range t.spans.each {
+		p := partitionOf(s.start)
+		byPart[p] = append(byPart[p], *s)
 	}
 	for p, spans := range byPart {
 		if len(spans) == 0 {

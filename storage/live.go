@@ -139,12 +139,15 @@ func (r *runs[T]) all(yield func([]T) bool) {
 	}
 }
 
-// flat appends the elements of every run to dst.
-func (r *runs[T]) flat(dst []T) []T {
+// each yields every run's elements, in order; none if r is nil.
+func (r *runs[T]) each(yield func(*T) bool) {
 	for run := range r.all {
-		dst = append(dst, run...)
+		for i := range run {
+			if !yield(&run[i]) {
+				return
+			}
+		}
 	}
-	return dst
 }
 
 // spanName is the span's name.

@@ -429,22 +429,20 @@ func (c *compiled) candidates(cands []liveCandidate, t *traceState, notBefore ui
 	// As on disk, a match is reported with the extent of the trace's
 	// spans in the partition where it matched.
 	first := len(cands)
-	for run := range t.spans.all {
-		for _, s := range run {
-			if s.start < notBefore {
-				continue
-			}
-			p := partitionOf(s.start)
-			k := first
-			for k < len(cands) && cands[k].p != p {
-				k++
-			}
-			if k == len(cands) {
-				cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: p, start: math.MaxUint64})
-			}
-			cd := &cands[k]
-			cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
+	for s := range t.spans.each {
+		if s.start < notBefore {
+			continue
 		}
+		p := partitionOf(s.start)
+		k := first
+		for k < len(cands) && cands[k].p != p {
+			k++
+		}
+		if k == len(cands) {
+			cands = append(cands, liveCandidate{id: t.id, spans: t.spans, p: p, start: math.MaxUint64})
+		}
+		cd := &cands[k]
+		cd.start, cd.maxStart, cd.end = min(cd.start, s.start), max(cd.maxStart, s.start), max(cd.end, s.end)
 	}
 	// The trace's terms are those of spans in other partitions, or aged
 	// out, too: the index alone never decides these candidates.
@@ -461,11 +459,9 @@ func (c *compiled) verifyLive(cd *liveCandidate, notBefore uint64) bool {
 	if c.decides(cd.inside, !cd.single, cd.start, cd.maxStart) {
 		return true
 	}
-	for run := range cd.spans.all {
-		for _, s := range run {
-			if s.start >= notBefore && partitionOf(s.start) == cd.p && c.matchSpan(s.group.service, s.group.res.Raw, s.raw) {
-				return true
-			}
+	for s := range cd.spans.each {
+		if s.start >= notBefore && partitionOf(s.start) == cd.p && c.matchSpan(s.group.service, s.group.res.Raw, s.raw) {
+			return true
 		}
 	}
 	return false

@@ -107,18 +107,15 @@ func (g *serviceGraph) cut(now uint64, spans int, traces []*traceState) blockEdg
 	clear(g.services)
 	for _, t := range traces {
 		g.spans, g.peers = g.spans[:0], g.peers[:0]
-		for run := range t.spans.all {
-			for i := range run {
-				s := &run[i]
-				svc, ok := g.services[s.group]
-				if !ok {
-					svc = g.pairer.Intern(s.group.service)
-					g.services[s.group] = svc
-				}
-				g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
-					Start: s.start, Duration: s.duration(), Err: s.err})
-				g.peers = append(g.peers, s.peerName())
+		for s := range t.spans.each {
+			svc, ok := g.services[s.group]
+			if !ok {
+				svc = g.pairer.Intern(s.group.service)
+				g.services[s.group] = svc
 			}
+			g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: svc, Kind: int32(s.kind),
+				Start: s.start, Duration: s.duration(), Err: s.err})
+			g.peers = append(g.peers, s.peerName())
 		}
 		c.Trace(t.id, g.spans, g.peer)
 	}

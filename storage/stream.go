@@ -46,11 +46,9 @@ func (db *DB) tracePieces(ctx context.Context, id TraceID, tr TimeRange, pieceBy
 	defer db.release(snap)
 	var live []liveSpan
 	for _, buf := range snap.bufs {
-		for run := range buf.trace(id).all {
-			for _, sp := range run {
-				if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= snap.notBefore {
-					live = append(live, sp)
-				}
+		for sp := range buf.trace(id).each {
+			if p := partitionOf(sp.start); p >= lo && p <= hi && sp.start >= snap.notBefore {
+				live = append(live, *sp)
 			}
 		}
 	}
