@@ -262,11 +262,11 @@ func (t *transcoder) value(f *field, depth int) error {
 		n := base64.StdEncoding.DecodedLen(len(s))
 		mark := t.openLength()
 		t.out = append(t.out, make([]byte, n)...)
-		got, err := base64.StdEncoding.Decode(t.out[mark+5:], s)
+		got, err := base64.StdEncoding.Decode(t.out[mark+lengthRoom:], s)
 		if err != nil {
 			return errLeft
 		}
-		t.out = t.out[:mark+5+got]
+		t.out = t.out[:mark+lengthRoom+got]
 		t.closeLength(mark)
 		return nil
 	case protoreflect.BoolKind:
@@ -395,21 +395,25 @@ func isZero(typ protowire.Type, value []byte) bool {
 	return string(value) == "\x00" // a varint 0, or a length 0
 }
 
-// openLength reserves room for the length of what follows, 5 bytes at
-// most, and returns where it is, for closeLength.
+// lengthRoom is the most bytes a field's length takes as a varint: a
+// message is under 4 GiB.
+const lengthRoom = 5
+
+// openLength reserves room for the length of what follows and returns
+// where it is, for closeLength; what follows starts lengthRoom after it.
 func (t *transcoder) openLength() int {
 	mark := len(t.out)
-	t.out = append(t.out, 0, 0, 0, 0, 0)
+	t.out = append(t.out, make([]byte, lengthRoom)...)
 	return mark
 }
 
-// closeLength writes the length of what follows the 5 bytes reserved at
-// mark into them, and moves it up behind the varint.
+// closeLength writes the length of what follows the room reserved at mark
+// into it, and moves it up behind the varint.
 func (t *transcoder) closeLength(mark int) {
-	n := len(t.out) - mark - 5
+	n := len(t.out) - mark - lengthRoom
 	size := protowire.SizeVarint(uint64(n))
 	protowire.AppendVarint(t.out[mark:mark], uint64(n))
-	copy(t.out[mark+size:], t.out[mark+5:])
+	copy(t.out[mark+size:], t.out[mark+lengthRoom:])
 	t.out = t.out[:mark+size+n]
 }
 
@@ -525,7 +529,7 @@ func (t *transcoder) stringValue() error {
 		c := t.doc[j]
 		switch {
 		case c == '"':
-			if !utf8.Valid(t.out[mark+5:]) {
+			if !utf8.Valid(t.out[mark+lengthRoom:]) {
 				return errLeft
 			}
 			t.i = j + 1
