@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"hash/maphash"
 	"maps"
 	"math"
 	"math/bits"
@@ -375,8 +374,7 @@ func orderSpans(spans, scratch []orderedSpan) (sorted, spare []orderedSpan) {
 // (which it then records); it returns nil if none is left.
 func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64, seen map[spanDigest]struct{}) (*Trace, error) {
 	t := &Trace{ID: id, Groups: make([]Group, 0, len(a.groups))}
-	// In the order of resource and scope, which is the answer's, so that
-	// which group keeps a span that two hold is decided the same each time.
+	// In the order of resource and scope, which is the answer's.
 	order := slices.SortedFunc(maps.Keys(a.groups), func(x, y groupKey) int { return bytes.Compare(x[:], y[:]) })
 	for _, k := range order {
 		g := a.groups[k]
@@ -395,11 +393,11 @@ func (a *assembler) finish(db *DB, get viewGetter, id TraceID, notBefore uint64,
 				continue
 			}
 			if seen != nil {
-				k := spanDigest{id: s.ID, sum: maphash.Bytes(spanHashSeed, s.raw)}
-				if _, dup := seen[k]; dup {
+				d := digestOf(k, s)
+				if _, dup := seen[d]; dup {
 					continue
 				}
-				seen[k] = struct{}{}
+				seen[d] = struct{}{}
 			}
 			g.Spans = append(g.Spans, s.raw)
 		}

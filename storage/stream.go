@@ -137,8 +137,18 @@ type piecer struct {
 	seen map[spanDigest]struct{}
 }
 
-// spanDigest identifies a span by its ID and a hash of its bytes.
+// spanDigest identifies a span by its ID and a hash of its resource and
+// scope group and its bytes. A read in one piece merges a span's copies
+// only within a group, and a read in many must give the same answer.
 type spanDigest struct{ id, sum uint64 }
+
+func digestOf(g groupKey, s orderedSpan) spanDigest {
+	var h maphash.Hash
+	h.SetSeed(spanHashSeed)
+	h.Write(g[:])
+	h.Write(s.raw)
+	return spanDigest{id: s.ID, sum: h.Sum64()}
+}
 
 var spanHashSeed = maphash.MakeSeed()
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
@@ -20,8 +21,9 @@ import (
 )
 
 // TestTracePiecesAgainstTrace reads traces split over the live buffer and
-// many blocks, some of whose requests were written twice (retries), piece by
-// piece with random piece sizes, and checks that the pieces hold exactly the
+// many blocks, some of whose requests were written twice (retries), and
+// some again under other resources (copies of spans that are not retries),
+// piece by piece with random piece sizes, and checks that the pieces hold exactly the
 // spans of Trace, each once, and that a piece size larger than the trace gives
 // Trace's answer itself. The traces Trace returns are kept to the end, and
 // must not change as the reads after them reuse the read path's scratch and
@@ -40,6 +42,9 @@ func TestTracePiecesAgainstTrace(t *testing.T) {
 		write(t, db, req.Bytes)
 		if i%5 == 0 {
 			retries = append(retries, slices.Clone(req.Bytes))
+		}
+		if i%5 == 2 {
+			retries = append(retries, underOtherResources(t, req.Bytes))
 		}
 		for _, id := range traceIDs(t, req.Bytes) {
 			ids[id] = true
@@ -152,6 +157,25 @@ func deepCopy(t *Trace) *Trace {
 		}
 	}
 	return &c
+}
+
+// underOtherResources encodes req again with an attribute added to each of
+// its resources.
+func underOtherResources(t *testing.T, req []byte) []byte {
+	t.Helper()
+	var r collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(req, &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range r.ResourceSpans {
+		rs.Resource.Attributes = append(rs.Resource.Attributes, &commonpb.KeyValue{
+			Key: "copy", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "2"}}})
+	}
+	b, err := proto.Marshal(&r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // traceIDs lists the traces of an encoded request's spans.
