@@ -112,6 +112,10 @@ func appendDouble(dst []byte, f float64) []byte {
 		return append(dst, "Infinity"...)
 	case math.IsInf(f, -1):
 		return append(dst, "-Infinity"...)
+	case f == 0:
+		// -0 too, as JavaScript writes it (protobuf's JSON writes -0): search
+		// matches numbers by value, and -0 is 0.
+		return append(dst, '0')
 	}
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		dst = strconv.AppendFloat(dst, f, 'e', -1, 64)
