@@ -82,6 +82,7 @@ func (t *traceJSON) resource(rs *tracepb.ResourceSpans) int {
 	b := appendString(append([]byte(nil), `{"service":`...), service)
 	b = appendAttrs(append(b, `,"attributes":`...), rs.GetResource().GetAttributes())
 	b = appendOptional(b, "schema_url", rs.SchemaUrl)
+	b = appendDropped(b, rs.GetResource().GetDroppedAttributesCount())
 	t.resources[key] = len(t.Resources)
 	t.Resources = append(t.Resources, append(b, '}'))
 	t.services = append(t.services, service)
@@ -98,6 +99,7 @@ func (t *traceJSON) scope(ss *tracepb.ScopeSpans) int {
 	b = appendOptional(b, "version", sc.GetVersion())
 	b = appendAttrs(append(b, `,"attributes":`...), sc.GetAttributes())
 	b = appendOptional(b, "schema_url", ss.SchemaUrl)
+	b = appendDropped(b, sc.GetDroppedAttributesCount())
 	t.scopes[key] = len(t.Scopes)
 	t.Scopes = append(t.Scopes, append(b, '}'))
 	return len(t.Scopes) - 1
@@ -153,7 +155,8 @@ func (t *traceJSON) appendSpan(b []byte, sp *tracepb.Span, res, scope int) []byt
 		}
 		b = appendString(append(b, `{"name":`...), e.Name)
 		b = appendNanos(append(b, `,"time_unix_nano":`...), e.TimeUnixNano)
-		b = append(appendAttrs(append(b, `,"attributes":`...), e.Attributes), '}')
+		b = appendAttrs(append(b, `,"attributes":`...), e.Attributes)
+		b = append(appendDropped(b, e.DroppedAttributesCount), '}')
 	}
 	b = append(b, `],"links":[`...)
 	for i, l := range sp.Links {
@@ -163,7 +166,11 @@ func (t *traceJSON) appendSpan(b []byte, sp *tracepb.Span, res, scope int) []byt
 		b = hex.AppendEncode(append(b, `{"trace_id":"`...), l.TraceId)
 		b = hex.AppendEncode(append(b, `","span_id":"`...), l.SpanId)
 		b = appendOptional(append(b, '"'), "trace_state", l.TraceState)
-		b = append(appendAttrs(append(b, `,"attributes":`...), l.Attributes), '}')
+		if l.Flags != 0 {
+			b = strconv.AppendUint(append(b, `,"flags":`...), uint64(l.Flags), 10)
+		}
+		b = appendAttrs(append(b, `,"attributes":`...), l.Attributes)
+		b = append(appendDropped(b, l.DroppedAttributesCount), '}')
 	}
 	b = append(b, ']')
 	if sp.DroppedAttributesCount+sp.DroppedEventsCount+sp.DroppedLinksCount > 0 {
@@ -173,6 +180,15 @@ func (t *traceJSON) appendSpan(b []byte, sp *tracepb.Span, res, scope int) []byt
 		b = append(b, '}')
 	}
 	return append(b, '}')
+}
+
+// appendDropped appends ,"dropped":{"attributes":n} unless n is 0: the
+// attributes the sender dropped from a resource, scope, event or link.
+func appendDropped(b []byte, n uint32) []byte {
+	if n == 0 {
+		return b
+	}
+	return append(strconv.AppendUint(append(b, `,"dropped":{"attributes":`...), uint64(n), 10), '}')
 }
 
 func appendNanos(b []byte, ns uint64) []byte {

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 )
 
 // modelValue is the documented JSON of a value, built plainly for
@@ -135,4 +137,62 @@ func FuzzAppendString(f *testing.F) {
 			t.Fatalf("%q came back as %q", s, got)
 		}
 	})
+}
+
+// TestTraceJSONDropped checks that what a sender dropped is counted
+// wherever OTLP counts it: resources, scopes, spans, events and links.
+func TestTraceJSONDropped(t *testing.T) {
+	tj := newTraceJSON("01")
+	err := tj.add(&tracepb.TracesData{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{DroppedAttributesCount: 1},
+		ScopeSpans: []*tracepb.ScopeSpans{{
+			Scope: &commonpb.InstrumentationScope{Name: "s", DroppedAttributesCount: 2},
+			Spans: []*tracepb.Span{{
+				SpanId: []byte{1}, DroppedAttributesCount: 3, DroppedEventsCount: 4, DroppedLinksCount: 5,
+				Events: []*tracepb.Span_Event{{Name: "e", DroppedAttributesCount: 6}, {Name: "f"}},
+				Links:  []*tracepb.Span_Link{{SpanId: []byte{2}, Flags: 0x301, DroppedAttributesCount: 7}, {SpanId: []byte{3}}},
+			}},
+		}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tj.marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Resources []struct{ Dropped map[string]int }
+		Scopes    []struct{ Dropped map[string]int }
+		Spans     []struct {
+			Dropped map[string]int
+			Events  []struct{ Dropped map[string]int }
+			Links   []struct {
+				Flags   int
+				Dropped map[string]int
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	sp := got.Spans[0]
+	for _, c := range []struct {
+		what      string
+		got, want any
+	}{
+		{"resource", got.Resources[0].Dropped, map[string]int{"attributes": 1}},
+		{"scope", got.Scopes[0].Dropped, map[string]int{"attributes": 2}},
+		{"span", sp.Dropped, map[string]int{"attributes": 3, "events": 4, "links": 5}},
+		{"event", sp.Events[0].Dropped, map[string]int{"attributes": 6}},
+		{"event without drops", sp.Events[1].Dropped, map[string]int(nil)},
+		{"link", sp.Links[0].Dropped, map[string]int{"attributes": 7}},
+		{"link flags", sp.Links[0].Flags, 0x301},
+		{"link without drops", sp.Links[1].Dropped, map[string]int(nil)},
+		{"link without flags", sp.Links[1].Flags, 0},
+	} {
+		if !reflect.DeepEqual(c.got, c.want) {
+			t.Errorf("%s: %v, want %v in %s", c.what, c.got, c.want, b)
+		}
+	}
 }
