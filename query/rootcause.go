@@ -5,11 +5,8 @@ import (
 	"time"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	traceanalysis "cairn/query/analysis"
@@ -129,22 +126,11 @@ func (r rootCause) readTrace(ctx context.Context, id storage.TraceID, tr storage
 
 // addPieces decodes a piece of a trace into c.
 func addPieces(c *traceanalysis.Collector, t *storage.Trace) error {
-	td := &tracepb.TracesData{}
 	for _, g := range t.Groups {
-		rs := &tracepb.ResourceSpans{Resource: &resourcepb.Resource{}, ScopeSpans: []*tracepb.ScopeSpans{{}}}
-		if err := proto.Unmarshal(g.Resource, rs.Resource); err != nil {
+		if err := c.AddEncoded(t.ID, g.Resource, g.Spans); err != nil {
 			return err
 		}
-		for _, b := range g.Spans {
-			s := &tracepb.Span{}
-			if err := proto.Unmarshal(b, s); err != nil {
-				return err
-			}
-			rs.ScopeSpans[0].Spans = append(rs.ScopeSpans[0].Spans, s)
-		}
-		td.ResourceSpans = append(td.ResourceSpans, rs)
 	}
-	c.Add(td)
 	return nil
 }
 
