@@ -42,10 +42,10 @@ func (o *DiagnoseOptions) EnsureDefaults() DiagnoseOptions {
 type Diagnosis struct {
 	Window, Baseline WindowStats
 	Operations       []Culprit
-	// Attributes are the values that set the slow traces of the window
-	// (failed ones, diagnosing errors) apart from the baseline, scored as
-	// Correlate scores them; only values seen more often, that do not
-	// restate the failure.
+	// Attributes are the values that set the window's traces where the
+	// first culprit was slow (failed ones, diagnosing errors) apart from
+	// the baseline's, scored as Correlate scores them; only values seen
+	// more often, that do not restate the failure.
 	Attributes []Correlation
 	// Symptoms are the values that restate the failure, such as status
 	// codes and exceptions, scored alike but never ranked as causes.
@@ -182,11 +182,14 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // Diagnosing errors, operations rank by how much more often the failure
 // originates in them (see tree.failureOrigin).
 //
-// Attribute values rank as Correlate ranks them, the slow traces of the
-// window (slower than the baseline's p95) or its failed ones being the
-// selection against every baseline trace; between values that score
-// alike, one on a culprit's service comes first, then as legibility orders
-// them. Values of a service on exactly the same traces are one entry (see
+// Attribute values rank as Correlate ranks them. Diagnosing latency, the
+// selection is the window's traces where the first culprit's self time on
+// the path is longer than in 95% of the baseline's traces that have it,
+// against those (see slowAt); without a culprit, the window's traces
+// slower than 95% of the baseline's, against all of them. Diagnosing
+// errors, it is the window's failed traces against every baseline trace.
+// Between values that score alike, one on a culprit's service comes
+// first, then as legibility orders them. Values of a service on exactly the same traces are one entry (see
 // Correlation.Aliases).
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
@@ -445,37 +448,30 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // attributeCauses scores the attribute values of the window's slow or
 // failed traces against the baseline's, and splits them into causes and
 // symptoms, both only those seen more often in the selection.
+//
+// Diagnosing latency, the traces are those where the first culprit took
+// long on the path, against the baseline's traces that have it there: an
+// operation such as a gateway's serves requests of many kinds, some
+// always slower than the rest, and among the traces slowest overall those
+// kinds' values stand out in any window, changed or not, while the
+// requests the fault slowed may not be among them at all.
 func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (causes, symptoms []Correlation) {
-	selected := make([]*Trace, 0, len(w))
-	if o.Errors {
+	var selected, base []*Trace
+	switch {
+	case o.Errors:
 		for _, f := range w {
 			if f.failed {
 				selected = append(selected, f.trace)
 			}
 		}
-	} else {
-		ref := b
-		if len(ref) == 0 {
-			ref = w
-		}
-		durations := make([]uint64, len(ref))
-		for i, f := range ref {
-			durations[i] = f.duration
-		}
-		slices.Sort(durations)
-		slow := quantile(durations, 0.95)
-		for _, f := range w {
-			if f.duration > slow {
-				selected = append(selected, f.trace)
-			}
-		}
+		base = tracesOf(b)
+	case len(culprits) > 0:
+		selected, base = slowAt(w, b, op{culprits[0].Service, culprits[0].Operation, culprits[0].Call})
+	default:
+		selected, base = slowOverall(w, b), tracesOf(b)
 	}
 	if len(selected) == 0 {
 		return nil, nil
-	}
-	base := make([]*Trace, len(b))
-	for i, f := range b {
-		base[i] = f.trace
 	}
 	attrs, _ := Correlate(selected, base, &o.Correlation)
 	culpritService := map[string]bool{}
@@ -495,6 +491,82 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 		}
 	}
 	return causes, symptoms
+}
+
+func tracesOf(fs []facts) []*Trace {
+	ts := make([]*Trace, len(fs))
+	for i, f := range fs {
+		ts[i] = f.trace
+	}
+	return ts
+}
+
+// slowAt returns the window's traces that have k and where its self time
+// on the path is longer than in 95% of the baseline's traces that have k,
+// and those baseline traces; a trace whose path k is off counts 0. A call
+// beside a longer one is mostly off the path, and where the fault slowed
+// it past the other, any time on the path sets its traces apart. If no
+// baseline trace has k, every window trace that has it on the path is
+// selected, against the whole baseline.
+func slowAt(w, b []facts, k op) (selected, base []*Trace) {
+	onPath := func(f *facts) uint64 {
+		for _, o := range f.self {
+			if o.op == k {
+				return o.self
+			}
+		}
+		return 0
+	}
+	// A call's time counts for the calls to the server's operation, whose
+	// server span the trace then has.
+	has := func(t *Trace) bool {
+		for i := range t.Spans {
+			if s := &t.Spans[i]; s.Service == k.service && s.Name == k.name {
+				return true
+			}
+		}
+		return false
+	}
+	var times []uint64
+	for i := range b {
+		if has(b[i].trace) {
+			times = append(times, onPath(&b[i]))
+			base = append(base, b[i].trace)
+		}
+	}
+	if len(base) == 0 {
+		base = tracesOf(b)
+	}
+	slices.Sort(times)
+	slow := quantile(times, 0.95)
+	for i := range w {
+		if has(w[i].trace) && onPath(&w[i]) > slow {
+			selected = append(selected, w[i].trace)
+		}
+	}
+	return selected, base
+}
+
+// slowOverall returns the window's traces slower than 95% of the
+// baseline's (of the window's, if the baseline has none).
+func slowOverall(w, b []facts) []*Trace {
+	ref := b
+	if len(ref) == 0 {
+		ref = w
+	}
+	durations := make([]uint64, len(ref))
+	for i, f := range ref {
+		durations[i] = f.duration
+	}
+	slices.Sort(durations)
+	slow := quantile(durations, 0.95)
+	var selected []*Trace
+	for _, f := range w {
+		if f.duration > slow {
+			selected = append(selected, f.trace)
+		}
+	}
+	return selected
 }
 
 func compareBool(a, b bool) int {

@@ -395,3 +395,49 @@ func wantErrorCulprit(t *testing.T, trace func(id int, fail bool) *Trace, nth in
 		t.Errorf("culprit %+v, want %s %s, score %v", c, service, op, 1/float64(nth))
 	}
 }
+
+// TestDiagnoseGatewayOfManyKinds diagnoses a gateway operation that serves
+// reports, always slow, beside checkouts, whose queries of one table slowed
+// down by 40 ms: still far faster than any report. The traces slowest
+// overall are reports in either window, and their route would top the
+// attributes; the traces where the culprit was slow are the checkouts
+// that read the table.
+func TestDiagnoseGatewayOfManyKinds(t *testing.T) {
+	request := func(id int, report bool, table string, selectMS float64) *Trace {
+		b := newTrace(id)
+		if report {
+			b.span(1, 0, "gateway", "ingress", server, 0, 210, nil, kv("http.route", "/api/report"))
+			b.span(2, 1, "reporting", "SELECT", client, 5, 205, nil, kv("db.sql.table", "orders"))
+			return b.t
+		}
+		b.span(1, 0, "gateway", "ingress", server, 0, 10+selectMS, nil, kv("http.route", "/api/checkout"))
+		b.span(2, 1, "inventory", "SELECT", client, 5, 5+selectMS, nil, kv("db.sql.table", table))
+		return b.t
+	}
+	traffic := func(first int, slowMS float64) []*Trace {
+		var ts []*Trace
+		for i := range 100 {
+			switch {
+			case i%5 == 0:
+				ts = append(ts, request(first+i, true, "", 0))
+			case i%2 == 0:
+				ts = append(ts, request(first+i, false, "warehouses", slowMS))
+			default:
+				ts = append(ts, request(first+i, false, "stock", 10))
+			}
+		}
+		return ts
+	}
+	d := Diagnose(traffic(1000, 50), traffic(0, 10), &DiagnoseOptions{Service: "gateway", Operation: "ingress"})
+	if len(d.Operations) == 0 || d.Operations[0].Service != "inventory" || d.Operations[0].Operation != "SELECT" {
+		t.Fatalf("culprits %+v, want inventory SELECT first", d.Operations)
+	}
+	// 40 checkouts read warehouses in each window, of 80: all of those
+	// where SELECT was slow, half of the baseline's with SELECT.
+	if len(d.Attributes) == 0 {
+		t.Fatal("no attributes, want db.sql.table=warehouses")
+	}
+	if a := d.Attributes[0]; !names(a, "db.sql.table", "swarehouses") || a.Selected != 40 || a.Baseline != 40 || !near(a.Score, 0.5) {
+		t.Errorf("attributes %+v, want db.sql.table=warehouses first, 40 of 40 against 40 of 80", d.Attributes)
+	}
+}
