@@ -185,8 +185,9 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // Attribute values rank as Correlate ranks them. Diagnosing latency, the
 // selection is the window's traces where the first culprit's self time on
 // the path is longer than in 95% of the baseline's traces that have it,
-// against those (see slowAt); without a culprit, the window's traces
-// slower than 95% of the baseline's, against all of them. Diagnosing
+// against those (see slowAt); without a culprit, or where that selects too
+// few traces to rank a value, the window's traces slower than 95% of the
+// baseline's, against all of them. Diagnosing
 // errors, it is the window's failed traces against every baseline trace.
 // Between values that score alike, one on a culprit's service comes
 // first, then as legibility orders them. Values of a service on exactly the same traces are one entry (see
@@ -454,7 +455,10 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // operation such as a gateway's serves requests of many kinds, some
 // always slower than the rest, and among the traces slowest overall those
 // kinds' values stand out in any window, changed or not, while the
-// requests the fault slowed may not be among them at all.
+// requests the fault slowed may not be among them at all. Where too few
+// traces are selected so to rank any value, as when the culprit took no
+// longer where it ran but ran in more requests, the selection is the
+// window's traces slowest overall, against the whole baseline.
 func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
 	switch {
@@ -467,7 +471,10 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 		base = tracesOf(b)
 	case len(culprits) > 0:
 		selected, base = slowAt(w, b, op{culprits[0].Service, culprits[0].Operation, culprits[0].Call})
-	default:
+	}
+	if !o.Errors && len(selected) < o.Correlation.MinTraces {
+		// No culprit, or one that took no longer where it ran but ran in
+		// more requests (more cache misses, traffic a flag sent its way).
 		selected, base = slowOverall(w, b), tracesOf(b)
 	}
 	if len(selected) == 0 {

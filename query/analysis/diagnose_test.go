@@ -406,8 +406,9 @@ func TestDiagnoseGatewayOfManyKinds(t *testing.T) {
 	request := func(id int, report bool, table string, selectMS float64) *Trace {
 		b := newTrace(id)
 		if report {
-			b.span(1, 0, "gateway", "ingress", server, 0, 210, nil, kv("http.route", "/api/report"))
-			b.span(2, 1, "reporting", "SELECT", client, 5, 205, nil, kv("db.sql.table", "orders"))
+			ms := 200 + float64(id%100)/5 // 200-219 ms
+			b.span(1, 0, "gateway", "ingress", server, 0, ms+10, nil, kv("http.route", "/api/report"))
+			b.span(2, 1, "reporting", "SELECT", client, 5, ms+5, nil, kv("db.sql.table", "orders"))
 			return b.t
 		}
 		b.span(1, 0, "gateway", "ingress", server, 0, 10+selectMS, nil, kv("http.route", "/api/checkout"))
@@ -439,5 +440,44 @@ func TestDiagnoseGatewayOfManyKinds(t *testing.T) {
 	}
 	if a := d.Attributes[0]; !names(a, "db.sql.table", "swarehouses") || a.Selected != 40 || a.Baseline != 40 || !near(a.Score, 0.5) {
 		t.Errorf("attributes %+v, want db.sql.table=warehouses first, 40 of 40 against 40 of 80", d.Attributes)
+	}
+	for _, a := range d.Attributes {
+		if names(a, "http.route", "s/api/report") {
+			t.Errorf("attribute %+v ranks: reports are as slow as before", a)
+		}
+	}
+}
+
+// TestDiagnoseCulpritThatRanMoreOften diagnoses a window in which a flag
+// sent five times as many requests through a query that takes as long as
+// before: the query is the culprit, but took no longer where it ran, so
+// the traces slowest overall are the selection.
+func TestDiagnoseCulpritThatRanMoreOften(t *testing.T) {
+	request := func(id int, query bool, flag string) *Trace {
+		b := newTrace(id)
+		if !query {
+			b.span(1, 0, "web", "GET /", server, 0, 10, nil, kv("flag", flag))
+			return b.t
+		}
+		ms := 20 + float64(id%7)
+		b.span(1, 0, "web", "GET /", server, 0, ms+10, nil, kv("flag", flag))
+		b.span(2, 1, "db", "SELECT", client, 5, ms+5, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 200 {
+		baseline = append(baseline, request(i, i%10 == 0, "old"))
+		if i%2 == 0 {
+			window = append(window, request(1000+i, true, "new"))
+		} else {
+			window = append(window, request(1000+i, false, "old"))
+		}
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "GET /"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT" {
+		t.Fatalf("culprits %+v, want SELECT first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "flag", "snew") {
+		t.Errorf("attributes %+v, want flag=new first", d.Attributes)
 	}
 }
