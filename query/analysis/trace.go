@@ -75,7 +75,9 @@ type Collector struct {
 	resources []map[string]int
 
 	// The attributes kept: decoded ones by their content, encoded ones by
-	// their encoding, which AddEncoded then decodes once.
+	// their encoding, which AddEncoded then decodes once. (Keyed by their
+	// content too, values that are unique, such as request IDs, would be
+	// held twice over.)
 	values        map[string]*commonpb.KeyValue
 	encodedValues map[string]*commonpb.KeyValue
 	// The resources kept, by their key and by their encoding.
@@ -103,7 +105,9 @@ func (c *Collector) init() {
 	}
 }
 
-// Add adds the spans of td to their traces.
+// Add adds the spans of td to their traces. The traces keep td's attribute
+// messages, and Add replaces some of td's spans' attributes with equal ones
+// it kept before: td must not be modified afterwards.
 func (c *Collector) Add(td *tracepb.TracesData) {
 	c.init()
 	for _, rs := range td.GetResourceSpans() {
@@ -190,7 +194,6 @@ func (c *Collector) encodedAttributes(span []byte) ([]*commonpb.KeyValue, error)
 			if err := proto.Unmarshal(enc, kv); err != nil {
 				return nil, fmt.Errorf("attribute: %w", err)
 			}
-			kv = c.keep([]*commonpb.KeyValue{kv})[0]
 			c.encodedValues[string(enc)] = kv
 		}
 		attrs = append(attrs, kv)
