@@ -9,8 +9,9 @@ import (
 )
 
 // ParseAttribute parses an attribute condition written key=value, as the
-// command line and the HTTP API take it. The value is an int or a double if
-// it is written as a JSON number, a bool if it is true or false, and a
+// command line and the HTTP API take it. The value is an int if it is
+// written as a JSON integer that fits 64 bits, a double if as a JSON number
+// with a fraction or an exponent, a bool if it is true or false, and a
 // string otherwise; a value in double quotes is always a string.
 func ParseAttribute(s string) (*jaegerpb.KeyValue, error) {
 	k, v, ok := strings.Cut(s, "=")
@@ -28,7 +29,9 @@ func typedValue(v string) *jaegerpb.AnyValue {
 		if i, err := strconv.ParseInt(v, 10, 64); err == nil {
 			return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_IntValue{IntValue: i}}
 		}
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
+		// Digits past int64's range (an order ID) stay a string: as a
+		// double, their text would be another.
+		if f, err := strconv.ParseFloat(v, 64); err == nil && strings.ContainsAny(v, ".eE") {
 			return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_DoubleValue{DoubleValue: f}}
 		}
 	}
