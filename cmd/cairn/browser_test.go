@@ -54,7 +54,10 @@ func newBrowser(t *testing.T, s *server, width, height int) *browser {
 		chromedp.WindowSize(width, height), chromedp.Flag("hide-scrollbars", true))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 30*time.Second)
+	// For the whole session. Alone, TestBrowserSearchToTrace takes 16 s; beside
+	// make test's other packages on two busy cores it took 40 s, and a
+	// 30 s bound failed it midway.
+	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
 	b := &browser{t: t, ctx: ctx, base: "http://" + s.httpAddr.String()}
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
 		t.Fatalf("start Chromium: %v", err)
