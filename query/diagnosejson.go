@@ -24,6 +24,9 @@ type DiagnosisJSON struct {
 	Operations []CulpritJSON        `json:"operations"`
 	Attributes []AttributeScoreJSON `json:"attributes"`
 	Symptoms   []AttributeScoreJSON `json:"symptoms"`
+	// WithinNoise: the first operation's growth is within sampling noise,
+	// and the ranking may be noise.
+	WithinNoise bool `json:"within_noise"`
 }
 
 // DiagnosisWindowJSON is one of a diagnosis' two windows.
@@ -96,7 +99,7 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
 	}
 	out := DiagnosisJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []CulpritJSON{},
-		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms)}
+		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms), WithinNoise: resp.WithinNoise}
 	for _, c := range resp.Operations {
 		cj := CulpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{},
 			Call: c.Call}
@@ -200,6 +203,9 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		}
 	}
 	b.WriteString(".")
+	if d.WithinNoise {
+		b.WriteString(" But its growth is within sampling noise: the ranking may be noise.")
+	}
 	return b.String()
 }
 

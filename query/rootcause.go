@@ -333,7 +333,7 @@ func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *a
 			P50Ms: float64(s.P50) / 1e6, P99Ms: float64(s.P99) / 1e6, ErrorRate: s.ErrorRate}
 	}
 	resp := &analysispb.DiagnoseResponse{Window: side(window, d.Window), Baseline: side(baseline, d.Baseline),
-		Attributes: attributeScores(d.Attributes), Symptoms: attributeScores(d.Symptoms)}
+		Attributes: attributeScores(d.Attributes), Symptoms: attributeScores(d.Symptoms), WithinNoise: d.WithinNoise}
 	for _, c := range d.Operations {
 		cp := &analysispb.Culprit{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMs: c.Baseline / 1e6,
 			WindowMs: c.Window / 1e6, BaselineOriginRate: c.BaselineOrigin, WindowOriginRate: c.WindowOrigin,

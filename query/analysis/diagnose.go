@@ -50,6 +50,9 @@ type Diagnosis struct {
 	// Symptoms are the values that restate the failure, such as status
 	// codes and exceptions, scored alike but never ranked as causes.
 	Symptoms []Correlation
+	// WithinNoise says the first culprit's growth is no more than sampling
+	// alone would give (see withinNoise): the ranking may be noise.
+	WithinNoise bool
 }
 
 // WindowStats sums up the operation's spans in one window.
@@ -203,7 +206,52 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 		d.Operations = latencyCulprits(w, b, wOwn, bOwn, o.Exemplars)
 	}
 	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
+	d.WithinNoise = withinNoise(w, b, d.Operations, o.Errors)
 	return d
+}
+
+// withinNoise says whether the first culprit's growth is less than two
+// standard errors of the difference between the windows: its self time on
+// the critical path per trace (0 where it is off the path), or diagnosing
+// errors, whether a trace's failure originates in it. Culprits are ranked
+// by their share of the growth of the mean duration, and a growth of a
+// fraction of a millisecond makes any operation's drift look like all of
+// it. The anchor's own mean would not do: at a gateway serving requests of
+// many kinds, a fault that doubled one query's time can stay within the
+// noise of the mix. Without a culprit, there is no ranking to doubt.
+func withinNoise(w, b []facts, culprits []Culprit, errors bool) bool {
+	if len(culprits) == 0 || len(w) < 2 || len(b) < 2 {
+		return true
+	}
+	k := op{culprits[0].Service, culprits[0].Operation, culprits[0].Call}
+	value := func(f *facts) float64 {
+		if errors {
+			if f.failed && f.origin == k {
+				return 1
+			}
+			return 0
+		}
+		for _, o := range f.self {
+			if o.op == k {
+				return float64(o.self)
+			}
+		}
+		return 0
+	}
+	moments := func(fs []facts) (mean, variance float64) {
+		for i := range fs {
+			mean += value(&fs[i])
+		}
+		mean /= float64(len(fs))
+		for i := range fs {
+			d := value(&fs[i]) - mean
+			variance += d * d
+		}
+		return mean, variance / float64(len(fs)-1)
+	}
+	mw, vw := moments(w)
+	mb, vb := moments(b)
+	return mw-mb <= 2*math.Sqrt(vw/float64(len(w))+vb/float64(len(b)))
 }
 
 // facts reads the traces that have the diagnosed operation, and returns

@@ -481,3 +481,48 @@ func TestDiagnoseCulpritThatRanMoreOften(t *testing.T) {
 		t.Errorf("attributes %+v, want flag=new first", d.Attributes)
 	}
 }
+
+// TestDiagnoseWithinNoise checks that a window as slow as its baseline, or
+// failing as often, is said to be within noise, and one clearly worse is
+// not.
+func TestDiagnoseWithinNoise(t *testing.T) {
+	traffic := func(first, n int, slowEvery int, jitter float64) []*Trace {
+		var ts []*Trace
+		for i := range n {
+			selectMS := 10 + jitter*float64((first+i)%7)
+			if slowEvery > 0 && i%slowEvery == 0 {
+				selectMS += 100
+			}
+			ts = append(ts, checkout(first+i, selectMS, 5, 50, "2.8.0", "pod-0", i))
+		}
+		return ts
+	}
+	opts := &DiagnoseOptions{Service: "web", Operation: "POST /checkout"}
+	baseline := traffic(0, 200, 0, 1)
+	if d := Diagnose(traffic(1000, 200, 0, 1.1), baseline, opts); !d.WithinNoise {
+		t.Errorf("a window as slow as the baseline, but for 0.3 ms of drift: not within noise; culprits %+v", d.Operations)
+	}
+	if d := Diagnose(traffic(1000, 200, 10, 1), baseline, opts); d.WithinNoise {
+		t.Error("a window with a tenth of its checkouts 100 ms slower: within noise")
+	}
+	if d := Diagnose(traffic(1000, 200, 0, 0), baseline, opts); !d.WithinNoise {
+		t.Error("a window faster than the baseline: not within noise")
+	}
+	// Failures: one trace in 20 in both windows, then one in 4.
+	failing := func(first, every int) []*Trace {
+		ts := traffic(first, 200, 0, 1)
+		for i, tr := range ts {
+			if i%every == 0 {
+				tr.Spans[0].Failed = true
+			}
+		}
+		return ts
+	}
+	errs := &DiagnoseOptions{Service: "web", Operation: "POST /checkout", Errors: true}
+	if d := Diagnose(failing(1000, 20), failing(0, 20), errs); !d.WithinNoise {
+		t.Error("failing as often as the baseline: not within noise")
+	}
+	if d := Diagnose(failing(1000, 4), failing(0, 20), errs); d.WithinNoise {
+		t.Error("failing five times as often: within noise")
+	}
+}

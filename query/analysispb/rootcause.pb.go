@@ -663,7 +663,13 @@ type DiagnoseResponse struct {
 	Attributes []*AttributeScore `protobuf:"bytes,4,rep,name=attributes,proto3" json:"attributes,omitempty"`
 	// Values that restate the failure (status codes, exceptions), scored
 	// alike but never ranked as causes.
-	Symptoms      []*AttributeScore `protobuf:"bytes,5,rep,name=symptoms,proto3" json:"symptoms,omitempty"`
+	Symptoms []*AttributeScore `protobuf:"bytes,5,rep,name=symptoms,proto3" json:"symptoms,omitempty"`
+	// The first operation's growth is no more than sampling alone would
+	// give: its self time on the critical path per trace (diagnosing errors,
+	// the share of traces whose failure originates in it) is less than two
+	// standard errors of the difference above the baseline's, so the ranking
+	// may be noise. True too when no operation is ranked.
+	WithinNoise   bool `protobuf:"varint,6,opt,name=within_noise,json=withinNoise,proto3" json:"within_noise,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +737,13 @@ func (x *DiagnoseResponse) GetSymptoms() []*AttributeScore {
 		return x.Symptoms
 	}
 	return nil
+}
+
+func (x *DiagnoseResponse) GetWithinNoise() bool {
+	if x != nil {
+		return x.WithinNoise
+	}
+	return false
 }
 
 type DiagnoseWindow struct {
@@ -1096,7 +1109,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x13baseline_start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11baselineStartTime\x12F\n" +
 	"\x11baseline_end_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fbaselineEndTime\x12\x16\n" +
 	"\x06errors\x18\a \x01(\bR\x06errors\x12\x16\n" +
-	"\x06sample\x18\b \x01(\x05R\x06sample\"\xca\x02\n" +
+	"\x06sample\x18\b \x01(\x05R\x06sample\"\xed\x02\n" +
 	"\x10DiagnoseResponse\x129\n" +
 	"\x06window\x18\x01 \x01(\v2!.cairn.analysis.v1.DiagnoseWindowR\x06window\x12=\n" +
 	"\bbaseline\x18\x02 \x01(\v2!.cairn.analysis.v1.DiagnoseWindowR\bbaseline\x12:\n" +
@@ -1106,7 +1119,8 @@ const file_rootcause_proto_rawDesc = "" +
 	"\n" +
 	"attributes\x18\x04 \x03(\v2!.cairn.analysis.v1.AttributeScoreR\n" +
 	"attributes\x12=\n" +
-	"\bsymptoms\x18\x05 \x03(\v2!.cairn.analysis.v1.AttributeScoreR\bsymptoms\"\xe7\x01\n" +
+	"\bsymptoms\x18\x05 \x03(\v2!.cairn.analysis.v1.AttributeScoreR\bsymptoms\x12!\n" +
+	"\fwithin_noise\x18\x06 \x01(\bR\vwithinNoise\"\xe7\x01\n" +
 	"\x0eDiagnoseWindow\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
