@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"cairn/internal/otlpjson"
 	"cairn/query/jaegerpb"
 )
 
@@ -25,7 +26,10 @@ func typedValue(v string) *jaegerpb.AnyValue {
 	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
 		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v[1 : len(v)-1]}}
 	}
-	if jsonNumber(v) {
+	// Go's parsers take more than JSON (Inf, NaN, 0x1p3, 1_000, +5, 007),
+	// and a string attribute such as "Nan" or "007" would then be
+	// searched for as a number whose text is not its own.
+	if otlpjson.IsNumber(v) {
 		if i, err := strconv.ParseInt(v, 10, 64); err == nil {
 			return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_IntValue{IntValue: i}}
 		}
@@ -39,42 +43,4 @@ func typedValue(v string) *jaegerpb.AnyValue {
 		return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_BoolValue{BoolValue: v == "true"}}
 	}
 	return &jaegerpb.AnyValue{Value: &jaegerpb.AnyValue_StringValue{StringValue: v}}
-}
-
-// jsonNumber reports whether v is a number as JSON writes one. Go's
-// parsers take more (Inf, NaN, 0x1p3, 1_000, +5, 007), and a string
-// attribute such as "Nan" or "007" would then be searched for as a number
-// whose text is not its own.
-func jsonNumber(v string) bool {
-	i := 0
-	digits := func() int {
-		start := i
-		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
-			i++
-		}
-		return i - start
-	}
-	if i < len(v) && v[i] == '-' {
-		i++
-	}
-	switch n := digits(); {
-	case n == 0, n > 1 && v[i-n] == '0':
-		return false
-	}
-	if i < len(v) && v[i] == '.' {
-		i++
-		if digits() == 0 {
-			return false
-		}
-	}
-	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
-		i++
-		if i < len(v) && (v[i] == '+' || v[i] == '-') {
-			i++
-		}
-		if digits() == 0 {
-			return false
-		}
-	}
-	return i == len(v)
 }

@@ -281,7 +281,7 @@ func (t *transcoder) value(f *field, depth int) error {
 		return nil
 	case protoreflect.DoubleKind:
 		tok := t.numberToken()
-		if !isJSONNumber(tok) {
+		if !IsNumber(tok) {
 			return errLeft
 		}
 		v, err := strconv.ParseFloat(string(tok), 64)
@@ -442,9 +442,10 @@ func (t *transcoder) numberToken() []byte {
 	return t.doc[start:t.i]
 }
 
-// isJSONNumber reports whether tok is a number as JSON writes one:
-// ParseFloat takes more (leading zeros, a leading '+', a bare '.5').
-func isJSONNumber(tok []byte) bool {
+// IsNumber reports whether tok is a number as JSON writes one:
+// ParseFloat takes more (leading zeros, a leading '+', a bare '.5', Inf,
+// NaN, hex and underscores).
+func IsNumber[T string | []byte](tok T) bool {
 	i := 0
 	if i < len(tok) && tok[i] == '-' {
 		i++
