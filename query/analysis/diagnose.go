@@ -97,6 +97,16 @@ type facts struct {
 	origin   op       // of the failure; zero if the operation did not fail
 }
 
+// onPath is k's self time on the critical path, 0 if it is off the path.
+func (f *facts) onPath(k op) uint64 {
+	for _, o := range f.self {
+		if o.op == k {
+			return o.self
+		}
+	}
+	return 0
+}
+
 // op is what time is counted for: an operation's own time, or with call,
 // the time its callers' client spans waited on it outside its server
 // spans.
@@ -231,12 +241,7 @@ func withinNoise(w, b []facts, culprits []Culprit, errors bool) bool {
 			}
 			return 0
 		}
-		for _, o := range f.self {
-			if o.op == k {
-				return float64(o.self)
-			}
-		}
-		return 0
+		return float64(f.onPath(k))
 	}
 	moments := func(fs []facts) (mean, variance float64) {
 		for i := range fs {
@@ -414,14 +419,7 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 			continue
 		}
 		c := Culprit{Service: k.service, Operation: k.name, Call: k.call, Score: grew / growth, Baseline: base, Window: win}
-		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
-			for _, o := range f.self {
-				if o.op == k {
-					return float64(o.self)
-				}
-			}
-			return 0
-		})
+		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 { return float64(f.onPath(k)) })
 		cs = append(cs, c)
 	}
 	return rank(cs)
@@ -564,14 +562,6 @@ func tracesOf(fs []facts) []*Trace {
 // baseline trace has k, every window trace that has it on the path is
 // selected, against the whole baseline.
 func slowAt(w, b []facts, k op) (selected, base []*Trace) {
-	onPath := func(f *facts) uint64 {
-		for _, o := range f.self {
-			if o.op == k {
-				return o.self
-			}
-		}
-		return 0
-	}
 	// A call's time counts for the calls to the server's operation, whose
 	// server span the trace then has.
 	has := func(t *Trace) bool {
@@ -585,7 +575,7 @@ func slowAt(w, b []facts, k op) (selected, base []*Trace) {
 	var times []uint64
 	for i := range b {
 		if has(b[i].trace) {
-			times = append(times, onPath(&b[i]))
+			times = append(times, b[i].onPath(k))
 			base = append(base, b[i].trace)
 		}
 	}
@@ -595,7 +585,7 @@ func slowAt(w, b []facts, k op) (selected, base []*Trace) {
 	slices.Sort(times)
 	slow := quantile(times, 0.95)
 	for i := range w {
-		if has(w[i].trace) && onPath(&w[i]) > slow {
+		if has(w[i].trace) && w[i].onPath(k) > slow {
 			selected = append(selected, w[i].trace)
 		}
 	}
