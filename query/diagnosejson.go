@@ -51,6 +51,10 @@ type CulpritJSON struct {
 	// the operation.
 	BaselineOriginRate *float64 `json:"baseline_origin_rate,omitempty"`
 	WindowOriginRate   *float64 `json:"window_origin_rate,omitempty"`
+	// Diagnosing latency: the shares of traces with the operation on the
+	// critical path.
+	BaselineOnPathRate *float64 `json:"baseline_on_path_rate,omitempty"`
+	WindowOnPathRate   *float64 `json:"window_on_path_rate,omitempty"`
 	// Call: the time is the callers' wait on the operation outside its
 	// server spans.
 	Call bool `json:"call,omitempty"`
@@ -105,6 +109,8 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 			Call: c.Call}
 		if errorsMode {
 			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
+		} else {
+			cj.BaselineOnPathRate, cj.WindowOnPathRate = &c.BaselineOnPathRate, &c.WindowOnPathRate
 		}
 		for _, id := range c.Exemplars {
 			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
@@ -183,6 +189,9 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	default:
 		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	}
+	if !errorsMode {
+		b.WriteString(c.reachedMoreOften())
+	}
 	if len(d.Attributes) > 0 {
 		a := d.Attributes[0]
 		selection := "slow"
@@ -207,6 +216,27 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		b.WriteString(" But its growth is within sampling noise: the ranking may be noise.")
 	}
 	return b.String()
+}
+
+// reachedMoreOften is a clause saying that most of the culprit's growth
+// is that it is on the critical path of more traces, each time for about
+// as long as before, or nothing if it is not: a shift in the mix of
+// requests, which the reader should not take for a slowdown.
+func (c CulpritJSON) reachedMoreOften() string {
+	if c.BaselineOnPathRate == nil || c.WindowOnPathRate == nil {
+		return ""
+	}
+	sb, sw := *c.BaselineOnPathRate, *c.WindowOnPathRate
+	growth := c.WindowMS - c.BaselineMS
+	if sb <= 0 || sw <= sb || growth <= 0 {
+		return ""
+	}
+	eachB, eachW := c.BaselineMS/sb, c.WindowMS/sw
+	if eachB*(sw-sb) < growth/2 {
+		return ""
+	}
+	return fmt.Sprintf(", most of it because more traces reach it: it is on the critical path of %.0f%% of traces (%.0f%% before), for %s ms each time (%s ms before)",
+		100*sw, 100*sb, roundMS(eachW), roundMS(eachB))
 }
 
 // Name is the attribute as key=value on service.

@@ -337,7 +337,7 @@ func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *a
 	for _, c := range d.Operations {
 		cp := &analysispb.Culprit{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMs: c.Baseline / 1e6,
 			WindowMs: c.Window / 1e6, BaselineOriginRate: c.BaselineOrigin, WindowOriginRate: c.WindowOrigin,
-			Call: c.Call}
+			BaselineOnPathRate: c.BaselineOnPath, WindowOnPathRate: c.WindowOnPath, Call: c.Call}
 		for _, id := range c.Exemplars {
 			cp.Exemplars = append(cp.Exemplars, id[:])
 		}

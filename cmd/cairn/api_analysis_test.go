@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -167,7 +168,7 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDiag := query.DiagnosisFromAPI(resp, false)
-	if fmt.Sprint(diag.DiagnosisJSON) != fmt.Sprint(wantDiag) || diag.Cause != wantDiag.Cause(false) {
+	if jsonText(t, diag.DiagnosisJSON) != jsonText(t, wantDiag) || diag.Cause != wantDiag.Cause(false) {
 		t.Errorf("diagnosis:\n%+v\n%q\ngRPC:\n%+v", diag.DiagnosisJSON, diag.Cause, wantDiag)
 	}
 	// And of failures: the origin rates are there, and the sentence says so.
@@ -181,7 +182,7 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if wantDiag := query.DiagnosisFromAPI(resp, true); fmt.Sprint(failing.DiagnosisJSON) != fmt.Sprint(wantDiag) || failing.Cause != wantDiag.Cause(true) {
+	if wantDiag := query.DiagnosisFromAPI(resp, true); jsonText(t, failing.DiagnosisJSON) != jsonText(t, wantDiag) || failing.Cause != wantDiag.Cause(true) {
 		t.Errorf("diagnosis of failures:\n%+v\n%q\ngRPC:\n%+v", failing.DiagnosisJSON, failing.Cause, wantDiag)
 	}
 	sum := func(xs []int) (n int) {
@@ -221,4 +222,14 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 			t.Errorf("GET %s: %d %+v, want %d %+v", c.path, code, got, c.code, c.want)
 		}
 	}
+}
+
+// jsonText is v as JSON, which compares what pointers point to.
+func jsonText(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

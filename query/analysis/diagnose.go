@@ -80,6 +80,12 @@ type Culprit struct {
 	// Baseline and Window are its mean self time on the critical path per
 	// trace, in nanoseconds.
 	Baseline, Window float64
+	// BaselineOnPath and WindowOnPath, diagnosing latency, are the shares
+	// of traces with it on the critical path, so that Window/WindowOnPath
+	// is its mean self time where it is on the path. A culprit whose share
+	// grew while that time did not is reached by more requests, none of
+	// them slower: the mix of requests shifted.
+	BaselineOnPath, WindowOnPath float64
 	// BaselineOrigin and WindowOrigin are the shares of traces that failed
 	// with the failure originating in it (see tree.failureOrigin).
 	BaselineOrigin, WindowOrigin float64
@@ -391,6 +397,20 @@ func meanSelf(fs []facts) map[op]float64 {
 	return m
 }
 
+// onPathShare is the share of traces with each operation on the critical
+// path.
+func onPathShare(fs []facts) map[op]float64 {
+	m := map[op]float64{}
+	for _, f := range fs {
+		for _, o := range f.self {
+			if o.self > 0 {
+				m[o.op] += 1 / float64(len(fs))
+			}
+		}
+	}
+	return m
+}
+
 func meanDuration(fs []facts) float64 {
 	var sum float64
 	for _, f := range fs {
@@ -407,6 +427,7 @@ func meanDuration(fs []facts) float64 {
 // they are not blamed.
 func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culprit {
 	mw, mb := meanSelf(w), meanSelf(b)
+	sw, sb := onPathShare(w), onPathShare(b)
 	growth := meanDuration(w) - meanDuration(b)
 	if growth <= 0 { // no regression: scores say growth against the baseline
 		growth = max(meanDuration(b), 1)
@@ -418,7 +439,8 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 		if grew <= 0 {
 			continue
 		}
-		c := Culprit{Service: k.service, Operation: k.name, Call: k.call, Score: grew / growth, Baseline: base, Window: win}
+		c := Culprit{Service: k.service, Operation: k.name, Call: k.call, Score: grew / growth, Baseline: base, Window: win,
+			BaselineOnPath: sb[k], WindowOnPath: sw[k]}
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 { return float64(f.onPath(k)) })
 		cs = append(cs, c)
 	}

@@ -477,6 +477,13 @@ func TestDiagnoseCulpritThatRanMoreOften(t *testing.T) {
 	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT" {
 		t.Fatalf("culprits %+v, want SELECT first", d.Operations)
 	}
+	// More requests reach it, none slower: its share of critical paths
+	// says so.
+	if c := d.Operations[0]; !near(c.BaselineOnPath, 0.1) || !near(c.WindowOnPath, 0.5) ||
+		math.Abs(c.Window/c.WindowOnPath-c.Baseline/c.BaselineOnPath) > 0.1*c.Baseline/c.BaselineOnPath {
+		t.Errorf("SELECT on the path of %.3f then %.3f of traces, %.1f then %.1f ms each; want 0.1 then 0.5, alike",
+			c.BaselineOnPath, c.WindowOnPath, c.Baseline/c.BaselineOnPath/1e6, c.Window/c.WindowOnPath/1e6)
+	}
 	if len(d.Attributes) == 0 || !names(d.Attributes[0], "flag", "snew") {
 		t.Errorf("attributes %+v, want flag=new first", d.Attributes)
 	}

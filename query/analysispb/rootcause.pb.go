@@ -853,9 +853,15 @@ type Culprit struct {
 	// callers' wait on it outside its server spans (the network, or a queue
 	// on either side), from the client spans with one of its server spans
 	// under them.
-	Call          bool `protobuf:"varint,9,opt,name=call,proto3" json:"call,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Call bool `protobuf:"varint,9,opt,name=call,proto3" json:"call,omitempty"`
+	// Diagnosing latency: the shares of traces with it on the critical path.
+	// window_ms / window_on_path_rate is its self time where it is on the
+	// path: a share that grew while that did not means more requests reach
+	// it, none of them slower.
+	BaselineOnPathRate float64 `protobuf:"fixed64,10,opt,name=baseline_on_path_rate,json=baselineOnPathRate,proto3" json:"baseline_on_path_rate,omitempty"`
+	WindowOnPathRate   float64 `protobuf:"fixed64,11,opt,name=window_on_path_rate,json=windowOnPathRate,proto3" json:"window_on_path_rate,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Culprit) Reset() {
@@ -949,6 +955,20 @@ func (x *Culprit) GetCall() bool {
 		return x.Call
 	}
 	return false
+}
+
+func (x *Culprit) GetBaselineOnPathRate() float64 {
+	if x != nil {
+		return x.BaselineOnPathRate
+	}
+	return 0
+}
+
+func (x *Culprit) GetWindowOnPathRate() float64 {
+	if x != nil {
+		return x.WindowOnPathRate
+	}
+	return 0
 }
 
 type AttributeScore struct {
@@ -1129,7 +1149,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xa7\x02\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\x89\x03\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
@@ -1140,7 +1160,10 @@ const file_rootcause_proto_rawDesc = "" +
 	"\texemplars\x18\x06 \x03(\fR\texemplars\x120\n" +
 	"\x14baseline_origin_rate\x18\a \x01(\x01R\x12baselineOriginRate\x12,\n" +
 	"\x12window_origin_rate\x18\b \x01(\x01R\x10windowOriginRate\x12\x12\n" +
-	"\x04call\x18\t \x01(\bR\x04call\"\x9e\x02\n" +
+	"\x04call\x18\t \x01(\bR\x04call\x121\n" +
+	"\x15baseline_on_path_rate\x18\n" +
+	" \x01(\x01R\x12baselineOnPathRate\x12-\n" +
+	"\x13window_on_path_rate\x18\v \x01(\x01R\x10windowOnPathRate\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +
