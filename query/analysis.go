@@ -57,7 +57,7 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 	case args.step%time.Minute != 0:
 		return args, status.Errorf(codes.InvalidArgument, "step %v is not a whole number of minutes", args.step)
 	}
-	if n := args.to.Sub(args.from) / args.step; n > maxPoints {
+	if n := args.points(); n > maxPoints {
 		return args, status.Errorf(codes.InvalidArgument, "step %v gives %d points over the window, more than %d", args.step, n, maxPoints)
 	}
 	if args.quantiles, err = quantileArgs(req.GetQuantiles()); err != nil {
@@ -162,6 +162,11 @@ type step struct {
 
 // steps merges stored series, which differ by status code, into series by
 // service, operation and kind.
+// points is how many steps the answer has: the last may be partial.
+func (args spanMetricsArgs) points() int {
+	return int((args.to.Sub(args.from) + args.step - 1) / args.step)
+}
+
 func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysispb.SpanMetricsSeries {
 	type seriesKey struct {
 		service, operation string
@@ -175,7 +180,7 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	)
 	first := uint64(args.from.Unix() / 60)
 	perStep := uint64(args.step / time.Minute)
-	nsteps := int((args.to.Sub(args.from) + args.step - 1) / args.step)
+	nsteps := args.points()
 	for _, s := range stored {
 		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
 		if args.byService {

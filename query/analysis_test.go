@@ -123,9 +123,12 @@ func TestGetSpanMetricsRefuses(t *testing.T) {
 	for name, req := range map[string]*analysispb.GetSpanMetricsRequest{
 		"step not whole minutes": {Step: durationpb.New(90 * time.Second)},
 		"too many points":        {StartTime: timestamppb.New(now.Add(-30 * 24 * time.Hour))},
-		"quantile over 1":        {Quantiles: []float64{1.5}},
-		"unknown kind":           {SpanKinds: []analysispb.SpanKind{9}},
-		"start after end":        {StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))},
+		// 1,440 whole steps and a partial one.
+		"one point too many": {StartTime: timestamppb.New(now.Add(-10081 * time.Minute)), EndTime: timestamppb.New(now),
+			Step: durationpb.New(7 * time.Minute)},
+		"quantile over 1": {Quantiles: []float64{1.5}},
+		"unknown kind":    {SpanKinds: []analysispb.SpanKind{9}},
+		"start after end": {StartTime: timestamppb.New(now), EndTime: timestamppb.New(now.Add(-time.Hour))},
 	} {
 		if _, err := client.GetSpanMetrics(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
