@@ -175,10 +175,12 @@ func (s *service) httpOperations(ctx context.Context, w http.ResponseWriter, r *
 	if err := allowParams(r, "service", "span_kind"); err != nil {
 		return err
 	}
-	service := r.URL.Query().Get("service")
-	if service == "" {
+	// service= (empty) is the service of resources without service.name,
+	// which the services list names as "".
+	if !r.URL.Query().Has("service") {
 		return badRequest("service is required")
 	}
+	service := r.URL.Query().Get("service")
 	resp, err := s.GetOperations(ctx, &jaegerpb.GetOperationsRequest{Service: service, SpanKind: r.URL.Query().Get("span_kind")})
 	if err != nil {
 		return err

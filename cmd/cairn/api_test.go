@@ -451,3 +451,24 @@ func sameElements[T comparable](a, b []T) bool {
 	}
 	return true
 }
+
+// TestHTTPOperationsOfUnnamedService checks that the operations of spans
+// whose resource has no service.name, which the services list names as "",
+// are listed for service= as gRPC lists them for "".
+func TestHTTPOperationsOfUnnamedService(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	req := sampleTrace()
+	req.ResourceSpans[1].Resource.Attributes = nil
+	exportRequest(t, s.otlpAddr.String(), req)
+
+	var services struct{ Services []string }
+	if code := apiGet(t, s, "/api/v1/services", &services); code != 200 || !slices.Equal(services.Services, []string{"", "frontend"}) {
+		t.Fatalf("services: %d %v, want \"\" and frontend", code, services)
+	}
+	var ops struct{ Operations []operationJSONTest }
+	if code := apiGet(t, s, "/api/v1/operations?service=", &ops); code != 200 ||
+		!sameElements(ops.Operations, []operationJSONTest{{"Charge", ""}, {"late callback", ""}}) {
+		t.Fatalf("operations of service \"\": %d %v", code, ops.Operations)
+	}
+}
