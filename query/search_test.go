@@ -308,8 +308,16 @@ func TestFindTracesAndSummaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	byName := map[string]*jaegerpb.TraceSummary{}
+	var sorder []string
 	for _, s := range resp.Summaries {
 		byName[string(bytes.TrimRight(s.TraceId, "\x00"))] = s
+		sorder = append(sorder, string(bytes.TrimRight(s.TraceId, "\x00")))
+	}
+	// Summaries show each trace's start, its earliest span's, and come in
+	// that order, the latest first: two-services started at 00:05, though
+	// the search found it by its refund at 01:10.
+	if fmt.Sprint(sorder) != "[checkout-fail checkout-ok two-services]" {
+		t.Errorf("summaries in order %v, want the latest start first", sorder)
 	}
 	s := byName["checkout-fail"]
 	start := uint64(hour0.Add(20 * time.Minute).UnixNano())

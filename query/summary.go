@@ -14,8 +14,8 @@ import (
 	"cairn/storage"
 )
 
-// FindTraceSummaries streams a summary of each matching trace, the most
-// recent first.
+// FindTraceSummaries streams a summary of each matching trace, the one
+// whose earliest span started last first.
 func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, stream grpc.ServerStreamingServer[jaegerpb.FindTraceSummariesResponse]) error {
 	// Summaries go out in as many messages as keep each within the limit.
 	resp, size := &jaegerpb.FindTraceSummariesResponse{}, 0
@@ -37,13 +37,18 @@ func (s *service) FindTraceSummaries(req *jaegerpb.FindTraceSummariesRequest, st
 }
 
 // summaries searches and calls fn with a summary of each matching trace,
-// the most recent first.
+// the one whose earliest span started last first. A search orders what it
+// finds by the spans it read of each trace, which for a trace that started
+// in an hour the search did not reach (a long root) is a later start than
+// its summary shows: sorted by that, a list would depend on the limit, and
+// would not read as newest first.
 func (s *service) summaries(ctx context.Context, p *jaegerpb.TraceQueryParameters, fn func(*jaegerpb.TraceSummary) error) error {
 	found, leave, err := s.find(ctx, p)
 	if err != nil {
 		return err
 	}
 	defer leave()
+	sums := make([]*jaegerpb.TraceSummary, 0, len(found))
 	for _, f := range found {
 		sum := newSummary(f.ID)
 		ok, err := s.r.TracePieces(ctx, f.ID, storage.TimeRange{}, s.opts.MaxMessageBytes, nil, func(t *storage.Trace) error {
@@ -61,7 +66,13 @@ func (s *service) summaries(ctx context.Context, p *jaegerpb.TraceQueryParameter
 		case !ok:
 			continue
 		}
-		if err := fn(sum.finish()); err != nil {
+		sums = append(sums, sum.finish())
+	}
+	slices.SortStableFunc(sums, func(a, b *jaegerpb.TraceSummary) int {
+		return cmp.Compare(b.MinStartTimeUnixNano, a.MinStartTimeUnixNano)
+	})
+	for _, sum := range sums {
+		if err := fn(sum); err != nil {
 			return err
 		}
 	}
