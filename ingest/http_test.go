@@ -6,6 +6,7 @@ import (
 	"compress/zlib"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -542,6 +543,35 @@ func TestCORSOriginsValidated(t *testing.T) {
 		"https://evilexample.com": false, "http://a.example.com": false, "https://example.com": false} {
 		if p.allows(origin) != want {
 			t.Errorf("allows(%q) = %v", origin, !want)
+		}
+	}
+}
+
+// TestHTTPJSONHalfSurrogate checks that a JSON request with half of a
+// surrogate pair in one span's attribute, as the JavaScript SDK sends when
+// it cuts a string through an emoji at its length limit, is stored whole,
+// the half read as U+FFFD, as its protobuf exporters send it.
+func TestHTTPJSONHalfSurrogate(t *testing.T) {
+	db := openDB(t)
+	url := httpReceiver(t, NewService(db, nil))
+	now := time.Now().UnixNano()
+	span := func(id int, attrs string) string {
+		return fmt.Sprintf(`{"traceId":"000000000000000000000000000000%02x","spanId":"00000000000000%02x","name":"op","startTimeUnixNano":"%d","endTimeUnixNano":"%d"%s}`,
+			id, id, now, now+1000, attrs)
+	}
+	body := `{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},"scopeSpans":[{"spans":[` +
+		span(0x31, "") + "," + span(0x32, `,"attributes":[{"key":"note","value":{"stringValue":"ok \ud83d"}}]`) + "," + span(0x33, "") + `]}]}]}`
+	r := post(t, url, map[string]string{"Content-Type": contentJSON}, []byte(body))
+	if r.code != http.StatusOK || string(r.body) != "{}" {
+		t.Fatalf("%d %s, want 200 and no partial success", r.code, r.body)
+	}
+	for _, id := range []byte{0x31, 0x32, 0x33} {
+		tr, err := db.Trace(context.Background(), storage.TraceID{15: id}, storage.TimeRange{})
+		if err != nil || tr == nil || tr.Spans != 1 {
+			t.Fatalf("trace %x: %v, %v; want its span", id, tr, err)
+		}
+		if id == 0x32 && !bytes.Contains(tr.Groups[0].Spans[0], []byte("ok \ufffd")) {
+			t.Errorf("the cut value is not stored as %q", "ok \ufffd")
 		}
 	}
 }

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -24,7 +27,7 @@ var ErrMalformed = errors.New("malformed OTLP/JSON")
 // document's size; Transcode takes the common ones faster, to the same
 // bytes.
 func DecodeRequest(doc []byte) ([]byte, error) {
-	b64, err := rewriteIDs(doc, hexToBase64)
+	b64, err := rewriteIDs(validStrings(doc), hexToBase64)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +146,89 @@ func scanString(doc []byte, i int) (end int, escaped bool) {
 		}
 	}
 	return -1, escaped
+}
+
+// validStrings returns doc with every string made valid Unicode, as Go's
+// encoding/json and the Collector decode them: each byte that is not part
+// of valid UTF-8 becomes U+FFFD, and so does each \u escape of half a
+// surrogate pair. protojson refuses the whole document for either, but an
+// SDK that cuts a string at a length limit can split an emoji, and its
+// protobuf exporters send U+FFFD there; the request's other spans must not
+// be lost for it. A document without such strings is returned as it is.
+func validStrings(doc []byte) []byte {
+	if utf8.Valid(doc) && !bytes.Contains(doc, []byte(`\ud`)) && !bytes.Contains(doc, []byte(`\uD`)) {
+		return doc
+	}
+	out := make([]byte, 0, len(doc)+16)
+	inString := false
+	for i := 0; i < len(doc); {
+		c := doc[i]
+		switch {
+		case !inString:
+			inString = c == '"'
+			out = append(out, c)
+			i++
+		case c == '"':
+			inString = false
+			out = append(out, c)
+			i++
+		case c == '\\' && i+1 < len(doc) && doc[i+1] == 'u':
+			r, n := unicodeEscape(doc, i)
+			switch {
+			case n == 0: // not four hex digits: left for protojson to refuse
+				out = append(out, doc[i:i+2]...)
+				i += 2
+			case r == utf8.RuneError:
+				out = append(out, `\ufffd`...)
+				i += n
+			default:
+				out = append(out, doc[i:i+n]...)
+				i += n
+			}
+		case c == '\\' && i+1 < len(doc):
+			out = append(out, doc[i:i+2]...)
+			i += 2
+		default:
+			r, n := utf8.DecodeRune(doc[i:])
+			if r == utf8.RuneError && n <= 1 {
+				out = utf8.AppendRune(out, utf8.RuneError)
+				i++
+				continue
+			}
+			out = append(out, doc[i:i+n]...)
+			i += n
+		}
+	}
+	return out
+}
+
+// unicodeEscape decodes the \u escape at doc[i], with the low surrogate
+// that must follow a high one, and returns the rune and the bytes it took:
+// utf8.RuneError for half a surrogate pair, which takes the half's six, and
+// 0 bytes if the escape does not have four hex digits.
+func unicodeEscape(doc []byte, i int) (rune, int) {
+	hi, ok := hex4(doc, i+2)
+	switch {
+	case !ok:
+		return 0, 0
+	case !utf16.IsSurrogate(hi):
+		return hi, 6
+	case hi >= 0xdc00 || len(doc) < i+12 || doc[i+6] != '\\' || doc[i+7] != 'u':
+		return utf8.RuneError, 6
+	}
+	lo, ok := hex4(doc, i+8)
+	if r := utf16.DecodeRune(hi, lo); ok && r != utf8.RuneError {
+		return r, 12
+	}
+	return utf8.RuneError, 6
+}
+
+func hex4(doc []byte, i int) (rune, bool) {
+	if len(doc) < i+4 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(doc[i:i+4]), 16, 16)
+	return rune(v), err == nil
 }
 
 func unquote(quoted []byte) []byte {

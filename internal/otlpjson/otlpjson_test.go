@@ -248,6 +248,7 @@ func FuzzTranscode(f *testing.F) {
 	every, _ := Marshal(otlptest.EveryField())
 	f.Add(bytes.ReplaceAll(every, []byte(`"NaN"`), []byte(`2.5`)))
 	f.Add([]byte(`{"resource_spans":[{"scope_spans":[{"spans":[{"trace_id":"00","name":"\u00e9\ud83d\ude00","kind":2,"flags":"1"}]}]}]}`))
+	f.Add([]byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"\ud83d\u0041\udc00` + "\xff\xe2\x82" + `"}]}]}]}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		fast, err := transcode(doc)
 		if err != nil {
@@ -382,5 +383,64 @@ func TestTranscodeKnowsEveryField(t *testing.T) {
 	walk((&collectorpb.ExportTraceServiceRequest{}).ProtoReflect().Descriptor(), requestSchema)
 	if len(seen) < 10 {
 		t.Errorf("walked %d messages", len(seen))
+	}
+}
+
+// TestInvalidStringsBecomeReplacementCharacters checks that bytes that are
+// not UTF-8 and escapes of half a surrogate pair decode to U+FFFD, on the
+// direct path and through protojson alike, and that the rest of the
+// document is kept: the JavaScript SDK, cutting a string at its length
+// limit, splits an emoji into a lone \ud83d.
+func TestInvalidStringsBecomeReplacementCharacters(t *testing.T) {
+	for _, c := range []struct{ name, value, want string }{
+		{"half an emoji", `ok \ud83d`, "ok \ufffd"},
+		{"a low surrogate alone", `\udc00x`, "\ufffdx"},
+		{"a high surrogate before a letter's escape", `\uD83D\u0041`, "\ufffdA"},
+		{"a high surrogate before a pair", `\ud83d\ud83d\ude00`, "\ufffd😀"},
+		{"a whole pair", `\ud83d\ude00`, "😀"},
+		{"bytes that are not UTF-8", "a\xff\xfeb", "a\ufffd\ufffdb"},
+		{"a cut UTF-8 sequence", "\xe2\x82", "\ufffd\ufffd"},
+		{"bytes that are not UTF-8 beside an escape", "\xff\\n", "\ufffd\n"},
+	} {
+		doc := []byte(`{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"web"}}]},` +
+			`"scopeSpans":[{"spans":[` +
+			`{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"first"},` +
+			`{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0202030405060708","name":"cut","attributes":[{"key":"note","value":{"stringValue":"` + c.value + `"}}]},` +
+			`{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0302030405060708","name":"last"}]}]}]}`)
+		fast, ok := Transcode(doc)
+		if !ok {
+			t.Errorf("%s: left to protojson", c.name)
+			continue
+		}
+		if diff := sameRequest(t, fast, doc); diff != "" {
+			t.Errorf("%s: %s", c.name, diff)
+			continue
+		}
+		var req collectorpb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(fast, &req); err != nil {
+			t.Fatal(err)
+		}
+		spans := req.ResourceSpans[0].ScopeSpans[0].Spans
+		if len(spans) != 3 || spans[1].Attributes[0].Value.GetStringValue() != c.want {
+			t.Errorf("%s: %d spans, the value %q, want 3 and %q", c.name, len(spans), spans[1].Attributes[0].Value.GetStringValue(), c.want)
+		}
+	}
+	// A document protojson decodes (here for an enum by name) takes the
+	// same values.
+	doc := []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708",` +
+		`"name":"n\ud83d` + "\xff" + `","kind":"SPAN_KIND_SERVER"}]}]}]}`)
+	if _, ok := Transcode(doc); ok {
+		t.Fatal("an enum by name took the direct path")
+	}
+	wire, err := DecodeRequest(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(wire, &req); err != nil {
+		t.Fatal(err)
+	}
+	if name := req.ResourceSpans[0].ScopeSpans[0].Spans[0].Name; name != "n\ufffd\ufffd" {
+		t.Errorf("through protojson: name %q, want %q", name, "n\ufffd\ufffd")
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -517,7 +516,7 @@ func (t *transcoder) stringValue() error {
 	if j < len(t.doc) && t.doc[j] == '"' {
 		s := t.doc[start:j]
 		if !utf8.Valid(s) {
-			return errLeft
+			s = validUTF8(s)
 		}
 		t.out = protowire.AppendBytes(t.out, s)
 		t.i = j + 1
@@ -530,8 +529,8 @@ func (t *transcoder) stringValue() error {
 		c := t.doc[j]
 		switch {
 		case c == '"':
-			if !utf8.Valid(t.out[mark+lengthRoom:]) {
-				return errLeft
+			if s := t.out[mark+lengthRoom:]; !utf8.Valid(s) {
+				t.out = append(t.out[:mark+lengthRoom], validUTF8(s)...)
 			}
 			t.i = j + 1
 			t.closeLength(mark)
@@ -560,7 +559,7 @@ func (t *transcoder) stringValue() error {
 		case 't':
 			t.out = append(t.out, '\t')
 		case 'u':
-			r, n := t.escapedRune(j)
+			r, n := unicodeEscape(t.doc, j)
 			if n == 0 {
 				return errLeft
 			}
@@ -575,31 +574,19 @@ func (t *transcoder) stringValue() error {
 	return errLeft
 }
 
-// escapedRune decodes the \u escape at doc[j], with the low surrogate that
-// must follow a high one, and returns the rune and the bytes it took; 0
-// bytes for anything protojson might read otherwise.
-func (t *transcoder) escapedRune(j int) (rune, int) {
-	hi, ok := hex4(t.doc, j+2)
-	switch {
-	case !ok:
-		return 0, 0
-	case !utf16.IsSurrogate(hi):
-		return hi, 6
-	case hi >= 0xdc00 || len(t.doc) < j+12 || t.doc[j+6] != '\\' || t.doc[j+7] != 'u':
-		return 0, 0
+// validUTF8 returns a copy of s with each byte that is not part of valid
+// UTF-8 replaced by U+FFFD, as validStrings replaces it.
+func validUTF8(s []byte) []byte {
+	out := make([]byte, 0, len(s)+8)
+	for len(s) > 0 {
+		r, n := utf8.DecodeRune(s)
+		if r == utf8.RuneError && n <= 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
+			s = s[1:]
+			continue
+		}
+		out = append(out, s[:n]...)
+		s = s[n:]
 	}
-	lo, ok := hex4(t.doc, j+8)
-	r := utf16.DecodeRune(hi, lo)
-	if !ok || r == utf8.RuneError {
-		return 0, 0
-	}
-	return r, 12
-}
-
-func hex4(doc []byte, i int) (rune, bool) {
-	if len(doc) < i+4 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(string(doc[i:i+4]), 16, 16)
-	return rune(v), err == nil
+	return out
 }
