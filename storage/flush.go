@@ -109,11 +109,14 @@ func (db *DB) sleep(d time.Duration) bool {
 // and removes the sealed segments. A frozen buffer whose write failed is
 // kept, with its segments, and retried first: a failed cut loses nothing.
 // While cuts fail, FaultCut is set and writers that find the next buffer
-// full are refused rather than kept waiting.
+// full are refused rather than kept waiting. An empty buffer is cut only
+// when the service graph's pairing is due (pairing.Pairer.Due): calls to
+// virtual nodes are counted by cuts, and a store that receives nothing
+// more would otherwise never count the last of them.
 func (db *DB) cut() error {
 	db.mu.Lock()
 	if db.frozen == nil {
-		if db.live.spans == 0 {
+		if db.live.spans == 0 && !db.graph.pairer.Due(uint64(db.opts.Now().UnixNano())) {
 			db.mu.Unlock()
 			return nil
 		}

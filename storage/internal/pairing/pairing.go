@@ -219,6 +219,14 @@ func (p *Pairer) Cut(now uint64, spans int, emit func(Edge)) *Cut {
 	return &Cut{p: p, emit: emit, gen: g}
 }
 
+// Due reports whether a cut at time now would let a generation go: a store
+// that receives nothing makes no cuts of spans, and cuts with none at such
+// times, so that calls to virtual nodes and stragglers are counted a
+// window after they came rather than whenever spans come again.
+func (p *Pairer) Due(now uint64) bool {
+	return len(p.gens) > 0 && now >= p.gens[0].at && now-p.gens[0].at >= p.opts.Window
+}
+
 // expire lets go of the oldest generation.
 func (p *Pairer) expire(emit func(Edge), early bool) {
 	g := p.gens[0]
@@ -336,6 +344,9 @@ func (p *Pairer) answer(k uint64, child uint32) (uint32, bool) {
 // oldest generations early if more than Options.MaxSpans would be held.
 func (c *Cut) End() {
 	p, g := c.p, c.gen
+	if len(g.spans) == 0 && len(g.orphans) == 0 {
+		return // nothing to pair with: kept, it would make Due a window on
+	}
 	g.spans, p.scratch = radix.Sort(g.spans, p.scratch)
 	// Held for a window: what append left spare would be held too, and the
 	// sorted spans may be in the scratch, as long as the largest cut's.
