@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -470,5 +471,11 @@ func TestHTTPOperationsOfUnnamedService(t *testing.T) {
 	if code := apiGet(t, s, "/api/v1/operations?service=", &ops); code != 200 ||
 		!sameElements(ops.Operations, []operationJSONTest{{"Charge", ""}, {"late callback", ""}}) {
 		t.Fatalf("operations of service \"\": %d %v", code, ops.Operations)
+	}
+	// cairn services names it so that it reads as a service.
+	var out, errOut bytes.Buffer
+	if err := run([]string{"services", "--addr", s.queryAddr.String()}, &out, &errOut); err != nil ||
+		out.String() != "\"\" (resources without service.name)\nfrontend\n" {
+		t.Errorf("cairn services: %v %q %s", err, out.String(), errOut.String())
 	}
 }

@@ -82,6 +82,11 @@ func servicesCmd(args []string, stdout, _ io.Writer) error {
 		return qf.rpcError(err)
 	}
 	for _, s := range resp.GetServices() {
+		if s == "" {
+			// An empty line would read as nothing; "" is what
+			// cairn operations takes for it.
+			s = `"" (resources without service.name)`
+		}
 		fmt.Fprintln(stdout, s)
 	}
 	return nil
