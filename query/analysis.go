@@ -160,13 +160,13 @@ type step struct {
 	all, failed storage.SpanMinute
 }
 
-// steps merges stored series, which differ by status code, into series by
-// service, operation and kind.
 // points is how many steps the answer has: the last may be partial.
 func (args spanMetricsArgs) points() int {
 	return int((args.to.Sub(args.from) + args.step - 1) / args.step)
 }
 
+// steps merges stored series, which differ by status code, into series by
+// service, operation and kind.
 func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysispb.SpanMetricsSeries {
 	type seriesKey struct {
 		service, operation string
