@@ -188,18 +188,32 @@ func validStrings(doc []byte) []byte {
 		case c == '\\' && i+1 < len(doc):
 			out = append(out, doc[i:i+2]...)
 			i += 2
-		default:
-			r, n := utf8.DecodeRune(doc[i:])
-			if r == utf8.RuneError && n <= 1 {
-				out = utf8.AppendRune(out, utf8.RuneError)
-				i++
-				continue
+		default: // the run of plain bytes up to the next quote or escape
+			j := i + 1
+			for j < len(doc) && doc[j] != '"' && doc[j] != '\\' {
+				j++
 			}
-			out = append(out, doc[i:i+n]...)
-			i += n
+			out = appendValidUTF8(out, doc[i:j])
+			i = j
 		}
 	}
 	return out
+}
+
+// appendValidUTF8 appends s to dst with each byte that is not part of
+// valid UTF-8 replaced by U+FFFD, as encoding/json decodes it.
+func appendValidUTF8(dst, s []byte) []byte {
+	for len(s) > 0 {
+		r, n := utf8.DecodeRune(s)
+		if r == utf8.RuneError && n <= 1 {
+			dst = utf8.AppendRune(dst, utf8.RuneError)
+			s = s[1:]
+			continue
+		}
+		dst = append(dst, s[:n]...)
+		s = s[n:]
+	}
+	return dst
 }
 
 // unicodeEscape decodes the \u escape at doc[i], with the low surrogate

@@ -516,7 +516,7 @@ func (t *transcoder) stringValue() error {
 	if j < len(t.doc) && t.doc[j] == '"' {
 		s := t.doc[start:j]
 		if !utf8.Valid(s) {
-			s = validUTF8(s)
+			s = appendValidUTF8(nil, s)
 		}
 		t.out = protowire.AppendBytes(t.out, s)
 		t.i = j + 1
@@ -530,7 +530,7 @@ func (t *transcoder) stringValue() error {
 		switch {
 		case c == '"':
 			if s := t.out[mark+lengthRoom:]; !utf8.Valid(s) {
-				t.out = append(t.out[:mark+lengthRoom], validUTF8(s)...)
+				t.out = append(t.out[:mark+lengthRoom], appendValidUTF8(nil, s)...)
 			}
 			t.i = j + 1
 			t.closeLength(mark)
@@ -572,21 +572,4 @@ func (t *transcoder) stringValue() error {
 		j += 2
 	}
 	return errLeft
-}
-
-// validUTF8 returns a copy of s with each byte that is not part of valid
-// UTF-8 replaced by U+FFFD, as validStrings replaces it.
-func validUTF8(s []byte) []byte {
-	out := make([]byte, 0, len(s)+8)
-	for len(s) > 0 {
-		r, n := utf8.DecodeRune(s)
-		if r == utf8.RuneError && n <= 1 {
-			out = utf8.AppendRune(out, utf8.RuneError)
-			s = s[1:]
-			continue
-		}
-		out = append(out, s[:n]...)
-		s = s[n:]
-	}
-	return out
 }
