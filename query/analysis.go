@@ -73,8 +73,11 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 	anyKind := len(req.GetSpanKinds()) == 0
 	service, operation := req.GetService(), req.GetOperation()
 	args.keep = func(s *storage.SpanSeries) bool {
+		// An overflow series has no service, name or kind: its spans may be
+		// of the ones asked for, and an answer without it would undercount
+		// them and never say so.
 		if s.Overflow {
-			return service == "" && operation == "" && anyKind
+			return true
 		}
 		return (service == "" || s.Service == service) && (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
 	}

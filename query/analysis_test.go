@@ -22,11 +22,11 @@ import (
 // metricsStore stores, for web's "GET /" server spans, one call a minute
 // for six minutes from minute0, of 1..6 ms, the third and sixth failing,
 // each in a trace of its own (trace i+1), and a client span of another
-// operation; then reopens the store so that they are cut.
-func metricsStore(t *testing.T, minute0 time.Time) analysispb.AnalysisClient {
+// operation; then reopens the store so that they are cut. opts may be nil.
+func metricsStore(t *testing.T, minute0 time.Time, opts *storage.Options) analysispb.AnalysisClient {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := storage.Open(dir, nil)
+	db, err := storage.Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func metricsStore(t *testing.T, minute0 time.Time) analysispb.AnalysisClient {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if db, err = storage.Open(dir, nil); err != nil {
+	if db, err = storage.Open(dir, opts); err != nil {
 		t.Fatal(err)
 	}
 	return analysispb.NewAnalysisClient(serve(t, db))
@@ -60,7 +60,7 @@ func metricsStore(t *testing.T, minute0 time.Time) analysispb.AnalysisClient {
 
 func TestGetSpanMetrics(t *testing.T) {
 	minute0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
-	client := metricsStore(t, minute0)
+	client := metricsStore(t, minute0, nil)
 	ctx := context.Background()
 	resp, err := client.GetSpanMetrics(ctx, &analysispb.GetSpanMetricsRequest{
 		Service: "web", SpanKinds: []analysispb.SpanKind{analysispb.SpanKind_SPAN_KIND_SERVER},
@@ -117,8 +117,46 @@ func TestGetSpanMetrics(t *testing.T) {
 	}
 }
 
+// TestGetSpanMetricsKeepsOverflowUnderFilters: spans that a block counted
+// into an overflow series have no service or name left, so an answer
+// filtered by them still holds the overflow series rather than leave their
+// spans out unsaid.
+func TestGetSpanMetricsKeepsOverflowUnderFilters(t *testing.T) {
+	minute0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	// The block keeps one series of each status code; the rest overflow.
+	client := metricsStore(t, minute0, &storage.Options{SpanMetricsMaxSeries: 1})
+	window := func(req *analysispb.GetSpanMetricsRequest) *analysispb.GetSpanMetricsRequest {
+		req.StartTime, req.EndTime, req.Step = timestamppb.New(minute0), timestamppb.New(minute0.Add(10*time.Minute)), durationpb.New(10*time.Minute)
+		return req
+	}
+	for name, req := range map[string]*analysispb.GetSpanMetricsRequest{
+		"none":      {},
+		"service":   {Service: "web"},
+		"operation": {Service: "web", Operation: "SELECT"},
+		"kind":      {SpanKinds: []analysispb.SpanKind{analysispb.SpanKind_SPAN_KIND_CLIENT}},
+	} {
+		resp, err := client.GetSpanMetrics(context.Background(), window(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var calls, overflowed uint64
+		for _, s := range resp.Series {
+			calls += s.Points[0].Calls
+			if s.Overflow {
+				overflowed += s.Points[0].Calls
+			}
+		}
+		// All seven spans are web's; the one SELECT client span counts in
+		// its named series or in an overflow series.
+		want := map[string]uint64{"none": 7, "service": 7}[name]
+		if overflowed == 0 || want > 0 && calls != want || calls < 1 {
+			t.Errorf("%s: %d calls, %d overflowed, in %v", name, calls, overflowed, resp.Series)
+		}
+	}
+}
+
 func TestGetSpanMetricsRefuses(t *testing.T) {
-	client := metricsStore(t, time.Now().Add(-time.Hour).Truncate(time.Minute))
+	client := metricsStore(t, time.Now().Add(-time.Hour).Truncate(time.Minute), nil)
 	now := time.Now()
 	for name, req := range map[string]*analysispb.GetSpanMetricsRequest{
 		"step not whole minutes": {Step: durationpb.New(90 * time.Second)},
