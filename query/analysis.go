@@ -107,7 +107,8 @@ func windowArgs(startTS, endTS *timestamppb.Timestamp) (from, to time.Time, err 
 		to = to.Add(time.Minute)
 	}
 	if !from.Before(to) {
-		return from, to, status.Errorf(codes.InvalidArgument, "start_time %v is not before end_time %v", start, end)
+		return from, to, status.Errorf(codes.InvalidArgument, "start_time %s is not before end_time %s",
+			start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano))
 	}
 	return from, to, nil
 }

@@ -172,4 +172,11 @@ func TestGetSpanMetricsRefuses(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
+	// The window's ends are named as the caller gives them, in RFC 3339.
+	end := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	_, err := client.GetSpanMetrics(context.Background(), &analysispb.GetSpanMetricsRequest{
+		StartTime: timestamppb.New(end.Add(time.Hour)), EndTime: timestamppb.New(end)})
+	if want := "start_time 2026-03-01T11:00:00Z is not before end_time 2026-03-01T10:00:00Z"; status.Convert(err).Message() != want {
+		t.Errorf("start after end: %v, want %q", err, want)
+	}
 }
