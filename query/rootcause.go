@@ -171,6 +171,9 @@ func (r rootCause) diagnose(ctx context.Context, req *analysispb.DiagnoseRequest
 	if dg.baselineTraces, err = r.sample(ctx, req.Service, req.Operation, dg.baseline, sample); err != nil {
 		return dg, err
 	}
+	if len(dg.windowTraces) == 0 && len(dg.baselineTraces) == 0 {
+		return dg, r.noSuchTraces(req.Service, req.Operation, dg.window, dg.baseline)
+	}
 	dg.Diagnosis = traceanalysis.Diagnose(dg.windowTraces, dg.baselineTraces, &traceanalysis.DiagnoseOptions{Service: req.Service, Operation: req.Operation, Errors: req.Errors})
 	return dg, nil
 }
@@ -212,6 +215,11 @@ func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPa
 
 // timeWindow is [start, end).
 type timeWindow struct{ start, end time.Time }
+
+// String is the window as [start, end) in RFC 3339.
+func (w timeWindow) String() string {
+	return "[" + w.start.UTC().Format(time.RFC3339Nano) + ", " + w.end.UTC().Format(time.RFC3339Nano) + ")"
+}
 
 // windowArg is the window [start, end) a request names; both are required.
 func windowArg(start, end *timestamppb.Timestamp) (timeWindow, error) {
@@ -270,8 +278,31 @@ func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow,
 	if !baseline.start.Before(baseline.end) {
 		return window, baseline, 0, status.Error(codes.InvalidArgument, "baseline_start_time is not before baseline_end_time")
 	}
+	// Traces in both would count on both sides of the comparison, and
+	// what changed would look smaller than it is, or like nothing.
+	if baseline.start.Before(window.end) && window.start.Before(baseline.end) {
+		return window, baseline, 0, status.Errorf(codes.InvalidArgument, "the baseline %s overlaps the window %s: compare the window with a time before it", baseline, window)
+	}
 	sample, err = sampleArg(req.GetSample())
 	return window, baseline, sample, err
+}
+
+// noSuchTraces is the error of a diagnosis that found no trace of the
+// operation in either window: a misspelled name, most often, which an
+// empty diagnosis would not tell from a quiet service.
+func (r rootCause) noSuchTraces(service, operation string, window, baseline timeWindow) error {
+	ops, err := r.r.Operations(service)
+	if err != nil {
+		return status.Errorf(codes.Internal, "operations of %q: %v", service, err)
+	}
+	known := false
+	for _, o := range ops {
+		known = known || o.Name == operation
+	}
+	if !known {
+		return status.Errorf(codes.NotFound, "service %q has no operation %q within retention (cairn operations %q lists those it has)", service, operation, service)
+	}
+	return status.Errorf(codes.NotFound, "no trace of %q's operation %q started in the window %s or the baseline %s", service, operation, window, baseline)
 }
 
 // sample reads up to n traces with a span of the operation that started

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,34 @@ func TestDiagnoseRPC(t *testing.T) {
 		if _, err := client.Diagnose(context.Background(), req); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%v: %v, want InvalidArgument", req, err)
 		}
+	}
+
+	// A misspelled operation, an empty pair of windows and a baseline
+	// that overlaps the window are told apart from a diagnosis of nothing.
+	for _, tc := range []struct {
+		req  *analysispb.DiagnoseRequest
+		code codes.Code
+		msg  string
+	}{
+		{&analysispb.DiagnoseRequest{Service: bench.RCARootService, Operation: "POST /chekout", StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end)},
+			codes.NotFound, `service "web" has no operation "POST /chekout" within retention (cairn operations "web" lists those it has)`},
+		{&analysispb.DiagnoseRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation,
+			StartTime: timestamppb.New(end.Add(time.Hour)), EndTime: timestamppb.New(end.Add(2 * time.Hour))},
+			codes.NotFound, `no trace of "web"'s operation "POST /checkout" started in the window`},
+		{&analysispb.DiagnoseRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation, StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end),
+			BaselineStartTime: timestamppb.New(start), BaselineEndTime: timestamppb.New(mid.Add(time.Second))},
+			codes.InvalidArgument, "overlaps the window"},
+	} {
+		_, err := client.Diagnose(context.Background(), tc.req)
+		if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+			t.Errorf("%v: %v, want %v containing %q", tc.req, err, tc.code, tc.msg)
+		}
+	}
+	// With one window empty, there is nothing to compare and nothing ranked.
+	resp, err = client.Diagnose(context.Background(), &analysispb.DiagnoseRequest{Service: bench.RCARootService, Operation: bench.RCARootOperation,
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(end), BaselineStartTime: timestamppb.New(start.Add(-time.Hour)), BaselineEndTime: timestamppb.New(start)})
+	if err != nil || resp.Baseline.Traces != 0 || len(resp.Operations) != 0 || len(resp.Attributes) != 0 {
+		t.Errorf("empty baseline: %v, %v; want no operation or attribute ranked", resp, err)
 	}
 }
 

@@ -216,6 +216,9 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	w, wOwn := o.facts(window)
 	b, bOwn := o.facts(baseline)
 	d := Diagnosis{Window: stats(w), Baseline: stats(b)}
+	if len(w) == 0 || len(b) == 0 {
+		return d // nothing to compare: any ranking would be the other side's
+	}
 	if o.Errors {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
