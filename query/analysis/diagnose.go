@@ -213,8 +213,12 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // Correlation.Aliases).
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
-	w, wOwn := o.facts(window)
-	b, bOwn := o.facts(baseline)
+	var handled map[[2]op]bool
+	if o.Errors {
+		handled = handledFailures(o.failures(window), o.failures(baseline))
+	}
+	w, wOwn := o.facts(window, handled)
+	b, bOwn := o.facts(baseline, handled)
 	d := Diagnosis{Window: stats(w), Baseline: stats(b)}
 	if len(w) == 0 || len(b) == 0 {
 		return d // nothing to compare: any ranking would be the other side's
@@ -271,7 +275,7 @@ func withinNoise(w, b []facts, culprits []Culprit, errors bool) bool {
 // facts reads the traces that have the diagnosed operation, and returns
 // with them, diagnosing latency, each operation's mean own time per trace,
 // on the paths or off them, in the tree the paths are walked on.
-func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
+func (o *DiagnoseOptions) facts(traces []*Trace, handled map[[2]op]bool) ([]facts, map[op]float64) {
 	fs := make([]facts, 0, len(traces))
 	own := map[op]uint64{}
 	for _, t := range traces {
@@ -285,7 +289,7 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 			tr.addOwnTimes(own)
 		}
 		if f.failed {
-			s := &t.Spans[tr.failureOrigin()]
+			s := &t.Spans[tr.failureOrigin(handled)]
 			f.origin = op{service: s.Service, name: s.Name}
 		}
 		fs = append(fs, f)
@@ -326,29 +330,41 @@ func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []
 // failureOrigin returns the span a failed trace's failure started in, the
 // root if nothing below it failed. A failed span passed on the failure of
 // a failed child, unless it went on past that child (another failed child
-// started after it ended: a retry, a fallback, an error it handled). The
+// started after it ended: a retry, a fallback, an error it handled), or
+// went on to any other call after it and the baseline shows it handling
+// that child's failures (see handledFailures). The
 // failure started in a failed span that passed on none; of several, in
 // the first to end, by the tree's times, corrected for skew: once its
 // failure came back, the calls still running beside it were often
-// canceled and ended failed after it, however deep they lie. Only spans
-// placed on the tree count.
-func (tr *tree) failureOrigin() int {
+// canceled and ended failed after it, however deep they lie. A client
+// span that gave up on a server span that had not failed, and ran at least
+// as long as the call, timed out: the failure started in the server's
+// slowness. Only spans placed on the tree count.
+func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 	best := int32(tr.root)
 	bestDepth := -1
 	var visit func(n int32, depth int)
 	visit = func(n int32, depth int) {
-		lastStart := uint64(0)
+		lastStart, lastAnyStart := uint64(0), uint64(0)
 		for _, c := range tr.nodes[n].children {
+			lastAnyStart = max(lastAnyStart, tr.nodes[c].start)
 			if tr.t.Spans[c].Failed {
 				lastStart = max(lastStart, tr.nodes[c].start)
 			}
 		}
 		passedOn := false
 		for _, c := range tr.nodes[n].children {
-			if cn := &tr.nodes[c]; tr.t.Spans[c].Failed && (cn.end > lastStart || cn.start >= lastStart) {
-				passedOn = true
-				visit(c, depth+1)
+			cn := &tr.nodes[c]
+			if !tr.t.Spans[c].Failed || cn.end <= lastStart && cn.start < lastStart {
+				continue
 			}
+			// A failure the baseline shows n handling, after which n went
+			// on to other calls, is not what n failed of.
+			if lastAnyStart > cn.end && handled[[2]op{tr.plainOp(n), tr.plainOp(c)}] {
+				continue
+			}
+			passedOn = true
+			visit(c, depth+1)
 		}
 		if passedOn || depth == 0 {
 			return
@@ -359,7 +375,76 @@ func (tr *tree) failureOrigin() int {
 		}
 	}
 	visit(best, 0)
+	if s := &tr.t.Spans[best]; s.Kind == kindClient {
+		if c := tr.onlyServerChild(best); c >= 0 && !tr.t.Spans[c].Failed && tr.t.Spans[c].Duration() >= s.Duration() {
+			return int(c)
+		}
+	}
 	return int(best)
+}
+
+// plainOp is span i's own operation.
+func (tr *tree) plainOp(i int32) op {
+	s := &tr.t.Spans[i]
+	return op{service: s.Service, name: s.Name}
+}
+
+// failures counts, by pair of operations (parent, child), the child's
+// spans under the parent, those that failed, and of those, the ones whose
+// parent did not fail.
+type failures map[[2]op]*failureCount
+
+type failureCount struct{ calls, failed, survived int }
+
+func (o *DiagnoseOptions) failures(traces []*Trace) failures {
+	fc := failures{}
+	for _, t := range traces {
+		anchor := anchorOf(t, o.Service, o.Operation)
+		if anchor < 0 {
+			continue
+		}
+		tr := buildTree(t, o.Path, int32(anchor))
+		for n := range tr.nodes {
+			for _, c := range tr.nodes[n].children {
+				k := [2]op{tr.plainOp(int32(n)), tr.plainOp(c)}
+				ct := fc[k]
+				if ct == nil {
+					ct = &failureCount{}
+					fc[k] = ct
+				}
+				ct.calls++
+				if t.Spans[c].Failed {
+					ct.failed++
+					if !t.Spans[n].Failed {
+						ct.survived++
+					}
+				}
+			}
+		}
+	}
+	return fc
+}
+
+// handledFailures returns the pairs of operations (parent, child) whose
+// failures are old and handled: in the baseline, the parent did not fail in at least
+// half of the child's failures under it, and in the window the child fails
+// no more often than in the baseline (a tenth more, or a percentage point,
+// for sampling). A window's new failure that passes through such a child
+// started elsewhere: a dependency that failed as often before without
+// failing the request did not start what is new.
+func handledFailures(window, baseline failures) map[[2]op]bool {
+	h := map[[2]op]bool{}
+	for k, b := range baseline {
+		w := window[k]
+		if b.failed == 0 || 2*b.survived < b.failed || w == nil || w.calls == 0 {
+			continue
+		}
+		rb, rw := float64(b.failed)/float64(b.calls), float64(w.failed)/float64(w.calls)
+		if rw <= rb*1.1+0.01 {
+			h[k] = true
+		}
+	}
+	return h
 }
 
 func stats(fs []facts) WindowStats {

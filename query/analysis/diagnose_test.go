@@ -376,6 +376,46 @@ func TestDiagnoseErrorsAfterRetriedFailure(t *testing.T) {
 	wantErrorCulprit(t, trace, 2, "POST /order", "pay", "INSERT")
 }
 
+// TestDiagnoseErrorsPastHandledFailure diagnoses checkouts whose flag
+// lookup always fails, in both windows, and that checkout handles with a
+// default before calling pay; in the window, every other checkout fails in
+// checkout's own code after pay. The flag lookup's failure is the deepest
+// and first to end, but the baseline shows it handled, and no more often.
+func TestDiagnoseErrorsPastHandledFailure(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+		b.span(2, 1, "checkout", "PlaceOrder", server, 1, 39, nil)
+		b.span(3, 2, "flags", "Resolve", server, 2, 3, nil)
+		b.span(4, 2, "pay", "Charge", server, 5, 30, nil)
+		b.t.Spans[2].Failed = true
+		if fail {
+			b.t.Spans[0].Failed, b.t.Spans[1].Failed = true, true
+		}
+		return b.t
+	}
+	wantErrorCulprit(t, trace, 2, "POST /order", "checkout", "PlaceOrder")
+}
+
+// TestDiagnoseErrorsOfTimeout diagnoses checkouts whose call to quote
+// times out on the client's side while quote, which records no error,
+// runs on: the failure started in quote's slowness, not in the client
+// that gave up on it.
+func TestDiagnoseErrorsOfTimeout(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+		b.span(2, 1, "shipping", "POST", client, 2, 22, nil)
+		b.span(3, 2, "quote", "POST /getquote", server, 3, 20, nil)
+		if fail {
+			b.t.Spans[2].End = b.t.Spans[2].Start + 45e6 // still running at the timeout
+			b.t.Spans[0].Failed, b.t.Spans[1].Failed = true, true
+		}
+		return b.t
+	}
+	wantErrorCulprit(t, trace, 4, "POST /order", "quote", "POST /getquote")
+}
+
 // wantErrorCulprit diagnoses the failures of web's operation in a window
 // of 20 traces, every nth of which failed, against 20 that did not, and
 // wants service's operation op as the only culprit, with the window's
