@@ -644,6 +644,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 	slices.SortStableFunc(attrs, func(a, b Correlation) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(culpritService[b.Service], culpritService[a.Service]))
 	})
+	leadAmongWindow(attrs, selected, rest(w, selected), o.Correlation)
 	for _, a := range attrs {
 		switch {
 		case a.Score <= 0:
@@ -654,6 +655,76 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 		}
 	}
 	return causes, symptoms
+}
+
+// attributeLead is how far below the first attribute's score others still
+// contend for the lead (see leadAmongWindow).
+const attributeLead = 0.1
+
+// leadAmongWindow reorders the attributes that score within attributeLead
+// of the first by how much more often the selected traces carry them than
+// the window's other traces, where those are enough to tell. Against the
+// baseline, every value the whole window has and the baseline has not
+// scores alike, near 1: a release rolled out to every pod of a service
+// beside the one at fault scores as high as the canary at fault, which
+// only the traces it slowed carry. Where the cause is on every trace of
+// the window too, nothing sets it apart within the window, and the order
+// stays.
+func leadAmongWindow(attrs []Correlation, selected, others []*Trace, opts CorrelationOptions) {
+	if len(attrs) < 2 || len(others) < opts.EnsureDefaults().MinTraces {
+		return
+	}
+	n := 1
+	for n < len(attrs) && attrs[n].Score >= attrs[0].Score-attributeLead {
+		n++
+	}
+	if n < 2 {
+		return
+	}
+	within, _ := Correlate(selected, others, &opts)
+	type attrKey struct{ service, key, value string }
+	score := make(map[attrKey]float64, len(within))
+	for _, a := range within {
+		score[attrKey{a.Service, a.Key, valueString(a.Value)}] = a.Score
+	}
+	// Within the window, values may fold into aliases otherwise: a
+	// value's score is the best of its own and its aliases'.
+	withinScore := func(a *Correlation) float64 {
+		best, ok := score[attrKey{a.Service, a.Key, valueString(a.Value)}]
+		for _, al := range a.Aliases {
+			if sc, found := score[attrKey{a.Service, al.Key, valueString(al.Value)}]; found && (!ok || sc > best) {
+				best, ok = sc, true
+			}
+		}
+		return best
+	}
+	type scored struct {
+		Correlation
+		within float64
+	}
+	lead := make([]scored, n)
+	for i := range lead {
+		lead[i] = scored{attrs[i], withinScore(&attrs[i])}
+	}
+	slices.SortStableFunc(lead, func(a, b scored) int { return cmp.Compare(b.within, a.within) })
+	for i := range lead {
+		attrs[i] = lead[i].Correlation
+	}
+}
+
+// rest returns the window's traces that are not among selected.
+func rest(w []facts, selected []*Trace) []*Trace {
+	in := make(map[*Trace]bool, len(selected))
+	for _, t := range selected {
+		in[t] = true
+	}
+	var out []*Trace
+	for _, f := range w {
+		if !in[f.trace] {
+			out = append(out, f.trace)
+		}
+	}
+	return out
 }
 
 func tracesOf(fs []facts) []*Trace {

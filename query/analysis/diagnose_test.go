@@ -138,6 +138,41 @@ func TestDiagnoseLatency(t *testing.T) {
 	}
 }
 
+// TestDiagnoseCanaryBesideRollout diagnoses a window in which web rolled
+// 7.0 out to every pod while inventory's canary, 2.9.0 on pod-2, slowed
+// SELECT in a quarter of the checkouts (and one more was slow on an old
+// pod). Against the baseline, web 7.0 is on every slow trace and no
+// earlier one, and scores higher than the canary, on 10 of the 11; within
+// the window it is on the fast traces too, and the canary leads.
+func TestDiagnoseCanaryBesideRollout(t *testing.T) {
+	withWeb := func(t *Trace, version string) *Trace {
+		t.Resources[0] = append(t.Resources[0], kv("service.version", version)) // web's: its spans come first
+		return t
+	}
+	var baseline, window []*Trace
+	for i := range 40 {
+		baseline = append(baseline, withWeb(checkout(i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 100+i), "6.0"))
+		switch {
+		case i%4 == 0:
+			window = append(window, withWeb(checkout(100+i, 110, 5, 50, "2.9.0", "pod-2", 200+i), "7.0"))
+		case i == 1: // slow once on an old pod too
+			window = append(window, withWeb(checkout(100+i, 110, 5, 50, "2.8.0", "pod-1", 200+i), "7.0"))
+		default:
+			window = append(window, withWeb(checkout(100+i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 200+i), "7.0"))
+		}
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT stock" {
+		t.Fatalf("culprits %+v, want SELECT stock first", d.Operations)
+	}
+	if len(d.Attributes) < 2 {
+		t.Fatalf("attributes %+v, want inventory's 2.9.0 and web's 7.0", d.Attributes)
+	}
+	if a := d.Attributes[0]; a.Service != "inventory" || a.Key != "service.version" || valueString(a.Value) != "s2.9.0" {
+		t.Errorf("first attribute %s %s=%s, want inventory's service.version 2.9.0; all: %+v", a.Service, a.Key, valueString(a.Value), d.Attributes)
+	}
+}
+
 // TestDiagnoseErrors diagnoses failures that originate in a card check
 // deep under pay, for one card type, and are reported by every span above
 // it with a status code.
