@@ -45,6 +45,11 @@ type Path struct {
 type Segment struct {
 	Span       int // index in Trace.Spans
 	Start, End uint64
+	// retryOf, where not 0, is one more than the index of the failed child
+	// whose retry, a later child of the same operation, Span waited for in
+	// this segment: a retry's backoff, which a diagnosis counts for the
+	// failed operation (see tree.selfTimes).
+	retryOf int32
 }
 
 // OperationTime is an operation's self time on a critical path.
@@ -304,12 +309,16 @@ func (tr *tree) walk(n int32, to uint64) {
 			continue
 		}
 		end := min(cn.end, cursor)
-		tr.emit(n, end, cursor)
+		retryOf := int32(0)
+		if prev >= 0 && tr.failedCall(c) && tr.plainOp(c) == tr.plainOp(prev) {
+			retryOf = c + 1
+		}
+		tr.emit(n, end, cursor, retryOf)
 		tr.walk(c, end)
 		cursor = cn.start
 		prev = c
 	}
-	tr.emit(n, nd.start, cursor)
+	tr.emit(n, nd.start, cursor, 0)
 }
 
 // allowance is how far child c of n may end past the start of prev, the
@@ -330,15 +339,15 @@ func (tr *tree) allowance(n, c, prev int32, cut uint64) uint64 {
 
 // emit adds n's own time over [start, end], joined to the segment emitted
 // before it if that is n's too.
-func (tr *tree) emit(n int32, start, end uint64) {
+func (tr *tree) emit(n int32, start, end uint64, retryOf int32) {
 	if end <= start {
 		return
 	}
-	if k := len(tr.segments) - 1; k >= 0 && tr.segments[k].Span == int(n) && tr.segments[k].Start == end {
+	if k := len(tr.segments) - 1; k >= 0 && tr.segments[k].Span == int(n) && tr.segments[k].Start == end && tr.segments[k].retryOf == retryOf {
 		tr.segments[k].Start = start
 		return
 	}
-	tr.segments = append(tr.segments, Segment{Span: int(n), Start: start, End: end})
+	tr.segments = append(tr.segments, Segment{Span: int(n), Start: start, End: end, retryOf: retryOf})
 }
 
 func operationTimes(t *Trace, p Path) []OperationTime {
@@ -395,6 +404,35 @@ func (tr *tree) addOwnTimes(own map[op]uint64) {
 				from = cn.start
 			}
 		}
-		own[tr.opOf(int32(i))] += n.end - n.start - covered
+		backoff := tr.retryWaits(int32(i), own)
+		own[tr.opOf(int32(i))] += n.end - n.start - covered - backoff
 	}
+}
+
+// retryWaits adds to own, for the operation that failed (see failedOp),
+// the time span n waited between a failed call and the call of the same
+// operation that retried it, with no other child running, and returns the
+// sum: that time is not n's own, as on the path (see selfTimes).
+func (tr *tree) retryWaits(n int32, own map[op]uint64) (sum uint64) {
+	kids := tr.nodes[n].children
+	if len(kids) < 2 {
+		return 0
+	}
+	byStart := slices.Clone(kids)
+	slices.SortFunc(byStart, func(a, b int32) int { return cmp.Compare(tr.nodes[a].start, tr.nodes[b].start) })
+	last := int32(-1) // the child that ends last of those started so far
+	for _, c := range byStart {
+		cn := &tr.nodes[c]
+		if last >= 0 {
+			ln := &tr.nodes[last]
+			if ln.end < cn.start && tr.failedCall(last) && tr.plainOp(last) == tr.plainOp(c) {
+				own[tr.failedOp(last)] += cn.start - ln.end
+				sum += cn.start - ln.end
+			}
+		}
+		if last < 0 || cn.end > tr.nodes[last].end {
+			last = c
+		}
+	}
+	return sum
 }

@@ -162,7 +162,10 @@ func (tr *tree) onlyServerChild(i int32) int32 {
 
 // selfTimes walks the path from the tree's root, once per tree, and sums
 // its segments per op (see opOf), or if plain per span's own operation, as
-// a diagnosis of errors reports self times.
+// a diagnosis of errors reports self times. Not plain, a span's wait
+// between a failed call and its retry counts for the operation that
+// failed (see failedOp): the backoff is what the failure cost, and would
+// otherwise read as the caller's own slowness.
 func (tr *tree) selfTimes(plain bool) []opTime {
 	if tr.root < 0 {
 		return nil
@@ -172,9 +175,12 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 	at := map[op]int{}
 	for _, seg := range tr.segments {
 		var k op
-		if s := &tr.t.Spans[seg.Span]; plain {
+		switch s := &tr.t.Spans[seg.Span]; {
+		case plain:
 			k = op{service: s.Service, name: s.Name}
-		} else {
+		case seg.retryOf > 0:
+			k = tr.failedOp(seg.retryOf - 1)
+		default:
 			k = tr.opOf(int32(seg.Span))
 		}
 		i, ok := at[k]
@@ -381,6 +387,30 @@ func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 		}
 	}
 	return int(best)
+}
+
+// failedCall says whether span i failed, or is a client span whose one
+// server span failed.
+func (tr *tree) failedCall(i int32) bool {
+	if tr.t.Spans[i].Failed {
+		return true
+	}
+	c := int32(-1)
+	if tr.t.Spans[i].Kind == kindClient {
+		c = tr.onlyServerChild(i)
+	}
+	return c >= 0 && tr.t.Spans[c].Failed
+}
+
+// failedOp is the operation that failed in span i (see failedCall): the
+// server's, for a client span with one server span under it.
+func (tr *tree) failedOp(i int32) op {
+	if tr.t.Spans[i].Kind == kindClient {
+		if c := tr.onlyServerChild(i); c >= 0 {
+			return tr.plainOp(c)
+		}
+	}
+	return tr.plainOp(i)
 }
 
 // plainOp is span i's own operation.
