@@ -212,10 +212,29 @@ func (tr *tree) place(i int32, children [][]int32, offset int64, from, to uint64
 		if tr.nodes[c].placed {
 			continue // a duplicate span ID's children, placed already
 		}
+		tr.outlastingServer(i, c, to)
 		if off, ok := tr.fit(i, c, offset, false); ok {
 			tr.place(c, children, off, n.start, n.end)
 			n.children = append(n.children, c)
 		}
+	}
+}
+
+// outlastingServer extends client span p, placed, to the length of the
+// server span c under it where c took longer, as far as limit, p's
+// parent's end. Durations need no clock in common, and a call's server
+// span within its client span is how every synchronous call is timed; a
+// client span that ends first ended at the response's headers (a
+// streaming body, as HTTP clients that end the span then time it), and
+// its caller waited for the rest. A client that failed gave up on the
+// call instead (see failureOrigin), and its caller went on.
+func (tr *tree) outlastingServer(p, c int32, limit uint64) {
+	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
+	if ps.Kind != kindClient || ps.Failed || !tr.synchronousRemote(ps, cs) {
+		return
+	}
+	if pn := &tr.nodes[p]; cs.Duration() > pn.end-pn.start {
+		pn.end = max(pn.end, min(pn.start+cs.Duration(), limit))
 	}
 }
 

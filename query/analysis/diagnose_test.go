@@ -214,6 +214,33 @@ func TestDiagnoseRetryBackoff(t *testing.T) {
 	}
 }
 
+// TestDiagnoseStreamingBody diagnoses checkouts whose mail call returns
+// its headers at once and streams the body, so its client span ends
+// before the server span: in the window, mail takes 50 ms more, all of it
+// after the headers, which web waits for. The time is mail's.
+func TestDiagnoseStreamingBody(t *testing.T) {
+	trace := func(id int, slow bool) *Trace {
+		mail := 20.0
+		if slow {
+			mail += 50
+		}
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /checkout", server, 0, 10+mail+5, nil)
+		b.span(2, 1, "web", "call mail", client, 5, 7, nil)
+		b.span(3, 2, "mail", "Send", server, 5.5, 5.5+mail, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 20 {
+		baseline = append(baseline, trace(i, false))
+		window = append(window, trace(100+i, i%2 == 0))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) == 0 || d.Operations[0].Service != "mail" || d.Operations[0].Operation != "Send" {
+		t.Fatalf("culprits %+v, want mail's Send first", d.Operations)
+	}
+}
+
 // TestDiagnoseErrors diagnoses failures that originate in a card check
 // deep under pay, for one card type, and are reported by every span above
 // it with a status code.
