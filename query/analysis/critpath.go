@@ -128,6 +128,10 @@ type tree struct {
 	nodes    []node
 	root     int
 	segments []Segment // in reverse while walking
+	// waits and resKeys are what selfTimes records for a diagnosis: see
+	// addWait.
+	waits   []callWait
+	resKeys map[int]string
 }
 
 // buildTree places the spans under root, or under the root it chooses if

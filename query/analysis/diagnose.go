@@ -101,6 +101,18 @@ type facts struct {
 	failed   bool
 	self     []opTime // on the critical path
 	origin   op       // of the failure; zero if the operation did not fail
+	// waits are the client spans' own time on the path that counts for
+	// calls (see opOf), by client span; diagnosing latency only.
+	waits []callWait
+}
+
+// callWait is a client span's own time on the path, counted for the calls
+// to its server's operation, with the resources of both sides.
+type callWait struct {
+	call           op // the calls to the server's operation
+	client         op // the client span's own operation
+	caller, callee string
+	wait           uint64
 }
 
 // onPath is k's self time on the critical path, 0 if it is off the path.
@@ -160,6 +172,26 @@ func (tr *tree) onlyServerChild(i int32) int32 {
 	return only
 }
 
+// addWait records client span i's own time on the path, counted for the
+// calls k.
+func (tr *tree) addWait(k op, i int32, wait uint64) {
+	if tr.resKeys == nil {
+		tr.resKeys = make(map[int]string)
+	}
+	key := func(r int) string {
+		rk, ok := tr.resKeys[r]
+		if !ok {
+			rk = resourceKey(tr.t.Resources[r])
+			tr.resKeys[r] = rk
+		}
+		return rk
+	}
+	s := &tr.t.Spans[i]
+	server := &tr.t.Spans[tr.onlyServerChild(i)]
+	tr.waits = append(tr.waits, callWait{call: k, client: op{service: s.Service, name: s.Name},
+		caller: key(s.Resource), callee: key(server.Resource), wait: wait})
+}
+
 // selfTimes walks the path from the tree's root, once per tree, and sums
 // its segments per op (see opOf), or if plain per span's own operation, as
 // a diagnosis of errors reports self times. Not plain, a span's wait
@@ -182,6 +214,9 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 			k = tr.failedOp(seg.retryOf - 1)
 		default:
 			k = tr.opOf(int32(seg.Span))
+			if k.call {
+				tr.addWait(k, int32(seg.Span), seg.End-seg.Start)
+			}
 		}
 		i, ok := at[k]
 		if !ok {
@@ -233,6 +268,9 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
 		d.Operations = latencyCulprits(w, b, wOwn, bOwn, o.Exemplars)
+		if len(d.Operations) > 0 && d.Operations[0].Call {
+			callerSide(&d.Operations[0], w, b)
+		}
 	}
 	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
 	d.WithinNoise = withinNoise(w, b, d.Operations, o.Errors)
@@ -290,7 +328,7 @@ func (o *DiagnoseOptions) facts(traces []*Trace, handled map[[2]op]bool) ([]fact
 			continue
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
-		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors)}
+		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors), waits: tr.waits}
 		if !o.Errors { // only latency culprits read own times
 			tr.addOwnTimes(own)
 		}
@@ -564,6 +602,92 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 	}
 	return rank(cs)
 }
+
+// callerSide names the caller in c, a culprit that is the calls to an
+// operation, where the wait grew on one pod of the callers rather than of
+// the server: a caller whose every call waits longer, for whatever its
+// callee, is itself stalled (a starved CPU, a collector's pauses, a pool
+// it queues on), and the fault is the caller's. Where the server's pods
+// wait unevenly (the network to one of them), or neither side's do, the
+// calls stay the culprit. c is then the client operation of the caller's
+// spans that waited longest on that pod; its figures are unchanged, being
+// that client's own time.
+func callerSide(c *Culprit, w, b []facts) {
+	k := op{service: c.Service, name: c.Operation, call: true}
+	type mean struct {
+		sum uint64
+		n   int
+	}
+	var base mean
+	for _, f := range b {
+		for _, cw := range f.waits {
+			if cw.call == k {
+				base.sum += cw.wait
+				base.n++
+			}
+		}
+	}
+	callers, callees := map[string]*mean{}, map[string]*mean{}
+	clients := map[string]map[op]uint64{} // by caller
+	add := func(m map[string]*mean, key string, wait uint64) {
+		if m[key] == nil {
+			m[key] = &mean{}
+		}
+		m[key].sum += wait
+		m[key].n++
+	}
+	for _, f := range w {
+		for _, cw := range f.waits {
+			if cw.call != k {
+				continue
+			}
+			add(callers, cw.caller, cw.wait)
+			add(callees, cw.callee, cw.wait)
+			if clients[cw.caller] == nil {
+				clients[cw.caller] = map[op]uint64{}
+			}
+			clients[cw.caller][cw.client] += cw.wait
+		}
+	}
+	if base.n == 0 {
+		return
+	}
+	baseMean := float64(base.sum) / float64(base.n)
+	// The most that calls from one resource, or to one, grew on average.
+	most := func(m map[string]*mean) (string, float64) {
+		bestKey, best := "", 0.0
+		for key, mn := range m {
+			if mn.n < minSideCalls {
+				continue
+			}
+			if g := float64(mn.sum)/float64(mn.n) - baseMean; g > best || g == best && key < bestKey {
+				bestKey, best = key, g
+			}
+		}
+		return bestKey, best
+	}
+	caller, callerGrew := most(callers)
+	_, calleeGrew := most(callees)
+	if callerGrew <= 0 || callerGrew < sideMargin*calleeGrew {
+		return
+	}
+	var client op
+	var longest uint64
+	for o, wait := range clients[caller] {
+		if wait > longest || wait == longest && (o.service+o.name) < (client.service+client.name) {
+			client, longest = o, wait
+		}
+	}
+	c.Service, c.Operation, c.Call = client.service, client.name, false
+}
+
+// minSideCalls is the fewest calls from or to one resource whose wait
+// callerSide weighs, and sideMargin how many times the most one side's
+// resources grew it must be of the other's.
+const (
+	minSideCalls = 5
+	sideMargin   = 1.5
+)
 
 func errorCulprits(w, b []facts, exemplars int) []Culprit {
 	rate := func(fs []facts) map[op]float64 {

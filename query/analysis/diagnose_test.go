@@ -241,6 +241,39 @@ func TestDiagnoseStreamingBody(t *testing.T) {
 	}
 }
 
+// TestDiagnoseStalledCaller diagnoses checkouts on three web pods calling
+// pay on three pods, each web pod calling every pay pod alike; in the
+// window, web-0 stalls after each reply for 30 ms before its client span
+// ends. The wait is the call's, but it grew on one caller pod, whichever
+// pay pod answered: web's client operation is named, not pay's calls.
+func TestDiagnoseStalledCaller(t *testing.T) {
+	trace := func(id, webPod, payPod int, stall float64) *Trace {
+		b := newTrace(id)
+		web := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("web-", webPod))}
+		pay := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("pay-", payPod))}
+		b.span(1, 0, "web", "POST /checkout", server, 0, 30+stall, web)
+		b.span(2, 1, "web", "call pay", client, 5, 25+stall, web)
+		b.span(3, 2, "pay", "Charge", server, 6, 24, pay)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 45 {
+		baseline = append(baseline, trace(i, i%3, i/3%3, 0))
+		stall := 0.0
+		if i%3 == 0 {
+			stall = 30
+		}
+		window = append(window, trace(100+i, i%3, i/3%3, stall))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) == 0 || d.Operations[0].Service != "web" || d.Operations[0].Operation != "call pay" || d.Operations[0].Call {
+		t.Fatalf("culprits %+v, want web's call pay first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "sweb-0") {
+		t.Errorf("attributes %+v, want host.name web-0 first", d.Attributes)
+	}
+}
+
 // TestDiagnoseErrors diagnoses failures that originate in a card check
 // deep under pay, for one card type, and are reported by every span above
 // it with a status code.
