@@ -310,7 +310,8 @@ func isSymptom(key string) bool {
 	switch key {
 	case "error", "error.type", "error.message", "otel.status_code", "otel.status_description",
 		"http.status_code", "http.response.status_code", "rpc.grpc.status_code", "rpc.connect_rpc.error_code",
-		"db.response.status_code", "status", "status_code":
+		"db.response.status_code", "status", "status_code",
+		"http.request.resend_count": // a retry's number: an attempt before it failed
 		return true
 	}
 	return strings.HasPrefix(key, "exception.") || strings.HasPrefix(key, "error.")

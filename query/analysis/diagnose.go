@@ -798,7 +798,6 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 	slices.SortStableFunc(attrs, func(a, b Correlation) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(culpritService[b.Service], culpritService[a.Service]))
 	})
-	leadAmongWindow(attrs, selected, rest(w, selected), o.Correlation)
 	for _, a := range attrs {
 		switch {
 		case a.Score <= 0:
@@ -808,6 +807,9 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 			causes = append(causes, a)
 		}
 	}
+	// The lead is the first cause's: a symptom scoring above every cause
+	// would otherwise set the band, and leave the causes unordered.
+	leadAmongWindow(causes, selected, rest(w, selected), o.Correlation)
 	return causes, symptoms
 }
 

@@ -274,6 +274,47 @@ func TestDiagnoseStalledCaller(t *testing.T) {
 	}
 }
 
+// TestDiagnoseCanaryUnderSymptom is TestDiagnoseCanaryBesideRollout with
+// a symptom on every slow SELECT (error.type=timeout), scoring above every
+// cause, and web 7.0 on a sixth of the baseline already: the causes are
+// ordered among themselves, below the symptom, and the canary leads.
+func TestDiagnoseCanaryUnderSymptom(t *testing.T) {
+	withWeb := func(t *Trace, version string) *Trace {
+		t.Resources[0] = append(t.Resources[0], kv("service.version", version))
+		return t
+	}
+	timedOut := func(t *Trace) *Trace {
+		t.Spans[1].Attrs = append(t.Spans[1].Attrs, kv("error.type", "timeout"))
+		return t
+	}
+	var baseline, window []*Trace
+	for i := range 42 {
+		web := "6.0"
+		if i%6 == 0 {
+			web = "7.0"
+		}
+		baseline = append(baseline, withWeb(checkout(i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 100+i), web))
+		switch {
+		case i%5 == 0:
+			window = append(window, timedOut(withWeb(checkout(100+i, 110, 5, 50, "2.9.0", "pod-2", 200+i), "7.0")))
+		case i == 1 || i == 3: // slow twice on old pods too
+			window = append(window, timedOut(withWeb(checkout(100+i, 110, 5, 50, "2.8.0", "pod-1", 200+i), "7.0")))
+		default:
+			window = append(window, withWeb(checkout(100+i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 200+i), "7.0"))
+		}
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Symptoms) == 0 || d.Symptoms[0].Key != "error.type" {
+		t.Errorf("symptoms %+v, want error.type first", d.Symptoms)
+	}
+	if len(d.Attributes) == 0 {
+		t.Fatal("no attribute ranked")
+	}
+	if a := d.Attributes[0]; a.Service != "inventory" || a.Key != "service.version" || valueString(a.Value) != "s2.9.0" {
+		t.Errorf("first attribute %s %s=%s, want inventory's service.version 2.9.0; all: %+v", a.Service, a.Key, valueString(a.Value), d.Attributes)
+	}
+}
+
 // TestDiagnoseErrors diagnoses failures that originate in a card check
 // deep under pay, for one card type, and are reported by every span above
 // it with a status code.
