@@ -166,6 +166,11 @@ func AnyJSON(v *commonpb.AnyValue) any {
 	return nil
 }
 
+// namedAttributeScore is the score an attribute must pass for the cause's
+// sentence to name it: below it, an attribute is about as common before as
+// in the selection, and naming it would read as evidence.
+const namedAttributeScore = 0.1
+
 // Cause is one sentence naming the most likely cause and its evidence.
 func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	if d.Window.Traces == 0 || d.Baseline.Traces == 0 {
@@ -192,12 +197,15 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	if !errorsMode {
 		b.WriteString(c.reachedMoreOften())
 	}
-	if len(d.Attributes) > 0 {
+	selection := "slow"
+	if errorsMode {
+		selection = "failed"
+	}
+	switch {
+	case len(d.Attributes) == 0 || d.Attributes[0].Score <= namedAttributeScore:
+		fmt.Fprintf(&b, "; no attribute sets the %s traces apart", selection)
+	default:
 		a := d.Attributes[0]
-		selection := "slow"
-		if errorsMode {
-			selection = "failed"
-		}
 		fmt.Fprintf(&b, "; %.0f%% of %s traces have %s (%.0f%% before)", 100*a.WindowShare, selection, a.Name(), 100*a.BaselineShare)
 		// Which of a version and a pod to suspect is the reader's call: say
 		// when they coincide.

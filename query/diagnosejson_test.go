@@ -36,10 +36,10 @@ func TestCauseSaysWhenMoreTracesReachIt(t *testing.T) {
 		baseMS, winMS, bs, ws float64
 		want                  string
 	}{
-		{"mix shift", 3, 15, 0.1, 0.5, ", most of it because more traces reach it: it is on the critical path of 50% of traces (10% before), for 30.0 ms each time (30.0 ms before)."},
-		{"slower", 3, 15, 0.1, 0.1, " per trace."},
-		{"slower and a little more often", 3, 15, 0.1, 0.15, " per trace."},
-		{"new on the path", 0, 15, 0, 0.5, " per trace."},
+		{"mix shift", 3, 15, 0.1, 0.5, ", most of it because more traces reach it: it is on the critical path of 50% of traces (10% before), for 30.0 ms each time (30.0 ms before); no attribute sets the slow traces apart."},
+		{"slower", 3, 15, 0.1, 0.1, " per trace; no attribute sets the slow traces apart."},
+		{"slower and a little more often", 3, 15, 0.1, 0.15, " per trace; no attribute sets the slow traces apart."},
+		{"new on the path", 0, 15, 0, 0.5, " per trace; no attribute sets the slow traces apart."},
 	} {
 		d := DiagnosisJSON{
 			Window:     DiagnosisWindowJSON{Traces: 1000},
@@ -48,6 +48,28 @@ func TestCauseSaysWhenMoreTracesReachIt(t *testing.T) {
 		}
 		if got := d.Cause(false); !strings.HasSuffix(got, c.want) {
 			t.Errorf("%s: %q, want it to end %q", c.name, got, c.want)
+		}
+	}
+}
+
+// TestCauseNamesOnlyAnAttributeThatSetsTracesApart: an attribute about as
+// common before as in the selection is not named as evidence.
+func TestCauseNamesOnlyAnAttributeThatSetsTracesApart(t *testing.T) {
+	for _, c := range []struct {
+		score float64
+		want  string
+	}{
+		{0.03, "; no attribute sets the slow traces apart."},
+		{0.6, "; 90% of slow traces have retry.attempt=1 on pay (30% before)."},
+	} {
+		d := DiagnosisJSON{
+			Window:     DiagnosisWindowJSON{Traces: 1000},
+			Baseline:   DiagnosisWindowJSON{Traces: 1000},
+			Operations: []CulpritJSON{{Service: "db", Operation: "SELECT", BaselineMS: 3, WindowMS: 15}},
+			Attributes: []AttributeScoreJSON{{Key: "retry.attempt", Value: "1", Service: "pay", Score: c.score, WindowShare: 0.9, BaselineShare: 0.3}},
+		}
+		if got := d.Cause(false); !strings.HasSuffix(got, c.want) {
+			t.Errorf("score %v: %q, want it to end %q", c.score, got, c.want)
 		}
 	}
 }
