@@ -333,7 +333,7 @@ func (tr *tree) walk(n int32, to uint64) {
 		}
 		end := min(cn.end, cursor)
 		retryOf := int32(0)
-		if prev >= 0 && tr.failedCall(c) && tr.plainOp(c) == tr.plainOp(prev) {
+		if prev >= 0 && tr.retries(prev, c) {
 			retryOf = c + 1
 		}
 		tr.emit(n, end, cursor, retryOf)
@@ -448,7 +448,7 @@ func (tr *tree) retryWaits(n int32, own map[op]uint64) (sum uint64) {
 		cn := &tr.nodes[c]
 		if last >= 0 {
 			ln := &tr.nodes[last]
-			if ln.end < cn.start && tr.failedCall(last) && tr.plainOp(last) == tr.plainOp(c) {
+			if ln.end < cn.start && tr.retries(c, last) {
 				own[tr.failedOp(last)] += cn.start - ln.end
 				sum += cn.start - ln.end
 			}

@@ -101,6 +101,9 @@ type facts struct {
 	failed   bool
 	self     []opTime // on the critical path
 	origin   op       // of the failure; zero if the operation did not fail
+	// tree is the tree the path was walked on; diagnosing errors only,
+	// which reads it again once both windows are known (see setOrigins).
+	tree *tree
 	// waits are the client spans' own time on the path that counts for
 	// calls (see opOf), by client span; diagnosing latency only.
 	waits []callWait
@@ -147,13 +150,14 @@ type opTime struct {
 // server spans under one client span are attempts of a retry, whose time
 // between them is the client's.
 func (tr *tree) opOf(i int32) op {
-	s := &tr.t.Spans[i]
-	if s.Kind == kindClient {
+	if tr.t.Spans[i].Kind == kindClient {
 		if c := tr.onlyServerChild(i); c >= 0 {
-			return op{tr.t.Spans[c].Service, tr.t.Spans[c].Name, true}
+			k := tr.plainOp(c)
+			k.call = true
+			return k
 		}
 	}
-	return op{service: s.Service, name: s.Name}
+	return tr.plainOp(i)
 }
 
 // onlyServerChild returns the one server span among span i's children, -1
@@ -188,7 +192,7 @@ func (tr *tree) addWait(k op, i int32, wait uint64) {
 	}
 	s := &tr.t.Spans[i]
 	server := &tr.t.Spans[tr.onlyServerChild(i)]
-	tr.waits = append(tr.waits, callWait{call: k, client: op{service: s.Service, name: s.Name},
+	tr.waits = append(tr.waits, callWait{call: k, client: tr.plainOp(i),
 		caller: key(s.Resource), callee: key(server.Resource), wait: wait})
 }
 
@@ -207,9 +211,9 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 	at := map[op]int{}
 	for _, seg := range tr.segments {
 		var k op
-		switch s := &tr.t.Spans[seg.Span]; {
+		switch {
 		case plain:
-			k = op{service: s.Service, name: s.Name}
+			k = tr.plainOp(int32(seg.Span))
 		case seg.retryOf > 0:
 			k = tr.failedOp(seg.retryOf - 1)
 		default:
@@ -254,12 +258,13 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // Correlation.Aliases).
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
-	var handled map[[2]op]bool
+	w, wOwn := o.facts(window)
+	b, bOwn := o.facts(baseline)
 	if o.Errors {
-		handled = handledFailures(o.failures(window), o.failures(baseline))
+		handled := handledFailures(countFailures(w), countFailures(b))
+		setOrigins(w, handled)
+		setOrigins(b, handled)
 	}
-	w, wOwn := o.facts(window, handled)
-	b, bOwn := o.facts(baseline, handled)
 	d := Diagnosis{Window: stats(w), Baseline: stats(b)}
 	if len(w) == 0 || len(b) == 0 {
 		return d // nothing to compare: any ranking would be the other side's
@@ -319,7 +324,7 @@ func withinNoise(w, b []facts, culprits []Culprit, errors bool) bool {
 // facts reads the traces that have the diagnosed operation, and returns
 // with them, diagnosing latency, each operation's mean own time per trace,
 // on the paths or off them, in the tree the paths are walked on.
-func (o *DiagnoseOptions) facts(traces []*Trace, handled map[[2]op]bool) ([]facts, map[op]float64) {
+func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 	fs := make([]facts, 0, len(traces))
 	own := map[op]uint64{}
 	for _, t := range traces {
@@ -329,12 +334,10 @@ func (o *DiagnoseOptions) facts(traces []*Trace, handled map[[2]op]bool) ([]fact
 		}
 		tr := buildTree(t, o.Path, int32(anchor))
 		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors), waits: tr.waits}
-		if !o.Errors { // only latency culprits read own times
+		if o.Errors {
+			f.tree = tr
+		} else { // only latency culprits read own times
 			tr.addOwnTimes(own)
-		}
-		if f.failed {
-			s := &t.Spans[tr.failureOrigin(handled)]
-			f.origin = op{service: s.Service, name: s.Name}
 		}
 		fs = append(fs, f)
 	}
@@ -443,12 +446,16 @@ func (tr *tree) failedCall(i int32) bool {
 // failedOp is the operation that failed in span i (see failedCall): the
 // server's, for a client span with one server span under it.
 func (tr *tree) failedOp(i int32) op {
-	if tr.t.Spans[i].Kind == kindClient {
-		if c := tr.onlyServerChild(i); c >= 0 {
-			return tr.plainOp(c)
-		}
-	}
-	return tr.plainOp(i)
+	k := tr.opOf(i)
+	k.call = false
+	return k
+}
+
+// retries says whether span next, a later child of the same parent,
+// retried span prev: a call of the same operation after prev failed (see
+// failedCall).
+func (tr *tree) retries(next, prev int32) bool {
+	return tr.failedCall(prev) && tr.plainOp(prev) == tr.plainOp(next)
 }
 
 // plainOp is span i's own operation.
@@ -458,20 +465,16 @@ func (tr *tree) plainOp(i int32) op {
 }
 
 // failures counts, by pair of operations (parent, child), the child's
-// spans under the parent, those that failed, and of those, the ones whose
-// parent did not fail.
+// spans under the parent on the trees of a window's facts, those that
+// failed, and of those, the ones whose parent did not fail.
 type failures map[[2]op]*failureCount
 
 type failureCount struct{ calls, failed, survived int }
 
-func (o *DiagnoseOptions) failures(traces []*Trace) failures {
+func countFailures(fs []facts) failures {
 	fc := failures{}
-	for _, t := range traces {
-		anchor := anchorOf(t, o.Service, o.Operation)
-		if anchor < 0 {
-			continue
-		}
-		tr := buildTree(t, o.Path, int32(anchor))
+	for _, f := range fs {
+		tr := f.tree
 		for n := range tr.nodes {
 			for _, c := range tr.nodes[n].children {
 				k := [2]op{tr.plainOp(int32(n)), tr.plainOp(c)}
@@ -481,9 +484,9 @@ func (o *DiagnoseOptions) failures(traces []*Trace) failures {
 					fc[k] = ct
 				}
 				ct.calls++
-				if t.Spans[c].Failed {
+				if tr.t.Spans[c].Failed {
 					ct.failed++
-					if !t.Spans[n].Failed {
+					if !tr.t.Spans[n].Failed {
 						ct.survived++
 					}
 				}
@@ -491,6 +494,16 @@ func (o *DiagnoseOptions) failures(traces []*Trace) failures {
 		}
 	}
 	return fc
+}
+
+// setOrigins sets the origin of every failed trace's failure (see
+// failureOrigin).
+func setOrigins(fs []facts, handled map[[2]op]bool) {
+	for i := range fs {
+		if f := &fs[i]; f.failed {
+			f.origin = f.tree.plainOp(int32(f.tree.failureOrigin(handled)))
+		}
+	}
 }
 
 // handledFailures returns the pairs of operations (parent, child) whose

@@ -138,6 +138,13 @@ func TestDiagnoseLatency(t *testing.T) {
 	}
 }
 
+// withWeb gives web's resource in a checkout trace service.version
+// version: its spans come first, so it is the trace's first resource.
+func withWeb(t *Trace, version string) *Trace {
+	t.Resources[0] = append(t.Resources[0], kv("service.version", version))
+	return t
+}
+
 // TestDiagnoseCanaryBesideRollout diagnoses a window in which web rolled
 // 7.0 out to every pod while inventory's canary, 2.9.0 on pod-2, slowed
 // SELECT in a quarter of the checkouts (and one more was slow on an old
@@ -145,10 +152,6 @@ func TestDiagnoseLatency(t *testing.T) {
 // earlier one, and scores higher than the canary, on 10 of the 11; within
 // the window it is on the fast traces too, and the canary leads.
 func TestDiagnoseCanaryBesideRollout(t *testing.T) {
-	withWeb := func(t *Trace, version string) *Trace {
-		t.Resources[0] = append(t.Resources[0], kv("service.version", version)) // web's: its spans come first
-		return t
-	}
 	var baseline, window []*Trace
 	for i := range 40 {
 		baseline = append(baseline, withWeb(checkout(i, 10, 5, 50, "2.8.0", fmt.Sprint("pod-", i%2), 100+i), "6.0"))
@@ -279,10 +282,6 @@ func TestDiagnoseStalledCaller(t *testing.T) {
 // cause, and web 7.0 on a sixth of the baseline already: the causes are
 // ordered among themselves, below the symptom, and the canary leads.
 func TestDiagnoseCanaryUnderSymptom(t *testing.T) {
-	withWeb := func(t *Trace, version string) *Trace {
-		t.Resources[0] = append(t.Resources[0], kv("service.version", version))
-		return t
-	}
 	timedOut := func(t *Trace) *Trace {
 		t.Spans[1].Attrs = append(t.Spans[1].Attrs, kv("error.type", "timeout"))
 		return t
