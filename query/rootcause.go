@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -295,11 +296,7 @@ func (r rootCause) noSuchTraces(service, operation string, window, baseline time
 	if err != nil {
 		return status.Errorf(codes.Internal, "operations of %q: %v", service, err)
 	}
-	known := false
-	for _, o := range ops {
-		known = known || o.Name == operation
-	}
-	if !known {
+	if !slices.ContainsFunc(ops, func(o storage.Operation) bool { return o.Name == operation }) {
 		return status.Errorf(codes.NotFound, "service %q has no operation %q within retention (cairn operations %q lists those it has)", service, operation, service)
 	}
 	return status.Errorf(codes.NotFound, "no trace of %q's operation %q started in the window %s or the baseline %s", service, operation, window, baseline)
