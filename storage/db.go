@@ -28,7 +28,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 9
+const FormatVersion = 10
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -321,12 +321,14 @@ func (db *DB) recover() error {
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
-	case 5, 6, 7, 8:
+	case 5, 6, 7, 8, 9:
 		// Version 6 only adds aggregates, which blocks cut before have
 		// not; version 7 keys the trace index by fingerprint, and
 		// loadV6Traces has recorded which partitions have the old keys;
 		// version 8 writes rows records of version 4, and reads both;
-		// version 9 stores large fragments in parts, and reads whole ones.
+		// version 9 stores large fragments in parts, and reads whole ones;
+		// version 10 says in merged fragments which cut each group's
+		// spans came with, and reads merged fragments that do not.
 		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
 	}
 	if err != nil {
@@ -509,7 +511,7 @@ func (db *DB) appendTraceKeys(dst [][]byte, p uint32, id TraceID, b uint64) [][]
 
 // checkFormat returns the format version of the store, creating a new
 // store at the current one. It refuses versions it cannot read; versions 3
-// and 4 are upgraded once the store is open.
+// to FormatVersion−1 are upgraded once the store is open.
 func (db *DB) checkFormat() (byte, error) {
 	k := keys.Meta("format")
 	v, closer, err := db.idx.Get(k)

@@ -77,7 +77,9 @@
 // for a pairing window, so that the two spans of a call pair whatever order
 // and cuts they arrive in, and the calls a cut completes are stored in its
 // aggregates. Open rebuilds what pairing held by pairing the spans of the
-// last two windows' blocks again. DB.ServiceGraph sums a window's calls.
+// last two windows' cuts again, each span with the cut that brought it,
+// which a fragment merged from several blocks' records. DB.ServiceGraph
+// sums a window's calls.
 //
 // Metrics. DB.Metrics is a Prometheus collector: write-ahead log syncs and
 // cuts are timed as they happen, the rest (live buffers, disk, partitions,

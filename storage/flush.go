@@ -637,7 +637,7 @@ func appendParts(enc *codec.FragmentEncoder, buf []byte, id TraceID, groups []co
 
 // subGroup is spans i..j of g.
 func subGroup(g codec.Group, i, j int) codec.Group {
-	s := codec.Group{Num: g.Num, Spans: g.Spans[i:j]}
+	s := codec.Group{Num: g.Num, Spans: g.Spans[i:j], Back: g.Back}
 	if g.Ordered != nil {
 		s.Ordered = g.Ordered[i:j]
 	}

@@ -203,7 +203,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		written += size
 		m.reset()
 		for _, c := range at {
-			if err := m.add(c.it.Value(), t.id); err != nil {
+			if err := m.add(c.it.Value(), t.id, c.block); err != nil {
 				return fmt.Errorf("fragment of trace %x in block %d: %w", t.id, c.block, err)
 			}
 		}
@@ -221,7 +221,7 @@ func (db *DB) mergeGroup(dir string, p uint32, lo, hi uint64, out *mergeOutput) 
 		newest := at[len(at)-1]
 		w, err := writer(newest)
 		if err == nil {
-			err = m.encode(t.id, func(n uint32, frag []byte) error {
+			err = m.encode(t.id, newest.block, func(n uint32, frag []byte) error {
 				return w.Set(keys.DataPart(p, newest.block, t.id, n), frag)
 			})
 		}
@@ -321,6 +321,7 @@ type fragmentMerger struct {
 type mergedSpan struct {
 	key   groupKey
 	group uint32
+	cut   uint64 // the block the span was cut in
 	name  []byte
 	start uint64
 	raw   []byte
@@ -330,44 +331,54 @@ func (m *fragmentMerger) reset() {
 	m.spans, m.buf = m.spans[:0], m.buf[:0]
 }
 
-// add decodes a fragment's spans. They are copied out of src, which the
-// caller's iterator owns.
-func (m *fragmentMerger) add(src []byte, id TraceID) error {
+// add decodes a fragment of block b. Its spans are copied out of src, which
+// the caller's iterator owns.
+func (m *fragmentMerger) add(src []byte, id TraceID, b uint64) error {
 	var err error
 	if m.groups, m.buf, err = codec.DecodeFragment(m.groups[:0], m.buf, src, id); err != nil {
 		return err
 	}
 	for _, g := range m.groups {
+		if g.Back > b {
+			return fmt.Errorf("%w: group %d was cut %d blocks before block %d", codec.ErrCorrupt, g.Num, g.Back, b)
+		}
 		key, err := m.keyOf(g.Num)
 		if err != nil {
 			return err
 		}
 		for _, raw := range g.Spans {
 			f := otlpwire.Facts(raw)
-			m.spans = append(m.spans, mergedSpan{key, g.Num, f.Name, f.Start, raw})
+			m.spans = append(m.spans, mergedSpan{key, g.Num, b - g.Back, f.Name, f.Start, raw})
 		}
 	}
 	return nil
 }
 
-// encode encodes the merged fragment, its spans grouped and ordered as a
-// cut orders them (groupSpans): groups by key, spans by name, then start;
-// in parts if it is large, as a cut writes them (appendParts), each passed
-// to set.
-func (m *fragmentMerger) encode(id TraceID, set func(n uint32, frag []byte) error) error {
-	slices.SortStableFunc(m.spans, func(a, b mergedSpan) int {
-		if c := bytes.Compare(a.key[:], b.key[:]); c != 0 {
+// encode encodes the merged fragment, to be stored in block b, its spans
+// grouped and ordered as a cut orders them (groupSpans), groups by key,
+// spans by name, then start, but for the spans of a group that came from
+// different cuts: each cut's are a group of their own, which says how many
+// blocks before b they were cut in, for the service graph's pairing to
+// take them back to their cut after a restart (DB.replayPairing). A
+// large fragment is encoded in parts, as a cut writes them (appendParts),
+// each passed to set.
+func (m *fragmentMerger) encode(id TraceID, b uint64, set func(n uint32, frag []byte) error) error {
+	slices.SortStableFunc(m.spans, func(x, y mergedSpan) int {
+		if c := bytes.Compare(x.key[:], y.key[:]); c != 0 {
 			return c
 		}
-		if c := bytes.Compare(a.name, b.name); c != 0 {
+		if c := cmp.Compare(x.cut, y.cut); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.start, b.start)
+		if c := bytes.Compare(x.name, y.name); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.start, y.start)
 	})
 	m.out = m.out[:0]
-	for _, s := range m.spans {
-		if n := len(m.out); n == 0 || m.out[n-1].Num != s.group {
-			m.out = append(m.out, codec.Group{Num: s.group})
+	for i, s := range m.spans {
+		if i == 0 || s.group != m.spans[i-1].group || s.cut != m.spans[i-1].cut {
+			m.out = append(m.out, codec.Group{Num: s.group, Back: b - s.cut})
 		}
 		g := &m.out[len(m.out)-1]
 		g.Spans = append(g.Spans, s.raw)

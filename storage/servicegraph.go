@@ -1,10 +1,12 @@
 package storage
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -136,7 +138,9 @@ func (g *serviceGraph) addStored(raw []byte, service uint32) {
 	}
 	var peer []byte
 	if s.kind == kindClient || s.kind == kindProducer {
-		peer = peerOf(raw)
+		// A copy: the replay holds the spans of every cut it pairs again
+		// at once, and the peer would keep its whole fragment's buffer.
+		peer = bytes.Clone(peerOf(raw))
 	}
 	g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
 		Start: s.start, Duration: s.duration(), Err: s.err})
@@ -208,14 +212,19 @@ func (g *serviceGraph) stored(edges blockEdges) {
 // already (package pairing explains why two windows give back the state
 // exactly). It reads no more blocks than the pairer would hold spans of,
 // so that a restart reads at most Options.PairingMaxSpans spans.
+//
+// Recompression may have merged a trace's fragments into its newest
+// block's: each span is paired with the cut it came with, which the merged
+// fragment records, and spans of cuts before the first replayed are left
+// out, as they would be had they stayed in their blocks.
 func (db *DB) replayPairing() error {
 	window := uint64(db.opts.PairingWindow)
-	type cutBlock struct{ block, created uint64 }
 	var (
-		blocks []cutBlock // newest first
+		blocks []uint64 // newest first
 		spans  uint64
 		last   uint64
 	)
+	cuts := map[uint64]*replayCut{}
 	it, err := db.idx.NewIter(keys.KindRange(keys.KindBlock))
 	if err != nil {
 		return fmt.Errorf("replay pairing: %w", err)
@@ -238,7 +247,8 @@ func (db *DB) replayPairing() error {
 		if rec.Created+2*window <= last || spans > uint64(db.opts.PairingMaxSpans) {
 			break
 		}
-		blocks = append(blocks, cutBlock{b, rec.Created})
+		blocks = append(blocks, b)
+		cuts[b] = &replayCut{created: rec.Created, traces: map[TraceID]*replayTrace{}}
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("replay pairing: %w", err)
@@ -247,18 +257,47 @@ func (db *DB) replayPairing() error {
 		// Edges already stored are not at stake, only pairs split across
 		// this block and the restart: a block that cannot be read costs
 		// those, not the open.
-		if err := db.replayBlock(b.block, b.created); err != nil {
+		if err := db.replayBlock(b, cuts); err != nil {
 			db.opts.Logger.Warn("cannot pair the spans of a block again after the restart; calls split across it and the restart may be missed",
-				"block", b.block, "err", err)
+				"block", b, "err", err)
 		}
+	}
+	for _, b := range slices.Backward(blocks) {
+		cuts[b].pair(db.graph)
 	}
 	db.graph.replayed = db.graph.pairer.Stats()
 	return nil
 }
 
-// replayBlock pairs the spans of one stored block again, each trace whole
-// as its cut had it, though its spans are stored per partition.
-func (db *DB) replayBlock(block, created uint64) error {
+// replayCut is what a replay gathered of the spans one cut brought, each
+// trace whole as the cut had it, though its spans are stored per partition
+// and some may have been merged into a later block's fragments.
+type replayCut struct {
+	created uint64
+	spans   int
+	traces  map[TraceID]*replayTrace
+}
+
+type replayTrace struct {
+	spans []pairing.Span
+	peers [][]byte // by span in spans
+}
+
+// pair pairs the cut's spans again, dropping the edges.
+func (rc *replayCut) pair(g *serviceGraph) {
+	ids := slices.SortedFunc(maps.Keys(rc.traces), func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
+	c := g.pairer.Cut(rc.created, rc.spans, nil)
+	for _, id := range ids {
+		t := rc.traces[id]
+		g.spans, g.peers = t.spans, t.peers
+		c.Trace(id, g.spans, g.peer)
+	}
+	c.End()
+}
+
+// replayBlock reads the spans stored in block b into the cuts they came
+// with, those of cuts not replayed left out.
+func (db *DB) replayBlock(b uint64, cuts map[uint64]*replayCut) error {
 	g := db.graph
 	get := func(k []byte) ([]byte, bool, error) {
 		v, closer, err := db.idx.Get(k)
@@ -271,8 +310,6 @@ func (db *DB) replayBlock(block, created uint64) error {
 		defer closer.Close()
 		return slices.Clone(v), true, nil
 	}
-	traces := map[TraceID][]pairing.Span{}
-	peers := map[TraceID][][]byte{}
 	services := map[uint32]uint32{} // group number → name number
 	it, err := db.spans.NewIter(nil)
 	if err != nil {
@@ -281,7 +318,7 @@ func (db *DB) replayBlock(block, created uint64) error {
 	defer it.Close()
 	var frags []codec.Group
 	for p := range db.partitions {
-		lo, hi := keys.DataBlock(p, block), keys.DataBlock(p, block+1)
+		lo, hi := keys.DataBlock(p, b), keys.DataBlock(p, b+1)
 		for it.SeekGE(lo); it.Valid() && keys.Comparer.Compare(it.Key(), hi) < 0; it.Next() {
 			_, _, id, err := keys.ParseData(it.Key())
 			if err != nil {
@@ -291,6 +328,13 @@ func (db *DB) replayBlock(block, created uint64) error {
 				return err
 			}
 			for _, fr := range frags {
+				if fr.Back > b {
+					return fmt.Errorf("%w: trace %x: group %d was cut %d blocks before block %d", codec.ErrCorrupt, id, fr.Num, fr.Back, b)
+				}
+				rc := cuts[b-fr.Back]
+				if rc == nil {
+					continue // cut before the first replayed
+				}
 				svc, ok := services[fr.Num]
 				if !ok {
 					res, _, err := db.groups.pair(get, fr.Num)
@@ -304,32 +348,23 @@ func (db *DB) replayBlock(block, created uint64) error {
 					svc = g.pairer.Intern(otlpwire.ServiceName(d.Raw))
 					services[fr.Num] = svc
 				}
-				g.spans, g.peers = traces[id], peers[id]
+				t := rc.traces[id]
+				if t == nil {
+					t = &replayTrace{}
+					rc.traces[id] = t
+				}
+				g.spans, g.peers = t.spans, t.peers
 				for _, raw := range fr.Spans {
 					g.addStored(raw, svc)
 				}
-				traces[id], peers[id] = g.spans, g.peers
+				t.spans, t.peers = g.spans, g.peers
+				rc.spans += len(fr.Spans)
 			}
 		}
 		if err := it.Error(); err != nil {
 			return err
 		}
 	}
-	ids := make([]TraceID, 0, len(traces))
-	for id := range traces {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
-	n := 0
-	for _, spans := range traces {
-		n += len(spans)
-	}
-	c := g.pairer.Cut(created, n, nil)
-	for _, id := range ids {
-		g.spans, g.peers = traces[id], peers[id]
-		c.Trace(id, g.spans, g.peer)
-	}
-	c.End()
 	return nil
 }
 

@@ -21,18 +21,25 @@ import (
 // ErrCorrupt is wrapped by every decoding error.
 var ErrCorrupt = errors.New("corrupt value")
 
-// fragmentV2 is the version byte that starts every fragment, but for a
-// part of one that another part follows, which fragmentV2Continued starts.
+// fragmentV2 is the version byte that starts every fragment whose spans
+// were all cut in its own block, but for a part of one that another part
+// follows, which fragmentV2Continued starts. A fragment that recompression
+// merged from several blocks' (fragmentMerged, fragmentMergedContinued)
+// also says of each group how many blocks before its own its spans were
+// cut in: pairing the spans of the last cuts again after a restart must
+// pair each with those of its own cut.
 const (
-	fragmentV2          = 2
-	fragmentV2Continued = 3
+	fragmentV2              = 2
+	fragmentV2Continued     = 3
+	fragmentMerged          = 4
+	fragmentMergedContinued = 5
 )
 
 // MarkContinued marks an encoded fragment as a part of a fragment that
 // another part follows, in the key after its own.
 func MarkContinued(fragment []byte) {
-	if len(fragment) > 0 {
-		fragment[0] = fragmentV2Continued
+	if len(fragment) > 0 && (fragment[0] == fragmentV2 || fragment[0] == fragmentMerged) {
+		fragment[0]++
 	}
 }
 
@@ -41,7 +48,7 @@ func MarkContinued(fragment []byte) {
 // continued without stepping past it, into keys that another trace's read
 // may find damaged.
 func Continued(fragment []byte) bool {
-	return len(fragment) > 0 && fragment[0] == fragmentV2Continued
+	return len(fragment) > 0 && (fragment[0] == fragmentV2Continued || fragment[0] == fragmentMergedContinued)
 }
 
 // Group is the spans of one trace that share a resource and a scope, which
@@ -49,6 +56,10 @@ func Continued(fragment []byte) bool {
 type Group struct {
 	Num   uint32
 	Spans [][]byte // encoded opentelemetry.proto.trace.v1.Span messages
+	// Back is how many blocks before the fragment's own its spans were
+	// cut in: 0 but in a fragment merged from several blocks', which
+	// holds a group once for each block its spans came from.
+	Back uint64
 	// Keys holds each span's start and ID as DecodeFragment found them,
 	// which reads order and deduplicate a trace's spans by; parsing every
 	// span again for them was a fifth of reading a large trace.
@@ -119,10 +130,13 @@ func (e *FragmentEncoder) Reset(keep int) {
 
 // Append appends the encoding of a fragment of trace to dst:
 //
-//	version=2 | uvarint ngroups | uvarint min_start
-//	| ngroups × ( uvarint group uvarint nspans )
+//	version | uvarint ngroups | uvarint min_start
+//	| ngroups × ( uvarint group uvarint nspans [uvarint back] )
 //	| nspans_total × head | nspans_total × body
 //
+// The version is 2, or 4 where a group's spans were cut in an earlier
+// block (Group.Back), whose number back from the fragment's each group
+// then gives.
 // A span whose fields are in field-number order, as every protobuf encoder
 // writes them, is split: its trace ID is implied by the key, its start is a
 // delta, its end a duration and its parent, usually, the index of another
@@ -158,12 +172,20 @@ func (e *FragmentEncoder) Append(dst []byte, trace [16]byte, groups []Group) []b
 			e.ids.Add(e.split[i].spanID, i)
 		}
 	}
-	dst = append(dst, fragmentV2)
+	merged := slices.ContainsFunc(groups, func(g Group) bool { return g.Back > 0 })
+	if merged {
+		dst = append(dst, fragmentMerged)
+	} else {
+		dst = append(dst, fragmentV2)
+	}
 	dst = binary.AppendUvarint(dst, uint64(len(groups)))
 	dst = binary.AppendUvarint(dst, minStart)
 	for _, g := range groups {
 		dst = binary.AppendUvarint(dst, uint64(g.Num))
 		dst = binary.AppendUvarint(dst, uint64(len(g.Spans)))
+		if merged {
+			dst = binary.AppendUvarint(dst, g.Back)
+		}
 	}
 	prev := minStart
 	i := 0
@@ -366,12 +388,14 @@ func rebuildSpan(dst []byte, trace [16]byte, sp *splitSpan) []byte {
 // spans never alias src, which may be a Pebble iterator's buffer.
 func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []byte, error) {
 	r := binread.New(src, ErrCorrupt)
-	if v := r.Byte(); v != fragmentV2 && v != fragmentV2Continued {
-		if r.Err != nil {
-			return dst, buf, fmt.Errorf("%w: empty fragment", ErrCorrupt)
-		}
+	v := r.Byte()
+	if r.Err != nil {
+		return dst, buf, fmt.Errorf("%w: empty fragment", ErrCorrupt)
+	}
+	if v < fragmentV2 || v > fragmentMergedContinued {
 		return dst, buf, fmt.Errorf("%w: fragment version %d", ErrCorrupt, v)
 	}
+	merged := v >= fragmentMerged
 	ngroups := r.Count(2)
 	prev := r.Uvarint()
 	first := len(dst)
@@ -383,6 +407,9 @@ func DecodeFragment(dst []Group, buf, src []byte, trace [16]byte) ([]Group, []by
 		}
 		g := Group{Num: uint32(num)}
 		n := r.Count(2) // a head and a body length at least
+		if merged {
+			g.Back = r.Uvarint()
+		}
 		if r.Err != nil {
 			return dst[:first], buf, r.Err
 		}

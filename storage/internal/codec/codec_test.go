@@ -55,8 +55,24 @@ func testGroups(t testing.TB) []Group {
 	}
 }
 
+// mergedGroups are testGroups as a merge of three blocks' fragments stores
+// them: a group once for each cut its spans came with.
+func mergedGroups(t testing.TB) []Group {
+	g := testGroups(t)
+	return []Group{
+		{Num: 0, Spans: g[0].Spans[:1], Back: 2},
+		{Num: 0, Spans: g[0].Spans[1:]},
+		{Num: 300, Spans: g[1].Spans[:2], Back: 1},
+		{Num: 300, Spans: g[1].Spans[2:]},
+	}
+}
+
 func TestFragmentRoundTrip(t *testing.T) {
-	groups := testGroups(t)
+	t.Run("cut", func(t *testing.T) { testFragmentRoundTrip(t, testGroups(t)) })
+	t.Run("merged", func(t *testing.T) { testFragmentRoundTrip(t, mergedGroups(t)) })
+}
+
+func testFragmentRoundTrip(t *testing.T, groups []Group) {
 	var e FragmentEncoder
 	enc := e.Append(nil, testTrace, groups)
 	got, _, err := DecodeFragment(nil, nil, enc, testTrace)
@@ -94,6 +110,17 @@ func TestFragmentRoundTrip(t *testing.T) {
 			t.Fatalf("truncated to %d bytes: err = %v", i, err)
 		}
 	}
+	if Continued(enc) {
+		t.Fatal("a whole fragment reads as continued")
+	}
+	MarkContinued(enc)
+	got, _, err = DecodeFragment(nil, nil, enc, testTrace)
+	for i := range got {
+		got[i].Keys = nil
+	}
+	if !Continued(enc) || err != nil || !reflect.DeepEqual(got, groups) {
+		t.Fatalf("a part marked continued: continued %v, %v", Continued(enc), err)
+	}
 }
 
 func TestRecordsRoundTrip(t *testing.T) {
@@ -112,8 +139,11 @@ func TestRecordsRoundTrip(t *testing.T) {
 func FuzzFragment(f *testing.F) {
 	var e FragmentEncoder
 	f.Add(e.Append(nil, testTrace, testGroups(f)))
+	f.Add(e.Append(nil, testTrace, mergedGroups(f)))
 	f.Add([]byte{fragmentV2, 0, 0})
 	f.Add([]byte{fragmentV2Continued, 0, 0})
+	f.Add([]byte{fragmentMerged, 0, 0})
+	f.Add([]byte{fragmentMergedContinued, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		groups, _, err := DecodeFragment(nil, nil, b, testTrace)
 		if err != nil {
