@@ -22,7 +22,7 @@ type analysis struct {
 const (
 	maxQuantiles = 16
 	// maxPoints bounds the steps of a span metrics answer, which holds a
-	// histogram (a few KiB) per series and step: a day of minutes, so that
+	// histogram (up to a few KiB) per series and step: a day of minutes, so that
 	// a longer window asks for a coarser step.
 	maxPoints = 24 * 60
 )

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"math"
 	"math/bits"
+	"slices"
+	"sync"
 
 	"cairn/internal/binread"
 )
@@ -32,11 +34,18 @@ const numBuckets = (64-subBits-1)<<subBits + exactBelow
 var ErrCorrupt = errors.New("corrupt histogram")
 
 // Histogram counts durations. The zero value is empty and ready to use.
+//
+// It holds only the buckets that count something, ascending: most
+// histograms are of one series' or one edge's minute, with a few
+// durations over orders of magnitude, and a query holds one for each
+// series (or edge) and step of its answer. Held as every bucket between
+// the lowest and the highest used, a workload of 300 services took a
+// dependencies query 800 MB.
 type Histogram struct {
-	first  int      // bucket index of counts[0]
-	counts []uint64 // from first to the highest bucket used
-	count  uint64
-	sum    uint64 // saturates at math.MaxUint64
+	buckets []uint16 // ascending, each with a count above 0
+	counts  []uint64 // by bucket in buckets
+	count   uint64
+	sum     uint64 // saturates at math.MaxUint64
 }
 
 // bucketOf is the index of the bucket that counts ns.
@@ -67,62 +76,72 @@ func width(i int) float64 {
 
 // Add counts one duration.
 func (h *Histogram) Add(ns uint64) {
-	h.addN(bucketOf(ns), 1)
+	i := uint16(bucketOf(ns))
+	j, found := slices.BinarySearch(h.buckets, i)
+	if found {
+		h.counts[j]++
+	} else {
+		h.buckets = slices.Insert(h.buckets, j, i)
+		h.counts = slices.Insert(h.counts, j, 1)
+	}
 	h.count++
 	h.sum = addSat(h.sum, ns)
 }
 
-// addN adds n to the count of bucket i, leaving count and sum alone.
-func (h *Histogram) addN(i int, n uint64) {
-	h.cover(i, i+1)
-	h.counts[i-h.first] += n
-}
-
-// cover grows counts to hold buckets [lo, hi), at least a power of two's
-// buckets at a time.
-func (h *Histogram) cover(lo, hi int) {
-	switch {
-	case len(h.counts) == 0:
-		h.first = rowStart(lo)
-		h.counts = append(h.counts[:0], make([]uint64, rowEnd(hi-1)-h.first)...)
-		return
-	case lo < h.first:
-		// As many rows again below as are held, so that ever shorter
-		// durations reallocate once per doubling, as longer ones do.
-		first := rowStart(max(0, rowStart(lo)-len(h.counts)))
-		grown := make([]uint64, h.first-first+len(h.counts), h.first-first+cap(h.counts))
-		copy(grown[h.first-first:], h.counts)
-		h.counts, h.first = grown, first
-	}
-	if hi > h.first+len(h.counts) {
-		h.counts = append(h.counts, make([]uint64, rowEnd(hi-1)-h.first-len(h.counts))...)
-	}
-}
-
-// rowStart and rowEnd bound the buckets of i's power of two (its row of
-// 64; the first row holds the 128 exact buckets).
-func rowStart(i int) int { return max(i>>subBits, 1)<<subBits - 1<<subBits }
-
-func rowEnd(i int) int { return max(i>>subBits, 1)<<subBits + 1<<subBits }
-
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
-	if len(o.counts) > 0 {
-		h.cover(o.first, o.first+len(o.counts))
-		dst := h.counts[o.first-h.first:]
-		for j, n := range o.counts {
-			dst[j] += n
-		}
-	}
+	h.addBuckets(o.buckets, o.counts)
 	h.count += o.count
 	h.sum = addSat(h.sum, o.sum)
 }
 
+// addBuckets adds counts to buckets, both ascending, leaving count and sum
+// alone: in place where h has them all, as the minutes of one series
+// mostly do; otherwise h grows by the buckets it lacks and the two merge
+// from the back, where the union's last bucket goes.
+func (h *Histogram) addBuckets(buckets []uint16, counts []uint64) {
+	missing, j := 0, 0
+	for _, b := range buckets {
+		for j < len(h.buckets) && h.buckets[j] < b {
+			j++
+		}
+		if j == len(h.buckets) || h.buckets[j] != b {
+			missing++
+		}
+	}
+	if missing == 0 {
+		j = 0
+		for k, b := range buckets {
+			for h.buckets[j] < b {
+				j++
+			}
+			h.counts[j] += counts[k]
+		}
+		return
+	}
+	old := len(h.buckets)
+	h.buckets = append(h.buckets, make([]uint16, missing)...)
+	h.counts = append(h.counts, make([]uint64, missing)...)
+	i, k := old-1, len(buckets)-1
+	for w := len(h.buckets) - 1; k >= 0; w-- {
+		switch {
+		case i >= 0 && h.buckets[i] > buckets[k]:
+			h.buckets[w], h.counts[w] = h.buckets[i], h.counts[i]
+			i--
+		case i >= 0 && h.buckets[i] == buckets[k]:
+			h.buckets[w], h.counts[w] = buckets[k], h.counts[i]+counts[k]
+			i, k = i-1, k-1
+		default:
+			h.buckets[w], h.counts[w] = buckets[k], counts[k]
+			k--
+		}
+	}
+}
+
 // Reset empties h, keeping its memory.
 func (h *Histogram) Reset() {
-	clear(h.counts)
-	h.counts = h.counts[:0]
-	h.first, h.count, h.sum = 0, 0, 0
+	h.buckets, h.counts = h.buckets[:0], h.counts[:0]
+	h.count, h.sum = 0, 0
 }
 
 // Count is the number of durations counted.
@@ -145,7 +164,7 @@ func (h *Histogram) Quantile(q float64) float64 {
 	for j, n := range h.counts {
 		seen += n
 		if seen >= rank {
-			i := h.first + j
+			i := int(h.buckets[j])
 			return float64(lower(i)) + (width(i)-1)/2
 		}
 	}
@@ -173,27 +192,35 @@ const maxZeroRun = 2
 // counts.
 func (h *Histogram) Append(dst []byte) []byte {
 	dst = binary.AppendUvarint(dst, h.sum)
-	type run struct{ start, end int } // indexes into counts
-	var runs []run
-	for j := 0; j < len(h.counts); j++ {
-		if h.counts[j] == 0 {
-			continue
-		}
-		if n := len(runs); n > 0 && j-runs[n-1].end <= maxZeroRun {
-			runs[n-1].end = j + 1
-			continue
-		}
-		runs = append(runs, run{j, j + 1})
+	// A run ends before a bucket more than maxZeroRun empty buckets after
+	// the one before it.
+	runEnds := func(j int) bool {
+		return j+1 == len(h.buckets) || int(h.buckets[j+1])-int(h.buckets[j])-1 > maxZeroRun
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(runs)))
-	next := 0
-	for _, r := range runs {
-		dst = binary.AppendUvarint(dst, uint64(h.first+r.start-next))
-		dst = binary.AppendUvarint(dst, uint64(r.end-r.start))
-		for _, n := range h.counts[r.start:r.end] {
-			dst = binary.AppendUvarint(dst, n)
+	runs := 0
+	for j := range h.buckets {
+		if runEnds(j) {
+			runs++
 		}
-		next = h.first + r.end
+	}
+	dst = binary.AppendUvarint(dst, uint64(runs))
+	next, start := 0, 0
+	for j := range h.buckets {
+		if !runEnds(j) {
+			continue
+		}
+		first, last := int(h.buckets[start]), int(h.buckets[j])
+		dst = binary.AppendUvarint(dst, uint64(first-next))
+		dst = binary.AppendUvarint(dst, uint64(last-first+1))
+		for k := start; k <= j; k++ {
+			if k > start {
+				for range int(h.buckets[k]) - int(h.buckets[k-1]) - 1 {
+					dst = append(dst, 0)
+				}
+			}
+			dst = binary.AppendUvarint(dst, h.counts[k])
+		}
+		next, start = last+1, j+1
 	}
 	return dst
 }
@@ -206,10 +233,23 @@ func (h *Histogram) Decode(r *binread.Reader) {
 	h.DecodeAdd(r)
 }
 
+// decodeScratch holds the buckets a DecodeAdd into a histogram that has
+// some reads before it adds them.
+var decodeScratch = sync.Pool{New: func() any { return new(Histogram) }}
+
 // DecodeAdd reads a histogram that Append wrote from r, adds its counts to
 // h and returns how many durations it held. Corrupt input fails r and may
 // leave part of it added.
 func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
+	into := h
+	if len(h.buckets) > 0 {
+		into = decodeScratch.Get().(*Histogram)
+		into.Reset()
+		defer func() {
+			h.addBuckets(into.buckets, into.counts)
+			decodeScratch.Put(into)
+		}()
+	}
 	h.sum = addSat(h.sum, r.Uvarint())
 	runs := r.Count(3)
 	next, added := uint64(0), uint64(0)
@@ -224,12 +264,10 @@ func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
 			r.Fail("histogram bucket out of range")
 			return added
 		}
-		h.cover(int(start), int(start+n))
-		dst := h.counts[int(start)-h.first:][:n]
 		// Counts are most of a histogram's bytes, and most take one:
 		// they are read here rather than through r, a call each.
 		b := r.B
-		for i := range dst {
+		for i := range n {
 			c, k := uint64(0), 1
 			if len(b) > 0 && b[0] < 0x80 {
 				c = uint64(b[0])
@@ -238,13 +276,17 @@ func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
 				return added
 			}
 			b = b[k:]
+			if c == 0 {
+				continue
+			}
 			var carry uint64
 			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
 				r.Fail("histogram count overflows")
 				return added
 			}
 			added += c
-			dst[i] += c
+			into.buckets = append(into.buckets, uint16(start+i))
+			into.counts = append(into.counts, c)
 		}
 		r.B = b
 		next = start + n
