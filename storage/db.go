@@ -110,6 +110,10 @@ type DB struct {
 	// waitingSince maps partitions with blocks not yet recompressed to
 	// when recompression first saw them waiting; maintMu guards it too.
 	waitingSince map[uint32]time.Time
+	// rolledUp is, by partition and group size, the first block whose
+	// aggregate records rollUpAggregates has yet to look at; maintMu
+	// guards it too.
+	rolledUp map[rollupProgress]uint64
 	// cpuRoom is the maintainer's measure of the process's CPU use.
 	cpuRoom cpuRoom
 	// recompressBackoff is the wait after the last failed recompression,
@@ -181,6 +185,7 @@ func Open(dir string, o *Options) (*DB, error) {
 		flushed:      make(chan struct{}),
 		partitions:   make(map[uint32]uint64),
 		recompressed: make(map[uint32]uint64),
+		rolledUp:     make(map[rollupProgress]uint64),
 		merged:       make(map[uint32]bool),
 		waitingSince: make(map[uint32]time.Time),
 		damaged:      make(map[uint32]bool),

@@ -91,6 +91,9 @@ func (db *DB) maintainer() {
 		if err := db.enforceDiskBound(); err != nil {
 			db.opts.Logger.Error("enforce disk bound", "err", err)
 		}
+		if err := db.rollUpAggregates(ctx); err != nil {
+			db.opts.Logger.Error("roll up aggregates", "err", err)
+		}
 		if db.partitionDropped.Swap(false) {
 			if err := db.evictResources(); err != nil {
 				db.partitionDropped.Store(true) // try again

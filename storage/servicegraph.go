@@ -94,10 +94,7 @@ func (b blockEdges) section(p uint32) []byte {
 	for _, e := range m {
 		edges = append(edges, *e)
 	}
-	slices.SortFunc(edges, func(x, y codec.GraphEdge) int {
-		return cmp.Or(cmp.Compare(x.Minute, y.Minute), cmp.Compare(x.Parent, y.Parent), cmp.Compare(x.Child, y.Child),
-			compareBool(x.Virtual, y.Virtual))
-	})
+	slices.SortFunc(edges, compareEdges)
 	return codec.AppendServiceGraph(nil, edges)
 }
 

@@ -153,8 +153,6 @@ func checkMinute(t *testing.T, k seriesMinute, m *SpanMinute, spans []metricSpan
 	}
 }
 
-func allSeries(*SpanSeries) bool { return true }
-
 // TestSpanMetricsAgainstModel sends the spans of random traces shuffled
 // across many requests, cut into several blocks, with a crash that leaves
 // some in the write-ahead log to be replayed and a clean reopen: span

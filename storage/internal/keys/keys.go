@@ -208,6 +208,14 @@ func Aggregate(p uint32, block uint64) []byte {
 	return binary.BigEndian.AppendUint64(PartitionPrefix(KindAggregate, p), block)
 }
 
+// ParseAggregate decodes an aggregate key.
+func ParseAggregate(k []byte) (p uint32, block uint64, err error) {
+	if len(k) != 13 || k[0] != KindAggregate {
+		return 0, 0, fmt.Errorf("%w: aggregate key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+}
+
 // Postings is the key of a postings shard of a segment.
 func Postings(p uint32, block uint64, shard uint8) []byte {
 	k := binary.BigEndian.AppendUint64(PartitionPrefix(KindPostings, p), block)

@@ -1,0 +1,249 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"cairn/storage/internal/keys"
+)
+
+// TestRollUpKeepsAnswers cuts a store's spans into many blocks, with
+// service graph edges among them, and rolls their aggregate records up in
+// groups: span metrics and the service graph answer as before, from one
+// record per complete group, before and after a restart, and rolling up
+// again changes nothing.
+func TestRollUpKeepsAnswers(t *testing.T) {
+	old := rollupGroups
+	t.Cleanup(func() { rollupGroups = old })
+	rollupGroups = []uint64{2, 4} // changed while no store is open: the maintainer reads it
+
+	r := rand.New(rand.NewPCG(3, 4))
+	base := time.Now().Truncate(time.Hour) // one partition
+	spans := generateSpans(r, base, 200)
+	r.Shuffle(len(spans), func(i, j int) { spans[i], spans[j] = spans[j], spans[i] })
+	const cuts = 11
+	traces := genGraphTraces(r, 200, cuts, base)
+
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, PairingWindow: time.Hour}
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for i := range cuts {
+		write(t, db, encodeSpans(t, spans[i*len(spans)/cuts:(i+1)*len(spans)/cuts]))
+		for _, req := range exportRequests(r, traces, i) {
+			write(t, db, req)
+		}
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type answers struct {
+		metrics, byStep, generated []SpanMetricsSeries
+		graph                      []Edge
+	}
+	// answer gives the answers as lines, histograms by their encoding:
+	// merged in another order, a histogram's slice may have another
+	// length.
+	answer := func() []string {
+		t.Helper()
+		var a answers
+		ctx, from, to := context.Background(), base.Add(-time.Hour), base.Add(time.Hour)
+		if a.metrics, err = db.SpanMetrics(ctx, from, to, time.Minute, allSeries); err != nil {
+			t.Fatal(err)
+		}
+		if a.byStep, err = db.SpanMetrics(ctx, from, to, 7*time.Minute, func(s *SpanSeries) bool { return s.Service == "svc1" }); err != nil {
+			t.Fatal(err)
+		}
+		if a.generated, err = db.SpanMetrics(ctx, from, to, time.Minute, func(s *SpanSeries) bool { return strings.HasPrefix(s.Service, "svc") }); err != nil {
+			t.Fatal(err)
+		}
+		if a.graph, err = db.ServiceGraph(ctx, from, to); err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		for _, ss := range [][]SpanMetricsSeries{a.metrics, a.byStep} {
+			for _, s := range ss {
+				for _, m := range s.Minutes {
+					lines = append(lines, fmt.Sprintf("%+v %d %x %v", s.SpanSeries, m.Minute, m.Latency.Append(nil), m.Slowest))
+				}
+			}
+		}
+		for _, e := range a.graph {
+			lines = append(lines, fmt.Sprintf("%s %s %v %d %d %x", e.Parent, e.Child, e.Virtual, e.Calls, e.Errors, e.Latency.Append(nil)))
+		}
+		if len(a.generated) == 0 || len(a.graph) < 10 {
+			t.Fatalf("%d series of generated spans, %d edges: the test makes too little", len(a.generated), len(a.graph))
+		}
+		checkSpanMetrics(t, a.generated, spans, 0, 1)
+		return lines
+	}
+	same := func(what string, got, want []string) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d lines of answers, want %d", what, len(got), len(want))
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%s: answer line %d\n got %s\nwant %s", what, i, got[i], want[i])
+			}
+		}
+	}
+	records := func() map[uint64]bool {
+		t.Helper()
+		blocks := map[uint64]bool{}
+		it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer it.Close()
+		for it.First(); it.Valid(); it.Next() {
+			_, b, err := keys.ParseAggregate(it.Key())
+			if err != nil {
+				t.Fatal(err)
+			}
+			blocks[b] = true
+		}
+		return blocks
+	}
+
+	// The maintainer may roll some groups up first: the answers are the
+	// same either way.
+	want := answer()
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Blocks 1 to 11 were cut: groups 0-3, 4-7 and 8-11 are complete (and
+	// the groups of two in them), and each keeps its newest record.
+	if got := records(); !reflect.DeepEqual(got, map[uint64]bool{3: true, 7: true, 11: true}) {
+		t.Fatalf("aggregate records of blocks %v, want 3, 7 and 11", got)
+	}
+	same("after the roll-up", answer(), want)
+
+	// Block 12 starts groups that wait for blocks 13 and 15; a restart looks at
+	// the groups rolled up before again, and leaves them.
+	write(t, db, encodeSpans(t, spans[:10]))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	spans = append(spans, spans[:10]...)
+	want = answer()
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts)
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := records(); !reflect.DeepEqual(got, map[uint64]bool{3: true, 7: true, 11: true, 12: true}) {
+		t.Fatalf("aggregate records of blocks %v after the restart, want 3, 7, 11 and 12", got)
+	}
+	same("after the restart", answer(), want)
+}
+
+// TestRollUpLeavesDamagedRecords merges no group with a record that cannot
+// be decoded, and goes on with the others.
+func TestRollUpLeavesDamagedRecords(t *testing.T) {
+	old := rollupGroups
+	t.Cleanup(func() { rollupGroups = old })
+	rollupGroups = []uint64{2}
+
+	r := rand.New(rand.NewPCG(5, 6))
+	base := time.Now().Truncate(time.Hour)
+	spans := generateSpans(r, base, 40)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for i := range 5 { // blocks 1 to 5
+		write(t, db, encodeSpans(t, spans[i*len(spans)/5:(i+1)*len(spans)/5]))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := partitionOf(uint64(base.UnixNano()))
+	// A section of span metrics that claims more series than it holds.
+	if err := db.idx.Set(keys.Aggregate(p, 2), []byte{1, 1, 2, 9, 9}, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var blocks []uint64
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		_, b, _ := keys.ParseAggregate(it.Key())
+		blocks = append(blocks, b)
+	}
+	if want := []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
+		t.Fatalf("aggregate records of blocks %v, want %v: group 2-3 as it was, group 4-5 merged", blocks, want)
+	}
+}
+
+// TestRollUpKeepsFilteredSeries merges blocks whose series together pass
+// --span-metrics-max-series though each block's do not: a query of one
+// service finds its series after the merge as before.
+func TestRollUpKeepsFilteredSeries(t *testing.T) {
+	old := rollupGroups
+	t.Cleanup(func() { rollupGroups = old })
+	rollupGroups = []uint64{2}
+
+	base := time.Now().Truncate(time.Hour)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1, SpanMetricsMaxSeries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	span := func(trace byte, service, name string) metricSpan {
+		start := uint64(base.UnixNano()) + uint64(trace)
+		return metricSpan{service: service, span: &tracepb.Span{TraceId: []byte{trace, 15: 1}, SpanId: []byte{7: trace},
+			Name: name, StartTimeUnixNano: start, EndTimeUnixNano: start + 1e6}}
+	}
+	blocks := [][]metricSpan{
+		{span(1, "a", "a0")},
+		{span(2, "a", "a1"), span(3, "a", "a2"), span(4, "a", "a3"), span(5, "a", "a4")}, // block 2: four series
+		{span(6, "b", "b1")}, // block 3: another
+	}
+	for _, spans := range blocks {
+		write(t, db, encodeSpans(t, spans))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ofB := func() string {
+		got, err := db.SpanMetrics(context.Background(), base, base.Add(time.Hour), time.Hour, func(s *SpanSeries) bool { return s.Service == "b" || s.Overflow })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, s := range got {
+			out = append(out, fmt.Sprintf("%s/%s overflow=%v calls=%d", s.Service, s.Name, s.Overflow, s.Minutes[0].Latency.Count()))
+		}
+		return strings.Join(out, "; ")
+	}
+	want := ofB()
+	if want != "b/b1 overflow=false calls=1" {
+		t.Fatalf("before the merge: %s", want)
+	}
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := ofB(); got != want {
+		t.Fatalf("after the merge of blocks 2 and 3: %s, want %s", got, want)
+	}
+}
