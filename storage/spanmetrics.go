@@ -192,7 +192,7 @@ func aggregateRecord(sm *spanMetrics, edges []byte) []byte {
 // not per minute. The series are ordered by service, name, kind and
 // status, overflow series last, their steps ascending; at most
 // Options.SpanMetricsMaxSeries of them, past which the rest merge into
-// overflow series.
+// overflow series. keep must not keep the series it is given.
 func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
 	lo, hi := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
 	perStep := max(uint64(step/time.Minute), 1)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"unsafe"
 
 	"cairn/internal/binread"
 	"cairn/internal/histogram"
@@ -178,8 +179,11 @@ func appendStr(dst []byte, s string) []byte {
 
 // DecodeSpanMetrics decodes the payload of a span metrics section. For each
 // minute of each series that keep accepts, it adds the minute's spans to
-// the minute that dst returns for it, unless that is nil. Corrupt input
-// fails, leaving part of it added.
+// the minute that dst returns for it, unless that is nil. keep must not
+// keep the series it is given, whose name is src's bytes: a query of one
+// service passes over every other series of every record, and copied
+// each name first, an allocation for each. Corrupt input fails, leaving
+// part of it added.
 func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *SpanSeries, minute uint64) *SpanMinute) error {
 	r := binread.New(src, ErrCorrupt)
 	n := r.Count(6)
@@ -192,9 +196,10 @@ func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *Span
 		if b := r.Bytes(r.Count(1)); string(b) != service {
 			service = string(b)
 		}
+		name := r.Bytes(r.Count(1))
 		s := SpanSeries{
 			Service: service,
-			Name:    string(r.Bytes(r.Count(1))),
+			Name:    unsafe.String(unsafe.SliceData(name), len(name)),
 			Kind:    r.Byte(),
 			Status:  r.Byte(),
 		}
@@ -210,6 +215,7 @@ func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *Span
 		if !keep(&s) {
 			continue
 		}
+		s.Name = string(name)
 		mr := binread.New(minutes, ErrCorrupt)
 		for range mr.Count(3) {
 			m := dst(&s, mr.Uvarint())
