@@ -220,6 +220,10 @@ func DecodeSpanMetrics(src []byte, keep func(*SpanSeries) bool, dst func(s *Span
 		for range mr.Count(3) {
 			m := dst(&s, mr.Uvarint())
 			if m == nil {
+				// Emptied each time: a histogram adds another at the
+				// cost of the buckets it holds.
+				skipped.Latency.Reset()
+				skipped.Slowest = skipped.Slowest[:0]
 				m = &skipped
 			}
 			m.Latency.DecodeAdd(mr)
