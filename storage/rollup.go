@@ -216,19 +216,10 @@ func mergeAggregates(records [][]byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	var sections []codec.Section
-	if hasMetrics {
-		sections = append(sections, codec.Section{Type: codec.SectionSpanMetrics, Payload: codec.AppendSpanMetrics(nil, metrics.sorted())})
+	if !hasMetrics {
+		metrics = nil
 	}
-	if len(edges) > 0 {
-		sorted := make([]codec.GraphEdge, 0, len(edges))
-		for _, e := range edges {
-			sorted = append(sorted, *e)
-		}
-		slices.SortFunc(sorted, compareEdges)
-		sections = append(sections, codec.Section{Type: codec.SectionServiceGraph, Payload: codec.AppendServiceGraph(nil, sorted)})
-	}
-	return codec.AppendAggregate(nil, sections...), nil
+	return aggregateRecord(metrics, edgesSection(edges)), nil
 }
 
 // allSeries accepts every span metrics series.

@@ -85,8 +85,11 @@ func (b blockEdges) add(p *pairing.Pairer, e pairing.Edge) {
 }
 
 // section encodes the edges of partition p, ordered.
-func (b blockEdges) section(p uint32) []byte {
-	m := b[p]
+func (b blockEdges) section(p uint32) []byte { return edgesSection(b[p]) }
+
+// edgesSection encodes edges as a service graph section, ordered; nil if
+// there are none.
+func edgesSection[K comparable](m map[K]*codec.GraphEdge) []byte {
 	if len(m) == 0 {
 		return nil
 	}
@@ -124,25 +127,6 @@ func (g *serviceGraph) cut(now uint64, spans int, traces []*traceState) blockEdg
 
 // peer returns the peer that span i of the trace being paired names.
 func (g *serviceGraph) peer(i int) []byte { return g.peers[i] }
-
-// addStored appends a span read back from a block to the trace being
-// paired, as cut would have had it.
-func (g *serviceGraph) addStored(raw []byte, service uint32) {
-	f := otlpwire.Facts(raw)
-	s := liveSpan{raw: raw, start: f.Start, end: f.End, err: f.Error, kind: spanKind(f.Kind), id: f.ID}
-	if len(f.Parent) == 8 {
-		s.parent = [8]byte(f.Parent)
-	}
-	var peer []byte
-	if s.kind == kindClient || s.kind == kindProducer {
-		// A copy: the replay holds the spans of every cut it pairs again
-		// at once, and the peer would keep its whole fragment's buffer.
-		peer = bytes.Clone(peerOf(raw))
-	}
-	g.spans = append(g.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
-		Start: s.start, Duration: s.duration(), Err: s.err})
-	g.peers = append(g.peers, peer)
-}
 
 // Span kinds that name peers.
 const (
@@ -280,14 +264,35 @@ type replayTrace struct {
 	peers [][]byte // by span in spans
 }
 
+// add appends a span read back from a block to the trace, as cut would
+// have had it.
+func (t *replayTrace) add(raw []byte, service uint32) {
+	f := otlpwire.Facts(raw)
+	s := liveSpan{raw: raw, start: f.Start, end: f.End, err: f.Error, kind: spanKind(f.Kind), id: f.ID}
+	if len(f.Parent) == 8 {
+		s.parent = [8]byte(f.Parent)
+	}
+	var peer []byte
+	if s.kind == kindClient || s.kind == kindProducer {
+		// A copy: the replay holds the spans of every cut it pairs again
+		// at once, and the peer would keep its whole fragment's buffer.
+		peer = bytes.Clone(peerOf(raw))
+	}
+	t.spans = append(t.spans, pairing.Span{ID: s.id, Parent: s.parent, Service: service, Kind: int32(s.kind),
+		Start: s.start, Duration: s.duration(), Err: s.err})
+	t.peers = append(t.peers, peer)
+}
+
+// peer returns the peer that span i of the trace names.
+func (t *replayTrace) peer(i int) []byte { return t.peers[i] }
+
 // pair pairs the cut's spans again, dropping the edges.
 func (rc *replayCut) pair(g *serviceGraph) {
 	ids := slices.SortedFunc(maps.Keys(rc.traces), func(a, b TraceID) int { return slices.Compare(a[:], b[:]) })
 	c := g.pairer.Cut(rc.created, rc.spans, nil)
 	for _, id := range ids {
 		t := rc.traces[id]
-		g.spans, g.peers = t.spans, t.peers
-		c.Trace(id, g.spans, g.peer)
+		c.Trace(id, t.spans, t.peer)
 	}
 	c.End()
 }
@@ -350,11 +355,9 @@ func (db *DB) replayBlock(b uint64, cuts map[uint64]*replayCut) error {
 					t = &replayTrace{}
 					rc.traces[id] = t
 				}
-				g.spans, g.peers = t.spans, t.peers
 				for _, raw := range fr.Spans {
-					g.addStored(raw, svc)
+					t.add(raw, svc)
 				}
-				t.spans, t.peers = g.spans, g.peers
 				rc.spans += len(fr.Spans)
 			}
 		}
