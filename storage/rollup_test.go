@@ -21,9 +21,7 @@ import (
 // record per complete group, before and after a restart, and rolling up
 // again changes nothing.
 func TestRollUpKeepsAnswers(t *testing.T) {
-	old := rollupGroups
-	t.Cleanup(func() { rollupGroups = old })
-	rollupGroups = []uint64{2, 4} // changed while no store is open: the maintainer reads it
+	smallRollupGroups(t, 2, 4)
 
 	r := rand.New(rand.NewPCG(3, 4))
 	base := time.Now().Truncate(time.Hour) // one partition
@@ -99,24 +97,6 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 			}
 		}
 	}
-	records := func() map[uint64]bool {
-		t.Helper()
-		blocks := map[uint64]bool{}
-		it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer it.Close()
-		for it.First(); it.Valid(); it.Next() {
-			_, b, err := keys.ParseAggregate(it.Key())
-			if err != nil {
-				t.Fatal(err)
-			}
-			blocks[b] = true
-		}
-		return blocks
-	}
-
 	// The maintainer may roll some groups up first: the answers are the
 	// same either way.
 	want := answer()
@@ -125,7 +105,7 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 	}
 	// Blocks 1 to 11 were cut: groups 0-3, 4-7 and 8-11 are complete (and
 	// the groups of two in them), and each keeps its newest record.
-	if got := records(); !reflect.DeepEqual(got, map[uint64]bool{3: true, 7: true, 11: true}) {
+	if got := aggregateBlocks(t, db); !reflect.DeepEqual(got, []uint64{3, 7, 11}) {
 		t.Fatalf("aggregate records of blocks %v, want 3, 7 and 11", got)
 	}
 	same("after the roll-up", answer(), want)
@@ -145,7 +125,7 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 	if err := db.rollUpAggregates(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := records(); !reflect.DeepEqual(got, map[uint64]bool{3: true, 7: true, 11: true, 12: true}) {
+	if got := aggregateBlocks(t, db); !reflect.DeepEqual(got, []uint64{3, 7, 11, 12}) {
 		t.Fatalf("aggregate records of blocks %v after the restart, want 3, 7, 11 and 12", got)
 	}
 	same("after the restart", answer(), want)
@@ -154,9 +134,7 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 // TestRollUpLeavesDamagedRecords merges no group with a record that cannot
 // be decoded, and goes on with the others.
 func TestRollUpLeavesDamagedRecords(t *testing.T) {
-	old := rollupGroups
-	t.Cleanup(func() { rollupGroups = old })
-	rollupGroups = []uint64{2}
+	smallRollupGroups(t, 2)
 
 	r := rand.New(rand.NewPCG(5, 6))
 	base := time.Now().Truncate(time.Hour)
@@ -180,17 +158,7 @@ func TestRollUpLeavesDamagedRecords(t *testing.T) {
 	if err := db.rollUpAggregates(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var blocks []uint64
-	it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		_, b, _ := keys.ParseAggregate(it.Key())
-		blocks = append(blocks, b)
-	}
-	if want := []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
+	if blocks, want := aggregateBlocks(t, db), []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
 		t.Fatalf("aggregate records of blocks %v, want %v: group 2-3 as it was, group 4-5 merged", blocks, want)
 	}
 }
@@ -199,9 +167,7 @@ func TestRollUpLeavesDamagedRecords(t *testing.T) {
 // --span-metrics-max-series though each block's do not: a query of one
 // service finds its series after the merge as before.
 func TestRollUpKeepsFilteredSeries(t *testing.T) {
-	old := rollupGroups
-	t.Cleanup(func() { rollupGroups = old })
-	rollupGroups = []uint64{2}
+	smallRollupGroups(t, 2)
 
 	base := time.Now().Truncate(time.Hour)
 	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1, SpanMetricsMaxSeries: 4})
@@ -246,4 +212,33 @@ func TestRollUpKeepsFilteredSeries(t *testing.T) {
 	if got := ofB(); got != want {
 		t.Fatalf("after the merge of blocks 2 and 3: %s, want %s", got, want)
 	}
+}
+
+// smallRollupGroups makes rollUpAggregates merge groups of sizes, until
+// the test ends. It must be called while no store is open: the maintainer
+// reads them.
+func smallRollupGroups(t *testing.T, sizes ...uint64) {
+	old := rollupGroups
+	t.Cleanup(func() { rollupGroups = old })
+	rollupGroups = sizes
+}
+
+// aggregateBlocks lists the blocks that have aggregate records, ascending
+// (one partition's, in these tests).
+func aggregateBlocks(t *testing.T, db *DB) []uint64 {
+	t.Helper()
+	it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var blocks []uint64
+	for it.First(); it.Valid(); it.Next() {
+		_, b, err := keys.ParseAggregate(it.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks = append(blocks, b)
+	}
+	return blocks
 }
