@@ -31,13 +31,11 @@ var defaultQuantiles = []float64{0.5, 0.95, 0.99}
 
 // spanMetricsArgs is a validated GetSpanMetrics request.
 type spanMetricsArgs struct {
-	from, to  time.Time // whole minutes
-	step      time.Duration
+	// From and To are whole minutes. ByService merges the series of each
+	// service into one, of all its operations and kinds kept; the web
+	// UI's services page asks for it.
+	storage.SpanMetricsQuery
 	quantiles []float64
-	keep      func(*storage.SpanSeries) bool
-	// byService merges the series of each service into one, of all its
-	// operations and kinds kept; the web UI's services page asks for it.
-	byService bool
 }
 
 func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMetricsArgs, error) {
@@ -45,20 +43,20 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 		args spanMetricsArgs
 		err  error
 	)
-	if args.from, args.to, err = windowArgs(req.GetStartTime(), req.GetEndTime()); err != nil {
+	if args.From, args.To, err = windowArgs(req.GetStartTime(), req.GetEndTime()); err != nil {
 		return args, err
 	}
-	if args.step, err = durationArg(req.GetStep(), "step"); err != nil {
+	if args.Step, err = durationArg(req.GetStep(), "step"); err != nil {
 		return args, err
 	}
 	switch {
-	case args.step == 0:
-		args.step = time.Minute
-	case args.step%time.Minute != 0:
-		return args, status.Errorf(codes.InvalidArgument, "step %v is not a whole number of minutes", args.step)
+	case args.Step == 0:
+		args.Step = time.Minute
+	case args.Step%time.Minute != 0:
+		return args, status.Errorf(codes.InvalidArgument, "step %v is not a whole number of minutes", args.Step)
 	}
 	if n := args.points(); n > maxPoints {
-		return args, status.Errorf(codes.InvalidArgument, "step %v gives %d points over the window, more than %d", args.step, n, maxPoints)
+		return args, status.Errorf(codes.InvalidArgument, "step %v gives %d points over the window, more than %d", args.Step, n, maxPoints)
 	}
 	if args.quantiles, err = quantileArgs(req.GetQuantiles()); err != nil {
 		return args, err
@@ -71,15 +69,16 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 		kinds[k] = true
 	}
 	anyKind := len(req.GetSpanKinds()) == 0
-	service, operation := req.GetService(), req.GetOperation()
-	args.keep = func(s *storage.SpanSeries) bool {
+	args.Service = req.GetService()
+	operation := req.GetOperation()
+	args.Keep = func(s *storage.SpanSeries) bool {
 		// An overflow series has no service, name or kind: its spans may be
 		// of the ones asked for, and an answer without it would undercount
 		// them and never say so.
 		if s.Overflow {
 			return true
 		}
-		return (service == "" || s.Service == service) && (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
+		return (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
 	}
 	return args, nil
 }
@@ -148,7 +147,7 @@ func (a analysis) spanMetrics(ctx context.Context, args spanMetricsArgs) ([]*ana
 		return nil, err
 	}
 	defer leave()
-	stored, err := a.r.SpanMetrics(ctx, args.from, args.to, args.step, args.keep)
+	stored, err := a.r.SpanMetrics(ctx, args.SpanMetricsQuery)
 	if err != nil {
 		if storage.IsCorruption(err) {
 			return nil, status.Error(codes.DataLoss, err.Error())
@@ -166,7 +165,7 @@ type step struct {
 
 // points is how many steps the answer has: the last may be partial.
 func (args spanMetricsArgs) points() int {
-	return int((args.to.Sub(args.from) + args.step - 1) / args.step)
+	return int((args.To.Sub(args.From) + args.Step - 1) / args.Step)
 }
 
 // steps merges stored series, which differ by status code, into series by
@@ -182,12 +181,12 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 		steps [][]*step // by series in out, by step
 		index = map[seriesKey]int{}
 	)
-	first := uint64(args.from.Unix() / 60)
-	perStep := uint64(args.step / time.Minute)
+	first := uint64(args.From.Unix() / 60)
+	perStep := uint64(args.Step / time.Minute)
 	nsteps := args.points()
 	for _, s := range stored {
 		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
-		if args.byService {
+		if args.ByService {
 			k.operation, k.kind = "", 0
 		}
 		i, ok := index[k]
@@ -215,7 +214,7 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	for i, series := range out {
 		for j, st := range steps[i] {
 			if st != nil {
-				series.Points = append(series.Points, args.point(args.from.Add(time.Duration(j)*args.step), st))
+				series.Points = append(series.Points, args.point(args.From.Add(time.Duration(j)*args.Step), st))
 			}
 		}
 	}

@@ -189,7 +189,7 @@ func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r 
 	switch v.Get("by") {
 	case "", "operation":
 	case "service":
-		args.byService = true
+		args.ByService = true
 	default:
 		return badRequest("by %q is not service or operation", v.Get("by"))
 	}

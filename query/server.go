@@ -38,9 +38,9 @@ type Reader interface {
 	// ServiceGraph returns the service graph's edges with the calls that
 	// started in the minutes that [from, to) overlaps.
 	ServiceGraph(ctx context.Context, from, to time.Time) ([]storage.Edge, error)
-	// SpanMetrics merges the span metrics of the series keep accepts over
-	// the minutes in [from, to), by series and step.
-	SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*storage.SpanSeries) bool) ([]storage.SpanMetricsSeries, error)
+	// SpanMetrics merges the span metrics that q asks for, by series and
+	// step.
+	SpanMetrics(ctx context.Context, q storage.SpanMetricsQuery) ([]storage.SpanMetricsSeries, error)
 }
 
 // DefaultMaxSearchDepth is the most traces a search may ask for unless

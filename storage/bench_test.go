@@ -289,41 +289,78 @@ func BenchmarkServiceGraph(b *testing.B) {
 	}
 }
 
-// BenchmarkSpanMetrics measures span metrics of one service over the hour
-// of a store of 1M bench spans in five blocks, at minute resolution, as
-// the analysis API asks for them.
+// BenchmarkSpanMetrics measures span metrics of one service over the hour,
+// at minute resolution, as the analysis API asks for them: of a store of
+// 1M bench spans in five blocks (a few services, each with few series of
+// many spans), and of a fleet of 300 services with 30 operations each,
+// 20 blocks of 15,000 spans, each block with about 9,000 series.
 func BenchmarkSpanMetrics(b *testing.B) {
-	const spans, batch, blocks = 200_000, 1024, 5
-	pool, err := bench.NewPool(bench.Config{BatchSpans: batch, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, spans)
-	if err != nil {
-		b.Fatal(err)
-	}
+	b.Run("workload=bench", func(b *testing.B) {
+		const spans, batch, blocks = 200_000, 1024, 5
+		pool, err := bench.NewPool(bench.Config{BatchSpans: batch, LargeTraceEvery: 5000, TracesPerSecond: 10_000}, spans)
+		if err != nil {
+			b.Fatal(err)
+		}
+		db := openBenchStore(b)
+		seq := uint64(0)
+		for range blocks {
+			for range pool.Requests() {
+				write(b, db, pool.Request(nil, seq))
+				seq++
+			}
+			if err := db.cut(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_, to := pool.Window(seq)
+		benchSpanMetrics(b, db, to)
+	})
+	b.Run("workload=300-services", func(b *testing.B) {
+		const services, operations, blocks, perBlock = 300, 30, 20, 15_000
+		db := openBenchStore(b)
+		r := rand.New(rand.NewPCG(1, 2))
+		end := time.Now().Truncate(time.Minute)
+		start := end.Add(-30 * time.Minute)
+		for block := range blocks {
+			spans := make([]metricSpan, perBlock)
+			for i := range spans {
+				id := TraceID{0: byte(block + 1), 14: byte(i >> 8), 15: byte(i)}
+				ns := uint64(start.Add(time.Duration(block)*90*time.Second).UnixNano()) + r.Uint64N(uint64(90*time.Second))
+				spans[i] = metricSpan{trace: id, service: fmt.Sprintf("service-%d", r.IntN(services)), span: &tracepb.Span{
+					TraceId: id[:], SpanId: []byte{7: 1}, Name: fmt.Sprintf("operation-%d", r.IntN(operations)),
+					Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: ns, EndTimeUnixNano: ns + r.Uint64N(1e9)}}
+			}
+			write(b, db, encodeSpans(b, spans))
+			if err := db.cut(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		benchSpanMetrics(b, db, end)
+	})
+}
+
+func openBenchStore(b *testing.B) *DB {
 	db, err := Open(b.TempDir(), &Options{FlushInterval: time.Hour, BufferBytes: 1 << 30, RecompressAfter: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer db.Close()
-	seq := uint64(0)
-	for range blocks {
-		for range pool.Requests() {
-			write(b, db, pool.Request(nil, seq))
-			seq++
-		}
-		if err := db.cut(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	_, to := pool.Window(seq)
-	from := to.Add(-time.Hour)
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+// benchSpanMetrics reads the span metrics of each service in turn over the
+// hour before to.
+func benchSpanMetrics(b *testing.B, db *DB, to time.Time) {
 	services, err := db.Services()
 	if err != nil {
 		b.Fatal(err)
 	}
+	from := to.Add(-time.Hour)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		service := services[i%len(services)]
-		if _, err := db.SpanMetrics(context.Background(), from, to, time.Minute, func(s *SpanSeries) bool { return s.Service == service }); err != nil {
-			b.Fatal(err)
+		if got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: time.Minute, Service: service}); err != nil || len(got) == 0 {
+			b.Fatalf("%d series of %s, %v", len(got), service, err)
 		}
 	}
 }

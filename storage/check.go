@@ -423,6 +423,7 @@ var kindNames = map[byte]string{
 	keys.KindRows:         "the search index (rows)",
 	keys.KindPostings:     "the search index (postings)",
 	keys.KindAggregate:    "aggregates (span metrics)",
+	keys.KindGraph:        "aggregates (service graph)",
 	keys.KindData:         "span data",
 	keys.KindRecompressed: "recompression progress",
 }
@@ -458,7 +459,7 @@ func (c *checker) held(d *Damage) string {
 			khi = hi
 		}
 		switch kind {
-		case keys.KindData, keys.KindTraceV6, keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindAggregate:
+		case keys.KindData, keys.KindTraceV6, keys.KindTrace, keys.KindRows, keys.KindPostings, keys.KindAggregate, keys.KindGraph:
 			p1, p2 := partitionIn(klo, 0), partitionIn(khi, ^uint32(0))
 			name += " of partition " + partitionName(p1)
 			if p2 != p1 {

@@ -28,7 +28,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 10
+const FormatVersion = 11
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -326,15 +326,18 @@ func (db *DB) recover() error {
 		err = db.upgradeFrom3()
 	case 4:
 		err = db.upgradeFrom4()
-	case 5, 6, 7, 8, 9:
+	case 5, 6, 7, 8, 9, 10:
 		// Version 6 only adds aggregates, which blocks cut before have
 		// not; version 7 keys the trace index by fingerprint, and
 		// loadV6Traces has recorded which partitions have the old keys;
 		// version 8 writes rows records of version 4, and reads both;
 		// version 9 stores large fragments in parts, and reads whole ones;
 		// version 10 says in merged fragments which cut each group's
-		// spans came with, and reads merged fragments that do not.
-		err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
+		// spans came with, and reads merged fragments that do not;
+		// version 11 shards aggregate records, which are rewritten.
+		if err = db.shardAggregates(); err == nil {
+			err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("upgrade store from format version %d: %w", version, err)

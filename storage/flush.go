@@ -706,22 +706,37 @@ func (db *DB) writeData(dir string, worker int, block uint64, traces []*traceSta
 	return res
 }
 
-// writeAggregates writes the aggregate records of a block, in key order: one
-// per partition it has spans in or service graph edges of. Edges whose
-// partition has been dropped are left out.
+// writeAggregates writes the aggregate records of a block, in key order:
+// the span metrics of each partition it has spans in, a record a shard,
+// then the service graph edges of each partition it has them of. Edges
+// whose partition has been dropped (one neither stored nor in this block)
+// are left out.
 func (db *DB) writeAggregates(w *sstable.Writer, buf *buffer, parts []uint32, metrics map[uint32]*spanMetrics) error {
-	all := slices.Clone(parts)
+	parts = slices.Sorted(slices.Values(parts))
+	for _, p := range parts {
+		if metrics[p] == nil {
+			continue
+		}
+		if err := metricsRecords(metrics[p], func(shard uint8, rec []byte) error {
+			return w.Set(keys.Aggregate(p, shard, buf.block), rec)
+		}); err != nil {
+			return err
+		}
+	}
+	var graphed []uint32
 	db.mu.Lock()
 	for p := range buf.edges {
-		if _, ok := db.partitions[p]; ok {
-			all = append(all, p)
+		if _, ok := db.partitions[p]; ok || slices.Contains(parts, p) {
+			graphed = append(graphed, p)
 		}
 	}
 	db.mu.Unlock()
-	slices.Sort(all)
-	for _, p := range slices.Compact(all) {
-		if err := w.Set(keys.Aggregate(p, buf.block), aggregateRecord(metrics[p], buf.edges.section(p))); err != nil {
-			return err
+	slices.Sort(graphed)
+	for _, p := range graphed {
+		if edges := buf.edges.section(p); edges != nil {
+			if err := w.Set(keys.Graph(p, buf.block), aggregateRecord(nil, edges)); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -97,8 +97,10 @@ type Options struct {
 	// SpanMetricsMaxSeries bounds the span metrics series (service, span
 	// name, kind, status code) of one block's partition, of the answer to
 	// one SpanMetrics call and of the process's Prometheus totals; spans of
-	// further series count into one overflow series per status code, and
-	// in cairn_span_metrics_overflow_spans_total.
+	// further series count into an overflow series of their service and
+	// status code (at most as many again), past those into one overflow
+	// series per status code, and in
+	// cairn_span_metrics_overflow_spans_total.
 	//
 	// The default is 10000.
 	SpanMetricsMaxSeries int

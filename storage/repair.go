@@ -250,7 +250,7 @@ func (c *checker) rebuild(excised []pebble.KeyRange, r *RepairReport) error {
 		}
 		r.Rebuilt = append(r.Rebuilt, fmt.Sprintf("the resource-attribute index of %d resources from the dictionary", n))
 	}
-	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings, keys.KindAggregate} {
+	for _, kind := range []byte{keys.KindResource, keys.KindScope, keys.KindService, keys.KindOperation, keys.KindRows, keys.KindPostings, keys.KindAggregate, keys.KindGraph} {
 		if lost[kind] {
 			r.Lost = append(r.Lost, lostMessages[kind])
 		}
@@ -269,6 +269,7 @@ var lostMessages = map[byte]string{
 	keys.KindRows:      "search-index rows: search passes over the segments they described; their traces still read by ID",
 	keys.KindPostings:  "search-index postings: search passes over the segments they described; their traces still read by ID",
 	keys.KindAggregate: "aggregates: span metrics leave out the spans of the blocks they described",
+	keys.KindGraph:     "aggregates: the service graph leaves out the calls of the blocks they described",
 }
 
 // rebuildTraceIndex writes the trace-index keys that span data names and

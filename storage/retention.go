@@ -376,7 +376,7 @@ func (db *DB) deletePartition(p uint32, ranges *[2][][2][]byte) error {
 	partition := func(kind byte) [2][]byte {
 		return [2][]byte{keys.PartitionPrefix(kind, p), keys.PartitionPrefix(kind, p+1)}
 	}
-	ranges[0] = [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings), partition(keys.KindAggregate)}
+	ranges[0] = [][2][]byte{partition(keys.KindTrace), partition(keys.KindRows), partition(keys.KindPostings), partition(keys.KindAggregate), partition(keys.KindGraph)}
 	if db.v6TraceIndex(p) {
 		ranges[0] = append(ranges[0], partition(keys.KindTraceV6))
 	}
@@ -394,10 +394,16 @@ func (db *DB) deleteBlocks(p uint32, through uint64, traces [][]byte, ranges *[2
 	ranges[0] = [][2][]byte{
 		{keys.Rows(p, 0), keys.Rows(p, through+1)},
 		{keys.Postings(p, 0, 0), keys.Postings(p, through+1, 0)},
-		{keys.Aggregate(p, 0), keys.Aggregate(p, through+1)},
 	}
+	deletes := slices.Clone(ranges[0])
+	for _, key := range aggregateRuns {
+		deletes = append(deletes, [2][]byte{key(p, 0), key(p, through+1)})
+	}
+	// One range to compact for the span metrics shards' many.
+	ranges[0] = append(ranges[0], [2][]byte{keys.PartitionPrefix(keys.KindAggregate, p), keys.PartitionPrefix(keys.KindAggregate, p+1)},
+		[2][]byte{keys.Graph(p, 0), keys.Graph(p, through+1)})
 	ranges[1] = [][2][]byte{{keys.DataBlock(p, 0), keys.DataBlock(p, through+1)}}
-	if err := commitDeletes(db.idx, ranges[0], traces); err != nil {
+	if err := commitDeletes(db.idx, deletes, traces); err != nil {
 		return err
 	}
 	return commitDeletes(db.spans, ranges[1], nil)

@@ -4,16 +4,13 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"cairn/internal/histogram"
 	"cairn/storage/internal/codec"
-	"cairn/storage/internal/keys"
 )
 
 // rollupGroups are the sizes, in blocks, of the groups of consecutive
@@ -94,23 +91,32 @@ func (db *DB) rollUpAggregates(ctx context.Context) error {
 }
 
 // rollUpPartition merges the records of partition p's groups of size
-// blocks from block from to block to, both multiples of size, exclusive.
+// blocks from block from to block to, both multiples of size, exclusive,
+// in each run of records.
 func (db *DB) rollUpPartition(p uint32, size, from, to uint64) error {
+	for _, key := range aggregateRuns {
+		if err := db.rollUpRun(p, key, size, from, to); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rollUpRun merges the records of a run of partition p's groups.
+func (db *DB) rollUpRun(p uint32, key aggregateKey, size, from, to uint64) error {
 	// Keys first: after a restart every group is looked at again, and
 	// most hold one record already, which need not be copied.
-	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: keys.Aggregate(p, from), UpperBound: keys.Aggregate(p, to)})
+	it, err := db.idx.NewIter(&pebble.IterOptions{LowerBound: key(p, from), UpperBound: key(p, to)})
 	if err != nil {
 		return err
 	}
 	defer it.Close()
 	group, blocks := uint64(math.MaxUint64), []uint64(nil)
 	for valid := it.First(); valid; valid = it.Next() {
-		_, block, err := keys.ParseAggregate(it.Key())
-		if err != nil {
-			return err
-		}
+		k := it.Key()
+		block := binary.BigEndian.Uint64(k[len(k)-8:]) // both kinds of key end in it
 		if g := block / size; g != group {
-			if err := db.mergeRecords(p, blocks); err != nil {
+			if err := db.mergeRecords(p, key, blocks); err != nil {
 				return err
 			}
 			group, blocks = g, blocks[:0]
@@ -120,15 +126,15 @@ func (db *DB) rollUpPartition(p uint32, size, from, to uint64) error {
 	if err := it.Error(); err != nil {
 		return err
 	}
-	return db.mergeRecords(p, blocks)
+	return db.mergeRecords(p, key, blocks)
 }
 
-// mergeRecords merges partition p's aggregate records of blocks, if more
-// than one and of at most rollupMaxBytes together, into one under the key
-// of the last, in one batch. Damaged records are left as they are: a group
-// whose merge fails on them is logged, not tried again until the next
-// start.
-func (db *DB) mergeRecords(p uint32, blocks []uint64) error {
+// mergeRecords merges partition p's aggregate records of blocks in a run,
+// if more than one and of at most rollupMaxBytes together, into one under
+// the key of the last, in one batch. Damaged records are left as they are:
+// a group whose merge fails on them is logged, not tried again until the
+// next start.
+func (db *DB) mergeRecords(p uint32, key aggregateKey, blocks []uint64) error {
 	if len(blocks) < 2 {
 		return nil
 	}
@@ -136,7 +142,7 @@ func (db *DB) mergeRecords(p uint32, blocks []uint64) error {
 	size := 0
 	var err error
 	for i, b := range blocks {
-		v, closer, getErr := db.idx.Get(keys.Aggregate(p, b))
+		v, closer, getErr := db.idx.Get(key(p, b))
 		if err = getErr; err != nil {
 			break
 		}
@@ -151,21 +157,21 @@ func (db *DB) mergeRecords(p uint32, blocks []uint64) error {
 	if err == nil {
 		merged, err = mergeAggregates(values)
 	}
-	if errors.Is(err, codec.ErrCorrupt) || errors.Is(err, histogram.ErrCorrupt) || IsCorruption(err) {
+	last := blocks[len(blocks)-1]
+	if isDamaged(err) {
 		db.opts.Logger.Warn("aggregate records left unmerged: one is damaged; cairn check tells which",
-			"partition_start", partitionTime(p), "blocks", fmt.Sprintf("%d-%d", blocks[0], blocks[len(blocks)-1]), "err", err)
+			"partition_start", partitionTime(p), "blocks", fmt.Sprintf("%d-%d", blocks[0], last), "key", fmt.Sprintf("%x", key(p, last)), "err", err)
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	last := blocks[len(blocks)-1]
 	b := db.idx.NewBatch()
 	defer b.Close()
-	if err := b.DeleteRange(keys.Aggregate(p, blocks[0]), keys.Aggregate(p, last), nil); err != nil {
+	if err := b.DeleteRange(key(p, blocks[0]), key(p, last), nil); err != nil {
 		return err
 	}
-	if err := b.Set(keys.Aggregate(p, last), merged, nil); err != nil {
+	if err := b.Set(key(p, last), merged, nil); err != nil {
 		return err
 	}
 	return b.Commit(pebble.Sync)
@@ -179,47 +185,11 @@ func (db *DB) mergeRecords(p uint32, blocks []uint64) error {
 // the series of a service that a query of that service found before.
 // What a merge holds is bounded by rollupMaxBytes instead.
 func mergeAggregates(records [][]byte) ([]byte, error) {
-	metrics := newSpanMetrics(math.MaxInt)
-	hasMetrics := false
-	edges := map[string]*codec.GraphEdge{}
-	var key []byte
-	for _, rec := range records {
-		payload, err := codec.AggregateSection(rec, codec.SectionSpanMetrics)
-		if err != nil {
-			return nil, err
-		}
-		if payload != nil {
-			hasMetrics = true
-			if err := codec.DecodeSpanMetrics(payload, allSeries, func(s *SpanSeries, minute uint64) *SpanMinute {
-				series, _ := metrics.seriesOf(s)
-				return series.minute(minute)
-			}); err != nil {
-				return nil, err
-			}
-		}
-		if payload, err = codec.AggregateSection(rec, codec.SectionServiceGraph); err != nil || payload == nil {
-			if err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err := codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) *histogram.Histogram {
-			key = edgeKey(key[:0], e)
-			g := edges[string(key)]
-			if g == nil {
-				g = &codec.GraphEdge{Parent: string(e.Parent), Child: string(e.Child), Virtual: e.Virtual, Minute: e.Minute}
-				edges[string(key)] = g
-			}
-			g.Errors += e.Errors
-			return &g.Latency
-		}); err != nil {
-			return nil, err
-		}
+	metrics, edges, err := decodeAggregates(records)
+	if err != nil {
+		return nil, err
 	}
-	if !hasMetrics {
-		metrics = nil
-	}
-	return aggregateRecord(metrics, edgesSection(edges)), nil
+	return aggregateRecord(metrics.sorted(), edgesSection(edges)), nil
 }
 
 // allSeries accepts every span metrics series.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,15 +38,7 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	for i := range cuts {
-		write(t, db, encodeSpans(t, spans[i*len(spans)/cuts:(i+1)*len(spans)/cuts]))
-		for _, req := range exportRequests(r, traces, i) {
-			write(t, db, req)
-		}
-		if err := db.cut(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cutSpansAndGraph(t, db, r, spans, traces, cuts)
 	type answers struct {
 		metrics, byStep, generated []SpanMetricsSeries
 		graph                      []Edge
@@ -57,13 +50,13 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 		t.Helper()
 		var a answers
 		ctx, from, to := context.Background(), base.Add(-time.Hour), base.Add(time.Hour)
-		if a.metrics, err = db.SpanMetrics(ctx, from, to, time.Minute, allSeries); err != nil {
+		if a.metrics, err = db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
-		if a.byStep, err = db.SpanMetrics(ctx, from, to, 7*time.Minute, func(s *SpanSeries) bool { return s.Service == "svc1" }); err != nil {
+		if a.byStep, err = db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: 7 * time.Minute, Service: "svc1"}); err != nil {
 			t.Fatal(err)
 		}
-		if a.generated, err = db.SpanMetrics(ctx, from, to, time.Minute, func(s *SpanSeries) bool { return strings.HasPrefix(s.Service, "svc") }); err != nil {
+		if a.generated, err = db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: time.Minute, Keep: func(s *SpanSeries) bool { return strings.HasPrefix(s.Service, "svc") }}); err != nil {
 			t.Fatal(err)
 		}
 		if a.graph, err = db.ServiceGraph(ctx, from, to); err != nil {
@@ -97,16 +90,37 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 			}
 		}
 	}
+	// rolledUp checks that each shard has at most one record of each
+	// complete group of four blocks before block end, under the newest
+	// block it had one of.
+	rolledUp := func(end uint64) {
+		t.Helper()
+		runs := aggregateBlocks(t, db)
+		for run, blocks := range runs {
+			newest := map[uint64]uint64{}
+			for _, b := range blocks {
+				if g := b / 4; b < end && newest[g] != 0 {
+					t.Fatalf("%s: records of blocks %v, more than one of group %d", run, blocks, g)
+				}
+				newest[b/4] = b
+			}
+		}
+		if len(runs) < 3 || runs["graph"] == nil {
+			t.Fatalf("records of %d runs: the test makes too few", len(runs))
+		}
+	}
 	// The maintainer may roll some groups up first: the answers are the
 	// same either way.
 	want := answer()
+	runs := len(aggregateBlocks(t, db))
 	if err := db.rollUpAggregates(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// Blocks 1 to 11 were cut: groups 0-3, 4-7 and 8-11 are complete (and
-	// the groups of two in them), and each keeps its newest record.
-	if got := aggregateBlocks(t, db); !reflect.DeepEqual(got, []uint64{3, 7, 11}) {
-		t.Fatalf("aggregate records of blocks %v, want 3, 7 and 11", got)
+	// the groups of two in them).
+	rolledUp(12)
+	if n := len(aggregateBlocks(t, db)); n != runs {
+		t.Fatalf("records of %d runs after the roll-up, %d before", n, runs)
 	}
 	same("after the roll-up", answer(), want)
 
@@ -125,9 +139,7 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 	if err := db.rollUpAggregates(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := aggregateBlocks(t, db); !reflect.DeepEqual(got, []uint64{3, 7, 11, 12}) {
-		t.Fatalf("aggregate records of blocks %v after the restart, want 3, 7, 11 and 12", got)
-	}
+	rolledUp(12)
 	same("after the restart", answer(), want)
 }
 
@@ -136,29 +148,27 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 func TestRollUpLeavesDamagedRecords(t *testing.T) {
 	smallRollupGroups(t, 2)
 
-	r := rand.New(rand.NewPCG(5, 6))
 	base := time.Now().Truncate(time.Hour)
-	spans := generateSpans(r, base, 40)
 	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
 	for i := range 5 { // blocks 1 to 5
-		write(t, db, encodeSpans(t, spans[i*len(spans)/5:(i+1)*len(spans)/5]))
+		write(t, db, encodeSpans(t, []metricSpan{testSpan(base, byte(i+1), "a", "op")}))
 		if err := db.cut(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p := partitionOf(uint64(base.UnixNano()))
 	// A section of span metrics that claims more series than it holds.
-	if err := db.idx.Set(keys.Aggregate(p, 2), []byte{1, 1, 2, 9, 9}, pebble.Sync); err != nil {
+	if err := db.idx.Set(keys.Aggregate(p, serviceShard("a"), 2), []byte{1, 1, 2, 9, 9}, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.rollUpAggregates(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if blocks, want := aggregateBlocks(t, db), []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
+	if blocks, want := aggregateBlocks(t, db)[fmt.Sprintf("shard %d", serviceShard("a"))], []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
 		t.Fatalf("aggregate records of blocks %v, want %v: group 2-3 as it was, group 4-5 merged", blocks, want)
 	}
 }
@@ -175,11 +185,7 @@ func TestRollUpKeepsFilteredSeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	span := func(trace byte, service, name string) metricSpan {
-		start := uint64(base.UnixNano()) + uint64(trace)
-		return metricSpan{service: service, span: &tracepb.Span{TraceId: []byte{trace, 15: 1}, SpanId: []byte{7: trace},
-			Name: name, StartTimeUnixNano: start, EndTimeUnixNano: start + 1e6}}
-	}
+	span := func(trace byte, service, name string) metricSpan { return testSpan(base, trace, service, name) }
 	blocks := [][]metricSpan{
 		{span(1, "a", "a0")},
 		{span(2, "a", "a1"), span(3, "a", "a2"), span(4, "a", "a3"), span(5, "a", "a4")}, // block 2: four series
@@ -192,7 +198,7 @@ func TestRollUpKeepsFilteredSeries(t *testing.T) {
 		}
 	}
 	ofB := func() string {
-		got, err := db.SpanMetrics(context.Background(), base, base.Add(time.Hour), time.Hour, func(s *SpanSeries) bool { return s.Service == "b" || s.Overflow })
+		got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Hour, Service: "b"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -223,22 +229,56 @@ func smallRollupGroups(t *testing.T, sizes ...uint64) {
 	rollupGroups = sizes
 }
 
-// aggregateBlocks lists the blocks that have aggregate records, ascending
-// (one partition's, in these tests).
-func aggregateBlocks(t *testing.T, db *DB) []uint64 {
+// testSpan is a 1 ms span of service and name that starts at base plus
+// trace nanoseconds, alone in its trace.
+func testSpan(base time.Time, trace byte, service, name string) metricSpan {
+	start := uint64(base.UnixNano()) + uint64(trace)
+	return metricSpan{service: service, span: &tracepb.Span{TraceId: []byte{trace, 15: 1}, SpanId: []byte{7: trace},
+		Name: name, StartTimeUnixNano: start, EndTimeUnixNano: start + 1e6}}
+}
+
+// aggregateKeys lists the keys of aggregate records, of span metrics then
+// of the service graph, ascending.
+func aggregateKeys(t *testing.T, db *DB) [][]byte {
 	t.Helper()
-	it, err := db.idx.NewIter(keys.KindRange(keys.KindAggregate))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer it.Close()
-	var blocks []uint64
-	for it.First(); it.Valid(); it.Next() {
-		_, b, err := keys.ParseAggregate(it.Key())
+	var out [][]byte
+	for _, kind := range []byte{keys.KindAggregate, keys.KindGraph} {
+		it, err := db.idx.NewIter(keys.KindRange(kind))
 		if err != nil {
 			t.Fatal(err)
 		}
-		blocks = append(blocks, b)
+		for it.First(); it.Valid(); it.Next() {
+			out = append(out, slices.Clone(it.Key()))
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// aggregateRuns lists, by run (a shard of span metrics, or the service
+// graph), the blocks that have aggregate records, ascending (one
+// partition's, in these tests).
+func aggregateBlocks(t *testing.T, db *DB) map[string][]uint64 {
+	t.Helper()
+	blocks := map[string][]uint64{}
+	for _, k := range aggregateKeys(t, db) {
+		run, b := "graph", uint64(0)
+		if keys.HasKind(k, keys.KindAggregate) {
+			_, shard, block, err := keys.ParseAggregate(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run, b = fmt.Sprintf("shard %d", shard), block
+		} else {
+			_, block, err := keys.ParseGraph(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = block
+		}
+		blocks[run] = append(blocks[run], b)
 	}
 	return blocks
 }

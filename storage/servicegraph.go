@@ -379,7 +379,7 @@ func (db *DB) ServiceGraph(ctx context.Context, from, to time.Time) ([]Edge, err
 	// key up from bytes allocates nothing.
 	sums := map[string]*Edge{}
 	var key []byte
-	err := db.scanAggregates(ctx, first*minuteNanos, end*minuteNanos, codec.SectionServiceGraph, func(notBefore uint64, payload []byte) error {
+	err := db.scanAggregates(ctx, first*minuteNanos, end*minuteNanos, codec.SectionServiceGraph, []aggregateKey{keys.Graph}, func(notBefore uint64, payload []byte) error {
 		lo := max(first, (notBefore+minuteNanos-1)/minuteNanos)
 		return codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) *histogram.Histogram {
 			if e.Minute < lo || e.Minute >= end {

@@ -1,17 +1,14 @@
 package storage
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"cairn/storage/internal/codec"
-	"cairn/storage/internal/keys"
 )
 
 // Span metrics, as stored with each block and merged by SpanMetrics.
@@ -31,17 +28,23 @@ const minuteNanos = uint64(60 * 1e9)
 
 // spanMetrics aggregates spans by series and minute, with at most maxSeries
 // series; spans of any further series count into the overflow series of
-// their status code. Cuts build one per partition of a block, and merge the
-// builders of their data writers; reads merge stored ones into one.
+// their service and status code, of which there are at most maxSeries
+// too, and past those into the overflow series of their status code. A
+// service's calls, errors and latencies thus stay exact however many
+// operations it names with IDs. Cuts build one per partition of a block,
+// and merge the builders of their data writers; reads merge stored ones
+// into one.
 type spanMetrics struct {
 	maxSeries int
-	index     map[string]int // seriesKey → series
+	index     map[string]int // seriesKey or overflowKey → series
 	series    []*seriesMetrics
-	overflow  [3]int // by status code: index in series + 1; 0 for none yet
+	// serviceOverflows counts the services' overflow series in index.
+	serviceOverflows int
+	overflow         [3]int // by status code: index in series + 1; 0 for none yet
 	// overflowed counts spans that went to an overflow series because
 	// their own would have passed maxSeries.
 	overflowed uint64
-	key        []byte // scratch
+	key, okey  []byte // scratch
 }
 
 // seriesMetrics is one series: its minutes, and its spans by Prometheus
@@ -62,20 +65,45 @@ func seriesKey(dst []byte, service, name []byte, kind, status uint8) []byte {
 	return append(dst, name...)
 }
 
+// overflowKey identifies a service's overflow series in spanMetrics.index:
+// a kind no span has.
+func overflowKey[S string | []byte](dst []byte, service S, status uint8) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(service)))
+	return append(append(dst, service...), 0xff, status)
+}
+
 // find returns the series of a key, creating it with what series returns,
-// or, past maxSeries, the overflow series of its status code, reporting
-// that it overflowed.
-func (m *spanMetrics) find(key []byte, status uint8, series func() SpanSeries) (sm *seriesMetrics, overflowed bool) {
+// or, past maxSeries, an overflow series of its service and status code,
+// reporting that it overflowed.
+func find[S string | []byte](m *spanMetrics, key []byte, service S, status uint8, series func() SpanSeries) (sm *seriesMetrics, overflowed bool) {
 	if i, ok := m.index[string(key)]; ok {
 		return m.series[i], false
 	}
-	if len(m.index) >= m.maxSeries {
-		return m.overflowSeries(status), true
+	if len(m.index)-m.serviceOverflows >= m.maxSeries {
+		return serviceOverflow(m, service, status), true
 	}
 	m.index[string(key)] = len(m.series)
 	sm = &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: series()}}
 	m.series = append(m.series, sm)
 	return sm, false
+}
+
+// serviceOverflow returns the overflow series of a service and status
+// code, creating it, or, past maxSeries of them, the overflow series of
+// the status code.
+func serviceOverflow[S string | []byte](m *spanMetrics, service S, status uint8) *seriesMetrics {
+	m.okey = overflowKey(m.okey[:0], service, status)
+	if i, ok := m.index[string(m.okey)]; ok {
+		return m.series[i]
+	}
+	if len(service) == 0 || m.serviceOverflows >= m.maxSeries {
+		return m.overflowSeries(status)
+	}
+	m.index[string(m.okey)] = len(m.series)
+	m.serviceOverflows++
+	sm := &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: SpanSeries{Service: string(service), Status: status, Overflow: true}}}
+	m.series = append(m.series, sm)
+	return sm
 }
 
 func (m *spanMetrics) overflowSeries(status uint8) *seriesMetrics {
@@ -91,7 +119,7 @@ func (m *spanMetrics) overflowSeries(status uint8) *seriesMetrics {
 // add counts a span of trace id.
 func (m *spanMetrics) add(id TraceID, s *liveSpan) {
 	m.key = seriesKey(m.key[:0], s.group.service, s.spanName(), s.kind, s.status)
-	series, over := m.find(m.key, s.status, func() SpanSeries {
+	series, over := find(m, m.key, s.group.service, s.status, func() SpanSeries {
 		return SpanSeries{Service: string(s.group.service), Name: string(s.spanName()), Kind: s.kind, Status: s.status}
 	})
 	if over {
@@ -119,15 +147,15 @@ func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
 	return &sm.Minutes[i]
 }
 
-// seriesOf returns m's series for s, creating it, or, past maxSeries, the
-// overflow series of its status code; over reports the latter for a
-// series that was not an overflow series.
+// seriesOf returns m's series for s, creating it, or, past maxSeries, an
+// overflow series (see find); over reports the latter for a series that
+// was not an overflow series.
 func (m *spanMetrics) seriesOf(s *SpanSeries) (series *seriesMetrics, over bool) {
 	if s.Overflow {
-		return m.overflowSeries(s.Status), false
+		return serviceOverflow(m, s.Service, s.Status), false
 	}
 	m.key = seriesKey(m.key[:0], []byte(s.Service), []byte(s.Name), s.Kind, s.Status)
-	return m.find(m.key, s.Status, func() SpanSeries { return *s })
+	return find(m, m.key, s.Service, s.Status, func() SpanSeries { return *s })
 }
 
 // merge adds the series of o into m.
@@ -169,39 +197,61 @@ func compareSeries(a, b *SpanSeries) int {
 		cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Status, b.Status))
 }
 
-// aggregateRecord encodes a partition's aggregates of a block: its span
-// metrics, if it has spans, and its encoded service graph edges, if any.
-func aggregateRecord(sm *spanMetrics, edges []byte) []byte {
-	var sections []codec.Section
-	if sm != nil {
-		sections = append(sections, codec.Section{Type: codec.SectionSpanMetrics, Payload: codec.AppendSpanMetrics(nil, sm.sorted())})
-	}
-	if edges != nil {
-		sections = append(sections, codec.Section{Type: codec.SectionServiceGraph, Payload: edges})
-	}
-	return codec.AppendAggregate(nil, sections...)
+// SpanMetricsQuery says which span metrics SpanMetrics merges, and how.
+type SpanMetricsQuery struct {
+	// From and To bound the minutes read: those that start in [From, To).
+	From, To time.Time
+	// Step is the length of the answer's steps, in whole minutes; at
+	// least one.
+	Step time.Duration
+	// Service, if not empty, is the service whose series are read, with
+	// the overflow series of status codes, which may hold spans of any
+	// service.
+	Service string
+	// Keep, if not nil, accepts the series read, overflow series
+	// included; it must not keep the series it is given.
+	Keep func(*SpanSeries) bool
+	// ByService merges each service's series of a status code, its
+	// overflow series included, into one, with no name and kind 0, so
+	// that Options.SpanMetricsMaxSeries bounds services, not operations.
+	ByService bool
 }
 
-// SpanMetrics returns the span metrics of the series keep accepts, by
-// series and step, over the minutes that start in [from, to) and within
-// the retention period, merged from the aggregates stored with each block:
-// spans count once their block is cut, at most Options.FlushInterval after
-// they were acknowledged. Steps are step long (whole minutes, at least
-// one) from the minute of from; each SpanMinute is a step, named by its
-// first minute, so that an answer holds a histogram per series and step,
-// not per minute. The series are ordered by service, name, kind and
-// status, overflow series last, their steps ascending; at most
+// SpanMetrics returns the span metrics that q asks for, by series and
+// step, over the minutes within the retention period, merged from the
+// aggregates stored with each block: spans count once their block is cut,
+// at most Options.FlushInterval after they were acknowledged. Steps start
+// at the minute of q.From; each SpanMinute is a step, named by its first
+// minute, so that an answer holds a histogram per series and step, not
+// per minute. The series are ordered by service, name, kind and status,
+// overflow series last, their steps ascending; at most
 // Options.SpanMetricsMaxSeries of them, past which the rest merge into
-// overflow series. keep must not keep the series it is given.
-func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, step time.Duration, keep func(*SpanSeries) bool) ([]SpanMetricsSeries, error) {
-	lo, hi := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
-	perStep := max(uint64(step/time.Minute), 1)
+// overflow series.
+func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetricsSeries, error) {
+	lo, hi := unixNanos(q.From)/minuteNanos, unixNanos(q.To)/minuteNanos
+	perStep := max(uint64(q.Step/time.Minute), 1)
 	merged := newSpanMetrics(db.opts.SpanMetricsMaxSeries)
-	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, func(notBefore uint64, payload []byte) error {
+	var byService SpanSeries // scratch
+	runs, keep := metricsRuns, q.Keep
+	if keep == nil {
+		keep = allSeries
+	}
+	if service := q.Service; service != "" {
+		// Other services share the shard.
+		runs = []aggregateKey{metricsKey(serviceShard(service)), metricsKey(shardOverflow)}
+		keep = func(s *SpanSeries) bool {
+			return (s.Service == service || s.Service == "" && s.Overflow) && (q.Keep == nil || q.Keep(s))
+		}
+	}
+	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, runs, func(notBefore uint64, payload []byte) error {
 		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
 		return codec.DecodeSpanMetrics(payload, keep, func(s *SpanSeries, minute uint64) *SpanMinute {
 			if minute < first || minute >= hi {
 				return nil
+			}
+			if q.ByService {
+				byService = SpanSeries{Service: s.Service, Status: s.Status, Overflow: s.Service == "" && s.Overflow}
+				s = &byService
 			}
 			series, _ := merged.seriesOf(s)
 			return series.minute(minute - (minute-lo)%perStep)
@@ -211,51 +261,4 @@ func (db *DB) SpanMetrics(ctx context.Context, from, to time.Time, step time.Dur
 		return nil, err
 	}
 	return merged.sorted(), nil
-}
-
-// scanAggregates calls fn with the payload of the section of type typ of
-// the aggregate record of every block with spans in a partition that
-// [from, to) (unix nanoseconds) overlaps, oldest partition first, and the
-// retention horizon: what fn takes from them must start at or after it.
-func (db *DB) scanAggregates(ctx context.Context, from, to uint64, typ byte, fn func(notBefore uint64, payload []byte) error) error {
-	if to <= from {
-		return nil
-	}
-	if !db.reading.TryRLock() {
-		return ErrClosed
-	}
-	defer db.reading.RUnlock()
-	notBefore := db.NotBefore()
-	lo, hi := max(partitionOf(from), partitionOf(notBefore)), partitionOf(to-1)
-	parts := db.layout.Load().partsWithin(lo, hi)
-	// Made after the layout was taken, the iterator holds the aggregates
-	// of every block of the partitions it lists (see openView).
-	it, err := db.idx.NewIter(nil)
-	if err != nil {
-		return fmt.Errorf("open index iterator: %w", err)
-	}
-	defer it.Close()
-	for _, p := range parts {
-		prefix := keys.PartitionPrefix(keys.KindAggregate, p)
-		for ok := it.SeekGE(prefix); ok && bytes.HasPrefix(it.Key(), prefix); ok = it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			v, err := it.ValueAndErr()
-			if err != nil {
-				return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
-			}
-			payload, err := codec.AggregateSection(v, typ)
-			if err == nil && payload != nil {
-				err = fn(notBefore, payload)
-			}
-			if err != nil {
-				return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
-			}
-		}
-		if err := it.Error(); err != nil {
-			return fmt.Errorf("aggregates of partition %s: %w", partitionName(p), err)
-		}
-	}
-	return nil
 }

@@ -56,7 +56,7 @@ func newSpanTotals(maxSeries int) *spanTotals {
 		maxSeries: maxSeries,
 		series:    map[SpanSeries]*promSeries{},
 		calls: prometheus.NewDesc("traces_span_metrics_calls_total",
-			"Spans cut into blocks since cairn started, by service, span name, kind and status code; the overflow series of a status code (past --span-metrics-max-series) has empty service_name, span_name and span_kind.", labels, nil),
+			"Spans cut into blocks since cairn started, by service, span name, kind and status code; a service's overflow series of a status code (its spans past a block's --span-metrics-max-series) has empty span_name and span_kind, and the overflow series of a status code (past the bound on series here, or on services' overflow series in a block) empty service_name too.", labels, nil),
 		duration: prometheus.NewDesc("traces_span_metrics_duration_milliseconds",
 			"Durations of the spans counted in traces_span_metrics_calls_total, in milliseconds.", labels, nil),
 		overflow: prometheus.NewDesc("cairn_span_metrics_overflow_spans_total",
@@ -73,7 +73,7 @@ func (t *spanTotals) add(m *spanMetrics) {
 		ps := t.series[sm.SpanSeries]
 		if ps == nil {
 			key := sm.SpanSeries
-			if len(t.series) >= t.maxSeries && !key.Overflow {
+			if len(t.series) >= t.maxSeries && !(key.Overflow && key.Service == "") {
 				key = SpanSeries{Status: key.Status, Overflow: true}
 				for _, n := range sm.prom {
 					t.overflowed += n

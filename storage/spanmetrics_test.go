@@ -58,7 +58,7 @@ func generateSpans(r *rand.Rand, base time.Time, traces int) []metricSpan {
 }
 
 // encodeSpans makes one export request of spans, a resource per service.
-func encodeSpans(t *testing.T, spans []metricSpan) []byte {
+func encodeSpans(t testing.TB, spans []metricSpan) []byte {
 	t.Helper()
 	byService := map[string]*tracepb.ResourceSpans{}
 	req := &collectorpb.ExportTraceServiceRequest{}
@@ -189,7 +189,7 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
+	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestSpanMetricsAgainstModel(t *testing.T) {
 	// A window and a filter narrow it to their minutes and series, and
 	// steps merge minutes.
 	from, to := base.Add(time.Minute), base.Add(4*time.Minute)
-	got, err = db.SpanMetrics(context.Background(), from, to, 2*time.Minute, func(s *SpanSeries) bool { return s.Service == "svc1" })
+	got, err = db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: 2 * time.Minute, Service: "svc1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := db.SpanMetrics(context.Background(), base.Add(-time.Hour), base.Add(time.Hour), time.Minute, allSeries)
+	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,7 +268,7 @@ func TestSpanMetricsBoundSeries(t *testing.T) {
 // totalCalls is the calls of every series and minute.
 func totalCalls(t *testing.T, db *DB, from, to time.Time) uint64 {
 	t.Helper()
-	got, err := db.SpanMetrics(context.Background(), from, to, time.Minute, allSeries)
+	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}

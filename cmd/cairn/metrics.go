@@ -214,7 +214,10 @@ func writeMetricsTable(w io.Writer, m metricsJSON, from, to time.Time, step time
 			}
 		}
 		name := s.Service + ": " + s.Operation + " (" + s.SpanKind + ")"
-		if s.SpanKind == "" {
+		switch {
+		case s.SpanKind == "" && s.Service != "":
+			name = s.Service + ": (overflow: operations past the server's --span-metrics-max-series)"
+		case s.SpanKind == "":
 			name = "(overflow: series past the server's --span-metrics-max-series)"
 		}
 		fmt.Fprintln(w, name)

@@ -101,7 +101,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.dictionaryCache, "dictionary-cache", 1<<16, "resources, scopes and (resource, scope) pairs kept in memory, each; the rest are read from disk")
 	fs.DurationVar(&cfg.pairingWindow, "pairing-window", 5*time.Minute, "how far apart a span and its parent may arrive and still make a service graph edge; a client naming an uninstrumented peer becomes an edge to it once this passes with no child")
 	fs.IntVar(&cfg.pairingMaxSpans, "pairing-max-spans", 250_000, "spans held in memory for service graph pairing (about 16 bytes each, 32 more for a client awaiting its server); past it the oldest are let go early")
-	fs.IntVar(&cfg.maxSeries, "span-metrics-max-series", 10000, "span metrics series (service, span name, kind, status code) kept per block, per query answer and in /metrics; spans of further series count into an overflow series")
+	fs.IntVar(&cfg.maxSeries, "span-metrics-max-series", 10000, "span metrics series (service, span name, kind, status code) kept per block, per query answer and in /metrics; spans of further series count into an overflow series of their service, past as many of those into one of any service")
 	fs.StringVar(&cfg.tls.CertFile, "tls-cert-file", "", "PEM certificate: every port speaks TLS")
 	fs.StringVar(&cfg.tls.KeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.StringVar(&cfg.tls.ClientCAFile, "tls-client-ca-file", "", "PEM CA certificates: clients must present a certificate they signed (mutual TLS)")

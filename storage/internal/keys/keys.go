@@ -33,7 +33,8 @@ const (
 	KindTraceV6      byte = 0x30 // 0x30 partition trace(16) block  -> empty; format 6 and older, read only to upgrade
 	KindRows         byte = 0x31 // 0x31 partition block            -> segment rows
 	KindPostings     byte = 0x32 // 0x32 partition block shard      -> segment postings shard
-	KindAggregate    byte = 0x33 // 0x33 partition block            -> aggregate record
+	KindAggregate    byte = 0x33 // 0x33 partition shard block      -> aggregate record (span metrics)
+	KindGraph        byte = 0x34 // 0x34 partition block            -> aggregate record (service graph)
 	KindData         byte = 0x40 // 0x40 partition block trace(16)  -> fragment
 )
 
@@ -203,13 +204,36 @@ func ParseRows(k []byte) (p uint32, block uint64, err error) {
 	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
 }
 
-// Aggregate is the key of the aggregate record of a block in partition p.
-func Aggregate(p uint32, block uint64) []byte {
-	return binary.BigEndian.AppendUint64(PartitionPrefix(KindAggregate, p), block)
+// Aggregate is the key of the span metrics record of a shard of a block in
+// partition p.
+func Aggregate(p uint32, shard uint8, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(PartitionPrefix(KindAggregate, p), shard), block)
 }
 
-// ParseAggregate decodes an aggregate key.
-func ParseAggregate(k []byte) (p uint32, block uint64, err error) {
+// ParseAggregate decodes a span metrics record's key.
+func ParseAggregate(k []byte) (p uint32, shard uint8, block uint64, err error) {
+	if len(k) != 14 || k[0] != KindAggregate {
+		return 0, 0, 0, fmt.Errorf("%w: aggregate key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), k[5], binary.BigEndian.Uint64(k[6:]), nil
+}
+
+// Graph is the key of the service graph record of a block in partition p.
+func Graph(p uint32, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(PartitionPrefix(KindGraph, p), block)
+}
+
+// ParseGraph decodes a service graph record's key.
+func ParseGraph(k []byte) (p uint32, block uint64, err error) {
+	if len(k) != 13 || k[0] != KindGraph {
+		return 0, 0, fmt.Errorf("%w: service graph key %x", ErrBadKey, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+}
+
+// ParseAggregateV10 decodes an aggregate key of format version 10 and
+// older, which had no shard; read only to upgrade.
+func ParseAggregateV10(k []byte) (p uint32, block uint64, err error) {
 	if len(k) != 13 || k[0] != KindAggregate {
 		return 0, 0, fmt.Errorf("%w: aggregate key %x", ErrBadKey, k)
 	}

@@ -51,6 +51,15 @@ func TestRoundTrip(t *testing.T) {
 	if k := DataBlock(7, 42); !bytes.HasPrefix(Data(7, 42, id), k) || len(k) != DataLen-16 {
 		t.Fatalf("DataBlock(7, 42) = %x is not the prefix of Data(7, 42, id)", k)
 	}
+	if p, shard, b, err := ParseAggregate(Aggregate(7, 64, 42)); err != nil || p != 7 || b != 42 || shard != 64 {
+		t.Fatalf("ParseAggregate(Aggregate) = %d %d %d %v", p, shard, b, err)
+	}
+	if _, _, err := ParseAggregateV10(Aggregate(7, 64, 42)); err == nil {
+		t.Fatal("ParseAggregateV10 took a sharded key")
+	}
+	if p, b, err := ParseGraph(Graph(7, 42)); err != nil || p != 7 || b != 42 {
+		t.Fatalf("ParseGraph(Graph) = %d %d %v", p, b, err)
+	}
 	if svc, op, err := ParseOperation(Operation("a\x00b", "\x03x")); err != nil || svc != "a\x00b" || op != "\x03x" {
 		t.Fatalf("ParseOperation(Operation) = %q %q %v", svc, op, err)
 	}
@@ -91,6 +100,8 @@ func FuzzKeys(f *testing.F) {
 	f.Add(Operation("svc", "\x02GET /"))
 	f.Add(Service("svc"))
 	f.Add(Rows(3, 4))
+	f.Add(Aggregate(3, 4, 5))
+	f.Add(Graph(3, 4))
 	f.Add(Group(7))
 	f.Add(Recompressed(8))
 	f.Add(GroupNumber([32]byte{9}))
@@ -135,6 +146,12 @@ func FuzzKeys(f *testing.F) {
 		}
 		if p, b, err := ParseRows(k); err == nil && !bytes.Equal(Rows(p, b), k) {
 			t.Fatalf("rows key %x does not round-trip", k)
+		}
+		if p, shard, b, err := ParseAggregate(k); err == nil && !bytes.Equal(Aggregate(p, shard, b), k) {
+			t.Fatalf("aggregate key %x does not round-trip", k)
+		}
+		if p, b, err := ParseGraph(k); err == nil && !bytes.Equal(Graph(p, b), k) {
+			t.Fatalf("service graph key %x does not round-trip", k)
 		}
 		if svc, ok := ParseService(k); ok && !bytes.Equal(Service(svc), k) {
 			t.Fatalf("service key %x does not round-trip", k)

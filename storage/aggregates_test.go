@@ -1,0 +1,319 @@
+package storage
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"cairn/storage/internal/keys"
+)
+
+// shardedStore is a store of one partition with spans of 150 services,
+// so that shards hold several, and service graph edges, cut into blocks.
+func shardedStore(t *testing.T, dir string, opts *Options, cuts int) (*DB, []metricSpan, time.Time) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(11, 12))
+	base := time.Now().Truncate(time.Hour)
+	spans := generateSpans(r, base, 250) // 256 would give a span ID of zeros
+	for i := range spans {
+		spans[i].service = fmt.Sprintf("service-%d", r.IntN(150))
+	}
+	traces := genGraphTraces(r, 100, cuts, base)
+	db, err := Open(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cutSpansAndGraph(t, db, r, spans, traces, cuts)
+	return db, spans, base
+}
+
+// cutSpansAndGraph writes spans and the spans of graph traces into cuts
+// blocks, the spans in equal parts, each graph span before its cut.
+func cutSpansAndGraph(t *testing.T, db *DB, r *rand.Rand, spans []metricSpan, traces [][]*graphSpan, cuts int) {
+	t.Helper()
+	for i := range cuts {
+		write(t, db, encodeSpans(t, spans[i*len(spans)/cuts:(i+1)*len(spans)/cuts]))
+		for _, req := range exportRequests(r, traces, i) {
+			write(t, db, req)
+		}
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSpanMetricsOfOneService reads each service's span metrics from its
+// shard, before and after the shards' records are rolled up: they are
+// those of its spans alone, though other services share its shard.
+func TestSpanMetricsOfOneService(t *testing.T) {
+	smallRollupGroups(t, 2)
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, PairingWindow: time.Hour}
+	db, spans, base := shardedStore(t, dir, opts, 5)
+	t.Cleanup(func() { db.Close() })
+	byService := map[string][]metricSpan{}
+	for _, s := range spans {
+		byService[s.service] = append(byService[s.service], s)
+	}
+	shared := 0
+	for svc := range byService {
+		for other := range byService {
+			if other != svc && serviceShard(other) == serviceShard(svc) {
+				shared++
+				break
+			}
+		}
+	}
+	if shared < 20 {
+		t.Fatalf("%d services share a shard: the test makes too few", shared)
+	}
+	check := func(what string) {
+		t.Helper()
+		for svc, want := range byService {
+			got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Minute, Service: svc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range got {
+				if s.Service != svc {
+					t.Fatalf("%s: span metrics of %s hold a series of %s", what, svc, s.Service)
+				}
+			}
+			checkSpanMetrics(t, got, want, 0, 1)
+		}
+		got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Minute,
+			Keep: func(s *SpanSeries) bool { return strings.HasPrefix(s.Service, "service-") }}) // not the service graph's
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkSpanMetrics(t, got, spans, 0, 1)
+	}
+	check("as cut")
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("rolled up")
+}
+
+// TestUpgradeShardsAggregates opens a store of format version 10, whose
+// aggregate records held every shard of a block in one: they are
+// rewritten into shards that answer as they did, and a record that cannot
+// be decoded is dropped.
+func TestUpgradeShardsAggregates(t *testing.T) {
+	dir := t.TempDir()
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, PairingWindow: time.Hour}
+	db, _, base := shardedStore(t, dir, opts, 3)
+	answers := func() string {
+		t.Helper()
+		ctx, from, to := context.Background(), base, base.Add(time.Hour)
+		metrics, err := db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		one, err := db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: time.Minute, Service: "service-7"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		graph, err := db.ServiceGraph(ctx, from, to)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(metrics) == 0 || len(one) == 0 || len(graph) == 0 {
+			t.Fatalf("%d series, %d of service-7, %d edges: the test makes too little", len(metrics), len(one), len(graph))
+		}
+		var out string
+		for _, s := range append(metrics, one...) {
+			for _, m := range s.Minutes {
+				out += fmt.Sprintf("%+v %d %x %v\n", s.SpanSeries, m.Minute, m.Latency.Append(nil), m.Slowest)
+			}
+		}
+		for _, e := range graph {
+			out += fmt.Sprintf("%s %s %v %d %d %x\n", e.Parent, e.Child, e.Virtual, e.Calls, e.Errors, e.Latency.Append(nil))
+		}
+		return out
+	}
+	want := answers()
+
+	// Write the store as version 10 did: a block's records in one.
+	p := partitionOf(uint64(base.UnixNano()))
+	byBlock := map[uint64][][]byte{}
+	b := db.idx.NewBatch()
+	for _, k := range aggregateKeys(t, db) {
+		block := binary.BigEndian.Uint64(k[len(k)-8:])
+		v, closer, err := db.idx.Get(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byBlock[block] = append(byBlock[block], append([]byte(nil), v...))
+		closer.Close()
+		if err := b.Delete(k, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v10 := func(block uint64) []byte {
+		return binary.BigEndian.AppendUint64(keys.PartitionPrefix(keys.KindAggregate, p), block)
+	}
+	for block, records := range byBlock {
+		rec, err := mergeAggregates(records)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Set(v10(block), rec, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A section of span metrics that claims more series than it holds.
+	if err := b.Set(v10(2000), []byte{1, 1, 2, 9, 9}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Set(keys.Meta("format"), []byte{10}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts)
+	t.Cleanup(func() { db.Close() })
+
+	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
+		t.Fatalf("format after the upgrade: %v, %v", v, err)
+	} else {
+		closer.Close()
+	}
+	blocks := map[uint64]bool{}
+	for _, bs := range aggregateBlocks(t, db) { // fails on a key of version 10
+		for _, b := range bs {
+			blocks[b] = true
+		}
+	}
+	if len(blocks) != len(byBlock) {
+		t.Fatalf("sharded records of %d blocks, want %d", len(blocks), len(byBlock))
+	}
+	if got := answers(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the upgrade:\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestSpanMetricsByService merges each service's series as it reads them,
+// so that the bound on series bounds services: every service's calls are
+// counted under its name where the series of its operations overflow.
+func TestSpanMetricsByService(t *testing.T) {
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, PairingWindow: time.Hour, SpanMetricsMaxSeries: 500}
+	db, spans, base := shardedStore(t, t.TempDir(), opts, 5)
+	t.Cleanup(func() { db.Close() })
+	want := map[string]uint64{}
+	for _, s := range spans {
+		want[s.service]++
+	}
+	q := SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Hour,
+		Keep: func(s *SpanSeries) bool { return strings.HasPrefix(s.Service, "service-") }}
+	calls := func(series []SpanMetricsSeries) (map[string]uint64, uint64) {
+		byService, overflowed := map[string]uint64{}, uint64(0)
+		for _, s := range series {
+			for _, m := range s.Minutes {
+				if s.Overflow {
+					overflowed += m.Latency.Count()
+				} else {
+					byService[s.Service] += m.Latency.Count()
+				}
+			}
+		}
+		return byService, overflowed
+	}
+	byOperation, err := db.SpanMetrics(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, overflowed := calls(byOperation); overflowed == 0 {
+		t.Fatal("no series of operations overflowed: the test makes too few")
+	}
+	q.ByService = true
+	byService, err := db.SpanMetrics(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, overflowed := calls(byService)
+	if overflowed != 0 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("calls by service %v, %d overflowed; want %v", got, overflowed, want)
+	}
+	for _, s := range byService {
+		if s.Name != "" || s.Kind != 0 {
+			t.Fatalf("series %+v merged by service has a name or kind", s.SpanSeries)
+		}
+	}
+}
+
+// TestSpanMetricsOverflowKeepsService counts the spans of series past the
+// bound into overflow series of their service while there are at most as
+// many of those, and past them into the overflow series of their status
+// code: each of the first services' calls stay exact.
+func TestSpanMetricsOverflowKeepsService(t *testing.T) {
+	base := time.Now().Truncate(time.Hour)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1, SpanMetricsMaxSeries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var spans []metricSpan
+	want := map[string]uint64{}
+	for i, service := range []string{"a", "b", "c", "d", "e"} {
+		for op := range 4 {
+			spans = append(spans, testSpan(base, byte(1+i*4+op), service, fmt.Sprintf("op%d", op)))
+			want[service]++
+		}
+	}
+	write(t, db, encodeSpans(t, spans))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	q := SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Hour}
+	all, err := db.SpanMetrics(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named, services, ofAny := 0, 0, uint64(0)
+	got := map[string]uint64{}
+	for _, s := range all {
+		n := s.Minutes[0].Latency.Count()
+		switch {
+		case !s.Overflow:
+			named++
+		case s.Service != "":
+			services++
+		default:
+			ofAny += n
+		}
+		got[s.Service] += n
+	}
+	if named != 3 || services != 3 || ofAny == 0 || got[""] != ofAny {
+		t.Fatalf("%d named series, %d overflow series of services, %d spans of any service; want 3, 3 and some", named, services, ofAny)
+	}
+	exact := 0
+	for svc, n := range want {
+		if got[svc] == n {
+			exact++
+		}
+	}
+	if exact != 3 {
+		t.Fatalf("calls by service %v, want %v for three of them", got, want)
+	}
+	// A query of one service reads its own overflow series and that of any
+	// service, not the other services'.
+	q.Service = "a"
+	ofA, err := db.SpanMetrics(context.Background(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ofA {
+		if s.Service != "a" && s.Service != "" {
+			t.Fatalf("span metrics of a hold a series of %q", s.Service)
+		}
+	}
+}
