@@ -72,11 +72,14 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 	args.Service = req.GetService()
 	operation := req.GetOperation()
 	args.Keep = func(s *storage.SpanSeries) bool {
-		// An overflow series has no service, name or kind: its spans may be
-		// of the ones asked for, and an answer without it would undercount
-		// them and never say so.
-		if s.Overflow {
+		// An overflow series has no name, and that of a status code no
+		// service or kind either: its spans may be of the ones asked for,
+		// and an answer without it would undercount them and never say so.
+		switch {
+		case s.Overflow && s.Service == "":
 			return true
+		case s.Overflow:
+			return anyKind || kinds[s.Kind]
 		}
 		return (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"cairn/storage/internal/keys"
 )
@@ -251,9 +252,9 @@ func TestSpanMetricsByService(t *testing.T) {
 }
 
 // TestSpanMetricsOverflowKeepsService counts the spans of series past the
-// bound into overflow series of their service while there are at most as
-// many of those, and past them into the overflow series of their status
-// code: each of the first services' calls stay exact.
+// bound into overflow series of their service and kind while there are at
+// most as many of those, and past them into the overflow series of their
+// status code: each of the first services' calls by kind stay exact.
 func TestSpanMetricsOverflowKeepsService(t *testing.T) {
 	base := time.Now().Truncate(time.Hour)
 	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1, SpanMetricsMaxSeries: 3})
@@ -265,7 +266,11 @@ func TestSpanMetricsOverflowKeepsService(t *testing.T) {
 	want := map[string]uint64{}
 	for i, service := range []string{"a", "b", "c", "d", "e"} {
 		for op := range 4 {
-			spans = append(spans, testSpan(base, byte(1+i*4+op), service, fmt.Sprintf("op%d", op)))
+			s := testSpan(base, byte(1+i*4+op), service, fmt.Sprintf("op%d", op))
+			if service == "a" && op == 3 {
+				s.span.Kind = tracepb.Span_SPAN_KIND_SERVER
+			}
+			spans = append(spans, s)
 			want[service]++
 		}
 	}
@@ -293,7 +298,7 @@ func TestSpanMetricsOverflowKeepsService(t *testing.T) {
 		got[s.Service] += n
 	}
 	if named != 3 || services != 3 || ofAny == 0 || got[""] != ofAny {
-		t.Fatalf("%d named series, %d overflow series of services, %d spans of any service; want 3, 3 and some", named, services, ofAny)
+		t.Fatalf("%d named series, %d overflow series of services, %d spans of any service; want 3, 3 (a's server spans, b's, c's) and some", named, services, ofAny)
 	}
 	exact := 0
 	for svc, n := range want {
@@ -305,15 +310,23 @@ func TestSpanMetricsOverflowKeepsService(t *testing.T) {
 		t.Fatalf("calls by service %v, want %v for three of them", got, want)
 	}
 	// A query of one service reads its own overflow series and that of any
-	// service, not the other services'.
+	// service, not the other services'; its own keep their kind.
 	q.Service = "a"
+	q.Keep = func(s *SpanSeries) bool { return s.Service == "" || s.Kind == uint8(tracepb.Span_SPAN_KIND_SERVER) }
 	ofA, err := db.SpanMetrics(context.Background(), q)
 	if err != nil {
 		t.Fatal(err)
 	}
+	server := uint64(0)
 	for _, s := range ofA {
 		if s.Service != "a" && s.Service != "" {
 			t.Fatalf("span metrics of a hold a series of %q", s.Service)
 		}
+		if s.Service == "a" {
+			server += s.Minutes[0].Latency.Count()
+		}
+	}
+	if server != 1 {
+		t.Fatalf("%d server spans of a, want its one, an overflowed operation", server)
 	}
 }

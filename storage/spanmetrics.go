@@ -28,10 +28,10 @@ const minuteNanos = uint64(60 * 1e9)
 
 // spanMetrics aggregates spans by series and minute, with at most maxSeries
 // series; spans of any further series count into the overflow series of
-// their service and status code, of which there are at most maxSeries
-// too, and past those into the overflow series of their status code. A
-// service's calls, errors and latencies thus stay exact however many
-// operations it names with IDs. Cuts build one per partition of a block,
+// their service, kind and status code, of which there are at most
+// maxSeries too, and past those into the overflow series of their status
+// code. A service's calls, errors and latencies by kind thus stay exact
+// however many operations it names with IDs. Cuts build one per partition of a block,
 // and merge the builders of their data writers; reads merge stored ones
 // into one.
 type spanMetrics struct {
@@ -66,21 +66,21 @@ func seriesKey(dst []byte, service, name []byte, kind, status uint8) []byte {
 }
 
 // overflowKey identifies a service's overflow series in spanMetrics.index:
-// a kind no span has.
-func overflowKey[S string | []byte](dst []byte, service S, status uint8) []byte {
+// where seriesKey has the kind, a kind no span has, then the kind.
+func overflowKey[S string | []byte](dst []byte, service S, kind, status uint8) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(service)))
-	return append(append(dst, service...), 0xff, status)
+	return append(append(dst, service...), 0xff, kind, status)
 }
 
 // find returns the series of a key, creating it with what series returns,
-// or, past maxSeries, an overflow series of its service and status code,
-// reporting that it overflowed.
-func find[S string | []byte](m *spanMetrics, key []byte, service S, status uint8, series func() SpanSeries) (sm *seriesMetrics, overflowed bool) {
+// or, past maxSeries, an overflow series of its service, kind and status
+// code, reporting that it overflowed.
+func find[S string | []byte](m *spanMetrics, key []byte, service S, kind, status uint8, series func() SpanSeries) (sm *seriesMetrics, overflowed bool) {
 	if i, ok := m.index[string(key)]; ok {
 		return m.series[i], false
 	}
 	if len(m.index)-m.serviceOverflows >= m.maxSeries {
-		return serviceOverflow(m, service, status), true
+		return serviceOverflow(m, service, kind, status), true
 	}
 	m.index[string(key)] = len(m.series)
 	sm = &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: series()}}
@@ -88,11 +88,11 @@ func find[S string | []byte](m *spanMetrics, key []byte, service S, status uint8
 	return sm, false
 }
 
-// serviceOverflow returns the overflow series of a service and status
-// code, creating it, or, past maxSeries of them, the overflow series of
-// the status code.
-func serviceOverflow[S string | []byte](m *spanMetrics, service S, status uint8) *seriesMetrics {
-	m.okey = overflowKey(m.okey[:0], service, status)
+// serviceOverflow returns the overflow series of a service, kind and
+// status code, creating it, or, past maxSeries of them, the overflow
+// series of the status code.
+func serviceOverflow[S string | []byte](m *spanMetrics, service S, kind, status uint8) *seriesMetrics {
+	m.okey = overflowKey(m.okey[:0], service, kind, status)
 	if i, ok := m.index[string(m.okey)]; ok {
 		return m.series[i]
 	}
@@ -101,7 +101,7 @@ func serviceOverflow[S string | []byte](m *spanMetrics, service S, status uint8)
 	}
 	m.index[string(m.okey)] = len(m.series)
 	m.serviceOverflows++
-	sm := &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: SpanSeries{Service: string(service), Status: status, Overflow: true}}}
+	sm := &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: SpanSeries{Service: string(service), Kind: kind, Status: status, Overflow: true}}}
 	m.series = append(m.series, sm)
 	return sm
 }
@@ -119,7 +119,7 @@ func (m *spanMetrics) overflowSeries(status uint8) *seriesMetrics {
 // add counts a span of trace id.
 func (m *spanMetrics) add(id TraceID, s *liveSpan) {
 	m.key = seriesKey(m.key[:0], s.group.service, s.spanName(), s.kind, s.status)
-	series, over := find(m, m.key, s.group.service, s.status, func() SpanSeries {
+	series, over := find(m, m.key, s.group.service, s.kind, s.status, func() SpanSeries {
 		return SpanSeries{Service: string(s.group.service), Name: string(s.spanName()), Kind: s.kind, Status: s.status}
 	})
 	if over {
@@ -152,10 +152,10 @@ func (sm *seriesMetrics) minute(minute uint64) *SpanMinute {
 // was not an overflow series.
 func (m *spanMetrics) seriesOf(s *SpanSeries) (series *seriesMetrics, over bool) {
 	if s.Overflow {
-		return serviceOverflow(m, s.Service, s.Status), false
+		return serviceOverflow(m, s.Service, s.Kind, s.Status), false
 	}
 	m.key = seriesKey(m.key[:0], []byte(s.Service), []byte(s.Name), s.Kind, s.Status)
-	return find(m, m.key, s.Service, s.Status, func() SpanSeries { return *s })
+	return find(m, m.key, s.Service, s.Kind, s.Status, func() SpanSeries { return *s })
 }
 
 // merge adds the series of o into m.
@@ -213,7 +213,8 @@ type SpanMetricsQuery struct {
 	Keep func(*SpanSeries) bool
 	// ByService merges each service's series of a status code, its
 	// overflow series included, into one, with no name and kind 0, so
-	// that Options.SpanMetricsMaxSeries bounds services, not operations.
+	// that Options.SpanMetricsMaxSeries bounds services, not operations;
+	// Keep sees the series before they merge.
 	ByService bool
 }
 

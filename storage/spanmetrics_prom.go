@@ -56,7 +56,7 @@ func newSpanTotals(maxSeries int) *spanTotals {
 		maxSeries: maxSeries,
 		series:    map[SpanSeries]*promSeries{},
 		calls: prometheus.NewDesc("traces_span_metrics_calls_total",
-			"Spans cut into blocks since cairn started, by service, span name, kind and status code; a service's overflow series of a status code (its spans past a block's --span-metrics-max-series) has empty span_name and span_kind, and the overflow series of a status code (past the bound on series here, or on services' overflow series in a block) empty service_name too.", labels, nil),
+			"Spans cut into blocks since cairn started, by service, span name, kind and status code; a service's overflow series of a kind and status code (its spans past a block's --span-metrics-max-series) has an empty span_name, and the overflow series of a status code (past the bound on series here, or on services' overflow series in a block) empty service_name and span_kind too.", labels, nil),
 		duration: prometheus.NewDesc("traces_span_metrics_duration_milliseconds",
 			"Durations of the spans counted in traces_span_metrics_calls_total, in milliseconds.", labels, nil),
 		overflow: prometheus.NewDesc("cairn_span_metrics_overflow_spans_total",
@@ -114,7 +114,7 @@ func (t *spanTotals) collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(t.overflow, prometheus.CounterValue, float64(t.overflowed), "prometheus")
 	for s, ps := range t.series {
 		labels := []string{s.Service, s.Name, promKinds[s.Kind], promStatuses[s.Status]}
-		if s.Overflow {
+		if s.Overflow && s.Service == "" {
 			labels[2] = ""
 		}
 		ch <- prometheus.MustNewConstMetric(t.calls, prometheus.CounterValue, float64(ps.count), labels...)

@@ -105,6 +105,7 @@ type seriesJSON struct {
 	Service   string      `json:"service"`
 	Operation string      `json:"operation"`
 	SpanKind  string      `json:"span_kind"`
+	Overflow  bool        `json:"overflow"`
 	Points    []pointJSON `json:"points"`
 }
 
@@ -174,8 +175,8 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse) metricsJSON {
 	out := metricsJSON{Series: []seriesJSON{}}
 	for _, s := range resp.GetSeries() {
-		sj := seriesJSON{Service: s.Service, Operation: s.Operation, SpanKind: kindNames[s.SpanKind], Points: []pointJSON{}}
-		if s.Overflow {
+		sj := seriesJSON{Service: s.Service, Operation: s.Operation, SpanKind: kindNames[s.SpanKind], Overflow: s.Overflow, Points: []pointJSON{}}
+		if s.Overflow && s.Service == "" {
 			sj.SpanKind = ""
 		}
 		for _, p := range s.Points {
@@ -215,9 +216,9 @@ func writeMetricsTable(w io.Writer, m metricsJSON, from, to time.Time, step time
 		}
 		name := s.Service + ": " + s.Operation + " (" + s.SpanKind + ")"
 		switch {
-		case s.SpanKind == "" && s.Service != "":
-			name = s.Service + ": (overflow: operations past the server's --span-metrics-max-series)"
-		case s.SpanKind == "":
+		case s.Overflow && s.Service != "":
+			name = s.Service + ": (overflow: operations past the server's --span-metrics-max-series) (" + s.SpanKind + ")"
+		case s.Overflow:
 			name = "(overflow: series past the server's --span-metrics-max-series)"
 		}
 		fmt.Fprintln(w, name)

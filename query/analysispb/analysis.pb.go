@@ -240,8 +240,8 @@ type SpanMetricsSeries struct {
 	Service   string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	Operation string                 `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
 	SpanKind  SpanKind               `protobuf:"varint,3,opt,name=span_kind,json=spanKind,proto3,enum=cairn.analysis.v1.SpanKind" json:"span_kind,omitempty"`
-	// Spans of series past the bound: of the service, any operation and
-	// kind; or, if the service is empty, of any service.
+	// Spans of series past the bound: of the service and kind, any
+	// operation; or, if the service is empty, of any service and kind.
 	Overflow bool `protobuf:"varint,4,opt,name=overflow,proto3" json:"overflow,omitempty"`
 	// One per step with calls, ascending.
 	Points        []*SpanMetricsPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`

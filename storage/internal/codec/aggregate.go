@@ -72,9 +72,9 @@ const MaxExemplars = 2
 
 // SpanSeries names a span metrics series: spans of one service, name, kind
 // and status code. Spans past a block's bound on series count into an
-// overflow series of their service and status code, with no name or kind,
+// overflow series of their service, kind and status code, with no name,
 // and past as many of those, into one of their status code, with no
-// service either.
+// service or kind either.
 type SpanSeries struct {
 	Service, Name string
 	Kind          uint8 // opentelemetry.proto.trace.v1.Span.SpanKind
