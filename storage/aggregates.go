@@ -166,7 +166,7 @@ func scanRun(ctx context.Context, it *pebble.Iterator, lower, upper []byte, typ 
 // decodeAggregates decodes aggregate records into the span metrics of
 // their series, unbounded, and their service graph edges by minute.
 func decodeAggregates(records [][]byte) (*spanMetrics, map[string]*codec.GraphEdge, error) {
-	metrics := newSpanMetrics(int(^uint(0) >> 1))
+	metrics := newSpanMetrics(math.MaxInt)
 	edges := map[string]*codec.GraphEdge{}
 	var key []byte
 	for _, rec := range records {

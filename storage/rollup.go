@@ -42,10 +42,11 @@ type rollupProgress struct {
 	size      uint64
 }
 
-// rollUpAggregates merges, in each partition, the aggregate records of
-// every group of rollupGroups whose last block has been cut into one
-// record under the key of the newest of them (see mergeAggregates),
-// smaller groups first. A group of damaged records is left as it is, and
+// rollUpAggregates merges, in each partition and run of records (a shard
+// of span metrics, or the service graph), the aggregate records of every
+// group of rollupGroups whose last block has been cut into one record
+// under the key of the newest of them (see mergeAggregates), smaller
+// groups first. A group of damaged records is left as it is, and
 // logged. Only the maintainer calls it.
 func (db *DB) rollUpAggregates(ctx context.Context) error {
 	// A merge writes a record before its range deletion frees any: with

@@ -240,9 +240,8 @@ func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetric
 	if service := q.Service; service != "" {
 		// Other services share the shard.
 		runs = []aggregateKey{metricsKey(serviceShard(service)), metricsKey(shardOverflow)}
-		keep = func(s *SpanSeries) bool {
-			return (s.Service == service || s.Service == "" && s.Overflow) && (q.Keep == nil || q.Keep(s))
-		}
+		inner := keep
+		keep = func(s *SpanSeries) bool { return (s.Service == service || s.Service == "" && s.Overflow) && inner(s) }
 	}
 	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, runs, func(notBefore uint64, payload []byte) error {
 		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
