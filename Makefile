@@ -21,6 +21,7 @@ FUZZ_TARGETS := \
 	./index:FuzzSegment:100000x \
 	./query:FuzzFit:30000x \
 	./query:FuzzAppendString:20000x \
+	./query/analysis:FuzzNameShape:50000x \
 	./storage/internal/codec:FuzzFragment:30000x \
 	./storage/internal/codec:FuzzSplitFields:30000x \
 	./storage/internal/codec:FuzzRecords:30000x \

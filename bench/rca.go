@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -31,6 +32,10 @@ type RCAScenario struct {
 	// traces carry; AttrKey is empty if none sets them apart.
 	AttrService, AttrKey, AttrValue string
 	fault                           func(*checkout, *rand.Rand)
+	// literalSQL names inventory's stock query, in both windows, by its
+	// SQL with the SKU written in it, as some instrumentations name
+	// database spans: a name a trace.
+	literalSQL bool
 }
 
 // RCARoot is the service and operation of every trace's root span.
@@ -120,6 +125,15 @@ func RCAScenarios() []RCAScenario {
 					c.net["payment"] = 30
 				}
 			}},
+		{Name: "literal-sql", Description: "inventory's stock query, each span named by its SQL with the SKU in it, takes 20 ms more on the pod upgraded to 2.9.0",
+			CulpritService: "inventory", CulpritOperation: "SELECT stock FROM inventory WHERE sku = ?", AttrService: "inventory", AttrKey: "service.version", AttrValue: "2.9.0",
+			literalSQL: true,
+			fault: func(c *checkout, _ *rand.Rand) {
+				if c.pod["inventory"] == 2 {
+					c.version["inventory"] = "2.9.0"
+					c.self["SELECT inventory.stock"] += 20
+				}
+			}},
 		{Name: "errors-version", Description: "auth 5.0.0 on one pod rejects a third of its requests, which web reports as 500s", Errors: true,
 			CulpritService: "auth", CulpritOperation: "Check", AttrService: "auth", AttrKey: "service.version", AttrValue: "5.0.0",
 			fault: func(c *checkout, rng *rand.Rand) {
@@ -146,6 +160,7 @@ type checkout struct {
 	region     string
 	newPricing bool
 	retried    bool // the first authorization times out, the second succeeds
+	literalSQL bool // see RCAScenario
 }
 
 var rcaVersions = map[string]string{"web": "1.8.0", "auth": "4.2.1", "cart": "3.0.4", "inventory": "2.8.0",
@@ -187,6 +202,7 @@ func (s RCAScenario) RCATraffic(seed uint64, n int, from, to time.Time, faulty b
 	step := to.Sub(from) / time.Duration(max(n, 1))
 	for i := range n {
 		c := newCheckout(rng)
+		c.literalSQL = s.literalSQL
 		if faulty && s.fault != nil {
 			s.fault(c, rng)
 		}
@@ -221,12 +237,17 @@ func (e *emitter) trace(c *checkout, start time.Time) {
 	root.work(c.self["POST /checkout"] / 2)
 	root.call(e, "auth", "Check", nil)
 	root.call(e, "cart", "Get", func(cart *spanOf) {
-		cart.db(e, "GET", "redis", kv("db.operation.name", "GET"))
+		cart.db(e, "GET", "", "redis", kv("db.operation.name", "GET"))
 	})
 	// Recommendations run beside the rest of the checkout.
 	reco := root.at
 	root.call(e, "inventory", "Reserve", func(inv *spanOf) {
-		inv.db(e, "SELECT inventory.stock", "postgresql", kv("db.query.text", "SELECT stock FROM inventory WHERE sku = $1"))
+		name, query := "", "SELECT stock FROM inventory WHERE sku = $1"
+		if c.literalSQL {
+			query = fmt.Sprintf("SELECT stock FROM inventory WHERE sku = 'SKU-%06d'", e.rng.IntN(1_000_000))
+			name = query
+		}
+		inv.db(e, "SELECT inventory.stock", name, "postgresql", kv("db.query.text", query))
 	})
 	root.call(e, "pricing", "Quote", func(p *spanOf) {
 		if ms, ok := c.self["ScoreModel"]; ok {
@@ -327,10 +348,11 @@ func (sp *spanOf) call(e *emitter, service, name string, body func(*spanOf)) {
 	sp.at = cl.close(e)
 }
 
-// db makes a database client span of sp's service.
-func (sp *spanOf) db(e *emitter, name, system string, attrs ...*commonpb.KeyValue) {
-	d := e.open(sp, sp.service, name, tracepb.Span_SPAN_KIND_CLIENT, sp.origin, sp.at, append(attrs, kv("db.system.name", system))...)
-	d.work(e.c.self[name])
+// db makes a database client span of sp's service, of operation op,
+// named name if not empty.
+func (sp *spanOf) db(e *emitter, op, name, system string, attrs ...*commonpb.KeyValue) {
+	d := e.open(sp, sp.service, cmp.Or(name, op), tracepb.Span_SPAN_KIND_CLIENT, sp.origin, sp.at, append(attrs, kv("db.system.name", system))...)
+	d.work(e.c.self[op])
 	sp.at = d.close(e)
 	if d.s.Status.GetCode() == tracepb.Status_STATUS_CODE_ERROR {
 		sp.s.Status = &tracepb.Status{Code: tracepb.Status_STATUS_CODE_ERROR, Message: d.s.Status.Message}

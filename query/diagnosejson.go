@@ -58,15 +58,22 @@ type CulpritJSON struct {
 	// Call: the time is the callers' wait on the operation outside its
 	// server spans.
 	Call bool `json:"call,omitempty"`
+	// SpanNames: the operation is the shape of this many span names that
+	// differ only in their literals, each written ?.
+	SpanNames int `json:"span_names,omitempty"`
 }
 
 // Name is the operation as service: operation, marked when the time is
-// its callers' wait on it.
+// its callers' wait on it, and when it stands for many span names.
 func (c CulpritJSON) Name() string {
-	if c.Call {
-		return c.Service + ": " + c.Operation + " (calls to it)"
+	name := c.Service + ": " + c.Operation
+	if c.SpanNames > 0 {
+		name += fmt.Sprintf(" (%d span names)", c.SpanNames)
 	}
-	return c.Service + ": " + c.Operation
+	if c.Call {
+		name += " (calls to it)"
+	}
+	return name
 }
 
 // AttributeScoreJSON is an attribute ranked as a cause, or a symptom.
@@ -106,7 +113,7 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms), WithinNoise: resp.WithinNoise}
 	for _, c := range resp.Operations {
 		cj := CulpritJSON{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMS: c.BaselineMs, WindowMS: c.WindowMs, Exemplars: []string{},
-			Call: c.Call}
+			Call: c.Call, SpanNames: int(c.SpanNames)}
 		if errorsMode {
 			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
 		} else {

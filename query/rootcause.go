@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"math"
 	"slices"
 	"time"
 
@@ -365,7 +366,7 @@ func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *a
 	for _, c := range d.Operations {
 		cp := &analysispb.Culprit{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMs: c.Baseline / 1e6,
 			WindowMs: c.Window / 1e6, BaselineOriginRate: c.BaselineOrigin, WindowOriginRate: c.WindowOrigin,
-			BaselineOnPathRate: c.BaselineOnPath, WindowOnPathRate: c.WindowOnPath, Call: c.Call}
+			BaselineOnPathRate: c.BaselineOnPath, WindowOnPathRate: c.WindowOnPath, Call: c.Call, SpanNames: int32(min(c.Names, math.MaxInt32))}
 		for _, id := range c.Exemplars {
 			cp.Exemplars = append(cp.Exemplars, id[:])
 		}

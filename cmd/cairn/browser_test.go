@@ -51,7 +51,9 @@ func newBrowser(t *testing.T, s *server, width, height int) *browser {
 		t.Skip("no Chromium (apt-get install chromium) to test the web UI in")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.WindowSize(width, height), chromedp.Flag("hide-scrollbars", true))
+		chromedp.WindowSize(width, height), chromedp.Flag("hide-scrollbars", true),
+		// Chromium leaves a directory of its own in the temporary directory.
+		chromedp.Env("TMPDIR="+t.TempDir()))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	// For the whole session. Alone, TestBrowserSearchToTrace takes 16 s; beside
@@ -476,6 +478,25 @@ func TestBrowserDiagnoseCall(t *testing.T) {
 	}
 	if cause := eval[string](b, `document.querySelector('p.cause').textContent`); !strings.Contains(cause, "its callers' wait on it outside its spans") {
 		t.Errorf("cause %q does not say where the time went", cause)
+	}
+	b.noConsoleErrors()
+}
+
+// TestBrowserDiagnoseSpanNames diagnoses a slow database query whose spans
+// are each named by their SQL with a literal in it, and wants the page to
+// name the query's shape and how many span names it stands for, as the
+// API does.
+func TestBrowserDiagnoseSpanNames(t *testing.T) {
+	s, b, mid, end := openDiagnosis(t, "literal-sql", "table.ranked.ops")
+	var diag diagnoseJSON
+	apiGet(t, s, "/api/v1/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&start="+mid.UTC().Format(time.RFC3339)+
+		"&end="+end.UTC().Format(time.RFC3339)+"&sample=100", &diag)
+	if len(diag.Operations) == 0 || diag.Operations[0].SpanNames < 10 {
+		t.Fatalf("the API's operations %+v, want the query's shape first, standing for many names", diag.Operations)
+	}
+	row := eval[string](b, `document.querySelector('table.ranked.ops tbody tr td:nth-child(2)').textContent`)
+	if want := fmt.Sprintf("inventory: SELECT stock FROM inventory WHERE sku = ? (%d span names)", diag.Operations[0].SpanNames); row != want {
+		t.Errorf("first operation %q, want %q", row, want)
 	}
 	b.noConsoleErrors()
 }

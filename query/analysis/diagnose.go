@@ -72,6 +72,10 @@ type Culprit struct {
 	// side; a delay in the network to one pod shows there, and the pod
 	// among the attributes.
 	Call bool
+	// Names is how many span names the operation stands for, if it is
+	// many names of one shape, named by the shape with its literals as ?
+	// (see shapeAt); 0 if it is one name.
+	Names int
 	// Score, diagnosing latency, is the growth of the operation's mean self
 	// time on the critical path, counted no further than its own time (on
 	// the path or off it) grew, as a part of the growth of the mean
@@ -255,9 +259,11 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // errors, it is the window's failed traces against every baseline trace.
 // Between values that score alike, one on a culprit's service comes
 // first, then as legibility orders them. Values of a service on exactly the same traces are one entry (see
-// Correlation.Aliases).
+// Correlation.Aliases). Many span names of a service that differ in
+// their literals alone are one operation (see shapeNames).
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
+	window, baseline, names := shapeNames(window, baseline, o.Service, o.Operation)
 	w, wOwn := o.facts(window)
 	b, bOwn := o.facts(baseline)
 	if o.Errors {
@@ -276,6 +282,10 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 		if len(d.Operations) > 0 && d.Operations[0].Call {
 			callerSide(&d.Operations[0], w, b)
 		}
+	}
+	for i := range d.Operations {
+		c := &d.Operations[i]
+		c.Names = names[op{service: c.Service, name: c.Operation}]
 	}
 	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
 	d.WithinNoise = withinNoise(w, b, d.Operations, o.Errors)

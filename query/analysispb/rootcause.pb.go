@@ -860,8 +860,14 @@ type Culprit struct {
 	// it, none of them slower.
 	BaselineOnPathRate float64 `protobuf:"fixed64,10,opt,name=baseline_on_path_rate,json=baselineOnPathRate,proto3" json:"baseline_on_path_rate,omitempty"`
 	WindowOnPathRate   float64 `protobuf:"fixed64,11,opt,name=window_on_path_rate,json=windowOnPathRate,proto3" json:"window_on_path_rate,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// How many span names of the service the operation stands for, if it
+	// is many that differ only in their literals (quoted strings, numbers,
+	// UUIDs, hexadecimal IDs), such as SQL with its values or paths with
+	// IDs: operation is then their shape, each literal written ?. 0 if it
+	// is one name.
+	SpanNames     int32 `protobuf:"varint,12,opt,name=span_names,json=spanNames,proto3" json:"span_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Culprit) Reset() {
@@ -967,6 +973,13 @@ func (x *Culprit) GetBaselineOnPathRate() float64 {
 func (x *Culprit) GetWindowOnPathRate() float64 {
 	if x != nil {
 		return x.WindowOnPathRate
+	}
+	return 0
+}
+
+func (x *Culprit) GetSpanNames() int32 {
+	if x != nil {
+		return x.SpanNames
 	}
 	return 0
 }
@@ -1149,7 +1162,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\x89\x03\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xa8\x03\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
@@ -1163,7 +1176,9 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x04call\x18\t \x01(\bR\x04call\x121\n" +
 	"\x15baseline_on_path_rate\x18\n" +
 	" \x01(\x01R\x12baselineOnPathRate\x12-\n" +
-	"\x13window_on_path_rate\x18\v \x01(\x01R\x10windowOnPathRate\"\x9e\x02\n" +
+	"\x13window_on_path_rate\x18\v \x01(\x01R\x10windowOnPathRate\x12\x1d\n" +
+	"\n" +
+	"span_names\x18\f \x01(\x05R\tspanNames\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +

@@ -193,6 +193,8 @@ function showDiagnosis(d, errors, route) {
   const ops = d.operations.slice(0, 15).map((c) => h('tr', {},
     h('td', { class: 'num' }, c.score.toFixed(3)),
     h('td', {}, `${c.service}: ${c.operation}`,
+      // Many span names that differ in their literals alone, such as SQL with its values.
+      c.span_names ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${c.span_names} span names)`) : null,
       // The callers' wait on it outside its spans: the network, or a queue.
       c.call ? h('span', { class: 'muted', title: 'its callers\' client spans waited for it outside its server spans: the network, or a queue on either side' }, ' (calls to it)') : null),
     h('td', { class: 'num' }, errors ? pct(c.baseline_origin_rate) : duration(c.baseline_ms * 1e6)),
