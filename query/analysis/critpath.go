@@ -72,8 +72,9 @@ type OperationTime struct {
 // lies partly outside its caller was timed by a skewed clock: it is moved,
 // with its subtree, by the least that puts it inside, if it fits. A child
 // that outlasts its parent by more than the skew allowance was not awaited
-// (a message consumer, a fire-and-forget task) and is off the path; any
-// other child is clipped to its parent.
+// (a message consumer, a fire-and-forget task) and is off the path, unless
+// it consumed a request whose reply the producer's parent waited for (see
+// awaitReplies); any other child is clipped to its parent.
 //
 // The path then runs backward from the root's end: the child that finished
 // last is on it, then, from that child's start, the sibling that finished
@@ -194,6 +195,7 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 			tr.adopt(top, children)
 		}
 	}
+	tr.awaitReplies(children)
 	for i := range tr.nodes {
 		n := &tr.nodes[i]
 		slices.SortFunc(n.children, func(a, b int32) int {
@@ -269,6 +271,54 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 	}
 	awaited := end <= pend || float64(end-pend) <= tr.opts.SkewFraction*float64(cs.Duration())
 	return offset, awaited && end > pn.start && start < pn.end
+}
+
+// awaitReplies places under a span the consumers of a message it produced
+// and then waited for, idle, until they ended: a request over a queue
+// whose reply the span awaits. Such a consumer outlasts the producer span
+// it is a child of, as every asynchronous consumer does, and is not
+// placed under it; left off the tree, the wait would read as the caller's
+// own time. A consumer counts as awaited where it ended before its
+// producer's parent did, no other child of that parent ran between the
+// producer's end and the consumer's, and the parent went on (its next
+// child, or its end) no longer after the consumer ended than the
+// consumer took from the producer's end. One consumed while its producer's
+// parent went on with other work, or after it ended, was not awaited.
+func (tr *tree) awaitReplies(children [][]int32) {
+	for w := range tr.nodes {
+		wn := &tr.nodes[w]
+		if !wn.placed {
+			continue
+		}
+		for _, p := range wn.children[:len(wn.children):len(wn.children)] {
+			if tr.t.Spans[p].Kind != kindProducer {
+				continue
+			}
+			pn := &tr.nodes[p]
+			for _, c := range children[p] {
+				cs := &tr.t.Spans[c]
+				end := cs.Start + cs.Duration()
+				if tr.nodes[c].placed || cs.Kind != kindConsumer || cs.Start < pn.start || end <= pn.end || end > wn.end {
+					continue
+				}
+				next, idle := wn.end, true
+				for _, x := range wn.children {
+					xn := &tr.nodes[x]
+					switch {
+					case x == p:
+					case xn.start < end && xn.end > pn.end:
+						idle = false
+					case xn.start >= end:
+						next = min(next, xn.start)
+					}
+				}
+				if idle && next-end <= end-pn.end {
+					tr.place(c, children, 0, wn.start, wn.end)
+					wn.children = append(wn.children, c)
+				}
+			}
+		}
+	}
 }
 
 // deepestHolding returns the deepest placed span under n, n included,

@@ -14,8 +14,9 @@ import (
 )
 
 // TestDiagnoseRandomTopologies injects one fault into call graphs drawn at
-// random (services calling services in sequence and in parallel, database
-// and in-process steps, consumers of events after the request, pods,
+// random (services calling services in sequence and in parallel, or over
+// a queue awaiting the reply, database and in-process steps, consumers of
+// events after the request, pods,
 // versions, request attributes and span attributes) and checks that Diagnose names the
 // faulty operation first and the attribute that sets the faulty traces
 // apart among its first three, as `cairn bench --rca` checks for its fixed
@@ -159,6 +160,7 @@ func newRandomScenario(seed uint64) *randomScenario {
 		}
 	}
 	walk(sc.root)
+	sc.queueRequests(seed)
 	sc.culprit = candidates[rng.IntN(len(candidates))]
 	sc.errors = rng.IntN(3) == 0
 	sc.delta = 5 + 35*rng.Float64()
@@ -190,6 +192,23 @@ func newRandomScenario(seed uint64) *randomScenario {
 		sc.condKind = "all"
 	}
 	return sc
+}
+
+// queueRequests makes some calls to other services requests over a
+// queue, whose reply the caller waits for: a producer span of the caller,
+// the callee's consumer span under it, the reply 1 ms after it ends. Only
+// calls that run alone, so that the caller is idle while it waits; drawn
+// apart, so that the other draws of a seed stay what they were.
+func (sc *randomScenario) queueRequests(seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3))
+	for _, n := range sc.nodes {
+		for i, c := range n.calls {
+			alone := !c.parallel && (i+1 == len(n.calls) || !n.calls[i+1].parallel)
+			if c.n.kind == tracepb.Span_SPAN_KIND_SERVER && alone && rng.IntN(6) == 0 {
+				c.n.kind = tracepb.Span_SPAN_KIND_CONSUMER
+			}
+		}
+	}
 }
 
 func (sc *randomScenario) node(service, op string, kind tracepb.Span_SpanKind) *rNode {
@@ -491,6 +510,14 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 				cFailed = m.t.Spans[si].Failed
 				m.t.Spans[ci].Start, m.t.Spans[ci].End = ms(callStart), ms(cEnd)
 				m.t.Spans[ci].Failed = cFailed
+			} else if c.n.kind == tracepb.Span_SPAN_KIND_CONSUMER {
+				// A request over a queue: published, consumed 1 ms
+				// later, replied to 1 ms after that.
+				pi := len(m.t.Spans)
+				m.t.Spans = append(m.t.Spans, Span{ID: spanIDOf(pi), Parent: id, Service: n.service, Name: "publish " + c.n.op,
+					Kind: tracepb.Span_SPAN_KIND_PRODUCER, Start: ms(callStart), End: ms(callStart + 0.3), Resource: m.resource(n.service)})
+				ci, e := m.span(c.n, spanIDOf(pi), callStart+1.3)
+				cEnd, cFailed = e+1, m.t.Spans[ci].Failed
 			} else {
 				ci, e := m.span(c.n, id, callStart)
 				cEnd, cFailed = e, m.t.Spans[ci].Failed

@@ -271,6 +271,8 @@ func resourceKey(attrs []*commonpb.KeyValue) string {
 }
 
 const (
-	kindServer = tracepb.Span_SPAN_KIND_SERVER
-	kindClient = tracepb.Span_SPAN_KIND_CLIENT
+	kindServer   = tracepb.Span_SPAN_KIND_SERVER
+	kindClient   = tracepb.Span_SPAN_KIND_CLIENT
+	kindProducer = tracepb.Span_SPAN_KIND_PRODUCER
+	kindConsumer = tracepb.Span_SPAN_KIND_CONSUMER
 )
