@@ -121,6 +121,13 @@ type node struct {
 	// children are the children placed under this span, the last to end
 	// first once the tree is built.
 	children []int32
+	parent   int32 // placed over this span; -1 for the root
+	height   int32 // of the subtree under this span: 0 for a leaf
+	// While the tree is built: inner are the children that have children
+	// of their own, in the order of children, where order is this span's
+	// place.
+	inner []int32
+	order int32
 }
 
 type tree struct {
@@ -189,6 +196,7 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 	}
 	tr.root = int(root)
 	s := &t.Spans[root]
+	tr.nodes[root].parent = -1
 	tr.place(root, children, 0, s.Start, s.Start+s.Duration())
 	for _, top := range slices.Concat(parentless, orphans) {
 		if top != above && !tr.nodes[top].placed {
@@ -221,8 +229,39 @@ func (tr *tree) place(i int32, children [][]int32, offset int64, from, to uint64
 		tr.outlastingServer(i, c, to)
 		if off, ok := tr.fit(i, c, offset, false); ok {
 			tr.place(c, children, off, n.start, n.end)
-			n.children = append(n.children, c)
+			tr.link(i, c)
+			n.height = max(n.height, tr.nodes[c].height+1)
 		}
+	}
+}
+
+// link records placed span c, its subtree placed, as the last child of p.
+func (tr *tree) link(p, c int32) {
+	pn, cn := &tr.nodes[p], &tr.nodes[c]
+	cn.parent, cn.order = p, int32(len(pn.children))
+	pn.children = append(pn.children, c)
+	if cn.height > 0 {
+		pn.inner = append(pn.inner, c)
+	}
+}
+
+// attach places span c, with its subtree, under placed span p, whose
+// interval it lies in, once the tree is built.
+func (tr *tree) attach(p, c int32, children [][]int32) {
+	pn := &tr.nodes[p]
+	tr.place(c, children, 0, pn.start, pn.end)
+	tr.link(p, c)
+	// Heights up the tree; a leaf that gets a child becomes an inner
+	// child of its parent.
+	for h := tr.nodes[c].height + 1; p >= 0 && tr.nodes[p].height < h; h++ {
+		n := &tr.nodes[p]
+		if n.height == 0 && n.parent >= 0 {
+			up := &tr.nodes[n.parent]
+			at, _ := slices.BinarySearchFunc(up.inner, n.order, func(x int32, order int32) int { return cmp.Compare(tr.nodes[x].order, order) })
+			up.inner = slices.Insert(up.inner, at, p)
+		}
+		n.height = h
+		p = n.parent
 	}
 }
 
@@ -313,8 +352,7 @@ func (tr *tree) awaitReplies(children [][]int32) {
 					}
 				}
 				if idle && next-end <= end-pn.end {
-					tr.place(c, children, 0, wn.start, wn.end)
-					wn.children = append(wn.children, c)
+					tr.attach(int32(w), c, children)
 				}
 			}
 		}
@@ -322,27 +360,37 @@ func (tr *tree) awaitReplies(children [][]int32) {
 }
 
 // deepestHolding returns the deepest placed span under n, n included,
-// whose interval holds [start, end]: of two as deep, the first found.
+// whose interval holds [start, end]: of two as deep, the first found,
+// depth first. Only the children with children of their own can hold a
+// span deeper than the one below n, which is the first child that holds
+// it, and a subtree no deeper than the deepest found is not searched: a
+// root with thousands of children, as many of them orphans adopted one
+// after the other, would otherwise have them all searched for each orphan.
 func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
 	best, bestDepth := n, 0
-	type at struct {
-		n     int32
-		depth int
-	}
-	stack := []at{{n, 0}}
-	for len(stack) > 0 {
-		top := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if top.depth > bestDepth {
-			best, bestDepth = top.n, top.depth
+	holds := func(c int32) bool { cn := &tr.nodes[c]; return cn.start <= start && end <= cn.end }
+	var search func(n int32, depth int)
+	search = func(n int32, depth int) {
+		nd := &tr.nodes[n]
+		for _, c := range nd.inner {
+			if depth+int(nd.height) <= bestDepth {
+				return
+			}
+			if depth+1+int(tr.nodes[c].height) > bestDepth && holds(c) {
+				search(c, depth+1)
+			}
 		}
-		children := tr.nodes[top.n].children
-		for k := len(children) - 1; k >= 0; k-- { // first child on top
-			if cn := &tr.nodes[children[k]]; cn.start <= start && end <= cn.end {
-				stack = append(stack, at{children[k], top.depth + 1})
+		if depth+1 <= bestDepth {
+			return
+		}
+		for _, c := range nd.children {
+			if holds(c) {
+				best, bestDepth = c, depth+1
+				return
 			}
 		}
 	}
+	search(n, 0)
 	return best
 }
 
@@ -362,9 +410,7 @@ func (tr *tree) adopt(i int32, children [][]int32) {
 	if _, ok := tr.fit(host, i, 0, true); !ok {
 		return
 	}
-	h := &tr.nodes[host]
-	tr.place(i, children, 0, h.start, h.end)
-	h.children = append(h.children, i)
+	tr.attach(host, i, children)
 }
 
 // walk emits, in reverse, the segments of the path through placed span n

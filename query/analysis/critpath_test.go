@@ -123,6 +123,43 @@ func TestCriticalPathTiles(t *testing.T) {
 	}
 }
 
+// TestDeepestHolding checks on random trees that the span an orphan would
+// be adopted by is as deep as the deepest placed span holding its
+// interval, found by walking every placed span.
+func TestDeepestHolding(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for range 500 {
+		tr := buildTree(randomTrace(rng, 1+rng.IntN(60)), (*Options)(nil).EnsureDefaults(), -1)
+		if tr.root < 0 {
+			continue
+		}
+		depth := make([]int, len(tr.nodes))
+		var walk func(n int32)
+		walk = func(n int32) {
+			for _, c := range tr.nodes[n].children {
+				depth[c] = depth[n] + 1
+				walk(c)
+			}
+		}
+		walk(int32(tr.root))
+		for range 20 {
+			rn := &tr.nodes[tr.root]
+			start := rn.start + rng.Uint64N(rn.end-rn.start+1)
+			end := start + rng.Uint64N(rn.end-start+1)
+			want := 0
+			for i := range tr.nodes {
+				if n := &tr.nodes[i]; n.placed && n.start <= start && end <= n.end {
+					want = max(want, depth[i])
+				}
+			}
+			got := tr.deepestHolding(int32(tr.root), start, end)
+			if n := &tr.nodes[got]; depth[got] != want || n.start > start || end > n.end {
+				t.Fatalf("[%d, %d]: span %d at depth %d over [%d, %d], want depth %d", start, end, got, depth[got], n.start, n.end, want)
+			}
+		}
+	}
+}
+
 func randomTrace(rng *rand.Rand, n int) *Trace {
 	tr := &Trace{Resources: make([][]*commonpb.KeyValue, 3)}
 	for i := range n {
