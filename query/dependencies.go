@@ -41,7 +41,7 @@ func (d dependencies) GetDependencies(ctx context.Context, req *jaegerpb.GetDepe
 		return nil, err
 	}
 	defer leave()
-	edges, err := d.s.r.ServiceGraph(ctx, start, end)
+	edges, err := d.s.r.Dependencies(ctx, start, end)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return nil, ctxStatus(ctx)

@@ -38,6 +38,8 @@ type Reader interface {
 	// ServiceGraph returns the service graph's edges with the calls that
 	// started in the minutes that [from, to) overlaps.
 	ServiceGraph(ctx context.Context, from, to time.Time) ([]storage.Edge, error)
+	// Dependencies returns the same edges without their latencies.
+	Dependencies(ctx context.Context, from, to time.Time) ([]storage.Edge, error)
 	// SpanMetrics merges the span metrics that q asks for, by series and
 	// step.
 	SpanMetrics(ctx context.Context, q storage.SpanMetricsQuery) ([]storage.SpanMetricsSeries, error)

@@ -188,7 +188,7 @@ func decodeAggregates(records [][]byte) (*spanMetrics, map[string]*codec.GraphEd
 			}
 			continue
 		}
-		if err := codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) *histogram.Histogram {
+		if err := codec.DecodeServiceGraph(payload, func(e *codec.EdgeHeader) (*histogram.Histogram, *uint64) {
 			key = edgeKey(key[:0], e)
 			g := edges[string(key)]
 			if g == nil {
@@ -196,7 +196,7 @@ func decodeAggregates(records [][]byte) (*spanMetrics, map[string]*codec.GraphEd
 				edges[string(key)] = g
 			}
 			g.Errors += e.Errors
-			return &g.Latency
+			return &g.Latency, nil
 		}); err != nil {
 			return nil, nil, err
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"cairn/internal/histogram"
 	"cairn/internal/otlpwire"
 )
 
@@ -235,6 +237,17 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 			want := graphModel(traces, at, window)
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("edges (calls, errors):\n got %v\nwant %v", got, want)
+			}
+			// Dependencies are the same edges, counted without latencies.
+			deps, err := db.Dependencies(context.Background(), start, start.Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range edges {
+				edges[i].Latency = histogram.Histogram{}
+			}
+			if !reflect.DeepEqual(deps, edges) {
+				t.Errorf("dependencies:\n got %+v\nwant %+v", deps, edges)
 			}
 			if len(want) < 10 {
 				t.Errorf("only %d edges: the test pairs too little", len(want))

@@ -238,19 +238,36 @@ func (h *Histogram) Decode(r *binread.Reader) {
 var decodeScratch = sync.Pool{New: func() any { return new(Histogram) }}
 
 // DecodeAdd reads a histogram that Append wrote from r, adds its counts to
-// h and returns how many durations it held. Corrupt input fails r and may
+// h and returns how many durations it held; a nil h only counts them,
+// which costs a small part of adding them. Corrupt input fails r and may
 // leave part of it added.
 func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
-	into := h
-	if len(h.buckets) > 0 {
-		into = decodeScratch.Get().(*Histogram)
-		into.Reset()
-		defer func() {
-			h.addBuckets(into.buckets, into.counts)
-			decodeScratch.Put(into)
-		}()
+	into, base := h, uint64(0)
+	if h != nil {
+		base = h.count
+		if len(h.buckets) > 0 {
+			into = decodeScratch.Get().(*Histogram)
+			into.Reset()
+			defer func() {
+				h.addBuckets(into.buckets, into.counts)
+				decodeScratch.Put(into)
+			}()
+		}
+		h.sum = addSat(h.sum, r.Uvarint())
+	} else {
+		r.Uvarint()
 	}
-	h.sum = addSat(h.sum, r.Uvarint())
+	added := into.decodeRuns(r, base)
+	if h != nil {
+		h.count = base + added
+	}
+	return added
+}
+
+// decodeRuns reads the runs of a histogram's encoding from r into h's
+// buckets, ascending, or into none if h is nil, and returns the sum of
+// their counts, which base plus it never overflows.
+func (h *Histogram) decodeRuns(r *binread.Reader, base uint64) uint64 {
 	runs := r.Count(3)
 	next, added := uint64(0), uint64(0)
 	for range runs {
@@ -279,14 +296,15 @@ func (h *Histogram) DecodeAdd(r *binread.Reader) uint64 {
 			if c == 0 {
 				continue
 			}
-			var carry uint64
-			if h.count, carry = bits.Add64(h.count, c, 0); carry != 0 {
+			if c > math.MaxUint64-base-added {
 				r.Fail("histogram count overflows")
 				return added
 			}
 			added += c
-			into.buckets = append(into.buckets, uint16(start+i))
-			into.counts = append(into.counts, c)
+			if h != nil {
+				h.buckets = append(h.buckets, uint16(start+i))
+				h.counts = append(h.counts, c)
+			}
 		}
 		r.B = b
 		next = start + n

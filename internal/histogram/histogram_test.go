@@ -118,12 +118,17 @@ func TestMergeIsExact(t *testing.T) {
 		}
 		checkQuantiles(t, &merged, values)
 
-		// Decoding each part straight into one histogram adds up alike.
+		// Decoding each part straight into one histogram adds up alike,
+		// and into none counts it.
 		var added Histogram
 		for i := range parts {
 			rd := binread.New(parts[i].Append(nil), ErrCorrupt)
 			if n := added.DecodeAdd(rd); n != parts[i].Count() || rd.Done("histogram") != nil {
 				t.Fatalf("DecodeAdd of %d durations added %d: %v", parts[i].Count(), n, rd.Err)
+			}
+			rd = binread.New(parts[i].Append(nil), ErrCorrupt)
+			if n := (*Histogram)(nil).DecodeAdd(rd); n != parts[i].Count() || rd.Done("histogram") != nil {
+				t.Fatalf("DecodeAdd of %d durations into none counted %d: %v", parts[i].Count(), n, rd.Err)
 			}
 		}
 		if !equal(&added, &whole) {
@@ -185,6 +190,11 @@ func FuzzDecode(f *testing.F) {
 		var h Histogram
 		rd := binread.New(b, ErrCorrupt)
 		h.Decode(rd)
+		// Counted alone, it fails or counts alike.
+		counted := binread.New(b, ErrCorrupt)
+		if n := (*Histogram)(nil).DecodeAdd(counted); (counted.Err == nil) != (rd.Err == nil) || rd.Err == nil && (n != h.Count() || len(counted.B) != len(rd.B)) {
+			t.Fatalf("counted alone: %d durations, %v; decoded: %d, %v", n, counted.Err, h.Count(), rd.Err)
+		}
 		if rd.Err != nil {
 			return
 		}

@@ -281,22 +281,32 @@ func FuzzServiceGraph(f *testing.F) {
 		{Parent: "orders", Child: "postgresql", Virtual: true, Minute: 29000001, Latency: h}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var edges []GraphEdge
-		err := DecodeServiceGraph(b, func(e *EdgeHeader) *histogram.Histogram {
+		err := DecodeServiceGraph(b, func(e *EdgeHeader) (*histogram.Histogram, *uint64) {
 			edges = append(edges, GraphEdge{Parent: string(e.Parent), Child: string(e.Child), Virtual: e.Virtual, Minute: e.Minute, Errors: e.Errors})
-			return &edges[len(edges)-1].Latency
+			return &edges[len(edges)-1].Latency, nil
 		})
 		if err != nil {
 			return
 		}
+		// Counted alone, each edge's calls are its latencies' count.
 		var again []GraphEdge
-		if err := DecodeServiceGraph(AppendServiceGraph(nil, edges), func(e *EdgeHeader) *histogram.Histogram {
+		calls := make([]uint64, len(edges))
+		if err := DecodeServiceGraph(AppendServiceGraph(nil, edges), func(e *EdgeHeader) (*histogram.Histogram, *uint64) {
 			again = append(again, GraphEdge{Parent: string(e.Parent), Child: string(e.Child)})
-			return nil
+			if len(again) > len(calls) {
+				return nil, nil
+			}
+			return nil, &calls[len(again)-1]
 		}); err != nil {
 			t.Fatalf("re-encoded section fails: %v", err)
 		}
 		if len(again) != len(edges) {
 			t.Fatalf("%d edges after re-encoding, want %d", len(again), len(edges))
+		}
+		for i := range edges {
+			if calls[i] != edges[i].Latency.Count() {
+				t.Fatalf("edge %d counted %d calls, its latencies %d", i, calls[i], edges[i].Latency.Count())
+			}
 		}
 	})
 }

@@ -58,14 +58,12 @@ type EdgeHeader struct {
 // DecodeServiceGraph decodes the payload of a service graph section. For
 // each edge it calls fn with the edge's header, whose memory it reuses for
 // the next, and adds the edge's latencies to the histogram fn returns, or
-// to none if nil. An edge's latencies touch only the buckets they count in,
-// so that summing many minutes costs what they hold, not their range.
-func DecodeServiceGraph(src []byte, fn func(*EdgeHeader) *histogram.Histogram) error {
+// only counts them if it is nil, and its calls to the count fn returns, if
+// not nil. An edge's latencies touch only the buckets they count in, so
+// that summing many minutes costs what they hold, not their range.
+func DecodeServiceGraph(src []byte, fn func(*EdgeHeader) (latency *histogram.Histogram, calls *uint64)) error {
 	r := binread.New(src, ErrCorrupt)
-	var (
-		e       EdgeHeader
-		skipped histogram.Histogram
-	)
+	var e EdgeHeader
 	for range r.Count(5) {
 		e.Parent = r.Bytes(r.Count(1))
 		e.Child = r.Bytes(r.Count(1))
@@ -79,13 +77,13 @@ func DecodeServiceGraph(src []byte, fn func(*EdgeHeader) *histogram.Histogram) e
 			break
 		}
 		e.Virtual = flags == 1
-		into := fn(&e)
-		if into == nil {
-			skipped.Reset()
-			into = &skipped
-		}
-		if calls := into.DecodeAdd(r); r.Err == nil && e.Errors > calls {
+		latency, calls := fn(&e)
+		n := latency.DecodeAdd(r)
+		if r.Err == nil && e.Errors > n {
 			r.Fail("service graph edge with more errors than calls")
+		}
+		if calls != nil {
+			*calls += n
 		}
 	}
 	return r.Done("service graph")
