@@ -123,9 +123,9 @@ type node struct {
 	children []int32
 	parent   int32 // placed over this span; -1 for the root
 	height   int32 // of the subtree under this span: 0 for a leaf
-	// While the tree is built: inner are the children that have children
-	// of their own, in the order of children, where order is this span's
-	// place.
+	// inner are the children with children of their own, in the order
+	// they were placed, and order is this span's place among its parent's
+	// children, as placed: what adoption searches (see deepestHolding).
 	inner []int32
 	order int32
 }
@@ -329,7 +329,7 @@ func (tr *tree) awaitReplies(children [][]int32) {
 		if !wn.placed {
 			continue
 		}
-		for _, p := range wn.children[:len(wn.children):len(wn.children)] {
+		for _, p := range wn.children { // not the consumers attached here
 			if tr.t.Spans[p].Kind != kindProducer {
 				continue
 			}
