@@ -259,11 +259,39 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 // errors, it is the window's failed traces against every baseline trace.
 // Between values that score alike, one on a culprit's service comes
 // first, then as legibility orders them. Values of a service on exactly the same traces are one entry (see
-// Correlation.Aliases). Many span names of a service that differ in
-// their literals alone are one operation (see shapeNames).
+// Correlation.Aliases).
+//
+// Many span names of a service that differ in their literals alone may be
+// one operation (see shapeNames): where they are, the traces are
+// diagnosed again with each such family under its shape, and that
+// diagnosis is taken if its first culprit is a family whose score is more
+// than twice the first culprit's of the names as sent. A family of names
+// each too rare to rank (SQL with its values) then ranks by its sum, while
+// operations that only share a shape (partition-1 to partition-12, a fault
+// in one) keep their names: the one at fault explains the growth alone.
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
-	window, baseline, names := shapeNames(window, baseline, o.Service, o.Operation)
+	d := o.diagnose(window, baseline)
+	sw, sb, names := shapeNames(window, baseline, o.Service, o.Operation)
+	if names == nil {
+		return d
+	}
+	shaped := o.diagnose(sw, sb)
+	if len(shaped.Operations) == 0 {
+		return d
+	}
+	first := &shaped.Operations[0]
+	if names[op{service: first.Service, name: first.Operation}] == 0 || len(d.Operations) > 0 && first.Score <= 2*d.Operations[0].Score {
+		return d
+	}
+	for i := range shaped.Operations {
+		c := &shaped.Operations[i]
+		c.Names = names[op{service: c.Service, name: c.Operation}]
+	}
+	return shaped
+}
+
+func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	w, wOwn := o.facts(window)
 	b, bOwn := o.facts(baseline)
 	if o.Errors {
@@ -283,11 +311,7 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 			callerSide(&d.Operations[0], w, b)
 		}
 	}
-	for i := range d.Operations {
-		c := &d.Operations[i]
-		c.Names = names[op{service: c.Service, name: c.Operation}]
-	}
-	d.Attributes, d.Symptoms = attributeCauses(w, b, o, d.Operations)
+	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, d.Operations)
 	d.WithinNoise = withinNoise(w, b, d.Operations, o.Errors)
 	return d
 }

@@ -3,11 +3,11 @@ package analysis
 import "slices"
 
 // shapeAt is how many span names of one service must share a shape for a
-// diagnosis to count them as one operation. Instrumentations that name
-// spans by their literal SQL, or by a path with an ID in it, give an
-// operation thousands of names, each too rare to rank, while a fault that
-// slows them all is plain in their sum. A few names of one shape are kept
-// apart: step-1 and step-2 are two operations.
+// diagnosis to try them as one operation (see Diagnose). Instrumentations
+// that name spans by their literal SQL, or by a path with an ID in it,
+// give an operation thousands of names, each too rare to rank, while a
+// fault that slows them all is plain in their sum. A few names of one
+// shape are always kept apart: step-1 and step-2 are two operations.
 const shapeAt = 10
 
 // nameShape is name with its literals replaced by ?: quoted strings,
@@ -127,7 +127,8 @@ func isWord(c byte) bool {
 // shapeNames renames, in copies of the traces that have any, the spans of
 // every service whose names of one shape (see nameShape) number at least
 // shapeAt over both windows to that shape, but the diagnosed operation's
-// own spans; it returns how many names each shape stands for.
+// own spans; it returns how many names each shape stands for, nil if
+// none was renamed.
 func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*Trace, names map[op]int) {
 	shapes := map[op]string{} // by service and name; "" if the name is its shape
 	members := map[op]int{}   // names by service and shape
@@ -141,17 +142,17 @@ func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*T
 				}
 				shape := nameShape(s.Name)
 				if shape == s.Name || s.Service == service && s.Name == operation {
-					shapes[k] = ""
-					continue
+					shape = ""
+				} else {
+					members[op{service: s.Service, name: shape}]++
 				}
 				shapes[k] = shape
-				members[op{service: s.Service, name: shape}]++
 			}
 		}
 	}
-	for k, n := range members {
+	for g, n := range members {
 		if n < shapeAt {
-			delete(members, k)
+			delete(members, g)
 		}
 	}
 	if len(members) == 0 {
