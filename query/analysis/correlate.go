@@ -314,5 +314,11 @@ func isSymptom(key string) bool {
 		"http.request.resend_count": // a retry's number: an attempt before it failed
 		return true
 	}
+	// A retry's number under the names other instrumentations give it.
+	for _, suffix := range []string{"retry.attempt", "retry.count", "retry_count", "retry_attempt", "resend_count"} {
+		if strings.HasSuffix(key, suffix) {
+			return true
+		}
+	}
 	return strings.HasPrefix(key, "exception.") || strings.HasPrefix(key, "error.")
 }

@@ -182,7 +182,7 @@ func entries(attrs []Correlation) []string {
 func TestIsSymptom(t *testing.T) {
 	for key, want := range map[string]bool{
 		"error.type": true, "exception.message": true, "http.response.status_code": true,
-		"rpc.grpc.status_code": true, "http.request.resend_count": true,
+		"rpc.grpc.status_code": true, "http.request.resend_count": true, "retry.attempt": true, "rpc.retry_count": true,
 		"service.version": false, "host.name": false, "server.address": false, "retry.policy": false,
 	} {
 		if got := isSymptom(key); got != want {
