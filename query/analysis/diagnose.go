@@ -74,7 +74,7 @@ type Culprit struct {
 	Call bool
 	// Names is how many span names the operation stands for, if it is
 	// many names of one shape, named by the shape with its literals as ?
-	// (see shapeAt); 0 if it is one name.
+	// (see Diagnose); 0 if it is one name.
 	Names int
 	// Score, diagnosing latency, is the growth of the operation's mean self
 	// time on the critical path, counted no further than its own time (on
