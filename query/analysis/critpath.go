@@ -245,11 +245,11 @@ func (tr *tree) link(p, c int32) {
 	}
 }
 
-// attach places span c, with its subtree, under placed span p, whose
-// interval it lies in, once the tree is built.
-func (tr *tree) attach(p, c int32, children [][]int32) {
+// attach places span c, with its subtree, its times shifted by offset,
+// under placed span p, whose interval it lies in, once the tree is built.
+func (tr *tree) attach(p, c int32, children [][]int32, offset int64) {
 	pn := &tr.nodes[p]
-	tr.place(c, children, 0, pn.start, pn.end)
+	tr.place(c, children, offset, pn.start, pn.end)
 	tr.link(p, c)
 	// Heights up the tree; a leaf that gets a child becomes an inner
 	// child of its parent.
@@ -317,13 +317,18 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 // whose reply the span awaits. Such a consumer outlasts the producer span
 // it is a child of, as every asynchronous consumer does, and is not
 // placed under it; left off the tree, the wait would read as the caller's
-// own time. A consumer counts as awaited where it ended before its
-// producer's parent did, no other child of that parent ran between the
-// producer's end and the consumer's, and the parent went on (its next
-// child, or its end) no longer after the consumer ended than the
-// consumer took from the producer's end. One consumed while its producer's
-// parent went on with other work, or after it ended, was not awaited.
+// own time. The wait is the gap after the producer ends, to the parent's
+// next child or its end, with no other child of the parent running in it:
+// a consumer counts as awaited where it fits between the producer's start
+// and the gap's end, and what it leaves of the gap, the messages' transit,
+// is no longer than itself, or than replyTransit. Its times, by another
+// clock, are moved into the gap by the least that fits them. One
+// consumed while the parent went on with other work, or after it ended,
+// or much shorter than the gap, was not awaited.
 func (tr *tree) awaitReplies(children [][]int32) {
+	// A request's and its reply's time in a queue, which a consumer of a
+	// millisecond or two leaves as most of the wait.
+	const replyTransit = 5_000_000
 	for w := range tr.nodes {
 		wn := &tr.nodes[w]
 		if !wn.placed {
@@ -334,26 +339,27 @@ func (tr *tree) awaitReplies(children [][]int32) {
 				continue
 			}
 			pn := &tr.nodes[p]
+			gapEnd, idle := wn.end, true
+			for _, x := range wn.children {
+				switch xn := &tr.nodes[x]; {
+				case x == p:
+				case xn.start >= pn.end:
+					gapEnd = min(gapEnd, xn.start)
+				case xn.end > pn.end:
+					idle = false
+				}
+			}
+			if !idle {
+				continue
+			}
 			for _, c := range children[p] {
 				cs := &tr.t.Spans[c]
-				end := cs.Start + cs.Duration()
-				if tr.nodes[c].placed || cs.Kind != kindConsumer || cs.Start < pn.start || end <= pn.end || end > wn.end {
+				d := cs.Duration()
+				if tr.nodes[c].placed || cs.Kind != kindConsumer || d > gapEnd-pn.start || gapEnd-pn.end-min(d, gapEnd-pn.end) > max(d, replyTransit) {
 					continue
 				}
-				next, idle := wn.end, true
-				for _, x := range wn.children {
-					xn := &tr.nodes[x]
-					switch {
-					case x == p:
-					case xn.start < end && xn.end > pn.end:
-						idle = false
-					case xn.start >= end:
-						next = min(next, xn.start)
-					}
-				}
-				if idle && next-end <= end-pn.end {
-					tr.attach(int32(w), c, children)
-				}
+				start := min(max(cs.Start, pn.end), gapEnd-d)
+				tr.attach(int32(w), c, children, int64(start)-int64(cs.Start))
 			}
 		}
 	}
@@ -410,7 +416,7 @@ func (tr *tree) adopt(i int32, children [][]int32) {
 	if _, ok := tr.fit(host, i, 0, true); !ok {
 		return
 	}
-	tr.attach(host, i, children)
+	tr.attach(host, i, children, 0)
 }
 
 // walk emits, in reverse, the segments of the path through placed span n
