@@ -191,17 +191,26 @@ func PartitionPrefix(kind byte, p uint32) []byte {
 	return binary.BigEndian.AppendUint32([]byte{kind}, p)
 }
 
-// Rows is the key of the rows record of a segment.
-func Rows(p uint32, block uint64) []byte {
-	return binary.BigEndian.AppendUint64(PartitionPrefix(KindRows, p), block)
+// partitionBlock is a key of kind naming a block in partition p.
+func partitionBlock(kind byte, p uint32, block uint64) []byte {
+	return binary.BigEndian.AppendUint64(PartitionPrefix(kind, p), block)
 }
+
+// parsePartitionBlock decodes a key that partitionBlock made of kind; what
+// names the key in its error.
+func parsePartitionBlock(k []byte, kind byte, what string) (p uint32, block uint64, err error) {
+	if len(k) != 13 || k[0] != kind {
+		return 0, 0, fmt.Errorf("%w: %s key %x", ErrBadKey, what, k)
+	}
+	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+}
+
+// Rows is the key of the rows record of a segment.
+func Rows(p uint32, block uint64) []byte { return partitionBlock(KindRows, p, block) }
 
 // ParseRows decodes a rows key.
 func ParseRows(k []byte) (p uint32, block uint64, err error) {
-	if len(k) != 13 || k[0] != KindRows {
-		return 0, 0, fmt.Errorf("%w: rows key %x", ErrBadKey, k)
-	}
-	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+	return parsePartitionBlock(k, KindRows, "rows")
 }
 
 // Aggregate is the key of the span metrics record of a shard of a block in
@@ -219,31 +228,22 @@ func ParseAggregate(k []byte) (p uint32, shard uint8, block uint64, err error) {
 }
 
 // Graph is the key of the service graph record of a block in partition p.
-func Graph(p uint32, block uint64) []byte {
-	return binary.BigEndian.AppendUint64(PartitionPrefix(KindGraph, p), block)
-}
+func Graph(p uint32, block uint64) []byte { return partitionBlock(KindGraph, p, block) }
 
 // ParseGraph decodes a service graph record's key.
 func ParseGraph(k []byte) (p uint32, block uint64, err error) {
-	if len(k) != 13 || k[0] != KindGraph {
-		return 0, 0, fmt.Errorf("%w: service graph key %x", ErrBadKey, k)
-	}
-	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+	return parsePartitionBlock(k, KindGraph, "service graph")
 }
 
 // ParseAggregateV10 decodes an aggregate key of format version 10 and
 // older, which had no shard; read only to upgrade.
 func ParseAggregateV10(k []byte) (p uint32, block uint64, err error) {
-	if len(k) != 13 || k[0] != KindAggregate {
-		return 0, 0, fmt.Errorf("%w: aggregate key %x", ErrBadKey, k)
-	}
-	return binary.BigEndian.Uint32(k[1:]), binary.BigEndian.Uint64(k[5:]), nil
+	return parsePartitionBlock(k, KindAggregate, "aggregate")
 }
 
 // Postings is the key of a postings shard of a segment.
 func Postings(p uint32, block uint64, shard uint8) []byte {
-	k := binary.BigEndian.AppendUint64(PartitionPrefix(KindPostings, p), block)
-	return append(k, shard)
+	return append(partitionBlock(KindPostings, p, block), shard)
 }
 
 // Fingerprint is what the trace index keeps of a trace ID: 8 bytes where
@@ -346,9 +346,7 @@ func IsLaterPart(k, first []byte) bool {
 }
 
 // DataBlock is the prefix of the data keys of a block in partition p.
-func DataBlock(p uint32, block uint64) []byte {
-	return binary.BigEndian.AppendUint64(PartitionPrefix(KindData, p), block)
-}
+func DataBlock(p uint32, block uint64) []byte { return partitionBlock(KindData, p, block) }
 
 // Recompressed is the key that records how far a partition's span data has
 // been recompressed.
