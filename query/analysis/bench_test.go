@@ -11,10 +11,12 @@ import (
 // BenchmarkCriticalPath times the critical path of traces of 10k spans in
 // three shapes: a request fanning out into calls that each make a few
 // more (bushy), one span with every other as its child (wide), and a chain
-// (deep), and a wide one whose every other span lost its parent (orphans).
+// (deep), a wide one whose every other span lost its parent (orphans), and
+// one span publishing messages, each consumed after its producer ended
+// (publish).
 func BenchmarkCriticalPath(b *testing.B) {
 	const spans = 10_000
-	for _, shape := range []string{"bushy", "wide", "deep", "orphans"} {
+	for _, shape := range []string{"bushy", "wide", "deep", "orphans", "publish"} {
 		tr := shapedTrace(shape, spans)
 		b.Run(fmt.Sprintf("spans=%d/shape=%s", spans, shape), func(b *testing.B) {
 			b.ReportAllocs()
@@ -39,6 +41,11 @@ func shapedTrace(shape string, n int) *Trace {
 				p = &tr.Spans[rng.IntN(i)]
 			case "wide", "orphans":
 				p = &tr.Spans[0]
+			case "publish":
+				p = &tr.Spans[0]
+				if i%2 == 0 {
+					p = &tr.Spans[i-1]
+				}
 			case "deep":
 				p = &tr.Spans[i-1]
 			}
@@ -48,6 +55,15 @@ func shapedTrace(shape string, n int) *Trace {
 			s.End = s.Start + rng.Uint64N(p.End-s.Start+1)
 			if shape == "orphans" && i%2 == 0 {
 				s.Parent[0] = 0xff
+			}
+			if shape == "publish" {
+				// Producers, and under each a consumer that starts as it
+				// ends and outlasts it.
+				s.Kind, s.End = kindProducer, s.Start+1000
+				if i%2 == 0 {
+					s.Kind, s.Start = kindConsumer, p.End
+					s.End = s.Start + 1 + rng.Uint64N(1_000_000)
+				}
 			}
 		}
 		tr.Spans = append(tr.Spans, s)

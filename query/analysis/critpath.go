@@ -329,40 +329,89 @@ func (tr *tree) awaitReplies(children [][]int32) {
 	// A request's and its reply's time in a queue, which a consumer of a
 	// millisecond or two leaves as most of the wait.
 	const replyTransit = 5_000_000
+	type reply struct {
+		c     int32
+		start uint64 // in the parent's time
+	}
 	for w := range tr.nodes {
 		wn := &tr.nodes[w]
 		if !wn.placed {
 			continue
 		}
-		for _, p := range wn.children { // not the consumers attached here
-			if tr.t.Spans[p].Kind != kindProducer {
+		var gaps *childGaps // made for the first producer with a consumer to place
+		var replies []reply
+		for _, p := range wn.children {
+			if tr.t.Spans[p].Kind != kindProducer || !slices.ContainsFunc(children[p], tr.unplacedConsumer) {
 				continue
 			}
-			pn := &tr.nodes[p]
-			gapEnd, idle := wn.end, true
-			for _, x := range wn.children {
-				switch xn := &tr.nodes[x]; {
-				case x == p:
-				case xn.start >= pn.end:
-					gapEnd = min(gapEnd, xn.start)
-				case xn.end > pn.end:
-					idle = false
-				}
+			if gaps == nil {
+				gaps = tr.newChildGaps(int32(w))
 			}
+			pn := &tr.nodes[p]
+			gapEnd, idle := gaps.after(p)
 			if !idle {
 				continue
 			}
 			for _, c := range children[p] {
-				cs := &tr.t.Spans[c]
-				d := cs.Duration()
-				if tr.nodes[c].placed || cs.Kind != kindConsumer || d > gapEnd-pn.start || gapEnd-pn.end-min(d, gapEnd-pn.end) > max(d, replyTransit) {
+				d := tr.t.Spans[c].Duration()
+				if !tr.unplacedConsumer(c) || d > gapEnd-pn.start || gapEnd-pn.end-min(d, gapEnd-pn.end) > max(d, replyTransit) {
 					continue
 				}
-				start := min(max(cs.Start, pn.end), gapEnd-d)
-				tr.attach(int32(w), c, children, int64(start)-int64(cs.Start))
+				replies = append(replies, reply{c, min(max(tr.t.Spans[c].Start, pn.end), gapEnd-d)})
 			}
 		}
+		// Placed once every gap is known: a consumer lies in its gap, and
+		// changes no other.
+		for _, r := range replies {
+			tr.attach(int32(w), r.c, children, int64(r.start)-int64(tr.t.Spans[r.c].Start))
+		}
 	}
+}
+
+func (tr *tree) unplacedConsumer(c int32) bool {
+	return !tr.nodes[c].placed && tr.t.Spans[c].Kind == kindConsumer
+}
+
+// childGaps finds the gaps after a span's children end without a
+// walk over every child for each: a trace that publishes thousands of
+// messages from one span has thousands of producers under it.
+type childGaps struct {
+	tr      *tree
+	end     uint64  // the parent's
+	byStart []int32 // the children by start
+	// lastEnd[i] is the latest end of the children in byStart[:i+1]. A
+	// child among them need not be left out when asking whether another
+	// runs past its end: one that does ends later than it.
+	lastEnd []uint64
+}
+
+func (tr *tree) newChildGaps(w int32) *childGaps {
+	wn := &tr.nodes[w]
+	g := &childGaps{tr: tr, end: wn.end, byStart: slices.Clone(wn.children)}
+	slices.SortFunc(g.byStart, func(a, b int32) int { return cmp.Compare(tr.nodes[a].start, tr.nodes[b].start) })
+	g.lastEnd = make([]uint64, len(g.byStart))
+	last := uint64(0)
+	for i, x := range g.byStart {
+		last = max(last, tr.nodes[x].end)
+		g.lastEnd[i] = last
+	}
+	return g
+}
+
+// after returns where the gap after child p ends, at the start of the
+// first other child that starts once p ended or at the parent's end, and
+// whether no other child runs across p's end into it.
+func (g *childGaps) after(p int32) (gapEnd uint64, idle bool) {
+	pend := g.tr.nodes[p].end
+	k, _ := slices.BinarySearchFunc(g.byStart, pend, func(x int32, t uint64) int { return cmp.Compare(g.tr.nodes[x].start, t) })
+	idle = k == 0 || g.lastEnd[k-1] <= pend
+	for ; k < len(g.byStart) && g.byStart[k] == p; k++ {
+	}
+	gapEnd = g.end
+	if k < len(g.byStart) {
+		gapEnd = min(gapEnd, g.tr.nodes[g.byStart[k]].start)
+	}
+	return gapEnd, idle
 }
 
 // deepestHolding returns the deepest placed span under n, n included,

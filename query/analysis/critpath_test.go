@@ -160,6 +160,38 @@ func TestDeepestHolding(t *testing.T) {
 	}
 }
 
+// TestChildGaps checks on random trees the gap after each child that
+// childGaps finds against a walk over every other child.
+func TestChildGaps(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 500 {
+		tr := buildTree(randomTrace(rng, 1+rng.IntN(60)), (*Options)(nil).EnsureDefaults(), -1)
+		for w := range tr.nodes {
+			wn := &tr.nodes[w]
+			if !wn.placed || len(wn.children) == 0 {
+				continue
+			}
+			g := tr.newChildGaps(int32(w))
+			for _, p := range wn.children {
+				pn := &tr.nodes[p]
+				wantEnd, wantIdle := wn.end, true
+				for _, x := range wn.children {
+					switch xn := &tr.nodes[x]; {
+					case x == p:
+					case xn.start >= pn.end:
+						wantEnd = min(wantEnd, xn.start)
+					case xn.end > pn.end:
+						wantIdle = false
+					}
+				}
+				if end, idle := g.after(p); end != wantEnd || idle != wantIdle {
+					t.Fatalf("gap after child %d [%d, %d]: ends %d, idle %v; want %d, %v", p, pn.start, pn.end, end, idle, wantEnd, wantIdle)
+				}
+			}
+		}
+	}
+}
+
 func randomTrace(rng *rand.Rand, n int) *Trace {
 	tr := &Trace{Resources: make([][]*commonpb.KeyValue, 3)}
 	for i := range n {
