@@ -32,8 +32,9 @@ var rollupGroups = []uint64{8, 64, 512}
 // a merge holds little memory beside ingest: it holds what they hold, many
 // times their size in allocations (a group of seven blocks of a fleet of
 // 300 services, with 10,000 series and 25,000 service graph edges each,
-// 14 MB in all, took 0.3 s and 120 MB).
-const rollupMaxBytes = 4 << 20
+// 14 MB in all, took 0.3 s and 120 MB). A variable only so that tests can
+// make it small.
+var rollupMaxBytes int64 = 4 << 20
 
 // rollupProgress is where rollUpAggregates has got to in a partition, in
 // groups of one size.
@@ -147,12 +148,12 @@ func (db *DB) mergeRecords(p uint32, key aggregateKey, blocks []uint64) error {
 		if err = getErr; err != nil {
 			break
 		}
+		if size += len(v); int64(size) > rollupMaxBytes {
+			closer.Close()
+			return nil // the rest need not be read
+		}
 		values[i] = slices.Clone(v)
-		size += len(v)
 		closer.Close()
-	}
-	if err == nil && size > rollupMaxBytes {
-		return nil
 	}
 	var merged []byte
 	if err == nil {

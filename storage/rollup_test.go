@@ -173,6 +173,52 @@ func TestRollUpLeavesDamagedRecords(t *testing.T) {
 	}
 }
 
+// TestRollUpLeavesLargeGroups merges no group whose records together
+// pass rollupMaxBytes, and goes on with the others.
+func TestRollUpLeavesLargeGroups(t *testing.T) {
+	smallRollupGroups(t, 2)
+
+	base := time.Now().Truncate(time.Hour)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for i := range 5 { // blocks 1 to 5, block 2 of many series
+		spans := []metricSpan{testSpan(base, byte(i+1), "a", "op")}
+		if i == 1 {
+			for j := range 50 {
+				spans = append(spans, testSpan(base, byte(100+j), "a", fmt.Sprint("op", j)))
+			}
+		}
+		write(t, db, encodeSpans(t, spans))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, shard := partitionOf(uint64(base.UnixNano())), serviceShard("a")
+	size := func(block uint64) int {
+		v, closer, err := db.idx.Get(keys.Aggregate(p, shard, block))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer closer.Close()
+		return len(v)
+	}
+	old := rollupMaxBytes
+	t.Cleanup(func() { rollupMaxBytes = old })
+	rollupMaxBytes = int64(size(4) + size(5))
+	if int64(size(2)+size(3)) <= rollupMaxBytes {
+		t.Fatalf("block 2's record of %d bytes is too small for the test", size(2))
+	}
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if blocks, want := aggregateBlocks(t, db)[fmt.Sprintf("shard %d", shard)], []uint64{1, 2, 3, 5}; !reflect.DeepEqual(blocks, want) {
+		t.Fatalf("aggregate records of blocks %v, want %v: group 2-3 as it was, group 4-5 merged", blocks, want)
+	}
+}
+
 // TestRollUpKeepsFilteredSeries merges blocks whose series together pass
 // --span-metrics-max-series though each block's do not: a query of one
 // service finds its series after the merge as before.
