@@ -69,19 +69,12 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 		kinds[k] = true
 	}
 	anyKind := len(req.GetSpanKinds()) == 0
-	args.Service = req.GetService()
-	operation := req.GetOperation()
+	args.Service, args.Operation = req.GetService(), req.GetOperation()
 	args.Keep = func(s *storage.SpanSeries) bool {
-		// An overflow series has no name, and that of a status code no
-		// service or kind either: its spans may be of the ones asked for,
-		// and an answer without it would undercount them and never say so.
-		switch {
-		case s.Overflow && s.Service == "":
-			return true
-		case s.Overflow:
-			return anyKind || kinds[s.Kind]
-		}
-		return (operation == "" || s.Name == operation) && (anyKind || kinds[s.Kind])
+		// The overflow series of a status code has no service or kind:
+		// its spans may be of the ones asked for, and an answer without
+		// it would undercount them and never say so.
+		return s.Overflow && s.Service == "" || anyKind || kinds[s.Kind]
 	}
 	return args, nil
 }

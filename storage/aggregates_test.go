@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -122,6 +123,11 @@ func TestUpgradeShardsAggregates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		byService, err := db.SpanMetrics(ctx, SpanMetricsQuery{From: from, To: to, Step: time.Minute, ByService: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		one = append(one, byService...)
 		graph, err := db.ServiceGraph(ctx, from, to)
 		if err != nil {
 			t.Fatal(err)
@@ -148,6 +154,12 @@ func TestUpgradeShardsAggregates(t *testing.T) {
 	b := db.idx.NewBatch()
 	for _, k := range aggregateKeys(t, db) {
 		block := binary.BigEndian.Uint64(k[len(k)-8:])
+		if keys.HasKind(k, keys.KindAggregate) && k[5] == shardTotals {
+			if err := b.Delete(k, nil); err != nil { // version 10 had none
+				t.Fatal(err)
+			}
+			continue
+		}
 		v, closer, err := db.idx.Get(k)
 		if err != nil {
 			t.Fatal(err)
@@ -249,6 +261,115 @@ func TestSpanMetricsByService(t *testing.T) {
 			t.Fatalf("series %+v merged by service has a name or kind", s.SpanSeries)
 		}
 	}
+}
+
+// TestSpanMetricsByServiceReadsTotals answers queries by service from the
+// services' totals as a merge of every series read would, under filters
+// of kind and service, with series past the bound, before and after the
+// records are rolled up, and from totals an upgrade wrote.
+func TestSpanMetricsByServiceReadsTotals(t *testing.T) {
+	smallRollupGroups(t, 2)
+	dir := t.TempDir()
+	// Series past 300 a block overflow as they are cut; queries bound
+	// none, so that merging series by operation is the truth.
+	opts := &Options{FlushInterval: time.Hour, RecompressAfter: -1, PairingWindow: time.Hour, SpanMetricsMaxSeries: 300}
+	db, _, base := shardedStore(t, dir, opts, 5)
+	opts.SpanMetricsMaxSeries = 1 << 20
+	db = reopen(t, db, dir, opts)
+	t.Cleanup(func() { db.Close() })
+	serverOrConsumer := func(s *SpanSeries) bool { return s.Overflow && s.Service == "" || s.Kind == 2 || s.Kind == 5 }
+	queries := []SpanMetricsQuery{
+		{Step: time.Minute},
+		{Step: 5 * time.Minute, Keep: serverOrConsumer},
+		{Step: time.Minute, Service: "service-7"},
+		{Step: time.Hour, Service: "service-7", Keep: serverOrConsumer},
+	}
+	// merged is what a query by service answers, from the series a query
+	// by operation reads.
+	overflowed := false
+	merged := func(q SpanMetricsQuery) string {
+		t.Helper()
+		series, err := db.SpanMetrics(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := newSpanMetrics(math.MaxInt)
+		for _, s := range series {
+			overflowed = overflowed || s.Overflow && s.Service != ""
+			total, _ := m.seriesOf(&SpanSeries{Service: s.Service, Status: s.Status, Overflow: s.Service == "" && s.Overflow})
+			for i := range s.Minutes {
+				total.minute(s.Minutes[i].Minute).Merge(&s.Minutes[i])
+			}
+		}
+		return formatSeries(m.sorted())
+	}
+	check := func(what string) {
+		t.Helper()
+		for i, q := range queries {
+			q.From, q.To = base, base.Add(time.Hour)
+			want := merged(q)
+			q.ByService = true
+			got, err := db.SpanMetrics(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) == 0 {
+				t.Fatalf("%s, query %d: no series", what, i)
+			}
+			if g := formatSeries(got); g != want {
+				t.Fatalf("%s, query %d: by service\n%s\nwant\n%s", what, i, g, want)
+			}
+		}
+	}
+	check("as cut")
+	if !overflowed {
+		t.Fatal("no service's series overflowed: the test makes too few")
+	}
+	if err := db.rollUpAggregates(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("rolled up")
+
+	// A store of format version 11, which had no totals.
+	b := db.idx.NewBatch()
+	for _, k := range aggregateKeys(t, db) {
+		if keys.HasKind(k, keys.KindAggregate) && k[5] == shardTotals {
+			if err := b.Delete(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Set(keys.Meta("format"), []byte{11}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, opts)
+	t.Cleanup(func() { db.Close() })
+	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
+		t.Fatalf("format after the upgrade: %v, %v", v, err)
+	} else {
+		closer.Close()
+	}
+	check("upgraded")
+}
+
+// formatSeries prints span metrics series, a line a minute, with the
+// durations of its exemplars: of spans as slow, which trace a merge keeps
+// depends on its order.
+func formatSeries(series []SpanMetricsSeries) string {
+	var out strings.Builder
+	for _, s := range series {
+		for _, m := range s.Minutes {
+			fmt.Fprintf(&out, "%+v %d %x", s.SpanSeries, m.Minute, m.Latency.Append(nil))
+			for _, e := range m.Slowest {
+				fmt.Fprintf(&out, " %d", e.Duration)
+			}
+			out.WriteByte('\n')
+		}
+	}
+	return out.String()
 }
 
 // TestSpanMetricsOverflowKeepsService counts the spans of series past the

@@ -289,7 +289,7 @@ func BenchmarkServiceGraph(b *testing.B) {
 	}
 }
 
-// BenchmarkSpanMetrics measures span metrics of one service over the hour,
+// BenchmarkSpanMetrics measures span metrics of one service, and of every service merged by service, over the hour,
 // at minute resolution, as the analysis API asks for them: of a store of
 // 1M bench spans in five blocks (a few services, each with few series of
 // many spans), and of a fleet of 300 services with 30 operations each,
@@ -348,19 +348,30 @@ func openBenchStore(b *testing.B) *DB {
 	return db
 }
 
-// benchSpanMetrics reads the span metrics of each service in turn over the
-// hour before to.
+// benchSpanMetrics reads, over the hour before to, the span metrics of
+// each service in turn, and every service's merged by service (the web
+// UI's services page).
 func benchSpanMetrics(b *testing.B, db *DB, to time.Time) {
 	services, err := db.Services()
 	if err != nil {
 		b.Fatal(err)
 	}
 	from := to.Add(-time.Hour)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		service := services[i%len(services)]
-		if got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: time.Minute, Service: service}); err != nil || len(got) == 0 {
-			b.Fatalf("%d series of %s, %v", len(got), service, err)
+	b.Run("query=service", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			service := services[i%len(services)]
+			if got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: time.Minute, Service: service}); err != nil || len(got) == 0 {
+				b.Fatalf("%d series of %s, %v", len(got), service, err)
+			}
 		}
-	}
+	})
+	b.Run("query=by-service", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: from, To: to, Step: time.Minute, ByService: true}); err != nil || len(got) < len(services) {
+				b.Fatalf("%d series of %d services, %v", len(got), len(services), err)
+			}
+		}
+	})
 }

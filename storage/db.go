@@ -28,7 +28,7 @@ import (
 
 // FormatVersion is the version of the on-disk format this code reads and
 // writes. It is stored under the meta key "format" when a store is created.
-const FormatVersion = 11
+const FormatVersion = 12
 
 // TraceID is a 16-byte OTLP trace ID.
 type TraceID = [16]byte
@@ -334,10 +334,14 @@ func (db *DB) recover() error {
 		// version 9 stores large fragments in parts, and reads whole ones;
 		// version 10 says in merged fragments which cut each group's
 		// spans came with, and reads merged fragments that do not;
-		// version 11 shards aggregate records, which are rewritten.
+		// version 11 shards aggregate records, which are rewritten;
+		// version 12 adds records of services' totals, which are
+		// written from the shards' (upgradeTo12).
 		if err = db.shardAggregates(); err == nil {
-			err = db.idx.Set(keys.Meta("format"), []byte{FormatVersion}, pebble.Sync)
+			err = db.upgradeTo12()
 		}
+	case 11:
+		err = db.upgradeTo12()
 	}
 	if err != nil {
 		return fmt.Errorf("upgrade store from format version %d: %w", version, err)

@@ -208,13 +208,17 @@ type SpanMetricsQuery struct {
 	// the overflow series of status codes, which may hold spans of any
 	// service.
 	Service string
+	// Operation, if not empty, is the name of the series read, with the
+	// overflow series, which may hold spans of any name.
+	Operation string
 	// Keep, if not nil, accepts the series read, overflow series
 	// included; it must not keep the series it is given.
 	Keep func(*SpanSeries) bool
 	// ByService merges each service's series of a status code, its
 	// overflow series included, into one, with no name and kind 0, so
-	// that Options.SpanMetricsMaxSeries bounds services, not operations;
-	// Keep sees the series before they merge.
+	// that Options.SpanMetricsMaxSeries bounds services, not operations.
+	// Keep sees the series before they merge; without an Operation, they
+	// are each service's totals by kind and status code, with no name.
 	ByService bool
 }
 
@@ -237,11 +241,18 @@ func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetric
 	if keep == nil {
 		keep = allSeries
 	}
+	if operation := q.Operation; operation != "" {
+		inner := keep
+		keep = func(s *SpanSeries) bool { return (s.Name == operation || s.Overflow) && inner(s) }
+	}
 	if service := q.Service; service != "" {
 		// Other services share the shard.
 		runs = []aggregateKey{metricsKey(serviceShard(service)), metricsKey(shardOverflow)}
 		inner := keep
 		keep = func(s *SpanSeries) bool { return (s.Service == service || s.Service == "" && s.Overflow) && inner(s) }
+	}
+	if q.ByService && q.Operation == "" {
+		runs = []aggregateKey{totalsRun}
 	}
 	err := db.scanAggregates(ctx, lo*minuteNanos, hi*minuteNanos, codec.SectionSpanMetrics, runs, func(notBefore uint64, payload []byte) error {
 		first := max(lo, (notBefore+minuteNanos-1)/minuteNanos)
