@@ -210,7 +210,8 @@ func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPa
 	}
 	for _, o := range traceanalysis.AggregatePaths(paths) {
 		resp.Operations = append(resp.Operations, &analysispb.OperationPathStats{Service: o.Service, Operation: o.Operation,
-			Traces: int32(o.Traces), MeanMs: o.Mean / 1e6, P50Ms: o.P50 / 1e6, P95Ms: o.P95 / 1e6, Share: o.Share})
+			Traces: int32(o.Traces), MeanMs: o.Mean / 1e6, P50Ms: o.P50 / 1e6, P95Ms: o.P95 / 1e6, Share: o.Share,
+			SpanNames: int32(min(o.Names, math.MaxInt32))})
 	}
 	return resp, nil
 }

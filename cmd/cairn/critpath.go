@@ -41,6 +41,9 @@ type operationSelfJSON struct {
 	Operation string  `json:"operation"`
 	SelfMS    float64 `json:"self_ms"`
 	Share     float64 `json:"share"`
+	// SpanNames: the operation is the shape of this many span names that
+	// differ only in their literals; 0 for one name.
+	SpanNames int `json:"span_names,omitempty"`
 }
 
 func criticalPathCmd(args []string, stdout, _ io.Writer) error {
@@ -128,6 +131,19 @@ type operationPathJSON struct {
 	P50MS     float64 `json:"p50_ms"`
 	P95MS     float64 `json:"p95_ms"`
 	Share     float64 `json:"share"`
+	// SpanNames: the operation is the shape of this many span names that
+	// differ only in their literals; 0 for one name.
+	SpanNames int `json:"span_names,omitempty"`
+}
+
+// name is the operation as printed: its service and name, and how many
+// span names it stands for, if many.
+func (o operationPathJSON) name() string {
+	name := truncate(o.Service+": "+o.Operation, maxNameWidth)
+	if o.SpanNames > 0 {
+		name += fmt.Sprintf(" (%d span names)", o.SpanNames)
+	}
+	return name
 }
 
 // criticalPathsOn aggregates the critical paths from an operation's spans
@@ -151,7 +167,7 @@ func criticalPathsOn(ctx context.Context, conn grpc.ClientConnInterface, service
 		}
 		for _, o := range analysis.AggregatePaths(paths) {
 			out.Operations = append(out.Operations, operationPathJSON{Service: o.Service, Operation: o.Operation, Traces: o.Traces,
-				MeanMS: o.Mean / 1e6, P50MS: o.P50 / 1e6, P95MS: o.P95 / 1e6, Share: o.Share})
+				MeanMS: o.Mean / 1e6, P50MS: o.P50 / 1e6, P95MS: o.P95 / 1e6, Share: o.Share, SpanNames: o.Names})
 		}
 		return out, nil
 	}
@@ -161,7 +177,7 @@ func criticalPathsOn(ctx context.Context, conn grpc.ClientConnInterface, service
 	out.Traces, out.MeanMS = int(resp.Traces), resp.MeanMs
 	for _, o := range resp.Operations {
 		out.Operations = append(out.Operations, operationPathJSON{Service: o.Service, Operation: o.Operation, Traces: int(o.Traces),
-			MeanMS: o.MeanMs, P50MS: o.P50Ms, P95MS: o.P95Ms, Share: o.Share})
+			MeanMS: o.MeanMs, P50MS: o.P50Ms, P95MS: o.P95Ms, Share: o.Share, SpanNames: int(o.SpanNames)})
 	}
 	return out, nil
 }
@@ -183,7 +199,7 @@ func writeCriticalPaths(w io.Writer, out criticalPathsJSON, format string, sampl
 	fmt.Fprintf(w, "%12s %12s %12s %8s %8s  %s\n", "mean ms", "p50 ms", "p95 ms", "on path", "share", "operation")
 	for _, o := range out.Operations {
 		fmt.Fprintf(w, "%12.3f %12.3f %12.3f %7.1f%% %7.1f%%  %s\n", o.MeanMS, o.P50MS, o.P95MS, 100*float64(o.Traces)/float64(max(out.Traces, 1)),
-			100*o.Share, truncate(o.Service+": "+o.Operation, maxNameWidth))
+			100*o.Share, o.name())
 	}
 	return nil
 }

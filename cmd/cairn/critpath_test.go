@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCriticalPathGolden prints the critical path of the trace each
@@ -56,5 +59,40 @@ func TestCriticalPathCommand(t *testing.T) {
 	err = run([]string{"critical-path", "--addr", s.queryAddr.String(), "00000000000000000000000000000001"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Fatalf("unknown trace: %v", err)
+	}
+}
+
+// TestCriticalPathsSpanNames sums up where checkouts spent their time when
+// inventory names each stock query by its SQL with the SKU in it: the
+// queries are one operation, their shape, on the server and in the CLI,
+// and the table says how many names it stands for.
+func TestCriticalPathsSpanNames(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	_, mid, end := writeScenario(t, s, "literal-sql")
+	args := []string{"critical-path", "--service", "web", "--operation", "POST /checkout", "--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	remote := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", s.queryAddr.String())...)
+	var agg criticalPathsJSON
+	if err := json.Unmarshal([]byte(remote), &agg); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(agg.Operations, func(o operationPathJSON) bool { return o.Service == "inventory" && o.SpanNames > 0 })
+	if i < 0 || !strings.Contains(agg.Operations[i].Operation, "?") || agg.Operations[i].SpanNames < 100 {
+		t.Fatalf("operations %+v, want inventory's stock queries as one shape of 100 names or more", agg.Operations)
+	}
+	for _, o := range agg.Operations {
+		if o.Service == "inventory" && strings.Contains(o.Operation, "SKU-") {
+			t.Errorf("%s: a stock query apart from its shape", o.Operation)
+		}
+	}
+	if local := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", serveReaderOnly(t, s.queryAddr.String()))...); local != remote {
+		t.Errorf("aggregated in the CLI:\n%s\non the server:\n%s", local, remote)
+	}
+	var table, errOut bytes.Buffer
+	if err := run(append(args, "--addr", s.queryAddr.String()), &table, &errOut); err != nil {
+		t.Fatalf("%v: %s", err, errOut.String())
+	}
+	if want := fmt.Sprintf("inventory: %s (%d span names)\n", agg.Operations[i].Operation, agg.Operations[i].SpanNames); !strings.Contains(table.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, table.String())
 	}
 }

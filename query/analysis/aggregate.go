@@ -9,6 +9,10 @@ import (
 // many traces.
 type OperationStats struct {
 	Service, Operation string
+	// Names is how many span names the operation stands for, if it is
+	// many names of one shape, named by the shape with its literals as ?
+	// (see AggregatePaths); 0 if it is one name.
+	Names int
 	// Traces is how many of the paths the operation is on.
 	Traces int
 	// Mean, P50 and P95 (nearest rank) are of its self time per trace, in
@@ -20,29 +24,68 @@ type OperationStats struct {
 }
 
 // AggregatePaths sums up the operations of many critical paths, the most
-// time first.
+// time first. A service's span names that differ only in their literals,
+// at least shapeAt of one shape, are one operation named by the shape (see
+// nameShape): SQL named with its values, or paths with IDs, would
+// otherwise spread an operation's time over thousands of rows, each too
+// small to notice.
 func AggregatePaths(paths []Path) []OperationStats {
-	type op struct{ service, name string }
-	selfs := map[op][]uint64{}
-	var total uint64
+	type key struct{ service, name string }
+	shapes := map[key]string{} // by service and name: its shape, "" if the name is one
+	members := map[key]int{}   // names by service and shape
 	for _, p := range paths {
-		total += p.End - p.Start
 		for _, o := range p.Operations {
-			k := op{o.Service, o.Operation}
-			selfs[k] = append(selfs[k], o.Self)
+			k := key{o.Service, o.Operation}
+			if _, ok := shapes[k]; ok {
+				continue
+			}
+			shape := nameShape(o.Operation)
+			if shape == o.Operation {
+				shape = ""
+			} else {
+				members[key{o.Service, shape}]++
+			}
+			shapes[k] = shape
 		}
 	}
-	stats := make([]OperationStats, 0, len(selfs))
-	for k, s := range selfs {
+	type times struct {
+		selfs []uint64 // by path it is on
+		last  int      // the path of the last of selfs
+	}
+	ops := map[key]*times{}
+	var total uint64
+	for i, p := range paths {
+		total += p.End - p.Start
+		for _, o := range p.Operations {
+			k := key{o.Service, o.Operation}
+			if s := shapes[k]; s != "" && members[key{o.Service, s}] >= shapeAt {
+				k.name = s
+			}
+			t := ops[k]
+			switch {
+			case t == nil:
+				ops[k] = &times{selfs: []uint64{o.Self}, last: i}
+			case t.last == i: // another name of its shape on this path
+				t.selfs[len(t.selfs)-1] += o.Self
+			default:
+				t.selfs, t.last = append(t.selfs, o.Self), i
+			}
+		}
+	}
+	stats := make([]OperationStats, 0, len(ops))
+	for k, t := range ops {
 		var sum uint64
-		for _, d := range s {
+		for _, d := range t.selfs {
 			sum += d
 		}
 		// The paths the operation is not on count as zeros.
-		all := append(make([]uint64, len(paths)-len(s), len(paths)), s...)
+		all := append(make([]uint64, len(paths)-len(t.selfs), len(paths)), t.selfs...)
 		slices.Sort(all)
-		st := OperationStats{Service: k.service, Operation: k.name, Traces: len(s),
+		st := OperationStats{Service: k.service, Operation: k.name, Traces: len(t.selfs),
 			Mean: float64(sum) / float64(len(paths)), P50: float64(quantile(all, 0.5)), P95: float64(quantile(all, 0.95))}
+		if n := members[k]; n >= shapeAt {
+			st.Names = n
+		}
 		if total > 0 {
 			st.Share = float64(sum) / float64(total)
 		}

@@ -3,7 +3,8 @@ package analysis
 import "slices"
 
 // shapeAt is how many span names of one service must share a shape for a
-// diagnosis to try them as one operation (see Diagnose). Instrumentations
+// diagnosis to try them as one operation (see Diagnose), and for critical
+// paths to be summed up with them as one (see AggregatePaths). Instrumentations
 // that name spans by their literal SQL, or by a path with an ID in it,
 // give an operation thousands of names, each too rare to rank, while a
 // fault that slows them all is plain in their sum. A few names of one

@@ -462,7 +462,11 @@ type OperationPathStats struct {
 	P50Ms  float64 `protobuf:"fixed64,5,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
 	P95Ms  float64 `protobuf:"fixed64,6,opt,name=p95_ms,json=p95Ms,proto3" json:"p95_ms,omitempty"`
 	// Its part of the time of all the paths together.
-	Share         float64 `protobuf:"fixed64,7,opt,name=share,proto3" json:"share,omitempty"`
+	Share float64 `protobuf:"fixed64,7,opt,name=share,proto3" json:"share,omitempty"`
+	// How many span names of the service the operation stands for, if it
+	// is many that differ only in their literals, as in Culprit: operation
+	// is then their shape, each literal written ?. 0 if it is one name.
+	SpanNames     int32 `protobuf:"varint,8,opt,name=span_names,json=spanNames,proto3" json:"span_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -542,6 +546,13 @@ func (x *OperationPathStats) GetP95Ms() float64 {
 func (x *OperationPathStats) GetShare() float64 {
 	if x != nil {
 		return x.Share
+	}
+	return 0
+}
+
+func (x *OperationPathStats) GetSpanNames() int32 {
+	if x != nil {
+		return x.SpanNames
 	}
 	return 0
 }
@@ -1124,7 +1135,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\amean_ms\x18\x02 \x01(\x01R\x06meanMs\x12E\n" +
 	"\n" +
 	"operations\x18\x03 \x03(\v2%.cairn.analysis.v1.OperationPathStatsR\n" +
-	"operations\"\xc1\x01\n" +
+	"operations\"\xe0\x01\n" +
 	"\x12OperationPathStats\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x16\n" +
@@ -1132,7 +1143,9 @@ const file_rootcause_proto_rawDesc = "" +
 	"\amean_ms\x18\x04 \x01(\x01R\x06meanMs\x12\x15\n" +
 	"\x06p50_ms\x18\x05 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p95_ms\x18\x06 \x01(\x01R\x05p95Ms\x12\x14\n" +
-	"\x05share\x18\a \x01(\x01R\x05share\"\xff\x02\n" +
+	"\x05share\x18\a \x01(\x01R\x05share\x12\x1d\n" +
+	"\n" +
+	"span_names\x18\b \x01(\x05R\tspanNames\"\xff\x02\n" +
 	"\x0fDiagnoseRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x129\n" +
