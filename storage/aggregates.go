@@ -336,7 +336,6 @@ func (db *DB) upgradeTo12() error {
 		clear(totals)
 		return b.Commit(pebble.NoSync) // the version, set last, is synced
 	}
-	var total SpanSeries // scratch
 	for valid := it.First(); valid; valid = it.Next() {
 		kp, shard, block, err := keys.ParseAggregate(it.Key())
 		if err != nil {
@@ -351,20 +350,10 @@ func (db *DB) upgradeTo12() error {
 			}
 			p = kp
 		}
-		// Decoded apart: a damaged record adds nothing, not its first
-		// series.
-		rec := newSpanMetrics(math.MaxInt)
 		v, err := it.ValueAndErr()
-		var payload []byte
+		var rec *spanMetrics
 		if err == nil {
-			payload, err = codec.AggregateSection(v, codec.SectionSpanMetrics)
-		}
-		if err == nil && payload != nil {
-			err = codec.DecodeSpanMetrics(payload, allSeries, func(s *SpanSeries, minute uint64) *SpanMinute {
-				total = SpanSeries{Service: s.Service, Kind: s.Kind, Status: s.Status, Overflow: s.Service == "" && s.Overflow}
-				series, _ := rec.seriesOf(&total)
-				return series.minute(minute)
-			})
+			rec, _, err = decodeAggregates([][]byte{v})
 		}
 		switch {
 		case isDamaged(err):
@@ -377,7 +366,7 @@ func (db *DB) upgradeTo12() error {
 		if totals[block] == nil {
 			totals[block] = newSpanMetrics(math.MaxInt)
 		}
-		totals[block].merge(rec)
+		totals[block].merge(serviceTotals(rec.sorted()))
 	}
 	if err := it.Error(); err != nil {
 		return err
