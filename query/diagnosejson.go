@@ -66,12 +66,19 @@ type CulpritJSON struct {
 // Name is the operation as service: operation, marked when the time is
 // its callers' wait on it, and when it stands for many span names.
 func (c CulpritJSON) Name() string {
-	name := c.Service + ": " + c.Operation
-	if c.SpanNames > 0 {
-		name += fmt.Sprintf(" (%d span names)", c.SpanNames)
-	}
+	name := operationName(c.Service, c.Operation, c.SpanNames)
 	if c.Call {
 		name += " (calls to it)"
+	}
+	return name
+}
+
+// operationName is an operation as service: operation, marked when it is
+// the shape of many span names.
+func operationName(service, operation string, spanNames int) string {
+	name := service + ": " + operation
+	if spanNames > 0 {
+		name += fmt.Sprintf(" (%d span names)", spanNames)
 	}
 	return name
 }

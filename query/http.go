@@ -39,6 +39,7 @@ func (q *Service) HTTPHandler() http.Handler {
 	mux.Handle("GET /api/v1/span-metrics", s.api("http_span_metrics", s.httpSpanMetrics))
 	mux.Handle("GET /api/v1/service-graph", s.api("http_service_graph", s.httpServiceGraph))
 	mux.Handle("GET /api/v1/diagnose", s.api("http_diagnose", s.httpDiagnose))
+	mux.Handle("GET /api/v1/critical-paths", s.api("http_critical_paths", s.httpCriticalPaths))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status.Errorf(codes.NotFound, "no API call %s %s", r.Method, r.URL.Path))
 	})

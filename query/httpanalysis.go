@@ -335,12 +335,8 @@ func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *ht
 			return badRequest("errors %q is not true or false", e)
 		}
 	}
-	if n := v.Get("sample"); n != "" {
-		sample, err := strconv.ParseInt(n, 10, 32)
-		if err != nil || sample < 1 {
-			return badRequest("sample %q is not a positive number", n)
-		}
-		req.Sample = int32(sample)
+	if req.Sample, err = sampleParam(r); err != nil {
+		return err
 	}
 	dg, err := rootCause{service: s}.diagnose(ctx, req)
 	if err != nil {
@@ -349,4 +345,38 @@ func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *ht
 	d := DiagnosisFromAPI(diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), req.Errors)
 	return writeJSON(w, http.StatusOK, diagnoseHTTPJSON{DiagnosisJSON: d, Cause: d.Cause(req.Errors),
 		Latency: histograms(dg.windowTraces, dg.baselineTraces, req.Service, req.Operation)})
+}
+
+// sampleParam reads the sample parameter: how many traces of a window to
+// read; 0 for the default.
+func sampleParam(r *http.Request) (int32, error) {
+	n := r.URL.Query().Get("sample")
+	if n == "" {
+		return 0, nil
+	}
+	sample, err := strconv.ParseInt(n, 10, 32)
+	if err != nil || sample < 1 {
+		return 0, badRequest("sample %q is not a positive number", n)
+	}
+	return int32(sample), nil
+}
+
+func (s *service) httpCriticalPaths(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
+	if err := allowParams(r, "service", "operation", "start", "end", "since", "sample"); err != nil {
+		return err
+	}
+	v := r.URL.Query()
+	req := &analysispb.CriticalPathsRequest{Service: v.Get("service"), Operation: v.Get("operation")}
+	var err error
+	if req.StartTime, req.EndTime, err = windowParams(r, time.Now()); err != nil {
+		return err
+	}
+	if req.Sample, err = sampleParam(r); err != nil {
+		return err
+	}
+	resp, err := rootCause{service: s}.CriticalPaths(ctx, req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, CriticalPathsFromAPI(req.Service, req.Operation, req.StartTime.AsTime(), req.EndTime.AsTime(), resp))
 }

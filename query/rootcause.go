@@ -203,17 +203,7 @@ func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPa
 	if err != nil {
 		return nil, err
 	}
-	paths := traceanalysis.CriticalPaths(traces, req.Service, req.Operation, nil)
-	resp := &analysispb.CriticalPathsResponse{Traces: int32(len(paths))}
-	for _, p := range paths {
-		resp.MeanMs += float64(p.End-p.Start) / 1e6 / float64(len(paths))
-	}
-	for _, o := range traceanalysis.AggregatePaths(paths) {
-		resp.Operations = append(resp.Operations, &analysispb.OperationPathStats{Service: o.Service, Operation: o.Operation,
-			Traces: int32(o.Traces), MeanMs: o.Mean / 1e6, P50Ms: o.P50 / 1e6, P95Ms: o.P95 / 1e6, Share: o.Share,
-			SpanNames: int32(min(o.Names, math.MaxInt32))})
-	}
-	return resp, nil
+	return CriticalPathsResponse(traceanalysis.CriticalPaths(traces, req.Service, req.Operation, nil)), nil
 }
 
 // timeWindow is [start, end).

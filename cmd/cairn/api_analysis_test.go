@@ -196,8 +196,21 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		t.Errorf("latency histograms %+v of %d and %d traces, want 6 each", diag.Latency, diag.Window.Traces, diag.Baseline.Traces)
 	}
 
+	// Where the window's checkouts spent their time: the JSON of cairn
+	// critical-path --service.
+	var paths query.CriticalPathsJSON
+	apiGet(t, s, "/api/v1/critical-paths?service=checkout&operation=GET+/checkout&start="+rfc(mid)+"&end="+rfc(mid.Add(time.Minute)), &paths)
+	pathsResp, err := analysispb.NewRootCauseClient(conn).CriticalPaths(ctx, &analysispb.CriticalPathsRequest{Service: "checkout", Operation: "GET /checkout",
+		StartTime: timestamppb.New(mid), EndTime: timestamppb.New(mid.Add(time.Minute))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := query.CriticalPathsFromAPI("checkout", "GET /checkout", mid, mid.Add(time.Minute), pathsResp); jsonText(t, paths) != jsonText(t, want) || paths.Traces != 6 || len(paths.Operations) == 0 {
+		t.Errorf("critical paths:\n%+v\ngRPC:\n%+v", paths, want)
+	}
+
 	m := scrape(t, http.DefaultClient, "http://"+s.httpAddr.String(), nil)
-	for _, method := range []string{"http_critical_path", "http_span_metrics", "http_service_graph", "http_diagnose"} {
+	for _, method := range []string{"http_critical_path", "http_span_metrics", "http_service_graph", "http_diagnose", "http_critical_paths"} {
 		if metricValue(t, m, "cairn_query_duration_seconds", "method", method, "code", "OK") == 0 {
 			t.Errorf("no call of %s timed", method)
 		}
@@ -216,6 +229,10 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		{"/api/v1/diagnose?service=checkout", 400, apiError{"service and operation are required", "InvalidArgument"}},
 		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=0", 400, apiError{`sample "0" is not a positive number`, "InvalidArgument"}},
 		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=10001", 400, apiError{"sample 10001 is over the maximum of 10000", "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=checkout&since=1h", 400, apiError{"service and operation are required", "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=a&operation=b", 400, apiError{"start_time and end_time are required, start_time before end_time", "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=a&operation=b&since=1h&sample=x", 400, apiError{`sample "x" is not a positive number`, "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=a&operation=b&since=1h&limit=3", 400, apiError{`unknown parameter "limit": this call takes [service operation start end since sample]`, "InvalidArgument"}},
 	} {
 		var got apiError
 		if code := apiGet(t, s, c.path, &got); code != c.code || got != c.want {

@@ -20,6 +20,7 @@ import (
 
 	"cairn/bench"
 	"cairn/internal/grpctest"
+	"cairn/query"
 )
 
 // browser is a headless Chromium tab, and what the pages it shows write to
@@ -497,6 +498,35 @@ func TestBrowserDiagnoseSpanNames(t *testing.T) {
 	row := eval[string](b, `document.querySelector('table.ranked.ops tbody tr td:nth-child(2)').textContent`)
 	if want := fmt.Sprintf("inventory: SELECT stock FROM inventory WHERE sku = ? (%d span names)", diag.Operations[0].SpanNames); row != want {
 		t.Errorf("first operation %q, want %q", row, want)
+	}
+	b.noConsoleErrors()
+}
+
+// TestBrowserDiagnoseWhereTimeGoes opens the diagnosis page of checkouts
+// before a window is picked, on the scenario whose stock query is named
+// by its SQL with a literal in it: the page sums up the critical paths of
+// the range, the query's shape first, as the API does.
+func TestBrowserDiagnoseWhereTimeGoes(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	writeScenario(t, s, "literal-sql")
+	var paths query.CriticalPathsJSON
+	apiGet(t, s, "/api/v1/critical-paths?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&since=1h&sample=100", &paths)
+	if len(paths.Operations) == 0 || paths.Operations[0].SpanNames < 10 {
+		t.Fatalf("the API's operations %+v, want the query's shape first, standing for many names", paths.Operations)
+	}
+	b := newBrowser(t, s, 1280, 900)
+	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation), "table.ranked.paths tbody tr")
+	first := eval[[]string](b, `[...document.querySelectorAll('table.ranked.paths tbody tr:first-child td')].map((td) => td.textContent)`)
+	if len(first) != 6 || !strings.HasPrefix(first[0], "inventory: SELECT stock FROM inventory WHERE sku = ? (") || !strings.HasSuffix(first[0], " span names)") ||
+		!strings.HasSuffix(first[2], "%") || first[5] != "100.0%" {
+		t.Errorf("first row %q, want the query's shape, its count of names, its share, on every path", first)
+	}
+	if width := eval[float64](b, `document.querySelector('table.ranked.paths .share-bar').getBoundingClientRect().width`); width < 20 {
+		t.Errorf("the first share's bar is %.1f px wide", width)
+	}
+	if heading := eval[string](b, `document.querySelector('table.ranked.paths').closest('section').querySelector('h3').textContent`); !strings.Contains(heading, "critical paths of 100 traces") {
+		t.Errorf("heading %q, want the critical paths of the page's sample of 100 traces", heading)
 	}
 	b.noConsoleErrors()
 }

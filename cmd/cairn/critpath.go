@@ -111,80 +111,27 @@ func criticalPathCmd(args []string, stdout, _ io.Writer) error {
 	return writeCriticalPath(stdout, out, *format, *maxSegments)
 }
 
-// criticalPathsJSON is the output of `cairn critical-path --service S
-// --operation O … --format json`.
-type criticalPathsJSON struct {
-	Service    string              `json:"service"`
-	Operation  string              `json:"operation"`
-	Start      string              `json:"start"`
-	End        string              `json:"end"`
-	Traces     int                 `json:"traces"`
-	MeanMS     float64             `json:"mean_ms"`
-	Operations []operationPathJSON `json:"operations"`
-}
-
-type operationPathJSON struct {
-	Service   string  `json:"service"`
-	Operation string  `json:"operation"`
-	Traces    int     `json:"traces"`
-	MeanMS    float64 `json:"mean_ms"`
-	P50MS     float64 `json:"p50_ms"`
-	P95MS     float64 `json:"p95_ms"`
-	Share     float64 `json:"share"`
-	// SpanNames: the operation is the shape of this many span names that
-	// differ only in their literals; 0 for one name.
-	SpanNames int `json:"span_names,omitempty"`
-}
-
-// name is the operation as printed: its service and name, and how many
-// span names it stands for, if many.
-func (o operationPathJSON) name() string {
-	name := truncate(o.Service+": "+o.Operation, maxNameWidth)
-	if o.SpanNames > 0 {
-		name += fmt.Sprintf(" (%d span names)", o.SpanNames)
-	}
-	return name
-}
-
 // criticalPathsOn aggregates the critical paths from an operation's spans
 // in a window on the server, through cairn.analysis.v1.RootCause, or, if
 // the server does not serve it, here from traces read through its
 // TraceReader.
-func criticalPathsOn(ctx context.Context, conn grpc.ClientConnInterface, service, operation string, w timeRange, sample int) (criticalPathsJSON, error) {
-	out := criticalPathsJSON{Service: service, Operation: operation, Start: w.start.UTC().Format(time.RFC3339Nano),
-		End: w.end.UTC().Format(time.RFC3339Nano), Operations: []operationPathJSON{}}
+func criticalPathsOn(ctx context.Context, conn grpc.ClientConnInterface, service, operation string, w timeRange, sample int) (query.CriticalPathsJSON, error) {
 	resp, err := analysispb.NewRootCauseClient(conn).CriticalPaths(ctx, &analysispb.CriticalPathsRequest{Service: service, Operation: operation,
 		StartTime: timestamppb.New(w.start), EndTime: timestamppb.New(w.end), Sample: int32(sample)})
 	if status.Code(err) == codes.Unimplemented {
-		traces, err := sampleTraces(ctx, jaegerpb.NewTraceReaderClient(conn), service, operation, w, sample)
-		if err != nil {
-			return out, err
-		}
-		paths := analysis.CriticalPaths(traces, service, operation, nil)
-		out.Traces = len(paths)
-		for _, p := range paths {
-			out.MeanMS += float64(p.End-p.Start) / 1e6 / float64(len(paths))
-		}
-		for _, o := range analysis.AggregatePaths(paths) {
-			out.Operations = append(out.Operations, operationPathJSON{Service: o.Service, Operation: o.Operation, Traces: o.Traces,
-				MeanMS: o.Mean / 1e6, P50MS: o.P50 / 1e6, P95MS: o.P95 / 1e6, Share: o.Share, SpanNames: o.Names})
-		}
-		return out, nil
+		var traces []*analysis.Trace
+		traces, err = sampleTraces(ctx, jaegerpb.NewTraceReaderClient(conn), service, operation, w, sample)
+		resp = query.CriticalPathsResponse(analysis.CriticalPaths(traces, service, operation, nil))
 	}
 	if err != nil {
-		return out, err
+		return query.CriticalPathsJSON{}, err
 	}
-	out.Traces, out.MeanMS = int(resp.Traces), resp.MeanMs
-	for _, o := range resp.Operations {
-		out.Operations = append(out.Operations, operationPathJSON{Service: o.Service, Operation: o.Operation, Traces: int(o.Traces),
-			MeanMS: o.MeanMs, P50MS: o.P50Ms, P95MS: o.P95Ms, Share: o.Share, SpanNames: int(o.SpanNames)})
-	}
-	return out, nil
+	return query.CriticalPathsFromAPI(service, operation, w.start, w.end, resp), nil
 }
 
 // writeCriticalPaths prints where an operation's time went in a window:
 // each operation's self time on the critical paths, the most first.
-func writeCriticalPaths(w io.Writer, out criticalPathsJSON, format string, sample int) error {
+func writeCriticalPaths(w io.Writer, out query.CriticalPathsJSON, format string, sample int) error {
 	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
@@ -199,7 +146,7 @@ func writeCriticalPaths(w io.Writer, out criticalPathsJSON, format string, sampl
 	fmt.Fprintf(w, "%12s %12s %12s %8s %8s  %s\n", "mean ms", "p50 ms", "p95 ms", "on path", "share", "operation")
 	for _, o := range out.Operations {
 		fmt.Fprintf(w, "%12.3f %12.3f %12.3f %7.1f%% %7.1f%%  %s\n", o.MeanMS, o.P50MS, o.P95MS, 100*float64(o.Traces)/float64(max(out.Traces, 1)),
-			100*o.Share, o.name())
+			100*o.Share, truncate(o.Name(), 2*maxNameWidth))
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"cairn/query"
 )
 
 // TestCriticalPathGolden prints the critical path of the trace each
@@ -72,11 +74,11 @@ func TestCriticalPathsSpanNames(t *testing.T) {
 	_, mid, end := writeScenario(t, s, "literal-sql")
 	args := []string{"critical-path", "--service", "web", "--operation", "POST /checkout", "--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
 	remote := runJSON(t, append(slices.Clone(args), "--format", "json", "--addr", s.queryAddr.String())...)
-	var agg criticalPathsJSON
+	var agg query.CriticalPathsJSON
 	if err := json.Unmarshal([]byte(remote), &agg); err != nil {
 		t.Fatal(err)
 	}
-	i := slices.IndexFunc(agg.Operations, func(o operationPathJSON) bool { return o.Service == "inventory" && o.SpanNames > 0 })
+	i := slices.IndexFunc(agg.Operations, func(o query.OperationPathJSON) bool { return o.Service == "inventory" && o.SpanNames > 0 })
 	if i < 0 || !strings.Contains(agg.Operations[i].Operation, "?") || agg.Operations[i].SpanNames < 100 {
 		t.Fatalf("operations %+v, want inventory's stock queries as one shape of 100 names or more", agg.Operations)
 	}

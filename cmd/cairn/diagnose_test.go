@@ -12,6 +12,7 @@ import (
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 
 	"cairn/bench"
+	"cairn/query"
 )
 
 // TestDiagnoseCommand writes a baseline and a window of checkouts in which
@@ -68,7 +69,7 @@ func TestDiagnoseCommand(t *testing.T) {
 	// Where the window's checkouts spent their time, on the server and in
 	// the CLI.
 	paths := []string{"critical-path", "--service", "web", "--operation", "POST /checkout", "--start", mid.Format(time.RFC3339), "--end", end.Format(time.RFC3339), "--format", "json"}
-	var agg criticalPathsJSON
+	var agg query.CriticalPathsJSON
 	remote := runJSON(t, append(slices.Clone(paths), "--addr", s.queryAddr.String())...)
 	if err := json.Unmarshal([]byte(remote), &agg); err != nil {
 		t.Fatal(err)

@@ -83,6 +83,8 @@ func TestScreenshots(t *testing.T) {
 	we := time.Now().Add(-5 * time.Minute).UTC().Format(time.RFC3339)
 	b.open("#/diagnose?range=1h&service=frontend&operation=GET+/api/checkout/{id}&window_start="+ws+"&window_end="+we, ".diagnosis .cause")
 	capture("diagnose.png", true)
+	b.open("#/diagnose?range=1h&service=frontend&operation=GET+/api/checkout/{id}", "table.ranked.paths tbody tr")
+	capture("diagnose-paths.png", true)
 	b.open("#/search?service=frontend&range=1h&limit=100", "svg.scatter")
 	shot("search.png")
 	b.open("#/trace/"+id, ".trace .row")

@@ -36,6 +36,7 @@ export async function render(main, route) {
   charts.replaceChildren(...drawCharts(series, w, sel, route));
   if (!sel) {
     result.append(h('p', { class: 'hint' }, 'Drag across a chart over the time the operation went wrong: that is the window, and as long a time right before it the baseline.'));
+    if (series) result.append(await whereTimeGoes(service, operation, w, sample));
     return;
   }
   result.append(h('p', { class: 'muted' }, 'Diagnosing…'));
@@ -221,6 +222,25 @@ function showDiagnosis(d, errors, route) {
     d.symptoms.length ? section('Symptoms, which restate the failure and are not ranked as causes', h('table', { class: 'ranked symptoms' },
       h('thead', {}, h('tr', {}, ['score', 'window', 'baseline', 'attribute'].map((c) => h('th', {}, c)))), h('tbody', {}, attrs(d.symptoms)))) : null,
   ];
+}
+
+// whereTimeGoes sums up the critical paths of the operation's spans over
+// the range: each operation's self time on them, the most first, as a
+// share of the time the traces took. Many span names that differ in their
+// literals alone are one operation, their shape.
+async function whereTimeGoes(service, operation, w, sample) {
+  const cp = await get('/api/v1/critical-paths', { ...query(w), service, operation, sample });
+  const rows = cp.operations.slice(0, 15).map((o) => h('tr', {},
+    h('td', {}, `${o.service}: ${o.operation}`,
+      o.span_names ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${o.span_names} span names)`) : null),
+    h('td', { class: 'share' }, h('span', { class: 'share-bar', style: `width:${(o.share * 100).toFixed(1)}%` })),
+    h('td', { class: 'num' }, pct(o.share)),
+    h('td', { class: 'num' }, duration(o.mean_ms * 1e6)),
+    h('td', { class: 'num' }, duration(o.p95_ms * 1e6)),
+    h('td', { class: 'num' }, pct(o.traces / Math.max(cp.traces, 1)))));
+  return section(`Where its time goes: the critical paths of ${cp.traces.toLocaleString('en')} traces over the range, ${duration(cp.mean_ms * 1e6)} on average`,
+    h('table', { class: 'ranked paths' },
+      h('thead', {}, h('tr', {}, ['operation', '', 'share', 'mean', 'p95', 'on path'].map((c) => h('th', {}, c)))), h('tbody', {}, rows)));
 }
 
 function section(title, body) {
