@@ -69,7 +69,7 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 		kinds[k] = true
 	}
 	anyKind := len(req.GetSpanKinds()) == 0
-	args.Service, args.Operation = req.GetService(), req.GetOperation()
+	args.Service, args.Operation, args.ByService = req.GetService(), req.GetOperation(), req.GetByService()
 	args.Keep = func(s *storage.SpanSeries) bool {
 		// The overflow series of a status code has no service or kind:
 		// its spans may be of the ones asked for, and an answer without

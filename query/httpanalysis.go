@@ -181,17 +181,17 @@ func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r 
 	if req.Quantiles, err = quantileParams(r); err != nil {
 		return err
 	}
+	switch v.Get("by") {
+	case "", "operation":
+	case "service":
+		req.ByService = true
+	default:
+		return badRequest("by %q is not service or operation", v.Get("by"))
+	}
 	a := analysis{service: s}
 	args, err := a.spanMetricsArgs(req)
 	if err != nil {
 		return err
-	}
-	switch v.Get("by") {
-	case "", "operation":
-	case "service":
-		args.ByService = true
-	default:
-		return badRequest("by %q is not service or operation", v.Get("by"))
 	}
 	series, err := a.spanMetrics(ctx, args)
 	if err != nil {

@@ -38,7 +38,7 @@ func commands() []command {
 		{"services", "[flags]", "list the services that sent spans", servicesCmd},
 		{"operations", "SERVICE [flags]", "list a service's operations and span kinds", operationsCmd},
 		{"deps", "[flags]", "the service graph: calls, errors and latency between services", depsCmd},
-		{"metrics", "SERVICE [flags]", "a service's calls, errors and latency per step, from span metrics", metricsCmd},
+		{"metrics", "[SERVICE] [flags]", "a service's calls, errors and latency per step, or every service's (--by service), from span metrics", metricsCmd},
 		{"check", "DATA_DIR", "verify every file of a stopped store and report damage", checkCmd},
 		{"repair", "DATA_DIR", "drop what a stopped store cannot read, so the rest serves normally", repairCmd},
 		{"bench", "[flags]", "measure ingest, reads and searches of cairn or any OTLP endpoint", benchCmd},

@@ -127,6 +127,7 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	kind := fs.String("kind", "", "only spans of this kind: server, client, producer, consumer, internal or unspecified")
 	step := fs.Duration("step", time.Minute, "one point per step, a whole number of minutes; as long as the window for one point")
 	format := fs.String("format", "table", "output format: table or json")
+	by := fs.String("by", "operation", "a series per operation and kind, or per service (all its operations and the kinds asked for, one series); every service's without SERVICE")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
@@ -135,9 +136,16 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req := &analysispb.GetSpanMetricsRequest{Service: pos[0], Operation: *operation,
+	req := &analysispb.GetSpanMetricsRequest{Operation: *operation, ByService: *by == "service",
 		StartTime: timestamppb.New(start), EndTime: timestamppb.New(end), Step: durationpb.New(*step)}
+	if len(pos) > 0 {
+		req.Service = pos[0]
+	}
 	switch {
+	case *by != "operation" && *by != "service":
+		return usagef("--by %q is not operation or service", *by)
+	case len(pos) == 0 && !req.ByService:
+		return usagef("give a SERVICE, or --by service for every service")
 	case *format != "table" && *format != "json":
 		return usagef("unknown format %q: want table or json", *format)
 	case *step < time.Minute || *step%time.Minute != 0:
@@ -158,7 +166,7 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return qf.rpcError(err)
 	}
-	out := toMetricsJSON(resp)
+	out := toMetricsJSON(resp, req.ByService)
 	if *format == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -172,11 +180,12 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	return writeMetricsTable(stdout, out, from, to, *step)
 }
 
-func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse) metricsJSON {
+// toMetricsJSON is resp as JSON; a series by service has no kind.
+func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse, byService bool) metricsJSON {
 	out := metricsJSON{Series: []seriesJSON{}}
 	for _, s := range resp.GetSeries() {
 		sj := seriesJSON{Service: s.Service, Operation: s.Operation, SpanKind: kindNames[s.SpanKind], Overflow: s.Overflow, Points: []pointJSON{}}
-		if s.Overflow && s.Service == "" {
+		if s.Overflow && s.Service == "" || byService {
 			sj.SpanKind = ""
 		}
 		for _, p := range s.Points {
@@ -216,6 +225,8 @@ func writeMetricsTable(w io.Writer, m metricsJSON, from, to time.Time, step time
 		}
 		name := s.Service + ": " + s.Operation + " (" + s.SpanKind + ")"
 		switch {
+		case s.SpanKind == "" && !s.Overflow: // a service's, by service
+			name = s.Service
 		case s.Overflow && s.Service != "":
 			name = s.Service + ": (overflow: operations past the server's --span-metrics-max-series) (" + s.SpanKind + ")"
 		case s.Overflow:

@@ -124,6 +124,8 @@ func TestMetricsRefusesWrongCalls(t *testing.T) {
 		{"metrics", "web", "--since", "1h", "--start", "2023-11-14T22:13:00Z"},
 		{"metrics", "web", "--start", "2023-11-14T22:13:00Z", "--end", "2023-11-14T22:13:00Z"},
 		{"metrics", "web", "--format", "csv"},
+		{"metrics", "--by", "host"},
+		{"metrics", "--by", "operation"},
 	} {
 		var out, errOut bytes.Buffer
 		if err := run(args, &out, &errOut); exitStatus(err, &errOut) != 2 {

@@ -105,7 +105,12 @@ type GetSpanMetricsRequest struct {
 	Step *durationpb.Duration `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
 	// Latency quantiles of each point, each in [0, 1], at most 16; default
 	// 0.5, 0.95 and 0.99. Each is within 1% of the exact quantile.
-	Quantiles     []float64 `protobuf:"fixed64,7,rep,packed,name=quantiles,proto3" json:"quantiles,omitempty"`
+	Quantiles []float64 `protobuf:"fixed64,7,rep,packed,name=quantiles,proto3" json:"quantiles,omitempty"`
+	// Merge each service's series into one, of all its operations and the
+	// kinds asked for: its calls, errors and latencies, with no operation
+	// and kind SPAN_KIND_UNSPECIFIED. The bound on series then bounds
+	// services.
+	ByService     bool `protobuf:"varint,8,opt,name=by_service,json=byService,proto3" json:"by_service,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -187,6 +192,13 @@ func (x *GetSpanMetricsRequest) GetQuantiles() []float64 {
 		return x.Quantiles
 	}
 	return nil
+}
+
+func (x *GetSpanMetricsRequest) GetByService() bool {
+	if x != nil {
+		return x.ByService
+	}
+	return false
 }
 
 type GetSpanMetricsResponse struct {
@@ -728,7 +740,7 @@ var File_analysis_proto protoreflect.FileDescriptor
 
 const file_analysis_proto_rawDesc = "" +
 	"\n" +
-	"\x0eanalysis.proto\x12\x11cairn.analysis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n" +
+	"\x0eanalysis.proto\x12\x11cairn.analysis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
 	"\x15GetSpanMetricsRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12:\n" +
@@ -738,7 +750,9 @@ const file_analysis_proto_rawDesc = "" +
 	"start_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12-\n" +
 	"\x04step\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x04step\x12\x1c\n" +
-	"\tquantiles\x18\a \x03(\x01R\tquantiles\"V\n" +
+	"\tquantiles\x18\a \x03(\x01R\tquantiles\x12\x1d\n" +
+	"\n" +
+	"by_service\x18\b \x01(\bR\tbyService\"V\n" +
 	"\x16GetSpanMetricsResponse\x12<\n" +
 	"\x06series\x18\x01 \x03(\v2$.cairn.analysis.v1.SpanMetricsSeriesR\x06series\"\xde\x01\n" +
 	"\x11SpanMetricsSeries\x12\x18\n" +
