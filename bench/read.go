@@ -420,17 +420,29 @@ func (r *reader) dependencies(ctx context.Context, o Options, pool *Pool, sent u
 	return err
 }
 
-// spanMetrics times cairn.analysis.v1 GetSpanMetrics of a random service
-// over the hour up to the end of the run's window, at one-minute steps. A
-// reader that does not serve it, not being cairn, is passed over.
+// spanMetrics times cairn.analysis.v1 GetSpanMetrics over the hour up to
+// the end of the run's window, at one-minute steps: of a random service,
+// and of every service's servers and consumers by service, as the web UI's
+// services page asks. A reader that does not serve it, not being cairn, is
+// passed over.
 func (r *reader) spanMetrics(ctx context.Context, o Options, pool *Pool, sent uint64, rep *Report, rng *rand.Rand) error {
 	_, to := pool.Window(sent)
+	window := func(req *analysispb.GetSpanMetricsRequest) *analysispb.GetSpanMetricsRequest {
+		req.StartTime, req.EndTime, req.Step = timestamppb.New(to.Add(-time.Hour)), timestamppb.New(to), durationpb.New(time.Minute)
+		return req
+	}
 	var err error
-	rep.SpanMetrics, err = r.timeCalls(ctx, o.Queries, analysispb.Analysis_GetSpanMetrics_FullMethodName, "span metrics", "span metrics, 1 h at 1 min",
+	rep.SpanMetrics, err = r.timeCalls(ctx, o.Queries, analysispb.Analysis_GetSpanMetrics_FullMethodName, "span metrics", "one service, 1 h at 1 min",
 		func() proto.Message {
-			return &analysispb.GetSpanMetricsRequest{Service: pool.services[rng.IntN(len(pool.services))].Name,
-				StartTime: timestamppb.New(to.Add(-time.Hour)), EndTime: timestamppb.New(to), Step: durationpb.New(time.Minute)}
+			return window(&analysispb.GetSpanMetricsRequest{Service: pool.services[rng.IntN(len(pool.services))].Name})
 		})
+	if err != nil || rep.SpanMetrics == nil {
+		return err
+	}
+	byService := window(&analysispb.GetSpanMetricsRequest{ByService: true,
+		SpanKinds: []analysispb.SpanKind{analysispb.SpanKind_SPAN_KIND_SERVER, analysispb.SpanKind_SPAN_KIND_CONSUMER}})
+	rep.SpanMetricsByService, err = r.timeCalls(ctx, o.Queries, analysispb.Analysis_GetSpanMetrics_FullMethodName, "span metrics", "by service, 1 h at 1 min",
+		func() proto.Message { return byService })
 	return err
 }
 

@@ -78,6 +78,9 @@ type Report struct {
 	// SpanMetrics times span metrics queries of one service, settled; nil
 	// if the reader does not serve them.
 	SpanMetrics *SearchReport `json:"span_metrics,omitempty"`
+	// SpanMetricsByService times span metrics queries of every service by
+	// service (the web UI's services page), settled; nil as SpanMetrics.
+	SpanMetricsByService *SearchReport `json:"span_metrics_by_service,omitempty"`
 	// Dependencies times GetDependencies over a day, settled; nil if the
 	// reader does not serve it.
 	Dependencies     *SearchReport `json:"dependencies,omitempty"`
@@ -292,7 +295,10 @@ func (r *Report) figureRows() []row {
 			add("search "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%.1f traces/search, %d searches", s.MeanTraces, s.Queries))
 		}
 		if s := r.SpanMetrics; ph.name == "settled" && s != nil {
-			add(s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries of one service", s.Queries))
+			add("span metrics, "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries of one service", s.Queries))
+		}
+		if s := r.SpanMetricsByService; ph.name == "settled" && s != nil {
+			add("span metrics, "+s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries of every service's servers and consumers", s.Queries))
 		}
 		if s := r.Dependencies; ph.name == "settled" && s != nil {
 			add(s.Shape, fmt.Sprintf("p50 %.2f ms, p99 %.2f ms", s.P50Ms, s.P99Ms), fmt.Sprintf("%d queries", s.Queries))

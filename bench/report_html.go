@@ -54,7 +54,11 @@ func (r *Report) WriteHTML(w io.Writer) error {
 			data.Reads = append(data.Reads, searchChart("Search, limit 20, whole traces"+title, ph.searches))
 		}
 		if ph.name == "settled" && r.SpanMetrics != nil {
-			data.Reads = append(data.Reads, searchChart("Span metrics of one service"+title, []SearchReport{*r.SpanMetrics}))
+			reports := []SearchReport{*r.SpanMetrics}
+			if r.SpanMetricsByService != nil {
+				reports = append(reports, *r.SpanMetricsByService)
+			}
+			data.Reads = append(data.Reads, searchChart("Span metrics"+title, reports))
 		}
 	}
 	if len(r.GetTraces) > 0 {
