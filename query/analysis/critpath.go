@@ -140,6 +140,9 @@ type tree struct {
 	// addWait.
 	waits   []callWait
 	resKeys map[int]string
+	// failedReplies are, by producer span on the tree, its consumers that
+	// failed and are not on it (see failedReply).
+	failedReplies map[int32][]int32
 }
 
 // buildTree places the spans under root, or under the root it chooses if
@@ -204,6 +207,18 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 		}
 	}
 	tr.awaitReplies(children)
+	for c := range t.Spans {
+		cs := &t.Spans[c]
+		if !cs.Failed || cs.Kind != kindConsumer || tr.nodes[c].placed {
+			continue
+		}
+		if p, ok := ids[cs.Parent]; ok && tr.nodes[p].placed && t.Spans[p].Kind == kindProducer {
+			if tr.failedReplies == nil {
+				tr.failedReplies = map[int32][]int32{}
+			}
+			tr.failedReplies[p] = append(tr.failedReplies[p], int32(c))
+		}
+	}
 	for i := range tr.nodes {
 		n := &tr.nodes[i]
 		slices.SortFunc(n.children, func(a, b int32) int {

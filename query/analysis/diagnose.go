@@ -420,10 +420,11 @@ func CriticalPaths(traces []*Trace, service, operation string, opts *Options) []
 // canceled and ended failed after it, however deep they lie. A client
 // span that gave up on a server span that had not failed, and ran at least
 // as long as the call, timed out: the failure started in the server's
-// slowness. Only spans placed on the tree count.
+// slowness. Only spans placed on the tree count, and the failed replies
+// of a span that passed on none (see failedReply).
 func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 	best := int32(tr.root)
-	bestDepth := -1
+	bestDepth, bestEnd := -1, uint64(0)
 	var visit func(n int32, depth int)
 	visit = func(n int32, depth int) {
 		lastStart, lastAnyStart := uint64(0), uint64(0)
@@ -447,12 +448,18 @@ func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 			passedOn = true
 			visit(c, depth+1)
 		}
-		if passedOn || depth == 0 {
+		if passedOn {
 			return
 		}
-		end := tr.nodes[n].end
-		if bestDepth < 0 || end < tr.nodes[best].end || end == tr.nodes[best].end && depth > bestDepth {
-			best, bestDepth = n, depth
+		origin, end := n, tr.nodes[n].end
+		if c := tr.failedReply(n); c >= 0 {
+			origin, depth = c, depth+1
+		}
+		if depth == 0 {
+			return
+		}
+		if bestDepth < 0 || end < bestEnd || end == bestEnd && depth > bestDepth {
+			best, bestDepth, bestEnd = origin, depth, end
 		}
 	}
 	visit(best, 0)
@@ -462,6 +469,26 @@ func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 		}
 	}
 	return int(best)
+}
+
+// failedReply returns the consumer, off the tree, of a message that span n
+// produced, which failed and ended before n did, by their own times: a
+// request over a queue whose reply n got while it went on working, which
+// the critical path could not tell from an event; -1 if there is none.
+// Of several, the first to end.
+func (tr *tree) failedReply(n int32) int32 {
+	ns := &tr.t.Spans[n]
+	nend := ns.Start + ns.Duration() + uint64(tr.opts.SkewFraction*float64(ns.Duration()))
+	first, firstEnd := int32(-1), uint64(0)
+	for _, p := range tr.nodes[n].children {
+		for _, c := range tr.failedReplies[p] {
+			cs := &tr.t.Spans[c]
+			if end := cs.Start + cs.Duration(); end <= nend && (first < 0 || end < firstEnd) {
+				first, firstEnd = c, end
+			}
+		}
+	}
+	return first
 }
 
 // failedCall says whether span i failed, or is a client span whose one

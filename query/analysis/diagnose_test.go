@@ -592,6 +592,43 @@ func TestDiagnoseErrorsOfTimeout(t *testing.T) {
 	wantErrorCulprit(t, trace, 4, "POST /order", "quote", "POST /getquote")
 }
 
+// TestDiagnoseErrorsOfReplyOverQueue diagnoses orders that ask quote for
+// a price over a queue and go on working once the reply is back: the
+// request's consumer, short beside the order's work after it, is not on
+// the critical path, which cannot tell it from an event. When quote fails,
+// the order fails too: the failure started in quote, whose consumer span
+// failed and ended before the order did.
+func TestDiagnoseErrorsOfReplyOverQueue(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+		b.span(2, 1, "web", "quote.request publish", producer, 2, 3, nil)
+		b.span(3, 2, "quote", "quote.request process", consumer, 4, 6, nil)
+		if fail {
+			b.t.Spans[0].Failed, b.t.Spans[2].Failed = true, true
+		}
+		return b.t
+	}
+	wantErrorCulprit(t, trace, 4, "POST /order", "quote", "quote.request process")
+}
+
+// TestDiagnoseErrorsBesideLaterEvent diagnoses orders that fail in web's
+// own code and publish an event whose consumer, running after the order
+// ended, fails too: the order did not fail of it.
+func TestDiagnoseErrorsBesideLaterEvent(t *testing.T) {
+	trace := func(id int, fail bool) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+		b.span(2, 1, "web", "order.placed publish", producer, 2, 3, nil)
+		b.span(3, 2, "mail", "order.placed process", consumer, 45, 47, nil)
+		if fail {
+			b.t.Spans[0].Failed, b.t.Spans[2].Failed = true, true
+		}
+		return b.t
+	}
+	wantErrorCulprit(t, trace, 4, "POST /order", "web", "POST /order")
+}
+
 // wantErrorCulprit diagnoses the failures of web's operation in a window
 // of 20 traces, every nth of which failed, against 20 that did not, and
 // wants service's operation op as the only culprit, with the window's
