@@ -592,41 +592,35 @@ func TestDiagnoseErrorsOfTimeout(t *testing.T) {
 	wantErrorCulprit(t, trace, 4, "POST /order", "quote", "POST /getquote")
 }
 
-// TestDiagnoseErrorsOfReplyOverQueue diagnoses orders that ask quote for
-// a price over a queue and go on working once the reply is back: the
-// request's consumer, short beside the order's work after it, is not on
-// the critical path, which cannot tell it from an event. When quote fails,
-// the order fails too: the failure started in quote, whose consumer span
-// failed and ended before the order did.
+// TestDiagnoseErrorsOfReplyOverQueue diagnoses orders that publish a
+// message and fail, its consumer failing too. Asking quote for a price
+// over a queue and working on once the reply is back, the request's
+// consumer, short beside the order's work after it, is not on the
+// critical path, which cannot tell it from an event's: the failure
+// started in quote, whose consumer span failed and ended before the order
+// did. Failing in its own code while an event's consumer fails after the
+// order ended, the order did not fail of it.
 func TestDiagnoseErrorsOfReplyOverQueue(t *testing.T) {
-	trace := func(id int, fail bool) *Trace {
-		b := newTrace(id)
-		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
-		b.span(2, 1, "web", "quote.request publish", producer, 2, 3, nil)
-		b.span(3, 2, "quote", "quote.request process", consumer, 4, 6, nil)
-		if fail {
-			b.t.Spans[0].Failed, b.t.Spans[2].Failed = true, true
+	for _, c := range []struct {
+		consumer            string
+		from, to            float64
+		wantService, wantOp string
+	}{
+		{"quote", 4, 6, "quote", "message process"},
+		{"mail", 45, 47, "web", "POST /order"},
+	} {
+		trace := func(id int, fail bool) *Trace {
+			b := newTrace(id)
+			b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
+			b.span(2, 1, "web", "message publish", producer, 2, 3, nil)
+			b.span(3, 2, c.consumer, "message process", consumer, c.from, c.to, nil)
+			if fail {
+				b.t.Spans[0].Failed, b.t.Spans[2].Failed = true, true
+			}
+			return b.t
 		}
-		return b.t
+		wantErrorCulprit(t, trace, 4, "POST /order", c.wantService, c.wantOp)
 	}
-	wantErrorCulprit(t, trace, 4, "POST /order", "quote", "quote.request process")
-}
-
-// TestDiagnoseErrorsBesideLaterEvent diagnoses orders that fail in web's
-// own code and publish an event whose consumer, running after the order
-// ended, fails too: the order did not fail of it.
-func TestDiagnoseErrorsBesideLaterEvent(t *testing.T) {
-	trace := func(id int, fail bool) *Trace {
-		b := newTrace(id)
-		b.span(1, 0, "web", "POST /order", server, 0, 40, nil)
-		b.span(2, 1, "web", "order.placed publish", producer, 2, 3, nil)
-		b.span(3, 2, "mail", "order.placed process", consumer, 45, 47, nil)
-		if fail {
-			b.t.Spans[0].Failed, b.t.Spans[2].Failed = true, true
-		}
-		return b.t
-	}
-	wantErrorCulprit(t, trace, 4, "POST /order", "web", "POST /order")
 }
 
 // wantErrorCulprit diagnoses the failures of web's operation in a window
