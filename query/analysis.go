@@ -1,13 +1,18 @@
 package query
 
 import (
+	"cmp"
 	"context"
+	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	traceanalysis "cairn/query/analysis"
 	"cairn/query/analysispb"
 	"cairn/storage"
 )
@@ -36,6 +41,9 @@ type spanMetricsArgs struct {
 	// UI's services page asks for it.
 	storage.SpanMetricsQuery
 	quantiles []float64
+	// shapeNames merges the series of a service's names of one shape (see
+	// traceanalysis.ShapeAt) into one.
+	shapeNames bool
 }
 
 func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMetricsArgs, error) {
@@ -70,6 +78,7 @@ func (a analysis) spanMetricsArgs(req *analysispb.GetSpanMetricsRequest) (spanMe
 	}
 	anyKind := len(req.GetSpanKinds()) == 0
 	args.Service, args.Operation, args.ByService = req.GetService(), req.GetOperation(), req.GetByService()
+	args.shapeNames = req.GetShapeNames() && !args.ByService && args.Operation == ""
 	args.Keep = func(s *storage.SpanSeries) bool {
 		// The overflow series of a status code has no service or kind:
 		// its spans may be of the ones asked for, and an answer without
@@ -180,17 +189,26 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	first := uint64(args.From.Unix() / 60)
 	perStep := uint64(args.Step / time.Minute)
 	nsteps := args.points()
+	var shapes map[[2]string]string
+	var families map[[2]string]int
+	if args.shapeNames {
+		shapes, families = shapeFamilies(stored)
+	}
 	for _, s := range stored {
 		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
 		if args.ByService {
 			k.operation, k.kind = "", 0
+		}
+		names := 0
+		if shape, ok := shapes[[2]string{s.Service, s.Name}]; ok {
+			k.operation, names = shape, families[[2]string{s.Service, shape}]
 		}
 		i, ok := index[k]
 		if !ok {
 			i = len(out)
 			index[k] = i
 			out = append(out, &analysispb.SpanMetricsSeries{Service: k.service, Operation: k.operation,
-				SpanKind: analysispb.SpanKind(k.kind), Overflow: s.Overflow})
+				SpanKind: analysispb.SpanKind(k.kind), Overflow: s.Overflow, SpanNames: int32(min(names, math.MaxInt32))})
 			steps = append(steps, make([]*step, nsteps))
 		}
 		for m := range s.Minutes {
@@ -214,7 +232,46 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 			}
 		}
 	}
+	if shapes != nil {
+		// A shape sorts elsewhere than the names it stands for; overflow
+		// series stay last.
+		last := func(s *analysispb.SpanMetricsSeries) int {
+			if s.Overflow {
+				return 1
+			}
+			return 0
+		}
+		slices.SortStableFunc(out, func(a, b *analysispb.SpanMetricsSeries) int {
+			return cmp.Or(cmp.Compare(last(a), last(b)), strings.Compare(a.Service, b.Service),
+				strings.Compare(a.Operation, b.Operation), cmp.Compare(a.SpanKind, b.SpanKind))
+		})
+	}
 	return out
+}
+
+// shapeFamilies finds, among stored series, the names of each service
+// that share a shape with at least traceanalysis.ShapeAt others: their
+// shape by service and name, and how many names each service's shape
+// stands for.
+func shapeFamilies(stored []storage.SpanMetricsSeries) (shapes map[[2]string]string, families map[[2]string]int) {
+	shapes, families = map[[2]string]string{}, map[[2]string]int{}
+	for _, s := range stored {
+		k := [2]string{s.Service, s.Name}
+		if _, seen := shapes[k]; seen || s.Overflow {
+			continue
+		}
+		shape := traceanalysis.NameShape(s.Name)
+		shapes[k] = shape
+		if shape != s.Name {
+			families[[2]string{s.Service, shape}]++
+		}
+	}
+	for k, shape := range shapes {
+		if families[[2]string{k[0], shape}] < traceanalysis.ShapeAt {
+			delete(shapes, k)
+		}
+	}
+	return shapes, families
 }
 
 // statusError is opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR.

@@ -180,3 +180,53 @@ func TestGetSpanMetricsRefuses(t *testing.T) {
 		t.Errorf("start after end: %v, want %q", err, want)
 	}
 }
+
+// TestSpanMetricsShapeNames merges, when asked, the series of a service's
+// names that share a shape with at least nine others into one, named by
+// the shape and counting the names, per kind; fewer names of a shape,
+// another service's names and the overflow series stay apart, and nothing
+// merges when not asked or when merged by service.
+func TestSpanMetricsShapeNames(t *testing.T) {
+	minute0 := time.Now().Truncate(time.Minute)
+	var stored []storage.SpanMetricsSeries
+	add := func(service, name string, kind uint8, overflow bool) {
+		s := storage.SpanMetricsSeries{SpanSeries: storage.SpanSeries{Service: service, Name: name, Kind: kind, Overflow: overflow}}
+		m := storage.SpanMinute{Minute: uint64(minute0.Unix() / 60)}
+		m.Latency.Add(uint64(len(stored)+1) * 1e6)
+		s.Minutes = append(s.Minutes, m)
+		stored = append(stored, s)
+	}
+	for i := range 12 {
+		add("db", fmt.Sprintf("SELECT * FROM orders WHERE id = %d", 1000+i), 3, false)
+	}
+	add("db", "SELECT * FROM orders WHERE id = 7", 2, false) // another kind
+	for i := range 3 {
+		add("db", fmt.Sprintf("step-%d", i), 1, false)
+	}
+	for i := range 12 {
+		add("web", fmt.Sprintf("GET /users/%d", i), 2, false)
+	}
+	add("db", "", 3, true)
+	args := spanMetricsArgs{SpanMetricsQuery: storage.SpanMetricsQuery{From: minute0, To: minute0.Add(time.Minute), Step: time.Minute},
+		quantiles: defaultQuantiles, shapeNames: true}
+	got := map[string]string{}
+	for _, s := range args.steps(stored) {
+		got[fmt.Sprintf("%s: %s (%s)", s.Service, s.Operation, s.SpanKind)] = fmt.Sprintf("%d calls, %d names", s.Points[0].Calls, s.SpanNames)
+	}
+	want := map[string]string{
+		"db: SELECT * FROM orders WHERE id = ? (SPAN_KIND_CLIENT)": "12 calls, 13 names",
+		"db: SELECT * FROM orders WHERE id = ? (SPAN_KIND_SERVER)": "1 calls, 13 names",
+		"db: step-0 (SPAN_KIND_INTERNAL)":                          "1 calls, 0 names",
+		"db: step-1 (SPAN_KIND_INTERNAL)":                          "1 calls, 0 names",
+		"db: step-2 (SPAN_KIND_INTERNAL)":                          "1 calls, 0 names",
+		"web: GET /users/? (SPAN_KIND_SERVER)":                     "12 calls, 12 names",
+		"db:  (SPAN_KIND_CLIENT)":                                  "1 calls, 0 names",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("shaped series\n%v\nwant\n%v", got, want)
+	}
+	args.shapeNames = false
+	if n := len(args.steps(stored)); n != len(stored) {
+		t.Errorf("%d series without shape_names, want %d", n, len(stored))
+	}
+}

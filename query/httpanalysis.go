@@ -137,10 +137,13 @@ func exemplarsJSON(es []*analysispb.Exemplar) []exemplarJSON {
 }
 
 type spanMetricsSeriesJSON struct {
-	Service   string                 `json:"service"`
-	Operation string                 `json:"operation"`
-	SpanKind  string                 `json:"span_kind"`
-	Overflow  bool                   `json:"overflow"`
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
+	SpanKind  string `json:"span_kind"`
+	Overflow  bool   `json:"overflow"`
+	// SpanNames: the operation is the shape of this many span names (see
+	// shape_names); 0 for one name.
+	SpanNames int                    `json:"span_names,omitempty"`
 	Points    []spanMetricsPointJSON `json:"points"`
 }
 
@@ -155,7 +158,7 @@ type spanMetricsPointJSON struct {
 }
 
 func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
-	if err := allowParams(r, "service", "operation", "span_kind", "start", "end", "since", "step", "quantile", "by"); err != nil {
+	if err := allowParams(r, "service", "operation", "span_kind", "start", "end", "since", "step", "quantile", "by", "shape_names"); err != nil {
 		return err
 	}
 	v := r.URL.Query()
@@ -188,6 +191,11 @@ func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r 
 	default:
 		return badRequest("by %q is not service or operation", v.Get("by"))
 	}
+	if sn := v.Get("shape_names"); sn != "" {
+		if req.ShapeNames, err = strconv.ParseBool(sn); err != nil {
+			return badRequest("shape_names %q is not true or false", sn)
+		}
+	}
 	a := analysis{service: s}
 	args, err := a.spanMetricsArgs(req)
 	if err != nil {
@@ -200,7 +208,7 @@ func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r 
 	out := []spanMetricsSeriesJSON{}
 	for _, se := range series {
 		sj := spanMetricsSeriesJSON{Service: se.Service, Operation: se.Operation, SpanKind: kindName(int32(se.SpanKind)),
-			Overflow: se.Overflow, Points: []spanMetricsPointJSON{}}
+			Overflow: se.Overflow, SpanNames: int(se.SpanNames), Points: []spanMetricsPointJSON{}}
 		for _, p := range se.Points {
 			sj.Points = append(sj.Points, spanMetricsPointJSON{Time: p.Time.AsTime().UTC().Format(time.RFC3339), Calls: p.Calls,
 				Errors: p.Errors, DurationSumMS: p.DurationSumMs, Quantiles: quantilesJSON(p.Quantiles),

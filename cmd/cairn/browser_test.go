@@ -531,6 +531,40 @@ func TestBrowserDiagnoseWhereTimeGoes(t *testing.T) {
 	b.noConsoleErrors()
 }
 
+// TestBrowserServiceShapeNames opens inventory's page on the scenario
+// whose stock query is named by its SQL with the SKU in it: its hundreds of
+// names are one row, the shape with their count, without the diagnose and
+// traces links that need one operation's name.
+func TestBrowserServiceShapeNames(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	writeScenario(t, s, "literal-sql")
+	waitFor(t, "the cut", func() bool {
+		var m struct{ Series []struct{ Operation string } }
+		apiGet(t, s, "/api/v1/span-metrics?service=inventory&since=1h&step=1h", &m)
+		return len(m.Series) > 100
+	})
+	b := newBrowser(t, s, 1280, 900)
+	b.open("#/services/inventory?range=1h", "table.metrics td.kind")
+	rows := eval[[]string](b, `[...document.querySelectorAll('table.metrics tbody tr')].map((tr) => tr.textContent)`)
+	shaped := 0
+	for _, r := range rows {
+		if strings.Contains(r, "SKU-") {
+			t.Fatalf("a stock query's own row: %q", r)
+		}
+		if strings.HasPrefix(r, "SELECT stock FROM inventory WHERE sku = ? (") {
+			shaped++
+			if strings.Contains(r, "diagnose") {
+				t.Errorf("the shape's row %q links to a diagnosis", r)
+			}
+		}
+	}
+	if shaped != 1 || len(rows) > 10 {
+		t.Errorf("%d rows of the query's shape among %d: %q", shaped, len(rows), rows)
+	}
+	b.noConsoleErrors()
+}
+
 // openDiagnosis writes one of the bench's faults (see writeScenario) to a
 // server of its own, stopped when the test ends, and opens the web UI's
 // diagnosis of the fault's window once ready is on the page.

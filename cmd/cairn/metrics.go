@@ -102,10 +102,13 @@ type metricsJSON struct {
 }
 
 type seriesJSON struct {
-	Service   string      `json:"service"`
-	Operation string      `json:"operation"`
-	SpanKind  string      `json:"span_kind"`
-	Overflow  bool        `json:"overflow"`
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
+	SpanKind  string `json:"span_kind"`
+	Overflow  bool   `json:"overflow"`
+	// SpanNames: the operation is the shape of this many of the service's
+	// span names (--shape-names); 0 for one name.
+	SpanNames int         `json:"span_names,omitempty"`
 	Points    []pointJSON `json:"points"`
 }
 
@@ -127,6 +130,7 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	kind := fs.String("kind", "", "only spans of this kind: server, client, producer, consumer, internal or unspecified")
 	step := fs.Duration("step", time.Minute, "one point per step, a whole number of minutes; as long as the window for one point")
 	format := fs.String("format", "table", "output format: table or json")
+	shapeNames := fs.Bool("shape-names", false, "one series for a service's span names that differ only in their literals (SQL with its values, paths with IDs), 10 or more of one shape, named by the shape")
 	by := fs.String("by", "operation", "a series per operation and kind, or per service (all its operations and the kinds asked for, one series); every service's without SERVICE")
 	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
@@ -136,7 +140,7 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req := &analysispb.GetSpanMetricsRequest{Operation: *operation, ByService: *by == "service",
+	req := &analysispb.GetSpanMetricsRequest{Operation: *operation, ByService: *by == "service", ShapeNames: *shapeNames,
 		StartTime: timestamppb.New(start), EndTime: timestamppb.New(end), Step: durationpb.New(*step)}
 	if len(pos) > 0 {
 		req.Service = pos[0]
@@ -184,7 +188,8 @@ func metricsCmd(args []string, stdout, _ io.Writer) error {
 func toMetricsJSON(resp *analysispb.GetSpanMetricsResponse, byService bool) metricsJSON {
 	out := metricsJSON{Series: []seriesJSON{}}
 	for _, s := range resp.GetSeries() {
-		sj := seriesJSON{Service: s.Service, Operation: s.Operation, SpanKind: kindNames[s.SpanKind], Overflow: s.Overflow, Points: []pointJSON{}}
+		sj := seriesJSON{Service: s.Service, Operation: s.Operation, SpanKind: kindNames[s.SpanKind], Overflow: s.Overflow,
+			SpanNames: int(s.SpanNames), Points: []pointJSON{}}
 		if s.Overflow && s.Service == "" || byService {
 			sj.SpanKind = ""
 		}
@@ -224,6 +229,9 @@ func writeMetricsTable(w io.Writer, m metricsJSON, from, to time.Time, step time
 			}
 		}
 		name := s.Service + ": " + s.Operation + " (" + s.SpanKind + ")"
+		if s.SpanNames > 0 {
+			name += fmt.Sprintf(" (%d span names)", s.SpanNames)
+		}
 		switch {
 		case s.SpanKind == "" && !s.Overflow: // a service's, by service
 			name = s.Service

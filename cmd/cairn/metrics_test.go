@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +132,45 @@ func TestMetricsRefusesWrongCalls(t *testing.T) {
 		if err := run(args, &out, &errOut); exitStatus(err, &errOut) != 2 {
 			t.Errorf("%q: %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestMetricsShapeNames reads the span metrics of inventory, whose stock
+// query is named by its SQL with the SKU in it: with --shape-names, the
+// queries are one series, their shape, counting their names, as the web
+// UI's page of a service shows them.
+func TestMetricsShapeNames(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	start, _, end := writeScenario(t, s, "literal-sql")
+	args := []string{"metrics", "inventory", "--kind", "client", "--start", start.Format(time.RFC3339), "--end", end.Format(time.RFC3339),
+		"--step", "20m", "--format", "json", "--addr", s.queryAddr.String()}
+	var calls uint64
+	waitFor(t, "the cut", func() bool {
+		var m metricsJSON
+		if err := json.Unmarshal([]byte(runJSON(t, args...)), &m); err != nil {
+			t.Fatal(err)
+		}
+		calls = 0
+		for _, se := range m.Series {
+			for _, p := range se.Points {
+				calls += p.Calls
+			}
+		}
+		return calls > 0 && len(m.Series) > 100
+	})
+	var shaped metricsJSON
+	if err := json.Unmarshal([]byte(runJSON(t, append(args, "--shape-names")...)), &shaped); err != nil {
+		t.Fatal(err)
+	}
+	shapedCalls := uint64(0)
+	for _, se := range shaped.Series {
+		for _, p := range se.Points {
+			shapedCalls += p.Calls
+		}
+	}
+	if len(shaped.Series) != 1 || shaped.Series[0].Operation != "SELECT stock FROM inventory WHERE sku = ?" || shaped.Series[0].SpanNames < 100 ||
+		shapedCalls != calls {
+		t.Fatalf("shaped series %+v, want the query's shape alone, of its many names and all %d calls", shaped.Series, calls)
 	}
 }

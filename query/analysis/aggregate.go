@@ -25,8 +25,8 @@ type OperationStats struct {
 
 // AggregatePaths sums up the operations of many critical paths, the most
 // time first. A service's span names that differ only in their literals,
-// at least shapeAt of one shape, are one operation named by the shape (see
-// nameShape): SQL named with its values, or paths with IDs, would
+// at least ShapeAt of one shape, are one operation named by the shape (see
+// NameShape): SQL named with its values, or paths with IDs, would
 // otherwise spread an operation's time over thousands of rows, each too
 // small to notice.
 func AggregatePaths(paths []Path) []OperationStats {
@@ -39,7 +39,7 @@ func AggregatePaths(paths []Path) []OperationStats {
 			if _, ok := shapes[k]; ok {
 				continue
 			}
-			shape := nameShape(o.Operation)
+			shape := NameShape(o.Operation)
 			if shape == o.Operation {
 				shape = ""
 			} else {
@@ -58,7 +58,7 @@ func AggregatePaths(paths []Path) []OperationStats {
 		total += p.End - p.Start
 		for _, o := range p.Operations {
 			k := key{o.Service, o.Operation}
-			if s := shapes[k]; s != "" && members[key{o.Service, s}] >= shapeAt {
+			if s := shapes[k]; s != "" && members[key{o.Service, s}] >= ShapeAt {
 				k.name = s
 			}
 			t := ops[k]
@@ -83,7 +83,7 @@ func AggregatePaths(paths []Path) []OperationStats {
 		slices.Sort(all)
 		st := OperationStats{Service: k.service, Operation: k.name, Traces: len(t.selfs),
 			Mean: float64(sum) / float64(len(paths)), P50: float64(quantile(all, 0.5)), P95: float64(quantile(all, 0.95))}
-		if n := members[k]; n >= shapeAt {
+		if n := members[k]; n >= ShapeAt {
 			st.Names = n
 		}
 		if total > 0 {

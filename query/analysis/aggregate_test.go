@@ -51,7 +51,7 @@ func TestCriticalPaths(t *testing.T) {
 }
 
 // TestAggregatePathsShapesNames sums a service's span names that differ
-// only in their literals, shapeAt or more of one shape, as one operation:
+// only in their literals, ShapeAt or more of one shape, as one operation:
 // 40 literal queries of 2 ms each, one a path, outweigh an operation of
 // 20 ms, each alone does not. Fewer names of a shape, and names of
 // another service, stay apart.

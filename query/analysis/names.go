@@ -2,20 +2,21 @@ package analysis
 
 import "slices"
 
-// shapeAt is how many span names of one service must share a shape for a
-// diagnosis to try them as one operation (see Diagnose), and for critical
-// paths to be summed up with them as one (see AggregatePaths). Instrumentations
+// ShapeAt is how many span names of one service must share a shape for a
+// diagnosis to try them as one operation (see Diagnose), for critical
+// paths to be summed up with them as one (see AggregatePaths), and for
+// span metrics to merge them when asked. Instrumentations
 // that name spans by their literal SQL, or by a path with an ID in it,
 // give an operation thousands of names, each too rare to rank, while a
 // fault that slows them all is plain in their sum. A few names of one
 // shape are always kept apart: step-1 and step-2 are two operations.
-const shapeAt = 10
+const ShapeAt = 10
 
-// nameShape is name with its literals replaced by ?: quoted strings,
+// NameShape is name with its literals replaced by ?: quoted strings,
 // numbers, UUIDs and hexadecimal identifiers of 8 digits or more with a
 // decimal digit among them, standing alone rather than inside a word (v1
 // and oauth2 stay), and lists of them, as in IN (1, 2, 3), by one ?.
-func nameShape(name string) string {
+func NameShape(name string) string {
 	out := make([]byte, 0, len(name))
 	literal := false // out ends with a ? and what may list it: spaces and commas
 	for i := 0; i < len(name); {
@@ -126,8 +127,8 @@ func isWord(c byte) bool {
 }
 
 // shapeNames renames, in copies of the traces that have any, the spans of
-// every service whose names of one shape (see nameShape) number at least
-// shapeAt over both windows to that shape, but the diagnosed operation's
+// every service whose names of one shape (see NameShape) number at least
+// ShapeAt over both windows to that shape, but the diagnosed operation's
 // own spans; it returns how many names each shape stands for, nil if
 // none was renamed.
 func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*Trace, names map[op]int) {
@@ -141,7 +142,7 @@ func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*T
 				if _, ok := shapes[k]; ok {
 					continue
 				}
-				shape := nameShape(s.Name)
+				shape := NameShape(s.Name)
 				if shape == s.Name || s.Service == service && s.Name == operation {
 					shape = ""
 				} else {
@@ -152,7 +153,7 @@ func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*T
 		}
 	}
 	for g, n := range members {
-		if n < shapeAt {
+		if n < ShapeAt {
 			delete(members, g)
 		}
 	}

@@ -25,7 +25,7 @@ func TestNameShapes(t *testing.T) {
 		if !ok {
 			t.Fatalf("line %d: no tab", line)
 		}
-		if got := nameShape(name); got != want {
+		if got := NameShape(name); got != want {
 			t.Errorf("line %d: shape of %q is %q, want %q", line, name, got, want)
 		}
 	}
@@ -41,8 +41,8 @@ func FuzzNameShape(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		if s := nameShape(name); nameShape(s) != s {
-			t.Fatalf("shape of %q is %q, whose shape is %q", name, s, nameShape(s))
+		if s := NameShape(name); NameShape(s) != s {
+			t.Fatalf("shape of %q is %q, whose shape is %q", name, s, NameShape(s))
 		}
 	})
 }

@@ -110,7 +110,12 @@ type GetSpanMetricsRequest struct {
 	// kinds asked for: its calls, errors and latencies, with no operation
 	// and kind SPAN_KIND_UNSPECIFIED. The bound on series then bounds
 	// services.
-	ByService     bool `protobuf:"varint,8,opt,name=by_service,json=byService,proto3" json:"by_service,omitempty"`
+	ByService bool `protobuf:"varint,8,opt,name=by_service,json=byService,proto3" json:"by_service,omitempty"`
+	// Merge the series of a service's span names that differ only in their
+	// literals (quoted strings, numbers, UUIDs, hexadecimal IDs), 10 or more
+	// of one shape, into one series named by the shape, each literal written
+	// ?, such as SQL named with its values or paths with IDs.
+	ShapeNames    bool `protobuf:"varint,9,opt,name=shape_names,json=shapeNames,proto3" json:"shape_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -201,6 +206,13 @@ func (x *GetSpanMetricsRequest) GetByService() bool {
 	return false
 }
 
+func (x *GetSpanMetricsRequest) GetShapeNames() bool {
+	if x != nil {
+		return x.ShapeNames
+	}
+	return false
+}
+
 type GetSpanMetricsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// By service, operation and kind; series past the server's bound
@@ -256,7 +268,10 @@ type SpanMetricsSeries struct {
 	// operation; or, if the service is empty, of any service and kind.
 	Overflow bool `protobuf:"varint,4,opt,name=overflow,proto3" json:"overflow,omitempty"`
 	// One per step with calls, ascending.
-	Points        []*SpanMetricsPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
+	Points []*SpanMetricsPoint `protobuf:"bytes,5,rep,name=points,proto3" json:"points,omitempty"`
+	// How many of the service's span names the operation stands for, if it
+	// is their shape (see shape_names); 0 if it is one name.
+	SpanNames     int32 `protobuf:"varint,6,opt,name=span_names,json=spanNames,proto3" json:"span_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +339,13 @@ func (x *SpanMetricsSeries) GetPoints() []*SpanMetricsPoint {
 		return x.Points
 	}
 	return nil
+}
+
+func (x *SpanMetricsSeries) GetSpanNames() int32 {
+	if x != nil {
+		return x.SpanNames
+	}
+	return 0
 }
 
 type SpanMetricsPoint struct {
@@ -740,7 +762,7 @@ var File_analysis_proto protoreflect.FileDescriptor
 
 const file_analysis_proto_rawDesc = "" +
 	"\n" +
-	"\x0eanalysis.proto\x12\x11cairn.analysis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"\x0eanalysis.proto\x12\x11cairn.analysis.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x03\n" +
 	"\x15GetSpanMetricsRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12:\n" +
@@ -752,15 +774,19 @@ const file_analysis_proto_rawDesc = "" +
 	"\x04step\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x04step\x12\x1c\n" +
 	"\tquantiles\x18\a \x03(\x01R\tquantiles\x12\x1d\n" +
 	"\n" +
-	"by_service\x18\b \x01(\bR\tbyService\"V\n" +
+	"by_service\x18\b \x01(\bR\tbyService\x12\x1f\n" +
+	"\vshape_names\x18\t \x01(\bR\n" +
+	"shapeNames\"V\n" +
 	"\x16GetSpanMetricsResponse\x12<\n" +
-	"\x06series\x18\x01 \x03(\v2$.cairn.analysis.v1.SpanMetricsSeriesR\x06series\"\xde\x01\n" +
+	"\x06series\x18\x01 \x03(\v2$.cairn.analysis.v1.SpanMetricsSeriesR\x06series\"\xfd\x01\n" +
 	"\x11SpanMetricsSeries\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x128\n" +
 	"\tspan_kind\x18\x03 \x01(\x0e2\x1b.cairn.analysis.v1.SpanKindR\bspanKind\x12\x1a\n" +
 	"\boverflow\x18\x04 \x01(\bR\boverflow\x12;\n" +
-	"\x06points\x18\x05 \x03(\v2#.cairn.analysis.v1.SpanMetricsPointR\x06points\"\xc1\x02\n" +
+	"\x06points\x18\x05 \x03(\v2#.cairn.analysis.v1.SpanMetricsPointR\x06points\x12\x1d\n" +
+	"\n" +
+	"span_names\x18\x06 \x01(\x05R\tspanNames\"\xc1\x02\n" +
 	"\x10SpanMetricsPoint\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
 	"\x05calls\x18\x02 \x01(\x04R\x05calls\x12\x16\n" +

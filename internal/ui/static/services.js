@@ -46,7 +46,9 @@ export async function load(route) {
   const w = window(route.params);
   const service = route.args[0];
   const base = { ...query(w), quantile: [0.5, 0.99] };
-  const sel = service ? { service } : { by: 'service', span_kind: ['server', 'consumer'] };
+  // A service's span names that differ only in their literals (SQL with
+  // its values, paths with IDs) are one row, their shape.
+  const sel = service ? { service, shape_names: 'true' } : { by: 'service', span_kind: ['server', 'consumer'] };
   const sparkStep = step(w);
   const [fine, whole, names] = await Promise.all([
     get('/api/v1/span-metrics', { ...base, ...sel, step: sparkStep }),
@@ -64,7 +66,7 @@ export async function load(route) {
     if (!p) continue;
     rows.set(key(se), {
       name: se.overflow ? '(series over the limit)' : service ? se.operation : se.service,
-      kind: se.span_kind, overflow: se.overflow, calls: p.calls, errors: p.errors,
+      kind: se.span_kind, overflow: se.overflow, spanNames: se.span_names || 0, calls: p.calls, errors: p.errors,
       rate: p.calls / seconds, errorRate: p.calls ? p.errors / p.calls : 0,
       p50: quantile(p, 0.5), p99: quantile(p, 0.99), spark: null,
     });
@@ -115,7 +117,7 @@ function table({ rows, service }, route) {
   if (service) head.push(h('th', {}, ''));
   const body = rows.map((r) => {
     const name = service
-      ? h('td', { class: 'name' }, r.name)
+      ? h('td', { class: 'name' }, r.name, r.spanNames ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${r.spanNames} span names)`) : null)
       : h('td', { class: 'name' }, r.overflow ? r.name : h('a', { href: link('services', r.name, p) }, r.name));
     if (r.blank) {
       return h('tr', { class: 'blank', 'data-name': r.name }, name, h('td', { colspan: 4, class: 'muted' }, 'no server or consumer spans in the range'));
@@ -127,7 +129,8 @@ function table({ rows, service }, route) {
       metric(`${(r.errorRate * 100).toFixed(r.errorRate && r.errorRate < 0.01 ? 2 : 1)}%`, r.spark?.errorRate, r.errors ? 'err' : ''),
       metric(r.p50 === null ? '–' : duration(r.p50 * 1e6), r.spark?.p50, 'lat'),
       metric(r.p99 === null ? '–' : duration(r.p99 * 1e6), r.spark?.p99, 'lat'));
-    if (service && !r.overflow) {
+    // A shape names no one operation to diagnose or search for.
+    if (service && !r.overflow && !r.spanNames) {
       const q = { service, operation: r.name };
       cells.push(h('td', { class: 'links' },
         h('a', { href: link('diagnose', '', p, q) }, 'diagnose'), ' · ',
