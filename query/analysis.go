@@ -232,7 +232,7 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 			}
 		}
 	}
-	if shapes != nil {
+	if len(shapes) > 0 {
 		// A shape sorts elsewhere than the names it stands for; overflow
 		// series stay last.
 		last := func(s *analysispb.SpanMetricsSeries) int {
@@ -249,10 +249,9 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	return out
 }
 
-// shapeFamilies finds, among stored series, the names of each service
-// that share a shape with at least traceanalysis.ShapeAt others: their
-// shape by service and name, and how many names each service's shape
-// stands for.
+// shapeFamilies finds, among stored series, each service's names whose
+// shape traceanalysis.ShapeAt or more of its names share: their shape by
+// service and name, and how many names each service's shape stands for.
 func shapeFamilies(stored []storage.SpanMetricsSeries) (shapes map[[2]string]string, families map[[2]string]int) {
 	shapes, families = map[[2]string]string{}, map[[2]string]int{}
 	for _, s := range stored {
