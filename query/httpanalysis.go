@@ -191,10 +191,8 @@ func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r 
 	default:
 		return badRequest("by %q is not service or operation", v.Get("by"))
 	}
-	if sn := v.Get("shape_names"); sn != "" {
-		if req.ShapeNames, err = strconv.ParseBool(sn); err != nil {
-			return badRequest("shape_names %q is not true or false", sn)
-		}
+	if req.ShapeNames, err = boolParam(r, "shape_names"); err != nil {
+		return err
 	}
 	a := analysis{service: s}
 	args, err := a.spanMetricsArgs(req)
@@ -338,10 +336,8 @@ func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *ht
 	if req.BaselineEndTime, err = timeParam(r, "baseline_end"); err != nil {
 		return err
 	}
-	if e := v.Get("errors"); e != "" {
-		if req.Errors, err = strconv.ParseBool(e); err != nil {
-			return badRequest("errors %q is not true or false", e)
-		}
+	if req.Errors, err = boolParam(r, "errors"); err != nil {
+		return err
 	}
 	if req.Sample, err = sampleParam(r); err != nil {
 		return err
@@ -353,6 +349,19 @@ func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *ht
 	d := DiagnosisFromAPI(diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), req.Errors)
 	return writeJSON(w, http.StatusOK, diagnoseHTTPJSON{DiagnosisJSON: d, Cause: d.Cause(req.Errors),
 		Latency: histograms(dg.windowTraces, dg.baselineTraces, req.Service, req.Operation)})
+}
+
+// boolParam reads a parameter that is true or false; false if absent.
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, badRequest("%s %q is not true or false", name, v)
+	}
+	return b, nil
 }
 
 // sampleParam reads the sample parameter: how many traces of a window to

@@ -225,6 +225,7 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		{"/api/v1/span-metrics?span_kind=odd", 400, apiError{`unknown span_kind "odd": want server, client, producer, consumer or internal`, "InvalidArgument"}},
 		{"/api/v1/span-metrics?step=90s", 400, apiError{"step 1m30s is not a whole number of minutes", "InvalidArgument"}},
 		{"/api/v1/span-metrics?shape_names=maybe", 400, apiError{`shape_names "maybe" is not true or false`, "InvalidArgument"}},
+		{"/api/v1/diagnose?service=a&operation=b&since=1h&errors=maybe", 400, apiError{`errors "maybe" is not true or false`, "InvalidArgument"}},
 		{"/api/v1/service-graph?since=-1h", 400, apiError{`since "-1h" is not a positive duration such as 15m or 1h`, "InvalidArgument"}},
 		{"/api/v1/service-graph?quantile=high", 400, apiError{`quantile "high" is not a number`, "InvalidArgument"}},
 		{"/api/v1/diagnose?service=checkout", 400, apiError{"service and operation are required", "InvalidArgument"}},

@@ -209,7 +209,7 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 	tr.awaitReplies(children)
 	for c := range t.Spans {
 		cs := &t.Spans[c]
-		if !cs.Failed || cs.Kind != kindConsumer || tr.nodes[c].placed {
+		if !cs.Failed || !tr.unplacedConsumer(int32(c)) {
 			continue
 		}
 		if p, ok := ids[cs.Parent]; ok && tr.nodes[p].placed && t.Spans[p].Kind == kindProducer {
