@@ -186,20 +186,7 @@ func TestUpgradeShardsAggregates(t *testing.T) {
 	if err := b.Set(v10(2000), []byte{1, 1, 2, 9, 9}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Set(keys.Meta("format"), []byte{10}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	db = reopen(t, db, dir, opts)
-	t.Cleanup(func() { db.Close() })
-
-	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
-		t.Fatalf("format after the upgrade: %v, %v", v, err)
-	} else {
-		closer.Close()
-	}
+	db = reopenUpgraded(t, db, b, 10, dir, opts)
 	blocks := map[uint64]bool{}
 	for _, bs := range aggregateBlocks(t, db) { // fails on a key of version 10
 		for _, b := range bs {
@@ -339,13 +326,25 @@ func TestSpanMetricsByServiceReadsTotals(t *testing.T) {
 			}
 		}
 	}
-	if err := b.Set(keys.Meta("format"), []byte{11}, nil); err != nil {
-		t.Fatal(err)
-	}
 	// A record of a shard that claims more series than it holds: the
 	// upgrade leaves it out of the totals.
 	damaged := keys.Aggregate(partitionOf(uint64(base.UnixNano())), 3, 2000)
 	if err := b.Set(damaged, []byte{1, 1, 2, 9, 9}, nil); err != nil {
+		t.Fatal(err)
+	}
+	db = reopenUpgraded(t, db, b, 11, dir, opts)
+	if err := db.idx.Delete(damaged, pebble.Sync); err != nil { // queries of its shard fail on it
+		t.Fatal(err)
+	}
+	check("upgraded")
+}
+
+// reopenUpgraded commits b, which rewrites db's store as format version
+// did, with that version, reopens the store, closed when the test ends,
+// and checks that it was upgraded to FormatVersion.
+func reopenUpgraded(t *testing.T, db *DB, b *pebble.Batch, version byte, dir string, opts *Options) *DB {
+	t.Helper()
+	if err := b.Set(keys.Meta("format"), []byte{version}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -354,14 +353,11 @@ func TestSpanMetricsByServiceReadsTotals(t *testing.T) {
 	db = reopen(t, db, dir, opts)
 	t.Cleanup(func() { db.Close() })
 	if v, closer, err := db.idx.Get(keys.Meta("format")); err != nil || v[0] != FormatVersion {
-		t.Fatalf("format after the upgrade: %v, %v", v, err)
+		t.Fatalf("format after the upgrade from %d: %v, %v", version, v, err)
 	} else {
 		closer.Close()
 	}
-	if err := db.idx.Delete(damaged, pebble.Sync); err != nil { // queries of its shard fail on it
-		t.Fatal(err)
-	}
-	check("upgraded")
+	return db
 }
 
 // formatSeries prints span metrics series, a line a minute, with the

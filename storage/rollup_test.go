@@ -146,20 +146,12 @@ func TestRollUpKeepsAnswers(t *testing.T) {
 // TestRollUpLeavesDamagedRecords merges no group with a record that cannot
 // be decoded, and goes on with the others.
 func TestRollUpLeavesDamagedRecords(t *testing.T) {
-	smallRollupGroups(t, 2)
-
 	base := time.Now().Truncate(time.Hour)
-	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	var blocks [][]metricSpan
 	for i := range 5 { // blocks 1 to 5
-		write(t, db, encodeSpans(t, []metricSpan{testSpan(base, byte(i+1), "a", "op")}))
-		if err := db.cut(); err != nil {
-			t.Fatal(err)
-		}
+		blocks = append(blocks, []metricSpan{testSpan(base, byte(i+1), "a", "op")})
 	}
+	db := rollupStore(t, &Options{}, blocks)
 	p := partitionOf(uint64(base.UnixNano()))
 	// A section of span metrics that claims more series than it holds.
 	if err := db.idx.Set(keys.Aggregate(p, serviceShard("a"), 2), []byte{1, 1, 2, 9, 9}, pebble.Sync); err != nil {
@@ -176,14 +168,8 @@ func TestRollUpLeavesDamagedRecords(t *testing.T) {
 // TestRollUpLeavesLargeGroups merges no group whose records together
 // pass rollupMaxBytes, and goes on with the others.
 func TestRollUpLeavesLargeGroups(t *testing.T) {
-	smallRollupGroups(t, 2)
-
 	base := time.Now().Truncate(time.Hour)
-	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	var blocks [][]metricSpan
 	for i := range 5 { // blocks 1 to 5, block 2 of many series
 		spans := []metricSpan{testSpan(base, byte(i+1), "a", "op")}
 		if i == 1 {
@@ -191,11 +177,9 @@ func TestRollUpLeavesLargeGroups(t *testing.T) {
 				spans = append(spans, testSpan(base, byte(100+j), "a", fmt.Sprint("op", j)))
 			}
 		}
-		write(t, db, encodeSpans(t, spans))
-		if err := db.cut(); err != nil {
-			t.Fatal(err)
-		}
+		blocks = append(blocks, spans)
 	}
+	db := rollupStore(t, &Options{}, blocks)
 	p, shard := partitionOf(uint64(base.UnixNano())), serviceShard("a")
 	size := func(block uint64) int {
 		v, closer, err := db.idx.Get(keys.Aggregate(p, shard, block))
@@ -223,26 +207,13 @@ func TestRollUpLeavesLargeGroups(t *testing.T) {
 // --span-metrics-max-series though each block's do not: a query of one
 // service finds its series after the merge as before.
 func TestRollUpKeepsFilteredSeries(t *testing.T) {
-	smallRollupGroups(t, 2)
-
 	base := time.Now().Truncate(time.Hour)
-	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, RecompressAfter: -1, SpanMetricsMaxSeries: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
 	span := func(trace byte, service, name string) metricSpan { return testSpan(base, trace, service, name) }
-	blocks := [][]metricSpan{
+	db := rollupStore(t, &Options{SpanMetricsMaxSeries: 4}, [][]metricSpan{
 		{span(1, "a", "a0")},
 		{span(2, "a", "a1"), span(3, "a", "a2"), span(4, "a", "a3"), span(5, "a", "a4")}, // block 2: four series
 		{span(6, "b", "b1")}, // block 3: another
-	}
-	for _, spans := range blocks {
-		write(t, db, encodeSpans(t, spans))
-		if err := db.cut(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	ofB := func() string {
 		got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base, To: base.Add(time.Hour), Step: time.Hour, Service: "b"})
 		if err != nil {
@@ -281,6 +252,27 @@ func testSpan(base time.Time, trace byte, service, name string) metricSpan {
 	start := uint64(base.UnixNano()) + uint64(trace)
 	return metricSpan{service: service, span: &tracepb.Span{TraceId: []byte{trace, 15: 1}, SpanId: []byte{7: trace},
 		Name: name, StartTimeUnixNano: start, EndTimeUnixNano: start + 1e6}}
+}
+
+// rollupStore opens a store, closed when the test ends, whose aggregate
+// records roll up in groups of two blocks, and cuts a block of each of
+// blocks' spans, blocks 1 onward; opts gives the rest of its options.
+func rollupStore(t *testing.T, opts *Options, blocks [][]metricSpan) *DB {
+	t.Helper()
+	smallRollupGroups(t, 2)
+	opts.FlushInterval, opts.RecompressAfter = time.Hour, -1
+	db, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, spans := range blocks {
+		write(t, db, encodeSpans(t, spans))
+		if err := db.cut(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db
 }
 
 // aggregateKeys lists the keys of aggregate records, of span metrics then
