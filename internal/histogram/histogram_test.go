@@ -137,6 +137,92 @@ func TestMergeIsExact(t *testing.T) {
 	}
 }
 
+// TestDenseAndBack merges parts into histograms that turn dense and back
+// to sparse: clustered durations spread over enough buckets, then
+// outliers that would spread the range too wide, through every way a
+// histogram takes counts (Add, Merge of sparse and of dense, DecodeAdd),
+// against one histogram of every duration added one by one.
+func TestDenseAndBack(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	var wentDense, wentBack int
+	for range 100 {
+		var values []uint64
+		var merged Histogram
+		var dense Histogram // a second histogram merged into merged while dense
+		wasDense := false
+		for range 2 + r.IntN(30) {
+			var part Histogram
+			var vs []uint64
+			switch r.IntN(4) {
+			case 0: // clustered: a few hundred buckets around 5 ms
+				for range r.IntN(400) {
+					vs = append(vs, uint64(5e6+r.NormFloat64()*1e6))
+				}
+			case 1: // an outlier or two, orders of magnitude away
+				vs = append(vs, r.Uint64N(1000), uint64(1e11)+r.Uint64N(1e9))
+			case 2: // anything
+				vs = randomDurations(r, r.IntN(50))
+			default: // into the second histogram, merged whole below
+				for range r.IntN(300) {
+					v := uint64(20e6 + r.NormFloat64()*3e6)
+					dense.Add(v)
+					values = append(values, v)
+				}
+				continue
+			}
+			for _, v := range vs {
+				part.Add(v)
+			}
+			values = append(values, vs...)
+			switch r.IntN(3) {
+			case 0:
+				merged.Merge(&part)
+			case 1:
+				rd := binread.New(part.Append(nil), ErrCorrupt)
+				merged.DecodeAdd(rd)
+				if err := rd.Done("histogram"); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				for _, v := range vs {
+					merged.Add(v)
+				}
+			}
+			if merged.dense != nil {
+				wasDense = true
+			} else if wasDense {
+				wentBack++
+				wasDense = false
+			}
+		}
+		if dense.dense != nil {
+			wentDense++
+		}
+		merged.Merge(&dense)
+		if merged.dense != nil {
+			wentDense++
+		}
+		if len(values) == 0 {
+			continue
+		}
+		var whole Histogram
+		for _, v := range values {
+			whole.Add(v)
+		}
+		if !equal(&merged, &whole) {
+			t.Fatalf("merged %+v, want %+v", merged, whole)
+		}
+		checkQuantiles(t, &merged, values)
+		merged.Reset()
+		if merged.Count() != 0 || merged.Quantile(0.5) != 0 || len(merged.Append(nil)) != 2 {
+			t.Fatalf("reset histogram: count %d, q50 %v", merged.Count(), merged.Quantile(0.5))
+		}
+	}
+	if wentDense == 0 || wentBack == 0 {
+		t.Fatalf("%d histograms went dense and %d back: the test misses a case", wentDense, wentBack)
+	}
+}
+
 // equal compares what histograms count, not how their memory is laid out.
 func equal(a, b *Histogram) bool {
 	return a.count == b.count && a.sum == b.sum && slices.Equal(a.Append(nil), b.Append(nil))
@@ -225,6 +311,37 @@ func BenchmarkDecodeAdd(b *testing.B) {
 			for b.Loop() {
 				var into Histogram
 				into.DecodeAdd(binread.New(enc, ErrCorrupt))
+			}
+		})
+	}
+}
+
+// BenchmarkDecodeAddStep measures what a span metrics query spends on one
+// step of one series: decoding the step's minute from each of the records
+// of its window (16, of 200 durations each) into one histogram, for
+// latencies clustered around 5 ms and spread over orders of magnitude.
+func BenchmarkDecodeAddStep(b *testing.B) {
+	for _, shape := range []string{"clustered", "wide"} {
+		b.Run("latencies="+shape, func(b *testing.B) {
+			r := rand.New(rand.NewPCG(1, 2))
+			records := make([][]byte, 16)
+			for i := range records {
+				var h Histogram
+				for range 200 {
+					if shape == "clustered" {
+						h.Add(uint64(5e6 + r.NormFloat64()*1e6))
+					} else {
+						h.Add(uint64(math.Exp(r.NormFloat64()*1.5 + math.Log(20e6))))
+					}
+				}
+				records[i] = h.Append(nil)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				var step Histogram
+				for _, rec := range records {
+					step.DecodeAdd(binread.New(rec, ErrCorrupt))
+				}
 			}
 		})
 	}
