@@ -119,6 +119,14 @@ func (h *Histogram) Add(ns uint64) {
 
 // Merge adds the counts of o to h.
 func (h *Histogram) Merge(o *Histogram) {
+	if h.dense == nil && len(h.buckets) == 0 { // h is empty: a copy
+		h.buckets, h.counts = append(h.buckets, o.buckets...), append(h.counts, o.counts...)
+		if o.dense != nil {
+			h.dense, h.base, h.used = slices.Clone(o.dense), o.base, o.used
+		}
+		h.count, h.sum = o.count, o.sum
+		return
+	}
 	if o.dense != nil {
 		view := sparseOf(o)
 		defer decodeScratch.Put(view)
