@@ -140,38 +140,57 @@ func TestMergeIsExact(t *testing.T) {
 // TestDenseAndBack merges parts into histograms that turn dense and back
 // to sparse: clustered durations spread over enough buckets, then
 // outliers that would spread the range too wide, through every way a
-// histogram takes counts (Add, Merge of sparse and of dense, DecodeAdd),
-// against one histogram of every duration added one by one.
+// histogram takes counts (Add, Merge of sparse and of dense parts, into
+// empty histograms too, DecodeAdd), against one histogram of every
+// duration added one by one.
 func TestDenseAndBack(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	var wentDense, wentBack int
-	for range 100 {
+	// clustered is a histogram of n durations a few hundred buckets
+	// around ms milliseconds, merged from parts so that it may be dense.
+	clustered := func(ms float64, n int) (Histogram, []uint64) {
+		var h Histogram
+		var values []uint64
+		for range 4 {
+			var part Histogram
+			for range n / 4 {
+				v := uint64((ms + r.NormFloat64()*ms/5) * 1e6)
+				part.Add(v)
+				values = append(values, v)
+			}
+			h.Merge(&part)
+		}
+		return h, values
+	}
+	seen := map[string]int{}
+	for range 200 {
 		var values []uint64
 		var merged Histogram
-		var dense Histogram // a second histogram merged into merged while dense
 		wasDense := false
 		for range 2 + r.IntN(30) {
 			var part Histogram
 			var vs []uint64
 			switch r.IntN(4) {
-			case 0: // clustered: a few hundred buckets around 5 ms
-				for range r.IntN(400) {
-					vs = append(vs, uint64(5e6+r.NormFloat64()*1e6))
-				}
+			case 0:
+				part, vs = clustered(5, r.IntN(400))
 			case 1: // an outlier or two, orders of magnitude away
 				vs = append(vs, r.Uint64N(1000), uint64(1e11)+r.Uint64N(1e9))
-			case 2: // anything
-				vs = randomDurations(r, r.IntN(50))
-			default: // into the second histogram, merged whole below
-				for range r.IntN(300) {
-					v := uint64(20e6 + r.NormFloat64()*3e6)
-					dense.Add(v)
-					values = append(values, v)
+				for _, v := range vs {
+					part.Add(v)
 				}
+			case 2:
+				vs = randomDurations(r, r.IntN(50))
+				for _, v := range vs {
+					part.Add(v)
+				}
+			default: // into a copy of merged, which goes on from it
+				var copied Histogram
+				copied.Merge(&merged)
+				merged = copied
+				seen["copied"]++
 				continue
 			}
-			for _, v := range vs {
-				part.Add(v)
+			if part.dense != nil {
+				seen["dense part"]++
 			}
 			values = append(values, vs...)
 			switch r.IntN(3) {
@@ -184,23 +203,20 @@ func TestDenseAndBack(t *testing.T) {
 					t.Fatal(err)
 				}
 			default:
+				if merged.dense != nil {
+					seen["added to dense"]++
+				}
 				for _, v := range vs {
 					merged.Add(v)
 				}
 			}
 			if merged.dense != nil {
 				wasDense = true
+				seen["dense"]++
 			} else if wasDense {
-				wentBack++
 				wasDense = false
+				seen["back to sparse"]++
 			}
-		}
-		if dense.dense != nil {
-			wentDense++
-		}
-		merged.Merge(&dense)
-		if merged.dense != nil {
-			wentDense++
 		}
 		if len(values) == 0 {
 			continue
@@ -218,8 +234,10 @@ func TestDenseAndBack(t *testing.T) {
 			t.Fatalf("reset histogram: count %d, q50 %v", merged.Count(), merged.Quantile(0.5))
 		}
 	}
-	if wentDense == 0 || wentBack == 0 {
-		t.Fatalf("%d histograms went dense and %d back: the test misses a case", wentDense, wentBack)
+	for _, c := range []string{"dense", "back to sparse", "dense part", "added to dense", "copied"} {
+		if seen[c] == 0 {
+			t.Errorf("no case of %s: %v", c, seen)
+		}
 	}
 }
 
