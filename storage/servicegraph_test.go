@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -222,6 +223,12 @@ func TestServiceGraphMatchesModel(t *testing.T) {
 			edges, err := db.ServiceGraph(context.Background(), start, start.Add(time.Hour))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Ordered by parent, child, the virtual edge after the real one.
+			if !slices.IsSortedFunc(edges, func(a, b Edge) int {
+				return cmp.Or(cmp.Compare(a.Parent, b.Parent), cmp.Compare(a.Child, b.Child), compareBool(a.Virtual, b.Virtual))
+			}) {
+				t.Errorf("edges out of order: %v", edges)
 			}
 			got := map[string][2]uint64{}
 			for _, e := range edges {
