@@ -124,7 +124,8 @@ func (h *Histogram) Merge(o *Histogram) {
 		if o.dense != nil {
 			h.dense, h.base, h.used = slices.Clone(o.dense), o.base, o.used
 		}
-		h.count, h.sum = o.count, o.sum
+		h.count += o.count
+		h.sum = addSat(h.sum, o.sum)
 		return
 	}
 	if o.dense != nil {
@@ -271,7 +272,7 @@ func (h *Histogram) addBuckets(buckets []uint16, counts []uint64) {
 	}
 }
 
-// Reset empties h, keeping its memory.
+// Reset empties h, keeping the memory of its buckets held sparse.
 func (h *Histogram) Reset() {
 	h.buckets, h.counts = h.buckets[:0], h.counts[:0]
 	h.dense, h.base, h.used = nil, 0, 0
