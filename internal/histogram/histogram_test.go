@@ -309,7 +309,35 @@ func FuzzDecode(f *testing.F) {
 		if err := rd.Done("histogram"); err != nil || !equal(&h, &back) {
 			t.Fatalf("decoded histogram does not round-trip: %v", err)
 		}
+		// Added to a dense histogram, it counts as added to the same
+		// counts held sparse.
+		dense, sparse := denseAndSparse(t)
+		dense.DecodeAdd(binread.New(b, ErrCorrupt))
+		sparse.DecodeAdd(binread.New(b, ErrCorrupt))
+		if !equal(&dense, &sparse) {
+			t.Fatalf("added to a dense histogram %+v, to a sparse one %+v", dense, sparse)
+		}
 	})
+}
+
+// denseAndSparse are two histograms of the same durations, a few hundred
+// around 5 ms, one of them dense.
+func denseAndSparse(t *testing.T) (dense, sparse Histogram) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(9, 10))
+	for range 4 {
+		var part Histogram
+		for range 100 {
+			v := uint64(5e6 + r.NormFloat64()*1e6)
+			part.Add(v)
+			sparse.Add(v)
+		}
+		dense.Merge(&part)
+	}
+	if dense.dense == nil || sparse.dense != nil {
+		t.Fatal("not one dense and one sparse histogram")
+	}
+	return dense, sparse
 }
 
 // BenchmarkDecodeAdd measures what a span metrics query spends on each
