@@ -189,19 +189,23 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 	first := uint64(args.From.Unix() / 60)
 	perStep := uint64(args.Step / time.Minute)
 	nsteps := args.points()
-	var shapes map[[2]string]string
-	var families map[[2]string]int
+	var shapes traceanalysis.NameShapes
 	if args.shapeNames {
-		shapes, families = shapeFamilies(stored)
+		for _, s := range stored {
+			if !s.Overflow {
+				shapes.Add(s.Service, s.Name)
+			}
+		}
 	}
+	shaped := false // some series went under a shape
 	for _, s := range stored {
 		k := seriesKey{s.Service, s.Name, s.Kind, s.Overflow}
 		if args.ByService {
 			k.operation, k.kind = "", 0
 		}
 		names := 0
-		if shape, ok := shapes[[2]string{s.Service, s.Name}]; ok {
-			k.operation, names = shape, families[[2]string{s.Service, shape}]
+		if shape := shapes.Shape(s.Service, s.Name); shape != "" {
+			k.operation, names, shaped = shape, shapes.Names(s.Service, shape), true
 		}
 		i, ok := index[k]
 		if !ok {
@@ -232,7 +236,7 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 			}
 		}
 	}
-	if len(shapes) > 0 {
+	if shaped {
 		// A shape sorts elsewhere than the names it stands for; overflow
 		// series stay last.
 		last := func(s *analysispb.SpanMetricsSeries) int {
@@ -247,30 +251,6 @@ func (args spanMetricsArgs) steps(stored []storage.SpanMetricsSeries) []*analysi
 		})
 	}
 	return out
-}
-
-// shapeFamilies finds, among stored series, each service's names whose
-// shape traceanalysis.ShapeAt or more of its names share: their shape by
-// service and name, and how many names each service's shape stands for.
-func shapeFamilies(stored []storage.SpanMetricsSeries) (shapes map[[2]string]string, families map[[2]string]int) {
-	shapes, families = map[[2]string]string{}, map[[2]string]int{}
-	for _, s := range stored {
-		k := [2]string{s.Service, s.Name}
-		if _, seen := shapes[k]; seen || s.Overflow {
-			continue
-		}
-		shape := traceanalysis.NameShape(s.Name)
-		shapes[k] = shape
-		if shape != s.Name {
-			families[[2]string{s.Service, shape}]++
-		}
-	}
-	for k, shape := range shapes {
-		if families[[2]string{k[0], shape}] < traceanalysis.ShapeAt {
-			delete(shapes, k)
-		}
-	}
-	return shapes, families
 }
 
 // statusError is opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR.

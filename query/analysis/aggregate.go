@@ -31,21 +31,10 @@ type OperationStats struct {
 // small to notice.
 func AggregatePaths(paths []Path) []OperationStats {
 	type key struct{ service, name string }
-	shapes := map[key]string{} // by service and name: its shape, "" if the name is one
-	members := map[key]int{}   // names by service and shape
+	var shapes NameShapes
 	for _, p := range paths {
 		for _, o := range p.Operations {
-			k := key{o.Service, o.Operation}
-			if _, ok := shapes[k]; ok {
-				continue
-			}
-			shape := NameShape(o.Operation)
-			if shape == o.Operation {
-				shape = ""
-			} else {
-				members[key{o.Service, shape}]++
-			}
-			shapes[k] = shape
+			shapes.Add(o.Service, o.Operation)
 		}
 	}
 	type times struct {
@@ -58,7 +47,7 @@ func AggregatePaths(paths []Path) []OperationStats {
 		total += p.End - p.Start
 		for _, o := range p.Operations {
 			k := key{o.Service, o.Operation}
-			if s := shapes[k]; s != "" && members[key{o.Service, s}] >= ShapeAt {
+			if s := shapes.Shape(o.Service, o.Operation); s != "" {
 				k.name = s
 			}
 			t := ops[k]
@@ -83,9 +72,7 @@ func AggregatePaths(paths []Path) []OperationStats {
 		slices.Sort(all)
 		st := OperationStats{Service: k.service, Operation: k.name, Traces: len(t.selfs),
 			Mean: float64(sum) / float64(len(paths)), P50: float64(quantile(all, 0.5)), P95: float64(quantile(all, 0.95))}
-		if n := members[k]; n >= ShapeAt {
-			st.Names = n
-		}
+		st.Names = shapes.Names(k.service, k.name)
 		if total > 0 {
 			st.Share = float64(sum) / float64(total)
 		}

@@ -272,8 +272,8 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 	o := opts.EnsureDefaults()
 	d := o.diagnose(window, baseline)
-	sw, sb, names := shapeNames(window, baseline, o.Service, o.Operation)
-	if names == nil {
+	sw, sb, shapes := shapeNames(window, baseline, o.Service, o.Operation)
+	if shapes == nil {
 		return d
 	}
 	shaped := o.diagnose(sw, sb)
@@ -281,12 +281,12 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 		return d
 	}
 	first := &shaped.Operations[0]
-	if names[op{service: first.Service, name: first.Operation}] == 0 || len(d.Operations) > 0 && first.Score <= 2*d.Operations[0].Score {
+	if shapes.Names(first.Service, first.Operation) == 0 || len(d.Operations) > 0 && first.Score <= 2*d.Operations[0].Score {
 		return d
 	}
 	for i := range shaped.Operations {
 		c := &shaped.Operations[i]
-		c.Names = names[op{service: c.Service, name: c.Operation}]
+		c.Names = shapes.Names(c.Service, c.Operation)
 	}
 	return shaped
 }

@@ -126,38 +126,75 @@ func isWord(c byte) bool {
 	return isDigit(c) || 'a' <= c|0x20 && c|0x20 <= 'z' || c == '_'
 }
 
+// NameShapes finds a service's span names that differ only in their
+// literals: those whose shape (see NameShape) ShapeAt or more of the
+// service's names share. The zero value is empty and ready to use.
+type NameShapes struct {
+	shapes  map[[2]string]string // by service and name: its shape
+	members map[[2]string]int    // names by service and shape, but the shape's own
+}
+
+// Add counts a service's span name, once however often it is added.
+func (n *NameShapes) Add(service, name string) {
+	k := [2]string{service, name}
+	if _, ok := n.shapes[k]; ok {
+		return
+	}
+	if n.shapes == nil {
+		n.shapes, n.members = map[[2]string]string{}, map[[2]string]int{}
+	}
+	shape := NameShape(name)
+	if shape != name {
+		n.members[[2]string{service, shape}]++
+	}
+	n.shapes[k] = shape
+}
+
+// Shape is the shape a service's added span name goes by, which may be
+// the name itself: "" unless ShapeAt or more of its other names share it.
+func (n *NameShapes) Shape(service, name string) string {
+	shape := n.shapes[[2]string{service, name}]
+	if n.Names(service, shape) == 0 {
+		return ""
+	}
+	return shape
+}
+
+// Names is how many of a service's added span names shape stands for; 0
+// if fewer than ShapeAt.
+func (n *NameShapes) Names(service, shape string) int {
+	if m := n.members[[2]string{service, shape}]; m >= ShapeAt {
+		return m
+	}
+	return 0
+}
+
+// any says whether a shape stands for ShapeAt or more names.
+func (n *NameShapes) any() bool {
+	for _, m := range n.members {
+		if m >= ShapeAt {
+			return true
+		}
+	}
+	return false
+}
+
 // shapeNames renames, in copies of the traces that have any, the spans of
-// every service whose names of one shape (see NameShape) number at least
-// ShapeAt over both windows to that shape, but the diagnosed operation's
-// own spans; it returns how many names each shape stands for, nil if
-// none was renamed.
-func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*Trace, names map[op]int) {
-	shapes := map[op]string{} // by service and name; "" if the name is its shape
-	members := map[op]int{}   // names by service and shape
+// every service whose names of one shape number at least ShapeAt over
+// both windows (see NameShapes) to that shape, but the diagnosed
+// operation's own spans; it returns the shapes, nil if none was renamed.
+func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*Trace, shapes *NameShapes) {
+	shapes = &NameShapes{}
 	for _, ts := range [2][]*Trace{window, baseline} {
 		for _, t := range ts {
 			for i := range t.Spans {
-				s := &t.Spans[i]
-				k := op{service: s.Service, name: s.Name}
-				if _, ok := shapes[k]; ok {
-					continue
+				if s := &t.Spans[i]; s.Service != service || s.Name != operation {
+					shapes.Add(s.Service, s.Name)
 				}
-				shape := NameShape(s.Name)
-				if shape == s.Name || s.Service == service && s.Name == operation {
-					shape = ""
-				} else {
-					members[op{service: s.Service, name: shape}]++
-				}
-				shapes[k] = shape
 			}
 		}
 	}
-	for g, n := range members {
-		if n < ShapeAt {
-			delete(members, g)
-		}
-	}
-	if len(members) == 0 {
+	if !shapes.any() {
 		return window, baseline, nil
 	}
 	rename := func(ts []*Trace) []*Trace {
@@ -166,8 +203,8 @@ func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*T
 			out[j] = t
 			for i := range t.Spans {
 				s := &t.Spans[i]
-				shape := shapes[op{service: s.Service, name: s.Name}]
-				if members[op{service: s.Service, name: shape}] == 0 {
+				shape := shapes.Shape(s.Service, s.Name)
+				if shape == "" || shape == s.Name {
 					continue
 				}
 				if out[j] == t {
@@ -180,5 +217,5 @@ func shapeNames(window, baseline []*Trace, service, operation string) (w, b []*T
 		}
 		return out
 	}
-	return rename(window), rename(baseline), members
+	return rename(window), rename(baseline), shapes
 }
