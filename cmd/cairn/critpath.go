@@ -41,9 +41,6 @@ type operationSelfJSON struct {
 	Operation string  `json:"operation"`
 	SelfMS    float64 `json:"self_ms"`
 	Share     float64 `json:"share"`
-	// SpanNames: the operation is the shape of this many span names that
-	// differ only in their literals; 0 for one name.
-	SpanNames int `json:"span_names,omitempty"`
 }
 
 func criticalPathCmd(args []string, stdout, _ io.Writer) error {
