@@ -6,7 +6,7 @@
 // the operation's latencies in both overlaid, the operations and the
 // attributes ranked with their evidence, and exemplar traces to open.
 import { get } from './api.js';
-import { duration, h, niceStep, s } from './format.js';
+import { duration, h, niceStep, s, spanNames } from './format.js';
 import { picker, query, step, window } from './range.js';
 
 export async function render(main, route) {
@@ -194,8 +194,7 @@ function showDiagnosis(d, errors, route) {
   const ops = d.operations.slice(0, 15).map((c) => h('tr', {},
     h('td', { class: 'num' }, c.score.toFixed(3)),
     h('td', {}, `${c.service}: ${c.operation}`,
-      // Many span names that differ in their literals alone, such as SQL with its values.
-      c.span_names ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${c.span_names} span names)`) : null,
+      spanNames(c.span_names),
       // The callers' wait on it outside its spans: the network, or a queue.
       c.call ? h('span', { class: 'muted', title: 'its callers\' client spans waited for it outside its server spans: the network, or a queue on either side' }, ' (calls to it)') : null),
     h('td', { class: 'num' }, errors ? pct(c.baseline_origin_rate) : duration(c.baseline_ms * 1e6)),
@@ -232,7 +231,7 @@ async function whereTimeGoes(service, operation, w, sample) {
   const cp = await get('/api/v1/critical-paths', { ...query(w), service, operation, sample });
   const rows = cp.operations.slice(0, 15).map((o) => h('tr', {},
     h('td', {}, `${o.service}: ${o.operation}`,
-      o.span_names ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${o.span_names} span names)`) : null),
+      spanNames(o.span_names)),
     h('td', { class: 'share' }, h('span', { class: 'share-bar', style: `width:${(o.share * 100).toFixed(1)}%` })),
     h('td', { class: 'num' }, pct(o.share)),
     h('td', { class: 'num' }, duration(o.mean_ms * 1e6)),

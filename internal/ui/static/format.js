@@ -15,6 +15,12 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// spanNames marks an operation that is the shape of n span names, such as
+// SQL with its values; nothing for one name (n 0 or absent).
+export function spanNames(n) {
+  return n ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${n} span names)`) : null;
+}
+
 const svgNS = 'http://www.w3.org/2000/svg';
 
 export function s(tag, attrs = {}, ...children) {

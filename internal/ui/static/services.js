@@ -4,7 +4,7 @@
 // server and consumer spans, the requests they serve; their operations by
 // spans of every kind.
 import { get } from './api.js';
-import { duration, h, s } from './format.js';
+import { duration, h, s, spanNames } from './format.js';
 import { autoRefresh, picker, query, step, wholeStep, window } from './range.js';
 
 const columns = [
@@ -117,7 +117,7 @@ function table({ rows, service }, route) {
   if (service) head.push(h('th', {}, ''));
   const body = rows.map((r) => {
     const name = service
-      ? h('td', { class: 'name' }, r.name, r.spanNames ? h('span', { class: 'muted', title: 'span names that differ only in their literals, each written ?' }, ` (${r.spanNames} span names)`) : null)
+      ? h('td', { class: 'name' }, r.name, spanNames(r.spanNames))
       : h('td', { class: 'name' }, r.overflow ? r.name : h('a', { href: link('services', r.name, p) }, r.name));
     if (r.blank) {
       return h('tr', { class: 'blank', 'data-name': r.name }, name, h('td', { colspan: 4, class: 'muted' }, 'no server or consumer spans in the range'));
