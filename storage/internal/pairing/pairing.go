@@ -123,6 +123,10 @@ type client struct {
 	service, peer   uint32
 	start, duration uint64
 	err, answered   bool
+	// copies are the span's copies in its cut beyond the first, which a
+	// child answers with it: the same span sent again, as a client
+	// retrying an export does. Unanswered, each is a call.
+	copies uint32
 }
 
 // orphan is a span waiting for its parent.
@@ -190,6 +194,9 @@ type Cut struct {
 	gen  *generation
 	byID spanindex.Index // scratch: a trace's spans by ID
 	seen []bool          // scratch: by span, got a child from another service
+	// clientAt is scratch too: by span, its index in the generation's
+	// clients, or -1.
+	clientAt []int32
 }
 
 // Cut starts the cut made at time now, of about spans spans; a time before
@@ -237,7 +244,10 @@ func (p *Pairer) expire(emit func(Edge), early bool) {
 		p.stats.Evicted += uint64(len(g.spans))
 	}
 	for _, c := range g.clients {
-		if !c.answered {
+		if c.answered {
+			continue
+		}
+		for range 1 + c.copies {
 			emit(Edge{Parent: c.service, Child: c.peer, Virtual: true, Start: c.start, Duration: c.duration, Err: c.err})
 		}
 	}
@@ -262,6 +272,11 @@ func (p *Pairer) expire(emit func(Edge), early bool) {
 // Trace pairs the spans of one trace in the cut; a trace is added once per
 // cut. peer returns the peer that span i names, nil if none; it is asked
 // only of client and producer spans that got no child from another service.
+//
+// A span may come more than once, sent again by a client that retried an
+// export whose acknowledgement it lost: each copy of a child is a call, as
+// span metrics count each copy, and the copies of a parent in one cut are
+// one span, which one child answers for all of them.
 func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 	p, g := c.p, c.gen
 	c.byID.Reset(len(spans))
@@ -270,6 +285,7 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 	}
 	c.seen = slices.Grow(c.seen[:0], len(spans))[:len(spans)]
 	clear(c.seen)
+	c.clientAt = slices.Grow(c.clientAt[:0], len(spans))[:len(spans)]
 
 	for i := range spans {
 		s := &spans[i]
@@ -297,6 +313,15 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 
 	for i := range spans {
 		s := &spans[i]
+		c.clientAt[i] = -1
+		// Children found the first copy (byID gives the first), and so
+		// did orphans, which the first copy took.
+		if first, _ := c.byID.Find(s.ID); first != i && spans[first].Service == s.Service && spans[first].Kind == s.Kind {
+			if at := c.clientAt[first]; at >= 0 {
+				g.clients[at].copies++
+			}
+			continue
+		}
 		k := key(trace, s.ID)
 		if len(p.orphans) > 0 {
 			if os, ok := p.orphans[k]; ok {
@@ -317,6 +342,7 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 					start: s.Start, duration: s.Duration, err: s.Err})
 			}
 		}
+		c.clientAt[i] = e.client
 		g.spans = append(g.spans, e)
 	}
 }

@@ -61,6 +61,13 @@ func generate(rng *rand.Rand, traces, cuts int, names func(string) uint32) []gen
 			s.sent = rng.IntN(30) != 0
 			tr.spans = append(tr.spans, s)
 		}
+		// Copies of spans, as a client retrying an export sends them, in
+		// the same cut.
+		for i := range n {
+			if rng.IntN(8) == 0 {
+				tr.spans = append(tr.spans, tr.spans[i])
+			}
+		}
 		out = append(out, tr)
 	}
 	return out
@@ -87,7 +94,9 @@ func add(m map[edgeKey]edgeSum, k edgeKey, e Edge) {
 
 // model pairs by brute force: a child and its parent pair if both are sent
 // and their cuts are less than window apart; a client or producer naming a
-// peer with no child from another service paired is a virtual edge.
+// peer with no child from another service paired is a virtual edge. Each
+// copy of a span counts as a span of its own, but the copies of a parent
+// are one parent: a child pairs once.
 func model(traces []genTrace, at []uint64, window uint64, name func(uint32) string) (map[edgeKey]edgeSum, uint64) {
 	edges := map[edgeKey]edgeSum{}
 	var stragglers uint64
@@ -105,6 +114,7 @@ func model(traces []genTrace, at []uint64, window uint64, name func(uint32) stri
 						if p.Service != c.Service {
 							add(edges, edgeKey{name(p.Service), name(c.Service), false, c.Start / 60e9}, Edge{Duration: c.Duration, Err: c.Err})
 						}
+						break
 					}
 				}
 				if !paired {
