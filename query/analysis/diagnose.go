@@ -307,29 +307,39 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
 		d.Operations = latencyCulprits(w, b, wOwn, bOwn, o.Exemplars)
-		if len(d.Operations) > 0 && d.Operations[0].Call {
-			callerSide(&d.Operations[0], w, b)
-		}
 	}
-	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, d.Operations)
-	d.WithinNoise = withinNoise(w, b, d.Operations, o.Errors)
+	if len(d.Operations) == 0 {
+		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, "")
+		d.WithinNoise = true
+		return d
+	}
+	// The first culprit's time is counted under lead even where callerSide
+	// names the caller's client operation instead, whose own time on the
+	// path is the calls': its traces and its growth are the calls'.
+	first := &d.Operations[0]
+	lead := op{first.Service, first.Operation, first.Call}
+	if lead.call {
+		callerSide(first, w, b)
+	}
+	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first.Service)
+	d.WithinNoise = withinNoise(w, b, lead, o.Errors)
 	return d
 }
 
-// withinNoise says whether the first culprit's growth is less than two
-// standard errors of the difference between the windows: its self time on
+// withinNoise says whether the growth of k, what the first culprit's time
+// is counted under, is less than two standard errors of the difference
+// between the windows: its self time on
 // the critical path per trace (0 where it is off the path), or diagnosing
 // errors, whether a trace's failure originates in it. Culprits are ranked
 // by their share of the growth of the mean duration, and a growth of a
 // fraction of a millisecond makes any operation's drift look like all of
 // it. The anchor's own mean would not do: at a gateway serving requests of
 // many kinds, a fault that doubled one query's time can stay within the
-// noise of the mix. Without a culprit, there is no ranking to doubt.
-func withinNoise(w, b []facts, culprits []Culprit, errors bool) bool {
-	if len(culprits) == 0 || len(w) < 2 || len(b) < 2 {
+// noise of the mix.
+func withinNoise(w, b []facts, k op, errors bool) bool {
+	if len(w) < 2 || len(b) < 2 {
 		return true
 	}
-	k := op{culprits[0].Service, culprits[0].Operation, culprits[0].Call}
 	value := func(f *facts) float64 {
 		if errors {
 			if f.failed && f.origin == k {
@@ -843,7 +853,7 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // traces are selected so to rank any value, as when the culprit took no
 // longer where it ran but ran in more requests, the selection is the
 // window's traces slowest overall, against the whole baseline.
-func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (causes, symptoms []Correlation) {
+func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, leadService string) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
 	switch {
 	case o.Errors:
@@ -853,8 +863,8 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 			}
 		}
 		base = tracesOf(b)
-	case len(culprits) > 0:
-		selected, base = slowAt(w, b, op{culprits[0].Service, culprits[0].Operation, culprits[0].Call})
+	case lead != nil:
+		selected, base = slowAt(w, b, *lead)
 	}
 	if !o.Errors && len(selected) < o.Correlation.MinTraces {
 		// No culprit, or one that took no longer where it ran but ran in
@@ -865,12 +875,9 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, culprits []Culprit) (cause
 		return nil, nil
 	}
 	attrs, _ := Correlate(selected, base, &o.Correlation)
-	culpritService := map[string]bool{}
-	for _, c := range culprits[:min(len(culprits), 1)] {
-		culpritService[c.Service] = true
-	}
+	onLead := func(c *Correlation) bool { return lead != nil && c.Service == leadService }
 	slices.SortStableFunc(attrs, func(a, b Correlation) int {
-		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(culpritService[b.Service], culpritService[a.Service]))
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(onLead(&b), onLead(&a)))
 	})
 	for _, a := range attrs {
 		switch {

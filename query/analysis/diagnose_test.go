@@ -249,24 +249,35 @@ func TestDiagnoseStreamingBody(t *testing.T) {
 // window, web-0 stalls after each reply for 30 ms before its client span
 // ends. The wait is the call's, but it grew on one caller pod, whichever
 // pay pod answered: web's client operation is named, not pay's calls.
+// A third of the checkouts, of large carts, render for 60–200 ms in both
+// windows: the slowest traces are theirs, and the stall, named by the
+// client operation, still selects the traces it slowed and is beyond noise.
 func TestDiagnoseStalledCaller(t *testing.T) {
 	trace := func(id, webPod, payPod int, stall float64) *Trace {
 		b := newTrace(id)
 		web := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("web-", webPod))}
 		pay := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("pay-", payPod))}
-		b.span(1, 0, "web", "POST /checkout", server, 0, 30+stall, web)
+		render := 0.0
+		cart := kv("cart.size", "small")
+		if id%3 == 1 {
+			render, cart = float64(60+id*37%141), kv("cart.size", "large")
+		}
+		b.span(1, 0, "web", "POST /checkout", server, 0, 30+stall+render, web, cart)
 		b.span(2, 1, "web", "call pay", client, 5, 25+stall, web)
 		b.span(3, 2, "pay", "Charge", server, 6, 24, pay)
+		if render > 0 {
+			b.span(4, 1, "web", "render", tracepb.Span_SPAN_KIND_INTERNAL, 30+stall, 30+stall+render, web)
+		}
 		return b.t
 	}
 	var baseline, window []*Trace
-	for i := range 45 {
-		baseline = append(baseline, trace(i, i%3, i/3%3, 0))
+	for i := range 90 {
+		baseline = append(baseline, trace(i, i/3%3, i/9%3, 0))
 		stall := 0.0
-		if i%3 == 0 {
+		if i/3%3 == 0 {
 			stall = 30
 		}
-		window = append(window, trace(100+i, i%3, i/3%3, stall))
+		window = append(window, trace(100+i, i/3%3, i/9%3, stall))
 	}
 	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
 	if len(d.Operations) == 0 || d.Operations[0].Service != "web" || d.Operations[0].Operation != "call pay" || d.Operations[0].Call {
@@ -274,6 +285,9 @@ func TestDiagnoseStalledCaller(t *testing.T) {
 	}
 	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "sweb-0") {
 		t.Errorf("attributes %+v, want host.name web-0 first", d.Attributes)
+	}
+	if d.WithinNoise {
+		t.Error("within noise: want the calls' growth beyond it")
 	}
 }
 
