@@ -50,6 +50,11 @@ type Segment struct {
 	// this segment: a retry's backoff, which a diagnosis counts for the
 	// failed operation (see tree.selfTimes).
 	retryOf int32
+	// queuedFor, where not 0, is one more than the index of the consumer
+	// whose message Span waited for in a queue in this segment, between
+	// the producer span's end and the consumer's start (see awaitReplies),
+	// which a diagnosis counts for the calls to the consumer's operation.
+	queuedFor int32
 }
 
 // OperationTime is an operation's self time on a critical path.
@@ -336,10 +341,13 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 // next child or its end, with no other child of the parent running in it:
 // a consumer counts as awaited where it fits between the producer's start
 // and the gap's end, and what it leaves of the gap, the messages' transit,
-// is no longer than itself, or than replyTransit. Its times, by another
-// clock, are moved into the gap by the least that fits them. One
-// consumed while the parent went on with other work, or after it ended,
-// or much shorter than the gap, was not awaited.
+// is no longer than itself, or than replyTransit; or, however long the
+// request waited in its queue, where its own times put it in the gap
+// (from the producer's start) and its reply's transit, what it leaves of
+// the gap after it, is that short. Its times, by another clock, are moved
+// into the gap by the least that fits them. One consumed while the parent
+// went on with other work, or after it ended, or much shorter than the
+// gap and ended long before the parent went on, was not awaited.
 func (tr *tree) awaitReplies(children [][]int32) {
 	// A request's and its reply's time in a queue, which a consumer of a
 	// millisecond or two leaves as most of the wait.
@@ -368,11 +376,17 @@ func (tr *tree) awaitReplies(children [][]int32) {
 				continue
 			}
 			for _, c := range children[p] {
-				d := tr.t.Spans[c].Duration()
-				if !tr.unplacedConsumer(c) || d > gapEnd-pn.start || gapEnd-pn.end-min(d, gapEnd-pn.end) > max(d, replyTransit) {
+				cs := &tr.t.Spans[c]
+				d := cs.Duration()
+				if !tr.unplacedConsumer(c) || d > gapEnd-pn.start {
 					continue
 				}
-				replies = append(replies, reply{c, min(max(tr.t.Spans[c].Start, pn.end), gapEnd-d)})
+				transit := max(d, replyTransit)
+				queued := cs.Start >= pn.start && cs.End <= gapEnd && gapEnd-cs.End <= transit
+				if !queued && gapEnd-pn.end-min(d, gapEnd-pn.end) > transit {
+					continue
+				}
+				replies = append(replies, reply{c, min(max(cs.Start, pn.end), gapEnd-d)})
 			}
 		}
 		// Placed once every gap is known: a consumer lies in its gap, and
@@ -498,16 +512,27 @@ func (tr *tree) walk(n int32, to uint64) {
 			continue
 		}
 		end := min(cn.end, cursor)
-		retryOf := int32(0)
-		if prev >= 0 && tr.retries(prev, c) {
+		var retryOf, queuedFor int32
+		switch {
+		case prev < 0:
+		case tr.retries(prev, c):
 			retryOf = c + 1
+		case tr.consumes(prev, c):
+			queuedFor = prev + 1
 		}
-		tr.emit(n, end, cursor, retryOf)
+		tr.emit(Segment{Span: int(n), Start: end, End: cursor, retryOf: retryOf, queuedFor: queuedFor})
 		tr.walk(c, end)
 		cursor = cn.start
 		prev = c
 	}
-	tr.emit(n, nd.start, cursor, 0)
+	tr.emit(Segment{Span: int(n), Start: nd.start, End: cursor})
+}
+
+// consumes reports whether span c is a consumer of the message that
+// producer span p published.
+func (tr *tree) consumes(c, p int32) bool {
+	cs, ps := &tr.t.Spans[c], &tr.t.Spans[p]
+	return cs.Kind == kindConsumer && ps.Kind == kindProducer && cs.Parent == ps.ID
 }
 
 // allowance is how far child c of n may end past the start of prev, the
@@ -526,17 +551,20 @@ func (tr *tree) allowance(n, c, prev int32, cut uint64) uint64 {
 	return uint64(tr.opts.SkewFraction * float64(min(cn.end-cn.start, pn.end-pn.start)))
 }
 
-// emit adds n's own time over [start, end], joined to the segment emitted
-// before it if that is n's too.
-func (tr *tree) emit(n int32, start, end uint64, retryOf int32) {
-	if end <= start {
+// emit adds seg, a span's own time, joined to the segment emitted before
+// it if that is the same span's, waiting for the same.
+func (tr *tree) emit(seg Segment) {
+	if seg.End <= seg.Start {
 		return
 	}
-	if k := len(tr.segments) - 1; k >= 0 && tr.segments[k].Span == int(n) && tr.segments[k].Start == end && tr.segments[k].retryOf == retryOf {
-		tr.segments[k].Start = start
-		return
+	if k := len(tr.segments) - 1; k >= 0 {
+		last := &tr.segments[k]
+		if last.Span == seg.Span && last.Start == seg.End && last.retryOf == seg.retryOf && last.queuedFor == seg.queuedFor {
+			last.Start = seg.Start
+			return
+		}
 	}
-	tr.segments = append(tr.segments, Segment{Span: int(n), Start: start, End: end, retryOf: retryOf})
+	tr.segments = append(tr.segments, seg)
 }
 
 func operationTimes(t *Trace, p Path) []OperationTime {
@@ -593,16 +621,19 @@ func (tr *tree) addOwnTimes(own map[op]uint64) {
 				from = cn.start
 			}
 		}
-		backoff := tr.retryWaits(int32(i), own)
-		own[tr.opOf(int32(i))] += n.end - n.start - covered - backoff
+		waits := tr.childWaits(int32(i), own)
+		own[tr.opOf(int32(i))] += n.end - n.start - covered - waits
 	}
 }
 
-// retryWaits adds to own, for the operation that failed (see failedOp),
-// the time span n waited between a failed call and the call of the same
-// operation that retried it, with no other child running, and returns the
-// sum: that time is not n's own, as on the path (see selfTimes).
-func (tr *tree) retryWaits(n int32, own map[op]uint64) (sum uint64) {
+// childWaits adds to own the time span n waited between two of its
+// children with no other child running, where that time is not n's own,
+// as on the path (see selfTimes), and returns the sum: between a failed
+// call and the call of the same operation that retried it, for the
+// operation that failed (see failedOp); between a producer span and the
+// consumer of its message that n awaited, for the calls to the consumer's
+// operation.
+func (tr *tree) childWaits(n int32, own map[op]uint64) (sum uint64) {
 	kids := tr.nodes[n].children
 	if len(kids) < 2 {
 		return 0
@@ -614,9 +645,17 @@ func (tr *tree) retryWaits(n int32, own map[op]uint64) (sum uint64) {
 		cn := &tr.nodes[c]
 		if last >= 0 {
 			ln := &tr.nodes[last]
-			if ln.end < cn.start && tr.retries(c, last) {
-				own[tr.failedOp(last)] += cn.start - ln.end
-				sum += cn.start - ln.end
+			if ln.end < cn.start {
+				switch {
+				case tr.retries(c, last):
+					own[tr.failedOp(last)] += cn.start - ln.end
+					sum += cn.start - ln.end
+				case tr.consumes(c, last):
+					k := tr.plainOp(c)
+					k.call = true
+					own[k] += cn.start - ln.end
+					sum += cn.start - ln.end
+				}
 			}
 		}
 		if last < 0 || cn.end > tr.nodes[last].end {

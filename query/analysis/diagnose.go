@@ -68,9 +68,11 @@ type Culprit struct {
 	// Call, diagnosing latency, says the time is not the operation's own
 	// but its callers' wait on it outside its server spans: the own time
 	// of each client span with one server span of the operation under it,
-	// from any caller. That time is the network's, or a queue's on either
-	// side; a delay in the network to one pod shows there, and the pod
-	// among the attributes.
+	// from any caller, and the wait between a producer span and the
+	// operation's consumer span that its parent awaited (see
+	// awaitReplies). That time is the network's, or a queue's; a delay in
+	// the network to one pod, or in one partition, shows there, and the
+	// pod or partition among the attributes.
 	Call bool
 	// Names is how many span names the operation stands for, if it is
 	// many names of one shape, named by the shape with its literals as ?
@@ -220,6 +222,9 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 			k = tr.plainOp(int32(seg.Span))
 		case seg.retryOf > 0:
 			k = tr.failedOp(seg.retryOf - 1)
+		case seg.queuedFor > 0:
+			k = tr.plainOp(seg.queuedFor - 1)
+			k.call = true
 		default:
 			k = tr.opOf(int32(seg.Span))
 			if k.call {

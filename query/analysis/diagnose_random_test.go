@@ -21,7 +21,8 @@ import (
 // faulty operation first and the attribute that sets the faulty traces
 // apart among its first three, as `cairn bench --rca` checks for its fixed
 // call graph. A quarter of the latency faults in an operation called from
-// another service are in the network to it instead, which the diagnosis
+// another service are in the network to it instead, or for a request over
+// a queue, in the queue before its consumer takes it, which the diagnosis
 // must name as the calls to that operation. Beside the fault, a service's
 // clock may be skewed, the window's operations all take up to 5% longer,
 // an asynchronous consumer off the critical path takes six times as long,
@@ -109,8 +110,9 @@ type randomScenario struct {
 	wide   bool
 	factor float64
 	// network: the delta is in the network to the culprit, a server
-	// operation, half each way, and the diagnosis must name the calls to
-	// it.
+	// operation, half each way, or in the queue before the culprit, a
+	// consumer whose clock is the caller's, takes the request; and the
+	// diagnosis must name the calls to it.
 	network bool
 	// The fault strikes traces whose cond holds.
 	condKind         string // "pod", "version", "request", "span", "all"
@@ -174,7 +176,9 @@ func newRandomScenario(seed uint64) *randomScenario {
 	sc.wide = !sc.errors && rng.IntN(4) == 0
 	sc.factor = 1.5 + 1.5*rng.Float64()
 	// Drawn apart, so that the other draws of a seed stay what they were.
-	sc.network = !sc.errors && !sc.wide && sc.culprit.kind == tracepb.Span_SPAN_KIND_SERVER && rand.New(rand.NewPCG(seed, 0x4e7)).IntN(4) == 0
+	called := sc.culprit.kind == tracepb.Span_SPAN_KIND_SERVER ||
+		sc.culprit.kind == tracepb.Span_SPAN_KIND_CONSUMER && sc.skewService != sc.culprit.service
+	sc.network = !sc.errors && !sc.wide && called && rand.New(rand.NewPCG(seed, 0x4e7)).IntN(4) == 0
 	switch rng.IntN(5) {
 	case 0:
 		sc.condKind, sc.condService, sc.condPod = "pod", sc.culprit.service, rng.IntN(sc.pods[sc.culprit.service])
@@ -263,6 +267,9 @@ func (sc *randomScenario) String() string {
 	}
 	if sc.network {
 		kind = fmt.Sprintf("the network +%.0f ms to", sc.delta)
+		if sc.culprit.kind == tracepb.Span_SPAN_KIND_CONSUMER {
+			kind = fmt.Sprintf("the queue +%.0f ms to", sc.delta)
+		}
 	}
 	if sc.errors {
 		kind = fmt.Sprintf("errors %.0f%%", 100*sc.failShare)
@@ -512,11 +519,16 @@ func (m *traceMaker) span(n *rNode, parent SpanID, start float64) (int, float64)
 				m.t.Spans[ci].Failed = cFailed
 			} else if c.n.kind == tracepb.Span_SPAN_KIND_CONSUMER {
 				// A request over a queue: published, consumed 1 ms
-				// later, replied to 1 ms after that.
+				// later, more when the queue is at fault, replied to
+				// 1 ms after that.
+				queued := 1.0
+				if m.r.fault && sc.network && c.n == sc.culprit {
+					queued += sc.delta
+				}
 				pi := len(m.t.Spans)
 				m.t.Spans = append(m.t.Spans, Span{ID: spanIDOf(pi), Parent: id, Service: n.service, Name: "publish " + c.n.op,
 					Kind: tracepb.Span_SPAN_KIND_PRODUCER, Start: ms(callStart), End: ms(callStart + 0.3), Resource: m.resource(n.service)})
-				ci, e := m.span(c.n, spanIDOf(pi), callStart+1.3)
+				ci, e := m.span(c.n, spanIDOf(pi), callStart+0.3+queued)
 				cEnd, cFailed = e+1, m.t.Spans[ci].Failed
 			} else {
 				ci, e := m.span(c.n, id, callStart)

@@ -328,6 +328,44 @@ func TestDiagnoseCanaryUnderSymptom(t *testing.T) {
 	}
 }
 
+// TestDiagnoseQueueWait diagnoses orders whose web service asks pay for
+// a charge over a queue and waits, idle, for the reply: published at 2 ms,
+// consumed for 3 ms, the reply 1 ms after. In the window, the requests on
+// partition 4 wait 40 ms in the queue before pay takes them; pay itself
+// is no slower. The wait is the queue's, not web's: the calls to pay's
+// consumer are named, and the partition.
+func TestDiagnoseQueueWait(t *testing.T) {
+	trace := func(id int, lag float64) *Trace {
+		b := newTrace(id)
+		part := kv("messaging.destination.partition.id", fmt.Sprint(id%5))
+		consumed := 3 + 1 + lag
+		b.span(1, 0, "web", "POST /order", server, 0, consumed+3+1+5, nil)
+		b.span(2, 1, "web", "charges publish", producer, 2, 3, nil, part)
+		b.span(3, 2, "pay", "charges process", consumer, consumed, consumed+3, nil, part)
+		b.span(4, 1, "web", "render", tracepb.Span_SPAN_KIND_INTERNAL, consumed+3+1, consumed+3+1+4, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 50 {
+		baseline = append(baseline, trace(i, 0))
+		lag := 0.0
+		if i%5 == 4 {
+			lag = 40
+		}
+		window = append(window, trace(100+i, lag))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /order"})
+	if len(d.Operations) == 0 || d.Operations[0].Service != "pay" || d.Operations[0].Operation != "charges process" || !d.Operations[0].Call {
+		t.Fatalf("culprits %+v, want the calls to pay's charges process first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "messaging.destination.partition.id", "s4") {
+		t.Errorf("attributes %+v, want partition 4 first", d.Attributes)
+	}
+	if d.WithinNoise {
+		t.Error("within noise: want the queue's growth beyond it")
+	}
+}
+
 // TestDiagnoseErrors diagnoses failures that originate in a card check
 // deep under pay, for one card type, and are reported by every span above
 // it with a status code.

@@ -196,7 +196,7 @@ function showDiagnosis(d, errors, route) {
     h('td', {}, `${c.service}: ${c.operation}`,
       spanNames(c.span_names),
       // The callers' wait on it outside its spans: the network, or a queue.
-      c.call ? h('span', { class: 'muted', title: 'its callers\' client spans waited for it outside its server spans: the network, or a queue on either side' }, ' (calls to it)') : null),
+      c.call ? h('span', { class: 'muted', title: 'its callers waited for it outside its own spans: on the network, or in a queue' }, ' (calls to it)') : null),
     h('td', { class: 'num' }, errors ? pct(c.baseline_origin_rate) : duration(c.baseline_ms * 1e6)),
     h('td', { class: 'num' }, errors ? pct(c.window_origin_rate) : duration(c.window_ms * 1e6)),
     h('td', { class: 'exemplars' }, c.exemplars.map((id) => h('a', { href: '#/trace/' + id, title: id }, id.slice(0, 8))))));
