@@ -1,6 +1,7 @@
 package query
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -55,6 +56,9 @@ type CulpritJSON struct {
 	// critical path.
 	BaselineOnPathRate *float64 `json:"baseline_on_path_rate,omitempty"`
 	WindowOnPathRate   *float64 `json:"window_on_path_rate,omitempty"`
+	// Diagnosing latency: the operation's spans per trace.
+	BaselineCallsPerTrace *float64 `json:"baseline_calls_per_trace,omitempty"`
+	WindowCallsPerTrace   *float64 `json:"window_calls_per_trace,omitempty"`
 	// Call: the time is the callers' wait on the operation outside its
 	// server spans.
 	Call bool `json:"call,omitempty"`
@@ -125,6 +129,7 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 			cj.BaselineOriginRate, cj.WindowOriginRate = &c.BaselineOriginRate, &c.WindowOriginRate
 		} else {
 			cj.BaselineOnPathRate, cj.WindowOnPathRate = &c.BaselineOnPathRate, &c.WindowOnPathRate
+			cj.BaselineCallsPerTrace, cj.WindowCallsPerTrace = &c.BaselineCallsPerTrace, &c.WindowCallsPerTrace
 		}
 		for _, id := range c.Exemplars {
 			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
@@ -209,7 +214,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	}
 	if !errorsMode {
-		b.WriteString(c.reachedMoreOften())
+		b.WriteString(cmp.Or(c.reachedMoreOften(), c.ranMoreOften()))
 	}
 	selection := "slow"
 	if errorsMode {
@@ -238,6 +243,26 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		b.WriteString(" But its growth is within sampling noise: the ranking may be noise.")
 	}
 	return b.String()
+}
+
+// ranMoreOften is a clause saying that the culprit's spans per trace grew
+// by half or more, and by one or more, or nothing if they did not: a
+// query run in a loop, once per item, is slower for running more often,
+// not for being slower, which the time alone does not say.
+func (c CulpritJSON) ranMoreOften() string {
+	if c.BaselineCallsPerTrace == nil || c.WindowCallsPerTrace == nil {
+		return ""
+	}
+	cb, cw := *c.BaselineCallsPerTrace, *c.WindowCallsPerTrace
+	if cw < 1.5*cb || cw-cb < 1 {
+		return ""
+	}
+	return fmt.Sprintf(", and it ran %s times a trace (%s before)", roundCount(cw), roundCount(cb))
+}
+
+// roundCount writes a count per trace to a tenth.
+func roundCount(n float64) string {
+	return strconv.FormatFloat(math.Round(n*10)/10, 'f', -1, 64)
 }
 
 // reachedMoreOften is a clause saying that most of the culprit's growth

@@ -52,6 +52,33 @@ func TestCauseSaysWhenMoreTracesReachIt(t *testing.T) {
 	}
 }
 
+// TestCauseSaysWhenItRanMoreOften checks that the sentence says when the
+// culprit's spans per trace grew by half or more, and by one or more, as
+// a query run once per item does, and not otherwise.
+func TestCauseSaysWhenItRanMoreOften(t *testing.T) {
+	for _, c := range []struct {
+		name           string
+		cb, cw, bs, ws float64
+		want           string
+	}{
+		{"a loop", 3, 30.04, 1, 1, " per trace, and it ran 30 times a trace (3 before); no attribute sets the slow traces apart."},
+		{"half again", 2, 3.06, 1, 1, " per trace, and it ran 3.1 times a trace (2 before); no attribute sets the slow traces apart."},
+		{"less than half again", 3, 4.4, 1, 1, " per trace; no attribute sets the slow traces apart."},
+		{"less than one more", 0.5, 1.2, 1, 1, " per trace; no attribute sets the slow traces apart."},
+		{"reached by more traces, which is said instead", 1, 5, 0.1, 0.5, " (100 ms before); no attribute sets the slow traces apart."},
+	} {
+		d := DiagnosisJSON{
+			Window:   DiagnosisWindowJSON{Traces: 1000},
+			Baseline: DiagnosisWindowJSON{Traces: 1000},
+			Operations: []CulpritJSON{{Service: "db", Operation: "SELECT", BaselineMS: 10, WindowMS: 50,
+				BaselineOnPathRate: &c.bs, WindowOnPathRate: &c.ws, BaselineCallsPerTrace: &c.cb, WindowCallsPerTrace: &c.cw}},
+		}
+		if got := d.Cause(false); !strings.HasSuffix(got, c.want) {
+			t.Errorf("%s: %q, want it to end %q", c.name, got, c.want)
+		}
+	}
+}
+
 // TestCauseNamesOnlyAnAttributeThatSetsTracesApart: an attribute about as
 // common before as in the selection is not named as evidence.
 func TestCauseNamesOnlyAnAttributeThatSetsTracesApart(t *testing.T) {

@@ -92,6 +92,10 @@ type Culprit struct {
 	// grew while that time did not is reached by more requests, none of
 	// them slower: the mix of requests shifted.
 	BaselineOnPath, WindowOnPath float64
+	// BaselineCalls and WindowCalls, diagnosing latency, are its spans
+	// per trace: a count that grew while none of its spans got slower (a
+	// query run in a loop, once per item) makes it slower all the same.
+	BaselineCalls, WindowCalls float64
 	// BaselineOrigin and WindowOrigin are the shares of traces that failed
 	// with the failure originating in it (see tree.failureOrigin).
 	BaselineOrigin, WindowOrigin float64
@@ -297,8 +301,8 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 }
 
 func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
-	w, wOwn := o.facts(window)
-	b, bOwn := o.facts(baseline)
+	w, wMeans := o.facts(window)
+	b, bMeans := o.facts(baseline)
 	if o.Errors {
 		handled := handledFailures(countFailures(w), countFailures(b))
 		setOrigins(w, handled)
@@ -311,7 +315,7 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	if o.Errors {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
-		d.Operations = latencyCulprits(w, b, wOwn, bOwn, o.Exemplars)
+		d.Operations = latencyCulprits(w, b, wMeans, bMeans, o.Exemplars)
 	}
 	if len(d.Operations) == 0 {
 		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, "")
@@ -370,12 +374,19 @@ func withinNoise(w, b []facts, k op, errors bool) bool {
 	return mw-mb <= 2*math.Sqrt(vw/float64(len(w))+vb/float64(len(b)))
 }
 
+// perTrace are, diagnosing latency, each operation's means per trace of
+// a window: own is its own time, on the paths or off them, in the tree the
+// paths are walked on (see addOwnTimes), and calls its spans on that tree,
+// by plain operation.
+type perTrace struct {
+	own, calls map[op]float64
+}
+
 // facts reads the traces that have the diagnosed operation, and returns
-// with them, diagnosing latency, each operation's mean own time per trace,
-// on the paths or off them, in the tree the paths are walked on.
-func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
+// with them, diagnosing latency, their means per trace.
+func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, perTrace) {
 	fs := make([]facts, 0, len(traces))
-	own := map[op]uint64{}
+	own, calls := map[op]uint64{}, map[op]uint64{}
 	for _, t := range traces {
 		anchor := anchorOf(t, o.Service, o.Operation)
 		if anchor < 0 {
@@ -385,16 +396,24 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, map[op]float64) {
 		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors), waits: tr.waits}
 		if o.Errors {
 			f.tree = tr
-		} else { // only latency culprits read own times
+		} else { // only latency culprits read the means
 			tr.addOwnTimes(own)
+			for i := range tr.nodes {
+				if tr.nodes[i].placed {
+					calls[tr.plainOp(int32(i))]++
+				}
+			}
 		}
 		fs = append(fs, f)
 	}
-	mean := make(map[op]float64, len(own))
-	for k, d := range own {
-		mean[k] = float64(d) / float64(len(fs))
+	mean := func(sums map[op]uint64) map[op]float64 {
+		m := make(map[op]float64, len(sums))
+		for k, d := range sums {
+			m[k] = float64(d) / float64(len(fs))
+		}
+		return m
 	}
-	return fs, mean
+	return fs, perTrace{own: mean(own), calls: mean(calls)}
 }
 
 // anchorOf returns the index of the longest span of service's operation in
@@ -670,7 +689,8 @@ func meanDuration(fs []facts) float64 {
 // into it, and the operations under the slow one that did not slow down
 // join the path with all of their time. Their own time did not grow, so
 // they are not blamed.
-func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culprit {
+func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
+	ow, ob := pw.own, pb.own
 	mw, mb := meanSelf(w), meanSelf(b)
 	sw, sb := onPathShare(w), onPathShare(b)
 	growth := meanDuration(w) - meanDuration(b)
@@ -684,8 +704,9 @@ func latencyCulprits(w, b []facts, ow, ob map[op]float64, exemplars int) []Culpr
 		if grew <= 0 {
 			continue
 		}
+		spans := op{service: k.service, name: k.name}
 		c := Culprit{Service: k.service, Operation: k.name, Call: k.call, Score: grew / growth, Baseline: base, Window: win,
-			BaselineOnPath: sb[k], WindowOnPath: sw[k]}
+			BaselineOnPath: sb[k], WindowOnPath: sw[k], BaselineCalls: pb.calls[spans], WindowCalls: pw.calls[spans]}
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 { return float64(f.onPath(k)) })
 		cs = append(cs, c)
 	}

@@ -788,6 +788,43 @@ func TestDiagnoseCulpritThatRanMoreOften(t *testing.T) {
 	}
 }
 
+// TestDiagnoseQueryInALoop diagnoses orders whose handler, on version
+// 2.0 in the window, runs its items' query once per item, 10 items, rather
+// than 3 times: each query takes as long as before. The query is the
+// culprit, and its spans per trace say why.
+func TestDiagnoseQueryInALoop(t *testing.T) {
+	order := func(id, queries int, version string) *Trace {
+		b := newTrace(id)
+		web := []*commonpb.KeyValue{kv("service.version", version)}
+		at := 1.0
+		for q := range queries {
+			b.span(byte(2+q), 1, "web", "SELECT items", client, at, at+2, web)
+			at += 2.2
+		}
+		b.span(1, 0, "web", "GET /order", server, 0, at+1, web)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 40 {
+		baseline = append(baseline, order(i, 3, "1.0"))
+		if i%2 == 0 {
+			window = append(window, order(100+i, 10, "2.0"))
+		} else {
+			window = append(window, order(100+i, 3, "1.0"))
+		}
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "GET /order"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT items" {
+		t.Fatalf("culprits %+v, want SELECT items first", d.Operations)
+	}
+	if c := d.Operations[0]; !near(c.BaselineCalls, 3) || !near(c.WindowCalls, 6.5) {
+		t.Errorf("SELECT items %.2f then %.2f times a trace, want 3 then 6.5", c.BaselineCalls, c.WindowCalls)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "service.version", "s2.0") {
+		t.Errorf("attributes %+v, want service.version 2.0 first", d.Attributes)
+	}
+}
+
 // TestDiagnoseWithinNoise checks that a window as slow as its baseline, or
 // failing as often, is said to be within noise, and one clearly worse is
 // not.

@@ -876,9 +876,14 @@ type Culprit struct {
 	// UUIDs, hexadecimal IDs), such as SQL with its values or paths with
 	// IDs: operation is then their shape, each literal written ?. 0 if it
 	// is one name.
-	SpanNames     int32 `protobuf:"varint,12,opt,name=span_names,json=spanNames,proto3" json:"span_names,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpanNames int32 `protobuf:"varint,12,opt,name=span_names,json=spanNames,proto3" json:"span_names,omitempty"`
+	// Diagnosing latency: the operation's spans per trace. A count that
+	// grew while none of its spans got slower (a query run in a loop, once
+	// per item) makes it slower all the same.
+	BaselineCallsPerTrace float64 `protobuf:"fixed64,13,opt,name=baseline_calls_per_trace,json=baselineCallsPerTrace,proto3" json:"baseline_calls_per_trace,omitempty"`
+	WindowCallsPerTrace   float64 `protobuf:"fixed64,14,opt,name=window_calls_per_trace,json=windowCallsPerTrace,proto3" json:"window_calls_per_trace,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Culprit) Reset() {
@@ -991,6 +996,20 @@ func (x *Culprit) GetWindowOnPathRate() float64 {
 func (x *Culprit) GetSpanNames() int32 {
 	if x != nil {
 		return x.SpanNames
+	}
+	return 0
+}
+
+func (x *Culprit) GetBaselineCallsPerTrace() float64 {
+	if x != nil {
+		return x.BaselineCallsPerTrace
+	}
+	return 0
+}
+
+func (x *Culprit) GetWindowCallsPerTrace() float64 {
+	if x != nil {
+		return x.WindowCallsPerTrace
 	}
 	return 0
 }
@@ -1175,7 +1194,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\xa8\x03\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\x96\x04\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
@@ -1191,7 +1210,9 @@ const file_rootcause_proto_rawDesc = "" +
 	" \x01(\x01R\x12baselineOnPathRate\x12-\n" +
 	"\x13window_on_path_rate\x18\v \x01(\x01R\x10windowOnPathRate\x12\x1d\n" +
 	"\n" +
-	"span_names\x18\f \x01(\x05R\tspanNames\"\x9e\x02\n" +
+	"span_names\x18\f \x01(\x05R\tspanNames\x127\n" +
+	"\x18baseline_calls_per_trace\x18\r \x01(\x01R\x15baselineCallsPerTrace\x123\n" +
+	"\x16window_calls_per_trace\x18\x0e \x01(\x01R\x13windowCallsPerTrace\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +
