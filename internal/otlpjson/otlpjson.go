@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -32,10 +33,87 @@ func DecodeRequest(doc []byte) ([]byte, error) {
 		return nil, err
 	}
 	var req collectorpb.ExportTraceServiceRequest
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b64, &req); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
+	if err := opts.Unmarshal(b64, &req); err != nil {
+		wide, ok := wideInts(b64)
+		if !ok || opts.Unmarshal(wide, &req) != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
 	}
 	return proto.Marshal(&req)
+}
+
+// wideInts returns doc with each integer attribute value that is a whole
+// number past int64's range written as the double it is, and false if doc
+// has none. JavaScript holds integer attributes as doubles: its protobuf
+// exporters send 2^63 as the double, but its JSON exporter writes it as an
+// integer, 9223372036854776000 (or 1e+21), which protojson refuses, with
+// the whole request. A value that rounds into the range, as only -2^63
+// written so does, stays an integer.
+func wideInts(doc []byte) ([]byte, bool) {
+	out, changed := doc, false
+	for _, key := range [][2]string{{`"intValue"`, `"doubleValue"`}, {`"int_value"`, `"double_value"`}} {
+		var c bool
+		if out, c = rewriteWideInts(out, key[0], key[1]); c {
+			changed = true
+		}
+	}
+	return out, changed
+}
+
+// rewriteWideInts is wideInts for one spelling of the field's key, and of
+// the key its doubles take instead.
+func rewriteWideInts(doc []byte, key, doubleKey string) ([]byte, bool) {
+	var out []byte
+	last := 0 // doc[last:] is yet to be copied
+	for i := 0; ; {
+		k := bytes.Index(doc[i:], []byte(key))
+		if k < 0 {
+			break
+		}
+		k += i
+		i = k + len(key)
+		if k > 0 && doc[k-1] == '\\' {
+			continue // inside a string
+		}
+		j := skipSpace(doc, i)
+		if j == len(doc) || doc[j] != ':' {
+			continue
+		}
+		j = skipSpace(doc, j+1)
+		end := j
+		for end < len(doc) && bytes.IndexByte([]byte("+-.0123456789eE"), doc[end]) >= 0 {
+			end++
+		}
+		tok := doc[j:end]
+		if _, err := strconv.ParseInt(string(tok), 10, 64); err == nil || !IsNumber(tok) {
+			continue
+		}
+		v, err := strconv.ParseFloat(string(tok), 64)
+		if err != nil || math.IsInf(v, 0) || v != math.Trunc(v) {
+			continue
+		}
+		out = append(out, doc[last:k]...)
+		if v >= -(1<<63) && v < 1<<63 {
+			out = strconv.AppendInt(append(out, doc[k:j]...), int64(v), 10)
+		} else {
+			out = append(append(out, doubleKey...), doc[k+len(key):end]...)
+		}
+		last, i = end, end
+	}
+	if out == nil {
+		return doc, false
+	}
+	return append(out, doc[last:]...), true
+}
+
+// skipSpace returns the offset of the first byte of doc from i on that is
+// not JSON white space.
+func skipSpace(doc []byte, i int) int {
+	for i < len(doc) && isSpace(doc[i]) {
+		i++
+	}
+	return i
 }
 
 // Transcode is DecodeRequest for the documents SDKs and the Collector
@@ -113,11 +191,7 @@ func EachStringMember(doc []byte, fn func(key []byte, start, end int) error) err
 		if end < 0 {
 			return nil // unterminated
 		}
-		j := end
-		for j < len(doc) && isSpace(doc[j]) {
-			j++
-		}
-		if j < len(doc) && doc[j] == ':' {
+		if j := skipSpace(doc, end); j < len(doc) && doc[j] == ':' {
 			key = doc[i+1 : end-1]
 			if escaped {
 				key = unquote(doc[i:end])

@@ -181,6 +181,47 @@ func FuzzDecodeRequest(f *testing.F) {
 }
 
 // TestTranscodeTakesCommonShapes checks that what SDKs, the Collector and
+// TestWideIntegersBecomeDoubles: integer attributes past int64's range,
+// as OpenTelemetry JS's JSON exporter writes the doubles it holds, are
+// stored as those doubles (-2^63 written with its digits rounded, as the
+// int64 it is), in both spellings of the field, rather than refusing the
+// request; what protojson takes is as it was.
+func TestWideIntegersBecomeDoubles(t *testing.T) {
+	doc := []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c",` +
+		`"spanId":"eee19b7ec3c1b174","name":"s","attributes":[` +
+		`{"key":"a","value":{"intValue":9223372036854776000}},{"key":"b","value":{"intValue": 1e+21}},` +
+		`{"key":"c","value":{"int_value":-9223372036854776000}},{"key":"d","value":{"intValue":"42"}},` +
+		`{"key":"e","value":{"stringValue":"\"intValue\":9223372036854776000"}},{"key":"f","value":{"intValue":-1e300}}]}]}]}]}`)
+	wire, err := DecodeRequest(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req collectorpb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(wire, &req); err != nil {
+		t.Fatal(err)
+	}
+	want := []*commonpb.AnyValue{
+		{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: 9223372036854775808}},
+		{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: 1e21}},
+		{Value: &commonpb.AnyValue_IntValue{IntValue: math.MinInt64}},
+		{Value: &commonpb.AnyValue_IntValue{IntValue: 42}},
+		{Value: &commonpb.AnyValue_StringValue{StringValue: `"intValue":9223372036854776000`}},
+		{Value: &commonpb.AnyValue_DoubleValue{DoubleValue: -1e300}},
+	}
+	got := req.ResourceSpans[0].ScopeSpans[0].Spans[0].Attributes
+	for i, w := range want {
+		if !proto.Equal(got[i].Value, w) {
+			t.Errorf("attribute %s: %v, want %v", got[i].Key, got[i].Value, w)
+		}
+	}
+	for _, bad := range []string{`1.5`, `"9223372036854775808"`, `1e400`} {
+		doc := []byte(`{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"a","value":{"intValue":` + bad + `}}]}]}]}]}`)
+		if _, err := DecodeRequest(doc); err == nil {
+			t.Errorf("intValue %s taken, want it refused", bad)
+		}
+	}
+}
+
 // Marshal write takes the direct path, and decodes as through protojson.
 func TestTranscodeTakesCommonShapes(t *testing.T) {
 	every, err := Marshal(otlptest.EveryField())
