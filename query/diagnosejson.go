@@ -274,14 +274,10 @@ func (c CulpritJSON) reachedMoreOften() string {
 		return ""
 	}
 	sb, sw := *c.BaselineOnPathRate, *c.WindowOnPathRate
-	growth := c.WindowMS - c.BaselineMS
-	if sb <= 0 || sw <= sb || growth <= 0 {
+	if !traceanalysis.MostlyReach(c.BaselineMS, c.WindowMS, sb, sw) {
 		return ""
 	}
 	eachB, eachW := c.BaselineMS/sb, c.WindowMS/sw
-	if eachB*(sw-sb) < growth/2 {
-		return ""
-	}
 	return fmt.Sprintf(", most of it because more traces reach it: it is on the critical path of %.0f%% of traces (%.0f%% before), for %s ms each time (%s ms before)",
 		100*sw, 100*sb, roundMS(eachW), roundMS(eachB))
 }

@@ -318,7 +318,7 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 		d.Operations = latencyCulprits(w, b, wMeans, bMeans, o.Exemplars)
 	}
 	if len(d.Operations) == 0 {
-		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, "")
+		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, nil)
 		d.WithinNoise = true
 		return d
 	}
@@ -330,7 +330,7 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	if lead.call {
 		callerSide(first, w, b)
 	}
-	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first.Service)
+	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first)
 	d.WithinNoise = withinNoise(w, b, lead, o.Errors)
 	return d
 }
@@ -713,6 +713,19 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	return rank(cs)
 }
 
+// MostlyReach reports whether most of the growth of an operation's self
+// time on the critical path per trace, from base to win, is that it is on
+// the path of more traces, each time for about as long as before (a shift
+// in the mix of requests, more of them reaching it, none slower): sb and
+// sw are the shares of traces with it on the path.
+func MostlyReach(base, win, sb, sw float64) bool {
+	growth := win - base
+	if sb <= 0 || sw <= sb || growth <= 0 {
+		return false
+	}
+	return base/sb*(sw-sb) >= growth/2
+}
+
 // callerSide names the caller in c, a culprit that is the calls to an
 // operation, where the wait grew on one pod of the callers rather than of
 // the server: a caller whose every call waits longer, for whatever its
@@ -876,15 +889,28 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // always slower than the rest, and among the traces slowest overall those
 // kinds' values stand out in any window, changed or not, while the
 // requests the fault slowed may not be among them at all. Where too few
-// traces are selected so to rank any value, as when the culprit took no
-// longer where it ran but ran in more requests, the selection is the
-// window's traces slowest overall, against the whole baseline.
-func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, leadService string) (causes, symptoms []Correlation) {
+// traces are selected so to rank any value, the selection is the
+// window's traces slowest overall, against the whole baseline. Where most
+// of the culprit's growth is that it is on the path of more traces (see
+// MostlyReach), none slower, it is the window's traces with it on the
+// path, against the whole baseline: what sets them apart is what sent
+// them its way, such as a cache that missed.
+func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
 	switch {
 	case o.Errors:
 		for _, f := range w {
 			if f.failed {
+				selected = append(selected, f.trace)
+			}
+		}
+		base = tracesOf(b)
+	case lead != nil && MostlyReach(first.Baseline, first.Window, first.BaselineOnPath, first.WindowOnPath):
+		// What sets its traces apart is what sends requests its way (a
+		// cache that misses, a flag): among the traces it is on the path
+		// of, it took no longer than before.
+		for _, f := range w {
+			if f.onPath(*lead) > 0 {
 				selected = append(selected, f.trace)
 			}
 		}
@@ -901,7 +927,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, leadService stri
 		return nil, nil
 	}
 	attrs, _ := Correlate(selected, base, &o.Correlation)
-	onLead := func(c *Correlation) bool { return lead != nil && c.Service == leadService }
+	onLead := func(c *Correlation) bool { return first != nil && c.Service == first.Service }
 	slices.SortStableFunc(attrs, func(a, b Correlation) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(onLead(&b), onLead(&a)))
 	})

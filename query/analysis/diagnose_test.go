@@ -825,6 +825,39 @@ func TestDiagnoseQueryInALoop(t *testing.T) {
 	}
 }
 
+// TestDiagnoseCacheMisses diagnoses accounts whose cache, in the window,
+// misses half of its reads rather than one in twenty, each miss then
+// querying the database as fast as before. The query is the culprit, for
+// running in more requests, and the cache's misses set its traces apart:
+// among the traces where it was slowest, a miss is as common as before.
+func TestDiagnoseCacheMisses(t *testing.T) {
+	read := func(id int, miss bool) *Trace {
+		b := newTrace(id)
+		hit := kv("cache.hit", "true")
+		end := 2.0
+		if miss {
+			hit = kv("cache.hit", "false")
+			end = 3 + 8 + float64(id%5)
+			b.span(3, 1, "accounts", "SELECT accounts", client, 3, end, nil)
+		}
+		b.span(2, 1, "accounts", "GET", client, 0.5, 1.5, nil, hit)
+		b.span(1, 0, "accounts", "GetBalance", server, 0, end+1, nil, kv("user.id", fmt.Sprint("u", id)))
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 400 {
+		baseline = append(baseline, read(i, i%20 == 0))
+		window = append(window, read(1000+i, i%2 == 0))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "accounts", Operation: "GetBalance"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT accounts" {
+		t.Fatalf("culprits %+v, want SELECT accounts first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "cache.hit", "sfalse") {
+		t.Errorf("attributes %+v, want cache.hit=false first", d.Attributes)
+	}
+}
+
 // TestDiagnoseWithinNoise checks that a window as slow as its baseline, or
 // failing as often, is said to be within noise, and one clearly worse is
 // not.
