@@ -88,6 +88,23 @@ type summary struct {
 	services  map[string]*jaegerpb.ServiceSummary
 	hasRoot   bool
 	rootStart uint64
+	// longest are the longest spans with a parent, the longest first, at
+	// most rootCandidates: the root, if no span is without a parent, is
+	// the longest of them whose parent is missing.
+	longest []rootCandidate
+}
+
+// rootCandidates is how many of a trace's longest spans with a parent a
+// summary keeps. A trace that continues one begun outside the store (a
+// browser's, or a proxy's that exports elsewhere) has no span without a
+// parent; its first span here is its longest, whose parent is missing,
+// and the root of its critical path.
+const rootCandidates = 8
+
+type rootCandidate struct {
+	parent          [8]byte // all zero for a parent_span_id of another length
+	duration, start uint64
+	service, name   string
 }
 
 func newSummary(id storage.TraceID) *summary {
@@ -128,14 +145,50 @@ func (s *summary) add(t *storage.Trace) {
 				s.hasRoot, s.rootStart = true, f.Start
 				sum.RootServiceName, sum.RootOperationName = svc, string(f.Name)
 			}
+			if len(f.Parent) > 0 && !s.hasRoot {
+				s.consider(f, svc)
+			}
 		}
 	}
+}
+
+// consider keeps span f of service svc among the longest spans with a
+// parent, ordered as critical paths choose a root among orphans: the
+// longest, then the earliest.
+func (s *summary) consider(f otlpwire.SpanFacts, svc string) {
+	d := f.End - min(f.Start, f.End)
+	ahead := func(c rootCandidate) bool {
+		return cmp.Or(cmp.Compare(c.duration, d), cmp.Compare(f.Start, c.start)) > 0
+	}
+	at := len(s.longest)
+	for at > 0 && !ahead(s.longest[at-1]) {
+		at--
+	}
+	if at == rootCandidates {
+		return
+	}
+	c := rootCandidate{duration: d, start: f.Start, service: svc, name: string(f.Name)}
+	if len(f.Parent) == 8 {
+		c.parent = [8]byte(f.Parent)
+	}
+	if len(s.longest) == rootCandidates {
+		s.longest = s.longest[:rootCandidates-1]
+	}
+	s.longest = slices.Insert(s.longest, at, c)
 }
 
 func (s *summary) finish() *jaegerpb.TraceSummary {
 	for _, p := range s.parents {
 		if !s.ids[p] {
 			s.sum.OrphanSpanCount++
+		}
+	}
+	if !s.hasRoot {
+		for _, c := range s.longest {
+			if !s.ids[c.parent] {
+				s.sum.RootServiceName, s.sum.RootOperationName = c.service, c.name
+				break
+			}
 		}
 	}
 	for _, ss := range s.services {
