@@ -327,8 +327,13 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	// path is the calls': its traces and its growth are the calls'.
 	first := &d.Operations[0]
 	lead := op{first.Service, first.Operation, first.Call}
-	if lead.call {
-		callerSide(first, w, b)
+	// A stalled caller waits longer on all its calls: each of the first
+	// culprits that is calls is named by its caller where the wait grew
+	// on one of its pods.
+	for i := range d.Operations[:min(len(d.Operations), callerSideCulprits)] {
+		if d.Operations[i].Call {
+			callerSide(&d.Operations[i], w, b)
+		}
 	}
 	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first)
 	d.WithinNoise = withinNoise(w, b, lead, o.Errors)
@@ -803,6 +808,11 @@ func callerSide(c *Culprit, w, b []facts) {
 	}
 	c.Service, c.Operation, c.Call = client.service, client.name, false
 }
+
+// callerSideCulprits is how many of the first culprits callerSide looks
+// at: a pod that stalls slows every call it makes, and the calls to each
+// of its callees then rank near the first.
+const callerSideCulprits = 5
 
 // minSideCalls is the fewest calls from or to one resource whose wait
 // callerSide weighs, and sideMargin how many times the most one side's

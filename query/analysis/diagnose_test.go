@@ -245,10 +245,11 @@ func TestDiagnoseStreamingBody(t *testing.T) {
 }
 
 // TestDiagnoseStalledCaller diagnoses checkouts on three web pods calling
-// pay on three pods, each web pod calling every pay pod alike; in the
-// window, web-0 stalls after each reply for 30 ms before its client span
-// ends. The wait is the call's, but it grew on one caller pod, whichever
-// pay pod answered: web's client operation is named, not pay's calls.
+// pay, then stock, on three pods each, each web pod calling every pod
+// alike; in the window, web-0 stalls after each reply before its client
+// span ends, 30 ms after pay's and 20 after stock's. The waits are the
+// calls', but they grew on one caller pod, whichever pod answered: web's
+// client operations are named, not the calls to pay and stock.
 // A third of the checkouts, of large carts, render for 60–200 ms in both
 // windows: the slowest traces are theirs, and the stall, named by the
 // client operation, still selects the traces it slowed and is beyond noise.
@@ -257,16 +258,21 @@ func TestDiagnoseStalledCaller(t *testing.T) {
 		b := newTrace(id)
 		web := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("web-", webPod))}
 		pay := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("pay-", payPod))}
+		stock := []*commonpb.KeyValue{kv("host.name", fmt.Sprint("stock-", (payPod+1)%3))}
 		render := 0.0
 		cart := kv("cart.size", "small")
 		if id%3 == 1 {
 			render, cart = float64(60+id*37%141), kv("cart.size", "large")
 		}
-		b.span(1, 0, "web", "POST /checkout", server, 0, 30+stall+render, web, cart)
-		b.span(2, 1, "web", "call pay", client, 5, 25+stall, web)
+		paid := 25 + stall
+		checked := paid + 13 + stall*2/3
+		b.span(1, 0, "web", "POST /checkout", server, 0, checked+2+render, web, cart)
+		b.span(2, 1, "web", "call pay", client, 5, paid, web)
 		b.span(3, 2, "pay", "Charge", server, 6, 24, pay)
+		b.span(5, 1, "web", "call stock", client, paid+1, checked, web)
+		b.span(6, 5, "stock", "Check", server, paid+2, paid+12, stock)
 		if render > 0 {
-			b.span(4, 1, "web", "render", tracepb.Span_SPAN_KIND_INTERNAL, 30+stall, 30+stall+render, web)
+			b.span(4, 1, "web", "render", tracepb.Span_SPAN_KIND_INTERNAL, checked+2, checked+2+render, web)
 		}
 		return b.t
 	}
@@ -280,8 +286,9 @@ func TestDiagnoseStalledCaller(t *testing.T) {
 		window = append(window, trace(100+i, i/3%3, i/9%3, stall))
 	}
 	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
-	if len(d.Operations) == 0 || d.Operations[0].Service != "web" || d.Operations[0].Operation != "call pay" || d.Operations[0].Call {
-		t.Fatalf("culprits %+v, want web's call pay first", d.Operations)
+	if len(d.Operations) < 2 || d.Operations[0].Service != "web" || d.Operations[0].Operation != "call pay" || d.Operations[0].Call ||
+		d.Operations[1].Service != "web" || d.Operations[1].Operation != "call stock" || d.Operations[1].Call {
+		t.Fatalf("culprits %+v, want web's call pay first, then its call stock", d.Operations)
 	}
 	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "sweb-0") {
 		t.Errorf("attributes %+v, want host.name web-0 first", d.Attributes)
