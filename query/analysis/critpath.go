@@ -339,15 +339,17 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 // placed under it; left off the tree, the wait would read as the caller's
 // own time. The wait is the gap after the producer ends, to the parent's
 // next child or its end, with no other child of the parent running in it:
-// a consumer counts as awaited where it fits between the producer's start
-// and the gap's end, and what it leaves of the gap, the messages' transit,
-// is no longer than itself, or than replyTransit; or, however long the
+// a consumer counts as awaited where it is no longer than the gap, and
+// what it leaves of the gap, the messages' transit, is no longer than
+// itself, or than replyTransit; or, however long the
 // request waited in its queue, where its own times put it in the gap
 // (from the producer's start) and its reply's transit, what it leaves of
 // the gap after it, is that short. Its times, by another clock, are moved
 // into the gap by the least that fits them. One consumed while the parent
 // went on with other work, or after it ended, or much shorter than the
-// gap and ended long before the parent went on, was not awaited.
+// gap and ended long before the parent went on, was not awaited; nor was
+// one longer than the gap, such as the consumer of an event whose producer
+// span lasted until the broker acknowledged it, seconds before it ran.
 func (tr *tree) awaitReplies(children [][]int32) {
 	// A request's and its reply's time in a queue, which a consumer of a
 	// millisecond or two leaves as most of the wait.
@@ -378,7 +380,7 @@ func (tr *tree) awaitReplies(children [][]int32) {
 			for _, c := range children[p] {
 				cs := &tr.t.Spans[c]
 				d := cs.Duration()
-				if !tr.unplacedConsumer(c) || d > gapEnd-pn.start {
+				if !tr.unplacedConsumer(c) || d > gapEnd-pn.end {
 					continue
 				}
 				transit := max(d, replyTransit)

@@ -795,6 +795,34 @@ func TestDiagnoseCulpritThatRanMoreOften(t *testing.T) {
 	}
 }
 
+// TestDiagnoseSlowBrokerAck diagnoses checkouts whose order event's
+// producer span lasts until the broker acknowledges it, 1 ms, then 7 ms
+// in the window; two consumers take the event 1-40 s later, for 3 ms and
+// 10 ms, long after the checkout ended. The wait for the broker is the
+// producer's, not the consumers', which were not awaited: they are
+// longer than the gap after the producer, and ran after the request.
+func TestDiagnoseSlowBrokerAck(t *testing.T) {
+	trace := func(id int, ack float64) *Trace {
+		b := newTrace(id)
+		b.span(2, 1, "checkout", "charge", client, 1, 20, nil)
+		b.span(3, 1, "checkout", "orders publish", producer, 21, 21+ack, nil)
+		later := 1000 + float64(id%40)*1000
+		b.span(4, 3, "fraud", "orders process", consumer, later, later+3, nil)
+		b.span(5, 3, "accounting", "orders process", consumer, later+5, later+15, nil)
+		b.span(1, 0, "checkout", "PlaceOrder", server, 0, 21+ack+0.5, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 40 {
+		baseline = append(baseline, trace(i, 1))
+		window = append(window, trace(100+i, 7))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "checkout", Operation: "PlaceOrder"})
+	if len(d.Operations) == 0 || d.Operations[0].Service != "checkout" || d.Operations[0].Operation != "orders publish" {
+		t.Fatalf("culprits %+v, want checkout's orders publish first", d.Operations)
+	}
+}
+
 // TestDiagnoseQueryInALoop diagnoses orders whose handler, on version
 // 2.0 in the window, runs its items' query once per item, 10 items, rather
 // than 3 times: each query takes as long as before. The query is the
