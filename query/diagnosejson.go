@@ -221,6 +221,9 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		selection = "failed"
 	}
 	switch {
+	case d.WithinNoise:
+		// Where the culprit may be noise, so are the traces it was slow
+		// in, and a value they share would read as evidence.
 	case len(d.Attributes) == 0 || d.Attributes[0].Score <= namedAttributeScore:
 		fmt.Fprintf(&b, "; no attribute sets the %s traces apart", selection)
 	default:
