@@ -143,14 +143,21 @@ func (h *Histogram) Merge(o *Histogram) {
 func sparseOf(h *Histogram) *Histogram {
 	view := decodeScratch.Get().(*Histogram)
 	view.Reset()
-	for i, c := range h.dense {
-		if c > 0 {
-			view.buckets = append(view.buckets, uint16(h.base+i))
-			view.counts = append(view.counts, c)
-		}
-	}
+	view.buckets, view.counts = h.appendUsed(view.buckets, view.counts)
 	view.count, view.sum = h.count, h.sum
 	return view
+}
+
+// appendUsed appends the buckets of h, dense, that count anything to
+// buckets, and their counts to counts.
+func (h *Histogram) appendUsed(buckets []uint16, counts []uint64) ([]uint16, []uint64) {
+	for i, c := range h.dense {
+		if c > 0 {
+			buckets = append(buckets, uint16(h.base+i))
+			counts = append(counts, c)
+		}
+	}
+	return buckets, counts
 }
 
 // toDense makes h, sparse, dense over the buckets lo to hi.
@@ -164,13 +171,7 @@ func (h *Histogram) toDense(lo, hi int) {
 
 // toSparse makes h, dense, sparse.
 func (h *Histogram) toSparse() {
-	h.buckets, h.counts = make([]uint16, 0, h.used), make([]uint64, 0, h.used)
-	for i, c := range h.dense {
-		if c > 0 {
-			h.buckets = append(h.buckets, uint16(h.base+i))
-			h.counts = append(h.counts, c)
-		}
-	}
+	h.buckets, h.counts = h.appendUsed(make([]uint16, 0, h.used), make([]uint64, 0, h.used))
 	h.dense, h.base, h.used = nil, 0, 0
 }
 

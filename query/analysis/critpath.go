@@ -648,16 +648,16 @@ func (tr *tree) childWaits(n int32, own map[op]uint64) (sum uint64) {
 		if last >= 0 {
 			ln := &tr.nodes[last]
 			if ln.end < cn.start {
+				gap := cn.start - ln.end
 				switch {
 				case tr.retries(c, last):
-					own[tr.failedOp(last)] += cn.start - ln.end
-					sum += cn.start - ln.end
+					own[tr.failedOp(last)] += gap
 				case tr.consumes(c, last):
-					k := tr.plainOp(c)
-					k.call = true
-					own[k] += cn.start - ln.end
-					sum += cn.start - ln.end
+					own[tr.callsTo(c)] += gap
+				default:
+					gap = 0
 				}
+				sum += gap
 			}
 		}
 		if last < 0 || cn.end > tr.nodes[last].end {

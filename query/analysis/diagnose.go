@@ -162,12 +162,18 @@ type opTime struct {
 func (tr *tree) opOf(i int32) op {
 	if tr.t.Spans[i].Kind == kindClient {
 		if c := tr.onlyServerChild(i); c >= 0 {
-			k := tr.plainOp(c)
-			k.call = true
-			return k
+			return tr.callsTo(c)
 		}
 	}
 	return tr.plainOp(i)
+}
+
+// callsTo is what the time its callers wait on span i outside it counts
+// for: the calls to its operation.
+func (tr *tree) callsTo(i int32) op {
+	k := tr.plainOp(i)
+	k.call = true
+	return k
 }
 
 // onlyServerChild returns the one server span among span i's children, -1
@@ -227,8 +233,7 @@ func (tr *tree) selfTimes(plain bool) []opTime {
 		case seg.retryOf > 0:
 			k = tr.failedOp(seg.retryOf - 1)
 		case seg.queuedFor > 0:
-			k = tr.plainOp(seg.queuedFor - 1)
-			k.call = true
+			k = tr.callsTo(seg.queuedFor - 1)
 		default:
 			k = tr.opOf(int32(seg.Span))
 			if k.call {
