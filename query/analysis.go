@@ -100,10 +100,12 @@ func windowArgs(startTS, endTS *timestamppb.Timestamp) (from, to time.Time, err 
 	if err != nil {
 		return from, to, err
 	}
-	if end.IsZero() {
+	// Not IsZero: 0001-01-01T00:00:00Z is the zero time, and a window
+	// that starts there is a window from the first span on.
+	if endTS == nil {
 		end = time.Now()
 	}
-	if start.IsZero() {
+	if startTS == nil {
 		start = end.Add(-time.Hour)
 	}
 	from = start.Truncate(time.Minute)
@@ -114,7 +116,25 @@ func windowArgs(startTS, endTS *timestamppb.Timestamp) (from, to time.Time, err 
 		return from, to, status.Errorf(codes.InvalidArgument, "start_time %s is not before end_time %s",
 			start.UTC().Format(time.RFC3339Nano), end.UTC().Format(time.RFC3339Nano))
 	}
-	return from, to, nil
+	// Spans are timed in nanoseconds since 1970, which an int64 holds to
+	// 2262: a window reaching past either has nothing more there, and
+	// clamped, its length and its minutes never overflow.
+	return clampTime(from), clampTime(to), nil
+}
+
+var (
+	firstTime = time.Unix(0, 0)
+	lastTime  = time.Unix(0, math.MaxInt64).Truncate(time.Minute)
+)
+
+func clampTime(t time.Time) time.Time {
+	switch {
+	case t.Before(firstTime):
+		return firstTime
+	case t.After(lastTime):
+		return lastTime
+	}
+	return t
 }
 
 // quantileArgs are the quantiles a request asks for, or the default ones.
@@ -170,7 +190,12 @@ type step struct {
 
 // points is how many steps the answer has: the last may be partial.
 func (args spanMetricsArgs) points() int {
-	return int((args.To.Sub(args.From) + args.Step - 1) / args.Step)
+	d := args.To.Sub(args.From) // at most 292 years: windowArgs clamps
+	n := d / args.Step
+	if d%args.Step != 0 {
+		n++
+	}
+	return int(n)
 }
 
 // steps merges stored series, which differ by status code, into series by

@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -178,6 +179,40 @@ func TestGetSpanMetricsRefuses(t *testing.T) {
 		StartTime: timestamppb.New(end.Add(time.Hour)), EndTime: timestamppb.New(end)})
 	if want := "start_time 2026-03-01T11:00:00Z is not before end_time 2026-03-01T10:00:00Z"; status.Convert(err).Message() != want {
 		t.Errorf("start after end: %v, want %q", err, want)
+	}
+}
+
+// TestWindowsPastTimeItself checks windows and steps at the edges of what
+// times hold: a step of 292 years, and windows from year 1 or to year
+// 9999, answer what the store holds in them, where they overflowed the
+// count of steps, a panic that ended the server (for the service graph,
+// see TestDependencies).
+func TestWindowsPastTimeItself(t *testing.T) {
+	minute0 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	client := metricsStore(t, minute0, nil)
+	ctx := context.Background()
+	first, last := timestamppb.New(time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)), timestamppb.New(time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC))
+	for name, req := range map[string]*analysispb.GetSpanMetricsRequest{
+		"step of 292 years": {Step: durationpb.New(time.Duration(math.MaxInt64).Truncate(time.Minute))},
+		"year 1 to 9999":    {StartTime: first, EndTime: last, Step: durationpb.New(time.Duration(math.MaxInt64).Truncate(time.Minute))},
+		"to year 9999":      {StartTime: timestamppb.New(minute0), EndTime: last, Step: durationpb.New(time.Duration(math.MaxInt64).Truncate(time.Minute))},
+	} {
+		resp, err := client.GetSpanMetrics(ctx, req)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		calls := uint64(0)
+		for _, s := range resp.Series {
+			for _, p := range s.Points {
+				calls += p.Calls
+			}
+		}
+		if calls != 7 {
+			t.Errorf("%s: %d calls, want 7", name, calls)
+		}
+	}
+	if _, err := client.GetSpanMetrics(ctx, &analysispb.GetSpanMetricsRequest{StartTime: first, EndTime: last}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("year 1 to 9999 by minutes: %v, want InvalidArgument", err)
 	}
 }
 

@@ -141,4 +141,14 @@ func TestGetDependencies(t *testing.T) {
 			t.Errorf("edge %d: %s, want %s", i, got, want[i])
 		}
 	}
+	// A window to year 9999 or from year 1 has the same edges: its last
+	// minute, rounded up, overflowed and left none.
+	for _, w := range [][2]time.Time{{hour0, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, {time.Time{}, hour0.Add(time.Hour)}} {
+		far, err := analysispb.NewAnalysisClient(conn).GetServiceGraph(ctx, &analysispb.GetServiceGraphRequest{
+			StartTime: timestamppb.New(w[0]), EndTime: timestamppb.New(w[1])})
+		if err != nil || len(far.Edges) != len(want) {
+			t.Errorf("%v: %v, %v; want %d edges", w, far, err, len(want))
+		}
+	}
+	check(get(time.Time{}, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)), map[string]uint64{"web->orders": 3, "orders->postgresql": 3})
 }

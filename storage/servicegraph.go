@@ -385,7 +385,10 @@ func (db *DB) Dependencies(ctx context.Context, from, to time.Time) ([]Edge, err
 }
 
 func (db *DB) serviceGraph(ctx context.Context, from, to time.Time, latency bool) ([]Edge, error) {
-	first, end := unixNanos(from)/minuteNanos, (unixNanos(to)+minuteNanos-1)/minuteNanos
+	first, end := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
+	if unixNanos(to)%minuteNanos != 0 {
+		end++
+	}
 	// Edges are summed by their services' numbers, given in the order
 	// met, and sorted by their names' ranks: by the names themselves, a
 	// fleet of 300 services calling each other (90,000 edges, a few

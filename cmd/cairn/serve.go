@@ -393,7 +393,8 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 	}
 
 	grpcOpts := func(g *access.Guard, extra ...grpc.ServerOption) []grpc.ServerOption {
-		opts := append([]grpc.ServerOption{g.ServerOption()}, extra...)
+		opts := append(recoverOptions(cfg.log), g.ServerOption())
+		opts = append(opts, extra...)
 		if tlsConfig != nil {
 			opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 		}
@@ -463,7 +464,7 @@ func addrString(a net.Addr) string {
 // failed TLS handshakes of port scanners, are logged at debug level.
 func newHTTPServer(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
 	s := &http.Server{
-		Handler:           h,
+		Handler:           recoverHTTP(h, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,
