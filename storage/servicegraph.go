@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -385,8 +386,11 @@ func (db *DB) Dependencies(ctx context.Context, from, to time.Time) ([]Edge, err
 }
 
 func (db *DB) serviceGraph(ctx context.Context, from, to time.Time, latency bool) ([]Edge, error) {
-	first, end := unixNanos(from)/minuteNanos, unixNanos(to)/minuteNanos
-	if unixNanos(to)%minuteNanos != 0 {
+	// The window's last minute, rounded up, and its nanoseconds must not
+	// wrap: a window to year 9999 would have no edges.
+	last := min(unixNanos(to), math.MaxUint64/minuteNanos*minuteNanos)
+	first, end := unixNanos(from)/minuteNanos, last/minuteNanos
+	if last%minuteNanos != 0 {
 		end++
 	}
 	// Edges are summed by their services' numbers, given in the order
