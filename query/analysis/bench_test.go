@@ -11,12 +11,13 @@ import (
 // BenchmarkCriticalPath times the critical path of traces of 10k spans in
 // three shapes: a request fanning out into calls that each make a few
 // more (bushy), one span with every other as its child (wide), and a chain
-// (deep), a wide one whose every other span lost its parent (orphans), and
-// one span publishing messages, each consumed after its producer ended
-// (publish).
+// (deep), a wide one whose every other span lost its parent (orphans), one
+// span publishing messages, each consumed after its producer ended
+// (publish), and a request whose one call's children, one after the other,
+// all lost their parent, the span of a service that sent none (lostparent).
 func BenchmarkCriticalPath(b *testing.B) {
 	const spans = 10_000
-	for _, shape := range []string{"bushy", "wide", "deep", "orphans", "publish"} {
+	for _, shape := range []string{"bushy", "wide", "deep", "orphans", "publish", "lostparent"} {
 		tr := shapedTrace(shape, spans)
 		b.Run(fmt.Sprintf("spans=%d/shape=%s", spans, shape), func(b *testing.B) {
 			b.ReportAllocs()
@@ -39,7 +40,7 @@ func shapedTrace(shape string, n int) *Trace {
 			switch shape {
 			case "bushy":
 				p = &tr.Spans[rng.IntN(i)]
-			case "wide", "orphans":
+			case "wide", "orphans", "lostparent":
 				p = &tr.Spans[0]
 			case "publish":
 				p = &tr.Spans[0]
@@ -53,6 +54,17 @@ func shapedTrace(shape string, n int) *Trace {
 			d := p.End - p.Start
 			s.Start = p.Start + rng.Uint64N(d/2+1)
 			s.End = s.Start + rng.Uint64N(p.End-s.Start+1)
+			if shape == "lostparent" {
+				// Span 1 is the call, 1 ms into the root; the others, 90 µs
+				// each, 100 µs apart within it, have a parent no one sent.
+				p = &tr.Spans[0]
+				s.Parent, s.Start, s.End = p.ID, 1_000_000, 999_000_000
+				if i > 1 {
+					s.Parent[0] = 0xff
+					s.Start = 1_000_000 + uint64(i)*(990_000_000/uint64(n))
+					s.End = s.Start + 90_000
+				}
+			}
 			if shape == "orphans" && i%2 == 0 {
 				s.Parent[0] = 0xff
 			}

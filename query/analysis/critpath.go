@@ -133,6 +133,11 @@ type node struct {
 	// children, as placed: what adoption searches (see deepestHolding).
 	inner []int32
 	order int32
+	// byStart are the children by start, and longest the longest of them,
+	// kept once adoption has asked which of them holds a span (see
+	// holdingChild); adopted are those placed after, by start too.
+	byStart, adopted []int32
+	longest          uint64
 }
 
 type tree struct {
@@ -205,7 +210,7 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 	tr.root = int(root)
 	s := &t.Spans[root]
 	tr.nodes[root].parent = -1
-	tr.place(root, children, 0, s.Start, s.Start+s.Duration())
+	tr.place(root, children, 0, s.Start, s.Start+s.Duration(), s.Start+s.Duration())
 	for _, top := range slices.Concat(parentless, orphans) {
 		if top != above && !tr.nodes[top].placed {
 			tr.adopt(top, children)
@@ -235,24 +240,69 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 }
 
 // place puts span i and its subtree on the tree with its times shifted by
-// offset and clipped to [from, to], its parent's interval.
-func (tr *tree) place(i int32, children [][]int32, offset int64, from, to uint64) {
+// offset and clipped to [from, to], its parent's interval. A client span
+// i may be lengthened to its server's length as far as until (see
+// outlastingServer).
+func (tr *tree) place(i int32, children [][]int32, offset int64, from, to, until uint64) {
 	s := &tr.t.Spans[i]
 	n := &tr.nodes[i]
 	n.placed = true
 	n.start = max(shift(s.Start, offset), from)
 	n.end = max(min(shift(s.Start+s.Duration(), offset), to), n.start)
+	var next *nextStarts // made for the first client child
 	for _, c := range children[i] {
 		if tr.nodes[c].placed {
 			continue // a duplicate span ID's children, placed already
 		}
-		tr.outlastingServer(i, c, to)
+		tr.outlastingServer(i, c, until)
 		if off, ok := tr.fit(i, c, offset, false); ok {
-			tr.place(c, children, off, n.start, n.end)
+			cuntil := n.end
+			if tr.outlasted(c, children[c]) {
+				if next == nil {
+					next = tr.newNextStarts(children[i])
+				}
+				cuntil = min(cuntil, next.after(c, off))
+			}
+			tr.place(c, children, off, n.start, n.end, cuntil)
 			tr.link(i, c)
 			n.height = max(n.height, tr.nodes[c].height+1)
 		}
 	}
+}
+
+// nextStarts finds, for a child, when its parent went on after it: the
+// start of the first other child on its clock that starts once it ended.
+type nextStarts struct {
+	tr      *tree
+	byClock map[int][]uint64 // starts of the children, by resource, in order
+}
+
+func (tr *tree) newNextStarts(kids []int32) *nextStarts {
+	n := &nextStarts{tr: tr, byClock: map[int][]uint64{}}
+	for _, c := range kids {
+		cs := &tr.t.Spans[c]
+		n.byClock[cs.Resource] = append(n.byClock[cs.Resource], cs.Start)
+	}
+	for _, starts := range n.byClock {
+		slices.Sort(starts)
+	}
+	return n
+}
+
+// after returns when c's parent went on after c ended, shifted by offset,
+// c's: the greatest time if it did not. A sibling that starts as c ends
+// counts.
+func (n *nextStarts) after(c int32, offset int64) uint64 {
+	cs := &n.tr.t.Spans[c]
+	starts := n.byClock[cs.Resource]
+	k, _ := slices.BinarySearch(starts, cs.Start+cs.Duration())
+	if cs.Duration() == 0 {
+		k++ // past c itself, which starts where it ends
+	}
+	if k >= len(starts) {
+		return ^uint64(0)
+	}
+	return shift(starts[k], offset)
 }
 
 // link records placed span c, its subtree placed, as the last child of p.
@@ -263,13 +313,60 @@ func (tr *tree) link(p, c int32) {
 	if cn.height > 0 {
 		pn.inner = append(pn.inner, c)
 	}
+	if pn.byStart != nil {
+		// At the end, where spans come in order of start.
+		pn.adopted = slices.Insert(pn.adopted, tr.startsAfter(pn.adopted, cn.start), c)
+		pn.longest = max(pn.longest, cn.end-cn.start)
+	}
+}
+
+// startsAfter returns the index of the first of spans, by start, that
+// starts after t.
+func (tr *tree) startsAfter(spans []int32, t uint64) int {
+	k, _ := slices.BinarySearchFunc(spans, t, func(x int32, t uint64) int {
+		if tr.nodes[x].start <= t {
+			return -1
+		}
+		return 1
+	})
+	return k
+}
+
+// holdingChild returns a child of n whose interval holds [start, end], the
+// latest to start of those adopted, else of the others, or -1. Only the
+// children that start from end less the longest child's length to start
+// can: a thousand orphans one after the other under one span, the
+// children of a span that was never sent, cost a search of a few of
+// their siblings each, not of all of them.
+func (tr *tree) holdingChild(n int32, start, end uint64) int32 {
+	nd := &tr.nodes[n]
+	if nd.byStart == nil {
+		nd.byStart = slices.Clone(nd.children)
+		slices.SortStableFunc(nd.byStart, func(a, b int32) int { return cmp.Compare(tr.nodes[a].start, tr.nodes[b].start) })
+		for _, c := range nd.children {
+			nd.longest = max(nd.longest, tr.nodes[c].end-tr.nodes[c].start)
+		}
+	}
+	from := end - min(end, nd.longest)
+	for _, kids := range [2][]int32{nd.adopted, nd.byStart} {
+		for k := tr.startsAfter(kids, start) - 1; k >= 0; k-- {
+			cn := &tr.nodes[kids[k]]
+			if cn.start < from {
+				break
+			}
+			if end <= cn.end {
+				return kids[k]
+			}
+		}
+	}
+	return -1
 }
 
 // attach places span c, with its subtree, its times shifted by offset,
 // under placed span p, whose interval it lies in, once the tree is built.
 func (tr *tree) attach(p, c int32, children [][]int32, offset int64) {
 	pn := &tr.nodes[p]
-	tr.place(c, children, offset, pn.start, pn.end)
+	tr.place(c, children, offset, pn.start, pn.end, pn.end)
 	tr.link(p, c)
 	// Heights up the tree; a leaf that gets a child becomes an inner
 	// child of its parent.
@@ -285,14 +382,32 @@ func (tr *tree) attach(p, c int32, children [][]int32, offset int64) {
 	}
 }
 
+// outlasted says whether client span p has a server span under it that
+// took longer, which outlastingServer extends it to.
+func (tr *tree) outlasted(p int32, kids []int32) bool {
+	ps := &tr.t.Spans[p]
+	if ps.Kind != kindClient || ps.Failed {
+		return false
+	}
+	for _, c := range kids {
+		if cs := &tr.t.Spans[c]; cs.Duration() > ps.Duration() && tr.synchronousRemote(ps, cs) {
+			return true
+		}
+	}
+	return false
+}
+
 // outlastingServer extends client span p, placed, to the length of the
-// server span c under it where c took longer, as far as limit, p's
-// parent's end. Durations need no clock in common, and a call's server
-// span within its client span is how every synchronous call is timed; a
+// server span c under it where c took longer, as far as limit: p's
+// parent's end, or where p's parent went on with another child after p
+// ended. Durations need no clock in common, and a call's server span
+// within its client span is how every synchronous call is timed; a
 // client span that ends first ended at the response's headers (a
 // streaming body, as HTTP clients that end the span then time it), and
-// its caller waited for the rest. A client that failed gave up on the
-// call instead (see failureOrigin), and its caller went on.
+// its caller waited for the rest, unless it went on: a server that
+// answers at once and works on (a webhook that answers 202, a
+// fire-and-forget call) is not waited for. A client that failed gave up
+// on the call instead (see failureOrigin), and its caller went on.
 func (tr *tree) outlastingServer(p, c int32, limit uint64) {
 	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
 	if ps.Kind != kindClient || ps.Failed || !tr.synchronousRemote(ps, cs) {
@@ -311,7 +426,18 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
 	pn := &tr.nodes[p]
 	start, end := shift(cs.Start, offset), shift(cs.Start+cs.Duration(), offset)
-	if !adopted && tr.synchronousRemote(ps, cs) {
+	// Whether p waited for c is judged by p's own end, not the one its
+	// parent clipped it to: p's last child ends with p.
+	pend := pn.end
+	if !adopted {
+		pend = max(pend, shift(ps.Start+ps.Duration(), offset))
+	}
+	// A server span that starts after its parent ended, with no client
+	// span between them, is work the parent set off and did not wait for
+	// (a callback, a webhook): skew would have to be more than the time
+	// between them. Under a client span it is the call's own server,
+	// whatever the clocks say.
+	if !adopted && tr.synchronousRemote(ps, cs) && (ps.Kind == kindClient || start < pend) {
 		switch {
 		case cs.Duration() > pn.end-pn.start: // no shift fits it: clip it
 			offset += int64(pn.start) - int64(start)
@@ -321,12 +447,6 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 			offset -= int64(end - pn.end)
 		}
 		return offset, true
-	}
-	// Whether p waited for c is judged by p's own end, not the one its
-	// parent clipped it to: p's last child ends with p.
-	pend := pn.end
-	if !adopted {
-		pend = max(pend, shift(ps.Start+ps.Duration(), offset))
 	}
 	awaited := end <= pend || float64(end-pend) <= tr.opts.SkewFraction*float64(cs.Duration())
 	return offset, awaited && end > pn.start && start < pn.end
@@ -447,7 +567,7 @@ func (g *childGaps) after(p int32) (gapEnd uint64, idle bool) {
 
 // deepestHolding returns the deepest placed span under n, n included,
 // whose interval holds [start, end]: of two as deep, the first found,
-// depth first. Only the children with children of their own can hold a
+// depth first, the latest to start among siblings. Only the children with children of their own can hold a
 // span deeper than the one below n, which is the first child that holds
 // it, and a subtree no deeper than the deepest found is not searched: a
 // root with thousands of children, as many of them orphans adopted one
@@ -469,11 +589,8 @@ func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
 		if depth+1 <= bestDepth {
 			return
 		}
-		for _, c := range nd.children {
-			if holds(c) {
-				best, bestDepth = c, depth+1
-				return
-			}
+		if c := tr.holdingChild(n, start, end); c >= 0 {
+			best, bestDepth = c, depth+1
 		}
 	}
 	search(n, 0)
@@ -481,9 +598,10 @@ func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
 }
 
 // synchronousRemote says whether c is a call that p waits on, timed by
-// another clock than p's.
+// another clock than p's. A consumer is not, under whatever span: it
+// takes a message when its queue lets it.
 func (tr *tree) synchronousRemote(p, c *Span) bool {
-	return p.Resource != c.Resource && (c.Kind == kindServer || p.Kind == kindClient)
+	return p.Resource != c.Resource && (c.Kind == kindServer || p.Kind == kindClient && c.Kind != kindConsumer)
 }
 
 // adopt places span i, whose parent is unknown, under the deepest placed

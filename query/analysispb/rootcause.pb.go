@@ -390,7 +390,8 @@ type CriticalPathsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Traces of the sample with a span of the operation.
 	Traces int32 `protobuf:"varint,1,opt,name=traces,proto3" json:"traces,omitempty"`
-	// The mean duration of the operation's spans.
+	// The mean, over the traces, of the duration of the operation's span
+	// whose critical path is taken: its longest in each trace.
 	MeanMs float64 `protobuf:"fixed64,2,opt,name=mean_ms,json=meanMs,proto3" json:"mean_ms,omitempty"`
 	// The most mean self time first.
 	Operations    []*OperationPathStats `protobuf:"bytes,3,rep,name=operations,proto3" json:"operations,omitempty"`
