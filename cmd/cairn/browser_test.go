@@ -273,6 +273,21 @@ func TestBrowserSearchToTrace(t *testing.T) {
 	if got := eval[string](b, `document.querySelector('.spacer').style.height`); got != "2222px" {
 		t.Errorf("after finding a batch under the collapsed root, the rows take %s, want 2222px (the root and its 100 batches)", got)
 	}
+
+	// A page left while it waits for the API does not draw over the next
+	// one: the large trace asked for, then at once the services page,
+	// which answers first.
+	b.do("leave the large trace at once", chromedp.Evaluate[chromedp.Void](`location.hash = '#/trace/`+shop.big+`';
+		setTimeout(() => location.hash = '#/services', 100)`), chromedp.WaitVisible(`.metrics-body table`))
+	time.Sleep(2 * time.Second) // for the trace's answer, and a draw it must not make
+	if got := eval[string](b, `location.hash + ' ' + document.querySelectorAll('.trace').length + ' ' + document.querySelectorAll('.metrics-body table').length`); got != "#/services 0 1" {
+		t.Errorf("after leaving the trace for the services: %q, want the services alone", got)
+	}
+	// An address that does not decode says so.
+	b.do("a lone %", chromedp.Evaluate[chromedp.Void](`location.hash = '#/trace/%'`), chromedp.WaitVisible(`#main .error`))
+	if got := eval[string](b, `document.querySelector('#main .error').textContent`); !strings.Contains(got, "does not decode") {
+		t.Errorf("a lone %%: %q", got)
+	}
 	b.noConsoleErrors()
 }
 

@@ -17,27 +17,43 @@ const routes = { services, map, search, trace, diagnose };
 const nav = [['services', 'Services'], ['map', 'Service map'], ['search', 'Search'], ['diagnose', 'Diagnose']];
 
 let cleanup = null;
+let shown = 0; // how many routes have been shown: the current one's number
 
+// parseRoute splits a fragment into its page, the page's arguments and its
+// parameters. A fragment that does not decode (a lone %) throws URIError.
 export function parseRoute(hash) {
   const [path, query = ''] = hash.replace(/^#\/?/, '').split('?');
   const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
   return { page: parts[0] || 'services', args: parts.slice(1), params: new URLSearchParams(query) };
 }
 
+// show draws the route of the URL's fragment. Each page draws into a view
+// of its own: one left while it waited for the API (a large trace, then a
+// click on Services) finishes into a view no longer on the page, and what
+// it set up outside it is undone at once.
 async function show() {
-  const route = parseRoute(location.hash);
-  const page = routes[route.page] || services;
+  const n = ++shown;
+  if (cleanup) cleanup();
+  cleanup = null;
+  const view = h('div', { class: 'view' });
+  document.getElementById('main').replaceChildren(view);
+  let route;
+  try {
+    route = parseRoute(location.hash);
+  } catch (err) {
+    showError(view, new Error(`This address does not decode (${err.message}): ${location.hash}`));
+    return;
+  }
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.page === route.page);
   }
-  if (cleanup) cleanup();
-  cleanup = null;
-  const main = document.getElementById('main');
-  main.replaceChildren();
+  const page = routes[route.page] || services;
   try {
-    cleanup = (await page.render(main, route)) || null;
+    const undo = (await page.render(view, route)) || null;
+    if (n === shown) cleanup = undo;
+    else if (undo) undo();
   } catch (err) {
-    showError(main, err);
+    showError(view, err);
   }
 }
 

@@ -163,7 +163,7 @@ function scatter(traces) {
 function table(traces) {
   const rows = traces.map((t) => h('tr', { class: t.errors ? 'has-err' : '' },
     h('td', {}, dateTime(t.start_unix_nano)),
-    h('td', {}, h('a', { href: '#/trace/' + t.trace_id }, rootName(t))),
+    h('td', {}, h('a', { href: '#/trace/' + t.trace_id, title: rootName(t) }, rootName(t))),
     h('td', { class: 'num' }, duration(t.duration_ns)),
     h('td', { class: 'num' }, t.spans),
     h('td', { class: 'num' }, t.errors),

@@ -156,7 +156,7 @@ class Waterfall {
     const orphans = this.roots.filter((r) => r.orphan).length;
     const otlp = `/api/v1/traces/${t.trace_id}/otlp`;
     const head = h('div', { class: 'trace-head' },
-      h('h1', {}, root ? `${root.service}: ${root.name}` : t.trace_id),
+      h('h1', { title: root ? `${root.service}: ${root.name}` : '' }, root ? `${root.service}: ${root.name}` : t.trace_id),
       h('div', { class: 'facts' },
         fact('Trace', h('code', { class: 'trace-id' }, t.trace_id)),
         fact('Start', t.span_count ? dateTime(t.start_unix_nano) : '–'),
@@ -170,8 +170,7 @@ class Waterfall {
           class: 'otlp', href: otlp,
           onclick: (e) => { e.preventDefault(); download(otlp, `trace-${t.trace_id}.json`); },
         }, 'OTLP JSON')),
-      h('div', { class: 'legend' }, [...services].map(([name, n]) =>
-        h('span', {}, h('i', { style: `background:${this.colors.get(name)}` }), `${name} (${n})`))),
+      legend(services, this.colors),
       t.truncated ? h('p', { class: 'error' }, `This trace is too large to show whole: the first ${t.span_count} spans are shown. OTLP JSON has every span.`) : null);
 
     this.minimap = h('canvas', { class: 'minimap', height: 60 });
@@ -490,4 +489,16 @@ function attrTable(attrs) {
   if (!attrs.length) return h('p', { class: 'muted' }, 'none');
   return h('table', { class: 'attrs' }, attrs.map((a) =>
     h('tr', {}, h('td', { class: 'key' }, a.key), h('td', { title: a.type }, attrValue(a)))));
+}
+
+// legend names the services of a trace with their colours, those with the
+// most spans first; a trace across a thousand services lists the first
+// legendMax and says how many more there are.
+const legendMax = 30;
+function legend(services, colors) {
+  const byCount = [...services].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
+  const more = byCount.length - legendMax;
+  return h('div', { class: 'legend' }, byCount.slice(0, legendMax).map(([name, n]) =>
+    h('span', { title: name }, h('i', { style: `background:${colors.get(name)}` }), `${name} (${n})`)),
+  more > 0 ? h('span', { class: 'muted' }, `and ${more} more services`) : null);
 }
