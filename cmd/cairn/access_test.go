@@ -359,6 +359,54 @@ func TestLoopback(t *testing.T) {
 	}
 }
 
+// TestLocalOnly checks that the HTTP port, on loopback without tokens,
+// answers only requests addressed to localhost or a loopback address (not
+// a rebinding web page's name), and with tokens any name; and that its
+// answers may not be framed or sniffed.
+func TestLocalOnly(t *testing.T) {
+	get := func(s *server, host, token string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+s.httpAddr.String()+"/api/v1/services", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	_, port, _ := net.SplitHostPort(s.httpAddr.String())
+	for host, want := range map[string]int{
+		"localhost:" + port: 200, "LOCALHOST.:" + port: 200, "ui.localhost:" + port: 200, "127.0.0.1:" + port: 200,
+		"127.8.9.10": 200, "[::1]:" + port: 200,
+		"attacker.example:" + port: http.StatusMisdirectedRequest, "192.0.2.7:" + port: http.StatusMisdirectedRequest,
+		"localhost.attacker.example": http.StatusMisdirectedRequest,
+	} {
+		resp := get(s, host, "")
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+		if want == 200 && (resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("X-Content-Type-Options") != "nosniff") {
+			t.Errorf("Host %s: headers %v", host, resp.Header)
+		}
+	}
+	cfg := testConfig(t.TempDir())
+	cfg.queryTokenFile = writeTestFile(t, t.TempDir(), "query.tokens", "secret\n")
+	st := startConfigured(t, cfg)
+	defer st.shutdown()
+	if resp := get(st, "traces.example.com", "secret"); resp.StatusCode != 200 {
+		t.Errorf("with tokens, another name: %d, want 200", resp.StatusCode)
+	}
+}
+
 // TestTLSMistakesExplained checks that the CLI says in one line what to
 // change when its TLS flags do not fit the server's.
 func TestTLSMistakesExplained(t *testing.T) {

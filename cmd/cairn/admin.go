@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
+	"strings"
 	"net/http/pprof"
 	"runtime"
 
@@ -35,7 +37,41 @@ func adminHandler(reg *prometheus.Registry, ready func() (bool, string), api htt
 	})
 	mux.Handle("/api/", api)
 	mux.Handle("/", ui.Handler())
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Traces hold what services put in them, secrets too: no other
+		// site may frame the UI, and no answer is read as another type.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("X-Frame-Options", "DENY")
+		w.Header().Set("Content-Security-Policy", "frame-ancestors 'none'")
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// localOnly answers only requests addressed to this machine by name
+// (localhost) or loopback address, where the port listens on loopback
+// without tokens. A web page on another site can make its own name
+// resolve to 127.0.0.1 (DNS rebinding) and then read the port as its
+// own; its requests still carry its name as Host. Listening beyond the
+// machine, or with tokens, the port is meant to be reached by other names.
+func localOnly(h http.Handler, l net.Addr, tokens bool) http.Handler {
+	if tokens || !loopback(l) {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if name, _, err := net.SplitHostPort(host); err == nil {
+			host = name
+		}
+		host = strings.TrimSuffix(strings.ToLower(host), ".")
+		ip := net.ParseIP(strings.Trim(host, "[]"))
+		if host != "localhost" && !strings.HasSuffix(host, ".localhost") && (ip == nil || !ip.IsLoopback()) {
+			http.Error(w, fmt.Sprintf("cairn's HTTP port listens on loopback without tokens, and answers only to localhost or a loopback address, not to %q: "+
+				"a web page's own name made to resolve to this machine would look the same (DNS rebinding). Use http://localhost:PORT, or --query-token-file to serve under other names.", r.Host),
+				http.StatusMisdirectedRequest)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // registerProcessMetrics registers what every cairn process reports: the Go

@@ -333,7 +333,7 @@ func startServer(cfg serverConfig) (_ *server, err error) {
 			adminTLS.ClientAuth = tls.VerifyClientCertIfGiven
 			g.RequireClientCert = true
 		}
-		s.admin = newHTTPServer(g.HTTP(adminHandler(reg, s.readiness, s.apiHandler())), adminTLS, cfg.log)
+		s.admin = newHTTPServer(localOnly(g.HTTP(adminHandler(reg, s.readiness, s.apiHandler())), l.Addr(), queryTokens != nil), adminTLS, cfg.log)
 		s.httpAddr = l.Addr()
 		go s.serveHTTP(s.admin, l, adminTLS)
 	}
