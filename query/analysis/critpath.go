@@ -249,13 +249,19 @@ func (tr *tree) place(i int32, children [][]int32, offset int64, from, to, until
 	n.placed = true
 	n.start = max(shift(s.Start, offset), from)
 	n.end = max(min(shift(s.Start+s.Duration(), offset), to), n.start)
+	for _, c := range children[i] {
+		if !tr.nodes[c].placed {
+			tr.outlastingServer(i, c, until)
+		}
+	}
+	var buf [4]clockGroup
+	clocks := tr.clockGroups(i, children[i], offset, buf[:0])
 	var next *nextStarts // made for the first client child
 	for _, c := range children[i] {
 		if tr.nodes[c].placed {
 			continue // a duplicate span ID's children, placed already
 		}
-		tr.outlastingServer(i, c, until)
-		if off, ok := tr.fit(i, c, offset, false); ok {
+		if off, ok := tr.fit(i, c, offset, false, clocks); ok {
 			cuntil := n.end
 			if tr.outlasted(c, children[c]) {
 				if next == nil {
@@ -418,26 +424,88 @@ func (tr *tree) outlastingServer(p, c int32, limit uint64) {
 	}
 }
 
-// fit returns the offset that corrects child c of placed span p for skew,
-// given the offset of p's clock, and whether c can be on the path at all.
-// A child adopted by p, its parent being unknown, is never taken for a
-// remote call.
-func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
+// clockGroup is the calls of one span into one other process, timed by
+// that process's clock: their hull [lo, hi], in the caller's time, and the
+// shift that puts it inside the caller, if there are several and it fits.
+type clockGroup struct {
+	res    int
+	lo, hi uint64
+	n      int // the calls; 0 if they are moved one by one
+	shift  int64
+}
+
+// maxClockGroups bounds the processes whose calls clockGroups moves
+// together; past it, each call is moved by itself.
+const maxClockGroups = 64
+
+// clockGroups returns, appended to groups, the calls of placed span p among
+// kids (see remoteCall) by the process that timed them, with the shift that
+// corrects each process's clock. One skew moves all of a clock's calls: a
+// retry's second attempt that sticks out of the call is moved back with
+// the failed first, not into it.
+func (tr *tree) clockGroups(p int32, kids []int32, offset int64, groups []clockGroup) []clockGroup {
+	for _, c := range kids {
+		if tr.nodes[c].placed || !tr.remoteCall(p, c, offset) {
+			continue
+		}
+		cs := &tr.t.Spans[c]
+		lo, hi := shift(cs.Start, offset), shift(cs.Start+cs.Duration(), offset)
+		k := slices.IndexFunc(groups, func(g clockGroup) bool { return g.res == cs.Resource })
+		if k < 0 {
+			if len(groups) == maxClockGroups {
+				return groups[:0]
+			}
+			groups = append(groups, clockGroup{res: cs.Resource, lo: lo, hi: hi})
+			k = len(groups) - 1
+		}
+		g := &groups[k]
+		g.lo, g.hi, g.n = min(g.lo, lo), max(g.hi, hi), g.n+1
+	}
+	pn := &tr.nodes[p]
+	for k := range groups {
+		switch g := &groups[k]; {
+		case g.n < 2 || g.hi-g.lo > pn.end-pn.start:
+			g.n = 0 // one call, or calls that no one shift fits: one by one
+		case g.lo < pn.start:
+			g.shift = int64(pn.start - g.lo)
+		case g.hi > pn.end:
+			g.shift = -int64(g.hi - pn.end)
+		}
+	}
+	return groups
+}
+
+// remoteCall says whether child c of placed span p, its times shifted by
+// offset, is a synchronous call into another process, whose times are
+// its clock's, to be moved inside p. A server span that starts after its
+// parent ended, with no client span between them, is work the parent set
+// off and did not wait for (a callback, a webhook): skew would have to be
+// more than the time between them. Under a client span it is the call's
+// own server, whatever the clocks say.
+func (tr *tree) remoteCall(p, c int32, offset int64) bool {
 	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
+	return tr.synchronousRemote(ps, cs) && (ps.Kind == kindClient || shift(cs.Start, offset) < tr.ownEnd(p, offset))
+}
+
+// ownEnd is placed span p's end by its own times, not the one its parent
+// clipped it to, shifted by offset, p's.
+func (tr *tree) ownEnd(p int32, offset int64) uint64 {
+	ps := &tr.t.Spans[p]
+	return max(tr.nodes[p].end, shift(ps.Start+ps.Duration(), offset))
+}
+
+// fit returns the offset that corrects child c of placed span p for skew,
+// given the offset of p's clock and the shifts of p's calls' clocks, and
+// whether c can be on the path at all. A child adopted by p, its parent
+// being unknown, is never taken for a remote call.
+func (tr *tree) fit(p, c int32, offset int64, adopted bool, clocks []clockGroup) (int64, bool) {
+	cs := &tr.t.Spans[c]
 	pn := &tr.nodes[p]
 	start, end := shift(cs.Start, offset), shift(cs.Start+cs.Duration(), offset)
-	// Whether p waited for c is judged by p's own end, not the one its
-	// parent clipped it to: p's last child ends with p.
-	pend := pn.end
-	if !adopted {
-		pend = max(pend, shift(ps.Start+ps.Duration(), offset))
-	}
-	// A server span that starts after its parent ended, with no client
-	// span between them, is work the parent set off and did not wait for
-	// (a callback, a webhook): skew would have to be more than the time
-	// between them. Under a client span it is the call's own server,
-	// whatever the clocks say.
-	if !adopted && tr.synchronousRemote(ps, cs) && (ps.Kind == kindClient || start < pend) {
+	if !adopted && tr.remoteCall(p, c, offset) {
+		if k := slices.IndexFunc(clocks, func(g clockGroup) bool { return g.res == cs.Resource }); k >= 0 && clocks[k].n > 0 {
+			return offset + clocks[k].shift, true
+		}
 		switch {
 		case cs.Duration() > pn.end-pn.start: // no shift fits it: clip it
 			offset += int64(pn.start) - int64(start)
@@ -447,6 +515,12 @@ func (tr *tree) fit(p, c int32, offset int64, adopted bool) (int64, bool) {
 			offset -= int64(end - pn.end)
 		}
 		return offset, true
+	}
+	// Whether p waited for c is judged by p's own end, not the one its
+	// parent clipped it to: p's last child ends with p.
+	pend := pn.end
+	if !adopted {
+		pend = tr.ownEnd(p, offset)
 	}
 	awaited := end <= pend || float64(end-pend) <= tr.opts.SkewFraction*float64(cs.Duration())
 	return offset, awaited && end > pn.start && start < pn.end
@@ -611,7 +685,7 @@ func (tr *tree) adopt(i int32, children [][]int32) {
 	s := &tr.t.Spans[i]
 	start, end := s.Start, s.Start+s.Duration()
 	host := tr.deepestHolding(int32(tr.root), start, end)
-	if _, ok := tr.fit(host, i, 0, true); !ok {
+	if _, ok := tr.fit(host, i, 0, true, nil); !ok {
 		return
 	}
 	tr.attach(host, i, children, 0)
