@@ -955,10 +955,110 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 			causes = append(causes, a)
 		}
 	}
+	others := rest(w, selected)
+	within := withinScores(selected, others, o.Correlation)
+	if lead != nil {
+		offPathWithin(causes, involved(selected, *lead), within)
+	}
 	// The lead is the first cause's: a symptom scoring above every cause
 	// would otherwise set the band, and leave the causes unordered.
-	leadAmongWindow(causes, selected, rest(w, selected), o.Correlation)
+	leadAmongWindow(causes, within)
 	return causes, symptoms
+}
+
+// offPathWithin orders the causes by their scores, those of a service
+// that is neither the culprit's nor above it in the selected traces (see
+// involved) by their score within the window where it is lower: how much
+// more often the selected traces carry them than the window's others.
+// Against the baseline, a release of a service on another branch of
+// every request scores near 1, as every new value the whole window has
+// does, and beat the one pod of the culprit's that the slow traces went
+// to, which the baseline's traces carried too; within the window, the
+// release sets little apart. A change of the culprit's own service, or of
+// a caller's (a new version sending it larger requests), keeps its score,
+// on every trace of the window or not. Scores are left as they are.
+func offPathWithin(causes []Correlation, involved map[string]bool, within func(*Correlation) (float64, bool)) {
+	rank := func(c *Correlation) float64 {
+		if involved[c.Service] {
+			return c.Score
+		}
+		w, ok := within(c)
+		if !ok {
+			return c.Score // too few of the window's other traces to tell
+		}
+		return min(c.Score, max(w, 0))
+	}
+	type ranked struct {
+		Correlation
+		rank float64
+	}
+	rs := make([]ranked, len(causes))
+	for i := range causes {
+		rs[i] = ranked{causes[i], rank(&causes[i])}
+	}
+	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Compare(b.rank, a.rank) })
+	for i := range rs {
+		causes[i] = rs[i].Correlation
+	}
+}
+
+// involvedTraces bounds the selected traces involved reads.
+const involvedTraces = 200
+
+// involved returns the services of k's spans in the traces, and of every
+// span above them: the culprit's service and its callers.
+func involved(traces []*Trace, k op) map[string]bool {
+	out := map[string]bool{k.service: true}
+	for _, t := range traces[:min(len(traces), involvedTraces)] {
+		ids := make(map[SpanID]int, len(t.Spans))
+		for i := range t.Spans {
+			ids[t.Spans[i].ID] = i
+		}
+		for i := range t.Spans {
+			if s := &t.Spans[i]; s.Service != k.service || s.Name != k.name {
+				continue
+			}
+			// At most as many steps as spans, in case of a cycle.
+			for at, n := i, 0; n < len(t.Spans); n++ {
+				p, ok := ids[t.Spans[at].Parent]
+				if !ok || p == at {
+					break
+				}
+				out[t.Spans[p].Service] = true
+				at = p
+			}
+		}
+	}
+	return out
+}
+
+// withinScores returns what scores a value, or the best of its aliases,
+// within the window: how much more often the selected traces carry it
+// than the window's others; and whether those are enough to tell and
+// the value is scored. Within the window, values may fold into other
+// aliases: each is looked up by its own and its aliases' values.
+func withinScores(selected, others []*Trace, opts CorrelationOptions) func(*Correlation) (float64, bool) {
+	if len(others) < opts.EnsureDefaults().MinTraces {
+		return func(*Correlation) (float64, bool) { return 0, false }
+	}
+	within, _ := Correlate(selected, others, &opts)
+	type attrKey struct{ service, key, value string }
+	score := make(map[attrKey]float64, len(within))
+	for _, a := range within {
+		score[attrKey{a.Service, a.Key, valueString(a.Value)}] = a.Score
+		for _, al := range a.Aliases { // on the same traces, so as scored
+			score[attrKey{a.Service, al.Key, valueString(al.Value)}] = a.Score
+		}
+	}
+	return func(a *Correlation) (float64, bool) {
+		best, ok := score[attrKey{a.Service, a.Key, valueString(a.Value)}]
+		for _, al := range a.Aliases {
+			if sc, found := score[attrKey{a.Service, al.Key, valueString(al.Value)}]; found && (!ok || sc > best) {
+				best, ok = sc, true
+			}
+		}
+		return best, ok
+	}
 }
 
 // attributeLead is how far below the first attribute's score others still
@@ -967,15 +1067,16 @@ const attributeLead = 0.1
 
 // leadAmongWindow reorders the attributes that score within attributeLead
 // of the first by how much more often the selected traces carry them than
-// the window's other traces, where those are enough to tell. Against the
-// baseline, every value the whole window has and the baseline has not
-// scores alike, near 1: a release rolled out to every pod of a service
-// beside the one at fault scores as high as the canary at fault, which
-// only the traces it slowed carry. Where the cause is on every trace of
-// the window too, nothing sets it apart within the window, and the order
-// stays.
-func leadAmongWindow(attrs []Correlation, selected, others []*Trace, opts CorrelationOptions) {
-	if len(attrs) < 2 || len(others) < opts.EnsureDefaults().MinTraces {
+// the window's other traces (within); where those are too few to tell,
+// all score 0 and the order stays.
+// Against the baseline, every value the whole window has and the baseline
+// has not scores alike, near 1: a release rolled out to every pod of a
+// service beside the one at fault scores as high as the canary at fault,
+// which only the traces it slowed carry. Where the cause is on every
+// trace of the window too, nothing sets it apart within the window, and
+// the order stays.
+func leadAmongWindow(attrs []Correlation, within func(*Correlation) (float64, bool)) {
+	if len(attrs) < 2 {
 		return
 	}
 	n := 1
@@ -985,30 +1086,14 @@ func leadAmongWindow(attrs []Correlation, selected, others []*Trace, opts Correl
 	if n < 2 {
 		return
 	}
-	within, _ := Correlate(selected, others, &opts)
-	type attrKey struct{ service, key, value string }
-	score := make(map[attrKey]float64, len(within))
-	for _, a := range within {
-		score[attrKey{a.Service, a.Key, valueString(a.Value)}] = a.Score
-	}
-	// Within the window, values may fold into aliases otherwise: a
-	// value's score is the best of its own and its aliases'.
-	withinScore := func(a *Correlation) float64 {
-		best, ok := score[attrKey{a.Service, a.Key, valueString(a.Value)}]
-		for _, al := range a.Aliases {
-			if sc, found := score[attrKey{a.Service, al.Key, valueString(al.Value)}]; found && (!ok || sc > best) {
-				best, ok = sc, true
-			}
-		}
-		return best
-	}
 	type scored struct {
 		Correlation
 		within float64
 	}
 	lead := make([]scored, n)
 	for i := range lead {
-		lead[i] = scored{attrs[i], withinScore(&attrs[i])}
+		w, _ := within(&attrs[i])
+		lead[i] = scored{attrs[i], w}
 	}
 	slices.SortStableFunc(lead, func(a, b scored) int { return cmp.Compare(b.within, a.within) })
 	for i := range lead {

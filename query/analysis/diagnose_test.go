@@ -937,3 +937,38 @@ func TestDiagnoseWithinNoise(t *testing.T) {
 		t.Error("failing five times as often: within noise")
 	}
 }
+
+// TestDiagnosePodBesideReleaseElsewhere diagnoses a window in which one of
+// inventory's three pods got slow, while fraud, on a branch beside the
+// path, was released on every pod. Against the baseline, fraud's new
+// version is on every window trace and none before, and scored 1, beyond
+// the pod, which the baseline's traces went to a third of the time; within
+// the window it sets nothing apart, and it is not the culprit's service
+// nor above it, so the pod comes first.
+func TestDiagnosePodBesideReleaseElsewhere(t *testing.T) {
+	trace := func(id int, pod int, selectMS float64, fraudVersion string) *Trace {
+		b := newTrace(id)
+		end := 10 + selectMS + 30
+		b.span(1, 0, "web", "POST /checkout", server, 0, end, nil)
+		b.span(2, 1, "inventory", "SELECT stock", client, 5, 5+selectMS, []*commonpb.KeyValue{kv("host.name", fmt.Sprint("inventory-", pod))})
+		b.span(3, 1, "pay", "Charge", server, 5+selectMS+2, 5+selectMS+22, nil)
+		b.span(4, 1, "fraud", "Score", server, 5+selectMS+2, 5+selectMS+7, []*commonpb.KeyValue{kv("service.version", fraudVersion)})
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 90 {
+		baseline = append(baseline, trace(i, i%3, 10+float64(i%5), "3.1"))
+		ms := 10 + float64(i%5)
+		if i%3 == 1 {
+			ms += 40
+		}
+		window = append(window, trace(100+i, i%3, ms, "4.0"))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "web", Operation: "POST /checkout"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT stock" {
+		t.Fatalf("culprits %+v, want SELECT stock first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "host.name", "sinventory-1") {
+		t.Errorf("attributes %+v, want inventory-1 first", d.Attributes)
+	}
+}
