@@ -957,12 +957,17 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 	}
 	others := rest(w, selected)
 	within := withinScores(selected, others, o.Correlation)
+	var ranks []float64
 	if lead != nil {
-		offPathWithin(causes, involved(selected, *lead), within)
+		ranks = offPathWithin(causes, involved(selected, *lead), within)
+	} else {
+		for _, c := range causes {
+			ranks = append(ranks, c.Score)
+		}
 	}
 	// The lead is the first cause's: a symptom scoring above every cause
 	// would otherwise set the band, and leave the causes unordered.
-	leadAmongWindow(causes, within)
+	leadAmongWindow(causes, ranks, within)
 	return causes, symptoms
 }
 
@@ -976,8 +981,9 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 // to, which the baseline's traces carried too; within the window, the
 // release sets little apart. A change of the culprit's own service, or of
 // a caller's (a new version sending it larger requests), keeps its score,
-// on every trace of the window or not. Scores are left as they are.
-func offPathWithin(causes []Correlation, involved map[string]bool, within func(*Correlation) (float64, bool)) {
+// on every trace of the window or not. Scores are left as they are; the
+// ranks are returned, in the causes' new order.
+func offPathWithin(causes []Correlation, involved map[string]bool, within func(*Correlation) (float64, bool)) []float64 {
 	rank := func(c *Correlation) float64 {
 		if involved[c.Service] {
 			return c.Score
@@ -997,9 +1003,11 @@ func offPathWithin(causes []Correlation, involved map[string]bool, within func(*
 		rs[i] = ranked{causes[i], rank(&causes[i])}
 	}
 	slices.SortStableFunc(rs, func(a, b ranked) int { return cmp.Compare(b.rank, a.rank) })
+	ranks := make([]float64, len(rs))
 	for i := range rs {
-		causes[i] = rs[i].Correlation
+		causes[i], ranks[i] = rs[i].Correlation, rs[i].rank
 	}
+	return ranks
 }
 
 // involvedTraces bounds the selected traces involved reads.
@@ -1065,8 +1073,9 @@ func withinScores(selected, others []*Trace, opts CorrelationOptions) func(*Corr
 // contend for the lead (see leadAmongWindow).
 const attributeLead = 0.1
 
-// leadAmongWindow reorders the attributes that score within attributeLead
-// of the first by how much more often the selected traces carry them than
+// leadAmongWindow reorders the attributes whose ranks (their scores, or
+// what offPathWithin ranks them by) are within attributeLead of the
+// first's by how much more often the selected traces carry them than
 // the window's other traces (within); where those are too few to tell,
 // all score 0 and the order stays.
 // Against the baseline, every value the whole window has and the baseline
@@ -1075,12 +1084,12 @@ const attributeLead = 0.1
 // which only the traces it slowed carry. Where the cause is on every
 // trace of the window too, nothing sets it apart within the window, and
 // the order stays.
-func leadAmongWindow(attrs []Correlation, within func(*Correlation) (float64, bool)) {
+func leadAmongWindow(attrs []Correlation, ranks []float64, within func(*Correlation) (float64, bool)) {
 	if len(attrs) < 2 {
 		return
 	}
 	n := 1
-	for n < len(attrs) && attrs[n].Score >= attrs[0].Score-attributeLead {
+	for n < len(attrs) && ranks[n] >= ranks[0]-attributeLead {
 		n++
 	}
 	if n < 2 {
@@ -1153,13 +1162,51 @@ func slowAt(w, b []facts, k op) (selected, base []*Trace) {
 		base = tracesOf(b)
 	}
 	slices.Sort(times)
-	slow := quantile(times, 0.95)
+	var wtimes []uint64
+	for i := range w {
+		if has(w[i].trace) {
+			wtimes = append(wtimes, w[i].onPath(k))
+		}
+	}
+	slices.Sort(wtimes)
+	slow := slowFrom(times, wtimes)
 	for i := range w {
 		if has(w[i].trace) && w[i].onPath(k) > slow {
 			selected = append(selected, w[i].trace)
 		}
 	}
 	return selected, base
+}
+
+// slowFrom returns the time past which the window's times, sorted, are
+// most often slower than the baseline's, sorted: of the baseline's
+// quantiles from the 50th to the 95th, the one past which the window has
+// the largest share of its times more than the baseline has, the higher
+// of two alike. A fault that slowed a few requests by much stands out
+// past the 95th; one that slowed a third of them by a little (one slow
+// node of three, among requests some of which are always slower) past
+// the middle, where past the 95th the slowest requests, slow before too,
+// would be most of the selection.
+func slowFrom(base, win []uint64) uint64 {
+	above := func(sorted []uint64, t uint64) float64 {
+		k, found := slices.BinarySearch(sorted, t)
+		for found && k < len(sorted) && sorted[k] == t {
+			k++
+		}
+		return float64(len(sorted)-k) / float64(len(sorted))
+	}
+	best, bestExcess := quantile(base, 0.95), math.Inf(-1)
+	if len(base) == 0 || len(win) == 0 {
+		return best
+	}
+	for q := 0.95; q >= 0.5-1e-9; q -= 0.05 {
+		t := quantile(base, q)
+		// A twentieth more, so that a lower quantile wins only by as much.
+		if excess := above(win, t) - above(base, t); excess > bestExcess*1.05 || bestExcess < 0 && excess > bestExcess {
+			best, bestExcess = t, excess
+		}
+	}
+	return best
 }
 
 // slowOverall returns the window's traces slower than 95% of the

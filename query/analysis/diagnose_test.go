@@ -972,3 +972,38 @@ func TestDiagnosePodBesideReleaseElsewhere(t *testing.T) {
 		t.Errorf("attributes %+v, want inventory-1 first", d.Attributes)
 	}
 }
+
+// TestDiagnoseSlowNodeAmongHeavyQueries diagnoses a window in which one
+// of three search nodes answers each query 25 ms later, among queries a
+// tenth of which are heavy and always take 120 ms. Past the baseline's
+// 95th percentile are the heavy queries, slow before too, on every node:
+// the node is set apart past the middle, where the window has the most
+// more of its queries than the baseline.
+func TestDiagnoseSlowNodeAmongHeavyQueries(t *testing.T) {
+	trace := func(id, node int, ms float64, heavy bool) *Trace {
+		b := newTrace(id)
+		if heavy {
+			ms = 120
+		}
+		b.span(1, 0, "gateway", "POST /graphql", server, 0, ms+10, nil)
+		b.span(2, 1, "search", "Search", server, 2, ms+8, nil)
+		b.span(3, 2, "search", "POST /_search", client, 3, 3+ms, nil, kv("server.address", fmt.Sprint("es-", node)), kv("heavy", heavy))
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 300 {
+		node, heavy, ms := i%3, i%10 == 0, 40+float64(i%7)
+		baseline = append(baseline, trace(i, node, ms, heavy))
+		if node == 2 {
+			ms += 25
+		}
+		window = append(window, trace(1000+i, node, ms, heavy))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gateway", Operation: "POST /graphql"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "POST /_search" {
+		t.Fatalf("culprits %+v, want POST /_search first", d.Operations)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "server.address", "ses-2") {
+		t.Errorf("attributes %+v, want es-2 first", d.Attributes)
+	}
+}
