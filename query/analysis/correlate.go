@@ -270,16 +270,21 @@ func (fs *featureSet) correlate(sel, base tally, opts CorrelationOptions) (attri
 // often aliases (see Correlation.Aliases): the service's version first,
 // since it names a change someone made and a new version's pods bring new
 // names and identifiers with it (and may bring a new runtime or OS
-// version, which is why only the service's ranks first); then other
-// readable values; then opaque identifiers.
+// version, which is why only the service's ranks first); then the name of
+// the instance, a pod's or a host's, the narrowest place the traces
+// share: where a service has one pod in a zone, the zone is on exactly
+// the pod's traces, and named first it read as a fault of the zone; then
+// other readable values; then opaque identifiers.
 func legibility(key string, v *commonpb.AnyValue) int {
 	switch {
 	case key == "service.version" || key == "version":
 		return 0
 	case opaque(key, v):
-		return 2
+		return 3
+	case key == "k8s.pod.name" || key == "host.name" || key == "container.name":
+		return 1
 	}
-	return 1
+	return 2
 }
 
 // opaque says whether an attribute value is an identifier a person cannot

@@ -119,6 +119,27 @@ func TestCorrelateAliases(t *testing.T) {
 	}
 }
 
+// TestCorrelateAliasesNamedByInstance names a pod's entry by its name
+// where its zone, the service's only pod there, is on the same traces:
+// named by the zone, a fault of one pod read as a fault of the zone.
+func TestCorrelateAliasesNamedByInstance(t *testing.T) {
+	trace := func(id, pod int) *Trace {
+		b := newTrace(id)
+		b.span(1, 0, "inventory", "GET", server, 0, 10, []*commonpb.KeyValue{
+			kv("cloud.availability_zone", fmt.Sprint("us-east-1", string(rune('a'+pod)))), kv("host.name", fmt.Sprint("inventory-", pod))})
+		return b.t
+	}
+	var selected, baseline []*Trace
+	for i := range 20 {
+		selected = append(selected, trace(i, 2))
+		baseline = append(baseline, trace(100+i, i%3))
+	}
+	attrs, _ := Correlate(selected, baseline, nil)
+	if got := entries(attrs); len(got) == 0 || !strings.HasPrefix(got[0], "host.name=sinventory-2|cloud.availability_zone=sus-east-1c ") {
+		t.Errorf("ranked\n%s\nwant the pod's name first, its zone an alias", strings.Join(got, "\n"))
+	}
+}
+
 // TestCorrelateAliasesNeedSameTraces folds no values that are on the same
 // selected traces but not the same baseline ones, or the reverse, though
 // they score alike; nor a symptom and a cause on the same traces.
