@@ -214,7 +214,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	}
 	if !errorsMode {
-		b.WriteString(cmp.Or(c.reachedMoreOften(), c.ranMoreOften()))
+		b.WriteString(cmp.Or(c.isNew(), c.reachedMoreOften(), c.ranMoreOften()))
 	}
 	selection := "slow"
 	if errorsMode {
@@ -263,6 +263,16 @@ func (c CulpritJSON) ranMoreOften() string {
 	return fmt.Sprintf(", and it ran %s times a trace (%s before)", roundCount(cw), roundCount(cb))
 }
 
+// isNew is a clause saying that no baseline trace ran the culprit, or
+// nothing if one did: a call that a release added reads as a slowdown
+// from 0 ms otherwise.
+func (c CulpritJSON) isNew() string {
+	if c.BaselineCallsPerTrace == nil || c.WindowCallsPerTrace == nil || *c.BaselineCallsPerTrace > 0 || *c.WindowCallsPerTrace == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", and it is new: no baseline trace ran it, and the window's ran it %s times a trace", roundCount(*c.WindowCallsPerTrace))
+}
+
 // roundCount writes a count per trace to a tenth.
 func roundCount(n float64) string {
 	return strconv.FormatFloat(math.Round(n*10)/10, 'f', -1, 64)
@@ -277,7 +287,11 @@ func (c CulpritJSON) reachedMoreOften() string {
 		return ""
 	}
 	sb, sw := *c.BaselineOnPathRate, *c.WindowOnPathRate
-	if !traceanalysis.MostlyReach(c.BaselineMS, c.WindowMS, sb, sw) {
+	cb, cw := -1.0, -1.0 // from a server that does not count them
+	if c.BaselineCallsPerTrace != nil && c.WindowCallsPerTrace != nil {
+		cb, cw = *c.BaselineCallsPerTrace, *c.WindowCallsPerTrace
+	}
+	if !traceanalysis.MostlyReach(c.BaselineMS, c.WindowMS, sb, sw, cb, cw) {
 		return ""
 	}
 	eachB, eachW := c.BaselineMS/sb, c.WindowMS/sw

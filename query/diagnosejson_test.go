@@ -32,7 +32,8 @@ func TestCauseSaysWhenWithinNoise(t *testing.T) {
 
 // TestCauseSaysWhenMoreTracesReachIt checks that the sentence says when
 // most of the culprit's growth is that more traces have it on the critical
-// path, each time for about as long, and not when it got slower.
+// path, each time for about as long, and not when it got slower, nor when
+// it ran no more often.
 func TestCauseSaysWhenMoreTracesReachIt(t *testing.T) {
 	for _, c := range []struct {
 		name                  string
@@ -52,12 +53,20 @@ func TestCauseSaysWhenMoreTracesReachIt(t *testing.T) {
 		if got := d.Cause(false); !strings.HasSuffix(got, c.want) {
 			t.Errorf("%s: %q, want it to end %q", c.name, got, c.want)
 		}
+		// A query that ran in as many traces, a saturated pool making it
+		// outlast what ran beside it, is on the path of more traces
+		// because it got slower: no shift in the mix, whatever the shares.
+		calls := 1.0
+		d.Operations[0].BaselineCallsPerTrace, d.Operations[0].WindowCallsPerTrace = &calls, &calls
+		if got := d.Cause(false); strings.Contains(got, "more traces reach it") {
+			t.Errorf("%s, as many calls a trace: %q", c.name, got)
+		}
 	}
 }
 
 // TestCauseSaysWhenItRanMoreOften checks that the sentence says when the
 // culprit's spans per trace grew by half or more, and by one or more, as
-// a query run once per item does, and not otherwise.
+// a query run once per item does, or from none, and not otherwise.
 func TestCauseSaysWhenItRanMoreOften(t *testing.T) {
 	for _, c := range []struct {
 		name           string
@@ -69,6 +78,7 @@ func TestCauseSaysWhenItRanMoreOften(t *testing.T) {
 		{"less than half again", 3, 4.4, 1, 1, " per trace; no attribute sets the slow traces apart."},
 		{"less than one more", 0.5, 1.2, 1, 1, " per trace; no attribute sets the slow traces apart."},
 		{"reached by more traces, which is said instead", 1, 5, 0.1, 0.5, " (100 ms before); no attribute sets the slow traces apart."},
+		{"new", 0, 0.7, 0, 0.7, ", and it is new: no baseline trace ran it, and the window's ran it 0.7 times a trace; no attribute sets the slow traces apart."},
 	} {
 		d := DiagnosisJSON{
 			Window:   DiagnosisWindowJSON{Traces: 1000},

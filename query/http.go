@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -140,8 +141,13 @@ func badRequest(format string, args ...any) error {
 }
 
 // allowParams refuses parameters other than those named: a misspelt one
-// would otherwise be ignored, and the answer taken for what was asked.
+// would otherwise be ignored, and the answer taken for what was asked. So
+// is a query string that does not parse, whose bad pairs Go would drop
+// (service=a;b, a lone %), and the rest be answered as if all.
 func allowParams(r *http.Request, names ...string) error {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return badRequest("the query string does not parse: %v", err)
+	}
 	for p := range r.URL.Query() {
 		known := false
 		for _, n := range names {

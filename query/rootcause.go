@@ -224,8 +224,12 @@ func windowArg(start, end *timestamppb.Timestamp) (timeWindow, error) {
 	if w.end, err = timeArg(end, "end_time"); err != nil {
 		return w, err
 	}
-	if w.start.IsZero() || w.end.IsZero() || !w.start.Before(w.end) {
-		return w, status.Error(codes.InvalidArgument, "start_time and end_time are required, start_time before end_time")
+	switch {
+	case start == nil || end == nil:
+		return w, status.Error(codes.InvalidArgument, "start_time and end_time are required")
+	case !w.start.Before(w.end):
+		return w, status.Errorf(codes.InvalidArgument, "start_time %s is not before end_time %s",
+			w.start.UTC().Format(time.RFC3339Nano), w.end.UTC().Format(time.RFC3339Nano))
 	}
 	return w, nil
 }

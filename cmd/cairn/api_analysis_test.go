@@ -232,7 +232,8 @@ func TestHTTPAnalysisAPI(t *testing.T) {
 		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=0", 400, apiError{`sample "0" is not a positive number`, "InvalidArgument"}},
 		{"/api/v1/diagnose?service=a&operation=b&since=1h&sample=10001", 400, apiError{"sample 10001 is over the maximum of 10000", "InvalidArgument"}},
 		{"/api/v1/critical-paths?service=checkout&since=1h", 400, apiError{"service and operation are required", "InvalidArgument"}},
-		{"/api/v1/critical-paths?service=a&operation=b", 400, apiError{"start_time and end_time are required, start_time before end_time", "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=a&operation=b", 400, apiError{"start_time and end_time are required", "InvalidArgument"}},
+		{"/api/v1/critical-paths?service=a&operation=b&start=2026-01-01T00:00:00Z&end=2026-01-01T00:00:00Z", 400, apiError{"start_time 2026-01-01T00:00:00Z is not before end_time 2026-01-01T00:00:00Z", "InvalidArgument"}},
 		{"/api/v1/critical-paths?service=a&operation=b&since=1h&sample=x", 400, apiError{`sample "x" is not a positive number`, "InvalidArgument"}},
 		{"/api/v1/critical-paths?service=a&operation=b&since=1h&limit=3", 400, apiError{`unknown parameter "limit": this call takes [service operation start end since sample]`, "InvalidArgument"}},
 	} {

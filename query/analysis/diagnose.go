@@ -727,10 +727,13 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 // time on the critical path per trace, from base to win, is that it is on
 // the path of more traces, each time for about as long as before (a shift
 // in the mix of requests, more of them reaching it, none slower): sb and
-// sw are the shares of traces with it on the path.
-func MostlyReach(base, win, sb, sw float64) bool {
+// sw are the shares of traces with it on the path, cb and cw its spans per
+// trace, negative where not known. One that ran no more often, a tenth
+// more or less, is on the path of more traces because it got slower and
+// outlasted what ran beside it, a pool it waits on saturated: no shift.
+func MostlyReach(base, win, sb, sw, cb, cw float64) bool {
 	growth := win - base
-	if sb <= 0 || sw <= sb || growth <= 0 {
+	if sb <= 0 || sw <= sb || growth <= 0 || cb >= 0 && cw >= 0 && cw < cb*1.1 {
 		return false
 	}
 	return base/sb*(sw-sb) >= growth/2
@@ -920,7 +923,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 			}
 		}
 		base = tracesOf(b)
-	case lead != nil && MostlyReach(first.Baseline, first.Window, first.BaselineOnPath, first.WindowOnPath):
+	case lead != nil && MostlyReach(first.Baseline, first.Window, first.BaselineOnPath, first.WindowOnPath, first.BaselineCalls, first.WindowCalls):
 		// What sets its traces apart is what sends requests its way (a
 		// cache that misses, a flag): among the traces it is on the path
 		// of, it took no longer than before.
