@@ -300,7 +300,13 @@ func TestBrowserToken(t *testing.T) {
 	defer s.shutdown()
 	b := newBrowser(t, s, 1000, 700)
 	b.open("#/search", "form.token")
-	b.do("give the token", chromedp.SendKeys(`form.token input`, "ui-secret"), chromedp.Click(`form.token button`),
+	// A wrong token is asked for again, saying it was refused.
+	b.do("give a wrong token", chromedp.SendKeys(`form.token input`, "guess"), chromedp.Click(`form.token button`),
+		chromedp.WaitVisible(`form.token .error`))
+	if got := eval[string](b, `document.querySelector('form.token .error').textContent`); got != "The token given was refused." {
+		t.Errorf("after a wrong token: %q", got)
+	}
+	b.do("give the token", chromedp.Evaluate[chromedp.Void](`document.querySelector('form.token input').value = ''`), chromedp.SendKeys(`form.token input`, "ui-secret"), chromedp.Click(`form.token button`),
 		chromedp.WaitVisible(`.search-form`), chromedp.WaitVisible(`.results .count`))
 	if got := eval[string](b, `document.querySelector('.results .count').textContent`); !strings.HasPrefix(got, "0 traces") {
 		t.Errorf("with the token: %q", got)

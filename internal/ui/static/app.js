@@ -65,7 +65,8 @@ export function showError(el, err) {
     el.replaceChildren(h('form', {
       class: 'token',
       onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); show(); },
-    }, h('p', {}, 'This cairn wants a query token (--query-token-file).'), input, h('button', {}, 'Use token')));
+    }, h('p', {}, 'This cairn wants a query token (--query-token-file).'),
+    token() ? h('p', { class: 'error' }, 'The token given was refused.') : null, input, h('button', {}, 'Use token')));
     return;
   }
   el.replaceChildren(h('p', { class: 'error' }, err.message || String(err)));

@@ -5,7 +5,7 @@
 // diagnosis shows: the sentence naming the likely cause, the two windows,
 // the operation's latencies in both overlaid, the operations and the
 // attributes ranked with their evidence, and exemplar traces to open.
-import { get } from './api.js';
+import { APIError, get } from './api.js';
 import { duration, h, niceStep, s, spanNames } from './format.js';
 import { picker, query, step, window } from './range.js';
 
@@ -40,11 +40,20 @@ export async function render(main, route) {
     return;
   }
   result.append(h('p', { class: 'muted' }, 'Diagnosing…'));
-  const d = await get('/api/v1/diagnose', {
-    service, operation, errors: errors ? 'true' : '',
-    start: sel.start.toISOString(), end: sel.end.toISOString(),
-    baseline_start: p.get('baseline_start') || '', baseline_end: p.get('baseline_end') || '', sample,
-  });
+  let d;
+  try {
+    d = await get('/api/v1/diagnose', {
+      service, operation, errors: errors ? 'true' : '',
+      start: sel.start.toISOString(), end: sel.end.toISOString(),
+      baseline_start: p.get('baseline_start') || '', baseline_end: p.get('baseline_end') || '', sample,
+    });
+  } catch (err) {
+    // A window the API refuses is said under the charts, which stay to
+    // pick another.
+    if (!(err instanceof APIError) || err.status === 401) throw err;
+    result.replaceChildren(h('p', { class: 'error' }, err.message));
+    return;
+  }
   result.replaceChildren(...showDiagnosis(d, errors, route).filter(Boolean));
 }
 
@@ -58,10 +67,14 @@ function total(series) {
   return series.points.reduce((n, pt) => n + pt.calls, 0);
 }
 
-// selection is the regression window the URL names, if any.
+// selection is the regression window the URL names, if any; one whose
+// ends are not times throws an error that says so.
 function selection(p) {
   const ws = p.get('window_start'), we = p.get('window_end');
-  return ws && we ? { start: new Date(ws), end: new Date(we) } : null;
+  if (!ws || !we) return null;
+  const sel = { start: new Date(ws), end: new Date(we) };
+  if (isNaN(sel.start) || isNaN(sel.end)) throw new Error(`The window ${ws} – ${we} is not two times.`);
+  return sel;
 }
 
 function go(route, changes) {
@@ -118,6 +131,7 @@ function q(pt, x) {
 function baseline(p, sel) {
   const be = p.get('baseline_end') ? new Date(p.get('baseline_end')) : sel.start;
   const bs = p.get('baseline_start') ? new Date(p.get('baseline_start')) : new Date(be - (sel.end - sel.start));
+  if (isNaN(bs) || isNaN(be)) throw new Error(`The baseline ${p.get('baseline_start')} – ${p.get('baseline_end')} is not two times.`);
   return { start: bs, end: be };
 }
 

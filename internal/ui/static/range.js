@@ -8,11 +8,17 @@ export const ranges = [['15m', 'last 15 minutes', 15], ['1h', 'last hour', 60], 
 // refreshEvery is how often auto-refresh asks again.
 export const refreshEvery = 30_000;
 
-// window is the range a route's parameters name, as Dates.
+// window is the range a route's parameters name, as Dates. A custom range
+// whose ends are not times, or end before they start, throws an error
+// that says so.
 export function window(params, now = new Date()) {
   const r = params.get('range') || '1h';
   if (r === 'custom' && params.get('start') && params.get('end')) {
-    return { start: new Date(params.get('start')), end: new Date(params.get('end')) };
+    const w = { start: new Date(params.get('start')), end: new Date(params.get('end')) };
+    if (isNaN(w.start) || isNaN(w.end) || w.start >= w.end) {
+      throw new Error(`The custom range ${params.get('start')} – ${params.get('end')} is not a start time and a later end time.`);
+    }
+    return w;
   }
   const minutes = (ranges.find(([v]) => v === r) || ranges[1])[2];
   return { start: new Date(now - minutes * 60_000), end: now };

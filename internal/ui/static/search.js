@@ -11,9 +11,7 @@ export async function render(main, route) {
   const form = searchForm(p);
   const results = h('section', { class: 'results' });
   main.append(h('div', { class: 'search' }, form, results));
-  const services = get('/api/v1/services');
-  fillServices(form, services, p.get('service') || '', p.get('operation') || '');
-  await services;
+  await fillServices(form, get('/api/v1/services'), p.get('service') || '', p.get('operation') || '');
   results.append(h('p', { class: 'muted' }, 'Searching…'));
   let found;
   try {
@@ -104,8 +102,11 @@ function submit(e) {
 async function fillServices(form, services, service, operation) {
   const list = (await services).services;
   const select = form.elements.service;
-  select.append(...list.map((name) => h('option', { value: name, selected: name === service }, name)));
-  if (service) fillOperations(form, service, operation);
+  // A service with no name is no choice: its value would be "all".
+  select.append(...list.filter(Boolean).map((name) => h('option', { value: name, selected: name === service }, name)));
+  // Not waited for: the search need not wait for the list of operations,
+  // and says itself what a failed call to the API was.
+  if (service) fillOperations(form, service, operation).catch(() => {});
 }
 
 async function fillOperations(form, service, operation) {

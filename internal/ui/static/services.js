@@ -118,7 +118,10 @@ function table({ rows, service }, route) {
   const body = rows.map((r) => {
     const name = service
       ? h('td', { class: 'name', title: r.name }, r.name, spanNames(r.spanNames))
-      : h('td', { class: 'name', title: r.name }, r.overflow ? r.name : h('a', { href: link('services', r.name, p) }, r.name));
+      : h('td', { class: 'name', title: r.name }, r.overflow ? r.name
+        // A service that sent no service.name has no page of its own.
+        : r.name === '' ? h('span', { class: 'muted' }, '(no service name)')
+          : h('a', { href: link('services', r.name, p) }, r.name));
     if (r.blank) {
       return h('tr', { class: 'blank', 'data-name': r.name }, name, h('td', { colspan: 4, class: 'muted' }, 'no server or consumer spans in the range'));
     }
