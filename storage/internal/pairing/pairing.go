@@ -100,6 +100,9 @@ type Pairer struct {
 	// spans of a cut name a few peers, and comparing spares hashing.
 	lastPeer  []byte
 	lastPeerN uint32
+	// sends says, by name number, whether spans came from that service:
+	// a peer that never sent any (a database) answers no client.
+	sends []bool
 }
 
 // generation is what one cut left for later cuts to pair with.
@@ -108,6 +111,9 @@ type generation struct {
 	spans   []entry  // ascending by key
 	clients []client // in no order; entries point into it
 	orphans []uint64 // keys of the parents its orphans wait for
+	// thin says spans holds only the clients still waiting for a child
+	// (see Cut.End).
+	thin bool
 }
 
 // entry is a span of a generation.
@@ -123,6 +129,9 @@ type client struct {
 	service, peer   uint32
 	start, duration uint64
 	err, answered   bool
+	// producer marks a producer span, whose child is a consumer of
+	// another service, whatever its peer (a broker) sends.
+	producer bool
 	// copies are the span's copies in its cut beyond the first, which a
 	// child answers with it: the same span sent again, as a client
 	// retrying an export does. Unanswered, each is a call.
@@ -334,12 +343,16 @@ func (c *Cut) Trace(trace [16]byte, spans []Span, peer func(i int) []byte) {
 				delete(p.orphans, k)
 			}
 		}
+		if int(s.Service) >= len(p.sends) {
+			p.sends = append(p.sends, make([]bool, int(s.Service)+1-len(p.sends))...)
+		}
+		p.sends[s.Service] = true
 		e := entry{key: k, service: s.Service, client: -1}
 		if !c.seen[i] && (s.Kind == kindClient || s.Kind == kindProducer) {
 			if name := peer(i); len(name) > 0 {
 				e.client = int32(len(g.clients))
 				g.clients = append(g.clients, client{service: s.Service, peer: p.internPeer(name),
-					start: s.Start, duration: s.Duration, err: s.Err})
+					start: s.Start, duration: s.Duration, err: s.Err, producer: s.Kind == kindProducer})
 			}
 		}
 		c.clientAt[i] = e.client
@@ -384,7 +397,52 @@ func (c *Cut) End() {
 	}
 	p.gens = append(p.gens, g)
 	p.held += len(g.spans)
+	// Past the bound, the oldest generations first keep only their
+	// clients still waiting for a child, then go whole. A client let go
+	// early counts as a call to its peer even if its child comes later:
+	// where a trace's spans arrive seconds apart (each service's exporter
+	// sends its own), at full ingest the bound held under a second of
+	// them, and one call in a hundred became a call to a virtual node.
+	// The other spans pair only with children from another service that
+	// no client span called (an uninstrumented client), which come with
+	// them or soon after.
+	for _, old := range p.gens[:len(p.gens)-1] {
+		if p.held <= p.opts.MaxSpans {
+			break
+		}
+		if !old.thin {
+			p.thin(old, c.emit)
+		}
+	}
 	for p.held > p.opts.MaxSpans && len(p.gens) > 1 {
 		p.expire(c.emit, true)
 	}
+}
+
+// thin lets go of a generation's spans, early, but its clients still
+// waiting for a child from a service that sends spans, and its producers
+// waiting for a consumer. Clients of a peer that never sent any, a
+// database most often, which a store at full ingest has most of, are its
+// calls now rather than a window later.
+func (p *Pairer) thin(g *generation, emit func(Edge)) {
+	kept := slices.DeleteFunc(g.spans, func(e entry) bool {
+		if e.client < 0 {
+			return true
+		}
+		c := &g.clients[e.client]
+		switch {
+		case c.answered:
+			return true
+		case c.producer || int(c.peer) < len(p.sends) && p.sends[c.peer]:
+			return false
+		}
+		for range 1 + c.copies {
+			emit(Edge{Parent: c.service, Child: c.peer, Virtual: true, Start: c.start, Duration: c.duration, Err: c.err})
+		}
+		c.answered = true // counted: not again when the generation goes
+		return true
+	})
+	p.held -= len(g.spans) - len(kept)
+	p.stats.Evicted += uint64(len(g.spans) - len(kept))
+	g.spans, g.thin = slices.Clone(kept), true // a copy: the rest is let go
 }

@@ -271,6 +271,55 @@ func TestMaxSpans(t *testing.T) {
 	}
 }
 
+// TestMaxSpansKeepsWaitingClients checks that a pairer past its bound
+// lets go of the other spans of its oldest generations before their
+// clients still waiting for a child from a service that sends spans: a
+// child five cuts after its client, past a bound of twice a cut's spans,
+// is a call to its service, not the client's a call to a virtual node.
+// A client of a database, which sends no spans, is let go then, counted
+// as its call once.
+func TestMaxSpansKeepsWaitingClients(t *testing.T) {
+	p := New(Options{Window: 100, MaxSpans: 20})
+	web, orders, db := p.Intern([]byte("web")), p.Intern([]byte("orders")), p.Intern([]byte("postgresql"))
+	var edges []Edge
+	emit := func(e Edge) { edges = append(edges, e) }
+	for i := range 5 {
+		c := p.Cut(uint64(i), 10, emit)
+		spans := make([]Span, 10)
+		for j := range spans {
+			spans[j] = Span{ID: [8]byte{byte(i), byte(j + 1)}, Service: web, Kind: 1}
+		}
+		spans[0].Kind = kindClient // waits for orders' server span
+		spans[1].Kind = kindClient // calls the database
+		spans[9].Service = orders  // orders sends spans
+		c.Trace([16]byte{byte(i)}, spans, func(j int) []byte { return []byte([]string{0: "orders", 1: "postgresql"}[j]) })
+		c.End()
+	}
+	if held, _ := p.Held(); held > 20 {
+		t.Errorf("%d spans held, bound 20", held)
+	}
+	c := p.Cut(5, 1, emit)
+	c.Trace([16]byte{0}, []Span{{ID: [8]byte{9, 9}, Parent: [8]byte{0, 1}, Service: orders, Kind: 2}}, func(int) []byte { return nil })
+	c.End()
+	c = p.Cut(200, 0, emit) // every generation's window has passed
+	c.End()
+	calls := map[[3]uint32]int{}
+	for _, e := range edges {
+		v := uint32(0)
+		if e.Virtual {
+			v = 1
+		}
+		calls[[3]uint32{e.Parent, e.Child, v}]++
+	}
+	want := map[[3]uint32]int{{web, orders, 0}: 1, {web, orders, 1}: 4, {web, db, 1}: 5}
+	if fmt.Sprint(calls) != fmt.Sprint(want) {
+		t.Errorf("calls %v, want %v (web -> orders once, 4 unanswered; 5 database calls)", calls, want)
+	}
+	if s := p.Stats(); s.Evicted == 0 {
+		t.Errorf("nothing let go past the bound: %+v", s)
+	}
+}
+
 // TestClockSetBack checks that a cut timed before the last, as a clock set
 // back gives, counts as made at the last cut's time rather than letting
 // every generation go.
