@@ -82,15 +82,16 @@ func (s *service) summaries(ctx context.Context, p *jaegerpb.TraceQueryParameter
 // summary computes a trace's summary from its spans, a piece at a time. It
 // keeps nothing of the pieces, so that they can be freed.
 type summary struct {
-	sum       *jaegerpb.TraceSummary
-	ids       map[[8]byte]bool
-	parents   [][8]byte // of spans whose parent_span_id is 8 bytes
-	services  map[string]*jaegerpb.ServiceSummary
-	hasRoot   bool
-	rootStart uint64
+	sum                *jaegerpb.TraceSummary
+	ids                map[[8]byte]bool
+	parents            [][8]byte // of spans whose parent_span_id is 8 bytes
+	services           map[string]*jaegerpb.ServiceSummary
+	hasRoot            bool
+	rootStart, rootEnd uint64
 	// longest are the longest spans with a parent, the longest first, at
 	// most rootCandidates: the root, if no span is without a parent, is
-	// the longest of them whose parent is missing.
+	// the longest of them whose parent is missing; if one is, and such a
+	// span holds it and is longer, that span (see analysis.CriticalPath).
 	longest []rootCandidate
 }
 
@@ -142,10 +143,10 @@ func (s *summary) add(t *storage.Trace) {
 			sum.MinStartTimeUnixNano = min(sum.MinStartTimeUnixNano, f.Start)
 			sum.MaxEndTimeUnixNano = max(sum.MaxEndTimeUnixNano, f.End)
 			if len(f.Parent) == 0 && (!s.hasRoot || f.Start < s.rootStart) {
-				s.hasRoot, s.rootStart = true, f.Start
+				s.hasRoot, s.rootStart, s.rootEnd = true, f.Start, max(f.Start, f.End)
 				sum.RootServiceName, sum.RootOperationName = svc, string(f.Name)
 			}
-			if len(f.Parent) > 0 && !s.hasRoot {
+			if len(f.Parent) > 0 {
 				s.consider(f, svc)
 			}
 		}
@@ -183,12 +184,11 @@ func (s *summary) finish() *jaegerpb.TraceSummary {
 			s.sum.OrphanSpanCount++
 		}
 	}
-	if !s.hasRoot {
-		for _, c := range s.longest {
-			if !s.ids[c.parent] {
-				s.sum.RootServiceName, s.sum.RootOperationName = c.service, c.name
-				break
-			}
+	for _, c := range s.longest {
+		holds := c.start <= s.rootStart && s.rootEnd <= c.start+c.duration && c.duration > s.rootEnd-s.rootStart
+		if !s.ids[c.parent] && (!s.hasRoot || holds) {
+			s.sum.RootServiceName, s.sum.RootOperationName = c.service, c.name
+			break
 		}
 	}
 	for _, ss := range s.services {

@@ -54,12 +54,18 @@ func TestSummaryRootOfContinuedTrace(t *testing.T) {
 	rooted := []storage.Trace{{Groups: []storage.Group{
 		group("shop", span(1, 99, "GET /cart", 100, 900), span(4, 0, "cron", 50, 60)),
 	}}}
+	// A library's span started without context, inside the request that
+	// continues the browser's trace, is not its root.
+	stray := []storage.Trace{{Groups: []storage.Group{
+		group("shop", span(1, 99, "GET /cart", 100, 900), span(5, 0, "stray", 300, 310)),
+	}}}
 	for _, c := range []struct {
 		name, service, operation string
 		pieces                   []storage.Trace
 	}{
 		{"continued", "shop", "GET /cart", continued},
 		{"with a span without a parent", "shop", "cron", rooted},
+		{"with a span without a parent inside it", "shop", "GET /cart", stray},
 	} {
 		s := newSummary(storage.TraceID{})
 		for i := range c.pieces {

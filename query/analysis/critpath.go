@@ -66,8 +66,9 @@ type OperationTime struct {
 
 // CriticalPath returns the critical path of t.
 //
-// The root is the longest span without a parent; failing that, the longest
-// span whose parent is missing. Other spans without a parent, and spans
+// The root is the longest span without a parent, unless a longer span
+// whose parent is missing holds it; failing both, the longest span whose
+// parent is missing. Other spans without a parent, and spans
 // whose parent is missing (orphans), are adopted by the deepest span whose
 // interval holds theirs, as the nearest account of where their lost parent
 // ran. Spans in a cycle of parent IDs are left out.
@@ -186,17 +187,28 @@ func buildTree(t *Trace, opts Options, root int32) *tree {
 	}
 	above := root // the top of the tree root is in: not to adopt
 	if root < 0 {
-		candidates := parentless
-		if len(candidates) == 0 {
-			candidates = orphans
-		}
-		if len(candidates) == 0 {
-			return tr // every span is in a cycle, or there are none
-		}
-		root = slices.MinFunc(candidates, func(a, b int32) int {
+		longest := func(a, b int32) int {
 			sa, sb := &t.Spans[a], &t.Spans[b]
 			return cmp.Or(cmp.Compare(sb.Duration(), sa.Duration()), cmp.Compare(sa.Start, sb.Start), cmp.Compare(a, b))
-		})
+		}
+		switch {
+		case len(parentless) > 0:
+			root = slices.MinFunc(parentless, longest)
+			// A trace continued from elsewhere (a proxy or a browser
+			// that exports elsewhere) has its request as a span whose
+			// parent is missing; a short span without a parent inside it
+			// (a library's, started without context) is not its root.
+			rs := &t.Spans[root]
+			for _, o := range orphans {
+				if os := &t.Spans[o]; os.Start <= rs.Start && rs.Start+rs.Duration() <= os.Start+os.Duration() && os.Duration() > rs.Duration() {
+					root, rs = o, os // the longest of them, as they grow
+				}
+			}
+		case len(orphans) > 0:
+			root = slices.MinFunc(orphans, longest)
+		default:
+			return tr // every span is in a cycle, or there are none
+		}
 		above = root
 	} else {
 		for range t.Spans { // at most as many steps, in case of a cycle
