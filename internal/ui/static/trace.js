@@ -292,7 +292,7 @@ class Waterfall {
     const color = this.colors.get(span.service);
     const label = duration(span.duration_ns);
     return h('div', { class: classes.join(' '), style: `top:${i * rowHeight}px`, 'data-row': i },
-      h('div', { class: 'names', style: `padding-left:${6 + Math.min(depth, 40) * 14}px`, title: `${span.service}: ${span.name}` },
+      h('div', { class: 'names', style: `padding-left:min(${6 + Math.min(depth, 40) * 14}px, 20%)`, title: `${span.service}: ${span.name}` },
         span.children.length
           ? h('span', { class: 'toggle', 'data-toggle': '' }, collapsed ? '▸' : '▾')
           : h('span', { class: 'toggle' }),
