@@ -42,6 +42,15 @@ func (q *Service) HTTPHandler() http.Handler {
 	mux.Handle("GET /api/v1/diagnose", s.api("http_diagnose", s.httpDiagnose))
 	mux.Handle("GET /api/v1/critical-paths", s.api("http_critical_paths", s.httpCriticalPaths))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		// Every call is a GET: another method on a call's path is told
+		// so, not that the call does not exist.
+		get := r.Clone(r.Context())
+		get.Method = http.MethodGet
+		if _, pattern := mux.Handler(get); pattern != "/api/" {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeStatus(w, http.StatusMethodNotAllowed, status.Errorf(codes.InvalidArgument, "%s %s: this call takes GET", r.Method, r.URL.Path))
+			return
+		}
 		writeError(w, status.Errorf(codes.NotFound, "no API call %s %s", r.Method, r.URL.Path))
 	})
 	return mux
@@ -110,11 +119,16 @@ var httpStatus = map[codes.Code]int{
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	st := status.Convert(err)
-	code, ok := httpStatus[st.Code()]
+	code, ok := httpStatus[status.Code(err)]
 	if !ok {
 		code = http.StatusInternalServerError
 	}
+	writeStatus(w, code, err)
+}
+
+// writeStatus answers err, a gRPC status, with HTTP status code.
+func writeStatus(w http.ResponseWriter, code int, err error) {
+	st := status.Convert(err)
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}

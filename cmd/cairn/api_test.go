@@ -423,6 +423,15 @@ func TestHTTPAPI(t *testing.T) {
 			t.Errorf("GET %s: %d %+v, want %d %+v", c.path, code, got, c.code, c.want)
 		}
 	}
+	// Another method on a call's path is told that the call takes GET.
+	resp, err := http.Post("http://"+s.httpAddr.String()+"/api/v1/services", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+		t.Errorf("POST /api/v1/services: %d, Allow %q; want 405 and GET, HEAD", resp.StatusCode, resp.Header.Get("Allow"))
+	}
 }
 
 // TestHTTPAPIUnavailable checks that the API answers 503 with the reason
