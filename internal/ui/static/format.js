@@ -35,6 +35,8 @@ export function s(tag, attrs = {}, ...children) {
 
 // duration formats nanoseconds with three significant digits.
 export function duration(ns) {
+  // A span that ends before it starts, as a sender's clock can make one.
+  if (ns < 0) return '−' + duration(-ns);
   const units = [[1e9, 's'], [1e6, 'ms'], [1e3, 'µs']];
   for (const [size, unit] of units) {
     if (ns >= size) return `${+(ns / size).toPrecision(3)} ${unit}`;
