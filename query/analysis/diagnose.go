@@ -1025,14 +1025,17 @@ func involved(traces []*Trace, k op) map[string]bool {
 		for i := range t.Spans {
 			ids[t.Spans[i].ID] = i
 		}
+		// A span walked up from once has had its callers added: a chain
+		// of k's spans, a recursion, is walked once, not once a span.
+		walked := make([]bool, len(t.Spans))
 		for i := range t.Spans {
 			if s := &t.Spans[i]; s.Service != k.service || s.Name != k.name {
 				continue
 			}
-			// At most as many steps as spans, in case of a cycle.
-			for at, n := i, 0; n < len(t.Spans); n++ {
+			for at := i; !walked[at]; { // walked also ends a cycle
+				walked[at] = true
 				p, ok := ids[t.Spans[at].Parent]
-				if !ok || p == at {
+				if !ok {
 					break
 				}
 				out[t.Spans[p].Service] = true

@@ -1007,3 +1007,23 @@ func TestDiagnoseSlowNodeAmongHeavyQueries(t *testing.T) {
 		t.Errorf("attributes %+v, want es-2 first", d.Attributes)
 	}
 }
+
+// TestInvolved checks that the services involved in an operation are its
+// own and its callers', not those beside it or below it, through a
+// recursion of the operation and a cycle of parents alike.
+func TestInvolved(t *testing.T) {
+	b := newTrace(1)
+	b.span(1, 0, "gateway", "POST", server, 0, 100, nil)
+	b.span(2, 1, "search", "Search", server, 1, 90, nil)
+	b.span(3, 2, "search", "query", client, 2, 80, nil)
+	b.span(4, 3, "search", "query", client, 3, 70, nil) // a recursion
+	b.span(5, 4, "es", "_search", server, 4, 60, nil)
+	b.span(6, 1, "reviews", "List", server, 1, 50, nil)
+	b.span(8, 9, "search", "query", client, 5, 6, nil) // a cycle of parents
+	b.span(9, 8, "cycle", "x", server, 5, 6, nil)
+	got := involved([]*Trace{b.t}, op{service: "search", name: "query"})
+	want := map[string]bool{"search": true, "gateway": true, "cycle": true}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("involved %v, want %v", got, want)
+	}
+}
