@@ -288,11 +288,12 @@ func diagnoseArgs(req *analysispb.DiagnoseRequest) (window, baseline timeWindow,
 // operation in either window: a misspelled name, most often, which an
 // empty diagnosis would not tell from a quiet service.
 func (r rootCause) noSuchTraces(service, operation string, window, baseline timeWindow) error {
-	ops, err := r.r.Operations(service)
+	ops, more, err := r.r.Operations(service)
 	if err != nil {
 		return status.Errorf(codes.Internal, "operations of %q: %v", service, err)
 	}
-	if !slices.ContainsFunc(ops, func(o storage.Operation) bool { return o.Name == operation }) {
+	// Past the names a service's list keeps, an unlisted one may exist.
+	if !more && !slices.ContainsFunc(ops, func(o storage.Operation) bool { return o.Name == operation }) {
 		return status.Errorf(codes.NotFound, "service %q has no operation %q within retention (cairn operations %q lists those it has)", service, operation, service)
 	}
 	return status.Errorf(codes.NotFound, "no trace of %q's operation %q started in the window %s or the baseline %s", service, operation, window, baseline)

@@ -31,8 +31,9 @@ type Reader interface {
 	TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(fragmentBytes int) error, fn func(*storage.Trace) error) (bool, error)
 	// Services lists the services that sent spans, sorted.
 	Services() ([]string, error)
-	// Operations lists the span names and kinds of a service, sorted.
-	Operations(service string) ([]storage.Operation, error)
+	// Operations lists the span names and kinds of a service, sorted, and
+	// says whether it sent more names than it lists.
+	Operations(service string) (ops []storage.Operation, more bool, err error)
 	// Find returns the traces that match a query, the most recent first.
 	Find(ctx context.Context, q storage.Query) ([]storage.Found, error)
 	// ServiceGraph returns the service graph's edges with the calls that
@@ -426,7 +427,7 @@ func (s *service) GetOperations(ctx context.Context, req *jaegerpb.GetOperations
 		return nil, err
 	}
 	defer leave()
-	ops, err := s.r.Operations(req.GetService())
+	ops, more, err := s.r.Operations(req.GetService())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "list operations: %v", err)
 	}
@@ -436,7 +437,12 @@ func (s *service) GetOperations(ctx context.Context, req *jaegerpb.GetOperations
 			matching = append(matching, &jaegerpb.Operation{Name: op.Name, SpanKind: kindName(op.Kind)})
 		}
 	}
-	return &jaegerpb.GetOperationsResponse{Operations: s.fitOperations(matching)}, nil
+	matching = s.fitOperations(matching)
+	if more {
+		// As a list cut at the response limit says so in its last entry.
+		matching = append(matching, &jaegerpb.Operation{Name: "cairn: more operations not listed, past the 10000 span names a service's list keeps; their spans are stored and can be searched by name"})
+	}
+	return &jaegerpb.GetOperationsResponse{Operations: matching}, nil
 }
 
 // fitOperations cuts a list of operations short, as fitServices does.

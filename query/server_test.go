@@ -221,6 +221,35 @@ func TestServicesAndOperations(t *testing.T) {
 	}
 }
 
+// TestOperationsPastTheList checks that a service that sent more span
+// names than its list keeps has them listed to the bound, and a last entry
+// saying there are more.
+func TestOperationsPastTheList(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := uint64(time.Now().UnixNano())
+	var spans []*tracepb.Span
+	for i := range 10_001 {
+		spans = append(spans, &tracepb.Span{TraceId: []byte{13: 1, 14: byte(i >> 8), 15: byte(i)}, SpanId: []byte{7: 1},
+			Name: fmt.Sprint("GET /item/", i), StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
+	}
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{
+			{Key: "service.name", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "items"}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+	}}}))
+	resp, err := jaegerpb.NewTraceReaderClient(serve(t, db)).GetOperations(context.Background(), &jaegerpb.GetOperationsRequest{Service: "items"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := resp.GetOperations()
+	if len(ops) != 10_001 || !strings.HasPrefix(ops[10_000].Name, "cairn: more operations not listed") {
+		t.Fatalf("%d operations, the last %q; want 10,000 and a notice", len(ops), ops[len(ops)-1].Name)
+	}
+}
+
 func TestReadErrorOfDamagedTrace(t *testing.T) {
 	cause := &storage.CorruptionError{What: "trace 0101", Path: "/data/spans/000042.sst", Err: errors.New("checksum mismatch")}
 	err := readError(storage.TraceID{}, fmt.Errorf("read: %w", cause))

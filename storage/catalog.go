@@ -42,6 +42,9 @@ type serviceEntry struct {
 	// pruned is the retention horizon (a partition) that ops was last
 	// cleared of older operations for: at the bound, once per horizon.
 	pruned uint32
+	// full says a name was turned away at the bound since the last
+	// pruning (in memory only: after a restart, from the next one on).
+	full bool
 }
 
 // catalogKey names a service (op == "") or one of its operations.
@@ -90,7 +93,7 @@ func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte
 		if retained > svc.pruned {
 			// Deleted on disk too, with the next block, or a restart
 			// would load them all back.
-			svc.pruned = retained
+			svc.pruned, svc.full = retained, false
 			maps.DeleteFunc(svc.ops, func(op string, last uint32) bool {
 				if last >= retained {
 					return false
@@ -100,6 +103,7 @@ func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte
 			})
 		}
 		if len(svc.ops) >= maxOperationsPerService {
+			svc.full = true
 			return
 		}
 	}
@@ -177,10 +181,10 @@ func (c *catalog) listServices(minPart uint32) []string {
 }
 
 // listOperations lists a service's operations seen in partition minPart or later.
-func (c *catalog) listOperations(service string, minPart uint32) []Operation {
+func (c *catalog) listOperations(service string, minPart uint32) (ops []Operation, more bool) {
 	e := c.services[service]
 	if e == nil {
-		return nil
+		return nil, false
 	}
 	var out []Operation
 	for k, p := range e.ops {
@@ -194,5 +198,5 @@ func (c *catalog) listOperations(service string, minPart uint32) []Operation {
 		}
 		return int(a.Kind) - int(b.Kind)
 	})
-	return out
+	return out, e.full
 }

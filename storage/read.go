@@ -440,11 +440,16 @@ func (db *DB) Services() ([]string, error) {
 
 // Operations lists the span names and kinds a service used, sorted by name
 // then kind.
-func (db *DB) Operations(service string) ([]Operation, error) {
+//
+// more says the service sent more names than are listed: a service's
+// operations are remembered up to 10,000, and a new name past that is
+// stored and searchable but not listed.
+func (db *DB) Operations(service string) (ops []Operation, more bool, err error) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
-	return db.catalog.listOperations(service, partitionOf(db.NotBefore())), nil
+	ops, more = db.catalog.listOperations(service, partitionOf(db.NotBefore()))
+	return ops, more, nil
 }

@@ -518,7 +518,7 @@ func checkCatalog(t *testing.T, db *DB, want map[string][]Operation) {
 		t.Fatalf("services %q, want %q", services, wantServices)
 	}
 	for _, s := range services {
-		ops, err := db.Operations(s)
+		ops, _, err := db.Operations(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -573,7 +573,7 @@ func TestCatalogPersists(t *testing.T) {
 		t.Fatal("clean restart replayed spans")
 	}
 	checkCatalog(t, db, want)
-	if ops, _ := db.Operations("no such service"); len(ops) != 0 {
+	if ops, _, _ := db.Operations("no such service"); len(ops) != 0 {
 		t.Fatalf("operations of an unknown service: %v", ops)
 	}
 }
@@ -584,8 +584,8 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	for i := range maxOperationsPerService + 10 {
 		c.see([]byte("s"), svc, 2, []byte(fmt.Sprintf("GET /item/%d", i)), 1, 0)
 	}
-	if n := len(c.listOperations("s", 0)); n != maxOperationsPerService {
-		t.Fatalf("%d operations remembered, want the bound %d", n, maxOperationsPerService)
+	if ops, more := c.listOperations("s", 0); len(ops) != maxOperationsPerService || !more {
+		t.Fatalf("%d operations remembered, more %v; want the bound %d, and more", len(ops), more, maxOperationsPerService)
 	}
 	if n := len(c.takePending()); n != maxOperationsPerService+1 {
 		t.Fatalf("%d pending writes, want %d", n, maxOperationsPerService+1)
@@ -602,7 +602,7 @@ func TestCatalogBoundsOperations(t *testing.T) {
 	// Once partition 1 has aged out, its operations make room, and are
 	// deleted on disk with the next block.
 	c.see([]byte("s"), svc, 2, []byte("GET /fresh"), 3, 2)
-	if ops := c.listOperations("s", 2); len(ops) != 1 || ops[0].Name != "GET /fresh" {
+	if ops, more := c.listOperations("s", 2); len(ops) != 1 || ops[0].Name != "GET /fresh" || more {
 		t.Fatalf("operations after the others aged out: %v", ops)
 	}
 	deletes := 0
@@ -642,6 +642,11 @@ func TestAgedOutOperationsMakeRoom(t *testing.T) {
 		names = append(names, fmt.Sprint("op-", i))
 	}
 	writeAt(t, db, request(names))
+	// One name more is stored, not listed, and the list says there are more.
+	writeAt(t, db, request([]string{"one-too-many"}))
+	if ops, more, err := db.Operations("svc0"); err != nil || len(ops) != maxOperationsPerService || !more {
+		t.Fatalf("past the bound: %d operations, more %v, %v; want %d and more", len(ops), more, err, maxOperationsPerService)
+	}
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
@@ -650,12 +655,12 @@ func TestAgedOutOperationsMakeRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeAt(t, db, request([]string{"fresh"}))
-	ops, err := db.Operations("svc0")
+	ops, more, err := db.Operations("svc0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ops) != 1 || ops[0].Name != "fresh" {
-		t.Fatalf("operations of a service whose only retained span is named fresh: %v", ops)
+	if len(ops) != 1 || ops[0].Name != "fresh" || more {
+		t.Fatalf("operations of a service whose only retained span is named fresh: %v, more %v", ops, more)
 	}
 	// The old ones are gone from disk too: a restart does not load them
 	// back past the bound.
@@ -684,7 +689,7 @@ func TestUndefinedKindListsAsUnspecified(t *testing.T) {
 			Kind: tracepb.Span_SpanKind(kind), StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
 	}
 	writeAt(t, db, modelRequest(t, spans))
-	ops, err := db.Operations("svc0")
+	ops, _, err := db.Operations("svc0")
 	if err != nil {
 		t.Fatal(err)
 	}
