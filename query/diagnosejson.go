@@ -253,11 +253,8 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 // query run in a loop, once per item, is slower for running more often,
 // not for being slower, which the time alone does not say.
 func (c CulpritJSON) ranMoreOften() string {
-	if c.BaselineCallsPerTrace == nil || c.WindowCallsPerTrace == nil {
-		return ""
-	}
-	cb, cw := *c.BaselineCallsPerTrace, *c.WindowCallsPerTrace
-	if cw < 1.5*cb || cw-cb < 1 {
+	cb, cw, ok := c.callsPerTrace()
+	if !ok || cw < 1.5*cb || cw-cb < 1 {
 		return ""
 	}
 	return fmt.Sprintf(", and it ran %s times a trace (%s before)", roundCount(cw), roundCount(cb))
@@ -267,10 +264,21 @@ func (c CulpritJSON) ranMoreOften() string {
 // nothing if one did: a call that a release added reads as a slowdown
 // from 0 ms otherwise.
 func (c CulpritJSON) isNew() string {
-	if c.BaselineCallsPerTrace == nil || c.WindowCallsPerTrace == nil || *c.BaselineCallsPerTrace > 0 || *c.WindowCallsPerTrace == 0 {
+	cb, cw, ok := c.callsPerTrace()
+	if !ok || cb > 0 || cw == 0 {
 		return ""
 	}
-	return fmt.Sprintf(", and it is new: no baseline trace ran it, and the window's ran it %s times a trace", roundCount(*c.WindowCallsPerTrace))
+	return fmt.Sprintf(", and it is new: no baseline trace ran it, and the window's ran it %s times a trace", roundCount(cw))
+}
+
+// callsPerTrace are the culprit's spans per trace in the baseline and the
+// window, if the answer has them (a server before they were counted, or a
+// diagnosis of errors, gives none).
+func (c CulpritJSON) callsPerTrace() (cb, cw float64, ok bool) {
+	if c.BaselineCallsPerTrace == nil || c.WindowCallsPerTrace == nil {
+		return 0, 0, false
+	}
+	return *c.BaselineCallsPerTrace, *c.WindowCallsPerTrace, true
 }
 
 // roundCount writes a count per trace to a tenth.
@@ -287,9 +295,9 @@ func (c CulpritJSON) reachedMoreOften() string {
 		return ""
 	}
 	sb, sw := *c.BaselineOnPathRate, *c.WindowOnPathRate
-	cb, cw := -1.0, -1.0 // from a server that does not count them
-	if c.BaselineCallsPerTrace != nil && c.WindowCallsPerTrace != nil {
-		cb, cw = *c.BaselineCallsPerTrace, *c.WindowCallsPerTrace
+	cb, cw, ok := c.callsPerTrace()
+	if !ok {
+		cb, cw = -1, -1 // not known: MostlyReach judges by the shares alone
 	}
 	if !traceanalysis.MostlyReach(c.BaselineMS, c.WindowMS, sb, sw, cb, cw) {
 		return ""

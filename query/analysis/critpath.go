@@ -156,16 +156,22 @@ type tree struct {
 	failedReplies map[int32][]int32
 }
 
-// buildTree places the spans under root, or under the root it chooses if
-// root is negative.
-func buildTree(t *Trace, opts Options, root int32) *tree {
-	tr := &tree{t: t, opts: opts, nodes: make([]node, len(t.Spans)), root: -1}
+// spanIDs indexes t's spans by ID, a duplicate ID by its first copy.
+func spanIDs(t *Trace) map[SpanID]int32 {
 	ids := make(map[SpanID]int32, len(t.Spans))
 	for i := range t.Spans {
 		if _, dup := ids[t.Spans[i].ID]; !dup {
 			ids[t.Spans[i].ID] = int32(i)
 		}
 	}
+	return ids
+}
+
+// buildTree places the spans under root, or under the root it chooses if
+// root is negative.
+func buildTree(t *Trace, opts Options, root int32) *tree {
+	tr := &tree{t: t, opts: opts, nodes: make([]node, len(t.Spans)), root: -1}
+	ids := spanIDs(t)
 	children := make([][]int32, len(t.Spans))
 	var parentless, orphans []int32
 	for i := range t.Spans {
@@ -403,16 +409,17 @@ func (tr *tree) attach(p, c int32, children [][]int32, offset int64) {
 // outlasted says whether client span p has a server span under it that
 // took longer, which outlastingServer extends it to.
 func (tr *tree) outlasted(p int32, kids []int32) bool {
+	return slices.ContainsFunc(kids, func(c int32) bool {
+		return tr.awaitedServer(p, c) && tr.t.Spans[c].Duration() > tr.t.Spans[p].Duration()
+	})
+}
+
+// awaitedServer says whether c is the server span of client span p's call
+// that p waited for to the end: a client that failed gave up on the call
+// instead (see failureOrigin), and its caller went on.
+func (tr *tree) awaitedServer(p, c int32) bool {
 	ps := &tr.t.Spans[p]
-	if ps.Kind != kindClient || ps.Failed {
-		return false
-	}
-	for _, c := range kids {
-		if cs := &tr.t.Spans[c]; cs.Duration() > ps.Duration() && tr.synchronousRemote(ps, cs) {
-			return true
-		}
-	}
-	return false
+	return ps.Kind == kindClient && !ps.Failed && tr.synchronousRemote(ps, &tr.t.Spans[c])
 }
 
 // outlastingServer extends client span p, placed, to the length of the
@@ -424,15 +431,13 @@ func (tr *tree) outlasted(p int32, kids []int32) bool {
 // streaming body, as HTTP clients that end the span then time it), and
 // its caller waited for the rest, unless it went on: a server that
 // answers at once and works on (a webhook that answers 202, a
-// fire-and-forget call) is not waited for. A client that failed gave up
-// on the call instead (see failureOrigin), and its caller went on.
+// fire-and-forget call) is not waited for (see awaitedServer).
 func (tr *tree) outlastingServer(p, c int32, limit uint64) {
-	ps, cs := &tr.t.Spans[p], &tr.t.Spans[c]
-	if ps.Kind != kindClient || ps.Failed || !tr.synchronousRemote(ps, cs) {
+	if !tr.awaitedServer(p, c) {
 		return
 	}
-	if pn := &tr.nodes[p]; cs.Duration() > pn.end-pn.start {
-		pn.end = max(pn.end, min(pn.start+cs.Duration(), limit))
+	if pn, d := &tr.nodes[p], tr.t.Spans[c].Duration(); d > pn.end-pn.start {
+		pn.end = max(pn.end, min(pn.start+d, limit))
 	}
 }
 
@@ -653,9 +658,10 @@ func (g *childGaps) after(p int32) (gapEnd uint64, idle bool) {
 
 // deepestHolding returns the deepest placed span under n, n included,
 // whose interval holds [start, end]: of two as deep, the first found,
-// depth first, the latest to start among siblings. Only the children with children of their own can hold a
-// span deeper than the one below n, which is the first child that holds
-// it, and a subtree no deeper than the deepest found is not searched: a
+// depth first, the latest to start among siblings. Only the children
+// with children of their own can hold a span deeper than the one below
+// n, which is the first child that holds it, and a subtree no deeper
+// than the deepest found is not searched: a
 // root with thousands of children, as many of them orphans adopted one
 // after the other, would otherwise have them all searched for each orphan.
 func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {

@@ -1021,10 +1021,7 @@ const involvedTraces = 200
 func involved(traces []*Trace, k op) map[string]bool {
 	out := map[string]bool{k.service: true}
 	for _, t := range traces[:min(len(traces), involvedTraces)] {
-		ids := make(map[SpanID]int, len(t.Spans))
-		for i := range t.Spans {
-			ids[t.Spans[i].ID] = i
-		}
+		ids := spanIDs(t)
 		// A span walked up from once has had its callers added: a chain
 		// of k's spans, a recursion, is walked once, not once a span.
 		walked := make([]bool, len(t.Spans))
@@ -1032,7 +1029,7 @@ func involved(traces []*Trace, k op) map[string]bool {
 			if s := &t.Spans[i]; s.Service != k.service || s.Name != k.name {
 				continue
 			}
-			for at := i; !walked[at]; { // walked also ends a cycle
+			for at := int32(i); !walked[at]; { // walked also ends a cycle
 				walked[at] = true
 				p, ok := ids[t.Spans[at].Parent]
 				if !ok {
@@ -1081,15 +1078,14 @@ const attributeLead = 0.1
 
 // leadAmongWindow reorders the attributes whose ranks (their scores, or
 // what offPathWithin ranks them by) are within attributeLead of the
-// first's by how much more often the selected traces carry them than
-// the window's other traces (within); where those are too few to tell,
-// all score 0 and the order stays.
-// Against the baseline, every value the whole window has and the baseline
-// has not scores alike, near 1: a release rolled out to every pod of a
-// service beside the one at fault scores as high as the canary at fault,
-// which only the traces it slowed carry. Where the cause is on every
-// trace of the window too, nothing sets it apart within the window, and
-// the order stays.
+// first's by how much more often the selected traces carry them than the
+// window's other traces (within); where those are too few to tell, all
+// score 0 and the order stays. Against the baseline, every value the
+// whole window has and the baseline has not scores alike, near 1: a
+// release rolled out to every pod of a service beside the one at fault
+// scores as high as the canary at fault, which only the traces it slowed
+// carry. Where the cause is on every trace of the window too, nothing
+// sets it apart within the window, and the order stays.
 func leadAmongWindow(attrs []Correlation, ranks []float64, within func(*Correlation) (float64, bool)) {
 	if len(attrs) < 2 {
 		return
@@ -1168,17 +1164,25 @@ func slowAt(w, b []facts, k op) (selected, base []*Trace) {
 		base = tracesOf(b)
 	}
 	slices.Sort(times)
-	var wtimes []uint64
+	type timed struct {
+		trace *Trace
+		time  uint64
+	}
+	var with []timed // the window's traces that have k
 	for i := range w {
 		if has(w[i].trace) {
-			wtimes = append(wtimes, w[i].onPath(k))
+			with = append(with, timed{w[i].trace, w[i].onPath(k)})
 		}
+	}
+	wtimes := make([]uint64, len(with))
+	for i, x := range with {
+		wtimes[i] = x.time
 	}
 	slices.Sort(wtimes)
 	slow := slowFrom(times, wtimes)
-	for i := range w {
-		if has(w[i].trace) && w[i].onPath(k) > slow {
-			selected = append(selected, w[i].trace)
+	for _, x := range with {
+		if x.time > slow {
+			selected = append(selected, x.trace)
 		}
 	}
 	return selected, base
