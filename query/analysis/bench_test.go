@@ -17,7 +17,7 @@ import (
 // all lost their parent, the span of a service that sent none (lostparent).
 func BenchmarkCriticalPath(b *testing.B) {
 	const spans = 10_000
-	for _, shape := range []string{"bushy", "wide", "deep", "orphans", "publish", "lostparent"} {
+	for _, shape := range []string{"bushy", "wide", "deep", "orphans", "publish", "lostparent", "deeplost"} {
 		tr := shapedTrace(shape, spans)
 		b.Run(fmt.Sprintf("spans=%d/shape=%s", spans, shape), func(b *testing.B) {
 			b.ReportAllocs()
@@ -47,7 +47,7 @@ func shapedTrace(shape string, n int) *Trace {
 				if i%2 == 0 {
 					p = &tr.Spans[i-1]
 				}
-			case "deep":
+			case "deep", "deeplost":
 				p = &tr.Spans[i-1]
 			}
 			s.Parent = p.ID
@@ -63,6 +63,21 @@ func shapedTrace(shape string, n int) *Trace {
 					s.Parent[0] = 0xff
 					s.Start = 1_000_000 + uint64(i)*(990_000_000/uint64(n))
 					s.End = s.Start + 90_000
+				}
+			}
+			if shape == "deeplost" {
+				// A recursion half the trace deep, each call 1 µs inside
+				// its caller, and under its deepest calls spans as many
+				// whose parent no one sent, 1 ns apart.
+				half := uint64(n / 2)
+				switch k := uint64(i); {
+				case k < half:
+					s.Parent = tr.Spans[i-1].ID
+					s.Start, s.End = k*1000, (2*half-k)*1000
+				default:
+					s.Parent[0] = 0xff
+					s.Start = half*1000 - 500 + k
+					s.End = s.Start + 400
 				}
 			}
 			if shape == "orphans" && i%2 == 0 {

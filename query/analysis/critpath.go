@@ -3,6 +3,7 @@ package analysis
 import (
 	"cmp"
 	"slices"
+	"sort"
 )
 
 // Options tune the analyses. The zero value is ready to use.
@@ -154,6 +155,15 @@ type tree struct {
 	// failedReplies are, by producer span on the tree, its consumers that
 	// failed and are not on it (see failedReply).
 	failedReplies map[int32][]int32
+	// runs are the runs innerRun found, by the span they start under,
+	// as of innerVersion, which counts the changes to any span's inner.
+	runs         map[int32]innerRun
+	innerVersion uint64
+}
+
+type innerRun struct {
+	spans   []int32
+	version uint64
 }
 
 // spanIDs indexes t's spans by ID, a duplicate ID by its first copy.
@@ -336,6 +346,7 @@ func (tr *tree) link(p, c int32) {
 	pn.children = append(pn.children, c)
 	if cn.height > 0 {
 		pn.inner = append(pn.inner, c)
+		tr.innerVersion++
 	}
 	if pn.byStart != nil {
 		// At the end, where spans come in order of start.
@@ -400,6 +411,7 @@ func (tr *tree) attach(p, c int32, children [][]int32, offset int64) {
 			up := &tr.nodes[n.parent]
 			at, _ := slices.BinarySearchFunc(up.inner, n.order, func(x int32, order int32) int { return cmp.Compare(tr.nodes[x].order, order) })
 			up.inner = slices.Insert(up.inner, at, p)
+			tr.innerVersion++
 		}
 		n.height = h
 		p = n.parent
@@ -664,12 +676,47 @@ func (g *childGaps) after(p int32) (gapEnd uint64, idle bool) {
 // than the deepest found is not searched: a
 // root with thousands of children, as many of them orphans adopted one
 // after the other, would otherwise have them all searched for each orphan.
+//
+// Under a span with one child of its own children, a search goes on into
+// that child, and the spans the run of such children leads through hold
+// a span down to a depth: placed spans lie within their parents. That
+// depth is searched for, not walked to: a recursion 10,000 deep, holding
+// as many spans whose parent was never sent, was walked down once per
+// span and took seconds.
 func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
 	best, bestDepth := n, 0
 	holds := func(c int32) bool { cn := &tr.nodes[c]; return cn.start <= start && end <= cn.end }
 	var search func(n int32, depth int)
 	search = func(n int32, depth int) {
 		nd := &tr.nodes[n]
+		if len(nd.inner) == 1 && depth+int(nd.height) > bestDepth && holds(nd.inner[0]) {
+			// above is the parent of bottom, the deepest holding span of
+			// the run found, j deeper than n.
+			above, bottom, j := n, nd.inner[0], 1
+			for ; j < shortRun; j++ {
+				bn := &tr.nodes[bottom]
+				if len(bn.inner) != 1 || !holds(bn.inner[0]) {
+					break
+				}
+				above, bottom = bottom, bn.inner[0]
+			}
+			if j == shortRun {
+				run := tr.innerRun(n)
+				j = sort.Search(len(run), func(i int) bool { return !holds(run[i]) })
+				above, bottom = n, run[j-1]
+				if j > 1 {
+					above = run[j-2]
+				}
+			}
+			search(bottom, depth+j)
+			// What the spans above bottom would have found, had they been
+			// walked back up: the first of them, the deepest, finds the
+			// child it holds, unless a deeper span was found.
+			if depth+j > bestDepth {
+				best, bestDepth = tr.holdingChild(above, start, end), depth+j
+			}
+			return
+		}
 		for _, c := range nd.inner {
 			if depth+int(nd.height) <= bestDepth {
 				return
@@ -687,6 +734,30 @@ func (tr *tree) deepestHolding(n int32, start, end uint64) int32 {
 	}
 	search(n, 0)
 	return best
+}
+
+// shortRun is how deep a run of spans with one child of their own
+// children is walked before it is searched.
+const shortRun = 16
+
+// innerRun returns the run of spans from n down that each are the one
+// child with children of their own of the span before: n's, then its,
+// and so on. Runs are kept until a span gains such a child.
+func (tr *tree) innerRun(n int32) []int32 {
+	r, ok := tr.runs[n]
+	if ok && r.version == tr.innerVersion {
+		return r.spans
+	}
+	run := r.spans[:0]
+	for x := n; len(tr.nodes[x].inner) == 1; {
+		x = tr.nodes[x].inner[0]
+		run = append(run, x)
+	}
+	if tr.runs == nil {
+		tr.runs = map[int32]innerRun{}
+	}
+	tr.runs[n] = innerRun{run, tr.innerVersion}
+	return run
 }
 
 // synchronousRemote says whether c is a call that p waits on, timed by

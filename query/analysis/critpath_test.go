@@ -160,6 +160,77 @@ func TestDeepestHolding(t *testing.T) {
 	}
 }
 
+// TestDeepestHoldingRuns checks on random trees of long runs of nested
+// calls, with spans whose parent is missing among them, that the span
+// an orphan would be adopted by is the one a walk of every holding span,
+// depth first, finds.
+func TestDeepestHoldingRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 300 {
+		n := 20 + rng.IntN(400)
+		tr := &Trace{Resources: make([][]*commonpb.KeyValue, 2)}
+		for i := range n {
+			s := Span{Service: "svc", Name: "op", Resource: rng.IntN(2), Kind: kinds[rng.IntN(len(kinds))]}
+			s.ID[0], s.ID[1] = byte(i>>8)+1, byte(i)
+			s.Start, s.End = 0, 1_000_000
+			if i > 0 {
+				p := &tr.Spans[i-1] // a recursion, mostly
+				if rng.IntN(5) == 0 {
+					p = &tr.Spans[rng.IntN(i)]
+				}
+				s.Parent = p.ID
+				s.Start = p.Start + rng.Uint64N((p.End-p.Start)/8+1)
+				s.End = p.End - rng.Uint64N((p.End-p.Start)/8+1)
+				if rng.IntN(6) == 0 {
+					s.Parent[0] = 0xff // lost, and found a place by its times
+					s.End = s.Start + rng.Uint64N(s.End-s.Start+1)
+				}
+			}
+			tr.Spans = append(tr.Spans, s)
+		}
+		tree := buildTree(tr, (*Options)(nil).EnsureDefaults(), -1)
+		if tree.root < 0 {
+			continue
+		}
+		rn := &tree.nodes[tree.root]
+		for range 30 {
+			start := rn.start + rng.Uint64N(rn.end-rn.start+1)
+			end := start + rng.Uint64N((rn.end-start)/4+1)
+			want := walkDeepestHolding(tree, int32(tree.root), start, end)
+			if got := tree.deepestHolding(int32(tree.root), start, end); got != want {
+				t.Fatalf("%d spans, [%d, %d]: span %d, want %d", n, start, end, got, want)
+			}
+		}
+	}
+}
+
+// walkDeepestHolding is deepestHolding walking every run down span by
+// span.
+func walkDeepestHolding(tr *tree, n int32, start, end uint64) int32 {
+	best, bestDepth := n, 0
+	holds := func(c int32) bool { cn := &tr.nodes[c]; return cn.start <= start && end <= cn.end }
+	var search func(n int32, depth int)
+	search = func(n int32, depth int) {
+		nd := &tr.nodes[n]
+		for _, c := range nd.inner {
+			if depth+int(nd.height) <= bestDepth {
+				return
+			}
+			if depth+1+int(tr.nodes[c].height) > bestDepth && holds(c) {
+				search(c, depth+1)
+			}
+		}
+		if depth+1 <= bestDepth {
+			return
+		}
+		if c := tr.holdingChild(n, start, end); c >= 0 {
+			best, bestDepth = c, depth+1
+		}
+	}
+	search(n, 0)
+	return best
+}
+
 // TestChildGaps checks on random trees the gap after each child that
 // childGaps finds against a walk over every other child.
 func TestChildGaps(t *testing.T) {
