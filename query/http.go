@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -157,18 +158,30 @@ func badRequest(format string, args ...any) error {
 // allowParams refuses parameters other than those named: a misspelt one
 // would otherwise be ignored, and the answer taken for what was asked. So
 // is a query string that does not parse, whose bad pairs Go would drop
-// (service=a;b, a lone %), and the rest be answered as if all.
+// (service=a;b, a lone %), and the rest be answered as if all; and a
+// parameter given twice, of which only one would count, unless its name
+// is marked repeatable with a trailing "*" (attr*).
 func allowParams(r *http.Request, names ...string) error {
 	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
 		return badRequest("the query string does not parse: %v", err)
 	}
-	for p := range r.URL.Query() {
-		known := false
+	for p, vs := range r.URL.Query() {
+		known, repeatable := false, false
 		for _, n := range names {
-			known = known || p == n
+			name, many := strings.CutSuffix(n, "*")
+			if p == name {
+				known, repeatable = true, many
+			}
 		}
 		if !known {
-			return badRequest("unknown parameter %q: this call takes %v", p, names)
+			takes := make([]string, len(names))
+			for i, n := range names {
+				takes[i] = strings.TrimSuffix(n, "*")
+			}
+			return badRequest("unknown parameter %q: this call takes %v", p, takes)
+		}
+		if len(vs) > 1 && !repeatable {
+			return badRequest("parameter %q is given %d times: this call takes one", p, len(vs))
 		}
 	}
 	return nil
@@ -236,7 +249,7 @@ type serviceJSON struct {
 }
 
 func (s *service) httpSearch(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
-	if err := allowParams(r, "service", "operation", "attr", "errors", "min_duration", "max_duration", "start", "end", "since", "limit"); err != nil {
+	if err := allowParams(r, "service", "operation", "attr*", "errors", "min_duration", "max_duration", "start", "end", "since", "limit"); err != nil {
 		return err
 	}
 	p, err := searchParams(r, time.Now())

@@ -158,7 +158,7 @@ type spanMetricsPointJSON struct {
 }
 
 func (s *service) httpSpanMetrics(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
-	if err := allowParams(r, "service", "operation", "span_kind", "start", "end", "since", "step", "quantile", "by", "shape_names"); err != nil {
+	if err := allowParams(r, "service", "operation", "span_kind*", "start", "end", "since", "step", "quantile*", "by", "shape_names"); err != nil {
 		return err
 	}
 	v := r.URL.Query()
@@ -230,7 +230,7 @@ type serviceGraphEdgeJSON struct {
 }
 
 func (s *service) httpServiceGraph(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
-	if err := allowParams(r, "start", "end", "since", "quantile"); err != nil {
+	if err := allowParams(r, "start", "end", "since", "quantile*"); err != nil {
 		return err
 	}
 	req := &analysispb.GetServiceGraphRequest{}

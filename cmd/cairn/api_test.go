@@ -405,6 +405,7 @@ func TestHTTPAPI(t *testing.T) {
 		want apiError
 	}{
 		{"/api/v1/search?service=checkout&sevrice=x", 400, apiError{`unknown parameter "sevrice": this call takes [service operation attr errors min_duration max_duration start end since limit]`, "InvalidArgument"}},
+		{"/api/v1/search?service=checkout&service=cart", 400, apiError{`parameter "service" is given 2 times: this call takes one`, "InvalidArgument"}},
 		{"/api/v1/search?service=checkout;x", 400, apiError{`the query string does not parse: invalid semicolon separator in query`, "InvalidArgument"}},
 		{"/api/v1/search?operation=charge", 400, apiError{"operation_name needs service_name", "InvalidArgument"}},
 		{"/api/v1/search?limit=0", 400, apiError{`limit "0" is not a positive number`, "InvalidArgument"}},
