@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -488,5 +490,72 @@ func TestHTTPOperationsOfUnnamedService(t *testing.T) {
 	if err := run([]string{"services", "--addr", s.queryAddr.String()}, &out, &errOut); err != nil ||
 		out.String() != "\"\" (resources without service.name)\nfrontend\n" {
 		t.Errorf("cairn services: %v %q %s", err, out.String(), errOut.String())
+	}
+}
+
+// TestHTTPCompression checks that the API and the UI answer compressed
+// as the client accepts, the same bytes once decompressed, and plain to
+// a client that accepts neither.
+func TestHTTPCompression(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	shop := writeShop(t, s, false)
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	get := func(path, accept string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, "http://"+s.httpAddr.String()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if accept != "" {
+			req.Header.Set("Accept-Encoding", accept)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, body
+	}
+	for _, path := range []string{"/api/v1/traces/" + shop.ids[5], "/api/v1/search?limit=100", "/assets/app.js"} {
+		resp, plain := get(path, "")
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "" || len(plain) < 1024 {
+			t.Fatalf("GET %s plain: %d, Content-Encoding %q, %d bytes", path, resp.StatusCode, resp.Header.Get("Content-Encoding"), len(plain))
+		}
+		for _, c := range []struct {
+			accept, encoding string
+			decode           func([]byte) ([]byte, error)
+		}{
+			{"gzip", "gzip", func(b []byte) ([]byte, error) {
+				r, err := gzip.NewReader(bytes.NewReader(b))
+				if err != nil {
+					return nil, err
+				}
+				return io.ReadAll(r)
+			}},
+			{"gzip, deflate, br, zstd", "zstd", func(b []byte) ([]byte, error) {
+				d, err := zstd.NewReader(nil)
+				if err != nil {
+					return nil, err
+				}
+				defer d.Close()
+				return d.DecodeAll(b, nil)
+			}},
+		} {
+			resp, body := get(path, c.accept)
+			if got := resp.Header.Get("Content-Encoding"); got != c.encoding || !slices.Contains(resp.Header.Values("Vary"), "Accept-Encoding") {
+				t.Fatalf("GET %s accepting %q: Content-Encoding %q, Vary %q", path, c.accept, got, resp.Header.Values("Vary"))
+			}
+			if len(body) >= len(plain) {
+				t.Errorf("GET %s as %s: %d bytes, plain %d", path, c.encoding, len(body), len(plain))
+			}
+			if got, err := c.decode(body); err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("GET %s as %s: %v, or not the plain answer once decoded", path, c.encoding, err)
+			}
+		}
 	}
 }
