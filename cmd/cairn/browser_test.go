@@ -624,3 +624,77 @@ func writeCycle(t *testing.T, s *server) string {
 	}
 	return fmt.Sprintf("%x", id)
 }
+
+// TestBrowserBigMap checks that a service graph of more services than the
+// map draws shows the busiest, says so, and shows any service's own calls
+// on request: a gateway calling 219 services, the first 70 once and the
+// rest twice.
+func TestBrowserBigMap(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	const services, quiet = 219, 70
+	start := uint64(time.Now().Add(-time.Minute).UnixNano())
+	resource := func(name string, spans ...*tracepb.Span) *tracepb.ResourceSpans {
+		return &tracepb.ResourceSpans{
+			Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+				Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: name}}}}},
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+		}
+	}
+	var req collectorpb.ExportTraceServiceRequest
+	n := 0
+	for i := range services {
+		calls := 2
+		if i < quiet {
+			calls = 1
+		}
+		for range calls {
+			n++
+			id := []byte{0: 0xb1, 14: byte(n >> 8), 15: byte(n)}
+			client := &tracepb.Span{TraceId: id, SpanId: []byte{0: 1, 6: byte(n >> 8), 7: byte(n)}, Name: "call", Kind: tracepb.Span_SPAN_KIND_CLIENT,
+				StartTimeUnixNano: start, EndTimeUnixNano: start + 2e6}
+			server := &tracepb.Span{TraceId: id, SpanId: []byte{0: 2, 6: byte(n >> 8), 7: byte(n)}, ParentSpanId: client.SpanId, Name: "serve",
+				Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: start + 1e5, EndTimeUnixNano: start + 19e5}
+			req.ResourceSpans = append(req.ResourceSpans, resource("gw", client), resource(fmt.Sprintf("svc-%03d", i), server))
+		}
+	}
+	exportRequest(t, s.otlpAddr.String(), &req)
+	waitFor(t, "the cut", func() bool {
+		var g struct{ Edges []struct{ Parent string } }
+		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
+		return len(g.Edges) == services
+	})
+	b := newBrowser(t, s, 1280, 900)
+	nodes := func() []string {
+		return eval[[]string](b, `[...document.querySelectorAll('svg.map .node')].map(n => n.dataset.name).sort()`)
+	}
+	note := func() string { return eval[string](b, `document.querySelector('.map-note p').textContent`) }
+
+	b.open("#/map?range=1h", "svg.map .node")
+	if got := nodes(); len(got) != services-quiet+1 || !slices.Contains(got, "gw") || slices.Contains(got, "svc-000") {
+		t.Fatalf("%d busiest services drawn, of them gw %v and svc-000 %v", len(got), slices.Contains(got, "gw"), slices.Contains(got, "svc-000"))
+	}
+	if got, want := note(), "150 of 220 services, the busiest by the calls they make and take, and the calls between them."; got != want {
+		t.Errorf("note %q, want %q", got, want)
+	}
+
+	// A quiet service's calls, asked for by name.
+	b.do("show svc-005's calls", chromedp.SetValue(`.map-focus input`, "svc-005"), chromedp.Click(`.map-focus button[type=submit]`),
+		chromedp.WaitVisible(`svg.map .node.selected[data-name="svc-005"]`))
+	if got := nodes(); !slices.Equal(got, []string{"gw", "svc-005"}) {
+		t.Errorf("svc-005's calls: %v", got)
+	}
+	if got, want := note(), "svc-005 and the one service it calls or is called by, of 220."; got != want {
+		t.Errorf("note %q, want %q", got, want)
+	}
+	// The gateway's: it calls every service, past what the map draws.
+	b.open("#/map?range=1h&focus=gw", `svg.map .node.selected[data-name="gw"]`)
+	if got := nodes(); len(got) != 150 || !slices.Contains(got, "svc-218") || slices.Contains(got, "svc-000") {
+		t.Errorf("gw's calls: %d services drawn", len(got))
+	}
+	b.do("back to the busiest", chromedp.Click(`.map-note button.map-busiest`), chromedp.WaitNotPresent(`svg.map .node.selected`))
+	if got := nodes(); len(got) != 150 {
+		t.Errorf("the busiest again: %d", len(got))
+	}
+	b.noConsoleErrors()
+}

@@ -41,12 +41,80 @@ export async function render(main, route) {
   const draw = async () => {
     const w = window(route.params);
     const graph = await get('/api/v1/service-graph', { ...query(w), quantile: [0.5, 0.99] });
-    area.replaceChildren(drawing(graph.edges, w, route, panel));
+    const shown = cut(graph.edges, route.params.get('focus'));
+    area.replaceChildren(...(shown.note ? [cutNote(shown, graph.edges, route)] : []), drawing(shown.edges, w, route, panel));
   };
   await draw();
   const focus = route.params.get('focus');
   if (focus) area.querySelector(`g.node[data-name="${CSS.escape(focus)}"]`)?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
   return autoRefresh(route, draw);
+}
+
+// A graph of more services than maxNodes is cut down to that many: a
+// browser takes seconds a frame to scroll a drawing of thousands of
+// services and tens of thousands of calls.
+const maxNodes = 150, maxEdges = 600;
+
+// cut returns the edges of a graph to draw, and a note if some were left
+// out: those of the busiest services, by the calls they make and take, or
+// those of focus, a service, with the busiest it calls or is called by.
+export function cut(edges, focus) {
+  const names = new Set(edges.flatMap((e) => [e.parent, e.child]));
+  if (names.size <= maxNodes) return { edges, note: null };
+  const calls = new Map();
+  const add = (n, c) => calls.set(n, (calls.get(n) || 0) + c);
+  const busiest = (ns) => [...ns].sort((a, b) => calls.get(b) - calls.get(a) || a.localeCompare(b));
+  if (focus !== null && names.has(focus)) {
+    const mine = edges.filter((e) => e.parent === focus || e.child === focus);
+    for (const e of mine) add(e.parent === focus ? e.child : e.parent, e.calls);
+    calls.delete(focus);
+    const near = busiest(calls.keys());
+    const keep = new Set([focus, ...near.slice(0, maxNodes - 1)]);
+    return {
+      edges: mine.filter((e) => keep.has(e.parent) && keep.has(e.child)),
+      note: near.length < maxNodes
+        ? `${focus} and the ${near.length === 1 ? 'one service' : `${near.length} services`} it calls or is called by, of ${names.size}.`
+        : `${focus} and the ${maxNodes - 1} busiest of the ${near.length} services it calls or is called by, of ${names.size}.`,
+      focus, names,
+    };
+  }
+  for (const e of edges) {
+    add(e.parent, e.calls);
+    if (e.child !== e.parent) add(e.child, e.calls);
+  }
+  const keep = new Set(busiest(names).slice(0, maxNodes));
+  let kept = edges.filter((e) => keep.has(e.parent) && keep.has(e.child));
+  let between = 'the calls between them';
+  if (kept.length > maxEdges) {
+    kept = [...kept].sort((a, b) => b.calls - a.calls).slice(0, maxEdges);
+    between = `the ${maxEdges} busiest calls between them`;
+  }
+  const drawn = new Set(kept.flatMap((e) => [e.parent, e.child])).size;
+  return { edges: kept, note: `${drawn} of ${names.size} services, the busiest by the calls they make and take, and ${between}.`, names };
+}
+
+// cutNote says what a cut graph leaves out, and offers any service's
+// calls, or the busiest services again.
+function cutNote(shown, edges, route) {
+  const go = (focus) => {
+    const q = new URLSearchParams(route.params);
+    if (focus) q.set('focus', focus);
+    else q.delete('focus');
+    location.hash = '#/map?' + q.toString();
+  };
+  const input = h('input', { name: 'focus', list: 'map-services', placeholder: 'a service', value: shown.focus || '' });
+  const form = h('form', {
+    class: 'map-focus',
+    onsubmit: (e) => {
+      e.preventDefault();
+      if (shown.names.has(input.value)) go(input.value);
+      else input.setCustomValidity(`No service ${input.value} in this range.`), input.reportValidity();
+    },
+  }, input, h('datalist', { id: 'map-services' }, [...shown.names].sort().map((n) => h('option', { value: n }))),
+  h('button', { type: 'submit' }, 'Show its calls'),
+  shown.focus ? h('button', { type: 'button', class: 'map-busiest', onclick: () => go('') }, 'Show the busiest') : null);
+  input.addEventListener('input', () => input.setCustomValidity(''));
+  return h('div', { class: 'map-note' }, h('p', { class: 'muted' }, shown.note), form);
 }
 
 // layout places the nodes of a graph in layers: each node one layer right
