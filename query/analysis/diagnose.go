@@ -720,7 +720,32 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 		c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 { return float64(f.onPath(k)) })
 		cs = append(cs, c)
 	}
-	return rank(cs)
+	cs = rank(cs)
+	// The first culprit grew mostly in that more requests reach it, none
+	// of them slower: the mix of requests shifted, which is not how the
+	// operation ran. One beside it that did get slower, by a real part of
+	// the regression and past the noise, is what went wrong, and leads.
+	if len(cs) > 1 && reached(&cs[0]) {
+		for i := 1; i < len(cs) && cs[i].Score >= slowerBesideShift; i++ {
+			c := &cs[i]
+			if !reached(c) && !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) {
+				slower := *c
+				copy(cs[1:i+1], cs[:i])
+				cs[0] = slower
+				break
+			}
+		}
+	}
+	return cs
+}
+
+// slowerBesideShift is the least share of the regression an operation
+// that got slower must take to lead one that only more requests reach.
+const slowerBesideShift = 0.1
+
+// reached says whether culprit c grew mostly in its reach (MostlyReach).
+func reached(c *Culprit) bool {
+	return MostlyReach(c.Baseline, c.Window, c.BaselineOnPath, c.WindowOnPath, c.BaselineCalls, c.WindowCalls)
 }
 
 // MostlyReach reports whether most of the growth of an operation's self
@@ -923,7 +948,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 			}
 		}
 		base = tracesOf(b)
-	case lead != nil && MostlyReach(first.Baseline, first.Window, first.BaselineOnPath, first.WindowOnPath, first.BaselineCalls, first.WindowCalls):
+	case lead != nil && reached(first):
 		// What sets its traces apart is what sends requests its way (a
 		// cache that misses, a flag): among the traces it is on the path
 		// of, it took no longer than before.

@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -1025,5 +1026,44 @@ func TestInvolved(t *testing.T) {
 	want := map[string]bool{"search": true, "gateway": true, "cycle": true}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("involved %v, want %v", got, want)
+	}
+}
+
+// TestDiagnoseFaultBesideMixShift checks that an operation that got
+// slower on one pod leads one that only more requests reach, each time
+// as long as before: pool rides, which call the matcher, went from a
+// tenth of the requests to four tenths, and geo's third pod took 25 ms
+// longer. The shift takes most of the growth, the pod the rest.
+func TestDiagnoseFaultBesideMixShift(t *testing.T) {
+	trace := func(id int, pool bool, pod int, geoMS float64) *Trace {
+		b := newTrace(id)
+		end := 4 + geoMS
+		if pool {
+			end += 100
+		}
+		b.span(1, 0, "gateway", "POST /v1/rides", server, 0, end+2, nil, kv("ride.type", map[bool]string{true: "pool", false: "standard"}[pool]))
+		b.span(2, 1, "dispatch", "Dispatch", server, 1, end+1, nil)
+		b.span(3, 2, "dispatch", "QueryCell", client, 2, 3+geoMS, nil)
+		b.span(4, 3, "geo", "QueryCell", server, 2.2, 2.8+geoMS, []*commonpb.KeyValue{kv("k8s.pod.name", fmt.Sprint("geo-", pod))})
+		if pool {
+			b.span(5, 2, "pool-matcher", "Match", server, 4+geoMS, end, nil)
+		}
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 400 {
+		pod, ms := i%3, 6+float64(i%5)
+		baseline = append(baseline, trace(i, i%10 == 0, pod, ms))
+		if pod == 2 {
+			ms += 25
+		}
+		window = append(window, trace(1000+i, i%10 < 4, pod, ms))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gateway", Operation: "POST /v1/rides"})
+	if len(d.Operations) < 2 || d.Operations[0].Service != "geo" || d.Operations[1].Service != "pool-matcher" {
+		t.Fatalf("culprits %+v, want geo's QueryCell, then pool-matcher's Match", d.Operations)
+	}
+	if !slices.ContainsFunc(d.Attributes[:min(3, len(d.Attributes))], func(a Correlation) bool { return names(a, "k8s.pod.name", "sgeo-2") }) {
+		t.Errorf("attributes %+v, want geo-2 in the first three", d.Attributes)
 	}
 }
