@@ -388,7 +388,7 @@ func (db *DB) replay(after uint64) error {
 			return nil
 		}
 		records++
-		db.insert(req, &batch, prepare(&batch, db.resources))
+		db.insert(req, len(payload), &batch, prepare(&batch, db.resources))
 		return nil
 	})
 	for _, l := range losses {
@@ -719,7 +719,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	// The spans go into the buffer outside mu, which the next writer waits
 	// for.
 	buf := db.live
-	db.account(buf, req, batch, prep)
+	db.account(buf, req, len(rec), batch, prep)
 	buf.writers.Add(1) // a cut of buf waits for the insert
 	full := buf.size() >= db.opts.BufferBytes
 	db.mu.Unlock()
@@ -746,10 +746,10 @@ func (db *DB) lockForWrite() {
 	db.writerTurn.Unlock()
 }
 
-// account records a prepared request in buf, the live buffer: its size,
-// its services and operations, and its resources. The caller holds mu, and
-// then inserts the spans into buf.
-func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prepared) {
+// account records a prepared request in buf, the live buffer: its size
+// and its log record's (logged bytes), its services and operations, and
+// its resources. The caller holds mu, and then inserts the spans into buf.
+func (db *DB) account(buf *buffer, req []byte, logged int, batch *otlpwire.Batch, prep *prepared) {
 	services := make([]*serviceEntry, len(batch.Resources))
 	for i, r := range batch.Resources {
 		services[i] = db.catalog.service(r.Service)
@@ -760,13 +760,14 @@ func (db *DB) account(buf *buffer, req []byte, batch *otlpwire.Batch, prep *prep
 	}
 	db.resources.use(buf.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
 	buf.bytes += len(req)
+	buf.logged += logged
 	buf.spans += len(batch.Spans)
 }
 
-// insert adds a prepared request to the live buffer while nothing else
-// runs: at open, replaying the log.
-func (db *DB) insert(req []byte, batch *otlpwire.Batch, prep *prepared) {
-	db.account(db.live, req, batch, prep)
+// insert adds a prepared request, whose log record is logged bytes, to
+// the live buffer while nothing else runs: at open, replaying the log.
+func (db *DB) insert(req []byte, logged int, batch *otlpwire.Batch, prep *prepared) {
+	db.account(db.live, req, logged, batch, prep)
 	db.live.insert(batch, prep)
 	prep.release()
 }

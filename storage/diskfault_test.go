@@ -444,6 +444,42 @@ func TestDiskReserve(t *testing.T) {
 	checkHas(t, reopen(t, db, dir, nil), acked)
 }
 
+// TestCutNeedsWhatItWrites leaves room for what a cut writes, the
+// buffer's compressed log records and its indexes, but not for the
+// requests' own size: the cut must go ahead. A cut that asked for the
+// requests' size stalled for good on a small disk, even once there was
+// room for what it writes.
+func TestCutNeedsWhatItWrites(t *testing.T) {
+	disk := &smallDisk{FS: vfs.Default}
+	disk.avail.Store(1 << 40)
+	db, err := Open(t.TempDir(), &Options{FlushInterval: time.Hour, FS: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	gen := bench.NewGenerator(bench.Config{BatchSpans: 500})
+	acked := otlptest.Traces{}
+	writeAcked(t, db, gen, 40, acked)
+	db.mu.Lock()
+	requests, logged := db.live.bytes, db.live.logged
+	db.mu.Unlock()
+	room := db.opts.DiskReserveBytes/2 + int64(logged)*3/2 + 1<<20
+	if room >= db.opts.DiskReserveBytes/2+int64(requests) {
+		t.Fatalf("requests of %d bytes logged in %d: the test needs them to compress", requests, logged)
+	}
+	disk.avail.Store(room)
+	db.kick <- struct{}{}
+	waitFor(t, "the cut", func() bool {
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		return db.frozen == nil && db.live.spans == 0
+	})
+	if hasFault(db, FaultCut) {
+		t.Fatalf("faults %v", db.Faults())
+	}
+	checkHas(t, db, acked)
+}
+
 // checkHas checks that db holds at least the spans of want: a refused
 // write's spans may be stored too, as a failed export's may.
 func checkHas(t *testing.T, db *DB, want otlptest.Traces) {

@@ -317,6 +317,7 @@ type buffer struct {
 	walSegment uint64         // set when frozen: the last segment whose records it holds
 	catalog    []catalogWrite // set when frozen: catalog changes to persist with it
 	bytes      int            // encoded request bytes held, counted by DB.account
+	logged     int            // bytes of their records in the log, compressed (see DB.cut)
 	spans      int
 	// heap is what the spans and traces take in memory besides their
 	// requests' bytes, which inserts add as they make it. For small traces
