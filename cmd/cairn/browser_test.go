@@ -692,7 +692,8 @@ func TestBrowserBigMap(t *testing.T) {
 	if got := nodes(); len(got) != 150 || !slices.Contains(got, "svc-218") || slices.Contains(got, "svc-000") {
 		t.Errorf("gw's calls: %d services drawn", len(got))
 	}
-	b.do("back to the busiest", chromedp.Click(`.map-note button.map-busiest`), chromedp.WaitNotPresent(`svg.map .node.selected`))
+	b.do("back to the busiest", chromedp.Click(`.map-note button.map-busiest`), chromedp.WaitNotPresent(`.map-note button.map-busiest`),
+		chromedp.WaitVisible(`svg.map .node`))
 	if got := nodes(); len(got) != 150 {
 		t.Errorf("the busiest again: %d", len(got))
 	}
