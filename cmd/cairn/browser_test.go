@@ -633,32 +633,14 @@ func TestBrowserBigMap(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
 	const services, quiet = 219, 70
-	start := uint64(time.Now().Add(-time.Minute).UnixNano())
-	resource := func(name string, spans ...*tracepb.Span) *tracepb.ResourceSpans {
-		return &tracepb.ResourceSpans{
-			Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-				Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: name}}}}},
-			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
-		}
-	}
-	var req collectorpb.ExportTraceServiceRequest
-	n := 0
+	var calls [][2]string
 	for i := range services {
-		calls := 2
-		if i < quiet {
-			calls = 1
-		}
-		for range calls {
-			n++
-			id := []byte{0: 0xb1, 14: byte(n >> 8), 15: byte(n)}
-			client := &tracepb.Span{TraceId: id, SpanId: []byte{0: 1, 6: byte(n >> 8), 7: byte(n)}, Name: "call", Kind: tracepb.Span_SPAN_KIND_CLIENT,
-				StartTimeUnixNano: start, EndTimeUnixNano: start + 2e6}
-			server := &tracepb.Span{TraceId: id, SpanId: []byte{0: 2, 6: byte(n >> 8), 7: byte(n)}, ParentSpanId: client.SpanId, Name: "serve",
-				Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: start + 1e5, EndTimeUnixNano: start + 19e5}
-			req.ResourceSpans = append(req.ResourceSpans, resource("gw", client), resource(fmt.Sprintf("svc-%03d", i), server))
+		calls = append(calls, [2]string{"gw", fmt.Sprintf("svc-%03d", i)})
+		if i >= quiet {
+			calls = append(calls, [2]string{"gw", fmt.Sprintf("svc-%03d", i)})
 		}
 	}
-	exportRequest(t, s.otlpAddr.String(), &req)
+	writeCalls(t, s, calls)
 	waitFor(t, "the cut", func() bool {
 		var g struct{ Edges []struct{ Parent string } }
 		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
@@ -696,6 +678,56 @@ func TestBrowserBigMap(t *testing.T) {
 		chromedp.WaitVisible(`svg.map .node`))
 	if got := nodes(); len(got) != 150 {
 		t.Errorf("the busiest again: %d", len(got))
+	}
+	b.noConsoleErrors()
+}
+
+// writeCalls stores a trace for each call, of a client span of the
+// caller's and a server span of the called service's.
+func writeCalls(t *testing.T, s *server, calls [][2]string) {
+	t.Helper()
+	start := uint64(time.Now().Add(-time.Minute).UnixNano())
+	resource := func(name string, spans ...*tracepb.Span) *tracepb.ResourceSpans {
+		return &tracepb.ResourceSpans{
+			Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+				Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: name}}}}},
+			ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+		}
+	}
+	var req collectorpb.ExportTraceServiceRequest
+	for n, c := range calls {
+		id := []byte{0: 0xb1, 14: byte(n >> 8), 15: byte(n)}
+		client := &tracepb.Span{TraceId: id, SpanId: []byte{0: 1, 6: byte(n >> 8), 7: byte(n)}, Name: "call", Kind: tracepb.Span_SPAN_KIND_CLIENT,
+			StartTimeUnixNano: start, EndTimeUnixNano: start + 2e6}
+		server := &tracepb.Span{TraceId: id, SpanId: []byte{0: 2, 6: byte(n >> 8), 7: byte(n)}, ParentSpanId: client.SpanId, Name: "serve",
+			Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: start + 1e5, EndTimeUnixNano: start + 19e5}
+		req.ResourceSpans = append(req.ResourceSpans, resource(c[0], client), resource(c[1], server))
+	}
+	exportRequest(t, s.otlpAddr.String(), &req)
+}
+
+// TestBrowserMapLoops checks that a call back to a service on the left,
+// which the map draws as a loop under the nodes, lies within the drawing
+// rather than past its bottom edge.
+func TestBrowserMapLoops(t *testing.T) {
+	s := startTestServer(t, t.TempDir())
+	defer s.shutdown()
+	writeCalls(t, s, [][2]string{{"web", "api"}, {"api", "db-proxy"}, {"db-proxy", "web"}})
+	waitFor(t, "the cut", func() bool {
+		var g struct{ Edges []struct{ Parent string } }
+		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
+		return len(g.Edges) == 3
+	})
+	b := newBrowser(t, s, 1280, 900)
+	b.open("#/map?range=1h", "svg.map .node")
+	if n := eval[int](b, `document.querySelectorAll('svg.map .edge').length`); n != 3 {
+		t.Fatalf("%d edges drawn", n)
+	}
+	if past := eval[float64](b, `(() => {
+		const svg = document.querySelector('svg.map'), box = svg.querySelector('g.edges').getBBox();
+		return box.y + box.height - svg.viewBox.baseVal.height;
+	})()`); past > 0 {
+		t.Errorf("the loops reach %.0f past the drawing's bottom", past)
 	}
 	b.noConsoleErrors()
 }

@@ -224,7 +224,8 @@ function drawing(edges, w, route, panel) {
     // The drawing fits the page's width, down to 60% of its size; a larger
   // graph scrolls.
   const labels = new Labels(at);
-  const svg = s('svg', { class: 'map', width: '100%', viewBox: `0 0 ${width} ${height}`, style: `min-width:${Math.round(width * 0.6)}px;max-width:${width}px` });
+  const svg = s('svg', { class: 'map', width: '100%', style: `min-width:${Math.round(width * 0.6)}px;max-width:${width}px` });
+  let bottom = height; // calls that loop back dip below the nodes
   const edgeLayer = s('g', { class: 'edges' });
   const labelLayer = s('g', { class: 'labels' });
   const nodeLayer = s('g', { class: 'nodes' });
@@ -249,6 +250,7 @@ function drawing(edges, w, route, panel) {
         ? `M${x1 - 20},${y1} C${x1 - 40},${y1 + 40} ${x1 + 40},${y1 + 40} ${x1 + 20},${y1}`
         : `M${x1},${y1} C${x1},${dip} ${x2},${dip} ${x2},${y2}`;
       along = () => [(x1 + x2) / 2, e.parent === e.child ? y1 + 34 : dip - 6];
+      bottom = Math.max(bottom, (e.parent === e.child ? y1 + 40 : dip) + pad);
     } else {
       const x1 = a.x + nodeW, y1 = a.y + nodeH / 2, x2 = b.x, y2 = b.y + nodeH / 2;
       const mid = (x1 + x2) / 2;
@@ -278,6 +280,7 @@ function drawing(edges, w, route, panel) {
     g.addEventListener('click', () => select(g, () => nodePanel(panel, name, virtual.has(name), w, route)));
     nodeLayer.append(g);
   }
+  svg.setAttribute('viewBox', `0 0 ${width} ${bottom}`);
   return svg;
 }
 
