@@ -131,14 +131,7 @@ func writeBig(tr trace.Tracer, start time.Time) string {
 func apiGet(t *testing.T, s *server, path string, v any) int {
 	t.Helper()
 	resp, err := http.Get("http://" + s.httpAddr.String() + path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	body := readBody(t, resp, err)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Fatalf("GET %s: Content-Type %q", path, ct)
 	}
@@ -511,15 +504,7 @@ func TestHTTPCompression(t *testing.T) {
 			req.Header.Set("Accept-Encoding", accept)
 		}
 		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp, body
+		return resp, readBody(t, resp, err)
 	}
 	for _, path := range []string{"/api/v1/traces/" + shop.ids[5], "/api/v1/search?limit=100", "/assets/app.js"} {
 		resp, plain := get(path, "")

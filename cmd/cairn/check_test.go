@@ -98,6 +98,14 @@ func TestCheckAndRepair(t *testing.T) {
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
+	body := readBody(t, resp, err)
+	return resp.StatusCode, string(body)
+}
+
+// readBody reads the whole answer to a request, which err says whether it
+// got, and closes it; any error fails the test.
+func readBody(t *testing.T, resp *http.Response, err error) []byte {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,5 +114,5 @@ func httpGet(t *testing.T, url string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, string(body)
+	return body
 }
