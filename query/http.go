@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/internal/otlpjson"
+	"cairn/internal/respwriter"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -73,7 +74,7 @@ func (s *service) api(name string, fn apiFunc) http.Handler {
 		if d, ok := ctx.Deadline(); ok {
 			_ = http.NewResponseController(w).SetWriteDeadline(d)
 		}
-		tw := &trackedWriter{ResponseWriter: w}
+		tw := &respwriter.Watched{ResponseWriter: w}
 		err := fn(ctx, tw, r)
 		if err != nil && ctx.Err() != nil && status.Code(err) == codes.Unknown {
 			err = ctxStatus(ctx)
@@ -83,7 +84,7 @@ func (s *service) api(name string, fn apiFunc) http.Handler {
 		}
 		switch {
 		case err == nil:
-		case tw.wrote:
+		case tw.Started:
 			// Part of the answer is out: end the connection, so that the
 			// client sees a failed transfer rather than a short document.
 			panic(http.ErrAbortHandler)
@@ -91,22 +92,6 @@ func (s *service) api(name string, fn apiFunc) http.Handler {
 			writeError(w, err)
 		}
 	})
-}
-
-// trackedWriter notes whether anything was written.
-type trackedWriter struct {
-	http.ResponseWriter
-	wrote bool
-}
-
-func (t *trackedWriter) Write(b []byte) (int, error) {
-	t.wrote = true
-	return t.ResponseWriter.Write(b)
-}
-
-func (t *trackedWriter) WriteHeader(code int) {
-	t.wrote = true
-	t.ResponseWriter.WriteHeader(code)
 }
 
 // httpStatus maps the status of a failed call to an HTTP status.

@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"cairn/internal/respwriter"
 )
 
 // A panic in one call is a bug in that call's code, and must not end the
@@ -59,7 +61,7 @@ func recoverStream(log *slog.Logger) grpc.StreamServerInterceptor {
 // has started, passes through.
 func recoverHTTP(h http.Handler, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &startedWriter{ResponseWriter: w}
+		sw := &respwriter.Watched{ResponseWriter: w}
 		defer func() {
 			v := recover()
 			switch {
@@ -69,7 +71,7 @@ func recoverHTTP(h http.Handler, log *slog.Logger) http.Handler {
 				panic(v)
 			}
 			err := recovered(log, r.Method+" "+r.URL.Path, v)
-			if sw.started {
+			if sw.Started {
 				panic(http.ErrAbortHandler)
 			}
 			http.Error(w, status.Convert(err).Message(), http.StatusInternalServerError)
@@ -77,23 +79,3 @@ func recoverHTTP(h http.Handler, log *slog.Logger) http.Handler {
 		h.ServeHTTP(sw, r)
 	})
 }
-
-// startedWriter notes whether a response has started.
-type startedWriter struct {
-	http.ResponseWriter
-	started bool
-}
-
-func (w *startedWriter) Write(b []byte) (int, error) {
-	w.started = true
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *startedWriter) WriteHeader(code int) {
-	w.started = true
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets http.ResponseController reach the connection's own writer
-// (deadlines, flushes).
-func (w *startedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
