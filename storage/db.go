@@ -716,26 +716,35 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	// The spans go into the buffer outside mu, which the next writer waits
-	// for.
+	// The request is accounted in the buffer its log segment belongs to,
+	// whose cut waits for the insert; the spans go in outside mu, which the
+	// next writer waits for.
 	buf := db.live
 	db.account(buf, req, len(rec), batch, prep)
-	buf.writers.Add(1) // a cut of buf waits for the insert
+	buf.writers.Add(1)
 	full := buf.size() >= db.opts.BufferBytes
 	db.mu.Unlock()
-	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
-	buf.writers.Done()
-	prep.release()
-
 	if full {
 		select {
 		case db.kick <- struct{}{}:
 		default:
 		}
 	}
+	defer prep.release()
+	defer buf.writers.Done()
+	// The spans go in only once the log holds them. A request the log
+	// refused is answered with an error and sent again: inserted anyway,
+	// each attempt was cut, stored and counted in span metrics and the
+	// service graph, and took more of a disk that was full.
 	if err := w.Wait(); err != nil {
+		db.mu.Lock()
+		buf.bytes -= len(req)
+		buf.logged -= len(rec)
+		buf.spans -= len(batch.Spans)
+		db.mu.Unlock()
 		return fmt.Errorf("write-ahead log: %s%w", cause(err), err)
 	}
+	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/klauspost/compress/s2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"cairn/bench"
 	"cairn/internal/otlptest"
@@ -163,22 +164,19 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 			if err := db.cut(); err != nil {
 				t.Fatal(err)
 			}
-			// A failed export's spans are in the live buffer already: reads
-			// see them, as they will the client's retry.
-			written := otlptest.Traces{}
-			for id, e := range acked {
-				written[id] = slices.Clone(e)
-			}
 			flt.on.Store(true)
+			var refused []string
 			for range 4 {
 				req := gen.Next()
 				err := tryWrite(t, db, req.Bytes)
 				if err == nil || !errors.Is(err, tc.err) || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("write while failing: %v; want an error saying %q", err, tc.want)
 				}
-				if err := written.AddRequest(req.Bytes); err != nil {
+				m := otlptest.Traces{}
+				if err := m.AddRequest(req.Bytes); err != nil {
 					t.Fatal(err)
 				}
+				refused = slices.AppendSeq(refused, maps.Keys(m))
 			}
 			if !hasFault(db, FaultWAL) {
 				t.Fatalf("faults %v while the log cannot be written", db.Faults())
@@ -186,17 +184,32 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 			if n := log.count("write-ahead log cannot be written"); n != 1 {
 				t.Fatalf("the failure was logged %d times, want once", n)
 			}
-			checkAll(t, db, written) // reads are unaffected
+			// A refused export's spans are neither read nor cut: its client
+			// sends it again, and each attempt would be stored and counted.
+			// A trace that straddles requests holds just its acknowledged
+			// spans.
+			checkAll(t, db, acked)
+			notAcked := func() []string {
+				return slices.DeleteFunc(slices.Clone(refused), func(id string) bool { return acked[id] != nil })
+			}
+			checkAbsent(t, db, notAcked())
 
 			flt.on.Store(false)
 			// Readiness is false, so exports may not come: the store finds
 			// out by itself that its log can be written again.
 			waitFor(t, "the fault clears", func() bool { return !hasFault(db, FaultWAL) })
-			writeAcked(t, db, gen, 3, acked, written)
+			writeAcked(t, db, gen, 3, acked)
 			if hasFault(db, FaultWAL) || log.count("write-ahead log is written again") != 1 {
 				t.Fatalf("after recovery: faults %v, recovery logged %d times", db.Faults(), log.count("write-ahead log is written again"))
 			}
-			checkAll(t, db, written)
+			if err := db.cut(); err != nil {
+				t.Fatal(err)
+			}
+			checkAll(t, db, acked)
+			checkAbsent(t, db, notAcked())
+			if got, want := testutil.ToFloat64(db.metrics.cutSpans), float64(acked.Spans()); got != want {
+				t.Fatalf("%v spans cut, want the %v acknowledged", got, want)
+			}
 
 			// The acknowledged records are in the log: a crash loses none.
 			crash(t, db)
@@ -420,6 +433,7 @@ func TestDiskReserve(t *testing.T) {
 	}
 	gen := bench.NewGenerator(bench.Config{BatchSpans: 50})
 	acked := writeBlocks(t, db, gen, 10)
+	writeAcked(t, db, gen, 1, acked) // for the cut to come
 
 	disk.avail.Store(60 << 20) // under half the default reserve of 128 MiB
 	if err := tryWrite(t, db, gen.Next().Bytes); err == nil || !strings.Contains(err.Error(), "disk full") {

@@ -3,10 +3,10 @@
 // data, one for everything that indexes it.
 //
 // Write path. A parsed Export request is appended to the write-ahead log
-// (group-committed: one fsync per group of concurrent writers) and inserted
-// into the live buffer, a B-tree of traces by ID that reads see at once.
-// Write returns when the log is synced, so an acknowledged span survives
-// SIGKILL.
+// (group-committed: one fsync per group of concurrent writers) and, once
+// the log is synced, inserted into the live buffer, a B-tree of traces by
+// ID that reads see at once. Write returns then, so an acknowledged span
+// survives SIGKILL, and a request the log refused leaves nothing behind.
 //
 // Cuts. When the buffer reaches Options.BufferBytes or Options.FlushInterval
 // passes, it is frozen and the log rotated, and the frozen buffer is written

@@ -97,6 +97,21 @@ func checkAll(t *testing.T, db *DB, want otlptest.Traces) {
 	}
 }
 
+// checkAbsent checks that no trace of ids (hex) can be read.
+func checkAbsent(t *testing.T, db *DB, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		raw, _ := hex.DecodeString(id)
+		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+		if err != nil {
+			t.Fatalf("trace %s: %v", id, err)
+		}
+		if tr != nil {
+			t.Fatalf("trace %s read, with %d spans; want none", id, tr.Spans)
+		}
+	}
+}
+
 func TestRoundTripAcrossCutsAndReopen(t *testing.T) {
 	dir := t.TempDir()
 	// A small buffer and interval make cuts happen while requests arrive, so
