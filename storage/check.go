@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/sstable/block"
 	"github.com/cockroachdb/pebble/v2/sstable/colblk"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"cairn/index"
 	"cairn/storage/internal/keys"
@@ -61,7 +65,7 @@ func (d Damage) String() string {
 	switch {
 	case d.Store == "wal":
 		fmt.Fprintf(&b, "%d bytes from offset %d cannot be replayed", d.Lost, d.Offset)
-	case d.Start == nil && d.End == nil && d.Whole:
+	case d.Unopenable():
 		b.WriteString("the store cannot be opened")
 	case d.Whole:
 		fmt.Fprintf(&b, "unreadable sstable, keys %s to %s", keys.Comparer.FormatKey(d.Start), keys.Comparer.FormatKey(d.End))
@@ -73,6 +77,12 @@ func (d Damage) String() string {
 	}
 	fmt.Fprintf(&b, "\n  error: %s", d.Err)
 	return b.String()
+}
+
+// Unopenable reports whether the damage keeps a Pebble store from opening
+// at all, which repair cannot mend.
+func (d Damage) Unopenable() bool {
+	return d.Store != "wal" && d.Whole && d.Start == nil && d.End == nil
 }
 
 func describeKey(k []byte, none string) string {
@@ -152,9 +162,8 @@ func openChecker(dir string, readOnly bool) (*checker, error) {
 		if name == "spans" {
 			po = spansOptions(opts, cache, l)
 		}
-		po.ReadOnly = readOnly
 		po.DisableTableStats = true
-		db, err := pebble.Open(filepath.Join(dir, name), po)
+		db, err := openNaming(filepath.Join(dir, name), po, readOnly)
 		if err != nil {
 			c.report.Damage = append(c.report.Damage, Damage{Store: name, File: filepath.Join(dir, name), Whole: true,
 				Err: firstLine(err), Held: "the whole store: restore it from a backup"})
@@ -163,6 +172,129 @@ func openChecker(dir string, readOnly bool) (*checker, error) {
 		c.stores[name] = db
 	}
 	return c, nil
+}
+
+// openNaming opens the Pebble store in dir even if files its MANIFEST
+// names are missing, which Pebble refuses: the check then reports each as
+// an unreadable sstable, and repair drops it like one. A MANIFEST that names
+// missing files and leaves out files that are there is itself damaged:
+// Pebble reads a damaged record as the end of its log, so it describes an
+// older store. Opened to write, that store would delete the files it leaves
+// out, so it is not opened at all.
+func openNaming(dir string, po *pebble.Options, readOnly bool) (*pebble.DB, error) {
+	po.ReadOnly = true
+	db, err := pebble.Open(dir, po)
+	var missing map[string]bool
+	if err != nil {
+		if missing = missingTables(dir, err); len(missing) == 0 {
+			return nil, err
+		}
+		// Shown to Pebble as empty files, of a size its MANIFEST does not
+		// give, missing files let it open the store.
+		po.FS = phantomFS{FS: po.FS, missing: missing}
+		po.DisableConsistencyCheck = true
+		if db, err = pebble.Open(dir, po); err != nil {
+			return nil, err
+		}
+		levels, err := db.SSTables()
+		if err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+		named := map[string]bool{}
+		for _, l := range levels {
+			for _, t := range l {
+				named[filepath.Join(dir, t.BackingSSTNum.String()+".sst")] = true
+			}
+		}
+		present, err := filepath.Glob(filepath.Join(dir, "*.sst"))
+		if err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+		var unnamed []string
+		for _, p := range present {
+			if !named[p] {
+				unnamed = append(unnamed, filepath.Base(p))
+			}
+		}
+		if len(unnamed) > 0 {
+			return nil, errors.Join(fmt.Errorf("the MANIFEST is damaged: it names %d sstables that are missing (%s) and not %d that are there (%s)",
+				len(missing), listSome(slices.Sorted(maps.Keys(missing))), len(unnamed), listSome(unnamed)), db.Close())
+		}
+	}
+	if readOnly {
+		return db, nil
+	}
+	if err := db.Close(); err != nil {
+		return nil, err
+	}
+	po.ReadOnly = false
+	return pebble.Open(dir, po)
+}
+
+// missingTables returns the paths of the sstables that Pebble's err, from
+// opening the store in dir, says are missing, and that are.
+func missingTables(dir string, err error) map[string]bool {
+	missing := map[string]bool{}
+	for _, m := range missingTableRE.FindAllStringSubmatch(err.Error(), -1) {
+		path := filepath.Join(dir, m[1]+".sst")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			missing[path] = true
+		}
+	}
+	return missing
+}
+
+// missingTableRE matches Pebble's words for a table its MANIFEST names
+// and its directory lacks (TestMissingTable holds it to them).
+var missingTableRE = regexp.MustCompile(`file (\d+) \(type sstable\) unknown to the objstorage provider`)
+
+// phantomFS shows Pebble missing files as empty ones: listed, of size 0,
+// and removed without error. Reading them fails.
+type phantomFS struct {
+	vfs.FS
+	missing map[string]bool
+}
+
+func (fs phantomFS) List(dir string) ([]string, error) {
+	names, err := fs.FS.List(dir)
+	for p := range fs.missing {
+		if filepath.Dir(p) == filepath.Clean(dir) {
+			names = append(names, filepath.Base(p))
+		}
+	}
+	return names, err
+}
+
+func (fs phantomFS) Stat(name string) (vfs.FileInfo, error) {
+	if fs.missing[name] {
+		return phantomInfo(filepath.Base(name)), nil
+	}
+	return fs.FS.Stat(name)
+}
+
+func (fs phantomFS) Remove(name string) error {
+	if fs.missing[name] {
+		return nil
+	}
+	return fs.FS.Remove(name)
+}
+
+type phantomInfo string
+
+func (i phantomInfo) Name() string         { return string(i) }
+func (phantomInfo) Size() int64            { return 0 }
+func (phantomInfo) Mode() os.FileMode      { return 0o600 }
+func (phantomInfo) ModTime() time.Time     { return time.Time{} }
+func (phantomInfo) IsDir() bool            { return false }
+func (phantomInfo) Sys() any               { return nil }
+func (phantomInfo) DeviceID() vfs.DeviceID { return vfs.DeviceID{} }
+
+// listSome lists the first few of names.
+func listSome(names []string) string {
+	if len(names) > 3 {
+		return strings.Join(names[:3], ", ") + ", …"
+	}
+	return strings.Join(names, ", ")
 }
 
 // close closes the stores; it is safe to call more than once.

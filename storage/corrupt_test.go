@@ -267,6 +267,74 @@ func TestDamagedFooterAtOpen(t *testing.T) {
 	repairAndRead(t, dir, want, failed)
 }
 
+// TestMissingTable deletes an sstable of span data from a closed store:
+// the store does not open, and says to check it; check names the traces the
+// file held, and repair drops it like an unreadable one, so that the rest
+// serves.
+func TestMissingTable(t *testing.T) {
+	dir, want := damagedStore(t, 6)
+	file := tables(t, dir, "spans")[0]
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, corruptOpts); err == nil || !strings.Contains(err.Error(), "cairn check "+dir) {
+		t.Fatalf("open without %s: %v; want an error saying to check the store", file, err)
+	}
+	report, err := Check(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Damage) != 1 || !report.Damage[0].Whole || report.Damage[0].File != file || len(report.Damage[0].Traces) == 0 {
+		t.Fatalf("check found %v, want the whole of %s, with its traces", report.Damage, file)
+	}
+	failed := map[TraceID]bool{}
+	for _, id := range report.Damage[0].Traces {
+		failed[id] = true
+	}
+	if len(failed) == len(want) {
+		t.Fatalf("all %d traces were in %s", len(want), file)
+	}
+	repairAndRead(t, dir, want, failed)
+}
+
+// TestDamagedManifest renames an sstable, as a MANIFEST that describes an
+// older store would see its files: one it names is missing, and one it does
+// not is there. Nothing can tell which files that store holds, so check
+// reports the whole store, and repair deletes nothing: opened to write,
+// Pebble would delete every file the MANIFEST leaves out.
+func TestDamagedManifest(t *testing.T) {
+	dir, _ := damagedStore(t, 6)
+	file := tables(t, dir, "spans")[0]
+	moved := filepath.Join(filepath.Dir(file), "999999.sst")
+	if err := os.Rename(file, moved); err != nil {
+		t.Fatal(err)
+	}
+	before, err := filepath.Glob(filepath.Join(dir, "*", "*.sst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, err := Check(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Damage) != 1 || report.Damage[0].Store != "spans" || !strings.Contains(report.Damage[0].Err, "MANIFEST is damaged") ||
+		!strings.Contains(report.Damage[0].Held, "backup") {
+		t.Fatalf("check found %v, want the spans store's MANIFEST", report.Damage)
+	}
+	repaired, err := Repair(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(repaired.Dropped) != 0 || len(repaired.After.Damage) != 1 {
+		t.Fatalf("repair dropped %v and left %v", repaired.Dropped, repaired.After.Damage)
+	}
+	for _, p := range before {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("after repair: %v", err)
+		}
+	}
+}
+
 // repairAndRead repairs the store in dir, and checks that everything but
 // the failed traces reads back.
 func repairAndRead(t *testing.T, dir string, want otlptest.Traces, failed map[TraceID]bool) {

@@ -39,9 +39,10 @@ type RepairReport struct {
 // and the numbering of resource and scope groups. Dictionary, catalog and
 // search-index entries cannot be, and are reported as lost.
 //
-// Damage in the write-ahead log is left to replay, which skips what it
-// cannot read; a store that Pebble cannot open at all (a damaged MANIFEST)
-// is not repaired. Repair refuses a directory that a running cairn holds.
+// A missing sstable is dropped as an unreadable one is. Damage in the
+// write-ahead log is left to replay, which skips what it cannot read; a
+// store that Pebble cannot open at all (a damaged MANIFEST) is not
+// repaired. Repair refuses a directory that a running cairn holds.
 func Repair(dir string, o *CheckOptions) (*RepairReport, error) {
 	if o == nil {
 		o = &CheckOptions{}

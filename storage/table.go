@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 
@@ -62,7 +63,12 @@ func (db *DB) openStore(name string, po *pebble.Options) (*pebble.DB, error) {
 	}
 	store, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("open %s store: %w", name, err)
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("open %s store: %w", name, err)
+		}
+		// Pebble refuses a store whose MANIFEST names a file that is
+		// missing or of another size, and names the file alone.
+		return nil, fmt.Errorf("open %s store: %w; if its files are missing or damaged, run cairn check %s", name, err, db.dir)
 	}
 	if len(suspects) == 0 {
 		return store, nil

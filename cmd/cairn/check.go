@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"cairn/storage"
@@ -24,6 +25,9 @@ func checkCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, d := range report.Damage {
 		fmt.Fprintln(stdout, d)
+	}
+	if slices.ContainsFunc(report.Damage, storage.Damage.Unopenable) {
+		return fmt.Errorf("%d damaged part(s) found; a store that cannot be opened must be restored from a backup, which cairn repair cannot do", len(report.Damage))
 	}
 	return fmt.Errorf("%d damaged part(s) found; with cairn stopped, run cairn repair %s", len(report.Damage), pos[0])
 }
