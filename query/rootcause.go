@@ -40,12 +40,8 @@ func (r rootCause) CriticalPath(ctx context.Context, req *analysispb.CriticalPat
 	if len(req.GetTraceId()) != 16 {
 		return nil, status.Errorf(codes.InvalidArgument, "trace_id has %d bytes, not 16", len(req.GetTraceId()))
 	}
-	var tr storage.TimeRange
-	var err error
-	if tr.Start, err = timeArg(req.GetStartTime(), "start_time"); err != nil {
-		return nil, err
-	}
-	if tr.End, err = timeArg(req.GetEndTime(), "end_time"); err != nil {
+	tr, err := traceHint(req.GetStartTime(), req.GetEndTime())
+	if err != nil {
 		return nil, err
 	}
 	leave, err := r.reads.enter(ctx)

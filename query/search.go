@@ -200,6 +200,24 @@ func timeArg(ts *timestamppb.Timestamp, field string) (time.Time, error) {
 	return ts.AsTime(), nil
 }
 
+// traceHint is the time range a request gives for a trace, open where it
+// gives no bound.
+func traceHint(start, end *timestamppb.Timestamp) (storage.TimeRange, error) {
+	var tr storage.TimeRange
+	var err error
+	if tr.Start, err = timeArg(start, "start_time"); err != nil {
+		return tr, err
+	}
+	if tr.End, err = timeArg(end, "end_time"); err != nil {
+		return tr, err
+	}
+	if !tr.Start.IsZero() && !tr.End.IsZero() && tr.Start.After(tr.End) {
+		return tr, status.Errorf(codes.InvalidArgument, "start_time %s is after end_time %s",
+			tr.Start.UTC().Format(time.RFC3339Nano), tr.End.UTC().Format(time.RFC3339Nano))
+	}
+	return tr, nil
+}
+
 // durationArg is a request's duration, 0 if it has none. One that is not
 // valid or is negative is refused; those past time.Duration's ±292 years
 // saturate.

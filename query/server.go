@@ -238,10 +238,18 @@ func (s *service) GetTraces(req *jaegerpb.GetTracesRequest, stream grpc.ServerSt
 		}
 	}
 	if len(damaged) > 0 {
+		// Each names its trace and file, with Pebble's error: a thousand
+		// of them made a status of hundreds of kilobytes.
+		if n := len(damaged); n > maxDamagedNamed {
+			damaged = append(damaged[:maxDamagedNamed], fmt.Sprintf("and %d more damaged traces", n-maxDamagedNamed))
+		}
 		return status.Error(codes.DataLoss, strings.Join(damaged, "; "))
 	}
 	return nil
 }
+
+// maxDamagedNamed is how many damaged traces a GetTraces status names.
+const maxDamagedNamed = 10
 
 type wantedTrace struct {
 	id storage.TraceID
@@ -262,12 +270,8 @@ func (s *service) wantedTraces(params []*jaegerpb.GetTraceParams) ([]wantedTrace
 			return nil, status.Errorf(codes.InvalidArgument, "trace_id must be 16 bytes, got %d", len(q.GetTraceId()))
 		}
 		id := storage.TraceID(q.GetTraceId())
-		var tr storage.TimeRange
-		var err error
-		if tr.Start, err = timeArg(q.GetStartTime(), "start_time"); err != nil {
-			return nil, err
-		}
-		if tr.End, err = timeArg(q.GetEndTime(), "end_time"); err != nil {
+		tr, err := traceHint(q.GetStartTime(), q.GetEndTime())
+		if err != nil {
 			return nil, err
 		}
 		i, seen := at[id]

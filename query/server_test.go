@@ -152,6 +152,10 @@ func TestGetTracesTimeHints(t *testing.T) {
 	if _, err := countSpans(t, conn, &jaegerpb.GetTraceParams{TraceId: id[:8]}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("8-byte trace ID: %v, want InvalidArgument", err)
 	}
+	if _, err := countSpans(t, conn, &jaegerpb.GetTraceParams{TraceId: id, StartTime: ts(1, 0), EndTime: ts(0, 0)}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), "after end_time") {
+		t.Errorf("start after end: %v, want InvalidArgument", err)
+	}
 }
 
 func TestServiceSurface(t *testing.T) {

@@ -254,6 +254,36 @@ func TestFindTracesNeverPassesPartOfATraceForWhole(t *testing.T) {
 	}
 }
 
+// TestGetTracesNamesSomeDamagedTraces reads 30 traces that all fail as
+// damaged: the status names ten, and counts the rest.
+func TestGetTracesNamesSomeDamagedTraces(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	start := uint64(time.Now().UnixNano())
+	var spans []*tracepb.Span
+	var query []*jaegerpb.GetTraceParams
+	for i := range 30 {
+		id := []byte{15: byte(i + 1)}
+		spans = append(spans, &tracepb.Span{TraceId: id, SpanId: []byte{7: 1}, Name: "op", StartTimeUnixNano: start, EndTimeUnixNano: start + 1})
+		query = append(query, &jaegerpb.GetTraceParams{TraceId: id})
+	}
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}}}}}))
+	client := jaegerpb.NewTraceReaderClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(damagedAfter{Reader: db}, nil))))
+	stream, err := client.GetTraces(context.Background(), &jaegerpb.GetTracesRequest{Query: query})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = drainSpans(stream)
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.DataLoss || strings.Count(msg, "000042.sst") != 10 ||
+		!strings.HasSuffix(msg, "and 20 more damaged traces") {
+		t.Fatalf("GetTraces of 30 damaged traces ended with %v; want DataLoss naming 10 and counting 20 more", err)
+	}
+}
+
 // threeChunkTrace is the real store, but for trace 0x0d…0d, which it reads
 // as one piece of 700 spans of about 1 KiB: three 256 KiB messages.
 type threeChunkTrace struct {
