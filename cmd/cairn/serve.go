@@ -88,7 +88,7 @@ func serveCmd(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.query.MaxTraceIDs, "query-max-trace-ids", 0, "most trace IDs one GetTraces request may name (default 1000)")
 	fs.StringVar(&cfg.httpAddr, "http-addr", "localhost:17272", "HTTP listen address of /metrics, /debug/pprof/, /healthz and /readyz; empty turns it off")
 	fs.IntVar(&cfg.maxRequest, "otlp-max-request-bytes", 64<<20, "largest OTLP request accepted, after decompression")
-	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 256<<20, "memory that OTLP requests being taken in may hold at once; more wait up to 5s, then are refused, to be retried")
+	fs.Int64Var(&cfg.maxInflight, "otlp-max-inflight-bytes", 192<<20, "memory that OTLP requests being taken in may hold at once; more wait up to 5s, then are refused, to be retried")
 	fs.IntVar(&cfg.maxConns, "otlp-max-conns", 512, "open connections each OTLP port accepts; more are closed at once; 0 for no cap")
 	fs.IntVar(&cfg.maxStreams, "otlp-grpc-max-streams", 32, "Export calls one OTLP/gRPC connection may have open at once")
 	cors := fs.String("otlp-http-cors-origins", "", "comma-separated origins whose web pages may export over OTLP/HTTP (https://app.example.com, https://*.example.com, or *)")
