@@ -213,6 +213,12 @@ func Open(dir string, o *Options) (*DB, error) {
 		}
 		return nil, errors.Join(err, db.closeStores())
 	}
+	// A reserve that takes most of the volume refuses every export
+	// for want of space, while nothing else looks wrong.
+	if u, err := opts.FS.GetDiskUsage(dir); err == nil && opts.DiskReserveBytes > 0 && int64(u.TotalBytes) < 2*opts.DiskReserveBytes {
+		opts.Logger.Warn("the data directory's volume is small beside the space kept free: exports are refused whenever less than that is free",
+			"volume_mib", u.TotalBytes>>20, "free_mib", u.AvailBytes>>20, "kept_free_mib", opts.DiskReserveBytes>>20)
+	}
 	db.mu.Lock()
 	db.setLayout()
 	db.mu.Unlock()

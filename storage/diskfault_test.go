@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -410,10 +411,36 @@ func itoa(n int) string { return slog.IntValue(n).String() }
 type smallDisk struct {
 	vfs.FS
 	avail atomic.Int64
+	total int64 // 1 TiB if 0
 }
 
 func (d *smallDisk) GetDiskUsage(string) (vfs.DiskUsage, error) {
-	return vfs.DiskUsage{AvailBytes: uint64(d.avail.Load()), TotalBytes: 1 << 40}, nil
+	return vfs.DiskUsage{AvailBytes: uint64(d.avail.Load()), TotalBytes: uint64(cmp.Or(d.total, 1<<40))}, nil
+}
+
+// TestSmallVolumeWarns opens a store on a volume of 96 MiB, less than
+// twice the default reserve of 128 MiB: every export would be refused,
+// and the store says why as it opens.
+func TestSmallVolumeWarns(t *testing.T) {
+	for _, tc := range []struct {
+		total int64
+		warns int
+	}{{96 << 20, 1}, {1 << 30, 0}} {
+		disk := &smallDisk{FS: vfs.Default, total: tc.total}
+		disk.avail.Store(tc.total - 1<<20)
+		log := &logs{}
+		db, err := Open(t.TempDir(), &Options{FS: disk, Logger: slog.New(log)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const msg = "the data directory's volume is small"
+		if n := log.count(msg); n != tc.warns {
+			t.Errorf("volume of %d MiB: warned %d times, want %d", tc.total>>20, n, tc.warns)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestDiskReserve fills the disk down to the reserve that Pebble's own
