@@ -226,7 +226,7 @@ func TestExportURL(t *testing.T) {
 // serveOTLPGRPC serves OTLP/gRPC Export on loopback with export, which
 // receives every request encoded, and returns its address.
 func serveOTLPGRPC(tb testing.TB, export func(ctx context.Context, req []byte) (rawcodec.Message, error)) string {
-	s := grpc.NewServer(rawcodec.ServerOption())
+	s := grpc.NewServer(rawcodec.ServerOptions()...)
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
 		HandlerType: (*any)(nil),

@@ -65,7 +65,7 @@ func (svc *Service) HeldBytes() int64 { return svc.budget.held() }
 // NewServer returns a gRPC server that serves svc's TraceService, with
 // svc's request size limit. Options such as credentials are passed through.
 func NewServer(svc *Service, opts ...grpc.ServerOption) *grpc.Server {
-	s := grpc.NewServer(append(opts, rawcodec.ServerOption(), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes),
+	s := grpc.NewServer(append(append(opts, rawcodec.ServerOptions()...), grpc.MaxRecvMsgSize(svc.opts.MaxRequestBytes),
 		// A call buffers at most its stream's window before Export takes
 		// its share of the in-flight bound; fixed windows turn off gRPC's
 		// estimate of bandwidth-delay, which grows them to 16 MiB. Reading

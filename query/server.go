@@ -179,7 +179,7 @@ func (q *Service) Server(opts ...grpc.ServerOption) *grpc.Server {
 	if c.Metrics != nil {
 		opts = append(c.Metrics.serverOptions(), opts...)
 	}
-	opts = append(opts, rawcodec.ServerOption(),
+	opts = append(append(opts, rawcodec.ServerOptions()...),
 		grpc.ChainUnaryInterceptor(svc.unaryTimeout), grpc.ChainStreamInterceptor(svc.streamTimeout))
 	s := grpc.NewServer(opts...)
 	jaegerpb.RegisterTraceReaderServer(s, svc)

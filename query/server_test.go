@@ -23,6 +23,7 @@ import (
 
 	"cairn/internal/grpctest"
 	"cairn/internal/otlpwire"
+	"cairn/internal/rawcodec"
 	"cairn/query/jaegerpb"
 	"cairn/storage"
 )
@@ -262,5 +263,36 @@ func TestReadErrorOfDamagedTrace(t *testing.T) {
 	}
 	if err := readError(storage.TraceID{}, errors.New("disk on fire")); status.Code(err) != codes.Internal {
 		t.Fatalf("got %v, want Internal", err)
+	}
+}
+
+// TestUndecodableRequests sends request messages that do not decode, to a
+// unary call and a streaming one: each is refused as the client's fault,
+// saying why, and the server goes on serving.
+func TestUndecodableRequests(t *testing.T) {
+	_, conn := start(t, t.TempDir())
+	ctx := context.Background()
+	codec := grpc.ForceCodecV2(rawcodec.Codec{})
+	badUTF8 := rawcodec.Message("\x0a\x02\xff\xfe") // service: invalid UTF-8
+	var out rawcodec.Message
+	err := conn.Invoke(ctx, jaegerpb.TraceReader_GetOperations_FullMethodName, badUTF8, &out, codec)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "UTF-8") {
+		t.Errorf("GetOperations of invalid UTF-8: %v, want InvalidArgument saying why", err)
+	}
+	stream, err := conn.NewStream(ctx, &jaegerpb.TraceReader_ServiceDesc.Streams[1], jaegerpb.TraceReader_FindTraces_FullMethodName, codec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(rawcodec.Message("\xff\xff\xff")); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.RecvMsg(&out); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("FindTraces of bytes that are not protobuf: %v, want InvalidArgument", err)
+	}
+	if _, err := jaegerpb.NewTraceReaderClient(conn).GetServices(ctx, &jaegerpb.GetServicesRequest{}); err != nil {
+		t.Errorf("GetServices after them: %v", err)
 	}
 }

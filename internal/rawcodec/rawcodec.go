@@ -5,11 +5,15 @@
 package rawcodec
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -26,11 +30,76 @@ type Message []byte
 // took milliseconds.
 type Reused struct{ B []byte }
 
-// Codec is the codec; install it with ServerOption.
+// Codec is the codec. Clients use it as it is; servers install it with
+// ServerOptions.
 type Codec struct{}
 
-// ServerOption makes a gRPC server use Codec for every service it serves.
-func ServerOption() grpc.ServerOption { return grpc.ForceServerCodecV2(Codec{}) }
+// ServerOptions make a gRPC server use Codec for every service it serves,
+// and answer a request message that does not decode with InvalidArgument.
+// gRPC answers Internal for any error of a codec, which tells a client
+// that sent invalid UTF-8 or bytes that are not protobuf that the server
+// is at fault. So the server's codec decodes such a message as empty but
+// for a note of why, under a field number no message of cairn's uses, and
+// interceptors refuse it before any handler sees it.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(serverCodec{}),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if err := undecoded(req); err != nil {
+				return nil, err
+			}
+			return handler(ctx, req)
+		}),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			return handler(srv, checkedStream{ss})
+		}),
+	}
+}
+
+// undecodedField is the field number under which serverCodec notes why a
+// message did not decode: the largest valid, which no message of cairn's
+// uses.
+const undecodedField = protowire.MaxValidNumber
+
+type serverCodec struct{ Codec }
+
+func (c serverCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	err := c.Codec.Unmarshal(data, v)
+	m, ok := v.(proto.Message)
+	if err == nil || !ok {
+		return err
+	}
+	proto.Reset(m)
+	note := protowire.AppendTag(nil, undecodedField, protowire.BytesType)
+	m.ProtoReflect().SetUnknown(protowire.AppendBytes(note, []byte(err.Error())))
+	return nil
+}
+
+// undecoded returns InvalidArgument, saying why, for a message that
+// serverCodec could not decode.
+func undecoded(v any) error {
+	m, ok := v.(proto.Message)
+	if !ok {
+		return nil
+	}
+	u := m.ProtoReflect().GetUnknown()
+	num, typ, n := protowire.ConsumeTag(u)
+	if n < 0 || num != undecodedField || typ != protowire.BytesType {
+		return nil
+	}
+	why, _ := protowire.ConsumeBytes(u[n:])
+	return status.Errorf(codes.InvalidArgument, "request message does not decode: %s", why)
+}
+
+// checkedStream refuses a stream's messages that did not decode.
+type checkedStream struct{ grpc.ServerStream }
+
+func (s checkedStream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return undecoded(m)
+}
 
 // Name is "proto": on the wire this is ordinary protobuf.
 func (Codec) Name() string { return "proto" }
