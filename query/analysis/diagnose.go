@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"math"
 	"slices"
+
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 )
 
 // DiagnoseOptions say what to diagnose and how.
@@ -996,7 +998,120 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 	// The lead is the first cause's: a symptom scoring above every cause
 	// would otherwise set the band, and leave the causes unordered.
 	leadAmongWindow(causes, ranks, within)
+	placeOfLeadingInstances(causes, selected)
 	return causes, symptoms
+}
+
+// instanceKeys name one instance of a service, and placeKeys where
+// instances run, narrowest first.
+var (
+	instanceKeys = []string{"k8s.pod.name", "service.instance.id"}
+	placeKeys    = []string{"k8s.node.name", "cloud.availability_zone", "cloud.region"}
+)
+
+// placeOfLeadingInstances puts first the place (node, zone, region) whose
+// instances of a service are exactly those that lead the causes, two or
+// more of them, as the selected traces show them. Values are scored by the
+// traces that carry them, and a service called many times a request has
+// most of its places on most traces of either set: the zone of a slow
+// zone's two pods scored a third of either pod and ranked fourth behind
+// them. A place that holds other instances of the service as well, or a
+// lead of one instance, leaves the order as it is.
+func placeOfLeadingInstances(causes []Correlation, selected []*Trace) {
+	instance := func(c *Correlation) (string, bool) {
+		for _, k := range instanceKeys {
+			if c.Key == k {
+				return valueString(c.Value), true
+			}
+			for _, a := range c.Aliases {
+				if a.Key == k {
+					return valueString(a.Value), true
+				}
+			}
+		}
+		return "", false
+	}
+	lead := map[string]bool{}
+	for i := range causes {
+		inst, ok := instance(&causes[i])
+		if !ok || causes[i].Service != causes[0].Service {
+			break
+		}
+		lead[inst] = true
+	}
+	if len(lead) < 2 {
+		return
+	}
+	service := causes[0].Service
+	// Where each of the service's instances runs, by place key.
+	places := map[string]map[string]string{} // instance → key → value
+	for _, t := range selected[:min(len(selected), involvedTraces)] {
+		for i := range t.Spans {
+			s := &t.Spans[i]
+			if s.Service != service || s.Resource >= len(t.Resources) {
+				continue
+			}
+			attrs := append(slices.Clip(t.Resources[s.Resource]), s.Attrs...)
+			inst := ""
+			for _, k := range instanceKeys {
+				if inst = attrValue(attrs, k); inst != "" {
+					break
+				}
+			}
+			if inst == "" {
+				continue
+			}
+			if places[inst] == nil {
+				places[inst] = map[string]string{}
+			}
+			for _, k := range placeKeys {
+				if v := attrValue(attrs, k); v != "" {
+					places[inst][k] = v
+				}
+			}
+		}
+	}
+	for _, k := range placeKeys {
+		place, same := "", true
+		for inst := range lead {
+			v := places[inst][k]
+			if v == "" || place != "" && v != place {
+				same = false
+				break
+			}
+			place = v
+		}
+		if !same {
+			continue
+		}
+		holds := 0 // instances the place holds
+		for _, p := range places {
+			if p[k] == place {
+				holds++
+			}
+		}
+		if holds != len(lead) {
+			continue
+		}
+		for i := range causes {
+			if c := &causes[i]; c.Service == service && c.Key == k && valueString(c.Value) == place {
+				moved := *c
+				copy(causes[1:i+1], causes[:i])
+				causes[0] = moved
+				return
+			}
+		}
+	}
+}
+
+// attrValue is the string value of key among attrs, "" if none.
+func attrValue(attrs []*commonpb.KeyValue, key string) string {
+	for _, a := range attrs {
+		if a.GetKey() == key {
+			return valueString(a.GetValue())
+		}
+	}
+	return ""
 }
 
 // offPathWithin orders the causes by their scores, those of a service

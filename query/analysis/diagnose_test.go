@@ -3,6 +3,7 @@ package analysis
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -1065,5 +1066,61 @@ func TestDiagnoseFaultBesideMixShift(t *testing.T) {
 	}
 	if !slices.ContainsFunc(d.Attributes[:min(3, len(d.Attributes))], func(a Correlation) bool { return names(a, "k8s.pod.name", "sgeo-2") }) {
 		t.Errorf("attributes %+v, want geo-2 in the first three", d.Attributes)
+	}
+}
+
+// TestDiagnoseSlowZone slows both pods of one zone of a store that every
+// request calls three times in parallel, and four times more off its path
+// (an asynchronous job), over six pods in three zones: the zone is on
+// nearly every trace of either window, and scored below either pod. It
+// must be named first; with one of its pods slow, the pod is.
+func TestDiagnoseSlowZone(t *testing.T) {
+	zone := func(pod int) string { return fmt.Sprint("us-east-1", string(rune('a'+pod/2))) }
+	trace := func(id int, slow func(pod int) bool) *Trace {
+		b := newTrace(id)
+		r := rand.New(rand.NewPCG(uint64(id), 1))
+		write := func(span, parent byte, start float64, async bool) float64 {
+			pod := r.IntN(6)
+			ms := 3 + float64(r.IntN(4))
+			if slow(pod) && !async {
+				ms += 20
+			}
+			b.span(span, parent, "store", "disk.write", server, start, start+ms, []*commonpb.KeyValue{
+				kv("k8s.pod.name", fmt.Sprint("store-", pod)), kv("cloud.availability_zone", zone(pod))})
+			return start + ms
+		}
+		end := 0.0
+		for lane := range 3 {
+			done := write(byte(10+lane), 2+byte(lane), 1.1, false)
+			b.span(2+byte(lane), 1, "api", "PutObject", client, 1, done+0.1, nil)
+			end = max(end, done+0.1)
+		}
+		b.span(1, 0, "api", "POST /upload", server, 0, end+1, nil)
+		b.span(20, 1, "worker", "transcode", consumer, end+5, end+50, nil)
+		for c := range 4 {
+			write(21+byte(c), 20, end+6+float64(10*c), true)
+		}
+		return b.t
+	}
+	for _, tc := range []struct {
+		name     string
+		slow     func(pod int) bool
+		key, val string
+	}{
+		{"zone", func(pod int) bool { return zone(pod) == "us-east-1c" }, "cloud.availability_zone", "sus-east-1c"},
+		{"one pod of the zone", func(pod int) bool { return pod == 5 }, "k8s.pod.name", "sstore-5"},
+	} {
+		var baseline, window []*Trace
+		for i := range 600 {
+			baseline = append(baseline, trace(i, func(int) bool { return false }))
+			window = append(window, trace(1000+i, tc.slow))
+		}
+		d := Diagnose(window, baseline, &DiagnoseOptions{Service: "api", Operation: "POST /upload"})
+		if len(d.Operations) == 0 || d.Operations[0].Service != "store" {
+			t.Fatalf("%s: culprits %+v, want store's disk.write", tc.name, d.Operations)
+		}
+		if len(d.Attributes) == 0 || !names(d.Attributes[0], tc.key, tc.val) {
+			t.Errorf("%s: attributes %+v, want %s=%s first", tc.name, d.Attributes, tc.key, tc.val)
+		}
 	}
 }
