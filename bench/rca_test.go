@@ -13,7 +13,7 @@ import (
 
 // TestRCAScenarios diagnoses every scenario from its traces in memory, as
 // `cairn bench --rca` does through a store, and wants the culprit first
-// and its attribute among the first three.
+// and its attribute among the first three, and the fault past the noise.
 func TestRCAScenarios(t *testing.T) {
 	start := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 	for i, s := range RCAScenarios() {
@@ -27,7 +27,7 @@ func TestRCAScenarios(t *testing.T) {
 			win := collect(s.RCATraffic(uint64(2*i+2), 300, start.Add(10*time.Minute), start.Add(20*time.Minute), true))
 			d := analysis.Diagnose(win, base, &analysis.DiagnoseOptions{Service: RCARootService, Operation: RCARootOperation, Errors: s.Errors})
 			r := s.Evaluate(diagnosisOf(d))
-			if r.OperationRank != 1 || r.AttributeRank == 0 || r.AttributeRank > 3 || r.FalseAttribute != "" {
+			if r.OperationRank != 1 || r.AttributeRank == 0 || r.AttributeRank > 3 || r.FalseAttribute != "" || d.WithinNoise {
 				ops, attrs := diagnosisOf(d)
 				t.Errorf("%+v\noperations %v\nattributes %v", r, ops[:min(len(ops), 5)], attrs[:min(len(attrs), 5)])
 			}

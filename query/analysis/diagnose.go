@@ -347,9 +347,19 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	return d
 }
 
+// noiseErrors is how many standard errors of the difference between the
+// windows the first culprit's growth must pass. The first culprit is the
+// largest change of a score of operations, which chance alone takes past
+// two standard errors about one time in five: two latency controls and
+// an error control of 14 without a fault (four failures against none)
+// named a culprit at two. At three, all 14 are within noise, and none of
+// 42 faults of that probe, the bench's 13 (300 traces a window) or 600
+// random topologies is.
+const noiseErrors = 3
+
 // withinNoise says whether the growth of k, what the first culprit's time
-// is counted under, is less than two standard errors of the difference
-// between the windows: its self time on
+// is counted under, is less than noiseErrors standard errors of the
+// difference between the windows: its self time on
 // the critical path per trace (0 where it is off the path), or diagnosing
 // errors, whether a trace's failure originates in it. Culprits are ranked
 // by their share of the growth of the mean duration, and a growth of a
@@ -383,7 +393,7 @@ func withinNoise(w, b []facts, k op, errors bool) bool {
 	}
 	mw, vw := moments(w)
 	mb, vb := moments(b)
-	return mw-mb <= 2*math.Sqrt(vw/float64(len(w))+vb/float64(len(b)))
+	return mw-mb <= noiseErrors*math.Sqrt(vw/float64(len(w))+vb/float64(len(b)))
 }
 
 // perTrace are, diagnosing latency, each operation's means per trace of

@@ -938,6 +938,12 @@ func TestDiagnoseWithinNoise(t *testing.T) {
 	if d := Diagnose(failing(1000, 4), failing(0, 20), errs); d.WithinNoise {
 		t.Error("failing five times as often: within noise")
 	}
+	// Four failures in 200 against none is two standard errors: the first
+	// culprit is the largest change of many, which chance alone takes
+	// that far about one time in five.
+	if d := Diagnose(failing(1000, 50), traffic(0, 200, 0, 1), errs); !d.WithinNoise {
+		t.Error("four failures against none: not within noise")
+	}
 }
 
 // TestDiagnosePodBesideReleaseElsewhere diagnoses a window in which one of
