@@ -118,6 +118,17 @@ func (c *catalog) see(svcName []byte, svc *serviceEntry, kind int32, name []byte
 // deletes the key (values are never empty).
 type catalogWrite struct{ key, value []byte }
 
+// mergeCatalogWrites returns the writes of a and b, sorted by key; of a
+// key in both, b's, the later.
+func mergeCatalogWrites(a, b []catalogWrite) []catalogWrite {
+	if len(b) == 0 {
+		return a
+	}
+	out := slices.Concat(b, a)
+	slices.SortStableFunc(out, func(x, y catalogWrite) int { return bytes.Compare(x.key, y.key) })
+	return slices.CompactFunc(out, func(x, y catalogWrite) bool { return bytes.Equal(x.key, y.key) })
+}
+
 // takePending returns the changes since the last call, as sorted keys and
 // values, and forgets them.
 func (c *catalog) takePending() []catalogWrite {

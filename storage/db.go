@@ -722,11 +722,11 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 		db.mu.Unlock()
 		return fmt.Errorf("append to wal: %w", err)
 	}
-	// The request is accounted in the buffer its log segment belongs to,
-	// whose cut waits for the insert; the spans go in outside mu, which the
-	// next writer waits for.
+	// The request's size counts in the buffer its log segment belongs to
+	// at once, for the writers after it; that buffer's cut waits for the
+	// rest.
 	buf := db.live
-	db.account(buf, req, len(rec), batch, prep)
+	db.addSize(buf, len(req), len(rec), len(batch.Spans))
 	buf.writers.Add(1)
 	full := buf.size() >= db.opts.BufferBytes
 	db.mu.Unlock()
@@ -738,18 +738,26 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	}
 	defer prep.release()
 	defer buf.writers.Done()
-	// The spans go in only once the log holds them. A request the log
-	// refused is answered with an error and sent again: inserted anyway,
+	// The rest waits until the log holds the request. A request the log
+	// refused is answered with an error and sent again: taken in anyway,
 	// each attempt was cut, stored and counted in span metrics and the
-	// service graph, and took more of a disk that was full.
+	// service graph, listed its services, and took more of a disk that was
+	// full.
 	if err := w.Wait(); err != nil {
 		db.mu.Lock()
-		buf.bytes -= len(req)
-		buf.logged -= len(rec)
-		buf.spans -= len(batch.Spans)
+		db.addSize(buf, -len(req), -len(rec), -len(batch.Spans))
 		db.mu.Unlock()
 		return fmt.Errorf("write-ahead log: %s%w", cause(err), err)
 	}
+	db.mu.Lock()
+	db.note(buf, batch, prep)
+	if buf != db.live {
+		// Frozen meanwhile: the changes go with its block, whose log
+		// segment a cut deletes.
+		buf.catalog = mergeCatalogWrites(buf.catalog, db.catalog.takePending())
+	}
+	db.mu.Unlock()
+	// The spans go in outside mu, which the next writer waits for.
 	db.opts.Bulk.Do(func() { buf.insert(batch, prep) })
 	return nil
 }
@@ -761,10 +769,19 @@ func (db *DB) lockForWrite() {
 	db.writerTurn.Unlock()
 }
 
-// account records a prepared request in buf, the live buffer: its size
-// and its log record's (logged bytes), its services and operations, and
-// its resources. The caller holds mu, and then inserts the spans into buf.
-func (db *DB) account(buf *buffer, req []byte, logged int, batch *otlpwire.Batch, prep *prepared) {
+// addSize adds a request of req bytes, whose log record is logged bytes,
+// and of spans spans to buf's size; negative values take it back. The
+// caller holds mu.
+func (db *DB) addSize(buf *buffer, req, logged, spans int) {
+	buf.bytes += req
+	buf.logged += logged
+	buf.spans += spans
+}
+
+// note records a prepared request's services and operations in the
+// catalog, and its resources as used by buf's block. The caller holds mu,
+// and then inserts the spans into buf.
+func (db *DB) note(buf *buffer, batch *otlpwire.Batch, prep *prepared) {
 	services := make([]*serviceEntry, len(batch.Resources))
 	for i, r := range batch.Resources {
 		services[i] = db.catalog.service(r.Service)
@@ -774,15 +791,13 @@ func (db *DB) account(buf *buffer, req []byte, logged int, batch *otlpwire.Batch
 		db.catalog.see(batch.Resources[o.resource].Service, services[o.resource], o.kind, o.name, o.partition, retained)
 	}
 	db.resources.use(buf.block, prep.resources, func(i int) []byte { return batch.Resources[i].Raw })
-	buf.bytes += len(req)
-	buf.logged += logged
-	buf.spans += len(batch.Spans)
 }
 
 // insert adds a prepared request, whose log record is logged bytes, to
 // the live buffer while nothing else runs: at open, replaying the log.
 func (db *DB) insert(req []byte, logged int, batch *otlpwire.Batch, prep *prepared) {
-	db.account(db.live, req, logged, batch, prep)
+	db.addSize(db.live, len(req), logged, len(batch.Spans))
+	db.note(db.live, batch, prep)
 	db.live.insert(batch, prep)
 	prep.release()
 }

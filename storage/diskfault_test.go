@@ -22,6 +22,11 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
 	"cairn/internal/otlptest"
@@ -179,6 +184,10 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 				}
 				refused = slices.AppendSeq(refused, maps.Keys(m))
 			}
+			ghost := ghostRequest(t)
+			if err := tryWrite(t, db, ghost); err == nil {
+				t.Fatal("a write while failing succeeded")
+			}
 			if !hasFault(db, FaultWAL) {
 				t.Fatalf("faults %v while the log cannot be written", db.Faults())
 			}
@@ -194,6 +203,7 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 				return slices.DeleteFunc(slices.Clone(refused), func(id string) bool { return acked[id] != nil })
 			}
 			checkAbsent(t, db, notAcked())
+			checkNotListed(t, db)
 
 			flt.on.Store(false)
 			// Readiness is false, so exports may not come: the store finds
@@ -218,8 +228,40 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkAll(t, db, acked)
-			checkAll(t, reopen(t, db, dir, nil), acked)
+			db = reopen(t, db, dir, nil)
+			checkAll(t, db, acked)
+			checkNotListed(t, db)
 		})
+	}
+}
+
+// ghostRequest is one span of service "ghost", operation "refused", which
+// no other request of the tests sends.
+func ghostRequest(t *testing.T) []byte {
+	t.Helper()
+	start := uint64(time.Now().UnixNano())
+	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "ghost"}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 0x9, 15: 1}, SpanId: []byte{7: 1},
+			Name: "refused", StartTimeUnixNano: start, EndTimeUnixNano: start + 1}}}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// checkNotListed checks that the service of ghostRequest, which the store
+// refused, is not listed.
+func checkNotListed(t *testing.T, db *DB) {
+	t.Helper()
+	svcs, err := db.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(svcs, "ghost") {
+		t.Fatalf("services %v list the refused request's", svcs)
 	}
 }
 

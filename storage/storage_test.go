@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -833,4 +834,25 @@ func TestBufferCountsItsHeap(t *testing.T) {
 		block, _, err := db.lastBlock()
 		return err == nil && block > 0
 	})
+}
+
+// TestMergeCatalogWrites checks that the catalog writes of a writer whose
+// buffer was frozen while its request was logged join that buffer's in key
+// order, the later of a key's two winning, as a block's sstable needs.
+func TestMergeCatalogWrites(t *testing.T) {
+	w := func(k, v string) catalogWrite {
+		if v == "" {
+			return catalogWrite{key: []byte(k)}
+		}
+		return catalogWrite{key: []byte(k), value: []byte(v)}
+	}
+	frozen := []catalogWrite{w("a", "1"), w("c", "1"), w("e", "1")}
+	got := mergeCatalogWrites(frozen, []catalogWrite{w("b", "2"), w("c", "2"), w("f", "")})
+	want := []catalogWrite{w("a", "1"), w("b", "2"), w("c", "2"), w("e", "1"), w("f", "")}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("merged %q, want %q", got, want)
+	}
+	if got := mergeCatalogWrites(frozen, nil); !reflect.DeepEqual(got, frozen) {
+		t.Fatalf("merged with nothing: %q", got)
+	}
 }
