@@ -185,10 +185,27 @@ func AnyJSON(v *commonpb.AnyValue) any {
 	return nil
 }
 
-// namedAttributeScore is the score an attribute must pass for the cause's
-// sentence to name it: below it, an attribute is about as common before as
-// in the selection, and naming it would read as evidence.
-const namedAttributeScore = 0.1
+// namedAttributeScore is the score one of the first namedAttributeLead
+// attributes must pass for the cause's sentence to name the first: below
+// it, they are about as common before as in the selection, and naming one
+// would read as evidence. The first may score less than those after it:
+// a zone that holds exactly the pods that lead is named before them, and
+// its pods are its evidence.
+const (
+	namedAttributeScore = 0.1
+	namedAttributeLead  = 3
+)
+
+// setApart reports whether the leading attributes set the selected traces
+// apart (see namedAttributeScore).
+func setApart(attrs []AttributeScoreJSON) bool {
+	for _, a := range attrs[:min(len(attrs), namedAttributeLead)] {
+		if a.Score > namedAttributeScore {
+			return true
+		}
+	}
+	return false
+}
 
 // Cause is one sentence naming the most likely cause and its evidence.
 func (d DiagnosisJSON) Cause(errorsMode bool) string {
@@ -224,7 +241,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	case d.WithinNoise:
 		// Where the culprit may be noise, so are the traces it was slow
 		// in, and a value they share would read as evidence.
-	case len(d.Attributes) == 0 || d.Attributes[0].Score <= namedAttributeScore:
+	case !setApart(d.Attributes):
 		fmt.Fprintf(&b, "; no attribute sets the %s traces apart", selection)
 	default:
 		a := d.Attributes[0]

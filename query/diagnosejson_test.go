@@ -112,4 +112,18 @@ func TestCauseNamesOnlyAnAttributeThatSetsTracesApart(t *testing.T) {
 			t.Errorf("score %v: %q, want it to end %q", c.score, got, c.want)
 		}
 	}
+	// A zone named before the two pods of it that lead scores less than
+	// they do: they are its evidence.
+	d := DiagnosisJSON{
+		Window:     DiagnosisWindowJSON{Traces: 1000},
+		Baseline:   DiagnosisWindowJSON{Traces: 1000},
+		Operations: []CulpritJSON{{Service: "blob", Operation: "disk.write", BaselineMS: 3, WindowMS: 15}},
+		Attributes: []AttributeScoreJSON{
+			{Key: "cloud.availability_zone", Value: "us-east-1c", Service: "blob", Score: 0.065, WindowShare: 0.995, BaselineShare: 0.93},
+			{Key: "k8s.pod.name", Value: "blob-3", Service: "blob", Score: 0.103, WindowShare: 0.8, BaselineShare: 0.7},
+		},
+	}
+	if got, want := d.Cause(false), "; 100% of slow traces have cloud.availability_zone=us-east-1c on blob (93% before)."; !strings.HasSuffix(got, want) {
+		t.Errorf("zone before its pods: %q, want it to end %q", got, want)
+	}
 }
