@@ -726,7 +726,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	// at once, for the writers after it; that buffer's cut waits for the
 	// rest.
 	buf := db.live
-	db.addSize(buf, len(req), len(rec), len(batch.Spans))
+	buf.addSize(len(req), len(rec), len(batch.Spans))
 	buf.writers.Add(1)
 	full := buf.size() >= db.opts.BufferBytes
 	db.mu.Unlock()
@@ -745,7 +745,7 @@ func (db *DB) Write(ctx context.Context, req []byte, batch *otlpwire.Batch) erro
 	// full.
 	if err := w.Wait(); err != nil {
 		db.mu.Lock()
-		db.addSize(buf, -len(req), -len(rec), -len(batch.Spans))
+		buf.addSize(-len(req), -len(rec), -len(batch.Spans))
 		db.mu.Unlock()
 		return fmt.Errorf("write-ahead log: %s%w", cause(err), err)
 	}
@@ -769,15 +769,6 @@ func (db *DB) lockForWrite() {
 	db.writerTurn.Unlock()
 }
 
-// addSize adds a request of req bytes, whose log record is logged bytes,
-// and of spans spans to buf's size; negative values take it back. The
-// caller holds mu.
-func (db *DB) addSize(buf *buffer, req, logged, spans int) {
-	buf.bytes += req
-	buf.logged += logged
-	buf.spans += spans
-}
-
 // note records a prepared request's services and operations in the
 // catalog, and its resources as used by buf's block. The caller holds mu,
 // and then inserts the spans into buf.
@@ -796,7 +787,7 @@ func (db *DB) note(buf *buffer, batch *otlpwire.Batch, prep *prepared) {
 // insert adds a prepared request, whose log record is logged bytes, to
 // the live buffer while nothing else runs: at open, replaying the log.
 func (db *DB) insert(req []byte, logged int, batch *otlpwire.Batch, prep *prepared) {
-	db.addSize(db.live, len(req), logged, len(batch.Spans))
+	db.live.addSize(len(req), logged, len(batch.Spans))
 	db.note(db.live, batch, prep)
 	db.live.insert(batch, prep)
 	prep.release()

@@ -22,11 +22,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
-	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 
 	"cairn/bench"
 	"cairn/internal/otlptest"
@@ -235,21 +231,13 @@ func TestWALWriteErrorsAreNotSticky(t *testing.T) {
 	}
 }
 
-// ghostRequest is one span of service "ghost", operation "refused", which
-// no other request of the tests sends.
+// ghostRequest is one span of service svc0, which no request of the
+// bench's generator sends.
 func ghostRequest(t *testing.T) []byte {
 	t.Helper()
 	start := uint64(time.Now().UnixNano())
-	raw, err := proto.Marshal(&collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
-		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
-			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "ghost"}}}}},
-		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 0x9, 15: 1}, SpanId: []byte{7: 1},
-			Name: "refused", StartTimeUnixNano: start, EndTimeUnixNano: start + 1}}}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return modelRequest(t, []*tracepb.Span{{TraceId: []byte{0: 0x9, 15: 1}, SpanId: []byte{7: 1},
+		Name: "refused", StartTimeUnixNano: start, EndTimeUnixNano: start + 1}})
 }
 
 // checkNotListed checks that the service of ghostRequest, which the store
@@ -260,7 +248,7 @@ func checkNotListed(t *testing.T, db *DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slices.Contains(svcs, "ghost") {
+	if slices.Contains(svcs, "svc0") {
 		t.Fatalf("services %v list the refused request's", svcs)
 	}
 }

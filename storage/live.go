@@ -316,7 +316,7 @@ type buffer struct {
 	block      uint64         // the block this buffer becomes when cut
 	walSegment uint64         // set when frozen: the last segment whose records it holds
 	catalog    []catalogWrite // set when frozen: catalog changes to persist with it
-	bytes      int            // encoded request bytes held, counted by DB.account
+	bytes      int            // encoded request bytes held (see addSize)
 	logged     int            // bytes of their records in the log, compressed (see DB.cut)
 	spans      int
 	// heap is what the spans and traces take in memory besides their
@@ -346,6 +346,15 @@ type buffer struct {
 
 // size is the memory the buffer holds: its requests and its spans' and
 // traces' in-memory form, as inserts that have finished counted it.
+// addSize adds a request of req bytes, whose log record is logged bytes,
+// and of spans spans to the buffer's size; negative values take it back.
+// The caller holds DB.mu.
+func (buf *buffer) addSize(req, logged, spans int) {
+	buf.bytes += req
+	buf.logged += logged
+	buf.spans += spans
+}
+
 func (buf *buffer) size() int { return buf.bytes + int(buf.heap.Load()) }
 
 // Sizes of what an insert allocates, for buffer.heap.

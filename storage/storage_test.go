@@ -79,11 +79,7 @@ func decode(t testing.TB, tr *Trace) []*tracepb.ResourceSpans {
 func checkAll(t *testing.T, db *DB, want otlptest.Traces) {
 	t.Helper()
 	for id, entries := range want {
-		raw, _ := hex.DecodeString(id)
-		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
-		if err != nil {
-			t.Fatalf("trace %s: %v", id, err)
-		}
+		tr := readTrace(t, db, id)
 		if tr == nil {
 			t.Fatalf("trace %s not found", id)
 		}
@@ -102,15 +98,21 @@ func checkAll(t *testing.T, db *DB, want otlptest.Traces) {
 func checkAbsent(t *testing.T, db *DB, ids []string) {
 	t.Helper()
 	for _, id := range ids {
-		raw, _ := hex.DecodeString(id)
-		tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
-		if err != nil {
-			t.Fatalf("trace %s: %v", id, err)
-		}
-		if tr != nil {
+		if tr := readTrace(t, db, id); tr != nil {
 			t.Fatalf("trace %s read, with %d spans; want none", id, tr.Spans)
 		}
 	}
+}
+
+// readTrace reads the trace of id (hex), nil if the store has none.
+func readTrace(t *testing.T, db *DB, id string) *Trace {
+	t.Helper()
+	raw, _ := hex.DecodeString(id)
+	tr, err := db.Trace(context.Background(), TraceID(raw), TimeRange{})
+	if err != nil {
+		t.Fatalf("trace %s: %v", id, err)
+	}
+	return tr
 }
 
 func TestRoundTripAcrossCutsAndReopen(t *testing.T) {

@@ -1028,23 +1028,11 @@ var (
 // them. A place that holds other instances of the service as well, or a
 // lead of one instance, leaves the order as it is.
 func placeOfLeadingInstances(causes []Correlation, selected []*Trace) {
-	instance := func(c *Correlation) (string, bool) {
-		for _, k := range instanceKeys {
-			if c.Key == k {
-				return valueString(c.Value), true
-			}
-			for _, a := range c.Aliases {
-				if a.Key == k {
-					return valueString(a.Value), true
-				}
-			}
-		}
-		return "", false
-	}
 	lead := map[string]bool{}
 	for i := range causes {
-		inst, ok := instance(&causes[i])
-		if !ok || causes[i].Service != causes[0].Service {
+		c := &causes[i]
+		inst := firstValue(instanceKeys, []*commonpb.KeyValue{{Key: c.Key, Value: c.Value}}, c.Aliases)
+		if inst == "" || c.Service != causes[0].Service {
 			break
 		}
 		lead[inst] = true
@@ -1061,13 +1049,8 @@ func placeOfLeadingInstances(causes []Correlation, selected []*Trace) {
 			if s.Service != service || s.Resource >= len(t.Resources) {
 				continue
 			}
-			attrs := append(slices.Clip(t.Resources[s.Resource]), s.Attrs...)
-			inst := ""
-			for _, k := range instanceKeys {
-				if inst = attrValue(attrs, k); inst != "" {
-					break
-				}
-			}
+			res := t.Resources[s.Resource]
+			inst := firstValue(instanceKeys, res, s.Attrs)
 			if inst == "" {
 				continue
 			}
@@ -1075,7 +1058,7 @@ func placeOfLeadingInstances(causes []Correlation, selected []*Trace) {
 				places[inst] = map[string]string{}
 			}
 			for _, k := range placeKeys {
-				if v := attrValue(attrs, k); v != "" {
+				if v := firstValue([]string{k}, res, s.Attrs); v != "" {
 					places[inst][k] = v
 				}
 			}
@@ -1114,11 +1097,16 @@ func placeOfLeadingInstances(causes []Correlation, selected []*Trace) {
 	}
 }
 
-// attrValue is the string value of key among attrs, "" if none.
-func attrValue(attrs []*commonpb.KeyValue, key string) string {
-	for _, a := range attrs {
-		if a.GetKey() == key {
-			return valueString(a.GetValue())
+// firstValue is the string value of the first of keys that lists hold,
+// "" if none.
+func firstValue(keys []string, lists ...[]*commonpb.KeyValue) string {
+	for _, k := range keys {
+		for _, l := range lists {
+			for _, a := range l {
+				if a.GetKey() == k {
+					return valueString(a.GetValue())
+				}
+			}
 		}
 	}
 	return ""
