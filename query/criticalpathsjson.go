@@ -34,6 +34,9 @@ type CriticalPathsJSON struct {
 	Traces     int                 `json:"traces"`
 	MeanMS     float64             `json:"mean_ms"`
 	Operations []OperationPathJSON `json:"operations"`
+	// LeftOut: traces found but left out of the sample, as the API's
+	// CriticalPathsResponse.left_out says.
+	LeftOut int `json:"left_out,omitempty"`
 }
 
 // OperationPathJSON is an operation's self time on the critical paths.
@@ -58,7 +61,8 @@ func (o OperationPathJSON) Name() string { return operationName(o.Service, o.Ope
 // in [start, end), as JSON.
 func CriticalPathsFromAPI(service, operation string, start, end time.Time, resp *analysispb.CriticalPathsResponse) CriticalPathsJSON {
 	out := CriticalPathsJSON{Service: service, Operation: operation, Start: start.UTC().Format(time.RFC3339Nano),
-		End: end.UTC().Format(time.RFC3339Nano), Traces: int(resp.GetTraces()), MeanMS: resp.GetMeanMs(), Operations: []OperationPathJSON{}}
+		End: end.UTC().Format(time.RFC3339Nano), Traces: int(resp.GetTraces()), MeanMS: resp.GetMeanMs(), Operations: []OperationPathJSON{},
+		LeftOut: int(resp.GetLeftOut())}
 	for _, o := range resp.GetOperations() {
 		out.Operations = append(out.Operations, OperationPathJSON{Service: o.Service, Operation: o.Operation, Traces: int(o.Traces),
 			MeanMS: o.MeanMs, P50MS: o.P50Ms, P95MS: o.P95Ms, Share: o.Share, SpanNames: int(o.SpanNames)})

@@ -38,6 +38,9 @@ type DiagnosisWindowJSON struct {
 	P50MS     float64 `json:"p50_ms"`
 	P99MS     float64 `json:"p99_ms"`
 	ErrorRate float64 `json:"error_rate"`
+	// LeftOut: traces found but left out of the sample, as the API's
+	// DiagnoseWindow.left_out says.
+	LeftOut int `json:"left_out,omitempty"`
 }
 
 // CulpritJSON is an operation ranked as a cause.
@@ -118,7 +121,7 @@ func DiagnosisToJSON(d traceanalysis.Diagnosis, windowStart, windowEnd, baseline
 func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) DiagnosisJSON {
 	side := func(w *analysispb.DiagnoseWindow) DiagnosisWindowJSON {
 		return DiagnosisWindowJSON{Start: w.GetStartTime().AsTime().Format(time.RFC3339Nano), End: w.GetEndTime().AsTime().Format(time.RFC3339Nano),
-			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate()}
+			Traces: int(w.GetTraces()), P50MS: w.GetP50Ms(), P99MS: w.GetP99Ms(), ErrorRate: w.GetErrorRate(), LeftOut: int(w.GetLeftOut())}
 	}
 	out := DiagnosisJSON{Window: side(resp.Window), Baseline: side(resp.Baseline), Operations: []CulpritJSON{},
 		Attributes: attributesFromAPI(resp.Attributes), Symptoms: attributesFromAPI(resp.Symptoms), WithinNoise: resp.WithinNoise}

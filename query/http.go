@@ -96,12 +96,15 @@ func (s *service) api(name string, fn apiFunc) http.Handler {
 
 // httpStatus maps the status of a failed call to an HTTP status.
 var httpStatus = map[codes.Code]int{
-	codes.InvalidArgument:   http.StatusBadRequest,
-	codes.NotFound:          http.StatusNotFound,
-	codes.ResourceExhausted: http.StatusTooManyRequests,
-	codes.DeadlineExceeded:  http.StatusGatewayTimeout,
-	codes.Unavailable:       http.StatusServiceUnavailable,
-	codes.Canceled:          http.StatusServiceUnavailable,
+	codes.InvalidArgument: http.StatusBadRequest,
+	codes.NotFound:        http.StatusNotFound,
+	// A request that no retry can serve, such as an analysis of a trace
+	// larger than analyses read.
+	codes.FailedPrecondition: http.StatusUnprocessableEntity,
+	codes.ResourceExhausted:  http.StatusTooManyRequests,
+	codes.DeadlineExceeded:   http.StatusGatewayTimeout,
+	codes.Unavailable:        http.StatusServiceUnavailable,
+	codes.Canceled:           http.StatusServiceUnavailable,
 }
 
 func writeError(w http.ResponseWriter, err error) {

@@ -346,7 +346,7 @@ func (s *service) httpDiagnose(ctx context.Context, w http.ResponseWriter, r *ht
 	if err != nil {
 		return err
 	}
-	d := DiagnosisFromAPI(diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), req.Errors)
+	d := DiagnosisFromAPI(dg.response(), req.Errors)
 	return writeJSON(w, http.StatusOK, diagnoseHTTPJSON{DiagnosisJSON: d, Cause: d.Cause(req.Errors),
 		Latency: histograms(dg.windowTraces, dg.baselineTraces, req.Service, req.Operation)})
 }

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"math"
 	"slices"
 	"time"
@@ -16,17 +17,15 @@ import (
 	"cairn/storage"
 )
 
+// maxAnalysisBytes bounds the encoded spans of one trace an analysis
+// decodes and holds whole. (A variable, for tests.)
+var maxAnalysisBytes = 64 << 20
+
 // Bounds of the root-cause analyses.
 const (
-	// maxAnalysisBytes bounds the encoded spans of one trace an analysis
-	// decodes and holds whole.
-	maxAnalysisBytes = 64 << 20
 	// defaultSample is how many traces of each window a diagnosis reads
 	// unless asked otherwise, and MaxSample the most.
 	defaultSample = 1000
-	// sliceTraces is the most traces one search of a diagnosis asks for:
-	// a window is searched in slices so that a sample spreads over it.
-	sliceTraces = 100
 )
 
 // rootCause serves cairn.analysis.v1's RootCause.
@@ -63,7 +62,7 @@ func (r rootCause) CriticalPath(ctx context.Context, req *analysispb.CriticalPat
 		weight += n
 		switch {
 		case weight > maxAnalysisBytes:
-			return status.Errorf(codes.ResourceExhausted, "trace %x holds more than the %d MiB of spans an analysis reads", id, maxAnalysisBytes>>20)
+			return tooLarge(id)
 		case weight > r.opts.MaxMessageBytes && release == nil:
 			// As a large GetTraces does, a large trace takes a search slot.
 			l, err := r.searches.enter(ctx)
@@ -139,7 +138,7 @@ func (r rootCause) Diagnose(ctx context.Context, req *analysispb.DiagnoseRequest
 	if err != nil {
 		return nil, err
 	}
-	return diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline), nil
+	return dg.response(), nil
 }
 
 // diagnosis is a diagnosis with its windows and the traces sampled of
@@ -148,6 +147,15 @@ type diagnosis struct {
 	traceanalysis.Diagnosis
 	window, baseline             timeWindow
 	windowTraces, baselineTraces []*traceanalysis.Trace
+	// The traces of each window found but left out of its sample.
+	windowLeftOut, baselineLeftOut int
+}
+
+// response is the diagnosis as RootCause answers it.
+func (dg *diagnosis) response() *analysispb.DiagnoseResponse {
+	resp := diagnoseResponse(dg.Diagnosis, dg.window, dg.baseline)
+	resp.Window.LeftOut, resp.Baseline.LeftOut = int32(dg.windowLeftOut), int32(dg.baselineLeftOut)
+	return resp
 }
 
 func (r rootCause) diagnose(ctx context.Context, req *analysispb.DiagnoseRequest) (diagnosis, error) {
@@ -163,12 +171,16 @@ func (r rootCause) diagnose(ctx context.Context, req *analysispb.DiagnoseRequest
 		return dg, err
 	}
 	defer leave()
-	if dg.windowTraces, err = r.sample(ctx, req.Service, req.Operation, dg.window, sample); err != nil {
+	w, err := r.sample(ctx, req.Service, req.Operation, dg.window, sample)
+	if err != nil {
 		return dg, err
 	}
-	if dg.baselineTraces, err = r.sample(ctx, req.Service, req.Operation, dg.baseline, sample); err != nil {
+	b, err := r.sample(ctx, req.Service, req.Operation, dg.baseline, sample)
+	if err != nil {
 		return dg, err
 	}
+	dg.windowTraces, dg.windowLeftOut = w.traces, w.leftOut
+	dg.baselineTraces, dg.baselineLeftOut = b.traces, b.leftOut
 	if len(dg.windowTraces) == 0 && len(dg.baselineTraces) == 0 {
 		return dg, r.noSuchTraces(req.Service, req.Operation, dg.window, dg.baseline)
 	}
@@ -195,11 +207,13 @@ func (r rootCause) CriticalPaths(ctx context.Context, req *analysispb.CriticalPa
 		return nil, err
 	}
 	defer leave()
-	traces, err := r.sample(ctx, req.Service, req.Operation, window, sample)
+	s, err := r.sample(ctx, req.Service, req.Operation, window, sample)
 	if err != nil {
 		return nil, err
 	}
-	return CriticalPathsResponse(traceanalysis.CriticalPaths(traces, req.Service, req.Operation, nil)), nil
+	resp := CriticalPathsResponse(traceanalysis.CriticalPaths(s.traces, req.Service, req.Operation, nil))
+	resp.LeftOut = int32(s.leftOut)
+	return resp, nil
 }
 
 // timeWindow is [start, end).
@@ -296,30 +310,34 @@ func (r rootCause) noSuchTraces(service, operation string, window, baseline time
 }
 
 // sample reads up to n traces with a span of the operation that started
-// in w, searching w in slices of at most sliceTraces so that they spread
-// over it.
-func (r rootCause) sample(ctx context.Context, service, operation string, w timeWindow, n int) ([]*traceanalysis.Trace, error) {
-	parts := (n + sliceTraces - 1) / sliceTraces
-	per := (n + parts - 1) / parts
+// in w. A search finds the most recent traces first, so w is searched in
+// slices, each for its share of n: the sample then spreads over the
+// window rather than lying at its end. Slices that had more than their
+// share are searched again for what the others lacked, so that a window
+// whose traffic came in a burst still yields n traces.
+func (r rootCause) sample(ctx context.Context, service, operation string, w timeWindow, n int) (sampled, error) {
+	parts, per := SampleSlices(n)
 	step := w.end.Sub(w.start) / time.Duration(parts)
 	var c traceanalysis.Collector
-	read := 0
+	read, leftOut := 0, 0
 	// A trace with spans of the operation in two slices is found by both:
 	// read twice, its spans would come twice.
 	seen := map[storage.TraceID]bool{}
-	for i := range parts {
+	// search reads up to limit traces of slice i, those not read already,
+	// and reports whether the slice may hold more.
+	search := func(i, limit int) (more bool, err error) {
 		from := w.start.Add(time.Duration(i) * step)
 		to := from.Add(step)
 		if i == parts-1 {
 			to = w.end
 		}
 		// Search bounds are inclusive; windows are not at their end.
-		found, err := r.r.Find(ctx, storage.Query{Service: service, Operation: operation, StartMin: from, StartMax: to.Add(-time.Nanosecond), Limit: per})
+		found, err := r.r.Find(ctx, storage.Query{Service: service, Operation: operation, StartMin: from, StartMax: to.Add(-time.Nanosecond), Limit: limit})
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctxStatus(ctx)
+				return false, ctxStatus(ctx)
 			}
-			return nil, status.Errorf(codes.Internal, "search: %v", err)
+			return false, status.Errorf(codes.Internal, "search: %v", err)
 		}
 		for _, f := range found {
 			if read == n {
@@ -329,23 +347,84 @@ func (r rootCause) sample(ctx context.Context, service, operation string, w time
 				continue
 			}
 			seen[f.ID] = true
-			weight := 0
-			admit := func(b int) error {
-				if weight += b; weight > maxAnalysisBytes {
-					return status.Errorf(codes.ResourceExhausted, "trace %x holds more than the %d MiB of spans an analysis reads", f.ID, maxAnalysisBytes>>20)
-				}
-				return nil
+			switch err := r.sampleTrace(ctx, f, &c); {
+			case errors.Is(err, errLeftOut):
+				leftOut++
+			case err != nil:
+				return false, err
+			default:
+				read++
 			}
-			// A trace a damaged file holds is left out of the sample, as
-			// search leaves out what it cannot read.
-			tr := storage.TimeRange{Start: unixNano(f.Start), End: unixNano(f.End)}
-			if _, err := r.readTrace(ctx, f.ID, tr, &c, admit); err != nil && status.Code(err) != codes.DataLoss {
-				return nil, err
-			}
-			read++
+		}
+		return len(found) == limit, nil
+	}
+	var full []int
+	for i := range parts {
+		more, err := search(i, per)
+		if err != nil {
+			return sampled{}, err
+		}
+		if more {
+			full = append(full, i)
 		}
 	}
-	return c.Traces(), nil
+	for _, i := range full {
+		if read == n {
+			break
+		}
+		if _, err := search(i, per+n-read); err != nil {
+			return sampled{}, err
+		}
+	}
+	return sampled{c.Traces(), leftOut}, nil
+}
+
+// SampleSlices is how many slices a sample of n traces searches a window
+// in, and how many traces it asks of each: as many slices as take 100
+// traces each, and no fewer than 10 (a sample of 100 read from one search
+// was the 100 most recent traces, from the window's last minutes).
+func SampleSlices(n int) (parts, per int) {
+	const sliceTraces, minSlices = 100, 10
+	parts = min(n, max((n+sliceTraces-1)/sliceTraces, minSlices))
+	return parts, (n + parts - 1) / max(parts, 1)
+}
+
+// sampled is a sample of a window's traces.
+type sampled struct {
+	traces []*traceanalysis.Trace
+	// leftOut counts the traces found but not read whole: those a damaged
+	// file holds, and those larger than an analysis reads.
+	leftOut int
+}
+
+// errLeftOut is sampleTrace's error for a trace it left out.
+var errLeftOut = errors.New("trace left out of the sample")
+
+// sampleTrace reads a trace of a sample into c. A trace that a damaged file
+// holds is left out, as search leaves out what it cannot read, and so is
+// one larger than an analysis reads: one such trace must not stop every
+// diagnosis of its operation. What was read of either is dropped.
+func (r rootCause) sampleTrace(ctx context.Context, f storage.Found, c *traceanalysis.Collector) error {
+	weight := 0
+	admit := func(b int) error {
+		if weight += b; weight > maxAnalysisBytes {
+			return tooLarge(f.ID)
+		}
+		return nil
+	}
+	tr := storage.TimeRange{Start: unixNano(f.Start), End: unixNano(f.End)}
+	_, err := r.readTrace(ctx, f.ID, tr, c, admit)
+	if code := status.Code(err); code == codes.DataLoss || code == codes.FailedPrecondition {
+		c.Drop(f.ID)
+		return errLeftOut
+	}
+	return err
+}
+
+// tooLarge is the error of a trace with more spans than an analysis reads.
+// No retry can read it: FailedPrecondition, not ResourceExhausted.
+func tooLarge(id storage.TraceID) error {
+	return status.Errorf(codes.FailedPrecondition, "trace %x holds more than the %d MiB of spans an analysis reads", id, maxAnalysisBytes>>20)
 }
 
 func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *analysispb.DiagnoseResponse {

@@ -2,7 +2,10 @@ package query
 
 import (
 	"context"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -186,5 +189,113 @@ func TestSampleReadsATraceOnce(t *testing.T) {
 	onPath := slices.ContainsFunc(resp.GetOperations(), func(o *analysispb.OperationPathStats) bool { return o.GetOperation() == "SELECT" })
 	if resp.GetTraces() != 1 || !onPath {
 		t.Fatalf("%d traces in the sample, SELECT on the path: %v; want 1, true", resp.GetTraces(), onPath)
+	}
+}
+
+// writeCalls stores one trace of web's GET /a per start, each of its
+// duration.
+func writeCalls(t *testing.T, db *storage.DB, starts []time.Time, dur func(i int) time.Duration) {
+	t.Helper()
+	var spans []*tracepb.Span
+	for i, at := range starts {
+		spans = append(spans, &tracepb.Span{TraceId: []byte{0: 2, 14: byte(i >> 8), 15: byte(i)}, SpanId: []byte{7: 1}, Name: "GET /a",
+			Kind: tracepb.Span_SPAN_KIND_SERVER, StartTimeUnixNano: uint64(at.UnixNano()), EndTimeUnixNano: uint64(at.Add(dur(i)).UnixNano())})
+	}
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{stringAttr("service.name", "web")}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+	}}}))
+}
+
+// TestSampleSpreadsOverTheWindow samples 100 of 200 traces spread evenly
+// over a window whose first half took 10 ms and second 50: a sample of
+// the most recent traces alone would say 50. A window whose traces came
+// in its last minute still yields the whole sample.
+func TestSampleSpreadsOverTheWindow(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Truncate(time.Minute).Add(-90 * time.Minute)
+	var spread, burst []time.Time
+	for i := range 200 {
+		spread = append(spread, t0.Add(time.Duration(i)*6*time.Second))
+		burst = append(burst, t0.Add(59*time.Minute+time.Duration(i)*250*time.Millisecond))
+	}
+	writeCalls(t, db, spread, func(i int) time.Duration { return time.Duration(10+40*(i/100)) * time.Millisecond })
+	client := analysispb.NewRootCauseClient(serve(t, db))
+	paths := func(from, to time.Time) *analysispb.CriticalPathsResponse {
+		t.Helper()
+		resp, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: "web", Operation: "GET /a",
+			StartTime: timestamppb.New(from), EndTime: timestamppb.New(to), Sample: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := paths(t0, t0.Add(20*time.Minute)); resp.Traces != 100 || resp.MeanMs < 25 || resp.MeanMs > 35 {
+		t.Errorf("spread window: %d traces, mean %.1f ms; want 100, about 30", resp.Traces, resp.MeanMs)
+	}
+	writeCalls(t, db, burst, func(int) time.Duration { return time.Millisecond })
+	if resp := paths(t0.Add(40*time.Minute), t0.Add(60*time.Minute)); resp.Traces != 100 {
+		t.Errorf("window with a burst at its end: %d traces, want 100", resp.Traces)
+	}
+}
+
+// TestSampleLeavesOutATraceTooLarge: a trace with more spans than an
+// analysis reads is left out of a diagnosis's sample, and said to be, not
+// the end of every diagnosis of its operation; read alone, it is refused
+// as no retry would help.
+func TestSampleLeavesOutATraceTooLarge(t *testing.T) {
+	defer func(old int) { maxAnalysisBytes = old }(maxAnalysisBytes)
+	maxAnalysisBytes = 4 << 10
+	// Live spans are bounded by the live buffer; what is cut is read a
+	// fragment at a time, and counted.
+	db, err := storage.Open(t.TempDir(), &storage.Options{FlushInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Truncate(time.Minute).Add(-30 * time.Minute)
+	var starts []time.Time
+	for i := range 20 {
+		starts = append(starts, t0.Add(time.Duration(i)*time.Second))
+	}
+	writeCalls(t, db, starts, func(int) time.Duration { return time.Millisecond })
+	big := []byte{0: 3, 15: 3}
+	var spans []*tracepb.Span
+	for i := range 100 {
+		spans = append(spans, &tracepb.Span{TraceId: big, SpanId: []byte{6: 1, 7: byte(i)}, Name: "GET /a", Kind: tracepb.Span_SPAN_KIND_SERVER,
+			StartTimeUnixNano: uint64(t0.Add(30 * time.Second).UnixNano()), EndTimeUnixNano: uint64(t0.Add(31 * time.Second).UnixNano()),
+			Attributes: []*commonpb.KeyValue{stringAttr("payload", fmt.Sprintf("%0100x", uint64(i)*0x9e3779b97f4a7c15))}})
+	}
+	writeRequest(t, db, mustMarshal(t, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{stringAttr("service.name", "web")}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: spans}},
+	}}}))
+	client := analysispb.NewRootCauseClient(serve(t, db))
+	var resp *analysispb.DiagnoseResponse
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		resp, err = client.Diagnose(context.Background(), &analysispb.DiagnoseRequest{Service: "web", Operation: "GET /a",
+			StartTime: timestamppb.New(t0.Add(15 * time.Second)), EndTime: timestamppb.New(t0.Add(time.Minute))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Window.LeftOut > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if resp.Window.Traces != 5 || resp.Window.LeftOut != 1 || resp.Baseline.Traces != 15 || resp.Baseline.LeftOut != 0 {
+		t.Errorf("window %v, baseline %v: want 5 traces and 1 left out, 15 and none", resp.Window, resp.Baseline)
+	}
+	_, err = client.CriticalPath(context.Background(), &analysispb.CriticalPathRequest{TraceId: big})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("critical path of the large trace: %v, want FailedPrecondition", err)
+	}
+	// Over HTTP, 422 without Retry-After: a client that retries on 429
+	// would retry for ever.
+	rec := httptest.NewRecorder()
+	NewService(db, nil).HTTPHandler().ServeHTTP(rec, httptest.NewRequest("GET", fmt.Sprintf("/api/v1/traces/%x/critical-path", big), nil))
+	if rec.Code != http.StatusUnprocessableEntity || rec.Header().Get("Retry-After") != "" {
+		t.Errorf("critical path of the large trace over HTTP: %d, Retry-After %q; want 422 and none", rec.Code, rec.Header().Get("Retry-After"))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
@@ -526,18 +527,20 @@ func TestBrowserDiagnoseSpanNames(t *testing.T) {
 // TestBrowserDiagnoseWhereTimeGoes opens the diagnosis page of checkouts
 // before a window is picked, on the scenario whose stock query is named
 // by its SQL with a literal in it: the page sums up the critical paths of
-// the range, the query's shape first, as the API does.
+// the range (the fault's), the query's shape first, as the API does.
 func TestBrowserDiagnoseWhereTimeGoes(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
-	writeScenario(t, s, "literal-sql")
+	// The fault's window: a sample spreads over its range.
+	_, mid, end := writeScenario(t, s, "literal-sql")
+	window := "start=" + mid.UTC().Format(time.RFC3339) + "&end=" + end.UTC().Format(time.RFC3339)
 	var paths query.CriticalPathsJSON
-	apiGet(t, s, "/api/v1/critical-paths?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&since=1h&sample=100", &paths)
+	apiGet(t, s, "/api/v1/critical-paths?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&"+window+"&sample=100", &paths)
 	if len(paths.Operations) == 0 || paths.Operations[0].SpanNames < 10 {
 		t.Fatalf("the API's operations %+v, want the query's shape first, standing for many names", paths.Operations)
 	}
 	b := newBrowser(t, s, 1280, 900)
-	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation), "table.ranked.paths tbody tr")
+	b.open("#/diagnose?service=web&operation="+url.QueryEscape(bench.RCARootOperation)+"&range=custom&"+window, "table.ranked.paths tbody tr")
 	first := eval[[]string](b, `[...document.querySelectorAll('table.ranked.paths tbody tr:first-child td')].map((td) => td.textContent)`)
 	if len(first) != 6 || !strings.HasPrefix(first[0], "inventory: SELECT stock FROM inventory WHERE sku = ? (") || !strings.HasSuffix(first[0], " span names)") ||
 		!strings.HasSuffix(first[2], "%") || first[5] != "100.0%" {
@@ -729,5 +732,107 @@ func TestBrowserMapLoops(t *testing.T) {
 	})()`); past > 0 {
 		t.Errorf("the loops reach %.0f past the drawing's bottom", past)
 	}
+	b.noConsoleErrors()
+}
+
+// TestBrowserOddData checks the pages against what a store may hold and a
+// user may do that the shop does not: a service with no name, span metrics
+// past the series limit, a long attribute value and an event with no
+// time; a custom range followed to Search, an address that names no page,
+// and cairn not answering for a while.
+func TestBrowserOddData(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.maxSeries = 2
+	s := startConfigured(t, cfg)
+	defer s.shutdown()
+	writeCalls(t, s, [][2]string{{"", "api"}, {"web", "api"}, {"web", "db"}, {"web", "db"}})
+	start := uint64(time.Now().Add(-time.Minute).UnixNano())
+	long := strings.Repeat("0123456789", 500)
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "web"}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 0xa7, 15: 0xa7}, SpanId: []byte{7: 1}, Name: "long",
+			StartTimeUnixNano: start, EndTimeUnixNano: start + 1e6,
+			Attributes: []*commonpb.KeyValue{{Key: "body", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: long}}}},
+			Events:     []*tracepb.Span_Event{{Name: "untimed"}}}}}},
+	}}})
+	waitFor(t, "the cut", func() bool {
+		var g struct{ Edges []struct{ Parent string } }
+		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
+		return len(g.Edges) == 3
+	})
+	b := newBrowser(t, s, 1280, 900)
+
+	// The service with no name is drawn as such, and its panel shows no
+	// other service's figures.
+	b.open("#/map?range=1h", "svg.map .node")
+	if got := eval[string](b, `document.querySelector('svg.map .node[data-name=""] text').textContent`); got != "(no service name)" {
+		t.Errorf("the unnamed service is drawn as %q", got)
+	}
+	b.do("click it", chromedp.Evaluate[chromedp.Void](`document.querySelector('svg.map .node[data-name=""]').dispatchEvent(new MouseEvent('click', {bubbles: true}))`),
+		chromedp.WaitVisible(`.map-panel h2`))
+	if got := eval[string](b, `document.querySelector('.map-panel').textContent`); !strings.Contains(got, "(no service name)") || strings.Contains(got, "Rate") {
+		t.Errorf("its panel: %q", got)
+	}
+
+	// Past the series limit, each overflow series is a row of its own, as
+	// the API answers them: none is dropped.
+	end := time.Now().UTC().Add(time.Minute).Truncate(time.Second)
+	from := end.Add(-time.Hour)
+	custom := "range=custom&start=" + from.Format(time.RFC3339) + "&end=" + end.Format(time.RFC3339)
+	var web struct {
+		Series []struct{ Points []struct{ Calls int } }
+	}
+	apiGet(t, s, "/api/v1/span-metrics?service=web&shape_names=true&step=62m&start="+from.Format(time.RFC3339)+"&end="+end.Format(time.RFC3339), &web)
+	b.open("#/services/web?"+custom, "table.metrics tbody tr")
+	if rows := eval[int](b, `document.querySelectorAll('table.metrics tbody tr').length`); rows != len(web.Series) || rows < 2 {
+		t.Errorf("%d rows of web's operations, the API has %d series", rows, len(web.Series))
+	}
+	// Its traces are searched within the same custom range.
+	href := eval[string](b, `document.querySelector('.actions a[href^="#/search"]').getAttribute('href')`)
+	if !strings.Contains(href, "range=custom") || !strings.Contains(href, "start="+url.QueryEscape(from.Format("2006-01-02T15:04:05"))) {
+		t.Errorf("search its traces: %q, want the custom range from %v", href, from)
+	}
+	b.do("search its traces", chromedp.Click(`.actions a[href^="#/search"]`), chromedp.WaitVisible(`.results table`))
+	if got := eval[string](b, `document.querySelector('select[name=range]').value + ' ' + !!document.querySelector('input[name=start]').value`); got != "custom true" {
+		t.Errorf("search's range: %q", got)
+	}
+
+	// A long value is cut, with the rest a click away; an event with no
+	// time says so.
+	b.open("#/trace/a70000000000000000000000000000a7", ".trace .row")
+	b.do("open the span", chromedp.Click(`.trace .row .names`), chromedp.WaitVisible(`.detail button.more`))
+	if got := eval[string](b, `document.querySelector('.detail button.more').textContent`); got != "show all 5,000 characters" {
+		t.Errorf("the long value's button: %q", got)
+	}
+	if got := eval[string](b, `document.querySelector('.detail .event').textContent`); got != "untimed (no time given)none" {
+		t.Errorf("the event: %q", got)
+	}
+	b.do("show all", chromedp.Click(`.detail button.more`), chromedp.WaitNotPresent(`.detail button.more`))
+	if !eval[bool](b, `document.querySelector('.detail table.attrs').textContent.includes(`+"`"+long+"`"+`)`) {
+		t.Error("the whole value is not shown")
+	}
+
+	// An address that names no page shows the services, whatever it names.
+	b.open("#/constructor", "table.metrics")
+
+	// While cairn does not answer, the page says so and tries again; once
+	// it answers, the page is drawn.
+	block := func(patterns ...*network.BlockPattern) {
+		t.Helper()
+		if _, err := chromedp.Call(b.ctx, network.Enable, network.EnableParams{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := chromedp.Call(b.ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: patterns}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	block(&network.BlockPattern{URLPattern: b.base + "/api/*", Block: true})
+	b.open("#/services", "p.retrying")
+	if got := eval[string](b, `document.querySelector('p.error').textContent`); !strings.HasPrefix(got, "cairn did not answer") {
+		t.Errorf("with cairn not answering: %q", got)
+	}
+	block()
+	b.do("wait for cairn", chromedp.WaitVisible(`table.metrics`))
 	b.noConsoleErrors()
 }

@@ -138,6 +138,7 @@ func writeCriticalPaths(w io.Writer, out query.CriticalPathsJSON, format string,
 	if out.Traces >= sample {
 		note = fmt.Sprintf(" (a sample: --sample %d)", sample)
 	}
+	note += leftOutNote(out.LeftOut)
 	fmt.Fprintf(w, "%s: %s  %s – %s  %s%s  mean %.3f ms\n\n", out.Service, out.Operation, shortTime(out.Start), shortTime(out.End),
 		count(out.Traces, "trace"), note, out.MeanMS)
 	fmt.Fprintf(w, "%12s %12s %12s %8s %8s  %s\n", "mean ms", "p50 ms", "p95 ms", "on path", "share", "operation")

@@ -23,10 +23,6 @@ import (
 )
 
 const (
-	// sliceTraces is the most trace IDs one search of a window asks for:
-	// a window is searched in slices so that a sample spreads over it,
-	// where one search would return its most recent traces only.
-	sliceTraces = 100
 	// readBatch is the most traces one GetTraces call reads.
 	readBatch = 100
 	// fetchers is how many calls run at once.
@@ -185,12 +181,11 @@ func parseTime(flag, s string) (time.Time, error) {
 }
 
 // sampleTraces reads up to n traces with a span of the operation that
-// started in s: it searches s in slices, each for at most sliceTraces
-// traces, so that the sample spreads over s, then reads the traces found,
+// started in s: it searches s in slices (query.SampleSlices), so that the
+// sample spreads over s, then reads the traces found,
 // several calls at once.
 func sampleTraces(ctx context.Context, client jaegerpb.TraceReaderClient, service, operation string, s timeRange, n int) ([]*analysis.Trace, error) {
-	parts := (n + sliceTraces - 1) / sliceTraces
-	per := (n + parts - 1) / parts
+	parts, per := query.SampleSlices(n)
 	step := s.end.Sub(s.start) / time.Duration(parts)
 	found := make([][]*jaegerpb.FoundTraceID, parts)
 	err := parallel(parts, func(i int) error {
@@ -276,6 +271,14 @@ func parallel(n int, f func(i int) error) error {
 	return first
 }
 
+// leftOutNote says how many traces a sample left out, if any.
+func leftOutNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("  (%s left out: damaged, or over 64 MiB of spans)", count(n, "trace"))
+}
+
 // writeDiagnosis prints a diagnosis: one sentence naming the most likely
 // cause and its evidence, the two windows, then the ranked operations,
 // attributes and symptoms.
@@ -290,6 +293,7 @@ func writeDiagnosis(w io.Writer, d diagnoseJSON, service, operation string, erro
 		if s.w.Traces >= sample {
 			note = fmt.Sprintf("  (a sample: --sample %d)", sample)
 		}
+		note += leftOutNote(s.w.LeftOut)
 		fmt.Fprintf(w, "%-9s %-41s %8d %10.3f %10.3f %7.1f%%%s\n", s.name, shortTime(s.w.Start)+" – "+shortTime(s.w.End), s.w.Traces, s.w.P50MS, s.w.P99MS, 100*s.w.ErrorRate, note)
 	}
 	if len(d.Operations) > 0 {

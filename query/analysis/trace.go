@@ -259,6 +259,21 @@ func (c *Collector) trace(id []byte, r resource) (*Trace, int) {
 // Traces returns the traces added, in the order their first spans came.
 func (c *Collector) Traces() []*Trace { return c.traces }
 
+// Drop removes a trace and whatever of its spans were added, for a trace
+// that could be read only in part. The attributes kept for it stay.
+func (c *Collector) Drop(id [16]byte) {
+	i, ok := c.byID[id]
+	if !ok {
+		return
+	}
+	delete(c.byID, id)
+	c.traces = slices.Delete(c.traces, i, i+1)
+	c.resources = slices.Delete(c.resources, i, i+1)
+	for _, t := range c.traces[i:] {
+		c.byID[t.ID]--
+	}
+}
+
 // resourceKey is the same for resources with the same attributes in any
 // order.
 func resourceKey(attrs []*commonpb.KeyValue) string {

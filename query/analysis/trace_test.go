@@ -131,3 +131,28 @@ func equalAttrs(a, b []*commonpb.KeyValue) bool {
 	}
 	return true
 }
+
+// TestDropTrace drops a trace from between two others: the others keep
+// their order, and spans added later go to the trace they belong to.
+func TestDropTrace(t *testing.T) {
+	span := func(trace, id byte) *tracepb.TracesData {
+		return &tracepb.TracesData{ResourceSpans: []*tracepb.ResourceSpans{{ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{
+			{TraceId: []byte{15: trace}, SpanId: []byte{7: id}, Name: "s"},
+		}}}}}}
+	}
+	var c Collector
+	for trace := byte(1); trace <= 3; trace++ {
+		c.Add(span(trace, 1))
+	}
+	c.Drop([16]byte{15: 2})
+	c.Drop([16]byte{15: 9}) // not there
+	c.Add(span(3, 2))
+	c.Add(span(2, 3))
+	var got [][2]int
+	for _, tr := range c.Traces() {
+		got = append(got, [2]int{int(tr.ID[15]), len(tr.Spans)})
+	}
+	if want := [][2]int{{1, 1}, {3, 2}, {2, 1}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("traces (ID, spans) %v, want %v", got, want)
+	}
+}

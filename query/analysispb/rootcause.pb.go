@@ -394,7 +394,9 @@ type CriticalPathsResponse struct {
 	// whose critical path is taken: its longest in each trace.
 	MeanMs float64 `protobuf:"fixed64,2,opt,name=mean_ms,json=meanMs,proto3" json:"mean_ms,omitempty"`
 	// The most mean self time first.
-	Operations    []*OperationPathStats `protobuf:"bytes,3,rep,name=operations,proto3" json:"operations,omitempty"`
+	Operations []*OperationPathStats `protobuf:"bytes,3,rep,name=operations,proto3" json:"operations,omitempty"`
+	// Traces found for the sample but left out of it, as in DiagnoseWindow.
+	LeftOut       int32 `protobuf:"varint,4,opt,name=left_out,json=leftOut,proto3" json:"left_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -448,6 +450,13 @@ func (x *CriticalPathsResponse) GetOperations() []*OperationPathStats {
 		return x.Operations
 	}
 	return nil
+}
+
+func (x *CriticalPathsResponse) GetLeftOut() int32 {
+	if x != nil {
+		return x.LeftOut
+	}
+	return 0
 }
 
 type OperationPathStats struct {
@@ -763,10 +772,13 @@ type DiagnoseWindow struct {
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	EndTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// Traces of the sample with a span of the operation.
-	Traces        int32   `protobuf:"varint,3,opt,name=traces,proto3" json:"traces,omitempty"`
-	P50Ms         float64 `protobuf:"fixed64,4,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
-	P99Ms         float64 `protobuf:"fixed64,5,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
-	ErrorRate     float64 `protobuf:"fixed64,6,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	Traces    int32   `protobuf:"varint,3,opt,name=traces,proto3" json:"traces,omitempty"`
+	P50Ms     float64 `protobuf:"fixed64,4,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
+	P99Ms     float64 `protobuf:"fixed64,5,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
+	ErrorRate float64 `protobuf:"fixed64,6,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// Traces found for the sample but left out of it: those a damaged file
+	// holds, and those with more spans than an analysis reads (64 MiB).
+	LeftOut       int32 `protobuf:"varint,7,opt,name=left_out,json=leftOut,proto3" json:"left_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -839,6 +851,13 @@ func (x *DiagnoseWindow) GetP99Ms() float64 {
 func (x *DiagnoseWindow) GetErrorRate() float64 {
 	if x != nil {
 		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *DiagnoseWindow) GetLeftOut() int32 {
+	if x != nil {
+		return x.LeftOut
 	}
 	return 0
 }
@@ -1149,13 +1168,14 @@ const file_rootcause_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x12\x16\n" +
-	"\x06sample\x18\x05 \x01(\x05R\x06sample\"\x8f\x01\n" +
+	"\x06sample\x18\x05 \x01(\x05R\x06sample\"\xaa\x01\n" +
 	"\x15CriticalPathsResponse\x12\x16\n" +
 	"\x06traces\x18\x01 \x01(\x05R\x06traces\x12\x17\n" +
 	"\amean_ms\x18\x02 \x01(\x01R\x06meanMs\x12E\n" +
 	"\n" +
 	"operations\x18\x03 \x03(\v2%.cairn.analysis.v1.OperationPathStatsR\n" +
-	"operations\"\xe0\x01\n" +
+	"operations\x12\x19\n" +
+	"\bleft_out\x18\x04 \x01(\x05R\aleftOut\"\xe0\x01\n" +
 	"\x12OperationPathStats\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x16\n" +
@@ -1186,7 +1206,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"attributes\x18\x04 \x03(\v2!.cairn.analysis.v1.AttributeScoreR\n" +
 	"attributes\x12=\n" +
 	"\bsymptoms\x18\x05 \x03(\v2!.cairn.analysis.v1.AttributeScoreR\bsymptoms\x12!\n" +
-	"\fwithin_noise\x18\x06 \x01(\bR\vwithinNoise\"\xe7\x01\n" +
+	"\fwithin_noise\x18\x06 \x01(\bR\vwithinNoise\"\x82\x02\n" +
 	"\x0eDiagnoseWindow\x129\n" +
 	"\n" +
 	"start_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
@@ -1195,7 +1215,8 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p50_ms\x18\x04 \x01(\x01R\x05p50Ms\x12\x15\n" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
-	"error_rate\x18\x06 \x01(\x01R\terrorRate\"\x96\x04\n" +
+	"error_rate\x18\x06 \x01(\x01R\terrorRate\x12\x19\n" +
+	"\bleft_out\x18\a \x01(\x05R\aleftOut\"\x96\x04\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +

@@ -36,8 +36,18 @@ export function url(path, params = {}) {
   return u;
 }
 
+// unreachable is the error of a call that cairn did not answer at all.
+function unreachable(err) {
+  return new APIError(0, `cairn did not answer (${err.message}): it may be stopped or restarting.`, 'Unavailable');
+}
+
 export async function get(path, params) {
-  const resp = await fetch(url(path, params), { headers: headers() });
+  let resp;
+  try {
+    resp = await fetch(url(path, params), { headers: headers() });
+  } catch (err) {
+    throw unreachable(err);
+  }
   let body = null;
   try {
     body = await resp.json();

@@ -47,15 +47,24 @@ async function show() {
   for (const a of document.querySelectorAll('#nav a')) {
     a.classList.toggle('active', a.dataset.page === route.page);
   }
-  const page = routes[route.page] || services;
+  const page = Object.hasOwn(routes, route.page) ? routes[route.page] : services;
   try {
     const undo = (await page.render(view, route)) || null;
     if (n === shown) cleanup = undo;
     else if (undo) undo();
   } catch (err) {
     showError(view, err);
+    // cairn stopped or restarting: the page is drawn again once it
+    // answers, as long as it is still the page shown.
+    if (err instanceof APIError && err.status === 0) {
+      view.append(h('p', { class: 'muted retrying' }, `Trying again every ${retryEvery / 1000} s.`));
+      setTimeout(() => { if (n === shown) show(); }, retryEvery);
+    }
   }
 }
+
+// retryEvery is how often a page that found cairn not answering asks again.
+const retryEvery = 5000;
 
 // showError says why a page has no data; for a missing or wrong token, it
 // asks for one.

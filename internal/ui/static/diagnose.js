@@ -34,9 +34,21 @@ export async function render(main, route) {
   const metrics = await get('/api/v1/span-metrics', { ...query(w), service, operation, step: step(w, 120), quantile: [0.5, 0.99] });
   const series = metrics.series.filter((x) => !x.overflow).sort((a, b) => total(b) - total(a))[0];
   charts.replaceChildren(...drawCharts(series, w, sel, route));
+  // Past the span metrics' series limit, some of the operation's spans
+  // count in overflow series that no operation owns.
+  if (metrics.series.some((x) => x.overflow && total(x) > 0)) {
+    charts.append(h('p', { class: 'muted overflow-note' }, `${service} has spans past the span metrics' series limit (--span-metrics-max-series), counted apart from any operation: the charts may leave some of this operation's calls and errors out. The diagnosis below reads its traces and is not affected.`));
+  }
   if (!sel) {
     result.append(h('p', { class: 'hint' }, 'Drag across a chart over the time the operation went wrong: that is the window, and as long a time right before it the baseline.'));
-    if (series) result.append(await whereTimeGoes(service, operation, w, sample));
+    if (series) {
+      try {
+        result.append(await whereTimeGoes(service, operation, w, sample));
+      } catch (err) {
+        if (!(err instanceof APIError) || err.status === 401 || err.status === 0) throw err;
+        result.append(h('p', { class: 'error' }, err.message));
+      }
+    }
     return;
   }
   result.append(h('p', { class: 'muted' }, 'Diagnosing…'));
@@ -50,7 +62,7 @@ export async function render(main, route) {
   } catch (err) {
     // A window the API refuses is said under the charts, which stay to
     // pick another.
-    if (!(err instanceof APIError) || err.status === 401) throw err;
+    if (!(err instanceof APIError) || err.status === 401 || err.status === 0) throw err;
     result.replaceChildren(h('p', { class: 'error' }, err.message));
     return;
   }
@@ -203,7 +215,7 @@ function showDiagnosis(d, errors, route) {
   const windows = h('table', { class: 'windows' },
     h('thead', {}, h('tr', {}, ['', 'from – to', 'traces', 'p50', 'p99', 'errors'].map((c) => h('th', {}, c)))),
     h('tbody', {}, [['baseline', d.baseline], ['window', d.window]].map(([name, x]) => h('tr', { class: name },
-      h('td', {}, name), h('td', {}, `${time(x.start)} – ${time(x.end)}`), h('td', { class: 'num traces' }, x.traces),
+      h('td', {}, name), h('td', {}, `${time(x.start)} – ${time(x.end)}`), h('td', { class: 'num traces' }, x.traces, leftOut(x.left_out)),
       h('td', { class: 'num' }, duration(x.p50_ms * 1e6)), h('td', { class: 'num' }, duration(x.p99_ms * 1e6)), h('td', { class: 'num' }, pct(x.error_rate))))));
   const ops = d.operations.slice(0, 15).map((c) => h('tr', {},
     h('td', { class: 'num' }, c.score.toFixed(3)),
@@ -251,9 +263,14 @@ async function whereTimeGoes(service, operation, w, sample) {
     h('td', { class: 'num' }, duration(o.mean_ms * 1e6)),
     h('td', { class: 'num' }, duration(o.p95_ms * 1e6)),
     h('td', { class: 'num' }, pct(o.traces / Math.max(cp.traces, 1)))));
-  return section(`Where its time goes: the critical paths of ${cp.traces.toLocaleString('en')} traces over the range, ${duration(cp.mean_ms * 1e6)} on average`,
+  return section([`Where its time goes: the critical paths of ${cp.traces.toLocaleString('en')} traces over the range, ${duration(cp.mean_ms * 1e6)} on average`, leftOut(cp.left_out)],
     h('table', { class: 'ranked paths' },
       h('thead', {}, h('tr', {}, ['operation', '', 'share', 'mean', 'p95', 'on path'].map((c) => h('th', {}, c)))), h('tbody', {}, rows)));
+}
+
+// leftOut notes the traces a sample found but could not use.
+function leftOut(n) {
+  return n ? h('span', { class: 'muted left-out', title: 'held by a damaged file, or over the 64 MiB of spans an analysis reads' }, ` (${n.toLocaleString('en')} left out)`) : null;
 }
 
 function section(title, body) {

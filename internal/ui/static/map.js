@@ -6,7 +6,7 @@
 // its metrics, an edge's its figures and a search for its traces.
 import { get } from './api.js';
 import { duration, h, s } from './format.js';
-import { autoRefresh, picker, query, wholeStep, window } from './range.js';
+import { autoRefresh, picker, query, searchLink, wholeStep, window } from './range.js';
 import { link } from './services.js';
 
 const nodeW = 150, nodeH = 30, colGap = 190, rowGap = 22, pad = 20;
@@ -46,8 +46,10 @@ export async function render(main, route) {
   };
   await draw();
   const focus = route.params.get('focus');
-  if (focus) area.querySelector(`g.node[data-name="${CSS.escape(focus)}"]`)?.dispatchEvent(new MouseEvent('click', { bubbles: true }));
-  return autoRefresh(route, draw);
+  const node = focus && area.querySelector(`g.node[data-name="${CSS.escape(focus)}"]`);
+  if (node) node.dispatchEvent(new MouseEvent('click', { bubbles: true }));
+  else if (focus) area.prepend(h('p', { class: 'muted focus-missing' }, `${focus} makes or takes no calls in this range.`));
+  return autoRefresh(route, draw, area);
 }
 
 // A graph of more services than maxNodes is cut down to that many: a
@@ -275,7 +277,7 @@ function drawing(edges, w, route, panel) {
     const rate = inc && inc.calls ? inc.errors / inc.calls : 0;
     const g = s('g', { class: 'node' + (virtual.has(name) ? ' virtual' : ''), 'data-name': name, transform: `translate(${p.x},${p.y})` },
       s('rect', { width: nodeW, height: nodeH, rx: 5, stroke: virtual.has(name) ? '#8a94a0' : errorColor(rate) }),
-      s('text', { x: nodeW / 2, y: nodeH / 2 + 4, 'text-anchor': 'middle' }, name.length > 21 ? name.slice(0, 20) + '…' : name),
+      s('text', { x: nodeW / 2, y: nodeH / 2 + 4, 'text-anchor': 'middle', class: name ? '' : 'unnamed' }, name ? clip(name) : noName),
       s('title', {}, virtual.has(name) ? `${name}: a peer that sends no spans of its own` : name));
     g.addEventListener('click', () => select(g, () => nodePanel(panel, name, virtual.has(name), w, route)));
     nodeLayer.append(g);
@@ -303,7 +305,6 @@ function dl(pairs) {
 
 function edgePanel(panel, e, seconds, route) {
   const p = route.params;
-  const r = p.get('range') === 'custom' ? '1h' : p.get('range') || '1h';
   // An edge's traces are those with a span of the called service; a peer
   // that sends no spans is found through its callers' spans.
   const service = e.virtual ? e.parent : e.child;
@@ -314,14 +315,27 @@ function edgePanel(panel, e, seconds, route) {
       ...e.quantiles.map((q) => [`p${q.quantile * 100}`, duration(q.duration_ms * 1e6)]),
       ['Mean', e.calls ? duration(e.duration_sum_ms / e.calls * 1e6) : '–'],
     ]),
-    h('p', {}, h('a', { class: 'edge-search', href: `#/search?${new URLSearchParams({ service, range: r })}` }, `Search traces of ${service}`),
-      e.errors ? [' · ', h('a', { href: `#/search?${new URLSearchParams({ service, range: r, errors: 'true' })}` }, 'with errors')] : null));
+    h('p', {}, h('a', { class: 'edge-search', href: searchLink(p, { service }) }, `Search traces of ${service}`),
+      e.errors ? [' · ', h('a', { href: searchLink(p, { service, errors: 'true' }) }, 'with errors')] : null));
+}
+
+// noName stands for a service whose spans name none.
+const noName = '(no service name)';
+
+function clip(name) {
+  return name.length > 21 ? name.slice(0, 20) + '…' : name;
 }
 
 async function nodePanel(panel, name, isVirtual, w, route) {
-  panel.replaceChildren(closeButton(panel), h('h2', {}, name));
+  panel.replaceChildren(closeButton(panel), h('h2', {}, name || noName));
   if (isVirtual) {
     panel.append(h('p', { class: 'muted' }, 'A peer that sends no spans of its own: what is known of it is what its callers measured, on the edges into it.'));
+    return;
+  }
+  if (!name) {
+    // The API takes an empty service for every service: its figures
+    // would be the first service's.
+    panel.append(h('p', { class: 'muted' }, 'Spans whose resource has no service.name: they have no figures or operations of their own here; its edges show what is known of its calls.'));
     return;
   }
   const m = await get('/api/v1/span-metrics', { ...query(w), service: name, by: 'service', span_kind: ['server', 'consumer'], step: wholeStep(w), quantile: [0.5, 0.99] });

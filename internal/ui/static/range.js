@@ -12,7 +12,7 @@ export const refreshEvery = 30_000;
 // whose ends are not times, or end before they start, throws an error
 // that says so.
 export function window(params, now = new Date()) {
-  const r = params.get('range') || '1h';
+  const r = rangeOf(params);
   if (r === 'custom' && params.get('start') && params.get('end')) {
     const w = { start: new Date(params.get('start')), end: new Date(params.get('end')) };
     if (isNaN(w.start) || isNaN(w.end) || w.start >= w.end) {
@@ -22,6 +22,25 @@ export function window(params, now = new Date()) {
   }
   const minutes = (ranges.find(([v]) => v === r) || ranges[1])[2];
   return { start: new Date(now - minutes * 60_000), end: now };
+}
+
+// rangeOf is the range a route's parameters name, the last hour if they
+// name none that is offered.
+function rangeOf(params) {
+  const r = params.get('range') || '1h';
+  return ranges.some(([v]) => v === r) ? r : '1h';
+}
+
+// searchLink is a link to Search within a page's range, a custom one
+// included, with extra parameters.
+export function searchLink(params, extra = {}) {
+  const q = new URLSearchParams(extra);
+  const r = rangeOf(params);
+  q.set('range', r);
+  if (r === 'custom') {
+    for (const k of ['start', 'end']) if (params.get(k)) q.set(k, params.get(k));
+  }
+  return '#/search?' + q;
 }
 
 // step is a whole number of minutes that cuts a window into about n
@@ -46,7 +65,7 @@ function localInput(d) {
 // URL.
 export function picker(route, { refresh = true } = {}) {
   const p = route.params;
-  const r = p.get('range') || '1h';
+  const r = rangeOf(p);
   const w = window(p);
   const go = (changes) => {
     const q = new URLSearchParams(p);
@@ -58,8 +77,18 @@ export function picker(route, { refresh = true } = {}) {
   };
   const start = h('input', { type: 'datetime-local', name: 'start', value: localInput(w.start) });
   const end = h('input', { type: 'datetime-local', name: 'end', value: localInput(w.end) });
+  const problem = h('span', { class: 'error', hidden: true });
+  const show = () => {
+    const from = new Date(start.value), to = new Date(end.value);
+    if (isNaN(from) || isNaN(to) || from >= to) {
+      problem.textContent = 'Pick a start and a later end.';
+      problem.hidden = false;
+      return;
+    }
+    go({ range: 'custom', start: from.toISOString(), end: to.toISOString() });
+  };
   const custom = h('span', { class: 'custom-range', hidden: r !== 'custom' }, start, '–', end,
-    h('button', { type: 'button', onclick: () => go({ range: 'custom', start: new Date(start.value).toISOString(), end: new Date(end.value).toISOString() }) }, 'Show'));
+    h('button', { type: 'button', onclick: show }, 'Show'), problem);
   const select = h('select', {
     name: 'range',
     onchange: (e) => {
@@ -75,10 +104,22 @@ export function picker(route, { refresh = true } = {}) {
 }
 
 // autoRefresh calls fn every refreshEvery if the route asks for it; it
-// returns what stops it.
-export function autoRefresh(route, fn) {
+// returns what stops it. A refresh that fails leaves the figures shown,
+// with a note at the top of el that they are older, until one succeeds.
+export function autoRefresh(route, fn, el) {
   if (route.params.get('refresh') !== 'on' || route.params.get('range') === 'custom') return () => {};
-  const timer = setInterval(fn, refreshEvery);
+  let stale = null;
+  const timer = setInterval(async () => {
+    try {
+      await fn();
+      stale?.remove();
+      stale = null;
+    } catch (err) {
+      stale ??= h('p', { class: 'error stale' });
+      stale.textContent = `Not refreshed at ${new Date().toTimeString().slice(0, 8)} (${err.message}): these figures are older. Trying again every ${refreshEvery / 1000} s.`;
+      el.prepend(stale);
+    }
+  }, refreshEvery);
   return () => clearInterval(timer);
 }
 

@@ -17,7 +17,8 @@ export async function render(main, route) {
   try {
     found = await get('/api/v1/search', apiParams(p));
   } catch (err) {
-    if (err instanceof APIError && err.status === 401) throw err;
+    // No token, or no cairn: the page as a whole says so.
+    if (err instanceof APIError && (err.status === 401 || err.status === 0)) throw err;
     // The form stays, to be corrected.
     results.replaceChildren(h('p', { class: 'error' }, err.message));
     return;
@@ -38,12 +39,24 @@ export function apiParams(p) {
   };
   const range = p.get('range') || '1h';
   if (range === 'custom') {
-    q.start = p.get('start') ? new Date(p.get('start')).toISOString() : '';
-    q.end = p.get('end') ? new Date(p.get('end')).toISOString() : '';
+    for (const k of ['start', 'end']) {
+      const t = p.get(k) ? new Date(p.get(k)) : null;
+      if (t && isNaN(t)) throw new Error(`The range's ${k}, ${p.get(k)}, is not a time.`);
+      q[k] = t ? t.toISOString() : '';
+    }
   } else {
     q.since = range;
   }
   return q;
+}
+
+// localInput writes a time of the URL (UTC, or an older link's local
+// time) as a datetime-local input's value, to the second.
+function localInput(text) {
+  const d = new Date(text);
+  if (!text || isNaN(d)) return text || '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 function field(label, input) {
@@ -53,8 +66,8 @@ function field(label, input) {
 function searchForm(p) {
   const range = p.get('range') || '1h';
   const custom = h('div', { class: 'custom-range', hidden: range !== 'custom' },
-    field('From', h('input', { type: 'datetime-local', name: 'start', step: 1, value: p.get('start') || '' })),
-    field('To', h('input', { type: 'datetime-local', name: 'end', step: 1, value: p.get('end') || '' })));
+    field('From', h('input', { type: 'datetime-local', name: 'start', step: 1, value: localInput(p.get('start')) })),
+    field('To', h('input', { type: 'datetime-local', name: 'end', step: 1, value: localInput(p.get('end')) })));
   const rangeSelect = h('select', {
     name: 'range',
     onchange: (e) => { custom.hidden = e.target.value !== 'custom'; },
@@ -90,8 +103,10 @@ function submit(e) {
   }
   if (f.errors.checked) p.set('errors', 'true');
   if (f.range.value === 'custom') {
+    // In UTC, so that a link means the same range in every time zone.
     for (const name of ['start', 'end']) {
-      if (f[name].value) p.set(name, f[name].value);
+      const t = new Date(f[name].value);
+      if (f[name].value) p.set(name, isNaN(t) ? f[name].value : t.toISOString());
     }
   }
   const hash = '#/search?' + p.toString();
@@ -104,6 +119,9 @@ async function fillServices(form, services, service, operation) {
   const select = form.elements.service;
   // A service with no name is no choice: its value would be "all".
   select.append(...list.filter(Boolean).map((name) => h('option', { value: name, selected: name === service }, name)));
+  // One the store does not list (gone past retention, misspelt) is still
+  // what the search filters by, and is shown as such.
+  if (service && !list.includes(service)) select.append(h('option', { value: service, selected: true }, `${service} (not stored)`));
   // Not waited for: the search need not wait for the list of operations,
   // and says itself what a failed call to the API was.
   if (service) fillOperations(form, service, operation).catch(() => {});

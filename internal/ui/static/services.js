@@ -5,7 +5,7 @@
 // spans of every kind.
 import { get } from './api.js';
 import { duration, h, s, spanNames } from './format.js';
-import { autoRefresh, picker, query, step, wholeStep, window } from './range.js';
+import { autoRefresh, picker, query, searchLink, step, wholeStep, window } from './range.js';
 
 const columns = [
   ['name', 'Name'], ['rate', 'Rate'], ['errorRate', 'Errors'], ['p50', 'p50'], ['p99', 'p99'],
@@ -19,16 +19,11 @@ export async function render(main, route) {
     : h('h1', {}, 'Services');
   const actions = service ? h('span', { class: 'actions' },
     h('a', { href: link('map', '', route.params, { focus: service }) }, 'on the map'), ' · ',
-    h('a', { href: `#/search?service=${encodeURIComponent(service)}&range=${rangeParam(route.params)}` }, 'search its traces')) : null;
+    h('a', { href: searchLink(route.params, { service }) }, 'search its traces')) : null;
   main.append(h('div', { class: 'page-head' }, title, actions, picker(route)), body);
   const draw = async () => body.replaceChildren(table(await load(route), route));
   await draw();
-  return autoRefresh(route, draw);
-}
-
-function rangeParam(p) {
-  const r = p.get('range') || '1h';
-  return r === 'custom' ? '1h' : r;
+  return autoRefresh(route, draw, body);
 }
 
 // link is a fragment of the page with the route's range, and extra
@@ -59,13 +54,15 @@ export async function load(route) {
   const stepMs = parseInt(sparkStep, 10) * 60_000;
   const first = Math.floor(w.start / 60_000) * 60_000;
   const slots = Math.ceil((w.end - first) / stepMs);
-  const key = (se) => se.overflow ? '\u0000overflow' : service ? se.operation + '\u0000' + se.span_kind : se.service;
+  // A service's overflow series, one a kind, and those of any service
+  // are rows of their own.
+  const key = (se) => se.overflow ? `\u0000overflow\u0000${se.service}\u0000${se.span_kind}` : service ? se.operation + '\u0000' + se.span_kind : se.service;
   const rows = new Map();
   for (const se of whole.series) {
     const p = se.points[0];
     if (!p) continue;
     rows.set(key(se), {
-      name: se.overflow ? '(series over the limit)' : service ? se.operation : se.service,
+      name: se.overflow ? (se.service ? '(series over the limit)' : '(series over the limit, any service)') : service ? se.operation : se.service,
       kind: se.span_kind, overflow: se.overflow, spanNames: se.span_names || 0, calls: p.calls, errors: p.errors,
       rate: p.calls / seconds, errorRate: p.calls ? p.errors / p.calls : 0,
       p50: quantile(p, 0.5), p99: quantile(p, 0.99), spark: null,
@@ -137,7 +134,7 @@ function table({ rows, service }, route) {
       const q = { service, operation: r.name };
       cells.push(h('td', { class: 'links' },
         h('a', { href: link('diagnose', '', p, q) }, 'diagnose'), ' · ',
-        h('a', { href: `#/search?${new URLSearchParams({ ...q, range: rangeParam(p) })}` }, 'traces')));
+        h('a', { href: searchLink(p, q) }, 'traces')));
     } else if (service) cells.push(h('td'));
     return h('tr', { 'data-name': r.name, 'data-calls': r.calls, 'data-errors': r.errors }, cells);
   });

@@ -15,7 +15,7 @@ export async function render(main, route) {
   const base = '/api/v1/traces/' + encodeURIComponent(id);
   // The critical path is asked for with the trace; a trace it cannot be
   // found for (too large to analyse, say) is still shown, without it.
-  const path = get(base + '/critical-path').catch(() => null);
+  const path = get(base + '/critical-path').catch((err) => ({ error: err.message }));
   const trace = await get(base);
   const view = new Waterfall(trace, criticalPath(await path));
   main.replaceChildren(view.el);
@@ -34,7 +34,7 @@ export function criticalPath(p) {
     selfBySpan.set(sg.span_id, (selfBySpan.get(sg.span_id) || 0) + nanosSince(sg.end_unix_nano, sg.start_unix_nano));
   }
   for (const o of p?.operations || []) selfByOp.set(o.service + '\u0000' + o.operation, o);
-  return { critical, selfBySpan, selfByOp, found: !!p };
+  return { critical, selfBySpan, selfByOp, found: !!p && !p.error, pathError: p?.error || '' };
 }
 
 // model links the spans into trees: roots are spans without a parent, and
@@ -108,7 +108,8 @@ function countDescendants(roots) {
 }
 
 class Waterfall {
-  constructor(trace, { critical = new Set(), selfBySpan = new Map(), selfByOp = new Map() } = {}) {
+  constructor(trace, { critical = new Set(), selfBySpan = new Map(), selfByOp = new Map(), pathError = '' } = {}) {
+    this.pathError = pathError;
     this.trace = trace;
     this.critical = critical;
     this.selfBySpan = selfBySpan;
@@ -164,7 +165,8 @@ class Waterfall {
         fact('Spans', h('span', { class: 'span-count' }, t.span_count)),
         fact('Services', services.size),
         fact('Errors', h('span', { class: errors ? 'error-count err' : 'error-count' }, errors)),
-        this.critical.size ? fact('Critical path', h('span', { class: 'crit-count', title: 'outlined bars' }, `${this.critical.size} spans`)) : null,
+        this.critical.size ? fact('Critical path', h('span', { class: 'crit-count', title: 'outlined bars' }, `${this.critical.size} spans`))
+          : this.pathError ? fact('Critical path', h('span', { class: 'muted crit-error', title: this.pathError }, 'not found: ' + this.pathError)) : null,
         orphans ? fact('Orphans', h('span', { class: 'orphan-count' }, orphans)) : null,
         h('a', {
           class: 'otlp', href: otlp,
@@ -448,7 +450,7 @@ class Waterfall {
         span.dropped ? dd('Dropped', `${span.dropped.attributes} attributes, ${span.dropped.events} events, ${span.dropped.links} links`) : null),
       section('Attributes', attrTable(span.attributes)),
       section(`Events (${span.events.length})`, span.events.length ? span.events.map((ev) =>
-        h('div', { class: 'event' }, h('div', {}, h('b', {}, ev.name), ` at ${since(ev.time_unix_nano)}`), attrTable(ev.attributes))) : null),
+        h('div', { class: 'event' }, h('div', {}, h('b', {}, ev.name), Number(ev.time_unix_nano) ? ` at ${since(ev.time_unix_nano)}` : ' (no time given)'), attrTable(ev.attributes))) : null),
       section(`Links (${span.links.length})`, span.links.length ? span.links.map((l) =>
         h('div', { class: 'link' }, h('a', { href: '#/trace/' + l.trace_id }, h('code', {}, `${l.trace_id} / ${l.span_id}`)), attrTable(l.attributes))) : null),
       section('Resource', attrTable(res.attributes)),
@@ -488,7 +490,20 @@ function section(title, ...body) {
 function attrTable(attrs) {
   if (!attrs.length) return h('p', { class: 'muted' }, 'none');
   return h('table', { class: 'attrs' }, attrs.map((a) =>
-    h('tr', {}, h('td', { class: 'key' }, a.key), h('td', { title: a.type }, attrValue(a)))));
+    h('tr', {}, h('td', { class: 'key' }, clip(a.key, 200)), h('td', { title: a.type }, clip(attrValue(a), 2000)))));
+}
+
+// clip shows the first n characters of a long text and a button that
+// shows the rest: a megabyte drawn whole pushed the rest of the span out
+// of reach.
+function clip(text, n) {
+  if (text.length <= n) return text;
+  const el = h('span', { class: 'clipped' }, text.slice(0, n) + '… ');
+  el.append(h('button', {
+    type: 'button', class: 'more',
+    onclick: () => el.replaceChildren(text),
+  }, `show all ${text.length.toLocaleString('en')} characters`));
+  return el;
 }
 
 // legend names the services of a trace with their colours, those with the
