@@ -235,7 +235,13 @@ type SpanMetricsQuery struct {
 func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetricsSeries, error) {
 	lo, hi := unixNanos(q.From)/minuteNanos, unixNanos(q.To)/minuteNanos
 	perStep := max(uint64(q.Step/time.Minute), 1)
-	merged := newSpanMetrics(db.opts.SpanMetricsMaxSeries)
+	bound := db.opts.SpanMetricsMaxSeries
+	if q.ByService {
+		// A service's series by status code: as many services as the
+		// bound, each with its three, fit.
+		bound *= 3
+	}
+	merged := newSpanMetrics(bound)
 	var byService SpanSeries // scratch
 	runs, keep := metricsRuns, q.Keep
 	if keep == nil {
@@ -271,5 +277,44 @@ func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetric
 	if err != nil {
 		return nil, err
 	}
+	if q.ByService {
+		merged.foldServiceOverflows()
+	}
 	return merged.sorted(), nil
+}
+
+// foldServiceOverflows merges each service's overflow series into its
+// series of the same status code, or makes it that series if there is
+// none, for an answer by service, whose series have no name or kind: a
+// service past the bound would otherwise come twice, part of its calls in
+// each. Overflow series of no service stay.
+func (m *spanMetrics) foldServiceOverflows() {
+	type key struct {
+		service string
+		status  uint8
+	}
+	own := map[key]*seriesMetrics{}
+	for _, sm := range m.series {
+		if !sm.Overflow {
+			own[key{sm.Service, sm.Status}] = sm
+		}
+	}
+	kept := m.series[:0]
+	for _, sm := range m.series {
+		if !sm.Overflow || sm.Service == "" {
+			kept = append(kept, sm)
+			continue
+		}
+		into, ok := own[key{sm.Service, sm.Status}]
+		if !ok {
+			sm.Overflow = false
+			own[key{sm.Service, sm.Status}] = sm
+			kept = append(kept, sm)
+			continue
+		}
+		for i := range sm.Minutes {
+			into.minute(sm.Minutes[i].Minute).Merge(&sm.Minutes[i])
+		}
+	}
+	m.series = kept
 }

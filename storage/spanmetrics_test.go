@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -355,5 +356,54 @@ func TestUpgradeFromFormat5(t *testing.T) {
 	}
 	if n := totalCalls(t, db, start.Add(-time.Hour), start.Add(time.Hour)); n != 1 {
 		t.Fatalf("%d calls, want 1", n)
+	}
+}
+
+// TestSpanMetricsByServiceBound reads span metrics by service with a bound
+// below the services' series by status code: each service comes once per
+// status code, with all of its calls, rather than in part in an overflow
+// series of its own.
+func TestSpanMetricsByServiceBound(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	spans := generateSpans(r, base, 80)
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, db, encodeSpans(t, spans))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 2})
+	defer db.Close()
+	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type key struct {
+		service string
+		status  uint8
+	}
+	want := map[key]uint64{}
+	for _, s := range spans {
+		want[key{s.service, uint8(s.span.GetStatus().GetCode())}]++
+	}
+	have := map[key]uint64{}
+	for _, s := range got {
+		k := key{s.Service, s.Status}
+		if s.Overflow {
+			t.Errorf("series %+v overflowed", s.SpanSeries)
+		}
+		if _, dup := have[k]; dup {
+			t.Errorf("%s, status %d, comes twice", k.service, k.status)
+		}
+		for i := range s.Minutes {
+			have[k] += s.Minutes[i].Latency.Count()
+		}
+	}
+	if len(want) <= 3*2 || !maps.Equal(have, want) {
+		t.Errorf("calls by service and status %v, want %v (more than the bound's %d)", have, want, 3*2)
 	}
 }
