@@ -760,6 +760,18 @@ func reached(c *Culprit) bool {
 	return MostlyReach(c.Baseline, c.Window, c.BaselineOnPath, c.WindowOnPath, c.BaselineCalls, c.WindowCalls)
 }
 
+// moreCalls says whether culprit c ran at least half as many times again a
+// trace, each call taking no more than a quarter longer on the critical
+// path: its growth is the calls, not how they ran. One that did not run in
+// the baseline is new, not more.
+func moreCalls(c *Culprit) bool {
+	cb, cw := c.BaselineCalls, c.WindowCalls
+	if cb <= 0 || cw < cb*1.5 || c.Baseline <= 0 {
+		return false
+	}
+	return c.Window/cw <= 1.25*c.Baseline/cb
+}
+
 // MostlyReach reports whether most of the growth of an operation's self
 // time on the critical path per trace, from base to win, is that it is on
 // the path of more traces, each time for about as long as before (a shift
@@ -949,7 +961,9 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // of the culprit's growth is that it is on the path of more traces (see
 // MostlyReach), none slower, it is the window's traces with it on the
 // path, against the whole baseline: what sets them apart is what sent
-// them its way, such as a cache that missed.
+// them its way, such as a cache that missed. Where it ran more times a
+// trace, each call as long (moreCalls), its slow traces are taken against
+// the whole baseline for the same reason.
 func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
 	switch {
@@ -969,6 +983,14 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 				selected = append(selected, f.trace)
 			}
 		}
+		base = tracesOf(b)
+	case lead != nil && moreCalls(first):
+		// It ran more times a request, each call as long as before (an
+		// N+1 query whose cache misses more): what sets its slow traces
+		// apart is what sent the calls its way, which the baseline's
+		// traces that ran it at all carry too. Against the whole
+		// baseline, the value that rose with the calls stands out.
+		selected, _ = slowAt(w, b, *lead)
 		base = tracesOf(b)
 	case lead != nil:
 		selected, base = slowAt(w, b, *lead)

@@ -1130,3 +1130,45 @@ func TestDiagnoseSlowZone(t *testing.T) {
 		}
 	}
 }
+
+// TestDiagnoseLoopOfCacheMisses diagnoses overviews that look up five
+// merchants each, through a cache that missed one read in ten and in the
+// window seven in ten, each miss querying the database as fast as before.
+// The query is the culprit, for running more times a trace, and the
+// cache's misses set its slow traces apart; against the baseline's traces
+// that ran the query at all, every one of which had a miss too, they did
+// not, and went unnamed.
+func TestDiagnoseLoopOfCacheMisses(t *testing.T) {
+	overview := func(id int, missOneIn float64) *Trace {
+		b := newTrace(id)
+		at := 1.0
+		for i := range 5 {
+			// A fixed scatter of reads, so that each window misses its
+			// share.
+			miss := math.Mod(float64(id*5+i)*0.618034, 1) < missOneIn
+			b.span(byte(2+2*i), 1, "tx", "cache GET", client, at, at+0.3, nil, kv("cache.hit", fmt.Sprint(!miss)))
+			at += 0.4
+			if miss {
+				b.span(byte(3+2*i), 1, "tx", "SELECT merchants", client, at, at+3, nil)
+				at += 3.1
+			}
+		}
+		b.span(1, 0, "tx", "Overview", server, 0, at+1, nil, kv("tenant", fmt.Sprint("t", id%7)))
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 400 {
+		baseline = append(baseline, overview(i, 0.1))
+		window = append(window, overview(1000+i, 0.7))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "tx", Operation: "Overview"})
+	if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT merchants" {
+		t.Fatalf("culprits %+v, want SELECT merchants first", d.Operations)
+	}
+	if c := d.Operations[0]; c.WindowCalls < 3*c.BaselineCalls {
+		t.Errorf("SELECT merchants %.2f then %.2f times a trace, want many more", c.BaselineCalls, c.WindowCalls)
+	}
+	if len(d.Attributes) == 0 || !names(d.Attributes[0], "cache.hit", "sfalse") {
+		t.Errorf("attributes %+v, want cache.hit=false first", d.Attributes)
+	}
+}
