@@ -182,6 +182,10 @@ func (r rootCause) diagnose(ctx context.Context, req *analysispb.DiagnoseRequest
 	dg.windowTraces, dg.windowLeftOut = w.traces, w.leftOut
 	dg.baselineTraces, dg.baselineLeftOut = b.traces, b.leftOut
 	if len(dg.windowTraces) == 0 && len(dg.baselineTraces) == 0 {
+		if dg.windowLeftOut+dg.baselineLeftOut > 0 {
+			return dg, status.Errorf(codes.FailedPrecondition, "every trace found was left out (%d in the window, %d in the baseline): each is held by a damaged file (cairn check names them) or has more than the %d MiB of spans an analysis reads",
+				dg.windowLeftOut, dg.baselineLeftOut, maxAnalysisBytes>>20)
+		}
 		return dg, r.noSuchTraces(req.Service, req.Operation, dg.window, dg.baseline)
 	}
 	dg.Diagnosis = traceanalysis.Diagnose(dg.windowTraces, dg.baselineTraces, &traceanalysis.DiagnoseOptions{Service: req.Service, Operation: req.Operation, Errors: req.Errors})
@@ -310,50 +314,76 @@ func (r rootCause) noSuchTraces(service, operation string, window, baseline time
 }
 
 // sample reads up to n traces with a span of the operation that started
-// in w. A search finds the most recent traces first, so w is searched in
-// slices, each for its share of n: the sample then spreads over the
-// window rather than lying at its end. Slices that had more than their
-// share are searched again for what the others lacked, so that a window
-// whose traffic came in a burst still yields n traces.
+// in w, spread over it (SampleFound). A trace left out (sampleTrace) still
+// counts towards n, so that a window of huge traces costs no more reads
+// than any other; once those left out have cost more than one trace may,
+// the sample ends with what it has.
 func (r rootCause) sample(ctx context.Context, service, operation string, w timeWindow, n int) (sampled, error) {
-	parts, per := SampleSlices(n)
-	step := w.end.Sub(w.start) / time.Duration(parts)
+	found, err := SampleFound(n, w.start, w.end, func(f storage.Found) storage.TraceID { return f.ID },
+		func(from, to time.Time, limit int) ([]storage.Found, error) {
+			// Search bounds are inclusive; windows are not at their end.
+			found, err := r.r.Find(ctx, storage.Query{Service: service, Operation: operation, StartMin: from, StartMax: to.Add(-time.Nanosecond), Limit: limit})
+			switch {
+			case err != nil && ctx.Err() != nil:
+				return nil, ctxStatus(ctx)
+			case err != nil:
+				return nil, status.Errorf(codes.Internal, "search: %v", err)
+			}
+			return found, nil
+		})
+	if err != nil {
+		return sampled{}, err
+	}
 	var c traceanalysis.Collector
-	read, leftOut := 0, 0
-	// A trace with spans of the operation in two slices is found by both:
-	// read twice, its spans would come twice.
-	seen := map[storage.TraceID]bool{}
-	// search reads up to limit traces of slice i, those not read already,
+	leftOut, wasted := 0, 0
+	for _, f := range found {
+		if wasted > maxAnalysisBytes {
+			break
+		}
+		switch cost, err := r.sampleTrace(ctx, f, &c); {
+		case errors.Is(err, errLeftOut):
+			leftOut++
+			wasted += cost
+		case err != nil:
+			return sampled{}, err
+		}
+	}
+	return sampled{c.Traces(), leftOut}, nil
+}
+
+// SampleFound searches [start, end) for up to n traces, spread over it. A
+// search finds the most recent traces first, so the window is searched in
+// slices (SampleSlices), each for its share; then the slices that had
+// more than theirs are searched again, what the others lacked shared
+// among them, until n are found or no slice has more: a window whose
+// traffic came in a burst still yields n traces, as spread as it can be.
+// id names a found trace: one that two slices find counts once.
+func SampleFound[F any, ID comparable](n int, start, end time.Time, id func(F) ID, find func(from, to time.Time, limit int) ([]F, error)) ([]F, error) {
+	parts, per := SampleSlices(n)
+	step := end.Sub(start) / time.Duration(parts)
+	var out []F
+	seen := map[ID]bool{}
+	limits := make([]int, parts)
+	// search asks slice i for limit traces, keeps those not kept before,
 	// and reports whether the slice may hold more.
 	search := func(i, limit int) (more bool, err error) {
-		from := w.start.Add(time.Duration(i) * step)
+		from := start.Add(time.Duration(i) * step)
 		to := from.Add(step)
 		if i == parts-1 {
-			to = w.end
+			to = end
 		}
-		// Search bounds are inclusive; windows are not at their end.
-		found, err := r.r.Find(ctx, storage.Query{Service: service, Operation: operation, StartMin: from, StartMax: to.Add(-time.Nanosecond), Limit: limit})
+		found, err := find(from, to, limit)
 		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctxStatus(ctx)
-			}
-			return false, status.Errorf(codes.Internal, "search: %v", err)
+			return false, err
 		}
+		limits[i] = limit
 		for _, f := range found {
-			if read == n {
+			if len(out) == n {
 				break
 			}
-			if seen[f.ID] {
-				continue
-			}
-			seen[f.ID] = true
-			switch err := r.sampleTrace(ctx, f, &c); {
-			case errors.Is(err, errLeftOut):
-				leftOut++
-			case err != nil:
-				return false, err
-			default:
-				read++
+			if !seen[id(f)] {
+				seen[id(f)] = true
+				out = append(out, f)
 			}
 		}
 		return len(found) == limit, nil
@@ -362,31 +392,41 @@ func (r rootCause) sample(ctx context.Context, service, operation string, w time
 	for i := range parts {
 		more, err := search(i, per)
 		if err != nil {
-			return sampled{}, err
+			return nil, err
 		}
 		if more {
 			full = append(full, i)
 		}
 	}
-	for _, i := range full {
-		if read == n {
-			break
+	for len(full) > 0 && len(out) < n {
+		share := (n - len(out) + len(full) - 1) / len(full)
+		var still []int
+		for _, i := range full {
+			if len(out) == n {
+				break
+			}
+			more, err := search(i, limits[i]+share)
+			if err != nil {
+				return nil, err
+			}
+			if more {
+				still = append(still, i)
+			}
 		}
-		if _, err := search(i, per+n-read); err != nil {
-			return sampled{}, err
-		}
+		full = still
 	}
-	return sampled{c.Traces(), leftOut}, nil
+	return out, nil
 }
 
 // SampleSlices is how many slices a sample of n traces searches a window
-// in, and how many traces it asks of each: as many slices as take 100
-// traces each, and no fewer than 10 (a sample of 100 read from one search
-// was the 100 most recent traces, from the window's last minutes).
+// in, and how many traces it asks of each at first: as many slices as
+// take 100 traces each, at least 10 (a sample of 100 read from one search
+// was the 100 most recent traces, from the window's last minutes), and no
+// more than n.
 func SampleSlices(n int) (parts, per int) {
 	const sliceTraces, minSlices = 100, 10
-	parts = min(n, max((n+sliceTraces-1)/sliceTraces, minSlices))
-	return parts, (n + parts - 1) / max(parts, 1)
+	parts = max(min(n, max((n+sliceTraces-1)/sliceTraces, minSlices)), 1)
+	return parts, (n + parts - 1) / parts
 }
 
 // sampled is a sample of a window's traces.
@@ -400,11 +440,12 @@ type sampled struct {
 // errLeftOut is sampleTrace's error for a trace it left out.
 var errLeftOut = errors.New("trace left out of the sample")
 
-// sampleTrace reads a trace of a sample into c. A trace that a damaged file
-// holds is left out, as search leaves out what it cannot read, and so is
-// one larger than an analysis reads: one such trace must not stop every
-// diagnosis of its operation. What was read of either is dropped.
-func (r rootCause) sampleTrace(ctx context.Context, f storage.Found, c *traceanalysis.Collector) error {
+// sampleTrace reads a trace of a sample into c, and says how many bytes
+// of spans it decoded. A trace that a damaged file holds is left out, as
+// search leaves out what it cannot read, and so is one larger than an
+// analysis reads: one such trace must not stop every diagnosis of its
+// operation. What was read of either is dropped.
+func (r rootCause) sampleTrace(ctx context.Context, f storage.Found, c *traceanalysis.Collector) (int, error) {
 	weight := 0
 	admit := func(b int) error {
 		if weight += b; weight > maxAnalysisBytes {
@@ -416,9 +457,9 @@ func (r rootCause) sampleTrace(ctx context.Context, f storage.Found, c *traceana
 	_, err := r.readTrace(ctx, f.ID, tr, c, admit)
 	if code := status.Code(err); code == codes.DataLoss || code == codes.FailedPrecondition {
 		c.Drop(f.ID)
-		return errLeftOut
+		return weight, errLeftOut
 	}
-	return err
+	return weight, err
 }
 
 // tooLarge is the error of a trace with more spans than an analysis reads.

@@ -2,6 +2,7 @@ package query
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"cairn/bench"
+	"cairn/internal/grpctest"
 	traceanalysis "cairn/query/analysis"
 	"cairn/query/analysispb"
 	"cairn/storage"
@@ -240,6 +242,65 @@ func TestSampleSpreadsOverTheWindow(t *testing.T) {
 	if resp := paths(t0.Add(40*time.Minute), t0.Add(60*time.Minute)); resp.Traces != 100 {
 		t.Errorf("window with a burst at its end: %d traces, want 100", resp.Traces)
 	}
+	// Traffic at both ends of a window, none between: what the empty
+	// slices lacked is shared between the two ends.
+	var ends []time.Time
+	for i := range 200 {
+		at := t0.Add(2*time.Hour + time.Duration(i%100)*time.Second)
+		if i >= 100 {
+			at = at.Add(19 * time.Minute)
+		}
+		ends = append(ends, at)
+	}
+	writeCalls(t, db, ends, func(i int) time.Duration { return time.Duration(10+40*(i/100)) * time.Millisecond })
+	if resp := paths(t0.Add(2*time.Hour), t0.Add(2*time.Hour+21*time.Minute)); resp.Traces != 100 || resp.MeanMs < 25 || resp.MeanMs > 35 {
+		t.Errorf("window busy at both ends: %d traces, mean %.1f ms; want 100, about 30", resp.Traces, resp.MeanMs)
+	}
+}
+
+// damagedTraces is the store, but for the traces it names, which it reads
+// whole and then finds damaged, as a read that meets a damaged block
+// after its first fragments does.
+type damagedTraces struct {
+	*storage.DB
+	ids map[storage.TraceID]bool
+}
+
+func (d damagedTraces) TracePieces(ctx context.Context, id storage.TraceID, tr storage.TimeRange, pieceBytes int, admit func(int) error, fn func(*storage.Trace) error) (bool, error) {
+	found, err := d.DB.TracePieces(ctx, id, tr, pieceBytes, admit, fn)
+	if err == nil && d.ids[id] {
+		return found, &storage.CorruptionError{What: fmt.Sprintf("trace %x", id), Path: "/data/spans/000042.sst", Err: errors.New("checksum mismatch")}
+	}
+	return found, err
+}
+
+// TestSampleLeavesOutDamagedTraces: traces a damaged file holds are left
+// out of a sample, what was read of them dropped, and counted.
+func TestSampleLeavesOutDamagedTraces(t *testing.T) {
+	db, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	t0 := time.Now().Truncate(time.Minute).Add(-30 * time.Minute)
+	var starts []time.Time
+	for i := range 20 {
+		starts = append(starts, t0.Add(time.Duration(i)*time.Second))
+	}
+	writeCalls(t, db, starts, func(int) time.Duration { return time.Millisecond })
+	damaged := map[storage.TraceID]bool{}
+	for i := range 4 {
+		damaged[storage.TraceID{0: 2, 15: byte(i * 5)}] = true
+	}
+	client := analysispb.NewRootCauseClient(grpctest.Dial(t, grpctest.Serve(t, NewServer(damagedTraces{db, damaged}, nil))))
+	resp, err := client.CriticalPaths(context.Background(), &analysispb.CriticalPathsRequest{Service: "web", Operation: "GET /a",
+		StartTime: timestamppb.New(t0), EndTime: timestamppb.New(t0.Add(time.Minute))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Traces != 16 || resp.LeftOut != 4 {
+		t.Errorf("%d traces, %d left out; want 16 and the 4 damaged", resp.Traces, resp.LeftOut)
+	}
 }
 
 // TestSampleLeavesOutATraceTooLarge: a trace with more spans than an
@@ -290,6 +351,12 @@ func TestSampleLeavesOutATraceTooLarge(t *testing.T) {
 	_, err = client.CriticalPath(context.Background(), &analysispb.CriticalPathRequest{TraceId: big})
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "more than") {
 		t.Errorf("critical path of the large trace: %v, want FailedPrecondition", err)
+	}
+	// A window of that trace alone has nothing to diagnose, and says why.
+	_, err = client.Diagnose(context.Background(), &analysispb.DiagnoseRequest{Service: "web", Operation: "GET /a",
+		StartTime: timestamppb.New(t0.Add(30 * time.Second)), EndTime: timestamppb.New(t0.Add(31 * time.Second))})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "every trace found was left out (1 in the window, 0 in the baseline)") {
+		t.Errorf("diagnosis of the large trace alone: %v, want FailedPrecondition saying it was left out", err)
 	}
 	// Over HTTP, 422 without Retry-After: a client that retries on 429
 	// would retry for ever.

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -216,7 +217,9 @@ type SpanMetricsQuery struct {
 	Keep func(*SpanSeries) bool
 	// ByService merges each service's series of a status code, its
 	// overflow series included, into one, with no name and kind 0, so
-	// that Options.SpanMetricsMaxSeries bounds services, not operations.
+	// that Options.SpanMetricsMaxSeries bounds services, not operations:
+	// past it, the least called services merge into the overflow series
+	// of no service.
 	// Keep sees the series before they merge; without an Operation, they
 	// are each service's totals by kind and status code, with no name.
 	ByService bool
@@ -278,43 +281,81 @@ func (db *DB) SpanMetrics(ctx context.Context, q SpanMetricsQuery) ([]SpanMetric
 		return nil, err
 	}
 	if q.ByService {
-		merged.foldServiceOverflows()
+		merged.byService(db.opts.SpanMetricsMaxSeries)
 	}
 	return merged.sorted(), nil
 }
 
-// foldServiceOverflows merges each service's overflow series into its
-// series of the same status code, or makes it that series if there is
-// none, for an answer by service, whose series have no name or kind: a
-// service past the bound would otherwise come twice, part of its calls in
-// each. Overflow series of no service stay.
-func (m *spanMetrics) foldServiceOverflows() {
+// byService makes m, series read by service (no name or kind), an
+// answer of at most maxServices services, each once a status code: a
+// service's overflow series merges into its series of the same status
+// code, or becomes it, where it would otherwise come twice, part of its
+// calls in each; past maxServices, the services with the fewest calls
+// merge into the overflow series of no service.
+func (m *spanMetrics) byService(maxServices int) {
 	type key struct {
 		service string
 		status  uint8
 	}
 	own := map[key]*seriesMetrics{}
-	for _, sm := range m.series {
-		if !sm.Overflow {
-			own[key{sm.Service, sm.Status}] = sm
+	var kept []*seriesMetrics
+	for _, overflow := range []bool{false, true} {
+		for _, sm := range m.series {
+			if sm.Overflow != overflow {
+				continue
+			}
+			k := key{sm.Service, sm.Status}
+			if sm.Service == "" && sm.Overflow {
+				k.service = "\x00overflow" // of no service
+			}
+			into, ok := own[k]
+			if !ok {
+				sm.Overflow = sm.Service == ""
+				own[k] = sm
+				kept = append(kept, sm)
+				continue
+			}
+			into.merge(sm)
 		}
 	}
-	kept := m.series[:0]
-	for _, sm := range m.series {
-		if !sm.Overflow || sm.Service == "" {
-			kept = append(kept, sm)
-			continue
+	calls := map[string]uint64{}
+	for _, sm := range kept {
+		if !sm.Overflow {
+			for i := range sm.Minutes {
+				calls[sm.Service] += sm.Minutes[i].Latency.Count()
+			}
 		}
-		into, ok := own[key{sm.Service, sm.Status}]
-		if !ok {
-			sm.Overflow = false
-			own[key{sm.Service, sm.Status}] = sm
-			kept = append(kept, sm)
-			continue
+	}
+	if len(calls) > maxServices {
+		services := slices.Collect(maps.Keys(calls))
+		slices.SortFunc(services, func(a, b string) int { return cmp.Or(cmp.Compare(calls[b], calls[a]), strings.Compare(a, b)) })
+		past := map[string]bool{}
+		for _, name := range services[maxServices:] {
+			past[name] = true
 		}
-		for i := range sm.Minutes {
-			into.minute(sm.Minutes[i].Minute).Merge(&sm.Minutes[i])
+		m.series = kept
+		kept = kept[:0]
+		for _, sm := range m.series {
+			if !past[sm.Service] {
+				kept = append(kept, sm)
+				continue
+			}
+			k := key{"\x00overflow", sm.Status}
+			into, ok := own[k]
+			if !ok {
+				into = &seriesMetrics{SpanMetricsSeries: SpanMetricsSeries{SpanSeries: SpanSeries{Status: sm.Status, Overflow: true}}}
+				own[k] = into
+				kept = append(kept, into)
+			}
+			into.merge(sm)
 		}
 	}
 	m.series = kept
+}
+
+// merge adds o's minutes into sm.
+func (sm *seriesMetrics) merge(o *seriesMetrics) {
+	for i := range o.Minutes {
+		sm.minute(o.Minutes[i].Minute).Merge(&o.Minutes[i])
+	}
 }

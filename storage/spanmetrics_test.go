@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -360,9 +360,10 @@ func TestUpgradeFromFormat5(t *testing.T) {
 }
 
 // TestSpanMetricsByServiceBound reads span metrics by service with a bound
-// below the services' series by status code: each service comes once per
-// status code, with all of its calls, rather than in part in an overflow
-// series of its own.
+// of as many series as there are services, fewer than their series by
+// status code: each service comes once a status code, with all of its
+// calls, rather than in part in an overflow series of its own or of no
+// service. Past the bound, services go into the overflow.
 func TestSpanMetricsByServiceBound(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
@@ -376,7 +377,7 @@ func TestSpanMetricsByServiceBound(t *testing.T) {
 	if err := db.cut(); err != nil {
 		t.Fatal(err)
 	}
-	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 2})
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 3})
 	defer db.Close()
 	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
 	if err != nil {
@@ -403,7 +404,38 @@ func TestSpanMetricsByServiceBound(t *testing.T) {
 			have[k] += s.Minutes[i].Latency.Count()
 		}
 	}
-	if len(want) <= 3*2 || !maps.Equal(have, want) {
-		t.Errorf("calls by service and status %v, want %v (more than the bound's %d)", have, want, 3*2)
+	if len(want) <= 3 || !maps.Equal(have, want) {
+		t.Errorf("calls by service and status %v, want %v (more series than the bound's 3)", have, want)
+	}
+
+	// Past as many services as the bound, the least called go into the
+	// overflow of no service, each status code's.
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 1})
+	got, err = db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	byService := map[string]uint64{}
+	for _, s := range spans {
+		byService[s.service]++
+	}
+	busiest := slices.MaxFunc(slices.Collect(maps.Keys(byService)), func(a, b string) int { return cmp.Compare(byService[a], byService[b]) })
+	services := map[string]bool{}
+	var rest uint64
+	for _, s := range got {
+		for i := range s.Minutes {
+			if s.Overflow {
+				rest += s.Minutes[i].Latency.Count()
+			}
+		}
+		if s.Overflow != (s.Service == "") {
+			t.Errorf("series %+v", s.SpanSeries)
+		}
+		if !s.Overflow {
+			services[s.Service] = true
+		}
+	}
+	if len(services) != 1 || !services[busiest] || rest != uint64(len(spans))-byService[busiest] {
+		t.Errorf("services %v, %d calls of others in the overflow; want %s alone, %d", services, rest, busiest, uint64(len(spans))-byService[busiest])
 	}
 }

@@ -307,6 +307,10 @@ func TestBrowserToken(t *testing.T) {
 	if got := eval[string](b, `document.querySelector('form.token .error').textContent`); got != "The token given was refused." {
 		t.Errorf("after a wrong token: %q", got)
 	}
+	// One that no header can carry (a pasted curly quote) is refused at
+	// once, not sent: fetch would throw as if cairn did not answer.
+	b.do("give a token with a curly quote", chromedp.Evaluate[chromedp.Void](`document.querySelector('form.token input').value = '“ui-secret'`),
+		chromedp.Click(`form.token button`), chromedp.WaitVisible(`form.token .token-problem`))
 	b.do("give the token", chromedp.Evaluate[chromedp.Void](`document.querySelector('form.token input').value = ''`), chromedp.SendKeys(`form.token input`, "ui-secret"), chromedp.Click(`form.token button`),
 		chromedp.WaitVisible(`.search-form`), chromedp.WaitVisible(`.results .count`))
 	if got := eval[string](b, `document.querySelector('.results .count').textContent`); !strings.HasPrefix(got, "0 traces") {
@@ -813,8 +817,10 @@ func TestBrowserOddData(t *testing.T) {
 		t.Error("the whole value is not shown")
 	}
 
-	// An address that names no page shows the services, whatever it names.
+	// An address that names no page shows the services, whatever it names;
+	// a range with nothing counted says so above the services that are.
 	b.open("#/constructor", "table.metrics")
+	b.open("#/services?range=custom&start=2020-01-01T00:00:00Z&end=2020-01-01T01:00:00Z", "p.no-metrics")
 
 	// While cairn does not answer, the page says so and tries again; once
 	// it answers, the page is drawn.

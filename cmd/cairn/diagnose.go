@@ -181,39 +181,24 @@ func parseTime(flag, s string) (time.Time, error) {
 }
 
 // sampleTraces reads up to n traces with a span of the operation that
-// started in s: it searches s in slices (query.SampleSlices), so that the
-// sample spreads over s, then reads the traces found,
-// several calls at once.
+// started in s, spread over it as the server spreads its samples
+// (query.SampleFound), then reads the traces found, several calls at once.
 func sampleTraces(ctx context.Context, client jaegerpb.TraceReaderClient, service, operation string, s timeRange, n int) ([]*analysis.Trace, error) {
-	parts, per := query.SampleSlices(n)
-	step := s.end.Sub(s.start) / time.Duration(parts)
-	found := make([][]*jaegerpb.FoundTraceID, parts)
-	err := parallel(parts, func(i int) error {
-		from := s.start.Add(time.Duration(i) * step)
-		to := from.Add(step)
-		if i == parts-1 {
-			to = s.end
-		}
-		resp, err := client.FindTraceIDs(ctx, &jaegerpb.FindTraceIDsRequest{Query: &jaegerpb.TraceQueryParameters{
-			ServiceName: service, OperationName: operation, SearchDepth: int32(min(per, query.DefaultMaxSearchDepth)),
-			// Search bounds are inclusive; windows are not at their end.
-			StartTimeMin: timestamppb.New(from), StartTimeMax: timestamppb.New(to.Add(-time.Nanosecond)),
-		}})
-		found[i] = resp.GetTraceIds()
-		return err
-	})
+	found, err := query.SampleFound(n, s.start, s.end, func(f *jaegerpb.FoundTraceID) string { return string(f.TraceId) },
+		func(from, to time.Time, limit int) ([]*jaegerpb.FoundTraceID, error) {
+			resp, err := client.FindTraceIDs(ctx, &jaegerpb.FindTraceIDsRequest{Query: &jaegerpb.TraceQueryParameters{
+				ServiceName: service, OperationName: operation, SearchDepth: int32(min(limit, query.DefaultMaxSearchDepth)),
+				// Search bounds are inclusive; windows are not at their end.
+				StartTimeMin: timestamppb.New(from), StartTimeMax: timestamppb.New(to.Add(-time.Nanosecond)),
+			}})
+			return resp.GetTraceIds(), err
+		})
 	if err != nil {
 		return nil, err
 	}
 	var ids []*jaegerpb.GetTraceParams
-	seen := map[string]bool{}
 	for _, f := range found {
-		for _, id := range f {
-			if !seen[string(id.TraceId)] && len(ids) < n {
-				seen[string(id.TraceId)] = true
-				ids = append(ids, &jaegerpb.GetTraceParams{TraceId: id.TraceId, StartTime: id.Start, EndTime: id.End})
-			}
-		}
+		ids = append(ids, &jaegerpb.GetTraceParams{TraceId: f.TraceId, StartTime: f.Start, EndTime: f.End})
 	}
 	batches := (len(ids) + readBatch - 1) / readBatch
 	collectors := make([]analysis.Collector, batches)

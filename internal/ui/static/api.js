@@ -15,6 +15,11 @@ export function token() {
   return sessionStorage.getItem(tokenKey) || '';
 }
 
+// validToken says whether t can be sent in a header: printable ASCII.
+export function validToken(t) {
+  return /^[\x21-\x7e]*$/.test(t);
+}
+
 export function setToken(t) {
   if (t) sessionStorage.setItem(tokenKey, t);
   else sessionStorage.removeItem(tokenKey);

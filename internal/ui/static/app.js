@@ -2,7 +2,7 @@
 // #/search?…, #/trace/ID…). A page is a module whose render(main, route)
 // draws into main and may return a function that undoes what it set up
 // outside main.
-import { APIError, setToken, token } from './api.js';
+import { APIError, setToken, token, validToken } from './api.js';
 import { h } from './format.js';
 import * as diagnose from './diagnose.js';
 import * as map from './map.js';
@@ -71,11 +71,24 @@ const retryEvery = 5000;
 export function showError(el, err) {
   if (err instanceof APIError && err.status === 401) {
     const input = h('input', { type: 'password', name: 'token', placeholder: 'query token', value: token() });
+    const problem = h('p', { class: 'token-problem', hidden: true });
     el.replaceChildren(h('form', {
       class: 'token',
-      onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); show(); },
+      onsubmit: (e) => {
+        e.preventDefault();
+        // A header cannot carry other characters: fetch would throw, as
+        // if cairn did not answer.
+        if (!validToken(input.value.trim())) {
+          problem.textContent = 'A token is letters, digits and ASCII symbols, without spaces.';
+          problem.className = 'error token-problem';
+          problem.hidden = false;
+          return;
+        }
+        setToken(input.value.trim());
+        show();
+      },
     }, h('p', {}, 'This cairn wants a query token (--query-token-file).'),
-    token() ? h('p', { class: 'error' }, 'The token given was refused.') : null, input, h('button', {}, 'Use token')));
+    token() ? h('p', { class: 'error' }, 'The token given was refused.') : null, problem, input, h('button', {}, 'Use token')));
     return;
   }
   el.replaceChildren(h('p', { class: 'error' }, err.message || String(err)));

@@ -35,8 +35,9 @@ export async function render(main, route) {
   const series = metrics.series.filter((x) => !x.overflow).sort((a, b) => total(b) - total(a))[0];
   charts.replaceChildren(...drawCharts(series, w, sel, route));
   // Past the span metrics' series limit, some of the operation's spans
-  // count in overflow series that no operation owns.
-  if (metrics.series.some((x) => x.overflow && total(x) > 0)) {
+  // count in its service's overflow series, which no operation owns.
+  // (The answer holds the overflow of no service too, whoever's it is.)
+  if (metrics.series.some((x) => x.overflow && x.service === service && total(x) > 0)) {
     charts.append(h('p', { class: 'muted overflow-note' }, `${service} has spans past the span metrics' series limit (--span-metrics-max-series), counted apart from any operation: the charts may leave some of this operation's calls and errors out. The diagnosis below reads its traces and is not affected.`));
   }
   if (!sel) {
@@ -111,7 +112,8 @@ function fillForm(form, route, services, ops, errors) {
     h('option', { value: 'latency', selected: !errors }, 'slower'),
     h('option', { value: 'errors', selected: errors }, 'failing more'));
   const sample = h('select', { name: 'sample', title: 'traces read of each window', onchange: (e) => go(route, { sample: e.target.value === defaultSample ? '' : e.target.value }) },
-    ['100', '1000', '10000'].map((n) => h('option', { value: n, selected: n === (p.get('sample') || defaultSample) }, `${Number(n).toLocaleString('en')} traces`)));
+    // A sample the address asks for that is not offered is shown too.
+    [...new Set(['100', '1000', '10000', p.get('sample') || defaultSample])].map((n) => h('option', { value: n, selected: n === (p.get('sample') || defaultSample) }, `${Number(n).toLocaleString('en')} traces`)));
   form.replaceChildren(service, operation, h('span', { class: 'muted' }, 'got'), mode, h('span', { class: 'muted' }, 'from'), sample);
 }
 

@@ -139,7 +139,10 @@ function table({ rows, service }, route) {
     return h('tr', { 'data-name': r.name, 'data-calls': r.calls, 'data-errors': r.errors }, cells);
   });
   if (!rows.length) return h('p', { class: 'muted' }, 'No span metrics in this range.');
-  return h('table', { class: 'metrics' }, h('thead', {}, h('tr', {}, head.flat())), h('tbody', {}, body));
+  const table = h('table', { class: 'metrics' }, h('thead', {}, h('tr', {}, head.flat())), h('tbody', {}, body));
+  if (!rows.every((r) => r.blank)) return table;
+  // Spans count once their block is cut, seconds after they arrive.
+  return h('div', {}, h('p', { class: 'muted no-metrics' }, 'No server or consumer spans counted in this range. Spans are counted once they are cut into a block, within seconds of their arrival (--flush-interval); the services below sent spans within retention.'), table);
 }
 
 function fixed(x) {

@@ -299,7 +299,7 @@ class Waterfall {
           ? h('span', { class: 'toggle', 'data-toggle': '' }, collapsed ? '▸' : '▾')
           : h('span', { class: 'toggle' }),
         h('span', { class: 'svc', style: `border-color:${color}` }, span.service),
-        h('span', { class: 'op' }, span.name),
+        span.name ? h('span', { class: 'op' }, span.name) : h('span', { class: 'op muted' }, '(no name)'),
         collapsed ? h('span', { class: span.errorsBelow ? 'hidden-count err' : 'hidden-count' }, `+${span.descendants}`) : null,
         span.orphan ? h('span', { class: 'orphan', title: `parent ${span.parent_span_id} is not in the trace` }, 'orphan') : null,
         span.status.code === 'error' ? h('span', { class: 'err-mark', title: span.status.message || 'error' }, '!') : null),
