@@ -760,12 +760,26 @@ func TestBrowserOddData(t *testing.T) {
 			Attributes: []*commonpb.KeyValue{{Key: "body", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: long}}}},
 			Events:     []*tracepb.Span_Event{{Name: "untimed"}}}}}},
 	}}})
+	// And a trace of an hour, beside which the others' durations are on a
+	// log scale.
+	hour := uint64(time.Now().Add(-62 * time.Minute).UnixNano())
+	exportRequest(t, s.otlpAddr.String(), &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
+		Resource: &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "service.name",
+			Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: "web"}}}}},
+		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 0xa8, 15: 0xa8}, SpanId: []byte{7: 1}, Name: "batch",
+			StartTimeUnixNano: hour, EndTimeUnixNano: hour + uint64(time.Hour)}}}},
+	}}})
 	waitFor(t, "the cut", func() bool {
 		var g struct{ Edges []struct{ Parent string } }
 		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
 		return len(g.Edges) == 3
 	})
 	b := newBrowser(t, s, 1280, 900)
+
+	b.open("#/search?range=6h", "svg.scatter circle")
+	if got := eval[string](b, `document.querySelector('svg.scatter').getAttribute('class') + ': ' + [...document.querySelectorAll('svg.scatter text')].map((t) => t.textContent).join(', ')`); !strings.HasPrefix(got, "scatter log: ") || !strings.Contains(got, "log scale") {
+		t.Errorf("search beside an hour-long trace: %q, want its durations on a log scale", got)
+	}
 
 	// The service with no name is drawn as such, and its panel shows no
 	// other service's figures.
@@ -820,6 +834,10 @@ func TestBrowserOddData(t *testing.T) {
 	// An address that names no page shows the services, whatever it names;
 	// a range with nothing counted says so above the services that are.
 	b.open("#/constructor", "table.metrics")
+	b.open("#/trace/", "p.error")
+	if got := eval[string](b, `document.querySelector('p.error').textContent`); !strings.HasPrefix(got, "This address names no trace") {
+		t.Errorf("#/trace/ says %q", got)
+	}
 	b.open("#/services?range=custom&start=2020-01-01T00:00:00Z&end=2020-01-01T01:00:00Z", "p.no-metrics")
 
 	// While cairn does not answer, the page says so and tries again; once

@@ -37,7 +37,7 @@ export function s(tag, attrs = {}, ...children) {
 export function duration(ns) {
   // A span that ends before it starts, as a sender's clock can make one.
   if (ns < 0) return '−' + duration(-ns);
-  const units = [[1e9, 's'], [1e6, 'ms'], [1e3, 'µs']];
+  const units = [[3600e9, 'h'], [60e9, 'min'], [1e9, 's'], [1e6, 'ms'], [1e3, 'µs']];
   for (const [size, unit] of units) {
     if (ns >= size) return `${+(ns / size).toPrecision(3)} ${unit}`;
   }

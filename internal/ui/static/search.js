@@ -146,7 +146,10 @@ function showResults(el, traces, p) {
 }
 
 // scatter plots each trace's duration against its start time; the size of
-// a dot grows with its spans, and traces with errors are red.
+// a dot grows with its spans, and traces with errors are red. Where the
+// longest trace is more than 100 times the median, durations are on a log
+// scale: on a linear one, an hour-long trace put thousands of others on
+// one line at 0.
 function scatter(traces) {
   const W = 1000, H = 220, left = 64, right = 16, top = 12, bottom = 28;
   const starts = traces.map((t) => Number(BigInt(t.start_unix_nano) / 1000000n));
@@ -155,14 +158,29 @@ function scatter(traces) {
   const pad = (t1 - t0) * 0.03;
   t0 -= pad; t1 += pad;
   const dmax = Math.max(...traces.map((t) => t.duration_ns)) * 1.1 || 1;
+  const positive = traces.map((t) => t.duration_ns).filter((d) => d > 0).sort((a, b) => a - b);
+  const median = positive[positive.length >> 1] || 0;
+  const log = median > 0 && dmax > 100 * median;
   const x = (ms) => left + (ms - t0) / (t1 - t0) * (W - left - right);
-  const y = (ns) => H - bottom - ns / dmax * (H - top - bottom);
-  const svg = s('svg', { class: 'scatter', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'duration over time' });
-  const dstep = niceStep(dmax, 4);
-  for (let d = 0; d <= dmax; d += dstep) {
+  // On the log scale, from a decade under the shortest trace.
+  const lo = log ? 10 ** Math.floor(Math.log10(positive[0])) : 0;
+  const y = log
+    ? (ns) => H - bottom - (Math.log10(Math.max(ns, lo)) - Math.log10(lo)) / (Math.log10(dmax) - Math.log10(lo)) * (H - top - bottom)
+    : (ns) => H - bottom - ns / dmax * (H - top - bottom);
+  const svg = s('svg', { class: log ? 'scatter log' : 'scatter', viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'duration over time' });
+  const ticks = [];
+  if (log) {
+    const every = Math.ceil(Math.log10(dmax / lo) / 5); // at most about five
+    for (let d = lo; d <= dmax; d *= 10 ** every) ticks.push(d);
+  } else {
+    const dstep = niceStep(dmax, 4);
+    for (let d = 0; d <= dmax; d += dstep) ticks.push(d);
+  }
+  for (const d of ticks) {
     svg.append(s('line', { x1: left, x2: W - right, y1: y(d), y2: y(d), class: 'grid' }),
       s('text', { x: left - 6, y: y(d) + 4, 'text-anchor': 'end' }, duration(d)));
   }
+  if (log) svg.append(s('text', { x: left + 4, y: top + 4, class: 'scale-note' }, 'log scale'));
   const tstep = niceStep(t1 - t0, 6);
   for (let t = Math.ceil(t0 / tstep) * tstep; t <= t1; t += tstep) {
     const d = new Date(t);

@@ -11,6 +11,7 @@ const overscan = 8;
 
 export async function render(main, route) {
   const id = route.args[0] || '';
+  if (!id) throw new Error('This address names no trace: #/trace/ is followed by a trace ID, 32 hex digits.');
   main.append(h('p', { class: 'muted' }, 'Loading trace…'));
   const base = '/api/v1/traces/' + encodeURIComponent(id);
   // The critical path is asked for with the trace; a trace it cannot be
