@@ -310,7 +310,9 @@ func (m *spanMetrics) byService(maxServices int) {
 			}
 			into, ok := own[k]
 			if !ok {
-				sm.Overflow = sm.Service == ""
+				// A service's overflow becomes its series; that of no
+				// service stays.
+				sm.Overflow = sm.Overflow && sm.Service == ""
 				own[k] = sm
 				kept = append(kept, sm)
 				continue
@@ -336,7 +338,7 @@ func (m *spanMetrics) byService(maxServices int) {
 		m.series = kept
 		kept = kept[:0]
 		for _, sm := range m.series {
-			if !past[sm.Service] {
+			if sm.Overflow || !past[sm.Service] {
 				kept = append(kept, sm)
 				continue
 			}

@@ -439,3 +439,62 @@ func TestSpanMetricsByServiceBound(t *testing.T) {
 		t.Errorf("services %v, %d calls of others in the overflow; want %s alone, %d", services, rest, busiest, uint64(len(spans))-byService[busiest])
 	}
 }
+
+// TestSpanMetricsByServiceUnnamed: spans whose resource names no service
+// are a service of their own in an answer by service, not the overflow of
+// no service.
+func TestSpanMetricsByServiceUnnamed(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	spans := generateSpans(r, base, 40)
+	want := map[string]uint64{}
+	for i := range spans {
+		if spans[i].service == "svc0" {
+			spans[i].service = ""
+		}
+		want[spans[i].service]++
+	}
+	dir := t.TempDir()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, db, encodeSpans(t, spans))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	read := func() []SpanMetricsSeries {
+		t.Helper()
+		got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	have := map[string]uint64{}
+	for _, s := range read() {
+		if s.Overflow {
+			t.Errorf("series %+v overflowed", s.SpanSeries)
+		}
+		for i := range s.Minutes {
+			have[s.Service] += s.Minutes[i].Latency.Count()
+		}
+	}
+	if want[""] == 0 || !maps.Equal(have, want) {
+		t.Errorf("calls by service %v, want %v", have, want)
+	}
+
+	// Past a bound of one service, whichever the unnamed one is, every
+	// call is counted once.
+	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 1})
+	defer db.Close()
+	var calls uint64
+	for _, s := range read() {
+		for i := range s.Minutes {
+			calls += s.Minutes[i].Latency.Count()
+		}
+	}
+	if calls != uint64(len(spans)) {
+		t.Errorf("%d calls past the bound, want %d", calls, len(spans))
+	}
+}
