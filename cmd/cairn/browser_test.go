@@ -648,11 +648,7 @@ func TestBrowserBigMap(t *testing.T) {
 		}
 	}
 	writeCalls(t, s, calls)
-	waitFor(t, "the cut", func() bool {
-		var g struct{ Edges []struct{ Parent string } }
-		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
-		return len(g.Edges) == services
-	})
+	waitForEdges(t, s, services)
 	b := newBrowser(t, s, 1280, 900)
 	nodes := func() []string {
 		return eval[[]string](b, `[...document.querySelectorAll('svg.map .node')].map(n => n.dataset.name).sort()`)
@@ -689,6 +685,17 @@ func TestBrowserBigMap(t *testing.T) {
 	b.noConsoleErrors()
 }
 
+// waitForEdges waits until the last hour's service graph has n edges:
+// until the calls written are cut.
+func waitForEdges(t *testing.T, s *server, n int) {
+	t.Helper()
+	waitFor(t, "the cut", func() bool {
+		var g struct{ Edges []struct{ Parent string } }
+		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
+		return len(g.Edges) == n
+	})
+}
+
 // writeCalls stores a trace for each call, of a client span of the
 // caller's and a server span of the called service's.
 func writeCalls(t *testing.T, s *server, calls [][2]string) {
@@ -720,11 +727,7 @@ func TestBrowserMapLoops(t *testing.T) {
 	s := startTestServer(t, t.TempDir())
 	defer s.shutdown()
 	writeCalls(t, s, [][2]string{{"web", "api"}, {"api", "db-proxy"}, {"db-proxy", "web"}})
-	waitFor(t, "the cut", func() bool {
-		var g struct{ Edges []struct{ Parent string } }
-		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
-		return len(g.Edges) == 3
-	})
+	waitForEdges(t, s, 3)
 	b := newBrowser(t, s, 1280, 900)
 	b.open("#/map?range=1h", "svg.map .node")
 	if n := eval[int](b, `document.querySelectorAll('svg.map .edge').length`); n != 3 {
@@ -769,11 +772,7 @@ func TestBrowserOddData(t *testing.T) {
 		ScopeSpans: []*tracepb.ScopeSpans{{Spans: []*tracepb.Span{{TraceId: []byte{0: 0xa8, 15: 0xa8}, SpanId: []byte{7: 1}, Name: "batch",
 			StartTimeUnixNano: hour, EndTimeUnixNano: hour + uint64(time.Hour)}}}},
 	}}})
-	waitFor(t, "the cut", func() bool {
-		var g struct{ Edges []struct{ Parent string } }
-		apiGet(t, s, "/api/v1/service-graph?since=1h", &g)
-		return len(g.Edges) == 3
-	})
+	waitForEdges(t, s, 3)
 	b := newBrowser(t, s, 1280, 900)
 
 	b.open("#/search?range=6h", "svg.scatter circle")

@@ -54,10 +54,12 @@ export function wholeStep(w) {
   return Math.ceil((w.end - w.start) / 60_000) + 1 + 'm';
 }
 
-// localInput writes a Date as a datetime-local input's value.
-function localInput(d) {
+// localInput writes a Date as a datetime-local input's value, to the
+// minute or, with seconds, to the second.
+export function localInput(d, seconds = false) {
   const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  const minute = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+  return seconds ? `${minute}:${pad(d.getSeconds())}` : minute;
 }
 
 // picker returns the range picker of a page whose route is route, with

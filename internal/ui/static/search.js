@@ -3,6 +3,7 @@
 // URL's fragment, so a search can be shared and gone back to.
 import { APIError, get } from './api.js';
 import { dateTime, duration, h, niceStep, s } from './format.js';
+import { localInput } from './range.js';
 
 const ranges = [['15m', 'last 15 minutes'], ['1h', 'last hour'], ['6h', 'last 6 hours'], ['24h', 'last 24 hours'], ['72h', 'last 3 days'], ['custom', 'custom']];
 
@@ -50,13 +51,12 @@ export function apiParams(p) {
   return q;
 }
 
-// localInput writes a time of the URL (UTC, or an older link's local
-// time) as a datetime-local input's value, to the second.
-function localInput(text) {
+// inputTime writes a time of the URL (UTC, or an older link's local
+// time) as a datetime-local input's value, to the second; what is not a
+// time stays as it is, for the search to say so.
+function inputTime(text) {
   const d = new Date(text);
-  if (!text || isNaN(d)) return text || '';
-  const pad = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return !text || isNaN(d) ? text || '' : localInput(d, true);
 }
 
 function field(label, input) {
@@ -66,8 +66,8 @@ function field(label, input) {
 function searchForm(p) {
   const range = p.get('range') || '1h';
   const custom = h('div', { class: 'custom-range', hidden: range !== 'custom' },
-    field('From', h('input', { type: 'datetime-local', name: 'start', step: 1, value: localInput(p.get('start')) })),
-    field('To', h('input', { type: 'datetime-local', name: 'end', step: 1, value: localInput(p.get('end')) })));
+    field('From', h('input', { type: 'datetime-local', name: 'start', step: 1, value: inputTime(p.get('start')) })),
+    field('To', h('input', { type: 'datetime-local', name: 'end', step: 1, value: inputTime(p.get('end')) })));
   const rangeSelect = h('select', {
     name: 'range',
     onchange: (e) => { custom.hidden = e.target.value !== 'custom'; },
