@@ -319,8 +319,10 @@ func isSymptom(key string) bool {
 		"http.request.resend_count": // a retry's number: an attempt before it failed
 		return true
 	}
-	// A retry's number under the names other instrumentations give it.
-	for _, suffix := range []string{"retry.attempt", "retry.count", "retry_count", "retry_attempt", "resend_count"} {
+	// A retry's number under the names other instrumentations give it, and
+	// a count of the errors an answer carries (graphql.error.count).
+	for _, suffix := range []string{"retry.attempt", "retry.count", "retry_count", "retry_attempt", "resend_count",
+		"error.count", "error_count", "errors.count", "errors_count"} {
 		if strings.HasSuffix(key, suffix) {
 			return true
 		}

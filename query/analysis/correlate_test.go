@@ -197,13 +197,14 @@ func entries(attrs []Correlation) []string {
 	return out
 }
 
-// TestIsSymptom: keys that restate a failure, and a retry's number, which
-// says an attempt before it failed, are symptoms; what could explain one
-// is not.
+// TestIsSymptom: keys that restate a failure, a count of errors, and a
+// retry's number, which says an attempt before it failed, are symptoms;
+// what could explain one is not.
 func TestIsSymptom(t *testing.T) {
 	for key, want := range map[string]bool{
 		"error.type": true, "exception.message": true, "http.response.status_code": true,
 		"rpc.grpc.status_code": true, "http.request.resend_count": true, "retry.attempt": true, "rpc.retry_count": true,
+		"graphql.error.count": true, "app.errors_count": true,
 		"service.version": false, "host.name": false, "server.address": false, "retry.policy": false,
 	} {
 		if got := isSymptom(key); got != want {
