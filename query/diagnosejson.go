@@ -188,22 +188,11 @@ func AnyJSON(v *commonpb.AnyValue) any {
 	return nil
 }
 
-// namedAttributeScore is the score one of the first namedAttributeLead
-// attributes must pass for the cause's sentence to name the first: below
-// it, they are about as common before as in the selection, and naming one
-// would read as evidence. The first may score less than those after it:
-// a zone that holds exactly the pods that lead is named before them, and
-// its pods are its evidence.
-const (
-	namedAttributeScore = 0.1
-	namedAttributeLead  = 3
-)
-
 // setApart reports whether the leading attributes set the selected traces
-// apart (see namedAttributeScore).
+// apart (see traceanalysis.NamedScore).
 func setApart(attrs []AttributeScoreJSON) bool {
-	for _, a := range attrs[:min(len(attrs), namedAttributeLead)] {
-		if a.Score > namedAttributeScore {
+	for _, a := range attrs[:min(len(attrs), traceanalysis.NamedLead)] {
+		if a.Score > traceanalysis.NamedScore {
 			return true
 		}
 	}

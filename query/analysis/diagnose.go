@@ -963,9 +963,14 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // path, against the whole baseline: what sets them apart is what sent
 // them its way, such as a cache that missed. Where it ran more times a
 // trace, each call as long (moreCalls), its slow traces are taken against
-// the whole baseline for the same reason.
+// the whole baseline for the same reason. Where the culprit slowed alike
+// in every trace it ran in, so that among the baseline's traces that have
+// it no value sets the slow traces apart (setApart), they are taken
+// against the whole baseline too: what sets them apart is then what sends
+// requests its way, such as a flag that gates it.
 func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
+	againstItsOwn := false
 	switch {
 	case o.Errors:
 		for _, f := range w {
@@ -994,16 +999,141 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 		base = tracesOf(b)
 	case lead != nil:
 		selected, base = slowAt(w, b, *lead)
+		againstItsOwn = len(base) < len(b)
 	}
 	if !o.Errors && len(selected) < o.Correlation.MinTraces {
 		// No culprit, or one that took no longer where it ran but ran in
 		// more requests (more cache misses, traffic a flag sent its way).
 		selected, base = slowOverall(w, b), tracesOf(b)
+		againstItsOwn = false
 	}
 	if len(selected) == 0 {
 		return nil, nil
 	}
-	attrs, _ := Correlate(selected, base, &o.Correlation)
+	causes, symptoms = rankAttributes(w, selected, base, o.Correlation, lead, first)
+	if againstItsOwn && !setApart(causes, len(selected), len(base)) {
+		all := tracesOf(b)
+		c, s := rankAttributes(w, selected, all, o.Correlation, lead, first)
+		if c = choices(c, selected, all, *lead); setApart(c, len(selected), len(all)) {
+			return c, s
+		}
+	}
+	return causes, symptoms
+}
+
+// choices keeps of causes, the selected traces' values against the whole
+// baseline, those that tell which requests reach operation k rather than
+// restate that they did: a value its service has in at most
+// choiceShare of the baseline's traces it is in (a flag's variant, an
+// operation's name, one version of several), on a resource or on a span
+// other than k's. A service's constants (its one version, its region, the
+// call it always makes) are on every trace it is in, and k's own
+// attributes (its query's text) on every trace k is in; either would lead
+// where k runs only in some requests. Where a cause's first value is not
+// such a choice but one of its aliases is, that alias leads. Of values on
+// the same number of traces with the same score, which are most often on
+// the same traces (the request's kind, and what only that kind sends its
+// callees), those of the service the requests entered first: what sends a
+// request one way is decided where it comes in.
+func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation {
+	type attrKey struct{ service, key, value string }
+	elsewhere := map[attrKey]bool{}
+	for _, t := range selected {
+		forEachValue(t, func(service string, kv *commonpb.KeyValue, s *Span) {
+			if s == nil || s.Service != k.service || s.Name != k.name {
+				elsewhere[attrKey{service, kv.GetKey(), valueString(kv.GetValue())}] = true
+			}
+		})
+	}
+	in := map[string]int{}       // baseline traces a service is in
+	carry := map[attrKey]int{}   // baseline traces a value is on
+	seen := map[attrKey]uint64{} // the last trace a value was counted on
+	for i, t := range base {
+		services := map[string]bool{}
+		forEachValue(t, func(service string, kv *commonpb.KeyValue, _ *Span) {
+			services[service] = true
+			ak := attrKey{service, kv.GetKey(), valueString(kv.GetValue())}
+			if !elsewhere[ak] || seen[ak] == uint64(i)+1 {
+				return
+			}
+			seen[ak] = uint64(i) + 1
+			carry[ak]++
+		})
+		for s := range services {
+			in[s]++
+		}
+	}
+	isChoice := func(service string, kv *commonpb.KeyValue) bool {
+		ak := attrKey{service, kv.GetKey(), valueString(kv.GetValue())}
+		return elsewhere[ak] && float64(carry[ak]) <= choiceShare*float64(in[service])
+	}
+	var out []Correlation
+	for _, c := range causes {
+		if isChoice(c.Service, &commonpb.KeyValue{Key: c.Key, Value: c.Value}) {
+			out = append(out, c)
+			continue
+		}
+		for i, al := range c.Aliases {
+			if isChoice(c.Service, al) {
+				aliases := slices.Concat(c.Aliases[:i], []*commonpb.KeyValue{{Key: c.Key, Value: c.Value}}, c.Aliases[i+1:])
+				c.Key, c.Value, c.Aliases = al.Key, al.Value, aliases
+				out = append(out, c)
+				break
+			}
+		}
+	}
+	entered := map[string]int{} // selected traces whose root is of a service
+	for _, t := range selected {
+		ids := spanIDs(t)
+		for i := range t.Spans {
+			if _, ok := ids[t.Spans[i].Parent]; !ok {
+				entered[t.Spans[i].Service]++
+				break
+			}
+		}
+	}
+	for i := 0; i < len(out); {
+		j := i + 1
+		for j < len(out) && out[j].Score == out[i].Score && out[j].Selected == out[i].Selected {
+			j++
+		}
+		slices.SortStableFunc(out[i:j], func(a, b Correlation) int { return cmp.Compare(entered[b.Service], entered[a.Service]) })
+		i = j
+	}
+	return out
+}
+
+// choiceShare is the largest share of the baseline's traces a service is
+// in that a value of it may be on and still tell requests apart (see
+// choices): one on more would score under NamedScore against them.
+const choiceShare = 0.9
+
+// forEachValue calls fn with each attribute value of t's spans (s) and of
+// the resources its spans are on (s nil), by service.
+func forEachValue(t *Trace, fn func(service string, kv *commonpb.KeyValue, s *Span)) {
+	onResource := make([]string, len(t.Resources))
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		onResource[s.Resource] = s.Service
+		for _, kv := range s.Attrs {
+			fn(s.Service, kv, s)
+		}
+	}
+	for r, attrs := range t.Resources {
+		if onResource[r] == "" {
+			continue
+		}
+		for _, kv := range attrs {
+			fn(onResource[r], kv, nil)
+		}
+	}
+}
+
+// rankAttributes scores the attribute values of the selected traces
+// against those of base and splits them into causes and symptoms (see
+// attributeCauses).
+func rankAttributes(w []facts, selected, base []*Trace, opts CorrelationOptions, lead *op, first *Culprit) (causes, symptoms []Correlation) {
+	attrs, _ := Correlate(selected, base, &opts)
 	onLead := func(c *Correlation) bool { return first != nil && c.Service == first.Service }
 	slices.SortStableFunc(attrs, func(a, b Correlation) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Selected, a.Selected), compareBool(onLead(&b), onLead(&a)))
@@ -1018,7 +1148,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 		}
 	}
 	others := rest(w, selected)
-	within := withinScores(selected, others, o.Correlation)
+	within := withinScores(selected, others, opts)
 	var ranks []float64
 	if lead != nil {
 		ranks = offPathWithin(causes, involved(selected, *lead), within)
@@ -1033,6 +1163,37 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 	placeOfLeadingInstances(causes, selected)
 	return causes, symptoms
 }
+
+// NamedScore is the score one of the first NamedLead causes must pass to
+// be named as setting the selected traces apart: below it, every value is
+// about as common before as in the selection, and naming one would read
+// as evidence. The first may score less than those after it: a zone that
+// holds exactly the pods that lead is ranked before them, and its pods are
+// its evidence.
+const (
+	NamedScore = 0.1
+	NamedLead  = 3
+)
+
+// setApart reports whether one of the first NamedLead causes, scored on
+// nSelected traces against nBase, passes NamedScore by more than
+// apartErrors standard errors of the difference of its shares: on a
+// selection of a few hundred traces, some of the 50 or so values of a
+// fleet pass NamedScore by chance.
+func setApart(causes []Correlation, nSelected, nBase int) bool {
+	for _, c := range causes[:min(len(causes), NamedLead)] {
+		pooled := float64(c.Selected+c.Baseline) / float64(nSelected+nBase)
+		se := math.Sqrt(pooled * (1 - pooled) * (1/float64(nSelected) + 1/float64(max(nBase, 1))))
+		if c.Score > NamedScore && c.Score > apartErrors*se {
+			return true
+		}
+	}
+	return false
+}
+
+// apartErrors is how many standard errors a cause's score must pass for
+// setApart, as culprits' growth must pass the noise (see withinNoise).
+const apartErrors = noiseErrors
 
 // instanceKeys name one instance of a service, and placeKeys where
 // instances run, narrowest first.

@@ -1172,3 +1172,68 @@ func TestDiagnoseLoopOfCacheMisses(t *testing.T) {
 		t.Errorf("attributes %+v, want cache.hit=false first", d.Attributes)
 	}
 }
+
+// TestDiagnoseFlagGatesTheSlowOperation slows a query that only requests
+// with a flag on run, in every one of them alike: among the traces that
+// run it nothing sets the slow ones apart, and against the whole baseline
+// the flag does, not the query's own text nor its service's version,
+// which are on the same traces. Where every request of a kind runs it,
+// the kind leads, as its gateway names it, rather than the currency pair
+// only that kind asks a service deeper down for.
+func TestDiagnoseFlagGatesTheSlowOperation(t *testing.T) {
+	request := func(id int, slow, gated bool) *Trace {
+		b := newTrace(id)
+		kind, flag := "Overview", id%10 < 3
+		if id%20 >= 13 {
+			kind = "Transfer"
+		}
+		gw := []*commonpb.KeyValue{kv("service.version", "7.4.2")}
+		tx := []*commonpb.KeyValue{kv("service.version", "3.8.0"), kv("k8s.pod.name", fmt.Sprint("tx-", id%3))}
+		at := 1.0
+		if kind == "Overview" {
+			b.span(3, 2, "tx", "SELECT transactions", client, at+0.5, at+4, tx, kv("db.query.text", "SELECT * FROM transactions"))
+			end := at + 4.2
+			if !gated || flag {
+				d := 3.0 + float64(id%5)*0.2
+				if slow {
+					d += 30
+				}
+				b.span(4, 2, "tx", "SELECT ledger_view", client, end, end+d, tx, kv("db.query.text", "SELECT * FROM ledger_view"))
+				end += d + 0.2
+			}
+			b.span(2, 1, "tx", "Recent", server, at, end+0.3, tx, kv("feature.new_ledger", flag), kv("tenant", fmt.Sprint("t", id%7)))
+			at = end + 0.5
+		} else {
+			b.span(2, 1, "pay", "Transfer", server, at, at+8, nil, kv("tenant", fmt.Sprint("t", id%7)))
+			at += 8.5
+		}
+		pair := map[string]string{"Overview": "EURGBP", "Transfer": "USDEUR"}[kind]
+		b.span(5, 1, "fx", "rates.lookup", server, at, at+0.5, nil, kv("fx.pair", pair))
+		b.span(1, 0, "gw", "POST /graphql", server, 0, at+1.5, gw, kv("graphql.operation.name", kind), kv("feature.new_ledger", flag))
+		return b.t
+	}
+	for _, tc := range []struct {
+		name  string
+		gated bool
+		key   string
+		value string
+	}{
+		{"gated", true, "feature.new_ledger", "btrue"},
+		{"every overview", false, "graphql.operation.name", "sOverview"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var baseline, window []*Trace
+			for i := range 600 {
+				baseline = append(baseline, request(i, false, tc.gated))
+				window = append(window, request(1000+i, true, tc.gated))
+			}
+			d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gw", Operation: "POST /graphql"})
+			if len(d.Operations) == 0 || d.Operations[0].Operation != "SELECT ledger_view" {
+				t.Fatalf("culprits %+v, want SELECT ledger_view first", d.Operations)
+			}
+			if len(d.Attributes) == 0 || d.Attributes[0].Key != tc.key || valueString(d.Attributes[0].Value) != tc.value {
+				t.Fatalf("attributes %+v, want %s=%s first", d.Attributes, tc.key, tc.value[1:])
+			}
+		})
+	}
+}

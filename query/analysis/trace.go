@@ -38,7 +38,11 @@ type Span struct {
 	// Resource indexes Trace.Resources. Spans of one resource were timed
 	// by one clock; spans of two resources may be skewed.
 	Resource int
-	Attrs    []*commonpb.KeyValue
+	// Attrs are the span's attributes, then its events': a feature flag's
+	// variant is often recorded only as an evaluation event
+	// (feature_flag.evaluation), and search matches an event's attributes
+	// as the span's.
+	Attrs []*commonpb.KeyValue
 }
 
 // Duration is the span's length, 0 if it ends before it starts.
@@ -123,7 +127,7 @@ func (c *Collector) Add(td *tracepb.TracesData) {
 					End:      s.EndTimeUnixNano,
 					Failed:   s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR,
 					Resource: res,
-					Attrs:    c.keep(s.Attributes),
+					Attrs:    c.keep(withEvents(s)),
 				}
 				copy(sp.ID[:], s.SpanId)
 				copy(sp.Parent[:], s.ParentSpanId)
@@ -133,11 +137,23 @@ func (c *Collector) Add(td *tracepb.TracesData) {
 	}
 }
 
+// withEvents returns the attributes of s and of its events, s's own slice
+// where its events have none.
+func withEvents(s *tracepb.Span) []*commonpb.KeyValue {
+	attrs := s.Attributes
+	for _, e := range s.Events {
+		if len(e.Attributes) > 0 {
+			attrs = append(slices.Clip(attrs), e.Attributes...)
+		}
+	}
+	return attrs
+}
+
 // AddEncoded adds spans of trace id, encoded as OTLP Span messages, whose
 // resource is encoded as an OTLP Resource message. It decodes only what
-// the analyses read: a span's events, links and other fields are skipped,
-// and an attribute or a resource encoded as one before is not decoded
-// again.
+// the analyses read: a span's links, its events' names and other fields
+// are skipped, and an attribute or a resource encoded as one before is
+// not decoded again.
 func (c *Collector) AddEncoded(id [16]byte, encodedResource []byte, spans [][]byte) error {
 	c.init()
 	r, ok := c.resourcesByEncoding[string(encodedResource)]
@@ -170,38 +186,80 @@ func (c *Collector) AddEncoded(id [16]byte, encodedResource []byte, spans [][]by
 	return nil
 }
 
-// encodedAttributes decodes the attributes of an encoded span.
+// encodedAttributes decodes the attributes of an encoded span, then those
+// of its events.
 func (c *Collector) encodedAttributes(span []byte) ([]*commonpb.KeyValue, error) {
-	var attrs []*commonpb.KeyValue
-	for b := span; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
+	var attrs, events []*commonpb.KeyValue
+	err := eachBytesField(span, func(num protowire.Number, field []byte) error {
+		switch num {
+		case spanAttributes:
+			kv, err := c.encodedAttribute(field)
+			attrs = append(attrs, kv)
+			return err
+		case spanEvents:
+			return eachBytesField(field, func(num protowire.Number, field []byte) error {
+				if num != eventAttributes {
+					return nil
+				}
+				kv, err := c.encodedAttribute(field)
+				events = append(events, kv)
+				return err
+			})
 		}
-		b = b[n:]
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		field := b[:n]
-		b = b[n:]
-		if num != spanAttributes || typ != protowire.BytesType {
-			continue
-		}
-		enc, _ := protowire.ConsumeBytes(field)
-		kv, ok := c.encodedValues[string(enc)]
-		if !ok {
-			kv = &commonpb.KeyValue{}
-			if err := proto.Unmarshal(enc, kv); err != nil {
-				return nil, fmt.Errorf("attribute: %w", err)
-			}
-			c.encodedValues[string(enc)] = kv
-		}
-		attrs = append(attrs, kv)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return attrs, nil
+	return append(attrs, events...), nil
 }
 
-const spanAttributes = 9 // opentelemetry.proto.trace.v1.Span.attributes
+// encodedAttribute returns the KeyValue encoded as enc, decoded once for
+// every span that has it.
+func (c *Collector) encodedAttribute(enc []byte) (*commonpb.KeyValue, error) {
+	if kv, ok := c.encodedValues[string(enc)]; ok {
+		return kv, nil
+	}
+	kv := &commonpb.KeyValue{}
+	if err := proto.Unmarshal(enc, kv); err != nil {
+		return nil, fmt.Errorf("attribute: %w", err)
+	}
+	c.encodedValues[string(enc)] = kv
+	return kv, nil
+}
+
+// eachBytesField calls fn with the content of each length-delimited field
+// of the message msg, stopping at fn's first error.
+func eachBytesField(msg []byte, fn func(num protowire.Number, field []byte) error) error {
+	for len(msg) > 0 {
+		num, typ, n := protowire.ConsumeTag(msg)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		msg = msg[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
+			return protowire.ParseError(n)
+		}
+		field := msg[:n]
+		msg = msg[n:]
+		if typ != protowire.BytesType {
+			continue
+		}
+		content, _ := protowire.ConsumeBytes(field)
+		if err := fn(num, content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Field numbers of opentelemetry.proto.trace.v1.Span.attributes, .events
+// and Span.Event.attributes.
+const (
+	spanAttributes  = 9
+	spanEvents      = 11
+	eventAttributes = 3
+)
 
 // resource returns the resource kept with the attributes attrs.
 func (c *Collector) resource(attrs []*commonpb.KeyValue) resource {

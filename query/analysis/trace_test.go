@@ -115,8 +115,19 @@ func TestAddEncodedAgreesWithAdd(t *testing.T) {
 			}
 		}
 	}
+	// An event's attributes follow the span's own: a flag's variant may
+	// be recorded only in its evaluation's event.
+	for _, c := range []*Collector{&decoded, &encoded} {
+		attrs := c.traces[c.byID[[16]byte{}]].Spans[0].Attrs
+		if last := attrs[len(attrs)-1]; len(attrs) != len(odd.Attributes)+1 || last.Key != "s" || last.GetValue().GetStringValue() != "ev" {
+			t.Fatalf("odd span's attributes %v, want its own and then its event's s=ev", attrs)
+		}
+	}
 	if err := encoded.AddEncoded([16]byte{}, nil, [][]byte{{0x4a, 0x05, 0x0a}}); err == nil {
 		t.Fatal("a span with a truncated attribute was added")
+	}
+	if err := encoded.AddEncoded([16]byte{}, nil, [][]byte{{0x5a, 0x04, 0x1a, 0x02, 0x0a, 0x05}}); err == nil {
+		t.Fatal("a span with an event's truncated attribute was added")
 	}
 }
 
