@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +69,18 @@ type CulpritJSON struct {
 	// SpanNames: the operation is the shape of this many span names that
 	// differ only in their literals, each written ?.
 	SpanNames int `json:"span_names,omitempty"`
+	// Fallback: diagnosing latency, the operation requests fell back to
+	// when this one failed, and the shares of traces where this one
+	// failed; the score is the fallback's.
+	Fallback           *FallbackJSON `json:"fallback,omitempty"`
+	BaselineFailedRate *float64      `json:"baseline_failed_rate,omitempty"`
+	WindowFailedRate   *float64      `json:"window_failed_rate,omitempty"`
+}
+
+// FallbackJSON names the operation a culprit's failures sent requests to.
+type FallbackJSON struct {
+	Service   string `json:"service"`
+	Operation string `json:"operation"`
 }
 
 // Name is the operation as service: operation, marked when the time is
@@ -133,6 +146,10 @@ func DiagnosisFromAPI(resp *analysispb.DiagnoseResponse, errorsMode bool) Diagno
 		} else {
 			cj.BaselineOnPathRate, cj.WindowOnPathRate = &c.BaselineOnPathRate, &c.WindowOnPathRate
 			cj.BaselineCallsPerTrace, cj.WindowCallsPerTrace = &c.BaselineCallsPerTrace, &c.WindowCallsPerTrace
+			if c.FallbackService != "" || c.FallbackOperation != "" {
+				cj.Fallback = &FallbackJSON{Service: c.FallbackService, Operation: c.FallbackOperation}
+				cj.BaselineFailedRate, cj.WindowFailedRate = &c.BaselineFailedRate, &c.WindowFailedRate
+			}
 		}
 		for _, id := range c.Exemplars {
 			cj.Exemplars = append(cj.Exemplars, hex.EncodeToString(id))
@@ -216,13 +233,19 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	switch {
 	case errorsMode:
 		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
+	case c.Fallback != nil:
+		fb := CulpritJSON{Service: c.Fallback.Service, Operation: c.Fallback.Operation}
+		fmt.Fprintf(&b, "it failed in %.1f%% of traces (%.1f%% before), and requests fell back to %s", 100**c.WindowFailedRate, 100**c.BaselineFailedRate, fb.Name())
+		if i := slices.IndexFunc(d.Operations, func(o CulpritJSON) bool { return !o.Call && o.Service == fb.Service && o.Operation == fb.Operation }); i >= 0 {
+			fmt.Fprintf(&b, ", whose time on the critical path grew from %s ms to %s ms per trace", roundMS(d.Operations[i].BaselineMS), roundMS(d.Operations[i].WindowMS))
+		}
 	case c.Call:
 		fmt.Fprintf(&b, "its callers' wait on it outside its spans, on the network or in a queue on either side, grew on the critical path from %s ms to %s ms per trace",
 			roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	default:
 		fmt.Fprintf(&b, "its time on the critical path grew from %s ms to %s ms per trace", roundMS(c.BaselineMS), roundMS(c.WindowMS))
 	}
-	if !errorsMode {
+	if !errorsMode && c.Fallback == nil {
 		b.WriteString(cmp.Or(c.isNew(), c.reachedMoreOften(), c.ranMoreOften()))
 	}
 	selection := "slow"

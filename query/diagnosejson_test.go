@@ -127,3 +127,25 @@ func TestCauseNamesOnlyAnAttributeThatSetsTracesApart(t *testing.T) {
 		t.Errorf("zone before its pods: %q, want it to end %q", got, want)
 	}
 }
+
+// TestCauseNamesTheFallback checks that the sentence for an operation
+// whose failures sent requests to a fallback gives how often it failed and
+// the fallback's growth, not its own time, which did not grow.
+func TestCauseNamesTheFallback(t *testing.T) {
+	bf, wf, bs, ws, calls := 0.014, 0.109, 0.01, 0.11, 1.0
+	d := DiagnosisJSON{
+		Window:   DiagnosisWindowJSON{Traces: 1000},
+		Baseline: DiagnosisWindowJSON{Traces: 1000},
+		Operations: []CulpritJSON{
+			{Service: "payments", Operation: "POST /v1/charges", BaselineMS: 14.4, WindowMS: 13.7, BaselineOnPathRate: &bs, WindowOnPathRate: &ws,
+				BaselineCallsPerTrace: &calls, WindowCallsPerTrace: &calls,
+				Fallback: &FallbackJSON{Service: "payments", Operation: "POST /v2/payments"}, BaselineFailedRate: &bf, WindowFailedRate: &wf},
+			{Service: "payments", Operation: "POST /v2/payments", BaselineMS: 0.74, WindowMS: 10.37, BaselineOnPathRate: &bs, WindowOnPathRate: &ws},
+		},
+	}
+	want := "payments: POST /v1/charges is the most likely cause: it failed in 10.9% of traces (1.4% before), and requests fell back to " +
+		"payments: POST /v2/payments, whose time on the critical path grew from 0.74 ms to 10.4 ms per trace; no attribute sets the slow traces apart."
+	if got := d.Cause(false); got != want {
+		t.Errorf("%q\nwant %q", got, want)
+	}
+}

@@ -479,7 +479,9 @@ func diagnoseResponse(d traceanalysis.Diagnosis, window, baseline timeWindow) *a
 		cp := &analysispb.Culprit{Service: c.Service, Operation: c.Operation, Score: c.Score, BaselineMs: c.Baseline / 1e6,
 			WindowMs: c.Window / 1e6, BaselineOriginRate: c.BaselineOrigin, WindowOriginRate: c.WindowOrigin,
 			BaselineOnPathRate: c.BaselineOnPath, WindowOnPathRate: c.WindowOnPath, Call: c.Call, SpanNames: int32(min(c.Names, math.MaxInt32)),
-			BaselineCallsPerTrace: c.BaselineCalls, WindowCallsPerTrace: c.WindowCalls}
+			BaselineCallsPerTrace: c.BaselineCalls, WindowCallsPerTrace: c.WindowCalls,
+			FallbackService: c.FallbackService, FallbackOperation: c.FallbackOperation,
+			BaselineFailedRate: c.BaselineFailed, WindowFailedRate: c.WindowFailed}
 		for _, id := range c.Exemplars {
 			cp.Exemplars = append(cp.Exemplars, id[:])
 		}

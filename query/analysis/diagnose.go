@@ -101,6 +101,15 @@ type Culprit struct {
 	// BaselineOrigin and WindowOrigin are the shares of traces that failed
 	// with the failure originating in it (see tree.failureOrigin).
 	BaselineOrigin, WindowOrigin float64
+	// FallbackService and FallbackOperation, diagnosing latency, name the
+	// operation requests fell back to when this one failed: the fallback
+	// grew in that more traces reached it, most of its calls came right
+	// after a failed call of this operation under the same parent, and
+	// this one failed in more traces, BaselineFailed against WindowFailed,
+	// past the noise (see fellBack). Score is the fallback's: its growth
+	// is what the failures cost.
+	FallbackService, FallbackOperation string
+	BaselineFailed, WindowFailed       float64
 	// Exemplars are traces of the window that show it best: where its
 	// self time is longest, or where the failure originates in it.
 	Exemplars [][16]byte
@@ -119,7 +128,16 @@ type facts struct {
 	// waits are the client spans' own time on the path that counts for
 	// calls (see opOf), by client span; diagnosing latency only.
 	waits []callWait
+	// fallbacks are the calls that came right after a failed call of
+	// another operation, and failedCalls the operations of the failed
+	// calls (see tree.failedOp), each once; diagnosing latency only.
+	fallbacks   []fallback
+	failedCalls []op
 }
+
+// fallback is a call of operation to right after a failed call of
+// operation from under the same parent.
+type fallback struct{ to, from op }
 
 // callWait is a client span's own time on the path, counted for the calls
 // to its server's operation, with the resources of both sides.
@@ -322,10 +340,10 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	if o.Errors {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
-		d.Operations = latencyCulprits(w, b, wMeans, bMeans, o.Exemplars)
+		d.Operations = fellBack(latencyCulprits(w, b, wMeans, bMeans, o.Exemplars), w, b, o.Exemplars)
 	}
 	if len(d.Operations) == 0 {
-		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, nil)
+		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, nil, true)
 		d.WithinNoise = true
 		return d
 	}
@@ -333,6 +351,13 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	// names the caller's client operation instead, whose own time on the
 	// path is the calls': its traces and its growth are the calls'.
 	first := &d.Operations[0]
+	if first.FallbackService != "" || first.FallbackOperation != "" {
+		// The fallback's traces are the ones the failures slowed.
+		at := slices.IndexFunc(d.Operations, func(c Culprit) bool {
+			return !c.Call && c.Service == first.FallbackService && c.Operation == first.FallbackOperation
+		})
+		first = &d.Operations[at]
+	}
 	lead := op{first.Service, first.Operation, first.Call}
 	// A stalled caller waits longer on all its calls: each of the first
 	// culprits that is calls is named by its caller where the wait grew
@@ -342,8 +367,8 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 			callerSide(&d.Operations[i], w, b)
 		}
 	}
-	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first)
 	d.WithinNoise = withinNoise(w, b, lead, o.Errors)
+	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first, d.WithinNoise)
 	return d
 }
 
@@ -418,7 +443,8 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, perTrace) {
 		f := facts{trace: t, duration: t.Spans[anchor].Duration(), failed: t.Spans[anchor].Failed, self: tr.selfTimes(o.Errors), waits: tr.waits}
 		if o.Errors {
 			f.tree = tr
-		} else { // only latency culprits read the means
+		} else { // only latency culprits read the means and fallbacks
+			f.fallbacks, f.failedCalls = tr.fallbacks()
 			tr.addOwnTimes(own)
 			for i := range tr.nodes {
 				if tr.nodes[i].placed {
@@ -573,6 +599,40 @@ func (tr *tree) failedOp(i int32) op {
 // failedCall).
 func (tr *tree) retries(next, prev int32) bool {
 	return tr.failedCall(prev) && tr.plainOp(prev) == tr.plainOp(next)
+}
+
+// fallbacks returns the calls placed on the tree that started right after
+// a failed call of another operation ended (the sibling that ended last
+// before they started), and the operations of the failed calls, each once
+// (see failedOp).
+func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
+	for n := range tr.nodes {
+		if !tr.nodes[n].placed {
+			continue
+		}
+		if tr.failedCall(int32(n)) {
+			if k := tr.failedOp(int32(n)); !slices.Contains(failed, k) {
+				failed = append(failed, k)
+			}
+		}
+		kids := tr.nodes[n].children
+		if !slices.ContainsFunc(kids, tr.failedCall) {
+			continue
+		}
+		for _, c := range kids {
+			prev := int32(-1)
+			for _, p := range kids { // the last to end first
+				if tr.nodes[p].end <= tr.nodes[c].start && p != c {
+					prev = p
+					break
+				}
+			}
+			if prev >= 0 && tr.failedCall(prev) && tr.plainOp(c) != tr.plainOp(prev) {
+				fbs = append(fbs, fallback{to: tr.plainOp(c), from: tr.failedOp(prev)})
+			}
+		}
+	}
+	return fbs, failed
 }
 
 // plainOp is span i's own operation.
@@ -749,6 +809,80 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 		}
 	}
 	return cs
+}
+
+// fellBack puts first, before cs's first culprit, the operation whose
+// failures sent requests to it, if it is a fallback (see
+// Culprit.FallbackService): a primary that fails fast and a backup that
+// answers in 90 ms read as the backup's growth, reached by more requests
+// and none slower, while what changed is the primary. Its figures are its
+// own; the attributes are still ranked on the fallback's traces, which
+// the failures slowed.
+func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
+	if len(cs) == 0 || cs[0].Call || cs[0].BaselineOnPath > 0 && !reached(&cs[0]) {
+		return cs
+	}
+	to := op{service: cs[0].Service, name: cs[0].Operation}
+	after := map[op]int{}
+	for _, f := range w {
+		for _, fb := range f.fallbacks {
+			if fb.to == to {
+				after[fb.from]++
+			}
+		}
+	}
+	calls := spansPerTrace(w, to) * float64(len(w))
+	var from op
+	most := 0
+	for k, n := range after {
+		if n > most || n == most && k.service+"\x00"+k.name < from.service+"\x00"+from.name {
+			from, most = k, n
+		}
+	}
+	if most == 0 || float64(2*most) < calls {
+		return cs
+	}
+	fw, fb := failedShare(w, from), failedShare(b, from)
+	if fw-fb <= noiseErrors*math.Sqrt(fw*(1-fw)/float64(len(w))+fb*(1-fb)/float64(len(b))) {
+		return cs
+	}
+	mw, mb := meanSelf(w), meanSelf(b)
+	sw, sb := onPathShare(w), onPathShare(b)
+	c := Culprit{Service: from.service, Operation: from.name, Score: cs[0].Score, Baseline: mb[from], Window: mw[from],
+		BaselineOnPath: sb[from], WindowOnPath: sw[from], BaselineCalls: spansPerTrace(b, from), WindowCalls: spansPerTrace(w, from),
+		FallbackService: to.service, FallbackOperation: to.name, BaselineFailed: fb, WindowFailed: fw}
+	c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
+		if slices.Contains(f.failedCalls, from) {
+			return float64(f.onPath(to))
+		}
+		return 0
+	})
+	cs = slices.DeleteFunc(cs, func(x Culprit) bool { return !x.Call && x.Service == from.service && x.Operation == from.name })
+	return slices.Insert(cs, 0, c)
+}
+
+// spansPerTrace is the mean number of spans of k's operation a trace has.
+func spansPerTrace(fs []facts, k op) float64 {
+	n := 0
+	for _, f := range fs {
+		for i := range f.trace.Spans {
+			if s := &f.trace.Spans[i]; s.Service == k.service && s.Name == k.name {
+				n++
+			}
+		}
+	}
+	return float64(n) / float64(max(len(fs), 1))
+}
+
+// failedShare is the share of traces with a failed call of k.
+func failedShare(fs []facts, k op) float64 {
+	n := 0
+	for _, f := range fs {
+		if slices.Contains(f.failedCalls, k) {
+			n++
+		}
+	}
+	return float64(n) / float64(max(len(fs), 1))
 }
 
 // slowerBesideShift is the least share of the regression an operation
@@ -967,10 +1101,12 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // in every trace it ran in, so that among the baseline's traces that have
 // it no value sets the slow traces apart (setApart), they are taken
 // against the whole baseline too: what sets them apart is then what sends
-// requests its way, such as a flag that gates it.
-func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) (causes, symptoms []Correlation) {
+// requests its way, such as a flag that gates it; not where the culprit
+// is within the noise (noise), whose slow traces may be chance and whose
+// values are not named.
+func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, noise bool) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
-	againstItsOwn := false
+	againstItsOwn, reachedIt := false, false
 	switch {
 	case o.Errors:
 		for _, f := range w {
@@ -988,7 +1124,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 				selected = append(selected, f.trace)
 			}
 		}
-		base = tracesOf(b)
+		base, reachedIt = tracesOf(b), true
 	case lead != nil && moreCalls(first):
 		// It ran more times a request, each call as long as before (an
 		// N+1 query whose cache misses more): what sets its slow traces
@@ -1005,13 +1141,16 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 		// No culprit, or one that took no longer where it ran but ran in
 		// more requests (more cache misses, traffic a flag sent its way).
 		selected, base = slowOverall(w, b), tracesOf(b)
-		againstItsOwn = false
+		againstItsOwn, reachedIt = false, false
 	}
 	if len(selected) == 0 {
 		return nil, nil
 	}
 	causes, symptoms = rankAttributes(w, selected, base, o.Correlation, lead, first)
-	if againstItsOwn && !setApart(causes, len(selected), len(base)) {
+	if reachedIt {
+		causes = choices(causes, selected, base, *lead)
+	}
+	if againstItsOwn && !noise && !setApart(causes, len(selected), len(base)) {
 		all := tracesOf(b)
 		c, s := rankAttributes(w, selected, all, o.Correlation, lead, first)
 		if c = choices(c, selected, all, *lead); setApart(c, len(selected), len(all)) {
@@ -1036,36 +1175,66 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit) 
 // callees), those of the service the requests entered first: what sends a
 // request one way is decided where it comes in.
 func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation {
-	type attrKey struct{ service, key, value string }
-	elsewhere := map[attrKey]bool{}
+	type serviceKey struct{ service, key string }
+	type count struct {
+		elsewhere bool
+		carry     int    // baseline traces the value is on
+		last      uint64 // the last of them
+	}
+	// Only the causes' values and their aliases are counted, each by its
+	// service and key, then its value.
+	counts := map[serviceKey]map[string]*count{}
+	add := func(service string, kv *commonpb.KeyValue) {
+		sk := serviceKey{service, kv.GetKey()}
+		if counts[sk] == nil {
+			counts[sk] = map[string]*count{}
+		}
+		counts[sk][valueString(kv.GetValue())] = &count{}
+	}
+	for _, c := range causes {
+		add(c.Service, &commonpb.KeyValue{Key: c.Key, Value: c.Value})
+		for _, al := range c.Aliases {
+			add(c.Service, al)
+		}
+	}
+	var buf []byte
+	lookup := func(service string, kv *commonpb.KeyValue) *count {
+		vs := counts[serviceKey{service, kv.GetKey()}]
+		if vs == nil {
+			return nil
+		}
+		buf = appendValue(buf[:0], kv.GetValue())
+		return vs[string(buf)]
+	}
 	for _, t := range selected {
 		forEachValue(t, func(service string, kv *commonpb.KeyValue, s *Span) {
 			if s == nil || s.Service != k.service || s.Name != k.name {
-				elsewhere[attrKey{service, kv.GetKey(), valueString(kv.GetValue())}] = true
+				if c := lookup(service, kv); c != nil {
+					c.elsewhere = true
+				}
 			}
 		})
 	}
-	in := map[string]int{}       // baseline traces a service is in
-	carry := map[attrKey]int{}   // baseline traces a value is on
-	seen := map[attrKey]uint64{} // the last trace a value was counted on
+	in := map[string]int{}      // baseline traces a service is in
+	last := map[string]uint64{} // the last of them
 	for i, t := range base {
-		services := map[string]bool{}
-		forEachValue(t, func(service string, kv *commonpb.KeyValue, _ *Span) {
-			services[service] = true
-			ak := attrKey{service, kv.GetKey(), valueString(kv.GetValue())}
-			if !elsewhere[ak] || seen[ak] == uint64(i)+1 {
-				return
+		mark := uint64(i) + 1
+		for j := range t.Spans {
+			if sv := t.Spans[j].Service; last[sv] != mark {
+				last[sv] = mark
+				in[sv]++
 			}
-			seen[ak] = uint64(i) + 1
-			carry[ak]++
-		})
-		for s := range services {
-			in[s]++
 		}
+		forEachValue(t, func(service string, kv *commonpb.KeyValue, _ *Span) {
+			if c := lookup(service, kv); c != nil && c.elsewhere && c.last != mark {
+				c.last = mark
+				c.carry++
+			}
+		})
 	}
 	isChoice := func(service string, kv *commonpb.KeyValue) bool {
-		ak := attrKey{service, kv.GetKey(), valueString(kv.GetValue())}
-		return elsewhere[ak] && float64(carry[ak]) <= choiceShare*float64(in[service])
+		c := counts[serviceKey{service, kv.GetKey()}][valueString(kv.GetValue())]
+		return c != nil && c.elsewhere && float64(c.carry) <= choiceShare*float64(in[service])
 	}
 	var out []Correlation
 	for _, c := range causes {

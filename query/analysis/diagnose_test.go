@@ -1237,3 +1237,64 @@ func TestDiagnoseFlagGatesTheSlowOperation(t *testing.T) {
 		})
 	}
 }
+
+// TestDiagnoseFallbackFromAFailedPrimary fails a primary acquirer fast for
+// most European charges, each failure followed by a 90 ms call to a
+// backup: the backup's growth is that more traces reach it, and the
+// primary, which failed in more traces and whose failures every backup
+// call followed, leads with the backup's score; the charges' region
+// leads the attributes, not the backup's own address. Where the backup
+// itself slowed and the primary failed as often as before, the backup
+// leads.
+func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
+	charge := func(id int, primaryFails, backupSlow bool) *Trace {
+		b := newTrace(id)
+		region := []string{"eu", "us", "ap"}[id%3]
+		at := 1.0
+		fails := id%50 == 0 || primaryFails && region == "eu" && id%5 < 3
+		b.span(3, 2, "pay", "POST /v1/charges", client, at, at+2, nil, kv("server.address", "api."+region+".acq.com"))
+		b.t.Spans[len(b.t.Spans)-1].Failed = fails
+		at += 2.1
+		if fails {
+			d := 90.0
+			if backupSlow {
+				d = 150
+			}
+			b.span(4, 2, "pay", "POST /v2/payments", client, at, at+d, nil, kv("server.address", "api.backup.com"))
+			at += d + 0.1
+		}
+		b.span(2, 1, "pay", "Charge", server, 0.5, at+0.5, nil, kv("customer.region", region))
+		b.span(1, 0, "gw", "POST /checkout", server, 0, at+1, nil)
+		return b.t
+	}
+	for _, tc := range []struct {
+		name                     string
+		primaryFails, backupSlow bool
+		first, fallback          string
+	}{
+		{"primary fails", true, false, "POST /v1/charges", "POST /v2/payments"},
+		{"backup slower", false, true, "POST /v2/payments", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var baseline, window []*Trace
+			for i := range 900 {
+				baseline = append(baseline, charge(i, false, false))
+				window = append(window, charge(1000+i, tc.primaryFails, tc.backupSlow))
+			}
+			d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gw", Operation: "POST /checkout"})
+			if len(d.Operations) == 0 || d.Operations[0].Operation != tc.first || d.Operations[0].FallbackOperation != tc.fallback {
+				t.Fatalf("culprits %+v, want %s first, fallback %q", d.Operations, tc.first, tc.fallback)
+			}
+			if tc.fallback == "" {
+				return
+			}
+			c := d.Operations[0]
+			if c.FallbackService != "pay" || c.WindowFailed < 5*c.BaselineFailed || c.Score != d.Operations[1].Score {
+				t.Errorf("culprit %+v, want it failing more, with its fallback's score", c)
+			}
+			if len(d.Attributes) == 0 || !names(d.Attributes[0], "customer.region", "seu") {
+				t.Errorf("attributes %+v, want customer.region=eu first", d.Attributes)
+			}
+		})
+	}
+}

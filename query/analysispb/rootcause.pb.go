@@ -902,8 +902,18 @@ type Culprit struct {
 	// per item) makes it slower all the same.
 	BaselineCallsPerTrace float64 `protobuf:"fixed64,13,opt,name=baseline_calls_per_trace,json=baselineCallsPerTrace,proto3" json:"baseline_calls_per_trace,omitempty"`
 	WindowCallsPerTrace   float64 `protobuf:"fixed64,14,opt,name=window_calls_per_trace,json=windowCallsPerTrace,proto3" json:"window_calls_per_trace,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Diagnosing latency: the operation requests fell back to when this one
+	// failed. The fallback grew in that more traces reached it, most of its
+	// calls came right after a failed call of this operation under the same
+	// parent, and this one failed in more traces (the shares below) past
+	// the noise. score is then the fallback's: its growth is what the
+	// failures cost. Empty otherwise.
+	FallbackService    string  `protobuf:"bytes,15,opt,name=fallback_service,json=fallbackService,proto3" json:"fallback_service,omitempty"`
+	FallbackOperation  string  `protobuf:"bytes,16,opt,name=fallback_operation,json=fallbackOperation,proto3" json:"fallback_operation,omitempty"`
+	BaselineFailedRate float64 `protobuf:"fixed64,17,opt,name=baseline_failed_rate,json=baselineFailedRate,proto3" json:"baseline_failed_rate,omitempty"`
+	WindowFailedRate   float64 `protobuf:"fixed64,18,opt,name=window_failed_rate,json=windowFailedRate,proto3" json:"window_failed_rate,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Culprit) Reset() {
@@ -1030,6 +1040,34 @@ func (x *Culprit) GetBaselineCallsPerTrace() float64 {
 func (x *Culprit) GetWindowCallsPerTrace() float64 {
 	if x != nil {
 		return x.WindowCallsPerTrace
+	}
+	return 0
+}
+
+func (x *Culprit) GetFallbackService() string {
+	if x != nil {
+		return x.FallbackService
+	}
+	return ""
+}
+
+func (x *Culprit) GetFallbackOperation() string {
+	if x != nil {
+		return x.FallbackOperation
+	}
+	return ""
+}
+
+func (x *Culprit) GetBaselineFailedRate() float64 {
+	if x != nil {
+		return x.BaselineFailedRate
+	}
+	return 0
+}
+
+func (x *Culprit) GetWindowFailedRate() float64 {
+	if x != nil {
+		return x.WindowFailedRate
 	}
 	return 0
 }
@@ -1216,7 +1254,7 @@ const file_rootcause_proto_rawDesc = "" +
 	"\x06p99_ms\x18\x05 \x01(\x01R\x05p99Ms\x12\x1d\n" +
 	"\n" +
 	"error_rate\x18\x06 \x01(\x01R\terrorRate\x12\x19\n" +
-	"\bleft_out\x18\a \x01(\x05R\aleftOut\"\x96\x04\n" +
+	"\bleft_out\x18\a \x01(\x05R\aleftOut\"\xd0\x05\n" +
 	"\aCulprit\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\toperation\x18\x02 \x01(\tR\toperation\x12\x14\n" +
@@ -1234,7 +1272,11 @@ const file_rootcause_proto_rawDesc = "" +
 	"\n" +
 	"span_names\x18\f \x01(\x05R\tspanNames\x127\n" +
 	"\x18baseline_calls_per_trace\x18\r \x01(\x01R\x15baselineCallsPerTrace\x123\n" +
-	"\x16window_calls_per_trace\x18\x0e \x01(\x01R\x13windowCallsPerTrace\"\x9e\x02\n" +
+	"\x16window_calls_per_trace\x18\x0e \x01(\x01R\x13windowCallsPerTrace\x12)\n" +
+	"\x10fallback_service\x18\x0f \x01(\tR\x0ffallbackService\x12-\n" +
+	"\x12fallback_operation\x18\x10 \x01(\tR\x11fallbackOperation\x120\n" +
+	"\x14baseline_failed_rate\x18\x11 \x01(\x01R\x12baselineFailedRate\x12,\n" +
+	"\x12window_failed_rate\x18\x12 \x01(\x01R\x10windowFailedRate\"\x9e\x02\n" +
 	"\x0eAttributeScore\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12=\n" +
 	"\x05value\x18\x02 \x01(\v2'.opentelemetry.proto.common.v1.AnyValueR\x05value\x12\x18\n" +
