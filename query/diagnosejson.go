@@ -205,9 +205,10 @@ func AnyJSON(v *commonpb.AnyValue) any {
 	return nil
 }
 
-// setApart reports whether the leading attributes set the selected traces
-// apart (see traceanalysis.NamedScore).
-func setApart(attrs []AttributeScoreJSON) bool {
+// namesAttribute reports whether the cause's sentence names the first
+// attribute: whether one of the leading ones passes
+// traceanalysis.NamedScore.
+func namesAttribute(attrs []AttributeScoreJSON) bool {
 	for _, a := range attrs[:min(len(attrs), traceanalysis.NamedLead)] {
 		if a.Score > traceanalysis.NamedScore {
 			return true
@@ -233,7 +234,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	switch {
 	case errorsMode:
 		fmt.Fprintf(&b, "failures originate in it in %.1f%% of traces (%.1f%% before)", 100**c.WindowOriginRate, 100**c.BaselineOriginRate)
-	case c.Fallback != nil:
+	case c.Fallback != nil && c.BaselineFailedRate != nil && c.WindowFailedRate != nil:
 		fb := CulpritJSON{Service: c.Fallback.Service, Operation: c.Fallback.Operation}
 		fmt.Fprintf(&b, "it failed in %.1f%% of traces (%.1f%% before), and requests fell back to %s", 100**c.WindowFailedRate, 100**c.BaselineFailedRate, fb.Name())
 		if i := slices.IndexFunc(d.Operations, func(o CulpritJSON) bool { return !o.Call && o.Service == fb.Service && o.Operation == fb.Operation }); i >= 0 {
@@ -256,7 +257,7 @@ func (d DiagnosisJSON) Cause(errorsMode bool) string {
 	case d.WithinNoise:
 		// Where the culprit may be noise, so are the traces it was slow
 		// in, and a value they share would read as evidence.
-	case !setApart(d.Attributes):
+	case !namesAttribute(d.Attributes):
 		fmt.Fprintf(&b, "; no attribute sets the %s traces apart", selection)
 	default:
 		a := d.Attributes[0]

@@ -3,6 +3,9 @@ package query
 import (
 	"strings"
 	"testing"
+	"time"
+
+	traceanalysis "cairn/query/analysis"
 )
 
 // TestCauseSaysWhenWithinNoise checks that the sentence naming the most
@@ -128,24 +131,31 @@ func TestCauseNamesOnlyAnAttributeThatSetsTracesApart(t *testing.T) {
 	}
 }
 
-// TestCauseNamesTheFallback checks that the sentence for an operation
-// whose failures sent requests to a fallback gives how often it failed and
-// the fallback's growth, not its own time, which did not grow.
+// TestCauseNamesTheFallback checks that a culprit whose failures sent
+// requests to a fallback comes through the API's answer with its fallback
+// and how often it failed, and that the sentence gives those and the
+// fallback's growth, not its own time, which did not grow.
 func TestCauseNamesTheFallback(t *testing.T) {
-	bf, wf, bs, ws, calls := 0.014, 0.109, 0.01, 0.11, 1.0
-	d := DiagnosisJSON{
-		Window:   DiagnosisWindowJSON{Traces: 1000},
-		Baseline: DiagnosisWindowJSON{Traces: 1000},
-		Operations: []CulpritJSON{
-			{Service: "payments", Operation: "POST /v1/charges", BaselineMS: 14.4, WindowMS: 13.7, BaselineOnPathRate: &bs, WindowOnPathRate: &ws,
-				BaselineCallsPerTrace: &calls, WindowCallsPerTrace: &calls,
-				Fallback: &FallbackJSON{Service: "payments", Operation: "POST /v2/payments"}, BaselineFailedRate: &bf, WindowFailedRate: &wf},
-			{Service: "payments", Operation: "POST /v2/payments", BaselineMS: 0.74, WindowMS: 10.37, BaselineOnPathRate: &bs, WindowOnPathRate: &ws},
+	d := traceanalysis.Diagnosis{
+		Window:   traceanalysis.WindowStats{Traces: 1000},
+		Baseline: traceanalysis.WindowStats{Traces: 1000},
+		Operations: []traceanalysis.Culprit{
+			{Service: "payments", Operation: "POST /v1/charges", Score: 1.08, Baseline: 14.4e6, Window: 13.7e6, BaselineOnPath: 1, WindowOnPath: 1,
+				BaselineCalls: 1, WindowCalls: 1, FallbackService: "payments", FallbackOperation: "POST /v2/payments", BaselineFailed: 0.014, WindowFailed: 0.109},
+			{Service: "payments", Operation: "POST /v2/payments", Score: 1.08, Baseline: 0.74e6, Window: 10.37e6, BaselineOnPath: 0.01, WindowOnPath: 0.11,
+				BaselineCalls: 0.01, WindowCalls: 0.11},
 		},
+	}
+	at := time.Unix(1_700_000_000, 0)
+	j := DiagnosisToJSON(d, at, at.Add(time.Minute), at.Add(-time.Minute), at, false)
+	c := j.Operations[0]
+	if c.Fallback == nil || *c.Fallback != (FallbackJSON{Service: "payments", Operation: "POST /v2/payments"}) ||
+		c.BaselineFailedRate == nil || *c.BaselineFailedRate != 0.014 || *c.WindowFailedRate != 0.109 || j.Operations[1].Fallback != nil {
+		t.Fatalf("operations %+v, want the first with its fallback and failed rates", j.Operations)
 	}
 	want := "payments: POST /v1/charges is the most likely cause: it failed in 10.9% of traces (1.4% before), and requests fell back to " +
 		"payments: POST /v2/payments, whose time on the critical path grew from 0.74 ms to 10.4 ms per trace; no attribute sets the slow traces apart."
-	if got := d.Cause(false); got != want {
+	if got := j.Cause(false); got != want {
 		t.Errorf("%q\nwant %q", got, want)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"sort"
 
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 )
@@ -103,7 +104,8 @@ type Culprit struct {
 	BaselineOrigin, WindowOrigin float64
 	// FallbackService and FallbackOperation, diagnosing latency, name the
 	// operation requests fell back to when this one failed: the fallback
-	// grew in that more traces reached it, most of its calls came right
+	// grew in that more traces reached it, or is on the critical path of
+	// no baseline trace, more than half of its calls came right
 	// after a failed call of this operation under the same parent, and
 	// this one failed in more traces, BaselineFailed against WindowFailed,
 	// past the noise (see fellBack). Score is the fallback's: its growth
@@ -353,10 +355,11 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	first := &d.Operations[0]
 	if first.FallbackService != "" || first.FallbackOperation != "" {
 		// The fallback's traces are the ones the failures slowed.
-		at := slices.IndexFunc(d.Operations, func(c Culprit) bool {
+		if at := slices.IndexFunc(d.Operations, func(c Culprit) bool {
 			return !c.Call && c.Service == first.FallbackService && c.Operation == first.FallbackOperation
-		})
-		first = &d.Operations[at]
+		}); at >= 0 {
+			first = &d.Operations[at]
+		}
 	}
 	lead := op{first.Service, first.Operation, first.Call}
 	// A stalled caller waits longer on all its calls: each of the first
@@ -603,8 +606,8 @@ func (tr *tree) retries(next, prev int32) bool {
 
 // fallbacks returns the calls placed on the tree that started right after
 // a failed call of another operation ended (the sibling that ended last
-// before they started), and the operations of the failed calls, each once
-// (see failedOp).
+// before they started), each call by the operation it called (see
+// failedOp), and the operations of the failed calls, each once.
 func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
 	for n := range tr.nodes {
 		if !tr.nodes[n].placed {
@@ -615,20 +618,21 @@ func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
 				failed = append(failed, k)
 			}
 		}
-		kids := tr.nodes[n].children
+		kids := tr.nodes[n].children // the last to end first
 		if !slices.ContainsFunc(kids, tr.failedCall) {
 			continue
 		}
 		for _, c := range kids {
-			prev := int32(-1)
-			for _, p := range kids { // the last to end first
-				if tr.nodes[p].end <= tr.nodes[c].start && p != c {
-					prev = p
-					break
-				}
+			// The first of kids to end no later than c starts.
+			at := sort.Search(len(kids), func(i int) bool { return tr.nodes[kids[i]].end <= tr.nodes[c].start })
+			if at < len(kids) && kids[at] == c { // c has no length
+				at++
 			}
-			if prev >= 0 && tr.failedCall(prev) && tr.plainOp(c) != tr.plainOp(prev) {
-				fbs = append(fbs, fallback{to: tr.plainOp(c), from: tr.failedOp(prev)})
+			if at == len(kids) || !tr.failedCall(kids[at]) {
+				continue
+			}
+			if to, from := tr.failedOp(c), tr.failedOp(kids[at]); to != from {
+				fbs = append(fbs, fallback{to: to, from: from})
 			}
 		}
 	}
@@ -839,11 +843,13 @@ func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 			from, most = k, n
 		}
 	}
-	if most == 0 || float64(2*most) < calls {
+	if float64(2*most) <= calls {
 		return cs
 	}
 	fw, fb := failedShare(w, from), failedShare(b, from)
-	if fw-fb <= noiseErrors*math.Sqrt(fw*(1-fw)/float64(len(w))+fb*(1-fb)/float64(len(b))) {
+	nw, nb := float64(len(w)), float64(len(b))
+	pooled := (fw*nw + fb*nb) / (nw + nb)
+	if fw-fb <= noiseErrors*math.Sqrt(pooled*(1-pooled)*(1/nw+1/nb)) {
 		return cs
 	}
 	mw, mb := meanSelf(w), meanSelf(b)
@@ -1165,7 +1171,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 // restate that they did: a value its service has in at most
 // choiceShare of the baseline's traces it is in (a flag's variant, an
 // operation's name, one version of several), on a resource or on a span
-// other than k's. A service's constants (its one version, its region, the
+// other than k's and the client spans that called them. A service's constants (its one version, its region, the
 // call it always makes) are on every trace it is in, and k's own
 // attributes (its query's text) on every trace k is in; either would lead
 // where k runs only in some requests. Where a cause's first value is not
@@ -1207,8 +1213,19 @@ func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation 
 		return vs[string(buf)]
 	}
 	for _, t := range selected {
+		// k's spans, and the client spans that called them.
+		own := map[*Span]bool{}
+		ids := spanIDs(t)
+		for i := range t.Spans {
+			if s := &t.Spans[i]; s.Service == k.service && s.Name == k.name {
+				own[s] = true
+				if p, ok := ids[s.Parent]; ok && t.Spans[p].Kind == kindClient {
+					own[&t.Spans[p]] = true
+				}
+			}
+		}
 		forEachValue(t, func(service string, kv *commonpb.KeyValue, s *Span) {
-			if s == nil || s.Service != k.service || s.Name != k.name {
+			if !own[s] {
 				if c := lookup(service, kv); c != nil {
 					c.elsewhere = true
 				}
@@ -1345,10 +1362,10 @@ const (
 )
 
 // setApart reports whether one of the first NamedLead causes, scored on
-// nSelected traces against nBase, passes NamedScore by more than
-// apartErrors standard errors of the difference of its shares: on a
-// selection of a few hundred traces, some of the 50 or so values of a
-// fleet pass NamedScore by chance.
+// nSelected traces against nBase, passes NamedScore and is more than
+// apartErrors standard errors of the difference of its shares above 0:
+// on a selection of a few hundred traces, some of the 50 or so values of
+// a fleet pass NamedScore by chance.
 func setApart(causes []Correlation, nSelected, nBase int) bool {
 	for _, c := range causes[:min(len(causes), NamedLead)] {
 		pooled := float64(c.Selected+c.Baseline) / float64(nSelected+nBase)

@@ -1243,54 +1243,81 @@ func TestDiagnoseFlagGatesTheSlowOperation(t *testing.T) {
 // backup: the backup's growth is that more traces reach it, and the
 // primary, which failed in more traces and whose failures every backup
 // call followed, leads with the backup's score; the charges' region
-// leads the attributes, not the backup's own address. Where the backup
-// itself slowed and the primary failed as often as before, the backup
-// leads.
+// leads the attributes, not the backup's own address. So too where both
+// acquirers send spans of their own, and the operations are theirs. Where
+// the backup itself slowed and the primary failed as often as before, or
+// more requests went to the backup without a failure (a routing change),
+// or the primary failed a little more, within noise, the backup leads and
+// no operation is said to have a fallback.
 func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
-	charge := func(id int, primaryFails, backupSlow bool) *Trace {
+	type change struct{ primaryFails, backupSlow, routed, moreFail, fewMore, instrumented bool }
+	charge := func(id int, ch change) *Trace {
 		b := newTrace(id)
 		region := []string{"eu", "us", "ap"}[id%3]
 		at := 1.0
-		fails := id%50 == 0 || primaryFails && region == "eu" && id%5 < 3
-		b.span(3, 2, "pay", "POST /v1/charges", client, at, at+2, nil, kv("server.address", "api."+region+".acq.com"))
-		b.t.Spans[len(b.t.Spans)-1].Failed = fails
-		at += 2.1
-		if fails {
+		fails := id%50 == 0 || ch.primaryFails && region == "eu" && id%5 < 3 || ch.moreFail && id%20 == 5 || ch.fewMore && id%90 == 1
+		call := func(sid byte, service, name, address string, failed bool, d float64) {
+			b.span(sid, 2, "pay", name, client, at, at+d, nil, kv("server.address", address))
+			b.t.Spans[len(b.t.Spans)-1].Failed = failed
+			if ch.instrumented {
+				b.span(sid+10, sid, service, name, server, at+0.1, at+d-0.1, nil)
+				b.t.Spans[len(b.t.Spans)-1].Failed = failed
+			}
+			at += d + 0.1
+		}
+		routed := ch.routed && id%10 < 3
+		if !routed {
+			call(3, "acq", "POST /v1/charges", "api."+region+".acq.com", fails, 2)
+		}
+		if fails || routed {
 			d := 90.0
-			if backupSlow {
+			if ch.backupSlow {
 				d = 150
 			}
-			b.span(4, 2, "pay", "POST /v2/payments", client, at, at+d, nil, kv("server.address", "api.backup.com"))
-			at += d + 0.1
+			call(4, "backup", "POST /v2/payments", "api.backup.com", false, d)
 		}
 		b.span(2, 1, "pay", "Charge", server, 0.5, at+0.5, nil, kv("customer.region", region))
 		b.span(1, 0, "gw", "POST /checkout", server, 0, at+1, nil)
 		return b.t
 	}
 	for _, tc := range []struct {
-		name                     string
-		primaryFails, backupSlow bool
-		first, fallback          string
+		name            string
+		change          change
+		first, fallback string
 	}{
-		{"primary fails", true, false, "POST /v1/charges", "POST /v2/payments"},
-		{"backup slower", false, true, "POST /v2/payments", ""},
+		{"primary fails", change{primaryFails: true}, "pay: POST /v1/charges", "pay: POST /v2/payments"},
+		{"primary fails, both instrumented", change{primaryFails: true, instrumented: true}, "acq: POST /v1/charges", "backup: POST /v2/payments"},
+		{"backup slower", change{backupSlow: true}, "pay: POST /v2/payments", ""},
+		{"routed to the backup", change{routed: true, moreFail: true}, "pay: POST /v2/payments", ""},
+		{"a few more failures", change{fewMore: true}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var baseline, window []*Trace
 			for i := range 900 {
-				baseline = append(baseline, charge(i, false, false))
-				window = append(window, charge(1000+i, tc.primaryFails, tc.backupSlow))
+				baseline = append(baseline, charge(i, change{instrumented: tc.change.instrumented}))
+				window = append(window, charge(1000+i, tc.change))
 			}
 			d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gw", Operation: "POST /checkout"})
-			if len(d.Operations) == 0 || d.Operations[0].Operation != tc.first || d.Operations[0].FallbackOperation != tc.fallback {
-				t.Fatalf("culprits %+v, want %s first, fallback %q", d.Operations, tc.first, tc.fallback)
+			for _, c := range d.Operations {
+				if fb := c.FallbackService + ": " + c.FallbackOperation; fb != ": " && (c.Service+": "+c.Operation != tc.first || fb != tc.fallback) {
+					t.Fatalf("culprits %+v: %s: %s falls back to %s", d.Operations, c.Service, c.Operation, fb)
+				}
+			}
+			if tc.first == "" {
+				return
+			}
+			if len(d.Operations) == 0 || d.Operations[0].Service+": "+d.Operations[0].Operation != tc.first {
+				t.Fatalf("culprits %+v, want %s first", d.Operations, tc.first)
 			}
 			if tc.fallback == "" {
+				if d.Operations[0].FallbackOperation != "" {
+					t.Fatalf("culprit %+v, want no fallback", d.Operations[0])
+				}
 				return
 			}
 			c := d.Operations[0]
-			if c.FallbackService != "pay" || c.WindowFailed < 5*c.BaselineFailed || c.Score != d.Operations[1].Score {
-				t.Errorf("culprit %+v, want it failing more, with its fallback's score", c)
+			if c.FallbackService+": "+c.FallbackOperation != tc.fallback || c.WindowFailed < 5*c.BaselineFailed || c.Score != d.Operations[1].Score {
+				t.Errorf("culprit %+v, want it failing more, with its fallback %s's score", c, tc.fallback)
 			}
 			if len(d.Attributes) == 0 || !names(d.Attributes[0], "customer.region", "seu") {
 				t.Errorf("attributes %+v, want customer.region=eu first", d.Attributes)

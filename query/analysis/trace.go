@@ -1,6 +1,7 @@
 package analysis
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -127,7 +128,7 @@ func (c *Collector) Add(td *tracepb.TracesData) {
 					End:      s.EndTimeUnixNano,
 					Failed:   s.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR,
 					Resource: res,
-					Attrs:    c.keep(withEvents(s)),
+					Attrs:    c.keep(c.withEvents(s)),
 				}
 				copy(sp.ID[:], s.SpanId)
 				copy(sp.Parent[:], s.ParentSpanId)
@@ -137,14 +138,51 @@ func (c *Collector) Add(td *tracepb.TracesData) {
 	}
 }
 
-// withEvents returns the attributes of s and of its events, s's own slice
-// where its events have none.
-func withEvents(s *tracepb.Span) []*commonpb.KeyValue {
+// withEvents returns the attributes of s and of its events (see
+// eventAttributes), s's own slice where its events have none.
+func (c *Collector) withEvents(s *tracepb.Span) []*commonpb.KeyValue {
 	attrs := s.Attributes
-	for _, e := range s.Events {
-		if len(e.Attributes) > 0 {
-			attrs = append(slices.Clip(attrs), e.Attributes...)
+	for i, e := range s.Events {
+		if len(e.Attributes) == 0 {
+			continue
 		}
+		if len(attrs) == len(s.Attributes) { // a slice of its own, once
+			n := len(attrs)
+			for _, e := range s.Events[i:] {
+				n += len(e.Attributes)
+			}
+			attrs = append(make([]*commonpb.KeyValue, 0, n), attrs...)
+		}
+		attrs = c.eventAttributes(attrs, e.Attributes)
+	}
+	return attrs
+}
+
+// eventAttributes appends to attrs the attributes of one event but a
+// stack trace, which no two failures may share and which would only be
+// held; and of a feature flag's evaluation (feature_flag.key), its
+// variant and value again keyed by the flag,
+// feature_flag.result.variant[new_checkout]: a span that evaluates
+// several flags carries several variants, which their key alone does not
+// tell apart. Where one flag is evaluated, both are on the same traces
+// and rank as one (see Correlation.Aliases).
+func (c *Collector) eventAttributes(attrs, event []*commonpb.KeyValue) []*commonpb.KeyValue {
+	flag := ""
+	for _, kv := range event {
+		if kv.Key == "feature_flag.key" {
+			flag = kv.GetValue().GetStringValue()
+		}
+	}
+	for _, kv := range event {
+		switch kv.Key {
+		case "exception.stacktrace":
+			continue
+		case "feature_flag.result.variant", "feature_flag.variant", "feature_flag.result.value":
+			if flag != "" {
+				attrs = append(attrs, c.keep([]*commonpb.KeyValue{{Key: kv.Key + "[" + flag + "]", Value: kv.Value}})[0])
+			}
+		}
+		attrs = append(attrs, kv)
 	}
 	return attrs
 }
@@ -197,14 +235,20 @@ func (c *Collector) encodedAttributes(span []byte) ([]*commonpb.KeyValue, error)
 			attrs = append(attrs, kv)
 			return err
 		case spanEvents:
-			return eachBytesField(field, func(num protowire.Number, field []byte) error {
-				if num != eventAttributes {
+			var event []*commonpb.KeyValue
+			err := eachBytesField(field, func(num protowire.Number, field []byte) error {
+				if num != eventAttributes || bytes.HasPrefix(field, encodedStackTrace) {
 					return nil
 				}
 				kv, err := c.encodedAttribute(field)
-				events = append(events, kv)
+				event = append(event, kv)
 				return err
 			})
+			if err != nil {
+				return err
+			}
+			events = c.eventAttributes(events, event)
+			return nil
 		}
 		return nil
 	})
@@ -252,6 +296,11 @@ func eachBytesField(msg []byte, fn func(num protowire.Number, field []byte) erro
 	}
 	return nil
 }
+
+// encodedStackTrace starts a KeyValue whose key, written first as
+// encoders write it, is exception.stacktrace: such a value is skipped
+// before it is decoded (see eventAttributes).
+var encodedStackTrace = []byte("\x0a\x14exception.stacktrace")
 
 // Field numbers of opentelemetry.proto.trace.v1.Span.attributes, .events
 // and Span.Event.attributes.

@@ -42,7 +42,11 @@ func TestAddEncodedAgreesWithAdd(t *testing.T) {
 			{Key: "a", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_ArrayValue{ArrayValue: &commonpb.ArrayValue{Values: []*commonpb.AnyValue{str("p")}}}}},
 			{Key: "e"}, {Key: "s", Value: str("x")},
 		},
-		Events: []*tracepb.Span_Event{{Name: "exception", Attributes: []*commonpb.KeyValue{{Key: "s", Value: str("ev")}}}},
+		Events: []*tracepb.Span_Event{
+			{Name: "exception", Attributes: []*commonpb.KeyValue{{Key: "s", Value: str("ev")}, {Key: "exception.stacktrace", Value: str("at main()")}}},
+			{Name: "feature_flag.evaluation", Attributes: []*commonpb.KeyValue{
+				{Key: "feature_flag.key", Value: str("new_checkout")}, {Key: "feature_flag.result.variant", Value: str("on")}}},
+		},
 		Links:  []*tracepb.Span_Link{{TraceId: make([]byte, 16), SpanId: make([]byte, 8)}},
 	}
 	reqs = append(reqs, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
@@ -115,12 +119,21 @@ func TestAddEncodedAgreesWithAdd(t *testing.T) {
 			}
 		}
 	}
-	// An event's attributes follow the span's own: a flag's variant may
-	// be recorded only in its evaluation's event.
+	// An event's attributes follow the span's own, but a stack trace: a
+	// flag's variant may be recorded only in its evaluation's event, and
+	// is read again keyed by its flag.
+	var want []string
+	for _, kv := range odd.Attributes {
+		want = append(want, kv.Key)
+	}
+	want = append(want, "s", "feature_flag.key", "feature_flag.result.variant[new_checkout]", "feature_flag.result.variant")
 	for _, c := range []*Collector{&decoded, &encoded} {
-		attrs := c.traces[c.byID[[16]byte{}]].Spans[0].Attrs
-		if last := attrs[len(attrs)-1]; len(attrs) != len(odd.Attributes)+1 || last.Key != "s" || last.GetValue().GetStringValue() != "ev" {
-			t.Fatalf("odd span's attributes %v, want its own and then its event's s=ev", attrs)
+		var got []string
+		for _, kv := range c.traces[c.byID[[16]byte{}]].Spans[0].Attrs {
+			got = append(got, kv.Key)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("odd span's attribute keys %q, want %q", got, want)
 		}
 	}
 	if err := encoded.AddEncoded([16]byte{}, nil, [][]byte{{0x4a, 0x05, 0x0a}}); err == nil {
