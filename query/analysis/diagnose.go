@@ -802,17 +802,30 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	// operation ran. One beside it that did get slower, by a real part of
 	// the regression and past the noise, is what went wrong, and leads.
 	if len(cs) > 1 && reached(&cs[0]) {
-		for i := 1; i < len(cs) && cs[i].Score >= slowerBesideShift; i++ {
-			c := &cs[i]
-			if !reached(c) && !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) {
-				slower := *c
-				copy(cs[1:i+1], cs[:i])
-				cs[0] = slower
-				break
-			}
-		}
+		lead(cs, func(c *Culprit) bool { return !reached(c) && !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) })
+	}
+	// A first culprit whose growth is within the noise yields to one that
+	// is past it, as above: two shifts in the mix of requests, one by
+	// chance, the other a cache that missed more, compete by how much
+	// time they added, and chance may add more.
+	if len(cs) > 1 && withinNoise(w, b, op{cs[0].Service, cs[0].Operation, cs[0].Call}, false) {
+		lead(cs, func(c *Culprit) bool { return !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) })
 	}
 	return cs
+}
+
+// lead moves to the front of cs the first culprit after the first, of
+// those that take slowerBesideShift of the growth or more, for which
+// better holds.
+func lead(cs []Culprit, better func(*Culprit) bool) {
+	for i := 1; i < len(cs) && cs[i].Score >= slowerBesideShift; i++ {
+		if better(&cs[i]) {
+			c := cs[i]
+			copy(cs[1:i+1], cs[:i])
+			cs[0] = c
+			return
+		}
+	}
 }
 
 // fellBack puts first, before cs's first culprit, the operation whose

@@ -1325,3 +1325,35 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 		})
 	}
 }
+
+// TestDiagnoseChanceShiftYieldsToARealOne shifts the mix of requests
+// twice: a little more traffic, by chance, to a 40 ms call, and a real
+// shift (a cache missing more) sending a fifth more requests to a 7 ms
+// query. The chance shift adds more time but within the noise, the query
+// past it, and the query leads.
+func TestDiagnoseChanceShiftYieldsToARealOne(t *testing.T) {
+	request := func(id int, costly, query bool) *Trace {
+		b := newTrace(id)
+		at := 1.0
+		if costly {
+			b.span(2, 1, "api", "POST /charge", client, at, at+40, nil)
+			at += 40.1
+		}
+		if query {
+			b.span(3, 1, "db", "SELECT accounts", client, at, at+7, nil)
+			at += 7.1
+		}
+		b.span(4, 1, "api", "render", client, at, at+2, nil)
+		b.span(1, 0, "api", "GET /account", server, 0, at+3, nil)
+		return b.t
+	}
+	var baseline, window []*Trace
+	for i := range 400 {
+		baseline = append(baseline, request(i, i%10 == 0, i%10 < 3))
+		window = append(window, request(1000+i, i%20 < 3, i%2 == 0))
+	}
+	d := Diagnose(window, baseline, &DiagnoseOptions{Service: "api", Operation: "GET /account"})
+	if len(d.Operations) < 2 || d.Operations[0].Operation != "SELECT accounts" || d.WithinNoise {
+		t.Fatalf("culprits %+v (within noise %v), want SELECT accounts first, past the noise", d.Operations, d.WithinNoise)
+	}
+}

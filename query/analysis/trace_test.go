@@ -47,7 +47,7 @@ func TestAddEncodedAgreesWithAdd(t *testing.T) {
 			{Name: "feature_flag.evaluation", Attributes: []*commonpb.KeyValue{
 				{Key: "feature_flag.key", Value: str("new_checkout")}, {Key: "feature_flag.result.variant", Value: str("on")}}},
 		},
-		Links:  []*tracepb.Span_Link{{TraceId: make([]byte, 16), SpanId: make([]byte, 8)}},
+		Links: []*tracepb.Span_Link{{TraceId: make([]byte, 16), SpanId: make([]byte, 8)}},
 	}
 	reqs = append(reqs, &collectorpb.ExportTraceServiceRequest{ResourceSpans: []*tracepb.ResourceSpans{{
 		Resource:   &resourcepb.Resource{Attributes: []*commonpb.KeyValue{{Key: "host", Value: str("h")}}},
