@@ -103,13 +103,13 @@ type Culprit struct {
 	// with the failure originating in it (see tree.failureOrigin).
 	BaselineOrigin, WindowOrigin float64
 	// FallbackService and FallbackOperation, diagnosing latency, name the
-	// operation requests fell back to when this one failed: the fallback
-	// grew in that more traces reached it, or is on the critical path of
-	// no baseline trace, more than half of its calls came right
-	// after a failed call of this operation under the same parent, and
-	// this one failed in more traces, BaselineFailed against WindowFailed,
-	// past the noise (see fellBack). Score is the fallback's: its growth
-	// is what the failures cost.
+	// operation requests fell back to when this one failed, or one under
+	// it: the fallback grew in that more traces reached it, or is on the
+	// critical path of no baseline trace, more than half of its spans lie
+	// under a call that came right after a failed call of this operation
+	// under the same parent, and this one failed in more traces,
+	// BaselineFailed against WindowFailed, past the noise (see fellBack).
+	// Score is the fallback's: its growth is what the failures cost.
 	FallbackService, FallbackOperation string
 	BaselineFailed, WindowFailed       float64
 	// Exemplars are traces of the window that show it best: where its
@@ -130,15 +130,15 @@ type facts struct {
 	// waits are the client spans' own time on the path that counts for
 	// calls (see opOf), by client span; diagnosing latency only.
 	waits []callWait
-	// fallbacks are the calls that came right after a failed call of
-	// another operation, and failedCalls the operations of the failed
-	// calls (see tree.failedOp), each once; diagnosing latency only.
+	// fallbacks are the spans under calls that came right after a failed
+	// call of another operation, and failedCalls the operations of the
+	// failed calls (see tree.failedOp), each once; diagnosing latency only.
 	fallbacks   []fallback
 	failedCalls []op
 }
 
-// fallback is a call of operation to right after a failed call of
-// operation from under the same parent.
+// fallback is a span of operation to under a call made right after a
+// failed call of operation from under the same parent.
 type fallback struct{ to, from op }
 
 // callWait is a client span's own time on the path, counted for the calls
@@ -342,10 +342,10 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	if o.Errors {
 		d.Operations = errorCulprits(w, b, o.Exemplars)
 	} else {
-		d.Operations = fellBack(latencyCulprits(w, b, wMeans, bMeans, o.Exemplars), w, b, o.Exemplars)
+		d.Operations = latencyCulprits(w, b, wMeans, bMeans, o.Exemplars)
 	}
 	if len(d.Operations) == 0 {
-		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, nil, true)
+		d.Attributes, d.Symptoms = attributeCauses(w, b, *o, nil, nil, nil, true)
 		d.WithinNoise = true
 		return d
 	}
@@ -353,11 +353,13 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 	// names the caller's client operation instead, whose own time on the
 	// path is the calls': its traces and its growth are the calls'.
 	first := &d.Operations[0]
+	var failed *op // whose failures requests fell back from
 	if first.FallbackService != "" || first.FallbackOperation != "" {
 		// The fallback's traces are the ones the failures slowed.
 		if at := slices.IndexFunc(d.Operations, func(c Culprit) bool {
 			return !c.Call && c.Service == first.FallbackService && c.Operation == first.FallbackOperation
 		}); at >= 0 {
+			failed = &op{service: first.Service, name: first.Operation}
 			first = &d.Operations[at]
 		}
 	}
@@ -371,7 +373,7 @@ func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
 		}
 	}
 	d.WithinNoise = withinNoise(w, b, lead, o.Errors)
-	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first, d.WithinNoise)
+	d.Attributes, d.Symptoms = attributeCauses(w, b, *o, &lead, first, failed, d.WithinNoise)
 	return d
 }
 
@@ -604,10 +606,11 @@ func (tr *tree) retries(next, prev int32) bool {
 	return tr.failedCall(prev) && tr.plainOp(prev) == tr.plainOp(next)
 }
 
-// fallbacks returns the calls placed on the tree that started right after
-// a failed call of another operation ended (the sibling that ended last
-// before they started), each call by the operation it called (see
-// failedOp), and the operations of the failed calls, each once.
+// fallbacks returns the spans placed on the tree under a call that
+// started right after a failed call of another operation ended (the
+// sibling that ended last before it started), the call's own included,
+// and the operations of the failed calls, each once (see failedOp). A
+// backup that is a service of its own spends its time in what it calls.
 func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
 	for n := range tr.nodes {
 		if !tr.nodes[n].placed {
@@ -631,8 +634,16 @@ func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
 			if at == len(kids) || !tr.failedCall(kids[at]) {
 				continue
 			}
-			if to, from := tr.failedOp(c), tr.failedOp(kids[at]); to != from {
-				fbs = append(fbs, fallback{to: to, from: from})
+			from := tr.failedOp(kids[at])
+			if tr.failedOp(c) == from {
+				continue // a retry
+			}
+			for stack := []int32{c}; len(stack) > 0; {
+				m := stack[len(stack)-1]
+				stack = append(stack[:len(stack)-1], tr.nodes[m].children...)
+				if to := tr.plainOp(m); to != from {
+					fbs = append(fbs, fallback{to: to, from: from})
+				}
 			}
 		}
 	}
@@ -797,12 +808,17 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 		cs = append(cs, c)
 	}
 	cs = rank(cs)
+	if cs = fellBack(cs, w, b, exemplars); len(cs) > 0 && cs[0].FallbackOperation != "" {
+		return cs
+	}
 	// The first culprit grew mostly in that more requests reach it, none
 	// of them slower: the mix of requests shifted, which is not how the
 	// operation ran. One beside it that did get slower, by a real part of
 	// the regression and past the noise, is what went wrong, and leads.
 	if len(cs) > 1 && reached(&cs[0]) {
-		lead(cs, func(c *Culprit) bool { return !reached(c) && !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) })
+		lead(cs, func(c *Culprit) bool {
+			return !reached(c) && !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false)
+		})
 	}
 	// A first culprit whose growth is within the noise yields to one that
 	// is past it, as above: two shifts in the mix of requests, one by
@@ -834,7 +850,10 @@ func lead(cs []Culprit, better func(*Culprit) bool) {
 // answers in 90 ms read as the backup's growth, reached by more requests
 // and none slower, while what changed is the primary. Its figures are its
 // own; the attributes are still ranked on the fallback's traces, which
-// the failures slowed.
+// the failures slowed. It runs before the rules that let a culprit that
+// got slower, or one past the noise, lead: a refusal that takes longer
+// than an answer makes the primary slower too, and it had led without
+// its fallback said.
 func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 	if len(cs) == 0 || cs[0].Call || cs[0].BaselineOnPath > 0 && !reached(&cs[0]) {
 		return cs
@@ -1123,7 +1142,7 @@ func topTraces(fs []facts, n int, weight func(*facts) float64) [][16]byte {
 // requests its way, such as a flag that gates it; not where the culprit
 // is within the noise (noise), whose slow traces may be chance and whose
 // values are not named.
-func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, noise bool) (causes, symptoms []Correlation) {
+func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, failed *op, noise bool) (causes, symptoms []Correlation) {
 	var selected, base []*Trace
 	againstItsOwn, reachedIt := false, false
 	switch {
@@ -1134,10 +1153,11 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 			}
 		}
 		base = tracesOf(b)
-	case lead != nil && reached(first):
+	case lead != nil && (reached(first) || failed != nil):
 		// What sets its traces apart is what sends requests its way (a
-		// cache that misses, a flag): among the traces it is on the path
-		// of, it took no longer than before.
+		// cache that misses, a flag, a primary that fails): among the
+		// traces it is on the path of, it took no longer than before, or
+		// none had it.
 		for _, f := range w {
 			if f.onPath(*lead) > 0 {
 				selected = append(selected, f.trace)
@@ -1167,12 +1187,12 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 	}
 	causes, symptoms = rankAttributes(w, selected, base, o.Correlation, lead, first)
 	if reachedIt {
-		causes = choices(causes, selected, base, *lead)
+		causes = choices(causes, selected, base, *lead, failed)
 	}
 	if againstItsOwn && !noise && !setApart(causes, len(selected), len(base)) {
 		all := tracesOf(b)
 		c, s := rankAttributes(w, selected, all, o.Correlation, lead, first)
-		if c = choices(c, selected, all, *lead); setApart(c, len(selected), len(all)) {
+		if c = choices(c, selected, all, *lead, nil); setApart(c, len(selected), len(all)) {
 			return c, s
 		}
 	}
@@ -1193,7 +1213,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 // the same traces (the request's kind, and what only that kind sends its
 // callees), those of the service the requests entered first: what sends a
 // request one way is decided where it comes in.
-func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation {
+func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []Correlation {
 	type serviceKey struct{ service, key string }
 	type count struct {
 		elsewhere bool
@@ -1226,7 +1246,8 @@ func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation 
 		return vs[string(buf)]
 	}
 	for _, t := range selected {
-		// k's spans, and the client spans that called them.
+		// k's spans, the client spans that called them, and the fallback
+		// calls made after failed's.
 		own := map[*Span]bool{}
 		ids := spanIDs(t)
 		for i := range t.Spans {
@@ -1236,6 +1257,9 @@ func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation 
 					own[&t.Spans[p]] = true
 				}
 			}
+		}
+		if failed != nil {
+			markFallbacks(t, ids, *failed, own)
 		}
 		forEachValue(t, func(service string, kv *commonpb.KeyValue, s *Span) {
 			if !own[s] {
@@ -1300,6 +1324,44 @@ func choices(causes []Correlation, selected, base []*Trace, k op) []Correlation 
 		i = j
 	}
 	return out
+}
+
+// markFallbacks marks in t the spans under a call that started after a
+// failed call of operation failed ended under the same parent, the call
+// included: where a primary failed, the call to the backup and all it did
+// tell only that the backup answered. A failed server span's call is the
+// client span over it.
+func markFallbacks(t *Trace, ids map[SpanID]int32, failed op, marked map[*Span]bool) {
+	children := map[int32][]int32{}
+	for i := range t.Spans {
+		if p, ok := ids[t.Spans[i].Parent]; ok {
+			children[p] = append(children[p], int32(i))
+		}
+	}
+	for i := range t.Spans {
+		s := &t.Spans[i]
+		if !s.Failed || s.Service != failed.service || s.Name != failed.name {
+			continue
+		}
+		call := int32(i)
+		if p, ok := ids[s.Parent]; ok && s.Kind == kindServer && t.Spans[p].Kind == kindClient {
+			call = p
+		}
+		parent, ok := ids[t.Spans[call].Parent]
+		if !ok {
+			continue
+		}
+		for _, sib := range children[parent] {
+			if sib == call || t.Spans[sib].Start < t.Spans[call].End {
+				continue
+			}
+			for stack := []int32{sib}; len(stack) > 0; {
+				m := stack[len(stack)-1]
+				stack = append(stack[:len(stack)-1], children[m]...)
+				marked[&t.Spans[m]] = true
+			}
+		}
+	}
 }
 
 // choiceShare is the largest share of the baseline's traces a service is

@@ -1244,13 +1244,19 @@ func TestDiagnoseFlagGatesTheSlowOperation(t *testing.T) {
 // primary, which failed in more traces and whose failures every backup
 // call followed, leads with the backup's score; the charges' region
 // leads the attributes, not the backup's own address. So too where both
-// acquirers send spans of their own, and the operations are theirs. Where
+// acquirers send spans of their own, and the operations are theirs; where
+// the backup is a service whose time is in its own call to a provider;
+// and where a refusal takes longer than an answer, so that the primary
+// also got slower. Where
 // the backup itself slowed and the primary failed as often as before, or
 // more requests went to the backup without a failure (a routing change),
 // or the primary failed a little more, within noise, the backup leads and
 // no operation is said to have a fallback.
 func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
-	type change struct{ primaryFails, backupSlow, routed, moreFail, fewMore, instrumented bool }
+	type change struct {
+		primaryFails, backupSlow, routed, moreFail, fewMore, instrumented bool
+		slowerFailing, backupService                                      bool
+	}
 	charge := func(id int, ch change) *Trace {
 		b := newTrace(id)
 		region := []string{"eu", "us", "ap"}[id%3]
@@ -1267,14 +1273,25 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 		}
 		routed := ch.routed && id%10 < 3
 		if !routed {
-			call(3, "acq", "POST /v1/charges", "api."+region+".acq.com", fails, 2)
+			d := 2.0
+			if fails && ch.slowerFailing {
+				d = 20 // a refusal that takes longer than an answer
+			}
+			call(3, "acq", "POST /v1/charges", "api."+region+".acq.com", fails, d)
 		}
 		if fails || routed {
 			d := 90.0
 			if ch.backupSlow {
 				d = 150
 			}
-			call(4, "backup", "POST /v2/payments", "api.backup.com", false, d)
+			if ch.backupService { // a service of its own, whose time is in its call out
+				b.span(4, 2, "pay", "POST /internal/charge", client, at, at+d+2, nil, kv("server.address", "backup"))
+				b.span(14, 4, "backup", "POST /internal/charge", server, at+0.5, at+d+1.5, nil)
+				b.span(24, 14, "backup", "POST /v2/payments", client, at+1, at+d+1, nil, kv("server.address", "api.backup.com"))
+				at += d + 2.1
+			} else {
+				call(4, "backup", "POST /v2/payments", "api.backup.com", false, d)
+			}
 		}
 		b.span(2, 1, "pay", "Charge", server, 0.5, at+0.5, nil, kv("customer.region", region))
 		b.span(1, 0, "gw", "POST /checkout", server, 0, at+1, nil)
@@ -1287,6 +1304,8 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 	}{
 		{"primary fails", change{primaryFails: true}, "pay: POST /v1/charges", "pay: POST /v2/payments"},
 		{"primary fails, both instrumented", change{primaryFails: true, instrumented: true}, "acq: POST /v1/charges", "backup: POST /v2/payments"},
+		{"primary fails, backup a service calling out", change{primaryFails: true, backupService: true}, "pay: POST /v1/charges", "backup: POST /v2/payments"},
+		{"primary fails slower than it answers", change{primaryFails: true, slowerFailing: true}, "pay: POST /v1/charges", "pay: POST /v2/payments"},
 		{"backup slower", change{backupSlow: true}, "pay: POST /v2/payments", ""},
 		{"routed to the backup", change{routed: true, moreFail: true}, "pay: POST /v2/payments", ""},
 		{"a few more failures", change{fewMore: true}, "", ""},
@@ -1294,7 +1313,7 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var baseline, window []*Trace
 			for i := range 900 {
-				baseline = append(baseline, charge(i, change{instrumented: tc.change.instrumented}))
+				baseline = append(baseline, charge(i, change{instrumented: tc.change.instrumented, backupService: tc.change.backupService}))
 				window = append(window, charge(1000+i, tc.change))
 			}
 			d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gw", Operation: "POST /checkout"})
