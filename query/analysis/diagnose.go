@@ -131,15 +131,19 @@ type facts struct {
 	// calls (see opOf), by client span; diagnosing latency only.
 	waits []callWait
 	// fallbacks are the spans under calls that came right after a failed
-	// call of another operation, and failedCalls the operations of the
-	// failed calls (see tree.failedOp), each once; diagnosing latency only.
+	// call of another operation, the window's only, and failedCalls the
+	// operations of the failed calls (see tree.failedOp), each once;
+	// diagnosing latency only.
 	fallbacks   []fallback
 	failedCalls []op
 }
 
-// fallback is a span of operation to under a call made right after a
-// failed call of operation from under the same parent.
-type fallback struct{ to, from op }
+// fallback counts the spans of operation to under calls made right after
+// a failed call of operation from under the same parent.
+type fallback struct {
+	to, from op
+	spans    int
+}
 
 // callWait is a client span's own time on the path, counted for the calls
 // to its server's operation, with the resources of both sides.
@@ -328,8 +332,8 @@ func Diagnose(window, baseline []*Trace, opts *DiagnoseOptions) Diagnosis {
 }
 
 func (o *DiagnoseOptions) diagnose(window, baseline []*Trace) Diagnosis {
-	w, wMeans := o.facts(window)
-	b, bMeans := o.facts(baseline)
+	w, wMeans := o.facts(window, true)
+	b, bMeans := o.facts(baseline, false)
 	if o.Errors {
 		handled := handledFailures(countFailures(w), countFailures(b))
 		setOrigins(w, handled)
@@ -436,7 +440,7 @@ type perTrace struct {
 
 // facts reads the traces that have the diagnosed operation, and returns
 // with them, diagnosing latency, their means per trace.
-func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, perTrace) {
+func (o *DiagnoseOptions) facts(traces []*Trace, window bool) ([]facts, perTrace) {
 	fs := make([]facts, 0, len(traces))
 	own, calls := map[op]uint64{}, map[op]uint64{}
 	for _, t := range traces {
@@ -449,7 +453,10 @@ func (o *DiagnoseOptions) facts(traces []*Trace) ([]facts, perTrace) {
 		if o.Errors {
 			f.tree = tr
 		} else { // only latency culprits read the means and fallbacks
-			f.fallbacks, f.failedCalls = tr.fallbacks()
+			f.failedCalls = tr.failedCalls()
+			if window { // only the window's are read
+				f.fallbacks = tr.fallbacks()
+			}
 			tr.addOwnTimes(own)
 			for i := range tr.nodes {
 				if tr.nodes[i].placed {
@@ -550,10 +557,8 @@ func (tr *tree) failureOrigin(handled map[[2]op]bool) int {
 		}
 	}
 	visit(best, 0)
-	if s := &tr.t.Spans[best]; s.Kind == kindClient {
-		if c := tr.onlyServerChild(best); c >= 0 && !tr.t.Spans[c].Failed && tr.t.Spans[c].Duration() >= s.Duration() {
-			return int(c)
-		}
+	if tr.timedOut(best) {
+		return int(tr.onlyServerChild(best))
 	}
 	return int(best)
 }
@@ -606,48 +611,87 @@ func (tr *tree) retries(next, prev int32) bool {
 	return tr.failedCall(prev) && tr.plainOp(prev) == tr.plainOp(next)
 }
 
-// fallbacks returns the spans placed on the tree under a call that
-// started right after a failed call of another operation ended (the
-// sibling that ended last before it started), the call's own included,
-// and the operations of the failed calls, each once (see failedOp). A
-// backup that is a service of its own spends its time in what it calls.
-func (tr *tree) fallbacks() (fbs []fallback, failed []op) {
+// fallbacks counts, by operation, the spans placed on the tree under a
+// call that started right after a failed call of another operation ended
+// (see fellAfter), the call's own included, each span once. A backup that
+// is a service of its own spends its time in what it calls.
+func (tr *tree) fallbacks() (fbs []fallback) {
+	var counted []bool
 	for n := range tr.nodes {
 		if !tr.nodes[n].placed {
 			continue
 		}
-		if tr.failedCall(int32(n)) {
-			if k := tr.failedOp(int32(n)); !slices.Contains(failed, k) {
-				failed = append(failed, k)
-			}
-		}
-		kids := tr.nodes[n].children // the last to end first
-		if !slices.ContainsFunc(kids, tr.failedCall) {
-			continue
-		}
-		for _, c := range kids {
-			// The first of kids to end no later than c starts.
-			at := sort.Search(len(kids), func(i int) bool { return tr.nodes[kids[i]].end <= tr.nodes[c].start })
-			if at < len(kids) && kids[at] == c { // c has no length
-				at++
-			}
-			if at == len(kids) || !tr.failedCall(kids[at]) {
+		for _, c := range tr.nodes[n].children {
+			prev := tr.fellAfter(int32(n), c)
+			if prev < 0 {
 				continue
 			}
-			from := tr.failedOp(kids[at])
-			if tr.failedOp(c) == from {
-				continue // a retry
+			from := tr.failedOp(prev)
+			if counted == nil {
+				counted = make([]bool, len(tr.nodes))
 			}
 			for stack := []int32{c}; len(stack) > 0; {
 				m := stack[len(stack)-1]
 				stack = append(stack[:len(stack)-1], tr.nodes[m].children...)
-				if to := tr.plainOp(m); to != from {
-					fbs = append(fbs, fallback{to: to, from: from})
+				to := tr.plainOp(m)
+				if counted[m] || to == from {
+					continue
+				}
+				counted[m] = true
+				if i := slices.IndexFunc(fbs, func(f fallback) bool { return f.to == to && f.from == from }); i >= 0 {
+					fbs[i].spans++
+				} else {
+					fbs = append(fbs, fallback{to: to, from: from, spans: 1})
 				}
 			}
 		}
 	}
-	return fbs, failed
+	return fbs
+}
+
+// fellAfter returns the call under n that c came right after, the sibling
+// that ended last before c started, if that call failed (and did not time
+// out waiting on a server that had not failed: that failure is the
+// server's slowness, see timedOut) and is of another operation than c's;
+// -1 otherwise.
+func (tr *tree) fellAfter(n, c int32) int32 {
+	kids := tr.nodes[n].children // the last to end first
+	at := sort.Search(len(kids), func(i int) bool { return tr.nodes[kids[i]].end <= tr.nodes[c].start })
+	if at < len(kids) && kids[at] == c { // c has no length
+		at++
+	}
+	if at == len(kids) {
+		return -1
+	}
+	prev := kids[at]
+	if !tr.failedCall(prev) || tr.timedOut(prev) || tr.failedOp(prev) == tr.failedOp(c) {
+		return -1
+	}
+	return prev
+}
+
+// failedCalls returns the operations of the calls placed on the tree that
+// failed, each once (see failedOp), but those that timed out.
+func (tr *tree) failedCalls() (failed []op) {
+	for n := range tr.nodes {
+		if tr.nodes[n].placed && tr.failedCall(int32(n)) && !tr.timedOut(int32(n)) {
+			if k := tr.failedOp(int32(n)); !slices.Contains(failed, k) {
+				failed = append(failed, k)
+			}
+		}
+	}
+	return failed
+}
+
+// timedOut says whether span i is a client span that gave up on its one
+// server span, which had not failed and ran at least as long as the call.
+func (tr *tree) timedOut(i int32) bool {
+	s := &tr.t.Spans[i]
+	if s.Kind != kindClient {
+		return false
+	}
+	c := tr.onlyServerChild(i)
+	return c >= 0 && !tr.t.Spans[c].Failed && tr.t.Spans[c].Duration() >= s.Duration()
 }
 
 // plainOp is span i's own operation.
@@ -808,8 +852,11 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 		cs = append(cs, c)
 	}
 	cs = rank(cs)
-	if cs = fellBack(cs, w, b, exemplars); len(cs) > 0 && cs[0].FallbackOperation != "" {
-		return cs
+	// A fallback past the noise leads before the rules below reorder
+	// (see fellBack); one within it, after them.
+	if fb := fellBack(slices.Clone(cs), w, b, exemplars); len(fb) > 0 && fb[0].FallbackOperation != "" &&
+		!withinNoise(w, b, op{service: fb[0].FallbackService, name: fb[0].FallbackOperation}, false) {
+		return fb
 	}
 	// The first culprit grew mostly in that more requests reach it, none
 	// of them slower: the mix of requests shifted, which is not how the
@@ -827,7 +874,7 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	if len(cs) > 1 && withinNoise(w, b, op{cs[0].Service, cs[0].Operation, cs[0].Call}, false) {
 		lead(cs, func(c *Culprit) bool { return !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) })
 	}
-	return cs
+	return fellBack(cs, w, b, exemplars)
 }
 
 // lead moves to the front of cs the first culprit after the first, of
@@ -863,7 +910,7 @@ func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 	for _, f := range w {
 		for _, fb := range f.fallbacks {
 			if fb.to == to {
-				after[fb.from]++
+				after[fb.from] += fb.spans
 			}
 		}
 	}
@@ -1326,39 +1373,69 @@ func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []
 	return out
 }
 
-// markFallbacks marks in t the spans under a call that started after a
-// failed call of operation failed ended under the same parent, the call
-// included: where a primary failed, the call to the backup and all it did
-// tell only that the backup answered. A failed server span's call is the
-// client span over it.
+// markFallbacks marks in t the spans under a call that started right
+// after a failed call of operation failed ended under the same parent, the
+// call included, as tree.fallbacks finds them by the spans' own times:
+// where a primary failed, the call to the backup and all it did tell only
+// that the backup answered.
 func markFallbacks(t *Trace, ids map[SpanID]int32, failed op, marked map[*Span]bool) {
+	if !slices.ContainsFunc(t.Spans, func(s Span) bool { return s.Failed }) {
+		return
+	}
 	children := map[int32][]int32{}
 	for i := range t.Spans {
-		if p, ok := ids[t.Spans[i].Parent]; ok {
+		if p, ok := ids[t.Spans[i].Parent]; ok && p != int32(i) {
 			children[p] = append(children[p], int32(i))
 		}
 	}
-	for i := range t.Spans {
+	// The operation a call is of, and whether it failed, as failedOp and
+	// failedCall name them, but not a call that timed out (see timedOut).
+	call := func(i int32) (op, bool) {
 		s := &t.Spans[i]
-		if !s.Failed || s.Service != failed.service || s.Name != failed.name {
-			continue
+		k, failedHere := op{service: s.Service, name: s.Name}, s.Failed
+		if s.Kind != kindClient {
+			return k, failedHere
 		}
-		call := int32(i)
-		if p, ok := ids[s.Parent]; ok && s.Kind == kindServer && t.Spans[p].Kind == kindClient {
-			call = p
+		server := int32(-1)
+		for _, c := range children[i] {
+			if t.Spans[c].Kind == kindServer {
+				if server >= 0 {
+					return k, failedHere
+				}
+				server = c
+			}
 		}
-		parent, ok := ids[t.Spans[call].Parent]
-		if !ok {
-			continue
+		if server < 0 {
+			return k, failedHere
 		}
-		for _, sib := range children[parent] {
-			if sib == call || t.Spans[sib].Start < t.Spans[call].End {
+		sv := &t.Spans[server]
+		if failedHere && !sv.Failed && sv.Duration() >= s.Duration() {
+			return op{service: sv.Service, name: sv.Name}, false
+		}
+		return op{service: sv.Service, name: sv.Name}, failedHere || sv.Failed
+	}
+	for _, kids := range children {
+		for _, c := range kids {
+			// The sibling that ended last before c started.
+			prev := int32(-1)
+			for _, p := range kids {
+				if p != c && t.Spans[p].End <= t.Spans[c].Start && (prev < 0 || t.Spans[p].End > t.Spans[prev].End) {
+					prev = p
+				}
+			}
+			if prev < 0 {
 				continue
 			}
-			for stack := []int32{sib}; len(stack) > 0; {
+			if k, ok := call(prev); !ok || k != failed {
+				continue
+			}
+			for stack := []int32{c}; len(stack) > 0; {
 				m := stack[len(stack)-1]
-				stack = append(stack[:len(stack)-1], children[m]...)
-				marked[&t.Spans[m]] = true
+				stack = stack[:len(stack)-1]
+				if !marked[&t.Spans[m]] { // a cycle of parents ends
+					marked[&t.Spans[m]] = true
+					stack = append(stack, children[m]...)
+				}
 			}
 		}
 	}

@@ -1247,15 +1247,19 @@ func TestDiagnoseFlagGatesTheSlowOperation(t *testing.T) {
 // acquirers send spans of their own, and the operations are theirs; where
 // the backup is a service whose time is in its own call to a provider;
 // and where a refusal takes longer than an answer, so that the primary
-// also got slower. Where
+// also got slower. Where the primary's own query slowed past its caller's
+// timeout, the query leads: a call that gave up on a server that had not
+// failed did not fail of the primary. Where
 // the backup itself slowed and the primary failed as often as before, or
 // more requests went to the backup without a failure (a routing change),
 // or the primary failed a little more, within noise, the backup leads and
-// no operation is said to have a fallback.
+// no operation is said to have a fallback; and where the fallbacks' time
+// is within the noise (a backup that answers in 10 ms or 3 s) while a
+// query got slower in every request, the query leads.
 func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 	type change struct {
 		primaryFails, backupSlow, routed, moreFail, fewMore, instrumented bool
-		slowerFailing, backupService                                      bool
+		slowerFailing, backupService, timesOut, backupVaries, ledgerSlow  bool
 	}
 	charge := func(id int, ch change) *Trace {
 		b := newTrace(id)
@@ -1272,17 +1276,36 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 			at += d + 0.1
 		}
 		routed := ch.routed && id%10 < 3
-		if !routed {
+		switch {
+		case ch.timesOut && region == "eu" && id%5 < 3:
+			// The acquirer's query slowed past the caller's timeout: the
+			// call failed, the acquirer did not.
+			fails = true
+			b.span(3, 2, "pay", "POST /v1/charges", client, at, at+20, nil, kv("server.address", "api."+region+".acq.com"))
+			b.t.Spans[len(b.t.Spans)-1].Failed = true
+			b.span(13, 3, "acq", "POST /v1/charges", server, at+0.1, at+41, nil)
+			b.span(23, 13, "acq", "SELECT merchant", client, at+0.5, at+40.5, nil)
+			at += 20.1
+		case !routed:
 			d := 2.0
 			if fails && ch.slowerFailing {
 				d = 20 // a refusal that takes longer than an answer
 			}
 			call(3, "acq", "POST /v1/charges", "api."+region+".acq.com", fails, d)
+			if ch.instrumented { // the acquirer's query, in time
+				b.span(23, 13, "acq", "SELECT merchant", client, at-d+0.4, at-d+1.2, nil)
+			}
 		}
 		if fails || routed {
 			d := 90.0
-			if ch.backupSlow {
+			switch {
+			case ch.backupSlow:
 				d = 150
+			case ch.backupVaries:
+				d = 10
+				if id/20%10 == 0 {
+					d = 3000
+				}
 			}
 			if ch.backupService { // a service of its own, whose time is in its call out
 				b.span(4, 2, "pay", "POST /internal/charge", client, at, at+d+2, nil, kv("server.address", "backup"))
@@ -1292,6 +1315,14 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 			} else {
 				call(4, "backup", "POST /v2/payments", "api.backup.com", false, d)
 			}
+		}
+		if ch.ledgerSlow || ch.backupVaries {
+			d := 3.0
+			if ch.ledgerSlow {
+				d = 6
+			}
+			b.span(5, 2, "pay", "SELECT ledger", client, at, at+d, nil)
+			at += d + 0.1
 		}
 		b.span(2, 1, "pay", "Charge", server, 0.5, at+0.5, nil, kv("customer.region", region))
 		b.span(1, 0, "gw", "POST /checkout", server, 0, at+1, nil)
@@ -1307,13 +1338,16 @@ func TestDiagnoseFallbackFromAFailedPrimary(t *testing.T) {
 		{"primary fails, backup a service calling out", change{primaryFails: true, backupService: true}, "pay: POST /v1/charges", "backup: POST /v2/payments"},
 		{"primary fails slower than it answers", change{primaryFails: true, slowerFailing: true}, "pay: POST /v1/charges", "pay: POST /v2/payments"},
 		{"backup slower", change{backupSlow: true}, "pay: POST /v2/payments", ""},
+		{"primary's query past the timeout", change{timesOut: true, instrumented: true}, "acq: SELECT merchant", ""},
 		{"routed to the backup", change{routed: true, moreFail: true}, "pay: POST /v2/payments", ""},
+		{"a query slower beside fallbacks within noise", change{moreFail: true, backupVaries: true, ledgerSlow: true}, "pay: SELECT ledger", ""},
 		{"a few more failures", change{fewMore: true}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var baseline, window []*Trace
 			for i := range 900 {
-				baseline = append(baseline, charge(i, change{instrumented: tc.change.instrumented, backupService: tc.change.backupService}))
+				baseline = append(baseline, charge(i, change{instrumented: tc.change.instrumented, backupService: tc.change.backupService,
+					backupVaries: tc.change.backupVaries}))
 				window = append(window, charge(1000+i, tc.change))
 			}
 			d := Diagnose(window, baseline, &DiagnoseOptions{Service: "gw", Operation: "POST /checkout"})
