@@ -130,20 +130,17 @@ type facts struct {
 	// waits are the client spans' own time on the path that counts for
 	// calls (see opOf), by client span; diagnosing latency only.
 	waits []callWait
-	// fallbacks are the spans under calls that came right after a failed
-	// call of another operation, the window's only, and failedCalls the
-	// operations of the failed calls (see tree.failedOp), each once;
-	// diagnosing latency only.
-	fallbacks   []fallback
+	// failedCalls are the operations of the failed calls (see
+	// tree.failedOp), each once, and fallbacks the spans under calls that
+	// came right after one of them, the window's only; diagnosing latency
+	// only.
 	failedCalls []op
+	fallbacks   []fallback
 }
 
-// fallback counts the spans of operation to under calls made right after
-// a failed call of operation from under the same parent.
-type fallback struct {
-	to, from op
-	spans    int
-}
+// fallback is a span under a call made right after a failed call of
+// operation failedCalls[from] under the same parent.
+type fallback struct{ span, from int32 }
 
 // callWait is a client span's own time on the path, counted for the calls
 // to its server's operation, with the resources of both sides.
@@ -455,7 +452,7 @@ func (o *DiagnoseOptions) facts(traces []*Trace, window bool) ([]facts, perTrace
 		} else { // only latency culprits read the means and fallbacks
 			f.failedCalls = tr.failedCalls()
 			if window { // only the window's are read
-				f.fallbacks = tr.fallbacks()
+				f.fallbacks = tr.fallbacks(f.failedCalls)
 			}
 			tr.addOwnTimes(own)
 			for i := range tr.nodes {
@@ -611,12 +608,13 @@ func (tr *tree) retries(next, prev int32) bool {
 	return tr.failedCall(prev) && tr.plainOp(prev) == tr.plainOp(next)
 }
 
-// fallbacks counts, by operation, the spans placed on the tree under a
-// call that started right after a failed call of another operation ended
-// (see fellAfter), the call's own included, each span once. A backup that
-// is a service of its own spends its time in what it calls.
-func (tr *tree) fallbacks() (fbs []fallback) {
-	var counted []bool
+// fallbacks returns the spans placed on the tree under a call that
+// started right after a failed call of another operation ended (see
+// fellAfter), the call's own included, each span once, with the failed
+// call's operation as its index in failed. A backup that is a service of
+// its own spends its time in what it calls.
+func (tr *tree) fallbacks(failed []op) (fbs []fallback) {
+	var under []bool
 	for n := range tr.nodes {
 		if !tr.nodes[n].placed {
 			continue
@@ -626,22 +624,19 @@ func (tr *tree) fallbacks() (fbs []fallback) {
 			if prev < 0 {
 				continue
 			}
-			from := tr.failedOp(prev)
-			if counted == nil {
-				counted = make([]bool, len(tr.nodes))
+			from := int32(slices.Index(failed, tr.failedOp(prev)))
+			if from < 0 { // failedCalls lists every failed call; see failedCalls
+				continue
+			}
+			if under == nil {
+				under = make([]bool, len(tr.nodes))
 			}
 			for stack := []int32{c}; len(stack) > 0; {
 				m := stack[len(stack)-1]
 				stack = append(stack[:len(stack)-1], tr.nodes[m].children...)
-				to := tr.plainOp(m)
-				if counted[m] || to == from {
-					continue
-				}
-				counted[m] = true
-				if i := slices.IndexFunc(fbs, func(f fallback) bool { return f.to == to && f.from == from }); i >= 0 {
-					fbs[i].spans++
-				} else {
-					fbs = append(fbs, fallback{to: to, from: from, spans: 1})
+				if !under[m] {
+					under[m] = true
+					fbs = append(fbs, fallback{span: m, from: from})
 				}
 			}
 		}
@@ -854,7 +849,7 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	cs = rank(cs)
 	// A fallback past the noise leads before the rules below reorder
 	// (see fellBack); one within it, after them.
-	if fb := fellBack(slices.Clone(cs), w, b, exemplars); len(fb) > 0 && fb[0].FallbackOperation != "" &&
+	if fb := fellBack(slices.Clone(cs), w, b, pw, pb, exemplars); len(fb) > 0 && fb[0].FallbackOperation != "" &&
 		!withinNoise(w, b, op{service: fb[0].FallbackService, name: fb[0].FallbackOperation}, false) {
 		return fb
 	}
@@ -874,7 +869,7 @@ func latencyCulprits(w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	if len(cs) > 1 && withinNoise(w, b, op{cs[0].Service, cs[0].Operation, cs[0].Call}, false) {
 		lead(cs, func(c *Culprit) bool { return !withinNoise(w, b, op{c.Service, c.Operation, c.Call}, false) })
 	}
-	return fellBack(cs, w, b, exemplars)
+	return fellBack(cs, w, b, pw, pb, exemplars)
 }
 
 // lead moves to the front of cs the first culprit after the first, of
@@ -901,7 +896,7 @@ func lead(cs []Culprit, better func(*Culprit) bool) {
 // got slower, or one past the noise, lead: a refusal that takes longer
 // than an answer makes the primary slower too, and it had led without
 // its fallback said.
-func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
+func fellBack(cs []Culprit, w, b []facts, pw, pb perTrace, exemplars int) []Culprit {
 	if len(cs) == 0 || cs[0].Call || cs[0].BaselineOnPath > 0 && !reached(&cs[0]) {
 		return cs
 	}
@@ -909,12 +904,12 @@ func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 	after := map[op]int{}
 	for _, f := range w {
 		for _, fb := range f.fallbacks {
-			if fb.to == to {
-				after[fb.from] += fb.spans
+			if s := &f.trace.Spans[fb.span]; s.Service == to.service && s.Name == to.name && f.failedCalls[fb.from] != to {
+				after[f.failedCalls[fb.from]]++
 			}
 		}
 	}
-	calls := spansPerTrace(w, to) * float64(len(w))
+	calls := pw.calls[to] * float64(len(w))
 	var from op
 	most := 0
 	for k, n := range after {
@@ -934,7 +929,7 @@ func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 	mw, mb := meanSelf(w), meanSelf(b)
 	sw, sb := onPathShare(w), onPathShare(b)
 	c := Culprit{Service: from.service, Operation: from.name, Score: cs[0].Score, Baseline: mb[from], Window: mw[from],
-		BaselineOnPath: sb[from], WindowOnPath: sw[from], BaselineCalls: spansPerTrace(b, from), WindowCalls: spansPerTrace(w, from),
+		BaselineOnPath: sb[from], WindowOnPath: sw[from], BaselineCalls: pb.calls[from], WindowCalls: pw.calls[from],
 		FallbackService: to.service, FallbackOperation: to.name, BaselineFailed: fb, WindowFailed: fw}
 	c.Exemplars = topTraces(w, exemplars, func(f *facts) float64 {
 		if slices.Contains(f.failedCalls, from) {
@@ -944,19 +939,6 @@ func fellBack(cs []Culprit, w, b []facts, exemplars int) []Culprit {
 	})
 	cs = slices.DeleteFunc(cs, func(x Culprit) bool { return !x.Call && x.Service == from.service && x.Operation == from.name })
 	return slices.Insert(cs, 0, c)
-}
-
-// spansPerTrace is the mean number of spans of k's operation a trace has.
-func spansPerTrace(fs []facts, k op) float64 {
-	n := 0
-	for _, f := range fs {
-		for i := range f.trace.Spans {
-			if s := &f.trace.Spans[i]; s.Service == k.service && s.Name == k.name {
-				n++
-			}
-		}
-	}
-	return float64(n) / float64(max(len(fs), 1))
 }
 
 // failedShare is the share of traces with a failed call of k.
@@ -1234,7 +1216,7 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 	}
 	causes, symptoms = rankAttributes(w, selected, base, o.Correlation, lead, first)
 	if reachedIt {
-		causes = choices(causes, selected, base, *lead, failed)
+		causes = choices(causes, selected, base, *lead, fellBackSpans(w, failed))
 	}
 	if againstItsOwn && !noise && !setApart(causes, len(selected), len(base)) {
 		all := tracesOf(b)
@@ -1251,16 +1233,18 @@ func attributeCauses(w, b []facts, o DiagnoseOptions, lead *op, first *Culprit, 
 // restate that they did: a value its service has in at most
 // choiceShare of the baseline's traces it is in (a flag's variant, an
 // operation's name, one version of several), on a resource or on a span
-// other than k's and the client spans that called them. A service's constants (its one version, its region, the
-// call it always makes) are on every trace it is in, and k's own
-// attributes (its query's text) on every trace k is in; either would lead
-// where k runs only in some requests. Where a cause's first value is not
+// other than k's, the client spans that called them and the spans of
+// fellBack (under the calls made after a failure the culprit's requests
+// fell back from, which say only that the backup answered). A service's
+// constants (its one version, its region, the call it always makes) are on
+// every trace it is in, and k's own attributes (its query's text) on every
+// trace k is in; either would lead where k runs only in some requests. Where a cause's first value is not
 // such a choice but one of its aliases is, that alias leads. Of values on
 // the same number of traces with the same score, which are most often on
 // the same traces (the request's kind, and what only that kind sends its
 // callees), those of the service the requests entered first: what sends a
 // request one way is decided where it comes in.
-func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []Correlation {
+func choices(causes []Correlation, selected, base []*Trace, k op, fellBack map[*Trace][]*Span) []Correlation {
 	type serviceKey struct{ service, key string }
 	type count struct {
 		elsewhere bool
@@ -1293,8 +1277,8 @@ func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []
 		return vs[string(buf)]
 	}
 	for _, t := range selected {
-		// k's spans, the client spans that called them, and the fallback
-		// calls made after failed's.
+		// k's spans, the client spans that called them, and the spans
+		// under fallback calls.
 		own := map[*Span]bool{}
 		ids := spanIDs(t)
 		for i := range t.Spans {
@@ -1305,8 +1289,8 @@ func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []
 				}
 			}
 		}
-		if failed != nil {
-			markFallbacks(t, ids, *failed, own)
+		for _, sp := range fellBack[t] {
+			own[sp] = true
 		}
 		forEachValue(t, func(service string, kv *commonpb.KeyValue, s *Span) {
 			if !own[s] {
@@ -1373,72 +1357,22 @@ func choices(causes []Correlation, selected, base []*Trace, k op, failed *op) []
 	return out
 }
 
-// markFallbacks marks in t the spans under a call that started right
-// after a failed call of operation failed ended under the same parent, the
-// call included, as tree.fallbacks finds them by the spans' own times:
-// where a primary failed, the call to the backup and all it did tell only
-// that the backup answered.
-func markFallbacks(t *Trace, ids map[SpanID]int32, failed op, marked map[*Span]bool) {
-	if !slices.ContainsFunc(t.Spans, func(s Span) bool { return s.Failed }) {
-		return
+// fellBackSpans returns, by trace of w, the spans under calls made right
+// after a failed call of operation failed (see tree.fallbacks); none if
+// failed is nil.
+func fellBackSpans(w []facts, failed *op) map[*Trace][]*Span {
+	if failed == nil {
+		return nil
 	}
-	children := map[int32][]int32{}
-	for i := range t.Spans {
-		if p, ok := ids[t.Spans[i].Parent]; ok && p != int32(i) {
-			children[p] = append(children[p], int32(i))
-		}
-	}
-	// The operation a call is of, and whether it failed, as failedOp and
-	// failedCall name them, but not a call that timed out (see timedOut).
-	call := func(i int32) (op, bool) {
-		s := &t.Spans[i]
-		k, failedHere := op{service: s.Service, name: s.Name}, s.Failed
-		if s.Kind != kindClient {
-			return k, failedHere
-		}
-		server := int32(-1)
-		for _, c := range children[i] {
-			if t.Spans[c].Kind == kindServer {
-				if server >= 0 {
-					return k, failedHere
-				}
-				server = c
-			}
-		}
-		if server < 0 {
-			return k, failedHere
-		}
-		sv := &t.Spans[server]
-		if failedHere && !sv.Failed && sv.Duration() >= s.Duration() {
-			return op{service: sv.Service, name: sv.Name}, false
-		}
-		return op{service: sv.Service, name: sv.Name}, failedHere || sv.Failed
-	}
-	for _, kids := range children {
-		for _, c := range kids {
-			// The sibling that ended last before c started.
-			prev := int32(-1)
-			for _, p := range kids {
-				if p != c && t.Spans[p].End <= t.Spans[c].Start && (prev < 0 || t.Spans[p].End > t.Spans[prev].End) {
-					prev = p
-				}
-			}
-			if prev < 0 {
-				continue
-			}
-			if k, ok := call(prev); !ok || k != failed {
-				continue
-			}
-			for stack := []int32{c}; len(stack) > 0; {
-				m := stack[len(stack)-1]
-				stack = stack[:len(stack)-1]
-				if !marked[&t.Spans[m]] { // a cycle of parents ends
-					marked[&t.Spans[m]] = true
-					stack = append(stack, children[m]...)
-				}
+	spans := map[*Trace][]*Span{}
+	for _, f := range w {
+		for _, fb := range f.fallbacks {
+			if f.failedCalls[fb.from] == *failed {
+				spans[f.trace] = append(spans[f.trace], &f.trace.Spans[fb.span])
 			}
 		}
 	}
+	return spans
 }
 
 // choiceShare is the largest share of the baseline's traces a service is
