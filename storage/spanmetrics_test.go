@@ -369,20 +369,9 @@ func TestSpanMetricsByServiceBound(t *testing.T) {
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
 	spans := generateSpans(r, base, 80)
 	dir := t.TempDir()
-	db, err := Open(dir, &Options{FlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, db, encodeSpans(t, spans))
-	if err := db.cut(); err != nil {
-		t.Fatal(err)
-	}
-	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 3})
+	db := reopen(t, cutSpans(t, dir, spans), dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 3})
 	defer db.Close()
-	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := readByService(t, db, base)
 	type key struct {
 		service string
 		status  uint8
@@ -411,10 +400,7 @@ func TestSpanMetricsByServiceBound(t *testing.T) {
 	// Past as many services as the bound, the least called go into the
 	// overflow of no service, each status code's.
 	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 1})
-	got, err = db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got = readByService(t, db, base)
 	byService := map[string]uint64{}
 	for _, s := range spans {
 		byService[s.service]++
@@ -455,24 +441,9 @@ func TestSpanMetricsByServiceUnnamed(t *testing.T) {
 		want[spans[i].service]++
 	}
 	dir := t.TempDir()
-	db, err := Open(dir, &Options{FlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	write(t, db, encodeSpans(t, spans))
-	if err := db.cut(); err != nil {
-		t.Fatal(err)
-	}
-	read := func() []SpanMetricsSeries {
-		t.Helper()
-		got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	db := cutSpans(t, dir, spans)
 	have := map[string]uint64{}
-	for _, s := range read() {
+	for _, s := range readByService(t, db, base) {
 		if s.Overflow {
 			t.Errorf("series %+v overflowed", s.SpanSeries)
 		}
@@ -489,7 +460,7 @@ func TestSpanMetricsByServiceUnnamed(t *testing.T) {
 	db = reopen(t, db, dir, &Options{FlushInterval: time.Hour, SpanMetricsMaxSeries: 1})
 	defer db.Close()
 	var calls uint64
-	for _, s := range read() {
+	for _, s := range readByService(t, db, base) {
 		for i := range s.Minutes {
 			calls += s.Minutes[i].Latency.Count()
 		}
@@ -497,4 +468,29 @@ func TestSpanMetricsByServiceUnnamed(t *testing.T) {
 	if calls != uint64(len(spans)) {
 		t.Errorf("%d calls past the bound, want %d", calls, len(spans))
 	}
+}
+
+// cutSpans opens a store in dir and cuts spans into it.
+func cutSpans(t *testing.T, dir string, spans []metricSpan) *DB {
+	t.Helper()
+	db, err := Open(dir, &Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, db, encodeSpans(t, spans))
+	if err := db.cut(); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// readByService reads span metrics by service over the two hours around
+// base, as one step.
+func readByService(t *testing.T, db *DB, base time.Time) []SpanMetricsSeries {
+	t.Helper()
+	got, err := db.SpanMetrics(context.Background(), SpanMetricsQuery{From: base.Add(-time.Hour), To: base.Add(time.Hour), Step: 2 * time.Hour, ByService: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
